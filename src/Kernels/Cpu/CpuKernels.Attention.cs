@@ -1,0 +1,71 @@
+namespace Engine.Kernels.Cpu;
+
+// Attention pieces on the CPU: head split/merge permutes and the biased, masked softmax.
+// The GEMMs between them go through Gemm/GemmStridedBatched.
+public sealed unsafe partial class CpuKernels
+{
+    /// <inheritdoc/>
+    public void SplitHeads(float* q, float* k, float* v, float* qkv, int B, int T, int NH, int HD)
+    {
+        var body = new HeadsBody { Q = q, K = k, V = v, Qkv = qkv, T = T, NH = NH, HD = HD, Split = true };
+        CpuRange.For((long)B * T, 64, ref body);
+    }
+
+    /// <inheritdoc/>
+    public void SplitHeadsBackward(float* dqkv, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate)
+    {
+        var body = new HeadsBody { Q = dq, K = dk, V = dv, Qkv = dqkv, T = T, NH = NH, HD = HD, Accumulate = accumulate };
+        CpuRange.For((long)B * T, 64, ref body);
+    }
+
+    /// <inheritdoc/>
+    public void MergeHeads(float* y, float* o, int B, int T, int NH, int HD)
+    {
+        // Merging is the split of a single-slot tensor run backwards: y [B,T,1,NH,HD] ← o [B,NH,T,HD].
+        var body = new HeadsBody { Q = o, Qkv = y, T = T, NH = NH, HD = HD, Slots = 1 };
+        CpuRange.For((long)B * T, 64, ref body);
+    }
+
+    /// <inheritdoc/>
+    public void MergeHeadsBackward(float* dout, float* dy, int B, int T, int NH, int HD, bool accumulate)
+    {
+        var body = new HeadsBody { Q = dout, Qkv = dy, T = T, NH = NH, HD = HD, Slots = 1, Split = true, Accumulate = accumulate };
+        CpuRange.For((long)B * T, 64, ref body);
+    }
+
+    /// <summary>Moves rows between packed [B,T,S,NH,HD] (S = 3 for q|k|v, 1 for merged heads) and per-head
+    /// [B,NH,T,HD] tensors. Split: packed → heads (accumulate adds into heads); otherwise heads → packed.</summary>
+    struct HeadsBody : IRangeBody
+    {
+        public float* Q, K, V, Qkv;
+        public int T, NH, HD, Slots;
+        public bool Split, Accumulate;
+        public void Run(long start, long end)
+        {
+            int slots = Slots == 0 ? 3 : Slots, C = NH * HD;
+            for (long bt = start; bt < end; bt++)
+            {
+                long b = bt / T, t = bt % T;
+                for (int s = 0; s < slots; s++)
+                {
+                    float* heads = s == 0 ? Q : s == 1 ? K : V;
+                    for (int h = 0; h < NH; h++)
+                    {
+                        float* packed = Qkv + bt * slots * C + s * C + h * HD;
+                        float* head = heads + ((b * NH + h) * T + t) * HD;
+                        float* dst = Split ? head : packed, src = Split ? packed : head;
+                        if (Accumulate) for (int d = 0; d < HD; d++) dst[d] += src[d];
+                        else Buffer.MemoryCopy(src, dst, HD * sizeof(float), HD * sizeof(float));
+                    }
+                }
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public void AttentionSoftmaxForward(float* p, float* s, float* bias, float* mask, int B, int NH, int T, int nW)
+    {
+        var body = new SoftmaxRowsBody { Y = p, X = s, Bias = bias, Mask = mask, Cols = T, HeadRows = T, Heads = NH, Windows = nW };
+        CpuRange.For((long)B * NH * T, Math.Max(1, ElementGrain / T), ref body);
+    }
+}

@@ -1,0 +1,150 @@
+namespace Engine.Kernels;
+
+/// <summary>
+/// The raw compute interface every backend implements (CPU now; CUDA and emulated CUDA later).
+/// Kernels see pointers and sizes only: no tensors, no autograd. Pointers are device addresses of the
+/// backend that owns them. All float data is row-major float32.
+/// </summary>
+/// <remarks>
+/// Gradient rule (llm.c): parameter gradients accumulate (<c>+=</c>); activation gradients are written
+/// (<c>=</c>) unless <c>accumulate</c> is true, which the engine sets when a tensor already holds a gradient
+/// from another consumer (the residual stream). A null gradient pointer means "not needed": the kernel skips
+/// that work entirely (frozen means free).
+/// Shapes use B (batch), T (tokens), C (channels), NH (heads), HD (head dim), N,H,W,C for images.
+/// </remarks>
+public unsafe interface IKernels
+{
+    /// <summary>Backend name as used in tests and on the command line (<c>cpu</c>, <c>cuda</c>, ...).</summary>
+    string Name { get; }
+
+    // ---------------------------------------------------------------- GEMM
+    /// <summary>C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C. op(X) = X or Xᵀ.
+    /// A is [M,K] (lda ≥ K) or, transposed, [K,M] (lda ≥ M); B is [K,N] (ldb ≥ N) or [N,K] (ldb ≥ K).
+    /// beta = 0 never reads C.</summary>
+    void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, float* B, int ldb,
+        float beta, float* C, int ldc);
+
+    /// <summary><see cref="Gemm"/> over <paramref name="batch"/> matrices spaced by the given element strides.</summary>
+    void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha,
+        float* A, int lda, long strideA, float* B, int ldb, long strideB,
+        float beta, float* C, int ldc, long strideC, int batch);
+
+    // ---------------------------------------------------------------- elementwise and bias
+    /// <summary>x[i] = value for i &lt; n.</summary>
+    void Fill(float* x, long n, float value);
+    /// <summary>dst[i] = src[i] (accumulate: +=).</summary>
+    void Copy(float* dst, float* src, long n, bool accumulate);
+    /// <summary>Copies a strided view into a contiguous buffer: dst[flat(idx)] = src[Σ idx_d·srcStrides_d],
+    /// rank ≤ 8, shape and strides in elements.</summary>
+    void CopyStrided(float* dst, float* src, int rank, int* shape, long* srcStrides);
+    /// <summary>x[i] *= s.</summary>
+    void Scale(float* x, long n, float s);
+    /// <summary>y[i] = a[i] + b[i] (residual add; y may alias a or b).</summary>
+    void Add(float* y, float* a, float* b, long n);
+    /// <summary>y[r,c] = x[r,c] + bias[c]; x,y [rows, cols], bias [cols]; y may alias x.
+    /// Also the position-embedding add (rows = B, cols = T·C).</summary>
+    void AddBias(float* y, float* x, float* bias, int rows, int cols);
+    /// <summary>dbias[c] += Σ_r dy[r,c]; dy [rows, cols]. Deterministic order.</summary>
+    void BiasGrad(float* dbias, float* dy, int rows, int cols);
+
+    // ---------------------------------------------------------------- normalisation and activations
+    /// <summary>LayerNorm over the last dim. x,y [rows,C]; weight,bias [C] (null = identity);
+    /// mean, rstd [rows] saved for backward.</summary>
+    void LayerNormForward(float* y, float* mean, float* rstd, float* x, float* weight, float* bias, int rows, int C, float eps);
+    /// <summary>dx [rows,C] (null to skip); dweight, dbias [C] accumulate (null to skip).</summary>
+    void LayerNormBackward(float* dx, float* dweight, float* dbias, float* dy, float* x, float* weight,
+        float* mean, float* rstd, int rows, int C, bool accumulate);
+    /// <summary>Exact GELU: y = x·Φ(x) = 0.5·x·(1 + erf(x/√2)); n elements.</summary>
+    void GeluForward(float* y, float* x, long n);
+    /// <summary>dx = dy·(Φ(x) + x·φ(x)).</summary>
+    void GeluBackward(float* dx, float* dy, float* x, long n, bool accumulate);
+    /// <summary>Row softmax, max-subtracted: x,y [rows, cols].</summary>
+    void SoftmaxForward(float* y, float* x, int rows, int cols);
+    /// <summary>dx = y ⊙ (dy − Σ_j dy·y) per row.</summary>
+    void SoftmaxBackward(float* dx, float* dy, float* y, int rows, int cols, bool accumulate);
+    /// <summary>y[r,c] = x[r,c]·scale[c] + shift[c] (SSF); x,y [rows,C].</summary>
+    void ScaleShiftForward(float* y, float* x, float* scale, float* shift, int rows, int C);
+    /// <summary>dx = dy·scale; dscale += Σ_r dy·x; dshift += Σ_r dy. Each output may be null.</summary>
+    void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, int rows, int C, bool accumulate);
+
+    // ---------------------------------------------------------------- attention pieces
+    /// <summary>qkv [B,T,3,NH,HD] → q, k, v each [B,NH,T,HD] (timm's q|k|v column layout).</summary>
+    void SplitHeads(float* q, float* k, float* v, float* qkv, int B, int T, int NH, int HD);
+    /// <summary>Inverse of <see cref="SplitHeads"/>: dqkv [B,T,3·NH·HD] from dq, dk, dv [B,NH,T,HD].</summary>
+    void SplitHeadsBackward(float* dqkv, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate);
+    /// <summary>o [B,NH,T,HD] → y [B,T,NH·HD] (head h owns columns h·HD..h·HD+HD−1).</summary>
+    void MergeHeads(float* y, float* o, int B, int T, int NH, int HD);
+    /// <summary>do [B,NH,T,HD] from dy [B,T,NH·HD].</summary>
+    void MergeHeadsBackward(float* dout, float* dy, int B, int T, int NH, int HD, bool accumulate);
+    /// <summary>Attention probabilities: p[b,h,i,:] = softmax(s[b,h,i,:] + bias[h,i,:] + mask[b mod nW,i,:]).
+    /// s,p [B,NH,T,T] (p may alias s); bias [NH,T,T] or null; mask [nW,T,T] or null (Swin windows: B = images·nW).
+    /// The bias gradient is <see cref="BiasGrad"/> over rows = B, cols = NH·T·T of the pre-softmax gradient.</summary>
+    void AttentionSoftmaxForward(float* p, float* s, float* bias, float* mask, int B, int NH, int T, int nW);
+
+    // ---------------------------------------------------------------- loss
+    /// <summary>Mean softmax cross-entropy with label smoothing ε: target distribution (1−ε)·onehot + ε/V.
+    /// logits [B,V]; targets [B] in [0,V); loss [1] written.</summary>
+    void CrossEntropyForward(float* loss, float* logits, int* targets, int B, int V, float smoothing);
+    /// <summary>dlogits = dloss[0]/B · (softmax(logits) − target distribution); probabilities are never stored.</summary>
+    void CrossEntropyBackward(float* dlogits, float* dloss, float* logits, int* targets, int B, int V, float smoothing, bool accumulate);
+
+    // ---------------------------------------------------------------- convolution and patches
+    /// <summary>Depthwise 2-D convolution, stride 1, channels-last. x [N,H,W,C]; w [C,k,k]; bias [C] or null;
+    /// y [N,Ho,Wo,C] with Ho = H + 2·pad − k + 1 (zero padding).</summary>
+    void DepthwiseConvForward(float* y, float* x, float* w, float* bias, int N, int H, int W, int C, int k, int pad);
+    /// <summary>dx [N,H,W,C] (null to skip); dw [C,k,k] and dbias [C] accumulate (null to skip).</summary>
+    void DepthwiseConvBackward(float* dx, float* dw, float* dbias, float* dy, float* x, float* w,
+        int N, int H, int W, int C, int k, int pad, bool accumulate);
+    /// <summary>Non-overlapping p×p patches: x [N,C,H,W] (or [N,H,W,C] when channelsLast) →
+    /// patches [N, (H/p)·(W/p), C·p·p] with inner index c·p·p + ky·p + kx (a conv weight [O,C,p,p] flattened).</summary>
+    void Patchify(float* patches, float* x, int N, int C, int H, int W, int p, bool channelsLast);
+    /// <summary>Scatter of <see cref="Patchify"/>: dx from dpatches.</summary>
+    void PatchifyBackward(float* dx, float* dpatches, int N, int C, int H, int W, int p, bool channelsLast, bool accumulate);
+
+    // ---------------------------------------------------------------- token ops
+    /// <summary>y [B,T+1,C]: y[b,0] = token [C], y[b,1+t] = x[b,t].</summary>
+    void PrependToken(float* y, float* x, float* token, int B, int T, int C);
+    /// <summary>dx [B,T,C] = dy[:,1:] (null to skip); dtoken [C] += Σ_b dy[b,0] (null to skip).</summary>
+    void PrependTokenBackward(float* dx, float* dtoken, float* dy, int B, int T, int C, bool accumulate);
+    /// <summary>y [B,C] = x[b, index] for x [B,T,C].</summary>
+    void TakeToken(float* y, float* x, int B, int T, int C, int index);
+    /// <summary>dx [B,T,C]: dy at token <paramref name="index"/>, zero elsewhere (accumulate: adds at index only).</summary>
+    void TakeTokenBackward(float* dx, float* dy, int B, int T, int C, int index, bool accumulate);
+    /// <summary>y [B,C] = mean over t of x [B,T,C].</summary>
+    void MeanTokens(float* y, float* x, int B, int T, int C);
+    /// <summary>dx [B,T,C] = dy [B,C] / T.</summary>
+    void MeanTokensBackward(float* dx, float* dy, int B, int T, int C, bool accumulate);
+
+    // ---------------------------------------------------------------- Swin
+    /// <summary>Cyclic shift then window partition: x [B,H,W,C] → windows [B·(H/ws)·(W/ws), ws·ws, C],
+    /// windows[b·nW + wr·(W/ws) + wc, ty·ws + tx] = x[b, (wr·ws+ty+shift) mod H, (wc·ws+tx+shift) mod W].</summary>
+    void WindowPartition(float* windows, float* x, int B, int H, int W, int C, int ws, int shift, bool accumulate);
+    /// <summary>Exact inverse of <see cref="WindowPartition"/> (window reverse, then the reverse shift).</summary>
+    void WindowReverse(float* x, float* windows, int B, int H, int W, int C, int ws, int shift, bool accumulate);
+    /// <summary>2×2 patch merging gather: x [B,H,W,C] → y [B,H/2,W/2,4C] with channel blocks
+    /// x[2i,2j], x[2i+1,2j], x[2i,2j+1], x[2i+1,2j+1].</summary>
+    void PatchMerge(float* y, float* x, int B, int H, int W, int C);
+    /// <summary>Scatter of <see cref="PatchMerge"/>.</summary>
+    void PatchMergeBackward(float* dx, float* dy, int B, int H, int W, int C, bool accumulate);
+
+    // ---------------------------------------------------------------- regularisation
+    /// <summary>y = keep ? x/(1−p) : 0 with keep = uniform(seed, i) ≥ p (counter-based: the mask is recomputed, never stored).</summary>
+    void DropoutForward(float* y, float* x, long n, float p, ulong seed);
+    /// <summary>dx = keep ? dy/(1−p) : 0, same mask as the forward with the same seed.</summary>
+    void DropoutBackward(float* dx, float* dy, long n, float p, ulong seed, bool accumulate);
+    /// <summary>Stochastic depth: x,y [B, perSample]; sample b is kept (scaled by 1/(1−p)) when uniform(seed, b) ≥ p.</summary>
+    void DropPathForward(float* y, float* x, int B, long perSample, float p, ulong seed);
+    /// <summary>Gradient of <see cref="DropPathForward"/>.</summary>
+    void DropPathBackward(float* dx, float* dy, int B, long perSample, float p, ulong seed, bool accumulate);
+
+    // ---------------------------------------------------------------- optimizer and reductions
+    /// <summary>One Adam step (t ≥ 1) on n elements with bias correction. decoupled: AdamW (p −= lr·wd·p);
+    /// otherwise Adam with L2 (g += wd·p) as torch.optim.Adam. mask [n] (1 trainable / 0 frozen) or null:
+    /// masked-out elements keep their parameter and moments bitwise.</summary>
+    void AdamStep(float* param, float* grad, float* m, float* v, float* mask, long n, float lr, float beta1, float beta2,
+        float eps, float weightDecay, int t, bool decoupled);
+    /// <summary>Σ x[i]² accumulated in double and returned to the host (global gradient norm).</summary>
+    double SumSquares(float* x, long n);
+    /// <summary>Number of NaN or ±Inf elements (training-loop divergence check).</summary>
+    long CountNonFinite(float* x, long n);
+}
