@@ -128,14 +128,12 @@ public unsafe interface IKernels
     void PatchMergeBackward(float* dx, float* dy, int B, int H, int W, int C, bool accumulate);
 
     // ---------------------------------------------------------------- regularisation
-    /// <summary>y = keep ? x/(1−p) : 0 with keep = uniform(seed, i) ≥ p (counter-based: the mask is recomputed, never stored).</summary>
-    void DropoutForward(float* y, float* x, long n, float p, ulong seed);
-    /// <summary>dx = keep ? dy/(1−p) : 0, same mask as the forward with the same seed.</summary>
-    void DropoutBackward(float* dx, float* dy, long n, float p, ulong seed, bool accumulate);
-    /// <summary>Stochastic depth: x,y [B, perSample]; sample b is kept (scaled by 1/(1−p)) when uniform(seed, b) ≥ p.</summary>
-    void DropPathForward(float* y, float* x, int B, long perSample, float p, ulong seed);
+    /// <summary>Drops whole samples: x,y [samples, perSample]; sample s is kept (scaled by 1/(1−p)) when
+    /// uniform(seed, s) ≥ p. Stochastic depth uses one sample per image; perSample = 1 is element dropout.
+    /// Counter-based: the mask is recomputed in backward, never stored.</summary>
+    void DropPathForward(float* y, float* x, long samples, long perSample, float p, ulong seed);
     /// <summary>Gradient of <see cref="DropPathForward"/>.</summary>
-    void DropPathBackward(float* dx, float* dy, int B, long perSample, float p, ulong seed, bool accumulate);
+    void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, bool accumulate);
 
     // ---------------------------------------------------------------- optimizer and reductions
     /// <summary>One Adam step (t ≥ 1) on n elements with bias correction. decoupled: AdamW (p −= lr·wd·p);

@@ -4,39 +4,25 @@ namespace Engine.Kernels.Cpu;
 // a training loop needs (gradient norm, non-finite check).
 public sealed unsafe partial class CpuKernels
 {
-    // ---------------------------------------------------------------- dropout and drop-path
+    // ---------------------------------------------------------------- drop-path and dropout (one kernel)
 
     /// <inheritdoc/>
-    public void DropoutForward(float* y, float* x, long n, float p, ulong seed)
+    public void DropPathForward(float* y, float* x, long samples, long perSample, float p, ulong seed)
     {
-        var body = new DropoutBody { Y = y, X = x, P = p, Seed = seed, PerSample = 1 };
-        CpuRange.For(n, ElementGrain, ref body);
+        var body = new DropSamplesBody { Y = y, X = x, P = p, Seed = seed, PerSample = perSample };
+        CpuRange.For(samples * perSample, ElementGrain, ref body);
     }
 
     /// <inheritdoc/>
-    public void DropoutBackward(float* dx, float* dy, long n, float p, ulong seed, bool accumulate)
+    public void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, bool accumulate)
     {
-        var body = new DropoutBody { Y = dx, X = dy, P = p, Seed = seed, PerSample = 1, Accumulate = accumulate };
-        CpuRange.For(n, ElementGrain, ref body);
-    }
-
-    /// <inheritdoc/>
-    public void DropPathForward(float* y, float* x, int B, long perSample, float p, ulong seed)
-    {
-        var body = new DropoutBody { Y = y, X = x, P = p, Seed = seed, PerSample = perSample };
-        CpuRange.For(B * perSample, ElementGrain, ref body);
-    }
-
-    /// <inheritdoc/>
-    public void DropPathBackward(float* dx, float* dy, int B, long perSample, float p, ulong seed, bool accumulate)
-    {
-        var body = new DropoutBody { Y = dx, X = dy, P = p, Seed = seed, PerSample = perSample, Accumulate = accumulate };
-        CpuRange.For(B * perSample, ElementGrain, ref body);
+        var body = new DropSamplesBody { Y = dx, X = dy, P = p, Seed = seed, PerSample = perSample, Accumulate = accumulate };
+        CpuRange.For(samples * perSample, ElementGrain, ref body);
     }
 
     /// <summary>y[i] = keep(i / PerSample) ? x[i]/(1−p) : 0, keep(j) = uniform(seed, j) ≥ p. The forward and the
     /// backward are the same map (the derivative of a masked scaling is itself).</summary>
-    struct DropoutBody : IRangeBody
+    struct DropSamplesBody : IRangeBody
     {
         public float* Y, X;
         public float P;

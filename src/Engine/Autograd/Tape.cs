@@ -1,0 +1,172 @@
+namespace Engine.Autograd;
+
+/// <summary>
+/// One recorded op: its backward function, output, the inputs that may receive gradients, the tensors saved for
+/// backward, and a few scalar arguments. Plain data in a reused array, so recording allocates nothing.
+/// </summary>
+public unsafe struct Node
+{
+    internal delegate*<ref Node, void> Backward;
+    internal Tensor Out;
+    internal Tensor? In0, In1, In2, In3;
+    internal Tensor? Saved0, Saved1, Saved2, Saved3;
+    internal int I0, I1, I2, I3, I4, I5;
+    internal float F0, F1;
+    internal ulong Seed;
+    internal bool Flag;
+}
+
+/// <summary>
+/// Reverse-mode autograd over coarse ops. While a tape records (<see cref="Record"/>), every op with an input
+/// that requires gradients appends a <see cref="Node"/>; ops with no such input record nothing, and with no
+/// recording tape nothing is recorded at all (inference mode). <see cref="Backward(Tensor)"/> runs the nodes in reverse.
+/// Gradient rule: parameter (leaf) gradients accumulate, so micro-batches add up until the optimizer zeroes them;
+/// intermediate gradients are written by their first consumer, added by later ones, and freed once used.
+/// </summary>
+public sealed unsafe class Tape
+{
+    [ThreadStatic] static Tape? _active;
+    Node[] _nodes = new Node[256];
+    int _count;
+
+    /// <summary>The tape recording on this thread, if any.</summary>
+    public static Tape? Active => _active;
+
+    /// <summary>Nodes recorded since the last backward or <see cref="Clear"/>.</summary>
+    public int Count => _count;
+
+    /// <summary>Bytes of activations currently retained for backward.</summary>
+    public long SavedBytes { get; private set; }
+
+    /// <summary>Starts recording on this thread until the returned scope is disposed.</summary>
+    public Scope Record() => new(this);
+
+    /// <summary>Suspends recording on this thread (inference mode) until the returned scope is disposed.</summary>
+    public static Scope NoGrad() => new(null);
+
+    /// <summary>Restores the previously active tape when disposed.</summary>
+    public readonly struct Scope : IDisposable
+    {
+        readonly Tape? _previous;
+
+        internal Scope(Tape? tape)
+        {
+            _previous = _active;
+            _active = tape;
+        }
+
+        /// <inheritdoc/>
+        public void Dispose() => _active = _previous;
+    }
+
+    /// <summary>True when an op with these inputs must be recorded.</summary>
+    internal static bool ShouldRecord(Tensor? a, Tensor? b = null, Tensor? c = null, Tensor? d = null) =>
+        _active != null && (a?.RequiresGrad == true || b?.RequiresGrad == true || c?.RequiresGrad == true || d?.RequiresGrad == true);
+
+    /// <summary>Appends a node for <paramref name="output"/>, which becomes a non-leaf that requires gradients.
+    /// Fill the returned node at once (a later push may move the array).</summary>
+    internal static ref Node Push(delegate*<ref Node, void> backward, Tensor output)
+    {
+        var tape = _active ?? throw new InvalidOperationException("no tape is recording");
+        if (tape._count == tape._nodes.Length) Array.Resize(ref tape._nodes, tape._nodes.Length * 2);
+        output.RequiresGrad = true;
+        output.IsLeaf = false;
+        ref var node = ref tape._nodes[tape._count++];
+        node = default;
+        node.Backward = backward;
+        node.Out = output;
+        return ref node;
+    }
+
+    /// <summary>Keeps <paramref name="t"/>'s data alive for backward (an alias, unaffected by the caller disposing t).</summary>
+    internal static Tensor Save(Tensor t)
+    {
+        var tape = _active!;
+        tape.SavedBytes += t.Bytes;
+        return t.Contiguous();
+    }
+
+    /// <summary>Runs backward from a scalar <paramref name="output"/> (seeded with gradient 1), then clears the tape.</summary>
+    public void Backward(Tensor output)
+    {
+        if (output.Count != 1) throw new ArgumentException($"Backward needs a scalar output, got {output.Describe()}; pass its gradient instead");
+        using var one = Tensor.FromArray(output.Device, [1f], output.Shape);
+        Backward(output, one);
+    }
+
+    /// <summary>Runs backward from <paramref name="output"/> with upstream gradient <paramref name="gradient"/>
+    /// (same shape), then clears the tape.</summary>
+    public void Backward(Tensor output, Tensor gradient)
+    {
+        Ops.CheckSameShape("Backward", output, gradient);
+        if (!output.RequiresGrad) throw new InvalidOperationException($"Backward: {output.Describe()} does not depend on anything that requires gradients");
+        float* g = GradOutput(output, out bool acc);
+        output.Device.Kernels.Copy(g, gradient.Data, gradient.Count, acc);
+        for (int i = _count - 1; i >= 0; i--)
+        {
+            ref var node = ref _nodes[i];
+            if (node.Out.Grad != null) node.Backward(ref node);
+            if (!node.Out.IsLeaf)
+            {
+                node.Out.Grad?.Dispose();
+                node.Out.SetGrad(null);
+            }
+        }
+        Clear();
+    }
+
+    /// <summary>Drops every node and the activations they retained.</summary>
+    public void Clear()
+    {
+        for (int i = 0; i < _count; i++)
+        {
+            ref var node = ref _nodes[i];
+            node.Saved0?.Dispose();
+            node.Saved1?.Dispose();
+            node.Saved2?.Dispose();
+            node.Saved3?.Dispose();
+            node = default;
+        }
+        _count = 0;
+        SavedBytes = 0;
+    }
+
+    /// <summary>Gradient buffer of <paramref name="t"/> for a kernel that writes or adds (<paramref name="accumulate"/>):
+    /// a fresh intermediate gradient is written, an existing or leaf gradient is added to.</summary>
+    internal static float* GradOutput(Tensor t, out bool accumulate)
+    {
+        if (t.Grad != null)
+        {
+            accumulate = true;
+            return t.Grad.Data;
+        }
+        if (t.IsLeaf)
+        {
+            t.SetGrad(Tensor.Zeros(t.Device, t.Shape));
+            accumulate = true;
+        }
+        else
+        {
+            t.SetGrad(Tensor.Empty(t.Device, DType.F32, t.Shape));
+            accumulate = false;
+        }
+        return t.Grad!.Data;
+    }
+
+    /// <summary>Zero-initialised gradient buffer of <paramref name="t"/> for kernels that only add (parameter gradients).</summary>
+    internal static float* GradAccumulator(Tensor t)
+    {
+        t.SetGrad(t.Grad ?? Tensor.Zeros(t.Device, t.Shape));
+        return t.Grad!.Data;
+    }
+
+    /// <summary>The gradient pointer for an input, or null when it needs none (frozen means free).</summary>
+    internal static float* GradOutputIfNeeded(Tensor? t, out bool accumulate)
+    {
+        accumulate = false;
+        return t is { RequiresGrad: true } ? GradOutput(t, out accumulate) : null;
+    }
+
+    /// <summary>Zero-initialised accumulator for an input, or null when it needs none.</summary>
+    internal static float* GradAccumulatorIfNeeded(Tensor? t) => t is { RequiresGrad: true } ? GradAccumulator(t) : null;
+}

@@ -1,0 +1,186 @@
+using Engine.Kernels;
+using Engine.Kernels.Cpu;
+
+namespace Engine;
+
+/// <summary>
+/// A compute device: it owns memory, copies to and from the host, and runs one backend's kernels. Tensors on a
+/// device are only touched through explicit host copies, so nothing above this layer assumes host memory.
+/// </summary>
+public abstract unsafe class Device
+{
+    /// <summary>Creates a device that runs <paramref name="kernels"/>.</summary>
+    protected Device(IKernels kernels)
+    {
+        Kernels = kernels;
+        Pool = new BufferPool(this);
+    }
+
+    /// <summary>The default CPU device (our GEMM, all processors).</summary>
+    public static CpuDevice Cpu { get; } = new(new CpuKernels());
+
+    /// <summary>Name used on the command line and in tests.</summary>
+    public string Name => Kernels.Name;
+
+    /// <summary>The backend's kernels (possibly wrapped, e.g. by <see cref="InstrumentedKernels"/>).</summary>
+    public IKernels Kernels { get; }
+
+    /// <summary>Reuses freed buffers by exact size so training steps stop allocating after the first.</summary>
+    public BufferPool Pool { get; }
+
+    /// <summary>Allocates raw device memory (uninitialised).</summary>
+    public abstract DeviceMemory Allocate(long bytes);
+
+    /// <summary>Copies <paramref name="bytes"/> from host memory to this device.</summary>
+    public abstract void CopyFromHost(void* deviceDst, void* hostSrc, long bytes);
+
+    /// <summary>Copies <paramref name="bytes"/> from this device to host memory.</summary>
+    public abstract void CopyToHost(void* hostDst, void* deviceSrc, long bytes);
+
+    /// <summary>Waits until queued work is done (no-op on the CPU).</summary>
+    public virtual void Synchronize() { }
+
+    /// <inheritdoc/>
+    public override string ToString() => Name;
+}
+
+/// <summary>A block of device memory; the owner frees it exactly once.</summary>
+public abstract unsafe class DeviceMemory : IDisposable
+{
+    /// <summary>Device address.</summary>
+    public abstract void* Pointer { get; }
+
+    /// <summary>Size in bytes.</summary>
+    public abstract long Bytes { get; }
+
+    /// <inheritdoc/>
+    public abstract void Dispose();
+}
+
+/// <summary>The CPU device: 64-byte aligned native memory and <see cref="CpuKernels"/>.</summary>
+public sealed unsafe class CpuDevice : Device
+{
+    /// <summary>Creates a CPU device over the given kernels (e.g. an instrumented or OpenBLAS-backed set).</summary>
+    public CpuDevice(IKernels kernels) : base(kernels) { }
+
+    /// <inheritdoc/>
+    public override DeviceMemory Allocate(long bytes) => new CpuMemory(bytes);
+
+    /// <inheritdoc/>
+    public override void CopyFromHost(void* deviceDst, void* hostSrc, long bytes) => Buffer.MemoryCopy(hostSrc, deviceDst, bytes, bytes);
+
+    /// <inheritdoc/>
+    public override void CopyToHost(void* hostDst, void* deviceSrc, long bytes) => Buffer.MemoryCopy(deviceSrc, hostDst, bytes, bytes);
+
+    sealed class CpuMemory(long bytes) : DeviceMemory
+    {
+        readonly NativeBuffer _buffer = new(bytes);
+        public override void* Pointer => _buffer.Pointer;
+        public override long Bytes => _buffer.Bytes;
+        public override void Dispose() => _buffer.Dispose();
+    }
+}
+
+/// <summary>
+/// A size-keyed pool of device buffers. Released storages go back on the stack for their exact (64-byte
+/// rounded) size; the same shapes every step mean every later step is served from the pool with no allocation.
+/// </summary>
+public sealed class BufferPool
+{
+    readonly Device _device;
+    readonly Dictionary<long, Stack<DeviceMemory>> _free = new();
+    readonly object _lock = new();
+
+    internal BufferPool(Device device) => _device = device;
+
+    /// <summary>Buffers handed out and not yet returned, in bytes.</summary>
+    public long BytesInUse { get; private set; }
+
+    /// <summary>Buffers held for reuse, in bytes.</summary>
+    public long BytesCached { get; private set; }
+
+    /// <summary>Requests that had to allocate new device memory.</summary>
+    public long Misses { get; private set; }
+
+    /// <summary>Requests served from the pool.</summary>
+    public long Hits { get; private set; }
+
+    internal DeviceMemory Rent(long bytes)
+    {
+        long size = (bytes + 63) & ~63L;
+        lock (_lock)
+        {
+            BytesInUse += size;
+            if (_free.TryGetValue(size, out var stack) && stack.Count > 0)
+            {
+                Hits++;
+                BytesCached -= size;
+                return stack.Pop();
+            }
+            Misses++;
+        }
+        return _device.Allocate(size);
+    }
+
+    internal void Return(DeviceMemory memory)
+    {
+        lock (_lock)
+        {
+            BytesInUse -= memory.Bytes;
+            BytesCached += memory.Bytes;
+            if (!_free.TryGetValue(memory.Bytes, out var stack)) _free[memory.Bytes] = stack = new Stack<DeviceMemory>();
+            stack.Push(memory);
+        }
+    }
+
+    /// <summary>Frees every cached buffer.</summary>
+    public void Trim()
+    {
+        lock (_lock)
+        {
+            foreach (var stack in _free.Values)
+                while (stack.Count > 0) stack.Pop().Dispose();
+            BytesCached = 0;
+        }
+    }
+}
+
+/// <summary>
+/// Reference-counted device memory shared by a tensor and its views (and retained by the tape while saved for
+/// backward). When the last reference goes, pooled memory returns to its pool; owned memory is freed.
+/// </summary>
+public sealed unsafe class Storage
+{
+    readonly DeviceMemory _memory;
+    readonly bool _pooled;
+    int _refs = 1;
+
+    internal Storage(Device device, long bytes, bool pooled)
+    {
+        Device = device;
+        _pooled = pooled;
+        _memory = pooled ? device.Pool.Rent(bytes) : device.Allocate(bytes);
+    }
+
+    /// <summary>The owning device.</summary>
+    public Device Device { get; }
+
+    /// <summary>Device address of the first byte; throws once released.</summary>
+    public void* Pointer => _refs > 0 ? _memory.Pointer : throw new ObjectDisposedException(nameof(Storage), "tensor storage was released");
+
+    /// <summary>True once every reference is released.</summary>
+    public bool IsReleased => _refs <= 0;
+
+    internal void Retain()
+    {
+        if (Interlocked.Increment(ref _refs) <= 1) throw new ObjectDisposedException(nameof(Storage), "retained after release");
+    }
+
+    internal void Release()
+    {
+        int left = Interlocked.Decrement(ref _refs);
+        if (left != 0) return;
+        if (_pooled) Device.Pool.Return(_memory);
+        else _memory.Dispose();
+    }
+}

@@ -1,0 +1,94 @@
+using Engine.Autograd;
+
+namespace Engine;
+
+// Scaled dot-product multi-head attention from a packed qkv projection (ViT and Swin windows).
+public static unsafe partial class Ops
+{
+    /// <summary>
+    /// Multi-head attention. qkv [B,T,3·C] laid out q|k|v with head h owning columns h·HD..h·HD+HD−1 of each
+    /// (timm). Output [B,T,C] = heads of softmax(scale·q·kᵀ + bias[h] + mask[b mod nW])·v, re-packed.
+    /// bias [NH,T,T] or null (Swin's relative position bias, gathered; it may require gradients);
+    /// mask [nW,T,T] or null (Swin's shift mask, constant; B must be a multiple of nW). scale defaults to HD^-½.
+    /// Saves q, k, v and the probabilities [B,NH,T,T].
+    /// </summary>
+    public static Tensor Attention(Tensor qkv, int heads, Tensor? bias = null, Tensor? mask = null, float? scale = null)
+    {
+        const string op = "Attention";
+        Check(op, "qkv", qkv, 3);
+        int B = qkv.Shape[0], T = qkv.Shape[1], C3 = qkv.Shape[2];
+        if (heads <= 0 || C3 % (3 * heads) != 0)
+            throw new ArgumentException($"{op}: qkv {qkv.Describe()} does not split into q|k|v of {heads} heads");
+        int C = C3 / 3, HD = C / heads, nW = 1;
+        if (bias != null)
+        {
+            Check(op, "bias", bias, 3, qkv.Device);
+            if (bias.Shape[0] != heads || bias.Shape[1] != T || bias.Shape[2] != T)
+                throw new ArgumentException($"{op}: bias {bias.Describe()} must be [{heads}, {T}, {T}] for qkv {qkv.Describe()}");
+        }
+        if (mask != null)
+        {
+            Check(op, "mask", mask, 3, qkv.Device);
+            nW = mask.Shape[0];
+            if (mask.Shape[1] != T || mask.Shape[2] != T || nW == 0 || B % nW != 0)
+                throw new ArgumentException($"{op}: mask {mask.Describe()} must be [nW, {T}, {T}] with batch {B} a multiple of nW");
+        }
+        float s = scale ?? 1f / MathF.Sqrt(HD);
+        var k = qkv.Device.Kernels;
+        var dev = qkv.Device;
+        Tensor q = Tensor.Empty(dev, DType.F32, B, heads, T, HD), kk = Tensor.Empty(dev, DType.F32, B, heads, T, HD),
+            v = Tensor.Empty(dev, DType.F32, B, heads, T, HD), p = Tensor.Empty(dev, DType.F32, B, heads, T, T);
+        k.SplitHeads(q.Data, kk.Data, v.Data, qkv.Data, B, T, heads, HD);
+        long tt = (long)T * T, th = (long)T * HD;
+        k.GemmStridedBatched(false, true, T, T, HD, s, q.Data, HD, th, kk.Data, HD, th, 0f, p.Data, T, tt, B * heads);
+        k.AttentionSoftmaxForward(p.Data, p.Data, bias == null ? null : bias.Data, mask == null ? null : mask.Data, B, heads, T, nW);
+        using var o = Tensor.Empty(dev, DType.F32, B, heads, T, HD);
+        k.GemmStridedBatched(false, false, T, HD, T, 1f, p.Data, T, tt, v.Data, HD, th, 0f, o.Data, HD, th, B * heads);
+        var y = Tensor.Empty(dev, DType.F32, B, T, C);
+        k.MergeHeads(y.Data, o.Data, B, T, heads, HD);
+        if (Tape.ShouldRecord(qkv, bias))
+        {
+            ref var n = ref Tape.Push(&AttentionBackward, y);
+            n.In0 = qkv;
+            n.In1 = bias;
+            n.Saved0 = Tape.Save(q);
+            n.Saved1 = Tape.Save(kk);
+            n.Saved2 = Tape.Save(v);
+            n.Saved3 = Tape.Save(p);
+            n.I0 = heads;
+            n.F0 = s;
+        }
+        q.Dispose();
+        kk.Dispose();
+        v.Dispose();
+        p.Dispose();
+        return y;
+    }
+
+    static void AttentionBackward(ref Node n)
+    {
+        var k = n.Out.Device.Kernels;
+        var dev = n.Out.Device;
+        int B = n.Out.Shape[0], T = n.Out.Shape[1], C = n.Out.Shape[2], NH = n.I0, HD = C / NH;
+        long tt = (long)T * T, th = (long)T * HD;
+        float scale = n.F0;
+        float* q = n.Saved0!.Data, kk = n.Saved1!.Data, v = n.Saved2!.Data, p = n.Saved3!.Data;
+        using var dO = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
+        using var dz = Tensor.Empty(dev, DType.F32, B, NH, T, T);
+        using var dq = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
+        using var dk = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
+        using var dv = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
+        k.MergeHeadsBackward(dO.Data, n.Out.Grad!.Data, B, T, NH, HD, false);
+        // dP = dO·vᵀ, dv = Pᵀ·dO, dZ = softmax backward (in place), dq = scale·dZ·k, dk = scale·dZᵀ·q
+        k.GemmStridedBatched(false, true, T, T, HD, 1f, dO.Data, HD, th, v, HD, th, 0f, dz.Data, T, tt, B * NH);
+        k.GemmStridedBatched(true, false, T, HD, T, 1f, p, T, tt, dO.Data, HD, th, 0f, dv.Data, HD, th, B * NH);
+        k.SoftmaxBackward(dz.Data, dz.Data, p, B * NH * T, T, false);
+        float* dbias = Tape.GradAccumulatorIfNeeded(n.In1);
+        if (dbias != null) k.BiasGrad(dbias, dz.Data, B, NH * T * T);
+        float* dqkv = Tape.GradOutputIfNeeded(n.In0, out bool acc);
+        if (dqkv == null) return;
+        k.GemmStridedBatched(false, false, T, HD, T, scale, dz.Data, T, tt, kk, HD, th, 0f, dq.Data, HD, th, B * NH);
+        k.GemmStridedBatched(true, false, T, HD, T, scale, dz.Data, T, tt, q, HD, th, 0f, dk.Data, HD, th, B * NH);
+        k.SplitHeadsBackward(dqkv, dq.Data, dk.Data, dv.Data, B, T, NH, HD, acc);
+    }
+}

@@ -1,0 +1,96 @@
+using Engine.Autograd;
+
+namespace Engine;
+
+// Image-shaped ops: depthwise convolution, patchify, patch embedding, strided (patch) convolution.
+public static unsafe partial class Ops
+{
+    /// <summary>Depthwise k×k convolution, stride 1, zero padding, channels-last: x [N,H,W,C], weight [C,1,k,k]
+    /// (timm layout) or [C,k,k], bias [C] or null → [N,Ho,Wo,C] with Ho = H + 2·pad − k + 1.
+    /// x is kept for backward only when the weight trains.</summary>
+    public static Tensor DepthwiseConv2d(Tensor x, Tensor weight, Tensor? bias, int padding)
+    {
+        const string op = "DepthwiseConv2d";
+        Check(op, "input", x, 4);
+        Check(op, "weight", weight, device: x.Device);
+        int N = x.Shape[0], H = x.Shape[1], W = x.Shape[2], C = x.Shape[3], k = weight.Shape[^1];
+        if (weight.Shape[0] != C || weight.Shape[^2] != k || weight.Count != (long)C * k * k)
+            throw new ArgumentException($"{op}: weight {weight.Describe()} must be [{C}, 1, k, k] for input {x.Describe()}");
+        CheckVector(op, "bias", bias, C, x);
+        int Ho = H + 2 * padding - k + 1, Wo = W + 2 * padding - k + 1;
+        if (padding < 0 || Ho <= 0 || Wo <= 0)
+            throw new ArgumentException($"{op}: kernel {k} with padding {padding} does not fit input {x.Describe()}");
+        var y = Tensor.Empty(x.Device, DType.F32, N, Ho, Wo, C);
+        x.Device.Kernels.DepthwiseConvForward(y.Data, x.Data, weight.Data, bias == null ? null : bias.Data, N, H, W, C, k, padding);
+        if (Tape.ShouldRecord(x, weight, bias))
+        {
+            ref var n = ref Tape.Push(&DepthwiseConv2dBackward, y);
+            n.In0 = x;
+            n.In1 = weight;
+            n.In2 = bias;
+            if (weight.RequiresGrad) n.Saved0 = Tape.Save(x);
+            n.I0 = H;
+            n.I1 = W;
+            n.I2 = k;
+            n.I3 = padding;
+        }
+        return y;
+    }
+
+    static void DepthwiseConv2dBackward(ref Node n)
+    {
+        int N = n.Out.Shape[0], C = n.Out.Shape[3];
+        float* dx = Tape.GradOutputIfNeeded(n.In0, out bool acc);
+        n.Out.Device.Kernels.DepthwiseConvBackward(dx, Tape.GradAccumulatorIfNeeded(n.In1), Tape.GradAccumulatorIfNeeded(n.In2),
+            n.Out.Grad!.Data, n.Saved0 == null ? null : n.Saved0.Data, n.In1!.Data, N, n.I0, n.I1, C, n.I2, n.I3, acc);
+    }
+
+    /// <summary>Cuts non-overlapping p×p patches: x [N,C,H,W] (or [N,H,W,C] when <paramref name="channelsLast"/>)
+    /// → [N, (H/p)·(W/p), C·p·p], inner index c·p·p + ky·p + kx (a flattened conv weight [O,C,p,p]).</summary>
+    public static Tensor Patchify(Tensor x, int patch, bool channelsLast)
+    {
+        const string op = "Patchify";
+        Check(op, "input", x, 4);
+        int N = x.Shape[0], C = channelsLast ? x.Shape[3] : x.Shape[1], H = channelsLast ? x.Shape[1] : x.Shape[2],
+            W = channelsLast ? x.Shape[2] : x.Shape[3];
+        if (patch <= 0 || H % patch != 0 || W % patch != 0)
+            throw new ArgumentException($"{op}: input {x.Describe()} is not divisible into {patch}×{patch} patches");
+        var y = Tensor.Empty(x.Device, DType.F32, N, H / patch * (W / patch), C * patch * patch);
+        x.Device.Kernels.Patchify(y.Data, x.Data, N, C, H, W, patch, channelsLast);
+        if (Tape.ShouldRecord(x))
+        {
+            ref var n = ref Tape.Push(&PatchifyBackward, y);
+            n.In0 = x;
+            n.I0 = patch;
+            n.Flag = channelsLast;
+        }
+        return y;
+    }
+
+    static void PatchifyBackward(ref Node n)
+    {
+        var x = n.In0!;
+        bool last = n.Flag;
+        int N = x.Shape[0], C = last ? x.Shape[3] : x.Shape[1], H = last ? x.Shape[1] : x.Shape[2], W = last ? x.Shape[2] : x.Shape[3];
+        float* dx = Tape.GradOutput(x, out bool acc);
+        n.Out.Device.Kernels.PatchifyBackward(dx, n.Out.Grad!.Data, N, C, H, W, n.I0, last, acc);
+    }
+
+    /// <summary>ViT patch embedding: a conv with kernel = stride = p on images x [N,C,H,W] as Patchify + Linear.
+    /// weight [D,C,p,p], bias [D] → tokens [N, (H/p)·(W/p), D] (token t = row·(W/p) + column).</summary>
+    public static Tensor PatchEmbed(Tensor images, Tensor weight, Tensor? bias)
+    {
+        using var patches = Patchify(images, weight.Shape[^1], channelsLast: false);
+        return Linear(patches, weight, bias);
+    }
+
+    /// <summary>Strided downsampling conv with kernel = stride = p on channels-last x [N,H,W,C]:
+    /// weight [O,C,p,p], bias [O] → [N,H/p,W/p,O] (ConvNeXt's downsample and stem).</summary>
+    public static Tensor PatchConv(Tensor x, Tensor weight, Tensor? bias)
+    {
+        int p = weight.Shape[^1];
+        using var patches = Patchify(x, p, channelsLast: true);
+        using var y = Linear(patches, weight, bias);
+        return y.Reshape(x.Shape[0], x.Shape[1] / p, x.Shape[2] / p, weight.Shape[0]);
+    }
+}

@@ -1,0 +1,56 @@
+using Engine.Autograd;
+
+namespace Engine;
+
+// Linear layer: y = x·Wᵀ + b (the GEMM op; patch embedding and strided convs reuse it after Patchify).
+public static unsafe partial class Ops
+{
+    /// <summary>
+    /// y [..., N] = x [..., K] · Wᵀ + b. W is [N, ...] with the trailing dims flattened to K (so a conv weight
+    /// [O,C,p,p] serves a patchified input directly); b [N] or null.
+    /// Backward: dx = dy·W; dW += dyᵀ·x and db += Σ dy only when they require gradients. x is kept for backward
+    /// only when W trains (frozen means free).
+    /// </summary>
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
+    {
+        const string op = "Linear";
+        Check(op, "input", x, device: weight.Device);
+        Check(op, "weight", weight);
+        int N = weight.Shape[0], K = (int)(weight.Count / Math.Max(1, N));
+        if (LastDim(x) != K)
+            throw new ArgumentException($"{op}: input {x.Describe()} has {LastDim(x)} features, weight {weight.Describe()} expects {K}");
+        CheckVector(op, "bias", bias, N, x);
+        int rows = Rows(x);
+        var shape = (int[])x.Shape.Clone();
+        shape[^1] = N;
+        var y = Tensor.Empty(x.Device, DType.F32, shape);
+        var k = x.Device.Kernels;
+        k.Gemm(false, true, rows, N, K, 1f, x.Data, K, weight.Data, K, 0f, y.Data, N);
+        if (bias != null) k.AddBias(y.Data, y.Data, bias.Data, rows, N);
+        if (Tape.ShouldRecord(x, weight, bias))
+        {
+            ref var n = ref Tape.Push(&LinearBackward, y);
+            n.In0 = x;
+            n.In1 = weight;
+            n.In2 = bias;
+            if (weight.RequiresGrad) n.Saved0 = Tape.Save(x);
+            n.I0 = rows;
+            n.I1 = N;
+            n.I2 = K;
+        }
+        return y;
+    }
+
+    static void LinearBackward(ref Node n)
+    {
+        var k = n.Out.Device.Kernels;
+        int rows = n.I0, N = n.I1, K = n.I2;
+        float* dy = n.Out.Grad!.Data;
+        float* dx = Tape.GradOutputIfNeeded(n.In0, out bool acc);
+        if (dx != null) k.Gemm(false, false, rows, K, N, 1f, dy, N, n.In1!.Data, K, acc ? 1f : 0f, dx, K);
+        float* dw = Tape.GradAccumulatorIfNeeded(n.In1);
+        if (dw != null) k.Gemm(true, false, N, K, rows, 1f, dy, N, n.Saved0!.Data, K, 1f, dw, K);
+        float* db = Tape.GradAccumulatorIfNeeded(n.In2);
+        if (db != null) k.BiasGrad(db, dy, rows, N);
+    }
+}

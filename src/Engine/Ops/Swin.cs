@@ -1,0 +1,97 @@
+using Engine.Autograd;
+
+namespace Engine;
+
+// Swin's layout ops: cyclic shift + window partition, window reverse, 2×2 patch merging.
+public static unsafe partial class Ops
+{
+    /// <summary>Rolls x [B,H,W,C] by (−shift, −shift) and cuts ws×ws windows → [B·(H/ws)·(W/ws), ws·ws, C]
+    /// (timm's torch.roll + window_partition).</summary>
+    public static Tensor WindowPartition(Tensor x, int window, int shift)
+    {
+        const string op = "WindowPartition";
+        Check(op, "input", x, 4);
+        int B = x.Shape[0], H = x.Shape[1], W = x.Shape[2], C = x.Shape[3];
+        CheckWindows(op, x, H, W, window, shift);
+        var y = Tensor.Empty(x.Device, DType.F32, B * (H / window) * (W / window), window * window, C);
+        x.Device.Kernels.WindowPartition(y.Data, x.Data, B, H, W, C, window, shift, false);
+        if (Tape.ShouldRecord(x))
+        {
+            ref var n = ref Tape.Push(&WindowPartitionBackward, y);
+            n.In0 = x;
+            n.I0 = window;
+            n.I1 = shift;
+        }
+        return y;
+    }
+
+    static void WindowPartitionBackward(ref Node n)
+    {
+        var x = n.In0!;
+        float* dx = Tape.GradOutput(x, out bool acc);
+        n.Out.Device.Kernels.WindowReverse(dx, n.Out.Grad!.Data, x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3], n.I0, n.I1, acc);
+    }
+
+    /// <summary>Inverse of <see cref="WindowPartition"/>: windows [B·nW, ws·ws, C] → [B,H,W,C], rolled back by +shift.</summary>
+    public static Tensor WindowReverse(Tensor windows, int height, int width, int shift)
+    {
+        const string op = "WindowReverse";
+        Check(op, "windows", windows, 3);
+        int ws = (int)Math.Round(Math.Sqrt(windows.Shape[1])), C = windows.Shape[2];
+        if (ws * ws != windows.Shape[1]) throw new ArgumentException($"{op}: windows {windows.Describe()} are not square");
+        CheckWindows(op, windows, height, width, ws, shift);
+        int nW = height / ws * (width / ws);
+        if (windows.Shape[0] % nW != 0)
+            throw new ArgumentException($"{op}: {windows.Shape[0]} windows are not a multiple of the {nW} per {height}×{width} image");
+        int B = windows.Shape[0] / nW;
+        var y = Tensor.Empty(windows.Device, DType.F32, B, height, width, C);
+        windows.Device.Kernels.WindowReverse(y.Data, windows.Data, B, height, width, C, ws, shift, false);
+        if (Tape.ShouldRecord(windows))
+        {
+            ref var n = ref Tape.Push(&WindowReverseBackward, y);
+            n.In0 = windows;
+            n.I0 = ws;
+            n.I1 = shift;
+        }
+        return y;
+    }
+
+    static void WindowReverseBackward(ref Node n)
+    {
+        var y = n.Out;
+        float* dw = Tape.GradOutput(n.In0!, out bool acc);
+        y.Device.Kernels.WindowPartition(dw, y.Grad!.Data, y.Shape[0], y.Shape[1], y.Shape[2], y.Shape[3], n.I0, n.I1, acc);
+    }
+
+    static void CheckWindows(string op, Tensor t, int H, int W, int window, int shift)
+    {
+        if (window <= 0 || H % window != 0 || W % window != 0)
+            throw new ArgumentException($"{op}: {H}×{W} grid of {t.Describe()} is not divisible into {window}×{window} windows");
+        if (shift < 0 || shift >= window) throw new ArgumentOutOfRangeException(nameof(shift), shift, $"{op}: shift must be in [0, {window})");
+    }
+
+    /// <summary>2×2 patch merging gather: x [B,H,W,C] → [B,H/2,W/2,4C] with channel blocks
+    /// x[2i,2j], x[2i+1,2j], x[2i,2j+1], x[2i+1,2j+1] (timm and the original Swin).</summary>
+    public static Tensor PatchMerge(Tensor x)
+    {
+        const string op = "PatchMerge";
+        Check(op, "input", x, 4);
+        int B = x.Shape[0], H = x.Shape[1], W = x.Shape[2], C = x.Shape[3];
+        if (H % 2 != 0 || W % 2 != 0) throw new ArgumentException($"{op}: input {x.Describe()} needs even height and width");
+        var y = Tensor.Empty(x.Device, DType.F32, B, H / 2, W / 2, 4 * C);
+        x.Device.Kernels.PatchMerge(y.Data, x.Data, B, H, W, C);
+        if (Tape.ShouldRecord(x))
+        {
+            ref var n = ref Tape.Push(&PatchMergeBackward, y);
+            n.In0 = x;
+        }
+        return y;
+    }
+
+    static void PatchMergeBackward(ref Node n)
+    {
+        var x = n.In0!;
+        float* dx = Tape.GradOutput(x, out bool acc);
+        n.Out.Device.Kernels.PatchMergeBackward(dx, n.Out.Grad!.Data, x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3], acc);
+    }
+}

@@ -1,0 +1,332 @@
+using System.Runtime.InteropServices;
+
+namespace Engine;
+
+/// <summary>
+/// A dense, row-major n-d array on one device: a shape, element strides and an offset into shared
+/// <see cref="Storage"/>. Reshape, slice and transpose make views without copying. Element access is only
+/// through explicit host copies (<see cref="ToArray"/>, <see cref="CopyFrom(ReadOnlySpan{float})"/>).
+/// Autograd state: <see cref="RequiresGrad"/>, <see cref="Grad"/> and, for GPS, an element <see cref="GradMask"/>.
+/// Dispose releases this tensor's reference to its storage; pooled storage returns to the device's pool.
+/// </summary>
+public sealed unsafe class Tensor : IDisposable
+{
+    readonly Storage _storage;
+    bool _disposed;
+
+    Tensor(Storage storage, DType dtype, int[] shape, long[] strides, long offset)
+    {
+        _storage = storage;
+        DType = dtype;
+        Shape = shape;
+        Strides = strides;
+        Offset = offset;
+        Count = 1;
+        foreach (int d in shape) Count *= d;
+    }
+
+    /// <summary>Dimensions, outermost first.</summary>
+    public int[] Shape { get; }
+
+    /// <summary>Element strides per dimension.</summary>
+    public long[] Strides { get; }
+
+    /// <summary>Offset of element [0,...,0] in its storage, in elements.</summary>
+    public long Offset { get; }
+
+    /// <summary>Element type.</summary>
+    public DType DType { get; }
+
+    /// <summary>Number of elements.</summary>
+    public long Count { get; }
+
+    /// <summary>Number of dimensions.</summary>
+    public int Rank => Shape.Length;
+
+    /// <summary>The device holding the data.</summary>
+    public Device Device => _storage.Device;
+
+    /// <summary>Optional name (parameter name, for error messages and checkpoints).</summary>
+    public string? Name { get; set; }
+
+    /// <summary>Whether gradients flow to (and, for leaves, accumulate in) this tensor.</summary>
+    public bool RequiresGrad { get; set; }
+
+    /// <summary>The gradient, same shape (null until a backward pass reaches this tensor).</summary>
+    public Tensor? Grad { get; internal set; }
+
+    /// <summary>Optional element mask, same shape (1 = trainable, 0 = frozen); the optimizer leaves masked-out
+    /// elements bitwise unchanged. Used by GPS.</summary>
+    public Tensor? GradMask { get; set; }
+
+    /// <summary>True for tensors created directly (parameters, inputs) rather than by an op.</summary>
+    public bool IsLeaf { get; internal set; } = true;
+
+    /// <summary>True when the elements are laid out densely in row-major order.</summary>
+    public bool IsContiguous
+    {
+        get
+        {
+            long expected = 1;
+            for (int d = Rank - 1; d >= 0; d--)
+            {
+                if (Shape[d] != 1 && Strides[d] != expected) return false;
+                expected *= Shape[d];
+            }
+            return true;
+        }
+    }
+
+    /// <summary>Size in bytes of the elements.</summary>
+    public long Bytes => Count * DType.Size();
+
+    /// <summary>Shape as text, e.g. [2, 197, 768].</summary>
+    public string ShapeText => "[" + string.Join(", ", Shape) + "]";
+
+    // ---------------------------------------------------------------- creation
+
+    /// <summary>An uninitialised tensor from the device's buffer pool.</summary>
+    public static Tensor Empty(Device device, DType dtype, params int[] shape) => Create(device, dtype, shape, pooled: true);
+
+    /// <summary>A zero-filled tensor from the device's buffer pool.</summary>
+    public static Tensor Zeros(Device device, params int[] shape)
+    {
+        var t = Empty(device, DType.F32, shape);
+        device.Kernels.Fill(t.Data, t.Count, 0f);
+        return t;
+    }
+
+    /// <summary>A float32 tensor holding a copy of <paramref name="data"/>.</summary>
+    public static Tensor FromArray(Device device, ReadOnlySpan<float> data, params int[] shape)
+    {
+        var t = Create(device, DType.F32, shape, pooled: true);
+        t.CopyFrom(data);
+        return t;
+    }
+
+    /// <summary>An int32 tensor holding a copy of <paramref name="data"/>.</summary>
+    public static Tensor FromArray(Device device, ReadOnlySpan<int> data, params int[] shape)
+    {
+        var t = Create(device, DType.I32, shape, pooled: true);
+        t.CopyFrom(MemoryMarshal.Cast<int, float>(data), DType.I32);
+        return t;
+    }
+
+    /// <summary>A persistent, zero-filled, trainable leaf (its own memory, not pooled).</summary>
+    public static Tensor Parameter(Device device, string name, params int[] shape)
+    {
+        var t = Create(device, DType.F32, shape, pooled: false);
+        device.Kernels.Fill(t.Data, t.Count, 0f);
+        t.Name = name;
+        t.RequiresGrad = true;
+        return t;
+    }
+
+    static Tensor Create(Device device, DType dtype, int[] shape, bool pooled)
+    {
+        long count = 1;
+        foreach (int d in shape)
+        {
+            if (d < 0) throw new ArgumentException($"negative dimension in shape [{string.Join(", ", shape)}]", nameof(shape));
+            count *= d;
+        }
+        var storage = new Storage(device, count * dtype.Size(), pooled);
+        return new Tensor(storage, dtype, (int[])shape.Clone(), ContiguousStrides(shape), 0);
+    }
+
+    static long[] ContiguousStrides(int[] shape)
+    {
+        var strides = new long[shape.Length];
+        long s = 1;
+        for (int d = shape.Length - 1; d >= 0; d--)
+        {
+            strides[d] = s;
+            s *= shape[d];
+        }
+        return strides;
+    }
+
+    // ---------------------------------------------------------------- raw access for ops
+
+    /// <summary>Device pointer to element [0,...,0] as float32. Ops call this after validating shapes.</summary>
+    public float* Data
+    {
+        get
+        {
+            CheckAlive();
+            if (DType != DType.F32) throw new ArgumentException($"tensor {Describe()} is {DType}, expected F32");
+            return (float*)_storage.Pointer + Offset;
+        }
+    }
+
+    /// <summary>Device pointer to element [0,...,0] as int32.</summary>
+    public int* IntData
+    {
+        get
+        {
+            CheckAlive();
+            if (DType != DType.I32) throw new ArgumentException($"tensor {Describe()} is {DType}, expected I32");
+            return (int*)_storage.Pointer + Offset;
+        }
+    }
+
+    internal Storage Storage => _storage;
+
+    void CheckAlive()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_storage.IsReleased) throw new ObjectDisposedException(Describe(), "the tensor's storage was released");
+    }
+
+    /// <summary>Name (if any), shape and dtype, for error messages.</summary>
+    public string Describe() => $"{(Name == null ? "" : $"'{Name}' ")}{ShapeText} {DType}";
+
+    // ---------------------------------------------------------------- host copies
+
+    /// <summary>Copies the elements (in row-major order) to a new host array.</summary>
+    public float[] ToArray()
+    {
+        var result = new float[Count];
+        CopyTo(result);
+        return result;
+    }
+
+    /// <summary>Copies the int32 elements to a new host array.</summary>
+    public int[] ToIntArray()
+    {
+        var result = new int[Count];
+        var src = IsContiguous ? this : Contiguous();
+        fixed (int* dst = result) Device.CopyToHost(dst, src.IntData, Bytes);
+        if (!ReferenceEquals(src, this)) src.Dispose();
+        return result;
+    }
+
+    /// <summary>Copies the elements (row-major order) into <paramref name="destination"/>.</summary>
+    public void CopyTo(Span<float> destination)
+    {
+        if (destination.Length != Count)
+            throw new ArgumentException($"destination holds {destination.Length} elements, tensor {Describe()} has {Count}");
+        var src = IsContiguous ? this : Contiguous();
+        fixed (float* dst = destination) Device.CopyToHost(dst, src.Data, Bytes);
+        if (!ReferenceEquals(src, this)) src.Dispose();
+    }
+
+    /// <summary>Overwrites the elements from host data (row-major order). The tensor must be contiguous.</summary>
+    public void CopyFrom(ReadOnlySpan<float> source) => CopyFrom(source, DType.F32);
+
+    void CopyFrom(ReadOnlySpan<float> source, DType expected)
+    {
+        if (DType != expected) throw new ArgumentException($"tensor {Describe()} is {DType}, the host data is {expected}");
+        if (source.Length != Count)
+            throw new ArgumentException($"source holds {source.Length} elements, tensor {Describe()} has {Count}");
+        if (!IsContiguous) throw new ArgumentException($"cannot copy host data into the non-contiguous view {Describe()}");
+        CheckAlive();
+        fixed (float* src = source) Device.CopyFromHost((float*)_storage.Pointer + Offset, src, Bytes);
+    }
+
+    // ---------------------------------------------------------------- views
+
+    /// <summary>A view with a new shape (one dimension may be −1). The tensor must be contiguous.</summary>
+    public Tensor Reshape(params int[] shape)
+    {
+        shape = (int[])shape.Clone();
+        long known = 1;
+        int infer = -1;
+        for (int d = 0; d < shape.Length; d++)
+        {
+            if (shape[d] == -1)
+            {
+                if (infer >= 0) throw new ArgumentException($"reshape of {Describe()}: more than one −1 in [{string.Join(", ", shape)}]");
+                infer = d;
+            }
+            else known *= shape[d];
+        }
+        if (infer >= 0 && known > 0 && Count % known == 0) shape[infer] = (int)(Count / known);
+        long count = 1;
+        foreach (int d in shape) count *= d;
+        if (count != Count || shape.Any(d => d < 0))
+            throw new ArgumentException($"reshape of {Describe()} to [{string.Join(", ", shape)}]: element counts differ");
+        if (!IsContiguous) throw new ArgumentException($"reshape of the non-contiguous view {Describe()}: call Contiguous() first");
+        var view = View(shape, ContiguousStrides(shape), Offset);
+        if (Autograd.Tape.ShouldRecord(this)) Ops.RecordView(this, view);
+        return view;
+    }
+
+    /// <summary>A view of <paramref name="length"/> entries of dimension <paramref name="dim"/> from <paramref name="start"/>.</summary>
+    public Tensor Slice(int dim, int start, int length)
+    {
+        CheckDim(dim, "slice");
+        if (start < 0 || length < 0 || start + length > Shape[dim])
+            throw new ArgumentOutOfRangeException(nameof(start), $"slice [{start}, {start + length}) of dimension {dim} of {Describe()}");
+        var shape = (int[])Shape.Clone();
+        shape[dim] = length;
+        return View(shape, (long[])Strides.Clone(), Offset + start * Strides[dim]);
+    }
+
+    /// <summary>A view with dimensions <paramref name="dim0"/> and <paramref name="dim1"/> swapped.</summary>
+    public Tensor Transpose(int dim0, int dim1)
+    {
+        CheckDim(dim0, "transpose");
+        CheckDim(dim1, "transpose");
+        var shape = (int[])Shape.Clone();
+        var strides = (long[])Strides.Clone();
+        (shape[dim0], shape[dim1]) = (shape[dim1], shape[dim0]);
+        (strides[dim0], strides[dim1]) = (strides[dim1], strides[dim0]);
+        return View(shape, strides, Offset);
+    }
+
+    /// <summary>This tensor if contiguous (a new view sharing storage); otherwise a dense copy.</summary>
+    public Tensor Contiguous()
+    {
+        if (IsContiguous) return View(Shape, Strides, Offset);
+        if (DType != DType.F32) throw new NotSupportedException($"Contiguous() copies F32 tensors only; {Describe()}");
+        var result = Empty(Device, DType, Shape);
+        int* shape = stackalloc int[Rank];
+        long* strides = stackalloc long[Rank];
+        for (int d = 0; d < Rank; d++)
+        {
+            shape[d] = Shape[d];
+            strides[d] = Strides[d];
+        }
+        Device.Kernels.CopyStrided(result.Data, Data, Rank, shape, strides);
+        return result;
+    }
+
+    Tensor View(int[] shape, long[] strides, long offset)
+    {
+        CheckAlive();
+        _storage.Retain();
+        return new Tensor(_storage, DType, shape, strides, offset) { Name = Name };
+    }
+
+    void CheckDim(int dim, string op)
+    {
+        if (Autograd.Tape.ShouldRecord(this))
+            throw new InvalidOperationException($"{op} of {Describe()} while a tape records: this view is not differentiable; use an op (or Tape.NoGrad())");
+        if ((uint)dim >= (uint)Rank) throw new ArgumentOutOfRangeException(nameof(dim), $"{op}: dimension {dim} of {Describe()}");
+    }
+
+    // ---------------------------------------------------------------- lifetime
+
+    /// <summary>Releases this tensor's reference to its storage (and its gradient). Idempotent.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _storage.Release();
+        Grad?.Dispose();
+        Grad = null;
+    }
+
+    /// <summary>True after <see cref="Dispose"/>.</summary>
+    public bool IsDisposed => _disposed;
+
+    internal void RetainStorage() => _storage.Retain();
+
+    internal void ReleaseStorage() => _storage.Release();
+
+    internal void SetGrad(Tensor? grad) => Grad = grad;
+
+    /// <inheritdoc/>
+    public override string ToString() => $"Tensor {Describe()} on {Device}";
+}
