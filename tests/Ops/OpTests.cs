@@ -1,0 +1,288 @@
+using Engine.Kernels;
+
+namespace Engine.Tests.Ops;
+
+/// <summary>
+/// One test body per op, run on every backend (<see cref="Backends"/>): forward against the double reference,
+/// every input gradient against central finite differences (<see cref="GradCheck"/>). Odd sizes on purpose.
+/// </summary>
+[TestFixture]
+public class OpTests
+{
+    static IEnumerable<string> All => Backends.Names;
+
+    [TestCaseSource(nameof(All))]
+    public void Linear(string backend)
+    {
+        var dev = Backends.Get(backend);
+        foreach (var (rows, N, K) in new[] { (7, 11, 13), (1, 5, 3), (3, 17, 197) })
+        {
+            GradCheck.Run(dev, $"Linear {rows}x{N}x{K}",
+                [new("x", [rows, K]), new("w", [N, K]), new("b", [N])],
+                t => global::Engine.Ops.Linear(t[0], t[1], t[2]),
+                v => Reference.Linear(v[0], v[1], v[2], rows, N, K));
+        }
+        // No bias, 3-d input, conv-shaped weight [N, C, p, p] flattened to K.
+        GradCheck.Run(dev, "Linear 3d / conv weight",
+            [new("x", [2, 3, 12]), new("w", [5, 3, 2, 2])],
+            t => global::Engine.Ops.Linear(t[0], t[1]),
+            v => Reference.Linear(v[0], v[1], null, 6, 5, 12));
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void LayerNorm(string backend)
+    {
+        var dev = Backends.Get(backend);
+        foreach (var (rows, C) in new[] { (7, 13), (3, 197), (1, 1) })
+        {
+            GradCheck.Run(dev, $"LayerNorm {rows}x{C}",
+                [new("x", [rows, C], -2, 2), new("w", [C], 0.5, 1.5), new("b", [C])],
+                t => global::Engine.Ops.LayerNorm(t[0], t[1], t[2], 1e-6f),
+                v => Reference.LayerNorm(v[0], v[1], v[2], rows, C, 1e-6), gradTol: C == 1 ? 1e-2 : 2e-4);
+        }
+        GradCheck.Run(dev, "LayerNorm no affine",
+            [new("x", [5, 9])],
+            t => global::Engine.Ops.LayerNorm(t[0], null, null, 1e-5f),
+            v => Reference.LayerNorm(v[0], null, null, 5, 9, 1e-5));
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void Gelu(string backend)
+    {
+        // Vector body plus scalar tail (13 = 8 + 5), and a wide range for the erf tails.
+        GradCheck.Run(Backends.Get(backend), "Gelu",
+            [new("x", [3, 13], -6, 6)],
+            t => global::Engine.Ops.Gelu(t[0]),
+            v => Reference.Gelu(v[0]), forwardTol: 1e-6, gradTol: 1e-5);
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void Softmax(string backend)
+    {
+        GradCheck.Run(Backends.Get(backend), "Softmax",
+            [new("x", [7, 13], -4, 4)],
+            t => global::Engine.Ops.Softmax(t[0]),
+            v => Reference.Softmax(v[0], 7, 13));
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void Attention(string backend)
+    {
+        var dev = Backends.Get(backend);
+        int B = 2, T = 13, NH = 2, HD = 3;
+        GradCheck.Run(dev, "Attention",
+            [new("qkv", [B, T, 3 * NH * HD], -2, 2)],
+            t => global::Engine.Ops.Attention(t[0], NH),
+            v => Reference.Attention(v[0], B, T, NH, HD, null, null, 1));
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void AttentionWithBiasAndMask(string backend)
+    {
+        var dev = Backends.Get(backend);
+        // Swin-style: 2 images × 2 windows of 4 tokens, relative bias per head, −100 mask per window.
+        int B = 4, T = 4, NH = 2, HD = 2, nW = 2;
+        var maskValues = new double[nW * T * T];
+        for (int i = 0; i < maskValues.Length; i++) maskValues[i] = CounterRng.Uniform(99, (ulong)i) < 0.3 ? -100 : 0;
+        using var mask = Tensor.FromArray(dev, maskValues.Select(m => (float)m).ToArray(), nW, T, T);
+        GradCheck.Run(dev, "Attention bias+mask",
+            [new("qkv", [B, T, 3 * NH * HD], -2, 2), new("bias", [NH, T, T])],
+            t => global::Engine.Ops.Attention(t[0], NH, t[1], mask),
+            v => Reference.Attention(v[0], B, T, NH, HD, v[1], maskValues, nW));
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void Add(string backend)
+    {
+        GradCheck.Run(Backends.Get(backend), "Add",
+            [new("a", [7, 13]), new("b", [7, 13])],
+            t => global::Engine.Ops.Add(t[0], t[1]),
+            v => v[0].Zip(v[1], (a, b) => a + b).ToArray());
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void ScaleShift(string backend)
+    {
+        GradCheck.Run(Backends.Get(backend), "ScaleShift",
+            [new("x", [2, 7, 13]), new("scale", [13]), new("shift", [13])],
+            t => global::Engine.Ops.ScaleShift(t[0], t[1], t[2]),
+            v => Enumerable.Range(0, v[0].Length).Select(i => v[0][i] * v[1][i % 13] + v[2][i % 13]).ToArray());
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void CrossEntropy(string backend)
+    {
+        var dev = Backends.Get(backend);
+        int B = 7, V = 13;
+        int[] targets = [0, 12, 5, 5, 3, 7, 11];
+        using var tt = Tensor.FromArray(dev, targets, B);
+        foreach (float eps in new[] { 0f, 0.1f })
+        {
+            GradCheck.Run(dev, $"CrossEntropy eps={eps}",
+                [new("logits", [B, V], -3, 3)],
+                t => global::Engine.Ops.CrossEntropy(t[0], tt, eps),
+                v => [Reference.CrossEntropy(v[0], targets, B, V, eps)]);
+        }
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void DepthwiseConv2d(string backend)
+    {
+        var dev = Backends.Get(backend);
+        foreach (var (N, H, W, C, k, pad) in new[] { (2, 7, 5, 3, 3, 1), (1, 9, 9, 2, 7, 3), (1, 4, 6, 5, 3, 0) })
+        {
+            GradCheck.Run(dev, $"DepthwiseConv2d k{k} pad{pad}",
+                [new("x", [N, H, W, C]), new("w", [C, 1, k, k]), new("b", [C])],
+                t => global::Engine.Ops.DepthwiseConv2d(t[0], t[1], t[2], pad),
+                v => Reference.DepthwiseConv(v[0], v[1], v[2], N, H, W, C, k, pad));
+        }
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void PatchEmbed(string backend)
+    {
+        var dev = Backends.Get(backend);
+        int N = 2, C = 3, H = 8, W = 12, p = 4, D = 5;
+        GradCheck.Run(dev, "PatchEmbed (NCHW)",
+            [new("x", [N, C, H, W]), new("w", [D, C, p, p]), new("b", [D])],
+            t => global::Engine.Ops.PatchEmbed(t[0], t[1], t[2]),
+            v => Reference.PatchConv(v[0], v[1], v[2], N, C, H, W, p, D, channelsLast: false));
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void PatchConv(string backend)
+    {
+        var dev = Backends.Get(backend);
+        int N = 2, C = 3, H = 6, W = 4, p = 2, O = 7;
+        GradCheck.Run(dev, "PatchConv (NHWC, stride 2)",
+            [new("x", [N, H, W, C]), new("w", [O, C, p, p]), new("b", [O])],
+            t => global::Engine.Ops.PatchConv(t[0], t[1], t[2]),
+            v => Reference.PatchConv(v[0], v[1], v[2], N, C, H, W, p, O, channelsLast: true));
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void PrependToken(string backend)
+    {
+        int B = 2, T = 7, C = 3;
+        GradCheck.Run(Backends.Get(backend), "PrependToken",
+            [new("x", [B, T, C]), new("cls", [1, 1, C])],
+            t => global::Engine.Ops.PrependToken(t[0], t[1]),
+            v => Enumerable.Range(0, B).SelectMany(b => v[1].Concat(v[0].Skip(b * T * C).Take(T * C))).ToArray());
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void AddPositionEmbedding(string backend)
+    {
+        int B = 3, T = 5, C = 7;
+        GradCheck.Run(Backends.Get(backend), "AddPositionEmbedding",
+            [new("x", [B, T, C]), new("pos", [1, T, C])],
+            t => global::Engine.Ops.AddPositionEmbedding(t[0], t[1]),
+            v => Enumerable.Range(0, v[0].Length).Select(i => v[0][i] + v[1][i % (T * C)]).ToArray());
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void TakeToken(string backend)
+    {
+        int B = 3, T = 5, C = 7;
+        foreach (int index in new[] { 0, 4 })
+        {
+            GradCheck.Run(Backends.Get(backend), $"TakeToken {index}",
+                [new("x", [B, T, C])],
+                t => global::Engine.Ops.TakeToken(t[0], index),
+                v => Enumerable.Range(0, B).SelectMany(b => v[0].Skip((b * T + index) * C).Take(C)).ToArray());
+        }
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void MeanTokens(string backend)
+    {
+        int B = 2, H = 3, W = 5, C = 7;
+        GradCheck.Run(Backends.Get(backend), "MeanTokens",
+            [new("x", [B, H, W, C])],
+            t => global::Engine.Ops.MeanTokens(t[0]),
+            v => Enumerable.Range(0, B * C).Select(i =>
+                Enumerable.Range(0, H * W).Average(t => v[0][(i / C * H * W + t) * C + i % C])).ToArray());
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void WindowPartition(string backend)
+    {
+        int B = 2, H = 6, W = 9, C = 2, ws = 3;
+        foreach (int shift in new[] { 0, 1 })
+        {
+            GradCheck.Run(Backends.Get(backend), $"WindowPartition shift {shift}",
+                [new("x", [B, H, W, C])],
+                t => global::Engine.Ops.WindowPartition(t[0], ws, shift),
+                v => Reference.WindowPartition(v[0], B, H, W, C, ws, shift));
+        }
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void WindowReverse(string backend)
+    {
+        int B = 2, H = 6, W = 9, C = 2, ws = 3, shift = 2;
+        // Reverse is the inverse permutation: reverse(partition(x)) = x, checked with the partition reference inverted.
+        var perm = Reference.WindowPartition(Enumerable.Range(0, B * H * W * C).Select(i => (double)i).ToArray(), B, H, W, C, ws, shift);
+        GradCheck.Run(Backends.Get(backend), "WindowReverse",
+            [new("windows", [B * (H / ws) * (W / ws), ws * ws, C])],
+            t => global::Engine.Ops.WindowReverse(t[0], H, W, shift),
+            v =>
+            {
+                var x = new double[v[0].Length];
+                for (int i = 0; i < perm.Length; i++) x[(int)perm[i]] = v[0][i];
+                return x;
+            });
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void PatchMerge(string backend)
+    {
+        int B = 2, H = 4, W = 6, C = 3;
+        GradCheck.Run(Backends.Get(backend), "PatchMerge",
+            [new("x", [B, H, W, C])],
+            t => global::Engine.Ops.PatchMerge(t[0]),
+            v => Reference.PatchMerge(v[0], B, H, W, C));
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void DropPath(string backend)
+    {
+        int B = 16, T = 3, C = 5;
+        const float p = 0.25f;
+        const ulong seed = 42;
+        GradCheck.Run(Backends.Get(backend), "DropPath",
+            [new("x", [B, T, C])],
+            t => global::Engine.Ops.DropPath(t[0], p, seed),
+            v => Enumerable.Range(0, v[0].Length)
+                .Select(i => CounterRng.Uniform(seed, (ulong)(i / (T * C))) >= p ? v[0][i] / (1 - p) : 0).ToArray());
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void Dropout(string backend)
+    {
+        var dev = Backends.Get(backend);
+        const float p = 0.3f;
+        const ulong seed = 7;
+        GradCheck.Run(dev, "Dropout",
+            [new("x", [7, 13])],
+            t => global::Engine.Ops.Dropout(t[0], p, seed),
+            v => Enumerable.Range(0, v[0].Length).Select(i => CounterRng.Uniform(seed, (ulong)i) >= p ? v[0][i] / (1 - p) : 0).ToArray());
+        // The mask drops close to p of a large tensor, and a different seed gives a different mask.
+        using var ones = Tensor.FromArray(dev, Enumerable.Repeat(1f, 100_000).ToArray(), 100_000);
+        using var a = global::Engine.Ops.Dropout(ones, p, seed);
+        using var b = global::Engine.Ops.Dropout(ones, p, seed + 1);
+        var av = a.ToArray();
+        Assert.That(av.Count(x => x == 0) / 1e5, Is.EqualTo(p).Within(0.01));
+        Assert.That(av, Is.Not.EqualTo(b.ToArray()));
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void ReshapeView(string backend)
+    {
+        // A reshape inside the graph still routes gradients to the original tensor.
+        GradCheck.Run(Backends.Get(backend), "Reshape then Softmax",
+            [new("x", [3, 4, 5])],
+            t => global::Engine.Ops.Softmax(t[0].Reshape(12, 5)),
+            v => Reference.Softmax(v[0], 12, 5));
+    }
+}
