@@ -112,6 +112,15 @@ public sealed unsafe class Tensor : IDisposable
         return t;
     }
 
+    /// <summary>A zero-filled tensor with its own memory (not pooled), for state that lives as long as its owner
+    /// (leaf gradients, optimizer moments).</summary>
+    public static Tensor PersistentZeros(Device device, params int[] shape)
+    {
+        var t = Create(device, DType.F32, shape, pooled: false);
+        device.Kernels.Fill(t.Data, t.Count, 0f);
+        return t;
+    }
+
     /// <summary>A persistent, zero-filled, trainable leaf (its own memory, not pooled).</summary>
     public static Tensor Parameter(Device device, string name, params int[] shape)
     {

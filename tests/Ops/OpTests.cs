@@ -1,6 +1,6 @@
 using Engine.Kernels;
 
-namespace Engine.Tests.Ops;
+namespace Engine.Tests;
 
 /// <summary>
 /// One test body per op, run on every backend (<see cref="Backends"/>): forward against the double reference,
@@ -19,13 +19,13 @@ public class OpTests
         {
             GradCheck.Run(dev, $"Linear {rows}x{N}x{K}",
                 [new("x", [rows, K]), new("w", [N, K]), new("b", [N])],
-                t => global::Engine.Ops.Linear(t[0], t[1], t[2]),
+                t => Ops.Linear(t[0], t[1], t[2]),
                 v => Reference.Linear(v[0], v[1], v[2], rows, N, K));
         }
         // No bias, 3-d input, conv-shaped weight [N, C, p, p] flattened to K.
         GradCheck.Run(dev, "Linear 3d / conv weight",
             [new("x", [2, 3, 12]), new("w", [5, 3, 2, 2])],
-            t => global::Engine.Ops.Linear(t[0], t[1]),
+            t => Ops.Linear(t[0], t[1]),
             v => Reference.Linear(v[0], v[1], null, 6, 5, 12));
     }
 
@@ -37,12 +37,12 @@ public class OpTests
         {
             GradCheck.Run(dev, $"LayerNorm {rows}x{C}",
                 [new("x", [rows, C], -2, 2), new("w", [C], 0.5, 1.5), new("b", [C])],
-                t => global::Engine.Ops.LayerNorm(t[0], t[1], t[2], 1e-6f),
+                t => Ops.LayerNorm(t[0], t[1], t[2], 1e-6f),
                 v => Reference.LayerNorm(v[0], v[1], v[2], rows, C, 1e-6), gradTol: C == 1 ? 1e-2 : 2e-4);
         }
         GradCheck.Run(dev, "LayerNorm no affine",
             [new("x", [5, 9])],
-            t => global::Engine.Ops.LayerNorm(t[0], null, null, 1e-5f),
+            t => Ops.LayerNorm(t[0], null, null, 1e-5f),
             v => Reference.LayerNorm(v[0], null, null, 5, 9, 1e-5));
     }
 
@@ -52,7 +52,7 @@ public class OpTests
         // Vector body plus scalar tail (13 = 8 + 5), and a wide range for the erf tails.
         GradCheck.Run(Backends.Get(backend), "Gelu",
             [new("x", [3, 13], -6, 6)],
-            t => global::Engine.Ops.Gelu(t[0]),
+            t => Ops.Gelu(t[0]),
             v => Reference.Gelu(v[0]), forwardTol: 1e-6, gradTol: 1e-5);
     }
 
@@ -61,7 +61,7 @@ public class OpTests
     {
         GradCheck.Run(Backends.Get(backend), "Softmax",
             [new("x", [7, 13], -4, 4)],
-            t => global::Engine.Ops.Softmax(t[0]),
+            t => Ops.Softmax(t[0]),
             v => Reference.Softmax(v[0], 7, 13));
     }
 
@@ -72,7 +72,7 @@ public class OpTests
         int B = 2, T = 13, NH = 2, HD = 3;
         GradCheck.Run(dev, "Attention",
             [new("qkv", [B, T, 3 * NH * HD], -2, 2)],
-            t => global::Engine.Ops.Attention(t[0], NH),
+            t => Ops.Attention(t[0], NH),
             v => Reference.Attention(v[0], B, T, NH, HD, null, null, 1));
     }
 
@@ -87,7 +87,7 @@ public class OpTests
         using var mask = Tensor.FromArray(dev, maskValues.Select(m => (float)m).ToArray(), nW, T, T);
         GradCheck.Run(dev, "Attention bias+mask",
             [new("qkv", [B, T, 3 * NH * HD], -2, 2), new("bias", [NH, T, T])],
-            t => global::Engine.Ops.Attention(t[0], NH, t[1], mask),
+            t => Ops.Attention(t[0], NH, t[1], mask),
             v => Reference.Attention(v[0], B, T, NH, HD, v[1], maskValues, nW));
     }
 
@@ -96,7 +96,7 @@ public class OpTests
     {
         GradCheck.Run(Backends.Get(backend), "Add",
             [new("a", [7, 13]), new("b", [7, 13])],
-            t => global::Engine.Ops.Add(t[0], t[1]),
+            t => Ops.Add(t[0], t[1]),
             v => v[0].Zip(v[1], (a, b) => a + b).ToArray());
     }
 
@@ -105,7 +105,7 @@ public class OpTests
     {
         GradCheck.Run(Backends.Get(backend), "ScaleShift",
             [new("x", [2, 7, 13]), new("scale", [13]), new("shift", [13])],
-            t => global::Engine.Ops.ScaleShift(t[0], t[1], t[2]),
+            t => Ops.ScaleShift(t[0], t[1], t[2]),
             v => Enumerable.Range(0, v[0].Length).Select(i => v[0][i] * v[1][i % 13] + v[2][i % 13]).ToArray());
     }
 
@@ -120,7 +120,7 @@ public class OpTests
         {
             GradCheck.Run(dev, $"CrossEntropy eps={eps}",
                 [new("logits", [B, V], -3, 3)],
-                t => global::Engine.Ops.CrossEntropy(t[0], tt, eps),
+                t => Ops.CrossEntropy(t[0], tt, eps),
                 v => [Reference.CrossEntropy(v[0], targets, B, V, eps)]);
         }
     }
@@ -133,7 +133,7 @@ public class OpTests
         {
             GradCheck.Run(dev, $"DepthwiseConv2d k{k} pad{pad}",
                 [new("x", [N, H, W, C]), new("w", [C, 1, k, k]), new("b", [C])],
-                t => global::Engine.Ops.DepthwiseConv2d(t[0], t[1], t[2], pad),
+                t => Ops.DepthwiseConv2d(t[0], t[1], t[2], pad),
                 v => Reference.DepthwiseConv(v[0], v[1], v[2], N, H, W, C, k, pad));
         }
     }
@@ -145,7 +145,7 @@ public class OpTests
         int N = 2, C = 3, H = 8, W = 12, p = 4, D = 5;
         GradCheck.Run(dev, "PatchEmbed (NCHW)",
             [new("x", [N, C, H, W]), new("w", [D, C, p, p]), new("b", [D])],
-            t => global::Engine.Ops.PatchEmbed(t[0], t[1], t[2]),
+            t => Ops.PatchEmbed(t[0], t[1], t[2]),
             v => Reference.PatchConv(v[0], v[1], v[2], N, C, H, W, p, D, channelsLast: false));
     }
 
@@ -156,7 +156,7 @@ public class OpTests
         int N = 2, C = 3, H = 6, W = 4, p = 2, O = 7;
         GradCheck.Run(dev, "PatchConv (NHWC, stride 2)",
             [new("x", [N, H, W, C]), new("w", [O, C, p, p]), new("b", [O])],
-            t => global::Engine.Ops.PatchConv(t[0], t[1], t[2]),
+            t => Ops.PatchConv(t[0], t[1], t[2]),
             v => Reference.PatchConv(v[0], v[1], v[2], N, C, H, W, p, O, channelsLast: true));
     }
 
@@ -166,7 +166,7 @@ public class OpTests
         int B = 2, T = 7, C = 3;
         GradCheck.Run(Backends.Get(backend), "PrependToken",
             [new("x", [B, T, C]), new("cls", [1, 1, C])],
-            t => global::Engine.Ops.PrependToken(t[0], t[1]),
+            t => Ops.PrependToken(t[0], t[1]),
             v => Enumerable.Range(0, B).SelectMany(b => v[1].Concat(v[0].Skip(b * T * C).Take(T * C))).ToArray());
     }
 
@@ -176,7 +176,7 @@ public class OpTests
         int B = 3, T = 5, C = 7;
         GradCheck.Run(Backends.Get(backend), "AddPositionEmbedding",
             [new("x", [B, T, C]), new("pos", [1, T, C])],
-            t => global::Engine.Ops.AddPositionEmbedding(t[0], t[1]),
+            t => Ops.AddPositionEmbedding(t[0], t[1]),
             v => Enumerable.Range(0, v[0].Length).Select(i => v[0][i] + v[1][i % (T * C)]).ToArray());
     }
 
@@ -188,7 +188,7 @@ public class OpTests
         {
             GradCheck.Run(Backends.Get(backend), $"TakeToken {index}",
                 [new("x", [B, T, C])],
-                t => global::Engine.Ops.TakeToken(t[0], index),
+                t => Ops.TakeToken(t[0], index),
                 v => Enumerable.Range(0, B).SelectMany(b => v[0].Skip((b * T + index) * C).Take(C)).ToArray());
         }
     }
@@ -199,7 +199,7 @@ public class OpTests
         int B = 2, H = 3, W = 5, C = 7;
         GradCheck.Run(Backends.Get(backend), "MeanTokens",
             [new("x", [B, H, W, C])],
-            t => global::Engine.Ops.MeanTokens(t[0]),
+            t => Ops.MeanTokens(t[0]),
             v => Enumerable.Range(0, B * C).Select(i =>
                 Enumerable.Range(0, H * W).Average(t => v[0][(i / C * H * W + t) * C + i % C])).ToArray());
     }
@@ -212,7 +212,7 @@ public class OpTests
         {
             GradCheck.Run(Backends.Get(backend), $"WindowPartition shift {shift}",
                 [new("x", [B, H, W, C])],
-                t => global::Engine.Ops.WindowPartition(t[0], ws, shift),
+                t => Ops.WindowPartition(t[0], ws, shift),
                 v => Reference.WindowPartition(v[0], B, H, W, C, ws, shift));
         }
     }
@@ -225,7 +225,7 @@ public class OpTests
         var perm = Reference.WindowPartition(Enumerable.Range(0, B * H * W * C).Select(i => (double)i).ToArray(), B, H, W, C, ws, shift);
         GradCheck.Run(Backends.Get(backend), "WindowReverse",
             [new("windows", [B * (H / ws) * (W / ws), ws * ws, C])],
-            t => global::Engine.Ops.WindowReverse(t[0], H, W, shift),
+            t => Ops.WindowReverse(t[0], H, W, shift),
             v =>
             {
                 var x = new double[v[0].Length];
@@ -240,7 +240,7 @@ public class OpTests
         int B = 2, H = 4, W = 6, C = 3;
         GradCheck.Run(Backends.Get(backend), "PatchMerge",
             [new("x", [B, H, W, C])],
-            t => global::Engine.Ops.PatchMerge(t[0]),
+            t => Ops.PatchMerge(t[0]),
             v => Reference.PatchMerge(v[0], B, H, W, C));
     }
 
@@ -252,7 +252,7 @@ public class OpTests
         const ulong seed = 42;
         GradCheck.Run(Backends.Get(backend), "DropPath",
             [new("x", [B, T, C])],
-            t => global::Engine.Ops.DropPath(t[0], p, seed),
+            t => Ops.DropPath(t[0], p, seed),
             v => Enumerable.Range(0, v[0].Length)
                 .Select(i => CounterRng.Uniform(seed, (ulong)(i / (T * C))) >= p ? v[0][i] / (1 - p) : 0).ToArray());
     }
@@ -265,12 +265,12 @@ public class OpTests
         const ulong seed = 7;
         GradCheck.Run(dev, "Dropout",
             [new("x", [7, 13])],
-            t => global::Engine.Ops.Dropout(t[0], p, seed),
+            t => Ops.Dropout(t[0], p, seed),
             v => Enumerable.Range(0, v[0].Length).Select(i => CounterRng.Uniform(seed, (ulong)i) >= p ? v[0][i] / (1 - p) : 0).ToArray());
         // The mask drops close to p of a large tensor, and a different seed gives a different mask.
         using var ones = Tensor.FromArray(dev, Enumerable.Repeat(1f, 100_000).ToArray(), 100_000);
-        using var a = global::Engine.Ops.Dropout(ones, p, seed);
-        using var b = global::Engine.Ops.Dropout(ones, p, seed + 1);
+        using var a = Ops.Dropout(ones, p, seed);
+        using var b = Ops.Dropout(ones, p, seed + 1);
         var av = a.ToArray();
         Assert.That(av.Count(x => x == 0) / 1e5, Is.EqualTo(p).Within(0.01));
         Assert.That(av, Is.Not.EqualTo(b.ToArray()));
@@ -282,7 +282,7 @@ public class OpTests
         // A reshape inside the graph still routes gradients to the original tensor.
         GradCheck.Run(Backends.Get(backend), "Reshape then Softmax",
             [new("x", [3, 4, 5])],
-            t => global::Engine.Ops.Softmax(t[0].Reshape(12, 5)),
+            t => Ops.Softmax(t[0].Reshape(12, 5)),
             v => Reference.Softmax(v[0], 12, 5));
     }
 }

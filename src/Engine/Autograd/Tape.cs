@@ -142,7 +142,7 @@ public sealed unsafe class Tape
         }
         if (t.IsLeaf)
         {
-            t.SetGrad(Tensor.Zeros(t.Device, t.Shape));
+            t.SetGrad(Tensor.PersistentZeros(t.Device, t.Shape));
             accumulate = true;
         }
         else
@@ -156,7 +156,7 @@ public sealed unsafe class Tape
     /// <summary>Zero-initialised gradient buffer of <paramref name="t"/> for kernels that only add (parameter gradients).</summary>
     internal static float* GradAccumulator(Tensor t)
     {
-        t.SetGrad(t.Grad ?? Tensor.Zeros(t.Device, t.Shape));
+        t.SetGrad(t.Grad ?? (t.IsLeaf ? Tensor.PersistentZeros(t.Device, t.Shape) : Tensor.Zeros(t.Device, t.Shape)));
         return t.Grad!.Data;
     }
 

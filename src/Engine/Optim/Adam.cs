@@ -38,8 +38,8 @@ public sealed unsafe class Adam : IDisposable
         Options = options;
         foreach (var p in parameters.Where(p => p.RequiresGrad))
         {
-            var m = Tensor.Zeros(p.Device, p.Shape);
-            var v = Tensor.Zeros(p.Device, p.Shape);
+            var m = Tensor.PersistentZeros(p.Device, p.Shape);
+            var v = Tensor.PersistentZeros(p.Device, p.Shape);
             _slots.Add(new Slot(p, m, v, options.WeightDecay));
         }
     }

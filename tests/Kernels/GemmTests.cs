@@ -1,0 +1,127 @@
+using Engine.Kernels;
+using Engine.Kernels.Cpu;
+using MathNet.Numerics.LinearAlgebra;
+
+namespace Engine.Tests;
+
+/// <summary>The CPU GEMM against MathNet.Numerics in double: every transpose pair, every micro-kernel (Vector512 runs
+/// in software where the CPU lacks AVX-512), shapes that cross the MC/KC/NC block edges, padded leading dimensions,
+/// alpha and beta.</summary>
+[TestFixture, NonParallelizable]
+public unsafe class GemmTests
+{
+    static readonly (int M, int N, int K)[] Shapes = [(1, 1, 1), (7, 13, 5), (197, 61, 67), (300, 37, 600), (13, 4100, 3)];
+
+    static float[] Random(int n, ulong seed) => Enumerable.Range(0, n).Select(i => CounterRng.Uniform(seed, (ulong)i) * 2 - 1).ToArray();
+
+    [Test, Combinatorial]
+    public void MatchesMathNet([Values] GemmIsa isa, [Values(false, true)] bool transA, [Values(false, true)] bool transB)
+    {
+        var saved = CpuGemm.Isa;
+        CpuGemm.Isa = isa;
+        try
+        {
+            foreach (var (M, N, K) in Shapes)
+            {
+                if (isa == GemmIsa.Scalar && (long)M * N * K > 2_000_000) continue;
+                Check(M, N, K, transA, transB, alpha: 0.7f, beta: 0f, pad: 3);
+                Check(M, N, K, transA, transB, alpha: 1f, beta: 0.3f, pad: 0);
+            }
+        }
+        finally { CpuGemm.Isa = saved; }
+    }
+
+    static void Check(int M, int N, int K, bool transA, bool transB, float alpha, float beta, int pad)
+    {
+        int aRows = transA ? K : M, aCols = transA ? M : K, bRows = transB ? N : K, bCols = transB ? K : N;
+        int lda = aCols + pad, ldb = bCols + pad, ldc = N + pad;
+        var a = Random(aRows * lda, 1);
+        var b = Random(bRows * ldb, 2);
+        var c = Random(M * ldc, 3);
+        var A = Matrix<double>.Build.Dense(aRows, aCols, (i, j) => a[i * lda + j]);
+        var B = Matrix<double>.Build.Dense(bRows, bCols, (i, j) => b[i * ldb + j]);
+        var C0 = Matrix<double>.Build.Dense(M, N, (i, j) => c[i * ldc + j]);
+        var want = alpha * (transA ? A.Transpose() : A) * (transB ? B.Transpose() : B) + beta * C0;
+        fixed (float* pa = a, pb = b, pc = c)
+            CpuGemm.Gemm(transA, transB, M, N, K, alpha, pa, lda, pb, ldb, beta, pc, ldc);
+        double atol = 1e-6 * Math.Sqrt(K) * 4;
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++)
+            {
+                double err = Math.Abs(c[i * ldc + j] - want[i, j]);
+                if (err > atol + 1e-5 * Math.Abs(want[i, j]))
+                    Assert.Fail($"{CpuGemm.Isa} {M}x{N}x{K} tA={transA} tB={transB}: C[{i},{j}] = {c[i * ldc + j]}, want {want[i, j]}");
+            }
+        // The padding between rows of C is never written.
+        for (int i = 0; i < M; i++)
+            for (int j = N; j < ldc; j++)
+                Assert.That(c[i * ldc + j], Is.EqualTo(Random(M * ldc, 3)[i * ldc + j]), "padding of C was written");
+    }
+
+    [Test]
+    public void BetaZeroIgnoresNaNInC()
+    {
+        var a = Random(6 * 5, 1);
+        var b = Random(5 * 7, 2);
+        var c = Enumerable.Repeat(float.NaN, 6 * 7).ToArray();
+        fixed (float* pa = a, pb = b, pc = c) CpuGemm.Gemm(false, false, 6, 7, 5, 1f, pa, 5, pb, 7, 0f, pc, 7);
+        Assert.That(c.All(float.IsFinite), Is.True);
+    }
+
+    [Test]
+    public void StridedBatchedEqualsLoop()
+    {
+        int M = 13, N = 11, K = 7, batch = 5;
+        var a = Random(batch * K * M, 4);
+        var b = Random(batch * N * K, 5);
+        var c1 = new float[batch * M * N];
+        var c2 = new float[batch * M * N];
+        fixed (float* pa = a, pb = b, p1 = c1, p2 = c2)
+        {
+            CpuGemm.GemmStridedBatched(true, true, M, N, K, 0.5f, pa, M, K * M, pb, K, N * K, 0f, p1, N, M * N, batch);
+            for (int i = 0; i < batch; i++)
+                CpuGemm.Gemm(true, true, M, N, K, 0.5f, pa + i * K * M, M, pb + i * N * K, K, 0f, p2 + i * M * N, N);
+        }
+        Assert.That(c1, Is.EqualTo(c2));
+    }
+
+    [Test]
+    public void ThreadCountDoesNotChangeBits()
+    {
+        int M = 517, N = 300, K = 700;
+        var a = Random(M * K, 6);
+        var b = Random(N * K, 7);
+        float[] Run(int threads)
+        {
+            var c = new float[M * N];
+            int saved = CpuParallel.Threads;
+            CpuParallel.Threads = threads;
+            try
+            {
+                fixed (float* pa = a, pb = b, pc = c) CpuGemm.Gemm(false, true, M, N, K, 1f, pa, K, pb, K, 0f, pc, N);
+            }
+            finally { CpuParallel.Threads = saved; }
+            return c;
+        }
+        if (Environment.ProcessorCount < 2) Assert.Ignore("one processor: nothing to compare");
+        Assert.That(Run(2), Is.EqualTo(Run(1)));
+    }
+
+    [Test]
+    public void AgreesWithOpenBlas()
+    {
+        var blas = OpenBlas.TryLoad(out var reason);
+        if (blas == null) Assert.Ignore(reason);
+        int M = 301, N = 257, K = 513;
+        var a = Random(K * M, 8);
+        var b = Random(N * K, 9);
+        var ours = new float[M * N];
+        var theirs = new float[M * N];
+        fixed (float* pa = a, pb = b, p1 = ours, p2 = theirs)
+        {
+            CpuGemm.Gemm(true, true, M, N, K, 1f, pa, M, pb, K, 0f, p1, N);
+            blas!.Sgemm(true, true, M, N, K, 1f, pa, M, pb, K, 0f, p2, N);
+        }
+        for (int i = 0; i < ours.Length; i++) Assert.That(ours[i], Is.EqualTo(theirs[i]).Within(1e-4), $"element {i}");
+    }
+}
