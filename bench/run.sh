@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the CPU benchmarks and prints the README tables at the end.
+#   bash bench/run.sh                      # everything
+#   bash bench/run.sh --filter '*Gemm*'    # BenchmarkDotNet arguments pass through
+# OpenBLAS 0.3.21 misdetects AVX-512 Zen parts as Haswell; on CPUs with avx512f we force its SkylakeX kernels.
+# The variable must be set before the library loads, which .NET cannot do from inside the process.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if grep -qw avx512f /proc/cpuinfo && [ -z "${OPENBLAS_CORETYPE:-}" ]; then export OPENBLAS_CORETYPE=SkylakeX; fi
+args=("$@")
+[ ${#args[@]} -eq 0 ] && args=(--filter '*')
+dotnet run --project bench -c Release -- "${args[@]}"
