@@ -30,9 +30,9 @@ public unsafe class GemmBenchmarks
     {
         var dims = Shape.Split('x').Select(int.Parse).ToArray();
         (_m, _n, _k) = (dims[0], dims[1], dims[2]);
-        _a = Alloc((long)_m * _k);
-        _b = Alloc((long)_n * _k);
-        _c = Alloc((long)_m * _n);
+        _a = Aligned.Filled((long)_m * _k);
+        _b = Aligned.Filled((long)_n * _k);
+        _c = Aligned.Filled((long)_m * _n);
         CpuParallel.Threads = Threads;
         if (Impl == "openblas")
         {
@@ -41,12 +41,6 @@ public unsafe class GemmBenchmarks
         }
     }
 
-    static float* Alloc(long n)
-    {
-        var p = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(n * 4), 64);
-        for (long i = 0; i < n; i++) p[i] = (i % 17 - 8) * 0.01f;
-        return p;
-    }
 
     /// <summary>Frees the operands.</summary>
     [GlobalCleanup]

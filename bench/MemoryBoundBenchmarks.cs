@@ -27,21 +27,15 @@ public unsafe class MemoryBoundBenchmarks
         var d = Kernel.Split(' ')[1].Split('x').Select(int.Parse).ToArray();
         (_rows, _cols) = (d[0], d[1]);
         long n = (long)_rows * _cols;
-        _x = Alloc(n);
-        _y = Alloc(n);
-        _w = Alloc(_cols);
-        _b = Alloc(_cols);
-        _mean = Alloc(_rows);
-        _rstd = Alloc(_rows);
+        _x = Aligned.Filled(n);
+        _y = Aligned.Filled(n);
+        _w = Aligned.Filled(_cols);
+        _b = Aligned.Filled(_cols);
+        _mean = Aligned.Filled(_rows);
+        _rstd = Aligned.Filled(_rows);
         CpuParallel.Threads = Threads;
     }
 
-    static float* Alloc(long n)
-    {
-        var p = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(n * 4), 64);
-        for (long i = 0; i < n; i++) p[i] = (i % 23 - 11) * 0.1f;
-        return p;
-    }
 
     /// <summary>One pass of the kernel.</summary>
     [Benchmark]
