@@ -48,7 +48,7 @@ public static class DemoCommand
         var tape = new Tape();
         var clock = Stopwatch.StartNew();
         double lossSum = 0;
-        int correct = 0, seen = 0;
+        int correct = 0, seen = 0, window = 0, printEvery = Math.Max(1, steps / 10);
         for (int step = 1; step <= steps; step++)
         {
             opt.LearningRate = peakLr * 0.5f * (1 + MathF.Cos(MathF.PI * (step - 1) / steps));
@@ -64,15 +64,15 @@ public static class DemoCommand
                 lossSum += loss.ToArray()[0];
                 correct += CountCorrect(logits.ToArray(), y, config.num_classes);
                 seen += batchSize;
+                window++;
                 tape.Backward(loss);
             }
             opt.Step();
-            if (step % Math.Max(1, steps / 10) == 0 || step == steps)
+            if (step % printEvery == 0 || step == steps)
             {
-                int window = step % Math.Max(1, steps / 10) == 0 ? Math.Max(1, steps / 10) : step % Math.Max(1, steps / 10);
                 Console.WriteLine($"{step,5} {lossSum / window,9:F4} {100.0 * correct / seen,10:F1}% {Accuracy(model, evalInput, evalY),13:F1}% {step * batchSize / clock.Elapsed.TotalSeconds,7:F0}");
                 lossSum = 0;
-                correct = seen = 0;
+                correct = seen = window = 0;
             }
         }
         Console.WriteLine($"done in {clock.Elapsed.TotalSeconds:F1} s");

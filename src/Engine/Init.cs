@@ -10,13 +10,15 @@ public static class Init
     public static float[] NormalValues(long count, float mean, float std, ulong seed)
     {
         var values = new float[count];
-        for (long i = 0; i < count; i++)
-        {
-            // Box–Muller on two independent uniforms; u1 in (0, 1].
-            double u1 = 1.0 - CounterRng.Uniform(seed, 2 * (ulong)i), u2 = CounterRng.Uniform(seed, 2 * (ulong)i + 1);
-            values[i] = mean + std * (float)(Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
-        }
+        for (long i = 0; i < count; i++) values[i] = mean + std * StandardNormal(seed, (ulong)i);
         return values;
+    }
+
+    /// <summary>The i-th Normal(0, 1) value of a seed: Box–Muller on two independent uniforms, u1 in (0, 1].</summary>
+    static float StandardNormal(ulong seed, ulong i)
+    {
+        double u1 = 1.0 - CounterRng.Uniform(seed, 2 * i), u2 = CounterRng.Uniform(seed, 2 * i + 1);
+        return (float)(Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
     }
 
     /// <summary>Fills <paramref name="t"/> with Normal(mean, std).</summary>
@@ -31,7 +33,7 @@ public static class Init
         for (long i = 0; i < values.Length; i++)
         {
             float v;
-            do v = NormalValues(1, 0f, std, CounterRng.Hash(seed, draw++))[0]; while (v < low || v > high);
+            do v = std * StandardNormal(CounterRng.Hash(seed, draw++), 0); while (v < low || v > high);
             values[i] = v;
         }
         t.CopyFrom(values);

@@ -204,9 +204,7 @@ public sealed unsafe class Tensor : IDisposable
     public int[] ToIntArray()
     {
         var result = new int[Count];
-        var src = IsContiguous ? this : Contiguous();
-        fixed (int* dst = result) Device.CopyToHost(dst, src.IntData, Bytes);
-        if (!ReferenceEquals(src, this)) src.Dispose();
+        fixed (int* dst = result) CopyToHost(dst);
         return result;
     }
 
@@ -215,9 +213,14 @@ public sealed unsafe class Tensor : IDisposable
     {
         if (destination.Length != Count)
             throw new ArgumentException($"destination holds {destination.Length} elements, tensor {Describe()} has {Count}");
-        var src = IsContiguous ? this : Contiguous();
-        fixed (float* dst = destination) Device.CopyToHost(dst, src.Data, Bytes);
-        if (!ReferenceEquals(src, this)) src.Dispose();
+        fixed (float* dst = destination) CopyToHost(dst);
+    }
+
+    /// <summary>Copies the elements in row-major order to host memory (through a dense copy when strided).</summary>
+    void CopyToHost(void* destination)
+    {
+        using var dense = Contiguous();
+        Device.CopyToHost(destination, (byte*)dense._storage.Pointer + dense.Offset * DType.Size(), Bytes);
     }
 
     /// <summary>Overwrites the elements from host data (row-major order). The tensor must be contiguous.</summary>
@@ -252,8 +255,13 @@ public sealed unsafe class Tensor : IDisposable
         }
         if (infer >= 0 && known > 0 && Count % known == 0) shape[infer] = (int)(Count / known);
         long count = 1;
-        foreach (int d in shape) count *= d;
-        if (count != Count || shape.Any(d => d < 0))
+        bool negative = false;
+        foreach (int d in shape)
+        {
+            count *= d;
+            negative |= d < 0;
+        }
+        if (count != Count || negative)
             throw new ArgumentException($"reshape of {Describe()} to [{string.Join(", ", shape)}]: element counts differ");
         if (!IsContiguous) throw new ArgumentException($"reshape of the non-contiguous view {Describe()}: call Contiguous() first");
         var view = View(shape, ContiguousStrides(shape), Offset);
