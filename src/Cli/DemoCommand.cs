@@ -3,11 +3,12 @@ using System.Diagnostics;
 using Engine.Autograd;
 using Engine.Kernels.Cpu;
 using Engine.Models.Demo;
+using Engine.Models.Vit;
 using Engine.Optim;
 
 namespace Engine.Cli;
 
-/// <summary><c>peft demo</c>: trains a tiny transformer on a generated task and prints the loss falling and the
+/// <summary><c>peft demo</c>: trains a tiny ViT on a generated image task and prints the loss falling and the
 /// held-out accuracy rising. A real end-to-end run of the engine (ops, autograd, AdamW) in seconds on a CPU.</summary>
 public static class DemoCommand
 {
@@ -15,11 +16,11 @@ public static class DemoCommand
     public static Command Create()
     {
         var steps = new Option<int>("--steps") { Description = "Training steps", DefaultValueFactory = _ => 300 };
-        var batch = new Option<int>("--batch-size") { Description = "Sequences per step", DefaultValueFactory = _ => 32 };
+        var batch = new Option<int>("--batch-size") { Description = "Images per step", DefaultValueFactory = _ => 32 };
         var lr = new Option<float>("--lr") { Description = "Peak AdamW learning rate (cosine decay)", DefaultValueFactory = _ => 2e-3f };
         var seed = new Option<ulong>("--seed") { Description = "Seed for data, initialisation and drop-path", DefaultValueFactory = _ => 1 };
         var threads = new Option<int>("--threads") { Description = "CPU threads (default: all)", DefaultValueFactory = _ => Environment.ProcessorCount };
-        var command = new Command("demo", "Train a tiny transformer classifier on a generated pattern-detection task and report loss and accuracy.")
+        var command = new Command("demo", "Train a tiny ViT on a generated pattern-detection image task and report loss and accuracy.")
         {
             steps, batch, lr, seed, threads,
         };
@@ -32,19 +33,19 @@ public static class DemoCommand
         if (steps < 1) throw new ArgumentException($"--steps must be at least 1 (got {steps})");
         if (batchSize < 1) throw new ArgumentException($"--batch-size must be at least 1 (got {batchSize})");
         CpuParallel.Threads = threads;
-        var config = new TinyTransformerConfig { in_features = 8, num_tokens = 16, embed_dim = 48, depth = 2, num_heads = 4, num_classes = 4, drop_path_rate = 0.05f };
+        var config = new VitConfig { img_size = 16, patch_size = 4, in_chans = 1, embed_dim = 48, depth = 2, num_heads = 4, mlp_ratio = 2, num_classes = 4, drop_path_rate = 0.05f };
         var device = Device.Cpu;
-        var task = new PatternTask(config.num_tokens, config.in_features, config.num_classes, seed);
-        using var model = new TinyTransformer(device, config, seed);
+        var task = new PatternTask(config.in_chans, config.img_size, config.patch_size, config.num_classes, seed);
+        using var model = new VisionTransformer(device, config, seed);
         using var opt = new Adam(model.Parameters, new AdamOptions { LearningRate = peakLr, WeightDecay = 0.05f });
         foreach (var p in model.Parameters.Where(p => p.Rank == 1)) opt.SetWeightDecay(p, 0f);
         var (evalX, evalY) = task.Batch(1024, ulong.MaxValue);
-        using var evalInput = Tensor.FromArray(device, evalX, evalY.Length, config.num_tokens, config.in_features);
+        using var evalInput = Tensor.FromArray(device, evalX, evalY.Length, config.in_chans, config.img_size, config.img_size);
 
-        Console.WriteLine($"demo: TinyTransformer ({model.Parameters.Sum(p => p.Count):N0} parameters) on a {config.num_classes}-class " +
+        Console.WriteLine($"demo: ViT ({config.img_size}×{config.img_size}, patch {config.patch_size}, {model.Parameters.Sum(p => p.Count):N0} parameters) on a {config.num_classes}-class " +
                           $"pattern task, {steps} steps of {batchSize}, {CpuParallel.Threads} thread(s), GEMM {CpuGemm.Isa}");
         Console.WriteLine($"chance accuracy {100.0 / config.num_classes:F1}%; held-out accuracy at step 0: {Accuracy(model, evalInput, evalY):F1}%");
-        Console.WriteLine(" step      loss   train acc   held-out acc   seq/s");
+        Console.WriteLine(" step      loss   train acc   held-out acc   img/s");
         var tape = new Tape();
         var clock = Stopwatch.StartNew();
         double lossSum = 0;
@@ -53,12 +54,12 @@ public static class DemoCommand
         {
             opt.LearningRate = peakLr * 0.5f * (1 + MathF.Cos(MathF.PI * (step - 1) / steps));
             var (x, y) = task.Batch(batchSize, (ulong)step);
-            using var input = Tensor.FromArray(device, x, batchSize, config.num_tokens, config.in_features);
+            using var input = Tensor.FromArray(device, x, batchSize, config.in_chans, config.img_size, config.img_size);
             using var targets = Tensor.FromArray(device, y, batchSize);
             opt.ZeroGrad();
             using (tape.Record())
             {
-                using var logits = model.Forward(input, dropSeed: (ulong)step);
+                using var logits = model.Forward(input, trainSeed: (ulong)step);
                 using var loss = Ops.CrossEntropy(logits, targets);
                 Numerics.ThrowIfNonFinite(loss, $"step {step} loss");
                 lossSum += loss.ToArray()[0];
@@ -79,7 +80,7 @@ public static class DemoCommand
         return 0;
     }
 
-    static double Accuracy(TinyTransformer model, Tensor input, int[] labels)
+    static double Accuracy(VisionTransformer model, Tensor input, int[] labels)
     {
         using var _ = Tape.NoGrad();
         using var logits = model.Forward(input);

@@ -7,7 +7,7 @@ try
 {
     return root.Parse(args).Invoke();
 }
-catch (Exception e) when (e is ArgumentException or IOException or InvalidOperationException or ArithmeticException)
+catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or InvalidOperationException or ArithmeticException)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     return 1;

@@ -2,6 +2,7 @@ using Engine.Autograd;
 using Engine.Kernels;
 using Engine.Kernels.Cpu;
 using Engine.Models.Demo;
+using Engine.Models.Vit;
 using Engine.Optim;
 
 namespace Engine.Tests;
@@ -10,10 +11,12 @@ namespace Engine.Tests;
 [TestFixture, NonParallelizable]
 public class EngineTests
 {
-    static readonly TinyTransformerConfig Tiny = new() { in_features = 6, num_tokens = 9, embed_dim = 16, depth = 2, num_heads = 2, num_classes = 3, drop_path_rate = 0.1f };
+    static readonly VitConfig Tiny = new() { img_size = 12, patch_size = 4, in_chans = 1, embed_dim = 16, depth = 2, num_heads = 2, mlp_ratio = 2, num_classes = 3, drop_path_rate = 0.1f };
+
+    static PatternTask NewTask() => new(Tiny.in_chans, Tiny.img_size, Tiny.patch_size, Tiny.num_classes, 11);
 
     /// <summary>One training step of the tiny model: forward, backward, AdamW; returns the loss.</summary>
-    static float Step(TinyTransformer model, Adam opt, PatternTask task, int batch, ulong index, int micro = 1)
+    static float Step(VisionTransformer model, Adam opt, PatternTask task, int batch, ulong index, int micro = 1)
     {
         var tape = new Tape();
         float loss = 0;
@@ -21,11 +24,11 @@ public class EngineTests
         for (int m = 0; m < micro; m++)
         {
             var (x, y) = task.Batch(batch, index * 10 + (ulong)m);
-            using var xt = Tensor.FromArray(model.Parameters[0].Device, x, batch, Tiny.num_tokens, Tiny.in_features);
+            using var xt = Tensor.FromArray(model.Parameters[0].Device, x, batch, 1, 12, 12);
             using var yt = Tensor.FromArray(model.Parameters[0].Device, y, batch);
             using (tape.Record())
             {
-                using var logits = model.Forward(xt, dropSeed: index);
+                using var logits = model.Forward(xt, trainSeed: index);
                 using var l = Ops.CrossEntropy(logits, yt, 0.1f);
                 loss += l.ToArray()[0];
                 tape.Backward(l);
@@ -37,9 +40,9 @@ public class EngineTests
 
     static float[] Train(Device device, int steps, int batch = 4)
     {
-        using var model = new TinyTransformer(device, Tiny, seed: 5);
+        using var model = new VisionTransformer(device, Tiny, seed: 5);
         using var opt = new Adam(model.Parameters, new AdamOptions { LearningRate = 3e-3f, WeightDecay = 0.05f });
-        var task = new PatternTask(Tiny.num_tokens, Tiny.in_features, Tiny.num_classes, 11);
+        var task = NewTask();
         for (int s = 0; s < steps; s++) Step(model, opt, task, batch, (ulong)s);
         return model.Parameters.SelectMany(p => p.ToArray()).ToArray();
     }
@@ -111,9 +114,9 @@ public class EngineTests
     public void StepsAfterTheFirstAllocateNoDeviceMemory()
     {
         var dev = new CpuDevice(new CpuKernels());
-        using var model = new TinyTransformer(dev, Tiny, seed: 5);
+        using var model = new VisionTransformer(dev, Tiny, seed: 5);
         using var opt = new Adam(model.Parameters, new AdamOptions());
-        var task = new PatternTask(Tiny.num_tokens, Tiny.in_features, Tiny.num_classes, 11);
+        var task = NewTask();
         Step(model, opt, task, 4, 0);
         long misses = dev.Pool.Misses, inUse = dev.Pool.BytesInUse;
         for (int s = 1; s < 4; s++) Step(model, opt, task, 4, (ulong)s);
@@ -127,11 +130,11 @@ public class EngineTests
         long PerStep(int batch)
         {
             var dev = new CpuDevice(new CpuKernels());
-            using var model = new TinyTransformer(dev, Tiny, seed: 5);
+            using var model = new VisionTransformer(dev, Tiny, seed: 5);
             using var opt = new Adam(model.Parameters, new AdamOptions());
-            var task = new PatternTask(Tiny.num_tokens, Tiny.in_features, Tiny.num_classes, 11);
+            var task = NewTask();
             var (x, y) = task.Batch(batch, 0);
-            using var xt = Tensor.FromArray(dev, x, batch, Tiny.num_tokens, Tiny.in_features);
+            using var xt = Tensor.FromArray(dev, x, batch, 1, 12, 12);
             using var yt = Tensor.FromArray(dev, y, batch);
             var tape = new Tape();
             void Once()
@@ -162,8 +165,8 @@ public class EngineTests
     public void MicroBatchGradientsAccumulate()
     {
         var dev = Device.Cpu;
-        using var model = new TinyTransformer(dev, Tiny with { drop_path_rate = 0 }, seed: 5);
-        var task = new PatternTask(Tiny.num_tokens, Tiny.in_features, Tiny.num_classes, 11);
+        using var model = new VisionTransformer(dev, Tiny with { drop_path_rate = 0 }, seed: 5);
+        var task = NewTask();
         float[] Grads(params ulong[] batches)
         {
             foreach (var p in model.Parameters) if (p.Grad != null) Init.Constant(p.Grad, 0f);
@@ -171,7 +174,7 @@ public class EngineTests
             foreach (var b in batches)
             {
                 var (x, y) = task.Batch(3, b);
-                using var xt = Tensor.FromArray(dev, x, 3, Tiny.num_tokens, Tiny.in_features);
+                using var xt = Tensor.FromArray(dev, x, 3, 1, 12, 12);
                 using var yt = Tensor.FromArray(dev, y, 3);
                 using (tape.Record())
                 {
@@ -191,9 +194,9 @@ public class EngineTests
     [Test]
     public void InferenceRecordsNothing()
     {
-        using var model = new TinyTransformer(Device.Cpu, Tiny, seed: 5);
-        var (x, _) = new PatternTask(Tiny.num_tokens, Tiny.in_features, Tiny.num_classes, 11).Batch(2, 0);
-        using var xt = Tensor.FromArray(Device.Cpu, x, 2, Tiny.num_tokens, Tiny.in_features);
+        using var model = new VisionTransformer(Device.Cpu, Tiny, seed: 5);
+        var (x, _) = NewTask().Batch(2, 0);
+        using var xt = Tensor.FromArray(Device.Cpu, x, 2, 1, 12, 12);
         var tape = new Tape();
         using (tape.Record())
         {

@@ -1,0 +1,203 @@
+using Engine.Checkpoints;
+using Engine.Imaging;
+using Engine.Kernels;
+
+namespace Engine.Models.Vit;
+
+/// <summary>
+/// timm's <c>VisionTransformer</c> (class-token pooling), built only from engine ops:
+/// patch embedding (conv kernel = stride = patch) → prepend cls_token → + pos_embed → dropout →
+/// depth × [x += DropPath(Attn(LN1(x))); x += DropPath(MLP(LN2(x)))] → LN → take token 0 → dropout → head.
+/// LayerNorm eps 1e-6, qkv laid out q|k|v, scale head_dim^−½, exact GELU. Parameter names are timm's state-dict keys.
+/// Train mode (a seed passed to <see cref="Forward"/>) enables dropout and stochastic depth; eval mode is deterministic.
+/// </summary>
+public sealed class VisionTransformer : IDisposable
+{
+    const float LayerNormEps = 1e-6f;
+    readonly List<Tensor> _parameters = new();
+    readonly Tensor _patchW, _patchB, _cls, _pos, _normW, _normB;
+    readonly Tensor? _headW, _headB;
+    readonly Block[] _blocks;
+
+    sealed record Block(Tensor Norm1W, Tensor Norm1B, Tensor QkvW, Tensor? QkvB, Tensor ProjW, Tensor ProjB,
+        Tensor Norm2W, Tensor Norm2B, Tensor Fc1W, Tensor Fc1B, Tensor Fc2W, Tensor Fc2B);
+
+    /// <summary>Builds the model with timm's initialisation from <paramref name="seed"/>: truncated-normal(0.02)
+    /// linear, patch and position weights, cls_token Normal(1e-6), zero biases, unit norm weights.</summary>
+    public VisionTransformer(Device device, VitConfig config, ulong seed = 0)
+    {
+        Config = config.Validate();
+        int C = config.embed_dim, H = config.MlpHidden, p = config.patch_size;
+        ulong next = seed;
+        Tensor Add(string name, params int[] shape)
+        {
+            var t = Tensor.Parameter(device, name, shape);
+            _parameters.Add(t);
+            return t;
+        }
+        Tensor Weight(string name, params int[] shape)
+        {
+            var t = Add(name, shape);
+            Init.TruncatedNormal(t, 0.02f, next++);
+            return t;
+        }
+        Tensor Ones(string name, int n)
+        {
+            var t = Add(name, n);
+            Init.Constant(t, 1f);
+            return t;
+        }
+        // Registration order is timm's state-dict order.
+        _cls = Add("cls_token", 1, 1, C);
+        Init.Normal(_cls, 1e-6f, next++);
+        _pos = Weight("pos_embed", 1, config.Tokens, C);
+        _patchW = Weight("patch_embed.proj.weight", C, config.in_chans, p, p);
+        _patchB = Add("patch_embed.proj.bias", C);
+        _blocks = new Block[config.depth];
+        for (int i = 0; i < config.depth; i++)
+        {
+            string b = $"blocks.{i}.";
+            _blocks[i] = new Block(Ones(b + "norm1.weight", C), Add(b + "norm1.bias", C),
+                Weight(b + "attn.qkv.weight", 3 * C, C), config.qkv_bias ? Add(b + "attn.qkv.bias", 3 * C) : null,
+                Weight(b + "attn.proj.weight", C, C), Add(b + "attn.proj.bias", C),
+                Ones(b + "norm2.weight", C), Add(b + "norm2.bias", C),
+                Weight(b + "mlp.fc1.weight", H, C), Add(b + "mlp.fc1.bias", H),
+                Weight(b + "mlp.fc2.weight", C, H), Add(b + "mlp.fc2.bias", C));
+        }
+        _normW = Ones("norm.weight", C);
+        _normB = Add("norm.bias", C);
+        if (config.num_classes > 0)
+        {
+            _headW = Weight("head.weight", config.num_classes, C);
+            _headB = Add("head.bias", config.num_classes);
+        }
+    }
+
+    /// <summary>The configuration.</summary>
+    public VitConfig Config { get; }
+
+    /// <summary>Every parameter in timm's state-dict order, named by its key.</summary>
+    public IReadOnlyList<Tensor> Parameters => _parameters;
+
+    /// <summary>Total number of parameter elements.</summary>
+    public long ParameterCount => _parameters.Sum(p => p.Count);
+
+    /// <summary>The parameter with timm key <paramref name="name"/>.</summary>
+    public Tensor this[string name] => _parameters.FirstOrDefault(p => p.Name == name)
+        ?? throw new KeyNotFoundException($"VisionTransformer has no parameter '{name}'");
+
+    /// <summary>Logits [B, num_classes] for images [B, in_chans, img_size, img_size] (NCHW, normalised); with
+    /// num_classes 0, the pooled features [B, embed_dim]. A <paramref name="trainSeed"/> turns on dropout and
+    /// stochastic depth, with masks drawn from it; null is eval mode.</summary>
+    public Tensor Forward(Tensor images, ulong? trainSeed = null)
+    {
+        var features = ForwardFeatures(images, trainSeed);
+        if (_headW == null) return features;
+        using (features)
+        using (var dropped = Drop(features, Config.drop_rate, trainSeed, site: 1))
+            return Ops.Linear(dropped, _headW, _headB);
+    }
+
+    /// <summary>The class token after the final norm, [B, embed_dim] (timm's forward_features + pooling).</summary>
+    public Tensor ForwardFeatures(Tensor images, ulong? trainSeed = null)
+    {
+        int s = Config.img_size;
+        if (images.Rank != 4 || images.Shape[1] != Config.in_chans || images.Shape[2] != s || images.Shape[3] != s)
+            throw new ArgumentException($"ViT input {images.Describe()} must be [B, {Config.in_chans}, {s}, {s}]");
+        Tensor x;
+        using (var patches = Ops.PatchEmbed(images, _patchW, _patchB))
+        using (var withCls = Ops.PrependToken(patches, _cls))
+        using (var positioned = Ops.AddPositionEmbedding(withCls, _pos))
+            x = Drop(positioned, Config.pos_drop_rate, trainSeed, site: 2);
+        for (int i = 0; i < _blocks.Length; i++)
+        {
+            var b = _blocks[i];
+            float dropPath = _blocks.Length > 1 ? Config.drop_path_rate * i / (_blocks.Length - 1) : Config.drop_path_rate;
+            ulong site = 16 + 8 * (ulong)i;
+            x = Residual(x, Attention(x, b, trainSeed, site), dropPath, trainSeed, site + 2);
+            x = Residual(x, Mlp(x, b, trainSeed, site + 3), dropPath, trainSeed, site + 6);
+        }
+        using var normed = Ops.LayerNorm(x, _normW, _normB, LayerNormEps);
+        x.Dispose();
+        return Ops.TakeToken(normed, 0);
+    }
+
+    Tensor Attention(Tensor x, Block b, ulong? seed, ulong site)
+    {
+        using var h = Ops.LayerNorm(x, b.Norm1W, b.Norm1B, LayerNormEps);
+        using var qkv = Ops.Linear(h, b.QkvW, b.QkvB);
+        using var a = Ops.Attention(qkv, Config.num_heads);
+        using var proj = Ops.Linear(a, b.ProjW, b.ProjB);
+        return Drop(proj, Config.proj_drop_rate, seed, site);
+    }
+
+    Tensor Mlp(Tensor x, Block b, ulong? seed, ulong site)
+    {
+        using var h = Ops.LayerNorm(x, b.Norm2W, b.Norm2B, LayerNormEps);
+        using var f1 = Ops.Linear(h, b.Fc1W, b.Fc1B);
+        using var g = Ops.Gelu(f1);
+        using var d1 = Drop(g, Config.proj_drop_rate, seed, site);
+        using var f2 = Ops.Linear(d1, b.Fc2W, b.Fc2B);
+        return Drop(f2, Config.proj_drop_rate, seed, site + 1);
+    }
+
+    /// <summary>Dropout in train mode (a view of x otherwise); each call site draws from its own stream.</summary>
+    static Tensor Drop(Tensor x, float p, ulong? seed, ulong site) =>
+        seed.HasValue && p > 0 ? Ops.Dropout(x, p, CounterRng.Hash(seed.Value, site)) : x.Reshape(x.Shape);
+
+    /// <summary>x + DropPath(branch); disposes both inputs (the tape keeps what backward needs).</summary>
+    static Tensor Residual(Tensor x, Tensor branch, float p, ulong? seed, ulong site)
+    {
+        using var dropped = seed.HasValue && p > 0 ? Ops.DropPath(branch, p, CounterRng.Hash(seed.Value, site)) : null;
+        var y = Ops.Add(x, dropped ?? branch);
+        x.Dispose();
+        branch.Dispose();
+        return y;
+    }
+
+    /// <summary>
+    /// Loads a timm-keyed .safetensors or a Google .npz checkpoint (keys and layouts mapped). A position embedding
+    /// for another grid is resampled: antialiased bicubic for safetensors (timm's checkpoint filter), bilinear for
+    /// npz (timm's npz loader). In <see cref="LoadMode.NewHead"/> the head keeps its fresh initialisation.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The file is malformed or does not fit; one message lists every problem.</exception>
+    public LoadReport Load(string path, LoadMode mode = LoadMode.Strict)
+    {
+        using var checkpoint = Checkpoint.Open(path);
+        bool npz = checkpoint.Format == "npz";
+        var entries = npz ? GoogleVitNpz.ToTimm(checkpoint) : checkpoint.Entries.ToList();
+        int posAt = entries.FindIndex(e => e.Name == "pos_embed");
+        if (posAt >= 0 && !entries[posAt].Shape.SequenceEqual(_pos.Shape))
+            entries[posAt] = ResizePosEmbed(path, entries[posAt], bicubic: !npz);
+        var skip = mode == LoadMode.NewHead ? new HashSet<string> { "head.weight", "head.bias" } : null;
+        if (skip != null) entries.RemoveAll(e => skip.Contains(e.Name));
+        return StateDict.Load(_parameters, entries, path, strict: mode != LoadMode.NonStrict, skip);
+    }
+
+    /// <summary>pos_embed [1, 1 + g·g, D] from a checkpoint → [1, Tokens, D]: the class row is kept, the g×g grid resampled.</summary>
+    CheckpointEntry ResizePosEmbed(string path, CheckpointEntry e, bool bicubic)
+    {
+        int D = Config.embed_dim, side = Config.img_size / Config.patch_size;
+        int grid = e.Shape.Length == 3 && e.Shape[0] == 1 && e.Shape[2] == D ? (int)Math.Round(Math.Sqrt(e.Shape[1] - 1)) : -1;
+        if (grid <= 0 || grid * grid + 1 != e.Shape[1])
+            throw new InvalidDataException($"{path}: tensor 'pos_embed' {e.ShapeText} is not [1, 1 + g·g, {D}] (a class row and a square grid)");
+        return new CheckpointEntry("pos_embed", [1, Config.Tokens, D], e.DType, dst =>
+        {
+            var src = e.Read();
+            src.AsSpan(0, D).CopyTo(dst);
+            var g = src.AsSpan(D);
+            var resized = bicubic ? Resample.Bicubic(g, grid, grid, D, side, side) : Resample.Bilinear(g, grid, grid, D, side, side);
+            resized.CopyTo(dst[D..]);
+        });
+    }
+
+    /// <summary>Writes every parameter to a .safetensors file under its timm key (atomically).</summary>
+    public void Save(string path) => SafeTensors.Write(path, _parameters);
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        foreach (var p in _parameters) p.Dispose();
+        _parameters.Clear();
+    }
+}
