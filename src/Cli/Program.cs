@@ -3,12 +3,19 @@ using Engine.Cli;
 
 var root = new RootCommand("peft: a native-kernel transformer engine for parameter-efficient fine-tuning of vision models.");
 root.Subcommands.Add(DemoCommand.Create());
+root.Subcommands.Add(InferCommand.Create());
+root.Subcommands.Add(InspectCommand.Create());
 try
 {
-    return root.Parse(args).Invoke();
+    return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
 catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or InvalidOperationException or ArithmeticException)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     return 1;
+}
+catch (Exception e)
+{
+    Console.Error.WriteLine($"error: unexpected {e.GetType().Name} (please report it): {e.Message}");
+    return 2;
 }

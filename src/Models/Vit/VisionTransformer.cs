@@ -167,20 +167,36 @@ public sealed class VisionTransformer : IDisposable
         bool npz = checkpoint.Format == "npz";
         var entries = npz ? GoogleVitNpz.ToTimm(checkpoint) : checkpoint.Entries.ToList();
         int posAt = entries.FindIndex(e => e.Name == "pos_embed");
-        if (posAt >= 0 && !entries[posAt].Shape.SequenceEqual(_pos.Shape))
-            entries[posAt] = ResizePosEmbed(path, entries[posAt], bicubic: !npz);
+        if (posAt >= 0 && !entries[posAt].Shape.SequenceEqual(_pos.Shape) && SquareGrid(entries[posAt]) is int grid)
+            entries[posAt] = ResizePosEmbed(entries[posAt], grid, bicubic: !npz);
         var skip = mode == LoadMode.NewHead ? new HashSet<string> { "head.weight", "head.bias" } : null;
         if (skip != null) entries.RemoveAll(e => skip.Contains(e.Name));
         return StateDict.Load(_parameters, entries, path, strict: mode != LoadMode.NonStrict, skip);
     }
 
-    /// <summary>pos_embed [1, 1 + g·g, D] from a checkpoint → [1, Tokens, D]: the class row is kept, the g×g grid resampled.</summary>
-    CheckpointEntry ResizePosEmbed(string path, CheckpointEntry e, bool bicubic)
+    /// <summary>The class count of the classifier head stored in a .safetensors or Google .npz checkpoint (0 when it has
+    /// none), so a model can be built to match before loading.</summary>
+    public static int HeadClasses(string path)
+    {
+        using var checkpoint = Checkpoint.Open(path);
+        var entries = checkpoint.Format == "npz" ? GoogleVitNpz.ToTimm(checkpoint) : checkpoint.Entries.ToList();
+        var head = entries.Find(e => e.Name == "head.weight");
+        return head is { Shape.Length: 2 } ? head.Shape[0] : 0;
+    }
+
+    /// <summary>g when a checkpoint's pos_embed is [1, 1 + g·g, embed_dim] (a class row and a square grid), else null
+    /// (then the strict load reports the shape mismatch with every other problem).</summary>
+    int? SquareGrid(CheckpointEntry e)
+    {
+        if (e.Shape.Length != 3 || e.Shape[0] != 1 || e.Shape[2] != Config.embed_dim || e.Shape[1] < 2) return null;
+        int grid = (int)Math.Round(Math.Sqrt(e.Shape[1] - 1));
+        return grid * grid + 1 == e.Shape[1] ? grid : null;
+    }
+
+    /// <summary>pos_embed [1, 1 + g·g, D] → [1, Tokens, D]: the class row is kept, the g×g grid resampled.</summary>
+    CheckpointEntry ResizePosEmbed(CheckpointEntry e, int grid, bool bicubic)
     {
         int D = Config.embed_dim, side = Config.img_size / Config.patch_size;
-        int grid = e.Shape.Length == 3 && e.Shape[0] == 1 && e.Shape[2] == D ? (int)Math.Round(Math.Sqrt(e.Shape[1] - 1)) : -1;
-        if (grid <= 0 || grid * grid + 1 != e.Shape[1])
-            throw new InvalidDataException($"{path}: tensor 'pos_embed' {e.ShapeText} is not [1, 1 + g·g, {D}] (a class row and a square grid)");
         return new CheckpointEntry("pos_embed", [1, Config.Tokens, D], e.DType, dst =>
         {
             var src = e.Read();

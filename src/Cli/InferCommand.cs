@@ -1,0 +1,94 @@
+using System.CommandLine;
+using Engine.Autograd;
+using Engine.Checkpoints;
+using Engine.Imaging;
+using Engine.Kernels.Cpu;
+using Engine.Models.Vit;
+
+namespace Engine.Cli;
+
+/// <summary><c>peft infer</c>: ViT logits for a .npy batch or a folder of images, written as a .npy array.</summary>
+public static class InferCommand
+{
+    /// <summary>Builds the command.</summary>
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = $"A ViT preset ({string.Join(", ", VitConfig.Presets.Keys)}) or a JSON config with timm's field names", Required = true };
+        var weights = new Option<string>("--weights") { Description = "Checkpoint: timm .safetensors or Google .npz", Required = true };
+        var input = new Option<string>("--input") { Description = "Images: a .npy float32 array [B,3,H,W] (already normalised) or a folder of .png files", Required = true };
+        var output = new Option<string>("--output") { Description = "Where to write the logits [B, classes] as .npy (a folder input also gets <output>.files.txt, the image of each row)", Required = true };
+        var device = DeviceOption.Create();
+        var batch = new Option<int>("--batch-size") { Description = "Images per forward pass", DefaultValueFactory = _ => 16 };
+        var classes = new Option<int?>("--num-classes") { Description = "Head size (default: the checkpoint's head; 0 = no head, write the pooled features)" };
+        var norm = new Option<string>("--normalize") { Description = "Normalisation of folder images: inception (mean = std = 0.5, ViT AugReg) or imagenet", DefaultValueFactory = _ => "inception" };
+        var threads = new Option<int>("--threads") { Description = "CPU threads (default: all)", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var command = new Command("infer", "Run a ViT forward pass (eval mode) over images and write the logits.")
+        {
+            model, weights, input, output, device, batch, classes, norm, threads,
+        };
+        command.SetAction(r => Run(r.GetValue(model)!, r.GetValue(weights)!, r.GetValue(input)!, r.GetValue(output)!, r.GetValue(device)!,
+            r.GetValue(batch), r.GetValue(classes), r.GetValue(norm)!, r.GetValue(threads)));
+        return command;
+    }
+
+    static int Run(string modelName, string weightsPath, string inputPath, string outputPath, string deviceName, int batchSize,
+        int? numClasses, string normName, int threads)
+    {
+        if (batchSize < 1) throw new ArgumentException($"--batch-size must be at least 1 (got {batchSize})");
+        var normalization = Normalization.FromName(normName);
+        CpuParallel.Threads = threads;
+        var device = DeviceOption.Resolve(deviceName);
+        var config = VitConfig.Resolve(modelName) with { num_classes = numClasses ?? VisionTransformer.HeadClasses(weightsPath) };
+        using var vit = new VisionTransformer(device, config);
+        vit.Load(weightsPath);
+        int size = config.img_size, pixels = config.in_chans * size * size;
+        var (count, files, fill) = OpenInput(inputPath, config, normalization);
+        int outputs = config.num_classes > 0 ? config.num_classes : config.embed_dim;
+        Console.Error.WriteLine($"infer: {modelName} ({vit.ParameterCount:N0} parameters, {config.num_classes} classes) from {weightsPath} on {device}, " +
+                                $"{count} image(s) of {size}×{size}, batch {batchSize}");
+        var result = new float[(long)count * outputs];
+        var progress = new Progress("infer", count, "images");
+        var batchData = new float[(long)batchSize * pixels];
+        for (int start = 0; start < count; start += batchSize)
+        {
+            int n = Math.Min(batchSize, count - start);
+            var span = batchData.AsSpan(0, n * pixels);
+            fill(start, n, span);
+            using var x = Tensor.FromArray(device, span, n, config.in_chans, size, size);
+            using var _ = Tape.NoGrad();
+            using var logits = vit.Forward(x);
+            logits.CopyTo(result.AsSpan(start * outputs, n * outputs));
+            progress.Report(start + n);
+        }
+        Npy.Write(outputPath, [count, outputs], result);
+        if (files != null) IO.AtomicFile.Write(Path.ChangeExtension(outputPath, ".files.txt"), s =>
+        {
+            using var w = new StreamWriter(s, leaveOpen: true);
+            foreach (var f in files) w.WriteLine(f);
+        });
+        Console.WriteLine($"wrote {(config.num_classes > 0 ? "logits" : "features")} [{count}, {outputs}] to {outputPath}");
+        return 0;
+    }
+
+    /// <summary>The number of images, their file names (folders only) and a function that writes images
+    /// [start, start+n) into a batch buffer [n, C, H, W].</summary>
+    static (int, string[]?, Action<int, int, Span<float>>) OpenInput(string path, VitConfig config, Normalization normalization)
+    {
+        int size = config.img_size, pixels = config.in_chans * size * size;
+        if (Directory.Exists(path))
+        {
+            var files = Directory.GetFiles(path).Where(f => f.EndsWith(".png", StringComparison.OrdinalIgnoreCase)).Order(StringComparer.Ordinal).ToArray();
+            if (files.Length == 0) throw new ArgumentException($"--input {path}: the folder holds no .png images");
+            if (config.in_chans != 3) throw new ArgumentException($"--input {path}: images are RGB but the model has in_chans {config.in_chans}");
+            return (files.Length, files.Select(f => Path.GetFileName(f)).ToArray(), (start, n, batch) =>
+            {
+                for (int i = 0; i < n; i++) normalization.ResizeInto(Png.Read(files[start + i]), size, batch.Slice(i * pixels, pixels));
+            });
+        }
+        if (!File.Exists(path)) throw new FileNotFoundException($"--input {path}: no such file or folder", path);
+        var array = Npy.Read(path);
+        if (array.Shape.Length != 4 || array.Shape[1] != config.in_chans || array.Shape[2] != size || array.Shape[3] != size)
+            throw new ArgumentException($"--input {path}: array [{string.Join(", ", array.Shape)}] must be [B, {config.in_chans}, {size}, {size}] for this model");
+        return (array.Shape[0], null, (start, n, batch) => array.Data.AsSpan(start * pixels, n * pixels).CopyTo(batch));
+    }
+}
