@@ -8,7 +8,8 @@ using Engine.Bench;
 using Engine.Kernels.Cpu;
 
 // Runs the selected benchmarks (BenchmarkDotNet arguments, e.g. --filter '*Gemm*'), then prints the README tables:
-// GFLOP/s with the ratio to OpenBLAS, and GB/s with the ratio to memcpy, measured side by side in this run.
+// GFLOP/s with the ratio to OpenBLAS, GB/s with the ratio to memcpy, and ViT-B/16 forward images/s with the share of
+// time in GEMMs, all measured in this run.
 var blas = OpenBlas.TryLoad(out var reason);
 Console.WriteLine($"CPU GEMM micro-kernel: {CpuGemm.BestIsa}; OpenBLAS: {(blas == null ? reason : blas.CoreName)}; " +
                   $"OPENBLAS_CORETYPE={Environment.GetEnvironmentVariable("OPENBLAS_CORETYPE") ?? "(unset)"}");
@@ -32,7 +33,7 @@ namespace Engine.Bench
     /// <summary>Markdown tables derived from a summary.</summary>
     public static class Tables
     {
-        /// <summary>Prints the GEMM or memory-bound table for one summary.</summary>
+        /// <summary>Prints the ViT, GEMM or memory-bound table for one summary.</summary>
         public static void Print(Summary summary)
         {
             var rows = summary.Reports.Where(r => r.ResultStatistics != null)
@@ -41,7 +42,19 @@ namespace Engine.Bench
                 .ToList();
             if (rows.Count == 0) return;
             var inv = CultureInfo.InvariantCulture;
-            if (rows[0].Params.ContainsKey("Impl"))
+            if (rows[0].Params.ContainsKey("Batch"))
+            {
+                Console.WriteLine("\n| ViT-B/16 forward | median ms | images/s | GEMM share | forward / GEMM time | GEMM GFLOP/s in forward | largest non-GEMM kernels |\n|---|---|---|---|---|---|---|");
+                foreach (var r in rows)
+                {
+                    int batch = int.Parse(r.Params["Batch"], inv);
+                    var b = VitBenchmarks.Breakdowns[batch];
+                    string top = string.Join(", ", b.Others.Take(3).Select(o => string.Format(inv, "{0} {1:P1}", o.Kernel, o.Seconds / b.ForwardSeconds)));
+                    Console.WriteLine(string.Format(inv, "| batch {0} | {1:F0} | {2:F2} | {3:P1} | {4:F2} | {5:F1} | {6} |", batch, r.Median * 1e3,
+                        batch / r.Median, b.GemmSeconds / b.ForwardSeconds, b.ForwardSeconds / b.GemmSeconds, b.GemmFlops / b.GemmSeconds / 1e9, top));
+                }
+            }
+            else if (rows[0].Params.ContainsKey("Impl"))
             {
                 Console.WriteLine("\n| M×N×K (X·Wᵀ) | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ours / OpenBLAS |\n|---|---|---|---|---|");
                 foreach (var g in rows.GroupBy(r => (r.Params["Shape"], r.Params["Threads"])))
