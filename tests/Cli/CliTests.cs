@@ -81,6 +81,22 @@ public class CliTests
     }
 
     [Test]
+    public void InspectShowsAGoogleNpzUnderItsOwnOrTimmNames()
+    {
+        string npz = Files.Npz(_dir, VitTests.GoogleMembers("opt/target/"), "ViT-tiny.npz");
+        var (code, stdout, _) = Peft("inspect", npz);
+        Assert.That(code, Is.Zero);
+        Assert.That(stdout, Does.Contain("opt/target/Transformer/encoderblock_1/MultiHeadDotProductAttention_1/query/kernel").And.Contain("[32, 2, 16]"));
+        (code, stdout, _) = Peft("inspect", npz, "--timm");
+        Assert.That(code, Is.Zero);
+        Assert.That(stdout, Does.Contain("blocks.1.attn.qkv.weight").And.Contain("[96, 32]").And.Contain("total: 27,781 parameters"));
+        (code, var infer, _) = Peft("infer", "--model", Fixture("config.json"), "--weights", npz, "--input", Fixture("input.npy"), "--output", Path.Combine(_dir, "npz.npy"));
+        Assert.That(code, Is.Zero, infer);
+        var want = Npy.Read(Fixture("logits.npy"));
+        GradCheck.AssertClose("npz logits", Npy.Read(Path.Combine(_dir, "npz.npy")).Data, want.Data.Select(v => (double)v).ToArray(), 1e-6 * want.Data.Max(Math.Abs), 1e-6);
+    }
+
+    [Test]
     public void ErrorsAreOneClearLineWithANonZeroExitCode()
     {
         string bad = Path.Combine(_dir, "bad.safetensors");

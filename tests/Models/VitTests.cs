@@ -138,7 +138,7 @@ public class VitTests
     }
 
     /// <summary>Google's Flax layout of the fixture weights (the inverse of models.md 4a, written out here).</summary>
-    static List<(string, byte[])> GoogleMembers(string prefix)
+    internal static List<(string, byte[])> GoogleMembers(string prefix)
     {
         using var w = Checkpoint.Open(Fixture("weights.safetensors"));
         const int D = 32, NH = 2, HD = 16, H = 128, NC = 5, P = 4;
