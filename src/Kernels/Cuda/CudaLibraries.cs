@@ -1,0 +1,56 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+
+namespace Engine.Kernels.Cuda;
+
+/// <summary>
+/// Resolves the CUDA libraries by versioned soname (distributions ship no unversioned libnvrtc.so without the dev
+/// package): the newest major version present wins. A library that is missing is reported as a reason, never as a
+/// crash: <see cref="TryLoad"/> returns false with the sonames it tried.
+/// </summary>
+public static class CudaLibraries
+{
+    /// <summary>Logical name used in LibraryImport declarations → sonames, newest first.</summary>
+    static readonly Dictionary<string, string[]> Sonames = new()
+    {
+        ["cuda"] = ["libcuda.so.1"],
+        ["nvrtc"] = ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2"],
+        ["cublasLt"] = ["libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so.11"],
+        ["cublas"] = ["libcublas.so.13", "libcublas.so.12", "libcublas.so.11"],
+    };
+
+    static readonly Dictionary<string, IntPtr> Loaded = new();
+    static readonly object Gate = new();
+
+    static CudaLibraries() => NativeLibrary.SetDllImportResolver(typeof(CudaLibraries).Assembly, Resolve);
+
+    /// <summary>Installs the resolver (idempotent); call before the first CUDA P/Invoke.</summary>
+    public static void EnsureResolver() { }
+
+    /// <summary>Loads the library for <paramref name="name"/> ("cuda", "nvrtc", "cublas", "cublasLt").</summary>
+    public static bool TryLoad(string name, out string soname, out string reason)
+    {
+        lock (Gate)
+        {
+            foreach (var candidate in Sonames[name])
+                if (NativeLibrary.TryLoad(candidate, out var handle))
+                {
+                    Loaded[name] = handle;
+                    soname = candidate;
+                    reason = "";
+                    return true;
+                }
+        }
+        soname = "";
+        reason = $"{name}: none of {string.Join(", ", Sonames[name])} could be loaded";
+        return false;
+    }
+
+    static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? path)
+    {
+        if (!Sonames.ContainsKey(name)) return IntPtr.Zero;
+        lock (Gate)
+            if (Loaded.TryGetValue(name, out var handle)) return handle;
+        return TryLoad(name, out _, out var reason) ? Loaded[name] : throw new DllNotFoundException(reason);
+    }
+}
