@@ -19,7 +19,7 @@ public static class InspectCommand
     static int Run(string path, bool timm)
     {
         using var checkpoint = Checkpoint.Open(path);
-        var entries = timm && checkpoint.Format == "npz" ? GoogleVitNpz.ToTimm(checkpoint) : checkpoint.Entries.ToList();
+        var entries = timm ? GoogleVitNpz.TimmEntries(checkpoint) : checkpoint.Entries.ToList();
         int nameWidth = Math.Max(4, entries.Count == 0 ? 0 : entries.Max(e => e.Name.Length));
         int shapeWidth = Math.Max(5, entries.Count == 0 ? 0 : entries.Max(e => e.ShapeText.Length));
         Console.WriteLine($"{checkpoint.Path} ({checkpoint.Format}, {entries.Count} tensors)");

@@ -102,9 +102,6 @@ public sealed class Checkpoint : IDisposable
     /// <summary>The safetensors <c>__metadata__</c> map (empty for npz).</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
-    /// <summary>Total number of elements over all tensors.</summary>
-    public long ParameterCount => Entries.Sum(e => e.Count);
-
     /// <summary>The tensor called <paramref name="name"/>, or null.</summary>
     public CheckpointEntry? Find(string name) => _byName.GetValueOrDefault(name);
 

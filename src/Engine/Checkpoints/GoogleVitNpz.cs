@@ -9,6 +9,10 @@ namespace Engine.Checkpoints;
 /// </summary>
 public static class GoogleVitNpz
 {
+    /// <summary>A checkpoint's tensors under timm names: an npz mapped by <see cref="ToTimm"/>, any other format as it is.</summary>
+    public static List<CheckpointEntry> TimmEntries(Checkpoint checkpoint) =>
+        checkpoint.Format == "npz" ? ToTimm(checkpoint) : checkpoint.Entries.ToList();
+
     /// <summary>The checkpoint's tensors under timm names (values are converted when read).</summary>
     /// <exception cref="InvalidDataException">A tensor has the wrong number of dimensions or inconsistent sizes.</exception>
     public static List<CheckpointEntry> ToTimm(Checkpoint npz)

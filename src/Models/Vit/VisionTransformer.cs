@@ -93,9 +93,8 @@ public sealed class VisionTransformer : IDisposable
     {
         var features = ForwardFeatures(images, trainSeed);
         if (_headW == null) return features;
-        using (features)
-        using (var dropped = Drop(features, Config.drop_rate, trainSeed, site: 1))
-            return Ops.Linear(dropped, _headW, _headB);
+        using var dropped = Drop(features, Config.drop_rate, trainSeed, site: 1);
+        return Ops.Linear(dropped, _headW, _headB);
     }
 
     /// <summary>The class token after the final norm, [B, embed_dim] (timm's forward_features + pooling).</summary>
@@ -107,8 +106,7 @@ public sealed class VisionTransformer : IDisposable
         Tensor x;
         using (var patches = Ops.PatchEmbed(images, _patchW, _patchB))
         using (var withCls = Ops.PrependToken(patches, _cls))
-        using (var positioned = Ops.AddPositionEmbedding(withCls, _pos))
-            x = Drop(positioned, Config.pos_drop_rate, trainSeed, site: 2);
+            x = Drop(Ops.AddPositionEmbedding(withCls, _pos), Config.pos_drop_rate, trainSeed, site: 2);
         for (int i = 0; i < _blocks.Length; i++)
         {
             var b = _blocks[i];
@@ -127,23 +125,24 @@ public sealed class VisionTransformer : IDisposable
         using var h = Ops.LayerNorm(x, b.Norm1W, b.Norm1B, LayerNormEps);
         using var qkv = Ops.Linear(h, b.QkvW, b.QkvB);
         using var a = Ops.Attention(qkv, Config.num_heads);
-        using var proj = Ops.Linear(a, b.ProjW, b.ProjB);
-        return Drop(proj, Config.proj_drop_rate, seed, site);
+        return Drop(Ops.Linear(a, b.ProjW, b.ProjB), Config.proj_drop_rate, seed, site);
     }
 
     Tensor Mlp(Tensor x, Block b, ulong? seed, ulong site)
     {
         using var h = Ops.LayerNorm(x, b.Norm2W, b.Norm2B, LayerNormEps);
         using var f1 = Ops.Linear(h, b.Fc1W, b.Fc1B);
-        using var g = Ops.Gelu(f1);
-        using var d1 = Drop(g, Config.proj_drop_rate, seed, site);
-        using var f2 = Ops.Linear(d1, b.Fc2W, b.Fc2B);
-        return Drop(f2, Config.proj_drop_rate, seed, site + 1);
+        using var g = Drop(Ops.Gelu(f1), Config.proj_drop_rate, seed, site);
+        return Drop(Ops.Linear(g, b.Fc2W, b.Fc2B), Config.proj_drop_rate, seed, site + 1);
     }
 
-    /// <summary>Dropout in train mode (a view of x otherwise); each call site draws from its own stream.</summary>
-    static Tensor Drop(Tensor x, float p, ulong? seed, ulong site) =>
-        seed.HasValue && p > 0 ? Ops.Dropout(x, p, CounterRng.Hash(seed.Value, site)) : x.Reshape(x.Shape);
+    /// <summary>Dropout in train mode, from the call site's own stream; otherwise x itself (no view, so eval and
+    /// zero-rate training record nothing extra). Takes ownership of x: disposes it when it returns a new tensor.</summary>
+    static Tensor Drop(Tensor x, float p, ulong? seed, ulong site)
+    {
+        if (!seed.HasValue || p == 0) return x;
+        using (x) return Ops.Dropout(x, p, CounterRng.Hash(seed.Value, site));
+    }
 
     /// <summary>x + DropPath(branch); disposes both inputs (the tape keeps what backward needs).</summary>
     static Tensor Residual(Tensor x, Tensor branch, float p, ulong? seed, ulong site)
@@ -165,7 +164,7 @@ public sealed class VisionTransformer : IDisposable
     {
         using var checkpoint = Checkpoint.Open(path);
         bool npz = checkpoint.Format == "npz";
-        var entries = npz ? GoogleVitNpz.ToTimm(checkpoint) : checkpoint.Entries.ToList();
+        var entries = GoogleVitNpz.TimmEntries(checkpoint);
         int posAt = entries.FindIndex(e => e.Name == "pos_embed");
         if (posAt >= 0 && !entries[posAt].Shape.SequenceEqual(_pos.Shape) && SquareGrid(entries[posAt]) is int grid)
             entries[posAt] = ResizePosEmbed(entries[posAt], grid, bicubic: !npz);
@@ -179,8 +178,7 @@ public sealed class VisionTransformer : IDisposable
     public static int HeadClasses(string path)
     {
         using var checkpoint = Checkpoint.Open(path);
-        var entries = checkpoint.Format == "npz" ? GoogleVitNpz.ToTimm(checkpoint) : checkpoint.Entries.ToList();
-        var head = entries.Find(e => e.Name == "head.weight");
+        var head = GoogleVitNpz.TimmEntries(checkpoint).Find(e => e.Name == "head.weight");
         return head is { Shape.Length: 2 } ? head.Shape[0] : 0;
     }
 
