@@ -14,8 +14,15 @@ public static class Backends
         return (blas == null ? null : new CpuDevice(new CpuKernels { Blas = blas }), reason);
     });
 
+    // The emulated device runs the real cuda/*.cu kernels on CPU threads; the real one needs a GPU machine.
+    static readonly Lazy<(Device? Device, string Reason)> EmulatedCuda = new(() =>
+        (CudaDevice.TryOpenEmulated(out var device, out var reason) ? device : null, reason));
+
+    static readonly Lazy<(Device? Device, string Reason)> Cuda = new(() =>
+        (CudaDevice.TryOpen(out var device, out var reason) ? device : null, reason));
+
     /// <summary>Names of all backends, present or not (test case source).</summary>
-    public static IEnumerable<string> Names => ["cpu", "cpu-openblas"];
+    public static IEnumerable<string> Names => ["cpu", "cpu-openblas", "emulated-cuda", "cuda"];
 
     /// <summary>The device for a backend, or an NUnit skip with the reason it is unavailable.</summary>
     public static Device Get(string name)
@@ -25,11 +32,19 @@ public static class Backends
             case "cpu":
                 return Device.Cpu;
             case "cpu-openblas":
-                var (device, reason) = OpenBlasCpu.Value;
-                if (device == null) Assert.Ignore($"backend cpu-openblas unavailable: {reason}");
-                return device!;
+                return Available(name, OpenBlasCpu.Value);
+            case "emulated-cuda":
+                return Available(name, EmulatedCuda.Value);
+            case "cuda":
+                return Available(name, Cuda.Value);
             default:
                 throw new ArgumentException($"unknown backend '{name}'");
         }
+    }
+
+    static Device Available(string name, (Device? Device, string Reason) backend)
+    {
+        if (backend.Device == null) Assert.Ignore($"backend {name} unavailable: {backend.Reason}");
+        return backend.Device!;
     }
 }

@@ -213,9 +213,10 @@ public class EngineTests
     }
 
     [Test]
-    public void AdamMatchesDoubleReferenceAndRespectsMask([Values] bool decoupled)
+    public void AdamMatchesDoubleReferenceAndRespectsMask([ValueSource(typeof(Backends), nameof(Backends.Names))] string backend,
+        [Values] bool decoupled)
     {
-        var dev = Device.Cpu;
+        var dev = Backends.Get(backend);
         const int n = 37;
         var p0 = Init.NormalValues(n, 0, 1, 3);
         using var p = Tensor.FromArray(dev, p0, n);
@@ -254,10 +255,10 @@ public class EngineTests
         p.GradMask.Dispose();
     }
 
-    [Test]
-    public void GlobalNormAndClipping()
+    [TestCaseSource(typeof(Backends), nameof(Backends.Names))]
+    public void GlobalNormAndClipping(string backend)
     {
-        var dev = Device.Cpu;
+        var dev = Backends.Get(backend);
         using var a = Tensor.Parameter(dev, "a", 3, 5);
         using var b = Tensor.Parameter(dev, "b", 7);
         var ga = Init.NormalValues(15, 0, 2, 1);
@@ -270,10 +271,10 @@ public class EngineTests
         Assert.That(Gradients.GlobalNorm([a, b]), Is.EqualTo(1.0).Within(1e-5));
     }
 
-    [Test]
-    public void ViewsShareStorageAndCopyCorrectly()
+    [TestCaseSource(typeof(Backends), nameof(Backends.Names))]
+    public void ViewsShareStorageAndCopyCorrectly(string backend)
     {
-        var dev = Device.Cpu;
+        var dev = Backends.Get(backend);
         var data = Enumerable.Range(0, 24).Select(i => (float)i).ToArray();
         using var t = Tensor.FromArray(dev, data, 2, 3, 4);
         using var r = t.Reshape(6, -1);

@@ -46,6 +46,13 @@ public static class CudaLibraries
         return false;
     }
 
+    /// <summary>The handle of a library already loaded by <see cref="TryLoad"/>.</summary>
+    public static IntPtr Handle(string name)
+    {
+        lock (Gate)
+            return Loaded.TryGetValue(name, out var handle) ? handle : throw new DllNotFoundException($"{name} is not loaded");
+    }
+
     static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? path)
     {
         if (!Sonames.ContainsKey(name)) return IntPtr.Zero;

@@ -20,6 +20,10 @@ public static unsafe partial class Nvrtc
     [LibraryImport(Lib)] private static partial int nvrtcGetPTX(IntPtr prog, byte* ptx);
     [LibraryImport(Lib)] private static partial int nvrtcGetCUBINSize(IntPtr prog, out nuint size);
     [LibraryImport(Lib)] private static partial int nvrtcGetCUBIN(IntPtr prog, byte* cubin);
+    [LibraryImport(Lib)] private static partial int nvrtcAddNameExpression(IntPtr prog, byte* expression);
+    [LibraryImport(Lib)] private static partial int nvrtcGetLoweredName(IntPtr prog, byte* expression, out IntPtr lowered);
+    [LibraryImport(Lib)] private static partial int nvrtcGetNumSupportedArchs(out int count);
+    [LibraryImport(Lib)] private static partial int nvrtcGetSupportedArchs(int* archs);
 
     /// <summary>True when an NVRTC library loads; otherwise <paramref name="reason"/> says which sonames were tried.</summary>
     public static bool IsAvailable(out string reason)
@@ -39,37 +43,96 @@ public static unsafe partial class Nvrtc
         }
     }
 
+    /// <summary>The compute capabilities this NVRTC can target, e.g. 35 … 90 for NVRTC 11.8.</summary>
+    public static int[] SupportedArchitectures
+    {
+        get
+        {
+            CudaLibraries.EnsureResolver();
+            Check(nvrtcGetNumSupportedArchs(out int count), "nvrtcGetNumSupportedArchs");
+            var archs = new int[count];
+            fixed (int* p = archs) Check(nvrtcGetSupportedArchs(p), "nvrtcGetSupportedArchs");
+            return archs;
+        }
+    }
+
+    /// <summary>The options every compile starts with; <see cref="Compile"/> appends the caller's.</summary>
+    public static string BaseOptions(string arch) => $"--gpu-architecture={arch} -std=c++17 -default-device";
+
     /// <summary>
     /// Compiles <paramref name="source"/> for <paramref name="arch"/> (e.g. "sm_80" for a cubin, "compute_80" for PTX).
-    /// Returns the cubin or the PTX (NUL-terminated text) bytes and the compile log.
+    /// <paramref name="headers"/> are include files passed in memory (name → text). Returns the cubin or the PTX
+    /// (NUL-terminated text) bytes and the compile log.
     /// </summary>
     /// <exception cref="CudaCompileException">Compilation failed; the message holds NVRTC's log with file and line.</exception>
-    public static (byte[] Image, string Log) Compile(string source, string fileName, string arch, IEnumerable<string>? extraOptions = null)
+    public static (byte[] Image, string Log) Compile(string source, string fileName, string arch, IEnumerable<string>? extraOptions = null,
+        IReadOnlyDictionary<string, string>? headers = null) =>
+        CompileProgram(source, fileName, arch, extraOptions, headers, [], out _);
+
+    /// <summary>Compiles and returns the mangled names of C++ <paramref name="expressions"/> such as
+    /// <c>scale&lt;float,256&gt;</c>, for kernels that are templates rather than <c>extern "C"</c>.</summary>
+    public static IReadOnlyDictionary<string, string> LoweredNames(string source, string fileName, string arch, IReadOnlyList<string> expressions)
+    {
+        CompileProgram(source, fileName, arch, null, null, expressions, out var lowered);
+        return lowered;
+    }
+
+    static (byte[] Image, string Log) CompileProgram(string source, string fileName, string arch, IEnumerable<string>? extraOptions,
+        IReadOnlyDictionary<string, string>? headers, IReadOnlyList<string> expressions, out Dictionary<string, string> lowered)
     {
         CudaLibraries.EnsureResolver();
-        var options = new List<string> { $"--gpu-architecture={arch}", "-std=c++17", "-default-device" };
+        var options = BaseOptions(arch).Split(' ').ToList();
         if (extraOptions != null) options.AddRange(extraOptions);
+        var headerList = headers?.ToList() ?? [];
+        var pinned = new List<GCHandle>();
+        byte* Pin(string text)
+        {
+            var handle = GCHandle.Alloc(Utf8Z(text), GCHandleType.Pinned);
+            pinned.Add(handle);
+            return (byte*)handle.AddrOfPinnedObject();
+        }
         IntPtr prog;
-        fixed (byte* src = Utf8Z(source), name = Utf8Z(fileName))
-            Check(nvrtcCreateProgram(out prog, src, name, 0, null, null), "nvrtcCreateProgram", fileName);
         try
         {
-            var optionBytes = options.Select(Utf8Z).ToArray();
-            var handles = optionBytes.Select(b => GCHandle.Alloc(b, GCHandleType.Pinned)).ToArray();
+            var headerTexts = stackalloc byte*[headerList.Count];
+            var headerNames = stackalloc byte*[headerList.Count];
+            for (int i = 0; i < headerList.Count; i++)
+            {
+                headerTexts[i] = Pin(headerList[i].Value);
+                headerNames[i] = Pin(headerList[i].Key);
+            }
+            Check(nvrtcCreateProgram(out prog, Pin(source), Pin(fileName), headerList.Count, headerTexts, headerNames), "nvrtcCreateProgram", fileName);
+        }
+        finally
+        {
+            foreach (var h in pinned) h.Free();
+            pinned.Clear();
+        }
+        try
+        {
+            foreach (var expression in expressions)
+                fixed (byte* e = Utf8Z(expression)) Check(nvrtcAddNameExpression(prog, e), "nvrtcAddNameExpression", fileName);
+            var optionPointers = stackalloc byte*[options.Count];
             int result;
             try
             {
-                var pointers = stackalloc byte*[handles.Length];
-                for (int i = 0; i < handles.Length; i++) pointers[i] = (byte*)handles[i].AddrOfPinnedObject();
-                result = nvrtcCompileProgram(prog, handles.Length, pointers);
+                for (int i = 0; i < options.Count; i++) optionPointers[i] = Pin(options[i]);
+                result = nvrtcCompileProgram(prog, options.Count, optionPointers);
             }
             finally
             {
-                foreach (var h in handles) h.Free();
+                foreach (var h in pinned) h.Free();
             }
             string log = Log(prog);
             if (result != 0)
                 throw new CudaCompileException($"nvrtcCompileProgram failed for {fileName} ({arch}): {ErrorString(result)}\n{log}", log);
+            lowered = new Dictionary<string, string>();
+            foreach (var expression in expressions)
+                fixed (byte* e = Utf8Z(expression))
+                {
+                    Check(nvrtcGetLoweredName(prog, e, out var name), "nvrtcGetLoweredName", fileName);
+                    lowered[expression] = Marshal.PtrToStringUTF8(name)!;
+                }
             bool cubin = arch.StartsWith("sm_", StringComparison.Ordinal);
             nuint size;
             if (cubin) Check(nvrtcGetCUBINSize(prog, out size), "nvrtcGetCUBINSize", fileName);

@@ -1,0 +1,112 @@
+// norm.cu: LayerNorm over the last dimension and the SSF scale-shift. Row kernels give one warp per row
+// (256-thread blocks, 8 rows each); parameter gradients are column sums over rows in a fixed order, so results
+// are deterministic. Shapes: x, y, dy, dx [rows, C]; weight, bias, scale, shift [C]; mean, rstd [rows].
+#include "common.cuh"
+
+extern "C" __global__ void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* weight,
+                                            const float* bias, int rows, int C, float eps)
+{
+    int lane = threadIdx.x % 32;
+    WARP_PER_ROW(row, rows)
+    {
+        const float* xr = x + row * C;
+        float s = 0.f;
+        for (int c = lane; c < C; c += 32) s += xr[c];
+        float m = warp_sum(s) / C;
+        float v = 0.f;
+        for (int c = lane; c < C; c += 32)
+        {
+            float d = xr[c] - m;
+            v += d * d;
+        }
+        float r = rsqrtf(warp_sum(v) / C + eps);
+        float* yr = y + row * C;
+        for (int c = lane; c < C; c += 32)
+        {
+            float n = (xr[c] - m) * r;
+            yr[c] = n * (weight ? weight[c] : 1.f) + (bias ? bias[c] : 0.f);
+        }
+        if (lane == 0)
+        {
+            mean[row] = m;
+            rstd[row] = r;
+        }
+    }
+}
+
+// dx = rstd · (g − mean(g) − x̂·mean(g·x̂)) with g = dy·weight, x̂ = (x − mean)·rstd.
+extern "C" __global__ void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* weight,
+                                                   const float* mean, const float* rstd, int rows, int C, int accumulate)
+{
+    int lane = threadIdx.x % 32;
+    WARP_PER_ROW(row, rows)
+    {
+        const float *xr = x + row * C, *dyr = dy + row * C;
+        float m = mean[row], r = rstd[row], sg = 0.f, sgx = 0.f;
+        for (int c = lane; c < C; c += 32)
+        {
+            float g = dyr[c] * (weight ? weight[c] : 1.f);
+            sg += g;
+            sgx += g * (xr[c] - m) * r;
+        }
+        sg = warp_sum(sg) / C;
+        sgx = warp_sum(sgx) / C;
+        float* dxr = dx + row * C;
+        for (int c = lane; c < C; c += 32)
+        {
+            float g = dyr[c] * (weight ? weight[c] : 1.f);
+            store(dxr + c, r * (g - sg - (xr[c] - m) * r * sgx), accumulate);
+        }
+    }
+}
+
+// dweight[c] += Σ_r dy·x̂, dbias[c] += Σ_r dy (either may be null). Grid ceil(C/32), block (32, 8).
+extern "C" __global__ void layernorm_backward_params(float* dweight, float* dbias, const float* dy, const float* x,
+                                                    const float* mean, const float* rstd, int rows, int C)
+{
+    int c = blockIdx.x * 32 + threadIdx.x;
+    bool active = c < C;
+    float dw = dweight ? column_sum(rows, active, [&](int r) {
+        long long i = (long long)r * C + c;
+        return dy[i] * (x[i] - mean[r]) * rstd[r];
+    }) : 0.f;
+    float db = dbias ? column_sum(rows, active, [&](int r) { return dy[(long long)r * C + c]; }) : 0.f;
+    if (threadIdx.y == 0 && active)
+    {
+        if (dweight) dweight[c] += dw;
+        if (dbias) dbias[c] += db;
+    }
+}
+
+// y[r, c] = x[r, c]·scale[c] + shift[c]. Launch: 1-D grid-stride.
+extern "C" __global__ void scale_shift_forward(float* y, const float* x, const float* scale, const float* shift, int rows, int C)
+{
+    GRID_STRIDE(i, (long long)rows * C)
+    {
+        int c = (int)(i % C);
+        y[i] = x[i] * scale[c] + shift[c];
+    }
+}
+
+// dx = dy·scale. Launch: 1-D grid-stride.
+extern "C" __global__ void scale_shift_backward_input(float* dx, const float* dy, const float* scale, int rows, int C, int accumulate)
+{
+    GRID_STRIDE(i, (long long)rows * C) store(dx + i, dy[i] * scale[i % C], accumulate);
+}
+
+// dscale[c] += Σ_r dy·x, dshift[c] += Σ_r dy (either may be null). Grid ceil(C/32), block (32, 8).
+extern "C" __global__ void scale_shift_backward_params(float* dscale, float* dshift, const float* dy, const float* x, int rows, int C)
+{
+    int c = blockIdx.x * 32 + threadIdx.x;
+    bool active = c < C;
+    float ds = dscale ? column_sum(rows, active, [&](int r) {
+        long long i = (long long)r * C + c;
+        return dy[i] * x[i];
+    }) : 0.f;
+    float dh = dshift ? column_sum(rows, active, [&](int r) { return dy[(long long)r * C + c]; }) : 0.f;
+    if (threadIdx.y == 0 && active)
+    {
+        if (dscale) dscale[c] += ds;
+        if (dshift) dshift[c] += dh;
+    }
+}

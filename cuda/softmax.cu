@@ -1,0 +1,51 @@
+// softmax.cu: row softmax, optionally with an additive attention bias and mask (Swin), and its backward.
+// One warp per row (256-thread blocks). y may alias x.
+#include "common.cuh"
+
+// y[r] = softmax(x[r] + bias[h, i] + mask[w, i]) with r = (b·heads + h)·headRows + i and w = b mod windows.
+// Plain softmax: headRows = rows, heads = windows = 1, no bias or mask.
+extern "C" __global__ void softmax_forward(float* y, const float* x, const float* bias, const float* mask, long long rows,
+                                          int cols, int headRows, int heads, int windows)
+{
+    int lane = threadIdx.x % 32;
+    WARP_PER_ROW(row, rows)
+    {
+        long long i = row % headRows, bh = row / headRows, h = bh % heads, w = bh / heads % windows;
+        const float* xr = x + row * cols;
+        const float* br = bias ? bias + (h * headRows + i) * cols : nullptr;
+        const float* mr = mask ? mask + (w * headRows + i) * cols : nullptr;
+        float* yr = y + row * cols;
+        float m = __int_as_float(0xff800000); // -inf
+        for (int j = lane; j < cols; j += 32)
+        {
+            float z = xr[j] + (br ? br[j] : 0.f) + (mr ? mr[j] : 0.f);
+            yr[j] = z;
+            m = fmaxf(m, z);
+        }
+        m = warp_max(m);
+        float s = 0.f;
+        for (int j = lane; j < cols; j += 32)
+        {
+            float e = expf(yr[j] - m);
+            yr[j] = e;
+            s += e;
+        }
+        float inv = 1.f / warp_sum(s);
+        for (int j = lane; j < cols; j += 32) yr[j] *= inv;
+    }
+}
+
+// dx = y ⊙ (dy − Σ_j dy·y) per row.
+extern "C" __global__ void softmax_backward(float* dx, const float* dy, const float* y, long long rows, int cols, int accumulate)
+{
+    int lane = threadIdx.x % 32;
+    WARP_PER_ROW(row, rows)
+    {
+        const float *dyr = dy + row * cols, *yr = y + row * cols;
+        float s = 0.f;
+        for (int j = lane; j < cols; j += 32) s += dyr[j] * yr[j];
+        s = warp_sum(s);
+        float* dxr = dx + row * cols;
+        for (int j = lane; j < cols; j += 32) store(dxr + j, yr[j] * (dyr[j] - s), accumulate);
+    }
+}

@@ -1,0 +1,76 @@
+using System.Runtime.InteropServices;
+
+namespace Engine.Kernels.Cuda;
+
+/// <summary>
+/// Our own bindings to cuBLAS (libcublas.so.13/.12/.11; cuBLASLt, which it depends on, is loaded first) and a
+/// row-major GEMM on top: row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, so the call swaps the
+/// operands and the M/N extents and keeps every leading dimension.
+/// </summary>
+public sealed unsafe partial class CuBlas : IDisposable
+{
+    const string Lib = "cublas";
+    const int OpN = 0, OpT = 1, R32F = 0, Compute32FFastTf32 = 77, GemmDefault = -1;
+
+    [LibraryImport(Lib)] private static partial int cublasCreate_v2(out IntPtr handle);
+    [LibraryImport(Lib)] private static partial int cublasDestroy_v2(IntPtr handle);
+    [LibraryImport(Lib)] private static partial int cublasSetStream_v2(IntPtr handle, IntPtr stream);
+    [LibraryImport(Lib)] private static partial int cublasSgemm_v2(IntPtr handle, int transA, int transB, int m, int n, int k,
+        float* alpha, float* A, int lda, float* B, int ldb, float* beta, float* C, int ldc);
+    [LibraryImport(Lib)] private static partial int cublasSgemmStridedBatched(IntPtr handle, int transA, int transB, int m, int n, int k,
+        float* alpha, float* A, int lda, long strideA, float* B, int ldb, long strideB, float* beta, float* C, int ldc, long strideC, int batch);
+    [LibraryImport(Lib)] private static partial int cublasGemmEx(IntPtr handle, int transA, int transB, int m, int n, int k,
+        float* alpha, void* A, int typeA, int lda, void* B, int typeB, int ldb, float* beta, void* C, int typeC, int ldc,
+        int computeType, int algo);
+    [LibraryImport(Lib)] private static partial IntPtr cublasGetStatusString(int status);
+
+    IntPtr _handle;
+
+    /// <summary>Creates a handle bound to <paramref name="stream"/> (the caller's context must be current).</summary>
+    public CuBlas(IntPtr stream)
+    {
+        Check(cublasCreate_v2(out _handle), "cublasCreate_v2");
+        Check(cublasSetStream_v2(_handle, stream), "cublasSetStream_v2");
+    }
+
+    /// <summary>True when a cuBLAS library (and its cuBLASLt) loads; otherwise the sonames tried.</summary>
+    public static bool IsAvailable(out string reason)
+    {
+        CudaLibraries.EnsureResolver();
+        if (!CudaLibraries.TryLoad("cublasLt", out _, out reason)) return false;
+        return CudaLibraries.TryLoad("cublas", out _, out reason);
+    }
+
+    /// <summary>Allow TF32 tensor cores (compute capability ≥ 8.0) for FP32 GEMMs: about 10 mantissa bits per product,
+    /// FP32 accumulation. Off by default so results match the CPU to float tolerance.</summary>
+    public bool AllowTf32 { get; set; }
+
+    /// <summary>Row-major C[M,N] = alpha·op(A)·op(B) + beta·C (the <see cref="IKernels.Gemm"/> contract).</summary>
+    public void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, float* B, int ldb, float beta, float* C, int ldc)
+    {
+        if (AllowTf32)
+            Check(cublasGemmEx(_handle, transB ? OpT : OpN, transA ? OpT : OpN, N, M, K, &alpha, B, R32F, ldb, A, R32F, lda,
+                &beta, C, R32F, ldc, Compute32FFastTf32, GemmDefault), "cublasGemmEx");
+        else
+            Check(cublasSgemm_v2(_handle, transB ? OpT : OpN, transA ? OpT : OpN, N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc),
+                "cublasSgemm_v2");
+    }
+
+    /// <summary>Row-major strided batched GEMM (the <see cref="IKernels.GemmStridedBatched"/> contract).</summary>
+    public void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA,
+        float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch) =>
+        Check(cublasSgemmStridedBatched(_handle, transB ? OpT : OpN, transA ? OpT : OpN, N, M, K, &alpha, B, ldb, strideB,
+            A, lda, strideA, &beta, C, ldc, strideC, batch), "cublasSgemmStridedBatched");
+
+    static void Check(int status, string call)
+    {
+        if (status != 0) throw new CudaException(call, status, Marshal.PtrToStringUTF8(cublasGetStatusString(status)) ?? "cuBLAS error");
+    }
+
+    /// <summary>Destroys the handle (the owning context must be current).</summary>
+    public void Dispose()
+    {
+        if (_handle != IntPtr.Zero) cublasDestroy_v2(_handle);
+        _handle = IntPtr.Zero;
+    }
+}

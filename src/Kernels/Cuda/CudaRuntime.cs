@@ -1,0 +1,65 @@
+namespace Engine.Kernels.Cuda;
+
+/// <summary>
+/// What <see cref="CudaKernels"/> needs from a CUDA device: memory, host copies, kernel launches by name, and GEMM.
+/// Two implementations: <see cref="DriverRuntime"/> (a real GPU through the driver API, NVRTC and cuBLAS) and
+/// <see cref="EmulatedRuntime"/> (the same kernel sources built with g++ and run on CPU threads, host memory, the
+/// CPU GEMM). Device addresses are 64-bit integers; the kernel interface carries them as pointers.
+/// </summary>
+public abstract unsafe class CudaRuntime : IDisposable
+{
+    /// <summary>Backend name: <c>cuda</c> or <c>emulated-cuda</c>.</summary>
+    public abstract string Name { get; }
+
+    /// <summary>One line describing the device (name, compute capability, driver, compiler).</summary>
+    public abstract string Description { get; }
+
+    /// <summary>Streaming multiprocessors; grid-stride kernels are sized to a few blocks per multiprocessor.</summary>
+    public abstract int MultiprocessorCount { get; }
+
+    /// <summary>Allocates <paramref name="bytes"/> of device memory (uninitialised).</summary>
+    public abstract ulong Allocate(long bytes);
+
+    /// <summary>Frees memory from <see cref="Allocate"/>.</summary>
+    public abstract void Free(ulong address);
+
+    /// <summary>Copies host → device; returns when the host buffer may be reused.</summary>
+    public abstract void CopyToDevice(ulong dst, void* src, long bytes);
+
+    /// <summary>Copies device → host after all queued work; returns when the data is in <paramref name="dst"/>.</summary>
+    public abstract void CopyToHost(void* dst, ulong src, long bytes);
+
+    /// <summary>Waits for all queued work.</summary>
+    public abstract void Synchronize();
+
+    /// <summary>Queues kernel <paramref name="kernel"/> (an <c>extern "C"</c> name from cuda/*.cu). args[i] points at
+    /// argument i, sizes[i] is its size in bytes.</summary>
+    protected abstract void Launch(string kernel, Dim3 grid, Dim3 block, void** args, long* sizes, int count);
+
+    /// <summary>Queues kernel <paramref name="kernel"/> with the given arguments; allocates nothing managed.</summary>
+    public void Launch(string kernel, Dim3 grid, Dim3 block, params ReadOnlySpan<KernelArg> args)
+    {
+        void** pointers = stackalloc void*[args.Length];
+        long* sizes = stackalloc long[args.Length];
+        fixed (KernelArg* first = args)
+        {
+            for (int i = 0; i < args.Length; i++)
+            {
+                pointers[i] = first[i].Address(first + i);
+                sizes[i] = first[i].Size;
+            }
+            Launch(kernel, grid, block, pointers, sizes, args.Length);
+        }
+    }
+
+    /// <summary>Row-major GEMM, same contract as <see cref="IKernels.Gemm"/>.</summary>
+    public abstract void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, float* B, int ldb,
+        float beta, float* C, int ldc);
+
+    /// <summary>Row-major strided batched GEMM, same contract as <see cref="IKernels.GemmStridedBatched"/>.</summary>
+    public abstract void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA,
+        float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch);
+
+    /// <inheritdoc/>
+    public abstract void Dispose();
+}

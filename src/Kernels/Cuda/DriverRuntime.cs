@@ -1,0 +1,286 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using static Engine.Kernels.Cuda.CudaDriver;
+
+namespace Engine.Kernels.Cuda;
+
+/// <summary>
+/// A real GPU: the device's primary context (shared with cuBLAS), one stream on which every copy, kernel and GEMM
+/// is queued, kernel modules compiled by NVRTC for the device's exact architecture (PTX for the newest supported
+/// one when NVRTC is older than the GPU; the driver JIT-compiles it) and cached on disk (<see cref="KernelCache"/>),
+/// loaded lazily per family file. Every call is checked (<see cref="CudaException"/>).
+/// </summary>
+public sealed unsafe class DriverRuntime : CudaRuntime
+{
+    [ThreadStatic] static IntPtr _currentContext;
+
+    readonly int _device;
+    readonly IntPtr _context, _stream;
+    readonly CuBlas _blas;
+    readonly Dictionary<string, IntPtr> _modules = new(), _functions = new();
+    readonly object _gate = new();
+    bool _disposed;
+
+    DriverRuntime(int device)
+    {
+        _device = device;
+        Check(cuDevicePrimaryCtxRetain(out _context, device), "cuDevicePrimaryCtxRetain");
+        MakeCurrent();
+        Check(cuStreamCreate(out _stream, 0), "cuStreamCreate");
+        _blas = new CuBlas(_stream);
+        var name = stackalloc byte[256];
+        Check(cuDeviceGetName(name, 256, device), "cuDeviceGetName");
+        DeviceName = Marshal.PtrToStringUTF8((IntPtr)name)!;
+        ComputeCapability = (GetAttribute(DeviceAttribute.ComputeCapabilityMajor), GetAttribute(DeviceAttribute.ComputeCapabilityMinor));
+        MultiprocessorCount = GetAttribute(DeviceAttribute.MultiprocessorCount);
+        Check(cuDeviceTotalMem_v2(out nuint memory, device), "cuDeviceTotalMem_v2");
+        TotalMemory = (long)memory;
+        Check(cuDriverGetVersion(out int driver), "cuDriverGetVersion");
+        DriverVersion = (driver / 1000, driver % 1000 / 10);
+        int arch = ComputeCapability.Major * 10 + ComputeCapability.Minor;
+        var supported = Nvrtc.SupportedArchitectures;
+        KernelTarget = supported.Contains(arch) ? $"sm_{arch}" : $"compute_{supported.Where(a => a <= arch).DefaultIfEmpty(supported.Max()).Max()}";
+    }
+
+    /// <summary>
+    /// Opens GPU <paramref name="ordinal"/>, or returns false with the reason: no driver (libcuda.so.1 missing),
+    /// no usable GPU (cuInit fails: no device, or the link stub), no GPU (count 0), no NVRTC, no cuBLAS.
+    /// </summary>
+    public static bool TryCreate(int ordinal, out DriverRuntime? runtime, out string reason)
+    {
+        runtime = null;
+        CudaLibraries.EnsureResolver();
+        if (!CudaLibraries.TryLoad("cuda", out _, out reason))
+        {
+            reason = $"no NVIDIA driver ({reason})";
+            return false;
+        }
+        int result = cuInit(0);
+        if (result != 0)
+        {
+            reason = $"no usable GPU: cuInit returned {result} ({Describe(result)})";
+            return false;
+        }
+        Check(cuDeviceGetCount(out int count), "cuDeviceGetCount");
+        if (ordinal >= count)
+        {
+            reason = count == 0 ? "no GPU: the driver reports no CUDA devices" : $"no GPU {ordinal}: the driver reports {count}";
+            return false;
+        }
+        if (!Nvrtc.IsAvailable(out var nvrtc))
+        {
+            reason = $"no NVRTC ({nvrtc})";
+            return false;
+        }
+        if (!CuBlas.IsAvailable(out var blas))
+        {
+            reason = $"no cuBLAS ({blas})";
+            return false;
+        }
+        Check(cuDeviceGet(out int device, ordinal), "cuDeviceGet");
+        runtime = new DriverRuntime(device);
+        return true;
+    }
+
+    /// <summary>The GPU's name, e.g. "NVIDIA H100 80GB HBM3".</summary>
+    public string DeviceName { get; }
+
+    /// <summary>Compute capability (major, minor).</summary>
+    public (int Major, int Minor) ComputeCapability { get; }
+
+    /// <summary>Device memory in bytes.</summary>
+    public long TotalMemory { get; }
+
+    /// <summary>The driver's CUDA version (e.g. 12, 4).</summary>
+    public (int Major, int Minor) DriverVersion { get; }
+
+    /// <summary>What NVRTC compiles for: "sm_XY" (a cubin for this GPU) or "compute_XY" (PTX fallback).</summary>
+    public string KernelTarget { get; }
+
+    /// <summary>The TF32 switch of the cuBLAS GEMMs (off by default).</summary>
+    public bool AllowTf32
+    {
+        get => _blas.AllowTf32;
+        set => _blas.AllowTf32 = value;
+    }
+
+    /// <inheritdoc/>
+    public override string Name => "cuda";
+
+    /// <inheritdoc/>
+    public override string Description
+    {
+        get
+        {
+            var (nvMajor, nvMinor) = Nvrtc.Version;
+            return $"{DeviceName}, compute capability {ComputeCapability.Major}.{ComputeCapability.Minor}, {MultiprocessorCount} SMs, " +
+                   $"{TotalMemory / (1L << 30)} GiB, driver CUDA {DriverVersion.Major}.{DriverVersion.Minor}, NVRTC {nvMajor}.{nvMinor} → {KernelTarget}";
+        }
+    }
+
+    /// <inheritdoc/>
+    public override int MultiprocessorCount { get; }
+
+    int GetAttribute(DeviceAttribute attribute)
+    {
+        Check(cuDeviceGetAttribute(out int value, attribute, _device), "cuDeviceGetAttribute");
+        return value;
+    }
+
+    /// <summary>Makes the primary context current on the calling thread (once per thread).</summary>
+    void MakeCurrent()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_currentContext == _context) return;
+        Check(cuCtxSetCurrent(_context), "cuCtxSetCurrent");
+        _currentContext = _context;
+    }
+
+    /// <inheritdoc/>
+    public override ulong Allocate(long bytes)
+    {
+        MakeCurrent();
+        Check(cuMemAlloc_v2(out ulong address, (nuint)Math.Max(bytes, 1)), $"cuMemAlloc_v2 ({bytes} bytes)");
+        return address;
+    }
+
+    /// <inheritdoc/>
+    public override void Free(ulong address)
+    {
+        MakeCurrent();
+        Check(cuMemFree_v2(address), "cuMemFree_v2");
+    }
+
+    /// <inheritdoc/>
+    public override void CopyToDevice(ulong dst, void* src, long bytes)
+    {
+        MakeCurrent();
+        Check(cuMemcpyHtoDAsync_v2(dst, src, (nuint)bytes, _stream), "cuMemcpyHtoDAsync_v2");
+        Synchronize(); // the caller may reuse its (pageable) buffer as soon as we return
+    }
+
+    /// <inheritdoc/>
+    public override void CopyToHost(void* dst, ulong src, long bytes)
+    {
+        MakeCurrent();
+        Check(cuMemcpyDtoHAsync_v2(dst, src, (nuint)bytes, _stream), "cuMemcpyDtoHAsync_v2");
+        Synchronize();
+    }
+
+    /// <summary>Queues a device-to-device copy (the bandwidth yardstick of the benchmarks).</summary>
+    public void CopyDeviceToDevice(ulong dst, ulong src, long bytes)
+    {
+        MakeCurrent();
+        Check(cuMemcpyDtoDAsync_v2(dst, src, (nuint)bytes, _stream), "cuMemcpyDtoDAsync_v2");
+    }
+
+    /// <summary>Queues a fill of <paramref name="count"/> 32-bit words with <paramref name="value"/>.</summary>
+    public void Memset32(ulong dst, uint value, long count)
+    {
+        MakeCurrent();
+        Check(cuMemsetD32Async(dst, value, (nuint)count, _stream), "cuMemsetD32Async");
+    }
+
+    /// <summary>Page-locked host memory of <paramref name="bytes"/> (fast, truly asynchronous copies); free with
+    /// <see cref="FreePinned"/>.</summary>
+    public IntPtr AllocatePinned(long bytes)
+    {
+        MakeCurrent();
+        Check(cuMemAllocHost_v2(out var host, (nuint)bytes), "cuMemAllocHost_v2");
+        return host;
+    }
+
+    /// <summary>Frees memory from <see cref="AllocatePinned"/>.</summary>
+    public void FreePinned(IntPtr host)
+    {
+        MakeCurrent();
+        Check(cuMemFreeHost(host), "cuMemFreeHost");
+    }
+
+    /// <inheritdoc/>
+    public override void Synchronize()
+    {
+        MakeCurrent();
+        Check(cuStreamSynchronize(_stream), "cuStreamSynchronize");
+    }
+
+    /// <summary>Runs <paramref name="work"/> (which queues on this stream) <paramref name="repeats"/> times between two
+    /// recorded events; returns the mean milliseconds per repeat measured on the GPU.</summary>
+    public double TimeMilliseconds(Action work, int repeats)
+    {
+        MakeCurrent();
+        Check(cuEventCreate(out var start, 0), "cuEventCreate");
+        Check(cuEventCreate(out var end, 0), "cuEventCreate");
+        try
+        {
+            Check(cuEventRecord(start, _stream), "cuEventRecord");
+            for (int i = 0; i < repeats; i++) work();
+            Check(cuEventRecord(end, _stream), "cuEventRecord");
+            Check(cuEventSynchronize(end), "cuEventSynchronize");
+            return ElapsedMilliseconds(start, end) / repeats;
+        }
+        finally
+        {
+            cuEventDestroy_v2(start);
+            cuEventDestroy_v2(end);
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void Launch(string kernel, Dim3 grid, Dim3 block, void** args, long* sizes, int count)
+    {
+        MakeCurrent();
+        Check(cuLaunchKernel(Function(kernel), grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, 0, _stream, args, null), kernel);
+    }
+
+    /// <summary>The function handle of <paramref name="kernel"/>, loading its family's module on first use.</summary>
+    IntPtr Function(string kernel)
+    {
+        lock (_gate)
+        {
+            if (_functions.TryGetValue(kernel, out var function)) return function;
+            if (!KernelSources.FileOfKernel.TryGetValue(kernel, out var file))
+                throw new InvalidOperationException($"no kernel named '{kernel}' in cuda/*.cu");
+            if (!_modules.TryGetValue(file, out var module))
+            {
+                var (image, _) = KernelCache.GetOrCompile(file, KernelTarget);
+                fixed (byte* p = image) Check(cuModuleLoadData(out module, p), $"cuModuleLoadData ({file}, {KernelTarget})");
+                _modules[file] = module;
+            }
+            fixed (byte* name = Encoding.UTF8.GetBytes(kernel + "\0"))
+                Check(cuModuleGetFunction(out function, module, name), $"cuModuleGetFunction ({kernel})");
+            _functions[kernel] = function;
+            return function;
+        }
+    }
+
+    /// <inheritdoc/>
+    public override void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, float* B, int ldb,
+        float beta, float* C, int ldc)
+    {
+        MakeCurrent();
+        _blas.Gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    }
+
+    /// <inheritdoc/>
+    public override void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA,
+        float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch)
+    {
+        MakeCurrent();
+        _blas.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch);
+    }
+
+    /// <summary>Waits for the stream, then releases cuBLAS, the modules, the stream and the primary context.</summary>
+    public override void Dispose()
+    {
+        if (_disposed) return;
+        MakeCurrent();
+        cuStreamSynchronize(_stream);
+        _blas.Dispose();
+        foreach (var module in _modules.Values) cuModuleUnload(module);
+        cuStreamDestroy_v2(_stream);
+        cuDevicePrimaryCtxRelease_v2(_device);
+        _disposed = true;
+        _currentContext = IntPtr.Zero;
+    }
+}

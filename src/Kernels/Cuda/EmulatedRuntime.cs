@@ -1,0 +1,154 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text;
+using Engine.Kernels.Cpu;
+
+namespace Engine.Kernels.Cuda;
+
+/// <summary>
+/// The emulated CUDA device: every cuda/*.cu built with g++ against cuda/emu/cuemu.h into a native library whose
+/// <c>cuemu_launch</c> looks like cuLaunchKernel (blocks in sequence, a block's threads on OS threads). Host memory
+/// stands in for device memory and the CPU GEMM for cuBLAS; everything else is the real kernel code. The library is
+/// built once per source version into <see cref="KernelSources.CacheDirectory"/>.
+/// </summary>
+public sealed unsafe class EmulatedRuntime : CudaRuntime
+{
+    const string CompilerFlags = "-std=c++20 -O2 -pthread -shared -fPIC -D__CUEMU__";
+    static readonly object BuildGate = new();
+
+    readonly IntPtr _library;
+    readonly delegate* unmanaged<byte*, uint, uint, uint, uint, uint, uint, uint, void**, long*, int, byte*, int, int> _launch;
+    readonly Dictionary<string, byte[]> _names = new();
+
+    EmulatedRuntime(string libraryPath)
+    {
+        LibraryPath = libraryPath;
+        _library = NativeLibrary.Load(libraryPath);
+        _launch = (delegate* unmanaged<byte*, uint, uint, uint, uint, uint, uint, uint, void**, long*, int, byte*, int, int>)
+            NativeLibrary.GetExport(_library, "cuemu_launch");
+        var count = (delegate* unmanaged<int>)NativeLibrary.GetExport(_library, "cuemu_kernel_count");
+        var name = (delegate* unmanaged<int, byte*>)NativeLibrary.GetExport(_library, "cuemu_kernel_name");
+        for (int i = 0; i < count(); i++)
+        {
+            string kernel = Marshal.PtrToStringUTF8((IntPtr)name(i))!;
+            _names[kernel] = Encoding.UTF8.GetBytes(kernel + "\0");
+        }
+    }
+
+    /// <summary>The built library.</summary>
+    public string LibraryPath { get; }
+
+    /// <summary>The kernels the library exports, by name.</summary>
+    public IReadOnlyCollection<string> KernelNames => _names.Keys;
+
+    /// <summary>Builds (or reuses) the emulator library and loads it; false with the reason when g++ is missing or
+    /// the build fails.</summary>
+    public static bool TryCreate(out EmulatedRuntime? runtime, out string reason)
+    {
+        runtime = null;
+        try
+        {
+            runtime = new EmulatedRuntime(Build());
+            reason = "";
+            return true;
+        }
+        catch (Exception e) when (e is InvalidOperationException or IOException or DllNotFoundException or System.ComponentModel.Win32Exception)
+        {
+            reason = e.Message;
+            return false;
+        }
+    }
+
+    /// <summary>Writes the sources to a folder keyed by their hash and runs g++ once; returns the library path.</summary>
+    static string Build()
+    {
+        var files = KernelSources.Files;
+        string key = KernelSources.Hash(files.SelectMany(f => new[] { f.Key, f.Value }).Append(CompilerFlags));
+        string dir = Path.Combine(KernelSources.CacheDirectory, "cuemu", key[..16]);
+        string library = Path.Combine(dir, "libcuemu.so");
+        lock (BuildGate)
+        {
+            if (File.Exists(library)) return library;
+            Directory.CreateDirectory(Path.Combine(dir, "emu"));
+            foreach (var (name, text) in files) File.WriteAllText(Path.Combine(dir, name), text);
+            // One translation unit: every family, then the launcher with the list of kernels to register.
+            var unity = new StringBuilder();
+            foreach (var file in KernelSources.KernelFiles) unity.AppendLine($"#include \"{file}\"");
+            unity.Append("#define CUEMU_KERNEL_LIST(X)");
+            foreach (var kernel in KernelSources.FileOfKernel.Keys) unity.Append($" X({kernel})");
+            unity.AppendLine().AppendLine("#include \"emu/launcher.h\"");
+            File.WriteAllText(Path.Combine(dir, "all.cpp"), unity.ToString());
+
+            string temporary = library + $".{Environment.ProcessId}.tmp";
+            var start = new ProcessStartInfo("g++", $"{CompilerFlags} -I. all.cpp -o {Path.GetFileName(temporary)}")
+            {
+                WorkingDirectory = dir,
+                RedirectStandardError = true,
+            };
+            Process process;
+            try
+            {
+                process = Process.Start(start)!;
+            }
+            catch (System.ComponentModel.Win32Exception e)
+            {
+                throw new InvalidOperationException($"the emulated CUDA device needs g++ (C++20) to build cuda/*.cu: {e.Message}", e);
+            }
+            string errors = process.StandardError.ReadToEnd();
+            process.WaitForExit();
+            if (process.ExitCode != 0)
+                throw new InvalidOperationException($"g++ failed to build the emulated CUDA device in {dir}:\n{errors}");
+            File.Move(temporary, library, overwrite: true);
+            return library;
+        }
+    }
+
+    /// <inheritdoc/>
+    public override string Name => "emulated-cuda";
+
+    /// <inheritdoc/>
+    public override string Description => $"emulated CUDA device on CPU threads ({_names.Count} kernels, {LibraryPath})";
+
+    /// <summary>One multiprocessor: grid-stride kernels run a few blocks, which keeps the emulation fast.</summary>
+    public override int MultiprocessorCount => 1;
+
+    /// <inheritdoc/>
+    public override ulong Allocate(long bytes) => (ulong)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 64), 256);
+
+    /// <inheritdoc/>
+    public override void Free(ulong address) => NativeMemory.AlignedFree((void*)address);
+
+    /// <inheritdoc/>
+    public override void CopyToDevice(ulong dst, void* src, long bytes) => Buffer.MemoryCopy(src, (void*)dst, bytes, bytes);
+
+    /// <inheritdoc/>
+    public override void CopyToHost(void* dst, ulong src, long bytes) => Buffer.MemoryCopy((void*)src, dst, bytes, bytes);
+
+    /// <inheritdoc/>
+    public override void Synchronize() { }
+
+    /// <inheritdoc/>
+    protected override void Launch(string kernel, Dim3 grid, Dim3 block, void** args, long* sizes, int count)
+    {
+        if (!_names.TryGetValue(kernel, out var name))
+            throw new InvalidOperationException($"emulated CUDA device: no kernel named '{kernel}'");
+        byte* error = stackalloc byte[512];
+        int result;
+        fixed (byte* n = name)
+            result = _launch(n, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, 0, args, sizes, count, error, 512);
+        if (result != 0)
+            throw new InvalidOperationException($"emulated launch of {kernel} failed: {Marshal.PtrToStringUTF8((IntPtr)error)}");
+    }
+
+    /// <inheritdoc/>
+    public override void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, float* B, int ldb,
+        float beta, float* C, int ldc) => CpuGemm.Gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+
+    /// <inheritdoc/>
+    public override void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA,
+        float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch) =>
+        CpuGemm.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch);
+
+    /// <summary>The library stays loaded for the process (its worker threads are parked in it).</summary>
+    public override void Dispose() { }
+}

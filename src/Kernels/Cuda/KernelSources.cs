@@ -1,0 +1,72 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace Engine.Kernels.Cuda;
+
+/// <summary>
+/// The CUDA kernel sources (cuda/*.cu, one file per family, plus common.cuh and the emulator headers), embedded in
+/// this assembly, and the cache folder for what is built from them.
+/// </summary>
+public static partial class KernelSources
+{
+    /// <summary>The shared header every .cu file includes.</summary>
+    public const string CommonHeader = "common.cuh";
+
+    static readonly Lazy<IReadOnlyDictionary<string, string>> All = new(() =>
+    {
+        var assembly = typeof(KernelSources).Assembly;
+        var files = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (var resource in assembly.GetManifestResourceNames().Where(n => n.StartsWith("cuda/", StringComparison.Ordinal)))
+        {
+            using var reader = new StreamReader(assembly.GetManifestResourceStream(resource)!);
+            files[resource["cuda/".Length..]] = reader.ReadToEnd();
+        }
+        return files;
+    });
+
+    /// <summary>Every embedded file by relative path ("norm.cu", "common.cuh", "emu/cuemu.h").</summary>
+    public static IReadOnlyDictionary<string, string> Files => All.Value;
+
+    /// <summary>The kernel family files (*.cu), by name.</summary>
+    public static IEnumerable<string> KernelFiles => Files.Keys.Where(f => f.EndsWith(".cu", StringComparison.Ordinal));
+
+    /// <summary>The <c>extern "C"</c> kernels defined in <paramref name="file"/>.</summary>
+    public static IEnumerable<string> KernelNames(string file) =>
+        KernelDeclaration().Matches(Files[file]).Select(m => m.Groups[1].Value);
+
+    /// <summary>Kernel name → the file that defines it.</summary>
+    public static IReadOnlyDictionary<string, string> FileOfKernel { get; } =
+        KernelFiles.SelectMany(f => KernelNames(f).Select(k => (k, f))).ToDictionary(p => p.k, p => p.f);
+
+    /// <summary>Where compiled kernels and the emulator library are cached: $PEFT_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/peft-engine, else ~/.cache/peft-engine.</summary>
+    public static string CacheDirectory
+    {
+        get
+        {
+            var explicitDir = Environment.GetEnvironmentVariable("PEFT_CACHE_DIR");
+            if (!string.IsNullOrEmpty(explicitDir)) return explicitDir;
+            var xdg = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
+            var root = !string.IsNullOrEmpty(xdg) ? xdg
+                : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
+            return Path.Combine(root, "peft-engine");
+        }
+    }
+
+    /// <summary>Hex SHA-256 of the given parts (each length-prefixed, so boundaries matter).</summary>
+    public static string Hash(params IEnumerable<string> parts)
+    {
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach (var part in parts)
+        {
+            var bytes = Encoding.UTF8.GetBytes(part);
+            sha.AppendData(BitConverter.GetBytes(bytes.Length));
+            sha.AppendData(bytes);
+        }
+        return Convert.ToHexStringLower(sha.GetHashAndReset());
+    }
+
+    [GeneratedRegex(@"extern ""C"" __global__ void (\w+)\(")]
+    private static partial Regex KernelDeclaration();
+}

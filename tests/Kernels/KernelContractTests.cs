@@ -1,0 +1,129 @@
+using Engine.Kernels;
+
+namespace Engine.Tests;
+
+/// <summary>
+/// The kernel interface's contract on every backend, called directly: activation gradients are written
+/// (whatever the buffer held) or, with accumulate, added onto what it held; parameter gradients always add; and
+/// the host-returning reductions agree with double-precision sums over many blocks. Values are checked by the
+/// per-op gradchecks; this checks the write/accumulate semantics the engine relies on for the residual stream.
+/// </summary>
+[TestFixture]
+public unsafe class KernelContractTests
+{
+    static IEnumerable<string> All => Backends.Names;
+
+    delegate void WriteKernel(float* output, bool accumulate);
+    delegate void AddKernel(float* gradient);
+
+    /// <summary>Random device tensor of the given shape, values in [low, high).</summary>
+    static Tensor Random(Device dev, ulong seed, int n, double low = -1, double high = 1) =>
+        Tensor.FromArray(dev, Enumerable.Range(0, n).Select(i => (float)(low + (high - low) * CounterRng.Uniform(seed, (ulong)i))).ToArray(), n);
+
+    /// <summary>run(output, accumulate) must overwrite garbage when not accumulating, and give prior + written when it is.</summary>
+    static void AssertWritesOrAccumulates(Device dev, string kernel, int n, WriteKernel run)
+    {
+        using var first = Random(dev, 11, n, -50, 50);
+        using var second = Random(dev, 12, n, -50, 50);
+        using var accumulated = Random(dev, 13, n);
+        var prior = accumulated.ToArray();
+        run(first.Data, false);
+        run(second.Data, false);
+        run(accumulated.Data, true);
+        var written = first.ToArray();
+        Assert.That(second.ToArray(), Is.EqualTo(written), $"{kernel}: the written gradient depends on what the buffer held");
+        var sum = accumulated.ToArray();
+        for (int i = 0; i < n; i++)
+            Assert.That(sum[i], Is.EqualTo(prior[i] + written[i]).Within(1e-6 * (1 + Math.Abs(written[i]))), $"{kernel}: accumulate, element {i}");
+    }
+
+    /// <summary>run(gradient) must add onto the gradient (parameter gradients accumulate across micro-batches).</summary>
+    static void AssertAddsInto(Device dev, string kernel, int n, AddKernel run)
+    {
+        using var zero = Tensor.Zeros(dev, n);
+        using var accumulated = Random(dev, 14, n);
+        var prior = accumulated.ToArray();
+        run(zero.Data);
+        run(accumulated.Data);
+        var delta = zero.ToArray();
+        var sum = accumulated.ToArray();
+        for (int i = 0; i < n; i++)
+            Assert.That(sum[i], Is.EqualTo(prior[i] + delta[i]).Within(1e-5 * (1 + Math.Abs(delta[i]))), $"{kernel}: element {i}");
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void ActivationGradientsAreWrittenOrAccumulated(string backend)
+    {
+        var dev = Backends.Get(backend);
+        var k = dev.Kernels;
+        const int B = 2, T = 5, NH = 2, HD = 3, C = NH * HD, rows = B * T;
+        using var a = Random(dev, 1, 4 * B * T * 3 * C);
+        using var b = Random(dev, 2, 4 * B * T * 3 * C);
+        using var positive = Random(dev, 3, 4 * B * T * 3 * C, 0.5, 2);
+        float* x = a.Data, dy = b.Data, w = positive.Data;
+        using var targets = Tensor.FromArray(dev, [1, 0, 4, 2, 3, 3, 0, 1, 2, 4], rows);
+
+        AssertWritesOrAccumulates(dev, "Copy", 37, (o, acc) => k.Copy(o, x, 37, acc));
+        AssertWritesOrAccumulates(dev, "GeluBackward", 37, (o, acc) => k.GeluBackward(o, dy, x, 37, acc));
+        AssertWritesOrAccumulates(dev, "SoftmaxBackward", rows * 7, (o, acc) => k.SoftmaxBackward(o, dy, w, rows, 7, acc));
+        AssertWritesOrAccumulates(dev, "LayerNormBackward", rows * C, (o, acc) => k.LayerNormBackward(o, null, null, dy, x, w, x, w, rows, C, acc));
+        AssertWritesOrAccumulates(dev, "ScaleShiftBackward", rows * C, (o, acc) => k.ScaleShiftBackward(o, null, null, dy, x, w, rows, C, acc));
+        AssertWritesOrAccumulates(dev, "SplitHeadsBackward", rows * 3 * C, (o, acc) => k.SplitHeadsBackward(o, x, dy, w, B, T, NH, HD, acc));
+        AssertWritesOrAccumulates(dev, "MergeHeadsBackward", rows * C, (o, acc) => k.MergeHeadsBackward(o, dy, B, T, NH, HD, acc));
+        AssertWritesOrAccumulates(dev, "CrossEntropyBackward", rows * 5, (o, acc) => k.CrossEntropyBackward(o, w, x, targets.IntData, rows, 5, 0.1f, acc));
+        AssertWritesOrAccumulates(dev, "DepthwiseConvBackward", B * 4 * 5 * 3, (o, acc) => k.DepthwiseConvBackward(o, null, null, dy, x, w, B, 4, 5, 3, 3, 1, acc));
+        foreach (bool channelsLast in new[] { false, true })
+            AssertWritesOrAccumulates(dev, "PatchifyBackward", B * 3 * 4 * 6, (o, acc) => k.PatchifyBackward(o, dy, B, 3, 4, 6, 2, channelsLast, acc));
+        AssertWritesOrAccumulates(dev, "PrependTokenBackward", rows * C, (o, acc) => k.PrependTokenBackward(o, null, dy, B, T, C, acc));
+        AssertWritesOrAccumulates(dev, "TakeTokenBackward", rows * C, (o, acc) => k.TakeTokenBackward(o, dy, B, T, C, 2, acc));
+        AssertWritesOrAccumulates(dev, "MeanTokensBackward", rows * C, (o, acc) => k.MeanTokensBackward(o, dy, B, T, C, acc));
+        AssertWritesOrAccumulates(dev, "WindowPartition", B * 6 * 4 * 2, (o, acc) => k.WindowPartition(o, dy, B, 6, 4, 2, 2, 1, acc));
+        AssertWritesOrAccumulates(dev, "WindowReverse", B * 6 * 4 * 2, (o, acc) => k.WindowReverse(o, dy, B, 6, 4, 2, 2, 1, acc));
+        AssertWritesOrAccumulates(dev, "PatchMergeBackward", B * 4 * 6 * 3, (o, acc) => k.PatchMergeBackward(o, dy, B, 4, 6, 3, acc));
+        AssertWritesOrAccumulates(dev, "DropPathBackward", rows * C, (o, acc) => k.DropPathBackward(o, dy, rows, C, 0.4f, 9, acc));
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void ParameterGradientsAccumulate(string backend)
+    {
+        var dev = Backends.Get(backend);
+        var k = dev.Kernels;
+        const int B = 3, T = 4, C = 37, rows = B * T;
+        using var a = Random(dev, 1, rows * (T + 1) * C);
+        using var b = Random(dev, 2, rows * (T + 1) * C);
+        using var positive = Random(dev, 3, rows * (T + 1) * C, 0.5, 2);
+        float* x = a.Data, dy = b.Data, w = positive.Data;
+        AssertAddsInto(dev, "BiasGrad", C, o => k.BiasGrad(o, dy, rows, C));
+        AssertAddsInto(dev, "LayerNorm dweight", C, o => k.LayerNormBackward(null, o, null, dy, x, w, x, w, rows, C, false));
+        AssertAddsInto(dev, "LayerNorm dbias", C, o => k.LayerNormBackward(null, null, o, dy, x, w, x, w, rows, C, false));
+        AssertAddsInto(dev, "ScaleShift dscale", C, o => k.ScaleShiftBackward(null, o, null, dy, x, w, rows, C, false));
+        AssertAddsInto(dev, "ScaleShift dshift", C, o => k.ScaleShiftBackward(null, null, o, dy, x, w, rows, C, false));
+        AssertAddsInto(dev, "PrependToken dtoken", C, o => k.PrependTokenBackward(null, o, dy, B, T, C, false));
+        AssertAddsInto(dev, "DepthwiseConv dw", C * 9, o => k.DepthwiseConvBackward(null, o, null, dy, x, w, B, 3, 4, C, 3, 1, false));
+        AssertAddsInto(dev, "DepthwiseConv dbias", C, o => k.DepthwiseConvBackward(null, null, o, dy, x, w, B, 3, 4, C, 3, 1, false));
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void ReductionsFillAndScaleOverManyBlocks(string backend)
+    {
+        var dev = Backends.Get(backend);
+        var k = dev.Kernels;
+        const int n = 100_003;
+        var values = Enumerable.Range(0, n).Select(i => (float)(CounterRng.Uniform(5, (ulong)i) * 4 - 2)).ToArray();
+        values[17] = float.NaN;
+        values[50_000] = float.PositiveInfinity;
+        values[n - 1] = float.NegativeInfinity;
+        using var t = Tensor.FromArray(dev, values, n);
+        Assert.That(k.CountNonFinite(t.Data, n), Is.EqualTo(3));
+        Assert.That(k.CountNonFinite(t.Data, 17), Is.Zero);
+        double want = values.Take(17).Sum(v => (double)v * v);
+        Assert.That(k.SumSquares(t.Data, 17), Is.EqualTo(want).Within(1e-12 * want));
+
+        k.Fill(t.Data, n, 0.5f);
+        k.Scale(t.Data, n - 3, 3f);
+        var got = t.ToArray();
+        Assert.That(got.Take(n - 3), Is.All.EqualTo(1.5f));
+        Assert.That(got.Skip(n - 3), Is.All.EqualTo(0.5f));
+        Assert.That(k.SumSquares(t.Data, n), Is.EqualTo((n - 3) * 2.25 + 3 * 0.25).Within(1e-9));
+    }
+}
