@@ -46,6 +46,53 @@ public class NvrtcTests
         Assert.That(ptx, Does.Contain(".target sm_80").And.Contain("row_sum").And.Contain("shfl.sync.down"));
     }
 
+    [TestCase("sm_70"), TestCase("sm_80"), TestCase("sm_90")]
+    public void EveryKernelFamilyCompiles(string arch)
+    {
+        var dir = Files.TempDir();
+        var files = KernelSources.KernelFiles.ToArray();
+        Assert.That(files, Has.Length.GreaterThanOrEqualTo(12));
+        var images = new System.Collections.Concurrent.ConcurrentDictionary<string, byte[]>();
+        Parallel.ForEach(files, file => images[file] = KernelCache.GetOrCompile(file, arch, dir).Image);
+        foreach (var file in files)
+        {
+            string symbols = System.Text.Encoding.Latin1.GetString(images[file]);
+            Assert.That(images[file].Take(4), Is.EqualTo("\x7f"u8.ToArray().Concat("ELF"u8.ToArray())), file);
+            foreach (var kernel in KernelSources.KernelNames(file))
+                Assert.That(symbols, Does.Contain(kernel + "\0"), $"{file} ({arch}): no symbol for kernel {kernel}");
+        }
+        TestContext.Out.WriteLine($"{arch}: {files.Length} files, {KernelSources.FileOfKernel.Count} kernels, {images.Values.Sum(i => i.Length)} bytes of cubin");
+    }
+
+    [Test]
+    public void TheKernelCacheHitsOnTheSecondCompileAndMissesOnAnEdit()
+    {
+        var dir = Files.TempDir();
+        var first = KernelCache.GetOrCompile("norm.cu", "sm_80", dir);
+        var second = KernelCache.GetOrCompile("norm.cu", "sm_80", dir);
+        Assert.That((first.Hit, second.Hit), Is.EqualTo((false, true)));
+        Assert.That(second.Image, Is.EqualTo(first.Image));
+        var headers = new Dictionary<string, string> { [KernelSources.CommonHeader] = KernelSources.Files[KernelSources.CommonHeader] + "\n// edited\n" };
+        Assert.That(KernelCache.GetOrCompile("norm.cu", KernelSources.Files["norm.cu"], headers, "sm_80", dir).Hit, Is.False,
+            "an edited header must not reuse the cached image");
+        Assert.That(KernelCache.GetOrCompile("norm.cu", "sm_90", dir).Hit, Is.False, "another architecture is another image");
+        Assert.That(Directory.GetFiles(dir), Has.Length.EqualTo(3));
+    }
+
+    [Test]
+    public void TemplateKernelsAreFoundThroughTheirLoweredNames()
+    {
+        const string source = "template <class T, int N> __global__ void scale(T* x) { x[threadIdx.x] *= N; }\n";
+        var lowered = Nvrtc.LoweredNames(source, "scale.cu", "compute_80", ["scale<float, 256>"]);
+        Assert.That(lowered["scale<float, 256>"], Is.EqualTo("_Z5scaleIfLi256EEvPT_"));
+    }
+
+    [Test]
+    public void SupportedArchitecturesCoverVoltaToHopper()
+    {
+        Assert.That(Nvrtc.SupportedArchitectures, Is.SupersetOf(new[] { 70, 75, 80, 86, 89, 90 }));
+    }
+
     [Test]
     public void ABrokenSourceReportsTheLogWithFileAndLine()
     {

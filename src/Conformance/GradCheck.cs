@@ -1,7 +1,11 @@
 using Engine.Autograd;
 using Engine.Kernels;
 
-namespace Engine.Tests;
+namespace Engine.Conformance;
+
+/// <summary>A backend's result differs from the reference beyond the tolerance; the message names the op, the
+/// tensor, the worst element and both values.</summary>
+public sealed class ConformanceException(string message) : Exception(message);
 
 /// <summary>One differentiable input of an op under test: its shape, value range and whether it gets a gradient.</summary>
 public sealed record Input(string Name, int[] Shape, double Low = -1, double High = 1, bool RequiresGrad = true);
@@ -41,8 +45,8 @@ public static class GradCheck
         Tensor y;
         using (tape.Record()) y = forward(tensors);
         var got = y.ToArray();
-        Assert.That(got.Length, Is.EqualTo(want.Length), $"{op}: output size");
-        AssertClose($"{op} forward", got, want, forwardTol, forwardTol);
+        if (got.Length != want.Length) throw new ConformanceException($"{op}: output has {got.Length} elements, expected {want.Length}");
+        CheckClose($"{op} forward", got, want, forwardTol, forwardTol);
 
         if (!inputs.Any(i => i.RequiresGrad))
         {
@@ -57,8 +61,7 @@ public static class GradCheck
         for (int i = 0; i < inputs.Length; i++)
         {
             if (!inputs[i].RequiresGrad) continue;
-            Assert.That(tensors[i].Grad, Is.Not.Null, $"{op}: no gradient reached input '{inputs[i].Name}'");
-            var analytic = tensors[i].Grad!.ToArray();
+            var analytic = (tensors[i].Grad ?? throw new ConformanceException($"{op}: no gradient reached input '{inputs[i].Name}'")).ToArray();
             var numeric = new double[rounded[i].Length];
             const double h = 1e-5;
             for (int j = 0; j < numeric.Length; j++)
@@ -71,7 +74,7 @@ public static class GradCheck
                 rounded[i][j] = keep;
                 numeric[j] = (plus - minus) / (2 * h);
             }
-            AssertClose($"{op} d/d{inputs[i].Name}", analytic, numeric, gradTol, gradTol);
+            CheckClose($"{op} d/d{inputs[i].Name}", analytic, numeric, gradTol, gradTol);
         }
         y.Dispose();
         foreach (var t in tensors) t.Dispose();
@@ -84,10 +87,10 @@ public static class GradCheck
         return s;
     }
 
-    /// <summary>Asserts |got − want| ≤ atol + rtol·|want| everywhere, reporting the worst element.</summary>
-    public static void AssertClose(string what, IReadOnlyList<float> got, IReadOnlyList<double> want, double atol, double rtol)
+    /// <summary>Checks |got − want| ≤ atol + rtol·|want| everywhere, reporting the worst element.</summary>
+    public static void CheckClose(string what, IReadOnlyList<float> got, IReadOnlyList<double> want, double atol, double rtol)
     {
-        Assert.That(got.Count, Is.EqualTo(want.Count), $"{what}: length");
+        if (got.Count != want.Count) throw new ConformanceException($"{what}: {got.Count} values, expected {want.Count}");
         int worst = -1;
         double worstExcess = 0;
         for (int i = 0; i < got.Count; i++)
@@ -100,6 +103,6 @@ public static class GradCheck
             }
         }
         if (worst >= 0)
-            Assert.Fail($"{what}: element {worst} is {got[worst]:G9}, expected {want[worst]:G9} (|Δ| {Math.Abs(got[worst] - want[worst]):G3} > {atol + rtol * Math.Abs(want[worst]):G3})");
+            throw new ConformanceException($"{what}: element {worst} is {got[worst]:G9}, expected {want[worst]:G9} (|Δ| {Math.Abs(got[worst] - want[worst]):G3} > {atol + rtol * Math.Abs(want[worst]):G3})");
     }
 }

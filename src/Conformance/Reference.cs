@@ -1,6 +1,6 @@
 using MathNet.Numerics;
 
-namespace Engine.Tests;
+namespace Engine.Conformance;
 
 /// <summary>Straightforward double-precision reference implementations, written from the math, not from the kernels.</summary>
 public static class Reference

@@ -1,0 +1,284 @@
+using Engine.Kernels;
+
+namespace Engine.Conformance;
+
+/// <summary>
+/// One conformance case per op, run on any device: forward against the double reference, every input gradient
+/// against central finite differences (<see cref="GradCheck"/>). Odd sizes on purpose. The NUnit tests run each
+/// case on every backend; <c>peft selftest</c> runs them on the device it is given.
+/// </summary>
+public static class OpCases
+{
+    /// <summary>Every case by name, in a stable order.</summary>
+    public static IReadOnlyList<(string Name, Action<Device> Run)> All { get; } =
+    [
+        ("Linear", Linear),
+        ("LayerNorm", LayerNorm),
+        ("Gelu", Gelu),
+        ("Softmax", Softmax),
+        ("Attention", Attention),
+        ("AttentionWithBiasAndMask", AttentionWithBiasAndMask),
+        ("Add", Add),
+        ("ScaleShift", ScaleShift),
+        ("CrossEntropy", CrossEntropy),
+        ("DepthwiseConv2d", DepthwiseConv2d),
+        ("PatchEmbed", PatchEmbed),
+        ("PatchConv", PatchConv),
+        ("PrependToken", PrependToken),
+        ("AddPositionEmbedding", AddPositionEmbedding),
+        ("TakeToken", TakeToken),
+        ("MeanTokens", MeanTokens),
+        ("WindowPartition", WindowPartition),
+        ("WindowReverse", WindowReverse),
+        ("PatchMerge", PatchMerge),
+        ("DropPath", DropPath),
+        ("Dropout", Dropout),
+        ("ReshapeView", ReshapeView),
+    ];
+
+
+    static void Linear(Device dev)
+    {
+        foreach (var (rows, N, K) in new[] { (7, 11, 13), (1, 5, 3), (3, 17, 197) })
+        {
+            GradCheck.Run(dev, $"Linear {rows}x{N}x{K}",
+                [new("x", [rows, K]), new("w", [N, K]), new("b", [N])],
+                t => Ops.Linear(t[0], t[1], t[2]),
+                v => Reference.Linear(v[0], v[1], v[2], rows, N, K));
+        }
+        // No bias, 3-d input, conv-shaped weight [N, C, p, p] flattened to K.
+        GradCheck.Run(dev, "Linear 3d / conv weight",
+            [new("x", [2, 3, 12]), new("w", [5, 3, 2, 2])],
+            t => Ops.Linear(t[0], t[1]),
+            v => Reference.Linear(v[0], v[1], null, 6, 5, 12));
+    }
+
+    static void LayerNorm(Device dev)
+    {
+        foreach (var (rows, C) in new[] { (7, 13), (3, 197), (1, 1) })
+        {
+            GradCheck.Run(dev, $"LayerNorm {rows}x{C}",
+                [new("x", [rows, C], -2, 2), new("w", [C], 0.5, 1.5), new("b", [C])],
+                t => Ops.LayerNorm(t[0], t[1], t[2], 1e-6f),
+                v => Reference.LayerNorm(v[0], v[1], v[2], rows, C, 1e-6), gradTol: C == 1 ? 1e-2 : 2e-4);
+        }
+        GradCheck.Run(dev, "LayerNorm no affine",
+            [new("x", [5, 9])],
+            t => Ops.LayerNorm(t[0], null, null, 1e-5f),
+            v => Reference.LayerNorm(v[0], null, null, 5, 9, 1e-5));
+    }
+
+    static void Gelu(Device dev)
+    {
+        // Vector body plus scalar tail (13 = 8 + 5), and a wide range for the erf tails.
+        GradCheck.Run(dev, "Gelu",
+            [new("x", [3, 13], -6, 6)],
+            t => Ops.Gelu(t[0]),
+            v => Reference.Gelu(v[0]), forwardTol: 1e-6, gradTol: 1e-5);
+    }
+
+    static void Softmax(Device dev)
+    {
+        GradCheck.Run(dev, "Softmax",
+            [new("x", [7, 13], -4, 4)],
+            t => Ops.Softmax(t[0]),
+            v => Reference.Softmax(v[0], 7, 13));
+    }
+
+    static void Attention(Device dev)
+    {
+        int B = 2, T = 13, NH = 2, HD = 3;
+        GradCheck.Run(dev, "Attention",
+            [new("qkv", [B, T, 3 * NH * HD], -2, 2)],
+            t => Ops.Attention(t[0], NH),
+            v => Reference.Attention(v[0], B, T, NH, HD, null, null, 1));
+    }
+
+    static void AttentionWithBiasAndMask(Device dev)
+    {
+        // Swin-style: 2 images × 2 windows of 4 tokens, relative bias per head, −100 mask per window.
+        int B = 4, T = 4, NH = 2, HD = 2, nW = 2;
+        var maskValues = new double[nW * T * T];
+        for (int i = 0; i < maskValues.Length; i++) maskValues[i] = CounterRng.Uniform(99, (ulong)i) < 0.3 ? -100 : 0;
+        using var mask = Tensor.FromArray(dev, maskValues.Select(m => (float)m).ToArray(), nW, T, T);
+        GradCheck.Run(dev, "Attention bias+mask",
+            [new("qkv", [B, T, 3 * NH * HD], -2, 2), new("bias", [NH, T, T])],
+            t => Ops.Attention(t[0], NH, t[1], mask),
+            v => Reference.Attention(v[0], B, T, NH, HD, v[1], maskValues, nW));
+    }
+
+    static void Add(Device dev)
+    {
+        GradCheck.Run(dev, "Add",
+            [new("a", [7, 13]), new("b", [7, 13])],
+            t => Ops.Add(t[0], t[1]),
+            v => v[0].Zip(v[1], (a, b) => a + b).ToArray());
+    }
+
+    static void ScaleShift(Device dev)
+    {
+        GradCheck.Run(dev, "ScaleShift",
+            [new("x", [2, 7, 13]), new("scale", [13]), new("shift", [13])],
+            t => Ops.ScaleShift(t[0], t[1], t[2]),
+            v => Enumerable.Range(0, v[0].Length).Select(i => v[0][i] * v[1][i % 13] + v[2][i % 13]).ToArray());
+    }
+
+    static void CrossEntropy(Device dev)
+    {
+        int B = 7, V = 13;
+        int[] targets = [0, 12, 5, 5, 3, 7, 11];
+        using var tt = Tensor.FromArray(dev, targets, B);
+        foreach (float eps in new[] { 0f, 0.1f })
+        {
+            GradCheck.Run(dev, $"CrossEntropy eps={eps}",
+                [new("logits", [B, V], -3, 3)],
+                t => Ops.CrossEntropy(t[0], tt, eps),
+                v => [Reference.CrossEntropy(v[0], targets, B, V, eps)]);
+        }
+    }
+
+    static void DepthwiseConv2d(Device dev)
+    {
+        foreach (var (N, H, W, C, k, pad) in new[] { (2, 7, 5, 3, 3, 1), (1, 9, 9, 2, 7, 3), (1, 4, 6, 5, 3, 0) })
+        {
+            GradCheck.Run(dev, $"DepthwiseConv2d k{k} pad{pad}",
+                [new("x", [N, H, W, C]), new("w", [C, 1, k, k]), new("b", [C])],
+                t => Ops.DepthwiseConv2d(t[0], t[1], t[2], pad),
+                v => Reference.DepthwiseConv(v[0], v[1], v[2], N, H, W, C, k, pad));
+        }
+    }
+
+    static void PatchEmbed(Device dev)
+    {
+        int N = 2, C = 3, H = 8, W = 12, p = 4, D = 5;
+        GradCheck.Run(dev, "PatchEmbed (NCHW)",
+            [new("x", [N, C, H, W]), new("w", [D, C, p, p]), new("b", [D])],
+            t => Ops.PatchEmbed(t[0], t[1], t[2]),
+            v => Reference.PatchConv(v[0], v[1], v[2], N, C, H, W, p, D, channelsLast: false));
+    }
+
+    static void PatchConv(Device dev)
+    {
+        int N = 2, C = 3, H = 6, W = 4, p = 2, O = 7;
+        GradCheck.Run(dev, "PatchConv (NHWC, stride 2)",
+            [new("x", [N, H, W, C]), new("w", [O, C, p, p]), new("b", [O])],
+            t => Ops.PatchConv(t[0], t[1], t[2]),
+            v => Reference.PatchConv(v[0], v[1], v[2], N, C, H, W, p, O, channelsLast: true));
+    }
+
+    static void PrependToken(Device dev)
+    {
+        int B = 2, T = 7, C = 3;
+        GradCheck.Run(dev, "PrependToken",
+            [new("x", [B, T, C]), new("cls", [1, 1, C])],
+            t => Ops.PrependToken(t[0], t[1]),
+            v => Enumerable.Range(0, B).SelectMany(b => v[1].Concat(v[0].Skip(b * T * C).Take(T * C))).ToArray());
+    }
+
+    static void AddPositionEmbedding(Device dev)
+    {
+        int B = 3, T = 5, C = 7;
+        GradCheck.Run(dev, "AddPositionEmbedding",
+            [new("x", [B, T, C]), new("pos", [1, T, C])],
+            t => Ops.AddPositionEmbedding(t[0], t[1]),
+            v => Enumerable.Range(0, v[0].Length).Select(i => v[0][i] + v[1][i % (T * C)]).ToArray());
+    }
+
+    static void TakeToken(Device dev)
+    {
+        int B = 3, T = 5, C = 7;
+        foreach (int index in new[] { 0, 4 })
+        {
+            GradCheck.Run(dev, $"TakeToken {index}",
+                [new("x", [B, T, C])],
+                t => Ops.TakeToken(t[0], index),
+                v => Enumerable.Range(0, B).SelectMany(b => v[0].Skip((b * T + index) * C).Take(C)).ToArray());
+        }
+    }
+
+    static void MeanTokens(Device dev)
+    {
+        int B = 2, H = 3, W = 5, C = 7;
+        GradCheck.Run(dev, "MeanTokens",
+            [new("x", [B, H, W, C])],
+            t => Ops.MeanTokens(t[0]),
+            v => Enumerable.Range(0, B * C).Select(i =>
+                Enumerable.Range(0, H * W).Average(t => v[0][(i / C * H * W + t) * C + i % C])).ToArray());
+    }
+
+    static void WindowPartition(Device dev)
+    {
+        int B = 2, H = 6, W = 9, C = 2, ws = 3;
+        foreach (int shift in new[] { 0, 1 })
+        {
+            GradCheck.Run(dev, $"WindowPartition shift {shift}",
+                [new("x", [B, H, W, C])],
+                t => Ops.WindowPartition(t[0], ws, shift),
+                v => Reference.WindowPartition(v[0], B, H, W, C, ws, shift));
+        }
+    }
+
+    static void WindowReverse(Device dev)
+    {
+        int B = 2, H = 6, W = 9, C = 2, ws = 3, shift = 2;
+        // Reverse is the inverse permutation: reverse(partition(x)) = x, checked with the partition reference inverted.
+        var perm = Reference.WindowPartition(Enumerable.Range(0, B * H * W * C).Select(i => (double)i).ToArray(), B, H, W, C, ws, shift);
+        GradCheck.Run(dev, "WindowReverse",
+            [new("windows", [B * (H / ws) * (W / ws), ws * ws, C])],
+            t => Ops.WindowReverse(t[0], H, W, shift),
+            v =>
+            {
+                var x = new double[v[0].Length];
+                for (int i = 0; i < perm.Length; i++) x[(int)perm[i]] = v[0][i];
+                return x;
+            });
+    }
+
+    static void PatchMerge(Device dev)
+    {
+        int B = 2, H = 4, W = 6, C = 3;
+        GradCheck.Run(dev, "PatchMerge",
+            [new("x", [B, H, W, C])],
+            t => Ops.PatchMerge(t[0]),
+            v => Reference.PatchMerge(v[0], B, H, W, C));
+    }
+
+    static void DropPath(Device dev)
+    {
+        int B = 16, T = 3, C = 5;
+        const float p = 0.25f;
+        const ulong seed = 42;
+        GradCheck.Run(dev, "DropPath",
+            [new("x", [B, T, C])],
+            t => Ops.DropPath(t[0], p, seed),
+            v => Enumerable.Range(0, v[0].Length)
+                .Select(i => CounterRng.Uniform(seed, (ulong)(i / (T * C))) >= p ? v[0][i] / (1 - p) : 0).ToArray());
+    }
+
+    static void Dropout(Device dev)
+    {
+        const float p = 0.3f;
+        const ulong seed = 7;
+        GradCheck.Run(dev, "Dropout",
+            [new("x", [7, 13])],
+            t => Ops.Dropout(t[0], p, seed),
+            v => Enumerable.Range(0, v[0].Length).Select(i => CounterRng.Uniform(seed, (ulong)i) >= p ? v[0][i] / (1 - p) : 0).ToArray());
+        // The mask drops close to p of a large tensor, and a different seed gives a different mask.
+        using var ones = Tensor.FromArray(dev, Enumerable.Repeat(1f, 100_000).ToArray(), 100_000);
+        using var a = Ops.Dropout(ones, p, seed);
+        using var b = Ops.Dropout(ones, p, seed + 1);
+        var av = a.ToArray();
+        double dropped = av.Count(x => x == 0) / 1e5;
+        if (Math.Abs(dropped - p) > 0.01) throw new ConformanceException($"Dropout: dropped {dropped:P2} of 100,000 elements, expected {p:P0} ± 1%");
+        if (av.AsSpan().SequenceEqual(b.ToArray())) throw new ConformanceException("Dropout: seeds 7 and 8 gave the same mask");
+    }
+
+    static void ReshapeView(Device dev)
+    {
+        // A reshape inside the graph still routes gradients to the original tensor.
+        GradCheck.Run(dev, "Reshape then Softmax",
+            [new("x", [3, 4, 5])],
+            t => Ops.Softmax(t[0].Reshape(12, 5)),
+            v => Reference.Softmax(v[0], 12, 5));
+    }
+}

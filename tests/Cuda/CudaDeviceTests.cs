@@ -1,0 +1,63 @@
+using Engine.Kernels.Cuda;
+
+namespace Engine.Tests;
+
+/// <summary>The emulated device's launch checks, and clean "no GPU" detection on machines without one.</summary>
+[TestFixture]
+public unsafe class CudaDeviceTests
+{
+    static EmulatedRuntime Emulator()
+    {
+        if (!EmulatedRuntime.TryCreate(out var runtime, out var reason)) Assert.Ignore($"emulated CUDA device unavailable: {reason}");
+        return runtime!;
+    }
+
+    [Test]
+    public void TheEmulatorExportsEveryKernelOfEveryFamily()
+    {
+        var runtime = Emulator();
+        Assert.That(runtime.KernelNames, Is.EquivalentTo(KernelSources.FileOfKernel.Keys));
+        Assert.That(KernelSources.FileOfKernel.Keys, Does.Contain("layernorm_forward").And.Contain("adam_step"));
+    }
+
+    [Test]
+    public void LaunchesAreCheckedAgainstTheKernelSignature()
+    {
+        var runtime = Emulator();
+        ulong buffer = runtime.Allocate(64);
+        try
+        {
+            float* x = (float*)buffer;
+            var e = Assert.Throws<InvalidOperationException>(() => runtime.Launch("fill", 1, 32, x, 16L))!;
+            Assert.That(e.Message, Does.Contain("fill takes 3 arguments, launch passed 2"));
+            e = Assert.Throws<InvalidOperationException>(() => runtime.Launch("fill", 1, 32, x, 16, 1f))!;
+            Assert.That(e.Message, Does.Contain("fill argument 1 is 8 bytes, launch passed 4"));
+            e = Assert.Throws<InvalidOperationException>(() => runtime.Launch("no_such_kernel", 1, 32, x))!;
+            Assert.That(e.Message, Does.Contain("no_such_kernel"));
+            e = Assert.Throws<InvalidOperationException>(() => runtime.Launch("fill", 1, 2048, x, 16L, 1f))!;
+            Assert.That(e.Message, Does.Contain("invalid launch"));
+
+            runtime.Launch("fill", 1, 32, x, 16L, 2.5f);
+            Assert.That(new ReadOnlySpan<float>(x, 16).ToArray(), Is.All.EqualTo(2.5f));
+        }
+        finally
+        {
+            runtime.Free(buffer);
+        }
+    }
+
+    [Test]
+    public void WithoutAGpuOpeningCudaReportsAReason()
+    {
+        if (CudaDevice.TryOpen(out var device, out _))
+        {
+            device!.Dispose();
+            Assert.Ignore("a GPU is present; the no-GPU path is not reachable here");
+        }
+        Assert.That(CudaDevice.TryOpen(out var none, out var reason), Is.False);
+        Assert.That(none, Is.Null);
+        Assert.That(reason, Does.StartWith("no NVIDIA driver").Or.StartWith("no usable GPU").Or.StartWith("no GPU")
+            .Or.StartWith("no NVRTC").Or.StartWith("no cuBLAS"));
+        TestContext.Out.WriteLine(reason);
+    }
+}
