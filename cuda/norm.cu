@@ -1,6 +1,7 @@
 // norm.cu: LayerNorm over the last dimension and the SSF scale-shift. Row kernels give one warp per row
 // (256-thread blocks, 8 rows each); parameter gradients are column sums over rows in a fixed order, so results
-// are deterministic. Shapes: x, y, dy, dx [rows, C]; weight, bias, scale, shift [C]; mean, rstd [rows].
+// are deterministic. Shapes: x, y, dy, dx [rows, C]; weight, bias, scale, shift [C]; mean, rstd [rows] (null in
+// inference).
 #include "common.cuh"
 
 extern "C" __global__ void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* weight,
@@ -26,11 +27,8 @@ extern "C" __global__ void layernorm_forward(float* y, float* mean, float* rstd,
             float n = (xr[c] - m) * r;
             yr[c] = n * (weight ? weight[c] : 1.f) + (bias ? bias[c] : 0.f);
         }
-        if (lane == 0)
-        {
-            mean[row] = m;
-            rstd[row] = r;
-        }
+        if (lane == 0 && mean) mean[row] = m; // null in inference: nothing is saved
+        if (lane == 0 && rstd) rstd[row] = r;
     }
 }
 

@@ -20,21 +20,22 @@ public static class DemoCommand
         var lr = new Option<float>("--lr") { Description = "Peak AdamW learning rate (cosine decay)", DefaultValueFactory = _ => 2e-3f };
         var seed = new Option<ulong>("--seed") { Description = "Seed for data, initialisation and drop-path", DefaultValueFactory = _ => 1 };
         var threads = new Option<int>("--threads") { Description = "CPU threads (default: all)", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var device = DeviceOption.Create();
         var command = new Command("demo", "Train a tiny ViT on a generated pattern-detection image task and report loss and accuracy.")
         {
-            steps, batch, lr, seed, threads,
+            steps, batch, lr, seed, threads, device,
         };
-        command.SetAction(r => Run(r.GetValue(steps), r.GetValue(batch), r.GetValue(lr), r.GetValue(seed), r.GetValue(threads)));
+        command.SetAction(r => Run(r.GetValue(steps), r.GetValue(batch), r.GetValue(lr), r.GetValue(seed), r.GetValue(threads), r.GetValue(device)!));
         return command;
     }
 
-    static int Run(int steps, int batchSize, float peakLr, ulong seed, int threads)
+    static int Run(int steps, int batchSize, float peakLr, ulong seed, int threads, string deviceName)
     {
         if (steps < 1) throw new ArgumentException($"--steps must be at least 1 (got {steps})");
         if (batchSize < 1) throw new ArgumentException($"--batch-size must be at least 1 (got {batchSize})");
         CpuParallel.Threads = threads;
         var config = new VitConfig { img_size = 16, patch_size = 4, in_chans = 1, embed_dim = 48, depth = 2, num_heads = 4, mlp_ratio = 2, num_classes = 4, drop_path_rate = 0.05f };
-        var device = Device.Cpu;
+        var device = DeviceOption.Resolve(deviceName);
         var task = new PatternTask(config.in_chans, config.img_size, config.patch_size, config.num_classes, seed);
         using var model = new VisionTransformer(device, config, seed);
         using var opt = new Adam(model.Parameters, new AdamOptions { LearningRate = peakLr, WeightDecay = 0.05f });
@@ -43,7 +44,7 @@ public static class DemoCommand
         using var evalInput = Tensor.FromArray(device, evalX, evalY.Length, config.in_chans, config.img_size, config.img_size);
 
         Console.WriteLine($"demo: ViT ({config.img_size}×{config.img_size}, patch {config.patch_size}, {model.Parameters.Sum(p => p.Count):N0} parameters) on a {config.num_classes}-class " +
-                          $"pattern task, {steps} steps of {batchSize}, {CpuParallel.Threads} thread(s), GEMM {CpuGemm.Isa}");
+                          $"pattern task, {steps} steps of {batchSize}, on {(device is CudaDevice cuda ? cuda.Runtime.Description : $"the CPU ({CpuParallel.Threads} thread(s), GEMM {CpuGemm.Isa})")}");
         Console.WriteLine($"chance accuracy {100.0 / config.num_classes:F1}%; held-out accuracy at step 0: {Accuracy(model, evalInput, evalY):F1}%");
         Console.WriteLine(" step      loss   train acc   held-out acc   img/s");
         var tape = new Tape();

@@ -5,18 +5,32 @@ namespace Engine.Cli;
 /// <summary>The shared <c>--device</c> option and its resolution to an engine device.</summary>
 public static class DeviceOption
 {
-    /// <summary>Creates the option (cpu, cuda or auto).</summary>
+    /// <summary>Creates the option.</summary>
     public static Option<string> Create() => new("--device")
     {
-        Description = "Where to run: cpu, cuda or auto (cuda when a GPU backend is available, else cpu)",
+        Description = "Where to run: cpu, cuda (a GPU), emulated-cuda (the CUDA kernels on CPU threads; slow, for checking) " +
+                      "or auto (cuda when a GPU is usable, else cpu)",
         DefaultValueFactory = _ => "auto",
     };
 
-    /// <summary>The device for a <c>--device</c> value; the reason is printed when auto falls back to the CPU.</summary>
-    public static Device Resolve(string name) => name switch
+    /// <summary>The device for a <c>--device</c> value. An unusable GPU is an error naming the reason for <c>cuda</c>,
+    /// and a "device: cpu (reason)" line on stdout for <c>auto</c>, which then runs on the CPU.</summary>
+    public static Device Resolve(string name)
     {
-        "cpu" or "auto" => Device.Cpu,
-        "cuda" => throw new ArgumentException("--device cuda: this build has no CUDA backend yet; use --device cpu"),
-        _ => throw new ArgumentException($"--device must be cpu, cuda or auto (got '{name}')"),
-    };
+        switch (name)
+        {
+            case "cpu":
+                return Device.Cpu;
+            case "cuda":
+                return CudaDevice.TryOpen(out var gpu, out var reason) ? gpu! : throw new InvalidOperationException($"--device cuda: {reason}");
+            case "emulated-cuda":
+                return CudaDevice.TryOpenEmulated(out var emulated, out reason) ? emulated! : throw new InvalidOperationException($"--device emulated-cuda: {reason}");
+            case "auto":
+                if (CudaDevice.TryOpen(out gpu, out reason)) return gpu!;
+                Console.WriteLine($"device: cpu ({reason})");
+                return Device.Cpu;
+            default:
+                throw new ArgumentException($"--device must be cpu, cuda, emulated-cuda or auto (got '{name}')");
+        }
+    }
 }

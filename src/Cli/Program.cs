@@ -5,11 +5,13 @@ var root = new RootCommand("peft: a native-kernel transformer engine for paramet
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(InferCommand.Create());
 root.Subcommands.Add(InspectCommand.Create());
+root.Subcommands.Add(SelftestCommand.Create());
 try
 {
     return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
-catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or InvalidOperationException or ArithmeticException)
+catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or InvalidOperationException or ArithmeticException
+                           or Engine.Kernels.Cuda.CudaException or Engine.Kernels.Cuda.CudaCompileException)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     return 1;

@@ -45,6 +45,14 @@ public static class GradCheck
         Tensor y;
         using (tape.Record()) y = forward(tensors);
         var got = y.ToArray();
+        // Inference (no tape) takes other paths in some kernels (nothing saved for backward); it must agree exactly.
+        using (var inference = forward(tensors))
+        {
+            var plain = inference.ToArray();
+            for (int j = 0; j < Math.Min(plain.Length, got.Length); j++)
+                if (BitConverter.SingleToInt32Bits(plain[j]) != BitConverter.SingleToInt32Bits(got[j]))
+                    throw new ConformanceException($"{op}: inference forward differs from the recorded forward at element {j} ({plain[j]:G9} vs {got[j]:G9})");
+        }
         if (got.Length != want.Length) throw new ConformanceException($"{op}: output has {got.Length} elements, expected {want.Length}");
         CheckClose($"{op} forward", got, want, forwardTol, forwardTol);
 

@@ -49,7 +49,7 @@ public unsafe interface IKernels
 
     // ---------------------------------------------------------------- normalisation and activations
     /// <summary>LayerNorm over the last dim. x,y [rows,C]; weight,bias [C] (null = identity);
-    /// mean, rstd [rows] saved for backward.</summary>
+    /// mean, rstd [rows] saved for backward (null in inference: not written).</summary>
     void LayerNormForward(float* y, float* mean, float* rstd, float* x, float* weight, float* bias, int rows, int C, float eps);
     /// <summary>dx [rows,C] (null to skip); dweight, dbias [C] accumulate (null to skip).</summary>
     void LayerNormBackward(float* dx, float* dweight, float* dbias, float* dy, float* x, float* weight,

@@ -118,7 +118,32 @@ public class CliTests
         Assert.That(code, Is.Not.Zero, "missing required options");
     }
 
-    [TestCase("demo"), TestCase("infer"), TestCase("inspect")]
+    [Test]
+    public void SelftestRunsTheConformanceCasesAndBenchmarksOnTheEmulatedDevice()
+    {
+        var (code, stdout, _) = Peft("selftest", "--device", "emulated-cuda", "--filter", "LayerNorm", "--bench", "--bench-size", "small");
+        if (code == 3) Assert.Ignore($"emulated CUDA device unavailable: {stdout}");
+        Assert.That(code, Is.Zero);
+        Assert.That(stdout, Does.Contain("device: emulated-cuda").And.Contain("LayerNorm ").And.Contain("1 passed, 0 failed"));
+        foreach (var row in new[] { "device-to-device copy", "layernorm forward", "adam step", "GEMM attn proj FP32", "launch overhead (host)" })
+            Assert.That(stdout, Does.Contain(row), "benchmark rows");
+    }
+
+    [Test]
+    public void SelftestOnAMissingGpuSaysWhyWithExitCode3()
+    {
+        if (Engine.CudaDevice.TryOpen(out var gpu, out _))
+        {
+            gpu!.Dispose();
+            Assert.Ignore("a GPU is present");
+        }
+        var (code, stdout, stderr) = Peft("selftest", "--device", "cuda");
+        Assert.That(code, Is.EqualTo(3));
+        Assert.That(stdout, Does.StartWith("no GPU: "));
+        Assert.That(stderr, Is.Empty);
+    }
+
+    [TestCase("demo"), TestCase("infer"), TestCase("inspect"), TestCase("selftest")]
     public void EveryCommandHasHelp(string command)
     {
         var (code, stdout, _) = Peft(command, "--help");

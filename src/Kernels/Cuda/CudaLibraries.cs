@@ -27,22 +27,34 @@ public static class CudaLibraries
     /// <summary>Installs the resolver (idempotent); call before the first CUDA P/Invoke.</summary>
     public static void EnsureResolver() { }
 
-    /// <summary>Loads the library for <paramref name="name"/> ("cuda", "nvrtc", "cublas", "cublasLt").</summary>
+    /// <summary>Folders tried after the loader's own search path: the application's folder, then a CUDA toolkit
+    /// ($CUDA_PATH, $CUDA_HOME, /usr/local/cuda).</summary>
+    static IEnumerable<string> ExtraFolders()
+    {
+        yield return AppContext.BaseDirectory;
+        foreach (var variable in new[] { "CUDA_PATH", "CUDA_HOME" })
+            if (Environment.GetEnvironmentVariable(variable) is { Length: > 0 } root) yield return Path.Combine(root, "lib64");
+        yield return "/usr/local/cuda/lib64";
+    }
+
+    /// <summary>Loads the library for <paramref name="name"/> ("cuda", "nvrtc", "cublas", "cublasLt"): each soname,
+    /// newest first, from the loader's path, then from <see cref="ExtraFolders"/>.</summary>
     public static bool TryLoad(string name, out string soname, out string reason)
     {
         lock (Gate)
         {
             foreach (var candidate in Sonames[name])
-                if (NativeLibrary.TryLoad(candidate, out var handle))
-                {
-                    Loaded[name] = handle;
-                    soname = candidate;
-                    reason = "";
-                    return true;
-                }
+                foreach (var path in ExtraFolders().Select(f => Path.Combine(f, candidate)).Prepend(candidate))
+                    if (NativeLibrary.TryLoad(path, out var handle))
+                    {
+                        Loaded[name] = handle;
+                        soname = path;
+                        reason = "";
+                        return true;
+                    }
         }
         soname = "";
-        reason = $"{name}: none of {string.Join(", ", Sonames[name])} could be loaded";
+        reason = $"{name}: none of {string.Join(", ", Sonames[name])} could be loaded (searched the loader path, the application folder, $CUDA_PATH, $CUDA_HOME and /usr/local/cuda)";
         return false;
     }
 

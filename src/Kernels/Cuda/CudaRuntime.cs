@@ -29,8 +29,22 @@ public abstract unsafe class CudaRuntime : IDisposable
     /// <summary>Copies device → host after all queued work; returns when the data is in <paramref name="dst"/>.</summary>
     public abstract void CopyToHost(void* dst, ulong src, long bytes);
 
+    /// <summary>Queues a device-to-device copy (the bandwidth yardstick of the benchmarks).</summary>
+    public abstract void CopyDeviceToDevice(ulong dst, ulong src, long bytes);
+
     /// <summary>Waits for all queued work.</summary>
     public abstract void Synchronize();
+
+    /// <summary>Runs <paramref name="work"/> (which queues device work) <paramref name="repeats"/> times and returns the
+    /// mean milliseconds per repeat: host clock around a synchronised run here, GPU events on a real device.</summary>
+    public virtual double TimeMilliseconds(Action work, int repeats)
+    {
+        Synchronize();
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        for (int i = 0; i < repeats; i++) work();
+        Synchronize();
+        return System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds / repeats;
+    }
 
     /// <summary>Queues kernel <paramref name="kernel"/> (an <c>extern "C"</c> name from cuda/*.cu). args[i] points at
     /// argument i, sizes[i] is its size in bytes.</summary>

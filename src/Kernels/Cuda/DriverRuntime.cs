@@ -167,8 +167,8 @@ public sealed unsafe class DriverRuntime : CudaRuntime
         Synchronize();
     }
 
-    /// <summary>Queues a device-to-device copy (the bandwidth yardstick of the benchmarks).</summary>
-    public void CopyDeviceToDevice(ulong dst, ulong src, long bytes)
+    /// <inheritdoc/>
+    public override void CopyDeviceToDevice(ulong dst, ulong src, long bytes)
     {
         MakeCurrent();
         Check(cuMemcpyDtoDAsync_v2(dst, src, (nuint)bytes, _stream), "cuMemcpyDtoDAsync_v2");
@@ -206,7 +206,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
 
     /// <summary>Runs <paramref name="work"/> (which queues on this stream) <paramref name="repeats"/> times between two
     /// recorded events; returns the mean milliseconds per repeat measured on the GPU.</summary>
-    public double TimeMilliseconds(Action work, int repeats)
+    public override double TimeMilliseconds(Action work, int repeats)
     {
         MakeCurrent();
         Check(cuEventCreate(out var start, 0), "cuEventCreate");

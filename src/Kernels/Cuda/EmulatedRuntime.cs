@@ -125,6 +125,9 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     public override void CopyToHost(void* dst, ulong src, long bytes) => Buffer.MemoryCopy((void*)src, dst, bytes, bytes);
 
     /// <inheritdoc/>
+    public override void CopyDeviceToDevice(ulong dst, ulong src, long bytes) => Buffer.MemoryCopy((void*)src, (void*)dst, bytes, bytes);
+
+    /// <inheritdoc/>
     public override void Synchronize() { }
 
     /// <inheritdoc/>

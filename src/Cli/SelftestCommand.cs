@@ -1,0 +1,107 @@
+using System.CommandLine;
+using System.Diagnostics;
+using Engine.Conformance;
+using Engine.Kernels.Cuda;
+
+namespace Engine.Cli;
+
+/// <summary>
+/// <c>peft selftest</c>: the op conformance suite (the same cases the NUnit tests run) on one device, with a results
+/// table, and optionally the device benchmarks. This is how a GPU machine without the .NET SDK checks the CUDA
+/// backend (tools/gpu-check.sh). Exit codes: 0 all passed, 1 a case failed or bad arguments, 3 the device is not
+/// available here (for example no GPU), with the reason.
+/// </summary>
+public static class SelftestCommand
+{
+    /// <summary>Exit code when the requested device cannot be opened.</summary>
+    public const int DeviceUnavailable = 3;
+
+    /// <summary>Builds the command.</summary>
+    public static Command Create()
+    {
+        var device = new Option<string>("--device")
+        {
+            Description = "Device to check: cuda (a GPU), emulated-cuda (the CUDA kernels on CPU threads) or cpu",
+            DefaultValueFactory = _ => "cuda",
+        };
+        var filter = new Option<string?>("--filter") { Description = "Run only the cases whose name contains this text" };
+        var bench = new Option<bool>("--bench") { Description = "Also run the device benchmarks (CUDA devices only)" };
+        var benchSize = new Option<string>("--bench-size")
+        {
+            Description = "full (ViT-B/16 training sizes) or small (a quick run)",
+            DefaultValueFactory = _ => "full",
+        };
+        var command = new Command("selftest", "Check every op on a device against double-precision references and finite differences; optionally benchmark it.")
+        {
+            device, filter, bench, benchSize,
+        };
+        command.SetAction(r => Run(r.GetValue(device)!, r.GetValue(filter), r.GetValue(bench), r.GetValue(benchSize)!));
+        return command;
+    }
+
+    static int Run(string deviceName, string? filter, bool bench, string benchSize)
+    {
+        if (benchSize is not ("full" or "small")) throw new ArgumentException($"--bench-size must be full or small (got '{benchSize}')");
+        Device device;
+        switch (deviceName)
+        {
+            case "cpu":
+                device = Device.Cpu;
+                break;
+            case "cuda" or "emulated-cuda":
+                bool opened = deviceName == "cuda" ? CudaDevice.TryOpen(out var cuda, out var reason) : CudaDevice.TryOpenEmulated(out cuda, out reason);
+                if (!opened)
+                {
+                    Console.WriteLine($"{(deviceName == "cuda" ? "no GPU" : "no emulated CUDA device")}: {reason}");
+                    return DeviceUnavailable;
+                }
+                device = cuda!;
+                break;
+            default:
+                throw new ArgumentException($"--device must be cuda, emulated-cuda or cpu (got '{deviceName}')");
+        }
+
+        Console.WriteLine($"device: {device.Name}{(device is CudaDevice d ? $" ({d.Runtime.Description})" : "")}");
+        if (Nvrtc.IsAvailable(out var nvrtcReason)) Console.WriteLine($"NVRTC: {Nvrtc.Version.Major}.{Nvrtc.Version.Minor}");
+        else Console.WriteLine($"NVRTC: not available ({nvrtcReason})");
+
+        var cases = OpCases.All.Where(c => filter == null || c.Name.Contains(filter, StringComparison.OrdinalIgnoreCase)).ToList();
+        if (cases.Count == 0) throw new ArgumentException($"--filter '{filter}' matches no case; cases: {string.Join(", ", OpCases.All.Select(c => c.Name))}");
+        Console.WriteLine($"\nop conformance, {cases.Count} case(s):");
+        Console.WriteLine($"  {"case",-26} {"result",-6} {"ms",8}");
+        int failed = 0;
+        foreach (var (name, run) in cases)
+        {
+            var clock = Stopwatch.StartNew();
+            string? failure = null;
+            try
+            {
+                run(device);
+            }
+            catch (Exception e) when (e is ConformanceException or CudaException or InvalidOperationException)
+            {
+                failure = e.Message;
+                failed++;
+            }
+            Console.WriteLine($"  {name,-26} {(failure == null ? "ok" : "FAIL"),-6} {clock.Elapsed.TotalMilliseconds,8:F0}{(failure == null ? "" : $"  {failure}")}");
+        }
+        Console.WriteLine($"{cases.Count - failed} passed, {failed} failed");
+
+        if (bench)
+        {
+            if (device is not CudaDevice cudaDevice) throw new ArgumentException("--bench needs --device cuda or emulated-cuda");
+            PrintBenchmarks(cudaDevice, benchSize == "full");
+        }
+        return failed == 0 ? 0 : 1;
+    }
+
+    static void PrintBenchmarks(CudaDevice device, bool full)
+    {
+        Console.WriteLine($"\ndevice benchmarks ({(full ? "ViT-B/16 training sizes" : "small sizes")}{(device.Runtime is EmulatedRuntime ? "; emulated device: these time the emulator, not a GPU" : "")}):");
+        Console.WriteLine($"  {"benchmark",-28} {"shape",-22} {"ms",10} {"GB/s",9} {"% copy",7} {"TFLOP/s",8} {"µs",7}");
+        static string Cell(double? v, string format, int width) => (v.HasValue ? v.Value.ToString(format) : "").PadLeft(width);
+        DeviceBenchmarks.Run(device, full, row => Console.WriteLine(
+            $"  {row.Name,-28} {row.Shape,-22} {row.Milliseconds,10:F4} {Cell(row.GBps, "F1", 9)} {Cell(row.PercentOfCopy, "F0", 7)} " +
+            $"{Cell(row.Tflops, "F2", 8)} {Cell(row.Microseconds, "F2", 7)}"));
+    }
+}
