@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the CPU benchmarks and prints the README tables at the end.
+# Runs the CPU benchmarks and prints the README tables at the end, or the CUDA device benchmarks.
 #   bash bench/run.sh                      # everything
 #   bash bench/run.sh --filter '*Gemm*'    # BenchmarkDotNet arguments pass through
+#   bash bench/run.sh cuda                 # the CUDA device benchmarks (needs a GPU; exit 3 with the reason otherwise)
+#   bash bench/run.sh cuda --emulated      # the same code on the emulated device, small sizes
 # OpenBLAS 0.3.21 misdetects AVX-512 Zen parts as Haswell; on CPUs with avx512f we force its SkylakeX kernels.
 # The variable must be set before the library loads, which .NET cannot do from inside the process.
 set -euo pipefail

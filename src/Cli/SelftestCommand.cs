@@ -90,18 +90,8 @@ public static class SelftestCommand
         if (bench)
         {
             if (device is not CudaDevice cudaDevice) throw new ArgumentException("--bench needs --device cuda or emulated-cuda");
-            PrintBenchmarks(cudaDevice, benchSize == "full");
+            DeviceBenchmarks.RunAndPrint(cudaDevice, benchSize == "full", Console.Out);
         }
         return failed == 0 ? 0 : 1;
-    }
-
-    static void PrintBenchmarks(CudaDevice device, bool full)
-    {
-        Console.WriteLine($"\ndevice benchmarks ({(full ? "ViT-B/16 training sizes" : "small sizes")}{(device.Runtime is EmulatedRuntime ? "; emulated device: these time the emulator, not a GPU" : "")}):");
-        Console.WriteLine($"  {"benchmark",-28} {"shape",-22} {"ms",10} {"GB/s",9} {"% copy",7} {"TFLOP/s",8} {"µs",7}");
-        static string Cell(double? v, string format, int width) => (v.HasValue ? v.Value.ToString(format) : "").PadLeft(width);
-        DeviceBenchmarks.Run(device, full, row => Console.WriteLine(
-            $"  {row.Name,-28} {row.Shape,-22} {row.Milliseconds,10:F4} {Cell(row.GBps, "F1", 9)} {Cell(row.PercentOfCopy, "F0", 7)} " +
-            $"{Cell(row.Tflops, "F2", 8)} {Cell(row.Microseconds, "F2", 7)}"));
     }
 }

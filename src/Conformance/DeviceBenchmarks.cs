@@ -17,6 +17,18 @@ public sealed record BenchmarkRow(string Name, string Shape, double Milliseconds
 /// </summary>
 public static unsafe class DeviceBenchmarks
 {
+    /// <summary>Runs every benchmark and prints a markdown table row by row as results arrive.</summary>
+    public static void RunAndPrint(CudaDevice device, bool full, TextWriter output)
+    {
+        output.WriteLine($"\ndevice benchmarks on {device.Runtime.Description}, {(full ? "ViT-B/16 training sizes (batch 64)" : "small sizes")}" +
+                         (device.Runtime is EmulatedRuntime ? "; emulated device: these numbers time the emulator, not a GPU" : ""));
+        output.WriteLine("\n| benchmark | shape | ms | GB/s | % of copy | TFLOP/s | µs |\n|---|---|---|---|---|---|---|");
+        static string Cell(double? v, string format) => v.HasValue ? v.Value.ToString(format, System.Globalization.CultureInfo.InvariantCulture) : "";
+        Run(device, full, row => output.WriteLine(
+            $"| {row.Name} | {row.Shape} | {Cell(row.Milliseconds, "F4")} | {Cell(row.GBps, "F1")} | {Cell(row.PercentOfCopy, "F0")} | " +
+            $"{Cell(row.Tflops, "F2")} | {Cell(row.Microseconds, "F2")} |"));
+    }
+
     /// <summary>Runs every benchmark; <paramref name="full"/> uses ViT-B/16 training sizes (batch 64), otherwise tiny ones.</summary>
     public static List<BenchmarkRow> Run(CudaDevice device, bool full, Action<BenchmarkRow>? progress = null)
     {
