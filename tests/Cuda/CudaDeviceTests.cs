@@ -47,6 +47,25 @@ public unsafe class CudaDeviceTests
     }
 
     [Test]
+    public void KernelLaunchesAllocateNothingManaged()
+    {
+        var device = Backends.Get("emulated-cuda");
+        using var x = Tensor.Zeros(device, 4096);
+        using var y = Tensor.Zeros(device, 4096);
+        var k = device.Kernels;
+        void Launches()
+        {
+            k.GeluForward(y.Data, x.Data, 4096);
+            k.LayerNormForward(y.Data, null, null, x.Data, null, null, 64, 64, 1e-6f);
+            k.AdamStep(x.Data, y.Data, x.Data, y.Data, null, 4096, 1e-3f, 0.9f, 0.999f, 1e-8f, 0f, 1, true);
+        }
+        Launches(); // JIT and first-use lookups
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 20; i++) Launches();
+        Assert.That(GC.GetAllocatedBytesForCurrentThread() - before, Is.Zero);
+    }
+
+    [Test]
     public void WithoutAGpuOpeningCudaReportsAReason()
     {
         if (CudaDevice.TryOpen(out var device, out _))
