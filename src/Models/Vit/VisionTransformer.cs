@@ -1,6 +1,7 @@
 using Engine.Checkpoints;
 using Engine.Imaging;
 using Engine.Kernels;
+using Engine.Models.Peft;
 
 namespace Engine.Models.Vit;
 
@@ -11,16 +12,22 @@ namespace Engine.Models.Vit;
 /// LayerNorm eps 1e-6, qkv laid out q|k|v, scale head_dim^−½, exact GELU. Parameter names are timm's state-dict keys.
 /// Train mode (a seed passed to <see cref="Forward"/>) enables dropout and stochastic depth; eval mode is deterministic.
 /// </summary>
-public sealed class VisionTransformer : IDisposable
+public sealed class VisionTransformer : IPeftModel, IDisposable
 {
     const float LayerNormEps = 1e-6f;
     readonly List<Tensor> _parameters = new();
     readonly Tensor _patchW, _patchB, _cls, _pos, _normW, _normB;
     readonly Tensor? _headW, _headB;
     readonly Block[] _blocks;
+    readonly FeatureSite _patchSite, _normSite;
+    readonly List<FeatureSite> _sites = new();
 
     sealed record Block(Tensor Norm1W, Tensor Norm1B, Tensor QkvW, Tensor? QkvB, Tensor ProjW, Tensor ProjB,
-        Tensor Norm2W, Tensor Norm2B, Tensor Fc1W, Tensor Fc1B, Tensor Fc2W, Tensor Fc2B);
+        Tensor Norm2W, Tensor Norm2B, Tensor Fc1W, Tensor Fc1B, Tensor Fc2W, Tensor Fc2B)
+    {
+        /// <summary>norm1, attn.qkv, attn.proj, norm2, mlp.fc1 (before GELU), mlp.fc2, then the sum after attention.</summary>
+        public FeatureSite[] Sites = [];
+    }
 
     /// <summary>Builds the model with timm's initialisation from <paramref name="seed"/>: truncated-normal(0.02)
     /// linear, patch and position weights, cls_token Normal(1e-6), zero biases, unit norm weights.</summary>
@@ -66,6 +73,24 @@ public sealed class VisionTransformer : IDisposable
         }
         _normW = Ones("norm.weight", C);
         _normB = Add("norm.bias", C);
+        // Feature sites in forward order (the SSF insertion points, and the residual after attention for SCT).
+        _patchSite = Site("patch_embed", C, SiteProducer.Linear, _patchW, _patchB);
+        for (int i = 0; i < config.depth; i++)
+        {
+            var b = _blocks[i];
+            string n = $"blocks.{i}.";
+            b.Sites =
+            [
+                Site(n + "norm1", C, SiteProducer.LayerNorm, b.Norm1W, b.Norm1B),
+                Site(n + "attn.qkv", 3 * C, SiteProducer.Linear, b.QkvW, b.QkvB),
+                Site(n + "attn.proj", C, SiteProducer.Linear, b.ProjW, b.ProjB),
+                Site(n + "attn_residual", C, SiteProducer.Residual, null, null),
+                Site(n + "norm2", C, SiteProducer.LayerNorm, b.Norm2W, b.Norm2B),
+                Site(n + "mlp.fc1", H, SiteProducer.Linear, b.Fc1W, b.Fc1B),
+                Site(n + "mlp.fc2", C, SiteProducer.Linear, b.Fc2W, b.Fc2B),
+            ];
+        }
+        _normSite = Site("norm", C, SiteProducer.LayerNorm, _normW, _normB);
         if (config.num_classes > 0)
         {
             _headW = Weight("head.weight", config.num_classes, C);
@@ -73,8 +98,30 @@ public sealed class VisionTransformer : IDisposable
         }
     }
 
+    FeatureSite Site(string name, int channels, SiteProducer producer, Tensor? weight, Tensor? bias)
+    {
+        var site = new FeatureSite(name, channels, producer, weight, bias);
+        _sites.Add(site);
+        return site;
+    }
+
     /// <summary>The configuration.</summary>
     public VitConfig Config { get; }
+
+    /// <inheritdoc/>
+    public IReadOnlyList<FeatureSite> Sites => _sites;
+
+    /// <inheritdoc/>
+    public Func<FeatureSite, Tensor, Tensor>? SiteHook { get; set; }
+
+    /// <summary>Applies the hook at <paramref name="site"/>; takes ownership of x (disposed when replaced).</summary>
+    Tensor At(FeatureSite site, Tensor x)
+    {
+        if (SiteHook == null) return x;
+        var y = SiteHook(site, x);
+        if (!ReferenceEquals(y, x)) x.Dispose();
+        return y;
+    }
 
     /// <summary>Every parameter in timm's state-dict order, named by its key.</summary>
     public IReadOnlyList<Tensor> Parameters => _parameters;
@@ -104,7 +151,7 @@ public sealed class VisionTransformer : IDisposable
         if (images.Rank != 4 || images.Shape[1] != Config.in_chans || images.Shape[2] != s || images.Shape[3] != s)
             throw new ArgumentException($"ViT input {images.Describe()} must be [B, {Config.in_chans}, {s}, {s}]");
         Tensor x;
-        using (var patches = Ops.PatchEmbed(images, _patchW, _patchB))
+        using (var patches = At(_patchSite, Ops.PatchEmbed(images, _patchW, _patchB)))
         using (var withCls = Ops.PrependToken(patches, _cls))
             x = Drop(Ops.AddPositionEmbedding(withCls, _pos), Config.pos_drop_rate, trainSeed, site: 2);
         for (int i = 0; i < _blocks.Length; i++)
@@ -112,28 +159,28 @@ public sealed class VisionTransformer : IDisposable
             var b = _blocks[i];
             float dropPath = _blocks.Length > 1 ? Config.drop_path_rate * i / (_blocks.Length - 1) : Config.drop_path_rate;
             ulong site = 16 + 8 * (ulong)i;
-            x = Residual(x, Attention(x, b, trainSeed, site), dropPath, trainSeed, site + 2);
+            x = At(b.Sites[3], Residual(x, Attention(x, b, trainSeed, site), dropPath, trainSeed, site + 2));
             x = Residual(x, Mlp(x, b, trainSeed, site + 3), dropPath, trainSeed, site + 6);
         }
-        using var normed = Ops.LayerNorm(x, _normW, _normB, LayerNormEps);
+        using var normed = At(_normSite, Ops.LayerNorm(x, _normW, _normB, LayerNormEps));
         x.Dispose();
         return Ops.TakeToken(normed, 0);
     }
 
     Tensor Attention(Tensor x, Block b, ulong? seed, ulong site)
     {
-        using var h = Ops.LayerNorm(x, b.Norm1W, b.Norm1B, LayerNormEps);
-        using var qkv = Ops.Linear(h, b.QkvW, b.QkvB);
+        using var h = At(b.Sites[0], Ops.LayerNorm(x, b.Norm1W, b.Norm1B, LayerNormEps));
+        using var qkv = At(b.Sites[1], Ops.Linear(h, b.QkvW, b.QkvB));
         using var a = Ops.Attention(qkv, Config.num_heads);
-        return Drop(Ops.Linear(a, b.ProjW, b.ProjB), Config.proj_drop_rate, seed, site);
+        return Drop(At(b.Sites[2], Ops.Linear(a, b.ProjW, b.ProjB)), Config.proj_drop_rate, seed, site);
     }
 
     Tensor Mlp(Tensor x, Block b, ulong? seed, ulong site)
     {
-        using var h = Ops.LayerNorm(x, b.Norm2W, b.Norm2B, LayerNormEps);
-        using var f1 = Ops.Linear(h, b.Fc1W, b.Fc1B);
+        using var h = At(b.Sites[4], Ops.LayerNorm(x, b.Norm2W, b.Norm2B, LayerNormEps));
+        using var f1 = At(b.Sites[5], Ops.Linear(h, b.Fc1W, b.Fc1B));
         using var g = Drop(Ops.Gelu(f1), Config.proj_drop_rate, seed, site);
-        return Drop(Ops.Linear(g, b.Fc2W, b.Fc2B), Config.proj_drop_rate, seed, site + 1);
+        return Drop(At(b.Sites[6], Ops.Linear(g, b.Fc2W, b.Fc2B)), Config.proj_drop_rate, seed, site + 1);
     }
 
     /// <summary>Dropout in train mode, from the call site's own stream; otherwise x itself (no view, so eval and

@@ -1,0 +1,38 @@
+namespace Engine.Models.Peft;
+
+/// <summary>What produces the features at a <see cref="FeatureSite"/>, which decides how a per-channel affine
+/// folds into it.</summary>
+public enum SiteProducer
+{
+    /// <summary>A Linear or conv layer: weight [out, ...] and bias [out] (or none).</summary>
+    Linear,
+    /// <summary>An affine LayerNorm: weight [C], bias [C].</summary>
+    LayerNorm,
+    /// <summary>A residual sum: nothing to fold into.</summary>
+    Residual,
+}
+
+/// <summary>
+/// A named point in a model's forward where a PEFT method may transform the features [..., Channels], named after
+/// the timm module whose output it is (<c>blocks.3.attn.qkv</c>, <c>blocks.3.norm1</c>, <c>norm</c>, ...) or, for a
+/// residual sum, <c>blocks.3.attn_residual</c>. <see cref="Weight"/> and <see cref="Bias"/> are the producing
+/// layer's parameters (null for a residual, Bias null for a bias-free layer).
+/// </summary>
+public sealed record FeatureSite(string Name, int Channels, SiteProducer Producer, Tensor? Weight, Tensor? Bias);
+
+/// <summary>
+/// A model PEFT methods can transform: its parameters (timm names), its feature sites, and a hook the forward calls at
+/// every site. Implemented by VisionTransformer (and later Swin and ConvNeXt).
+/// </summary>
+public interface IPeftModel
+{
+    /// <summary>Every parameter, named by its timm key.</summary>
+    IReadOnlyList<Tensor> Parameters { get; }
+
+    /// <summary>Every feature site, in forward order.</summary>
+    IReadOnlyList<FeatureSite> Sites { get; }
+
+    /// <summary>Called at each site with the features there; returns the features to continue with (the input itself
+    /// when the site is untouched). Null: every site is the identity.</summary>
+    Func<FeatureSite, Tensor, Tensor>? SiteHook { get; set; }
+}

@@ -1,0 +1,84 @@
+using Engine.Checkpoints;
+
+namespace Engine.Models.Peft;
+
+/// <summary>
+/// A parameter-efficient fine-tuning method: a transformation of a model that decides what trains (whole tensors,
+/// inserted modules, or single elements) and can save just that part and apply it back onto the base weights.
+/// Works on any <see cref="IPeftModel"/>; the rules are written in terms of parameter names and feature sites.
+/// </summary>
+public abstract class PeftMethod : IDisposable
+{
+    /// <summary>The method's name on the command line (<c>full</c>, <c>linear</c>, <c>bias</c>, <c>ssf</c>, ...).</summary>
+    public abstract string Name { get; }
+
+    /// <summary>Parameters the method adds to the model (SSF's scales and shifts), named.</summary>
+    public virtual IReadOnlyList<Tensor> AddedParameters => [];
+
+    /// <summary>Marks what trains (<see cref="Tensor.RequiresGrad"/>) on <paramref name="model"/> and installs any
+    /// feature-site hooks. Call once, before training.</summary>
+    public abstract void Apply(IPeftModel model);
+
+    /// <summary>Everything that trains after <see cref="Apply"/>: the model's trainable parameters, then the added ones.</summary>
+    public IReadOnlyList<Tensor> Trainable(IPeftModel model) =>
+        [.. model.Parameters.Where(p => p.RequiresGrad), .. AddedParameters.Where(p => p.RequiresGrad)];
+
+    /// <summary>Number of trainable elements.</summary>
+    public long TrainableCount(IPeftModel model) => Trainable(model).Sum(p => p.Count);
+
+    /// <summary>Writes only the trained part (and what the method needs to re-apply it) as safetensors, atomically.</summary>
+    public void SaveTrained(IPeftModel model, string path) =>
+        SafeTensors.Write(path, Trainable(model), new Dictionary<string, string> { ["peft_method"] = Name });
+
+    /// <summary>Loads a file from <see cref="SaveTrained"/> onto a model that already holds the base weights and has had
+    /// <see cref="Apply"/>: every trained tensor must be present with its shape.</summary>
+    /// <exception cref="InvalidDataException">The file is for another method or does not fit; the message says what.</exception>
+    public void LoadTrained(IPeftModel model, string path)
+    {
+        using var checkpoint = Checkpoint.Open(path);
+        if (checkpoint.Metadata.TryGetValue("peft_method", out var method) && method != Name)
+            throw new InvalidDataException($"{path}: trained with method '{method}', not '{Name}'");
+        StateDict.Load(Trainable(model), checkpoint.Entries, path, strict: true);
+    }
+
+    /// <summary>Frees the added parameters.</summary>
+    public virtual void Dispose()
+    {
+        foreach (var p in AddedParameters) p.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>True for the classifier head's parameters (timm: <c>head.weight</c>, <c>head.bias</c>, <c>head.fc.*</c>).</summary>
+    public static bool IsHead(Tensor p) => p.Name?.StartsWith("head.", StringComparison.Ordinal) == true;
+}
+
+/// <summary>The baselines, each a subset of the model's own parameters: <c>full</c> (everything), <c>linear</c>
+/// (the head only: linear probing) and <c>bias</c> (BitFit: every bias plus the head).</summary>
+public sealed class SubsetMethod : PeftMethod
+{
+    readonly Func<Tensor, bool> _trains;
+
+    SubsetMethod(string name, Func<Tensor, bool> trains)
+    {
+        Name = name;
+        _trains = trains;
+    }
+
+    /// <summary>Full fine-tuning.</summary>
+    public static SubsetMethod Full() => new("full", _ => true);
+
+    /// <summary>Linear probing: the head only.</summary>
+    public static SubsetMethod Linear() => new("linear", IsHead);
+
+    /// <summary>BitFit: every bias and the head.</summary>
+    public static SubsetMethod Bias() => new("bias", p => IsHead(p) || p.Name?.EndsWith(".bias", StringComparison.Ordinal) == true);
+
+    /// <inheritdoc/>
+    public override string Name { get; }
+
+    /// <inheritdoc/>
+    public override void Apply(IPeftModel model)
+    {
+        foreach (var p in model.Parameters) p.RequiresGrad = _trains(p);
+    }
+}
