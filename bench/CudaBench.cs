@@ -14,8 +14,7 @@ public static class CudaBench
     public static int Run(string[] args)
     {
         bool emulated = args.Contains("--emulated"), small = emulated || args.Contains("--small");
-        bool opened = emulated ? CudaDevice.TryOpenEmulated(out var device, out var reason) : CudaDevice.TryOpen(out device, out reason);
-        if (!opened)
+        if (!CudaDevice.TryOpen(emulated ? "emulated-cuda" : "cuda", out var device, out var reason))
         {
             Console.WriteLine($"{(emulated ? "no emulated CUDA device" : "no GPU")}: {reason}");
             return 3;

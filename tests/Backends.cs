@@ -15,11 +15,11 @@ public static class Backends
     });
 
     // The emulated device runs the real cuda/*.cu kernels on CPU threads; the real one needs a GPU machine.
-    static readonly Lazy<(Device? Device, string Reason)> EmulatedCuda = new(() =>
-        (CudaDevice.TryOpenEmulated(out var device, out var reason) ? device : null, reason));
+    static readonly Lazy<(Device? Device, string Reason)> EmulatedCuda = new(() => OpenCuda("emulated-cuda"));
+    static readonly Lazy<(Device? Device, string Reason)> Cuda = new(() => OpenCuda("cuda"));
 
-    static readonly Lazy<(Device? Device, string Reason)> Cuda = new(() =>
-        (CudaDevice.TryOpen(out var device, out var reason) ? device : null, reason));
+    static (Device? Device, string Reason) OpenCuda(string name) =>
+        (CudaDevice.TryOpen(name, out var device, out var reason) ? device : null, reason);
 
     /// <summary>Names of all backends, present or not (test case source).</summary>
     public static IEnumerable<string> Names => ["cpu", "cpu-openblas", "emulated-cuda", "cuda"];

@@ -21,12 +21,10 @@ public static class DeviceOption
         {
             case "cpu":
                 return Device.Cpu;
-            case "cuda":
-                return CudaDevice.TryOpen(out var gpu, out var reason) ? gpu! : throw new InvalidOperationException($"--device cuda: {reason}");
-            case "emulated-cuda":
-                return CudaDevice.TryOpenEmulated(out var emulated, out reason) ? emulated! : throw new InvalidOperationException($"--device emulated-cuda: {reason}");
+            case "cuda" or "emulated-cuda":
+                return CudaDevice.TryOpen(name, out var cuda, out var reason) ? cuda! : throw new InvalidOperationException($"--device {name}: {reason}");
             case "auto":
-                if (CudaDevice.TryOpen(out gpu, out reason)) return gpu!;
+                if (CudaDevice.TryOpen(out var gpu, out reason)) return gpu!;
                 Console.WriteLine($"device: cpu ({reason})");
                 return Device.Cpu;
             default:

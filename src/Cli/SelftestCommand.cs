@@ -49,8 +49,7 @@ public static class SelftestCommand
                 device = Device.Cpu;
                 break;
             case "cuda" or "emulated-cuda":
-                bool opened = deviceName == "cuda" ? CudaDevice.TryOpen(out var cuda, out var reason) : CudaDevice.TryOpenEmulated(out cuda, out reason);
-                if (!opened)
+                if (!CudaDevice.TryOpen(deviceName, out var cuda, out var reason))
                 {
                     Console.WriteLine($"{(deviceName == "cuda" ? "no GPU" : "no emulated CUDA device")}: {reason}");
                     return DeviceUnavailable;

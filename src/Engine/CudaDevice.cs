@@ -4,7 +4,7 @@ namespace Engine;
 
 /// <summary>
 /// A CUDA device: tensors live in its memory, every op is a launch of a kernel from cuda/*.cu (cuBLAS for GEMMs).
-/// <see cref="TryOpen"/> opens a real GPU; <see cref="TryOpenEmulated"/> opens the emulated device, which runs the
+/// <see cref="TryOpen(out CudaDevice, out string, int)"/> opens a real GPU; <see cref="TryOpenEmulated"/> opens the emulated device, which runs the
 /// same kernel sources on CPU threads (host memory, CPU GEMM) so the CUDA path is executed without a GPU.
 /// </summary>
 public sealed unsafe class CudaDevice : Device, IDisposable
@@ -37,6 +37,15 @@ public sealed unsafe class CudaDevice : Device, IDisposable
         device = new CudaDevice(runtime!, new CudaKernels(runtime!));
         return true;
     }
+
+    /// <summary>Opens a CUDA backend by its command-line name: <c>cuda</c> (GPU 0) or <c>emulated-cuda</c>; false with
+    /// the reason when it is not available here.</summary>
+    public static bool TryOpen(string name, out CudaDevice? device, out string reason) => name switch
+    {
+        "cuda" => TryOpen(out device, out reason),
+        "emulated-cuda" => TryOpenEmulated(out device, out reason),
+        _ => throw new ArgumentException($"unknown CUDA backend '{name}' (cuda or emulated-cuda)", nameof(name)),
+    };
 
     /// <inheritdoc/>
     public override DeviceMemory Allocate(long bytes) => new CudaMemory(Runtime, bytes);

@@ -52,7 +52,7 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
             reason = "";
             return true;
         }
-        catch (Exception e) when (e is InvalidOperationException or IOException or DllNotFoundException or System.ComponentModel.Win32Exception)
+        catch (Exception e) when (e is InvalidOperationException or IOException or DllNotFoundException)
         {
             reason = e.Message;
             return false;

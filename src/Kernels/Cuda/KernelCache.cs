@@ -25,7 +25,7 @@ public static class KernelCache
     {
         var (major, minor) = Nvrtc.Version;
         string key = KernelSources.Hash(
-            [file, source, .. headers.SelectMany(h => new[] { h.Key, h.Value }), Nvrtc.BaseOptions(arch), .. Options, $"nvrtc {major}.{minor}"]);
+            [file, source, .. headers.SelectMany(h => new[] { h.Key, h.Value }), .. Nvrtc.BaseOptions(arch), .. Options, $"nvrtc {major}.{minor}"]);
         directory ??= Path.Combine(KernelSources.CacheDirectory, "kernels");
         string path = Path.Combine(directory, $"{Path.GetFileNameWithoutExtension(file)}-{arch}-{key[..24]}.{(arch.StartsWith("sm_", StringComparison.Ordinal) ? "cubin" : "ptx")}");
         if (File.Exists(path)) return (File.ReadAllBytes(path), true);

@@ -57,7 +57,7 @@ public static unsafe partial class Nvrtc
     }
 
     /// <summary>The options every compile starts with; <see cref="Compile"/> appends the caller's.</summary>
-    public static string BaseOptions(string arch) => $"--gpu-architecture={arch} -std=c++17 -default-device";
+    public static string[] BaseOptions(string arch) => [$"--gpu-architecture={arch}", "-std=c++17", "-default-device"];
 
     /// <summary>
     /// Compiles <paramref name="source"/> for <paramref name="arch"/> (e.g. "sm_80" for a cubin, "compute_80" for PTX).
@@ -81,7 +81,7 @@ public static unsafe partial class Nvrtc
         IReadOnlyDictionary<string, string>? headers, IReadOnlyList<string> expressions, out Dictionary<string, string> lowered)
     {
         CudaLibraries.EnsureResolver();
-        var options = BaseOptions(arch).Split(' ').ToList();
+        var options = BaseOptions(arch).ToList();
         if (extraOptions != null) options.AddRange(extraOptions);
         var headerList = headers?.ToList() ?? [];
         var pinned = new List<GCHandle>();
