@@ -1,4 +1,4 @@
-// norm.cu: LayerNorm over the last dimension and the SSF scale-shift. Row kernels give one warp per row
+// norm.cu: LayerNorm over the last dimension, row L2 normalisation and the SSF scale-shift. Row kernels give one warp per row
 // (256-thread blocks, 8 rows each); parameter gradients are column sums over rows in a fixed order, so results
 // are deterministic. Shapes: x, y, dy, dx [rows, C]; weight, bias, scale, shift [C]; mean, rstd [rows] (null in
 // inference).
@@ -106,5 +106,41 @@ extern "C" __global__ void scale_shift_backward_params(float* dscale, float* dsh
     {
         if (dscale) dscale[c] += ds;
         if (dshift) dshift[c] += dh;
+    }
+}
+
+// max(‖x‖₂, eps) of one row, computed by a whole warp (valid in every lane).
+__device__ float clamped_norm(const float* x, int C, float eps, int lane)
+{
+    float ss = 0.f;
+    for (int c = lane; c < C; c += 32) ss += x[c] * x[c];
+    return fmaxf(sqrtf(warp_sum(ss)), eps);
+}
+
+// y = x / max(‖x‖₂, eps) per row (F.normalize).
+extern "C" __global__ void l2_normalize_forward(float* y, const float* x, int rows, int C, float eps)
+{
+    int lane = threadIdx.x % 32;
+    WARP_PER_ROW(row, rows)
+    {
+        const float* xr = x + row * C;
+        float n = clamped_norm(xr, C, eps, lane);
+        for (int c = lane; c < C; c += 32) y[row * C + c] = xr[c] / n;
+    }
+}
+
+// dx = (dy − y·(y·dy)) / ‖x‖; a clamped norm is a constant, so then dx = dy / eps.
+extern "C" __global__ void l2_normalize_backward(float* dx, const float* dy, const float* x, const float* y, int rows, int C,
+                                                float eps, int accumulate)
+{
+    int lane = threadIdx.x % 32;
+    WARP_PER_ROW(row, rows)
+    {
+        const float *yr = y + row * C, *dyr = dy + row * C;
+        float n = clamped_norm(x + row * C, C, eps, lane);
+        float dot = 0.f;
+        for (int c = lane; c < C; c += 32) dot += yr[c] * dyr[c];
+        dot = n > eps ? warp_sum(dot) : 0.f;
+        for (int c = lane; c < C; c += 32) store(dx + row * C + c, (dyr[c] - yr[c] * dot) / n, accumulate);
     }
 }

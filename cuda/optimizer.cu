@@ -1,7 +1,22 @@
 // optimizer.cu: one Adam / AdamW step (torch.optim arithmetic, bias corrections computed on the host exactly as
-// the CPU backend does). mask [n] (1 trainable, 0 frozen) or null; masked-out elements keep their parameter and
-// moments bitwise. Launch: 1-D grid-stride, 256 threads.
+// the CPU backend does), dense with an optional mask [n] (1 trainable, 0 frozen: masked-out elements keep their
+// parameter and moments bitwise) or sparse (GPS: only the selected entries of each row, with moments for those
+// only). Launch: 1-D grid-stride, 256 threads.
 #include "common.cuh"
+
+// One element: p −= lr/bc1 · m / (√v/√bc2 + eps), with decoupled (AdamW) or L2 (Adam) weight decay.
+__device__ __forceinline__ void adam_update(float* param, float g, float* m, float* v, float lr, float beta1, float beta2,
+                                            float eps, float weightDecay, float stepSize, float biasCorrection2Sqrt, int decoupled)
+{
+    float p = *param;
+    if (decoupled) p *= 1.f - lr * weightDecay;
+    else g += weightDecay * p;
+    float mi = beta1 * *m + (1.f - beta1) * g;
+    float vi = beta2 * *v + (1.f - beta2) * g * g;
+    *m = mi;
+    *v = vi;
+    *param = p - stepSize * mi / (sqrtf(vi) / biasCorrection2Sqrt + eps);
+}
 
 extern "C" __global__ void adam_step(float* param, const float* grad, float* m, float* v, const float* mask, long long n, float lr,
                                     float beta1, float beta2, float eps, float weightDecay, float biasCorrection1,
@@ -11,13 +26,17 @@ extern "C" __global__ void adam_step(float* param, const float* grad, float* m, 
     GRID_STRIDE(i, n)
     {
         if (mask && mask[i] == 0.f) continue;
-        float p = param[i], g = grad[i];
-        if (decoupled) p *= 1.f - lr * weightDecay;
-        else g += weightDecay * p;
-        float mi = beta1 * m[i] + (1.f - beta1) * g;
-        float vi = beta2 * v[i] + (1.f - beta2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        param[i] = p - stepSize * mi / (sqrtf(vi) / biasCorrection2Sqrt + eps);
+        adam_update(param + i, grad[i], m + i, v + i, lr, beta1, beta2, eps, weightDecay, stepSize, biasCorrection2Sqrt, decoupled);
     }
+}
+
+// Entry e = (o, j) of the [N, k] selection updates param[o·K + index[e]] with grad[e], m[e], v[e].
+extern "C" __global__ void sparse_adam_step(float* param, const float* grad, float* m, float* v, const int* index, int N, int K,
+                                           int k, float lr, float beta1, float beta2, float eps, float weightDecay,
+                                           float biasCorrection1, float biasCorrection2Sqrt, int decoupled)
+{
+    float stepSize = lr / biasCorrection1;
+    GRID_STRIDE(e, (long long)N * k)
+        adam_update(param + e / k * K + index[e], grad[e], m + e, v + e, lr, beta1, beta2, eps, weightDecay, stepSize,
+                    biasCorrection2Sqrt, decoupled);
 }

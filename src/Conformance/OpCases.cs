@@ -1,3 +1,4 @@
+using Engine.Autograd;
 using Engine.Kernels;
 
 namespace Engine.Conformance;
@@ -34,6 +35,11 @@ public static class OpCases
         ("DropPath", DropPath),
         ("Dropout", Dropout),
         ("ReshapeView", ReshapeView),
+        ("ChannelAdapter", ChannelAdapter),
+        ("L2Normalize", L2Normalize),
+        ("SupConLoss", SupConLoss),
+        ("SparseLinearGrad", SparseLinearGrad),
+        ("SparseAdam", SparseAdam),
     ];
 
 
@@ -280,5 +286,160 @@ public static class OpCases
             [new("x", [3, 4, 5])],
             t => Ops.Softmax(t[0].Reshape(12, 5)),
             v => Reference.Softmax(v[0], 12, 5));
+    }
+
+    static void ChannelAdapter(Device dev)
+    {
+        int B = 2, T = 5, C = 13;
+        int[] index = [1, 4, 5, 11]; // ascending, as SCT selects them
+        using var it = Tensor.FromArray(dev, index, index.Length);
+        int K = index.Length;
+        GradCheck.Run(dev, "ChannelAdapter",
+            [new("x", [B, T, C]), new("w", [K, K]), new("b", [K])],
+            t => Ops.ChannelAdapter(t[0], it, t[1], t[2]),
+            v => Reference.ChannelAdapter(v[0], index, v[1], v[2], B * T, C));
+        // Any order of distinct channels, no bias, frozen input.
+        int[] unordered = [12, 0, 7];
+        using var ut = Tensor.FromArray(dev, unordered, unordered.Length);
+        GradCheck.Run(dev, "ChannelAdapter unordered, no bias",
+            [new("x", [7, C], RequiresGrad: false), new("w", [3, 3])],
+            t => Ops.ChannelAdapter(t[0], ut, t[1], null),
+            v => Reference.ChannelAdapter(v[0], unordered, v[1], null, 7, C));
+        using var repeated = Tensor.FromArray(dev, [1, 1], 2);
+        using var x = Tensor.Zeros(dev, 3, C);
+        using var w = Tensor.Zeros(dev, 2, 2);
+        try
+        {
+            Ops.ChannelAdapter(x, repeated, w, null).Dispose();
+            throw new ConformanceException("ChannelAdapter: a repeated channel was accepted");
+        }
+        catch (ArgumentException e) when (e.Message.Contains("repeats channel 1")) { }
+    }
+
+    static void L2Normalize(Device dev)
+    {
+        GradCheck.Run(dev, "L2Normalize",
+            [new("x", [7, 13], -2, 2)],
+            t => Ops.L2Normalize(t[0]),
+            v => Reference.L2Normalize(v[0], 7, 13, 1e-12));
+        // Rows with a norm below eps: y = x / eps (a linear map, so finite differences are exact).
+        GradCheck.Run(dev, "L2Normalize clamped",
+            [new("x", [3, 5], -1e-3, 1e-3)],
+            t => Ops.L2Normalize(t[0], eps: 0.1f),
+            v => Reference.L2Normalize(v[0], 3, 5, 0.1), gradTol: 1e-3);
+    }
+
+    static void SupConLoss(Device dev)
+    {
+        // Two views of 5 images with 3 labels, plus an anchor whose label has no other member (adds 0).
+        int[] labels = [0, 1, 2, 0, 1, 0, 1, 2, 0, 1, 2, 7];
+        int N = labels.Length, D = 6;
+        using var lt = Tensor.FromArray(dev, labels, N);
+        GradCheck.Run(dev, "SupConLoss on similarities",
+            [new("s", [N, N])],
+            t => Ops.SupConLoss(t[0], lt, 0.5f),
+            v => [Reference.SupCon(v[0], labels, 0.5)]);
+        // The GPS pipeline: features → L2 normalise → s = z·zᵀ → loss at τ = 0.07.
+        GradCheck.Run(dev, "SupConLoss on features (τ 0.07)",
+            [new("f", [N, D])],
+            t =>
+            {
+                using var z = Ops.L2Normalize(t[0]);
+                using var s = Ops.Linear(z, z);
+                return Ops.SupConLoss(s, lt, 0.07f);
+            },
+            v =>
+            {
+                var z = Reference.L2Normalize(v[0], N, D, 1e-12);
+                return [Reference.SupCon(Reference.Linear(z, z, null, N, N, D), labels, 0.07)];
+            }, forwardTol: 1e-5, gradTol: 1e-3);
+    }
+
+    /// <summary>A Linear weight with a GradIndex gets exactly the selected entries of dW, [N, k]; dx and db as dense.</summary>
+    static void SparseLinearGrad(Device dev)
+    {
+        foreach (var (rows, N, K, k) in new[] { (37, 70, 13, 1), (5, 3, 9, 4), (130, 67, 5, 5) })
+        {
+            var xv = Init.NormalValues(rows * K, 0, 1, 1);
+            var wv = Init.NormalValues(N * K, 0, 1, 2);
+            var rv = Init.NormalValues(rows * N, 0, 1, 3);
+            var index = new int[N * k];
+            for (int o = 0; o < N; o++)
+                for (int j = 0; j < k; j++) index[o * k + j] = (o * 7 + j * 3) % K; // distinct within a row (k ≤ K, 3 ⟂ K)
+            using var x = Tensor.FromArray(dev, xv, rows, K);
+            using var w = Tensor.FromArray(dev, wv, N, K);
+            using var b = Tensor.Zeros(dev, N);
+            using var it = Tensor.FromArray(dev, index, N, k);
+            using var r = Tensor.FromArray(dev, rv, rows, N);
+            x.RequiresGrad = w.RequiresGrad = b.RequiresGrad = true;
+            w.GradIndex = it;
+            var tape = new Tape();
+            Tensor y;
+            using (tape.Record()) y = Ops.Linear(x, w, b);
+            tape.Backward(y, r);
+            y.Dispose();
+            var want = new double[N * k];
+            for (int o = 0; o < N; o++)
+                for (int j = 0; j < k; j++)
+                    for (int t = 0; t < rows; t++) want[o * k + j] += (double)rv[t * N + o] * xv[t * K + index[o * k + j]];
+            if (!w.Grad!.Shape.SequenceEqual(new[] { N, k })) throw new ConformanceException($"SparseLinearGrad: dW is {w.Grad.Describe()}, expected [{N}, {k}]");
+            GradCheck.CheckClose($"SparseLinearGrad {rows}x{N}x{K} k={k} dW", w.Grad.ToArray(), want, 1e-5, 1e-5);
+            var dx = new double[rows * K];
+            for (int t = 0; t < rows; t++)
+                for (int c = 0; c < K; c++)
+                    for (int o = 0; o < N; o++) dx[t * K + c] += (double)rv[t * N + o] * wv[o * K + c];
+            GradCheck.CheckClose($"SparseLinearGrad {rows}x{N}x{K} dx", x.Grad!.ToArray(), dx, 1e-5, 1e-5);
+        }
+    }
+
+    /// <summary>Sparse Adam on the selected entries equals dense Adam with the equivalent 0/1 mask, step for step, and
+    /// leaves every other entry bitwise unchanged.</summary>
+    static void SparseAdam(Device dev)
+    {
+        int N = 9, K = 11, k = 3;
+        var p0 = Init.NormalValues(N * K, 0, 1, 5);
+        var index = new int[N * k];
+        var mask = new float[N * K];
+        for (int o = 0; o < N; o++)
+            for (int j = 0; j < k; j++)
+            {
+                index[o * k + j] = (o + 4 * j) % K;
+                mask[o * K + index[o * k + j]] = 1f;
+            }
+        using var sparse = Tensor.FromArray(dev, p0, N, K);
+        using var dense = Tensor.FromArray(dev, p0, N, K);
+        sparse.RequiresGrad = dense.RequiresGrad = true;
+        using var it = Tensor.FromArray(dev, index, N, k);
+        using var mt = Tensor.FromArray(dev, mask, N, K);
+        sparse.GradIndex = it;
+        dense.GradMask = mt;
+        var options = new Optim.AdamOptions { LearningRate = 0.01f, WeightDecay = 0.05f, Decoupled = false };
+        using var sparseAdam = new Optim.Adam([sparse], options);
+        using var denseAdam = new Optim.Adam([dense], options);
+        if (sparseAdam.StateBytes != 2L * 4 * N * k) throw new ConformanceException($"SparseAdam: {sparseAdam.StateBytes} bytes of state, expected {2 * 4 * N * k}");
+        for (int t = 1; t <= 4; t++)
+        {
+            var g = Init.NormalValues(N * K, 0, 1, 10 + (ulong)t);
+            var selected = new float[N * k];
+            for (int e = 0; e < N * k; e++) selected[e] = g[e / k * K + index[e]];
+            SetGrad(sparse, selected);
+            SetGrad(dense, g);
+            sparseAdam.Step();
+            denseAdam.Step();
+            var s = sparse.ToArray();
+            var d = dense.ToArray();
+            for (int i = 0; i < s.Length; i++)
+            {
+                if (BitConverter.SingleToInt32Bits(s[i]) != BitConverter.SingleToInt32Bits(d[i]))
+                    throw new ConformanceException($"SparseAdam step {t}: element {i} is {s[i]:G9} sparse, {d[i]:G9} dense masked");
+                if (mask[i] == 0f && s[i] != p0[i]) throw new ConformanceException($"SparseAdam step {t}: unselected element {i} changed");
+            }
+        }
+    }
+
+    static void SetGrad(Tensor p, float[] values)
+    {
+        if (p.Grad == null) p.SetGrad(Tensor.PersistentZeros(p.Device, p.GradIndex?.Shape ?? p.Shape));
+        p.Grad!.CopyFrom(values);
     }
 }

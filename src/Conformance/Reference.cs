@@ -189,4 +189,54 @@ public static class Reference
                                 x[((b * H + 2 * i + offsets[q][0]) * W + 2 * j + offsets[q][1]) * C + c];
         return y;
     }
+
+    /// <summary>SCT's module: y = x, then y[r, index[j]] += Σ_i W[j,i]·x[r, index[i]] + b[j].</summary>
+    public static double[] ChannelAdapter(double[] x, int[] index, double[] w, double[]? b, int rows, int C)
+    {
+        int K = index.Length;
+        var y = (double[])x.Clone();
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < K; j++)
+            {
+                double s = b?[j] ?? 0;
+                for (int i = 0; i < K; i++) s += w[j * K + i] * x[r * C + index[i]];
+                y[r * C + index[j]] += s;
+            }
+        return y;
+    }
+
+    /// <summary>Rows divided by max(‖row‖₂, eps).</summary>
+    public static double[] L2Normalize(double[] x, int rows, int C, double eps)
+    {
+        var y = new double[x.Length];
+        for (int r = 0; r < rows; r++)
+        {
+            double n = Math.Max(Math.Sqrt(Enumerable.Range(0, C).Sum(c => x[r * C + c] * x[r * C + c])), eps);
+            for (int c = 0; c < C; c++) y[r * C + c] = x[r * C + c] / n;
+        }
+        return y;
+    }
+
+    /// <summary>Supervised contrastive loss from similarities s [N,N] (the definition, in double): the mean over anchors
+    /// i of −mean_{p≠i, same label} log(exp(s_ip/τ) / Σ_{a≠i} exp(s_ia/τ)); anchors without positives add 0.</summary>
+    public static double SupCon(double[] s, int[] labels, double temperature)
+    {
+        int N = labels.Length;
+        double total = 0;
+        for (int i = 0; i < N; i++)
+        {
+            double denominator = 0, sum = 0;
+            int positives = 0;
+            for (int a = 0; a < N; a++)
+                if (a != i) denominator += Math.Exp(s[i * N + a] / temperature);
+            for (int p = 0; p < N; p++)
+                if (p != i && labels[p] == labels[i])
+                {
+                    sum += Math.Log(Math.Exp(s[i * N + p] / temperature) / denominator);
+                    positives++;
+                }
+            if (positives > 0) total -= sum / positives;
+        }
+        return total / N;
+    }
 }

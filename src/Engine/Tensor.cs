@@ -6,7 +6,8 @@ namespace Engine;
 /// A dense, row-major n-d array on one device: a shape, element strides and an offset into shared
 /// <see cref="Storage"/>. Reshape, slice and transpose make views without copying. Element access is only
 /// through explicit host copies (<see cref="ToArray"/>, <see cref="CopyFrom(ReadOnlySpan{float})"/>).
-/// Autograd state: <see cref="RequiresGrad"/>, <see cref="Grad"/> and, for GPS, an element <see cref="GradMask"/>.
+/// Autograd state: <see cref="RequiresGrad"/>, <see cref="Grad"/> and, for GPS, a dense element <see cref="GradMask"/>
+/// or a sparse per-row selection <see cref="GradIndex"/>.
 /// Dispose releases this tensor's reference to its storage; pooled storage returns to the device's pool.
 /// </summary>
 public sealed unsafe class Tensor : IDisposable
@@ -58,6 +59,33 @@ public sealed unsafe class Tensor : IDisposable
     /// <summary>Optional element mask, same shape (1 = trainable, 0 = frozen); the optimizer leaves masked-out
     /// elements bitwise unchanged. Used by GPS.</summary>
     public Tensor? GradMask { get; set; }
+
+    /// <summary>
+    /// GPS's sparse selection for a weight viewed as [out, in] (trailing dims flattened): an int32 [out, k] tensor of the
+    /// input columns that train in each output row; null = dense. With it, <see cref="Grad"/> is [out, k]: only the
+    /// selected entries' gradients are computed (by <see cref="Ops.Linear"/>) and the optimizer keeps state for them
+    /// only. Ops without a sparse weight gradient refuse such a tensor.
+    /// </summary>
+    /// <exception cref="ArgumentException">The index is not int32 [out, k] with 1 ≤ k ≤ in.</exception>
+    public Tensor? GradIndex
+    {
+        get => _gradIndex;
+        set
+        {
+            if (value != null)
+            {
+                long inFeatures = Rank == 0 || Shape[0] == 0 ? 0 : Count / Shape[0];
+                if (value.DType != DType.I32 || value.Rank != 2 || value.Shape[0] != Shape[0] || value.Shape[1] < 1 || value.Shape[1] > inFeatures)
+                    throw new ArgumentException($"GradIndex {value.Describe()} of {Describe()} must be I32 [{(Rank == 0 ? 0 : Shape[0])}, k] with 1 ≤ k ≤ {inFeatures}");
+            }
+            _gradIndex = value;
+        }
+    }
+
+    Tensor? _gradIndex;
+
+    /// <summary>Elements that train: those of <see cref="GradIndex"/> when sparse, else all of them.</summary>
+    public long TrainableCount => _gradIndex?.Count ?? Count;
 
     /// <summary>True for tensors created directly (parameters, inputs) rather than by an op.</summary>
     public bool IsLeaf { get; internal set; } = true;

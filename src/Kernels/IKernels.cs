@@ -135,6 +135,31 @@ public unsafe interface IKernels
     /// <summary>Gradient of <see cref="DropPathForward"/>.</summary>
     void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, bool accumulate);
 
+    // ---------------------------------------------------------------- PEFT: salient channels (SCT), sparse rows (GPS), contrastive loss
+    /// <summary>y[r,j] = x[r, index[j]] (accumulate: +=); x [rows,C], y [rows,K], index [K] distinct channels in [0,C).</summary>
+    void GatherChannels(float* y, float* x, int* index, int rows, int C, int K, bool accumulate);
+    /// <summary>y[r,c] = x[r,c], plus z[r,j] + bias[j] where c = index[j]; x,y [rows,C], z [rows,K], bias [K] or null,
+    /// index [K] distinct. y may alias x (then only the K selected channels are read and written).</summary>
+    void ScatterAddChannels(float* y, float* x, float* z, float* bias, int* index, int rows, int C, int K);
+    /// <summary>The selected entries of a linear layer's weight gradient: dvalues[o,j] += Σ_r dy[r,o]·x[r, index[o,j]]
+    /// for y = x·Wᵀ; dy [rows,N], x [rows,K], index [N,k] (columns of W), dvalues [N,k]. Deterministic order.</summary>
+    void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k);
+    /// <summary><see cref="AdamStep"/> on the entries param[o·K + index[o,j]] of a [N,K] parameter, with gradient and
+    /// moments [N,k] (only the selected entries have optimizer state); every other entry is untouched.</summary>
+    void SparseAdamStep(float* param, float* grad, float* m, float* v, int* index, int N, int K, int k, float lr,
+        float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled);
+    /// <summary>y[r] = x[r] / max(‖x[r]‖₂, eps) per row (torch's F.normalize); x,y [rows,C].</summary>
+    void L2NormalizeForward(float* y, float* x, int rows, int C, float eps);
+    /// <summary>dx = (dy − y·(y·dy)) / ‖x‖ per row (dy / eps where ‖x‖ ≤ eps); y the forward output.</summary>
+    void L2NormalizeBackward(float* dx, float* dy, float* x, float* y, int rows, int C, float eps, bool accumulate);
+    /// <summary>Supervised contrastive loss (Khosla et al.) from similarities s [N,N] of unit features and labels [N]:
+    /// for anchor i, ℓ_i = −mean over positives p (labels equal, p ≠ i) of (s_ip/τ − log Σ_{a≠i} exp(s_ia/τ)), 0 for an
+    /// anchor without positives; loss [1] = mean of ℓ_i over all N anchors.</summary>
+    void SupConForward(float* loss, float* s, int* labels, int N, float temperature);
+    /// <summary>ds[i,a] = dloss[0]/N · (softmax over a ≠ i of s_i/τ − [a positive]/|P_i|) / τ; 0 on the diagonal and in
+    /// the rows of anchors without positives.</summary>
+    void SupConBackward(float* ds, float* dloss, float* s, int* labels, int N, float temperature, bool accumulate);
+
     // ---------------------------------------------------------------- optimizer and reductions
     /// <summary>One Adam step (t ≥ 1) on n elements with bias correction. decoupled: AdamW (p −= lr·wd·p);
     /// otherwise Adam with L2 (g += wd·p) as torch.optim.Adam. mask [n] (1 trainable / 0 frozen) or null:

@@ -324,6 +324,70 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void GatherChannels(float* y, float* x, int* index, int rows, int C, int K, bool accumulate)
+    {
+        long start = Begin(KernelId.GatherChannels);
+        Inner.GatherChannels(y, x, index, rows, C, K, accumulate);
+        End(KernelId.GatherChannels, start);
+    }
+
+    /// <inheritdoc/>
+    public void ScatterAddChannels(float* y, float* x, float* z, float* bias, int* index, int rows, int C, int K)
+    {
+        long start = Begin(KernelId.ScatterAddChannels);
+        Inner.ScatterAddChannels(y, x, z, bias, index, rows, C, K);
+        End(KernelId.ScatterAddChannels, start);
+    }
+
+    /// <inheritdoc/>
+    public void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k)
+    {
+        long start = Begin(KernelId.SparseWeightGrad);
+        Inner.SparseWeightGrad(dvalues, dy, x, index, rows, N, K, k);
+        End(KernelId.SparseWeightGrad, start);
+    }
+
+    /// <inheritdoc/>
+    public void SparseAdamStep(float* param, float* grad, float* m, float* v, int* index, int N, int K, int k, float lr, float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled)
+    {
+        long start = Begin(KernelId.SparseAdamStep);
+        Inner.SparseAdamStep(param, grad, m, v, index, N, K, k, lr, beta1, beta2, eps, weightDecay, t, decoupled);
+        End(KernelId.SparseAdamStep, start);
+    }
+
+    /// <inheritdoc/>
+    public void L2NormalizeForward(float* y, float* x, int rows, int C, float eps)
+    {
+        long start = Begin(KernelId.L2NormalizeForward);
+        Inner.L2NormalizeForward(y, x, rows, C, eps);
+        End(KernelId.L2NormalizeForward, start);
+    }
+
+    /// <inheritdoc/>
+    public void L2NormalizeBackward(float* dx, float* dy, float* x, float* y, int rows, int C, float eps, bool accumulate)
+    {
+        long start = Begin(KernelId.L2NormalizeBackward);
+        Inner.L2NormalizeBackward(dx, dy, x, y, rows, C, eps, accumulate);
+        End(KernelId.L2NormalizeBackward, start);
+    }
+
+    /// <inheritdoc/>
+    public void SupConForward(float* loss, float* s, int* labels, int N, float temperature)
+    {
+        long start = Begin(KernelId.SupConForward);
+        Inner.SupConForward(loss, s, labels, N, temperature);
+        End(KernelId.SupConForward, start);
+    }
+
+    /// <inheritdoc/>
+    public void SupConBackward(float* ds, float* dloss, float* s, int* labels, int N, float temperature, bool accumulate)
+    {
+        long start = Begin(KernelId.SupConBackward);
+        Inner.SupConBackward(ds, dloss, s, labels, N, temperature, accumulate);
+        End(KernelId.SupConBackward, start);
+    }
+
+    /// <inheritdoc/>
     public void AdamStep(float* param, float* grad, float* m, float* v, float* mask, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled)
     {
         long start = Begin(KernelId.AdamStep);
@@ -433,6 +497,22 @@ public enum KernelId
     DropPathForward,
     /// <summary><see cref="IKernels.DropPathBackward"/></summary>
     DropPathBackward,
+    /// <summary><see cref="IKernels.GatherChannels"/></summary>
+    GatherChannels,
+    /// <summary><see cref="IKernels.ScatterAddChannels"/></summary>
+    ScatterAddChannels,
+    /// <summary><see cref="IKernels.SparseWeightGrad"/></summary>
+    SparseWeightGrad,
+    /// <summary><see cref="IKernels.SparseAdamStep"/></summary>
+    SparseAdamStep,
+    /// <summary><see cref="IKernels.L2NormalizeForward"/></summary>
+    L2NormalizeForward,
+    /// <summary><see cref="IKernels.L2NormalizeBackward"/></summary>
+    L2NormalizeBackward,
+    /// <summary><see cref="IKernels.SupConForward"/></summary>
+    SupConForward,
+    /// <summary><see cref="IKernels.SupConBackward"/></summary>
+    SupConBackward,
     /// <summary><see cref="IKernels.AdamStep"/></summary>
     AdamStep,
     /// <summary><see cref="IKernels.SumSquares"/></summary>

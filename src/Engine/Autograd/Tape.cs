@@ -142,6 +142,7 @@ public sealed unsafe class Tape
         }
         if (t.IsLeaf)
         {
+            RefuseSparse(t);
             t.SetGrad(Tensor.PersistentZeros(t.Device, t.Shape));
             accumulate = true;
         }
@@ -156,8 +157,23 @@ public sealed unsafe class Tape
     /// <summary>Zero-initialised gradient buffer of <paramref name="t"/> for kernels that only add (parameter gradients).</summary>
     internal static float* GradAccumulator(Tensor t)
     {
+        if (t.Grad == null) RefuseSparse(t);
         t.SetGrad(t.Grad ?? (t.IsLeaf ? Tensor.PersistentZeros(t.Device, t.Shape) : Tensor.Zeros(t.Device, t.Shape)));
         return t.Grad!.Data;
+    }
+
+    /// <summary>Zero-initialised [out, k] gradient of a weight with a <see cref="Tensor.GradIndex"/> (sparse GPS training).</summary>
+    internal static float* SparseGradAccumulator(Tensor t)
+    {
+        t.SetGrad(t.Grad ?? Tensor.PersistentZeros(t.Device, t.GradIndex!.Shape));
+        return t.Grad!.Data;
+    }
+
+    static void RefuseSparse(Tensor t)
+    {
+        if (t.GradIndex != null)
+            throw new InvalidOperationException($"{t.Describe()} trains sparsely (GradIndex) but is used by an op with no sparse gradient; " +
+                "only a Linear layer's weight can train sparsely");
     }
 
     /// <summary>The gradient pointer for an input, or null when it needs none (frozen means free).</summary>

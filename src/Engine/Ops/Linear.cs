@@ -9,7 +9,8 @@ public static unsafe partial class Ops
     /// y [..., N] = x [..., K] · Wᵀ + b. W is [N, ...] with the trailing dims flattened to K (so a conv weight
     /// [O,C,p,p] serves a patchified input directly); b [N] or null.
     /// Backward: dx = dy·W; dW += dyᵀ·x and db += Σ dy only when they require gradients. x is kept for backward
-    /// only when W trains (frozen means free).
+    /// only when W trains (frozen means free). A weight with a <see cref="Tensor.GradIndex"/> gets only its selected
+    /// entries' gradients, [N, k] (GPS), never the dense dW.
     /// </summary>
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
     {
@@ -34,6 +35,7 @@ public static unsafe partial class Ops
             n.In1 = weight;
             n.In2 = bias;
             if (weight.RequiresGrad) n.Saved0 = Tape.Save(x);
+            if (!weight.IsLeaf) n.Saved1 = Tape.Save(weight); // a computed weight (z·zᵀ) may be disposed by its caller
             n.I0 = rows;
             n.I1 = N;
             n.I2 = K;
@@ -47,9 +49,14 @@ public static unsafe partial class Ops
         int rows = n.I0, N = n.I1, K = n.I2;
         float* dy = n.Out.Grad!.Data;
         float* dx = Tape.GradOutputIfNeeded(n.In0, out bool acc);
-        if (dx != null) k.Gemm(false, false, rows, K, N, 1f, dy, N, n.In1!.Data, K, acc ? 1f : 0f, dx, K);
-        float* dw = Tape.GradAccumulatorIfNeeded(n.In1);
-        if (dw != null) k.Gemm(true, false, N, K, rows, 1f, dy, N, n.Saved0!.Data, K, 1f, dw, K);
+        if (dx != null) k.Gemm(false, false, rows, K, N, 1f, dy, N, (n.Saved1 ?? n.In1!).Data, K, acc ? 1f : 0f, dx, K);
+        if (n.In1 is { RequiresGrad: true, GradIndex: { } index })
+            k.SparseWeightGrad(Tape.SparseGradAccumulator(n.In1), dy, n.Saved0!.Data, index.IntData, rows, N, K, index.Shape[1]);
+        else
+        {
+            float* dw = Tape.GradAccumulatorIfNeeded(n.In1);
+            if (dw != null) k.Gemm(true, false, N, K, rows, 1f, dy, N, n.Saved0!.Data, K, 1f, dw, K);
+        }
         float* db = Tape.GradAccumulatorIfNeeded(n.In2);
         if (db != null) k.BiasGrad(db, dy, rows, N);
     }

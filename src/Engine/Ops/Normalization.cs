@@ -93,4 +93,28 @@ public static unsafe partial class Ops
         n.Out.Device.Kernels.ScaleShiftBackward(dx, Tape.GradAccumulatorIfNeeded(n.In1), Tape.GradAccumulatorIfNeeded(n.In2),
             n.Out.Grad!.Data, x, n.In1!.Data, Rows(n.Out), LastDim(n.Out), acc);
     }
+
+    /// <summary>Row L2 normalisation over the last dimension: y = x / max(‖x‖₂, eps) (torch's F.normalize). Saves x
+    /// and y for backward.</summary>
+    public static Tensor L2Normalize(Tensor x, float eps = 1e-12f)
+    {
+        Check("L2Normalize", "input", x);
+        var y = NewLike(x);
+        x.Device.Kernels.L2NormalizeForward(y.Data, x.Data, Rows(x), LastDim(x), eps);
+        if (Tape.ShouldRecord(x))
+        {
+            ref var n = ref Tape.Push(&L2NormalizeBackward, y);
+            n.In0 = x;
+            n.Saved0 = Tape.Save(x);
+            n.Saved1 = Tape.Save(y);
+            n.F0 = eps;
+        }
+        return y;
+    }
+
+    static void L2NormalizeBackward(ref Node n)
+    {
+        float* dx = Tape.GradOutput(n.In0!, out bool acc);
+        n.Out.Device.Kernels.L2NormalizeBackward(dx, n.Out.Grad!.Data, n.Saved0!.Data, n.Saved1!.Data, Rows(n.Out), LastDim(n.Out), n.F0, acc);
+    }
 }

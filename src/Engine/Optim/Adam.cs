@@ -19,7 +19,8 @@ public sealed record AdamOptions
 
 /// <summary>
 /// Adam / AdamW over a set of parameters, with moments only for parameters that train. A parameter's
-/// <see cref="Tensor.GradMask"/> restricts the update to its unmasked elements (the rest stay bitwise unchanged).
+/// <see cref="Tensor.GradMask"/> restricts the update to its unmasked elements (the rest stay bitwise unchanged); a
+/// <see cref="Tensor.GradIndex"/> makes it sparse: moments and updates for the selected entries only (GPS).
 /// Weight decay can differ per parameter (<see cref="SetWeightDecay"/>), as the PEFT recipes need.
 /// </summary>
 public sealed unsafe class Adam : IDisposable
@@ -38,8 +39,11 @@ public sealed unsafe class Adam : IDisposable
         Options = options;
         foreach (var p in parameters.Where(p => p.RequiresGrad))
         {
-            var m = Tensor.PersistentZeros(p.Device, p.Shape);
-            var v = Tensor.PersistentZeros(p.Device, p.Shape);
+            if (p.GradIndex != null && p.GradMask != null)
+                throw new ArgumentException($"parameter {p.Describe()} has both a GradMask and a GradIndex; use one");
+            var stateShape = p.GradIndex?.Shape ?? p.Shape; // sparse (GPS): moments for the selected entries only
+            var m = Tensor.PersistentZeros(p.Device, stateShape);
+            var v = Tensor.PersistentZeros(p.Device, stateShape);
             _slots.Add(new Slot(p, m, v, options.WeightDecay));
         }
     }
@@ -75,6 +79,15 @@ public sealed unsafe class Adam : IDisposable
         foreach (var s in _slots)
         {
             if (s.Param.Grad == null) continue;
+            if (s.Param.GradIndex is { } index)
+            {
+                if (index.Count != s.M.Count)
+                    throw new InvalidOperationException($"parameter {s.Param.Describe()}: GradIndex {index.Describe()} changed after the optimizer was created");
+                s.Param.Device.Kernels.SparseAdamStep(s.Param.Data, s.Param.Grad.Data, s.M.Data, s.V.Data, index.IntData,
+                    index.Shape[0], (int)(s.Param.Count / index.Shape[0]), index.Shape[1], lr, Options.Beta1, Options.Beta2,
+                    Options.Epsilon, s.WeightDecay, StepCount, Options.Decoupled);
+                continue;
+            }
             var mask = s.Param.GradMask;
             if (mask != null) Ops.CheckSameShape("Adam mask", s.Param, mask);
             s.Param.Device.Kernels.AdamStep(s.Param.Data, s.Param.Grad.Data, s.M.Data, s.V.Data, mask == null ? null : mask.Data,
@@ -86,7 +99,7 @@ public sealed unsafe class Adam : IDisposable
     public void ZeroGrad()
     {
         foreach (var s in _slots)
-            if (s.Param.Grad != null) s.Param.Device.Kernels.Fill(s.Param.Grad.Data, s.Param.Count, 0f);
+            if (s.Param.Grad != null) s.Param.Device.Kernels.Fill(s.Param.Grad.Data, s.Param.Grad.Count, 0f);
     }
 
     /// <inheritdoc/>

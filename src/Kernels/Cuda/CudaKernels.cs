@@ -152,6 +152,39 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         if (dscale != null || dshift != null) Columns("scale_shift_backward_params", C, 1, dscale, dshift, dy, x, rows, C);
     }
 
+    // ---------------------------------------------------------------- PEFT (peft.cu, norm.cu, loss.cu)
+
+    /// <inheritdoc/>
+    public void GatherChannels(float* y, float* x, int* index, int rows, int C, int K, bool accumulate) =>
+        Elementwise("gather_channels", (long)rows * K, y, x, index, rows, C, K, accumulate);
+
+    /// <inheritdoc/>
+    public void ScatterAddChannels(float* y, float* x, float* z, float* bias, int* index, int rows, int C, int K)
+    {
+        if (y != x) Copy(y, x, (long)rows * C, accumulate: false);
+        Elementwise("scatter_add_channels", (long)rows * K, y, x, z, bias, index, rows, C, K);
+    }
+
+    /// <inheritdoc/>
+    public void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k) =>
+        Elementwise("sparse_weight_grad", (long)N * k, dvalues, dy, x, index, rows, N, K, k);
+
+    /// <inheritdoc/>
+    public void L2NormalizeForward(float* y, float* x, int rows, int C, float eps) =>
+        Rows("l2_normalize_forward", rows, y, x, rows, C, eps);
+
+    /// <inheritdoc/>
+    public void L2NormalizeBackward(float* dx, float* dy, float* x, float* y, int rows, int C, float eps, bool accumulate) =>
+        Rows("l2_normalize_backward", rows, dx, dy, x, y, rows, C, eps, accumulate);
+
+    /// <inheritdoc/>
+    public void SupConForward(float* loss, float* s, int* labels, int N, float temperature) =>
+        _runtime.Launch("supcon_forward", 1, Threads, loss, s, labels, N, temperature);
+
+    /// <inheritdoc/>
+    public void SupConBackward(float* ds, float* dloss, float* s, int* labels, int N, float temperature, bool accumulate) =>
+        Rows("supcon_backward", N, ds, dloss, s, labels, N, temperature, accumulate);
+
     // ---------------------------------------------------------------- attention pieces (attention.cu, softmax.cu)
 
     /// <inheritdoc/>
@@ -275,6 +308,15 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         // Bias corrections in float on the host, exactly as the CPU backend computes them.
         float bc1 = 1 - MathF.Pow(beta1, t), bc2Sqrt = MathF.Sqrt(1 - MathF.Pow(beta2, t));
         Elementwise("adam_step", n, param, grad, m, v, mask, n, lr, beta1, beta2, eps, weightDecay, bc1, bc2Sqrt, decoupled);
+    }
+
+    /// <inheritdoc/>
+    public void SparseAdamStep(float* param, float* grad, float* m, float* v, int* index, int N, int K, int k, float lr,
+        float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled)
+    {
+        float bc1 = 1 - MathF.Pow(beta1, t), bc2Sqrt = MathF.Sqrt(1 - MathF.Pow(beta2, t));
+        Elementwise("sparse_adam_step", (long)N * k, param, grad, m, v, index, N, K, k, lr, beta1, beta2, eps, weightDecay,
+            bc1, bc2Sqrt, decoupled);
     }
 
     /// <inheritdoc/>

@@ -1,0 +1,210 @@
+namespace Engine.Kernels.Cpu;
+
+// The PEFT kernels on the CPU: SCT's salient-channel gather and scatter-add, GPS's sparse weight gradient (Adam on
+// the selected entries lives with Adam in CpuKernels.Train.cs), and GPS's selection loss (row L2 normalisation and
+// the supervised contrastive loss).
+public sealed unsafe partial class CpuKernels
+{
+    // ---------------------------------------------------------------- salient channels (SCT)
+
+    /// <inheritdoc/>
+    public void GatherChannels(float* y, float* x, int* index, int rows, int C, int K, bool accumulate)
+    {
+        var body = new GatherChannelsBody { Y = y, X = x, Index = index, C = C, K = K, Accumulate = accumulate };
+        CpuRange.For(rows, Math.Max(1, ElementGrain / C), ref body);
+    }
+
+    struct GatherChannelsBody : IRangeBody
+    {
+        public float* Y, X;
+        public int* Index;
+        public int C, K;
+        public bool Accumulate;
+        public void Run(long start, long end)
+        {
+            for (long r = start; r < end; r++)
+            {
+                float* x = X + r * C, y = Y + r * K;
+                for (int j = 0; j < K; j++) y[j] = Accumulate ? y[j] + x[Index[j]] : x[Index[j]];
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public void ScatterAddChannels(float* y, float* x, float* z, float* bias, int* index, int rows, int C, int K)
+    {
+        var body = new ScatterAddChannelsBody { Y = y, X = x, Z = z, Bias = bias, Index = index, C = C, K = K };
+        CpuRange.For(rows, Math.Max(1, ElementGrain / C), ref body);
+    }
+
+    struct ScatterAddChannelsBody : IRangeBody
+    {
+        public float* Y, X, Z, Bias;
+        public int* Index;
+        public int C, K;
+        public void Run(long start, long end)
+        {
+            for (long r = start; r < end; r++)
+            {
+                float* x = X + r * C, y = Y + r * C, z = Z + r * K;
+                if (y != x) Buffer.MemoryCopy(x, y, C * sizeof(float), C * sizeof(float));
+                for (int j = 0; j < K; j++) y[Index[j]] = x[Index[j]] + z[j] + (Bias == null ? 0f : Bias[j]);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- sparse weight gradient (GPS)
+
+    /// <summary>Output rows of W per task in <see cref="SparseWeightGrad"/>.</summary>
+    const int SparseRowsPerTask = 64;
+
+    /// <inheritdoc/>
+    public void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k)
+    {
+        var body = new SparseWeightGradBody { Dvalues = dvalues, Dy = dy, X = x, Index = index, Rows = rows, N = N, K = K, PerRow = k };
+        CpuParallel.For(CpuRange.Chunks(N, SparseRowsPerTask), ref body);
+    }
+
+    /// <summary>A task owns output rows [o0, o1) and walks the tokens once: each token's dy row and x row stay in
+    /// cache while every selected (o, j) of the task takes its product. Sums run in token order (deterministic).</summary>
+    struct SparseWeightGradBody : IParallelBody
+    {
+        public float* Dvalues, Dy, X;
+        public int* Index;
+        public int Rows, N, K, PerRow;
+        public void Run(int task)
+        {
+            int o0 = task * SparseRowsPerTask, o1 = Math.Min(N, o0 + SparseRowsPerTask);
+            float* sums = Dvalues + (long)o0 * PerRow;
+            int* index = Index + (long)o0 * PerRow;
+            for (long r = 0; r < Rows; r++)
+            {
+                float* dy = Dy + r * N, x = X + r * K;
+                for (int o = o0, e = 0; o < o1; o++)
+                {
+                    float g = dy[o];
+                    for (int j = 0; j < PerRow; j++, e++) sums[e] += g * x[index[e]];
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- row L2 normalisation
+
+    /// <inheritdoc/>
+    public void L2NormalizeForward(float* y, float* x, int rows, int C, float eps)
+    {
+        var body = new L2NormalizeBody { Y = y, X = x, C = C, Eps = eps };
+        CpuRange.For(rows, Math.Max(1, ElementGrain / C), ref body);
+    }
+
+    /// <summary>max(‖x‖₂, eps) of one row, the norm summed in double.</summary>
+    static float ClampedNorm(float* x, int C, float eps)
+    {
+        double ss = 0;
+        for (int i = 0; i < C; i++) ss += (double)x[i] * x[i];
+        return MathF.Max((float)Math.Sqrt(ss), eps);
+    }
+
+    struct L2NormalizeBody : IRangeBody
+    {
+        public float* Y, X;
+        public int C;
+        public float Eps;
+        public void Run(long start, long end)
+        {
+            for (long r = start; r < end; r++)
+            {
+                float* x = X + r * C, y = Y + r * C;
+                float n = ClampedNorm(x, C, Eps);
+                for (int i = 0; i < C; i++) y[i] = x[i] / n;
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public void L2NormalizeBackward(float* dx, float* dy, float* x, float* y, int rows, int C, float eps, bool accumulate)
+    {
+        var body = new L2NormalizeBackwardBody { Dx = dx, Dy = dy, X = x, Y = y, C = C, Eps = eps, Accumulate = accumulate };
+        CpuRange.For(rows, Math.Max(1, ElementGrain / C), ref body);
+    }
+
+    struct L2NormalizeBackwardBody : IRangeBody
+    {
+        public float* Dx, Dy, X, Y;
+        public int C;
+        public float Eps;
+        public bool Accumulate;
+        public void Run(long start, long end)
+        {
+            for (long r = start; r < end; r++)
+            {
+                float* x = X + r * C, y = Y + r * C, dy = Dy + r * C, dx = Dx + r * C;
+                float n = ClampedNorm(x, C, Eps);
+                // A clamped norm is a constant: then y = x / eps and dx = dy / eps.
+                float dot = 0f;
+                if (n > Eps)
+                    for (int i = 0; i < C; i++) dot += y[i] * dy[i];
+                for (int i = 0; i < C; i++)
+                {
+                    float g = (dy[i] - y[i] * dot) / n;
+                    dx[i] = Accumulate ? dx[i] + g : g;
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- supervised contrastive loss
+
+    /// <summary>For anchor i: log Σ_{a≠i} exp(s_ia/τ) (max-subtracted) and the number of positives.</summary>
+    static float SupConRow(float* s, int* labels, int N, int i, float invT, out int positives)
+    {
+        float max = float.NegativeInfinity;
+        positives = 0;
+        for (int a = 0; a < N; a++)
+        {
+            if (a == i) continue;
+            max = MathF.Max(max, s[a] * invT);
+            if (labels[a] == labels[i]) positives++;
+        }
+        float sum = 0f;
+        for (int a = 0; a < N; a++)
+            if (a != i) sum += MathF.Exp(s[a] * invT - max);
+        return max + MathF.Log(sum);
+    }
+
+    /// <inheritdoc/>
+    public void SupConForward(float* loss, float* s, int* labels, int N, float temperature)
+    {
+        float invT = 1f / temperature;
+        double total = 0;
+        for (int i = 0; i < N; i++)
+        {
+            float* row = s + (long)i * N;
+            float lse = SupConRow(row, labels, N, i, invT, out int positives);
+            if (positives == 0) continue;
+            double sum = 0;
+            for (int a = 0; a < N; a++)
+                if (a != i && labels[a] == labels[i]) sum += row[a] * invT - lse;
+            total -= sum / positives;
+        }
+        loss[0] = (float)(total / N);
+    }
+
+    /// <inheritdoc/>
+    public void SupConBackward(float* ds, float* dloss, float* s, int* labels, int N, float temperature, bool accumulate)
+    {
+        float invT = 1f / temperature, scale = dloss[0] / N * invT;
+        for (int i = 0; i < N; i++)
+        {
+            float* row = s + (long)i * N, d = ds + (long)i * N;
+            float lse = SupConRow(row, labels, N, i, invT, out int positives);
+            for (int a = 0; a < N; a++)
+            {
+                float g = a == i || positives == 0 ? 0f
+                    : scale * (MathF.Exp(row[a] * invT - lse) - (labels[a] == labels[i] ? 1f / positives : 0f));
+                d[a] = accumulate ? d[a] + g : g;
+            }
+        }
+    }
+}
