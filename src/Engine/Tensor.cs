@@ -84,9 +84,6 @@ public sealed unsafe class Tensor : IDisposable
 
     Tensor? _gradIndex;
 
-    /// <summary>Elements that train: those of <see cref="GradIndex"/> when sparse, else all of them.</summary>
-    public long TrainableCount => _gradIndex?.Count ?? Count;
-
     /// <summary>True for tensors created directly (parameters, inputs) rather than by an op.</summary>
     public bool IsLeaf { get; internal set; } = true;
 
@@ -371,6 +368,13 @@ public sealed unsafe class Tensor : IDisposable
     internal void ReleaseStorage() => _storage.Release();
 
     internal void SetGrad(Tensor? grad) => Grad = grad;
+
+    /// <summary>Frees the gradient (null afterwards); the next backward that reaches this tensor starts from zero.</summary>
+    public void DropGrad()
+    {
+        Grad?.Dispose();
+        Grad = null;
+    }
 
     /// <inheritdoc/>
     public override string ToString() => $"Tensor {Describe()} on {Device}";

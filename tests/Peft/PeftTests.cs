@@ -7,16 +7,76 @@ using Engine.Optim;
 namespace Engine.Tests;
 
 /// <summary>The PEFT methods on ViT: trainable counts against the papers' arithmetic, what a training step may
-/// change, SSF re-parameterisation, and saving only the trained part.</summary>
+/// change, SSF re-parameterisation, SCT and GPS selection, sparse GPS against dense masked GPS, and saving only the
+/// trained part.</summary>
 [TestFixture, NonParallelizable]
 public class PeftTests
 {
     static readonly VitConfig Tiny = new() { img_size = 12, patch_size = 4, in_chans = 1, embed_dim = 16, depth = 2, num_heads = 2, mlp_ratio = 2, num_classes = 3 };
 
+    /// <summary>Every method, by its command-line name (gps-dense: GPS with the dense masked gradient).</summary>
+    public static readonly string[] Methods = ["full", "linear", "bias", "ssf", "sct", "gps", "gps-dense"];
+
     static Tensor Images(Device device, int batch, ulong seed)
     {
         var (x, _) = new PatternTask(1, 12, 4, 3, seed).Batch(batch, 1);
         return Tensor.FromArray(device, x, batch, 1, 12, 12);
+    }
+
+    /// <summary>Labelled batches of the pattern task (the caller disposes the images).</summary>
+    static List<(Tensor Images, int[] Labels)> Batches(Device device, int count, int size, bool twoViews = false)
+    {
+        var task = new PatternTask(1, 12, 4, 3, 7);
+        var batches = new List<(Tensor, int[])>();
+        for (int i = 0; i < count; i++)
+        {
+            var (x, y) = task.Batch(size, (ulong)i);
+            // Two views of each image (the plain image twice; train-mode dropout makes them differ when enabled).
+            if (twoViews) (x, y) = ([.. x, .. x], [.. y, .. y]);
+            batches.Add((Tensor.FromArray(device, x, y.Length, 1, 12, 12), y));
+        }
+        return batches;
+    }
+
+    static PeftMethod Create(string name, VisionTransformer vit)
+    {
+        switch (name)
+        {
+            case "full": return SubsetMethod.Full();
+            case "linear": return SubsetMethod.Linear();
+            case "bias": return SubsetMethod.Bias();
+            case "ssf": return new Ssf(seed: 9);
+        }
+        var batches = Batches(vit.Parameters[0].Device, 3, 6, twoViews: name.StartsWith("gps"));
+        try
+        {
+            return name == "sct"
+                ? new Sct(SctSelection.Compute(vit, batches, k: 5), seed: 9)
+                : new Gps(GpsSelection.Compute(vit, batches, k: 2, seed: 5), sparse: name == "gps");
+        }
+        finally
+        {
+            foreach (var (images, _) in batches) images.Dispose();
+        }
+    }
+
+    static float TrainStep(VisionTransformer vit, Adam opt, Device device, ulong batch)
+    {
+        var (x, y) = new PatternTask(1, 12, 4, 3, 2).Batch(8, batch);
+        using var images = Tensor.FromArray(device, x, 8, 1, 12, 12);
+        using var targets = Tensor.FromArray(device, y, 8);
+        var tape = new Tape();
+        float value;
+        using (tape.Record())
+        {
+            using var logits = vit.Forward(images, trainSeed: batch);
+            using var loss = Ops.CrossEntropy(logits, targets);
+            value = loss.ToArray()[0];
+            tape.Backward(loss);
+        }
+        opt.Step();
+        opt.ZeroGrad();
+        return value;
     }
 
     [Test]
@@ -34,6 +94,13 @@ public class PeftTests
             }
         }
         Expect(new Ssf(), 205_824 + head);                          // SSF paper: 1,536 + 12·2·8,448 + 1,536
+        Expect(new Sct(SctSelection.Sites(vit).ToDictionary(s => s.Name, _ => Enumerable.Range(0, 96).ToArray())), 111_744 + head); // 12·(96² + 96)
+        foreach (int k in new[] { 1, 2 })                         // GPS: 83,712·K weights + 83,712 biases
+        {
+            var selection = vit.Parameters.Where(p => GpsSelection.RoleOf(p) == GpsRole.TopK)
+                .ToDictionary(p => p.Name!, p => new GpsRows(p.Shape[0], k, [.. Enumerable.Range(0, p.Shape[0] * k).Select(e => e % k)]));
+            Expect(new Gps(selection), 83_712L * k + 83_712 + head);
+        }
         Expect(SubsetMethod.Linear(), head);
         Expect(SubsetMethod.Bias(), 768 + 12 * (2304 + 768 + 3072 + 768 + 2 * 768) + 768 + head);
         Expect(SubsetMethod.Full(), vit.ParameterCount);
@@ -55,64 +122,239 @@ public class PeftTests
         Assert.That(vit.SiteHook, Is.Null);
     }
 
-    [TestCaseSource(typeof(Backends), nameof(Backends.Names))]
-    public void AStepChangesOnlyWhatTrains(string backend)
+    [Test]
+    public void AStepChangesOnlyWhatTrains([ValueSource(typeof(Backends), nameof(Backends.Names))] string backend,
+        [ValueSource(nameof(Methods))] string methodName)
     {
         var device = Backends.Get(backend);
         using var vit = new VisionTransformer(device, Tiny, seed: 3);
-        using var ssf = new Ssf(seed: 9);
-        ssf.Apply(vit);
-        var frozenBefore = vit.Parameters.Where(p => !p.RequiresGrad).ToDictionary(p => p.Name!, p => p.ToArray());
-        var trainable = ssf.Trainable(vit);
-        var trainableBefore = trainable.ToDictionary(p => p.Name!, p => p.ToArray());
-        Assert.That(frozenBefore.Keys, Does.Not.Contain("head.weight"));
+        using var method = Create(methodName, vit);
+        method.Apply(vit);
+        var before = vit.Parameters.Concat(method.AddedParameters).ToDictionary(p => p.Name!, p => p.ToArray());
+        var trainable = method.Trainable(vit);
+        Assert.That(trainable.Select(p => p.Name), Does.Contain("head.weight"));
         using var opt = new Adam(trainable, new AdamOptions { LearningRate = 1e-2f });
-        var (x, y) = new PatternTask(1, 12, 4, 3, 2).Batch(4, 1);
-        using var images = Tensor.FromArray(device, x, 4, 1, 12, 12);
-        using var targets = Tensor.FromArray(device, y, 4);
-        var tape = new Tape();
-        using (tape.Record())
-        {
-            using var logits = vit.Forward(images, trainSeed: 1);
-            using var loss = Ops.CrossEntropy(logits, targets);
-            tape.Backward(loss);
-        }
-        opt.Step();
+        TrainStep(vit, opt, device, 1);
         foreach (var p in vit.Parameters.Where(p => !p.RequiresGrad))
         {
             Assert.That(p.Grad, Is.Null, $"{p.Name}: a frozen tensor got a gradient");
-            Assert.That(p.ToArray(), Is.EqualTo(frozenBefore[p.Name!]), $"{p.Name}: frozen but changed");
+            Assert.That(p.ToArray(), Is.EqualTo(before[p.Name!]), $"{p.Name}: frozen but changed");
         }
         foreach (var p in trainable)
-            Assert.That(p.ToArray(), Is.Not.EqualTo(trainableBefore[p.Name!]), $"{p.Name}: trainable but unchanged");
+        {
+            var now = p.ToArray();
+            Assert.That(now, Is.Not.EqualTo(before[p.Name!]), $"{p.Name}: trainable but unchanged");
+            var selected = Selected(p);
+            if (selected == null) continue;
+            for (int i = 0; i < now.Length; i++)
+                if (!selected[i]) Assert.That(now[i], Is.EqualTo(before[p.Name!][i]), $"{p.Name}[{i}]: not selected but changed");
+        }
+    }
+
+    /// <summary>Which elements of a GPS weight are selected (null: the whole tensor trains).</summary>
+    static bool[]? Selected(Tensor p)
+    {
+        if (p.GradMask != null) return [.. p.GradMask.ToArray().Select(v => v != 0f)];
+        if (p.GradIndex == null) return null;
+        var selected = new bool[p.Count];
+        var index = p.GradIndex.ToIntArray();
+        int k = p.GradIndex.Shape[1], perRow = (int)(p.Count / p.Shape[0]);
+        for (int e = 0; e < index.Length; e++) selected[e / k * perRow + index[e]] = true;
+        return selected;
+    }
+
+    [TestCaseSource(nameof(Methods))]
+    public void ATrainingLoopLowersTheLoss(string methodName)
+    {
+        using var vit = new VisionTransformer(Device.Cpu, Tiny, seed: 3);
+        using var method = Create(methodName, vit);
+        method.Apply(vit);
+        using var opt = new Adam(method.Trainable(vit), new AdamOptions { LearningRate = 1e-2f });
+        // Fitting one batch: the loss must fall below its start whatever the method trains. (On this random tiny model
+        // BitFit plateaus near the class prior, so the bar is modest: the mean of the last 10 steps 3% under the start.)
+        var losses = Enumerable.Range(0, 60).Select(_ => TrainStep(vit, opt, Device.Cpu, 0)).ToArray();
+        double last = losses.TakeLast(10).Average();
+        Assert.That(last, Is.LessThan(losses[0] * 0.97), $"{methodName}: loss {losses[0]:F4} → {last:F4}");
+    }
+
+    [TestCaseSource(typeof(Backends), nameof(Backends.Names))]
+    public void SparseGpsMatchesDenseMaskedGpsStepForStep(string backend)
+    {
+        var device = Backends.Get(backend);
+        // No qkv bias: the key bias has an exactly zero true gradient (softmax ignores a shift shared by all keys), so
+        // its computed gradient is rounding noise that Adam turns into ±lr steps, in either implementation.
+        var config = Tiny with { qkv_bias = false };
+        using var sparseVit = new VisionTransformer(device, config, seed: 3);
+        using var denseVit = new VisionTransformer(device, config, seed: 3);
+        var batches = Batches(device, 2, 6, twoViews: true);
+        var selection = GpsSelection.Compute(sparseVit, batches, k: 3);
+        foreach (var (images, _) in batches) images.Dispose();
+        using var sparse = new Gps(selection);
+        using var dense = new Gps(selection, sparse: false);
+        sparse.Apply(sparseVit);
+        dense.Apply(denseVit);
+        Assert.That(sparseVit["blocks.0.mlp.fc1.weight"].GradIndex, Is.Not.Null);
+        Assert.That(denseVit["blocks.0.mlp.fc1.weight"].GradMask, Is.Not.Null);
+        var options = new AdamOptions { LearningRate = 1e-2f, WeightDecay = 0, Decoupled = false }; // GPS: plain Adam, no decay
+        using var sparseOpt = new Adam(sparse.Trainable(sparseVit), options);
+        using var denseOpt = new Adam(dense.Trainable(denseVit), options);
+        long trainable = sparse.TrainableCount(sparseVit);
+        Assert.That(dense.TrainableCount(denseVit), Is.EqualTo(trainable));
+        Assert.That(sparseOpt.StateBytes, Is.EqualTo(2 * 4 * trainable), "sparse optimizer state grows with the trainable entries only");
+        for (ulong step = 0; step < 4; step++)
+        {
+            float a = TrainStep(sparseVit, sparseOpt, device, step), b = TrainStep(denseVit, denseOpt, device, step);
+            Assert.That(a, Is.EqualTo(b).Within(1e-5 * Math.Abs(b)), $"loss at step {step}");
+            foreach (var p in sparseVit.Parameters)
+            {
+                var want = denseVit[p.Name!].ToArray();
+                GradCheck.CheckClose($"step {step} {p.Name}", p.ToArray(), [.. want.Select(v => (double)v)], 2e-6, 1e-5);
+            }
+        }
     }
 
     [Test]
-    public void TheTrainedPartReloadsOntoTheBaseWeights()
+    public void SctSelectionEqualsAStraightforwardRecomputation()
+    {
+        using var vit = new VisionTransformer(Device.Cpu, Tiny, seed: 3);
+        var batches = Batches(Device.Cpu, 3, 5);
+        const int k = 5;
+        var selection = SctSelection.Compute(vit, batches, k);
+        // Recompute one image at a time: keep each image's residual stream after attention, then by the definition
+        // score_d = mean over classes c of sqrt(Σ_{images of c, patch tokens} x²), keep the channels strictly above the
+        // (K+1)-th largest score (the reference's threshold rule), ascending.
+        var features = SctSelection.Sites(vit).ToDictionary(s => s.Name, _ => new List<(int Label, float[] X)>());
+        int label = 0;
+        vit.SiteHook = (site, x) =>
+        {
+            if (features.TryGetValue(site.Name, out var list)) list.Add((label, x.ToArray()));
+            return x;
+        };
+        foreach (var (images, labels) in batches)
+            for (int b = 0; b < labels.Length; b++)
+            {
+                label = labels[b];
+                using var one = images.Slice(0, b, 1).Contiguous();
+                using var _ = Tape.NoGrad();
+                vit.ForwardFeatures(one).Dispose();
+            }
+        vit.SiteHook = null;
+        int C = Tiny.embed_dim, T = Tiny.Tokens;
+        foreach (var (site, list) in features)
+        {
+            var scores = new double[C];
+            var classes = list.Select(f => f.Label).Distinct().ToList();
+            foreach (int c in classes)
+                for (int d = 0; d < C; d++)
+                    scores[d] += Math.Sqrt(list.Where(f => f.Label == c).Sum(f => Enumerable.Range(1, T - 1).Sum(t => (double)f.X[t * C + d] * f.X[t * C + d]))) / classes.Count;
+            double threshold = scores.OrderDescending().ElementAt(k);
+            var want = Enumerable.Range(0, C).Where(d => scores[d] > threshold).ToArray();
+            Assert.That(selection[site], Is.EqualTo(want), site);
+        }
+        foreach (var (images, _) in batches) images.Dispose();
+    }
+
+    [Test]
+    public void GpsSelectionKeepsTheLargestAccumulatedGradientsPerRow()
+    {
+        using var vit = new VisionTransformer(Device.Cpu, Tiny, seed: 3);
+        var batches = Batches(Device.Cpu, 2, 4, twoViews: true);
+        var selection = GpsSelection.Compute(vit, batches, k: 2, seed: 11);
+        Assert.That(GpsSelection.Compute(vit, batches, k: 2, seed: 11)["blocks.1.attn.qkv.weight"].Columns,
+            Is.EqualTo(selection["blocks.1.attn.qkv.weight"].Columns), "the same seed selects the same entries");
+        Assert.That(vit.Parameters.All(p => p.Grad == null), "the selection pass leaves no gradient behind");
+        Assert.That(selection.Keys, Does.Not.Contain("head.weight").And.Not.Contain("pos_embed").And.Not.Contain("blocks.0.norm1.weight"));
+        // Recompute the accumulated gradient with a plain tape over every parameter, then rank by sorting.
+        foreach (var p in vit.Parameters) p.RequiresGrad = true;
+        var tape = new Tape();
+        ulong batch = 0;
+        foreach (var (images, labels) in batches)
+        {
+            using var lt = Tensor.FromArray(Device.Cpu, labels, labels.Length);
+            Tensor loss;
+            using (tape.Record())
+            {
+                using var f = vit.ForwardFeatures(images, Kernels.CounterRng.Hash(11, batch++));
+                using var z = Ops.L2Normalize(f);
+                using var s = Ops.Linear(z, z);
+                loss = Ops.SupConLoss(s, lt, 0.07f);
+            }
+            using (loss) tape.Backward(loss);
+        }
+        Assert.That(vit["head.weight"].Grad, Is.Null, "the contrastive loss never reaches the head");
+        foreach (var (name, rows) in selection)
+        {
+            var g = vit[name].Grad!.ToArray();
+            int perRow = g.Length / rows.Rows;
+            for (int o = 0; o < rows.Rows; o++)
+            {
+                var want = Enumerable.Range(0, perRow).OrderByDescending(c => Math.Abs(g[o * perRow + c])).Take(2).Order();
+                Assert.That(rows.Columns.Skip(o * 2).Take(2), Is.EqualTo(want), $"{name} row {o}");
+            }
+        }
+        foreach (var (images, _) in batches) images.Dispose();
+    }
+
+    [TestCaseSource(nameof(Methods))]
+    public void TheTrainedPartReloadsOntoTheBaseWeights(string methodName)
     {
         string dir = Files.TempDir();
-        string path = Path.Combine(dir, "ssf.safetensors");
+        string path = Path.Combine(dir, "trained.safetensors");
         using var images = Images(Device.Cpu, 3, 4);
         float[] want;
+        long fileBytes;
         using (var vit = new VisionTransformer(Device.Cpu, Tiny, seed: 3))
-        using (var ssf = new Ssf(seed: 9))
+        using (var method = Create(methodName, vit))
         {
-            ssf.Apply(vit);
-            vit["head.bias"].CopyFrom([0.5f, -0.25f, 1f]); // a "trained" head
-            ssf.SaveTrained(vit, path);
+            method.Apply(vit);
+            using (var opt = new Adam(method.Trainable(vit), new AdamOptions { LearningRate = 1e-2f }))
+                for (ulong i = 0; i < 3; i++) TrainStep(vit, opt, Device.Cpu, i);
+            method.SaveTrained(vit, path);
             using var logits = vit.Forward(images);
             want = logits.ToArray();
+            fileBytes = new FileInfo(path).Length;
+            if (methodName != "full") Assert.That(fileBytes, Is.LessThan(vit.ParameterCount * 4 / 2), "only the trained part is saved");
         }
         using (var vit = new VisionTransformer(Device.Cpu, Tiny, seed: 3))
-        using (var ssf = new Ssf(seed: 1234))
         {
-            ssf.Apply(vit);
-            ssf.LoadTrained(vit, path);
+            using PeftMethod method = methodName switch
+            {
+                "sct" => new Sct(SctSelection.Read(path), seed: 1234),
+                "gps" or "gps-dense" => new Gps(GpsSelection.Read(path), sparse: methodName == "gps"),
+                "ssf" => new Ssf(seed: 1234),
+                _ => Create(methodName, vit),
+            };
+            method.Apply(vit);
+            method.LoadTrained(vit, path);
             using var logits = vit.Forward(images);
             Assert.That(logits.ToArray(), Is.EqualTo(want));
-            var e = Assert.Throws<InvalidDataException>(() => SubsetMethod.Bias().LoadTrained(vit, path))!;
-            Assert.That(e.Message, Does.Contain("ssf").And.Contain("bias"));
+            var wrong = methodName == "bias" ? SubsetMethod.Linear() : SubsetMethod.Bias();
+            var e = Assert.Throws<InvalidDataException>(() => wrong.LoadTrained(vit, path))!;
+            Assert.That(e.Message, Does.Contain(method.Name).And.Contain(wrong.Name));
         }
+        Directory.Delete(dir, true);
+    }
+
+    [Test]
+    public void SelectionsRoundTripAndBadSelectionsAreRefused()
+    {
+        string dir = Files.TempDir();
+        using var vit = new VisionTransformer(Device.Cpu, Tiny, seed: 3);
+        var sct = new Dictionary<string, int[]> { ["blocks.0.attn_residual"] = [1, 3, 8], ["blocks.1.attn_residual"] = [0, 2, 15] };
+        SctSelection.Save(Path.Combine(dir, "sct.safetensors"), sct);
+        Assert.That(SctSelection.Read(Path.Combine(dir, "sct.safetensors")), Is.EqualTo(sct));
+        var gps = new Dictionary<string, GpsRows> { ["blocks.0.mlp.fc2.weight"] = new(16, 2, [.. Enumerable.Range(0, 32).Select(i => i % 32)]) };
+        GpsSelection.Save(Path.Combine(dir, "gps.safetensors"), gps);
+        var read = GpsSelection.Read(Path.Combine(dir, "gps.safetensors"));
+        Assert.That(read["blocks.0.mlp.fc2.weight"].Columns, Is.EqualTo(gps["blocks.0.mlp.fc2.weight"].Columns));
+        var e1 = Assert.Throws<InvalidDataException>(() => GpsSelection.Read(Path.Combine(dir, "sct.safetensors")))!;
+        Assert.That(e1.Message, Does.Contain("sct.safetensors").And.Contain("gps_index"));
+        var e2 = Assert.Throws<ArgumentException>(() => new Sct(new Dictionary<string, int[]> { ["blocks.7.attn_residual"] = [1] }).Apply(vit))!;
+        Assert.That(e2.Message, Does.Contain("blocks.7.attn_residual"));
+        var e3 = Assert.Throws<ArgumentException>(() => new Sct(new Dictionary<string, int[]> { ["blocks.0.attn_residual"] = [1, 16] }).Apply(vit))!;
+        Assert.That(e3.Message, Does.Contain("[0, 16)"));
+        var e4 = Assert.Throws<ArgumentException>(() => new Gps(gps).Apply(vit))!;
+        Assert.That(e4.Message, Does.Contain("no entry"));
         Directory.Delete(dir, true);
     }
 }

@@ -32,6 +32,14 @@ public interface IPeftModel
     /// <summary>Every feature site, in forward order.</summary>
     IReadOnlyList<FeatureSite> Sites { get; }
 
+    /// <summary>Tokens before the patch tokens in the token dimension (timm's <c>num_prefix_tokens</c>: 1 for ViT's class
+    /// token, 0 for models without one).</summary>
+    int NumPrefixTokens { get; }
+
+    /// <summary>The pooled features after the final norm, [B, features] (the head's input, before head dropout). A
+    /// <paramref name="trainSeed"/> turns on dropout and stochastic depth; null is eval mode.</summary>
+    Tensor ForwardFeatures(Tensor images, ulong? trainSeed = null);
+
     /// <summary>Called at each site with the features there; returns the features to continue with (the input itself
     /// when the site is untouched). Null: every site is the identity.</summary>
     Func<FeatureSite, Tensor, Tensor>? SiteHook { get; set; }

@@ -23,12 +23,28 @@ public abstract class PeftMethod : IDisposable
     public IReadOnlyList<Tensor> Trainable(IPeftModel model) =>
         [.. model.Parameters.Where(p => p.RequiresGrad), .. AddedParameters.Where(p => p.RequiresGrad)];
 
-    /// <summary>Number of trainable elements.</summary>
-    public long TrainableCount(IPeftModel model) => Trainable(model).Sum(p => p.Count);
+    /// <summary>Number of trainable elements: the selected entries of a sparse (<see cref="Tensor.GradIndex"/>) or
+    /// masked (<see cref="Tensor.GradMask"/>) parameter, every element of the others.</summary>
+    public long TrainableCount(IPeftModel model) => Trainable(model).Sum(p =>
+        p.GradIndex?.Count ?? (p.GradMask is { } mask ? mask.ToArray().LongCount(v => v != 0f) : p.Count));
 
-    /// <summary>Writes only the trained part (and what the method needs to re-apply it) as safetensors, atomically.</summary>
-    public void SaveTrained(IPeftModel model, string path) =>
-        SafeTensors.Write(path, Trainable(model), new Dictionary<string, string> { ["peft_method"] = Name });
+    /// <summary>Writes only the trained part, and what the method needs to re-apply it (a selection), as safetensors,
+    /// atomically.</summary>
+    public void SaveTrained(IPeftModel model, string path)
+    {
+        var tensors = TrainedState(model);
+        try
+        {
+            SafeTensors.Write(path, tensors.Select(t => t.Tensor), new Dictionary<string, string> { ["peft_method"] = Name });
+        }
+        finally
+        {
+            foreach (var t in tensors.Where(t => t.Owned)) t.Tensor.Dispose();
+        }
+    }
+
+    /// <summary>The tensors <see cref="SaveTrained"/> writes; Owned ones are temporary copies it disposes.</summary>
+    protected virtual List<(Tensor Tensor, bool Owned)> TrainedState(IPeftModel model) => [.. Trainable(model).Select(p => (p, false))];
 
     /// <summary>Loads a file from <see cref="SaveTrained"/> onto a model that already holds the base weights and has had
     /// <see cref="Apply"/>: every trained tensor must be present with its shape.</summary>
@@ -38,8 +54,12 @@ public abstract class PeftMethod : IDisposable
         using var checkpoint = Checkpoint.Open(path);
         if (checkpoint.Metadata.TryGetValue("peft_method", out var method) && method != Name)
             throw new InvalidDataException($"{path}: trained with method '{method}', not '{Name}'");
-        StateDict.Load(Trainable(model), checkpoint.Entries, path, strict: true);
+        LoadTrained(model, checkpoint.Entries, path);
     }
+
+    /// <summary>Copies the trained tensors from a file's <paramref name="entries"/> (strict: all present, nothing extra).</summary>
+    protected virtual void LoadTrained(IPeftModel model, IReadOnlyList<CheckpointEntry> entries, string path) =>
+        StateDict.Load(Trainable(model), entries, path, strict: true);
 
     /// <summary>Frees the added parameters.</summary>
     public virtual void Dispose()

@@ -144,6 +144,9 @@ public sealed class VisionTransformer : IPeftModel, IDisposable
         return Ops.Linear(dropped, _headW, _headB);
     }
 
+    /// <inheritdoc/>
+    public int NumPrefixTokens => 1;
+
     /// <summary>The class token after the final norm, [B, embed_dim] (timm's forward_features + pooling).</summary>
     public Tensor ForwardFeatures(Tensor images, ulong? trainSeed = null)
     {
