@@ -358,3 +358,47 @@ public class PeftTests
         Directory.Delete(dir, true);
     }
 }
+
+/// <summary>The recipes: the official scripts' values and schedules.</summary>
+public class PeftRecipeTests
+{
+    [Test]
+    public void SchedulesFollowTheScripts()
+    {
+        var ssf = PeftRecipe.For("ssf", "cifar");
+        Assert.That(ssf.TotalEpochs, Is.EqualTo(110), "100 epochs plus timm's 10 cooldown epochs");
+        Assert.That(ssf.LearningRateAt(0), Is.EqualTo(1e-7f));
+        Assert.That(ssf.LearningRateAt(5), Is.EqualTo(1e-7f + 5 * (5e-3f - 1e-7f) / 10).Within(1e-9));
+        Assert.That(ssf.LearningRateAt(10), Is.EqualTo(1e-8 + 0.5 * (5e-3 - 1e-8) * (1 + Math.Cos(Math.PI * 10 / 100))).Within(1e-9));
+        Assert.That(ssf.LearningRateAt(105), Is.EqualTo(1e-8f));
+        var sct = PeftRecipe.For("sct", "dtd");
+        Assert.That((sct.LearningRate, sct.WeightDecay, sct.Augment, sct.LabelSmoothing, sct.TotalEpochs), Is.EqualTo((0.0032f, 0.04f, true, 0.1f, 100)));
+        Assert.That(sct.LearningRateAt(0), Is.EqualTo(1e-6f));
+        Assert.That(sct.LearningRateAt(1), Is.EqualTo(1e-6f), "SCT steps its scheduler with the epoch just run");
+        Assert.That(sct.LearningRateAt(11), Is.EqualTo(1e-5 + 0.5 * (0.0032 - 1e-5) * (1 + Math.Cos(Math.PI * 10 / 100))).Within(1e-9));
+        var gps = PeftRecipe.For("gps", "patch_camelyon");
+        Assert.That((gps.Optimizer, gps.WeightDecay, gps.BatchSize, gps.K, gps.LearningRate), Is.EqualTo((OptimizerKind.Adam, 0f, 32, 2, 0.004f)));
+        Assert.That(PeftRecipe.For("gps").K, Is.EqualTo(1));
+        var e = Assert.Throws<ArgumentException>(() => PeftRecipe.For("lora"))!;
+        Assert.That(e.Message, Does.Contain("lora").And.Contain("ssf"));
+        Assert.That(Assert.Throws<ArgumentException>(() => PeftRecipe.For("ssf", "cifar100"))!.Message, Does.Contain("cifar100").And.Contain("cifar,"));
+    }
+
+    [Test]
+    public void WeightDecayGoesWhereTheRecipeSaysSo()
+    {
+        using var vit = new VisionTransformer(Device.Cpu, new VitConfig { img_size = 8, patch_size = 4, in_chans = 1, embed_dim = 8, depth = 1, num_heads = 2, num_classes = 3 });
+        using var ssf = new Ssf();
+        ssf.Apply(vit);
+        var recipe = PeftRecipe.For("ssf");
+        using var opt = new Adam(ssf.Trainable(vit), recipe.AdamOptions);
+        recipe.ConfigureWeightDecay(opt);
+        Assert.That(opt.WeightDecays.Where(kv => kv.Value > 0).Select(kv => kv.Key.Name), Is.EqualTo(new[] { "head.weight" }), "SSF: only the head weight decays");
+        var sct = PeftRecipe.For("sct");
+        using var opt2 = new Adam(ssf.Trainable(vit), sct.AdamOptions);
+        sct.ConfigureWeightDecay(opt2);
+        Assert.That(opt2.WeightDecays.Values, Has.All.EqualTo(sct.WeightDecay), "SCT: every trainable decays");
+        Assert.That(opt2.Options.Decoupled, Is.True);
+        Assert.That(PeftRecipe.For("gps").AdamOptions.Decoupled, Is.False, "GPS: plain Adam");
+    }
+}

@@ -63,6 +63,9 @@ public sealed unsafe class Adam : IDisposable
     /// <summary>Bytes of optimizer state (the two moments).</summary>
     public long StateBytes => _slots.Sum(s => s.M.Bytes + s.V.Bytes);
 
+    /// <summary>The weight decay of every parameter.</summary>
+    public IReadOnlyDictionary<Tensor, float> WeightDecays => _slots.ToDictionary(s => s.Param, s => s.WeightDecay);
+
     /// <summary>Overrides the weight decay of one parameter (e.g. none for biases and norms).</summary>
     public void SetWeightDecay(Tensor parameter, float weightDecay)
     {
