@@ -6,6 +6,8 @@ root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(InferCommand.Create());
 root.Subcommands.Add(InspectCommand.Create());
 root.Subcommands.Add(SelftestCommand.Create());
+root.Subcommands.Add(SelectCommand.Create());
+root.Subcommands.Add(MergeCommand.Create());
 try
 {
     return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

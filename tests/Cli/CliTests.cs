@@ -150,4 +150,103 @@ public class CliTests
         Assert.That(code, Is.Zero);
         Assert.That(stdout, Does.Contain("Usage:").And.Contain(command));
     }
+
+    /// <summary>A folder of 3 class subfolders with 4 PNG images each, and the images as the library sees them.</summary>
+    string ClassFolder()
+    {
+        string root = Path.Combine(_dir, "data");
+        for (int c = 0; c < 3; c++)
+        {
+            string dir = Path.Combine(root, $"class{c}");
+            Directory.CreateDirectory(dir);
+            for (int i = 0; i < 4; i++)
+            {
+                var rgb = Enumerable.Range(0, 20 * 24 * 3).Select(j => (byte)((j * (3 + c) + i * 40 + (j / 60) * c * 17) % 256)).ToArray();
+                File.WriteAllBytes(Path.Combine(dir, $"{i}.png"), PngTests.EncodeRgb(24, 20, rgb));
+            }
+        }
+        return root;
+    }
+
+    [Test]
+    public void SelectSctMatchesTheLibraryAndGpsIsReproducible()
+    {
+        string data = ClassFolder(), sct = Path.Combine(_dir, "sct.safetensors");
+        var (code, stdout, _) = Peft("select", "--method", "sct", "--model", Fixture("config.json"), "--weights", Fixture("weights.safetensors"),
+            "--data", data, "--output", sct, "--k", "8", "--batch-size", "6", "--device", "cpu");
+        Assert.That(code, Is.Zero);
+        Assert.That(stdout, Does.Contain("2 channel sets of 8"));
+        var config = VitConfig.Resolve(Fixture("config.json")) with { num_classes = 3 };
+        using var vit = new VisionTransformer(Device.Cpu, config);
+        vit.Load(Fixture("weights.safetensors"), LoadMode.NewHead);
+        var files = Directory.GetDirectories(data).Order().SelectMany((d, c) => Directory.GetFiles(d).Select(f => (f, c))).ToList();
+        var x = new float[files.Count * 3 * 16 * 16];
+        for (int i = 0; i < files.Count; i++) Normalization.ImageNet.ResizeInto(Png.Read(files[i].f), 16, x.AsSpan(i * 768, 768));
+        using var images = Tensor.FromArray(Device.Cpu, x, files.Count, 3, 16, 16);
+        var want = Models.Peft.SctSelection.Compute(vit, [(images, files.Select(f => f.c).ToArray())], 8);
+        Assert.That(Models.Peft.SctSelection.Read(sct), Is.EqualTo(want));
+
+        string[] Gps(string output, params string[] extra)
+        {
+            var (c, _, _) = Peft(["select", "--method", "gps", "--model", Fixture("config.json"), "--weights", Fixture("weights.safetensors"),
+                "--data", data, "--output", output, "--k", "2", "--batch-size", "4", .. extra]);
+            Assert.That(c, Is.Zero);
+            return [.. Models.Peft.GpsSelection.Read(output).Select(kv => $"{kv.Key} [{kv.Value.Rows}, {kv.Value.K}] {string.Join(",", kv.Value.Columns)}")];
+        }
+        var first = Gps(Path.Combine(_dir, "gps1.safetensors"));
+        Assert.That(first, Has.Some.StartsWith("blocks.0.attn.qkv.weight [96, 2]").And.Some.StartsWith("patch_embed.proj.weight [32, 2]"));
+        Assert.That(Gps(Path.Combine(_dir, "gps2.safetensors")), Is.EqualTo(first), "same seed, same selection");
+        Assert.That(Gps(Path.Combine(_dir, "gps3.safetensors"), "--no-augment"), Is.Not.EqualTo(first), "plain views select differently");
+    }
+
+    [Test]
+    public void SelectRefusesBadData()
+    {
+        string task = Path.Combine(_dir, "task");
+        Directory.CreateDirectory(task);
+        File.WriteAllText(Path.Combine(task, "train800val200.txt"), "images/a.png 0\n../escape.png 1\n");
+        var (code, _, stderr) = Peft("select", "--method", "sct", "--model", Fixture("config.json"), "--weights", Fixture("weights.safetensors"),
+            "--data", task, "--output", Path.Combine(_dir, "x.safetensors"));
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain("train800val200.txt:1").And.Contain("does not exist"));
+        Assert.That(File.Exists(Path.Combine(_dir, "x.safetensors")), Is.False);
+    }
+
+    [Test]
+    public void MergeWritesAPlainCheckpointWithTheSameLogits()
+    {
+        var config = VitConfig.Resolve(Fixture("config.json"));
+        string trained = Path.Combine(_dir, "ssf.safetensors"), merged = Path.Combine(_dir, "merged.safetensors");
+        using var images = Tensor.FromArray(Device.Cpu, Npy.Read(Fixture("input.npy")).Data, 3, 3, 16, 16);
+        float[] want;
+        using (var vit = new VisionTransformer(Device.Cpu, config))
+        using (var ssf = new Models.Peft.Ssf(seed: 5))
+        {
+            vit.Load(Fixture("weights.safetensors"));
+            ssf.Apply(vit);
+            ssf.SaveTrained(vit, trained);
+            using var logits = vit.Forward(images);
+            want = logits.ToArray();
+        }
+        var (code, stdout, _) = Peft("merge", "--model", Fixture("config.json"), "--weights", Fixture("weights.safetensors"), "--trained", trained, "--output", merged);
+        Assert.That(code, Is.Zero);
+        Assert.That(stdout, Does.Contain("merged ssf"));
+        using (var plain = new VisionTransformer(Device.Cpu, config))
+        {
+            plain.Load(merged);
+            using var logits = plain.Forward(images);
+            double scale = want.Max(Math.Abs);
+            GradCheck.CheckClose("merged logits", logits.ToArray(), [.. want.Select(v => (double)v)], 1e-5 * scale, 1e-5);
+        }
+        string sct = Path.Combine(_dir, "sct.safetensors");
+        using (var vit = new VisionTransformer(Device.Cpu, config))
+        using (var method = new Models.Peft.Sct(new Dictionary<string, int[]> { ["blocks.0.attn_residual"] = [1, 2] }))
+        {
+            method.Apply(vit);
+            method.SaveTrained(vit, sct);
+        }
+        var (code2, _, stderr) = Peft("merge", "--model", Fixture("config.json"), "--weights", Fixture("weights.safetensors"), "--trained", sct, "--output", merged);
+        Assert.That(code2, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain("SCT").And.Contain("residual stream"));
+    }
 }

@@ -61,6 +61,30 @@ public abstract class PeftMethod : IDisposable
     protected virtual void LoadTrained(IPeftModel model, IReadOnlyList<CheckpointEntry> entries, string path) =>
         StateDict.Load(Trainable(model), entries, path, strict: true);
 
+    /// <summary>
+    /// The method that wrote <paramref name="path"/> with <see cref="SaveTrained"/>, built to load it: SCT and GPS with
+    /// the selection stored in the file. Apply it to a model holding the base weights, then call
+    /// <see cref="LoadTrained(IPeftModel, string)"/>.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The file does not say which method wrote it, or names an unknown one.</exception>
+    public static PeftMethod ForTrainedFile(string path)
+    {
+        string method;
+        using (var checkpoint = Checkpoint.Open(path))
+            if (!checkpoint.Metadata.TryGetValue("peft_method", out method!))
+                throw new InvalidDataException($"{path}: no 'peft_method' in its metadata (not a file written by SaveTrained)");
+        return method switch
+        {
+            "full" => SubsetMethod.Full(),
+            "linear" => SubsetMethod.Linear(),
+            "bias" => SubsetMethod.Bias(),
+            "ssf" => new Ssf(),
+            "sct" => new Sct(SctSelection.Read(path)),
+            "gps" => new Gps(GpsSelection.Read(path)),
+            _ => throw new InvalidDataException($"{path}: written by unknown method '{method}'"),
+        };
+    }
+
     /// <summary>Frees the added parameters.</summary>
     public virtual void Dispose()
     {

@@ -1,0 +1,84 @@
+using Engine.Imaging;
+
+namespace Engine.Cli;
+
+/// <summary>
+/// Labelled images on disk: a folder of class subfolders (labels are the subfolder names in ordinal order), or a
+/// VTAB-1k task folder (its <c>train800val200.txt</c>: lines <c>images/&lt;split&gt;/NNNNNN.jpg &lt;label&gt;</c>, paths
+/// relative to the folder and never outside it). PNG images are decoded here; JPEG decoding comes with the VTAB data
+/// pipeline.
+/// </summary>
+public sealed class LabeledImages
+{
+    LabeledImages(string source, List<(string File, int Label)> items)
+    {
+        Source = source;
+        Items = items;
+    }
+
+    /// <summary>Where the images came from (for messages).</summary>
+    public string Source { get; }
+
+    /// <summary>Every image file with its label.</summary>
+    public IReadOnlyList<(string File, int Label)> Items { get; }
+
+    /// <summary>Number of classes (largest label + 1).</summary>
+    public int Classes => Items.Max(i => i.Label) + 1;
+
+    /// <summary>Reads the folder's list. Errors name the file and line.</summary>
+    public static LabeledImages Open(string folder)
+    {
+        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"--data {folder}: no such folder");
+        string root = Path.GetFullPath(folder);
+        string list = Path.Combine(root, "train800val200.txt");
+        var items = new List<(string, int)>();
+        if (File.Exists(list))
+        {
+            int lineNumber = 0;
+            foreach (var line in File.ReadLines(list))
+            {
+                lineNumber++;
+                if (string.IsNullOrWhiteSpace(line)) continue;
+                var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (parts.Length != 2 || !int.TryParse(parts[1], out int label) || label < 0)
+                    throw new InvalidDataException($"{list}:{lineNumber}: expected '<relative image path> <label ≥ 0>', got '{line}'");
+                string file = Path.GetFullPath(Path.Combine(root, parts[0]));
+                if (!file.StartsWith(root + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+                    throw new InvalidDataException($"{list}:{lineNumber}: '{parts[0]}' points outside the task folder");
+                if (!File.Exists(file)) throw new FileNotFoundException($"{list}:{lineNumber}: image '{parts[0]}' does not exist", file);
+                items.Add((file, label));
+            }
+            if (items.Count == 0) throw new InvalidDataException($"{list}: lists no images");
+            return new LabeledImages(list, items);
+        }
+        var classes = Directory.GetDirectories(root).Order(StringComparer.Ordinal).ToArray();
+        if (classes.Length == 0) throw new InvalidDataException($"--data {folder}: neither a VTAB task folder (no train800val200.txt) nor a folder of class subfolders");
+        for (int c = 0; c < classes.Length; c++)
+            foreach (var file in Directory.GetFiles(classes[c]).Where(IsImage).Order(StringComparer.Ordinal))
+                items.Add((file, c));
+        if (items.Count == 0) throw new InvalidDataException($"--data {folder}: the class subfolders hold no .png/.jpg images");
+        return new LabeledImages(root, items);
+    }
+
+    static bool IsImage(string f) => f.EndsWith(".png", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".jpg", StringComparison.OrdinalIgnoreCase)
+                                    || f.EndsWith(".jpeg", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>Decodes an image file.</summary>
+    /// <exception cref="InvalidDataException">The file is not a decodable image (the message names it).</exception>
+    public static RgbImage Read(string file)
+    {
+        if (!file.EndsWith(".png", StringComparison.OrdinalIgnoreCase))
+            throw new InvalidDataException($"{file}: only PNG images can be decoded so far (JPEG decoding arrives with the VTAB data pipeline)");
+        return Png.Read(file);
+    }
+
+    /// <summary>The item order of one epoch: shuffled by <paramref name="seed"/>, cut into full batches (drop_last, as
+    /// the reference loaders), or one batch of everything when there are fewer images than a batch.</summary>
+    public List<int[]> Batches(int batchSize, ulong seed)
+    {
+        var order = Enumerable.Range(0, Items.Count).ToArray();
+        new Random((int)(seed % int.MaxValue)).Shuffle(order);
+        if (order.Length < batchSize) return [order];
+        return [.. Enumerable.Range(0, order.Length / batchSize).Select(b => order[(b * batchSize)..((b + 1) * batchSize)])];
+    }
+}

@@ -1,0 +1,48 @@
+using System.CommandLine;
+using Engine.Checkpoints;
+using Engine.Models.Peft;
+using Engine.Models.Vit;
+
+namespace Engine.Cli;
+
+/// <summary><c>peft merge</c>: base weights + a trained PEFT file → one plain timm checkpoint.</summary>
+public static class MergeCommand
+{
+    /// <summary>Builds the command.</summary>
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = $"A ViT preset ({string.Join(", ", VitConfig.Presets.Keys)}) or a JSON config with timm's field names", Required = true };
+        var weights = new Option<string>("--weights") { Description = "The base checkpoint the method was trained on (.safetensors or .npz)", Required = true };
+        var trained = new Option<string>("--trained") { Description = "The trained part, as written by a PEFT method (its metadata names the method)", Required = true };
+        var output = new Option<string>("--output") { Description = "Where to write the merged checkpoint (.safetensors, timm keys, no extra parameters)", Required = true };
+        var command = new Command("merge", "Fold a trained PEFT file into its base weights and write a plain checkpoint: SSF re-parameterised into the " +
+                                           "layers before it; full, linear, bias and GPS written into the weights. SCT does not fold (it acts on the residual stream).")
+        {
+            model, weights, trained, output,
+        };
+        command.SetAction(r => Run(r.GetValue(model)!, r.GetValue(weights)!, r.GetValue(trained)!, r.GetValue(output)!));
+        return command;
+    }
+
+    static int Run(string modelName, string weightsPath, string trainedPath, string outputPath)
+    {
+        using var method = PeftMethod.ForTrainedFile(trainedPath);
+        if (method is Sct)
+            throw new ArgumentException($"--trained {trainedPath}: SCT's module adds a linear map of selected channels onto the residual stream, " +
+                                        "which no layer of a plain ViT can absorb; load it with the method instead");
+        int classes;
+        using (var file = Checkpoint.Open(trainedPath))
+            classes = file.Entries.FirstOrDefault(e => e.Name == "head.weight")?.Shape[0]
+                      ?? throw new InvalidDataException($"{trainedPath}: holds no head.weight, so the class count is unknown");
+        var config = VitConfig.Resolve(modelName) with { num_classes = classes };
+        using var vit = new VisionTransformer(Device.Cpu, config);
+        vit.Load(weightsPath, LoadMode.NewHead);
+        method.Apply(vit);
+        method.LoadTrained(vit, trainedPath);
+        if (method is Ssf ssf) ssf.Merge();
+        vit.Save(outputPath);
+        Console.WriteLine($"merged {method.Name} ({method.TrainableCount(vit):N0} trained values) into {weightsPath}: wrote {outputPath} " +
+                          $"({vit.ParameterCount:N0} parameters, {classes} classes)");
+        return 0;
+    }
+}

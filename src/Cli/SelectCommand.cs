@@ -1,0 +1,108 @@
+using System.CommandLine;
+using Engine.Checkpoints;
+using Engine.Imaging;
+using Engine.Kernels.Cpu;
+using Engine.Models.Peft;
+using Engine.Models.Vit;
+
+namespace Engine.Cli;
+
+/// <summary><c>peft select</c>: SCT's channel selection or GPS's parameter selection over a labelled image folder,
+/// written as safetensors.</summary>
+public static class SelectCommand
+{
+    /// <summary>Builds the command.</summary>
+    public static Command Create()
+    {
+        var method = new Option<string>("--method") { Description = "sct (channels by class-aware importance) or gps (entries by the contrastive gradient)", Required = true };
+        method.AcceptOnlyFromAmong("sct", "gps");
+        var model = new Option<string>("--model") { Description = $"A ViT preset ({string.Join(", ", VitConfig.Presets.Keys)}) or a JSON config with timm's field names", Required = true };
+        var weights = new Option<string>("--weights") { Description = "Pretrained checkpoint: timm .safetensors or Google .npz (its head, if any, is ignored)", Required = true };
+        var data = new Option<string>("--data") { Description = "A folder of class subfolders, or a VTAB-1k task folder (train800val200.txt is used)", Required = true };
+        var output = new Option<string>("--output") { Description = "Where to write the selection (.safetensors): blocks.{i}.sct_index [K], or <weight>.gps_index [out, K]", Required = true };
+        var k = new Option<int?>("--k") { Description = "Selection size: channels per block for SCT (default 96), inputs per output row for GPS (default 1)" };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the shuffle, the augmentations and the drop-path masks", DefaultValueFactory = _ => 42 };
+        var noAugment = new Option<bool>("--no-augment") { Description = "GPS: both views are the plain resized image (for exact comparisons with other implementations)" };
+        var batch = new Option<int?>("--batch-size") { Description = "Images per batch (default: SCT 50, GPS 32), shuffled, the last partial batch dropped" };
+        var dropPath = new Option<float>("--drop-path") { Description = "GPS: stochastic depth during the pass (train mode), as the training script sets it", DefaultValueFactory = _ => 0f };
+        var norm = new Option<string?>("--normalize") { Description = "inception (mean = std = 0.5) or imagenet (default: SCT imagenet, GPS inception, as their scripts)" };
+        var device = DeviceOption.Create();
+        var threads = new Option<int>("--threads") { Description = "CPU threads (default: all)", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var command = new Command("select", "Select what SCT or GPS will train, from a labelled image folder, and write it as safetensors.")
+        {
+            method, model, weights, data, output, k, seed, noAugment, batch, dropPath, norm, device, threads,
+        };
+        command.SetAction(r =>
+        {
+            string m = r.GetValue(method)!;
+            CpuParallel.Threads = r.GetValue(threads);
+            return Run(m, r.GetValue(model)!, r.GetValue(weights)!, r.GetValue(data)!, r.GetValue(output)!,
+                r.GetValue(k) ?? (m == "sct" ? SctSelection.DefaultK : GpsSelection.DefaultK), r.GetValue(seed), r.GetValue(noAugment),
+                r.GetValue(batch) ?? (m == "sct" ? 50 : 32), r.GetValue(dropPath), r.GetValue(norm) ?? (m == "sct" ? "imagenet" : "inception"),
+                r.GetValue(device)!);
+        });
+        return command;
+    }
+
+    static int Run(string method, string modelName, string weightsPath, string dataPath, string outputPath, int k, ulong seed,
+        bool noAugment, int batchSize, float dropPath, string normName, string deviceName)
+    {
+        if (batchSize < 1) throw new ArgumentException($"--batch-size must be at least 1 (got {batchSize})");
+        var normalization = Normalization.FromName(normName);
+        var images = LabeledImages.Open(dataPath);
+        var device = DeviceOption.Resolve(deviceName);
+        var config = VitConfig.Resolve(modelName) with { num_classes = images.Classes, drop_path_rate = method == "gps" ? dropPath : 0f };
+        if (config.in_chans != 3) throw new ArgumentException($"--model {modelName}: images are RGB but the model has in_chans {config.in_chans}");
+        using var vit = new VisionTransformer(device, config);
+        vit.Load(weightsPath, LoadMode.NewHead);
+        var batches = images.Batches(batchSize, seed);
+        int size = config.img_size, pixels = 3 * size * size, views = method == "gps" ? 2 : 1;
+        Console.Error.WriteLine($"select {method}: {modelName} from {weightsPath} on {device}; {images.Items.Count} images in {images.Classes} classes " +
+                                $"from {images.Source}; {batches.Count} batch(es) of {batches[0].Length}; K = {k}");
+        var progress = new Progress($"select {method}", batches.Count, "batches");
+        int done = 0;
+        // One batch at a time: GPS's two views are the B first views then the B second views, labels repeated.
+        IEnumerable<(Tensor, int[])> Stream()
+        {
+            foreach (var order in batches)
+            {
+                int n = order.Length;
+                var x = new float[(long)views * n * pixels];
+                var labels = new int[views * n];
+                Parallel.For(0, n, i =>
+                {
+                    var (file, label) = images.Items[order[i]];
+                    var image = LabeledImages.Read(file);
+                    for (int v = 0; v < views; v++)
+                    {
+                        var target = x.AsSpan((v * n + i) * pixels, pixels);
+                        if (method == "sct" || noAugment) normalization.ResizeInto(image, size, target);
+                        else ContrastiveViews.Write(image, size, normalization, Kernels.CounterRng.Hash(seed, (ulong)(order[i] * 2 + v)), target);
+                        labels[v * n + i] = label;
+                    }
+                });
+                using var tensor = Tensor.FromArray(device, x, views * n, 3, size, size);
+                yield return (tensor, labels);
+                progress.Report(++done);
+            }
+        }
+        var metadata = new Dictionary<string, string>
+        {
+            ["k"] = k.ToString(), ["seed"] = seed.ToString(), ["model"] = modelName, ["weights"] = Path.GetFileName(weightsPath),
+            ["images"] = images.Items.Count.ToString(), ["augment"] = (method == "gps" && !noAugment).ToString().ToLowerInvariant(),
+        };
+        if (method == "sct")
+        {
+            var selection = SctSelection.Compute(vit, Stream(), k);
+            SctSelection.Save(outputPath, selection, metadata);
+            Console.WriteLine($"wrote {selection.Count} channel sets of {k} to {outputPath}");
+        }
+        else
+        {
+            var selection = GpsSelection.Compute(vit, Stream(), k, seed);
+            GpsSelection.Save(outputPath, selection, metadata);
+            Console.WriteLine($"wrote {selection.Count} selections ({selection.Values.Sum(s => (long)s.Columns.Length):N0} entries) to {outputPath}");
+        }
+        return 0;
+    }
+}
