@@ -26,17 +26,16 @@ extern "C" __global__ void scatter_add_channels(float* y, const float* x, const 
     }
 }
 
-// dvalues[o, j] += Σ_r dy[r, o] · x[r, index[o, j]]: the selected entries of dW for y = x·Wᵀ. One thread per
-// selected entry, summing over tokens in order (deterministic); consecutive threads read consecutive dy columns.
+// dvalues[o, j] += Σ_r dy[r, o] · x[r, index[o, j]]: the selected entries of dW for y = x·Wᵀ. A column reduction
+// over tokens for 32 selected entries per (32, 8) block (as the bias gradient): consecutive threads read consecutive
+// dy columns (for k = 1), the eight partial sums are added in a fixed order (deterministic).
 extern "C" __global__ void sparse_weight_grad(float* dvalues, const float* dy, const float* x, const int* index,
                                              int rows, int N, int K, int k)
 {
-    GRID_STRIDE(e, (long long)N * k)
-    {
-        long long o = e / k;
-        int column = index[e];
-        float s = 0.f;
-        for (long long r = 0; r < rows; r++) s += dy[r * N + o] * x[r * K + column];
-        dvalues[e] += s;
-    }
+    long long e = (long long)blockIdx.x * 32 + threadIdx.x;
+    bool active = e < (long long)N * k;
+    long long o = active ? e / k : 0;
+    int column = active ? index[e] : 0;
+    float s = column_sum(rows, active, [&](int r) { return dy[(long long)r * N + o] * x[(long long)r * K + column]; });
+    if (threadIdx.y == 0 && active) dvalues[e] += s;
 }

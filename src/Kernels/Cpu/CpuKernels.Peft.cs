@@ -55,36 +55,37 @@ public sealed unsafe partial class CpuKernels
 
     // ---------------------------------------------------------------- sparse weight gradient (GPS)
 
-    /// <summary>Output rows of W per task in <see cref="SparseWeightGrad"/>.</summary>
-    const int SparseRowsPerTask = 64;
-
     /// <inheritdoc/>
     public void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k)
     {
-        var body = new SparseWeightGradBody { Dvalues = dvalues, Dy = dy, X = x, Index = index, Rows = rows, N = N, K = K, PerRow = k };
-        CpuParallel.For(CpuRange.Chunks(N, SparseRowsPerTask), ref body);
+        var body = new SparseWeightGradBody { Dy = dy, X = x, Index = index, Rows = rows, N = N, K = K, PerRow = k, Grain = ReductionGrain(rows) };
+        int chunks = CpuRange.Chunks(rows, body.Grain);
+        body.Partials = Partials(chunks, (long)N * k);
+        CpuParallel.For(chunks, ref body);
+        SumPartials(dvalues, body.Partials, chunks, (long)N * k);
     }
 
-    /// <summary>A task owns output rows [o0, o1) and walks the tokens once: each token's dy row and x row stay in
-    /// cache while every selected (o, j) of the task takes its product. Sums run in token order (deterministic).</summary>
+    /// <summary>A task sums its chunk of tokens into a partial [N, k]: each token's dy row streams once and its x row
+    /// stays in L1 for the gathers. Partials are added in chunk order (deterministic).</summary>
     struct SparseWeightGradBody : IParallelBody
     {
-        public float* Dvalues, Dy, X;
+        public float* Dy, X, Partials;
         public int* Index;
-        public int Rows, N, K, PerRow;
-        public void Run(int task)
+        public int Rows, N, K, PerRow, Grain;
+        public void Run(int chunk)
         {
-            int o0 = task * SparseRowsPerTask, o1 = Math.Min(N, o0 + SparseRowsPerTask);
-            float* sums = Dvalues + (long)o0 * PerRow;
-            int* index = Index + (long)o0 * PerRow;
-            for (long r = 0; r < Rows; r++)
+            long width = (long)N * PerRow;
+            float* acc = Partials + chunk * width;
+            new Span<float>(acc, (int)width).Clear();
+            int end = Math.Min(Rows, (chunk + 1) * Grain);
+            for (long r = (long)chunk * Grain; r < end; r++)
             {
                 float* dy = Dy + r * N, x = X + r * K;
-                for (int o = o0, e = 0; o < o1; o++)
-                {
-                    float g = dy[o];
-                    for (int j = 0; j < PerRow; j++, e++) sums[e] += g * x[index[e]];
-                }
+                if (PerRow == 1)
+                    for (int o = 0; o < N; o++) acc[o] += dy[o] * x[Index[o]];
+                else
+                    for (int o = 0, e = 0; o < N; o++)
+                        for (int j = 0; j < PerRow; j++, e++) acc[e] += dy[o] * x[Index[e]];
             }
         }
     }

@@ -167,7 +167,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k) =>
-        Elementwise("sparse_weight_grad", (long)N * k, dvalues, dy, x, index, rows, N, K, k);
+        Columns("sparse_weight_grad", checked(N * k), 1, dvalues, dy, x, index, rows, N, K, k);
 
     /// <inheritdoc/>
     public void L2NormalizeForward(float* y, float* x, int rows, int C, float eps) =>
