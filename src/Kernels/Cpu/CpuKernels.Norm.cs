@@ -352,18 +352,31 @@ public sealed unsafe partial class CpuKernels
             float* ds = ParamGrads ? Partials + (long)chunk * 2 * C : null, db = ds + C;
             if (ParamGrads) new Span<float>(ds, 2 * C).Clear();
             int end = Math.Min(Rows, (chunk + 1) * Grain);
+            int vectorEnd = C - C % Vector<float>.Count;
             for (long r = (long)chunk * Grain; r < end; r++)
             {
                 float* x = X + r * C, dy = Dy + r * C, dx = Dx == null ? null : Dx + r * C;
-                for (int i = 0; i < C; i++)
+                if (ParamGrads)
                 {
-                    if (ParamGrads)
+                    for (int i = 0; i < vectorEnd; i += Vector<float>.Count)
+                    {
+                        var g = Vec.Load(dy + i);
+                        Vec.Store(ds + i, Vec.Load(ds + i) + g * Vec.Load(x + i));
+                        Vec.Store(db + i, Vec.Load(db + i) + g);
+                    }
+                    for (int i = vectorEnd; i < C; i++)
                     {
                         ds[i] += dy[i] * x[i];
                         db[i] += dy[i];
                     }
-                    if (dx != null) dx[i] = Accumulate ? dx[i] + dy[i] * Scale[i] : dy[i] * Scale[i];
                 }
+                if (dx == null) continue;
+                for (int i = 0; i < vectorEnd; i += Vector<float>.Count)
+                {
+                    var g = Vec.Load(dy + i) * Vec.Load(Scale + i);
+                    Vec.Store(dx + i, Accumulate ? Vec.Load(dx + i) + g : g);
+                }
+                for (int i = vectorEnd; i < C; i++) dx[i] = Accumulate ? dx[i] + dy[i] * Scale[i] : dy[i] * Scale[i];
             }
         }
     }

@@ -259,24 +259,8 @@ public static class GpsSelection
     }
 
     /// <summary>Writes a selection as safetensors (<c>{parameter}.gps_index</c> int32 [rows, K]), atomically.</summary>
-    public static void Save(string path, IReadOnlyDictionary<string, GpsRows> selection, IReadOnlyDictionary<string, string>? metadata = null)
-    {
-        var tensors = selection.Select(kv =>
-        {
-            var t = Tensor.FromArray(Device.Cpu, kv.Value.Columns, kv.Value.Rows, kv.Value.K);
-            t.Name = kv.Key + IndexSuffix;
-            return t;
-        }).ToList();
-        try
-        {
-            var meta = new Dictionary<string, string>(metadata ?? new Dictionary<string, string>()) { ["peft_selection"] = "gps" };
-            SafeTensors.Write(path, tensors, meta);
-        }
-        finally
-        {
-            foreach (var t in tensors) t.Dispose();
-        }
-    }
+    public static void Save(string path, IReadOnlyDictionary<string, GpsRows> selection, IReadOnlyDictionary<string, string>? metadata = null) =>
+        SelectionFile.Write(path, "gps", selection.Select(kv => (kv.Key + IndexSuffix, kv.Value.Columns, new[] { kv.Value.Rows, kv.Value.K })), metadata);
 
     /// <summary>Reads the selection from a file of <see cref="Save"/> or a trained GPS file (parameter name → rows).</summary>
     /// <exception cref="InvalidDataException">The file holds no <c>*.gps_index</c> tensor, or one is not [rows, K].</exception>

@@ -126,3 +126,29 @@ public sealed class SubsetMethod : PeftMethod
         foreach (var p in model.Parameters) p.RequiresGrad = _trains(p);
     }
 }
+
+/// <summary>Selections on disk: int32 tensors in a safetensors file whose metadata says which method selected them.</summary>
+internal static class SelectionFile
+{
+    /// <summary>Writes the named int32 tensors atomically, with <c>peft_selection</c> = <paramref name="method"/> added
+    /// to the metadata.</summary>
+    public static void Write(string path, string method, IEnumerable<(string Name, int[] Values, int[] Shape)> entries,
+        IReadOnlyDictionary<string, string>? metadata)
+    {
+        var tensors = entries.Select(e =>
+        {
+            var t = Tensor.FromArray(Device.Cpu, e.Values, e.Shape);
+            t.Name = e.Name;
+            return t;
+        }).ToList();
+        try
+        {
+            var meta = new Dictionary<string, string>(metadata ?? new Dictionary<string, string>()) { ["peft_selection"] = method };
+            SafeTensors.Write(path, tensors, meta);
+        }
+        finally
+        {
+            foreach (var t in tensors) t.Dispose();
+        }
+    }
+}

@@ -182,24 +182,8 @@ public static class SctSelection
         [.. Enumerable.Range(0, scores.Length).OrderByDescending(c => scores[c]).ThenBy(c => c).Take(k).Order()];
 
     /// <summary>Writes a selection as safetensors (<c>{module}.sct_index</c> int32 [K] per site), atomically.</summary>
-    public static void Save(string path, IReadOnlyDictionary<string, int[]> selection, IReadOnlyDictionary<string, string>? metadata = null)
-    {
-        var tensors = selection.Select(kv =>
-        {
-            var t = Tensor.FromArray(Device.Cpu, kv.Value, kv.Value.Length);
-            t.Name = ModulePrefix(kv.Key) + IndexSuffix;
-            return t;
-        }).ToList();
-        try
-        {
-            var meta = new Dictionary<string, string>(metadata ?? new Dictionary<string, string>()) { ["peft_selection"] = "sct" };
-            SafeTensors.Write(path, tensors, meta);
-        }
-        finally
-        {
-            foreach (var t in tensors) t.Dispose();
-        }
-    }
+    public static void Save(string path, IReadOnlyDictionary<string, int[]> selection, IReadOnlyDictionary<string, string>? metadata = null) =>
+        SelectionFile.Write(path, "sct", selection.Select(kv => (ModulePrefix(kv.Key) + IndexSuffix, kv.Value, new[] { kv.Value.Length })), metadata);
 
     /// <summary>Reads the selection from a file of <see cref="Save"/> or a trained SCT file (site name → channels).</summary>
     /// <exception cref="InvalidDataException">The file holds no <c>*.sct_index</c> tensor, or one is not a vector.</exception>
