@@ -92,20 +92,37 @@ extern "C" __global__ void scale_shift_backward_input(float* dx, const float* dy
     GRID_STRIDE(i, (long long)rows * C) store(dx + i, dy[i] * scale[i % C], accumulate);
 }
 
-// dscale[c] += Σ_r dy·x, dshift[c] += Σ_r dy (either may be null). Grid ceil(C/32), block (32, 8).
-extern "C" __global__ void scale_shift_backward_params(float* dscale, float* dshift, const float* dy, const float* x, int rows, int C)
+// SSF backward in one pass over dy: dx = dy·scale (when dx is given), dscale[c] += Σ_r dy·x, dshift[c] += Σ_r dy
+// (either may be null). Grid ceil(C/32), block (32, 8): thread (x, y) walks rows y, y + 8, ... of its column, and the
+// eight partial sums per column are added in a fixed order (deterministic).
+extern "C" __global__ void scale_shift_backward(float* dx, float* dscale, float* dshift, const float* dy, const float* x,
+                                               const float* scale, int rows, int C, int accumulate)
 {
+    __shared__ float partialScale[COLUMN_THREADS_Y][33], partialShift[COLUMN_THREADS_Y][33];
     int c = blockIdx.x * 32 + threadIdx.x;
-    bool active = c < C;
-    float ds = dscale ? column_sum(rows, active, [&](int r) {
-        long long i = (long long)r * C + c;
-        return dy[i] * x[i];
-    }) : 0.f;
-    float dh = dshift ? column_sum(rows, active, [&](int r) { return dy[(long long)r * C + c]; }) : 0.f;
-    if (threadIdx.y == 0 && active)
+    float ds = 0.f, dh = 0.f;
+    if (c < C)
+        for (int r = threadIdx.y; r < rows; r += COLUMN_THREADS_Y)
+        {
+            long long i = (long long)r * C + c;
+            float g = dy[i];
+            if (dx) store(dx + i, g * scale[c], accumulate);
+            if (dscale) ds += g * x[i];
+            dh += g;
+        }
+    partialScale[threadIdx.y][threadIdx.x] = ds;
+    partialShift[threadIdx.y][threadIdx.x] = dh;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C)
     {
-        if (dscale) dscale[c] += ds;
-        if (dshift) dshift[c] += dh;
+        float totalScale = 0.f, totalShift = 0.f;
+        for (int k = 0; k < COLUMN_THREADS_Y; k++)
+        {
+            totalScale += partialScale[k][threadIdx.x];
+            totalShift += partialShift[k][threadIdx.x];
+        }
+        if (dscale) dscale[c] += totalScale;
+        if (dshift) dshift[c] += totalShift;
     }
 }
 

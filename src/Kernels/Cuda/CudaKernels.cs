@@ -148,8 +148,9 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     /// <inheritdoc/>
     public void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, int rows, int C, bool accumulate)
     {
-        if (dx != null) Elementwise("scale_shift_backward_input", (long)rows * C, dx, dy, scale, rows, C, accumulate);
-        if (dscale != null || dshift != null) Columns("scale_shift_backward_params", C, 1, dscale, dshift, dy, x, rows, C);
+        // One pass over dy when a parameter trains; dx alone (frozen SSF) is a plain elementwise map.
+        if (dscale != null || dshift != null) Columns("scale_shift_backward", C, 1, dx, dscale, dshift, dy, x, scale, rows, C, accumulate);
+        else if (dx != null) Elementwise("scale_shift_backward_input", (long)rows * C, dx, dy, scale, rows, C, accumulate);
     }
 
     // ---------------------------------------------------------------- PEFT (peft.cu, norm.cu, loss.cu)
