@@ -19,7 +19,7 @@ public static class DemoCommand
         var batch = new Option<int>("--batch-size") { Description = "Images per step", DefaultValueFactory = _ => 32 };
         var lr = new Option<float>("--lr") { Description = "Peak AdamW learning rate (cosine decay)", DefaultValueFactory = _ => 2e-3f };
         var seed = new Option<ulong>("--seed") { Description = "Seed for data, initialisation and drop-path", DefaultValueFactory = _ => 1 };
-        var threads = new Option<int>("--threads") { Description = "CPU threads (default: all)", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var threads = CommonOptions.Threads();
         var device = DeviceOption.Create();
         var command = new Command("demo", "Train a tiny ViT on a generated pattern-detection image task and report loss and accuracy.")
         {

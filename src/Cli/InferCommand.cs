@@ -13,7 +13,7 @@ public static class InferCommand
     /// <summary>Builds the command.</summary>
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = $"A ViT preset ({string.Join(", ", VitConfig.Presets.Keys)}) or a JSON config with timm's field names", Required = true };
+        var model = CommonOptions.Model();
         var weights = new Option<string>("--weights") { Description = "Checkpoint: timm .safetensors or Google .npz", Required = true };
         var input = new Option<string>("--input") { Description = "Images: a .npy float32 array [B,3,H,W] (already normalised) or a folder of .png files", Required = true };
         var output = new Option<string>("--output") { Description = "Where to write the logits [B, classes] as .npy (a folder input also gets <output>.files.txt, the image of each row)", Required = true };
@@ -21,7 +21,7 @@ public static class InferCommand
         var batch = new Option<int>("--batch-size") { Description = "Images per forward pass", DefaultValueFactory = _ => 16 };
         var classes = new Option<int?>("--num-classes") { Description = "Head size (default: the checkpoint's head; 0 = no head, write the pooled features)" };
         var norm = new Option<string>("--normalize") { Description = "Normalisation of folder images: inception (mean = std = 0.5, ViT AugReg) or imagenet", DefaultValueFactory = _ => "inception" };
-        var threads = new Option<int>("--threads") { Description = "CPU threads (default: all)", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var threads = CommonOptions.Threads();
         var command = new Command("infer", "Run a ViT forward pass (eval mode) over images and write the logits.")
         {
             model, weights, input, output, device, batch, classes, norm, threads,

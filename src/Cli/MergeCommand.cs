@@ -11,7 +11,7 @@ public static class MergeCommand
     /// <summary>Builds the command.</summary>
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = $"A ViT preset ({string.Join(", ", VitConfig.Presets.Keys)}) or a JSON config with timm's field names", Required = true };
+        var model = CommonOptions.Model();
         var weights = new Option<string>("--weights") { Description = "The base checkpoint the method was trained on (.safetensors or .npz)", Required = true };
         var trained = new Option<string>("--trained") { Description = "The trained part, as written by a PEFT method (its metadata names the method)", Required = true };
         var output = new Option<string>("--output") { Description = "Where to write the merged checkpoint (.safetensors, timm keys, no extra parameters)", Required = true };

@@ -16,7 +16,7 @@ public static class SelectCommand
     {
         var method = new Option<string>("--method") { Description = "sct (channels by class-aware importance) or gps (entries by the contrastive gradient)", Required = true };
         method.AcceptOnlyFromAmong("sct", "gps");
-        var model = new Option<string>("--model") { Description = $"A ViT preset ({string.Join(", ", VitConfig.Presets.Keys)}) or a JSON config with timm's field names", Required = true };
+        var model = CommonOptions.Model();
         var weights = new Option<string>("--weights") { Description = "Pretrained checkpoint: timm .safetensors or Google .npz (its head, if any, is ignored)", Required = true };
         var data = new Option<string>("--data") { Description = "A folder of class subfolders, or a VTAB-1k task folder (train800val200.txt is used)", Required = true };
         var output = new Option<string>("--output") { Description = "Where to write the selection (.safetensors): blocks.{i}.sct_index [K], or <weight>.gps_index [out, K]", Required = true };
@@ -27,7 +27,7 @@ public static class SelectCommand
         var dropPath = new Option<float>("--drop-path") { Description = "GPS: stochastic depth during the pass (train mode), as the training script sets it", DefaultValueFactory = _ => 0f };
         var norm = new Option<string?>("--normalize") { Description = "inception (mean = std = 0.5) or imagenet (default: SCT imagenet, GPS inception, as their scripts)" };
         var device = DeviceOption.Create();
-        var threads = new Option<int>("--threads") { Description = "CPU threads (default: all)", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var threads = CommonOptions.Threads();
         var command = new Command("select", "Select what SCT or GPS will train, from a labelled image folder, and write it as safetensors.")
         {
             method, model, weights, data, output, k, seed, noAugment, batch, dropPath, norm, device, threads,

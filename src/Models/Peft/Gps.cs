@@ -5,7 +5,11 @@ namespace Engine.Models.Peft;
 
 /// <summary>The selected input columns of every output row of one weight viewed as [Rows, in]: Columns is [Rows, K],
 /// row-major, ascending within a row.</summary>
-public sealed record GpsRows(int Rows, int K, int[] Columns);
+public sealed record GpsRows(int Rows, int K, int[] Columns)
+{
+    /// <summary>Where selected entry <paramref name="e"/> (row e / K) lies in the weight flattened to [Rows, inputs].</summary>
+    public int FlatIndex(int e, int inputs) => e / K * inputs + Columns[e];
+}
 
 /// <summary>
 /// GPS (Gradient-based Parameter Selection): every weight matrix trains only the K inputs per output row
@@ -62,8 +66,7 @@ public sealed class Gps : PeftMethod
             else
             {
                 var mask = new float[p.Count];
-                int perRow = (int)(p.Count / rows.Rows);
-                for (int e = 0; e < rows.Columns.Length; e++) mask[e / rows.K * perRow + rows.Columns[e]] = 1f;
+                for (int e = 0; e < rows.Columns.Length; e++) mask[rows.FlatIndex(e, (int)(p.Count / rows.Rows))] = 1f;
                 var maskTensor = Tensor.FromArray(p.Device, mask, p.Shape);
                 p.GradMask = maskTensor;
                 _selected.Add((p, maskTensor));
@@ -80,8 +83,7 @@ public sealed class Gps : PeftMethod
         {
             var rows = _selection[p.Name!];
             var w = p.ToArray();
-            int perRow = (int)(p.Count / rows.Rows);
-            var values = rows.Columns.Select((c, e) => w[e / rows.K * perRow + c]).ToArray();
+            var values = rows.Columns.Select((_, e) => w[rows.FlatIndex(e, w.Length / rows.Rows)]).ToArray();
             var index = Tensor.FromArray(Device.Cpu, rows.Columns, rows.Rows, rows.K);
             index.Name = p.Name + IndexSuffix;
             var v = Tensor.FromArray(Device.Cpu, values, rows.Rows, rows.K);
@@ -112,8 +114,7 @@ public sealed class Gps : PeftMethod
             var rows = _selection[p.Name!];
             var values = byName[p.Name + ValuesSuffix].Read();
             var w = p.ToArray();
-            int perRow = (int)(p.Count / rows.Rows);
-            for (int e = 0; e < values.Length; e++) w[e / rows.K * perRow + rows.Columns[e]] = values[e];
+            for (int e = 0; e < values.Length; e++) w[rows.FlatIndex(e, w.Length / rows.Rows)] = values[e];
             p.CopyFrom(w);
         }
     }
