@@ -91,6 +91,7 @@ public class PeftTests
                 method.Apply(vit);
                 Assert.That(method.TrainableCount(vit), Is.EqualTo(count), method.Name);
                 vit.SiteHook = null;
+                vit.SiteAffine = null;
             }
         }
         Expect(new Ssf(), 205_824 + head);                          // SSF paper: 1,536 + 12·2·8,448 + 1,536
@@ -119,7 +120,48 @@ public class PeftTests
         var want = before.ToArray();
         double scale = want.Max(Math.Abs);
         GradCheck.CheckClose("merged logits", after.ToArray(), want.Select(v => (double)v).ToArray(), 1e-5 * scale, 1e-5);
-        Assert.That(vit.SiteHook, Is.Null);
+        Assert.That(vit.SiteAffine, Is.Null);
+    }
+
+    [TestCaseSource(typeof(Backends), nameof(Backends.Names))]
+    public void FoldedSsfEqualsAScaleShiftAfterEverySite(string backend)
+    {
+        // The training forward folds each γ, β into its LayerNorm or the Linear bias epilogue; the reference runs
+        // Ops.ScaleShift on every site's output instead. Logits and every gradient (scales, shifts, head) must agree.
+        var device = Backends.Get(backend);
+        using var vit = new VisionTransformer(device, Tiny, seed: 3);
+        ulong stream = 100; // biases and norm weights away from their 0 and 1 initialisation, so every fold term counts
+        foreach (var p in vit.Parameters.Where(p => p.Name!.EndsWith(".bias") || p.Name.Contains("norm")))
+            Init.Normal(p, 0.3f, stream++, mean: p.Name!.EndsWith(".weight") ? 1f : 0f);
+        using var ssf = new Ssf(seed: 9);
+        ssf.Apply(vit);
+        var trainable = ssf.Trainable(vit);
+        using var images = Images(device, 4, 1);
+        using var targets = Tensor.FromArray(device, [0, 2, 1, 2], 4);
+        (float[] Logits, Dictionary<string, float[]> Grads) Run()
+        {
+            var tape = new Tape();
+            float[] logits;
+            using (tape.Record())
+            {
+                using var y = vit.Forward(images);
+                using var loss = Ops.CrossEntropy(y, targets);
+                logits = y.ToArray();
+                tape.Backward(loss);
+            }
+            var grads = trainable.ToDictionary(p => p.Name!, p => p.Grad!.ToArray());
+            foreach (var p in trainable) p.DropGrad();
+            return (logits, grads);
+        }
+        var folded = Run();
+        var affine = vit.SiteAffine!;
+        vit.SiteAffine = null;
+        vit.SiteHook = (site, x) => affine(site) is { } a ? Ops.ScaleShift(x, a.Scale, a.Shift) : x;
+        var reference = Run();
+        Assert.That(folded.Grads.Keys, Has.Count.EqualTo(2 * (2 + 6 * Tiny.depth) + 2));
+        GradCheck.CheckClose("logits", folded.Logits, [.. reference.Logits.Select(v => (double)v)], 1e-5, 1e-5);
+        foreach (var (name, want) in reference.Grads)
+            GradCheck.CheckClose(name, folded.Grads[name], [.. want.Select(v => (double)v)], 1e-5 * want.Max(Math.Abs) + 1e-7, 1e-4);
     }
 
     [Test]

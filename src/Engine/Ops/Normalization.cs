@@ -6,7 +6,7 @@ namespace Engine;
 public static unsafe partial class Ops
 {
     /// <summary>LayerNorm over the last dimension: y = (x − μ)/√(σ² + eps)·weight + bias, biased variance.
-    /// weight, bias [C] or null. Saves x, μ and 1/σ for backward.</summary>
+    /// weight, bias [C] or null. Saves x, μ and 1/σ for backward (and a computed weight, which its caller may dispose).</summary>
     public static Tensor LayerNorm(Tensor x, Tensor? weight, Tensor? bias, float eps)
     {
         const string op = "LayerNorm";
@@ -29,6 +29,7 @@ public static unsafe partial class Ops
             n.Saved0 = Tape.Save(x);
             n.Saved1 = mean;
             n.Saved2 = rstd;
+            if (weight is { IsLeaf: false }) n.Saved3 = Tape.Save(weight);
             n.I0 = rows;
             n.I1 = C;
         }
@@ -39,7 +40,7 @@ public static unsafe partial class Ops
     {
         float* dx = Tape.GradOutputIfNeeded(n.In0, out bool acc);
         n.Out.Device.Kernels.LayerNormBackward(dx, Tape.GradAccumulatorIfNeeded(n.In1), Tape.GradAccumulatorIfNeeded(n.In2),
-            n.Out.Grad!.Data, n.Saved0!.Data, n.In1 == null ? null : n.In1.Data, n.Saved1!.Data, n.Saved2!.Data, n.I0, n.I1, acc);
+            n.Out.Grad!.Data, n.Saved0!.Data, (n.Saved3 ?? n.In1) is { } w ? w.Data : null, n.Saved1!.Data, n.Saved2!.Data, n.I0, n.I1, acc);
     }
 
     /// <summary>Softmax over the last dimension (max-subtracted). Saves the output.</summary>

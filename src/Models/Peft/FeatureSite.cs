@@ -20,6 +20,9 @@ public enum SiteProducer
 /// </summary>
 public sealed record FeatureSite(string Name, int Channels, SiteProducer Producer, Tensor? Weight, Tensor? Bias);
 
+/// <summary>A per-channel affine y = Scale ⊙ x + Shift over a site's channels (SSF), both [Channels].</summary>
+public sealed record ChannelAffine(Tensor Scale, Tensor Shift);
+
 /// <summary>
 /// A model PEFT methods can transform: its parameters (timm names), its feature sites, and a hook the forward calls at
 /// every site. Implemented by VisionTransformer (and later Swin and ConvNeXt).
@@ -43,4 +46,9 @@ public interface IPeftModel
     /// <summary>Called at each site with the features there; returns the features to continue with (the input itself
     /// when the site is untouched). Null: every site is the identity.</summary>
     Func<FeatureSite, Tensor, Tensor>? SiteHook { get; set; }
+
+    /// <summary>A per-channel affine to apply at a site (null: none), which the forward folds into the layer that
+    /// produces the site (<see cref="SiteComputation.Produce"/>) rather than running it as a separate pass; applied
+    /// before <see cref="SiteHook"/>. Null: no site has one.</summary>
+    Func<FeatureSite, ChannelAffine?>? SiteAffine { get; set; }
 }

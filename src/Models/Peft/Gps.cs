@@ -180,7 +180,7 @@ public static class GpsSelection
     /// Runs the selection pass over <paramref name="batches"/>: each holds images [N, C, H, W] where the rows are the
     /// views (for GPS, the first view of B images then their second view, N = 2B) and a label per row (so the two
     /// views of an image are positives of each other). Batch i runs in train mode with dropout and drop-path masks
-    /// from (<paramref name="seed"/>, i). Any hook installed on the model is bypassed for the pass and restored after.
+    /// from (<paramref name="seed"/>, i). Any site hook or affine installed on the model is bypassed for the pass and restored after.
     /// </summary>
     public static Dictionary<string, GpsRows> Compute(IPeftModel model, IEnumerable<(Tensor Images, int[] Labels)> batches, int k = DefaultK, ulong seed = 42)
     {
@@ -189,13 +189,12 @@ public static class GpsSelection
         int maxK = targets.Min(p => (int)(p.Count / p.Shape[0]));
         if (k < 1 || k > maxK) throw new ArgumentOutOfRangeException(nameof(k), k, $"K must be in [1, {maxK}]");
         var requires = model.Parameters.ToDictionary(p => p, p => p.RequiresGrad);
-        var previousHook = model.SiteHook;
         foreach (var p in model.Parameters)
         {
             p.RequiresGrad = targets.Contains(p);
             if (p.RequiresGrad && p.Grad != null) throw new InvalidOperationException($"GPS selection: {p.Describe()} already holds a gradient; zero and drop it first");
         }
-        model.SiteHook = null;
+        var bypass = model.Bypass();
         try
         {
             var tape = new Tape();
@@ -220,7 +219,7 @@ public static class GpsSelection
         }
         finally
         {
-            model.SiteHook = previousHook;
+            bypass.Dispose();
             foreach (var p in model.Parameters)
             {
                 p.RequiresGrad = requires[p];

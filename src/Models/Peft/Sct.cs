@@ -115,7 +115,7 @@ public static class SctSelection
 
     /// <summary>
     /// Scores every channel at every SCT site over <paramref name="batches"/> (images [B, C, H, W] with one label per
-    /// image) and keeps the top <paramref name="k"/> per site. The model runs in eval mode with no gradients; any hook
+    /// image) and keeps the top <paramref name="k"/> per site. The model runs in eval mode with no gradients; any hook or affine
     /// already installed is bypassed for the pass (the scores are the plain model's) and restored after.
     /// </summary>
     public static Dictionary<string, int[]> Compute(IPeftModel model, IEnumerable<(Tensor Images, int[] Labels)> batches, int k = DefaultK)
@@ -126,7 +126,7 @@ public static class SctSelection
         // Per site, per class: Σ x² over the class's images and patch tokens, per channel (in double).
         var sums = sites.ToDictionary(s => s.Name, _ => new Dictionary<int, double[]>(), StringComparer.Ordinal);
         int[] labels = [];
-        var previous = model.SiteHook;
+        var bypass = model.Bypass();
         model.SiteHook = (site, x) =>
         {
             if (sums.TryGetValue(site.Name, out var byClass)) Accumulate(byClass, x, labels, model.NumPrefixTokens);
@@ -145,7 +145,7 @@ public static class SctSelection
         }
         finally
         {
-            model.SiteHook = previous;
+            bypass.Dispose();
         }
         if (sums[sites[0].Name].Count == 0) throw new ArgumentException("SCT selection: no images were given");
         return sites.ToDictionary(s => s.Name, s => TopChannels(Scores(sums[s.Name].Values), k), StringComparer.Ordinal);

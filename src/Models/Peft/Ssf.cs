@@ -4,11 +4,13 @@ namespace Engine.Models.Peft;
 /// SSF (Scale and Shift Features): y = γ ⊙ x + β over the channels at every site that follows a Linear, conv or
 /// affine LayerNorm (for ViT: after patch embedding, norm1, qkv, proj, norm2, fc1 before GELU, fc2, and the final
 /// norm), γ ~ Normal(1, 0.02), β ~ Normal(0, 0.02). The backbone is frozen; the scales, shifts and the head train.
+/// In training each γ, β is folded into its layer on the fly (<see cref="SiteComputation.Produce"/>): into a
+/// LayerNorm's weight and bias, or into a Linear layer's bias epilogue, so SSF adds no pass of its own.
 /// <see cref="Merge"/> folds every γ, β into the layer before it, giving a plain model with no extra parameters.
 /// </summary>
 public sealed class Ssf : PeftMethod
 {
-    readonly Dictionary<string, (Tensor Scale, Tensor Shift)> _bySite = new(StringComparer.Ordinal);
+    readonly Dictionary<string, ChannelAffine> _bySite = new(StringComparer.Ordinal);
     readonly List<Tensor> _added = new();
     readonly ulong _seed;
     IPeftModel? _model;
@@ -36,17 +38,17 @@ public sealed class Ssf : PeftMethod
             var shift = Tensor.Parameter(device, $"{site.Name}.ssf_shift", site.Channels);
             Init.Normal(scale, 0.02f, stream++, mean: 1f);
             Init.Normal(shift, 0.02f, stream++);
-            _bySite[site.Name] = (scale, shift);
+            _bySite[site.Name] = new ChannelAffine(scale, shift);
             _added.Add(scale);
             _added.Add(shift);
         }
-        model.SiteHook = (site, x) => _bySite.TryGetValue(site.Name, out var ss) ? Ops.ScaleShift(x, ss.Scale, ss.Shift) : x;
+        model.SiteAffine = site => _bySite.TryGetValue(site.Name, out var affine) ? affine : null;
     }
 
     /// <summary>
     /// Re-parameterisation: for each site, the producing layer's output channel o becomes γ_o·(W[o]·x + b_o) + β_o,
-    /// i.e. W'[o,:] = γ_o·W[o,:] and b'_o = γ_o·b_o + β_o (a LayerNorm's weight and bias fold the same way). The hook
-    /// is removed, so the model computes what it computed with SSF, with only its own parameters.
+    /// i.e. W'[o,:] = γ_o·W[o,:] and b'_o = γ_o·b_o + β_o (a LayerNorm's weight and bias fold the same way). The site
+    /// affine is removed, so the model computes what it computed with SSF, with only its own parameters.
     /// </summary>
     /// <exception cref="InvalidOperationException">SSF was not applied, or a site's layer has no bias to take β.</exception>
     public void Merge()
@@ -67,6 +69,6 @@ public sealed class Ssf : PeftMethod
             site.Weight.CopyFrom(w);
             site.Bias.CopyFrom(b);
         }
-        model.SiteHook = null;
+        model.SiteAffine = null;
     }
 }

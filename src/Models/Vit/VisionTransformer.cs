@@ -114,14 +114,8 @@ public sealed class VisionTransformer : IPeftModel, IDisposable
     /// <inheritdoc/>
     public Func<FeatureSite, Tensor, Tensor>? SiteHook { get; set; }
 
-    /// <summary>Applies the hook at <paramref name="site"/>; takes ownership of x (disposed when replaced).</summary>
-    Tensor At(FeatureSite site, Tensor x)
-    {
-        if (SiteHook == null) return x;
-        var y = SiteHook(site, x);
-        if (!ReferenceEquals(y, x)) x.Dispose();
-        return y;
-    }
+    /// <inheritdoc/>
+    public Func<FeatureSite, ChannelAffine?>? SiteAffine { get; set; }
 
     /// <summary>Every parameter in timm's state-dict order, named by its key.</summary>
     public IReadOnlyList<Tensor> Parameters => _parameters;
@@ -154,7 +148,7 @@ public sealed class VisionTransformer : IPeftModel, IDisposable
         if (images.Rank != 4 || images.Shape[1] != Config.in_chans || images.Shape[2] != s || images.Shape[3] != s)
             throw new ArgumentException($"ViT input {images.Describe()} must be [B, {Config.in_chans}, {s}, {s}]");
         Tensor x;
-        using (var patches = At(_patchSite, Ops.PatchEmbed(images, _patchW, _patchB)))
+        using (var patches = this.Produce(_patchSite, (w, bias) => Ops.PatchEmbed(images, w!, bias)))
         using (var withCls = Ops.PrependToken(patches, _cls))
             x = Drop(Ops.AddPositionEmbedding(withCls, _pos), Config.pos_drop_rate, trainSeed, site: 2);
         for (int i = 0; i < _blocks.Length; i++)
@@ -162,28 +156,29 @@ public sealed class VisionTransformer : IPeftModel, IDisposable
             var b = _blocks[i];
             float dropPath = _blocks.Length > 1 ? Config.drop_path_rate * i / (_blocks.Length - 1) : Config.drop_path_rate;
             ulong site = 16 + 8 * (ulong)i;
-            x = At(b.Sites[3], Residual(x, Attention(x, b, trainSeed, site), dropPath, trainSeed, site + 2));
+            x = this.Transform(b.Sites[3], Residual(x, Attention(x, b, trainSeed, site), dropPath, trainSeed, site + 2));
             x = Residual(x, Mlp(x, b, trainSeed, site + 3), dropPath, trainSeed, site + 6);
         }
-        using var normed = At(_normSite, Ops.LayerNorm(x, _normW, _normB, LayerNormEps));
+        var last = x;
+        using var normed = this.Produce(_normSite, (w, bias) => Ops.LayerNorm(last, w, bias, LayerNormEps));
         x.Dispose();
         return Ops.TakeToken(normed, 0);
     }
 
     Tensor Attention(Tensor x, Block b, ulong? seed, ulong site)
     {
-        using var h = At(b.Sites[0], Ops.LayerNorm(x, b.Norm1W, b.Norm1B, LayerNormEps));
-        using var qkv = At(b.Sites[1], Ops.Linear(h, b.QkvW, b.QkvB));
+        using var h = this.Produce(b.Sites[0], (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps));
+        using var qkv = this.Produce(b.Sites[1], (w, bias) => Ops.Linear(h, w!, bias));
         using var a = Ops.Attention(qkv, Config.num_heads);
-        return Drop(At(b.Sites[2], Ops.Linear(a, b.ProjW, b.ProjB)), Config.proj_drop_rate, seed, site);
+        return Drop(this.Produce(b.Sites[2], (w, bias) => Ops.Linear(a, w!, bias)), Config.proj_drop_rate, seed, site);
     }
 
     Tensor Mlp(Tensor x, Block b, ulong? seed, ulong site)
     {
-        using var h = At(b.Sites[4], Ops.LayerNorm(x, b.Norm2W, b.Norm2B, LayerNormEps));
-        using var f1 = At(b.Sites[5], Ops.Linear(h, b.Fc1W, b.Fc1B));
+        using var h = this.Produce(b.Sites[4], (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps));
+        using var f1 = this.Produce(b.Sites[5], (w, bias) => Ops.Linear(h, w!, bias));
         using var g = Drop(Ops.Gelu(f1), Config.proj_drop_rate, seed, site);
-        return Drop(At(b.Sites[6], Ops.Linear(g, b.Fc2W, b.Fc2B)), Config.proj_drop_rate, seed, site + 1);
+        return Drop(this.Produce(b.Sites[6], (w, bias) => Ops.Linear(g, w!, bias)), Config.proj_drop_rate, seed, site + 1);
     }
 
     /// <summary>Dropout in train mode, from the call site's own stream; otherwise x itself (no view, so eval and

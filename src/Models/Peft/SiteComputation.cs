@@ -1,0 +1,84 @@
+namespace Engine.Models.Peft;
+
+/// <summary>
+/// How a model computes its feature sites, so that every <see cref="IPeftModel"/> applies
+/// <see cref="IPeftModel.SiteAffine"/> and <see cref="IPeftModel.SiteHook"/> the same way.
+/// </summary>
+public static class SiteComputation
+{
+    /// <summary>
+    /// The features at <paramref name="site"/>, computed by <paramref name="op"/> from the producing layer's (weight,
+    /// bias), with the site's affine (γ, β) folded in so it costs no pass of its own, then the hook:
+    /// <list type="bullet">
+    /// <item>LayerNorm: op runs with weight γ⊙w and bias γ⊙b + β, so γ and β get their gradients from the norm's own
+    /// parameter reductions and no extra activation is kept.</item>
+    /// <item>Linear or conv: op runs without its bias, and one epilogue pass computes γ⊙u + (γ⊙b + β) (it keeps the
+    /// bias-free output u for dγ; the dense weight gradient that folding γ into W would need is never formed).</item>
+    /// </list>
+    /// The folded vectors are [Channels] ops on the tape, so gradients reach γ, β and any trainable w, b exactly.
+    /// </summary>
+    /// <param name="model">The model whose <see cref="IPeftModel.SiteAffine"/> and hook apply.</param>
+    /// <param name="site">A LayerNorm or Linear site; its <see cref="FeatureSite.Weight"/> and Bias are op's defaults.</param>
+    /// <param name="op">The producing op, given (weight, bias) to use in place of the site's own.</param>
+    public static Tensor Produce(this IPeftModel model, FeatureSite site, Func<Tensor?, Tensor?, Tensor> op)
+    {
+        var affine = model.SiteAffine?.Invoke(site);
+        Tensor y;
+        if (affine == null) y = op(site.Weight, site.Bias);
+        else if (site.Producer == SiteProducer.LayerNorm)
+        {
+            using var zero = Tensor.Zeros(affine.Scale.Device, site.Channels);
+            using var weight = site.Weight == null ? null : Ops.ScaleShift(site.Weight, affine.Scale, zero);
+            using var bias = site.Bias == null ? null : Ops.ScaleShift(site.Bias, affine.Scale, affine.Shift);
+            y = op(weight ?? affine.Scale, bias ?? affine.Shift);
+        }
+        else if (site.Producer == SiteProducer.Linear)
+        {
+            using var unbiased = op(site.Weight, null);
+            using var shift = site.Bias == null ? null : Ops.ScaleShift(site.Bias, affine.Scale, affine.Shift);
+            y = Ops.ScaleShift(unbiased, affine.Scale, shift ?? affine.Shift);
+        }
+        else throw new ArgumentException($"{site.Name}: a {site.Producer} site has no producing layer; use Transform");
+        return Hook(model, site, y);
+    }
+
+    /// <summary>The features at a site with no producing layer (a residual sum): the site's affine as its own pass,
+    /// then the hook. Takes ownership of <paramref name="x"/> (disposed when replaced).</summary>
+    public static Tensor Transform(this IPeftModel model, FeatureSite site, Tensor x)
+    {
+        if (model.SiteAffine?.Invoke(site) is not { } affine) return Hook(model, site, x);
+        using (x) return Hook(model, site, Ops.ScaleShift(x, affine.Scale, affine.Shift));
+    }
+
+    static Tensor Hook(IPeftModel model, FeatureSite site, Tensor x)
+    {
+        if (model.SiteHook == null) return x;
+        var y = model.SiteHook(site, x);
+        if (!ReferenceEquals(y, x)) x.Dispose();
+        return y;
+    }
+
+    /// <summary>Removes the model's site affine and hook until the result is disposed, then restores them (a
+    /// selection pass that must see the plain model).</summary>
+    public static IDisposable Bypass(this IPeftModel model) => new BypassScope(model);
+
+    sealed class BypassScope : IDisposable
+    {
+        readonly IPeftModel _model;
+        readonly Func<FeatureSite, Tensor, Tensor>? _hook;
+        readonly Func<FeatureSite, ChannelAffine?>? _affine;
+
+        public BypassScope(IPeftModel model)
+        {
+            (_model, _hook, _affine) = (model, model.SiteHook, model.SiteAffine);
+            model.SiteHook = null;
+            model.SiteAffine = null;
+        }
+
+        public void Dispose()
+        {
+            _model.SiteHook = _hook;
+            _model.SiteAffine = _affine;
+        }
+    }
+}
