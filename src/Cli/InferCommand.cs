@@ -77,12 +77,12 @@ public static class InferCommand
         int size = config.img_size, pixels = config.in_chans * size * size;
         if (Directory.Exists(path))
         {
-            var files = Directory.GetFiles(path).Where(f => f.EndsWith(".png", StringComparison.OrdinalIgnoreCase)).Order(StringComparer.Ordinal).ToArray();
-            if (files.Length == 0) throw new ArgumentException($"--input {path}: the folder holds no .png images");
+            var files = Directory.GetFiles(path).Where(LabeledImages.IsImage).Order(StringComparer.Ordinal).ToArray();
+            if (files.Length == 0) throw new ArgumentException($"--input {path}: the folder holds no .png/.jpg images");
             if (config.in_chans != 3) throw new ArgumentException($"--input {path}: images are RGB but the model has in_chans {config.in_chans}");
             return (files.Length, files.Select(f => Path.GetFileName(f)).ToArray(), (start, n, batch) =>
             {
-                for (int i = 0; i < n; i++) normalization.ResizeInto(Png.Read(files[start + i]), size, batch.Slice(i * pixels, pixels));
+                for (int i = 0; i < n; i++) normalization.ResizeInto(ImageFile.Read(files[start + i]), size, batch.Slice(i * pixels, pixels));
             });
         }
         if (!File.Exists(path)) throw new FileNotFoundException($"--input {path}: no such file or folder", path);

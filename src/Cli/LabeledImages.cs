@@ -5,8 +5,7 @@ namespace Engine.Cli;
 /// <summary>
 /// Labelled images on disk: a folder of class subfolders (labels are the subfolder names in ordinal order), or a
 /// VTAB-1k task folder (its <c>train800val200.txt</c>: lines <c>images/&lt;split&gt;/NNNNNN.jpg &lt;label&gt;</c>, paths
-/// relative to the folder and never outside it). PNG images are decoded here; JPEG decoding comes with the VTAB data
-/// pipeline.
+/// relative to the folder and never outside it). PNG and JPEG images are decoded.
 /// </summary>
 public sealed class LabeledImages
 {
@@ -60,17 +59,13 @@ public sealed class LabeledImages
         return new LabeledImages(root, items);
     }
 
-    static bool IsImage(string f) => f.EndsWith(".png", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".jpg", StringComparison.OrdinalIgnoreCase)
+    /// <summary>True for a .png, .jpg or .jpeg file name.</summary>
+    public static bool IsImage(string f) => f.EndsWith(".png", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".jpg", StringComparison.OrdinalIgnoreCase)
                                     || f.EndsWith(".jpeg", StringComparison.OrdinalIgnoreCase);
 
-    /// <summary>Decodes an image file.</summary>
+    /// <summary>Decodes a PNG or JPEG image file.</summary>
     /// <exception cref="InvalidDataException">The file is not a decodable image (the message names it).</exception>
-    public static RgbImage Read(string file)
-    {
-        if (!file.EndsWith(".png", StringComparison.OrdinalIgnoreCase))
-            throw new InvalidDataException($"{file}: only PNG images can be decoded so far (JPEG decoding arrives with the VTAB data pipeline)");
-        return Png.Read(file);
-    }
+    public static RgbImage Read(string file) => ImageFile.Read(file);
 
     /// <summary>The item order of one epoch: shuffled by <paramref name="seed"/>, cut into full batches (drop_last, as
     /// the reference loaders), or one batch of everything when there are fewer images than a batch.</summary>

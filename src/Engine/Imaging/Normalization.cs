@@ -19,17 +19,29 @@ public sealed record Normalization(float[] Mean, float[] Std)
         _ => throw new ArgumentException($"unknown normalisation '{name}' (use inception or imagenet)"),
     };
 
-    /// <summary>Resizes an image directly to size×size (antialiased bicubic, on floats) and normalises it into
-    /// <paramref name="chw"/> [3, size, size].</summary>
-    public void ResizeInto(RgbImage image, int size, Span<float> chw)
+    /// <summary>Resizes an image directly to size×size, exactly as Pillow's 8-bit bicubic (the reference loaders'
+    /// <c>Resize((size, size), BICUBIC)</c>), and normalises it into <paramref name="chw"/> [3, size, size].</summary>
+    public void ResizeInto(RgbImage image, int size, Span<float> chw) => Normalize(Resize(image, size), chw);
+
+    /// <summary>The image resized directly to size×size (aspect ratio ignored) by Pillow's 8-bit antialiased bicubic,
+    /// [size, size, 3] bytes; the pixels themselves when the size already matches.</summary>
+    public static byte[] Resize(RgbImage image, int size) =>
+        image.Width == size && image.Height == size ? image.Rgb : Resample.BicubicBytes(image.Rgb, image.Height, image.Width, 3, size, size);
+
+    /// <summary>
+    /// 8-bit pixels [H, W, 3] → <paramref name="chw"/> [3, H, W] as torchvision computes it in float32: ToTensor's
+    /// v/255, then Normalize's (v − mean)/std.
+    /// </summary>
+    public void Normalize(ReadOnlySpan<byte> hwc, Span<float> chw)
     {
-        var hwc = new float[image.Rgb.Length];
-        for (int i = 0; i < hwc.Length; i++) hwc[i] = image.Rgb[i];
-        var resized = image.Width == size && image.Height == size ? hwc : Resample.Bicubic(hwc, image.Height, image.Width, 3, size, size);
+        int pixels = hwc.Length / 3;
+        if (hwc.Length != pixels * 3 || chw.Length != hwc.Length)
+            throw new ArgumentException($"normalize: {hwc.Length} bytes of RGB into {chw.Length} floats");
         for (int c = 0; c < 3; c++)
         {
-            float scale = 1f / (255f * Std[c]), shift = Mean[c] / Std[c];
-            for (int p = 0; p < size * size; p++) chw[c * size * size + p] = resized[p * 3 + c] * scale - shift;
+            float mean = Mean[c], std = Std[c];
+            var plane = chw.Slice(c * pixels, pixels);
+            for (int p = 0; p < pixels; p++) plane[p] = (hwc[p * 3 + c] / 255f - mean) / std;
         }
     }
 }

@@ -11,7 +11,73 @@ public static class Resample
 {
     /// <summary>Antialiased bicubic resize of src [h, w, c] to [outH, outW, c].</summary>
     public static float[] Bicubic(ReadOnlySpan<float> src, int h, int w, int c, int outH, int outW) =>
-        Separable(src, h, w, c, outH, outW, Weights);
+        Separable(src, h, w, c, outH, outW, (inSize, outSize) =>
+        {
+            var (first, weights) = Weights(inSize, outSize);
+            return (first, [.. weights.Select(wk => wk.Select(v => (float)v).ToArray())]);
+        });
+
+    /// <summary>Pillow's fixed-point precision for 8-bit images: 32 − 8 − 2 fraction bits.</summary>
+    const int PrecisionBits = 22;
+
+    /// <summary>
+    /// Antialiased bicubic resize of an 8-bit image [h, w, c] to [outH, outW, c], exactly as Pillow's
+    /// <c>Image.resize(BICUBIC)</c> on an "RGB" or "L" image: the normalised weights rounded to 22-bit fixed point,
+    /// sums started at one half, clipped to 0..255; the horizontal pass first, its result stored as 8 bits, and a
+    /// pass skipped when that dimension keeps its size.
+    /// </summary>
+    public static byte[] BicubicBytes(ReadOnlySpan<byte> src, int h, int w, int c, int outH, int outW)
+    {
+        if (h <= 0 || w <= 0 || c <= 0 || outH <= 0 || outW <= 0 || src.Length != (long)h * w * c)
+            throw new ArgumentException($"resample: source of {src.Length} bytes is not [{h}, {w}, {c}], or the target [{outH}, {outW}] is empty");
+        byte[] current = src.ToArray();
+        if (outW != w)
+        {
+            var (first, weights) = FixedWeights(w, outW);
+            var next = new byte[(long)h * outW * c];
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < outW; x++)
+                {
+                    var k = weights[x];
+                    int from = (y * w + first[x]) * c;
+                    for (int ch = 0; ch < c; ch++)
+                    {
+                        int sum = 1 << (PrecisionBits - 1);
+                        for (int i = 0; i < k.Length; i++) sum += current[from + i * c + ch] * k[i];
+                        next[(y * outW + x) * c + ch] = Clip8(sum);
+                    }
+                }
+            (current, w) = (next, outW);
+        }
+        if (outH != h)
+        {
+            var (first, weights) = FixedWeights(h, outH);
+            var next = new byte[(long)outH * w * c];
+            int row = w * c;
+            for (int y = 0; y < outH; y++)
+            {
+                var k = weights[y];
+                int from = first[y] * row;
+                for (int j = 0; j < row; j++)
+                {
+                    int sum = 1 << (PrecisionBits - 1);
+                    for (int i = 0; i < k.Length; i++) sum += current[from + i * row + j] * k[i];
+                    next[y * row + j] = Clip8(sum);
+                }
+            }
+            current = next;
+        }
+        return current;
+    }
+
+    static byte Clip8(int sum) => sum >= 1 << PrecisionBits << 8 ? (byte)255 : sum <= 0 ? (byte)0 : (byte)(sum >> PrecisionBits);
+
+    /// <summary>The bicubic weights in Pillow's fixed point (rounded half away from zero).</summary>
+    static (int[] First, int[][] Weights) FixedWeights(int inSize, int outSize)
+    {
+        var (first, weights) = Weights(inSize, outSize);
+        return (first, [.. weights.Select(wk => wk.Select(v => (int)(v < 0 ? v * (1 << PrecisionBits) - 0.5 : v * (1 << PrecisionBits) + 0.5)).ToArray())]);
+    }
 
     /// <summary>Bilinear resize (align_corners=False, no antialias) of src [h, w, c] to [outH, outW, c].</summary>
     public static float[] Bilinear(ReadOnlySpan<float> src, int h, int w, int c, int outH, int outW) =>
@@ -63,11 +129,12 @@ public static class Resample
         return 0;
     }
 
-    static (int[], float[][]) Weights(int inSize, int outSize)
+    /// <summary>Pillow's bicubic weights in double: per output index, the first input and the normalised weights.</summary>
+    static (int[], double[][]) Weights(int inSize, int outSize)
     {
         double scale = (double)inSize / outSize, filterScale = Math.Max(scale, 1.0), support = 2.0 * filterScale;
         var first = new int[outSize];
-        var weights = new float[outSize][];
+        var weights = new double[outSize][];
         for (int i = 0; i < outSize; i++)
         {
             double center = (i + 0.5) * scale;
@@ -76,7 +143,7 @@ public static class Resample
             double total = 0;
             for (int k = 0; k < wk.Length; k++) total += wk[k] = Cubic((k + lo - center + 0.5) / filterScale);
             first[i] = lo;
-            weights[i] = wk.Select(v => (float)(total == 0 ? 0 : v / total)).ToArray();
+            weights[i] = [.. wk.Select(v => total == 0 ? 0 : v / total)];
         }
         return (first, weights);
     }

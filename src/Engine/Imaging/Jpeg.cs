@@ -1,0 +1,40 @@
+namespace Engine.Imaging;
+
+/// <summary>
+/// JPEG decoding through libjpeg-turbo's TurboJPEG library (P/Invoke; Debian <c>libturbojpeg0</c>) with its defaults,
+/// accurate integer DCT and fancy upsampling, as Pillow decodes. Greyscale images come out with the grey value in all
+/// three channels (Pillow's convert("RGB")). Any libjpeg warning, such as a premature end of the data, is an error:
+/// a truncated file is refused rather than padded with grey.
+/// </summary>
+public static unsafe class Jpeg
+{
+    /// <summary>True when the TurboJPEG library can be loaded; otherwise <paramref name="reason"/> says what to install.</summary>
+    public static bool IsAvailable(out string reason) => TurboJpeg.TryLoad(out reason);
+
+    /// <summary>Decodes the JPEG file at <paramref name="path"/>.</summary>
+    /// <exception cref="InvalidDataException">Unreadable, truncated or unsupported (CMYK); the message names the file.</exception>
+    /// <exception cref="DllNotFoundException">libturbojpeg.so.0 is not installed.</exception>
+    public static RgbImage Read(string path) => Decode(File.ReadAllBytes(path), path);
+
+    /// <summary>Decodes JPEG bytes; <paramref name="source"/> names them in errors.</summary>
+    public static RgbImage Decode(ReadOnlySpan<byte> jpeg, string source)
+    {
+        if (!TurboJpeg.TryLoad(out var reason)) throw new DllNotFoundException($"{source}: cannot decode JPEG: {reason}");
+        if (jpeg.Length < 4 || jpeg[0] != 0xFF || jpeg[1] != 0xD8) throw new InvalidDataException($"{source}: not a JPEG file (no start-of-image marker)");
+        using var decoder = TurboJpeg.DecompressorHandle.Create();
+        fixed (byte* data = jpeg)
+        {
+            if (TurboJpeg.tjDecompressHeader3(decoder, data, (nuint)jpeg.Length, out int width, out int height, out _, out int colorspace) != 0)
+                throw new InvalidDataException($"{source}: unreadable JPEG header: {decoder.LastError}");
+            if (colorspace is TurboJpeg.ColorspaceCmyk or TurboJpeg.ColorspaceYcck)
+                throw new InvalidDataException($"{source}: CMYK JPEG images are not supported (convert it to RGB)");
+            if (width <= 0 || height <= 0 || (long)width * height > Png.MaxPixels)
+                throw new InvalidDataException($"{source}: JPEG of {width}×{height} pixels is empty or larger than {Png.MaxPixels} pixels");
+            var rgb = new byte[(long)width * height * 3];
+            fixed (byte* dst = rgb)
+                if (TurboJpeg.tjDecompress2(decoder, data, (nuint)jpeg.Length, dst, width, width * 3, height, TurboJpeg.PixelFormatRgb, TurboJpeg.FlagStopOnWarning) != 0)
+                    throw new InvalidDataException($"{source}: corrupt or truncated JPEG: {decoder.LastError}");
+            return new RgbImage(width, height, rgb);
+        }
+    }
+}
