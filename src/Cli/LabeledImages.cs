@@ -1,3 +1,4 @@
+using Engine.Data;
 using Engine.Imaging;
 
 namespace Engine.Cli;
@@ -29,26 +30,11 @@ public sealed class LabeledImages
     {
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"--data {folder}: no such folder");
         string root = Path.GetFullPath(folder);
-        string list = Path.Combine(root, "train800val200.txt");
         var items = new List<(string, int)>();
-        if (File.Exists(list))
+        if (File.Exists(Path.Combine(root, "train800val200.txt")))
         {
-            int lineNumber = 0;
-            foreach (var line in File.ReadLines(list))
-            {
-                lineNumber++;
-                if (string.IsNullOrWhiteSpace(line)) continue;
-                var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-                if (parts.Length != 2 || !int.TryParse(parts[1], out int label) || label < 0)
-                    throw new InvalidDataException($"{list}:{lineNumber}: expected '<relative image path> <label ≥ 0>', got '{line}'");
-                string file = Path.GetFullPath(Path.Combine(root, parts[0]));
-                if (!file.StartsWith(root + Path.DirectorySeparatorChar, StringComparison.Ordinal))
-                    throw new InvalidDataException($"{list}:{lineNumber}: '{parts[0]}' points outside the task folder");
-                if (!File.Exists(file)) throw new FileNotFoundException($"{list}:{lineNumber}: image '{parts[0]}' does not exist", file);
-                items.Add((file, label));
-            }
-            if (items.Count == 0) throw new InvalidDataException($"{list}: lists no images");
-            return new LabeledImages(list, items);
+            var list = ImageList.Read(root, "train800val200");
+            return new LabeledImages(list.ListFile, [.. list.Files.Zip(list.Labels)]);
         }
         var classes = Directory.GetDirectories(root).Order(StringComparer.Ordinal).ToArray();
         if (classes.Length == 0) throw new InvalidDataException($"--data {folder}: neither a VTAB task folder (no train800val200.txt) nor a folder of class subfolders");
@@ -66,14 +52,4 @@ public sealed class LabeledImages
     /// <summary>Decodes a PNG or JPEG image file.</summary>
     /// <exception cref="InvalidDataException">The file is not a decodable image (the message names it).</exception>
     public static RgbImage Read(string file) => ImageFile.Read(file);
-
-    /// <summary>The item order of one epoch: shuffled by <paramref name="seed"/>, cut into full batches (drop_last, as
-    /// the reference loaders), or one batch of everything when there are fewer images than a batch.</summary>
-    public List<int[]> Batches(int batchSize, ulong seed)
-    {
-        var order = Enumerable.Range(0, Items.Count).ToArray();
-        new Random((int)(seed % int.MaxValue)).Shuffle(order);
-        if (order.Length < batchSize) return [order];
-        return [.. Enumerable.Range(0, order.Length / batchSize).Select(b => order[(b * batchSize)..((b + 1) * batchSize)])];
-    }
 }

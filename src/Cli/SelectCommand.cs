@@ -55,37 +55,12 @@ public static class SelectCommand
         if (config.in_chans != 3) throw new ArgumentException($"--model {modelName}: images are RGB but the model has in_chans {config.in_chans}");
         using var vit = new VisionTransformer(device, config);
         vit.Load(weightsPath, LoadMode.NewHead);
-        var batches = images.Batches(batchSize, seed);
-        int size = config.img_size, pixels = 3 * size * size, views = method == "gps" ? 2 : 1;
+        int size = config.img_size, views = method == "gps" ? 2 : 1, batchCount = SelectionBatches.Order(images.Items.Count, batchSize, seed).Count;
         Console.Error.WriteLine($"select {method}: {modelName} from {weightsPath} on {device}; {images.Items.Count} images in {images.Classes} classes " +
-                                $"from {images.Source}; {batches.Count} batch(es) of {batches[0].Length}; K = {k}");
-        var progress = new Progress($"select {method}", batches.Count, "batches");
-        int done = 0;
-        // One batch at a time: GPS's two views are the B first views then the B second views, labels repeated.
-        IEnumerable<(Tensor, int[])> Stream()
-        {
-            foreach (var order in batches)
-            {
-                int n = order.Length;
-                var x = new float[(long)views * n * pixels];
-                var labels = new int[views * n];
-                Parallel.For(0, n, i =>
-                {
-                    var (file, label) = images.Items[order[i]];
-                    var image = LabeledImages.Read(file);
-                    for (int v = 0; v < views; v++)
-                    {
-                        var target = x.AsSpan((v * n + i) * pixels, pixels);
-                        if (method == "sct" || noAugment) normalization.ResizeInto(image, size, target);
-                        else ContrastiveViews.Write(image, size, normalization, Kernels.CounterRng.Hash(seed, (ulong)(order[i] * 2 + v)), target);
-                        labels[v * n + i] = label;
-                    }
-                });
-                using var tensor = Tensor.FromArray(device, x, views * n, 3, size, size);
-                yield return (tensor, labels);
-                progress.Report(++done);
-            }
-        }
+                                $"from {images.Source}; {batchCount} batch(es) of {Math.Min(batchSize, images.Items.Count)}; K = {k}");
+        var progress = new Progress($"select {method}", batchCount, "batches");
+        var batches = SelectionBatches.Stream(images.Items, views, augment: !noAugment, size, normalization, batchSize, seed, device,
+            (done, _) => progress.Report(done));
         var metadata = new Dictionary<string, string>
         {
             ["k"] = k.ToString(), ["seed"] = seed.ToString(), ["model"] = modelName, ["weights"] = Path.GetFileName(weightsPath),
@@ -93,13 +68,13 @@ public static class SelectCommand
         };
         if (method == "sct")
         {
-            var selection = SctSelection.Compute(vit, Stream(), k);
+            var selection = SctSelection.Compute(vit, batches, k);
             SctSelection.Save(outputPath, selection, metadata);
             Console.WriteLine($"wrote {selection.Count} channel sets of {k} to {outputPath}");
         }
         else
         {
-            var selection = GpsSelection.Compute(vit, Stream(), k, seed);
+            var selection = GpsSelection.Compute(vit, batches, k, seed);
             GpsSelection.Save(outputPath, selection, metadata);
             Console.WriteLine($"wrote {selection.Count} selections ({selection.Values.Sum(s => (long)s.Columns.Length):N0} entries) to {outputPath}");
         }

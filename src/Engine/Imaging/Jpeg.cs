@@ -19,9 +19,9 @@ public static unsafe class Jpeg
     /// <summary>Decodes JPEG bytes; <paramref name="source"/> names them in errors.</summary>
     public static RgbImage Decode(ReadOnlySpan<byte> jpeg, string source)
     {
-        if (!TurboJpeg.TryLoad(out var reason)) throw new DllNotFoundException($"{source}: cannot decode JPEG: {reason}");
+        Require(source);
         if (jpeg.Length < 4 || jpeg[0] != 0xFF || jpeg[1] != 0xD8) throw new InvalidDataException($"{source}: not a JPEG file (no start-of-image marker)");
-        using var decoder = TurboJpeg.DecompressorHandle.Create();
+        using var decoder = TurboJpeg.Handle.Create(compress: false);
         fixed (byte* data = jpeg)
         {
             if (TurboJpeg.tjDecompressHeader3(decoder, data, (nuint)jpeg.Length, out int width, out int height, out _, out int colorspace) != 0)
@@ -36,5 +36,35 @@ public static unsafe class Jpeg
                     throw new InvalidDataException($"{source}: corrupt or truncated JPEG: {decoder.LastError}");
             return new RgbImage(width, height, rgb);
         }
+    }
+
+    /// <summary>Encodes an image as a baseline JPEG (4:2:0 chroma, as Pillow saves by default) at
+    /// <paramref name="quality"/> 1–100 (Pillow's default is 75).</summary>
+    public static byte[] Encode(RgbImage image, int quality = 75)
+    {
+        Require("JPEG encoding");
+        if (quality is < 1 or > 100) throw new ArgumentOutOfRangeException(nameof(quality), quality, "JPEG quality must be in 1..100");
+        if (image.Rgb.Length != (long)image.Width * image.Height * 3 || image.Width <= 0 || image.Height <= 0)
+            throw new ArgumentException($"image of {image.Width}×{image.Height} holds {image.Rgb.Length} bytes, not width·height·3");
+        using var encoder = TurboJpeg.Handle.Create(compress: true);
+        byte* jpeg = null;
+        nuint size = 0;
+        try
+        {
+            fixed (byte* src = image.Rgb)
+                if (TurboJpeg.tjCompress2(encoder, src, image.Width, image.Width * 3, image.Height, TurboJpeg.PixelFormatRgb, ref jpeg, ref size,
+                        TurboJpeg.Subsampling420, quality, 0) != 0)
+                    throw new InvalidOperationException($"JPEG encoding failed: {encoder.LastError}");
+            return new ReadOnlySpan<byte>(jpeg, checked((int)size)).ToArray();
+        }
+        finally
+        {
+            if (jpeg != null) TurboJpeg.tjFree(jpeg);
+        }
+    }
+
+    static void Require(string what)
+    {
+        if (!TurboJpeg.TryLoad(out var reason)) throw new DllNotFoundException($"{what}: cannot use JPEG: {reason}");
     }
 }

@@ -19,11 +19,18 @@ static unsafe partial class TurboJpeg
     /// <summary>The JPEG colorspace codes of tjDecompressHeader3.</summary>
     public const int ColorspaceCmyk = 3, ColorspaceYcck = 4;
 
+    /// <summary>Chroma subsampling 4:2:0 (Pillow's default for JPEG).</summary>
+    public const int Subsampling420 = 2;
+
     [LibraryImport(Lib)] public static partial IntPtr tjInitDecompress();
+    [LibraryImport(Lib)] public static partial IntPtr tjInitCompress();
+    [LibraryImport(Lib)] public static partial int tjCompress2(Handle handle, byte* src, int width, int pitch, int height, int pixelFormat,
+        ref byte* jpeg, ref nuint size, int subsampling, int quality, int flags);
+    [LibraryImport(Lib)] public static partial void tjFree(byte* buffer);
     [LibraryImport(Lib)] public static partial int tjDestroy(IntPtr handle);
-    [LibraryImport(Lib)] public static partial int tjDecompressHeader3(DecompressorHandle handle, byte* jpeg, nuint size, out int width, out int height, out int subsampling, out int colorspace);
-    [LibraryImport(Lib)] public static partial int tjDecompress2(DecompressorHandle handle, byte* jpeg, nuint size, byte* dst, int width, int pitch, int height, int pixelFormat, int flags);
-    [LibraryImport(Lib)] public static partial IntPtr tjGetErrorStr2(DecompressorHandle handle);
+    [LibraryImport(Lib)] public static partial int tjDecompressHeader3(Handle handle, byte* jpeg, nuint size, out int width, out int height, out int subsampling, out int colorspace);
+    [LibraryImport(Lib)] public static partial int tjDecompress2(Handle handle, byte* jpeg, nuint size, byte* dst, int width, int pitch, int height, int pixelFormat, int flags);
+    [LibraryImport(Lib)] public static partial IntPtr tjGetErrorStr2(Handle handle);
 
     static readonly Lazy<(bool Loaded, string Reason)> Library = new(() =>
     {
@@ -43,21 +50,21 @@ static unsafe partial class TurboJpeg
     static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? path) =>
         name == Lib && NativeLibrary.TryLoad(Soname, out var handle) ? handle : IntPtr.Zero;
 
-    /// <summary>A TurboJPEG decompressor instance (not thread-safe: one per decode).</summary>
-    public sealed class DecompressorHandle : SafeHandle
+    /// <summary>A TurboJPEG compressor or decompressor instance (not thread-safe: one per call).</summary>
+    public sealed class Handle : SafeHandle
     {
-        public DecompressorHandle() : base(IntPtr.Zero, ownsHandle: true) { }
+        public Handle() : base(IntPtr.Zero, ownsHandle: true) { }
 
         public override bool IsInvalid => handle == IntPtr.Zero;
 
         /// <summary>The library's message for the last error on this instance.</summary>
         public string LastError => Marshal.PtrToStringUTF8(tjGetErrorStr2(this)) ?? "unknown error";
 
-        public static DecompressorHandle Create()
+        public static Handle Create(bool compress)
         {
-            var h = new DecompressorHandle();
-            h.SetHandle(tjInitDecompress());
-            if (h.IsInvalid) throw new InvalidOperationException("tjInitDecompress failed (out of memory?)");
+            var h = new Handle();
+            h.SetHandle(compress ? tjInitCompress() : tjInitDecompress());
+            if (h.IsInvalid) throw new InvalidOperationException("TurboJPEG could not create an instance (out of memory?)");
             return h;
         }
 

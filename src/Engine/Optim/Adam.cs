@@ -1,3 +1,5 @@
+using Engine.Checkpoints;
+
 namespace Engine.Optim;
 
 /// <summary>Adam hyperparameters (torch.optim defaults).</summary>
@@ -44,6 +46,7 @@ public sealed unsafe class Adam : IDisposable
             var stateShape = p.GradIndex?.Shape ?? p.Shape; // sparse (GPS): moments for the selected entries only
             var m = Tensor.PersistentZeros(p.Device, stateShape);
             var v = Tensor.PersistentZeros(p.Device, stateShape);
+            (m.Name, v.Name) = ($"{p.Name ?? $"param{_slots.Count}"}.exp_avg", $"{p.Name ?? $"param{_slots.Count}"}.exp_avg_sq");
             _slots.Add(new Slot(p, m, v, options.WeightDecay));
         }
     }
@@ -96,6 +99,22 @@ public sealed unsafe class Adam : IDisposable
             s.Param.Device.Kernels.AdamStep(s.Param.Data, s.Param.Grad.Data, s.M.Data, s.V.Data, mask == null ? null : mask.Data,
                 s.Param.Count, lr, Options.Beta1, Options.Beta2, Options.Epsilon, s.WeightDecay, StepCount, Options.Decoupled);
         }
+    }
+
+    /// <summary>Writes the moments (<c>&lt;param&gt;.exp_avg</c>, <c>.exp_avg_sq</c>, torch's names) and the step count as
+    /// safetensors, atomically, so a resumed run continues exactly.</summary>
+    public void SaveState(string path) =>
+        SafeTensors.Write(path, _slots.SelectMany(s => new[] { s.M, s.V }), new Dictionary<string, string> { ["step"] = StepCount.ToString() });
+
+    /// <summary>Restores what <see cref="SaveState"/> wrote for the same parameters.</summary>
+    /// <exception cref="InvalidDataException">The file lacks a moment, has one of another shape, or has no step count.</exception>
+    public void LoadState(string path)
+    {
+        using var checkpoint = Checkpoint.Open(path);
+        if (!checkpoint.Metadata.TryGetValue("step", out var step) || !int.TryParse(step, out int steps) || steps < 0)
+            throw new InvalidDataException($"{path}: no valid 'step' in its metadata (not an optimizer state file)");
+        StateDict.Load([.. _slots.SelectMany(s => new[] { s.M, s.V })], checkpoint.Entries, path, strict: true);
+        StepCount = steps;
     }
 
     /// <summary>Zeroes every parameter gradient (keeping the buffers).</summary>

@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using Engine.Optim;
 
 namespace Engine.Models.Peft;
@@ -75,6 +76,7 @@ public sealed record PeftRecipe
     public ulong Seed { get; init; } = 42;
 
     /// <summary>Total epochs run: the schedule plus the cooldown.</summary>
+    [JsonIgnore]
     public int TotalEpochs => Epochs + CooldownEpochs;
 
     /// <summary>The learning rate of epoch <paramref name="epoch"/> (0-based): warmup_lr + t·(base − warmup_lr)/warmup
@@ -88,6 +90,7 @@ public sealed record PeftRecipe
     }
 
     /// <summary>Adam options for this recipe (the weight decay then goes per parameter, <see cref="ConfigureWeightDecay"/>).</summary>
+    [JsonIgnore]
     public AdamOptions AdamOptions => new()
     {
         LearningRate = LearningRate, Beta1 = Beta1, Beta2 = Beta2, Epsilon = Epsilon, WeightDecay = WeightDecay,

@@ -1,0 +1,72 @@
+namespace Engine.Data;
+
+/// <summary>
+/// One split of a VTAB-style task folder: the list file <c>&lt;split&gt;.txt</c>, lines
+/// <c>images/&lt;split&gt;/NNNNNN.jpg &lt;label&gt;</c> with paths relative to the task folder. Every problem is an
+/// error naming the list file and line: a malformed line, a path that leaves the folder, a missing image, a label
+/// outside [0, classes), an empty split.
+/// </summary>
+public sealed class ImageList
+{
+    ImageList(string listFile, string[] files, int[] labels, int[] lines)
+    {
+        ListFile = listFile;
+        Files = files;
+        Labels = labels;
+        Lines = lines;
+    }
+
+    /// <summary>The list file's full path.</summary>
+    public string ListFile { get; }
+
+    /// <summary>Each image's full path, in list order.</summary>
+    public IReadOnlyList<string> Files { get; }
+
+    /// <summary>Each image's label.</summary>
+    public IReadOnlyList<int> Labels { get; }
+
+    /// <summary>Each image's line number in the list file (for messages).</summary>
+    public IReadOnlyList<int> Lines { get; }
+
+    /// <summary>Number of images.</summary>
+    public int Count => Files.Count;
+
+    /// <summary>"list:line" of image <paramref name="index"/>, the prefix of every message about it.</summary>
+    public string Where(int index) => $"{ListFile}:{Lines[index]}";
+
+    /// <summary>Reads <c>&lt;taskFolder&gt;/&lt;split&gt;.txt</c>. With <paramref name="classes"/> null any label ≥ 0 is accepted.</summary>
+    /// <exception cref="FileNotFoundException">The list file or an image it names does not exist.</exception>
+    /// <exception cref="InvalidDataException">A line is malformed, leaves the folder or has a label out of range; or the split is empty.</exception>
+    public static ImageList Read(string taskFolder, string split, int? classes = null)
+    {
+        string root = Path.GetFullPath(taskFolder);
+        if (!Directory.Exists(root)) throw new DirectoryNotFoundException($"{taskFolder}: no such task folder");
+        string list = Path.Combine(root, split + ".txt");
+        if (!File.Exists(list)) throw new FileNotFoundException($"{list}: the '{split}' split's list file does not exist", list);
+        var files = new List<string>();
+        var labels = new List<int>();
+        var lines = new List<int>();
+        int lineNumber = 0;
+        foreach (var raw in File.ReadLines(list))
+        {
+            lineNumber++;
+            string line = raw.Trim();
+            if (line.Length == 0) continue;
+            int space = line.LastIndexOf(' ');
+            if (space <= 0 || !int.TryParse(line.AsSpan(space + 1), out int label))
+                throw new InvalidDataException($"{list}:{lineNumber}: expected '<image path> <integer label>', got '{raw}'");
+            string relative = line[..space].Trim();
+            if (label < 0) throw new InvalidDataException($"{list}:{lineNumber}: label {label} is negative");
+            if (label >= classes) throw new InvalidDataException($"{list}:{lineNumber}: label {label} is outside [0, {classes}) for this task");
+            string file = Path.GetFullPath(Path.Combine(root, relative));
+            if (Path.IsPathRooted(relative) || !file.StartsWith(root + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+                throw new InvalidDataException($"{list}:{lineNumber}: '{relative}' points outside the task folder {root}");
+            if (!File.Exists(file)) throw new FileNotFoundException($"{list}:{lineNumber}: image '{relative}' does not exist", file);
+            files.Add(file);
+            labels.Add(label);
+            lines.Add(lineNumber);
+        }
+        if (files.Count == 0) throw new InvalidDataException($"{list}: the '{split}' split lists no images");
+        return new ImageList(list, [.. files], [.. labels], [.. lines]);
+    }
+}

@@ -1,0 +1,310 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Engine.Autograd;
+using Engine.Checkpoints;
+using Engine.Data;
+using Engine.Imaging;
+using Engine.IO;
+using Engine.Kernels;
+using Engine.Models.Peft;
+using Engine.Models.Vit;
+using Engine.Optim;
+
+namespace Engine.Models.Training;
+
+/// <summary>One epoch's line in the run's <c>log.jsonl</c>.</summary>
+public sealed record EpochLog(int Epoch, float LearningRate, double Loss, double TrainAccuracy, double? TestAccuracy,
+    double ImagesPerSecond, double Seconds);
+
+/// <summary>The outcome of a finished run (<c>result.json</c>). Accuracies are top-1 % on the test split.</summary>
+public sealed record RunResult(string Task, string Method, int Epochs, double FinalAccuracy, double BestAccuracy, int BestEpoch,
+    long TrainableParameters, double Seconds)
+{
+    /// <summary>Reads a run folder's result.json, or null when the run has not finished.</summary>
+    public static RunResult? Read(string runDir)
+    {
+        string path = Path.Combine(runDir, "result.json");
+        if (!File.Exists(path)) return null;
+        try
+        {
+            return JsonSerializer.Deserialize<RunResult>(File.ReadAllText(path), RunConfig.Json);
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path}: not a valid run result ({e.Message})", e);
+        }
+    }
+}
+
+/// <summary>Where a running fine-tune is, for live progress.</summary>
+public readonly record struct RunProgress(int Epoch, int TotalEpochs, long StepsDone, long TotalSteps, double ImagesPerSecond, double EtaSeconds, double Loss);
+
+/// <summary>A run's loss became NaN or infinite; the last good checkpoint is kept.</summary>
+public sealed class DivergedException(string message) : Exception(message);
+
+/// <summary>How to execute a run (none of it changes the result).</summary>
+public sealed record RunOptions
+{
+    /// <summary>Continue the run in the folder from its last checkpoint.</summary>
+    public bool Resume { get; init; }
+    /// <summary>Where decoded, resized images are cached.</summary>
+    public required string CacheDir { get; init; }
+    /// <summary>Threads for image decoding.</summary>
+    public int DecodeThreads { get; init; } = 2;
+    /// <summary>Informational lines (setup, selection, per-epoch summaries).</summary>
+    public Action<string>? Log { get; init; }
+    /// <summary>Called after every training step.</summary>
+    public Action<RunProgress>? Progress { get; init; }
+    /// <summary>Stops the run between steps (Ctrl-C); the last checkpoint stays and <c>--resume</c> continues.</summary>
+    public CancellationToken Cancel { get; init; }
+}
+
+/// <summary>
+/// A durable fine-tuning run of one method on one task (the VTAB-1k protocol): train on the train split with the
+/// recipe's optimizer, per-epoch schedule, batch size (drop_last), label smoothing and drop path; evaluate top-1 on the
+/// test split every <see cref="PeftRecipe.EvalEveryEpochs"/> epochs and after the last; report the final and the best
+/// accuracy. The run folder holds <c>config.json</c>, <c>log.jsonl</c> (one line per epoch), the SCT/GPS
+/// <c>selection.safetensors</c>, a checkpoint after every epoch (<c>checkpoint/epoch-NNNN</c>: the trained part and the
+/// optimizer state; <c>state.json</c> names the latest), and at the end <c>trained.safetensors</c> and
+/// <c>result.json</c>. Every file is written atomically. A run interrupted at any point resumes from its last
+/// checkpoint and ends with the same result as an uninterrupted one (on the CPU, bit for bit): the shuffles,
+/// flips and drop-path masks are drawn from (seed, epoch, step), never from a stream that a restart would reset.
+/// </summary>
+public static class FineTuneRun
+{
+    sealed record RunState(int EpochsDone, string? Checkpoint, List<EpochLog> Log, double Seconds);
+
+    /// <summary>Executes (or resumes) the run in <paramref name="runDir"/> on <paramref name="device"/>.</summary>
+    /// <exception cref="DivergedException">The loss became NaN or infinite.</exception>
+    /// <exception cref="OperationCanceledException">Cancelled; the last checkpoint is kept.</exception>
+    public static RunResult Execute(RunConfig config, string runDir, Device device, RunOptions options)
+    {
+        runDir = Path.GetFullPath(runDir);
+        Directory.CreateDirectory(runDir);
+        string configPath = Path.Combine(runDir, "config.json"), statePath = Path.Combine(runDir, "state.json");
+        var log = options.Log ?? (_ => { });
+        if (options.Resume)
+        {
+            if (!File.Exists(configPath)) throw new InvalidOperationException($"{runDir}: nothing to resume (no config.json)");
+            config = RunConfig.Load(configPath);
+        }
+        else
+        {
+            if (File.Exists(configPath))
+                throw new InvalidOperationException($"{runDir} already holds a run; resume it (--resume) or choose another run folder");
+            config.Save(configPath);
+        }
+        if (RunResult.Read(runDir) is { } done) return done;
+        var recipe = config.Recipe;
+        var state = File.Exists(statePath) ? ReadState(statePath) : new RunState(0, null, [], 0);
+
+        var vitConfig = VitConfig.Resolve(config.Model) with { num_classes = config.Classes, drop_path_rate = recipe.DropPath };
+        if (vitConfig.in_chans != 3) throw new ArgumentException($"model {config.Model}: the images are RGB but the model has in_chans {vitConfig.in_chans}");
+        using var vit = new VisionTransformer(device, vitConfig, recipe.Seed);
+        if (config.Weights != null) vit.Load(config.Weights, LoadMode.NewHead);
+        int size = vitConfig.img_size;
+        var normalization = Normalization.FromName(recipe.Normalization);
+        var trainList = ImageList.Read(config.TaskFolder, config.TrainSplit, config.Classes);
+        var testList = ImageList.Read(config.TaskFolder, config.TestSplit, config.Classes);
+        log($"{config.Task}: {trainList.Count} {config.TrainSplit} and {testList.Count} {config.TestSplit} images, {config.Classes} classes");
+        using var train = OpenCache(trainList, size, options, log);
+        using var test = OpenCache(testList, size, options, log);
+
+        using var method = CreateMethod(config, vit, trainList, normalization, Path.Combine(runDir, "selection.safetensors"), device, log);
+        method.Apply(vit);
+        using var opt = new Adam(method.Trainable(vit), recipe.AdamOptions);
+        recipe.ConfigureWeightDecay(opt);
+        long trainable = method.TrainableCount(vit);
+        if (state.Checkpoint != null)
+        {
+            string dir = Path.Combine(runDir, state.Checkpoint);
+            method.LoadTrained(vit, Path.Combine(dir, "trained.safetensors"));
+            opt.LoadState(Path.Combine(dir, "optimizer.safetensors"));
+            log($"resumed after epoch {state.EpochsDone} from {dir}");
+        }
+        log($"{method.Name}: {trainable:N0} trainable parameters; {recipe.TotalEpochs} epochs of batch {recipe.BatchSize}, lr {recipe.LearningRate:G3}, " +
+            $"wd {recipe.WeightDecay:G3} ({recipe.Optimizer}), on {device}");
+
+        int stepsPerEpoch = Math.Max(1, train.Count / recipe.BatchSize);
+        long totalSteps = (long)stepsPerEpoch * recipe.TotalEpochs, stepsDone = (long)stepsPerEpoch * state.EpochsDone;
+        var clock = Stopwatch.StartNew();
+        double secondsBefore = state.Seconds;
+        var tape = new Tape();
+        for (int epoch = state.EpochsDone; epoch < recipe.TotalEpochs; epoch++)
+        {
+            var epochClock = Stopwatch.StartNew();
+            float lr = recipe.LearningRateAt(epoch);
+            opt.LearningRate = lr;
+            var batches = EpochBatches(train.Count, recipe.BatchSize, CounterRng.Hash(recipe.Seed, (ulong)epoch));
+            double lossSum = 0;
+            int correct = 0, seen = 0;
+            foreach (var order in batches)
+            {
+                options.Cancel.ThrowIfCancellationRequested();
+                ulong stepSeed = CounterRng.Hash(recipe.Seed ^ 0x7EA1, (ulong)stepsDone);
+                var flips = recipe.Augment ? order.Select((_, i) => CounterRng.Uniform(stepSeed, (ulong)i) < 0.5f).ToArray() : null;
+                using var images = Batch(train, order, normalization, device, flips);
+                var labels = order.Select(i => train.Labels[i]).ToArray();
+                using var targets = Tensor.FromArray(device, labels, labels.Length);
+                using (tape.Record())
+                {
+                    using var logits = vit.Forward(images, trainSeed: stepSeed);
+                    using var loss = Ops.CrossEntropy(logits, targets, recipe.LabelSmoothing);
+                    float value = loss.ToArray()[0];
+                    if (!float.IsFinite(value))
+                    {
+                        tape.Clear();
+                        throw new DivergedException($"{config.Task}/{method.Name}: the loss is {value} at epoch {epoch + 1}, step {stepsDone + 1} (lr {lr:G3}); " +
+                            (state.Checkpoint == null ? "no epoch had finished, so nothing was checkpointed" : $"the last good checkpoint ({state.Checkpoint}) is kept") +
+                            "; try a lower learning rate");
+                    }
+                    lossSum += value * labels.Length;
+                    correct += CountCorrect(logits, labels);
+                    seen += labels.Length;
+                    tape.Backward(loss);
+                }
+                opt.Step();
+                opt.ZeroGrad();
+                stepsDone++;
+                double rate = (stepsDone - (long)stepsPerEpoch * state.EpochsDone) * recipe.BatchSize / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
+                options.Progress?.Invoke(new RunProgress(epoch + 1, recipe.TotalEpochs, stepsDone, totalSteps, rate,
+                    (totalSteps - stepsDone) * recipe.BatchSize / Math.Max(rate, 1e-9), lossSum / seen));
+            }
+            bool last = epoch == recipe.TotalEpochs - 1;
+            double? accuracy = last || (epoch + 1) % recipe.EvalEveryEpochs == 0 ? Evaluate(vit, test, normalization, config.EvalBatchSize, device, options.Cancel) : null;
+            var entry = new EpochLog(epoch + 1, lr, lossSum / seen, 100.0 * correct / seen, accuracy, seen / epochClock.Elapsed.TotalSeconds, epochClock.Elapsed.TotalSeconds);
+            state = Checkpoint(runDir, state, entry, method, vit, opt, secondsBefore + clock.Elapsed.TotalSeconds);
+            log($"epoch {entry.Epoch}/{recipe.TotalEpochs}: loss {entry.Loss:F4}, train {entry.TrainAccuracy:F1}%" +
+                (accuracy is double a ? $", test {a:F2}%" : "") + $", lr {lr:G3}, {entry.ImagesPerSecond:F1} img/s");
+        }
+        method.SaveTrained(vit, Path.Combine(runDir, "trained.safetensors"));
+        var evals = state.Log.Where(e => e.TestAccuracy.HasValue).ToList();
+        var bestEval = evals.MaxBy(e => e.TestAccuracy!.Value)!;
+        var result = new RunResult(config.Task, method.Name, recipe.TotalEpochs, evals[^1].TestAccuracy!.Value, bestEval.TestAccuracy!.Value,
+            bestEval.Epoch, trainable, state.Seconds);
+        AtomicFile.Write(Path.Combine(runDir, "result.json"), s => JsonSerializer.Serialize(s, result, RunConfig.Json));
+        return result;
+    }
+
+    static ImageCache OpenCache(ImageList list, int size, RunOptions options, Action<string> log)
+    {
+        var clock = Stopwatch.StartNew();
+        int lastReported = 0;
+        var cache = ImageCache.Open(list, size, options.CacheDir, options.DecodeThreads, (done, total) =>
+        {
+            if (done == total || done - lastReported >= Math.Max(256, total / 10))
+            {
+                log($"caching {Path.GetFileName(list.ListFile)}: {done}/{total} images decoded and resized ({done / clock.Elapsed.TotalSeconds:F0}/s)");
+                lastReported = done;
+            }
+        });
+        return cache;
+    }
+
+    /// <summary>The method, with its selection for SCT and GPS: read from the run folder, or computed on the train split
+    /// (decoding the original images, as the reference selection scripts) and saved there first.</summary>
+    static PeftMethod CreateMethod(RunConfig config, VisionTransformer vit, ImageList trainList, Normalization normalization,
+        string selectionPath, Device device, Action<string> log)
+    {
+        var recipe = config.Recipe;
+        switch (recipe.Method)
+        {
+            case "full": return SubsetMethod.Full();
+            case "linear": return SubsetMethod.Linear();
+            case "bias": return SubsetMethod.Bias();
+            case "ssf": return new Ssf(recipe.Seed);
+            case "sct" or "gps": break;
+            default: throw new ArgumentException($"unknown method '{recipe.Method}' (use {string.Join(", ", PeftRecipe.Methods)})");
+        }
+        bool sct = recipe.Method == "sct";
+        if (!File.Exists(selectionPath))
+        {
+            var items = trainList.Files.Zip(trainList.Labels).ToList();
+            var batches = SelectionBatches.Stream(items, views: sct ? 1 : 2, augment: true, vit.Config.img_size, normalization,
+                batchSize: sct ? 50 : 32, recipe.Seed, device);
+            var clock = Stopwatch.StartNew();
+            var metadata = new Dictionary<string, string> { ["k"] = recipe.K.ToString(), ["seed"] = recipe.Seed.ToString(), ["task"] = config.Task };
+            if (sct) SctSelection.Save(selectionPath, SctSelection.Compute(vit, batches, recipe.K), metadata);
+            else GpsSelection.Save(selectionPath, GpsSelection.Compute(vit, batches, recipe.K, recipe.Seed), metadata);
+            log($"{recipe.Method} selection (K = {recipe.K}) over {items.Count} images in {clock.Elapsed.TotalSeconds:F1} s → {selectionPath}");
+        }
+        return sct ? new Sct(SctSelection.Read(selectionPath), recipe.Seed) : new Gps(GpsSelection.Read(selectionPath));
+    }
+
+    /// <summary>One epoch's batches: a seeded shuffle cut into full batches (drop_last; one batch when there are fewer
+    /// images than a batch).</summary>
+    static List<int[]> EpochBatches(int count, int batchSize, ulong seed) => SelectionBatches.Order(count, batchSize, seed);
+
+    static Tensor Batch(ImageCache cache, int[] indices, Normalization normalization, Device device, bool[]? flips)
+    {
+        var x = new float[(long)indices.Length * cache.ImageBytes];
+        cache.FillBatch(indices, normalization, x, flips);
+        return Tensor.FromArray(device, x, indices.Length, 3, cache.Height, cache.Width);
+    }
+
+    static int CountCorrect(Tensor logits, int[] labels)
+    {
+        var values = logits.ToArray();
+        int classes = logits.Shape[1], correct = 0;
+        for (int i = 0; i < labels.Length; i++)
+        {
+            int best = 0;
+            for (int c = 1; c < classes; c++) if (values[i * classes + c] > values[i * classes + best]) best = c;
+            if (best == labels[i]) correct++;
+        }
+        return correct;
+    }
+
+    /// <summary>Top-1 accuracy (%) on every image of <paramref name="cache"/>, streamed in batches (eval mode).</summary>
+    public static double Evaluate(VisionTransformer model, ImageCache cache, Normalization normalization, int batchSize, Device device,
+        CancellationToken cancel = default)
+    {
+        using var _ = Tape.NoGrad();
+        int correct = 0;
+        for (int start = 0; start < cache.Count; start += batchSize)
+        {
+            cancel.ThrowIfCancellationRequested();
+            var indices = Enumerable.Range(start, Math.Min(batchSize, cache.Count - start)).ToArray();
+            using var images = Batch(cache, indices, normalization, device, null);
+            using var logits = model.Forward(images);
+            correct += CountCorrect(logits, [.. indices.Select(i => cache.Labels[i])]);
+        }
+        return 100.0 * correct / cache.Count;
+    }
+
+    /// <summary>Writes the epoch's checkpoint folder, then state.json naming it (the commit point), then log.jsonl, then
+    /// removes the previous checkpoint.</summary>
+    static RunState Checkpoint(string runDir, RunState state, EpochLog entry, PeftMethod method, VisionTransformer vit, Adam opt, double seconds)
+    {
+        string name = $"checkpoint/epoch-{entry.Epoch:D4}", dir = Path.Combine(runDir, name);
+        Directory.CreateDirectory(dir);
+        method.SaveTrained(vit, Path.Combine(dir, "trained.safetensors"));
+        opt.SaveState(Path.Combine(dir, "optimizer.safetensors"));
+        var next = new RunState(entry.Epoch, name, [.. state.Log, entry], seconds);
+        AtomicFile.Write(Path.Combine(runDir, "state.json"), s => JsonSerializer.Serialize(s, next, RunConfig.Json));
+        AtomicFile.Write(Path.Combine(runDir, "log.jsonl"), s =>
+        {
+            var compact = new JsonSerializerOptions(RunConfig.Json) { WriteIndented = false, DefaultIgnoreCondition = JsonIgnoreCondition.Never };
+            foreach (var line in next.Log)
+            {
+                JsonSerializer.Serialize(s, line, compact);
+                s.WriteByte((byte)'\n');
+            }
+        });
+        if (state.Checkpoint != null && state.Checkpoint != name) Directory.Delete(Path.Combine(runDir, state.Checkpoint), recursive: true);
+        return next;
+    }
+
+    static RunState ReadState(string path)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize<RunState>(File.ReadAllText(path), RunConfig.Json) ?? throw new JsonException("empty");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path}: not a valid run state ({e.Message}); the run cannot be resumed", e);
+        }
+    }
+}
