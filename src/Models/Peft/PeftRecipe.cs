@@ -108,12 +108,7 @@ public sealed record PeftRecipe
     }
 
     /// <summary>The VTAB-1k task folder names, in the papers' column order (Natural, Specialized, Structured).</summary>
-    public static IReadOnlyList<string> VtabTasks { get; } =
-    [
-        "cifar", "caltech101", "dtd", "oxford_flowers102", "oxford_iiit_pet", "svhn", "sun397",
-        "patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy",
-        "clevr_count", "clevr_dist", "dmlab", "kitti", "dsprites_loc", "dsprites_ori", "smallnorb_azi", "smallnorb_ele",
-    ];
+    public static IReadOnlyList<string> VtabTasks { get; } = [.. Engine.Data.VtabTasks.All.Select(t => t.Name)];
 
     /// <summary>The methods with a recipe.</summary>
     public static IReadOnlyList<string> Methods { get; } = ["full", "linear", "bias", "ssf", "sct", "gps"];

@@ -1,0 +1,107 @@
+using Engine.Imaging;
+using Engine.Models.Peft;
+using Engine.Models.Training;
+
+namespace Engine.Tests;
+
+/// <summary>The durable fine-tuning run end to end on miniature VTAB tasks: it learns, it writes its files, and an
+/// interrupted run resumed from its checkpoint ends exactly as an uninterrupted one.</summary>
+[TestFixture, NonParallelizable]
+public class FineTuneRunTests
+{
+    string _root = "";
+
+    [SetUp]
+    public void SetUp()
+    {
+        if (!Jpeg.IsAvailable(out var reason)) Assert.Ignore(reason);
+        _root = Directory.CreateTempSubdirectory("finetune-").FullName;
+        File.WriteAllText(Path.Combine(_root, "tiny.json"),
+            """{ "img_size": 16, "patch_size": 4, "in_chans": 3, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2 }""");
+    }
+
+    [TearDown]
+    public void TearDown()
+    {
+        if (_root.Length > 0) Directory.Delete(_root, true);
+    }
+
+    RunConfig Config(string task, string method, int epochs, float lr) => new()
+    {
+        Task = task,
+        TaskFolder = Path.Combine(_root, "data", task),
+        Classes = MiniVtab.Classes[task],
+        Model = Path.Combine(_root, "tiny.json"),
+        Recipe = PeftRecipe.For(method) with
+        {
+            Epochs = epochs, CooldownEpochs = 1, WarmupEpochs = 1, LearningRate = lr, WarmupLearningRate = lr / 10, MinLearningRate = lr / 100,
+            BatchSize = 16, EvalEveryEpochs = 2, K = method == "sct" ? 8 : method == "gps" ? 2 : 0, DropPath = 0.1f,
+        },
+        EvalBatchSize = 32,
+    };
+
+    RunOptions Options(CancellationToken cancel = default, List<string>? lines = null) => new()
+    {
+        CacheDir = Path.Combine(_root, "cache"), Cancel = cancel, Log = lines == null ? null : lines.Add,
+    };
+
+    [Test]
+    public void FullFineTuningLearnsBothTasksAndWritesItsRunFolder()
+    {
+        foreach (var (task, chance) in new[] { ("tint", 100.0 / 3), ("quadrant", 25.0) })
+        {
+            MiniVtab.Write(Path.Combine(_root, "data"), task, train: 96, test: 40);
+            string run = Path.Combine(_root, "runs", task);
+            var result = FineTuneRun.Execute(Config(task, "full", epochs: 12, lr: 3e-3f), run, Device.Cpu, Options());
+            var log = File.ReadAllLines(Path.Combine(run, "log.jsonl"));
+            Assert.That(log, Has.Length.EqualTo(13), "a line per epoch (12 + 1 cooldown)");
+            double firstLoss = System.Text.Json.JsonDocument.Parse(log[0]).RootElement.GetProperty("Loss").GetDouble();
+            double lastLoss = System.Text.Json.JsonDocument.Parse(log[^1]).RootElement.GetProperty("Loss").GetDouble();
+            TestContext.Out.WriteLine($"{task}: loss {firstLoss:F3} → {lastLoss:F3}, final {result.FinalAccuracy:F1}%, best {result.BestAccuracy:F1}% (chance {chance:F1}%)");
+            Assert.That(lastLoss, Is.LessThan(firstLoss * 0.8), $"{task}: the loss falls");
+            Assert.That(result.FinalAccuracy, Is.GreaterThan(chance + 15), $"{task}: accuracy beats chance");
+            Assert.That(result.BestAccuracy, Is.GreaterThanOrEqualTo(result.FinalAccuracy));
+            Assert.That(RunResult.Read(run), Is.EqualTo(result));
+            foreach (var file in new[] { "config.json", "state.json", "trained.safetensors", "result.json" })
+                Assert.That(File.Exists(Path.Combine(run, file)), file);
+            Assert.That(Directory.GetDirectories(Path.Combine(run, "checkpoint")), Has.Length.EqualTo(1), "only the latest checkpoint is kept");
+        }
+    }
+
+    [TestCase("ssf"), TestCase("gps")]
+    public void AnInterruptedRunResumesToTheSameResult(string method)
+    {
+        MiniVtab.Write(Path.Combine(_root, "data"), "quadrant", train: 48, test: 20);
+        var config = Config("quadrant", method, epochs: 4, lr: 5e-3f);
+        string whole = Path.Combine(_root, "runs", "whole"), broken = Path.Combine(_root, "runs", "broken");
+        var expected = FineTuneRun.Execute(config, whole, Device.Cpu, Options());
+
+        // Stop during epoch 3 (after two epochs were checkpointed), then resume from the folder alone.
+        using var cancel = new CancellationTokenSource();
+        var lines = new List<string>();
+        var options = Options(cancel.Token, lines) with { Progress = p => { if (p.Epoch == 3) cancel.Cancel(); } };
+        Assert.Throws<OperationCanceledException>(() => FineTuneRun.Execute(config, broken, Device.Cpu, options));
+        Assert.That(File.Exists(Path.Combine(broken, "result.json")), Is.False);
+        Assert.Throws<InvalidOperationException>(() => FineTuneRun.Execute(config, broken, Device.Cpu, Options()), "a second start must not overwrite the run");
+        lines.Clear();
+        var resumed = FineTuneRun.Execute(config with { Recipe = config.Recipe with { LearningRate = 1f } }, broken, Device.Cpu,
+            Options(lines: lines) with { Resume = true });
+        Assert.That(lines, Has.Some.Contains("resumed after epoch 2"));
+        Assert.That(resumed with { Seconds = 0 }, Is.EqualTo(expected with { Seconds = 0 }), "the stored config wins on resume");
+        Assert.That(File.ReadAllBytes(Path.Combine(broken, "trained.safetensors")), Is.EqualTo(File.ReadAllBytes(Path.Combine(whole, "trained.safetensors"))));
+        string Losses(string run) => string.Join(",", File.ReadAllLines(Path.Combine(run, "log.jsonl"))
+            .Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("Loss").GetDouble().ToString("R")));
+        Assert.That(Losses(broken), Is.EqualTo(Losses(whole)), "every epoch's loss matches");
+    }
+
+    [Test]
+    public void ADivergingRunStopsAndKeepsItsLastCheckpoint()
+    {
+        MiniVtab.Write(Path.Combine(_root, "data"), "tint", train: 32, test: 10);
+        var config = Config("tint", "full", epochs: 3, lr: 1e9f) with { Recipe = Config("tint", "full", 3, 1e9f).Recipe with { WarmupEpochs = 0 } };
+        string run = Path.Combine(_root, "runs", "diverge");
+        var e = Assert.Throws<DivergedException>(() => FineTuneRun.Execute(config, run, Device.Cpu, Options()))!;
+        Assert.That(e.Message, Does.Contain("tint/full").And.Contain("lower learning rate"), e.Message);
+        Assert.That(File.Exists(Path.Combine(run, "result.json")), Is.False);
+    }
+}
