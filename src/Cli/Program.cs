@@ -8,6 +8,7 @@ root.Subcommands.Add(InspectCommand.Create());
 root.Subcommands.Add(SelftestCommand.Create());
 root.Subcommands.Add(SelectCommand.Create());
 root.Subcommands.Add(MergeCommand.Create());
+root.Subcommands.Add(VtabCommand.Create());
 try
 {
     return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

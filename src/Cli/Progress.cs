@@ -12,8 +12,9 @@ public sealed class Progress(string what, long total, string unit)
     public void Report(long done)
     {
         double seconds = _clock.Elapsed.TotalSeconds, rate = done / Math.Max(seconds, 1e-9);
-        double eta = rate > 0 ? (total - done) / rate : 0;
-        string line = $"{what}: {done}/{total} {unit} ({100.0 * done / Math.Max(total, 1):F0}%), {rate:F1} {unit}/s, {seconds:F1} s elapsed, ETA {eta:F0} s";
+        // Rate and ETA only once there is time enough to measure them.
+        string speed = seconds < 0.5 ? "" : $", {rate:F1} {unit}/s, ETA {(total - done) / Math.Max(rate, 1e-9):F0} s";
+        string line = $"{what}: {done}/{total} {unit} ({100.0 * done / Math.Max(total, 1):F0}%), {seconds:F1} s elapsed{speed}";
         if (!Console.IsErrorRedirected)
         {
             Console.Error.Write("\r" + line.PadRight(Console.WindowWidth > 0 ? Math.Min(Console.WindowWidth - 1, 120) : 0));

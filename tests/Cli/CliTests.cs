@@ -20,7 +20,7 @@ public class CliTests
     public void TearDown() => Directory.Delete(_dir, recursive: true);
 
     /// <summary>Runs <c>dotnet peft.dll args</c> and returns the exit code, stdout and stderr.</summary>
-    static (int Code, string Out, string Err) Peft(params string[] args)
+    internal static (int Code, string Out, string Err) Peft(params string[] args)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         info.ArgumentList.Add(Path.Combine(TestContext.CurrentContext.TestDirectory, "peft.dll"));

@@ -33,6 +33,7 @@ static class MiniVtab
         lists["train800val200"] = [.. lists["train800"], .. lists["val200"]];
         // The train800val200 images live in the train800 and val200 folders, as NOAH's extractor lays them out.
         foreach (var (split, lines) in lists) File.WriteAllLines(Path.Combine(folder, split + ".txt"), lines);
+        File.WriteAllText(Path.Combine(folder, "task.json"), $$"""{ "classes": {{Classes[task]}}, "group": "{{(task == "tint" ? "natural" : "structured")}}" }""");
         return folder;
     }
 

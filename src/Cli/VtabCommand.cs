@@ -1,0 +1,237 @@
+using System.CommandLine;
+using System.Text.Json;
+using Engine.Data;
+using Engine.Kernels.Cpu;
+using Engine.Models.Peft;
+using Engine.Models.Training;
+
+namespace Engine.Cli;
+
+/// <summary><c>peft vtab run | suite | report</c>: the VTAB-1k reproduction (and any task folder in its layout).</summary>
+public static class VtabCommand
+{
+    /// <summary>Builds the command group.</summary>
+    public static Command Create()
+    {
+        var command = new Command("vtab", "Fine-tune on VTAB-1k task folders (one run, or tasks × methods) and report the paper's table.");
+        command.Subcommands.Add(RunCommand());
+        command.Subcommands.Add(SuiteCommand());
+        command.Subcommands.Add(ReportCommand());
+        return command;
+    }
+
+    /// <summary>The options every training command shares, and the recipe overrides.</summary>
+    sealed class TrainOptions
+    {
+        public readonly Option<string> Data = new("--data") { Description = "The folder holding the task folders (VTAB-1k as NOAH's extractor writes it)", Required = true };
+        public readonly Option<string?> Weights = new("--weights") { Description = "Pretrained checkpoint: timm .safetensors or Google .npz (its head is replaced)" };
+        public readonly Option<string> Model = new("--model") { Description = "A ViT preset or a JSON config", DefaultValueFactory = _ => "vit_base_patch16_224" };
+        public readonly Option<string> Output = new("--output") { Description = "Runs folder: each run goes to <output>/<task>/<method>", DefaultValueFactory = _ => "runs" };
+        public readonly Option<string?> CacheDir = new("--cache-dir") { Description = "Where decoded, resized images are cached (default: $PEFT_CACHE_DIR/vtab or ~/.cache/peft-engine/vtab)" };
+        public readonly Option<string> Device = DeviceOption.Create();
+        public readonly Option<int> Threads = CommonOptions.Threads();
+        public readonly Option<float?> Lr = new("--lr") { Description = "Base learning rate (default: the recipe's for the task)" };
+        public readonly Option<float?> WeightDecay = new("--weight-decay") { Description = "Weight decay (default: the recipe's)" };
+        public readonly Option<int?> Epochs = new("--epochs") { Description = "Epochs of the cosine schedule (default 100)" };
+        public readonly Option<int?> Cooldown = new("--cooldown-epochs") { Description = "Epochs at the minimum rate after the schedule (SSF/GPS 10, SCT 0)" };
+        public readonly Option<int?> Warmup = new("--warmup-epochs") { Description = "Linear warmup epochs (default 10)" };
+        public readonly Option<int?> Batch = new("--batch-size") { Description = "Images per step (default: the recipe's; the last partial batch is dropped)" };
+        public readonly Option<float?> DropPath = new("--drop-path") { Description = "Stochastic depth rate (default: the recipe's)" };
+        public readonly Option<float?> Smoothing = new("--label-smoothing") { Description = "Label smoothing (default: the recipe's)" };
+        public readonly Option<int?> K = new("--k") { Description = "SCT channels per block (96) or GPS inputs per row (1)" };
+        public readonly Option<int?> EvalEvery = new("--eval-every") { Description = "Evaluate on the test split every N epochs (SSF/GPS 1, SCT 10); always after the last" };
+        public readonly Option<ulong?> Seed = new("--seed") { Description = "Seed of the run (default 42)" };
+
+        public void AddTo(Command command)
+        {
+            foreach (var option in new Option[] { Data, Weights, Model, Output, CacheDir, Device, Threads, Lr, WeightDecay, Epochs, Cooldown, Warmup, Batch, DropPath, Smoothing, K, EvalEvery, Seed })
+                command.Options.Add(option);
+        }
+
+        /// <summary>The recipe for (method, task) with the command line's overrides applied.</summary>
+        public PeftRecipe Recipe(ParseResult r, string method, string task)
+        {
+            var recipe = PeftRecipe.For(method, VtabTasks.Find(task) != null ? task : null);
+            return recipe with
+            {
+                LearningRate = r.GetValue(Lr) ?? recipe.LearningRate, WeightDecay = r.GetValue(WeightDecay) ?? recipe.WeightDecay,
+                Epochs = r.GetValue(Epochs) ?? recipe.Epochs, CooldownEpochs = r.GetValue(Cooldown) ?? recipe.CooldownEpochs,
+                WarmupEpochs = r.GetValue(Warmup) ?? recipe.WarmupEpochs, BatchSize = r.GetValue(Batch) ?? recipe.BatchSize,
+                DropPath = r.GetValue(DropPath) ?? recipe.DropPath, LabelSmoothing = r.GetValue(Smoothing) ?? recipe.LabelSmoothing,
+                K = r.GetValue(K) ?? recipe.K, EvalEveryEpochs = r.GetValue(EvalEvery) ?? recipe.EvalEveryEpochs, Seed = r.GetValue(Seed) ?? recipe.Seed,
+            };
+        }
+
+        public string Cache(ParseResult r) => r.GetValue(CacheDir) ?? DefaultCacheDir();
+    }
+
+    static string DefaultCacheDir() => Environment.GetEnvironmentVariable("PEFT_CACHE_DIR") is { Length: > 0 } dir
+        ? Path.Combine(dir, "vtab")
+        : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "peft-engine", "vtab");
+
+    static Command RunCommand()
+    {
+        var train = new TrainOptions();
+        var task = new Option<string>("--task") { Description = "The task folder's name under --data (cifar, dtd, ..., or a synthetic task)", Required = true };
+        var method = new Option<string>("--method") { Description = "full, linear, bias, ssf, sct or gps", Required = true };
+        method.AcceptOnlyFromAmong([.. PeftRecipe.Methods]);
+        var resume = new Option<bool>("--resume") { Description = "Continue the run in <output>/<task>/<method> from its last checkpoint (its stored config is used)" };
+        var command = new Command("run", "Fine-tune one method on one task: train on train800val200, evaluate top-1 on test, write a durable run folder.") { task, method, resume };
+        train.AddTo(command);
+        command.SetAction(r =>
+        {
+            CpuParallel.Threads = r.GetValue(train.Threads);
+            var device = DeviceOption.Resolve(r.GetValue(train.Device)!);
+            var config = BuildConfig(r, train, r.GetValue(task)!, r.GetValue(method)!, requireWeights: !r.GetValue(resume));
+            string runDir = Path.Combine(r.GetValue(train.Output)!, config.Task, config.Recipe.Method);
+            return Execute(config, runDir, device, train.Cache(r), r.GetValue(resume), r.GetValue(train.Threads)) is { } result ? Print(result) : 130;
+        });
+        return command;
+    }
+
+    static Command SuiteCommand()
+    {
+        var train = new TrainOptions();
+        var tasks = new Option<string[]>("--tasks") { Description = "Tasks to run (default: every task folder under --data)", AllowMultipleArgumentsPerToken = true };
+        var methods = new Option<string[]>("--methods") { Description = "Methods to run (default: full linear bias ssf sct gps)", AllowMultipleArgumentsPerToken = true };
+        var command = new Command("suite", "Run tasks × methods (finished runs are skipped, interrupted ones resumed), then write the report.") { tasks, methods };
+        train.AddTo(command);
+        command.SetAction(r =>
+        {
+            CpuParallel.Threads = r.GetValue(train.Threads);
+            string data = r.GetValue(train.Data)!, output = r.GetValue(train.Output)!;
+            var taskNames = r.GetValue(tasks) is { Length: > 0 } given ? given : FindTasks(data);
+            var methodNames = r.GetValue(methods) is { Length: > 0 } m ? m : [.. PeftRecipe.Methods];
+            foreach (var name in methodNames.Where(m => !PeftRecipe.Methods.Contains(m)))
+                throw new ArgumentException($"--methods: unknown method '{name}' (use {string.Join(", ", PeftRecipe.Methods)})");
+            var device = DeviceOption.Resolve(r.GetValue(train.Device)!);
+            int index = 0;
+            foreach (var taskName in taskNames)
+                foreach (var methodName in methodNames)
+                {
+                    index++;
+                    string runDir = Path.Combine(output, taskName, methodName);
+                    if (RunResult.Read(runDir) is { } done)
+                    {
+                        Console.WriteLine($"[{index}/{taskNames.Length * methodNames.Length}] {taskName}/{methodName}: finished earlier (best {done.BestAccuracy:F1}%), skipped");
+                        continue;
+                    }
+                    bool resume = File.Exists(Path.Combine(runDir, "config.json"));
+                    Console.WriteLine($"[{index}/{taskNames.Length * methodNames.Length}] {taskName}/{methodName}{(resume ? " (resuming)" : "")}");
+                    var config = BuildConfig(r, train, taskName, methodName, requireWeights: !resume);
+                    if (Execute(config, runDir, device, train.Cache(r), resume, r.GetValue(train.Threads)) is null) return 130;
+                }
+            return WriteReport(output, output);
+        });
+        return command;
+    }
+
+    static Command ReportCommand()
+    {
+        var runs = new Option<string>("--runs") { Description = "The runs folder (<runs>/<task>/<method>/result.json)", DefaultValueFactory = _ => "runs" };
+        var output = new Option<string?>("--output") { Description = "Where to write report.md, results.csv and accuracy.svg (default: the runs folder)" };
+        var command = new Command("report", "Print the results table (papers' column order, group means, published SSF/GPS beside ours) and write it as markdown, CSV and SVG.")
+        {
+            runs, output,
+        };
+        command.SetAction(r => WriteReport(r.GetValue(runs)!, r.GetValue(output) ?? r.GetValue(runs)!));
+        return command;
+    }
+
+    /// <summary>Task folders under <paramref name="data"/>: VTAB-1k names in the papers' order, then other folders with
+    /// a train800val200.txt, by name.</summary>
+    static string[] FindTasks(string data)
+    {
+        if (!Directory.Exists(data)) throw new DirectoryNotFoundException($"--data {data}: no such folder");
+        var present = Directory.GetDirectories(data).Select(Path.GetFileName).Where(n => File.Exists(Path.Combine(data, n!, "train800val200.txt"))).ToHashSet();
+        var tasks = VtabTasks.All.Select(t => t.Name).Where(present.Contains).Concat(present.Where(n => VtabTasks.Find(n!) == null).Order(StringComparer.Ordinal)).ToArray();
+        if (tasks.Length == 0) throw new InvalidDataException($"--data {data}: no task folder (a folder with train800val200.txt) found");
+        return tasks!;
+    }
+
+    /// <summary>The class count: the VTAB-1k catalog's, else the task folder's task.json {"classes": N}.</summary>
+    static int Classes(string taskFolder, string task)
+    {
+        if (VtabTasks.Find(task) is { } known) return known.Classes;
+        string path = Path.Combine(taskFolder, "task.json");
+        if (!File.Exists(path)) throw new InvalidDataException($"{taskFolder}: '{task}' is not a VTAB-1k task and has no task.json giving its class count");
+        using var doc = JsonDocument.Parse(File.ReadAllText(path));
+        return doc.RootElement.TryGetProperty("classes", out var c) && c.TryGetInt32(out int n) && n > 0
+            ? n : throw new InvalidDataException($"{path}: expected {{\"classes\": N}} with N > 0");
+    }
+
+    static RunConfig BuildConfig(ParseResult r, TrainOptions train, string task, string method, bool requireWeights)
+    {
+        string folder = Path.GetFullPath(Path.Combine(r.GetValue(train.Data)!, task));
+        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"--task {task}: no folder {folder}");
+        string? weights = r.GetValue(train.Weights);
+        if (weights == null && requireWeights) throw new ArgumentException("--weights: a pretrained checkpoint is required (fine-tuning from scratch is not the VTAB protocol)");
+        if (weights != null && !File.Exists(weights)) throw new FileNotFoundException($"--weights {weights}: no such file", weights);
+        string model = r.GetValue(train.Model)!;
+        return new RunConfig
+        {
+            Task = task, TaskFolder = folder, Classes = Classes(folder, task), Model = File.Exists(model) ? Path.GetFullPath(model) : model,
+            Weights = weights == null ? null : Path.GetFullPath(weights), Recipe = train.Recipe(r, method, task),
+        };
+    }
+
+    /// <summary>Runs with live progress; null when interrupted (Ctrl-C), after saying how to resume.</summary>
+    static RunResult? Execute(RunConfig config, string runDir, Device device, string cacheDir, bool resume, int threads)
+    {
+        using var cancel = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) =>
+        {
+            e.Cancel = true;
+            cancel.Cancel();
+        };
+        Console.CancelKeyPress += onCancel;
+        Progress? progress = null;
+        long firstStep = 0;
+        try
+        {
+            return FineTuneRun.Execute(config, runDir, device, new RunOptions
+            {
+                Resume = resume, CacheDir = cacheDir, DecodeThreads = threads, Cancel = cancel.Token,
+                Log = line => Console.WriteLine($"  {line}"),
+                // Counted from the first step this process runs, so a resumed run's rate and ETA are its own.
+                Progress = p =>
+                {
+                    if (progress == null)
+                    {
+                        firstStep = p.StepsDone - 1;
+                        progress = new Progress($"  {config.Task}/{config.Recipe.Method} (steps {p.StepsDone}..{p.TotalSteps})", p.TotalSteps - firstStep, "steps");
+                    }
+                    progress.Report(p.StepsDone - firstStep);
+                },
+            });
+        }
+        catch (OperationCanceledException)
+        {
+            Console.Error.WriteLine($"\ninterrupted; the last finished epoch is checkpointed in {runDir}. Continue with: peft vtab run ... --task {config.Task} --method {config.Recipe.Method} --resume");
+            return null;
+        }
+        catch (DivergedException e)
+        {
+            throw new ArithmeticException(e.Message, e);
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+    }
+
+    static int Print(RunResult result)
+    {
+        Console.WriteLine($"{result.Task}/{result.Method}: final top-1 {result.FinalAccuracy:F2}%, best {result.BestAccuracy:F2}% (epoch {result.BestEpoch}) " +
+                          $"on test; {result.TrainableParameters:N0} trainable parameters; {result.Seconds:F0} s");
+        return 0;
+    }
+
+    static int WriteReport(string runs, string output)
+    {
+        var report = VtabReport.Collect(runs);
+        Console.WriteLine(report.Markdown());
+        foreach (var file in report.Write(output)) Console.WriteLine($"wrote {file}");
+        return 0;
+    }
+}

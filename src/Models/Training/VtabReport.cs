@@ -1,0 +1,172 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Engine.Data;
+using Engine.IO;
+
+namespace Engine.Models.Training;
+
+/// <summary>
+/// The results table of a suite of runs (<c>&lt;runs&gt;/&lt;task&gt;/&lt;method&gt;/result.json</c>) in the papers'
+/// layout: a row per method, the tasks in the papers' column order with the Natural, Specialized and Structured means
+/// and the mean over tasks (the papers' "Mean"), the trainable parameter count, and for VTAB-1k tasks the published
+/// SSF and GPS rows beside ours. Written as markdown, CSV and an SVG bar chart.
+/// </summary>
+public sealed class VtabReport
+{
+    /// <summary>Published top-1 (%), ViT-B/16 on VTAB-1k, in <see cref="VtabTasks.All"/> order: SSF (SSF paper Table 4)
+    /// and GPS (GPS paper Table 3).</summary>
+    public static IReadOnlyDictionary<string, double[]> Published { get; } = new Dictionary<string, double[]>
+    {
+        ["SSF (paper)"] = [69.0, 92.6, 75.1, 99.4, 91.8, 90.2, 52.9, 87.4, 95.9, 87.4, 75.5, 75.9, 62.3, 53.3, 80.6, 77.3, 54.9, 29.5, 37.9],
+        ["GPS (paper)"] = [81.1, 94.2, 75.8, 99.4, 91.7, 91.6, 52.4, 87.9, 96.2, 86.5, 76.5, 79.9, 62.6, 55.0, 82.4, 84.0, 55.4, 29.7, 46.1],
+    };
+
+    readonly List<RunResult> _results;
+    readonly List<(string Name, VtabGroup Group)> _tasks;
+    readonly List<string> _methods;
+
+    VtabReport(List<RunResult> results, List<(string, VtabGroup)> tasks, List<string> methods)
+    {
+        (_results, _tasks, _methods) = (results, tasks, methods);
+    }
+
+    /// <summary>Every finished run under <paramref name="runsDir"/> (unfinished ones are counted in <see cref="Unfinished"/>).
+    /// A task's group comes from the VTAB-1k catalog, or from the <c>task.json</c> of a synthetic task folder.</summary>
+    public static VtabReport Collect(string runsDir)
+    {
+        if (!Directory.Exists(runsDir)) throw new DirectoryNotFoundException($"{runsDir}: no such runs folder");
+        var results = new List<RunResult>();
+        int unfinished = 0;
+        var groups = new Dictionary<string, VtabGroup>();
+        foreach (var taskDir in Directory.GetDirectories(runsDir))
+            foreach (var runDir in Directory.GetDirectories(taskDir))
+            {
+                if (!File.Exists(Path.Combine(runDir, "config.json"))) continue;
+                if (RunResult.Read(runDir) is { } result)
+                {
+                    results.Add(result);
+                    groups[result.Task] = VtabTasks.Find(result.Task)?.Group ?? SyntheticGroup(RunConfig.Load(Path.Combine(runDir, "config.json")).TaskFolder);
+                }
+                else unfinished++;
+            }
+        var order = VtabTasks.All.Select(t => t.Name).ToList();
+        var tasks = groups.OrderBy(g => g.Value).ThenBy(g => order.IndexOf(g.Key) is int i and >= 0 ? i : int.MaxValue).ThenBy(g => g.Key, StringComparer.Ordinal)
+            .Select(g => (g.Key, g.Value)).ToList();
+        var methodOrder = Peft.PeftRecipe.Methods.ToList();
+        var methods = results.Select(r => r.Method).Distinct().OrderBy(m => methodOrder.IndexOf(m) is int i and >= 0 ? i : int.MaxValue).ThenBy(m => m).ToList();
+        return new VtabReport(results, tasks, methods) { Unfinished = unfinished };
+    }
+
+    static VtabGroup SyntheticGroup(string taskFolder)
+    {
+        string path = Path.Combine(taskFolder, "task.json");
+        if (!File.Exists(path)) return VtabGroup.Structured;
+        using var doc = JsonDocument.Parse(File.ReadAllText(path));
+        return doc.RootElement.TryGetProperty("group", out var g) && Enum.TryParse<VtabGroup>(g.GetString(), true, out var group) ? group : VtabGroup.Structured;
+    }
+
+    /// <summary>Runs found without a result (still running, interrupted or diverged).</summary>
+    public int Unfinished { get; private init; }
+
+    /// <summary>The finished runs.</summary>
+    public IReadOnlyList<RunResult> Results => _results;
+
+    double? Accuracy(string method, string task, bool best) =>
+        _results.FirstOrDefault(r => r.Method == method && r.Task == task) is { } r ? best ? r.BestAccuracy : r.FinalAccuracy : null;
+
+    static string Cell(double? v) => v is double d ? d.ToString("F1", CultureInfo.InvariantCulture) : "–";
+
+    static double? Mean(IEnumerable<double?> values)
+    {
+        var present = values.ToList();
+        return present.Count > 0 && present.All(v => v.HasValue) ? present.Average(v => v!.Value) : null;
+    }
+
+    /// <summary>The markdown tables: best-on-test (what the papers report) and final-epoch accuracy.</summary>
+    public string Markdown()
+    {
+        var sb = new StringBuilder();
+        var groups = _tasks.Select(t => t.Group).Distinct().ToList();
+        bool vtab = _tasks.All(t => VtabTasks.Find(t.Name) != null) && _tasks.Count > 0;
+        foreach (bool best in new[] { true, false })
+        {
+            sb.AppendLine(best ? "Top-1 accuracy (%), best evaluation on the test split (as the official repositories report):" : "Top-1 accuracy (%) after the last epoch:");
+            sb.AppendLine();
+            sb.Append("| method | params (M) | ").AppendJoin(" | ", _tasks.Select(t => t.Name)).Append(" | ")
+              .AppendJoin(" | ", groups.Select(g => g.ToString())).AppendLine(" | mean |");
+            sb.Append("|---|---:|").Append(string.Concat(Enumerable.Repeat("---:|", _tasks.Count + groups.Count + 1))).AppendLine();
+            foreach (var method in _methods)
+                Row(sb, method, (_results.Where(r => r.Method == method).Average(r => r.TrainableParameters) / 1e6).ToString("G3", CultureInfo.InvariantCulture),
+                    [.. _tasks.Select(t => Accuracy(method, t.Name, best))], groups);
+            if (best && vtab)
+                foreach (var (name, numbers) in Published)
+                    Row(sb, name, "–", [.. _tasks.Select(t => (double?)numbers[VtabTasks.All.ToList().FindIndex(v => v.Name == t.Name)])], groups);
+            sb.AppendLine();
+        }
+        sb.AppendLine("A mean is shown only where every task of it has a result. Params: trainable parameters of our runs (head included), averaged over tasks.");
+        if (Unfinished > 0) sb.AppendLine($"{Unfinished} run(s) have no result yet and are not in the table.");
+        return sb.ToString();
+    }
+
+    /// <summary>A table row: the per-task values, then the mean of each group and over every task.</summary>
+    void Row(StringBuilder sb, string name, string parameters, List<double?> values, List<VtabGroup> groups) =>
+        sb.Append($"| {name} | {parameters} | ").AppendJoin(" | ", values.Select(Cell)).Append(" | ")
+          .AppendJoin(" | ", groups.Select(g => Cell(Mean(values.Where((_, i) => _tasks[i].Group == g)))))
+          .AppendLine($" | {Cell(Mean(values))} |");
+
+    /// <summary>One CSV row per run.</summary>
+    public string Csv()
+    {
+        var sb = new StringBuilder("task,group,method,final_accuracy,best_accuracy,best_epoch,epochs,trainable_parameters,seconds\n");
+        foreach (var (task, group) in _tasks)
+            foreach (var r in _results.Where(r => r.Task == task).OrderBy(r => _methods.IndexOf(r.Method)))
+                sb.AppendLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{task},{group},{r.Method},{r.FinalAccuracy:F2},{r.BestAccuracy:F2},{r.BestEpoch},{r.Epochs},{r.TrainableParameters},{r.Seconds:F1}"));
+        return sb.ToString();
+    }
+
+    /// <summary>A grouped bar chart of best-on-test accuracy: a group of bars (one per method) per task.</summary>
+    public string Svg()
+    {
+        string[] colors = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7"];
+        int bar = 10, gap = 14, top = 30, height = 220, left = 40;
+        int groupWidth = _methods.Count * bar + gap, width = left + _tasks.Count * groupWidth + 150;
+        var sb = new StringBuilder(string.Create(CultureInfo.InvariantCulture,
+            $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{top + height + 90}\" font-family=\"sans-serif\" font-size=\"11\">\n"));
+        sb.AppendLine($"<text x=\"{left}\" y=\"18\" font-size=\"13\">Top-1 accuracy (%), best on test, per task and method</text>");
+        for (int y = 0; y <= 100; y += 25)
+        {
+            int py = top + height - y * height / 100;
+            sb.AppendLine($"<line x1=\"{left}\" y1=\"{py}\" x2=\"{left + _tasks.Count * groupWidth}\" y2=\"{py}\" stroke=\"#ddd\"/><text x=\"{left - 6}\" y=\"{py + 4}\" text-anchor=\"end\">{y}</text>");
+        }
+        for (int t = 0; t < _tasks.Count; t++)
+        {
+            int x0 = left + t * groupWidth + gap / 2;
+            for (int m = 0; m < _methods.Count; m++)
+                if (Accuracy(_methods[m], _tasks[t].Name, best: true) is double a)
+                {
+                    int h = (int)Math.Round(a * height / 100);
+                    sb.AppendLine(string.Create(CultureInfo.InvariantCulture,
+                        $"<rect x=\"{x0 + m * bar}\" y=\"{top + height - h}\" width=\"{bar - 1}\" height=\"{h}\" fill=\"{colors[m % colors.Length]}\"><title>{_tasks[t].Name} {_methods[m]}: {a:F1}%</title></rect>"));
+                }
+            int cx = x0 + _methods.Count * bar / 2;
+            sb.AppendLine($"<text x=\"{cx}\" y=\"{top + height + 12}\" text-anchor=\"end\" transform=\"rotate(-40 {cx} {top + height + 12})\">{_tasks[t].Name}</text>");
+        }
+        for (int m = 0; m < _methods.Count; m++)
+        {
+            int lx = left + _tasks.Count * groupWidth + 20, ly = top + 10 + m * 16;
+            sb.AppendLine($"<rect x=\"{lx}\" y=\"{ly - 9}\" width=\"10\" height=\"10\" fill=\"{colors[m % colors.Length]}\"/><text x=\"{lx + 14}\" y=\"{ly}\">{_methods[m]}</text>");
+        }
+        sb.AppendLine("</svg>");
+        return sb.ToString();
+    }
+
+    /// <summary>Writes report.md, results.csv and accuracy.svg into <paramref name="folder"/> (atomically); returns their paths.</summary>
+    public string[] Write(string folder)
+    {
+        var files = new[] { ("report.md", Markdown()), ("results.csv", Csv()), ("accuracy.svg", Svg()) };
+        foreach (var (name, text) in files) AtomicFile.Write(Path.Combine(folder, name), s => s.Write(Encoding.UTF8.GetBytes(text)));
+        return [.. files.Select(f => Path.Combine(folder, f.Item1))];
+    }
+}

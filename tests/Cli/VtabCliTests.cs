@@ -1,0 +1,75 @@
+using Engine.Imaging;
+using Engine.Models.Vit;
+
+namespace Engine.Tests;
+
+/// <summary><c>peft vtab run | suite | report</c> end to end on a generated miniature tree with a tiny model.</summary>
+[TestFixture, NonParallelizable]
+public class VtabCliTests
+{
+    string _dir = "";
+
+    [SetUp]
+    public void SetUp()
+    {
+        if (!Jpeg.IsAvailable(out var reason)) Assert.Ignore(reason);
+        _dir = Files.TempDir();
+        foreach (var task in MiniVtab.Classes.Keys) MiniVtab.Write(Path.Combine(_dir, "data"), task, train: 32, test: 16);
+        var config = new VitConfig { img_size = 16, patch_size = 4, embed_dim = 32, depth = 2, num_heads = 2, mlp_ratio = 2, num_classes = 7 };
+        File.WriteAllText(Path.Combine(_dir, "tiny.json"),
+            """{ "img_size": 16, "patch_size": 4, "in_chans": 3, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2 }""");
+        using var vit = new VisionTransformer(Device.Cpu, config, seed: 5);
+        vit.Save(Path.Combine(_dir, "tiny.safetensors"));
+    }
+
+    [TearDown]
+    public void TearDown()
+    {
+        if (_dir.Length > 0) Directory.Delete(_dir, recursive: true);
+    }
+
+    string[] Common(params string[] extra) =>
+    [
+        "--data", Path.Combine(_dir, "data"), "--model", Path.Combine(_dir, "tiny.json"), "--output", Path.Combine(_dir, "runs"),
+        "--cache-dir", Path.Combine(_dir, "cache"), "--device", "cpu", "--epochs", "2", "--cooldown-epochs", "0", "--warmup-epochs", "1",
+        "--batch-size", "16", "--lr", "0.01", .. extra,
+    ];
+
+    [Test]
+    public void SuiteRunsTasksTimesMethodsSkipsFinishedRunsAndReports()
+    {
+        var (code, stdout, _) = CliTests.Peft(["vtab", "suite", .. Common("--weights", Path.Combine(_dir, "tiny.safetensors"), "--methods", "linear", "ssf")]);
+        Assert.That(code, Is.Zero);
+        Assert.That(stdout, Does.Contain("[4/4] tint/ssf").And.Contain("| method | params (M) | tint | quadrant | Natural | Structured | mean |"));
+        Assert.That(stdout, Does.Contain("| linear |").And.Contain("| ssf |"));
+        foreach (var file in new[] { "report.md", "results.csv", "accuracy.svg" }) Assert.That(File.Exists(Path.Combine(_dir, "runs", file)), file);
+        Assert.That(File.ReadAllLines(Path.Combine(_dir, "runs", "results.csv")), Has.Length.EqualTo(5));
+
+        (code, stdout, _) = CliTests.Peft(["vtab", "suite", .. Common("--weights", Path.Combine(_dir, "tiny.safetensors"), "--methods", "linear", "ssf")]);
+        Assert.That(code, Is.Zero);
+        Assert.That(stdout, Does.Contain("[1/4] quadrant/linear: finished earlier"), "finished runs are skipped");
+
+        (code, stdout, _) = CliTests.Peft("vtab", "report", "--runs", Path.Combine(_dir, "runs"));
+        Assert.That(code, Is.Zero);
+        Assert.That(stdout, Does.Contain("best evaluation on the test split").And.Contain("after the last epoch"));
+    }
+
+    [Test]
+    public void RunRefusesBadArgumentsWithOneLineErrors()
+    {
+        var (code, _, stderr) = CliTests.Peft(["vtab", "run", "--task", "tint", "--method", "linear", .. Common()]);
+        Assert.That((code, stderr), Is.EqualTo((1, "error: --weights: a pretrained checkpoint is required (fine-tuning from scratch is not the VTAB protocol)\n")));
+        (code, _, stderr) = CliTests.Peft(["vtab", "run", "--task", "nope", "--method", "linear", .. Common("--weights", Path.Combine(_dir, "tiny.safetensors"))]);
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.StartWith("error: --task nope: no folder"));
+        (code, _, stderr) = CliTests.Peft(["vtab", "run", "--task", "tint", "--method", "linear", .. Common("--weights", Path.Combine(_dir, "missing.safetensors"))]);
+        Assert.That((code, stderr), Is.EqualTo((1, $"error: --weights {Path.Combine(_dir, "missing.safetensors")}: no such file\n")));
+
+        (code, var stdout, _) = CliTests.Peft(["vtab", "run", "--task", "tint", "--method", "bias", .. Common("--weights", Path.Combine(_dir, "tiny.safetensors"))]);
+        Assert.That(code, Is.Zero);
+        Assert.That(stdout, Does.Contain("tint/bias: final top-1"));
+        (code, _, stderr) = CliTests.Peft(["vtab", "run", "--task", "tint", "--method", "bias", .. Common("--weights", Path.Combine(_dir, "tiny.safetensors"))]);
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain("already holds a run; resume it (--resume)"));
+    }
+}
