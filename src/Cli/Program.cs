@@ -9,6 +9,7 @@ root.Subcommands.Add(SelftestCommand.Create());
 root.Subcommands.Add(SelectCommand.Create());
 root.Subcommands.Add(MergeCommand.Create());
 root.Subcommands.Add(VtabCommand.Create());
+root.Subcommands.Add(SyntheticCommand.Create());
 try
 {
     return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

@@ -65,7 +65,7 @@ public static class VtabCommand
         public string Cache(ParseResult r) => r.GetValue(CacheDir) ?? DefaultCacheDir();
     }
 
-    static string DefaultCacheDir() => Environment.GetEnvironmentVariable("PEFT_CACHE_DIR") is { Length: > 0 } dir
+    internal static string DefaultCacheDir() => Environment.GetEnvironmentVariable("PEFT_CACHE_DIR") is { Length: > 0 } dir
         ? Path.Combine(dir, "vtab")
         : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "peft-engine", "vtab");
 
@@ -105,22 +105,8 @@ public static class VtabCommand
             foreach (var name in methodNames.Where(m => !PeftRecipe.Methods.Contains(m)))
                 throw new ArgumentException($"--methods: unknown method '{name}' (use {string.Join(", ", PeftRecipe.Methods)})");
             var device = DeviceOption.Resolve(r.GetValue(train.Device)!);
-            int index = 0;
-            foreach (var taskName in taskNames)
-                foreach (var methodName in methodNames)
-                {
-                    index++;
-                    string runDir = Path.Combine(output, taskName, methodName);
-                    if (RunResult.Read(runDir) is { } done)
-                    {
-                        Console.WriteLine($"[{index}/{taskNames.Length * methodNames.Length}] {taskName}/{methodName}: finished earlier (best {done.BestAccuracy:F1}%), skipped");
-                        continue;
-                    }
-                    bool resume = File.Exists(Path.Combine(runDir, "config.json"));
-                    Console.WriteLine($"[{index}/{taskNames.Length * methodNames.Length}] {taskName}/{methodName}{(resume ? " (resuming)" : "")}");
-                    var config = BuildConfig(r, train, taskName, methodName, requireWeights: !resume);
-                    if (Execute(config, runDir, device, train.Cache(r), resume, r.GetValue(train.Threads)) is null) return 130;
-                }
+            var runs = taskNames.SelectMany(t => methodNames.Select(m => (t, m, (Func<bool, RunConfig>)(resume => BuildConfig(r, train, t, m, requireWeights: !resume)))));
+            if (!RunSuite(runs.ToList(), output, device, train.Cache(r), r.GetValue(train.Threads))) return 130;
             return WriteReport(output, output);
         });
         return command;
@@ -136,6 +122,30 @@ public static class VtabCommand
         };
         command.SetAction(r => WriteReport(r.GetValue(runs)!, r.GetValue(output) ?? r.GetValue(runs)!));
         return command;
+    }
+
+    /// <summary>
+    /// Runs each (task, method) into <c>&lt;output&gt;/&lt;task&gt;/&lt;method&gt;</c>: a finished run is skipped, an
+    /// interrupted one resumed, a new one built by its config function (given whether it resumes). False when
+    /// interrupted (Ctrl-C).
+    /// </summary>
+    internal static bool RunSuite(IReadOnlyList<(string Task, string Method, Func<bool, RunConfig> Config)> runs, string output, Device device,
+        string cacheDir, int threads)
+    {
+        for (int i = 0; i < runs.Count; i++)
+        {
+            var (task, method, makeConfig) = runs[i];
+            string runDir = Path.Combine(output, task, method), where = $"[{i + 1}/{runs.Count}] {task}/{method}";
+            if (RunResult.Read(runDir) is { } done)
+            {
+                Console.WriteLine($"{where}: finished earlier (best {done.BestAccuracy:F1}%), skipped");
+                continue;
+            }
+            bool resume = File.Exists(Path.Combine(runDir, "config.json"));
+            Console.WriteLine($"{where}{(resume ? " (resuming)" : "")}");
+            if (Execute(makeConfig(resume), runDir, device, cacheDir, resume, threads) is null) return false;
+        }
+        return true;
     }
 
     /// <summary>Task folders under <paramref name="data"/>: VTAB-1k names in the papers' order, then other folders with
@@ -176,7 +186,7 @@ public static class VtabCommand
     }
 
     /// <summary>Runs with live progress; null when interrupted (Ctrl-C), after saying how to resume.</summary>
-    static RunResult? Execute(RunConfig config, string runDir, Device device, string cacheDir, bool resume, int threads)
+    internal static RunResult? Execute(RunConfig config, string runDir, Device device, string cacheDir, bool resume, int threads)
     {
         using var cancel = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) =>
@@ -227,7 +237,7 @@ public static class VtabCommand
         return 0;
     }
 
-    static int WriteReport(string runs, string output)
+    internal static int WriteReport(string runs, string output)
     {
         var report = VtabReport.Collect(runs);
         Console.WriteLine(report.Markdown());

@@ -36,9 +36,11 @@ public sealed record VitConfig
     public float drop_path_rate { get; init; }
 
     /// <summary>MLP hidden width (timm: int(embed_dim · mlp_ratio)).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public int MlpHidden => (int)(embed_dim * mlp_ratio);
 
     /// <summary>Tokens per image, class token included.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public int Tokens => (img_size / patch_size) * (img_size / patch_size) + 1;
 
     /// <summary>The timm presets by name.</summary>
@@ -67,6 +69,10 @@ public sealed record VitConfig
         catch (JsonException e) { throw new ArgumentException($"{path}: not a valid ViT config: {e.Message}"); }
         return config.Validate(path);
     }
+
+    /// <summary>Writes the config as JSON with timm's field names (readable by <see cref="FromJson"/>), atomically.</summary>
+    public void Save(string path) =>
+        Engine.IO.AtomicFile.Write(path, s => JsonSerializer.Serialize(s, this, new JsonSerializerOptions { WriteIndented = true }));
 
     /// <summary>Checks the fields are consistent; <paramref name="source"/> names the config in the error.</summary>
     public VitConfig Validate(string source = "ViT config")
