@@ -83,20 +83,23 @@ public static class SyntheticCommand
         return 0;
     }
 
-    /// <summary>One honest line per PEFT method: its mean best accuracy on the structured tasks against linear probing's.</summary>
+    /// <summary>One honest line per method: its mean best accuracy over the structured tasks that linear probing ran,
+    /// against linear probing's.</summary>
     public static string TransferVerdict(VtabReport report)
     {
         var structured = SyntheticTasks.All.Where(t => t.Group == VtabGroup.Structured).Select(t => t.Name).ToHashSet();
+        var tasks = report.Results.Where(r => r.Method == "linear" && structured.Contains(r.Task)).Select(r => r.Task).ToHashSet();
+        if (tasks.Count == 0) return "Structured tasks: no linear-probing run to compare with.";
         double? Mean(string method)
         {
-            var values = report.Results.Where(r => r.Method == method && structured.Contains(r.Task)).Select(r => r.BestAccuracy).ToList();
-            return values.Count == structured.Count ? values.Average() : null;
+            var values = report.Results.Where(r => r.Method == method && tasks.Contains(r.Task)).Select(r => r.BestAccuracy).ToList();
+            return values.Count == tasks.Count ? values.Average() : null;
         }
-        if (Mean("linear") is not double linear) return "Structured tasks: no complete linear-probing row to compare with.";
-        var lines = new List<string> { $"Structured tasks, mean best top-1: linear probing {linear:F1}%." };
+        double linear = Mean("linear")!.Value;
+        var lines = new List<string> { $"Structured tasks ({string.Join(", ", tasks.Order())}), mean best top-1: linear probing {linear:F1}%." };
         foreach (var method in new[] { "full", "bias", "ssf", "sct", "gps" })
             if (Mean(method) is double m)
-                lines.Add($"  {method}: {m:F1}% ({m - linear:+0.0;-0.0} points) — {(m > linear ? "beats" : "does NOT beat")} linear probing");
+                lines.Add($"  {method}: {m:F1}% ({m - linear:+0.0;-0.0} points): {(m > linear ? "beats" : "does NOT beat")} linear probing");
         return string.Join("\n", lines);
     }
 

@@ -65,6 +65,13 @@ public class VtabCliTests
         (code, _, stderr) = CliTests.Peft(["vtab", "run", "--task", "tint", "--method", "linear", .. Common("--weights", Path.Combine(_dir, "missing.safetensors"))]);
         Assert.That((code, stderr), Is.EqualTo((1, $"error: --weights {Path.Combine(_dir, "missing.safetensors")}: no such file\n")));
 
+        // A checkpoint of another width: one error naming the tensors that do not fit.
+        using (var wide = new VisionTransformer(Device.Cpu, new VitConfig { img_size = 16, patch_size = 4, embed_dim = 48, depth = 2, num_heads = 2, mlp_ratio = 2, num_classes = 7 }))
+            wide.Save(Path.Combine(_dir, "wide.safetensors"));
+        (code, _, stderr) = CliTests.Peft(["vtab", "run", "--task", "tint", "--method", "linear", .. Common("--weights", Path.Combine(_dir, "wide.safetensors"))]);
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain("wide.safetensors").And.Contain("patch_embed.proj.weight").And.Contain("blocks.0.attn.qkv.weight"));
+
         (code, var stdout, _) = CliTests.Peft(["vtab", "run", "--task", "tint", "--method", "bias", .. Common("--weights", Path.Combine(_dir, "tiny.safetensors"))]);
         Assert.That(code, Is.Zero);
         Assert.That(stdout, Does.Contain("tint/bias: final top-1"));
