@@ -64,7 +64,7 @@ public static class DemoCommand
                 using var loss = Ops.CrossEntropy(logits, targets);
                 Numerics.ThrowIfNonFinite(loss, $"step {step} loss");
                 lossSum += loss.ToArray()[0];
-                correct += CountCorrect(logits.ToArray(), y, config.num_classes);
+                correct += Data.Batching.CountCorrect(logits.ToArray(), config.num_classes, y);
                 seen += batchSize;
                 window++;
                 tape.Backward(loss);
@@ -85,18 +85,6 @@ public static class DemoCommand
     {
         using var _ = Tape.NoGrad();
         using var logits = model.Forward(input);
-        return 100.0 * CountCorrect(logits.ToArray(), labels, model.Config.num_classes) / labels.Length;
-    }
-
-    static int CountCorrect(float[] logits, int[] labels, int classes)
-    {
-        int correct = 0;
-        for (int i = 0; i < labels.Length; i++)
-        {
-            int best = 0;
-            for (int c = 1; c < classes; c++) if (logits[i * classes + c] > logits[i * classes + best]) best = c;
-            if (best == labels[i]) correct++;
-        }
-        return correct;
+        return 100.0 * Data.Batching.CountCorrect(logits.ToArray(), model.Config.num_classes, labels) / labels.Length;
     }
 }

@@ -55,7 +55,7 @@ public static class SelectCommand
         if (config.in_chans != 3) throw new ArgumentException($"--model {modelName}: images are RGB but the model has in_chans {config.in_chans}");
         using var vit = new VisionTransformer(device, config);
         vit.Load(weightsPath, LoadMode.NewHead);
-        int size = config.img_size, views = method == "gps" ? 2 : 1, batchCount = SelectionBatches.Order(images.Items.Count, batchSize, seed).Count;
+        int size = config.img_size, views = method == "gps" ? 2 : 1, batchCount = Data.Batching.Shuffled(images.Items.Count, batchSize, seed).Count;
         Console.Error.WriteLine($"select {method}: {modelName} from {weightsPath} on {device}; {images.Items.Count} images in {images.Classes} classes " +
                                 $"from {images.Source}; {batchCount} batch(es) of {Math.Min(batchSize, images.Items.Count)}; K = {k}");
         var progress = new Progress($"select {method}", batchCount, "batches");

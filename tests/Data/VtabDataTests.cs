@@ -92,6 +92,12 @@ public class VtabDataTests
         File.SetLastWriteTimeUtc(list.Files[0], DateTime.UtcNow.AddMinutes(1));
         using (ImageCache.Open(ImageList.Read(task, "train800val200", 4), 16, cacheDir)) { }
         Assert.That(Directory.GetFiles(cacheDir), Has.Length.EqualTo(2));
+        // A damaged cache file is refused with the advice to delete it, never read past its end.
+        string damaged = Directory.GetFiles(cacheDir).OrderBy(File.GetLastWriteTimeUtc).Last();
+        var bytes = File.ReadAllBytes(damaged);
+        File.WriteAllBytes(damaged, bytes[..^100]);
+        var e = Assert.Throws<InvalidDataException>(() => ImageCache.Open(ImageList.Read(task, "train800val200", 4), 16, cacheDir))!;
+        Assert.That(e.Message, Does.Contain(damaged).And.Contain("delete it to rebuild"));
     }
 
     [Test]

@@ -1,4 +1,3 @@
-using System.IO.MemoryMappedFiles;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using Engine.IO;
@@ -36,9 +35,9 @@ public static class SafeTensors
         long bufferStart = 8 + header.Length, bufferBytes = length - bufferStart;
         var (infos, metadata) = ParseHeader(path, header, bufferBytes);
 
-        var mapping = length > bufferStart || infos.Count > 0 ? new Mapping(path) : null;
+        var mapping = length > bufferStart || infos.Count > 0 ? new MappedFile(path) : null;
         var entries = infos.Select(t => new CheckpointEntry(t.Name, t.Shape, t.DType,
-            dst => DiskDTypes.ToFloat(t.DType, mapping!.Pointer(t.Name) + bufferStart + t.Begin, dst)));
+            dst => DiskDTypes.ToFloat(t.DType, mapping!.Pointer($"tensor '{t.Name}'") + bufferStart + t.Begin, dst)));
         return new Checkpoint(path, "safetensors", entries.ToList(), metadata, mapping);
     }
 
@@ -161,36 +160,4 @@ public static class SafeTensors
     }
 
     static InvalidDataException Bad(string path, string problem) => new($"{path}: {problem}");
-
-    /// <summary>A read-only mapping of the whole file, alive until the checkpoint is disposed.</summary>
-    sealed unsafe class Mapping : IDisposable
-    {
-        readonly MemoryMappedFile _file;
-        readonly MemoryMappedViewAccessor _view;
-        readonly byte* _base;
-        readonly string _path;
-        bool _disposed;
-
-        public Mapping(string path)
-        {
-            _path = path;
-            _file = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-            _view = _file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-            byte* p = null;
-            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-            _base = p + _view.PointerOffset;
-        }
-
-        public byte* Pointer(string tensor) =>
-            _disposed ? throw new ObjectDisposedException($"{_path}: tensor '{tensor}' read after the checkpoint was closed") : _base;
-
-        public void Dispose()
-        {
-            if (_disposed) return;
-            _disposed = true;
-            _view.SafeMemoryMappedViewHandle.ReleasePointer();
-            _view.Dispose();
-            _file.Dispose();
-        }
-    }
 }

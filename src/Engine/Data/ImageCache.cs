@@ -1,4 +1,3 @@
-using System.IO.MemoryMappedFiles;
 using System.Security.Cryptography;
 using System.Text;
 using Engine.Imaging;
@@ -17,28 +16,23 @@ public sealed unsafe class ImageCache : IDisposable
 {
     static readonly byte[] Magic = "PEFTU8\0\x01"u8.ToArray();
     const int HeaderInts = 4;
-    readonly MemoryMappedFile _file;
-    readonly MemoryMappedViewAccessor _view;
-    readonly byte* _base;
+    readonly MappedFile _file;
     readonly long _pixelsAt;
 
     ImageCache(string path)
     {
         CachePath = path;
-        _file = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-        _view = _file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-        byte* p = null;
-        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-        _base = p + _view.PointerOffset;
-        long length = new FileInfo(path).Length;
-        if (length < Magic.Length + 4 * HeaderInts || !new ReadOnlySpan<byte>(_base, Magic.Length).SequenceEqual(Magic))
+        _file = new MappedFile(path);
+        byte* header = _file.Pointer("the header");
+        long length = _file.Length;
+        if (length < Magic.Length + 4 * HeaderInts || !new ReadOnlySpan<byte>(header, Magic.Length).SequenceEqual(Magic))
             throw Corrupt("bad header");
-        var header = new ReadOnlySpan<int>(_base + Magic.Length, HeaderInts);
-        (Count, Height, Width) = (header[0], header[1], header[2]);
-        if (Count <= 0 || Height <= 0 || Width <= 0 || header[3] != 3) throw Corrupt("bad sizes");
+        var sizes = new ReadOnlySpan<int>(header + Magic.Length, HeaderInts);
+        (Count, Height, Width) = (sizes[0], sizes[1], sizes[2]);
+        if (Count <= 0 || Height <= 0 || Width <= 0 || sizes[3] != 3 || 3L * Height * Width > int.MaxValue) throw Corrupt("bad sizes");
         _pixelsAt = Magic.Length + 4L * HeaderInts + 4L * Count;
         if (length != _pixelsAt + (long)Count * ImageBytes) throw Corrupt($"{length} bytes, expected {_pixelsAt + (long)Count * ImageBytes}");
-        Labels = new ReadOnlySpan<int>(_base + Magic.Length + 4 * HeaderInts, Count).ToArray();
+        Labels = new ReadOnlySpan<int>(header + Magic.Length + 4 * HeaderInts, Count).ToArray();
     }
 
     Exception Corrupt(string why)
@@ -69,7 +63,7 @@ public sealed unsafe class ImageCache : IDisposable
     public ReadOnlySpan<byte> Pixels(int index)
     {
         if ((uint)index >= (uint)Count) throw new ArgumentOutOfRangeException(nameof(index), index, $"the cache holds {Count} images");
-        return new ReadOnlySpan<byte>(_base + _pixelsAt + (long)index * ImageBytes, ImageBytes);
+        return new ReadOnlySpan<byte>(_file.Pointer($"image {index}") + _pixelsAt + (long)index * ImageBytes, ImageBytes);
     }
 
     /// <summary>Writes images <paramref name="indices"/>, normalised, into <paramref name="batch"/> [n, 3, h, w]
@@ -156,10 +150,5 @@ public sealed unsafe class ImageCache : IDisposable
     }
 
     /// <inheritdoc/>
-    public void Dispose()
-    {
-        if (_view.SafeMemoryMappedViewHandle is { IsClosed: false } handle && _base != null) handle.ReleasePointer();
-        _view.Dispose();
-        _file.Dispose();
-    }
+    public void Dispose() => _file.Dispose();
 }

@@ -1,3 +1,4 @@
+using Engine.Data;
 using Engine.Imaging;
 using Engine.Kernels;
 
@@ -12,16 +13,6 @@ namespace Engine.Models.Peft;
 /// </summary>
 public static class SelectionBatches
 {
-    /// <summary>Image indices per batch for one pass over <paramref name="count"/> images.</summary>
-    public static List<int[]> Order(int count, int batchSize, ulong seed)
-    {
-        if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "the batch size must be at least 1");
-        var order = Enumerable.Range(0, count).ToArray();
-        new Random((int)(seed % int.MaxValue)).Shuffle(order);
-        if (order.Length < batchSize) return [order];
-        return [.. Enumerable.Range(0, order.Length / batchSize).Select(b => order[(b * batchSize)..((b + 1) * batchSize)])];
-    }
-
     /// <summary>
     /// Streams the batches of images [views·B, 3, size, size] with a label per row, decoding the files as it goes
     /// (each tensor is disposed when the next is produced); <paramref name="progress"/> gets (batches done, total).
@@ -38,7 +29,7 @@ public static class SelectionBatches
     public static IEnumerable<(Tensor Images, int[] Labels)> Stream(IReadOnlyList<(string File, int Label)> items, int views, bool augment,
         int size, Normalization normalization, int batchSize, ulong seed, Device device, Action<int, int>? progress = null)
     {
-        var batches = Order(items.Count, batchSize, seed);
+        var batches = Batching.Shuffled(items.Count, batchSize, seed);
         int pixels = 3 * size * size, done = 0;
         foreach (var order in batches)
         {

@@ -105,13 +105,7 @@ public static class SyntheticPretraining
             int n = Math.Min(250, y.Length - start);
             using var images = Tensor.FromArray(device, x.AsSpan(start * pixels, n * pixels).ToArray(), n, 3, s, s);
             using var logits = model.Forward(images);
-            var values = logits.ToArray();
-            for (int i = 0; i < n; i++)
-            {
-                int best = 0;
-                for (int c = 1; c < classes; c++) if (values[i * classes + c] > values[i * classes + best]) best = c;
-                if (best == y[start + i]) correct++;
-            }
+            correct += Data.Batching.CountCorrect(logits.ToArray(), classes, y.AsSpan(start, n));
         }
         return 100.0 * correct / y.Length;
     }

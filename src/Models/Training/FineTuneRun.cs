@@ -136,7 +136,7 @@ public static class FineTuneRun
             var epochClock = Stopwatch.StartNew();
             float lr = recipe.LearningRateAt(epoch);
             opt.LearningRate = lr;
-            var batches = EpochBatches(train.Count, recipe.BatchSize, CounterRng.Hash(recipe.Seed, (ulong)epoch));
+            var batches = Batching.Shuffled(train.Count, recipe.BatchSize, CounterRng.Hash(recipe.Seed, (ulong)epoch));
             double lossSum = 0;
             int correct = 0, seen = 0;
             foreach (var order in batches)
@@ -232,10 +232,6 @@ public static class FineTuneRun
         return sct ? new Sct(SctSelection.Read(selectionPath), recipe.Seed) : new Gps(GpsSelection.Read(selectionPath));
     }
 
-    /// <summary>One epoch's batches: a seeded shuffle cut into full batches (drop_last; one batch when there are fewer
-    /// images than a batch).</summary>
-    static List<int[]> EpochBatches(int count, int batchSize, ulong seed) => SelectionBatches.Order(count, batchSize, seed);
-
     static Tensor Batch(ImageCache cache, int[] indices, Normalization normalization, Device device, bool[]? flips)
     {
         var x = new float[(long)indices.Length * cache.ImageBytes];
@@ -243,18 +239,7 @@ public static class FineTuneRun
         return Tensor.FromArray(device, x, indices.Length, 3, cache.Height, cache.Width);
     }
 
-    static int CountCorrect(Tensor logits, int[] labels)
-    {
-        var values = logits.ToArray();
-        int classes = logits.Shape[1], correct = 0;
-        for (int i = 0; i < labels.Length; i++)
-        {
-            int best = 0;
-            for (int c = 1; c < classes; c++) if (values[i * classes + c] > values[i * classes + best]) best = c;
-            if (best == labels[i]) correct++;
-        }
-        return correct;
-    }
+    static int CountCorrect(Tensor logits, int[] labels) => Batching.CountCorrect(logits.ToArray(), logits.Shape[1], labels);
 
     /// <summary>Top-1 accuracy (%) on every image of <paramref name="cache"/>, streamed in batches (eval mode).</summary>
     public static double Evaluate(VisionTransformer model, ImageCache cache, Normalization normalization, int batchSize, Device device,
