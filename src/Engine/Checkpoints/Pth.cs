@@ -1,0 +1,124 @@
+using System.IO.Compression;
+
+namespace Engine.Checkpoints;
+
+/// <summary>
+/// PyTorch's .pth (torch.save since 1.6): a zip whose single top-level folder holds <c>data.pkl</c> (a pickle of the
+/// object) and <c>data/&lt;key&gt;</c> (each storage's raw little-endian bytes). The pickle is read by
+/// <see cref="Pickle"/>, which never runs code and refuses any global outside a state dict's allow-list. The state dict
+/// is the object itself, or its <c>model</c> / <c>state_dict</c> entry (original Swin and ConvNeXt checkpoints);
+/// other entries (epoch, optimizer, args) are parsed and ignored. Tensors may share a storage: each view's offset and
+/// strides are honoured and checked against the storage's size. Keys are the file's own (no renaming here).
+/// </summary>
+public static class Pth
+{
+    /// <summary>Largest data.pkl accepted (a state dict's pickle is kilobytes to a few megabytes).</summary>
+    public const int MaxPickleBytes = 256 << 20;
+
+    /// <summary>True when <paramref name="zip"/> is laid out as a .pth (a <c>&lt;root&gt;/data.pkl</c> member).</summary>
+    internal static bool IsPth(ZipArchive zip) => zip.Entries.Any(e => e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal) && e.FullName.Count(c => c == '/') == 1);
+
+    /// <summary>Opens <paramref name="path"/>.</summary>
+    /// <exception cref="InvalidDataException">Not a torch zip file, a malformed or refused pickle, or a tensor whose data is
+    /// missing or out of range; the message names the file and the tensor.</exception>
+    public static Checkpoint Open(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: checkpoint file not found", path);
+        var head = new byte[4];
+        using (var f = File.OpenRead(path)) f.ReadAtLeast(head, 4, throwOnEndOfStream: false);
+        if (head[0] != (byte)'P' || head[1] != (byte)'K')
+            throw new InvalidDataException($"{path}: not a zip archive; a .pth from torch.save before PyTorch 1.6 (the legacy format) is not supported; " +
+                                           "re-save it with a current PyTorch (torch.save(torch.load(f), f))");
+        var file = File.OpenRead(path);
+        ZipArchive zip;
+        try { zip = new ZipArchive(file, ZipArchiveMode.Read, leaveOpen: false); }
+        catch (InvalidDataException e)
+        {
+            file.Dispose();
+            throw new InvalidDataException($"{path}: not a valid zip archive (truncated?): {e.Message}");
+        }
+        try
+        {
+            var pickleEntry = zip.Entries.Where(e => e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal) && e.FullName.Count(c => c == '/') == 1).ToList();
+            if (pickleEntry.Count != 1) throw new InvalidDataException($"{path}: expected one '<root>/data.pkl' member, found {pickleEntry.Count}");
+            string root = pickleEntry[0].FullName[..^"data.pkl".Length];
+            if (pickleEntry[0].Length > MaxPickleBytes) throw new InvalidDataException($"{path}: data.pkl is {pickleEntry[0].Length} bytes, over the {MaxPickleBytes}-byte limit");
+            var bytes = new byte[pickleEntry[0].Length];
+            try
+            {
+                using var s = pickleEntry[0].Open();
+                s.ReadExactly(bytes);
+            }
+            catch (Exception e) when (e is IOException or InvalidDataException)
+            {
+                throw new InvalidDataException($"{path}: data.pkl is unreadable (truncated?): {e.Message}");
+            }
+            var obj = Pickle.Load(bytes, $"{path}: data.pkl");
+            var state = StateDict(obj, path);
+            var entries = new List<CheckpointEntry>();
+            foreach (var (keyObject, value) in state.Items)
+            {
+                if (keyObject is not string name) throw new InvalidDataException($"{path}: a state-dict key is not a string ({keyObject})");
+                if (value is not Pickle.Tensor tensor) continue; // non-tensor entries (e.g. a version number) carry no weights
+                entries.Add(Entry(zip, root, name, tensor, path));
+            }
+            return new Checkpoint(path, "pth", entries, null, zip);
+        }
+        catch
+        {
+            zip.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The dict of tensors: the object itself, or its 'model' or 'state_dict' entry.</summary>
+    static Pickle.Dict StateDict(object obj, string path)
+    {
+        if (obj is not Pickle.Dict dict) throw new InvalidDataException($"{path}: the pickled object is a {obj.GetType().Name}, not a dict");
+        foreach (var key in new[] { "model", "state_dict" })
+            if (dict.Get(key) is Pickle.Dict inner && inner.Items.Any(kv => kv.Value is Pickle.Tensor)) return inner;
+        if (dict.Items.Any(kv => kv.Value is Pickle.Tensor)) return dict;
+        throw new InvalidDataException($"{path}: no tensors found (neither a state dict nor a dict with a 'model' or 'state_dict' entry)");
+    }
+
+    static CheckpointEntry Entry(ZipArchive zip, string root, string name, Pickle.Tensor t, string path)
+    {
+        string where = $"{path}: tensor '{name}'";
+        int size = DiskDTypes.SizeOf(t.Storage.DType);
+        var member = zip.GetEntry($"{root}data/{t.Storage.Key}")
+            ?? throw new InvalidDataException($"{where}: its storage '{root}data/{t.Storage.Key}' is missing from the archive");
+        if (member.Length != t.Storage.Count * size)
+            throw new InvalidDataException($"{where}: storage '{t.Storage.Key}' holds {member.Length} bytes, expected {t.Storage.Count} × {size}");
+        long last = t.Offset;
+        for (int d = 0; d < t.Shape.Length; d++) if (t.Shape[d] > 0) last += (t.Shape[d] - 1) * t.Stride[d];
+        if (t.Shape.Any(d => d == 0) ? t.Offset > t.Storage.Count : last >= t.Storage.Count)
+            throw new InvalidDataException($"{where}: the view (offset {t.Offset}, shape [{string.Join(", ", t.Shape)}], stride [{string.Join(", ", t.Stride)}]) runs past its storage of {t.Storage.Count} elements");
+        return new CheckpointEntry(name, t.Shape, t.Storage.DType, dst => Read(member, t, size, dst, where));
+    }
+
+    /// <summary>Converts the storage to float32, then gathers the view (row-major) into <paramref name="destination"/>.</summary>
+    static unsafe void Read(ZipArchiveEntry member, Pickle.Tensor t, int size, Span<float> destination, string where)
+    {
+        var raw = new byte[member.Length];
+        try
+        {
+            using var s = member.Open();
+            s.ReadExactly(raw);
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException)
+        {
+            throw new InvalidDataException($"{where}: storage unreadable (truncated?): {e.Message}");
+        }
+        var all = new float[t.Storage.Count];
+        fixed (byte* p = raw) DiskDTypes.ToFloat(t.Storage.DType, p, all);
+        int rank = t.Shape.Length;
+        var index = new int[rank];
+        for (long i = 0; i < destination.Length; i++)
+        {
+            long at = t.Offset;
+            for (int d = 0; d < rank; d++) at += index[d] * t.Stride[d];
+            destination[(int)i] = all[at];
+            for (int d = rank - 1; d >= 0 && ++index[d] == t.Shape[d]; d--) index[d] = 0;
+        }
+    }
+}
