@@ -147,3 +147,40 @@ with open(os.path.join(bad, "truncated-zip.pth"), "wb") as f:
 with open(os.path.join(bad, "legacy.pth"), "wb") as f:
     f.write(bytes.fromhex("80 02 8a 0a 6c fc 9c 46 f9 20 6a a8 50 19 2e"))            # the pre-1.6 magic number pickle
 print("wrote", sorted(os.listdir(out)), sorted(os.listdir(bad)))
+
+# The tiny ConvNeXt fixture's weights under the original repository's keys (facebookresearch/ConvNeXt), as its
+# checkpoints hold them: {'model': state_dict, 'epoch': ...}. The engine must load it into identical logits.
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    body = raw[8 + n:]
+    return {k: np.frombuffer(body[v["data_offsets"][0]:v["data_offsets"][1]], dtype=np.float32).reshape(v["shape"])
+            for k, v in header.items() if k != "__metadata__"}
+
+
+def original_key(timm):
+    p = timm.split(".")
+    if p[0] == "stem":
+        return ".".join(["downsample_layers", "0"] + p[1:])
+    if p[0] == "stages" and p[2] == "downsample":
+        return ".".join(["downsample_layers", p[1]] + p[3:])
+    if p[0] == "stages" and p[2] == "blocks":
+        rest = ".".join(p[4:]).replace("conv_dw.", "dwconv.").replace("mlp.fc1.", "pwconv1.").replace("mlp.fc2.", "pwconv2.")
+        return f"stages.{p[1]}.{p[3]}.{rest}"
+    if p[:2] == ["head", "norm"]:
+        return ".".join(["norm"] + p[2:])
+    if p[:2] == ["head", "fc"]:
+        return ".".join(["head"] + p[2:])
+    return timm
+
+
+weights = read_safetensors(os.path.join(os.path.dirname(out), "convnext-tiny", "weights.safetensors"))
+storages, state = [], collections.OrderedDict()
+for i, (name, value) in enumerate(weights.items()):
+    storage = Storage(str(i), np.ascontiguousarray(value).reshape(-1))
+    storages.append(storage)
+    state[original_key(name)] = Tensor(storage, 0, list(value.shape), [int(s // 4) for s in np.ascontiguousarray(value).strides])
+write_pth(os.path.join(out, "convnext-original.pth"), {"model": state, "epoch": 299}, storages)
+print("wrote convnext-original.pth with", len(state), "tensors")

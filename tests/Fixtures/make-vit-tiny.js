@@ -16,19 +16,7 @@ const cfg = { img_size: 16, patch_size: 4, in_chans: 3, num_classes: 5, embed_di
 const B = 3, C = cfg.embed_dim, H = C * cfg.mlp_ratio, P = cfg.patch_size, G = cfg.img_size / P, T = G * G + 1;
 const NH = cfg.num_heads, HD = C / NH, EPS = 1e-6;
 
-// mulberry32 + Box-Muller: a seeded normal generator.
-let state = 20261121;
-function uniform() {
-  state = (state + 0x6D2B79F5) | 0;
-  let t = Math.imul(state ^ (state >>> 15), 1 | state);
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
-function normal(n, mean, std) {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = mean + std * Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
-  return a;
-}
+const { normal, writeSafetensors, writeNpy } = require('./fixture-io');
 
 // Parameters in timm's state-dict order. Scales are chosen so every path carries signal (not timm's init).
 const params = [];
@@ -97,29 +85,6 @@ const values = params.map(q => q.value);
 const logits = forward(values);
 const lossValue = loss(values);
 const grads = tf.grads((...p) => loss(p))(values);
-
-function writeSafetensors(file, tensors) { // tensors: [{ name, dtype, shape, data: TypedArray }]
-  const header = {};
-  let offset = 0;
-  for (const t of tensors) {
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
-    offset += t.data.byteLength;
-  }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (json.length % 8)) % 8);
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  fs.writeFileSync(file, Buffer.concat([len, Buffer.from(json, 'utf8'), ...tensors.map(t => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))]));
-}
-function writeNpy(file, shape, data) {
-  const dims = shape.length === 1 ? `${shape[0]},` : shape.join(', ');
-  let dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${dims}), }`;
-  const total = Math.ceil((10 + dict.length + 1) / 64) * 64;
-  dict = dict + ' '.repeat(total - 10 - dict.length - 1) + '\n';
-  const pre = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, 0, 0]);
-  pre.writeUInt16LE(dict.length, 8);
-  fs.writeFileSync(file, Buffer.concat([pre, Buffer.from(dict, 'latin1'), Buffer.from(data.buffer, data.byteOffset, data.byteLength)]));
-}
 
 const out = path.join(__dirname, 'vit-tiny');
 fs.writeFileSync(path.join(out, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');

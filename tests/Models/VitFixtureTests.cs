@@ -29,12 +29,18 @@ public class VitFixtureTests
     {
         var device = Backends.Get(backend);
         string dir = FixtureDir("vit-tiny");
-        var config = VitConfig.FromJson(Path.Combine(dir, "config.json"));
-        using var model = new VisionTransformer(device, config, seed: 123);
+        using var model = new VisionTransformer(device, VitConfig.FromJson(Path.Combine(dir, "config.json")), seed: 123);
         var report = model.Load(Path.Combine(dir, "weights.safetensors"));
         Assert.That(report.Loaded, Has.Count.EqualTo(model.Parameters.Count));
-        foreach (var p in model.Parameters) p.RequiresGrad = true;
+        CheckAgainstFixture(device, dir, model.Parameters, x => model.Forward(x));
+    }
 
+    /// <summary>Loads the fixture's input and targets, runs <paramref name="forward"/> and backward with every parameter
+    /// trainable, and compares logits, loss and each parameter's gradient with the fixture's (per-tensor tolerance).</summary>
+    public static void CheckAgainstFixture(Device device, string dir, IReadOnlyList<Tensor> parameters, Func<Tensor, Tensor> forward,
+        double valueTolerance = 1e-6, double gradientTolerance = 3e-6)
+    {
+        foreach (var p in parameters) p.RequiresGrad = true;
         var input = Npy.Read(Path.Combine(dir, "input.npy"));
         using var expected = Checkpoint.Open(Path.Combine(dir, "expected.safetensors"));
         var targets = expected.Find("targets")!.Read().Select(v => (int)v).ToArray();
@@ -43,17 +49,17 @@ public class VitFixtureTests
         var tape = new Tape();
         using (tape.Record())
         {
-            using var logits = model.Forward(x);
+            using var logits = forward(x);
             using var loss = Ops.CrossEntropy(logits, y);
-            AssertTensorClose("logits", logits.ToArray(), Npy.Read(Path.Combine(dir, "logits.npy")).Data, 1e-6);
-            AssertTensorClose("loss", loss.ToArray(), expected.Find("loss")!.Read(), 1e-6);
+            AssertTensorClose("logits", logits.ToArray(), Npy.Read(Path.Combine(dir, "logits.npy")).Data, valueTolerance);
+            AssertTensorClose("loss", loss.ToArray(), expected.Find("loss")!.Read(), valueTolerance);
             tape.Backward(loss);
         }
-        foreach (var p in model.Parameters)
+        foreach (var p in parameters)
         {
             var want = expected.Find("grad." + p.Name) ?? throw new AssertionException($"fixture lacks grad.{p.Name}");
             Assert.That(p.Grad, Is.Not.Null, $"no gradient reached {p.Name}");
-            AssertTensorClose("grad." + p.Name, p.Grad!.ToArray(), want.Read(), 3e-6);
+            AssertTensorClose("grad." + p.Name, p.Grad!.ToArray(), want.Read(), gradientTolerance);
         }
     }
 }

@@ -8,8 +8,11 @@ public enum SiteProducer
     Linear,
     /// <summary>An affine LayerNorm: weight [C], bias [C].</summary>
     LayerNorm,
-    /// <summary>A residual sum: nothing to fold into.</summary>
+    /// <summary>A residual sum: nothing to fold into (SCT's sites; SSF leaves them alone).</summary>
     Residual,
+    /// <summary>A stage's output, a residual sum that SSF does scale and shift (ConvNeXt's final stage, before the head's
+    /// pool and norm): no layer to fold into, so a merge keeps it as a per-channel affine.</summary>
+    StageOutput,
 }
 
 /// <summary>

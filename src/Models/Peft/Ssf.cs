@@ -56,6 +56,8 @@ public sealed class Ssf : PeftMethod
         var model = _model ?? throw new InvalidOperationException("SSF must be applied to a model before merging");
         foreach (var site in model.Sites.Where(s => _bySite.ContainsKey(s.Name)))
         {
+            if (site.Producer == SiteProducer.StageOutput)
+                throw new InvalidOperationException($"SSF merge: {site.Name} scales a residual sum with no layer to fold into; it must stay a per-channel affine");
             var (scaleTensor, shiftTensor) = _bySite[site.Name];
             if (site.Bias == null)
                 throw new InvalidOperationException($"SSF merge: {site.Name} has no bias parameter to take the shift (a bias-free layer)");
