@@ -82,3 +82,53 @@ public class ConvNeXtTests
         };
     }
 }
+
+/// <summary>The PEFT methods on ConvNeXt: what a step may change, and that training lowers the loss.</summary>
+[TestFixture]
+public class ConvNeXtPeftTests
+{
+    static readonly ConvNeXtConfig Tiny = new() { img_size = 16, depths = [1, 1], dims = [8, 16], num_classes = 3 };
+
+    static Models.Peft.PeftMethod Create(string name, ConvNeXt model) => name switch
+    {
+        "full" => Models.Peft.SubsetMethod.Full(),
+        "linear" => Models.Peft.SubsetMethod.Linear(),
+        "bias" => Models.Peft.SubsetMethod.Bias(),
+        "ssf" => new Models.Peft.Ssf(seed: 3),
+        // Dense masked GPS: the depthwise kernels have no sparse gradient path yet, so the mask form is used.
+        _ => new Models.Peft.Gps(model.Parameters.Where(p => Models.Peft.GpsSelection.RoleOf(p) == Models.Peft.GpsRole.TopK)
+                .ToDictionary(p => p.Name!, p => new Models.Peft.GpsRows(p.Shape[0], 1, [.. Enumerable.Range(0, p.Shape[0]).Select(r => r % (int)(p.Count / p.Shape[0]))])), sparse: false),
+    };
+
+    [TestCase("full"), TestCase("linear"), TestCase("bias"), TestCase("ssf"), TestCase("gps-dense")]
+    public void TrainingChangesOnlyWhatTrainsAndLowersTheLoss(string methodName)
+    {
+        using var model = new ConvNeXt(Device.Cpu, Tiny, seed: 4);
+        foreach (var p in model.Parameters.Where(p => p.Name!.EndsWith(".gamma"))) Init.Constant(p, 0.5f); // layer scale away from 1e-6 so blocks matter
+        using var method = Create(methodName, model);
+        method.Apply(model);
+        var trainable = method.Trainable(model).ToHashSet();
+        var before = model.Parameters.ToDictionary(p => p.Name!, p => p.ToArray());
+        using var opt = new Optim.Adam(method.Trainable(model), new Optim.AdamOptions { LearningRate = 1e-2f, WeightDecay = 0 });
+        var (x, y) = new Models.Demo.PatternTask(3, 16, 4, 3, 2).Batch(12, 0);
+        using var images = Tensor.FromArray(Device.Cpu, x, 12, 3, 16, 16);
+        using var targets = Tensor.FromArray(Device.Cpu, y, 12);
+        var losses = new List<float>();
+        for (int step = 0; step < 40; step++)
+        {
+            var tape = new Autograd.Tape();
+            using (tape.Record())
+            {
+                using var logits = model.Forward(images, trainSeed: (ulong)step);
+                using var loss = Ops.CrossEntropy(logits, targets);
+                losses.Add(loss.ToArray()[0]);
+                tape.Backward(loss);
+            }
+            opt.Step();
+            opt.ZeroGrad();
+        }
+        foreach (var p in model.Parameters.Where(p => !trainable.Contains(p)))
+            Assert.That(p.ToArray(), Is.EqualTo(before[p.Name!]), $"{methodName}: frozen {p.Name} changed");
+        Assert.That(losses.TakeLast(5).Average(), Is.LessThan(losses[0] * 0.9), $"{methodName}: loss {losses[0]:F3} → {losses[^1]:F3}");
+    }
+}

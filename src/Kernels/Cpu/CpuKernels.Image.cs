@@ -134,6 +134,7 @@ public sealed unsafe partial class CpuKernels
                 {
                     float* dy = Dy + (((long)n * Ho + oy) * Wo + ox) * C;
                     for (int c = 0; c < C; c++) db[c] += dy[c];
+                    if (X == null) continue; // only the bias trains (BitFit): x was not kept
                     for (int ky = 0; ky < K; ky++)
                     {
                         int iy = oy + ky - Pad;
