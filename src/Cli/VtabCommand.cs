@@ -220,10 +220,6 @@ public static class VtabCommand
             Console.Error.WriteLine($"\ninterrupted; the last finished epoch is checkpointed in {runDir}. Continue with: peft vtab run ... --task {config.Task} --method {config.Recipe.Method} --resume");
             return null;
         }
-        catch (DivergedException e)
-        {
-            throw new ArithmeticException(e.Message, e);
-        }
         finally
         {
             Console.CancelKeyPress -= onCancel;

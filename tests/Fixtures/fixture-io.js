@@ -39,4 +39,27 @@ function writeNpy(file, shape, data) {
   fs.writeFileSync(file, Buffer.concat([pre, Buffer.from(dict, 'latin1'), Buffer.from(data.buffer, data.byteOffset, data.byteLength)]));
 }
 
-module.exports = { seed, uniform, normal, writeSafetensors, writeNpy };
+// Runs a model fixture: eval logits, mean cross-entropy against `targets` and its gradient for every parameter
+// (tf.grads), written to `dir` as config.json, weights.safetensors, input.npy, logits.npy and expected.safetensors.
+function writeModelFixtures(tf, dir, cfg, params, input, targets, forward) {
+  const path = require('path');
+  const B = targets.length;
+  const loss = p => tf.oneHot(tf.tensor1d(targets, 'int32'), cfg.num_classes).mul(tf.logSoftmax(forward(p), -1)).sum().neg().div(B);
+  const values = params.map(q => q.value);
+  const logits = forward(values);
+  const lossValue = loss(values);
+  const grads = tf.grads((...p) => loss(p))(values);
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
+  writeSafetensors(path.join(dir, 'weights.safetensors'), params.map(q => ({ name: q.name, dtype: 'F32', shape: q.shape, data: q.value.dataSync() })));
+  writeNpy(path.join(dir, 'input.npy'), input.shape, input.dataSync());
+  writeNpy(path.join(dir, 'logits.npy'), logits.shape, logits.dataSync());
+  writeSafetensors(path.join(dir, 'expected.safetensors'), [
+    { name: 'targets', dtype: 'I32', shape: [B], data: Int32Array.from(targets) },
+    { name: 'loss', dtype: 'F32', shape: [1], data: lossValue.dataSync() },
+    ...params.map((q, i) => ({ name: 'grad.' + q.name, dtype: 'F32', shape: q.shape, data: grads[i].dataSync() })),
+  ]);
+  console.log(`wrote fixtures to ${dir}: loss ${lossValue.dataSync()[0].toFixed(6)}, logits[0] ${Array.from(logits.dataSync().slice(0, 5)).map(v => v.toFixed(4)).join(' ')}`);
+}
+
+module.exports = { seed, uniform, normal, writeSafetensors, writeNpy, writeModelFixtures };

@@ -5,10 +5,9 @@
 // The math follows the ConvNeXt paper / timm with tfjs primitives (conv2d for the stem and downsampling, depthwiseConv2d
 // for the 7×7 convolutions, moments for LayerNorm, erf for GELU, tf.grads); it shares no code with the engine.
 // Usage (in tests/Fixtures): npm ci && node make-convnext-tiny.js
-const fs = require('fs');
 const path = require('path');
 const tf = require('@tensorflow/tfjs');
-const { seed, normal, writeSafetensors, writeNpy } = require('./fixture-io');
+const { seed, normal, writeModelFixtures } = require('./fixture-io');
 
 const cfg = { img_size: 16, in_chans: 3, num_classes: 5, depths: [1, 2], dims: [8, 16], kernel_size: 7, mlp_ratio: 4 };
 const B = 3, K = cfg.kernel_size, EPS = 1e-6;
@@ -77,24 +76,4 @@ function forward(p) {
   const pooled = layerNorm(x.mean([1, 2]), get('head.norm.weight'), get('head.norm.bias'));
   return linear(pooled, get('head.fc.weight'), get('head.fc.bias'));
 }
-function loss(p) {
-  const logp = tf.logSoftmax(forward(p), -1);
-  return tf.oneHot(tf.tensor1d(targets, 'int32'), cfg.num_classes).mul(logp).sum().neg().div(B);
-}
-
-const values = params.map(q => q.value);
-const logits = forward(values);
-const lossValue = loss(values);
-const grads = tf.grads((...p) => loss(p))(values);
-const out = path.join(__dirname, 'convnext-tiny');
-fs.mkdirSync(out, { recursive: true });
-fs.writeFileSync(path.join(out, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
-writeSafetensors(path.join(out, 'weights.safetensors'), params.map(q => ({ name: q.name, dtype: 'F32', shape: q.shape, data: q.value.dataSync() })));
-writeNpy(path.join(out, 'input.npy'), input.shape, input.dataSync());
-writeNpy(path.join(out, 'logits.npy'), logits.shape, logits.dataSync());
-writeSafetensors(path.join(out, 'expected.safetensors'), [
-  { name: 'targets', dtype: 'I32', shape: [B], data: Int32Array.from(targets) },
-  { name: 'loss', dtype: 'F32', shape: [1], data: lossValue.dataSync() },
-  ...params.map((q, i) => ({ name: 'grad.' + q.name, dtype: 'F32', shape: q.shape, data: grads[i].dataSync() })),
-]);
-console.log(`wrote fixtures to ${out}: loss ${lossValue.dataSync()[0].toFixed(6)}, logits[0] ${Array.from(logits.dataSync().slice(0, 5)).map(v => v.toFixed(4)).join(' ')}`);
+writeModelFixtures(tf, path.join(__dirname, 'convnext-tiny'), cfg, params, input, targets, forward);

@@ -8,7 +8,6 @@
 // The math is written from the paper/timm description with tfjs primitives (conv2d for the patch embedding, moments
 // for LayerNorm, erf for GELU, tf.grads for the gradients); it shares no code with the engine.
 // Usage (in tests/Fixtures): npm ci && node make-vit-tiny.js
-const fs = require('fs');
 const path = require('path');
 const tf = require('@tensorflow/tfjs');
 
@@ -16,7 +15,7 @@ const cfg = { img_size: 16, patch_size: 4, in_chans: 3, num_classes: 5, embed_di
 const B = 3, C = cfg.embed_dim, H = C * cfg.mlp_ratio, P = cfg.patch_size, G = cfg.img_size / P, T = G * G + 1;
 const NH = cfg.num_heads, HD = C / NH, EPS = 1e-6;
 
-const { normal, writeSafetensors, writeNpy } = require('./fixture-io');
+const { normal, writeModelFixtures } = require('./fixture-io');
 
 // Parameters in timm's state-dict order. Scales are chosen so every path carries signal (not timm's init).
 const params = [];
@@ -76,24 +75,4 @@ function forward(p) {
   const cls = x.slice([0, 0, 0], [B, 1, C]).reshape([B, C]);
   return linear(cls, get('head.weight'), get('head.bias'));
 }
-function loss(p) {
-  const logp = tf.logSoftmax(forward(p), -1);
-  return tf.oneHot(tf.tensor1d(targets, 'int32'), cfg.num_classes).mul(logp).sum().neg().div(B);
-}
-
-const values = params.map(q => q.value);
-const logits = forward(values);
-const lossValue = loss(values);
-const grads = tf.grads((...p) => loss(p))(values);
-
-const out = path.join(__dirname, 'vit-tiny');
-fs.writeFileSync(path.join(out, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
-writeSafetensors(path.join(out, 'weights.safetensors'), params.map(q => ({ name: q.name, dtype: 'F32', shape: q.shape, data: q.value.dataSync() })));
-writeNpy(path.join(out, 'input.npy'), input.shape, input.dataSync());
-writeNpy(path.join(out, 'logits.npy'), logits.shape, logits.dataSync());
-writeSafetensors(path.join(out, 'expected.safetensors'), [
-  { name: 'targets', dtype: 'I32', shape: [B], data: Int32Array.from(targets) },
-  { name: 'loss', dtype: 'F32', shape: [1], data: lossValue.dataSync() },
-  ...params.map((q, i) => ({ name: 'grad.' + q.name, dtype: 'F32', shape: q.shape, data: grads[i].dataSync() })),
-]);
-console.log(`wrote fixtures to ${out}: loss ${lossValue.dataSync()[0].toFixed(6)}, logits[0] ${Array.from(logits.dataSync().slice(0, 5)).map(v => v.toFixed(4)).join(' ')}`);
+writeModelFixtures(tf, path.join(__dirname, 'vit-tiny'), cfg, params, input, targets, forward);

@@ -84,26 +84,15 @@ public sealed class Checkpoint : IDisposable
         Span<byte> magic = stackalloc byte[4];
         int read;
         using (var f = File.OpenRead(path)) read = f.ReadAtLeast(magic, 4, throwOnEndOfStream: false);
-        if (read == 4 && magic[0] == (byte)'P' && magic[1] == (byte)'K') return IsPthZip(path) ? Pth.Open(path) : Npz.Open(path);
+        if (read == 4 && magic[0] == (byte)'P' && magic[1] == (byte)'K')
+        {
+            var zip = Zip.Open(path);
+            return Pth.IsPth(zip) ? Pth.Read(zip, path) : Npz.Read(zip, path);
+        }
         if (path.EndsWith(".pth", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".pt", StringComparison.OrdinalIgnoreCase)) return Pth.Open(path);
         if (path.EndsWith(".npz", StringComparison.OrdinalIgnoreCase))
             throw new InvalidDataException($"{path}: not a zip archive (an .npz must start with 'PK')");
         return SafeTensors.Open(path);
-    }
-
-    /// <summary>True for a zip laid out as PyTorch's .pth (a &lt;root&gt;/data.pkl member); false for an .npz or a broken zip
-    /// (whose reader then reports the problem).</summary>
-    static bool IsPthZip(string path)
-    {
-        try
-        {
-            using var zip = new System.IO.Compression.ZipArchive(File.OpenRead(path), System.IO.Compression.ZipArchiveMode.Read);
-            return Pth.IsPth(zip);
-        }
-        catch (InvalidDataException)
-        {
-            return path.EndsWith(".pth", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".pt", StringComparison.OrdinalIgnoreCase);
-        }
     }
 
     /// <summary>The file this checkpoint was read from.</summary>

@@ -10,16 +10,11 @@ public static class Npz
 {
     /// <summary>Opens <paramref name="path"/>; keys are the member names without ".npy".</summary>
     /// <exception cref="InvalidDataException">Not a zip, or a member is not a valid .npy (the message names it).</exception>
-    public static Checkpoint Open(string path)
+    public static Checkpoint Open(string path) => Read(Zip.Open(path), path);
+
+    /// <summary>The checkpoint of an opened .npz archive; takes ownership of <paramref name="zip"/>.</summary>
+    internal static Checkpoint Read(ZipArchive zip, string path)
     {
-        var file = File.OpenRead(path);
-        ZipArchive zip;
-        try { zip = new ZipArchive(file, ZipArchiveMode.Read, leaveOpen: false); }
-        catch (InvalidDataException e)
-        {
-            file.Dispose();
-            throw new InvalidDataException($"{path}: not a valid zip archive (truncated?): {e.Message}");
-        }
         try
         {
             var entries = new List<CheckpointEntry>();

@@ -16,7 +16,11 @@ public static class Pth
     public const int MaxPickleBytes = 256 << 20;
 
     /// <summary>True when <paramref name="zip"/> is laid out as a .pth (a <c>&lt;root&gt;/data.pkl</c> member).</summary>
-    internal static bool IsPth(ZipArchive zip) => zip.Entries.Any(e => e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal) && e.FullName.Count(c => c == '/') == 1);
+    internal static bool IsPth(ZipArchive zip) => PickleMembers(zip).Any();
+
+    /// <summary>The <c>&lt;root&gt;/data.pkl</c> members (torch.save writes exactly one).</summary>
+    static IEnumerable<ZipArchiveEntry> PickleMembers(ZipArchive zip) =>
+        zip.Entries.Where(e => e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal) && e.FullName.Count(c => c == '/') == 1);
 
     /// <summary>Opens <paramref name="path"/>.</summary>
     /// <exception cref="InvalidDataException">Not a torch zip file, a malformed or refused pickle, or a tensor whose data is
@@ -29,17 +33,15 @@ public static class Pth
         if (head[0] != (byte)'P' || head[1] != (byte)'K')
             throw new InvalidDataException($"{path}: not a zip archive; a .pth from torch.save before PyTorch 1.6 (the legacy format) is not supported; " +
                                            "re-save it with a current PyTorch (torch.save(torch.load(f), f))");
-        var file = File.OpenRead(path);
-        ZipArchive zip;
-        try { zip = new ZipArchive(file, ZipArchiveMode.Read, leaveOpen: false); }
-        catch (InvalidDataException e)
-        {
-            file.Dispose();
-            throw new InvalidDataException($"{path}: not a valid zip archive (truncated?): {e.Message}");
-        }
+        return Read(Zip.Open(path), path);
+    }
+
+    /// <summary>The checkpoint of an opened torch.save archive; takes ownership of <paramref name="zip"/>.</summary>
+    internal static Checkpoint Read(ZipArchive zip, string path)
+    {
         try
         {
-            var pickleEntry = zip.Entries.Where(e => e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal) && e.FullName.Count(c => c == '/') == 1).ToList();
+            var pickleEntry = PickleMembers(zip).ToList();
             if (pickleEntry.Count != 1) throw new InvalidDataException($"{path}: expected one '<root>/data.pkl' member, found {pickleEntry.Count}");
             string root = pickleEntry[0].FullName[..^"data.pkl".Length];
             if (pickleEntry[0].Length > MaxPickleBytes) throw new InvalidDataException($"{path}: data.pkl is {pickleEntry[0].Length} bytes, over the {MaxPickleBytes}-byte limit");
@@ -96,7 +98,20 @@ public static class Pth
         return new CheckpointEntry(name, t.Shape, t.Storage.DType, dst => Read(member, t, size, dst, where));
     }
 
-    /// <summary>Converts the storage to float32, then gathers the view (row-major) into <paramref name="destination"/>.</summary>
+    /// <summary>True when the view's strides are those of a contiguous row-major tensor (size-1 dimensions aside).</summary>
+    static bool IsRowMajor(Pickle.Tensor t)
+    {
+        long expected = 1;
+        for (int d = t.Shape.Length - 1; d >= 0; d--)
+        {
+            if (t.Shape[d] != 1 && t.Stride[d] != expected) return false;
+            expected *= t.Shape[d];
+        }
+        return true;
+    }
+
+    /// <summary>Converts the view's elements (row-major) to float32 into <paramref name="destination"/>: directly for a
+    /// contiguous view, otherwise by converting the storage and gathering through the strides.</summary>
     static unsafe void Read(ZipArchiveEntry member, Pickle.Tensor t, int size, Span<float> destination, string where)
     {
         var raw = new byte[member.Length];
@@ -108,6 +123,12 @@ public static class Pth
         catch (Exception e) when (e is IOException or InvalidDataException)
         {
             throw new InvalidDataException($"{where}: storage unreadable (truncated?): {e.Message}");
+        }
+        if (IsRowMajor(t))
+        {
+            // The usual case (a tensor owning its storage, or a contiguous slice of one): convert just its elements.
+            fixed (byte* p = raw) DiskDTypes.ToFloat(t.Storage.DType, p + t.Offset * size, destination);
+            return;
         }
         var all = new float[t.Storage.Count];
         fixed (byte* p = raw) DiskDTypes.ToFloat(t.Storage.DType, p, all);

@@ -72,7 +72,6 @@ public sealed unsafe class ImageCache : IDisposable
     {
         int floats = ImageBytes;
         if (batch.Length != indices.Length * floats) throw new ArgumentException($"batch of {batch.Length} floats for {indices.Length} images of {floats}");
-        var row = new byte[Width * 3];
         var flipped = flip.IsEmpty ? null : new byte[ImageBytes];
         for (int i = 0; i < indices.Length; i++)
         {

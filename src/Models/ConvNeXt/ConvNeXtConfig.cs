@@ -1,5 +1,3 @@
-using System.Text.Json;
-
 namespace Engine.Models.ConvNeXt;
 
 /// <summary>
@@ -46,11 +44,7 @@ public sealed record ConvNeXtConfig
         if (Presets.TryGetValue(presetOrPath, out var preset)) return preset;
         if (!File.Exists(presetOrPath))
             throw new ArgumentException($"'{presetOrPath}' is neither a ConvNeXt preset ({string.Join(", ", Presets.Keys)}) nor an existing config file");
-        var options = new JsonSerializerOptions { UnmappedMemberHandling = System.Text.Json.Serialization.JsonUnmappedMemberHandling.Disallow };
-        ConvNeXtConfig config;
-        try { config = JsonSerializer.Deserialize<ConvNeXtConfig>(File.ReadAllText(presetOrPath), options) ?? throw new JsonException("the file holds null"); }
-        catch (JsonException e) { throw new ArgumentException($"{presetOrPath}: not a valid ConvNeXt config: {e.Message}"); }
-        return config.Validate(presetOrPath);
+        return ConfigFile.Read<ConvNeXtConfig>(presetOrPath, "ConvNeXt").Validate(presetOrPath);
     }
 
     /// <summary>Checks the fields are consistent; <paramref name="source"/> names the config in the error.</summary>

@@ -41,7 +41,7 @@ public sealed record RunResult(string Task, string Method, int Epochs, double Fi
 public readonly record struct RunProgress(int Epoch, int TotalEpochs, long StepsDone, long TotalSteps, double ImagesPerSecond, double EtaSeconds, double Loss);
 
 /// <summary>A run's loss became NaN or infinite; the last good checkpoint is kept.</summary>
-public sealed class DivergedException(string message) : Exception(message);
+public sealed class DivergedException(string message) : ArithmeticException(message);
 
 /// <summary>How to execute a run (none of it changes the result).</summary>
 public sealed record RunOptions
@@ -191,7 +191,7 @@ public static class FineTuneRun
     {
         var clock = Stopwatch.StartNew();
         int lastReported = 0;
-        var cache = ImageCache.Open(list, size, options.CacheDir, options.DecodeThreads, (done, total) =>
+        return ImageCache.Open(list, size, options.CacheDir, options.DecodeThreads, (done, total) =>
         {
             if (done == total || done - lastReported >= Math.Max(256, total / 10))
             {
@@ -199,7 +199,6 @@ public static class FineTuneRun
                 lastReported = done;
             }
         });
-        return cache;
     }
 
     /// <summary>The method, with its selection for SCT and GPS: read from the run folder, or computed on the train split

@@ -61,14 +61,7 @@ public sealed record VitConfig
     }
 
     /// <summary>Reads a JSON object with timm's field names; unknown keys are errors (they are usually typos).</summary>
-    public static VitConfig FromJson(string path)
-    {
-        var options = new JsonSerializerOptions { UnmappedMemberHandling = System.Text.Json.Serialization.JsonUnmappedMemberHandling.Disallow };
-        VitConfig config;
-        try { config = JsonSerializer.Deserialize<VitConfig>(File.ReadAllText(path), options) ?? throw new JsonException("the file holds null"); }
-        catch (JsonException e) { throw new ArgumentException($"{path}: not a valid ViT config: {e.Message}"); }
-        return config.Validate(path);
-    }
+    public static VitConfig FromJson(string path) => ConfigFile.Read<VitConfig>(path, "ViT").Validate(path);
 
     /// <summary>Writes the config as JSON with timm's field names (readable by <see cref="FromJson"/>), atomically.</summary>
     public void Save(string path) =>
