@@ -1,5 +1,5 @@
 // patches.cu: the image-shaped permutes. Patchify (ViT patch embedding, strided downsampling), Swin's cyclic
-// shift + window partition and its reverse, and 2×2 patch merging. Each kernel is a gather over its output
+// shift + window partition and its reverse, 2×2 patch merging, and the relative position bias gather. Each kernel is a gather over its output
 // (every output element has exactly one source), so the backward of one is the other direction with no atomics.
 // Launch: 1-D grid-stride, 256 threads.
 #include "common.cuh"
@@ -75,4 +75,32 @@ extern "C" __global__ void patch_merge(float* y, const float* x, int B, int H, i
 extern "C" __global__ void patch_merge_backward(float* dx, const float* dy, int B, int H, int W, int C, int accumulate)
 {
     GRID_STRIDE(i, (long long)B * (H / 2) * (W / 2) * 4 * C) store(dx + merge_source(i, H, W, C), dy[i], accumulate);
+}
+
+// bias [NH, T, T] (T = ws²) from table [(2ws−1)², NH]: query token i = (yi, xi) and key token j = (yj, xj) read
+// entry (yi−yj+ws−1)·(2ws−1) + (xi−xj+ws−1) (timm's relative_position_index, computed rather than stored).
+extern "C" __global__ void relative_position_bias(float* bias, const float* table, int NH, int ws)
+{
+    int T = ws * ws, side = 2 * ws - 1;
+    GRID_STRIDE(e, (long long)NH * T * T)
+    {
+        int j = (int)(e % T), i = (int)(e / T % T), h = (int)(e / ((long long)T * T));
+        bias[e] = table[((i / ws - j / ws + ws - 1) * side + i % ws - j % ws + ws - 1) * NH + h];
+    }
+}
+
+// One thread per table entry (r, h) sums the token pairs at offset (dy, dx) in a fixed order: deterministic, no atomics.
+extern "C" __global__ void relative_position_bias_backward(float* dtable, const float* dbias, int NH, int ws, int accumulate)
+{
+    int T = ws * ws, side = 2 * ws - 1;
+    GRID_STRIDE(e, (long long)side * side * NH)
+    {
+        int h = (int)(e % NH), r = (int)(e / NH), dy = r / side - (ws - 1), dx = r % side - (ws - 1);
+        const float* bias = dbias + (long long)h * T * T;
+        float sum = 0.f;
+        for (int yi = max(0, dy); yi < min(ws, ws + dy); yi++)
+            for (int xi = max(0, dx); xi < min(ws, ws + dx); xi++)
+                sum += bias[(yi * ws + xi) * T + (yi - dy) * ws + xi - dx];
+        store(dtable + e, sum, accumulate);
+    }
 }

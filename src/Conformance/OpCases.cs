@@ -32,6 +32,7 @@ public static class OpCases
         ("WindowPartition", WindowPartition),
         ("WindowReverse", WindowReverse),
         ("PatchMerge", PatchMerge),
+        ("RelativePositionBias", RelativePositionBias),
         ("DropPath", DropPath),
         ("Dropout", Dropout),
         ("ReshapeView", ReshapeView),
@@ -247,6 +248,18 @@ public static class OpCases
             [new("x", [B, H, W, C])],
             t => Ops.PatchMerge(t[0]),
             v => Reference.PatchMerge(v[0], B, H, W, C));
+    }
+
+    static void RelativePositionBias(Device dev)
+    {
+        foreach (var (ws, NH) in new[] { (3, 2), (2, 3), (1, 1) })
+        {
+            int side = 2 * ws - 1;
+            GradCheck.Run(dev, $"RelativePositionBias ws{ws} heads{NH}",
+                [new("table", [side * side, NH])],
+                t => Ops.RelativePositionBias(t[0], ws),
+                v => Reference.RelativePositionBias(v[0], NH, ws));
+        }
     }
 
     static void DropPath(Device dev)

@@ -190,6 +190,24 @@ public static class Reference
         return y;
     }
 
+    /// <summary>Swin's relative position bias the way timm builds it: coords [2, T], relative = coords[:, :, None] −
+    /// coords[:, None, :], shifted by ws−1, row offset times 2ws−1, summed into an index [T, T]; bias[h,i,j] =
+    /// table[index[i,j], h].</summary>
+    public static double[] RelativePositionBias(double[] table, int NH, int ws)
+    {
+        int T = ws * ws;
+        var ys = Enumerable.Range(0, T).Select(t => t / ws).ToArray();
+        var xs = Enumerable.Range(0, T).Select(t => t % ws).ToArray();
+        var bias = new double[NH * T * T];
+        for (int i = 0; i < T; i++)
+            for (int j = 0; j < T; j++)
+            {
+                int index = (ys[i] - ys[j] + ws - 1) * (2 * ws - 1) + (xs[i] - xs[j] + ws - 1);
+                for (int h = 0; h < NH; h++) bias[(h * T + i) * T + j] = table[index * NH + h];
+            }
+        return bias;
+    }
+
     /// <summary>SCT's module: y = x, then y[r, index[j]] += Σ_i W[j,i]·x[r, index[i]] + b[j].</summary>
     public static double[] ChannelAdapter(double[] x, int[] index, double[] w, double[]? b, int rows, int C)
     {

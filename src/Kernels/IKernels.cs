@@ -126,6 +126,13 @@ public unsafe interface IKernels
     void PatchMerge(float* y, float* x, int B, int H, int W, int C);
     /// <summary>Scatter of <see cref="PatchMerge"/>.</summary>
     void PatchMergeBackward(float* dx, float* dy, int B, int H, int W, int C, bool accumulate);
+    /// <summary>Swin's relative position bias for ws×ws windows (T = ws²): bias[h,i,j] = table[r(i,j), h] with
+    /// r = (yi−yj+ws−1)·(2ws−1) + (xi−xj+ws−1) for tokens i = yi·ws+xi, j = yj·ws+xj. table [(2ws−1)², NH];
+    /// bias [NH, T, T].</summary>
+    void RelativePositionBias(float* bias, float* table, int NH, int ws);
+    /// <summary>Scatter-add of <see cref="RelativePositionBias"/>: dtable[r,h] = Σ over the (i,j) with offset r of
+    /// dbias[h,i,j], summed per table entry in a fixed order (no atomics).</summary>
+    void RelativePositionBiasBackward(float* dtable, float* dbias, int NH, int ws, bool accumulate);
 
     // ---------------------------------------------------------------- regularisation
     /// <summary>Drops whole samples: x,y [samples, perSample]; sample s is kept (scaled by 1/(1−p)) when

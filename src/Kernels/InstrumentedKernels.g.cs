@@ -308,6 +308,22 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void RelativePositionBias(float* bias, float* table, int NH, int ws)
+    {
+        long start = Begin(KernelId.RelativePositionBias);
+        Inner.RelativePositionBias(bias, table, NH, ws);
+        End(KernelId.RelativePositionBias, start);
+    }
+
+    /// <inheritdoc/>
+    public void RelativePositionBiasBackward(float* dtable, float* dbias, int NH, int ws, bool accumulate)
+    {
+        long start = Begin(KernelId.RelativePositionBiasBackward);
+        Inner.RelativePositionBiasBackward(dtable, dbias, NH, ws, accumulate);
+        End(KernelId.RelativePositionBiasBackward, start);
+    }
+
+    /// <inheritdoc/>
     public void DropPathForward(float* y, float* x, long samples, long perSample, float p, ulong seed)
     {
         long start = Begin(KernelId.DropPathForward);
@@ -493,6 +509,10 @@ public enum KernelId
     PatchMerge,
     /// <summary><see cref="IKernels.PatchMergeBackward"/></summary>
     PatchMergeBackward,
+    /// <summary><see cref="IKernels.RelativePositionBias"/></summary>
+    RelativePositionBias,
+    /// <summary><see cref="IKernels.RelativePositionBiasBackward"/></summary>
+    RelativePositionBiasBackward,
     /// <summary><see cref="IKernels.DropPathForward"/></summary>
     DropPathForward,
     /// <summary><see cref="IKernels.DropPathBackward"/></summary>

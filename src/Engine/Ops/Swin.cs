@@ -2,7 +2,7 @@ using Engine.Autograd;
 
 namespace Engine;
 
-// Swin's layout ops: cyclic shift + window partition, window reverse, 2×2 patch merging.
+// Swin's layout ops: cyclic shift + window partition, window reverse, 2×2 patch merging, relative position bias.
 public static unsafe partial class Ops
 {
     /// <summary>Rolls x [B,H,W,C] by (−shift, −shift) and cuts ws×ws windows → [B·(H/ws)·(W/ws), ws·ws, C]
@@ -93,5 +93,34 @@ public static unsafe partial class Ops
         var x = n.In0!;
         float* dx = Tape.GradOutput(x, out bool acc);
         n.Out.Device.Kernels.PatchMergeBackward(dx, n.Out.Grad!.Data, x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3], acc);
+    }
+
+    /// <summary>Swin's relative position bias for <paramref name="window"/>×<paramref name="window"/> windows: table
+    /// [(2·ws−1)², NH] (timm's <c>relative_position_bias_table</c>) → bias [NH, T, T], T = ws², with bias[h,i,j] =
+    /// table[(yi−yj+ws−1)·(2ws−1) + (xi−xj+ws−1), h]. The index (timm's <c>relative_position_index</c>) is computed,
+    /// never stored; the backward sums each entry's token pairs.</summary>
+    public static Tensor RelativePositionBias(Tensor table, int window)
+    {
+        const string op = "RelativePositionBias";
+        Check(op, "table", table, 2);
+        int side = 2 * window - 1, NH = table.Shape[1], T = window * window;
+        if (window <= 0 || table.Shape[0] != side * side)
+            throw new ArgumentException($"{op}: table {table.Describe()} must be [{side}·{side}, heads] for window {window}");
+        var y = Tensor.Empty(table.Device, DType.F32, NH, T, T);
+        table.Device.Kernels.RelativePositionBias(y.Data, table.Data, NH, window);
+        if (Tape.ShouldRecord(table))
+        {
+            ref var n = ref Tape.Push(&RelativePositionBiasBackward, y);
+            n.In0 = table;
+            n.I0 = window;
+        }
+        return y;
+    }
+
+    static void RelativePositionBiasBackward(ref Node n)
+    {
+        var table = n.In0!;
+        float* dtable = Tape.GradOutput(table, out bool acc);
+        n.Out.Device.Kernels.RelativePositionBiasBackward(dtable, n.Out.Grad!.Data, table.Shape[1], n.I0, acc);
     }
 }

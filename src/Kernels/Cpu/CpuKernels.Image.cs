@@ -267,6 +267,51 @@ public sealed unsafe partial class CpuKernels
         }
     }
 
+    /// <inheritdoc/>
+    public void RelativePositionBias(float* bias, float* table, int NH, int ws)
+    {
+        var body = new RelativeBiasBody { Bias = bias, Table = table, NH = NH, Ws = ws };
+        CpuParallel.For(NH, ref body);
+    }
+
+    /// <inheritdoc/>
+    public void RelativePositionBiasBackward(float* dtable, float* dbias, int NH, int ws, bool accumulate)
+    {
+        var body = new RelativeBiasBody { Bias = dbias, Table = dtable, NH = NH, Ws = ws, Scatter = true, Accumulate = accumulate };
+        CpuParallel.For(NH, ref body);
+    }
+
+    /// <summary>One head h: gathers bias[h] [T,T] from column h of the table, or sums dbias[h] into it per entry
+    /// (each entry (dy,dx) receives the token pairs with yi−yj = dy, xi−xj = dx).</summary>
+    struct RelativeBiasBody : IParallelBody
+    {
+        public float* Bias, Table;
+        public int NH, Ws;
+        public bool Scatter, Accumulate;
+        public void Run(int h)
+        {
+            int T = Ws * Ws, side = 2 * Ws - 1;
+            float* bias = Bias + (long)h * T * T;
+            if (!Scatter)
+            {
+                for (int i = 0; i < T; i++)
+                    for (int j = 0; j < T; j++)
+                        bias[i * T + j] = Table[((i / Ws - j / Ws + Ws - 1) * side + i % Ws - j % Ws + Ws - 1) * NH + h];
+                return;
+            }
+            for (int dy = 1 - Ws; dy < Ws; dy++)
+                for (int dx = 1 - Ws; dx < Ws; dx++)
+                {
+                    float sum = 0f;
+                    for (int yi = Math.Max(0, dy); yi < Math.Min(Ws, Ws + dy); yi++)
+                        for (int xi = Math.Max(0, dx); xi < Math.Min(Ws, Ws + dx); xi++)
+                            sum += bias[(yi * Ws + xi) * T + (yi - dy) * Ws + xi - dx];
+                    float* entry = Table + ((dy + Ws - 1) * side + dx + Ws - 1) * NH + h;
+                    *entry = Accumulate ? *entry + sum : sum;
+                }
+        }
+    }
+
     /// <summary>dst[0..n) = src (or += when accumulating).</summary>
     static void MoveRow(float* dst, float* src, int n, bool accumulate)
     {

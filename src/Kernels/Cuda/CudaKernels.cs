@@ -290,6 +290,14 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public void PatchMergeBackward(float* dx, float* dy, int B, int H, int W, int C, bool accumulate) =>
         Elementwise("patch_merge_backward", (long)B * (H / 2) * (W / 2) * 4 * C, dx, dy, B, H, W, C, accumulate);
 
+    /// <inheritdoc/>
+    public void RelativePositionBias(float* bias, float* table, int NH, int ws) =>
+        Elementwise("relative_position_bias", (long)NH * ws * ws * ws * ws, bias, table, NH, ws);
+
+    /// <inheritdoc/>
+    public void RelativePositionBiasBackward(float* dtable, float* dbias, int NH, int ws, bool accumulate) =>
+        Elementwise("relative_position_bias_backward", (long)(2 * ws - 1) * (2 * ws - 1) * NH, dtable, dbias, NH, ws, accumulate);
+
     // ---------------------------------------------------------------- regularisation (dropout.cu)
 
     /// <inheritdoc/>
