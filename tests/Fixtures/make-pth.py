@@ -4,7 +4,7 @@
 # REDUCE calls and persistent ids torch.save writes; then the zip layout of torch >= 1.6 (<root>/data.pkl,
 # <root>/data/<key>, <root>/version), members stored uncompressed.
 # Writes pth/checkpoint.pth plus pth/expected.json (every tensor's name, dtype, shape and values in row-major order),
-# and the malformed files the reader must refuse. Needs Debian's python3-numpy: /usr/bin/python3 make-pth.py
+# the malformed files the reader must refuse, and the tiny ConvNeXt and Swin fixtures under their original keys. Needs Debian's python3-numpy: /usr/bin/python3 make-pth.py
 import argparse
 import collections
 import io
@@ -87,12 +87,14 @@ def write_pth(path, obj, storages, root="archive", pickle_bytes=None, drop=()):
     buffer = io.BytesIO()
     Pickler(buffer, protocol=2).dump(obj)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-        z.writestr(f"{root}/data.pkl", pickle_bytes if pickle_bytes is not None else buffer.getvalue())
-        z.writestr(f"{root}/byteorder", "little")
+        def member(name, data):  # a fixed timestamp, so the fixtures regenerate byte for byte
+            z.writestr(zipfile.ZipInfo(f"{root}/{name}", date_time=(2026, 1, 1, 0, 0, 0)), data)
+        member("data.pkl", pickle_bytes if pickle_bytes is not None else buffer.getvalue())
+        member("byteorder", "little")
         for s in storages:
             if s.key not in drop:
-                z.writestr(f"{root}/data/{s.key}", s.array.astype(s.array.dtype.newbyteorder("<")).tobytes())
-        z.writestr(f"{root}/version", "3\n")
+                member(f"data/{s.key}", s.array.astype(s.array.dtype.newbyteorder("<")).tobytes())
+        member("version", "3\n")
     return buffer.getvalue()
 
 
@@ -176,11 +178,54 @@ def original_key(timm):
     return timm
 
 
-weights = read_safetensors(os.path.join(os.path.dirname(out), "convnext-tiny", "weights.safetensors"))
-storages, state = [], collections.OrderedDict()
-for i, (name, value) in enumerate(weights.items()):
-    storage = Storage(str(i), np.ascontiguousarray(value).reshape(-1))
-    storages.append(storage)
-    state[original_key(name)] = Tensor(storage, 0, list(value.shape), [int(s // 4) for s in np.ascontiguousarray(value).strides])
-write_pth(os.path.join(out, "convnext-original.pth"), {"model": state, "epoch": 299}, storages)
-print("wrote convnext-original.pth with", len(state), "tensors")
+def write_original(fixture, file, rename, extras=lambda name: []):
+    """Writes a fixture's weights under original keys (rename), each followed by the buffers extras(name) lists."""
+    weights = read_safetensors(os.path.join(os.path.dirname(out), fixture, "weights.safetensors"))
+    storages, state = [], collections.OrderedDict()
+
+    def put(key, value):
+        storage = Storage(str(len(storages)), np.ascontiguousarray(value).reshape(-1))
+        storages.append(storage)
+        state[key] = Tensor(storage, 0, list(value.shape), [int(s // value.itemsize) for s in np.ascontiguousarray(value).strides])
+
+    for name, value in weights.items():
+        put(rename(name), value)
+        for key, buffer in extras(name):
+            put(key, buffer)
+    write_pth(os.path.join(out, file), {"model": state, "epoch": 299}, storages)
+    print("wrote", file, "with", len(state), "tensors")
+
+
+write_original("convnext-tiny", "convnext-original.pth", original_key)
+
+
+# The tiny Swin fixture under the original repository's keys (microsoft/Swin-Transformer): patch merging at the end
+# of the previous stage, head without .fc, and the buffers relative_position_index (int64) and attn_mask (float) that
+# the engine must skip and recompute.
+def swin_original_key(timm):
+    p = timm.split(".")
+    if p[0] == "layers" and p[2] == "downsample":
+        return ".".join(["layers", str(int(p[1]) - 1)] + p[2:])
+    if p[:2] == ["head", "fc"]:
+        return ".".join(["head"] + p[2:])
+    return timm
+
+
+def swin_buffers(name):
+    p = name.split(".")
+    if not name.endswith("attn.relative_position_bias_table"):
+        return []
+    cfg = json.load(open(os.path.join(os.path.dirname(out), "swin-tiny", "config.json")))
+    stage, block = int(p[1]), int(p[3])
+    grid = cfg["img_size"] // cfg["patch_size"] >> stage
+    ws = min(grid, cfg["window_size"])
+    ys, xs = np.divmod(np.arange(ws * ws), ws)
+    index = ((ys[:, None] - ys[None, :] + ws - 1) * (2 * ws - 1) + xs[:, None] - xs[None, :] + ws - 1).astype(np.int64)
+    prefix = ".".join(p[:4])
+    buffers = [(prefix + ".attn.relative_position_index", index)]
+    if block % 2 == 1 and grid > ws:
+        buffers.append((prefix + ".attn_mask", np.full(((grid // ws) ** 2, ws * ws, ws * ws), -100.0, dtype=np.float32)))
+    return buffers
+
+
+write_original("swin-tiny", "swin-original.pth", swin_original_key, swin_buffers)
