@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Engine.Models;
 using Engine.Models.Vit;
 
 namespace Engine.Cli;
@@ -6,10 +7,11 @@ namespace Engine.Cli;
 /// <summary>Options several commands share, so their names, help and defaults cannot drift apart.</summary>
 public static class CommonOptions
 {
-    /// <summary><c>--model</c>: a ViT preset or a JSON config (required).</summary>
-    public static Option<string> Model() => new("--model")
+    /// <summary><c>--model</c>: a ViT preset or a JSON config (required); <paramref name="anyFamily"/>: Swin and ConvNeXt too.</summary>
+    public static Option<string> Model(bool anyFamily = true) => new("--model")
     {
-        Description = $"A ViT preset ({string.Join(", ", VitConfig.Presets.Keys)}) or a JSON config with timm's field names",
+        Description = $"A {(anyFamily ? "ViT, Swin or ConvNeXt" : "ViT")} preset ({string.Join(", ", anyFamily ? ImageModels.Presets : VitConfig.Presets.Keys)}) " +
+                      "or a JSON config with timm's field names",
         Required = true,
     };
 

@@ -13,7 +13,7 @@ public static class InferCommand
     /// <summary>Builds the command.</summary>
     public static Command Create()
     {
-        var model = CommonOptions.Model();
+        var model = CommonOptions.Model(anyFamily: false);
         var weights = new Option<string>("--weights") { Description = "Checkpoint: timm .safetensors or Google .npz", Required = true };
         var input = new Option<string>("--input") { Description = "Images: a .npy float32 array [B,3,H,W] (already normalised) or a folder of .png files", Required = true };
         var output = new Option<string>("--output") { Description = "Where to write the logits [B, classes] as .npy (a folder input also gets <output>.files.txt, the image of each row)", Required = true };

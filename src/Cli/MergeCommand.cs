@@ -1,7 +1,7 @@
 using System.CommandLine;
 using Engine.Checkpoints;
 using Engine.Models.Peft;
-using Engine.Models.Vit;
+using Engine.Models;
 
 namespace Engine.Cli;
 
@@ -12,7 +12,7 @@ public static class MergeCommand
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var weights = new Option<string>("--weights") { Description = "The base checkpoint the method was trained on (.safetensors or .npz)", Required = true };
+        var weights = new Option<string>("--weights") { Description = "The base checkpoint the method was trained on (.safetensors, .npz or .pth)", Required = true };
         var trained = new Option<string>("--trained") { Description = "The trained part, as written by a PEFT method (its metadata names the method)", Required = true };
         var output = new Option<string>("--output") { Description = "Where to write the merged checkpoint (.safetensors, timm keys, no extra parameters)", Required = true };
         var command = new Command("merge", "Fold a trained PEFT file into its base weights and write a plain checkpoint: SSF re-parameterised into the " +
@@ -29,20 +29,21 @@ public static class MergeCommand
         using var method = PeftMethod.ForTrainedFile(trainedPath);
         if (method is Sct)
             throw new ArgumentException($"--trained {trainedPath}: SCT's module adds a linear map of selected channels onto the residual stream, " +
-                                        "which no layer of a plain ViT can absorb; load it with the method instead");
+                                        "which no layer of a plain model can absorb; load it with the method instead");
         int classes;
         using (var file = Checkpoint.Open(trainedPath))
-            classes = file.Entries.FirstOrDefault(e => e.Name == "head.weight")?.Shape[0]
-                      ?? throw new InvalidDataException($"{trainedPath}: holds no head.weight, so the class count is unknown");
-        var config = VitConfig.Resolve(modelName) with { num_classes = classes };
-        using var vit = new VisionTransformer(Device.Cpu, config);
-        vit.Load(weightsPath, LoadMode.NewHead);
-        method.Apply(vit);
-        method.LoadTrained(vit, trainedPath);
-        if (method is Ssf ssf) ssf.Merge();
-        vit.Save(outputPath);
-        Console.WriteLine($"merged {method.Name} ({method.TrainableCount(vit):N0} trained values) into {weightsPath}: wrote {outputPath} " +
-                          $"({vit.ParameterCount:N0} parameters, {classes} classes)");
+            classes = file.Entries.FirstOrDefault(e => e.Name is "head.weight" or "head.fc.weight")?.Shape[0]
+                      ?? throw new InvalidDataException($"{trainedPath}: holds no head.weight or head.fc.weight, so the class count is unknown");
+        using var model = ImageModels.Create(Device.Cpu, modelName, classes);
+        model.Load(weightsPath, LoadMode.NewHead);
+        method.Apply(model);
+        method.LoadTrained(model, trainedPath);
+        if (method is Ssf ssf && ssf.Merge() is { Count: > 0 } kept)
+            throw new ArgumentException($"--trained {trainedPath}: SSF on {string.Join(", ", kept)} scales a residual sum that pooling and a norm follow, " +
+                                        $"which no layer of a plain {model.Family} can absorb exactly; load it with the method instead (every other site folds)");
+        model.Save(outputPath);
+        Console.WriteLine($"merged {method.Name} ({method.TrainableCount(model):N0} trained values) into {weightsPath}: wrote {outputPath} " +
+                          $"({model.ParameterCount:N0} parameters, {classes} classes)");
         return 0;
     }
 }

@@ -3,7 +3,7 @@ using Engine.Checkpoints;
 using Engine.Imaging;
 using Engine.Kernels.Cpu;
 using Engine.Models.Peft;
-using Engine.Models.Vit;
+using Engine.Models;
 
 namespace Engine.Cli;
 
@@ -51,11 +51,10 @@ public static class SelectCommand
         var normalization = Normalization.FromName(normName);
         var images = LabeledImages.Open(dataPath);
         var device = DeviceOption.Resolve(deviceName);
-        var config = VitConfig.Resolve(modelName) with { num_classes = images.Classes, drop_path_rate = method == "gps" ? dropPath : 0f };
-        if (config.in_chans != 3) throw new ArgumentException($"--model {modelName}: images are RGB but the model has in_chans {config.in_chans}");
-        using var vit = new VisionTransformer(device, config);
-        vit.Load(weightsPath, LoadMode.NewHead);
-        int size = config.img_size, views = method == "gps" ? 2 : 1, batchCount = Data.Batching.Shuffled(images.Items.Count, batchSize, seed).Count;
+        using var model = ImageModels.Create(device, modelName, images.Classes, method == "gps" ? dropPath : 0f);
+        if (model.InChannels != 3) throw new ArgumentException($"--model {modelName}: images are RGB but the model has in_chans {model.InChannels}");
+        model.Load(weightsPath, LoadMode.NewHead);
+        int size = model.ImageSize, views = method == "gps" ? 2 : 1, batchCount = Data.Batching.Shuffled(images.Items.Count, batchSize, seed).Count;
         Console.Error.WriteLine($"select {method}: {modelName} from {weightsPath} on {device}; {images.Items.Count} images in {images.Classes} classes " +
                                 $"from {images.Source}; {batchCount} batch(es) of {Math.Min(batchSize, images.Items.Count)}; K = {k}");
         var progress = new Progress($"select {method}", batchCount, "batches");
@@ -68,13 +67,13 @@ public static class SelectCommand
         };
         if (method == "sct")
         {
-            var selection = SctSelection.Compute(vit, batches, k);
+            var selection = SctSelection.Compute(model, batches, k);
             SctSelection.Save(outputPath, selection, metadata);
             Console.WriteLine($"wrote {selection.Count} channel sets of {k} to {outputPath}");
         }
         else
         {
-            var selection = GpsSelection.Compute(vit, batches, k, seed);
+            var selection = GpsSelection.Compute(model, batches, k, seed);
             GpsSelection.Save(outputPath, selection, metadata);
             Console.WriteLine($"wrote {selection.Count} selections ({selection.Values.Sum(s => (long)s.Columns.Length):N0} entries) to {outputPath}");
         }

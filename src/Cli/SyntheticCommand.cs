@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Engine.Data;
 using Engine.Kernels.Cpu;
+using Engine.Models;
 using Engine.Models.Peft;
 using Engine.Models.Synthetic;
 using Engine.Models.Training;
@@ -20,10 +21,15 @@ public static class SyntheticCommand
     public static Command Create()
     {
         var output = new Option<string>("--output") { Description = "Folder for the generated tasks (data/) and the runs (runs/)", DefaultValueFactory = _ => "synthetic" };
-        var modelDir = new Option<string>("--model-dir") { Description = "The pretrained model: a folder with config.json and weights.safetensors", DefaultValueFactory = _ => ShippedModel };
+        var modelDir = new Option<string>("--model-dir")
+        {
+            Description = "The pretrained model: a folder with config.json and weights.safetensors (ViT, Swin or ConvNeXt; shipped: " +
+                          "models/synthetic-vit, models/synthetic-swin, models/synthetic-convnext)",
+            DefaultValueFactory = _ => ShippedModel,
+        };
         var epochs = new Option<int>("--epochs") { Description = "Fine-tuning epochs per run (1 warmup epoch, then cosine)", DefaultValueFactory = _ => DefaultEpochs };
         var tasks = new Option<string[]>("--tasks") { Description = $"Tasks (default: all: {string.Join(", ", SyntheticTasks.All.Select(t => t.Name))})", AllowMultipleArgumentsPerToken = true };
-        var methods = new Option<string[]>("--methods") { Description = "Methods (default: linear full bias ssf sct gps)", AllowMultipleArgumentsPerToken = true };
+        var methods = new Option<string[]>("--methods") { Description = "Methods (default: linear full bias ssf sct gps; no sct for ConvNeXt)", AllowMultipleArgumentsPerToken = true };
         var threads = CommonOptions.Threads();
         var device = DeviceOption.Create();
         var command = new Command("synthetic", "The main job on any machine: generate seven VTAB-style tasks, fine-tune the shipped small pretrained ViT on each " +
@@ -63,7 +69,9 @@ public static class SyntheticCommand
         var tasks = taskNames is { Length: > 0 } ? taskNames : [.. SyntheticTasks.All.Select(t => t.Name)];
         foreach (var t in tasks.Where(t => SyntheticTasks.All.All(s => s.Name != t)))
             throw new ArgumentException($"--tasks: unknown synthetic task '{t}' (known: {string.Join(", ", SyntheticTasks.All.Select(s => s.Name))})");
-        var methods = methodNames is { Length: > 0 } ? methodNames : ["linear", "full", "bias", "ssf", "sct", "gps"];
+        bool hasSct = ImageModels.FamilyOf(config) != "convnext"; // SCT's sites: ViT's blocks and Swin's last stages
+        var methods = methodNames is { Length: > 0 } ? methodNames : hasSct ? ["linear", "full", "bias", "ssf", "sct", "gps"] : ["linear", "full", "bias", "ssf", "gps"];
+        if (!hasSct && methods.Contains("sct")) throw new ArgumentException($"--methods: SCT is defined for ViT and Swin only; {config} is a ConvNeXt");
         foreach (var m in methods.Where(m => !PeftRecipe.Methods.Contains(m)))
             throw new ArgumentException($"--methods: unknown method '{m}' (use {string.Join(", ", PeftRecipe.Methods)})");
         var device = DeviceOption.Resolve(deviceName);
@@ -106,16 +114,21 @@ public static class SyntheticCommand
     static Command PretrainCommand()
     {
         var output = new Option<string>("--output") { Description = "Folder for config.json and weights.safetensors", DefaultValueFactory = _ => ShippedModel };
+        var model = new Option<string?>("--model")
+        {
+            Description = "The architecture: a preset or a JSON config with timm's field names (ViT, Swin or ConvNeXt; e.g. " +
+                          "models/configs/synthetic-swin.json); default: the shipped ViT's (32×32, patch 8, width 64, depth 4)",
+        };
         var steps = new Option<int>("--steps") { Description = "Optimizer steps", DefaultValueFactory = _ => new SyntheticPretraining.Options().Steps };
         var batch = new Option<int>("--batch-size") { Description = "Images per step", DefaultValueFactory = _ => new SyntheticPretraining.Options().BatchSize };
         var lr = new Option<float>("--lr") { Description = "Peak AdamW learning rate", DefaultValueFactory = _ => new SyntheticPretraining.Options().LearningRate };
         var seed = new Option<ulong>("--seed") { Description = "Seed of everything", DefaultValueFactory = _ => new SyntheticPretraining.Options().Seed };
         var threads = CommonOptions.Threads();
         var device = DeviceOption.Create();
-        var command = new Command("pretrain", $"Pretrain the small ViT on the synthetic source task ({SyntheticTasks.Source.Description}, {SyntheticTasks.Source.Classes} classes, " +
-                                              "images generated on the fly) and write it; this is how the shipped model was made.")
+        var command = new Command("pretrain", $"Pretrain a small model on the synthetic source task ({SyntheticTasks.Source.Description}, {SyntheticTasks.Source.Classes} classes, " +
+                                              "images generated on the fly) and write it; this is how the shipped models were made.")
         {
-            output, steps, batch, lr, seed, threads, device,
+            output, model, steps, batch, lr, seed, threads, device,
         };
         command.SetAction(r =>
         {
@@ -123,15 +136,17 @@ public static class SyntheticCommand
             var options = new SyntheticPretraining.Options { Steps = r.GetValue(steps), BatchSize = r.GetValue(batch), LearningRate = r.GetValue(lr), Seed = r.GetValue(seed) };
             if (options.Steps < 1 || options.BatchSize < 1) throw new ArgumentException("--steps and --batch-size must be at least 1");
             var dev = DeviceOption.Resolve(r.GetValue(device)!);
-            var config = SyntheticPretraining.Config;
-            using var model = new VisionTransformer(dev, config, options.Seed);
-            Console.WriteLine($"pretraining a ViT ({config.img_size}×{config.img_size}, patch {config.patch_size}, width {config.embed_dim}, depth {config.depth}, " +
-                              $"{model.ParameterCount:N0} parameters) for {options.Steps} steps of {options.BatchSize} on {dev}");
-            double accuracy = SyntheticPretraining.Run(model, options, dev, Console.WriteLine);
+            string? architecture = r.GetValue(model);
+            using IImageClassifier net = architecture == null
+                ? new VisionTransformer(dev, SyntheticPretraining.Config, options.Seed)
+                : ImageModels.Create(dev, architecture, SyntheticTasks.Source.Classes, seed: options.Seed);
+            Console.WriteLine($"pretraining a {net.Family} ({architecture ?? "the shipped ViT config"}, {net.ImageSize}×{net.ImageSize}, {net.ParameterCount:N0} parameters) " +
+                              $"for {options.Steps} steps of {options.BatchSize} on {dev}");
+            double accuracy = SyntheticPretraining.Run(net, options, dev, Console.WriteLine);
             string dir = r.GetValue(output)!;
             Directory.CreateDirectory(dir);
-            config.Save(Path.Combine(dir, "config.json"));
-            model.Save(Path.Combine(dir, "weights.safetensors"));
+            net.SaveConfig(Path.Combine(dir, "config.json"));
+            net.Save(Path.Combine(dir, "weights.safetensors"));
             Console.WriteLine($"held-out source accuracy {accuracy:F1}%; wrote {dir}/config.json and {dir}/weights.safetensors");
             return 0;
         });

@@ -40,6 +40,7 @@ public static class OpCases
         ("L2Normalize", L2Normalize),
         ("SupConLoss", SupConLoss),
         ("SparseLinearGrad", SparseLinearGrad),
+        ("SparseDepthwiseGrad", SparseDepthwiseGrad),
         ("SparseAdam", SparseAdam),
     ];
 
@@ -403,6 +404,42 @@ public static class OpCases
                     for (int o = 0; o < N; o++) dx[t * K + c] += (double)rv[t * N + o] * wv[o * K + c];
             GradCheck.CheckClose($"SparseLinearGrad {rows}x{N}x{K} dx", x.Grad!.ToArray(), dx, 1e-5, 1e-5);
         }
+    }
+
+    /// <summary>A depthwise kernel with a GradIndex gets exactly the selected taps of the dense weight gradient (itself
+    /// checked against finite differences by the DepthwiseConv2d case), [C, k]; dx and dbias as without the index.</summary>
+    static void SparseDepthwiseGrad(Device dev)
+    {
+        int N = 2, H = 5, W = 6, C = 7, ks = 3, k = 2;
+        var xv = Init.NormalValues(N * H * W * C, 0, 1, 1);
+        var wv = Init.NormalValues(C * ks * ks, 0, 1, 2);
+        var rv = Init.NormalValues(N * H * W * C, 0, 1, 3);
+        var index = new int[C * k];
+        for (int c = 0; c < C; c++)
+            for (int j = 0; j < k; j++) index[c * k + j] = (c * 4 + j * 5) % (ks * ks); // distinct within a row (5 ⟂ 9)
+        (float[] Dw, float[] Dx, float[] Db) Gradients(bool sparse)
+        {
+            using var x = Tensor.FromArray(dev, xv, N, H, W, C);
+            using var w = Tensor.FromArray(dev, wv, C, 1, ks, ks);
+            using var b = Tensor.Zeros(dev, C);
+            using var it = Tensor.FromArray(dev, index, C, k);
+            using var r = Tensor.FromArray(dev, rv, N, H, W, C);
+            x.RequiresGrad = w.RequiresGrad = b.RequiresGrad = true;
+            if (sparse) w.GradIndex = it;
+            var tape = new Tape();
+            Tensor y;
+            using (tape.Record()) y = Ops.DepthwiseConv2d(x, w, b, 1);
+            tape.Backward(y, r);
+            y.Dispose();
+            int[] shape = sparse ? [C, k] : [C, 1, ks, ks];
+            if (!w.Grad!.Shape.SequenceEqual(shape)) throw new ConformanceException($"SparseDepthwiseGrad: dW is {w.Grad.Describe()}, expected [{string.Join(", ", shape)}]");
+            return (w.Grad.ToArray(), x.Grad!.ToArray(), b.Grad!.ToArray());
+        }
+        var dense = Gradients(sparse: false);
+        var selected = Gradients(sparse: true);
+        GradCheck.CheckClose("SparseDepthwiseGrad dW", selected.Dw, [.. index.Select((tap, e) => (double)dense.Dw[e / k * ks * ks + tap])], 1e-6, 1e-6);
+        GradCheck.CheckClose("SparseDepthwiseGrad dx", selected.Dx, [.. dense.Dx.Select(v => (double)v)], 1e-6, 1e-6);
+        GradCheck.CheckClose("SparseDepthwiseGrad dbias", selected.Db, [.. dense.Db.Select(v => (double)v)], 1e-6, 1e-6);
     }
 
     /// <summary>Sparse Adam on the selected entries equals dense Adam with the equivalent 0/1 mask, step for step, and

@@ -151,6 +151,9 @@ public unsafe interface IKernels
     /// <summary>The selected entries of a linear layer's weight gradient: dvalues[o,j] += Σ_r dy[r,o]·x[r, index[o,j]]
     /// for y = x·Wᵀ; dy [rows,N], x [rows,K], index [N,k] (columns of W), dvalues [N,k]. Deterministic order.</summary>
     void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k);
+    /// <summary>dvalues[o,j] += dense[o·K + index[o,j]]: the selected entries of a dense [N,K] gradient (a weight that
+    /// trains sparsely in an op whose gradient is formed dense, such as the depthwise convolution's).</summary>
+    void AddSelectedEntries(float* dvalues, float* dense, int* index, int N, int K, int k);
     /// <summary><see cref="AdamStep"/> on the entries param[o·K + index[o,j]] of a [N,K] parameter, with gradient and
     /// moments [N,k] (only the selected entries have optimizer state); every other entry is untouched.</summary>
     void SparseAdamStep(float* param, float* grad, float* m, float* v, int* index, int N, int K, int k, float lr,

@@ -364,6 +364,14 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void AddSelectedEntries(float* dvalues, float* dense, int* index, int N, int K, int k)
+    {
+        long start = Begin(KernelId.AddSelectedEntries);
+        Inner.AddSelectedEntries(dvalues, dense, index, N, K, k);
+        End(KernelId.AddSelectedEntries, start);
+    }
+
+    /// <inheritdoc/>
     public void SparseAdamStep(float* param, float* grad, float* m, float* v, int* index, int N, int K, int k, float lr, float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled)
     {
         long start = Begin(KernelId.SparseAdamStep);
@@ -523,6 +531,8 @@ public enum KernelId
     ScatterAddChannels,
     /// <summary><see cref="IKernels.SparseWeightGrad"/></summary>
     SparseWeightGrad,
+    /// <summary><see cref="IKernels.AddSelectedEntries"/></summary>
+    AddSelectedEntries,
     /// <summary><see cref="IKernels.SparseAdamStep"/></summary>
     SparseAdamStep,
     /// <summary><see cref="IKernels.L2NormalizeForward"/></summary>

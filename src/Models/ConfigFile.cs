@@ -3,7 +3,7 @@ using System.Text.Json.Serialization;
 
 namespace Engine.Models;
 
-/// <summary>Model configs as JSON files with timm's field names (ViT, ConvNeXt).</summary>
+/// <summary>Model configs as JSON files with timm's field names (ViT, Swin, ConvNeXt).</summary>
 static class ConfigFile
 {
     /// <summary>Reads <paramref name="path"/> as a <typeparamref name="T"/>; unknown keys are errors (usually typos).</summary>
@@ -20,4 +20,8 @@ static class ConfigFile
             throw new ArgumentException($"{path}: not a valid {kind} config: {e.Message}");
         }
     }
+
+    /// <summary>Writes <paramref name="config"/> to <paramref name="path"/> as indented JSON, atomically.</summary>
+    public static void Write<T>(string path, T config) =>
+        Engine.IO.AtomicFile.Write(path, s => JsonSerializer.Serialize(s, config, new JsonSerializerOptions { WriteIndented = true }));
 }

@@ -102,6 +102,8 @@ public unsafe class KernelContractTests
         AssertAddsInto(dev, "PrependToken dtoken", C, o => k.PrependTokenBackward(null, o, dy, B, T, C, false));
         AssertAddsInto(dev, "DepthwiseConv dw", C * 9, o => k.DepthwiseConvBackward(null, o, null, dy, x, w, B, 3, 4, C, 3, 1, false));
         AssertAddsInto(dev, "DepthwiseConv dbias", C, o => k.DepthwiseConvBackward(null, null, o, dy, x, w, B, 3, 4, C, 3, 1, false));
+        using var taps = Tensor.FromArray(dev, [.. Enumerable.Range(0, C * 2).Select(e => (e * 5) % 9)], C, 2);
+        AssertAddsInto(dev, "AddSelectedEntries", C * 2, o => k.AddSelectedEntries(o, dy, taps.IntData, C, 9, 2));
     }
 
     [TestCaseSource(nameof(All))]

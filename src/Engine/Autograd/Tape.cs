@@ -173,7 +173,7 @@ public sealed unsafe class Tape
     {
         if (t.GradIndex != null)
             throw new InvalidOperationException($"{t.Describe()} trains sparsely (GradIndex) but is used by an op with no sparse gradient; " +
-                "only a Linear layer's weight can train sparsely");
+                "only Linear and depthwise-convolution weights can train sparsely");
     }
 
     /// <summary>The gradient pointer for an input, or null when it needs none (frozen means free).</summary>

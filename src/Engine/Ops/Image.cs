@@ -41,8 +41,14 @@ public static unsafe partial class Ops
     {
         int N = n.Out.Shape[0], C = n.Out.Shape[3];
         float* dx = Tape.GradOutputIfNeeded(n.In0, out bool acc);
-        n.Out.Device.Kernels.DepthwiseConvBackward(dx, Tape.GradAccumulatorIfNeeded(n.In1), Tape.GradAccumulatorIfNeeded(n.In2),
-            n.Out.Grad!.Data, n.Saved0 == null ? null : n.Saved0.Data, n.In1!.Data, N, n.I0, n.I1, C, n.I2, n.I3, acc);
+        var w = n.In1!;
+        var k = n.Out.Device.Kernels;
+        // A weight training sparsely (GPS) takes its selected taps from the dense [C, k·k] gradient.
+        using var dense = w is { RequiresGrad: true, GradIndex: not null } ? Tensor.Zeros(w.Device, w.Shape) : null;
+        k.DepthwiseConvBackward(dx, dense != null ? dense.Data : Tape.GradAccumulatorIfNeeded(w), Tape.GradAccumulatorIfNeeded(n.In2),
+            n.Out.Grad!.Data, n.Saved0 == null ? null : n.Saved0.Data, w.Data, N, n.I0, n.I1, C, n.I2, n.I3, acc);
+        if (dense != null)
+            k.AddSelectedEntries(Tape.SparseGradAccumulator(w), dense.Data, w.GradIndex!.IntData, C, (int)(w.Count / C), w.GradIndex.Shape[1]);
     }
 
     /// <summary>Cuts non-overlapping p×p patches: x [N,C,H,W] (or [N,H,W,C] when <paramref name="channelsLast"/>)

@@ -56,6 +56,12 @@ public sealed unsafe partial class CpuKernels
     // ---------------------------------------------------------------- sparse weight gradient (GPS)
 
     /// <inheritdoc/>
+    public void AddSelectedEntries(float* dvalues, float* dense, int* index, int N, int K, int k)
+    {
+        for (long e = 0; e < (long)N * k; e++) dvalues[e] += dense[e / k * K + index[e]];
+    }
+
+    /// <inheritdoc/>
     public void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k)
     {
         var body = new SparseWeightGradBody { Dy = dy, X = x, Index = index, Rows = rows, N = N, K = K, PerRow = k, Grain = ReductionGrain(rows) };

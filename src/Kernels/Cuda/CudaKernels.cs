@@ -167,6 +167,10 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     }
 
     /// <inheritdoc/>
+    public void AddSelectedEntries(float* dvalues, float* dense, int* index, int N, int K, int k) =>
+        Elementwise("add_selected_entries", (long)N * k, dvalues, dense, index, N, K, k);
+
+    /// <inheritdoc/>
     public void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k) =>
         Columns("sparse_weight_grad", checked(N * k), 1, dvalues, dy, x, index, rows, N, K, k);
 

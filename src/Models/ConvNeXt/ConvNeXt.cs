@@ -10,7 +10,7 @@ namespace Engine.Models.ConvNeXt;
 /// x + DropPath(γ ⊙ fc2(GELU(fc1(LN(dwconv7×7(x)))))) → global average pool → LayerNorm → head. LayerNorm eps 1e-6,
 /// exact GELU. Parameter names are timm's state-dict keys; the original (facebookresearch) keys load too.
 /// </summary>
-public sealed class ConvNeXt : IPeftModel, IDisposable
+public sealed class ConvNeXt : IImageClassifier
 {
     const float LayerNormEps = 1e-6f;
     readonly List<Tensor> _parameters = new();
@@ -99,7 +99,19 @@ public sealed class ConvNeXt : IPeftModel, IDisposable
     /// <inheritdoc/>
     public IReadOnlyList<Tensor> Parameters => _parameters;
 
-    /// <summary>Total number of parameter elements.</summary>
+    /// <inheritdoc/>
+    public string Family => "convnext";
+
+    /// <inheritdoc/>
+    public int ImageSize => Config.img_size;
+
+    /// <inheritdoc/>
+    public int InChannels => Config.in_chans;
+
+    /// <inheritdoc/>
+    public void SaveConfig(string path) => ConfigFile.Write(path, Config);
+
+    /// <inheritdoc/>
     public long ParameterCount => _parameters.Sum(p => p.Count);
 
     /// <summary>The parameter with timm key <paramref name="name"/>.</summary>

@@ -70,6 +70,8 @@ public sealed record PeftRecipe
     public bool Augment { get; init; }
     /// <summary>Selection size: SCT channels per block (96), GPS inputs per output row (1).</summary>
     public int K { get; init; }
+    /// <summary>SCT's K for the sites of a stage, overriding <see cref="K"/> there (Swin: <c>{"layers.3": 192}</c>); null: K everywhere.</summary>
+    public Dictionary<string, int>? StageK { get; init; }
     /// <summary>Evaluate on the test split every this many epochs (SSF and GPS: every epoch; SCT: every 10th).</summary>
     public int EvalEveryEpochs { get; init; } = 1;
     /// <summary>Seed of the run (42 in every official script).</summary>

@@ -108,6 +108,14 @@ public static class SctSelection
     public static IEnumerable<FeatureSite> Sites(IPeftModel model) =>
         model.Sites.Where(s => s.Producer == SiteProducer.Residual && s.Name.EndsWith(".attn_residual", StringComparison.Ordinal));
 
+    /// <summary>The stage of a site: its name before <c>.blocks.</c> (<c>layers.2.blocks.9.attn_residual</c> →
+    /// <c>layers.2</c>), or empty for a model with one stage (ViT's <c>blocks.3.attn_residual</c>).</summary>
+    public static string StageOf(string site)
+    {
+        int at = site.IndexOf(".blocks.", StringComparison.Ordinal);
+        return at < 0 ? "" : site[..at];
+    }
+
     /// <summary>The block owning a site: <c>blocks.3.attn_residual</c> → <c>blocks.3</c>.</summary>
     public static string ModulePrefix(string site) => site[..site.LastIndexOf('.')];
 
@@ -118,11 +126,22 @@ public static class SctSelection
     /// image) and keeps the top <paramref name="k"/> per site. The model runs in eval mode with no gradients; any hook or affine
     /// already installed is bypassed for the pass (the scores are the plain model's) and restored after.
     /// </summary>
-    public static Dictionary<string, int[]> Compute(IPeftModel model, IEnumerable<(Tensor Images, int[] Labels)> batches, int k = DefaultK)
+    /// <param name="model">The model; its SCT sites are the residual sums named <c>*.attn_residual</c>.</param>
+    /// <param name="batches">Images and labels.</param>
+    /// <param name="k">Channels kept per site.</param>
+    /// <param name="kByStage">K for the sites of a stage, overriding <paramref name="k"/> there (Swin: <c>layers.3</c> → 192;
+    /// a site's stage is its name before <c>.blocks.</c>). Null: <paramref name="k"/> everywhere.</param>
+    public static Dictionary<string, int[]> Compute(IPeftModel model, IEnumerable<(Tensor Images, int[] Labels)> batches, int k = DefaultK,
+        IReadOnlyDictionary<string, int>? kByStage = null)
     {
         var sites = Sites(model).ToList();
         if (sites.Count == 0) throw new ArgumentException("the model has no SCT sites (residual sums after attention)");
-        if (k < 1 || sites.Any(s => k > s.Channels)) throw new ArgumentOutOfRangeException(nameof(k), k, $"K must be in [1, {sites.Min(s => s.Channels)}]");
+        var stages = sites.Select(s => StageOf(s.Name)).ToHashSet();
+        foreach (var stage in (kByStage?.Keys ?? []).Where(st => !stages.Contains(st)))
+            throw new ArgumentException($"SCT K per stage names '{stage}', which has no SCT site (stages with sites: {string.Join(", ", stages)})");
+        int KOf(FeatureSite s) => kByStage != null && kByStage.TryGetValue(StageOf(s.Name), out int sk) ? sk : k;
+        foreach (var s in sites.Where(s => KOf(s) < 1 || KOf(s) > s.Channels))
+            throw new ArgumentOutOfRangeException(nameof(k), KOf(s), $"SCT K for {s.Name} must be in [1, {s.Channels}]");
         // Per site, per class: Σ x² over the class's images and patch tokens, per channel (in double).
         var sums = sites.ToDictionary(s => s.Name, _ => new Dictionary<int, double[]>(), StringComparer.Ordinal);
         int[] labels = [];
@@ -148,7 +167,7 @@ public static class SctSelection
             bypass.Dispose();
         }
         if (sums[sites[0].Name].Count == 0) throw new ArgumentException("SCT selection: no images were given");
-        return sites.ToDictionary(s => s.Name, s => TopChannels(Scores(sums[s.Name].Values), k), StringComparer.Ordinal);
+        return sites.ToDictionary(s => s.Name, s => TopChannels(Scores(sums[s.Name].Values), KOf(s)), StringComparer.Ordinal);
     }
 
     static void Accumulate(Dictionary<int, double[]> byClass, Tensor x, int[] labels, int prefixTokens)

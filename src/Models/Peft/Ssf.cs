@@ -47,21 +47,26 @@ public sealed class Ssf : PeftMethod
 
     /// <summary>
     /// Re-parameterisation: for each site, the producing layer's output channel o becomes γ_o·(W[o]·x + b_o) + β_o,
-    /// i.e. W'[o,:] = γ_o·W[o,:] and b'_o = γ_o·b_o + β_o (a LayerNorm's weight and bias fold the same way). The site
-    /// affine is removed, so the model computes what it computed with SSF, with only its own parameters.
+    /// i.e. W'[o,:] = γ_o·W[o,:] and b'_o = γ_o·b_o + β_o (a LayerNorm's weight and bias fold the same way), and the
+    /// site's affine is removed. A <see cref="SiteProducer.StageOutput"/> site (ConvNeXt's final stage output, a residual
+    /// sum followed by pooling and a norm) has no layer to fold into and stays a per-channel affine. The model then
+    /// computes what it computed with SSF.
     /// </summary>
-    /// <exception cref="InvalidOperationException">SSF was not applied, or a site's layer has no bias to take β.</exception>
-    public void Merge()
+    /// <returns>The sites kept as per-channel affines (empty for ViT and Swin).</returns>
+    /// <exception cref="InvalidOperationException">SSF was not applied, or a site's layer has no bias to take β
+    /// (checked for every site before anything changes).</exception>
+    public IReadOnlyList<string> Merge()
     {
         var model = _model ?? throw new InvalidOperationException("SSF must be applied to a model before merging");
-        foreach (var site in model.Sites.Where(s => _bySite.ContainsKey(s.Name)))
+        var sites = model.Sites.Where(s => _bySite.ContainsKey(s.Name)).ToList();
+        var kept = sites.Where(s => s.Producer == SiteProducer.StageOutput).Select(s => s.Name).ToList();
+        var folded = sites.Where(s => s.Producer != SiteProducer.StageOutput).ToList();
+        if (folded.FirstOrDefault(s => s.Bias == null) is { } biasFree)
+            throw new InvalidOperationException($"SSF merge: {biasFree.Name} has no bias parameter to take the shift (a bias-free layer)");
+        foreach (var site in folded)
         {
-            if (site.Producer == SiteProducer.StageOutput)
-                throw new InvalidOperationException($"SSF merge: {site.Name} scales a residual sum with no layer to fold into; it must stay a per-channel affine");
             var (scaleTensor, shiftTensor) = _bySite[site.Name];
-            if (site.Bias == null)
-                throw new InvalidOperationException($"SSF merge: {site.Name} has no bias parameter to take the shift (a bias-free layer)");
-            float[] gamma = scaleTensor.ToArray(), beta = shiftTensor.ToArray(), w = site.Weight!.ToArray(), b = site.Bias.ToArray();
+            float[] gamma = scaleTensor.ToArray(), beta = shiftTensor.ToArray(), w = site.Weight!.ToArray(), b = site.Bias!.ToArray();
             int perRow = w.Length / site.Channels;
             for (int o = 0; o < site.Channels; o++)
             {
@@ -70,7 +75,9 @@ public sealed class Ssf : PeftMethod
             }
             site.Weight.CopyFrom(w);
             site.Bias.CopyFrom(b);
+            _bySite.Remove(site.Name);
         }
-        model.SiteAffine = null;
+        model.SiteAffine = kept.Count == 0 ? null : site => _bySite.TryGetValue(site.Name, out var affine) ? affine : null;
+        return kept;
     }
 }

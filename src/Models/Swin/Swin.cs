@@ -12,7 +12,7 @@ namespace Engine.Models.Swin;
 /// runs on the cyclically shifted grid with the −100 shift mask. LayerNorm eps 1e-5, exact GELU. Parameter names are
 /// timm's state-dict keys; the original (microsoft) keys load too.
 /// </summary>
-public sealed class Swin : IPeftModel, IDisposable
+public sealed class Swin : IImageClassifier
 {
     const float LayerNormEps = 1e-5f;
     /// <summary>SCT's reference enables its modules on the last 9 blocks of the third stage and every block of the fourth.</summary>
@@ -131,7 +131,19 @@ public sealed class Swin : IPeftModel, IDisposable
     /// <inheritdoc/>
     public IReadOnlyList<Tensor> Parameters => _parameters;
 
-    /// <summary>Total number of parameter elements.</summary>
+    /// <inheritdoc/>
+    public string Family => "swin";
+
+    /// <inheritdoc/>
+    public int ImageSize => Config.img_size;
+
+    /// <inheritdoc/>
+    public int InChannels => Config.in_chans;
+
+    /// <inheritdoc/>
+    public void SaveConfig(string path) => ConfigFile.Write(path, Config);
+
+    /// <inheritdoc/>
     public long ParameterCount => _parameters.Sum(p => p.Count);
 
     /// <summary>The parameter with timm key <paramref name="name"/>.</summary>

@@ -8,7 +8,6 @@ using Engine.Imaging;
 using Engine.IO;
 using Engine.Kernels;
 using Engine.Models.Peft;
-using Engine.Models.Vit;
 using Engine.Optim;
 
 namespace Engine.Models.Training;
@@ -99,11 +98,10 @@ public static class FineTuneRun
         var recipe = config.Recipe;
         var state = File.Exists(statePath) ? ReadState(statePath) : new RunState(0, null, [], 0);
 
-        var vitConfig = VitConfig.Resolve(config.Model) with { num_classes = config.Classes, drop_path_rate = recipe.DropPath };
-        if (vitConfig.in_chans != 3) throw new ArgumentException($"model {config.Model}: the images are RGB but the model has in_chans {vitConfig.in_chans}");
-        using var vit = new VisionTransformer(device, vitConfig, recipe.Seed);
-        if (config.Weights != null) vit.Load(config.Weights, LoadMode.NewHead);
-        int size = vitConfig.img_size;
+        using var model = ImageModels.Create(device, config.Model, config.Classes, recipe.DropPath, recipe.Seed);
+        if (model.InChannels != 3) throw new ArgumentException($"model {config.Model}: the images are RGB but the model has in_chans {model.InChannels}");
+        if (config.Weights != null) model.Load(config.Weights, LoadMode.NewHead);
+        int size = model.ImageSize;
         var normalization = Normalization.FromName(recipe.Normalization);
         var trainList = ImageList.Read(config.TaskFolder, config.TrainSplit, config.Classes);
         var testList = ImageList.Read(config.TaskFolder, config.TestSplit, config.Classes);
@@ -111,15 +109,15 @@ public static class FineTuneRun
         using var train = OpenCache(trainList, size, options, log);
         using var test = OpenCache(testList, size, options, log);
 
-        using var method = CreateMethod(config, vit, trainList, normalization, Path.Combine(runDir, "selection.safetensors"), device, log);
-        method.Apply(vit);
-        using var opt = new Adam(method.Trainable(vit), recipe.AdamOptions);
+        using var method = CreateMethod(config, model, trainList, normalization, Path.Combine(runDir, "selection.safetensors"), device, log);
+        method.Apply(model);
+        using var opt = new Adam(method.Trainable(model), recipe.AdamOptions);
         recipe.ConfigureWeightDecay(opt);
-        long trainable = method.TrainableCount(vit);
+        long trainable = method.TrainableCount(model);
         if (state.Checkpoint != null)
         {
             string dir = Path.Combine(runDir, state.Checkpoint);
-            method.LoadTrained(vit, Path.Combine(dir, "trained.safetensors"));
+            method.LoadTrained(model, Path.Combine(dir, "trained.safetensors"));
             opt.LoadState(Path.Combine(dir, "optimizer.safetensors"));
             log($"resumed after epoch {state.EpochsDone} from {dir}");
         }
@@ -149,7 +147,7 @@ public static class FineTuneRun
                 using var targets = Tensor.FromArray(device, labels, labels.Length);
                 using (tape.Record())
                 {
-                    using var logits = vit.Forward(images, trainSeed: stepSeed);
+                    using var logits = model.Forward(images, trainSeed: stepSeed);
                     using var loss = Ops.CrossEntropy(logits, targets, recipe.LabelSmoothing);
                     float value = loss.ToArray()[0];
                     if (!float.IsFinite(value))
@@ -172,13 +170,13 @@ public static class FineTuneRun
                     (totalSteps - stepsDone) * recipe.BatchSize / Math.Max(rate, 1e-9), lossSum / seen));
             }
             bool last = epoch == recipe.TotalEpochs - 1;
-            double? accuracy = last || (epoch + 1) % recipe.EvalEveryEpochs == 0 ? Evaluate(vit, test, normalization, config.EvalBatchSize, device, options.Cancel) : null;
+            double? accuracy = last || (epoch + 1) % recipe.EvalEveryEpochs == 0 ? Evaluate(model, test, normalization, config.EvalBatchSize, device, options.Cancel) : null;
             var entry = new EpochLog(epoch + 1, lr, lossSum / seen, 100.0 * correct / seen, accuracy, seen / epochClock.Elapsed.TotalSeconds, epochClock.Elapsed.TotalSeconds);
-            state = Checkpoint(runDir, state, entry, method, vit, opt, secondsBefore + clock.Elapsed.TotalSeconds);
+            state = Checkpoint(runDir, state, entry, method, model, opt, secondsBefore + clock.Elapsed.TotalSeconds);
             log($"epoch {entry.Epoch}/{recipe.TotalEpochs}: loss {entry.Loss:F4}, train {entry.TrainAccuracy:F1}%" +
                 (accuracy is double a ? $", test {a:F2}%" : "") + $", lr {lr:G3}, {entry.ImagesPerSecond:F1} img/s");
         }
-        method.SaveTrained(vit, Path.Combine(runDir, "trained.safetensors"));
+        method.SaveTrained(model, Path.Combine(runDir, "trained.safetensors"));
         var evals = state.Log.Where(e => e.TestAccuracy.HasValue).ToList();
         var bestEval = evals.MaxBy(e => e.TestAccuracy!.Value)!;
         var result = new RunResult(config.Task, method.Name, recipe.TotalEpochs, evals[^1].TestAccuracy!.Value, bestEval.TestAccuracy!.Value,
@@ -203,7 +201,7 @@ public static class FineTuneRun
 
     /// <summary>The method, with its selection for SCT and GPS: read from the run folder, or computed on the train split
     /// (decoding the original images, as the reference selection scripts) and saved there first.</summary>
-    static PeftMethod CreateMethod(RunConfig config, VisionTransformer vit, ImageList trainList, Normalization normalization,
+    static PeftMethod CreateMethod(RunConfig config, IImageClassifier model, ImageList trainList, Normalization normalization,
         string selectionPath, Device device, Action<string> log)
     {
         var recipe = config.Recipe;
@@ -220,12 +218,12 @@ public static class FineTuneRun
         if (!File.Exists(selectionPath))
         {
             var items = trainList.Files.Zip(trainList.Labels).ToList();
-            var batches = SelectionBatches.Stream(items, views: sct ? 1 : 2, augment: true, vit.Config.img_size, normalization,
+            var batches = SelectionBatches.Stream(items, views: sct ? 1 : 2, augment: true, model.ImageSize, normalization,
                 batchSize: sct ? 50 : 32, recipe.Seed, device);
             var clock = Stopwatch.StartNew();
             var metadata = new Dictionary<string, string> { ["k"] = recipe.K.ToString(), ["seed"] = recipe.Seed.ToString(), ["task"] = config.Task };
-            if (sct) SctSelection.Save(selectionPath, SctSelection.Compute(vit, batches, recipe.K), metadata);
-            else GpsSelection.Save(selectionPath, GpsSelection.Compute(vit, batches, recipe.K, recipe.Seed), metadata);
+            if (sct) SctSelection.Save(selectionPath, SctSelection.Compute(model, batches, recipe.K, recipe.StageK), metadata);
+            else GpsSelection.Save(selectionPath, GpsSelection.Compute(model, batches, recipe.K, recipe.Seed), metadata);
             log($"{recipe.Method} selection (K = {recipe.K}) over {items.Count} images in {clock.Elapsed.TotalSeconds:F1} s → {selectionPath}");
         }
         return sct ? new Sct(SctSelection.Read(selectionPath), recipe.Seed) : new Gps(GpsSelection.Read(selectionPath));
@@ -241,7 +239,7 @@ public static class FineTuneRun
     static int CountCorrect(Tensor logits, int[] labels) => Batching.CountCorrect(logits.ToArray(), logits.Shape[1], labels);
 
     /// <summary>Top-1 accuracy (%) on every image of <paramref name="cache"/>, streamed in batches (eval mode).</summary>
-    public static double Evaluate(VisionTransformer model, ImageCache cache, Normalization normalization, int batchSize, Device device,
+    public static double Evaluate(IImageClassifier model, ImageCache cache, Normalization normalization, int batchSize, Device device,
         CancellationToken cancel = default)
     {
         using var _ = Tape.NoGrad();
@@ -259,11 +257,11 @@ public static class FineTuneRun
 
     /// <summary>Writes the epoch's checkpoint folder, then state.json naming it (the commit point), then log.jsonl, then
     /// removes the previous checkpoint.</summary>
-    static RunState Checkpoint(string runDir, RunState state, EpochLog entry, PeftMethod method, VisionTransformer vit, Adam opt, double seconds)
+    static RunState Checkpoint(string runDir, RunState state, EpochLog entry, PeftMethod method, IImageClassifier model, Adam opt, double seconds)
     {
         string name = $"checkpoint/epoch-{entry.Epoch:D4}", dir = Path.Combine(runDir, name);
         Directory.CreateDirectory(dir);
-        method.SaveTrained(vit, Path.Combine(dir, "trained.safetensors"));
+        method.SaveTrained(model, Path.Combine(dir, "trained.safetensors"));
         opt.SaveState(Path.Combine(dir, "optimizer.safetensors"));
         var next = new RunState(entry.Epoch, name, [.. state.Log, entry], seconds);
         AtomicFile.Write(Path.Combine(runDir, "state.json"), s => JsonSerializer.Serialize(s, next, RunConfig.Json));

@@ -12,7 +12,7 @@ namespace Engine.Models.Vit;
 /// LayerNorm eps 1e-6, qkv laid out q|k|v, scale head_dim^−½, exact GELU. Parameter names are timm's state-dict keys.
 /// Train mode (a seed passed to <see cref="Forward"/>) enables dropout and stochastic depth; eval mode is deterministic.
 /// </summary>
-public sealed class VisionTransformer : IPeftModel, IDisposable
+public sealed class VisionTransformer : IImageClassifier
 {
     const float LayerNormEps = 1e-6f;
     readonly List<Tensor> _parameters = new();
@@ -120,7 +120,19 @@ public sealed class VisionTransformer : IPeftModel, IDisposable
     /// <summary>Every parameter in timm's state-dict order, named by its key.</summary>
     public IReadOnlyList<Tensor> Parameters => _parameters;
 
-    /// <summary>Total number of parameter elements.</summary>
+    /// <inheritdoc/>
+    public string Family => "vit";
+
+    /// <inheritdoc/>
+    public int ImageSize => Config.img_size;
+
+    /// <inheritdoc/>
+    public int InChannels => Config.in_chans;
+
+    /// <inheritdoc/>
+    public void SaveConfig(string path) => Config.Save(path);
+
+    /// <inheritdoc/>
     public long ParameterCount => _parameters.Sum(p => p.Count);
 
     /// <summary>The parameter with timm key <paramref name="name"/>.</summary>

@@ -64,8 +64,7 @@ public sealed record VitConfig
     public static VitConfig FromJson(string path) => ConfigFile.Read<VitConfig>(path, "ViT").Validate(path);
 
     /// <summary>Writes the config as JSON with timm's field names (readable by <see cref="FromJson"/>), atomically.</summary>
-    public void Save(string path) =>
-        Engine.IO.AtomicFile.Write(path, s => JsonSerializer.Serialize(s, this, new JsonSerializerOptions { WriteIndented = true }));
+    public void Save(string path) => ConfigFile.Write(path, this);
 
     /// <summary>Checks the fields are consistent; <paramref name="source"/> names the config in the error.</summary>
     public VitConfig Validate(string source = "ViT config")

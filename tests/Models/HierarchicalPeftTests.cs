@@ -1,0 +1,139 @@
+using Engine.Autograd;
+using Engine.Models;
+using Engine.Models.ConvNeXt;
+using Engine.Models.Peft;
+using Engine.Models.Swin;
+
+namespace Engine.Tests;
+
+/// <summary>The PEFT methods on ConvNeXt and Swin: a training run changes only what the method trains and lowers the
+/// loss; SSF merges exactly (ConvNeXt's final stage-output affine stays an affine); SCT takes K per stage on Swin.</summary>
+[TestFixture]
+public class HierarchicalPeftTests
+{
+    const int Size = 16, Classes = 3;
+
+    static IImageClassifier Create(string family) => family switch
+    {
+        "swin" => new Swin(Device.Cpu, new SwinConfig { img_size = Size, patch_size = 2, embed_dim = 8, depths = [2, 2], num_heads = [2, 2], window_size = 4, num_classes = Classes }, seed: 4),
+        _ => WithLayerScale(new ConvNeXt(Device.Cpu, new ConvNeXtConfig { img_size = Size, depths = [1, 1], dims = [8, 16], num_classes = Classes }, seed: 4)),
+    };
+
+    /// <summary>Layer scale away from its 1e-6 init, so the blocks matter to the output.</summary>
+    static ConvNeXt WithLayerScale(ConvNeXt model)
+    {
+        foreach (var p in model.Parameters.Where(p => p.Name!.EndsWith(".gamma"))) Init.Constant(p, 0.5f);
+        return model;
+    }
+
+    static (Tensor Images, Tensor Targets, int[] Labels) Batch()
+    {
+        var (x, y) = new Models.Demo.PatternTask(Classes, Size, 4, 3, 2).Batch(12, 0);
+        return (Tensor.FromArray(Device.Cpu, x, 12, 3, Size, Size), Tensor.FromArray(Device.Cpu, y, 12), y);
+    }
+
+    /// <summary>A GPS selection of one input per output row (row r keeps input r mod inputs) for every selected weight.</summary>
+    static Dictionary<string, GpsRows> EveryRowOnce(IPeftModel model) =>
+        model.Parameters.Where(p => GpsSelection.RoleOf(p) == GpsRole.TopK).ToDictionary(p => p.Name!,
+            p => new GpsRows(p.Shape[0], 1, [.. Enumerable.Range(0, p.Shape[0]).Select(r => r % (int)(p.Count / p.Shape[0]))]));
+
+    static PeftMethod Method(string name, IImageClassifier model, Tensor images, int[] labels) => name switch
+    {
+        "full" => SubsetMethod.Full(),
+        "linear" => SubsetMethod.Linear(),
+        "bias" => SubsetMethod.Bias(),
+        "ssf" => new Ssf(seed: 3),
+        "gps" => new Gps(EveryRowOnce(model)),
+        "gps-dense" => new Gps(EveryRowOnce(model), sparse: false),
+        "sct" => new Sct(SctSelection.Compute(model, [(images, labels)], k: 4, new Dictionary<string, int> { ["layers.1"] = 6 })),
+        _ => throw new ArgumentException(name),
+    };
+
+    [TestCase("convnext", "full"), TestCase("convnext", "linear"), TestCase("convnext", "bias"), TestCase("convnext", "ssf"),
+     TestCase("convnext", "gps"), TestCase("convnext", "gps-dense"),
+     TestCase("swin", "full"), TestCase("swin", "linear"), TestCase("swin", "bias"), TestCase("swin", "ssf"),
+     TestCase("swin", "gps"), TestCase("swin", "gps-dense"), TestCase("swin", "sct")]
+    public void TrainingChangesOnlyWhatTrainsAndLowersTheLoss(string family, string methodName)
+    {
+        using var model = Create(family);
+        var (images, targets, labels) = Batch();
+        using var _i = images;
+        using var _t = targets;
+        using var method = Method(methodName, model, images, labels);
+        method.Apply(model);
+        var trainable = method.Trainable(model).ToHashSet();
+        var before = model.Parameters.ToDictionary(p => p.Name!, p => p.ToArray());
+        using var opt = new Optim.Adam(method.Trainable(model), new Optim.AdamOptions { LearningRate = 1e-2f, WeightDecay = 0 });
+        var losses = new List<float>();
+        for (int step = 0; step < 40; step++)
+        {
+            var tape = new Tape();
+            using (tape.Record())
+            {
+                using var logits = model.Forward(images, trainSeed: (ulong)step);
+                using var loss = Ops.CrossEntropy(logits, targets);
+                losses.Add(loss.ToArray()[0]);
+                tape.Backward(loss);
+            }
+            opt.Step();
+            opt.ZeroGrad();
+        }
+        foreach (var p in model.Parameters.Where(p => !trainable.Contains(p)))
+            Assert.That(p.ToArray(), Is.EqualTo(before[p.Name!]), $"{family} {methodName}: frozen {p.Name} changed");
+        if (methodName.StartsWith("gps"))
+            foreach (var (p, rows) in model.Parameters.Where(p => p.GradIndex != null || p.GradMask != null).Select(p => (p, EveryRowOnce(model)[p.Name!])))
+            {
+                var after = p.ToArray();
+                var selected = Enumerable.Range(0, rows.Columns.Length).Select(e => rows.FlatIndex(e, (int)(p.Count / rows.Rows))).ToHashSet();
+                Assert.That(Enumerable.Range(0, after.Length).Where(i => !selected.Contains(i)).All(i => after[i] == before[p.Name!][i]),
+                    $"{family} {methodName}: an unselected entry of {p.Name} changed");
+            }
+        Assert.That(losses.TakeLast(5).Average(), Is.LessThan(losses[0] * 0.9), $"{family} {methodName}: loss {losses[0]:F3} → {losses[^1]:F3}");
+    }
+
+    [Test]
+    public void SparseGpsReachesTheDepthwiseKernels()
+    {
+        using var model = Create("convnext");
+        using var method = new Gps(EveryRowOnce(model));
+        method.Apply(model);
+        Assert.That(model.Parameters.Where(p => p.Name!.EndsWith("conv_dw.weight")).All(p => p.GradIndex != null), "depthwise kernels train sparsely");
+    }
+
+    [TestCase("swin"), TestCase("convnext")]
+    public void SsfMergesIntoTheSameLogits(string family)
+    {
+        using var model = Create(family);
+        var (images, targets, _) = Batch();
+        using var _i = images;
+        using var _t = targets;
+        using var ssf = new Ssf(seed: 5);
+        ssf.Apply(model);
+        foreach (var p in ssf.AddedParameters) // move every γ, β well away from 1, 0
+            p.CopyFrom([.. p.ToArray().Select((v, i) => v + 0.3f * MathF.Sin(i + p.Count))]);
+        using var _g = Tape.NoGrad();
+        float[] want;
+        using (var logits = model.Forward(images)) want = logits.ToArray();
+        var kept = ssf.Merge();
+        Assert.That(kept, Is.EqualTo(family == "convnext" ? new[] { "stages.1" } : Array.Empty<string>()), "only ConvNeXt's stage output stays an affine");
+        using var merged = model.Forward(images);
+        GradCheck.CheckClose($"{family} merged logits", merged.ToArray(), [.. want.Select(v => (double)v)], 2e-5, 2e-5);
+        Assert.That(model.SiteAffine == null, Is.EqualTo(family == "swin"), "nothing is left to apply on Swin");
+    }
+
+    [Test]
+    public void SctKPerStageIsValidated()
+    {
+        using var model = Create("swin");
+        var (images, targets, labels) = Batch();
+        using var _i = images;
+        using var _t = targets;
+        var selection = SctSelection.Compute(model, [(images, labels)], k: 4, new Dictionary<string, int> { ["layers.1"] = 6 });
+        Assert.That(selection.Where(kv => kv.Key.StartsWith("layers.0.")).Select(kv => kv.Value.Length), Is.All.EqualTo(4));
+        Assert.That(selection.Where(kv => kv.Key.StartsWith("layers.1.")).Select(kv => kv.Value.Length), Is.All.EqualTo(6));
+        Assert.That(() => SctSelection.Compute(model, [(images, labels)], 4, new Dictionary<string, int> { ["layers.7"] = 2 }),
+            Throws.ArgumentException.With.Message.Contains("layers.7"));
+        Assert.That(() => SctSelection.Compute(model, [(images, labels)], 4, new Dictionary<string, int> { ["layers.1"] = 17 }),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Message.Contains("layers.1.blocks.0.attn_residual"));
+    }
+}
