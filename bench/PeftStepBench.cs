@@ -2,19 +2,20 @@ using System.Diagnostics;
 using System.Globalization;
 using Engine.Autograd;
 using Engine.Kernels.Cpu;
+using Engine.Models;
 using Engine.Models.Peft;
-using Engine.Models.Vit;
 using Engine.Optim;
 
 namespace Engine.Bench;
 
 /// <summary>
-/// <c>bash bench/run.sh peft [--batch 8] [--rounds 5] [--methods full,ssf,...]</c>: one training step (train-mode
-/// forward, cross-entropy, backward, Adam) of ViT-B/16 at 224×224 on the CPU for each PEFT method next to full
-/// fine-tuning, with the optimizer-state bytes. Each method has its own model; the rounds interleave the methods
+/// <c>bash bench/run.sh peft [--model vit_base_patch16_224] [--batch 8] [--rounds 5] [--methods full,ssf,...]</c>: one
+/// training step (train-mode forward, cross-entropy, backward, Adam) of a model (ViT-B/16 by default; any preset, such as
+/// <c>swin_base_patch4_window7_224</c> or <c>convnext_base</c>) at 224×224 with 100 classes on the CPU for each PEFT method
+/// next to full fine-tuning, with the optimizer-state bytes. Each method has its own model; the rounds interleave the methods
 /// (one step of each per round, in a rotating order) so machine noise spreads evenly, and the median per method is
 /// reported with its ratio to full's median from the same run. SCT and GPS use a fixed synthetic selection (K = 96
-/// evenly spaced channels; K = 1 column per row): the step's cost does not depend on which entries are selected.
+/// evenly spaced channels on every SCT site; K = 1 column per row): the step's cost does not depend on which entries are selected.
 /// </summary>
 public static class PeftStepBench
 {
@@ -22,12 +23,13 @@ public static class PeftStepBench
     public static int Run(string[] args)
     {
         int batch = IntArg(args, "--batch", 8), rounds = IntArg(args, "--rounds", 5);
-        var methods = (Arg(args, "--methods") ?? "full,linear,bias,ssf,sct,gps").Split(',');
+        string model = Arg(args, "--model") ?? "vit_base_patch16_224";
+        bool hasSct = ImageModels.FamilyOf(model) != "convnext"; // ConvNeXt has no attention residual for SCT
+        var methods = (Arg(args, "--methods") ?? (hasSct ? "full,linear,bias,ssf,sct,gps" : "full,linear,bias,ssf,gps")).Split(',');
         if (!methods.Contains("full")) methods = ["full", .. methods];
         CpuParallel.Threads = Environment.ProcessorCount;
-        var config = VitConfig.Presets["vit_base_patch16_224"] with { num_classes = 100 };
-        Console.WriteLine($"ViT-B/16 training step, batch {batch}, {rounds} rounds, {Environment.ProcessorCount} threads, CPU GEMM {CpuGemm.BestIsa}");
-        var runs = methods.Select(m => new MethodRun(m, config, batch)).ToList();
+        Console.WriteLine($"{model} training step, batch {batch}, {rounds} rounds, {Environment.ProcessorCount} threads, CPU GEMM {CpuGemm.BestIsa}");
+        var runs = methods.Select(m => new MethodRun(m, model, batch)).ToList();
         try
         {
             foreach (var r in runs) r.Step(); // warm-up: pools, moments, JIT
@@ -64,17 +66,17 @@ public static class PeftStepBench
 
     sealed class MethodRun : IDisposable
     {
-        readonly VisionTransformer _model;
+        readonly IImageClassifier _model;
         readonly PeftMethod _method;
         readonly Tensor _images, _targets;
         readonly Tape _tape = new();
         ulong _step;
 
-        public MethodRun(string name, VitConfig config, int batch)
+        public MethodRun(string name, string model, int batch)
         {
             Name = name;
             var device = Device.Cpu;
-            _model = new VisionTransformer(device, config, seed: 1);
+            _model = ImageModels.Create(device, model, numClasses: 100, seed: 1);
             _method = name switch
             {
                 "full" => SubsetMethod.Full(),
@@ -89,7 +91,8 @@ public static class PeftStepBench
             _method.Apply(_model);
             Trainable = _method.TrainableCount(_model);
             Optimizer = new Adam(_method.Trainable(_model), new AdamOptions { LearningRate = 1e-4f });
-            _images = Tensor.FromArray(device, Init.NormalValues(batch * 3 * 224 * 224, 0f, 1f, 2), batch, 3, 224, 224);
+            int size = _model.ImageSize;
+            _images = Tensor.FromArray(device, Init.NormalValues(batch * 3 * size * size, 0f, 1f, 2), batch, 3, size, size);
             _targets = Tensor.FromArray(device, Enumerable.Range(0, batch).Select(i => i % 100).ToArray(), batch);
         }
 

@@ -8,9 +8,9 @@ using Engine.Bench;
 using Engine.Kernels.Cpu;
 
 // Runs the selected benchmarks (BenchmarkDotNet arguments, e.g. --filter '*Gemm*'), then prints the README tables:
-// GFLOP/s with the ratio to OpenBLAS, GB/s with the ratio to memcpy, and ViT-B/16 forward images/s with the share of
+// GFLOP/s with the ratio to OpenBLAS, GB/s with the ratio to memcpy, and ViT-B/16, Swin-B and ConvNeXt-B forward images/s with the share of
 // time in GEMMs, all measured in this run. `cuda` as the first argument runs the CUDA device benchmarks instead (CudaBench);
-// `peft` runs the ViT-B/16 training step of every PEFT method next to full fine-tuning (PeftStepBench).
+// `peft` runs a model's training step of every PEFT method next to full fine-tuning (PeftStepBench).
 if (args.Length > 0 && args[0] == "cuda") return CudaBench.Run(args[1..]);
 if (args.Length > 0 && args[0] == "peft") return PeftStepBench.Run(args[1..]);
 var blas = OpenBlas.TryLoad(out var reason);
@@ -48,14 +48,15 @@ namespace Engine.Bench
             var inv = CultureInfo.InvariantCulture;
             if (rows[0].Params.ContainsKey("Batch"))
             {
-                Console.WriteLine("\n| ViT-B/16 forward | median ms | images/s | GEMM share | forward / GEMM time | GEMM GFLOP/s in forward | largest non-GEMM kernels |\n|---|---|---|---|---|---|---|");
+                Console.WriteLine("\n| forward (224×224) | batch | median ms | images/s | GEMM share | forward / GEMM time | GEMM GFLOP/s in forward | largest non-GEMM kernels |\n|---|---|---|---|---|---|---|---|");
                 foreach (var r in rows)
                 {
                     int batch = int.Parse(r.Params["Batch"], inv);
-                    var b = VitBenchmarks.Breakdowns[batch];
+                    string model = r.Params["Model"];
+                    var b = ForwardBenchmarks.Breakdowns[(model, batch)];
                     string top = string.Join(", ", b.Others.Take(3).Select(o => string.Format(inv, "{0} {1:P1}", o.Kernel, o.Seconds / b.ForwardSeconds)));
-                    Console.WriteLine(string.Format(inv, "| batch {0} | {1:F0} | {2:F2} | {3:P1} | {4:F2} | {5:F1} | {6} |", batch, r.Median * 1e3,
-                        batch / r.Median, b.GemmSeconds / b.ForwardSeconds, b.ForwardSeconds / b.GemmSeconds, b.GemmFlops / b.GemmSeconds / 1e9, top));
+                    Console.WriteLine(string.Format(inv, "| {7} | {0} | {1:F0} | {2:F2} | {3:P1} | {4:F2} | {5:F1} | {6} |", batch, r.Median * 1e3,
+                        batch / r.Median, b.GemmSeconds / b.ForwardSeconds, b.ForwardSeconds / b.GemmSeconds, b.GemmFlops / b.GemmSeconds / 1e9, top, model));
                 }
             }
             else if (rows[0].Params.ContainsKey("Impl"))

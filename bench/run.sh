@@ -4,7 +4,7 @@
 #   bash bench/run.sh --filter '*Gemm*'    # BenchmarkDotNet arguments pass through
 #   bash bench/run.sh cuda                 # the CUDA device benchmarks (needs a GPU; exit 3 with the reason otherwise)
 #   bash bench/run.sh cuda --emulated      # the same code on the emulated device, small sizes
-#   bash bench/run.sh peft [--batch 8] [--rounds 5] [--methods full,ssf,...]  # ViT-B/16 training step per PEFT method vs full
+#   bash bench/run.sh peft [--model convnext_base] [--batch 8] [--rounds 5] [--methods full,ssf,...]  # a training step per PEFT method vs full (default ViT-B/16)
 # OpenBLAS 0.3.21 misdetects AVX-512 Zen parts as Haswell; on CPUs with avx512f we force its SkylakeX kernels.
 # The variable must be set before the library loads, which .NET cannot do from inside the process.
 set -euo pipefail
