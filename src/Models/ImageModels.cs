@@ -66,6 +66,16 @@ public static class ImageModels
         }
     }
 
+    /// <summary>The head size of a checkpoint for the model <paramref name="presetOrPath"/> names: the rows of its
+    /// <c>head.weight</c> (ViT, Swin, original keys) or <c>head.fc.weight</c> (timm's Swin and ConvNeXt); 0 when it has no head.</summary>
+    public static int HeadClasses(string presetOrPath, string checkpointPath)
+    {
+        if (FamilyOf(presetOrPath) == "vit") return VisionTransformer.HeadClasses(checkpointPath);
+        using var checkpoint = Checkpoint.Open(checkpointPath);
+        var head = checkpoint.Entries.FirstOrDefault(e => e.Name is "head.weight" or "head.fc.weight");
+        return head is { Shape.Length: 2 } ? head.Shape[0] : 0;
+    }
+
     /// <summary>Builds the model of <paramref name="presetOrPath"/> with its head resized to <paramref name="numClasses"/>
     /// (null keeps the config's) and stochastic depth <paramref name="dropPath"/> (null keeps the config's).</summary>
     public static IImageClassifier Create(Device device, string presetOrPath, int? numClasses = null, float? dropPath = null, ulong seed = 0)
