@@ -84,7 +84,7 @@ public static class PeftStepBench
                 "bias" => SubsetMethod.Bias(),
                 "ssf" => new Ssf(),
                 "sct" => new Sct(SctSelection.Sites(_model).ToDictionary(s => s.Name, s => Enumerable.Range(0, 96).Select(i => i * (s.Channels / 96)).ToArray())),
-                "gps" => new Gps(_model.Parameters.Where(p => GpsSelection.RoleOf(p) == GpsRole.TopK).ToDictionary(p => p.Name!,
+                "gps" => new Gps(GpsSelection.SelectedWeights(_model).ToDictionary(p => p.Name!,
                     p => new GpsRows(p.Shape[0], 1, [.. Enumerable.Range(0, p.Shape[0]).Select(o => o * 7 % (int)(p.Count / p.Shape[0]))]))),
                 _ => throw new ArgumentException($"--methods: unknown method '{name}' (full, linear, bias, ssf, sct, gps)"),
             };

@@ -34,7 +34,7 @@ public class HierarchicalPeftTests
 
     /// <summary>A GPS selection of one input per output row (row r keeps input r mod inputs) for every selected weight.</summary>
     static Dictionary<string, GpsRows> EveryRowOnce(IPeftModel model) =>
-        model.Parameters.Where(p => GpsSelection.RoleOf(p) == GpsRole.TopK).ToDictionary(p => p.Name!,
+        GpsSelection.SelectedWeights(model).ToDictionary(p => p.Name!,
             p => new GpsRows(p.Shape[0], 1, [.. Enumerable.Range(0, p.Shape[0]).Select(r => r % (int)(p.Count / p.Shape[0]))]));
 
     static PeftMethod Method(string name, IImageClassifier model, Tensor images, int[] labels) => name switch
@@ -135,5 +135,47 @@ public class HierarchicalPeftTests
             Throws.ArgumentException.With.Message.Contains("layers.7"));
         Assert.That(() => SctSelection.Compute(model, [(images, labels)], 4, new Dictionary<string, int> { ["layers.1"] = 17 }),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Message.Contains("layers.1.blocks.0.attn_residual"));
+    }
+
+    /// <summary>Trainable counts on Swin-B and ConvNeXt-B (100 classes), derived by hand from the site lists of
+    /// peft-methods.md 2.3 and the GPS masking rule: widths C = 128, 256, 512, 1024 per stage, so Σ C over Swin-B's
+    /// 2+2+18+2 blocks is 12,032 and over ConvNeXt-B's 3+3+27+3 blocks 18,048.</summary>
+    [TestCase("swin_base_patch4_window7_224"), TestCase("convnext_base")]
+    public void TrainableCountsOnTheBaseModels(string preset)
+    {
+        const int classes = 100, head = 1025 * classes;
+        using var model = ImageModels.Create(Device.Cpu, preset, classes);
+        bool swin = model.Family == "swin";
+        void Expect(PeftMethod method, long count)
+        {
+            using (method)
+            {
+                method.Apply(model);
+                Assert.That(method.TrainableCount(model), Is.EqualTo(count), $"{preset} {method.Name}");
+                model.SiteHook = null;
+                model.SiteAffine = null;
+            }
+        }
+        // SSF, γ and β per channel. Swin: patch embed conv + norm (2·128), 11·C per block (norm1, qkv 3C, proj, norm2,
+        // fc1 4C, fc2), the merge norms 4C (512 + 1,024 + 2,048), the final norm 1,024.
+        // ConvNeXt: stem conv + norm (2·128), 7·C per block (dwconv, norm, fc1 4C, fc2), each downsample's norm and conv
+        // ((128 + 256) + (256 + 512) + (512 + 1,024)), the final stage output 1,024.
+        Expect(new Ssf(), 2 * (swin ? 256 + 11 * 12_032 + 3_584 + 1_024 : 256 + 7 * 18_048 + 2_688 + 1_024) + head);
+        // GPS K = 1: one entry per row of every weight and conv kernel, every non-norm bias (and ConvNeXt's layer scale).
+        // Swin rows: patch embed 128, 9·C per block (qkv 3C, proj, fc1 4C, fc2), 169 per relative position table
+        // (24 blocks), the merge reductions 2C (256 + 512 + 1,024); biases: 128 + 9·C per block.
+        // ConvNeXt rows: stem 128, 6·C per block (dwconv, fc1 4C, fc2), the downsample convs 1,792; trained whole:
+        // biases 128 + 6·C per block + 1,792, layer scale Σ C.
+        var gps = GpsSelection.SelectedWeights(model)
+            .ToDictionary(p => p.Name!, p => new GpsRows(p.Shape[0], 1, new int[p.Shape[0]]));
+        Expect(new Gps(gps), swin ? (128 + 9 * 12_032 + 24 * 169 + 1_792) + (128 + 9 * 12_032) + head
+                                  : (128 + 6 * 18_048 + 1_792) + (128 + 6 * 18_048 + 1_792 + 18_048) + head);
+        // BitFit: every bias, norms included. Swin: 2·128 + 11·C per block + merge norms + final norm;
+        // ConvNeXt: 2·128 + 7·C per block + downsample norm and conv biases + the final norm's.
+        Expect(SubsetMethod.Bias(), (swin ? 256 + 11 * 12_032 + 3_584 + 1_024 : 256 + 7 * 18_048 + 2_688 + 1_024) + head);
+        Expect(SubsetMethod.Linear(), head); // ConvNeXt's head.norm is backbone (the reference's norm.*)
+        Expect(SubsetMethod.Full(), model.ParameterCount);
+        if (swin) // SCT, K = 96 on the last 9 blocks of stage 3 and both of stage 4: 11·(96² + 96)
+            Expect(new Sct(SctSelection.Sites(model).ToDictionary(s => s.Name, _ => Enumerable.Range(0, 96).ToArray())), 11 * (96 * 96 + 96) + head);
     }
 }

@@ -98,7 +98,7 @@ public class PeftTests
         Expect(new Sct(SctSelection.Sites(vit).ToDictionary(s => s.Name, _ => Enumerable.Range(0, 96).ToArray())), 111_744 + head); // 12·(96² + 96)
         foreach (int k in new[] { 1, 2 })                         // GPS: 83,712·K weights + 83,712 biases
         {
-            var selection = vit.Parameters.Where(p => GpsSelection.RoleOf(p) == GpsRole.TopK)
+            var selection = GpsSelection.SelectedWeights(vit)
                 .ToDictionary(p => p.Name!, p => new GpsRows(p.Shape[0], k, [.. Enumerable.Range(0, p.Shape[0] * k).Select(e => e % k)]));
             Expect(new Gps(selection), 83_712L * k + 83_712 + head);
         }

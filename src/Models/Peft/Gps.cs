@@ -46,12 +46,12 @@ public sealed class Gps : PeftMethod
         if (_applied) throw new InvalidOperationException("GPS is already applied to a model");
         var linearWeights = model.Sites.Where(s => s.Producer == SiteProducer.Linear && s.Weight != null)
             .Select(s => s.Weight!).ToHashSet();
-        var missing = model.Parameters.Where(p => GpsSelection.RoleOf(p) == GpsRole.TopK && !_selection.ContainsKey(p.Name!)).Select(p => p.Name).ToList();
+        var missing = GpsSelection.SelectedWeights(model).Where(p => !_selection.ContainsKey(p.Name!)).Select(p => p.Name).ToList();
         if (missing.Count > 0) throw new ArgumentException($"GPS selection has no entry for {missing.Count} weight(s): {string.Join(", ", missing.Take(5))}");
         _applied = true;
         foreach (var p in model.Parameters)
         {
-            var role = GpsSelection.RoleOf(p);
+            var role = GpsSelection.RoleOf(model, p);
             p.RequiresGrad = role != GpsRole.Frozen;
             if (role != GpsRole.TopK) continue;
             var rows = _selection[p.Name!];
@@ -164,17 +164,22 @@ public static class GpsSelection
 
     const string IndexSuffix = ".gps_index";
 
-    /// <summary>The reference code's rule by timm name: names containing <c>norm</c>, <c>pos_embed</c> or
+    /// <summary>The reference code's rule: LayerNorms (names containing <c>norm</c>, and the model's LayerNorm sites, such
+    /// as ConvNeXt's <c>stem.1</c> and <c>stages.N.downsample.0</c> whose timm names lack the word), <c>pos_embed</c> and
     /// <c>cls_token</c> are frozen; the head, <c>*.bias</c> and <c>gamma</c> train fully; other tensors of rank ≥ 2 are
     /// selected per row; any other vector trains fully.</summary>
-    public static GpsRole RoleOf(Tensor p)
+    public static GpsRole RoleOf(IPeftModel model, Tensor p)
     {
         string name = p.Name ?? throw new ArgumentException($"GPS needs named parameters, got {p.Describe()}");
         if (name.Contains("norm", StringComparison.Ordinal) || name.Contains("pos_embed", StringComparison.Ordinal) ||
-            name.Contains("cls_token", StringComparison.Ordinal)) return GpsRole.Frozen;
+            name.Contains("cls_token", StringComparison.Ordinal) ||
+            model.Sites.Any(s => s.Producer == SiteProducer.LayerNorm && (s.Weight == p || s.Bias == p))) return GpsRole.Frozen;
         if (PeftMethod.IsHead(p) || name.EndsWith(".bias", StringComparison.Ordinal) || name.Contains("gamma", StringComparison.Ordinal)) return GpsRole.Full;
         return p.Rank >= 2 ? GpsRole.TopK : GpsRole.Full;
     }
+
+    /// <summary>The weights GPS selects entries of, row by row (<see cref="GpsRole.TopK"/>), in the model's order.</summary>
+    public static IEnumerable<Tensor> SelectedWeights(IPeftModel model) => model.Parameters.Where(p => RoleOf(model, p) == GpsRole.TopK);
 
     /// <summary>
     /// Runs the selection pass over <paramref name="batches"/>: each holds images [N, C, H, W] where the rows are the
@@ -184,7 +189,7 @@ public static class GpsSelection
     /// </summary>
     public static Dictionary<string, GpsRows> Compute(IPeftModel model, IEnumerable<(Tensor Images, int[] Labels)> batches, int k = DefaultK, ulong seed = 42)
     {
-        var targets = model.Parameters.Where(p => RoleOf(p) == GpsRole.TopK).ToList();
+        var targets = SelectedWeights(model).ToList();
         if (targets.Count == 0) throw new ArgumentException("the model has no weight GPS can select from");
         int maxK = targets.Min(p => (int)(p.Count / p.Shape[0]));
         if (k < 1 || k > maxK) throw new ArgumentOutOfRangeException(nameof(k), k, $"K must be in [1, {maxK}]");

@@ -92,8 +92,11 @@ public abstract class PeftMethod : IDisposable
         GC.SuppressFinalize(this);
     }
 
-    /// <summary>True for the classifier head's parameters (timm: <c>head.weight</c>, <c>head.bias</c>, <c>head.fc.*</c>).</summary>
-    public static bool IsHead(Tensor p) => p.Name?.StartsWith("head.", StringComparison.Ordinal) == true;
+    /// <summary>True for the classifier's parameters (timm: <c>head.weight</c>, <c>head.bias</c>, <c>head.fc.*</c>). timm files
+    /// ConvNeXt's final LayerNorm under <c>head.norm.*</c>, but the reference code (original key <c>norm.*</c>) treats it as
+    /// backbone, so it is not the head here: linear probing, SSF and SCT leave it frozen.</summary>
+    public static bool IsHead(Tensor p) =>
+        p.Name is { } name && name.StartsWith("head.", StringComparison.Ordinal) && !name.StartsWith("head.norm.", StringComparison.Ordinal);
 }
 
 /// <summary>The baselines, each a subset of the model's own parameters: <c>full</c> (everything), <c>linear</c>
