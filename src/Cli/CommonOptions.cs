@@ -1,19 +1,40 @@
 using System.CommandLine;
 using Engine.Models;
-using Engine.Models.Vit;
 
 namespace Engine.Cli;
 
 /// <summary>Options several commands share, so their names, help and defaults cannot drift apart.</summary>
 public static class CommonOptions
 {
-    /// <summary><c>--model</c>: a ViT preset or a JSON config (required); <paramref name="anyFamily"/>: Swin and ConvNeXt too.</summary>
-    public static Option<string> Model(bool anyFamily = true) => new("--model")
+    /// <summary><c>--model</c>: a ViT, Swin or ConvNeXt preset or a JSON config (required).</summary>
+    public static Option<string> Model() => new("--model")
     {
-        Description = $"A {(anyFamily ? "ViT, Swin or ConvNeXt" : "ViT")} preset ({string.Join(", ", anyFamily ? ImageModels.Presets : VitConfig.Presets.Keys)}) " +
-                      "or a JSON config with timm's field names",
+        Description = $"A ViT, Swin or ConvNeXt preset ({string.Join(", ", ImageModels.Presets)}) or a JSON config with timm's field names",
         Required = true,
     };
+
+    /// <summary><c>--stage-k</c>: SCT's K for the blocks of named stages, as STAGE=K.</summary>
+    public static Option<string[]> StageK() => new("--stage-k")
+    {
+        Description = "SCT's K for one stage's blocks, as STAGE=K (Swin: --stage-k layers.2=64 layers.3=128); other blocks use --k",
+        AllowMultipleArgumentsPerToken = true,
+    };
+
+    /// <summary>Parses <see cref="StageK"/>'s values; null when none were given.</summary>
+    /// <exception cref="ArgumentException">A value is not STAGE=K with K ≥ 1.</exception>
+    public static Dictionary<string, int>? ParseStageK(string[]? values)
+    {
+        if (values is not { Length: > 0 }) return null;
+        var byStage = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var v in values)
+        {
+            var parts = v.Split('=');
+            if (parts.Length != 2 || parts[0].Length == 0 || !int.TryParse(parts[1], out int k) || k < 1)
+                throw new ArgumentException($"--stage-k: '{v}' is not STAGE=K with K ≥ 1 (for example layers.3=128)");
+            byStage[parts[0]] = k;
+        }
+        return byStage;
+    }
 
     /// <summary><c>--threads</c>: CPU threads, all by default.</summary>
     public static Option<int> Threads() => new("--threads") { Description = "CPU threads (default: all)", DefaultValueFactory = _ => Environment.ProcessorCount };

@@ -24,7 +24,7 @@ public static class VtabCommand
     sealed class TrainOptions
     {
         public readonly Option<string> Data = new("--data") { Description = "The folder holding the task folders (VTAB-1k as NOAH's extractor writes it)", Required = true };
-        public readonly Option<string?> Weights = new("--weights") { Description = "Pretrained checkpoint: timm .safetensors or Google .npz (its head is replaced)" };
+        public readonly Option<string?> Weights = new("--weights") { Description = "Pretrained checkpoint: timm .safetensors, Google .npz (ViT) or the original .pth (its head is replaced)" };
         public readonly Option<string> Model = new("--model") { Description = "A ViT, Swin or ConvNeXt preset (vit_base_patch16_224, swin_base_patch4_window7_224, convnext_base, ...) or a JSON config", DefaultValueFactory = _ => "vit_base_patch16_224" };
         public readonly Option<string> Output = new("--output") { Description = "Runs folder: each run goes to <output>/<task>/<method>", DefaultValueFactory = _ => "runs" };
         public readonly Option<string?> CacheDir = new("--cache-dir") { Description = "Where decoded, resized images are cached (default: $PEFT_CACHE_DIR/vtab or ~/.cache/peft-engine/vtab)" };
@@ -39,11 +39,7 @@ public static class VtabCommand
         public readonly Option<float?> DropPath = new("--drop-path") { Description = "Stochastic depth rate (default: the recipe's)" };
         public readonly Option<float?> Smoothing = new("--label-smoothing") { Description = "Label smoothing (default: the recipe's)" };
         public readonly Option<int?> K = new("--k") { Description = "SCT channels per block (96) or GPS inputs per row (1)" };
-        public readonly Option<string[]> StageK = new("--stage-k")
-        {
-            Description = "SCT's K for one stage's blocks, as STAGE=K (Swin: --stage-k layers.2=64 layers.3=128); other blocks use --k",
-            AllowMultipleArgumentsPerToken = true,
-        };
+        public readonly Option<string[]> StageK = CommonOptions.StageK();
         public readonly Option<int?> EvalEvery = new("--eval-every") { Description = "Evaluate on the test split every N epochs (SSF/GPS 1, SCT 10); always after the last" };
         public readonly Option<ulong?> Seed = new("--seed") { Description = "Seed of the run (default 42)" };
 
@@ -63,22 +59,8 @@ public static class VtabCommand
                 Epochs = r.GetValue(Epochs) ?? recipe.Epochs, CooldownEpochs = r.GetValue(Cooldown) ?? recipe.CooldownEpochs,
                 WarmupEpochs = r.GetValue(Warmup) ?? recipe.WarmupEpochs, BatchSize = r.GetValue(Batch) ?? recipe.BatchSize,
                 DropPath = r.GetValue(DropPath) ?? recipe.DropPath, LabelSmoothing = r.GetValue(Smoothing) ?? recipe.LabelSmoothing,
-                K = r.GetValue(K) ?? recipe.K, StageK = ParseStageK(r.GetValue(StageK)) ?? recipe.StageK, EvalEveryEpochs = r.GetValue(EvalEvery) ?? recipe.EvalEveryEpochs, Seed = r.GetValue(Seed) ?? recipe.Seed,
+                K = r.GetValue(K) ?? recipe.K, StageK = CommonOptions.ParseStageK(r.GetValue(StageK)) ?? recipe.StageK, EvalEveryEpochs = r.GetValue(EvalEvery) ?? recipe.EvalEveryEpochs, Seed = r.GetValue(Seed) ?? recipe.Seed,
             };
-        }
-
-        static Dictionary<string, int>? ParseStageK(string[]? values)
-        {
-            if (values is not { Length: > 0 }) return null;
-            var byStage = new Dictionary<string, int>(StringComparer.Ordinal);
-            foreach (var v in values)
-            {
-                var parts = v.Split('=');
-                if (parts.Length != 2 || parts[0].Length == 0 || !int.TryParse(parts[1], out int k) || k < 1)
-                    throw new ArgumentException($"--stage-k: '{v}' is not STAGE=K with K ≥ 1 (for example layers.3=128)");
-                byStage[parts[0]] = k;
-            }
-            return byStage;
         }
 
         public string Cache(ParseResult r) => r.GetValue(CacheDir) ?? DefaultCacheDir();

@@ -177,7 +177,7 @@ public class CliTests
         var (code, stdout, _) = Peft("select", "--method", "sct", "--model", Fixture("config.json"), "--weights", Fixture("weights.safetensors"),
             "--data", data, "--output", sct, "--k", "8", "--batch-size", "6", "--device", "cpu");
         Assert.That(code, Is.Zero);
-        Assert.That(stdout, Does.Contain("2 channel sets of 8"));
+        Assert.That(stdout, Does.Contain("2 channel sets (2 of 8)"));
         var config = VitConfig.Resolve(Fixture("config.json")) with { num_classes = 3 };
         using var vit = new VisionTransformer(Device.Cpu, config);
         vit.Load(Fixture("weights.safetensors"), LoadMode.NewHead);
@@ -250,5 +250,66 @@ public class CliTests
         var (code2, _, stderr) = Peft("merge", "--model", Fixture("config.json"), "--weights", Fixture("weights.safetensors"), "--trained", sct, "--output", merged);
         Assert.That(code2, Is.EqualTo(1));
         Assert.That(stderr, Does.Contain("SCT").And.Contain("residual stream"));
+    }
+
+    /// <summary>SCT on Swin: K per stage from --stage-k, and the mistakes a user can make with it.</summary>
+    [Test]
+    public void SelectSctOnSwinTakesKPerStage()
+    {
+        string swin = VitFixtureTests.FixtureDir("swin-tiny"), data = ClassFolder(), output = Path.Combine(_dir, "sct.safetensors");
+        (int, string, string) Select(params string[] extra) => Peft(["select", "--method", "sct", "--model", Path.Combine(swin, "config.json"),
+            "--weights", Path.Combine(swin, "weights.safetensors"), "--data", data, "--output", output, "--k", "4", "--device", "cpu", .. extra]);
+        var (code, stdout, _) = Select("--stage-k", "layers.2=6");
+        Assert.That(code, Is.Zero);
+        Assert.That(stdout, Does.Contain("3 channel sets (2 of 4, 1 of 6)"));
+        var selection = Models.Peft.SctSelection.Read(output);
+        Assert.That(selection.Keys.Order(), Is.EqualTo(new[] { "layers.1.blocks.0.attn_residual", "layers.1.blocks.1.attn_residual", "layers.2.blocks.0.attn_residual" }));
+        Assert.That(selection["layers.2.blocks.0.attn_residual"], Has.Length.EqualTo(6));
+
+        (code, _, var stderr) = Select("--stage-k", "layers.0=3");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain("names 'layers.0', which has no SCT site"));
+        (code, _, stderr) = Select("--stage-k", "layers.2");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain("--stage-k: 'layers.2' is not STAGE=K"));
+        (code, _, stderr) = Peft("select", "--method", "gps", "--model", Path.Combine(swin, "config.json"), "--weights", Path.Combine(swin, "weights.safetensors"),
+            "--data", data, "--output", output, "--stage-k", "layers.2=6");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain("GPS takes --k only"));
+    }
+
+    /// <summary>Merging SSF on Swin folds every site (the same logits from a plain Swin); on ConvNeXt the stage-output
+    /// affine cannot fold, so the merge is refused naming the site.</summary>
+    [TestCase("swin-tiny"), TestCase("convnext-tiny")]
+    public void MergeSsfOnSwinAndConvNeXt(string fixture)
+    {
+        string dir = VitFixtureTests.FixtureDir(fixture), config = Path.Combine(dir, "config.json"), weights = Path.Combine(dir, "weights.safetensors");
+        string trained = Path.Combine(_dir, "ssf.safetensors"), merged = Path.Combine(_dir, "merged.safetensors");
+        var input = Npy.Read(Path.Combine(dir, "input.npy"));
+        using var images = Tensor.FromArray(Device.Cpu, input.Data, input.Shape);
+        float[] want;
+        using (var model = Models.ImageModels.Create(Device.Cpu, config))
+        using (var ssf = new Models.Peft.Ssf(seed: 5))
+        {
+            model.Load(weights);
+            ssf.Apply(model);
+            foreach (var p in ssf.AddedParameters) p.CopyFrom([.. p.ToArray().Select((v, i) => v + 0.2f * MathF.Cos(i + p.Count))]);
+            ssf.SaveTrained(model, trained);
+            using var logits = model.Forward(images);
+            want = logits.ToArray();
+        }
+        var (code, _, stderr) = Peft("merge", "--model", config, "--weights", weights, "--trained", trained, "--output", merged);
+        if (fixture == "convnext-tiny")
+        {
+            Assert.That(code, Is.EqualTo(1));
+            Assert.That(stderr, Does.Contain("SSF on stages.1 scales a residual sum").And.Contain("plain convnext"));
+            Assert.That(File.Exists(merged), Is.False);
+            return;
+        }
+        Assert.That(code, Is.Zero);
+        using var plain = Models.ImageModels.Create(Device.Cpu, config);
+        plain.Load(merged);
+        using var got = plain.Forward(images);
+        GradCheck.CheckClose($"{fixture} merged logits", got.ToArray(), [.. want.Select(v => (double)v)], 1e-5 * want.Max(Math.Abs), 1e-5);
     }
 }
