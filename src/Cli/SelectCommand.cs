@@ -26,7 +26,7 @@ public static class SelectCommand
         var noAugment = new Option<bool>("--no-augment") { Description = "GPS: both views are the plain resized image (for exact comparisons with other implementations)" };
         var batch = new Option<int?>("--batch-size") { Description = "Images per batch (default: SCT 50, GPS 32), shuffled, the last partial batch dropped" };
         var dropPath = new Option<float>("--drop-path") { Description = "GPS: stochastic depth during the pass (train mode), as the training script sets it", DefaultValueFactory = _ => 0f };
-        var norm = new Option<string?>("--normalize") { Description = "inception (mean = std = 0.5) or imagenet (default: SCT imagenet, GPS inception, as their scripts)" };
+        var norm = new Option<string?>("--normalize") { Description = "inception (mean = std = 0.5) or imagenet (default: as the method's scripts: imagenet for SCT and for Swin and ConvNeXt, inception for GPS on ViT)" };
         var device = DeviceOption.Create();
         var threads = CommonOptions.Threads();
         var command = new Command("select", "Select what SCT or GPS will train, from a labelled image folder, and write it as safetensors.")
@@ -39,7 +39,7 @@ public static class SelectCommand
             CpuParallel.Threads = r.GetValue(threads);
             return Run(m, r.GetValue(model)!, r.GetValue(weights)!, r.GetValue(data)!, r.GetValue(output)!,
                 r.GetValue(k) ?? (m == "sct" ? SctSelection.DefaultK : GpsSelection.DefaultK), CommonOptions.ParseStageK(r.GetValue(stageK)), r.GetValue(seed), r.GetValue(noAugment),
-                r.GetValue(batch) ?? (m == "sct" ? 50 : 32), r.GetValue(dropPath), r.GetValue(norm) ?? (m == "sct" ? "imagenet" : "inception"),
+                r.GetValue(batch) ?? (m == "sct" ? 50 : 32), r.GetValue(dropPath), r.GetValue(norm) ?? PeftRecipe.For(m, null, ImageModels.FamilyOf(r.GetValue(model)!)).Normalization,
                 r.GetValue(device)!);
         });
         return command;

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text.Json;
 using Engine.Data;
 using Engine.Kernels.Cpu;
+using Engine.Models;
 using Engine.Models.Peft;
 using Engine.Models.Training;
 
@@ -52,7 +53,7 @@ public static class VtabCommand
         /// <summary>The recipe for (method, task) with the command line's overrides applied.</summary>
         public PeftRecipe Recipe(ParseResult r, string method, string task)
         {
-            var recipe = PeftRecipe.For(method, VtabTasks.Find(task) != null ? task : null);
+            var recipe = PeftRecipe.For(method, VtabTasks.Find(task) != null ? task : null, ImageModels.FamilyOf(r.GetValue(Model)!));
             return recipe with
             {
                 LearningRate = r.GetValue(Lr) ?? recipe.LearningRate, WeightDecay = r.GetValue(WeightDecay) ?? recipe.WeightDecay,

@@ -421,6 +421,9 @@ public class PeftRecipeTests
         var gps = PeftRecipe.For("gps", "patch_camelyon");
         Assert.That((gps.Optimizer, gps.WeightDecay, gps.BatchSize, gps.K, gps.LearningRate), Is.EqualTo((OptimizerKind.Adam, 0f, 32, 2, 0.004f)));
         Assert.That(PeftRecipe.For("gps").K, Is.EqualTo(1));
+        Assert.That(PeftRecipe.For("gps", "dtd", "swin").Normalization, Is.EqualTo("imagenet"), "Swin and ConvNeXt: ImageNet statistics");
+        Assert.That(PeftRecipe.For("ssf", "dtd", "convnext") with { Normalization = "inception" }, Is.EqualTo(PeftRecipe.For("ssf", "dtd")), "nothing else differs");
+        Assert.That(() => PeftRecipe.For("ssf", null, "resnet"), Throws.ArgumentException.With.Message.Contains("resnet"));
         var e = Assert.Throws<ArgumentException>(() => PeftRecipe.For("lora"))!;
         Assert.That(e.Message, Does.Contain("lora").And.Contain("ssf"));
         Assert.That(Assert.Throws<ArgumentException>(() => PeftRecipe.For("ssf", "cifar100"))!.Message, Does.Contain("cifar100").And.Contain("cifar,"));

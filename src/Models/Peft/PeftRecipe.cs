@@ -156,8 +156,20 @@ public sealed record PeftRecipe
     /// linear, bias) have no official VTAB script in these repositories; they use SSF's recipe and the learning rates
     /// noted here (our choice: full 1e-3, linear and bias 5e-3).
     /// </summary>
-    /// <exception cref="ArgumentException">An unknown method or task; the message lists the known ones.</exception>
-    public static PeftRecipe For(string method, string? task = null)
+    /// <param name="method">full, linear, bias, ssf, sct or gps.</param>
+    /// <param name="task">A VTAB-1k task name, or null.</param>
+    /// <param name="family">The model family (<c>vit</c>, <c>swin</c>, <c>convnext</c>): the SSF and GPS repositories
+    /// normalise Swin's and ConvNeXt's inputs with ImageNet statistics, ViT's with the inception ones.</param>
+    /// <exception cref="ArgumentException">An unknown method, task or family; the message lists the known ones.</exception>
+    public static PeftRecipe For(string method, string? task = null, string family = "vit")
+    {
+        if (family is not ("vit" or "swin" or "convnext"))
+            throw new ArgumentException($"unknown model family '{family}' (known: vit, swin, convnext)", nameof(family));
+        var recipe = ForVit(method, task);
+        return family == "vit" ? recipe : recipe with { Normalization = "imagenet" };
+    }
+
+    static PeftRecipe ForVit(string method, string? task)
     {
         if (task != null && !VtabTasks.Contains(task))
             throw new ArgumentException($"unknown VTAB-1k task '{task}' (known: {string.Join(", ", VtabTasks)})", nameof(task));
