@@ -30,20 +30,40 @@ public static class SyntheticCommand
         var epochs = new Option<int>("--epochs") { Description = "Fine-tuning epochs per run (1 warmup epoch, then cosine)", DefaultValueFactory = _ => DefaultEpochs };
         var tasks = new Option<string[]>("--tasks") { Description = $"Tasks (default: all: {string.Join(", ", SyntheticTasks.All.Select(t => t.Name))})", AllowMultipleArgumentsPerToken = true };
         var methods = new Option<string[]>("--methods") { Description = "Methods (default: linear full bias ssf sct gps; no sct for ConvNeXt)", AllowMultipleArgumentsPerToken = true };
+        var lr = new Option<string[]>("--lr")
+        {
+            Description = "Learning rates per method, as METHOD=LR (default: full 1e-3, the others 3e-2); e.g. --lr ssf=0.01 gps=0.01",
+            AllowMultipleArgumentsPerToken = true,
+        };
         var threads = CommonOptions.Threads();
         var device = DeviceOption.Create();
         var command = new Command("synthetic", "The main job on any machine: generate seven VTAB-style tasks, fine-tune the shipped small pretrained ViT on each " +
                                                "with every method (durable runs: interrupted ones resume), and print the table. 'synthetic pretrain' remakes the model.")
         {
-            output, modelDir, epochs, tasks, methods, threads, device,
+            output, modelDir, epochs, tasks, methods, lr, threads, device,
         };
         command.Subcommands.Add(PretrainCommand());
         command.SetAction(r =>
         {
             CpuParallel.Threads = r.GetValue(threads);
-            return Run(r.GetValue(output)!, r.GetValue(modelDir)!, r.GetValue(epochs), r.GetValue(tasks), r.GetValue(methods), r.GetValue(threads), r.GetValue(device)!);
+            return Run(r.GetValue(output)!, r.GetValue(modelDir)!, r.GetValue(epochs), r.GetValue(tasks), r.GetValue(methods), ParseRates(r.GetValue(lr)),
+                r.GetValue(threads), r.GetValue(device)!);
         });
         return command;
+    }
+
+    static Dictionary<string, float> ParseRates(string[]? values)
+    {
+        var rates = new Dictionary<string, float>(StringComparer.Ordinal);
+        foreach (var v in values ?? [])
+        {
+            var parts = v.Split('=');
+            if (parts.Length != 2 || !PeftRecipe.Methods.Contains(parts[0]) ||
+                !float.TryParse(parts[1], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out float rate) || !(rate > 0))
+                throw new ArgumentException($"--lr: '{v}' is not METHOD=LR with a method of {string.Join(", ", PeftRecipe.Methods)} and LR > 0 (for example ssf=0.01)");
+            rates[parts[0]] = rate;
+        }
+        return rates;
     }
 
     /// <summary>Fine-tuning epochs per run by default (sized so the whole suite takes about ten minutes on 2 cores).</summary>
@@ -60,7 +80,8 @@ public static class SyntheticCommand
         K = method switch { "sct" => 8, "gps" => 1, _ => 0 }, // SCT: 8 of 64 channels, the papers' 96 of 768
     };
 
-    static int Run(string output, string modelDir, int epochs, string[]? taskNames, string[]? methodNames, int threads, string deviceName)
+    static int Run(string output, string modelDir, int epochs, string[]? taskNames, string[]? methodNames, Dictionary<string, float> rates,
+        int threads, string deviceName)
     {
         string config = Path.Combine(modelDir, "config.json"), weights = Path.Combine(modelDir, "weights.safetensors");
         if (!File.Exists(config) || !File.Exists(weights))
@@ -82,7 +103,7 @@ public static class SyntheticCommand
         var plan = tasks.SelectMany(t => methods.Select(m => (t, m, (Func<bool, RunConfig>)(_ => new RunConfig
         {
             Task = t, TaskFolder = Path.GetFullPath(Path.Combine(data, t)), Classes = SyntheticTasks.All.First(s => s.Name == t).Classes,
-            Model = Path.GetFullPath(config), Weights = Path.GetFullPath(weights), Recipe = Recipe(m, epochs), EvalBatchSize = 250,
+            Model = Path.GetFullPath(config), Weights = Path.GetFullPath(weights), Recipe = rates.TryGetValue(m, out float rate) ? Recipe(m, epochs) with { LearningRate = rate } : Recipe(m, epochs), EvalBatchSize = 250,
         })))).ToList();
         if (!VtabCommand.RunSuite(plan, runs, device, Path.Combine(output, "cache"), threads)) return 130;
         VtabCommand.WriteReport(runs, runs);
