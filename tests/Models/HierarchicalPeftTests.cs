@@ -91,13 +91,19 @@ public class HierarchicalPeftTests
         Assert.That(losses.TakeLast(5).Average(), Is.LessThan(losses[0] * 0.9), $"{family} {methodName}: loss {losses[0]:F3} → {losses[^1]:F3}");
     }
 
-    [Test]
-    public void SparseGpsReachesTheDepthwiseKernels()
+    /// <summary>Sparse GPS covers every weight whose op has a sparse gradient (ConvNeXt's depthwise kernels, Swin's
+    /// patch-merging reductions, which are no site's); only Swin's relative position tables fall back to a mask.</summary>
+    [TestCase("convnext"), TestCase("swin")]
+    public void SparseGpsReachesEveryWeightWithASparseGradient(string family)
     {
-        using var model = Create("convnext");
+        using var model = Create(family);
         using var method = new Gps(EveryRowOnce(model));
         method.Apply(model);
-        Assert.That(model.Parameters.Where(p => p.Name!.EndsWith("conv_dw.weight")).All(p => p.GradIndex != null), "depthwise kernels train sparsely");
+        var selected = GpsSelection.SelectedWeights(model).ToList();
+        Assert.That(selected.Where(p => p.GradIndex == null).Select(p => p.Name),
+            family == "swin" ? Is.All.EndsWith("relative_position_bias_table").And.Not.Empty : Is.Empty);
+        Assert.That(selected.Where(p => p.GradIndex == null).All(p => p.GradMask != null));
+        Assert.That(selected.Select(p => p.Name), family == "swin" ? Has.Some.EndsWith("downsample.reduction.weight") : Has.Some.EndsWith("conv_dw.weight"));
     }
 
     [TestCase("swin"), TestCase("convnext")]

@@ -28,7 +28,7 @@ public sealed record ChannelAffine(Tensor Scale, Tensor Shift);
 
 /// <summary>
 /// A model PEFT methods can transform: its parameters (timm names), its feature sites, and a hook the forward calls at
-/// every site. Implemented by VisionTransformer (and later Swin and ConvNeXt).
+/// every site. Implemented by VisionTransformer, Swin and ConvNeXt.
 /// </summary>
 public interface IPeftModel
 {
@@ -54,4 +54,9 @@ public interface IPeftModel
     /// produces the site (<see cref="SiteComputation.Produce"/>) rather than running it as a separate pass; applied
     /// before <see cref="SiteHook"/>. Null: no site has one.</summary>
     Func<FeatureSite, ChannelAffine?>? SiteAffine { get; set; }
+
+    /// <summary>The weights whose ops compute a sparse gradient when they carry a <see cref="Tensor.GradIndex"/>: those of
+    /// the Linear-producer sites (Linear layers, patch and depthwise convolutions) by default, plus any such weight that
+    /// is not a site's (Swin's patch-merging reduction). GPS trains the others it selects through a dense masked gradient.</summary>
+    IEnumerable<Tensor> SparseGradientWeights => Sites.Where(s => s.Producer == SiteProducer.Linear && s.Weight != null).Select(s => s.Weight!);
 }

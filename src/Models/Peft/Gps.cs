@@ -44,8 +44,7 @@ public sealed class Gps : PeftMethod
     public override void Apply(IPeftModel model)
     {
         if (_applied) throw new InvalidOperationException("GPS is already applied to a model");
-        var linearWeights = model.Sites.Where(s => s.Producer == SiteProducer.Linear && s.Weight != null)
-            .Select(s => s.Weight!).ToHashSet();
+        var sparseCapable = model.SparseGradientWeights.ToHashSet();
         var missing = GpsSelection.SelectedWeights(model).Where(p => !_selection.ContainsKey(p.Name!)).Select(p => p.Name).ToList();
         if (missing.Count > 0) throw new ArgumentException($"GPS selection has no entry for {missing.Count} weight(s): {string.Join(", ", missing.Take(5))}");
         _applied = true;
@@ -57,7 +56,7 @@ public sealed class Gps : PeftMethod
             var rows = _selection[p.Name!];
             if (rows.Rows != p.Shape[0] || rows.K > p.Count / p.Shape[0])
                 throw new ArgumentException($"GPS selection for {p.Describe()} is [{rows.Rows}, {rows.K}], which does not fit");
-            if (Sparse && linearWeights.Contains(p))
+            if (Sparse && sparseCapable.Contains(p))
             {
                 var index = Tensor.FromArray(p.Device, rows.Columns, rows.Rows, rows.K);
                 p.GradIndex = index;

@@ -164,6 +164,11 @@ public sealed class Swin : IImageClassifier
     /// <inheritdoc/>
     public int NumPrefixTokens => 0;
 
+    /// <inheritdoc/>
+    public IEnumerable<Tensor> SparseGradientWeights =>
+        _sites.Where(s => s.Producer == SiteProducer.Linear && s.Weight != null).Select(s => s.Weight!)
+            .Concat(_stages.Where(st => st.Reduction != null).Select(st => st.Reduction!)); // a Linear with no site of its own
+
     /// <summary>Logits [B, num_classes] for images [B, in_chans, img_size, img_size] (NCHW, normalised); with
     /// num_classes 0, the pooled features. A <paramref name="trainSeed"/> turns on stochastic depth and head dropout;
     /// null is eval mode.</summary>
