@@ -26,15 +26,15 @@ extern "C" __global__ void scatter_add_channels(float* y, const float* x, const 
     }
 }
 
-// dvalues[o, j] += Σ_r dy[r, o] · x[r, index[o, j]]: the selected entries of dW for y = x·Wᵀ. A column reduction
-// over tokens for 32 selected entries per (32, 8) block (as the bias gradient): consecutive threads read consecutive
-// dy columns (for k = 1), the eight partial sums are added in a fixed order (deterministic).
 // dvalues[o,j] += dense[o·K + index[o,j]]: one thread per selected entry.
 extern "C" __global__ void add_selected_entries(float* dvalues, const float* dense, const int* index, int N, int K, int k)
 {
     GRID_STRIDE(e, (long long)N * k) dvalues[e] += dense[e / k * K + index[e]];
 }
 
+// dvalues[o, j] += Σ_r dy[r, o] · x[r, index[o, j]]: the selected entries of dW for y = x·Wᵀ. A column reduction
+// over tokens for 32 selected entries per (32, 8) block (as the bias gradient): consecutive threads read consecutive
+// dy columns (for k = 1), the eight partial sums are added in a fixed order (deterministic).
 extern "C" __global__ void sparse_weight_grad(float* dvalues, const float* dy, const float* x, const int* index,
                                              int rows, int N, int K, int k)
 {
