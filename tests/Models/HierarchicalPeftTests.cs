@@ -184,4 +184,50 @@ public class HierarchicalPeftTests
         if (swin) // SCT, K = 96 on the last 9 blocks of stage 3 and both of stage 4: 11·(96² + 96)
             Expect(new Sct(SctSelection.Sites(model).ToDictionary(s => s.Name, _ => Enumerable.Range(0, 96).ToArray())), 11 * (96 * 96 + 96) + head);
     }
+
+    /// <summary>The GPS selection pass on Swin and ConvNeXt: every selected weight gets [rows, K] entries, each row the
+    /// columns of largest |gradient| summed over the pass (recomputed here with the same loss); a row shorter than K
+    /// (Swin's relative position tables: one column per head) trains whole; the pass leaves no gradient behind.</summary>
+    [TestCase("swin"), TestCase("convnext")]
+    public void GpsSelectionKeepsTheLargestGradientsPerRow(string family)
+    {
+        using var model = Create(family);
+        var (images, _, labels) = Batch();
+        using var _i = images;
+        int[] views = [.. labels.Take(6), .. labels.Take(6)]; // 12 rows as two views of 6 images
+        const int k = 3;
+        var selection = GpsSelection.Compute(model, [(images, views)], k, seed: 9);
+        var weights = GpsSelection.SelectedWeights(model).ToList();
+        Assert.That(selection.Keys, Is.EquivalentTo(weights.Select(p => p.Name)));
+        Assert.That(model.Parameters.All(p => p.Grad == null), "no gradient left behind");
+
+        // The same pass by hand: SupCon on the normalised pooled features, gradients of the selected weights.
+        foreach (var p in model.Parameters) p.RequiresGrad = weights.Contains(p);
+        var tape = new Tape();
+        using var labelTensor = Tensor.FromArray(Device.Cpu, views, views.Length);
+        using (tape.Record())
+        {
+            using var features = model.ForwardFeatures(images, Kernels.CounterRng.Hash(9, 0));
+            using var z = Ops.L2Normalize(features);
+            using var s = Ops.Linear(z, z);
+            using var loss = Ops.SupConLoss(s, labelTensor, GpsSelection.Temperature);
+            tape.Backward(loss);
+        }
+        foreach (var p in weights)
+        {
+            int rows = p.Shape[0], perRow = (int)(p.Count / rows), rowK = Math.Min(k, perRow);
+            var g = p.Grad!.ToArray();
+            var got = selection[p.Name!];
+            Assert.That((got.Rows, got.K), Is.EqualTo((rows, rowK)), p.Name);
+            for (int o = 0; o < rows; o++)
+            {
+                var chosen = got.Columns.Skip(o * rowK).Take(rowK).ToHashSet();
+                float weakestChosen = chosen.Min(c => MathF.Abs(g[o * perRow + c]));
+                float strongestLeft = Enumerable.Range(0, perRow).Where(c => !chosen.Contains(c)).Select(c => MathF.Abs(g[o * perRow + c])).DefaultIfEmpty(0f).Max();
+                Assert.That(weakestChosen, Is.GreaterThanOrEqualTo(strongestLeft), $"{p.Name} row {o}");
+            }
+        }
+        if (family == "swin")
+            Assert.That(selection.Where(kv => kv.Key.EndsWith("relative_position_bias_table")).Select(kv => kv.Value.K), Is.All.EqualTo(2), "two heads: whole rows");
+    }
 }

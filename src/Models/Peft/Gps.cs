@@ -185,13 +185,14 @@ public static class GpsSelection
     /// views (for GPS, the first view of B images then their second view, N = 2B) and a label per row (so the two
     /// views of an image are positives of each other). Batch i runs in train mode with dropout and drop-path masks
     /// from (<paramref name="seed"/>, i). Any site hook or affine installed on the model is bypassed for the pass and restored after.
+    /// Each row of a selected weight keeps its <paramref name="k"/> entries of largest |accumulated gradient|, or all of
+    /// them when it has fewer.
     /// </summary>
     public static Dictionary<string, GpsRows> Compute(IPeftModel model, IEnumerable<(Tensor Images, int[] Labels)> batches, int k = DefaultK, ulong seed = 42)
     {
         var targets = SelectedWeights(model).ToList();
         if (targets.Count == 0) throw new ArgumentException("the model has no weight GPS can select from");
-        int maxK = targets.Min(p => (int)(p.Count / p.Shape[0]));
-        if (k < 1 || k > maxK) throw new ArgumentOutOfRangeException(nameof(k), k, $"K must be in [1, {maxK}]");
+        if (k < 1) throw new ArgumentOutOfRangeException(nameof(k), k, "K must be at least 1");
         var requires = model.Parameters.ToDictionary(p => p, p => p.RequiresGrad);
         foreach (var p in model.Parameters)
         {
@@ -219,7 +220,10 @@ public static class GpsSelection
                 using (loss) tape.Backward(loss); // gradients add up over the epoch
             }
             if (batch == 0) throw new ArgumentException("GPS selection: no images were given");
-            return targets.ToDictionary(p => p.Name!, p => TopRows(p.Grad!.ToArray(), p.Shape[0], k), StringComparer.Ordinal);
+            // A row shorter than K trains whole, as the reference's argsort slice [:K] does (Swin-B's relative position
+            // tables have 4–32 columns, one per head, against K up to 10).
+            return targets.ToDictionary(p => p.Name!, p => TopRows(p.Grad!.ToArray(), p.Shape[0], Math.Min(k, (int)(p.Count / p.Shape[0]))),
+                StringComparer.Ordinal);
         }
         finally
         {
