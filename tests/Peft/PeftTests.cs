@@ -255,10 +255,15 @@ public class PeftTests
         }
     }
 
-    [Test]
-    public void SctSelectionEqualsAStraightforwardRecomputation()
+    /// <summary>On ViT (class token dropped) and on Swin (no class token; two stages of sites, one shifted).</summary>
+    [TestCase("vit"), TestCase("swin")]
+    public void SctSelectionEqualsAStraightforwardRecomputation(string family)
     {
-        using var vit = new VisionTransformer(Device.Cpu, Tiny, seed: 3);
+        using Models.IImageClassifier vit = family == "vit" ? new VisionTransformer(Device.Cpu, Tiny, seed: 3)
+            : new Models.Swin.Swin(Device.Cpu, new Models.Swin.SwinConfig
+            {
+                img_size = 12, in_chans = 1, patch_size = 2, embed_dim = 8, depths = [2, 2], num_heads = [2, 2], window_size = 3, num_classes = 3,
+            }, seed: 3);
         var batches = Batches(Device.Cpu, 3, 5);
         const int k = 5;
         var selection = SctSelection.Compute(vit, batches, k);
@@ -281,14 +286,15 @@ public class PeftTests
                 vit.ForwardFeatures(one).Dispose();
             }
         vit.SiteHook = null;
-        int C = Tiny.embed_dim, T = Tiny.Tokens;
+        Assert.That(selection.Keys, Is.EquivalentTo(features.Keys));
         foreach (var (site, list) in features)
         {
+            int C = vit.Sites.First(s => s.Name == site).Channels, T = list[0].X.Length / C, first = vit.NumPrefixTokens;
             var scores = new double[C];
             var classes = list.Select(f => f.Label).Distinct().ToList();
             foreach (int c in classes)
                 for (int d = 0; d < C; d++)
-                    scores[d] += Math.Sqrt(list.Where(f => f.Label == c).Sum(f => Enumerable.Range(1, T - 1).Sum(t => (double)f.X[t * C + d] * f.X[t * C + d]))) / classes.Count;
+                    scores[d] += Math.Sqrt(list.Where(f => f.Label == c).Sum(f => Enumerable.Range(first, T - first).Sum(t => (double)f.X[t * C + d] * f.X[t * C + d]))) / classes.Count;
             double threshold = scores.OrderDescending().ElementAt(k);
             var want = Enumerable.Range(0, C).Where(d => scores[d] > threshold).ToArray();
             Assert.That(selection[site], Is.EqualTo(want), site);
