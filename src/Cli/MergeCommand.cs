@@ -30,10 +30,8 @@ public static class MergeCommand
         if (method is Sct)
             throw new ArgumentException($"--trained {trainedPath}: SCT's module adds a linear map of selected channels onto the residual stream, " +
                                         "which no layer of a plain model can absorb; load it with the method instead");
-        int classes;
-        using (var file = Checkpoint.Open(trainedPath))
-            classes = file.Entries.FirstOrDefault(e => e.Name is "head.weight" or "head.fc.weight")?.Shape[0]
-                      ?? throw new InvalidDataException($"{trainedPath}: holds no head.weight or head.fc.weight, so the class count is unknown");
+        int classes = ImageModels.HeadClasses(modelName, trainedPath);
+        if (classes == 0) throw new InvalidDataException($"{trainedPath}: holds no head.weight or head.fc.weight, so the class count is unknown");
         using var model = ImageModels.Create(Device.Cpu, modelName, classes);
         model.Load(weightsPath, LoadMode.NewHead);
         method.Apply(model);
