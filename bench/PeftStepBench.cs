@@ -1,9 +1,9 @@
 using System.Diagnostics;
 using System.Globalization;
-using Engine.Autograd;
 using Engine.Kernels.Cpu;
 using Engine.Models;
 using Engine.Models.Peft;
+using Engine.Models.Training;
 using Engine.Optim;
 
 namespace Engine.Bench;
@@ -14,8 +14,9 @@ namespace Engine.Bench;
 /// <c>swin_base_patch4_window7_224</c> or <c>convnext_base</c>) at 224×224 with 100 classes on the CPU for each PEFT method
 /// next to full fine-tuning, with the optimizer-state bytes. Each method has its own model; the rounds interleave the methods
 /// (one step of each per round, in a rotating order) so machine noise spreads evenly, and the median per method is
-/// reported with its ratio to full's median from the same run. SCT and GPS use a fixed synthetic selection (K = 96
-/// evenly spaced channels on every SCT site; K = 1 column per row): the step's cost does not depend on which entries are selected.
+/// reported with its ratio to full's median from the same run. A method with a selection pass (SCT, GPS) uses a fixed
+/// selection of its recipe's K evenly spread entries (<see cref="SelectionPassInfo.SaveUniform"/>; SCT 96 channels per
+/// site, GPS 1 input per row): the step's cost does not depend on which entries are selected.
 /// </summary>
 public static class PeftStepBench
 {
@@ -24,9 +25,9 @@ public static class PeftStepBench
     {
         int batch = IntArg(args, "--batch", 8), rounds = IntArg(args, "--rounds", 5);
         string model = Arg(args, "--model") ?? "vit_base_patch16_224";
-        bool hasSct = ImageModels.FamilyOf(model) != "convnext"; // ConvNeXt has no attention residual for SCT
-        var methods = (Arg(args, "--methods") ?? (hasSct ? "full,linear,bias,ssf,sct,gps" : "full,linear,bias,ssf,gps")).Split(',');
-        if (!methods.Contains("full")) methods = ["full", .. methods];
+        string family = ImageModels.FamilyOf(model);
+        var methods = Arg(args, "--methods") is { } given ? [.. given.Split(',').Select(PeftMethods.Get)] : PeftMethods.All.Where(m => m.AppliesTo(family)).ToList();
+        if (!methods.Contains(PeftMethods.Full)) methods = [PeftMethods.Full, .. methods]; // the ratios' yardstick
         CpuParallel.Threads = Environment.ProcessorCount;
         Console.WriteLine($"{model} training step, batch {batch}, {rounds} rounds, {Environment.ProcessorCount} threads, CPU GEMM {CpuGemm.BestIsa}");
         var runs = methods.Select(m => new MethodRun(m, model, batch)).ToList();
@@ -69,28 +70,32 @@ public static class PeftStepBench
         readonly IImageClassifier _model;
         readonly PeftMethod _method;
         readonly Tensor _images, _targets;
-        readonly Tape _tape = new();
+        readonly TrainStep _trainStep;
         ulong _step;
 
-        public MethodRun(string name, string model, int batch)
+        public MethodRun(PeftMethodInfo method, string model, int batch)
         {
-            Name = name;
+            Name = method.Name;
             var device = Device.Cpu;
             _model = ImageModels.Create(device, model, numClasses: 100, seed: 1);
-            _method = name switch
+            string? selection = null;
+            if (method.Selection != null)
             {
-                "full" => SubsetMethod.Full(),
-                "linear" => SubsetMethod.Linear(),
-                "bias" => SubsetMethod.Bias(),
-                "ssf" => new Ssf(),
-                "sct" => new Sct(SctSelection.Sites(_model).ToDictionary(s => s.Name, s => Enumerable.Range(0, 96).Select(i => i * (s.Channels / 96)).ToArray())),
-                "gps" => new Gps(GpsSelection.SelectedWeights(_model).ToDictionary(p => p.Name!,
-                    p => new GpsRows(p.Shape[0], 1, [.. Enumerable.Range(0, p.Shape[0]).Select(o => o * 7 % (int)(p.Count / p.Shape[0]))]))),
-                _ => throw new ArgumentException($"--methods: unknown method '{name}' (full, linear, bias, ssf, sct, gps)"),
-            };
+                selection = Path.Combine(Path.GetTempPath(), $"peft-bench-{Environment.ProcessId}-{method.Name}.safetensors");
+                method.Selection.SaveUniform(_model, PeftRecipe.For(method.Name, null, _model.Family).K, selection);
+            }
+            try
+            {
+                _method = method.Create(new MethodSetup(SelectionFile: selection));
+            }
+            finally
+            {
+                if (selection != null) File.Delete(selection);
+            }
             _method.Apply(_model);
             Trainable = _method.TrainableCount(_model);
             Optimizer = new Adam(_method.Trainable(_model), new AdamOptions { LearningRate = 1e-4f });
+            _trainStep = new TrainStep(Optimizer) { Context = $"{model}/{method.Name}" };
             int size = _model.ImageSize;
             _images = Tensor.FromArray(device, Init.NormalValues(batch * 3 * size * size, 0f, 1f, 2), batch, 3, size, size);
             _targets = Tensor.FromArray(device, Enumerable.Range(0, batch).Select(i => i % 100).ToArray(), batch);
@@ -100,22 +105,14 @@ public static class PeftStepBench
         public long Trainable { get; }
         public Adam Optimizer { get; }
         public List<double> Times { get; } = new();
-        public long SavedBytes { get; private set; }
+        public long SavedBytes => _trainStep.SavedBytes;
         public double Median => Times.Order().ElementAt(Times.Count / 2);
 
         /// <summary>One training step; returns its wall time in seconds.</summary>
         public double Step()
         {
             var clock = Stopwatch.StartNew();
-            using (_tape.Record())
-            {
-                using var logits = _model.Forward(_images, trainSeed: ++_step);
-                using var loss = Ops.CrossEntropy(logits, _targets);
-                SavedBytes = _tape.SavedBytes;
-                _tape.Backward(loss);
-            }
-            Optimizer.Step();
-            Optimizer.ZeroGrad();
+            _trainStep.Run(() => _model.Forward(_images, trainSeed: ++_step), logits => Ops.CrossEntropy(logits, _targets));
             return clock.Elapsed.TotalSeconds;
         }
 

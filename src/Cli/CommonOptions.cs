@@ -36,6 +36,19 @@ public static class CommonOptions
         return byStage;
     }
 
-    /// <summary><c>--threads</c>: CPU threads, all by default.</summary>
-    public static Option<int> Threads() => new("--threads") { Description = "CPU threads (default: all)", DefaultValueFactory = _ => Environment.ProcessorCount };
+    /// <summary><c>--threads</c>: CPU threads for kernels and image decoding, all by default; a global option, applied once
+    /// by <see cref="ApplyThreads"/> before any command runs.</summary>
+    public static Option<int> Threads { get; } = new("--threads")
+    {
+        Description = "CPU threads for kernels and image decoding (default: all)", DefaultValueFactory = _ => Environment.ProcessorCount, Recursive = true,
+    };
+
+    /// <summary>Sets the engine's CPU thread count from <see cref="Threads"/>.</summary>
+    /// <exception cref="ArgumentException">Fewer than 1 thread.</exception>
+    public static void ApplyThreads(ParseResult parse)
+    {
+        int threads = parse.GetValue(Threads);
+        if (threads < 1) throw new ArgumentException($"--threads must be at least 1 (got {threads})");
+        Engine.Kernels.Cpu.CpuParallel.Threads = threads;
+    }
 }

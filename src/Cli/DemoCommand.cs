@@ -4,6 +4,8 @@ using Engine.Autograd;
 using Engine.Kernels.Cpu;
 using Engine.Models.Demo;
 using Engine.Models.Vit;
+using Engine.Models.Peft;
+using Engine.Models.Training;
 using Engine.Optim;
 
 namespace Engine.Cli;
@@ -19,27 +21,25 @@ public static class DemoCommand
         var batch = new Option<int>("--batch-size") { Description = "Images per step", DefaultValueFactory = _ => 32 };
         var lr = new Option<float>("--lr") { Description = "Peak AdamW learning rate (cosine decay)", DefaultValueFactory = _ => 2e-3f };
         var seed = new Option<ulong>("--seed") { Description = "Seed for data, initialisation and drop-path", DefaultValueFactory = _ => 1 };
-        var threads = CommonOptions.Threads();
         var device = DeviceOption.Create();
         var command = new Command("demo", "Train a tiny ViT on a generated pattern-detection image task and report loss and accuracy.")
         {
-            steps, batch, lr, seed, threads, device,
+            steps, batch, lr, seed, device,
         };
-        command.SetAction(r => Run(r.GetValue(steps), r.GetValue(batch), r.GetValue(lr), r.GetValue(seed), r.GetValue(threads), r.GetValue(device)!));
+        command.SetAction(r => Run(r.GetValue(steps), r.GetValue(batch), r.GetValue(lr), r.GetValue(seed), r.GetValue(device)!));
         return command;
     }
 
-    static int Run(int steps, int batchSize, float peakLr, ulong seed, int threads, string deviceName)
+    static int Run(int steps, int batchSize, float peakLr, ulong seed, string deviceName)
     {
         if (steps < 1) throw new ArgumentException($"--steps must be at least 1 (got {steps})");
         if (batchSize < 1) throw new ArgumentException($"--batch-size must be at least 1 (got {batchSize})");
-        CpuParallel.Threads = threads;
         var config = new VitConfig { img_size = 16, patch_size = 4, in_chans = 1, embed_dim = 48, depth = 2, num_heads = 4, mlp_ratio = 2, num_classes = 4, drop_path_rate = 0.05f };
         var device = DeviceOption.Resolve(deviceName);
         var task = new PatternTask(config.in_chans, config.img_size, config.patch_size, config.num_classes, seed);
         using var model = new VisionTransformer(device, config, seed);
         using var opt = new Adam(model.Parameters, new AdamOptions { LearningRate = peakLr, WeightDecay = 0.05f });
-        foreach (var p in model.Parameters.Where(p => p.Rank == 1)) opt.SetWeightDecay(p, 0f);
+        WeightDecayRules.Apply(opt, WeightDecayRule.MatricesOnly, 0.05f);
         var (evalX, evalY) = task.Batch(1024, ulong.MaxValue);
         using var evalInput = Tensor.FromArray(device, evalX, evalY.Length, config.in_chans, config.img_size, config.img_size);
 
@@ -47,7 +47,7 @@ public static class DemoCommand
                           $"pattern task, {steps} steps of {batchSize}, on {(device is CudaDevice cuda ? cuda.Runtime.Description : $"the CPU ({CpuParallel.Threads} thread(s), GEMM {CpuGemm.Isa})")}");
         Console.WriteLine($"chance accuracy {100.0 / config.num_classes:F1}%; held-out accuracy at step 0: {Accuracy(model, evalInput, evalY):F1}%");
         Console.WriteLine(" step      loss   train acc   held-out acc   img/s");
-        var tape = new Tape();
+        var trainStep = new TrainStep(opt) { Context = "demo" };
         var clock = Stopwatch.StartNew();
         double lossSum = 0;
         int correct = 0, seen = 0, window = 0, printEvery = Math.Max(1, steps / 10);
@@ -57,19 +57,10 @@ public static class DemoCommand
             var (x, y) = task.Batch(batchSize, (ulong)step);
             using var input = Tensor.FromArray(device, x, batchSize, config.in_chans, config.img_size, config.img_size);
             using var targets = Tensor.FromArray(device, y, batchSize);
-            opt.ZeroGrad();
-            using (tape.Record())
-            {
-                using var logits = model.Forward(input, trainSeed: (ulong)step);
-                using var loss = Ops.CrossEntropy(logits, targets);
-                Numerics.ThrowIfNonFinite(loss, $"step {step} loss");
-                lossSum += loss.ToArray()[0];
-                correct += Data.Batching.CountCorrect(logits.ToArray(), config.num_classes, y);
-                seen += batchSize;
-                window++;
-                tape.Backward(loss);
-            }
-            opt.Step();
+            lossSum += trainStep.Run(() => model.Forward(input, trainSeed: (ulong)step), logits => Ops.CrossEntropy(logits, targets),
+                logits => correct += Data.Batching.CountCorrect(logits.ToArray(), config.num_classes, y));
+            seen += batchSize;
+            window++;
             if (step % printEvery == 0 || step == steps)
             {
                 Console.WriteLine($"{step,5} {lossSum / window,9:F4} {100.0 * correct / seen,10:F1}% {Accuracy(model, evalInput, evalY),13:F1}% {step * batchSize / clock.Elapsed.TotalSeconds,7:F0}");

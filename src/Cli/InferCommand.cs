@@ -21,22 +21,20 @@ public static class InferCommand
         var batch = new Option<int>("--batch-size") { Description = "Images per forward pass", DefaultValueFactory = _ => 16 };
         var classes = new Option<int?>("--num-classes") { Description = "Head size (default: the checkpoint's head; 0 = no head, write the pooled features)" };
         var norm = new Option<string>("--normalize") { Description = "Normalisation of folder images: inception (mean = std = 0.5, ViT AugReg) or imagenet", DefaultValueFactory = _ => "inception" };
-        var threads = CommonOptions.Threads();
         var command = new Command("infer", "Run a ViT, Swin or ConvNeXt forward pass (eval mode) over images and write the logits.")
         {
-            model, weights, input, output, device, batch, classes, norm, threads,
+            model, weights, input, output, device, batch, classes, norm,
         };
         command.SetAction(r => Run(r.GetValue(model)!, r.GetValue(weights)!, r.GetValue(input)!, r.GetValue(output)!, r.GetValue(device)!,
-            r.GetValue(batch), r.GetValue(classes), r.GetValue(norm)!, r.GetValue(threads)));
+            r.GetValue(batch), r.GetValue(classes), r.GetValue(norm)!));
         return command;
     }
 
     static int Run(string modelName, string weightsPath, string inputPath, string outputPath, string deviceName, int batchSize,
-        int? numClasses, string normName, int threads)
+        int? numClasses, string normName)
     {
         if (batchSize < 1) throw new ArgumentException($"--batch-size must be at least 1 (got {batchSize})");
         var normalization = Normalization.FromName(normName);
-        CpuParallel.Threads = threads;
         var device = DeviceOption.Resolve(deviceName);
         int classes = numClasses ?? ImageModels.HeadClasses(modelName, weightsPath);
         using var model = ImageModels.Create(device, modelName, classes);

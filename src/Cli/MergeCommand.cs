@@ -27,17 +27,23 @@ public static class MergeCommand
     static int Run(string modelName, string weightsPath, string trainedPath, string outputPath)
     {
         using var method = PeftMethod.ForTrainedFile(trainedPath);
-        if (method is Sct)
-            throw new ArgumentException($"--trained {trainedPath}: SCT's module adds a linear map of selected channels onto the residual stream, " +
-                                        "which no layer of a plain model can absorb; load it with the method instead");
         int classes = ImageModels.HeadClasses(modelName, trainedPath);
         if (classes == 0) throw new InvalidDataException($"{trainedPath}: holds no head.weight or head.fc.weight, so the class count is unknown");
         using var model = ImageModels.Create(Device.Cpu, modelName, classes);
         model.Load(weightsPath, LoadMode.NewHead);
         method.Apply(model);
         method.LoadTrained(model, trainedPath);
-        if (method is Ssf ssf && ssf.Merge() is { Count: > 0 } kept)
-            throw new ArgumentException($"--trained {trainedPath}: SSF on {string.Join(", ", kept)} scales a residual sum that pooling and a norm follow, " +
+        IReadOnlyList<string> kept;
+        try
+        {
+            kept = method.Merge();
+        }
+        catch (NotSupportedException e)
+        {
+            throw new ArgumentException($"--trained {trainedPath}: {e.Message}; load it with the method instead");
+        }
+        if (kept.Count > 0)
+            throw new ArgumentException($"--trained {trainedPath}: {PeftMethods.Get(method.Name).Title} on {string.Join(", ", kept)} scales a residual sum that pooling and a norm follow, " +
                                         $"which no layer of a plain {model.Family} can absorb exactly; load it with the method instead (every other site folds)");
         model.Save(outputPath);
         Console.WriteLine($"merged {method.Name} ({method.TrainableCount(model):N0} trained values) into {weightsPath}: wrote {outputPath} " +

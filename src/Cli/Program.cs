@@ -1,7 +1,7 @@
 using System.CommandLine;
 using Engine.Cli;
 
-var root = new RootCommand("peft: a native-kernel transformer engine for parameter-efficient fine-tuning of vision models.");
+var root = new RootCommand("peft: a native-kernel transformer engine for parameter-efficient fine-tuning of vision models.") { CommonOptions.Threads };
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(InferCommand.Create());
 root.Subcommands.Add(InspectCommand.Create());
@@ -12,7 +12,9 @@ root.Subcommands.Add(VtabCommand.Create());
 root.Subcommands.Add(SyntheticCommand.Create());
 try
 {
-    return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+    var parse = root.Parse(args);
+    if (parse.Errors.Count == 0) CommonOptions.ApplyThreads(parse);
+    return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
 catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or InvalidOperationException or ArithmeticException
                            or Engine.Kernels.Cuda.CudaException or Engine.Kernels.Cuda.CudaCompileException)

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using Engine.Data;
+using Engine.Kernels;
 using Engine.Kernels.Cpu;
 using Engine.Models;
 using Engine.Models.Peft;
@@ -28,9 +29,8 @@ public static class VtabCommand
         public readonly Option<string?> Weights = new("--weights") { Description = "Pretrained checkpoint: timm .safetensors, Google .npz (ViT) or the original .pth (its head is replaced)" };
         public readonly Option<string> Model = new("--model") { Description = "A ViT, Swin or ConvNeXt preset (vit_base_patch16_224, swin_base_patch4_window7_224, convnext_base, ...) or a JSON config", DefaultValueFactory = _ => "vit_base_patch16_224" };
         public readonly Option<string> Output = new("--output") { Description = "Runs folder: each run goes to <output>/<task>/<method>", DefaultValueFactory = _ => "runs" };
-        public readonly Option<string?> CacheDir = new("--cache-dir") { Description = "Where decoded, resized images are cached (default: $PEFT_CACHE_DIR/vtab or ~/.cache/peft-engine/vtab)" };
+        public readonly Option<string?> CacheDir = new("--cache-dir") { Description = "Where decoded, resized images are cached (default: vtab/ in $PEFT_CACHE_DIR, else $XDG_CACHE_HOME/peft-engine, else ~/.cache/peft-engine)" };
         public readonly Option<string> Device = DeviceOption.Create();
-        public readonly Option<int> Threads = CommonOptions.Threads();
         public readonly Option<float?> Lr = new("--lr") { Description = "Base learning rate (default: the recipe's for the task)" };
         public readonly Option<float?> WeightDecay = new("--weight-decay") { Description = "Weight decay (default: the recipe's)" };
         public readonly Option<int?> Epochs = new("--epochs") { Description = "Epochs of the cosine schedule (default 100)" };
@@ -46,7 +46,7 @@ public static class VtabCommand
 
         public void AddTo(Command command)
         {
-            foreach (var option in new Option[] { Data, Weights, Model, Output, CacheDir, Device, Threads, Lr, WeightDecay, Epochs, Cooldown, Warmup, Batch, DropPath, Smoothing, K, StageK, EvalEvery, Seed })
+            foreach (var option in new Option[] { Data, Weights, Model, Output, CacheDir, Device, Lr, WeightDecay, Epochs, Cooldown, Warmup, Batch, DropPath, Smoothing, K, StageK, EvalEvery, Seed })
                 command.Options.Add(option);
         }
 
@@ -67,26 +67,23 @@ public static class VtabCommand
         public string Cache(ParseResult r) => r.GetValue(CacheDir) ?? DefaultCacheDir();
     }
 
-    internal static string DefaultCacheDir() => Environment.GetEnvironmentVariable("PEFT_CACHE_DIR") is { Length: > 0 } dir
-        ? Path.Combine(dir, "vtab")
-        : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "peft-engine", "vtab");
+    internal static string DefaultCacheDir() => CacheFolder.For("vtab");
 
     static Command RunCommand()
     {
         var train = new TrainOptions();
         var task = new Option<string>("--task") { Description = "The task folder's name under --data (cifar, dtd, ..., or a synthetic task)", Required = true };
-        var method = new Option<string>("--method") { Description = "full, linear, bias, ssf, sct or gps", Required = true };
-        method.AcceptOnlyFromAmong([.. PeftRecipe.Methods]);
+        var method = new Option<string>("--method") { Description = string.Join("; ", PeftMethods.All.Select(m => m.Summary)), Required = true };
+        method.AcceptOnlyFromAmong([.. PeftMethods.Names]);
         var resume = new Option<bool>("--resume") { Description = "Continue the run in <output>/<task>/<method> from its last checkpoint (its stored config is used)" };
         var command = new Command("run", "Fine-tune one method on one task: train on train800val200, evaluate top-1 on test, write a durable run folder.") { task, method, resume };
         train.AddTo(command);
         command.SetAction(r =>
         {
-            CpuParallel.Threads = r.GetValue(train.Threads);
             var device = DeviceOption.Resolve(r.GetValue(train.Device)!);
             var config = BuildConfig(r, train, r.GetValue(task)!, r.GetValue(method)!, requireWeights: !r.GetValue(resume));
             string runDir = Path.Combine(r.GetValue(train.Output)!, config.Task, config.Recipe.Method);
-            return Execute(config, runDir, device, train.Cache(r), r.GetValue(resume), r.GetValue(train.Threads)) is { } result ? Print(result) : 130;
+            return RunConsole.Execute(config, runDir, device, train.Cache(r), r.GetValue(resume)) is { } result ? Print(result) : 130;
         });
         return command;
     }
@@ -95,21 +92,20 @@ public static class VtabCommand
     {
         var train = new TrainOptions();
         var tasks = new Option<string[]>("--tasks") { Description = "Tasks to run (default: every task folder under --data)", AllowMultipleArgumentsPerToken = true };
-        var methods = new Option<string[]>("--methods") { Description = "Methods to run (default: full linear bias ssf sct gps)", AllowMultipleArgumentsPerToken = true };
+        var methods = new Option<string[]>("--methods") { Description = $"Methods to run (default: {string.Join(" ", PeftMethods.Names)})", AllowMultipleArgumentsPerToken = true };
         var command = new Command("suite", "Run tasks × methods (finished runs are skipped, interrupted ones resumed), then write the report.") { tasks, methods };
         train.AddTo(command);
         command.SetAction(r =>
         {
-            CpuParallel.Threads = r.GetValue(train.Threads);
             string data = r.GetValue(train.Data)!, output = r.GetValue(train.Output)!;
             var taskNames = r.GetValue(tasks) is { Length: > 0 } given ? given : FindTasks(data);
-            var methodNames = r.GetValue(methods) is { Length: > 0 } m ? m : [.. PeftRecipe.Methods];
-            foreach (var name in methodNames.Where(m => !PeftRecipe.Methods.Contains(m)))
-                throw new ArgumentException($"--methods: unknown method '{name}' (use {string.Join(", ", PeftRecipe.Methods)})");
+            var methodNames = r.GetValue(methods) is { Length: > 0 } m ? m : [.. PeftMethods.Names];
+            foreach (var name in methodNames.Where(m => PeftMethods.Find(m) == null))
+                throw new ArgumentException($"--methods: unknown method '{name}' (use {string.Join(", ", PeftMethods.Names)})");
             var device = DeviceOption.Resolve(r.GetValue(train.Device)!);
-            var runs = taskNames.SelectMany(t => methodNames.Select(m => (t, m, (Func<bool, RunConfig>)(resume => BuildConfig(r, train, t, m, requireWeights: !resume)))));
-            if (!RunSuite(runs.ToList(), output, device, train.Cache(r), r.GetValue(train.Threads))) return 130;
-            return WriteReport(output, output);
+            var runs = taskNames.SelectMany(t => methodNames.Select(m => new PlannedRun(t, m, resume => BuildConfig(r, train, t, m, requireWeights: !resume)))).ToList();
+            if (!RunConsole.RunSuite(runs, output, device, train.Cache(r))) return 130;
+            return RunConsole.WriteReport(output, output);
         });
         return command;
     }
@@ -122,32 +118,8 @@ public static class VtabCommand
         {
             runs, output,
         };
-        command.SetAction(r => WriteReport(r.GetValue(runs)!, r.GetValue(output) ?? r.GetValue(runs)!));
+        command.SetAction(r => RunConsole.WriteReport(r.GetValue(runs)!, r.GetValue(output) ?? r.GetValue(runs)!));
         return command;
-    }
-
-    /// <summary>
-    /// Runs each (task, method) into <c>&lt;output&gt;/&lt;task&gt;/&lt;method&gt;</c>: a finished run is skipped, an
-    /// interrupted one resumed, a new one built by its config function (given whether it resumes). False when
-    /// interrupted (Ctrl-C).
-    /// </summary>
-    internal static bool RunSuite(IReadOnlyList<(string Task, string Method, Func<bool, RunConfig> Config)> runs, string output, Device device,
-        string cacheDir, int threads)
-    {
-        for (int i = 0; i < runs.Count; i++)
-        {
-            var (task, method, makeConfig) = runs[i];
-            string runDir = Path.Combine(output, task, method), where = $"[{i + 1}/{runs.Count}] {task}/{method}";
-            if (RunResult.Read(runDir) is { } done)
-            {
-                Console.WriteLine($"{where}: finished earlier (best {done.BestAccuracy:F1}%), skipped");
-                continue;
-            }
-            bool resume = File.Exists(Path.Combine(runDir, "config.json"));
-            Console.WriteLine($"{where}{(resume ? " (resuming)" : "")}");
-            if (Execute(makeConfig(resume), runDir, device, cacheDir, resume, threads) is null) return false;
-        }
-        return true;
     }
 
     /// <summary>Task folders under <paramref name="data"/>: VTAB-1k names in the papers' order, then other folders with
@@ -187,59 +159,10 @@ public static class VtabCommand
         };
     }
 
-    /// <summary>Runs with live progress; null when interrupted (Ctrl-C), after saying how to resume.</summary>
-    internal static RunResult? Execute(RunConfig config, string runDir, Device device, string cacheDir, bool resume, int threads)
-    {
-        using var cancel = new CancellationTokenSource();
-        ConsoleCancelEventHandler onCancel = (_, e) =>
-        {
-            e.Cancel = true;
-            cancel.Cancel();
-        };
-        Console.CancelKeyPress += onCancel;
-        Progress? progress = null;
-        long firstStep = 0;
-        try
-        {
-            return FineTuneRun.Execute(config, runDir, device, new RunOptions
-            {
-                Resume = resume, CacheDir = cacheDir, DecodeThreads = threads, Cancel = cancel.Token,
-                Log = line => Console.WriteLine($"  {line}"),
-                // Counted from the first step this process runs, so a resumed run's rate and ETA are its own.
-                Progress = p =>
-                {
-                    if (progress == null)
-                    {
-                        firstStep = p.StepsDone - 1;
-                        progress = new Progress($"  {config.Task}/{config.Recipe.Method} (steps {p.StepsDone}..{p.TotalSteps})", p.TotalSteps - firstStep, "steps");
-                    }
-                    progress.Report(p.StepsDone - firstStep);
-                },
-            });
-        }
-        catch (OperationCanceledException)
-        {
-            Console.Error.WriteLine($"\ninterrupted; the last finished epoch is checkpointed in {runDir}. Continue with: peft vtab run ... --task {config.Task} --method {config.Recipe.Method} --resume");
-            return null;
-        }
-        finally
-        {
-            Console.CancelKeyPress -= onCancel;
-        }
-    }
-
     static int Print(RunResult result)
     {
         Console.WriteLine($"{result.Task}/{result.Method}: final top-1 {result.FinalAccuracy:F2}%, best {result.BestAccuracy:F2}% (epoch {result.BestEpoch}) " +
                           $"on test; {result.TrainableParameters:N0} trainable parameters; {result.Seconds:F0} s");
-        return 0;
-    }
-
-    internal static int WriteReport(string runs, string output)
-    {
-        var report = VtabReport.Collect(runs);
-        Console.WriteLine(report.Markdown());
-        foreach (var file in report.Write(output)) Console.WriteLine($"wrote {file}");
         return 0;
     }
 }

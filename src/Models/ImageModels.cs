@@ -45,6 +45,9 @@ public static class ImageModels
     /// <summary>Every preset name, by family.</summary>
     public static IEnumerable<string> Presets => VitConfig.Presets.Keys.Concat(SwinConfig.Presets.Keys).Concat(ConvNeXtConfig.Presets.Keys);
 
+    /// <summary>A family as prose writes it: <c>vit</c> → ViT, <c>swin</c> → Swin, <c>convnext</c> → ConvNeXt.</summary>
+    public static string FamilyTitle(string family) => family switch { "vit" => "ViT", "swin" => "Swin", "convnext" => "ConvNeXt", _ => family };
+
     /// <summary>The family of a preset or JSON config (<c>vit</c>, <c>swin</c>, <c>convnext</c>).</summary>
     /// <exception cref="ArgumentException">Neither a preset nor an existing file; or the file is not a JSON object.</exception>
     public static string FamilyOf(string presetOrPath)

@@ -1,20 +1,60 @@
 namespace Engine.Autograd;
 
 /// <summary>
-/// One recorded op: its backward function, output, the inputs that may receive gradients, the tensors saved for
-/// backward, and a few scalar arguments. Plain data in a reused array, so recording allocates nothing.
+/// What one op's backward reads, as named fields: the inputs gradients may flow to, the tensors kept for backward, and
+/// the sizes (<c>LinearSaved { X, Weight, Bias, XKept, Rows, N, K }</c>), with the backward itself. The tape stores these
+/// structs by value in reused arrays, one per op type, so recording allocates nothing.
 /// </summary>
-public unsafe struct Node
+internal interface IBackward<TSelf> where TSelf : struct, IBackward<TSelf>
 {
-    internal delegate*<ref Node, void> Backward;
-    internal Tensor Out;
-    internal Tensor? In0, In1, In2, In3;
-    internal Tensor? Saved0, Saved1, Saved2, Saved3;
-    internal int I0, I1, I2, I3, I4, I5;
-    internal float F0, F1;
-    internal ulong Seed;
-    internal bool Flag;
+    /// <summary>Computes the inputs' gradients from <paramref name="output"/>'s gradient.</summary>
+    static abstract void Backward(ref TSelf saved, Tensor output);
+
+    /// <summary>Disposes the tensors kept for backward (never the inputs, which the op does not own).</summary>
+    void Release();
 }
+
+/// <summary>The recorded states of one op type (a reused array), reached from a node by index.</summary>
+internal abstract class NodeStore
+{
+    static int _types;
+
+    /// <summary>A fresh id for an op type's store.</summary>
+    protected static int NextId() => Interlocked.Increment(ref _types) - 1;
+
+    internal abstract void Backward(int index, Tensor output);
+    internal abstract void Release(int index);
+    internal abstract void Reset();
+}
+
+internal sealed class NodeStore<T> : NodeStore where T : struct, IBackward<T>
+{
+    /// <summary>This op type's slot in a tape's store table.</summary>
+    internal static readonly int Id = NextId();
+    T[] _items = new T[16];
+    int _count;
+
+    internal ref T Add(out int index)
+    {
+        if (_count == _items.Length) Array.Resize(ref _items, _items.Length * 2);
+        index = _count++;
+        _items[index] = default;
+        return ref _items[index];
+    }
+
+    internal override void Backward(int index, Tensor output) => T.Backward(ref _items[index], output);
+
+    internal override void Release(int index)
+    {
+        _items[index].Release();
+        _items[index] = default;
+    }
+
+    internal override void Reset() => _count = 0;
+}
+
+/// <summary>One recorded op: its output and where its named backward state is stored.</summary>
+internal readonly record struct Node(Tensor Out, NodeStore Store, int Index);
 
 /// <summary>
 /// Reverse-mode autograd over coarse ops. While a tape records (<see cref="Record"/>), every op with an input
@@ -27,6 +67,7 @@ public sealed unsafe class Tape
 {
     [ThreadStatic] static Tape? _active;
     Node[] _nodes = new Node[256];
+    NodeStore?[] _stores = new NodeStore?[32];
     int _count;
 
     /// <summary>The tape recording on this thread, if any.</summary>
@@ -63,19 +104,20 @@ public sealed unsafe class Tape
     internal static bool ShouldRecord(Tensor? a, Tensor? b = null, Tensor? c = null, Tensor? d = null) =>
         _active != null && (a?.RequiresGrad == true || b?.RequiresGrad == true || c?.RequiresGrad == true || d?.RequiresGrad == true);
 
-    /// <summary>Appends a node for <paramref name="output"/>, which becomes a non-leaf that requires gradients.
-    /// Fill the returned node at once (a later push may move the array).</summary>
-    internal static ref Node Push(delegate*<ref Node, void> backward, Tensor output)
+    /// <summary>Appends a node for <paramref name="output"/>, which becomes a non-leaf that requires gradients, and returns
+    /// its backward state of type <typeparamref name="T"/> to fill. Fill it at once (a later push may move the array).</summary>
+    internal static ref T Push<T>(Tensor output) where T : struct, IBackward<T>
     {
         var tape = _active ?? throw new InvalidOperationException("no tape is recording");
+        int id = NodeStore<T>.Id;
+        if (id >= tape._stores.Length) Array.Resize(ref tape._stores, Math.Max(id + 1, 2 * tape._stores.Length));
+        var store = (NodeStore<T>)(tape._stores[id] ??= new NodeStore<T>());
         if (tape._count == tape._nodes.Length) Array.Resize(ref tape._nodes, tape._nodes.Length * 2);
         output.RequiresGrad = true;
         output.IsLeaf = false;
-        ref var node = ref tape._nodes[tape._count++];
-        node = default;
-        node.Backward = backward;
-        node.Out = output;
-        return ref node;
+        ref T saved = ref store.Add(out int index);
+        tape._nodes[tape._count++] = new Node(output, store, index);
+        return ref saved;
     }
 
     /// <summary>Keeps <paramref name="t"/>'s data alive for backward (an alias, unaffected by the caller disposing t).</summary>
@@ -104,8 +146,8 @@ public sealed unsafe class Tape
         output.Device.Kernels.Copy(g, gradient.Data, gradient.Count, acc);
         for (int i = _count - 1; i >= 0; i--)
         {
-            ref var node = ref _nodes[i];
-            if (node.Out.Grad != null) node.Backward(ref node);
+            var node = _nodes[i];
+            if (node.Out.Grad != null) node.Store.Backward(node.Index, node.Out);
             if (!node.Out.IsLeaf)
             {
                 node.Out.Grad?.Dispose();
@@ -120,13 +162,10 @@ public sealed unsafe class Tape
     {
         for (int i = 0; i < _count; i++)
         {
-            ref var node = ref _nodes[i];
-            node.Saved0?.Dispose();
-            node.Saved1?.Dispose();
-            node.Saved2?.Dispose();
-            node.Saved3?.Dispose();
-            node = default;
+            _nodes[i].Store.Release(_nodes[i].Index);
+            _nodes[i] = default;
         }
+        foreach (var store in _stores) store?.Reset();
         _count = 0;
         SavedBytes = 0;
     }

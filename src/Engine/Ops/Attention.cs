@@ -48,15 +48,15 @@ public static unsafe partial class Ops
         k.MergeHeads(y.Data, o.Data, B, T, heads, HD);
         if (Tape.ShouldRecord(qkv, bias))
         {
-            ref var n = ref Tape.Push(&AttentionBackward, y);
-            n.In0 = qkv;
-            n.In1 = bias;
-            n.Saved0 = Tape.Save(q);
-            n.Saved1 = Tape.Save(kk);
-            n.Saved2 = Tape.Save(v);
-            n.Saved3 = Tape.Save(p);
-            n.I0 = heads;
-            n.F0 = s;
+            ref var n = ref Tape.Push<AttentionSaved>(y);
+            n.Qkv = qkv;
+            n.Bias = bias;
+            n.Q = Tape.Save(q);
+            n.K = Tape.Save(kk);
+            n.V = Tape.Save(v);
+            n.P = Tape.Save(p);
+            n.Heads = heads;
+            n.Scale = s;
         }
         q.Dispose();
         kk.Dispose();
@@ -65,30 +65,46 @@ public static unsafe partial class Ops
         return y;
     }
 
-    static void AttentionBackward(ref Node n)
+    /// <summary>Attention's backward state: q, k, v [B,NH,T,HD] and the probabilities P [B,NH,T,T].</summary>
+    struct AttentionSaved : IBackward<AttentionSaved>
     {
-        var k = n.Out.Device.Kernels;
-        var dev = n.Out.Device;
-        int B = n.Out.Shape[0], T = n.Out.Shape[1], C = n.Out.Shape[2], NH = n.I0, HD = C / NH;
-        long tt = (long)T * T, th = (long)T * HD;
-        float scale = n.F0;
-        float* q = n.Saved0!.Data, kk = n.Saved1!.Data, v = n.Saved2!.Data, p = n.Saved3!.Data;
-        using var dO = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
-        using var dz = Tensor.Empty(dev, DType.F32, B, NH, T, T);
-        using var dq = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
-        using var dk = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
-        using var dv = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
-        k.MergeHeadsBackward(dO.Data, n.Out.Grad!.Data, B, T, NH, HD, false);
-        // dP = dO·vᵀ, dv = Pᵀ·dO, dZ = softmax backward (in place), dq = scale·dZ·k, dk = scale·dZᵀ·q
-        k.GemmStridedBatched(false, true, T, T, HD, 1f, dO.Data, HD, th, v, HD, th, 0f, dz.Data, T, tt, B * NH);
-        k.GemmStridedBatched(true, false, T, HD, T, 1f, p, T, tt, dO.Data, HD, th, 0f, dv.Data, HD, th, B * NH);
-        k.SoftmaxBackward(dz.Data, dz.Data, p, B * NH * T, T, false);
-        float* dbias = Tape.GradAccumulatorIfNeeded(n.In1);
-        if (dbias != null) k.BiasGrad(dbias, dz.Data, B, NH * T * T);
-        float* dqkv = Tape.GradOutputIfNeeded(n.In0, out bool acc);
-        if (dqkv == null) return;
-        k.GemmStridedBatched(false, false, T, HD, T, scale, dz.Data, T, tt, kk, HD, th, 0f, dq.Data, HD, th, B * NH);
-        k.GemmStridedBatched(true, false, T, HD, T, scale, dz.Data, T, tt, q, HD, th, 0f, dk.Data, HD, th, B * NH);
-        k.SplitHeadsBackward(dqkv, dq.Data, dk.Data, dv.Data, B, T, NH, HD, acc);
+        public Tensor Qkv, Q, K, V, P;
+        public Tensor? Bias;
+        public int Heads;
+        public float Scale;
+
+        public readonly void Release()
+        {
+            Q?.Dispose();
+            K?.Dispose();
+            V?.Dispose();
+            P?.Dispose();
+        }
+
+        public static void Backward(ref AttentionSaved s, Tensor y)
+        {
+            var k = y.Device.Kernels;
+            var dev = y.Device;
+            int B = y.Shape[0], T = y.Shape[1], C = y.Shape[2], NH = s.Heads, HD = C / NH;
+            long tt = (long)T * T, th = (long)T * HD;
+            float* q = s.Q.Data, kk = s.K.Data, v = s.V.Data, p = s.P.Data;
+            using var dO = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
+            using var dz = Tensor.Empty(dev, DType.F32, B, NH, T, T);
+            using var dq = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
+            using var dk = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
+            using var dv = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
+            k.MergeHeadsBackward(dO.Data, y.Grad!.Data, B, T, NH, HD, false);
+            // dP = dO·vᵀ, dv = Pᵀ·dO, dZ = softmax backward (in place), dq = scale·dZ·k, dk = scale·dZᵀ·q
+            k.GemmStridedBatched(false, true, T, T, HD, 1f, dO.Data, HD, th, v, HD, th, 0f, dz.Data, T, tt, B * NH);
+            k.GemmStridedBatched(true, false, T, HD, T, 1f, p, T, tt, dO.Data, HD, th, 0f, dv.Data, HD, th, B * NH);
+            k.SoftmaxBackward(dz.Data, dz.Data, p, B * NH * T, T, false);
+            float* dbias = Tape.GradAccumulatorIfNeeded(s.Bias);
+            if (dbias != null) k.BiasGrad(dbias, dz.Data, B, NH * T * T);
+            float* dqkv = Tape.GradOutputIfNeeded(s.Qkv, out bool acc);
+            if (dqkv == null) return;
+            k.GemmStridedBatched(false, false, T, HD, T, s.Scale, dz.Data, T, tt, kk, HD, th, 0f, dq.Data, HD, th, B * NH);
+            k.GemmStridedBatched(true, false, T, HD, T, s.Scale, dz.Data, T, tt, q, HD, th, 0f, dk.Data, HD, th, B * NH);
+            k.SplitHeadsBackward(dqkv, dq.Data, dk.Data, dv.Data, B, T, NH, HD, acc);
+        }
     }
 }

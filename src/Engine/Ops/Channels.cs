@@ -33,35 +33,48 @@ public static unsafe partial class Ops
         k.ScatterAddChannels(y.Data, x.Data, mapped.Data, bias == null ? null : bias.Data, index.IntData, rows, C, K);
         if (Tape.ShouldRecord(x, weight, bias))
         {
-            ref var n = ref Tape.Push(&ChannelAdapterBackward, y);
-            n.In0 = x;
-            n.In1 = weight;
-            n.In2 = bias;
-            n.Saved0 = weight.RequiresGrad ? Tape.Save(selected) : null;
-            n.Saved1 = index.Contiguous();
+            ref var n = ref Tape.Push<ChannelAdapterSaved>(y);
+            n.X = x;
+            n.Weight = weight;
+            n.Bias = bias;
+            n.SelectedKept = weight.RequiresGrad ? Tape.Save(selected) : null;
+            n.Index = index.Contiguous();
         }
         selected.Dispose();
         return y;
     }
 
-    static void ChannelAdapterBackward(ref Node n)
+    /// <summary>ChannelAdapter's backward state: x [rows, C], index [K], W [K, K], b [K], the gathered x_s [rows, K].</summary>
+    struct ChannelAdapterSaved : IBackward<ChannelAdapterSaved>
     {
-        var k = n.Out.Device.Kernels;
-        var index = n.Saved1!;
-        int C = LastDim(n.Out), K = index.Shape[0], rows = Rows(n.Out);
-        float* dy = n.Out.Grad!.Data;
-        using var dz = Tensor.Empty(n.Out.Device, DType.F32, rows, K);
-        k.GatherChannels(dz.Data, dy, index.IntData, rows, C, K, accumulate: false);
-        float* dw = Tape.GradAccumulatorIfNeeded(n.In1);
-        if (dw != null) k.Gemm(true, false, K, K, rows, 1f, dz.Data, K, n.Saved0!.Data, K, 1f, dw, K);
-        float* db = Tape.GradAccumulatorIfNeeded(n.In2);
-        if (db != null) k.BiasGrad(db, dz.Data, rows, K);
-        float* dx = Tape.GradOutputIfNeeded(n.In0, out bool acc);
-        if (dx == null) return;
-        using var dselected = Tensor.Empty(n.Out.Device, DType.F32, rows, K);
-        k.Gemm(false, false, rows, K, K, 1f, dz.Data, K, n.In1!.Data, K, 0f, dselected.Data, K);
-        k.Copy(dx, dy, (long)rows * C, acc);
-        k.ScatterAddChannels(dx, dx, dselected.Data, null, index.IntData, rows, C, K);
+        public Tensor X, Weight, Index;
+        public Tensor? Bias, SelectedKept;
+
+        public readonly void Release()
+        {
+            SelectedKept?.Dispose();
+            Index?.Dispose();
+        }
+
+        public static void Backward(ref ChannelAdapterSaved s, Tensor y)
+        {
+            var k = y.Device.Kernels;
+            var index = s.Index;
+            int C = LastDim(y), K = index.Shape[0], rows = Rows(y);
+            float* dy = y.Grad!.Data;
+            using var dz = Tensor.Empty(y.Device, DType.F32, rows, K);
+            k.GatherChannels(dz.Data, dy, index.IntData, rows, C, K, accumulate: false);
+            float* dw = Tape.GradAccumulatorIfNeeded(s.Weight);
+            if (dw != null) k.Gemm(true, false, K, K, rows, 1f, dz.Data, K, s.SelectedKept!.Data, K, 1f, dw, K);
+            float* db = Tape.GradAccumulatorIfNeeded(s.Bias);
+            if (db != null) k.BiasGrad(db, dz.Data, rows, K);
+            float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
+            if (dx == null) return;
+            using var dselected = Tensor.Empty(y.Device, DType.F32, rows, K);
+            k.Gemm(false, false, rows, K, K, 1f, dz.Data, K, s.Weight.Data, K, 0f, dselected.Data, K);
+            k.Copy(dx, dy, (long)rows * C, acc);
+            k.ScatterAddChannels(dx, dx, dselected.Data, null, index.IntData, rows, C, K);
+        }
     }
 
     /// <summary>Index tensors already checked against a channel count: the check reads the index back to the host,

@@ -15,20 +15,28 @@ public static unsafe partial class Ops
         a.Device.Kernels.Add(y.Data, a.Data, b.Data, a.Count);
         if (Tape.ShouldRecord(a, b))
         {
-            ref var n = ref Tape.Push(&AddBackward, y);
-            n.In0 = a;
-            n.In1 = b;
+            ref var n = ref Tape.Push<AddSaved>(y);
+            n.A = a;
+            n.B = b;
         }
         return y;
     }
 
-    static void AddBackward(ref Node n)
+    /// <summary>Add's backward state: both inputs receive the output gradient.</summary>
+    struct AddSaved : IBackward<AddSaved>
     {
-        var k = n.Out.Device.Kernels;
-        float* da = Tape.GradOutputIfNeeded(n.In0, out bool accA);
-        if (da != null) k.Copy(da, n.Out.Grad!.Data, n.Out.Count, accA);
-        float* db = Tape.GradOutputIfNeeded(n.In1, out bool accB);
-        if (db != null) k.Copy(db, n.Out.Grad!.Data, n.Out.Count, accB);
+        public Tensor A, B;
+
+        public readonly void Release() { }
+
+        public static void Backward(ref AddSaved s, Tensor y)
+        {
+            var k = y.Device.Kernels;
+            float* da = Tape.GradOutputIfNeeded(s.A, out bool accA);
+            if (da != null) k.Copy(da, y.Grad!.Data, y.Count, accA);
+            float* db = Tape.GradOutputIfNeeded(s.B, out bool accB);
+            if (db != null) k.Copy(db, y.Grad!.Data, y.Count, accB);
+        }
     }
 
     /// <summary>Exact (erf) GELU. Saves its input.</summary>
@@ -39,17 +47,25 @@ public static unsafe partial class Ops
         x.Device.Kernels.GeluForward(y.Data, x.Data, x.Count);
         if (Tape.ShouldRecord(x))
         {
-            ref var n = ref Tape.Push(&GeluBackward, y);
-            n.In0 = x;
-            n.Saved0 = Tape.Save(x);
+            ref var n = ref Tape.Push<GeluSaved>(y);
+            n.X = x;
+            n.XKept = Tape.Save(x);
         }
         return y;
     }
 
-    static void GeluBackward(ref Node n)
+    /// <summary>GELU's backward state: its input, kept.</summary>
+    struct GeluSaved : IBackward<GeluSaved>
     {
-        float* dx = Tape.GradOutput(n.In0!, out bool acc);
-        n.Out.Device.Kernels.GeluBackward(dx, n.Out.Grad!.Data, n.Saved0!.Data, n.Out.Count, acc);
+        public Tensor X, XKept;
+
+        public readonly void Release() => XKept?.Dispose();
+
+        public static void Backward(ref GeluSaved s, Tensor y)
+        {
+            float* dx = Tape.GradOutput(s.X, out bool acc);
+            y.Device.Kernels.GeluBackward(dx, y.Grad!.Data, s.XKept.Data, y.Count, acc);
+        }
     }
 
     /// <summary>Dropout with probability <paramref name="p"/> (scaled by 1/(1−p)); the mask is a function of
@@ -70,19 +86,30 @@ public static unsafe partial class Ops
         x.Device.Kernels.DropPathForward(y.Data, x.Data, samples, perSample, p, seed);
         if (Tape.ShouldRecord(x))
         {
-            ref var n = ref Tape.Push(&DropSamplesBackward, y);
-            n.In0 = x;
-            n.F0 = p;
+            ref var n = ref Tape.Push<DropSamplesSaved>(y);
+            n.X = x;
+            n.P = p;
             n.Seed = seed;
-            n.Flag = wholeSamples;
+            n.WholeSamples = wholeSamples;
         }
         return y;
     }
 
-    static void DropSamplesBackward(ref Node n)
+    /// <summary>Dropout's and DropPath's backward state: the mask is recomputed from (seed, element or sample).</summary>
+    struct DropSamplesSaved : IBackward<DropSamplesSaved>
     {
-        float* dx = Tape.GradOutput(n.In0!, out bool acc);
-        long perSample = n.Flag ? n.Out.Count / n.Out.Shape[0] : 1;
-        n.Out.Device.Kernels.DropPathBackward(dx, n.Out.Grad!.Data, n.Out.Count / perSample, perSample, n.F0, n.Seed, acc);
+        public Tensor X;
+        public float P;
+        public ulong Seed;
+        public bool WholeSamples;
+
+        public readonly void Release() { }
+
+        public static void Backward(ref DropSamplesSaved s, Tensor y)
+        {
+            float* dx = Tape.GradOutput(s.X, out bool acc);
+            long perSample = s.WholeSamples ? y.Count / y.Shape[0] : 1;
+            y.Device.Kernels.DropPathBackward(dx, y.Grad!.Data, y.Count / perSample, perSample, s.P, s.Seed, acc);
+        }
     }
 }

@@ -24,31 +24,41 @@ public static unsafe partial class Ops
         x.Device.Kernels.DepthwiseConvForward(y.Data, x.Data, weight.Data, bias == null ? null : bias.Data, N, H, W, C, k, padding);
         if (Tape.ShouldRecord(x, weight, bias))
         {
-            ref var n = ref Tape.Push(&DepthwiseConv2dBackward, y);
-            n.In0 = x;
-            n.In1 = weight;
-            n.In2 = bias;
-            if (weight.RequiresGrad) n.Saved0 = Tape.Save(x);
-            n.I0 = H;
-            n.I1 = W;
-            n.I2 = k;
-            n.I3 = padding;
+            ref var n = ref Tape.Push<DepthwiseConv2dSaved>(y);
+            n.X = x;
+            n.Weight = weight;
+            n.Bias = bias;
+            if (weight.RequiresGrad) n.XKept = Tape.Save(x);
+            n.H = H;
+            n.W = W;
+            n.Kernel = k;
+            n.Padding = padding;
         }
         return y;
     }
 
-    static void DepthwiseConv2dBackward(ref Node n)
+    /// <summary>DepthwiseConv2d's backward state: x [N,H,W,C] (kept only when the weight trains), weight [C,1,k,k], bias [C].</summary>
+    struct DepthwiseConv2dSaved : IBackward<DepthwiseConv2dSaved>
     {
-        int N = n.Out.Shape[0], C = n.Out.Shape[3];
-        float* dx = Tape.GradOutputIfNeeded(n.In0, out bool acc);
-        var w = n.In1!;
-        var k = n.Out.Device.Kernels;
-        // A weight training sparsely (GPS) takes its selected taps from the dense [C, k·k] gradient.
-        using var dense = w is { RequiresGrad: true, GradIndex: not null } ? Tensor.Zeros(w.Device, w.Shape) : null;
-        k.DepthwiseConvBackward(dx, dense != null ? dense.Data : Tape.GradAccumulatorIfNeeded(w), Tape.GradAccumulatorIfNeeded(n.In2),
-            n.Out.Grad!.Data, n.Saved0 == null ? null : n.Saved0.Data, w.Data, N, n.I0, n.I1, C, n.I2, n.I3, acc);
-        if (dense != null)
-            k.AddSelectedEntries(Tape.SparseGradAccumulator(w), dense.Data, w.GradIndex!.IntData, C, (int)(w.Count / C), w.GradIndex.Shape[1]);
+        public Tensor X, Weight;
+        public Tensor? Bias, XKept;
+        public int H, W, Kernel, Padding;
+
+        public readonly void Release() => XKept?.Dispose();
+
+        public static void Backward(ref DepthwiseConv2dSaved s, Tensor y)
+        {
+            int N = y.Shape[0], C = y.Shape[3];
+            float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
+            var w = s.Weight;
+            var k = y.Device.Kernels;
+            // A weight training sparsely (GPS) takes its selected taps from the dense [C, k·k] gradient.
+            using var dense = w is { RequiresGrad: true, GradIndex: not null } ? Tensor.Zeros(w.Device, w.Shape) : null;
+            k.DepthwiseConvBackward(dx, dense != null ? dense.Data : Tape.GradAccumulatorIfNeeded(w), Tape.GradAccumulatorIfNeeded(s.Bias),
+                y.Grad!.Data, s.XKept == null ? null : s.XKept.Data, w.Data, N, s.H, s.W, C, s.Kernel, s.Padding, acc);
+            if (dense != null)
+                k.AddSelectedEntries(Tape.SparseGradAccumulator(w), dense.Data, w.GradIndex!.IntData, C, (int)(w.Count / C), w.GradIndex.Shape[1]);
+        }
     }
 
     /// <summary>Cuts non-overlapping p×p patches: x [N,C,H,W] (or [N,H,W,C] when <paramref name="channelsLast"/>)
@@ -65,21 +75,31 @@ public static unsafe partial class Ops
         x.Device.Kernels.Patchify(y.Data, x.Data, N, C, H, W, patch, channelsLast);
         if (Tape.ShouldRecord(x))
         {
-            ref var n = ref Tape.Push(&PatchifyBackward, y);
-            n.In0 = x;
-            n.I0 = patch;
-            n.Flag = channelsLast;
+            ref var n = ref Tape.Push<PatchifySaved>(y);
+            n.X = x;
+            n.Patch = patch;
+            n.ChannelsLast = channelsLast;
         }
         return y;
     }
 
-    static void PatchifyBackward(ref Node n)
+    /// <summary>Patchify's backward state: the input's layout and the patch side.</summary>
+    struct PatchifySaved : IBackward<PatchifySaved>
     {
-        var x = n.In0!;
-        bool last = n.Flag;
-        int N = x.Shape[0], C = last ? x.Shape[3] : x.Shape[1], H = last ? x.Shape[1] : x.Shape[2], W = last ? x.Shape[2] : x.Shape[3];
-        float* dx = Tape.GradOutput(x, out bool acc);
-        n.Out.Device.Kernels.PatchifyBackward(dx, n.Out.Grad!.Data, N, C, H, W, n.I0, last, acc);
+        public Tensor X;
+        public int Patch;
+        public bool ChannelsLast;
+
+        public readonly void Release() { }
+
+        public static void Backward(ref PatchifySaved s, Tensor y)
+        {
+            var x = s.X;
+            bool last = s.ChannelsLast;
+            int N = x.Shape[0], C = last ? x.Shape[3] : x.Shape[1], H = last ? x.Shape[1] : x.Shape[2], W = last ? x.Shape[2] : x.Shape[3];
+            float* dx = Tape.GradOutput(x, out bool acc);
+            y.Device.Kernels.PatchifyBackward(dx, y.Grad!.Data, N, C, H, W, s.Patch, last, acc);
+        }
     }
 
     /// <summary>ViT patch embedding: a conv with kernel = stride = p on images x [N,C,H,W] as Patchify + Linear.

@@ -30,34 +30,48 @@ public static unsafe partial class Ops
         if (bias != null) k.AddBias(y.Data, y.Data, bias.Data, rows, N);
         if (Tape.ShouldRecord(x, weight, bias))
         {
-            ref var n = ref Tape.Push(&LinearBackward, y);
-            n.In0 = x;
-            n.In1 = weight;
-            n.In2 = bias;
-            if (weight.RequiresGrad) n.Saved0 = Tape.Save(x);
-            if (!weight.IsLeaf) n.Saved1 = Tape.Save(weight); // a computed weight (z·zᵀ) may be disposed by its caller
-            n.I0 = rows;
-            n.I1 = N;
-            n.I2 = K;
+            ref var n = ref Tape.Push<LinearSaved>(y);
+            n.X = x;
+            n.Weight = weight;
+            n.Bias = bias;
+            if (weight.RequiresGrad) n.XKept = Tape.Save(x);
+            if (!weight.IsLeaf) n.WeightKept = Tape.Save(weight); // a computed weight (z·zᵀ) may be disposed by its caller
+            n.Rows = rows;
+            n.N = N;
+            n.K = K;
         }
         return y;
     }
 
-    static void LinearBackward(ref Node n)
+    /// <summary>Linear's backward state: x [Rows, K], W [N, K], b [N].</summary>
+    struct LinearSaved : IBackward<LinearSaved>
     {
-        var k = n.Out.Device.Kernels;
-        int rows = n.I0, N = n.I1, K = n.I2;
-        float* dy = n.Out.Grad!.Data;
-        float* dx = Tape.GradOutputIfNeeded(n.In0, out bool acc);
-        if (dx != null) k.Gemm(false, false, rows, K, N, 1f, dy, N, (n.Saved1 ?? n.In1!).Data, K, acc ? 1f : 0f, dx, K);
-        if (n.In1 is { RequiresGrad: true, GradIndex: { } index })
-            k.SparseWeightGrad(Tape.SparseGradAccumulator(n.In1), dy, n.Saved0!.Data, index.IntData, rows, N, K, index.Shape[1]);
-        else
+        public Tensor X, Weight;
+        public Tensor? Bias, XKept, WeightKept;
+        public int Rows, N, K;
+
+        public readonly void Release()
         {
-            float* dw = Tape.GradAccumulatorIfNeeded(n.In1);
-            if (dw != null) k.Gemm(true, false, N, K, rows, 1f, dy, N, n.Saved0!.Data, K, 1f, dw, K);
+            XKept?.Dispose();
+            WeightKept?.Dispose();
         }
-        float* db = Tape.GradAccumulatorIfNeeded(n.In2);
-        if (db != null) k.BiasGrad(db, dy, rows, N);
+
+        public static void Backward(ref LinearSaved s, Tensor y)
+        {
+            var k = y.Device.Kernels;
+            int rows = s.Rows, N = s.N, K = s.K;
+            float* dy = y.Grad!.Data;
+            float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
+            if (dx != null) k.Gemm(false, false, rows, K, N, 1f, dy, N, (s.WeightKept ?? s.Weight).Data, K, acc ? 1f : 0f, dx, K);
+            if (s.Weight is { RequiresGrad: true, GradIndex: { } index })
+                k.SparseWeightGrad(Tape.SparseGradAccumulator(s.Weight), dy, s.XKept!.Data, index.IntData, rows, N, K, index.Shape[1]);
+            else
+            {
+                float* dw = Tape.GradAccumulatorIfNeeded(s.Weight);
+                if (dw != null) k.Gemm(true, false, N, K, rows, 1f, dy, N, s.XKept!.Data, K, 1f, dw, K);
+            }
+            float* db = Tape.GradAccumulatorIfNeeded(s.Bias);
+            if (db != null) k.BiasGrad(db, dy, rows, N);
+        }
     }
 }

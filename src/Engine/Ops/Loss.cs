@@ -20,21 +20,34 @@ public static unsafe partial class Ops
         logits.Device.Kernels.CrossEntropyForward(loss.Data, logits.Data, targets.IntData, B, V, smoothing);
         if (Tape.ShouldRecord(logits))
         {
-            ref var n = ref Tape.Push(&CrossEntropyBackward, loss);
-            n.In0 = logits;
-            n.Saved0 = Tape.Save(logits);
-            n.Saved1 = targets.Contiguous();
-            n.F0 = smoothing;
+            ref var n = ref Tape.Push<CrossEntropySaved>(loss);
+            n.Logits = logits;
+            n.LogitsKept = Tape.Save(logits);
+            n.Targets = targets.Contiguous();
+            n.Smoothing = smoothing;
         }
         return loss;
     }
 
-    static void CrossEntropyBackward(ref Node n)
+    /// <summary>CrossEntropy's backward state: logits [B,V] and targets [B], kept.</summary>
+    struct CrossEntropySaved : IBackward<CrossEntropySaved>
     {
-        var logits = n.Saved0!;
-        float* dlogits = Tape.GradOutput(n.In0!, out bool acc);
-        n.Out.Device.Kernels.CrossEntropyBackward(dlogits, n.Out.Grad!.Data, logits.Data, n.Saved1!.IntData,
-            logits.Shape[0], logits.Shape[1], n.F0, acc);
+        public Tensor Logits, LogitsKept, Targets;
+        public float Smoothing;
+
+        public readonly void Release()
+        {
+            LogitsKept?.Dispose();
+            Targets?.Dispose();
+        }
+
+        public static void Backward(ref CrossEntropySaved s, Tensor loss)
+        {
+            var logits = s.LogitsKept;
+            float* dlogits = Tape.GradOutput(s.Logits, out bool acc);
+            loss.Device.Kernels.CrossEntropyBackward(dlogits, loss.Grad!.Data, logits.Data, s.Targets.IntData,
+                logits.Shape[0], logits.Shape[1], s.Smoothing, acc);
+        }
     }
 
     /// <summary>
@@ -56,19 +69,32 @@ public static unsafe partial class Ops
         similarities.Device.Kernels.SupConForward(loss.Data, similarities.Data, labels.IntData, N, temperature);
         if (Tape.ShouldRecord(similarities))
         {
-            ref var n = ref Tape.Push(&SupConLossBackward, loss);
-            n.In0 = similarities;
-            n.Saved0 = Tape.Save(similarities);
-            n.Saved1 = labels.Contiguous();
-            n.F0 = temperature;
+            ref var n = ref Tape.Push<SupConLossSaved>(loss);
+            n.Similarities = similarities;
+            n.SimilaritiesKept = Tape.Save(similarities);
+            n.Labels = labels.Contiguous();
+            n.Temperature = temperature;
         }
         return loss;
     }
 
-    static void SupConLossBackward(ref Node n)
+    /// <summary>SupConLoss's backward state: similarities [N,N] and labels [N], kept.</summary>
+    struct SupConLossSaved : IBackward<SupConLossSaved>
     {
-        var s = n.Saved0!;
-        float* ds = Tape.GradOutput(n.In0!, out bool acc);
-        n.Out.Device.Kernels.SupConBackward(ds, n.Out.Grad!.Data, s.Data, n.Saved1!.IntData, s.Shape[0], n.F0, acc);
+        public Tensor Similarities, SimilaritiesKept, Labels;
+        public float Temperature;
+
+        public readonly void Release()
+        {
+            SimilaritiesKept?.Dispose();
+            Labels?.Dispose();
+        }
+
+        public static void Backward(ref SupConLossSaved s, Tensor loss)
+        {
+            var sim = s.SimilaritiesKept;
+            float* ds = Tape.GradOutput(s.Similarities, out bool acc);
+            loss.Device.Kernels.SupConBackward(ds, loss.Grad!.Data, sim.Data, s.Labels.IntData, sim.Shape[0], s.Temperature, acc);
+        }
     }
 }

@@ -22,25 +22,41 @@ public static unsafe partial class Ops
             weight == null ? null : weight.Data, bias == null ? null : bias.Data, rows, C, eps);
         if (record)
         {
-            ref var n = ref Tape.Push(&LayerNormBackward, y);
-            n.In0 = x;
-            n.In1 = weight;
-            n.In2 = bias;
-            n.Saved0 = Tape.Save(x);
-            n.Saved1 = mean;
-            n.Saved2 = rstd;
-            if (weight is { IsLeaf: false }) n.Saved3 = Tape.Save(weight);
-            n.I0 = rows;
-            n.I1 = C;
+            ref var n = ref Tape.Push<LayerNormSaved>(y);
+            n.X = x;
+            n.Weight = weight;
+            n.Bias = bias;
+            n.XKept = Tape.Save(x);
+            n.Mean = mean!;
+            n.Rstd = rstd!;
+            if (weight is { IsLeaf: false }) n.WeightKept = Tape.Save(weight);
+            n.Rows = rows;
+            n.C = C;
         }
         return y;
     }
 
-    static void LayerNormBackward(ref Node n)
+    /// <summary>LayerNorm's backward state: x [Rows, C], weight and bias [C], μ and 1/σ [Rows].</summary>
+    struct LayerNormSaved : IBackward<LayerNormSaved>
     {
-        float* dx = Tape.GradOutputIfNeeded(n.In0, out bool acc);
-        n.Out.Device.Kernels.LayerNormBackward(dx, Tape.GradAccumulatorIfNeeded(n.In1), Tape.GradAccumulatorIfNeeded(n.In2),
-            n.Out.Grad!.Data, n.Saved0!.Data, (n.Saved3 ?? n.In1) is { } w ? w.Data : null, n.Saved1!.Data, n.Saved2!.Data, n.I0, n.I1, acc);
+        public Tensor X, XKept, Mean, Rstd;
+        public Tensor? Weight, Bias, WeightKept;
+        public int Rows, C;
+
+        public readonly void Release()
+        {
+            XKept?.Dispose();
+            Mean?.Dispose();
+            Rstd?.Dispose();
+            WeightKept?.Dispose();
+        }
+
+        public static void Backward(ref LayerNormSaved s, Tensor y)
+        {
+            float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
+            y.Device.Kernels.LayerNormBackward(dx, Tape.GradAccumulatorIfNeeded(s.Weight), Tape.GradAccumulatorIfNeeded(s.Bias),
+                y.Grad!.Data, s.XKept.Data, (s.WeightKept ?? s.Weight) is { } w ? w.Data : null, s.Mean.Data, s.Rstd.Data, s.Rows, s.C, acc);
+        }
     }
 
     /// <summary>Softmax over the last dimension (max-subtracted). Saves the output.</summary>
@@ -51,17 +67,25 @@ public static unsafe partial class Ops
         x.Device.Kernels.SoftmaxForward(y.Data, x.Data, Rows(x), LastDim(x));
         if (Tape.ShouldRecord(x))
         {
-            ref var n = ref Tape.Push(&SoftmaxBackward, y);
-            n.In0 = x;
-            n.Saved0 = Tape.Save(y);
+            ref var n = ref Tape.Push<SoftmaxSaved>(y);
+            n.X = x;
+            n.YKept = Tape.Save(y);
         }
         return y;
     }
 
-    static void SoftmaxBackward(ref Node n)
+    /// <summary>Softmax's backward state: its input and its output y [rows, C].</summary>
+    struct SoftmaxSaved : IBackward<SoftmaxSaved>
     {
-        float* dx = Tape.GradOutput(n.In0!, out bool acc);
-        n.Out.Device.Kernels.SoftmaxBackward(dx, n.Out.Grad!.Data, n.Saved0!.Data, Rows(n.Out), LastDim(n.Out), acc);
+        public Tensor X, YKept;
+
+        public readonly void Release() => YKept?.Dispose();
+
+        public static void Backward(ref SoftmaxSaved s, Tensor y)
+        {
+            float* dx = Tape.GradOutput(s.X, out bool acc);
+            y.Device.Kernels.SoftmaxBackward(dx, y.Grad!.Data, s.YKept.Data, Rows(y), LastDim(y), acc);
+        }
     }
 
     /// <summary>SSF scale-shift over the last dimension: y = x·scale + shift, scale and shift [C].
@@ -77,22 +101,31 @@ public static unsafe partial class Ops
         x.Device.Kernels.ScaleShiftForward(y.Data, x.Data, scale.Data, shift.Data, Rows(x), C);
         if (Tape.ShouldRecord(x, scale, shift))
         {
-            ref var n = ref Tape.Push(&ScaleShiftBackward, y);
-            n.In0 = x;
-            n.In1 = scale;
-            n.In2 = shift;
-            if (scale.RequiresGrad) n.Saved0 = Tape.Save(x);
+            ref var n = ref Tape.Push<ScaleShiftSaved>(y);
+            n.X = x;
+            n.Scale = scale;
+            n.Shift = shift;
+            if (scale.RequiresGrad) n.XKept = Tape.Save(x);
         }
         return y;
     }
 
-    static void ScaleShiftBackward(ref Node n)
+    /// <summary>ScaleShift's backward state: x [rows, C], scale and shift [C].</summary>
+    struct ScaleShiftSaved : IBackward<ScaleShiftSaved>
     {
-        float* dx = Tape.GradOutputIfNeeded(n.In0, out bool acc);
-        // dscale needs x; when scale is frozen x was not saved and the kernel never reads it.
-        float* x = n.Saved0 == null ? null : n.Saved0.Data;
-        n.Out.Device.Kernels.ScaleShiftBackward(dx, Tape.GradAccumulatorIfNeeded(n.In1), Tape.GradAccumulatorIfNeeded(n.In2),
-            n.Out.Grad!.Data, x, n.In1!.Data, Rows(n.Out), LastDim(n.Out), acc);
+        public Tensor X, Scale, Shift;
+        public Tensor? XKept;
+
+        public readonly void Release() => XKept?.Dispose();
+
+        public static void Backward(ref ScaleShiftSaved s, Tensor y)
+        {
+            float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
+            // dscale needs x; when scale is frozen x was not saved and the kernel never reads it.
+            float* x = s.XKept == null ? null : s.XKept.Data;
+            y.Device.Kernels.ScaleShiftBackward(dx, Tape.GradAccumulatorIfNeeded(s.Scale), Tape.GradAccumulatorIfNeeded(s.Shift),
+                y.Grad!.Data, x, s.Scale.Data, Rows(y), LastDim(y), acc);
+        }
     }
 
     /// <summary>Row L2 normalisation over the last dimension: y = x / max(‖x‖₂, eps) (torch's F.normalize). Saves x
@@ -104,18 +137,31 @@ public static unsafe partial class Ops
         x.Device.Kernels.L2NormalizeForward(y.Data, x.Data, Rows(x), LastDim(x), eps);
         if (Tape.ShouldRecord(x))
         {
-            ref var n = ref Tape.Push(&L2NormalizeBackward, y);
-            n.In0 = x;
-            n.Saved0 = Tape.Save(x);
-            n.Saved1 = Tape.Save(y);
-            n.F0 = eps;
+            ref var n = ref Tape.Push<L2NormalizeSaved>(y);
+            n.X = x;
+            n.XKept = Tape.Save(x);
+            n.YKept = Tape.Save(y);
+            n.Eps = eps;
         }
         return y;
     }
 
-    static void L2NormalizeBackward(ref Node n)
+    /// <summary>L2Normalize's backward state: x and y [rows, C].</summary>
+    struct L2NormalizeSaved : IBackward<L2NormalizeSaved>
     {
-        float* dx = Tape.GradOutput(n.In0!, out bool acc);
-        n.Out.Device.Kernels.L2NormalizeBackward(dx, n.Out.Grad!.Data, n.Saved0!.Data, n.Saved1!.Data, Rows(n.Out), LastDim(n.Out), n.F0, acc);
+        public Tensor X, XKept, YKept;
+        public float Eps;
+
+        public readonly void Release()
+        {
+            XKept?.Dispose();
+            YKept?.Dispose();
+        }
+
+        public static void Backward(ref L2NormalizeSaved s, Tensor y)
+        {
+            float* dx = Tape.GradOutput(s.X, out bool acc);
+            y.Device.Kernels.L2NormalizeBackward(dx, y.Grad!.Data, s.XKept.Data, s.YKept.Data, Rows(y), LastDim(y), s.Eps, acc);
+        }
     }
 }

@@ -55,13 +55,21 @@ public static unsafe partial class Ops
     /// <summary>Records a reshape view so gradients reach the original tensor (called by <see cref="Tensor.Reshape"/>).</summary>
     internal static void RecordView(Tensor source, Tensor view)
     {
-        ref var n = ref Tape.Push(&ViewBackward, view);
-        n.In0 = source;
+        ref var n = ref Tape.Push<ViewSaved>(view);
+        n.Source = source;
     }
 
-    static void ViewBackward(ref Node n)
+    /// <summary>A reshape view's backward state: the tensor it views.</summary>
+    struct ViewSaved : IBackward<ViewSaved>
     {
-        float* dx = Tape.GradOutput(n.In0!, out bool acc);
-        n.Out.Device.Kernels.Copy(dx, n.Out.Grad!.Data, n.Out.Count, acc);
+        public Tensor Source;
+
+        public readonly void Release() { }
+
+        public static void Backward(ref ViewSaved s, Tensor view)
+        {
+            float* dx = Tape.GradOutput(s.Source, out bool acc);
+            view.Device.Kernels.Copy(dx, view.Grad!.Data, view.Count, acc);
+        }
     }
 }

@@ -17,19 +17,28 @@ public static unsafe partial class Ops
         x.Device.Kernels.WindowPartition(y.Data, x.Data, B, H, W, C, window, shift, false);
         if (Tape.ShouldRecord(x))
         {
-            ref var n = ref Tape.Push(&WindowPartitionBackward, y);
-            n.In0 = x;
-            n.I0 = window;
-            n.I1 = shift;
+            ref var n = ref Tape.Push<WindowPartitionSaved>(y);
+            n.X = x;
+            n.Window = window;
+            n.Shift = shift;
         }
         return y;
     }
 
-    static void WindowPartitionBackward(ref Node n)
+    /// <summary>WindowPartition's backward state: x [B,H,W,C], the window side and the shift.</summary>
+    struct WindowPartitionSaved : IBackward<WindowPartitionSaved>
     {
-        var x = n.In0!;
-        float* dx = Tape.GradOutput(x, out bool acc);
-        n.Out.Device.Kernels.WindowReverse(dx, n.Out.Grad!.Data, x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3], n.I0, n.I1, acc);
+        public Tensor X;
+        public int Window, Shift;
+
+        public readonly void Release() { }
+
+        public static void Backward(ref WindowPartitionSaved s, Tensor y)
+        {
+            var x = s.X;
+            float* dx = Tape.GradOutput(x, out bool acc);
+            y.Device.Kernels.WindowReverse(dx, y.Grad!.Data, x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3], s.Window, s.Shift, acc);
+        }
     }
 
     /// <summary>Inverse of <see cref="WindowPartition"/>: windows [B·nW, ws·ws, C] → [B,H,W,C], rolled back by +shift.</summary>
@@ -48,19 +57,27 @@ public static unsafe partial class Ops
         windows.Device.Kernels.WindowReverse(y.Data, windows.Data, B, height, width, C, ws, shift, false);
         if (Tape.ShouldRecord(windows))
         {
-            ref var n = ref Tape.Push(&WindowReverseBackward, y);
-            n.In0 = windows;
-            n.I0 = ws;
-            n.I1 = shift;
+            ref var n = ref Tape.Push<WindowReverseSaved>(y);
+            n.Windows = windows;
+            n.Window = ws;
+            n.Shift = shift;
         }
         return y;
     }
 
-    static void WindowReverseBackward(ref Node n)
+    /// <summary>WindowReverse's backward state: the windows [B·nW, ws·ws, C], the window side and the shift.</summary>
+    struct WindowReverseSaved : IBackward<WindowReverseSaved>
     {
-        var y = n.Out;
-        float* dw = Tape.GradOutput(n.In0!, out bool acc);
-        y.Device.Kernels.WindowPartition(dw, y.Grad!.Data, y.Shape[0], y.Shape[1], y.Shape[2], y.Shape[3], n.I0, n.I1, acc);
+        public Tensor Windows;
+        public int Window, Shift;
+
+        public readonly void Release() { }
+
+        public static void Backward(ref WindowReverseSaved s, Tensor y)
+        {
+            float* dw = Tape.GradOutput(s.Windows, out bool acc);
+            y.Device.Kernels.WindowPartition(dw, y.Grad!.Data, y.Shape[0], y.Shape[1], y.Shape[2], y.Shape[3], s.Window, s.Shift, acc);
+        }
     }
 
     static void CheckWindows(string op, Tensor t, int H, int W, int window, int shift)
@@ -82,17 +99,25 @@ public static unsafe partial class Ops
         x.Device.Kernels.PatchMerge(y.Data, x.Data, B, H, W, C);
         if (Tape.ShouldRecord(x))
         {
-            ref var n = ref Tape.Push(&PatchMergeBackward, y);
-            n.In0 = x;
+            ref var n = ref Tape.Push<PatchMergeSaved>(y);
+            n.X = x;
         }
         return y;
     }
 
-    static void PatchMergeBackward(ref Node n)
+    /// <summary>PatchMerge's backward state: x [B,H,W,C].</summary>
+    struct PatchMergeSaved : IBackward<PatchMergeSaved>
     {
-        var x = n.In0!;
-        float* dx = Tape.GradOutput(x, out bool acc);
-        n.Out.Device.Kernels.PatchMergeBackward(dx, n.Out.Grad!.Data, x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3], acc);
+        public Tensor X;
+
+        public readonly void Release() { }
+
+        public static void Backward(ref PatchMergeSaved s, Tensor y)
+        {
+            var x = s.X;
+            float* dx = Tape.GradOutput(x, out bool acc);
+            y.Device.Kernels.PatchMergeBackward(dx, y.Grad!.Data, x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3], acc);
+        }
     }
 
     /// <summary>Swin's relative position bias for <paramref name="window"/>×<paramref name="window"/> windows: table
@@ -110,17 +135,25 @@ public static unsafe partial class Ops
         table.Device.Kernels.RelativePositionBias(y.Data, table.Data, NH, window);
         if (Tape.ShouldRecord(table))
         {
-            ref var n = ref Tape.Push(&RelativePositionBiasBackward, y);
-            n.In0 = table;
-            n.I0 = window;
+            ref var n = ref Tape.Push<RelativePositionBiasSaved>(y);
+            n.Table = table;
+            n.Window = window;
         }
         return y;
     }
 
-    static void RelativePositionBiasBackward(ref Node n)
+    /// <summary>RelativePositionBias's backward state: the table [(2ws−1)², NH] and the window side.</summary>
+    struct RelativePositionBiasSaved : IBackward<RelativePositionBiasSaved>
     {
-        var table = n.In0!;
-        float* dtable = Tape.GradOutput(table, out bool acc);
-        n.Out.Device.Kernels.RelativePositionBiasBackward(dtable, n.Out.Grad!.Data, table.Shape[1], n.I0, acc);
+        public Tensor Table;
+        public int Window;
+
+        public readonly void Release() { }
+
+        public static void Backward(ref RelativePositionBiasSaved s, Tensor y)
+        {
+            float* dtable = Tape.GradOutput(s.Table, out bool acc);
+            y.Device.Kernels.RelativePositionBiasBackward(dtable, y.Grad!.Data, s.Table.Shape[1], s.Window, acc);
+        }
     }
 }

@@ -17,18 +17,26 @@ public static unsafe partial class Ops
         x.Device.Kernels.PrependToken(y.Data, x.Data, token.Data, B, T, C);
         if (Tape.ShouldRecord(x, token))
         {
-            ref var n = ref Tape.Push(&PrependTokenBackward, y);
-            n.In0 = x;
-            n.In1 = token;
+            ref var n = ref Tape.Push<PrependTokenSaved>(y);
+            n.X = x;
+            n.Token = token;
         }
         return y;
     }
 
-    static void PrependTokenBackward(ref Node n)
+    /// <summary>PrependToken's backward state: x [B,T,C] and the token [C].</summary>
+    struct PrependTokenSaved : IBackward<PrependTokenSaved>
     {
-        int B = n.Out.Shape[0], T = n.Out.Shape[1] - 1, C = n.Out.Shape[2];
-        float* dx = Tape.GradOutputIfNeeded(n.In0, out bool acc);
-        n.Out.Device.Kernels.PrependTokenBackward(dx, Tape.GradAccumulatorIfNeeded(n.In1), n.Out.Grad!.Data, B, T, C, acc);
+        public Tensor X, Token;
+
+        public readonly void Release() { }
+
+        public static void Backward(ref PrependTokenSaved s, Tensor y)
+        {
+            int B = y.Shape[0], T = y.Shape[1] - 1, C = y.Shape[2];
+            float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
+            y.Device.Kernels.PrependTokenBackward(dx, Tape.GradAccumulatorIfNeeded(s.Token), y.Grad!.Data, B, T, C, acc);
+        }
     }
 
     /// <summary>Adds a learned position embedding: x [B,T,C] + pos [1,T,C] (or [T,C]), broadcast over B.</summary>
@@ -44,21 +52,29 @@ public static unsafe partial class Ops
         x.Device.Kernels.AddBias(y.Data, x.Data, pos.Data, B, TC);
         if (Tape.ShouldRecord(x, pos))
         {
-            ref var n = ref Tape.Push(&AddPositionEmbeddingBackward, y);
-            n.In0 = x;
-            n.In1 = pos;
+            ref var n = ref Tape.Push<AddPositionEmbeddingSaved>(y);
+            n.X = x;
+            n.Pos = pos;
         }
         return y;
     }
 
-    static void AddPositionEmbeddingBackward(ref Node n)
+    /// <summary>AddPositionEmbedding's backward state: x [B,T,C] and pos [T,C].</summary>
+    struct AddPositionEmbeddingSaved : IBackward<AddPositionEmbeddingSaved>
     {
-        var k = n.Out.Device.Kernels;
-        float* dy = n.Out.Grad!.Data;
-        float* dx = Tape.GradOutputIfNeeded(n.In0, out bool acc);
-        if (dx != null) k.Copy(dx, dy, n.Out.Count, acc);
-        float* dpos = Tape.GradAccumulatorIfNeeded(n.In1);
-        if (dpos != null) k.BiasGrad(dpos, dy, n.Out.Shape[0], n.Out.Shape[1] * n.Out.Shape[2]);
+        public Tensor X, Pos;
+
+        public readonly void Release() { }
+
+        public static void Backward(ref AddPositionEmbeddingSaved s, Tensor y)
+        {
+            var k = y.Device.Kernels;
+            float* dy = y.Grad!.Data;
+            float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
+            if (dx != null) k.Copy(dx, dy, y.Count, acc);
+            float* dpos = Tape.GradAccumulatorIfNeeded(s.Pos);
+            if (dpos != null) k.BiasGrad(dpos, dy, y.Shape[0], y.Shape[1] * y.Shape[2]);
+        }
     }
 
     /// <summary>Takes token <paramref name="index"/> of x [B,T,C] → [B,C] (the class token at 0).</summary>
@@ -72,18 +88,27 @@ public static unsafe partial class Ops
         x.Device.Kernels.TakeToken(y.Data, x.Data, B, T, C, index);
         if (Tape.ShouldRecord(x))
         {
-            ref var n = ref Tape.Push(&TakeTokenBackward, y);
-            n.In0 = x;
-            n.I0 = T;
-            n.I1 = index;
+            ref var n = ref Tape.Push<TakeTokenSaved>(y);
+            n.X = x;
+            n.Tokens = T;
+            n.Index = index;
         }
         return y;
     }
 
-    static void TakeTokenBackward(ref Node n)
+    /// <summary>TakeToken's backward state: the input's token count and the token taken.</summary>
+    struct TakeTokenSaved : IBackward<TakeTokenSaved>
     {
-        float* dx = Tape.GradOutput(n.In0!, out bool acc);
-        n.Out.Device.Kernels.TakeTokenBackward(dx, n.Out.Grad!.Data, n.Out.Shape[0], n.I0, n.Out.Shape[1], n.I1, acc);
+        public Tensor X;
+        public int Tokens, Index;
+
+        public readonly void Release() { }
+
+        public static void Backward(ref TakeTokenSaved s, Tensor y)
+        {
+            float* dx = Tape.GradOutput(s.X, out bool acc);
+            y.Device.Kernels.TakeTokenBackward(dx, y.Grad!.Data, y.Shape[0], s.Tokens, y.Shape[1], s.Index, acc);
+        }
     }
 
     /// <summary>Mean over the token dimensions: x [B, ..., C] (e.g. [B,T,C] or [B,H,W,C]) → [B,C].</summary>
@@ -97,16 +122,25 @@ public static unsafe partial class Ops
         x.Device.Kernels.MeanTokens(y.Data, x.Data, B, T, C);
         if (Tape.ShouldRecord(x))
         {
-            ref var n = ref Tape.Push(&MeanTokensBackward, y);
-            n.In0 = x;
-            n.I0 = T;
+            ref var n = ref Tape.Push<MeanTokensSaved>(y);
+            n.X = x;
+            n.Tokens = T;
         }
         return y;
     }
 
-    static void MeanTokensBackward(ref Node n)
+    /// <summary>MeanTokens's backward state: the token count averaged over.</summary>
+    struct MeanTokensSaved : IBackward<MeanTokensSaved>
     {
-        float* dx = Tape.GradOutput(n.In0!, out bool acc);
-        n.Out.Device.Kernels.MeanTokensBackward(dx, n.Out.Grad!.Data, n.Out.Shape[0], n.I0, n.Out.Shape[1], acc);
+        public Tensor X;
+        public int Tokens;
+
+        public readonly void Release() { }
+
+        public static void Backward(ref MeanTokensSaved s, Tensor y)
+        {
+            float* dx = Tape.GradOutput(s.X, out bool acc);
+            y.Device.Kernels.MeanTokensBackward(dx, y.Grad!.Data, y.Shape[0], s.Tokens, y.Shape[1], acc);
+        }
     }
 }

@@ -9,7 +9,7 @@ namespace Engine.Kernels.Cuda;
 /// The emulated CUDA device: every cuda/*.cu built with g++ against cuda/emu/cuemu.h into a native library whose
 /// <c>cuemu_launch</c> looks like cuLaunchKernel (blocks in sequence, a block's threads on OS threads). Host memory
 /// stands in for device memory and the CPU GEMM for cuBLAS; everything else is the real kernel code. The library is
-/// built once per source version into <see cref="KernelSources.CacheDirectory"/>.
+/// built once per source version into <see cref="CacheFolder"/>.
 /// </summary>
 public sealed unsafe class EmulatedRuntime : CudaRuntime
 {
@@ -64,7 +64,7 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     {
         var files = KernelSources.Files;
         string key = KernelSources.Hash(files.SelectMany(f => new[] { f.Key, f.Value }).Append(CompilerFlags));
-        string dir = Path.Combine(KernelSources.CacheDirectory, "cuemu", key[..16]);
+        string dir = Path.Combine(CacheFolder.For("cuemu"), key[..16]);
         string library = Path.Combine(dir, "libcuemu.so");
         lock (BuildGate)
         {

@@ -11,7 +11,7 @@ public static class KernelCache
     public static readonly string[] Options = ["-lineinfo"];
 
     /// <summary>The cubin (arch "sm_XY") or PTX (arch "compute_XY") of kernel family <paramref name="file"/>, from the
-    /// cache when present. <paramref name="directory"/> defaults to <see cref="KernelSources.CacheDirectory"/>/kernels.</summary>
+    /// cache when present. <paramref name="directory"/> defaults to <see cref="CacheFolder"/>/kernels.</summary>
     /// <exception cref="CudaCompileException">The source does not compile; the message carries NVRTC's log.</exception>
     public static (byte[] Image, bool Hit) GetOrCompile(string file, string arch, string? directory = null)
     {
@@ -26,7 +26,7 @@ public static class KernelCache
         var (major, minor) = Nvrtc.Version;
         string key = KernelSources.Hash(
             [file, source, .. headers.SelectMany(h => new[] { h.Key, h.Value }), .. Nvrtc.BaseOptions(arch), .. Options, $"nvrtc {major}.{minor}"]);
-        directory ??= Path.Combine(KernelSources.CacheDirectory, "kernels");
+        directory ??= CacheFolder.For("kernels");
         string path = Path.Combine(directory, $"{Path.GetFileNameWithoutExtension(file)}-{arch}-{key[..24]}.{(arch.StartsWith("sm_", StringComparison.Ordinal) ? "cubin" : "ptx")}");
         if (File.Exists(path)) return (File.ReadAllBytes(path), true);
         var (image, _) = Nvrtc.Compile(source, file, arch, Options, headers);

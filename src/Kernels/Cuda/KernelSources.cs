@@ -6,7 +6,7 @@ namespace Engine.Kernels.Cuda;
 
 /// <summary>
 /// The CUDA kernel sources (cuda/*.cu, one file per family, plus common.cuh and the emulator headers), embedded in
-/// this assembly, and the cache folder for what is built from them.
+/// this assembly, with the hash that names what is built from them.
 /// </summary>
 public static partial class KernelSources
 {
@@ -38,21 +38,6 @@ public static partial class KernelSources
     /// <summary>Kernel name → the file that defines it.</summary>
     public static IReadOnlyDictionary<string, string> FileOfKernel { get; } =
         KernelFiles.SelectMany(f => KernelNames(f).Select(k => (k, f))).ToDictionary(p => p.k, p => p.f);
-
-    /// <summary>Where compiled kernels and the emulator library are cached: $PEFT_CACHE_DIR, else
-    /// $XDG_CACHE_HOME/peft-engine, else ~/.cache/peft-engine.</summary>
-    public static string CacheDirectory
-    {
-        get
-        {
-            var explicitDir = Environment.GetEnvironmentVariable("PEFT_CACHE_DIR");
-            if (!string.IsNullOrEmpty(explicitDir)) return explicitDir;
-            var xdg = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
-            var root = !string.IsNullOrEmpty(xdg) ? xdg
-                : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
-            return Path.Combine(root, "peft-engine");
-        }
-    }
 
     /// <summary>Hex SHA-256 of the given parts (each length-prefixed, so boundaries matter).</summary>
     public static string Hash(params IEnumerable<string> parts)

@@ -1,5 +1,5 @@
-using Engine.Autograd;
 using Engine.Checkpoints;
+using Engine.Models.Training;
 
 namespace Engine.Models.Peft;
 
@@ -35,7 +35,7 @@ public sealed class Gps : PeftMethod
     }
 
     /// <inheritdoc/>
-    public override string Name => "gps";
+    public override string Name => PeftMethods.Gps.Name;
 
     /// <summary>True: selected entries only (GradIndex); false: the dense masked gradient (GradMask).</summary>
     public bool Sparse { get; }
@@ -202,22 +202,20 @@ public static class GpsSelection
         var bypass = model.Bypass();
         try
         {
-            var tape = new Tape();
+            var step = new TrainStep { Context = "GPS selection" }; // no optimizer: the gradients add up over the epoch
             ulong batch = 0;
             foreach (var (images, labels) in batches)
             {
                 if (labels.Length != images.Shape[0])
                     throw new ArgumentException($"GPS selection: a batch of {images.Shape[0]} images came with {labels.Length} labels");
                 using var labelTensor = Tensor.FromArray(images.Device, labels, labels.Length);
-                Tensor loss;
-                using (tape.Record())
+                ulong batchSeed = Kernels.CounterRng.Hash(seed, batch++);
+                step.Run(() =>
                 {
-                    using var features = model.ForwardFeatures(images, Kernels.CounterRng.Hash(seed, batch++));
+                    using var features = model.ForwardFeatures(images, batchSeed);
                     using var z = Ops.L2Normalize(features);
-                    using var similarities = Ops.Linear(z, z);
-                    loss = Ops.SupConLoss(similarities, labelTensor, Temperature);
-                }
-                using (loss) tape.Backward(loss); // gradients add up over the epoch
+                    return Ops.Linear(z, z); // cosine similarities [N, N]
+                }, similarities => Ops.SupConLoss(similarities, labelTensor, Temperature));
             }
             if (batch == 0) throw new ArgumentException("GPS selection: no images were given");
             // A row shorter than K trains whole, as the reference's argsort slice [:K] does (Swin-B's relative position
@@ -268,7 +266,7 @@ public static class GpsSelection
 
     /// <summary>Writes a selection as safetensors (<c>{parameter}.gps_index</c> int32 [rows, K]), atomically.</summary>
     public static void Save(string path, IReadOnlyDictionary<string, GpsRows> selection, IReadOnlyDictionary<string, string>? metadata = null) =>
-        SelectionFile.Write(path, "gps", selection.Select(kv => (kv.Key + IndexSuffix, kv.Value.Columns, new[] { kv.Value.Rows, kv.Value.K })), metadata);
+        SelectionFile.Write(path, PeftMethods.Gps.Name, selection.Select(kv => (kv.Key + IndexSuffix, kv.Value.Columns, new[] { kv.Value.Rows, kv.Value.K })), metadata);
 
     /// <summary>Reads the selection from a file of <see cref="Save"/> or a trained GPS file (parameter name → rows).</summary>
     /// <exception cref="InvalidDataException">The file holds no <c>*.gps_index</c> tensor, or one is not [rows, K].</exception>

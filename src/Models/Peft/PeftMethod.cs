@@ -73,17 +73,17 @@ public abstract class PeftMethod : IDisposable
         using (var checkpoint = Checkpoint.Open(path))
             if (!checkpoint.Metadata.TryGetValue("peft_method", out method!))
                 throw new InvalidDataException($"{path}: no 'peft_method' in its metadata (not a file written by SaveTrained)");
-        return method switch
-        {
-            "full" => SubsetMethod.Full(),
-            "linear" => SubsetMethod.Linear(),
-            "bias" => SubsetMethod.Bias(),
-            "ssf" => new Ssf(),
-            "sct" => new Sct(SctSelection.Read(path)),
-            "gps" => new Gps(GpsSelection.Read(path)),
-            _ => throw new InvalidDataException($"{path}: written by unknown method '{method}'"),
-        };
+        var info = PeftMethods.Find(method) ?? throw new InvalidDataException($"{path}: written by unknown method '{method}' (known: {string.Join(", ", PeftMethods.Names)})");
+        return info.Create(new MethodSetup(SelectionFile: path));
     }
+
+    /// <summary>
+    /// Folds what trained into the model's own parameters, so that the plain model computes what it computed with the
+    /// method. The default has nothing to fold: the method trained the model's own parameters (full, linear, bias, GPS).
+    /// </summary>
+    /// <returns>The sites that could not fold and stay per-channel affines applied by the model (empty: the model is plain).</returns>
+    /// <exception cref="NotSupportedException">The method cannot fold at all; the message says why.</exception>
+    public virtual IReadOnlyList<string> Merge() => [];
 
     /// <summary>Frees the added parameters.</summary>
     public virtual void Dispose()
@@ -112,13 +112,13 @@ public sealed class SubsetMethod : PeftMethod
     }
 
     /// <summary>Full fine-tuning.</summary>
-    public static SubsetMethod Full() => new("full", _ => true);
+    public static SubsetMethod Full() => new(PeftMethods.Full.Name, _ => true);
 
     /// <summary>Linear probing: the head only.</summary>
-    public static SubsetMethod Linear() => new("linear", IsHead);
+    public static SubsetMethod Linear() => new(PeftMethods.Linear.Name, IsHead);
 
     /// <summary>BitFit: every bias and the head.</summary>
-    public static SubsetMethod Bias() => new("bias", p => IsHead(p) || p.Name?.EndsWith(".bias", StringComparison.Ordinal) == true);
+    public static SubsetMethod Bias() => new(PeftMethods.Bias.Name, p => IsHead(p) || p.Name?.EndsWith(".bias", StringComparison.Ordinal) == true);
 
     /// <inheritdoc/>
     public override string Name { get; }

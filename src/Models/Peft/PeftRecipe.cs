@@ -20,6 +20,31 @@ public enum WeightDecayRule
     /// <summary>Only parameters with more than one dimension that are not biases (timm's optim factory; for SSF this is
     /// the head weight alone).</summary>
     MatricesOnly,
+    /// <summary><see cref="MatricesOnly"/> without the embeddings timm's models exclude (<c>no_weight_decay</c>:
+    /// <c>pos_embed</c>, <c>cls_token</c>, Swin's <c>relative_position_bias_table</c>); used for pretraining.</summary>
+    MatricesExceptEmbeddings,
+}
+
+/// <summary>The one place that decides which parameters a <see cref="WeightDecayRule"/> decays.</summary>
+public static class WeightDecayRules
+{
+    /// <summary>True when <paramref name="p"/> gets weight decay under <paramref name="rule"/>.</summary>
+    public static bool Decays(Tensor p, WeightDecayRule rule) => rule switch
+    {
+        WeightDecayRule.All => true,
+        WeightDecayRule.MatricesOnly => IsMatrix(p),
+        _ => IsMatrix(p) && p.Name is not ("pos_embed" or "cls_token") &&
+             p.Name?.EndsWith("relative_position_bias_table", StringComparison.Ordinal) != true,
+    };
+
+    /// <summary>Sets each of <paramref name="optimizer"/>'s parameters' weight decay: <paramref name="weightDecay"/>
+    /// where <paramref name="rule"/> decays it, else 0.</summary>
+    public static void Apply(Adam optimizer, WeightDecayRule rule, float weightDecay)
+    {
+        foreach (var p in optimizer.Parameters) optimizer.SetWeightDecay(p, Decays(p, rule) ? weightDecay : 0f);
+    }
+
+    static bool IsMatrix(Tensor p) => p.Rank > 1 && p.Name?.EndsWith(".bias", StringComparison.Ordinal) != true;
 }
 
 /// <summary>
@@ -100,20 +125,10 @@ public sealed record PeftRecipe
     };
 
     /// <summary>Sets each parameter's weight decay in <paramref name="optimizer"/> by <see cref="WeightDecayOn"/>.</summary>
-    public void ConfigureWeightDecay(Adam optimizer)
-    {
-        foreach (var p in optimizer.Parameters)
-        {
-            bool decays = WeightDecayOn == WeightDecayRule.All || p.Rank > 1 && p.Name?.EndsWith(".bias", StringComparison.Ordinal) != true;
-            optimizer.SetWeightDecay(p, decays ? WeightDecay : 0f);
-        }
-    }
+    public void ConfigureWeightDecay(Adam optimizer) => WeightDecayRules.Apply(optimizer, WeightDecayOn, WeightDecay);
 
     /// <summary>The VTAB-1k task folder names, in the papers' column order (Natural, Specialized, Structured).</summary>
     public static IReadOnlyList<string> VtabTasks { get; } = [.. Engine.Data.VtabTasks.All.Select(t => t.Name)];
-
-    /// <summary>The methods with a recipe.</summary>
-    public static IReadOnlyList<string> Methods { get; } = ["full", "linear", "bias", "ssf", "sct", "gps"];
 
     // SCT per task (showlab/SCT run_model_sct.sh and configs/model_sct/vtab/*.yaml): lr, wd, train_aug, label smoothing.
     static readonly Dictionary<string, (float Lr, float Wd, bool Aug, float Smoothing)> SctTasks = new()
@@ -173,29 +188,39 @@ public sealed record PeftRecipe
     {
         if (task != null && !VtabTasks.Contains(task))
             throw new ArgumentException($"unknown VTAB-1k task '{task}' (known: {string.Join(", ", VtabTasks)})", nameof(task));
-        switch (method)
+        var info = PeftMethods.Find(method) ??
+            throw new ArgumentException($"unknown PEFT method '{method}' (known: {string.Join(", ", PeftMethods.Names)})", nameof(method));
+        return info.VitRecipe(task);
+    }
+
+    /// <summary>SCT's script for <paramref name="task"/> (null: the median over tasks).</summary>
+    internal static PeftRecipe SctScript(string method, string? task)
+    {
+        var sct = task == null ? (Lr: 0.0062f, Wd: 0.01f, Aug: false, Smoothing: 0.1f) : SctTasks[task];
+        return new PeftRecipe
         {
-            case "sct":
-                var sct = task == null ? (Lr: 0.0062f, Wd: 0.01f, Aug: false, Smoothing: 0.1f) : SctTasks[task];
-                return new PeftRecipe
-                {
-                    Method = method, LearningRate = sct.Lr, WeightDecay = sct.Wd, WeightDecayOn = WeightDecayRule.All, CooldownEpochs = 0,
-                    WarmupLearningRate = 1e-6f, MinLearningRate = 1e-5f, ScheduleLagsOneEpoch = true, DropPath = 0.1f,
-                    LabelSmoothing = sct.Smoothing, Normalization = "imagenet", Augment = sct.Aug, K = SctSelection.DefaultK, EvalEveryEpochs = 10,
-                };
-            case "gps":
-                var gps = task == null ? (Batch: 16, Lr: 0.002f, DropPath: 0f, K: GpsSelection.DefaultK) : GpsTasks[task];
-                return new PeftRecipe
-                {
-                    Method = method, Optimizer = OptimizerKind.Adam, LearningRate = gps.Lr, WeightDecay = 0f, BatchSize = gps.Batch,
-                    DropPath = gps.DropPath, K = gps.K,
-                };
-            case "ssf" or "full" or "linear" or "bias":
-                var ssf = task == null ? (Lr: 5e-3f, Wd: 5e-5f, DropPath: 0f) : SsfTasks[task];
-                float lr = method switch { "ssf" => ssf.Lr, "full" => 1e-3f, _ => 5e-3f };
-                return new PeftRecipe { Method = method, LearningRate = lr, WeightDecay = ssf.Wd, DropPath = ssf.DropPath };
-            default:
-                throw new ArgumentException($"unknown PEFT method '{method}' (known: {string.Join(", ", Methods)})", nameof(method));
-        }
+            Method = method, LearningRate = sct.Lr, WeightDecay = sct.Wd, WeightDecayOn = WeightDecayRule.All, CooldownEpochs = 0,
+            WarmupLearningRate = 1e-6f, MinLearningRate = 1e-5f, ScheduleLagsOneEpoch = true, DropPath = 0.1f,
+            LabelSmoothing = sct.Smoothing, Normalization = "imagenet", Augment = sct.Aug, K = SctSelection.DefaultK, EvalEveryEpochs = 10,
+        };
+    }
+
+    /// <summary>GPS's script for <paramref name="task"/> (null: the values most tasks use).</summary>
+    internal static PeftRecipe GpsScript(string method, string? task)
+    {
+        var gps = task == null ? (Batch: 16, Lr: 0.002f, DropPath: 0f, K: GpsSelection.DefaultK) : GpsTasks[task];
+        return new PeftRecipe
+        {
+            Method = method, Optimizer = OptimizerKind.Adam, LearningRate = gps.Lr, WeightDecay = 0f, BatchSize = gps.Batch,
+            DropPath = gps.DropPath, K = gps.K,
+        };
+    }
+
+    /// <summary>SSF's script for <paramref name="task"/> (null: the values most tasks use), with its learning rate or
+    /// <paramref name="learningRate"/> (the baselines, which share SSF's recipe).</summary>
+    internal static PeftRecipe SsfScript(string method, string? task, float? learningRate)
+    {
+        var ssf = task == null ? (Lr: 5e-3f, Wd: 5e-5f, DropPath: 0f) : SsfTasks[task];
+        return new PeftRecipe { Method = method, LearningRate = learningRate ?? ssf.Lr, WeightDecay = ssf.Wd, DropPath = ssf.DropPath };
     }
 }

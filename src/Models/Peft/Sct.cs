@@ -27,7 +27,7 @@ public sealed class Sct : PeftMethod
     }
 
     /// <inheritdoc/>
-    public override string Name => "sct";
+    public override string Name => PeftMethods.Sct.Name;
 
     /// <inheritdoc/>
     public override IReadOnlyList<Tensor> AddedParameters => _added;
@@ -82,6 +82,12 @@ public sealed class Sct : PeftMethod
                 throw new InvalidDataException($"{path}: was trained with another channel selection for '{site}' (build SCT from SctSelection.Read of this file)");
         base.LoadTrained(model, [.. entries.Where(e => !SctSelection.IsIndexKey(e.Name))], path);
     }
+
+    /// <summary>SCT cannot fold: its map of selected channels adds onto the residual stream, which no layer of a plain
+    /// model can absorb.</summary>
+    /// <exception cref="NotSupportedException">Always.</exception>
+    public override IReadOnlyList<string> Merge() =>
+        throw new NotSupportedException("SCT's module adds a linear map of selected channels onto the residual stream, which no layer of a plain model can absorb");
 
     /// <inheritdoc/>
     public override void Dispose()
@@ -202,7 +208,7 @@ public static class SctSelection
 
     /// <summary>Writes a selection as safetensors (<c>{module}.sct_index</c> int32 [K] per site), atomically.</summary>
     public static void Save(string path, IReadOnlyDictionary<string, int[]> selection, IReadOnlyDictionary<string, string>? metadata = null) =>
-        SelectionFile.Write(path, "sct", selection.Select(kv => (ModulePrefix(kv.Key) + IndexSuffix, kv.Value, new[] { kv.Value.Length })), metadata);
+        SelectionFile.Write(path, PeftMethods.Sct.Name, selection.Select(kv => (ModulePrefix(kv.Key) + IndexSuffix, kv.Value, new[] { kv.Value.Length })), metadata);
 
     /// <summary>Reads the selection from a file of <see cref="Save"/> or a trained SCT file (site name → channels).</summary>
     /// <exception cref="InvalidDataException">The file holds no <c>*.sct_index</c> tensor, or one is not a vector.</exception>

@@ -54,3 +54,41 @@ public static class SelectionBatches
         }
     }
 }
+
+/// <summary>The one implementation of a method's selection pass over labelled image files (fine-tuning runs and
+/// <c>peft select</c> both call it): the batches its <see cref="SelectionPassInfo"/> asks for, then its computation,
+/// written to a selection file.</summary>
+public static class SelectionPass
+{
+    /// <summary>
+    /// Runs <paramref name="method"/>'s pass on <paramref name="model"/> over <paramref name="items"/> and writes the
+    /// selection to <paramref name="path"/> (atomically, with <paramref name="metadata"/>); returns its summary line.
+    /// </summary>
+    /// <param name="method">A method with a selection pass (SCT, GPS).</param>
+    /// <param name="model">The model holding the pretrained weights.</param>
+    /// <param name="items">Image files and labels.</param>
+    /// <param name="settings">K, K per stage, seed.</param>
+    /// <param name="normalization">Input normalisation.</param>
+    /// <param name="path">The selection file to write.</param>
+    /// <param name="metadata">Written into the file.</param>
+    /// <param name="batchSize">Images per batch; null: the method's (<see cref="SelectionPassInfo.BatchSize"/>).</param>
+    /// <param name="augment">False: every view is the plain resized image (exact comparisons with other implementations).</param>
+    /// <param name="progress">Called with (batches done, total).</param>
+    /// <exception cref="ArgumentException">The method has no selection pass, or the settings do not fit it.</exception>
+    public static string Run(PeftMethodInfo method, IImageClassifier model, IReadOnlyList<(string File, int Label)> items, SelectionSettings settings,
+        Normalization normalization, string path, IReadOnlyDictionary<string, string> metadata, int? batchSize = null, bool augment = true,
+        Action<int, int>? progress = null)
+    {
+        var pass = method.Selection ?? throw new ArgumentException($"{method.Name} has no selection pass");
+        if (settings.StageK != null && !pass.TakesStageK) throw new ArgumentException($"{method.Name} takes one K, not a K per stage");
+        int batch = batchSize ?? pass.BatchSize;
+        if (batch < 1) throw new ArgumentException($"selection batch size must be at least 1 (got {batch})");
+        var device = model.Parameters[0].Device;
+        var batches = SelectionBatches.Stream(items, pass.Views, augment, model.ImageSize, normalization, batch, settings.Seed, device, progress);
+        return pass.ComputeAndSave(model, batches, settings, path, metadata);
+    }
+
+    /// <summary>Number of batches <see cref="Run"/> reads for <paramref name="images"/> images.</summary>
+    public static int BatchCount(PeftMethodInfo method, int images, int? batchSize, ulong seed) =>
+        Batching.Shuffled(images, batchSize ?? method.Selection?.BatchSize ?? 1, seed).Count;
+}

@@ -19,7 +19,7 @@ public sealed class Ssf : PeftMethod
     public Ssf(ulong seed = 42) => _seed = seed;
 
     /// <inheritdoc/>
-    public override string Name => "ssf";
+    public override string Name => PeftMethods.Ssf.Name;
 
     /// <inheritdoc/>
     public override IReadOnlyList<Tensor> AddedParameters => _added;
@@ -55,7 +55,7 @@ public sealed class Ssf : PeftMethod
     /// <returns>The sites kept as per-channel affines (empty for ViT and Swin).</returns>
     /// <exception cref="InvalidOperationException">SSF was not applied, or a site's layer has no bias to take β
     /// (checked for every site before anything changes).</exception>
-    public IReadOnlyList<string> Merge()
+    public override IReadOnlyList<string> Merge()
     {
         var model = _model ?? throw new InvalidOperationException("SSF must be applied to a model before merging");
         var sites = model.Sites.Where(s => _bySite.ContainsKey(s.Name)).ToList();

@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using Engine.Autograd;
 using Engine.Imaging;
+using Engine.Models.Peft;
+using Engine.Models.Training;
 using Engine.Models.Vit;
 using Engine.Optim;
 
@@ -60,9 +62,9 @@ public static class SyntheticPretraining
         int size = model.ImageSize;
         if (model.InChannels != 3) throw new ArgumentException($"the synthetic images are RGB but the model has {model.InChannels} input channels");
         using var opt = new Adam(model.Parameters, new AdamOptions { LearningRate = options.LearningRate, WeightDecay = options.WeightDecay });
-        foreach (var p in model.Parameters.Where(p => p.Rank < 2 || p.Name is "pos_embed" or "cls_token" || p.Name!.EndsWith("relative_position_bias_table", StringComparison.Ordinal))) opt.SetWeightDecay(p, 0f);
+        WeightDecayRules.Apply(opt, WeightDecayRule.MatricesExceptEmbeddings, options.WeightDecay);
         var (evalX, evalY) = Batch(size, options.Seed, stream: 1, 0, 2000);
-        var tape = new Tape();
+        var trainStep = new TrainStep(opt) { Context = "pretraining" };
         var clock = Stopwatch.StartNew();
         double lossSum = 0;
         int window = 0;
@@ -74,18 +76,9 @@ public static class SyntheticPretraining
             var (x, y) = Batch(size, options.Seed, stream: 0, (long)step * options.BatchSize, options.BatchSize);
             using var images = Tensor.FromArray(device, x, options.BatchSize, 3, size, size);
             using var targets = Tensor.FromArray(device, y, options.BatchSize);
-            using (tape.Record())
-            {
-                using var logits = model.Forward(images, trainSeed: Kernels.CounterRng.Hash(options.Seed, (ulong)step));
-                using var loss = Ops.CrossEntropy(logits, targets, smoothing: 0.1f);
-                float value = loss.ToArray()[0];
-                if (!float.IsFinite(value)) throw new ArithmeticException($"pretraining diverged at step {step + 1}: loss {value}");
-                lossSum += value;
-                window++;
-                tape.Backward(loss);
-            }
-            opt.Step();
-            opt.ZeroGrad();
+            ulong stepSeed = Kernels.CounterRng.Hash(options.Seed, (ulong)step);
+            lossSum += trainStep.Run(() => model.Forward(images, trainSeed: stepSeed), logits => Ops.CrossEntropy(logits, targets, smoothing: 0.1f));
+            window++;
             if ((step + 1) % Math.Max(1, options.Steps / 10) == 0 || step + 1 == options.Steps)
             {
                 log?.Invoke($"step {step + 1}/{options.Steps}: loss {lossSum / window:F3}, lr {opt.LearningRate:G3}, held-out {Accuracy(model, evalX, evalY, device):F1}%, " +

@@ -109,7 +109,7 @@ public static class FineTuneRun
         using var train = OpenCache(trainList, size, options, log);
         using var test = OpenCache(testList, size, options, log);
 
-        using var method = CreateMethod(config, model, trainList, normalization, Path.Combine(runDir, "selection.safetensors"), device, log);
+        using var method = CreateMethod(config, model, trainList, normalization, Path.Combine(runDir, "selection.safetensors"), log);
         method.Apply(model);
         using var opt = new Adam(method.Trainable(model), recipe.AdamOptions);
         recipe.ConfigureWeightDecay(opt);
@@ -128,13 +128,16 @@ public static class FineTuneRun
         long totalSteps = (long)stepsPerEpoch * recipe.TotalEpochs, stepsDone = (long)stepsPerEpoch * state.EpochsDone;
         var clock = Stopwatch.StartNew();
         double secondsBefore = state.Seconds;
-        var tape = new Tape();
+        var step = new TrainStep(opt) { Context = $"{config.Task}/{method.Name}", Steps = stepsDone };
         for (int epoch = state.EpochsDone; epoch < recipe.TotalEpochs; epoch++)
         {
             var epochClock = Stopwatch.StartNew();
             float lr = recipe.LearningRateAt(epoch);
             opt.LearningRate = lr;
             var batches = Batching.Shuffled(train.Count, recipe.BatchSize, CounterRng.Hash(recipe.Seed, (ulong)epoch));
+            string hint = $"epoch {epoch + 1}, lr {lr:G3}; " +
+                (state.Checkpoint == null ? "no epoch had finished, so nothing was checkpointed" : $"the last good checkpoint ({state.Checkpoint}) is kept") +
+                "; try a lower learning rate";
             double lossSum = 0;
             int correct = 0, seen = 0;
             foreach (var order in batches)
@@ -145,25 +148,10 @@ public static class FineTuneRun
                 using var images = Batch(train, order, normalization, device, flips);
                 var labels = order.Select(i => train.Labels[i]).ToArray();
                 using var targets = Tensor.FromArray(device, labels, labels.Length);
-                using (tape.Record())
-                {
-                    using var logits = model.Forward(images, trainSeed: stepSeed);
-                    using var loss = Ops.CrossEntropy(logits, targets, recipe.LabelSmoothing);
-                    float value = loss.ToArray()[0];
-                    if (!float.IsFinite(value))
-                    {
-                        tape.Clear();
-                        throw new DivergedException($"{config.Task}/{method.Name}: the loss is {value} at epoch {epoch + 1}, step {stepsDone + 1} (lr {lr:G3}); " +
-                            (state.Checkpoint == null ? "no epoch had finished, so nothing was checkpointed" : $"the last good checkpoint ({state.Checkpoint}) is kept") +
-                            "; try a lower learning rate");
-                    }
-                    lossSum += value * labels.Length;
-                    correct += CountCorrect(logits, labels);
-                    seen += labels.Length;
-                    tape.Backward(loss);
-                }
-                opt.Step();
-                opt.ZeroGrad();
+                float value = step.Run(() => model.Forward(images, trainSeed: stepSeed), logits => Ops.CrossEntropy(logits, targets, recipe.LabelSmoothing),
+                    logits => correct += CountCorrect(logits, labels), hint);
+                lossSum += value * labels.Length;
+                seen += labels.Length;
                 stepsDone++;
                 double rate = (stepsDone - (long)stepsPerEpoch * state.EpochsDone) * recipe.BatchSize / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
                 options.Progress?.Invoke(new RunProgress(epoch + 1, recipe.TotalEpochs, stepsDone, totalSteps, rate,
@@ -199,34 +187,23 @@ public static class FineTuneRun
         });
     }
 
-    /// <summary>The method, with its selection for SCT and GPS: read from the run folder, or computed on the train split
-    /// (decoding the original images, as the reference selection scripts) and saved there first.</summary>
+    /// <summary>The method, with its selection when it has a pass (SCT, GPS): read from the run folder, or computed on the
+    /// train split (decoding the original images, as the reference selection scripts) and saved there first.</summary>
     static PeftMethod CreateMethod(RunConfig config, IImageClassifier model, ImageList trainList, Normalization normalization,
-        string selectionPath, Device device, Action<string> log)
+        string selectionPath, Action<string> log)
     {
         var recipe = config.Recipe;
-        switch (recipe.Method)
-        {
-            case "full": return SubsetMethod.Full();
-            case "linear": return SubsetMethod.Linear();
-            case "bias": return SubsetMethod.Bias();
-            case "ssf": return new Ssf(recipe.Seed);
-            case "sct" or "gps": break;
-            default: throw new ArgumentException($"unknown method '{recipe.Method}' (use {string.Join(", ", PeftRecipe.Methods)})");
-        }
-        bool sct = recipe.Method == "sct";
+        var info = PeftMethods.Get(recipe.Method);
+        if (info.Selection == null) return info.Create(new MethodSetup(recipe.Seed));
         if (!File.Exists(selectionPath))
         {
             var items = trainList.Files.Zip(trainList.Labels).ToList();
-            var batches = SelectionBatches.Stream(items, views: sct ? 1 : 2, augment: true, model.ImageSize, normalization,
-                batchSize: sct ? 50 : 32, recipe.Seed, device);
             var clock = Stopwatch.StartNew();
             var metadata = new Dictionary<string, string> { ["k"] = recipe.K.ToString(), ["seed"] = recipe.Seed.ToString(), ["task"] = config.Task };
-            if (sct) SctSelection.Save(selectionPath, SctSelection.Compute(model, batches, recipe.K, recipe.StageK), metadata);
-            else GpsSelection.Save(selectionPath, GpsSelection.Compute(model, batches, recipe.K, recipe.Seed), metadata);
-            log($"{recipe.Method} selection (K = {recipe.K}) over {items.Count} images in {clock.Elapsed.TotalSeconds:F1} s → {selectionPath}");
+            string summary = SelectionPass.Run(info, model, items, new SelectionSettings(recipe.K, recipe.StageK, recipe.Seed), normalization, selectionPath, metadata);
+            log($"{info.Name} selection (K = {recipe.K}) over {items.Count} images in {clock.Elapsed.TotalSeconds:F1} s: {summary} → {selectionPath}");
         }
-        return sct ? new Sct(SctSelection.Read(selectionPath), recipe.Seed) : new Gps(GpsSelection.Read(selectionPath));
+        return info.Create(new MethodSetup(recipe.Seed, selectionPath));
     }
 
     static Tensor Batch(ImageCache cache, int[] indices, Normalization normalization, Device device, bool[]? flips)

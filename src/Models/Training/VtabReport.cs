@@ -53,7 +53,7 @@ public sealed class VtabReport
         var order = VtabTasks.All.Select(t => t.Name).ToList();
         var tasks = groups.OrderBy(g => g.Value).ThenBy(g => order.IndexOf(g.Key) is int i and >= 0 ? i : int.MaxValue).ThenBy(g => g.Key, StringComparer.Ordinal)
             .Select(g => (g.Key, g.Value)).ToList();
-        var methodOrder = Peft.PeftRecipe.Methods.ToList();
+        var methodOrder = Peft.PeftMethods.Names.ToList();
         var methods = results.Select(r => r.Method).Distinct().OrderBy(m => methodOrder.IndexOf(m) is int i and >= 0 ? i : int.MaxValue).ThenBy(m => m).ToList();
         return new VtabReport(results, tasks, methods) { Unfinished = unfinished };
     }

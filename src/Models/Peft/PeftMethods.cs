@@ -1,0 +1,176 @@
+namespace Engine.Models.Peft;
+
+/// <summary>What a method's factory gets: the run's seed (initialisation of added parameters) and, for a method with a
+/// selection pass, the selection file the pass wrote (or a trained file, which holds its selection too).</summary>
+public sealed record MethodSetup(ulong Seed = 42, string? SelectionFile = null);
+
+/// <summary>The settings of one selection pass.</summary>
+/// <param name="K">Selection size (SCT: channels per site; GPS: inputs per output row).</param>
+/// <param name="StageK">SCT's K per stage (a site's stage is its name before <c>.blocks.</c>); null: K everywhere.</param>
+/// <param name="Seed">Seed of the shuffle, the augmentations and the train-mode masks.</param>
+public sealed record SelectionSettings(int K, IReadOnlyDictionary<string, int>? StageK, ulong Seed);
+
+/// <summary>A method's selection pass: how its batches are made, and the computation that turns them into a selection file.</summary>
+public sealed record SelectionPassInfo
+{
+    /// <summary>Views of each image in a batch (GPS: 2, the positives of its contrastive loss; SCT: 1).</summary>
+    public required int Views { get; init; }
+    /// <summary>Images per batch before the views, as the reference selection scripts use.</summary>
+    public required int BatchSize { get; init; }
+    /// <summary>True when the pass runs the model in train mode (stochastic depth applies; GPS), false for eval mode (SCT).</summary>
+    public required bool TrainMode { get; init; }
+    /// <summary>True when K may differ per stage (SCT on Swin).</summary>
+    public required bool TakesStageK { get; init; }
+    /// <summary>Runs the pass over the batches and writes the selection (atomically) to the path, with the metadata;
+    /// returns a one-line summary of what was selected.</summary>
+    public required Func<IPeftModel, IEnumerable<(Tensor Images, int[] Labels)>, SelectionSettings, string, IReadOnlyDictionary<string, string>, string> ComputeAndSave { get; init; }
+    /// <summary>Writes a fixed selection of K evenly spread entries to the path (benchmarks: a step's cost does not depend
+    /// on which entries are selected).</summary>
+    public required Action<IPeftModel, int, string> SaveUniform { get; init; }
+}
+
+/// <summary>The synthetic suite's setting of a method (a short run of a small model; see <c>SyntheticSuite</c>).</summary>
+/// <param name="LearningRate">Base learning rate.</param>
+/// <param name="WeightDecay">Weight decay.</param>
+/// <param name="K">Selection size (SCT: 8 of 64 channels, the papers' one-eighth; GPS: 1).</param>
+public sealed record SyntheticSetting(float LearningRate, float WeightDecay, int K = 0);
+
+/// <summary>
+/// One PEFT method as every part of the project sees it: its name, what it does, the families it applies to, its recipe,
+/// its factory, and its selection pass if it has one. What trains, what is saved and how it merges are the
+/// <see cref="PeftMethod"/>'s own (<see cref="PeftMethod.Apply"/>, <see cref="PeftMethod.SaveTrained"/>,
+/// <see cref="PeftMethod.Merge"/>).
+/// </summary>
+public sealed record PeftMethodInfo
+{
+    /// <summary>The name on the command line, in run folders and in trained files' metadata.</summary>
+    public required string Name { get; init; }
+    /// <summary>How messages and reports write it (<c>SSF</c>, <c>BitFit</c>, ...).</summary>
+    public required string Title { get; init; }
+    /// <summary>One line for help texts.</summary>
+    public required string Summary { get; init; }
+    /// <summary>The model families it is defined for (<c>vit</c>, <c>swin</c>, <c>convnext</c>).</summary>
+    public IReadOnlyList<string> Families { get; init; } = ["vit", "swin", "convnext"];
+    /// <summary>The ViT recipe for a VTAB-1k task (null: the method's default); <see cref="PeftRecipe.For"/> adds the family.</summary>
+    public required Func<string?, PeftRecipe> VitRecipe { get; init; }
+    /// <summary>Builds the method (apply it to a model next).</summary>
+    public required Func<MethodSetup, PeftMethod> Create { get; init; }
+    /// <summary>The selection pass that must run before <see cref="Create"/> (SCT, GPS), or null.</summary>
+    public SelectionPassInfo? Selection { get; init; }
+    /// <summary>The synthetic suite's learning rate, weight decay and K.</summary>
+    public required SyntheticSetting Synthetic { get; init; }
+
+    /// <summary>True when the method is defined for the family.</summary>
+    public bool AppliesTo(string family) => Families.Contains(family);
+
+    /// <inheritdoc/>
+    public override string ToString() => Name;
+}
+
+/// <summary>
+/// The registry of PEFT methods: the only place their names are written. The CLI, fine-tuning runs, the synthetic suite,
+/// the benchmarks and merge look methods up here; adding a method is its file plus one entry in <see cref="All"/>.
+/// </summary>
+public static class PeftMethods
+{
+    /// <summary>Full fine-tuning: every parameter trains.</summary>
+    public static PeftMethodInfo Full { get; } = new()
+    {
+        Name = "full", Title = "full fine-tuning", Summary = "full fine-tuning: every parameter trains",
+        VitRecipe = task => PeftRecipe.SsfScript("full", task, learningRate: 1e-3f),
+        Create = _ => SubsetMethod.Full(),
+        Synthetic = new(LearningRate: 1e-3f, WeightDecay: 1e-4f),
+    };
+
+    /// <summary>Linear probing: the head only.</summary>
+    public static PeftMethodInfo Linear { get; } = new()
+    {
+        Name = "linear", Title = "linear probing", Summary = "linear probing: the head only",
+        VitRecipe = task => PeftRecipe.SsfScript("linear", task, learningRate: 5e-3f),
+        Create = _ => SubsetMethod.Linear(),
+        Synthetic = new(LearningRate: 3e-2f, WeightDecay: 1e-4f),
+    };
+
+    /// <summary>BitFit: every bias and the head.</summary>
+    public static PeftMethodInfo Bias { get; } = new()
+    {
+        Name = "bias", Title = "BitFit", Summary = "BitFit: every bias and the head",
+        VitRecipe = task => PeftRecipe.SsfScript("bias", task, learningRate: 5e-3f),
+        Create = _ => SubsetMethod.Bias(),
+        Synthetic = new(LearningRate: 3e-2f, WeightDecay: 1e-4f),
+    };
+
+    /// <summary>SSF: learned scales and shifts of the features after every layer, foldable into the layers.</summary>
+    public static PeftMethodInfo Ssf { get; } = new()
+    {
+        Name = "ssf", Title = "SSF", Summary = "SSF: scales and shifts of the features after every layer (folds into the weights)",
+        VitRecipe = task => PeftRecipe.SsfScript("ssf", task, learningRate: null),
+        Create = setup => new Ssf(setup.Seed),
+        Synthetic = new(LearningRate: 3e-2f, WeightDecay: 1e-4f),
+    };
+
+    /// <summary>SCT: a K×K map of the salient channels on the residual stream after each block's attention.</summary>
+    public static PeftMethodInfo Sct { get; } = new()
+    {
+        Name = "sct", Title = "SCT", Summary = "SCT: a K×K map of each block's K salient channels on the residual stream",
+        Families = ["vit", "swin"], // its sites are the residual sums after attention
+        VitRecipe = task => PeftRecipe.SctScript("sct", task),
+        Create = setup => new Sct(SctSelection.Read(RequireSelection(setup, "sct")), setup.Seed),
+        Selection = new()
+        {
+            Views = 1, BatchSize = 50, TrainMode = false, TakesStageK = true,
+            ComputeAndSave = (model, batches, s, path, metadata) =>
+            {
+                var selection = SctSelection.Compute(model, batches, s.K, s.StageK);
+                SctSelection.Save(path, selection, metadata);
+                var sizes = selection.Values.GroupBy(c => c.Length).OrderBy(g => g.Key).Select(g => $"{g.Count()} of {g.Key}");
+                return $"{selection.Count} channel sets ({string.Join(", ", sizes)})";
+            },
+            SaveUniform = (model, k, path) => SctSelection.Save(path, SctSelection.Sites(model).ToDictionary(s => s.Name,
+                s => Enumerable.Range(0, k).Select(i => i * (s.Channels / k)).ToArray())),
+        },
+        Synthetic = new(LearningRate: 3e-2f, WeightDecay: 1e-4f, K: 8),
+    };
+
+    /// <summary>GPS: the K inputs per output row of every weight with the largest contrastive gradient.</summary>
+    public static PeftMethodInfo Gps { get; } = new()
+    {
+        Name = "gps", Title = "GPS", Summary = "GPS: the K inputs per output row of every weight with the largest contrastive gradient",
+        VitRecipe = task => PeftRecipe.GpsScript("gps", task),
+        Create = setup => new Gps(GpsSelection.Read(RequireSelection(setup, "gps"))),
+        Selection = new()
+        {
+            Views = 2, BatchSize = 32, TrainMode = true, TakesStageK = false,
+            ComputeAndSave = (model, batches, s, path, metadata) =>
+            {
+                var selection = GpsSelection.Compute(model, batches, s.K, s.Seed);
+                GpsSelection.Save(path, selection, metadata);
+                return $"{selection.Count} selections ({selection.Values.Sum(r => (long)r.Columns.Length):N0} entries)";
+            },
+            SaveUniform = (model, k, path) => GpsSelection.Save(path, GpsSelection.SelectedWeights(model).ToDictionary(p => p.Name!, p =>
+            {
+                int rows = p.Shape[0], inputs = (int)(p.Count / rows), kk = Math.Min(k, inputs);
+                return new GpsRows(rows, kk, [.. Enumerable.Range(0, rows).SelectMany(o =>
+                    Enumerable.Range(0, kk).Select(j => (o * 7 + j * (inputs / kk)) % inputs).Order())]);
+            })),
+        },
+        Synthetic = new(LearningRate: 3e-2f, WeightDecay: 0f, K: 1),
+    };
+
+    /// <summary>Every method, in the papers' table order.</summary>
+    public static IReadOnlyList<PeftMethodInfo> All { get; } = [Full, Linear, Bias, Ssf, Sct, Gps];
+
+    /// <summary>Every method's name, in <see cref="All"/>'s order.</summary>
+    public static IReadOnlyList<string> Names { get; } = [.. All.Select(m => m.Name)];
+
+    /// <summary>The method named <paramref name="name"/>.</summary>
+    /// <exception cref="ArgumentException">No such method; the message lists the known ones.</exception>
+    public static PeftMethodInfo Get(string name) => Find(name) ??
+        throw new ArgumentException($"unknown PEFT method '{name}' (known: {string.Join(", ", Names)})");
+
+    /// <summary>The method named <paramref name="name"/>, or null.</summary>
+    public static PeftMethodInfo? Find(string name) => All.FirstOrDefault(m => m.Name == name);
+
+    static string RequireSelection(MethodSetup setup, string method) => setup.SelectionFile ??
+        throw new ArgumentException($"{method} needs its selection file (run its selection pass first)");
+}

@@ -1,0 +1,33 @@
+namespace Engine.Models.Training;
+
+/// <summary>One run of a suite: its task, method, and its config (built knowing whether the run resumes, so a resumed run
+/// need not have its checkpoint at hand).</summary>
+public sealed record PlannedRun(string Task, string Method, Func<bool, RunConfig> Config);
+
+/// <summary>Tasks × methods as durable runs in <c>&lt;output&gt;/&lt;task&gt;/&lt;method&gt;</c> (<c>peft vtab suite</c>
+/// and the synthetic suite).</summary>
+public static class FineTuneSuite
+{
+    /// <summary>
+    /// Runs each planned run in order: a finished run is skipped, an interrupted one resumed, a new one started.
+    /// <paramref name="execute"/> runs one (config, run folder, resume) and returns its result, or null when it was
+    /// interrupted, which stops the suite. Returns false when interrupted.
+    /// </summary>
+    public static bool Run(IReadOnlyList<PlannedRun> runs, string output, Func<RunConfig, string, bool, RunResult?> execute, Action<string> log)
+    {
+        for (int i = 0; i < runs.Count; i++)
+        {
+            var run = runs[i];
+            string runDir = Path.Combine(output, run.Task, run.Method), where = $"[{i + 1}/{runs.Count}] {run.Task}/{run.Method}";
+            if (RunResult.Read(runDir) is { } done)
+            {
+                log($"{where}: finished earlier (best {done.BestAccuracy:F1}%), skipped");
+                continue;
+            }
+            bool resume = File.Exists(Path.Combine(runDir, "config.json"));
+            log($"{where}{(resume ? " (resuming)" : "")}");
+            if (execute(run.Config(resume), runDir, resume) is null) return false;
+        }
+        return true;
+    }
+}
