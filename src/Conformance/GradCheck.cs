@@ -13,8 +13,10 @@ public sealed record Input(string Name, int[] Shape, double Low = -1, double Hig
 /// <summary>
 /// The per-op test harness (ggml test-backend-ops style): random inputs; the op's forward on a device against a
 /// double-precision reference; then every input gradient (with a random upstream gradient R) against central
-/// finite differences of the reference's Σ R·f(x), computed in double. Tolerances per tensor:
-/// |got − want| ≤ atol + rtol·|want|.
+/// finite differences of the reference's Σ R·f(x), computed in double. Then again for every subset of the inputs that
+/// train (each frozen or not, down to none): frozen means free, so each subset takes other kernel paths (nothing kept
+/// for a frozen weight, no weight-gradient GEMM), and must give the same forward bits, no gradient to a frozen input
+/// and the same gradients to the others. Tolerances per tensor: |got − want| ≤ atol + rtol·|want|.
 /// </summary>
 public static class GradCheck
 {
@@ -33,17 +35,56 @@ public static class GradCheck
         var tensors = inputs.Select((inp, i) =>
         {
             var t = Tensor.FromArray(device, values[i].Select(v => (float)v).ToArray(), inp.Shape);
-            t.RequiresGrad = inp.RequiresGrad;
             t.Name = inp.Name;
             return t;
         }).ToArray();
-        // The reference sees exactly the float32 values the device sees.
-        var rounded = values.Select(v => v.Select(x => (double)(float)x).ToArray()).ToArray();
-        var want = reference(rounded);
+        try
+        {
+            // The reference sees exactly the float32 values the device sees.
+            var rounded = values.Select(v => v.Select(x => (double)(float)x).ToArray()).ToArray();
+            var want = reference(rounded);
+            var upstream = new double[want.Length];
+            for (int j = 0; j < upstream.Length; j++) upstream[j] = CounterRng.Uniform(seed ^ 0xABCDEF, (ulong)j) * 2 - 1;
+            var numeric = new double[inputs.Length][]; // finite differences, computed once per input
 
+            // The declared trainable inputs first, then every smaller subset of them.
+            int[] trainable = [.. Enumerable.Range(0, inputs.Length).Where(i => inputs[i].RequiresGrad)];
+            float[]? full = null;
+            for (int subset = (1 << trainable.Length) - 1; subset >= 0; subset--)
+            {
+                for (int i = 0; i < tensors.Length; i++) tensors[i].RequiresGrad = false;
+                for (int b = 0; b < trainable.Length; b++) tensors[trainable[b]].RequiresGrad = (subset >> b & 1) == 1;
+                string label = subset == (1 << trainable.Length) - 1 ? op
+                    : $"{op} [trains {(subset == 0 ? "nothing" : string.Join(", ", trainable.Where((_, b) => (subset >> b & 1) == 1).Select(i => inputs[i].Name)))}]";
+                var got = RunOnce(device, label, inputs, tensors, forward, reference, rounded, upstream, numeric, gradTol);
+                if (full == null)
+                {
+                    if (got.Length != want.Length) throw new ConformanceException($"{op}: output has {got.Length} elements, expected {want.Length}");
+                    CheckClose($"{op} forward", got, want, forwardTol, forwardTol);
+                    full = got;
+                }
+                else
+                    for (int j = 0; j < got.Length; j++)
+                        if (BitConverter.SingleToInt32Bits(full[j]) != BitConverter.SingleToInt32Bits(got[j]))
+                            throw new ConformanceException($"{label}: forward differs from the all-trainable forward at element {j} ({got[j]:G9} vs {full[j]:G9})");
+            }
+        }
+        finally
+        {
+            foreach (var t in tensors) t.Dispose();
+        }
+    }
+
+    /// <summary>One recorded forward and backward with the tensors' current RequiresGrad; checks each input's gradient
+    /// (present exactly when it trains) against the finite differences. Returns the forward's output.</summary>
+    static float[] RunOnce(Device device, string label, Input[] inputs, Tensor[] tensors, Func<Tensor[], Tensor> forward,
+        Func<double[][], double[]> reference, double[][] rounded, double[] upstream, double[][] numeric, double gradTol)
+    {
+        foreach (var t in tensors) t.DropGrad();
         var tape = new Tape();
         Tensor y;
         using (tape.Record()) y = forward(tensors);
+        using var _ = y;
         var got = y.ToArray();
         // Inference (no tape) takes other paths in some kernels (nothing saved for backward); it must agree exactly.
         using (var inference = forward(tensors))
@@ -51,41 +92,45 @@ public static class GradCheck
             var plain = inference.ToArray();
             for (int j = 0; j < Math.Min(plain.Length, got.Length); j++)
                 if (BitConverter.SingleToInt32Bits(plain[j]) != BitConverter.SingleToInt32Bits(got[j]))
-                    throw new ConformanceException($"{op}: inference forward differs from the recorded forward at element {j} ({plain[j]:G9} vs {got[j]:G9})");
+                    throw new ConformanceException($"{label}: inference forward differs from the recorded forward at element {j} ({plain[j]:G9} vs {got[j]:G9})");
         }
-        if (got.Length != want.Length) throw new ConformanceException($"{op}: output has {got.Length} elements, expected {want.Length}");
-        CheckClose($"{op} forward", got, want, forwardTol, forwardTol);
-
-        if (!inputs.Any(i => i.RequiresGrad))
+        if (!tensors.Any(t => t.RequiresGrad))
         {
-            tape.Clear();
-            return;
+            if (tape.Count != 0) throw new ConformanceException($"{label}: {tape.Count} node(s) recorded though no input trains");
+            return got;
         }
-        var upstream = new double[want.Length];
-        for (int j = 0; j < upstream.Length; j++) upstream[j] = CounterRng.Uniform(seed ^ 0xABCDEF, (ulong)j) * 2 - 1;
         using var r = Tensor.FromArray(device, upstream.Select(v => (float)v).ToArray(), y.Shape);
         tape.Backward(y, r);
-
         for (int i = 0; i < inputs.Length; i++)
         {
-            if (!inputs[i].RequiresGrad) continue;
-            var analytic = (tensors[i].Grad ?? throw new ConformanceException($"{op}: no gradient reached input '{inputs[i].Name}'")).ToArray();
-            var numeric = new double[rounded[i].Length];
-            const double h = 1e-5;
-            for (int j = 0; j < numeric.Length; j++)
+            if (!tensors[i].RequiresGrad)
             {
-                double keep = rounded[i][j];
-                rounded[i][j] = keep + h;
-                double plus = Dot(reference(rounded), upstream);
-                rounded[i][j] = keep - h;
-                double minus = Dot(reference(rounded), upstream);
-                rounded[i][j] = keep;
-                numeric[j] = (plus - minus) / (2 * h);
+                if (tensors[i].Grad != null) throw new ConformanceException($"{label}: frozen input '{inputs[i].Name}' received a gradient");
+                continue;
             }
-            CheckClose($"{op} d/d{inputs[i].Name}", analytic, numeric, gradTol, gradTol);
+            var analytic = (tensors[i].Grad ?? throw new ConformanceException($"{label}: no gradient reached input '{inputs[i].Name}'")).ToArray();
+            numeric[i] ??= FiniteDifferences(reference, rounded, upstream, i);
+            CheckClose($"{label} d/d{inputs[i].Name}", analytic, numeric[i], gradTol, gradTol);
         }
-        y.Dispose();
-        foreach (var t in tensors) t.Dispose();
+        return got;
+    }
+
+    /// <summary>d(Σ R·f)/d(input i), by central differences of the double-precision reference.</summary>
+    static double[] FiniteDifferences(Func<double[][], double[]> reference, double[][] rounded, double[] upstream, int input)
+    {
+        var numeric = new double[rounded[input].Length];
+        const double h = 1e-5;
+        for (int j = 0; j < numeric.Length; j++)
+        {
+            double keep = rounded[input][j];
+            rounded[input][j] = keep + h;
+            double plus = Dot(reference(rounded), upstream);
+            rounded[input][j] = keep - h;
+            double minus = Dot(reference(rounded), upstream);
+            rounded[input][j] = keep;
+            numeric[j] = (plus - minus) / (2 * h);
+        }
+        return numeric;
     }
 
     static double Dot(double[] a, double[] b)

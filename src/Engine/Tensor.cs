@@ -6,8 +6,7 @@ namespace Engine;
 /// A dense, row-major n-d array on one device: a shape, element strides and an offset into shared
 /// <see cref="Storage"/>. Reshape, slice and transpose make views without copying. Element access is only
 /// through explicit host copies (<see cref="ToArray"/>, <see cref="CopyFrom(ReadOnlySpan{float})"/>).
-/// Autograd state: <see cref="RequiresGrad"/>, <see cref="Grad"/> and, for GPS, a dense element <see cref="GradMask"/>
-/// or a sparse per-row selection <see cref="GradIndex"/>.
+/// Autograd state: <see cref="RequiresGrad"/>, <see cref="Grad"/> and which elements train (<see cref="Trainability"/>).
 /// Dispose releases this tensor's reference to its storage; pooled storage returns to the device's pool.
 /// </summary>
 public sealed unsafe class Tensor : IDisposable
@@ -56,33 +55,21 @@ public sealed unsafe class Tensor : IDisposable
     /// <summary>The gradient, same shape (null until a backward pass reaches this tensor).</summary>
     public Tensor? Grad { get; internal set; }
 
-    /// <summary>Optional element mask, same shape (1 = trainable, 0 = frozen); the optimizer leaves masked-out
-    /// elements bitwise unchanged. Used by GPS.</summary>
-    public Tensor? GradMask { get; set; }
-
-    /// <summary>
-    /// GPS's sparse selection for a weight viewed as [out, in] (trailing dims flattened): an int32 [out, k] tensor of the
-    /// input columns that train in each output row; null = dense. With it, <see cref="Grad"/> is [out, k]: only the
-    /// selected entries' gradients are computed (by <see cref="Ops.Linear"/>) and the optimizer keeps state for them
-    /// only. Ops without a sparse weight gradient refuse such a tensor.
-    /// </summary>
-    /// <exception cref="ArgumentException">The index is not int32 [out, k] with 1 ≤ k ≤ in.</exception>
-    public Tensor? GradIndex
+    /// <summary>Which elements train when <see cref="RequiresGrad"/>: all (the default), those of a 0/1 mask, or
+    /// selected entries per row (see <see cref="Engine.Trainability"/>). With selected entries <see cref="Grad"/> is
+    /// [rows, K] and ops without a sparse weight gradient refuse the tensor.</summary>
+    /// <exception cref="ArgumentException">The mask or index does not fit this tensor's shape.</exception>
+    public Trainability Trainability
     {
-        get => _gradIndex;
+        get => _trainability;
         set
         {
-            if (value != null)
-            {
-                long inFeatures = Rank == 0 || Shape[0] == 0 ? 0 : Count / Shape[0];
-                if (value.DType != DType.I32 || value.Rank != 2 || value.Shape[0] != Shape[0] || value.Shape[1] < 1 || value.Shape[1] > inFeatures)
-                    throw new ArgumentException($"GradIndex {value.Describe()} of {Describe()} must be I32 [{(Rank == 0 ? 0 : Shape[0])}, k] with 1 ≤ k ≤ {inFeatures}");
-            }
-            _gradIndex = value;
+            value.CheckFits(this);
+            _trainability = value;
         }
     }
 
-    Tensor? _gradIndex;
+    Trainability _trainability;
 
     /// <summary>True for tensors created directly (parameters, inputs) rather than by an op.</summary>
     public bool IsLeaf { get; internal set; } = true;
@@ -362,10 +349,6 @@ public sealed unsafe class Tensor : IDisposable
 
     /// <summary>True after <see cref="Dispose"/>.</summary>
     public bool IsDisposed => _disposed;
-
-    internal void RetainStorage() => _storage.Retain();
-
-    internal void ReleaseStorage() => _storage.Release();
 
     internal void SetGrad(Tensor? grad) => Grad = grad;
 

@@ -1,7 +1,8 @@
 namespace Engine.Kernels;
 
 /// <summary>
-/// The raw compute interface every backend implements (CPU now; CUDA and emulated CUDA later).
+/// The raw compute interface every backend implements: the CPU (<c>CpuKernels</c>), and CUDA on a GPU or on the
+/// emulated device (<c>CudaKernels</c>).
 /// Kernels see pointers and sizes only: no tensors, no autograd. Pointers are device addresses of the
 /// backend that owns them. All float data is row-major float32.
 /// </summary>

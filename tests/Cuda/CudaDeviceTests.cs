@@ -20,6 +20,26 @@ public unsafe class CudaDeviceTests
         Assert.That(KernelSources.FileOfKernel.Keys, Does.Contain("layernorm_forward").And.Contain("adam_step"));
     }
 
+    /// <summary>Every <c>extern "C"</c> kernel of every cuda/*.cu file has exactly one handle naming that file, and
+    /// every handle names a kernel its file defines; every family file has its Ops and CPU namesakes.</summary>
+    [Test]
+    public void CudaKernelHandlesMatchTheSources()
+    {
+        var handles = typeof(CudaKernelHandles).GetNestedTypes()
+            .SelectMany(t => t.GetFields(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Static))
+            .Select(f => (CudaKernel)f.GetValue(null)!).ToList();
+        var defined = KernelSources.KernelFiles.SelectMany(f => KernelSources.KernelNames(f).Select(k => new CudaKernel(f, k))).ToList();
+        Assert.That(handles, Is.EquivalentTo(defined));
+        Assert.That(handles.Select(h => h.Name).Distinct().Count(), Is.EqualTo(handles.Count), "kernel names are unique across files");
+        string root = Path.GetFullPath(Path.Combine(TestContext.CurrentContext.TestDirectory, "../../../.."));
+        foreach (var file in KernelSources.KernelFiles)
+        {
+            string family = string.Concat(Path.GetFileNameWithoutExtension(file).Split('_').Select(p => char.ToUpperInvariant(p[0]) + p[1..]));
+            Assert.That(File.Exists(Path.Combine(root, "src/Engine/Ops", family + ".cs")), $"cuda/{file} has no src/Engine/Ops/{family}.cs");
+            Assert.That(File.Exists(Path.Combine(root, "src/Kernels/Cpu", $"CpuKernels.{family}.cs")), $"cuda/{file} has no src/Kernels/Cpu/CpuKernels.{family}.cs");
+        }
+    }
+
     [Test]
     public void LaunchesAreCheckedAgainstTheKernelSignature()
     {
@@ -28,16 +48,16 @@ public unsafe class CudaDeviceTests
         try
         {
             float* x = (float*)buffer;
-            var e = Assert.Throws<InvalidOperationException>(() => runtime.Launch("fill", 1, 32, x, 16L))!;
+            var e = Assert.Throws<InvalidOperationException>(() => runtime.Launch(CudaKernelHandles.Elementwise.Fill, 1, 32, x, 16L))!;
             Assert.That(e.Message, Does.Contain("fill takes 3 arguments, launch passed 2"));
-            e = Assert.Throws<InvalidOperationException>(() => runtime.Launch("fill", 1, 32, x, 16, 1f))!;
+            e = Assert.Throws<InvalidOperationException>(() => runtime.Launch(CudaKernelHandles.Elementwise.Fill, 1, 32, x, 16, 1f))!;
             Assert.That(e.Message, Does.Contain("fill argument 1 is 8 bytes, launch passed 4"));
-            e = Assert.Throws<InvalidOperationException>(() => runtime.Launch("no_such_kernel", 1, 32, x))!;
-            Assert.That(e.Message, Does.Contain("no_such_kernel"));
-            e = Assert.Throws<InvalidOperationException>(() => runtime.Launch("fill", 1, 2048, x, 16L, 1f))!;
+            e = Assert.Throws<InvalidOperationException>(() => runtime.Launch(new CudaKernel("elementwise.cu", "no_such_kernel"), 1, 32, x))!;
+            Assert.That(e.Message, Does.Contain("no_such_kernel").And.Contain("cuda/elementwise.cu"));
+            e = Assert.Throws<InvalidOperationException>(() => runtime.Launch(CudaKernelHandles.Elementwise.Fill, 1, 2048, x, 16L, 1f))!;
             Assert.That(e.Message, Does.Contain("invalid launch"));
 
-            runtime.Launch("fill", 1, 32, x, 16L, 2.5f);
+            runtime.Launch(CudaKernelHandles.Elementwise.Fill, 1, 32, x, 16L, 2.5f);
             Assert.That(new ReadOnlySpan<float>(x, 16).ToArray(), Is.All.EqualTo(2.5f));
         }
         finally

@@ -222,7 +222,8 @@ public class EngineTests
         using var p = Tensor.FromArray(dev, p0, n);
         p.RequiresGrad = true;
         var maskValues = Enumerable.Range(0, n).Select(i => i % 3 == 0 ? 0f : 1f).ToArray();
-        p.GradMask = Tensor.FromArray(dev, maskValues, n);
+        using var mask = Tensor.FromArray(dev, maskValues, n);
+        p.Trainability = Trainability.Masked(mask);
         var o = new AdamOptions { LearningRate = 0.01f, Beta1 = 0.8f, Beta2 = 0.95f, Epsilon = 1e-6f, WeightDecay = 0.1f, Decoupled = decoupled };
         using var opt = new Adam([p], o);
         double[] want = p0.Select(v => (double)v).ToArray(), m = new double[n], v2 = new double[n];
@@ -252,7 +253,6 @@ public class EngineTests
             else Assert.That(got[i], Is.EqualTo(want[i]).Within(2e-6), $"element {i}");
         }
         Assert.That(opt.StateBytes, Is.EqualTo(2 * 4 * n));
-        p.GradMask.Dispose();
     }
 
     [TestCaseSource(typeof(Backends), nameof(Backends.Names))]

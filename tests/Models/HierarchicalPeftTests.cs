@@ -81,7 +81,7 @@ public class HierarchicalPeftTests
         foreach (var p in model.Parameters.Where(p => !trainable.Contains(p)))
             Assert.That(p.ToArray(), Is.EqualTo(before[p.Name!]), $"{family} {methodName}: frozen {p.Name} changed");
         if (methodName.StartsWith("gps"))
-            foreach (var (p, rows) in model.Parameters.Where(p => p.GradIndex != null || p.GradMask != null).Select(p => (p, EveryRowOnce(model)[p.Name!])))
+            foreach (var (p, rows) in model.Parameters.Where(p => p.Trainability.Kind != TrainableKind.Dense).Select(p => (p, EveryRowOnce(model)[p.Name!])))
             {
                 var after = p.ToArray();
                 var selected = Enumerable.Range(0, rows.Columns.Length).Select(e => rows.FlatIndex(e, (int)(p.Count / rows.Rows))).ToHashSet();
@@ -100,9 +100,9 @@ public class HierarchicalPeftTests
         using var method = new Gps(EveryRowOnce(model));
         method.Apply(model);
         var selected = GpsSelection.SelectedWeights(model).ToList();
-        Assert.That(selected.Where(p => p.GradIndex == null).Select(p => p.Name),
+        Assert.That(selected.Where(p => p.Trainability.Entries == null).Select(p => p.Name),
             family == "swin" ? Is.All.EndsWith("relative_position_bias_table").And.Not.Empty : Is.Empty);
-        Assert.That(selected.Where(p => p.GradIndex == null).All(p => p.GradMask != null));
+        Assert.That(selected.Where(p => p.Trainability.Entries == null).All(p => p.Trainability.Mask != null));
         Assert.That(selected.Select(p => p.Name), family == "swin" ? Has.Some.EndsWith("downsample.reduction.weight") : Has.Some.EndsWith("conv_dw.weight"));
     }
 

@@ -196,11 +196,11 @@ public class PeftTests
     /// <summary>Which elements of a GPS weight are selected (null: the whole tensor trains).</summary>
     static bool[]? Selected(Tensor p)
     {
-        if (p.GradMask != null) return [.. p.GradMask.ToArray().Select(v => v != 0f)];
-        if (p.GradIndex == null) return null;
+        if (p.Trainability.Mask is { } mask) return [.. mask.ToArray().Select(v => v != 0f)];
+        if (p.Trainability.Entries is not { } entries) return null;
         var selected = new bool[p.Count];
-        var index = p.GradIndex.ToIntArray();
-        int k = p.GradIndex.Shape[1], perRow = (int)(p.Count / p.Shape[0]);
+        var index = entries.ToIntArray();
+        int k = entries.Shape[1], perRow = (int)(p.Count / p.Shape[0]);
         for (int e = 0; e < index.Length; e++) selected[e / k * perRow + index[e]] = true;
         return selected;
     }
@@ -235,8 +235,8 @@ public class PeftTests
         using var dense = new Gps(selection, sparse: false);
         sparse.Apply(sparseVit);
         dense.Apply(denseVit);
-        Assert.That(sparseVit["blocks.0.mlp.fc1.weight"].GradIndex, Is.Not.Null);
-        Assert.That(denseVit["blocks.0.mlp.fc1.weight"].GradMask, Is.Not.Null);
+        Assert.That(sparseVit["blocks.0.mlp.fc1.weight"].Trainability.Entries, Is.Not.Null);
+        Assert.That(denseVit["blocks.0.mlp.fc1.weight"].Trainability.Mask, Is.Not.Null);
         var options = new AdamOptions { LearningRate = 1e-2f, WeightDecay = 0, Decoupled = false }; // GPS: plain Adam, no decay
         using var sparseOpt = new Adam(sparse.Trainable(sparseVit), options);
         using var denseOpt = new Adam(dense.Trainable(denseVit), options);

@@ -201,17 +201,17 @@ public sealed unsafe class Tape
         return t.Grad!.Data;
     }
 
-    /// <summary>Zero-initialised [out, k] gradient of a weight with a <see cref="Tensor.GradIndex"/> (sparse GPS training).</summary>
+    /// <summary>Zero-initialised [out, k] gradient of a weight that trains <see cref="TrainableKind.SelectedEntries"/> (sparse GPS).</summary>
     internal static float* SparseGradAccumulator(Tensor t)
     {
-        t.SetGrad(t.Grad ?? Tensor.PersistentZeros(t.Device, t.GradIndex!.Shape));
+        t.SetGrad(t.Grad ?? Tensor.PersistentZeros(t.Device, t.Trainability.Entries!.Shape));
         return t.Grad!.Data;
     }
 
     static void RefuseSparse(Tensor t)
     {
-        if (t.GradIndex != null)
-            throw new InvalidOperationException($"{t.Describe()} trains sparsely (GradIndex) but is used by an op with no sparse gradient; " +
+        if (t.Trainability.Kind == TrainableKind.SelectedEntries)
+            throw new InvalidOperationException($"{t.Describe()} trains selected entries only but is used by an op with no sparse gradient; " +
                 "only Linear and depthwise-convolution weights can train sparsely");
     }
 

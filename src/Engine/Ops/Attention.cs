@@ -3,6 +3,7 @@ using Engine.Autograd;
 namespace Engine;
 
 // Scaled dot-product multi-head attention from a packed qkv projection (ViT and Swin windows).
+// Kernels: CpuKernels.Attention.cs and cuda/attention.cu (head permutes), Softmax for the probabilities.
 public static unsafe partial class Ops
 {
     /// <summary>

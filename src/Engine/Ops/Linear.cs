@@ -3,13 +3,14 @@ using Engine.Autograd;
 namespace Engine;
 
 // Linear layer: y = x·Wᵀ + b (the GEMM op; patch embedding and strided convs reuse it after Patchify).
+// Kernels: CpuGemm.cs via CpuKernels.cs on the CPU, cuBLAS on CUDA; the bias add in Elementwise.
 public static unsafe partial class Ops
 {
     /// <summary>
     /// y [..., N] = x [..., K] · Wᵀ + b. W is [N, ...] with the trailing dims flattened to K (so a conv weight
     /// [O,C,p,p] serves a patchified input directly); b [N] or null.
     /// Backward: dx = dy·W; dW += dyᵀ·x and db += Σ dy only when they require gradients. x is kept for backward
-    /// only when W trains (frozen means free). A weight with a <see cref="Tensor.GradIndex"/> gets only its selected
+    /// only when W trains (frozen means free). A weight training <see cref="TrainableKind.SelectedEntries"/> gets only its selected
     /// entries' gradients, [N, k] (GPS), never the dense dW.
     /// </summary>
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
@@ -63,7 +64,7 @@ public static unsafe partial class Ops
             float* dy = y.Grad!.Data;
             float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
             if (dx != null) k.Gemm(false, false, rows, K, N, 1f, dy, N, (s.WeightKept ?? s.Weight).Data, K, acc ? 1f : 0f, dx, K);
-            if (s.Weight is { RequiresGrad: true, GradIndex: { } index })
+            if (s.Weight is { RequiresGrad: true, Trainability.Entries: { } index })
                 k.SparseWeightGrad(Tape.SparseGradAccumulator(s.Weight), dy, s.XKept!.Data, index.IntData, rows, N, K, index.Shape[1]);
             else
             {

@@ -3,7 +3,7 @@ using Engine.Autograd;
 namespace Engine;
 
 // Softmax cross-entropy with label smoothing (fused; probabilities are never stored), and the supervised
-// contrastive loss of GPS's selection pass.
+// contrastive loss of GPS's selection pass. Kernels: CpuKernels.Loss.cs, cuda/loss.cu.
 public static unsafe partial class Ops
 {
     /// <summary>Mean cross-entropy of logits [B,V] against int32 targets [B], with label smoothing ε

@@ -50,8 +50,6 @@ public static unsafe partial class Ops
 
     static int Rows(Tensor t) => (int)(t.Count / LastDim(t));
 
-    // ---------------------------------------------------------------- reshape (a recorded view)
-
     /// <summary>Records a reshape view so gradients reach the original tensor (called by <see cref="Tensor.Reshape"/>).</summary>
     internal static void RecordView(Tensor source, Tensor view)
     {

@@ -3,6 +3,7 @@ using Engine.Autograd;
 namespace Engine;
 
 // Token ops: class token, position embedding, taking the class token, mean over tokens.
+// Kernels: CpuKernels.Tokens.cs, cuda/tokens.cu.
 public static unsafe partial class Ops
 {
     /// <summary>Prepends a learned token: x [B,T,C], token [1,1,C] (or [C]) → [B,T+1,C].</summary>

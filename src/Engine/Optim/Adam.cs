@@ -20,9 +20,9 @@ public sealed record AdamOptions
 }
 
 /// <summary>
-/// Adam / AdamW over a set of parameters, with moments only for parameters that train. A parameter's
-/// <see cref="Tensor.GradMask"/> restricts the update to its unmasked elements (the rest stay bitwise unchanged); a
-/// <see cref="Tensor.GradIndex"/> makes it sparse: moments and updates for the selected entries only (GPS).
+/// Adam / AdamW over a set of parameters, with moments only for parameters that train, as their
+/// <see cref="Tensor.Trainability"/> says: a mask restricts the update to its unmasked elements (the rest stay bitwise
+/// unchanged); selected entries make it sparse: moments and updates for those entries only (GPS).
 /// Weight decay can differ per parameter (<see cref="SetWeightDecay"/>), as the PEFT recipes need.
 /// </summary>
 public sealed unsafe class Adam : IDisposable
@@ -41,9 +41,7 @@ public sealed unsafe class Adam : IDisposable
         Options = options;
         foreach (var p in parameters.Where(p => p.RequiresGrad))
         {
-            if (p.GradIndex != null && p.GradMask != null)
-                throw new ArgumentException($"parameter {p.Describe()} has both a GradMask and a GradIndex; use one");
-            var stateShape = p.GradIndex?.Shape ?? p.Shape; // sparse (GPS): moments for the selected entries only
+            var stateShape = p.Trainability.StateShape(p); // sparse (GPS): moments for the selected entries only
             var m = Tensor.PersistentZeros(p.Device, stateShape);
             var v = Tensor.PersistentZeros(p.Device, stateShape);
             (m.Name, v.Name) = ($"{p.Name ?? $"param{_slots.Count}"}.exp_avg", $"{p.Name ?? $"param{_slots.Count}"}.exp_avg_sq");
@@ -83,22 +81,8 @@ public sealed unsafe class Adam : IDisposable
         StepCount++;
         float lr = float.IsNaN(LearningRate) ? Options.LearningRate : LearningRate;
         foreach (var s in _slots)
-        {
-            if (s.Param.Grad == null) continue;
-            if (s.Param.GradIndex is { } index)
-            {
-                if (index.Count != s.M.Count)
-                    throw new InvalidOperationException($"parameter {s.Param.Describe()}: GradIndex {index.Describe()} changed after the optimizer was created");
-                s.Param.Device.Kernels.SparseAdamStep(s.Param.Data, s.Param.Grad.Data, s.M.Data, s.V.Data, index.IntData,
-                    index.Shape[0], (int)(s.Param.Count / index.Shape[0]), index.Shape[1], lr, Options.Beta1, Options.Beta2,
-                    Options.Epsilon, s.WeightDecay, StepCount, Options.Decoupled);
-                continue;
-            }
-            var mask = s.Param.GradMask;
-            if (mask != null) Ops.CheckSameShape("Adam mask", s.Param, mask);
-            s.Param.Device.Kernels.AdamStep(s.Param.Data, s.Param.Grad.Data, s.M.Data, s.V.Data, mask == null ? null : mask.Data,
-                s.Param.Count, lr, Options.Beta1, Options.Beta2, Options.Epsilon, s.WeightDecay, StepCount, Options.Decoupled);
-        }
+            if (s.Param.Grad != null)
+                Ops.AdamStep(s.Param, s.M, s.V, lr, Options.Beta1, Options.Beta2, Options.Epsilon, s.WeightDecay, StepCount, Options.Decoupled);
     }
 
     /// <summary>Writes the moments (<c>&lt;param&gt;.exp_avg</c>, <c>.exp_avg_sq</c>, torch's names) and the step count as

@@ -8,7 +8,7 @@ public static unsafe class Gradients
     {
         double sum = 0;
         foreach (var p in parameters)
-            if (p.Grad != null) sum += p.Device.Kernels.SumSquares(p.Grad.Data, p.Grad.Count);
+            if (p.Grad != null) sum += Ops.SumSquares(p.Grad);
         return Math.Sqrt(sum);
     }
 
@@ -31,7 +31,7 @@ public static unsafe class Gradients
 public static unsafe class Numerics
 {
     /// <summary>Number of NaN or infinite elements of <paramref name="t"/>.</summary>
-    public static long CountNonFinite(Tensor t) => t.Device.Kernels.CountNonFinite(t.Data, t.Count);
+    public static long CountNonFinite(Tensor t) => Ops.CountNonFinite(t);
 
     /// <summary>Throws <see cref="ArithmeticException"/> naming <paramref name="what"/> when <paramref name="t"/>
     /// holds NaN or Inf (divergence).</summary>

@@ -1,7 +1,7 @@
 namespace Engine.Kernels.Cpu;
 
-// Attention pieces on the CPU: head split/merge permutes and the biased, masked softmax.
-// The GEMMs between them go through Gemm/GemmStridedBatched.
+// Attention on the CPU (cuda/attention.cu): head split/merge permutes. The GEMMs between them go through
+// Gemm/GemmStridedBatched; the biased, masked softmax is in CpuKernels.Softmax.cs.
 public sealed unsafe partial class CpuKernels
 {
     /// <inheritdoc/>
@@ -60,12 +60,5 @@ public sealed unsafe partial class CpuKernels
                 }
             }
         }
-    }
-
-    /// <inheritdoc/>
-    public void AttentionSoftmaxForward(float* p, float* s, float* bias, float* mask, int B, int NH, int T, int nW)
-    {
-        var body = new SoftmaxRowsBody { Y = p, X = s, Bias = bias, Mask = mask, Cols = T, HeadRows = T, Heads = NH, Windows = nW };
-        CpuRange.For((long)B * NH * T, Math.Max(1, ElementGrain / T), ref body);
     }
 }

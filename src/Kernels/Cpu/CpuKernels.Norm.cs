@@ -2,11 +2,9 @@ using System.Numerics;
 
 namespace Engine.Kernels.Cpu;
 
-// LayerNorm, softmax, GELU and per-channel scale-shift (SSF) on the CPU.
+// Normalisations on the CPU (cuda/norm.cu): LayerNorm, per-channel scale-shift (SSF) and row L2 normalisation.
 public sealed unsafe partial class CpuKernels
 {
-    // ---------------------------------------------------------------- LayerNorm
-
     /// <inheritdoc/>
     public void LayerNormForward(float* y, float* mean, float* rstd, float* x, float* weight, float* bias, int rows, int C, float eps)
     {
@@ -140,169 +138,6 @@ public sealed unsafe partial class CpuKernels
         return s;
     }
 
-    // ---------------------------------------------------------------- softmax
-
-    /// <inheritdoc/>
-    public void SoftmaxForward(float* y, float* x, int rows, int cols)
-    {
-        var body = new SoftmaxRowsBody { Y = y, X = x, Cols = cols, HeadRows = rows, Heads = 1, Windows = 1 };
-        CpuRange.For(rows, Math.Max(1, ElementGrain / cols), ref body);
-    }
-
-    /// <summary>Rows of softmax(x + bias[h, i] + mask[w, i]), where global row r = ((b·Heads + h)·HeadRows + i)
-    /// and w = b mod Windows. Plain softmax has no bias or mask.</summary>
-    struct SoftmaxRowsBody : IRangeBody
-    {
-        public float* Y, X, Bias, Mask;
-        public int Cols, HeadRows, Heads, Windows;
-        public void Run(long start, long end)
-        {
-            for (long r = start; r < end; r++)
-            {
-                long i = r % HeadRows, bh = r / HeadRows, h = bh % Heads, w = bh / Heads % Windows;
-                SoftmaxRow(Y + r * Cols, X + r * Cols,
-                    Bias == null ? null : Bias + (h * HeadRows + i) * Cols,
-                    Mask == null ? null : Mask + (w * HeadRows + i) * Cols, Cols);
-            }
-        }
-    }
-
-    /// <summary>Shared row softmax: y = softmax(x + a + b) with optional additive rows a, b (both [cols]).</summary>
-    static void SoftmaxRow(float* y, float* x, float* a, float* b, int cols)
-    {
-        float max = float.NegativeInfinity;
-        for (int j = 0; j < cols; j++)
-        {
-            float z = x[j] + (a == null ? 0f : a[j]) + (b == null ? 0f : b[j]);
-            y[j] = z;
-            if (z > max) max = z;
-        }
-        var vmax = new Vector<float>(max);
-        var acc = Vector<float>.Zero;
-        int i = 0;
-        for (; i + Vector<float>.Count <= cols; i += Vector<float>.Count)
-        {
-            var e = Vector.Exp(Vec.Load(y + i) - vmax);
-            Vec.Store(y + i, e);
-            acc += e;
-        }
-        float sum = Vector.Sum(acc);
-        for (; i < cols; i++)
-        {
-            y[i] = MathF.Exp(y[i] - max);
-            sum += y[i];
-        }
-        float inv = 1f / sum;
-        i = 0;
-        for (; i + Vector<float>.Count <= cols; i += Vector<float>.Count) Vec.Store(y + i, Vec.Load(y + i) * inv);
-        for (; i < cols; i++) y[i] *= inv;
-    }
-
-    /// <inheritdoc/>
-    public void SoftmaxBackward(float* dx, float* dy, float* y, int rows, int cols, bool accumulate)
-    {
-        var body = new SoftmaxBackwardBody { Dx = dx, Dy = dy, Y = y, Cols = cols, Accumulate = accumulate };
-        CpuRange.For(rows, Math.Max(1, ElementGrain / cols), ref body);
-    }
-
-    struct SoftmaxBackwardBody : IRangeBody
-    {
-        public float* Dx, Dy, Y;
-        public int Cols;
-        public bool Accumulate;
-        public void Run(long start, long end)
-        {
-            for (long r = start; r < end; r++)
-            {
-                float* dx = Dx + r * Cols, dy = Dy + r * Cols, y = Y + r * Cols;
-                float dot = 0f;
-                for (int j = 0; j < Cols; j++) dot += dy[j] * y[j];
-                for (int j = 0; j < Cols; j++)
-                {
-                    float v = y[j] * (dy[j] - dot);
-                    dx[j] = Accumulate ? dx[j] + v : v;
-                }
-            }
-        }
-    }
-
-    // ---------------------------------------------------------------- GELU (exact erf)
-
-    /// <inheritdoc/>
-    public void GeluForward(float* y, float* x, long n)
-    {
-        var body = new GeluBody { Y = y, X = x };
-        CpuRange.For(n, ElementGrain, ref body);
-    }
-
-    /// <inheritdoc/>
-    public void GeluBackward(float* dx, float* dy, float* x, long n, bool accumulate)
-    {
-        var body = new GeluBody { Y = dx, Dy = dy, X = x, Backward = true, Accumulate = accumulate };
-        CpuRange.For(n, ElementGrain, ref body);
-    }
-
-    struct GeluBody : IRangeBody
-    {
-        public float* Y, X, Dy;
-        public bool Backward, Accumulate;
-        public void Run(long start, long end)
-        {
-            long i = start;
-            var half = new Vector<float>(0.5f);
-            var invSqrt2 = new Vector<float>(0.70710678118654752f);
-            var invSqrt2Pi = new Vector<float>(0.39894228040143268f);
-            for (; i + Vector<float>.Count <= end; i += Vector<float>.Count)
-            {
-                var x = Vec.Load(X + i);
-                var cdf = half * (Vector<float>.One + Erf(x * invSqrt2));
-                Vector<float> v;
-                if (!Backward) v = x * cdf;
-                else
-                {
-                    var pdf = invSqrt2Pi * Vector.Exp(-half * x * x);
-                    v = Vec.Load(Dy + i) * (cdf + x * pdf);
-                    if (Accumulate) v += Vec.Load(Y + i);
-                }
-                Vec.Store(Y + i, v);
-            }
-            for (; i < end; i++)
-            {
-                float x = X[i], cdf = 0.5f * (1f + Erf(x * 0.70710678118654752f));
-                if (!Backward) Y[i] = x * cdf;
-                else
-                {
-                    float v = Dy[i] * (cdf + x * 0.39894228040143268f * MathF.Exp(-0.5f * x * x));
-                    Y[i] = Accumulate ? Y[i] + v : v;
-                }
-            }
-        }
-    }
-
-    /// <summary>erf with |error| ≤ 1.5e-7 (Abramowitz and Stegun 7.1.26), odd-symmetric.</summary>
-    static Vector<float> Erf(Vector<float> x)
-    {
-        var ax = Vector.Abs(x);
-        var t = Vector<float>.One / (Vector<float>.One + new Vector<float>(0.3275911f) * ax);
-        var poly = new Vector<float>(1.061405429f);
-        poly = poly * t + new Vector<float>(-1.453152027f);
-        poly = poly * t + new Vector<float>(1.421413741f);
-        poly = poly * t + new Vector<float>(-0.284496736f);
-        poly = poly * t + new Vector<float>(0.254829592f);
-        var r = Vector<float>.One - poly * t * Vector.Exp(-ax * ax);
-        return Vector.ConditionalSelect(Vector.LessThan(x, Vector<float>.Zero), -r, r);
-    }
-
-    static float Erf(float x)
-    {
-        float ax = MathF.Abs(x), t = 1f / (1f + 0.3275911f * ax);
-        float poly = (((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f;
-        float r = 1f - poly * t * MathF.Exp(-ax * ax);
-        return x < 0 ? -r : r;
-    }
-
-    // ---------------------------------------------------------------- scale-shift (SSF)
-
     /// <inheritdoc/>
     public void ScaleShiftForward(float* y, float* x, float* scale, float* shift, int rows, int C)
     {
@@ -333,7 +168,7 @@ public sealed unsafe partial class CpuKernels
         var body = new ScaleShiftBackwardBody
         {
             Dx = dx, Dy = dy, X = x, Scale = scale, C = C, Rows = rows, Accumulate = accumulate, Grain = ReductionGrain(rows),
-            ParamGrads = dscale != null || dshift != null,
+            ParamGrads = dscale != null || dshift != null, ScaleGrad = dscale != null,
         };
         int chunks = CpuRange.Chunks(rows, body.Grain);
         if (body.ParamGrads) body.Partials = Partials(chunks, 2L * C);
@@ -346,7 +181,7 @@ public sealed unsafe partial class CpuKernels
     {
         public float* Dx, Dy, X, Scale, Partials;
         public int C, Rows, Grain;
-        public bool Accumulate, ParamGrads;
+        public bool Accumulate, ParamGrads, ScaleGrad; // x is read (and was kept) only when the scale trains
         public void Run(int chunk)
         {
             float* ds = ParamGrads ? Partials + (long)chunk * 2 * C : null, db = ds + C;
@@ -355,8 +190,8 @@ public sealed unsafe partial class CpuKernels
             int vectorEnd = C - C % Vector<float>.Count;
             for (long r = (long)chunk * Grain; r < end; r++)
             {
-                float* x = X + r * C, dy = Dy + r * C, dx = Dx == null ? null : Dx + r * C;
-                if (ParamGrads)
+                float* x = ScaleGrad ? X + r * C : null, dy = Dy + r * C, dx = Dx == null ? null : Dx + r * C;
+                if (ScaleGrad)
                 {
                     for (int i = 0; i < vectorEnd; i += Vector<float>.Count)
                     {
@@ -370,6 +205,11 @@ public sealed unsafe partial class CpuKernels
                         db[i] += dy[i];
                     }
                 }
+                else if (ParamGrads)
+                {
+                    for (int i = 0; i < vectorEnd; i += Vector<float>.Count) Vec.Store(db + i, Vec.Load(db + i) + Vec.Load(dy + i));
+                    for (int i = vectorEnd; i < C; i++) db[i] += dy[i];
+                }
                 if (dx == null) continue;
                 for (int i = 0; i < vectorEnd; i += Vector<float>.Count)
                 {
@@ -377,6 +217,69 @@ public sealed unsafe partial class CpuKernels
                     Vec.Store(dx + i, Accumulate ? Vec.Load(dx + i) + g : g);
                 }
                 for (int i = vectorEnd; i < C; i++) dx[i] = Accumulate ? dx[i] + dy[i] * Scale[i] : dy[i] * Scale[i];
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public void L2NormalizeForward(float* y, float* x, int rows, int C, float eps)
+    {
+        var body = new L2NormalizeBody { Y = y, X = x, C = C, Eps = eps };
+        CpuRange.For(rows, Math.Max(1, ElementGrain / C), ref body);
+    }
+
+    /// <summary>max(‖x‖₂, eps) of one row, the norm summed in double.</summary>
+    static float ClampedNorm(float* x, int C, float eps)
+    {
+        double ss = 0;
+        for (int i = 0; i < C; i++) ss += (double)x[i] * x[i];
+        return MathF.Max((float)Math.Sqrt(ss), eps);
+    }
+
+    struct L2NormalizeBody : IRangeBody
+    {
+        public float* Y, X;
+        public int C;
+        public float Eps;
+        public void Run(long start, long end)
+        {
+            for (long r = start; r < end; r++)
+            {
+                float* x = X + r * C, y = Y + r * C;
+                float n = ClampedNorm(x, C, Eps);
+                for (int i = 0; i < C; i++) y[i] = x[i] / n;
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public void L2NormalizeBackward(float* dx, float* dy, float* x, float* y, int rows, int C, float eps, bool accumulate)
+    {
+        var body = new L2NormalizeBackwardBody { Dx = dx, Dy = dy, X = x, Y = y, C = C, Eps = eps, Accumulate = accumulate };
+        CpuRange.For(rows, Math.Max(1, ElementGrain / C), ref body);
+    }
+
+    struct L2NormalizeBackwardBody : IRangeBody
+    {
+        public float* Dx, Dy, X, Y;
+        public int C;
+        public float Eps;
+        public bool Accumulate;
+        public void Run(long start, long end)
+        {
+            for (long r = start; r < end; r++)
+            {
+                float* x = X + r * C, y = Y + r * C, dy = Dy + r * C, dx = Dx + r * C;
+                float n = ClampedNorm(x, C, Eps);
+                // A clamped norm is a constant: then y = x / eps and dx = dy / eps.
+                float dot = 0f;
+                if (n > Eps)
+                    for (int i = 0; i < C; i++) dot += y[i] * dy[i];
+                for (int i = 0; i < C; i++)
+                {
+                    float g = (dy[i] - y[i] * dot) / n;
+                    dx[i] = Accumulate ? dx[i] + g : g;
+                }
             }
         }
     }

@@ -1,12 +1,9 @@
 namespace Engine.Kernels.Cpu;
 
-// The PEFT kernels on the CPU: SCT's salient-channel gather and scatter-add, GPS's sparse weight gradient (Adam on
-// the selected entries lives with Adam in CpuKernels.Train.cs), and GPS's selection loss (row L2 normalisation and
-// the supervised contrastive loss).
+// The PEFT kernels on the CPU (cuda/peft.cu): SCT's salient-channel gather and scatter-add, and GPS's sparse weight
+// gradient and selected-entry gather (Adam on the selected entries is in CpuKernels.Optimizer.cs).
 public sealed unsafe partial class CpuKernels
 {
-    // ---------------------------------------------------------------- salient channels (SCT)
-
     /// <inheritdoc/>
     public void GatherChannels(float* y, float* x, int* index, int rows, int C, int K, bool accumulate)
     {
@@ -53,8 +50,6 @@ public sealed unsafe partial class CpuKernels
         }
     }
 
-    // ---------------------------------------------------------------- sparse weight gradient (GPS)
-
     /// <inheritdoc/>
     public void AddSelectedEntries(float* dvalues, float* dense, int* index, int N, int K, int k)
     {
@@ -92,125 +87,6 @@ public sealed unsafe partial class CpuKernels
                 else
                     for (int o = 0, e = 0; o < N; o++)
                         for (int j = 0; j < PerRow; j++, e++) acc[e] += dy[o] * x[Index[e]];
-            }
-        }
-    }
-
-    // ---------------------------------------------------------------- row L2 normalisation
-
-    /// <inheritdoc/>
-    public void L2NormalizeForward(float* y, float* x, int rows, int C, float eps)
-    {
-        var body = new L2NormalizeBody { Y = y, X = x, C = C, Eps = eps };
-        CpuRange.For(rows, Math.Max(1, ElementGrain / C), ref body);
-    }
-
-    /// <summary>max(‖x‖₂, eps) of one row, the norm summed in double.</summary>
-    static float ClampedNorm(float* x, int C, float eps)
-    {
-        double ss = 0;
-        for (int i = 0; i < C; i++) ss += (double)x[i] * x[i];
-        return MathF.Max((float)Math.Sqrt(ss), eps);
-    }
-
-    struct L2NormalizeBody : IRangeBody
-    {
-        public float* Y, X;
-        public int C;
-        public float Eps;
-        public void Run(long start, long end)
-        {
-            for (long r = start; r < end; r++)
-            {
-                float* x = X + r * C, y = Y + r * C;
-                float n = ClampedNorm(x, C, Eps);
-                for (int i = 0; i < C; i++) y[i] = x[i] / n;
-            }
-        }
-    }
-
-    /// <inheritdoc/>
-    public void L2NormalizeBackward(float* dx, float* dy, float* x, float* y, int rows, int C, float eps, bool accumulate)
-    {
-        var body = new L2NormalizeBackwardBody { Dx = dx, Dy = dy, X = x, Y = y, C = C, Eps = eps, Accumulate = accumulate };
-        CpuRange.For(rows, Math.Max(1, ElementGrain / C), ref body);
-    }
-
-    struct L2NormalizeBackwardBody : IRangeBody
-    {
-        public float* Dx, Dy, X, Y;
-        public int C;
-        public float Eps;
-        public bool Accumulate;
-        public void Run(long start, long end)
-        {
-            for (long r = start; r < end; r++)
-            {
-                float* x = X + r * C, y = Y + r * C, dy = Dy + r * C, dx = Dx + r * C;
-                float n = ClampedNorm(x, C, Eps);
-                // A clamped norm is a constant: then y = x / eps and dx = dy / eps.
-                float dot = 0f;
-                if (n > Eps)
-                    for (int i = 0; i < C; i++) dot += y[i] * dy[i];
-                for (int i = 0; i < C; i++)
-                {
-                    float g = (dy[i] - y[i] * dot) / n;
-                    dx[i] = Accumulate ? dx[i] + g : g;
-                }
-            }
-        }
-    }
-
-    // ---------------------------------------------------------------- supervised contrastive loss
-
-    /// <summary>For anchor i: log Σ_{a≠i} exp(s_ia/τ) (max-subtracted) and the number of positives.</summary>
-    static float SupConRow(float* s, int* labels, int N, int i, float invT, out int positives)
-    {
-        float max = float.NegativeInfinity;
-        positives = 0;
-        for (int a = 0; a < N; a++)
-        {
-            if (a == i) continue;
-            max = MathF.Max(max, s[a] * invT);
-            if (labels[a] == labels[i]) positives++;
-        }
-        float sum = 0f;
-        for (int a = 0; a < N; a++)
-            if (a != i) sum += MathF.Exp(s[a] * invT - max);
-        return max + MathF.Log(sum);
-    }
-
-    /// <inheritdoc/>
-    public void SupConForward(float* loss, float* s, int* labels, int N, float temperature)
-    {
-        float invT = 1f / temperature;
-        double total = 0;
-        for (int i = 0; i < N; i++)
-        {
-            float* row = s + (long)i * N;
-            float lse = SupConRow(row, labels, N, i, invT, out int positives);
-            if (positives == 0) continue;
-            double sum = 0;
-            for (int a = 0; a < N; a++)
-                if (a != i && labels[a] == labels[i]) sum += row[a] * invT - lse;
-            total -= sum / positives;
-        }
-        loss[0] = (float)(total / N);
-    }
-
-    /// <inheritdoc/>
-    public void SupConBackward(float* ds, float* dloss, float* s, int* labels, int N, float temperature, bool accumulate)
-    {
-        float invT = 1f / temperature, scale = dloss[0] / N * invT;
-        for (int i = 0; i < N; i++)
-        {
-            float* row = s + (long)i * N, d = ds + (long)i * N;
-            float lse = SupConRow(row, labels, N, i, invT, out int positives);
-            for (int a = 0; a < N; a++)
-            {
-                float g = a == i || positives == 0 ? 0f
-                    : scale * (MathF.Exp(row[a] * invT - lse) - (labels[a] == labels[i] ? 1f / positives : 0f));
-                d[a] = accumulate ? d[a] + g : g;
             }
         }
     }

@@ -1,6 +1,6 @@
 namespace Engine.Kernels.Cpu;
 
-// Token ops on the CPU: class token prepend/take and the mean over tokens.
+// Token ops on the CPU (cuda/tokens.cu): class token prepend/take and the mean over tokens.
 public sealed unsafe partial class CpuKernels
 {
     /// <inheritdoc/>

@@ -1,10 +1,11 @@
 using System.Runtime.InteropServices;
+using static Engine.Kernels.Cuda.CudaKernelHandles;
 
 namespace Engine.Kernels.Cuda;
 
 /// <summary>
-/// The CUDA backend's kernels: every <see cref="IKernels"/> method is a launch of a kernel from cuda/*.cu (named in
-/// the call), GEMMs go to the runtime (cuBLAS, or the CPU GEMM on the emulated device). Pointers are device
+/// The CUDA backend's kernels: every <see cref="IKernels"/> method is a launch of a kernel from cuda/*.cu (a
+/// <see cref="CudaKernelHandles"/> handle naming its family file), GEMMs go to the runtime (cuBLAS, or the CPU GEMM on the emulated device). Pointers are device
 /// addresses. Launch shapes: elementwise kernels are 1-D grid-stride loops of 256-thread blocks, sized to the
 /// device (8 blocks per multiprocessor at most); row kernels give one warp per row; column reductions use
 /// (32, 8) blocks over 32 columns each. Launches are queued on the runtime's stream; only the reductions that
@@ -34,19 +35,19 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     int Blocks(long threads) => (int)Math.Clamp((threads + Threads - 1) / Threads, 1, _maxBlocks);
 
     /// <summary>A grid-stride kernel over <paramref name="n"/> items (nothing to do when n = 0).</summary>
-    void Elementwise(string kernel, long n, params ReadOnlySpan<KernelArg> args)
+    void GridStride(CudaKernel kernel, long n, params ReadOnlySpan<KernelArg> args)
     {
         if (n > 0) _runtime.Launch(kernel, Blocks(n), Threads, args);
     }
 
     /// <summary>A warp-per-row kernel over <paramref name="rows"/> rows.</summary>
-    void Rows(string kernel, long rows, params ReadOnlySpan<KernelArg> args)
+    void WarpPerRow(CudaKernel kernel, long rows, params ReadOnlySpan<KernelArg> args)
     {
         if (rows > 0) _runtime.Launch(kernel, Blocks(rows * 32), Threads, args);
     }
 
     /// <summary>A column reduction over <paramref name="cols"/> columns (× <paramref name="gridY"/> independent sets).</summary>
-    void Columns(string kernel, int cols, int gridY, params ReadOnlySpan<KernelArg> args)
+    void ColumnBlocks(CudaKernel kernel, int cols, int gridY, params ReadOnlySpan<KernelArg> args)
     {
         if (cols > 0 && gridY > 0) _runtime.Launch(kernel, new Dim3((uint)((cols + 31) / 32), (uint)gridY), ColumnBlock, args);
     }
@@ -65,10 +66,10 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     // ---------------------------------------------------------------- elementwise and bias (elementwise.cu)
 
     /// <inheritdoc/>
-    public void Fill(float* x, long n, float value) => Elementwise("fill", n, x, n, value);
+    public void Fill(float* x, long n, float value) => GridStride(Elementwise.Fill, n, x, n, value);
 
     /// <inheritdoc/>
-    public void Copy(float* dst, float* src, long n, bool accumulate) => Elementwise("copy", n, dst, src, n, accumulate);
+    public void Copy(float* dst, float* src, long n, bool accumulate) => GridStride(Elementwise.Copy, n, dst, src, n, accumulate);
 
     /// <summary>The C layout of elementwise.cu's StridedLayout (rank, shape[8], strides[8]).</summary>
     [StructLayout(LayoutKind.Sequential)]
@@ -91,137 +92,137 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
             layout.Strides[d] = srcStrides[d];
             n *= shape[d];
         }
-        Elementwise("copy_strided", n, dst, src, n, new KernelArg(&layout, sizeof(StridedLayout)));
+        GridStride(Elementwise.CopyStrided, n, dst, src, n, new KernelArg(&layout, sizeof(StridedLayout)));
     }
 
     /// <inheritdoc/>
-    public void Scale(float* x, long n, float s) => Elementwise("scale", n, x, n, s);
+    public void Scale(float* x, long n, float s) => GridStride(Elementwise.Scale, n, x, n, s);
 
     /// <inheritdoc/>
-    public void Add(float* y, float* a, float* b, long n) => Elementwise("add", n, y, a, b, n);
+    public void Add(float* y, float* a, float* b, long n) => GridStride(Elementwise.Add, n, y, a, b, n);
 
     /// <inheritdoc/>
     public void AddBias(float* y, float* x, float* bias, int rows, int cols) =>
-        Elementwise("add_bias", (long)rows * cols, y, x, bias, rows, cols);
+        GridStride(Elementwise.AddBias, (long)rows * cols, y, x, bias, rows, cols);
 
     /// <inheritdoc/>
     public void BiasGrad(float* dbias, float* dy, int rows, int cols) => ColumnSum(dbias, dy, rows, cols, cols, 0, 1, 1f, true);
 
     /// <summary>out[b, c] (+)= scale · Σ_r in[b·batchStride + r·rowStride + c] for b &lt; batches.</summary>
     void ColumnSum(float* output, float* input, int rows, int cols, long rowStride, long batchStride, int batches, float scale, bool accumulate) =>
-        Columns("column_sum_strided", cols, batches, output, input, rows, cols, rowStride, batchStride, scale, accumulate);
+        ColumnBlocks(Elementwise.ColumnSumStrided, cols, batches, output, input, rows, cols, rowStride, batchStride, scale, accumulate);
 
     // ---------------------------------------------------------------- normalisation and activations
 
     /// <inheritdoc/>
     public void LayerNormForward(float* y, float* mean, float* rstd, float* x, float* weight, float* bias, int rows, int C, float eps) =>
-        Rows("layernorm_forward", rows, y, mean, rstd, x, weight, bias, rows, C, eps);
+        WarpPerRow(Norm.LayernormForward, rows, y, mean, rstd, x, weight, bias, rows, C, eps);
 
     /// <inheritdoc/>
     public void LayerNormBackward(float* dx, float* dweight, float* dbias, float* dy, float* x, float* weight,
         float* mean, float* rstd, int rows, int C, bool accumulate)
     {
-        if (dx != null) Rows("layernorm_backward_input", rows, dx, dy, x, weight, mean, rstd, rows, C, accumulate);
+        if (dx != null) WarpPerRow(Norm.LayernormBackwardInput, rows, dx, dy, x, weight, mean, rstd, rows, C, accumulate);
         if (dweight != null || dbias != null)
-            Columns("layernorm_backward_params", C, 1, dweight, dbias, dy, x, mean, rstd, rows, C);
+            ColumnBlocks(Norm.LayernormBackwardParams, C, 1, dweight, dbias, dy, x, mean, rstd, rows, C);
     }
 
     /// <inheritdoc/>
-    public void GeluForward(float* y, float* x, long n) => Elementwise("gelu_forward", n, y, x, n);
+    public void GeluForward(float* y, float* x, long n) => GridStride(Activations.GeluForward, n, y, x, n);
 
     /// <inheritdoc/>
     public void GeluBackward(float* dx, float* dy, float* x, long n, bool accumulate) =>
-        Elementwise("gelu_backward", n, dx, dy, x, n, accumulate);
+        GridStride(Activations.GeluBackward, n, dx, dy, x, n, accumulate);
 
     /// <inheritdoc/>
     public void SoftmaxForward(float* y, float* x, int rows, int cols) =>
-        Rows("softmax_forward", rows, y, x, (float*)null, (float*)null, (long)rows, cols, rows, 1, 1);
+        WarpPerRow(Softmax.SoftmaxForward, rows, y, x, (float*)null, (float*)null, (long)rows, cols, rows, 1, 1);
 
     /// <inheritdoc/>
     public void SoftmaxBackward(float* dx, float* dy, float* y, int rows, int cols, bool accumulate) =>
-        Rows("softmax_backward", rows, dx, dy, y, (long)rows, cols, accumulate);
+        WarpPerRow(Softmax.SoftmaxBackward, rows, dx, dy, y, (long)rows, cols, accumulate);
 
     /// <inheritdoc/>
     public void ScaleShiftForward(float* y, float* x, float* scale, float* shift, int rows, int C) =>
-        Elementwise("scale_shift_forward", (long)rows * C, y, x, scale, shift, rows, C);
+        GridStride(Norm.ScaleShiftForward, (long)rows * C, y, x, scale, shift, rows, C);
 
     /// <inheritdoc/>
     public void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, int rows, int C, bool accumulate)
     {
         // One pass over dy when a parameter trains; dx alone (frozen SSF) is a plain elementwise map.
-        if (dscale != null || dshift != null) Columns("scale_shift_backward", C, 1, dx, dscale, dshift, dy, x, scale, rows, C, accumulate);
-        else if (dx != null) Elementwise("scale_shift_backward_input", (long)rows * C, dx, dy, scale, rows, C, accumulate);
+        if (dscale != null || dshift != null) ColumnBlocks(Norm.ScaleShiftBackward, C, 1, dx, dscale, dshift, dy, x, scale, rows, C, accumulate);
+        else if (dx != null) GridStride(Norm.ScaleShiftBackwardInput, (long)rows * C, dx, dy, scale, rows, C, accumulate);
     }
 
     // ---------------------------------------------------------------- PEFT (peft.cu, norm.cu, loss.cu)
 
     /// <inheritdoc/>
     public void GatherChannels(float* y, float* x, int* index, int rows, int C, int K, bool accumulate) =>
-        Elementwise("gather_channels", (long)rows * K, y, x, index, rows, C, K, accumulate);
+        GridStride(Peft.GatherChannels, (long)rows * K, y, x, index, rows, C, K, accumulate);
 
     /// <inheritdoc/>
     public void ScatterAddChannels(float* y, float* x, float* z, float* bias, int* index, int rows, int C, int K)
     {
         if (y != x) Copy(y, x, (long)rows * C, accumulate: false);
-        Elementwise("scatter_add_channels", (long)rows * K, y, x, z, bias, index, rows, C, K);
+        GridStride(Peft.ScatterAddChannels, (long)rows * K, y, x, z, bias, index, rows, C, K);
     }
 
     /// <inheritdoc/>
     public void AddSelectedEntries(float* dvalues, float* dense, int* index, int N, int K, int k) =>
-        Elementwise("add_selected_entries", (long)N * k, dvalues, dense, index, N, K, k);
+        GridStride(Peft.AddSelectedEntries, (long)N * k, dvalues, dense, index, N, K, k);
 
     /// <inheritdoc/>
     public void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k) =>
-        Columns("sparse_weight_grad", checked(N * k), 1, dvalues, dy, x, index, rows, N, K, k);
+        ColumnBlocks(Peft.SparseWeightGrad, checked(N * k), 1, dvalues, dy, x, index, rows, N, K, k);
 
     /// <inheritdoc/>
     public void L2NormalizeForward(float* y, float* x, int rows, int C, float eps) =>
-        Rows("l2_normalize_forward", rows, y, x, rows, C, eps);
+        WarpPerRow(Norm.L2NormalizeForward, rows, y, x, rows, C, eps);
 
     /// <inheritdoc/>
     public void L2NormalizeBackward(float* dx, float* dy, float* x, float* y, int rows, int C, float eps, bool accumulate) =>
-        Rows("l2_normalize_backward", rows, dx, dy, x, y, rows, C, eps, accumulate);
+        WarpPerRow(Norm.L2NormalizeBackward, rows, dx, dy, x, y, rows, C, eps, accumulate);
 
     /// <inheritdoc/>
     public void SupConForward(float* loss, float* s, int* labels, int N, float temperature) =>
-        _runtime.Launch("supcon_forward", 1, Threads, loss, s, labels, N, temperature);
+        _runtime.Launch(Loss.SupconForward, 1, Threads, loss, s, labels, N, temperature);
 
     /// <inheritdoc/>
     public void SupConBackward(float* ds, float* dloss, float* s, int* labels, int N, float temperature, bool accumulate) =>
-        Rows("supcon_backward", N, ds, dloss, s, labels, N, temperature, accumulate);
+        WarpPerRow(Loss.SupconBackward, N, ds, dloss, s, labels, N, temperature, accumulate);
 
     // ---------------------------------------------------------------- attention pieces (attention.cu, softmax.cu)
 
     /// <inheritdoc/>
     public void SplitHeads(float* q, float* k, float* v, float* qkv, int B, int T, int NH, int HD) =>
-        Elementwise("split_heads", (long)B * T * NH * HD, q, k, v, qkv, B, T, NH, HD);
+        GridStride(Attention.SplitHeads, (long)B * T * NH * HD, q, k, v, qkv, B, T, NH, HD);
 
     /// <inheritdoc/>
     public void SplitHeadsBackward(float* dqkv, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate) =>
-        Elementwise("split_heads_backward", (long)B * T * NH * HD, dqkv, dq, dk, dv, B, T, NH, HD, accumulate);
+        GridStride(Attention.SplitHeadsBackward, (long)B * T * NH * HD, dqkv, dq, dk, dv, B, T, NH, HD, accumulate);
 
     /// <inheritdoc/>
     public void MergeHeads(float* y, float* o, int B, int T, int NH, int HD) =>
-        Elementwise("merge_heads", (long)B * T * NH * HD, y, o, B, T, NH, HD);
+        GridStride(Attention.MergeHeads, (long)B * T * NH * HD, y, o, B, T, NH, HD);
 
     /// <inheritdoc/>
     public void MergeHeadsBackward(float* dout, float* dy, int B, int T, int NH, int HD, bool accumulate) =>
-        Elementwise("merge_heads_backward", (long)B * T * NH * HD, dout, dy, B, T, NH, HD, accumulate);
+        GridStride(Attention.MergeHeadsBackward, (long)B * T * NH * HD, dout, dy, B, T, NH, HD, accumulate);
 
     /// <inheritdoc/>
     public void AttentionSoftmaxForward(float* p, float* s, float* bias, float* mask, int B, int NH, int T, int nW) =>
-        Rows("softmax_forward", (long)B * NH * T, p, s, bias, mask, (long)B * NH * T, T, T, NH, mask == null ? 1 : nW);
+        WarpPerRow(Softmax.SoftmaxForward, (long)B * NH * T, p, s, bias, mask, (long)B * NH * T, T, T, NH, mask == null ? 1 : nW);
 
     // ---------------------------------------------------------------- loss (loss.cu)
 
     /// <inheritdoc/>
     /// <remarks>A target outside [0, V) cannot throw on the device: it makes the loss NaN.</remarks>
     public void CrossEntropyForward(float* loss, float* logits, int* targets, int B, int V, float smoothing) =>
-        _runtime.Launch("cross_entropy_forward", 1, Threads, loss, logits, targets, B, V, smoothing);
+        _runtime.Launch(Loss.CrossEntropyForward, 1, Threads, loss, logits, targets, B, V, smoothing);
 
     /// <inheritdoc/>
     public void CrossEntropyBackward(float* dlogits, float* dloss, float* logits, int* targets, int B, int V, float smoothing, bool accumulate) =>
-        Rows("cross_entropy_backward", B, dlogits, dloss, logits, targets, B, V, smoothing, accumulate);
+        WarpPerRow(Loss.CrossEntropyBackward, B, dlogits, dloss, logits, targets, B, V, smoothing, accumulate);
 
     // ---------------------------------------------------------------- convolution and patches (conv.cu, patches.cu)
 
@@ -229,88 +230,88 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public void DepthwiseConvForward(float* y, float* x, float* w, float* bias, int N, int H, int W, int C, int k, int pad)
     {
         long outputs = (long)N * (H + 2 * pad - k + 1) * (W + 2 * pad - k + 1) * C;
-        Elementwise("depthwise_conv_forward", outputs, y, x, w, bias, N, H, W, C, k, pad);
+        GridStride(Conv.DepthwiseConvForward, outputs, y, x, w, bias, N, H, W, C, k, pad);
     }
 
     /// <inheritdoc/>
     public void DepthwiseConvBackward(float* dx, float* dw, float* dbias, float* dy, float* x, float* w,
         int N, int H, int W, int C, int k, int pad, bool accumulate)
     {
-        if (dx != null) Elementwise("depthwise_conv_backward_input", (long)N * H * W * C, dx, dy, w, N, H, W, C, k, pad, accumulate);
-        if (dw != null || dbias != null) Columns("depthwise_conv_backward_params", C, k * k + 1, dw, dbias, dy, x, N, H, W, C, k, pad);
+        if (dx != null) GridStride(Conv.DepthwiseConvBackwardInput, (long)N * H * W * C, dx, dy, w, N, H, W, C, k, pad, accumulate);
+        if (dw != null || dbias != null) ColumnBlocks(Conv.DepthwiseConvBackwardParams, C, k * k + 1, dw, dbias, dy, x, N, H, W, C, k, pad);
     }
 
     /// <inheritdoc/>
     public void Patchify(float* patches, float* x, int N, int C, int H, int W, int p, bool channelsLast) =>
-        Elementwise("patchify", (long)N * (H / p) * (W / p) * C * p * p, patches, x, N, C, H, W, p, channelsLast);
+        GridStride(Patches.Patchify, (long)N * (H / p) * (W / p) * C * p * p, patches, x, N, C, H, W, p, channelsLast);
 
     /// <inheritdoc/>
     public void PatchifyBackward(float* dx, float* dpatches, int N, int C, int H, int W, int p, bool channelsLast, bool accumulate) =>
-        Elementwise("patchify_backward", (long)N * (H / p) * (W / p) * C * p * p, dx, dpatches, N, C, H, W, p, channelsLast, accumulate);
+        GridStride(Patches.PatchifyBackward, (long)N * (H / p) * (W / p) * C * p * p, dx, dpatches, N, C, H, W, p, channelsLast, accumulate);
 
     // ---------------------------------------------------------------- token ops (tokens.cu)
 
     /// <inheritdoc/>
     public void PrependToken(float* y, float* x, float* token, int B, int T, int C) =>
-        Elementwise("prepend_token", (long)B * (T + 1) * C, y, x, token, B, T, C);
+        GridStride(Tokens.PrependToken, (long)B * (T + 1) * C, y, x, token, B, T, C);
 
     /// <inheritdoc/>
     public void PrependTokenBackward(float* dx, float* dtoken, float* dy, int B, int T, int C, bool accumulate)
     {
-        if (dx != null) Elementwise("prepend_token_backward_input", (long)B * T * C, dx, dy, B, T, C, accumulate);
+        if (dx != null) GridStride(Tokens.PrependTokenBackwardInput, (long)B * T * C, dx, dy, B, T, C, accumulate);
         if (dtoken != null) ColumnSum(dtoken, dy, B, C, (long)(T + 1) * C, 0, 1, 1f, true);
     }
 
     /// <inheritdoc/>
     public void TakeToken(float* y, float* x, int B, int T, int C, int index) =>
-        Elementwise("take_token", (long)B * C, y, x, B, T, C, index);
+        GridStride(Tokens.TakeToken, (long)B * C, y, x, B, T, C, index);
 
     /// <inheritdoc/>
     public void TakeTokenBackward(float* dx, float* dy, int B, int T, int C, int index, bool accumulate) =>
-        Elementwise("take_token_backward", accumulate ? (long)B * C : (long)B * T * C, dx, dy, B, T, C, index, accumulate);
+        GridStride(Tokens.TakeTokenBackward, accumulate ? (long)B * C : (long)B * T * C, dx, dy, B, T, C, index, accumulate);
 
     /// <inheritdoc/>
     public void MeanTokens(float* y, float* x, int B, int T, int C) => ColumnSum(y, x, T, C, C, (long)T * C, B, 1f / T, false);
 
     /// <inheritdoc/>
     public void MeanTokensBackward(float* dx, float* dy, int B, int T, int C, bool accumulate) =>
-        Elementwise("mean_tokens_backward", (long)B * T * C, dx, dy, B, T, C, accumulate);
+        GridStride(Tokens.MeanTokensBackward, (long)B * T * C, dx, dy, B, T, C, accumulate);
 
     // ---------------------------------------------------------------- Swin (patches.cu)
 
     /// <inheritdoc/>
     public void WindowPartition(float* windows, float* x, int B, int H, int W, int C, int ws, int shift, bool accumulate) =>
-        Elementwise("window_partition", (long)B * H * W * C, windows, x, B, H, W, C, ws, shift, accumulate);
+        GridStride(Windows.WindowPartition, (long)B * H * W * C, windows, x, B, H, W, C, ws, shift, accumulate);
 
     /// <inheritdoc/>
     public void WindowReverse(float* x, float* windows, int B, int H, int W, int C, int ws, int shift, bool accumulate) =>
-        Elementwise("window_reverse", (long)B * H * W * C, x, windows, B, H, W, C, ws, shift, accumulate);
+        GridStride(Windows.WindowReverse, (long)B * H * W * C, x, windows, B, H, W, C, ws, shift, accumulate);
 
     /// <inheritdoc/>
     public void PatchMerge(float* y, float* x, int B, int H, int W, int C) =>
-        Elementwise("patch_merge", (long)B * (H / 2) * (W / 2) * 4 * C, y, x, B, H, W, C);
+        GridStride(Patches.PatchMerge, (long)B * (H / 2) * (W / 2) * 4 * C, y, x, B, H, W, C);
 
     /// <inheritdoc/>
     public void PatchMergeBackward(float* dx, float* dy, int B, int H, int W, int C, bool accumulate) =>
-        Elementwise("patch_merge_backward", (long)B * (H / 2) * (W / 2) * 4 * C, dx, dy, B, H, W, C, accumulate);
+        GridStride(Patches.PatchMergeBackward, (long)B * (H / 2) * (W / 2) * 4 * C, dx, dy, B, H, W, C, accumulate);
 
     /// <inheritdoc/>
     public void RelativePositionBias(float* bias, float* table, int NH, int ws) =>
-        Elementwise("relative_position_bias", (long)NH * ws * ws * ws * ws, bias, table, NH, ws);
+        GridStride(Windows.RelativePositionBias, (long)NH * ws * ws * ws * ws, bias, table, NH, ws);
 
     /// <inheritdoc/>
     public void RelativePositionBiasBackward(float* dtable, float* dbias, int NH, int ws, bool accumulate) =>
-        Elementwise("relative_position_bias_backward", (long)(2 * ws - 1) * (2 * ws - 1) * NH, dtable, dbias, NH, ws, accumulate);
+        GridStride(Windows.RelativePositionBiasBackward, (long)(2 * ws - 1) * (2 * ws - 1) * NH, dtable, dbias, NH, ws, accumulate);
 
     // ---------------------------------------------------------------- regularisation (dropout.cu)
 
     /// <inheritdoc/>
     public void DropPathForward(float* y, float* x, long samples, long perSample, float p, ulong seed) =>
-        Elementwise("drop_samples", samples * perSample, y, x, samples * perSample, perSample, p, seed, false);
+        GridStride(Dropout.DropSamples, samples * perSample, y, x, samples * perSample, perSample, p, seed, false);
 
     /// <inheritdoc/>
     public void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, bool accumulate) =>
-        Elementwise("drop_samples", samples * perSample, dx, dy, samples * perSample, perSample, p, seed, accumulate);
+        GridStride(Dropout.DropSamples, samples * perSample, dx, dy, samples * perSample, perSample, p, seed, accumulate);
 
     // ---------------------------------------------------------------- optimizer and reductions (optimizer.cu, reductions.cu)
 
@@ -320,7 +321,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     {
         // Bias corrections in float on the host, exactly as the CPU backend computes them.
         float bc1 = 1 - MathF.Pow(beta1, t), bc2Sqrt = MathF.Sqrt(1 - MathF.Pow(beta2, t));
-        Elementwise("adam_step", n, param, grad, m, v, mask, n, lr, beta1, beta2, eps, weightDecay, bc1, bc2Sqrt, decoupled);
+        GridStride(Optimizer.AdamStep, n, param, grad, m, v, mask, n, lr, beta1, beta2, eps, weightDecay, bc1, bc2Sqrt, decoupled);
     }
 
     /// <inheritdoc/>
@@ -328,25 +329,25 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled)
     {
         float bc1 = 1 - MathF.Pow(beta1, t), bc2Sqrt = MathF.Sqrt(1 - MathF.Pow(beta2, t));
-        Elementwise("sparse_adam_step", (long)N * k, param, grad, m, v, index, N, K, k, lr, beta1, beta2, eps, weightDecay,
+        GridStride(Optimizer.SparseAdamStep, (long)N * k, param, grad, m, v, index, N, K, k, lr, beta1, beta2, eps, weightDecay,
             bc1, bc2Sqrt, decoupled);
     }
 
     /// <inheritdoc/>
-    public double SumSquares(float* x, long n) => Reduce("sum_squares_partial", x, n);
+    public double SumSquares(float* x, long n) => Reduce(Reductions.SumSquaresPartial, x, n);
 
     /// <inheritdoc/>
-    public long CountNonFinite(float* x, long n) => (long)Reduce("count_nonfinite_partial", x, n);
+    public long CountNonFinite(float* x, long n) => (long)Reduce(Reductions.CountNonfinitePartial, x, n);
 
     /// <summary>Two-stage deterministic reduction: per-block partials, one block adds them, the host reads 8 bytes.</summary>
-    double Reduce(string partialKernel, float* x, long n)
+    double Reduce(CudaKernel partialKernel, float* x, long n)
     {
         if (n == 0) return 0;
         if (_scratch == 0) _scratch = _runtime.Allocate((MaxPartials + 1) * sizeof(double));
         double* partials = (double*)_scratch, result = partials + MaxPartials;
         int blocks = Blocks(n);
         _runtime.Launch(partialKernel, blocks, Threads, partials, x, n);
-        _runtime.Launch("sum_partials", 1, Threads, result, partials, blocks);
+        _runtime.Launch(Reductions.SumPartials, 1, Threads, result, partials, blocks);
         double value;
         _runtime.CopyToHost(&value, (ulong)result, sizeof(double));
         return value;

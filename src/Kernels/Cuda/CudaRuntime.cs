@@ -46,12 +46,12 @@ public abstract unsafe class CudaRuntime : IDisposable
         return System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds / repeats;
     }
 
-    /// <summary>Queues kernel <paramref name="kernel"/> (an <c>extern "C"</c> name from cuda/*.cu). args[i] points at
-    /// argument i, sizes[i] is its size in bytes.</summary>
-    protected abstract void Launch(string kernel, Dim3 grid, Dim3 block, void** args, long* sizes, int count);
+    /// <summary>Queues <paramref name="kernel"/> (from <see cref="CudaKernelHandles"/>). args[i] points at argument i,
+    /// sizes[i] is its size in bytes.</summary>
+    protected abstract void Launch(CudaKernel kernel, Dim3 grid, Dim3 block, void** args, long* sizes, int count);
 
     /// <summary>Queues kernel <paramref name="kernel"/> with the given arguments; allocates nothing managed.</summary>
-    public void Launch(string kernel, Dim3 grid, Dim3 block, params ReadOnlySpan<KernelArg> args)
+    public void Launch(CudaKernel kernel, Dim3 grid, Dim3 block, params ReadOnlySpan<KernelArg> args)
     {
         void** pointers = stackalloc void*[args.Length];
         long* sizes = stackalloc long[args.Length];

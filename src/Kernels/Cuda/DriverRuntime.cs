@@ -17,7 +17,8 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     readonly int _device;
     readonly IntPtr _context, _stream;
     readonly CuBlas _blas;
-    readonly Dictionary<string, IntPtr> _modules = new(), _functions = new();
+    readonly Dictionary<string, IntPtr> _modules = new();
+    readonly Dictionary<CudaKernel, IntPtr> _functions = new();
     readonly object _gate = new();
     bool _disposed;
 
@@ -174,13 +175,6 @@ public sealed unsafe class DriverRuntime : CudaRuntime
         Check(cuMemcpyDtoDAsync_v2(dst, src, (nuint)bytes, _stream), "cuMemcpyDtoDAsync_v2");
     }
 
-    /// <summary>Queues a fill of <paramref name="count"/> 32-bit words with <paramref name="value"/>.</summary>
-    public void Memset32(ulong dst, uint value, long count)
-    {
-        MakeCurrent();
-        Check(cuMemsetD32Async(dst, value, (nuint)count, _stream), "cuMemsetD32Async");
-    }
-
     /// <summary>Page-locked host memory of <paramref name="bytes"/> (fast, truly asynchronous copies); free with
     /// <see cref="FreePinned"/>.</summary>
     public IntPtr AllocatePinned(long bytes)
@@ -227,27 +221,28 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     }
 
     /// <inheritdoc/>
-    protected override void Launch(string kernel, Dim3 grid, Dim3 block, void** args, long* sizes, int count)
+    protected override void Launch(CudaKernel kernel, Dim3 grid, Dim3 block, void** args, long* sizes, int count)
     {
         MakeCurrent();
-        Check(cuLaunchKernel(Function(kernel), grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, 0, _stream, args, null), kernel);
+        Check(cuLaunchKernel(Function(kernel), grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, 0, _stream, args, null), kernel.ToString());
     }
 
     /// <summary>The function handle of <paramref name="kernel"/>, loading its family's module on first use.</summary>
-    IntPtr Function(string kernel)
+    IntPtr Function(CudaKernel kernel)
     {
         lock (_gate)
         {
             if (_functions.TryGetValue(kernel, out var function)) return function;
-            if (!KernelSources.FileOfKernel.TryGetValue(kernel, out var file))
-                throw new InvalidOperationException($"no kernel named '{kernel}' in cuda/*.cu");
+            string file = kernel.File;
+            if (!KernelSources.FileOfKernel.TryGetValue(kernel.Name, out var defined) || defined != file)
+                throw new InvalidOperationException($"no kernel named '{kernel.Name}' in cuda/{file}" + (defined == null ? "" : $" (it is in cuda/{defined})"));
             if (!_modules.TryGetValue(file, out var module))
             {
                 var (image, _) = KernelCache.GetOrCompile(file, KernelTarget);
                 fixed (byte* p = image) Check(cuModuleLoadData(out module, p), $"cuModuleLoadData ({file}, {KernelTarget})");
                 _modules[file] = module;
             }
-            fixed (byte* name = Encoding.UTF8.GetBytes(kernel + "\0"))
+            fixed (byte* name = Encoding.UTF8.GetBytes(kernel.Name + "\0"))
                 Check(cuModuleGetFunction(out function, module, name), $"cuModuleGetFunction ({kernel})");
             _functions[kernel] = function;
             return function;

@@ -131,10 +131,10 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     public override void Synchronize() { }
 
     /// <inheritdoc/>
-    protected override void Launch(string kernel, Dim3 grid, Dim3 block, void** args, long* sizes, int count)
+    protected override void Launch(CudaKernel kernel, Dim3 grid, Dim3 block, void** args, long* sizes, int count)
     {
-        if (!_names.TryGetValue(kernel, out var name))
-            throw new InvalidOperationException($"emulated CUDA device: no kernel named '{kernel}'");
+        if (!_names.TryGetValue(kernel.Name, out var name))
+            throw new InvalidOperationException($"emulated CUDA device: no kernel named '{kernel.Name}' (expected in cuda/{kernel.File})");
         byte* error = stackalloc byte[512];
         int result;
         fixed (byte* n = name)

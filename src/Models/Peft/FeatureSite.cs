@@ -55,7 +55,7 @@ public interface IPeftModel
     /// before <see cref="SiteHook"/>. Null: no site has one.</summary>
     Func<FeatureSite, ChannelAffine?>? SiteAffine { get; set; }
 
-    /// <summary>The weights whose ops compute a sparse gradient when they carry a <see cref="Tensor.GradIndex"/>: those of
+    /// <summary>The weights whose ops compute a sparse gradient when they train <see cref="TrainableKind.SelectedEntries"/>: those of
     /// the Linear-producer sites (Linear layers, patch and depthwise convolutions) by default, plus any such weight that
     /// is not a site's (Swin's patch-merging reduction). GPS trains the others it selects through a dense masked gradient.</summary>
     IEnumerable<Tensor> SparseGradientWeights => Sites.Where(s => s.Producer == SiteProducer.Linear && s.Weight != null).Select(s => s.Weight!);

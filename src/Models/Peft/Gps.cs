@@ -15,8 +15,8 @@ public sealed record GpsRows(int Rows, int K, int[] Columns)
 /// GPS (Gradient-based Parameter Selection): every weight matrix trains only the K inputs per output row
 /// (neuron) that the selection pass ranked highest (<see cref="GpsSelection.Compute"/>); non-norm biases and the head
 /// train fully; norms, the position embedding and the class token are frozen. Sparse (the default): a weight that
-/// feeds a Linear layer gets a <see cref="Tensor.GradIndex"/>, so only the selected gradient entries are computed and
-/// Adam keeps moments for them only. Dense (<c>sparse: false</c>): a 0/1 <see cref="Tensor.GradMask"/> over the full
+/// feeds a Linear layer trains <see cref="Trainability.Selected"/> entries, so only their gradients are computed and
+/// Adam keeps moments for them only. Dense (<c>sparse: false</c>): a 0/1 <see cref="Trainability.Masked"/> mask over the full
 /// gradient, the reference implementation's behaviour.
 /// </summary>
 public sealed class Gps : PeftMethod
@@ -37,7 +37,7 @@ public sealed class Gps : PeftMethod
     /// <inheritdoc/>
     public override string Name => PeftMethods.Gps.Name;
 
-    /// <summary>True: selected entries only (GradIndex); false: the dense masked gradient (GradMask).</summary>
+    /// <summary>True: selected entries only; false: the dense masked gradient.</summary>
     public bool Sparse { get; }
 
     /// <inheritdoc/>
@@ -59,7 +59,7 @@ public sealed class Gps : PeftMethod
             if (Sparse && sparseCapable.Contains(p))
             {
                 var index = Tensor.FromArray(p.Device, rows.Columns, rows.Rows, rows.K);
-                p.GradIndex = index;
+                p.Trainability = Trainability.Selected(index);
                 _selected.Add((p, index));
             }
             else
@@ -67,7 +67,7 @@ public sealed class Gps : PeftMethod
                 var mask = new float[p.Count];
                 for (int e = 0; e < rows.Columns.Length; e++) mask[rows.FlatIndex(e, (int)(p.Count / rows.Rows))] = 1f;
                 var maskTensor = Tensor.FromArray(p.Device, mask, p.Shape);
-                p.GradMask = maskTensor;
+                p.Trainability = Trainability.Masked(maskTensor);
                 _selected.Add((p, maskTensor));
             }
         }
@@ -127,8 +127,7 @@ public sealed class Gps : PeftMethod
     {
         foreach (var (p, selection) in _selected)
         {
-            if (ReferenceEquals(p.GradIndex, selection)) p.GradIndex = null;
-            if (ReferenceEquals(p.GradMask, selection)) p.GradMask = null;
+            if (ReferenceEquals(p.Trainability.Tensor, selection)) p.Trainability = Trainability.Dense;
             selection.Dispose();
         }
         _selected.Clear();

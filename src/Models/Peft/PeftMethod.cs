@@ -23,10 +23,9 @@ public abstract class PeftMethod : IDisposable
     public IReadOnlyList<Tensor> Trainable(IPeftModel model) =>
         [.. model.Parameters.Where(p => p.RequiresGrad), .. AddedParameters.Where(p => p.RequiresGrad)];
 
-    /// <summary>Number of trainable elements: the selected entries of a sparse (<see cref="Tensor.GradIndex"/>) or
-    /// masked (<see cref="Tensor.GradMask"/>) parameter, every element of the others.</summary>
-    public long TrainableCount(IPeftModel model) => Trainable(model).Sum(p =>
-        p.GradIndex?.Count ?? (p.GradMask is { } mask ? mask.ToArray().LongCount(v => v != 0f) : p.Count));
+    /// <summary>Number of trainable elements: the selected entries or the masked elements of a parameter with such a
+    /// <see cref="Tensor.Trainability"/>, every element of the others.</summary>
+    public long TrainableCount(IPeftModel model) => Trainable(model).Sum(p => p.Trainability.TrainableCount(p));
 
     /// <summary>Writes only the trained part, and what the method needs to re-apply it (a selection), as safetensors,
     /// atomically.</summary>

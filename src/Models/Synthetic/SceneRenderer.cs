@@ -54,12 +54,6 @@ public sealed class SceneRenderer
     /// <summary>A uniform integer in [0, n).</summary>
     public int Below(int n) => Math.Min(n - 1, (int)(CounterRng.Uniform(_seed, _draw++) * n));
 
-    /// <summary>Fills the canvas with a flat colour.</summary>
-    public void Flat(double r, double g, double b)
-    {
-        for (int i = 0; i < _rgb.Length; i += 3) (_rgb[i], _rgb[i + 1], _rgb[i + 2]) = (r, g, b);
-    }
-
     /// <summary>A random background: flat, a linear gradient, or noise, in muted colours.</summary>
     public void RandomBackground(double noise = 12)
     {

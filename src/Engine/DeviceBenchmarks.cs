@@ -2,7 +2,7 @@ using System.Diagnostics;
 using Engine.Kernels;
 using Engine.Kernels.Cuda;
 
-namespace Engine.Conformance;
+namespace Engine;
 
 /// <summary>One benchmark result: time per call and, where it applies, achieved bandwidth (bytes the kernel must
 /// read and write at least, per second) as a share of the device's own copy bandwidth, or GEMM throughput.</summary>

@@ -2,7 +2,7 @@ using Engine.Autograd;
 
 namespace Engine;
 
-// LayerNorm, softmax and per-channel scale-shift (SSF).
+// LayerNorm, per-channel scale-shift (SSF) and row L2 normalisation. Kernels: CpuKernels.Norm.cs, cuda/norm.cu.
 public static unsafe partial class Ops
 {
     /// <summary>LayerNorm over the last dimension: y = (x − μ)/√(σ² + eps)·weight + bias, biased variance.
@@ -56,35 +56,6 @@ public static unsafe partial class Ops
             float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
             y.Device.Kernels.LayerNormBackward(dx, Tape.GradAccumulatorIfNeeded(s.Weight), Tape.GradAccumulatorIfNeeded(s.Bias),
                 y.Grad!.Data, s.XKept.Data, (s.WeightKept ?? s.Weight) is { } w ? w.Data : null, s.Mean.Data, s.Rstd.Data, s.Rows, s.C, acc);
-        }
-    }
-
-    /// <summary>Softmax over the last dimension (max-subtracted). Saves the output.</summary>
-    public static Tensor Softmax(Tensor x)
-    {
-        Check("Softmax", "input", x);
-        var y = NewLike(x);
-        x.Device.Kernels.SoftmaxForward(y.Data, x.Data, Rows(x), LastDim(x));
-        if (Tape.ShouldRecord(x))
-        {
-            ref var n = ref Tape.Push<SoftmaxSaved>(y);
-            n.X = x;
-            n.YKept = Tape.Save(y);
-        }
-        return y;
-    }
-
-    /// <summary>Softmax's backward state: its input and its output y [rows, C].</summary>
-    struct SoftmaxSaved : IBackward<SoftmaxSaved>
-    {
-        public Tensor X, YKept;
-
-        public readonly void Release() => YKept?.Dispose();
-
-        public static void Backward(ref SoftmaxSaved s, Tensor y)
-        {
-            float* dx = Tape.GradOutput(s.X, out bool acc);
-            y.Device.Kernels.SoftmaxBackward(dx, y.Grad!.Data, s.YKept.Data, Rows(y), LastDim(y), acc);
         }
     }
 

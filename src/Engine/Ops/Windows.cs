@@ -2,7 +2,8 @@ using Engine.Autograd;
 
 namespace Engine;
 
-// Swin's layout ops: cyclic shift + window partition, window reverse, 2×2 patch merging, relative position bias.
+// Swin's windows: cyclic shift + window partition, window reverse, relative position bias.
+// Kernels: CpuKernels.Windows.cs, cuda/windows.cu.
 public static unsafe partial class Ops
 {
     /// <summary>Rolls x [B,H,W,C] by (−shift, −shift) and cuts ws×ws windows → [B·(H/ws)·(W/ws), ws·ws, C]
@@ -85,39 +86,6 @@ public static unsafe partial class Ops
         if (window <= 0 || H % window != 0 || W % window != 0)
             throw new ArgumentException($"{op}: {H}×{W} grid of {t.Describe()} is not divisible into {window}×{window} windows");
         if (shift < 0 || shift >= window) throw new ArgumentOutOfRangeException(nameof(shift), shift, $"{op}: shift must be in [0, {window})");
-    }
-
-    /// <summary>2×2 patch merging gather: x [B,H,W,C] → [B,H/2,W/2,4C] with channel blocks
-    /// x[2i,2j], x[2i+1,2j], x[2i,2j+1], x[2i+1,2j+1] (timm and the original Swin).</summary>
-    public static Tensor PatchMerge(Tensor x)
-    {
-        const string op = "PatchMerge";
-        Check(op, "input", x, 4);
-        int B = x.Shape[0], H = x.Shape[1], W = x.Shape[2], C = x.Shape[3];
-        if (H % 2 != 0 || W % 2 != 0) throw new ArgumentException($"{op}: input {x.Describe()} needs even height and width");
-        var y = Tensor.Empty(x.Device, DType.F32, B, H / 2, W / 2, 4 * C);
-        x.Device.Kernels.PatchMerge(y.Data, x.Data, B, H, W, C);
-        if (Tape.ShouldRecord(x))
-        {
-            ref var n = ref Tape.Push<PatchMergeSaved>(y);
-            n.X = x;
-        }
-        return y;
-    }
-
-    /// <summary>PatchMerge's backward state: x [B,H,W,C].</summary>
-    struct PatchMergeSaved : IBackward<PatchMergeSaved>
-    {
-        public Tensor X;
-
-        public readonly void Release() { }
-
-        public static void Backward(ref PatchMergeSaved s, Tensor y)
-        {
-            var x = s.X;
-            float* dx = Tape.GradOutput(x, out bool acc);
-            y.Device.Kernels.PatchMergeBackward(dx, y.Grad!.Data, x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3], acc);
-        }
     }
 
     /// <summary>Swin's relative position bias for <paramref name="window"/>×<paramref name="window"/> windows: table

@@ -2,7 +2,8 @@ using Engine.Autograd;
 
 namespace Engine;
 
-// Image-shaped ops: depthwise convolution, patchify, patch embedding, strided (patch) convolution.
+// Convolutions: depthwise (ConvNeXt), and kernel = stride convs (ViT patch embedding, ConvNeXt stem and
+// downsampling) as Patchify + Linear. Kernels: CpuKernels.Conv.cs, cuda/conv.cu.
 public static unsafe partial class Ops
 {
     /// <summary>Depthwise k×k convolution, stride 1, zero padding, channels-last: x [N,H,W,C], weight [C,1,k,k]
@@ -53,52 +54,12 @@ public static unsafe partial class Ops
             var w = s.Weight;
             var k = y.Device.Kernels;
             // A weight training sparsely (GPS) takes its selected taps from the dense [C, k·k] gradient.
-            using var dense = w is { RequiresGrad: true, GradIndex: not null } ? Tensor.Zeros(w.Device, w.Shape) : null;
+            var entries = w.RequiresGrad ? w.Trainability.Entries : null;
+            using var dense = entries != null ? Tensor.Zeros(w.Device, w.Shape) : null;
             k.DepthwiseConvBackward(dx, dense != null ? dense.Data : Tape.GradAccumulatorIfNeeded(w), Tape.GradAccumulatorIfNeeded(s.Bias),
                 y.Grad!.Data, s.XKept == null ? null : s.XKept.Data, w.Data, N, s.H, s.W, C, s.Kernel, s.Padding, acc);
             if (dense != null)
-                k.AddSelectedEntries(Tape.SparseGradAccumulator(w), dense.Data, w.GradIndex!.IntData, C, (int)(w.Count / C), w.GradIndex.Shape[1]);
-        }
-    }
-
-    /// <summary>Cuts non-overlapping p×p patches: x [N,C,H,W] (or [N,H,W,C] when <paramref name="channelsLast"/>)
-    /// → [N, (H/p)·(W/p), C·p·p], inner index c·p·p + ky·p + kx (a flattened conv weight [O,C,p,p]).</summary>
-    public static Tensor Patchify(Tensor x, int patch, bool channelsLast)
-    {
-        const string op = "Patchify";
-        Check(op, "input", x, 4);
-        int N = x.Shape[0], C = channelsLast ? x.Shape[3] : x.Shape[1], H = channelsLast ? x.Shape[1] : x.Shape[2],
-            W = channelsLast ? x.Shape[2] : x.Shape[3];
-        if (patch <= 0 || H % patch != 0 || W % patch != 0)
-            throw new ArgumentException($"{op}: input {x.Describe()} is not divisible into {patch}×{patch} patches");
-        var y = Tensor.Empty(x.Device, DType.F32, N, H / patch * (W / patch), C * patch * patch);
-        x.Device.Kernels.Patchify(y.Data, x.Data, N, C, H, W, patch, channelsLast);
-        if (Tape.ShouldRecord(x))
-        {
-            ref var n = ref Tape.Push<PatchifySaved>(y);
-            n.X = x;
-            n.Patch = patch;
-            n.ChannelsLast = channelsLast;
-        }
-        return y;
-    }
-
-    /// <summary>Patchify's backward state: the input's layout and the patch side.</summary>
-    struct PatchifySaved : IBackward<PatchifySaved>
-    {
-        public Tensor X;
-        public int Patch;
-        public bool ChannelsLast;
-
-        public readonly void Release() { }
-
-        public static void Backward(ref PatchifySaved s, Tensor y)
-        {
-            var x = s.X;
-            bool last = s.ChannelsLast;
-            int N = x.Shape[0], C = last ? x.Shape[3] : x.Shape[1], H = last ? x.Shape[1] : x.Shape[2], W = last ? x.Shape[2] : x.Shape[3];
-            float* dx = Tape.GradOutput(x, out bool acc);
-            y.Device.Kernels.PatchifyBackward(dx, y.Grad!.Data, N, C, H, W, s.Patch, last, acc);
+                k.AddSelectedEntries(Tape.SparseGradAccumulator(w), dense.Data, entries!.IntData, C, (int)(w.Count / C), entries.Shape[1]);
         }
     }
 

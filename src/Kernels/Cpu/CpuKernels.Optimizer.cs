@@ -1,47 +1,8 @@
 namespace Engine.Kernels.Cpu;
 
-// Training-only kernels on the CPU: dropout and drop-path (counter-based masks), Adam/AdamW, and the reductions
-// a training loop needs (gradient norm, non-finite check).
+// Adam/AdamW on the CPU (cuda/optimizer.cu), dense (with an optional element mask) and on selected entries.
 public sealed unsafe partial class CpuKernels
 {
-    // ---------------------------------------------------------------- drop-path and dropout (one kernel)
-
-    /// <inheritdoc/>
-    public void DropPathForward(float* y, float* x, long samples, long perSample, float p, ulong seed)
-    {
-        var body = new DropSamplesBody { Y = y, X = x, P = p, Seed = seed, PerSample = perSample };
-        CpuRange.For(samples * perSample, ElementGrain, ref body);
-    }
-
-    /// <inheritdoc/>
-    public void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, bool accumulate)
-    {
-        var body = new DropSamplesBody { Y = dx, X = dy, P = p, Seed = seed, PerSample = perSample, Accumulate = accumulate };
-        CpuRange.For(samples * perSample, ElementGrain, ref body);
-    }
-
-    /// <summary>y[i] = keep(i / PerSample) ? x[i]/(1−p) : 0, keep(j) = uniform(seed, j) ≥ p. The forward and the
-    /// backward are the same map (the derivative of a masked scaling is itself).</summary>
-    struct DropSamplesBody : IRangeBody
-    {
-        public float* Y, X;
-        public float P;
-        public ulong Seed;
-        public long PerSample;
-        public bool Accumulate;
-        public void Run(long start, long end)
-        {
-            float scale = 1f / (1f - P);
-            for (long i = start; i < end; i++)
-            {
-                float v = CounterRng.Uniform(Seed, (ulong)(i / PerSample)) >= P ? X[i] * scale : 0f;
-                Y[i] = Accumulate ? Y[i] + v : v;
-            }
-        }
-    }
-
-    // ---------------------------------------------------------------- Adam / AdamW
-
     /// <inheritdoc/>
     public void AdamStep(float* param, float* grad, float* m, float* v, float* mask, long n, float lr, float beta1, float beta2,
         float eps, float weightDecay, int t, bool decoupled)
@@ -118,23 +79,5 @@ public sealed unsafe partial class CpuKernels
             for (long i = start; i < end; i++)
                 Adam.Update(ref P[i / PerRow * K + Index[i]], G[i], ref M[i], ref V[i]);
         }
-    }
-
-    // ---------------------------------------------------------------- reductions
-
-    /// <inheritdoc/>
-    public double SumSquares(float* x, long n)
-    {
-        double s = 0;
-        for (long i = 0; i < n; i++) s += (double)x[i] * x[i];
-        return s;
-    }
-
-    /// <inheritdoc/>
-    public long CountNonFinite(float* x, long n)
-    {
-        long count = 0;
-        for (long i = 0; i < n; i++) if (!float.IsFinite(x[i])) count++;
-        return count;
     }
 }

@@ -4,6 +4,7 @@ using Engine.Autograd;
 namespace Engine;
 
 // SCT's salient channel module: a K×K linear map on K selected channels of the residual stream, added back in place.
+// GPS's sparse gradients run inside Linear's and DepthwiseConv2d's backward. Kernels: CpuKernels.Peft.cs, cuda/peft.cu.
 public static unsafe partial class Ops
 {
     /// <summary>

@@ -1,0 +1,17 @@
+using Engine.Autograd;
+using Engine.Kernels;
+
+namespace Engine.Conformance;
+
+// The Activations family's cases (Ops/Activations.cs).
+public static partial class OpCases
+{
+    static void Gelu(Device dev)
+    {
+        // Vector body plus scalar tail (13 = 8 + 5), and a wide range for the erf tails.
+        GradCheck.Run(dev, "Gelu",
+            [new("x", [3, 13], -6, 6)],
+            t => Ops.Gelu(t[0]),
+            v => Reference.Gelu(v[0]), forwardTol: 1e-6, gradTol: 1e-5);
+    }
+}

@@ -1,0 +1,38 @@
+using Engine.Autograd;
+using Engine.Kernels;
+
+namespace Engine.Conformance;
+
+// The Conv family's cases (Ops/Conv.cs).
+public static partial class OpCases
+{
+    static void DepthwiseConv2d(Device dev)
+    {
+        // C = 13: a CPU vector of channels and a scalar tail; the 7×7 kernel larger than the 6×5 input.
+        foreach (var (N, H, W, C, k, pad) in new[] { (2, 7, 5, 3, 3, 1), (1, 9, 9, 2, 7, 3), (1, 4, 6, 5, 3, 0), (1, 6, 5, 13, 7, 3) })
+        {
+            GradCheck.Run(dev, $"DepthwiseConv2d k{k} pad{pad}",
+                [new("x", [N, H, W, C]), new("w", [C, 1, k, k]), new("b", [C])],
+                t => Ops.DepthwiseConv2d(t[0], t[1], t[2], pad),
+                v => Reference.DepthwiseConv(v[0], v[1], v[2], N, H, W, C, k, pad));
+        }
+    }
+
+    static void PatchEmbed(Device dev)
+    {
+        int N = 2, C = 3, H = 8, W = 12, p = 4, D = 5;
+        GradCheck.Run(dev, "PatchEmbed (NCHW)",
+            [new("x", [N, C, H, W]), new("w", [D, C, p, p]), new("b", [D])],
+            t => Ops.PatchEmbed(t[0], t[1], t[2]),
+            v => Reference.PatchConv(v[0], v[1], v[2], N, C, H, W, p, D, channelsLast: false));
+    }
+
+    static void PatchConv(Device dev)
+    {
+        int N = 2, C = 3, H = 6, W = 4, p = 2, O = 7;
+        GradCheck.Run(dev, "PatchConv (NHWC, stride 2)",
+            [new("x", [N, H, W, C]), new("w", [O, C, p, p]), new("b", [O])],
+            t => Ops.PatchConv(t[0], t[1], t[2]),
+            v => Reference.PatchConv(v[0], v[1], v[2], N, C, H, W, p, O, channelsLast: true));
+    }
+}

@@ -1,0 +1,38 @@
+using Engine.Autograd;
+using Engine.Kernels;
+
+namespace Engine.Conformance;
+
+// The Dropout family's cases (Ops/Dropout.cs).
+public static partial class OpCases
+{
+    static void DropPath(Device dev)
+    {
+        int B = 16, T = 3, C = 5;
+        const float p = 0.25f;
+        const ulong seed = 42;
+        GradCheck.Run(dev, "DropPath",
+            [new("x", [B, T, C])],
+            t => Ops.DropPath(t[0], p, seed),
+            v => Enumerable.Range(0, v[0].Length)
+                .Select(i => CounterRng.Uniform(seed, (ulong)(i / (T * C))) >= p ? v[0][i] / (1 - p) : 0).ToArray());
+    }
+
+    static void Dropout(Device dev)
+    {
+        const float p = 0.3f;
+        const ulong seed = 7;
+        GradCheck.Run(dev, "Dropout",
+            [new("x", [7, 13])],
+            t => Ops.Dropout(t[0], p, seed),
+            v => Enumerable.Range(0, v[0].Length).Select(i => CounterRng.Uniform(seed, (ulong)i) >= p ? v[0][i] / (1 - p) : 0).ToArray());
+        // The mask drops close to p of a large tensor, and a different seed gives a different mask.
+        using var ones = Tensor.FromArray(dev, Enumerable.Repeat(1f, 100_000).ToArray(), 100_000);
+        using var a = Ops.Dropout(ones, p, seed);
+        using var b = Ops.Dropout(ones, p, seed + 1);
+        var av = a.ToArray();
+        double dropped = av.Count(x => x == 0) / 1e5;
+        if (Math.Abs(dropped - p) > 0.01) throw new ConformanceException($"Dropout: dropped {dropped:P2} of 100,000 elements, expected {p:P0} ± 1%");
+        if (av.AsSpan().SequenceEqual(b.ToArray())) throw new ConformanceException("Dropout: seeds 7 and 8 gave the same mask");
+    }
+}

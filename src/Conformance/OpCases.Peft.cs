@@ -1,0 +1,109 @@
+using Engine.Autograd;
+using Engine.Kernels;
+
+namespace Engine.Conformance;
+
+// The Peft family's cases (Ops/Peft.cs).
+public static partial class OpCases
+{
+    static void ChannelAdapter(Device dev)
+    {
+        int B = 2, T = 5, C = 13;
+        int[] index = [1, 4, 5, 11]; // ascending, as SCT selects them
+        using var it = Tensor.FromArray(dev, index, index.Length);
+        int K = index.Length;
+        GradCheck.Run(dev, "ChannelAdapter",
+            [new("x", [B, T, C]), new("w", [K, K]), new("b", [K])],
+            t => Ops.ChannelAdapter(t[0], it, t[1], t[2]),
+            v => Reference.ChannelAdapter(v[0], index, v[1], v[2], B * T, C));
+        // Any order of distinct channels, no bias, frozen input.
+        int[] unordered = [12, 0, 7];
+        using var ut = Tensor.FromArray(dev, unordered, unordered.Length);
+        GradCheck.Run(dev, "ChannelAdapter unordered, no bias",
+            [new("x", [7, C], RequiresGrad: false), new("w", [3, 3])],
+            t => Ops.ChannelAdapter(t[0], ut, t[1], null),
+            v => Reference.ChannelAdapter(v[0], unordered, v[1], null, 7, C));
+        using var repeated = Tensor.FromArray(dev, [1, 1], 2);
+        using var x = Tensor.Zeros(dev, 3, C);
+        using var w = Tensor.Zeros(dev, 2, 2);
+        try
+        {
+            Ops.ChannelAdapter(x, repeated, w, null).Dispose();
+            throw new ConformanceException("ChannelAdapter: a repeated channel was accepted");
+        }
+        catch (ArgumentException e) when (e.Message.Contains("repeats channel 1")) { }
+    }
+
+    /// <summary>A Linear weight training selected entries gets exactly the selected entries of dW, [N, k]; dx and db as dense.</summary>
+    static void SparseLinearGrad(Device dev)
+    {
+        foreach (var (rows, N, K, k) in new[] { (37, 70, 13, 1), (5, 3, 9, 4), (130, 67, 5, 5) })
+        {
+            var xv = Init.NormalValues(rows * K, 0, 1, 1);
+            var wv = Init.NormalValues(N * K, 0, 1, 2);
+            var rv = Init.NormalValues(rows * N, 0, 1, 3);
+            var index = new int[N * k];
+            for (int o = 0; o < N; o++)
+                for (int j = 0; j < k; j++) index[o * k + j] = (o * 7 + j * 3) % K; // distinct within a row (k ≤ K, 3 ⟂ K)
+            using var x = Tensor.FromArray(dev, xv, rows, K);
+            using var w = Tensor.FromArray(dev, wv, N, K);
+            using var b = Tensor.Zeros(dev, N);
+            using var it = Tensor.FromArray(dev, index, N, k);
+            using var r = Tensor.FromArray(dev, rv, rows, N);
+            x.RequiresGrad = w.RequiresGrad = b.RequiresGrad = true;
+            w.Trainability = Trainability.Selected(it);
+            var tape = new Tape();
+            Tensor y;
+            using (tape.Record()) y = Ops.Linear(x, w, b);
+            tape.Backward(y, r);
+            y.Dispose();
+            var want = new double[N * k];
+            for (int o = 0; o < N; o++)
+                for (int j = 0; j < k; j++)
+                    for (int t = 0; t < rows; t++) want[o * k + j] += (double)rv[t * N + o] * xv[t * K + index[o * k + j]];
+            if (!w.Grad!.Shape.SequenceEqual(new[] { N, k })) throw new ConformanceException($"SparseLinearGrad: dW is {w.Grad.Describe()}, expected [{N}, {k}]");
+            GradCheck.CheckClose($"SparseLinearGrad {rows}x{N}x{K} k={k} dW", w.Grad.ToArray(), want, 1e-5, 1e-5);
+            var dx = new double[rows * K];
+            for (int t = 0; t < rows; t++)
+                for (int c = 0; c < K; c++)
+                    for (int o = 0; o < N; o++) dx[t * K + c] += (double)rv[t * N + o] * wv[o * K + c];
+            GradCheck.CheckClose($"SparseLinearGrad {rows}x{N}x{K} dx", x.Grad!.ToArray(), dx, 1e-5, 1e-5);
+        }
+    }
+
+    /// <summary>A depthwise kernel training selected entries gets exactly the selected taps of the dense weight gradient (itself
+    /// checked against finite differences by the DepthwiseConv2d case), [C, k]; dx and dbias as without the index.</summary>
+    static void SparseDepthwiseGrad(Device dev)
+    {
+        int N = 2, H = 5, W = 6, C = 7, ks = 3, k = 2;
+        var xv = Init.NormalValues(N * H * W * C, 0, 1, 1);
+        var wv = Init.NormalValues(C * ks * ks, 0, 1, 2);
+        var rv = Init.NormalValues(N * H * W * C, 0, 1, 3);
+        var index = new int[C * k];
+        for (int c = 0; c < C; c++)
+            for (int j = 0; j < k; j++) index[c * k + j] = (c * 4 + j * 5) % (ks * ks); // distinct within a row (5 ⟂ 9)
+        (float[] Dw, float[] Dx, float[] Db) Gradients(bool sparse)
+        {
+            using var x = Tensor.FromArray(dev, xv, N, H, W, C);
+            using var w = Tensor.FromArray(dev, wv, C, 1, ks, ks);
+            using var b = Tensor.Zeros(dev, C);
+            using var it = Tensor.FromArray(dev, index, C, k);
+            using var r = Tensor.FromArray(dev, rv, N, H, W, C);
+            x.RequiresGrad = w.RequiresGrad = b.RequiresGrad = true;
+            if (sparse) w.Trainability = Trainability.Selected(it);
+            var tape = new Tape();
+            Tensor y;
+            using (tape.Record()) y = Ops.DepthwiseConv2d(x, w, b, 1);
+            tape.Backward(y, r);
+            y.Dispose();
+            int[] shape = sparse ? [C, k] : [C, 1, ks, ks];
+            if (!w.Grad!.Shape.SequenceEqual(shape)) throw new ConformanceException($"SparseDepthwiseGrad: dW is {w.Grad.Describe()}, expected [{string.Join(", ", shape)}]");
+            return (w.Grad.ToArray(), x.Grad!.ToArray(), b.Grad!.ToArray());
+        }
+        var dense = Gradients(sparse: false);
+        var selected = Gradients(sparse: true);
+        GradCheck.CheckClose("SparseDepthwiseGrad dW", selected.Dw, [.. index.Select((tap, e) => (double)dense.Dw[e / k * ks * ks + tap])], 1e-6, 1e-6);
+        GradCheck.CheckClose("SparseDepthwiseGrad dx", selected.Dx, [.. dense.Dx.Select(v => (double)v)], 1e-6, 1e-6);
+        GradCheck.CheckClose("SparseDepthwiseGrad dbias", selected.Db, [.. dense.Db.Select(v => (double)v)], 1e-6, 1e-6);
+    }
+}

@@ -1,0 +1,39 @@
+namespace Engine.Kernels.Cpu;
+
+// Dropout and drop-path on the CPU (cuda/dropout.cu): one kernel with counter-based masks.
+public sealed unsafe partial class CpuKernels
+{
+    /// <inheritdoc/>
+    public void DropPathForward(float* y, float* x, long samples, long perSample, float p, ulong seed)
+    {
+        var body = new DropSamplesBody { Y = y, X = x, P = p, Seed = seed, PerSample = perSample };
+        CpuRange.For(samples * perSample, ElementGrain, ref body);
+    }
+
+    /// <inheritdoc/>
+    public void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, bool accumulate)
+    {
+        var body = new DropSamplesBody { Y = dx, X = dy, P = p, Seed = seed, PerSample = perSample, Accumulate = accumulate };
+        CpuRange.For(samples * perSample, ElementGrain, ref body);
+    }
+
+    /// <summary>y[i] = keep(i / PerSample) ? x[i]/(1−p) : 0, keep(j) = uniform(seed, j) ≥ p. The forward and the
+    /// backward are the same map (the derivative of a masked scaling is itself).</summary>
+    struct DropSamplesBody : IRangeBody
+    {
+        public float* Y, X;
+        public float P;
+        public ulong Seed;
+        public long PerSample;
+        public bool Accumulate;
+        public void Run(long start, long end)
+        {
+            float scale = 1f / (1f - P);
+            for (long i = start; i < end; i++)
+            {
+                float v = CounterRng.Uniform(Seed, (ulong)(i / PerSample)) >= P ? X[i] * scale : 0f;
+                Y[i] = Accumulate ? Y[i] + v : v;
+            }
+        }
+    }
+}
