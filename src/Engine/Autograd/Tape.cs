@@ -1,17 +1,15 @@
 namespace Engine.Autograd;
 
 /// <summary>
-/// What one op's backward reads, as named fields: the inputs gradients may flow to, the tensors kept for backward, and
-/// the sizes (<c>LinearSaved { X, Weight, Bias, XKept, Rows, N, K }</c>), with the backward itself. The tape stores these
-/// structs by value in reused arrays, one per op type, so recording allocates nothing.
+/// What one op's backward reads, as named fields: the inputs gradients may flow to, the tensors kept for backward
+/// (through <see cref="Tape.Save"/>, which also frees them) and the sizes (<c>LinearSaved { X, Weight, Bias, XKept,
+/// Rows, N, K }</c>), with the backward itself. The tape stores these structs by value in reused arrays, one per op
+/// type, so recording allocates nothing.
 /// </summary>
 internal interface IBackward<TSelf> where TSelf : struct, IBackward<TSelf>
 {
     /// <summary>Computes the inputs' gradients from <paramref name="output"/>'s gradient.</summary>
     static abstract void Backward(ref TSelf saved, Tensor output);
-
-    /// <summary>Disposes the tensors kept for backward (never the inputs, which the op does not own).</summary>
-    void Release();
 }
 
 /// <summary>The recorded states of one op type (a reused array), reached from a node by index.</summary>
@@ -23,7 +21,6 @@ internal abstract class NodeStore
     protected static int NextId() => Interlocked.Increment(ref _types) - 1;
 
     internal abstract void Backward(int index, Tensor output);
-    internal abstract void Release(int index);
     internal abstract void Reset();
 }
 
@@ -34,23 +31,21 @@ internal sealed class NodeStore<T> : NodeStore where T : struct, IBackward<T>
     T[] _items = new T[16];
     int _count;
 
-    internal ref T Add(out int index)
+    internal int Add(in T saved)
     {
         if (_count == _items.Length) Array.Resize(ref _items, _items.Length * 2);
-        index = _count++;
-        _items[index] = default;
-        return ref _items[index];
+        _items[_count] = saved;
+        return _count++;
     }
 
     internal override void Backward(int index, Tensor output) => T.Backward(ref _items[index], output);
 
-    internal override void Release(int index)
+    /// <summary>Forgets every state (and the tensors it references).</summary>
+    internal override void Reset()
     {
-        _items[index].Release();
-        _items[index] = default;
+        Array.Clear(_items, 0, _count);
+        _count = 0;
     }
-
-    internal override void Reset() => _count = 0;
 }
 
 /// <summary>One recorded op: its output and where its named backward state is stored.</summary>
@@ -68,6 +63,7 @@ public sealed unsafe class Tape
     [ThreadStatic] static Tape? _active;
     Node[] _nodes = new Node[256];
     NodeStore?[] _stores = new NodeStore?[32];
+    readonly List<Tensor> _kept = new();
     int _count;
 
     /// <summary>The tape recording on this thread, if any.</summary>
@@ -104,9 +100,9 @@ public sealed unsafe class Tape
     internal static bool ShouldRecord(Tensor? a, Tensor? b = null, Tensor? c = null, Tensor? d = null) =>
         _active != null && (a?.RequiresGrad == true || b?.RequiresGrad == true || c?.RequiresGrad == true || d?.RequiresGrad == true);
 
-    /// <summary>Appends a node for <paramref name="output"/>, which becomes a non-leaf that requires gradients, and returns
-    /// its backward state of type <typeparamref name="T"/> to fill. Fill it at once (a later push may move the array).</summary>
-    internal static ref T Push<T>(Tensor output) where T : struct, IBackward<T>
+    /// <summary>Appends a node for <paramref name="output"/>, which becomes a non-leaf that requires gradients, with the
+    /// op's backward state <paramref name="saved"/>.</summary>
+    internal static void Push<T>(Tensor output, in T saved) where T : struct, IBackward<T>
     {
         var tape = _active ?? throw new InvalidOperationException("no tape is recording");
         int id = NodeStore<T>.Id;
@@ -115,17 +111,20 @@ public sealed unsafe class Tape
         if (tape._count == tape._nodes.Length) Array.Resize(ref tape._nodes, tape._nodes.Length * 2);
         output.RequiresGrad = true;
         output.IsLeaf = false;
-        ref T saved = ref store.Add(out int index);
-        tape._nodes[tape._count++] = new Node(output, store, index);
-        return ref saved;
+        tape._nodes[tape._count++] = new Node(output, store, store.Add(saved));
     }
 
-    /// <summary>Keeps <paramref name="t"/>'s data alive for backward (an alias, unaffected by the caller disposing t).</summary>
-    internal static Tensor Save(Tensor t)
+    /// <summary>Keeps <paramref name="t"/>'s data alive for backward (an alias, unaffected by the caller disposing t),
+    /// until the tape is cleared.</summary>
+    internal static Tensor Save(Tensor t) => Keep(t.Contiguous());
+
+    /// <summary>Takes ownership of <paramref name="t"/> (a tensor the op made for its backward) until the tape is cleared.</summary>
+    internal static Tensor Keep(Tensor t)
     {
         var tape = _active!;
         tape.SavedBytes += t.Bytes;
-        return t.Contiguous();
+        tape._kept.Add(t);
+        return t;
     }
 
     /// <summary>Runs backward from a scalar <paramref name="output"/> (seeded with gradient 1), then clears the tape.</summary>
@@ -160,12 +159,10 @@ public sealed unsafe class Tape
     /// <summary>Drops every node and the activations they retained.</summary>
     public void Clear()
     {
-        for (int i = 0; i < _count; i++)
-        {
-            _nodes[i].Store.Release(_nodes[i].Index);
-            _nodes[i] = default;
-        }
+        Array.Clear(_nodes, 0, _count);
         foreach (var store in _stores) store?.Reset();
+        foreach (var t in _kept) t.Dispose();
+        _kept.Clear();
         _count = 0;
         SavedBytes = 0;
     }

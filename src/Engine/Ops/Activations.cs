@@ -12,11 +12,7 @@ public static unsafe partial class Ops
         var y = NewLike(x);
         x.Device.Kernels.GeluForward(y.Data, x.Data, x.Count);
         if (Tape.ShouldRecord(x))
-        {
-            ref var n = ref Tape.Push<GeluSaved>(y);
-            n.X = x;
-            n.XKept = Tape.Save(x);
-        }
+            Tape.Push(y, new GeluSaved { X = x, XKept = Tape.Save(x) });
         return y;
     }
 
@@ -24,8 +20,6 @@ public static unsafe partial class Ops
     struct GeluSaved : IBackward<GeluSaved>
     {
         public Tensor X, XKept;
-
-        public readonly void Release() => XKept?.Dispose();
 
         public static void Backward(ref GeluSaved s, Tensor y)
         {

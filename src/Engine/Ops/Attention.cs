@@ -48,17 +48,11 @@ public static unsafe partial class Ops
         var y = Tensor.Empty(dev, DType.F32, B, T, C);
         k.MergeHeads(y.Data, o.Data, B, T, heads, HD);
         if (Tape.ShouldRecord(qkv, bias))
-        {
-            ref var n = ref Tape.Push<AttentionSaved>(y);
-            n.Qkv = qkv;
-            n.Bias = bias;
-            n.Q = Tape.Save(q);
-            n.K = Tape.Save(kk);
-            n.V = Tape.Save(v);
-            n.P = Tape.Save(p);
-            n.Heads = heads;
-            n.Scale = s;
-        }
+            Tape.Push(y, new AttentionSaved
+            {
+                Qkv = qkv, Bias = bias, Q = Tape.Save(q), K = Tape.Save(kk), V = Tape.Save(v), P = Tape.Save(p),
+                Heads = heads, Scale = s,
+            });
         q.Dispose();
         kk.Dispose();
         v.Dispose();
@@ -73,14 +67,6 @@ public static unsafe partial class Ops
         public Tensor? Bias;
         public int Heads;
         public float Scale;
-
-        public readonly void Release()
-        {
-            Q?.Dispose();
-            K?.Dispose();
-            V?.Dispose();
-            P?.Dispose();
-        }
 
         public static void Backward(ref AttentionSaved s, Tensor y)
         {

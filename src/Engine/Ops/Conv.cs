@@ -24,17 +24,11 @@ public static unsafe partial class Ops
         var y = Tensor.Empty(x.Device, DType.F32, N, Ho, Wo, C);
         x.Device.Kernels.DepthwiseConvForward(y.Data, x.Data, weight.Data, bias == null ? null : bias.Data, N, H, W, C, k, padding);
         if (Tape.ShouldRecord(x, weight, bias))
-        {
-            ref var n = ref Tape.Push<DepthwiseConv2dSaved>(y);
-            n.X = x;
-            n.Weight = weight;
-            n.Bias = bias;
-            if (weight.RequiresGrad) n.XKept = Tape.Save(x);
-            n.H = H;
-            n.W = W;
-            n.Kernel = k;
-            n.Padding = padding;
-        }
+            Tape.Push(y, new DepthwiseConv2dSaved
+            {
+                X = x, Weight = weight, Bias = bias, H = H, W = W, Kernel = k, Padding = padding,
+                XKept = weight.RequiresGrad ? Tape.Save(x) : null,
+            });
         return y;
     }
 
@@ -44,8 +38,6 @@ public static unsafe partial class Ops
         public Tensor X, Weight;
         public Tensor? Bias, XKept;
         public int H, W, Kernel, Padding;
-
-        public readonly void Release() => XKept?.Dispose();
 
         public static void Backward(ref DepthwiseConv2dSaved s, Tensor y)
         {

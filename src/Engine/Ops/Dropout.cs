@@ -22,13 +22,7 @@ public static unsafe partial class Ops
         long perSample = wholeSamples ? x.Count / x.Shape[0] : 1, samples = x.Count / perSample;
         x.Device.Kernels.DropPathForward(y.Data, x.Data, samples, perSample, p, seed);
         if (Tape.ShouldRecord(x))
-        {
-            ref var n = ref Tape.Push<DropSamplesSaved>(y);
-            n.X = x;
-            n.P = p;
-            n.Seed = seed;
-            n.WholeSamples = wholeSamples;
-        }
+            Tape.Push(y, new DropSamplesSaved { X = x, P = p, Seed = seed, WholeSamples = wholeSamples });
         return y;
     }
 
@@ -39,8 +33,6 @@ public static unsafe partial class Ops
         public float P;
         public ulong Seed;
         public bool WholeSamples;
-
-        public readonly void Release() { }
 
         public static void Backward(ref DropSamplesSaved s, Tensor y)
         {

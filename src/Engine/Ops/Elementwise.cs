@@ -14,11 +14,7 @@ public static unsafe partial class Ops
         var y = NewLike(a);
         a.Device.Kernels.Add(y.Data, a.Data, b.Data, a.Count);
         if (Tape.ShouldRecord(a, b))
-        {
-            ref var n = ref Tape.Push<AddSaved>(y);
-            n.A = a;
-            n.B = b;
-        }
+            Tape.Push(y, new AddSaved { A = a, B = b });
         return y;
     }
 
@@ -26,8 +22,6 @@ public static unsafe partial class Ops
     struct AddSaved : IBackward<AddSaved>
     {
         public Tensor A, B;
-
-        public readonly void Release() { }
 
         public static void Backward(ref AddSaved s, Tensor y)
         {

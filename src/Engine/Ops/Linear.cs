@@ -30,17 +30,12 @@ public static unsafe partial class Ops
         k.Gemm(false, true, rows, N, K, 1f, x.Data, K, weight.Data, K, 0f, y.Data, N);
         if (bias != null) k.AddBias(y.Data, y.Data, bias.Data, rows, N);
         if (Tape.ShouldRecord(x, weight, bias))
-        {
-            ref var n = ref Tape.Push<LinearSaved>(y);
-            n.X = x;
-            n.Weight = weight;
-            n.Bias = bias;
-            if (weight.RequiresGrad) n.XKept = Tape.Save(x);
-            if (!weight.IsLeaf) n.WeightKept = Tape.Save(weight); // a computed weight (z·zᵀ) may be disposed by its caller
-            n.Rows = rows;
-            n.N = N;
-            n.K = K;
-        }
+            Tape.Push(y, new LinearSaved
+            {
+                X = x, Weight = weight, Bias = bias, Rows = rows, N = N, K = K,
+                XKept = weight.RequiresGrad ? Tape.Save(x) : null,
+                WeightKept = !weight.IsLeaf ? Tape.Save(weight) : null, // a computed weight (z·zᵀ) may be disposed by its caller,
+            });
         return y;
     }
 
@@ -50,12 +45,6 @@ public static unsafe partial class Ops
         public Tensor X, Weight;
         public Tensor? Bias, XKept, WeightKept;
         public int Rows, N, K;
-
-        public readonly void Release()
-        {
-            XKept?.Dispose();
-            WeightKept?.Dispose();
-        }
 
         public static void Backward(ref LinearSaved s, Tensor y)
         {

@@ -19,13 +19,10 @@ public static unsafe partial class Ops
         var loss = Tensor.Empty(logits.Device, DType.F32, 1);
         logits.Device.Kernels.CrossEntropyForward(loss.Data, logits.Data, targets.IntData, B, V, smoothing);
         if (Tape.ShouldRecord(logits))
-        {
-            ref var n = ref Tape.Push<CrossEntropySaved>(loss);
-            n.Logits = logits;
-            n.LogitsKept = Tape.Save(logits);
-            n.Targets = targets.Contiguous();
-            n.Smoothing = smoothing;
-        }
+            Tape.Push(loss, new CrossEntropySaved
+            {
+                Logits = logits, LogitsKept = Tape.Save(logits), Targets = Tape.Save(targets), Smoothing = smoothing,
+            });
         return loss;
     }
 
@@ -34,12 +31,6 @@ public static unsafe partial class Ops
     {
         public Tensor Logits, LogitsKept, Targets;
         public float Smoothing;
-
-        public readonly void Release()
-        {
-            LogitsKept?.Dispose();
-            Targets?.Dispose();
-        }
 
         public static void Backward(ref CrossEntropySaved s, Tensor loss)
         {
@@ -68,13 +59,11 @@ public static unsafe partial class Ops
         var loss = Tensor.Empty(similarities.Device, DType.F32, 1);
         similarities.Device.Kernels.SupConForward(loss.Data, similarities.Data, labels.IntData, N, temperature);
         if (Tape.ShouldRecord(similarities))
-        {
-            ref var n = ref Tape.Push<SupConLossSaved>(loss);
-            n.Similarities = similarities;
-            n.SimilaritiesKept = Tape.Save(similarities);
-            n.Labels = labels.Contiguous();
-            n.Temperature = temperature;
-        }
+            Tape.Push(loss, new SupConLossSaved
+            {
+                Similarities = similarities, SimilaritiesKept = Tape.Save(similarities), Labels = Tape.Save(labels),
+                Temperature = temperature,
+            });
         return loss;
     }
 
@@ -83,12 +72,6 @@ public static unsafe partial class Ops
     {
         public Tensor Similarities, SimilaritiesKept, Labels;
         public float Temperature;
-
-        public readonly void Release()
-        {
-            SimilaritiesKept?.Dispose();
-            Labels?.Dispose();
-        }
 
         public static void Backward(ref SupConLossSaved s, Tensor loss)
         {

@@ -21,18 +21,12 @@ public static unsafe partial class Ops
         x.Device.Kernels.LayerNormForward(y.Data, mean == null ? null : mean.Data, rstd == null ? null : rstd.Data, x.Data,
             weight == null ? null : weight.Data, bias == null ? null : bias.Data, rows, C, eps);
         if (record)
-        {
-            ref var n = ref Tape.Push<LayerNormSaved>(y);
-            n.X = x;
-            n.Weight = weight;
-            n.Bias = bias;
-            n.XKept = Tape.Save(x);
-            n.Mean = mean!;
-            n.Rstd = rstd!;
-            if (weight is { IsLeaf: false }) n.WeightKept = Tape.Save(weight);
-            n.Rows = rows;
-            n.C = C;
-        }
+            Tape.Push(y, new LayerNormSaved
+            {
+                X = x, Weight = weight, Bias = bias, XKept = Tape.Save(x), Mean = Tape.Keep(mean!),
+                Rstd = Tape.Keep(rstd!), Rows = rows, C = C,
+                WeightKept = weight is { IsLeaf: false } ? Tape.Save(weight) : null,
+            });
         return y;
     }
 
@@ -42,14 +36,6 @@ public static unsafe partial class Ops
         public Tensor X, XKept, Mean, Rstd;
         public Tensor? Weight, Bias, WeightKept;
         public int Rows, C;
-
-        public readonly void Release()
-        {
-            XKept?.Dispose();
-            Mean?.Dispose();
-            Rstd?.Dispose();
-            WeightKept?.Dispose();
-        }
 
         public static void Backward(ref LayerNormSaved s, Tensor y)
         {
@@ -71,13 +57,11 @@ public static unsafe partial class Ops
         var y = NewLike(x);
         x.Device.Kernels.ScaleShiftForward(y.Data, x.Data, scale.Data, shift.Data, Rows(x), C);
         if (Tape.ShouldRecord(x, scale, shift))
-        {
-            ref var n = ref Tape.Push<ScaleShiftSaved>(y);
-            n.X = x;
-            n.Scale = scale;
-            n.Shift = shift;
-            if (scale.RequiresGrad) n.XKept = Tape.Save(x);
-        }
+            Tape.Push(y, new ScaleShiftSaved
+            {
+                X = x, Scale = scale, Shift = shift,
+                XKept = scale.RequiresGrad ? Tape.Save(x) : null,
+            });
         return y;
     }
 
@@ -86,8 +70,6 @@ public static unsafe partial class Ops
     {
         public Tensor X, Scale, Shift;
         public Tensor? XKept;
-
-        public readonly void Release() => XKept?.Dispose();
 
         public static void Backward(ref ScaleShiftSaved s, Tensor y)
         {
@@ -107,13 +89,7 @@ public static unsafe partial class Ops
         var y = NewLike(x);
         x.Device.Kernels.L2NormalizeForward(y.Data, x.Data, Rows(x), LastDim(x), eps);
         if (Tape.ShouldRecord(x))
-        {
-            ref var n = ref Tape.Push<L2NormalizeSaved>(y);
-            n.X = x;
-            n.XKept = Tape.Save(x);
-            n.YKept = Tape.Save(y);
-            n.Eps = eps;
-        }
+            Tape.Push(y, new L2NormalizeSaved { X = x, XKept = Tape.Save(x), YKept = Tape.Save(y), Eps = eps });
         return y;
     }
 
@@ -122,12 +98,6 @@ public static unsafe partial class Ops
     {
         public Tensor X, XKept, YKept;
         public float Eps;
-
-        public readonly void Release()
-        {
-            XKept?.Dispose();
-            YKept?.Dispose();
-        }
 
         public static void Backward(ref L2NormalizeSaved s, Tensor y)
         {

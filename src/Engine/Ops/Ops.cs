@@ -51,18 +51,12 @@ public static unsafe partial class Ops
     static int Rows(Tensor t) => (int)(t.Count / LastDim(t));
 
     /// <summary>Records a reshape view so gradients reach the original tensor (called by <see cref="Tensor.Reshape"/>).</summary>
-    internal static void RecordView(Tensor source, Tensor view)
-    {
-        ref var n = ref Tape.Push<ViewSaved>(view);
-        n.Source = source;
-    }
+    internal static void RecordView(Tensor source, Tensor view) => Tape.Push(view, new ViewSaved { Source = source });
 
     /// <summary>A reshape view's backward state: the tensor it views.</summary>
     struct ViewSaved : IBackward<ViewSaved>
     {
         public Tensor Source;
-
-        public readonly void Release() { }
 
         public static void Backward(ref ViewSaved s, Tensor view)
         {

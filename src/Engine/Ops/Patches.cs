@@ -19,12 +19,7 @@ public static unsafe partial class Ops
         var y = Tensor.Empty(x.Device, DType.F32, N, H / patch * (W / patch), C * patch * patch);
         x.Device.Kernels.Patchify(y.Data, x.Data, N, C, H, W, patch, channelsLast);
         if (Tape.ShouldRecord(x))
-        {
-            ref var n = ref Tape.Push<PatchifySaved>(y);
-            n.X = x;
-            n.Patch = patch;
-            n.ChannelsLast = channelsLast;
-        }
+            Tape.Push(y, new PatchifySaved { X = x, Patch = patch, ChannelsLast = channelsLast });
         return y;
     }
 
@@ -34,8 +29,6 @@ public static unsafe partial class Ops
         public Tensor X;
         public int Patch;
         public bool ChannelsLast;
-
-        public readonly void Release() { }
 
         public static void Backward(ref PatchifySaved s, Tensor y)
         {
@@ -58,10 +51,7 @@ public static unsafe partial class Ops
         var y = Tensor.Empty(x.Device, DType.F32, B, H / 2, W / 2, 4 * C);
         x.Device.Kernels.PatchMerge(y.Data, x.Data, B, H, W, C);
         if (Tape.ShouldRecord(x))
-        {
-            ref var n = ref Tape.Push<PatchMergeSaved>(y);
-            n.X = x;
-        }
+            Tape.Push(y, new PatchMergeSaved { X = x });
         return y;
     }
 
@@ -69,8 +59,6 @@ public static unsafe partial class Ops
     struct PatchMergeSaved : IBackward<PatchMergeSaved>
     {
         public Tensor X;
-
-        public readonly void Release() { }
 
         public static void Backward(ref PatchMergeSaved s, Tensor y)
         {

@@ -33,14 +33,11 @@ public static unsafe partial class Ops
         var y = NewLike(x);
         k.ScatterAddChannels(y.Data, x.Data, mapped.Data, bias == null ? null : bias.Data, index.IntData, rows, C, K);
         if (Tape.ShouldRecord(x, weight, bias))
-        {
-            ref var n = ref Tape.Push<ChannelAdapterSaved>(y);
-            n.X = x;
-            n.Weight = weight;
-            n.Bias = bias;
-            n.SelectedKept = weight.RequiresGrad ? Tape.Save(selected) : null;
-            n.Index = index.Contiguous();
-        }
+            Tape.Push(y, new ChannelAdapterSaved
+            {
+                X = x, Weight = weight, Bias = bias, Index = Tape.Save(index),
+                SelectedKept = weight.RequiresGrad ? Tape.Save(selected) : null,
+            });
         selected.Dispose();
         return y;
     }
@@ -50,12 +47,6 @@ public static unsafe partial class Ops
     {
         public Tensor X, Weight, Index;
         public Tensor? Bias, SelectedKept;
-
-        public readonly void Release()
-        {
-            SelectedKept?.Dispose();
-            Index?.Dispose();
-        }
 
         public static void Backward(ref ChannelAdapterSaved s, Tensor y)
         {

@@ -12,11 +12,7 @@ public static unsafe partial class Ops
         var y = NewLike(x);
         x.Device.Kernels.SoftmaxForward(y.Data, x.Data, Rows(x), LastDim(x));
         if (Tape.ShouldRecord(x))
-        {
-            ref var n = ref Tape.Push<SoftmaxSaved>(y);
-            n.X = x;
-            n.YKept = Tape.Save(y);
-        }
+            Tape.Push(y, new SoftmaxSaved { X = x, YKept = Tape.Save(y) });
         return y;
     }
 
@@ -24,8 +20,6 @@ public static unsafe partial class Ops
     struct SoftmaxSaved : IBackward<SoftmaxSaved>
     {
         public Tensor X, YKept;
-
-        public readonly void Release() => YKept?.Dispose();
 
         public static void Backward(ref SoftmaxSaved s, Tensor y)
         {

@@ -17,11 +17,7 @@ public static unsafe partial class Ops
         var y = Tensor.Empty(x.Device, DType.F32, B, T + 1, C);
         x.Device.Kernels.PrependToken(y.Data, x.Data, token.Data, B, T, C);
         if (Tape.ShouldRecord(x, token))
-        {
-            ref var n = ref Tape.Push<PrependTokenSaved>(y);
-            n.X = x;
-            n.Token = token;
-        }
+            Tape.Push(y, new PrependTokenSaved { X = x, Token = token });
         return y;
     }
 
@@ -29,8 +25,6 @@ public static unsafe partial class Ops
     struct PrependTokenSaved : IBackward<PrependTokenSaved>
     {
         public Tensor X, Token;
-
-        public readonly void Release() { }
 
         public static void Backward(ref PrependTokenSaved s, Tensor y)
         {
@@ -52,11 +46,7 @@ public static unsafe partial class Ops
         var y = NewLike(x);
         x.Device.Kernels.AddBias(y.Data, x.Data, pos.Data, B, TC);
         if (Tape.ShouldRecord(x, pos))
-        {
-            ref var n = ref Tape.Push<AddPositionEmbeddingSaved>(y);
-            n.X = x;
-            n.Pos = pos;
-        }
+            Tape.Push(y, new AddPositionEmbeddingSaved { X = x, Pos = pos });
         return y;
     }
 
@@ -64,8 +54,6 @@ public static unsafe partial class Ops
     struct AddPositionEmbeddingSaved : IBackward<AddPositionEmbeddingSaved>
     {
         public Tensor X, Pos;
-
-        public readonly void Release() { }
 
         public static void Backward(ref AddPositionEmbeddingSaved s, Tensor y)
         {
@@ -88,12 +76,7 @@ public static unsafe partial class Ops
         var y = Tensor.Empty(x.Device, DType.F32, B, C);
         x.Device.Kernels.TakeToken(y.Data, x.Data, B, T, C, index);
         if (Tape.ShouldRecord(x))
-        {
-            ref var n = ref Tape.Push<TakeTokenSaved>(y);
-            n.X = x;
-            n.Tokens = T;
-            n.Index = index;
-        }
+            Tape.Push(y, new TakeTokenSaved { X = x, Tokens = T, Index = index });
         return y;
     }
 
@@ -102,8 +85,6 @@ public static unsafe partial class Ops
     {
         public Tensor X;
         public int Tokens, Index;
-
-        public readonly void Release() { }
 
         public static void Backward(ref TakeTokenSaved s, Tensor y)
         {
@@ -122,11 +103,7 @@ public static unsafe partial class Ops
         var y = Tensor.Empty(x.Device, DType.F32, B, C);
         x.Device.Kernels.MeanTokens(y.Data, x.Data, B, T, C);
         if (Tape.ShouldRecord(x))
-        {
-            ref var n = ref Tape.Push<MeanTokensSaved>(y);
-            n.X = x;
-            n.Tokens = T;
-        }
+            Tape.Push(y, new MeanTokensSaved { X = x, Tokens = T });
         return y;
     }
 
@@ -135,8 +112,6 @@ public static unsafe partial class Ops
     {
         public Tensor X;
         public int Tokens;
-
-        public readonly void Release() { }
 
         public static void Backward(ref MeanTokensSaved s, Tensor y)
         {

@@ -17,12 +17,7 @@ public static unsafe partial class Ops
         var y = Tensor.Empty(x.Device, DType.F32, B * (H / window) * (W / window), window * window, C);
         x.Device.Kernels.WindowPartition(y.Data, x.Data, B, H, W, C, window, shift, false);
         if (Tape.ShouldRecord(x))
-        {
-            ref var n = ref Tape.Push<WindowPartitionSaved>(y);
-            n.X = x;
-            n.Window = window;
-            n.Shift = shift;
-        }
+            Tape.Push(y, new WindowPartitionSaved { X = x, Window = window, Shift = shift });
         return y;
     }
 
@@ -31,8 +26,6 @@ public static unsafe partial class Ops
     {
         public Tensor X;
         public int Window, Shift;
-
-        public readonly void Release() { }
 
         public static void Backward(ref WindowPartitionSaved s, Tensor y)
         {
@@ -57,12 +50,7 @@ public static unsafe partial class Ops
         var y = Tensor.Empty(windows.Device, DType.F32, B, height, width, C);
         windows.Device.Kernels.WindowReverse(y.Data, windows.Data, B, height, width, C, ws, shift, false);
         if (Tape.ShouldRecord(windows))
-        {
-            ref var n = ref Tape.Push<WindowReverseSaved>(y);
-            n.Windows = windows;
-            n.Window = ws;
-            n.Shift = shift;
-        }
+            Tape.Push(y, new WindowReverseSaved { Windows = windows, Window = ws, Shift = shift });
         return y;
     }
 
@@ -71,8 +59,6 @@ public static unsafe partial class Ops
     {
         public Tensor Windows;
         public int Window, Shift;
-
-        public readonly void Release() { }
 
         public static void Backward(ref WindowReverseSaved s, Tensor y)
         {
@@ -102,11 +88,7 @@ public static unsafe partial class Ops
         var y = Tensor.Empty(table.Device, DType.F32, NH, T, T);
         table.Device.Kernels.RelativePositionBias(y.Data, table.Data, NH, window);
         if (Tape.ShouldRecord(table))
-        {
-            ref var n = ref Tape.Push<RelativePositionBiasSaved>(y);
-            n.Table = table;
-            n.Window = window;
-        }
+            Tape.Push(y, new RelativePositionBiasSaved { Table = table, Window = window });
         return y;
     }
 
@@ -115,8 +97,6 @@ public static unsafe partial class Ops
     {
         public Tensor Table;
         public int Window;
-
-        public readonly void Release() { }
 
         public static void Backward(ref RelativePositionBiasSaved s, Tensor y)
         {

@@ -74,31 +74,13 @@ public sealed record PeftMethodInfo
 public static class PeftMethods
 {
     /// <summary>Full fine-tuning: every parameter trains.</summary>
-    public static PeftMethodInfo Full { get; } = new()
-    {
-        Name = "full", Title = "full fine-tuning", Summary = "full fine-tuning: every parameter trains",
-        VitRecipe = task => PeftRecipe.SsfScript("full", task, learningRate: 1e-3f),
-        Create = _ => SubsetMethod.Full(),
-        Synthetic = new(LearningRate: 1e-3f, WeightDecay: 1e-4f),
-    };
+    public static PeftMethodInfo Full { get; } = Baseline("full", "full fine-tuning", "every parameter trains", 1e-3f, SubsetMethod.Full, 1e-3f);
 
     /// <summary>Linear probing: the head only.</summary>
-    public static PeftMethodInfo Linear { get; } = new()
-    {
-        Name = "linear", Title = "linear probing", Summary = "linear probing: the head only",
-        VitRecipe = task => PeftRecipe.SsfScript("linear", task, learningRate: 5e-3f),
-        Create = _ => SubsetMethod.Linear(),
-        Synthetic = new(LearningRate: 3e-2f, WeightDecay: 1e-4f),
-    };
+    public static PeftMethodInfo Linear { get; } = Baseline("linear", "linear probing", "the head only", 5e-3f, SubsetMethod.Linear, 3e-2f);
 
     /// <summary>BitFit: every bias and the head.</summary>
-    public static PeftMethodInfo Bias { get; } = new()
-    {
-        Name = "bias", Title = "BitFit", Summary = "BitFit: every bias and the head",
-        VitRecipe = task => PeftRecipe.SsfScript("bias", task, learningRate: 5e-3f),
-        Create = _ => SubsetMethod.Bias(),
-        Synthetic = new(LearningRate: 3e-2f, WeightDecay: 1e-4f),
-    };
+    public static PeftMethodInfo Bias { get; } = Baseline("bias", "BitFit", "every bias and the head", 5e-3f, SubsetMethod.Bias, 3e-2f);
 
     /// <summary>SSF: learned scales and shifts of the features after every layer, foldable into the layers.</summary>
     public static PeftMethodInfo Ssf { get; } = new()
@@ -170,6 +152,17 @@ public static class PeftMethods
 
     /// <summary>The method named <paramref name="name"/>, or null.</summary>
     public static PeftMethodInfo? Find(string name) => All.FirstOrDefault(m => m.Name == name);
+
+    /// <summary>A baseline that trains a subset of the model's own parameters, on SSF's recipe with its own learning
+    /// rate (the baselines have no official VTAB script in the seed repositories).</summary>
+    static PeftMethodInfo Baseline(string name, string title, string trains, float learningRate, Func<SubsetMethod> create,
+        float syntheticLearningRate) => new()
+    {
+        Name = name, Title = title, Summary = $"{title}: {trains}",
+        VitRecipe = task => PeftRecipe.SsfScript(name, task, learningRate),
+        Create = _ => create(),
+        Synthetic = new(LearningRate: syntheticLearningRate, WeightDecay: 1e-4f),
+    };
 
     static string RequireSelection(MethodSetup setup, string method) => setup.SelectionFile ??
         throw new ArgumentException($"{method} needs its selection file (run its selection pass first)");
