@@ -1,5 +1,6 @@
 using Engine.Data;
 using Engine.Imaging;
+using Engine.IO;
 
 namespace Engine.Cli;
 
@@ -37,11 +38,11 @@ public sealed class LabeledImages
             return new LabeledImages(list.ListFile, [.. list.Files.Zip(list.Labels)]);
         }
         var classes = Directory.GetDirectories(root).Order(StringComparer.Ordinal).ToArray();
-        if (classes.Length == 0) throw new InvalidDataException($"--data {folder}: neither a VTAB task folder (no train800val200.txt) nor a folder of class subfolders");
+        if (classes.Length == 0) throw new InvalidInputException($"--data {folder}", $"neither a VTAB task folder (no train800val200.txt) nor a folder of class subfolders");
         for (int c = 0; c < classes.Length; c++)
             foreach (var file in Directory.GetFiles(classes[c]).Where(IsImage).Order(StringComparer.Ordinal))
                 items.Add((file, c));
-        if (items.Count == 0) throw new InvalidDataException($"--data {folder}: the class subfolders hold no .png/.jpg images");
+        if (items.Count == 0) throw new InvalidInputException($"--data {folder}", $"the class subfolders hold no .png/.jpg images");
         return new LabeledImages(root, items);
     }
 
@@ -50,6 +51,6 @@ public sealed class LabeledImages
                                     || f.EndsWith(".jpeg", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>Decodes a PNG or JPEG image file.</summary>
-    /// <exception cref="InvalidDataException">The file is not a decodable image (the message names it).</exception>
+    /// <exception cref="InvalidInputException">The file is not a decodable image (the message names it).</exception>
     public static RgbImage Read(string file) => ImageFile.Read(file);
 }

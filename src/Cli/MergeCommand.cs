@@ -2,6 +2,7 @@ using System.CommandLine;
 using Engine.Checkpoints;
 using Engine.Models.Peft;
 using Engine.Models;
+using Engine.IO;
 
 namespace Engine.Cli;
 
@@ -28,7 +29,7 @@ public static class MergeCommand
     {
         using var method = PeftMethod.ForTrainedFile(trainedPath);
         int classes = ImageModels.HeadClasses(modelName, trainedPath);
-        if (classes == 0) throw new InvalidDataException($"{trainedPath}: holds no head.weight or head.fc.weight, so the class count is unknown");
+        if (classes == 0) throw new InvalidInputException(trainedPath, $"holds no head.weight or head.fc.weight, so the class count is unknown");
         using var model = ImageModels.Create(Device.Cpu, modelName, classes);
         model.Load(weightsPath, LoadMode.NewHead);
         method.Apply(model);

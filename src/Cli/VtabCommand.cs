@@ -6,6 +6,7 @@ using Engine.Kernels.Cpu;
 using Engine.Models;
 using Engine.Models.Peft;
 using Engine.Models.Training;
+using Engine.IO;
 
 namespace Engine.Cli;
 
@@ -129,7 +130,7 @@ public static class VtabCommand
         if (!Directory.Exists(data)) throw new DirectoryNotFoundException($"--data {data}: no such folder");
         var present = Directory.GetDirectories(data).Select(Path.GetFileName).Where(n => File.Exists(Path.Combine(data, n!, "train800val200.txt"))).ToHashSet();
         var tasks = VtabTasks.All.Select(t => t.Name).Where(present.Contains).Concat(present.Where(n => VtabTasks.Find(n!) == null).Order(StringComparer.Ordinal)).ToArray();
-        if (tasks.Length == 0) throw new InvalidDataException($"--data {data}: no task folder (a folder with train800val200.txt) found");
+        if (tasks.Length == 0) throw new InvalidInputException($"--data {data}", $"no task folder (a folder with train800val200.txt) found");
         return tasks!;
     }
 
@@ -138,10 +139,10 @@ public static class VtabCommand
     {
         if (VtabTasks.Find(task) is { } known) return known.Classes;
         string path = Path.Combine(taskFolder, "task.json");
-        if (!File.Exists(path)) throw new InvalidDataException($"{taskFolder}: '{task}' is not a VTAB-1k task and has no task.json giving its class count");
+        if (!File.Exists(path)) throw new InvalidInputException(taskFolder, $"'{task}' is not a VTAB-1k task and has no task.json giving its class count");
         using var doc = JsonDocument.Parse(File.ReadAllText(path));
         return doc.RootElement.TryGetProperty("classes", out var c) && c.TryGetInt32(out int n) && n > 0
-            ? n : throw new InvalidDataException($"{path}: expected {{\"classes\": N}} with N > 0");
+            ? n : throw new InvalidInputException(path, $"expected {{\"classes\": N}} with N > 0");
     }
 
     static RunConfig BuildConfig(ParseResult r, TrainOptions train, string task, string method, bool requireWeights)

@@ -56,6 +56,25 @@ public readonly record struct Trainability
         _ => parameter.Count,
     };
 
+    /// <summary>Throws unless every row of <paramref name="columns"/> ([rows, k], row-major) holds distinct columns in
+    /// [0, <paramref name="inputs"/>): the kernels index the weight with them, so nothing else may reach one.</summary>
+    /// <exception cref="ArgumentException">A column is out of range or repeats in its row; the message says where.</exception>
+    public static void CheckColumns(int[] columns, int k, int inputs, Tensor parameter)
+    {
+        var seen = new HashSet<int>();
+        for (int row = 0; row < columns.Length / k; row++)
+        {
+            seen.Clear();
+            for (int j = 0; j < k; j++)
+            {
+                int c = columns[row * k + j];
+                if ((uint)c >= (uint)inputs)
+                    throw new ArgumentException($"selected entries of {parameter.Describe()}: row {row} holds column {c}, outside [0, {inputs})");
+                if (!seen.Add(c)) throw new ArgumentException($"selected entries of {parameter.Describe()}: row {row} repeats column {c}");
+            }
+        }
+    }
+
     /// <summary>Throws unless this fits <paramref name="parameter"/>.</summary>
     internal void CheckFits(Tensor parameter)
     {
@@ -70,6 +89,7 @@ public readonly record struct Trainability
                 var e = Entries!;
                 if (e.DType != DType.I32 || e.Rank != 2 || e.Shape[0] != parameter.Shape[0] || e.Shape[1] < 1 || e.Shape[1] > inputs)
                     throw new ArgumentException($"selected entries {e.Describe()} of {parameter.Describe()} must be I32 [{(parameter.Rank == 0 ? 0 : parameter.Shape[0])}, k] with 1 ≤ k ≤ {inputs}");
+                CheckColumns(e.ToIntArray(), e.Shape[1], (int)inputs, parameter);
                 break;
         }
     }

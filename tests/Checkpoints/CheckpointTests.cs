@@ -1,3 +1,4 @@
+using Engine.IO;
 using System.IO.Compression;
 using System.Runtime.InteropServices;
 using Engine.Checkpoints;
@@ -19,10 +20,10 @@ public class CheckpointTests
 
     static byte[] Floats(params float[] v) => MemoryMarshal.AsBytes(v.AsSpan()).ToArray();
 
-    /// <summary>Asserts opening throws InvalidDataException whose message contains every fragment.</summary>
+    /// <summary>Asserts opening throws InvalidInputException whose message contains every fragment.</summary>
     static void AssertRefused(Func<object> open, params string[] fragments)
     {
-        var e = Assert.Throws<InvalidDataException>(() => (open() as IDisposable)?.Dispose())!;
+        var e = Assert.Throws<InvalidInputException>(() => (open() as IDisposable)?.Dispose())!;
         TestContext.Out.WriteLine(e.Message);
         foreach (var f in fragments) Assert.That(e.Message, Does.Contain(f));
     }

@@ -1,3 +1,4 @@
+using Engine.IO;
 using System.Text.Json;
 using Engine.Checkpoints;
 
@@ -47,7 +48,7 @@ public class PthTests
     public void RefusesMalformedFilesNamingTheProblem(string file, string expect)
     {
         string path = Path.Combine(Dir, "bad", file);
-        var e = Assert.Throws<InvalidDataException>(() => Checkpoint.Open(path).Dispose())!;
+        var e = Assert.Throws<InvalidInputException>(() => Checkpoint.Open(path).Dispose())!;
         Assert.That(e.Message, Does.StartWith(path).And.Contain(expect), e.Message);
     }
 }

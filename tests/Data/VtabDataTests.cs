@@ -1,3 +1,4 @@
+using Engine.IO;
 using Engine.Data;
 using Engine.Imaging;
 
@@ -47,14 +48,14 @@ public class VtabDataTests
             var e = Assert.Throws<T>(() => ImageList.Read(task, "test", classes))!;
             Assert.That(e.Message, Does.Contain(list).And.Contain(expect), e.Message);
         }
-        Refused<InvalidDataException>([good[0], "images/test/000001.jpg"], ":2: expected '<image path> <integer label>'");
-        Refused<InvalidDataException>([good[0], "images/test/000001.jpg one"], ":2: expected");
-        Refused<InvalidDataException>([good[0], good[1].Split(' ')[0] + " 3"], ":2: label 3 is outside [0, 3)");
-        Refused<InvalidDataException>([good[0], good[1].Split(' ')[0] + " -1"], ":2: label -1 is negative", classes: null);
-        Refused<InvalidDataException>(["../../etc/passwd 0"], ":1: '../../etc/passwd' points outside the task folder");
-        Refused<InvalidDataException>(["/etc/passwd 0"], ":1: '/etc/passwd' points outside");
+        Refused<InvalidInputException>([good[0], "images/test/000001.jpg"], ":2: expected '<image path> <integer label>'");
+        Refused<InvalidInputException>([good[0], "images/test/000001.jpg one"], ":2: expected");
+        Refused<InvalidInputException>([good[0], good[1].Split(' ')[0] + " 3"], ":2: label 3 is outside [0, 3)");
+        Refused<InvalidInputException>([good[0], good[1].Split(' ')[0] + " -1"], ":2: label -1 is negative", classes: null);
+        Refused<InvalidInputException>(["../../etc/passwd 0"], ":1: '../../etc/passwd' points outside the task folder");
+        Refused<InvalidInputException>(["/etc/passwd 0"], ":1: '/etc/passwd' points outside");
         Refused<FileNotFoundException>([good[0], "images/test/999999.jpg 1"], ":2: image 'images/test/999999.jpg' does not exist");
-        Refused<InvalidDataException>(["", "  "], "lists no images");
+        Refused<InvalidInputException>(["", "  "], "lists no images");
         File.Delete(list);
         Assert.That(Assert.Throws<FileNotFoundException>(() => ImageList.Read(task, "test"))!.Message, Does.Contain(list));
         Assert.Throws<DirectoryNotFoundException>(() => ImageList.Read(Path.Combine(_root, "nope"), "test"));
@@ -96,7 +97,7 @@ public class VtabDataTests
         string damaged = Directory.GetFiles(cacheDir).OrderBy(File.GetLastWriteTimeUtc).Last();
         var bytes = File.ReadAllBytes(damaged);
         File.WriteAllBytes(damaged, bytes[..^100]);
-        var e = Assert.Throws<InvalidDataException>(() => ImageCache.Open(ImageList.Read(task, "train800val200", 4), 16, cacheDir))!;
+        var e = Assert.Throws<InvalidInputException>(() => ImageCache.Open(ImageList.Read(task, "train800val200", 4), 16, cacheDir))!;
         Assert.That(e.Message, Does.Contain(damaged).And.Contain("delete it to rebuild"));
     }
 
@@ -108,7 +109,7 @@ public class VtabDataTests
         var bytes = File.ReadAllBytes(list.Files[2]);
         File.WriteAllBytes(list.Files[2], bytes[..(bytes.Length * 9 / 10)]);
         string cacheDir = Path.Combine(_root, "cache");
-        var e = Assert.Throws<InvalidDataException>(() => ImageCache.Open(list, 16, cacheDir))!;
+        var e = Assert.Throws<InvalidInputException>(() => ImageCache.Open(list, 16, cacheDir))!;
         Assert.That(e.Message, Does.Contain($"test.txt:3").And.Contain(list.Files[2]).And.Contain("truncated"), e.Message);
         Assert.That(Directory.Exists(cacheDir) ? Directory.GetFiles(cacheDir) : [], Is.Empty, "no partial cache file is left");
     }

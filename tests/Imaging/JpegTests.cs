@@ -1,3 +1,4 @@
+using Engine.IO;
 using System.Text.Json;
 using Engine.Imaging;
 
@@ -65,7 +66,7 @@ public class JpegTests
             {
                 string path = Path.Combine(dir, file);
                 File.WriteAllBytes(path, bytes);
-                var e = Assert.Throws<InvalidDataException>(() => ImageFile.Read(path))!;
+                var e = Assert.Throws<InvalidInputException>(() => ImageFile.Read(path))!;
                 Assert.That(e.Message, Does.Contain(path).And.Contain(expect), e.Message);
             }
             Refused("truncated.jpg", good[..(good.Length * 2 / 3)], "truncated");

@@ -1,3 +1,4 @@
+using Engine.IO;
 using System.Buffers.Binary;
 using System.IO.Compression;
 using System.Text;
@@ -105,10 +106,10 @@ public class PngTests
         var good = EncodeRgb(4, 4, Pattern(48, 5));
         var corrupt = (byte[])good.Clone();
         corrupt[40] ^= 0xFF;
-        Assert.That(Assert.Throws<InvalidDataException>(() => Png.Decode(corrupt, "corrupt.png"))!.Message, Does.Contain("corrupt.png").And.Contain("CRC"));
-        Assert.That(Assert.Throws<InvalidDataException>(() => Png.Decode(good[..50], "cut.png"))!.Message, Does.Contain("cut.png").And.Contain("truncated"));
-        Assert.That(Assert.Throws<InvalidDataException>(() => Png.Decode("GIF89a....."u8, "gif.png"))!.Message, Does.Contain("not a PNG"));
+        Assert.That(Assert.Throws<InvalidInputException>(() => Png.Decode(corrupt, "corrupt.png"))!.Message, Does.Contain("corrupt.png").And.Contain("CRC"));
+        Assert.That(Assert.Throws<InvalidInputException>(() => Png.Decode(good[..50], "cut.png"))!.Message, Does.Contain("cut.png").And.Contain("truncated"));
+        Assert.That(Assert.Throws<InvalidInputException>(() => Png.Decode("GIF89a....."u8, "gif.png"))!.Message, Does.Contain("not a PNG"));
         var interlaced = Encode(4, 4, 8, 2, Pattern(48, 5), 12, 3, interlaced: true);
-        Assert.That(Assert.Throws<InvalidDataException>(() => Png.Decode(interlaced, "i.png"))!.Message, Does.Contain("interlaced"));
+        Assert.That(Assert.Throws<InvalidInputException>(() => Png.Decode(interlaced, "i.png"))!.Message, Does.Contain("interlaced"));
     }
 }

@@ -1,3 +1,4 @@
+using Engine.IO;
 using Engine.Checkpoints;
 using Engine.Models.Swin;
 
@@ -79,7 +80,7 @@ public class SwinTests
     {
         string dir = VitFixtureTests.FixtureDir("swin-tiny");
         using var model = new Swin(Device.Cpu, SwinConfig.Resolve(Path.Combine(dir, "config.json")) with { embed_dim = 16 });
-        var error = Assert.Throws<InvalidDataException>(() => model.Load(Path.Combine(dir, "weights.safetensors")))!;
+        var error = Assert.Throws<InvalidInputException>(() => model.Load(Path.Combine(dir, "weights.safetensors")))!;
         Assert.That(error.Message, Does.Contain("patch_embed.proj.weight").And.Contain("weights.safetensors"));
     }
 

@@ -1,3 +1,4 @@
+using Engine.IO;
 using Engine.Checkpoints;
 using Engine.Imaging;
 using Engine.Models.Vit;
@@ -87,12 +88,12 @@ public class VitTests
     public void StrictLoadNamesEveryProblemInOneError()
     {
         using var model = new VisionTransformer(Device.Cpu, TinyConfig with { depth = 3, num_classes = 7 });
-        var e = Assert.Throws<InvalidDataException>(() => model.Load(Fixture("weights.safetensors")))!;
+        var e = Assert.Throws<InvalidInputException>(() => model.Load(Fixture("weights.safetensors")))!;
         TestContext.Out.WriteLine(e.Message);
         Assert.That(e.Message, Does.Contain("weights.safetensors").And.Contain("12 missing key(s)").And.Contain("blocks.2.mlp.fc2.bias")
             .And.Contain("2 shape mismatch(es)").And.Contain("'head.weight': checkpoint [5, 32], model [7, 32]"));
         using var shallow = new VisionTransformer(Device.Cpu, TinyConfig with { depth = 1 });
-        e = Assert.Throws<InvalidDataException>(() => shallow.Load(Fixture("weights.safetensors")))!;
+        e = Assert.Throws<InvalidInputException>(() => shallow.Load(Fixture("weights.safetensors")))!;
         Assert.That(e.Message, Does.Contain("12 unexpected key(s)").And.Contain("blocks.1.norm1.weight"));
     }
 
@@ -210,12 +211,12 @@ public class VitTests
         members[at] = (members[at].Item1, Files.Npy([32, 32], new float[32 * 32]));
         string rank = Files.Npz(_dir, members, "rank.npz");
         using var model = new VisionTransformer(Device.Cpu, TinyConfig);
-        var e = Assert.Throws<InvalidDataException>(() => model.Load(rank))!;
+        var e = Assert.Throws<InvalidInputException>(() => model.Load(rank))!;
         Assert.That(e.Message, Does.Contain("rank.npz").And.Contain("query/kernel").And.Contain("2 dimensions"));
         var extra = GoogleMembers("");
         extra.Add(("Transformer/mystery.npy", Files.Npy([1], [1f])));
         string unknown = Files.Npz(_dir, extra, "unknown.npz");
-        e = Assert.Throws<InvalidDataException>(() => model.Load(unknown))!;
+        e = Assert.Throws<InvalidInputException>(() => model.Load(unknown))!;
         Assert.That(e.Message, Does.Contain("unknown.npz").And.Contain("1 unexpected key(s): Transformer/mystery"));
     }
 

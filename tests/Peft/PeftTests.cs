@@ -1,3 +1,4 @@
+using Engine.IO;
 using Engine.Autograd;
 using Engine.Models.Demo;
 using Engine.Models.Peft;
@@ -377,7 +378,7 @@ public class PeftTests
             using var logits = vit.Forward(images);
             Assert.That(logits.ToArray(), Is.EqualTo(want));
             var wrong = methodName == "bias" ? SubsetMethod.Linear() : SubsetMethod.Bias();
-            var e = Assert.Throws<InvalidDataException>(() => wrong.LoadTrained(vit, path))!;
+            var e = Assert.Throws<InvalidInputException>(() => wrong.LoadTrained(vit, path))!;
             Assert.That(e.Message, Does.Contain(method.Name).And.Contain(wrong.Name));
         }
         Directory.Delete(dir, true);
@@ -395,7 +396,7 @@ public class PeftTests
         GpsSelection.Save(Path.Combine(dir, "gps.safetensors"), gps);
         var read = GpsSelection.Read(Path.Combine(dir, "gps.safetensors"));
         Assert.That(read["blocks.0.mlp.fc2.weight"].Columns, Is.EqualTo(gps["blocks.0.mlp.fc2.weight"].Columns));
-        var e1 = Assert.Throws<InvalidDataException>(() => GpsSelection.Read(Path.Combine(dir, "sct.safetensors")))!;
+        var e1 = Assert.Throws<InvalidInputException>(() => GpsSelection.Read(Path.Combine(dir, "sct.safetensors")))!;
         Assert.That(e1.Message, Does.Contain("sct.safetensors").And.Contain("gps_index"));
         var e2 = Assert.Throws<ArgumentException>(() => new Sct(new Dictionary<string, int[]> { ["blocks.7.attn_residual"] = [1] }).Apply(vit))!;
         Assert.That(e2.Message, Does.Contain("blocks.7.attn_residual"));

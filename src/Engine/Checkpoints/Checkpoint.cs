@@ -1,3 +1,5 @@
+using Engine.IO;
+
 namespace Engine.Checkpoints;
 
 /// <summary>
@@ -68,7 +70,7 @@ public sealed class Checkpoint : IDisposable
         var list = new List<CheckpointEntry>();
         foreach (var e in entries)
         {
-            if (!_byName.TryAdd(e.Name, e)) throw new InvalidDataException($"{path}: tensor '{e.Name}' appears twice");
+            if (!_byName.TryAdd(e.Name, e)) throw new InvalidInputException(path, $"tensor '{e.Name}' appears twice");
             list.Add(e);
         }
         Entries = list;
@@ -77,7 +79,7 @@ public sealed class Checkpoint : IDisposable
     }
 
     /// <summary>Opens a .safetensors or .npz file (detected from its content, not its name).</summary>
-    /// <exception cref="InvalidDataException">The file is malformed; the message names the file, the tensor and the problem.</exception>
+    /// <exception cref="InvalidInputException">The file is malformed; the message names the file, the tensor and the problem.</exception>
     public static Checkpoint Open(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: checkpoint file not found", path);
@@ -91,7 +93,7 @@ public sealed class Checkpoint : IDisposable
         }
         if (path.EndsWith(".pth", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".pt", StringComparison.OrdinalIgnoreCase)) return Pth.Open(path);
         if (path.EndsWith(".npz", StringComparison.OrdinalIgnoreCase))
-            throw new InvalidDataException($"{path}: not a zip archive (an .npz must start with 'PK')");
+            throw new InvalidInputException(path, $"not a zip archive (an .npz must start with 'PK')");
         return SafeTensors.Open(path);
     }
 

@@ -1,3 +1,5 @@
+using Engine.IO;
+
 namespace Engine.Checkpoints;
 
 /// <summary>
@@ -14,7 +16,7 @@ public static class GoogleVitNpz
         checkpoint.Format == "npz" ? ToTimm(checkpoint) : checkpoint.Entries.ToList();
 
     /// <summary>The checkpoint's tensors under timm names (values are converted when read).</summary>
-    /// <exception cref="InvalidDataException">A tensor has the wrong number of dimensions or inconsistent sizes.</exception>
+    /// <exception cref="InvalidInputException">A tensor has the wrong number of dimensions or inconsistent sizes.</exception>
     public static List<CheckpointEntry> ToTimm(Checkpoint npz)
     {
         const string optPrefix = "opt/target/";
@@ -29,7 +31,7 @@ public static class GoogleVitNpz
             if (!raw.TryGetValue(key, out var e)) return null;
             used.Add(key);
             if (e.Shape.Length != rank)
-                throw new InvalidDataException($"{file}: tensor '{e.Name}' has {e.Shape.Length} dimensions {e.ShapeText}, expected {rank}");
+                throw new InvalidInputException(file, $"tensor '{e.Name}' has {e.Shape.Length} dimensions {e.ShapeText}, expected {rank}");
             return e;
         }
         void Add(string name, CheckpointEntry? e)
@@ -82,7 +84,7 @@ public static class GoogleVitNpz
         int[] shape = kernels[0].Shape;
         foreach (var k in kernels)
             if (!k.Shape.SequenceEqual(shape))
-                throw new InvalidDataException($"{file}: tensor '{k.Name}' {k.ShapeText} differs from '{kernels[0].Name}' {kernels[0].ShapeText}");
+                throw new InvalidInputException(file, $"tensor '{k.Name}' {k.ShapeText} differs from '{kernels[0].Name}' {kernels[0].ShapeText}");
         int D = shape[0], inner = shape[1] * shape[2];
         return new CheckpointEntry(name, [3 * inner, D], kernels[0].DType, dst =>
         {

@@ -23,7 +23,7 @@ public static class Npy
     internal readonly record struct Header(string DType, int[] Shape, long Count, int DataStart);
 
     /// <summary>Reads a whole .npy file as float32.</summary>
-    /// <exception cref="InvalidDataException">Malformed or truncated file; the message names it and the problem.</exception>
+    /// <exception cref="InvalidInputException">Malformed or truncated file; the message names it and the problem.</exception>
     public static NpyArray Read(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: file not found", path);
@@ -189,5 +189,5 @@ public static class Npy
         return (descr, fortran.Value, shape);
     }
 
-    static InvalidDataException Bad(string where, string problem) => new($"{where}: {problem}");
+    static InvalidInputException Bad(string where, string problem) => new(where, problem);
 }

@@ -1,4 +1,5 @@
 using System.IO.Compression;
+using Engine.IO;
 
 namespace Engine.Checkpoints;
 
@@ -9,7 +10,7 @@ namespace Engine.Checkpoints;
 public static class Npz
 {
     /// <summary>Opens <paramref name="path"/>; keys are the member names without ".npy".</summary>
-    /// <exception cref="InvalidDataException">Not a zip, or a member is not a valid .npy (the message names it).</exception>
+    /// <exception cref="InvalidInputException">Not a zip, or a member is not a valid .npy (the message names it).</exception>
     public static Checkpoint Open(string path) => Read(Zip.Open(path), path);
 
     /// <summary>The checkpoint of an opened .npz archive; takes ownership of <paramref name="zip"/>.</summary>
@@ -22,7 +23,7 @@ public static class Npz
             {
                 if (member.FullName.EndsWith('/')) continue;
                 string where = $"{path}: member '{member.FullName}'";
-                if (!member.FullName.EndsWith(".npy", StringComparison.Ordinal)) throw new InvalidDataException($"{where}: not a .npy member");
+                if (!member.FullName.EndsWith(".npy", StringComparison.Ordinal)) throw new InvalidInputException(where, $"not a .npy member");
                 string key = member.FullName[..^4];
                 Npy.Header h;
                 try
@@ -30,9 +31,9 @@ public static class Npz
                     using var s = member.Open();
                     h = Npy.ReadHeader(s, member.Length, where);
                 }
-                catch (Exception e) when (e is IOException || e is InvalidDataException && !e.Message.StartsWith(where, StringComparison.Ordinal))
+                catch (Exception e) when (e is not InvalidInputException && e is IOException or InvalidDataException)
                 {
-                    throw new InvalidDataException($"{where}: unreadable: {e.Message}");
+                    throw new InvalidInputException(where, $"unreadable: {e.Message}");
                 }
                 entries.Add(new CheckpointEntry(key, h.Shape, h.DType, dst => ReadMember(member, h, dst, where)));
             }
@@ -53,9 +54,9 @@ public static class Npz
             s.ReadExactly(new byte[h.DataStart]); // deflated members cannot seek; skip the header by reading it
             Npy.ReadData(s, h.DType, destination, where);
         }
-        catch (Exception e) when (e is IOException || e is InvalidDataException && !e.Message.StartsWith(where, StringComparison.Ordinal))
+        catch (Exception e) when (e is not InvalidInputException && e is IOException or InvalidDataException)
         {
-            throw new InvalidDataException($"{where}: unreadable (truncated?): {e.Message}");
+            throw new InvalidInputException(where, $"unreadable (truncated?): {e.Message}");
         }
     }
 }

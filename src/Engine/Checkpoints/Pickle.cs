@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using Engine.IO;
 
 namespace Engine.Checkpoints;
 
@@ -56,14 +57,14 @@ static class Pickle
     static readonly HashSet<string> AllowedGlobals = ["collections.OrderedDict", "builtins.dict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter"];
 
     /// <summary>Parses <paramref name="data"/>; <paramref name="source"/> names it in errors.</summary>
-    /// <exception cref="InvalidDataException">Malformed, truncated, an unsupported opcode, or a global outside the allow-list.</exception>
+    /// <exception cref="InvalidInputException">Malformed, truncated, an unsupported opcode, or a global outside the allow-list.</exception>
     public static object Load(ReadOnlySpan<byte> data, string source)
     {
         var stack = new List<object>();
         var marks = new Stack<int>();
         var memo = new Dictionary<long, object>();
         int at = 0;
-        InvalidDataException Bad(string problem) => new($"{source}: pickle byte {at}: {problem}");
+        InvalidInputException Bad(string problem) => new(source, $"pickle byte {at}: {problem}");
         ReadOnlySpan<byte> Take(ReadOnlySpan<byte> all, int n)
         {
             if (n < 0 || at + (long)n > all.Length) throw Bad("truncated (the data ends inside an opcode)");

@@ -1,4 +1,5 @@
 using System.IO.Compression;
+using Engine.IO;
 
 namespace Engine.Checkpoints;
 
@@ -23,7 +24,7 @@ public static class Pth
         zip.Entries.Where(e => e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal) && e.FullName.Count(c => c == '/') == 1);
 
     /// <summary>Opens <paramref name="path"/>.</summary>
-    /// <exception cref="InvalidDataException">Not a torch zip file, a malformed or refused pickle, or a tensor whose data is
+    /// <exception cref="InvalidInputException">Not a torch zip file, a malformed or refused pickle, or a tensor whose data is
     /// missing or out of range; the message names the file and the tensor.</exception>
     public static Checkpoint Open(string path)
     {
@@ -31,7 +32,7 @@ public static class Pth
         var head = new byte[4];
         using (var f = File.OpenRead(path)) f.ReadAtLeast(head, 4, throwOnEndOfStream: false);
         if (head[0] != (byte)'P' || head[1] != (byte)'K')
-            throw new InvalidDataException($"{path}: not a zip archive; a .pth from torch.save before PyTorch 1.6 (the legacy format) is not supported; " +
+            throw new InvalidInputException(path, $"not a zip archive; a .pth from torch.save before PyTorch 1.6 (the legacy format) is not supported; " +
                                            "re-save it with a current PyTorch (torch.save(torch.load(f), f))");
         return Read(Zip.Open(path), path);
     }
@@ -42,25 +43,25 @@ public static class Pth
         try
         {
             var pickleEntry = PickleMembers(zip).ToList();
-            if (pickleEntry.Count != 1) throw new InvalidDataException($"{path}: expected one '<root>/data.pkl' member, found {pickleEntry.Count}");
+            if (pickleEntry.Count != 1) throw new InvalidInputException(path, $"expected one '<root>/data.pkl' member, found {pickleEntry.Count}");
             string root = pickleEntry[0].FullName[..^"data.pkl".Length];
-            if (pickleEntry[0].Length > MaxPickleBytes) throw new InvalidDataException($"{path}: data.pkl is {pickleEntry[0].Length} bytes, over the {MaxPickleBytes}-byte limit");
+            if (pickleEntry[0].Length > MaxPickleBytes) throw new InvalidInputException(path, $"data.pkl is {pickleEntry[0].Length} bytes, over the {MaxPickleBytes}-byte limit");
             var bytes = new byte[pickleEntry[0].Length];
             try
             {
                 using var s = pickleEntry[0].Open();
                 s.ReadExactly(bytes);
             }
-            catch (Exception e) when (e is IOException or InvalidDataException)
+            catch (Exception e) when (e is not InvalidInputException && e is IOException or InvalidDataException)
             {
-                throw new InvalidDataException($"{path}: data.pkl is unreadable (truncated?): {e.Message}");
+                throw new InvalidInputException(path, $"data.pkl is unreadable (truncated?): {e.Message}");
             }
             var obj = Pickle.Load(bytes, $"{path}: data.pkl");
             var state = StateDict(obj, path);
             var entries = new List<CheckpointEntry>();
             foreach (var (keyObject, value) in state.Items)
             {
-                if (keyObject is not string name) throw new InvalidDataException($"{path}: a state-dict key is not a string ({keyObject})");
+                if (keyObject is not string name) throw new InvalidInputException(path, $"a state-dict key is not a string ({keyObject})");
                 if (value is not Pickle.Tensor tensor) continue; // non-tensor entries (e.g. a version number) carry no weights
                 entries.Add(Entry(zip, root, name, tensor, path));
             }
@@ -76,11 +77,11 @@ public static class Pth
     /// <summary>The dict of tensors: the object itself, or its 'model' or 'state_dict' entry.</summary>
     static Pickle.Dict StateDict(object obj, string path)
     {
-        if (obj is not Pickle.Dict dict) throw new InvalidDataException($"{path}: the pickled object is a {obj.GetType().Name}, not a dict");
+        if (obj is not Pickle.Dict dict) throw new InvalidInputException(path, $"the pickled object is a {obj.GetType().Name}, not a dict");
         foreach (var key in new[] { "model", "state_dict" })
             if (dict.Get(key) is Pickle.Dict inner && inner.Items.Any(kv => kv.Value is Pickle.Tensor)) return inner;
         if (dict.Items.Any(kv => kv.Value is Pickle.Tensor)) return dict;
-        throw new InvalidDataException($"{path}: no tensors found (neither a state dict nor a dict with a 'model' or 'state_dict' entry)");
+        throw new InvalidInputException(path, $"no tensors found (neither a state dict nor a dict with a 'model' or 'state_dict' entry)");
     }
 
     static CheckpointEntry Entry(ZipArchive zip, string root, string name, Pickle.Tensor t, string path)
@@ -88,13 +89,13 @@ public static class Pth
         string where = $"{path}: tensor '{name}'";
         int size = DiskDTypes.SizeOf(t.Storage.DType);
         var member = zip.GetEntry($"{root}data/{t.Storage.Key}")
-            ?? throw new InvalidDataException($"{where}: its storage '{root}data/{t.Storage.Key}' is missing from the archive");
+            ?? throw new InvalidInputException(where, $"its storage '{root}data/{t.Storage.Key}' is missing from the archive");
         if (member.Length != t.Storage.Count * size)
-            throw new InvalidDataException($"{where}: storage '{t.Storage.Key}' holds {member.Length} bytes, expected {t.Storage.Count} × {size}");
+            throw new InvalidInputException(where, $"storage '{t.Storage.Key}' holds {member.Length} bytes, expected {t.Storage.Count} × {size}");
         long last = t.Offset;
         for (int d = 0; d < t.Shape.Length; d++) if (t.Shape[d] > 0) last += (t.Shape[d] - 1) * t.Stride[d];
         if (t.Shape.Any(d => d == 0) ? t.Offset > t.Storage.Count : last >= t.Storage.Count)
-            throw new InvalidDataException($"{where}: the view (offset {t.Offset}, shape [{string.Join(", ", t.Shape)}], stride [{string.Join(", ", t.Stride)}]) runs past its storage of {t.Storage.Count} elements");
+            throw new InvalidInputException(where, $"the view (offset {t.Offset}, shape [{string.Join(", ", t.Shape)}], stride [{string.Join(", ", t.Stride)}]) runs past its storage of {t.Storage.Count} elements");
         return new CheckpointEntry(name, t.Shape, t.Storage.DType, dst => Read(member, t, size, dst, where));
     }
 
@@ -120,9 +121,9 @@ public static class Pth
             using var s = member.Open();
             s.ReadExactly(raw);
         }
-        catch (Exception e) when (e is IOException or InvalidDataException)
+        catch (Exception e) when (e is not InvalidInputException && e is IOException or InvalidDataException)
         {
-            throw new InvalidDataException($"{where}: storage unreadable (truncated?): {e.Message}");
+            throw new InvalidInputException(where, $"storage unreadable (truncated?): {e.Message}");
         }
         if (IsRowMajor(t))
         {

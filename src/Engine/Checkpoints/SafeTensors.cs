@@ -16,7 +16,7 @@ public static class SafeTensors
     public const long MaxHeaderBytes = 100_000_000;
 
     /// <summary>Opens <paramref name="path"/> for reading; the tensors are converted to float32 when read.</summary>
-    /// <exception cref="InvalidDataException">The file is malformed (the message names the file, the tensor and the problem).</exception>
+    /// <exception cref="InvalidInputException">The file is malformed (the message names the file, the tensor and the problem).</exception>
     public static unsafe Checkpoint Open(string path)
     {
         long length = new FileInfo(path).Length;
@@ -159,5 +159,5 @@ public static class SafeTensors
         return count;
     }
 
-    static InvalidDataException Bad(string path, string problem) => new($"{path}: {problem}");
+    static InvalidInputException Bad(string path, string problem) => new(path, problem);
 }

@@ -1,3 +1,5 @@
+using Engine.IO;
+
 namespace Engine.Checkpoints;
 
 /// <summary>How strictly checkpoint keys must match a model's parameters.</summary>
@@ -27,7 +29,7 @@ public static class StateDict
     /// unexpected keys, shape mismatches) are collected and reported by name in one error before anything is
     /// written; shape mismatches are errors in every mode. <paramref name="skip"/> names parameters left alone.
     /// </summary>
-    /// <exception cref="InvalidDataException">The checkpoint does not fit the model.</exception>
+    /// <exception cref="InvalidInputException">The checkpoint does not fit the model.</exception>
     public static LoadReport Load(IReadOnlyList<Tensor> parameters, IReadOnlyList<CheckpointEntry> entries, string source,
         bool strict, IReadOnlySet<string>? skip = null)
     {
@@ -50,7 +52,7 @@ public static class StateDict
         if (mismatched.Count > 0) problems.Add($"{mismatched.Count} shape mismatch(es): {string.Join("; ", mismatched)}");
         if (strict && missing.Count > 0) problems.Add($"{missing.Count} missing key(s): {string.Join(", ", missing)}");
         if (strict && unexpected.Count > 0) problems.Add($"{unexpected.Count} unexpected key(s): {string.Join(", ", unexpected)}");
-        if (problems.Count > 0) throw new InvalidDataException($"{source}: checkpoint does not fit the model: {string.Join(". ", problems)}");
+        if (problems.Count > 0) throw new InvalidInputException(source, $"checkpoint does not fit the model: {string.Join(". ", problems)}");
         foreach (var (p, e) in plan)
         {
             p.CopyFrom(e.Read());

@@ -1,4 +1,5 @@
 using System.IO.Compression;
+using Engine.IO;
 
 namespace Engine.Checkpoints;
 
@@ -16,7 +17,7 @@ static class Zip
         catch (InvalidDataException e)
         {
             file.Dispose();
-            throw new InvalidDataException($"{path}: not a valid zip archive (truncated?): {e.Message}");
+            throw new InvalidInputException(path, $"not a valid zip archive (truncated?): {e.Message}");
         }
     }
 }

@@ -38,7 +38,7 @@ public sealed unsafe class ImageCache : IDisposable
     Exception Corrupt(string why)
     {
         Dispose();
-        return new InvalidDataException($"{CachePath}: not a valid image cache ({why}); delete it to rebuild");
+        return new InvalidInputException(CachePath, $"not a valid image cache ({why}); delete it to rebuild");
     }
 
     /// <summary>The cache file.</summary>
@@ -134,14 +134,14 @@ public sealed unsafe class ImageCache : IDisposable
                     {
                         Normalization.Resize(ImageFile.Read(list.Files[start + i]), size).CopyTo(buffer, i * imageBytes);
                     }
-                    catch (Exception e) when (e is InvalidDataException or IOException)
+                    catch (Exception e) when (e is InvalidDataException or IOException) // ours included: it gets the list line
                     {
                         errors[i] = e;
                     }
                 });
                 // The first bad image in list order, named by its list line (the partial cache file is discarded).
                 if (Array.FindIndex(errors, e => e != null) is int bad and >= 0)
-                    throw new InvalidDataException($"{list.Where(start + bad)}: {errors[bad]!.Message}", errors[bad]);
+                    throw new InvalidInputException(list.Where(start + bad), $"{errors[bad]!.Message}", errors[bad]);
                 stream.Write(buffer, 0, n * imageBytes);
                 progress?.Invoke(start + n, list.Count);
             }

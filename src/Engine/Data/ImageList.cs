@@ -1,3 +1,5 @@
+using Engine.IO;
+
 namespace Engine.Data;
 
 /// <summary>
@@ -36,7 +38,7 @@ public sealed class ImageList
 
     /// <summary>Reads <c>&lt;taskFolder&gt;/&lt;split&gt;.txt</c>. With <paramref name="classes"/> null any label ≥ 0 is accepted.</summary>
     /// <exception cref="FileNotFoundException">The list file or an image it names does not exist.</exception>
-    /// <exception cref="InvalidDataException">A line is malformed, leaves the folder or has a label out of range; or the split is empty.</exception>
+    /// <exception cref="InvalidInputException">A line is malformed, leaves the folder or has a label out of range; or the split is empty.</exception>
     public static ImageList Read(string taskFolder, string split, int? classes = null)
     {
         string root = Path.GetFullPath(taskFolder);
@@ -54,19 +56,19 @@ public sealed class ImageList
             if (line.Length == 0) continue;
             int space = line.LastIndexOf(' ');
             if (space <= 0 || !int.TryParse(line.AsSpan(space + 1), out int label))
-                throw new InvalidDataException($"{list}:{lineNumber}: expected '<image path> <integer label>', got '{raw}'");
+                throw new InvalidInputException($"{list}:{lineNumber}", $"expected '<image path> <integer label>', got '{raw}'");
             string relative = line[..space].Trim();
-            if (label < 0) throw new InvalidDataException($"{list}:{lineNumber}: label {label} is negative");
-            if (label >= classes) throw new InvalidDataException($"{list}:{lineNumber}: label {label} is outside [0, {classes}) for this task");
+            if (label < 0) throw new InvalidInputException($"{list}:{lineNumber}", $"label {label} is negative");
+            if (label >= classes) throw new InvalidInputException($"{list}:{lineNumber}", $"label {label} is outside [0, {classes}) for this task");
             string file = Path.GetFullPath(Path.Combine(root, relative));
             if (Path.IsPathRooted(relative) || !file.StartsWith(root + Path.DirectorySeparatorChar, StringComparison.Ordinal))
-                throw new InvalidDataException($"{list}:{lineNumber}: '{relative}' points outside the task folder {root}");
+                throw new InvalidInputException($"{list}:{lineNumber}", $"'{relative}' points outside the task folder {root}");
             if (!File.Exists(file)) throw new FileNotFoundException($"{list}:{lineNumber}: image '{relative}' does not exist", file);
             files.Add(file);
             labels.Add(label);
             lines.Add(lineNumber);
         }
-        if (files.Count == 0) throw new InvalidDataException($"{list}: the '{split}' split lists no images");
+        if (files.Count == 0) throw new InvalidInputException(list, $"the '{split}' split lists no images");
         return new ImageList(list, [.. files], [.. labels], [.. lines]);
     }
 }

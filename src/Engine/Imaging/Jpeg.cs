@@ -1,3 +1,5 @@
+using Engine.IO;
+
 namespace Engine.Imaging;
 
 /// <summary>
@@ -12,7 +14,7 @@ public static unsafe class Jpeg
     public static bool IsAvailable(out string reason) => TurboJpeg.TryLoad(out reason);
 
     /// <summary>Decodes the JPEG file at <paramref name="path"/>.</summary>
-    /// <exception cref="InvalidDataException">Unreadable, truncated or unsupported (CMYK); the message names the file.</exception>
+    /// <exception cref="InvalidInputException">Unreadable, truncated or unsupported (CMYK); the message names the file.</exception>
     /// <exception cref="DllNotFoundException">libturbojpeg.so.0 is not installed.</exception>
     public static RgbImage Read(string path) => Decode(File.ReadAllBytes(path), path);
 
@@ -20,20 +22,20 @@ public static unsafe class Jpeg
     public static RgbImage Decode(ReadOnlySpan<byte> jpeg, string source)
     {
         Require(source);
-        if (jpeg.Length < 4 || jpeg[0] != 0xFF || jpeg[1] != 0xD8) throw new InvalidDataException($"{source}: not a JPEG file (no start-of-image marker)");
+        if (jpeg.Length < 4 || jpeg[0] != 0xFF || jpeg[1] != 0xD8) throw new InvalidInputException(source, $"not a JPEG file (no start-of-image marker)");
         using var decoder = TurboJpeg.Handle.Create(compress: false);
         fixed (byte* data = jpeg)
         {
             if (TurboJpeg.tjDecompressHeader3(decoder, data, (nuint)jpeg.Length, out int width, out int height, out _, out int colorspace) != 0)
-                throw new InvalidDataException($"{source}: unreadable JPEG header: {decoder.LastError}");
+                throw new InvalidInputException(source, $"unreadable JPEG header: {decoder.LastError}");
             if (colorspace is TurboJpeg.ColorspaceCmyk or TurboJpeg.ColorspaceYcck)
-                throw new InvalidDataException($"{source}: CMYK JPEG images are not supported (convert it to RGB)");
+                throw new InvalidInputException(source, $"CMYK JPEG images are not supported (convert it to RGB)");
             if (width <= 0 || height <= 0 || (long)width * height > Png.MaxPixels)
-                throw new InvalidDataException($"{source}: JPEG of {width}×{height} pixels is empty or larger than {Png.MaxPixels} pixels");
+                throw new InvalidInputException(source, $"JPEG of {width}×{height} pixels is empty or larger than {Png.MaxPixels} pixels");
             var rgb = new byte[(long)width * height * 3];
             fixed (byte* dst = rgb)
                 if (TurboJpeg.tjDecompress2(decoder, data, (nuint)jpeg.Length, dst, width, width * 3, height, TurboJpeg.PixelFormatRgb, TurboJpeg.FlagStopOnWarning) != 0)
-                    throw new InvalidDataException($"{source}: corrupt or truncated JPEG: {decoder.LastError}");
+                    throw new InvalidInputException(source, $"corrupt or truncated JPEG: {decoder.LastError}");
             return new RgbImage(width, height, rgb);
         }
     }

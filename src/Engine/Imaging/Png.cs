@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.Compression;
+using Engine.IO;
 
 namespace Engine.Imaging;
 
@@ -35,7 +36,7 @@ public static class Png
     }
 
     /// <summary>Decodes the PNG file at <paramref name="path"/>.</summary>
-    /// <exception cref="InvalidDataException">Malformed or unsupported; the message names the file and the problem.</exception>
+    /// <exception cref="InvalidInputException">Malformed or unsupported; the message names the file and the problem.</exception>
     public static RgbImage Read(string path) => Decode(File.ReadAllBytes(path), path);
 
     /// <summary>Decodes PNG bytes; <paramref name="source"/> names them in errors.</summary>
@@ -86,7 +87,7 @@ public static class Png
             using var z = new ZLibStream(idat, CompressionMode.Decompress);
             z.ReadExactly(raw);
         }
-        catch (Exception e) when (e is InvalidDataException or EndOfStreamException)
+        catch (Exception e) when (e is not InvalidInputException && e is InvalidDataException or EndOfStreamException)
         {
             throw Bad(source, $"image data is truncated or corrupt ({e.Message})");
         }
@@ -162,5 +163,5 @@ public static class Png
         rgb[o + 2] = palette[3 * index + 2];
     }
 
-    static InvalidDataException Bad(string source, string problem) => new($"{source}: {problem}");
+    static InvalidInputException Bad(string source, string problem) => new(source, problem);
 }

@@ -1,4 +1,5 @@
 using Engine.Checkpoints;
+using Engine.IO;
 
 namespace Engine.Optim;
 
@@ -91,12 +92,12 @@ public sealed unsafe class Adam : IDisposable
         SafeTensors.Write(path, _slots.SelectMany(s => new[] { s.M, s.V }), new Dictionary<string, string> { ["step"] = StepCount.ToString() });
 
     /// <summary>Restores what <see cref="SaveState"/> wrote for the same parameters.</summary>
-    /// <exception cref="InvalidDataException">The file lacks a moment, has one of another shape, or has no step count.</exception>
+    /// <exception cref="InvalidInputException">The file lacks a moment, has one of another shape, or has no step count.</exception>
     public void LoadState(string path)
     {
         using var checkpoint = Checkpoint.Open(path);
         if (!checkpoint.Metadata.TryGetValue("step", out var step) || !int.TryParse(step, out int steps) || steps < 0)
-            throw new InvalidDataException($"{path}: no valid 'step' in its metadata (not an optimizer state file)");
+            throw new InvalidInputException(path, $"no valid 'step' in its metadata (not an optimizer state file)");
         StateDict.Load([.. _slots.SelectMany(s => new[] { s.M, s.V })], checkpoint.Entries, path, strict: true);
         StepCount = steps;
     }

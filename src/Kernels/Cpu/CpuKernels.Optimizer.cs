@@ -59,6 +59,7 @@ public sealed unsafe partial class CpuKernels
     public void SparseAdamStep(float* param, float* grad, float* m, float* v, int* index, int N, int K, int k, float lr,
         float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled)
     {
+        AssertIndices(index, (long)N * k, K);
         var body = new SparseAdamBody
         {
             P = param, G = grad, M = m, V = v, Index = index, K = K, PerRow = k,

@@ -7,6 +7,7 @@ public sealed unsafe partial class CpuKernels
     /// <inheritdoc/>
     public void GatherChannels(float* y, float* x, int* index, int rows, int C, int K, bool accumulate)
     {
+        AssertIndices(index, K, C);
         var body = new GatherChannelsBody { Y = y, X = x, Index = index, C = C, K = K, Accumulate = accumulate };
         CpuRange.For(rows, Math.Max(1, ElementGrain / C), ref body);
     }
@@ -30,6 +31,7 @@ public sealed unsafe partial class CpuKernels
     /// <inheritdoc/>
     public void ScatterAddChannels(float* y, float* x, float* z, float* bias, int* index, int rows, int C, int K)
     {
+        AssertIndices(index, K, C);
         var body = new ScatterAddChannelsBody { Y = y, X = x, Z = z, Bias = bias, Index = index, C = C, K = K };
         CpuRange.For(rows, Math.Max(1, ElementGrain / C), ref body);
     }
@@ -53,12 +55,14 @@ public sealed unsafe partial class CpuKernels
     /// <inheritdoc/>
     public void AddSelectedEntries(float* dvalues, float* dense, int* index, int N, int K, int k)
     {
+        AssertIndices(index, (long)N * k, K);
         for (long e = 0; e < (long)N * k; e++) dvalues[e] += dense[e / k * K + index[e]];
     }
 
     /// <inheritdoc/>
     public void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k)
     {
+        AssertIndices(index, (long)N * k, K);
         var body = new SparseWeightGradBody { Dy = dy, X = x, Index = index, Rows = rows, N = N, K = K, PerRow = k, Grain = ReductionGrain(rows) };
         int chunks = CpuRange.Chunks(rows, body.Grain);
         body.Partials = Partials(chunks, (long)N * k);
@@ -89,5 +93,14 @@ public sealed unsafe partial class CpuKernels
                         for (int j = 0; j < PerRow; j++, e++) acc[e] += dy[o] * x[Index[e]];
             }
         }
+    }
+
+    /// <summary>Debug builds: every index lies in [0, bound) (the ops check what they are given before any kernel runs;
+    /// this catches a caller that does not).</summary>
+    [System.Diagnostics.Conditional("DEBUG")]
+    static void AssertIndices(int* index, long count, int bound)
+    {
+        for (long i = 0; i < count; i++)
+            System.Diagnostics.Debug.Assert((uint)index[i] < (uint)bound, $"index {index[i]} at {i} outside [0, {bound})");
     }
 }

@@ -1,6 +1,7 @@
 using Engine.Checkpoints;
 using Engine.Kernels;
 using Engine.Models.Peft;
+using Engine.IO;
 
 namespace Engine.Models.ConvNeXt;
 
@@ -200,7 +201,7 @@ public sealed class ConvNeXt : IImageClassifier
     /// stages.s.j → stages.s.blocks.j, dwconv → conv_dw, pwconv1/2 → mlp.fc1/2, norm → head.norm, head → head.fc).
     /// In <see cref="LoadMode.NewHead"/> the classifier keeps its fresh initialisation.
     /// </summary>
-    /// <exception cref="InvalidDataException">The file is malformed or does not fit; one message lists every problem.</exception>
+    /// <exception cref="InvalidInputException">The file is malformed or does not fit; one message lists every problem.</exception>
     public LoadReport Load(string path, LoadMode mode = LoadMode.Strict)
     {
         using var checkpoint = Checkpoint.Open(path);

@@ -1,4 +1,5 @@
 using Engine.Checkpoints;
+using Engine.IO;
 using Engine.Models.Training;
 
 namespace Engine.Models.Peft;
@@ -47,6 +48,14 @@ public sealed class Gps : PeftMethod
         var sparseCapable = model.SparseGradientWeights.ToHashSet();
         var missing = GpsSelection.SelectedWeights(model).Where(p => !_selection.ContainsKey(p.Name!)).Select(p => p.Name).ToList();
         if (missing.Count > 0) throw new ArgumentException($"GPS selection has no entry for {missing.Count} weight(s): {string.Join(", ", missing.Take(5))}");
+        foreach (var p in GpsSelection.SelectedWeights(model)) // every index checked before anything changes or any kernel sees one
+        {
+            var rows = _selection[p.Name!];
+            int inputs = (int)(p.Count / p.Shape[0]);
+            if (rows.Rows != p.Shape[0] || rows.K < 1 || rows.K > inputs || rows.Columns.Length != (long)rows.Rows * rows.K)
+                throw new ArgumentException($"GPS selection for {p.Describe()} is [{rows.Rows}, {rows.K}], which does not fit [{p.Shape[0]}, ≤ {inputs}]");
+            Trainability.CheckColumns(rows.Columns, rows.K, inputs, p);
+        }
         _applied = true;
         foreach (var p in model.Parameters)
         {
@@ -54,8 +63,6 @@ public sealed class Gps : PeftMethod
             p.RequiresGrad = role != GpsRole.Frozen;
             if (role != GpsRole.TopK) continue;
             var rows = _selection[p.Name!];
-            if (rows.Rows != p.Shape[0] || rows.K > p.Count / p.Shape[0])
-                throw new ArgumentException($"GPS selection for {p.Describe()} is [{rows.Rows}, {rows.K}], which does not fit");
             if (Sparse && sparseCapable.Contains(p))
             {
                 var index = Tensor.FromArray(p.Device, rows.Columns, rows.Rows, rows.K);
@@ -102,9 +109,9 @@ public sealed class Gps : PeftMethod
         {
             var rows = _selection[p.Name!];
             if (!saved.TryGetValue(p.Name!, out var other) || other.K != rows.K || !other.Columns.SequenceEqual(rows.Columns))
-                throw new InvalidDataException($"{path}: was trained with another GPS selection for '{p.Name}' (build GPS from GpsSelection.Read of this file)");
+                throw new InvalidInputException(path, $"was trained with another GPS selection for '{p.Name}' (build GPS from GpsSelection.Read of this file)");
             if (!byName.TryGetValue(p.Name + ValuesSuffix, out var valuesEntry) || !valuesEntry.Shape.SequenceEqual([rows.Rows, rows.K]))
-                throw new InvalidDataException($"{path}: '{p.Name}{ValuesSuffix}' is missing or not [{rows.Rows}, {rows.K}]");
+                throw new InvalidInputException(path, $"'{p.Name}{ValuesSuffix}' is missing or not [{rows.Rows}, {rows.K}]");
         }
         StateDict.Load(Dense(model), [.. entries.Where(e => !e.Name.EndsWith(IndexSuffix, StringComparison.Ordinal) && !e.Name.EndsWith(ValuesSuffix, StringComparison.Ordinal))],
             path, strict: true);
@@ -268,12 +275,12 @@ public static class GpsSelection
         SelectionFile.Write(path, PeftMethods.Gps.Name, selection.Select(kv => (kv.Key + IndexSuffix, kv.Value.Columns, new[] { kv.Value.Rows, kv.Value.K })), metadata);
 
     /// <summary>Reads the selection from a file of <see cref="Save"/> or a trained GPS file (parameter name → rows).</summary>
-    /// <exception cref="InvalidDataException">The file holds no <c>*.gps_index</c> tensor, or one is not [rows, K].</exception>
+    /// <exception cref="InvalidInputException">The file holds no <c>*.gps_index</c> tensor, or one is not [rows, K].</exception>
     public static Dictionary<string, GpsRows> Read(string path)
     {
         using var checkpoint = Checkpoint.Open(path);
         var selection = FromEntries(checkpoint.Entries, path);
-        if (selection.Count == 0) throw new InvalidDataException($"{path}: holds no '*{IndexSuffix}' tensor (not a GPS selection)");
+        if (selection.Count == 0) throw new InvalidInputException(path, $"holds no '*{IndexSuffix}' tensor (not a GPS selection)");
         return selection;
     }
 
@@ -282,8 +289,8 @@ public static class GpsSelection
         var selection = new Dictionary<string, GpsRows>(StringComparer.Ordinal);
         foreach (var e in entries.Where(e => e.Name.EndsWith(IndexSuffix, StringComparison.Ordinal)))
         {
-            if (e.Shape.Length != 2) throw new InvalidDataException($"{path}: '{e.Name}' is {e.ShapeText}, a GPS index must be [rows, K]");
-            selection[e.Name[..^IndexSuffix.Length]] = new GpsRows(e.Shape[0], e.Shape[1], [.. e.Read().Select(v => (int)v)]);
+            if (e.Shape.Length != 2 || e.Shape[1] < 1) throw new InvalidInputException(path, $"'{e.Name}' is {e.ShapeText}, a GPS index must be [rows, K] with K ≥ 1");
+            selection[e.Name[..^IndexSuffix.Length]] = new GpsRows(e.Shape[0], e.Shape[1], SelectionFile.ReadIndices(e, path));
         }
         return selection;
     }

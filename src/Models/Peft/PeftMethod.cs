@@ -1,4 +1,5 @@
 using Engine.Checkpoints;
+using Engine.IO;
 
 namespace Engine.Models.Peft;
 
@@ -47,12 +48,12 @@ public abstract class PeftMethod : IDisposable
 
     /// <summary>Loads a file from <see cref="SaveTrained"/> onto a model that already holds the base weights and has had
     /// <see cref="Apply"/>: every trained tensor must be present with its shape.</summary>
-    /// <exception cref="InvalidDataException">The file is for another method or does not fit; the message says what.</exception>
+    /// <exception cref="InvalidInputException">The file is for another method or does not fit; the message says what.</exception>
     public void LoadTrained(IPeftModel model, string path)
     {
         using var checkpoint = Checkpoint.Open(path);
         if (checkpoint.Metadata.TryGetValue("peft_method", out var method) && method != Name)
-            throw new InvalidDataException($"{path}: trained with method '{method}', not '{Name}'");
+            throw new InvalidInputException(path, $"trained with method '{method}', not '{Name}'");
         LoadTrained(model, checkpoint.Entries, path);
     }
 
@@ -65,14 +66,14 @@ public abstract class PeftMethod : IDisposable
     /// the selection stored in the file. Apply it to a model holding the base weights, then call
     /// <see cref="LoadTrained(IPeftModel, string)"/>.
     /// </summary>
-    /// <exception cref="InvalidDataException">The file does not say which method wrote it, or names an unknown one.</exception>
+    /// <exception cref="InvalidInputException">The file does not say which method wrote it, or names an unknown one.</exception>
     public static PeftMethod ForTrainedFile(string path)
     {
         string method;
         using (var checkpoint = Checkpoint.Open(path))
             if (!checkpoint.Metadata.TryGetValue("peft_method", out method!))
-                throw new InvalidDataException($"{path}: no 'peft_method' in its metadata (not a file written by SaveTrained)");
-        var info = PeftMethods.Find(method) ?? throw new InvalidDataException($"{path}: written by unknown method '{method}' (known: {string.Join(", ", PeftMethods.Names)})");
+                throw new InvalidInputException(path, $"no 'peft_method' in its metadata (not a file written by SaveTrained)");
+        var info = PeftMethods.Find(method) ?? throw new InvalidInputException(path, $"written by unknown method '{method}' (known: {string.Join(", ", PeftMethods.Names)})");
         return info.Create(new MethodSetup(SelectionFile: path));
     }
 
@@ -130,7 +131,7 @@ public sealed class SubsetMethod : PeftMethod
 }
 
 /// <summary>Selections on disk: int32 tensors in a safetensors file whose metadata says which method selected them.</summary>
-internal static class SelectionFile
+public static class SelectionFile
 {
     /// <summary>Writes the named int32 tensors atomically, with <c>peft_selection</c> = <paramref name="method"/> added
     /// to the metadata.</summary>
@@ -152,5 +153,23 @@ internal static class SelectionFile
         {
             foreach (var t in tensors) t.Dispose();
         }
+    }
+
+    /// <summary>The elements of an index tensor read from <paramref name="path"/>, each checked to be a whole number in
+    /// [0, 2²⁴) (exact in float32, and above any column count a model here has); the ranges that depend on the model
+    /// are checked when the selection is applied.</summary>
+    /// <exception cref="InvalidInputException">An element is negative, fractional, not finite or too large.</exception>
+    public static int[] ReadIndices(CheckpointEntry entry, string path)
+    {
+        var values = entry.Read();
+        var indices = new int[values.Length];
+        for (int i = 0; i < values.Length; i++)
+        {
+            float v = values[i];
+            if (!(v >= 0 && v < 1 << 24) || v != MathF.Floor(v))
+                throw new InvalidInputException(path, $"'{entry.Name}' element {i} is {v}, not an index (a whole number in [0, 16777216))");
+            indices[i] = (int)v;
+        }
+        return indices;
     }
 }

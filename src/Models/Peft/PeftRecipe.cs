@@ -127,6 +127,45 @@ public sealed record PeftRecipe
     /// <summary>Sets each parameter's weight decay in <paramref name="optimizer"/> by <see cref="WeightDecayOn"/>.</summary>
     public void ConfigureWeightDecay(Adam optimizer) => WeightDecayRules.Apply(optimizer, WeightDecayOn, WeightDecay);
 
+    /// <summary>What is wrong with this recipe's values, one line each naming the field (empty when it is valid):
+    /// rates and decays finite and non-negative (the learning rate positive), β in [0, 1), ε positive, at least one
+    /// epoch and one image per batch, probabilities in [0, 1), evaluation every N ≥ 1 epochs, a known method and
+    /// normalisation.</summary>
+    public IReadOnlyList<string> Problems()
+    {
+        var problems = new List<string>();
+        void Require(bool ok, string field, object value, string rule)
+        {
+            if (!ok) problems.Add($"{field} {value} {rule}");
+        }
+        static bool Finite(float v) => float.IsFinite(v);
+        Require(PeftMethods.Find(Method ?? "") != null, nameof(Method), $"'{Method}'", $"is not a method ({string.Join(", ", PeftMethods.Names)})");
+        Require(Finite(LearningRate) && LearningRate > 0, nameof(LearningRate), LearningRate, "must be a positive number");
+        Require(Finite(WeightDecay) && WeightDecay >= 0, nameof(WeightDecay), WeightDecay, "must be a number ≥ 0");
+        Require(Finite(WarmupLearningRate) && WarmupLearningRate >= 0, nameof(WarmupLearningRate), WarmupLearningRate, "must be a number ≥ 0");
+        Require(Finite(MinLearningRate) && MinLearningRate >= 0, nameof(MinLearningRate), MinLearningRate, "must be a number ≥ 0");
+        Require(Beta1 is >= 0 and < 1, nameof(Beta1), Beta1, "must lie in [0, 1)");
+        Require(Beta2 is >= 0 and < 1, nameof(Beta2), Beta2, "must lie in [0, 1)");
+        Require(Finite(Epsilon) && Epsilon > 0, nameof(Epsilon), Epsilon, "must be a positive number");
+        Require(Epochs is >= 1 and <= MaxEpochs, nameof(Epochs), Epochs, $"must lie in [1, {MaxEpochs}]");
+        Require(CooldownEpochs is >= 0 and <= MaxEpochs, nameof(CooldownEpochs), CooldownEpochs, $"must lie in [0, {MaxEpochs}]");
+        Require(WarmupEpochs is >= 0 and <= MaxEpochs, nameof(WarmupEpochs), WarmupEpochs, $"must lie in [0, {MaxEpochs}]");
+        Require(BatchSize is >= 1 and <= MaxBatchSize, nameof(BatchSize), BatchSize, $"must lie in [1, {MaxBatchSize}]");
+        Require(DropPath is >= 0 and < 1, nameof(DropPath), DropPath, "must lie in [0, 1)");
+        Require(LabelSmoothing is >= 0 and < 1, nameof(LabelSmoothing), LabelSmoothing, "must lie in [0, 1)");
+        Require(Normalization is "inception" or "imagenet", nameof(Normalization), $"'{Normalization}'", "must be inception or imagenet");
+        Require(K >= 0, nameof(K), K, "must be ≥ 0");
+        foreach (var (stage, k) in StageK ?? []) Require(k >= 1, $"{nameof(StageK)}[{stage}]", k, "must be ≥ 1");
+        Require(EvalEveryEpochs >= 1, nameof(EvalEveryEpochs), EvalEveryEpochs, "must be ≥ 1");
+        return problems;
+    }
+
+    /// <summary>The most epochs a recipe may ask for (schedule, warmup or cooldown).</summary>
+    public const int MaxEpochs = 100_000;
+
+    /// <summary>The largest batch a recipe may ask for.</summary>
+    public const int MaxBatchSize = 1 << 16;
+
     /// <summary>The VTAB-1k task folder names, in the papers' column order (Natural, Specialized, Structured).</summary>
     public static IReadOnlyList<string> VtabTasks { get; } = [.. Engine.Data.VtabTasks.All.Select(t => t.Name)];
 

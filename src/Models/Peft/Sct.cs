@@ -1,5 +1,6 @@
 using Engine.Autograd;
 using Engine.Checkpoints;
+using Engine.IO;
 
 namespace Engine.Models.Peft;
 
@@ -79,7 +80,7 @@ public sealed class Sct : PeftMethod
         var saved = SctSelection.FromEntries(entries, path);
         foreach (var (site, channels) in _selection)
             if (!saved.TryGetValue(site, out var other) || !other.SequenceEqual(channels))
-                throw new InvalidDataException($"{path}: was trained with another channel selection for '{site}' (build SCT from SctSelection.Read of this file)");
+                throw new InvalidInputException(path, $"was trained with another channel selection for '{site}' (build SCT from SctSelection.Read of this file)");
         base.LoadTrained(model, [.. entries.Where(e => !SctSelection.IsIndexKey(e.Name))], path);
     }
 
@@ -211,12 +212,12 @@ public static class SctSelection
         SelectionFile.Write(path, PeftMethods.Sct.Name, selection.Select(kv => (ModulePrefix(kv.Key) + IndexSuffix, kv.Value, new[] { kv.Value.Length })), metadata);
 
     /// <summary>Reads the selection from a file of <see cref="Save"/> or a trained SCT file (site name → channels).</summary>
-    /// <exception cref="InvalidDataException">The file holds no <c>*.sct_index</c> tensor, or one is not a vector.</exception>
+    /// <exception cref="InvalidInputException">The file holds no <c>*.sct_index</c> tensor, or one is not a vector.</exception>
     public static Dictionary<string, int[]> Read(string path)
     {
         using var checkpoint = Checkpoint.Open(path);
         var selection = FromEntries(checkpoint.Entries, path);
-        if (selection.Count == 0) throw new InvalidDataException($"{path}: holds no '*{IndexSuffix}' tensor (not an SCT selection)");
+        if (selection.Count == 0) throw new InvalidInputException(path, $"holds no '*{IndexSuffix}' tensor (not an SCT selection)");
         return selection;
     }
 
@@ -225,8 +226,8 @@ public static class SctSelection
         var selection = new Dictionary<string, int[]>(StringComparer.Ordinal);
         foreach (var e in entries.Where(e => IsIndexKey(e.Name)))
         {
-            if (e.Shape.Length != 1) throw new InvalidDataException($"{path}: '{e.Name}' is {e.ShapeText}, an SCT index must be [K]");
-            selection[e.Name[..^IndexSuffix.Length] + ".attn_residual"] = [.. e.Read().Select(v => (int)v)];
+            if (e.Shape.Length != 1) throw new InvalidInputException(path, $"'{e.Name}' is {e.ShapeText}, an SCT index must be [K]");
+            selection[e.Name[..^IndexSuffix.Length] + ".attn_residual"] = SelectionFile.ReadIndices(e, path);
         }
         return selection;
     }

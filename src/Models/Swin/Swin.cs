@@ -1,6 +1,7 @@
 using Engine.Checkpoints;
 using Engine.Kernels;
 using Engine.Models.Peft;
+using Engine.IO;
 
 namespace Engine.Models.Swin;
 
@@ -260,7 +261,7 @@ public sealed class Swin : IImageClassifier
     /// <c>relative_position_index</c> and <c>attn_mask</c> are recomputed, never loaded, so either format may hold them.
     /// In <see cref="LoadMode.NewHead"/> the classifier keeps its fresh initialisation.
     /// </summary>
-    /// <exception cref="InvalidDataException">The file is malformed or does not fit; one message lists every problem.</exception>
+    /// <exception cref="InvalidInputException">The file is malformed or does not fit; one message lists every problem.</exception>
     public LoadReport Load(string path, LoadMode mode = LoadMode.Strict)
     {
         using var checkpoint = Checkpoint.Open(path);

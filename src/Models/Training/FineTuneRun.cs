@@ -31,7 +31,7 @@ public sealed record RunResult(string Task, string Method, int Epochs, double Fi
         }
         catch (JsonException e)
         {
-            throw new InvalidDataException($"{path}: not a valid run result ({e.Message})", e);
+            throw new InvalidInputException(path, $"not a valid run result ({e.Message})", e);
         }
     }
 }
@@ -92,11 +92,12 @@ public static class FineTuneRun
         {
             if (File.Exists(configPath))
                 throw new InvalidOperationException($"{runDir} already holds a run; resume it (--resume) or choose another run folder");
+            config.Validate();
             config.Save(configPath);
         }
         if (RunResult.Read(runDir) is { } done) return done;
         var recipe = config.Recipe;
-        var state = File.Exists(statePath) ? ReadState(statePath) : new RunState(0, null, [], 0);
+        var state = File.Exists(statePath) ? ReadState(statePath, runDir, recipe.TotalEpochs) : new RunState(0, null, [], 0);
 
         using var model = ImageModels.Create(device, config.Model, config.Classes, recipe.DropPath, recipe.Seed);
         if (model.InChannels != 3) throw new ArgumentException($"model {config.Model}: the images are RGB but the model has in_chans {model.InChannels}");
@@ -236,7 +237,7 @@ public static class FineTuneRun
     /// removes the previous checkpoint.</summary>
     static RunState Checkpoint(string runDir, RunState state, EpochLog entry, PeftMethod method, IImageClassifier model, Adam opt, double seconds)
     {
-        string name = $"checkpoint/epoch-{entry.Epoch:D4}", dir = Path.Combine(runDir, name);
+        string name = CheckpointName(entry.Epoch), dir = Path.Combine(runDir, name);
         Directory.CreateDirectory(dir);
         method.SaveTrained(model, Path.Combine(dir, "trained.safetensors"));
         opt.SaveState(Path.Combine(dir, "optimizer.safetensors"));
@@ -255,15 +256,50 @@ public static class FineTuneRun
         return next;
     }
 
-    static RunState ReadState(string path)
+    /// <summary>Reads and checks state.json: the epochs done lie in [0, total] with one log line each, and the checkpoint
+    /// it names is <c>checkpoint/epoch-NNNN</c> of the last epoch done, a real folder inside the run folder (never a link,
+    /// never a path that leaves it: a resume deletes the previous checkpoint, so the state must not name anything else).</summary>
+    static RunState ReadState(string path, string runDir, int totalEpochs)
     {
+        RunState? state;
         try
         {
-            return JsonSerializer.Deserialize<RunState>(File.ReadAllText(path), RunConfig.Json) ?? throw new JsonException("empty");
+            state = JsonSerializer.Deserialize<RunState>(File.ReadAllText(path), RunConfig.Json);
         }
         catch (JsonException e)
         {
-            throw new InvalidDataException($"{path}: not a valid run state ({e.Message}); the run cannot be resumed", e);
+            throw new InvalidInputException(path, $"not a valid run state ({e.Message}); the run cannot be resumed", e);
+        }
+        if (state == null) throw new InvalidInputException(path, "empty run state; the run cannot be resumed");
+        if (state.EpochsDone < 0 || state.EpochsDone > totalEpochs)
+            throw new InvalidInputException(path, $"EpochsDone {state.EpochsDone} is outside [0, {totalEpochs}] (the run's epochs)");
+        if (state.Log == null || state.Log.Count != state.EpochsDone || state.Log.Any(e => e == null))
+            throw new InvalidInputException(path, $"Log must hold one entry per epoch done ({state.EpochsDone}), it holds {state.Log?.Count.ToString() ?? "null"}");
+        if (!double.IsFinite(state.Seconds) || state.Seconds < 0) throw new InvalidInputException(path, $"Seconds {state.Seconds} is not a duration");
+        if (state.EpochsDone == 0 ? state.Checkpoint != null : state.Checkpoint != CheckpointName(state.EpochsDone))
+            throw new InvalidInputException(path, $"Checkpoint '{state.Checkpoint}' is not the run's own checkpoint of epoch {state.EpochsDone} " +
+                                                  $"({(state.EpochsDone == 0 ? "none" : CheckpointName(state.EpochsDone))})");
+        if (state.Checkpoint != null) RequireRealFolder(runDir, state.Checkpoint, path);
+        return state;
+    }
+
+    /// <summary>The checkpoint folder of an epoch, relative to the run folder.</summary>
+    static string CheckpointName(int epoch) => $"checkpoint/epoch-{epoch:D4}";
+
+    /// <summary>Throws unless every component of <paramref name="relative"/> under <paramref name="runDir"/> is a real folder
+    /// (no symbolic link) that stays inside the run folder.</summary>
+    static void RequireRealFolder(string runDir, string relative, string statePath)
+    {
+        string full = Path.GetFullPath(Path.Combine(runDir, relative));
+        if (!full.StartsWith(runDir + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+            throw new InvalidInputException(statePath, $"Checkpoint '{relative}' leaves the run folder {runDir}");
+        string current = runDir;
+        foreach (var part in relative.Split('/'))
+        {
+            current = Path.Combine(current, part);
+            var info = new DirectoryInfo(current);
+            if (!info.Exists) throw new InvalidInputException(statePath, $"Checkpoint '{relative}': {current} does not exist; the run cannot be resumed");
+            if (info.LinkTarget != null) throw new InvalidInputException(statePath, $"Checkpoint '{relative}': {current} is a symbolic link, which a run folder never holds");
         }
     }
 }

@@ -37,17 +37,49 @@ public sealed record RunConfig
     /// <summary>Writes the config atomically.</summary>
     public void Save(string path) => AtomicFile.Write(path, s => JsonSerializer.Serialize(s, this, Json));
 
+    /// <summary>What is wrong with this config, one line each naming the field (empty when it is valid): the recipe's
+    /// problems, a class count in [1, 10⁶], an evaluation batch ≥ 1, and split names that are plain file names (a split
+    /// names the list file <c>&lt;split&gt;.txt</c> inside the task folder, never a path).</summary>
+    public IReadOnlyList<string> Problems()
+    {
+        var problems = new List<string>();
+        if (Recipe == null) problems.Add("Recipe is missing");
+        else problems.AddRange(Recipe.Problems().Select(p => $"{nameof(Recipe)}.{p}"));
+        if (Classes is < 1 or > 1_000_000) problems.Add($"{nameof(Classes)} {Classes} must lie in [1, 1000000]");
+        if (EvalBatchSize is < 1 or > PeftRecipe.MaxBatchSize) problems.Add($"{nameof(EvalBatchSize)} {EvalBatchSize} must lie in [1, {PeftRecipe.MaxBatchSize}]");
+        foreach (var (field, split) in new[] { (nameof(TrainSplit), TrainSplit), (nameof(TestSplit), TestSplit) })
+            if (!IsPlainName(split)) problems.Add($"{field} '{split}' must be a plain name (no path separator, no '..')");
+        if (string.IsNullOrEmpty(Task) || string.IsNullOrEmpty(TaskFolder) || string.IsNullOrEmpty(Model)) problems.Add("Task, TaskFolder and Model must be given");
+        return problems;
+    }
+
+    /// <summary>True for a file name with no directory part, not <c>.</c> or <c>..</c>, no NUL.</summary>
+    static bool IsPlainName(string? name) =>
+        !string.IsNullOrEmpty(name) && name is not ("." or "..") && name.IndexOfAny(['/', '\\', '\0']) < 0;
+
+    /// <summary>Throws <see cref="ArgumentException"/> listing <see cref="Problems"/> (a config about to start a run).</summary>
+    public void Validate()
+    {
+        var problems = Problems();
+        if (problems.Count > 0) throw new ArgumentException($"invalid run config: {string.Join("; ", problems)}");
+    }
+
     /// <summary>Reads a config written by <see cref="Save"/>.</summary>
-    /// <exception cref="InvalidDataException">The file is not a valid run config (the message names it).</exception>
+    /// <exception cref="InvalidInputException">The file is not a valid run config (the message names it and the field).</exception>
     public static RunConfig Load(string path)
     {
+        RunConfig? config;
         try
         {
-            return JsonSerializer.Deserialize<RunConfig>(File.ReadAllText(path), Json) ?? throw new JsonException("empty");
+            config = JsonSerializer.Deserialize<RunConfig>(File.ReadAllText(path), Json);
         }
         catch (JsonException e)
         {
-            throw new InvalidDataException($"{path}: not a valid run config ({e.Message})", e);
+            throw new InvalidInputException(path, $"not a valid run config ({e.Message})", e);
         }
+        if (config == null) throw new InvalidInputException(path, "empty run config");
+        var problems = config.Problems();
+        if (problems.Count > 0) throw new InvalidInputException(path, $"invalid run config: {string.Join("; ", problems)}");
+        return config;
     }
 }

@@ -2,6 +2,7 @@ using Engine.Checkpoints;
 using Engine.Imaging;
 using Engine.Kernels;
 using Engine.Models.Peft;
+using Engine.IO;
 
 namespace Engine.Models.Vit;
 
@@ -216,7 +217,7 @@ public sealed class VisionTransformer : IImageClassifier
     /// for another grid is resampled: antialiased bicubic for safetensors (timm's checkpoint filter), bilinear for
     /// npz (timm's npz loader). In <see cref="LoadMode.NewHead"/> the head keeps its fresh initialisation.
     /// </summary>
-    /// <exception cref="InvalidDataException">The file is malformed or does not fit; one message lists every problem.</exception>
+    /// <exception cref="InvalidInputException">The file is malformed or does not fit; one message lists every problem.</exception>
     public LoadReport Load(string path, LoadMode mode = LoadMode.Strict)
     {
         using var checkpoint = Checkpoint.Open(path);
