@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Engine.Checkpoints;
+using Engine.IO;
 using Engine.Models.ConvNeXt;
 using Engine.Models.Peft;
 using Engine.Models.Swin;
@@ -49,7 +50,8 @@ public static class ImageModels
     public static string FamilyTitle(string family) => family switch { "vit" => "ViT", "swin" => "Swin", "convnext" => "ConvNeXt", _ => family };
 
     /// <summary>The family of a preset or JSON config (<c>vit</c>, <c>swin</c>, <c>convnext</c>).</summary>
-    /// <exception cref="ArgumentException">Neither a preset nor an existing file; or the file is not a JSON object.</exception>
+    /// <exception cref="ArgumentException">Neither a preset nor an existing file.</exception>
+    /// <exception cref="InvalidInputException">The file is not a JSON object.</exception>
     public static string FamilyOf(string presetOrPath)
     {
         if (VitConfig.Presets.ContainsKey(presetOrPath)) return "vit";
@@ -65,7 +67,7 @@ public static class ImageModels
         }
         catch (JsonException e)
         {
-            throw new ArgumentException($"{presetOrPath}: not a valid model config: {e.Message}");
+            throw new InvalidInputException(presetOrPath, $"not a valid model config: {e.Message}", e);
         }
     }
 

@@ -54,7 +54,7 @@ public class VtabDataTests
         Refused<InvalidInputException>([good[0], good[1].Split(' ')[0] + " -1"], ":2: label -1 is negative", classes: null);
         Refused<InvalidInputException>(["../../etc/passwd 0"], ":1: '../../etc/passwd' points outside the task folder");
         Refused<InvalidInputException>(["/etc/passwd 0"], ":1: '/etc/passwd' points outside");
-        Refused<FileNotFoundException>([good[0], "images/test/999999.jpg 1"], ":2: image 'images/test/999999.jpg' does not exist");
+        Refused<InvalidInputException>([good[0], "images/test/999999.jpg 1"], ":2: image 'images/test/999999.jpg' does not exist");
         Refused<InvalidInputException>(["", "  "], "lists no images");
         File.Delete(list);
         Assert.That(Assert.Throws<FileNotFoundException>(() => ImageList.Read(task, "test"))!.Message, Does.Contain(list));

@@ -87,8 +87,7 @@ public static class Npy
         string dtype = DTypeOf(descr) ?? throw Bad(where, $"unsupported dtype descr '{descr}' (little-endian float, int, uint8 and bool are supported)");
         int size = DiskDTypes.SizeOf(dtype);
         int dataStart = (int)(prefix + length);
-        long count = SafeTensors.ElementCount(shape, long.MaxValue / 8)
-                     ?? throw Bad(where, $"shape ({string.Join(", ", shape)}) is too large");
+        long count = InputLimits.Elements(shape, where, "the array");
         if (dataStart + count * size != available)
             throw Bad(where, $"shape ({string.Join(", ", shape)}) of {descr} needs {count * size} data bytes, the array has {available - dataStart} (truncated?)");
         return new Header(dtype, shape, count, dataStart);

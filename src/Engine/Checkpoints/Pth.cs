@@ -86,17 +86,22 @@ public static class Pth
 
     static CheckpointEntry Entry(ZipArchive zip, string root, string name, Pickle.Tensor t, string path)
     {
-        string where = $"{path}: tensor '{name}'";
+        string where = $"tensor '{name}'";
         int size = DiskDTypes.SizeOf(t.Storage.DType);
         var member = zip.GetEntry($"{root}data/{t.Storage.Key}")
-            ?? throw new InvalidInputException(where, $"its storage '{root}data/{t.Storage.Key}' is missing from the archive");
-        if (member.Length != t.Storage.Count * size)
-            throw new InvalidInputException(where, $"storage '{t.Storage.Key}' holds {member.Length} bytes, expected {t.Storage.Count} × {size}");
-        long last = t.Offset;
-        for (int d = 0; d < t.Shape.Length; d++) if (t.Shape[d] > 0) last += (t.Shape[d] - 1) * t.Stride[d];
-        if (t.Shape.Any(d => d == 0) ? t.Offset > t.Storage.Count : last >= t.Storage.Count)
-            throw new InvalidInputException(where, $"the view (offset {t.Offset}, shape [{string.Join(", ", t.Shape)}], stride [{string.Join(", ", t.Stride)}]) runs past its storage of {t.Storage.Count} elements");
-        return new CheckpointEntry(name, t.Shape, t.Storage.DType, dst => Read(member, t, size, dst, where));
+            ?? throw new InvalidInputException(path, $"{where}: its storage '{root}data/{t.Storage.Key}' is missing from the archive");
+        if (t.Storage.Count > long.MaxValue / size || member.Length != t.Storage.Count * size)
+            throw new InvalidInputException(path, $"{where}: storage '{t.Storage.Key}' holds {member.Length} bytes, expected {t.Storage.Count} × {size}");
+        long count = InputLimits.Elements(t.Shape, path, where);
+        // The view's extent [offset, last] in the storage, in 128-bit arithmetic so no stride can wrap it.
+        Int128 last = t.Offset;
+        for (int d = 0; d < t.Shape.Length; d++) if (t.Shape[d] > 0) last += (Int128)(t.Shape[d] - 1) * t.Stride[d];
+        if (count == 0 ? t.Offset > t.Storage.Count : last >= t.Storage.Count)
+            throw new InvalidInputException(path, $"{where}: the view (offset {t.Offset}, shape [{string.Join(", ", t.Shape)}], stride [{string.Join(", ", t.Stride)}]) runs past its storage of {t.Storage.Count} elements");
+        long extent = count == 0 ? 0 : (long)(last - t.Offset) + 1;
+        if (extent > InputLimits.MaxTensorElements)
+            throw new InvalidInputException(path, $"{where}: the view spans {extent} storage elements, more than {InputLimits.MaxTensorElements}");
+        return new CheckpointEntry(name, t.Shape, t.Storage.DType, dst => Read(member, t, size, extent, dst, $"{path}: {where}"));
     }
 
     /// <summary>True when the view's strides are those of a contiguous row-major tensor (size-1 dimensions aside).</summary>
@@ -111,33 +116,26 @@ public static class Pth
         return true;
     }
 
-    /// <summary>Converts the view's elements (row-major) to float32 into <paramref name="destination"/>: directly for a
-    /// contiguous view, otherwise by converting the storage and gathering through the strides.</summary>
-    static unsafe void Read(ZipArchiveEntry member, Pickle.Tensor t, int size, Span<float> destination, string where)
+    /// <summary>Converts the view's elements (row-major) to float32 into <paramref name="destination"/>, decompressing
+    /// only the storage bytes of its extent: directly for a contiguous view, otherwise by gathering through the strides.</summary>
+    static unsafe void Read(ZipArchiveEntry member, Pickle.Tensor t, int size, long extent, Span<float> destination, string where)
     {
-        var raw = new byte[member.Length];
-        try
-        {
-            using var s = member.Open();
-            s.ReadExactly(raw);
-        }
-        catch (Exception e) when (e is not InvalidInputException && e is IOException or InvalidDataException)
-        {
-            throw new InvalidInputException(where, $"storage unreadable (truncated?): {e.Message}");
-        }
+        if (destination.Length == 0) return;
+        var raw = new byte[extent * size];
+        Zip.ReadRange(member, t.Offset * size, raw, $"{where}: storage");
         if (IsRowMajor(t))
         {
-            // The usual case (a tensor owning its storage, or a contiguous slice of one): convert just its elements.
-            fixed (byte* p = raw) DiskDTypes.ToFloat(t.Storage.DType, p + t.Offset * size, destination);
+            // The usual case (a tensor owning its storage, or a contiguous slice of one).
+            fixed (byte* p = raw) DiskDTypes.ToFloat(t.Storage.DType, p, destination);
             return;
         }
-        var all = new float[t.Storage.Count];
+        var all = new float[extent];
         fixed (byte* p = raw) DiskDTypes.ToFloat(t.Storage.DType, p, all);
         int rank = t.Shape.Length;
         var index = new int[rank];
         for (long i = 0; i < destination.Length; i++)
         {
-            long at = t.Offset;
+            long at = 0;
             for (int d = 0; d < rank; d++) at += index[d] * t.Stride[d];
             destination[(int)i] = all[at];
             for (int d = rank - 1; d >= 0 && ++index[d] == t.Shape[d]; d--) index[d] = 0;

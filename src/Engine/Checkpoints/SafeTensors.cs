@@ -12,8 +12,9 @@ namespace Engine.Checkpoints;
 /// </summary>
 public static class SafeTensors
 {
-    /// <summary>Headers longer than this are refused (the reference implementation's bound is 100 MB).</summary>
-    public const long MaxHeaderBytes = 100_000_000;
+    /// <summary>Headers longer than this are refused (the reference implementation allows 100 MB; 16 MiB holds the
+    /// <see cref="InputLimits.MaxTensors"/> entries with room to spare, and parses in well under a second).</summary>
+    public const long MaxHeaderBytes = 16 << 20;
 
     /// <summary>Opens <paramref name="path"/> for reading; the tensors are converted to float32 when read.</summary>
     /// <exception cref="InvalidInputException">The file is malformed (the message names the file, the tensor and the problem).</exception>
@@ -45,6 +46,18 @@ public static class SafeTensors
 
     static (List<Info>, Dictionary<string, string>) ParseHeader(string path, byte[] header, long bufferBytes)
     {
+        try
+        {
+            return ParseJson(path, header, bufferBytes);
+        }
+        catch (InvalidOperationException e) // a string or name that is not valid UTF-8, read from a valid JSON document
+        {
+            throw Bad(path, $"header holds text that is not valid UTF-8 ({e.Message})");
+        }
+    }
+
+    static (List<Info>, Dictionary<string, string>) ParseJson(string path, byte[] header, long bufferBytes)
+    {
         JsonDocument doc;
         try { doc = JsonDocument.Parse(header); }
         catch (JsonException e) { throw Bad(path, $"header is not valid JSON: {e.Message}"); }
@@ -61,6 +74,7 @@ public static class SafeTensors
                     metadata[m.Name] = m.Value.ValueKind == JsonValueKind.String ? m.Value.GetString()! : throw Bad(path, $"__metadata__ value '{m.Name}' is not a string");
                 continue;
             }
+            if (infos.Count == InputLimits.MaxTensors) throw Bad(path, $"more than {InputLimits.MaxTensors} tensors");
             infos.Add(ParseTensor(path, p.Name, p.Value, bufferBytes));
         }
         // Offsets must not overlap: sort by begin and compare neighbours.
@@ -80,14 +94,17 @@ public static class SafeTensors
         int size = DiskDTypes.SizeOf(dtype);
         if (size == 0) throw Bad(path, $"{where}: unknown or unsupported dtype '{dtype}' (supported: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)");
         if (!e.TryGetProperty("shape", out var sh) || sh.ValueKind != JsonValueKind.Array) throw Bad(path, $"{where}: missing shape");
+        if (sh.GetArrayLength() > InputLimits.MaxRank) throw Bad(path, $"{where}: shape has {sh.GetArrayLength()} dimensions, more than {InputLimits.MaxRank}");
         var shape = new int[sh.GetArrayLength()];
         int d = 0;
         foreach (var v in sh.EnumerateArray())
-            shape[d++] = v.TryGetInt32(out int dim) && dim >= 0 ? dim : throw Bad(path, $"{where}: shape entry {v} is not a non-negative 32-bit integer");
-        long count = ElementCount(shape, bufferBytes) ?? throw Bad(path, $"{where}: shape {sh} holds more elements than the file has bytes");
+            shape[d++] = v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int dim) && dim >= 0 ? dim
+                : throw Bad(path, $"{where}: shape entry {v.GetRawText()} is not a non-negative 32-bit integer");
+        long count = InputLimits.Elements(shape, path, where);
         if (!e.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2
+            || off[0].ValueKind != JsonValueKind.Number || off[1].ValueKind != JsonValueKind.Number
             || !off[0].TryGetInt64(out long begin) || !off[1].TryGetInt64(out long end))
-            throw Bad(path, $"{where}: data_offsets must be [begin, end]");
+            throw Bad(path, $"{where}: data_offsets must be [begin, end], two integers");
         if (begin < 0 || end < begin || end > bufferBytes)
             throw Bad(path, $"{where}: data_offsets [{begin}, {end}) fall outside the {bufferBytes}-byte data buffer (truncated file?)");
         if (end - begin != count * size)
@@ -143,20 +160,6 @@ public static class SafeTensors
                 if (t.DType == DType.F32) stream.Write(MemoryMarshal.AsBytes(t.ToArray().AsSpan()));
                 else stream.Write(MemoryMarshal.AsBytes(t.ToIntArray().AsSpan()));
         });
-    }
-
-    /// <summary>The product of <paramref name="shape"/>, or null when it exceeds <paramref name="bound"/> (checked
-    /// before each multiplication, so a hostile shape cannot overflow).</summary>
-    internal static long? ElementCount(int[] shape, long bound)
-    {
-        if (shape.Contains(0)) return 0;
-        long count = 1;
-        foreach (int dim in shape)
-        {
-            if (count > bound / dim) return null;
-            count *= dim;
-        }
-        return count;
     }
 
     static InvalidInputException Bad(string path, string problem) => new(path, problem);

@@ -96,7 +96,10 @@ public sealed unsafe class ImageCache : IDisposable
     {
         string path = Path.Combine(cacheDir, $"{Path.GetFileNameWithoutExtension(list.ListFile)}.{size}.{Key(list, size)}.u8");
         if (!File.Exists(path)) Build(list, size, path, threads, progress);
-        return new ImageCache(path);
+        var cache = new ImageCache(path);
+        if (cache.Count != list.Count || cache.Height != size || cache.Width != size || !cache.Labels.AsSpan().SequenceEqual(list.Labels.ToArray()))
+            throw cache.Corrupt($"it does not hold the {list.Count} images and labels of {list.ListFile} at {size}×{size}");
+        return cache;
     }
 
     /// <summary>Hex prefix of SHA-256 over the list file's path and bytes, each image's size and modification time, and the size.</summary>

@@ -16,6 +16,7 @@ public sealed unsafe class MappedFile : IDisposable
     {
         Path = path;
         Length = new FileInfo(path).Length;
+        if (Length == 0) throw new InvalidInputException(path, "empty file (nothing to read)");
         _file = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
         _view = _file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
         byte* p = null;

@@ -30,8 +30,8 @@ public static unsafe class Jpeg
                 throw new InvalidInputException(source, $"unreadable JPEG header: {decoder.LastError}");
             if (colorspace is TurboJpeg.ColorspaceCmyk or TurboJpeg.ColorspaceYcck)
                 throw new InvalidInputException(source, $"CMYK JPEG images are not supported (convert it to RGB)");
-            if (width <= 0 || height <= 0 || (long)width * height > Png.MaxPixels)
-                throw new InvalidInputException(source, $"JPEG of {width}×{height} pixels is empty or larger than {Png.MaxPixels} pixels");
+            if (width <= 0 || height <= 0 || (long)width * height > InputLimits.MaxImagePixels)
+                throw new InvalidInputException(source, $"JPEG of {width}×{height} pixels is empty or larger than {InputLimits.MaxImagePixels} pixels");
             var rgb = new byte[(long)width * height * 3];
             fixed (byte* dst = rgb)
                 if (TurboJpeg.tjDecompress2(decoder, data, (nuint)jpeg.Length, dst, width, width * 3, height, TurboJpeg.PixelFormatRgb, TurboJpeg.FlagStopOnWarning) != 0)

@@ -17,9 +17,6 @@ public sealed record RgbImage(int Width, int Height, byte[] Rgb);
 /// </summary>
 public static class Png
 {
-    /// <summary>Largest accepted image, in pixels.</summary>
-    public const long MaxPixels = 1L << 28;
-
     static readonly uint[] CrcTable = Enumerable.Range(0, 256).Select(n =>
     {
         uint c = (uint)n;
@@ -67,7 +64,8 @@ public static class Png
                     height = BinaryPrimitives.ReadInt32BigEndian(data[4..]);
                     depth = data[8];
                     colorType = data[9];
-                    if (width <= 0 || height <= 0 || (long)width * height > MaxPixels) throw Bad(source, $"image size {width}×{height} is out of range");
+                    if (width <= 0 || height <= 0 || (long)width * height > InputLimits.MaxImagePixels)
+                        throw Bad(source, $"image size {width}×{height} is empty or larger than {InputLimits.MaxImagePixels} pixels");
                     if (data[12] != 0) throw Bad(source, "interlaced PNGs are not supported");
                     break;
                 case "PLTE": palette = data.ToArray(); break;
@@ -79,7 +77,8 @@ public static class Png
         bool depthOk = colorType switch { 0 => depth is 1 or 2 or 4 or 8 or 16, 3 => depth is 1 or 2 or 4 or 8, _ => depth is 8 or 16 };
         if (!depthOk) throw Bad(source, $"bit depth {depth} is invalid for color type {colorType}");
         if (colorType == 3 && palette == null) throw Bad(source, "palette image without a PLTE chunk");
-        int bitsPerPixel = channels * depth, stride = (width * bitsPerPixel + 7) / 8, step = Math.Max(1, bitsPerPixel / 8);
+        int bitsPerPixel = channels * depth, step = Math.Max(1, bitsPerPixel / 8);
+        int stride = (int)(((long)width * bitsPerPixel + 7) / 8); // < 2³¹: width ≤ 2²⁶ pixels of ≤ 64 bits
         var raw = new byte[(long)height * (stride + 1)];
         try
         {

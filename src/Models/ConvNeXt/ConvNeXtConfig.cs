@@ -44,7 +44,7 @@ public sealed record ConvNeXtConfig
         if (Presets.TryGetValue(presetOrPath, out var preset)) return preset;
         if (!File.Exists(presetOrPath))
             throw new ArgumentException($"'{presetOrPath}' is neither a ConvNeXt preset ({string.Join(", ", Presets.Keys)}) nor an existing config file");
-        return ConfigFile.Read<ConvNeXtConfig>(presetOrPath, "ConvNeXt").Validate(presetOrPath);
+        return ConfigFile.Read<ConvNeXtConfig>(presetOrPath, "ConvNeXt", (c, source) => c.Validate(source));
     }
 
     /// <summary>Checks the fields are consistent; <paramref name="source"/> names the config in the error.</summary>
@@ -54,8 +54,14 @@ public sealed record ConvNeXtConfig
         {
             if (!ok) throw new ArgumentException($"{source}: {problem}");
         }
-        Require(depths.Length > 0 && depths.Length == dims.Length, $"depths ({depths.Length}) and dims ({dims.Length}) must list the same stages");
-        Require(depths.All(d => d >= 0) && dims.All(d => d > 0), "depths must be non-negative and dims positive");
+        Require(depths != null && dims != null, "depths and dims must be lists");
+        Require(depths!.Length is > 0 and <= ConfigFile.MaxStages && depths.Length == dims!.Length,
+            $"depths ({depths.Length}) and dims ({dims!.Length}) must list the same 1 to {ConfigFile.MaxStages} stages");
+        Require(depths.All(d => d is >= 0 and <= ConfigFile.MaxDepth) && dims.All(d => d is > 0 and <= ConfigFile.MaxWidth),
+            $"depths must lie in [0, {ConfigFile.MaxDepth}] and dims in [1, {ConfigFile.MaxWidth}]");
+        Require(kernel_size is > 0 and <= 63, $"kernel_size {kernel_size} must lie in [1, 63]");
+        ConfigFile.CheckBounds(source, img_size, in_chans, num_classes, mlp_ratio,
+            depths.Select((d, s) => (double)d * dims[s] * dims[s] * 2 * mlp_ratio).Sum());
         int reduction = StemPatch << (depths.Length - 1);
         Require(img_size > 0 && img_size % reduction == 0, $"img_size {img_size} must be a multiple of {reduction} (stem 4, then 2 per later stage)");
         Require(kernel_size % 2 == 1 && kernel_size > 0, $"kernel_size {kernel_size} must be odd");

@@ -59,7 +59,7 @@ public sealed record SwinConfig
         if (Presets.TryGetValue(presetOrPath, out var preset)) return preset;
         if (!File.Exists(presetOrPath))
             throw new ArgumentException($"'{presetOrPath}' is neither a Swin preset ({string.Join(", ", Presets.Keys)}) nor an existing config file");
-        return ConfigFile.Read<SwinConfig>(presetOrPath, "Swin").Validate(presetOrPath);
+        return ConfigFile.Read<SwinConfig>(presetOrPath, "Swin", (c, source) => c.Validate(source));
     }
 
     /// <summary>Checks the fields are consistent; <paramref name="source"/> names the config in the error.</summary>
@@ -69,8 +69,15 @@ public sealed record SwinConfig
         {
             if (!ok) throw new ArgumentException($"{source}: {problem}");
         }
-        Require(depths.Length > 0 && depths.Length == num_heads.Length, $"depths ({depths.Length}) and num_heads ({num_heads.Length}) must list the same stages");
-        Require(depths.All(d => d >= 0) && num_heads.All(h => h > 0), "depths must be non-negative and num_heads positive");
+        Require(depths != null && num_heads != null, "depths and num_heads must be lists");
+        Require(depths!.Length is > 0 and <= ConfigFile.MaxStages && depths.Length == num_heads!.Length,
+            $"depths ({depths.Length}) and num_heads ({num_heads!.Length}) must list the same 1 to {ConfigFile.MaxStages} stages");
+        Require(depths.All(d => d is >= 0 and <= ConfigFile.MaxDepth) && num_heads.All(h => h is > 0 and <= ConfigFile.MaxWidth),
+            $"depths must lie in [0, {ConfigFile.MaxDepth}] and num_heads in [1, {ConfigFile.MaxWidth}]");
+        Require(embed_dim is > 0 and <= ConfigFile.MaxWidth >> 3, $"embed_dim {embed_dim} must lie in [1, {ConfigFile.MaxWidth >> 3}]");
+        Require(patch_size is > 0 and <= ConfigFile.MaxImageSide && window_size is > 0 and <= ConfigFile.MaxImageSide, "patch_size and window_size must be positive and at most the largest image side");
+        ConfigFile.CheckBounds(source, img_size, in_chans, num_classes, mlp_ratio,
+            depths.Select((d, s) => (double)d * Dim(s) * Dim(s) * (4 + 2 * mlp_ratio)).Sum());
         Require(embed_dim > 0 && patch_size > 0 && window_size > 0 && in_chans > 0 && num_classes >= 0, "embed_dim, patch_size, window_size and in_chans must be positive, num_classes non-negative");
         Require(img_size > 0 && img_size % (patch_size << (depths.Length - 1)) == 0,
             $"img_size {img_size} must be a multiple of {patch_size << (depths.Length - 1)} (the patch size, then 2 per later stage)");

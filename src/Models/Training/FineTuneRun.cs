@@ -72,7 +72,7 @@ public sealed record RunOptions
 /// </summary>
 public static class FineTuneRun
 {
-    sealed record RunState(int EpochsDone, string? Checkpoint, List<EpochLog> Log, double Seconds);
+    internal sealed record RunState(int EpochsDone, string? Checkpoint, List<EpochLog> Log, double Seconds);
 
     /// <summary>Executes (or resumes) the run in <paramref name="runDir"/> on <paramref name="device"/>.</summary>
     /// <exception cref="DivergedException">The loss became NaN or infinite.</exception>
@@ -259,7 +259,7 @@ public static class FineTuneRun
     /// <summary>Reads and checks state.json: the epochs done lie in [0, total] with one log line each, and the checkpoint
     /// it names is <c>checkpoint/epoch-NNNN</c> of the last epoch done, a real folder inside the run folder (never a link,
     /// never a path that leaves it: a resume deletes the previous checkpoint, so the state must not name anything else).</summary>
-    static RunState ReadState(string path, string runDir, int totalEpochs)
+    internal static RunState ReadState(string path, string runDir, int totalEpochs)
     {
         RunState? state;
         try

@@ -61,7 +61,7 @@ public sealed record VitConfig
     }
 
     /// <summary>Reads a JSON object with timm's field names; unknown keys are errors (they are usually typos).</summary>
-    public static VitConfig FromJson(string path) => ConfigFile.Read<VitConfig>(path, "ViT").Validate(path);
+    public static VitConfig FromJson(string path) => ConfigFile.Read<VitConfig>(path, "ViT", (c, source) => c.Validate(source));
 
     /// <summary>Writes the config as JSON with timm's field names (readable by <see cref="FromJson"/>), atomically.</summary>
     public void Save(string path) => ConfigFile.Write(path, this);
@@ -73,6 +73,9 @@ public sealed record VitConfig
         {
             if (!ok) throw new ArgumentException($"{source}: {problem}");
         }
+        Require(embed_dim is > 0 and <= ConfigFile.MaxWidth && depth is >= 0 and <= ConfigFile.MaxDepth,
+            $"embed_dim {embed_dim} and depth {depth} must lie in [1, {ConfigFile.MaxWidth}] and [0, {ConfigFile.MaxDepth}]");
+        ConfigFile.CheckBounds(source, img_size, in_chans, num_classes, mlp_ratio, (double)depth * embed_dim * embed_dim * (4 + 2 * mlp_ratio));
         Require(img_size > 0 && patch_size > 0 && img_size % patch_size == 0, $"img_size {img_size} must be a positive multiple of patch_size {patch_size}");
         Require(in_chans > 0 && embed_dim > 0 && depth >= 0 && num_classes >= 0, "in_chans and embed_dim must be positive, depth and num_classes non-negative");
         Require(num_heads > 0 && embed_dim % num_heads == 0, $"embed_dim {embed_dim} must be divisible by num_heads {num_heads}");
