@@ -177,6 +177,17 @@ public class HostileInputTests
         }
     }
 
+    /// <summary>Found by AFL++: a header naming a tensor twice was refused after the file was mapped, and the mapping
+    /// (and its descriptor) stayed open, so a few thousand such files exhausted the process's descriptors.</summary>
+    [Test]
+    public void ARefusedSafetensorsFileReleasesItsMapping()
+    {
+        string path = Files.SafeTensors(_dir, """{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""", new byte[8]);
+        int before = Directory.GetFiles("/proc/self/fd").Length;
+        for (int i = 0; i < 300; i++) Refused(() => Checkpoint.Open(path).Dispose(), path, "appears twice");
+        Assert.That(Directory.GetFiles("/proc/self/fd").Length - before, Is.LessThan(20), "no descriptor left open per refused file");
+    }
+
     [Test]
     public void ASafetensorsHeaderWithTooManyTensorsIsRefused()
     {

@@ -161,6 +161,18 @@ public class HostileRunFolderTests
     }
 
     [Test]
+    public void ARunFileThatIsALinkIsNeverRead()
+    {
+        string run = Path.Combine(_root, "runs", "linked");
+        Directory.CreateDirectory(run);
+        string elsewhere = Path.Combine(_root, "elsewhere.safetensors");
+        File.WriteAllText(elsewhere, "not read");
+        File.CreateSymbolicLink(Path.Combine(run, "selection.safetensors"), elsewhere);
+        var e = Assert.Throws<InvalidInputException>(() => FineTuneRun.Execute(Config("gps"), run, Device.Cpu, Options()))!;
+        Assert.That(e.Message, Does.StartWith(Path.Combine(run, "selection.safetensors")).And.Contain("symbolic link"));
+    }
+
+    [Test]
     public void ARepeatedGpsColumnInARowIsRefused()
     {
         using var w = Tensor.Parameter(Device.Cpu, "w", 3, 4);

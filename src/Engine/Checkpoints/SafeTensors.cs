@@ -37,9 +37,17 @@ public static class SafeTensors
         var (infos, metadata) = ParseHeader(path, header, bufferBytes);
 
         var mapping = length > bufferStart || infos.Count > 0 ? new MappedFile(path) : null;
-        var entries = infos.Select(t => new CheckpointEntry(t.Name, t.Shape, t.DType,
-            dst => DiskDTypes.ToFloat(t.DType, mapping!.Pointer($"tensor '{t.Name}'") + bufferStart + t.Begin, dst)));
-        return new Checkpoint(path, "safetensors", entries.ToList(), metadata, mapping);
+        try
+        {
+            var entries = infos.Select(t => new CheckpointEntry(t.Name, t.Shape, t.DType,
+                dst => DiskDTypes.ToFloat(t.DType, mapping!.Pointer($"tensor '{t.Name}'") + bufferStart + t.Begin, dst)));
+            return new Checkpoint(path, "safetensors", entries.ToList(), metadata, mapping);
+        }
+        catch
+        {
+            mapping?.Dispose(); // a refused file (a name twice) must not keep its mapping and descriptor open
+            throw;
+        }
     }
 
     record struct Info(string Name, string DType, int[] Shape, long Begin, long End);

@@ -86,7 +86,7 @@ public static class FineTuneRun
         if (options.Resume)
         {
             if (!File.Exists(configPath)) throw new InvalidOperationException($"{runDir}: nothing to resume (no config.json)");
-            config = RunConfig.Load(configPath);
+            config = RunConfig.Load(RunFile(configPath));
         }
         else
         {
@@ -97,7 +97,7 @@ public static class FineTuneRun
         }
         if (RunResult.Read(runDir) is { } done) return done;
         var recipe = config.Recipe;
-        var state = File.Exists(statePath) ? ReadState(statePath, runDir, recipe.TotalEpochs) : new RunState(0, null, [], 0);
+        var state = File.Exists(statePath) ? ReadState(RunFile(statePath), runDir, recipe.TotalEpochs) : new RunState(0, null, [], 0);
 
         using var model = ImageModels.Create(device, config.Model, config.Classes, recipe.DropPath, recipe.Seed);
         if (model.InChannels != 3) throw new ArgumentException($"model {config.Model}: the images are RGB but the model has in_chans {model.InChannels}");
@@ -110,7 +110,7 @@ public static class FineTuneRun
         using var train = OpenCache(trainList, size, options, log);
         using var test = OpenCache(testList, size, options, log);
 
-        using var method = CreateMethod(config, model, trainList, normalization, Path.Combine(runDir, "selection.safetensors"), log);
+        using var method = CreateMethod(config, model, trainList, normalization, RunFile(Path.Combine(runDir, "selection.safetensors")), log);
         method.Apply(model);
         using var opt = new Adam(method.Trainable(model), recipe.AdamOptions);
         recipe.ConfigureWeightDecay(opt);
@@ -118,8 +118,8 @@ public static class FineTuneRun
         if (state.Checkpoint != null)
         {
             string dir = Path.Combine(runDir, state.Checkpoint);
-            method.LoadTrained(model, Path.Combine(dir, "trained.safetensors"));
-            opt.LoadState(Path.Combine(dir, "optimizer.safetensors"));
+            method.LoadTrained(model, RunFile(Path.Combine(dir, "trained.safetensors")));
+            opt.LoadState(RunFile(Path.Combine(dir, "optimizer.safetensors")));
             log($"resumed after epoch {state.EpochsDone} from {dir}");
         }
         log($"{method.Name}: {trainable:N0} trainable parameters; {recipe.TotalEpochs} epochs of batch {recipe.BatchSize}, lr {recipe.LearningRate:G3}, " +
@@ -282,6 +282,11 @@ public static class FineTuneRun
         if (state.Checkpoint != null) RequireRealFolder(runDir, state.Checkpoint, path);
         return state;
     }
+
+    /// <summary>A file of the run folder, refused when it is a symbolic link (the run never writes one, so a link was
+    /// planted to make the run read elsewhere).</summary>
+    static string RunFile(string path) => new FileInfo(path).LinkTarget == null ? path
+        : throw new InvalidInputException(path, "is a symbolic link, which a run folder never holds");
 
     /// <summary>The checkpoint folder of an epoch, relative to the run folder.</summary>
     static string CheckpointName(int epoch) => $"checkpoint/epoch-{epoch:D4}";
