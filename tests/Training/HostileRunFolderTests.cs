@@ -94,32 +94,30 @@ public class HostileRunFolderTests
         Assert.That(Directory.Exists(outside) && Directory.EnumerateFiles(outside).Any(), "the link's target is untouched");
     }
 
-    [TestCase("\"EpochsDone\": 1", "\"EpochsDone\": 999", "EpochsDone 999")]
-    [TestCase("\"EpochsDone\": 1", "\"EpochsDone\": -5", "EpochsDone -5")]
-    [TestCase("\"Log\": [", "\"Log\": null, \"Ignored\": [", "Log")]
-    [TestCase("\"Seconds\": ", "\"Seconds\": -1, \"Was\": ", "Seconds -1")]
-    public void AnEditedRunStateIsRefusedNamingTheField(string find, string replace, string named)
+    /// <summary>Replaces <paramref name="find"/> (which must be there) in the run file <paramref name="file"/>, resumes, and
+    /// expects a refusal that starts with that file and names <paramref name="named"/>.</summary>
+    void EditedFileIsRefused(string file, string find, string replace, string named)
     {
-        string run = InterruptedRun("full");
-        EditState(run, s => s.Replace(find, replace));
-        var e = Assert.Throws<InvalidInputException>(() => FineTuneRun.Execute(Config("full"), run, Device.Cpu, Options(resume: true)))!;
-        Assert.That(e.Message, Does.StartWith(Path.Combine(run, "state.json")).And.Contain(named), e.Message);
-    }
-
-    [TestCase("\"BatchSize\": 16", "\"BatchSize\": 0", "BatchSize 0")]
-    [TestCase("\"EvalEveryEpochs\": 1", "\"EvalEveryEpochs\": 0", "EvalEveryEpochs 0")]
-    [TestCase("\"Epochs\": 2", "\"Epochs\": -3", "Epochs -3")]
-    [TestCase("\"TrainSplit\": \"train800val200\"", "\"TrainSplit\": \"../../outside\"", "TrainSplit")]
-    public void AnEditedRunConfigIsRefusedNamingTheField(string find, string replace, string named)
-    {
-        string run = InterruptedRun("full");
-        string path = Path.Combine(run, "config.json");
-        string text = File.ReadAllText(path);
+        string run = InterruptedRun("full"), path = Path.Combine(run, file), text = File.ReadAllText(path);
         Assert.That(text, Does.Contain(find));
         File.WriteAllText(path, text.Replace(find, replace));
         var e = Assert.Throws<InvalidInputException>(() => FineTuneRun.Execute(Config("full"), run, Device.Cpu, Options(resume: true)))!;
         Assert.That(e.Message, Does.StartWith(path).And.Contain(named), e.Message);
     }
+
+    [TestCase("\"EpochsDone\": 1", "\"EpochsDone\": 999", "EpochsDone 999")]
+    [TestCase("\"EpochsDone\": 1", "\"EpochsDone\": -5", "EpochsDone -5")]
+    [TestCase("\"Log\": [", "\"Log\": null, \"Ignored\": [", "Log")]
+    [TestCase("\"Seconds\": ", "\"Seconds\": -1, \"Was\": ", "Seconds -1")]
+    public void AnEditedRunStateIsRefusedNamingTheField(string find, string replace, string named) =>
+        EditedFileIsRefused("state.json", find, replace, named);
+
+    [TestCase("\"BatchSize\": 16", "\"BatchSize\": 0", "BatchSize 0")]
+    [TestCase("\"EvalEveryEpochs\": 1", "\"EvalEveryEpochs\": 0", "EvalEveryEpochs 0")]
+    [TestCase("\"Epochs\": 2", "\"Epochs\": -3", "Epochs -3")]
+    [TestCase("\"TrainSplit\": \"train800val200\"", "\"TrainSplit\": \"../../outside\"", "TrainSplit")]
+    public void AnEditedRunConfigIsRefusedNamingTheField(string find, string replace, string named) =>
+        EditedFileIsRefused("config.json", find, replace, named);
 
     [Test]
     public void ANewRunChecksItsConfigBeforeWritingAnything()
