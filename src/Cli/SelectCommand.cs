@@ -27,7 +27,11 @@ public static class SelectCommand
         var stageK = CommonOptions.StageK();
         var seed = new Option<ulong>("--seed") { Description = "Seed of the shuffle, the augmentations and the drop-path masks", DefaultValueFactory = _ => 42 };
         var noAugment = new Option<bool>("--no-augment") { Description = "GPS: both views are the plain resized image (for exact comparisons with other implementations)" };
-        var batch = new Option<int?>("--batch-size") { Description = $"Images per batch (default: {string.Join(", ", selecting.Select(m => $"{m.Name} {m.Selection!.BatchSize}"))}), shuffled, the last partial batch dropped" };
+        var batch = new Option<int?>("--batch-size")
+        {
+            Description = $"Images per batch (default: {string.Join(", ", selecting.Select(m => $"{m.Name} {m.Selection!.BatchSize?.ToString() ?? "the recipe's training batch (16 without a task)"}"))}), " +
+                          "shuffled, the last partial batch dropped",
+        };
         var dropPath = new Option<float>("--drop-path") { Description = "Stochastic depth during a train-mode pass (GPS), as the training script sets it", DefaultValueFactory = _ => 0f };
         var norm = new Option<string?>("--normalize") { Description = "inception (mean = std = 0.5) or imagenet (default: as the method's scripts: imagenet for SCT and for Swin and ConvNeXt, inception for GPS on ViT)" };
         var device = DeviceOption.Create();
@@ -42,13 +46,13 @@ public static class SelectCommand
             var recipe = PeftRecipe.For(info.Name, null, ImageModels.FamilyOf(modelName));
             var settings = new SelectionSettings(r.GetValue(k) ?? recipe.K, CommonOptions.ParseStageK(r.GetValue(stageK)), r.GetValue(seed));
             return Run(info, modelName, r.GetValue(weights)!, r.GetValue(data)!, r.GetValue(output)!, settings, r.GetValue(noAugment),
-                r.GetValue(batch), r.GetValue(dropPath), r.GetValue(norm) ?? recipe.Normalization, r.GetValue(device)!);
+                r.GetValue(batch) ?? SelectionPass.BatchSizeOf(info, recipe), r.GetValue(dropPath), r.GetValue(norm) ?? recipe.Normalization, r.GetValue(device)!);
         });
         return command;
     }
 
     static int Run(PeftMethodInfo method, string modelName, string weightsPath, string dataPath, string outputPath, SelectionSettings settings,
-        bool noAugment, int? batchSize, float dropPath, string normName, string deviceName)
+        bool noAugment, int batchSize, float dropPath, string normName, string deviceName)
     {
         var pass = method.Selection!;
         if (batchSize < 1) throw new ArgumentException($"--batch-size must be at least 1 (got {batchSize})");
@@ -59,15 +63,15 @@ public static class SelectCommand
         using var model = ImageModels.Create(device, modelName, images.Classes, pass.TrainMode ? dropPath : 0f);
         if (model.InChannels != 3) throw new ArgumentException($"--model {modelName}: images are RGB but the model has in_chans {model.InChannels}");
         model.Load(weightsPath, LoadMode.NewHead);
-        int batchCount = SelectionPass.BatchCount(method, images.Items.Count, batchSize, settings.Seed);
+        int batchCount = SelectionPass.BatchCount(images.Items.Count, batchSize, settings.Seed);
         Console.Error.WriteLine($"select {method.Name}: {modelName} from {weightsPath} on {device}; {images.Items.Count} images in {images.Classes} classes " +
-                                $"from {images.Source}; {batchCount} batch(es) of {Math.Min(batchSize ?? pass.BatchSize, images.Items.Count)}; K = {settings.K}");
+                                $"from {images.Source}; {batchCount} batch(es) of {Math.Min(batchSize, images.Items.Count)}; K = {settings.K}");
         var progress = new Progress($"select {method.Name}", batchCount, "batches");
         bool augment = pass.Views > 1 && !noAugment;
         var metadata = new Dictionary<string, string>
         {
             ["k"] = settings.K.ToString(), ["seed"] = settings.Seed.ToString(), ["model"] = modelName, ["weights"] = Path.GetFileName(weightsPath),
-            ["images"] = images.Items.Count.ToString(), ["augment"] = augment.ToString().ToLowerInvariant(),
+            ["images"] = images.Items.Count.ToString(), ["augment"] = augment.ToString().ToLowerInvariant(), ["batch_size"] = batchSize.ToString(),
         };
         string summary = SelectionPass.Run(method, model, images.Items, settings, normalization, outputPath, metadata, batchSize, !noAugment,
             (done, _) => progress.Report(done));

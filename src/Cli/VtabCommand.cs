@@ -20,6 +20,7 @@ public static class VtabCommand
         command.Subcommands.Add(RunCommand());
         command.Subcommands.Add(SuiteCommand());
         command.Subcommands.Add(ReportCommand());
+        command.Subcommands.Add(RecipeCommand());
         return command;
     }
 
@@ -107,6 +108,25 @@ public static class VtabCommand
             var runs = taskNames.SelectMany(t => methodNames.Select(m => new PlannedRun(t, m, resume => BuildConfig(r, train, t, m, requireWeights: !resume)))).ToList();
             if (!RunConsole.RunSuite(runs, output, device, train.Cache(r))) return 130;
             return RunConsole.WriteReport(output, output);
+        });
+        return command;
+    }
+
+    static Command RecipeCommand()
+    {
+        var method = new Option<string>("--method") { Description = string.Join(", ", PeftMethods.Names), Required = true };
+        method.AcceptOnlyFromAmong([.. PeftMethods.Names]);
+        var task = new Option<string?>("--task") { Description = "A VTAB-1k task (default: the method's values without a task)" };
+        var model = new Option<string>("--model") { Description = "The model (its family decides the normalisation)", DefaultValueFactory = _ => "vit_base_patch16_224" };
+        var command = new Command("recipe", "Print every resolved value of a method's recipe on a task, with the official source of each, to audit a run before starting it.")
+        {
+            method, task, model,
+        };
+        command.SetAction(r =>
+        {
+            foreach (var line in RecipeReport.Lines(PeftMethods.Get(r.GetValue(method)!), r.GetValue(task), ImageModels.FamilyOf(r.GetValue(model)!)))
+                Console.WriteLine(line);
+            return 0;
         });
         return command;
     }

@@ -75,6 +75,9 @@ public class FineTuneRunTests
         var config = Config("quadrant", method, epochs: 4, lr: 5e-3f);
         string whole = Path.Combine(_root, "runs", "whole"), broken = Path.Combine(_root, "runs", "broken");
         var expected = FineTuneRun.Execute(config, whole, Device.Cpu, Options());
+        if (method == "gps")
+            using (var selection = Engine.Checkpoints.Checkpoint.Open(Path.Combine(whole, "selection.safetensors")))
+                Assert.That(selection.Metadata["batch_size"], Is.EqualTo("16"), "GPS selects with the training batch, as train_gps.py");
 
         // Stop during epoch 3 (after two epochs were checkpointed), then resume from the folder alone.
         using var cancel = new CancellationTokenSource();

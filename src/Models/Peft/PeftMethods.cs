@@ -15,8 +15,9 @@ public sealed record SelectionPassInfo
 {
     /// <summary>Views of each image in a batch (GPS: 2, the positives of its contrastive loss; SCT: 1).</summary>
     public required int Views { get; init; }
-    /// <summary>Images per batch before the views, as the reference selection scripts use.</summary>
-    public required int BatchSize { get; init; }
+    /// <summary>Images per batch before the views, as the reference selection scripts use; null: the recipe's training
+    /// batch (GPS's <c>train_gps.py</c> passes <c>args.batch_size</c> to its selection loader).</summary>
+    public required int? BatchSize { get; init; }
     /// <summary>True when the pass runs the model in train mode (stochastic depth applies; GPS), false for eval mode (SCT).</summary>
     public required bool TrainMode { get; init; }
     /// <summary>True when K may differ per stage (SCT on Swin).</summary>
@@ -59,6 +60,10 @@ public sealed record PeftMethodInfo
     public SelectionPassInfo? Selection { get; init; }
     /// <summary>The synthetic suite's learning rate, weight decay and K.</summary>
     public required SyntheticSetting Synthetic { get; init; }
+    /// <summary>Where the recipe's values come from (repository and file; <c>{task}</c> stands for the VTAB task).</summary>
+    public required string RecipeSource { get; init; }
+    /// <summary>The pretrained checkpoint the method's official VTAB-1k runs start from.</summary>
+    public required string OfficialCheckpoint { get; init; }
 
     /// <summary>True when the method is defined for the family.</summary>
     public bool AppliesTo(string family) => Families.Contains(family);
@@ -88,6 +93,8 @@ public static class PeftMethods
         Name = "ssf", Title = "SSF", Summary = "SSF: scales and shifts of the features after every layer (folds into the weights)",
         VitRecipe = task => PeftRecipe.SsfScript("ssf", task, learningRate: null),
         Create = setup => new Ssf(setup.Seed),
+        RecipeSource = "dongzelian/SSF train_scripts/vit/vtab/{task}/train_ssf.sh",
+        OfficialCheckpoint = "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)",
         Synthetic = new(LearningRate: 3e-2f, WeightDecay: 1e-4f),
     };
 
@@ -98,6 +105,8 @@ public static class PeftMethods
         Families = ["vit", "swin"], // its sites are the residual sums after attention
         VitRecipe = task => PeftRecipe.SctScript("sct", task),
         Create = setup => new Sct(SctSelection.Read(RequireSelection(setup, "sct")), setup.Seed),
+        RecipeSource = "showlab/SCT configs/model_sct/vtab/{task}.yaml and run_model_sct.sh",
+        OfficialCheckpoint = "ViT-B/16 ImageNet-21k, the original release: ViT-B_16.npz (showlab/SCT run_model_sct.sh)",
         Selection = new()
         {
             Views = 1, BatchSize = 50, TrainMode = false, TakesStageK = true,
@@ -120,9 +129,11 @@ public static class PeftMethods
         Name = "gps", Title = "GPS", Summary = "GPS: the K inputs per output row of every weight with the largest contrastive gradient",
         VitRecipe = task => PeftRecipe.GpsScript("gps", task),
         Create = setup => new Gps(GpsSelection.Read(RequireSelection(setup, "gps"))),
+        RecipeSource = "FightingFighting/GPS train_scripts/vit/vtab/{task}/train_gps.sh",
+        OfficialCheckpoint = "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)",
         Selection = new()
         {
-            Views = 2, BatchSize = 32, TrainMode = true, TakesStageK = false,
+            Views = 2, BatchSize = null, TrainMode = true, TakesStageK = false,
             ComputeAndSave = (model, batches, s, path, metadata) =>
             {
                 var selection = GpsSelection.Compute(model, batches, s.K, s.Seed);
@@ -162,6 +173,8 @@ public static class PeftMethods
         VitRecipe = task => PeftRecipe.SsfScript(name, task, learningRate),
         Create = _ => create(),
         Synthetic = new(LearningRate: syntheticLearningRate, WeightDecay: 1e-4f),
+        RecipeSource = "SSF's script (dongzelian/SSF train_scripts/vit/vtab/{task}/train_ssf.sh) with our learning rate: the seed repositories have no VTAB script for this baseline",
+        OfficialCheckpoint = "none official; SSF's: " + "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)",
     };
 
     static string RequireSelection(MethodSetup setup, string method) => setup.SelectionFile ??

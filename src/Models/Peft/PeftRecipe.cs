@@ -97,6 +97,10 @@ public sealed record PeftRecipe
     public int K { get; init; }
     /// <summary>SCT's K for the sites of a stage, overriding <see cref="K"/> there (Swin: <c>{"layers.3": 192}</c>); null: K everywhere.</summary>
     public Dictionary<string, int>? StageK { get; init; }
+    /// <summary>The head's width when the official config sets one other than the task's class count (SCT's
+    /// smallnorb_ele config says <c>class_num: 18</c> for a 9-class task, a quirk kept for fidelity: the extra logits
+    /// never match a label); null: the task's classes.</summary>
+    public int? HeadClasses { get; init; }
     /// <summary>Evaluate on the test split every this many epochs (SSF and GPS: every epoch; SCT: every 10th).</summary>
     public int EvalEveryEpochs { get; init; } = 1;
     /// <summary>Seed of the run (42 in every official script).</summary>
@@ -157,6 +161,7 @@ public sealed record PeftRecipe
         Require(K >= 0, nameof(K), K, "must be ≥ 0");
         foreach (var (stage, k) in StageK ?? []) Require(k >= 1, $"{nameof(StageK)}[{stage}]", k, "must be ≥ 1");
         Require(EvalEveryEpochs >= 1, nameof(EvalEveryEpochs), EvalEveryEpochs, "must be ≥ 1");
+        Require(HeadClasses is null or (>= 1 and <= 1_000_000), nameof(HeadClasses), HeadClasses!, "must lie in [1, 1000000]");
         return problems;
     }
 
@@ -241,6 +246,7 @@ public sealed record PeftRecipe
             Method = method, LearningRate = sct.Lr, WeightDecay = sct.Wd, WeightDecayOn = WeightDecayRule.All, CooldownEpochs = 0,
             WarmupLearningRate = 1e-6f, MinLearningRate = 1e-5f, ScheduleLagsOneEpoch = true, DropPath = 0.1f,
             LabelSmoothing = sct.Smoothing, Normalization = "imagenet", Augment = sct.Aug, K = SctSelection.DefaultK, EvalEveryEpochs = 10,
+            HeadClasses = task == "smallnorb_ele" ? 18 : null, // configs/model_sct/vtab/smallnorb_ele.yaml: class_num 18
         };
     }
 

@@ -71,24 +71,27 @@ public static class SelectionPass
     /// <param name="normalization">Input normalisation.</param>
     /// <param name="path">The selection file to write.</param>
     /// <param name="metadata">Written into the file.</param>
-    /// <param name="batchSize">Images per batch; null: the method's (<see cref="SelectionPassInfo.BatchSize"/>).</param>
+    /// <param name="batchSize">Images per batch: the method's own (<see cref="SelectionPassInfo.BatchSize"/>) when it has
+    /// one, else the recipe's training batch; the caller resolves it (<see cref="BatchSizeOf"/>).</param>
     /// <param name="augment">False: every view is the plain resized image (exact comparisons with other implementations).</param>
     /// <param name="progress">Called with (batches done, total).</param>
     /// <exception cref="ArgumentException">The method has no selection pass, or the settings do not fit it.</exception>
     public static string Run(PeftMethodInfo method, IImageClassifier model, IReadOnlyList<(string File, int Label)> items, SelectionSettings settings,
-        Normalization normalization, string path, IReadOnlyDictionary<string, string> metadata, int? batchSize = null, bool augment = true,
+        Normalization normalization, string path, IReadOnlyDictionary<string, string> metadata, int batchSize, bool augment = true,
         Action<int, int>? progress = null)
     {
         var pass = method.Selection ?? throw new ArgumentException($"{method.Name} has no selection pass");
         if (settings.StageK != null && !pass.TakesStageK) throw new ArgumentException($"{method.Name} takes one K, not a K per stage");
-        int batch = batchSize ?? pass.BatchSize;
+        int batch = batchSize;
         if (batch < 1) throw new ArgumentException($"selection batch size must be at least 1 (got {batch})");
         var device = model.Parameters[0].Device;
         var batches = SelectionBatches.Stream(items, pass.Views, augment, model.ImageSize, normalization, batch, settings.Seed, device, progress);
         return pass.ComputeAndSave(model, batches, settings, path, metadata);
     }
 
-    /// <summary>Number of batches <see cref="Run"/> reads for <paramref name="images"/> images.</summary>
-    public static int BatchCount(PeftMethodInfo method, int images, int? batchSize, ulong seed) =>
-        Batching.Shuffled(images, batchSize ?? method.Selection?.BatchSize ?? 1, seed).Count;
+    /// <summary>The selection pass's batch for <paramref name="recipe"/>: the method's own size, or the recipe's training batch.</summary>
+    public static int BatchSizeOf(PeftMethodInfo method, PeftRecipe recipe) => method.Selection?.BatchSize ?? recipe.BatchSize;
+
+    /// <summary>Number of batches <see cref="Run"/> reads for <paramref name="images"/> images in batches of <paramref name="batchSize"/>.</summary>
+    public static int BatchCount(int images, int batchSize, ulong seed) => Batching.Shuffled(images, batchSize, seed).Count;
 }

@@ -99,7 +99,7 @@ public static class FineTuneRun
         var recipe = config.Recipe;
         var state = File.Exists(statePath) ? ReadState(RunFile(statePath), runDir, recipe.TotalEpochs) : new RunState(0, null, [], 0);
 
-        using var model = ImageModels.Create(device, config.Model, config.Classes, recipe.DropPath, recipe.Seed);
+        using var model = ImageModels.Create(device, config.Model, Math.Max(config.Classes, recipe.HeadClasses ?? 0), recipe.DropPath, recipe.Seed);
         if (model.InChannels != 3) throw new ArgumentException($"model {config.Model}: the images are RGB but the model has in_chans {model.InChannels}");
         if (config.Weights != null) model.Load(config.Weights, LoadMode.NewHead);
         int size = model.ImageSize;
@@ -200,9 +200,14 @@ public static class FineTuneRun
         {
             var items = trainList.Files.Zip(trainList.Labels).ToList();
             var clock = Stopwatch.StartNew();
-            var metadata = new Dictionary<string, string> { ["k"] = recipe.K.ToString(), ["seed"] = recipe.Seed.ToString(), ["task"] = config.Task };
-            string summary = SelectionPass.Run(info, model, items, new SelectionSettings(recipe.K, recipe.StageK, recipe.Seed), normalization, selectionPath, metadata);
-            log($"{info.Name} selection (K = {recipe.K}) over {items.Count} images in {clock.Elapsed.TotalSeconds:F1} s: {summary} → {selectionPath}");
+            int batch = SelectionPass.BatchSizeOf(info, recipe);
+            var metadata = new Dictionary<string, string>
+            {
+                ["k"] = recipe.K.ToString(), ["seed"] = recipe.Seed.ToString(), ["task"] = config.Task, ["batch_size"] = batch.ToString(),
+            };
+            string summary = SelectionPass.Run(info, model, items, new SelectionSettings(recipe.K, recipe.StageK, recipe.Seed), normalization, selectionPath,
+                metadata, batch);
+            log($"{info.Name} selection (K = {recipe.K}, batches of {batch}) over {items.Count} images in {clock.Elapsed.TotalSeconds:F1} s: {summary} → {selectionPath}");
         }
         return info.Create(new MethodSetup(recipe.Seed, selectionPath));
     }

@@ -1,0 +1,55 @@
+using Engine.Models.Peft;
+using Engine.Models.Training;
+
+namespace Engine.Tests;
+
+/// <summary>The VTAB-1k recipes against a table of the official scripts' values (SSF train_ssf.sh, GPS train_gps.sh, SCT
+/// configs/model_sct/vtab/*.yaml), the selection batch a run uses, and <c>peft vtab recipe</c>.</summary>
+[TestFixture]
+public class RecipeFidelityTests
+{
+    [TestCase("gps", "dtd", 16, 0.002f, 0f, 0f, false)]
+    [TestCase("gps", "cifar", 32, 0.01f, 0f, 0f, false)]
+    [TestCase("gps", "dsprites_ori", 16, 0.0005f, 0f, 0.2f, false)]
+    [TestCase("ssf", "eurosat", 64, 3e-3f, 5e-2f, 0.2f, false)]
+    [TestCase("ssf", "svhn", 64, 1e-2f, 5e-5f, 0f, false)]
+    [TestCase("sct", "dtd", 64, 0.0032f, 0.04f, 0.1f, true)]
+    [TestCase("sct", "dsprites_loc", 64, 0.003f, 0.001f, 0.1f, false)]
+    public void RecipesMatchTheOfficialScripts(string method, string task, int batch, float lr, float wd, float dropPath, bool augment)
+    {
+        var r = PeftRecipe.For(method, task);
+        Assert.That((r.BatchSize, r.LearningRate, r.WeightDecay, r.DropPath, r.Augment), Is.EqualTo((batch, lr, wd, dropPath, augment)));
+        Assert.That(r.Problems(), Is.Empty);
+    }
+
+    [Test]
+    public void GpsSelectsWithTheTrainingBatchAndSctWithItsOwn()
+    {
+        Assert.That(SelectionPass.BatchSizeOf(PeftMethods.Gps, PeftRecipe.For("gps", "dtd")), Is.EqualTo(16), "train_gps.py passes args.batch_size");
+        Assert.That(SelectionPass.BatchSizeOf(PeftMethods.Gps, PeftRecipe.For("gps", "cifar")), Is.EqualTo(32));
+        Assert.That(SelectionPass.BatchSizeOf(PeftMethods.Sct, PeftRecipe.For("sct", "dtd")), Is.EqualTo(50));
+    }
+
+    [Test]
+    public void SctOnSmallnorbEleKeepsTheOfficialHeadWidth()
+    {
+        Assert.That(PeftRecipe.For("sct", "smallnorb_ele").HeadClasses, Is.EqualTo(18), "configs/model_sct/vtab/smallnorb_ele.yaml: class_num 18");
+        Assert.That(PeftRecipe.For("sct", "smallnorb_azi").HeadClasses, Is.Null);
+        Assert.That(PeftRecipe.For("gps", "smallnorb_ele").HeadClasses, Is.Null);
+    }
+
+    [Test]
+    public void VtabRecipePrintsEveryResolvedValueWithItsSource()
+    {
+        var (code, gps, _) = CliTests.Peft("vtab", "recipe", "--method", "gps", "--task", "dtd");
+        Assert.That(code, Is.Zero);
+        Assert.That(gps, Does.Contain("selection pass: train mode, 2 view(s) per image, batches of 16").And.Contain("AugReg")
+            .And.Contain("[FightingFighting/GPS train_scripts/vit/vtab/dtd/train_gps.sh]"));
+        (code, var sct, _) = CliTests.Peft("vtab", "recipe", "--method", "sct", "--task", "dtd");
+        Assert.That(code, Is.Zero);
+        Assert.That(sct, Does.Contain("rand-m9-mstd0.5-inc1").And.Contain("ViT-B_16.npz").And.Contain("every 10 epoch(s)"));
+        foreach (var key in new[] { "optimizer", "learning rate", "weight decay", "batch size", "epochs", "warmup", "drop path", "label smoothing",
+                     "augmentation", "selection pass", "K", "head width", "head init", "normalisation", "evaluation", "pretrained checkpoint" })
+            Assert.That(sct, Does.Contain($"\n{key}: "), key);
+    }
+}
