@@ -52,4 +52,22 @@ public class RecipeFidelityTests
                      "augmentation", "selection pass", "K", "head width", "head init", "normalisation", "evaluation", "pretrained checkpoint" })
             Assert.That(sct, Does.Contain($"\n{key}: "), key);
     }
+
+    /// <summary>SCT's head as the official reset_classifier: nn.Linear's default, weight and bias uniform ±1/√fan_in
+    /// (mean |w| = bound/2), not timm's truncated normal.</summary>
+    [Test]
+    public void SctReinitialisesTheHeadAsNnLinear()
+    {
+        var config = new Models.Vit.VitConfig { img_size = 16, patch_size = 4, embed_dim = 64, depth = 2, num_heads = 2, num_classes = 300 };
+        using var vit = new Models.Vit.VisionTransformer(Device.Cpu, config, seed: 1);
+        using var sct = new Sct(SctSelection.Sites(vit).ToDictionary(s => s.Name, _ => new[] { 0, 1, 2, 3 }), seed: 5);
+        sct.Apply(vit);
+        float bound = 1f / MathF.Sqrt(64);
+        foreach (var name in new[] { "head.weight", "head.bias" })
+        {
+            var values = vit.Parameters.Single(p => p.Name == name).ToArray();
+            Assert.That(values.Max(MathF.Abs), Is.LessThanOrEqualTo(bound).And.GreaterThan(0.9f * bound), name);
+            Assert.That(values.Average(MathF.Abs), Is.EqualTo(bound / 2).Within(0.1 * bound), $"{name}: uniform, not a narrow normal");
+        }
+    }
 }

@@ -171,15 +171,16 @@ public static class GpsSelection
 
     /// <summary>The reference code's rule: LayerNorms (names containing <c>norm</c>, and the model's LayerNorm sites, such
     /// as ConvNeXt's <c>stem.1</c> and <c>stages.N.downsample.0</c> whose timm names lack the word), <c>pos_embed</c> and
-    /// <c>cls_token</c> are frozen; the head, <c>*.bias</c> and <c>gamma</c> train fully; other tensors of rank ≥ 2 are
-    /// selected per row; any other vector trains fully.</summary>
+    /// <c>cls_token</c> are frozen; the head, anything whose name contains <c>bias</c> (so Swin's
+    /// <c>relative_position_bias_table</c> too, as <c>utils/pruning.py</c> tests the name) and <c>gamma</c> train fully;
+    /// other tensors of rank ≥ 2 are selected per row; any other vector trains fully.</summary>
     public static GpsRole RoleOf(IPeftModel model, Tensor p)
     {
         string name = p.Name ?? throw new ArgumentException($"GPS needs named parameters, got {p.Describe()}");
         if (name.Contains("norm", StringComparison.Ordinal) || name.Contains("pos_embed", StringComparison.Ordinal) ||
             name.Contains("cls_token", StringComparison.Ordinal) ||
             model.Sites.Any(s => s.Producer == SiteProducer.LayerNorm && (s.Weight == p || s.Bias == p))) return GpsRole.Frozen;
-        if (PeftMethod.IsHead(p) || name.EndsWith(".bias", StringComparison.Ordinal) || name.Contains("gamma", StringComparison.Ordinal)) return GpsRole.Full;
+        if (PeftMethod.IsHead(p) || name.Contains("bias", StringComparison.Ordinal) || name.Contains("gamma", StringComparison.Ordinal)) return GpsRole.Full;
         return p.Rank >= 2 ? GpsRole.TopK : GpsRole.Full;
     }
 

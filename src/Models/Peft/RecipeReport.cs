@@ -36,7 +36,8 @@ public static class RecipeReport
                 : $"{(method.Selection.TrainMode ? "train mode" : "eval mode")}, {method.Selection.Views} view(s) per image, batches of {SelectionPass.BatchSizeOf(method, r)}", source),
             ("K", method.Selection == null ? "n/a" : r.K.ToString(CultureInfo.InvariantCulture), source),
             ("head width", r.HeadClasses is int h ? $"{h} (an official-config quirk: more than the task's classes)" : "the task's classes", source),
-            ("head init", method == PeftMethods.Sct ? "truncated normal 0.02, bias 0 (official: nn.Linear's default, uniform ±1/√fan_in; not matched yet)" : "truncated normal 0.02, bias 0 (timm)", method == PeftMethods.Sct ? "showlab/SCT reset_classifier" : "timm"),
+            ("head init", method == PeftMethods.Sct ? "nn.Linear's default: weight and bias uniform ±1/√fan_in" : "timm's: weight truncated normal 0.02, bias 0",
+                method == PeftMethods.Sct ? "showlab/SCT reset_classifier" : "timm"),
             ("evaluation", $"top-1 on test every {r.EvalEveryEpochs} epoch(s) and after the last; best and final reported", source),
             ("seed", r.Seed.ToString(CultureInfo.InvariantCulture), source),
         };

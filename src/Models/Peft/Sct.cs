@@ -8,7 +8,8 @@ namespace Engine.Models.Peft;
 /// SCT (Salient Channel Tuning): on the residual stream after each block's attention add, the K selected channels of
 /// every token go through a K×K linear map with bias whose output is added back onto the same channels
 /// (<see cref="Ops.ChannelAdapter"/>). The channels come from <see cref="SctSelection.Compute"/>. The backbone is
-/// frozen; the K×K maps (weight truncated-normal 0.02, bias 0) and the head train.
+/// frozen; the K×K maps (weight truncated-normal 0.02, bias 0) and the head train. The head is re-initialised as the
+/// official code's <c>reset_classifier</c> does, with <c>nn.Linear</c>'s default: weight and bias uniform ±1/√fan_in.
 /// </summary>
 public sealed class Sct : PeftMethod
 {
@@ -49,9 +50,16 @@ public sealed class Sct : PeftMethod
                 throw new ArgumentException($"SCT selection for '{name}' must be distinct channels in [0, {site.Channels}), got {channels.Length} entries");
         }
         _applied = true;
-        foreach (var p in model.Parameters) p.RequiresGrad = IsHead(p);
-        var device = model.Parameters[0].Device;
         ulong stream = _seed;
+        foreach (var p in model.Parameters)
+        {
+            p.RequiresGrad = IsHead(p);
+            if (!p.RequiresGrad) continue;
+            var weight = model.Parameters.First(w => IsHead(w) && w.Rank == 2);
+            float bound = 1f / MathF.Sqrt(weight.Shape[1]); // fan_in of the head's weight, for its bias too
+            Init.Uniform(p, -bound, bound, stream++);
+        }
+        var device = model.Parameters[0].Device;
         foreach (var site in model.Sites.Where(s => _selection.ContainsKey(s.Name)))
         {
             var channels = _selection[site.Name];
