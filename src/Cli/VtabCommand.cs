@@ -28,7 +28,16 @@ public static class VtabCommand
     sealed class TrainOptions
     {
         public readonly Option<string> Data = new("--data") { Description = "The folder holding the task folders (VTAB-1k as NOAH's extractor writes it)", Required = true };
-        public readonly Option<string?> Weights = new("--weights") { Description = "Pretrained checkpoint: timm .safetensors, Google .npz (ViT) or the original .pth (its head is replaced)" };
+        public readonly Option<string[]> Weights = new("--weights")
+        {
+            Description = "Pretrained checkpoint(s): one FILE for every method, or one per checkpoint family as augreg=FILE (SSF, GPS, the baselines) " +
+                          "original=FILE (SCT), as the official runs start from (timm .safetensors, Google .npz or the original .pth; the head is replaced)",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        public readonly Option<bool> SameWeights = new("--same-weights")
+        {
+            Description = "Let one --weights FILE serve methods whose official runs start from different checkpoints (SCT with the others)",
+        };
         public readonly Option<string> Model = new("--model") { Description = "A ViT, Swin or ConvNeXt preset (vit_base_patch16_224, swin_base_patch4_window7_224, convnext_base, ...) or a JSON config", DefaultValueFactory = _ => "vit_base_patch16_224" };
         public readonly Option<string> Output = new("--output") { Description = "Runs folder: each run goes to <output>/<task>/<method>", DefaultValueFactory = _ => "runs" };
         public readonly Option<string?> CacheDir = new("--cache-dir") { Description = "Where decoded, resized images are cached (default: vtab/ in $PEFT_CACHE_DIR, else $XDG_CACHE_HOME/peft-engine, else ~/.cache/peft-engine)" };
@@ -48,7 +57,7 @@ public static class VtabCommand
 
         public void AddTo(Command command)
         {
-            foreach (var option in new Option[] { Data, Weights, Model, Output, CacheDir, Device, Lr, WeightDecay, Epochs, Cooldown, Warmup, Batch, DropPath, Smoothing, K, StageK, EvalEvery, Seed })
+            foreach (var option in new Option[] { Data, Weights, SameWeights, Model, Output, CacheDir, Device, Lr, WeightDecay, Epochs, Cooldown, Warmup, Batch, DropPath, Smoothing, K, StageK, EvalEvery, Seed })
                 command.Options.Add(option);
         }
 
@@ -104,6 +113,12 @@ public static class VtabCommand
             var methodNames = r.GetValue(methods) is { Length: > 0 } m ? m : [.. PeftMethods.Names];
             foreach (var name in methodNames.Where(m => PeftMethods.Find(m) == null))
                 throw new ArgumentException($"--methods: unknown method '{name}' (use {string.Join(", ", PeftMethods.Names)})");
+            var choice = CheckpointChoice.Parse(r.GetValue(train.Weights));
+            var families = methodNames.Select(m => PeftMethods.Get(m).CheckpointFamily).Distinct().ToList();
+            if (choice.Single != null && families.Count > 1 && !r.GetValue(train.SameWeights))
+                throw new ArgumentException($"--weights: one checkpoint for methods whose official runs start from different ones ({string.Join(", ",
+                    methodNames.Select(m => $"{m}: {PeftMethods.Get(m).CheckpointFamily}"))}); give augreg=FILE original=FILE, run them as separate suites, " +
+                    "or say --same-weights");
             var device = DeviceOption.Resolve(r.GetValue(train.Device)!);
             var runs = taskNames.SelectMany(t => methodNames.Select(m => new PlannedRun(t, m, resume => BuildConfig(r, train, t, m, requireWeights: !resume)))).ToList();
             if (!RunConsole.RunSuite(runs, output, device, train.Cache(r))) return 130;
@@ -169,8 +184,10 @@ public static class VtabCommand
     {
         string folder = Path.GetFullPath(Path.Combine(r.GetValue(train.Data)!, task));
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"--task {task}: no folder {folder}");
-        string? weights = r.GetValue(train.Weights);
-        if (weights == null && requireWeights) throw new ArgumentException("--weights: a pretrained checkpoint is required (fine-tuning from scratch is not the VTAB protocol)");
+        string? weights = CheckpointChoice.Parse(r.GetValue(train.Weights)).For(PeftMethods.Get(method));
+        if (weights == null && requireWeights)
+            throw new ArgumentException($"--weights: a pretrained checkpoint is required for {method} (its family: {PeftMethods.Get(method).CheckpointFamily}; " +
+                                        "fine-tuning from scratch is not the VTAB protocol)");
         if (weights != null && !File.Exists(weights)) throw new FileNotFoundException($"--weights {weights}: no such file", weights);
         string model = r.GetValue(train.Model)!;
         return new RunConfig
@@ -186,4 +203,28 @@ public static class VtabCommand
                           $"on test; {result.TrainableParameters:N0} trainable parameters; {result.Seconds:F0} s");
         return 0;
     }
+}
+
+/// <summary><c>--weights</c>: one checkpoint for every method, or one per checkpoint family (<c>augreg=FILE original=FILE</c>).</summary>
+sealed record CheckpointChoice(string? Single, IReadOnlyDictionary<string, string> ByFamily)
+{
+    static readonly string[] Families = ["augreg", "original"];
+
+    public static CheckpointChoice Parse(string[]? values)
+    {
+        var byFamily = new Dictionary<string, string>(StringComparer.Ordinal);
+        string? single = null;
+        foreach (var v in values ?? [])
+        {
+            int eq = v.IndexOf('=');
+            if (eq > 0 && Families.Contains(v[..eq])) byFamily[v[..eq]] = v[(eq + 1)..];
+            else if (single == null) single = v;
+            else throw new ArgumentException($"--weights: '{v}' is a second plain file; name the families instead (augreg=FILE original=FILE)");
+        }
+        if (single != null && byFamily.Count > 0) throw new ArgumentException("--weights: give one FILE for every method, or FAMILY=FILE pairs, not both");
+        return new CheckpointChoice(single, byFamily);
+    }
+
+    /// <summary>The checkpoint for <paramref name="method"/>, or null when none was given for its family.</summary>
+    public string? For(PeftMethodInfo method) => Single ?? ByFamily.GetValueOrDefault(method.CheckpointFamily);
 }

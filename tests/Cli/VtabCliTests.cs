@@ -58,7 +58,7 @@ public class VtabCliTests
     public void RunRefusesBadArgumentsWithOneLineErrors()
     {
         var (code, _, stderr) = CliTests.Peft(["vtab", "run", "--task", "tint", "--method", "linear", .. Common()]);
-        Assert.That((code, stderr), Is.EqualTo((1, "error: --weights: a pretrained checkpoint is required (fine-tuning from scratch is not the VTAB protocol)\n")));
+        Assert.That((code, stderr), Is.EqualTo((1, "error: --weights: a pretrained checkpoint is required for linear (its family: augreg; fine-tuning from scratch is not the VTAB protocol)\n")));
         (code, _, stderr) = CliTests.Peft(["vtab", "run", "--task", "nope", "--method", "linear", .. Common("--weights", Path.Combine(_dir, "tiny.safetensors"))]);
         Assert.That(code, Is.EqualTo(1));
         Assert.That(stderr, Does.StartWith("error: --task nope: no folder"));

@@ -70,4 +70,55 @@ public class RecipeFidelityTests
             Assert.That(values.Average(MathF.Abs), Is.EqualTo(bound / 2).Within(0.1 * bound), $"{name}: uniform, not a narrow normal");
         }
     }
+
+    /// <summary>SSF and GPS start from the AugReg checkpoint, SCT from the original release: a suite mixing them with one
+    /// --weights file is refused unless --same-weights says so, and a family's file goes to that family's methods.</summary>
+    [Test]
+    public void ASuiteRefusesToStartMethodsFromAnotherFamilysCheckpoint()
+    {
+        string dir = Files.TempDir();
+        try
+        {
+            Directory.CreateDirectory(Path.Combine(dir, "data", "dtd"));
+            File.WriteAllText(Path.Combine(dir, "data", "dtd", "train800val200.txt"), "");
+            string weights = Path.Combine(dir, "w.safetensors");
+            File.WriteAllText(weights, "x");
+            var (code, _, err) = CliTests.Peft("vtab", "suite", "--data", Path.Combine(dir, "data"), "--methods", "ssf", "sct", "--weights", weights,
+                "--output", Path.Combine(dir, "runs"), "--device", "cpu");
+            Assert.That(code, Is.EqualTo(1));
+            Assert.That(err, Does.Contain("ssf: augreg, sct: original").And.Contain("--same-weights"));
+            (code, _, err) = CliTests.Peft("vtab", "run", "--data", Path.Combine(dir, "data"), "--task", "dtd", "--method", "sct",
+                "--weights", $"augreg={weights}", "--output", Path.Combine(dir, "runs"), "--device", "cpu");
+            Assert.That(code, Is.EqualTo(1));
+            Assert.That(err, Does.Contain("a pretrained checkpoint is required for sct (its family: original"));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Test]
+    public void TheReportSaysWhichBackboneEachMethodStartedFrom()
+    {
+        string runs = Files.TempDir();
+        try
+        {
+            foreach (var (method, file, sha) in new[] { ("ssf", "B_16-augreg.npz", "aaaaaaaaaaaaaaaa"), ("gps", "B_16-augreg.npz", "aaaaaaaaaaaaaaaa"), ("sct", "ViT-B_16.npz", "bbbbbbbbbbbbbbbb") })
+            {
+                string run = Path.Combine(runs, "dtd", method);
+                Directory.CreateDirectory(run);
+                new RunConfig { Task = "dtd", TaskFolder = "/data/dtd", Classes = 47, Model = "vit_base_patch16_224", Recipe = PeftRecipe.For(method, "dtd") }
+                    .Save(Path.Combine(run, "config.json"));
+                File.WriteAllText(Path.Combine(run, "result.json"), System.Text.Json.JsonSerializer.Serialize(
+                    new RunResult("dtd", method, 100, 50, 60, 90, 1000, 10, file, sha), RunConfig.Json));
+            }
+            Assert.That(VtabReport.Collect(runs).Markdown(),
+                Does.Contain("Backbones: ssf, gps from B_16-augreg.npz (SHA-256 aaaaaaaaaaaa…); sct from ViT-B_16.npz (SHA-256 bbbbbbbbbbbb…)."));
+        }
+        finally
+        {
+            Directory.Delete(runs, true);
+        }
+    }
 }

@@ -64,6 +64,9 @@ public sealed record PeftMethodInfo
     public required string RecipeSource { get; init; }
     /// <summary>The pretrained checkpoint the method's official VTAB-1k runs start from.</summary>
     public required string OfficialCheckpoint { get; init; }
+    /// <summary>The family of that checkpoint, as <c>--weights FAMILY=FILE</c> names it: <c>augreg</c> (SSF, GPS and the
+    /// baselines on SSF's recipe) or <c>original</c> (SCT).</summary>
+    public required string CheckpointFamily { get; init; }
 
     /// <summary>True when the method is defined for the family.</summary>
     public bool AppliesTo(string family) => Families.Contains(family);
@@ -94,7 +97,7 @@ public static class PeftMethods
         VitRecipe = task => PeftRecipe.SsfScript("ssf", task, learningRate: null),
         Create = setup => new Ssf(setup.Seed),
         RecipeSource = "dongzelian/SSF train_scripts/vit/vtab/{task}/train_ssf.sh",
-        OfficialCheckpoint = "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)",
+        CheckpointFamily = "augreg", OfficialCheckpoint = "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)",
         Synthetic = new(LearningRate: 3e-2f, WeightDecay: 1e-4f),
     };
 
@@ -106,7 +109,7 @@ public static class PeftMethods
         VitRecipe = task => PeftRecipe.SctScript("sct", task),
         Create = setup => new Sct(SctSelection.Read(RequireSelection(setup, "sct")), setup.Seed),
         RecipeSource = "showlab/SCT configs/model_sct/vtab/{task}.yaml and run_model_sct.sh",
-        OfficialCheckpoint = "ViT-B/16 ImageNet-21k, the original release: ViT-B_16.npz (showlab/SCT run_model_sct.sh)",
+        OfficialCheckpoint = "ViT-B/16 ImageNet-21k, the original release: ViT-B_16.npz (showlab/SCT run_model_sct.sh)", CheckpointFamily = "original",
         Selection = new()
         {
             Views = 1, BatchSize = 50, TrainMode = false, TakesStageK = true,
@@ -130,7 +133,7 @@ public static class PeftMethods
         VitRecipe = task => PeftRecipe.GpsScript("gps", task),
         Create = setup => new Gps(GpsSelection.Read(RequireSelection(setup, "gps"))),
         RecipeSource = "FightingFighting/GPS train_scripts/vit/vtab/{task}/train_gps.sh",
-        OfficialCheckpoint = "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)",
+        CheckpointFamily = "augreg", OfficialCheckpoint = "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)",
         Selection = new()
         {
             Views = 2, BatchSize = null, TrainMode = true, TakesStageK = false,
@@ -174,7 +177,7 @@ public static class PeftMethods
         Create = _ => create(),
         Synthetic = new(LearningRate: syntheticLearningRate, WeightDecay: 1e-4f),
         RecipeSource = "SSF's script (dongzelian/SSF train_scripts/vit/vtab/{task}/train_ssf.sh) with our learning rate: the seed repositories have no VTAB script for this baseline",
-        OfficialCheckpoint = "none official; SSF's: " + "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)",
+        CheckpointFamily = "augreg", OfficialCheckpoint = "none official; SSF's: " + "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)",
     };
 
     static string RequireSelection(MethodSetup setup, string method) => setup.SelectionFile ??

@@ -20,7 +20,7 @@ public static class RecipeReport
         {
             ("method", $"{method.Name} ({method.Title})", "PeftMethods.cs"),
             ("task", task ?? "none (the method's default values)", "VtabTasks.cs"),
-            ("pretrained checkpoint", method.OfficialCheckpoint, "fact of the official repository"),
+            ("pretrained checkpoint", $"{method.OfficialCheckpoint}; vtab takes it as --weights {method.CheckpointFamily}=FILE", "fact of the official repository"),
             ("optimizer", r.Optimizer.ToString(), source),
             ("learning rate", $"{F(r.LearningRate)} (no batch-size scaling)", source),
             ("weight decay", $"{F(r.WeightDecay)} on {(r.WeightDecayOn == WeightDecayRule.All ? "every trainable parameter" : "matrices only (not biases, norms or vectors)")}", source),

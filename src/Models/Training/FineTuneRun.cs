@@ -18,7 +18,7 @@ public sealed record EpochLog(int Epoch, float LearningRate, double Loss, double
 
 /// <summary>The outcome of a finished run (<c>result.json</c>). Accuracies are top-1 % on the test split.</summary>
 public sealed record RunResult(string Task, string Method, int Epochs, double FinalAccuracy, double BestAccuracy, int BestEpoch,
-    long TrainableParameters, double Seconds)
+    long TrainableParameters, double Seconds, string? Weights = null, string? WeightsSha256 = null)
 {
     /// <summary>Reads a run folder's result.json, or null when the run has not finished.</summary>
     public static RunResult? Read(string runDir)
@@ -169,9 +169,17 @@ public static class FineTuneRun
         var evals = state.Log.Where(e => e.TestAccuracy.HasValue).ToList();
         var bestEval = evals.MaxBy(e => e.TestAccuracy!.Value)!;
         var result = new RunResult(config.Task, method.Name, recipe.TotalEpochs, evals[^1].TestAccuracy!.Value, bestEval.TestAccuracy!.Value,
-            bestEval.Epoch, trainable, state.Seconds);
+            bestEval.Epoch, trainable, state.Seconds, config.Weights == null ? null : Path.GetFileName(config.Weights),
+            config.Weights == null ? null : Sha256(config.Weights));
         AtomicFile.Write(Path.Combine(runDir, "result.json"), s => JsonSerializer.Serialize(s, result, RunConfig.Json));
         return result;
+    }
+
+    /// <summary>Lower-case hex SHA-256 of a file (which backbone a run started from, for the report).</summary>
+    static string Sha256(string path)
+    {
+        using var f = File.OpenRead(path);
+        return Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(f)).ToLowerInvariant();
     }
 
     static ImageCache OpenCache(ImageList list, int size, RunOptions options, Action<string> log)

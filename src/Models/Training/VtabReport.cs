@@ -106,6 +106,9 @@ public sealed class VtabReport
         }
         sb.AppendLine("A mean is shown only where every task of it has a result. Params: trainable parameters of our runs (head included), averaged over tasks.");
         if (Unfinished > 0) sb.AppendLine($"{Unfinished} run(s) have no result yet and are not in the table.");
+        var backbones = _results.Where(r => r.Weights != null).GroupBy(r => (r.Weights, r.WeightsSha256))
+            .Select(g => $"{string.Join(", ", g.Select(r => r.Method).Distinct().OrderBy(m => _methods.IndexOf(m)))} from {g.Key.Weights} (SHA-256 {g.Key.WeightsSha256?[..12]}…)").ToList();
+        if (backbones.Count > 0) sb.AppendLine($"Backbones: {string.Join("; ", backbones)}.");
         return sb.ToString();
     }
 
