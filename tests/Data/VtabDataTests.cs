@@ -1,6 +1,7 @@
 using Engine.IO;
 using Engine.Data;
 using Engine.Imaging;
+using Engine.Kernels;
 
 namespace Engine.Tests;
 
@@ -61,6 +62,8 @@ public class VtabDataTests
         Assert.Throws<DirectoryNotFoundException>(() => ImageList.Read(Path.Combine(_root, "nope"), "test"));
     }
 
+    static bool Flips(ulong seed, int position) => CounterRng.Uniform(CounterRng.Hash(seed, (ulong)position), 0) < 0.5f;
+
     [Test]
     public void TheCacheHoldsPillowResizedPixelsAndIsBuiltOnce()
     {
@@ -74,8 +77,11 @@ public class VtabDataTests
             Assert.That(cache.Labels, Is.EqualTo(list.Labels));
             for (int i = 0; i < cache.Count; i++)
                 Assert.That(cache.Pixels(i).ToArray(), Is.EqualTo(Normalization.Resize(ImageFile.Read(list.Files[i]), 16)), $"image {i}");
+            // A seed whose draws flip the first image and not the second.
+            ulong seed = 0;
+            while (!(Flips(seed, 0) && !Flips(seed, 1))) seed++;
             var batch = new float[2 * 3 * 16 * 16];
-            cache.FillBatch([3, 0], Normalization.Inception, batch, [true, false]);
+            cache.FillBatch([3, 0], Normalization.Inception, batch, new TrainAugmentation(HorizontalFlip: true, RandAugment: null), seed);
             var plain = new float[3 * 16 * 16];
             Normalization.Inception.Normalize(cache.Pixels(3), plain);
             for (int c = 0; c < 3; c++)

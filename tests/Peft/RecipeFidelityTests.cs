@@ -22,6 +22,25 @@ public class RecipeFidelityTests
         Assert.That(r.Problems(), Is.Empty);
     }
 
+    /// <summary>SCT's configs set train_aug on these 11 tasks (flip, then timm RandAugment rand-m9-mstd0.5-inc1); SSF and
+    /// GPS train on the resized image alone (--no-aug --direct-resize).</summary>
+    [Test]
+    public void SctAugmentsExactlyTheTasksItsConfigsSay()
+    {
+        string[] augmented = ["dtd", "oxford_iiit_pet", "svhn", "patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy", "clevr_count",
+            "clevr_dist", "dmlab", "kitti"];
+        foreach (var task in PeftRecipe.VtabTasks)
+        {
+            var sct = PeftRecipe.For("sct", task);
+            bool on = augmented.Contains(task);
+            Assert.That((sct.Augment, sct.RandAugment), Is.EqualTo((on, on ? "rand-m9-mstd0.5-inc1" : null)), task);
+            foreach (var method in new[] { "ssf", "gps" })
+                Assert.That((PeftRecipe.For(method, task).Augment, PeftRecipe.For(method, task).RandAugment), Is.EqualTo((false, (string?)null)), $"{method} {task}");
+        }
+        Assert.That(new PeftRecipe { Method = "sct", LearningRate = 1e-3f, RandAugment = "rand-w0" }.Problems(),
+            Has.Some.Contains("RandAugment").And.Some.Contains("unknown key 'w'"));
+    }
+
     [Test]
     public void GpsSelectsWithTheTrainingBatchAndSctWithItsOwn()
     {
@@ -44,13 +63,26 @@ public class RecipeFidelityTests
         var (code, gps, _) = CliTests.Peft("vtab", "recipe", "--method", "gps", "--task", "dtd");
         Assert.That(code, Is.Zero);
         Assert.That(gps, Does.Contain("selection pass: train mode, 2 view(s) per image, batches of 16").And.Contain("AugReg")
-            .And.Contain("[FightingFighting/GPS train_scripts/vit/vtab/dtd/train_gps.sh]"));
+            .And.Contain("batch size: 16 (drop_last)    [FightingFighting/GPS@72e0c31 train_scripts/vit/vtab/dtd/train_gps.sh: bz=]")
+            .And.Contain("learning rate: 0.002 (no batch-size scaling)    [FightingFighting/GPS@72e0c31 train_scripts/vit/vtab/dtd/train_gps.sh: lr=]")
+            .And.Contain("K: 1    [FightingFighting/GPS@72e0c31 train_scripts/vit/vtab/dtd/train_gps.sh: --times_para]"));
+        // Each repository's own name of a task, and the baselines' learning rate marked as ours.
+        Assert.That(CliTests.Peft("vtab", "recipe", "--method", "ssf", "--task", "oxford_iiit_pet").Item2,
+            Does.Contain("[dongzelian/SSF@e94e0e7 train_scripts/vit/vtab/pets/train_ssf.sh: --lr]"));
+        Assert.That(CliTests.Peft("vtab", "recipe", "--method", "sct", "--task", "cifar").Item2,
+            Does.Contain("[showlab/SCT@384cecb run_model_sct.sh, the --dataset cifar100 line: --lr]").And.Contain("vtab/cifar100.yaml: class_num]"));
+        Assert.That(CliTests.Peft("vtab", "recipe", "--method", "full", "--task", "dtd").Item2,
+            Does.Contain("learning rate: 0.001 (no batch-size scaling)    [this project's choice"));
         (code, var sct, _) = CliTests.Peft("vtab", "recipe", "--method", "sct", "--task", "dtd");
         Assert.That(code, Is.Zero);
-        Assert.That(sct, Does.Contain("rand-m9-mstd0.5-inc1").And.Contain("ViT-B_16.npz").And.Contain("every 10 epoch(s)"));
+        Assert.That(sct, Does.Contain("augmentation: bicubic resize → horizontal flip p 0.5 → timm RandAugment rand-m9-mstd0.5-inc1 (2 of 15 ops, " +
+            "each with p 0.5, magnitude N(9, 0.5²) clipped to [0, 10], bicubic, fill (124, 116, 104)) → imagenet normalisation")
+            .And.Contain("ViT-B_16.npz").And.Contain("every 10 epoch(s)").And.Not.Contain("not implemented"));
+        Assert.That(CliTests.Peft("vtab", "recipe", "--method", "sct", "--task", "cifar").Item2,
+            Does.Contain("augmentation: bicubic resize only → imagenet normalisation"));
         foreach (var key in new[] { "optimizer", "learning rate", "weight decay", "batch size", "epochs", "warmup", "drop path", "label smoothing",
-                     "augmentation", "selection pass", "K", "head width", "head init", "normalisation", "evaluation", "pretrained checkpoint" })
-            Assert.That(sct, Does.Contain($"\n{key}: "), key);
+                     "augmentation", "selection pass", "K", "head width", "head init", "normalisation", "evaluation", "seed" })
+            Assert.That(sct, Does.Match($"\n{key}: [^\n]+    \\[showlab/SCT@384cecb [^\n]+: [^\n]+\\]"), $"{key}: its value and the file and line it comes from");
     }
 
     /// <summary>SCT's head as the official reset_classifier: nn.Linear's default, weight and bias uniform ±1/√fan_in

@@ -68,11 +68,13 @@ public class FineTuneRunTests
         }
     }
 
-    [TestCase("ssf"), TestCase("gps")]
+    [TestCase("ssf"), TestCase("gps"), TestCase("sct")]
     public void AnInterruptedRunResumesToTheSameResult(string method)
     {
         MiniVtab.Write(Path.Combine(_root, "data"), "quadrant", train: 48, test: 20);
         var config = Config("quadrant", method, epochs: 4, lr: 5e-3f);
+        if (method == "sct") // with SCT's training augmentation: the flips and RandAugment draws replay on resume
+            config = config with { Recipe = config.Recipe with { Augment = true, RandAugment = PeftRecipe.SctRandAugment } };
         string whole = Path.Combine(_root, "runs", "whole"), broken = Path.Combine(_root, "runs", "broken");
         var expected = FineTuneRun.Execute(config, whole, Device.Cpu, Options());
         if (method == "gps")

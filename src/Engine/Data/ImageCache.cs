@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using Engine.Imaging;
 using Engine.IO;
+using Engine.Kernels;
 
 namespace Engine.Data;
 
@@ -66,25 +67,26 @@ public sealed unsafe class ImageCache : IDisposable
         return new ReadOnlySpan<byte>(_file.Pointer($"image {index}") + _pixelsAt + (long)index * ImageBytes, ImageBytes);
     }
 
-    /// <summary>Writes images <paramref name="indices"/>, normalised, into <paramref name="batch"/> [n, 3, h, w]
-    /// (horizontally flipped where <paramref name="flip"/> says so).</summary>
-    public void FillBatch(ReadOnlySpan<int> indices, Normalization normalization, Span<float> batch, ReadOnlySpan<bool> flip = default)
+    /// <summary>Writes images <paramref name="indices"/>, normalised, into <paramref name="batch"/> [n, 3, h, w], each
+    /// augmented first by <paramref name="augmentation"/> (if any) with the seed Hash(<paramref name="seed"/>, position
+    /// in the batch); augmented images are prepared in parallel.</summary>
+    public void FillBatch(ReadOnlySpan<int> indices, Normalization normalization, Span<float> batch, TrainAugmentation? augmentation = null, ulong seed = 0)
     {
         int floats = ImageBytes;
         if (batch.Length != indices.Length * floats) throw new ArgumentException($"batch of {batch.Length} floats for {indices.Length} images of {floats}");
-        var flipped = flip.IsEmpty ? null : new byte[ImageBytes];
-        for (int i = 0; i < indices.Length; i++)
+        if (augmentation == null || augmentation.IsIdentity)
         {
-            var pixels = Pixels(indices[i]);
-            if (!flip.IsEmpty && flip[i])
-            {
-                for (int y = 0; y < Height; y++)
-                    for (int x = 0; x < Width; x++)
-                        pixels.Slice((y * Width + Width - 1 - x) * 3, 3).CopyTo(flipped.AsSpan((y * Width + x) * 3, 3));
-                pixels = flipped;
-            }
-            normalization.Normalize(pixels, batch.Slice(i * floats, floats));
+            for (int i = 0; i < indices.Length; i++) normalization.Normalize(Pixels(indices[i]), batch.Slice(i * floats, floats));
+            return;
         }
+        var images = indices.ToArray();
+        var augmented = new byte[images.Length][];
+        Parallel.For(0, images.Length, i =>
+        {
+            augmented[i] = Pixels(images[i]).ToArray();
+            augmentation.Apply(augmented[i], Height, Width, CounterRng.Hash(seed, (ulong)i));
+        });
+        for (int i = 0; i < images.Length; i++) normalization.Normalize(augmented[i], batch.Slice(i * floats, floats));
     }
 
     /// <summary>

@@ -60,8 +60,11 @@ public sealed record PeftMethodInfo
     public SelectionPassInfo? Selection { get; init; }
     /// <summary>The synthetic suite's learning rate, weight decay and K.</summary>
     public required SyntheticSetting Synthetic { get; init; }
-    /// <summary>Where the recipe's values come from (repository and file; <c>{task}</c> stands for the VTAB task).</summary>
-    public required string RecipeSource { get; init; }
+    /// <summary>The official script the recipe's values come from (the baselines: SSF's).</summary>
+    public required OfficialScript Script { get; init; }
+    /// <summary>True when the learning rate is this project's choice (the baselines: the seed repositories have no VTAB
+    /// script for them).</summary>
+    public bool OwnLearningRate { get; init; }
     /// <summary>The pretrained checkpoint the method's official VTAB-1k runs start from.</summary>
     public required string OfficialCheckpoint { get; init; }
     /// <summary>The family of that checkpoint, as <c>--weights FAMILY=FILE</c> names it: <c>augreg</c> (SSF, GPS and the
@@ -96,7 +99,7 @@ public static class PeftMethods
         Name = "ssf", Title = "SSF", Summary = "SSF: scales and shifts of the features after every layer (folds into the weights)",
         VitRecipe = task => PeftRecipe.SsfScript("ssf", task, learningRate: null),
         Create = setup => new Ssf(setup.Seed),
-        RecipeSource = "dongzelian/SSF train_scripts/vit/vtab/{task}/train_ssf.sh",
+        Script = OfficialScripts.Ssf,
         CheckpointFamily = "augreg", OfficialCheckpoint = "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)",
         Synthetic = new(LearningRate: 3e-2f, WeightDecay: 1e-4f),
     };
@@ -108,7 +111,7 @@ public static class PeftMethods
         Families = ["vit", "swin"], // its sites are the residual sums after attention
         VitRecipe = task => PeftRecipe.SctScript("sct", task),
         Create = setup => new Sct(SctSelection.Read(RequireSelection(setup, "sct")), setup.Seed),
-        RecipeSource = "showlab/SCT configs/model_sct/vtab/{task}.yaml and run_model_sct.sh",
+        Script = OfficialScripts.Sct,
         OfficialCheckpoint = "ViT-B/16 ImageNet-21k, the original release: ViT-B_16.npz (showlab/SCT run_model_sct.sh)", CheckpointFamily = "original",
         Selection = new()
         {
@@ -132,7 +135,7 @@ public static class PeftMethods
         Name = "gps", Title = "GPS", Summary = "GPS: the K inputs per output row of every weight with the largest contrastive gradient",
         VitRecipe = task => PeftRecipe.GpsScript("gps", task),
         Create = setup => new Gps(GpsSelection.Read(RequireSelection(setup, "gps"))),
-        RecipeSource = "FightingFighting/GPS train_scripts/vit/vtab/{task}/train_gps.sh",
+        Script = OfficialScripts.Gps,
         CheckpointFamily = "augreg", OfficialCheckpoint = "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)",
         Selection = new()
         {
@@ -176,7 +179,7 @@ public static class PeftMethods
         VitRecipe = task => PeftRecipe.SsfScript(name, task, learningRate),
         Create = _ => create(),
         Synthetic = new(LearningRate: syntheticLearningRate, WeightDecay: 1e-4f),
-        RecipeSource = "SSF's script (dongzelian/SSF train_scripts/vit/vtab/{task}/train_ssf.sh) with our learning rate: the seed repositories have no VTAB script for this baseline",
+        Script = OfficialScripts.Ssf, OwnLearningRate = true,
         CheckpointFamily = "augreg", OfficialCheckpoint = "none official; SSF's: " + "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)",
     };
 

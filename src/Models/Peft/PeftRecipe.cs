@@ -1,4 +1,5 @@
 using System.Text.Json.Serialization;
+using Engine.Imaging;
 using Engine.Optim;
 
 namespace Engine.Models.Peft;
@@ -91,8 +92,15 @@ public sealed record PeftRecipe
     public float LabelSmoothing { get; init; }
     /// <summary>Input normalisation preset: <c>inception</c> (mean = std = 0.5) or <c>imagenet</c>.</summary>
     public string Normalization { get; init; } = "inception";
-    /// <summary>SCT's training augmentation (flip and RandAugment) where its config turns it on.</summary>
+    /// <summary>Flip training images horizontally with probability 0.5 (SCT, where its config sets <c>train_aug</c>).</summary>
     public bool Augment { get; init; }
+    /// <summary>timm RandAugment policy applied after the flip (SCT's <c>train_aug</c>: <c>rand-m9-mstd0.5-inc1</c>), or null.</summary>
+    public string? RandAugment { get; init; }
+
+    /// <summary>The training augmentation of this recipe for images normalised by <paramref name="normalization"/>
+    /// (RandAugment's fill colour is its mean).</summary>
+    public TrainAugmentation TrainAugmentation(Normalization normalization) =>
+        new(Augment, RandAugment == null ? null : Engine.Imaging.RandAugment.Parse(RandAugment, normalization));
     /// <summary>Selection size: SCT channels per block (96), GPS inputs per output row (1).</summary>
     public int K { get; init; }
     /// <summary>SCT's K for the sites of a stage, overriding <see cref="K"/> there (Swin: <c>{"layers.3": 192}</c>); null: K everywhere.</summary>
@@ -158,6 +166,9 @@ public sealed record PeftRecipe
         Require(DropPath is >= 0 and < 1, nameof(DropPath), DropPath, "must lie in [0, 1)");
         Require(LabelSmoothing is >= 0 and < 1, nameof(LabelSmoothing), LabelSmoothing, "must lie in [0, 1)");
         Require(Normalization is "inception" or "imagenet", nameof(Normalization), $"'{Normalization}'", "must be inception or imagenet");
+        if (RandAugment != null)
+            try { Engine.Imaging.RandAugment.Parse(RandAugment, Imaging.Normalization.Inception); }
+            catch (ArgumentException e) { problems.Add($"{nameof(RandAugment)}: {e.Message}"); }
         Require(K >= 0, nameof(K), K, "must be ≥ 0");
         foreach (var (stage, k) in StageK ?? []) Require(k >= 1, $"{nameof(StageK)}[{stage}]", k, "must be ≥ 1");
         Require(EvalEveryEpochs >= 1, nameof(EvalEveryEpochs), EvalEveryEpochs, "must be ≥ 1");
@@ -237,6 +248,11 @@ public sealed record PeftRecipe
         return info.VitRecipe(task);
     }
 
+    /// <summary>The RandAugment policy of SCT's <c>train_aug</c> (showlab/SCT vtab.py: timm <c>create_transform</c> with
+    /// <c>auto_augment='rand-m9-mstd0.5-inc1'</c>, <c>interpolation='bicubic'</c>, no random erasing; its colour jitter
+    /// is off because timm applies it only without auto-augment).</summary>
+    public const string SctRandAugment = "rand-m9-mstd0.5-inc1";
+
     /// <summary>SCT's script for <paramref name="task"/> (null: the median over tasks).</summary>
     internal static PeftRecipe SctScript(string method, string? task)
     {
@@ -245,7 +261,7 @@ public sealed record PeftRecipe
         {
             Method = method, LearningRate = sct.Lr, WeightDecay = sct.Wd, WeightDecayOn = WeightDecayRule.All, CooldownEpochs = 0,
             WarmupLearningRate = 1e-6f, MinLearningRate = 1e-5f, ScheduleLagsOneEpoch = true, DropPath = 0.1f,
-            LabelSmoothing = sct.Smoothing, Normalization = "imagenet", Augment = sct.Aug, K = SctSelection.DefaultK, EvalEveryEpochs = 10,
+            LabelSmoothing = sct.Smoothing, Normalization = "imagenet", Augment = sct.Aug, RandAugment = sct.Aug ? SctRandAugment : null, K = SctSelection.DefaultK, EvalEveryEpochs = 10,
             HeadClasses = task == "smallnorb_ele" ? 18 : null, // configs/model_sct/vtab/smallnorb_ele.yaml: class_num 18
         };
     }

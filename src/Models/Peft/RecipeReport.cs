@@ -14,34 +14,57 @@ public static class RecipeReport
     public static IReadOnlyList<string> Lines(PeftMethodInfo method, string? task, string family)
     {
         var r = PeftRecipe.For(method.Name, task, family);
-        string source = method.RecipeSource.Replace("{task}", task ?? "<task>"), ours = "this project's choice";
         static string F(float v) => v.ToString("G4", CultureInfo.InvariantCulture);
-        var lines = new List<(string Key, string Value, string Source)>
+        var lines = new List<(string Key, string Value)>
         {
-            ("method", $"{method.Name} ({method.Title})", "PeftMethods.cs"),
-            ("task", task ?? "none (the method's default values)", "VtabTasks.cs"),
-            ("pretrained checkpoint", $"{method.OfficialCheckpoint}; vtab takes it as --weights {method.CheckpointFamily}=FILE", "fact of the official repository"),
-            ("optimizer", r.Optimizer.ToString(), source),
-            ("learning rate", $"{F(r.LearningRate)} (no batch-size scaling)", source),
-            ("weight decay", $"{F(r.WeightDecay)} on {(r.WeightDecayOn == WeightDecayRule.All ? "every trainable parameter" : "matrices only (not biases, norms or vectors)")}", source),
-            ("batch size", $"{r.BatchSize} (drop_last)", source),
-            ("epochs", $"{r.Epochs} + {r.CooldownEpochs} cooldown", source),
-            ("warmup", $"{r.WarmupEpochs} epochs from {F(r.WarmupLearningRate)}", source),
-            ("schedule", $"cosine per epoch to {F(r.MinLearningRate)}{(r.ScheduleLagsOneEpoch ? ", stepped one epoch late (epochs 0 and 1 share t = 0)" : "")}", source),
-            ("drop path", F(r.DropPath), source),
-            ("label smoothing", F(r.LabelSmoothing), source),
-            ("normalisation", r.Normalization, family == "vit" ? source : "the SSF and GPS repositories' Swin and ConvNeXt loaders"),
-            ("augmentation", r.Augment ? "horizontal flip p 0.5 (official: flip, then timm RandAugment rand-m9-mstd0.5-inc1; RandAugment is not implemented yet)" : "none (resize only)", source),
+            ("method", $"{method.Name} ({method.Title})"),
+            ("task", task ?? "none (the method's default values)"),
+            ("pretrained checkpoint", $"{method.OfficialCheckpoint}; vtab takes it as --weights {method.CheckpointFamily}=FILE"),
+            ("recipe script", $"{method.Script.Repository}@{method.Script.Commit} {method.Script.FileOf(task)}"),
+            ("optimizer", r.Optimizer.ToString()),
+            ("learning rate", $"{F(r.LearningRate)} (no batch-size scaling)"),
+            ("weight decay", $"{F(r.WeightDecay)} on {(r.WeightDecayOn == WeightDecayRule.All ? "every trainable parameter" : "matrices only (not biases, norms or vectors)")}"),
+            ("batch size", $"{r.BatchSize} (drop_last)"),
+            ("epochs", $"{r.Epochs} + {r.CooldownEpochs} cooldown"),
+            ("warmup", $"{r.WarmupEpochs} epochs from {F(r.WarmupLearningRate)}"),
+            ("schedule", $"cosine per epoch to {F(r.MinLearningRate)}{(r.ScheduleLagsOneEpoch ? ", stepped one epoch late (epochs 0 and 1 share t = 0)" : "")}"),
+            ("drop path", F(r.DropPath)),
+            ("label smoothing", F(r.LabelSmoothing)),
+            ("normalisation", r.Normalization),
+            ("augmentation", Augmentation(r)),
             ("selection pass", method.Selection == null ? "none"
-                : $"{(method.Selection.TrainMode ? "train mode" : "eval mode")}, {method.Selection.Views} view(s) per image, batches of {SelectionPass.BatchSizeOf(method, r)}", source),
-            ("K", method.Selection == null ? "n/a" : r.K.ToString(CultureInfo.InvariantCulture), source),
-            ("head width", r.HeadClasses is int h ? $"{h} (an official-config quirk: more than the task's classes)" : "the task's classes", source),
-            ("head init", method == PeftMethods.Sct ? "nn.Linear's default: weight and bias uniform ±1/√fan_in" : "timm's: weight truncated normal 0.02, bias 0",
-                method == PeftMethods.Sct ? "showlab/SCT reset_classifier" : "timm"),
-            ("evaluation", $"top-1 on test every {r.EvalEveryEpochs} epoch(s) and after the last; best and final reported", source),
-            ("seed", r.Seed.ToString(CultureInfo.InvariantCulture), source),
+                : $"{(method.Selection.TrainMode ? "train mode" : "eval mode")}, {method.Selection.Views} view(s) per image, batches of {SelectionPass.BatchSizeOf(method, r)}"),
+            ("K", method.Selection == null ? "n/a" : r.K.ToString(CultureInfo.InvariantCulture)),
+            ("head width", r.HeadClasses is int h ? $"{h} (an official-config quirk: more than the task's classes)" : "the task's classes"),
+            ("head init", method == PeftMethods.Sct ? "nn.Linear's default: weight and bias uniform ±1/√fan_in" : "timm's: weight truncated normal 0.02, bias 0"),
+            ("evaluation", $"top-1 on test every {r.EvalEveryEpochs} epoch(s) and after the last; best and final reported"),
+            ("seed", r.Seed.ToString(CultureInfo.InvariantCulture)),
         };
-        if (method.Selection == null && method != PeftMethods.Ssf) lines.Add(("note", "the recipe values are " + ours, source));
-        return [.. lines.Select(l => $"{l.Key}: {l.Value}    [{l.Source}]")];
+        return [.. lines.Select(l => $"{l.Key}: {l.Value}    [{Source(method, l.Key, task, family)}]")];
+    }
+
+    // Where a line's value comes from: the script's flag or line, or this project where it is ours.
+    static string Source(PeftMethodInfo method, string key, string? task, string family) => key switch
+    {
+        "method" => "PeftMethods.cs",
+        "task" => "VtabTasks.cs",
+        "pretrained checkpoint" or "recipe script" => "fact of the official repository",
+        "learning rate" when method.OwnLearningRate => "this project's choice: the seed repositories have no VTAB script for this baseline",
+        "selection pass" or "K" when method.Selection == null => "n/a",
+        "normalisation" when family != "vit" => "the SSF and GPS repositories' Swin and ConvNeXt loaders (IMAGENET_DEFAULT_MEAN/STD)",
+        _ => method.Script.SourceOf(key, task),
+    };
+
+    static string Augmentation(PeftRecipe r)
+    {
+        var steps = new List<string> { "bicubic resize" };
+        if (r.Augment) steps.Add("horizontal flip p 0.5");
+        if (r.RandAugment != null)
+        {
+            var ra = Engine.Imaging.RandAugment.Parse(r.RandAugment, Engine.Imaging.Normalization.FromName(r.Normalization));
+            steps.Add($"timm RandAugment {ra.Policy} ({ra.Layers} of {ra.Ops.Count} ops, each with p {ra.Probability:G3}, magnitude " +
+                $"N({ra.Magnitude:G3}, {ra.MagnitudeStd:G3}²) clipped to [0, {ra.MagnitudeMax:G3}], bicubic, fill ({string.Join(", ", ra.Fill.ToArray())}))");
+        }
+        return string.Join(" → ", steps) + (steps.Count == 1 ? " only" : "") + $" → {r.Normalization} normalisation";
     }
 }

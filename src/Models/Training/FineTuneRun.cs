@@ -68,7 +68,8 @@ public sealed record RunOptions
 /// optimizer state; <c>state.json</c> names the latest), and at the end <c>trained.safetensors</c> and
 /// <c>result.json</c>. Every file is written atomically. A run interrupted at any point resumes from its last
 /// checkpoint and ends with the same result as an uninterrupted one (on the CPU, bit for bit): the shuffles,
-/// flips and drop-path masks are drawn from (seed, epoch, step), never from a stream that a restart would reset.
+/// augmentations (flip, RandAugment) and drop-path masks are drawn from (seed, epoch, step), never from a stream that a
+/// restart would reset.
 /// </summary>
 public static class FineTuneRun
 {
@@ -104,6 +105,7 @@ public static class FineTuneRun
         if (config.Weights != null) model.Load(config.Weights, LoadMode.NewHead);
         int size = model.ImageSize;
         var normalization = Normalization.FromName(recipe.Normalization);
+        var augmentation = recipe.TrainAugmentation(normalization);
         var trainList = ImageList.Read(config.TaskFolder, config.TrainSplit, config.Classes);
         var testList = ImageList.Read(config.TaskFolder, config.TestSplit, config.Classes);
         log($"{config.Task}: {trainList.Count} {config.TrainSplit} and {testList.Count} {config.TestSplit} images, {config.Classes} classes");
@@ -145,8 +147,7 @@ public static class FineTuneRun
             {
                 options.Cancel.ThrowIfCancellationRequested();
                 ulong stepSeed = CounterRng.Hash(recipe.Seed ^ 0x7EA1, (ulong)stepsDone);
-                var flips = recipe.Augment ? order.Select((_, i) => CounterRng.Uniform(stepSeed, (ulong)i) < 0.5f).ToArray() : null;
-                using var images = Batch(train, order, normalization, device, flips);
+                using var images = Batch(train, order, normalization, device, augmentation, stepSeed);
                 var labels = order.Select(i => train.Labels[i]).ToArray();
                 using var targets = Tensor.FromArray(device, labels, labels.Length);
                 float value = step.Run(() => model.Forward(images, trainSeed: stepSeed), logits => Ops.CrossEntropy(logits, targets, recipe.LabelSmoothing),
@@ -220,10 +221,10 @@ public static class FineTuneRun
         return info.Create(new MethodSetup(recipe.Seed, selectionPath));
     }
 
-    static Tensor Batch(ImageCache cache, int[] indices, Normalization normalization, Device device, bool[]? flips)
+    static Tensor Batch(ImageCache cache, int[] indices, Normalization normalization, Device device, TrainAugmentation? augmentation = null, ulong seed = 0)
     {
         var x = new float[(long)indices.Length * cache.ImageBytes];
-        cache.FillBatch(indices, normalization, x, flips);
+        cache.FillBatch(indices, normalization, x, augmentation, seed);
         return Tensor.FromArray(device, x, indices.Length, 3, cache.Height, cache.Width);
     }
 
@@ -239,7 +240,7 @@ public static class FineTuneRun
         {
             cancel.ThrowIfCancellationRequested();
             var indices = Enumerable.Range(start, Math.Min(batchSize, cache.Count - start)).ToArray();
-            using var images = Batch(cache, indices, normalization, device, null);
+            using var images = Batch(cache, indices, normalization, device);
             using var logits = model.Forward(images);
             correct += CountCorrect(logits, [.. indices.Select(i => cache.Labels[i])]);
         }
