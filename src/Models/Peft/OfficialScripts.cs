@@ -37,7 +37,7 @@ public static class OfficialScripts
 
     /// <summary>dongzelian/SSF: <c>train_scripts/vit/vtab/{folder}/train_ssf.sh</c> running timm's <c>train.py</c>.</summary>
     public static OfficialScript Ssf { get; } = new("dongzelian/SSF", "e94e0e7", "train_scripts/vit/vtab/{folder}/train_ssf.sh", SsfFolders,
-        TimmTrainScript("train.py",
+        TimmTrainScript("train.py", "train.py",
             ("optimizer", "{file}: --opt adamw"),
             ("learning rate", "{file}: --lr"),
             ("weight decay", "{file}: --weight-decay; train.py: create_optimizer_v2 (no decay on 1-d parameters and biases)"),
@@ -46,7 +46,7 @@ public static class OfficialScripts
 
     /// <summary>FightingFighting/GPS: <c>train_scripts/vit/vtab/{folder}/train_gps.sh</c> running <c>train_gps.py</c>.</summary>
     public static OfficialScript Gps { get; } = new("FightingFighting/GPS", "72e0c31", "train_scripts/vit/vtab/{folder}/train_gps.sh", SsfFolders,
-        TimmTrainScript("train_gps.py",
+        TimmTrainScript("train_gps.py", "args.py",
             ("optimizer", "{file}: --opt adam"),
             ("learning rate", "{file}: lr="),
             ("weight decay", "{file}: --weight-decay 0"),
@@ -55,21 +55,22 @@ public static class OfficialScripts
             ("selection pass", "{file}: --pruning --pruning_method gradient_perCell --contrast-aug --contrastive; train_gps.py: selection loader batch_size=args.batch_size"),
             ("K", "{file}: --times_para")));
 
-    // The lines SSF's and GPS's scripts share (both are timm's train.py with a per-task shell script), plus their own.
-    static Dictionary<string, string> TimmTrainScript(string trainPy, params (string Key, string Source)[] own)
+    // The lines SSF's and GPS's scripts share (both are timm's train.py with a per-task shell script; argsPy holds the
+    // argument defaults), plus their own.
+    static Dictionary<string, string> TimmTrainScript(string trainPy, string argsPy, params (string Key, string Source)[] own)
     {
         var sources = new Dictionary<string, string>
         {
-            ["epochs"] = $"{{file}}: --epochs; {trainPy}: --cooldown-epochs default 10",
+            ["epochs"] = $"{{file}}: --epochs; {argsPy}: --cooldown-epochs default 10",
             ["warmup"] = "{file}: --warmup-epochs, --warmup-lr",
-            ["schedule"] = $"{{file}}: --min-lr; {trainPy}: --sched default cosine, lr_scheduler.step(epoch + 1, ...)",
+            ["schedule"] = $"{{file}}: --min-lr; {argsPy}: --sched default cosine; {trainPy}: lr_scheduler.step(epoch + 1, ...)",
             ["drop path"] = "{file}: --drop-path",
             ["normalisation"] = "timm vit_base_patch16_224_in21k default_cfg (IMAGENET_INCEPTION_MEAN/STD)",
             ["augmentation"] = "{file}: --no-aug --direct-resize",
             ["head width"] = "{file}: --num-classes",
             ["head init"] = "timm VisionTransformer init: head weight trunc_normal_(std=.02), bias zeros",
             ["evaluation"] = $"{trainPy}: validate(model, loader_eval, ...) after every epoch; the best top-1 is reported",
-            ["seed"] = $"{trainPy}: --seed default 42",
+            ["seed"] = $"{argsPy}: --seed default 42",
         };
         foreach (var (key, source) in own) sources[key] = source;
         return sources;
