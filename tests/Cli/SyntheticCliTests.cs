@@ -9,7 +9,6 @@ public class SyntheticCliTests
     [Test]
     public void PretrainsThenFineTunesAndComparesWithLinearProbing()
     {
-        if (!Jpeg.IsAvailable(out var reason)) Assert.Ignore(reason);
         string dir = Files.TempDir();
         try
         {
@@ -42,7 +41,6 @@ public class SyntheticCliTests
     [TestCase("swin", "sct"), TestCase("convnext", "gps")]
     public void PretrainsAndFineTunesTheSmallSwinAndConvNeXt(string family, string method)
     {
-        if (!Jpeg.IsAvailable(out var reason)) Assert.Ignore(reason);
         string dir = Files.TempDir();
         try
         {

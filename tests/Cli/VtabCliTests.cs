@@ -12,7 +12,6 @@ public class VtabCliTests
     [SetUp]
     public void SetUp()
     {
-        if (!Jpeg.IsAvailable(out var reason)) Assert.Ignore(reason);
         _dir = Files.TempDir();
         foreach (var task in MiniVtab.Classes.Keys) MiniVtab.Write(Path.Combine(_dir, "data"), task, train: 32, test: 16);
         var config = new VitConfig { img_size = 16, patch_size = 4, embed_dim = 32, depth = 2, num_heads = 2, mlp_ratio = 2, num_classes = 7 };

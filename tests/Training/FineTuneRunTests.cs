@@ -14,7 +14,6 @@ public class FineTuneRunTests
     [SetUp]
     public void SetUp()
     {
-        if (!Jpeg.IsAvailable(out var reason)) Assert.Ignore(reason);
         _root = Directory.CreateTempSubdirectory("finetune-").FullName;
         File.WriteAllText(Path.Combine(_root, "tiny.json"),
             """{ "img_size": 16, "patch_size": 4, "in_chans": 3, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2 }""");

@@ -3,70 +3,37 @@ using Engine.IO;
 namespace Engine.Imaging;
 
 /// <summary>
-/// JPEG decoding through libjpeg-turbo's TurboJPEG library (P/Invoke; Debian <c>libturbojpeg0</c>) with its defaults,
-/// accurate integer DCT and fancy upsampling, as Pillow decodes. Greyscale images come out with the grey value in all
-/// three channels (Pillow's convert("RGB")). Any libjpeg warning, such as a premature end of the data, is an error:
-/// a truncated file is refused rather than padded with grey.
+/// JPEG in managed code, no native library: decoding gives the pixels Pillow gets (libjpeg-turbo's accurate integer
+/// IDCT, fancy upsampling and colour tables, reproduced exactly: <see cref="JpegDecoder"/>), encoding gives the bytes
+/// TurboJPEG writes (<see cref="JpegEncoder"/>). Greyscale images come out with the grey value in all three channels
+/// (Pillow's convert("RGB")). A damaged or truncated file is an error, never padded with grey.
 /// </summary>
-public static unsafe class Jpeg
+public static class Jpeg
 {
-    /// <summary>True when the TurboJPEG library can be loaded; otherwise <paramref name="reason"/> says what to install.</summary>
-    public static bool IsAvailable(out string reason) => TurboJpeg.TryLoad(out reason);
+    /// <summary>The highest quality <see cref="Encode"/> takes (TurboJPEG switches to another DCT from 96).</summary>
+    public const int MaxQuality = 95;
 
     /// <summary>Decodes the JPEG file at <paramref name="path"/>.</summary>
-    /// <exception cref="InvalidInputException">Unreadable, truncated or unsupported (CMYK); the message names the file.</exception>
-    /// <exception cref="DllNotFoundException">libturbojpeg.so.0 is not installed.</exception>
+    /// <exception cref="InvalidInputException">Unreadable, truncated or unsupported (CMYK, arithmetic-coded, lossless,
+    /// 12-bit); the message names the file.</exception>
     public static RgbImage Read(string path) => Decode(File.ReadAllBytes(path), path);
 
-    /// <summary>Decodes JPEG bytes; <paramref name="source"/> names them in errors.</summary>
+    /// <summary>Decodes JPEG bytes (baseline or progressive, greyscale or colour, any sampling, restart intervals);
+    /// <paramref name="source"/> names them in errors.</summary>
+    /// <exception cref="InvalidInputException">Not a JPEG, damaged, truncated or unsupported.</exception>
     public static RgbImage Decode(ReadOnlySpan<byte> jpeg, string source)
     {
-        Require(source);
-        if (jpeg.Length < 4 || jpeg[0] != 0xFF || jpeg[1] != 0xD8) throw new InvalidInputException(source, $"not a JPEG file (no start-of-image marker)");
-        using var decoder = TurboJpeg.Handle.Create(compress: false);
-        fixed (byte* data = jpeg)
-        {
-            if (TurboJpeg.tjDecompressHeader3(decoder, data, (nuint)jpeg.Length, out int width, out int height, out _, out int colorspace) != 0)
-                throw new InvalidInputException(source, $"unreadable JPEG header: {decoder.LastError}");
-            if (colorspace is TurboJpeg.ColorspaceCmyk or TurboJpeg.ColorspaceYcck)
-                throw new InvalidInputException(source, $"CMYK JPEG images are not supported (convert it to RGB)");
-            if (width <= 0 || height <= 0 || (long)width * height > InputLimits.MaxImagePixels)
-                throw new InvalidInputException(source, $"JPEG of {width}×{height} pixels is empty or larger than {InputLimits.MaxImagePixels} pixels");
-            var rgb = new byte[(long)width * height * 3];
-            fixed (byte* dst = rgb)
-                if (TurboJpeg.tjDecompress2(decoder, data, (nuint)jpeg.Length, dst, width, width * 3, height, TurboJpeg.PixelFormatRgb, TurboJpeg.FlagStopOnWarning) != 0)
-                    throw new InvalidInputException(source, $"corrupt or truncated JPEG: {decoder.LastError}");
-            return new RgbImage(width, height, rgb);
-        }
+        try { return JpegDecoder.Decode(jpeg, source); }
+        catch (IndexOutOfRangeException) { throw new InvalidInputException(source, "corrupt JPEG: a marker segment or the entropy-coded data is inconsistent"); }
     }
 
-    /// <summary>Encodes an image as a baseline JPEG (4:2:0 chroma, as Pillow saves by default) at
-    /// <paramref name="quality"/> 1–100 (Pillow's default is 75).</summary>
+    /// <summary>Encodes an image as a baseline JPEG with 4:2:0 chroma at <paramref name="quality"/> 1–95, byte for byte
+    /// as TurboJPEG's <c>tjCompress2</c> with default flags (75 is Pillow's default quality).</summary>
     public static byte[] Encode(RgbImage image, int quality = 75)
     {
-        Require("JPEG encoding");
-        if (quality is < 1 or > 100) throw new ArgumentOutOfRangeException(nameof(quality), quality, "JPEG quality must be in 1..100");
-        if (image.Rgb.Length != (long)image.Width * image.Height * 3 || image.Width <= 0 || image.Height <= 0)
-            throw new ArgumentException($"image of {image.Width}×{image.Height} holds {image.Rgb.Length} bytes, not width·height·3");
-        using var encoder = TurboJpeg.Handle.Create(compress: true);
-        byte* jpeg = null;
-        nuint size = 0;
-        try
-        {
-            fixed (byte* src = image.Rgb)
-                if (TurboJpeg.tjCompress2(encoder, src, image.Width, image.Width * 3, image.Height, TurboJpeg.PixelFormatRgb, ref jpeg, ref size,
-                        TurboJpeg.Subsampling420, quality, 0) != 0)
-                    throw new InvalidOperationException($"JPEG encoding failed: {encoder.LastError}");
-            return new ReadOnlySpan<byte>(jpeg, checked((int)size)).ToArray();
-        }
-        finally
-        {
-            if (jpeg != null) TurboJpeg.tjFree(jpeg);
-        }
-    }
-
-    static void Require(string what)
-    {
-        if (!TurboJpeg.TryLoad(out var reason)) throw new DllNotFoundException($"{what}: cannot use JPEG: {reason}");
+        if (quality is < 1 or > MaxQuality) throw new ArgumentOutOfRangeException(nameof(quality), quality, $"JPEG quality must be in 1..{MaxQuality}");
+        if (image.Width <= 0 || image.Height <= 0 || image.Width > 65535 || image.Height > 65535 || image.Rgb.Length != (long)image.Width * image.Height * 3)
+            throw new ArgumentException($"image of {image.Width}×{image.Height} holds {image.Rgb.Length} bytes, not width·height·3 (each side 1..65535)");
+        return JpegEncoder.Encode(image, quality);
     }
 }
