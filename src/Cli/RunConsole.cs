@@ -12,7 +12,7 @@ internal static class RunConsole
         FineTuneSuite.Run(runs, output, (config, runDir, resume) => Execute(config, runDir, device, cacheDir, resume), Console.WriteLine);
 
     /// <summary>Runs with live progress; null when interrupted (Ctrl-C), after saying how to resume.</summary>
-    internal static RunResult? Execute(RunConfig config, string runDir, Device device, string cacheDir, bool resume)
+    internal static RunResult? Execute(RunConfig config, string runDir, Device device, string cacheDir, bool resume, bool force = false)
     {
         using var cancel = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) =>
@@ -27,7 +27,7 @@ internal static class RunConsole
         {
             return FineTuneRun.Execute(config, runDir, device, new RunOptions
             {
-                Resume = resume, CacheDir = cacheDir, DecodeThreads = CpuParallel.Threads, Cancel = cancel.Token,
+                Resume = resume, Force = force, CacheDir = cacheDir, DecodeThreads = CpuParallel.Threads, Cancel = cancel.Token,
                 Log = line => Console.WriteLine($"  {line}"),
                 // Counted from the first step this process runs, so a resumed run's rate and ETA are its own.
                 Progress = p =>

@@ -87,14 +87,15 @@ public static class VtabCommand
         var method = new Option<string>("--method") { Description = string.Join("; ", PeftMethods.All.Select(m => m.Summary)), Required = true };
         method.AcceptOnlyFromAmong([.. PeftMethods.Names]);
         var resume = new Option<bool>("--resume") { Description = "Continue the run in <output>/<task>/<method> from its last checkpoint (its stored config is used)" };
-        var command = new Command("run", "Fine-tune one method on one task: train on train800val200, evaluate top-1 on test, write a durable run folder.") { task, method, resume };
+        var force = new Option<bool>("--force") { Description = "Replace the run <output>/<task>/<method> already holds (its files are deleted first)" };
+        var command = new Command("run", "Fine-tune one method on one task: train on train800val200, evaluate top-1 on test, write a durable run folder.") { task, method, resume, force };
         train.AddTo(command);
         command.SetAction(r =>
         {
             var device = DeviceOption.Resolve(r.GetValue(train.Device)!);
             var config = BuildConfig(r, train, r.GetValue(task)!, r.GetValue(method)!, requireWeights: !r.GetValue(resume));
             string runDir = Path.Combine(r.GetValue(train.Output)!, config.Task, config.Recipe.Method);
-            return RunConsole.Execute(config, runDir, device, train.Cache(r), r.GetValue(resume)) is { } result ? Print(result) : 130;
+            return RunConsole.Execute(config, runDir, device, train.Cache(r), r.GetValue(resume), r.GetValue(force)) is { } result ? Print(result) : 130;
         });
         return command;
     }

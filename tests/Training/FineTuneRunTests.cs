@@ -108,4 +108,54 @@ public class FineTuneRunTests
         Assert.That(e.Message, Does.Contain("tint/full").And.Contain("lower learning rate"), e.Message);
         Assert.That(File.Exists(Path.Combine(run, "result.json")), Is.False);
     }
+
+    /// <summary>A start that fails its checks (no test split, SCT's K wider than the model) leaves no run behind: the
+    /// corrected command starts afresh instead of being told to resume a broken config.</summary>
+    [Test]
+    public void AFailedStartLeavesTheFolderFreeForTheCorrectedRun()
+    {
+        string data = MiniVtab.Write(Path.Combine(_root, "data"), "quadrant", train: 32, test: 12);
+        string run = Path.Combine(_root, "runs", "failed-start");
+        var good = Config("quadrant", "sct", epochs: 1, lr: 1e-3f);
+        File.Move(Path.Combine(data, "test.txt"), Path.Combine(data, "test.hidden"));
+        Assert.Throws<FileNotFoundException>(() => FineTuneRun.Execute(good, run, Device.Cpu, Options()));
+        Assert.That(File.Exists(Path.Combine(run, "config.json")), Is.False, "no run was committed");
+        File.Move(Path.Combine(data, "test.hidden"), Path.Combine(data, "test.txt"));
+        Assert.That(() => FineTuneRun.Execute(good with { Recipe = good.Recipe with { K = 100_000 } }, run, Device.Cpu, Options()), Throws.Exception);
+        Assert.That(File.Exists(Path.Combine(run, "config.json")), Is.False, "the too-wide K was refused before the run existed");
+        var result = FineTuneRun.Execute(good, run, Device.Cpu, Options());
+        Assert.That(result.Method, Is.EqualTo("sct"));
+        Assert.That(File.Exists(Path.Combine(run, "run.lock")), Is.False, "the lock goes with the run");
+    }
+
+    [Test]
+    public void ForceReplacesARunAndResumeWithForceIsRefused()
+    {
+        MiniVtab.Write(Path.Combine(_root, "data"), "tint", train: 32, test: 10);
+        string run = Path.Combine(_root, "runs", "replaced");
+        var first = FineTuneRun.Execute(Config("tint", "linear", epochs: 1, lr: 1e-2f), run, Device.Cpu, Options());
+        var again = Config("tint", "linear", epochs: 2, lr: 1e-2f);
+        var e = Assert.Throws<InvalidOperationException>(() => FineTuneRun.Execute(again, run, Device.Cpu, Options()))!;
+        Assert.That(e.Message, Does.Contain("--force").And.Contain("--resume"));
+        var replaced = FineTuneRun.Execute(again, run, Device.Cpu, Options() with { Force = true });
+        Assert.That((first.Epochs, replaced.Epochs), Is.EqualTo((1 + 1, 2 + 1)), "the new config ran (epochs + 1 cooldown)");
+        Assert.That(File.ReadAllLines(Path.Combine(run, "log.jsonl")), Has.Length.EqualTo(3), "the old run's log is gone");
+        Assert.Throws<ArgumentException>(() => FineTuneRun.Execute(again, run, Device.Cpu, Options() with { Force = true, Resume = true }));
+    }
+
+    [Test]
+    public void ALiveLockRefusesASecondWriterAndAStaleOneIsTakenOver()
+    {
+        MiniVtab.Write(Path.Combine(_root, "data"), "tint", train: 32, test: 10);
+        string run = Path.Combine(_root, "runs", "locked"), lockFile = Path.Combine(run, "run.lock");
+        Directory.CreateDirectory(run);
+        File.WriteAllText(lockFile, $"{Environment.ProcessId} {Environment.MachineName} {DateTime.UtcNow:O}");
+        var e = Assert.Throws<InvalidOperationException>(() => FineTuneRun.Execute(Config("tint", "linear", 1, 1e-2f), run, Device.Cpu, Options()))!;
+        Assert.That(e.Message, Does.Contain($"process {Environment.ProcessId} on {Environment.MachineName}").And.Contain(lockFile));
+        Assert.That(File.Exists(Path.Combine(run, "config.json")), Is.False);
+        // A process that has exited leaves a stale lock.
+        using (var gone = System.Diagnostics.Process.Start("true")!) { gone.WaitForExit(); File.WriteAllText(lockFile, $"{gone.Id} {Environment.MachineName} {DateTime.UtcNow:O}"); }
+        Assert.That(FineTuneRun.Execute(Config("tint", "linear", 1, 1e-2f), run, Device.Cpu, Options()).Method, Is.EqualTo("linear"));
+        Assert.That(File.Exists(lockFile), Is.False);
+    }
 }

@@ -152,7 +152,8 @@ public class HostileRunFolderTests
             Checkpoints.SafeTensors.Write(Path.Combine(run, "selection.safetensors"), entries);
             foreach (var t in entries) t.Dispose();
         }
-        var e = Assert.Catch(() => FineTuneRun.Execute(Config("gps"), run, Device.Cpu, Options()))!;
+        Config("gps").Save(Path.Combine(run, "config.json")); // a run folder as downloaded: resumed, its files read
+        var e = Assert.Catch(() => FineTuneRun.Execute(Config("gps"), run, Device.Cpu, Options() with { Resume = true }))!;
         Assert.That(e, Is.InstanceOf<InvalidInputException>().Or.InstanceOf<ArgumentException>());
         Assert.That(e.Message, Does.Contain(message), e.Message);
     }
@@ -165,8 +166,14 @@ public class HostileRunFolderTests
         string elsewhere = Path.Combine(_root, "elsewhere.safetensors");
         File.WriteAllText(elsewhere, "not read");
         File.CreateSymbolicLink(Path.Combine(run, "selection.safetensors"), elsewhere);
-        var e = Assert.Throws<InvalidInputException>(() => FineTuneRun.Execute(Config("gps"), run, Device.Cpu, Options()))!;
+        Config("gps").Save(Path.Combine(run, "config.json"));
+        var e = Assert.Throws<InvalidInputException>(() => FineTuneRun.Execute(Config("gps"), run, Device.Cpu, Options() with { Resume = true }))!;
         Assert.That(e.Message, Does.StartWith(Path.Combine(run, "selection.safetensors")).And.Contain("symbolic link"));
+        // A new run in that folder deletes the link (a failed start's leftover), never the file it points to.
+        FineTuneRun.Execute(Config("linear"), Path.Combine(_root, "runs", "fresh"), Device.Cpu, Options());
+        File.Delete(Path.Combine(run, "config.json"));
+        FineTuneRun.Execute(Config("linear"), run, Device.Cpu, Options());
+        Assert.That(File.ReadAllText(elsewhere), Is.EqualTo("not read"));
     }
 
     [Test]

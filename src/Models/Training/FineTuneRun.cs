@@ -47,6 +47,8 @@ public sealed record RunOptions
 {
     /// <summary>Continue the run in the folder from its last checkpoint.</summary>
     public bool Resume { get; init; }
+    /// <summary>Replace a run the folder already holds (its files are deleted first).</summary>
+    public bool Force { get; init; }
     /// <summary>Where decoded, resized images are cached.</summary>
     public required string CacheDir { get; init; }
     /// <summary>Threads for image decoding.</summary>
@@ -81,7 +83,9 @@ public static class FineTuneRun
     public static RunResult Execute(RunConfig config, string runDir, Device device, RunOptions options)
     {
         runDir = Path.GetFullPath(runDir);
+        if (options.Resume && options.Force) throw new ArgumentException("--resume continues a run and --force replaces it: give one");
         Directory.CreateDirectory(runDir);
+        using var runLock = RunLock.Acquire(runDir);
         string configPath = Path.Combine(runDir, "config.json"), statePath = Path.Combine(runDir, "state.json");
         var log = options.Log ?? (_ => { });
         if (options.Resume)
@@ -91,10 +95,11 @@ public static class FineTuneRun
         }
         else
         {
-            if (File.Exists(configPath))
-                throw new InvalidOperationException($"{runDir} already holds a run; resume it (--resume) or choose another run folder");
+            if (File.Exists(configPath) && !options.Force)
+                throw new InvalidOperationException($"{runDir} already holds a run; resume it (--resume), replace it (--force) or choose another run folder");
+            // A run exists once its config.json does: without one, files here are a failed start's, and are replaced.
+            DeleteRunFiles(runDir);
             config.Validate();
-            config.Save(configPath);
         }
         if (RunResult.Read(runDir) is { } done) return done;
         var recipe = config.Recipe;
@@ -117,6 +122,8 @@ public static class FineTuneRun
         using var opt = new Adam(method.Trainable(model), recipe.AdamOptions);
         recipe.ConfigureWeightDecay(opt);
         long trainable = method.TrainableCount(model);
+        // Everything the run needs has been checked (model, checkpoint, data, method): only now does the folder hold a run.
+        if (!options.Resume) config.Save(configPath);
         if (state.Checkpoint != null)
         {
             string dir = Path.Combine(runDir, state.Checkpoint);
@@ -299,6 +306,16 @@ public static class FineTuneRun
 
     /// <summary>A file of the run folder, refused when it is a symbolic link (the run never writes one, so a link was
     /// planted to make the run read elsewhere).</summary>
+    /// <summary>The files a run writes (never anything else the folder holds).</summary>
+    static void DeleteRunFiles(string runDir)
+    {
+        foreach (var name in new[] { "config.json", "state.json", "log.jsonl", "selection.safetensors", "trained.safetensors", "result.json" })
+            File.Delete(Path.Combine(runDir, name));
+        string checkpoints = Path.Combine(runDir, "checkpoint");
+        if (Directory.Exists(checkpoints) && new DirectoryInfo(checkpoints).LinkTarget == null) Directory.Delete(checkpoints, recursive: true);
+        else if (new FileInfo(checkpoints).LinkTarget != null) File.Delete(checkpoints);
+    }
+
     static string RunFile(string path) => new FileInfo(path).LinkTarget == null ? path
         : throw new InvalidInputException(path, "is a symbolic link, which a run folder never holds");
 
