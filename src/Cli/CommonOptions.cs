@@ -38,17 +38,11 @@ public static class CommonOptions
 
     /// <summary><c>--threads</c>: CPU threads for kernels and image decoding, all by default; a global option, applied once
     /// by <see cref="ApplyThreads"/> before any command runs.</summary>
-    public static Option<int> Threads { get; } = new("--threads")
+    public static Option<int> Threads { get; } = new Option<int>("--threads")
     {
-        Description = "CPU threads for kernels and image decoding (default: all)", DefaultValueFactory = _ => Environment.ProcessorCount, Recursive = true,
-    };
+        Description = "CPU threads for kernels and image decoding (default: every core)", DefaultValueFactory = _ => Environment.ProcessorCount, Recursive = true,
+    }.AtLeast(1);
 
-    /// <summary>Sets the engine's CPU thread count from <see cref="Threads"/>.</summary>
-    /// <exception cref="ArgumentException">Fewer than 1 thread.</exception>
-    public static void ApplyThreads(ParseResult parse)
-    {
-        int threads = parse.GetValue(Threads);
-        if (threads < 1) throw new ArgumentException($"--threads must be at least 1 (got {threads})");
-        Engine.Kernels.Cpu.CpuParallel.Threads = threads;
-    }
+    /// <summary>Sets the engine's CPU thread count from <see cref="Threads"/> (at least 1: checked while parsing).</summary>
+    public static void ApplyThreads(ParseResult parse) => Engine.Kernels.Cpu.CpuParallel.Threads = parse.GetValue(Threads);
 }

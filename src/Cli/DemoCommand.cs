@@ -17,9 +17,9 @@ public static class DemoCommand
     /// <summary>Builds the command.</summary>
     public static Command Create()
     {
-        var steps = new Option<int>("--steps") { Description = "Training steps", DefaultValueFactory = _ => 300 };
-        var batch = new Option<int>("--batch-size") { Description = "Images per step", DefaultValueFactory = _ => 32 };
-        var lr = new Option<float>("--lr") { Description = "Peak AdamW learning rate (cosine decay)", DefaultValueFactory = _ => 2e-3f };
+        var steps = new Option<int>("--steps") { Description = "Training steps", DefaultValueFactory = _ => 300 }.AtLeast(1);
+        var batch = new Option<int>("--batch-size") { Description = "Images per step", DefaultValueFactory = _ => 32 }.AtLeast(1);
+        var lr = new Option<float>("--lr") { Description = "Peak AdamW learning rate (cosine decay)", DefaultValueFactory = _ => 2e-3f }.Positive();
         var seed = new Option<ulong>("--seed") { Description = "Seed for data, initialisation and drop-path", DefaultValueFactory = _ => 1 };
         var device = DeviceOption.Create();
         var command = new Command("demo", "Train a tiny ViT on a generated pattern-detection image task and report loss and accuracy.")
@@ -32,8 +32,6 @@ public static class DemoCommand
 
     static int Run(int steps, int batchSize, float peakLr, ulong seed, string deviceName)
     {
-        if (steps < 1) throw new ArgumentException($"--steps must be at least 1 (got {steps})");
-        if (batchSize < 1) throw new ArgumentException($"--batch-size must be at least 1 (got {batchSize})");
         var config = new VitConfig { img_size = 16, patch_size = 4, in_chans = 1, embed_dim = 48, depth = 2, num_heads = 4, mlp_ratio = 2, num_classes = 4, drop_path_rate = 0.05f };
         var device = DeviceOption.Resolve(deviceName);
         var task = new PatternTask(config.in_chans, config.img_size, config.patch_size, config.num_classes, seed);

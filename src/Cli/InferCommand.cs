@@ -18,8 +18,8 @@ public static class InferCommand
         var input = new Option<string>("--input") { Description = "Images: a .npy float32 array [B,3,H,W] (already normalised) or a folder of .png/.jpg files", Required = true };
         var output = new Option<string>("--output") { Description = "Where to write the logits [B, classes] as .npy (a folder input also gets <output>.files.txt, the image of each row)", Required = true };
         var device = DeviceOption.Create();
-        var batch = new Option<int>("--batch-size") { Description = "Images per forward pass", DefaultValueFactory = _ => 16 };
-        var classes = new Option<int?>("--num-classes") { Description = "Head size (default: the checkpoint's head; 0 = no head, write the pooled features)" };
+        var batch = new Option<int>("--batch-size") { Description = "Images per forward pass", DefaultValueFactory = _ => 16 }.AtLeast(1);
+        var classes = new Option<int?>("--num-classes") { Description = "Head size (default: the checkpoint's head; 0 = no head, write the pooled features)" }.AtLeast(0);
         var norm = new Option<string>("--normalize") { Description = "Normalisation of folder images: inception (mean = std = 0.5, ViT AugReg) or imagenet", DefaultValueFactory = _ => "inception" };
         var command = new Command("infer", "Run a ViT, Swin or ConvNeXt forward pass (eval mode) over images and write the logits.")
         {

@@ -13,7 +13,8 @@ root.Subcommands.Add(SyntheticCommand.Create());
 try
 {
     var parse = root.Parse(args);
-    if (parse.Errors.Count == 0) CommonOptions.ApplyThreads(parse);
+    if (parse.Errors.Count > 0) return OptionRules.ReportErrors(parse);
+    CommonOptions.ApplyThreads(parse);
     return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
 catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or InvalidOperationException or ArithmeticException

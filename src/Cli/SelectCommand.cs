@@ -23,7 +23,7 @@ public static class SelectCommand
         var weights = new Option<string>("--weights") { Description = "Pretrained checkpoint: timm .safetensors, Google .npz (ViT) or the original .pth (its head, if any, is ignored)", Required = true };
         var data = new Option<string>("--data") { Description = "A folder of class subfolders, or a VTAB-1k task folder (train800val200.txt is used)", Required = true };
         var output = new Option<string>("--output") { Description = "Where to write the selection (.safetensors): blocks.{i}.sct_index [K], or <weight>.gps_index [out, K]", Required = true };
-        var k = new Option<int?>("--k") { Description = "Selection size (default: the method's recipe): channels per block for SCT (96), inputs per output row for GPS (1)" };
+        var k = new Option<int?>("--k") { Description = "Selection size (default: the method's recipe): channels per block for SCT (96), inputs per output row for GPS (1)" }.AtLeast(1);
         var stageK = CommonOptions.StageK();
         var seed = new Option<ulong>("--seed") { Description = "Seed of the shuffle, the augmentations and the drop-path masks", DefaultValueFactory = _ => 42 };
         var noAugment = new Option<bool>("--no-augment") { Description = "GPS: both views are the plain resized image (for exact comparisons with other implementations)" };
@@ -31,8 +31,8 @@ public static class SelectCommand
         {
             Description = $"Images per batch (default: {string.Join(", ", selecting.Select(m => $"{m.Name} {m.Selection!.BatchSize?.ToString() ?? "the recipe's training batch (16 without a task)"}"))}), " +
                           "shuffled, the last partial batch dropped",
-        };
-        var dropPath = new Option<float>("--drop-path") { Description = "Stochastic depth during a train-mode pass (GPS), as the training script sets it", DefaultValueFactory = _ => 0f };
+        }.AtLeast(1);
+        var dropPath = new Option<float>("--drop-path") { Description = "Stochastic depth during a train-mode pass (GPS), as the training script sets it", DefaultValueFactory = _ => 0f }.Fraction();
         var norm = new Option<string?>("--normalize") { Description = "inception (mean = std = 0.5) or imagenet (default: as the method's scripts: imagenet for SCT and for Swin and ConvNeXt, inception for GPS on ViT)" };
         var device = DeviceOption.Create();
         var command = new Command("select", "Select what SCT or GPS will train, from a labelled image folder, and write it as safetensors.")

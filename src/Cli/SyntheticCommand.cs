@@ -23,7 +23,7 @@ public static class SyntheticCommand
                           "models/synthetic-vit, models/synthetic-swin, models/synthetic-convnext)",
             DefaultValueFactory = _ => SyntheticSuite.ShippedModel,
         };
-        var epochs = new Option<int>("--epochs") { Description = "Fine-tuning epochs per run (1 warmup epoch, then cosine)", DefaultValueFactory = _ => SyntheticSuite.DefaultEpochs };
+        var epochs = new Option<int>("--epochs") { Description = "Fine-tuning epochs per run (1 warmup epoch, then cosine)", DefaultValueFactory = _ => SyntheticSuite.DefaultEpochs }.AtLeast(1);
         var tasks = new Option<string[]>("--tasks") { Description = $"Tasks (default: all: {string.Join(", ", SyntheticTasks.All.Select(t => t.Name))})", AllowMultipleArgumentsPerToken = true };
         var methods = new Option<string[]>("--methods")
         {
@@ -102,9 +102,9 @@ public static class SyntheticCommand
             Description = "The architecture: a preset or a JSON config with timm's field names (ViT, Swin or ConvNeXt; e.g. " +
                           "models/configs/synthetic-swin.json); default: the shipped ViT's (32×32, patch 8, width 64, depth 4)",
         };
-        var steps = new Option<int>("--steps") { Description = "Optimizer steps", DefaultValueFactory = _ => new SyntheticPretraining.Options().Steps };
-        var batch = new Option<int>("--batch-size") { Description = "Images per step", DefaultValueFactory = _ => new SyntheticPretraining.Options().BatchSize };
-        var lr = new Option<float>("--lr") { Description = "Peak AdamW learning rate", DefaultValueFactory = _ => new SyntheticPretraining.Options().LearningRate };
+        var steps = new Option<int>("--steps") { Description = "Optimizer steps", DefaultValueFactory = _ => new SyntheticPretraining.Options().Steps }.AtLeast(1);
+        var batch = new Option<int>("--batch-size") { Description = "Images per step", DefaultValueFactory = _ => new SyntheticPretraining.Options().BatchSize }.AtLeast(1);
+        var lr = new Option<float>("--lr") { Description = "Peak AdamW learning rate", DefaultValueFactory = _ => new SyntheticPretraining.Options().LearningRate }.Positive();
         var seed = new Option<ulong>("--seed") { Description = "Seed of everything", DefaultValueFactory = _ => new SyntheticPretraining.Options().Seed };
         var device = DeviceOption.Create();
         var command = new Command("pretrain", $"Pretrain a small model on the synthetic source task ({SyntheticTasks.Source.Description}, {SyntheticTasks.Source.Classes} classes, " +

@@ -42,17 +42,17 @@ public static class VtabCommand
         public readonly Option<string> Output = new("--output") { Description = "Runs folder: each run goes to <output>/<task>/<method>", DefaultValueFactory = _ => "runs" };
         public readonly Option<string?> CacheDir = new("--cache-dir") { Description = "Where decoded, resized images are cached (default: vtab/ in $PEFT_CACHE_DIR, else $XDG_CACHE_HOME/peft-engine, else ~/.cache/peft-engine)" };
         public readonly Option<string> Device = DeviceOption.Create();
-        public readonly Option<float?> Lr = new("--lr") { Description = "Base learning rate (default: the recipe's for the task)" };
-        public readonly Option<float?> WeightDecay = new("--weight-decay") { Description = "Weight decay (default: the recipe's)" };
-        public readonly Option<int?> Epochs = new("--epochs") { Description = "Epochs of the cosine schedule (default 100)" };
-        public readonly Option<int?> Cooldown = new("--cooldown-epochs") { Description = "Epochs at the minimum rate after the schedule (SSF/GPS 10, SCT 0)" };
-        public readonly Option<int?> Warmup = new("--warmup-epochs") { Description = "Linear warmup epochs (default 10)" };
-        public readonly Option<int?> Batch = new("--batch-size") { Description = "Images per step (default: the recipe's; the last partial batch is dropped)" };
-        public readonly Option<float?> DropPath = new("--drop-path") { Description = "Stochastic depth rate (default: the recipe's)" };
-        public readonly Option<float?> Smoothing = new("--label-smoothing") { Description = "Label smoothing (default: the recipe's)" };
-        public readonly Option<int?> K = new("--k") { Description = "SCT channels per block (96) or GPS inputs per row (1)" };
+        public readonly Option<float?> Lr = new Option<float?>("--lr") { Description = "Base learning rate (default: the recipe's for the task)" }.Positive();
+        public readonly Option<float?> WeightDecay = new Option<float?>("--weight-decay") { Description = "Weight decay (default: the recipe's)" }.NonNegative();
+        public readonly Option<int?> Epochs = new Option<int?>("--epochs") { Description = "Epochs of the cosine schedule (default 100)" }.AtLeast(1);
+        public readonly Option<int?> Cooldown = new Option<int?>("--cooldown-epochs") { Description = "Epochs at the minimum rate after the schedule (SSF/GPS 10, SCT 0)" }.AtLeast(0);
+        public readonly Option<int?> Warmup = new Option<int?>("--warmup-epochs") { Description = "Linear warmup epochs (default 10)" }.AtLeast(0);
+        public readonly Option<int?> Batch = new Option<int?>("--batch-size") { Description = "Images per step (default: the recipe's; the last partial batch is dropped)" }.AtLeast(1);
+        public readonly Option<float?> DropPath = new Option<float?>("--drop-path") { Description = "Stochastic depth rate (default: the recipe's)" }.Fraction();
+        public readonly Option<float?> Smoothing = new Option<float?>("--label-smoothing") { Description = "Label smoothing (default: the recipe's)" }.Fraction();
+        public readonly Option<int?> K = new Option<int?>("--k") { Description = "SCT channels per block (96) or GPS inputs per row (1)" }.AtLeast(1);
         public readonly Option<string[]> StageK = CommonOptions.StageK();
-        public readonly Option<int?> EvalEvery = new("--eval-every") { Description = "Evaluate on the test split every N epochs (SSF/GPS 1, SCT 10); always after the last" };
+        public readonly Option<int?> EvalEvery = new Option<int?>("--eval-every") { Description = "Evaluate on the test split every N epochs (SSF/GPS 1, SCT 10); always after the last" }.AtLeast(1);
         public readonly Option<ulong?> Seed = new("--seed") { Description = "Seed of the run (default 42)" };
 
         public void AddTo(Command command)
