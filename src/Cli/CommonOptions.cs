@@ -40,8 +40,21 @@ public static class CommonOptions
     /// by <see cref="ApplyThreads"/> before any command runs.</summary>
     public static Option<int> Threads { get; } = new Option<int>("--threads")
     {
-        Description = "CPU threads for kernels and image decoding (default: every core)", DefaultValueFactory = _ => Environment.ProcessorCount, Recursive = true,
+        Description = "CPU threads for kernels and image decoding", DefaultValueFactory = _ => Environment.ProcessorCount, Recursive = true,
     }.AtLeast(1);
+
+    /// <summary><c>--verbose</c>: say more about the set-up (which device was chosen and why); a global option.</summary>
+    public static Option<bool> Verbose { get; } = new("--verbose") { Description = "Say which device was chosen and why", Recursive = true };
+
+    /// <summary>True when <see cref="Verbose"/> was given (set once the command line is parsed).</summary>
+    public static bool IsVerbose { get; private set; }
+
+    /// <summary>Applies the global options: <see cref="Threads"/> and <see cref="Verbose"/>.</summary>
+    public static void ApplyGlobals(ParseResult parse)
+    {
+        ApplyThreads(parse);
+        IsVerbose = parse.GetValue(Verbose);
+    }
 
     /// <summary>Sets the engine's CPU thread count from <see cref="Threads"/> (at least 1: checked while parsing).</summary>
     public static void ApplyThreads(ParseResult parse) => Engine.Kernels.Cpu.CpuParallel.Threads = parse.GetValue(Threads);

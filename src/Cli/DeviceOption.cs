@@ -13,8 +13,8 @@ public static class DeviceOption
         DefaultValueFactory = _ => "auto",
     };
 
-    /// <summary>The device for a <c>--device</c> value. An unusable GPU is an error naming the reason for <c>cuda</c>,
-    /// and a "device: cpu (reason)" line on stdout for <c>auto</c>, which then runs on the CPU.</summary>
+    /// <summary>The device for a <c>--device</c> value. An unusable GPU is an error naming the reason for <c>cuda</c>;
+    /// <c>auto</c> then runs on the CPU, saying why on stderr with <c>--verbose</c>.</summary>
     public static Device Resolve(string name)
     {
         switch (name)
@@ -25,7 +25,7 @@ public static class DeviceOption
                 return CudaDevice.TryOpen(name, out var cuda, out var reason) ? cuda! : throw new InvalidOperationException($"--device {name}: {reason}");
             case "auto":
                 if (CudaDevice.TryOpen(out var gpu, out reason)) return gpu!;
-                Console.WriteLine($"device: cpu ({reason})");
+                if (CommonOptions.IsVerbose) Console.Error.WriteLine($"device: cpu ({reason})");
                 return Device.Cpu;
             default:
                 throw new ArgumentException($"--device must be cpu, cuda, emulated-cuda or auto (got '{name}')");

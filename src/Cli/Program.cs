@@ -1,7 +1,7 @@
 using System.CommandLine;
 using Engine.Cli;
 
-var root = new RootCommand("peft: a native-kernel transformer engine for parameter-efficient fine-tuning of vision models.") { CommonOptions.Threads };
+var root = new RootCommand("peft: a native-kernel transformer engine for parameter-efficient fine-tuning of vision models.") { CommonOptions.Threads, CommonOptions.Verbose };
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(InferCommand.Create());
 root.Subcommands.Add(InspectCommand.Create());
@@ -14,7 +14,7 @@ try
 {
     var parse = root.Parse(args);
     if (parse.Errors.Count > 0) return OptionRules.ReportErrors(parse);
-    CommonOptions.ApplyThreads(parse);
+    CommonOptions.ApplyGlobals(parse);
     return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
 catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or InvalidOperationException or ArithmeticException

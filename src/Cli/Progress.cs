@@ -2,11 +2,29 @@ using System.Diagnostics;
 
 namespace Engine.Cli;
 
-/// <summary>Progress of a long run on stderr: one updating line on a terminal, a line per ~10% when redirected.</summary>
+/// <summary>
+/// Progress of a long run on stderr: on a terminal, one status line redrawn in place (cut to the window's width so it
+/// never wraps) that log lines written through <see cref="Line"/> clear first and redraw after, so the two never mix;
+/// when stderr is redirected, a plain line per ~10%.
+/// </summary>
 public sealed class Progress(string what, long total, string unit)
 {
+    static readonly object Gate = new();
+    static string? _shown; // the status line on the terminal now, if any
+
     readonly Stopwatch _clock = Stopwatch.StartNew();
     long _lastPrinted = -1;
+
+    /// <summary>Writes a log line to stdout, keeping a status line shown on the terminal below it.</summary>
+    public static void Line(string text)
+    {
+        lock (Gate)
+        {
+            if (_shown != null) Console.Error.Write("\r\u001b[K");
+            Console.WriteLine(text);
+            if (_shown != null) Console.Error.Write(_shown);
+        }
+    }
 
     /// <summary>Reports <paramref name="done"/> of the total.</summary>
     public void Report(long done)
@@ -15,15 +33,30 @@ public sealed class Progress(string what, long total, string unit)
         // Rate and ETA only once there is time enough to measure them.
         string speed = seconds < 0.5 ? "" : $", {rate:F1} {unit}/s, ETA {(total - done) / Math.Max(rate, 1e-9):F0} s";
         string line = $"{what}: {done}/{total} {unit} ({100.0 * done / Math.Max(total, 1):F0}%), {seconds:F1} s elapsed{speed}";
-        if (!Console.IsErrorRedirected)
+        lock (Gate)
         {
-            Console.Error.Write("\r" + line.PadRight(Console.WindowWidth > 0 ? Math.Min(Console.WindowWidth - 1, 120) : 0));
-            if (done == total) Console.Error.WriteLine();
+            if (!Console.IsErrorRedirected)
+            {
+                int width = WindowWidth();
+                _shown = line.Length < width ? line : line[..Math.Max(0, width - 1)];
+                Console.Error.Write("\r\u001b[K" + _shown);
+                if (done == total)
+                {
+                    Console.Error.WriteLine();
+                    _shown = null;
+                }
+            }
+            else if (done == total || _lastPrinted < 0 || done - _lastPrinted >= Math.Max(1, total / 10))
+            {
+                Console.Error.WriteLine(line);
+                _lastPrinted = done;
+            }
         }
-        else if (done == total || _lastPrinted < 0 || done - _lastPrinted >= Math.Max(1, total / 10))
-        {
-            Console.Error.WriteLine(line);
-            _lastPrinted = done;
-        }
+    }
+
+    static int WindowWidth()
+    {
+        try { return Console.WindowWidth > 0 ? Console.WindowWidth : 120; }
+        catch (IOException) { return 120; }
     }
 }

@@ -9,7 +9,7 @@ internal static class RunConsole
 {
     /// <summary>Runs the suite with live progress (<see cref="FineTuneSuite.Run"/>); false when interrupted (Ctrl-C).</summary>
     internal static bool RunSuite(IReadOnlyList<PlannedRun> runs, string output, Device device, string cacheDir) =>
-        FineTuneSuite.Run(runs, output, (config, runDir, resume) => Execute(config, runDir, device, cacheDir, resume), Console.WriteLine);
+        FineTuneSuite.Run(runs, output, (config, runDir, resume) => Execute(config, runDir, device, cacheDir, resume), Progress.Line);
 
     /// <summary>Runs with live progress; null when interrupted (Ctrl-C), after saying how to resume.</summary>
     internal static RunResult? Execute(RunConfig config, string runDir, Device device, string cacheDir, bool resume, bool force = false)
@@ -28,7 +28,7 @@ internal static class RunConsole
             return FineTuneRun.Execute(config, runDir, device, new RunOptions
             {
                 Resume = resume, Force = force, CacheDir = cacheDir, DecodeThreads = CpuParallel.Threads, Cancel = cancel.Token,
-                Log = line => Console.WriteLine($"  {line}"),
+                Log = line => Progress.Line($"  {line}"),
                 // Counted from the first step this process runs, so a resumed run's rate and ETA are its own.
                 Progress = p =>
                 {

@@ -53,6 +53,31 @@ public class VtabCliTests
         Assert.That(stdout, Does.Contain("best evaluation on the test split").And.Contain("after the last epoch"));
     }
 
+    /// <summary>On a terminal the status line (stderr) is cleared before every log line (stdout) and redrawn after it,
+    /// so no epoch line starts after a stale status line. Runs the CLI under script(1) to get a pseudo-terminal.</summary>
+    [Test]
+    public void OnATerminalLogLinesNeverStartAfterTheStatusLine()
+    {
+        if (!File.Exists("/usr/bin/script")) Assert.Ignore("script(1) from util-linux is not installed; it provides the pseudo-terminal");
+        string peft = Path.Combine(TestContext.CurrentContext.TestDirectory, "peft.dll");
+        string command = string.Join(' ', new[] { "dotnet", peft, "vtab", "run", "--task", "tint", "--method", "linear" }
+            .Concat(Common("--weights", Path.Combine(_dir, "tiny.safetensors"))).Select(a => $"'{a}'"));
+        var info = new System.Diagnostics.ProcessStartInfo("/usr/bin/script") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
+        foreach (var a in new[] { "-qefc", command, "/dev/null" }) info.ArgumentList.Add(a);
+        using var p = System.Diagnostics.Process.Start(info)!;
+        p.StandardInput.Close();
+        string terminal = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        Assert.That(p.ExitCode, Is.Zero, terminal);
+        // What stays visible of each terminal line is the text after its last carriage return (the terminal ends lines
+        // with \r\n).
+        var visible = terminal.Split('\n').Select(l => l.TrimEnd('\r')).Select(l => l[(l.LastIndexOf('\r') + 1)..].Replace("\u001b[K", "")).ToList();
+        var epochs = visible.Where(l => l.Contains("epoch ") && l.Contains("loss")).ToList();
+        Assert.That(epochs, Has.Count.EqualTo(2), string.Join("\n", visible));
+        Assert.That(epochs, Has.All.StartsWith("  epoch "), "each epoch line starts at column 0, with no status text before it");
+        Assert.That(terminal, Does.Contain("steps ("), "the status line was shown");
+    }
+
     [Test]
     public void RunRefusesBadArgumentsWithOneLineErrors()
     {
