@@ -58,4 +58,25 @@ public static class CommonOptions
 
     /// <summary>Sets the engine's CPU thread count from <see cref="Threads"/> (at least 1: checked while parsing).</summary>
     public static void ApplyThreads(ParseResult parse) => Engine.Kernels.Cpu.CpuParallel.Threads = parse.GetValue(Threads);
+
+    /// <summary>Refuses an output path that is one of the command's input files (the same file by path or through a
+    /// link), or whose folder does not exist, before any work is done.</summary>
+    /// <exception cref="ArgumentException">Names both options.</exception>
+    public static void RequireSeparateOutput(string outputOption, string output, params (string Option, string? Path)[] inputs)
+    {
+        string target = Resolve(output);
+        foreach (var (option, path) in inputs)
+            if (path != null && (File.Exists(path) || Directory.Exists(path)) && Resolve(path) == target)
+                throw new ArgumentException($"{outputOption} {output} is the {option} input: writing it would destroy it; choose another {outputOption}");
+        string? folder = Path.GetDirectoryName(Path.GetFullPath(output));
+        if (folder != null && !Directory.Exists(folder)) throw new ArgumentException($"{outputOption} {output}: the folder {folder} does not exist");
+        if (Directory.Exists(output)) throw new ArgumentException($"{outputOption} {output} is a folder; give a file name");
+    }
+
+    // The full path with every link resolved (an output that does not exist yet is its full path).
+    static string Resolve(string path)
+    {
+        var info = new FileInfo(Path.GetFullPath(path));
+        return (info.Exists ? info.ResolveLinkTarget(returnFinalTarget: true)?.FullName : null) ?? info.FullName;
+    }
 }

@@ -27,6 +27,7 @@ public static class MergeCommand
 
     static int Run(string modelName, string weightsPath, string trainedPath, string outputPath)
     {
+        CommonOptions.RequireSeparateOutput("--output", outputPath, ("--weights", weightsPath), ("--trained", trainedPath), ("--model", modelName));
         using var method = PeftMethod.ForTrainedFile(trainedPath);
         int classes = ImageModels.HeadClasses(modelName, trainedPath);
         if (classes == 0) throw new InvalidInputException(trainedPath, $"holds no head.weight or head.fc.weight, so the class count is unknown");

@@ -54,6 +54,7 @@ public static class SelectCommand
     static int Run(PeftMethodInfo method, string modelName, string weightsPath, string dataPath, string outputPath, SelectionSettings settings,
         bool noAugment, int batchSize, float dropPath, string normName, string deviceName)
     {
+        CommonOptions.RequireSeparateOutput("--output", outputPath, ("--weights", weightsPath), ("--model", modelName));
         var pass = method.Selection!;
         if (batchSize < 1) throw new ArgumentException($"--batch-size must be at least 1 (got {batchSize})");
         if (settings.StageK != null && !pass.TakesStageK) throw new ArgumentException($"--stage-k sets SCT's K per stage; {method.Name.ToUpperInvariant()} takes --k only");

@@ -252,6 +252,83 @@ public class CliTests
         Assert.That(stderr, Does.Contain("SCT").And.Contain("residual stream"));
     }
 
+    /// <summary>merge, infer and select refuse an --output that is one of their inputs (by path or through a link) or
+    /// whose folder does not exist, before any work: the pretrained checkpoint is never overwritten.</summary>
+    [Test]
+    public void AnOutputThatIsAnInputIsRefusedBeforeAnyWork()
+    {
+        string weights = Path.Combine(_dir, "weights.safetensors"), trained = Path.Combine(_dir, "ssf.safetensors"), link = Path.Combine(_dir, "alias.safetensors");
+        File.Copy(Fixture("weights.safetensors"), weights);
+        File.CreateSymbolicLink(link, weights);
+        using (var vit = new VisionTransformer(Device.Cpu, VitConfig.Resolve(Fixture("config.json"))))
+        using (var ssf = new Models.Peft.Ssf(seed: 5))
+        {
+            ssf.Apply(vit);
+            ssf.SaveTrained(vit, trained);
+        }
+        var before = File.ReadAllBytes(weights);
+        foreach (var output in new[] { weights, link })
+        {
+            var (code, _, stderr) = Peft("merge", "--model", Fixture("config.json"), "--weights", weights, "--trained", trained, "--output", output);
+            Assert.That((code, stderr), Is.EqualTo((1, $"error: --output {output} is the --weights input: writing it would destroy it; choose another --output\n")));
+        }
+        var (c2, _, e2) = Peft("merge", "--model", Fixture("config.json"), "--weights", weights, "--trained", trained, "--output", trained);
+        Assert.That((c2, e2), Is.EqualTo((1, $"error: --output {trained} is the --trained input: writing it would destroy it; choose another --output\n")));
+        var (c3, _, e3) = Peft("infer", "--model", Fixture("config.json"), "--weights", weights, "--input", Fixture("input.npy"), "--output", Fixture("input.npy"));
+        Assert.That((c3, e3), Is.EqualTo((1, $"error: --output {Fixture("input.npy")} is the --input input: writing it would destroy it; choose another --output\n")));
+        string nowhere = Path.Combine(_dir, "missing", "logits.npy");
+        var (c4, stdout4, e4) = Peft("infer", "--model", Fixture("config.json"), "--weights", weights, "--input", Fixture("input.npy"), "--output", nowhere);
+        Assert.That((c4, stdout4), Is.EqualTo((1, "")), "refused before the forward pass");
+        Assert.That(e4, Does.Contain("the folder").And.Contain("does not exist"));
+        Assert.That(File.ReadAllBytes(weights), Is.EqualTo(before), "the pretrained checkpoint is untouched");
+    }
+
+    /// <summary>infer --trained applies any method's trained file (SCT, which does not merge, included) and gives the
+    /// method's logits; --top-k writes the softmax ranking with the class names of --labels.</summary>
+    [Test]
+    public void InferWithATrainedSctFileAndTopK()
+    {
+        var config = VitConfig.Resolve(Fixture("config.json"));
+        string trained = Path.Combine(_dir, "sct.safetensors"), output = Path.Combine(_dir, "logits.npy"), labels = Path.Combine(_dir, "classes.txt");
+        using var images = Tensor.FromArray(Device.Cpu, Npy.Read(Fixture("input.npy")).Data, 3, 3, 16, 16);
+        float[] want;
+        int classes;
+        using (var vit = new VisionTransformer(Device.Cpu, config))
+        using (var sct = new Models.Peft.Sct(new Dictionary<string, int[]> { ["blocks.0.attn_residual"] = [1, 2], ["blocks.1.attn_residual"] = [0, 3] }, seed: 3))
+        {
+            vit.Load(Fixture("weights.safetensors"), LoadMode.NewHead);
+            sct.Apply(vit);
+            foreach (var p in sct.Trainable(vit)) // move the trained part away from its initialisation
+            {
+                var v = p.ToArray();
+                for (int i = 0; i < v.Length; i++) v[i] += 0.05f * MathF.Sin(i + 1);
+                p.CopyFrom(v);
+            }
+            sct.SaveTrained(vit, trained);
+            using var _ = Tape.NoGrad();
+            using var logits = vit.Forward(images);
+            want = logits.ToArray();
+            classes = logits.Shape[1];
+        }
+        File.WriteAllLines(labels, Enumerable.Range(0, classes).Select(c => c == 1 ? "class, with a comma" : $"c{c}"));
+        var (code, stdout, _) = Peft("infer", "--model", Fixture("config.json"), "--weights", Fixture("weights.safetensors"), "--trained", trained,
+            "--input", Fixture("input.npy"), "--output", output, "--top-k", "2", "--labels", labels);
+        Assert.That(code, Is.Zero);
+        Assert.That(Npy.Read(output).Data, Is.EqualTo(want), "the SCT model's logits");
+        var csv = File.ReadAllLines(Path.Combine(_dir, "logits.top2.csv"));
+        Assert.That(csv[0], Is.EqualTo("image,class1,p1,class2,p2"));
+        Assert.That(csv, Has.Length.EqualTo(4));
+        for (int row = 0; row < 3; row++)
+        {
+            var z = want.AsSpan(row * classes, classes).ToArray();
+            int best = Array.IndexOf(z, z.Max());
+            double p = 1 / z.Sum(v => Math.Exp(v - z[best]));
+            string name = best == 1 ? "\"class, with a comma\"" : $"c{best}";
+            Assert.That(csv[row + 1], Does.StartWith($"{row},{name},{p.ToString("G6", System.Globalization.CultureInfo.InvariantCulture)},"));
+        }
+        Assert.That(stdout, Does.Contain("logits.top2.csv"));
+    }
+
     /// <summary>SCT on Swin: K per stage from --stage-k, and the mistakes a user can make with it.</summary>
     [Test]
     public void SelectSctOnSwinTakesKPerStage()
