@@ -252,6 +252,19 @@ public class CliTests
         Assert.That(stderr, Does.Contain("SCT").And.Contain("residual stream"));
     }
 
+    /// <summary>A checkpoint of another architecture: one short line saying how the two differ, then a few examples.</summary>
+    [Test]
+    public void AWrongArchitectureCheckpointIsSummarised()
+    {
+        var (code, _, stderr) = Peft("infer", "--model", "vit_tiny_patch16_224", "--weights", Fixture("weights.safetensors"), "--input", Fixture("input.npy"),
+            "--output", Path.Combine(_dir, "x.npy"));
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain("checkpoint: ViT, width 32, patch 4×4, 2 blocks, 17 tokens").And.Contain("model: ViT, width 192, patch 16×16, 12 blocks, 197 tokens")
+            .And.Contain("and 26 more").And.Contain("and 115 more"));
+        Assert.That(stderr.Length, Is.LessThan(1000), "a summary, not every key");
+        Assert.That(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries), Has.Length.EqualTo(1));
+    }
+
     /// <summary>merge, infer and select refuse an --output that is one of their inputs (by path or through a link) or
     /// whose folder does not exist, before any work: the pretrained checkpoint is never overwritten.</summary>
     [Test]

@@ -19,7 +19,12 @@ public enum LoadMode
 /// <param name="Missing">Parameters the checkpoint lacks (left as initialised).</param>
 /// <param name="Unexpected">Checkpoint keys the model has no parameter for (ignored).</param>
 /// <param name="Skipped">Parameters deliberately not loaded (the head in <see cref="LoadMode.NewHead"/>).</param>
-public sealed record LoadReport(IReadOnlyList<string> Loaded, IReadOnlyList<string> Missing, IReadOnlyList<string> Unexpected, IReadOnlyList<string> Skipped);
+public sealed record LoadReport(IReadOnlyList<string> Loaded, IReadOnlyList<string> Missing, IReadOnlyList<string> Unexpected, IReadOnlyList<string> Skipped)
+{
+    /// <inheritdoc/>
+    public override string ToString() =>
+        $"loaded {Loaded.Count}, missing {Missing.Count}{StateDict.Few(Missing)}, unexpected {Unexpected.Count}{StateDict.Few(Unexpected)}, skipped {Skipped.Count}{StateDict.Few(Skipped)}";
+}
 
 /// <summary>Loads checkpoint entries into named parameters (timm's <c>load_state_dict</c>).</summary>
 public static class StateDict
@@ -49,15 +54,48 @@ public static class StateDict
         }
         var unexpected = entries.Where(e => !known.Contains(e.Name)).Select(e => e.Name).ToList();
         var problems = new List<string>();
-        if (mismatched.Count > 0) problems.Add($"{mismatched.Count} shape mismatch(es): {string.Join("; ", mismatched)}");
-        if (strict && missing.Count > 0) problems.Add($"{missing.Count} missing key(s): {string.Join(", ", missing)}");
-        if (strict && unexpected.Count > 0) problems.Add($"{unexpected.Count} unexpected key(s): {string.Join(", ", unexpected)}");
-        if (problems.Count > 0) throw new InvalidInputException(source, $"checkpoint does not fit the model: {string.Join(". ", problems)}");
+        if (mismatched.Count > 0) problems.Add($"{mismatched.Count} shape mismatch(es): {string.Join("; ", mismatched.Take(ListedProblems))}{More(mismatched)}");
+        if (strict && missing.Count > 0) problems.Add($"{missing.Count} missing key(s): {string.Join(", ", missing.Take(ListedProblems))}{More(missing)}");
+        if (strict && unexpected.Count > 0) problems.Add($"{unexpected.Count} unexpected key(s): {string.Join(", ", unexpected.Take(ListedProblems))}{More(unexpected)}");
+        if (problems.Count > 0)
+        {
+            // Many problems usually mean another architecture: say how the two differ before listing a few.
+            string summary = mismatched.Count + missing.Count + unexpected.Count > ListedProblems
+                ? $"checkpoint: {Architecture(entries.Select(e => (e.Name, e.Shape)))}; model: {Architecture(parameters.Select(p => (p.Name!, p.Shape)))}. "
+                : "";
+            throw new InvalidInputException(source, $"checkpoint does not fit the model: {summary}{string.Join(". ", problems)}");
+        }
         foreach (var (p, e) in plan)
         {
             p.CopyFrom(e.Read());
             loaded.Add(p.Name!);
         }
         return new LoadReport(loaded, missing, unexpected, skipped);
+    }
+
+    const int ListedProblems = 5;
+
+    static string More(List<string> items) => items.Count > ListedProblems ? $" and {items.Count - ListedProblems} more" : "";
+
+    /// <summary>" (a, b, c and N more)" for a non-empty list, else "".</summary>
+    internal static string Few(IReadOnlyList<string> items) =>
+        items.Count == 0 ? "" : $" ({string.Join(", ", items.Take(3))}{(items.Count > 3 ? $" and {items.Count - 3} more" : "")})";
+
+    /// <summary>The architecture a set of timm-named tensors describes: family, width, blocks, patch, tokens, classes.</summary>
+    internal static string Architecture(IEnumerable<(string Name, int[] Shape)> tensors)
+    {
+        var all = tensors.ToList();
+        int[]? Shape(params string[] names) => all.FirstOrDefault(t => names.Contains(t.Name)).Shape;
+        string family = all.Any(t => t.Name.StartsWith("layers.", StringComparison.Ordinal)) ? "Swin"
+            : all.Any(t => t.Name.StartsWith("stages.", StringComparison.Ordinal)) ? "ConvNeXt"
+            : all.Any(t => t.Name is "cls_token" or "pos_embed") ? "ViT" : "unknown family";
+        var parts = new List<string> { family };
+        if (Shape("patch_embed.proj.weight", "stem.0.weight") is { Length: 4 } patch) parts.Add($"width {patch[0]}, patch {patch[2]}×{patch[3]}");
+        int blocks = all.Select(t => System.Text.RegularExpressions.Regex.Match(t.Name, @"^(.*?blocks\.\d+)\.")).Where(m => m.Success)
+            .Select(m => m.Groups[1].Value).Distinct().Count();
+        parts.Add($"{blocks} blocks");
+        if (Shape("pos_embed") is { Length: 3 } pos) parts.Add($"{pos[1]} tokens");
+        if (Shape("head.weight", "head.fc.weight") is { Length: 2 } head) parts.Add($"{head[0]} classes");
+        return string.Join(", ", parts);
     }
 }
