@@ -1,5 +1,7 @@
 using System.CommandLine;
+using System.Globalization;
 using Engine.Models;
+using Engine.Models.Peft;
 
 namespace Engine.Cli;
 
@@ -78,5 +80,32 @@ public static class CommonOptions
     {
         var info = new FileInfo(Path.GetFullPath(path));
         return (info.Exists ? info.ResolveLinkTarget(returnFinalTarget: true)?.FullName : null) ?? info.FullName;
+    }
+
+    /// <summary>
+    /// Parses an option's values given per method as METHOD=VALUE (for example <c>--k sct=8 gps=1</c>), or, when
+    /// <paramref name="allowPlain"/>, one plain VALUE for every method. Returns the plain value (or null) and the
+    /// per-method values.
+    /// </summary>
+    /// <exception cref="ArgumentException">An unknown method, a malformed pair or a value that breaks the rule; the
+    /// message names the option.</exception>
+    public static (double? All, Dictionary<string, double> ByMethod) ParsePerMethod(string option, string[]? values, Func<double, bool> ok,
+        string rule, bool allowPlain, string example)
+    {
+        double? all = null;
+        var byMethod = new Dictionary<string, double>(StringComparer.Ordinal);
+        string form = allowPlain ? "VALUE or METHOD=VALUE" : "METHOD=VALUE";
+        foreach (var v in values ?? [])
+        {
+            var parts = v.Split('=');
+            string text = parts[^1];
+            if (parts.Length > 2 || (parts.Length == 1 && !allowPlain) || (parts.Length == 2 && PeftMethods.Find(parts[0]) == null) ||
+                !double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double value))
+                throw new ArgumentException($"{option}: '{v}' is not {form} with a method of {string.Join(", ", PeftMethods.Names)} (for example {example})");
+            if (!ok(value)) throw new ArgumentException($"{option}: '{v}': the value {rule}");
+            if (parts.Length == 1) all = value;
+            else byMethod[parts[0]] = value;
+        }
+        return (all, byMethod);
     }
 }

@@ -28,6 +28,18 @@ public static partial class OptionRules
         return option;
     }
 
+    /// <summary>Values given per method (METHOD=VALUE, or one plain VALUE when <paramref name="allowPlain"/>), checked
+    /// while parsing by <see cref="CommonOptions.ParsePerMethod"/>.</summary>
+    public static Option<string[]> PerMethod(this Option<string[]> option, Func<double, bool> ok, string rule, bool allowPlain, string example)
+    {
+        option.Validators.Add(result =>
+        {
+            try { CommonOptions.ParsePerMethod(option.Name, result.GetValueOrDefault<string[]>(), ok, rule, allowPlain, example); }
+            catch (ArgumentException e) { result.AddError(e.Message); }
+        });
+        return option;
+    }
+
     /// <summary>An integer of at least <paramref name="min"/>.</summary>
     public static Option<T> AtLeast<T>(this Option<T> option, int min) => option.Require(v => v >= min, $"must be at least {min}");
 

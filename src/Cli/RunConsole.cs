@@ -7,9 +7,9 @@ namespace Engine.Cli;
 /// last finished epoch and says how to resume, and the report at the end.</summary>
 internal static class RunConsole
 {
-    /// <summary>Runs the suite with live progress (<see cref="FineTuneSuite.Run"/>); false when interrupted (Ctrl-C).</summary>
-    internal static bool RunSuite(IReadOnlyList<PlannedRun> runs, string output, Device device, string cacheDir) =>
-        FineTuneSuite.Run(runs, output, (config, runDir, resume) => Execute(config, runDir, device, cacheDir, resume), Progress.Line);
+    /// <summary>Runs the suite with live progress (<see cref="FineTuneSuite.Run"/>).</summary>
+    internal static SuiteOutcome RunSuite(IReadOnlyList<PlannedRun> runs, string output, Device device, string cacheDir, bool stopOnError) =>
+        FineTuneSuite.Run(runs, output, (config, runDir, resume) => Execute(config, runDir, device, cacheDir, resume), Progress.Line, stopOnError);
 
     /// <summary>Runs with live progress; null when interrupted (Ctrl-C), after saying how to resume.</summary>
     internal static RunResult? Execute(RunConfig config, string runDir, Device device, string cacheDir, bool resume, bool force = false)

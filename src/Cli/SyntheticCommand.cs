@@ -34,7 +34,7 @@ public static class SyntheticCommand
         {
             Description = $"Learning rates per method, as METHOD=LR (default: {string.Join(", ", PeftMethods.All.Select(m => $"{m.Name} {m.Synthetic.LearningRate:G3}"))}); e.g. --lr ssf=0.01 gps=0.01",
             AllowMultipleArgumentsPerToken = true,
-        };
+        }.PerMethod(v => double.IsFinite(v) && v > 0, "must be a finite number above 0", allowPlain: false, "ssf=0.01");
         var device = DeviceOption.Create();
         var command = new Command("synthetic", "The main job on any machine: generate seven VTAB-style tasks, fine-tune the shipped small pretrained ViT on each " +
                                                "with every method (durable runs: interrupted ones resume), and print the table. 'synthetic pretrain' remakes the model.")
@@ -47,19 +47,9 @@ public static class SyntheticCommand
         return command;
     }
 
-    static Dictionary<string, float> ParseRates(string[]? values)
-    {
-        var rates = new Dictionary<string, float>(StringComparer.Ordinal);
-        foreach (var v in values ?? [])
-        {
-            var parts = v.Split('=');
-            if (parts.Length != 2 || PeftMethods.Find(parts[0]) == null ||
-                !float.TryParse(parts[1], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out float rate) || !(rate > 0))
-                throw new ArgumentException($"--lr: '{v}' is not METHOD=LR with a method of {string.Join(", ", PeftMethods.Names)} and LR > 0 (for example ssf=0.01)");
-            rates[parts[0]] = rate;
-        }
-        return rates;
-    }
+    static Dictionary<string, float> ParseRates(string[]? values) =>
+        CommonOptions.ParsePerMethod("--lr", values, v => double.IsFinite(v) && v > 0, "must be a finite number above 0", allowPlain: false, "ssf=0.01")
+            .ByMethod.ToDictionary(p => p.Key, p => (float)p.Value);
 
     static int Run(string output, string modelDir, int epochs, string[]? taskNames, string[]? methodNames, Dictionary<string, float> rates, string deviceName)
     {
@@ -87,11 +77,12 @@ public static class SyntheticCommand
             Model = Path.GetFullPath(config), Weights = Path.GetFullPath(weights), EvalBatchSize = 250,
             Recipe = SyntheticSuite.Recipe(m, epochs) with { LearningRate = rates.TryGetValue(m.Name, out float rate) ? rate : m.Synthetic.LearningRate },
         }))).ToList();
-        if (!RunConsole.RunSuite(plan, runs, device, Path.Combine(output, "cache"))) return 130;
+        var outcome = RunConsole.RunSuite(plan, runs, device, Path.Combine(output, "cache"), stopOnError: false);
+        if (outcome.Interrupted) return 130;
         RunConsole.WriteReport(runs, runs);
         Console.WriteLine(SyntheticSuite.TransferVerdict(VtabReport.Collect(runs)));
         Console.WriteLine($"synthetic suite done in {clock.Elapsed.TotalMinutes:F1} min");
-        return 0;
+        return outcome.Failures.Count > 0 ? 1 : 0;
     }
 
     static Command PretrainCommand()

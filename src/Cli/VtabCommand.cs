@@ -50,7 +50,13 @@ public static class VtabCommand
         public readonly Option<int?> Batch = new Option<int?>("--batch-size") { Description = "Images per step (default: the recipe's; the last partial batch is dropped)" }.AtLeast(1);
         public readonly Option<float?> DropPath = new Option<float?>("--drop-path") { Description = "Stochastic depth rate (default: the recipe's)" }.Fraction();
         public readonly Option<float?> Smoothing = new Option<float?>("--label-smoothing") { Description = "Label smoothing (default: the recipe's)" }.Fraction();
-        public readonly Option<int?> K = new Option<int?>("--k") { Description = "SCT channels per block (96) or GPS inputs per row (1)" }.AtLeast(1);
+        public readonly Option<string[]> K = new Option<string[]>("--k")
+        {
+            Description = "Selection size: one K for every method, or per method as METHOD=K (--k sct=8 gps=1); SCT channels per block (96), GPS inputs per row (1)",
+            AllowMultipleArgumentsPerToken = true,
+        }.PerMethod(IsK, KRule, allowPlain: true, "sct=8 gps=1");
+        static bool IsK(double v) => v >= 1 && v <= int.MaxValue && v == Math.Floor(v);
+        const string KRule = "must be an integer ≥ 1";
         public readonly Option<string[]> StageK = CommonOptions.StageK();
         public readonly Option<int?> EvalEvery = new Option<int?>("--eval-every") { Description = "Evaluate on the test split every N epochs (SSF/GPS 1, SCT 10); always after the last" }.AtLeast(1);
         public readonly Option<ulong?> Seed = new("--seed") { Description = "Seed of the run (default 42)" };
@@ -65,13 +71,14 @@ public static class VtabCommand
         public PeftRecipe Recipe(ParseResult r, string method, string task)
         {
             var recipe = PeftRecipe.For(method, VtabTasks.Find(task) != null ? task : null, ImageModels.FamilyOf(r.GetValue(Model)!));
+            var k = CommonOptions.ParsePerMethod("--k", r.GetValue(K), IsK, KRule, allowPlain: true, "sct=8 gps=1");
             return recipe with
             {
                 LearningRate = r.GetValue(Lr) ?? recipe.LearningRate, WeightDecay = r.GetValue(WeightDecay) ?? recipe.WeightDecay,
                 Epochs = r.GetValue(Epochs) ?? recipe.Epochs, CooldownEpochs = r.GetValue(Cooldown) ?? recipe.CooldownEpochs,
                 WarmupEpochs = r.GetValue(Warmup) ?? recipe.WarmupEpochs, BatchSize = r.GetValue(Batch) ?? recipe.BatchSize,
                 DropPath = r.GetValue(DropPath) ?? recipe.DropPath, LabelSmoothing = r.GetValue(Smoothing) ?? recipe.LabelSmoothing,
-                K = r.GetValue(K) ?? recipe.K, StageK = CommonOptions.ParseStageK(r.GetValue(StageK)) ?? recipe.StageK, EvalEveryEpochs = r.GetValue(EvalEvery) ?? recipe.EvalEveryEpochs, Seed = r.GetValue(Seed) ?? recipe.Seed,
+                K = k.ByMethod.TryGetValue(method, out double own) ? (int)own : k.All is double all ? (int)all : recipe.K, StageK = CommonOptions.ParseStageK(r.GetValue(StageK)) ?? recipe.StageK, EvalEveryEpochs = r.GetValue(EvalEvery) ?? recipe.EvalEveryEpochs, Seed = r.GetValue(Seed) ?? recipe.Seed,
             };
         }
 
@@ -105,7 +112,8 @@ public static class VtabCommand
         var train = new TrainOptions();
         var tasks = new Option<string[]>("--tasks") { Description = "Tasks to run (default: every task folder under --data)", AllowMultipleArgumentsPerToken = true };
         var methods = new Option<string[]>("--methods") { Description = $"Methods to run (default: {string.Join(" ", PeftMethods.Names)})", AllowMultipleArgumentsPerToken = true };
-        var command = new Command("suite", "Run tasks × methods (finished runs are skipped, interrupted ones resumed), then write the report.") { tasks, methods };
+        var stopOnError = new Option<bool>("--stop-on-error") { Description = "Stop at the first failing run (default: go on, summarise the failures, report what finished)" };
+        var command = new Command("suite", "Run tasks × methods (finished runs are skipped, interrupted ones resumed), then write the report.") { tasks, methods, stopOnError };
         train.AddTo(command);
         command.SetAction(r =>
         {
@@ -122,8 +130,10 @@ public static class VtabCommand
                     "or say --same-weights");
             var device = DeviceOption.Resolve(r.GetValue(train.Device)!);
             var runs = taskNames.SelectMany(t => methodNames.Select(m => new PlannedRun(t, m, resume => BuildConfig(r, train, t, m, requireWeights: !resume)))).ToList();
-            if (!RunConsole.RunSuite(runs, output, device, train.Cache(r))) return 130;
-            return RunConsole.WriteReport(output, output);
+            var outcome = RunConsole.RunSuite(runs, output, device, train.Cache(r), r.GetValue(stopOnError));
+            if (outcome.Interrupted) return 130;
+            int code = RunConsole.WriteReport(output, output);
+            return outcome.Failures.Count > 0 ? 1 : code;
         });
         return command;
     }

@@ -18,7 +18,7 @@ public class OptionRulesTests
     [TestCase("--weight-decay", "-1", "--weight-decay must be a finite number ≥ 0")]
     [TestCase("--label-smoothing", "1.5", "--label-smoothing must lie in [0, 1) (got 1.5)")]
     [TestCase("--drop-path", "1", "--drop-path must lie in [0, 1)")]
-    [TestCase("--k", "0", "--k must be at least 1")]
+    [TestCase("--k", "0", "--k: '0': the value must be an integer ≥ 1")]
     [TestCase("--threads", "0", "--threads must be at least 1 (got 0)")]
     [TestCase("--epochs", "abc", "Cannot parse argument 'abc' for option '--epochs' as an integer")]
     [TestCase("--method", "lora", "--method: Argument 'lora' not recognized. Must be one of: 'full', 'linear', 'bias', 'ssf', 'sct', 'gps'")]

@@ -53,6 +53,37 @@ public class VtabCliTests
         Assert.That(stdout, Does.Contain("best evaluation on the test split").And.Contain("after the last epoch"));
     }
 
+    /// <summary>A run that fails does not stop the suite: the others finish, the failures are summarised, the report is
+    /// written from what finished, and the exit code says something failed. An empty runs folder has no report.</summary>
+    [Test]
+    public void ASuiteGoesOnPastAFailingRunAndSummarisesIt()
+    {
+        File.Delete(Path.Combine(_dir, "data", "tint", "test.txt"));
+        var (code, stdout, _) = CliTests.Peft(["vtab", "suite", .. Common("--weights", Path.Combine(_dir, "tiny.safetensors"), "--methods", "linear")]);
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stdout, Does.Contain("tint/linear failed:").And.Contain("1 of 2 run(s) failed").And.Contain("| linear |"));
+        Assert.That(File.Exists(Path.Combine(_dir, "runs", "quadrant", "linear", "result.json")), "the other run finished");
+        Assert.That(File.Exists(Path.Combine(_dir, "runs", "report.md")), "the report of what finished");
+        Assert.That(File.Exists(Path.Combine(_dir, "runs", "tint", "linear", "config.json")), Is.False, "the failed run left no run to resume");
+
+        string empty = Path.Combine(_dir, "empty");
+        Directory.CreateDirectory(empty);
+        var (c2, out2, err2) = CliTests.Peft("vtab", "report", "--runs", empty);
+        Assert.That((c2, out2), Is.EqualTo((1, "")));
+        Assert.That(err2, Does.Contain("no finished run to report"));
+    }
+
+    /// <summary>--k per method: each method takes its own, a plain value serves the rest.</summary>
+    [Test]
+    public void KIsGivenPerMethod()
+    {
+        var (code, _, _) = CliTests.Peft(["vtab", "suite", .. Common("--weights", Path.Combine(_dir, "tiny.safetensors"), "--methods", "sct", "gps",
+            "--tasks", "tint", "--k", "sct=4", "2", "--same-weights")]);
+        Assert.That(code, Is.Zero);
+        int K(string method) => Engine.Models.Training.RunConfig.Load(Path.Combine(_dir, "runs", "tint", method, "config.json")).Recipe.K;
+        Assert.That((K("sct"), K("gps")), Is.EqualTo((4, 2)));
+    }
+
     /// <summary>On a terminal the status line (stderr) is cleared before every log line (stdout) and redrawn after it,
     /// so no epoch line starts after a stale status line. Runs the CLI under script(1) to get a pseudo-terminal.</summary>
     [Test]
@@ -94,7 +125,7 @@ public class VtabCliTests
             wide.Save(Path.Combine(_dir, "wide.safetensors"));
         (code, _, stderr) = CliTests.Peft(["vtab", "run", "--task", "tint", "--method", "linear", .. Common("--weights", Path.Combine(_dir, "wide.safetensors"))]);
         Assert.That(code, Is.EqualTo(1));
-        Assert.That(stderr, Does.Contain("wide.safetensors").And.Contain("patch_embed.proj.weight").And.Contain("blocks.0.attn.qkv.weight"));
+        Assert.That(stderr, Does.Contain("wide.safetensors").And.Contain("patch_embed.proj.weight").And.Contain("checkpoint: ViT, width 48").And.Contain("model: ViT, width 32"));
 
         (code, var stdout, _) = CliTests.Peft(["vtab", "run", "--task", "tint", "--method", "bias", .. Common("--weights", Path.Combine(_dir, "tiny.safetensors"))]);
         Assert.That(code, Is.Zero);

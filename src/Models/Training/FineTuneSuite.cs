@@ -4,6 +4,9 @@ namespace Engine.Models.Training;
 /// need not have its checkpoint at hand).</summary>
 public sealed record PlannedRun(string Task, string Method, Func<bool, RunConfig> Config);
 
+/// <summary>How a suite ended: interrupted (Ctrl-C), and the runs that failed with why.</summary>
+public sealed record SuiteOutcome(bool Interrupted, IReadOnlyList<string> Failures);
+
 /// <summary>Tasks × methods as durable runs in <c>&lt;output&gt;/&lt;task&gt;/&lt;method&gt;</c> (<c>peft vtab suite</c>
 /// and the synthetic suite).</summary>
 public static class FineTuneSuite
@@ -11,10 +14,13 @@ public static class FineTuneSuite
     /// <summary>
     /// Runs each planned run in order: a finished run is skipped, an interrupted one resumed, a new one started.
     /// <paramref name="execute"/> runs one (config, run folder, resume) and returns its result, or null when it was
-    /// interrupted, which stops the suite. Returns false when interrupted.
+    /// interrupted, which stops the suite. A run that fails (bad data, a diverging loss, ...) is logged and, unless
+    /// <paramref name="stopOnError"/>, the suite goes on; the failures are summarised at the end.
     /// </summary>
-    public static bool Run(IReadOnlyList<PlannedRun> runs, string output, Func<RunConfig, string, bool, RunResult?> execute, Action<string> log)
+    public static SuiteOutcome Run(IReadOnlyList<PlannedRun> runs, string output, Func<RunConfig, string, bool, RunResult?> execute, Action<string> log,
+        bool stopOnError = false)
     {
+        var failures = new List<string>();
         for (int i = 0; i < runs.Count; i++)
         {
             var run = runs[i];
@@ -26,8 +32,21 @@ public static class FineTuneSuite
             }
             bool resume = File.Exists(Path.Combine(runDir, "config.json"));
             log($"{where}{(resume ? " (resuming)" : "")}");
-            if (execute(run.Config(resume), runDir, resume) is null) return false;
+            try
+            {
+                if (execute(run.Config(resume), runDir, resume) is null) return new SuiteOutcome(true, failures);
+            }
+            catch (Exception e) when (e is not OperationCanceledException && !stopOnError)
+            {
+                failures.Add($"{run.Task}/{run.Method}: {e.Message}");
+                log($"{where} failed: {e.Message}");
+            }
         }
-        return true;
+        if (failures.Count > 0)
+        {
+            log($"{failures.Count} of {runs.Count} run(s) failed (the others are reported; fix and rerun the suite to retry them):");
+            foreach (var f in failures) log($"  {f}");
+        }
+        return new SuiteOutcome(false, failures);
     }
 }

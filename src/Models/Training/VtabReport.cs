@@ -50,6 +50,8 @@ public sealed class VtabReport
                 }
                 else unfinished++;
             }
+        if (results.Count == 0)
+            throw new InvalidOperationException($"{runsDir}: no finished run to report{(unfinished > 0 ? $" ({unfinished} unfinished; resume them first)" : "")}");
         var order = VtabTasks.All.Select(t => t.Name).ToList();
         var tasks = groups.OrderBy(g => g.Value).ThenBy(g => order.IndexOf(g.Key) is int i and >= 0 ? i : int.MaxValue).ThenBy(g => g.Key, StringComparer.Ordinal)
             .Select(g => (g.Key, g.Value)).ToList();
