@@ -9,6 +9,8 @@ public enum VtabGroup
     Specialized,
     /// <summary>Structured scene understanding (counting, distance, orientation).</summary>
     Structured,
+    /// <summary>A task outside VTAB-1k whose <c>task.json</c> names no group: reported in a column of its own.</summary>
+    Other,
 }
 
 /// <summary>A VTAB-1k task: its folder name (NOAH's extractor), class count, group and test-split size.</summary>

@@ -63,9 +63,12 @@ public sealed class VtabReport
     static VtabGroup SyntheticGroup(string taskFolder)
     {
         string path = Path.Combine(taskFolder, "task.json");
-        if (!File.Exists(path)) return VtabGroup.Structured;
+        if (!File.Exists(path)) return VtabGroup.Other;
         using var doc = JsonDocument.Parse(File.ReadAllText(path));
-        return doc.RootElement.TryGetProperty("group", out var g) && Enum.TryParse<VtabGroup>(g.GetString(), true, out var group) ? group : VtabGroup.Structured;
+        if (!doc.RootElement.TryGetProperty("group", out var g)) return VtabGroup.Other;
+        return g.ValueKind == JsonValueKind.String && Enum.TryParse<VtabGroup>(g.GetString(), true, out var group) && Enum.IsDefined(group)
+            ? group
+            : throw new InvalidInputException(path, $"group {g} is not natural, specialized, structured or other");
     }
 
     /// <summary>Runs found without a result (still running, interrupted or diverged).</summary>
@@ -85,12 +88,21 @@ public sealed class VtabReport
         return present.Count > 0 && present.All(v => v.HasValue) ? present.Average(v => v!.Value) : null;
     }
 
+    // Whether the table holds every task of a group (every VTAB-1k task of a VTAB group; the tasks found for the rest),
+    // and every VTAB-1k task for the overall mean: a mean over part of a group would not compare with the papers'.
+    bool Complete(VtabGroup? group)
+    {
+        var vtab = VtabTasks.All.Where(t => group == null || t.Group == group).Select(t => t.Name).ToList();
+        bool anyVtab = _tasks.Any(t => VtabTasks.Find(t.Name) != null && (group == null || t.Group == group));
+        return !anyVtab || vtab.All(name => _tasks.Any(t => t.Name == name));
+    }
+
     /// <summary>The markdown tables: best-on-test (what the papers report) and final-epoch accuracy.</summary>
     public string Markdown()
     {
         var sb = new StringBuilder();
         var groups = _tasks.Select(t => t.Group).Distinct().ToList();
-        bool vtab = _tasks.All(t => VtabTasks.Find(t.Name) != null) && _tasks.Count > 0;
+        bool vtab = _tasks.Any(t => VtabTasks.Find(t.Name) != null);
         foreach (bool best in new[] { true, false })
         {
             sb.AppendLine(best ? "Top-1 accuracy (%), best evaluation on the test split (as the official repositories report):" : "Top-1 accuracy (%) after the last epoch:");
@@ -103,10 +115,11 @@ public sealed class VtabReport
                     [.. _tasks.Select(t => Accuracy(method, t.Name, best))], groups);
             if (best && vtab)
                 foreach (var (name, numbers) in Published)
-                    Row(sb, name, "–", [.. _tasks.Select(t => (double?)numbers[VtabTasks.All.ToList().FindIndex(v => v.Name == t.Name)])], groups);
+                    Row(sb, name, "–", [.. _tasks.Select(t => VtabTasks.All.ToList().FindIndex(v => v.Name == t.Name) is int i and >= 0 ? numbers[i] : (double?)null)], groups);
             sb.AppendLine();
         }
-        sb.AppendLine("A mean is shown only where every task of it has a result. Params: trainable parameters of our runs (head included), averaged over tasks.");
+        sb.AppendLine("A mean is shown only where every task of it has a result (for VTAB-1k, every task of the group, or all 19 for the mean). " +
+                      "Params: trainable parameters of our runs (head included), averaged over tasks.");
         if (Unfinished > 0) sb.AppendLine($"{Unfinished} run(s) have no result yet and are not in the table.");
         var backbones = _results.Where(r => r.Weights != null).GroupBy(r => (r.Weights, r.WeightsSha256))
             .Select(g => $"{string.Join(", ", g.Select(r => r.Method).Distinct().OrderBy(m => _methods.IndexOf(m)))} from {g.Key.Weights} (SHA-256 {g.Key.WeightsSha256?[..12]}…)").ToList();
@@ -117,8 +130,8 @@ public sealed class VtabReport
     /// <summary>A table row: the per-task values, then the mean of each group and over every task.</summary>
     void Row(StringBuilder sb, string name, string parameters, List<double?> values, List<VtabGroup> groups) =>
         sb.Append($"| {name} | {parameters} | ").AppendJoin(" | ", values.Select(Cell)).Append(" | ")
-          .AppendJoin(" | ", groups.Select(g => Cell(Mean(values.Where((_, i) => _tasks[i].Group == g)))))
-          .AppendLine($" | {Cell(Mean(values))} |");
+          .AppendJoin(" | ", groups.Select(g => Cell(Complete(g) ? Mean(values.Where((_, i) => _tasks[i].Group == g)) : null)))
+          .AppendLine($" | {Cell(Complete(null) ? Mean(values) : null)} |");
 
     /// <summary>One CSV row per run.</summary>
     public string Csv()
