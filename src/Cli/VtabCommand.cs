@@ -27,7 +27,7 @@ public static class VtabCommand
     /// <summary>The options every training command shares, and the recipe overrides.</summary>
     sealed class TrainOptions
     {
-        public readonly Option<string> Data = new("--data") { Description = "The folder holding the task folders (VTAB-1k as NOAH's extractor writes it)", Required = true };
+        public readonly Option<string?> Data = new("--data") { Description = "The folder holding the task folders (VTAB-1k as NOAH's extractor writes it); required unless resuming" };
         public readonly Option<string[]> Weights = new("--weights")
         {
             Description = "Pretrained checkpoint(s): one FILE for every method, or one per checkpoint family as augreg=FILE (SSF, GPS, the baselines) " +
@@ -95,16 +95,69 @@ public static class VtabCommand
         method.AcceptOnlyFromAmong([.. PeftMethods.Names]);
         var resume = new Option<bool>("--resume") { Description = "Continue the run in <output>/<task>/<method> from its last checkpoint (its stored config is used)" };
         var force = new Option<bool>("--force") { Description = "Replace the run <output>/<task>/<method> already holds (its files are deleted first)" };
-        var command = new Command("run", "Fine-tune one method on one task: train on train800val200, evaluate top-1 on test, write a durable run folder.") { task, method, resume, force };
+        var forceConfig = new Option<bool>("--force-config") { Description = "With --resume: continue with the stored config although options given differ from it" };
+        var command = new Command("run", "Fine-tune one method on one task: train on train800val200, evaluate top-1 on test, write a durable run folder.")
+        {
+            task, method, resume, force, forceConfig,
+        };
         train.AddTo(command);
         command.SetAction(r =>
         {
+            string taskName = r.GetValue(task)!, methodName = r.GetValue(method)!;
+            string runDir = Path.Combine(r.GetValue(train.Output)!, taskName, methodName);
+            bool resuming = r.GetValue(resume);
+            if (resuming && r.GetValue(force)) throw new ArgumentException("--resume continues a run and --force replaces it: give one");
+            if (!resuming && r.GetValue(forceConfig)) throw new ArgumentException("--force-config goes with --resume");
+            var config = resuming ? StoredConfig(r, train, runDir, taskName, methodName, r.GetValue(forceConfig))
+                : BuildConfig(r, train, taskName, methodName, requireWeights: true);
             var device = DeviceOption.Resolve(r.GetValue(train.Device)!);
-            var config = BuildConfig(r, train, r.GetValue(task)!, r.GetValue(method)!, requireWeights: !r.GetValue(resume));
-            string runDir = Path.Combine(r.GetValue(train.Output)!, config.Task, config.Recipe.Method);
-            return RunConsole.Execute(config, runDir, device, train.Cache(r), r.GetValue(resume), r.GetValue(force)) is { } result ? Print(result) : 130;
+            return RunConsole.Execute(config, runDir, device, train.Cache(r), resuming, r.GetValue(force)) is { } result ? Print(result) : 130;
         });
         return command;
+    }
+
+    /// <summary>The config a run folder holds, refused when options given on the command line differ from it (a resumed
+    /// run keeps its stored values) unless <paramref name="forceConfig"/>.</summary>
+    static RunConfig StoredConfig(ParseResult r, TrainOptions train, string runDir, string task, string method, bool forceConfig)
+    {
+        string path = Path.Combine(runDir, "config.json");
+        if (!File.Exists(path)) throw new InvalidOperationException($"--resume: {runDir} holds no run to resume (no config.json)");
+        var stored = RunConfig.Load(path);
+        // What the options given would have made, with --data defaulting to where the stored task folder is.
+        var given = BuildConfig(r, train, task, method, requireWeights: false, dataFallback: Path.GetDirectoryName(stored.TaskFolder));
+        var differences = new List<string>();
+        void Compare(Option option, object? storedValue, object? givenValue)
+        {
+            if (r.GetResult(option) is { Implicit: false } && !Equals(Text(storedValue), Text(givenValue)))
+                differences.Add($"{option.Name}: stored {Text(storedValue)}, given {Text(givenValue)}");
+        }
+        static string Text(object? v) => v switch
+        {
+            null => "none",
+            IEnumerable<KeyValuePair<string, int>> d => string.Join(" ", d.OrderBy(p => p.Key).Select(p => $"{p.Key}={p.Value}")),
+            IFormattable f => f.ToString(null, System.Globalization.CultureInfo.InvariantCulture),
+            _ => v.ToString() ?? "",
+        };
+        var (a, b) = (stored.Recipe, given.Recipe);
+        Compare(train.Data, stored.TaskFolder, given.TaskFolder);
+        Compare(train.Weights, stored.Weights, given.Weights);
+        Compare(train.Model, stored.Model, given.Model);
+        Compare(train.Lr, a.LearningRate, b.LearningRate);
+        Compare(train.WeightDecay, a.WeightDecay, b.WeightDecay);
+        Compare(train.Epochs, a.Epochs, b.Epochs);
+        Compare(train.Cooldown, a.CooldownEpochs, b.CooldownEpochs);
+        Compare(train.Warmup, a.WarmupEpochs, b.WarmupEpochs);
+        Compare(train.Batch, a.BatchSize, b.BatchSize);
+        Compare(train.DropPath, a.DropPath, b.DropPath);
+        Compare(train.Smoothing, a.LabelSmoothing, b.LabelSmoothing);
+        Compare(train.K, a.K, b.K);
+        Compare(train.StageK, a.StageK, b.StageK);
+        Compare(train.EvalEvery, a.EvalEveryEpochs, b.EvalEveryEpochs);
+        Compare(train.Seed, a.Seed, b.Seed);
+        if (differences.Count > 0 && !forceConfig)
+            throw new ArgumentException($"--resume: the run in {runDir} was started with other values ({string.Join("; ", differences)}); a resumed run keeps its " +
+                                        "stored config: add --force-config to continue with it, or --force to start over with the new values");
+        return stored;
     }
 
     static Command SuiteCommand()
@@ -117,7 +170,7 @@ public static class VtabCommand
         train.AddTo(command);
         command.SetAction(r =>
         {
-            string data = r.GetValue(train.Data)!, output = r.GetValue(train.Output)!;
+            string data = r.GetValue(train.Data) ?? throw new ArgumentException("--data: the folder of the task folders is required"), output = r.GetValue(train.Output)!;
             var taskNames = r.GetValue(tasks) is { Length: > 0 } given ? given : FindTasks(data);
             var methodNames = r.GetValue(methods) is { Length: > 0 } m ? m : [.. PeftMethods.Names];
             foreach (var name in methodNames.Where(m => PeftMethods.Find(m) == null))
@@ -191,9 +244,10 @@ public static class VtabCommand
             ? n : throw new InvalidInputException(path, $"expected {{\"classes\": N}} with N > 0");
     }
 
-    static RunConfig BuildConfig(ParseResult r, TrainOptions train, string task, string method, bool requireWeights)
+    static RunConfig BuildConfig(ParseResult r, TrainOptions train, string task, string method, bool requireWeights, string? dataFallback = null)
     {
-        string folder = Path.GetFullPath(Path.Combine(r.GetValue(train.Data)!, task));
+        string data = r.GetValue(train.Data) ?? dataFallback ?? throw new ArgumentException("--data: the folder of the task folders is required to start a run");
+        string folder = Path.GetFullPath(Path.Combine(data, task));
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"--task {task}: no folder {folder}");
         string? weights = CheckpointChoice.Parse(r.GetValue(train.Weights)).For(PeftMethods.Get(method));
         if (weights == null && requireWeights)

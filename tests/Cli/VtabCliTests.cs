@@ -73,6 +73,29 @@ public class VtabCliTests
         Assert.That(err2, Does.Contain("no finished run to report"));
     }
 
+    /// <summary>--resume keeps the stored config: options that differ from it are named and refused unless
+    /// --force-config; --data is not needed to resume.</summary>
+    [Test]
+    public void ResumeNamesTheOptionsThatDifferFromTheStoredConfig()
+    {
+        string[] run = ["vtab", "run", "--task", "tint", "--method", "linear"];
+        var (code, _, _) = CliTests.Peft([.. run, .. Common("--weights", Path.Combine(_dir, "tiny.safetensors"))]);
+        Assert.That(code, Is.Zero);
+        var changed = Common("--weights", Path.Combine(_dir, "tiny.safetensors")).Select(a => a == "0.01" ? "0.02" : a).ToArray();
+        var (c2, _, e2) = CliTests.Peft([.. run, .. changed, "--resume"]);
+        Assert.That(c2, Is.EqualTo(1));
+        Assert.That(e2, Does.Contain("--lr: stored 0.01, given 0.02").And.Contain("--force-config").And.Contain("--force"));
+        Assert.That(e2, Does.Not.Contain("--epochs:"), "options equal to the stored ones are not listed");
+        var (c3, out3, _) = CliTests.Peft([.. run, .. changed, "--resume", "--force-config"]);
+        Assert.That(c3, Is.Zero);
+        Assert.That(out3, Does.Contain("tint/linear: final top-1"));
+        var (c4, out4, e4) = CliTests.Peft("vtab", "run", "--task", "tint", "--method", "linear", "--output", Path.Combine(_dir, "runs"), "--resume");
+        Assert.That(c4, Is.Zero, e4);
+        Assert.That(out4, Does.Contain("tint/linear: final top-1"), "no --data, no --weights: the folder's config is enough");
+        var (c5, _, e5) = CliTests.Peft("vtab", "run", "--task", "dtd", "--method", "linear", "--output", Path.Combine(_dir, "runs"));
+        Assert.That((c5, e5), Is.EqualTo((1, "error: --data: the folder of the task folders is required to start a run\n")));
+    }
+
     /// <summary>--k per method: each method takes its own, a plain value serves the rest.</summary>
     [Test]
     public void KIsGivenPerMethod()
