@@ -9,7 +9,7 @@ public static class InspectCommand
     /// <summary>Builds the command.</summary>
     public static Command Create()
     {
-        var path = new Argument<string>("checkpoint") { Description = "A .safetensors or .npz file" };
+        var path = new Argument<string>("checkpoint") { Description = "A .safetensors, .npz or PyTorch .pth file" };
         var timm = new Option<bool>("--timm") { Description = "For a Google ViT .npz: list the tensors under the timm names and layouts they load as" };
         var command = new Command("inspect", "List a checkpoint's tensors (name, shape, dtype, elements) and its parameter count.") { path, timm };
         command.SetAction(r => Run(r.GetValue(path)!, r.GetValue(timm)));

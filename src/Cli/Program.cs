@@ -17,14 +17,26 @@ try
     CommonOptions.ApplyGlobals(parse);
     return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
-catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or InvalidOperationException or ArithmeticException
-                           or Engine.Kernels.Cuda.CudaException or Engine.Kernels.Cuda.CudaCompileException)
-{
-    Console.Error.WriteLine($"error: {e.Message}");
-    return 1;
-}
 catch (Exception e)
 {
-    Console.Error.WriteLine($"error: unexpected {e.GetType().Name} (please report it): {e.Message}");
+    // Parallel work and static initialisers wrap the real failure; a missing or broken native library is a set-up
+    // problem with a clear message, not a bug.
+    var cause = Cause(e);
+    if (cause is ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or InvalidOperationException or ArithmeticException
+        or NotSupportedException or DllNotFoundException or EntryPointNotFoundException or BadImageFormatException
+        or Engine.Kernels.Cuda.CudaException or Engine.Kernels.Cuda.CudaCompileException)
+    {
+        Console.Error.WriteLine($"error: {cause.Message}");
+        return 1;
+    }
+    Console.Error.WriteLine($"error: unexpected {cause.GetType().Name} (please report it): {cause.Message}");
     return 2;
 }
+
+static Exception Cause(Exception e) => e switch
+{
+    AggregateException { InnerExceptions.Count: > 0 } a => Cause(a.InnerExceptions[0]),
+    TypeInitializationException { InnerException: { } inner } => Cause(inner),
+    System.Reflection.TargetInvocationException { InnerException: { } inner } => Cause(inner),
+    _ => e,
+};

@@ -96,6 +96,20 @@ public class VtabCliTests
         Assert.That((c5, e5), Is.EqualTo((1, "error: --data: the folder of the task folders is required to start a run\n")));
     }
 
+    /// <summary>A damaged image found while the cache is built on several threads: one error line naming the file, never
+    /// "unexpected AggregateException".</summary>
+    [Test]
+    public void ADamagedImageIsOneErrorLineNamingIt()
+    {
+        string list = Path.Combine(_dir, "data", "tint", "train800val200.txt");
+        string image = Path.Combine(_dir, "data", "tint", File.ReadLines(list).Skip(3).First().Split(' ')[0]);
+        File.WriteAllBytes(image, File.ReadAllBytes(image)[..40]);
+        var (code, _, stderr) = CliTests.Peft(["vtab", "run", "--task", "tint", "--method", "linear", .. Common("--weights", Path.Combine(_dir, "tiny.safetensors"))]);
+        Assert.That(code, Is.EqualTo(1), stderr);
+        Assert.That(stderr, Does.StartWith("error: ").And.Contain(Path.GetFileName(image)).And.Not.Contain("unexpected").And.Not.Contain("Aggregate"));
+        Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
+    }
+
     /// <summary>--k per method: each method takes its own, a plain value serves the rest.</summary>
     [Test]
     public void KIsGivenPerMethod()

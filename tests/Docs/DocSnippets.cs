@@ -99,13 +99,14 @@ internal static class DocSnippets
     }
 
     /// <summary>docs/models.md.</summary>
-    internal static void ModelsVit(Tensor images, ulong step)
+    internal static void ModelsVit(Tensor images)
     {
         #region ModelsVit
         var config = VitConfig.Presets["vit_base_patch16_224"] with { num_classes = 100 };   // or VitConfig.FromJson("vit.json")
         using var vit = new VisionTransformer(Device.Cpu, config, seed: 0);                     // timm init
         var report = vit.Load("B_16-i21k.npz", LoadMode.NewHead);     // Google npz or timm .safetensors; backbone strict, fresh head
         using var logits = vit.Forward(images);                       // images [B,3,224,224]; eval mode
+        ulong step = 1;                                               // a seed per training step (ulong)
         using var trainLogits = vit.Forward(images, trainSeed: step); // dropout + stochastic depth from the seed
         vit.Save("finetuned.safetensors");                           // timm keys, atomic write
         #endregion

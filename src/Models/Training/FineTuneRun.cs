@@ -131,7 +131,7 @@ public static class FineTuneRun
             opt.LoadState(RunFile(Path.Combine(dir, "optimizer.safetensors")));
             log($"resumed after epoch {state.EpochsDone} from {dir}");
         }
-        log($"{method.Name}: {trainable:N0} trainable parameters; {recipe.TotalEpochs} epochs of batch {recipe.BatchSize}, lr {recipe.LearningRate:G3}, " +
+        log($"{method.Name}: {trainable:N0} trainable parameters; {recipe.TotalEpochs} epochs ({recipe.Epochs} + {recipe.CooldownEpochs} cooldown at lr {recipe.MinLearningRate:G3}) of batch {recipe.BatchSize}, lr {recipe.LearningRate:G3}, " +
             $"wd {recipe.WeightDecay:G3} ({recipe.Optimizer}), on {device}");
 
         int stepsPerEpoch = Math.Max(1, train.Count / recipe.BatchSize);
