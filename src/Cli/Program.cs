@@ -10,6 +10,7 @@ root.Subcommands.Add(SelectCommand.Create());
 root.Subcommands.Add(MergeCommand.Create());
 root.Subcommands.Add(VtabCommand.Create());
 root.Subcommands.Add(SyntheticCommand.Create());
+root.Subcommands.Add(BenchCommand.Create());
 try
 {
     var parse = root.Parse(args);

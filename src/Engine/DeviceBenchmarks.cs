@@ -1,36 +1,178 @@
 using System.Diagnostics;
+using System.Globalization;
 using Engine.Kernels;
+using Engine.Kernels.Cpu;
 using Engine.Kernels.Cuda;
 
 namespace Engine;
 
-/// <summary>One benchmark result: time per call and, where it applies, achieved bandwidth (bytes the kernel must
-/// read and write at least, per second) as a share of the device's own copy bandwidth, or GEMM throughput.</summary>
+/// <summary>One benchmark result: time per call (median) and, where it applies, achieved bandwidth (the bytes the kernel
+/// must read and write at least, per second) with its share of the device's own copy bandwidth for the same bytes, or
+/// GEMM throughput with OpenBLAS's at the same shape on the CPU when it is installed.</summary>
 public sealed record BenchmarkRow(string Name, string Shape, double Milliseconds, double? GBps = null, double? PercentOfCopy = null,
-    double? Tflops = null, double? Microseconds = null);
+    double? Tflops = null, double? Microseconds = null, double? PeerTflops = null);
+
+/// <summary>A kernel that <see cref="DeviceBenchmarks"/> can time at any shape.</summary>
+/// <param name="Name">What <c>peft bench --op</c> calls it.</param>
+/// <param name="ShapeForm">How its shape is written (<c>ROWSxCOLS</c>, <c>MxNxK</c>, ...).</param>
+/// <param name="Dimensions">How many numbers the shape has (a count alone is also accepted where it is 2: one row).</param>
+/// <param name="What">One line for the list.</param>
+public sealed record BenchmarkOp(string Name, string ShapeForm, int Dimensions, string What);
 
 /// <summary>
-/// Device benchmarks for the CUDA backend: device-to-device copy bandwidth (the yardstick), each memory-bound kernel's
-/// achieved GB/s against it, cuBLAS GEMM TFLOP/s at ViT-B/16 shapes (FP32 and TF32), and the host-side cost of one
-/// kernel launch. Timed with GPU events on a real device. On the emulated device the same code runs at tiny sizes
-/// (CI checks that it works); its numbers measure the emulator, not a GPU.
+/// Kernel benchmarks on any device (CPU, CUDA, emulated CUDA): each memory-bound kernel's achieved GB/s against the
+/// device's copy bandwidth for the same bytes, GEMM GFLOP/s (with OpenBLAS beside it on the CPU, and TF32 on Ampere and
+/// newer GPUs), and on CUDA the host-side cost of one kernel launch. <see cref="Measure"/> times one op at any shape
+/// (<c>peft bench</c>); <see cref="Run"/> times them all at ViT-B/16 training sizes (<c>peft selftest --bench</c>).
+/// Every call is synchronised and the median of the repeats is reported. On the emulated device the numbers time the
+/// emulator, not a GPU.
 /// </summary>
 public static unsafe class DeviceBenchmarks
 {
-    /// <summary>Runs every benchmark and prints a markdown table row by row as results arrive.</summary>
-    public static void RunAndPrint(CudaDevice device, bool full, TextWriter output)
+    /// <summary>The ops, in the order <see cref="Run"/> times them.</summary>
+    public static IReadOnlyList<BenchmarkOp> Ops { get; } =
+    [
+        new("copy", "N", 1, "y = x (the yardstick of the others)"),
+        new("add", "N", 1, "y = a + b (residual)"),
+        new("gelu", "N", 1, "exact GELU forward"),
+        new("gelu-backward", "N", 1, "GELU backward"),
+        new("drop-path", "N", 1, "stochastic depth / dropout mask"),
+        new("adam", "N", 1, "one AdamW step of N parameters"),
+        new("bias", "ROWSxCOLS", 2, "y = x + bias per column"),
+        new("scale-shift", "ROWSxCOLS", 2, "SSF: y = x·scale + shift per column"),
+        new("layernorm", "ROWSxCOLS", 2, "LayerNorm forward over each row"),
+        new("softmax", "ROWSxCOLS", 2, "softmax over each row"),
+        new("softmax-backward", "ROWSxCOLS", 2, "softmax backward over each row"),
+        new("depthwise-conv", "NxHxWxC", 4, "7×7 depthwise conv, channels last (ConvNeXt)"),
+        new("gemm", "MxNxK", 3, "y = x·Wᵀ, x [M, K], W [N, K]"),
+    ];
+
+    /// <summary>Parses <c>1576x3072</c> (or <c>1576×3072</c>) for <paramref name="op"/>; a single count is one row.</summary>
+    /// <exception cref="ArgumentException">Not the op's form, or a size below 1.</exception>
+    public static int[] ParseShape(BenchmarkOp op, string text)
     {
-        output.WriteLine($"\ndevice benchmarks on {device.Runtime.Description}, {(full ? "ViT-B/16 training sizes (batch 64)" : "small sizes")}" +
-                         (device.Runtime is EmulatedRuntime ? "; emulated device: these numbers time the emulator, not a GPU" : ""));
-        output.WriteLine("\n| benchmark | shape | ms | GB/s | % of copy | TFLOP/s | µs |\n|---|---|---|---|---|---|---|");
-        static string Cell(double? v, string format) => v.HasValue ? v.Value.ToString(format, System.Globalization.CultureInfo.InvariantCulture) : "";
-        Run(device, full, row => output.WriteLine(
-            $"| {row.Name} | {row.Shape} | {Cell(row.Milliseconds, "F4")} | {Cell(row.GBps, "F1")} | {Cell(row.PercentOfCopy, "F0")} | " +
-            $"{Cell(row.Tflops, "F2")} | {Cell(row.Microseconds, "F2")} |"));
+        var parts = text.Split(['x', '×', 'X']);
+        var dims = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!int.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out dims[i]) || dims[i] < 1)
+                throw new ArgumentException($"--shape {text}: '{parts[i]}' is not a size ≥ 1 ({op.Name} takes {op.ShapeForm})");
+        if (op.Dimensions == 1) return dims.Aggregate(1L, (a, b) => a * b) <= int.MaxValue ? dims
+            : throw new ArgumentException($"--shape {text}: more than {int.MaxValue} elements");
+        if (op.Dimensions == 2 && dims.Length == 1) return [1, dims[0]];
+        if (dims.Length != op.Dimensions) throw new ArgumentException($"--shape {text}: {op.Name} takes {op.ShapeForm}");
+        return dims;
     }
 
-    /// <summary>Runs every benchmark; <paramref name="full"/> uses ViT-B/16 training sizes (batch 64), otherwise tiny ones.</summary>
-    public static List<BenchmarkRow> Run(CudaDevice device, bool full, Action<BenchmarkRow>? progress = null)
+    /// <summary>Times <paramref name="op"/> at <paramref name="shape"/> on <paramref name="device"/> (median of
+    /// <paramref name="repeats"/> synchronised calls after two warm-up calls).</summary>
+    public static BenchmarkRow Measure(Device device, string op, int[] shape, int repeats = 10)
+    {
+        var info = Ops.FirstOrDefault(o => o.Name == op) ?? throw new ArgumentException($"unknown op '{op}' (known: {string.Join(", ", Ops.Select(o => o.Name))})");
+        var k = device.Kernels;
+        string shapeText = string.Join("×", shape);
+        long elements = shape.Aggregate(1L, (a, b) => a * b);
+        if (op == "gemm")
+        {
+            int M = shape[0], N = shape[1], K = shape[2];
+            using var x = Filled(device, (long)M * K, 0.5f);
+            using var w = Filled(device, (long)N * K, 0.25f);
+            using var y = Tensor.Zeros(device, checked(M * N));
+            double flops = 2.0 * M * N * K;
+            double ms = Time(device, repeats, () => k.Gemm(false, true, M, N, K, 1f, x.Data, K, w.Data, K, 0f, y.Data, N));
+            double? peer = null;
+            if (device is not CudaDevice && OpenBlas.TryLoad(out _) is { } blas)
+                peer = flops / (Time(device, repeats, () => blas.Sgemm(false, true, M, N, K, 1f, x.Data, K, w.Data, K, 0f, y.Data, N)) * 1e9);
+            return new BenchmarkRow("gemm", shapeText, ms, Tflops: flops / (ms * 1e9), PeerTflops: peer);
+        }
+        bool rowOp = info.Dimensions == 2;
+        int rows = rowOp ? shape[0] : 1, cols = rowOp ? shape[1] : (int)elements;
+        long n = elements;
+        using var a = Filled(device, n, 0.5f);
+        using var b = Filled(device, n, 0.25f);
+        using var c = Tensor.Zeros(device, checked((int)n));
+        using var d = Filled(device, n, 1f);
+        using var vector = Filled(device, Math.Max(cols, 2 * rows), 1f);
+        using var vector2 = Filled(device, Math.Max(cols, 2 * rows), 0.1f);
+        using var convWeights = op == "depthwise-conv" ? Filled(device, 49L * shape[3], 0.02f) : null;
+        (long bytes, Action work) = op switch
+        {
+            "copy" => (2 * n * 4, (Action)(() => k.Copy(b.Data, a.Data, n, false))),
+            "add" => (3 * n * 4, () => k.Add(c.Data, a.Data, b.Data, n)),
+            "gelu" => (2 * n * 4, () => k.GeluForward(b.Data, a.Data, n)),
+            "gelu-backward" => (3 * n * 4, () => k.GeluBackward(c.Data, b.Data, a.Data, n, false)),
+            "drop-path" => (2 * n * 4, () => k.DropPathForward(b.Data, a.Data, n, 1, 0.1f, 1)),
+            "adam" => (7 * n * 4, () => k.AdamStep(a.Data, b.Data, c.Data, d.Data, null, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.05f, 1, true)),
+            "bias" => (2 * n * 4, () => k.AddBias(b.Data, a.Data, vector.Data, rows, cols)),
+            "scale-shift" => (2 * n * 4, () => k.ScaleShiftForward(b.Data, a.Data, vector.Data, vector2.Data, rows, cols)),
+            "layernorm" => (2 * n * 4, () => k.LayerNormForward(b.Data, vector2.Data, vector2.Data + rows, a.Data, vector.Data, vector2.Data, rows, cols, 1e-6f)),
+            "softmax" => (2 * n * 4, () => k.SoftmaxForward(b.Data, a.Data, rows, cols)),
+            "softmax-backward" => (3 * n * 4, () => k.SoftmaxBackward(c.Data, b.Data, a.Data, rows, cols, false)),
+            "depthwise-conv" => (2 * n * 4, () => k.DepthwiseConvForward(b.Data, a.Data, convWeights!.Data, null, shape[0], shape[1], shape[2], shape[3], 7, 3)),
+            _ => throw new ArgumentException($"unknown op '{op}'"),
+        };
+        double time = Time(device, repeats, work);
+        double gbps = bytes / (time * 1e6);
+        // The yardstick: this device copying the same number of bytes.
+        long copyFloats = Math.Max(1, bytes / 8);
+        double copyMs = op == "copy" ? time : CopyMilliseconds(device, copyFloats, repeats);
+        return new BenchmarkRow(op, shapeText, time, gbps, 100 * gbps / (2.0 * copyFloats * 4 / (copyMs * 1e6)));
+    }
+
+    static double CopyMilliseconds(Device device, long floats, int repeats)
+    {
+        using var src = Filled(device, floats, 0.5f);
+        using var dst = Tensor.Zeros(device, checked((int)floats));
+        return Time(device, repeats, () => device.Kernels.Copy(dst.Data, src.Data, floats, false));
+    }
+
+    static Tensor Filled(Device device, long n, float value)
+    {
+        var t = Tensor.Zeros(device, checked((int)n));
+        device.Kernels.Fill(t.Data, n, value);
+        return t;
+    }
+
+    // Median of synchronised calls, in ms, after two warm-ups.
+    static double Time(Device device, int repeats, Action work)
+    {
+        for (int i = 0; i < 2; i++) work();
+        device.Synchronize();
+        var times = new double[Math.Max(1, repeats)];
+        for (int i = 0; i < times.Length; i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            work();
+            device.Synchronize();
+            times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        }
+        Array.Sort(times);
+        return times[times.Length / 2];
+    }
+
+    /// <summary>The markdown header of <see cref="FormatRow"/>.</summary>
+    public const string TableHeader = "| benchmark | shape | ms | GB/s | % of copy | GFLOP/s | OpenBLAS GFLOP/s | µs |\n|---|---|---|---|---|---|---|---|";
+
+    /// <summary>One result as a markdown table row.</summary>
+    public static string FormatRow(BenchmarkRow row)
+    {
+        static string Cell(double? v, string format) => v.HasValue ? v.Value.ToString(format, CultureInfo.InvariantCulture) : "";
+        return $"| {row.Name} | {row.Shape} | {Cell(row.Milliseconds, "F4")} | {Cell(row.GBps, "F1")} | {Cell(row.PercentOfCopy, "F0")} | " +
+               $"{Cell(row.Tflops * 1000, "F1")} | {Cell(row.PeerTflops * 1000, "F1")} | {Cell(row.Microseconds, "F2")} |";
+    }
+
+    /// <summary>Runs every benchmark and prints a markdown table row by row as results arrive.</summary>
+    public static void RunAndPrint(Device device, bool full, TextWriter output)
+    {
+        string where = device is CudaDevice cuda ? cuda.Runtime.Description : $"the CPU ({CpuParallel.Threads} thread(s), GEMM {CpuGemm.BestIsa})";
+        output.WriteLine($"\ndevice benchmarks on {where}, {(full ? "ViT-B/16 training sizes (batch 64)" : "small sizes")}" +
+                         (device is CudaDevice { Runtime: EmulatedRuntime } ? "; emulated device: these numbers time the emulator, not a GPU" : ""));
+        output.WriteLine("\n" + TableHeader);
+        Run(device, full, row => output.WriteLine(FormatRow(row)));
+    }
+
+    /// <summary>Runs every op at ViT-B/16 training sizes (batch 64) when <paramref name="full"/>, otherwise tiny ones,
+    /// then on CUDA the TF32 GEMMs (Ampere and newer) and the launch overhead.</summary>
+    public static List<BenchmarkRow> Run(Device device, bool full, Action<BenchmarkRow>? progress = null)
     {
         var rows = new List<BenchmarkRow>();
         void Add(BenchmarkRow row)
@@ -38,88 +180,42 @@ public static unsafe class DeviceBenchmarks
             rows.Add(row);
             progress?.Invoke(row);
         }
-
-        var runtime = device.Runtime;
-        var k = device.Kernels;
         int repeats = full ? 20 : 2;
-        // ViT-B/16 at batch 64: tokens × channels, and the attention scores.
-        int tokens = full ? 64 * 197 : 2 * 17, C = full ? 768 : 40, heads = full ? 12 : 2, T = full ? 197 : 17, batch = full ? 64 : 2;
-        long n = (long)tokens * C * 4; // the MLP hidden activation
-        using var a = Tensor.Zeros(device, (int)n);
-        using var b = Tensor.Zeros(device, (int)n);
-        using var c = Tensor.Zeros(device, (int)n);
-        using var d = Tensor.Zeros(device, (int)n);
-        using var e = Tensor.Zeros(device, (int)n);
-        using var rowStats = Tensor.Zeros(device, 2 * tokens * 4);
-        k.Fill(a.Data, n, 0.5f);
-        k.Fill(b.Data, n, 0.25f);
-        k.Fill(e.Data, n, 1f);
-
-        double Time(Action work) => runtime.TimeMilliseconds(work, repeats);
-        double copyGBps = 0;
-        void Bandwidth(string name, string shape, long bytes, Action work)
-        {
-            double ms = Time(work), gbps = bytes / (ms * 1e6);
-            Add(new BenchmarkRow(name, shape, ms, gbps, copyGBps > 0 ? 100 * gbps / copyGBps : null));
-        }
-
-        double copyMs = Time(() => runtime.CopyDeviceToDevice((ulong)b.Data, (ulong)a.Data, n * 4));
-        copyGBps = 2.0 * n * 4 / (copyMs * 1e6);
-        Add(new BenchmarkRow("device-to-device copy", $"{n:N0} floats", copyMs, copyGBps, 100));
-
-        string flat = $"{n:N0}", rowsShape = $"{tokens}×{C}";
-        long bc = (long)tokens * C;
-        Bandwidth("copy", flat, 2 * n * 4, () => k.Copy(b.Data, a.Data, n, false));
-        Bandwidth("add (residual)", flat, 3 * n * 4, () => k.Add(c.Data, a.Data, b.Data, n));
-        Bandwidth("gelu forward", flat, 2 * n * 4, () => k.GeluForward(b.Data, a.Data, n));
-        Bandwidth("gelu backward", flat, 3 * n * 4, () => k.GeluBackward(c.Data, b.Data, a.Data, n, false));
-        Bandwidth("dropout", flat, 2 * n * 4, () => k.DropPathForward(b.Data, a.Data, n, 1, 0.1f, 1));
-        Bandwidth("adam step", flat, 7 * n * 4, () => k.AdamStep(a.Data, b.Data, c.Data, e.Data, null, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.05f, 1, true));
-        Bandwidth("sum of squares", flat, n * 4, () => k.SumSquares(a.Data, n));
-        Bandwidth("add bias", rowsShape, 2 * bc * 4, () => k.AddBias(b.Data, a.Data, c.Data, tokens, C));
-        Bandwidth("bias gradient", rowsShape, bc * 4, () => k.BiasGrad(c.Data, a.Data, tokens, C));
-        Bandwidth("scale-shift forward", rowsShape, 2 * bc * 4, () => k.ScaleShiftForward(b.Data, a.Data, c.Data, d.Data, tokens, C));
-        Bandwidth("layernorm forward", rowsShape, 2 * bc * 4,
-            () => k.LayerNormForward(b.Data, rowStats.Data, rowStats.Data + tokens, a.Data, e.Data, d.Data, tokens, C, 1e-6f));
-        Bandwidth("layernorm backward (input)", rowsShape, 3 * bc * 4,
-            () => k.LayerNormBackward(c.Data, null, null, b.Data, a.Data, e.Data, rowStats.Data, rowStats.Data + tokens, tokens, C, false));
-        Bandwidth("split heads", $"{tokens}×3×{C}", 2 * 3 * bc * 4, () => k.SplitHeads(b.Data, b.Data + bc, b.Data + 2 * bc, a.Data, batch, T, heads, C / heads));
-        long scores = (long)batch * heads * T * T;
-        if (scores <= n)
-        {
-            string shape = $"{batch * heads * T}×{T}";
-            Bandwidth("softmax forward", shape, 2 * scores * 4, () => k.SoftmaxForward(b.Data, a.Data, batch * heads * T, T));
-            Bandwidth("softmax backward", shape, 3 * scores * 4, () => k.SoftmaxBackward(d.Data, b.Data, a.Data, batch * heads * T, T, false));
-        }
+        int tokens = full ? 64 * 197 : 2 * 17, C = full ? 768 : 40, heads = full ? 12 : 2, T = full ? 197 : 17, M = full ? 6304 : 34;
+        long hidden = (long)tokens * C * 4; // the MLP hidden activation
         int side = full ? 14 : 4, convC = full ? 1024 : 8, convN = full ? 64 : 2; // ConvNeXt-B stage 4 at batch 64
-        long convElements = (long)convN * side * side * convC;
-        Bandwidth("depthwise conv 7×7 forward", $"{convN}×{side}×{side}×{convC}", 2 * convElements * 4,
-            () => k.DepthwiseConvForward(b.Data, a.Data, e.Data, null, convN, side, side, convC, 7, 3));
-
-        // cuBLAS: the ViT-B/16 linear layers at batch 32 (6304 tokens), row-major y = x·Wᵀ.
-        int M = full ? 6304 : 34;
-        foreach (var (name, N, K) in new[] { ("GEMM attn proj", C, C), ("GEMM mlp fc1", 4 * C, C) })
+        var shapes = new Dictionary<string, int[]>
         {
-            if ((long)M * K > n || (long)N * K > n || (long)M * N > n) continue;
-            double ms = Time(() => k.Gemm(false, true, M, N, K, 1f, a.Data, K, b.Data, K, 0f, c.Data, N));
-            Add(new BenchmarkRow($"{name} FP32", $"{M}×{N}×{K}", ms, Tflops: 2.0 * M * N * K / (ms * 1e9)));
-            if (runtime is DriverRuntime gpu && gpu.ComputeCapability.Major >= 8)
+            ["copy"] = [(int)hidden], ["add"] = [(int)hidden], ["gelu"] = [(int)hidden], ["gelu-backward"] = [(int)hidden],
+            ["drop-path"] = [(int)hidden], ["adam"] = [(int)hidden], ["bias"] = [tokens, C], ["scale-shift"] = [tokens, C],
+            ["layernorm"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
+            ["depthwise-conv"] = [convN, side, side, convC],
+        };
+        foreach (var op in Ops.Where(o => o.Name != "gemm")) Add(Measure(device, op.Name, shapes[op.Name], repeats));
+        // The ViT-B/16 linear layers at batch 32 (6304 tokens).
+        foreach (var (N, K) in new[] { (C, C), (4 * C, C) })
+        {
+            Add(Measure(device, "gemm", [M, N, K], repeats));
+            if (device is CudaDevice { Runtime: DriverRuntime { ComputeCapability.Major: >= 8 } gpu })
             {
                 gpu.AllowTf32 = true;
-                ms = Time(() => k.Gemm(false, true, M, N, K, 1f, a.Data, K, b.Data, K, 0f, c.Data, N));
+                var tf32 = Measure(device, "gemm", [M, N, K], repeats);
                 gpu.AllowTf32 = false;
-                Add(new BenchmarkRow($"{name} TF32", $"{M}×{N}×{K}", ms, Tflops: 2.0 * M * N * K / (ms * 1e9)));
+                Add(tf32 with { Name = "gemm TF32" });
             }
         }
-
-        // Host-side cost of one launch: queue many tiny kernels, time the queueing only.
-        int launches = full ? 10_000 : 20;
-        runtime.Synchronize();
-        long start = Stopwatch.GetTimestamp();
-        for (int i = 0; i < launches; i++) k.Fill(d.Data, 1, 0f);
-        double hostUs = Stopwatch.GetElapsedTime(start).TotalMicroseconds / launches;
-        runtime.Synchronize();
-        Add(new BenchmarkRow("launch overhead (host)", $"{launches:N0} launches", hostUs / 1000, Microseconds: hostUs));
+        if (device is CudaDevice cudaDevice)
+        {
+            // Host-side cost of one launch: queue many tiny kernels, time the queueing only.
+            int launches = full ? 10_000 : 20;
+            using var one = Tensor.Zeros(device, 1);
+            cudaDevice.Synchronize();
+            long start = Stopwatch.GetTimestamp();
+            for (int i = 0; i < launches; i++) device.Kernels.Fill(one.Data, 1, 0f);
+            double hostUs = Stopwatch.GetElapsedTime(start).TotalMicroseconds / launches;
+            cudaDevice.Synchronize();
+            Add(new BenchmarkRow("launch overhead (host)", $"{launches:N0} launches", hostUs / 1000, Microseconds: hostUs));
+        }
         return rows;
     }
 }

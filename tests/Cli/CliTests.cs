@@ -127,8 +127,38 @@ public class CliTests
         if (code == 3) Assert.Ignore($"emulated CUDA device unavailable: {stdout}");
         Assert.That(code, Is.Zero);
         Assert.That(stdout, Does.Contain("device: emulated-cuda").And.Contain("LayerNorm ").And.Contain("1 passed, 0 failed"));
-        foreach (var row in new[] { "device-to-device copy", "layernorm forward", "adam step", "GEMM attn proj FP32", "launch overhead (host)" })
+        foreach (var row in new[] { "| copy |", "| layernorm | 34×40 |", "| adam |", "| gemm | 34×40×40 |", "launch overhead (host)" })
             Assert.That(stdout, Does.Contain(row), "benchmark rows");
+    }
+
+    /// <summary>The default device is the best one present, and the device benchmarks run on the CPU too.</summary>
+    [Test]
+    public void SelftestDefaultsToTheBestDeviceAndBenchmarksTheCpu()
+    {
+        bool gpu = Engine.CudaDevice.TryOpen(out var cuda, out _);
+        cuda?.Dispose();
+        var (code, stdout, _) = Peft("selftest", "--filter", "Gelu", "--bench", "--bench-size", "small", "--device", gpu ? "cpu" : "auto");
+        Assert.That(code, Is.Zero);
+        Assert.That(stdout, Does.Contain("device: cpu").And.Contain("device benchmarks on the CPU").And.Contain("| gelu | 5440 |").And.Contain("| gemm | 34×160×40 |"));
+    }
+
+    /// <summary>peft bench times one kernel at the shape asked, on the device asked.</summary>
+    [Test]
+    public void BenchTimesOneKernelAtAnyShape()
+    {
+        var (code, stdout, _) = Peft("bench", "--op", "layernorm", "--shape", "100x48", "--device", "cpu", "--repeats", "3");
+        Assert.That(code, Is.Zero);
+        var row = stdout.Split('\n').Single(l => l.StartsWith("| layernorm |"));
+        var cells = row.Split('|', StringSplitOptions.TrimEntries);
+        Assert.That(cells[2], Is.EqualTo("100×48"));
+        Assert.That(double.Parse(cells[3], System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(0), "ms");
+        Assert.That(double.Parse(cells[4], System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(0), "GB/s");
+        (code, stdout, _) = Peft("bench", "--op", "gemm", "--shape", "64x32x16", "--device", "cpu");
+        Assert.That(code, Is.Zero);
+        Assert.That(stdout, Does.Contain("| gemm | 64×32×16 |"));
+        Assert.That(Peft("bench", "--list").Out, Does.Contain("depthwise-conv     NxHxWxC"));
+        Assert.That(Peft("bench", "--op", "gemm", "--shape", "64x32").Err, Is.EqualTo("error: --shape 64x32: gemm takes MxNxK\n"));
+        Assert.That(Peft("bench", "--op", "nope", "--shape", "4").Err, Does.StartWith("error: --op: unknown op 'nope'"));
     }
 
     [Test]
@@ -145,7 +175,7 @@ public class CliTests
         Assert.That(stderr, Is.Empty);
     }
 
-    [TestCase("demo"), TestCase("infer"), TestCase("inspect"), TestCase("selftest")]
+    [TestCase("demo"), TestCase("infer"), TestCase("inspect"), TestCase("selftest"), TestCase("bench"), TestCase("merge"), TestCase("select"), TestCase("vtab"), TestCase("synthetic")]
     public void EveryCommandHasHelp(string command)
     {
         var (code, stdout, _) = Peft(command, "--help");
