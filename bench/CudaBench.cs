@@ -13,6 +13,12 @@ public static class CudaBench
     /// <summary>Runs the benchmarks; returns the process exit code.</summary>
     public static int Run(string[] args)
     {
+        if (args.Contains("--help") || args.Contains("-h"))
+        {
+            Console.WriteLine("bash bench/run.sh cuda [--small | --emulated]\n  The device benchmarks on the GPU (exit 3 with the reason when there is none); " +
+                              "--small uses tiny sizes, --emulated runs the same code on the emulated device.");
+            return 0;
+        }
         bool emulated = args.Contains("--emulated"), small = emulated || args.Contains("--small");
         if (!CudaDevice.TryOpen(emulated ? "emulated-cuda" : "cuda", out var device, out var reason))
         {

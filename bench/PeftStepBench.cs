@@ -23,6 +23,18 @@ public static class PeftStepBench
     /// <summary>Runs the benchmark and prints the markdown table; returns the exit code.</summary>
     public static int Run(string[] args)
     {
+        const string usage = "bash bench/run.sh peft [--model PRESET|CONFIG.json] [--batch 8] [--rounds 5] [--methods full,ssf,...]";
+        if (args.Contains("--help") || args.Contains("-h"))
+        {
+            Console.WriteLine($"{usage}\n  A training step (forward, loss, backward, optimizer) per PEFT method next to full fine-tuning on the CPU:\n" +
+                              "  median ms, step / full, optimizer state, activations kept for backward. SCT and GPS use fixed, evenly spread selections.");
+            return 0;
+        }
+        foreach (var unknown in args.Where(a => a.StartsWith('-') && a is not ("--model" or "--batch" or "--rounds" or "--methods")))
+        {
+            Console.Error.WriteLine($"error: unknown option {unknown}\nusage: {usage}");
+            return 1;
+        }
         int batch = IntArg(args, "--batch", 8), rounds = IntArg(args, "--rounds", 5);
         string model = Arg(args, "--model") ?? "vit_base_patch16_224";
         string family = ImageModels.FamilyOf(model);
@@ -82,7 +94,10 @@ public static class PeftStepBench
             if (method.Selection != null)
             {
                 selection = Path.Combine(Path.GetTempPath(), $"peft-bench-{Environment.ProcessId}-{method.Name}.safetensors");
-                method.Selection.SaveUniform(_model, PeftRecipe.For(method.Name, null, _model.Family).K, selection);
+                // The recipe's K, at most an eighth of the narrowest site (SCT's 96 of ViT-B's 768; 8 of a width-64 model).
+                int k = PeftRecipe.For(method.Name, null, _model.Family).K;
+                if (method == PeftMethods.Sct && _model is IPeftModel peft) k = Math.Max(1, Math.Min(k, SctSelection.Sites(peft).Min(s => s.Channels) / 8));
+                method.Selection.SaveUniform(_model, k, selection);
             }
             try
             {

@@ -79,9 +79,11 @@ namespace Engine.Bench
                 {
                     string threads = r.Params["Threads"];
                     double gbs = MemoryBoundBenchmarks.Bytes(r.Params["Kernel"]) / r.Median / 1e9;
-                    var copy = rows.First(c => c.Params["Kernel"].StartsWith("memcpy") && c.Params["Threads"] == threads);
-                    double copyGbs = MemoryBoundBenchmarks.Bytes(copy.Params["Kernel"]) / copy.Median / 1e9;
-                    Console.WriteLine(string.Format(inv, "| {0} | {1} | {2:F1} | {3:F1} | {4:F2} |", r.Params["Kernel"], threads, gbs, copyGbs, gbs / copyGbs));
+                    // The memcpy yardstick ran only if the filter selected it.
+                    var copy = rows.FirstOrDefault(c => c.Params["Kernel"].StartsWith("memcpy") && c.Params["Threads"] == threads);
+                    double? copyGbs = copy.Params == null ? null : MemoryBoundBenchmarks.Bytes(copy.Params["Kernel"]) / copy.Median / 1e9;
+                    Console.WriteLine(string.Format(inv, "| {0} | {1} | {2:F1} | {3} | {4} |", r.Params["Kernel"], threads, gbs,
+                        copyGbs?.ToString("F1", inv) ?? "not run (filter)", copyGbs is double c ? (gbs / c).ToString("F2", inv) : "n/a"));
                 }
             }
         }

@@ -9,6 +9,19 @@
 # The variable must be set before the library loads, which .NET cannot do from inside the process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
+  cat <<'USAGE'
+bash bench/run.sh [BenchmarkDotNet arguments]   the CPU benchmarks (GEMM vs OpenBLAS, memory-bound kernels vs memcpy,
+                                                ViT/Swin/ConvNeXt forward), then their tables; e.g. --filter '*Gemm*'
+bash bench/run.sh --list                        the CPU benchmarks' names, for --filter
+bash bench/run.sh cuda [--small | --emulated]   the device benchmarks on a GPU (or on the emulated device)
+bash bench/run.sh peft [--model M] [--batch 8] [--rounds 5] [--methods full,ssf,...]
+                                                a training step per PEFT method next to full fine-tuning
+One kernel at any shape on any device: dotnet run --project src/Cli -c Release -- bench --op gelu --shape 1576x3072
+USAGE
+  exit 0
+fi
+[ "${1:-}" = "--list" ] && set -- --list flat
 if grep -qw avx512f /proc/cpuinfo && [ -z "${OPENBLAS_CORETYPE:-}" ]; then export OPENBLAS_CORETYPE=SkylakeX; fi
 args=("$@")
 [ ${#args[@]} -eq 0 ] && args=(--filter '*')
