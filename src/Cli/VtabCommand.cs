@@ -44,7 +44,7 @@ public static class VtabCommand
         public readonly Option<string> Device = DeviceOption.Create();
         public readonly Option<float?> Lr = new Option<float?>("--lr") { Description = "Base learning rate (default: the recipe's for the task)" }.Positive();
         public readonly Option<float?> WeightDecay = new Option<float?>("--weight-decay") { Description = "Weight decay (default: the recipe's)" }.NonNegative();
-        public readonly Option<int?> Epochs = new Option<int?>("--epochs") { Description = "Epochs of the cosine schedule (default 100)" }.AtLeast(1);
+        public readonly Option<int?> Epochs = new Option<int?>("--epochs") { Description = "Epochs of the cosine schedule (default 100); SSF and GPS then run --cooldown-epochs (10) more at the minimum rate" }.AtLeast(1);
         public readonly Option<int?> Cooldown = new Option<int?>("--cooldown-epochs") { Description = "Epochs at the minimum rate after the schedule (SSF/GPS 10, SCT 0)" }.AtLeast(0);
         public readonly Option<int?> Warmup = new Option<int?>("--warmup-epochs") { Description = "Linear warmup epochs (default 10)" }.AtLeast(0);
         public readonly Option<int?> Batch = new Option<int?>("--batch-size") { Description = "Images per step (default: the recipe's; the last partial batch is dropped)" }.AtLeast(1);
