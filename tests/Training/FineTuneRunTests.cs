@@ -87,6 +87,7 @@ public class FineTuneRunTests
         Assert.Throws<OperationCanceledException>(() => FineTuneRun.Execute(config, broken, Device.Cpu, options));
         Assert.That(File.Exists(Path.Combine(broken, "result.json")), Is.False);
         Assert.Throws<InvalidOperationException>(() => FineTuneRun.Execute(config, broken, Device.Cpu, Options()), "a second start must not overwrite the run");
+        Assert.That(lines, Has.Some.Contains("5 epochs (4 + 1 cooldown at lr"), "the cooldown epochs are announced");
         lines.Clear();
         var resumed = FineTuneRun.Execute(config with { Recipe = config.Recipe with { LearningRate = 1f } }, broken, Device.Cpu,
             Options(lines: lines) with { Resume = true });
