@@ -73,9 +73,17 @@ public class VtabReportTests
             // Our best equals SSF's published numbers task by task, so our group means are the paper's: 81.6, 86.6, 59.0.
             Assert.That(md, Does.Contain("| 37.9 | 42.0 | 81.6 | 86.6 | 59.0 | 42.0 | 71.5 |"), "group means over whole groups; the mean over every task in the table");
             Assert.That(md, Does.Contain("| 37.9 | – | 81.6 | 86.6 | 59.0 | – | – |"), "the published rows beside a custom task");
+            // The figure: well-formed SVG on white, a y-axis label, the groups named with their means, the published marks.
+            var svg = VtabReport.Collect(runs).Svg();
+            var doc = System.Xml.Linq.XDocument.Parse(svg);
+            Assert.That(doc.Root!.Name.LocalName, Is.EqualTo("svg"));
+            Assert.That(svg, Does.Contain("fill=\"white\"").And.Contain(">top-1 accuracy (%)</text>").And.Contain(">Natural</text>").And.Contain(">Other</text>")
+                .And.Contain("<title>Natural mean, ssf: 81.6%</title>").And.Contain("<title>dtd SSF (paper): 75.1%</title>").And.Contain("<title>dtd GPS (paper): 75.8%</title>")
+                .And.Not.Contain("<title>my_task SSF"), "no published mark over a task outside VTAB-1k");
             // A VTAB group with one task missing has no mean.
             Directory.Delete(Path.Combine(runs, "dtd"), true);
             Assert.That(VtabReport.Collect(runs).Markdown(), Does.Contain("| – | 86.6 | 59.0 | 42.0 | – |"));
+            Assert.That(VtabReport.Collect(runs).Svg(), Does.Not.Contain("Natural mean").And.Contain("Specialized mean, ssf: 86.6%"));
             // A custom task's task.json may name its group; a bad one is refused naming the file.
             Directory.CreateDirectory("/tmp/engine-report-task");
             File.WriteAllText("/tmp/engine-report-task/task.json", """{ "classes": 4, "group": "weird" }""");

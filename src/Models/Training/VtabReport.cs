@@ -144,38 +144,74 @@ public sealed class VtabReport
         return sb.ToString();
     }
 
-    /// <summary>A grouped bar chart of best-on-test accuracy: a group of bars (one per method) per task.</summary>
+    /// <summary>
+    /// A grouped bar chart of best-on-test accuracy on a white background: a group of bars (one per method) per task,
+    /// the task groups separated by lines and named, each method's group mean (where the group is complete) as a dashed
+    /// line across its group, the published rows as marks over the VTAB-1k tasks, a labelled y-axis and a legend.
+    /// Text is SVG text, so any viewer renders it with its own fonts.
+    /// </summary>
     public string Svg()
     {
         string[] colors = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7"];
-        int bar = 10, gap = 14, top = 30, height = 220, left = 40;
-        int groupWidth = _methods.Count * bar + gap, width = left + _tasks.Count * groupWidth + 150;
-        var sb = new StringBuilder(string.Create(CultureInfo.InvariantCulture,
-            $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{top + height + 90}\" font-family=\"sans-serif\" font-size=\"11\">\n"));
-        sb.AppendLine($"<text x=\"{left}\" y=\"18\" font-size=\"13\">Top-1 accuracy (%), best on test, per task and method</text>");
-        for (int y = 0; y <= 100; y += 25)
-        {
-            int py = top + height - y * height / 100;
-            sb.AppendLine($"<line x1=\"{left}\" y1=\"{py}\" x2=\"{left + _tasks.Count * groupWidth}\" y2=\"{py}\" stroke=\"#ddd\"/><text x=\"{left - 6}\" y=\"{py + 4}\" text-anchor=\"end\">{y}</text>");
-        }
+        string[] markShapes = ["M -4 0 L 0 -4 L 4 0 L 0 4 Z", "M -4 -4 L 4 4 M -4 4 L 4 -4"]; // a diamond, a cross
+        int bar = 10, gap = 16, top = 48, height = 240, left = 58;
+        int groupWidth = _methods.Count * bar + gap, plotWidth = _tasks.Count * groupWidth, width = left + plotWidth + 170;
+        var inv = CultureInfo.InvariantCulture;
+        int Y(double percent) => top + height - (int)Math.Round(percent * height / 100);
+        var sb = new StringBuilder(string.Create(inv,
+            $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{top + height + 100}\" font-family=\"sans-serif\" font-size=\"11\">\n"));
+        sb.AppendLine($"<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
+        sb.AppendLine($"<text x=\"{left}\" y=\"18\" font-size=\"13\">Top-1 accuracy (%), best evaluation on the test split, per task and method</text>");
+        sb.AppendLine($"<text transform=\"translate(16 {top + height / 2}) rotate(-90)\" text-anchor=\"middle\">top-1 accuracy (%)</text>");
+        for (int y = 0; y <= 100; y += 10)
+            sb.AppendLine($"<line x1=\"{left}\" y1=\"{Y(y)}\" x2=\"{left + plotWidth}\" y2=\"{Y(y)}\" stroke=\"{(y % 50 == 0 ? "#bbb" : "#eee")}\"/>" +
+                          $"<text x=\"{left - 6}\" y=\"{Y(y) + 4}\" text-anchor=\"end\">{y}</text>");
+        int X0(int task) => left + task * groupWidth + gap / 2;
         for (int t = 0; t < _tasks.Count; t++)
         {
-            int x0 = left + t * groupWidth + gap / 2;
+            int x0 = X0(t);
             for (int m = 0; m < _methods.Count; m++)
                 if (Accuracy(_methods[m], _tasks[t].Name, best: true) is double a)
-                {
-                    int h = (int)Math.Round(a * height / 100);
-                    sb.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                        $"<rect x=\"{x0 + m * bar}\" y=\"{top + height - h}\" width=\"{bar - 1}\" height=\"{h}\" fill=\"{colors[m % colors.Length]}\"><title>{_tasks[t].Name} {_methods[m]}: {a:F1}%</title></rect>"));
-                }
+                    sb.AppendLine(string.Create(inv,
+                        $"<rect x=\"{x0 + m * bar}\" y=\"{Y(a)}\" width=\"{bar - 1}\" height=\"{top + height - Y(a)}\" fill=\"{colors[m % colors.Length]}\"><title>{_tasks[t].Name} {_methods[m]}: {a:F1}%</title></rect>"));
             int cx = x0 + _methods.Count * bar / 2;
+            int vtabIndex = VtabTasks.All.ToList().FindIndex(v => v.Name == _tasks[t].Name);
+            int p = 0;
+            foreach (var (name, numbers) in Published)
+            {
+                if (vtabIndex >= 0)
+                    sb.AppendLine(string.Create(inv, $"<path transform=\"translate({cx} {Y(numbers[vtabIndex])})\" d=\"{markShapes[p % markShapes.Length]}\" " +
+                                                     $"fill=\"black\" stroke=\"black\" stroke-width=\"1.5\"><title>{_tasks[t].Name} {name}: {numbers[vtabIndex]:F1}%</title></path>"));
+                p++;
+            }
             sb.AppendLine($"<text x=\"{cx}\" y=\"{top + height + 12}\" text-anchor=\"end\" transform=\"rotate(-40 {cx} {top + height + 12})\">{_tasks[t].Name}</text>");
         }
-        for (int m = 0; m < _methods.Count; m++)
+        // Over the bars: group separators and names, and each method's mean over a complete group.
+        foreach (var group in _tasks.Select(t => t.Group).Distinct())
         {
-            int lx = left + _tasks.Count * groupWidth + 20, ly = top + 10 + m * 16;
-            sb.AppendLine($"<rect x=\"{lx}\" y=\"{ly - 9}\" width=\"10\" height=\"10\" fill=\"{colors[m % colors.Length]}\"/><text x=\"{lx + 14}\" y=\"{ly}\">{_methods[m]}</text>");
+            int first = _tasks.FindIndex(t => t.Group == group), last = _tasks.FindLastIndex(t => t.Group == group);
+            int x1 = left + first * groupWidth, x2 = left + (last + 1) * groupWidth;
+            if (first > 0) sb.AppendLine($"<line x1=\"{x1}\" y1=\"{top - 14}\" x2=\"{x1}\" y2=\"{top + height}\" stroke=\"#888\"/>");
+            sb.AppendLine($"<text x=\"{(x1 + x2) / 2}\" y=\"{top - 4}\" text-anchor=\"middle\" font-weight=\"bold\">{group}</text>");
+            if (!Complete(group)) continue;
+            for (int m = 0; m < _methods.Count; m++)
+                if (Mean(_tasks.Where(t => t.Group == group).Select(t => Accuracy(_methods[m], t.Name, best: true))) is double mean)
+                    sb.AppendLine(string.Create(inv, $"<line x1=\"{x1 + 2}\" y1=\"{Y(mean)}\" x2=\"{x2 - 2}\" y2=\"{Y(mean)}\" stroke=\"{colors[m % colors.Length]}\" " +
+                                                     $"stroke-dasharray=\"5 3\"><title>{group} mean, {_methods[m]}: {mean:F1}%</title></line>"));
         }
+        int lx = left + plotWidth + 20, ly = top + 10;
+        for (int m = 0; m < _methods.Count; m++, ly += 16)
+            sb.AppendLine($"<rect x=\"{lx}\" y=\"{ly - 9}\" width=\"10\" height=\"10\" fill=\"{colors[m % colors.Length]}\"/><text x=\"{lx + 14}\" y=\"{ly}\">{_methods[m]}</text>");
+        if (_tasks.Any(t => VtabTasks.Find(t.Name) != null))
+        {
+            int p = 0;
+            foreach (var name in Published.Keys)
+            {
+                sb.AppendLine($"<path transform=\"translate({lx + 5} {ly - 4})\" d=\"{markShapes[p++ % markShapes.Length]}\" fill=\"black\" stroke=\"black\" stroke-width=\"1.5\"/><text x=\"{lx + 14}\" y=\"{ly}\">{name}</text>");
+                ly += 16;
+            }
+        }
+        sb.AppendLine($"<line x1=\"{lx}\" y1=\"{ly - 4}\" x2=\"{lx + 10}\" y2=\"{ly - 4}\" stroke=\"#555\" stroke-dasharray=\"5 3\"/><text x=\"{lx + 14}\" y=\"{ly}\">group mean</text>");
         sb.AppendLine("</svg>");
         return sb.ToString();
     }
