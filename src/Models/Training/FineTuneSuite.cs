@@ -17,12 +17,19 @@ public static class FineTuneSuite
     /// interrupted, which stops the suite. A run that fails (bad data, a diverging loss, ...) is logged and, unless
     /// <paramref name="stopOnError"/>, the suite goes on; the failures are summarised at the end.
     /// </summary>
+    /// <param name="runs">The runs, in order.</param>
+    /// <param name="output">The runs folder.</param>
+    /// <param name="execute">Runs one.</param>
+    /// <param name="log">One line per event.</param>
+    /// <param name="stopOnError">Stop at the first failure instead of going on.</param>
+    /// <param name="starting">Called with the index of each run as it is reached (skipped ones too), for progress.</param>
     public static SuiteOutcome Run(IReadOnlyList<PlannedRun> runs, string output, Func<RunConfig, string, bool, RunResult?> execute, Action<string> log,
-        bool stopOnError = false)
+        bool stopOnError = false, Action<int>? starting = null)
     {
         var failures = new List<string>();
         for (int i = 0; i < runs.Count; i++)
         {
+            starting?.Invoke(i);
             var run = runs[i];
             string runDir = Path.Combine(output, run.Task, run.Method), where = $"[{i + 1}/{runs.Count}] {run.Task}/{run.Method}";
             if (RunResult.Read(runDir) is { } done)
