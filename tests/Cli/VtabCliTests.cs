@@ -145,7 +145,7 @@ public class VtabCliTests
         var epochs = visible.Where(l => l.Contains("epoch ") && l.Contains(", train ")).ToList(); // the log lines (the bar has no ", train ")
         Assert.That(epochs, Has.Count.EqualTo(2), string.Join("\n", visible));
         Assert.That(epochs, Has.All.StartsWith("  epoch "), "each epoch line starts at column 0, with no status text before it");
-        Assert.That(plain, Does.Contain("tint/linear  epoch").And.Contain("%"), "the live bar was shown");
+        Assert.That(terminal, Does.Contain("\u001b[?25l").And.Contain("\u001b[?25h"), "live mode: the cursor hidden while the bars are drawn, then shown");
     }
 
     [Test]
