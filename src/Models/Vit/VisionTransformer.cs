@@ -15,7 +15,7 @@ namespace Engine.Models.Vit;
 /// </summary>
 public sealed class VisionTransformer : IImageClassifier
 {
-    const float LayerNormEps = 1e-6f;
+    internal const float LayerNormEps = 1e-6f;
     readonly List<Tensor> _parameters = new();
     readonly Tensor _patchW, _patchB, _cls, _pos, _normW, _normB;
     readonly Tensor? _headW, _headB;
