@@ -11,6 +11,7 @@ root.Subcommands.Add(MergeCommand.Create());
 root.Subcommands.Add(VtabCommand.Create());
 root.Subcommands.Add(SyntheticCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(ExportCommand.Create());
 try
 {
     var parse = root.Parse(args);

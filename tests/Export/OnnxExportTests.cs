@@ -20,7 +20,7 @@ public class OnnxExportTests
     [TearDown]
     public void TearDown() => Directory.Delete(_dir, recursive: true);
 
-    static string Fixture(string file) => Path.Combine(VitFixtureTests.FixtureDir("vit-tiny"), file);
+    static string Fixture(string file, string family = "vit-tiny") => Path.Combine(VitFixtureTests.FixtureDir(family), file);
 
     static float[] Ort(string path, float[] images, int batch, int size, GraphOptimizationLevel level)
     {
@@ -29,6 +29,30 @@ public class OnnxExportTests
         var input = new DenseTensor<float>(images, [batch, 3, size, size]);
         using var results = session.Run([NamedOnnxValue.CreateFromTensor("pixel_values", input)]);
         return [.. results.Single(r => r.Name == "logits").AsEnumerable<float>()];
+    }
+
+    /// <summary>ConvNeXt (channels-last norms and MLPs, convolutions transposed around): the engine's logits at batch 1
+    /// and 3, with opset 17 and 18 (ReduceMean's axes moved to an input).</summary>
+    [TestCase(17), TestCase(18)]
+    public void AConvNeXtGivesTheEnginesLogitsInOnnxRuntime(int opset)
+    {
+        string config = Fixture("config.json", "convnext-tiny");
+        using var net = Models.ImageModels.Create(Device.Cpu, config, Models.ImageModels.HeadClasses(config, Fixture("weights.safetensors", "convnext-tiny")));
+        net.Load(Fixture("weights.safetensors", "convnext-tiny"));
+        var images = Npy.Read(Fixture("input.npy", "convnext-tiny"));
+        int size = images.Shape[2], per = 3 * size * size;
+        string path = Path.Combine(_dir, $"convnext{opset}.onnx");
+        ModelExport.ToOnnx(net, path, new OnnxExportOptions { Opset = opset });
+        foreach (int batch in new[] { images.Shape[0], 1 })
+        {
+            var x = images.Data[..(batch * per)];
+            using var input = Tensor.FromArray(Device.Cpu, x, batch, 3, size, size);
+            using var _ = Tape.NoGrad();
+            using var logits = net.Forward(input);
+            double worst = Ort(path, x, batch, size, GraphOptimizationLevel.ORT_ENABLE_ALL).Zip(logits.ToArray()).Max(p => Math.Abs(p.First - p.Second));
+            TestContext.Out.WriteLine($"ConvNeXt opset {opset}, batch {batch}: max |ORT − engine| = {worst:E2}");
+            Assert.That(worst, Is.LessThan(1e-4));
+        }
     }
 
     [Test]

@@ -13,7 +13,7 @@ namespace Engine.Models.ConvNeXt;
 /// </summary>
 public sealed class ConvNeXt : IImageClassifier
 {
-    const float LayerNormEps = 1e-6f;
+    internal const float LayerNormEps = 1e-6f;
     readonly List<Tensor> _parameters = new();
     readonly List<FeatureSite> _sites = new();
     readonly Stage[] _stages;

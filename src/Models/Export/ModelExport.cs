@@ -1,3 +1,4 @@
+using Engine.Models.ConvNeXt;
 using Engine.Models.Vit;
 
 namespace Engine.Models.Export;
@@ -35,7 +36,8 @@ public static class ModelExport
         var (logits, classes) = model switch
         {
             VisionTransformer vit => Vit(graph, vit),
-            _ => throw new NotSupportedException($"ONNX export of {model.Family} models is not implemented yet (ViT is)"),
+            ConvNeXt.ConvNeXt convnext => ConvNeXtGraph(graph, convnext, options.Opset),
+            _ => throw new NotSupportedException($"ONNX export of {model.Family} models is not implemented yet (ViT and ConvNeXt are)"),
         };
         graph.Output(logits, "logits", batch, classes);
         long weights = graph.WeightBytes;
@@ -79,12 +81,10 @@ public static class ModelExport
             a = g.Node("Transpose", n + "attn.context", [a], ("perm", new long[] { 0, 2, 1, 3 }));
             a = g.Node("Reshape", n + "attn.context", [a, g.Int64s("shape_btc", [0, 0, C])]);
             x = g.Node("Add", n + "attn_residual", [x, Linear(g, a, vit, n + "attn.proj")]);
-            // MLP with exact GELU: x·½·(1 + erf(x/√2)).
+            // MLP with exact GELU.
             h = LayerNorm(g, x, vit, n + "norm2");
             string f1 = Linear(g, h, vit, n + "mlp.fc1");
-            string erf = g.Node("Erf", n + "mlp.act", [g.Node("Div", n + "mlp.act", [f1, sqrt2])]);
-            string gelu = g.Node("Mul", n + "mlp.act", [g.Node("Mul", n + "mlp.act", [f1, half]), g.Node("Add", n + "mlp.act", [erf, one])]);
-            x = g.Node("Add", n + "mlp_residual", [x, Linear(g, gelu, vit, n + "mlp.fc2")]);
+            x = g.Node("Add", n + "mlp_residual", [x, Linear(g, Gelu(g, f1, n + "mlp.act", half, one, sqrt2), vit, n + "mlp.fc2")]);
         }
         x = LayerNorm(g, x, vit, "norm");
         x = g.Node("Gather", "cls_pool", [x, g.Int64s("index", [0], scalar: true)], ("axis", 1L)); // [B, C]
@@ -92,14 +92,64 @@ public static class ModelExport
         return (Linear(g, x, vit, "head"), c.num_classes);
     }
 
+    // timm's ConvNeXt in ONNX ops: the engine works channels-last, so activations stay [B, H, W, C] for the norms and
+    // the MLPs and are transposed to [B, C, H, W] around each convolution (stem, downsampling, 7×7 depthwise).
+    static (string Logits, int Classes) ConvNeXtGraph(OnnxGraph g, ConvNeXt.ConvNeXt net, int opset)
+    {
+        var c = net.Config;
+        var p = net.Parameters.ToDictionary(t => t.Name!, StringComparer.Ordinal);
+        const float eps = ConvNeXt.ConvNeXt.LayerNormEps;
+        string Nhwc(string x, string stem) => g.Node("Transpose", stem, [x], ("perm", new long[] { 0, 2, 3, 1 }));
+        string Nchw(string x, string stem) => g.Node("Transpose", stem, [x], ("perm", new long[] { 0, 3, 1, 2 }));
+        string Conv(string x, string module, long kernel, long stride, long pad, long groups) =>
+            g.Node("Conv", module, [x, g.Parameter(p[module + ".weight"]), g.Parameter(p[module + ".bias"])], ("kernel_shape", new[] { kernel, kernel }),
+                ("strides", new[] { stride, stride }), ("pads", new[] { pad, pad, pad, pad }), ("group", groups));
+        string x = Nhwc(Conv("pixel_values", "stem.0", ConvNeXtConfig.StemPatch, ConvNeXtConfig.StemPatch, 0, 1), "stem.0");
+        x = LayerNorm(g, x, p, "stem.1", eps);
+        string half = g.Scalar("half", 0.5f), one = g.Scalar("one", 1f), sqrt2 = g.Scalar("sqrt2", MathF.Sqrt(2f));
+        for (int s = 0; s < c.dims.Length; s++)
+        {
+            string stage = $"stages.{s}.";
+            if (s > 0)
+                x = Nhwc(Conv(Nchw(LayerNorm(g, x, p, stage + "downsample.0", eps), stage + "downsample"), stage + "downsample.1", 2, 2, 0, 1), stage + "downsample");
+            for (int j = 0; j < c.depths[s]; j++)
+            {
+                string b = $"{stage}blocks.{j}.";
+                string dw = Nhwc(Conv(Nchw(x, b + "conv_dw"), b + "conv_dw", c.kernel_size, 1, c.kernel_size / 2, c.dims[s]), b + "conv_dw");
+                string h = Linear(g, LayerNorm(g, dw, p, b + "norm", eps), p, b + "mlp.fc1");
+                h = Gelu(g, h, b + "mlp.act", half, one, sqrt2);
+                h = g.Node("Mul", b + "gamma", [Linear(g, h, p, b + "mlp.fc2"), g.Parameter(p[b + "gamma"])]);
+                x = g.Node("Add", b + "residual", [x, h]);
+            }
+        }
+        // Global average pool over H and W (opset 18 moved ReduceMean's axes from an attribute to an input).
+        x = opset >= 18 ? g.Node("ReduceMean", "head.pool", [x, g.Int64s("axes_hw", [1, 2])], ("keepdims", 0L))
+                        : g.Node("ReduceMean", "head.pool", [x], ("axes", new long[] { 1, 2 }), ("keepdims", 0L));
+        x = LayerNorm(g, x, p, "head.norm", eps);
+        if (c.num_classes == 0) return (x, c.dims[^1]);
+        return (Linear(g, x, p, "head.fc"), c.num_classes);
+    }
+
+    // Exact GELU: x·½·(1 + erf(x/√2)).
+    static string Gelu(OnnxGraph g, string x, string module, string half, string one, string sqrt2)
+    {
+        string erf = g.Node("Erf", module, [g.Node("Div", module, [x, sqrt2])]);
+        return g.Node("Mul", module, [g.Node("Mul", module, [x, half]), g.Node("Add", module, [erf, one])]);
+    }
+
     static string LayerNorm(OnnxGraph g, string x, VisionTransformer vit, string module) =>
-        g.Node("LayerNormalization", module, [x, g.Parameter(vit[module + ".weight"]), g.Parameter(vit[module + ".bias"])],
-            ("axis", -1L), ("epsilon", VisionTransformer.LayerNormEps));
+        LayerNorm(g, x, vit.Parameters.ToDictionary(t => t.Name!, StringComparer.Ordinal), module, VisionTransformer.LayerNormEps);
+
+    static string LayerNorm(OnnxGraph g, string x, IReadOnlyDictionary<string, Tensor> p, string module, float eps) =>
+        g.Node("LayerNormalization", module, [x, g.Parameter(p[module + ".weight"]), g.Parameter(p[module + ".bias"])], ("axis", -1L), ("epsilon", eps));
+
+    static string Linear(OnnxGraph g, string x, VisionTransformer vit, string module) =>
+        Linear(g, x, vit.Parameters.ToDictionary(t => t.Name!, StringComparer.Ordinal), module);
 
     // y = x·Wᵀ + b as MatMul with the transposed weight, then Add.
-    static string Linear(OnnxGraph g, string x, VisionTransformer vit, string module)
+    static string Linear(OnnxGraph g, string x, IReadOnlyDictionary<string, Tensor> p, string module)
     {
-        string y = g.Node("MatMul", module, [x, g.WeightTransposed(module + ".weight", vit[module + ".weight"])]);
-        return vit.Parameters.Any(p => p.Name == module + ".bias") ? g.Node("Add", module, [y, g.Parameter(vit[module + ".bias"])]) : y;
+        string y = g.Node("MatMul", module, [x, g.WeightTransposed(module + ".weight", p[module + ".weight"])]);
+        return p.TryGetValue(module + ".bias", out var bias) ? g.Node("Add", module, [y, g.Parameter(bias)]) : y;
     }
 }
