@@ -31,17 +31,18 @@ public class OnnxExportTests
         return [.. results.Single(r => r.Name == "logits").AsEnumerable<float>()];
     }
 
-    /// <summary>ConvNeXt (channels-last norms and MLPs, convolutions transposed around): the engine's logits at batch 1
-    /// and 3, with opset 17 and 18 (ReduceMean's axes moved to an input).</summary>
-    [TestCase(17), TestCase(18)]
-    public void AConvNeXtGivesTheEnginesLogitsInOnnxRuntime(int opset)
+    /// <summary>ConvNeXt (channels-last norms and MLPs, convolutions transposed around) and Swin (patch merging, shifted
+    /// windows with the relative position bias and the shift mask): the engine's logits at batch 1 and 3, with opset 17
+    /// and 18 (ReduceMean's axes moved to an input).</summary>
+    [TestCase("convnext-tiny", 17), TestCase("convnext-tiny", 18), TestCase("swin-tiny", 17), TestCase("swin-tiny", 18)]
+    public void ConvNeXtAndSwinGiveTheEnginesLogitsInOnnxRuntime(string fixture, int opset)
     {
-        string config = Fixture("config.json", "convnext-tiny");
-        using var net = Models.ImageModels.Create(Device.Cpu, config, Models.ImageModels.HeadClasses(config, Fixture("weights.safetensors", "convnext-tiny")));
-        net.Load(Fixture("weights.safetensors", "convnext-tiny"));
-        var images = Npy.Read(Fixture("input.npy", "convnext-tiny"));
+        string config = Fixture("config.json", fixture);
+        using var net = Models.ImageModels.Create(Device.Cpu, config, Models.ImageModels.HeadClasses(config, Fixture("weights.safetensors", fixture)));
+        net.Load(Fixture("weights.safetensors", fixture));
+        var images = Npy.Read(Fixture("input.npy", fixture));
         int size = images.Shape[2], per = 3 * size * size;
-        string path = Path.Combine(_dir, $"convnext{opset}.onnx");
+        string path = Path.Combine(_dir, $"{fixture}{opset}.onnx");
         ModelExport.ToOnnx(net, path, new OnnxExportOptions { Opset = opset });
         foreach (int batch in new[] { images.Shape[0], 1 })
         {
@@ -50,7 +51,7 @@ public class OnnxExportTests
             using var _ = Tape.NoGrad();
             using var logits = net.Forward(input);
             double worst = Ort(path, x, batch, size, GraphOptimizationLevel.ORT_ENABLE_ALL).Zip(logits.ToArray()).Max(p => Math.Abs(p.First - p.Second));
-            TestContext.Out.WriteLine($"ConvNeXt opset {opset}, batch {batch}: max |ORT − engine| = {worst:E2}");
+            TestContext.Out.WriteLine($"{fixture} opset {opset}, batch {batch}: max |ORT − engine| = {worst:E2}");
             Assert.That(worst, Is.LessThan(1e-4));
         }
     }

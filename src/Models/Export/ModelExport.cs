@@ -1,4 +1,6 @@
+using Engine.Autograd;
 using Engine.Models.ConvNeXt;
+using Engine.Models.Swin;
 using Engine.Models.Vit;
 
 namespace Engine.Models.Export;
@@ -37,7 +39,8 @@ public static class ModelExport
         {
             VisionTransformer vit => Vit(graph, vit),
             ConvNeXt.ConvNeXt convnext => ConvNeXtGraph(graph, convnext, options.Opset),
-            _ => throw new NotSupportedException($"ONNX export of {model.Family} models is not implemented yet (ViT and ConvNeXt are)"),
+            Swin.Swin swin => SwinGraph(graph, swin, options.Opset),
+            _ => throw new NotSupportedException($"ONNX export of {model.Family} models is not implemented"),
         };
         graph.Output(logits, "logits", batch, classes);
         long weights = graph.WeightBytes;
@@ -122,13 +125,100 @@ public static class ModelExport
                 x = g.Node("Add", b + "residual", [x, h]);
             }
         }
-        // Global average pool over H and W (opset 18 moved ReduceMean's axes from an attribute to an input).
-        x = opset >= 18 ? g.Node("ReduceMean", "head.pool", [x, g.Int64s("axes_hw", [1, 2])], ("keepdims", 0L))
-                        : g.Node("ReduceMean", "head.pool", [x], ("axes", new long[] { 1, 2 }), ("keepdims", 0L));
-        x = LayerNorm(g, x, p, "head.norm", eps);
+        x = LayerNorm(g, MeanOverGrid(g, x, opset), p, "head.norm", eps);
         if (c.num_classes == 0) return (x, c.dims[^1]);
         return (Linear(g, x, p, "head.fc"), c.num_classes);
     }
+
+    // timm's Swin in ONNX ops, channels-last [B, H, W, C] with the grid sizes fixed by the image size: patch conv and
+    // norm; per stage the 2×2 patch merging (strided slices, concatenated x[2i,2j], x[2i+1,2j], x[2i,2j+1],
+    // x[2i+1,2j+1]) with its norm and reduction; per block the cyclic shift (slices rolled by concatenation), window
+    // partition (reshape, transpose), attention with the relative position bias (computed from the table here) and the
+    // −100 shift mask, window reverse and the shift back; then the final norm and the mean over tokens.
+    static (string Logits, int Classes) SwinGraph(OnnxGraph g, Swin.Swin swin, int opset)
+    {
+        var c = swin.Config;
+        var p = swin.Parameters.ToDictionary(t => t.Name!, StringComparer.Ordinal);
+        const float eps = Swin.Swin.LayerNormEps;
+        string half = g.Scalar("half", 0.5f), one = g.Scalar("one", 1f), sqrt2 = g.Scalar("sqrt2", MathF.Sqrt(2f));
+        string Slice(string x, string stem, long start, long end, long axis, long step = 1) =>
+            g.Node("Slice", stem, [x, g.Int64s("starts", [start]), g.Int64s("ends", [end]), g.Int64s("axes", [axis]), g.Int64s("steps", [step])]);
+        // torch.roll(x, k, dims=(1, 2)) on an R×R grid: the last k rows (columns) move to the front.
+        string Roll(string x, string stem, int k, long side)
+        {
+            int r = (int)(((k % side) + side) % side);
+            foreach (long axis in new long[] { 1, 2 })
+                x = g.Node("Concat", stem, [Slice(x, stem, side - r, side, axis), Slice(x, stem, 0, side - r, axis)], ("axis", axis));
+            return x;
+        }
+        int patch = c.patch_size;
+        string x = g.Node("Conv", "patch_embed.proj", ["pixel_values", g.Parameter(p["patch_embed.proj.weight"]), g.Parameter(p["patch_embed.proj.bias"])],
+            ("kernel_shape", new long[] { patch, patch }), ("strides", new long[] { patch, patch }));
+        x = LayerNorm(g, g.Node("Transpose", "patch_embed", [x], ("perm", new long[] { 0, 2, 3, 1 })), p, "patch_embed.norm", eps);
+        for (int s = 0; s < c.depths.Length; s++)
+        {
+            string stage = $"layers.{s}.";
+            int C = c.Dim(s), R = c.Resolution(s), heads = c.num_heads[s], hd = C / heads;
+            var (ws, shift) = c.WindowOf(s);
+            int T = ws * ws, nW = (R / ws) * (R / ws);
+            if (s > 0)
+            {
+                int prev = 2 * R;
+                string Quarter(long row, long col) => Slice(Slice(x, stage + "downsample", row, prev, 1, 2), stage + "downsample", col, prev, 2, 2);
+                x = g.Node("Concat", stage + "downsample", [Quarter(0, 0), Quarter(1, 0), Quarter(0, 1), Quarter(1, 1)], ("axis", -1L));
+                x = LayerNorm(g, x, p, stage + "downsample.norm", eps);
+                x = Linear(g, x, p, stage + "downsample.reduction");
+            }
+            var mask = swin.ShiftMaskValues(s);
+            string? maskName = mask == null ? null : g.Weight(stage + "shift_mask", mask, 1, nW, 1, T, T);
+            string scale = g.Scalar(stage + "attn_scale", 1f / MathF.Sqrt(hd));
+            for (int j = 0; j < c.depths[s]; j++)
+            {
+                string b = $"{stage}blocks.{j}.";
+                int k = j % 2 == 1 ? shift : 0;
+                string h = LayerNorm(g, x, p, b + "norm1", eps);
+                if (k > 0) h = Roll(h, b + "shift", -k, R);
+                h = g.Node("Reshape", b + "window", [h, g.Int64s("shape", [0, R / ws, ws, R / ws, ws, C])]);
+                h = g.Node("Transpose", b + "window", [h], ("perm", new long[] { 0, 1, 3, 2, 4, 5 }));
+                h = g.Node("Reshape", b + "window", [h, g.Int64s("shape", [-1, T, C])]);                   // [B·nW, T, C]
+                string qkv = Linear(g, h, p, b + "attn.qkv");
+                qkv = g.Node("Reshape", b + "attn", [qkv, g.Int64s("shape_qkv", [0, 0, 3, heads, hd])]);
+                qkv = g.Node("Transpose", b + "attn", [qkv], ("perm", new long[] { 2, 0, 3, 1, 4 }));
+                string Part(long index) => g.Node("Gather", b + "attn", [qkv, g.Int64s("index", [index], scalar: true)], ("axis", 0L));
+                string kt = g.Node("Transpose", b + "attn.k", [Part(1)], ("perm", new long[] { 0, 1, 3, 2 }));
+                string scores = g.Node("Mul", b + "attn", [g.Node("MatMul", b + "attn.scores", [Part(0), kt]), scale]);
+                float[] bias;
+                using (Tape.NoGrad())
+                using (var relative = Ops.RelativePositionBias(p[b + "attn.relative_position_bias_table"], ws))
+                    bias = relative.ToArray();
+                scores = g.Node("Add", b + "attn.relative_position_bias", [scores, g.Weight(b + "attn.relative_position_bias", bias, 1, heads, T, T)]);
+                if (k > 0)
+                {
+                    scores = g.Node("Reshape", b + "attn.mask", [scores, g.Int64s("shape", [-1, nW, heads, T, T])]);
+                    scores = g.Node("Add", b + "attn.mask", [scores, maskName!]);
+                    scores = g.Node("Reshape", b + "attn.mask", [scores, g.Int64s("shape", [-1, heads, T, T])]);
+                }
+                string a = g.Node("MatMul", b + "attn.context", [g.Node("Softmax", b + "attn", [scores], ("axis", -1L)), Part(2)]);
+                a = g.Node("Transpose", b + "attn.context", [a], ("perm", new long[] { 0, 2, 1, 3 }));
+                a = Linear(g, g.Node("Reshape", b + "attn.context", [a, g.Int64s("shape_btc", [0, 0, C])]), p, b + "attn.proj");
+                a = g.Node("Reshape", b + "window_reverse", [a, g.Int64s("shape", [-1, R / ws, R / ws, ws, ws, C])]);
+                a = g.Node("Transpose", b + "window_reverse", [a], ("perm", new long[] { 0, 1, 3, 2, 4, 5 }));
+                a = g.Node("Reshape", b + "window_reverse", [a, g.Int64s("shape", [-1, R, R, C])]);
+                if (k > 0) a = Roll(a, b + "shift_back", k, R);
+                x = g.Node("Add", b + "attn_residual", [x, a]);
+                string f = Gelu(g, Linear(g, LayerNorm(g, x, p, b + "norm2", eps), p, b + "mlp.fc1"), b + "mlp.act", half, one, sqrt2);
+                x = g.Node("Add", b + "mlp_residual", [x, Linear(g, f, p, b + "mlp.fc2")]);
+            }
+        }
+        x = MeanOverGrid(g, LayerNorm(g, x, p, "norm", eps), opset);
+        if (c.num_classes == 0) return (x, c.Dim(c.depths.Length - 1));
+        return (Linear(g, x, p, "head.fc"), c.num_classes);
+    }
+
+    // The mean over H and W of [B, H, W, C] (opset 18 moved ReduceMean's axes from an attribute to an input).
+    static string MeanOverGrid(OnnxGraph g, string x, int opset) =>
+        opset >= 18 ? g.Node("ReduceMean", "head.pool", [x, g.Int64s("axes_hw", [1, 2])], ("keepdims", 0L))
+                    : g.Node("ReduceMean", "head.pool", [x], ("axes", new long[] { 1, 2 }), ("keepdims", 0L));
 
     // Exact GELU: x·½·(1 + erf(x/√2)).
     static string Gelu(OnnxGraph g, string x, string module, string half, string one, string sqrt2)

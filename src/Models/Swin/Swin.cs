@@ -15,7 +15,7 @@ namespace Engine.Models.Swin;
 /// </summary>
 public sealed class Swin : IImageClassifier
 {
-    const float LayerNormEps = 1e-5f;
+    internal const float LayerNormEps = 1e-5f;
     /// <summary>SCT's reference enables its modules on the last 9 blocks of the third stage and every block of the fourth.</summary>
     const int SctBlocksBeforeLastStage = 9;
     /// <summary>The shift mask's value between tokens from different regions of the rolled grid (timm and the original).</summary>
@@ -128,6 +128,9 @@ public sealed class Swin : IImageClassifier
 
     /// <summary>The configuration.</summary>
     public SwinConfig Config { get; }
+
+    /// <summary>Stage <paramref name="stage"/>'s shift mask [nW, T, T] as values (null when the stage never shifts), for export.</summary>
+    internal float[]? ShiftMaskValues(int stage) => _stages[stage].Mask?.ToArray();
 
     /// <inheritdoc/>
     public IReadOnlyList<Tensor> Parameters => _parameters;
