@@ -15,7 +15,7 @@ public static class ExportCommand
     {
         var model = CommonOptions.Model();
         var weights = new Option<string>("--weights") { Description = "The checkpoint (timm .safetensors, Google .npz or the original .pth)", Required = true };
-        var trained = new Option<string?>("--trained") { Description = "A trained PEFT file to merge first (ssf, gps, bias, linear, full)" };
+        var trained = new Option<string?>("--trained") { Description = "A trained PEFT file: merged first where the method folds (ssf, gps, bias, linear, full), SCT as explicit nodes" };
         var output = new Option<string>("--output") { Description = "The .onnx file (weights over 2 GB go to OUTPUT.data beside it)", Required = true };
         var opset = new Option<int>("--opset") { Description = "ONNX opset (17 or newer)", DefaultValueFactory = _ => 17 }.AtLeast(17);
         var batch = new Option<string>("--batch") { Description = "dynamic (any batch from one file) or a fixed size N", DefaultValueFactory = _ => "dynamic" };
@@ -36,19 +36,24 @@ public static class ExportCommand
         int classes = ImageModels.HeadClasses(modelName, trainedPath ?? weightsPath);
         using var net = ImageModels.Create(Device.Cpu, modelName, classes);
         net.Load(weightsPath, trainedPath == null ? LoadMode.Strict : LoadMode.NewHead);
+        bool merged = false;
         if (method != null)
         {
             method.Apply(net);
             method.LoadTrained(net, trainedPath!);
-            IReadOnlyList<string> kept;
-            try { kept = method.Merge(); }
-            catch (NotSupportedException e) { throw new ArgumentException($"--trained {trainedPath}: {e.Message}; its ONNX export as explicit nodes is not implemented yet"); }
-            if (kept.Count > 0)
-                throw new ArgumentException($"--trained {trainedPath}: {method.Name} on {string.Join(", ", kept)} does not fold into the weights; its ONNX export as explicit nodes is not implemented yet");
+            // A method that folds is merged into the weights; SCT, which cannot, is written as explicit nodes.
+            if (method is not Sct)
+            {
+                var kept = method.Merge();
+                if (kept.Count > 0)
+                    throw new ArgumentException($"--trained {trainedPath}: {method.Name} on {string.Join(", ", kept)} does not fold into the weights; " +
+                                                "its ONNX export as explicit nodes is not implemented yet");
+                merged = true;
+            }
         }
-        long bytes = ModelExport.ToOnnx(net, outputPath, new OnnxExportOptions { Opset = opset, Batch = batch });
+        long bytes = ModelExport.ToOnnx(net, outputPath, new OnnxExportOptions { Opset = opset, Batch = batch, Method = merged ? null : method });
         Console.WriteLine($"wrote {outputPath}: {net.Family}, {classes} classes, opset {opset}, batch {batchText}, {bytes / 1048576.0:F1} MiB of weights" +
-                          (File.Exists(outputPath + ".data") ? $" in {outputPath}.data" : "") + (method != null ? $", {method.Name} merged" : ""));
+                          (File.Exists(outputPath + ".data") ? $" in {outputPath}.data" : "") + (method == null ? "" : merged ? $", {method.Name} merged" : $", {method.Name} as explicit nodes"));
         return 0;
     }
 }

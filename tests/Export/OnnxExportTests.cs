@@ -91,4 +91,39 @@ public class OnnxExportTests
         using (var logits = vit.Forward(all))
             Assert.That(Ort(external, images, 3, 16, GraphOptimizationLevel.ORT_ENABLE_ALL).Zip(logits.ToArray()).Max(p => Math.Abs(p.First - p.Second)), Is.LessThan(1e-4));
     }
+
+    /// <summary>SCT cannot fold: it is written as explicit nodes (gather, K×K linear with bias, scatter by a one-hot
+    /// matrix) and ORT gives the SCT model's logits, on ViT and on Swin's last stages.</summary>
+    [TestCase("vit-tiny"), TestCase("swin-tiny")]
+    public void SctIsWrittenAsExplicitNodes(string fixture)
+    {
+        string config = Fixture("config.json", fixture);
+        using var net = Models.ImageModels.Create(Device.Cpu, config, Models.ImageModels.HeadClasses(config, Fixture("weights.safetensors", fixture)));
+        net.Load(Fixture("weights.safetensors", fixture));
+        var sites = Models.Peft.SctSelection.Sites(net).ToList();
+        var selection = sites.ToDictionary(s => s.Name, s => Enumerable.Range(0, Math.Max(1, s.Channels / 4)).Select(i => (i * 3 + 1) % s.Channels).Distinct().ToArray());
+        using var sct = new Models.Peft.Sct(selection, seed: 3);
+        sct.Apply(net);
+        foreach (var p in sct.Trainable(net)) // trained-looking values, so the modules matter
+        {
+            var v = p.ToArray();
+            for (int i = 0; i < v.Length; i++) v[i] += 0.1f * MathF.Sin(3 * i + 1);
+            p.CopyFrom(v);
+        }
+        var images = Npy.Read(Fixture("input.npy", fixture));
+        int size = images.Shape[2];
+        string path = Path.Combine(_dir, "sct.onnx");
+        ModelExport.ToOnnx(net, path, new OnnxExportOptions { Method = sct });
+        using var input = Tensor.FromArray(Device.Cpu, images.Data, images.Shape[0], 3, size, size);
+        using var _ = Tape.NoGrad();
+        using var logits = net.Forward(input);
+        double worst = Ort(path, images.Data, images.Shape[0], size, GraphOptimizationLevel.ORT_ENABLE_ALL).Zip(logits.ToArray()).Max(p => Math.Abs(p.First - p.Second));
+        TestContext.Out.WriteLine($"{fixture} with SCT on {sites.Count} site(s): max |ORT − engine| = {worst:E2}");
+        Assert.That(worst, Is.LessThan(1e-4));
+        // Without the method the export is the plain backbone: the logits differ, so the nodes are really there.
+        string plain = Path.Combine(_dir, "plain.onnx");
+        ModelExport.ToOnnx(net, plain);
+        double gap = Ort(plain, images.Data, images.Shape[0], size, GraphOptimizationLevel.ORT_ENABLE_ALL).Zip(logits.ToArray()).Max(p => Math.Abs(p.First - p.Second));
+        Assert.That(gap, Is.GreaterThan(1e-3), "SCT changes the logits");
+    }
 }

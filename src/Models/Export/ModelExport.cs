@@ -14,6 +14,10 @@ public sealed record OnnxExportOptions
     public int? Batch { get; init; }
     /// <summary>Weights above this many bytes go to a <c>.data</c> file beside the model (protobuf's limit is 2 GB).</summary>
     public long ExternalDataThreshold { get; init; } = 1L << 31;
+    /// <summary>A method applied to the model that does not fold into its weights, written as explicit nodes (SCT:
+    /// gather the selected channels, K×K linear with bias, add back onto them); null when there is none (a folding
+    /// method is merged before export).</summary>
+    public Peft.PeftMethod? Method { get; init; }
 }
 
 /// <summary>
@@ -35,11 +39,15 @@ public static class ModelExport
         long? batch = options.Batch;
         int size = model.ImageSize;
         graph.Declare(true, "pixel_values", batch, model.InChannels, size, size);
+        var sct = options.Method as Peft.Sct;
+        if (options.Method != null && sct == null)
+            throw new NotSupportedException($"{options.Method.Name} is exported by merging it into the weights first (PeftMethod.Merge), not as explicit nodes");
+        if (sct != null && model is ConvNeXt.ConvNeXt) throw new NotSupportedException("SCT is not defined for ConvNeXt");
         var (logits, classes) = model switch
         {
-            VisionTransformer vit => Vit(graph, vit),
+            VisionTransformer vit => Vit(graph, vit, sct),
             ConvNeXt.ConvNeXt convnext => ConvNeXtGraph(graph, convnext, options.Opset),
-            Swin.Swin swin => SwinGraph(graph, swin, options.Opset),
+            Swin.Swin swin => SwinGraph(graph, swin, options.Opset, sct),
             _ => throw new NotSupportedException($"ONNX export of {model.Family} models is not implemented"),
         };
         graph.Output(logits, "logits", batch, classes);
@@ -51,7 +59,7 @@ public static class ModelExport
 
     // timm's VisionTransformer forward in ONNX ops: patch conv, class token, position embedding, pre-norm blocks with
     // multi-head attention and an exact-GELU MLP, final norm, the class token's logits.
-    static (string Logits, int Classes) Vit(OnnxGraph g, VisionTransformer vit)
+    static (string Logits, int Classes) Vit(OnnxGraph g, VisionTransformer vit, Peft.Sct? sct)
     {
         var c = vit.Config;
         int C = c.embed_dim, heads = c.num_heads, hd = C / heads, p = c.patch_size;
@@ -83,7 +91,7 @@ public static class ModelExport
             string a = g.Node("MatMul", n + "attn.context", [attention, v]);
             a = g.Node("Transpose", n + "attn.context", [a], ("perm", new long[] { 0, 2, 1, 3 }));
             a = g.Node("Reshape", n + "attn.context", [a, g.Int64s("shape_btc", [0, 0, C])]);
-            x = g.Node("Add", n + "attn_residual", [x, Linear(g, a, vit, n + "attn.proj")]);
+            x = ChannelAdapter(g, g.Node("Add", n + "attn_residual", [x, Linear(g, a, vit, n + "attn.proj")]), sct, n + "attn_residual", C);
             // MLP with exact GELU.
             h = LayerNorm(g, x, vit, n + "norm2");
             string f1 = Linear(g, h, vit, n + "mlp.fc1");
@@ -135,7 +143,7 @@ public static class ModelExport
     // x[2i+1,2j+1]) with its norm and reduction; per block the cyclic shift (slices rolled by concatenation), window
     // partition (reshape, transpose), attention with the relative position bias (computed from the table here) and the
     // −100 shift mask, window reverse and the shift back; then the final norm and the mean over tokens.
-    static (string Logits, int Classes) SwinGraph(OnnxGraph g, Swin.Swin swin, int opset)
+    static (string Logits, int Classes) SwinGraph(OnnxGraph g, Swin.Swin swin, int opset, Peft.Sct? sct)
     {
         var c = swin.Config;
         var p = swin.Parameters.ToDictionary(t => t.Name!, StringComparer.Ordinal);
@@ -205,7 +213,7 @@ public static class ModelExport
                 a = g.Node("Transpose", b + "window_reverse", [a], ("perm", new long[] { 0, 1, 3, 2, 4, 5 }));
                 a = g.Node("Reshape", b + "window_reverse", [a, g.Int64s("shape", [-1, R, R, C])]);
                 if (k > 0) a = Roll(a, b + "shift_back", k, R);
-                x = g.Node("Add", b + "attn_residual", [x, a]);
+                x = ChannelAdapter(g, g.Node("Add", b + "attn_residual", [x, a]), sct, b + "attn_residual", C);
                 string f = Gelu(g, Linear(g, LayerNorm(g, x, p, b + "norm2", eps), p, b + "mlp.fc1"), b + "mlp.act", half, one, sqrt2);
                 x = g.Node("Add", b + "mlp_residual", [x, Linear(g, f, p, b + "mlp.fc2")]);
             }
@@ -213,6 +221,26 @@ public static class ModelExport
         x = MeanOverGrid(g, LayerNorm(g, x, p, "norm", eps), opset);
         if (c.num_classes == 0) return (x, c.Dim(c.depths.Length - 1));
         return (Linear(g, x, p, "head.fc"), c.num_classes);
+    }
+
+    // SCT's module at a site, if it has one: x + scatter(gather(x, index)·Wᵀ + b), the scatter as a MatMul with the
+    // one-hot [K, C] matrix of the selected channels (exact: every output channel sums one product and zeros).
+    static string ChannelAdapter(OnnxGraph g, string x, Peft.Sct? sct, string site, int width)
+    {
+        if (sct == null || !sct.Modules.TryGetValue(site, out var m)) return x;
+        string module = site.Replace("attn_residual", "sct_attn", StringComparison.Ordinal);
+        var channels = sct.Selection[site].Select(c => (long)c).ToArray();
+        string gathered = g.Node("Gather", module, [x, g.Int64s(module + ".index", channels)], ("axis", -1L));
+        string z = g.Node("Add", module, [g.Node("MatMul", module, [gathered, g.WeightTransposed(module + ".weight", m.Weight)]), g.Parameter(m.Bias)]);
+        string scatter = g.Weight(module + ".scatter", OneHot(channels, width), channels.Length, width);
+        return g.Node("Add", site, [x, g.Node("MatMul", module + ".scatter", [z, scatter])]);
+    }
+
+    static float[] OneHot(long[] channels, int width)
+    {
+        var s = new float[channels.Length * width];
+        for (int k = 0; k < channels.Length; k++) s[k * width + channels[k]] = 1f;
+        return s;
     }
 
     // The mean over H and W of [B, H, W, C] (opset 18 moved ReduceMean's axes from an attribute to an input).

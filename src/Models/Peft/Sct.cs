@@ -37,6 +37,9 @@ public sealed class Sct : PeftMethod
     /// <summary>The selected channels per site.</summary>
     public IReadOnlyDictionary<string, int[]> Selection => _selection;
 
+    /// <summary>The module at each site once applied: its channel index [K], weight [K, K] and bias [K] (for export).</summary>
+    internal IReadOnlyDictionary<string, (Tensor Index, Tensor Weight, Tensor Bias)> Modules => _bySite;
+
     /// <inheritdoc/>
     public override void Apply(IPeftModel model)
     {
