@@ -36,24 +36,29 @@ public static class ExportCommand
         int classes = ImageModels.HeadClasses(modelName, trainedPath ?? weightsPath);
         using var net = ImageModels.Create(Device.Cpu, modelName, classes);
         net.Load(weightsPath, trainedPath == null ? LoadMode.Strict : LoadMode.NewHead);
-        bool merged = false;
+        // A method that folds is merged into the weights; what cannot fold (SCT; SSF on ConvNeXt's stage output) is
+        // written as explicit nodes.
+        PeftMethod? asNodes = null;
+        string how = "";
         if (method != null)
         {
             method.Apply(net);
             method.LoadTrained(net, trainedPath!);
-            // A method that folds is merged into the weights; SCT, which cannot, is written as explicit nodes.
-            if (method is not Sct)
+            if (method is Sct)
+            {
+                asNodes = method;
+                how = ", SCT as explicit nodes";
+            }
+            else
             {
                 var kept = method.Merge();
-                if (kept.Count > 0)
-                    throw new ArgumentException($"--trained {trainedPath}: {method.Name} on {string.Join(", ", kept)} does not fold into the weights; " +
-                                                "its ONNX export as explicit nodes is not implemented yet");
-                merged = true;
+                asNodes = kept.Count > 0 ? method : null;
+                how = $", {method.Name} merged" + (kept.Count > 0 ? $" (on {string.Join(", ", kept)} as explicit nodes)" : "");
             }
         }
-        long bytes = ModelExport.ToOnnx(net, outputPath, new OnnxExportOptions { Opset = opset, Batch = batch, Method = merged ? null : method });
+        long bytes = ModelExport.ToOnnx(net, outputPath, new OnnxExportOptions { Opset = opset, Batch = batch, Method = asNodes });
         Console.WriteLine($"wrote {outputPath}: {net.Family}, {classes} classes, opset {opset}, batch {batchText}, {bytes / 1048576.0:F1} MiB of weights" +
-                          (File.Exists(outputPath + ".data") ? $" in {outputPath}.data" : "") + (method == null ? "" : merged ? $", {method.Name} merged" : $", {method.Name} as explicit nodes"));
+                          (File.Exists(outputPath + ".data") ? $" in {outputPath}.data" : "") + how);
         return 0;
     }
 }

@@ -126,4 +126,77 @@ public class OnnxExportTests
         double gap = Ort(plain, images.Data, images.Shape[0], size, GraphOptimizationLevel.ORT_ENABLE_ALL).Zip(logits.ToArray()).Max(p => Math.Abs(p.First - p.Second));
         Assert.That(gap, Is.GreaterThan(1e-3), "SCT changes the logits");
     }
+
+    /// <summary>peft export with a trained file of every method: merged where it folds (ssf, gps, bias, linear, full),
+    /// SCT as nodes, SSF on ConvNeXt merged except its stage-output affine; ORT gives the trained model's logits.</summary>
+    [TestCase("vit-tiny", "ssf"), TestCase("vit-tiny", "gps"), TestCase("vit-tiny", "bias"), TestCase("vit-tiny", "linear"),
+     TestCase("vit-tiny", "full"), TestCase("vit-tiny", "sct"), TestCase("convnext-tiny", "ssf"), TestCase("swin-tiny", "ssf")]
+    public void ExportOfATrainedFileGivesTheTrainedModelsLogits(string fixture, string methodName)
+    {
+        string config = Fixture("config.json", fixture), weights = Fixture("weights.safetensors", fixture);
+        var info = Models.Peft.PeftMethods.Get(methodName);
+        string trained = Path.Combine(_dir, $"{methodName}.safetensors"), output = Path.Combine(_dir, $"{methodName}.onnx");
+        var images = Npy.Read(Fixture("input.npy", fixture));
+        int size = images.Shape[2];
+        float[] want;
+        using (var net = Models.ImageModels.Create(Device.Cpu, config, Models.ImageModels.HeadClasses(config, weights)))
+        {
+            net.Load(weights);
+            string? selection = null;
+            if (info.Selection != null)
+            {
+                selection = Path.Combine(_dir, "selection.safetensors");
+                info.Selection.SaveUniform(net, methodName == "sct" ? 4 : 1, selection);
+            }
+            using var method = info.Create(new Models.Peft.MethodSetup(5, selection));
+            method.Apply(net);
+            foreach (var p in method.Trainable(net)) // trained-looking values
+            {
+                var v = p.ToArray();
+                for (int i = 0; i < v.Length; i++) v[i] += 0.05f * MathF.Sin(7 * i + 2);
+                p.CopyFrom(v);
+            }
+            method.SaveTrained(net, trained);
+            // The reference: what the trained file holds, loaded as a user would (GPS saves only its selected entries).
+            using var fresh = Models.ImageModels.Create(Device.Cpu, config, Models.ImageModels.HeadClasses(config, trained));
+            fresh.Load(weights, Checkpoints.LoadMode.NewHead);
+            using var reloaded = info.Create(new Models.Peft.MethodSetup(5, selection));
+            reloaded.Apply(fresh);
+            reloaded.LoadTrained(fresh, trained);
+            using var input = Tensor.FromArray(Device.Cpu, images.Data, images.Shape[0], 3, size, size);
+            using var _ = Tape.NoGrad();
+            using var logits = fresh.Forward(input);
+            want = logits.ToArray();
+        }
+        var (code, stdout, stderr) = CliTests.Peft("export", "--model", config, "--weights", weights, "--trained", trained, "--output", output);
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain(methodName == "sct" ? "SCT as explicit nodes" : $"{methodName} merged"));
+        double worst = Ort(output, images.Data, images.Shape[0], size, GraphOptimizationLevel.ORT_ENABLE_ALL).Zip(want).Max(p => Math.Abs(p.First - p.Second));
+        TestContext.Out.WriteLine($"{fixture} {methodName}: max |ORT − engine| = {worst:E2}");
+        Assert.That(worst, Is.LessThan(1e-4));
+    }
+
+    /// <summary>Bad input: one error line naming the file, and no .onnx left behind.</summary>
+    [Test]
+    public void ExportRefusesBadInputWithoutLeavingAFile()
+    {
+        string output = Path.Combine(_dir, "model.onnx");
+        string foreign = Path.Combine(_dir, "foreign.safetensors");
+        using (var swin = Models.ImageModels.Create(Device.Cpu, Fixture("config.json", "swin-tiny"), 5))
+        using (var ssf = new Models.Peft.Ssf(seed: 1))
+        {
+            ssf.Apply(swin);
+            ssf.SaveTrained(swin, foreign); // a trained file of another architecture
+        }
+        var (code, _, stderr) = CliTests.Peft("export", "--model", Fixture("config.json"), "--weights", Fixture("weights.safetensors"), "--trained", foreign, "--output", output);
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.StartWith("error: ").And.Contain("foreign.safetensors"));
+        Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
+        (code, _, stderr) = CliTests.Peft("export", "--model", Fixture("config.json"), "--weights", Fixture("weights.safetensors"), "--trained", Fixture("weights.safetensors"), "--output", output);
+        Assert.That((code, stderr), Is.EqualTo((1, $"error: {Fixture("weights.safetensors")}: no 'peft_method' in its metadata (not a file written by SaveTrained)\n")));
+        (code, _, stderr) = CliTests.Peft("export", "--model", Fixture("config.json"), "--weights", Fixture("weights.safetensors"), "--output", Path.Combine(_dir, "missing", "m.onnx"));
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain("does not exist"));
+        Assert.That(Directory.GetFiles(_dir, "*.onnx*"), Is.Empty, "no partial export");
+    }
 }

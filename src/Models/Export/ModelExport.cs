@@ -14,9 +14,10 @@ public sealed record OnnxExportOptions
     public int? Batch { get; init; }
     /// <summary>Weights above this many bytes go to a <c>.data</c> file beside the model (protobuf's limit is 2 GB).</summary>
     public long ExternalDataThreshold { get; init; } = 1L << 31;
-    /// <summary>A method applied to the model that does not fold into its weights, written as explicit nodes (SCT:
-    /// gather the selected channels, K×K linear with bias, add back onto them); null when there is none (a folding
-    /// method is merged before export).</summary>
+    /// <summary>A method applied to the model whose remaining part is written as explicit nodes: SCT (gather the
+    /// selected channels, K×K linear with bias, add back onto them), or SSF after <see cref="Peft.PeftMethod.Merge"/>
+    /// for the sites it keeps (ConvNeXt's stage output: Mul, Add); null when there is none (a folding method is merged
+    /// before export).</summary>
     public Peft.PeftMethod? Method { get; init; }
 }
 
@@ -40,13 +41,15 @@ public static class ModelExport
         int size = model.ImageSize;
         graph.Declare(true, "pixel_values", batch, model.InChannels, size, size);
         var sct = options.Method as Peft.Sct;
-        if (options.Method != null && sct == null)
+        var ssf = options.Method as Peft.Ssf;
+        if (options.Method != null && sct == null && ssf == null)
             throw new NotSupportedException($"{options.Method.Name} is exported by merging it into the weights first (PeftMethod.Merge), not as explicit nodes");
-        if (sct != null && model is ConvNeXt.ConvNeXt) throw new NotSupportedException("SCT is not defined for ConvNeXt");
+        if (ssf != null && (model is not ConvNeXt.ConvNeXt || ssf.Affines.Keys.Any(k => !k.StartsWith("stages.", StringComparison.Ordinal) || k.Contains(".blocks.", StringComparison.Ordinal))))
+            throw new NotSupportedException("SSF is exported merged (PeftMethod.Merge first); only the sites it keeps on ConvNeXt's stage output are written as nodes");
         var (logits, classes) = model switch
         {
             VisionTransformer vit => Vit(graph, vit, sct),
-            ConvNeXt.ConvNeXt convnext => ConvNeXtGraph(graph, convnext, options.Opset),
+            ConvNeXt.ConvNeXt convnext => ConvNeXtGraph(graph, convnext, options.Opset, ssf),
             Swin.Swin swin => SwinGraph(graph, swin, options.Opset, sct),
             _ => throw new NotSupportedException($"ONNX export of {model.Family} models is not implemented"),
         };
@@ -105,7 +108,7 @@ public static class ModelExport
 
     // timm's ConvNeXt in ONNX ops: the engine works channels-last, so activations stay [B, H, W, C] for the norms and
     // the MLPs and are transposed to [B, C, H, W] around each convolution (stem, downsampling, 7×7 depthwise).
-    static (string Logits, int Classes) ConvNeXtGraph(OnnxGraph g, ConvNeXt.ConvNeXt net, int opset)
+    static (string Logits, int Classes) ConvNeXtGraph(OnnxGraph g, ConvNeXt.ConvNeXt net, int opset, Peft.Ssf? ssf)
     {
         var c = net.Config;
         var p = net.Parameters.ToDictionary(t => t.Name!, StringComparer.Ordinal);
@@ -133,6 +136,11 @@ public static class ModelExport
                 x = g.Node("Add", b + "residual", [x, h]);
             }
         }
+        // SSF kept on the last stage's output (it cannot fold: pooling and a norm follow): y = x·γ + β per channel.
+        string output = $"stages.{c.dims.Length - 1}";
+        if (ssf != null && ssf.Affines.TryGetValue(output, out var affine))
+            x = g.Node("Add", output + ".ssf", [g.Node("Mul", output + ".ssf", [x, g.Weight(output + ".ssf_scale", affine.Scale.ToArray(), affine.Scale.Count)]),
+                g.Weight(output + ".ssf_shift", affine.Shift.ToArray(), affine.Shift.Count)]);
         x = LayerNorm(g, MeanOverGrid(g, x, opset), p, "head.norm", eps);
         if (c.num_classes == 0) return (x, c.dims[^1]);
         return (Linear(g, x, p, "head.fc"), c.num_classes);

@@ -11,6 +11,9 @@ namespace Engine.Models.Peft;
 public sealed class Ssf : PeftMethod
 {
     readonly Dictionary<string, ChannelAffine> _bySite = new(StringComparer.Ordinal);
+
+    /// <summary>The scale and shift at each site not (yet) folded into a layer (after <see cref="Merge"/>: the kept ones), for export.</summary>
+    internal IReadOnlyDictionary<string, ChannelAffine> Affines => _bySite;
     readonly List<Tensor> _added = new();
     readonly ulong _seed;
     IPeftModel? _model;
