@@ -175,7 +175,7 @@ public class CliTests
         Assert.That(stderr, Is.Empty);
     }
 
-    [TestCase("demo"), TestCase("infer"), TestCase("inspect"), TestCase("selftest"), TestCase("bench"), TestCase("merge"), TestCase("select"), TestCase("vtab"), TestCase("synthetic")]
+    [TestCase("demo"), TestCase("infer"), TestCase("inspect"), TestCase("selftest"), TestCase("bench"), TestCase("merge"), TestCase("select"), TestCase("vtab"), TestCase("synthetic"), TestCase("export")]
     public void EveryCommandHasHelp(string command)
     {
         var (code, stdout, _) = Peft(command, "--help");

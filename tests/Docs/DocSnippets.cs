@@ -1,6 +1,7 @@
 using Engine.Autograd;
 using Engine.Checkpoints;
 using Engine.Models.ConvNeXt;
+using Engine.Models.Export;
 using Engine.Models.Peft;
 using Engine.Models.Swin;
 using Engine.Models.Training;
@@ -56,6 +57,16 @@ internal static class DocSnippets
         var step = new TrainStep(opt) { Context = "ssf" };          // forward, loss, finite check, backward, step, zero
         float loss = step.Run(() => model.Forward(images, trainSeed: 1), logits => Ops.CrossEntropy(logits, targets));
         method.SaveTrained(model, Path.Combine(runFolder, "ssf.safetensors"));   // only what trained, with its name
+        #endregion
+    }
+
+    /// <summary>README.md.</summary>
+    internal static void ReadmeExport(IImageClassifier model, PeftMethod method)
+    {
+        #region ReadmeExport
+        method.Merge();                                              // SSF, GPS, bias, linear, full fold into the weights
+        ModelExport.ToOnnx(model, "model.onnx", new OnnxExportOptions { Opset = 17 });   // eval mode, dynamic batch
+        // SCT does not fold: pass it, and its modules are written as nodes: new OnnxExportOptions { Method = sct }
         #endregion
     }
 
