@@ -5,6 +5,7 @@
 #   bash bench/run.sh cuda                 # the CUDA device benchmarks (needs a GPU; exit 3 with the reason otherwise)
 #   bash bench/run.sh cuda --emulated      # the same code on the emulated device, small sizes
 #   bash bench/run.sh peft [--model convnext_base] [--batch 8] [--rounds 5] [--methods full,ssf,...]  # a training step per PEFT method vs full (default ViT-B/16)
+#   bash bench/run.sh onnx [--models vit_base_patch16_224,...] [--batches 1,8] [--rounds 5]   # the engine vs its ONNX export in ONNX Runtime
 # OpenBLAS 0.3.21 misdetects AVX-512 Zen parts as Haswell; on CPUs with avx512f we force its SkylakeX kernels.
 # The variable must be set before the library loads, which .NET cannot do from inside the process.
 set -euo pipefail
@@ -17,6 +18,9 @@ bash bench/run.sh --list                        the CPU benchmarks' names, for -
 bash bench/run.sh cuda [--small | --emulated]   the device benchmarks on a GPU (or on the emulated device)
 bash bench/run.sh peft [--model M] [--batch 8] [--rounds 5] [--methods full,ssf,...]
                                                 a training step per PEFT method next to full fine-tuning
+bash bench/run.sh onnx [--models M,...] [--batches 1,8] [--rounds 5]
+                                                the engine beside its ONNX export in ONNX Runtime (size,
+                                                logit difference, eval-forward time)
 One kernel at any shape on any device: dotnet run --project src/Cli -c Release -- bench --op gelu --shape 1576x3072
 USAGE
   exit 0
