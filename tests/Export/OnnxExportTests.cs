@@ -194,9 +194,44 @@ public class OnnxExportTests
         Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
         (code, _, stderr) = CliTests.Peft("export", "--model", Fixture("config.json"), "--weights", Fixture("weights.safetensors"), "--trained", Fixture("weights.safetensors"), "--output", output);
         Assert.That((code, stderr), Is.EqualTo((1, $"error: {Fixture("weights.safetensors")}: no 'peft_method' in its metadata (not a file written by SaveTrained)\n")));
+        // A trained file naming a method this project does not have.
+        string unknown = Path.Combine(_dir, "unknown.safetensors");
+        using (var vit = new VisionTransformer(Device.Cpu, VitConfig.Resolve(Fixture("config.json"))))
+        using (var ssf = new Models.Peft.Ssf(seed: 1))
+        {
+            ssf.Apply(vit);
+            ssf.SaveTrained(vit, unknown);
+        }
+        var bytes = File.ReadAllBytes(unknown);
+        var text = System.Text.Encoding.ASCII.GetString(bytes);
+        int at = text.IndexOf("\"ssf\"", StringComparison.Ordinal);
+        Assert.That(at, Is.GreaterThan(0), "the method's name in the header");
+        System.Text.Encoding.ASCII.GetBytes("\"xyz\"").CopyTo(bytes, at);
+        File.WriteAllBytes(unknown, bytes);
+        (code, _, stderr) = CliTests.Peft("export", "--model", Fixture("config.json"), "--weights", Fixture("weights.safetensors"), "--trained", unknown, "--output", output);
+        Assert.That((code, stderr), Is.EqualTo((1, $"error: {unknown}: written by unknown method 'xyz' (known: full, linear, bias, ssf, sct, gps)\n")));
         (code, _, stderr) = CliTests.Peft("export", "--model", Fixture("config.json"), "--weights", Fixture("weights.safetensors"), "--output", Path.Combine(_dir, "missing", "m.onnx"));
         Assert.That(code, Is.EqualTo(1));
         Assert.That(stderr, Does.Contain("does not exist"));
         Assert.That(Directory.GetFiles(_dir, "*.onnx*"), Is.Empty, "no partial export");
+    }
+
+    /// <summary>The engine on every backend gives what ONNX Runtime gives for the exported file (the export reads the
+    /// weights wherever they live).</summary>
+    [TestCaseSource(typeof(Backends), nameof(Backends.Names))]
+    public void EveryBackendAgreesWithOnnxRuntime(string backend)
+    {
+        var device = Backends.Get(backend);
+        using var vit = new VisionTransformer(device, VitConfig.Resolve(Fixture("config.json")));
+        vit.Load(Fixture("weights.safetensors"));
+        var images = Npy.Read(Fixture("input.npy")).Data;
+        string path = Path.Combine(_dir, "vit.onnx");
+        ModelExport.ToOnnx(vit, path);
+        using var input = Tensor.FromArray(device, images, 3, 3, 16, 16);
+        using var _ = Tape.NoGrad();
+        using var logits = vit.Forward(input);
+        double worst = Ort(path, images, 3, 16, GraphOptimizationLevel.ORT_ENABLE_ALL).Zip(logits.ToArray()).Max(p => Math.Abs(p.First - p.Second));
+        TestContext.Out.WriteLine($"{backend}: max |ORT − engine| = {worst:E2}");
+        Assert.That(worst, Is.LessThan(1e-4));
     }
 }
