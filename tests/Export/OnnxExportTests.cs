@@ -81,6 +81,16 @@ public class OnnxExportTests
             }
         }
         Assert.That(File.Exists(path + ".data"), Is.False, "small weights stay inline");
+        // The batch is dynamic by default and fixed when asked.
+        string fixedPath = Path.Combine(_dir, "fixed.onnx");
+        ModelExport.ToOnnx(vit, fixedPath, new OnnxExportOptions { Batch = 3 });
+        using (var dynamicSession = new InferenceSession(path))
+        using (var fixedSession = new InferenceSession(fixedPath))
+        {
+            Assert.That(dynamicSession.InputMetadata["pixel_values"].Dimensions, Is.EqualTo(new[] { -1, 3, 16, 16 }));
+            Assert.That(fixedSession.InputMetadata["pixel_values"].Dimensions, Is.EqualTo(new[] { 3, 3, 16, 16 }));
+            Assert.That(fixedSession.OutputMetadata["logits"].Dimensions, Is.EqualTo(new[] { 3, 5 }));
+        }
         // Forced external data: the weights beside the model, read back by ORT from the file's folder.
         string external = Path.Combine(_dir, "external.onnx");
         long bytes = ModelExport.ToOnnx(vit, external, new OnnxExportOptions { ExternalDataThreshold = 0 });
