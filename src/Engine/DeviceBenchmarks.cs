@@ -81,7 +81,10 @@ public static unsafe class DeviceBenchmarks
             double ms = Time(device, repeats, () => k.Gemm(false, true, M, N, K, 1f, x.Data, K, w.Data, K, 0f, y.Data, N));
             double? peer = null;
             if (device is not CudaDevice && OpenBlas.TryLoad(out _) is { } blas)
+            {
+                blas.SetThreads(CpuParallel.Threads); // the same threads as ours, not OpenBLAS's default of all cores
                 peer = flops / (Time(device, repeats, () => blas.Sgemm(false, true, M, N, K, 1f, x.Data, K, w.Data, K, 0f, y.Data, N)) * 1e9);
+            }
             return new BenchmarkRow("gemm", shapeText, ms, Tflops: flops / (ms * 1e9), PeerTflops: peer);
         }
         bool rowOp = info.Dimensions == 2;

@@ -85,10 +85,11 @@ public unsafe class GemmTests
         Assert.That(c1, Is.EqualTo(c2));
     }
 
-    [Test]
-    public void ThreadCountDoesNotChangeBits()
+    /// <summary>Two threads split C by columns (wide N) or by rows (narrow N, a transposed A); either way every
+    /// element sums in the same order as on one thread.</summary>
+    [TestCase(517, 300, 700, false), TestCase(517, 40, 700, true), TestCase(197, 2304, 96, false)]
+    public void ThreadCountDoesNotChangeBits(int M, int N, int K, bool transA)
     {
-        int M = 517, N = 300, K = 700;
         var a = Random(M * K, 6);
         var b = Random(N * K, 7);
         float[] Run(int threads)
@@ -98,7 +99,7 @@ public unsafe class GemmTests
             CpuParallel.Threads = threads;
             try
             {
-                fixed (float* pa = a, pb = b, pc = c) CpuGemm.Gemm(false, true, M, N, K, 1f, pa, K, pb, K, 0f, pc, N);
+                fixed (float* pa = a, pb = b, pc = c) CpuGemm.Gemm(transA, true, M, N, K, 1f, pa, transA ? M : K, pb, K, 0f, pc, N);
             }
             finally { CpuParallel.Threads = saved; }
             return c;

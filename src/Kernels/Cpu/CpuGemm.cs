@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Engine.Kernels.Cpu;
 
@@ -10,20 +11,24 @@ public enum GemmIsa
     Scalar,
     /// <summary>AVX2/FMA-class 256-bit vectors (6×16 tile).</summary>
     Vector256,
-    /// <summary>AVX-512-class 512-bit vectors (8×32 tile).</summary>
+    /// <summary>AVX-512-class 512-bit vectors (12×32 tile).</summary>
     Vector512,
 }
 
 /// <summary>
 /// Single-precision GEMM, row-major: C = alpha·op(A)·op(B) + beta·C.
-/// BLIS structure: B is packed per (NC × KC) block into NR-wide panels (kept in L3), A per (MC × KC) block into
-/// MR-tall panels (kept in L2), and an MR × NR register-tile micro-kernel runs over them. Transposes cost nothing
-/// extra: they only change how the packing reads. Threads split the M blocks (and N chunks when M is small);
-/// the summation order of every C element is fixed by KC alone, so results do not depend on the thread count.
+/// Each thread owns a rectangle of C (whole NR-wide column panels, whole MR-tall row strips). For every (KC × NCB)
+/// block of op(B) in its columns it packs the block into NR-wide panels [kc][NR] (kept in L2), then walks its row
+/// strips: an MR × kc strip of A (kept in L1) is read in place when A is not transposed, so A is never packed,
+/// and the MR × NR register-tile micro-kernel sweeps the packed panels. Threads split the columns first, so each
+/// packs only its own part of B and no thread waits for another's packing.
+/// The summation order of every C element is fixed by KC alone and the rectangles are tile-aligned, so results do
+/// not depend on the thread count.
 /// </summary>
 public static unsafe class CpuGemm
 {
-    const int KC = 256, MC = 168, NC = 4096;
+    /// <summary>K block (the depth of one pass over C) and the width of a packed B block (a multiple of every NR).</summary>
+    const int KC = 256, NCB = 384;
 
     /// <summary>The best micro-kernel this CPU runs in hardware.</summary>
     public static GemmIsa BestIsa { get; } =
@@ -35,7 +40,7 @@ public static unsafe class CpuGemm
 
     static (int MR, int NR) Tile(GemmIsa isa) => isa switch
     {
-        GemmIsa.Vector512 => (8, 32),
+        GemmIsa.Vector512 => (12, 32),
         GemmIsa.Vector256 => (6, 16),
         _ => (4, 4),
     };
@@ -52,24 +57,13 @@ public static unsafe class CpuGemm
         }
         var isa = Isa;
         var (MR, NR) = Tile(isa);
-        int ncMax = Math.Min(NC, RoundUp(N, NR));
-        float* bPack = (float*)ThreadScratch.Get(1, (long)KC * ncMax * sizeof(float));
-        for (int jc = 0; jc < N; jc += NC)
+        var body = new RectangleBody
         {
-            int nc = Math.Min(NC, N - jc);
-            for (int pc = 0; pc < K; pc += KC)
-            {
-                int kc = Math.Min(KC, K - pc);
-                PackB(transB, B, ldb, pc, kc, jc, nc, NR, bPack);
-                var body = new BlockBody
-                {
-                    Isa = isa, MR = MR, NR = NR, TransA = transA, A = A, Lda = lda, Pc = pc, Kc = kc,
-                    BPack = bPack, Nc = nc, Jc = jc, C = C, Ldc = ldc, Alpha = alpha, Beta = pc == 0 ? beta : 1f,
-                };
-                body.Plan(M, CpuParallel.Threads);
-                CpuParallel.For(body.MBlocks * body.NChunks, ref body);
-            }
-        }
+            Isa = isa, MR = MR, NR = NR, TransA = transA, TransB = transB, M = M, N = N, K = K, Alpha = alpha,
+            A = A, Lda = lda, B = B, Ldb = ldb, Beta = beta, C = C, Ldc = ldc,
+        };
+        body.Plan((long)M * N * K < 1 << 20 ? 1 : CpuParallel.Threads);
+        CpuParallel.For(body.ColumnParts * body.RowParts, ref body);
     }
 
     /// <summary>See <see cref="IKernels.GemmStridedBatched"/>. Many small matrices run one per thread.</summary>
@@ -102,57 +96,70 @@ public static unsafe class CpuGemm
             Gemm(TransA, TransB, M, N, K, Alpha, A + i * StrideA, Lda, B + i * StrideB, Ldb, Beta, C + i * StrideC, Ldc);
     }
 
-    /// <summary>One task: an MC-row block of C against one chunk of the packed B columns.</summary>
-    struct BlockBody : IParallelBody
+    /// <summary>One task: the rectangle of C at (row part, column part) of a RowParts × ColumnParts grid.</summary>
+    struct RectangleBody : IParallelBody
     {
         public GemmIsa Isa;
-        public int MR, NR, Lda, Pc, Kc, Nc, Jc, Ldc, M, Mc, MBlocks, NChunks, ChunkCols;
-        public bool TransA;
-        public float* A, BPack, C;
+        public int MR, NR, M, N, K, Lda, Ldb, Ldc, RowParts, ColumnParts, PartRows, PartCols;
+        public bool TransA, TransB;
+        public float* A, B, C;
         public float Alpha, Beta;
 
-        /// <summary>Chooses block sizes so that there are enough equal tasks for the threads.</summary>
-        public void Plan(int m, int threads)
+        /// <summary>Splits C into one rectangle per thread: across columns when each thread gets at least two
+        /// panels (B is then packed once in all), else across rows.</summary>
+        public void Plan(int threads)
         {
-            M = m;
-            int blocks = (m + MC - 1) / MC;
-            if (threads > 1 && blocks < 4 * threads) blocks = RoundUp(blocks, threads);
-            Mc = Math.Min(MC, RoundUp((m + blocks - 1) / blocks, MR));
-            MBlocks = (m + Mc - 1) / Mc;
-            int panels = (Nc + NR - 1) / NR;
-            NChunks = MBlocks >= 2 * threads ? 1 : Math.Min(panels, (2 * threads + MBlocks - 1) / MBlocks);
-            ChunkCols = (panels + NChunks - 1) / NChunks * NR;
-            NChunks = (Nc + ChunkCols - 1) / ChunkCols;
+            int panels = (N + NR - 1) / NR, strips = (M + MR - 1) / MR;
+            ColumnParts = RowParts = 1;
+            if (threads > 1 && panels >= 2 * threads) ColumnParts = threads;
+            else if (threads > 1) RowParts = Math.Min(threads, strips);
+            PartCols = (panels + ColumnParts - 1) / ColumnParts * NR;
+            PartRows = (strips + RowParts - 1) / RowParts * MR;
         }
 
         public void Run(int task)
         {
-            int ib = task / NChunks, chunk = task % NChunks;
-            int ic = ib * Mc, mc = Math.Min(Mc, M - ic);
-            int j0 = chunk * ChunkCols, j1 = Math.Min(Nc, j0 + ChunkCols);
-            float* aPack = (float*)ThreadScratch.Get(0, (long)MC * KC * sizeof(float));
-            PackA(TransA, A, Lda, ic, mc, Pc, Kc, MR, aPack);
-            for (int jr = j0; jr < j1; jr += NR)
+            int n0 = task % ColumnParts * PartCols, n1 = Math.Min(N, n0 + PartCols);
+            int m0 = task / ColumnParts * PartRows, m1 = Math.Min(M, m0 + PartRows);
+            if (n0 >= n1 || m0 >= m1) return;
+            float* bPack = (float*)ThreadScratch.Get(1, (long)KC * NCB * sizeof(float));
+            float* aStrip = (float*)ThreadScratch.Get(0, (long)MR * KC * sizeof(float));
+            for (int jc = n0; jc < n1; jc += NCB)
             {
-                int nr = Math.Min(NR, j1 - jr);
-                float* bPanel = BPack + (long)jr * Kc;
-                for (int ir = 0; ir < mc; ir += MR)
+                int nc = Math.Min(NCB, n1 - jc);
+                for (int pc = 0; pc < K; pc += KC)
                 {
-                    int mr = Math.Min(MR, mc - ir);
-                    float* cTile = C + (long)(ic + ir) * Ldc + Jc + jr;
-                    float* aPanel = aPack + (long)ir * Kc;
-                    switch (Isa)
+                    int kc = Math.Min(KC, K - pc);
+                    PackB(TransB, B, Ldb, pc, kc, jc, nc, NR, bPack);
+                    float beta = pc == 0 ? Beta : 1f;
+                    for (int ir = m0; ir < m1; ir += MR)
                     {
-                        case GemmIsa.Vector512: Kernel8x32(Kc, aPanel, bPanel, cTile, Ldc, Alpha, Beta, mr, nr); break;
-                        case GemmIsa.Vector256: Kernel6x16(Kc, aPanel, bPanel, cTile, Ldc, Alpha, Beta, mr, nr); break;
-                        default: Kernel4x4(Kc, aPanel, bPanel, cTile, Ldc, Alpha, Beta, mr, nr); break;
+                        int mr = Math.Min(MR, m1 - ir);
+                        float* a = aStrip;
+                        long la = kc;
+                        if (!TransA && mr == MR)
+                        {
+                            a = A + (long)ir * Lda + pc;
+                            la = Lda;
+                        }
+                        else PackAStrip(TransA, A, Lda, ir, mr, pc, kc, MR, aStrip);
+                        float* cRow = C + (long)ir * Ldc + jc;
+                        for (int jr = 0; jr < nc; jr += NR)
+                        {
+                            int nr = Math.Min(NR, nc - jr);
+                            float* bPanel = bPack + (long)jr * kc;
+                            switch (Isa)
+                            {
+                                case GemmIsa.Vector512: Kernel12x32(kc, a, la, bPanel, cRow + jr, Ldc, Alpha, beta, mr, nr); break;
+                                case GemmIsa.Vector256: Kernel6x16(kc, a, la, bPanel, cRow + jr, Ldc, Alpha, beta, mr, nr); break;
+                                default: Kernel4x4(kc, a, la, bPanel, cRow + jr, Ldc, Alpha, beta, mr, nr); break;
+                            }
+                        }
                     }
                 }
             }
         }
     }
-
-    static int RoundUp(int x, int m) => (x + m - 1) / m * m;
 
     static void ScaleC(int M, int N, float beta, float* C, int ldc)
     {
@@ -163,37 +170,20 @@ public static unsafe class CpuGemm
         }
     }
 
-    /// <summary>Packs op(A)[ic..ic+mc, pc..pc+kc] as MR-row panels, each [kc][MR], zero-padded rows.</summary>
-    static void PackA(bool transA, float* A, int lda, int ic, int mc, int pc, int kc, int MR, float* dst)
+    /// <summary>Copies op(A)[ir..ir+mr, pc..pc+kc] row-major into dst [MR][kc], rows past mr zero: the strip of a
+    /// transposed A, or the last, partial strip (whose missing rows must not be read in place).</summary>
+    static void PackAStrip(bool transA, float* A, int lda, int ir, int mr, int pc, int kc, int MR, float* dst)
     {
-        for (int ir = 0; ir < mc; ir += MR)
-        {
-            int mr = Math.Min(MR, mc - ir);
-            float* panel = dst + (long)ir * kc;
-            if (!transA)
+        if (!transA)
+            for (int r = 0; r < mr; r++)
+                Buffer.MemoryCopy(A + (long)(ir + r) * lda + pc, dst + (long)r * kc, kc * sizeof(float), kc * sizeof(float));
+        else
+            for (int k = 0; k < kc; k++)
             {
-                for (int r = 0; r < MR; r++)
-                {
-                    if (r < mr)
-                    {
-                        float* src = A + (long)(ic + ir + r) * lda + pc;
-                        for (int k = 0; k < kc; k++) panel[k * MR + r] = src[k];
-                    }
-                    else for (int k = 0; k < kc; k++) panel[k * MR + r] = 0f;
-                }
+                float* src = A + (long)(pc + k) * lda + ir;
+                for (int r = 0; r < mr; r++) dst[(long)r * kc + k] = src[r];
             }
-            else
-            {
-                for (int k = 0; k < kc; k++)
-                {
-                    float* src = A + (long)(pc + k) * lda + ic + ir;
-                    float* d = panel + k * MR;
-                    int r = 0;
-                    for (; r < mr; r++) d[r] = src[r];
-                    for (; r < MR; r++) d[r] = 0f;
-                }
-            }
-        }
+        new Span<float>(dst + (long)mr * kc, (MR - mr) * kc).Clear();
     }
 
     /// <summary>Packs op(B)[pc..pc+kc, jc..jc+nc] as NR-column panels, each [kc][NR], zero-padded columns.</summary>
@@ -218,6 +208,18 @@ public static unsafe class CpuGemm
                     }
                 }
             }
+            else if (nr == NR && Avx.IsSupported)
+            {
+                // W rows (jc+jr+c) become panel columns: 8×8 blocks transposed in registers, the k tail by hand.
+                int k8 = kc & ~7;
+                for (int c = 0; c < NR; c += 8)
+                {
+                    float* src = B + (long)(jc + jr + c) * ldb + pc;
+                    for (int k = 0; k < k8; k += 8) Transpose8x8(src + k, ldb, panel + k * NR + c, NR);
+                    for (int k = k8; k < kc; k++)
+                        for (int j = 0; j < 8; j++) panel[k * NR + c + j] = src[(long)j * ldb + k];
+                }
+            }
             else
             {
                 for (int c = 0; c < NR; c++)
@@ -233,14 +235,43 @@ public static unsafe class CpuGemm
         }
     }
 
-    /// <summary>Writes an accumulator tile held in a stack buffer [MR][NR] into the valid mr × nr corner of C.</summary>
+    /// <summary>dst[j, i] = src[i, j] for an 8×8 block; rows ldSrc and ldDst floats apart.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Transpose8x8(float* src, long ldSrc, float* dst, long ldDst)
+    {
+        var r0 = Avx.LoadVector256(src); var r1 = Avx.LoadVector256(src + ldSrc);
+        var r2 = Avx.LoadVector256(src + 2 * ldSrc); var r3 = Avx.LoadVector256(src + 3 * ldSrc);
+        var r4 = Avx.LoadVector256(src + 4 * ldSrc); var r5 = Avx.LoadVector256(src + 5 * ldSrc);
+        var r6 = Avx.LoadVector256(src + 6 * ldSrc); var r7 = Avx.LoadVector256(src + 7 * ldSrc);
+        // Pairs of rows interleaved, then pairs of pairs: each 128-bit lane holds a 4×4 transpose.
+        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
+        var u0 = Avx.Shuffle(t0, t2, 0x44); var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44); var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44); var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44); var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        // Low lanes of rows 0–3 with low lanes of rows 4–7 give output rows 0–3; the high lanes rows 4–7.
+        Avx.Store(dst, Avx.Permute2x128(u0, u4, 0x20));
+        Avx.Store(dst + ldDst, Avx.Permute2x128(u1, u5, 0x20));
+        Avx.Store(dst + 2 * ldDst, Avx.Permute2x128(u2, u6, 0x20));
+        Avx.Store(dst + 3 * ldDst, Avx.Permute2x128(u3, u7, 0x20));
+        Avx.Store(dst + 4 * ldDst, Avx.Permute2x128(u0, u4, 0x31));
+        Avx.Store(dst + 5 * ldDst, Avx.Permute2x128(u1, u5, 0x31));
+        Avx.Store(dst + 6 * ldDst, Avx.Permute2x128(u2, u6, 0x31));
+        Avx.Store(dst + 7 * ldDst, Avx.Permute2x128(u3, u7, 0x31));
+    }
+
+    /// <summary>Writes an accumulator tile held in a stack buffer [MR][NR] into the valid mr × nr corner of C
+    /// (with the same fused beta·C + alpha·acc as the full-tile store).</summary>
     static void StorePartial(float* tile, int NR, float* c, int ldc, float alpha, float beta, int mr, int nr)
     {
         for (int r = 0; r < mr; r++)
         {
             float* row = c + (long)r * ldc;
             for (int j = 0; j < nr; j++)
-                row[j] = beta == 0f ? alpha * tile[r * NR + j] : alpha * tile[r * NR + j] + beta * row[j];
+                row[j] = beta == 0f ? alpha * tile[r * NR + j] : MathF.FusedMultiplyAdd(row[j], beta, alpha * tile[r * NR + j]);
         }
     }
 
@@ -260,28 +291,35 @@ public static unsafe class CpuGemm
         r.Store(c);
     }
 
-    /// <summary>6×16 tile in 12 ymm accumulators: per k, two B vectors and six broadcasts of A.</summary>
+    /// <summary>The float <paramref name="bytes"/> bytes past <paramref name="p"/>: rows of an in-place A strip are
+    /// addressed as base + lda or base + 2·lda, so a 12-row strip needs only four base pointers.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float At(float* p, nint bytes) => *(float*)((byte*)p + bytes);
+
+    /// <summary>6×16 tile in 12 ymm accumulators. a: 6 rows × kc, rows lda apart; b: panel [kc][16].</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel6x16(int kc, float* a, float* b, float* c, int ldc, float alpha, float beta, int mr, int nr)
+    static void Kernel6x16(int kc, float* a, long lda, float* b, float* c, int ldc, float alpha, float beta, int mr, int nr)
     {
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
-        for (int k = 0; k < kc; k++, a += 6, b += 16)
+        nint l1 = (nint)(lda * sizeof(float)), l2 = 2 * l1;
+        float* a0 = a, a3 = a + 3 * lda;
+        for (int k = 0; k < kc; k++, a0++, a3++, b += 16)
         {
             var b0 = Vector256.Load(b);
             var b1 = Vector256.Load(b + 8);
-            var a0 = Vector256.Create(a[0]);
-            c00 = Vector256.FusedMultiplyAdd(a0, b0, c00); c01 = Vector256.FusedMultiplyAdd(a0, b1, c01);
-            var a1 = Vector256.Create(a[1]);
-            c10 = Vector256.FusedMultiplyAdd(a1, b0, c10); c11 = Vector256.FusedMultiplyAdd(a1, b1, c11);
-            var a2 = Vector256.Create(a[2]);
-            c20 = Vector256.FusedMultiplyAdd(a2, b0, c20); c21 = Vector256.FusedMultiplyAdd(a2, b1, c21);
-            var a3 = Vector256.Create(a[3]);
-            c30 = Vector256.FusedMultiplyAdd(a3, b0, c30); c31 = Vector256.FusedMultiplyAdd(a3, b1, c31);
-            var a4 = Vector256.Create(a[4]);
-            c40 = Vector256.FusedMultiplyAdd(a4, b0, c40); c41 = Vector256.FusedMultiplyAdd(a4, b1, c41);
-            var a5 = Vector256.Create(a[5]);
-            c50 = Vector256.FusedMultiplyAdd(a5, b0, c50); c51 = Vector256.FusedMultiplyAdd(a5, b1, c51);
+            var x = Vector256.Create(*a0);
+            c00 = Vector256.FusedMultiplyAdd(x, b0, c00); c01 = Vector256.FusedMultiplyAdd(x, b1, c01);
+            x = Vector256.Create(At(a0, l1));
+            c10 = Vector256.FusedMultiplyAdd(x, b0, c10); c11 = Vector256.FusedMultiplyAdd(x, b1, c11);
+            x = Vector256.Create(At(a0, l2));
+            c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21);
+            x = Vector256.Create(*a3);
+            c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31);
+            x = Vector256.Create(At(a3, l1));
+            c40 = Vector256.FusedMultiplyAdd(x, b0, c40); c41 = Vector256.FusedMultiplyAdd(x, b1, c41);
+            x = Vector256.Create(At(a3, l2));
+            c50 = Vector256.FusedMultiplyAdd(x, b0, c50); c51 = Vector256.FusedMultiplyAdd(x, b1, c51);
         }
         if (mr == 6 && nr == 16)
         {
@@ -299,35 +337,47 @@ public static unsafe class CpuGemm
         StorePartial(t, 16, c, ldc, alpha, beta, mr, nr);
     }
 
-    /// <summary>8×32 tile in 16 zmm accumulators: per k, two B vectors and eight broadcasts of A.</summary>
+    /// <summary>12×32 tile in 24 zmm accumulators (of 32): per k, two B vectors and twelve broadcasts of A.
+    /// a: 12 rows × kc, rows lda apart; b: panel [kc][32].</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel8x32(int kc, float* a, float* b, float* c, int ldc, float alpha, float beta, int mr, int nr)
+    static void Kernel12x32(int kc, float* a, long lda, float* b, float* c, int ldc, float alpha, float beta, int mr, int nr)
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default,
-            c60 = default, c61 = default, c70 = default, c71 = default;
-        for (int k = 0; k < kc; k++, a += 8, b += 32)
+            c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default,
+            c90 = default, c91 = default, ca0 = default, ca1 = default, cb0 = default, cb1 = default;
+        nint l1 = (nint)(lda * sizeof(float)), l2 = 2 * l1;
+        float* a0 = a, a3 = a + 3 * lda, a6 = a + 6 * lda, a9 = a + 9 * lda;
+        for (int k = 0; k < kc; k++, a0++, a3++, a6++, a9++, b += 32)
         {
             var b0 = Vector512.Load(b);
             var b1 = Vector512.Load(b + 16);
-            var a0 = Vector512.Create(a[0]);
-            c00 = Vector512.FusedMultiplyAdd(a0, b0, c00); c01 = Vector512.FusedMultiplyAdd(a0, b1, c01);
-            var a1 = Vector512.Create(a[1]);
-            c10 = Vector512.FusedMultiplyAdd(a1, b0, c10); c11 = Vector512.FusedMultiplyAdd(a1, b1, c11);
-            var a2 = Vector512.Create(a[2]);
-            c20 = Vector512.FusedMultiplyAdd(a2, b0, c20); c21 = Vector512.FusedMultiplyAdd(a2, b1, c21);
-            var a3 = Vector512.Create(a[3]);
-            c30 = Vector512.FusedMultiplyAdd(a3, b0, c30); c31 = Vector512.FusedMultiplyAdd(a3, b1, c31);
-            var a4 = Vector512.Create(a[4]);
-            c40 = Vector512.FusedMultiplyAdd(a4, b0, c40); c41 = Vector512.FusedMultiplyAdd(a4, b1, c41);
-            var a5 = Vector512.Create(a[5]);
-            c50 = Vector512.FusedMultiplyAdd(a5, b0, c50); c51 = Vector512.FusedMultiplyAdd(a5, b1, c51);
-            var a6 = Vector512.Create(a[6]);
-            c60 = Vector512.FusedMultiplyAdd(a6, b0, c60); c61 = Vector512.FusedMultiplyAdd(a6, b1, c61);
-            var a7 = Vector512.Create(a[7]);
-            c70 = Vector512.FusedMultiplyAdd(a7, b0, c70); c71 = Vector512.FusedMultiplyAdd(a7, b1, c71);
+            var x = Vector512.Create(*a0);
+            c00 = Vector512.FusedMultiplyAdd(x, b0, c00); c01 = Vector512.FusedMultiplyAdd(x, b1, c01);
+            x = Vector512.Create(At(a0, l1));
+            c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11);
+            x = Vector512.Create(At(a0, l2));
+            c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21);
+            x = Vector512.Create(*a3);
+            c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31);
+            x = Vector512.Create(At(a3, l1));
+            c40 = Vector512.FusedMultiplyAdd(x, b0, c40); c41 = Vector512.FusedMultiplyAdd(x, b1, c41);
+            x = Vector512.Create(At(a3, l2));
+            c50 = Vector512.FusedMultiplyAdd(x, b0, c50); c51 = Vector512.FusedMultiplyAdd(x, b1, c51);
+            x = Vector512.Create(*a6);
+            c60 = Vector512.FusedMultiplyAdd(x, b0, c60); c61 = Vector512.FusedMultiplyAdd(x, b1, c61);
+            x = Vector512.Create(At(a6, l1));
+            c70 = Vector512.FusedMultiplyAdd(x, b0, c70); c71 = Vector512.FusedMultiplyAdd(x, b1, c71);
+            x = Vector512.Create(At(a6, l2));
+            c80 = Vector512.FusedMultiplyAdd(x, b0, c80); c81 = Vector512.FusedMultiplyAdd(x, b1, c81);
+            x = Vector512.Create(*a9);
+            c90 = Vector512.FusedMultiplyAdd(x, b0, c90); c91 = Vector512.FusedMultiplyAdd(x, b1, c91);
+            x = Vector512.Create(At(a9, l1));
+            ca0 = Vector512.FusedMultiplyAdd(x, b0, ca0); ca1 = Vector512.FusedMultiplyAdd(x, b1, ca1);
+            x = Vector512.Create(At(a9, l2));
+            cb0 = Vector512.FusedMultiplyAdd(x, b0, cb0); cb1 = Vector512.FusedMultiplyAdd(x, b1, cb1);
         }
-        if (mr == 8 && nr == 32)
+        if (mr == 12 && nr == 32)
         {
             Store(c, c00, alpha, beta); Store(c + 16, c01, alpha, beta); c += ldc;
             Store(c, c10, alpha, beta); Store(c + 16, c11, alpha, beta); c += ldc;
@@ -336,25 +386,31 @@ public static unsafe class CpuGemm
             Store(c, c40, alpha, beta); Store(c + 16, c41, alpha, beta); c += ldc;
             Store(c, c50, alpha, beta); Store(c + 16, c51, alpha, beta); c += ldc;
             Store(c, c60, alpha, beta); Store(c + 16, c61, alpha, beta); c += ldc;
-            Store(c, c70, alpha, beta); Store(c + 16, c71, alpha, beta);
+            Store(c, c70, alpha, beta); Store(c + 16, c71, alpha, beta); c += ldc;
+            Store(c, c80, alpha, beta); Store(c + 16, c81, alpha, beta); c += ldc;
+            Store(c, c90, alpha, beta); Store(c + 16, c91, alpha, beta); c += ldc;
+            Store(c, ca0, alpha, beta); Store(c + 16, ca1, alpha, beta); c += ldc;
+            Store(c, cb0, alpha, beta); Store(c + 16, cb1, alpha, beta);
             return;
         }
-        float* t = stackalloc float[8 * 32];
+        float* t = stackalloc float[12 * 32];
         c00.Store(t); c01.Store(t + 16); c10.Store(t + 32); c11.Store(t + 48); c20.Store(t + 64); c21.Store(t + 80);
         c30.Store(t + 96); c31.Store(t + 112); c40.Store(t + 128); c41.Store(t + 144); c50.Store(t + 160);
         c51.Store(t + 176); c60.Store(t + 192); c61.Store(t + 208); c70.Store(t + 224); c71.Store(t + 240);
+        c80.Store(t + 256); c81.Store(t + 272); c90.Store(t + 288); c91.Store(t + 304); ca0.Store(t + 320);
+        ca1.Store(t + 336); cb0.Store(t + 352); cb1.Store(t + 368);
         StorePartial(t, 32, c, ldc, alpha, beta, mr, nr);
     }
 
-    /// <summary>Scalar 4×4 tile, for CPUs without SIMD acceleration.</summary>
-    static void Kernel4x4(int kc, float* a, float* b, float* c, int ldc, float alpha, float beta, int mr, int nr)
+    /// <summary>Scalar 4×4 tile, for CPUs without SIMD acceleration. a: 4 rows × kc, rows lda apart.</summary>
+    static void Kernel4x4(int kc, float* a, long lda, float* b, float* c, int ldc, float alpha, float beta, int mr, int nr)
     {
         float* t = stackalloc float[16];
         for (int i = 0; i < 16; i++) t[i] = 0f;
-        for (int k = 0; k < kc; k++, a += 4, b += 4)
+        for (int k = 0; k < kc; k++, b += 4)
             for (int r = 0; r < 4; r++)
                 for (int j = 0; j < 4; j++)
-                    t[r * 4 + j] = MathF.FusedMultiplyAdd(a[r], b[j], t[r * 4 + j]);
+                    t[r * 4 + j] = MathF.FusedMultiplyAdd(a[r * lda + k], b[j], t[r * 4 + j]);
         StorePartial(t, 4, c, ldc, alpha, beta, mr, nr);
     }
 }
