@@ -12,4 +12,10 @@ internal static unsafe class Aligned
         for (long i = 0; i < n; i++) p[i] = (i % 23 - 11) * 0.01f;
         return p;
     }
+
+    /// <summary>Frees buffers from <see cref="Filled"/>.</summary>
+    public static void Free(params float*[] buffers)
+    {
+        foreach (var p in buffers) NativeMemory.AlignedFree(p);
+    }
 }

@@ -10,11 +10,11 @@ using Engine.Kernels.Cpu;
 // Runs the selected benchmarks (BenchmarkDotNet arguments, e.g. --filter '*Gemm*'), then prints the README tables:
 // GFLOP/s with the ratio to OpenBLAS, GB/s with the ratio to memcpy, and ViT-B/16, Swin-B and ConvNeXt-B forward images/s with the share of
 // time in GEMMs, all measured in this run. `cuda` as the first argument runs the CUDA device benchmarks instead (CudaBench);
-// `peft` runs a model's training step of every PEFT method next to full fine-tuning (PeftStepBench); `onnx` compares
-// the engine with its own ONNX export in ONNX Runtime (OnnxBench).
+// `peft` runs a model's training step of every PEFT method next to full fine-tuning (PeftStepBench); `peers` sets the
+// engine beside OpenBLAS (GEMM) and its own ONNX export in ONNX Runtime (forward), alternating (PeersBench).
 if (args.Length > 0 && args[0] == "cuda") return CudaBench.Run(args[1..]);
 if (args.Length > 0 && args[0] == "peft") return PeftStepBench.Run(args[1..]);
-if (args.Length > 0 && args[0] == "onnx") return OnnxBench.Run(args[1..]);
+if (args.Length > 0 && args[0] == "peers") return PeersBench.Run(args[1..]);
 var blas = OpenBlas.TryLoad(out var reason);
 Console.WriteLine($"CPU GEMM micro-kernel: {CpuGemm.BestIsa}; OpenBLAS: {(blas == null ? reason : blas.CoreName)}; " +
                   $"OPENBLAS_CORETYPE={Environment.GetEnvironmentVariable("OPENBLAS_CORETYPE") ?? "(unset)"}");

@@ -5,8 +5,9 @@
 #   bash bench/run.sh cuda                 # the CUDA device benchmarks (needs a GPU; exit 3 with the reason otherwise)
 #   bash bench/run.sh cuda --emulated      # the same code on the emulated device, small sizes
 #   bash bench/run.sh peft [--model convnext_base] [--batch 8] [--rounds 5] [--methods full,ssf,...]  # a training step per PEFT method vs full (default ViT-B/16)
-#   bash bench/run.sh onnx [--models vit_base_patch16_224,...] [--batches 1,8] [--rounds 5]   # the engine vs its ONNX export in ONNX Runtime
-# OpenBLAS 0.3.21 misdetects AVX-512 Zen parts as Haswell; on CPUs with avx512f we force its SkylakeX kernels.
+#   bash bench/run.sh peers [--only gemm|forward] [--models ...] [--batches 1,8] [--rounds 5]   # GEMM vs OpenBLAS, forward vs ONNX Runtime
+# OpenBLAS 0.3.21 misdetects AVX-512 Zen parts as Haswell; on CPUs with avx512f we force its SkylakeX kernels, the
+# fastest it has there (even over an OPENBLAS_CORETYPE from the environment: the yardstick is OpenBLAS at its best).
 # The variable must be set before the library loads, which .NET cannot do from inside the process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,15 +19,16 @@ bash bench/run.sh --list                        the CPU benchmarks' names, for -
 bash bench/run.sh cuda [--small | --emulated]   the device benchmarks on a GPU (or on the emulated device)
 bash bench/run.sh peft [--model M] [--batch 8] [--rounds 5] [--methods full,ssf,...]
                                                 a training step per PEFT method next to full fine-tuning
-bash bench/run.sh onnx [--models M,...] [--batches 1,8] [--rounds 5]
-                                                the engine beside its ONNX export in ONNX Runtime (size,
-                                                logit difference, eval-forward time)
+bash bench/run.sh peers [--only gemm|forward] [--models M,...] [--batches 1,8] [--rounds 5]
+                                                the engine beside its peers, alternating: GEMM vs OpenBLAS at
+                                                ViT-B/16's shapes (1 and 2 threads), eval forward vs its ONNX
+                                                export in ONNX Runtime (size, logit difference, time, kernel split)
 One kernel at any shape on any device: dotnet run --project src/Cli -c Release -- bench --op gelu --shape 1576x3072
 USAGE
   exit 0
 fi
 [ "${1:-}" = "--list" ] && set -- --list flat
-if grep -qw avx512f /proc/cpuinfo && [ -z "${OPENBLAS_CORETYPE:-}" ]; then export OPENBLAS_CORETYPE=SkylakeX; fi
+if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX; fi
 args=("$@")
 [ ${#args[@]} -eq 0 ] && args=(--filter '*')
 dotnet run --project bench -c Release -- "${args[@]}"

@@ -14,6 +14,9 @@ public interface IParallelBody
 /// Tasks are handed out dynamically, but every kernel splits its work into chunks that depend only on the
 /// problem size, so results are bitwise identical whatever the thread count.
 /// Nested calls (from inside a task) and calls while another thread uses the pool run inline.
+/// Idle workers spin for <see cref="SpinMicroseconds"/> before they block: a blocked thread takes tens to hundreds of
+/// microseconds to wake (more under a hypervisor), longer than a small GEMM's share, and a forward issues its
+/// kernels back to back.
 /// </summary>
 public static unsafe class CpuParallel
 {
@@ -25,9 +28,14 @@ public static unsafe class CpuParallel
     // The current job; written under Gate before the generation bump.
     static delegate*<void*, int, void> _fn;
     static void* _ctx;
-    static int _count, _next, _active, _generation;
+    static int _count, _next, _active;
+    static volatile int _generation;
     static volatile int _pendingWorkers;
     [ThreadStatic] static bool _insideTask;
+
+    /// <summary>How long an idle worker watches for the next job before it blocks.</summary>
+    public const int SpinMicroseconds = 200;
+    static readonly long SpinTicks = System.Diagnostics.Stopwatch.Frequency * SpinMicroseconds / 1_000_000;
 
     /// <summary>Threads used by kernels (1 .. processor count). Default: all processors.</summary>
     public static int Threads
@@ -102,11 +110,14 @@ public static unsafe class CpuParallel
         _insideTask = true;
         while (true)
         {
-            lock (_workers!)
-            {
-                while (_generation == seen) Monitor.Wait(_workers);
-                seen = _generation;
-            }
+            long until = System.Diagnostics.Stopwatch.GetTimestamp() + SpinTicks;
+            while (_generation == seen && System.Diagnostics.Stopwatch.GetTimestamp() < until) Thread.SpinWait(16);
+            if (_generation == seen)
+                lock (_workers!)
+                {
+                    while (_generation == seen) Monitor.Wait(_workers);
+                }
+            seen = _generation;
             // Only the first `_active` workers to arrive take part in this job.
             if (Interlocked.Decrement(ref _active) < 0) continue;
             try { Drain(); }
