@@ -129,4 +129,49 @@ public unsafe class KernelContractTests
         Assert.That(got.Skip(n - 3), Is.All.EqualTo(0.5f));
         Assert.That(k.SumSquares(t.Data, n), Is.EqualTo((n - 3) * 2.25 + 3 * 0.25).Within(1e-9));
     }
+    /// <summary>GELU and softmax far out in their arguments, where a fast exp is most likely to go wrong: GELU on
+    /// [-60, 60] against MathNet's double erf; softmax rows spanning ±200, rows with −∞ (masked) entries, and a NaN
+    /// row that must stay NaN (a non-finite loss must be seen, not hidden).</summary>
+    [TestCaseSource(nameof(All))]
+    public void GeluAndSoftmaxHoldAtExtremeArguments(string backend)
+    {
+        var dev = Backends.Get(backend);
+        var k = dev.Kernels;
+        const int n = 4801;
+        var xs = Enumerable.Range(0, n).Select(i => -60f + 120f * i / (n - 1)).ToArray();
+        using var x = Tensor.FromArray(dev, xs, n);
+        using var y = Tensor.Zeros(dev, n);
+        k.GeluForward(y.Data, x.Data, n);
+        var gelu = y.ToArray();
+        for (int i = 0; i < n; i++)
+        {
+            double want = 0.5 * xs[i] * (1 + MathNet.Numerics.SpecialFunctions.Erf(xs[i] / Math.Sqrt(2)));
+            Assert.That(gelu[i], Is.EqualTo(want).Within(2e-6 + 2e-6 * Math.Abs(want)), $"GELU({xs[i]})");
+        }
+
+        const int rows = 4, cols = 37;
+        var logits = new float[rows * cols];
+        for (int j = 0; j < cols; j++)
+        {
+            logits[j] = -200f + 400f * j / (cols - 1);                               // row 0: a span of ±200
+            logits[cols + j] = j % 3 == 0 ? float.NegativeInfinity : 0.25f * j;      // row 1: masked entries
+            logits[2 * cols + j] = j == 5 ? float.NaN : j;                           // row 2: one NaN
+            logits[3 * cols + j] = -90f - 0.1f * j;                                  // row 3: all below exp's range
+        }
+        using var z = Tensor.FromArray(dev, logits, rows * cols);
+        using var p = Tensor.Zeros(dev, rows * cols);
+        k.SoftmaxForward(p.Data, z.Data, rows, cols);
+        var got = p.ToArray();
+        foreach (int r in new[] { 0, 1, 3 })
+        {
+            var row = logits.Skip(r * cols).Take(cols).Select(v => (double)v).ToArray();
+            double max = row.Max(), sum = row.Sum(v => Math.Exp(v - max));
+            for (int j = 0; j < cols; j++)
+            {
+                double want = Math.Exp(row[j] - max) / sum;
+                Assert.That(got[r * cols + j], Is.EqualTo(want).Within(1e-6 * want + 1e-30), $"softmax row {r}, column {j}");
+            }
+        }
+        Assert.That(got.Skip(2 * cols).Take(cols), Is.All.NaN, "a NaN logit makes its whole softmax row NaN");
+    }
 }

@@ -92,6 +92,8 @@ public static unsafe class CpuGemm
         public float* A, B, C;
         public long StrideA, StrideB, StrideC;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+
         public void Run(int i) =>
             Gemm(TransA, TransB, M, N, K, Alpha, A + i * StrideA, Lda, B + i * StrideB, Ldb, Beta, C + i * StrideC, Ldc);
     }
@@ -116,6 +118,8 @@ public static unsafe class CpuGemm
             PartCols = (panels + ColumnParts - 1) / ColumnParts * NR;
             PartRows = (strips + RowParts - 1) / RowParts * MR;
         }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
 
         public void Run(int task)
         {
@@ -161,6 +165,7 @@ public static unsafe class CpuGemm
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void ScaleC(int M, int N, float beta, float* C, int ldc)
     {
         for (int i = 0; i < M; i++)
@@ -172,6 +177,7 @@ public static unsafe class CpuGemm
 
     /// <summary>Copies op(A)[ir..ir+mr, pc..pc+kc] row-major into dst [MR][kc], rows past mr zero: the strip of a
     /// transposed A, or the last, partial strip (whose missing rows must not be read in place).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void PackAStrip(bool transA, float* A, int lda, int ir, int mr, int pc, int kc, int MR, float* dst)
     {
         if (!transA)
@@ -187,6 +193,7 @@ public static unsafe class CpuGemm
     }
 
     /// <summary>Packs op(B)[pc..pc+kc, jc..jc+nc] as NR-column panels, each [kc][NR], zero-padded columns.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void PackB(bool transB, float* B, int ldb, int pc, int kc, int jc, int nc, int NR, float* dst)
     {
         for (int jr = 0; jr < nc; jr += NR)
@@ -265,6 +272,7 @@ public static unsafe class CpuGemm
 
     /// <summary>Writes an accumulator tile held in a stack buffer [MR][NR] into the valid mr × nr corner of C
     /// (with the same fused beta·C + alpha·acc as the full-tile store).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void StorePartial(float* tile, int NR, float* c, int ldc, float alpha, float beta, int mr, int nr)
     {
         for (int r = 0; r < mr; r++)

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics;
 
 namespace Engine.Kernels.Cpu;
@@ -23,6 +24,7 @@ public sealed unsafe partial class CpuKernels
     {
         public float* Y, X, Dy;
         public bool Backward, Accumulate;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
             long i = start;
@@ -37,7 +39,7 @@ public sealed unsafe partial class CpuKernels
                 if (!Backward) v = x * cdf;
                 else
                 {
-                    var pdf = invSqrt2Pi * Vector.Exp(-half * x * x);
+                    var pdf = invSqrt2Pi * Vec.Exp(-half * x * x);
                     v = Vec.Load(Dy + i) * (cdf + x * pdf);
                     if (Accumulate) v += Vec.Load(Y + i);
                 }
@@ -66,7 +68,7 @@ public sealed unsafe partial class CpuKernels
         poly = poly * t + new Vector<float>(1.421413741f);
         poly = poly * t + new Vector<float>(-0.284496736f);
         poly = poly * t + new Vector<float>(0.254829592f);
-        var r = Vector<float>.One - poly * t * Vector.Exp(-ax * ax);
+        var r = Vector<float>.One - poly * t * Vec.Exp(-ax * ax);
         return Vector.ConditionalSelect(Vector.LessThan(x, Vector<float>.Zero), -r, r);
     }
 

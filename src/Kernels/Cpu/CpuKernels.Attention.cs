@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace Engine.Kernels.Cpu;
 
 // Attention on the CPU (cuda/attention.cu): head split/merge permutes. The GEMMs between them go through
@@ -40,6 +41,7 @@ public sealed unsafe partial class CpuKernels
         public float* Q, K, V, Qkv;
         public int T, NH, HD, Slots;
         public bool Split, Accumulate;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
             int slots = Slots == 0 ? 3 : Slots, C = NH * HD;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics;
 
 namespace Engine.Kernels.Cpu;
@@ -38,6 +39,7 @@ public sealed unsafe partial class CpuKernels
         public float* Y, X, Wt, Bias;
         public int InH, InW, OutH, OutW, C, K, Pad;
         public bool Accumulate;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int row)
         {
             int n = row / OutH, oy = row % OutH, V = Vector<float>.Count;
@@ -109,6 +111,7 @@ public sealed unsafe partial class CpuKernels
     {
         public float* Dy, X, Partials;
         public int H, W, C, K, Pad, Ho, Wo, Rows, Grain;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int chunk)
         {
             long width = (long)(K * K + 1) * C;
@@ -135,6 +138,7 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <summary>a[i] += u[i]·v[i] for i &lt; n (a[i] += u[i] when v is null), vectorised.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void AddProduct(float* a, float* u, float* v, int n)
     {
         int i = 0, V = Vector<float>.Count;

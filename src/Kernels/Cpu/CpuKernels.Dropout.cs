@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace Engine.Kernels.Cpu;
 
 // Dropout and drop-path on the CPU (cuda/dropout.cu): one kernel with counter-based masks.
@@ -26,6 +27,7 @@ public sealed unsafe partial class CpuKernels
         public ulong Seed;
         public long PerSample;
         public bool Accumulate;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
             float scale = 1f / (1f - P);

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics;
 
 namespace Engine.Kernels.Cpu;
@@ -31,6 +32,7 @@ public sealed unsafe partial class CpuKernels
     struct AddBody : IRangeBody
     {
         public float* Y, A, B;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
             long i = start;
@@ -78,6 +80,7 @@ public sealed unsafe partial class CpuKernels
     {
         public float* Y, X, Bias;
         public int Cols;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
             for (long r = start; r < end; r++)
@@ -102,6 +105,7 @@ public sealed unsafe partial class CpuKernels
     {
         public float* Dy, Partials;
         public int Cols, Grain, Rows;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int chunk)
         {
             float* acc = Partials + (long)chunk * Cols;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace Engine.Kernels.Cpu;
 
 // Losses on the CPU (cuda/loss.cu): fused softmax cross-entropy with label smoothing (probabilities never stored)
@@ -43,6 +44,7 @@ public sealed unsafe partial class CpuKernels
     static int CheckTarget(int t, int row, int V) => (uint)t < (uint)V ? t
         : throw new ArgumentOutOfRangeException("targets", t, $"cross-entropy target of row {row} is outside [0, {V})");
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static float LogSumExp(float* x, int n)
     {
         float max = float.NegativeInfinity;
@@ -53,6 +55,7 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <summary>For anchor i: log Σ_{a≠i} exp(s_ia/τ) (max-subtracted) and the number of positives.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static float SupConRow(float* s, int* labels, int N, int i, float invT, out int positives)
     {
         float max = float.NegativeInfinity;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics;
 
 namespace Engine.Kernels.Cpu;
@@ -17,6 +18,7 @@ public sealed unsafe partial class CpuKernels
         public float* Y, Mean, Rstd, X, W, B;
         public int C;
         public float Eps;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
             for (long r = start; r < end; r++)
@@ -61,6 +63,7 @@ public sealed unsafe partial class CpuKernels
         public float* Dx, Dy, X, W, Mean, Rstd, Partials;
         public int C, Rows, Grain;
         public bool Accumulate, ParamGrads;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int chunk)
         {
             float* dwAcc = ParamGrads ? Partials + (long)chunk * 2 * C : null, dbAcc = dwAcc + C;
@@ -98,6 +101,7 @@ public sealed unsafe partial class CpuKernels
 
     /// <summary>d0[j] += Σ_c partials[c, j] and d1[j] += Σ_c partials[c, C + j] for partial rows [d0 | d1] of 2C
     /// floats, in chunk order; a null destination is skipped.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void SumPairPartials(float* d0, float* d1, float* partials, int chunks, int C)
     {
         for (int j = 0; j < C; j++)
@@ -113,6 +117,7 @@ public sealed unsafe partial class CpuKernels
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static float Sum(float* x, int n)
     {
         var acc = Vector<float>.Zero;
@@ -123,6 +128,7 @@ public sealed unsafe partial class CpuKernels
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static float SumSquaredDeviation(float* x, float mu, int n)
     {
         var acc = Vector<float>.Zero;
@@ -149,6 +155,7 @@ public sealed unsafe partial class CpuKernels
     {
         public float* Y, X, Scale, Shift;
         public int C;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
             for (long r = start; r < end; r++)
@@ -182,6 +189,7 @@ public sealed unsafe partial class CpuKernels
         public float* Dx, Dy, X, Scale, Partials;
         public int C, Rows, Grain;
         public bool Accumulate, ParamGrads, ScaleGrad; // x is read (and was kept) only when the scale trains
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int chunk)
         {
             float* ds = ParamGrads ? Partials + (long)chunk * 2 * C : null, db = ds + C;
@@ -229,6 +237,7 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <summary>max(‖x‖₂, eps) of one row, the norm summed in double.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static float ClampedNorm(float* x, int C, float eps)
     {
         double ss = 0;
@@ -241,6 +250,7 @@ public sealed unsafe partial class CpuKernels
         public float* Y, X;
         public int C;
         public float Eps;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
             for (long r = start; r < end; r++)
@@ -265,6 +275,7 @@ public sealed unsafe partial class CpuKernels
         public int C;
         public float Eps;
         public bool Accumulate;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
             for (long r = start; r < end; r++)

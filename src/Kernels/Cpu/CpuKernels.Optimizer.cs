@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace Engine.Kernels.Cpu;
 
 // Adam/AdamW on the CPU (cuda/optimizer.cu), dense (with an optional element mask) and on selected entries.
@@ -48,6 +49,7 @@ public sealed unsafe partial class CpuKernels
     {
         public float* P, G, M, V, Mask;
         public AdamConstants Adam;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
             for (long i = start; i < end; i++)
@@ -75,6 +77,7 @@ public sealed unsafe partial class CpuKernels
         public int* Index;
         public int K, PerRow;
         public AdamConstants Adam;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
             for (long i = start; i < end; i++)

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics;
 
 namespace Engine.Kernels.Cpu;
@@ -29,6 +30,7 @@ public sealed unsafe partial class CpuKernels
         public float* Patches, X;
         public int C, H, W, P;
         public bool ChannelsLast, Scatter, Accumulate;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int row)
         {
             int Hp = H / P, Wp = W / P, n = row / Hp, py = row % Hp, K = C * P * P;
@@ -69,6 +71,7 @@ public sealed unsafe partial class CpuKernels
         public float* Y, X;
         public int H, W, C;
         public bool Scatter, Accumulate;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int row)
         {
             int Ho = H / 2, Wo = W / 2, b = row / Ho, i = row % Ho;

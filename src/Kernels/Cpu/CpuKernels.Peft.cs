@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace Engine.Kernels.Cpu;
 
 // The PEFT kernels on the CPU (cuda/peft.cu): SCT's salient-channel gather and scatter-add, and GPS's sparse weight
@@ -18,6 +19,7 @@ public sealed unsafe partial class CpuKernels
         public int* Index;
         public int C, K;
         public bool Accumulate;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
             for (long r = start; r < end; r++)
@@ -41,6 +43,7 @@ public sealed unsafe partial class CpuKernels
         public float* Y, X, Z, Bias;
         public int* Index;
         public int C, K;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
             for (long r = start; r < end; r++)
@@ -77,6 +80,7 @@ public sealed unsafe partial class CpuKernels
         public float* Dy, X, Partials;
         public int* Index;
         public int Rows, N, K, PerRow, Grain;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int chunk)
         {
             long width = (long)N * PerRow;

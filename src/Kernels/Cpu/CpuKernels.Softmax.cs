@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics;
 
 namespace Engine.Kernels.Cpu;
@@ -18,6 +19,7 @@ public sealed unsafe partial class CpuKernels
     {
         public float* Y, X, Bias, Mask;
         public int Cols, HeadRows, Heads, Windows;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
             for (long r = start; r < end; r++)
@@ -31,21 +33,33 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <summary>Shared row softmax: y = softmax(x + a + b) with optional additive rows a, b (both [cols]).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void SoftmaxRow(float* y, float* x, float* a, float* b, int cols)
     {
-        float max = float.NegativeInfinity;
-        for (int j = 0; j < cols; j++)
-        {
-            float z = x[j] + (a == null ? 0f : a[j]) + (b == null ? 0f : b[j]);
-            y[j] = z;
-            if (z > max) max = z;
-        }
-        var vmax = new Vector<float>(max);
-        var acc = Vector<float>.Zero;
         int i = 0;
+        var vmax = new Vector<float>(float.NegativeInfinity);
         for (; i + Vector<float>.Count <= cols; i += Vector<float>.Count)
         {
-            var e = Vector.Exp(Vec.Load(y + i) - vmax);
+            var z = Vec.Load(x + i);
+            if (a != null) z += Vec.Load(a + i);
+            if (b != null) z += Vec.Load(b + i);
+            Vec.Store(y + i, z);
+            vmax = Vector.MaxNative(vmax, z);
+        }
+        float max = float.NegativeInfinity;
+        for (int j = 0; j < Vector<float>.Count; j++) max = MathF.Max(max, vmax[j]);
+        for (; i < cols; i++)
+        {
+            float z = x[i] + (a == null ? 0f : a[i]) + (b == null ? 0f : b[i]);
+            y[i] = z;
+            if (z > max) max = z;
+        }
+        vmax = new Vector<float>(max);
+        var acc = Vector<float>.Zero;
+        i = 0;
+        for (; i + Vector<float>.Count <= cols; i += Vector<float>.Count)
+        {
+            var e = Vec.Exp(Vec.Load(y + i) - vmax);
             Vec.Store(y + i, e);
             acc += e;
         }
@@ -73,6 +87,7 @@ public sealed unsafe partial class CpuKernels
         public float* Dx, Dy, Y;
         public int Cols;
         public bool Accumulate;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
             for (long r = start; r < end; r++)

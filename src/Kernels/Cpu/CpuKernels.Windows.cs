@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics;
 
 namespace Engine.Kernels.Cpu;
@@ -26,6 +27,7 @@ public sealed unsafe partial class CpuKernels
         public float* Windows, X;
         public int H, W, C, Ws, Shift;
         public bool ToWindows, Accumulate;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int window)
         {
             int nWw = W / Ws, nW = H / Ws * nWw, b = window / nW, wr = window % nW / nWw, wc = window % nWw;
@@ -61,6 +63,7 @@ public sealed unsafe partial class CpuKernels
         public float* Bias, Table;
         public int NH, Ws;
         public bool Scatter, Accumulate;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int h)
         {
             int T = Ws * Ws, side = 2 * Ws - 1;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace Engine.Kernels.Cpu;
 
 /// <summary>Work over a half-open range [start, end) of elements or rows.</summary>
@@ -30,6 +31,7 @@ public static class CpuRange
     {
         public T Body;
         public long N, Grain;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int index) => Body.Run(index * Grain, Math.Min(N, (index + 1) * Grain));
     }
 }
