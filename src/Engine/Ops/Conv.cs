@@ -7,7 +7,7 @@ namespace Engine;
 public static unsafe partial class Ops
 {
     /// <summary>Depthwise k×k convolution, stride 1, zero padding, channels-last: x [N,H,W,C], weight [C,1,k,k]
-    /// (timm layout) or [C,k,k], bias [C] or null → [N,Ho,Wo,C] with Ho = H + 2·pad − k + 1.
+    /// (timm layout) or [C,k,k], bias [C] or null → [N,Ho,Wo,C] with Ho = H + 2·pad − k + 1, 0 ≤ pad ≤ k − 1.
     /// x is kept for backward only when the weight trains.</summary>
     public static Tensor DepthwiseConv2d(Tensor x, Tensor weight, Tensor? bias, int padding)
     {
@@ -19,8 +19,8 @@ public static unsafe partial class Ops
             throw new ArgumentException($"{op}: weight {weight.Describe()} must be [{C}, 1, k, k] for input {x.Describe()}");
         CheckVector(op, "bias", bias, C, x);
         int Ho = H + 2 * padding - k + 1, Wo = W + 2 * padding - k + 1;
-        if (padding < 0 || Ho <= 0 || Wo <= 0)
-            throw new ArgumentException($"{op}: kernel {k} with padding {padding} does not fit input {x.Describe()}");
+        if (padding < 0 || padding > k - 1 || Ho <= 0 || Wo <= 0)
+            throw new ArgumentException($"{op}: kernel {k} with padding {padding} does not fit input {x.Describe()} (padding must be 0 to {k - 1})");
         var y = Tensor.Empty(x.Device, DType.F32, N, Ho, Wo, C);
         x.Device.Kernels.DepthwiseConvForward(y.Data, x.Data, weight.Data, bias == null ? null : bias.Data, N, H, W, C, k, padding);
         if (Tape.ShouldRecord(x, weight, bias))
