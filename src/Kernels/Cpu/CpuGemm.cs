@@ -93,7 +93,6 @@ public static unsafe class CpuGemm
         public long StrideA, StrideB, StrideC;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-
         public void Run(int i) =>
             Gemm(TransA, TransB, M, N, K, Alpha, A + i * StrideA, Lda, B + i * StrideB, Ldb, Beta, C + i * StrideC, Ldc);
     }
@@ -120,7 +119,6 @@ public static unsafe class CpuGemm
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-
         public void Run(int task)
         {
             int n0 = task % ColumnParts * PartCols, n1 = Math.Min(N, n0 + PartCols);
@@ -411,6 +409,7 @@ public static unsafe class CpuGemm
     }
 
     /// <summary>Scalar 4×4 tile, for CPUs without SIMD acceleration. a: 4 rows × kc, rows lda apart.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Kernel4x4(int kc, float* a, long lda, float* b, float* c, int ldc, float alpha, float beta, int mr, int nr)
     {
         float* t = stackalloc float[16];

@@ -34,7 +34,7 @@ public sealed unsafe partial class CpuKernels
             for (; i + Vector<float>.Count <= end; i += Vector<float>.Count)
             {
                 var x = Vec.Load(X + i);
-                var cdf = half * (Vector<float>.One + Erf(x * invSqrt2));
+                var cdf = Vec.Fma(half, Erf(x * invSqrt2), half);
                 Vector<float> v;
                 if (!Backward) v = x * cdf;
                 else
@@ -59,19 +59,21 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <summary>erf with |error| ≤ 1.5e-7 (Abramowitz and Stegun 7.1.26), odd-symmetric.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector<float> Erf(Vector<float> x)
     {
         var ax = Vector.Abs(x);
-        var t = Vector<float>.One / (Vector<float>.One + new Vector<float>(0.3275911f) * ax);
+        var t = Vector<float>.One / Vec.Fma(new Vector<float>(0.3275911f), ax, Vector<float>.One);
         var poly = new Vector<float>(1.061405429f);
-        poly = poly * t + new Vector<float>(-1.453152027f);
-        poly = poly * t + new Vector<float>(1.421413741f);
-        poly = poly * t + new Vector<float>(-0.284496736f);
-        poly = poly * t + new Vector<float>(0.254829592f);
-        var r = Vector<float>.One - poly * t * Vec.Exp(-ax * ax);
+        poly = Vec.Fma(poly, t, new Vector<float>(-1.453152027f));
+        poly = Vec.Fma(poly, t, new Vector<float>(1.421413741f));
+        poly = Vec.Fma(poly, t, new Vector<float>(-0.284496736f));
+        poly = Vec.Fma(poly, t, new Vector<float>(0.254829592f));
+        var r = Vec.Fma(-poly * t, Vec.Exp(-ax * ax), Vector<float>.One);
         return Vector.ConditionalSelect(Vector.LessThan(x, Vector<float>.Zero), -r, r);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static float Erf(float x)
     {
         float ax = MathF.Abs(x), t = 1f / (1f + 0.3275911f * ax);

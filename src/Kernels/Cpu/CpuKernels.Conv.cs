@@ -22,6 +22,7 @@ public sealed unsafe partial class CpuKernels
     /// <summary>Weights [C,k,k] transposed to [k·k, C] so that each tap is a contiguous channel vector; with
     /// <paramref name="flip"/> the taps are in reverse order (the kernel rotated by 180°). Rows are
     /// <see cref="Stride"/>(C) apart.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static float* TapMajor(float* w, int C, int k, bool flip)
     {
         int taps = k * k;

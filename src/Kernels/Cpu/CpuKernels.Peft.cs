@@ -102,6 +102,7 @@ public sealed unsafe partial class CpuKernels
     /// <summary>Debug builds: every index lies in [0, bound) (the ops check what they are given before any kernel runs;
     /// this catches a caller that does not).</summary>
     [System.Diagnostics.Conditional("DEBUG")]
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void AssertIndices(int* index, long count, int bound)
     {
         for (long i = 0; i < count; i++)
