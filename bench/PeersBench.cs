@@ -75,8 +75,8 @@ public static class PeersBench
                         CpuParallel.Threads = threads;
                         blas?.SetThreads(threads);
                         double flops = 2.0 * M * N * K;
-                        // One round = several calls of each (≥ ~50 ms), ours then OpenBLAS.
-                        int calls = Math.Max(3, (int)(5e9 / flops));
+                        // One round = several calls of each (about 60 ms at 300 GFLOP/s), ours then OpenBLAS.
+                        int calls = Math.Max(5, (int)(2e10 / flops));
                         var ours = new List<double>();
                         var theirs = new List<double>();
                         for (int r = -1; r < rounds; r++) // round -1 warms up both
@@ -101,10 +101,12 @@ public static class PeersBench
     }
 
     /// <summary>Seconds per call of <paramref name="work"/>, after a pause that lets the other side's threads go idle
-    /// (OpenBLAS's workers spin for a while after each call and would otherwise take a core from ours, and back).</summary>
+    /// (OpenBLAS's workers spin for a while after each call and would otherwise take a core from ours, and back) and one
+    /// untimed call that wakes this side's threads (the first call after a pause ran up to 2× slower on either side).</summary>
     static double Time(int calls, Action work)
     {
         Thread.Sleep(200);
+        work();
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < calls; i++) work();
         return clock.Elapsed.TotalSeconds / calls;

@@ -17,11 +17,12 @@ public enum GemmIsa
 
 /// <summary>
 /// Single-precision GEMM, row-major: C = alpha·op(A)·op(B) + beta·C.
-/// Each thread owns a rectangle of C (whole NR-wide column panels, whole MR-tall row strips). For every (KC × NCB)
-/// block of op(B) in its columns it packs the block into NR-wide panels [kc][NR] (kept in L2), then walks its row
-/// strips: an MR × kc strip of A (kept in L1) is read in place when A is not transposed, so A is never packed,
-/// and the MR × NR register-tile micro-kernel sweeps the packed panels. Threads split the columns first, so each
-/// packs only its own part of B and no thread waits for another's packing.
+/// C is cut into a few rectangles per thread (whole NR-wide column panels, whole MR-tall row strips), taken by the
+/// threads as they come. For every (KC × NCB) block of op(B) in its columns a task packs the block into NR-wide panels
+/// [kc][NR] (kept in L2), then walks its row strips: an MR × kc strip of A (kept in L1) is read in place when A is not
+/// transposed (and its rows are not a multiple of 4 KiB apart), and the MR × NR register-tile micro-kernel sweeps the
+/// packed panels. The cut is across columns first, so each task packs only its own part of B and no task waits for
+/// another's packing.
 /// The summation order of every C element is fixed by KC alone and the rectangles are tile-aligned, so results do
 /// not depend on the thread count.
 /// </summary>
@@ -97,6 +98,11 @@ public static unsafe class CpuGemm
             Gemm(TransA, TransB, M, N, K, Alpha, A + i * StrideA, Lda, B + i * StrideB, Ldb, Beta, C + i * StrideC, Ldc);
     }
 
+    /// <summary>Rectangles per thread. More than one: threads take them as they come, so a thread that starts late
+    /// (a worker still waking, a vCPU the hypervisor paused) costs its share of one small rectangle, not half the GEMM.
+    /// </summary>
+    const int TasksPerThread = 4;
+
     /// <summary>One task: the rectangle of C at (row part, column part) of a RowParts × ColumnParts grid.</summary>
     struct RectangleBody : IParallelBody
     {
@@ -106,14 +112,15 @@ public static unsafe class CpuGemm
         public float* A, B, C;
         public float Alpha, Beta;
 
-        /// <summary>Splits C into one rectangle per thread: across columns when each thread gets at least two
-        /// panels (B is then packed once in all), else across rows.</summary>
+        /// <summary>Splits C into up to <see cref="TasksPerThread"/> rectangles per thread: across columns when each
+        /// thread gets at least two panels (every part of B is then packed once in all), in parts no narrower than a packed
+        /// B block unless that leaves a thread without one (each column part reads all of A again); else across rows.</summary>
         public void Plan(int threads)
         {
-            int panels = (N + NR - 1) / NR, strips = (M + MR - 1) / MR;
+            int panels = (N + NR - 1) / NR, strips = (M + MR - 1) / MR, tasks = threads > 1 ? TasksPerThread * threads : 1;
             ColumnParts = RowParts = 1;
-            if (threads > 1 && panels >= 2 * threads) ColumnParts = threads;
-            else if (threads > 1) RowParts = Math.Min(threads, strips);
+            if (tasks > 1 && panels >= 2 * threads) ColumnParts = Math.Clamp(panels / (NCB / NR), threads, tasks);
+            else if (tasks > 1) RowParts = Math.Min(tasks, strips);
             PartCols = (panels + ColumnParts - 1) / ColumnParts * NR;
             PartRows = (strips + RowParts - 1) / RowParts * MR;
         }
@@ -139,12 +146,12 @@ public static unsafe class CpuGemm
                         int mr = Math.Min(MR, m1 - ir);
                         float* a = aStrip;
                         long la = kc;
-                        if (!TransA && mr == MR)
+                        if (!TransA && mr == MR && Lda % 1024 != 0)
                         {
                             a = A + (long)ir * Lda + pc;
                             la = Lda;
                         }
-                        else PackAStrip(TransA, A, Lda, ir, mr, pc, kc, MR, aStrip);
+                        else PackAStrip(TransA, A, Lda, ir, mr, pc, kc, MR, aStrip); // rows 4 KiB apart share L1 sets: copy them
                         float* cRow = C + (long)ir * Ldc + jc;
                         for (int jr = 0; jr < nc; jr += NR)
                         {
@@ -174,7 +181,8 @@ public static unsafe class CpuGemm
     }
 
     /// <summary>Copies op(A)[ir..ir+mr, pc..pc+kc] row-major into dst [MR][kc], rows past mr zero: the strip of a
-    /// transposed A, or the last, partial strip (whose missing rows must not be read in place).</summary>
+    /// transposed A, the last, partial strip (whose missing rows must not be read in place), or rows a multiple of 4 KiB
+    /// apart (which would all fall into the same L1 sets).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void PackAStrip(bool transA, float* A, int lda, int ir, int mr, int pc, int kc, int MR, float* dst)
     {
