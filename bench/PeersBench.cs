@@ -158,7 +158,7 @@ public static class PeersBench
                     }
                     double e = Median(engineMs), o = Median(ortMs);
                     Console.WriteLine(string.Format(Inv, "| {0} | {1:F1} | {2} | {3:E1} | {4:F0} | {5:F0} | {6:F2} | {7} |", preset, mib, batch, worst, e, o, e / o,
-                        Split(kernels, () => Engine())));
+                        KernelSplit.Of(kernels, () => Engine())));
                 }
             }
             finally
@@ -166,19 +166,5 @@ public static class PeersBench
                 File.Delete(path);
             }
         }
-    }
-
-    /// <summary>One instrumented forward: the GEMMs' share of its time and the three largest other kernels.</summary>
-    static string Split(InstrumentedKernels kernels, Action forward)
-    {
-        kernels.Reset();
-        kernels.Timing = true;
-        double total = Time(1, forward);
-        kernels.Timing = false;
-        double gemm = (kernels.Time(KernelId.Gemm) + kernels.Time(KernelId.GemmStridedBatched)).TotalSeconds;
-        var others = Enum.GetValues<KernelId>().Where(k => k is not (KernelId.Gemm or KernelId.GemmStridedBatched))
-            .Select(k => (Name: k.ToString(), Seconds: kernels.Time(k).TotalSeconds)).Where(k => k.Seconds > 0)
-            .OrderByDescending(k => k.Seconds).Take(3);
-        return string.Format(Inv, "GEMM {0:P0}; ", gemm / total) + string.Join(", ", others.Select(k => string.Format(Inv, "{0} {1:P1}", k.Name, k.Seconds / total)));
     }
 }

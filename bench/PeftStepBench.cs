@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using Engine.Kernels;
 using Engine.Kernels.Cpu;
 using Engine.Models;
 using Engine.Models.Peft;
@@ -42,7 +43,9 @@ public static class PeftStepBench
         if (!methods.Contains(PeftMethods.Full)) methods = [PeftMethods.Full, .. methods]; // the ratios' yardstick
         CpuParallel.Threads = Environment.ProcessorCount;
         Console.WriteLine($"{model} training step, batch {batch}, {rounds} rounds, {Environment.ProcessorCount} threads, CPU GEMM {CpuGemm.BestIsa}");
-        var runs = methods.Select(m => new MethodRun(m, model, batch)).ToList();
+        var kernels = new InstrumentedKernels(new CpuKernels()); // timing off except for one step per method at the end
+        var device = new CpuDevice(kernels);
+        var runs = methods.Select(m => new MethodRun(device, m, model, batch)).ToList();
         try
         {
             foreach (var r in runs) r.Step(); // warm-up: pools, moments, JIT
@@ -55,10 +58,10 @@ public static class PeftStepBench
                 }
             var inv = CultureInfo.InvariantCulture;
             double full = runs[0].Median;
-            Console.WriteLine("\n| method | trainable | step ms (median) | step / full | optimizer state | activations kept for backward |\n|---|---|---|---|---|---|");
+            Console.WriteLine("\n| method | trainable | step ms (median) | step / full | optimizer state | activations kept for backward | one step: GEMM share, largest other kernels |\n|---|---|---|---|---|---|---|");
             foreach (var r in runs)
-                Console.WriteLine(string.Format(inv, "| {0} | {1:N0} | {2:F0} | {3:F2} | {4} | {5} |", r.Name, r.Trainable, r.Median * 1e3, r.Median / full,
-                    Bytes(r.Optimizer.StateBytes), Bytes(r.SavedBytes)));
+                Console.WriteLine(string.Format(inv, "| {0} | {1:N0} | {2:F0} | {3:F2} | {4} | {5} | {6} |", r.Name, r.Trainable, r.Median * 1e3, r.Median / full,
+                    Bytes(r.Optimizer.StateBytes), Bytes(r.SavedBytes), KernelSplit.Of(kernels, () => r.Step())));
         }
         finally
         {
@@ -85,10 +88,9 @@ public static class PeftStepBench
         readonly TrainStep _trainStep;
         ulong _step;
 
-        public MethodRun(PeftMethodInfo method, string model, int batch)
+        public MethodRun(Device device, PeftMethodInfo method, string model, int batch)
         {
             Name = method.Name;
-            var device = Device.Cpu;
             _model = ImageModels.Create(device, model, numClasses: 100, seed: 1);
             string? selection = null;
             if (method.Selection != null)

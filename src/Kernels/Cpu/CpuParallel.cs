@@ -15,8 +15,9 @@ public interface IParallelBody
 /// problem size, so results are bitwise identical whatever the thread count.
 /// Nested calls (from inside a task) and calls while another thread uses the pool run inline.
 /// Idle workers spin for <see cref="SpinMicroseconds"/> before they block: a blocked thread takes tens to hundreds of
-/// microseconds to wake (more under a hypervisor), longer than a small GEMM's share, and a forward issues its
-/// kernels back to back.
+/// microseconds to wake (milliseconds under a busy hypervisor), longer than a small GEMM's share, and a forward issues
+/// its kernels back to back. The calling thread never waits for a worker that has not woken: once every task is taken it
+/// closes the job and returns as soon as the workers inside it are done.
 /// </summary>
 public static unsafe class CpuParallel
 {
@@ -25,12 +26,12 @@ public static unsafe class CpuParallel
     static Thread[]? _workers;
     static int _threads = Environment.ProcessorCount;
 
-    // The current job; written under Gate before the generation bump.
+    // The current job; written under Gate before the generation bump. _seats: workers that may still join it;
+    // _entered: workers inside a job (or checking whether they may join one); _closed: the last job that takes no one.
     static delegate*<void*, int, void> _fn;
     static void* _ctx;
-    static int _count, _next, _active;
+    static int _count, _next, _seats, _entered, _closed;
     static volatile int _generation;
-    static volatile int _pendingWorkers;
     [ThreadStatic] static bool _insideTask;
 
     /// <summary>How long an idle worker watches for the next job before it blocks.</summary>
@@ -62,8 +63,7 @@ public static unsafe class CpuParallel
             _ctx = Unsafe.AsPointer(ref body);
             _count = count;
             _next = 0;
-            _active = participants - 1;
-            _pendingWorkers = participants - 1;
+            _seats = participants - 1;
             lock (_workers!)
             {
                 _generation++;
@@ -74,9 +74,12 @@ public static unsafe class CpuParallel
             finally
             {
                 _insideTask = false;
-                // Workers read `body` through _ctx on this stack frame: never leave before they finish.
+                // Every task is taken. Close the job, so a worker still waking up stays out of it, then wait for those
+                // inside: they read `body` through _ctx on this stack frame. (The exchange is a full fence: a worker
+                // either is counted in _entered here or sees the job closed.)
+                Interlocked.Exchange(ref _closed, _generation);
                 var spin = new SpinWait();
-                while (_pendingWorkers != 0) spin.SpinOnce(-1);
+                while (Volatile.Read(ref _entered) != 0) spin.SpinOnce(-1);
                 _fn = null;
                 _ctx = null;
             }
@@ -118,10 +121,16 @@ public static unsafe class CpuParallel
                     while (_generation == seen) Monitor.Wait(_workers);
                 }
             seen = _generation;
-            // Only the first `_active` workers to arrive take part in this job.
-            if (Interlocked.Decrement(ref _active) < 0) continue;
+            Interlocked.Increment(ref _entered);
+            // A job closed before this worker woke (generations wrap: compare by difference) or one with no seat left
+            // goes on without it.
+            if (Volatile.Read(ref _closed) - seen >= 0 || Interlocked.Decrement(ref _seats) < 0)
+            {
+                Interlocked.Decrement(ref _entered);
+                continue;
+            }
             try { Drain(); }
-            finally { Interlocked.Decrement(ref _pendingWorkers); }
+            finally { Interlocked.Decrement(ref _entered); }
         }
     }
 }

@@ -1,0 +1,29 @@
+using System.Diagnostics;
+using System.Globalization;
+using Engine.Kernels;
+
+namespace Engine.Bench;
+
+/// <summary>Where a piece of work spends its time: one instrumented run, split into the GEMMs and the largest other
+/// kernels (as shares of the run's wall time).</summary>
+internal static class KernelSplit
+{
+    /// <summary>Runs <paramref name="work"/> once with per-kernel timing on and describes the split, e.g.
+    /// "GEMM 88 %; GeluForward 2.2 %, ...".</summary>
+    public static string Of(InstrumentedKernels kernels, Action work, int others = 3)
+    {
+        kernels.Reset();
+        kernels.Timing = true;
+        var clock = Stopwatch.StartNew();
+        try { work(); }
+        finally { kernels.Timing = false; }
+        double total = clock.Elapsed.TotalSeconds;
+        double gemm = (kernels.Time(KernelId.Gemm) + kernels.Time(KernelId.GemmStridedBatched)).TotalSeconds;
+        var largest = Enum.GetValues<KernelId>().Where(k => k is not (KernelId.Gemm or KernelId.GemmStridedBatched))
+            .Select(k => (Name: k.ToString(), Seconds: kernels.Time(k).TotalSeconds)).Where(k => k.Seconds > 0)
+            .OrderByDescending(k => k.Seconds).Take(others);
+        var inv = CultureInfo.InvariantCulture;
+        return string.Format(inv, "GEMM {0:P0}; ", gemm / total) +
+               string.Join(", ", largest.Select(k => string.Format(inv, "{0} {1:P1}", k.Name, k.Seconds / total)));
+    }
+}
