@@ -18,8 +18,8 @@ internal static class KernelSplit
         try { work(); }
         finally { kernels.Timing = false; }
         double total = clock.Elapsed.TotalSeconds;
-        double gemm = (kernels.Time(KernelId.Gemm) + kernels.Time(KernelId.GemmStridedBatched)).TotalSeconds;
-        var largest = Enum.GetValues<KernelId>().Where(k => k is not (KernelId.Gemm or KernelId.GemmStridedBatched))
+        double gemm = (kernels.Time(KernelId.Gemm) + kernels.Time(KernelId.GemmStridedBatched) + kernels.Time(KernelId.LinearForward)).TotalSeconds;
+        var largest = Enum.GetValues<KernelId>().Where(k => k is not (KernelId.Gemm or KernelId.GemmStridedBatched or KernelId.LinearForward))
             .Select(k => (Name: k.ToString(), Seconds: kernels.Time(k).TotalSeconds)).Where(k => k.Seconds > 0)
             .OrderByDescending(k => k.Seconds).Take(others);
         var inv = CultureInfo.InvariantCulture;

@@ -17,6 +17,8 @@ for ret, name, params in methods:
     flops = ""
     if name == "Gemm":
         flops = "Flops += 2L * M * N * K; "
+    elif name == "LinearForward":
+        flops = "Flops += 2L * rows * N * K; "
     elif name == "GemmStridedBatched":
         flops = "Flops += 2L * M * N * K * batch; "
     call = f"Inner.{name}({args})"

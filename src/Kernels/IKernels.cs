@@ -30,6 +30,10 @@ public unsafe interface IKernels
         float* A, int lda, long strideA, float* B, int ldb, long strideB,
         float beta, float* C, int ldc, long strideC, int batch);
 
+    /// <summary>The Linear layer's forward: y[rows, N] = x[rows, K]·Wᵀ + bias, W [N, K], bias [N] or null. The CPU adds
+    /// the bias to each tile of y while it is still in cache; other backends may run a GEMM and then the bias add.</summary>
+    void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K);
+
     // ---------------------------------------------------------------- elementwise and bias
     /// <summary>x[i] = value for i &lt; n.</summary>
     void Fill(float* x, long n, float value);

@@ -20,6 +20,14 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K)
+    {
+        Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearForward);
+        Inner.LinearForward(y, x, w, bias, rows, N, K);
+        End(KernelId.LinearForward, start);
+    }
+
+    /// <inheritdoc/>
     public void Fill(float* x, long n, float value)
     {
         long start = Begin(KernelId.Fill);
@@ -445,6 +453,8 @@ public enum KernelId
     Gemm,
     /// <summary><see cref="IKernels.GemmStridedBatched"/></summary>
     GemmStridedBatched,
+    /// <summary><see cref="IKernels.LinearForward"/></summary>
+    LinearForward,
     /// <summary><see cref="IKernels.Fill"/></summary>
     Fill,
     /// <summary><see cref="IKernels.Copy"/></summary>

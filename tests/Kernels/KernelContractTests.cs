@@ -174,4 +174,28 @@ public unsafe class KernelContractTests
         }
         Assert.That(got.Skip(2 * cols).Take(cols), Is.All.NaN, "a NaN logit makes its whole softmax row NaN");
     }
+    /// <summary>LinearForward (the bias added in the GEMM's store on the CPU) gives exactly a GEMM followed by the bias
+    /// add, with and without a bias; K spans several of the CPU GEMM's K blocks and the tiles are partial.</summary>
+    [TestCaseSource(nameof(All))]
+    public void LinearForwardIsGemmThenBiasAdd(string backend)
+    {
+        var dev = Backends.Get(backend);
+        var k = dev.Kernels;
+        foreach (var (rows, N, K) in new[] { (29, 45, 600), (197, 96, 64), (3, 5, 7) })
+        {
+            using var x = Random(dev, 21, rows * K);
+            using var w = Random(dev, 22, N * K);
+            using var bias = Random(dev, 23, N);
+            using var fused = Random(dev, 24, rows * N, -50, 50);
+            using var separate = Tensor.Zeros(dev, rows * N);
+            foreach (bool withBias in new[] { true, false })
+            {
+                float* b = withBias ? bias.Data : null;
+                k.LinearForward(fused.Data, x.Data, w.Data, b, rows, N, K);
+                k.Gemm(false, true, rows, N, K, 1f, x.Data, K, w.Data, K, 0f, separate.Data, N);
+                if (withBias) k.AddBias(separate.Data, separate.Data, b, rows, N);
+                Assert.That(fused.ToArray(), Is.EqualTo(separate.ToArray()), $"{rows}×{N}×{K}, bias {withBias}");
+            }
+        }
+    }
 }

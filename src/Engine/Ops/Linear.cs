@@ -3,7 +3,8 @@ using Engine.Autograd;
 namespace Engine;
 
 // Linear layer: y = x·Wᵀ + b (the GEMM op; patch embedding and strided convs reuse it after Patchify).
-// Kernels: CpuGemm.cs via CpuKernels.cs on the CPU, cuBLAS on CUDA; the bias add in Elementwise.
+// Kernels: LinearForward (CpuGemm.cs with the bias in its store on the CPU; cuBLAS and the bias add on CUDA), Gemm for
+// the backward.
 public static unsafe partial class Ops
 {
     /// <summary>
@@ -27,8 +28,7 @@ public static unsafe partial class Ops
         shape[^1] = N;
         var y = Tensor.Empty(x.Device, DType.F32, shape);
         var k = x.Device.Kernels;
-        k.Gemm(false, true, rows, N, K, 1f, x.Data, K, weight.Data, K, 0f, y.Data, N);
-        if (bias != null) k.AddBias(y.Data, y.Data, bias.Data, rows, N);
+        k.LinearForward(y.Data, x.Data, weight.Data, bias == null ? null : bias.Data, rows, N, K);
         if (Tape.ShouldRecord(x, weight, bias))
             Tape.Push(y, new LinearSaved
             {

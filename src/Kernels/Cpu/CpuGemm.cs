@@ -46,14 +46,16 @@ public static unsafe class CpuGemm
         _ => (4, 4),
     };
 
-    /// <summary>See <see cref="IKernels.Gemm"/>.</summary>
+    /// <summary>See <see cref="IKernels.Gemm"/>; with <paramref name="bias"/> [N], bias[j] is added to every row of C
+    /// once its tile is complete (the Linear layer's epilogue, bit for bit the same as a separate bias add).</summary>
     public static void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda,
-        float* B, int ldb, float beta, float* C, int ldc)
+        float* B, int ldb, float beta, float* C, int ldc, float* bias = null)
     {
         if (M <= 0 || N <= 0) return;
         if (K <= 0 || alpha == 0f)
         {
             ScaleC(M, N, beta, C, ldc);
+            if (bias != null) AddBiasTile(C, ldc, bias, M, N);
             return;
         }
         var isa = Isa;
@@ -61,7 +63,7 @@ public static unsafe class CpuGemm
         var body = new RectangleBody
         {
             Isa = isa, MR = MR, NR = NR, TransA = transA, TransB = transB, M = M, N = N, K = K, Alpha = alpha,
-            A = A, Lda = lda, B = B, Ldb = ldb, Beta = beta, C = C, Ldc = ldc,
+            A = A, Lda = lda, B = B, Ldb = ldb, Beta = beta, C = C, Ldc = ldc, Bias = bias,
         };
         body.Plan((long)M * N * K < 1 << 20 ? 1 : CpuParallel.Threads);
         CpuParallel.For(body.ColumnParts * body.RowParts, ref body);
@@ -109,7 +111,7 @@ public static unsafe class CpuGemm
         public GemmIsa Isa;
         public int MR, NR, M, N, K, Lda, Ldb, Ldc, RowParts, ColumnParts, PartRows, PartCols;
         public bool TransA, TransB;
-        public float* A, B, C;
+        public float* A, B, C, Bias;
         public float Alpha, Beta;
 
         /// <summary>Splits C into up to <see cref="TasksPerThread"/> rectangles per thread: across columns when each
@@ -141,6 +143,7 @@ public static unsafe class CpuGemm
                     int kc = Math.Min(KC, K - pc);
                     PackB(TransB, B, Ldb, pc, kc, jc, nc, NR, bPack);
                     float beta = pc == 0 ? Beta : 1f;
+                    bool lastBlock = pc + kc == K;
                     for (int ir = m0; ir < m1; ir += MR)
                     {
                         int mr = Math.Min(MR, m1 - ir);
@@ -163,10 +166,25 @@ public static unsafe class CpuGemm
                                 case GemmIsa.Vector256: Kernel6x16(kc, a, la, bPanel, cRow + jr, Ldc, Alpha, beta, mr, nr); break;
                                 default: Kernel4x4(kc, a, la, bPanel, cRow + jr, Ldc, Alpha, beta, mr, nr); break;
                             }
+                            if (Bias != null && lastBlock) AddBiasTile(cRow + jr, Ldc, Bias + jc + jr, mr, nr);
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// <summary>c[r, j] += bias[j] for an mr × nr tile of C (rows ldc apart), while the tile is in L1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void AddBiasTile(float* c, int ldc, float* bias, int mr, int nr)
+    {
+        int V = System.Numerics.Vector<float>.Count;
+        for (int r = 0; r < mr; r++)
+        {
+            float* row = c + (long)r * ldc;
+            int j = 0;
+            for (; j + V <= nr; j += V) Vec.Store(row + j, Vec.Load(row + j) + Vec.Load(bias + j));
+            for (; j < nr; j++) row[j] += bias[j];
         }
     }
 

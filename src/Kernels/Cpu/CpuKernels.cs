@@ -40,6 +40,18 @@ public sealed unsafe partial class CpuKernels : IKernels
         else CpuGemm.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch);
     }
 
+    /// <inheritdoc/>
+    public void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K)
+    {
+        if (Blas == null)
+        {
+            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N, bias);
+            return;
+        }
+        Blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N);
+        if (bias != null) AddBias(y, y, bias, rows, N);
+    }
+
     /// <summary>Rows per partial sum: at most 64 partials, at least 16 rows each; a function of rows only.</summary>
     static int ReductionGrain(long rows) => (int)Math.Max(16, (rows + 63) / 64);
 

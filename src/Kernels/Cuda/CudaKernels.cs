@@ -63,6 +63,13 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch) =>
         _runtime.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch);
 
+    /// <inheritdoc/>
+    public void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K)
+    {
+        Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N);
+        if (bias != null) AddBias(y, y, bias, rows, N);
+    }
+
     // ---------------------------------------------------------------- elementwise and bias (elementwise.cu)
 
     /// <inheritdoc/>

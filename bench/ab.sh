@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One kernel at a time, this tree beside an earlier commit of it, alternating on the same machine (peft bench --op):
+#   bash bench/ab.sh <commit> [rounds]     (default 3 rounds; the earlier tree is built in a git worktree under $TMPDIR)
+# Prints, per op and shape, the median ms of each tree over the rounds and the speed-up (before / after).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ $# -lt 1 ] || [ "$1" = "--help" ] || [ "$1" = "-h" ]; then
+  sed -n 2,4p "$0" | sed 's/^# \{0,1\}//'
+  [ $# -lt 1 ] && exit 2 || exit 0
+fi
+commit=$(git rev-parse --verify "$1^{commit}") || { echo "error: '$1' is not a commit of this repository" >&2; exit 2; }
+rounds=${2:-3}
+before="${TMPDIR:-/tmp}/peft-ab-${commit:0:12}"
+[ -d "$before" ] || git worktree add --detach "$before" "$commit" >/dev/null
+echo "building $commit in $before and this tree ..." >&2
+dotnet build "$before/src/Cli" -c Release -v q -nologo >/dev/null
+dotnet build src/Cli -c Release -v q -nologo >/dev/null
+if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX; fi
+cases=("gelu 1576x3072" "gelu-backward 1576x3072" "softmax 18912x197" "layernorm 1576x768" "bias 1576x3072"
+       "depthwise-conv 8x14x14x512" "depthwise-conv 8x7x7x1024"
+       "gemm 197x2304x768" "gemm 197x768x3072" "gemm 1576x2304x768" "gemm 1576x768x3072")
+log=$(mktemp)
+for ((r = 1; r <= rounds; r++)); do
+  for c in "${cases[@]}"; do
+    set -- $c
+    for tree in before after; do
+      dir=$before; [ $tree = after ] && dir=.
+      ms=$(dotnet "$dir"/src/Cli/bin/Release/net10.0/peft.dll bench --op "$1" --shape "$2" --repeats 20 | tail -1 | awk -F'|' '{gsub(/ /, "", $4); print $4}')
+      echo "$1 $2 $tree $ms" >> "$log"
+      echo "round $r/$rounds: $1 $2 $tree $ms ms" >&2
+    done
+  done
+done
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) threads, $(grep -qw avx512f /proc/cpuinfo && echo AVX-512 || echo 'AVX2, no AVX-512'); before = ${commit:0:7}, after = $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' + uncommitted changes'); median of $rounds rounds"
+echo
+echo "| op | shape | before ms | after ms | before / after |"
+echo "|---|---|---|---|---|"
+for c in "${cases[@]}"; do
+  set -- $c
+  b=$(awk -v o="$1" -v s="$2" '$1==o && $2==s && $3=="before" {print $4}' "$log" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
+  a=$(awk -v o="$1" -v s="$2" '$1==o && $2==s && $3=="after" {print $4}' "$log" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
+  awk -v o="$1" -v s="$2" -v b="$b" -v a="$a" 'BEGIN {printf "| %s | %s | %.3f | %.3f | %.2f |\n", o, s, b, a, b / a}'
+done
+rm -f "$log"
