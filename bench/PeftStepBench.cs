@@ -24,14 +24,15 @@ public static class PeftStepBench
     /// <summary>Runs the benchmark and prints the markdown table; returns the exit code.</summary>
     public static int Run(string[] args)
     {
-        const string usage = "bash bench/run.sh peft [--model PRESET|CONFIG.json] [--batch 8] [--rounds 5] [--methods full,ssf,...]";
+        const string usage = "bash bench/run.sh peft [--model PRESET|CONFIG.json] [--batch 8] [--rounds 5] [--methods full,ssf,...] [--alone]";
         if (args.Contains("--help") || args.Contains("-h"))
         {
             Console.WriteLine($"{usage}\n  A training step (forward, loss, backward, optimizer) per PEFT method next to full fine-tuning on the CPU:\n" +
-                              "  median ms, step / full, optimizer state, activations kept for backward. SCT and GPS use fixed, evenly spread selections.");
+                              "  median ms, step / full, optimizer state, activations kept for backward. SCT and GPS use fixed, evenly spread selections.\n" +
+                              "  --alone: only the listed methods (no full beside them), so that the process's peak RSS, printed last, is theirs.");
             return 0;
         }
-        foreach (var unknown in args.Where(a => a.StartsWith('-') && a is not ("--model" or "--batch" or "--rounds" or "--methods")))
+        foreach (var unknown in args.Where(a => a.StartsWith('-') && a is not ("--model" or "--batch" or "--rounds" or "--methods" or "--alone")))
         {
             Console.Error.WriteLine($"error: unknown option {unknown}\nusage: {usage}");
             return 1;
@@ -40,7 +41,8 @@ public static class PeftStepBench
         string model = Arg(args, "--model") ?? "vit_base_patch16_224";
         string family = ImageModels.FamilyOf(model);
         var methods = Arg(args, "--methods") is { } given ? [.. given.Split(',').Select(PeftMethods.Get)] : PeftMethods.All.Where(m => m.AppliesTo(family)).ToList();
-        if (!methods.Contains(PeftMethods.Full)) methods = [PeftMethods.Full, .. methods]; // the ratios' yardstick
+        bool alone = args.Contains("--alone");
+        if (!alone && !methods.Contains(PeftMethods.Full)) methods = [PeftMethods.Full, .. methods]; // the ratios' yardstick
         CpuParallel.Threads = Environment.ProcessorCount;
         Console.WriteLine($"{model} training step, batch {batch}, {rounds} rounds, {Environment.ProcessorCount} threads, CPU GEMM {CpuGemm.BestIsa}");
         var kernels = new InstrumentedKernels(new CpuKernels()); // timing off except for one step per method at the end
@@ -57,11 +59,14 @@ public static class PeftStepBench
                     Console.Error.WriteLine($"round {round + 1}/{rounds}: {r.Name} {r.Times[^1] * 1e3:F0} ms");
                 }
             var inv = CultureInfo.InvariantCulture;
-            double full = runs[0].Median;
+            double full = runs.FirstOrDefault(r => r.Name == PeftMethods.Full.Name)?.Median ?? double.NaN;
             Console.WriteLine("\n| method | trainable | step ms (median) | step / full | optimizer state | activations kept for backward | one step: GEMM share, largest other kernels |\n|---|---|---|---|---|---|---|");
             foreach (var r in runs)
-                Console.WriteLine(string.Format(inv, "| {0} | {1:N0} | {2:F0} | {3:F2} | {4} | {5} | {6} |", r.Name, r.Trainable, r.Median * 1e3, r.Median / full,
+                Console.WriteLine(string.Format(inv, "| {0} | {1:N0} | {2:F0} | {3} | {4} | {5} | {6} |", r.Name, r.Trainable, r.Median * 1e3,
+                    double.IsNaN(full) ? "n/a" : (r.Median / full).ToString("F2", inv),
                     Bytes(r.Optimizer.StateBytes), Bytes(r.SavedBytes), KernelSplit.Of(kernels, () => r.Step())));
+            using var self = Process.GetCurrentProcess();
+            Console.WriteLine($"\nprocess peak RSS: {self.PeakWorkingSet64 / 1048576.0:F0} MiB ({string.Join(", ", runs.Select(r => r.Name))} in one process)");
         }
         finally
         {
