@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # One kernel at a time, this tree beside an earlier commit of it, alternating on the same machine (peft bench --op):
 #   bash bench/ab.sh <commit> [rounds]     (default 3 rounds; the earlier tree is built in a git worktree under $TMPDIR)
-# Prints, per op and shape, the median ms of each tree over the rounds and the speed-up (before / after).
+# Prints, per op and shape, the median ms of each tree over the rounds and the speed-up (before / after). Both run
+# fully optimised JIT code from the first call (DOTNET_TieredCompilation=0), so the table compares steady-state
+# kernels, not how long a tree's kernels spend in tier-0 code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ] || [ "$1" = "--help" ] || [ "$1" = "-h" ]; then
-  sed -n 2,4p "$0" | sed 's/^# \{0,1\}//'
+  sed -n 2,6p "$0" | sed 's/^# \{0,1\}//'
   [ $# -lt 1 ] && exit 2 || exit 0
 fi
 commit=$(git rev-parse --verify "$1^{commit}") || { echo "error: '$1' is not a commit of this repository" >&2; exit 2; }
@@ -15,7 +17,9 @@ before="${TMPDIR:-/tmp}/peft-ab-${commit:0:12}"
 echo "building $commit in $before and this tree ..." >&2
 dotnet build "$before/src/Cli" -c Release -v q -nologo >/dev/null
 dotnet build src/Cli -c Release -v q -nologo >/dev/null
+after="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' + uncommitted changes')"
 if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX; fi
+export DOTNET_TieredCompilation=0
 cases=("gelu 1576x3072" "gelu-backward 1576x3072" "softmax 18912x197" "layernorm 1576x768" "bias 1576x3072"
        "depthwise-conv 8x14x14x512" "depthwise-conv 8x7x7x1024"
        "gemm 197x2304x768" "gemm 197x768x3072" "gemm 1576x2304x768" "gemm 1576x768x3072")
@@ -31,7 +35,7 @@ for ((r = 1; r <= rounds; r++)); do
     done
   done
 done
-echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) threads, $(grep -qw avx512f /proc/cpuinfo && echo AVX-512 || echo 'AVX2, no AVX-512'); before = ${commit:0:7}, after = $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' + uncommitted changes'); median of $rounds rounds"
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) threads, $(grep -qw avx512f /proc/cpuinfo && echo AVX-512 || echo 'AVX2, no AVX-512'); before = ${commit:0:7}, after = $after; median of $rounds rounds, steady-state JIT code"
 echo
 echo "| op | shape | before ms | after ms | before / after |"
 echo "|---|---|---|---|---|"

@@ -136,6 +136,25 @@ public unsafe class KernelContractTests
     public void GeluAndSoftmaxHoldAtExtremeArguments(string backend)
     {
         var dev = Backends.Get(backend);
+        if (dev is not CpuDevice)
+        {
+            CheckGeluAndSoftmaxAtExtremes(dev);
+            return;
+        }
+        var saved = Engine.Kernels.Cpu.Simd.Width;
+        try
+        {
+            foreach (var width in Enum.GetValues<Engine.Kernels.Cpu.SimdWidth>()) // every vector width the CPU kernels have
+            {
+                Engine.Kernels.Cpu.Simd.Width = width;
+                CheckGeluAndSoftmaxAtExtremes(dev, width.ToString());
+            }
+        }
+        finally { Engine.Kernels.Cpu.Simd.Width = saved; }
+    }
+
+    static void CheckGeluAndSoftmaxAtExtremes(Device dev, string width = "")
+    {
         var k = dev.Kernels;
         const int n = 4801;
         var xs = Enumerable.Range(0, n).Select(i => -60f + 120f * i / (n - 1)).ToArray();
@@ -146,7 +165,7 @@ public unsafe class KernelContractTests
         for (int i = 0; i < n; i++)
         {
             double want = 0.5 * xs[i] * (1 + MathNet.Numerics.SpecialFunctions.Erf(xs[i] / Math.Sqrt(2)));
-            Assert.That(gelu[i], Is.EqualTo(want).Within(2e-6 + 2e-6 * Math.Abs(want)), $"GELU({xs[i]})");
+            Assert.That(gelu[i], Is.EqualTo(want).Within(2e-6 + 2e-6 * Math.Abs(want)), $"{width} GELU({xs[i]})");
         }
 
         const int rows = 4, cols = 37;
@@ -169,10 +188,10 @@ public unsafe class KernelContractTests
             for (int j = 0; j < cols; j++)
             {
                 double want = Math.Exp(row[j] - max) / sum;
-                Assert.That(got[r * cols + j], Is.EqualTo(want).Within(1e-6 * want + 1e-30), $"softmax row {r}, column {j}");
+                Assert.That(got[r * cols + j], Is.EqualTo(want).Within(1e-6 * want + 1e-30), $"{width} softmax row {r}, column {j}");
             }
         }
-        Assert.That(got.Skip(2 * cols).Take(cols), Is.All.NaN, "a NaN logit makes its whole softmax row NaN");
+        Assert.That(got.Skip(2 * cols).Take(cols), Is.All.NaN, $"{width}: a NaN logit makes its whole softmax row NaN");
     }
     /// <summary>LinearForward (the bias added in the GEMM's store on the CPU) gives exactly a GEMM followed by the bias
     /// add, with and without a bias; K spans several of the CPU GEMM's K blocks and the tiles are partial.</summary>

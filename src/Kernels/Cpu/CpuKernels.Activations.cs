@@ -1,5 +1,5 @@
 using System.Runtime.CompilerServices;
-using System.Numerics;
+using System.Runtime.Intrinsics;
 
 namespace Engine.Kernels.Cpu;
 
@@ -27,27 +27,15 @@ public sealed unsafe partial class CpuKernels
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
-            long i = start;
-            var half = new Vector<float>(0.5f);
-            var invSqrt2 = new Vector<float>(0.70710678118654752f);
-            var invSqrt2Pi = new Vector<float>(0.39894228040143268f);
-            for (; i + Vector<float>.Count <= end; i += Vector<float>.Count)
+            long i = Simd.Width switch
             {
-                var x = Vec.Load(X + i);
-                var cdf = Vec.Fma(half, Erf(x * invSqrt2), half);
-                Vector<float> v;
-                if (!Backward) v = x * cdf;
-                else
-                {
-                    var pdf = invSqrt2Pi * Vec.Exp(-half * x * x);
-                    v = Vec.Load(Dy + i) * (cdf + x * pdf);
-                    if (Accumulate) v += Vec.Load(Y + i);
-                }
-                Vec.Store(Y + i, v);
-            }
+                SimdWidth.W512 => Vectors<Vector512<float>, W512>(start, end),
+                SimdWidth.W256 => Vectors<Vector256<float>, W256>(start, end),
+                _ => Vectors<Vector128<float>, W128>(start, end),
+            };
             for (; i < end; i++)
             {
-                float x = X[i], cdf = 0.5f * (1f + Erf(x * 0.70710678118654752f));
+                float x = X[i], cdf = 0.5f * (1f + Simd.Erf(x * 0.70710678118654752f));
                 if (!Backward) Y[i] = x * cdf;
                 else
                 {
@@ -56,29 +44,28 @@ public sealed unsafe partial class CpuKernels
                 }
             }
         }
-    }
 
-    /// <summary>erf with |error| ≤ 1.5e-7 (Abramowitz and Stegun 7.1.26), odd-symmetric.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector<float> Erf(Vector<float> x)
-    {
-        var ax = Vector.Abs(x);
-        var t = Vector<float>.One / Vec.Fma(new Vector<float>(0.3275911f), ax, Vector<float>.One);
-        var poly = new Vector<float>(1.061405429f);
-        poly = Vec.Fma(poly, t, new Vector<float>(-1.453152027f));
-        poly = Vec.Fma(poly, t, new Vector<float>(1.421413741f));
-        poly = Vec.Fma(poly, t, new Vector<float>(-0.284496736f));
-        poly = Vec.Fma(poly, t, new Vector<float>(0.254829592f));
-        var r = Vec.Fma(-poly * t, Vec.Exp(-ax * ax), Vector<float>.One);
-        return Vector.ConditionalSelect(Vector.LessThan(x, Vector<float>.Zero), -r, r);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static float Erf(float x)
-    {
-        float ax = MathF.Abs(x), t = 1f / (1f + 0.3275911f * ax);
-        float poly = (((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f;
-        float r = 1f - poly * t * MathF.Exp(-ax * ax);
-        return x < 0 ? -r : r;
+        /// <summary>The whole vectors of [start, end) at width W; returns where the scalar tail begins.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        readonly long Vectors<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>
+        {
+            long i = start;
+            TV half = W.Splat(0.5f), invSqrt2 = W.Splat(0.70710678118654752f), minusHalf = W.Splat(-0.5f),
+                invSqrt2Pi = W.Splat(0.39894228040143268f);
+            for (; i + W.Count <= end; i += W.Count)
+            {
+                var x = W.Load(X + i);
+                var cdf = W.Fma(half, Simd.Erf<TV, W>(W.Mul(x, invSqrt2)), half); // Φ(x) = (1 + erf(x/√2)) / 2
+                if (!Backward)
+                {
+                    W.Store(Y + i, W.Mul(x, cdf));
+                    continue;
+                }
+                var pdf = W.Mul(invSqrt2Pi, Simd.Exp<TV, W>(W.Mul(minusHalf, W.Mul(x, x)))); // φ(x)
+                var v = W.Mul(W.Load(Dy + i), W.Fma(x, pdf, cdf));                                       // dy·(Φ + x·φ)
+                W.Store(Y + i, Accumulate ? W.Add(v, W.Load(Y + i)) : v);
+            }
+            return i;
+        }
     }
 }

@@ -1,5 +1,5 @@
 using System.Runtime.CompilerServices;
-using System.Numerics;
+using System.Runtime.Intrinsics;
 
 namespace Engine.Kernels.Cpu;
 
@@ -22,57 +22,65 @@ public sealed unsafe partial class CpuKernels
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
+            switch (Simd.Width)
+            {
+                case SimdWidth.W512: Rows<Vector512<float>, W512>(start, end); break;
+                case SimdWidth.W256: Rows<Vector256<float>, W256>(start, end); break;
+                default: Rows<Vector128<float>, W128>(start, end); break;
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        readonly void Rows<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>
+        {
             for (long r = start; r < end; r++)
             {
                 long i = r % HeadRows, bh = r / HeadRows, h = bh % Heads, w = bh / Heads % Windows;
-                SoftmaxRow(Y + r * Cols, X + r * Cols,
+                SoftmaxRow<TV, W>(Y + r * Cols, X + r * Cols,
                     Bias == null ? null : Bias + (h * HeadRows + i) * Cols,
                     Mask == null ? null : Mask + (w * HeadRows + i) * Cols, Cols);
             }
         }
     }
 
-    /// <summary>Shared row softmax: y = softmax(x + a + b) with optional additive rows a, b (both [cols]).</summary>
+    /// <summary>Shared row softmax at width W: y = softmax(x + a + b) with optional additive rows a, b (both [cols]).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void SoftmaxRow(float* y, float* x, float* a, float* b, int cols)
+    static void SoftmaxRow<TV, W>(float* y, float* x, float* a, float* b, int cols) where TV : struct where W : ISimd<TV>
     {
         int i = 0;
-        var vmax = new Vector<float>(float.NegativeInfinity);
-        for (; i + Vector<float>.Count <= cols; i += Vector<float>.Count)
+        var vmax = W.Splat(float.NegativeInfinity);
+        for (; i + W.Count <= cols; i += W.Count)
         {
-            var z = Vec.Load(x + i);
-            if (a != null) z += Vec.Load(a + i);
-            if (b != null) z += Vec.Load(b + i);
-            Vec.Store(y + i, z);
-            vmax = Vector.MaxNative(vmax, z);
+            var z = W.Load(x + i);
+            if (a != null) z = W.Add(z, W.Load(a + i));
+            if (b != null) z = W.Add(z, W.Load(b + i));
+            W.Store(y + i, z);
+            vmax = W.Max(vmax, z);
         }
-        float max = float.NegativeInfinity;
-        for (int j = 0; j < Vector<float>.Count; j++) max = MathF.Max(max, vmax[j]);
+        float max = W.Max(vmax);
         for (; i < cols; i++)
         {
             float z = x[i] + (a == null ? 0f : a[i]) + (b == null ? 0f : b[i]);
             y[i] = z;
             if (z > max) max = z;
         }
-        vmax = new Vector<float>(max);
-        var acc = Vector<float>.Zero;
-        i = 0;
-        for (; i + Vector<float>.Count <= cols; i += Vector<float>.Count)
+        vmax = W.Splat(max);
+        var acc = W.Splat(0f);
+        for (i = 0; i + W.Count <= cols; i += W.Count)
         {
-            var e = Vec.Exp(Vec.Load(y + i) - vmax);
-            Vec.Store(y + i, e);
-            acc += e;
+            var e = Simd.Exp<TV, W>(W.Sub(W.Load(y + i), vmax));
+            W.Store(y + i, e);
+            acc = W.Add(acc, e);
         }
-        float sum = Vector.Sum(acc);
+        float sum = W.Sum(acc);
         for (; i < cols; i++)
         {
             y[i] = MathF.Exp(y[i] - max);
             sum += y[i];
         }
-        float inv = 1f / sum;
-        i = 0;
-        for (; i + Vector<float>.Count <= cols; i += Vector<float>.Count) Vec.Store(y + i, Vec.Load(y + i) * inv);
-        for (; i < cols; i++) y[i] *= inv;
+        var inv = W.Splat(1f / sum);
+        for (i = 0; i + W.Count <= cols; i += W.Count) W.Store(y + i, W.Mul(W.Load(y + i), inv));
+        for (; i < cols; i++) y[i] *= 1f / sum;
     }
 
     /// <inheritdoc/>
@@ -90,12 +98,33 @@ public sealed unsafe partial class CpuKernels
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
+            switch (Simd.Width)
+            {
+                case SimdWidth.W512: Rows<Vector512<float>, W512>(start, end); break;
+                case SimdWidth.W256: Rows<Vector256<float>, W256>(start, end); break;
+                default: Rows<Vector128<float>, W128>(start, end); break;
+            }
+        }
+
+        /// <summary>dx = y ⊙ (dy − ⟨dy, y⟩) per row, at width W.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        readonly void Rows<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>
+        {
             for (long r = start; r < end; r++)
             {
                 float* dx = Dx + r * Cols, dy = Dy + r * Cols, y = Y + r * Cols;
-                float dot = 0f;
-                for (int j = 0; j < Cols; j++) dot += dy[j] * y[j];
-                for (int j = 0; j < Cols; j++)
+                var acc = W.Splat(0f);
+                int j = 0;
+                for (; j + W.Count <= Cols; j += W.Count) acc = W.Fma(W.Load(dy + j), W.Load(y + j), acc);
+                float dot = W.Sum(acc);
+                for (; j < Cols; j++) dot += dy[j] * y[j];
+                var vdot = W.Splat(dot);
+                for (j = 0; j + W.Count <= Cols; j += W.Count)
+                {
+                    var v = W.Mul(W.Load(y + j), W.Sub(W.Load(dy + j), vdot));
+                    W.Store(dx + j, Accumulate ? W.Add(W.Load(dx + j), v) : v);
+                }
+                for (; j < Cols; j++)
                 {
                     float v = y[j] * (dy[j] - dot);
                     dx[j] = Accumulate ? dx[j] + v : v;

@@ -84,32 +84,4 @@ internal static unsafe class Vec
 {
     public static Vector<float> Load(float* p) => Vector.Load(p);
     public static void Store(float* p, Vector<float> v) => v.Store(p);
-
-    /// <summary>a·b + c in one rounding (the JIT does not contract a separate multiply and add).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector<float> Fma(Vector<float> a, Vector<float> b, Vector<float> c) => Vector.FusedMultiplyAdd(a, b, c);
-
-    /// <summary>e^x to within 2 ulp: x = n·ln2 + r with |r| ≤ ln2/2, e^r by its degree-6 Taylor polynomial (error
-    /// below r⁷/7! ≈ 1.2e-7 relative), 2^n built in the exponent bits. Below −87.3 (where 2^n leaves the normal range)
-    /// it gives 0, above 88.72 +∞, and NaN stays NaN. (The runtime's Vector.Exp runs element by element on some CPUs.)</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector<float> Exp(Vector<float> x)
-    {
-        var clamped = Vector.MinNative(Vector.MaxNative(x, new Vector<float>(-87.33654f)), new Vector<float>(88.72283f));
-        var n = Vector.Floor(Fma(clamped, new Vector<float>(1.44269504088896341f), new Vector<float>(0.5f)));
-        var r = Fma(n, new Vector<float>(-0.693145751953125f), clamped);
-        r = Fma(n, new Vector<float>(-1.428606765330187e-06f), r);
-        var p = new Vector<float>(1f / 720f);
-        p = Fma(p, r, new Vector<float>(1f / 120f));
-        p = Fma(p, r, new Vector<float>(1f / 24f));
-        p = Fma(p, r, new Vector<float>(1f / 6f));
-        p = Fma(p, r, new Vector<float>(0.5f));
-        p = Fma(p, r, Vector<float>.One);
-        p = Fma(p, r, Vector<float>.One);
-        var scale = Vector.AsVectorSingle((Vector.ConvertToInt32Native(n) + new Vector<int>(127)) << 23);
-        var e = p * scale;
-        e = Vector.ConditionalSelect(Vector.LessThan(x, new Vector<float>(-87.33654f)), Vector<float>.Zero, e);
-        e = Vector.ConditionalSelect(Vector.GreaterThan(x, new Vector<float>(88.72283f)), new Vector<float>(float.PositiveInfinity), e);
-        return Vector.ConditionalSelect(Vector.Equals(x, x), e, x);
-    }
 }

@@ -1,0 +1,187 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace Engine.Kernels.Cpu;
+
+/// <summary>
+/// The float vector operations of one register width, as static members of a struct: a kernel written once against a
+/// type parameter <c>W : ISimd&lt;TV&gt;</c> is compiled by the JIT for each width with no indirection, and
+/// <see cref="Simd"/> runs it at the widest width this CPU accelerates. (Vector&lt;T&gt; stays 256 bits wide on AVX-512
+/// CPUs, which halves the throughput of the transcendental kernels there.)
+/// </summary>
+internal unsafe interface ISimd<TV> where TV : struct
+{
+    static abstract int Count { get; }
+    static abstract TV Load(float* p);
+    static abstract void Store(float* p, TV v);
+    static abstract TV Splat(float x);
+    static abstract TV Add(TV a, TV b);
+    static abstract TV Sub(TV a, TV b);
+    static abstract TV Mul(TV a, TV b);
+    static abstract TV Div(TV a, TV b);
+    /// <summary>a·b + c in one rounding.</summary>
+    static abstract TV Fma(TV a, TV b, TV c);
+    static abstract TV Abs(TV a);
+    /// <summary>max(lo, min(x, hi)) with the CPU's own min/max (NaN handling left to the caller).</summary>
+    static abstract TV Clamp(TV x, TV lo, TV hi);
+    static abstract TV Floor(TV a);
+    /// <summary>2ⁿ for integral n in [−126, 127], built in the exponent bits.</summary>
+    static abstract TV Pow2(TV n);
+    static abstract TV LessThan(TV a, TV b);
+    static abstract TV GreaterThan(TV a, TV b);
+    static abstract TV IsNaN(TV a);
+    /// <summary>Per lane: mask set ? a : b.</summary>
+    static abstract TV Select(TV mask, TV a, TV b);
+    /// <summary>|magnitude| with the sign of <paramref name="sign"/>.</summary>
+    static abstract TV CopySign(TV magnitude, TV sign);
+    static abstract TV Max(TV a, TV b);
+    static abstract float Sum(TV a);
+    static abstract float Max(TV a);
+}
+
+#pragma warning disable CS1591 // the members are ISimd's
+internal unsafe struct W128 : ISimd<Vector128<float>>
+{
+    public static int Count => Vector128<float>.Count;
+    public static Vector128<float> Load(float* p) => Vector128.Load(p);
+    public static void Store(float* p, Vector128<float> v) => v.Store(p);
+    public static Vector128<float> Splat(float x) => Vector128.Create(x);
+    public static Vector128<float> Add(Vector128<float> a, Vector128<float> b) => a + b;
+    public static Vector128<float> Sub(Vector128<float> a, Vector128<float> b) => a - b;
+    public static Vector128<float> Mul(Vector128<float> a, Vector128<float> b) => a * b;
+    public static Vector128<float> Div(Vector128<float> a, Vector128<float> b) => a / b;
+    public static Vector128<float> Fma(Vector128<float> a, Vector128<float> b, Vector128<float> c) => Vector128.FusedMultiplyAdd(a, b, c);
+    public static Vector128<float> Abs(Vector128<float> a) => Vector128.Abs(a);
+    public static Vector128<float> Clamp(Vector128<float> x, Vector128<float> lo, Vector128<float> hi) => Vector128.MaxNative(lo, Vector128.MinNative(x, hi));
+    public static Vector128<float> Floor(Vector128<float> a) => Vector128.Floor(a);
+    public static Vector128<float> Pow2(Vector128<float> n) => ((Vector128.ConvertToInt32Native(n) + Vector128.Create(127)) << 23).AsSingle();
+    public static Vector128<float> LessThan(Vector128<float> a, Vector128<float> b) => Vector128.LessThan(a, b);
+    public static Vector128<float> GreaterThan(Vector128<float> a, Vector128<float> b) => Vector128.GreaterThan(a, b);
+    public static Vector128<float> IsNaN(Vector128<float> a) => ~Vector128.Equals(a, a);
+    public static Vector128<float> Select(Vector128<float> mask, Vector128<float> a, Vector128<float> b) => Vector128.ConditionalSelect(mask, a, b);
+    public static Vector128<float> CopySign(Vector128<float> magnitude, Vector128<float> sign) => Vector128.CopySign(magnitude, sign);
+    public static Vector128<float> Max(Vector128<float> a, Vector128<float> b) => Vector128.MaxNative(a, b);
+    public static float Sum(Vector128<float> a) => Vector128.Sum(a);
+    public static float Max(Vector128<float> a) => MathF.Max(MathF.Max(a[0], a[1]), MathF.Max(a[2], a[3]));
+}
+
+internal unsafe struct W256 : ISimd<Vector256<float>>
+{
+    public static int Count => Vector256<float>.Count;
+    public static Vector256<float> Load(float* p) => Vector256.Load(p);
+    public static void Store(float* p, Vector256<float> v) => v.Store(p);
+    public static Vector256<float> Splat(float x) => Vector256.Create(x);
+    public static Vector256<float> Add(Vector256<float> a, Vector256<float> b) => a + b;
+    public static Vector256<float> Sub(Vector256<float> a, Vector256<float> b) => a - b;
+    public static Vector256<float> Mul(Vector256<float> a, Vector256<float> b) => a * b;
+    public static Vector256<float> Div(Vector256<float> a, Vector256<float> b) => a / b;
+    public static Vector256<float> Fma(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Vector256.FusedMultiplyAdd(a, b, c);
+    public static Vector256<float> Abs(Vector256<float> a) => Vector256.Abs(a);
+    public static Vector256<float> Clamp(Vector256<float> x, Vector256<float> lo, Vector256<float> hi) => Vector256.MaxNative(lo, Vector256.MinNative(x, hi));
+    public static Vector256<float> Floor(Vector256<float> a) => Vector256.Floor(a);
+    public static Vector256<float> Pow2(Vector256<float> n) => ((Vector256.ConvertToInt32Native(n) + Vector256.Create(127)) << 23).AsSingle();
+    public static Vector256<float> LessThan(Vector256<float> a, Vector256<float> b) => Vector256.LessThan(a, b);
+    public static Vector256<float> GreaterThan(Vector256<float> a, Vector256<float> b) => Vector256.GreaterThan(a, b);
+    public static Vector256<float> IsNaN(Vector256<float> a) => ~Vector256.Equals(a, a);
+    public static Vector256<float> Select(Vector256<float> mask, Vector256<float> a, Vector256<float> b) => Vector256.ConditionalSelect(mask, a, b);
+    public static Vector256<float> CopySign(Vector256<float> magnitude, Vector256<float> sign) => Vector256.CopySign(magnitude, sign);
+    public static Vector256<float> Max(Vector256<float> a, Vector256<float> b) => Vector256.MaxNative(a, b);
+    public static float Sum(Vector256<float> a) => Vector256.Sum(a);
+    public static float Max(Vector256<float> a) => W128.Max(Vector128.MaxNative(a.GetLower(), a.GetUpper()));
+}
+
+internal unsafe struct W512 : ISimd<Vector512<float>>
+{
+    public static int Count => Vector512<float>.Count;
+    public static Vector512<float> Load(float* p) => Vector512.Load(p);
+    public static void Store(float* p, Vector512<float> v) => v.Store(p);
+    public static Vector512<float> Splat(float x) => Vector512.Create(x);
+    public static Vector512<float> Add(Vector512<float> a, Vector512<float> b) => a + b;
+    public static Vector512<float> Sub(Vector512<float> a, Vector512<float> b) => a - b;
+    public static Vector512<float> Mul(Vector512<float> a, Vector512<float> b) => a * b;
+    public static Vector512<float> Div(Vector512<float> a, Vector512<float> b) => a / b;
+    public static Vector512<float> Fma(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Vector512.FusedMultiplyAdd(a, b, c);
+    public static Vector512<float> Abs(Vector512<float> a) => Vector512.Abs(a);
+    public static Vector512<float> Clamp(Vector512<float> x, Vector512<float> lo, Vector512<float> hi) => Vector512.MaxNative(lo, Vector512.MinNative(x, hi));
+    public static Vector512<float> Floor(Vector512<float> a) => Vector512.Floor(a);
+    public static Vector512<float> Pow2(Vector512<float> n) => ((Vector512.ConvertToInt32Native(n) + Vector512.Create(127)) << 23).AsSingle();
+    public static Vector512<float> LessThan(Vector512<float> a, Vector512<float> b) => Vector512.LessThan(a, b);
+    public static Vector512<float> GreaterThan(Vector512<float> a, Vector512<float> b) => Vector512.GreaterThan(a, b);
+    public static Vector512<float> IsNaN(Vector512<float> a) => ~Vector512.Equals(a, a);
+    public static Vector512<float> Select(Vector512<float> mask, Vector512<float> a, Vector512<float> b) => Vector512.ConditionalSelect(mask, a, b);
+    public static Vector512<float> CopySign(Vector512<float> magnitude, Vector512<float> sign) => Vector512.CopySign(magnitude, sign);
+    public static Vector512<float> Max(Vector512<float> a, Vector512<float> b) => Vector512.MaxNative(a, b);
+    public static float Sum(Vector512<float> a) => Vector512.Sum(a);
+    public static float Max(Vector512<float> a) => W256.Max(Vector256.MaxNative(a.GetLower(), a.GetUpper()));
+}
+#pragma warning restore CS1591
+
+/// <summary>Register width of the CPU's element-wise transcendental kernels (GELU, softmax).</summary>
+public enum SimdWidth
+{
+    /// <summary>128-bit vectors (SSE, NEON).</summary>
+    W128,
+    /// <summary>256-bit vectors (AVX2).</summary>
+    W256,
+    /// <summary>512-bit vectors (AVX-512).</summary>
+    W512,
+}
+
+/// <summary>Transcendental functions over any <see cref="ISimd{TV}"/> width, and the width the kernels run at.</summary>
+public static class Simd
+{
+    /// <summary>The widest width this CPU accelerates (512 bits only where the runtime enables Vector512, i.e. not on
+    /// CPUs that slow down on 512-bit code).</summary>
+    public static SimdWidth Best { get; } =
+        Vector512.IsHardwareAccelerated ? SimdWidth.W512 : Vector256.IsHardwareAccelerated ? SimdWidth.W256 : SimdWidth.W128;
+
+    /// <summary>The width in use. Tests force each one to check it (software-emulated when not accelerated).</summary>
+    public static SimdWidth Width { get; set; } = Best;
+
+    /// <summary>eˣ to within 2 ulp: x = n·ln2 + r with |r| ≤ ln2/2, eʳ by its degree-6 Taylor polynomial (error below
+    /// r⁷/7! ≈ 1.2e-7 relative), 2ⁿ built in the exponent bits. Below −87.3 (where 2ⁿ leaves the normal range) it
+    /// gives 0, above 88.72 +∞, and NaN stays NaN. (The runtime's vector Exp runs element by element on some CPUs.)</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static TV Exp<TV, W>(TV x) where TV : struct where W : ISimd<TV>
+    {
+        TV lo = W.Splat(-87.33654f), hi = W.Splat(88.72283f);
+        var clamped = W.Clamp(x, lo, hi);
+        var n = W.Floor(W.Fma(clamped, W.Splat(1.44269504088896341f), W.Splat(0.5f)));
+        var r = W.Fma(n, W.Splat(-0.693145751953125f), clamped);
+        r = W.Fma(n, W.Splat(-1.428606765330187e-06f), r);
+        var p = W.Splat(1f / 720f);
+        p = W.Fma(p, r, W.Splat(1f / 120f));
+        p = W.Fma(p, r, W.Splat(1f / 24f));
+        p = W.Fma(p, r, W.Splat(1f / 6f));
+        p = W.Fma(p, r, W.Splat(0.5f));
+        p = W.Fma(p, r, W.Splat(1f));
+        p = W.Fma(p, r, W.Splat(1f));
+        var e = W.Mul(p, W.Pow2(n));
+        e = W.Select(W.LessThan(x, lo), W.Splat(0f), e);
+        e = W.Select(W.GreaterThan(x, hi), W.Splat(float.PositiveInfinity), e);
+        return W.Select(W.IsNaN(x), x, e);
+    }
+
+    /// <summary>erf with |error| ≤ 1.5e-7 (Abramowitz and Stegun 7.1.26), odd-symmetric.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static TV Erf<TV, W>(TV x) where TV : struct where W : ISimd<TV>
+    {
+        var ax = W.Abs(x);
+        var t = W.Div(W.Splat(1f), W.Fma(W.Splat(0.3275911f), ax, W.Splat(1f)));
+        var poly = W.Splat(1.061405429f);
+        poly = W.Fma(poly, t, W.Splat(-1.453152027f));
+        poly = W.Fma(poly, t, W.Splat(1.421413741f));
+        poly = W.Fma(poly, t, W.Splat(-0.284496736f));
+        poly = W.Fma(poly, t, W.Splat(0.254829592f));
+        var r = W.Fma(W.Sub(W.Splat(0f), W.Mul(poly, t)), Exp<TV, W>(W.Sub(W.Splat(0f), W.Mul(ax, ax))), W.Splat(1f));
+        return W.CopySign(r, x);
+    }
+
+    /// <summary>erf, scalar (the vector loops' tails).</summary>
+    internal static float Erf(float x)
+    {
+        float ax = MathF.Abs(x), t = 1f / (1f + 0.3275911f * ax);
+        float poly = (((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f;
+        return MathF.CopySign(1f - poly * t * MathF.Exp(-ax * ax), x);
+    }
+}
