@@ -8,8 +8,9 @@ public static partial class OpCases
 {
     static void DepthwiseConv2d(Device dev)
     {
-        // C = 13: a CPU vector of channels and a scalar tail; the 7×7 kernel larger than the 6×5 input.
-        foreach (var (N, H, W, C, k, pad) in new[] { (2, 7, 5, 3, 3, 1), (1, 9, 9, 2, 7, 3), (1, 4, 6, 5, 3, 0), (1, 6, 5, 13, 7, 3) })
+        // C = 13 and 21: vectors of channels (8 or 16 wide on the CPU) and a scalar tail; the 7×7 kernel larger than the
+        // 6×5 input; W = 9: two groups of four outputs and a single one.
+        foreach (var (N, H, W, C, k, pad) in new[] { (2, 7, 5, 3, 3, 1), (1, 9, 9, 2, 7, 3), (1, 4, 6, 5, 3, 0), (1, 6, 5, 13, 7, 3), (1, 5, 9, 21, 7, 3) })
         {
             GradCheck.Run(dev, $"DepthwiseConv2d k{k} pad{pad}",
                 [new("x", [N, H, W, C]), new("w", [C, 1, k, k]), new("b", [C])],

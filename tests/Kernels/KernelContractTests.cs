@@ -217,4 +217,43 @@ public unsafe class KernelContractTests
             }
         }
     }
+    /// <summary>The CPU's depthwise convolution at every vector width it has, against a double-precision loop: 21
+    /// channels (whole vectors and a scalar tail at each width), groups of four outputs and single ones, zero padding.</summary>
+    [Test]
+    public void DepthwiseConvAtEveryCpuWidth()
+    {
+        var dev = Device.Cpu;
+        const int N = 2, H = 6, W = 9, C = 21, k = 7, pad = 3;
+        using var x = Random(dev, 31, N * H * W * C);
+        using var w = Random(dev, 32, C * k * k);
+        using var bias = Random(dev, 33, C);
+        using var y = Tensor.Zeros(dev, N * H * W * C);
+        float[] xs = x.ToArray(), ws = w.ToArray(), bs = bias.ToArray();
+        var saved = Engine.Kernels.Cpu.Simd.Width;
+        try
+        {
+            foreach (var width in Enum.GetValues<Engine.Kernels.Cpu.SimdWidth>())
+            {
+                Engine.Kernels.Cpu.Simd.Width = width;
+                dev.Kernels.DepthwiseConvForward(y.Data, x.Data, w.Data, bias.Data, N, H, W, C, k, pad);
+                var got = y.ToArray();
+                for (int n = 0; n < N; n++)
+                    for (int oy = 0; oy < H; oy++)
+                        for (int ox = 0; ox < W; ox++)
+                            for (int c = 0; c < C; c++)
+                            {
+                                double want = bs[c];
+                                for (int ky = 0; ky < k; ky++)
+                                    for (int kx = 0; kx < k; kx++)
+                                    {
+                                        int iy = oy + ky - pad, ix = ox + kx - pad;
+                                        if (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                                            want += (double)ws[(c * k + ky) * k + kx] * xs[((n * H + iy) * W + ix) * C + c];
+                                    }
+                                Assert.That(got[((n * H + oy) * W + ox) * C + c], Is.EqualTo(want).Within(1e-5), $"{width}: y[{n},{oy},{ox},{c}]");
+                            }
+            }
+        }
+        finally { Engine.Kernels.Cpu.Simd.Width = saved; }
+    }
 }

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Numerics;
+using System.Runtime.Intrinsics;
 
 namespace Engine.Kernels.Cpu;
 
@@ -85,49 +86,16 @@ public sealed unsafe partial class CpuKernels
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int row)
         {
-            int n = row / OutH, oy = row % OutH, V = Vector<float>.Count;
+            int n = row / OutH, oy = row % OutH;
             long pixel = Stride(C), line = InW * pixel, outPixel = C;
             float* yRow = Y + ((long)n * OutH + oy) * OutW * C;
             float* xRow = X + ((long)n * InH + oy) * line; // x at (oy, 0): the first tap row of this output row
-            int c = 0;
-            for (; c + V <= C; c += V)
+            int c = Simd.Width switch
             {
-                var init = Bias != null ? Vec.Load(Bias + c) : Vector<float>.Zero;
-                int ox = 0;
-                for (; ox + 4 <= OutW; ox += 4)
-                {
-                    float* y = yRow + ox * outPixel + c;
-                    var a0 = init; var a1 = init; var a2 = init; var a3 = init;
-                    for (int ky = 0; ky < K; ky++)
-                    {
-                        float* xp = xRow + ky * line + ox * pixel + c, wp = Wt + ky * K * pixel + c;
-                        for (int kx = 0; kx < K; kx++, xp += pixel, wp += pixel)
-                        {
-                            var w = Vec.Load(wp);
-                            a0 += w * Vec.Load(xp);
-                            a1 += w * Vec.Load(xp + pixel);
-                            a2 += w * Vec.Load(xp + 2 * pixel);
-                            a3 += w * Vec.Load(xp + 3 * pixel);
-                        }
-                    }
-                    if (Accumulate)
-                    {
-                        a0 += Vec.Load(y); a1 += Vec.Load(y + outPixel); a2 += Vec.Load(y + 2 * outPixel); a3 += Vec.Load(y + 3 * outPixel);
-                    }
-                    Vec.Store(y, a0); Vec.Store(y + outPixel, a1); Vec.Store(y + 2 * outPixel, a2); Vec.Store(y + 3 * outPixel, a3);
-                }
-                for (; ox < OutW; ox++)
-                {
-                    float* y = yRow + ox * outPixel + c;
-                    var acc = init;
-                    for (int ky = 0; ky < K; ky++)
-                    {
-                        float* xp = xRow + ky * line + ox * pixel + c, wp = Wt + ky * K * pixel + c;
-                        for (int kx = 0; kx < K; kx++, xp += pixel, wp += pixel) acc += Vec.Load(wp) * Vec.Load(xp);
-                    }
-                    Vec.Store(y, Accumulate ? acc + Vec.Load(y) : acc);
-                }
-            }
+                SimdWidth.W512 => Vectors<Vector512<float>, W512>(yRow, xRow),
+                SimdWidth.W256 => Vectors<Vector256<float>, W256>(yRow, xRow),
+                _ => Vectors<Vector128<float>, W128>(yRow, xRow),
+            };
             for (; c < C; c++)
                 for (int ox = 0; ox < OutW; ox++)
                 {
@@ -138,6 +106,55 @@ public sealed unsafe partial class CpuKernels
                             acc += Wt[(ky * K + kx) * pixel + c] * xRow[ky * line + (ox + kx) * pixel + c];
                     *y = Accumulate ? *y + acc : acc;
                 }
+        }
+        /// <summary>The whole channel vectors of one output row at width W; returns the first channel of the scalar tail.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        readonly int Vectors<TV, W>(float* yRow, float* xRow) where TV : struct where W : ISimd<TV>
+        {
+            long pixel = Stride(C), line = InW * pixel, outPixel = C;
+            int c = 0;
+            for (; c + W.Count <= C; c += W.Count)
+            {
+                var init = Bias != null ? W.Load(Bias + c) : W.Splat(0f);
+                int ox = 0;
+                for (; ox + 4 <= OutW; ox += 4)
+                {
+                    float* y = yRow + ox * outPixel + c;
+                    var a0 = init; var a1 = init; var a2 = init; var a3 = init;
+                    for (int ky = 0; ky < K; ky++)
+                    {
+                        float* xp = xRow + ky * line + ox * pixel + c, wp = Wt + ky * K * pixel + c;
+                        for (int kx = 0; kx < K; kx++, xp += pixel, wp += pixel)
+                        {
+                            var w = W.Load(wp);
+                            a0 = W.Fma(w, W.Load(xp), a0);
+                            a1 = W.Fma(w, W.Load(xp + pixel), a1);
+                            a2 = W.Fma(w, W.Load(xp + 2 * pixel), a2);
+                            a3 = W.Fma(w, W.Load(xp + 3 * pixel), a3);
+                        }
+                    }
+                    if (Accumulate)
+                    {
+                        a0 = W.Add(a0, W.Load(y));
+                        a1 = W.Add(a1, W.Load(y + outPixel));
+                        a2 = W.Add(a2, W.Load(y + 2 * outPixel));
+                        a3 = W.Add(a3, W.Load(y + 3 * outPixel));
+                    }
+                    W.Store(y, a0); W.Store(y + outPixel, a1); W.Store(y + 2 * outPixel, a2); W.Store(y + 3 * outPixel, a3);
+                }
+                for (; ox < OutW; ox++)
+                {
+                    float* y = yRow + ox * outPixel + c;
+                    var acc = init;
+                    for (int ky = 0; ky < K; ky++)
+                    {
+                        float* xp = xRow + ky * line + ox * pixel + c, wp = Wt + ky * K * pixel + c;
+                        for (int kx = 0; kx < K; kx++, xp += pixel, wp += pixel) acc = W.Fma(W.Load(wp), W.Load(xp), acc);
+                    }
+                    W.Store(y, Accumulate ? W.Add(acc, W.Load(y)) : acc);
+                }
+            }
+            return c;
         }
     }
 
