@@ -70,9 +70,17 @@ public sealed unsafe partial class CpuKernels
             float* bias = Bias + (long)h * T * T;
             if (!Scatter)
             {
-                for (int i = 0; i < T; i++)
-                    for (int j = 0; j < T; j++)
-                        bias[i * T + j] = Table[((i / Ws - j / Ws + Ws - 1) * side + i % Ws - j % Ws + Ws - 1) * NH + h];
+                // Token i = (yi, xi), j = (yj, xj): entry (yi − yj + Ws − 1, xi − xj + Ws − 1), walked without divisions.
+                for (int yi = 0, i = 0; yi < Ws; yi++)
+                    for (int xi = 0; xi < Ws; xi++, i++)
+                    {
+                        float* row = bias + (long)i * T;
+                        for (int yj = 0, j = 0; yj < Ws; yj++)
+                        {
+                            float* entry = Table + ((long)(yi - yj + Ws - 1) * side + xi + Ws - 1) * NH + h; // at xj = 0
+                            for (int xj = 0; xj < Ws; xj++, j++) row[j] = entry[-(long)xj * NH];
+                        }
+                    }
                 return;
             }
             for (int dy = 1 - Ws; dy < Ws; dy++)
