@@ -134,7 +134,8 @@ public static unsafe class CpuGemm
             int m0 = task / ColumnParts * PartRows, m1 = Math.Min(M, m0 + PartRows);
             if (n0 >= n1 || m0 >= m1) return;
             float* bPack = (float*)ThreadScratch.Get(1, (long)KC * NCB * sizeof(float));
-            float* aStrip = (float*)ThreadScratch.Get(0, (long)MR * KC * sizeof(float));
+            float* aStrip = (float*)ThreadScratch.Get(0, (long)MR * (KC + NR) * sizeof(float));
+            float* tile = aStrip + (long)MR * KC; // a partial tile's full MR × NR result, before its valid corner is stored
             for (int jc = n0; jc < n1; jc += NCB)
             {
                 int nc = Math.Min(NCB, n1 - jc);
@@ -160,12 +161,17 @@ public static unsafe class CpuGemm
                         {
                             int nr = Math.Min(NR, nc - jr);
                             float* bPanel = bPack + (long)jr * kc;
+                            bool full = mr == MR && nr == NR;
+                            float* dst = full ? cRow + jr : tile;
+                            int ldd = full ? Ldc : NR;
+                            float alpha = full ? Alpha : 1f, dstBeta = full ? beta : 0f;
                             switch (Isa)
                             {
-                                case GemmIsa.Vector512: Kernel12x32(kc, a, la, bPanel, cRow + jr, Ldc, Alpha, beta, mr, nr); break;
-                                case GemmIsa.Vector256: Kernel6x16(kc, a, la, bPanel, cRow + jr, Ldc, Alpha, beta, mr, nr); break;
-                                default: Kernel4x4(kc, a, la, bPanel, cRow + jr, Ldc, Alpha, beta, mr, nr); break;
+                                case GemmIsa.Vector512: Kernel12x32(kc, a, la, bPanel, dst, ldd, alpha, dstBeta); break;
+                                case GemmIsa.Vector256: Kernel6x16(kc, a, la, bPanel, dst, ldd, alpha, dstBeta); break;
+                                default: Kernel4x4(kc, a, la, bPanel, dst, ldd, alpha, dstBeta); break;
                             }
+                            if (!full) StorePartial(tile, NR, cRow + jr, Ldc, Alpha, beta, mr, nr);
                             if (Bias != null && lastBlock) AddBiasTile(cRow + jr, Ldc, Bias + jc + jr, mr, nr);
                         }
                     }
@@ -294,7 +300,7 @@ public static unsafe class CpuGemm
         Avx.Store(dst + 7 * ldDst, Avx.Permute2x128(u3, u7, 0x31));
     }
 
-    /// <summary>Writes an accumulator tile held in a stack buffer [MR][NR] into the valid mr × nr corner of C
+    /// <summary>Writes an accumulator tile held in a buffer [MR][NR] into the valid mr × nr corner of C
     /// (with the same fused beta·C + alpha·acc as the full-tile store).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void StorePartial(float* tile, int NR, float* c, int ldc, float alpha, float beta, int mr, int nr)
@@ -328,9 +334,11 @@ public static unsafe class CpuGemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static float At(float* p, nint bytes) => *(float*)((byte*)p + bytes);
 
-    /// <summary>6×16 tile in 12 ymm accumulators. a: 6 rows × kc, rows lda apart; b: panel [kc][16].</summary>
+    /// <summary>6×16 tile in 12 ymm accumulators. a: 6 rows × kc, rows lda apart; b: panel [kc][16]; c: the whole
+    /// tile (a partial one goes through a scratch tile: no stack buffer or call here, which made the JIT spill the
+    /// accumulators when it compiled without profile data).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel6x16(int kc, float* a, long lda, float* b, float* c, int ldc, float alpha, float beta, int mr, int nr)
+    static void Kernel6x16(int kc, float* a, long lda, float* b, float* c, int ldc, float alpha, float beta)
     {
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
@@ -353,26 +361,18 @@ public static unsafe class CpuGemm
             x = Vector256.Create(At(a3, l2));
             c50 = Vector256.FusedMultiplyAdd(x, b0, c50); c51 = Vector256.FusedMultiplyAdd(x, b1, c51);
         }
-        if (mr == 6 && nr == 16)
-        {
-            Store(c, c00, alpha, beta); Store(c + 8, c01, alpha, beta); c += ldc;
-            Store(c, c10, alpha, beta); Store(c + 8, c11, alpha, beta); c += ldc;
-            Store(c, c20, alpha, beta); Store(c + 8, c21, alpha, beta); c += ldc;
-            Store(c, c30, alpha, beta); Store(c + 8, c31, alpha, beta); c += ldc;
-            Store(c, c40, alpha, beta); Store(c + 8, c41, alpha, beta); c += ldc;
-            Store(c, c50, alpha, beta); Store(c + 8, c51, alpha, beta);
-            return;
-        }
-        float* t = stackalloc float[6 * 16];
-        c00.Store(t); c01.Store(t + 8); c10.Store(t + 16); c11.Store(t + 24); c20.Store(t + 32); c21.Store(t + 40);
-        c30.Store(t + 48); c31.Store(t + 56); c40.Store(t + 64); c41.Store(t + 72); c50.Store(t + 80); c51.Store(t + 88);
-        StorePartial(t, 16, c, ldc, alpha, beta, mr, nr);
+        Store(c, c00, alpha, beta); Store(c + 8, c01, alpha, beta); c += ldc;
+        Store(c, c10, alpha, beta); Store(c + 8, c11, alpha, beta); c += ldc;
+        Store(c, c20, alpha, beta); Store(c + 8, c21, alpha, beta); c += ldc;
+        Store(c, c30, alpha, beta); Store(c + 8, c31, alpha, beta); c += ldc;
+        Store(c, c40, alpha, beta); Store(c + 8, c41, alpha, beta); c += ldc;
+        Store(c, c50, alpha, beta); Store(c + 8, c51, alpha, beta);
     }
 
     /// <summary>12×32 tile in 24 zmm accumulators (of 32): per k, two B vectors and twelve broadcasts of A.
-    /// a: 12 rows × kc, rows lda apart; b: panel [kc][32].</summary>
+    /// a: 12 rows × kc, rows lda apart; b: panel [kc][32]; c: the whole tile (see <see cref="Kernel6x16"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel12x32(int kc, float* a, long lda, float* b, float* c, int ldc, float alpha, float beta, int mr, int nr)
+    static void Kernel12x32(int kc, float* a, long lda, float* b, float* c, int ldc, float alpha, float beta)
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default,
@@ -409,34 +409,23 @@ public static unsafe class CpuGemm
             x = Vector512.Create(At(a9, l2));
             cb0 = Vector512.FusedMultiplyAdd(x, b0, cb0); cb1 = Vector512.FusedMultiplyAdd(x, b1, cb1);
         }
-        if (mr == 12 && nr == 32)
-        {
-            Store(c, c00, alpha, beta); Store(c + 16, c01, alpha, beta); c += ldc;
-            Store(c, c10, alpha, beta); Store(c + 16, c11, alpha, beta); c += ldc;
-            Store(c, c20, alpha, beta); Store(c + 16, c21, alpha, beta); c += ldc;
-            Store(c, c30, alpha, beta); Store(c + 16, c31, alpha, beta); c += ldc;
-            Store(c, c40, alpha, beta); Store(c + 16, c41, alpha, beta); c += ldc;
-            Store(c, c50, alpha, beta); Store(c + 16, c51, alpha, beta); c += ldc;
-            Store(c, c60, alpha, beta); Store(c + 16, c61, alpha, beta); c += ldc;
-            Store(c, c70, alpha, beta); Store(c + 16, c71, alpha, beta); c += ldc;
-            Store(c, c80, alpha, beta); Store(c + 16, c81, alpha, beta); c += ldc;
-            Store(c, c90, alpha, beta); Store(c + 16, c91, alpha, beta); c += ldc;
-            Store(c, ca0, alpha, beta); Store(c + 16, ca1, alpha, beta); c += ldc;
-            Store(c, cb0, alpha, beta); Store(c + 16, cb1, alpha, beta);
-            return;
-        }
-        float* t = stackalloc float[12 * 32];
-        c00.Store(t); c01.Store(t + 16); c10.Store(t + 32); c11.Store(t + 48); c20.Store(t + 64); c21.Store(t + 80);
-        c30.Store(t + 96); c31.Store(t + 112); c40.Store(t + 128); c41.Store(t + 144); c50.Store(t + 160);
-        c51.Store(t + 176); c60.Store(t + 192); c61.Store(t + 208); c70.Store(t + 224); c71.Store(t + 240);
-        c80.Store(t + 256); c81.Store(t + 272); c90.Store(t + 288); c91.Store(t + 304); ca0.Store(t + 320);
-        ca1.Store(t + 336); cb0.Store(t + 352); cb1.Store(t + 368);
-        StorePartial(t, 32, c, ldc, alpha, beta, mr, nr);
+        Store(c, c00, alpha, beta); Store(c + 16, c01, alpha, beta); c += ldc;
+        Store(c, c10, alpha, beta); Store(c + 16, c11, alpha, beta); c += ldc;
+        Store(c, c20, alpha, beta); Store(c + 16, c21, alpha, beta); c += ldc;
+        Store(c, c30, alpha, beta); Store(c + 16, c31, alpha, beta); c += ldc;
+        Store(c, c40, alpha, beta); Store(c + 16, c41, alpha, beta); c += ldc;
+        Store(c, c50, alpha, beta); Store(c + 16, c51, alpha, beta); c += ldc;
+        Store(c, c60, alpha, beta); Store(c + 16, c61, alpha, beta); c += ldc;
+        Store(c, c70, alpha, beta); Store(c + 16, c71, alpha, beta); c += ldc;
+        Store(c, c80, alpha, beta); Store(c + 16, c81, alpha, beta); c += ldc;
+        Store(c, c90, alpha, beta); Store(c + 16, c91, alpha, beta); c += ldc;
+        Store(c, ca0, alpha, beta); Store(c + 16, ca1, alpha, beta); c += ldc;
+        Store(c, cb0, alpha, beta); Store(c + 16, cb1, alpha, beta);
     }
 
     /// <summary>Scalar 4×4 tile, for CPUs without SIMD acceleration. a: 4 rows × kc, rows lda apart.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel4x4(int kc, float* a, long lda, float* b, float* c, int ldc, float alpha, float beta, int mr, int nr)
+    static void Kernel4x4(int kc, float* a, long lda, float* b, float* c, int ldc, float alpha, float beta)
     {
         float* t = stackalloc float[16];
         for (int i = 0; i < 16; i++) t[i] = 0f;
@@ -444,6 +433,6 @@ public static unsafe class CpuGemm
             for (int r = 0; r < 4; r++)
                 for (int j = 0; j < 4; j++)
                     t[r * 4 + j] = MathF.FusedMultiplyAdd(a[r * lda + k], b[j], t[r * 4 + j]);
-        StorePartial(t, 4, c, ldc, alpha, beta, mr, nr);
+        StorePartial(t, 4, c, ldc, alpha, beta, 4, 4);
     }
 }
