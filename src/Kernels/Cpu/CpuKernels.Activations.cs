@@ -20,20 +20,14 @@ public sealed unsafe partial class CpuKernels
         CpuRange.For(n, ElementGrain, ref body);
     }
 
-    struct GeluBody : IRangeBody
+    struct GeluBody : IRangeBody, IVectorRange
     {
         public float* Y, X, Dy;
         public bool Backward, Accumulate;
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
-            long i = Simd.Width switch
-            {
-                SimdWidth.W512 => Vectors<Vector512<float>, W512>(start, end),
-                SimdWidth.W256 => Vectors<Vector256<float>, W256>(start, end),
-                _ => Vectors<Vector128<float>, W128>(start, end),
-            };
-            for (; i < end; i++)
+            for (long i = Simd.Run(ref this, start, end); i < end; i++)
             {
                 float x = X[i], cdf = 0.5f * (1f + Simd.Erf(x * 0.70710678118654752f));
                 if (!Backward) Y[i] = x * cdf;
@@ -47,7 +41,7 @@ public sealed unsafe partial class CpuKernels
 
         /// <summary>The whole vectors of [start, end) at width W; returns where the scalar tail begins.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        readonly long Vectors<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>
+        public readonly long Run<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>
         {
             long i = start;
             TV half = W.Splat(0.5f), invSqrt2 = W.Splat(0.70710678118654752f), minusHalf = W.Splat(-0.5f),

@@ -15,23 +15,16 @@ public sealed unsafe partial class CpuKernels
 
     /// <summary>Rows of softmax(x + bias[h, i] + mask[w, i]), where global row r = ((b·Heads + h)·HeadRows + i)
     /// and w = b mod Windows. Plain softmax has no bias or mask.</summary>
-    struct SoftmaxRowsBody : IRangeBody
+    struct SoftmaxRowsBody : IRangeBody, IVectorRange
     {
         public float* Y, X, Bias, Mask;
         public int Cols, HeadRows, Heads, Windows;
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void Run(long start, long end)
-        {
-            switch (Simd.Width)
-            {
-                case SimdWidth.W512: Rows<Vector512<float>, W512>(start, end); break;
-                case SimdWidth.W256: Rows<Vector256<float>, W256>(start, end); break;
-                default: Rows<Vector128<float>, W128>(start, end); break;
-            }
-        }
+        public void Run(long start, long end) => Simd.Run(ref this, start, end);
 
+        /// <inheritdoc/>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        readonly void Rows<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>
+        public readonly long Run<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>
         {
             for (long r = start; r < end; r++)
             {
@@ -40,6 +33,7 @@ public sealed unsafe partial class CpuKernels
                     Bias == null ? null : Bias + (h * HeadRows + i) * Cols,
                     Mask == null ? null : Mask + (w * HeadRows + i) * Cols, Cols);
             }
+            return end;
         }
     }
 
@@ -90,25 +84,17 @@ public sealed unsafe partial class CpuKernels
         CpuRange.For(rows, Math.Max(1, ElementGrain / cols), ref body);
     }
 
-    struct SoftmaxBackwardBody : IRangeBody
+    struct SoftmaxBackwardBody : IRangeBody, IVectorRange
     {
         public float* Dx, Dy, Y;
         public int Cols;
         public bool Accumulate;
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void Run(long start, long end)
-        {
-            switch (Simd.Width)
-            {
-                case SimdWidth.W512: Rows<Vector512<float>, W512>(start, end); break;
-                case SimdWidth.W256: Rows<Vector256<float>, W256>(start, end); break;
-                default: Rows<Vector128<float>, W128>(start, end); break;
-            }
-        }
+        public void Run(long start, long end) => Simd.Run(ref this, start, end);
 
         /// <summary>dx = y ⊙ (dy − ⟨dy, y⟩) per row, at width W.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        readonly void Rows<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>
+        public readonly long Run<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>
         {
             for (long r = start; r < end; r++)
             {
@@ -130,6 +116,7 @@ public sealed unsafe partial class CpuKernels
                     dx[j] = Accumulate ? dx[j] + v : v;
                 }
             }
+            return end;
         }
     }
 

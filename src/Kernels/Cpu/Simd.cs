@@ -116,6 +116,14 @@ internal unsafe struct W512 : ISimd<Vector512<float>>
 }
 #pragma warning restore CS1591
 
+/// <summary>A kernel body written once over the vector width: <see cref="Simd.Run"/> calls it at the width in use.</summary>
+internal interface IVectorRange
+{
+    /// <summary>Processes items [start, end) with W-wide vectors; returns where the caller's scalar tail begins (end
+    /// when nothing is left).</summary>
+    long Run<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>;
+}
+
 /// <summary>Register width of the CPU's element-wise transcendental kernels (GELU, softmax).</summary>
 public enum SimdWidth
 {
@@ -137,6 +145,15 @@ public static class Simd
 
     /// <summary>The width in use. Tests force each one to check it (software-emulated when not accelerated).</summary>
     public static SimdWidth Width { get; set; } = Best;
+
+    /// <summary>Runs <paramref name="body"/> over [start, end) at <see cref="Width"/>; returns where its scalar tail begins.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static long Run<T>(ref T body, long start, long end) where T : struct, IVectorRange => Width switch
+    {
+        SimdWidth.W512 => body.Run<Vector512<float>, W512>(start, end),
+        SimdWidth.W256 => body.Run<Vector256<float>, W256>(start, end),
+        _ => body.Run<Vector128<float>, W128>(start, end),
+    };
 
     /// <summary>eˣ to within 2 ulp: x = n·ln2 + r with |r| ≤ ln2/2, eʳ by its degree-6 Taylor polynomial (error below
     /// r⁷/7! ≈ 1.2e-7 relative), 2ⁿ built in the exponent bits. Below −87.3 (where 2ⁿ leaves the normal range) it
