@@ -34,11 +34,6 @@ public unsafe interface IKernels
     /// the bias to each tile of y while it is still in cache; other backends may run a GEMM and then the bias add.</summary>
     void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K);
 
-    /// <summary>Packs the Linear weight w [N, K] once, so that <see cref="LinearForward"/> with this w skips its per-call
-    /// packing until the returned handle is disposed; w must not change meanwhile. Null where the backend has nothing
-    /// to gain (CUDA, OpenBLAS).</summary>
-    IDisposable? PrepackLinearWeight(float* w, int N, int K);
-
     // ---------------------------------------------------------------- elementwise and bias
     /// <summary>x[i] = value for i &lt; n.</summary>
     void Fill(float* x, long n, float value);

@@ -43,40 +43,6 @@ public interface IImageClassifier : IPeftModel, IDisposable
 /// </summary>
 public static class ImageModels
 {
-    /// <summary>
-    /// Packs the weights of the model's Linear sites once for its device's GEMM (the CPU; other backends pack nothing),
-    /// so that inference, batch after batch, skips the per-call packing, as ONNX Runtime does with its initializers.
-    /// Costs about one more copy of those weights; dispose the result to free it. The weights must not change while it
-    /// is alive (no training, no checkpoint loading): a changed weight would not be seen.
-    /// </summary>
-    public static unsafe IDisposable PrepackForInference(this IPeftModel model)
-    {
-        var handles = new List<IDisposable>();
-        try
-        {
-            foreach (var w in model.Sites.Where(s => s.Producer == SiteProducer.Linear && s.Weight != null).Select(s => s.Weight!).Distinct())
-            {
-                int n = w.Shape[0];
-                if (w.Device.Kernels.PrepackLinearWeight(w.Data, n, (int)(w.Count / n)) is { } handle) handles.Add(handle);
-            }
-        }
-        catch
-        {
-            foreach (var h in handles) h.Dispose();
-            throw;
-        }
-        return new Prepacked(handles);
-    }
-
-    sealed class Prepacked(List<IDisposable> handles) : IDisposable
-    {
-        public void Dispose()
-        {
-            foreach (var h in handles) h.Dispose();
-            handles.Clear();
-        }
-    }
-
     /// <summary>Every preset name, by family.</summary>
     public static IEnumerable<string> Presets => VitConfig.Presets.Keys.Concat(SwinConfig.Presets.Keys).Concat(ConvNeXtConfig.Presets.Keys);
 

@@ -126,39 +126,4 @@ public unsafe class GemmTests
         }
         for (int i = 0; i < ours.Length; i++) Assert.That(ours[i], Is.EqualTo(theirs[i]).Within(1e-4), $"element {i}");
     }
-    /// <summary>A weight packed once (<see cref="CpuGemm.PackWeight"/>) gives the bits of the product that packs it per
-    /// call, on every micro-kernel: N with a partial panel, K over several K blocks, with and without a bias; a pack
-    /// made for another micro-kernel is ignored, not misread.</summary>
-    [Test]
-    public void PrepackedWeightGivesTheSameBits([Values] GemmIsa isa)
-    {
-        var saved = CpuGemm.Isa;
-        try
-        {
-            foreach (var (M, N, K) in new[] { (29, 77, 600), (197, 96, 64) })
-            {
-                var x = Random(M * K, 41);
-                var w = Random(N * K, 42);
-                var bias = Random(N, 43);
-                var want = new float[M * N];
-                var got = new float[M * N];
-                fixed (float* px = x, pw = w, pb = bias, p1 = want, p2 = got)
-                {
-                    CpuGemm.Isa = isa;
-                    using var packed = CpuGemm.PackWeight(pw, N, K);
-                    foreach (bool withBias in new[] { true, false })
-                    {
-                        CpuGemm.Gemm(false, true, M, N, K, 1f, px, K, pw, K, 0f, p1, N, withBias ? pb : null);
-                        CpuGemm.Gemm(false, M, 1f, px, K, packed, 0f, p2, N, withBias ? pb : null);
-                        Assert.That(got, Is.EqualTo(want), $"{isa} {M}×{N}×{K} bias {withBias}");
-                    }
-                    CpuGemm.Isa = isa == GemmIsa.Vector512 ? GemmIsa.Vector256 : GemmIsa.Vector512; // the pack no longer fits
-                    CpuGemm.Gemm(false, true, M, N, K, 1f, px, K, pw, K, 0f, p1, N);
-                    CpuGemm.Gemm(false, M, 1f, px, K, packed, 0f, p2, N);
-                    Assert.That(got, Is.EqualTo(want), $"{isa} pack used by {CpuGemm.Isa}");
-                }
-            }
-        }
-        finally { CpuGemm.Isa = saved; }
-    }
 }

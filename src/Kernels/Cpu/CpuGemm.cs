@@ -49,20 +49,7 @@ public static unsafe class CpuGemm
     /// <summary>See <see cref="IKernels.Gemm"/>; with <paramref name="bias"/> [N], bias[j] is added to every row of C
     /// once its tile is complete (the Linear layer's epilogue, bit for bit the same as a separate bias add).</summary>
     public static void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda,
-        float* B, int ldb, float beta, float* C, int ldc, float* bias = null) =>
-        Gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, null);
-
-    /// <summary>C = alpha·A·Wᵀ + beta·C (+ bias) with W already packed by <see cref="PackWeight"/>: no packing per call.
-    /// Gives the same bits as the unpacked product.</summary>
-    public static void Gemm(bool transA, int M, float alpha, float* A, int lda, PackedWeight w, float beta, float* C, int ldc,
-        float* bias = null) =>
-        Gemm(transA, true, M, w.N, w.K, alpha, A, lda, w.Source, w.K, beta, C, ldc, bias, w);
-
-    /// <summary>Packs a Linear weight W [N, K] (op(B) = Wᵀ) once for the micro-kernel in use.</summary>
-    public static PackedWeight PackWeight(float* w, int N, int K) => new(w, N, K, Isa);
-
-    static void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda,
-        float* B, int ldb, float beta, float* C, int ldc, float* bias, PackedWeight? packed)
+        float* B, int ldb, float beta, float* C, int ldc, float* bias = null)
     {
         if (M <= 0 || N <= 0) return;
         if (K <= 0 || alpha == 0f)
@@ -77,7 +64,6 @@ public static unsafe class CpuGemm
         {
             Isa = isa, MR = MR, NR = NR, TransA = transA, TransB = transB, M = M, N = N, K = K, Alpha = alpha,
             A = A, Lda = lda, B = B, Ldb = ldb, Beta = beta, C = C, Ldc = ldc, Bias = bias,
-            Packed = packed != null && packed.Isa == isa ? packed.Data : null,
         };
         body.Plan((long)M * N * K < 1 << 20 ? 1 : CpuParallel.Threads);
         CpuParallel.For(body.ColumnParts * body.RowParts, ref body);
@@ -126,7 +112,6 @@ public static unsafe class CpuGemm
         public int MR, NR, M, N, K, Lda, Ldb, Ldc, RowParts, ColumnParts, PartRows, PartCols;
         public bool TransA, TransB;
         public float* A, B, C, Bias;
-        public float* Packed; // op(B) as whole-K panels [⌈N/NR⌉][K][NR], or null: pack per block
         public float Alpha, Beta;
 
         /// <summary>Splits C into up to <see cref="TasksPerThread"/> rectangles per thread: across columns when each
@@ -157,7 +142,7 @@ public static unsafe class CpuGemm
                 for (int pc = 0; pc < K; pc += KC)
                 {
                     int kc = Math.Min(KC, K - pc);
-                    if (Packed == null) PackB(TransB, B, Ldb, pc, kc, jc, nc, NR, bPack);
+                    PackB(TransB, B, Ldb, pc, kc, jc, nc, NR, bPack);
                     float beta = pc == 0 ? Beta : 1f;
                     bool lastBlock = pc + kc == K;
                     for (int ir = m0; ir < m1; ir += MR)
@@ -175,7 +160,7 @@ public static unsafe class CpuGemm
                         for (int jr = 0; jr < nc; jr += NR)
                         {
                             int nr = Math.Min(NR, nc - jr);
-                            float* bPanel = Packed == null ? bPack + (long)jr * kc : Packed + ((long)(jc + jr) * K + (long)pc * NR);
+                            float* bPanel = bPack + (long)jr * kc;
                             bool full = mr == MR && nr == NR;
                             float* dst = full ? cRow + jr : tile;
                             int ldd = full ? Ldc : NR;
@@ -236,9 +221,6 @@ public static unsafe class CpuGemm
             }
         new Span<float>(dst + (long)mr * kc, (MR - mr) * kc).Clear();
     }
-
-    /// <summary>W [N, K] as whole-K panels [⌈N/NR⌉][K][NR] (<see cref="PackedWeight"/>): one block of K, N columns.</summary>
-    internal static void PackPanels(float* w, int N, int K, int NR, float* dst) => PackB(true, w, K, 0, K, 0, N, NR, dst);
 
     /// <summary>Packs op(B)[pc..pc+kc, jc..jc+nc] as NR-column panels, each [kc][NR], zero-padded columns.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -453,45 +435,4 @@ public static unsafe class CpuGemm
                     t[r * 4 + j] = MathF.FusedMultiplyAdd(a[r * lda + k], b[j], t[r * 4 + j]);
         StorePartial(t, 4, c, ldc, alpha, beta, 4, 4);
     }
-}
-
-/// <summary>
-/// A Linear weight W [N, K] packed once into the CPU GEMM's B panels (op(B) = Wᵀ, NR-column panels over all of K,
-/// [⌈N/NR⌉][K][NR], zero-padded columns), for inference: the same frozen weight then multiplies every batch without
-/// being packed again. It copies W: while it is in use W must not change (a changed W is not seen).
-/// </summary>
-public sealed unsafe class PackedWeight : IDisposable
-{
-    readonly NativeBuffer _buffer;
-
-    internal PackedWeight(float* w, int n, int k, GemmIsa isa)
-    {
-        if (n <= 0 || k <= 0) throw new ArgumentOutOfRangeException(nameof(n), $"weight [{n}, {k}] is empty");
-        int nr = isa switch { GemmIsa.Vector512 => 32, GemmIsa.Vector256 => 16, _ => 4 };
-        long panels = (n + nr - 1) / nr;
-        _buffer = new NativeBuffer(panels * k * nr * sizeof(float));
-        Source = w;
-        (N, K, Isa) = (n, k, isa);
-        CpuGemm.PackPanels(w, n, k, nr, Data);
-    }
-
-    /// <summary>The weight this was packed from.</summary>
-    public float* Source { get; }
-
-    /// <summary>Output features (rows of W).</summary>
-    public int N { get; }
-
-    /// <summary>Input features (columns of W).</summary>
-    public int K { get; }
-
-    /// <summary>The micro-kernel the panels are laid out for (another one ignores them).</summary>
-    public GemmIsa Isa { get; }
-
-    /// <summary>Bytes held.</summary>
-    public long Bytes => _buffer.Bytes;
-
-    internal float* Data => (float*)_buffer.Pointer;
-
-    /// <inheritdoc/>
-    public void Dispose() => _buffer.Dispose();
 }

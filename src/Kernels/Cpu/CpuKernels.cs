@@ -45,47 +45,11 @@ public sealed unsafe partial class CpuKernels : IKernels
     {
         if (Blas == null)
         {
-            if (Prepacked(w, N, K) is { } packed) CpuGemm.Gemm(false, rows, 1f, x, K, packed, 0f, y, N, bias);
-            else CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N, bias);
+            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N, bias);
             return;
         }
         Blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N);
         if (bias != null) AddBias(y, y, bias, rows, N);
-    }
-
-    readonly Dictionary<nint, PackedWeight> _prepacked = new();
-
-    /// <inheritdoc/>
-    public IDisposable? PrepackLinearWeight(float* w, int N, int K)
-    {
-        if (Blas != null) return null;
-        var packed = CpuGemm.PackWeight(w, N, K);
-        lock (_prepacked)
-        {
-            if (_prepacked.ContainsKey((nint)w))
-            {
-                packed.Dispose();
-                throw new InvalidOperationException($"a weight [{N}, {K}] at this address is already pre-packed");
-            }
-            _prepacked[(nint)w] = packed;
-        }
-        return new Prepack(this, (nint)w);
-    }
-
-    PackedWeight? Prepacked(float* w, int N, int K)
-    {
-        if (_prepacked.Count == 0) return null;
-        lock (_prepacked)
-            return _prepacked.TryGetValue((nint)w, out var p) && p.N == N && p.K == K ? p : null;
-    }
-
-    sealed class Prepack(CpuKernels owner, nint w) : IDisposable
-    {
-        public void Dispose()
-        {
-            lock (owner._prepacked)
-                if (owner._prepacked.Remove(w, out var packed)) packed.Dispose();
-        }
     }
 
     /// <summary>Rows per partial sum: at most 64 partials, at least 16 rows each; a function of rows only.</summary>

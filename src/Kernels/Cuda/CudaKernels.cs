@@ -64,9 +64,6 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         _runtime.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch);
 
     /// <inheritdoc/>
-    public IDisposable? PrepackLinearWeight(float* w, int N, int K) => null; // cuBLAS packs on the fly
-
-    /// <inheritdoc/>
     public void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K)
     {
         Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N);
