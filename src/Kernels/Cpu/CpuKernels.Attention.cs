@@ -56,8 +56,7 @@ public sealed unsafe partial class CpuKernels
                         float* packed = Qkv + bt * slots * C + s * C + h * HD;
                         float* head = heads + ((b * NH + h) * T + t) * HD;
                         float* dst = Split ? head : packed, src = Split ? packed : head;
-                        if (Accumulate) for (int d = 0; d < HD; d++) dst[d] += src[d];
-                        else Buffer.MemoryCopy(src, dst, HD * sizeof(float), HD * sizeof(float));
+                        MoveRow(dst, src, HD, Accumulate);
                     }
                 }
             }

@@ -37,12 +37,23 @@ public sealed unsafe partial class CpuKernels
             for (int px = 0; px < Wp; px++)
             {
                 float* patch = Patches + ((long)n * Hp * Wp + (long)py * Wp + px) * K;
+                if (!ChannelsLast)
+                {
+                    // NCHW: each (c, ky) of the patch is P contiguous pixels of one image row.
+                    for (int c = 0; c < C; c++)
+                        for (int ky = 0; ky < P; ky++)
+                        {
+                            float* patchRow = patch + (c * P + ky) * P, imageRow = X + (((long)n * C + c) * H + py * P + ky) * W + px * P;
+                            MoveRow(Scatter ? imageRow : patchRow, Scatter ? patchRow : imageRow, P, Scatter && Accumulate);
+                        }
+                    continue;
+                }
                 for (int c = 0; c < C; c++)
                     for (int ky = 0; ky < P; ky++)
                         for (int kx = 0; kx < P; kx++)
                         {
                             int iy = py * P + ky, ix = px * P + kx;
-                            long xi = ChannelsLast ? (((long)n * H + iy) * W + ix) * C + c : (((long)n * C + c) * H + iy) * W + ix;
+                            long xi = (((long)n * H + iy) * W + ix) * C + c; // channels-last: a transpose, element by element
                             float* pv = patch + (c * P + ky) * P + kx;
                             if (!Scatter) *pv = X[xi];
                             else X[xi] = Accumulate ? X[xi] + *pv : *pv;
