@@ -112,13 +112,52 @@ public static class PeersBench
         return clock.Elapsed.TotalSeconds / calls;
     }
 
+    /// <summary>One profiled ONNX Runtime run (after a warm-up, in a session of its own): the share of its node time
+    /// spent in matrix-product ops and its three largest other op types, from ORT's own profile.</summary>
+    static string OrtSplit(string model, float[] pixels, int batch, int size)
+    {
+        string prefix = Path.Combine(Path.GetTempPath(), $"peft-peers-ort-profile-{Environment.ProcessId}");
+        using var options = new SessionOptions
+        {
+            IntraOpNumThreads = Environment.ProcessorCount, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            EnableProfiling = true, ProfileOutputPathPrefix = prefix,
+        };
+        using var session = new InferenceSession(model, options);
+        var input = new[] { NamedOnnxValue.CreateFromTensor("pixel_values", new DenseTensor<float>(pixels, [batch, 3, size, size])) };
+        session.Run(input).Dispose(); // warm-up
+        session.Run(input).Dispose();
+        string file = session.EndProfiling();
+        try
+        {
+            // Chrome-trace events: per node "…_kernel_time" with args.op_name and dur (µs); keep the last run's only.
+            using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(file));
+            var nodes = doc.RootElement.EnumerateArray()
+                .Where(ev => ev.TryGetProperty("cat", out var cat) && cat.GetString() == "Node" &&
+                             ev.GetProperty("name").GetString()!.EndsWith("_kernel_time", StringComparison.Ordinal))
+                .Select(ev => (Op: ev.GetProperty("args").GetProperty("op_name").GetString()!, Us: ev.GetProperty("dur").GetDouble()))
+                .ToList();
+            var last = nodes.Skip(nodes.Count / 2).ToList(); // the two runs profile the same nodes in the same order
+            double total = last.Sum(n => n.Us);
+            bool IsProduct(string op) => op is "MatMul" or "Gemm" or "FusedMatMul" or "FusedGemm" or "QAttention" or "Attention";
+            double gemm = last.Where(n => IsProduct(n.Op)).Sum(n => n.Us);
+            var others = last.Where(n => !IsProduct(n.Op)).GroupBy(n => n.Op).Select(g => (Op: g.Key, Us: g.Sum(n => n.Us)))
+                .OrderByDescending(g => g.Us).Take(3);
+            return string.Format(Inv, "GEMM {0:P0}; ", gemm / total) + // shares only: profiling slows every node
+                   string.Join(", ", others.Select(g => string.Format(Inv, "{0} {1:P1}", g.Op, g.Us / total)));
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
     static double Median(List<double> values) => values.Order().ElementAt(values.Count / 2);
 
     static void Forward(string[] models, int[] batches, int rounds)
     {
         CpuParallel.Threads = Environment.ProcessorCount;
         Console.WriteLine($"\nEval forward (224×224, 1000 classes), {Environment.ProcessorCount} threads each; ONNX Runtime CPU with all graph optimisations.");
-        Console.WriteLine("\n| model | .onnx MiB | batch | max abs logit difference | engine ms | ORT ms | engine / ORT time | engine: GEMM share, largest other kernels |\n|---|---|---|---|---|---|---|---|");
+        Console.WriteLine("\n| model | .onnx MiB | batch | max abs logit difference | engine ms | ORT ms | engine / ORT time | engine: GEMM share, largest other kernels | ORT (profiled run): GEMM share, largest other ops |\n|---|---|---|---|---|---|---|---|---|");
         var kernels = new InstrumentedKernels(new CpuKernels());
         var device = new CpuDevice(kernels);
         foreach (var preset in models)
@@ -157,8 +196,8 @@ public static class PeersBench
                         ortMs.Add(Time(1, () => Ort()) * 1e3);
                     }
                     double e = Median(engineMs), o = Median(ortMs);
-                    Console.WriteLine(string.Format(Inv, "| {0} | {1:F1} | {2} | {3:E1} | {4:F0} | {5:F0} | {6:F2} | {7} |", preset, mib, batch, worst, e, o, e / o,
-                        KernelSplit.Of(kernels, () => Engine())));
+                    Console.WriteLine(string.Format(Inv, "| {0} | {1:F1} | {2} | {3:E1} | {4:F0} | {5:F0} | {6:F2} | {7} | {8} |", preset, mib, batch, worst, e, o, e / o,
+                        KernelSplit.Of(kernels, () => Engine()), OrtSplit(path, pixels, batch, size)));
                 }
             }
             finally
