@@ -9,7 +9,7 @@ namespace Engine.Bench;
 internal static class KernelSplit
 {
     /// <summary>Runs <paramref name="work"/> once with per-kernel timing on and describes the split, e.g.
-    /// "GEMM 88 %; GeluForward 2.2 %, ...".</summary>
+    /// "GEMM 88 % (Linear 80 %, other 0 %, batched 8 %); GeluForward 2.2 %, ...".</summary>
     public static string Of(InstrumentedKernels kernels, Action work, int others = 3)
     {
         kernels.Reset();
@@ -23,7 +23,10 @@ internal static class KernelSplit
             .Select(k => (Name: k.ToString(), Seconds: kernels.Time(k).TotalSeconds)).Where(k => k.Seconds > 0)
             .OrderByDescending(k => k.Seconds).Take(others);
         var inv = CultureInfo.InvariantCulture;
-        return string.Format(inv, "GEMM {0:P0}; ", gemm / total) +
+        // Linear layers (forward, bias in the epilogue), other plain GEMMs (backward products), batched (attention).
+        return string.Format(inv, "GEMM {0:P0} (Linear {1:P0}, other {2:P0}, batched {3:P0}); ", gemm / total,
+                   kernels.Time(KernelId.LinearForward).TotalSeconds / total, kernels.Time(KernelId.Gemm).TotalSeconds / total,
+                   kernels.Time(KernelId.GemmStridedBatched).TotalSeconds / total) +
                string.Join(", ", largest.Select(k => string.Format(inv, "{0} {1:P1}", k.Name, k.Seconds / total)));
     }
 }
