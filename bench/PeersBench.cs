@@ -23,7 +23,7 @@ namespace Engine.Bench;
 /// </summary>
 public static class PeersBench
 {
-    const string Usage = "bash bench/run.sh peers [--only gemm|forward] [--models vit_base_patch16_224,swin_base_patch4_window7_224,convnext_base] [--batches 1,8] [--rounds 5]";
+    const string Usage = "bash bench/run.sh peers [--only gemm|forward] [--models vit_base_patch16_224,swin_base_patch4_window7_224,convnext_base] [--batches 1,8] [--rounds 5] [--unfused-attention]";
     static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
     /// <summary>Runs the comparisons and prints their tables; returns the exit code.</summary>
@@ -35,7 +35,7 @@ public static class PeersBench
                               "  model's ONNX export in ONNX Runtime; medians of alternating rounds, ratios from the same run.");
             return 0;
         }
-        foreach (var unknown in args.Where(a => a.StartsWith('-') && a is not ("--only" or "--models" or "--batches" or "--rounds")))
+        foreach (var unknown in args.Where(a => a.StartsWith('-') && a is not ("--only" or "--models" or "--batches" or "--rounds" or "--unfused-attention")))
         {
             Console.Error.WriteLine($"error: unknown option {unknown}\nusage: {Usage}");
             return 1;
@@ -51,6 +51,7 @@ public static class PeersBench
         var blas = OpenBlas.TryLoad(out var reason);
         Console.WriteLine($"CPU: {Environment.ProcessorCount} threads, GEMM micro-kernel {CpuGemm.BestIsa}; OpenBLAS: " +
                           $"{(blas == null ? reason : blas.CoreName)} (OPENBLAS_CORETYPE={Environment.GetEnvironmentVariable("OPENBLAS_CORETYPE") ?? "unset"}); {rounds} rounds");
+        Ops.FusedAttentionByDefault = !args.Contains("--unfused-attention");
         if (only is "all" or "gemm") Gemm(blas, rounds);
         if (only is "all" or "forward")
             Forward((Arg("--models") ?? "vit_base_patch16_224,swin_base_patch4_window7_224,convnext_base").Split(','),
@@ -156,7 +157,7 @@ public static class PeersBench
     static void Forward(string[] models, int[] batches, int rounds)
     {
         CpuParallel.Threads = Environment.ProcessorCount;
-        Console.WriteLine($"\nEval forward (224×224, 1000 classes), {Environment.ProcessorCount} threads each; ONNX Runtime CPU with all graph optimisations.");
+        Console.WriteLine($"\nEval forward (224×224, 1000 classes), {Environment.ProcessorCount} threads each, engine attention {(Ops.FusedAttentionByDefault ? "fused" : "unfused")}; ONNX Runtime CPU with all graph optimisations.");
         Console.WriteLine("\n| model | .onnx MiB | batch | max abs logit difference | engine ms | ORT ms | engine / ORT time | engine: GEMM share, largest other kernels | ORT (profiled run): GEMM share, largest other ops |\n|---|---|---|---|---|---|---|---|---|");
         var kernels = new InstrumentedKernels(new CpuKernels());
         var device = new CpuDevice(kernels);

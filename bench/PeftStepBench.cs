@@ -10,7 +10,8 @@ using Engine.Optim;
 namespace Engine.Bench;
 
 /// <summary>
-/// <c>bash bench/run.sh peft [--model vit_base_patch16_224] [--batch 8] [--rounds 5] [--methods full,ssf,...]</c>: one
+/// <c>bash bench/run.sh peft [--model vit_base_patch16_224] [--batch 8] [--rounds 5] [--methods full,ssf,...] [--alone]
+/// [--unfused-attention]</c>: one
 /// training step (train-mode forward, cross-entropy, backward, Adam) of a model (ViT-B/16 by default; any preset, such as
 /// <c>swin_base_patch4_window7_224</c> or <c>convnext_base</c>) at 224×224 with 100 classes on the CPU for each PEFT method
 /// next to full fine-tuning, with the optimizer-state bytes. Each method has its own model; the rounds interleave the methods
@@ -24,15 +25,16 @@ public static class PeftStepBench
     /// <summary>Runs the benchmark and prints the markdown table; returns the exit code.</summary>
     public static int Run(string[] args)
     {
-        const string usage = "bash bench/run.sh peft [--model PRESET|CONFIG.json] [--batch 8] [--rounds 5] [--methods full,ssf,...] [--alone]";
+        const string usage = "bash bench/run.sh peft [--model PRESET|CONFIG.json] [--batch 8] [--rounds 5] [--methods full,ssf,...] [--alone] [--unfused-attention]";
         if (args.Contains("--help") || args.Contains("-h"))
         {
             Console.WriteLine($"{usage}\n  A training step (forward, loss, backward, optimizer) per PEFT method next to full fine-tuning on the CPU:\n" +
                               "  median ms, step / full, optimizer state, activations kept for backward. SCT and GPS use fixed, evenly spread selections.\n" +
-                              "  --alone: only the listed methods (no full beside them), so that the process's peak RSS, printed last, is theirs.");
+                              "  --alone: only the listed methods (no full beside them), so that the process's peak RSS, printed last, is theirs.\n" +
+                              "  --unfused-attention: attention on the unfused reference path (split, batched GEMMs, softmax, merge), to compare.");
             return 0;
         }
-        foreach (var unknown in args.Where(a => a.StartsWith('-') && a is not ("--model" or "--batch" or "--rounds" or "--methods" or "--alone")))
+        foreach (var unknown in args.Where(a => a.StartsWith('-') && a is not ("--model" or "--batch" or "--rounds" or "--methods" or "--alone" or "--unfused-attention")))
         {
             Console.Error.WriteLine($"error: unknown option {unknown}\nusage: {usage}");
             return 1;
@@ -42,9 +44,11 @@ public static class PeftStepBench
         string family = ImageModels.FamilyOf(model);
         var methods = Arg(args, "--methods") is { } given ? [.. given.Split(',').Select(PeftMethods.Get)] : PeftMethods.All.Where(m => m.AppliesTo(family)).ToList();
         bool alone = args.Contains("--alone");
+        Ops.FusedAttentionByDefault = !args.Contains("--unfused-attention");
         if (!alone && !methods.Contains(PeftMethods.Full)) methods = [PeftMethods.Full, .. methods]; // the ratios' yardstick
         CpuParallel.Threads = Environment.ProcessorCount;
-        Console.WriteLine($"{model} training step, batch {batch}, {rounds} rounds, {Environment.ProcessorCount} threads, CPU GEMM {CpuGemm.BestIsa}");
+        Console.WriteLine($"{model} training step, batch {batch}, {rounds} rounds, {Environment.ProcessorCount} threads, CPU GEMM {CpuGemm.BestIsa}, " +
+                          $"attention {(Ops.FusedAttentionByDefault ? "fused" : "unfused")}");
         var kernels = new InstrumentedKernels(new CpuKernels()); // timing off except for one step per method at the end
         var device = new CpuDevice(kernels);
         var runs = methods.Select(m => new MethodRun(device, m, model, batch)).ToList();

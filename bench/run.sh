@@ -4,8 +4,10 @@
 #   bash bench/run.sh --filter '*Gemm*'    # BenchmarkDotNet arguments pass through
 #   bash bench/run.sh cuda                 # the CUDA device benchmarks (needs a GPU; exit 3 with the reason otherwise)
 #   bash bench/run.sh cuda --emulated      # the same code on the emulated device, small sizes
-#   bash bench/run.sh peft [--model convnext_base] [--batch 8] [--rounds 5] [--methods full,ssf,...] [--alone]  # a training step per PEFT method vs full (default ViT-B/16)
-#   bash bench/run.sh peers [--only gemm|forward] [--models ...] [--batches 1,8] [--rounds 5]   # GEMM vs OpenBLAS, forward vs ONNX Runtime
+#   bash bench/run.sh peft [--model convnext_base] [--batch 8] [--rounds 5] [--methods full,ssf,...] [--alone] [--unfused-attention]
+#                                          # a training step per PEFT method vs full (default ViT-B/16)
+#   bash bench/run.sh peers [--only gemm|forward] [--models ...] [--batches 1,8] [--rounds 5] [--unfused-attention]
+#                                          # GEMM vs OpenBLAS, forward vs ONNX Runtime
 # OpenBLAS 0.3.21 misdetects AVX-512 Zen parts as Haswell; on CPUs with avx512f we force its SkylakeX kernels, the
 # fastest it has there (even over an OPENBLAS_CORETYPE from the environment: the yardstick is OpenBLAS at its best).
 # The variable must be set before the library loads, which .NET cannot do from inside the process.
@@ -17,10 +19,11 @@ bash bench/run.sh [BenchmarkDotNet arguments]   the CPU benchmarks (GEMM vs Open
                                                 ViT/Swin/ConvNeXt forward), then their tables; e.g. --filter '*Gemm*'
 bash bench/run.sh --list                        the CPU benchmarks' names, for --filter
 bash bench/run.sh cuda [--small | --emulated]   the device benchmarks on a GPU (or on the emulated device)
-bash bench/run.sh peft [--model M] [--batch 8] [--rounds 5] [--methods full,ssf,...] [--alone]
+bash bench/run.sh peft [--model M] [--batch 8] [--rounds 5] [--methods full,ssf,...] [--alone] [--unfused-attention]
                                                 a training step per PEFT method next to full fine-tuning
-                                                (--alone: only the listed methods, for their peak RSS)
-bash bench/run.sh peers [--only gemm|forward] [--models M,...] [--batches 1,8] [--rounds 5]
+                                                (--alone: only the listed methods, for their peak RSS;
+                                                --unfused-attention: the unfused reference attention, to compare)
+bash bench/run.sh peers [--only gemm|forward] [--models M,...] [--batches 1,8] [--rounds 5] [--unfused-attention]
                                                 the engine beside its peers, alternating: GEMM vs OpenBLAS at
                                                 ViT-B/16's shapes (1 and 2 threads), eval forward vs its ONNX
                                                 export in ONNX Runtime (size, logit difference, time, kernel split)

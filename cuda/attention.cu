@@ -1,7 +1,19 @@
-// attention.cu: the permutes around the attention GEMMs. Packed rows [B, T, S, NH, HD] (S = 3 for timm's q|k|v
-// columns, S = 1 for merged heads) ↔ per-head [B, NH, T, HD]. One thread per per-head element, consecutive
-// threads along HD, so both sides are read and written in runs. Launch: 1-D grid-stride, 256 threads.
+// attention.cu: the permutes around the attention GEMMs, and fused attention.
+// Permutes: packed rows [B, T, S, NH, HD] (S = 3 for timm's q|k|v columns, S = 1 for merged heads) ↔ per-head
+// [B, NH, T, HD]. One thread per per-head element, consecutive threads along HD, so both sides are read and written
+// in runs. Launch: 1-D grid-stride, 256 threads.
+// Fused attention (flash-attention style, plain FMA arithmetic): q, k, v read in place from qkv [B, T, 3·NH·HD], keys
+// and values streamed through shared memory 32 at a time, an online softmax per query row, no [T, T] matrix in
+// memory. A warp owns ATTN_ROWS query (or key) rows; lane j takes key (or query) j of the tile for the scores, and
+// dimensions lane, lane + 32, ... for the outputs (a tile's 32 scores reach every lane through a per-warp shared row).
+// Head dim at most ATTN_MAX_HD.
 #include "common.cuh"
+
+#define ATTN_MAX_HD 128
+#define ATTN_CHUNKS (ATTN_MAX_HD / 32)
+#define ATTN_WARPS 4
+#define ATTN_ROWS 4     // query rows per warp in the forward
+#define ATTN_BWD_ROWS 2 // query (dq) or key (dk, dv) rows per warp in the backward
 
 // Offset in the packed [B, T, S, NH, HD] tensor of element (slot s, per-head index i of [B, NH, T, HD]).
 __device__ __forceinline__ long long packed_offset(long long i, int s, int S, int T, int NH, int HD)
@@ -44,4 +56,266 @@ extern "C" __global__ void merge_heads(float* y, const float* o, int B, int T, i
 extern "C" __global__ void merge_heads_backward(float* dout, const float* dy, int B, int T, int NH, int HD, int accumulate)
 {
     GRID_STRIDE(i, (long long)B * NH * T * HD) store(dout + i, dy[packed_offset(i, 0, 1, T, NH, HD)], accumulate);
+}
+
+// Score of query row i against key row j of one (image, head): scale·q·k + bias[h, i, j] + mask[w, i, j].
+__device__ __forceinline__ float attention_score(float dot, float scale, const float* biasH, const float* maskW, int T, int i, int j)
+{
+    return dot * scale + (biasH ? biasH[(long long)i * T + j] : 0.f) + (maskW ? maskW[(long long)i * T + j] : 0.f);
+}
+
+// y [B, T, NH·HD] and lse [B, NH, T] from qkv. Grid (ceil(T / (ATTN_WARPS·ATTN_ROWS)), B·NH), ATTN_WARPS·32 threads.
+extern "C" __global__ void fused_attention_forward(float* y, float* lse, const float* qkv, const float* bias, const float* mask,
+                                                  int B, int T, int NH, int HD, int nW, float scale)
+{
+    __shared__ float ks[32][ATTN_MAX_HD + 1]; // lane j reads row j: padded so the lanes hit different banks
+    __shared__ float vs[32][ATTN_MAX_HD];
+    __shared__ float qs[ATTN_WARPS][ATTN_ROWS][ATTN_MAX_HD];
+    __shared__ float ps[ATTN_WARPS][32];
+    int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * HD, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    long long ld = 3LL * C;
+    const float* base = qkv + (long long)b * T * ld + (long long)h * HD;
+    const float* biasH = bias ? bias + (long long)h * T * T : nullptr;
+    const float* maskW = mask ? mask + (long long)(b % nW) * T * T : nullptr;
+    int row0 = (blockIdx.x * ATTN_WARPS + warp) * ATTN_ROWS;
+    float m[ATTN_ROWS], l[ATTN_ROWS], o[ATTN_ROWS][ATTN_CHUNKS];
+    for (int r = 0; r < ATTN_ROWS; r++)
+    {
+        int i = row0 + r;
+        for (int d = lane; d < HD; d += 32) qs[warp][r][d] = i < T ? base[i * ld + d] : 0.f;
+        m[r] = __int_as_float(0xff800000); // -inf
+        l[r] = 0.f;
+        for (int c = 0; c < ATTN_CHUNKS; c++) o[r][c] = 0.f;
+    }
+    for (int j0 = 0; j0 < T; j0 += 32)
+    {
+        __syncthreads(); // the previous tile is consumed (and the q rows written)
+        for (int e = threadIdx.x; e < 32 * HD; e += blockDim.x)
+        {
+            int jj = e / HD, d = e % HD, j = j0 + jj;
+            ks[jj][d] = j < T ? base[j * ld + C + d] : 0.f;
+            vs[jj][d] = j < T ? base[j * ld + 2 * C + d] : 0.f;
+        }
+        __syncthreads();
+        int j = j0 + lane;
+        for (int r = 0; r < ATTN_ROWS; r++)
+        {
+            int i = row0 + r;
+            if (i >= T) break; // the whole warp: i does not depend on the lane
+            float dot = 0.f;
+            for (int d = 0; d < HD; d++) dot += qs[warp][r][d] * ks[lane][d];
+            float sj = j < T ? attention_score(dot, scale, biasH, maskW, T, i, j) : __int_as_float(0xff800000);
+            float mNew = fmaxf(m[r], warp_max(sj)); // finite: key j0 of every tile is valid
+            float pj = j < T ? expf(sj - mNew) : 0.f, correction = expf(m[r] - mNew);
+            l[r] = l[r] * correction + warp_sum(pj);
+            for (int c = 0; c < ATTN_CHUNKS; c++) o[r][c] *= correction;
+            ps[warp][lane] = pj; // the tile's probabilities to every lane: one warp barrier, not 32 shuffles
+            __syncwarp();
+            for (int jj = 0; jj < 32; jj++)
+                for (int c = 0; c < ATTN_CHUNKS; c++)
+                    if (lane + 32 * c < HD) o[r][c] += ps[warp][jj] * vs[jj][lane + 32 * c];
+            __syncwarp();
+            m[r] = mNew;
+        }
+    }
+    for (int r = 0; r < ATTN_ROWS; r++)
+    {
+        int i = row0 + r;
+        if (i >= T) break;
+        float* yr = y + ((long long)b * T + i) * C + (long long)h * HD;
+        for (int c = 0; c < ATTN_CHUNKS; c++)
+            if (lane + 32 * c < HD) yr[lane + 32 * c] = o[r][c] / l[r];
+        if (lane == 0) lse[(long long)bh * T + i] = m[r] + logf(l[r]);
+    }
+}
+
+// Backward, query side: delta [B, NH, T] = Σ_d dy·y per row and head; dq = scale·Σ_j dS·k with the probabilities
+// recomputed as exp(s − lse) and dS = P ⊙ (dO·vᵀ − delta), into dqkv's q columns (skipped when dqkv is null).
+// Grid (ceil(T / (ATTN_WARPS·ATTN_BWD_ROWS)), B·NH), ATTN_WARPS·32 threads.
+extern "C" __global__ void fused_attention_backward_dq(float* dqkv, float* delta, const float* dy, const float* y, const float* lse,
+                                                      const float* qkv, const float* bias, const float* mask, int B, int T,
+                                                      int NH, int HD, int nW, float scale, int accumulate)
+{
+    __shared__ float ks[32][ATTN_MAX_HD + 1];
+    __shared__ float vs[32][ATTN_MAX_HD + 1];
+    __shared__ float qs[ATTN_WARPS][ATTN_BWD_ROWS][ATTN_MAX_HD];
+    __shared__ float dos[ATTN_WARPS][ATTN_BWD_ROWS][ATTN_MAX_HD];
+    __shared__ float dss[ATTN_WARPS][32];
+    int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * HD, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    long long ld = 3LL * C;
+    const float* base = qkv + (long long)b * T * ld + (long long)h * HD;
+    const float* biasH = bias ? bias + (long long)h * T * T : nullptr;
+    const float* maskW = mask ? mask + (long long)(b % nW) * T * T : nullptr;
+    int row0 = (blockIdx.x * ATTN_WARPS + warp) * ATTN_BWD_ROWS;
+    float rowLse[ATTN_BWD_ROWS], rowDelta[ATTN_BWD_ROWS], dq[ATTN_BWD_ROWS][ATTN_CHUNKS];
+    for (int r = 0; r < ATTN_BWD_ROWS; r++)
+    {
+        int i = row0 + r;
+        long long o = ((long long)b * T + i) * C + (long long)h * HD;
+        float part = 0.f;
+        for (int d = lane; d < HD; d += 32)
+        {
+            qs[warp][r][d] = i < T ? base[i * ld + d] : 0.f;
+            dos[warp][r][d] = i < T ? dy[o + d] : 0.f;
+            if (i < T) part += dy[o + d] * y[o + d];
+        }
+        rowDelta[r] = warp_sum(part);
+        rowLse[r] = i < T ? lse[(long long)bh * T + i] : 0.f;
+        if (i < T && lane == 0) delta[(long long)bh * T + i] = rowDelta[r];
+        for (int c = 0; c < ATTN_CHUNKS; c++) dq[r][c] = 0.f;
+    }
+    for (int j0 = 0; j0 < T; j0 += 32)
+    {
+        __syncthreads();
+        for (int e = threadIdx.x; e < 32 * HD; e += blockDim.x)
+        {
+            int jj = e / HD, d = e % HD, j = j0 + jj;
+            ks[jj][d] = j < T ? base[j * ld + C + d] : 0.f;
+            vs[jj][d] = j < T ? base[j * ld + 2 * C + d] : 0.f;
+        }
+        __syncthreads();
+        int j = j0 + lane;
+        for (int r = 0; r < ATTN_BWD_ROWS; r++)
+        {
+            int i = row0 + r;
+            if (i >= T) break;
+            float dot = 0.f, dp = 0.f;
+            for (int d = 0; d < HD; d++)
+            {
+                dot += qs[warp][r][d] * ks[lane][d];
+                dp += dos[warp][r][d] * vs[lane][d];
+            }
+            float ds = j < T ? expf(attention_score(dot, scale, biasH, maskW, T, i, j) - rowLse[r]) * (dp - rowDelta[r]) : 0.f;
+            dss[warp][lane] = ds;
+            __syncwarp();
+            for (int jj = 0; jj < 32; jj++)
+                for (int c = 0; c < ATTN_CHUNKS; c++)
+                    if (lane + 32 * c < HD) dq[r][c] += dss[warp][jj] * ks[jj][lane + 32 * c];
+            __syncwarp();
+        }
+    }
+    if (!dqkv) return;
+    for (int r = 0; r < ATTN_BWD_ROWS; r++)
+    {
+        int i = row0 + r;
+        if (i >= T) break;
+        float* out = dqkv + ((long long)b * T + i) * ld + (long long)h * HD;
+        for (int c = 0; c < ATTN_CHUNKS; c++)
+            if (lane + 32 * c < HD) store(out + lane + 32 * c, scale * dq[r][c], accumulate);
+    }
+}
+
+// Backward, key side: for key row j, dv = Σ_i P·dO and dk = scale·Σ_i dS·q over the queries, streamed 32 at a time,
+// into dqkv's k and v columns; needs the query side's delta. Grid (ceil(T / (ATTN_WARPS·ATTN_BWD_ROWS)), B·NH).
+extern "C" __global__ void fused_attention_backward_dkdv(float* dqkv, const float* delta, const float* dy, const float* lse,
+                                                        const float* qkv, const float* bias, const float* mask, int B, int T,
+                                                        int NH, int HD, int nW, float scale, int accumulate)
+{
+    __shared__ float qs[32][ATTN_MAX_HD + 1];
+    __shared__ float dos[32][ATTN_MAX_HD + 1];
+    __shared__ float ks[ATTN_WARPS][ATTN_BWD_ROWS][ATTN_MAX_HD];
+    __shared__ float vs[ATTN_WARPS][ATTN_BWD_ROWS][ATTN_MAX_HD];
+    __shared__ float ps[ATTN_WARPS][32], dss[ATTN_WARPS][32];
+    int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * HD, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    long long ld = 3LL * C;
+    const float* base = qkv + (long long)b * T * ld + (long long)h * HD;
+    const float* dyb = dy + (long long)b * T * C + (long long)h * HD;
+    const float* biasH = bias ? bias + (long long)h * T * T : nullptr;
+    const float* maskW = mask ? mask + (long long)(b % nW) * T * T : nullptr;
+    int key0 = (blockIdx.x * ATTN_WARPS + warp) * ATTN_BWD_ROWS;
+    float dk[ATTN_BWD_ROWS][ATTN_CHUNKS], dv[ATTN_BWD_ROWS][ATTN_CHUNKS];
+    for (int r = 0; r < ATTN_BWD_ROWS; r++)
+    {
+        int j = key0 + r;
+        for (int d = lane; d < HD; d += 32)
+        {
+            ks[warp][r][d] = j < T ? base[j * ld + C + d] : 0.f;
+            vs[warp][r][d] = j < T ? base[j * ld + 2 * C + d] : 0.f;
+        }
+        for (int c = 0; c < ATTN_CHUNKS; c++) dk[r][c] = dv[r][c] = 0.f;
+    }
+    for (int i0 = 0; i0 < T; i0 += 32)
+    {
+        __syncthreads();
+        for (int e = threadIdx.x; e < 32 * HD; e += blockDim.x)
+        {
+            int ii = e / HD, d = e % HD, i = i0 + ii;
+            qs[ii][d] = i < T ? base[i * ld + d] : 0.f;
+            dos[ii][d] = i < T ? dyb[(long long)i * C + d] : 0.f;
+        }
+        __syncthreads();
+        int i = i0 + lane;
+        float rowLse = i < T ? lse[(long long)bh * T + i] : 0.f, rowDelta = i < T ? delta[(long long)bh * T + i] : 0.f;
+        for (int r = 0; r < ATTN_BWD_ROWS; r++)
+        {
+            int j = key0 + r;
+            if (j >= T) break;
+            float dot = 0.f, dp = 0.f;
+            for (int d = 0; d < HD; d++)
+            {
+                dot += qs[lane][d] * ks[warp][r][d];
+                dp += dos[lane][d] * vs[warp][r][d];
+            }
+            float p = i < T ? expf(attention_score(dot, scale, biasH, maskW, T, i, j) - rowLse) : 0.f;
+            float ds = p * (dp - rowDelta);
+            ps[warp][lane] = p;
+            dss[warp][lane] = ds;
+            __syncwarp();
+            for (int ii = 0; ii < 32; ii++)
+                for (int c = 0; c < ATTN_CHUNKS; c++)
+                    if (lane + 32 * c < HD)
+                    {
+                        dv[r][c] += ps[warp][ii] * dos[ii][lane + 32 * c];
+                        dk[r][c] += dss[warp][ii] * qs[ii][lane + 32 * c];
+                    }
+            __syncwarp();
+        }
+    }
+    for (int r = 0; r < ATTN_BWD_ROWS; r++)
+    {
+        int j = key0 + r;
+        if (j >= T) break;
+        float* out = dqkv + ((long long)b * T + j) * ld + (long long)h * HD;
+        for (int c = 0; c < ATTN_CHUNKS; c++)
+            if (lane + 32 * c < HD)
+            {
+                store(out + C + lane + 32 * c, scale * dk[r][c], accumulate);
+                store(out + 2 * C + lane + 32 * c, dv[r][c], accumulate);
+            }
+    }
+}
+
+// dbias [NH, T, T] += Σ_b dS[b, h, i, j], images in order (deterministic). One warp per (h, i) row; needs delta.
+extern "C" __global__ void fused_attention_backward_bias(float* dbias, const float* delta, const float* dy, const float* lse,
+                                                        const float* qkv, const float* bias, const float* mask, int B, int T,
+                                                        int NH, int HD, int nW, float scale)
+{
+    int lane = threadIdx.x % 32, C = NH * HD;
+    long long ld = 3LL * C;
+    WARP_PER_ROW(row, (long long)NH * T)
+    {
+        int h = (int)(row / T), i = (int)(row % T);
+        for (int j0 = 0; j0 < T; j0 += 32)
+        {
+            int j = j0 + lane;
+            if (j >= T) continue; // no shuffles below: lanes may leave
+            float sum = 0.f;
+            for (int b = 0; b < B; b++)
+            {
+                long long bh = (long long)b * NH + h;
+                const float* base = qkv + (long long)b * T * ld + (long long)h * HD;
+                const float* dyi = dy + ((long long)b * T + i) * C + (long long)h * HD;
+                float dot = 0.f, dp = 0.f;
+                for (int d = 0; d < HD; d++)
+                {
+                    dot += base[i * ld + d] * base[j * ld + C + d];
+                    dp += dyi[d] * base[j * ld + 2 * C + d];
+                }
+                const float* maskW = mask ? mask + (long long)(b % nW) * T * T : nullptr;
+                float p = expf(attention_score(dot, scale, bias + (long long)h * T * T, maskW, T, i, j) - lse[bh * T + i]);
+                sum += p * (dp - delta[bh * T + i]);
+            }
+            dbias[(long long)h * T * T + (long long)i * T + j] += sum;
+        }
+    }
 }

@@ -28,6 +28,8 @@ public static partial class OpCases
         // Attention
         ("Attention", Attention),
         ("AttentionWithBiasAndMask", AttentionWithBiasAndMask),
+        ("FusedAttention", FusedAttention),
+        ("FusedAttentionWithBiasAndMask", FusedAttentionWithBiasAndMask),
         // Elementwise
         ("Add", Add),
         ("ReshapeView", ReshapeView),

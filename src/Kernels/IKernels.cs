@@ -85,6 +85,16 @@ public unsafe interface IKernels
     /// s,p [B,NH,T,T] (p may alias s); bias [NH,T,T] or null; mask [nW,T,T] or null (Swin windows: B = images·nW).
     /// The bias gradient is <see cref="BiasGrad"/> over rows = B, cols = NH·T·T of the pre-softmax gradient.</summary>
     void AttentionSoftmaxForward(float* p, float* s, float* bias, float* mask, int B, int NH, int T, int nW);
+    /// <summary>Fused attention, no [T,T] matrix in memory: y [B,T,NH·HD] = heads of
+    /// softmax(scale·q·kᵀ + bias[h] + mask[b mod nW])·v, read straight from qkv [B,T,3·NH·HD] (timm's q|k|v columns);
+    /// lse [B,NH,T] the log-sum-exp of each score row, kept for the backward. bias [NH,T,T], mask [nW,T,T] or null.</summary>
+    void FusedAttentionForward(float* y, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale);
+    /// <summary>Backward of <see cref="FusedAttentionForward"/> from dy [B,T,NH·HD] and the forward's y and lse, the
+    /// probabilities recomputed: dqkv [B,T,3·NH·HD] (written, or added to with accumulate; null: not needed) and
+    /// dbias [NH,T,T] += Σ_b of the score gradient (null when the bias does not train). delta [B,NH,T] is workspace
+    /// (Σ_d dy·y per row and head).</summary>
+    void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, float* y, float* lse, float* qkv, float* bias,
+        float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate);
 
     // ---------------------------------------------------------------- loss
     /// <summary>Mean softmax cross-entropy with label smoothing ε: target distribution (1−ε)·onehot + ε/V.

@@ -188,6 +188,22 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void FusedAttentionForward(float* y, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
+    {
+        long start = Begin(KernelId.FusedAttentionForward);
+        Inner.FusedAttentionForward(y, lse, qkv, bias, mask, B, T, NH, HD, nW, scale);
+        End(KernelId.FusedAttentionForward, start);
+    }
+
+    /// <inheritdoc/>
+    public void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, float* y, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate)
+    {
+        long start = Begin(KernelId.FusedAttentionBackward);
+        Inner.FusedAttentionBackward(dqkv, dbias, delta, dy, y, lse, qkv, bias, mask, B, T, NH, HD, nW, scale, accumulate);
+        End(KernelId.FusedAttentionBackward, start);
+    }
+
+    /// <inheritdoc/>
     public void CrossEntropyForward(float* loss, float* logits, int* targets, int B, int V, float smoothing)
     {
         long start = Begin(KernelId.CrossEntropyForward);
@@ -495,6 +511,10 @@ public enum KernelId
     MergeHeadsBackward,
     /// <summary><see cref="IKernels.AttentionSoftmaxForward"/></summary>
     AttentionSoftmaxForward,
+    /// <summary><see cref="IKernels.FusedAttentionForward"/></summary>
+    FusedAttentionForward,
+    /// <summary><see cref="IKernels.FusedAttentionBackward"/></summary>
+    FusedAttentionBackward,
     /// <summary><see cref="IKernels.CrossEntropyForward"/></summary>
     CrossEntropyForward,
     /// <summary><see cref="IKernels.CrossEntropyBackward"/></summary>

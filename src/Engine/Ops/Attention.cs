@@ -3,17 +3,30 @@ using Engine.Autograd;
 namespace Engine;
 
 // Scaled dot-product multi-head attention from a packed qkv projection (ViT and Swin windows).
-// Kernels: CpuKernels.Attention.cs and cuda/attention.cu (head permutes), Softmax for the probabilities.
+// Kernels: CpuKernels.Attention.cs and cuda/attention.cu (head permutes, fused attention), Softmax for the unfused
+// path's probabilities.
 public static unsafe partial class Ops
 {
+    /// <summary>The largest head dim the fused attention kernels take (their CUDA tiles); larger heads run unfused.</summary>
+    public const int FusedAttentionMaxHeadDim = 128;
+
+    /// <summary>Whether <see cref="Attention"/> calls that do not say run fused (default true). False puts every
+    /// model on the unfused reference path, e.g. to compare the two (<c>bench/run.sh peft --unfused-attention</c>).</summary>
+    public static bool FusedAttentionByDefault { get; set; } = true;
+
     /// <summary>
     /// Multi-head attention. qkv [B,T,3·C] laid out q|k|v with head h owning columns h·HD..h·HD+HD−1 of each
     /// (timm). Output [B,T,C] = heads of softmax(scale·q·kᵀ + bias[h] + mask[b mod nW])·v, re-packed.
     /// bias [NH,T,T] or null (Swin's relative position bias, gathered; it may require gradients);
     /// mask [nW,T,T] or null (Swin's shift mask, constant; B must be a multiple of nW). scale defaults to HD^-½.
-    /// Saves q, k, v and the probabilities [B,NH,T,T].
+    /// Fused (unless <paramref name="fused"/>, or when null <see cref="FusedAttentionByDefault"/>, says otherwise; head
+    /// dims up to <see cref="FusedAttentionMaxHeadDim"/>): one kernel reads q, k, v in place and writes the merged
+    /// heads, keeping no [T,T] matrix; it saves qkv, the output and one log-sum-exp per score row, and its backward
+    /// computes the probabilities again.
+    /// Unfused (the reference path): head split, batched GEMM, softmax, batched GEMM, head merge; it saves q, k, v
+    /// and the probabilities [B,NH,T,T].
     /// </summary>
-    public static Tensor Attention(Tensor qkv, int heads, Tensor? bias = null, Tensor? mask = null, float? scale = null)
+    public static Tensor Attention(Tensor qkv, int heads, Tensor? bias = null, Tensor? mask = null, float? scale = null, bool? fused = null)
     {
         const string op = "Attention";
         Check(op, "qkv", qkv, 3);
@@ -37,6 +50,22 @@ public static unsafe partial class Ops
         float s = scale ?? 1f / MathF.Sqrt(HD);
         var k = qkv.Device.Kernels;
         var dev = qkv.Device;
+        if ((fused ?? FusedAttentionByDefault) && HD <= FusedAttentionMaxHeadDim)
+        {
+            var output = Tensor.Empty(dev, DType.F32, B, T, C);
+            var lse = Tensor.Empty(dev, DType.F32, B, heads, T);
+            k.FusedAttentionForward(output.Data, lse.Data, qkv.Data, bias == null ? null : bias.Data, mask == null ? null : mask.Data,
+                B, T, heads, HD, nW, s);
+            if (Tape.ShouldRecord(qkv, bias))
+                Tape.Push(output, new FusedAttentionSaved
+                {
+                    Qkv = qkv, Bias = bias, QkvKept = Tape.Save(qkv), BiasKept = bias == null ? null : Tape.Save(bias),
+                    MaskKept = mask == null ? null : Tape.Save(mask), YKept = Tape.Save(output), Lse = Tape.Keep(lse),
+                    Heads = heads, Windows = nW, Scale = s,
+                });
+            else lse.Dispose();
+            return output;
+        }
         Tensor q = Tensor.Empty(dev, DType.F32, B, heads, T, HD), kk = Tensor.Empty(dev, DType.F32, B, heads, T, HD),
             v = Tensor.Empty(dev, DType.F32, B, heads, T, HD), p = Tensor.Empty(dev, DType.F32, B, heads, T, T);
         k.SplitHeads(q.Data, kk.Data, v.Data, qkv.Data, B, T, heads, HD);
@@ -92,6 +121,27 @@ public static unsafe partial class Ops
             k.GemmStridedBatched(false, false, T, HD, T, s.Scale, dz.Data, T, tt, kk, HD, th, 0f, dq.Data, HD, th, B * NH);
             k.GemmStridedBatched(true, false, T, HD, T, s.Scale, dz.Data, T, tt, q, HD, th, 0f, dk.Data, HD, th, B * NH);
             k.SplitHeadsBackward(dqkv, dq.Data, dk.Data, dv.Data, B, T, NH, HD, acc);
+        }
+    }
+
+    /// <summary>Fused attention's backward state: qkv, bias, mask, the output and the log-sum-exp [B,NH,T] per score row.</summary>
+    struct FusedAttentionSaved : IBackward<FusedAttentionSaved>
+    {
+        public Tensor Qkv, QkvKept, YKept, Lse;
+        public Tensor? Bias, BiasKept, MaskKept;
+        public int Heads, Windows;
+        public float Scale;
+
+        public static void Backward(ref FusedAttentionSaved s, Tensor y)
+        {
+            int B = y.Shape[0], T = y.Shape[1], C = y.Shape[2], NH = s.Heads;
+            float* dbias = Tape.GradAccumulatorIfNeeded(s.Bias);
+            float* dqkv = Tape.GradOutputIfNeeded(s.Qkv, out bool acc);
+            if (dbias == null && dqkv == null) return;
+            using var delta = Tensor.Empty(y.Device, DType.F32, B, NH, T);
+            y.Device.Kernels.FusedAttentionBackward(dqkv, dbias, delta.Data, y.Grad!.Data, s.YKept.Data, s.Lse.Data, s.QkvKept.Data,
+                s.BiasKept == null ? null : s.BiasKept.Data, s.MaskKept == null ? null : s.MaskKept.Data, B, T, NH, C / NH,
+                s.Windows, s.Scale, acc);
         }
     }
 }

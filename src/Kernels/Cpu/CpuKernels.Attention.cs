@@ -1,8 +1,10 @@
 using System.Runtime.CompilerServices;
 namespace Engine.Kernels.Cpu;
 
-// Attention on the CPU (cuda/attention.cu): head split/merge permutes. The GEMMs between them go through
-// Gemm/GemmStridedBatched; the biased, masked softmax is in CpuKernels.Softmax.cs.
+// Attention on the CPU (cuda/attention.cu): head split/merge permutes (the GEMMs between them go through
+// Gemm/GemmStridedBatched; the biased, masked softmax is in CpuKernels.Softmax.cs), and fused attention: per
+// (image, head) the [T,T] scores live in a per-thread scratch (L2-sized for ViT and Swin), q, k, v are read in place
+// from the packed qkv rows and the output written in place into the merged rows.
 public sealed unsafe partial class CpuKernels
 {
     /// <inheritdoc/>
@@ -60,6 +62,161 @@ public sealed unsafe partial class CpuKernels
                     }
                 }
             }
+        }
+    }
+
+    /// <inheritdoc/>
+    public void FusedAttentionForward(float* y, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
+    {
+        var body = new FusedAttentionForwardBody
+        {
+            Y = y, Lse = lse, Qkv = qkv, Bias = bias, Mask = mask, T = T, NH = NH, HD = HD, NW = mask == null ? 1 : nW, Scale = scale,
+        };
+        CpuParallel.For(B * NH, ref body);
+    }
+
+    /// <summary>One (image, head): S = scale·q·kᵀ [T,T] in scratch, row softmax with bias and mask (lse kept), y = P·v.</summary>
+    struct FusedAttentionForwardBody : IParallelBody
+    {
+        public float* Y, Lse, Qkv, Bias, Mask;
+        public int T, NH, HD, NW;
+        public float Scale;
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Run(int task)
+        {
+            int b = task / NH, h = task % NH, C = NH * HD;
+            float* q = Qkv + (long)b * T * 3 * C + h * HD, k = q + C, v = q + 2 * C;
+            float* s = (float*)ThreadScratch.Get(3, (long)T * T * sizeof(float));
+            CpuGemm.Gemm(false, true, T, T, HD, Scale, q, 3 * C, k, 3 * C, 0f, s, T);
+            var rows = new AttentionRows { P = s, Lse = Lse + (long)task * T, Cols = T, Softmax = true };
+            rows.At(Bias, Mask, h, b % NW);
+            Simd.Run(ref rows, 0, T);
+            CpuGemm.Gemm(false, false, T, HD, T, 1f, s, T, v, 3 * C, 0f, Y + (long)b * T * C + h * HD, C);
+        }
+    }
+
+    /// <summary>The rows of one (image, head)'s [T,T] scores in place: Softmax: p = softmax(s + bias + mask), lse kept;
+    /// else p = exp(s + bias + mask − lse), the forward's probabilities again.</summary>
+    struct AttentionRows : IVectorRange
+    {
+        public float* P, Lse, Bias, Mask;
+        public int Cols;
+        public bool Softmax;
+
+        /// <summary>Points at head h's bias and window w's mask (either may be absent).</summary>
+        public void At(float* bias, float* mask, int h, int w)
+        {
+            Bias = bias == null ? null : bias + (long)h * Cols * Cols;
+            Mask = mask == null ? null : mask + (long)w * Cols * Cols;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public readonly long Run<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>
+        {
+            for (long i = start; i < end; i++)
+            {
+                float* p = P + i * Cols, a = Bias == null ? null : Bias + i * Cols, m = Mask == null ? null : Mask + i * Cols;
+                if (Softmax)
+                {
+                    Lse[i] = SoftmaxRow<TV, W>(p, p, a, m, Cols);
+                    continue;
+                }
+                var lse = W.Splat(Lse[i]);
+                int j = 0;
+                for (; j + W.Count <= Cols; j += W.Count)
+                {
+                    var z = W.Load(p + j);
+                    if (a != null) z = W.Add(z, W.Load(a + j));
+                    if (m != null) z = W.Add(z, W.Load(m + j));
+                    W.Store(p + j, Simd.Exp<TV, W>(W.Sub(z, lse)));
+                }
+                for (; j < Cols; j++) p[j] = MathF.Exp(p[j] + (a == null ? 0f : a[j]) + (m == null ? 0f : m[j]) - Lse[i]);
+            }
+            return end;
+        }
+    }
+
+    /// <inheritdoc/>
+    public void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, float* y, float* lse, float* qkv, float* bias,
+        float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate)
+    {
+        // Images in a fixed number of groups (set by B alone): each (group, head) task sums its images' score gradients
+        // into its own bias partial, added up in order afterwards, so dbias does not depend on the thread count.
+        int groups = Math.Min(B, 8);
+        long tt = (long)T * T;
+        var body = new FusedAttentionBackwardBody
+        {
+            Dqkv = dqkv, Delta = delta, Dy = dy, Y = y, Lse = lse, Qkv = qkv, Bias = bias, Mask = mask, B = B, T = T, NH = NH, HD = HD,
+            NW = mask == null ? 1 : nW, Groups = groups, Scale = scale, Beta = accumulate ? 1f : 0f,
+            Partials = dbias == null ? null : Partials(groups * NH, tt),
+        };
+        CpuParallel.For(groups * NH, ref body);
+        if (dbias == null) return;
+        for (int h = 0; h < NH; h++)
+            for (int g = 0; g < groups; g++)
+                Add(dbias + h * tt, dbias + h * tt, body.Partials + (g * NH + h) * tt, tt);
+    }
+
+    /// <summary>One (group of images, head): per image the probabilities again from the scores and lse, then
+    /// dv = Pᵀ·dO, dP = dO·vᵀ, dS = P ⊙ (dP − Σ_d dO·O), dq = scale·dS·k, dk = scale·dSᵀ·q; dS summed into the bias partial.</summary>
+    struct FusedAttentionBackwardBody : IParallelBody
+    {
+        public float* Dqkv, Delta, Dy, Y, Lse, Qkv, Bias, Mask, Partials;
+        public int B, T, NH, HD, NW, Groups;
+        public float Scale, Beta;
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Run(int task)
+        {
+            int g = task / NH, h = task % NH, C = NH * HD;
+            long tt = (long)T * T;
+            float* p = (float*)ThreadScratch.Get(3, 2 * tt * sizeof(float)), ds = p + tt;
+            float* partial = Partials == null ? null : Partials + task * tt;
+            if (partial != null) new Span<float>(partial, (int)tt).Clear();
+            for (int b = g * B / Groups; b < (g + 1) * B / Groups; b++)
+            {
+                long bh = (long)b * NH + h;
+                float* q = Qkv + (long)b * T * 3 * C + h * HD, k = q + C, v = q + 2 * C;
+                float* dO = Dy + (long)b * T * C + h * HD, o = Y + (long)b * T * C + h * HD, delta = Delta + bh * T;
+                CpuGemm.Gemm(false, true, T, T, HD, Scale, q, 3 * C, k, 3 * C, 0f, p, T);
+                var rows = new AttentionRows { P = p, Lse = Lse + bh * T, Cols = T };
+                rows.At(Bias, Mask, h, b % NW);
+                Simd.Run(ref rows, 0, T);
+                CpuGemm.Gemm(false, true, T, T, HD, 1f, dO, C, v, 3 * C, 0f, ds, T);
+                var grads = new ScoreGradRows { P = p, Ds = ds, Dy = dO, Y = o, Delta = delta, Partial = partial, T = T, HD = HD, C = C };
+                Simd.Run(ref grads, 0, T);
+                if (Dqkv == null) continue;
+                float* dq = Dqkv + (long)b * T * 3 * C + h * HD, dk = dq + C, dv = dq + 2 * C;
+                CpuGemm.Gemm(true, false, T, HD, T, 1f, p, T, dO, C, Beta, dv, 3 * C);
+                CpuGemm.Gemm(false, false, T, HD, T, Scale, ds, T, k, 3 * C, Beta, dq, 3 * C);
+                CpuGemm.Gemm(true, false, T, HD, T, Scale, ds, T, q, 3 * C, Beta, dk, 3 * C);
+            }
+        }
+    }
+
+    /// <summary>Rows of one (image, head): delta = Σ_d dO·O, then dS = P ⊙ (dP − delta) in place of dP, added to the
+    /// bias partial when there is one.</summary>
+    struct ScoreGradRows : IVectorRange
+    {
+        public float* P, Ds, Dy, Y, Delta, Partial;
+        public int T, HD, C;
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public readonly long Run<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>
+        {
+            for (long i = start; i < end; i++)
+            {
+                float d = Delta[i] = Dot<TV, W>(Dy + i * C, Y + i * C, HD);
+                float* ds = Ds + i * T;
+                SoftmaxBackwardRow<TV, W>(ds, ds, P + i * T, d, T, false);
+                if (Partial == null) continue;
+                float* acc = Partial + i * T;
+                int j = 0;
+                for (; j + W.Count <= T; j += W.Count) W.Store(acc + j, W.Add(W.Load(acc + j), W.Load(ds + j)));
+                for (; j < T; j++) acc[j] += ds[j];
+            }
+            return end;
         }
     }
 }

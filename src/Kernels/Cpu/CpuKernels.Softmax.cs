@@ -37,9 +37,10 @@ public sealed unsafe partial class CpuKernels
         }
     }
 
-    /// <summary>Shared row softmax at width W: y = softmax(x + a + b) with optional additive rows a, b (both [cols]).</summary>
+    /// <summary>Shared row softmax at width W: y = softmax(x + a + b) with optional additive rows a, b (both [cols]);
+    /// returns the row's log-sum-exp, log Σ exp(x + a + b).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void SoftmaxRow<TV, W>(float* y, float* x, float* a, float* b, int cols) where TV : struct where W : ISimd<TV>
+    static float SoftmaxRow<TV, W>(float* y, float* x, float* a, float* b, int cols) where TV : struct where W : ISimd<TV>
     {
         int i = 0;
         var vmax = W.Splat(float.NegativeInfinity);
@@ -75,6 +76,7 @@ public sealed unsafe partial class CpuKernels
         var inv = W.Splat(1f / sum);
         for (i = 0; i + W.Count <= cols; i += W.Count) W.Store(y + i, W.Mul(W.Load(y + i), inv));
         for (; i < cols; i++) y[i] *= 1f / sum;
+        return max + MathF.Log(sum);
     }
 
     /// <inheritdoc/>
@@ -98,25 +100,41 @@ public sealed unsafe partial class CpuKernels
         {
             for (long r = start; r < end; r++)
             {
-                float* dx = Dx + r * Cols, dy = Dy + r * Cols, y = Y + r * Cols;
-                var acc = W.Splat(0f);
-                int j = 0;
-                for (; j + W.Count <= Cols; j += W.Count) acc = W.Fma(W.Load(dy + j), W.Load(y + j), acc);
-                float dot = W.Sum(acc);
-                for (; j < Cols; j++) dot += dy[j] * y[j];
-                var vdot = W.Splat(dot);
-                for (j = 0; j + W.Count <= Cols; j += W.Count)
-                {
-                    var v = W.Mul(W.Load(y + j), W.Sub(W.Load(dy + j), vdot));
-                    W.Store(dx + j, Accumulate ? W.Add(W.Load(dx + j), v) : v);
-                }
-                for (; j < Cols; j++)
-                {
-                    float v = y[j] * (dy[j] - dot);
-                    dx[j] = Accumulate ? dx[j] + v : v;
-                }
+                float* dy = Dy + r * Cols, y = Y + r * Cols;
+                SoftmaxBackwardRow<TV, W>(Dx + r * Cols, dy, y, Dot<TV, W>(dy, y, Cols), Cols, Accumulate);
             }
             return end;
+        }
+    }
+
+    /// <summary>Σ a·b over n entries at width W.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static float Dot<TV, W>(float* a, float* b, int n) where TV : struct where W : ISimd<TV>
+    {
+        var acc = W.Splat(0f);
+        int j = 0;
+        for (; j + W.Count <= n; j += W.Count) acc = W.Fma(W.Load(a + j), W.Load(b + j), acc);
+        float dot = W.Sum(acc);
+        for (; j < n; j++) dot += a[j] * b[j];
+        return dot;
+    }
+
+    /// <summary>dx = y ⊙ (dy − dot) over one row (dx may alias dy), at width W: the softmax backward, with dot = ⟨dy, y⟩.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void SoftmaxBackwardRow<TV, W>(float* dx, float* dy, float* y, float dot, int cols, bool accumulate)
+        where TV : struct where W : ISimd<TV>
+    {
+        var vdot = W.Splat(dot);
+        int j = 0;
+        for (; j + W.Count <= cols; j += W.Count)
+        {
+            var v = W.Mul(W.Load(y + j), W.Sub(W.Load(dy + j), vdot));
+            W.Store(dx + j, accumulate ? W.Add(W.Load(dx + j), v) : v);
+        }
+        for (; j < cols; j++)
+        {
+            float v = y[j] * (dy[j] - dot);
+            dx[j] = accumulate ? dx[j] + v : v;
         }
     }
 

@@ -34,6 +34,14 @@ public static class CudaKernelHandles
         public static readonly CudaKernel MergeHeads = new(File, "merge_heads");
         /// <summary><c>merge_heads_backward</c>.</summary>
         public static readonly CudaKernel MergeHeadsBackward = new(File, "merge_heads_backward");
+        /// <summary><c>fused_attention_forward</c>.</summary>
+        public static readonly CudaKernel FusedAttentionForward = new(File, "fused_attention_forward");
+        /// <summary><c>fused_attention_backward_dq</c>.</summary>
+        public static readonly CudaKernel FusedAttentionBackwardDq = new(File, "fused_attention_backward_dq");
+        /// <summary><c>fused_attention_backward_dkdv</c>.</summary>
+        public static readonly CudaKernel FusedAttentionBackwardDkdv = new(File, "fused_attention_backward_dkdv");
+        /// <summary><c>fused_attention_backward_bias</c>.</summary>
+        public static readonly CudaKernel FusedAttentionBackwardBias = new(File, "fused_attention_backward_bias");
     }
 
     /// <summary>cuda/conv.cu.</summary>

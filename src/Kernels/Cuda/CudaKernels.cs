@@ -216,6 +216,41 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public void MergeHeadsBackward(float* dout, float* dy, int B, int T, int NH, int HD, bool accumulate) =>
         GridStride(Attention.MergeHeadsBackward, (long)B * T * NH * HD, dout, dy, B, T, NH, HD, accumulate);
 
+    /// <summary>Fused attention's launch shape (attention.cu): 4 warps per block, each owning
+    /// <paramref name="rowsPerWarp"/> rows of one (image, head) per grid row.</summary>
+    static (Dim3 Grid, Dim3 Block) FusedAttentionShape(int B, int T, int NH, int rowsPerWarp) =>
+        (new Dim3((uint)((T + 4 * rowsPerWarp - 1) / (4 * rowsPerWarp)), (uint)(B * NH)), new Dim3(128));
+
+    /// <inheritdoc/>
+    /// <remarks>Head dim at most 128 (the kernels' shared-memory tiles).</remarks>
+    public void FusedAttentionForward(float* y, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
+    {
+        CheckFusedHeadDim(HD);
+        if (B * T * NH == 0) return;
+        var (grid, block) = FusedAttentionShape(B, T, NH, 4);
+        _runtime.Launch(Attention.FusedAttentionForward, grid, block, y, lse, qkv, bias, mask, B, T, NH, HD, mask == null ? 1 : nW, scale);
+    }
+
+    /// <inheritdoc/>
+    public void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, float* y, float* lse, float* qkv, float* bias,
+        float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate)
+    {
+        CheckFusedHeadDim(HD);
+        if (B * T * NH == 0) return;
+        int windows = mask == null ? 1 : nW;
+        var (grid, block) = FusedAttentionShape(B, T, NH, 2);
+        _runtime.Launch(Attention.FusedAttentionBackwardDq, grid, block, dqkv, delta, dy, y, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, accumulate);
+        if (dqkv != null)
+            _runtime.Launch(Attention.FusedAttentionBackwardDkdv, grid, block, dqkv, delta, dy, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, accumulate);
+        if (dbias != null)
+            WarpPerRow(Attention.FusedAttentionBackwardBias, (long)NH * T, dbias, delta, dy, lse, qkv, bias, mask, B, T, NH, HD, windows, scale);
+    }
+
+    static void CheckFusedHeadDim(int HD)
+    {
+        if (HD > 128) throw new ArgumentOutOfRangeException(nameof(HD), HD, "fused attention on CUDA takes head dims up to 128; use the unfused path");
+    }
+
     /// <inheritdoc/>
     public void AttentionSoftmaxForward(float* p, float* s, float* bias, float* mask, int B, int NH, int T, int nW) =>
         WarpPerRow(Softmax.SoftmaxForward, (long)B * NH * T, p, s, bias, mask, (long)B * NH * T, T, T, NH, mask == null ? 1 : nW);
