@@ -75,3 +75,77 @@ __device__ __forceinline__ float counter_uniform(unsigned long long seed, unsign
     z ^= z >> 31;
     return (float)(z >> 40) * (1.0f / 16777216.0f);
 }
+
+// Low-precision storage (mixed-precision GEMM operands): 16-bit bfloat16 and IEEE half, our own types so the files
+// compile under NVRTC without NVIDIA's headers and under the emulator. Conversions round to nearest, ties to even, bit
+// for bit as Engine.Kernels.LowPrecision on the CPU: NaN stays a quiet NaN, half overflows to ±inf and keeps subnormals.
+struct bf16 { unsigned short bits; };
+struct fp16 { unsigned short bits; };
+
+// x with the low `drop` significand bits rounded away (13: tf32, 16: bf16), still an fp32 bit pattern.
+__device__ __forceinline__ unsigned int round_significand(unsigned int u, int drop)
+{
+    if ((u & 0x7fffffffu) > 0x7f800000u) return u | 0x00400000u; // NaN: quiet
+    return (u + ((1u << (drop - 1)) - 1u) + ((u >> drop) & 1u)) & ~((1u << drop) - 1u);
+}
+
+__device__ __forceinline__ float round_tf32(float x) { return __int_as_float((int)round_significand((unsigned int)__float_as_int(x), 13)); }
+
+__device__ __forceinline__ bf16 to_bf16(float x)
+{
+    bf16 r;
+    r.bits = (unsigned short)(round_significand((unsigned int)__float_as_int(x), 16) >> 16);
+    return r;
+}
+
+__device__ __forceinline__ float from_bf16(bf16 h) { return __int_as_float((int)((unsigned int)h.bits << 16)); }
+
+__device__ __forceinline__ fp16 to_fp16(float x)
+{
+    unsigned int u = (unsigned int)__float_as_int(x), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    fp16 r;
+    if (a > 0x7f800000u) r.bits = (unsigned short)(sign | 0x7e00u | ((a >> 13) & 0x3ffu)); // NaN, quiet
+    else if (a >= 0x477ff000u) r.bits = (unsigned short)(sign | 0x7c00u);                  // ≥ 65520 (and inf): inf
+    else if (a >= 0x38800000u)                                                               // normal: |x| ≥ 2⁻¹⁴
+        r.bits = (unsigned short)(sign | ((a + 0xfffu + ((a >> 13) & 1u) - 0x38000000u) >> 13)); // exponent 127 → 15
+    else
+    {
+        // Subnormal (or zero): the half is m·2⁻²⁴ with m = |x|·2²⁴ rounded, |x| = s·2^(e−150) for exponent field e.
+        int e = (int)(a >> 23);
+        unsigned int m = 0;
+        if (e >= 102) // below that |x| < 2⁻²⁵: rounds to zero
+        {
+            unsigned int s = (a & 0x7fffffu) | 0x800000u;
+            int shift = 126 - e; // 14 .. 24
+            unsigned int rest = s & ((1u << shift) - 1u), halfway = 1u << (shift - 1);
+            m = s >> shift;
+            if (rest > halfway || (rest == halfway && (m & 1u))) m++; // 1024 is the smallest normal, correctly encoded
+        }
+        r.bits = (unsigned short)(sign | m);
+    }
+    return r;
+}
+
+__device__ __forceinline__ float from_fp16(fp16 h)
+{
+    unsigned int sign = ((unsigned int)h.bits & 0x8000u) << 16, e = ((unsigned int)h.bits >> 10) & 0x1fu, m = h.bits & 0x3ffu;
+    if (e == 31) return __int_as_float((int)(sign | 0x7f800000u | (m << 13)));
+    if (e == 0)
+    {
+        float v = (float)m * 5.9604644775390625e-8f; // m·2⁻²⁴, exact
+        return sign ? -v : v;
+    }
+    return __int_as_float((int)(sign | ((e + 112u) << 23) | (m << 13)));
+}
+
+// x rounded to a Precision (0 fp32, 1 tf32, 2 bf16, 3 fp16; the order of Engine.Kernels.Precision), as a float.
+__device__ __forceinline__ float to_precision(float x, int precision)
+{
+    switch (precision)
+    {
+    case 1: return round_tf32(x);
+    case 2: return from_bf16(to_bf16(x));
+    case 3: return from_fp16(to_fp16(x));
+    default: return x;
+    }
+}

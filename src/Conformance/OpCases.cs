@@ -60,5 +60,10 @@ public static partial class OpCases
         ("SparseDepthwiseGrad", SparseDepthwiseGrad),
         // Optimizer
         ("SparseAdam", SparseAdam),
+        // Precision
+        ("RoundToPrecision", RoundToPrecision),
+        ("GemmTf32", GemmTf32),
+        ("GemmBf16", GemmBf16),
+        ("GemmFp16", GemmFp16),
     ];
 }

@@ -199,13 +199,13 @@ public static unsafe class DeviceBenchmarks
         foreach (var (N, K) in new[] { (C, C), (4 * C, C) })
         {
             Add(Measure(device, "gemm", [M, N, K], repeats));
-            if (device is CudaDevice { Runtime: DriverRuntime { ComputeCapability.Major: >= 8 } gpu })
-            {
-                gpu.AllowTf32 = true;
-                var tf32 = Measure(device, "gemm", [M, N, K], repeats);
-                gpu.AllowTf32 = false;
-                Add(tf32 with { Name = "gemm TF32" });
-            }
+            if (device is CudaDevice { Runtime: DriverRuntime { ComputeCapability.Major: >= 8 } })
+                foreach (var precision in new[] { Precision.TF32, Precision.BF16, Precision.FP16 })
+                {
+                    device.Kernels.GemmPrecision = precision;
+                    try { Add(Measure(device, "gemm", [M, N, K], repeats) with { Name = $"gemm {precision}" }); }
+                    finally { device.Kernels.GemmPrecision = Precision.FP32; }
+                }
         }
         if (device is CudaDevice cudaDevice)
         {

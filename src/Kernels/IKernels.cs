@@ -19,6 +19,11 @@ public unsafe interface IKernels
     string Name { get; }
 
     // ---------------------------------------------------------------- GEMM
+    /// <summary>The format of the GEMMs' operands (<see cref="Gemm"/>, <see cref="GemmStridedBatched"/>,
+    /// <see cref="LinearForward"/>): rounded to it, products accumulated in fp32, results fp32. Default
+    /// <see cref="Precision.FP32"/>. Every other kernel computes in fp32.</summary>
+    Precision GemmPrecision { get; set; }
+
     /// <summary>C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C. op(X) = X or Xᵀ.
     /// A is [M,K] (lda ≥ K) or, transposed, [K,M] (lda ≥ M); B is [K,N] (ldb ≥ N) or [N,K] (ldb ≥ K).
     /// beta = 0 never reads C.</summary>
@@ -33,6 +38,11 @@ public unsafe interface IKernels
     /// <summary>The Linear layer's forward: y[rows, N] = x[rows, K]·Wᵀ + bias, W [N, K], bias [N] or null. The CPU adds
     /// the bias to each tile of y while it is still in cache; other backends may run a GEMM and then the bias add.</summary>
     void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K);
+
+    // ---------------------------------------------------------------- precision
+    /// <summary>y[i] = x[i] rounded to <paramref name="precision"/> (to nearest, ties to even), kept as float; y may
+    /// alias x. Bit for bit <see cref="LowPrecision.Round(float, Precision)"/> on every backend.</summary>
+    void RoundToPrecision(float* y, float* x, long n, Precision precision);
 
     // ---------------------------------------------------------------- elementwise and bias
     /// <summary>x[i] = value for i &lt; n.</summary>

@@ -22,6 +22,13 @@ public sealed partial class InstrumentedKernels : IKernels
     /// <inheritdoc/>
     public string Name => Inner.Name;
 
+    /// <inheritdoc/>
+    public Precision GemmPrecision
+    {
+        get => Inner.GemmPrecision;
+        set => Inner.GemmPrecision = value;
+    }
+
     /// <summary>Measure wall time per kernel.</summary>
     public bool Timing { get; set; }
 

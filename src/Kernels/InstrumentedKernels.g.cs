@@ -28,6 +28,14 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void RoundToPrecision(float* y, float* x, long n, Precision precision)
+    {
+        long start = Begin(KernelId.RoundToPrecision);
+        Inner.RoundToPrecision(y, x, n, precision);
+        End(KernelId.RoundToPrecision, start);
+    }
+
+    /// <inheritdoc/>
     public void Fill(float* x, long n, float value)
     {
         long start = Begin(KernelId.Fill);
@@ -471,6 +479,8 @@ public enum KernelId
     GemmStridedBatched,
     /// <summary><see cref="IKernels.LinearForward"/></summary>
     LinearForward,
+    /// <summary><see cref="IKernels.RoundToPrecision"/></summary>
+    RoundToPrecision,
     /// <summary><see cref="IKernels.Fill"/></summary>
     Fill,
     /// <summary><see cref="IKernels.Copy"/></summary>

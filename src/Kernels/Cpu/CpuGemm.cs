@@ -47,9 +47,10 @@ public static unsafe class CpuGemm
     };
 
     /// <summary>See <see cref="IKernels.Gemm"/>; with <paramref name="bias"/> [N], bias[j] is added to every row of C
-    /// once its tile is complete (the Linear layer's epilogue, bit for bit the same as a separate bias add).</summary>
+    /// once its tile is complete (the Linear layer's epilogue, bit for bit the same as a separate bias add). A
+    /// <paramref name="precision"/> below fp32 rounds the operands as they are packed (A is then always packed).</summary>
     public static void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda,
-        float* B, int ldb, float beta, float* C, int ldc, float* bias = null)
+        float* B, int ldb, float beta, float* C, int ldc, float* bias = null, Precision precision = Precision.FP32)
     {
         if (M <= 0 || N <= 0) return;
         if (K <= 0 || alpha == 0f)
@@ -63,7 +64,7 @@ public static unsafe class CpuGemm
         var body = new RectangleBody
         {
             Isa = isa, MR = MR, NR = NR, TransA = transA, TransB = transB, M = M, N = N, K = K, Alpha = alpha,
-            A = A, Lda = lda, B = B, Ldb = ldb, Beta = beta, C = C, Ldc = ldc, Bias = bias,
+            A = A, Lda = lda, B = B, Ldb = ldb, Beta = beta, C = C, Ldc = ldc, Bias = bias, Precision = precision,
         };
         body.Plan((long)M * N * K < 1 << 20 ? 1 : CpuParallel.Threads);
         CpuParallel.For(body.ColumnParts * body.RowParts, ref body);
@@ -71,20 +72,21 @@ public static unsafe class CpuGemm
 
     /// <summary>See <see cref="IKernels.GemmStridedBatched"/>. Many small matrices run one per thread.</summary>
     public static void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha,
-        float* A, int lda, long strideA, float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch)
+        float* A, int lda, long strideA, float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch,
+        Precision precision = Precision.FP32)
     {
         if (batch >= 2 * CpuParallel.Threads || (long)M * N * K < 1 << 18)
         {
             var body = new BatchBody
             {
                 TransA = transA, TransB = transB, M = M, N = N, K = K, Alpha = alpha, A = A, Lda = lda, StrideA = strideA,
-                B = B, Ldb = ldb, StrideB = strideB, Beta = beta, C = C, Ldc = ldc, StrideC = strideC,
+                B = B, Ldb = ldb, StrideB = strideB, Beta = beta, C = C, Ldc = ldc, StrideC = strideC, Precision = precision,
             };
             CpuParallel.For(batch, ref body);
             return;
         }
         for (int i = 0; i < batch; i++)
-            Gemm(transA, transB, M, N, K, alpha, A + i * strideA, lda, B + i * strideB, ldb, beta, C + i * strideC, ldc);
+            Gemm(transA, transB, M, N, K, alpha, A + i * strideA, lda, B + i * strideB, ldb, beta, C + i * strideC, ldc, null, precision);
     }
 
     struct BatchBody : IParallelBody
@@ -94,10 +96,11 @@ public static unsafe class CpuGemm
         public float Alpha, Beta;
         public float* A, B, C;
         public long StrideA, StrideB, StrideC;
+        public Precision Precision;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int i) =>
-            Gemm(TransA, TransB, M, N, K, Alpha, A + i * StrideA, Lda, B + i * StrideB, Ldb, Beta, C + i * StrideC, Ldc);
+            Gemm(TransA, TransB, M, N, K, Alpha, A + i * StrideA, Lda, B + i * StrideB, Ldb, Beta, C + i * StrideC, Ldc, null, Precision);
     }
 
     /// <summary>Rectangles per thread. More than one: threads take them as they come, so a thread that starts late
@@ -113,6 +116,7 @@ public static unsafe class CpuGemm
         public bool TransA, TransB;
         public float* A, B, C, Bias;
         public float Alpha, Beta;
+        public Precision Precision;
 
         /// <summary>Splits C into up to <see cref="TasksPerThread"/> rectangles per thread: across columns when each
         /// thread gets at least two panels (every part of B is then packed once in all), in parts no narrower than a packed
@@ -143,6 +147,7 @@ public static unsafe class CpuGemm
                 {
                     int kc = Math.Min(KC, K - pc);
                     PackB(TransB, B, Ldb, pc, kc, jc, nc, NR, bPack);
+                    if (Precision != Precision.FP32) LowPrecision.Round(bPack, bPack, (long)kc * ((nc + NR - 1) / NR * NR), Precision);
                     float beta = pc == 0 ? Beta : 1f;
                     bool lastBlock = pc + kc == K;
                     for (int ir = m0; ir < m1; ir += MR)
@@ -150,12 +155,16 @@ public static unsafe class CpuGemm
                         int mr = Math.Min(MR, m1 - ir);
                         float* a = aStrip;
                         long la = kc;
-                        if (!TransA && mr == MR && Lda % 1024 != 0)
+                        if (!TransA && mr == MR && Lda % 1024 != 0 && Precision == Precision.FP32)
                         {
                             a = A + (long)ir * Lda + pc;
                             la = Lda;
                         }
-                        else PackAStrip(TransA, A, Lda, ir, mr, pc, kc, MR, aStrip); // rows 4 KiB apart share L1 sets: copy them
+                        else
+                        {
+                            PackAStrip(TransA, A, Lda, ir, mr, pc, kc, MR, aStrip); // rows 4 KiB apart share L1 sets: copy them
+                            if (Precision != Precision.FP32) LowPrecision.Round(aStrip, aStrip, (long)mr * kc, Precision);
+                        }
                         float* cRow = C + (long)ir * Ldc + jc;
                         for (int jr = 0; jr < nc; jr += NR)
                         {

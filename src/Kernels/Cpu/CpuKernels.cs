@@ -21,34 +21,40 @@ public sealed unsafe partial class CpuKernels : IKernels
     public string Name => Blas == null ? "cpu" : "cpu-openblas";
 
     /// <inheritdoc/>
+    /// <remarks>Below fp32 our GEMM runs even when <see cref="Blas"/> is set (it rounds the operands as it packs them).</remarks>
+    public Precision GemmPrecision { get; set; }
+
+    OpenBlas? Fp32Blas => GemmPrecision == Precision.FP32 ? Blas : null;
+
+    /// <inheritdoc/>
     public void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, float* B, int ldb,
         float beta, float* C, int ldc)
     {
-        if (Blas != null) Blas.Sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        else CpuGemm.Gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        if (Fp32Blas is { } blas) blas.Sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        else CpuGemm.Gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, null, GemmPrecision);
     }
 
     /// <inheritdoc/>
     public void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA,
         float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch)
     {
-        if (Blas != null)
+        if (Fp32Blas is { } blas)
         {
             for (int i = 0; i < batch; i++)
-                Blas.Sgemm(transA, transB, M, N, K, alpha, A + i * strideA, lda, B + i * strideB, ldb, beta, C + i * strideC, ldc);
+                blas.Sgemm(transA, transB, M, N, K, alpha, A + i * strideA, lda, B + i * strideB, ldb, beta, C + i * strideC, ldc);
         }
-        else CpuGemm.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch);
+        else CpuGemm.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch, GemmPrecision);
     }
 
     /// <inheritdoc/>
     public void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K)
     {
-        if (Blas == null)
+        if (Fp32Blas is not { } blas)
         {
-            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N, bias);
+            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N, bias, GemmPrecision);
             return;
         }
-        Blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N);
+        blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N);
         if (bias != null) AddBias(y, y, bias, rows, N);
     }
 

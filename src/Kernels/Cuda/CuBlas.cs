@@ -10,7 +10,7 @@ namespace Engine.Kernels.Cuda;
 public sealed unsafe partial class CuBlas : IDisposable
 {
     const string Lib = "cublas";
-    const int OpN = 0, OpT = 1, R32F = 0, Compute32FFastTf32 = 77, GemmDefault = -1;
+    const int OpN = 0, OpT = 1, R32F = 0, R16F = 2, R16BF = 14, Compute32F = 68, Compute32FFastTf32 = 77, GemmDefault = -1;
 
     [LibraryImport(Lib)] private static partial int cublasCreate_v2(out IntPtr handle);
     [LibraryImport(Lib)] private static partial int cublasDestroy_v2(IntPtr handle);
@@ -22,6 +22,9 @@ public sealed unsafe partial class CuBlas : IDisposable
     [LibraryImport(Lib)] private static partial int cublasGemmEx(IntPtr handle, int transA, int transB, int m, int n, int k,
         float* alpha, void* A, int typeA, int lda, void* B, int typeB, int ldb, float* beta, void* C, int typeC, int ldc,
         int computeType, int algo);
+    [LibraryImport(Lib)] private static partial int cublasGemmStridedBatchedEx(IntPtr handle, int transA, int transB, int m, int n, int k,
+        float* alpha, void* A, int typeA, int lda, long strideA, void* B, int typeB, int ldb, long strideB, float* beta, void* C,
+        int typeC, int ldc, long strideC, int batch, int computeType, int algo);
     [LibraryImport(Lib)] private static partial IntPtr cublasGetStatusString(int status);
 
     IntPtr _handle;
@@ -41,14 +44,13 @@ public sealed unsafe partial class CuBlas : IDisposable
         return CudaLibraries.TryLoad("cublas", out _, out reason);
     }
 
-    /// <summary>Allow TF32 tensor cores (compute capability ≥ 8.0) for FP32 GEMMs: about 10 mantissa bits per product,
-    /// FP32 accumulation. Off by default so results match the CPU to float tolerance.</summary>
-    public bool AllowTf32 { get; set; }
-
-    /// <summary>Row-major C[M,N] = alpha·op(A)·op(B) + beta·C (the <see cref="IKernels.Gemm"/> contract).</summary>
-    public void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, float* B, int ldb, float beta, float* C, int ldc)
+    /// <summary>Row-major C[M,N] = alpha·op(A)·op(B) + beta·C (the <see cref="IKernels.Gemm"/> contract); with
+    /// <paramref name="tf32"/> on TF32 tensor cores (compute capability ≥ 8.0: 11-bit operand significands, fp32
+    /// accumulation).</summary>
+    public void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, float* B, int ldb, float beta, float* C, int ldc,
+        bool tf32 = false)
     {
-        if (AllowTf32)
+        if (tf32)
             Check(cublasGemmEx(_handle, transB ? OpT : OpN, transA ? OpT : OpN, N, M, K, &alpha, B, R32F, ldb, A, R32F, lda,
                 &beta, C, R32F, ldc, Compute32FFastTf32, GemmDefault), "cublasGemmEx");
         else
@@ -56,11 +58,32 @@ public sealed unsafe partial class CuBlas : IDisposable
                 "cublasSgemm_v2");
     }
 
-    /// <summary>Row-major strided batched GEMM (the <see cref="IKernels.GemmStridedBatched"/> contract).</summary>
+    /// <summary>Row-major strided batched GEMM (the <see cref="IKernels.GemmStridedBatched"/> contract), fp32 or TF32.</summary>
     public void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA,
-        float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch) =>
-        Check(cublasSgemmStridedBatched(_handle, transB ? OpT : OpN, transA ? OpT : OpN, N, M, K, &alpha, B, ldb, strideB,
-            A, lda, strideA, &beta, C, ldc, strideC, batch), "cublasSgemmStridedBatched");
+        float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch, bool tf32 = false)
+    {
+        if (batch == 1)
+        {
+            Gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, tf32);
+            return;
+        }
+        if (tf32)
+            Check(cublasGemmStridedBatchedEx(_handle, transB ? OpT : OpN, transA ? OpT : OpN, N, M, K, &alpha, B, R32F, ldb, strideB,
+                A, R32F, lda, strideA, &beta, C, R32F, ldc, strideC, batch, Compute32FFastTf32, GemmDefault), "cublasGemmStridedBatchedEx");
+        else
+            Check(cublasSgemmStridedBatched(_handle, transB ? OpT : OpN, transA ? OpT : OpN, N, M, K, &alpha, B, ldb, strideB,
+                A, lda, strideA, &beta, C, ldc, strideC, batch), "cublasSgemmStridedBatched");
+    }
+
+    /// <summary>Strided batched GEMM of 16-bit operands (bfloat16, or IEEE half) with fp32 accumulation and an fp32 C
+    /// (tensor cores); leading dimensions and strides in elements, as for the fp32 call.</summary>
+    public void GemmStridedBatched16(bool transA, bool transB, int M, int N, int K, float alpha, void* A, int lda, long strideA,
+        void* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch, bool bf16)
+    {
+        int type = bf16 ? R16BF : R16F;
+        Check(cublasGemmStridedBatchedEx(_handle, transB ? OpT : OpN, transA ? OpT : OpN, N, M, K, &alpha, B, type, ldb, strideB,
+            A, type, lda, strideA, &beta, C, R32F, ldc, strideC, batch, Compute32F, GemmDefault), "cublasGemmStridedBatchedEx");
+    }
 
     static void Check(int status, string call)
     {

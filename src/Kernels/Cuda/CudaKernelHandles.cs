@@ -22,6 +22,18 @@ public static class CudaKernelHandles
         public static readonly CudaKernel GeluBackward = new(File, "gelu_backward");
     }
 
+    /// <summary>cuda/precision.cu.</summary>
+    public static class Precision
+    {
+        const string File = "precision.cu";
+        /// <summary><c>round_to_precision</c>.</summary>
+        public static readonly CudaKernel RoundToPrecision = new(File, "round_to_precision");
+        /// <summary><c>convert_to_bf16</c>.</summary>
+        public static readonly CudaKernel ConvertToBf16 = new(File, "convert_to_bf16");
+        /// <summary><c>convert_to_fp16</c>.</summary>
+        public static readonly CudaKernel ConvertToFp16 = new(File, "convert_to_fp16");
+    }
+
     /// <summary>cuda/attention.cu.</summary>
     public static class Attention
     {

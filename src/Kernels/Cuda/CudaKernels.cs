@@ -56,12 +56,21 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, float* B, int ldb,
-        float beta, float* C, int ldc) => _runtime.Gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        float beta, float* C, int ldc) => _runtime.Gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, GemmPrecision);
 
     /// <inheritdoc/>
     public void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA,
         float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch) =>
-        _runtime.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch);
+        _runtime.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch, GemmPrecision);
+
+    /// <inheritdoc/>
+    /// <remarks>On a GPU: TF32 through cuBLAS's TF32 compute mode; bf16 and fp16 operands converted to 16-bit storage
+    /// (precision.cu), then cuBLAS GemmEx with fp32 accumulation (tensor cores).</remarks>
+    public Precision GemmPrecision { get; set; }
+
+    /// <inheritdoc/>
+    public void RoundToPrecision(float* y, float* x, long n, Precision precision) =>
+        GridStride(CudaKernelHandles.Precision.RoundToPrecision, n, y, x, n, (int)precision);
 
     /// <inheritdoc/>
     public void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K)

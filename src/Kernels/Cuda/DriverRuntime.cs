@@ -98,13 +98,6 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     /// <summary>What NVRTC compiles for: "sm_XY" (a cubin for this GPU) or "compute_XY" (PTX fallback).</summary>
     public string KernelTarget { get; }
 
-    /// <summary>The TF32 switch of the cuBLAS GEMMs (off by default).</summary>
-    public bool AllowTf32
-    {
-        get => _blas.AllowTf32;
-        set => _blas.AllowTf32 = value;
-    }
-
     /// <inheritdoc/>
     public override string Name => "cuda";
 
@@ -250,19 +243,43 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     }
 
     /// <inheritdoc/>
-    public override void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, float* B, int ldb,
-        float beta, float* C, int ldc)
+    public override void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA,
+        float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch, Precision precision = Precision.FP32)
     {
         MakeCurrent();
-        _blas.Gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        if (precision is Precision.FP32 or Precision.TF32)
+        {
+            _blas.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch,
+                precision == Precision.TF32);
+            return;
+        }
+        // bf16 / fp16: both operands converted to 16-bit storage (same leading dimensions and strides), then GemmEx.
+        long spanA = OperandSpan(transA ? K : M, transA ? M : K, lda, strideA, batch);
+        long spanB = OperandSpan(transB ? N : K, transB ? K : N, ldb, strideB, batch);
+        ulong low = LowPrecisionScratch(2 * (spanA + spanB));
+        ulong lowA = low, lowB = low + (ulong)(2 * spanA);
+        var convert = precision == Precision.BF16 ? CudaKernelHandles.Precision.ConvertToBf16 : CudaKernelHandles.Precision.ConvertToFp16;
+        LaunchGridStride(convert, spanA, lowA, A, spanA);
+        LaunchGridStride(convert, spanB, lowB, B, spanB);
+        _blas.GemmStridedBatched16(transA, transB, M, N, K, alpha, (void*)lowA, lda, strideA, (void*)lowB, ldb, strideB, beta, C, ldc,
+            strideC, batch, precision == Precision.BF16);
     }
 
-    /// <inheritdoc/>
-    public override void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA,
-        float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch)
+    ulong _lowScratch;
+    long _lowScratchBytes;
+
+    /// <summary>Device scratch of at least <paramref name="bytes"/> for 16-bit GEMM operands, grown as needed (the
+    /// stream orders its reuse: the previous GEMM has read it before the next conversion writes it).</summary>
+    ulong LowPrecisionScratch(long bytes)
     {
-        MakeCurrent();
-        _blas.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch);
+        if (bytes <= _lowScratchBytes) return _lowScratch;
+        if (_lowScratch != 0)
+        {
+            Synchronize();
+            Free(_lowScratch);
+        }
+        _lowScratchBytes = bytes + bytes / 4;
+        return _lowScratch = Allocate(_lowScratchBytes);
     }
 
     /// <summary>Waits for the stream, then releases cuBLAS, the modules, the stream and the primary context.</summary>
@@ -271,6 +288,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
         if (_disposed) return;
         MakeCurrent();
         cuStreamSynchronize(_stream);
+        if (_lowScratch != 0) Free(_lowScratch);
         _blas.Dispose();
         foreach (var module in _modules.Values) cuModuleUnload(module);
         cuStreamDestroy_v2(_stream);

@@ -144,13 +144,25 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     }
 
     /// <inheritdoc/>
-    public override void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, float* B, int ldb,
-        float beta, float* C, int ldc) => CpuGemm.Gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-
-    /// <inheritdoc/>
+    /// <remarks>The CPU GEMM; below fp32 the operands are first rounded by precision.cu's kernel (so the device's own
+    /// conversions are what every low-precision GEMM here checks), then multiplied in fp32.</remarks>
     public override void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA,
-        float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch) =>
-        CpuGemm.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch);
+        float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch, Precision precision = Precision.FP32)
+    {
+        if (precision == Precision.FP32)
+        {
+            CpuGemm.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch);
+            return;
+        }
+        long spanA = OperandSpan(transA ? K : M, transA ? M : K, lda, strideA, batch);
+        long spanB = OperandSpan(transB ? N : K, transB ? K : N, ldb, strideB, batch);
+        using var a = new NativeBuffer(spanA * sizeof(float));
+        using var b = new NativeBuffer(spanB * sizeof(float));
+        LaunchGridStride(CudaKernelHandles.Precision.RoundToPrecision, spanA, (float*)a.Pointer, A, spanA, (int)precision);
+        LaunchGridStride(CudaKernelHandles.Precision.RoundToPrecision, spanB, (float*)b.Pointer, B, spanB, (int)precision);
+        CpuGemm.GemmStridedBatched(transA, transB, M, N, K, alpha, (float*)a.Pointer, lda, strideA, (float*)b.Pointer, ldb, strideB,
+            beta, C, ldc, strideC, batch);
+    }
 
     /// <summary>The library stays loaded for the process (its worker threads are parked in it).</summary>
     public override void Dispose() { }

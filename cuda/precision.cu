@@ -1,0 +1,22 @@
+// precision.cu: mixed-precision conversions (the 16-bit types and their rounding are in common.cuh): rounding in place
+// as floats (the emulated device's low-precision GEMMs, the conformance tests) and converting GEMM operands to 16-bit
+// storage for cuBLAS's tensor-core GEMMs. 1-D grid-stride, 256 threads.
+#include "common.cuh"
+
+// y = x rounded to `precision` (0 fp32, 1 tf32, 2 bf16, 3 fp16), stored as float. y may alias x.
+extern "C" __global__ void round_to_precision(float* y, const float* x, long long n, int precision)
+{
+    GRID_STRIDE(i, n) y[i] = to_precision(x[i], precision);
+}
+
+// y = x as bfloat16.
+extern "C" __global__ void convert_to_bf16(bf16* y, const float* x, long long n)
+{
+    GRID_STRIDE(i, n) y[i] = to_bf16(x[i]);
+}
+
+// y = x as IEEE half.
+extern "C" __global__ void convert_to_fp16(fp16* y, const float* x, long long n)
+{
+    GRID_STRIDE(i, n) y[i] = to_fp16(x[i]);
+}

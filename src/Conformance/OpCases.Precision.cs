@@ -1,0 +1,138 @@
+using Engine.Kernels;
+
+namespace Engine.Conformance;
+
+// The Precision family's cases (mixed precision: cuda/precision.cu, CpuKernels.Precision.cs, the GEMMs' operand
+// rounding): rounding bit for bit against an independent reference, and each low-precision GEMM against a double
+// reference over the rounded operands.
+public static partial class OpCases
+{
+    /// <summary>Values that probe every rounding rule: ties both ways, carries into the exponent, the fp16 overflow
+    /// threshold (65504 is the largest half, 65520 the first value that rounds to ∞), half subnormals, signed zeros,
+    /// infinities and NaN; then random values over the whole exponent range.</summary>
+    static float[] RoundingProbes()
+    {
+        var values = new List<float>
+        {
+            0f, -0f, 1f, -1f, 1.00390625f, 1.005859375f, 1.0009765625f, 1.00146484375f, 65504f, 65519.99f, 65520f, -65520f,
+            3.4028235e38f, -3.4028235e38f, 3.3961775e38f, float.PositiveInfinity, float.NegativeInfinity, float.NaN,
+            MathF.Pow(2, -14), MathF.Pow(2, -24), MathF.Pow(2, -25), 1.5f * MathF.Pow(2, -25), 3 * MathF.Pow(2, -25),
+            MathF.Pow(2, -15) * 1.5f, 1e-45f, 1.1754942e-38f, 6.1e-5f, 0.1f, 1f / 3, 2f / 3,
+        };
+        for (int i = 0; i < 4000; i++)
+        {
+            double sign = CounterRng.Uniform(71, (ulong)i) < 0.5 ? -1 : 1;
+            double exponent = -40 + 80 * CounterRng.Uniform(72, (ulong)i);
+            values.Add((float)(sign * Math.Pow(2, exponent) * (1 + CounterRng.Uniform(73, (ulong)i))));
+        }
+        return [.. values];
+    }
+
+    /// <summary>The independent reference: x rounded to the format's significant bits (8 or 11; to nearest, ties to
+    /// even) in double arithmetic, with each format's subnormals; fp16 overflows to ∞ above 65504.</summary>
+    static float RoundReference(float x, Precision precision)
+    {
+        if (precision == Precision.FP32 || float.IsNaN(x) || float.IsInfinity(x) || x == 0) return x;
+        int bits = precision == Precision.BF16 ? 8 : 11;
+        // Below the smallest normal (2⁻¹⁴ for fp16, 2⁻¹²⁶ for tf32 and bf16) the quantum stops shrinking: subnormals.
+        int exponent = Math.Max(Math.ILogB((double)x), precision == Precision.FP16 ? -14 : -126);
+        double quantum = Math.Pow(2, exponent - (bits - 1));
+        double r = Math.Round(x / quantum, MidpointRounding.ToEven) * quantum;
+        if (precision == Precision.FP16 && Math.Abs(r) > 65504) return r > 0 ? float.PositiveInfinity : float.NegativeInfinity;
+        return r == 0 ? (x < 0 ? -0f : 0f) : (float)r; // (float) of 2¹²⁸ is ∞, the correct overflow for tf32 and bf16
+    }
+
+    static void RoundToPrecision(Device dev)
+    {
+        var probes = RoundingProbes();
+        foreach (var precision in Enum.GetValues<Precision>())
+        {
+            using var x = Tensor.FromArray(dev, probes, probes.Length);
+            using var y = Tensor.Zeros(dev, probes.Length);
+            unsafe { dev.Kernels.RoundToPrecision(y.Data, x.Data, probes.Length, precision); }
+            var got = y.ToArray();
+            for (int i = 0; i < probes.Length; i++)
+            {
+                float want = RoundReference(probes[i], precision);
+                bool same = float.IsNaN(want) ? float.IsNaN(got[i]) : BitConverter.SingleToInt32Bits(got[i]) == BitConverter.SingleToInt32Bits(want);
+                if (!same)
+                    throw new ConformanceException($"RoundToPrecision {precision.Name()}: {probes[i]:G9} gave {got[i]:G9}, want {want:G9}");
+            }
+        }
+    }
+
+    static void GemmTf32(Device dev) => LowPrecisionGemm(dev, Precision.TF32);
+    static void GemmBf16(Device dev) => LowPrecisionGemm(dev, Precision.BF16);
+    static void GemmFp16(Device dev) => LowPrecisionGemm(dev, Precision.FP16);
+
+    /// <summary>Gemm (every transpose pair, alpha and beta), GemmStridedBatched and LinearForward with the device's
+    /// GEMM precision set: each equals the double-precision product of the operands rounded by
+    /// <see cref="RoundReference"/>, to fp32 accumulation error. Sizes cross the CPU tiles and K blocks.</summary>
+    static unsafe void LowPrecisionGemm(Device dev, Precision precision)
+    {
+        const int M = 19, N = 37, K = 300, batch = 2;
+        float[] Values(ulong seed, int n) => [.. Enumerable.Range(0, n).Select(i => (float)(CounterRng.Uniform(seed, (ulong)i) * 2 - 1))];
+        var a = Values(81, batch * M * K);
+        var b = Values(82, batch * K * N);
+        var c0 = Values(83, batch * M * N);
+        var bias = Values(84, N);
+        var k = dev.Kernels;
+        var previous = k.GemmPrecision;
+        k.GemmPrecision = precision;
+        try
+        {
+            using var ta = Tensor.FromArray(dev, a, a.Length);
+            using var tb = Tensor.FromArray(dev, b, b.Length);
+            using var tbias = Tensor.FromArray(dev, bias, N);
+            string name = $"Gemm{precision}";
+            // want[i,j] = alpha·Σ_k ra(i,k)·rb(k,j) + beta·c; tolerance: fp32 rounding of the accumulation.
+            void Check(string what, float[] got, Func<int, int, int, float> opA, Func<int, int, int, float> opB, float alpha, float beta,
+                float[]? c, float[]? addBias)
+            {
+                var want = new double[got.Length];
+                var scale = new double[got.Length];
+                for (int p = 0; p < got.Length / (M * N); p++)
+                    for (int i = 0; i < M; i++)
+                        for (int j = 0; j < N; j++)
+                        {
+                            double s = 0, abs = 0;
+                            for (int kk = 0; kk < K; kk++)
+                            {
+                                double term = (double)RoundReference(opA(p, i, kk), precision) * RoundReference(opB(p, kk, j), precision);
+                                s += term;
+                                abs += Math.Abs(term);
+                            }
+                            int o = (p * M + i) * N + j;
+                            double cv = c == null ? 0 : c[o];
+                            want[o] = alpha * s + beta * cv + (addBias == null ? 0 : addBias[j]);
+                            scale[o] = Math.Abs(alpha) * abs + Math.Abs(beta * cv) + (addBias == null ? 0 : Math.Abs(addBias[j]));
+                        }
+                for (int o = 0; o < got.Length; o++)
+                    if (!(Math.Abs(got[o] - want[o]) <= 1e-6 * scale[o] * Math.Sqrt(K) + 1e-7))
+                        throw new ConformanceException($"{name} {what}: element {o} is {got[o]:G9}, want {want[o]:G9} (operands rounded to {precision.Name()})");
+            }
+            foreach (bool transA in new[] { false, true })
+                foreach (bool transB in new[] { false, true })
+                {
+                    using var tc = Tensor.FromArray(dev, c0[..(M * N)], M * N);
+                    int lda = transA ? M : K, ldb = transB ? K : N;
+                    k.Gemm(transA, transB, M, N, K, 0.75f, ta.Data, lda, tb.Data, ldb, 0.5f, tc.Data, N);
+                    Check($"transA={transA} transB={transB}", tc.ToArray(),
+                        (_, i, kk) => transA ? a[kk * M + i] : a[i * K + kk], (_, kk, j) => transB ? b[j * K + kk] : b[kk * N + j],
+                        0.75f, 0.5f, c0, null);
+                }
+            using (var tc = Tensor.Zeros(dev, batch * M * N))
+            {
+                k.GemmStridedBatched(false, true, M, N, K, 1f, ta.Data, K, (long)M * K, tb.Data, K, (long)N * K, 0f, tc.Data, N, (long)M * N, batch);
+                Check("strided batched", tc.ToArray(), (p, i, kk) => a[p * M * K + i * K + kk], (p, kk, j) => b[p * N * K + j * K + kk],
+                    1f, 0f, null, null);
+            }
+            using (var ty = Tensor.Zeros(dev, M * N))
+            {
+                k.LinearForward(ty.Data, ta.Data, tb.Data, tbias.Data, M, N, K);
+                Check("LinearForward", ty.ToArray(), (_, i, kk) => a[i * K + kk], (_, kk, j) => b[j * K + kk], 1f, 0f, null, bias);
+            }
+        }
+        finally { k.GemmPrecision = previous; }
+    }
+}
