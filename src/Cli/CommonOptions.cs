@@ -15,6 +15,14 @@ public static class CommonOptions
         Required = true,
     };
 
+    /// <summary><c>--precision</c>: the GEMM operand precision of a training run (<see cref="Engine.Kernels.Precision"/>).</summary>
+    public static Option<string> Precision() => new Option<string>("--precision")
+    {
+        Description = "Mixed precision: the format of the GEMMs' operands (fp32 accumulation; everything else fp32): fp32, tf32, " +
+                      "bf16 (fp32's range, 8-bit significand) or fp16 (trained with dynamic loss scaling)",
+        DefaultValueFactory = _ => "fp32",
+    }.AcceptOnlyFromAmong("fp32", "tf32", "bf16", "fp16");
+
     /// <summary><c>--stage-k</c>: SCT's K for the blocks of named stages, as STAGE=K.</summary>
     public static Option<string[]> StageK() => new("--stage-k")
     {

@@ -1,3 +1,4 @@
+using Engine.Kernels;
 using System.CommandLine;
 using Engine.Data;
 using Engine.Models;
@@ -36,14 +37,15 @@ public static class SyntheticCommand
             AllowMultipleArgumentsPerToken = true,
         }.PerMethod(v => double.IsFinite(v) && v > 0, "must be a finite number above 0", allowPlain: false, "ssf=0.01");
         var device = DeviceOption.Create();
+        var precision = CommonOptions.Precision();
         var command = new Command("synthetic", "The main job on any machine: generate seven VTAB-style tasks, fine-tune the shipped small pretrained ViT on each " +
                                                "with every method (durable runs: interrupted ones resume), and print the table. 'synthetic pretrain' remakes the model.")
         {
-            output, modelDir, epochs, tasks, methods, lr, device,
+            output, modelDir, epochs, tasks, methods, lr, device, precision,
         };
         command.Subcommands.Add(PretrainCommand());
         command.SetAction(r => Run(r.GetValue(output)!, r.GetValue(modelDir)!, r.GetValue(epochs), r.GetValue(tasks), r.GetValue(methods),
-            ParseRates(r.GetValue(lr)), r.GetValue(device)!));
+            ParseRates(r.GetValue(lr)), r.GetValue(device)!, LowPrecision.Parse(r.GetValue(precision)!)));
         return command;
     }
 
@@ -51,7 +53,8 @@ public static class SyntheticCommand
         CommonOptions.ParsePerMethod("--lr", values, v => double.IsFinite(v) && v > 0, "must be a finite number above 0", allowPlain: false, "ssf=0.01")
             .ByMethod.ToDictionary(p => p.Key, p => (float)p.Value);
 
-    static int Run(string output, string modelDir, int epochs, string[]? taskNames, string[]? methodNames, Dictionary<string, float> rates, string deviceName)
+    static int Run(string output, string modelDir, int epochs, string[]? taskNames, string[]? methodNames, Dictionary<string, float> rates, string deviceName,
+        Precision precision)
     {
         string config = Path.Combine(modelDir, "config.json"), weights = Path.Combine(modelDir, "weights.safetensors");
         if (!File.Exists(config) || !File.Exists(weights))
@@ -69,13 +72,15 @@ public static class SyntheticCommand
         var device = DeviceOption.Resolve(deviceName);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         string data = Path.Combine(output, "data"), runs = Path.Combine(output, "runs");
-        Console.WriteLine($"synthetic suite: {tasks.Length} tasks × {methods.Count} methods, {epochs} epochs each, from {weights}, on {device}");
+        Console.WriteLine($"synthetic suite: {tasks.Length} tasks × {methods.Count} methods, {epochs} epochs each, from {weights}, on {device}" +
+                          (precision == Precision.FP32 ? "" : $", GEMM operands in {precision.Name()}"));
         SyntheticTasks.Write(data, log: line => Console.WriteLine($"  {line}"), tasks: tasks);
         var plan = tasks.SelectMany(t => methods.Select(m => new PlannedRun(t, m.Name, _ => new RunConfig
         {
             Task = t, TaskFolder = Path.GetFullPath(Path.Combine(data, t)), Classes = SyntheticTasks.All.First(s => s.Name == t).Classes,
             Model = Path.GetFullPath(config), Weights = Path.GetFullPath(weights), EvalBatchSize = 250,
             Recipe = SyntheticSuite.Recipe(m, epochs) with { LearningRate = rates.TryGetValue(m.Name, out float rate) ? rate : m.Synthetic.LearningRate },
+            Precision = precision,
         }))).ToList();
         var outcome = RunConsole.RunSuite(plan, runs, device, Path.Combine(output, "cache"), stopOnError: false);
         if (outcome.Interrupted) return 130;

@@ -60,10 +60,11 @@ public static class VtabCommand
         public readonly Option<string[]> StageK = CommonOptions.StageK();
         public readonly Option<int?> EvalEvery = new Option<int?>("--eval-every") { Description = "Evaluate on the test split every N epochs (SSF/GPS 1, SCT 10); always after the last" }.AtLeast(1);
         public readonly Option<ulong?> Seed = new("--seed") { Description = "Seed of the run (default 42)" };
+        public readonly Option<string> Precision = CommonOptions.Precision();
 
         public void AddTo(Command command)
         {
-            foreach (var option in new Option[] { Data, Weights, SameWeights, Model, Output, CacheDir, Device, Lr, WeightDecay, Epochs, Cooldown, Warmup, Batch, DropPath, Smoothing, K, StageK, EvalEvery, Seed })
+            foreach (var option in new Option[] { Data, Weights, SameWeights, Model, Output, CacheDir, Device, Lr, WeightDecay, Epochs, Cooldown, Warmup, Batch, DropPath, Smoothing, K, StageK, EvalEvery, Seed, Precision })
                 command.Options.Add(option);
         }
 
@@ -142,6 +143,7 @@ public static class VtabCommand
         Compare(train.Data, stored.TaskFolder, given.TaskFolder);
         Compare(train.Weights, stored.Weights, given.Weights);
         Compare(train.Model, stored.Model, given.Model);
+        Compare(train.Precision, stored.Precision, given.Precision);
         Compare(train.Lr, a.LearningRate, b.LearningRate);
         Compare(train.WeightDecay, a.WeightDecay, b.WeightDecay);
         Compare(train.Epochs, a.Epochs, b.Epochs);
@@ -259,6 +261,7 @@ public static class VtabCommand
         {
             Task = task, TaskFolder = folder, Classes = Classes(folder, task), Model = File.Exists(model) ? Path.GetFullPath(model) : model,
             Weights = weights == null ? null : Path.GetFullPath(weights), Recipe = train.Recipe(r, method, task),
+            Precision = LowPrecision.Parse(r.GetValue(train.Precision)!),
         };
     }
 

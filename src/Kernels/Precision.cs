@@ -96,4 +96,25 @@ public static unsafe class LowPrecision
         }
         for (; i < n; i++) y[i] = Round(x[i], precision);
     }
+
+    /// <summary>Sets the GEMM precision of <paramref name="kernels"/> until the returned scope is disposed (then the
+    /// previous one again).</summary>
+    public static GemmPrecisionScope UseGemmPrecision(this IKernels kernels, Precision precision) => new(kernels, precision);
+
+    /// <summary>A GEMM precision in force until disposed.</summary>
+    public readonly struct GemmPrecisionScope : IDisposable
+    {
+        readonly IKernels _kernels;
+        readonly Precision _previous;
+
+        internal GemmPrecisionScope(IKernels kernels, Precision precision)
+        {
+            _kernels = kernels;
+            _previous = kernels.GemmPrecision;
+            kernels.GemmPrecision = precision;
+        }
+
+        /// <inheritdoc/>
+        public void Dispose() => _kernels.GemmPrecision = _previous;
+    }
 }

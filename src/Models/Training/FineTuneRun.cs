@@ -103,6 +103,7 @@ public static class FineTuneRun
         }
         if (RunResult.Read(runDir) is { } done) return done;
         var recipe = config.Recipe;
+        using var precision = device.Kernels.UseGemmPrecision(config.Precision);
         var state = File.Exists(statePath) ? ReadState(RunFile(statePath), runDir, recipe.TotalEpochs) : new RunState(0, null, [], 0);
 
         using var model = ImageModels.Create(device, config.Model, Math.Max(config.Classes, recipe.HeadClasses ?? 0), recipe.DropPath, recipe.Seed);
@@ -132,13 +133,17 @@ public static class FineTuneRun
             log($"resumed after epoch {state.EpochsDone} from {dir}");
         }
         log($"{method.Name}: {trainable:N0} trainable parameters; {recipe.TotalEpochs} epochs ({recipe.Epochs} + {recipe.CooldownEpochs} cooldown at lr {recipe.MinLearningRate:G3}) of batch {recipe.BatchSize}, lr {recipe.LearningRate:G3}, " +
-            $"wd {recipe.WeightDecay:G3} ({recipe.Optimizer}), on {device}");
+            $"wd {recipe.WeightDecay:G3} ({recipe.Optimizer}), on {device}" +
+            (config.Precision == Precision.FP32 ? "" : $", GEMM operands in {config.Precision.Name()}{(config.Precision == Precision.FP16 ? " with loss scaling" : "")}"));
 
         int stepsPerEpoch = Math.Max(1, train.Count / recipe.BatchSize);
         long totalSteps = (long)stepsPerEpoch * recipe.TotalEpochs, stepsDone = (long)stepsPerEpoch * state.EpochsDone;
         var clock = Stopwatch.StartNew();
         double secondsBefore = state.Seconds;
-        var step = new TrainStep(opt) { Context = $"{config.Task}/{method.Name}", Steps = stepsDone };
+        var step = new TrainStep(opt)
+        {
+            Context = $"{config.Task}/{method.Name}", Steps = stepsDone, LossScaler = config.Precision == Precision.FP16 ? new LossScaler() : null,
+        };
         for (int epoch = state.EpochsDone; epoch < recipe.TotalEpochs; epoch++)
         {
             var epochClock = Stopwatch.StartNew();

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Engine.IO;
+using Engine.Kernels;
 using Engine.Models.Peft;
 
 namespace Engine.Models.Training;
@@ -30,6 +31,9 @@ public sealed record RunConfig
     public string TestSplit { get; init; } = "test";
     /// <summary>Images per evaluation batch.</summary>
     public int EvalBatchSize { get; init; } = 100;
+    /// <summary>The format of the GEMMs' operands while training and evaluating (mixed precision, fp32 accumulation);
+    /// fp16 trains with dynamic loss scaling.</summary>
+    public Precision Precision { get; init; } = Precision.FP32;
 
     /// <summary>JSON options shared by every run file: indented, enums by name.</summary>
     public static JsonSerializerOptions Json { get; } = new() { WriteIndented = true, Converters = { new JsonStringEnumConverter() } };

@@ -6,7 +6,8 @@ namespace Engine.Models.Training;
 /// <summary>
 /// One training step, the same in every loop of the project (fine-tuning runs, pretraining, the demo, the benchmarks and
 /// GPS's selection pass): the forward under a recording tape, the loss, a finite-loss check, backward, then — with an
-/// optimizer — gradient clipping (when <see cref="MaxGradNorm"/> is set), the optimizer step and zeroed gradients.
+/// optimizer — fp16 loss scaling (when <see cref="LossScaler"/> is set), gradient clipping (when <see cref="MaxGradNorm"/>
+/// is set), the optimizer step and zeroed gradients.
 /// Without an optimizer the gradients accumulate over steps (a selection pass).
 /// </summary>
 public sealed class TrainStep(Adam? optimizer = null)
@@ -28,6 +29,14 @@ public sealed class TrainStep(Adam? optimizer = null)
 
     /// <summary>The global gradient norm before clipping at the last step (NaN when not clipping).</summary>
     public double LastGradNorm { get; private set; } = double.NaN;
+
+    /// <summary>fp16 training (with an optimizer): the backward starts from the loss times the scaler's scale, the
+    /// gradients are unscaled before clipping and the step, and a step whose gradients overflowed is skipped. Null: no
+    /// scaling.</summary>
+    public LossScaler? LossScaler { get; init; }
+
+    /// <summary>Whether the last step was skipped because its gradients overflowed (<see cref="LossScaler"/>).</summary>
+    public bool LastStepSkipped { get; private set; }
 
     /// <summary>
     /// Runs one step: <paramref name="forward"/> (its output, e.g. logits), <paramref name="loss"/> of that output (a
@@ -51,10 +60,22 @@ public sealed class TrainStep(Adam? optimizer = null)
             }
             observe?.Invoke(output);
             SavedBytes = _tape.SavedBytes;
-            _tape.Backward(scalar);
+            if (LossScaler is { } scaler && optimizer != null)
+            {
+                using var seed = Tensor.FromArray(scalar.Device, [scaler.Scale], scalar.Shape);
+                _tape.Backward(scalar, seed);
+            }
+            else _tape.Backward(scalar);
         }
         _steps++;
+        LastStepSkipped = false;
         if (optimizer == null) return value;
+        if (LossScaler is { } s && !s.Unscale(optimizer.Parameters))
+        {
+            LastStepSkipped = true;
+            optimizer.ZeroGrad();
+            return value;
+        }
         if (MaxGradNorm is float max) LastGradNorm = Gradients.ClipGlobalNorm(optimizer.Parameters, max);
         optimizer.Step();
         optimizer.ZeroGrad();
