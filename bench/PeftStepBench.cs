@@ -51,7 +51,7 @@ public static class PeftStepBench
                           $"attention {(Ops.FusedAttentionByDefault ? "fused" : "unfused")}");
         var kernels = new InstrumentedKernels(new CpuKernels()); // timing off except for one step per method at the end
         var device = new CpuDevice(kernels);
-        var runs = methods.Select(m => new MethodRun(device, m, model, batch)).ToList();
+        var runs = methods.Select(m => new StepBenchmark(device, m, model, batch)).ToList();
         try
         {
             foreach (var r in runs) r.Step(); // warm-up: pools, moments, JIT
@@ -88,67 +88,4 @@ public static class PeftStepBench
     }
 
     static int IntArg(string[] args, string name, int fallback) => Arg(args, name) is { } v ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
-
-    sealed class MethodRun : IDisposable
-    {
-        readonly IImageClassifier _model;
-        readonly PeftMethod _method;
-        readonly Tensor _images, _targets;
-        readonly TrainStep _trainStep;
-        ulong _step;
-
-        public MethodRun(Device device, PeftMethodInfo method, string model, int batch)
-        {
-            Name = method.Name;
-            _model = ImageModels.Create(device, model, numClasses: 100, seed: 1);
-            string? selection = null;
-            if (method.Selection != null)
-            {
-                selection = Path.Combine(Path.GetTempPath(), $"peft-bench-{Environment.ProcessId}-{method.Name}.safetensors");
-                // The recipe's K, at most an eighth of the narrowest site (SCT's 96 of ViT-B's 768; 8 of a width-64 model).
-                int k = PeftRecipe.For(method.Name, null, _model.Family).K;
-                if (method == PeftMethods.Sct && _model is IPeftModel peft) k = Math.Max(1, Math.Min(k, SctSelection.Sites(peft).Min(s => s.Channels) / 8));
-                method.Selection.SaveUniform(_model, k, selection);
-            }
-            try
-            {
-                _method = method.Create(new MethodSetup(SelectionFile: selection));
-            }
-            finally
-            {
-                if (selection != null) File.Delete(selection);
-            }
-            _method.Apply(_model);
-            Trainable = _method.TrainableCount(_model);
-            Optimizer = new Adam(_method.Trainable(_model), new AdamOptions { LearningRate = 1e-4f });
-            _trainStep = new TrainStep(Optimizer) { Context = $"{model}/{method.Name}" };
-            int size = _model.ImageSize;
-            _images = Tensor.FromArray(device, Init.NormalValues(batch * 3 * size * size, 0f, 1f, 2), batch, 3, size, size);
-            _targets = Tensor.FromArray(device, Enumerable.Range(0, batch).Select(i => i % 100).ToArray(), batch);
-        }
-
-        public string Name { get; }
-        public long Trainable { get; }
-        public Adam Optimizer { get; }
-        public List<double> Times { get; } = new();
-        public long SavedBytes => _trainStep.SavedBytes;
-        public double Median => Times.Order().ElementAt(Times.Count / 2);
-
-        /// <summary>One training step; returns its wall time in seconds.</summary>
-        public double Step()
-        {
-            var clock = Stopwatch.StartNew();
-            _trainStep.Run(() => _model.Forward(_images, trainSeed: ++_step), logits => Ops.CrossEntropy(logits, _targets));
-            return clock.Elapsed.TotalSeconds;
-        }
-
-        public void Dispose()
-        {
-            Optimizer.Dispose();
-            _method.Dispose();
-            _model.Dispose();
-            _images.Dispose();
-            _targets.Dispose();
-        }
-    }
 }

@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
-# GPU check kit: runs the op conformance suite and the CUDA benchmarks on an NVIDIA GPU, from a self-contained build
-# that needs no .NET SDK on the GPU machine.
+# GPU check kit: one short, self-contained run on an NVIDIA GPU machine that needs no .NET SDK there.
 #
-#   tools/gpu-check.sh pack [DIR]      on a machine with the .NET SDK: publish the kit into DIR
-#                                      (default artifacts/gpu-check): one self-contained `peft` and this script
-#   DIR/gpu-check.sh [small|full]      on the GPU machine: print the device, driver and NVRTC version, run every op
-#                                      on the GPU against double-precision references, then the benchmarks
-#                                      (full: ViT-B/16 training sizes, the default; small: a quick run)
+#   tools/gpu-check.sh pack [DIR]      on a machine with the .NET SDK: publish the kit into DIR (default
+#                                      artifacts/gpu-check): one self-contained `peft`, this script and the PyTorch peer
+#                                      (bench/peers/timm_step.py); it must stay within 56 MiB
+#   DIR/gpu-check.sh [small|full] [--out DIR] [--batch "32 128"] [--repeats N]
+#                                      on the GPU machine:
+#                                      1. the machine: GPU, driver, NVRTC and cuBLAS libraries, Python/PyTorch/timm
+#                                      2. every op case on the GPU (fp32, and the bf16/fp16/tf32 GEMM and rounding cases)
+#                                         against double-precision references, then the kernel benchmarks (memory-bound
+#                                         kernels as a share of the device's copy bandwidth; GEMM fp32, TF32, bf16, fp16)
+#                                      3. a ViT-B/16 training step per method (full linear bias ssf sct gps), precision
+#                                         (fp32 tf32 bf16) and batch: images/s and peak device memory
+#                                      4. the PyTorch + timm peer of the same steps (fp32 tf32 bf16, fp16 AMP), then one
+#                                         table of our images/s over theirs (skipped, with the reason, without
+#                                         Python, PyTorch or timm)
+#                                      --out DIR collects every log, the JSON rows and table.md in one folder.
+#                                      small: a quick run (small benchmark sizes, batch 32, fewer repeats).
 #
 # The GPU machine needs the NVIDIA driver (libcuda.so.1), NVRTC (libnvrtc.so.13/.12/.11.2 with its builtins) and
 # cuBLAS (libcublas.so.13/.12/.11), found on the loader path, in $CUDA_PATH/lib64, $CUDA_HOME/lib64 or
-# /usr/local/cuda/lib64. Exit codes: 0 all cases passed; 1 a case failed; 3 no usable GPU (the reason is printed).
+# /usr/local/cuda/lib64. Exit codes: 0 all cases passed; 1 a case or a step failed; 3 no usable GPU (the reason is
+# printed; nothing else runs).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+limit_mib=56
 
 if [ "${1:-}" = "pack" ]; then
   repo=$(cd "$here/.." && pwd)
@@ -22,35 +34,101 @@ if [ "${1:-}" = "pack" ]; then
     -p:PublishSingleFile=true -p:EnableCompressionInSingleFile=true -p:DebugType=none -p:GenerateDocumentationFile=false \
     -o "$out" >/dev/null
   cp "$here/gpu-check.sh" "$out/gpu-check.sh"
-  echo "kit: $out ($(du -sm "$out" | cut -f1) MiB): copy the folder to the GPU machine and run ./gpu-check.sh there"
+  cp "$repo/bench/peers/timm_step.py" "$out/timm_step.py"
+  mib=$(du -sm "$out" | cut -f1)
+  if [ "$mib" -gt "$limit_mib" ]; then
+    echo "kit: $out is $mib MiB, over the $limit_mib MiB that may travel to the GPU machine" >&2
+    exit 1
+  fi
+  echo "kit: $out ($mib MiB of at most $limit_mib): copy the folder to the GPU machine and run ./gpu-check.sh there"
   exit 0
 fi
 
-size=${1:-full}
+size=full out="" batches="" repeats=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    small|full) size=$1 ;;
+    --out) out=${2:?--out needs a folder}; shift ;;
+    --batch) batches=${2:?--batch needs sizes, e.g. \"32 128\"}; shift ;;
+    --repeats) repeats=${2:?--repeats needs a count}; shift ;;
+    -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "gpu-check: unknown argument '$1' (small|full, --out DIR, --batch \"32 128\", --repeats N)" >&2; exit 1 ;;
+  esac
+  shift
+done
+[ -z "$batches" ] && { [ "$size" = small ] && batches="32" || batches="32 128"; }
+[ -z "$repeats" ] && { [ "$size" = small ] && repeats=3 || repeats=5; }
+if [ -n "$out" ]; then
+  mkdir -p "$out"
+  out=$(cd "$out" && pwd)
+else
+  out=$(mktemp -d)
+fi
+
 if [ -x "$here/peft" ]; then
   peft="$here/peft"                                   # inside a packed kit
+  peer="$here/timm_step.py"
 elif [ -x "$here/../artifacts/gpu-check/peft" ]; then
   peft="$here/../artifacts/gpu-check/peft"            # run from the repository after `pack`
+  peer="$here/../bench/peers/timm_step.py"
 else
   echo "no kit found: run 'tools/gpu-check.sh pack' first (needs the .NET SDK)" >&2
   exit 1
 fi
 
-echo "== machine"
-uname -srm
-if command -v nvidia-smi >/dev/null 2>&1; then
-  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader || true
-else
-  echo "nvidia-smi: not found"
-fi
-echo "== peft selftest --device cuda --bench --bench-size $size"
+{
+  echo "== machine"
+  uname -srm
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader || true
+  else
+    echo "nvidia-smi: not found"
+  fi
+  echo "NVRTC, cuBLAS: $( (ldconfig -p 2>/dev/null | grep -oE 'lib(nvrtc|cublas)\.so\.[0-9.]+' | sort -u | tr '\n' ' ') || true)"
+  if command -v python3 >/dev/null 2>&1; then
+    python3 -c 'import torch, timm; print("PyTorch", torch.__version__, "CUDA", torch.version.cuda, "cuBLAS via torch; timm", timm.__version__)' 2>/dev/null \
+      || echo "python3: $(python3 --version 2>&1), no PyTorch/timm"
+  else
+    echo "python3: not found"
+  fi
+} 2>&1 | tee "$out/machine.txt"
+
+echo "== peft selftest --device cuda --bench --bench-size $size" | tee "$out/selftest.log"
 set +e
-"$peft" selftest --device cuda --bench --bench-size "$size"
-rc=$?
+"$peft" selftest --device cuda --bench --bench-size "$size" 2>&1 | tee -a "$out/selftest.log"
+rc=${PIPESTATUS[0]}
 set -e
 case $rc in
-  0) echo "== result: every op passed on the GPU" ;;
-  3) echo "== result: no GPU here; nothing was checked" ;;
-  *) echo "== result: FAILED (exit $rc)" ;;
+  0) echo "== selftest: every op passed on the GPU" ;;
+  3) echo "== result: no GPU here; nothing was checked (the reason is above)"; exit 3 ;;
+  *) echo "== selftest: FAILED (exit $rc)" ;;
 esac
+
+echo "== training steps: peft bench --train-step --batch $batches (full linear bias ssf sct gps × fp32 tf32 bf16)" | tee "$out/steps.log"
+set +e
+# shellcheck disable=SC2086
+"$peft" bench --train-step --device cuda --model vit_base_patch16_224 --batch $batches --methods full linear bias ssf sct gps \
+  --precision fp32 tf32 bf16 --repeats "$repeats" --json "$out/ours.json" 2>&1 | tee -a "$out/steps.log"
+steps_rc=${PIPESTATUS[0]}
+set -e
+[ "$steps_rc" -ne 0 ] && { echo "== training steps: FAILED (exit $steps_rc)"; rc=1; }
+
+echo "== the PyTorch + timm peer (python3 timm_step.py)" | tee "$out/peer.log"
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "== peer: skipped: python3 not found" | tee -a "$out/peer.log"
+else
+  set +e
+  # shellcheck disable=SC2086
+  python3 "$peer" --model vit_base_patch16_224 --batch $batches --methods full linear bias ssf gps --precision fp32 tf32 bf16 fp16 \
+    --repeats "$repeats" --json "$out/peer.json" --ours "$out/ours.json" 2>&1 | tee -a "$out/peer.log"
+  peer_rc=${PIPESTATUS[0]}
+  set -e
+  case $peer_rc in
+    0) sed -n '/^The engine over/,$p' "$out/peer.log" > "$out/table.md" ;;
+    4) echo "== peer: skipped (PyTorch or timm missing; the reason is above)" ;;
+    *) echo "== peer: FAILED (exit $peer_rc)" ;;
+  esac
+fi
+echo "== results in $out: machine.txt selftest.log steps.log ours.json peer.log peer.json table.md"
+[ "$rc" -eq 0 ] && echo "== result: every op passed on the GPU" || echo "== result: FAILED"
 exit $rc

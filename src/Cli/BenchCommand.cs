@@ -1,10 +1,15 @@
 using System.CommandLine;
+using Engine.Kernels;
 using Engine.Kernels.Cpu;
+using Engine.Models;
+using Engine.Models.Peft;
+using Engine.Models.Training;
 
 namespace Engine.Cli;
 
 /// <summary><c>peft bench</c>: times one kernel at any shape on a device (GB/s against the device's copy of the same
-/// bytes, or GEMM GFLOP/s beside OpenBLAS on the CPU); <c>--list</c> names the ops and their shapes.</summary>
+/// bytes, or GEMM GFLOP/s beside OpenBLAS on the CPU); <c>--list</c> names the ops and their shapes; <c>--train-step</c>
+/// times whole training steps per method, precision and batch.</summary>
 public static class BenchCommand
 {
     /// <summary>Builds the command.</summary>
@@ -15,12 +20,30 @@ public static class BenchCommand
         var repeats = new Option<int>("--repeats") { Description = "Timed calls after two warm-up calls (the median is reported)", DefaultValueFactory = _ => 10 }.AtLeast(1);
         var list = new Option<bool>("--list") { Description = "List the ops and the shape each takes" };
         var device = DeviceOption.Create();
-        var command = new Command("bench", "Time one kernel at any shape on a device: ms, GB/s and its share of the device's copy bandwidth, or GEMM GFLOP/s.")
+        var trainStep = new Option<bool>("--train-step") { Description = "Time a whole training step per method and precision instead of one kernel" };
+        var model = new Option<string>("--model") { Description = "With --train-step: the model (a preset or a config)", DefaultValueFactory = _ => "vit_base_patch16_224" };
+        var batches = new Option<int[]>("--batch") { Description = "With --train-step: images per step, one or more", DefaultValueFactory = _ => [32], AllowMultipleArgumentsPerToken = true };
+        var methods = new Option<string[]>("--methods")
         {
-            op, shape, repeats, list, device,
+            Description = $"With --train-step: the methods (default: every one the model's family has: {string.Join(" ", PeftMethods.Names)})",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var precisions = new Option<string[]>("--precision")
+        {
+            Description = "With --train-step: GEMM operand precisions, one or more of fp32 tf32 bf16 fp16", DefaultValueFactory = _ => ["fp32"],
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var json = new Option<string?>("--json") { Description = "With --train-step: also write the rows as JSON lines to this file" };
+        var command = new Command("bench", "Time one kernel at any shape on a device (ms, GB/s and its share of the device's copy bandwidth, or GEMM " +
+                                           "GFLOP/s), or with --train-step a training step per method, precision and batch (images/s, peak memory).")
+        {
+            op, shape, repeats, list, device, trainStep, model, batches, methods, precisions, json,
         };
         command.SetAction(r =>
         {
+            if (r.GetValue(trainStep))
+                return TrainSteps(DeviceOption.Resolve(r.GetValue(device)!), r.GetValue(model)!, r.GetValue(batches)!, r.GetValue(methods),
+                    [.. r.GetValue(precisions)!.Select(LowPrecision.Parse)], r.GetValue(repeats), r.GetValue(json));
             if (r.GetValue(list))
             {
                 foreach (var o in DeviceBenchmarks.Ops) Console.WriteLine($"{o.Name,-18} {o.ShapeForm,-12} {o.What}");
@@ -37,5 +60,40 @@ public static class BenchCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary><c>--train-step</c>: for each batch, precision and method, one warm-up step then the median of
+    /// <paramref name="repeats"/> timed steps (each finished on the device), images/s and the device's peak bytes in use.</summary>
+    static int TrainSteps(Device device, string model, int[] batches, string[]? methodNames, Precision[] precisions, int repeats, string? jsonPath)
+    {
+        if (batches.Any(b => b < 1)) throw new ArgumentException($"--batch: every batch must be at least 1 (got {string.Join(" ", batches)})");
+        string family = ImageModels.FamilyOf(model);
+        foreach (var m in (methodNames ?? []).Where(m => PeftMethods.Find(m) == null))
+            throw new ArgumentException($"--methods: unknown method '{m}' (use {string.Join(", ", PeftMethods.Names)})");
+        var methods = methodNames is { Length: > 0 } ? [.. methodNames.Select(PeftMethods.Get)] : PeftMethods.All.Where(m => m.AppliesTo(family)).ToList();
+        foreach (var m in methods.Where(m => !m.AppliesTo(family)))
+            throw new ArgumentException($"--methods: {m.Title} is not defined for {ImageModels.FamilyTitle(family)}");
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        Console.WriteLine($"{model} training step (forward, loss, backward, Adam; 100 classes) on {(device is CudaDevice c ? c.Runtime.Description : $"the CPU, {CpuParallel.Threads} thread(s)")}, median of {repeats}");
+        Console.WriteLine("| method | precision | batch | ms per step | images/s | peak memory MiB | trainable |\n|---|---|---|---|---|---|---|");
+        using var jsonFile = jsonPath == null ? null : new StreamWriter(jsonPath);
+        foreach (int batch in batches)
+            foreach (var precision in precisions)
+                foreach (var method in methods)
+                {
+                    using var scope = device.Kernels.UseGemmPrecision(precision);
+                    using var run = new StepBenchmark(device, method, model, batch);
+                    device.ResetPeak();
+                    run.Step(); // warm-up: pools, moments, kernel compiles
+                    for (int i = 0; i < repeats; i++) run.Times.Add(run.Step());
+                    double ms = run.Median * 1e3, perSecond = batch / run.Median, mib = device.PeakBytesInUse / 1048576.0;
+                    Console.WriteLine(string.Format(inv, "| {0} | {1} | {2} | {3:F1} | {4:F1} | {5:F0} | {6:N0} |", method.Name, precision.Name(), batch, ms, perSecond, mib, run.Trainable));
+                    jsonFile?.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
+                    {
+                        engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, ms_per_step = ms,
+                        images_per_second = perSecond, peak_memory_mib = mib,
+                    }));
+                }
+        return 0;
     }
 }

@@ -28,6 +28,31 @@ public abstract unsafe class Device
     /// <summary>Reuses freed buffers by exact size so training steps stop allocating after the first.</summary>
     public BufferPool Pool { get; }
 
+    long _owned, _peak;
+
+    /// <summary>Bytes of live tensor storage: pooled buffers in use plus tensors that own their memory (parameters).</summary>
+    public long BytesInUse => Pool.BytesInUse + Interlocked.Read(ref _owned);
+
+    /// <summary>The most <see cref="BytesInUse"/> has been since the device was made or <see cref="ResetPeak"/> (what
+    /// PyTorch calls the peak allocated memory; the pool's cached buffers come on top).</summary>
+    public long PeakBytesInUse => Interlocked.Read(ref _peak);
+
+    /// <summary>Starts <see cref="PeakBytesInUse"/> again from what is in use now.</summary>
+    public void ResetPeak() => Interlocked.Exchange(ref _peak, BytesInUse);
+
+    /// <summary>Counts owned storage coming (positive) or going (negative), and raises the peak.</summary>
+    internal void NoteOwned(long bytes)
+    {
+        Interlocked.Add(ref _owned, bytes);
+        NotePeak();
+    }
+
+    internal void NotePeak()
+    {
+        long now = BytesInUse, peak;
+        while (now > (peak = Interlocked.Read(ref _peak)) && Interlocked.CompareExchange(ref _peak, now, peak) != peak) { }
+    }
+
     /// <summary>Allocates raw device memory (uninitialised).</summary>
     public abstract DeviceMemory Allocate(long bytes);
 
@@ -115,11 +140,15 @@ public sealed class BufferPool
             {
                 Hits++;
                 BytesCached -= size;
-                return stack.Pop();
+                var reused = stack.Pop();
+                _device.NotePeak();
+                return reused;
             }
             Misses++;
         }
-        return _device.Allocate(size);
+        var memory = _device.Allocate(size);
+        _device.NotePeak();
+        return memory;
     }
 
     internal void Return(DeviceMemory memory)
@@ -160,6 +189,7 @@ public sealed unsafe class Storage
         Device = device;
         _pooled = pooled;
         _memory = pooled ? device.Pool.Rent(bytes) : device.Allocate(bytes);
+        if (!pooled) device.NoteOwned(_memory.Bytes);
     }
 
     /// <summary>The owning device.</summary>
@@ -181,6 +211,10 @@ public sealed unsafe class Storage
         int left = Interlocked.Decrement(ref _refs);
         if (left != 0) return;
         if (_pooled) Device.Pool.Return(_memory);
-        else _memory.Dispose();
+        else
+        {
+            Device.NoteOwned(-_memory.Bytes);
+            _memory.Dispose();
+        }
     }
 }

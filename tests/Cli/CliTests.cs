@@ -161,6 +161,71 @@ public class CliTests
         Assert.That(Peft("bench", "--op", "nope", "--shape", "4").Err, Does.StartWith("error: --op: unknown op 'nope'"));
     }
 
+    /// <summary>peft bench --train-step: a row per method × precision × batch with positive times and memory, the same
+    /// rows as JSON lines; bad values are refused before any work.</summary>
+    [Test]
+    public void BenchTimesTrainingStepsPerMethodPrecisionAndBatch()
+    {
+        string json = Path.Combine(Path.GetTempPath(), $"peft-steps-{Guid.NewGuid():N}.json");
+        try
+        {
+            string model = Path.Combine(TestContext.CurrentContext.TestDirectory, "..", "..", "..", "..", "models", "synthetic-vit", "config.json");
+            var (code, stdout, _) = Peft("bench", "--train-step", "--model", model, "--batch", "2", "3", "--methods", "linear", "ssf",
+                "--precision", "fp32", "bf16", "--repeats", "1", "--device", "cpu", "--json", json);
+            Assert.That(code, Is.Zero);
+            var rows = stdout.Split('\n').Where(l => l.StartsWith("| linear |") || l.StartsWith("| ssf |")).ToList();
+            Assert.That(rows, Has.Count.EqualTo(2 * 2 * 2));
+            Assert.That(rows, Has.Some.StartsWith("| ssf | bf16 | 3 |"));
+            foreach (var cells in rows.Select(r => r.Split('|', StringSplitOptions.TrimEntries)))
+            {
+                Assert.That(double.Parse(cells[4], System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(0), "ms per step");
+                Assert.That(double.Parse(cells[6], System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(0), "peak MiB");
+            }
+            var lines = File.ReadAllLines(json);
+            Assert.That(lines, Has.Length.EqualTo(8));
+            using var doc = System.Text.Json.JsonDocument.Parse(lines[^1]);
+            Assert.That(doc.RootElement.GetProperty("method").GetString(), Is.EqualTo("ssf"));
+            Assert.That(doc.RootElement.GetProperty("images_per_second").GetDouble(), Is.GreaterThan(0));
+        }
+        finally { File.Delete(json); }
+        Assert.That(Peft("bench", "--train-step", "--precision", "fp8").Err, Does.Contain("fp8"));
+        Assert.That(Peft("bench", "--train-step", "--methods", "nope", "--device", "cpu").Err, Does.StartWith("error: --methods: unknown method 'nope'"));
+    }
+
+    /// <summary>The GPU kit on a machine without a GPU: exit 3 with the reason, the machine facts kept in --out; the
+    /// kit here is this build's peft (run through dotnet) beside the kit's script and peer.</summary>
+    [Test]
+    public void GpuKitOnAMachineWithoutAGpuExits3WithTheReason()
+    {
+        if (!OperatingSystem.IsLinux()) Assert.Ignore("the GPU kit is a Linux bash script");
+        if (Engine.CudaDevice.TryOpen(out var gpu, out _))
+        {
+            gpu!.Dispose();
+            Assert.Ignore("a GPU is present: the kit would run its full check");
+        }
+        string repo = Path.GetFullPath(Path.Combine(TestContext.CurrentContext.TestDirectory, "..", "..", "..", ".."));
+        string kit = Path.Combine(Path.GetTempPath(), $"peft-kit-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(kit);
+        try
+        {
+            File.Copy(Path.Combine(repo, "tools", "gpu-check.sh"), Path.Combine(kit, "gpu-check.sh"));
+            File.Copy(Path.Combine(repo, "bench", "peers", "timm_step.py"), Path.Combine(kit, "timm_step.py"));
+            string launcher = Path.Combine(kit, "peft");
+            File.WriteAllText(launcher, $"#!/bin/sh\nexec dotnet '{Path.Combine(TestContext.CurrentContext.TestDirectory, "peft.dll")}' \"$@\"\n");
+            if (OperatingSystem.IsLinux()) File.SetUnixFileMode(launcher, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            var info = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+            foreach (var a in new[] { Path.Combine(kit, "gpu-check.sh"), "small", "--out", Path.Combine(kit, "out") }) info.ArgumentList.Add(a);
+            using var p = Process.Start(info)!;
+            string stdout = p.StandardOutput.ReadToEnd();
+            p.WaitForExit();
+            Assert.That(p.ExitCode, Is.EqualTo(3), stdout);
+            Assert.That(stdout, Does.Contain("no GPU").And.Contain("nothing was checked"));
+            Assert.That(File.ReadAllText(Path.Combine(kit, "out", "machine.txt")), Does.Contain("== machine"));
+            Assert.That(File.Exists(Path.Combine(kit, "out", "ours.json")), Is.False, "nothing ran after the selftest said no GPU");
+        }
+        finally { Directory.Delete(kit, recursive: true); }
+    }
+
     [Test]
     public void SelftestOnAMissingGpuSaysWhyWithExitCode3()
     {

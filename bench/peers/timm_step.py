@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""The PyTorch + timm peer of `peft bench --train-step`: the same training step (train-mode forward of a timm model
+with 100 classes, cross-entropy, backward, AdamW) per method, precision and batch on a GPU, done the way the methods'
+official code does it, and, given our rows (--ours), one table of our images/s over theirs.
+
+  python3 timm_step.py [--model vit_base_patch16_224] [--batch 32 128] [--methods full linear bias ssf gps]
+                       [--precision fp32 tf32 bf16 fp16] [--repeats 5] [--json peer.json] [--ours ours.json]
+
+How each method trains here (as in the SSF and GPS repositories, on timm):
+  full    every parameter; linear  the head; bias  every bias and the head;
+  ssf     a separate scale-shift module (per-channel scale 1 and shift 0 at the start) after every Linear and
+          LayerNorm of the blocks, the patch embedding and the final norm, plus the head;
+  gps     dense gradients of every Linear weight in the blocks multiplied by a fixed mask (one input per output row,
+          as our benchmark's selection), the biases untouched, the head dense; dense AdamW over all of them.
+  (SCT has no official timm module to mirror; it is timed on our side only.)
+Precision: fp32 (TF32 off), tf32 (TF32 matmuls), bf16 (autocast bfloat16), fp16 (autocast float16 + GradScaler).
+Attention: timm's fused path (scaled_dot_product_attention), forced on.
+Exit codes: 0 done; 3 no usable GPU (the reason is printed); 4 PyTorch or timm missing (the reason is printed).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+METHODS = ["full", "linear", "bias", "ssf", "gps"]
+PRECISIONS = ["fp32", "tf32", "bf16", "fp16"]
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="vit_base_patch16_224")
+    ap.add_argument("--batch", type=int, nargs="+", default=[32])
+    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16", "fp16"], choices=PRECISIONS)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", help="write the rows as JSON lines here")
+    ap.add_argument("--ours", help="JSON lines from `peft bench --train-step --json`: print the ratio table")
+    return ap.parse_args(argv)
+
+
+def add_ssf(model, torch):
+    """Wraps every Linear and LayerNorm of the blocks, the patch embedding's projection and the final norm in
+    (module, scale-shift), as the SSF code inserts ssf_scale/ssf_shift after them; returns the SSF parameters."""
+    nn = torch.nn
+
+    class ScaleShift(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(dim))
+            self.shift = nn.Parameter(torch.zeros(dim))
+
+        def forward(self, x):
+            if x.dim() == 4:  # a conv's NCHW output: per channel
+                return x * self.scale.view(1, -1, 1, 1) + self.shift.view(1, -1, 1, 1)
+            return x * self.scale + self.shift
+
+    params = []
+
+    def wrap(parent, name, module, dim):
+        ssf = ScaleShift(dim).to(next(module.parameters()).device)
+        setattr(parent, name, nn.Sequential(module, ssf))
+        params.extend([ssf.scale, ssf.shift])
+
+    for block in model.blocks:
+        for parent in (block, block.attn, block.mlp):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.Linear):
+                    wrap(parent, name, child, child.out_features)
+                elif isinstance(child, nn.LayerNorm):
+                    wrap(parent, name, child, child.normalized_shape[0])
+    proj = model.patch_embed.proj
+    wrap(model.patch_embed, "proj", proj, proj.out_channels)
+    if isinstance(model.norm, nn.LayerNorm):
+        wrap(model, "norm", model.norm, model.norm.normalized_shape[0])
+    return params
+
+
+def build(method, args, torch, timm, device):
+    model = timm.create_model(args.model, pretrained=False, num_classes=100).to(device)
+    for p in model.parameters():
+        p.requires_grad_(method == "full")
+    head = list(model.get_classifier().parameters())
+    masks = {}
+    if method == "linear":
+        trained = head
+    elif method == "bias":
+        trained = [p for n, p in model.named_parameters() if n.endswith("bias")] + head
+    elif method == "ssf":
+        trained = add_ssf(model, torch) + head
+    elif method == "gps":
+        trained = list(head)
+        gen = torch.Generator().manual_seed(0)
+        for module in model.blocks.modules():
+            if isinstance(module, torch.nn.Linear):
+                out_f, in_f = module.weight.shape
+                mask = torch.zeros(out_f, in_f)
+                mask[torch.arange(out_f), torch.randint(0, in_f, (out_f,), generator=gen)] = 1
+                masks[module.weight] = mask.to(device)
+                trained.append(module.weight)
+    else:
+        trained = list(model.parameters())
+    for p in trained:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(trained, lr=1e-4)
+    return model, optimizer, masks
+
+
+def time_one(method, precision, batch, args, torch, timm, device):
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    model, optimizer, masks = build(method, args, torch, timm, device)
+    model.train()
+    size = model.default_cfg.get("input_size", (3, 224, 224))[-1]
+    gen = torch.Generator(device=device).manual_seed(2)
+    images = torch.randn(batch, 3, size, size, device=device, generator=gen)
+    targets = torch.arange(batch, device=device) % 100
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(model(images), targets)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        for weight, mask in masks.items():  # GPS: the dense gradient times the mask
+            weight.grad.mul_(mask)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+
+    step()  # warm-up: allocator, cuBLAS/cuDNN heuristics
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        step()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    seconds = times[len(times) // 2]
+    row = {"engine": "pytorch-timm", "model": args.model, "method": method, "precision": precision, "batch": batch,
+           "ms_per_step": seconds * 1e3, "images_per_second": batch / seconds,
+           "peak_memory_mib": torch.cuda.max_memory_allocated() / 2**20}
+    del model, optimizer, masks, images
+    torch.cuda.empty_cache()
+    return row
+
+
+def ratio_table(ours_path, peer_rows):
+    ours = {}
+    with open(ours_path) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                ours[(r["method"], r["precision"], r["batch"])] = r
+    lines = ["| method | precision | batch | ours images/s | peer images/s | ours / peer | ours peak MiB | peer peak MiB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for p in peer_rows:
+        o = ours.get((p["method"], p["precision"], p["batch"]))
+        if o is None:
+            continue
+        lines.append("| {} | {} | {} | {:.1f} | {:.1f} | **{:.2f}** | {:.0f} | {:.0f} |".format(
+            p["method"], p["precision"], p["batch"], o["images_per_second"], p["images_per_second"],
+            o["images_per_second"] / p["images_per_second"], o["peak_memory_mib"], p["peak_memory_mib"]))
+    return "\n".join(lines)
+
+
+def main(argv):
+    args = parse_args(argv)
+    os.environ.setdefault("TIMM_FUSED_ATTN", "1")  # timm's scaled_dot_product_attention path
+    try:
+        import torch
+        import timm
+    except ImportError as e:
+        print(f"timm_step: skipped: {e} (the peer needs PyTorch and timm)")
+        return 4
+    if not torch.cuda.is_available():
+        print("timm_step: no usable GPU: torch.cuda.is_available() is False")
+        return 3
+    device = torch.device("cuda")
+    print(f"timm_step: PyTorch {torch.__version__}, timm {timm.__version__}, CUDA {torch.version.cuda}, "
+          f"{torch.cuda.get_device_name(0)}; {args.model}, median of {args.repeats}")
+    print("| method | precision | batch | ms per step | images/s | peak memory MiB |\n|---|---|---|---|---|---|")
+    rows = []
+    out = open(args.json, "w") if args.json else None
+    try:
+        for batch in args.batch:
+            for precision in args.precision:
+                for method in args.methods:
+                    row = time_one(method, precision, batch, args, torch, timm, device)
+                    rows.append(row)
+                    print("| {method} | {precision} | {batch} | {ms_per_step:.1f} | {images_per_second:.1f} | "
+                          "{peak_memory_mib:.0f} |".format(**row), flush=True)
+                    if out:
+                        out.write(json.dumps(row) + "\n")
+                        out.flush()
+    finally:
+        if out:
+            out.close()
+    if args.ours:
+        print("\nThe engine over the PyTorch + timm peer on the same GPU (images/s; > 1: the engine is faster):\n")
+        print(ratio_table(args.ours, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
