@@ -64,39 +64,70 @@ __device__ __forceinline__ float attention_score(float dot, float scale, const f
     return dot * scale + (biasH ? biasH[(long long)i * T + j] : 0.f) + (maskW ? maskW[(long long)i * T + j] : 0.f);
 }
 
+// Where one (image, head) of a fused-attention block starts: blockIdx.y = b·NH + h.
+struct AttentionHead
+{
+    int bh, b, h, C, warp, lane;
+    long long ld;        // floats between token rows of qkv (3·C)
+    const float* q;      // q of token 0 (k at +C, v at +2C)
+    const float* biasH;  // bias[h] [T, T], or null
+    const float* maskW;  // mask[b mod nW] [T, T], or null
+};
+
+__device__ __forceinline__ AttentionHead attention_head(const float* qkv, const float* bias, const float* mask, int T, int NH, int HD, int nW)
+{
+    AttentionHead a;
+    a.bh = blockIdx.y;
+    a.b = a.bh / NH;
+    a.h = a.bh % NH;
+    a.C = NH * HD;
+    a.warp = threadIdx.x / 32;
+    a.lane = threadIdx.x % 32;
+    a.ld = 3LL * a.C;
+    a.q = qkv + (long long)a.b * T * a.ld + (long long)a.h * HD;
+    a.biasH = bias ? bias + (long long)a.h * T * T : nullptr;
+    a.maskW = mask ? mask + (long long)(a.b % nW) * T * T : nullptr;
+    return a;
+}
+
+// Rows row0..row0+31 of two [T, HD] operands (leading dimensions ldA, ldB; zeros past T) into shared tiles, between
+// barriers: the previous tile is consumed before it is overwritten, and the new one is complete before it is read.
+__device__ __forceinline__ void load_row_tiles(float (*a)[ATTN_MAX_HD + 1], const float* srcA, long long ldA,
+                                               float (*b)[ATTN_MAX_HD + 1], const float* srcB, long long ldB, int T, int HD, int row0)
+{
+    __syncthreads();
+    for (int e = threadIdx.x; e < 32 * HD; e += blockDim.x)
+    {
+        int rr = e / HD, d = e % HD, row = row0 + rr;
+        a[rr][d] = row < T ? srcA[row * ldA + d] : 0.f;
+        b[rr][d] = row < T ? srcB[row * ldB + d] : 0.f;
+    }
+    __syncthreads();
+}
+
 // y [B, T, NH·HD] and lse [B, NH, T] from qkv. Grid (ceil(T / (ATTN_WARPS·ATTN_ROWS)), B·NH), ATTN_WARPS·32 threads.
 extern "C" __global__ void fused_attention_forward(float* y, float* lse, const float* qkv, const float* bias, const float* mask,
                                                   int B, int T, int NH, int HD, int nW, float scale)
 {
     __shared__ float ks[32][ATTN_MAX_HD + 1]; // lane j reads row j: padded so the lanes hit different banks
-    __shared__ float vs[32][ATTN_MAX_HD];
+    __shared__ float vs[32][ATTN_MAX_HD + 1];
     __shared__ float qs[ATTN_WARPS][ATTN_ROWS][ATTN_MAX_HD];
     __shared__ float ps[ATTN_WARPS][32];
-    int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * HD, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    long long ld = 3LL * C;
-    const float* base = qkv + (long long)b * T * ld + (long long)h * HD;
-    const float* biasH = bias ? bias + (long long)h * T * T : nullptr;
-    const float* maskW = mask ? mask + (long long)(b % nW) * T * T : nullptr;
+    AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
+    int warp = a.warp, lane = a.lane;
     int row0 = (blockIdx.x * ATTN_WARPS + warp) * ATTN_ROWS;
     float m[ATTN_ROWS], l[ATTN_ROWS], o[ATTN_ROWS][ATTN_CHUNKS];
     for (int r = 0; r < ATTN_ROWS; r++)
     {
         int i = row0 + r;
-        for (int d = lane; d < HD; d += 32) qs[warp][r][d] = i < T ? base[i * ld + d] : 0.f;
+        for (int d = lane; d < HD; d += 32) qs[warp][r][d] = i < T ? a.q[i * a.ld + d] : 0.f;
         m[r] = __int_as_float(0xff800000); // -inf
         l[r] = 0.f;
         for (int c = 0; c < ATTN_CHUNKS; c++) o[r][c] = 0.f;
     }
     for (int j0 = 0; j0 < T; j0 += 32)
     {
-        __syncthreads(); // the previous tile is consumed (and the q rows written)
-        for (int e = threadIdx.x; e < 32 * HD; e += blockDim.x)
-        {
-            int jj = e / HD, d = e % HD, j = j0 + jj;
-            ks[jj][d] = j < T ? base[j * ld + C + d] : 0.f;
-            vs[jj][d] = j < T ? base[j * ld + 2 * C + d] : 0.f;
-        }
-        __syncthreads();
+        load_row_tiles(ks, a.q + a.C, a.ld, vs, a.q + 2 * a.C, a.ld, T, HD, j0);
         int j = j0 + lane;
         for (int r = 0; r < ATTN_ROWS; r++)
         {
@@ -104,7 +135,7 @@ extern "C" __global__ void fused_attention_forward(float* y, float* lse, const f
             if (i >= T) break; // the whole warp: i does not depend on the lane
             float dot = 0.f;
             for (int d = 0; d < HD; d++) dot += qs[warp][r][d] * ks[lane][d];
-            float sj = j < T ? attention_score(dot, scale, biasH, maskW, T, i, j) : __int_as_float(0xff800000);
+            float sj = j < T ? attention_score(dot, scale, a.biasH, a.maskW, T, i, j) : __int_as_float(0xff800000);
             float mNew = fmaxf(m[r], warp_max(sj)); // finite: key j0 of every tile is valid
             float pj = j < T ? expf(sj - mNew) : 0.f, correction = expf(m[r] - mNew);
             l[r] = l[r] * correction + warp_sum(pj);
@@ -122,10 +153,10 @@ extern "C" __global__ void fused_attention_forward(float* y, float* lse, const f
     {
         int i = row0 + r;
         if (i >= T) break;
-        float* yr = y + ((long long)b * T + i) * C + (long long)h * HD;
+        float* yr = y + ((long long)a.b * T + i) * a.C + (long long)a.h * HD;
         for (int c = 0; c < ATTN_CHUNKS; c++)
             if (lane + 32 * c < HD) yr[lane + 32 * c] = o[r][c] / l[r];
-        if (lane == 0) lse[(long long)bh * T + i] = m[r] + logf(l[r]);
+        if (lane == 0) lse[(long long)a.bh * T + i] = m[r] + logf(l[r]);
     }
 }
 
@@ -141,39 +172,29 @@ extern "C" __global__ void fused_attention_backward_dq(float* dqkv, float* delta
     __shared__ float qs[ATTN_WARPS][ATTN_BWD_ROWS][ATTN_MAX_HD];
     __shared__ float dos[ATTN_WARPS][ATTN_BWD_ROWS][ATTN_MAX_HD];
     __shared__ float dss[ATTN_WARPS][32];
-    int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * HD, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    long long ld = 3LL * C;
-    const float* base = qkv + (long long)b * T * ld + (long long)h * HD;
-    const float* biasH = bias ? bias + (long long)h * T * T : nullptr;
-    const float* maskW = mask ? mask + (long long)(b % nW) * T * T : nullptr;
+    AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
+    int warp = a.warp, lane = a.lane;
     int row0 = (blockIdx.x * ATTN_WARPS + warp) * ATTN_BWD_ROWS;
     float rowLse[ATTN_BWD_ROWS], rowDelta[ATTN_BWD_ROWS], dq[ATTN_BWD_ROWS][ATTN_CHUNKS];
     for (int r = 0; r < ATTN_BWD_ROWS; r++)
     {
         int i = row0 + r;
-        long long o = ((long long)b * T + i) * C + (long long)h * HD;
+        long long o = ((long long)a.b * T + i) * a.C + (long long)a.h * HD;
         float part = 0.f;
         for (int d = lane; d < HD; d += 32)
         {
-            qs[warp][r][d] = i < T ? base[i * ld + d] : 0.f;
+            qs[warp][r][d] = i < T ? a.q[i * a.ld + d] : 0.f;
             dos[warp][r][d] = i < T ? dy[o + d] : 0.f;
             if (i < T) part += dy[o + d] * y[o + d];
         }
         rowDelta[r] = warp_sum(part);
-        rowLse[r] = i < T ? lse[(long long)bh * T + i] : 0.f;
-        if (i < T && lane == 0) delta[(long long)bh * T + i] = rowDelta[r];
+        rowLse[r] = i < T ? lse[(long long)a.bh * T + i] : 0.f;
+        if (i < T && lane == 0) delta[(long long)a.bh * T + i] = rowDelta[r];
         for (int c = 0; c < ATTN_CHUNKS; c++) dq[r][c] = 0.f;
     }
     for (int j0 = 0; j0 < T; j0 += 32)
     {
-        __syncthreads();
-        for (int e = threadIdx.x; e < 32 * HD; e += blockDim.x)
-        {
-            int jj = e / HD, d = e % HD, j = j0 + jj;
-            ks[jj][d] = j < T ? base[j * ld + C + d] : 0.f;
-            vs[jj][d] = j < T ? base[j * ld + 2 * C + d] : 0.f;
-        }
-        __syncthreads();
+        load_row_tiles(ks, a.q + a.C, a.ld, vs, a.q + 2 * a.C, a.ld, T, HD, j0);
         int j = j0 + lane;
         for (int r = 0; r < ATTN_BWD_ROWS; r++)
         {
@@ -185,7 +206,7 @@ extern "C" __global__ void fused_attention_backward_dq(float* dqkv, float* delta
                 dot += qs[warp][r][d] * ks[lane][d];
                 dp += dos[warp][r][d] * vs[lane][d];
             }
-            float ds = j < T ? expf(attention_score(dot, scale, biasH, maskW, T, i, j) - rowLse[r]) * (dp - rowDelta[r]) : 0.f;
+            float ds = j < T ? expf(attention_score(dot, scale, a.biasH, a.maskW, T, i, j) - rowLse[r]) * (dp - rowDelta[r]) : 0.f;
             dss[warp][lane] = ds;
             __syncwarp();
             for (int jj = 0; jj < 32; jj++)
@@ -199,7 +220,7 @@ extern "C" __global__ void fused_attention_backward_dq(float* dqkv, float* delta
     {
         int i = row0 + r;
         if (i >= T) break;
-        float* out = dqkv + ((long long)b * T + i) * ld + (long long)h * HD;
+        float* out = dqkv + ((long long)a.b * T + i) * a.ld + (long long)a.h * HD;
         for (int c = 0; c < ATTN_CHUNKS; c++)
             if (lane + 32 * c < HD) store(out + lane + 32 * c, scale * dq[r][c], accumulate);
     }
@@ -216,12 +237,9 @@ extern "C" __global__ void fused_attention_backward_dkdv(float* dqkv, const floa
     __shared__ float ks[ATTN_WARPS][ATTN_BWD_ROWS][ATTN_MAX_HD];
     __shared__ float vs[ATTN_WARPS][ATTN_BWD_ROWS][ATTN_MAX_HD];
     __shared__ float ps[ATTN_WARPS][32], dss[ATTN_WARPS][32];
-    int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * HD, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    long long ld = 3LL * C;
-    const float* base = qkv + (long long)b * T * ld + (long long)h * HD;
-    const float* dyb = dy + (long long)b * T * C + (long long)h * HD;
-    const float* biasH = bias ? bias + (long long)h * T * T : nullptr;
-    const float* maskW = mask ? mask + (long long)(b % nW) * T * T : nullptr;
+    AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
+    int warp = a.warp, lane = a.lane;
+    const float* dyb = dy + (long long)a.b * T * a.C + (long long)a.h * HD;
     int key0 = (blockIdx.x * ATTN_WARPS + warp) * ATTN_BWD_ROWS;
     float dk[ATTN_BWD_ROWS][ATTN_CHUNKS], dv[ATTN_BWD_ROWS][ATTN_CHUNKS];
     for (int r = 0; r < ATTN_BWD_ROWS; r++)
@@ -229,23 +247,16 @@ extern "C" __global__ void fused_attention_backward_dkdv(float* dqkv, const floa
         int j = key0 + r;
         for (int d = lane; d < HD; d += 32)
         {
-            ks[warp][r][d] = j < T ? base[j * ld + C + d] : 0.f;
-            vs[warp][r][d] = j < T ? base[j * ld + 2 * C + d] : 0.f;
+            ks[warp][r][d] = j < T ? a.q[j * a.ld + a.C + d] : 0.f;
+            vs[warp][r][d] = j < T ? a.q[j * a.ld + 2 * a.C + d] : 0.f;
         }
         for (int c = 0; c < ATTN_CHUNKS; c++) dk[r][c] = dv[r][c] = 0.f;
     }
     for (int i0 = 0; i0 < T; i0 += 32)
     {
-        __syncthreads();
-        for (int e = threadIdx.x; e < 32 * HD; e += blockDim.x)
-        {
-            int ii = e / HD, d = e % HD, i = i0 + ii;
-            qs[ii][d] = i < T ? base[i * ld + d] : 0.f;
-            dos[ii][d] = i < T ? dyb[(long long)i * C + d] : 0.f;
-        }
-        __syncthreads();
+        load_row_tiles(qs, a.q, a.ld, dos, dyb, a.C, T, HD, i0);
         int i = i0 + lane;
-        float rowLse = i < T ? lse[(long long)bh * T + i] : 0.f, rowDelta = i < T ? delta[(long long)bh * T + i] : 0.f;
+        float rowLse = i < T ? lse[(long long)a.bh * T + i] : 0.f, rowDelta = i < T ? delta[(long long)a.bh * T + i] : 0.f;
         for (int r = 0; r < ATTN_BWD_ROWS; r++)
         {
             int j = key0 + r;
@@ -256,7 +267,7 @@ extern "C" __global__ void fused_attention_backward_dkdv(float* dqkv, const floa
                 dot += qs[lane][d] * ks[warp][r][d];
                 dp += dos[lane][d] * vs[warp][r][d];
             }
-            float p = i < T ? expf(attention_score(dot, scale, biasH, maskW, T, i, j) - rowLse) : 0.f;
+            float p = i < T ? expf(attention_score(dot, scale, a.biasH, a.maskW, T, i, j) - rowLse) : 0.f;
             float ds = p * (dp - rowDelta);
             ps[warp][lane] = p;
             dss[warp][lane] = ds;
@@ -275,12 +286,12 @@ extern "C" __global__ void fused_attention_backward_dkdv(float* dqkv, const floa
     {
         int j = key0 + r;
         if (j >= T) break;
-        float* out = dqkv + ((long long)b * T + j) * ld + (long long)h * HD;
+        float* out = dqkv + ((long long)a.b * T + j) * a.ld + (long long)a.h * HD;
         for (int c = 0; c < ATTN_CHUNKS; c++)
             if (lane + 32 * c < HD)
             {
-                store(out + C + lane + 32 * c, scale * dk[r][c], accumulate);
-                store(out + 2 * C + lane + 32 * c, dv[r][c], accumulate);
+                store(out + a.C + lane + 32 * c, scale * dk[r][c], accumulate);
+                store(out + 2 * a.C + lane + 32 * c, dv[r][c], accumulate);
             }
     }
 }
