@@ -67,11 +67,11 @@ public class FineTuneRunTests
         }
     }
 
-    [TestCase("ssf"), TestCase("gps"), TestCase("sct")]
-    public void AnInterruptedRunResumesToTheSameResult(string method)
+    [TestCase("ssf"), TestCase("gps"), TestCase("sct"), TestCase("ssf", "fp16")]
+    public void AnInterruptedRunResumesToTheSameResult(string method, string precision = "fp32")
     {
         MiniVtab.Write(Path.Combine(_root, "data"), "quadrant", train: 48, test: 20);
-        var config = Config("quadrant", method, epochs: 4, lr: 5e-3f);
+        var config = Config("quadrant", method, epochs: 4, lr: 5e-3f) with { Precision = Engine.Kernels.LowPrecision.Parse(precision) };
         if (method == "sct") // with SCT's training augmentation: the flips and RandAugment draws replay on resume
             config = config with { Recipe = config.Recipe with { Augment = true, RandAugment = PeftRecipe.SctRandAugment } };
         string whole = Path.Combine(_root, "runs", "whole"), broken = Path.Combine(_root, "runs", "broken");
@@ -97,6 +97,8 @@ public class FineTuneRunTests
         string Losses(string run) => string.Join(",", File.ReadAllLines(Path.Combine(run, "log.jsonl"))
             .Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("Loss").GetDouble().ToString("R")));
         Assert.That(Losses(broken), Is.EqualTo(Losses(whole)), "every epoch's loss matches");
+        if (precision == "fp16")
+            Assert.That(File.ReadAllText(Path.Combine(broken, "state.json")), Does.Contain("\"LossScale\": 65536"), "the loss scaler is kept with the run");
     }
 
     [Test]

@@ -108,6 +108,8 @@ public class HostileRunFolderTests
     [TestCase("\"EpochsDone\": 1", "\"EpochsDone\": -5", "EpochsDone -5")]
     [TestCase("\"Log\": [", "\"Log\": null, \"Ignored\": [", "Log")]
     [TestCase("\"Seconds\": ", "\"Seconds\": -1, \"Was\": ", "Seconds -1")]
+    [TestCase("\"LossScale\": null", "\"LossScale\": -2", "LossScale -2")]
+    [TestCase("\"LossScaleGoodSteps\": 0", "\"LossScaleGoodSteps\": -1", "LossScaleGoodSteps -1")]
     public void AnEditedRunStateIsRefusedNamingTheField(string find, string replace, string named) =>
         EditedFileIsRefused("state.json", find, replace, named);
 

@@ -9,13 +9,19 @@ namespace Engine.Optim;
 /// </summary>
 public sealed class LossScaler
 {
-    /// <summary>Starts at <paramref name="initialScale"/> (PyTorch's default 2¹⁶).</summary>
-    public LossScaler(float initialScale = 65536f)
+    /// <summary>Starts at <paramref name="initialScale"/> (PyTorch's default 2¹⁶), or continues a run's scaler from
+    /// its <see cref="Scale"/> and <see cref="GoodSteps"/>.</summary>
+    public LossScaler(float initialScale = 65536f, int goodSteps = 0)
     {
         if (!(initialScale > 0) || float.IsInfinity(initialScale))
             throw new ArgumentOutOfRangeException(nameof(initialScale), initialScale, "the loss scale must be positive and finite");
+        ArgumentOutOfRangeException.ThrowIfNegative(goodSteps);
         Scale = initialScale;
+        _goodSteps = goodSteps;
     }
+
+    /// <summary>Good steps in a row since the scale last changed (what a resumed run must continue from).</summary>
+    public int GoodSteps => _goodSteps;
 
     /// <summary>The factor the loss is multiplied by in the backward.</summary>
     public float Scale { get; private set; }

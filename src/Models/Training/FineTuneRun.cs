@@ -75,7 +75,10 @@ public sealed record RunOptions
 /// </summary>
 public static class FineTuneRun
 {
-    internal sealed record RunState(int EpochsDone, string? Checkpoint, List<EpochLog> Log, double Seconds);
+    /// <summary>state.json: epochs done, the checkpoint naming them, their log, the time spent, and for fp16 runs the loss
+    /// scaler where that epoch left it (so a resumed run continues with the same scale).</summary>
+    internal sealed record RunState(int EpochsDone, string? Checkpoint, List<EpochLog> Log, double Seconds, float? LossScale = null,
+        int LossScaleGoodSteps = 0);
 
     /// <summary>Executes (or resumes) the run in <paramref name="runDir"/> on <paramref name="device"/>.</summary>
     /// <exception cref="DivergedException">The loss became NaN or infinite.</exception>
@@ -142,7 +145,8 @@ public static class FineTuneRun
         double secondsBefore = state.Seconds;
         var step = new TrainStep(opt)
         {
-            Context = $"{config.Task}/{method.Name}", Steps = stepsDone, LossScaler = config.Precision == Precision.FP16 ? new LossScaler() : null,
+            Context = $"{config.Task}/{method.Name}", Steps = stepsDone,
+            LossScaler = config.Precision == Precision.FP16 ? new LossScaler(state.LossScale ?? 65536f, state.LossScaleGoodSteps) : null,
         };
         for (int epoch = state.EpochsDone; epoch < recipe.TotalEpochs; epoch++)
         {
@@ -174,7 +178,7 @@ public static class FineTuneRun
             bool last = epoch == recipe.TotalEpochs - 1;
             double? accuracy = last || (epoch + 1) % recipe.EvalEveryEpochs == 0 ? Evaluate(model, test, normalization, config.EvalBatchSize, device, options.Cancel) : null;
             var entry = new EpochLog(epoch + 1, lr, lossSum / seen, 100.0 * correct / seen, accuracy, seen / epochClock.Elapsed.TotalSeconds, epochClock.Elapsed.TotalSeconds);
-            state = Checkpoint(runDir, state, entry, method, model, opt, secondsBefore + clock.Elapsed.TotalSeconds);
+            state = Checkpoint(runDir, state, entry, method, model, opt, secondsBefore + clock.Elapsed.TotalSeconds, step.LossScaler);
             log($"epoch {entry.Epoch}/{recipe.TotalEpochs}: loss {entry.Loss:F4}, train {entry.TrainAccuracy:F1}%" +
                 (accuracy is double a ? $", test {a:F2}%" : "") + $", lr {lr:G3}, {entry.ImagesPerSecond:F1} img/s");
         }
@@ -261,13 +265,14 @@ public static class FineTuneRun
 
     /// <summary>Writes the epoch's checkpoint folder, then state.json naming it (the commit point), then log.jsonl, then
     /// removes the previous checkpoint.</summary>
-    static RunState Checkpoint(string runDir, RunState state, EpochLog entry, PeftMethod method, IImageClassifier model, Adam opt, double seconds)
+    static RunState Checkpoint(string runDir, RunState state, EpochLog entry, PeftMethod method, IImageClassifier model, Adam opt, double seconds,
+        LossScaler? scaler)
     {
         string name = CheckpointName(entry.Epoch), dir = Path.Combine(runDir, name);
         Directory.CreateDirectory(dir);
         method.SaveTrained(model, Path.Combine(dir, "trained.safetensors"));
         opt.SaveState(Path.Combine(dir, "optimizer.safetensors"));
-        var next = new RunState(entry.Epoch, name, [.. state.Log, entry], seconds);
+        var next = new RunState(entry.Epoch, name, [.. state.Log, entry], seconds, scaler?.Scale, scaler?.GoodSteps ?? 0);
         AtomicFile.Write(Path.Combine(runDir, "state.json"), s => JsonSerializer.Serialize(s, next, RunConfig.Json));
         AtomicFile.Write(Path.Combine(runDir, "log.jsonl"), s =>
         {
@@ -302,6 +307,9 @@ public static class FineTuneRun
         if (state.Log == null || state.Log.Count != state.EpochsDone || state.Log.Any(e => e == null))
             throw new InvalidInputException(path, $"Log must hold one entry per epoch done ({state.EpochsDone}), it holds {state.Log?.Count.ToString() ?? "null"}");
         if (!double.IsFinite(state.Seconds) || state.Seconds < 0) throw new InvalidInputException(path, $"Seconds {state.Seconds} is not a duration");
+        if (state.LossScale is float scale && !(scale > 0 && float.IsFinite(scale)))
+            throw new InvalidInputException(path, $"LossScale {scale} is not a positive finite loss scale");
+        if (state.LossScaleGoodSteps < 0) throw new InvalidInputException(path, $"LossScaleGoodSteps {state.LossScaleGoodSteps} is negative");
         if (state.EpochsDone == 0 ? state.Checkpoint != null : state.Checkpoint != CheckpointName(state.EpochsDone))
             throw new InvalidInputException(path, $"Checkpoint '{state.Checkpoint}' is not the run's own checkpoint of epoch {state.EpochsDone} " +
                                                   $"({(state.EpochsDone == 0 ? "none" : CheckpointName(state.EpochsDone))})");
