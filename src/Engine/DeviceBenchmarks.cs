@@ -45,6 +45,8 @@ public static unsafe class DeviceBenchmarks
         new("softmax-backward", "ROWSxCOLS", 2, "softmax backward over each row"),
         new("depthwise-conv", "NxHxWxC", 4, "7×7 depthwise conv, channels last (ConvNeXt)"),
         new("gemm", "MxNxK", 3, "y = x·Wᵀ, x [M, K], W [N, K]"),
+        new("attention", "BxTxNHxHD", 4, "fused multi-head attention, forward and backward (GFLOP/s: its 6 products)"),
+        new("attention-unfused", "BxTxNHxHD", 4, "the same through the unfused path (head permutes, batched GEMMs, softmax)"),
     ];
 
     /// <summary>Parses <c>1576x3072</c> (or <c>1576×3072</c>) for <paramref name="op"/>; a single count is one row.</summary>
@@ -86,6 +88,29 @@ public static unsafe class DeviceBenchmarks
                 peer = flops / (Time(device, repeats, () => blas.Sgemm(false, true, M, N, K, 1f, x.Data, K, w.Data, K, 0f, y.Data, N)) * 1e9);
             }
             return new BenchmarkRow("gemm", shapeText, ms, Tflops: flops / (ms * 1e9), PeerTflops: peer);
+        }
+        if (op is "attention" or "attention-unfused")
+        {
+            int B = shape[0], T = shape[1], NH = shape[2], HD = shape[3];
+            using var qkv = Tensor.Zeros(device, B, T, 3 * NH * HD);
+            using var upstream = Tensor.Zeros(device, B, T, NH * HD);
+            device.Kernels.Fill(qkv.Data, qkv.Count, 0.1f);
+            device.Kernels.Fill(upstream.Data, upstream.Count, 0.01f);
+            qkv.RequiresGrad = true;
+            var tape = new Autograd.Tape();
+            void Step()
+            {
+                using (tape.Record())
+                {
+                    using var y = Engine.Ops.Attention(qkv, NH, fused: op == "attention");
+                    tape.Backward(y, upstream);
+                }
+                qkv.Grad?.Dispose();
+                qkv.Grad = null;
+            }
+            double attentionMs = Time(device, repeats, Step);
+            double flops = 12.0 * B * NH * T * (double)T * HD; // q·kᵀ and P·v, then four products in the backward
+            return new BenchmarkRow(op, shapeText, attentionMs, Tflops: flops / (attentionMs * 1e9));
         }
         bool rowOp = info.Dimensions == 2;
         int rows = rowOp ? shape[0] : 1, cols = rowOp ? shape[1] : (int)elements;
@@ -193,6 +218,7 @@ public static unsafe class DeviceBenchmarks
             ["drop-path"] = [(int)hidden], ["adam"] = [(int)hidden], ["bias"] = [tokens, C], ["scale-shift"] = [tokens, C],
             ["layernorm"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
             ["depthwise-conv"] = [convN, side, side, convC],
+            ["attention"] = [full ? 32 : 2, T, heads, C / heads], ["attention-unfused"] = [full ? 32 : 2, T, heads, C / heads],
         };
         foreach (var op in Ops.Where(o => o.Name != "gemm")) Add(Measure(device, op.Name, shapes[op.Name], repeats));
         // The ViT-B/16 linear layers at batch 32 (6304 tokens).
