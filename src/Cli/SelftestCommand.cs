@@ -70,7 +70,8 @@ public static class SelftestCommand
         var cases = OpCases.All.Where(c => filter == null || c.Name.Contains(filter, StringComparison.OrdinalIgnoreCase)).ToList();
         if (cases.Count == 0) throw new ArgumentException($"--filter '{filter}' matches no case; cases: {string.Join(", ", OpCases.All.Select(c => c.Name))}");
         Console.WriteLine($"\nop conformance, {cases.Count} case(s):");
-        Console.WriteLine($"  {"case",-26} {"result",-6} {"ms",8}");
+        int width = OpCases.All.Max(c => c.Name.Length) + 1;
+        Console.WriteLine($"  {"case".PadRight(width)} {"result",-6} {"ms",8}");
         int failed = 0;
         foreach (var (name, run) in cases)
         {
@@ -85,7 +86,7 @@ public static class SelftestCommand
                 failure = e.Message;
                 failed++;
             }
-            Console.WriteLine($"  {name,-26} {(failure == null ? "ok" : "FAIL"),-6} {clock.Elapsed.TotalMilliseconds,8:F0}{(failure == null ? "" : $"  {failure}")}");
+            Console.WriteLine($"  {name.PadRight(width)} {(failure == null ? "ok" : "FAIL"),-6} {clock.Elapsed.TotalMilliseconds,8:F0}{(failure == null ? "" : $"  {failure}")}");
         }
         Console.WriteLine($"{cases.Count - failed} passed, {failed} failed");
 
