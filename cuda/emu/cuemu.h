@@ -1,10 +1,15 @@
 // cuemu.h: the CUDA execution model on CPU threads, so the kernel sources in cuda/*.cu run unchanged under g++.
 //
-// Blocks of a launch run one after another. The threads of a block are OS threads (a pool that persists across
-// launches), so __syncthreads is a real barrier and ThreadSanitizer can see a missing one. Warp shuffles go through
-// a per-thread 64-bit exchange slot and a per-warp barrier (write, wait, read, wait). Atomics use std::atomic_ref.
-// __shared__ is `static`: launches are serialised by the launcher, never concurrent.
-// A thread that returns early leaves its block's and warp's barriers, so early exit never deadlocks.
+// A launch's blocks are shared out to a few workers (the launching thread plus pool threads, one per core), each
+// running whole blocks. Inside a worker the threads of a block are fibers: each has its own stack and runs until it
+// reaches a barrier (__syncthreads, __syncwarp, a shuffle) or returns, then the next runnable one resumes. A switch
+// costs a few nanoseconds, where a block of OS threads paid a kernel context switch per barrier.
+// __shared__ is `static thread_local`: one copy per worker, and a worker runs one block at a time.
+// Warp shuffles go through a per-thread 64-bit exchange slot and the warp's barrier (write, wait, read, wait).
+// A thread that returns early leaves its block's and warp's barriers, so early exit never deadlocks; barriers that
+// not every live thread reaches are reported as a failed launch instead of hanging.
+// Blocks never run concurrently with themselves, and kernels here use no cross-block atomics, so results do not
+// depend on how blocks are shared out.
 #pragma once
 
 #include <algorithm>
@@ -12,10 +17,13 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
 #include <vector>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define __global__
 #define __device__
@@ -23,7 +31,7 @@
 #define __forceinline__ inline __attribute__((always_inline))
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
-#define __shared__ static
+#define __shared__ static thread_local
 #define __constant__ static
 
 struct dim3
@@ -39,112 +47,261 @@ inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 namespace cuemu
 {
-// A reusable barrier whose party count shrinks when a thread leaves (returns from the kernel early).
-class Barrier
+// ---- Execution contexts: a saved stack pointer (x86-64: the callee-saved registers, MXCSR and the x87 control word
+// are pushed on the stack being left), or ucontext elsewhere.
+#if defined(__x86_64__)
+extern "C" void cuemu_switch_stack(void** save_sp, void* load_sp);
+asm(R"(
+    .text
+    .p2align 4
+    .hidden cuemu_switch_stack
+    .globl cuemu_switch_stack
+    .type cuemu_switch_stack, @function
+cuemu_switch_stack:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size cuemu_switch_stack, .-cuemu_switch_stack
+)");
+
+struct Context
 {
-    std::mutex mutex_;
-    int expected_ = 0, arrived_ = 0;
-    std::atomic<unsigned> generation_{0};
+    void* sp = nullptr;
 
-    void release_locked()
+    // Prepares a context that starts entry() on the stack [base, base + size).
+    void make(char* base, size_t size, void (*entry)())
     {
-        arrived_ = 0;
-        generation_.fetch_add(1, std::memory_order_release);
-        generation_.notify_all();
+        auto* top = reinterpret_cast<uint64_t*>(reinterpret_cast<uintptr_t>(base + size) & ~uintptr_t(15));
+        *--top = 0;                                  // entry's return address: it never returns
+        *--top = reinterpret_cast<uint64_t>(entry); // popped by the switch's ret
+        top -= 6;                                    // rbp rbx r12..r15
+        std::memset(top, 0, 6 * sizeof(uint64_t));
+        uint32_t mxcsr;
+        asm volatile("stmxcsr %0" : "=m"(mxcsr));
+        uint16_t fpu;
+        asm volatile("fnstcw %0" : "=m"(fpu));
+        *--top = 0;
+        std::memcpy(top, &mxcsr, 4);
+        std::memcpy(reinterpret_cast<char*>(top) + 4, &fpu, 2);
+        sp = top;
     }
 
-public:
-    void reset(int parties)
+    static void swap(Context& from, Context& to) { cuemu_switch_stack(&from.sp, to.sp); }
+};
+#else
+} // namespace cuemu
+#include <ucontext.h>
+namespace cuemu
+{
+struct Context
+{
+    ucontext_t uc;
+
+    void make(char* base, size_t size, void (*entry)())
     {
-        std::lock_guard lock(mutex_);
-        expected_ = parties;
-        arrived_ = 0;
+        getcontext(&uc);
+        uc.uc_stack.ss_sp = base;
+        uc.uc_stack.ss_size = size;
+        uc.uc_link = nullptr;
+        makecontext(&uc, entry, 0);
     }
 
-    // The last thread to arrive runs on_complete (under the barrier's lock) before releasing the others.
-    template <class F = void (*)()>
-    void arrive_and_wait(F on_complete = [] {})
-    {
-        unsigned generation;
-        {
-            std::lock_guard lock(mutex_);
-            generation = generation_.load(std::memory_order_relaxed);
-            if (++arrived_ == expected_)
-            {
-                on_complete();
-                release_locked();
-                return;
-            }
-        }
-        while (generation_.load(std::memory_order_acquire) == generation) generation_.wait(generation);
-    }
+    static void swap(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+};
+#endif
 
+// A barrier among the fibers of one block; its party count shrinks when a thread returns.
+struct Barrier
+{
+    int expected = 0, arrived = 0;
+    unsigned generation = 0;
+
+    void reset(int parties) { expected = parties, arrived = 0; }
+    void release() { arrived = 0, generation++; }
+    bool arrive() { return ++arrived == expected ? (release(), true) : false; } // true: this arrival released it
     void leave()
     {
-        std::lock_guard lock(mutex_);
-        --expected_;
-        if (arrived_ > 0 && arrived_ == expected_) release_locked();
+        --expected;
+        if (arrived > 0 && arrived == expected) release();
     }
 };
 
-// Per-thread identity inside the current block.
-inline thread_local int thread_rank = 0;
-
-struct BlockState
+struct Fiber
 {
-    Barrier block;                 // __syncthreads
-    std::vector<Barrier> warps;    // __syncwarp and the shuffles
-    std::vector<uint64_t> slots;   // one shuffle exchange slot per thread
-    int threads = 0;
+    Context context;
+    dim3 index;
+    const Barrier* waiting = nullptr; // blocked until this barrier's generation passes `generation`
+    unsigned generation = 0;
+    bool done = true;
 
+    bool runnable() const { return !done && (waiting == nullptr || waiting->generation != generation); }
+};
+
+// One worker runs whole blocks, one at a time, as fibers on the OS thread that drives it.
+class Worker
+{
+    static constexpr size_t StackBytes = 128 * 1024, MaxThreads = 1024;
+
+    std::vector<Fiber> fibers_;
+    char* stacks_ = nullptr;
+    Context home_; // the block loop's own context
+    int current_ = 0, live_ = 0;
+    void (*body_)(void*) = nullptr;
+    void* argument_ = nullptr;
+
+    [[noreturn]] static void fiber_main();
+    void switch_to(int next);
+    void schedule();
+
+public:
+    Barrier block;               // __syncthreads
+    std::vector<Barrier> warps;  // __syncwarp and the shuffles
+    std::vector<uint64_t> slots; // one shuffle exchange slot per thread
+    int threads = 0;
+    bool deadlocked = false;
+
+    Worker()
+    {
+        // Stacks are reserved, not committed: a fiber touches a few pages at its top. The lowest page of each is a
+        // guard, so an overflow faults instead of corrupting the neighbour.
+        void* memory = mmap(nullptr, StackBytes * MaxThreads, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+        if (memory == MAP_FAILED) std::abort();
+        stacks_ = static_cast<char*>(memory);
+        long page = sysconf(_SC_PAGESIZE);
+        for (size_t i = 0; i < MaxThreads; i++) mprotect(stacks_ + i * StackBytes, page, PROT_NONE);
+        fibers_.resize(MaxThreads);
+    }
+
+    int rank() const { return current_; }
     int warp_size(int warp) const { return std::min(32, threads - warp * 32); }
 
-    void reset(int thread_count)
+    // Runs body(argument) on every thread of block `index`; false when its threads deadlocked at a barrier.
+    bool run_block(dim3 index, dim3 shape, void (*body)(void*), void* argument);
+
+    // Blocks the calling fiber at `barrier` until every live thread of its scope has arrived.
+    void wait(Barrier& barrier)
     {
-        threads = thread_count;
-        int warp_count = (thread_count + 31) / 32;
-        if ((int)warps.size() < warp_count) warps = std::vector<Barrier>(warp_count);
-        slots.resize(thread_count);
-        block.reset(thread_count);
-        for (int w = 0; w < warp_count; w++) warps[w].reset(warp_size(w));
+        if (barrier.arrive()) return;
+        Fiber& fiber = fibers_[current_];
+        fiber.waiting = &barrier;
+        fiber.generation = barrier.generation;
+        schedule();
+        fiber.waiting = nullptr;
     }
 };
 
-inline BlockState& block_state()
+inline thread_local Worker* worker = nullptr; // the worker this OS thread is driving
+inline thread_local int thread_rank = 0;       // the running fiber's linear thread index
+
+inline void Worker::switch_to(int next)
 {
-    static BlockState state;
-    return state;
+    int previous = current_;
+    current_ = next;
+    thread_rank = next;
+    threadIdx = fibers_[next].index;
+    Context::swap(fibers_[previous].context, fibers_[next].context);
 }
 
-inline void leave_block()
+// Passes control to the next runnable fiber after the current one (round robin), or home when none is left.
+inline void Worker::schedule()
 {
-    auto& state = block_state();
-    state.block.leave();
-    state.warps[thread_rank / 32].leave();
+    int n = threads;
+    for (int step = 1; step <= n; step++)
+    {
+        int next = (current_ + step) % n;
+        if (!fibers_[next].runnable()) continue;
+        if (next != current_) switch_to(next);
+        return;
+    }
+    // Nothing can run: the block is finished, or its live threads wait at barriers others never reach.
+    deadlocked = live_ > 0;
+    Context::swap(fibers_[current_].context, home_);
+}
+
+inline void Worker::fiber_main()
+{
+    Worker& self = *worker;
+    self.body_(self.argument_);
+    Fiber& fiber = self.fibers_[self.current_];
+    fiber.done = true;
+    self.live_--;
+    self.block.leave();
+    self.warps[self.current_ / 32].leave();
+    self.schedule();
+    std::abort(); // a finished fiber is never resumed
+}
+
+inline bool Worker::run_block(dim3 index, dim3 shape, void (*body)(void*), void* argument)
+{
+    threads = (int)(shape.x * shape.y * shape.z);
+    int warp_count = (threads + 31) / 32;
+    if ((int)warps.size() < warp_count) warps.resize(warp_count);
+    slots.resize(threads);
+    block.reset(threads);
+    for (int w = 0; w < warp_count; w++) warps[w].reset(warp_size(w));
+    body_ = body;
+    argument_ = argument;
+    blockIdx = index;
+    blockDim = shape;
+    for (int t = 0; t < threads; t++)
+    {
+        Fiber& fiber = fibers_[t];
+        fiber.index = dim3(t % shape.x, t / shape.x % shape.y, t / (shape.x * shape.y));
+        fiber.waiting = nullptr;
+        fiber.done = false;
+        fiber.context.make(stacks_ + t * StackBytes, StackBytes, &Worker::fiber_main);
+    }
+    live_ = threads;
+    deadlocked = false;
+    worker = this;
+    current_ = 0;
+    thread_rank = 0;
+    threadIdx = fibers_[0].index;
+    Context::swap(home_, fibers_[0].context);
+    return !deadlocked;
 }
 
 template <class T>
 T exchange(T value, int source_lane)
 {
     static_assert(sizeof(T) <= 8, "cuemu shuffles carry at most 8 bytes");
-    auto& state = block_state();
+    Worker& w = *worker;
     int warp = thread_rank / 32;
     uint64_t bits = 0;
     std::memcpy(&bits, &value, sizeof(T));
-    state.slots[thread_rank] = bits;
-    state.warps[warp].arrive_and_wait();
+    w.slots[thread_rank] = bits;
+    w.wait(w.warps[warp]);
     int source = warp * 32 + source_lane;
     T result = value;
-    if (source_lane >= 0 && source_lane < state.warp_size(warp)) std::memcpy(&result, &state.slots[source], sizeof(T));
-    state.warps[warp].arrive_and_wait();
+    if (source_lane >= 0 && source_lane < w.warp_size(warp)) std::memcpy(&result, &w.slots[source], sizeof(T));
+    w.wait(w.warps[warp]);
     return result;
 }
 
 inline int lane() { return thread_rank % 32; }
 } // namespace cuemu
 
-inline void __syncthreads() { cuemu::block_state().block.arrive_and_wait(); }
-inline void __syncwarp(unsigned = 0xffffffffu) { cuemu::block_state().warps[cuemu::thread_rank / 32].arrive_and_wait(); }
+inline void __syncthreads() { cuemu::worker->wait(cuemu::worker->block); }
+inline void __syncwarp(unsigned = 0xffffffffu) { cuemu::worker->wait(cuemu::worker->warps[cuemu::thread_rank / 32]); }
 
 // Shuffles within segments of `width` lanes, as on the GPU; the mask is ignored (every live lane must take part).
 template <class T> T __shfl_sync(unsigned, T v, int src, int width = 32)
@@ -196,79 +353,81 @@ template <class T> T __ldg(const T* p) { return *p; }
 
 namespace cuemu
 {
-// The worker pool: thread i of every launch is always the same OS thread, created once.
+// The workers: the launching thread drives worker 0, pool threads (created once) the others; blocks are handed out
+// in order from a shared counter.
 class Pool
 {
-    std::vector<std::thread> workers_;
+    std::vector<Worker*> workers_;
+    std::vector<std::thread> threads_;
     std::atomic<unsigned> generation_{0};
     std::atomic<int> finished_{0};
-    std::mutex launch_mutex_, setup_mutex_;
-    Barrier end_of_block_;
+    std::atomic<unsigned> next_block_{0};
+    std::atomic<bool> deadlocked_{false};
+    std::mutex launch_mutex_;
     dim3 grid_, block_;
-    int threads_ = 0;
+    unsigned block_count_ = 0;
+    int active_ = 0;
     void (*body_)(void*) = nullptr;
-    void* context_ = nullptr;
+    void* argument_ = nullptr;
 
-    void run_worker(int rank)
+    void run_blocks(Worker& w)
+    {
+        gridDim = grid_;
+        for (unsigned b = next_block_.fetch_add(1); b < block_count_; b = next_block_.fetch_add(1))
+        {
+            dim3 index(b % grid_.x, b / grid_.x % grid_.y, b / (grid_.x * grid_.y));
+            if (!w.run_block(index, block_, body_, argument_)) deadlocked_ = true;
+        }
+    }
+
+    void serve(int rank)
     {
         unsigned seen = 0;
         for (;;)
         {
             while (generation_.load(std::memory_order_acquire) == seen) generation_.wait(seen);
-            bool takes_part;
-            {
-                std::lock_guard lock(setup_mutex_); // generation and thread count are read as one
-                seen = generation_.load(std::memory_order_acquire);
-                takes_part = rank < threads_;
-            }
-            if (takes_part) run_blocks(rank);
+            seen = generation_.load(std::memory_order_acquire);
+            if (rank < active_) run_blocks(*workers_[rank]);
+            if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 == (int)threads_.size()) finished_.notify_all();
         }
-    }
-
-    void run_blocks(int rank)
-    {
-        thread_rank = rank;
-        blockDim = block_;
-        gridDim = grid_;
-        threadIdx = dim3(rank % block_.x, rank / block_.x % block_.y, rank / (block_.x * block_.y));
-        for (unsigned z = 0; z < grid_.z; z++)
-            for (unsigned y = 0; y < grid_.y; y++)
-                for (unsigned x = 0; x < grid_.x; x++)
-                {
-                    blockIdx = dim3(x, y, z);
-                    body_(context_);
-                    leave_block();
-                    end_of_block_.arrive_and_wait([this] { block_state().reset(threads_); });
-                }
-        if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 == threads_) finished_.notify_all();
     }
 
 public:
-    // Runs body(context) for every thread of every block; returns when all are done.
-    void launch(dim3 grid, dim3 block, void (*body)(void*), void* context)
+    Pool()
+    {
+        const char* setting = std::getenv("CUEMU_WORKERS");
+        int count = setting ? std::atoi(setting) : (int)std::thread::hardware_concurrency();
+        count = std::clamp(count, 1, 64);
+        for (int i = 0; i < count; i++) workers_.push_back(new Worker());
+        for (int rank = 1; rank < count; rank++)
+        {
+            threads_.emplace_back([this, rank] { serve(rank); });
+            threads_.back().detach();
+        }
+    }
+
+    // Runs body(argument) on every thread of every block; false when some block's threads deadlocked.
+    bool launch(dim3 grid, dim3 block, void (*body)(void*), void* argument)
     {
         std::lock_guard lock(launch_mutex_);
-        int threads = (int)(block.x * block.y * block.z);
-        while ((int)workers_.size() < threads)
+        grid_ = grid;
+        block_ = block;
+        body_ = body;
+        argument_ = argument;
+        block_count_ = grid.x * grid.y * grid.z;
+        active_ = (int)std::min<unsigned>(block_count_, (unsigned)workers_.size());
+        next_block_ = 0;
+        deadlocked_ = false;
+        if (active_ > 1)
         {
-            int rank = (int)workers_.size();
-            workers_.emplace_back([this, rank] { run_worker(rank); });
-            workers_.back().detach();
-        }
-        {
-            std::lock_guard setup(setup_mutex_);
-            threads_ = threads;
-            grid_ = grid;
-            block_ = block;
-            body_ = body;
-            context_ = context;
-            block_state().reset(threads_);
-            end_of_block_.reset(threads_);
             finished_.store(0);
             generation_.fetch_add(1, std::memory_order_release);
+            generation_.notify_all();
         }
-        generation_.notify_all();
-        for (int done = finished_.load(); done < threads_; done = finished_.load()) finished_.wait(done);
+        run_blocks(*workers_[0]);
+        if (active_ > 1)
+            for (int done = finished_.load(); done < (int)threads_.size(); done = finished_.load()) finished_.wait(done);
+        return !deadlocked_;
     }
 };
 

@@ -69,11 +69,15 @@ extern "C" int cuemu_launch(const char* name, unsigned gx, unsigned gy, unsigned
     if (shared_bytes != 0)
         return std::snprintf(error, error_capacity, "kernel %s: dynamic shared memory is not emulated", name), 5;
     cuemu::Call call{kernel, args};
-    cuemu::pool().launch(dim3(gx, gy, gz), dim3(bx, by, bz),
-                         [](void* context) {
-                             auto* c = static_cast<cuemu::Call*>(context);
-                             c->kernel->invoke(c->args);
-                         },
-                         &call);
+    bool completed = cuemu::pool().launch(dim3(gx, gy, gz), dim3(bx, by, bz),
+                                          [](void* context) {
+                                              auto* c = static_cast<cuemu::Call*>(context);
+                                              c->kernel->invoke(c->args);
+                                          },
+                                          &call);
+    if (!completed)
+        return std::snprintf(error, error_capacity,
+                             "kernel %s deadlocked: threads of a block wait at a barrier (__syncthreads, __syncwarp or a "
+                             "shuffle) that the block's other live threads never reach", name), 6;
     return 0;
 }
