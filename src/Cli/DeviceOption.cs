@@ -8,7 +8,7 @@ public static class DeviceOption
     /// <summary>Creates the option.</summary>
     public static Option<string> Create() => new("--device")
     {
-        Description = "Where to run: cpu, cuda (a GPU), emulated-cuda (the CUDA kernels on CPU threads; slow, for checking) " +
+        Description = "Where to run: cpu, cuda (a GPU), emulated-cuda (the CUDA kernels run on the CPU, for checking; needs g++) " +
                       "or auto (cuda when a GPU is usable, else cpu)",
         DefaultValueFactory = _ => "auto",
     };

@@ -7,7 +7,7 @@ namespace Engine.Kernels.Cuda;
 
 /// <summary>
 /// The emulated CUDA device: every cuda/*.cu built with g++ against cuda/emu/cuemu.h into a native library whose
-/// <c>cuemu_launch</c> looks like cuLaunchKernel (blocks in sequence, a block's threads on OS threads). Host memory
+/// <c>cuemu_launch</c> looks like cuLaunchKernel (blocks shared among a few worker threads, a block's threads as fibers). Host memory
 /// stands in for device memory and the CPU GEMM for cuBLAS; everything else is the real kernel code. The library is
 /// built once per source version into <see cref="CacheFolder"/>.
 /// </summary>
