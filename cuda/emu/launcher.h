@@ -39,15 +39,17 @@ struct Call
 };
 } // namespace cuemu
 
-extern "C" int cuemu_kernel_count() { return cuemu::kernel_count; }
+#define CUEMU_EXPORT extern "C" __attribute__((visibility("default")))
 
-extern "C" const char* cuemu_kernel_name(int index)
+CUEMU_EXPORT int cuemu_kernel_count() { return cuemu::kernel_count; }
+
+CUEMU_EXPORT const char* cuemu_kernel_name(int index)
 {
     return index >= 0 && index < cuemu::kernel_count ? cuemu::kernels[index].name : nullptr;
 }
 
 // Runs kernel `name` on grid × block threads; returns 0, or non-zero with a message in `error`.
-extern "C" int cuemu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+CUEMU_EXPORT int cuemu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                             unsigned shared_bytes, void** args, const long long* arg_sizes, int arg_count, char* error,
                             int error_capacity)
 {

@@ -55,7 +55,7 @@ public unsafe class EmulatorExecutionModelTests
         Process? process;
         try
         {
-            process = Process.Start(new ProcessStartInfo("g++", "-std=c++20 -O2 -pthread -shared -fPIC -D__CUEMU__ -I. probe.cpp -o libprobe.so")
+            process = Process.Start(new ProcessStartInfo("g++", $"{EmulatedRuntime.CompilerFlags} -I. probe.cpp -o libprobe.so")
             {
                 WorkingDirectory = dir,
                 RedirectStandardError = true,

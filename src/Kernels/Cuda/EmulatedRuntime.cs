@@ -13,7 +13,10 @@ namespace Engine.Kernels.Cuda;
 /// </summary>
 public sealed unsafe class EmulatedRuntime : CudaRuntime
 {
-    const string CompilerFlags = "-std=c++20 -O2 -pthread -shared -fPIC -D__CUEMU__";
+    /// <summary>The g++ flags the library is built with. Hidden visibility: only the launcher's entry points are
+    /// exported, so two builds loaded in one process (another source version, a test's probe kernels) never bind to
+    /// each other's inline variables.</summary>
+    public const string CompilerFlags = "-std=c++20 -O2 -pthread -shared -fPIC -fvisibility=hidden -D__CUEMU__";
     static readonly object BuildGate = new();
 
     readonly IntPtr _library;
