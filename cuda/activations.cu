@@ -1,4 +1,4 @@
-// activations.cu: exact GELU, y = x·Φ(x), and its derivative. Launch: 1-D grid-stride, 256 threads.
+// activations.cu: exact GELU, y = x·Φ(x), its derivative, and the Linear+GELU epilogue. Launch: 1-D grid-stride, 256 threads.
 #include "common.cuh"
 
 #define INV_SQRT2 0.70710678118654752f
@@ -9,6 +9,18 @@ extern "C" __global__ void gelu_forward(float* y, const float* x, long long n)
     GRID_STRIDE(i, n)
     {
         float v = x[i];
+        y[i] = 0.5f * v * (1.f + erff(v * INV_SQRT2));
+    }
+}
+
+// The Linear+GELU epilogue after the GEMM: v = x[r, c] + bias[c] (no bias: null); y = GELU(v); h = v when h is not
+// null (the pre-activation the backward needs). x [rows, cols] may be y or h. 1-D grid-stride.
+extern "C" __global__ void bias_gelu_forward(float* y, float* h, const float* x, const float* bias, int rows, int cols)
+{
+    GRID_STRIDE(i, (long long)rows * cols)
+    {
+        float v = x[i] + (bias ? bias[i % cols] : 0.f);
+        if (h) h[i] = v;
         y[i] = 0.5f * v * (1.f + erff(v * INV_SQRT2));
     }
 }

@@ -21,4 +21,19 @@ public static partial class OpCases
             t => Ops.Linear(t[0], t[1]),
             v => Reference.Linear(v[0], v[1], null, 6, 5, 12));
     }
+
+    // GELU in the GEMM's epilogue: partial tiles on both edges (rows 7 and 13 cut 6-, 12- and 4-row strips, N 37 cuts
+    // 16- and 32-wide panels), a K past one K block, and no bias.
+    static void LinearGelu(Device dev)
+    {
+        foreach (var (rows, N, K) in new[] { (13, 37, 9), (7, 5, 300) })
+            GradCheck.Run(dev, $"LinearGelu {rows}x{N}x{K}",
+                [new("x", [rows, K], -1.5, 1.5), new("w", [N, K]), new("b", [N])],
+                t => Ops.LinearGelu(t[0], t[1], t[2]),
+                v => Reference.Gelu(Reference.Linear(v[0], v[1], v[2], rows, N, K)));
+        GradCheck.Run(dev, "LinearGelu no bias",
+            [new("x", [2, 3, 8]), new("w", [6, 8])],
+            t => Ops.LinearGelu(t[0], t[1]),
+            v => Reference.Gelu(Reference.Linear(v[0], v[1], null, 6, 6, 8)));
+    }
 }

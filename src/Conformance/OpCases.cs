@@ -17,6 +17,7 @@ public static partial class OpCases
     [
         // Linear
         ("Linear", Linear),
+        ("LinearGelu", LinearGelu),
         // Norm
         ("LayerNorm", LayerNorm),
         ("ScaleShift", ScaleShift),

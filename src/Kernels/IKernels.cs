@@ -39,6 +39,11 @@ public unsafe interface IKernels
     /// the bias to each tile of y while it is still in cache; other backends may run a GEMM and then the bias add.</summary>
     void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K);
 
+    /// <summary>The Linear layer followed by GELU (the MLP's fc1 and its activation) with the activation in the GEMM's
+    /// epilogue: h = x[rows, K]·Wᵀ + bias, y = GELU(h), both [rows, N]; h is written only when not null (training keeps
+    /// it for the backward), so inference makes one pass over the output instead of three.</summary>
+    void LinearGeluForward(float* y, float* h, float* x, float* w, float* bias, int rows, int N, int K);
+
     // ---------------------------------------------------------------- precision
     /// <summary>y[i] = x[i] rounded to <paramref name="precision"/> (to nearest, ties to even), kept as float; y may
     /// alias x. Bit for bit <see cref="LowPrecision.Round(float, Precision)"/> on every backend.</summary>

@@ -28,6 +28,14 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void LinearGeluForward(float* y, float* h, float* x, float* w, float* bias, int rows, int N, int K)
+    {
+        long start = Begin(KernelId.LinearGeluForward);
+        Inner.LinearGeluForward(y, h, x, w, bias, rows, N, K);
+        End(KernelId.LinearGeluForward, start);
+    }
+
+    /// <inheritdoc/>
     public void RoundToPrecision(float* y, float* x, long n, Precision precision)
     {
         long start = Begin(KernelId.RoundToPrecision);
@@ -479,6 +487,8 @@ public enum KernelId
     GemmStridedBatched,
     /// <summary><see cref="IKernels.LinearForward"/></summary>
     LinearForward,
+    /// <summary><see cref="IKernels.LinearGeluForward"/></summary>
+    LinearGeluForward,
     /// <summary><see cref="IKernels.RoundToPrecision"/></summary>
     RoundToPrecision,
     /// <summary><see cref="IKernels.Fill"/></summary>

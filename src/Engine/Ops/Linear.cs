@@ -2,9 +2,9 @@ using Engine.Autograd;
 
 namespace Engine;
 
-// Linear layer: y = x·Wᵀ + b (the GEMM op; patch embedding and strided convs reuse it after Patchify).
-// Kernels: LinearForward (CpuGemm.cs with the bias in its store on the CPU; cuBLAS and the bias add on CUDA), Gemm for
-// the backward.
+// Linear layer: y = x·Wᵀ + b (the GEMM op; patch embedding and strided convs reuse it after Patchify), and LinearGelu,
+// GELU(x·Wᵀ + b) with the activation in the epilogue. Kernels: LinearForward and LinearGeluForward (CpuGemm.cs with the
+// bias and GELU in its store on the CPU; cuBLAS then one bias(+GELU) kernel on CUDA), Gemm for the backward.
 public static unsafe partial class Ops
 {
     /// <summary>
@@ -16,27 +16,61 @@ public static unsafe partial class Ops
     /// </summary>
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
     {
-        const string op = "Linear";
+        var (rows, N, K, shape) = CheckLinear("Linear", x, weight, bias);
+        var y = Tensor.Empty(x.Device, DType.F32, shape);
+        x.Device.Kernels.LinearForward(y.Data, x.Data, weight.Data, bias == null ? null : bias.Data, rows, N, K);
+        if (Tape.ShouldRecord(x, weight, bias)) Tape.Push(y, SaveLinear(x, weight, bias, rows, N, K));
+        return y;
+    }
+
+    /// <summary>
+    /// GELU(x·Wᵀ + b), the MLP's first layer and its activation, with GELU in the GEMM's epilogue (shapes as in
+    /// <see cref="Linear"/>): the same values as <c>Gelu(Linear(x, W, b))</c> in one pass over the output. Backward:
+    /// GELU's from the pre-activation, which is written and kept only when recording, then Linear's.
+    /// </summary>
+    public static Tensor LinearGelu(Tensor x, Tensor weight, Tensor? bias = null)
+    {
+        var (rows, N, K, shape) = CheckLinear("LinearGelu", x, weight, bias);
+        var y = Tensor.Empty(x.Device, DType.F32, shape);
+        bool record = Tape.ShouldRecord(x, weight, bias);
+        using var h = record ? Tensor.Empty(x.Device, DType.F32, shape) : null;
+        x.Device.Kernels.LinearGeluForward(y.Data, h == null ? null : h.Data, x.Data, weight.Data, bias == null ? null : bias.Data, rows, N, K);
+        if (record) Tape.Push(y, new LinearGeluSaved { Linear = SaveLinear(x, weight, bias, rows, N, K), PreActivation = Tape.Save(h!) });
+        return y;
+    }
+
+    static (int Rows, int N, int K, int[] Shape) CheckLinear(string op, Tensor x, Tensor weight, Tensor? bias)
+    {
         Check(op, "input", x, device: weight.Device);
         Check(op, "weight", weight);
         int N = weight.Shape[0], K = (int)(weight.Count / Math.Max(1, N));
         if (LastDim(x) != K)
             throw new ArgumentException($"{op}: input {x.Describe()} has {LastDim(x)} features, weight {weight.Describe()} expects {K}");
         CheckVector(op, "bias", bias, N, x);
-        int rows = Rows(x);
         var shape = (int[])x.Shape.Clone();
         shape[^1] = N;
-        var y = Tensor.Empty(x.Device, DType.F32, shape);
-        var k = x.Device.Kernels;
-        k.LinearForward(y.Data, x.Data, weight.Data, bias == null ? null : bias.Data, rows, N, K);
-        if (Tape.ShouldRecord(x, weight, bias))
-            Tape.Push(y, new LinearSaved
-            {
-                X = x, Weight = weight, Bias = bias, Rows = rows, N = N, K = K,
-                XKept = weight.RequiresGrad ? Tape.Save(x) : null,
-                WeightKept = !weight.IsLeaf ? Tape.Save(weight) : null, // a computed weight (z·zᵀ) may be disposed by its caller,
-            });
-        return y;
+        return (Rows(x), N, K, shape);
+    }
+
+    static LinearSaved SaveLinear(Tensor x, Tensor weight, Tensor? bias, int rows, int N, int K) => new()
+    {
+        X = x, Weight = weight, Bias = bias, Rows = rows, N = N, K = K,
+        XKept = weight.RequiresGrad ? Tape.Save(x) : null,
+        WeightKept = !weight.IsLeaf ? Tape.Save(weight) : null, // a computed weight (z·zᵀ) may be disposed by its caller,
+    };
+
+    /// <summary>LinearGelu's backward state: Linear's, and the pre-activation h [Rows, N].</summary>
+    struct LinearGeluSaved : IBackward<LinearGeluSaved>
+    {
+        public LinearSaved Linear;
+        public Tensor PreActivation;
+
+        public static void Backward(ref LinearGeluSaved s, Tensor y)
+        {
+            using var dh = Tensor.Empty(y.Device, DType.F32, y.Shape);
+            y.Device.Kernels.GeluBackward(dh.Data, y.Grad!.Data, s.PreActivation.Data, y.Count, false);
+            LinearSaved.Backward(ref s.Linear, y.Device.Kernels, dh.Data);
+        }
     }
 
     /// <summary>Linear's backward state: x [Rows, K], W [N, K], b [N].</summary>
@@ -46,11 +80,12 @@ public static unsafe partial class Ops
         public Tensor? Bias, XKept, WeightKept;
         public int Rows, N, K;
 
-        public static void Backward(ref LinearSaved s, Tensor y)
+        public static void Backward(ref LinearSaved s, Tensor y) => Backward(ref s, y.Device.Kernels, y.Grad!.Data);
+
+        /// <summary>The backward from the output gradient dy [Rows, N].</summary>
+        public static void Backward(ref LinearSaved s, Kernels.IKernels k, float* dy)
         {
-            var k = y.Device.Kernels;
             int rows = s.Rows, N = s.N, K = s.K;
-            float* dy = y.Grad!.Data;
             float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
             if (dx != null) k.Gemm(false, false, rows, K, N, 1f, dy, N, (s.WeightKept ?? s.Weight).Data, K, acc ? 1f : 0f, dx, K);
             if (s.Weight is { RequiresGrad: true, Trainability.Entries: { } index })

@@ -47,16 +47,19 @@ public static unsafe class CpuGemm
     };
 
     /// <summary>See <see cref="IKernels.Gemm"/>; with <paramref name="bias"/> [N], bias[j] is added to every row of C
-    /// once its tile is complete (the Linear layer's epilogue, bit for bit the same as a separate bias add). A
-    /// <paramref name="precision"/> below fp32 rounds the operands as they are packed (A is then always packed).</summary>
+    /// once its tile is complete (the Linear layer's epilogue, bit for bit the same as a separate bias add); with
+    /// <paramref name="gelu"/> (rows ldc apart, may be C itself), GELU of each completed tile is written there too
+    /// (Linear+GELU). A <paramref name="precision"/> below fp32 rounds the operands as they are packed (A is then
+    /// always packed).</summary>
     public static void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda,
-        float* B, int ldb, float beta, float* C, int ldc, float* bias = null, Precision precision = Precision.FP32)
+        float* B, int ldb, float beta, float* C, int ldc, float* bias = null, Precision precision = Precision.FP32,
+        float* gelu = null)
     {
         if (M <= 0 || N <= 0) return;
         if (K <= 0 || alpha == 0f)
         {
             ScaleC(M, N, beta, C, ldc);
-            if (bias != null) AddBiasTile(C, ldc, bias, M, N);
+            BiasGeluTile(gelu, ldc, C, ldc, bias, M, N);
             return;
         }
         var isa = Isa;
@@ -64,7 +67,7 @@ public static unsafe class CpuGemm
         var body = new RectangleBody
         {
             Isa = isa, MR = MR, NR = NR, TransA = transA, TransB = transB, M = M, N = N, K = K, Alpha = alpha,
-            A = A, Lda = lda, B = B, Ldb = ldb, Beta = beta, C = C, Ldc = ldc, Bias = bias, Precision = precision,
+            A = A, Lda = lda, B = B, Ldb = ldb, Beta = beta, C = C, Ldc = ldc, Bias = bias, Gelu = gelu, Precision = precision,
         };
         body.Plan((long)M * N * K < 1 << 20 ? 1 : CpuParallel.Threads);
         CpuParallel.For(body.ColumnParts * body.RowParts, ref body);
@@ -114,7 +117,7 @@ public static unsafe class CpuGemm
         public GemmIsa Isa;
         public int MR, NR, M, N, K, Lda, Ldb, Ldc, RowParts, ColumnParts, PartRows, PartCols;
         public bool TransA, TransB;
-        public float* A, B, C, Bias;
+        public float* A, B, C, Bias, Gelu;
         public float Alpha, Beta;
         public Precision Precision;
 
@@ -181,12 +184,22 @@ public static unsafe class CpuGemm
                                 default: Kernel4x4(kc, a, la, bPanel, dst, ldd, alpha, dstBeta); break;
                             }
                             if (!full) StorePartial(tile, NR, cRow + jr, Ldc, Alpha, beta, mr, nr);
-                            if (Bias != null && lastBlock) AddBiasTile(cRow + jr, Ldc, Bias + jc + jr, mr, nr);
+                            if (lastBlock && (Bias != null || Gelu != null))
+                                BiasGeluTile(Gelu == null ? null : Gelu + (cRow + jr - C), Ldc, cRow + jr, Ldc, Bias == null ? null : Bias + jc + jr, mr, nr);
                         }
                     }
                 }
             }
         }
+    }
+
+    /// <summary>The Linear epilogue on an mr × nr tile (rows ldh and ldy apart), while it is in L1: h[r, j] += bias[j]
+    /// (no bias: null), then y = GELU(h) (no activation: y null; y may be h).</summary>
+    internal static void BiasGeluTile(float* y, int ldy, float* h, int ldh, float* bias, int mr, int nr)
+    {
+        if (bias != null) AddBiasTile(h, ldh, bias, mr, nr);
+        if (y != null)
+            for (int r = 0; r < mr; r++) CpuKernels.GeluRow(y + (long)r * ldy, h + (long)r * ldh, nr);
     }
 
     /// <summary>c[r, j] += bias[j] for an mr × nr tile of C (rows ldc apart), while the tile is in L1.</summary>

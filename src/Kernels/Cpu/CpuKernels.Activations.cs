@@ -20,6 +20,13 @@ public sealed unsafe partial class CpuKernels
         CpuRange.For(n, ElementGrain, ref body);
     }
 
+    /// <summary>y[i] = GELU(x[i]) for i in [0, n) on the calling thread (a GEMM epilogue's tile row).</summary>
+    internal static void GeluRow(float* y, float* x, int n)
+    {
+        var body = new GeluBody { Y = y, X = x };
+        body.Run(0, n);
+    }
+
     struct GeluBody : IRangeBody, IVectorRange
     {
         public float* Y, X, Dy;

@@ -58,6 +58,35 @@ public sealed unsafe partial class CpuKernels : IKernels
         if (bias != null) AddBias(y, y, bias, rows, N);
     }
 
+    /// <inheritdoc/>
+    /// <remarks>Our GEMM adds the bias and applies GELU to each tile as it completes, while it is in L1; with OpenBLAS,
+    /// one pass after the product.</remarks>
+    public void LinearGeluForward(float* y, float* h, float* x, float* w, float* bias, int rows, int N, int K)
+    {
+        float* product = h != null ? h : y;
+        if (Fp32Blas is not { } blas)
+        {
+            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, bias, GemmPrecision, gelu: y);
+            return;
+        }
+        blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N);
+        var body = new BiasGeluBody { Y = y, H = product, Bias = bias, Cols = N };
+        CpuParallel.For(rows, ref body);
+    }
+
+    // One row: h += bias, y = GELU(h).
+    struct BiasGeluBody : IParallelBody
+    {
+        public float* Y, H, Bias;
+        public int Cols;
+
+        public void Run(int row)
+        {
+            float* h = H + (long)row * Cols, y = Y + (long)row * Cols;
+            CpuGemm.BiasGeluTile(y, Cols, h, Cols, Bias, 1, Cols);
+        }
+    }
+
     /// <summary>Rows per partial sum: at most 64 partials, at least 16 rows each; a function of rows only.</summary>
     static int ReductionGrain(long rows) => (int)Math.Max(16, (rows + 63) / 64);
 

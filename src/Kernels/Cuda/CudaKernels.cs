@@ -79,6 +79,15 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         if (bias != null) AddBias(y, y, bias, rows, N);
     }
 
+    /// <inheritdoc/>
+    /// <remarks>cuBLAS writes x·Wᵀ into h (or y), then one kernel adds the bias and applies GELU.</remarks>
+    public void LinearGeluForward(float* y, float* h, float* x, float* w, float* bias, int rows, int N, int K)
+    {
+        float* product = h != null ? h : y;
+        Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N);
+        GridStride(Activations.BiasGeluForward, (long)rows * N, y, h, product, bias, rows, N);
+    }
+
     // ---------------------------------------------------------------- elementwise and bias (elementwise.cu)
 
     /// <inheritdoc/>

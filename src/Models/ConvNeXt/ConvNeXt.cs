@@ -189,8 +189,7 @@ public sealed class ConvNeXt : IImageClassifier
         int pad = Config.kernel_size / 2;
         using var dw = this.Produce(b.Dw, (w, bias) => Ops.DepthwiseConv2d(x, w!, bias, pad));
         using var normed = this.Produce(b.Norm, (w, bias) => Ops.LayerNorm(dw, w, bias, LayerNormEps));
-        using var hidden = this.Produce(b.Fc1, (w, bias) => Ops.Linear(normed, w!, bias));
-        using var activated = Ops.Gelu(hidden);
+        using var activated = this.ProduceGelu(b.Fc1, normed);
         using var out2 = this.Produce(b.Fc2, (w, bias) => Ops.Linear(activated, w!, bias));
         return Ops.ScaleShift(out2, b.Gamma, b.Zero);
     }

@@ -42,6 +42,18 @@ public static class SiteComputation
         return Hook(model, site, y);
     }
 
+    /// <summary>GELU of the features at a Linear <paramref name="site"/> computed from <paramref name="x"/> (an MLP's
+    /// first layer): one <see cref="Ops.LinearGelu"/> when nothing transforms the site (no affine, no hook), else
+    /// <see cref="Produce"/> with the site's Linear, then GELU.</summary>
+    public static Tensor ProduceGelu(this IPeftModel model, FeatureSite site, Tensor x)
+    {
+        if (site.Producer != SiteProducer.Linear || site.Weight == null)
+            throw new ArgumentException($"{site.Name}: ProduceGelu needs a Linear site with a weight, not a {site.Producer} site");
+        if (model.SiteHook == null && model.SiteAffine?.Invoke(site) == null) return Ops.LinearGelu(x, site.Weight, site.Bias);
+        using var h = model.Produce(site, (w, bias) => Ops.Linear(x, w!, bias));
+        return Ops.Gelu(h);
+    }
+
     /// <summary>The features at a site with no producing layer (a residual sum): the site's affine as its own pass,
     /// then the hook. Takes ownership of <paramref name="x"/> (disposed when replaced).</summary>
     public static Tensor Transform(this IPeftModel model, FeatureSite site, Tensor x)

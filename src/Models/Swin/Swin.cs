@@ -243,8 +243,7 @@ public sealed class Swin : IImageClassifier
     Tensor Mlp(Tensor x, Block b)
     {
         using var h = this.Produce(b.Norm2, (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps));
-        using var f1 = this.Produce(b.Fc1, (w, bias) => Ops.Linear(h, w!, bias));
-        using var g = Ops.Gelu(f1);
+        using var g = this.ProduceGelu(b.Fc1, h);
         return this.Produce(b.Fc2, (w, bias) => Ops.Linear(g, w!, bias));
     }
 

@@ -189,8 +189,7 @@ public sealed class VisionTransformer : IImageClassifier
     Tensor Mlp(Tensor x, Block b, ulong? seed, ulong site)
     {
         using var h = this.Produce(b.Sites[4], (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps));
-        using var f1 = this.Produce(b.Sites[5], (w, bias) => Ops.Linear(h, w!, bias));
-        using var g = Drop(Ops.Gelu(f1), Config.proj_drop_rate, seed, site);
+        using var g = Drop(this.ProduceGelu(b.Sites[5], h), Config.proj_drop_rate, seed, site);
         return Drop(this.Produce(b.Sites[6], (w, bias) => Ops.Linear(g, w!, bias)), Config.proj_drop_rate, seed, site + 1);
     }
 
