@@ -18,14 +18,17 @@ internal static class KernelSplit
         try { work(); }
         finally { kernels.Timing = false; }
         double total = clock.Elapsed.TotalSeconds;
-        double gemm = (kernels.Time(KernelId.Gemm) + kernels.Time(KernelId.GemmStridedBatched) + kernels.Time(KernelId.LinearForward)).TotalSeconds;
-        var largest = Enum.GetValues<KernelId>().Where(k => k is not (KernelId.Gemm or KernelId.GemmStridedBatched or KernelId.LinearForward))
+        double linear = (kernels.Time(KernelId.LinearForward) + kernels.Time(KernelId.LinearGeluForward)).TotalSeconds;
+        double gemm = (kernels.Time(KernelId.Gemm) + kernels.Time(KernelId.GemmStridedBatched)).TotalSeconds + linear;
+        var largest = Enum.GetValues<KernelId>()
+            .Where(k => k is not (KernelId.Gemm or KernelId.GemmStridedBatched or KernelId.LinearForward or KernelId.LinearGeluForward))
             .Select(k => (Name: k.ToString(), Seconds: kernels.Time(k).TotalSeconds)).Where(k => k.Seconds > 0)
             .OrderByDescending(k => k.Seconds).Take(others);
         var inv = CultureInfo.InvariantCulture;
-        // Linear layers (forward, bias in the epilogue), other plain GEMMs (backward products), batched (attention).
+        // Linear layers (forward, bias and any GELU in the epilogue), other plain GEMMs (backward products), batched
+        // (unfused attention).
         return string.Format(inv, "GEMM {0:P0} (Linear {1:P0}, other {2:P0}, batched {3:P0}); ", gemm / total,
-                   kernels.Time(KernelId.LinearForward).TotalSeconds / total, kernels.Time(KernelId.Gemm).TotalSeconds / total,
+                   linear / total, kernels.Time(KernelId.Gemm).TotalSeconds / total,
                    kernels.Time(KernelId.GemmStridedBatched).TotalSeconds / total) +
                string.Join(", ", largest.Select(k => string.Format(inv, "{0} {1:P1}", k.Name, k.Seconds / total)));
     }

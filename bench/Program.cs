@@ -15,7 +15,7 @@ using Engine.Kernels.Cpu;
 if (args.Length > 0 && args[0] == "cuda") return CudaBench.Run(args[1..]);
 if (args.Length > 0 && args[0] == "peft") return PeftStepBench.Run(args[1..]);
 if (args.Length > 0 && args[0] == "peers") return PeersBench.Run(args[1..]);
-if (args.Length > 0 && args[0] == "attention") return AttentionBench.Run(args[1..]);
+if (args.Length > 0 && args[0] == "fused") return FusedOpsBench.Run(args[1..]);
 var blas = OpenBlas.TryLoad(out var reason);
 Console.WriteLine($"CPU GEMM micro-kernel: {CpuGemm.BestIsa}; OpenBLAS: {(blas == null ? reason : blas.CoreName)}; " +
                   $"OPENBLAS_CORETYPE={Environment.GetEnvironmentVariable("OPENBLAS_CORETYPE") ?? "(unset)"}");

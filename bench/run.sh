@@ -8,7 +8,7 @@
 #                                          # a training step per PEFT method vs full (default ViT-B/16)
 #   bash bench/run.sh peers [--only gemm|forward] [--models ...] [--batches 1,8] [--rounds 5] [--unfused-attention]
 #                                          # GEMM vs OpenBLAS, forward vs ONNX Runtime
-#   bash bench/run.sh attention [--rounds 9]   # fused vs unfused attention (forward + backward), alternating
+#   bash bench/run.sh fused [--rounds 9]       # fused ops vs their unfused paths (attention, Linear+GELU), alternating
 # OpenBLAS 0.3.21 misdetects AVX-512 Zen parts as Haswell; on CPUs with avx512f we force its SkylakeX kernels, the
 # fastest it has there (even over an OPENBLAS_CORETYPE from the environment: the yardstick is OpenBLAS at its best).
 # The variable must be set before the library loads, which .NET cannot do from inside the process.
@@ -28,7 +28,7 @@ bash bench/run.sh peers [--only gemm|forward] [--models M,...] [--batches 1,8] [
                                                 the engine beside its peers, alternating: GEMM vs OpenBLAS at
                                                 ViT-B/16's shapes (1 and 2 threads), eval forward vs its ONNX
                                                 export in ONNX Runtime (size, logit difference, time, kernel split)
-bash bench/run.sh attention [--rounds 9]        fused vs unfused attention, forward + backward, on the CPU
+bash bench/run.sh fused [--rounds 9]            fused ops vs their unfused paths on the CPU (attention fwd+bwd, Linear+GELU)
 One kernel at any shape on any device: dotnet run --project src/Cli -c Release -- bench --op gelu --shape 1576x3072
 USAGE
   exit 0

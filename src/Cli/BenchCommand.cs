@@ -46,7 +46,8 @@ public static class BenchCommand
                     [.. r.GetValue(precisions)!.Select(LowPrecision.Parse)], r.GetValue(repeats), r.GetValue(json));
             if (r.GetValue(list))
             {
-                foreach (var o in DeviceBenchmarks.Ops) Console.WriteLine($"{o.Name,-18} {o.ShapeForm,-12} {o.What}");
+                int width = DeviceBenchmarks.Ops.Max(o => o.Name.Length) + 1;
+                foreach (var o in DeviceBenchmarks.Ops) Console.WriteLine($"{o.Name.PadRight(width)} {o.ShapeForm,-12} {o.What}");
                 return 0;
             }
             string name = r.GetValue(op) ?? throw new ArgumentException("--op: which kernel to time (--list shows them)");

@@ -45,6 +45,8 @@ public static unsafe class DeviceBenchmarks
         new("softmax-backward", "ROWSxCOLS", 2, "softmax backward over each row"),
         new("depthwise-conv", "NxHxWxC", 4, "7×7 depthwise conv, channels last (ConvNeXt)"),
         new("gemm", "MxNxK", 3, "y = x·Wᵀ, x [M, K], W [N, K]"),
+        new("linear-gelu", "MxNxK", 3, "y = GELU(x·Wᵀ + b), the activation in the GEMM's epilogue (inference: no pre-activation kept)"),
+        new("linear-gelu-unfused", "MxNxK", 3, "the same as the Linear layer (bias in the store) then a GELU pass"),
         new("attention", "BxTxNHxHD", 4, "fused multi-head attention, forward and backward (GFLOP/s: its 6 products)"),
         new("attention-unfused", "BxTxNHxHD", 4, "the same through the unfused path (head permutes, batched GEMMs, softmax)"),
     ];
@@ -73,21 +75,32 @@ public static unsafe class DeviceBenchmarks
         var k = device.Kernels;
         string shapeText = string.Join("×", shape);
         long elements = shape.Aggregate(1L, (a, b) => a * b);
-        if (op == "gemm")
+        if (op is "gemm" or "linear-gelu" or "linear-gelu-unfused")
         {
             int M = shape[0], N = shape[1], K = shape[2];
             using var x = Filled(device, (long)M * K, 0.5f);
             using var w = Filled(device, (long)N * K, 0.25f);
+            using var bias = Filled(device, N, 0.125f);
             using var y = Tensor.Zeros(device, checked(M * N));
             double flops = 2.0 * M * N * K;
-            double ms = Time(device, repeats, () => k.Gemm(false, true, M, N, K, 1f, x.Data, K, w.Data, K, 0f, y.Data, N));
+            Action call = op switch
+            {
+                "gemm" => () => k.Gemm(false, true, M, N, K, 1f, x.Data, K, w.Data, K, 0f, y.Data, N),
+                "linear-gelu" => () => k.LinearGeluForward(y.Data, null, x.Data, w.Data, bias.Data, M, N, K),
+                _ => () =>
+                {
+                    k.LinearForward(y.Data, x.Data, w.Data, bias.Data, M, N, K);
+                    k.GeluForward(y.Data, y.Data, (long)M * N);
+                },
+            };
+            double ms = Time(device, repeats, call);
             double? peer = null;
-            if (device is not CudaDevice && OpenBlas.TryLoad(out _) is { } blas)
+            if (op == "gemm" && device is not CudaDevice && OpenBlas.TryLoad(out _) is { } blas)
             {
                 blas.SetThreads(CpuParallel.Threads); // the same threads as ours, not OpenBLAS's default of all cores
                 peer = flops / (Time(device, repeats, () => blas.Sgemm(false, true, M, N, K, 1f, x.Data, K, w.Data, K, 0f, y.Data, N)) * 1e9);
             }
-            return new BenchmarkRow("gemm", shapeText, ms, Tflops: flops / (ms * 1e9), PeerTflops: peer);
+            return new BenchmarkRow(op, shapeText, ms, Tflops: flops / (ms * 1e9), PeerTflops: peer);
         }
         if (op is "attention" or "attention-unfused")
         {
@@ -219,6 +232,7 @@ public static unsafe class DeviceBenchmarks
             ["layernorm"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
             ["depthwise-conv"] = [convN, side, side, convC],
             ["attention"] = [full ? 32 : 2, T, heads, C / heads], ["attention-unfused"] = [full ? 32 : 2, T, heads, C / heads],
+            ["linear-gelu"] = [M, 4 * C, C], ["linear-gelu-unfused"] = [M, 4 * C, C], // fc1 at batch 32
         };
         foreach (var op in Ops.Where(o => o.Name != "gemm")) Add(Measure(device, op.Name, shapes[op.Name], repeats));
         // The ViT-B/16 linear layers at batch 32 (6304 tokens).

@@ -1,0 +1,59 @@
+using System.Globalization;
+using Engine.Kernels.Cpu;
+
+namespace Engine.Bench;
+
+/// <summary>
+/// <c>bash bench/run.sh fused [--rounds 9]</c>: each fused op against its unfused path on the CPU, alternating in one
+/// process (each measurement the median of 3 calls; medians over the rounds): attention forward + backward through
+/// <see cref="Ops.Attention"/> at ViT-B/16's shapes (batch 1 and 8) and Swin-B's first-stage windows (batch 8: 512
+/// windows of 49 tokens, 4 heads of 32); Linear+GELU (inference) at ViT-B/16's fc1, batch 1 and 8.
+/// </summary>
+public static class FusedOpsBench
+{
+    /// <summary>Runs the comparisons and prints their table; returns the exit code.</summary>
+    public static int Run(string[] args)
+    {
+        const string usage = "bash bench/run.sh fused [--rounds 9]";
+        if (args.Contains("--help") || args.Contains("-h"))
+        {
+            Console.WriteLine($"{usage}\n  Fused ops vs their unfused paths on the CPU (attention forward + backward, Linear+GELU), alternating in one process.");
+            return 0;
+        }
+        int rounds = 9;
+        for (int i = 0; i < args.Length; i++)
+        {
+            if (args[i] == "--rounds" && i + 1 < args.Length && int.TryParse(args[i + 1], out rounds) && rounds >= 1) i++;
+            else
+            {
+                Console.Error.WriteLine($"error: unknown option {args[i]}\nusage: {usage}");
+                return 1;
+            }
+        }
+        CpuParallel.Threads = Environment.ProcessorCount;
+        Console.WriteLine($"fused ops vs their unfused paths on the CPU, {Environment.ProcessorCount} threads, {Simd.Best} vectors, {rounds} rounds");
+        Console.WriteLine("\n| op | shape | fused ms | unfused ms | fused / unfused | fused GFLOP/s |\n|---|---|---|---|---|---|");
+        var cases = new (string Fused, string Unfused, int[] Shape)[]
+        {
+            ("attention", "attention-unfused", [1, 197, 12, 64]), ("attention", "attention-unfused", [8, 197, 12, 64]),
+            ("attention", "attention-unfused", [512, 49, 4, 32]),
+            ("linear-gelu", "linear-gelu-unfused", [197, 3072, 768]), ("linear-gelu", "linear-gelu-unfused", [1576, 3072, 768]),
+        };
+        var inv = CultureInfo.InvariantCulture;
+        foreach (var (fusedOp, unfusedOp, shape) in cases)
+        {
+            var fused = new List<BenchmarkRow>();
+            var unfused = new List<double>();
+            for (int r = 0; r < rounds; r++)
+            {
+                fused.Add(DeviceBenchmarks.Measure(Device.Cpu, fusedOp, shape, 3));
+                unfused.Add(DeviceBenchmarks.Measure(Device.Cpu, unfusedOp, shape, 3).Milliseconds);
+            }
+            var f = fused.OrderBy(x => x.Milliseconds).ElementAt(rounds / 2);
+            double u = unfused.Order().ElementAt(rounds / 2);
+            Console.WriteLine(string.Format(inv, "| {0} | {1} | {2:F1} | {3:F1} | {4:F2} | {5:F1} |",
+                fusedOp, f.Shape, f.Milliseconds, u, f.Milliseconds / u, f.Tflops * 1000));
+        }
+        return 0;
+    }
+}
