@@ -14,8 +14,9 @@ namespace Engine.Bench;
 /// <c>bash bench/run.sh peers [--only gemm|forward] [--models ...] [--batches 1,8] [--rounds 5]</c>: the engine beside
 /// its peers in one process, alternating round by round so that machine noise falls on both sides alike.
 /// <list type="bullet">
-/// <item>GEMM: our kernel against OpenBLAS at ViT-B/16's four Linear shapes for batch 1 and 8 (M = 197, 1576), on 1 and
-/// 2 threads (OpenBLAS is told the same thread count).</item>
+/// <item>GEMM: our kernel against OpenBLAS and ONNX Runtime's MatMul (MLAS) at ViT-B/16's four Linear shapes for batch
+/// 1 and 8 (M = 197, 1576) and Swin-B/ConvNeXt-B's stage-3 MLP at batch 1, on 1 and 2 threads (each peer is given the
+/// same thread count).</item>
 /// <item>Forward: each model exported by <see cref="ModelExport"/> and run by ONNX Runtime beside the engine on the same
 /// weights (seeded initialisation) and images: the file's size, the largest logit difference, eval-forward time, and
 /// where the engine's time goes (an instrumented pass after the timed rounds).</item>
@@ -31,7 +32,7 @@ public static class PeersBench
     {
         if (args.Contains("--help") || args.Contains("-h"))
         {
-            Console.WriteLine($"{Usage}\n  GEMM GFLOP/s against OpenBLAS at the ViT-B/16 shapes (1 and 2 threads), and eval-forward time against the\n" +
+            Console.WriteLine($"{Usage}\n  GEMM GFLOP/s against OpenBLAS and ORT's MatMul at the ViT-B/16 shapes (1 and 2 threads), and eval-forward time against the\n" +
                               "  model's ONNX export in ONNX Runtime; medians of alternating rounds, ratios from the same run.");
             return 0;
         }
@@ -59,45 +60,94 @@ public static class PeersBench
         return 0;
     }
 
-    /// <summary>ViT-B/16's Linear layers as M×N×K of X·Wᵀ: qkv, attention projection, MLP fc1 and fc2.</summary>
-    static readonly (int N, int K, string Layer)[] VitLinears = [(2304, 768, "qkv"), (768, 768, "proj"), (3072, 768, "fc1"), (768, 3072, "fc2")];
+    /// <summary>The GEMM shapes, M×N×K of X·Wᵀ: ViT-B/16's Linear layers (qkv, attention projection, MLP fc1 and fc2) at
+    /// batch 1 and 8, then the MLP of Swin-B's and ConvNeXt-B's third stage (most of their FLOPs) at batch 1.</summary>
+    static readonly (int M, int N, int K, string Layer)[] GemmShapes =
+    [
+        .. new[] { 197, 1576 }.SelectMany(M => new[] { (M, 2304, 768, "qkv"), (M, 768, 768, "proj"), (M, 3072, 768, "fc1"), (M, 768, 3072, "fc2") }),
+        (196, 2048, 512, "stage-3 fc1"), (196, 512, 2048, "stage-3 fc2"),
+    ];
 
     static unsafe void Gemm(OpenBlas? blas, int rounds)
     {
-        Console.WriteLine("\n| layer | M×N×K (X·Wᵀ) | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ours / OpenBLAS |\n|---|---|---|---|---|---|");
+        Console.WriteLine("\n| layer | M×N×K (X·Wᵀ) | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ORT MatMul GFLOP/s | ours / OpenBLAS | ours / ORT |\n" +
+                          "|---|---|---|---|---|---|---|---|");
         int savedThreads = CpuParallel.Threads;
         try
         {
-            foreach (int M in new[] { 197, 1576 })
-                foreach (var (N, K, layer) in VitLinears)
-                    foreach (int threads in new[] { 1, 2 }.Where(t => t <= Environment.ProcessorCount))
+            foreach (var (M, N, K, layer) in GemmShapes)
+                foreach (int threads in new[] { 1, 2 }.Where(t => t <= Environment.ProcessorCount))
+                {
+                    float* x = Aligned.Filled((long)M * K), w = Aligned.Filled((long)N * K), y = Aligned.Filled((long)M * N);
+                    using var ort = new OrtMatMul(M, N, K, threads);
+                    CpuParallel.Threads = threads;
+                    blas?.SetThreads(threads);
+                    double flops = 2.0 * M * N * K;
+                    // One round = several calls of each (about 60 ms at 300 GFLOP/s): ours, OpenBLAS, ORT.
+                    int calls = Math.Max(5, (int)(2e10 / flops));
+                    var ours = new List<double>();
+                    var theirs = new List<double>();
+                    var mlas = new List<double>();
+                    for (int r = -1; r < rounds; r++) // round -1 warms up all three
                     {
-                        float* x = Aligned.Filled((long)M * K), w = Aligned.Filled((long)N * K), y = Aligned.Filled((long)M * N);
-                        CpuParallel.Threads = threads;
-                        blas?.SetThreads(threads);
-                        double flops = 2.0 * M * N * K;
-                        // One round = several calls of each (about 60 ms at 300 GFLOP/s), ours then OpenBLAS.
-                        int calls = Math.Max(5, (int)(2e10 / flops));
-                        var ours = new List<double>();
-                        var theirs = new List<double>();
-                        for (int r = -1; r < rounds; r++) // round -1 warms up both
-                        {
-                            double t = Time(calls, () => CpuGemm.Gemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N));
-                            if (r >= 0) ours.Add(flops / t / 1e9);
-                            if (blas == null) continue;
-                            t = Time(calls, () => blas.Sgemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N));
-                            if (r >= 0) theirs.Add(flops / t / 1e9);
-                        }
-                        double o = Median(ours);
-                        string peer = blas == null ? "n/a" : Median(theirs).ToString("F1", Inv);
-                        string ratio = blas == null ? "n/a" : (o / Median(theirs)).ToString("F2", Inv);
-                        Console.WriteLine(string.Format(Inv, "| {0} | {1}×{2}×{3} | {4} | {5:F1} | {6} | {7} |", layer, M, N, K, threads, o, peer, ratio));
-                        Aligned.Free(x, w, y);
+                        double t = Time(calls, () => CpuGemm.Gemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N));
+                        if (r >= 0) ours.Add(flops / t / 1e9);
+                        t = Time(calls, ort.Run);
+                        if (r >= 0) mlas.Add(flops / t / 1e9);
+                        if (blas == null) continue;
+                        t = Time(calls, () => blas.Sgemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N));
+                        if (r >= 0) theirs.Add(flops / t / 1e9);
                     }
+                    double o = Median(ours), m = Median(mlas);
+                    string peer = blas == null ? "n/a" : Median(theirs).ToString("F1", Inv);
+                    string ratio = blas == null ? "n/a" : (o / Median(theirs)).ToString("F2", Inv);
+                    Console.WriteLine(string.Format(Inv, "| {0} | {1}×{2}×{3} | {4} | {5:F1} | {6} | {7:F1} | {8} | {9:F2} |",
+                        layer, M, N, K, threads, o, peer, m, ratio, o / m));
+                    Aligned.Free(x, w, y);
+                }
         }
         finally
         {
             CpuParallel.Threads = savedThreads;
+        }
+    }
+
+    /// <summary>One MatMul node in ONNX Runtime (MLAS's SGEMM, the product under every ORT forward above): y [M, N] =
+    /// x [M, K] · Wᵀ with Wᵀ [K, N] an initializer, input and output bound once so a run is the product alone.</summary>
+    sealed class OrtMatMul : IDisposable
+    {
+        readonly string _path = Path.Combine(Path.GetTempPath(), $"peft-peers-matmul-{Environment.ProcessId}.onnx");
+        readonly InferenceSession _session;
+        readonly OrtIoBinding _binding;
+        readonly RunOptions _run = new();
+        readonly OrtValue _x, _y;
+
+        public OrtMatMul(int M, int N, int K, int threads)
+        {
+            var graph = new OnnxGraph();
+            graph.Declare(true, "x", M, K);
+            string wt = graph.Weight("wt", Enumerable.Repeat(0.25f, N * K).ToArray(), K, N);
+            graph.Output(graph.Node("MatMul", "matmul", ["x", wt]), "y", M, N);
+            graph.Save(_path, 17, "one MatMul", [], long.MaxValue);
+            using var options = new SessionOptions { IntraOpNumThreads = threads, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+            _session = new InferenceSession(_path, options);
+            _x = OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(0.5f, M * K).ToArray(), [M, K]);
+            _y = OrtValue.CreateTensorValueFromMemory(new float[M * N], [M, N]);
+            _binding = _session.CreateIoBinding();
+            _binding.BindInput("x", _x);
+            _binding.BindOutput("y", _y);
+        }
+
+        public void Run() => _session.RunWithBinding(_run, _binding);
+
+        public void Dispose()
+        {
+            _binding.Dispose();
+            _run.Dispose();
+            _x.Dispose();
+            _y.Dispose();
+            _session.Dispose();
+            File.Delete(_path);
         }
     }
 
