@@ -5,7 +5,8 @@
 // reaches a barrier (__syncthreads, __syncwarp, a shuffle) or returns, then the next runnable one resumes. A switch
 // costs a few nanoseconds, where a block of OS threads paid a kernel context switch per barrier.
 // __shared__ is `static thread_local`: one copy per worker, and a worker runs one block at a time.
-// Warp shuffles go through a per-thread 64-bit exchange slot and the warp's barrier (write, wait, read, wait).
+// Warp shuffles go through per-thread 64-bit exchange slots and the warp's barrier (write, wait, read): two slots per
+// thread, used in turn, so a lane that runs ahead to the next shuffle never overwrites a value still to be read.
 // A thread that returns early leaves its block's and warp's barriers, so early exit never deadlocks; barriers that
 // not every live thread reaches are reported as a failed launch instead of hanging.
 // Blocks never run concurrently with themselves, and kernels here use no cross-block atomics, so results do not
@@ -150,6 +151,7 @@ struct Fiber
     dim3 index;
     const Barrier* waiting = nullptr; // blocked until this barrier's generation passes `generation`
     unsigned generation = 0;
+    unsigned shuffles = 0; // shuffles this thread has made (their parity picks the exchange slot)
     bool done = true;
 
     bool runnable() const { return !done && (waiting == nullptr || waiting->generation != generation); }
@@ -174,7 +176,7 @@ class Worker
 public:
     Barrier block;               // __syncthreads
     std::vector<Barrier> warps;  // __syncwarp and the shuffles
-    std::vector<uint64_t> slots; // one shuffle exchange slot per thread
+    std::vector<uint64_t> slots; // two shuffle exchange slots per thread: [parity][thread]
     int threads = 0;
     bool deadlocked = false;
 
@@ -192,6 +194,9 @@ public:
     }
 
     int rank() const { return current_; }
+
+    // The exchange slots the running thread's next shuffle uses.
+    uint64_t* shuffle_slots() { return slots.data() + (fibers_[current_].shuffles++ & 1) * threads; }
     int warp_size(int warp) const { return std::min(32, threads - warp * 32); }
 
     // Runs body(argument) on every thread of block `index`; false when its threads deadlocked at a barrier.
@@ -255,7 +260,7 @@ inline bool Worker::run_block(dim3 index, dim3 shape, void (*body)(void*), void*
     threads = (int)(shape.x * shape.y * shape.z);
     int warp_count = (threads + 31) / 32;
     if ((int)warps.size() < warp_count) warps.resize(warp_count);
-    slots.resize(threads);
+    slots.resize(2 * (size_t)threads);
     block.reset(threads);
     for (int w = 0; w < warp_count; w++) warps[w].reset(warp_size(w));
     body_ = body;
@@ -267,6 +272,7 @@ inline bool Worker::run_block(dim3 index, dim3 shape, void (*body)(void*), void*
         Fiber& fiber = fibers_[t];
         fiber.index = dim3(t % shape.x, t / shape.x % shape.y, t / (shape.x * shape.y));
         fiber.waiting = nullptr;
+        fiber.shuffles = 0;
         fiber.done = false;
         fiber.context.make(stacks_ + t * StackBytes, StackBytes, &Worker::fiber_main);
     }
@@ -280,20 +286,22 @@ inline bool Worker::run_block(dim3 index, dim3 shape, void (*body)(void*), void*
     return !deadlocked;
 }
 
+// A shuffle: every live lane of the warp writes its value, waits for the others, then reads its source lane's. The
+// next shuffle writes the other slot of the pair; no lane can reach the one after before every lane has passed the
+// next one's barrier, by which time this one's values have all been read.
 template <class T>
 T exchange(T value, int source_lane)
 {
     static_assert(sizeof(T) <= 8, "cuemu shuffles carry at most 8 bytes");
     Worker& w = *worker;
     int warp = thread_rank / 32;
+    uint64_t* slots = w.shuffle_slots();
     uint64_t bits = 0;
     std::memcpy(&bits, &value, sizeof(T));
-    w.slots[thread_rank] = bits;
+    slots[thread_rank] = bits;
     w.wait(w.warps[warp]);
-    int source = warp * 32 + source_lane;
     T result = value;
-    if (source_lane >= 0 && source_lane < w.warp_size(warp)) std::memcpy(&result, &w.slots[source], sizeof(T));
-    w.wait(w.warps[warp]);
+    if (source_lane >= 0 && source_lane < w.warp_size(warp)) std::memcpy(&result, &slots[warp * 32 + source_lane], sizeof(T));
     return result;
 }
 
