@@ -39,7 +39,7 @@ public class VtabCliTests
     {
         var (code, stdout, _) = CliTests.Peft(["vtab", "suite", .. Common("--weights", Path.Combine(_dir, "tiny.safetensors"), "--methods", "linear", "ssf")]);
         Assert.That(code, Is.Zero);
-        Assert.That(stdout, Does.Contain("[4/4] tint/ssf").And.Contain("| method | params (M) | tint | quadrant | Natural | Structured | mean |"));
+        Assert.That(stdout, Does.Contain("[4/4] tint/ssf").And.Contain("| method | params (M) | tint | quadrant | Natural | Structured | mean (tasks) | mean (groups) |"));
         Assert.That(stdout, Does.Contain("| linear |").And.Contain("| ssf |"));
         foreach (var file in new[] { "report.md", "results.csv", "accuracy.svg" }) Assert.That(File.Exists(Path.Combine(_dir, "runs", file)), file);
         Assert.That(File.ReadAllLines(Path.Combine(_dir, "runs", "results.csv")), Has.Length.EqualTo(5));
