@@ -1,7 +1,7 @@
 // cuemu.h: the CUDA execution model on CPU threads, so the kernel sources in cuda/*.cu run unchanged under g++.
 //
-// A launch's blocks are shared out to a few workers (the launching thread plus pool threads, one per core), each
-// running whole blocks. Inside a worker the threads of a block are fibers: each has its own stack and runs until it
+// A launch's blocks are shared out to a few workers (the launching thread plus pool threads; as many as the host sets
+// with cuemu_set_workers, the engine's CPU thread count), each running whole blocks. Inside a worker the threads of a block are fibers: each has its own stack and runs until it
 // reaches a barrier (__syncthreads, __syncwarp, a shuffle) or returns, then the next runnable one resumes. A switch
 // costs a few nanoseconds, where a block of OS threads paid a kernel context switch per barrier.
 // __shared__ is `static thread_local`: one copy per worker, and a worker runs one block at a time.
@@ -374,7 +374,7 @@ class Pool
     std::mutex launch_mutex_;
     dim3 grid_, block_;
     unsigned block_count_ = 0;
-    int active_ = 0;
+    int active_ = 0, wanted_ = 1;
     void (*body_)(void*) = nullptr;
     void* argument_ = nullptr;
 
@@ -388,9 +388,9 @@ class Pool
         }
     }
 
-    void serve(int rank)
+    // A pool thread's loop: wait for a launch newer than `seen`, run its share, report.
+    void serve(int rank, unsigned seen)
     {
-        unsigned seen = 0;
         for (;;)
         {
             while (generation_.load(std::memory_order_acquire) == seen) generation_.wait(seen);
@@ -400,18 +400,25 @@ class Pool
         }
     }
 
-public:
-    Pool()
+    // Worker `rank` and, past the first, the pool thread that drives it.
+    void add_worker()
     {
-        const char* setting = std::getenv("CUEMU_WORKERS");
-        int count = setting ? std::atoi(setting) : (int)std::thread::hardware_concurrency();
-        count = std::clamp(count, 1, 64);
-        for (int i = 0; i < count; i++) workers_.push_back(new Worker());
-        for (int rank = 1; rank < count; rank++)
-        {
-            threads_.emplace_back([this, rank] { serve(rank); });
-            threads_.back().detach();
-        }
+        int rank = (int)workers_.size();
+        workers_.push_back(new Worker());
+        if (rank == 0) return;
+        unsigned seen = generation_.load(); // made before the launch that needs it moves the generation
+        threads_.emplace_back([this, rank, seen] { serve(rank, seen); });
+        threads_.back().detach();
+    }
+
+public:
+    Pool() { add_worker(); }
+
+    // Uses `count` workers (at least 1) from the next launch on; threads are made on first need and kept.
+    void set_workers(int count)
+    {
+        std::lock_guard lock(launch_mutex_);
+        wanted_ = std::clamp(count, 1, 256);
     }
 
     // Runs body(argument) on every thread of every block; false when some block's threads deadlocked.
@@ -423,7 +430,8 @@ public:
         body_ = body;
         argument_ = argument;
         block_count_ = grid.x * grid.y * grid.z;
-        active_ = (int)std::min<unsigned>(block_count_, (unsigned)workers_.size());
+        active_ = (int)std::min<unsigned>(block_count_, (unsigned)wanted_);
+        while ((int)workers_.size() < active_) add_worker();
         next_block_ = 0;
         deadlocked_ = false;
         if (active_ > 1)

@@ -48,6 +48,9 @@ CUEMU_EXPORT const char* cuemu_kernel_name(int index)
     return index >= 0 && index < cuemu::kernel_count ? cuemu::kernels[index].name : nullptr;
 }
 
+// Shares each launch's blocks among `count` workers (the engine passes its CPU thread count).
+CUEMU_EXPORT void cuemu_set_workers(int count) { cuemu::pool().set_workers(count); }
+
 // Runs kernel `name` on grid × block threads; returns 0, or non-zero with a message in `error`.
 CUEMU_EXPORT int cuemu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                             unsigned shared_bytes, void** args, const long long* arg_sizes, int arg_count, char* error,

@@ -72,7 +72,10 @@ public unsafe class EmulatorExecutionModelTests
         _library = NativeLibrary.Load(Path.Combine(dir, "libprobe.so"));
         _launch = (delegate* unmanaged<byte*, uint, uint, uint, uint, uint, uint, uint, void**, long*, int, byte*, int, int>)
             NativeLibrary.GetExport(_library, "cuemu_launch");
+        _setWorkers = (delegate* unmanaged<int, void>)NativeLibrary.GetExport(_library, "cuemu_set_workers");
     }
+
+    static delegate* unmanaged<int, void> _setWorkers;
 
     static (int Code, string Error) Launch(string kernel, uint grid, uint block, params ulong[] pointers)
     {
@@ -100,8 +103,9 @@ public unsafe class EmulatorExecutionModelTests
         for (int i = 0; i < x.Length; i++) x[i] = (i * 7919 % 1000) / 8f; // multiples of 1/8 below 125: exact sums in float
         var sums = new float[Blocks];
         var ok = new int[x.Length];
-        for (int repeat = 0; repeat < 5; repeat++)
+        for (int repeat = 0; repeat < 6; repeat++)
         {
+            _setWorkers(1 + repeat % 3); // one worker, then two and three running blocks at once (pool threads made as needed)
             fixed (float* px = x, ps = sums)
             fixed (int* pok = ok)
             {

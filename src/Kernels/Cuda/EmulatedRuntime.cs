@@ -7,7 +7,8 @@ namespace Engine.Kernels.Cuda;
 
 /// <summary>
 /// The emulated CUDA device: every cuda/*.cu built with g++ against cuda/emu/cuemu.h into a native library whose
-/// <c>cuemu_launch</c> looks like cuLaunchKernel (blocks shared among a few worker threads, a block's threads as fibers). Host memory
+/// <c>cuemu_launch</c> looks like cuLaunchKernel (blocks shared among as many worker threads as the CPU kernels use,
+/// <see cref="CpuParallel.Threads"/>; a block's threads as fibers). Host memory
 /// stands in for device memory and the CPU GEMM for cuBLAS; everything else is the real kernel code. The library is
 /// built once per source version into <see cref="CacheFolder"/>.
 /// </summary>
@@ -21,7 +22,9 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
 
     readonly IntPtr _library;
     readonly delegate* unmanaged<byte*, uint, uint, uint, uint, uint, uint, uint, void**, long*, int, byte*, int, int> _launch;
+    readonly delegate* unmanaged<int, void> _setWorkers;
     readonly Dictionary<string, byte[]> _names = new();
+    int _workers; // the worker count the library was last given
 
     EmulatedRuntime(string libraryPath)
     {
@@ -29,6 +32,7 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
         _library = NativeLibrary.Load(libraryPath);
         _launch = (delegate* unmanaged<byte*, uint, uint, uint, uint, uint, uint, uint, void**, long*, int, byte*, int, int>)
             NativeLibrary.GetExport(_library, "cuemu_launch");
+        _setWorkers = (delegate* unmanaged<int, void>)NativeLibrary.GetExport(_library, "cuemu_set_workers");
         var count = (delegate* unmanaged<int>)NativeLibrary.GetExport(_library, "cuemu_kernel_count");
         var name = (delegate* unmanaged<int, byte*>)NativeLibrary.GetExport(_library, "cuemu_kernel_name");
         for (int i = 0; i < count(); i++)
@@ -138,6 +142,7 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     {
         if (!_names.TryGetValue(kernel.Name, out var name))
             throw new InvalidOperationException($"emulated CUDA device: no kernel named '{kernel.Name}' (expected in cuda/{kernel.File})");
+        if (_workers != CpuParallel.Threads) _setWorkers(_workers = CpuParallel.Threads); // blocks run on the engine's CPU threads
         byte* error = stackalloc byte[512];
         int result;
         fixed (byte* n = name)
