@@ -7,7 +7,7 @@
 #   bash bench/run.sh peft [--model convnext_base] [--batch 8] [--rounds 5] [--methods full,ssf,...] [--alone] [--unfused-attention]
 #                                          # a training step per PEFT method vs full (default ViT-B/16)
 #   bash bench/run.sh peers [--only gemm|forward] [--models ...] [--batches 1,8] [--rounds 5] [--unfused-attention]
-#                                          # GEMM vs OpenBLAS, forward vs ONNX Runtime
+#                                          # GEMM vs OpenBLAS and ORT's MatMul, forward vs ONNX Runtime
 #   bash bench/run.sh fused [--rounds 9]       # fused ops vs their unfused paths (attention, Linear+GELU), alternating
 # OpenBLAS 0.3.21 misdetects AVX-512 Zen parts as Haswell; on CPUs with avx512f we force its SkylakeX kernels, the
 # fastest it has there (even over an OPENBLAS_CORETYPE from the environment: the yardstick is OpenBLAS at its best).
@@ -25,8 +25,9 @@ bash bench/run.sh peft [--model M] [--batch 8] [--rounds 5] [--methods full,ssf,
                                                 (--alone: only the listed methods, for their peak RSS;
                                                 --unfused-attention: the unfused reference attention, to compare)
 bash bench/run.sh peers [--only gemm|forward] [--models M,...] [--batches 1,8] [--rounds 5] [--unfused-attention]
-                                                the engine beside its peers, alternating: GEMM vs OpenBLAS at
-                                                ViT-B/16's shapes (1 and 2 threads), eval forward vs its ONNX
+                                                the engine beside its peers, alternating: GEMM vs OpenBLAS and
+                                                ORT's MatMul at ViT-B/16's shapes and Swin/ConvNeXt stage 3
+                                                (1 and 2 threads), eval forward vs its ONNX
                                                 export in ONNX Runtime (size, logit difference, time, kernel split)
 bash bench/run.sh fused [--rounds 9]            fused ops vs their unfused paths on the CPU (attention fwd+bwd, Linear+GELU)
 One kernel at any shape on any device: dotnet run --project src/Cli -c Release -- bench --op gelu --shape 1576x3072
