@@ -45,10 +45,12 @@ public unsafe class EmulatorExecutionModelTests
     static IntPtr _library;
     static delegate* unmanaged<byte*, uint, uint, uint, uint, uint, uint, uint, void**, long*, int, byte*, int, int> _launch;
 
+    static string? _dir;
+
     [OneTimeSetUp]
     public void Build()
     {
-        string dir = Files.TempDir();
+        string dir = _dir = Files.TempDir();
         Directory.CreateDirectory(Path.Combine(dir, "emu"));
         foreach (var name in new[] { "emu/cuemu.h", "emu/launcher.h" }) File.WriteAllText(Path.Combine(dir, name), KernelSources.Files[name]);
         File.WriteAllText(Path.Combine(dir, "probe.cpp"), ProbeKernels);
@@ -76,6 +78,13 @@ public unsafe class EmulatorExecutionModelTests
     }
 
     static delegate* unmanaged<int, void> _setWorkers;
+
+    /// <summary>The build folder goes; the loaded library stays mapped until the process ends.</summary>
+    [OneTimeTearDown]
+    public void RemoveBuild()
+    {
+        if (_dir != null && Directory.Exists(_dir)) Directory.Delete(_dir, true);
+    }
 
     static (int Code, string Error) Launch(string kernel, uint grid, uint block, params ulong[] pointers)
     {
