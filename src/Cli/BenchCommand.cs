@@ -25,7 +25,7 @@ public static class BenchCommand
         var batches = new Option<int[]>("--batch") { Description = "With --train-step: images per step, one or more", DefaultValueFactory = _ => [32], AllowMultipleArgumentsPerToken = true };
         var methods = new Option<string[]>("--methods")
         {
-            Description = $"With --train-step: the methods (default: every one the model's family has: {string.Join(" ", PeftMethods.Names)})",
+            Description = $"With --train-step: the methods (default: {string.Join(" ", PeftMethods.Default.Select(m => m.Name))}, those the model's family has; also: {string.Join(" ", PeftMethods.All.Except(PeftMethods.Default).Select(m => m.Name))})",
             AllowMultipleArgumentsPerToken = true,
         };
         var precisions = new Option<string[]>("--precision")
@@ -71,7 +71,7 @@ public static class BenchCommand
         string family = ImageModels.FamilyOf(model);
         foreach (var m in (methodNames ?? []).Where(m => PeftMethods.Find(m) == null))
             throw new ArgumentException($"--methods: unknown method '{m}' (use {string.Join(", ", PeftMethods.Names)})");
-        var methods = methodNames is { Length: > 0 } ? [.. methodNames.Select(PeftMethods.Get)] : PeftMethods.All.Where(m => m.AppliesTo(family)).ToList();
+        var methods = methodNames is { Length: > 0 } ? [.. methodNames.Select(PeftMethods.Get)] : PeftMethods.Default.Where(m => m.AppliesTo(family)).ToList();
         foreach (var m in methods.Where(m => !m.AppliesTo(family)))
             throw new ArgumentException($"--methods: {m.Title} is not defined for {ImageModels.FamilyTitle(family)}");
         var inv = System.Globalization.CultureInfo.InvariantCulture;

@@ -18,7 +18,15 @@ public static class SelectCommand
         {
             Description = string.Join("; ", selecting.Select(m => m.Summary)), Required = true,
         };
-        method.AcceptOnlyFromAmong([.. selecting.Select(m => m.Name)]);
+        method.Validators.Add(result =>
+        {
+            string? name = result.Tokens.Count > 0 ? result.Tokens[^1].Value : null;
+            if (name == null || selecting.Any(m => m.Name == name)) return;
+            string which = string.Join(" and ", selecting.Select(m => m.Name));
+            result.AddError(PeftMethods.Find(name) is { } known
+                ? $"--method {name}: {known.Title} has no selection pass (only {which} select what they train); fine-tune it directly"
+                : $"--method: unknown method '{name}' (methods with a selection pass: {which})");
+        });
         var model = CommonOptions.Model();
         var weights = new Option<string>("--weights") { Description = "Pretrained checkpoint: timm .safetensors, Google .npz (ViT) or the original .pth (its head, if any, is ignored)", Required = true };
         var data = new Option<string>("--data") { Description = "A folder of class subfolders, or a VTAB-1k task folder (train800val200.txt is used)", Required = true };

@@ -166,7 +166,7 @@ public static class VtabCommand
     {
         var train = new TrainOptions();
         var tasks = new Option<string[]>("--tasks") { Description = "Tasks to run (default: every task folder under --data)", AllowMultipleArgumentsPerToken = true };
-        var methods = new Option<string[]>("--methods") { Description = $"Methods to run (default: {string.Join(" ", PeftMethods.Names)})", AllowMultipleArgumentsPerToken = true };
+        var methods = new Option<string[]>("--methods") { Description = $"Methods to run (default: {string.Join(" ", PeftMethods.Default.Select(m => m.Name))}; also: {string.Join(" ", PeftMethods.All.Except(PeftMethods.Default).Select(m => m.Name))})", AllowMultipleArgumentsPerToken = true };
         var stopOnError = new Option<bool>("--stop-on-error") { Description = "Stop at the first failing run (default: go on, summarise the failures, report what finished)" };
         var command = new Command("suite", "Run tasks × methods (finished runs are skipped, interrupted ones resumed), then write the report.") { tasks, methods, stopOnError };
         train.AddTo(command);
@@ -174,7 +174,7 @@ public static class VtabCommand
         {
             string data = r.GetValue(train.Data) ?? throw new ArgumentException("--data: the folder of the task folders is required"), output = r.GetValue(train.Output)!;
             var taskNames = r.GetValue(tasks) is { Length: > 0 } given ? given : FindTasks(data);
-            var methodNames = r.GetValue(methods) is { Length: > 0 } m ? m : [.. PeftMethods.Names];
+            var methodNames = r.GetValue(methods) is { Length: > 0 } m ? m : [.. PeftMethods.Default.Select(d => d.Name)];
             foreach (var name in methodNames.Where(m => PeftMethods.Find(m) == null))
                 throw new ArgumentException($"--methods: unknown method '{name}' (use {string.Join(", ", PeftMethods.Names)})");
             var choice = CheckpointChoice.Parse(r.GetValue(train.Weights));

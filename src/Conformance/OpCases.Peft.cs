@@ -34,6 +34,30 @@ public static partial class OpCases
         catch (ArgumentException e) when (e.Message.Contains("repeats channel 1")) { }
     }
 
+    // LoRA into a slice in the middle of the outputs (q or v of a qkv), then over all of them with a 3-d input.
+    static void Lora(Device dev)
+    {
+        int rows = 7, N = 13, K = 9, r = 3, n = 5, column = 6;
+        GradCheck.Run(dev, "Lora slice",
+            [new("y", [rows, N]), new("x", [rows, K]), new("lora_A", [r, K]), new("lora_B", [n, r])],
+            t => Ops.Lora(t[0], t[1], t[2], t[3], 0.75f, column),
+            v => Reference.Lora(v[0], v[1], v[2], v[3], 0.75, column, rows, N, K, r));
+        GradCheck.Run(dev, "Lora all outputs",
+            [new("y", [2, 3, 4]), new("x", [2, 3, 6]), new("lora_A", [2, 6]), new("lora_B", [4, 2])],
+            t => Ops.Lora(t[0], t[1], t[2], t[3], 2f),
+            v => Reference.Lora(v[0], v[1], v[2], v[3], 2, 0, 6, 4, 6, 2));
+        using var y = Tensor.Zeros(dev, 2, 8);
+        using var x = Tensor.Zeros(dev, 2, 3);
+        using var a = Tensor.Zeros(dev, 1, 3);
+        using var b = Tensor.Zeros(dev, 4, 1);
+        try
+        {
+            Ops.Lora(y, x, a, b, 1f, column: 5).Dispose();
+            throw new ConformanceException("Lora: a slice past the last output column was accepted");
+        }
+        catch (ArgumentException e) when (e.Message.Contains("does not fit")) { }
+    }
+
     /// <summary>A Linear weight training selected entries gets exactly the selected entries of dW, [N, k]; dx and db as dense.</summary>
     static void SparseLinearGrad(Device dev)
     {

@@ -57,6 +57,7 @@ public static partial class OpCases
         ("Dropout", Dropout),
         // Peft
         ("ChannelAdapter", ChannelAdapter),
+        ("Lora", Lora),
         ("SparseLinearGrad", SparseLinearGrad),
         ("SparseDepthwiseGrad", SparseDepthwiseGrad),
         // Optimizer

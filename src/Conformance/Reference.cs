@@ -5,6 +5,22 @@ namespace Engine.Conformance;
 /// <summary>Straightforward double-precision reference implementations, written from the math, not from the kernels.</summary>
 public static class Reference
 {
+    /// <summary>LoRA on a slice of a Linear output: y [rows, N] with scale·(x·Aᵀ)·Bᵀ added at columns
+    /// [column, column + n); x [rows, K], A [r, K], B [n, r].</summary>
+    public static double[] Lora(double[] y, double[] x, double[] a, double[] b, double scale, int column, int rows, int N, int K, int r)
+    {
+        int n = b.Length / r;
+        var z = (double[])y.Clone();
+        for (int t = 0; t < rows; t++)
+            for (int q = 0; q < r; q++)
+            {
+                double h = 0;
+                for (int k = 0; k < K; k++) h += x[t * K + k] * a[q * K + k];
+                for (int j = 0; j < n; j++) z[t * N + column + j] += scale * b[j * r + q] * h;
+            }
+        return z;
+    }
+
     /// <summary>y [rows,N] = x [rows,K] · Wᵀ + b.</summary>
     public static double[] Linear(double[] x, double[] w, double[]? b, int rows, int N, int K)
     {

@@ -46,11 +46,16 @@ public class HierarchicalPeftTests
         "gps" => new Gps(EveryRowOnce(model)),
         "gps-dense" => new Gps(EveryRowOnce(model), sparse: false),
         "sct" => new Sct(SctSelection.Compute(model, [(images, labels)], k: 4, new Dictionary<string, int> { ["layers.1"] = 6 })),
+        "lora" => new Lora(LoraOn(model) with { Rank = 2, Dropout = 0.1f }, seed: 3),
         _ => throw new ArgumentException(name),
     };
 
+    /// <summary>LoRA's default (q and v of every qkv) on Swin; ConvNeXt has no attention, so its MLP layers.</summary>
+    static LoraSettings LoraOn(IImageClassifier model) =>
+        model.Family == "convnext" ? new LoraSettings { Targets = ["mlp.fc1", "mlp.fc2"] } : new LoraSettings();
+
     [TestCase("convnext", "full"), TestCase("convnext", "linear"), TestCase("convnext", "bias"), TestCase("convnext", "ssf"),
-     TestCase("convnext", "gps"), TestCase("convnext", "gps-dense"),
+     TestCase("convnext", "gps"), TestCase("convnext", "gps-dense"), TestCase("convnext", "lora"), TestCase("swin", "lora"),
      TestCase("swin", "full"), TestCase("swin", "linear"), TestCase("swin", "bias"), TestCase("swin", "ssf"),
      TestCase("swin", "gps"), TestCase("swin", "gps-dense"), TestCase("swin", "sct")]
     public void TrainingChangesOnlyWhatTrainsAndLowersTheLoss(string family, string methodName)
@@ -127,6 +132,26 @@ public class HierarchicalPeftTests
         Assert.That(model.SiteAffine == null, Is.EqualTo(family == "swin"), "nothing is left to apply on Swin");
     }
 
+    [TestCase("swin"), TestCase("convnext")]
+    public void LoraMergesIntoTheSameLogits(string family)
+    {
+        using var model = Create(family);
+        var (images, targets, _) = Batch();
+        using var _i = images;
+        using var _t = targets;
+        using var lora = new Lora(LoraOn(model) with { Rank = 3, Alpha = 4 }, seed: 5);
+        lora.Apply(model);
+        foreach (var p in lora.AddedParameters.Where(p => p.Name!.Contains(".lora_B"))) // as after training
+            p.CopyFrom([.. p.ToArray().Select((_, i) => 0.3f * MathF.Sin(i + p.Count))]);
+        using var _g = Tape.NoGrad();
+        float[] want;
+        using (var logits = model.Forward(images)) want = logits.ToArray();
+        Assert.That(lora.Merge(), Is.Empty);
+        using var merged = model.Forward(images);
+        GradCheck.CheckClose($"{family} merged logits", merged.ToArray(), [.. want.Select(v => (double)v)], 2e-5, 2e-5);
+        Assert.That(model.LinearHook, Is.Null);
+    }
+
     [Test]
     public void SctKPerStageIsValidated()
     {
@@ -160,6 +185,7 @@ public class HierarchicalPeftTests
                 Assert.That(method.TrainableCount(model), Is.EqualTo(count), $"{preset} {method.Name}");
                 model.SiteHook = null;
                 model.SiteAffine = null;
+                model.LinearHook = null;
             }
         }
         // SSF, γ and β per channel. Swin: patch embed conv + norm (2·128), 11·C per block (norm1, qkv 3C, proj, norm2,
@@ -180,6 +206,9 @@ public class HierarchicalPeftTests
         // BitFit: every bias, norms included. Swin: 2·128 + 11·C per block + merge norms + final norm;
         // ConvNeXt: 2·128 + 7·C per block + downsample norm and conv biases + the final norm's.
         Expect(SubsetMethod.Bias(), (swin ? 256 + 11 * 12_032 + 3_584 + 1_024 : 256 + 7 * 18_048 + 2_688 + 1_024) + head);
+        // LoRA rank 8. Swin: q and v of every qkv, A [8, C] and B [C, 8] each: 32·C per block. ConvNeXt (no attention):
+        // fc1 (A [8, C], B [4C, 8]) and fc2 (A [8, 4C], B [C, 8]): 80·C per block.
+        Expect(new Lora(LoraOn(model)), (swin ? 32 * 12_032 : 80 * 18_048) + head);
         Expect(SubsetMethod.Linear(), head); // ConvNeXt's head.norm is backbone (the reference's norm.*)
         Expect(SubsetMethod.Full(), model.ParameterCount);
         if (swin) // SCT, K = 96 on the last 9 blocks of stage 3 and both of stage 4: 11·(96² + 96)

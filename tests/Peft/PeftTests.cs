@@ -16,7 +16,10 @@ public class PeftTests
     static readonly VitConfig Tiny = new() { img_size = 12, patch_size = 4, in_chans = 1, embed_dim = 16, depth = 2, num_heads = 2, mlp_ratio = 2, num_classes = 3 };
 
     /// <summary>Every method, by its command-line name (gps-dense: GPS with the dense masked gradient).</summary>
-    public static readonly string[] Methods = ["full", "linear", "bias", "ssf", "sct", "gps", "gps-dense"];
+    public static readonly string[] Methods = ["full", "linear", "bias", "ssf", "sct", "gps", "gps-dense", "lora"];
+
+    /// <summary>LoRA on q and v of every qkv and on fc1, with dropout on its path.</summary>
+    static readonly LoraSettings TinyLora = new() { Rank = 3, Alpha = 6, Dropout = 0.1f, Targets = ["attn.qkv[q,v]", "mlp.fc1"] };
 
     static Tensor Images(Device device, int batch, ulong seed)
     {
@@ -47,6 +50,7 @@ public class PeftTests
             case "linear": return SubsetMethod.Linear();
             case "bias": return SubsetMethod.Bias();
             case "ssf": return new Ssf(seed: 9);
+            case "lora": return new Lora(TinyLora, seed: 9);
         }
         var batches = Batches(vit.Parameters[0].Device, 3, 6, twoViews: name.StartsWith("gps"));
         try
@@ -93,6 +97,7 @@ public class PeftTests
                 Assert.That(method.TrainableCount(vit), Is.EqualTo(count), method.Name);
                 vit.SiteHook = null;
                 vit.SiteAffine = null;
+                vit.LinearHook = null;
             }
         }
         Expect(new Ssf(), 205_824 + head);                          // SSF paper: 1,536 + 12·2·8,448 + 1,536
@@ -103,6 +108,8 @@ public class PeftTests
                 .ToDictionary(p => p.Name!, p => new GpsRows(p.Shape[0], k, [.. Enumerable.Range(0, p.Shape[0] * k).Select(e => e % k)]));
             Expect(new Gps(selection), 83_712L * k + 83_712 + head);
         }
+        Expect(new Lora(), 12 * 2 * (8 * 768 + 768 * 8) + head);    // q and v: A [8, 768] and B [768, 8] each, per block
+        Expect(new Lora(new LoraSettings { Rank = 4, Targets = ["qkv", "mlp.fc2"] }), 12 * (4 * 768 + 2304 * 4 + 4 * 3072 + 768 * 4) + head);
         Expect(SubsetMethod.Linear(), head);
         Expect(SubsetMethod.Bias(), 768 + 12 * (2304 + 768 + 3072 + 768 + 2 * 768) + 768 + head);
         Expect(SubsetMethod.Full(), vit.ParameterCount);
@@ -122,6 +129,50 @@ public class PeftTests
         double scale = want.Max(Math.Abs);
         GradCheck.CheckClose("merged logits", after.ToArray(), want.Select(v => (double)v).ToArray(), 1e-5 * scale, 1e-5);
         Assert.That(vit.SiteAffine, Is.Null);
+    }
+
+    [Test]
+    public void MergedLoraComputesTheSameLogitsWithOnlyTheModelsOwnParameters()
+    {
+        using var vit = new VisionTransformer(Device.Cpu, Tiny, seed: 3);
+        int parameters = vit.Parameters.Count;
+        using var lora = new Lora(TinyLora with { Targets = ["attn.qkv[q,v]", "attn.proj", "mlp.fc1", "fc2"] }, seed: 9);
+        lora.Apply(vit);
+        TrainedLoraB(lora);
+        using var images = Images(Device.Cpu, 5, 1);
+        float[] want;
+        using (var plain = Tape.NoGrad())
+        {
+            using var before = vit.Forward(images);
+            want = before.ToArray();
+        }
+        var qkv = vit["blocks.1.attn.qkv.weight"].ToArray();
+        Assert.That(lora.Merge(), Is.Empty);
+        using var after = vit.Forward(images);
+        GradCheck.CheckClose("merged logits", after.ToArray(), [.. want.Select(v => (double)v)], 1e-5 * want.Max(Math.Abs), 1e-5);
+        Assert.That(vit.LinearHook, Is.Null);
+        Assert.That(vit.Parameters, Has.Count.EqualTo(parameters), "the merged model has only its own parameters");
+        var merged = vit["blocks.1.attn.qkv.weight"].ToArray();
+        int C = Tiny.embed_dim;
+        Assert.That(merged.Skip(C * C).Take(C * C), Is.EqualTo(qkv.Skip(C * C).Take(C * C)), "k rows are untouched");
+        Assert.That(merged.Take(C * C), Is.Not.EqualTo(qkv.Take(C * C)), "q rows took B·A");
+    }
+
+    [Test]
+    public void LoraRefusesTargetsAndSettingsItCannotApply()
+    {
+        using var vit = new VisionTransformer(Device.Cpu, Tiny, seed: 3);
+        Assert.That(() => new Lora(new LoraSettings { Targets = ["mlp.fc3"] }).Apply(vit),
+            Throws.ArgumentException.With.Message.Contains("'mlp.fc3' matches no Linear layer").And.Message.Contains("attn.qkv, attn.proj, mlp.fc1, mlp.fc2"));
+        Assert.That(() => new Lora(new LoraSettings { Targets = ["mlp.fc1[q]"] }).Apply(vit),
+            Throws.ArgumentException.With.Message.Contains("not to blocks.0.mlp.fc1"));
+        Assert.That(() => new Lora(new LoraSettings { Targets = ["patch_embed"] }).Apply(vit),
+            Throws.ArgumentException.With.Message.Contains("matches no Linear layer"), "a convolution is not a Linear layer");
+        Assert.That(vit.LinearHook, Is.Null, "a refused Apply installs nothing");
+        Assert.That(() => new Lora(new LoraSettings { Rank = 0 }), Throws.ArgumentException.With.Message.Contains("rank 0"));
+        Assert.That(() => new Lora(new LoraSettings { Targets = ["attn.qkv[q,x]"] }), Throws.ArgumentException.With.Message.Contains("among q, k, v"));
+        Assert.That(() => new Lora(new LoraSettings { Dropout = 1f }), Throws.ArgumentException.With.Message.Contains("dropout 1"));
+        Assert.That((PeftRecipe.For("lora") with { Lora = new LoraSettings { Alpha = -1 } }).Problems(), Has.Some.Contains("alpha -1"));
     }
 
     [TestCaseSource(typeof(Backends), nameof(Backends.Names))]
@@ -173,6 +224,7 @@ public class PeftTests
         using var vit = new VisionTransformer(device, Tiny, seed: 3);
         using var method = Create(methodName, vit);
         method.Apply(vit);
+        TrainedLoraB(method);
         var before = vit.Parameters.Concat(method.AddedParameters).ToDictionary(p => p.Name!, p => p.ToArray());
         var trainable = method.Trainable(vit);
         Assert.That(trainable.Select(p => p.Name), Does.Contain("head.weight"));
@@ -192,6 +244,13 @@ public class PeftTests
             for (int i = 0; i < now.Length; i++)
                 if (!selected[i]) Assert.That(now[i], Is.EqualTo(before[p.Name!][i]), $"{p.Name}[{i}]: not selected but changed");
         }
+    }
+
+    /// <summary>LoRA's B away from its zero start, as after training (with B = 0, A's first gradient is zero).</summary>
+    static void TrainedLoraB(PeftMethod method)
+    {
+        ulong seed = 77;
+        foreach (var b in method.AddedParameters.Where(p => p.Name!.Contains(".lora_B"))) Init.Normal(b, 0.3f, seed++);
     }
 
     /// <summary>Which elements of a GPS weight are selected (null: the whole tensor trains).</summary>
@@ -371,6 +430,7 @@ public class PeftTests
                 "sct" => new Sct(SctSelection.Read(path), seed: 1234),
                 "gps" or "gps-dense" => new Gps(GpsSelection.Read(path), sparse: methodName == "gps"),
                 "ssf" => new Ssf(seed: 1234),
+                "lora" => PeftMethod.ForTrainedFile(path), // rank, alpha, dropout and targets from the file's metadata
                 _ => Create(methodName, vit),
             };
             method.Apply(vit);

@@ -4,7 +4,8 @@ using Engine.Autograd;
 namespace Engine;
 
 // SCT's salient channel module: a K×K linear map on K selected channels of the residual stream, added back in place.
-// GPS's sparse gradients run inside Linear's and DepthwiseConv2d's backward. Kernels: CpuKernels.Peft.cs, cuda/peft.cu.
+// LoRA's low-rank path (two GEMMs into a slice of a Linear's output). GPS's sparse gradients run inside Linear's and
+// DepthwiseConv2d's backward. Kernels: CpuKernels.Peft.cs, cuda/peft.cu (LoRA: Gemm only).
 public static unsafe partial class Ops
 {
     /// <summary>
@@ -66,6 +67,70 @@ public static unsafe partial class Ops
             k.Gemm(false, false, rows, K, K, 1f, dz.Data, K, s.Weight.Data, K, 0f, dselected.Data, K);
             k.Copy(dx, dy, (long)rows * C, acc);
             k.ScatterAddChannels(dx, dx, dselected.Data, null, index.IntData, rows, C, K);
+        }
+    }
+
+    /// <summary>
+    /// LoRA's low-rank path added to a Linear layer's output: z = y, then z[..., column..column+n] += scale·(x·Aᵀ)·Bᵀ.
+    /// x [..., K] is the layer's input, y [..., N] its output, A [r, K] (lora_A), B [n, r] (lora_B) with
+    /// column + n ≤ N, so one call covers a slice of the outputs (q or v of a fused qkv). Two small GEMMs and no dense
+    /// ΔW: the product lands in the slice through the GEMM's leading dimension. Backward: dy passes to y; with
+    /// dz = scale·dy[..., slice], dB += dzᵀ·h, dh = dz·B, dA += dhᵀ·x and dx += dh·A, where h = x·Aᵀ [rows, r] is kept
+    /// only when B trains and x only when A trains.
+    /// </summary>
+    public static Tensor Lora(Tensor y, Tensor x, Tensor a, Tensor b, float scale, int column = 0)
+    {
+        const string op = "Lora";
+        Check(op, "output", y);
+        Check(op, "input", x, device: y.Device);
+        Check(op, "lora_A", a, 2, y.Device);
+        Check(op, "lora_B", b, 2, y.Device);
+        int N = LastDim(y), K = LastDim(x), rows = Rows(y), r = a.Shape[0], n = b.Shape[0];
+        if (Rows(x) != rows) throw new ArgumentException($"{op}: input {x.Describe()} and output {y.Describe()} differ in rows");
+        if (a.Shape[1] != K) throw new ArgumentException($"{op}: lora_A {a.Describe()} must be [r, {K}] for input {x.Describe()}");
+        if (b.Shape[1] != r) throw new ArgumentException($"{op}: lora_B {b.Describe()} must be [n, {r}] for lora_A {a.Describe()}");
+        if (column < 0 || column + n > N)
+            throw new ArgumentException($"{op}: lora_B {b.Describe()} at output column {column} does not fit output {y.Describe()}");
+        var k = y.Device.Kernels;
+        var z = NewLike(y);
+        k.Copy(z.Data, y.Data, y.Count, false);
+        var h = Tensor.Empty(y.Device, DType.F32, rows, r);
+        k.Gemm(false, true, rows, r, K, 1f, x.Data, K, a.Data, K, 0f, h.Data, r);
+        k.Gemm(false, true, rows, n, r, scale, h.Data, r, b.Data, r, 1f, z.Data + column, N);
+        if (Tape.ShouldRecord(y, x, a, b))
+            Tape.Push(z, new LoraSaved
+            {
+                Y = y, X = x, A = a, B = b, Scale = scale, Column = column,
+                XKept = a.RequiresGrad ? Tape.Save(x) : null, HKept = b.RequiresGrad ? Tape.Save(h) : null,
+            });
+        h.Dispose();
+        return z;
+    }
+
+    /// <summary>Lora's backward state: y [rows, N], x [rows, K], A [r, K], B [n, r], h = x·Aᵀ [rows, r].</summary>
+    struct LoraSaved : IBackward<LoraSaved>
+    {
+        public Tensor Y, X, A, B;
+        public Tensor? XKept, HKept;
+        public float Scale;
+        public int Column;
+
+        public static void Backward(ref LoraSaved s, Tensor z)
+        {
+            var k = z.Device.Kernels;
+            int N = LastDim(z), K = LastDim(s.X), rows = Rows(z), r = s.A.Shape[0], n = s.B.Shape[0];
+            float* dz = z.Grad!.Data, dslice = dz + s.Column;
+            float* dy = Tape.GradOutputIfNeeded(s.Y, out bool accY);
+            if (dy != null) k.Copy(dy, dz, z.Count, accY);
+            float* db = Tape.GradAccumulatorIfNeeded(s.B);
+            if (db != null) k.Gemm(true, false, n, r, rows, s.Scale, dslice, N, s.HKept!.Data, r, 1f, db, r);
+            float* da = Tape.GradAccumulatorIfNeeded(s.A);
+            float* dx = Tape.GradOutputIfNeeded(s.X, out bool accX);
+            if (da == null && dx == null) return;
+            using var dh = Tensor.Empty(z.Device, DType.F32, rows, r);
+            k.Gemm(false, false, rows, r, n, s.Scale, dslice, N, s.B.Data, r, 0f, dh.Data, r);
+            if (da != null) k.Gemm(true, false, r, K, rows, 1f, dh.Data, r, s.XKept!.Data, K, 1f, da, K);
+            if (dx != null) k.Gemm(false, false, rows, K, r, 1f, dh.Data, r, s.A.Data, K, accX ? 1f : 0f, dx, K);
         }
     }
 

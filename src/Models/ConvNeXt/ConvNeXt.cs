@@ -129,6 +129,9 @@ public sealed class ConvNeXt : IImageClassifier
     public Func<FeatureSite, ChannelAffine?>? SiteAffine { get; set; }
 
     /// <inheritdoc/>
+    public LinearSiteHook? LinearHook { get; set; }
+
+    /// <inheritdoc/>
     public int NumPrefixTokens => 0;
 
     /// <summary>Logits [B, num_classes] for images [B, in_chans, img_size, img_size] (NCHW, normalised); with
@@ -168,7 +171,7 @@ public sealed class ConvNeXt : IImageClassifier
             foreach (var block in stage.Blocks)
             {
                 float rate = total > 1 ? Config.drop_path_rate * index / (total - 1) : Config.drop_path_rate;
-                var branch = Branch(x, block);
+                var branch = Branch(x, block, trainSeed);
                 using var dropped = trainSeed.HasValue && rate > 0 ? Ops.DropPath(branch, rate, CounterRng.Hash(trainSeed.Value, 16 + (ulong)index)) : null;
                 var sum = Ops.Add(x, dropped ?? branch);
                 branch.Dispose();
@@ -184,13 +187,13 @@ public sealed class ConvNeXt : IImageClassifier
     }
 
     /// <summary>γ ⊙ fc2(GELU(fc1(LN(dwconv(x))))), [B,H,W,C].</summary>
-    Tensor Branch(Tensor x, Block b)
+    Tensor Branch(Tensor x, Block b, ulong? trainSeed)
     {
         int pad = Config.kernel_size / 2;
         using var dw = this.Produce(b.Dw, (w, bias) => Ops.DepthwiseConv2d(x, w!, bias, pad));
         using var normed = this.Produce(b.Norm, (w, bias) => Ops.LayerNorm(dw, w, bias, LayerNormEps));
-        using var activated = this.ProduceGelu(b.Fc1, normed);
-        using var out2 = this.Produce(b.Fc2, (w, bias) => Ops.Linear(activated, w!, bias));
+        using var activated = this.ProduceGelu(b.Fc1, normed, trainSeed);
+        using var out2 = this.ProduceLinear(b.Fc2, activated, trainSeed);
         return Ops.ScaleShift(out2, b.Gamma, b.Zero);
     }
 

@@ -26,6 +26,12 @@ public sealed record FeatureSite(string Name, int Channels, SiteProducer Produce
 /// <summary>A per-channel affine y = Scale ⊙ x + Shift over a site's channels (SSF), both [Channels].</summary>
 public sealed record ChannelAffine(Tensor Scale, Tensor Shift);
 
+/// <summary>What a method adds to a Linear layer (LoRA's low-rank path): given the site, the layer's input x [..., in],
+/// its output y [..., out] (the site's affine applied) and the forward's train seed (null in eval mode, for the method's
+/// own dropout), the output to continue with (y itself when the layer is untouched; a new tensor replaces y, which the
+/// caller then disposes).</summary>
+public delegate Tensor LinearSiteHook(FeatureSite site, Tensor input, Tensor output, ulong? trainSeed);
+
 /// <summary>
 /// A model PEFT methods can transform: its parameters (timm names), its feature sites, and a hook the forward calls at
 /// every site. Implemented by VisionTransformer, Swin and ConvNeXt.
@@ -54,6 +60,11 @@ public interface IPeftModel
     /// produces the site (<see cref="SiteComputation.Produce"/>) rather than running it as a separate pass; applied
     /// before <see cref="SiteHook"/>. Null: no site has one.</summary>
     Func<FeatureSite, ChannelAffine?>? SiteAffine { get; set; }
+
+    /// <summary>Called at each site whose producer is a Linear layer applied to token features (attention's qkv and
+    /// proj, the MLP's fc1 before its activation and fc2; not the patch embedding or convolutions), after the site's
+    /// affine and before <see cref="SiteHook"/>. Null: none.</summary>
+    LinearSiteHook? LinearHook { get; set; }
 
     /// <summary>The weights whose ops compute a sparse gradient when they train <see cref="TrainableKind.SelectedEntries"/>: those of
     /// the Linear-producer sites (Linear layers, patch and depthwise convolutions) by default, plus any such weight that

@@ -35,13 +35,17 @@ public abstract class PeftMethod : IDisposable
         var tensors = TrainedState(model);
         try
         {
-            SafeTensors.Write(path, tensors.Select(t => t.Tensor), new Dictionary<string, string> { ["peft_method"] = Name });
+            SafeTensors.Write(path, tensors.Select(t => t.Tensor), new Dictionary<string, string>(TrainedMetadata) { ["peft_method"] = Name });
         }
         finally
         {
             foreach (var t in tensors.Where(t => t.Owned)) t.Tensor.Dispose();
         }
     }
+
+    /// <summary>Settings <see cref="SaveTrained"/> writes into the file's metadata beside <c>peft_method</c>, for
+    /// <see cref="ForTrainedFile"/> to rebuild the method (LoRA's rank, alpha and targets).</summary>
+    protected virtual IReadOnlyDictionary<string, string> TrainedMetadata => new Dictionary<string, string>();
 
     /// <summary>The tensors <see cref="SaveTrained"/> writes; Owned ones are temporary copies it disposes.</summary>
     protected virtual List<(Tensor Tensor, bool Owned)> TrainedState(IPeftModel model) => [.. Trainable(model).Select(p => (p, false))];
@@ -63,7 +67,7 @@ public abstract class PeftMethod : IDisposable
 
     /// <summary>
     /// The method that wrote <paramref name="path"/> with <see cref="SaveTrained"/>, built to load it: SCT and GPS with
-    /// the selection stored in the file. Apply it to a model holding the base weights, then call
+    /// the selection stored in the file, LoRA with the settings in its metadata. Apply it to a model holding the base weights, then call
     /// <see cref="LoadTrained(IPeftModel, string)"/>.
     /// </summary>
     /// <exception cref="InvalidInputException">The file does not say which method wrote it, or names an unknown one.</exception>

@@ -1,8 +1,9 @@
 namespace Engine.Models.Peft;
 
-/// <summary>What a method's factory gets: the run's seed (initialisation of added parameters) and, for a method with a
-/// selection pass, the selection file the pass wrote (or a trained file, which holds its selection too).</summary>
-public sealed record MethodSetup(ulong Seed = 42, string? SelectionFile = null);
+/// <summary>What a method's factory gets: the run's seed (initialisation of added parameters); for a method with a
+/// selection pass, the selection file the pass wrote (or a trained file, which holds its selection too; LoRA reads its
+/// settings from a trained file given here); and LoRA's settings (null: the defaults).</summary>
+public sealed record MethodSetup(ulong Seed = 42, string? SelectionFile = null, LoraSettings? Lora = null);
 
 /// <summary>The settings of one selection pass.</summary>
 /// <param name="K">Selection size (SCT: channels per site; GPS: inputs per output row).</param>
@@ -100,7 +101,7 @@ public static class PeftMethods
         VitRecipe = task => PeftRecipe.SsfScript("ssf", task, learningRate: null),
         Create = setup => new Ssf(setup.Seed),
         Script = OfficialScripts.Ssf,
-        CheckpointFamily = "augreg", OfficialCheckpoint = "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)",
+        CheckpointFamily = "augreg", OfficialCheckpoint = AugRegCheckpoint,
         Synthetic = new(LearningRate: 3e-2f, WeightDecay: 1e-4f),
     };
 
@@ -136,7 +137,7 @@ public static class PeftMethods
         VitRecipe = task => PeftRecipe.GpsScript("gps", task),
         Create = setup => new Gps(GpsSelection.Read(RequireSelection(setup, "gps"))),
         Script = OfficialScripts.Gps,
-        CheckpointFamily = "augreg", OfficialCheckpoint = "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)",
+        CheckpointFamily = "augreg", OfficialCheckpoint = AugRegCheckpoint,
         Selection = new()
         {
             Views = 2, BatchSize = null, TrainMode = true, TakesStageK = false,
@@ -156,8 +157,26 @@ public static class PeftMethods
         Synthetic = new(LearningRate: 3e-2f, WeightDecay: 0f, K: 1),
     };
 
-    /// <summary>Every method, in the papers' table order.</summary>
-    public static IReadOnlyList<PeftMethodInfo> All { get; } = [Full, Linear, Bias, Ssf, Sct, Gps];
+    /// <summary>LoRA: a trained low-rank path beside q and v of every attention (any Linear layer by name).</summary>
+    public static PeftMethodInfo Lora { get; } = new()
+    {
+        Name = "lora", Title = "LoRA", Summary = "LoRA: a low-rank path (α/r)·B·A beside q and v of every attention, or any Linear layer",
+        VitRecipe = task => PeftRecipe.SsfScript("lora", task, 1e-3f) with { Lora = new LoraSettings() },
+        Create = setup => new Peft.Lora(setup.Lora ?? (setup.SelectionFile == null ? null : LoraSettings.FromTrainedFile(setup.SelectionFile)), setup.Seed),
+        Synthetic = new(LearningRate: 1e-2f, WeightDecay: 1e-4f),
+        Script = OfficialScripts.Ssf, OwnLearningRate = true,
+        CheckpointFamily = "augreg", OfficialCheckpoint = "none official; SSF's: " + AugRegCheckpoint,
+    };
+
+    /// <summary>The checkpoint SSF's and GPS's VTAB-1k scripts start from.</summary>
+    const string AugRegCheckpoint = "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)";
+
+    /// <summary>Every method: the default main job's six in the papers' table order, then the other baselines.</summary>
+    public static IReadOnlyList<PeftMethodInfo> All { get; } = [Full, Linear, Bias, Ssf, Sct, Gps, Lora];
+
+    /// <summary>The methods run when none are named (the main job, the VTAB suite, the step benchmark): the papers' own
+    /// methods and their subset baselines. The other baselines (LoRA, ...) run when named.</summary>
+    public static IReadOnlyList<PeftMethodInfo> Default { get; } = [Full, Linear, Bias, Ssf, Sct, Gps];
 
     /// <summary>Every method's name, in <see cref="All"/>'s order.</summary>
     public static IReadOnlyList<string> Names { get; } = [.. All.Select(m => m.Name)];
@@ -180,7 +199,7 @@ public static class PeftMethods
         Create = _ => create(),
         Synthetic = new(LearningRate: syntheticLearningRate, WeightDecay: 1e-4f),
         Script = OfficialScripts.Ssf, OwnLearningRate = true,
-        CheckpointFamily = "augreg", OfficialCheckpoint = "none official; SSF's: " + "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)",
+        CheckpointFamily = "augreg", OfficialCheckpoint = "none official; SSF's: " + AugRegCheckpoint,
     };
 
     static string RequireSelection(MethodSetup setup, string method) => setup.SelectionFile ??

@@ -20,37 +20,54 @@ public static class SiteComputation
     /// <param name="model">The model whose <see cref="IPeftModel.SiteAffine"/> and hook apply.</param>
     /// <param name="site">A LayerNorm or Linear site; its <see cref="FeatureSite.Weight"/> and Bias are op's defaults.</param>
     /// <param name="op">The producing op, given (weight, bias) to use in place of the site's own.</param>
-    public static Tensor Produce(this IPeftModel model, FeatureSite site, Func<Tensor?, Tensor?, Tensor> op)
+    public static Tensor Produce(this IPeftModel model, FeatureSite site, Func<Tensor?, Tensor?, Tensor> op) =>
+        Hook(model, site, ProduceAffine(model, site, op));
+
+    /// <summary>The features at a Linear-layer <paramref name="site"/> (a Linear on token features, not a convolution)
+    /// computed from its input <paramref name="x"/>: <see cref="Produce"/> with the site's Linear, with the model's
+    /// <see cref="IPeftModel.LinearHook"/> (LoRA) applied between the affine and the site hook.</summary>
+    public static Tensor ProduceLinear(this IPeftModel model, FeatureSite site, Tensor x, ulong? trainSeed)
+    {
+        var y = ProduceAffine(model, site, (w, bias) => Ops.Linear(x, w!, bias));
+        if (model.LinearHook is { } linear)
+        {
+            var z = linear(site, x, y, trainSeed);
+            if (!ReferenceEquals(z, y)) y.Dispose();
+            y = z;
+        }
+        return Hook(model, site, y);
+    }
+
+    static Tensor ProduceAffine(IPeftModel model, FeatureSite site, Func<Tensor?, Tensor?, Tensor> op)
     {
         var affine = model.SiteAffine?.Invoke(site);
-        Tensor y;
-        if (affine == null) y = op(site.Weight, site.Bias);
-        else if (site.Producer == SiteProducer.LayerNorm)
+        if (affine == null) return op(site.Weight, site.Bias);
+        if (site.Producer == SiteProducer.LayerNorm)
         {
             using var zero = Tensor.Zeros(affine.Scale.Device, site.Channels);
             using var weight = site.Weight == null ? null : Ops.ScaleShift(site.Weight, affine.Scale, zero);
             using var bias = site.Bias == null ? null : Ops.ScaleShift(site.Bias, affine.Scale, affine.Shift);
-            y = op(weight ?? affine.Scale, bias ?? affine.Shift);
+            return op(weight ?? affine.Scale, bias ?? affine.Shift);
         }
-        else if (site.Producer == SiteProducer.Linear)
+        if (site.Producer == SiteProducer.Linear)
         {
             using var unbiased = op(site.Weight, null);
             using var shift = site.Bias == null ? null : Ops.ScaleShift(site.Bias, affine.Scale, affine.Shift);
-            y = Ops.ScaleShift(unbiased, affine.Scale, shift ?? affine.Shift);
+            return Ops.ScaleShift(unbiased, affine.Scale, shift ?? affine.Shift);
         }
-        else throw new ArgumentException($"{site.Name}: a {site.Producer} site has no producing layer; use Transform");
-        return Hook(model, site, y);
+        throw new ArgumentException($"{site.Name}: a {site.Producer} site has no producing layer; use Transform");
     }
 
-    /// <summary>GELU of the features at a Linear <paramref name="site"/> computed from <paramref name="x"/> (an MLP's
-    /// first layer): one <see cref="Ops.LinearGelu"/> when nothing transforms the site (no affine, no hook), else
-    /// <see cref="Produce"/> with the site's Linear, then GELU.</summary>
-    public static Tensor ProduceGelu(this IPeftModel model, FeatureSite site, Tensor x)
+    /// <summary>GELU of the features at a Linear-layer <paramref name="site"/> computed from <paramref name="x"/> (an
+    /// MLP's first layer): one <see cref="Ops.LinearGelu"/> when nothing transforms the site (no affine, no Linear hook,
+    /// no site hook), else <see cref="ProduceLinear"/>, then GELU.</summary>
+    public static Tensor ProduceGelu(this IPeftModel model, FeatureSite site, Tensor x, ulong? trainSeed)
     {
         if (site.Producer != SiteProducer.Linear || site.Weight == null)
             throw new ArgumentException($"{site.Name}: ProduceGelu needs a Linear site with a weight, not a {site.Producer} site");
-        if (model.SiteHook == null && model.SiteAffine?.Invoke(site) == null) return Ops.LinearGelu(x, site.Weight, site.Bias);
-        using var h = model.Produce(site, (w, bias) => Ops.Linear(x, w!, bias));
+        if (model.SiteHook == null && model.LinearHook == null && model.SiteAffine?.Invoke(site) == null)
+            return Ops.LinearGelu(x, site.Weight, site.Bias);
+        using var h = model.ProduceLinear(site, x, trainSeed);
         return Ops.Gelu(h);
     }
 
@@ -70,7 +87,7 @@ public static class SiteComputation
         return y;
     }
 
-    /// <summary>Removes the model's site affine and hook until the result is disposed, then restores them (a
+    /// <summary>Removes the model's site affine and hooks until the result is disposed, then restores them (a
     /// selection pass that must see the plain model).</summary>
     public static IDisposable Bypass(this IPeftModel model) => new BypassScope(model);
 
@@ -79,18 +96,21 @@ public static class SiteComputation
         readonly IPeftModel _model;
         readonly Func<FeatureSite, Tensor, Tensor>? _hook;
         readonly Func<FeatureSite, ChannelAffine?>? _affine;
+        readonly LinearSiteHook? _linear;
 
         public BypassScope(IPeftModel model)
         {
-            (_model, _hook, _affine) = (model, model.SiteHook, model.SiteAffine);
+            (_model, _hook, _affine, _linear) = (model, model.SiteHook, model.SiteAffine, model.LinearHook);
             model.SiteHook = null;
             model.SiteAffine = null;
+            model.LinearHook = null;
         }
 
         public void Dispose()
         {
             _model.SiteHook = _hook;
             _model.SiteAffine = _affine;
+            _model.LinearHook = _linear;
         }
     }
 }

@@ -166,6 +166,9 @@ public sealed class Swin : IImageClassifier
     public Func<FeatureSite, ChannelAffine?>? SiteAffine { get; set; }
 
     /// <inheritdoc/>
+    public LinearSiteHook? LinearHook { get; set; }
+
+    /// <inheritdoc/>
     public int NumPrefixTokens => 0;
 
     /// <inheritdoc/>
@@ -213,9 +216,9 @@ public sealed class Swin : IImageClassifier
                 var block = stage.Blocks[j];
                 float rate = total > 1 ? Config.drop_path_rate * index / (total - 1) : Config.drop_path_rate;
                 ulong site = 16 + 4 * (ulong)index;
-                x = Residual(x, WindowAttention(x, stage, block, j % 2 == 1 ? stage.Shift : 0), rate, trainSeed, site);
+                x = Residual(x, WindowAttention(x, stage, block, j % 2 == 1 ? stage.Shift : 0, trainSeed), rate, trainSeed, site);
                 if (block.AttnResidual != null) x = this.Transform(block.AttnResidual, x);
-                x = Residual(x, Mlp(x, block), rate, trainSeed, site + 1);
+                x = Residual(x, Mlp(x, block, trainSeed), rate, trainSeed, site + 1);
                 index++;
             }
         }
@@ -227,24 +230,24 @@ public sealed class Swin : IImageClassifier
 
     /// <summary>proj(attention(qkv(window partition(LN1(x))))) with the bias (and the mask when shifted), windows
     /// reversed back onto the grid: [B,H,W,C] → [B,H,W,C].</summary>
-    Tensor WindowAttention(Tensor x, Stage stage, Block b, int shift)
+    Tensor WindowAttention(Tensor x, Stage stage, Block b, int shift, ulong? trainSeed)
     {
         int H = x.Shape[1], W = x.Shape[2];
         using var h = this.Produce(b.Norm1, (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps));
         using var windows = Ops.WindowPartition(h, stage.Window, shift);
-        using var qkv = this.Produce(b.Qkv, (w, bias) => Ops.Linear(windows, w!, bias));
+        using var qkv = this.ProduceLinear(b.Qkv, windows, trainSeed);
         using var relative = Ops.RelativePositionBias(b.Table, stage.Window);
         using var attended = Ops.Attention(qkv, stage.Heads, relative, shift > 0 ? stage.Mask : null);
-        using var projected = this.Produce(b.Proj, (w, bias) => Ops.Linear(attended, w!, bias));
+        using var projected = this.ProduceLinear(b.Proj, attended, trainSeed);
         return Ops.WindowReverse(projected, H, W, shift);
     }
 
     /// <summary>fc2(GELU(fc1(LN2(x)))), [B,H,W,C].</summary>
-    Tensor Mlp(Tensor x, Block b)
+    Tensor Mlp(Tensor x, Block b, ulong? trainSeed)
     {
         using var h = this.Produce(b.Norm2, (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps));
-        using var g = this.ProduceGelu(b.Fc1, h);
-        return this.Produce(b.Fc2, (w, bias) => Ops.Linear(g, w!, bias));
+        using var g = this.ProduceGelu(b.Fc1, h, trainSeed);
+        return this.ProduceLinear(b.Fc2, g, trainSeed);
     }
 
     /// <summary>x + DropPath(branch); disposes both inputs (the tape keeps what backward needs).</summary>

@@ -14,9 +14,9 @@ public static class SyntheticSuite
     /// <summary>Fine-tuning epochs per run by default (sized so the whole suite takes minutes on 2 cores).</summary>
     public const int DefaultEpochs = 15;
 
-    /// <summary>The methods the suite runs on a model family, in the table's order (linear probing first, the yardstick).</summary>
+    /// <summary>The methods the suite runs on a model family by default, in the table's order (linear probing first, the yardstick).</summary>
     public static IReadOnlyList<PeftMethodInfo> Methods(string family) =>
-        [PeftMethods.Linear, .. PeftMethods.All.Where(m => m != PeftMethods.Linear && m.AppliesTo(family))];
+        [PeftMethods.Linear, .. PeftMethods.Default.Where(m => m != PeftMethods.Linear && m.AppliesTo(family))];
 
     /// <summary>The suite's recipe for a method: the method's optimizer and weight-decay rule from the papers' recipes, with
     /// a schedule, learning rate, weight decay and K (<see cref="PeftMethodInfo.Synthetic"/>) scaled to a short run of a

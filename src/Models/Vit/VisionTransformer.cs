@@ -118,6 +118,9 @@ public sealed class VisionTransformer : IImageClassifier
     /// <inheritdoc/>
     public Func<FeatureSite, ChannelAffine?>? SiteAffine { get; set; }
 
+    /// <inheritdoc/>
+    public LinearSiteHook? LinearHook { get; set; }
+
     /// <summary>Every parameter in timm's state-dict order, named by its key.</summary>
     public IReadOnlyList<Tensor> Parameters => _parameters;
 
@@ -181,16 +184,16 @@ public sealed class VisionTransformer : IImageClassifier
     Tensor Attention(Tensor x, Block b, ulong? seed, ulong site)
     {
         using var h = this.Produce(b.Sites[0], (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps));
-        using var qkv = this.Produce(b.Sites[1], (w, bias) => Ops.Linear(h, w!, bias));
+        using var qkv = this.ProduceLinear(b.Sites[1], h, seed);
         using var a = Ops.Attention(qkv, Config.num_heads);
-        return Drop(this.Produce(b.Sites[2], (w, bias) => Ops.Linear(a, w!, bias)), Config.proj_drop_rate, seed, site);
+        return Drop(this.ProduceLinear(b.Sites[2], a, seed), Config.proj_drop_rate, seed, site);
     }
 
     Tensor Mlp(Tensor x, Block b, ulong? seed, ulong site)
     {
         using var h = this.Produce(b.Sites[4], (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps));
-        using var g = Drop(this.ProduceGelu(b.Sites[5], h), Config.proj_drop_rate, seed, site);
-        return Drop(this.Produce(b.Sites[6], (w, bias) => Ops.Linear(g, w!, bias)), Config.proj_drop_rate, seed, site + 1);
+        using var g = Drop(this.ProduceGelu(b.Sites[5], h, seed), Config.proj_drop_rate, seed, site);
+        return Drop(this.ProduceLinear(b.Sites[6], g, seed), Config.proj_drop_rate, seed, site + 1);
     }
 
     /// <summary>Dropout in train mode, from the call site's own stream; otherwise x itself (no view, so eval and
