@@ -117,3 +117,38 @@ public static class CommonOptions
         return (all, byMethod);
     }
 }
+
+/// <summary>LoRA's settings on the command line (<c>--lora-rank</c>, <c>--lora-alpha</c>, <c>--lora-dropout</c>,
+/// <c>--lora-targets</c>), applied to the recipes of LoRA runs; other methods ignore them.</summary>
+public sealed class LoraOptions
+{
+    readonly Option<int?> _rank = new Option<int?>("--lora-rank") { Description = "LoRA: rank r of each low-rank path (default 8)" }.AtLeast(1);
+    readonly Option<float?> _alpha = new Option<float?>("--lora-alpha") { Description = "LoRA: the path is scaled by alpha / r (default 8)" }.Positive();
+    readonly Option<float?> _dropout = new Option<float?>("--lora-dropout") { Description = "LoRA: dropout on the path's input in training (default 0)" }.Fraction();
+    readonly Option<string[]> _targets = new("--lora-targets")
+    {
+        Description = "LoRA: the Linear layers it adapts, by name or its tail, with qkv slices in brackets (default: attn.qkv[q,v]; " +
+                      "ConvNeXt, which has no attention: mlp.fc1 mlp.fc2); e.g. --lora-targets 'attn.qkv[q,v]' mlp.fc1",
+        AllowMultipleArgumentsPerToken = true,
+    };
+
+    /// <summary>Adds the options to <paramref name="command"/>.</summary>
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[] { _rank, _alpha, _dropout, _targets }) command.Options.Add(option);
+    }
+
+    /// <summary><paramref name="recipe"/> with the options given applied to its LoRA settings (unchanged for other methods).</summary>
+    /// <exception cref="ArgumentException">The resulting settings are invalid; the message names the value.</exception>
+    public PeftRecipe Apply(ParseResult r, PeftRecipe recipe)
+    {
+        if (recipe.Lora is not { } lora) return recipe;
+        lora = lora with
+        {
+            Rank = r.GetValue(_rank) ?? lora.Rank, Alpha = r.GetValue(_alpha) ?? lora.Alpha, Dropout = r.GetValue(_dropout) ?? lora.Dropout,
+            Targets = r.GetValue(_targets) is { Length: > 0 } targets ? targets : lora.Targets,
+        };
+        if (lora.Problems() is [var first, ..]) throw new ArgumentException($"--lora-*: {first}");
+        return recipe with { Lora = lora };
+    }
+}

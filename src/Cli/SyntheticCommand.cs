@@ -28,7 +28,8 @@ public static class SyntheticCommand
         var tasks = new Option<string[]>("--tasks") { Description = $"Tasks (default: all: {string.Join(", ", SyntheticTasks.All.Select(t => t.Name))})", AllowMultipleArgumentsPerToken = true };
         var methods = new Option<string[]>("--methods")
         {
-            Description = $"Methods (default: every method the model's family has: {string.Join(" ", SyntheticSuite.Methods("vit").Select(m => m.Name))}; no sct for ConvNeXt)",
+            Description = $"Methods (default: {string.Join(" ", SyntheticSuite.Methods("vit").Select(m => m.Name))}; no sct for ConvNeXt; also: " +
+                          $"{string.Join(" ", PeftMethods.All.Except(PeftMethods.Default).Select(m => m.Name))})",
             AllowMultipleArgumentsPerToken = true,
         };
         var lr = new Option<string[]>("--lr")
@@ -38,14 +39,16 @@ public static class SyntheticCommand
         }.PerMethod(v => double.IsFinite(v) && v > 0, "must be a finite number above 0", allowPlain: false, "ssf=0.01");
         var device = DeviceOption.Create();
         var precision = CommonOptions.Precision();
+        var lora = new LoraOptions();
         var command = new Command("synthetic", "The main job on any machine: generate seven VTAB-style tasks, fine-tune the shipped small pretrained ViT on each " +
                                                "with every method (durable runs: interrupted ones resume), and print the table. 'synthetic pretrain' remakes the model.")
         {
             output, modelDir, epochs, tasks, methods, lr, device, precision,
         };
+        lora.AddTo(command);
         command.Subcommands.Add(PretrainCommand());
         command.SetAction(r => Run(r.GetValue(output)!, r.GetValue(modelDir)!, r.GetValue(epochs), r.GetValue(tasks), r.GetValue(methods),
-            ParseRates(r.GetValue(lr)), r.GetValue(device)!, LowPrecision.Parse(r.GetValue(precision)!)));
+            ParseRates(r.GetValue(lr)), r.GetValue(device)!, LowPrecision.Parse(r.GetValue(precision)!), recipe => lora.Apply(r, recipe)));
         return command;
     }
 
@@ -54,7 +57,7 @@ public static class SyntheticCommand
             .ByMethod.ToDictionary(p => p.Key, p => (float)p.Value);
 
     static int Run(string output, string modelDir, int epochs, string[]? taskNames, string[]? methodNames, Dictionary<string, float> rates, string deviceName,
-        Precision precision)
+        Precision precision, Func<PeftRecipe, PeftRecipe> methodOptions)
     {
         string config = Path.Combine(modelDir, "config.json"), weights = Path.Combine(modelDir, "weights.safetensors");
         if (!File.Exists(config) || !File.Exists(weights))
@@ -79,7 +82,7 @@ public static class SyntheticCommand
         {
             Task = t, TaskFolder = Path.GetFullPath(Path.Combine(data, t)), Classes = SyntheticTasks.All.First(s => s.Name == t).Classes,
             Model = Path.GetFullPath(config), Weights = Path.GetFullPath(weights), EvalBatchSize = 250,
-            Recipe = SyntheticSuite.Recipe(m, epochs) with { LearningRate = rates.TryGetValue(m.Name, out float rate) ? rate : m.Synthetic.LearningRate },
+            Recipe = methodOptions(SyntheticSuite.Recipe(m, epochs, family)) with { LearningRate = rates.TryGetValue(m.Name, out float rate) ? rate : m.Synthetic.LearningRate },
             Precision = precision,
         }))).ToList();
         var outcome = RunConsole.RunSuite(plan, runs, device, Path.Combine(output, "cache"), stopOnError: false);

@@ -50,9 +50,8 @@ public class HierarchicalPeftTests
         _ => throw new ArgumentException(name),
     };
 
-    /// <summary>LoRA's default (q and v of every qkv) on Swin; ConvNeXt has no attention, so its MLP layers.</summary>
-    static LoraSettings LoraOn(IImageClassifier model) =>
-        model.Family == "convnext" ? new LoraSettings { Targets = ["mlp.fc1", "mlp.fc2"] } : new LoraSettings();
+    /// <summary>LoRA's defaults for the model's family (ConvNeXt, which has no attention: its MLP layers).</summary>
+    static LoraSettings LoraOn(IImageClassifier model) => LoraSettings.For(model.Family);
 
     [TestCase("convnext", "full"), TestCase("convnext", "linear"), TestCase("convnext", "bias"), TestCase("convnext", "ssf"),
      TestCase("convnext", "gps"), TestCase("convnext", "gps-dense"), TestCase("convnext", "lora"), TestCase("swin", "lora"),

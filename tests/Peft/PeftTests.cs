@@ -491,8 +491,10 @@ public class PeftRecipeTests
         Assert.That(PeftRecipe.For("gps", "dtd", "swin").Normalization, Is.EqualTo("imagenet"), "Swin and ConvNeXt: ImageNet statistics");
         Assert.That(PeftRecipe.For("ssf", "dtd", "convnext") with { Normalization = "inception" }, Is.EqualTo(PeftRecipe.For("ssf", "dtd")), "nothing else differs");
         Assert.That(() => PeftRecipe.For("ssf", null, "resnet"), Throws.ArgumentException.With.Message.Contains("resnet"));
-        var e = Assert.Throws<ArgumentException>(() => PeftRecipe.For("lora"))!;
-        Assert.That(e.Message, Does.Contain("lora").And.Contain("ssf"));
+        var e = Assert.Throws<ArgumentException>(() => PeftRecipe.For("dora"))!;
+        Assert.That(e.Message, Does.Contain("dora").And.Contain("ssf").And.Contain("lora"));
+        Assert.That(PeftRecipe.For("lora", "cifar", "convnext").Lora!.Targets, Is.EqualTo(new[] { "mlp.fc1", "mlp.fc2" }), "ConvNeXt has no attention");
+        Assert.That(PeftRecipe.For("ssf").Lora, Is.Null);
         Assert.That(Assert.Throws<ArgumentException>(() => PeftRecipe.For("ssf", "cifar100"))!.Message, Does.Contain("cifar100").And.Contain("cifar,"));
     }
 

@@ -22,6 +22,10 @@ public sealed record LoraSettings
     /// <summary>The adapted Linear layers (default: q and v of every attention's qkv).</summary>
     public IReadOnlyList<string> Targets { get; init; } = ["attn.qkv[q,v]"];
 
+    /// <summary>The defaults for a model family: q and v of every qkv, or for ConvNeXt, which has no attention, its
+    /// MLP's fc1 and fc2.</summary>
+    public static LoraSettings For(string family) => family == "convnext" ? new() { Targets = ["mlp.fc1", "mlp.fc2"] } : new();
+
     /// <summary>The scale alpha / r applied to B·A.</summary>
     public float Scale => Alpha / Rank;
 

@@ -239,6 +239,7 @@ public sealed record PeftRecipe
         if (family is not ("vit" or "swin" or "convnext"))
             throw new ArgumentException($"unknown model family '{family}' (known: vit, swin, convnext)", nameof(family));
         var recipe = ForVit(method, task);
+        if (recipe.Lora != null) recipe = recipe with { Lora = LoraSettings.For(family) };
         return family == "vit" ? recipe : recipe with { Normalization = "imagenet" };
     }
 

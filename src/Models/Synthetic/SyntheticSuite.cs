@@ -21,7 +21,7 @@ public static class SyntheticSuite
     /// <summary>The suite's recipe for a method: the method's optimizer and weight-decay rule from the papers' recipes, with
     /// a schedule, learning rate, weight decay and K (<see cref="PeftMethodInfo.Synthetic"/>) scaled to a short run of a
     /// small model.</summary>
-    public static PeftRecipe Recipe(PeftMethodInfo method, int epochs) => PeftRecipe.For(method.Name) with
+    public static PeftRecipe Recipe(PeftMethodInfo method, int epochs, string family = "vit") => PeftRecipe.For(method.Name, family: family) with
     {
         Epochs = epochs, WarmupEpochs = 1, CooldownEpochs = 0, WarmupLearningRate = 1e-5f, MinLearningRate = 1e-5f, ScheduleLagsOneEpoch = false,
         BatchSize = 32, EvalEveryEpochs = 1, DropPath = 0f, LabelSmoothing = 0f, Normalization = "inception", Augment = false,

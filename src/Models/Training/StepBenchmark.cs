@@ -38,7 +38,7 @@ public sealed class StepBenchmark : IDisposable
         }
         try
         {
-            _method = method.Create(new MethodSetup(SelectionFile: selection));
+            _method = method.Create(new MethodSetup(SelectionFile: selection, Lora: PeftRecipe.For(method.Name, null, _model.Family).Lora));
         }
         finally
         {
