@@ -1,4 +1,4 @@
-// activations.cu: exact GELU, y = x·Φ(x), its derivative, and the Linear+GELU epilogue. Launch: 1-D grid-stride, 256 threads.
+// activations.cu: exact GELU, y = x·Φ(x), its derivative, the Linear+GELU epilogue, and ReLU. Launch: 1-D grid-stride, 256 threads.
 #include "common.cuh"
 
 #define INV_SQRT2 0.70710678118654752f
@@ -34,4 +34,16 @@ extern "C" __global__ void gelu_backward(float* dx, const float* dy, const float
         float cdf = 0.5f * (1.f + erff(v * INV_SQRT2)), pdf = INV_SQRT_2PI * expf(-0.5f * v * v);
         store(dx + i, dy[i] * (cdf + v * pdf), accumulate);
     }
+}
+
+// y = max(x, 0).
+extern "C" __global__ void relu_forward(float* y, const float* x, long long n)
+{
+    GRID_STRIDE(i, n) y[i] = x[i] > 0.f ? x[i] : 0.f;
+}
+
+// dx = dy where x > 0, else 0.
+extern "C" __global__ void relu_backward(float* dx, const float* dy, const float* x, long long n, int accumulate)
+{
+    GRID_STRIDE(i, n) store(dx + i, x[i] > 0.f ? dy[i] : 0.f, accumulate);
 }

@@ -14,4 +14,10 @@ public static partial class OpCases
             t => Ops.Gelu(t[0]),
             v => Reference.Gelu(v[0]), forwardTol: 1e-6, gradTol: 1e-5);
     }
+
+    static void Relu(Device dev) =>
+        GradCheck.Run(dev, "Relu", // vector body plus scalar tail
+            [new("x", [3, 13])],
+            t => Ops.Relu(t[0]),
+            v => [.. v[0].Select(x => Math.Max(x, 0))], forwardTol: 0, gradTol: 1e-6);
 }

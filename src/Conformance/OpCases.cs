@@ -24,6 +24,7 @@ public static partial class OpCases
         ("L2Normalize", L2Normalize),
         // Activations
         ("Gelu", Gelu),
+        ("Relu", Relu),
         // Softmax
         ("Softmax", Softmax),
         // Attention

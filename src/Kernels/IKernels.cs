@@ -78,6 +78,10 @@ public unsafe interface IKernels
     void GeluForward(float* y, float* x, long n);
     /// <summary>dx = dy·(Φ(x) + x·φ(x)).</summary>
     void GeluBackward(float* dx, float* dy, float* x, long n, bool accumulate);
+    /// <summary>ReLU: y = max(x, 0); n elements (y may be x).</summary>
+    void ReluForward(float* y, float* x, long n);
+    /// <summary>dx = dy where x &gt; 0, else 0 (PyTorch's rule at 0).</summary>
+    void ReluBackward(float* dx, float* dy, float* x, long n, bool accumulate);
     /// <summary>Row softmax, max-subtracted: x,y [rows, cols].</summary>
     void SoftmaxForward(float* y, float* x, int rows, int cols);
     /// <summary>dx = y ⊙ (dy − Σ_j dy·y) per row.</summary>

@@ -132,6 +132,22 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void ReluForward(float* y, float* x, long n)
+    {
+        long start = Begin(KernelId.ReluForward);
+        Inner.ReluForward(y, x, n);
+        End(KernelId.ReluForward, start);
+    }
+
+    /// <inheritdoc/>
+    public void ReluBackward(float* dx, float* dy, float* x, long n, bool accumulate)
+    {
+        long start = Begin(KernelId.ReluBackward);
+        Inner.ReluBackward(dx, dy, x, n, accumulate);
+        End(KernelId.ReluBackward, start);
+    }
+
+    /// <inheritdoc/>
     public void SoftmaxForward(float* y, float* x, int rows, int cols)
     {
         long start = Begin(KernelId.SoftmaxForward);
@@ -513,6 +529,10 @@ public enum KernelId
     GeluForward,
     /// <summary><see cref="IKernels.GeluBackward"/></summary>
     GeluBackward,
+    /// <summary><see cref="IKernels.ReluForward"/></summary>
+    ReluForward,
+    /// <summary><see cref="IKernels.ReluBackward"/></summary>
+    ReluBackward,
     /// <summary><see cref="IKernels.SoftmaxForward"/></summary>
     SoftmaxForward,
     /// <summary><see cref="IKernels.SoftmaxBackward"/></summary>

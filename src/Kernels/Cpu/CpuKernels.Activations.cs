@@ -1,9 +1,10 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Engine.Kernels.Cpu;
 
-// Activations on the CPU (cuda/activations.cu): exact (erf) GELU.
+// Activations on the CPU (cuda/activations.cu): exact (erf) GELU, ReLU.
 public sealed unsafe partial class CpuKernels
 {
     /// <inheritdoc/>
@@ -67,6 +68,52 @@ public sealed unsafe partial class CpuKernels
                 W.Store(Y + i, Accumulate ? W.Add(v, W.Load(Y + i)) : v);
             }
             return i;
+        }
+    }
+
+    /// <inheritdoc/>
+    public void ReluForward(float* y, float* x, long n)
+    {
+        var body = new ReluBody { Y = y, X = x };
+        CpuRange.For(n, ElementGrain, ref body);
+    }
+
+    /// <inheritdoc/>
+    public void ReluBackward(float* dx, float* dy, float* x, long n, bool accumulate)
+    {
+        var body = new ReluBody { Y = dx, Dy = dy, X = x, Backward = true, Accumulate = accumulate };
+        CpuRange.For(n, ElementGrain, ref body);
+    }
+
+    /// <summary>Forward y = max(x, 0); backward y (+)= dy where x &gt; 0.</summary>
+    struct ReluBody : IRangeBody
+    {
+        public float* Y, X, Dy;
+        public bool Backward, Accumulate;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Run(long start, long end)
+        {
+            long i = start;
+            for (; i + Vector<float>.Count <= end; i += Vector<float>.Count)
+            {
+                var x = Vec.Load(X + i);
+                if (!Backward)
+                {
+                    Vec.Store(Y + i, Vector.Max(x, Vector<float>.Zero));
+                    continue;
+                }
+                var v = Vector.ConditionalSelect(Vector.GreaterThan(x, Vector<float>.Zero), Vec.Load(Dy + i), Vector<float>.Zero);
+                Vec.Store(Y + i, Accumulate ? Vec.Load(Y + i) + v : v);
+            }
+            for (; i < end; i++)
+            {
+                if (!Backward) Y[i] = X[i] > 0f ? X[i] : 0f;
+                else
+                {
+                    float v = X[i] > 0f ? Dy[i] : 0f;
+                    Y[i] = Accumulate ? Y[i] + v : v;
+                }
+            }
         }
     }
 }

@@ -22,6 +22,10 @@ public static class CudaKernelHandles
         public static readonly CudaKernel GeluBackward = new(File, "gelu_backward");
         /// <summary><c>bias_gelu_forward</c>.</summary>
         public static readonly CudaKernel BiasGeluForward = new(File, "bias_gelu_forward");
+        /// <summary><c>relu_forward</c>.</summary>
+        public static readonly CudaKernel ReluForward = new(File, "relu_forward");
+        /// <summary><c>relu_backward</c>.</summary>
+        public static readonly CudaKernel ReluBackward = new(File, "relu_backward");
     }
 
     /// <summary>cuda/precision.cu.</summary>

@@ -160,6 +160,13 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         GridStride(Activations.GeluBackward, n, dx, dy, x, n, accumulate);
 
     /// <inheritdoc/>
+    public void ReluForward(float* y, float* x, long n) => GridStride(Activations.ReluForward, n, y, x, n);
+
+    /// <inheritdoc/>
+    public void ReluBackward(float* dx, float* dy, float* x, long n, bool accumulate) =>
+        GridStride(Activations.ReluBackward, n, dx, dy, x, n, accumulate);
+
+    /// <inheritdoc/>
     public void SoftmaxForward(float* y, float* x, int rows, int cols) =>
         WarpPerRow(Softmax.SoftmaxForward, rows, y, x, (float*)null, (float*)null, (long)rows, cols, rows, 1, 1);
 
