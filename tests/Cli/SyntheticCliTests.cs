@@ -99,8 +99,8 @@ public class SyntheticCliTests
     }
 
     /// <summary>The baselines that run when named, on the shipped ViT: each learns both structured tasks well above
-    /// chance (location 9 classes, orientation 8) in 4 epochs, and its trained file merges into a plain checkpoint
-    /// with no tensor of its own.</summary>
+    /// chance (location 9 classes, orientation 8) in 4 epochs; LoRA's trained file merges into a plain checkpoint
+    /// with no tensor of its own, an adapter's is refused with the reason.</summary>
     [Test]
     public void TheNamedBaselinesTrainOnTwoTasksAndMergeIntoPlainCheckpoints()
     {
@@ -111,14 +111,15 @@ public class SyntheticCliTests
             string model = Path.Combine(repo, "models", "synthetic-vit"), output = Path.Combine(dir, "suite");
             if (!File.Exists(Path.Combine(model, "weights.safetensors"))) Assert.Ignore($"no shipped model under {model}");
             var (code, stdout, _) = CliTests.Peft("synthetic", "--model-dir", model, "--output", output, "--tasks", "orientation", "location",
-                "--methods", "lora", "--epochs", "4", "--device", "cpu");
+                "--methods", "lora", "adapter", "adaptformer", "--epochs", "4", "--device", "cpu");
             Assert.That(code, Is.Zero, stdout);
-            foreach (var (task, classes) in new[] { ("orientation", 8), ("location", 9) })
-            {
-                using var result = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "runs", task, "lora", "result.json")));
-                double best = result.RootElement.GetProperty("BestAccuracy").GetDouble();
-                Assert.That(best, Is.GreaterThan(2 * 100.0 / classes), $"lora on {task}: {best}% (chance {100.0 / classes:F1}%)");
-            }
+            foreach (var method in new[] { "lora", "adapter", "adaptformer" })
+                foreach (var (task, classes) in new[] { ("orientation", 8), ("location", 9) })
+                {
+                    using var result = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "runs", task, method, "result.json")));
+                    double best = result.RootElement.GetProperty("BestAccuracy").GetDouble();
+                    Assert.That(best, Is.GreaterThan(2 * 100.0 / classes), $"{method} on {task}: {best}% (chance {100.0 / classes:F1}%)");
+                }
             string merged = Path.Combine(dir, "merged.safetensors");
             (code, stdout, var stderr) = CliTests.Peft("merge", "--model", Path.Combine(model, "config.json"), "--weights", Path.Combine(model, "weights.safetensors"),
                 "--trained", Path.Combine(output, "runs", "orientation", "lora", "trained.safetensors"), "--output", merged);
@@ -127,6 +128,10 @@ public class SyntheticCliTests
             using var checkpoint = Checkpoints.Checkpoint.Open(merged);
             Assert.That(checkpoint.Entries.Select(e => e.Name), Has.None.Contains("lora"));
             Assert.That(checkpoint.Entries.Select(e => e.Name), Does.Contain("blocks.0.attn.qkv.weight").And.Contain("head.weight"));
+            (code, _, stderr) = CliTests.Peft("merge", "--model", Path.Combine(model, "config.json"), "--weights", Path.Combine(model, "weights.safetensors"),
+                "--trained", Path.Combine(output, "runs", "orientation", "adapter", "trained.safetensors"), "--output", merged);
+            Assert.That(code, Is.EqualTo(1));
+            Assert.That(stderr, Does.Contain("adapter's bottleneck has a ReLU"));
         }
         finally
         {

@@ -47,6 +47,8 @@ public class HierarchicalPeftTests
         "gps-dense" => new Gps(EveryRowOnce(model), sparse: false),
         "sct" => new Sct(SctSelection.Compute(model, [(images, labels)], k: 4, new Dictionary<string, int> { ["layers.1"] = 6 })),
         "lora" => new Lora(LoraOn(model) with { Rank = 2, Dropout = 0.1f }, seed: 3),
+        "adapter" => new Adapter(new AdapterSettings(3, 1f, 0f), seed: 3),
+        "adaptformer" => new AdaptFormer(new AdapterSettings(4, 0.1f, 0.1f), seed: 3),
         _ => throw new ArgumentException(name),
     };
 
@@ -55,6 +57,7 @@ public class HierarchicalPeftTests
 
     [TestCase("convnext", "full"), TestCase("convnext", "linear"), TestCase("convnext", "bias"), TestCase("convnext", "ssf"),
      TestCase("convnext", "gps"), TestCase("convnext", "gps-dense"), TestCase("convnext", "lora"), TestCase("swin", "lora"),
+     TestCase("convnext", "adapter"), TestCase("swin", "adapter"), TestCase("convnext", "adaptformer"), TestCase("swin", "adaptformer"),
      TestCase("swin", "full"), TestCase("swin", "linear"), TestCase("swin", "bias"), TestCase("swin", "ssf"),
      TestCase("swin", "gps"), TestCase("swin", "gps-dense"), TestCase("swin", "sct")]
     public void TrainingChangesOnlyWhatTrainsAndLowersTheLoss(string family, string methodName)
@@ -185,6 +188,7 @@ public class HierarchicalPeftTests
                 model.SiteHook = null;
                 model.SiteAffine = null;
                 model.LinearHook = null;
+                model.MlpHook = null;
             }
         }
         // SSF, γ and β per channel. Swin: patch embed conv + norm (2·128), 11·C per block (norm1, qkv 3C, proj, norm2,
@@ -208,6 +212,12 @@ public class HierarchicalPeftTests
         // LoRA rank 8. Swin: q and v of every qkv, A [8, C] and B [C, 8] each: 32·C per block. ConvNeXt (no attention):
         // fc1 (A [8, C], B [4C, 8]) and fc2 (A [8, 4C], B [C, 8]): 80·C per block.
         Expect(new Lora(LoraOn(model)), (swin ? 32 * 12_032 : 80 * 18_048) + head);
+        // Adapter (8) and AdaptFormer (64) per block: down [d, C] + d, up [C, d] + C, i.e. (2d + 1)·C + d; blocks:
+        // Swin-B 24, ConvNeXt-B 36.
+        int blocks = swin ? 24 : 36;
+        long sumC = swin ? 12_032 : 18_048;
+        Expect(new Adapter(), 17 * sumC + blocks * 8 + head);
+        Expect(new AdaptFormer(), 129 * sumC + blocks * 64 + head);
         Expect(SubsetMethod.Linear(), head); // ConvNeXt's head.norm is backbone (the reference's norm.*)
         Expect(SubsetMethod.Full(), model.ParameterCount);
         if (swin) // SCT, K = 96 on the last 9 blocks of stage 3 and both of stage 4: 11·(96² + 96)

@@ -16,7 +16,7 @@ public class PeftTests
     static readonly VitConfig Tiny = new() { img_size = 12, patch_size = 4, in_chans = 1, embed_dim = 16, depth = 2, num_heads = 2, mlp_ratio = 2, num_classes = 3 };
 
     /// <summary>Every method, by its command-line name (gps-dense: GPS with the dense masked gradient).</summary>
-    public static readonly string[] Methods = ["full", "linear", "bias", "ssf", "sct", "gps", "gps-dense", "lora"];
+    public static readonly string[] Methods = ["full", "linear", "bias", "ssf", "sct", "gps", "gps-dense", "lora", "adapter", "adaptformer"];
 
     /// <summary>LoRA on q and v of every qkv and on fc1, with dropout on its path.</summary>
     static readonly LoraSettings TinyLora = new() { Rank = 3, Alpha = 6, Dropout = 0.1f, Targets = ["attn.qkv[q,v]", "mlp.fc1"] };
@@ -51,6 +51,8 @@ public class PeftTests
             case "bias": return SubsetMethod.Bias();
             case "ssf": return new Ssf(seed: 9);
             case "lora": return new Lora(TinyLora, seed: 9);
+            case "adapter": return new Adapter(new AdapterSettings(8, 1f, 0f), seed: 9);
+            case "adaptformer": return new AdaptFormer(new AdapterSettings(5, 0.1f, 0.1f), seed: 9);
         }
         var batches = Batches(vit.Parameters[0].Device, 3, 6, twoViews: name.StartsWith("gps"));
         try
@@ -98,6 +100,7 @@ public class PeftTests
                 vit.SiteHook = null;
                 vit.SiteAffine = null;
                 vit.LinearHook = null;
+                vit.MlpHook = null;
             }
         }
         Expect(new Ssf(), 205_824 + head);                          // SSF paper: 1,536 + 12·2·8,448 + 1,536
@@ -110,6 +113,8 @@ public class PeftTests
         }
         Expect(new Lora(), 12 * 2 * (8 * 768 + 768 * 8) + head);    // q and v: A [8, 768] and B [768, 8] each, per block
         Expect(new Lora(new LoraSettings { Rank = 4, Targets = ["qkv", "mlp.fc2"] }), 12 * (4 * 768 + 2304 * 4 + 4 * 3072 + 768 * 4) + head);
+        Expect(new Adapter(), 12 * (768 * 8 + 8 + 8 * 768 + 768) + head);        // 156,768: down [8, 768] + 8, up [768, 8] + 768
+        Expect(new AdaptFormer(), 12 * (768 * 64 + 64 + 64 * 768 + 768) + head); // 1,189,632
         Expect(SubsetMethod.Linear(), head);
         Expect(SubsetMethod.Bias(), 768 + 12 * (2304 + 768 + 3072 + 768 + 2 * 768) + 768 + head);
         Expect(SubsetMethod.Full(), vit.ParameterCount);
@@ -156,6 +161,59 @@ public class PeftTests
         int C = Tiny.embed_dim;
         Assert.That(merged.Skip(C * C).Take(C * C), Is.EqualTo(qkv.Skip(C * C).Take(C * C)), "k rows are untouched");
         Assert.That(merged.Take(C * C), Is.Not.EqualTo(qkv.Take(C * C)), "q rows took B·A");
+    }
+
+    /// <summary>The adapters compute what their definitions say: Adapter z + up(ReLU(down(z))) on the MLP's output z,
+    /// AdaptFormer z + s·up(ReLU(down(x))) from the branch's input x (the residual stream after attention), against a
+    /// double-precision recomputation from x and z recorded on the plain one-block model; neither merges.</summary>
+    [TestCase("adapter"), TestCase("adaptformer")]
+    public void TheAdaptersComputeTheirDefinitions(string name)
+    {
+        var config = Tiny with { depth = 1, num_classes = 0 };
+        using var vit = new VisionTransformer(Device.Cpu, config, seed: 3);
+        using var images = Images(Device.Cpu, 2, 1);
+        using var _ = Tape.NoGrad();
+        // The plain model's MLP input and output, recorded at the sites.
+        float[]? branchInput = null, mlpOutput = null;
+        vit.SiteHook = (site, x) =>
+        {
+            if (site.Name == "blocks.0.attn_residual") branchInput = x.ToArray();
+            if (site.Name == "blocks.0.mlp.fc2") mlpOutput = x.ToArray();
+            return x;
+        };
+        using (var plain = vit.Forward(images)) { }
+        vit.SiteHook = null;
+        using var method = (BottleneckAdapter)Create(name, vit);
+        method.Apply(vit);
+        TrainedLoraB(method);
+        foreach (var b in method.AddedParameters.Where(p => p.Name!.EndsWith("bias"))) Init.Normal(b, 0.2f, 5);
+        int C = config.embed_dim, d = method.Settings.Bottleneck, rows = branchInput!.Length / C;
+        float[] dw = method.AddedParameters[0].ToArray(), db = method.AddedParameters[1].ToArray(), uw = method.AddedParameters[2].ToArray(), ub = method.AddedParameters[3].ToArray();
+        var want = new double[rows * C];
+        float[] source = method.Parallel ? branchInput : mlpOutput!;
+        for (int r = 0; r < rows; r++)
+        {
+            var h = new double[d];
+            for (int j = 0; j < d; j++)
+            {
+                double v = db[j];
+                for (int c = 0; c < C; c++) v += (double)source[r * C + c] * dw[j * C + c];
+                h[j] = Math.Max(v, 0);
+            }
+            for (int c = 0; c < C; c++)
+            {
+                double u = ub[c];
+                for (int j = 0; j < d; j++) u += h[j] * uw[c * d + j];
+                want[r * C + c] = mlpOutput![r * C + c] + method.Settings.Scale * u;
+            }
+        }
+        // The model's MLP branch with the method applied, on the recorded input and output.
+        var fc2 = vit.Sites.First(s => s.Name == "blocks.0.mlp.fc2");
+        using var input = Tensor.FromArray(Device.Cpu, branchInput, rows, C);
+        var output = Tensor.FromArray(Device.Cpu, mlpOutput!, rows, C);
+        using var got = vit.MlpBranch(fc2, input, output, trainSeed: null);
+        GradCheck.CheckClose($"{name} branch output", got.ToArray(), want, 1e-5, 1e-5);
+        Assert.That(() => method.Merge(), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("ReLU"));
     }
 
     [Test]
@@ -246,11 +304,13 @@ public class PeftTests
         }
     }
 
-    /// <summary>LoRA's B away from its zero start, as after training (with B = 0, A's first gradient is zero).</summary>
+    /// <summary>LoRA's B and the adapters' up-projections away from their zero start, as after training (while they
+    /// are zero, the first gradient of what feeds them is zero).</summary>
     static void TrainedLoraB(PeftMethod method)
     {
         ulong seed = 77;
-        foreach (var b in method.AddedParameters.Where(p => p.Name!.Contains(".lora_B"))) Init.Normal(b, 0.3f, seed++);
+        foreach (var b in method.AddedParameters.Where(p => p.Name!.Contains(".lora_B") || p.Name!.Contains(".up_proj.")))
+            Init.Normal(b, 0.3f, seed++);
     }
 
     /// <summary>Which elements of a GPS weight are selected (null: the whole tensor trains).</summary>
@@ -430,7 +490,7 @@ public class PeftTests
                 "sct" => new Sct(SctSelection.Read(path), seed: 1234),
                 "gps" or "gps-dense" => new Gps(GpsSelection.Read(path), sparse: methodName == "gps"),
                 "ssf" => new Ssf(seed: 1234),
-                "lora" => PeftMethod.ForTrainedFile(path), // rank, alpha, dropout and targets from the file's metadata
+                "lora" or "adapter" or "adaptformer" => PeftMethod.ForTrainedFile(path), // settings from the file's metadata
                 _ => Create(methodName, vit),
             };
             method.Apply(vit);

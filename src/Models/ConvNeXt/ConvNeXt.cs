@@ -132,6 +132,9 @@ public sealed class ConvNeXt : IImageClassifier
     public LinearSiteHook? LinearHook { get; set; }
 
     /// <inheritdoc/>
+    public MlpBranchHook? MlpHook { get; set; }
+
+    /// <inheritdoc/>
     public int NumPrefixTokens => 0;
 
     /// <summary>Logits [B, num_classes] for images [B, in_chans, img_size, img_size] (NCHW, normalised); with
@@ -194,7 +197,7 @@ public sealed class ConvNeXt : IImageClassifier
         using var normed = this.Produce(b.Norm, (w, bias) => Ops.LayerNorm(dw, w, bias, LayerNormEps));
         using var activated = this.ProduceGelu(b.Fc1, normed, trainSeed);
         using var out2 = this.ProduceLinear(b.Fc2, activated, trainSeed);
-        return Ops.ScaleShift(out2, b.Gamma, b.Zero);
+        return this.MlpBranch(b.Fc2, x, Ops.ScaleShift(out2, b.Gamma, b.Zero), trainSeed);
     }
 
     /// <summary>

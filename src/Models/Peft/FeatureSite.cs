@@ -32,6 +32,12 @@ public sealed record ChannelAffine(Tensor Scale, Tensor Shift);
 /// caller then disposes).</summary>
 public delegate Tensor LinearSiteHook(FeatureSite site, Tensor input, Tensor output, ulong? trainSeed);
 
+/// <summary>What a method adds to a block's MLP branch (the bottleneck adapters): given the branch's fc2 site, the
+/// branch's input (the residual stream entering it, before its norm), its output (before stochastic depth and the
+/// residual add: fc2's output in ViT and Swin, the layer-scaled branch in ConvNeXt) and the forward's train seed, the
+/// output to continue with (a new tensor replaces it, which the caller then disposes).</summary>
+public delegate Tensor MlpBranchHook(FeatureSite fc2, Tensor input, Tensor output, ulong? trainSeed);
+
 /// <summary>
 /// A model PEFT methods can transform: its parameters (timm names), its feature sites, and a hook the forward calls at
 /// every site. Implemented by VisionTransformer, Swin and ConvNeXt.
@@ -65,6 +71,10 @@ public interface IPeftModel
     /// proj, the MLP's fc1 before its activation and fc2; not the patch embedding or convolutions), after the site's
     /// affine and before <see cref="SiteHook"/>. Null: none.</summary>
     LinearSiteHook? LinearHook { get; set; }
+
+    /// <summary>Called at the end of every block's MLP branch (ConvNeXt: its whole branch), before stochastic depth and
+    /// the residual add. Null: none.</summary>
+    MlpBranchHook? MlpHook { get; set; }
 
     /// <summary>The weights whose ops compute a sparse gradient when they train <see cref="TrainableKind.SelectedEntries"/>: those of
     /// the Linear-producer sites (Linear layers, patch and depthwise convolutions) by default, plus any such weight that

@@ -2,8 +2,8 @@ namespace Engine.Models.Peft;
 
 /// <summary>What a method's factory gets: the run's seed (initialisation of added parameters); for a method with a
 /// selection pass, the selection file the pass wrote (or a trained file, which holds its selection too; LoRA reads its
-/// settings from a trained file given here); and LoRA's settings (null: the defaults).</summary>
-public sealed record MethodSetup(ulong Seed = 42, string? SelectionFile = null, LoraSettings? Lora = null);
+/// settings from a trained file given here); and LoRA's or an adapter's settings (null: the method's defaults).</summary>
+public sealed record MethodSetup(ulong Seed = 42, string? SelectionFile = null, LoraSettings? Lora = null, AdapterSettings? Adapter = null);
 
 /// <summary>The settings of one selection pass.</summary>
 /// <param name="K">Selection size (SCT: channels per site; GPS: inputs per output row).</param>
@@ -168,11 +168,33 @@ public static class PeftMethods
         CheckpointFamily = "augreg", OfficialCheckpoint = "none official; SSF's: " + AugRegCheckpoint,
     };
 
+    /// <summary>The sequential bottleneck adapter after every block's MLP (bottleneck 8).</summary>
+    public static PeftMethodInfo Adapter { get; } = new()
+    {
+        Name = "adapter", Title = "Adapter", Summary = "Adapter: a bottleneck (8) after every block's MLP, z + up(ReLU(down(z)))",
+        VitRecipe = task => PeftRecipe.SsfScript("adapter", task, 1e-3f) with { Adapter = Peft.Adapter.Defaults },
+        Create = setup => new Peft.Adapter(setup.Adapter ?? AdapterFile(setup), setup.Seed),
+        Synthetic = new(LearningRate: 3e-2f, WeightDecay: 1e-4f),
+        Script = OfficialScripts.Ssf, OwnLearningRate = true,
+        CheckpointFamily = "augreg", OfficialCheckpoint = "none official; SSF's: " + AugRegCheckpoint,
+    };
+
+    /// <summary>AdaptFormer: a bottleneck beside every block's MLP (64, scale 0.1).</summary>
+    public static PeftMethodInfo AdaptFormer { get; } = new()
+    {
+        Name = "adaptformer", Title = "AdaptFormer", Summary = "AdaptFormer: a bottleneck (64) beside every block's MLP, adding 0.1·up(ReLU(down(x)))",
+        VitRecipe = task => PeftRecipe.SsfScript("adaptformer", task, 1e-3f) with { Adapter = Peft.AdaptFormer.Defaults },
+        Create = setup => new Peft.AdaptFormer(setup.Adapter ?? AdapterFile(setup), setup.Seed),
+        Synthetic = new(LearningRate: 3e-2f, WeightDecay: 1e-4f),
+        Script = OfficialScripts.Ssf, OwnLearningRate = true,
+        CheckpointFamily = "augreg", OfficialCheckpoint = "none official; SSF's: " + AugRegCheckpoint,
+    };
+
     /// <summary>The checkpoint SSF's and GPS's VTAB-1k scripts start from.</summary>
     const string AugRegCheckpoint = "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)";
 
     /// <summary>Every method: the default main job's six in the papers' table order, then the other baselines.</summary>
-    public static IReadOnlyList<PeftMethodInfo> All { get; } = [Full, Linear, Bias, Ssf, Sct, Gps, Lora];
+    public static IReadOnlyList<PeftMethodInfo> All { get; } = [Full, Linear, Bias, Ssf, Sct, Gps, Lora, Adapter, AdaptFormer];
 
     /// <summary>The methods run when none are named (the main job, the VTAB suite, the step benchmark): the papers' own
     /// methods and their subset baselines. The other baselines (LoRA, ...) run when named.</summary>
@@ -201,6 +223,9 @@ public static class PeftMethods
         Script = OfficialScripts.Ssf, OwnLearningRate = true,
         CheckpointFamily = "augreg", OfficialCheckpoint = "none official; SSF's: " + AugRegCheckpoint,
     };
+
+    /// <summary>An adapter's settings from the trained file given as the setup's file, or null (the defaults).</summary>
+    static AdapterSettings? AdapterFile(MethodSetup setup) => setup.SelectionFile == null ? null : AdapterSettings.FromTrainedFile(setup.SelectionFile);
 
     static string RequireSelection(MethodSetup setup, string method) => setup.SelectionFile ??
         throw new ArgumentException($"{method} needs its selection file (run its selection pass first)");

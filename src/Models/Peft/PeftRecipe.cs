@@ -103,6 +103,8 @@ public sealed record PeftRecipe
         new(Augment, RandAugment == null ? null : Engine.Imaging.RandAugment.Parse(RandAugment, normalization));
     /// <summary>LoRA's rank, alpha, dropout and target layers (null for the other methods).</summary>
     public LoraSettings? Lora { get; init; }
+    /// <summary>A bottleneck adapter's width, scale and dropout (Adapter, AdaptFormer; null for the other methods).</summary>
+    public AdapterSettings? Adapter { get; init; }
     /// <summary>Selection size: SCT channels per block (96), GPS inputs per output row (1).</summary>
     public int K { get; init; }
     /// <summary>SCT's K for the sites of a stage, overriding <see cref="K"/> there (Swin: <c>{"layers.3": 192}</c>); null: K everywhere.</summary>
@@ -174,6 +176,7 @@ public sealed record PeftRecipe
         Require(K >= 0, nameof(K), K, "must be ≥ 0");
         foreach (var (stage, k) in StageK ?? []) Require(k >= 1, $"{nameof(StageK)}[{stage}]", k, "must be ≥ 1");
         if (Lora != null) problems.AddRange(Lora.Problems());
+        if (Adapter != null) problems.AddRange(Adapter.Problems());
         Require(EvalEveryEpochs >= 1, nameof(EvalEveryEpochs), EvalEveryEpochs, "must be ≥ 1");
         Require(HeadClasses is null or (>= 1 and <= 1_000_000), nameof(HeadClasses), HeadClasses!, "must lie in [1, 1000000]");
         return problems;

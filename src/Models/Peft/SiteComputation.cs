@@ -71,6 +71,17 @@ public static class SiteComputation
         return Ops.Gelu(h);
     }
 
+    /// <summary>The MLP branch's output after the model's <see cref="IPeftModel.MlpHook"/> (the bottleneck adapters),
+    /// given the branch's <paramref name="input"/> and <paramref name="output"/>. Takes ownership of the output
+    /// (disposed when replaced).</summary>
+    public static Tensor MlpBranch(this IPeftModel model, FeatureSite fc2, Tensor input, Tensor output, ulong? trainSeed)
+    {
+        if (model.MlpHook is not { } hook) return output;
+        var y = hook(fc2, input, output, trainSeed);
+        if (!ReferenceEquals(y, output)) output.Dispose();
+        return y;
+    }
+
     /// <summary>The features at a site with no producing layer (a residual sum): the site's affine as its own pass,
     /// then the hook. Takes ownership of <paramref name="x"/> (disposed when replaced).</summary>
     public static Tensor Transform(this IPeftModel model, FeatureSite site, Tensor x)
@@ -97,13 +108,15 @@ public static class SiteComputation
         readonly Func<FeatureSite, Tensor, Tensor>? _hook;
         readonly Func<FeatureSite, ChannelAffine?>? _affine;
         readonly LinearSiteHook? _linear;
+        readonly MlpBranchHook? _mlp;
 
         public BypassScope(IPeftModel model)
         {
-            (_model, _hook, _affine, _linear) = (model, model.SiteHook, model.SiteAffine, model.LinearHook);
+            (_model, _hook, _affine, _linear, _mlp) = (model, model.SiteHook, model.SiteAffine, model.LinearHook, model.MlpHook);
             model.SiteHook = null;
             model.SiteAffine = null;
             model.LinearHook = null;
+            model.MlpHook = null;
         }
 
         public void Dispose()
@@ -111,6 +124,7 @@ public static class SiteComputation
             _model.SiteHook = _hook;
             _model.SiteAffine = _affine;
             _model.LinearHook = _linear;
+            _model.MlpHook = _mlp;
         }
     }
 }

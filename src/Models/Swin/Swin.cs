@@ -169,6 +169,9 @@ public sealed class Swin : IImageClassifier
     public LinearSiteHook? LinearHook { get; set; }
 
     /// <inheritdoc/>
+    public MlpBranchHook? MlpHook { get; set; }
+
+    /// <inheritdoc/>
     public int NumPrefixTokens => 0;
 
     /// <inheritdoc/>
@@ -247,7 +250,7 @@ public sealed class Swin : IImageClassifier
     {
         using var h = this.Produce(b.Norm2, (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps));
         using var g = this.ProduceGelu(b.Fc1, h, trainSeed);
-        return this.ProduceLinear(b.Fc2, g, trainSeed);
+        return this.MlpBranch(b.Fc2, x, this.ProduceLinear(b.Fc2, g, trainSeed), trainSeed);
     }
 
     /// <summary>x + DropPath(branch); disposes both inputs (the tape keeps what backward needs).</summary>

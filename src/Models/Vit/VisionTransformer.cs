@@ -121,6 +121,9 @@ public sealed class VisionTransformer : IImageClassifier
     /// <inheritdoc/>
     public LinearSiteHook? LinearHook { get; set; }
 
+    /// <inheritdoc/>
+    public MlpBranchHook? MlpHook { get; set; }
+
     /// <summary>Every parameter in timm's state-dict order, named by its key.</summary>
     public IReadOnlyList<Tensor> Parameters => _parameters;
 
@@ -193,7 +196,7 @@ public sealed class VisionTransformer : IImageClassifier
     {
         using var h = this.Produce(b.Sites[4], (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps));
         using var g = Drop(this.ProduceGelu(b.Sites[5], h, seed), Config.proj_drop_rate, seed, site);
-        return Drop(this.ProduceLinear(b.Sites[6], g, seed), Config.proj_drop_rate, seed, site + 1);
+        return Drop(this.MlpBranch(b.Sites[6], x, this.ProduceLinear(b.Sites[6], g, seed), seed), Config.proj_drop_rate, seed, site + 1);
     }
 
     /// <summary>Dropout in train mode, from the call site's own stream; otherwise x itself (no view, so eval and
