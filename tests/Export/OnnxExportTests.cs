@@ -137,10 +137,13 @@ public class OnnxExportTests
         Assert.That(gap, Is.GreaterThan(1e-3), "SCT changes the logits");
     }
 
-    /// <summary>peft export with a trained file of every method: merged where it folds (ssf, gps, bias, linear, full),
-    /// SCT as nodes, SSF on ConvNeXt merged except its stage-output affine; ORT gives the trained model's logits.</summary>
+    /// <summary>peft export with a trained file of every method: merged where it folds (ssf, lora, gps, bias, linear,
+    /// full), SCT and the adapters as nodes, SSF on ConvNeXt merged except its stage-output affine; ORT gives the
+    /// trained model's logits.</summary>
     [TestCase("vit-tiny", "ssf"), TestCase("vit-tiny", "gps"), TestCase("vit-tiny", "bias"), TestCase("vit-tiny", "linear"),
-     TestCase("vit-tiny", "full"), TestCase("vit-tiny", "sct"), TestCase("convnext-tiny", "ssf"), TestCase("swin-tiny", "ssf")]
+     TestCase("vit-tiny", "full"), TestCase("vit-tiny", "sct"), TestCase("convnext-tiny", "ssf"), TestCase("swin-tiny", "ssf"),
+     TestCase("vit-tiny", "lora"), TestCase("swin-tiny", "lora"), TestCase("convnext-tiny", "lora"),
+     TestCase("vit-tiny", "adapter"), TestCase("convnext-tiny", "adapter"), TestCase("vit-tiny", "adaptformer"), TestCase("swin-tiny", "adaptformer")]
     public void ExportOfATrainedFileGivesTheTrainedModelsLogits(string fixture, string methodName)
     {
         string config = Fixture("config.json", fixture), weights = Fixture("weights.safetensors", fixture);
@@ -158,7 +161,8 @@ public class OnnxExportTests
                 selection = Path.Combine(_dir, "selection.safetensors");
                 info.Selection.SaveUniform(net, methodName == "sct" ? 4 : 1, selection);
             }
-            using var method = info.Create(new Models.Peft.MethodSetup(5, selection));
+            var recipe = Models.Peft.PeftRecipe.For(methodName, null, net.Family); // LoRA's targets on ConvNeXt: its MLP
+            using var method = info.Create(new Models.Peft.MethodSetup(5, selection, recipe.Lora, recipe.Adapter));
             method.Apply(net);
             foreach (var p in method.Trainable(net)) // trained-looking values
             {
@@ -170,7 +174,7 @@ public class OnnxExportTests
             // The reference: what the trained file holds, loaded as a user would (GPS saves only its selected entries).
             using var fresh = Models.ImageModels.Create(Device.Cpu, config, Models.ImageModels.HeadClasses(config, trained));
             fresh.Load(weights, Checkpoints.LoadMode.NewHead);
-            using var reloaded = info.Create(new Models.Peft.MethodSetup(5, selection));
+            using var reloaded = Models.Peft.PeftMethod.ForTrainedFile(trained);
             reloaded.Apply(fresh);
             reloaded.LoadTrained(fresh, trained);
             using var input = Tensor.FromArray(Device.Cpu, images.Data, images.Shape[0], 3, size, size);
@@ -180,7 +184,7 @@ public class OnnxExportTests
         }
         var (code, stdout, stderr) = CliTests.Peft("export", "--model", config, "--weights", weights, "--trained", trained, "--output", output);
         Assert.That(code, Is.Zero, stderr);
-        Assert.That(stdout, Does.Contain(methodName == "sct" ? "SCT as explicit nodes" : $"{methodName} merged"));
+        Assert.That(stdout, Does.Contain(methodName is "sct" or "adapter" or "adaptformer" ? $"{info.Title} as explicit nodes" : $"{methodName} merged"));
         double worst = Ort(output, images.Data, images.Shape[0], size, GraphOptimizationLevel.ORT_ENABLE_ALL).Zip(want).Max(p => Math.Abs(p.First - p.Second));
         TestContext.Out.WriteLine($"{fixture} {methodName}: max |ORT − engine| = {worst:E2}");
         Assert.That(worst, Is.LessThan(1e-4));
@@ -219,7 +223,7 @@ public class OnnxExportTests
         System.Text.Encoding.ASCII.GetBytes("\"xyz\"").CopyTo(bytes, at);
         File.WriteAllBytes(unknown, bytes);
         (code, _, stderr) = CliTests.Peft("export", "--model", Fixture("config.json"), "--weights", Fixture("weights.safetensors"), "--trained", unknown, "--output", output);
-        Assert.That((code, stderr), Is.EqualTo((1, $"error: {unknown}: written by unknown method 'xyz' (known: full, linear, bias, ssf, sct, gps)\n")));
+        Assert.That((code, stderr), Is.EqualTo((1, $"error: {unknown}: written by unknown method 'xyz' (known: {string.Join(", ", Models.Peft.PeftMethods.Names)})\n")));
         (code, _, stderr) = CliTests.Peft("export", "--model", Fixture("config.json"), "--weights", Fixture("weights.safetensors"), "--output", Path.Combine(_dir, "missing", "m.onnx"));
         Assert.That(code, Is.EqualTo(1));
         Assert.That(stderr, Does.Contain("does not exist"));

@@ -15,7 +15,8 @@ public sealed record OnnxExportOptions
     /// <summary>Weights above this many bytes go to a <c>.data</c> file beside the model (protobuf's limit is 2 GB).</summary>
     public long ExternalDataThreshold { get; init; } = 1L << 31;
     /// <summary>A method applied to the model whose remaining part is written as explicit nodes: SCT (gather the
-    /// selected channels, K×K linear with bias, add back onto them), or SSF after <see cref="Peft.PeftMethod.Merge"/>
+    /// selected channels, K×K linear with bias, add back onto them), Adapter or AdaptFormer (MatMul, Add, Relu, Mul per
+    /// block), or SSF after <see cref="Peft.PeftMethod.Merge"/>
     /// for the sites it keeps (ConvNeXt's stage output: Mul, Add); null when there is none (a folding method is merged
     /// before export).</summary>
     public Peft.PeftMethod? Method { get; init; }
@@ -42,15 +43,16 @@ public static class ModelExport
         graph.Declare(true, "pixel_values", batch, model.InChannels, size, size);
         var sct = options.Method as Peft.Sct;
         var ssf = options.Method as Peft.Ssf;
-        if (options.Method != null && sct == null && ssf == null)
+        var adapter = options.Method as Peft.BottleneckAdapter;
+        if (options.Method != null && sct == null && ssf == null && adapter == null)
             throw new NotSupportedException($"{options.Method.Name} is exported by merging it into the weights first (PeftMethod.Merge), not as explicit nodes");
         if (ssf != null && (model is not ConvNeXt.ConvNeXt || ssf.Affines.Keys.Any(k => !k.StartsWith("stages.", StringComparison.Ordinal) || k.Contains(".blocks.", StringComparison.Ordinal))))
             throw new NotSupportedException("SSF is exported merged (PeftMethod.Merge first); only the sites it keeps on ConvNeXt's stage output are written as nodes");
         var (logits, classes) = model switch
         {
-            VisionTransformer vit => Vit(graph, vit, sct),
-            ConvNeXt.ConvNeXt convnext => ConvNeXtGraph(graph, convnext, options.Opset, ssf),
-            Swin.Swin swin => SwinGraph(graph, swin, options.Opset, sct),
+            VisionTransformer vit => Vit(graph, vit, sct, adapter),
+            ConvNeXt.ConvNeXt convnext => ConvNeXtGraph(graph, convnext, options.Opset, ssf, adapter),
+            Swin.Swin swin => SwinGraph(graph, swin, options.Opset, sct, adapter),
             _ => throw new NotSupportedException($"ONNX export of {model.Family} models is not implemented"),
         };
         graph.Output(logits, "logits", batch, classes);
@@ -62,7 +64,7 @@ public static class ModelExport
 
     // timm's VisionTransformer forward in ONNX ops: patch conv, class token, position embedding, pre-norm blocks with
     // multi-head attention and an exact-GELU MLP, final norm, the class token's logits.
-    static (string Logits, int Classes) Vit(OnnxGraph g, VisionTransformer vit, Peft.Sct? sct)
+    static (string Logits, int Classes) Vit(OnnxGraph g, VisionTransformer vit, Peft.Sct? sct, Peft.BottleneckAdapter? adapter)
     {
         var c = vit.Config;
         int C = c.embed_dim, heads = c.num_heads, hd = C / heads, p = c.patch_size;
@@ -98,7 +100,8 @@ public static class ModelExport
             // MLP with exact GELU.
             h = LayerNorm(g, x, vit, n + "norm2");
             string f1 = Linear(g, h, vit, n + "mlp.fc1");
-            x = g.Node("Add", n + "mlp_residual", [x, Linear(g, Gelu(g, f1, n + "mlp.act", half, one, sqrt2), vit, n + "mlp.fc2")]);
+            string mlp = Linear(g, Gelu(g, f1, n + "mlp.act", half, one, sqrt2), vit, n + "mlp.fc2");
+            x = g.Node("Add", n + "mlp_residual", [x, AdapterNodes(g, x, mlp, adapter, n + "mlp.fc2")]);
         }
         x = LayerNorm(g, x, vit, "norm");
         x = g.Node("Gather", "cls_pool", [x, g.Int64s("index", [0], scalar: true)], ("axis", 1L)); // [B, C]
@@ -108,7 +111,7 @@ public static class ModelExport
 
     // timm's ConvNeXt in ONNX ops: the engine works channels-last, so activations stay [B, H, W, C] for the norms and
     // the MLPs and are transposed to [B, C, H, W] around each convolution (stem, downsampling, 7×7 depthwise).
-    static (string Logits, int Classes) ConvNeXtGraph(OnnxGraph g, ConvNeXt.ConvNeXt net, int opset, Peft.Ssf? ssf)
+    static (string Logits, int Classes) ConvNeXtGraph(OnnxGraph g, ConvNeXt.ConvNeXt net, int opset, Peft.Ssf? ssf, Peft.BottleneckAdapter? adapter)
     {
         var c = net.Config;
         var p = net.Parameters.ToDictionary(t => t.Name!, StringComparer.Ordinal);
@@ -133,7 +136,7 @@ public static class ModelExport
                 string h = Linear(g, LayerNorm(g, dw, p, b + "norm", eps), p, b + "mlp.fc1");
                 h = Gelu(g, h, b + "mlp.act", half, one, sqrt2);
                 h = g.Node("Mul", b + "gamma", [Linear(g, h, p, b + "mlp.fc2"), g.Parameter(p[b + "gamma"])]);
-                x = g.Node("Add", b + "residual", [x, h]);
+                x = g.Node("Add", b + "residual", [x, AdapterNodes(g, x, h, adapter, b + "mlp.fc2")]);
             }
         }
         // SSF kept on the last stage's output (it cannot fold: pooling and a norm follow): y = x·γ + β per channel.
@@ -151,7 +154,7 @@ public static class ModelExport
     // x[2i+1,2j+1]) with its norm and reduction; per block the cyclic shift (slices rolled by concatenation), window
     // partition (reshape, transpose), attention with the relative position bias (computed from the table here) and the
     // −100 shift mask, window reverse and the shift back; then the final norm and the mean over tokens.
-    static (string Logits, int Classes) SwinGraph(OnnxGraph g, Swin.Swin swin, int opset, Peft.Sct? sct)
+    static (string Logits, int Classes) SwinGraph(OnnxGraph g, Swin.Swin swin, int opset, Peft.Sct? sct, Peft.BottleneckAdapter? adapter)
     {
         var c = swin.Config;
         var p = swin.Parameters.ToDictionary(t => t.Name!, StringComparer.Ordinal);
@@ -223,7 +226,7 @@ public static class ModelExport
                 if (k > 0) a = Roll(a, b + "shift_back", k, R);
                 x = ChannelAdapter(g, g.Node("Add", b + "attn_residual", [x, a]), sct, b + "attn_residual", C);
                 string f = Gelu(g, Linear(g, LayerNorm(g, x, p, b + "norm2", eps), p, b + "mlp.fc1"), b + "mlp.act", half, one, sqrt2);
-                x = g.Node("Add", b + "mlp_residual", [x, Linear(g, f, p, b + "mlp.fc2")]);
+                x = g.Node("Add", b + "mlp_residual", [x, AdapterNodes(g, x, Linear(g, f, p, b + "mlp.fc2"), adapter, b + "mlp.fc2")]);
             }
         }
         x = MeanOverGrid(g, LayerNorm(g, x, p, "norm", eps), opset);
@@ -242,6 +245,19 @@ public static class ModelExport
         string z = g.Node("Add", module, [g.Node("MatMul", module, [gathered, g.WeightTransposed(module + ".weight", m.Weight)]), g.Parameter(m.Bias)]);
         string scatter = g.Weight(module + ".scatter", OneHot(channels, width), channels.Length, width);
         return g.Node("Add", site, [x, g.Node("MatMul", module + ".scatter", [z, scatter])]);
+    }
+
+    // A bottleneck adapter on an MLP branch, if it has one: output + s·up(ReLU(down(z))), z the branch's input
+    // (AdaptFormer) or its output (Adapter); dropout is off in eval mode.
+    static string AdapterNodes(OnnxGraph g, string input, string output, Peft.BottleneckAdapter? adapter, string fc2)
+    {
+        if (adapter == null || !adapter.Modules.TryGetValue(fc2, out var m)) return output;
+        string Project(string x, string name, Tensor weight, Tensor bias) =>
+            g.Node("Add", name, [g.Node("MatMul", name, [x, g.WeightTransposed(name + ".weight", weight)]), g.Parameter(bias)]);
+        string down = Project(adapter.Parallel ? input : output, m.Prefix + ".down_proj", m.DownWeight, m.DownBias);
+        string up = Project(g.Node("Relu", m.Prefix + ".act", [down]), m.Prefix + ".up_proj", m.UpWeight, m.UpBias);
+        if (adapter.Settings.Scale != 1f) up = g.Node("Mul", m.Prefix + ".scale", [up, g.Scalar(m.Prefix + ".scale", adapter.Settings.Scale)]);
+        return g.Node("Add", m.Prefix, [output, up]);
     }
 
     static float[] OneHot(long[] channels, int width)
