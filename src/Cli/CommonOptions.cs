@@ -118,9 +118,11 @@ public static class CommonOptions
     }
 }
 
-/// <summary>LoRA's settings on the command line (<c>--lora-rank</c>, <c>--lora-alpha</c>, <c>--lora-dropout</c>,
-/// <c>--lora-targets</c>), applied to the recipes of LoRA runs; other methods ignore them.</summary>
-public sealed class LoraOptions
+/// <summary>The settings of the baselines that take any (LoRA: <c>--lora-rank</c>, <c>--lora-alpha</c>,
+/// <c>--lora-dropout</c>, <c>--lora-targets</c>; Adapter and AdaptFormer: <c>--adapter-bottleneck</c>,
+/// <c>--adapter-scale</c>, <c>--adapter-dropout</c>) on the command line, applied to the recipes of those methods' runs;
+/// other methods ignore them.</summary>
+public sealed class MethodOptions
 {
     readonly Option<int?> _rank = new Option<int?>("--lora-rank") { Description = "LoRA: rank r of each low-rank path (default 8)" }.AtLeast(1);
     readonly Option<float?> _alpha = new Option<float?>("--lora-alpha") { Description = "LoRA: the path is scaled by alpha / r (default 8)" }.Positive();
@@ -131,24 +133,38 @@ public sealed class LoraOptions
                       "ConvNeXt, which has no attention: mlp.fc1 mlp.fc2); e.g. --lora-targets 'attn.qkv[q,v]' mlp.fc1",
         AllowMultipleArgumentsPerToken = true,
     };
+    readonly Option<int?> _bottleneck = new Option<int?>("--adapter-bottleneck") { Description = "Adapter / AdaptFormer: the bottleneck's width (default 8 / 64)" }.AtLeast(1);
+    readonly Option<float?> _scale = new Option<float?>("--adapter-scale") { Description = "Adapter / AdaptFormer: factor on the adapter's output (default 1 / 0.1)" }.Positive();
+    readonly Option<float?> _adapterDropout = new Option<float?>("--adapter-dropout") { Description = "Adapter / AdaptFormer: dropout after the ReLU in training (default 0 / 0.1)" }.Fraction();
 
     /// <summary>Adds the options to <paramref name="command"/>.</summary>
     public void AddTo(Command command)
     {
-        foreach (var option in new Option[] { _rank, _alpha, _dropout, _targets }) command.Options.Add(option);
+        foreach (var option in new Option[] { _rank, _alpha, _dropout, _targets, _bottleneck, _scale, _adapterDropout }) command.Options.Add(option);
     }
 
-    /// <summary><paramref name="recipe"/> with the options given applied to its LoRA settings (unchanged for other methods).</summary>
+    /// <summary><paramref name="recipe"/> with the options given applied to its LoRA or adapter settings (unchanged for
+    /// other methods).</summary>
     /// <exception cref="ArgumentException">The resulting settings are invalid; the message names the value.</exception>
     public PeftRecipe Apply(ParseResult r, PeftRecipe recipe)
     {
-        if (recipe.Lora is not { } lora) return recipe;
-        lora = lora with
+        if (recipe.Lora is { } lora)
         {
-            Rank = r.GetValue(_rank) ?? lora.Rank, Alpha = r.GetValue(_alpha) ?? lora.Alpha, Dropout = r.GetValue(_dropout) ?? lora.Dropout,
-            Targets = r.GetValue(_targets) is { Length: > 0 } targets ? targets : lora.Targets,
-        };
-        if (lora.Problems() is [var first, ..]) throw new ArgumentException($"--lora-*: {first}");
-        return recipe with { Lora = lora };
+            lora = lora with
+            {
+                Rank = r.GetValue(_rank) ?? lora.Rank, Alpha = r.GetValue(_alpha) ?? lora.Alpha, Dropout = r.GetValue(_dropout) ?? lora.Dropout,
+                Targets = r.GetValue(_targets) is { Length: > 0 } targets ? targets : lora.Targets,
+            };
+            if (lora.Problems() is [var first, ..]) throw new ArgumentException($"--lora-*: {first}");
+            recipe = recipe with { Lora = lora };
+        }
+        if (recipe.Adapter is { } adapter)
+        {
+            adapter = new AdapterSettings(r.GetValue(_bottleneck) ?? adapter.Bottleneck, r.GetValue(_scale) ?? adapter.Scale,
+                r.GetValue(_adapterDropout) ?? adapter.Dropout);
+            if (adapter.Problems() is [var first, ..]) throw new ArgumentException($"--adapter-*: {first}");
+            recipe = recipe with { Adapter = adapter };
+        }
+        return recipe;
     }
 }

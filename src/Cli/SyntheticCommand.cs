@@ -39,16 +39,16 @@ public static class SyntheticCommand
         }.PerMethod(v => double.IsFinite(v) && v > 0, "must be a finite number above 0", allowPlain: false, "ssf=0.01");
         var device = DeviceOption.Create();
         var precision = CommonOptions.Precision();
-        var lora = new LoraOptions();
+        var methodSettings = new MethodOptions();
         var command = new Command("synthetic", "The main job on any machine: generate seven VTAB-style tasks, fine-tune the shipped small pretrained ViT on each " +
                                                "with every method (durable runs: interrupted ones resume), and print the table. 'synthetic pretrain' remakes the model.")
         {
             output, modelDir, epochs, tasks, methods, lr, device, precision,
         };
-        lora.AddTo(command);
+        methodSettings.AddTo(command);
         command.Subcommands.Add(PretrainCommand());
         command.SetAction(r => Run(r.GetValue(output)!, r.GetValue(modelDir)!, r.GetValue(epochs), r.GetValue(tasks), r.GetValue(methods),
-            ParseRates(r.GetValue(lr)), r.GetValue(device)!, LowPrecision.Parse(r.GetValue(precision)!), recipe => lora.Apply(r, recipe)));
+            ParseRates(r.GetValue(lr)), r.GetValue(device)!, LowPrecision.Parse(r.GetValue(precision)!), recipe => methodSettings.Apply(r, recipe)));
         return command;
     }
 

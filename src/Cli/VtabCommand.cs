@@ -61,13 +61,13 @@ public static class VtabCommand
         public readonly Option<int?> EvalEvery = new Option<int?>("--eval-every") { Description = "Evaluate on the test split every N epochs (SSF/GPS 1, SCT 10); always after the last" }.AtLeast(1);
         public readonly Option<ulong?> Seed = new("--seed") { Description = "Seed of the run (default 42)" };
         public readonly Option<string> Precision = CommonOptions.Precision();
-        public readonly LoraOptions Lora = new();
+        public readonly MethodOptions MethodSettings = new();
 
         public void AddTo(Command command)
         {
             foreach (var option in new Option[] { Data, Weights, SameWeights, Model, Output, CacheDir, Device, Lr, WeightDecay, Epochs, Cooldown, Warmup, Batch, DropPath, Smoothing, K, StageK, EvalEvery, Seed, Precision })
                 command.Options.Add(option);
-            Lora.AddTo(command);
+            MethodSettings.AddTo(command);
         }
 
         /// <summary>The recipe for (method, task) with the command line's overrides applied.</summary>
@@ -75,7 +75,7 @@ public static class VtabCommand
         {
             var recipe = PeftRecipe.For(method, VtabTasks.Find(task) != null ? task : null, ImageModels.FamilyOf(r.GetValue(Model)!));
             var k = CommonOptions.ParsePerMethod("--k", r.GetValue(K), IsK, KRule, allowPlain: true, "sct=8 gps=1");
-            return Lora.Apply(r, recipe) with
+            return MethodSettings.Apply(r, recipe) with
             {
                 LearningRate = r.GetValue(Lr) ?? recipe.LearningRate, WeightDecay = r.GetValue(WeightDecay) ?? recipe.WeightDecay,
                 Epochs = r.GetValue(Epochs) ?? recipe.Epochs, CooldownEpochs = r.GetValue(Cooldown) ?? recipe.CooldownEpochs,
