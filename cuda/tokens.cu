@@ -1,4 +1,4 @@
-// tokens.cu: class-token prepend and take, and the mean-over-tokens backward (the forward and the class-token
+// tokens.cu: class-token prepend and take, runs of tokens copied (concat, slice), and the mean-over-tokens backward (the forward and the class-token
 // gradient are column sums in elementwise.cu). x [B, T, C]. Launch: 1-D grid-stride, 256 threads.
 #include "common.cuh"
 
@@ -20,6 +20,18 @@ extern "C" __global__ void prepend_token_backward_input(float* dx, const float* 
     {
         long long b = i / ((long long)T * C);
         store(dx + i, dy[i + (b + 1) * C], accumulate);
+    }
+}
+
+// dst[b, dstStart + t] (+)= src[b, srcStart + t] for t < count; dst [B, dstTokens, C], src [B, srcTokens, C].
+extern "C" __global__ void copy_tokens(float* dst, int dstTokens, int dstStart, const float* src, int srcTokens, int srcStart,
+                                       int count, int B, int C, int accumulate)
+{
+    GRID_STRIDE(i, (long long)B * count * C)
+    {
+        int c = (int)(i % C);
+        long long row = i / C, t = row % count, b = row / count;
+        store(dst + ((b * dstTokens + dstStart + t) * C + c), src[(b * srcTokens + srcStart + t) * C + c], accumulate);
     }
 }
 

@@ -24,6 +24,25 @@ public static partial class OpCases
             v => Enumerable.Range(0, v[0].Length).Select(i => v[0][i] + v[1][i % (T * C)]).ToArray());
     }
 
+    static void ConcatTokens(Device dev)
+    {
+        int B = 2, T1 = 5, T2 = 3, C = 4;
+        GradCheck.Run(dev, "ConcatTokens",
+            [new("a", [B, T1, C]), new("b", [B, T2, C])],
+            t => Ops.ConcatTokens(t[0], t[1]),
+            v => Enumerable.Range(0, B).SelectMany(b => v[0].Skip(b * T1 * C).Take(T1 * C).Concat(v[1].Skip(b * T2 * C).Take(T2 * C))).ToArray());
+    }
+
+    static void SliceTokens(Device dev)
+    {
+        int B = 3, T = 6, C = 5;
+        foreach (var (start, count) in new[] { (0, 4), (2, 3), (5, 1) })
+            GradCheck.Run(dev, $"SliceTokens {start}+{count}",
+                [new("x", [B, T, C])],
+                t => Ops.SliceTokens(t[0], start, count),
+                v => Enumerable.Range(0, B).SelectMany(b => v[0].Skip((b * T + start) * C).Take(count * C)).ToArray());
+    }
+
     static void TakeToken(Device dev)
     {
         int B = 3, T = 5, C = 7;

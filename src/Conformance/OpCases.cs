@@ -51,6 +51,8 @@ public static partial class OpCases
         // Tokens
         ("PrependToken", PrependToken),
         ("AddPositionEmbedding", AddPositionEmbedding),
+        ("ConcatTokens", ConcatTokens),
+        ("SliceTokens", SliceTokens),
         ("TakeToken", TakeToken),
         ("MeanTokens", MeanTokens),
         // Dropout

@@ -144,6 +144,9 @@ public unsafe interface IKernels
     void TakeToken(float* y, float* x, int B, int T, int C, int index);
     /// <summary>dx [B,T,C]: dy at token <paramref name="index"/>, zero elsewhere (accumulate: adds at index only).</summary>
     void TakeTokenBackward(float* dx, float* dy, int B, int T, int C, int index, bool accumulate);
+    /// <summary>dst[b, dstStart + t] (+)= src[b, srcStart + t] for t &lt; count: a run of tokens of src [B, srcTokens, C]
+    /// into dst [B, dstTokens, C] (concatenating and slicing along tokens, and their gradients).</summary>
+    void CopyTokens(float* dst, int dstTokens, int dstStart, float* src, int srcTokens, int srcStart, int count, int B, int C, bool accumulate);
     /// <summary>y [B,C] = mean over t of x [B,T,C].</summary>
     void MeanTokens(float* y, float* x, int B, int T, int C);
     /// <summary>dx [B,T,C] = dy [B,C] / T.</summary>

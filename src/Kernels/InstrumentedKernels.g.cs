@@ -316,6 +316,14 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void CopyTokens(float* dst, int dstTokens, int dstStart, float* src, int srcTokens, int srcStart, int count, int B, int C, bool accumulate)
+    {
+        long start = Begin(KernelId.CopyTokens);
+        Inner.CopyTokens(dst, dstTokens, dstStart, src, srcTokens, srcStart, count, B, C, accumulate);
+        End(KernelId.CopyTokens, start);
+    }
+
+    /// <inheritdoc/>
     public void MeanTokens(float* y, float* x, int B, int T, int C)
     {
         long start = Begin(KernelId.MeanTokens);
@@ -575,6 +583,8 @@ public enum KernelId
     TakeToken,
     /// <summary><see cref="IKernels.TakeTokenBackward"/></summary>
     TakeTokenBackward,
+    /// <summary><see cref="IKernels.CopyTokens"/></summary>
+    CopyTokens,
     /// <summary><see cref="IKernels.MeanTokens"/></summary>
     MeanTokens,
     /// <summary><see cref="IKernels.MeanTokensBackward"/></summary>

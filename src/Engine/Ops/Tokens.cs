@@ -2,7 +2,8 @@ using Engine.Autograd;
 
 namespace Engine;
 
-// Token ops: class token, position embedding, taking the class token, mean over tokens.
+// Token ops: class token, position embedding, concatenating and slicing along tokens (VPT's prompts), taking the class
+// token, mean over tokens.
 // Kernels: CpuKernels.Tokens.cs, cuda/tokens.cu.
 public static unsafe partial class Ops
 {
@@ -63,6 +64,70 @@ public static unsafe partial class Ops
             if (dx != null) k.Copy(dx, dy, y.Count, acc);
             float* dpos = Tape.GradAccumulatorIfNeeded(s.Pos);
             if (dpos != null) k.BiasGrad(dpos, dy, y.Shape[0], y.Shape[1] * y.Shape[2]);
+        }
+    }
+
+    /// <summary>Concatenates along tokens: a [B,T1,C], b [B,T2,C] → [B,T1+T2,C]. Each input gets its part of the gradient.</summary>
+    public static Tensor ConcatTokens(Tensor a, Tensor b)
+    {
+        const string op = "ConcatTokens";
+        Check(op, "a", a, 3);
+        Check(op, "b", b, 3, a.Device);
+        int B = a.Shape[0], T1 = a.Shape[1], T2 = b.Shape[1], C = a.Shape[2];
+        if (b.Shape[0] != B || b.Shape[2] != C) throw new ArgumentException($"{op}: a {a.Describe()} and b {b.Describe()} differ in batch or channels");
+        var y = Tensor.Empty(a.Device, DType.F32, B, T1 + T2, C);
+        var k = a.Device.Kernels;
+        k.CopyTokens(y.Data, T1 + T2, 0, a.Data, T1, 0, T1, B, C, false);
+        k.CopyTokens(y.Data, T1 + T2, T1, b.Data, T2, 0, T2, B, C, false);
+        if (Tape.ShouldRecord(a, b))
+            Tape.Push(y, new ConcatTokensSaved { A = a, B = b });
+        return y;
+    }
+
+    /// <summary>ConcatTokens's backward state: the two inputs (their token counts split dy).</summary>
+    struct ConcatTokensSaved : IBackward<ConcatTokensSaved>
+    {
+        public Tensor A, B;
+
+        public static void Backward(ref ConcatTokensSaved s, Tensor y)
+        {
+            var k = y.Device.Kernels;
+            int batch = y.Shape[0], T = y.Shape[1], C = y.Shape[2], T1 = s.A.Shape[1];
+            float* da = Tape.GradOutputIfNeeded(s.A, out bool accA);
+            if (da != null) k.CopyTokens(da, T1, 0, y.Grad!.Data, T, 0, T1, batch, C, accA);
+            float* db = Tape.GradOutputIfNeeded(s.B, out bool accB);
+            if (db != null) k.CopyTokens(db, T - T1, 0, y.Grad!.Data, T, T1, T - T1, batch, C, accB);
+        }
+    }
+
+    /// <summary>Tokens [start, start + count) of x [B,T,C] → [B,count,C]; the others get no gradient.</summary>
+    public static Tensor SliceTokens(Tensor x, int start, int count)
+    {
+        const string op = "SliceTokens";
+        Check(op, "input", x, 3);
+        int B = x.Shape[0], T = x.Shape[1], C = x.Shape[2];
+        if (start < 0 || count < 1 || start + count > T)
+            throw new ArgumentOutOfRangeException(nameof(start), $"{op}: tokens [{start}, {start + count}) are not within input {x.Describe()}");
+        var y = Tensor.Empty(x.Device, DType.F32, B, count, C);
+        x.Device.Kernels.CopyTokens(y.Data, count, 0, x.Data, T, start, count, B, C, false);
+        if (Tape.ShouldRecord(x))
+            Tape.Push(y, new SliceTokensSaved { X = x, Start = start });
+        return y;
+    }
+
+    /// <summary>SliceTokens's backward state: the input and where the slice starts.</summary>
+    struct SliceTokensSaved : IBackward<SliceTokensSaved>
+    {
+        public Tensor X;
+        public int Start;
+
+        public static void Backward(ref SliceTokensSaved s, Tensor y)
+        {
+            var k = y.Device.Kernels;
+            int B = y.Shape[0], count = y.Shape[1], C = y.Shape[2], T = s.X.Shape[1];
+            float* dx = Tape.GradOutput(s.X, out bool acc);
+            if (!acc) k.Fill(dx, (long)B * T * C, 0f);
+            k.CopyTokens(dx, T, s.Start, y.Grad!.Data, count, 0, count, B, C, true);
         }
     }
 

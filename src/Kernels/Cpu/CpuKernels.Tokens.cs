@@ -1,6 +1,7 @@
 namespace Engine.Kernels.Cpu;
 
-// Token ops on the CPU (cuda/tokens.cu): class token prepend/take and the mean over tokens.
+// Token ops on the CPU (cuda/tokens.cu): class token prepend/take, runs of tokens copied (concat, slice) and the mean
+// over tokens.
 public sealed unsafe partial class CpuKernels
 {
     /// <inheritdoc/>
@@ -23,6 +24,13 @@ public sealed unsafe partial class CpuKernels
             if (dtoken != null) for (int c = 0; c < C; c++) dtoken[c] += dyb[c];
             if (dx != null) Copy(dx + b * T * C, dyb + C, (long)T * C, accumulate);
         }
+    }
+
+    /// <inheritdoc/>
+    public void CopyTokens(float* dst, int dstTokens, int dstStart, float* src, int srcTokens, int srcStart, int count, int B, int C, bool accumulate)
+    {
+        for (long b = 0; b < B; b++)
+            Copy(dst + (b * dstTokens + dstStart) * C, src + (b * srcTokens + srcStart) * C, (long)count * C, accumulate);
     }
 
     /// <inheritdoc/>

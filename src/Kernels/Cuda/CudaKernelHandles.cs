@@ -206,6 +206,8 @@ public static class CudaKernelHandles
         public static readonly CudaKernel PrependToken = new(File, "prepend_token");
         /// <summary><c>prepend_token_backward_input</c>.</summary>
         public static readonly CudaKernel PrependTokenBackwardInput = new(File, "prepend_token_backward_input");
+        /// <summary><c>copy_tokens</c>.</summary>
+        public static readonly CudaKernel CopyTokens = new(File, "copy_tokens");
         /// <summary><c>take_token</c>.</summary>
         public static readonly CudaKernel TakeToken = new(File, "take_token");
         /// <summary><c>take_token_backward</c>.</summary>

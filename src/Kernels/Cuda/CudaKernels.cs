@@ -330,6 +330,10 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     }
 
     /// <inheritdoc/>
+    public void CopyTokens(float* dst, int dstTokens, int dstStart, float* src, int srcTokens, int srcStart, int count, int B, int C, bool accumulate) =>
+        GridStride(Tokens.CopyTokens, (long)B * count * C, dst, dstTokens, dstStart, src, srcTokens, srcStart, count, B, C, accumulate);
+
+    /// <inheritdoc/>
     public void TakeToken(float* y, float* x, int B, int T, int C, int index) =>
         GridStride(Tokens.TakeToken, (long)B * C, y, x, B, T, C, index);
 
