@@ -120,7 +120,7 @@ public static class CommonOptions
 
 /// <summary>The settings of the baselines that take any (LoRA: <c>--lora-rank</c>, <c>--lora-alpha</c>,
 /// <c>--lora-dropout</c>, <c>--lora-targets</c>; Adapter and AdaptFormer: <c>--adapter-bottleneck</c>,
-/// <c>--adapter-scale</c>, <c>--adapter-dropout</c>) on the command line, applied to the recipes of those methods' runs;
+/// <c>--adapter-scale</c>, <c>--adapter-dropout</c>; VPT-deep: <c>--vpt-length</c>, <c>--vpt-dropout</c>) on the command line, applied to the recipes of those methods' runs;
 /// other methods ignore them.</summary>
 public sealed class MethodOptions
 {
@@ -135,16 +135,19 @@ public sealed class MethodOptions
     };
     readonly Option<int?> _bottleneck = new Option<int?>("--adapter-bottleneck") { Description = "Adapter / AdaptFormer: the bottleneck's width (default 8 / 64)" }.AtLeast(1);
     readonly Option<float?> _scale = new Option<float?>("--adapter-scale") { Description = "Adapter / AdaptFormer: factor on the adapter's output (default 1 / 0.1)" }.Positive();
-    readonly Option<float?> _adapterDropout = new Option<float?>("--adapter-dropout") { Description = "Adapter / AdaptFormer: dropout after the ReLU in training (default 0 / 0.1)" }.Fraction();
+    readonly Option<float?> _adapterDropout = new Option<float?>("--adapter-dropout") { Description = "Adapter / AdaptFormer: dropout after the activation in training (default 0.1)" }.Fraction();
+    readonly Option<int?> _vptLength = new Option<int?>("--vpt-length") { Description = "VPT-deep: prompt tokens per block (default 50)" }.AtLeast(1);
+    readonly Option<float?> _vptDropout = new Option<float?>("--vpt-dropout") { Description = "VPT-deep: dropout on the prompts in training (default 0.1)" }.Fraction();
 
     /// <summary>Adds the options to <paramref name="command"/>.</summary>
     public void AddTo(Command command)
     {
-        foreach (var option in new Option[] { _rank, _alpha, _dropout, _targets, _bottleneck, _scale, _adapterDropout }) command.Options.Add(option);
+        foreach (var option in new Option[] { _rank, _alpha, _dropout, _targets, _bottleneck, _scale, _adapterDropout, _vptLength, _vptDropout })
+            command.Options.Add(option);
     }
 
-    /// <summary><paramref name="recipe"/> with the options given applied to its LoRA or adapter settings (unchanged for
-    /// other methods).</summary>
+    /// <summary><paramref name="recipe"/> with the options given applied to its LoRA, adapter or VPT settings (unchanged
+    /// for other methods).</summary>
     /// <exception cref="ArgumentException">The resulting settings are invalid; the message names the value.</exception>
     public PeftRecipe Apply(ParseResult r, PeftRecipe recipe)
     {
@@ -164,6 +167,12 @@ public sealed class MethodOptions
                 r.GetValue(_adapterDropout) ?? adapter.Dropout);
             if (adapter.Problems() is [var first, ..]) throw new ArgumentException($"--adapter-*: {first}");
             recipe = recipe with { Adapter = adapter };
+        }
+        if (recipe.Vpt is { } vpt)
+        {
+            vpt = new VptSettings(r.GetValue(_vptLength) ?? vpt.Length, r.GetValue(_vptDropout) ?? vpt.Dropout);
+            if (vpt.Problems() is [var first, ..]) throw new ArgumentException($"--vpt-*: {first}");
+            recipe = recipe with { Vpt = vpt };
         }
         return recipe;
     }

@@ -15,7 +15,7 @@ public static class ExportCommand
     {
         var model = CommonOptions.Model();
         var weights = new Option<string>("--weights") { Description = "The checkpoint (timm .safetensors, Google .npz or the original .pth)", Required = true };
-        var trained = new Option<string?>("--trained") { Description = "A trained PEFT file: merged first where the method folds (ssf, lora, gps, bias, linear, full); SCT, Adapter and AdaptFormer as explicit nodes" };
+        var trained = new Option<string?>("--trained") { Description = "A trained PEFT file: merged first where the method folds (ssf, lora, gps, bias, linear, full); SCT, Adapter, AdaptFormer and VPT-deep as explicit nodes" };
         var output = new Option<string>("--output") { Description = "The .onnx file (weights over 2 GB go to OUTPUT.data beside it)", Required = true };
         var opset = new Option<int>("--opset") { Description = "ONNX opset (17 or newer)", DefaultValueFactory = _ => 17 }.AtLeast(17);
         var batch = new Option<string>("--batch") { Description = "dynamic (any batch from one file) or a fixed size N", DefaultValueFactory = _ => "dynamic" };
@@ -44,7 +44,7 @@ public static class ExportCommand
         {
             method.Apply(net);
             method.LoadTrained(net, trainedPath!);
-            if (method is Sct or BottleneckAdapter)
+            if (method is Sct or BottleneckAdapter or VptDeep)
             {
                 asNodes = method;
                 how = $", {PeftMethods.Get(method.Name).Title} as explicit nodes";

@@ -111,14 +111,16 @@ public class SyntheticCliTests
             string model = Path.Combine(repo, "models", "synthetic-vit"), output = Path.Combine(dir, "suite");
             if (!File.Exists(Path.Combine(model, "weights.safetensors"))) Assert.Ignore($"no shipped model under {model}");
             var (code, stdout, _) = CliTests.Peft("synthetic", "--model-dir", model, "--output", output, "--tasks", "orientation", "location",
-                "--methods", "lora", "adapter", "adaptformer", "--epochs", "4", "--device", "cpu");
+                "--methods", "lora", "adapter", "adaptformer", "vpt", "--vpt-length", "4", "--epochs", "4", "--device", "cpu");
             Assert.That(code, Is.Zero, stdout);
-            foreach (var method in new[] { "lora", "adapter", "adaptformer" })
+            // VPT-deep learns slowly here (its prompts first disturb the pretrained features; after 10 epochs it is level
+            // with linear probing): its bar is 1.3× chance, the others' 2×.
+            foreach (var (method, bar) in new[] { ("lora", 2.0), ("adapter", 2.0), ("adaptformer", 2.0), ("vpt", 1.3) })
                 foreach (var (task, classes) in new[] { ("orientation", 8), ("location", 9) })
                 {
                     using var result = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "runs", task, method, "result.json")));
                     double best = result.RootElement.GetProperty("BestAccuracy").GetDouble();
-                    Assert.That(best, Is.GreaterThan(2 * 100.0 / classes), $"{method} on {task}: {best}% (chance {100.0 / classes:F1}%)");
+                    Assert.That(best, Is.GreaterThan(bar * 100.0 / classes), $"{method} on {task}: {best}% (chance {100.0 / classes:F1}%)");
                 }
             string merged = Path.Combine(dir, "merged.safetensors");
             (code, stdout, var stderr) = CliTests.Peft("merge", "--model", Path.Combine(model, "config.json"), "--weights", Path.Combine(model, "weights.safetensors"),
@@ -131,7 +133,7 @@ public class SyntheticCliTests
             (code, _, stderr) = CliTests.Peft("merge", "--model", Path.Combine(model, "config.json"), "--weights", Path.Combine(model, "weights.safetensors"),
                 "--trained", Path.Combine(output, "runs", "orientation", "adapter", "trained.safetensors"), "--output", merged);
             Assert.That(code, Is.EqualTo(1));
-            Assert.That(stderr, Does.Contain("adapter's bottleneck has a ReLU"));
+            Assert.That(stderr, Does.Contain("adapter's bottleneck has a GELU"));
         }
         finally
         {

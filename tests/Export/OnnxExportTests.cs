@@ -143,7 +143,8 @@ public class OnnxExportTests
     [TestCase("vit-tiny", "ssf"), TestCase("vit-tiny", "gps"), TestCase("vit-tiny", "bias"), TestCase("vit-tiny", "linear"),
      TestCase("vit-tiny", "full"), TestCase("vit-tiny", "sct"), TestCase("convnext-tiny", "ssf"), TestCase("swin-tiny", "ssf"),
      TestCase("vit-tiny", "lora"), TestCase("swin-tiny", "lora"), TestCase("convnext-tiny", "lora"),
-     TestCase("vit-tiny", "adapter"), TestCase("convnext-tiny", "adapter"), TestCase("vit-tiny", "adaptformer"), TestCase("swin-tiny", "adaptformer")]
+     TestCase("vit-tiny", "adapter"), TestCase("convnext-tiny", "adapter"), TestCase("vit-tiny", "adaptformer"), TestCase("swin-tiny", "adaptformer"),
+     TestCase("vit-tiny", "vpt")]
     public void ExportOfATrainedFileGivesTheTrainedModelsLogits(string fixture, string methodName)
     {
         string config = Fixture("config.json", fixture), weights = Fixture("weights.safetensors", fixture);
@@ -162,7 +163,7 @@ public class OnnxExportTests
                 info.Selection.SaveUniform(net, methodName == "sct" ? 4 : 1, selection);
             }
             var recipe = Models.Peft.PeftRecipe.For(methodName, null, net.Family); // LoRA's targets on ConvNeXt: its MLP
-            using var method = info.Create(new Models.Peft.MethodSetup(5, selection, recipe.Lora, recipe.Adapter));
+            using var method = info.Create(new Models.Peft.MethodSetup(5, selection, recipe.Lora, recipe.Adapter, recipe.Vpt));
             method.Apply(net);
             foreach (var p in method.Trainable(net)) // trained-looking values
             {
@@ -184,7 +185,7 @@ public class OnnxExportTests
         }
         var (code, stdout, stderr) = CliTests.Peft("export", "--model", config, "--weights", weights, "--trained", trained, "--output", output);
         Assert.That(code, Is.Zero, stderr);
-        Assert.That(stdout, Does.Contain(methodName is "sct" or "adapter" or "adaptformer" ? $"{info.Title} as explicit nodes" : $"{methodName} merged"));
+        Assert.That(stdout, Does.Contain(methodName is "sct" or "adapter" or "adaptformer" or "vpt" ? $"{info.Title} as explicit nodes" : $"{methodName} merged"));
         double worst = Ort(output, images.Data, images.Shape[0], size, GraphOptimizationLevel.ORT_ENABLE_ALL).Zip(want).Max(p => Math.Abs(p.First - p.Second));
         TestContext.Out.WriteLine($"{fixture} {methodName}: max |ORT − engine| = {worst:E2}");
         Assert.That(worst, Is.LessThan(1e-4));

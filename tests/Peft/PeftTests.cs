@@ -163,7 +163,7 @@ public class PeftTests
         Assert.That(merged.Take(C * C), Is.Not.EqualTo(qkv.Take(C * C)), "q rows took B·A");
     }
 
-    /// <summary>The adapters compute what their definitions say: Adapter z + up(ReLU(down(z))) on the MLP's output z,
+    /// <summary>The adapters compute what their definitions say: Adapter z + up(GELU(down(z))) on the MLP's output z,
     /// AdaptFormer z + s·up(ReLU(down(x))) from the branch's input x (the residual stream after attention), against a
     /// double-precision recomputation from x and z recorded on the plain one-block model; neither merges.</summary>
     [TestCase("adapter"), TestCase("adaptformer")]
@@ -198,7 +198,7 @@ public class PeftTests
             {
                 double v = db[j];
                 for (int c = 0; c < C; c++) v += (double)source[r * C + c] * dw[j * C + c];
-                h[j] = Math.Max(v, 0);
+                h[j] = method.Gelu ? 0.5 * v * (1 + MathNet.Numerics.SpecialFunctions.Erf(v / Math.Sqrt(2))) : Math.Max(v, 0);
             }
             for (int c = 0; c < C; c++)
             {
@@ -213,7 +213,53 @@ public class PeftTests
         var output = Tensor.FromArray(Device.Cpu, mlpOutput!, rows, C);
         using var got = vit.MlpBranch(fc2, input, output, trainSeed: null);
         GradCheck.CheckClose($"{name} branch output", got.ToArray(), want, 1e-5, 1e-5);
-        Assert.That(() => method.Merge(), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("ReLU"));
+        Assert.That(() => method.Merge(), Throws.InstanceOf<NotSupportedException>().With.Message.Contains(method.Gelu ? "GELU" : "ReLU"));
+    }
+
+    /// <summary>VPT-deep's prompts get the gradient finite differences of the logits give (every block's prompts matter,
+    /// the last block's only through the class token's attention); eval mode is deterministic; it refuses Swin and merging.</summary>
+    [Test]
+    public void VptDeepPromptGradientsMatchFiniteDifferences()
+    {
+        using var vit = new VisionTransformer(Device.Cpu, Tiny, seed: 3);
+        using var vpt = new VptDeep(new VptSettings(Length: 3, Dropout: 0f), seed: 4);
+        vpt.Apply(vit);
+        using var images = Images(Device.Cpu, 2, 1);
+        var upstream = Init.NormalValues(2 * Tiny.num_classes, 0, 1, 9);
+        double Objective()
+        {
+            using var _ = Tape.NoGrad();
+            using var logits = vit.Forward(images);
+            return logits.ToArray().Select((v, i) => (double)v * upstream[i]).Sum();
+        }
+        var tape = new Tape();
+        using (tape.Record())
+        {
+            using var logits = vit.Forward(images);
+            using var r = Tensor.FromArray(Device.Cpu, upstream, logits.Shape);
+            tape.Backward(logits, r);
+        }
+        foreach (var prompt in vpt.AddedParameters)
+        {
+            var analytic = prompt.Grad!.ToArray();
+            var values = prompt.ToArray();
+            var numeric = new double[values.Length];
+            const float h = 1e-2f;
+            for (int i = 0; i < values.Length; i++)
+            {
+                float v = values[i];
+                values[i] = v + h; prompt.CopyFrom(values); double plus = Objective();
+                values[i] = v - h; prompt.CopyFrom(values); double minus = Objective();
+                values[i] = v; prompt.CopyFrom(values);
+                numeric[i] = (plus - minus) / (2 * h);
+            }
+            double scale = numeric.Max(Math.Abs);
+            Assert.That(scale, Is.GreaterThan(1e-4), $"{prompt.Name} matters to the logits");
+            GradCheck.CheckClose(prompt.Name!, analytic, numeric, 2e-3 * scale, 2e-2);
+        }
+        Assert.That(() => vpt.Merge(), Throws.InstanceOf<NotSupportedException>());
+        using var swin = new Models.Swin.Swin(Device.Cpu, new Models.Swin.SwinConfig { img_size = 16, patch_size = 2, embed_dim = 8, depths = [2], num_heads = [2], window_size = 4, num_classes = 3 });
+        Assert.That(() => new VptDeep().Apply(swin), Throws.ArgumentException.With.Message.Contains("ViT"));
     }
 
     [Test]

@@ -15,8 +15,8 @@ public sealed record OnnxExportOptions
     /// <summary>Weights above this many bytes go to a <c>.data</c> file beside the model (protobuf's limit is 2 GB).</summary>
     public long ExternalDataThreshold { get; init; } = 1L << 31;
     /// <summary>A method applied to the model whose remaining part is written as explicit nodes: SCT (gather the
-    /// selected channels, K×K linear with bias, add back onto them), Adapter or AdaptFormer (MatMul, Add, Relu, Mul per
-    /// block), or SSF after <see cref="Peft.PeftMethod.Merge"/>
+    /// selected channels, K×K linear with bias, add back onto them), Adapter or AdaptFormer (MatMul, Add, GELU or Relu,
+    /// Mul per block), or SSF after <see cref="Peft.PeftMethod.Merge"/>
     /// for the sites it keeps (ConvNeXt's stage output: Mul, Add); null when there is none (a folding method is merged
     /// before export).</summary>
     public Peft.PeftMethod? Method { get; init; }
@@ -44,13 +44,14 @@ public static class ModelExport
         var sct = options.Method as Peft.Sct;
         var ssf = options.Method as Peft.Ssf;
         var adapter = options.Method as Peft.BottleneckAdapter;
-        if (options.Method != null && sct == null && ssf == null && adapter == null)
+        var vpt = options.Method as Peft.VptDeep;
+        if (options.Method != null && sct == null && ssf == null && adapter == null && vpt == null)
             throw new NotSupportedException($"{options.Method.Name} is exported by merging it into the weights first (PeftMethod.Merge), not as explicit nodes");
         if (ssf != null && (model is not ConvNeXt.ConvNeXt || ssf.Affines.Keys.Any(k => !k.StartsWith("stages.", StringComparison.Ordinal) || k.Contains(".blocks.", StringComparison.Ordinal))))
             throw new NotSupportedException("SSF is exported merged (PeftMethod.Merge first); only the sites it keeps on ConvNeXt's stage output are written as nodes");
         var (logits, classes) = model switch
         {
-            VisionTransformer vit => Vit(graph, vit, sct, adapter),
+            VisionTransformer vit => Vit(graph, vit, sct, adapter, vpt),
             ConvNeXt.ConvNeXt convnext => ConvNeXtGraph(graph, convnext, options.Opset, ssf, adapter),
             Swin.Swin swin => SwinGraph(graph, swin, options.Opset, sct, adapter),
             _ => throw new NotSupportedException($"ONNX export of {model.Family} models is not implemented"),
@@ -64,7 +65,7 @@ public static class ModelExport
 
     // timm's VisionTransformer forward in ONNX ops: patch conv, class token, position embedding, pre-norm blocks with
     // multi-head attention and an exact-GELU MLP, final norm, the class token's logits.
-    static (string Logits, int Classes) Vit(OnnxGraph g, VisionTransformer vit, Peft.Sct? sct, Peft.BottleneckAdapter? adapter)
+    static (string Logits, int Classes) Vit(OnnxGraph g, VisionTransformer vit, Peft.Sct? sct, Peft.BottleneckAdapter? adapter, Peft.VptDeep? vpt)
     {
         var c = vit.Config;
         int C = c.embed_dim, heads = c.num_heads, hd = C / heads, p = c.patch_size;
@@ -83,6 +84,16 @@ public static class ModelExport
         for (int i = 0; i < c.depth; i++)
         {
             string n = $"blocks.{i}.";
+            // VPT-deep: the previous block's prompts (none before block 0) replaced by this block's, after the tokens.
+            if (vpt != null)
+            {
+                var prompt = vpt.Prompts[i];
+                int L = prompt.Shape[1];
+                if (i > 0)
+                    x = g.Node("Slice", n + "prompts", [x, g.Int64s("starts", [0]), g.Int64s("ends", [-L]), g.Int64s("axes", [1])]);
+                string shape = g.Node("Concat", n + "prompts", [b, g.Int64s("l_c", [L, C])], ("axis", 0L));
+                x = g.Node("Concat", n + "prompts", [x, g.Node("Expand", n + "prompts", [g.Parameter(prompt), shape])], ("axis", 1L));
+            }
             // Attention.
             string h = LayerNorm(g, x, vit, n + "norm1");
             string qkv = Linear(g, h, vit, n + "attn.qkv");
@@ -247,15 +258,18 @@ public static class ModelExport
         return g.Node("Add", site, [x, g.Node("MatMul", module + ".scatter", [z, scatter])]);
     }
 
-    // A bottleneck adapter on an MLP branch, if it has one: output + s·up(ReLU(down(z))), z the branch's input
-    // (AdaptFormer) or its output (Adapter); dropout is off in eval mode.
+    // A bottleneck adapter on an MLP branch, if it has one: output + s·up(act(down(z))), z the branch's input
+    // (AdaptFormer) or its output (Adapter), act GELU or ReLU; dropout is off in eval mode.
     static string AdapterNodes(OnnxGraph g, string input, string output, Peft.BottleneckAdapter? adapter, string fc2)
     {
         if (adapter == null || !adapter.Modules.TryGetValue(fc2, out var m)) return output;
         string Project(string x, string name, Tensor weight, Tensor bias) =>
             g.Node("Add", name, [g.Node("MatMul", name, [x, g.WeightTransposed(name + ".weight", weight)]), g.Parameter(bias)]);
         string down = Project(adapter.Parallel ? input : output, m.Prefix + ".down_proj", m.DownWeight, m.DownBias);
-        string up = Project(g.Node("Relu", m.Prefix + ".act", [down]), m.Prefix + ".up_proj", m.UpWeight, m.UpBias);
+        string activated = adapter.Gelu
+            ? Gelu(g, down, m.Prefix + ".act", g.Scalar("half", 0.5f), g.Scalar("one", 1f), g.Scalar("sqrt2", MathF.Sqrt(2f)))
+            : g.Node("Relu", m.Prefix + ".act", [down]);
+        string up = Project(activated, m.Prefix + ".up_proj", m.UpWeight, m.UpBias);
         if (adapter.Settings.Scale != 1f) up = g.Node("Mul", m.Prefix + ".scale", [up, g.Scalar(m.Prefix + ".scale", adapter.Settings.Scale)]);
         return g.Node("Add", m.Prefix, [output, up]);
     }

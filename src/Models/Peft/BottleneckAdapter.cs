@@ -46,12 +46,12 @@ public sealed record AdapterSettings(int Bottleneck, float Scale, float Dropout)
 }
 
 /// <summary>
-/// A bottleneck adapter on every block's MLP branch: a(z) = s·up(dropout(ReLU(down(z)))) with down [d, C] + bias
+/// A bottleneck adapter on every block's MLP branch: a(z) = s·up(dropout(act(down(z)))) with down [d, C] + bias
 /// (kaiming-uniform, a = √5: ±1/√C; bias 0) and up [C, d] + bias (zero, so training starts from the pretrained model),
 /// added to the branch's output. <see cref="Adapter"/> reads the branch's output (sequential, after the MLP);
-/// <see cref="AdaptFormer"/> reads the branch's input (parallel to the MLP). The backbone is frozen; the adapters and
-/// the head train. Neither merges (the ReLU bottleneck is not linear): load the trained file with the method, or
-/// export it as explicit nodes.
+/// <see cref="AdaptFormer"/> reads the branch's input (parallel to the MLP); act is GELU or ReLU. The backbone is
+/// frozen; the adapters and the head train. Neither merges (the bottleneck is not linear): load the trained file with
+/// the method, or export it as explicit nodes.
 /// </summary>
 public abstract class BottleneckAdapter : PeftMethod
 {
@@ -78,6 +78,9 @@ public abstract class BottleneckAdapter : PeftMethod
 
     /// <summary>True when the adapter reads the branch's input (parallel), false for its output (sequential).</summary>
     public abstract bool Parallel { get; }
+
+    /// <summary>The activation between the projections: exact GELU (true) or ReLU (false).</summary>
+    public abstract bool Gelu { get; }
 
     /// <summary>The module name after the block's prefix (<c>adapter</c>, AdaptFormer's <c>adaptmlp</c>).</summary>
     protected abstract string ModuleName { get; }
@@ -122,8 +125,9 @@ public abstract class BottleneckAdapter : PeftMethod
     Tensor Forward(FeatureSite fc2, Tensor input, Tensor output, ulong? trainSeed)
     {
         if (!_byFc2.TryGetValue(fc2.Name, out var m)) return output;
-        using var down = Ops.Linear(Parallel ? input : output, m.DownWeight, m.DownBias);
-        using var activated = Ops.Relu(down);
+        var source = Parallel ? input : output;
+        using var down = Gelu ? null : Ops.Linear(source, m.DownWeight, m.DownBias);
+        using var activated = Gelu ? Ops.LinearGelu(source, m.DownWeight, m.DownBias) : Ops.Relu(down!);
         using var dropped = trainSeed is { } seed && Settings.Dropout > 0 ? Ops.Dropout(activated, Settings.Dropout, CounterRng.Hash(seed, m.Stream)) : null;
         using var up = Ops.Linear(dropped ?? activated, m.UpWeight, m.UpBias);
         using var scaled = Settings.Scale != 1f ? Ops.ScaleShift(up, m.Scale, m.Zero) : null;
@@ -133,10 +137,10 @@ public abstract class BottleneckAdapter : PeftMethod
     /// <inheritdoc/>
     protected override IReadOnlyDictionary<string, string> TrainedMetadata => Settings.ToMetadata();
 
-    /// <summary>A bottleneck adapter cannot fold: its ReLU is not linear.</summary>
+    /// <summary>A bottleneck adapter cannot fold: its activation is not linear.</summary>
     /// <exception cref="NotSupportedException">Always.</exception>
     public override IReadOnlyList<string> Merge() =>
-        throw new NotSupportedException($"{Name}'s bottleneck has a ReLU, which no linear layer of a plain model can absorb; export it with its modules as explicit nodes");
+        throw new NotSupportedException($"{Name}'s bottleneck has a {(Gelu ? "GELU" : "ReLU")}, which no linear layer of a plain model can absorb; export it with its modules as explicit nodes");
 
     /// <inheritdoc/>
     public override void Dispose()
@@ -147,9 +151,11 @@ public abstract class BottleneckAdapter : PeftMethod
 }
 
 /// <summary>
-/// The sequential bottleneck adapter of the VTAB baselines (Houlsby-style, one per block after the MLP): the MLP
-/// branch's output z becomes z + up(ReLU(down(z))), bottleneck 8 by default. Modules <c>blocks.{i}.adapter.down_proj</c>
-/// and <c>blocks.{i}.adapter.up_proj</c>.
+/// The sequential bottleneck adapter of the VTAB baselines (the VPT repository's Pfeiffer-style adapter, one per block
+/// after the MLP): the MLP branch's output z becomes z + up(GELU(down(z))), bottleneck 8 by default. Modules
+/// <c>blocks.{i}.adapter.down_proj</c> and <c>blocks.{i}.adapter.up_proj</c>. The VPT repository zero-initialises both
+/// projections (so only the up-projection's bias ever gets a gradient there); here down is kaiming-uniform and up zero,
+/// as LoRA and AdaptFormer do, so the whole adapter trains.
 /// </summary>
 public sealed class Adapter(AdapterSettings? settings = null, ulong seed = 42) : BottleneckAdapter(settings ?? Defaults, seed)
 {
@@ -161,6 +167,9 @@ public sealed class Adapter(AdapterSettings? settings = null, ulong seed = 42) :
 
     /// <inheritdoc/>
     public override bool Parallel => false;
+
+    /// <inheritdoc/>
+    public override bool Gelu => true;
 
     /// <inheritdoc/>
     protected override string ModuleName => "adapter";
@@ -183,6 +192,9 @@ public sealed class AdaptFormer(AdapterSettings? settings = null, ulong seed = 4
 
     /// <inheritdoc/>
     public override bool Parallel => true;
+
+    /// <inheritdoc/>
+    public override bool Gelu => false;
 
     /// <inheritdoc/>
     protected override string ModuleName => "adaptmlp";

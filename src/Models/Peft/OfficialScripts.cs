@@ -26,7 +26,8 @@ public sealed record OfficialScript(string Repository, string Commit, string Fil
         $"{Repository}@{Commit} " + Sources.GetValueOrDefault(key, "{file}").Replace("{file}", FileOf(task)).Replace("{folder}", Folder(task));
 }
 
-/// <summary>The three seed repositories' VTAB-1k scripts (SSF, SCT, GPS).</summary>
+/// <summary>The three seed repositories' VTAB-1k scripts (SSF, SCT, GPS), and NOAH's for the LoRA, Adapter and VPT
+/// baselines.</summary>
 public static class OfficialScripts
 {
     // SSF and GPS name three task folders differently from NOAH's extractor (and from us).
@@ -99,5 +100,46 @@ public static class OfficialScripts
             ["head init"] = "train_model_sct.py: model.reset_classifier(config['class_num']) (a new nn.Linear)",
             ["evaluation"] = "train_model_sct.py: test() when ep % 10 == 9; the best accuracy is kept",
             ["seed"] = "train_model_sct.py: --seed default 42",
+        });
+
+    /// <summary>ZhangYuanhan-AI/NOAH's LoRA baseline: <c>configs/LoRA/VTAB/slurm_train_lora_vtab.sh</c> with
+    /// <c>experiments/LoRA/ViT-B_prompt_lora_8.yaml</c>, running <c>supernet_train_prompt.py</c>.</summary>
+    public static OfficialScript NoahLora { get; } = Noah("LoRA", "lora", "experiments/LoRA/ViT-B_prompt_lora_8.yaml: LORA_DIM 8 in all 12 blocks; " +
+        "model/supernet_vision_transformer_timm.py Attention: LoRA_a [8, C] kaiming_uniform, LoRA_b [3C, 8] zeros on the whole qkv, unscaled; --drop_rate_LoRA default 0.1 on its input",
+        "lib/datasets.py: IMAGENET_DEFAULT_MEAN/STD (the script passes no --inception)");
+
+    /// <summary>NOAH's Adapter baseline: <c>configs/Adapter/VTAB/slurm_train_adapter_vtab.sh</c> with
+    /// <c>experiments/Adapter/ViT-B_prompt_adapter_8.yaml</c>.</summary>
+    public static OfficialScript NoahAdapter { get; } = Noah("Adapter", "adapter", "experiments/Adapter/ViT-B_prompt_adapter_8.yaml: ADAPTER_DIM 8 in all 12 blocks; " +
+        "model/module/adapter_super.py: down, QuickGELU, dropout (--drop_rate_adapter default 0.1), up, after the MLP",
+        "lib/datasets.py: IMAGENET_DEFAULT_MEAN/STD (the script passes no --inception)");
+
+    /// <summary>NOAH's VPT baseline: <c>configs/VPT/VTAB/slurm_train_vpt_vtab.sh</c> with one of
+    /// <c>experiments/VPT/ViT-B_prompt_vpt_{1,5,25,50,100,200,...}.yaml</c>.</summary>
+    public static OfficialScript NoahVpt { get; } = Noah("VPT", "vpt", "experiments/VPT/ViT-B_prompt_vpt_50.yaml: VISUAL_PROMPT_DIM 50 in all 12 blocks (the length the GPS paper reimplements VPT-deep with; " +
+        "VPT's per-task lengths are not in these sources); {file}: --drop_rate_prompt 0.1",
+        "{file}: --inception (IMAGENET_INCEPTION_MEAN/STD)", learningRate: "{file}: LR in 0.005 0.001 (a sweep; the first is taken)");
+
+    // NOAH's shared training script for its baselines: timm's create_optimizer/create_scheduler with the script's flags
+    // and supernet_train_prompt.py's argument defaults.
+    static OfficialScript Noah(string folder, string name, string settings, string normalisation, string learningRate = "{file}: LR=0.005") =>
+        new("ZhangYuanhan-AI/NOAH", "e9c55f3", $"configs/{folder}/VTAB/slurm_train_{name}_vtab.sh", new Dictionary<string, string>(), new Dictionary<string, string>
+        {
+            ["optimizer"] = "supernet_train_prompt.py: --opt default adamw; timm create_optimizer",
+            ["learning rate"] = learningRate,
+            ["weight decay"] = "{file}: WEIGHT_DECAY=0.0001; timm create_optimizer (no decay on 1-d parameters and biases)",
+            ["batch size"] = "{file}: --batch-size=64",
+            ["epochs"] = "{file}: --epochs=100; supernet_train_prompt.py: for epoch in range(args.epochs) (no cooldown epochs run)",
+            ["warmup"] = "supernet_train_prompt.py: --warmup-epochs default 10, --warmup-lr default 1e-6",
+            ["schedule"] = "supernet_train_prompt.py: --sched default cosine, --min-lr default 1e-5, lr_scheduler.step(epoch) after epoch epoch",
+            ["drop path"] = "supernet_train_prompt.py: --drop-path default 0.1 (the script does not set it)",
+            ["label smoothing"] = "{file}: --smoothing=0 --mixup=0 --cutmix=0",
+            ["normalisation"] = normalisation,
+            ["augmentation"] = "{file}: --no_aug --direct_resize",
+            ["head width"] = "the task's classes",
+            ["head init"] = "timm VisionTransformer init: head weight trunc_normal_(std=.02), bias zeros",
+            ["evaluation"] = "supernet_train_prompt.py: --val_interval default 10 and the last epoch; the maximum accuracy is kept",
+            ["seed"] = "supernet_train_prompt.py: --seed default 0",
+            ["method settings"] = settings,
         });
 }

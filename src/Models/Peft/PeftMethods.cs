@@ -2,8 +2,9 @@ namespace Engine.Models.Peft;
 
 /// <summary>What a method's factory gets: the run's seed (initialisation of added parameters); for a method with a
 /// selection pass, the selection file the pass wrote (or a trained file, which holds its selection too; LoRA reads its
-/// settings from a trained file given here); and LoRA's or an adapter's settings (null: the method's defaults).</summary>
-public sealed record MethodSetup(ulong Seed = 42, string? SelectionFile = null, LoraSettings? Lora = null, AdapterSettings? Adapter = null);
+/// settings from a trained file given here); and LoRA's, an adapter's or VPT's settings (null: the method's defaults).</summary>
+public sealed record MethodSetup(ulong Seed = 42, string? SelectionFile = null, LoraSettings? Lora = null, AdapterSettings? Adapter = null,
+    VptSettings? Vpt = null);
 
 /// <summary>The settings of one selection pass.</summary>
 /// <param name="K">Selection size (SCT: channels per site; GPS: inputs per output row).</param>
@@ -113,7 +114,7 @@ public static class PeftMethods
         VitRecipe = task => PeftRecipe.SctScript("sct", task),
         Create = setup => new Sct(SctSelection.Read(RequireSelection(setup, "sct")), setup.Seed),
         Script = OfficialScripts.Sct,
-        OfficialCheckpoint = "ViT-B/16 ImageNet-21k, the original release: ViT-B_16.npz (showlab/SCT run_model_sct.sh)", CheckpointFamily = "original",
+        OfficialCheckpoint = OriginalCheckpoint + " (showlab/SCT run_model_sct.sh)", CheckpointFamily = "original",
         Selection = new()
         {
             Views = 1, BatchSize = 50, TrainMode = false, TakesStageK = true,
@@ -161,22 +162,22 @@ public static class PeftMethods
     public static PeftMethodInfo Lora { get; } = new()
     {
         Name = "lora", Title = "LoRA", Summary = "LoRA: a low-rank path (α/r)·B·A beside q and v of every attention, or any Linear layer",
-        VitRecipe = task => PeftRecipe.SsfScript("lora", task, 1e-3f) with { Lora = new LoraSettings() },
+        VitRecipe = _ => PeftRecipe.NoahScript("lora", 5e-3f, "imagenet") with { Lora = new LoraSettings { Targets = ["attn.qkv"], Dropout = 0.1f } },
         Create = setup => new Peft.Lora(setup.Lora ?? (setup.SelectionFile == null ? null : LoraSettings.FromTrainedFile(setup.SelectionFile)), setup.Seed),
         Synthetic = new(LearningRate: 1e-2f, WeightDecay: 1e-4f),
-        Script = OfficialScripts.Ssf, OwnLearningRate = true,
-        CheckpointFamily = "augreg", OfficialCheckpoint = "none official; SSF's: " + AugRegCheckpoint,
+        Script = OfficialScripts.NoahLora,
+        CheckpointFamily = "original", OfficialCheckpoint = OriginalCheckpoint + " (NOAH's README)",
     };
 
     /// <summary>The sequential bottleneck adapter after every block's MLP (bottleneck 8).</summary>
     public static PeftMethodInfo Adapter { get; } = new()
     {
-        Name = "adapter", Title = "Adapter", Summary = "Adapter: a bottleneck (8) after every block's MLP, z + up(ReLU(down(z)))",
-        VitRecipe = task => PeftRecipe.SsfScript("adapter", task, 1e-3f) with { Adapter = Peft.Adapter.Defaults },
+        Name = "adapter", Title = "Adapter", Summary = "Adapter: a bottleneck (8) after every block's MLP, z + up(GELU(down(z)))",
+        VitRecipe = _ => PeftRecipe.NoahScript("adapter", 5e-3f, "imagenet") with { Adapter = Peft.Adapter.Defaults with { Dropout = 0.1f } },
         Create = setup => new Peft.Adapter(setup.Adapter ?? AdapterFile(setup), setup.Seed),
         Synthetic = new(LearningRate: 3e-2f, WeightDecay: 1e-4f),
-        Script = OfficialScripts.Ssf, OwnLearningRate = true,
-        CheckpointFamily = "augreg", OfficialCheckpoint = "none official; SSF's: " + AugRegCheckpoint,
+        Script = OfficialScripts.NoahAdapter,
+        CheckpointFamily = "original", OfficialCheckpoint = OriginalCheckpoint + " (NOAH's README)",
     };
 
     /// <summary>AdaptFormer: a bottleneck beside every block's MLP (64, scale 0.1).</summary>
@@ -190,11 +191,26 @@ public static class PeftMethods
         CheckpointFamily = "augreg", OfficialCheckpoint = "none official; SSF's: " + AugRegCheckpoint,
     };
 
+    /// <summary>VPT-deep: learned prompt tokens at every block's input (ViT).</summary>
+    public static PeftMethodInfo VptDeep { get; } = new()
+    {
+        Name = "vpt", Title = "VPT-Deep", Summary = "VPT-deep: 50 learned prompt tokens at every block of a ViT, replaced per block",
+        Families = ["vit"], // Swin's variant puts prompts inside every attention window
+        VitRecipe = _ => PeftRecipe.NoahScript("vpt", 5e-3f, "inception") with { Vpt = new VptSettings() },
+        Create = setup => new Peft.VptDeep(setup.Vpt ?? (setup.SelectionFile == null ? null : VptSettings.FromTrainedFile(setup.SelectionFile)), setup.Seed),
+        Synthetic = new(LearningRate: 1e-2f, WeightDecay: 1e-4f),
+        Script = OfficialScripts.NoahVpt,
+        CheckpointFamily = "original", OfficialCheckpoint = OriginalCheckpoint + " (NOAH's README)",
+    };
+
+    /// <summary>The original ViT-B/16 ImageNet-21k release (SCT's and NOAH's starting point).</summary>
+    const string OriginalCheckpoint = "ViT-B/16 ImageNet-21k, the original release: ViT-B_16.npz";
+
     /// <summary>The checkpoint SSF's and GPS's VTAB-1k scripts start from.</summary>
     const string AugRegCheckpoint = "ViT-B/16 ImageNet-21k AugReg: B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz (the SSF and GPS repositories' models/vision_transformer.py)";
 
     /// <summary>Every method: the default main job's six in the papers' table order, then the other baselines.</summary>
-    public static IReadOnlyList<PeftMethodInfo> All { get; } = [Full, Linear, Bias, Ssf, Sct, Gps, Lora, Adapter, AdaptFormer];
+    public static IReadOnlyList<PeftMethodInfo> All { get; } = [Full, Linear, Bias, Ssf, Sct, Gps, Lora, Adapter, AdaptFormer, VptDeep];
 
     /// <summary>The methods run when none are named (the main job, the VTAB suite, the step benchmark): the papers' own
     /// methods and their subset baselines. The other baselines (LoRA, ...) run when named.</summary>

@@ -105,6 +105,8 @@ public sealed record PeftRecipe
     public LoraSettings? Lora { get; init; }
     /// <summary>A bottleneck adapter's width, scale and dropout (Adapter, AdaptFormer; null for the other methods).</summary>
     public AdapterSettings? Adapter { get; init; }
+    /// <summary>VPT-deep's prompt length and dropout (null for the other methods).</summary>
+    public VptSettings? Vpt { get; init; }
     /// <summary>Selection size: SCT channels per block (96), GPS inputs per output row (1).</summary>
     public int K { get; init; }
     /// <summary>SCT's K for the sites of a stage, overriding <see cref="K"/> there (Swin: <c>{"layers.3": 192}</c>); null: K everywhere.</summary>
@@ -177,6 +179,7 @@ public sealed record PeftRecipe
         foreach (var (stage, k) in StageK ?? []) Require(k >= 1, $"{nameof(StageK)}[{stage}]", k, "must be ≥ 1");
         if (Lora != null) problems.AddRange(Lora.Problems());
         if (Adapter != null) problems.AddRange(Adapter.Problems());
+        if (Vpt != null) problems.AddRange(Vpt.Problems());
         Require(EvalEveryEpochs >= 1, nameof(EvalEveryEpochs), EvalEveryEpochs, "must be ≥ 1");
         Require(HeadClasses is null or (>= 1 and <= 1_000_000), nameof(HeadClasses), HeadClasses!, "must lie in [1, 1000000]");
         return problems;
@@ -242,7 +245,7 @@ public sealed record PeftRecipe
         if (family is not ("vit" or "swin" or "convnext"))
             throw new ArgumentException($"unknown model family '{family}' (known: vit, swin, convnext)", nameof(family));
         var recipe = ForVit(method, task);
-        if (recipe.Lora != null) recipe = recipe with { Lora = LoraSettings.For(family) };
+        if (recipe.Lora != null && family == "convnext") recipe = recipe with { Lora = recipe.Lora with { Targets = LoraSettings.For(family).Targets } };
         return family == "vit" ? recipe : recipe with { Normalization = "imagenet" };
     }
 
@@ -283,6 +286,16 @@ public sealed record PeftRecipe
             DropPath = gps.DropPath, K = gps.K,
         };
     }
+
+    /// <summary>NOAH's baseline script (the same values for every VTAB-1k task): AdamW, batch 64, 100 epochs with no
+    /// cooldown, 10 warmup epochs from 1e-6, cosine to 1e-5 stepped one epoch late, weight decay 1e-4, drop path 0.1, no
+    /// smoothing or augmentation, evaluation every 10 epochs, seed 0.</summary>
+    internal static PeftRecipe NoahScript(string method, float learningRate, string normalization) => new()
+    {
+        Method = method, LearningRate = learningRate, WeightDecay = 1e-4f, BatchSize = 64, Epochs = 100, CooldownEpochs = 0,
+        WarmupEpochs = 10, WarmupLearningRate = 1e-6f, MinLearningRate = 1e-5f, ScheduleLagsOneEpoch = true, DropPath = 0.1f,
+        Normalization = normalization, EvalEveryEpochs = 10, Seed = 0,
+    };
 
     /// <summary>SSF's script for <paramref name="task"/> (null: the values most tasks use), with its learning rate or
     /// <paramref name="learningRate"/> (the baselines, which share SSF's recipe).</summary>

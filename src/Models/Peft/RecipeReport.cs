@@ -35,25 +35,38 @@ public static class RecipeReport
             ("selection pass", method.Selection == null ? "none"
                 : $"{(method.Selection.TrainMode ? "train mode" : "eval mode")}, {method.Selection.Views} view(s) per image, batches of {SelectionPass.BatchSizeOf(method, r)}"),
             ("K", method.Selection == null ? "n/a" : r.K.ToString(CultureInfo.InvariantCulture)),
+            ("method settings", MethodSettings(r)),
             ("head width", r.HeadClasses is int h ? $"{h} (an official-config quirk: more than the task's classes)" : "the task's classes"),
             ("head init", method == PeftMethods.Sct ? "nn.Linear's default: weight and bias uniform ±1/√fan_in" : "timm's: weight truncated normal 0.02, bias 0"),
             ("evaluation", $"top-1 on test every {r.EvalEveryEpochs} epoch(s) and after the last; best and final reported"),
             ("seed", r.Seed.ToString(CultureInfo.InvariantCulture)),
         };
-        return [.. lines.Select(l => $"{l.Key}: {l.Value}    [{Source(method, l.Key, task, family)}]")];
+        return [.. lines.Select(l => $"{l.Key}: {l.Value}    [{Source(method, r, l.Key, task, family)}]")];
     }
 
     // Where a line's value comes from: the script's flag or line, or this project where it is ours.
-    static string Source(PeftMethodInfo method, string key, string? task, string family) => key switch
+    static string Source(PeftMethodInfo method, PeftRecipe r, string key, string? task, string family) => key switch
     {
         "method" => "PeftMethods.cs",
         "task" => "VtabTasks.cs",
         "pretrained checkpoint" or "recipe script" => "fact of the official repository",
         "learning rate" when method.OwnLearningRate => "this project's choice: the seed repositories have no VTAB script for this baseline",
         "selection pass" or "K" when method.Selection == null => "n/a",
+        "method settings" when r.Lora == null && r.Adapter == null && r.Vpt == null => "n/a",
+        "method settings" when !method.Script.Sources.ContainsKey(key) => "this project's choice: the method's defaults (docs/methods.md)",
         "normalisation" when family != "vit" => "the SSF and GPS repositories' Swin and ConvNeXt loaders (IMAGENET_DEFAULT_MEAN/STD)",
         _ => method.Script.SourceOf(key, task),
     };
+
+    // LoRA's, an adapter's or VPT's own settings, or none.
+    static string MethodSettings(PeftRecipe r)
+    {
+        static string F(float v) => v.ToString("G4", CultureInfo.InvariantCulture);
+        if (r.Lora is { } l) return $"LoRA rank {l.Rank}, alpha {F(l.Alpha)} (scale {F(l.Scale)}), dropout {F(l.Dropout)} on {string.Join(", ", l.Targets)}";
+        if (r.Adapter is { } a) return $"bottleneck {a.Bottleneck}, scale {F(a.Scale)}, dropout {F(a.Dropout)}";
+        if (r.Vpt is { } v) return $"{v.Length} prompts per block, dropout {F(v.Dropout)}";
+        return "none";
+    }
 
     static string Augmentation(PeftRecipe r)
     {

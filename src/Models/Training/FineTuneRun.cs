@@ -220,7 +220,7 @@ public static class FineTuneRun
     {
         var recipe = config.Recipe;
         var info = PeftMethods.Get(recipe.Method);
-        if (info.Selection == null) return info.Create(new MethodSetup(recipe.Seed, Lora: recipe.Lora, Adapter: recipe.Adapter));
+        if (info.Selection == null) return info.Create(new MethodSetup(recipe.Seed, Lora: recipe.Lora, Adapter: recipe.Adapter, Vpt: recipe.Vpt));
         if (!File.Exists(selectionPath))
         {
             var items = trainList.Files.Zip(trainList.Labels).ToList();

@@ -38,7 +38,8 @@ public sealed class StepBenchmark : IDisposable
         }
         try
         {
-            _method = method.Create(new MethodSetup(SelectionFile: selection, Lora: PeftRecipe.For(method.Name, null, _model.Family).Lora));
+            var recipe = PeftRecipe.For(method.Name, null, _model.Family);
+            _method = method.Create(new MethodSetup(SelectionFile: selection, Lora: recipe.Lora, Adapter: recipe.Adapter, Vpt: recipe.Vpt));
         }
         finally
         {

@@ -124,6 +124,11 @@ public sealed class VisionTransformer : IImageClassifier
     /// <inheritdoc/>
     public MlpBranchHook? MlpHook { get; set; }
 
+    /// <summary>Called with each block's index, its input tokens [B, T, C] and the train seed (null in eval mode);
+    /// returns the tokens the block runs on (VPT-deep appends its prompts here). The class token stays token 0.
+    /// Null: none.</summary>
+    public Func<int, Tensor, ulong?, Tensor>? BlockInputHook { get; set; }
+
     /// <summary>Every parameter in timm's state-dict order, named by its key.</summary>
     public IReadOnlyList<Tensor> Parameters => _parameters;
 
@@ -175,6 +180,11 @@ public sealed class VisionTransformer : IImageClassifier
             var b = _blocks[i];
             float dropPath = _blocks.Length > 1 ? Config.drop_path_rate * i / (_blocks.Length - 1) : Config.drop_path_rate;
             ulong site = 16 + 8 * (ulong)i;
+            if (BlockInputHook?.Invoke(i, x, trainSeed) is { } tokens && !ReferenceEquals(tokens, x))
+            {
+                x.Dispose();
+                x = tokens;
+            }
             x = this.Transform(b.Sites[3], Residual(x, Attention(x, b, trainSeed, site), dropPath, trainSeed, site + 2));
             x = Residual(x, Mlp(x, b, trainSeed, site + 3), dropPath, trainSeed, site + 6);
         }
