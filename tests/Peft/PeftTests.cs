@@ -16,7 +16,7 @@ public class PeftTests
     static readonly VitConfig Tiny = new() { img_size = 12, patch_size = 4, in_chans = 1, embed_dim = 16, depth = 2, num_heads = 2, mlp_ratio = 2, num_classes = 3 };
 
     /// <summary>Every method, by its command-line name (gps-dense: GPS with the dense masked gradient).</summary>
-    public static readonly string[] Methods = ["full", "linear", "bias", "ssf", "sct", "gps", "gps-dense", "lora", "adapter", "adaptformer"];
+    public static readonly string[] Methods = ["full", "linear", "bias", "ssf", "sct", "gps", "gps-dense", "lora", "adapter", "adaptformer", "vpt"];
 
     /// <summary>LoRA on q and v of every qkv and on fc1, with dropout on its path.</summary>
     static readonly LoraSettings TinyLora = new() { Rank = 3, Alpha = 6, Dropout = 0.1f, Targets = ["attn.qkv[q,v]", "mlp.fc1"] };
@@ -53,6 +53,7 @@ public class PeftTests
             case "lora": return new Lora(TinyLora, seed: 9);
             case "adapter": return new Adapter(new AdapterSettings(8, 1f, 0f), seed: 9);
             case "adaptformer": return new AdaptFormer(new AdapterSettings(5, 0.1f, 0.1f), seed: 9);
+            case "vpt": return new VptDeep(new VptSettings(3, 0.1f), seed: 9);
         }
         var batches = Batches(vit.Parameters[0].Device, 3, 6, twoViews: name.StartsWith("gps"));
         try
@@ -101,6 +102,7 @@ public class PeftTests
                 vit.SiteAffine = null;
                 vit.LinearHook = null;
                 vit.MlpHook = null;
+                vit.BlockInputHook = null;
             }
         }
         Expect(new Ssf(), 205_824 + head);                          // SSF paper: 1,536 + 12·2·8,448 + 1,536
@@ -115,6 +117,7 @@ public class PeftTests
         Expect(new Lora(new LoraSettings { Rank = 4, Targets = ["qkv", "mlp.fc2"] }), 12 * (4 * 768 + 2304 * 4 + 4 * 3072 + 768 * 4) + head);
         Expect(new Adapter(), 12 * (768 * 8 + 8 + 8 * 768 + 768) + head);        // 156,768: down [8, 768] + 8, up [768, 8] + 768
         Expect(new AdaptFormer(), 12 * (768 * 64 + 64 + 64 * 768 + 768) + head); // 1,189,632
+        Expect(new VptDeep(), 12 * 50 * 768 + head);                               // 460,800: 50 prompts of 768 per block
         Expect(SubsetMethod.Linear(), head);
         Expect(SubsetMethod.Bias(), 768 + 12 * (2304 + 768 + 3072 + 768 + 2 * 768) + 768 + head);
         Expect(SubsetMethod.Full(), vit.ParameterCount);
@@ -536,7 +539,7 @@ public class PeftTests
                 "sct" => new Sct(SctSelection.Read(path), seed: 1234),
                 "gps" or "gps-dense" => new Gps(GpsSelection.Read(path), sparse: methodName == "gps"),
                 "ssf" => new Ssf(seed: 1234),
-                "lora" or "adapter" or "adaptformer" => PeftMethod.ForTrainedFile(path), // settings from the file's metadata
+                "lora" or "adapter" or "adaptformer" or "vpt" => PeftMethod.ForTrainedFile(path), // settings from the file's metadata
                 _ => Create(methodName, vit),
             };
             method.Apply(vit);
