@@ -81,6 +81,9 @@ public class VtabReportTests
             Assert.That(svg, Does.Contain("fill=\"white\"").And.Contain(">top-1 accuracy (%)</text>").And.Contain(">Natural</text>").And.Contain(">Other</text>")
                 .And.Contain("<title>Natural mean, ssf: 81.6%</title>").And.Contain("<title>dtd SSF (paper): 75.1%</title>")
                 .And.Not.Contain("<title>dtd GPS (paper)").And.Not.Contain("<title>my_task SSF"), "published marks only for the methods that ran, only over VTAB-1k tasks");
+            FakeRun(runs, "dtd", "vpt", 30, 60, 460_800); // the method vpt has the published row "VPT-Deep (paper)"
+            Assert.That(VtabReport.Collect(runs).Svg(), Does.Contain("<title>dtd VPT-Deep (paper): 65.8%</title>"));
+            Directory.Delete(Path.Combine(runs, "dtd", "vpt"), true);
             // A VTAB group with one task missing has no mean.
             Directory.Delete(Path.Combine(runs, "dtd"), true);
             Assert.That(VtabReport.Collect(runs).Markdown(), Does.Contain("| – | 86.6 | 59.0 | 42.0 | – | – |"));

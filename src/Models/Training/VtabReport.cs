@@ -32,7 +32,11 @@ public sealed class VtabReport
 
     /// <summary>Our method name for a published row ("SSF (paper)" → ssf): the figure marks only the rows of methods
     /// that ran.</summary>
-    static string PublishedMethod(string row) => row[..row.IndexOf(" (", StringComparison.Ordinal)].ToLowerInvariant();
+    static string PublishedMethod(string row)
+    {
+        string title = row[..row.IndexOf(" (", StringComparison.Ordinal)];
+        return Peft.PeftMethods.All.FirstOrDefault(m => m.Title == title)?.Name ?? title.ToLowerInvariant(); // "VPT-Deep" → vpt
+    }
 
     readonly List<RunResult> _results;
     readonly List<(string Name, VtabGroup Group)> _tasks;
