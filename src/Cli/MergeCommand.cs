@@ -17,7 +17,8 @@ public static class MergeCommand
         var trained = new Option<string>("--trained") { Description = "The trained part, as written by a PEFT method (its metadata names the method)", Required = true };
         var output = new Option<string>("--output") { Description = "Where to write the merged checkpoint (.safetensors, timm keys, no extra parameters)", Required = true };
         var command = new Command("merge", "Fold a trained PEFT file into its base weights and write a plain checkpoint: SSF re-parameterised into the " +
-                                           "layers before it; LoRA's B·A added to its layers' weights; full, linear, bias and GPS written into the weights. SCT does not fold (it acts on the residual stream).")
+                                           "layers before it; LoRA's B·A added to its layers' weights; full, linear, bias and GPS written into the weights. SCT (on the residual stream), " +
+                                           "Adapter, AdaptFormer (non-linear bottlenecks) and VPT-deep (extra tokens) do not fold: export them with their modules instead.")
         {
             model, weights, trained, output,
         };

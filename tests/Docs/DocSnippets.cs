@@ -48,7 +48,7 @@ internal static class DocSnippets
         #region ReadmeFineTuneWithAMethod
         using var model = ImageModels.Create(Device.Cpu, "models/synthetic-vit/config.json", numClasses: 6);
         model.Load("models/synthetic-vit/weights.safetensors", LoadMode.NewHead);
-        var info = PeftMethods.Get("ssf");                           // full, linear, bias, ssf, sct, gps
+        var info = PeftMethods.Get("ssf");                           // or full, linear, bias, sct, gps, lora, adapter, adaptformer, vpt
         using var method = info.Create(new MethodSetup(Seed: 42));  // SCT and GPS take the file their selection pass wrote
         method.Apply(model);                                         // freezes what does not train, adds what the method adds
         var recipe = PeftRecipe.For(info.Name);                      // the official scripts' hyperparameters
