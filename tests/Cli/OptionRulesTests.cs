@@ -21,7 +21,7 @@ public class OptionRulesTests
     [TestCase("--k", "0", "--k: '0': the value must be an integer ≥ 1")]
     [TestCase("--threads", "0", "--threads must be at least 1 (got 0)")]
     [TestCase("--epochs", "abc", "Cannot parse argument 'abc' for option '--epochs' as an integer")]
-    [TestCase("--method", "lora", "--method: Argument 'lora' not recognized. Must be one of: 'full', 'linear', 'bias', 'ssf', 'sct', 'gps'")]
+    [TestCase("--method", "dora", "--method: Argument 'dora' not recognized. Must be one of: 'full', 'linear', 'bias', 'ssf', 'sct', 'gps', 'lora', 'adapter', 'adaptformer', 'vpt'")]
     public void ABadValueIsOneLineNamingTheOption(string option, string value, string expected)
     {
         var args = option == "--method" ? [.. VtabRun[..^2], option, value] : VtabRun.Append(option).Append(value).ToArray();

@@ -6,48 +6,34 @@ namespace Engine;
 public static unsafe partial class Ops
 {
     /// <summary>Exact (erf) GELU. Saves its input.</summary>
-    public static Tensor Gelu(Tensor x)
+    public static Tensor Gelu(Tensor x) => Activation("Gelu", x, relu: false);
+
+    /// <summary>ReLU, y = max(x, 0) (AdaptFormer's bottleneck). Saves its input; the gradient at 0 is 0.</summary>
+    public static Tensor Relu(Tensor x) => Activation("Relu", x, relu: true);
+
+    static Tensor Activation(string op, Tensor x, bool relu)
     {
-        Check("Gelu", "input", x);
+        Check(op, "input", x);
         var y = NewLike(x);
-        x.Device.Kernels.GeluForward(y.Data, x.Data, x.Count);
+        var k = x.Device.Kernels;
+        if (relu) k.ReluForward(y.Data, x.Data, x.Count);
+        else k.GeluForward(y.Data, x.Data, x.Count);
         if (Tape.ShouldRecord(x))
-            Tape.Push(y, new GeluSaved { X = x, XKept = Tape.Save(x) });
+            Tape.Push(y, new ActivationSaved { X = x, XKept = Tape.Save(x), Relu = relu });
         return y;
     }
 
-    /// <summary>GELU's backward state: its input, kept.</summary>
-    struct GeluSaved : IBackward<GeluSaved>
+    /// <summary>GELU's or ReLU's backward state: the input, kept.</summary>
+    struct ActivationSaved : IBackward<ActivationSaved>
     {
         public Tensor X, XKept;
+        public bool Relu;
 
-        public static void Backward(ref GeluSaved s, Tensor y)
+        public static void Backward(ref ActivationSaved s, Tensor y)
         {
             float* dx = Tape.GradOutput(s.X, out bool acc);
-            y.Device.Kernels.GeluBackward(dx, y.Grad!.Data, s.XKept.Data, y.Count, acc);
-        }
-    }
-
-    /// <summary>ReLU, y = max(x, 0) (the bottleneck adapters' activation). Saves its input; the gradient at 0 is 0.</summary>
-    public static Tensor Relu(Tensor x)
-    {
-        Check("Relu", "input", x);
-        var y = NewLike(x);
-        x.Device.Kernels.ReluForward(y.Data, x.Data, x.Count);
-        if (Tape.ShouldRecord(x))
-            Tape.Push(y, new ReluSaved { X = x, XKept = Tape.Save(x) });
-        return y;
-    }
-
-    /// <summary>ReLU's backward state: its input, kept.</summary>
-    struct ReluSaved : IBackward<ReluSaved>
-    {
-        public Tensor X, XKept;
-
-        public static void Backward(ref ReluSaved s, Tensor y)
-        {
-            float* dx = Tape.GradOutput(s.X, out bool acc);
-            y.Device.Kernels.ReluBackward(dx, y.Grad!.Data, s.XKept.Data, y.Count, acc);
+            if (s.Relu) y.Device.Kernels.ReluBackward(dx, y.Grad!.Data, s.XKept.Data, y.Count, acc);
+            else y.Device.Kernels.GeluBackward(dx, y.Grad!.Data, s.XKept.Data, y.Count, acc);
         }
     }
 }
