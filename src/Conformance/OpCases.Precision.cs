@@ -61,6 +61,86 @@ public static partial class OpCases
         }
     }
 
+    /// <summary>16-bit storage (activations saved for backward): packing then widening gives exactly the rounded value
+    /// (<see cref="RoundReference"/>) for every probe, and the bf16 bits are the rounded float's high half.</summary>
+    static unsafe void PackLowPrecision(Device dev)
+    {
+        var probes = RoundingProbes();
+        foreach (var precision in new[] { Precision.BF16, Precision.FP16 })
+        {
+            using var x = Tensor.FromArray(dev, probes, probes.Length);
+            using var packed = Tensor.Empty(dev, precision == Precision.BF16 ? DType.BF16 : DType.F16, probes.Length);
+            using var y = Tensor.Zeros(dev, probes.Length);
+            dev.Kernels.PackLowPrecision(packed.HalfData, x.Data, probes.Length, precision);
+            dev.Kernels.UnpackLowPrecision(y.Data, packed.HalfData, probes.Length, precision);
+            var got = y.ToArray();
+            for (int i = 0; i < probes.Length; i++)
+            {
+                float want = RoundReference(probes[i], precision);
+                bool same = float.IsNaN(want) ? float.IsNaN(got[i]) : BitConverter.SingleToInt32Bits(got[i]) == BitConverter.SingleToInt32Bits(want);
+                if (!same) throw new ConformanceException($"PackLowPrecision {precision.Name()}: {probes[i]:G9} came back as {got[i]:G9}, want {want:G9}");
+            }
+        }
+    }
+
+    /// <summary>Under bf16 and fp16 GEMMs a Linear and LoRA keep their weight gradients' GEMM operands in 16 bits (a
+    /// Linear whose weight trains selected entries keeps x in float32: its reduction is no GEMM): every gradient is bit
+    /// for bit the one float32 copies give, and the tape keeps fewer bytes.</summary>
+    static void SavedGemmOperandsInGemmPrecision(Device dev)
+    {
+        const int rows = 23, N = 19, K = 37, r = 3;
+        float[] Values(ulong seed, int n) => [.. Enumerable.Range(0, n).Select(i => (float)(CounterRng.Uniform(seed, (ulong)i) * 2 - 1))];
+        var k = dev.Kernels;
+        var previous = (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision);
+        try
+        {
+            foreach (var precision in new[] { Precision.BF16, Precision.FP16 })
+            {
+                (float[][] Grads, long Saved) Run(bool sixteen)
+                {
+                    k.GemmPrecision = precision;
+                    Ops.SaveGemmOperandsInGemmPrecision = sixteen;
+                    using var x = Tensor.FromArray(dev, Values(91, rows * K), rows, K);
+                    using var w = Tensor.FromArray(dev, Values(92, N * K), N, K);
+                    using var w2 = Tensor.FromArray(dev, Values(93, N * K), N, K);
+                    using var a = Tensor.FromArray(dev, Values(94, r * K), r, K);
+                    using var b = Tensor.FromArray(dev, Values(95, N * r), N, r);
+                    using var index = Tensor.FromArray(dev, [.. Enumerable.Range(0, N * 2).Select(e => (e * 5 + e / 2) % K)], N, 2);
+                    using var upstream = Tensor.FromArray(dev, Values(96, rows * N), rows, N);
+                    x.RequiresGrad = w.RequiresGrad = w2.RequiresGrad = a.RequiresGrad = b.RequiresGrad = true;
+                    w2.Trainability = Trainability.Selected(index);
+                    var tape = new Autograd.Tape();
+                    long saved;
+                    using (tape.Record())
+                    {
+                        using var y = Ops.Linear(x, w);
+                        using var y2 = Ops.Linear(x, w2);
+                        using var sum = Ops.Add(y, y2);
+                        using var z = Ops.Lora(sum, x, a, b, 0.5f);
+                        saved = tape.SavedBytes;
+                        tape.Backward(z, upstream);
+                    }
+                    return ([x.Grad!.ToArray(), w.Grad!.ToArray(), w2.Grad!.ToArray(), a.Grad!.ToArray(), b.Grad!.ToArray()], saved);
+                }
+                var wide = Run(sixteen: false);
+                var narrow = Run(sixteen: true);
+                string[] names = ["dx", "dW", "dW (selected entries)", "dA", "dB"];
+                for (int t = 0; t < names.Length; t++)
+                    for (int i = 0; i < wide.Grads[t].Length; i++)
+                        if (BitConverter.SingleToInt32Bits(wide.Grads[t][i]) != BitConverter.SingleToInt32Bits(narrow.Grads[t][i]))
+                            throw new ConformanceException($"SavedGemmOperandsInGemmPrecision {precision.Name()}: {names[t]}[{i}] is {narrow.Grads[t][i]:G9} with 16-bit saves, {wide.Grads[t][i]:G9} with float32");
+                // x is kept in 16 bits by the dense Linear and LoRA (the sparse one keeps float32), and x·Aᵀ once.
+                long expected = wide.Saved - 2L * (2 * rows * K + rows * r);
+                if (narrow.Saved != expected)
+                    throw new ConformanceException($"SavedGemmOperandsInGemmPrecision {precision.Name()}: the tape kept {narrow.Saved} bytes with 16-bit saves, expected {expected} ({wide.Saved} with float32)");
+            }
+        }
+        finally
+        {
+            (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision) = previous;
+        }
+    }
+
     static void GemmTf32(Device dev) => LowPrecisionGemm(dev, Precision.TF32);
     static void GemmBf16(Device dev) => LowPrecisionGemm(dev, Precision.BF16);
     static void GemmFp16(Device dev) => LowPrecisionGemm(dev, Precision.FP16);

@@ -67,6 +67,8 @@ public static partial class OpCases
         ("SparseAdam", SparseAdam),
         // Precision
         ("RoundToPrecision", RoundToPrecision),
+        ("PackLowPrecision", PackLowPrecision),
+        ("SavedGemmOperandsInGemmPrecision", SavedGemmOperandsInGemmPrecision),
         ("GemmTf32", GemmTf32),
         ("GemmBf16", GemmBf16),
         ("GemmFp16", GemmFp16),

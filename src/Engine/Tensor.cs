@@ -191,6 +191,17 @@ public sealed unsafe class Tensor : IDisposable
         }
     }
 
+    /// <summary>Device pointer to element [0,...,0] as 16-bit storage (<see cref="DType.BF16"/> or <see cref="DType.F16"/>).</summary>
+    public ushort* HalfData
+    {
+        get
+        {
+            CheckAlive();
+            if (DType is not (DType.BF16 or DType.F16)) throw new ArgumentException($"tensor {Describe()} is {DType}, expected BF16 or F16");
+            return (ushort*)_storage.Pointer + Offset;
+        }
+    }
+
     internal Storage Storage => _storage;
 
     void CheckAlive()

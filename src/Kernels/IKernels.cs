@@ -48,6 +48,11 @@ public unsafe interface IKernels
     /// <summary>y[i] = x[i] rounded to <paramref name="precision"/> (to nearest, ties to even), kept as float; y may
     /// alias x. Bit for bit <see cref="LowPrecision.Round(float, Precision)"/> on every backend.</summary>
     void RoundToPrecision(float* y, float* x, long n, Precision precision);
+    /// <summary>y = x in 16-bit storage (<see cref="Precision.BF16"/> or <see cref="Precision.FP16"/> bit patterns),
+    /// rounded as <see cref="RoundToPrecision"/> rounds: activations saved for backward in the GEMMs' precision.</summary>
+    void PackLowPrecision(ushort* y, float* x, long n, Precision precision);
+    /// <summary>y = the 16-bit values x (<see cref="Precision.BF16"/> or <see cref="Precision.FP16"/>) as floats (exact).</summary>
+    void UnpackLowPrecision(float* y, ushort* x, long n, Precision precision);
 
     // ---------------------------------------------------------------- elementwise and bias
     /// <summary>x[i] = value for i &lt; n.</summary>

@@ -44,6 +44,22 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void PackLowPrecision(ushort* y, float* x, long n, Precision precision)
+    {
+        long start = Begin(KernelId.PackLowPrecision);
+        Inner.PackLowPrecision(y, x, n, precision);
+        End(KernelId.PackLowPrecision, start);
+    }
+
+    /// <inheritdoc/>
+    public void UnpackLowPrecision(float* y, ushort* x, long n, Precision precision)
+    {
+        long start = Begin(KernelId.UnpackLowPrecision);
+        Inner.UnpackLowPrecision(y, x, n, precision);
+        End(KernelId.UnpackLowPrecision, start);
+    }
+
+    /// <inheritdoc/>
     public void Fill(float* x, long n, float value)
     {
         long start = Begin(KernelId.Fill);
@@ -515,6 +531,10 @@ public enum KernelId
     LinearGeluForward,
     /// <summary><see cref="IKernels.RoundToPrecision"/></summary>
     RoundToPrecision,
+    /// <summary><see cref="IKernels.PackLowPrecision"/></summary>
+    PackLowPrecision,
+    /// <summary><see cref="IKernels.UnpackLowPrecision"/></summary>
+    UnpackLowPrecision,
     /// <summary><see cref="IKernels.Fill"/></summary>
     Fill,
     /// <summary><see cref="IKernels.Copy"/></summary>

@@ -1,3 +1,5 @@
+using Engine.Kernels;
+
 namespace Engine.Autograd;
 
 /// <summary>
@@ -117,6 +119,28 @@ public sealed unsafe class Tape
     /// <summary>Keeps <paramref name="t"/>'s data alive for backward (an alias, unaffected by the caller disposing t),
     /// until the tape is cleared.</summary>
     internal static Tensor Save(Tensor t) => Keep(t.Contiguous());
+
+    /// <summary>Keeps <paramref name="t"/> for backward in 16-bit storage (<see cref="Precision.BF16"/> or
+    /// <see cref="Precision.FP16"/>), rounded as the GEMMs round their operands: half the bytes of <see cref="Save"/>.
+    /// Read it back with <see cref="Widen"/>.</summary>
+    internal static Tensor SaveInPrecision(Tensor t, Precision precision)
+    {
+        using var dense = t.Contiguous();
+        var packed = Tensor.Empty(t.Device, precision == Precision.BF16 ? DType.BF16 : DType.F16, t.Shape);
+        t.Device.Kernels.PackLowPrecision(packed.HalfData, dense.Data, t.Count, precision);
+        return Keep(packed);
+    }
+
+    /// <summary>A saved tensor as float32: <paramref name="saved"/> itself (null returned in <paramref name="widened"/>)
+    /// when it is float32, else a new float32 copy of its 16-bit values that the caller disposes.</summary>
+    internal static float* Widen(Tensor saved, out Tensor? widened)
+    {
+        widened = null;
+        if (saved.DType == DType.F32) return saved.Data;
+        widened = Tensor.Empty(saved.Device, DType.F32, saved.Shape);
+        saved.Device.Kernels.UnpackLowPrecision(widened.Data, saved.HalfData, saved.Count, saved.DType == DType.BF16 ? Precision.BF16 : Precision.FP16);
+        return widened.Data;
+    }
 
     /// <summary>Takes ownership of <paramref name="t"/> (a tensor the op made for its backward) until the tape is cleared.</summary>
     internal static Tensor Keep(Tensor t)

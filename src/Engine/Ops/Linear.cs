@@ -55,9 +55,24 @@ public static unsafe partial class Ops
     static LinearSaved SaveLinear(Tensor x, Tensor weight, Tensor? bias, int rows, int N, int K) => new()
     {
         X = x, Weight = weight, Bias = bias, Rows = rows, N = N, K = K,
-        XKept = weight.RequiresGrad ? Tape.Save(x) : null,
+        // A weight training selected entries reduces x in float32 (SparseWeightGrad is no GEMM): keep x whole for it.
+        XKept = !weight.RequiresGrad ? null : weight.Trainability.Entries != null ? Tape.Save(x) : SaveGemmOperand(x),
         WeightKept = !weight.IsLeaf ? Tape.Save(weight) : null, // a computed weight (z·zᵀ) may be disposed by its caller,
     };
+
+    /// <summary>
+    /// Under bf16 or fp16 GEMMs (<see cref="Kernels.IKernels.GemmPrecision"/>) a tensor kept only to be a weight
+    /// gradient's GEMM operand (a Linear's input, LoRA's x and x·Aᵀ) is kept in that 16-bit format, as autocast does:
+    /// the GEMM rounds it to the same format anyway, so the gradient is bit for bit the one a float32 copy gives, in half
+    /// the bytes. False keeps float32 copies (to compare).
+    /// </summary>
+    public static bool SaveGemmOperandsInGemmPrecision { get; set; } = true;
+
+    /// <summary>Keeps <paramref name="x"/> for backward as a weight gradient's GEMM operand (see
+    /// <see cref="SaveGemmOperandsInGemmPrecision"/>); read it with <see cref="Tape.Widen"/>.</summary>
+    static Tensor SaveGemmOperand(Tensor x) =>
+        SaveGemmOperandsInGemmPrecision && x.Device.Kernels.GemmPrecision is Kernels.Precision.BF16 or Kernels.Precision.FP16
+            ? Tape.SaveInPrecision(x, x.Device.Kernels.GemmPrecision) : Tape.Save(x);
 
     /// <summary>LinearGelu's backward state: Linear's, and the pre-activation h [Rows, N].</summary>
     struct LinearGeluSaved : IBackward<LinearGeluSaved>
@@ -86,14 +101,17 @@ public static unsafe partial class Ops
         public static void Backward(ref LinearSaved s, Kernels.IKernels k, float* dy)
         {
             int rows = s.Rows, N = s.N, K = s.K;
+            Tensor? widened = null;
+            float* x = s.XKept == null ? null : Tape.Widen(s.XKept, out widened);
+            using var _ = widened;
             float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
             if (dx != null) k.Gemm(false, false, rows, K, N, 1f, dy, N, (s.WeightKept ?? s.Weight).Data, K, acc ? 1f : 0f, dx, K);
             if (s.Weight is { RequiresGrad: true, Trainability.Entries: { } index })
-                k.SparseWeightGrad(Tape.SparseGradAccumulator(s.Weight), dy, s.XKept!.Data, index.IntData, rows, N, K, index.Shape[1]);
+                k.SparseWeightGrad(Tape.SparseGradAccumulator(s.Weight), dy, x, index.IntData, rows, N, K, index.Shape[1]);
             else
             {
                 float* dw = Tape.GradAccumulatorIfNeeded(s.Weight);
-                if (dw != null) k.Gemm(true, false, N, K, rows, 1f, dy, N, s.XKept!.Data, K, 1f, dw, K);
+                if (dw != null) k.Gemm(true, false, N, K, rows, 1f, dy, N, x, K, 1f, dw, K);
             }
             float* db = Tape.GradAccumulatorIfNeeded(s.Bias);
             if (db != null) k.BiasGrad(db, dy, rows, N);

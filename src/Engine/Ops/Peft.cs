@@ -76,7 +76,7 @@ public static unsafe partial class Ops
     /// column + n ≤ N, so one call covers a slice of the outputs (q or v of a fused qkv). Two small GEMMs and no dense
     /// ΔW: the product lands in the slice through the GEMM's leading dimension. Backward: dy passes to y; with
     /// dz = scale·dy[..., slice], dB += dzᵀ·h, dh = dz·B, dA += dhᵀ·x and dx += dh·A, where h = x·Aᵀ [rows, r] is kept
-    /// only when B trains and x only when A trains.
+    /// only when B trains and x only when A trains (in 16 bits under bf16/fp16 GEMMs, <see cref="SaveGemmOperandsInGemmPrecision"/>).
     /// </summary>
     public static Tensor Lora(Tensor y, Tensor x, Tensor a, Tensor b, float scale, int column = 0)
     {
@@ -101,7 +101,7 @@ public static unsafe partial class Ops
             Tape.Push(z, new LoraSaved
             {
                 Y = y, X = x, A = a, B = b, Scale = scale, Column = column,
-                XKept = a.RequiresGrad ? Tape.Save(x) : null, HKept = b.RequiresGrad ? Tape.Save(h) : null,
+                XKept = a.RequiresGrad ? SaveGemmOperand(x) : null, HKept = b.RequiresGrad ? SaveGemmOperand(h) : null,
             });
         h.Dispose();
         return z;
@@ -123,13 +123,21 @@ public static unsafe partial class Ops
             float* dy = Tape.GradOutputIfNeeded(s.Y, out bool accY);
             if (dy != null) k.Copy(dy, dz, z.Count, accY);
             float* db = Tape.GradAccumulatorIfNeeded(s.B);
-            if (db != null) k.Gemm(true, false, n, r, rows, s.Scale, dslice, N, s.HKept!.Data, r, 1f, db, r);
+            if (db != null)
+            {
+                float* h = Tape.Widen(s.HKept!, out var wideH);
+                using (wideH) k.Gemm(true, false, n, r, rows, s.Scale, dslice, N, h, r, 1f, db, r);
+            }
             float* da = Tape.GradAccumulatorIfNeeded(s.A);
             float* dx = Tape.GradOutputIfNeeded(s.X, out bool accX);
             if (da == null && dx == null) return;
             using var dh = Tensor.Empty(z.Device, DType.F32, rows, r);
             k.Gemm(false, false, rows, r, n, s.Scale, dslice, N, s.B.Data, r, 0f, dh.Data, r);
-            if (da != null) k.Gemm(true, false, r, K, rows, 1f, dh.Data, r, s.XKept!.Data, K, 1f, da, K);
+            if (da != null)
+            {
+                float* x = Tape.Widen(s.XKept!, out var wideX);
+                using (wideX) k.Gemm(true, false, r, K, rows, 1f, dh.Data, r, x, K, 1f, da, K);
+            }
             if (dx != null) k.Gemm(false, false, rows, K, r, 1f, dh.Data, r, s.A.Data, K, accX ? 1f : 0f, dx, K);
         }
     }

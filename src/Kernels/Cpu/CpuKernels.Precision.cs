@@ -2,8 +2,8 @@ using System.Runtime.CompilerServices;
 
 namespace Engine.Kernels.Cpu;
 
-// Mixed precision on the CPU (cuda/precision.cu): rounding to the low-precision formats, kept as floats. The GEMMs
-// round their operands themselves, as they pack them (CpuGemm).
+// Mixed precision on the CPU (cuda/precision.cu): rounding to the low-precision formats, kept as floats, and 16-bit
+// storage of saved activations. The GEMMs round their operands themselves, as they pack them (CpuGemm).
 public sealed unsafe partial class CpuKernels
 {
     /// <inheritdoc/>
@@ -19,5 +19,43 @@ public sealed unsafe partial class CpuKernels
         public Precision Precision;
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end) => LowPrecision.Round(Y + start, X + start, end - start, Precision);
+    }
+
+    /// <inheritdoc/>
+    public void PackLowPrecision(ushort* y, float* x, long n, Precision precision)
+    {
+        var body = new PackBody { Packed = y, Wide = x, Precision = RequireSixteenBits(precision) };
+        CpuRange.For(n, ElementGrain, ref body);
+    }
+
+    /// <inheritdoc/>
+    public void UnpackLowPrecision(float* y, ushort* x, long n, Precision precision)
+    {
+        var body = new PackBody { Packed = x, Wide = y, Precision = RequireSixteenBits(precision), Unpack = true };
+        CpuRange.For(n, ElementGrain, ref body);
+    }
+
+    static Precision RequireSixteenBits(Precision precision) => precision is Precision.BF16 or Precision.FP16 ? precision
+        : throw new ArgumentOutOfRangeException(nameof(precision), precision, "16-bit storage is bf16 or fp16");
+
+    /// <summary>float ↔ 16 bits: bf16 is the rounded float's high half; fp16 is <see cref="Half"/> (round to nearest even,
+    /// overflow to ±∞, subnormals kept), exactly what <see cref="LowPrecision.Round(float, Precision)"/> rounds to.</summary>
+    struct PackBody : IRangeBody
+    {
+        public ushort* Packed;
+        public float* Wide;
+        public Precision Precision;
+        public bool Unpack;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Run(long start, long end)
+        {
+            bool bf16 = Precision == Precision.BF16;
+            for (long i = start; i < end; i++)
+            {
+                if (Unpack) Wide[i] = bf16 ? BitConverter.UInt32BitsToSingle((uint)Packed[i] << 16) : (float)BitConverter.UInt16BitsToHalf(Packed[i]);
+                else Packed[i] = bf16 ? (ushort)(BitConverter.SingleToUInt32Bits(LowPrecision.Round(Wide[i], Precision.BF16)) >> 16)
+                    : BitConverter.HalfToUInt16Bits((Half)Wide[i]);
+            }
+        }
     }
 }

@@ -73,6 +73,22 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         GridStride(CudaKernelHandles.Precision.RoundToPrecision, n, y, x, n, (int)precision);
 
     /// <inheritdoc/>
+    public void PackLowPrecision(ushort* y, float* x, long n, Precision precision) => GridStride(precision switch
+    {
+        Precision.BF16 => CudaKernelHandles.Precision.ConvertToBf16,
+        Precision.FP16 => CudaKernelHandles.Precision.ConvertToFp16,
+        _ => throw new ArgumentOutOfRangeException(nameof(precision), precision, "16-bit storage is bf16 or fp16"),
+    }, n, y, x, n);
+
+    /// <inheritdoc/>
+    public void UnpackLowPrecision(float* y, ushort* x, long n, Precision precision) => GridStride(precision switch
+    {
+        Precision.BF16 => CudaKernelHandles.Precision.ConvertFromBf16,
+        Precision.FP16 => CudaKernelHandles.Precision.ConvertFromFp16,
+        _ => throw new ArgumentOutOfRangeException(nameof(precision), precision, "16-bit storage is bf16 or fp16"),
+    }, n, y, x, n);
+
+    /// <inheritdoc/>
     public void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K)
     {
         Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N);

@@ -38,6 +38,7 @@ public readonly unsafe struct KernelArg
 #pragma warning disable CS1591 // conversions: one per C parameter type
     public static implicit operator KernelArg(float* p) => new((ulong)p, sizeof(void*));
     public static implicit operator KernelArg(int* p) => new((ulong)p, sizeof(void*));
+    public static implicit operator KernelArg(ushort* p) => new((ulong)p, sizeof(void*));
     public static implicit operator KernelArg(double* p) => new((ulong)p, sizeof(void*));
     public static implicit operator KernelArg(int v) => new((uint)v, sizeof(int));
     public static implicit operator KernelArg(long v) => new((ulong)v, sizeof(long));
