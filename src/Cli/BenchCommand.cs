@@ -76,7 +76,7 @@ public static class BenchCommand
             throw new ArgumentException($"--methods: {m.Title} is not defined for {ImageModels.FamilyTitle(family)}");
         var inv = System.Globalization.CultureInfo.InvariantCulture;
         Console.WriteLine($"{model} training step (forward, loss, backward, Adam; 100 classes) on {(device is CudaDevice c ? c.Runtime.Description : $"the CPU, {CpuParallel.Threads} thread(s)")}, median of {repeats}");
-        Console.WriteLine("| method | precision | batch | ms per step | images/s | peak memory MiB | trainable |\n|---|---|---|---|---|---|---|");
+        Console.WriteLine("| method | precision | batch | ms per step | images/s | peak memory MiB | trainable | activations kept MiB |\n|---|---|---|---|---|---|---|---|");
         using var jsonFile = jsonPath == null ? null : new StreamWriter(jsonPath);
         foreach (int batch in batches)
             foreach (var precision in precisions)
@@ -87,12 +87,12 @@ public static class BenchCommand
                     device.ResetPeak();
                     run.Step(); // warm-up: pools, moments, kernel compiles
                     for (int i = 0; i < repeats; i++) run.Times.Add(run.Step());
-                    double ms = run.Median * 1e3, perSecond = batch / run.Median, mib = device.PeakBytesInUse / 1048576.0;
-                    Console.WriteLine(string.Format(inv, "| {0} | {1} | {2} | {3:F1} | {4:F1} | {5:F0} | {6:N0} |", method.Name, precision.Name(), batch, ms, perSecond, mib, run.Trainable));
+                    double ms = run.Median * 1e3, perSecond = batch / run.Median, mib = device.PeakBytesInUse / 1048576.0, kept = run.SavedBytes / 1048576.0;
+                    Console.WriteLine(string.Format(inv, "| {0} | {1} | {2} | {3:F1} | {4:F1} | {5:F0} | {6:N0} | {7:F1} |", method.Name, precision.Name(), batch, ms, perSecond, mib, run.Trainable, kept));
                     jsonFile?.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
                     {
                         engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, ms_per_step = ms,
-                        images_per_second = perSecond, peak_memory_mib = mib,
+                        images_per_second = perSecond, peak_memory_mib = mib, activations_mib = kept,
                     }));
                 }
         return 0;

@@ -180,6 +180,7 @@ public class CliTests
             {
                 Assert.That(double.Parse(cells[4], System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(0), "ms per step");
                 Assert.That(double.Parse(cells[6], System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(0), "peak MiB");
+                Assert.That(double.Parse(cells[8], System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(0), "activations kept MiB");
             }
             var lines = File.ReadAllLines(json);
             Assert.That(lines, Has.Length.EqualTo(8));
