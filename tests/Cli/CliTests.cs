@@ -180,7 +180,8 @@ public class CliTests
             {
                 Assert.That(double.Parse(cells[4], System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(0), "ms per step");
                 Assert.That(double.Parse(cells[6], System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(0), "peak MiB");
-                Assert.That(double.Parse(cells[8], System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(0), "activations kept MiB");
+                double kept = double.Parse(cells[8], System.Globalization.CultureInfo.InvariantCulture);
+                Assert.That(kept, cells[1] == "ssf" ? Is.GreaterThan(0) : Is.GreaterThanOrEqualTo(0), "activations kept MiB (linear probing keeps a few KiB)");
             }
             var lines = File.ReadAllLines(json);
             Assert.That(lines, Has.Length.EqualTo(8));
