@@ -90,24 +90,26 @@ __device__ __forceinline__ AttentionHead attention_head(const float* qkv, const 
     return a;
 }
 
-// Rows row0..row0+31 of two [T, HD] operands (leading dimensions ldA, ldB; zeros past T) into shared tiles, between
+// Rows row0..row0+31 of two [T, HD] operands (leading dimensions ldA, ldB; zeros past T) into shared tiles, rounded to
+// the GEMM precision (0 fp32, 1 tf32, 2 bf16, 3 fp16: the products' operands, as tensor cores take them), between
 // barriers: the previous tile is consumed before it is overwritten, and the new one is complete before it is read.
 __device__ __forceinline__ void load_row_tiles(float (*a)[ATTN_MAX_HD + 1], const float* srcA, long long ldA,
-                                               float (*b)[ATTN_MAX_HD + 1], const float* srcB, long long ldB, int T, int HD, int row0)
+                                               float (*b)[ATTN_MAX_HD + 1], const float* srcB, long long ldB, int T, int HD, int row0,
+                                               int precision)
 {
     __syncthreads();
     for (int e = threadIdx.x; e < 32 * HD; e += blockDim.x)
     {
         int rr = e / HD, d = e % HD, row = row0 + rr;
-        a[rr][d] = row < T ? srcA[row * ldA + d] : 0.f;
-        b[rr][d] = row < T ? srcB[row * ldB + d] : 0.f;
+        a[rr][d] = row < T ? to_precision(srcA[row * ldA + d], precision) : 0.f;
+        b[rr][d] = row < T ? to_precision(srcB[row * ldB + d], precision) : 0.f;
     }
     __syncthreads();
 }
 
 // y [B, T, NH·HD] and lse [B, NH, T] from qkv. Grid (ceil(T / (ATTN_WARPS·ATTN_ROWS)), B·NH), ATTN_WARPS·32 threads.
 extern "C" __global__ void fused_attention_forward(float* y, float* lse, const float* qkv, const float* bias, const float* mask,
-                                                  int B, int T, int NH, int HD, int nW, float scale)
+                                                  int B, int T, int NH, int HD, int nW, float scale, int precision)
 {
     __shared__ float ks[32][ATTN_MAX_HD + 1]; // lane j reads row j: padded so the lanes hit different banks
     __shared__ float vs[32][ATTN_MAX_HD + 1];
@@ -120,14 +122,14 @@ extern "C" __global__ void fused_attention_forward(float* y, float* lse, const f
     for (int r = 0; r < ATTN_ROWS; r++)
     {
         int i = row0 + r;
-        for (int d = lane; d < HD; d += 32) qs[warp][r][d] = i < T ? a.q[i * a.ld + d] : 0.f;
+        for (int d = lane; d < HD; d += 32) qs[warp][r][d] = i < T ? to_precision(a.q[i * a.ld + d], precision) : 0.f;
         m[r] = __int_as_float(0xff800000); // -inf
         l[r] = 0.f;
         for (int c = 0; c < ATTN_CHUNKS; c++) o[r][c] = 0.f;
     }
     for (int j0 = 0; j0 < T; j0 += 32)
     {
-        load_row_tiles(ks, a.q + a.C, a.ld, vs, a.q + 2 * a.C, a.ld, T, HD, j0);
+        load_row_tiles(ks, a.q + a.C, a.ld, vs, a.q + 2 * a.C, a.ld, T, HD, j0, precision);
         int j = j0 + lane;
         for (int r = 0; r < ATTN_ROWS; r++)
         {
@@ -140,7 +142,7 @@ extern "C" __global__ void fused_attention_forward(float* y, float* lse, const f
             float pj = j < T ? expf(sj - mNew) : 0.f, correction = expf(m[r] - mNew);
             l[r] = l[r] * correction + warp_sum(pj);
             for (int c = 0; c < ATTN_CHUNKS; c++) o[r][c] *= correction;
-            ps[warp][lane] = pj; // the tile's probabilities to every lane: one warp barrier, not 32 shuffles
+            ps[warp][lane] = to_precision(pj, precision); // P·v's operand, to every lane: one warp barrier, not 32 shuffles
             __syncwarp();
             for (int jj = 0; jj < 32; jj++)
                 for (int c = 0; c < ATTN_CHUNKS; c++)
@@ -165,7 +167,7 @@ extern "C" __global__ void fused_attention_forward(float* y, float* lse, const f
 // Grid (ceil(T / (ATTN_WARPS·ATTN_BWD_ROWS)), B·NH), ATTN_WARPS·32 threads.
 extern "C" __global__ void fused_attention_backward_dq(float* dqkv, float* delta, const float* dy, const float* y, const float* lse,
                                                       const float* qkv, const float* bias, const float* mask, int B, int T,
-                                                      int NH, int HD, int nW, float scale, int accumulate)
+                                                      int NH, int HD, int nW, float scale, int accumulate, int precision)
 {
     __shared__ float ks[32][ATTN_MAX_HD + 1];
     __shared__ float vs[32][ATTN_MAX_HD + 1];
@@ -183,8 +185,8 @@ extern "C" __global__ void fused_attention_backward_dq(float* dqkv, float* delta
         float part = 0.f;
         for (int d = lane; d < HD; d += 32)
         {
-            qs[warp][r][d] = i < T ? a.q[i * a.ld + d] : 0.f;
-            dos[warp][r][d] = i < T ? dy[o + d] : 0.f;
+            qs[warp][r][d] = i < T ? to_precision(a.q[i * a.ld + d], precision) : 0.f;
+            dos[warp][r][d] = i < T ? to_precision(dy[o + d], precision) : 0.f;
             if (i < T) part += dy[o + d] * y[o + d];
         }
         rowDelta[r] = warp_sum(part);
@@ -194,7 +196,7 @@ extern "C" __global__ void fused_attention_backward_dq(float* dqkv, float* delta
     }
     for (int j0 = 0; j0 < T; j0 += 32)
     {
-        load_row_tiles(ks, a.q + a.C, a.ld, vs, a.q + 2 * a.C, a.ld, T, HD, j0);
+        load_row_tiles(ks, a.q + a.C, a.ld, vs, a.q + 2 * a.C, a.ld, T, HD, j0, precision);
         int j = j0 + lane;
         for (int r = 0; r < ATTN_BWD_ROWS; r++)
         {
@@ -207,7 +209,7 @@ extern "C" __global__ void fused_attention_backward_dq(float* dqkv, float* delta
                 dp += dos[warp][r][d] * vs[lane][d];
             }
             float ds = j < T ? expf(attention_score(dot, scale, a.biasH, a.maskW, T, i, j) - rowLse[r]) * (dp - rowDelta[r]) : 0.f;
-            dss[warp][lane] = ds;
+            dss[warp][lane] = to_precision(ds, precision);
             __syncwarp();
             for (int jj = 0; jj < 32; jj++)
                 for (int c = 0; c < ATTN_CHUNKS; c++)
@@ -230,7 +232,7 @@ extern "C" __global__ void fused_attention_backward_dq(float* dqkv, float* delta
 // into dqkv's k and v columns; needs the query side's delta. Grid (ceil(T / (ATTN_WARPS·ATTN_BWD_ROWS)), B·NH).
 extern "C" __global__ void fused_attention_backward_dkdv(float* dqkv, const float* delta, const float* dy, const float* lse,
                                                         const float* qkv, const float* bias, const float* mask, int B, int T,
-                                                        int NH, int HD, int nW, float scale, int accumulate)
+                                                        int NH, int HD, int nW, float scale, int accumulate, int precision)
 {
     __shared__ float qs[32][ATTN_MAX_HD + 1];
     __shared__ float dos[32][ATTN_MAX_HD + 1];
@@ -247,14 +249,14 @@ extern "C" __global__ void fused_attention_backward_dkdv(float* dqkv, const floa
         int j = key0 + r;
         for (int d = lane; d < HD; d += 32)
         {
-            ks[warp][r][d] = j < T ? a.q[j * a.ld + a.C + d] : 0.f;
-            vs[warp][r][d] = j < T ? a.q[j * a.ld + 2 * a.C + d] : 0.f;
+            ks[warp][r][d] = j < T ? to_precision(a.q[j * a.ld + a.C + d], precision) : 0.f;
+            vs[warp][r][d] = j < T ? to_precision(a.q[j * a.ld + 2 * a.C + d], precision) : 0.f;
         }
         for (int c = 0; c < ATTN_CHUNKS; c++) dk[r][c] = dv[r][c] = 0.f;
     }
     for (int i0 = 0; i0 < T; i0 += 32)
     {
-        load_row_tiles(qs, a.q, a.ld, dos, dyb, a.C, T, HD, i0);
+        load_row_tiles(qs, a.q, a.ld, dos, dyb, a.C, T, HD, i0, precision);
         int i = i0 + lane;
         float rowLse = i < T ? lse[(long long)a.bh * T + i] : 0.f, rowDelta = i < T ? delta[(long long)a.bh * T + i] : 0.f;
         for (int r = 0; r < ATTN_BWD_ROWS; r++)
@@ -269,8 +271,8 @@ extern "C" __global__ void fused_attention_backward_dkdv(float* dqkv, const floa
             }
             float p = i < T ? expf(attention_score(dot, scale, a.biasH, a.maskW, T, i, j) - rowLse) : 0.f;
             float ds = p * (dp - rowDelta);
-            ps[warp][lane] = p;
-            dss[warp][lane] = ds;
+            ps[warp][lane] = to_precision(p, precision);
+            dss[warp][lane] = to_precision(ds, precision);
             __syncwarp();
             for (int ii = 0; ii < 32; ii++)
                 for (int c = 0; c < ATTN_CHUNKS; c++)
@@ -299,7 +301,7 @@ extern "C" __global__ void fused_attention_backward_dkdv(float* dqkv, const floa
 // dbias [NH, T, T] += Σ_b dS[b, h, i, j], images in order (deterministic). One warp per (h, i) row; needs delta.
 extern "C" __global__ void fused_attention_backward_bias(float* dbias, const float* delta, const float* dy, const float* lse,
                                                         const float* qkv, const float* bias, const float* mask, int B, int T,
-                                                        int NH, int HD, int nW, float scale)
+                                                        int NH, int HD, int nW, float scale, int precision)
 {
     int lane = threadIdx.x % 32, C = NH * HD;
     long long ld = 3LL * C;
@@ -319,8 +321,8 @@ extern "C" __global__ void fused_attention_backward_bias(float* dbias, const flo
                 float dot = 0.f, dp = 0.f;
                 for (int d = 0; d < HD; d++)
                 {
-                    dot += base[i * ld + d] * base[j * ld + C + d];
-                    dp += dyi[d] * base[j * ld + 2 * C + d];
+                    dot += to_precision(base[i * ld + d], precision) * to_precision(base[j * ld + C + d], precision);
+                    dp += to_precision(dyi[d], precision) * to_precision(base[j * ld + 2 * C + d], precision);
                 }
                 const float* maskW = mask ? mask + (long long)(b % nW) * T * T : nullptr;
                 float p = expf(attention_score(dot, scale, bias + (long long)h * T * T, maskW, T, i, j) - lse[bh * T + i]);

@@ -35,4 +35,57 @@ public static partial class OpCases
             t => Ops.Attention(t[0], NH, t[1], mask, fused: fused),
             v => Reference.Attention(v[0], B, T, NH, HD, v[1], maskValues, nW));
     }
+
+    /// <summary>Under bf16 GEMMs the fused attention rounds its products' operands as the unfused path's GEMMs do: its
+    /// output and gradients (qkv, the bias) agree with the unfused path's within bf16 roundoff, and differ from its own
+    /// fp32 results by more than fp32 noise (it did round). Swin-style: bias per head, masked windows, T past one
+    /// 32-key tile.</summary>
+    static void FusedAttentionBf16(Device dev)
+    {
+        const int B = 2, T = 37, NH = 2, HD = 8, nW = 2;
+        float[] Values(ulong seed, int n, float range) => [.. Enumerable.Range(0, n).Select(i => (float)((CounterRng.Uniform(seed, (ulong)i) * 2 - 1) * range))];
+        var qkvValues = Values(61, B * T * 3 * NH * HD, 2f);
+        var biasValues = Values(62, NH * T * T, 1f);
+        var upstream = Values(63, B * T * NH * HD, 1f);
+        var maskValues = Enumerable.Range(0, nW * T * T).Select(i => CounterRng.Uniform(64, (ulong)i) < 0.3 ? -100f : 0f).ToArray();
+        var k = dev.Kernels;
+        var previous = k.GemmPrecision;
+        (float[] Y, float[] Dqkv, float[] Dbias) Run(bool fused, Precision precision)
+        {
+            k.GemmPrecision = precision;
+            using var qkv = Tensor.FromArray(dev, qkvValues, B, T, 3 * NH * HD);
+            using var bias = Tensor.FromArray(dev, biasValues, NH, T, T);
+            using var mask = Tensor.FromArray(dev, maskValues, nW, T, T);
+            using var r = Tensor.FromArray(dev, upstream, B, T, NH * HD);
+            qkv.RequiresGrad = bias.RequiresGrad = true;
+            var tape = new Autograd.Tape();
+            float[] y;
+            using (tape.Record())
+            {
+                using var output = Ops.Attention(qkv, NH, bias, mask, fused: fused);
+                y = output.ToArray();
+                tape.Backward(output, r);
+            }
+            return (y, qkv.Grad!.ToArray(), bias.Grad!.ToArray());
+        }
+        try
+        {
+            var fused = Run(true, Precision.BF16);
+            var unfused = Run(false, Precision.BF16);
+            var fp32 = Run(true, Precision.FP32);
+            foreach (var (name, got, want, exact) in new[] { ("y", fused.Y, unfused.Y, fp32.Y), ("dqkv", fused.Dqkv, unfused.Dqkv, fp32.Dqkv), ("dbias", fused.Dbias, unfused.Dbias, fp32.Dbias) })
+            {
+                double scale = want.Max(v => Math.Abs(v)), gap = got.Zip(want).Max(p => Math.Abs(p.First - p.Second));
+                double rounded = got.Zip(exact).Max(p => Math.Abs(p.First - p.Second));
+                if (gap > scale * 3 * Math.Pow(2, -8))
+                    throw new ConformanceException($"FusedAttentionBf16 {name}: fused and unfused bf16 differ by {gap:G3} (max |value| {scale:G3}; bound 3·2⁻⁸ of it)");
+                if (rounded < scale * Math.Pow(2, -14))
+                    throw new ConformanceException($"FusedAttentionBf16 {name}: bf16 is within {rounded:G3} of fp32 (max |value| {scale:G3}): the operands were not rounded");
+            }
+        }
+        finally
+        {
+            k.GemmPrecision = previous;
+        }
+    }
 }

@@ -32,6 +32,7 @@ public static partial class OpCases
         ("AttentionWithBiasAndMask", AttentionWithBiasAndMask),
         ("FusedAttention", FusedAttention),
         ("FusedAttentionWithBiasAndMask", FusedAttentionWithBiasAndMask),
+        ("FusedAttentionBf16", FusedAttentionBf16),
         // Elementwise
         ("Add", Add),
         ("ReshapeView", ReshapeView),

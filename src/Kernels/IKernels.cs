@@ -111,7 +111,9 @@ public unsafe interface IKernels
     void AttentionSoftmaxForward(float* p, float* s, float* bias, float* mask, int B, int NH, int T, int nW);
     /// <summary>Fused attention, no [T,T] matrix in memory: y [B,T,NH·HD] = heads of
     /// softmax(scale·q·kᵀ + bias[h] + mask[b mod nW])·v, read straight from qkv [B,T,3·NH·HD] (timm's q|k|v columns);
-    /// lse [B,NH,T] the log-sum-exp of each score row, kept for the backward. bias [NH,T,T], mask [nW,T,T] or null.</summary>
+    /// lse [B,NH,T] the log-sum-exp of each score row, kept for the backward. bias [NH,T,T], mask [nW,T,T] or null.
+    /// The products' operands (q, k, v, the probabilities; in the backward also dy and the score gradient) are rounded to
+    /// <see cref="GemmPrecision"/>, as the unfused path's GEMMs and tensor-core attention round them.</summary>
     void FusedAttentionForward(float* y, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale);
     /// <summary>Backward of <see cref="FusedAttentionForward"/> from dy [B,T,NH·HD] and the forward's y and lse, the
     /// probabilities recomputed: dqkv [B,T,3·NH·HD] (written, or added to with accumulate; null: not needed) and

@@ -71,16 +71,19 @@ public sealed unsafe partial class CpuKernels
         var body = new FusedAttentionForwardBody
         {
             Y = y, Lse = lse, Qkv = qkv, Bias = bias, Mask = mask, T = T, NH = NH, HD = HD, NW = mask == null ? 1 : nW, Scale = scale,
+            Precision = GemmPrecision,
         };
         CpuParallel.For(B * NH, ref body);
     }
 
-    /// <summary>One (image, head): S = scale·q·kᵀ [T,T] in scratch, row softmax with bias and mask (lse kept), y = P·v.</summary>
+    /// <summary>One (image, head): S = scale·q·kᵀ [T,T] in scratch, row softmax with bias and mask (lse kept), y = P·v;
+    /// the products' operands rounded to the GEMM precision, as the unfused path's GEMMs round them.</summary>
     struct FusedAttentionForwardBody : IParallelBody
     {
         public float* Y, Lse, Qkv, Bias, Mask;
         public int T, NH, HD, NW;
         public float Scale;
+        public Precision Precision;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int task)
@@ -88,11 +91,11 @@ public sealed unsafe partial class CpuKernels
             int b = task / NH, h = task % NH, C = NH * HD;
             float* q = Qkv + (long)b * T * 3 * C + h * HD, k = q + C, v = q + 2 * C;
             float* s = (float*)ThreadScratch.Get(3, (long)T * T * sizeof(float));
-            CpuGemm.Gemm(false, true, T, T, HD, Scale, q, 3 * C, k, 3 * C, 0f, s, T);
+            CpuGemm.Gemm(false, true, T, T, HD, Scale, q, 3 * C, k, 3 * C, 0f, s, T, precision: Precision);
             var rows = new AttentionRows { P = s, Lse = Lse + (long)task * T, Cols = T, Softmax = true };
             rows.At(Bias, Mask, h, b % NW);
             Simd.Run(ref rows, 0, T);
-            CpuGemm.Gemm(false, false, T, HD, T, 1f, s, T, v, 3 * C, 0f, Y + (long)b * T * C + h * HD, C);
+            CpuGemm.Gemm(false, false, T, HD, T, 1f, s, T, v, 3 * C, 0f, Y + (long)b * T * C + h * HD, C, precision: Precision);
         }
     }
 
@@ -148,7 +151,7 @@ public sealed unsafe partial class CpuKernels
         var body = new FusedAttentionBackwardBody
         {
             Dqkv = dqkv, Delta = delta, Dy = dy, Y = y, Lse = lse, Qkv = qkv, Bias = bias, Mask = mask, B = B, T = T, NH = NH, HD = HD,
-            NW = mask == null ? 1 : nW, Groups = groups, Scale = scale, Beta = accumulate ? 1f : 0f,
+            NW = mask == null ? 1 : nW, Groups = groups, Scale = scale, Beta = accumulate ? 1f : 0f, Precision = GemmPrecision,
             Partials = dbias == null ? null : Partials(groups * NH, tt),
         };
         CpuParallel.For(groups * NH, ref body);
@@ -165,6 +168,7 @@ public sealed unsafe partial class CpuKernels
         public float* Dqkv, Delta, Dy, Y, Lse, Qkv, Bias, Mask, Partials;
         public int B, T, NH, HD, NW, Groups;
         public float Scale, Beta;
+        public Precision Precision;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int task)
@@ -179,18 +183,18 @@ public sealed unsafe partial class CpuKernels
                 long bh = (long)b * NH + h;
                 float* q = Qkv + (long)b * T * 3 * C + h * HD, k = q + C, v = q + 2 * C;
                 float* dO = Dy + (long)b * T * C + h * HD, o = Y + (long)b * T * C + h * HD, delta = Delta + bh * T;
-                CpuGemm.Gemm(false, true, T, T, HD, Scale, q, 3 * C, k, 3 * C, 0f, p, T);
+                CpuGemm.Gemm(false, true, T, T, HD, Scale, q, 3 * C, k, 3 * C, 0f, p, T, precision: Precision);
                 var rows = new AttentionRows { P = p, Lse = Lse + bh * T, Cols = T };
                 rows.At(Bias, Mask, h, b % NW);
                 Simd.Run(ref rows, 0, T);
-                CpuGemm.Gemm(false, true, T, T, HD, 1f, dO, C, v, 3 * C, 0f, ds, T);
+                CpuGemm.Gemm(false, true, T, T, HD, 1f, dO, C, v, 3 * C, 0f, ds, T, precision: Precision);
                 var grads = new ScoreGradRows { P = p, Ds = ds, Dy = dO, Y = o, Delta = delta, Partial = partial, T = T, HD = HD, C = C };
                 Simd.Run(ref grads, 0, T);
                 if (Dqkv == null) continue;
                 float* dq = Dqkv + (long)b * T * 3 * C + h * HD, dk = dq + C, dv = dq + 2 * C;
-                CpuGemm.Gemm(true, false, T, HD, T, 1f, p, T, dO, C, Beta, dv, 3 * C);
-                CpuGemm.Gemm(false, false, T, HD, T, Scale, ds, T, k, 3 * C, Beta, dq, 3 * C);
-                CpuGemm.Gemm(true, false, T, HD, T, Scale, ds, T, q, 3 * C, Beta, dk, 3 * C);
+                CpuGemm.Gemm(true, false, T, HD, T, 1f, p, T, dO, C, Beta, dv, 3 * C, precision: Precision);
+                CpuGemm.Gemm(false, false, T, HD, T, Scale, ds, T, k, 3 * C, Beta, dq, 3 * C, precision: Precision);
+                CpuGemm.Gemm(true, false, T, HD, T, Scale, ds, T, q, 3 * C, Beta, dk, 3 * C, precision: Precision);
             }
         }
     }

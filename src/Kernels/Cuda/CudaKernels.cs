@@ -269,7 +269,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         CheckFusedHeadDim(HD);
         if (B * T * NH == 0) return;
         var (grid, block) = FusedAttentionShape(B, T, NH, 4);
-        _runtime.Launch(Attention.FusedAttentionForward, grid, block, y, lse, qkv, bias, mask, B, T, NH, HD, mask == null ? 1 : nW, scale);
+        _runtime.Launch(Attention.FusedAttentionForward, grid, block, y, lse, qkv, bias, mask, B, T, NH, HD, mask == null ? 1 : nW, scale, (int)GemmPrecision);
     }
 
     /// <inheritdoc/>
@@ -280,11 +280,11 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         if (B * T * NH == 0) return;
         int windows = mask == null ? 1 : nW;
         var (grid, block) = FusedAttentionShape(B, T, NH, 2);
-        _runtime.Launch(Attention.FusedAttentionBackwardDq, grid, block, dqkv, delta, dy, y, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, accumulate);
+        _runtime.Launch(Attention.FusedAttentionBackwardDq, grid, block, dqkv, delta, dy, y, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
         if (dqkv != null)
-            _runtime.Launch(Attention.FusedAttentionBackwardDkdv, grid, block, dqkv, delta, dy, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, accumulate);
+            _runtime.Launch(Attention.FusedAttentionBackwardDkdv, grid, block, dqkv, delta, dy, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
         if (dbias != null)
-            WarpPerRow(Attention.FusedAttentionBackwardBias, (long)NH * T, dbias, delta, dy, lse, qkv, bias, mask, B, T, NH, HD, windows, scale);
+            WarpPerRow(Attention.FusedAttentionBackwardBias, (long)NH * T, dbias, delta, dy, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, (int)GemmPrecision);
     }
 
     static void CheckFusedHeadDim(int HD)
