@@ -47,10 +47,10 @@ public static unsafe class CpuGemm
     };
 
     /// <summary>See <see cref="IKernels.Gemm"/>; with <paramref name="bias"/> [N], bias[j] is added to every row of C
-    /// once its tile is complete (the Linear layer's epilogue, bit for bit the same as a separate bias add); with
-    /// <paramref name="gelu"/> (rows ldc apart, may be C itself), GELU of each completed tile is written there too
-    /// (Linear+GELU). A <paramref name="precision"/> below fp32 rounds the operands as they are packed (A is then
-    /// always packed).</summary>
+    /// once a strip of C is complete, while it is in L1 (the Linear layer's epilogue, bit for bit the same as a separate
+    /// bias add); with <paramref name="gelu"/> (rows ldc apart, may be C itself), GELU of each completed strip is written
+    /// there too (Linear+GELU). A <paramref name="precision"/> below fp32 rounds the operands as they are packed (A is
+    /// then always packed).</summary>
     public static void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda,
         float* B, int ldb, float beta, float* C, int ldc, float* bias = null, Precision precision = Precision.FP32,
         float* gelu = null)
@@ -59,7 +59,7 @@ public static unsafe class CpuGemm
         if (K <= 0 || alpha == 0f)
         {
             ScaleC(M, N, beta, C, ldc);
-            BiasGeluTile(gelu, ldc, C, ldc, bias, M, N);
+            BiasGeluBlock(gelu, ldc, C, ldc, bias, M, N);
             return;
         }
         var isa = Isa;
@@ -123,12 +123,14 @@ public static unsafe class CpuGemm
 
         /// <summary>Splits C into up to <see cref="TasksPerThread"/> rectangles per thread: across columns when each
         /// thread gets at least two panels (every part of B is then packed once in all), in parts no narrower than a packed
-        /// B block unless that leaves a thread without one (each column part reads all of A again); else across rows.</summary>
+        /// B block unless that leaves a thread without one (each column part reads all of A again), as many parts as a
+        /// multiple of the thread count (five equal parts on two threads kept one thread busy for a fifth of the time
+        /// alone); else across rows.</summary>
         public void Plan(int threads)
         {
             int panels = (N + NR - 1) / NR, strips = (M + MR - 1) / MR, tasks = threads > 1 ? TasksPerThread * threads : 1;
             ColumnParts = RowParts = 1;
-            if (tasks > 1 && panels >= 2 * threads) ColumnParts = Math.Clamp(panels / (NCB / NR), threads, tasks);
+            if (tasks > 1 && panels >= 2 * threads) ColumnParts = Math.Clamp(panels / (NCB / NR), threads, tasks) / threads * threads;
             else if (tasks > 1) RowParts = Math.Min(tasks, strips);
             PartCols = (panels + ColumnParts - 1) / ColumnParts * NR;
             PartRows = (strips + RowParts - 1) / RowParts * MR;
@@ -184,18 +186,19 @@ public static unsafe class CpuGemm
                                 default: Kernel4x4(kc, a, la, bPanel, dst, ldd, alpha, dstBeta); break;
                             }
                             if (!full) StorePartial(tile, NR, cRow + jr, Ldc, Alpha, beta, mr, nr);
-                            if (lastBlock && (Bias != null || Gelu != null))
-                                BiasGeluTile(Gelu == null ? null : Gelu + (cRow + jr - C), Ldc, cRow + jr, Ldc, Bias == null ? null : Bias + jc + jr, mr, nr);
                         }
+                        if (lastBlock && (Bias != null || Gelu != null))
+                            BiasGeluBlock(Gelu == null ? null : Gelu + (cRow - C), Ldc, cRow, Ldc, Bias == null ? null : Bias + jc, mr, nc);
                     }
                 }
             }
         }
     }
 
-    /// <summary>The Linear epilogue on an mr × nr tile (rows ldh and ldy apart), while it is in L1: h[r, j] += bias[j]
+    /// <summary>The Linear epilogue on an mr × nr block of C (rows ldh and ldy apart), while it is in L1: h[r, j] += bias[j]
     /// (no bias: null), then y = GELU(h) (no activation: y null; y may be h).</summary>
-    internal static void BiasGeluTile(float* y, int ldy, float* h, int ldh, float* bias, int mr, int nr)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void BiasGeluBlock(float* y, int ldy, float* h, int ldh, float* bias, int mr, int nr)
     {
         if (bias != null) AddBiasTile(h, ldh, bias, mr, nr);
         if (y != null)

@@ -22,6 +22,7 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <summary>y[i] = GELU(x[i]) for i in [0, n) on the calling thread (a GEMM epilogue's tile row).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void GeluRow(float* y, float* x, int n)
     {
         var body = new GeluBody { Y = y, X = x };

@@ -83,7 +83,7 @@ public sealed unsafe partial class CpuKernels : IKernels
         public void Run(int row)
         {
             float* h = H + (long)row * Cols, y = Y + (long)row * Cols;
-            CpuGemm.BiasGeluTile(y, Cols, h, Cols, Bias, 1, Cols);
+            CpuGemm.BiasGeluBlock(y, Cols, h, Cols, Bias, 1, Cols);
         }
     }
 
