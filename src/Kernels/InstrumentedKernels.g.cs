@@ -30,7 +30,7 @@ public sealed unsafe partial class InstrumentedKernels
     /// <inheritdoc/>
     public void LinearGeluForward(float* y, float* h, float* x, float* w, float* bias, int rows, int N, int K)
     {
-        long start = Begin(KernelId.LinearGeluForward);
+        Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearGeluForward);
         Inner.LinearGeluForward(y, h, x, w, bias, rows, N, K);
         End(KernelId.LinearGeluForward, start);
     }
