@@ -44,6 +44,7 @@ public static unsafe class DeviceBenchmarks
         new("softmax", "ROWSxCOLS", 2, "softmax over each row"),
         new("softmax-backward", "ROWSxCOLS", 2, "softmax backward over each row"),
         new("depthwise-conv", "NxHxWxC", 4, "7×7 depthwise conv, channels last (ConvNeXt)"),
+        new("patchify", "NxHxWxC", 4, "2×2 patches of a channels-last image into rows (ConvNeXt's downsampling)"),
         new("gemm", "MxNxK", 3, "y = x·Wᵀ, x [M, K], W [N, K]"),
         new("linear-gelu", "MxNxK", 3, "y = GELU(x·Wᵀ + b), the activation in the GEMM's epilogue (inference: no pre-activation kept)"),
         new("linear-gelu-unfused", "MxNxK", 3, "the same as the Linear layer (bias in the store) then a GELU pass"),
@@ -64,6 +65,8 @@ public static unsafe class DeviceBenchmarks
             : throw new ArgumentException($"--shape {text}: more than {int.MaxValue} elements");
         if (op.Dimensions == 2 && dims.Length == 1) return [1, dims[0]];
         if (dims.Length != op.Dimensions) throw new ArgumentException($"--shape {text}: {op.Name} takes {op.ShapeForm}");
+        if (op.Name == "patchify" && (dims[1] % 2 != 0 || dims[2] % 2 != 0))
+            throw new ArgumentException($"--shape {text}: patchify cuts 2×2 patches, so H and W must be even");
         return dims;
     }
 
@@ -149,6 +152,7 @@ public static unsafe class DeviceBenchmarks
             "softmax" => (2 * n * 4, () => k.SoftmaxForward(b.Data, a.Data, rows, cols)),
             "softmax-backward" => (3 * n * 4, () => k.SoftmaxBackward(c.Data, b.Data, a.Data, rows, cols, false)),
             "depthwise-conv" => (2 * n * 4, () => k.DepthwiseConvForward(b.Data, a.Data, convWeights!.Data, null, shape[0], shape[1], shape[2], shape[3], 7, 3)),
+            "patchify" => (2 * n * 4, () => k.Patchify(b.Data, a.Data, shape[0], shape[3], shape[1], shape[2], 2, channelsLast: true)),
             _ => throw new ArgumentException($"unknown op '{op}'"),
         };
         double time = Time(device, repeats, work);
@@ -230,7 +234,7 @@ public static unsafe class DeviceBenchmarks
             ["copy"] = [(int)hidden], ["add"] = [(int)hidden], ["gelu"] = [(int)hidden], ["gelu-backward"] = [(int)hidden],
             ["drop-path"] = [(int)hidden], ["adam"] = [(int)hidden], ["bias"] = [tokens, C], ["scale-shift"] = [tokens, C],
             ["layernorm"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
-            ["depthwise-conv"] = [convN, side, side, convC],
+            ["depthwise-conv"] = [convN, side, side, convC], ["patchify"] = [convN, 2 * side, 2 * side, convC / 2],
             ["attention"] = [full ? 32 : 2, T, heads, C / heads], ["attention-unfused"] = [full ? 32 : 2, T, heads, C / heads],
             ["linear-gelu"] = [M, 4 * C, C], ["linear-gelu-unfused"] = [M, 4 * C, C], // fc1 at batch 32
         };

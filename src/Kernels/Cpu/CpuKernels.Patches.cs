@@ -48,16 +48,16 @@ public sealed unsafe partial class CpuKernels
                         }
                     continue;
                 }
-                for (int c = 0; c < C; c++)
-                    for (int ky = 0; ky < P; ky++)
-                        for (int kx = 0; kx < P; kx++)
-                        {
-                            int iy = py * P + ky, ix = px * P + kx;
-                            long xi = (((long)n * H + iy) * W + ix) * C + c; // channels-last: a transpose, element by element
-                            float* pv = patch + (c * P + ky) * P + kx;
-                            if (!Scatter) *pv = X[xi];
-                            else X[xi] = Accumulate ? X[xi] + *pv : *pv;
-                        }
+                // Channels-last: pixel (ky, kx)'s C contiguous channels go to every P²-th element of the patch.
+                int pp = P * P;
+                for (int ky = 0; ky < P; ky++)
+                    for (int kx = 0; kx < P; kx++)
+                    {
+                        float* pixel = X + (((long)n * H + py * P + ky) * W + px * P + kx) * C, pv = patch + ky * P + kx;
+                        if (!Scatter) for (int c = 0; c < C; c++) pv[c * pp] = pixel[c];
+                        else if (Accumulate) for (int c = 0; c < C; c++) pixel[c] += pv[c * pp];
+                        else for (int c = 0; c < C; c++) pixel[c] = pv[c * pp];
+                    }
             }
         }
     }
