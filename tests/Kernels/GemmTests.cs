@@ -59,6 +59,32 @@ public unsafe class GemmTests
                 Assert.That(c[i * ldc + j], Is.EqualTo(Random(M * ldc, 3)[i * ldc + j]), "padding of C was written");
     }
 
+    /// <summary>The packed B block's width follows the L2 size (half width when A fits in L2 only beside half a block):
+    /// either width gives the same bits, at M = 197 with partial blocks in N and K.</summary>
+    [Test]
+    public void BlockWidthDoesNotChangeTheBits([Values(GemmIsa.Vector256, GemmIsa.Vector512)] GemmIsa isa)
+    {
+        const int M = 197, N = 700, K = 600;
+        var a = Random(M * K, 11);
+        var b = Random(N * K, 12);
+        var saved = (CpuGemm.Isa, CpuGemm.L2Bytes);
+        float[]? first = null;
+        try
+        {
+            CpuGemm.Isa = isa;
+            foreach (long l2 in new long[] { 64 << 10, 512 << 10, 16 << 20 }) // full block (A never fits), half block, full block (both fit)
+            {
+                CpuGemm.L2Bytes = l2;
+                Check(M, N, K, false, true, alpha: 1f, beta: 0f, pad: 0);
+                var c = new float[M * N];
+                fixed (float* pa = a, pb = b, pc = c) CpuGemm.Gemm(false, true, M, N, K, 1f, pa, K, pb, K, 0f, pc, N);
+                if (first == null) first = c;
+                else Assert.That(c, Is.EqualTo(first), $"L2 {l2 >> 10} KiB");
+            }
+        }
+        finally { (CpuGemm.Isa, CpuGemm.L2Bytes) = saved; }
+    }
+
     [Test]
     public void BetaZeroIgnoresNaNInC()
     {

@@ -18,7 +18,7 @@ public enum GemmIsa
 /// <summary>
 /// Single-precision GEMM, row-major: C = alpha·op(A)·op(B) + beta·C.
 /// C is cut into a few rectangles per thread (whole NR-wide column panels, whole MR-tall row strips), taken by the
-/// threads as they come. For every (KC × NCB) block of op(B) in its columns a task packs the block into NR-wide panels
+/// threads as they come. For every (KC × ncb) block of op(B) in its columns a task packs the block into NR-wide panels
 /// [kc][NR] (kept in L2), then walks its row strips: an MR × kc strip of A (kept in L1) is read in place when A is not
 /// transposed (and its rows are not a multiple of 4 KiB apart), and the MR × NR register-tile micro-kernel sweeps the
 /// packed panels. The cut is across columns first, so each task packs only its own part of B and no task waits for
@@ -30,6 +30,36 @@ public static unsafe class CpuGemm
 {
     /// <summary>K block (the depth of one pass over C) and the width of a packed B block (a multiple of every NR).</summary>
     const int KC = 256, NCB = 384;
+
+    /// <summary>Bytes of one core's L2 cache that the blocking plans for: read from Linux sysfs (512 KiB where it cannot
+    /// be read). Tests set it to run both block widths of <see cref="BlockCols"/>; results do not depend on it.</summary>
+    public static long L2Bytes { get; set; } = ReadL2Bytes();
+
+    static long ReadL2Bytes()
+    {
+        try
+        {
+            foreach (var dir in Directory.EnumerateDirectories("/sys/devices/system/cpu/cpu0/cache", "index*"))
+            {
+                if (File.ReadAllText(Path.Combine(dir, "level")).Trim() != "2") continue;
+                var text = File.ReadAllText(Path.Combine(dir, "size")).Trim(); // "512K"
+                long scale = text.EndsWith('K') ? 1024 : text.EndsWith('M') ? 1024 * 1024 : 1;
+                return long.Parse(text.TrimEnd('K', 'M'), System.Globalization.CultureInfo.InvariantCulture) * scale;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or OverflowException) { }
+        return 512 * 1024;
+    }
+
+    /// <summary>The width of a packed B block for a product with <paramref name="rows"/> rows of A: NCB, or half of it
+    /// when a K block of all of A fits in L2 beside the half-width B block but not beside the full one (M ≈ 197 on a
+    /// 512 KiB L2: A's 197 KiB and B's 384 KiB evicted each other; with half the block both stay). When A does not fit
+    /// either way it streams from L3 anyway, and the wider block halves its passes.</summary>
+    static int BlockCols(int rows)
+    {
+        long a = (long)rows * KC * sizeof(float), b = (long)NCB * KC * sizeof(float);
+        return a + b > L2Bytes && a + b / 2 <= L2Bytes ? NCB / 2 : NCB;
+    }
 
     /// <summary>The best micro-kernel this CPU runs in hardware.</summary>
     public static GemmIsa BestIsa { get; } =
@@ -66,7 +96,7 @@ public static unsafe class CpuGemm
         var (MR, NR) = Tile(isa);
         var body = new RectangleBody
         {
-            Isa = isa, MR = MR, NR = NR, TransA = transA, TransB = transB, M = M, N = N, K = K, Alpha = alpha,
+            Isa = isa, MR = MR, NR = NR, Ncb = BlockCols(M), TransA = transA, TransB = transB, M = M, N = N, K = K, Alpha = alpha,
             A = A, Lda = lda, B = B, Ldb = ldb, Beta = beta, C = C, Ldc = ldc, Bias = bias, Gelu = gelu, Precision = precision,
         };
         body.Plan((long)M * N * K < 1 << 20 ? 1 : CpuParallel.Threads);
@@ -115,7 +145,7 @@ public static unsafe class CpuGemm
     struct RectangleBody : IParallelBody
     {
         public GemmIsa Isa;
-        public int MR, NR, M, N, K, Lda, Ldb, Ldc, RowParts, ColumnParts, PartRows, PartCols;
+        public int MR, NR, Ncb, M, N, K, Lda, Ldb, Ldc, RowParts, ColumnParts, PartRows, PartCols;
         public bool TransA, TransB;
         public float* A, B, C, Bias, Gelu;
         public float Alpha, Beta;
@@ -130,7 +160,7 @@ public static unsafe class CpuGemm
         {
             int panels = (N + NR - 1) / NR, strips = (M + MR - 1) / MR, tasks = threads > 1 ? TasksPerThread * threads : 1;
             ColumnParts = RowParts = 1;
-            if (tasks > 1 && panels >= 2 * threads) ColumnParts = Math.Clamp(panels / (NCB / NR), threads, tasks) / threads * threads;
+            if (tasks > 1 && panels >= 2 * threads) ColumnParts = Math.Clamp(panels / (Ncb / NR), threads, tasks) / threads * threads;
             else if (tasks > 1) RowParts = Math.Min(tasks, strips);
             PartCols = (panels + ColumnParts - 1) / ColumnParts * NR;
             PartRows = (strips + RowParts - 1) / RowParts * MR;
@@ -142,12 +172,12 @@ public static unsafe class CpuGemm
             int n0 = task % ColumnParts * PartCols, n1 = Math.Min(N, n0 + PartCols);
             int m0 = task / ColumnParts * PartRows, m1 = Math.Min(M, m0 + PartRows);
             if (n0 >= n1 || m0 >= m1) return;
-            float* bPack = (float*)ThreadScratch.Get(1, (long)KC * NCB * sizeof(float));
+            float* bPack = (float*)ThreadScratch.Get(1, (long)KC * Ncb * sizeof(float));
             float* aStrip = (float*)ThreadScratch.Get(0, (long)MR * (KC + NR) * sizeof(float));
             float* tile = aStrip + (long)MR * KC; // a partial tile's full MR × NR result, before its valid corner is stored
-            for (int jc = n0; jc < n1; jc += NCB)
+            for (int jc = n0; jc < n1; jc += Ncb)
             {
-                int nc = Math.Min(NCB, n1 - jc);
+                int nc = Math.Min(Ncb, n1 - jc);
                 for (int pc = 0; pc < K; pc += KC)
                 {
                     int kc = Math.Min(KC, K - pc);
