@@ -38,7 +38,7 @@ public sealed unsafe partial class CpuKernels
         {
             for (long i = Simd.Run(ref this, start, end); i < end; i++)
             {
-                float x = X[i], cdf = 0.5f * (1f + Simd.Erf(x * 0.70710678118654752f));
+                float x = X[i], cdf = Simd.NormalCdf(x);
                 if (!Backward) Y[i] = x * cdf;
                 else
                 {
@@ -53,12 +53,11 @@ public sealed unsafe partial class CpuKernels
         public readonly long Run<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>
         {
             long i = start;
-            TV half = W.Splat(0.5f), invSqrt2 = W.Splat(0.70710678118654752f), minusHalf = W.Splat(-0.5f),
-                invSqrt2Pi = W.Splat(0.39894228040143268f);
+            TV minusHalf = W.Splat(-0.5f), invSqrt2Pi = W.Splat(0.39894228040143268f);
             for (; i + W.Count <= end; i += W.Count)
             {
                 var x = W.Load(X + i);
-                var cdf = W.Fma(half, Simd.Erf<TV, W>(W.Mul(x, invSqrt2)), half); // Φ(x) = (1 + erf(x/√2)) / 2
+                var cdf = Simd.NormalCdf<TV, W>(x); // Φ(x) = (1 + erf(x/√2)) / 2
                 if (!Backward)
                 {
                     W.Store(Y + i, W.Mul(x, cdf));

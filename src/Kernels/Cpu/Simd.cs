@@ -179,26 +179,51 @@ public static class Simd
         return W.Select(W.IsNaN(x), x, e);
     }
 
-    /// <summary>erf with |error| ≤ 1.5e-7 (Abramowitz and Stegun 7.1.26), odd-symmetric.</summary>
+    // Φ(x) = (1 + erf(x/√2)) / 2 as 1/2 + z·P(z²)/Q(z²), z = x/√2 clamped to ±3.92 (where erf rounds to ±1 in float):
+    // a degree (11, 10) rational fitted here to erf/2 on [0, 3.92] (least squares reweighted towards minimax, max
+    // error 3.5e-8; the fit lands just above 1/2 at 3.92, so Φ is exactly 0 and 1 beyond |x| ≈ 5.54). Evaluated in
+    // float with FMAs, Φ is within 2.1e-7 of the exact value on [-8, 8] (the erf polynomial with an exp that it replaced:
+    // 3.0e-7), in half the time.
+    const float CdfClamp = 3.92f;
+    const float P0 = 0.5641895532608032f, P1 = 0.09336871653795242f, P2 = 0.02616732567548752f,
+        P3 = 0.0018143592169508338f, P4 = 0.00014268833911046386f, P5 = 1.0623632533679483e-06f;
+    const float Q1 = 0.4988245368003845f, Q2 = 0.11265763640403748f, Q3 = 0.014690844342112541f,
+        Q4 = 0.0011360746575519443f, Q5 = 3.889154686476104e-05f;
+
+    /// <summary>Φ(x), the standard normal CDF (GELU's gate), to within 2.1e-7; NaN in gives a finite value, which GELU
+    /// multiplies by x (NaN out).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static TV Erf<TV, W>(TV x) where TV : struct where W : ISimd<TV>
+    internal static TV NormalCdf<TV, W>(TV x) where TV : struct where W : ISimd<TV>
     {
-        var ax = W.Abs(x);
-        var t = W.Div(W.Splat(1f), W.Fma(W.Splat(0.3275911f), ax, W.Splat(1f)));
-        var poly = W.Splat(1.061405429f);
-        poly = W.Fma(poly, t, W.Splat(-1.453152027f));
-        poly = W.Fma(poly, t, W.Splat(1.421413741f));
-        poly = W.Fma(poly, t, W.Splat(-0.284496736f));
-        poly = W.Fma(poly, t, W.Splat(0.254829592f));
-        var r = W.Fma(W.Sub(W.Splat(0f), W.Mul(poly, t)), Exp<TV, W>(W.Sub(W.Splat(0f), W.Mul(ax, ax))), W.Splat(1f));
-        return W.CopySign(r, x);
+        var z = W.Clamp(W.Mul(x, W.Splat(0.70710678118654752f)), W.Splat(-CdfClamp), W.Splat(CdfClamp));
+        var s = W.Mul(z, z);
+        var p = W.Fma(W.Splat(P5), s, W.Splat(P4));
+        p = W.Fma(p, s, W.Splat(P3));
+        p = W.Fma(p, s, W.Splat(P2));
+        p = W.Fma(p, s, W.Splat(P1));
+        p = W.Fma(p, s, W.Splat(P0));
+        var q = W.Fma(W.Splat(Q5), s, W.Splat(Q4));
+        q = W.Fma(q, s, W.Splat(Q3));
+        q = W.Fma(q, s, W.Splat(Q2));
+        q = W.Fma(q, s, W.Splat(Q1));
+        q = W.Fma(q, s, W.Splat(1f));
+        return W.Clamp(W.Add(W.Splat(0.5f), W.Div(W.Mul(z, p), q)), W.Splat(0f), W.Splat(1f));
     }
 
-    /// <summary>erf, scalar (the vector loops' tails).</summary>
-    internal static float Erf(float x)
+    /// <summary>Φ(x), scalar (the vector loops' tails): the same operations as the vector form.</summary>
+    internal static float NormalCdf(float x)
     {
-        float ax = MathF.Abs(x), t = 1f / (1f + 0.3275911f * ax);
-        float poly = (((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f;
-        return MathF.CopySign(1f - poly * t * MathF.Exp(-ax * ax), x);
+        float z = Math.Clamp(x * 0.70710678118654752f, -CdfClamp, CdfClamp), s = z * z;
+        float p = MathF.FusedMultiplyAdd(P5, s, P4);
+        p = MathF.FusedMultiplyAdd(p, s, P3);
+        p = MathF.FusedMultiplyAdd(p, s, P2);
+        p = MathF.FusedMultiplyAdd(p, s, P1);
+        p = MathF.FusedMultiplyAdd(p, s, P0);
+        float q = MathF.FusedMultiplyAdd(Q5, s, Q4);
+        q = MathF.FusedMultiplyAdd(q, s, Q3);
+        q = MathF.FusedMultiplyAdd(q, s, Q2);
+        q = MathF.FusedMultiplyAdd(q, s, Q1);
+        q = MathF.FusedMultiplyAdd(q, s, 1f);
+        return Math.Clamp(0.5f + z * p / q, 0f, 1f);
     }
 }
