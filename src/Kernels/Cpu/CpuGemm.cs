@@ -189,7 +189,7 @@ public static unsafe class CpuGemm
                     {
                         int mr = Math.Min(MR, m1 - ir);
                         float* a = aStrip;
-                        long la = kc;
+                        long la = TransA ? 1 : kc, ka = TransA ? MR : 1; // row and k strides of the strip
                         if (!TransA && mr == MR && Lda % 1024 != 0 && Precision == Precision.FP32)
                         {
                             a = A + (long)ir * Lda + pc;
@@ -198,7 +198,7 @@ public static unsafe class CpuGemm
                         else
                         {
                             PackAStrip(TransA, A, Lda, ir, mr, pc, kc, MR, aStrip); // rows 4 KiB apart share L1 sets: copy them
-                            if (Precision != Precision.FP32) LowPrecision.Round(aStrip, aStrip, (long)mr * kc, Precision);
+                            if (Precision != Precision.FP32) LowPrecision.Round(aStrip, aStrip, (long)MR * kc, Precision);
                         }
                         float* cRow = C + (long)ir * Ldc + jc;
                         for (int jr = 0; jr < nc; jr += NR)
@@ -211,9 +211,9 @@ public static unsafe class CpuGemm
                             float alpha = full ? Alpha : 1f, dstBeta = full ? beta : 0f;
                             switch (Isa)
                             {
-                                case GemmIsa.Vector512: Kernel12x32(kc, a, la, bPanel, dst, ldd, alpha, dstBeta); break;
-                                case GemmIsa.Vector256: Kernel6x16(kc, a, la, bPanel, dst, ldd, alpha, dstBeta); break;
-                                default: Kernel4x4(kc, a, la, bPanel, dst, ldd, alpha, dstBeta); break;
+                                case GemmIsa.Vector512: Kernel12x32(kc, a, la, ka, bPanel, dst, ldd, alpha, dstBeta); break;
+                                case GemmIsa.Vector256: Kernel6x16(kc, a, la, ka, bPanel, dst, ldd, alpha, dstBeta); break;
+                                default: Kernel4x4(kc, a, la, ka, bPanel, dst, ldd, alpha, dstBeta); break;
                             }
                             if (!full) StorePartial(tile, NR, cRow + jr, Ldc, Alpha, beta, mr, nr);
                         }
@@ -259,22 +259,28 @@ public static unsafe class CpuGemm
         }
     }
 
-    /// <summary>Copies op(A)[ir..ir+mr, pc..pc+kc] row-major into dst [MR][kc], rows past mr zero: the strip of a
-    /// transposed A, the last, partial strip (whose missing rows must not be read in place), or rows a multiple of 4 KiB
-    /// apart (which would all fall into the same L1 sets).</summary>
+    /// <summary>Copies op(A)[ir..ir+mr, pc..pc+kc] into dst, rows past mr zero. A not transposed (the last, partial
+    /// strip, whose missing rows must not be read in place, or rows a multiple of 4 KiB apart, which would all fall into
+    /// the same L1 sets): row-major [MR][kc]. A transposed: k-major [kc][MR], each k's MR values contiguous in A too (a
+    /// row-major copy would gather them one by one; the micro-kernels take either layout by its row and k strides).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void PackAStrip(bool transA, float* A, int lda, int ir, int mr, int pc, int kc, int MR, float* dst)
     {
         if (!transA)
+        {
             for (int r = 0; r < mr; r++)
                 Buffer.MemoryCopy(A + (long)(ir + r) * lda + pc, dst + (long)r * kc, kc * sizeof(float), kc * sizeof(float));
-        else
-            for (int k = 0; k < kc; k++)
-            {
-                float* src = A + (long)(pc + k) * lda + ir;
-                for (int r = 0; r < mr; r++) dst[(long)r * kc + k] = src[r];
-            }
-        new Span<float>(dst + (long)mr * kc, (MR - mr) * kc).Clear();
+            new Span<float>(dst + (long)mr * kc, (MR - mr) * kc).Clear();
+            return;
+        }
+        for (int k = 0; k < kc; k++, dst += MR)
+        {
+            float* src = A + (long)(pc + k) * lda + ir;
+            int r = 0;
+            for (; r + 4 <= mr; r += 4) Vector128.Store(Vector128.Load(src + r), dst + r);
+            for (; r < mr; r++) dst[r] = src[r];
+            for (; r < MR; r++) dst[r] = 0f;
+        }
     }
 
     /// <summary>Packs op(B)[pc..pc+kc, jc..jc+nc] as NR-column panels, each [kc][NR], zero-padded columns.</summary>
@@ -291,7 +297,8 @@ public static unsafe class CpuGemm
                 {
                     float* src = B + (long)(pc + k) * ldb + jc + jr;
                     float* d = panel + k * NR;
-                    if (nr == NR) Buffer.MemoryCopy(src, d, NR * sizeof(float), NR * sizeof(float));
+                    if (nr == NR && NR % 8 == 0)
+                        for (int c = 0; c < NR; c += 8) Vector256.Store(Vector256.Load(src + c), d + c); // (MemoryCopy's call cost more than 64 bytes)
                     else
                     {
                         int c = 0;
@@ -389,17 +396,18 @@ public static unsafe class CpuGemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static float At(float* p, nint bytes) => *(float*)((byte*)p + bytes);
 
-    /// <summary>6×16 tile in 12 ymm accumulators. a: 6 rows × kc, rows lda apart; b: panel [kc][16]; c: the whole
+    /// <summary>6×16 tile in 12 ymm accumulators. a: 6 rows × kc, element (r, k) at a[r·lda + k·ks] (a row-major strip:
+    /// ks = 1; a k-major one: lda = 1, ks = 6); b: panel [kc][16]; c: the whole
     /// tile (a partial one goes through a scratch tile: no stack buffer or call here, which made the JIT spill the
     /// accumulators when it compiled without profile data).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel6x16(int kc, float* a, long lda, float* b, float* c, int ldc, float alpha, float beta)
+    static void Kernel6x16(int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
     {
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
         nint l1 = (nint)(lda * sizeof(float)), l2 = 2 * l1;
         float* a0 = a, a3 = a + 3 * lda;
-        for (int k = 0; k < kc; k++, a0++, a3++, b += 16)
+        for (int k = 0; k < kc; k++, a0 += ks, a3 += ks, b += 16)
         {
             var b0 = Vector256.Load(b);
             var b1 = Vector256.Load(b + 8);
@@ -425,9 +433,9 @@ public static unsafe class CpuGemm
     }
 
     /// <summary>12×32 tile in 24 zmm accumulators (of 32): per k, two B vectors and twelve broadcasts of A.
-    /// a: 12 rows × kc, rows lda apart; b: panel [kc][32]; c: the whole tile (see <see cref="Kernel6x16"/>).</summary>
+    /// a: 12 rows × kc, element (r, k) at a[r·lda + k·ks]; b: panel [kc][32]; c: the whole tile (see <see cref="Kernel6x16"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel12x32(int kc, float* a, long lda, float* b, float* c, int ldc, float alpha, float beta)
+    static void Kernel12x32(int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default,
@@ -435,7 +443,7 @@ public static unsafe class CpuGemm
             c90 = default, c91 = default, ca0 = default, ca1 = default, cb0 = default, cb1 = default;
         nint l1 = (nint)(lda * sizeof(float)), l2 = 2 * l1;
         float* a0 = a, a3 = a + 3 * lda, a6 = a + 6 * lda, a9 = a + 9 * lda;
-        for (int k = 0; k < kc; k++, a0++, a3++, a6++, a9++, b += 32)
+        for (int k = 0; k < kc; k++, a0 += ks, a3 += ks, a6 += ks, a9 += ks, b += 32)
         {
             var b0 = Vector512.Load(b);
             var b1 = Vector512.Load(b + 16);
@@ -478,16 +486,16 @@ public static unsafe class CpuGemm
         Store(c, cb0, alpha, beta); Store(c + 16, cb1, alpha, beta);
     }
 
-    /// <summary>Scalar 4×4 tile, for CPUs without SIMD acceleration. a: 4 rows × kc, rows lda apart.</summary>
+    /// <summary>Scalar 4×4 tile, for CPUs without SIMD acceleration. a: 4 rows × kc, element (r, k) at a[r·lda + k·ks].</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel4x4(int kc, float* a, long lda, float* b, float* c, int ldc, float alpha, float beta)
+    static void Kernel4x4(int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
     {
         float* t = stackalloc float[16];
         for (int i = 0; i < 16; i++) t[i] = 0f;
         for (int k = 0; k < kc; k++, b += 4)
             for (int r = 0; r < 4; r++)
                 for (int j = 0; j < 4; j++)
-                    t[r * 4 + j] = MathF.FusedMultiplyAdd(a[r * lda + k], b[j], t[r * 4 + j]);
+                    t[r * 4 + j] = MathF.FusedMultiplyAdd(a[r * lda + k * ks], b[j], t[r * 4 + j]);
         StorePartial(t, 4, c, ldc, alpha, beta, 4, 4);
     }
 }
