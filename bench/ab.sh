@@ -21,7 +21,15 @@ after="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' + u
 if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX; fi
 export DOTNET_TC_CallCountingDelayMs=0
 cases=("gelu 1576x3072" "gelu-backward 1576x3072" "softmax 18912x197" "layernorm 1576x768" "bias 1576x3072"
-       "softmax-backward 18912x197" "depthwise-conv 8x56x56x128" "depthwise-conv 8x14x14x512" "depthwise-conv 8x7x7x1024")
+       "softmax-backward 18912x197" "depthwise-conv 8x56x56x128" "depthwise-conv 8x14x14x512" "depthwise-conv 8x7x7x1024"
+       "patchify 8x56x56x128" "attention 8x197x12x64" "attention 64x49x4x32")
+# An op the earlier tree does not have is left out (with a note), not failed on.
+known=$(dotnet "$before"/src/Cli/bin/Release/net10.0/peft.dll bench --list | awk '{print $1}')
+kept=()
+for c in "${cases[@]}"; do
+  if grep -qx "${c%% *}" <<< "$known"; then kept+=("$c"); else echo "skipping ${c%% *}: not in ${commit:0:7}" >&2; fi
+done
+cases=("${kept[@]}")
 log=$(mktemp)
 for ((r = 1; r <= rounds; r++)); do
   for c in "${cases[@]}"; do
