@@ -99,7 +99,7 @@ public static unsafe class CpuGemm
             Isa = isa, MR = MR, NR = NR, Ncb = BlockCols(M), TransA = transA, TransB = transB, M = M, N = N, K = K, Alpha = alpha,
             A = A, Lda = lda, B = B, Ldb = ldb, Beta = beta, C = C, Ldc = ldc, Bias = bias, Gelu = gelu, Precision = precision,
         };
-        body.Plan((long)M * N * K < 1 << 20 ? 1 : CpuParallel.Threads);
+        body.Plan((long)M * N * K < 1 << 20 ? 1 : CpuParallel.ThreadsHere);
         CpuParallel.For(body.ColumnParts * body.RowParts, ref body);
     }
 

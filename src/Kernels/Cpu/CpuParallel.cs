@@ -46,6 +46,11 @@ public static unsafe class CpuParallel
             : Math.Min(value, Environment.ProcessorCount);
     }
 
+    /// <summary>The threads a parallel loop started here would get: 1 inside a task (nested loops run inline), else
+    /// <see cref="Threads"/>. A kernel called from a task plans its work for one thread instead of cutting it into
+    /// parts that would run one after the other anyway.</summary>
+    internal static int ThreadsHere => _insideTask ? 1 : _threads;
+
     /// <summary>Runs body.Run(i) for every i in [0, count) and returns when all are done.</summary>
     public static void For<T>(int count, ref T body) where T : struct, IParallelBody
     {
