@@ -18,10 +18,12 @@ internal static class KernelSplit
         try { work(); }
         finally { kernels.Timing = false; }
         double total = clock.Elapsed.TotalSeconds;
-        double linear = (kernels.Time(KernelId.LinearForward) + kernels.Time(KernelId.LinearGeluForward)).TotalSeconds;
+        double linear = (kernels.Time(KernelId.LinearForward) + kernels.Time(KernelId.LinearGeluForward)
+            + kernels.Time(KernelId.LinearScaleShiftForward)).TotalSeconds;
         double gemm = (kernels.Time(KernelId.Gemm) + kernels.Time(KernelId.GemmStridedBatched)).TotalSeconds + linear;
         var largest = Enum.GetValues<KernelId>()
-            .Where(k => k is not (KernelId.Gemm or KernelId.GemmStridedBatched or KernelId.LinearForward or KernelId.LinearGeluForward))
+            .Where(k => k is not (KernelId.Gemm or KernelId.GemmStridedBatched or KernelId.LinearForward or KernelId.LinearGeluForward
+                or KernelId.LinearScaleShiftForward))
             .Select(k => (Name: k.ToString(), Seconds: kernels.Time(k).TotalSeconds)).Where(k => k.Seconds > 0)
             .OrderByDescending(k => k.Seconds).Take(others);
         var inv = CultureInfo.InvariantCulture;

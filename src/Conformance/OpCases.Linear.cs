@@ -36,4 +36,15 @@ public static partial class OpCases
             t => Ops.LinearGelu(t[0], t[1]),
             v => Reference.Gelu(Reference.Linear(v[0], v[1], null, 6, 6, 8)));
     }
+
+    // SSF at a Linear site: the scale-shift in the GEMM's epilogue, with partial tiles on both edges and a K past one K
+    // block; scale and shift train (the product is kept for dscale) and the gradients reach x and W through du.
+    static void LinearScaleShift(Device dev)
+    {
+        foreach (var (rows, N, K) in new[] { (13, 37, 9), (7, 5, 300) })
+            GradCheck.Run(dev, $"LinearScaleShift {rows}x{N}x{K}",
+                [new("x", [rows, K]), new("w", [N, K]), new("scale", [N]), new("shift", [N])],
+                t => Ops.LinearScaleShift(t[0], t[1], t[2], t[3]),
+                v => Reference.Linear(v[0], v[1], null, rows, N, K).Select((u, i) => u * v[2][i % N] + v[3][i % N]).ToArray());
+    }
 }

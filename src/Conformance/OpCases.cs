@@ -18,6 +18,7 @@ public static partial class OpCases
         // Linear
         ("Linear", Linear),
         ("LinearGelu", LinearGelu),
+        ("LinearScaleShift", LinearScaleShift),
         // Norm
         ("LayerNorm", LayerNorm),
         ("ScaleShift", ScaleShift),

@@ -44,6 +44,12 @@ public unsafe interface IKernels
     /// it for the backward), so inference makes one pass over the output instead of three.</summary>
     void LinearGeluForward(float* y, float* h, float* x, float* w, float* bias, int rows, int N, int K);
 
+    /// <summary>SSF at a Linear site in one pass: u = x[rows, K]·Wᵀ (the layer without its bias), y = u·scale + shift per
+    /// column (shift carries the folded γ⊙b + β), both [rows, N]; u is written only when not null (kept for dscale).
+    /// The CPU applies the scale-shift to each GEMM tile while it is in cache; other backends may run a GEMM and then
+    /// <see cref="ScaleShiftForward"/>.</summary>
+    void LinearScaleShiftForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K);
+
     // ---------------------------------------------------------------- precision
     /// <summary>y[i] = x[i] rounded to <paramref name="precision"/> (to nearest, ties to even), kept as float; y may
     /// alias x. Bit for bit <see cref="LowPrecision.Round(float, Precision)"/> on every backend.</summary>

@@ -36,6 +36,14 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void LinearScaleShiftForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K)
+    {
+        Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearScaleShiftForward);
+        Inner.LinearScaleShiftForward(y, u, x, w, scale, shift, rows, N, K);
+        End(KernelId.LinearScaleShiftForward, start);
+    }
+
+    /// <inheritdoc/>
     public void RoundToPrecision(float* y, float* x, long n, Precision precision)
     {
         long start = Begin(KernelId.RoundToPrecision);
@@ -529,6 +537,8 @@ public enum KernelId
     LinearForward,
     /// <summary><see cref="IKernels.LinearGeluForward"/></summary>
     LinearGeluForward,
+    /// <summary><see cref="IKernels.LinearScaleShiftForward"/></summary>
+    LinearScaleShiftForward,
     /// <summary><see cref="IKernels.RoundToPrecision"/></summary>
     RoundToPrecision,
     /// <summary><see cref="IKernels.PackLowPrecision"/></summary>

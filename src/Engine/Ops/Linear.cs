@@ -2,9 +2,10 @@ using Engine.Autograd;
 
 namespace Engine;
 
-// Linear layer: y = x·Wᵀ + b (the GEMM op; patch embedding and strided convs reuse it after Patchify), and LinearGelu,
-// GELU(x·Wᵀ + b) with the activation in the epilogue. Kernels: LinearForward and LinearGeluForward (CpuGemm.cs with the
-// bias and GELU in its store on the CPU; cuBLAS then one bias(+GELU) kernel on CUDA), Gemm for the backward.
+// Linear layer: y = x·Wᵀ + b (the GEMM op; patch embedding and strided convs reuse it after Patchify), LinearGelu,
+// GELU(x·Wᵀ + b) with the activation in the epilogue, and LinearScaleShift, SSF's (x·Wᵀ)·γ + β'. Kernels: LinearForward,
+// LinearGeluForward and LinearScaleShiftForward (CpuGemm.cs with the bias, GELU or scale-shift in its store on the CPU;
+// cuBLAS then one elementwise kernel on CUDA), Gemm for the backward.
 public static unsafe partial class Ops
 {
     /// <summary>
@@ -36,6 +37,31 @@ public static unsafe partial class Ops
         using var h = record ? Tensor.Empty(x.Device, DType.F32, shape) : null;
         x.Device.Kernels.LinearGeluForward(y.Data, h == null ? null : h.Data, x.Data, weight.Data, bias == null ? null : bias.Data, rows, N, K);
         if (record) Tape.Push(y, new LinearGeluSaved { Linear = SaveLinear(x, weight, bias, rows, N, K), PreActivation = Tape.Save(h!) });
+        return y;
+    }
+
+    /// <summary>
+    /// SSF at a Linear site in one pass: y = (x·Wᵀ)·scale + shift per output feature (shapes as in <see cref="Linear"/>,
+    /// no bias: shift carries the folded γ⊙b + β), the scale-shift in the GEMM's epilogue on the CPU. The same values and
+    /// gradients as <c>ScaleShift(Linear(x, W), scale, shift)</c>; the bias-free product is written and kept only when
+    /// scale trains (for dscale).
+    /// </summary>
+    public static Tensor LinearScaleShift(Tensor x, Tensor weight, Tensor scale, Tensor shift)
+    {
+        const string op = "LinearScaleShift";
+        var (rows, N, K, shape) = CheckLinear(op, x, weight, null);
+        CheckVector(op, "scale", scale, N, x);
+        CheckVector(op, "shift", shift, N, x);
+        var y = Tensor.Empty(x.Device, DType.F32, shape);
+        bool record = Tape.ShouldRecord(x, weight, scale, shift);
+        using var u = record && scale.RequiresGrad ? Tensor.Empty(x.Device, DType.F32, shape) : null;
+        x.Device.Kernels.LinearScaleShiftForward(y.Data, u == null ? null : u.Data, x.Data, weight.Data, scale.Data, shift.Data, rows, N, K);
+        if (record)
+            Tape.Push(y, new LinearScaleShiftSaved
+            {
+                Linear = SaveLinear(x, weight, null, rows, N, K), Scale = scale, Shift = shift, U = u == null ? null : Tape.Save(u),
+                LinearNeedsGrad = x.RequiresGrad || weight.RequiresGrad,
+            });
         return y;
     }
 
@@ -85,6 +111,25 @@ public static unsafe partial class Ops
             using var dh = Tensor.Empty(y.Device, DType.F32, y.Shape);
             y.Device.Kernels.GeluBackward(dh.Data, y.Grad!.Data, s.PreActivation.Data, y.Count, false);
             LinearSaved.Backward(ref s.Linear, y.Device.Kernels, dh.Data);
+        }
+    }
+
+    /// <summary>LinearScaleShift's backward state: ScaleShift's from the kept product u (dscale, dshift, du), then Linear's
+    /// from du when x or W needs a gradient.</summary>
+    struct LinearScaleShiftSaved : IBackward<LinearScaleShiftSaved>
+    {
+        public LinearSaved Linear;
+        public Tensor Scale, Shift;
+        public Tensor? U;
+        public bool LinearNeedsGrad;
+
+        public static void Backward(ref LinearScaleShiftSaved s, Tensor y)
+        {
+            var k = y.Device.Kernels;
+            using var du = s.LinearNeedsGrad ? Tensor.Empty(y.Device, DType.F32, y.Shape) : null;
+            k.ScaleShiftBackward(du == null ? null : du.Data, Tape.GradAccumulatorIfNeeded(s.Scale), Tape.GradAccumulatorIfNeeded(s.Shift),
+                y.Grad!.Data, s.U == null ? null : s.U.Data, s.Scale.Data, s.Linear.Rows, s.Linear.N, false);
+            if (du != null) LinearSaved.Backward(ref s.Linear, k, du.Data);
         }
     }
 

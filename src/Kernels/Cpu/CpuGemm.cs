@@ -78,18 +78,18 @@ public static unsafe class CpuGemm
 
     /// <summary>See <see cref="IKernels.Gemm"/>; with <paramref name="bias"/> [N], bias[j] is added to every row of C
     /// once a strip of C is complete, while it is in L1 (the Linear layer's epilogue, bit for bit the same as a separate
-    /// bias add); with <paramref name="gelu"/> (rows ldc apart, may be C itself), GELU of each completed strip is written
-    /// there too (Linear+GELU). A <paramref name="precision"/> below fp32 rounds the operands as they are packed (A is
-    /// then always packed).</summary>
+    /// bias add); then the <paramref name="epilogue"/>, if any, writes GELU or a scale-shift of each completed strip (the
+    /// Linear+GELU and SSF-at-a-Linear layers). A <paramref name="precision"/> below fp32 rounds the operands as they are
+    /// packed (A is then always packed).</summary>
     public static void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda,
         float* B, int ldb, float beta, float* C, int ldc, float* bias = null, Precision precision = Precision.FP32,
-        float* gelu = null)
+        GemmEpilogue epilogue = default)
     {
         if (M <= 0 || N <= 0) return;
         if (K <= 0 || alpha == 0f)
         {
             ScaleC(M, N, beta, C, ldc);
-            BiasGeluBlock(gelu, ldc, C, ldc, bias, M, N);
+            EpilogueBlock(epilogue, 0, ldc, C, ldc, bias, M, N);
             return;
         }
         var isa = Isa;
@@ -97,7 +97,7 @@ public static unsafe class CpuGemm
         var body = new RectangleBody
         {
             Isa = isa, MR = MR, NR = NR, Ncb = BlockCols(M), TransA = transA, TransB = transB, M = M, N = N, K = K, Alpha = alpha,
-            A = A, Lda = lda, B = B, Ldb = ldb, Beta = beta, C = C, Ldc = ldc, Bias = bias, Gelu = gelu, Precision = precision,
+            A = A, Lda = lda, B = B, Ldb = ldb, Beta = beta, C = C, Ldc = ldc, Bias = bias, Epilogue = epilogue, Precision = precision,
         };
         body.Plan((long)M * N * K < 1 << 20 ? 1 : CpuParallel.ThreadsHere);
         CpuParallel.For(body.ColumnParts * body.RowParts, ref body);
@@ -147,7 +147,8 @@ public static unsafe class CpuGemm
         public GemmIsa Isa;
         public int MR, NR, Ncb, M, N, K, Lda, Ldb, Ldc, RowParts, ColumnParts, PartRows, PartCols;
         public bool TransA, TransB;
-        public float* A, B, C, Bias, Gelu;
+        public float* A, B, C, Bias;
+        public GemmEpilogue Epilogue;
         public float Alpha, Beta;
         public Precision Precision;
 
@@ -217,22 +218,39 @@ public static unsafe class CpuGemm
                             }
                             if (!full) StorePartial(tile, NR, cRow + jr, Ldc, Alpha, beta, mr, nr);
                         }
-                        if (lastBlock && (Bias != null || Gelu != null))
-                            BiasGeluBlock(Gelu == null ? null : Gelu + (cRow - C), Ldc, cRow, Ldc, Bias == null ? null : Bias + jc, mr, nc);
+                        if (lastBlock && (Bias != null || Epilogue.Y != null))
+                            EpilogueBlock(Epilogue, cRow - C, Ldc, cRow, Ldc, Bias == null ? null : Bias + jc, mr, nc);
                     }
                 }
             }
         }
     }
 
-    /// <summary>The Linear epilogue on an mr × nr block of C (rows ldh and ldy apart), while it is in L1: h[r, j] += bias[j]
-    /// (no bias: null), then y = GELU(h) (no activation: y null; y may be h).</summary>
+    /// <summary>The Linear epilogue on an mr × nr block h of C (rows ldh apart) that starts <paramref name="offset"/>
+    /// elements into C, while it is in L1: h[r, j] += bias[j] (no bias: null), then the epilogue's y at the same offset
+    /// (rows ldy apart; y may be C): GELU(h), or h·scale + shift per column (scale and shift from the block's first
+    /// column, offset mod ldy).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void BiasGeluBlock(float* y, int ldy, float* h, int ldh, float* bias, int mr, int nr)
+    internal static void EpilogueBlock(in GemmEpilogue e, long offset, int ldy, float* h, int ldh, float* bias, int mr, int nr)
     {
         if (bias != null) AddBiasTile(h, ldh, bias, mr, nr);
-        if (y != null)
+        if (e.Y == null) return;
+        float* y = e.Y + offset;
+        if (e.Scale == null)
+        {
             for (int r = 0; r < mr; r++) CpuKernels.GeluRow(y + (long)r * ldy, h + (long)r * ldh, nr);
+            return;
+        }
+        long col = offset % ldy;
+        float* scale = e.Scale + col, shift = e.Shift + col;
+        int V = System.Numerics.Vector<float>.Count;
+        for (int r = 0; r < mr; r++)
+        {
+            float* hr = h + (long)r * ldh, yr = y + (long)r * ldy;
+            int j = 0;
+            for (; j + V <= nr; j += V) Vec.Store(yr + j, Vec.Load(hr + j) * Vec.Load(scale + j) + Vec.Load(shift + j));
+            for (; j < nr; j++) yr[j] = hr[j] * scale[j] + shift[j];
+        }
     }
 
     /// <summary>c[r, j] += bias[j] for an mr × nr tile of C (rows ldc apart), while the tile is in L1.</summary>
@@ -498,4 +516,28 @@ public static unsafe class CpuGemm
                     t[r * 4 + j] = MathF.FusedMultiplyAdd(a[r * lda + k * ks], b[j], t[r * 4 + j]);
         StorePartial(t, 4, c, ldc, alpha, beta, 4, 4);
     }
+}
+
+/// <summary>
+/// What <see cref="CpuGemm.Gemm"/> writes from each completed block h of C while it is in L1, after any bias: nothing
+/// (default), <see cref="Gelu"/> y = GELU(h), or <see cref="ScaleShift"/> y = h·scale + shift per column (SSF at a
+/// Linear site). y has C's row stride and may be C itself.
+/// </summary>
+public readonly unsafe struct GemmEpilogue
+{
+    /// <summary>Where the epilogue writes (null: no epilogue).</summary>
+    public float* Y { get; private init; }
+
+    /// <summary>Scale [N] of a scale-shift epilogue (null: GELU).</summary>
+    public float* Scale { get; private init; }
+
+    /// <summary>Shift [N] of a scale-shift epilogue.</summary>
+    public float* Shift { get; private init; }
+
+    /// <summary>y = GELU(h).</summary>
+    public static GemmEpilogue Gelu(float* y) => new() { Y = y };
+
+    /// <summary>y[r, j] = h[r, j]·scale[j] + shift[j], the multiply and the add rounded apart (as a separate scale-shift
+    /// pass computes it).</summary>
+    public static GemmEpilogue ScaleShift(float* y, float* scale, float* shift) => new() { Y = y, Scale = scale, Shift = shift };
 }

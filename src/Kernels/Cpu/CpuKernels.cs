@@ -66,12 +66,27 @@ public sealed unsafe partial class CpuKernels : IKernels
         float* product = h != null ? h : y;
         if (Fp32Blas is not { } blas)
         {
-            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, bias, GemmPrecision, gelu: y);
+            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, bias, GemmPrecision, GemmEpilogue.Gelu(y));
             return;
         }
         blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N);
         var body = new BiasGeluBody { Y = y, H = product, Bias = bias, Cols = N };
         CpuParallel.For(rows, ref body);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>Our GEMM applies the scale-shift to each tile as it completes, while it is in L1; with OpenBLAS, one pass
+    /// after the product.</remarks>
+    public void LinearScaleShiftForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K)
+    {
+        float* product = u != null ? u : y;
+        if (Fp32Blas is not { } blas)
+        {
+            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, null, GemmPrecision, GemmEpilogue.ScaleShift(y, scale, shift));
+            return;
+        }
+        blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N);
+        ScaleShiftForward(y, product, scale, shift, rows, N);
     }
 
     // One row: h += bias, y = GELU(h).
@@ -82,8 +97,7 @@ public sealed unsafe partial class CpuKernels : IKernels
 
         public void Run(int row)
         {
-            float* h = H + (long)row * Cols, y = Y + (long)row * Cols;
-            CpuGemm.BiasGeluBlock(y, Cols, h, Cols, Bias, 1, Cols);
+            CpuGemm.EpilogueBlock(GemmEpilogue.Gelu(Y), (long)row * Cols, Cols, H + (long)row * Cols, Cols, Bias, 1, Cols);
         }
     }
 

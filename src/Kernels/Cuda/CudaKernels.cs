@@ -104,6 +104,15 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         GridStride(Activations.BiasGeluForward, (long)rows * N, y, h, product, bias, rows, N);
     }
 
+    /// <inheritdoc/>
+    /// <remarks>cuBLAS writes x·Wᵀ into u (or y), then the scale-shift kernel writes y.</remarks>
+    public void LinearScaleShiftForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K)
+    {
+        float* product = u != null ? u : y;
+        Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N);
+        ScaleShiftForward(y, product, scale, shift, rows, N);
+    }
+
     // ---------------------------------------------------------------- elementwise and bias (elementwise.cu)
 
     /// <inheritdoc/>

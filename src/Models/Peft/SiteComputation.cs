@@ -28,7 +28,9 @@ public static class SiteComputation
     /// <see cref="IPeftModel.LinearHook"/> (LoRA) applied between the affine and the site hook.</summary>
     public static Tensor ProduceLinear(this IPeftModel model, FeatureSite site, Tensor x, ulong? trainSeed)
     {
-        var y = ProduceAffine(model, site, (w, bias) => Ops.Linear(x, w!, bias));
+        var y = model.SiteAffine?.Invoke(site) is { } affine && site.Producer == SiteProducer.Linear && site.Weight != null
+            ? LinearAffine(site, x, affine)
+            : ProduceAffine(model, site, (w, bias) => Ops.Linear(x, w!, bias));
         if (model.LinearHook is { } linear)
         {
             var z = linear(site, x, y, trainSeed);
@@ -36,6 +38,14 @@ public static class SiteComputation
             y = z;
         }
         return Hook(model, site, y);
+    }
+
+    /// <summary>A Linear site's affine folded as <see cref="Produce"/> folds it, in one <see cref="Ops.LinearScaleShift"/>:
+    /// the scale-shift in the GEMM's epilogue instead of a pass of its own.</summary>
+    static Tensor LinearAffine(FeatureSite site, Tensor x, ChannelAffine affine)
+    {
+        using var shift = site.Bias == null ? null : Ops.ScaleShift(site.Bias, affine.Scale, affine.Shift);
+        return Ops.LinearScaleShift(x, site.Weight!, affine.Scale, shift ?? affine.Shift);
     }
 
     static Tensor ProduceAffine(IPeftModel model, FeatureSite site, Func<Tensor?, Tensor?, Tensor> op)
