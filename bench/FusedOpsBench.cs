@@ -7,7 +7,8 @@ namespace Engine.Bench;
 /// <c>bash bench/run.sh fused [--rounds 9]</c>: each fused op against its unfused path on the CPU, alternating in one
 /// process (each measurement the median of 3 calls; medians over the rounds): attention forward + backward through
 /// <see cref="Ops.Attention"/> at ViT-B/16's shapes (batch 1 and 8) and Swin-B's first-stage windows (batch 8: 512
-/// windows of 49 tokens, 4 heads of 32); Linear+GELU (inference) at ViT-B/16's fc1, batch 1 and 8.
+/// windows of 49 tokens, 4 heads of 32); Linear+GELU (inference) and SSF's Linear+scale-shift (training: the product
+/// kept too) at ViT-B/16's fc1, batch 1 and 8.
 /// </summary>
 public static class FusedOpsBench
 {
@@ -17,7 +18,7 @@ public static class FusedOpsBench
         const string usage = "bash bench/run.sh fused [--rounds 9]";
         if (args.Contains("--help") || args.Contains("-h"))
         {
-            Console.WriteLine($"{usage}\n  Fused ops vs their unfused paths on the CPU (attention forward + backward, Linear+GELU), alternating in one process.");
+            Console.WriteLine($"{usage}\n  Fused ops vs their unfused paths on the CPU (attention forward + backward, Linear+GELU, Linear+scale-shift), alternating in one process.");
             return 0;
         }
         int rounds = 9;
@@ -38,6 +39,8 @@ public static class FusedOpsBench
             ("attention", "attention-unfused", [1, 197, 12, 64]), ("attention", "attention-unfused", [8, 197, 12, 64]),
             ("attention", "attention-unfused", [512, 49, 4, 32]),
             ("linear-gelu", "linear-gelu-unfused", [197, 3072, 768]), ("linear-gelu", "linear-gelu-unfused", [1576, 3072, 768]),
+            ("linear-scale-shift", "linear-scale-shift-unfused", [197, 3072, 768]),
+            ("linear-scale-shift", "linear-scale-shift-unfused", [1576, 3072, 768]),
         };
         var inv = CultureInfo.InvariantCulture;
         foreach (var (fusedOp, unfusedOp, shape) in cases)

@@ -49,6 +49,7 @@ public static unsafe class DeviceBenchmarks
         new("linear-gelu", "MxNxK", 3, "y = GELU(x·Wᵀ + b), the activation in the GEMM's epilogue (inference: no pre-activation kept)"),
         new("linear-gelu-unfused", "MxNxK", 3, "the same as the Linear layer (bias in the store) then a GELU pass"),
         new("linear-scale-shift", "MxNxK", 3, "SSF at a Linear: y = (x·Wᵀ)·scale + shift in the GEMM's epilogue, the product kept too (training)"),
+        new("linear-scale-shift-unfused", "MxNxK", 3, "the same as the Linear layer without its bias, then a scale-shift pass"),
         new("attention", "BxTxNHxHD", 4, "fused multi-head attention, forward and backward (GFLOP/s: its 6 products)"),
         new("attention-unfused", "BxTxNHxHD", 4, "the same through the unfused path (head permutes, batched GEMMs, softmax)"),
     ];
@@ -79,20 +80,25 @@ public static unsafe class DeviceBenchmarks
         var k = device.Kernels;
         string shapeText = string.Join("×", shape);
         long elements = shape.Aggregate(1L, (a, b) => a * b);
-        if (op is "gemm" or "linear-gelu" or "linear-gelu-unfused" or "linear-scale-shift")
+        if (op is "gemm" or "linear-gelu" or "linear-gelu-unfused" or "linear-scale-shift" or "linear-scale-shift-unfused")
         {
             int M = shape[0], N = shape[1], K = shape[2];
             using var x = Filled(device, (long)M * K, 0.5f);
             using var w = Filled(device, (long)N * K, 0.25f);
             using var bias = Filled(device, N, 0.125f);
             using var y = Tensor.Zeros(device, checked(M * N));
-            using var u = op == "linear-scale-shift" ? Tensor.Zeros(device, checked(M * N)) : null;
+            using var u = op.StartsWith("linear-scale-shift", StringComparison.Ordinal) ? Tensor.Zeros(device, checked(M * N)) : null;
             double flops = 2.0 * M * N * K;
             Action call = op switch
             {
                 "gemm" => () => k.Gemm(false, true, M, N, K, 1f, x.Data, K, w.Data, K, 0f, y.Data, N),
                 "linear-gelu" => () => k.LinearGeluForward(y.Data, null, x.Data, w.Data, bias.Data, M, N, K),
                 "linear-scale-shift" => () => k.LinearScaleShiftForward(y.Data, u!.Data, x.Data, w.Data, bias.Data, bias.Data, M, N, K),
+                "linear-scale-shift-unfused" => () =>
+                {
+                    k.LinearForward(u!.Data, x.Data, w.Data, null, M, N, K);
+                    k.ScaleShiftForward(y.Data, u.Data, bias.Data, bias.Data, M, N);
+                },
                 _ => () =>
                 {
                     k.LinearForward(y.Data, x.Data, w.Data, bias.Data, M, N, K);
@@ -240,7 +246,7 @@ public static unsafe class DeviceBenchmarks
             ["depthwise-conv"] = [convN, side, side, convC], ["patchify"] = [convN, 2 * side, 2 * side, convC / 2],
             ["attention"] = [full ? 32 : 2, T, heads, C / heads], ["attention-unfused"] = [full ? 32 : 2, T, heads, C / heads],
             ["linear-gelu"] = [M, 4 * C, C], ["linear-gelu-unfused"] = [M, 4 * C, C], // fc1 at batch 32
-            ["linear-scale-shift"] = [M, 4 * C, C],
+            ["linear-scale-shift"] = [M, 4 * C, C], ["linear-scale-shift-unfused"] = [M, 4 * C, C],
         };
         foreach (var op in Ops.Where(o => o.Name != "gemm")) Add(Measure(device, op.Name, shapes[op.Name], repeats));
         // The ViT-B/16 linear layers at batch 32 (6304 tokens).
