@@ -5,7 +5,7 @@ namespace Engine.Bench;
 
 /// <summary>
 /// <c>bash bench/run.sh fused [--rounds 9]</c>: each fused op against its unfused path on the CPU, alternating in one
-/// process (each measurement the median of 3 calls; medians over the rounds): attention forward + backward through
+/// process (each measurement the median of 3 calls; medians over the rounds, the ratio the median of the rounds' ratios): attention forward + backward through
 /// <see cref="Ops.Attention"/> at ViT-B/16's shapes (batch 1 and 8) and Swin-B's first-stage windows (batch 8: 512
 /// windows of 49 tokens, 4 heads of 32); Linear+GELU (inference) and SSF's Linear+scale-shift (training: the product
 /// kept too) at ViT-B/16's fc1, batch 1 and 8.
@@ -53,9 +53,8 @@ public static class FusedOpsBench
                 unfused.Add(DeviceBenchmarks.Measure(Device.Cpu, unfusedOp, shape, 3).Milliseconds);
             }
             var f = fused.OrderBy(x => x.Milliseconds).ElementAt(rounds / 2);
-            double u = unfused.Order().ElementAt(rounds / 2);
-            Console.WriteLine(string.Format(inv, "| {0} | {1} | {2:F1} | {3:F1} | {4:F2} | {5:F1} |",
-                fusedOp, f.Shape, f.Milliseconds, u, f.Milliseconds / u, f.Tflops * 1000));
+            Console.WriteLine(string.Format(inv, "| {0} | {1} | {2:F1} | {3:F1} | {4:F2} | {5:F1} |", fusedOp, f.Shape, f.Milliseconds,
+                Rounds.Median(unfused), Rounds.PairedRatio([.. fused.Select(x => x.Milliseconds)], unfused), f.Tflops * 1000));
         }
         return 0;
     }

@@ -33,7 +33,8 @@ public static class PeersBench
         if (args.Contains("--help") || args.Contains("-h"))
         {
             Console.WriteLine($"{Usage}\n  GEMM GFLOP/s against OpenBLAS and ORT's MatMul at the ViT-B/16 shapes (1 and 2 threads), and eval-forward time against the\n" +
-                              "  model's ONNX export in ONNX Runtime; medians of alternating rounds, ratios from the same run.");
+                              "  model's ONNX export in ONNX Runtime; medians of alternating rounds; each ratio is the median of the per-round ratios (a round's\n" +
+                              "  sides run back to back, so a slow spell of a shared VM slows both).");
             return 0;
         }
         foreach (var unknown in args.Where(a => a.StartsWith('-') && a is not ("--only" or "--models" or "--batches" or "--rounds" or "--unfused-attention")))
@@ -98,11 +99,11 @@ public static class PeersBench
                         t = Time(calls, () => blas.Sgemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N));
                         if (r >= 0) theirs.Add(flops / t / 1e9);
                     }
-                    double o = Median(ours), m = Median(mlas);
-                    string peer = blas == null ? "n/a" : Median(theirs).ToString("F1", Inv);
-                    string ratio = blas == null ? "n/a" : (o / Median(theirs)).ToString("F2", Inv);
+                    double o = Rounds.Median(ours), m = Rounds.Median(mlas);
+                    string peer = blas == null ? "n/a" : Rounds.Median(theirs).ToString("F1", Inv);
+                    string ratio = blas == null ? "n/a" : Rounds.PairedRatio(ours, theirs).ToString("F2", Inv);
                     Console.WriteLine(string.Format(Inv, "| {0} | {1}×{2}×{3} | {4} | {5:F1} | {6} | {7:F1} | {8} | {9:F2} |",
-                        layer, M, N, K, threads, o, peer, m, ratio, o / m));
+                        layer, M, N, K, threads, o, peer, m, ratio, Rounds.PairedRatio(ours, mlas)));
                     Aligned.Free(x, w, y);
                 }
         }
@@ -202,8 +203,6 @@ public static class PeersBench
         }
     }
 
-    static double Median(List<double> values) => values.Order().ElementAt(values.Count / 2);
-
     static void Forward(string[] models, int[] batches, int rounds)
     {
         CpuParallel.Threads = Environment.ProcessorCount;
@@ -246,8 +245,8 @@ public static class PeersBench
                         engineMs.Add(Time(1, () => Engine()) * 1e3);
                         ortMs.Add(Time(1, () => Ort()) * 1e3);
                     }
-                    double e = Median(engineMs), o = Median(ortMs);
-                    Console.WriteLine(string.Format(Inv, "| {0} | {1:F1} | {2} | {3:E1} | {4:F0} | {5:F0} | {6:F2} | {7} | {8} |", preset, mib, batch, worst, e, o, e / o,
+                    double e = Rounds.Median(engineMs), o = Rounds.Median(ortMs);
+                    Console.WriteLine(string.Format(Inv, "| {0} | {1:F1} | {2} | {3:E1} | {4:F0} | {5:F0} | {6:F2} | {7} | {8} |", preset, mib, batch, worst, e, o, Rounds.PairedRatio(engineMs, ortMs),
                         KernelSplit.Of(kernels, () => Engine()), OrtSplit(path, pixels, batch, size)));
                 }
             }

@@ -63,11 +63,11 @@ public static class PeftStepBench
                     Console.Error.WriteLine($"round {round + 1}/{rounds}: {r.Name} {r.Times[^1] * 1e3:F0} ms");
                 }
             var inv = CultureInfo.InvariantCulture;
-            double full = runs.FirstOrDefault(r => r.Name == PeftMethods.Full.Name)?.Median ?? double.NaN;
+            var full = runs.FirstOrDefault(r => r.Name == PeftMethods.Full.Name);
             Console.WriteLine("\n| method | trainable | step ms (median) | step / full | optimizer state | activations kept for backward | one step: GEMM share, largest other kernels |\n|---|---|---|---|---|---|---|");
             foreach (var r in runs)
                 Console.WriteLine(string.Format(inv, "| {0} | {1:N0} | {2:F0} | {3} | {4} | {5} | {6} |", r.Name, r.Trainable, r.Median * 1e3,
-                    double.IsNaN(full) ? "n/a" : (r.Median / full).ToString("F2", inv),
+                    full == null ? "n/a" : Rounds.PairedRatio(r.Times, full.Times).ToString("F2", inv),
                     Bytes(r.Optimizer.StateBytes), Bytes(r.SavedBytes), KernelSplit.Of(kernels, () => r.Step())));
             using var self = Process.GetCurrentProcess();
             Console.WriteLine($"\nprocess peak RSS: {self.PeakWorkingSet64 / 1048576.0:F0} MiB ({string.Join(", ", runs.Select(r => r.Name))} in one process)");
