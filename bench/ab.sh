@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # One kernel at a time, this tree beside an earlier commit of it, alternating on the same machine (peft bench --op):
-#   bash bench/ab.sh <commit> [rounds]     (default 3 rounds; the earlier tree is built in a git worktree under $TMPDIR)
+#   bash bench/ab.sh <commit> [rounds] [op,...]   (default 3 rounds, every op below; the earlier tree is built in a git
+#                                                 worktree under $TMPDIR)
 # Prints, per op and shape, the median ms of each tree over the rounds and the speed-up (before / after). Each
 # timing is the median of 100 calls with the JIT's tier-up delay off (DOTNET_TC_CallCountingDelayMs=0), so both trees'
 # kernels have left tier-0 code: steady-state kernels. The GEMM is compared against OpenBLAS by bench/run.sh peers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ] || [ "$1" = "--help" ] || [ "$1" = "-h" ]; then
-  sed -n 2,6p "$0" | sed 's/^# \{0,1\}//'
+  sed -n 2,7p "$0" | sed 's/^# \{0,1\}//'
   [ $# -lt 1 ] && exit 2 || exit 0
 fi
 commit=$(git rev-parse --verify "$1^{commit}") || { echo "error: '$1' is not a commit of this repository" >&2; exit 2; }
 rounds=${2:-3}
+only=${3:-}
 before="${TMPDIR:-/tmp}/peft-ab-${commit:0:12}"
 [ -d "$before" ] || git worktree add --detach "$before" "$commit" >/dev/null
 echo "building $commit in $before and this tree ..." >&2
@@ -27,8 +29,13 @@ cases=("gelu 1576x3072" "gelu-backward 1576x3072" "softmax 18912x197" "layernorm
 known=$(dotnet "$before"/src/Cli/bin/Release/net10.0/peft.dll bench --list | awk '{print $1}')
 kept=()
 for c in "${cases[@]}"; do
+  if [ -n "$only" ] && ! grep -qx "${c%% *}" <<< "${only//,/$'\n'}"; then continue; fi
   if grep -qx "${c%% *}" <<< "$known"; then kept+=("$c"); else echo "skipping ${c%% *}: not in ${commit:0:7}" >&2; fi
 done
+if [ ${#kept[@]} -eq 0 ]; then
+  echo "error: no case for '$only'; the ops compared are: $(printf '%s\n' "${cases[@]%% *}" | sort -u | xargs)" >&2
+  exit 2
+fi
 cases=("${kept[@]}")
 log=$(mktemp)
 for ((r = 1; r <= rounds; r++)); do
