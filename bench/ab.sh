@@ -2,7 +2,8 @@
 # One kernel at a time, this tree beside an earlier commit of it, alternating on the same machine (peft bench --op):
 #   bash bench/ab.sh <commit> [rounds] [op,...]   (default 3 rounds, every op below; the earlier tree is built in a git
 #                                                 worktree under $TMPDIR)
-# Prints, per op and shape, the median ms of each tree over the rounds and the speed-up (before / after). Each
+# Prints, per op and shape, the median ms of each tree over the rounds and the speed-up (before / after); the trees
+# take turns going first. Each
 # timing is the median of 100 calls with the JIT's tier-up delay off (DOTNET_TC_CallCountingDelayMs=0), so both trees'
 # kernels have left tier-0 code: steady-state kernels. The GEMM is compared against OpenBLAS by bench/run.sh peers.
 set -euo pipefail
@@ -24,7 +25,7 @@ if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX; fi
 export DOTNET_TC_CallCountingDelayMs=0
 cases=("gelu 1576x3072" "gelu-backward 1576x3072" "softmax 18912x197" "layernorm 1576x768" "bias 1576x3072"
        "softmax-backward 18912x197" "depthwise-conv 8x56x56x128" "depthwise-conv 8x14x14x512" "depthwise-conv 8x7x7x1024"
-       "patchify 8x56x56x128" "attention 8x197x12x64" "attention 64x49x4x32")
+       "patchify 8x56x56x128" "attention 8x197x12x64" "attention 64x49x4x32" "attention 4x49x16x32")
 # An op the earlier tree does not have is left out (with a note), not failed on.
 known=$(dotnet "$before"/src/Cli/bin/Release/net10.0/peft.dll bench --list | awk '{print $1}')
 kept=()
@@ -41,7 +42,8 @@ log=$(mktemp)
 for ((r = 1; r <= rounds; r++)); do
   for c in "${cases[@]}"; do
     set -- $c
-    for tree in before after; do
+    order="before after"; ((r % 2 == 0)) && order="after before" # whichever runs second in a pair can be slower
+    for tree in $order; do
       dir=$before; [ $tree = after ] && dir=.
       ms=$(dotnet "$dir"/src/Cli/bin/Release/net10.0/peft.dll bench --op "$1" --shape "$2" --repeats 100 | tail -1 | awk -F'|' '{gsub(/ /, "", $4); print $4}')
       echo "$1 $2 $tree $ms" >> "$log"
