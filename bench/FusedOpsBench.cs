@@ -47,10 +47,11 @@ public static class FusedOpsBench
         {
             var fused = new List<BenchmarkRow>();
             var unfused = new List<double>();
-            for (int r = 0; r < rounds; r++)
+            for (int r = 0; r < rounds; r++) // taking turns going first
             {
+                if (r % 2 == 1) unfused.Add(DeviceBenchmarks.Measure(Device.Cpu, unfusedOp, shape, 3).Milliseconds);
                 fused.Add(DeviceBenchmarks.Measure(Device.Cpu, fusedOp, shape, 3));
-                unfused.Add(DeviceBenchmarks.Measure(Device.Cpu, unfusedOp, shape, 3).Milliseconds);
+                if (r % 2 == 0) unfused.Add(DeviceBenchmarks.Measure(Device.Cpu, unfusedOp, shape, 3).Milliseconds);
             }
             var f = fused.OrderBy(x => x.Milliseconds).ElementAt(rounds / 2);
             Console.WriteLine(string.Format(inv, "| {0} | {1} | {2:F1} | {3:F1} | {4:F2} | {5:F1} |", fusedOp, f.Shape, f.Milliseconds,

@@ -84,21 +84,24 @@ public static class PeersBench
                     CpuParallel.Threads = threads;
                     blas?.SetThreads(threads);
                     double flops = 2.0 * M * N * K;
-                    // One round = several calls of each (about 60 ms at 300 GFLOP/s): ours, OpenBLAS, ORT.
+                    // One round = several calls of each (about 60 ms at 300 GFLOP/s): ours, ORT, OpenBLAS, taking turns
+                    // going first.
                     int calls = Math.Max(5, (int)(2e10 / flops));
                     var ours = new List<double>();
                     var theirs = new List<double>();
                     var mlas = new List<double>();
-                    for (int r = -1; r < rounds; r++) // round -1 warms up all three
+                    var sides = new List<(Action Run, List<double> Speeds)>
                     {
-                        double t = Time(calls, () => CpuGemm.Gemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N));
-                        if (r >= 0) ours.Add(flops / t / 1e9);
-                        t = Time(calls, ort.Run);
-                        if (r >= 0) mlas.Add(flops / t / 1e9);
-                        if (blas == null) continue;
-                        t = Time(calls, () => blas.Sgemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N));
-                        if (r >= 0) theirs.Add(flops / t / 1e9);
-                    }
+                        (() => CpuGemm.Gemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N), ours), (ort.Run, mlas),
+                    };
+                    if (blas != null) sides.Add((() => blas.Sgemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N), theirs));
+                    for (int r = -1; r < rounds; r++) // round -1 warms up every side
+                        for (int i = 0; i < sides.Count; i++)
+                        {
+                            var (run, speeds) = sides[(i + Math.Max(r, 0)) % sides.Count];
+                            double t = Time(calls, run);
+                            if (r >= 0) speeds.Add(flops / t / 1e9);
+                        }
                     double o = Rounds.Median(ours), m = Rounds.Median(mlas);
                     string peer = blas == null ? "n/a" : Rounds.Median(theirs).ToString("F1", Inv);
                     string ratio = blas == null ? "n/a" : Rounds.PairedRatio(ours, theirs).ToString("F2", Inv);
@@ -240,10 +243,11 @@ public static class PeersBench
                     double worst = Engine().Zip(Ort()).Max(p => Math.Abs(p.First - p.Second)); // also the warm-up
                     var engineMs = new List<double>();
                     var ortMs = new List<double>();
-                    for (int r = 0; r < rounds; r++)
+                    for (int r = 0; r < rounds; r++) // taking turns going first
                     {
+                        if (r % 2 == 1) ortMs.Add(Time(1, () => Ort()) * 1e3);
                         engineMs.Add(Time(1, () => Engine()) * 1e3);
-                        ortMs.Add(Time(1, () => Ort()) * 1e3);
+                        if (r % 2 == 0) ortMs.Add(Time(1, () => Ort()) * 1e3);
                     }
                     double e = Rounds.Median(engineMs), o = Rounds.Median(ortMs);
                     Console.WriteLine(string.Format(Inv, "| {0} | {1:F1} | {2} | {3:E1} | {4:F0} | {5:F0} | {6:F2} | {7} | {8} |", preset, mib, batch, worst, e, o, Rounds.PairedRatio(engineMs, ortMs),
