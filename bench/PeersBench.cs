@@ -16,10 +16,12 @@ namespace Engine.Bench;
 /// <list type="bullet">
 /// <item>GEMM: our kernel against OpenBLAS and ONNX Runtime's MatMul (MLAS) at ViT-B/16's four Linear shapes for batch
 /// 1 and 8 (M = 197, 1576) and Swin-B/ConvNeXt-B's stage-3 MLP at batch 1, on 1 and 2 threads (each peer is given the
-/// same thread count).</item>
+/// same thread count), and our kernel again reading W packed once (<see cref="CpuGemm.PackedB"/>), as ORT reads the
+/// weight it packed when the session loaded.</item>
 /// <item>Forward: each model exported by <see cref="ModelExport"/> and run by ONNX Runtime beside the engine on the same
-/// weights (seeded initialisation) and images: the file's size, the largest logit difference, eval-forward time, and
-/// where the engine's time goes (an instrumented pass after the timed rounds).</item>
+/// weights (seeded initialisation) and images: the file's size, the largest logit difference, eval-forward time with the
+/// engine's weights frozen (<see cref="FrozenWeights"/>) beside ORT and beside the same model thawed, and where
+/// the engine's time goes (an instrumented pass after the timed rounds).</item>
 /// </list>
 /// </summary>
 public static class PeersBench
@@ -71,8 +73,8 @@ public static class PeersBench
 
     static unsafe void Gemm(OpenBlas? blas, int rounds)
     {
-        Console.WriteLine("\n| layer | M×N×K (X·Wᵀ) | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ORT MatMul GFLOP/s | ours / OpenBLAS | ours / ORT |\n" +
-                          "|---|---|---|---|---|---|---|---|");
+        Console.WriteLine("\n| layer | M×N×K (X·Wᵀ) | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ORT MatMul GFLOP/s | ours, W packed once GFLOP/s | ours / OpenBLAS | ours / ORT | W packed once / ORT |\n" +
+                          "|---|---|---|---|---|---|---|---|---|---|");
         int savedThreads = CpuParallel.Threads;
         try
         {
@@ -81,6 +83,7 @@ public static class PeersBench
                 {
                     float* x = Aligned.Filled((long)M * K), w = Aligned.Filled((long)N * K), y = Aligned.Filled((long)M * N);
                     using var ort = new OrtMatMul(M, N, K, threads);
+                    using var packed = CpuGemm.PackedB.Pack(true, w, K, K, N); // a frozen weight, as ORT's initializer
                     CpuParallel.Threads = threads;
                     blas?.SetThreads(threads);
                     double flops = 2.0 * M * N * K;
@@ -90,9 +93,11 @@ public static class PeersBench
                     var ours = new List<double>();
                     var theirs = new List<double>();
                     var mlas = new List<double>();
+                    var oursPacked = new List<double>();
                     var sides = new List<(Action Run, List<double> Speeds)>
                     {
                         (() => CpuGemm.Gemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N), ours), (ort.Run, mlas),
+                        (() => CpuGemm.Gemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N, packedB: packed), oursPacked),
                     };
                     if (blas != null) sides.Add((() => blas.Sgemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N), theirs));
                     for (int r = -1; r < rounds; r++) // round -1 warms up every side
@@ -105,8 +110,8 @@ public static class PeersBench
                     double o = Rounds.Median(ours), m = Rounds.Median(mlas);
                     string peer = blas == null ? "n/a" : Rounds.Median(theirs).ToString("F1", Inv);
                     string ratio = blas == null ? "n/a" : Rounds.PairedRatio(ours, theirs).ToString("F2", Inv);
-                    Console.WriteLine(string.Format(Inv, "| {0} | {1}×{2}×{3} | {4} | {5:F1} | {6} | {7:F1} | {8} | {9:F2} |",
-                        layer, M, N, K, threads, o, peer, m, ratio, Rounds.PairedRatio(ours, mlas)));
+                    Console.WriteLine(string.Format(Inv, "| {0} | {1}×{2}×{3} | {4} | {5:F1} | {6} | {7:F1} | {8:F1} | {9} | {10:F2} | {11:F2} |",
+                        layer, M, N, K, threads, o, peer, m, Rounds.Median(oursPacked), ratio, Rounds.PairedRatio(ours, mlas), Rounds.PairedRatio(oursPacked, mlas)));
                     Aligned.Free(x, w, y);
                 }
         }
@@ -210,7 +215,8 @@ public static class PeersBench
     {
         CpuParallel.Threads = Environment.ProcessorCount;
         Console.WriteLine($"\nEval forward (224×224, 1000 classes), {Environment.ProcessorCount} threads each, engine attention {(Ops.FusedAttentionByDefault ? "fused" : "unfused")}; ONNX Runtime CPU with all graph optimisations.");
-        Console.WriteLine("\n| model | .onnx MiB | batch | max abs logit difference | engine ms | ORT ms | engine / ORT time | engine: GEMM share, largest other kernels | ORT (profiled run): GEMM share, largest other ops |\n|---|---|---|---|---|---|---|---|---|");
+        Console.WriteLine("Engine: the model's weights frozen (FrozenWeights: the CPU GEMM packs each Linear weight once, as ORT packs its initializers at load); 'thawed': the same model with its weights thawed, every product packing its weight blocks as it goes.");
+        Console.WriteLine("\n| model | .onnx MiB | batch | max abs logit difference | engine ms | thawed ms | ORT ms | engine / ORT time | engine / thawed time | engine: GEMM share, largest other kernels | ORT (profiled run): GEMM share, largest other ops |\n|---|---|---|---|---|---|---|---|---|---|---|");
         var kernels = new InstrumentedKernels(new CpuKernels());
         var device = new CpuDevice(kernels);
         foreach (var preset in models)
@@ -229,29 +235,46 @@ public static class PeersBench
                     var rng = new Random(2);
                     var pixels = Enumerable.Range(0, batch * 3 * size * size).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
                     using var input = Tensor.FromArray(device, pixels, batch, 3, size, size);
-                    float[] Engine()
+                    // The same model frozen and thawed by turns (a second copy of the weights elsewhere in memory
+                    // measured up to 16% apart from the first with neither frozen); each timing's untimed first call
+                    // freezes and packs, or thaws.
+                    FrozenWeights? frozen = null;
+                    float[] Run(bool freeze)
                     {
+                        if (freeze) frozen ??= FrozenWeights.Freeze(model.Parameters);
+                        else
+                        {
+                            frozen?.Dispose();
+                            frozen = null;
+                        }
                         using var _ = Tape.NoGrad();
                         using var logits = model.Forward(input);
                         return logits.ToArray();
                     }
+                    float[] Engine() => Run(freeze: true);
                     float[] Ort()
                     {
                         using var results = session.Run([NamedOnnxValue.CreateFromTensor("pixel_values", new DenseTensor<float>(pixels, [batch, 3, size, size]))]);
                         return [.. results.Single().AsEnumerable<float>()];
                     }
-                    double worst = Engine().Zip(Ort()).Max(p => Math.Abs(p.First - p.Second)); // also the warm-up
+                    var engineLogits = Engine(); // also the warm-ups (the first frozen forward packs the weights)
+                    double worst = engineLogits.Zip(Ort()).Max(p => Math.Abs(p.First - p.Second));
+                    if (!engineLogits.AsSpan().SequenceEqual(Run(freeze: false)))
+                        throw new InvalidOperationException($"{preset}: frozen and thawed logits differ (packing once must not change a bit)");
                     var engineMs = new List<double>();
+                    var thawedMs = new List<double>();
                     var ortMs = new List<double>();
+                    var sides = new List<(Action Run, List<double> Ms)> { (() => Engine(), engineMs), (() => Ort(), ortMs), (() => Run(freeze: false), thawedMs) };
                     for (int r = 0; r < rounds; r++) // taking turns going first
-                    {
-                        if (r % 2 == 1) ortMs.Add(Time(1, () => Ort()) * 1e3);
-                        engineMs.Add(Time(1, () => Engine()) * 1e3);
-                        if (r % 2 == 0) ortMs.Add(Time(1, () => Ort()) * 1e3);
-                    }
-                    double e = Rounds.Median(engineMs), o = Rounds.Median(ortMs);
-                    Console.WriteLine(string.Format(Inv, "| {0} | {1:F1} | {2} | {3:E1} | {4:F0} | {5:F0} | {6:F2} | {7} | {8} |", preset, mib, batch, worst, e, o, Rounds.PairedRatio(engineMs, ortMs),
+                        for (int i = 0; i < sides.Count; i++)
+                        {
+                            var (run, ms) = sides[(i + r) % sides.Count];
+                            ms.Add(Time(1, run) * 1e3);
+                        }
+                    Console.WriteLine(string.Format(Inv, "| {0} | {1:F1} | {2} | {3:E1} | {4:F0} | {5:F0} | {6:F0} | {7:F2} | {8:F2} | {9} | {10} |", preset, mib, batch, worst,
+                        Rounds.Median(engineMs), Rounds.Median(thawedMs), Rounds.Median(ortMs), Rounds.PairedRatio(engineMs, ortMs), Rounds.PairedRatio(engineMs, thawedMs),
                         KernelSplit.Of(kernels, () => Engine()), OrtSplit(path, pixels, batch, size)));
+                    frozen?.Dispose();
                 }
             }
             finally

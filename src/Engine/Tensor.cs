@@ -204,6 +204,14 @@ public sealed unsafe class Tensor : IDisposable
 
     internal Storage Storage => _storage;
 
+    /// <summary>Throws when a <see cref="FrozenWeights"/> holds this tensor's storage (its backend may be reading a packed
+    /// copy that the write would leave stale).</summary>
+    internal void CheckNotFrozen(string what)
+    {
+        if (_storage.Frozen > 0)
+            throw new InvalidOperationException($"cannot {what} {Describe()}: it is frozen (FrozenWeights); dispose the FrozenWeights first");
+    }
+
     void CheckAlive()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -256,6 +264,7 @@ public sealed unsafe class Tensor : IDisposable
             throw new ArgumentException($"source holds {source.Length} elements, tensor {Describe()} has {Count}");
         if (!IsContiguous) throw new ArgumentException($"cannot copy host data into the non-contiguous view {Describe()}");
         CheckAlive();
+        CheckNotFrozen("copy host data into");
         fixed (float* src = source) Device.CopyFromHost((float*)_storage.Pointer + Offset, src, Bytes);
     }
 
@@ -331,6 +340,9 @@ public sealed unsafe class Tensor : IDisposable
         Device.Kernels.CopyStrided(result.Data, Data, Rank, shape, strides);
         return result;
     }
+
+    /// <summary>Another reference to this tensor's elements (same shape, not recorded), holding the storage alive.</summary>
+    internal Tensor Alias() => View((int[])Shape.Clone(), (long[])Strides.Clone(), Offset);
 
     Tensor View(int[] shape, long[] strides, long offset)
     {

@@ -50,6 +50,17 @@ public unsafe interface IKernels
     /// <see cref="ScaleShiftForward"/>.</summary>
     void LinearScaleShiftForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K);
 
+    /// <summary>Promises that the <paramref name="count"/> floats at <paramref name="w"/> (a Linear weight [N, K] of
+    /// <see cref="LinearForward"/> and its fused forms) stay unchanged until <see cref="ThawWeight"/>, so the backend may
+    /// keep them packed for its GEMM: the CPU packs a frozen weight at its first product and reuses the panels (as much
+    /// memory again as the weight); cuBLAS needs no packing. Calls nest: the weight is frozen until thawed as often.
+    /// Returns whether the backend keeps a packed copy.</summary>
+    bool FreezeWeight(float* w, long count);
+
+    /// <summary>Ends one <see cref="FreezeWeight"/> of <paramref name="w"/>; the last one frees any packed copy. Returns
+    /// whether w was frozen.</summary>
+    bool ThawWeight(float* w);
+
     // ---------------------------------------------------------------- precision
     /// <summary>y[i] = x[i] rounded to <paramref name="precision"/> (to nearest, ties to even), kept as float; y may
     /// alias x. Bit for bit <see cref="LowPrecision.Round(float, Precision)"/> on every backend.</summary>

@@ -23,6 +23,12 @@ public sealed partial class InstrumentedKernels : IKernels
     public string Name => Inner.Name;
 
     /// <inheritdoc/>
+    public unsafe bool FreezeWeight(float* w, long count) => Inner.FreezeWeight(w, count);
+
+    /// <inheritdoc/>
+    public unsafe bool ThawWeight(float* w) => Inner.ThawWeight(w);
+
+    /// <inheritdoc/>
     public Precision GemmPrecision
     {
         get => Inner.GemmPrecision;

@@ -85,6 +85,60 @@ public unsafe class GemmTests
         finally { (CpuGemm.Isa, CpuGemm.L2Bytes) = saved; }
     }
 
+    /// <summary>B packed once (a frozen weight) gives the bits of B packed per product, for every micro-kernel, both
+    /// orientations and a 16-bit precision, with the bias and GELU epilogue, on shapes with partial panels and several K
+    /// and column blocks; a pack that does not fit the product (another shape, precision or micro-kernel, or disposed) is
+    /// ignored.</summary>
+    [Test, Combinatorial]
+    public void PackedBGivesTheSameBits([Values] GemmIsa isa, [Values(false, true)] bool transB, [Values(Precision.FP32, Precision.BF16)] Precision precision)
+    {
+        var saved = CpuGemm.Isa;
+        try
+        {
+            CpuGemm.Isa = isa;
+            foreach (var (M, N, K) in new[] { (49, 700, 600), (197, 61, 67), (1, 13, 300) })
+            {
+                if (isa == GemmIsa.Scalar && M * N * K > 2_000_000) continue;
+                var a = Random(M * K, 21);
+                var b = Random(N * K, 22);
+                var bias = Random(N, 23);
+                int ldb = transB ? K : N;
+                float[] Run(CpuGemm.PackedB? packed)
+                {
+                    var h = new float[M * N];
+                    var y = new float[M * N];
+                    fixed (float* pa = a, pb = b, ph = h, py = y, pbias = bias)
+                        CpuGemm.Gemm(false, transB, M, N, K, 1f, pa, K, pb, ldb, 0f, ph, N, pbias, precision, GemmEpilogue.Gelu(py), packed);
+                    return [.. h, .. y];
+                }
+                var want = Run(null);
+                CpuGemm.PackedB Pack(Precision p, int k)
+                {
+                    fixed (float* pb = b) return CpuGemm.PackedB.Pack(transB, pb, ldb, k, N, p);
+                }
+                using (var packed = Pack(precision, K))
+                {
+                    Assert.That(packed.Fits(transB, K, N, precision), Is.True);
+                    Assert.That(Run(packed), Is.EqualTo(want), $"{isa} {M}x{N}x{K} transB={transB} {precision}");
+                    packed.Dispose();
+                    Assert.That(packed.Fits(transB, K, N, precision), Is.False, "disposed");
+                    Assert.That(Run(packed), Is.EqualTo(want), "a disposed pack is ignored");
+                }
+                using (var other = Pack(precision == Precision.FP32 ? Precision.BF16 : Precision.FP32, K))
+                    Assert.That(Run(other), Is.EqualTo(want), "a pack in another precision is ignored");
+                using (var shorter = Pack(precision, K - 1))
+                    Assert.That(Run(shorter), Is.EqualTo(want), "a pack of another shape is ignored");
+                using (var packed = Pack(precision, K))
+                {
+                    CpuGemm.Isa = isa == GemmIsa.Scalar ? GemmIsa.Vector256 : GemmIsa.Scalar;
+                    Assert.That(packed.Fits(transB, K, N, precision), Is.False, "packed for another micro-kernel");
+                    CpuGemm.Isa = isa;
+                }
+            }
+        }
+        finally { CpuGemm.Isa = saved; }
+    }
+
     [Test]
     public void BetaZeroIgnoresNaNInC()
     {

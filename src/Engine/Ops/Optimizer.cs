@@ -12,6 +12,7 @@ public static unsafe partial class Ops
     internal static void AdamStep(Tensor param, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps, float weightDecay,
         int step, bool decoupled)
     {
+        param.CheckNotFrozen("take an optimizer step of");
         var grad = param.Grad ?? throw new InvalidOperationException($"AdamStep: {param.Describe()} has no gradient");
         var trainability = param.Trainability;
         if (!m.Shape.AsSpan().SequenceEqual(trainability.StateShape(param)))

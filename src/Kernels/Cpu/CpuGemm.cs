@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -80,10 +81,11 @@ public static unsafe class CpuGemm
     /// once a strip of C is complete, while it is in L1 (the Linear layer's epilogue, bit for bit the same as a separate
     /// bias add); then the <paramref name="epilogue"/>, if any, writes GELU or a scale-shift of each completed strip (the
     /// Linear+GELU and SSF-at-a-Linear layers). A <paramref name="precision"/> below fp32 rounds the operands as they are
-    /// packed (A is then always packed).</summary>
+    /// packed (A is then always packed). A <paramref name="packedB"/> that <see cref="PackedB.Fits"/> this product is
+    /// read in place of packing B (bit for bit the same result); one that does not is ignored.</summary>
     public static void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda,
         float* B, int ldb, float beta, float* C, int ldc, float* bias = null, Precision precision = Precision.FP32,
-        GemmEpilogue epilogue = default)
+        GemmEpilogue epilogue = default, PackedB? packedB = null)
     {
         if (M <= 0 || N <= 0) return;
         if (K <= 0 || alpha == 0f)
@@ -98,6 +100,7 @@ public static unsafe class CpuGemm
         {
             Isa = isa, MR = MR, NR = NR, Ncb = BlockCols(M), TransA = transA, TransB = transB, M = M, N = N, K = K, Alpha = alpha,
             A = A, Lda = lda, B = B, Ldb = ldb, Beta = beta, C = C, Ldc = ldc, Bias = bias, Epilogue = epilogue, Precision = precision,
+            PackedB = packedB != null && packedB.Fits(transB, K, N, precision) ? packedB.Data : null,
         };
         body.Plan((long)M * N * K < 1 << 20 ? 1 : CpuParallel.ThreadsHere);
         CpuParallel.For(body.ColumnParts * body.RowParts, ref body);
@@ -147,7 +150,7 @@ public static unsafe class CpuGemm
         public GemmIsa Isa;
         public int MR, NR, Ncb, M, N, K, Lda, Ldb, Ldc, RowParts, ColumnParts, PartRows, PartCols;
         public bool TransA, TransB;
-        public float* A, B, C, Bias;
+        public float* A, B, C, Bias, PackedB;
         public GemmEpilogue Epilogue;
         public float Alpha, Beta;
         public Precision Precision;
@@ -173,7 +176,7 @@ public static unsafe class CpuGemm
             int n0 = task % ColumnParts * PartCols, n1 = Math.Min(N, n0 + PartCols);
             int m0 = task / ColumnParts * PartRows, m1 = Math.Min(M, m0 + PartRows);
             if (n0 >= n1 || m0 >= m1) return;
-            float* bPack = (float*)ThreadScratch.Get(1, (long)KC * Ncb * sizeof(float));
+            float* bPack = PackedB != null ? null : (float*)ThreadScratch.Get(1, (long)KC * Ncb * sizeof(float));
             float* aStrip = (float*)ThreadScratch.Get(0, (long)MR * (KC + NR) * sizeof(float));
             float* tile = aStrip + (long)MR * KC; // a partial tile's full MR × NR result, before its valid corner is stored
             for (int jc = n0; jc < n1; jc += Ncb)
@@ -182,8 +185,12 @@ public static unsafe class CpuGemm
                 for (int pc = 0; pc < K; pc += KC)
                 {
                     int kc = Math.Min(KC, K - pc);
-                    PackB(TransB, B, Ldb, pc, kc, jc, nc, NR, bPack);
-                    if (Precision != Precision.FP32) LowPrecision.Round(bPack, bPack, (long)kc * ((nc + NR - 1) / NR * NR), Precision);
+                    if (PackedB != null) bPack = PackedB + (long)pc * PaddedCols(N, NR) + (long)jc * kc; // the block's panels, in place
+                    else
+                    {
+                        PackB(TransB, B, Ldb, pc, kc, jc, nc, NR, bPack);
+                        if (Precision != Precision.FP32) LowPrecision.Round(bPack, bPack, (long)kc * PaddedCols(nc, NR), Precision);
+                    }
                     float beta = pc == 0 ? Beta : 1f;
                     bool lastBlock = pc + kc == K;
                     for (int ir = m0; ir < m1; ir += MR)
@@ -298,6 +305,78 @@ public static unsafe class CpuGemm
             for (; r + 4 <= mr; r += 4) Vector128.Store(Vector128.Load(src + r), dst + r);
             for (; r < mr; r++) dst[r] = src[r];
             for (; r < MR; r++) dst[r] = 0f;
+        }
+    }
+
+    /// <summary>n rounded up to whole NR-wide panels.</summary>
+    static int PaddedCols(int n, int NR) => (n + NR - 1) / NR * NR;
+
+    /// <summary>
+    /// op(B) [K, N] packed once for <see cref="Gemm"/>, for an operand that does not change between products (a frozen
+    /// weight): each K block's NR-wide panels one after another, [⌈K/KC⌉][⌈N/NR⌉][kc][NR], so the panels of any block
+    /// of columns are the bytes a product would pack for itself. The product then streams them straight from memory into
+    /// its micro-kernel instead of first copying (and, for a transposed weight, transposing) each block: with few rows of
+    /// A (M ≈ 49–200) that copy is not repaid by many strips. The panels cost as much memory again as B. Made for the
+    /// micro-kernel in use when packed (<see cref="Isa"/>), with values rounded to one precision.
+    /// </summary>
+    public sealed class PackedB : IDisposable
+    {
+        internal float* Data { get; private set; }
+        readonly bool _transB;
+        readonly int _k, _n;
+        readonly GemmIsa _isa;
+        readonly Precision _precision;
+
+        PackedB(float* data, bool transB, int K, int N, GemmIsa isa, Precision precision, long bytes)
+        {
+            Data = data;
+            _transB = transB;
+            _k = K;
+            _n = N;
+            _isa = isa;
+            _precision = precision;
+            Bytes = bytes;
+            GC.AddMemoryPressure(bytes);
+        }
+
+        /// <summary>Packs op(B) [K, N] (B [K, N] with rows ldb apart, or transposed, [N, K]) for the micro-kernel in use
+        /// (<see cref="Isa"/>), its values rounded to <paramref name="precision"/>.</summary>
+        public static PackedB Pack(bool transB, float* B, int ldb, int K, int N, Precision precision = Precision.FP32)
+        {
+            if (K <= 0 || N <= 0) throw new ArgumentOutOfRangeException(nameof(K), $"cannot pack an empty operand [{K}, {N}]");
+            var isa = Isa;
+            int NR = Tile(isa).NR, cols = PaddedCols(N, NR);
+            long count = (long)K * cols;
+            float* data = (float*)NativeMemory.AlignedAlloc((nuint)(count * sizeof(float)), 64);
+            for (int pc = 0; pc < K; pc += KC) PackB(transB, B, ldb, pc, Math.Min(KC, K - pc), 0, N, NR, data + (long)pc * cols);
+            if (precision != Precision.FP32) LowPrecision.Round(data, data, count, precision);
+            return new PackedB(data, transB, K, N, isa, precision, count * sizeof(float));
+        }
+
+        /// <summary>Bytes the panels take.</summary>
+        public long Bytes { get; }
+
+        /// <summary>Whether a product of op(B) [K, N] in <paramref name="precision"/> can read these panels: same
+        /// orientation, shape and precision, packed for the micro-kernel in use now, not disposed.</summary>
+        public bool Fits(bool transB, int K, int N, Precision precision) =>
+            Data != null && transB == _transB && K == _k && N == _n && precision == _precision && _isa == Isa;
+
+        /// <summary>Frees the panels; products no longer read them.</summary>
+        public void Dispose()
+        {
+            Free();
+            GC.SuppressFinalize(this);
+        }
+
+        /// <summary>Frees the panels of a pack nobody disposed.</summary>
+        ~PackedB() => Free();
+
+        void Free()
+        {
+            if (Data == null) return;
+            NativeMemory.AlignedFree(Data);
+            Data = null;
+            GC.RemoveMemoryPressure(Bytes);
         }
     }
 

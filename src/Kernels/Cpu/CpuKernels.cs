@@ -46,12 +46,76 @@ public sealed unsafe partial class CpuKernels : IKernels
         else CpuGemm.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch, GemmPrecision);
     }
 
+    /// <summary>A frozen weight: how many floats, how often frozen, and its panels once a product packed them.</summary>
+    sealed class FrozenWeight(long count)
+    {
+        public readonly long Count = count;
+        public int Freezes = 1;
+        public CpuGemm.PackedB? Packed;
+    }
+
+    readonly Dictionary<nint, FrozenWeight> _frozen = [];
+
+    /// <inheritdoc/>
+    /// <remarks>Our GEMM packs the weight at its first product after this and reads the panels from then on; with
+    /// <see cref="Blas"/> (fp32) nothing is packed.</remarks>
+    public bool FreezeWeight(float* w, long count)
+    {
+        lock (_frozen)
+        {
+            if (_frozen.TryGetValue((nint)w, out var f))
+            {
+                if (f.Count != count) throw new ArgumentException($"the weight at 0x{(nint)w:x} is frozen as {f.Count} floats, not {count}", nameof(count));
+                f.Freezes++;
+            }
+            else _frozen[(nint)w] = new FrozenWeight(count);
+        }
+        return Fp32Blas == null;
+    }
+
+    /// <inheritdoc/>
+    public bool ThawWeight(float* w)
+    {
+        lock (_frozen)
+        {
+            if (!_frozen.TryGetValue((nint)w, out var f)) return false;
+            if (--f.Freezes == 0)
+            {
+                _frozen.Remove((nint)w);
+                f.Packed?.Dispose();
+            }
+            return true;
+        }
+    }
+
+    /// <summary>Bytes held by packed copies of frozen weights (<see cref="FreezeWeight"/>).</summary>
+    public long PackedWeightBytes
+    {
+        get
+        {
+            lock (_frozen) return _frozen.Values.Sum(f => f.Packed?.Bytes ?? 0);
+        }
+    }
+
+    /// <summary>The panels of a frozen weight w [N, K] for this product, packed now if it has none yet (or none for the
+    /// micro-kernel and precision in use); null when w is not frozen as N·K floats.</summary>
+    CpuGemm.PackedB? PackedWeight(float* w, int N, int K)
+    {
+        lock (_frozen)
+        {
+            if (_frozen.Count == 0 || !_frozen.TryGetValue((nint)w, out var f) || f.Count != (long)N * K) return null;
+            if (f.Packed is { } packed && packed.Fits(true, K, N, GemmPrecision)) return packed;
+            f.Packed?.Dispose();
+            return f.Packed = CpuGemm.PackedB.Pack(true, w, K, K, N, GemmPrecision);
+        }
+    }
+
     /// <inheritdoc/>
     public void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K)
     {
         if (Fp32Blas is not { } blas)
         {
-            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N, bias, GemmPrecision);
+            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N, bias, GemmPrecision, default, PackedWeight(w, N, K));
             return;
         }
         blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N);
@@ -66,7 +130,7 @@ public sealed unsafe partial class CpuKernels : IKernels
         float* product = h != null ? h : y;
         if (Fp32Blas is not { } blas)
         {
-            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, bias, GemmPrecision, GemmEpilogue.Gelu(y));
+            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, bias, GemmPrecision, GemmEpilogue.Gelu(y), PackedWeight(w, N, K));
             return;
         }
         blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N);
@@ -82,7 +146,8 @@ public sealed unsafe partial class CpuKernels : IKernels
         float* product = u != null ? u : y;
         if (Fp32Blas is not { } blas)
         {
-            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, null, GemmPrecision, GemmEpilogue.ScaleShift(y, scale, shift));
+            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, null, GemmPrecision, GemmEpilogue.ScaleShift(y, scale, shift),
+                PackedWeight(w, N, K));
             return;
         }
         blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N);

@@ -89,6 +89,13 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     }, n, y, x, n);
 
     /// <inheritdoc/>
+    /// <remarks>cuBLAS reads weights as they are: nothing to keep.</remarks>
+    public bool FreezeWeight(float* w, long count) => false;
+
+    /// <inheritdoc/>
+    public bool ThawWeight(float* w) => false;
+
+    /// <inheritdoc/>
     public void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K)
     {
         Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N);
