@@ -216,7 +216,7 @@ public static class PeersBench
         CpuParallel.Threads = Environment.ProcessorCount;
         Console.WriteLine($"\nEval forward (224×224, 1000 classes), {Environment.ProcessorCount} threads each, engine attention {(Ops.FusedAttentionByDefault ? "fused" : "unfused")}; ONNX Runtime CPU with all graph optimisations.");
         Console.WriteLine("Engine: the model's weights frozen (FrozenWeights: the CPU GEMM packs each Linear weight once, as ORT packs its initializers at load); 'thawed': the same model with its weights thawed, every product packing its weight blocks as it goes.");
-        Console.WriteLine("\n| model | .onnx MiB | batch | max abs logit difference | engine ms | thawed ms | ORT ms | engine / ORT time | engine / thawed time | engine: GEMM share, largest other kernels | ORT (profiled run): GEMM share, largest other ops |\n|---|---|---|---|---|---|---|---|---|---|---|");
+        Console.WriteLine("\n| model | .onnx MiB | batch | max abs logit difference | engine ms | thawed ms | ORT ms | engine / ORT time | engine / thawed time | packed weights MiB | engine: GEMM share, largest other kernels | ORT (profiled run): GEMM share, largest other ops |\n|---|---|---|---|---|---|---|---|---|---|---|---|");
         var kernels = new InstrumentedKernels(new CpuKernels());
         var device = new CpuDevice(kernels);
         foreach (var preset in models)
@@ -257,7 +257,8 @@ public static class PeersBench
                         using var results = session.Run([NamedOnnxValue.CreateFromTensor("pixel_values", new DenseTensor<float>(pixels, [batch, 3, size, size]))]);
                         return [.. results.Single().AsEnumerable<float>()];
                     }
-                    var engineLogits = Engine(); // also the warm-ups (the first frozen forward packs the weights)
+                    var engineLogits = Engine();
+                    double packedMib = ((CpuKernels)kernels.Inner).PackedWeightBytes / 1048576.0; // also the warm-ups (the first frozen forward packs the weights)
                     double worst = engineLogits.Zip(Ort()).Max(p => Math.Abs(p.First - p.Second));
                     if (!engineLogits.AsSpan().SequenceEqual(Run(freeze: false)))
                         throw new InvalidOperationException($"{preset}: frozen and thawed logits differ (packing once must not change a bit)");
@@ -271,8 +272,8 @@ public static class PeersBench
                             var (run, ms) = sides[(i + r) % sides.Count];
                             ms.Add(Time(1, run) * 1e3);
                         }
-                    Console.WriteLine(string.Format(Inv, "| {0} | {1:F1} | {2} | {3:E1} | {4:F0} | {5:F0} | {6:F0} | {7:F2} | {8:F2} | {9} | {10} |", preset, mib, batch, worst,
-                        Rounds.Median(engineMs), Rounds.Median(thawedMs), Rounds.Median(ortMs), Rounds.PairedRatio(engineMs, ortMs), Rounds.PairedRatio(engineMs, thawedMs),
+                    Console.WriteLine(string.Format(Inv, "| {0} | {1:F1} | {2} | {3:E1} | {4:F0} | {5:F0} | {6:F0} | {7:F2} | {8:F2} | {9:F1} | {10} | {11} |", preset, mib, batch, worst,
+                        Rounds.Median(engineMs), Rounds.Median(thawedMs), Rounds.Median(ortMs), Rounds.PairedRatio(engineMs, ortMs), Rounds.PairedRatio(engineMs, thawedMs), packedMib,
                         KernelSplit.Of(kernels, () => Engine()), OrtSplit(path, pixels, batch, size)));
                     frozen?.Dispose();
                 }
