@@ -15,7 +15,7 @@ namespace Engine.Bench;
 /// its peers in one process, alternating round by round so that machine noise falls on both sides alike.
 /// <list type="bullet">
 /// <item>GEMM: our kernel against OpenBLAS and ONNX Runtime's MatMul (MLAS) at ViT-B/16's four Linear shapes for batch
-/// 1 and 8 (M = 197, 1576) and Swin-B/ConvNeXt-B's stage-3 MLP at batch 1, on 1 and 2 threads (each peer is given the
+/// 1 and 8 (M = 197, 1576) and Swin-B/ConvNeXt-B's stage-3 and stage-4 MLPs at batch 1, on 1 and 2 threads (each peer is given the
 /// same thread count), and our kernel again reading W packed once (<see cref="CpuGemm.PackedB"/>), as ORT reads the
 /// weight it packed when the session loaded.</item>
 /// <item>Forward: each model exported by <see cref="ModelExport"/> and run by ONNX Runtime beside the engine on the same
@@ -64,11 +64,12 @@ public static class PeersBench
     }
 
     /// <summary>The GEMM shapes, M×N×K of X·Wᵀ: ViT-B/16's Linear layers (qkv, attention projection, MLP fc1 and fc2) at
-    /// batch 1 and 8, then the MLP of Swin-B's and ConvNeXt-B's third stage (most of their FLOPs) at batch 1.</summary>
+    /// batch 1 and 8, then the MLP of Swin-B's and ConvNeXt-B's third stage (most of their FLOPs) and fourth stage (49
+    /// rows, where packing a weight block is repaid by the fewest rows) at batch 1.</summary>
     static readonly (int M, int N, int K, string Layer)[] GemmShapes =
     [
         .. new[] { 197, 1576 }.SelectMany(M => new[] { (M, 2304, 768, "qkv"), (M, 768, 768, "proj"), (M, 3072, 768, "fc1"), (M, 768, 3072, "fc2") }),
-        (196, 2048, 512, "stage-3 fc1"), (196, 512, 2048, "stage-3 fc2"),
+        (196, 2048, 512, "stage-3 fc1"), (196, 512, 2048, "stage-3 fc2"), (49, 4096, 1024, "stage-4 fc1"), (49, 1024, 4096, "stage-4 fc2"),
     ];
 
     static unsafe void Gemm(OpenBlas? blas, int rounds)
