@@ -322,19 +322,14 @@ public static unsafe class CpuGemm
     public sealed class PackedB : IDisposable
     {
         internal float* Data { get; private set; }
-        readonly bool _transB;
-        readonly int _k, _n;
-        readonly GemmIsa _isa;
-        readonly Precision _precision;
 
-        PackedB(float* data, bool transB, int K, int N, GemmIsa isa, Precision precision, long bytes)
+        /// <summary>What the panels hold: op(B)'s orientation and shape, the micro-kernel and the precision.</summary>
+        readonly (bool TransB, int K, int N, GemmIsa Isa, Precision Precision) _made;
+
+        PackedB(float* data, (bool, int, int, GemmIsa, Precision) made, long bytes)
         {
             Data = data;
-            _transB = transB;
-            _k = K;
-            _n = N;
-            _isa = isa;
-            _precision = precision;
+            _made = made;
             Bytes = bytes;
             GC.AddMemoryPressure(bytes);
         }
@@ -350,7 +345,7 @@ public static unsafe class CpuGemm
             float* data = (float*)NativeMemory.AlignedAlloc((nuint)(count * sizeof(float)), 64);
             for (int pc = 0; pc < K; pc += KC) PackB(transB, B, ldb, pc, Math.Min(KC, K - pc), 0, N, NR, data + (long)pc * cols);
             if (precision != Precision.FP32) LowPrecision.Round(data, data, count, precision);
-            return new PackedB(data, transB, K, N, isa, precision, count * sizeof(float));
+            return new PackedB(data, (transB, K, N, isa, precision), count * sizeof(float));
         }
 
         /// <summary>Bytes the panels take.</summary>
@@ -359,7 +354,7 @@ public static unsafe class CpuGemm
         /// <summary>Whether a product of op(B) [K, N] in <paramref name="precision"/> can read these panels: same
         /// orientation, shape and precision, packed for the micro-kernel in use now, not disposed.</summary>
         public bool Fits(bool transB, int K, int N, Precision precision) =>
-            Data != null && transB == _transB && K == _k && N == _n && precision == _precision && _isa == Isa;
+            Data != null && _made == (transB, K, N, Isa, precision);
 
         /// <summary>Frees the panels; products no longer read them.</summary>
         public void Dispose()
