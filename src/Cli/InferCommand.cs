@@ -63,7 +63,7 @@ public static class InferCommand
         var progress = new Progress("infer", count, "images");
         var batchData = new float[(long)batchSize * pixels];
         // Weights stay fixed from here: the CPU GEMM packs each once at the first batch and streams the packs after
-        // (1–17% off a forward at batch 1 and 8, `bash bench/run.sh peers`); one batch would pay for packing and not reuse it.
+        // (products of 49–197 rows gain most, `bash bench/run.sh peers`); one batch would pay for packing and not reuse it.
         using var frozen = count > batchSize ? FrozenWeights.Freeze(model.Parameters) : null;
         for (int start = 0; start < count; start += batchSize)
         {

@@ -3,14 +3,20 @@ namespace Engine;
 /// <summary>
 /// Weights promised not to change while this object lives, so each backend may keep them in the form its products read
 /// fastest (<see cref="Kernels.IKernels.FreezeWeight"/>): the CPU packs a frozen Linear weight at its first product and
-/// streams the packed panels from then on, as ONNX Runtime packs a session's weights when it loads them. That pays at
-/// inference with few rows per product (batch 1, late stages of Swin and ConvNeXt); the packed copies cost as much
-/// memory again as the weights that are used by a Linear layer. While frozen, <see cref="Tensor.CopyFrom(ReadOnlySpan{float})"/>
-/// (loading a checkpoint, merging a PEFT method) and optimizer steps refuse the weights; dispose this to change them.
+/// streams the packed panels from then on, as ONNX Runtime packs a session's weights when it loads them. Products with
+/// few rows (batch 1, the late stages of Swin and ConvNeXt) gain the most: 5–16% for single products of 49–197 rows in
+/// docs/benchmarks.md, a few percent or less of a whole forward. The packed copies cost as much memory again as the
+/// weights that are used by a Linear layer. While frozen, <see cref="Tensor.CopyFrom(ReadOnlySpan{float})"/>
+/// (loading a checkpoint, merging a PEFT method), <see cref="Init"/> and optimizer steps refuse the weights; dispose this to
+/// change them.
 /// </summary>
 /// <example><code>
 /// using (FrozenWeights.Freeze(model.Parameters))
-///     for (...) logits = model.Forward(images);
+///     foreach (var images in batches)
+///     {
+///         using var logits = model.Forward(images);
+///         ...
+///     }
 /// </code></example>
 public sealed unsafe class FrozenWeights : IDisposable
 {

@@ -48,5 +48,9 @@ public static class Init
     }
 
     /// <summary>Fills <paramref name="t"/> with a constant.</summary>
-    public static unsafe void Constant(Tensor t, float value) => t.Device.Kernels.Fill(t.Data, t.Count, value);
+    public static unsafe void Constant(Tensor t, float value)
+    {
+        t.CheckNotFrozen("fill");
+        t.Device.Kernels.Fill(t.Data, t.Count, value);
+    }
 }

@@ -84,6 +84,8 @@ public class FrozenWeightsTests
         var inner = FrozenWeights.Freeze([weight]);
         var e = Assert.Throws<InvalidOperationException>(() => weight.CopyFrom(values));
         Assert.That(e!.Message, Does.Contain("blocks.0.mlp.fc1.weight").And.Contain("frozen"));
+        Assert.Throws<InvalidOperationException>(() => Init.Constant(weight, 0f));
+        Assert.Throws<InvalidOperationException>(() => Init.Normal(weight, 0.02f, 1));
         using (var adam = new Adam([weight], new AdamOptions()))
         {
             weight.RequiresGrad = true;
