@@ -59,6 +59,60 @@ public sealed unsafe class CudaDevice : Device, IDisposable
     /// <inheritdoc/>
     public override void Synchronize() => Runtime.Synchronize();
 
+    /// <inheritdoc/>
+    public override bool IsCapturing => Runtime.IsCapturing;
+
+    /// <summary>
+    /// Records the device work <paramref name="work"/> queues into a graph without running it; <see cref="DeviceGraph.Replay"/>
+    /// then queues all of it with one call. The work must stay on the device: host copies, waits and frees are refused
+    /// while it is captured, as are ops whose arguments would change between replays (dropout with a fresh seed). Every
+    /// replay uses the same device addresses: inputs are written into the captured input tensors before a replay, and
+    /// results read from the captured outputs after it. The buffers the work rents from the pool stay the graph's until
+    /// it is disposed.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The work did something a graph cannot replay (the message says what),
+    /// or a capture is already under way.</exception>
+    public DeviceGraph Capture(Action work)
+    {
+        var reservation = Pool.Reserve();
+        try
+        {
+            Runtime.BeginCapture();
+        }
+        catch
+        {
+            reservation.Dispose();
+            throw;
+        }
+        CudaGraph graph;
+        try
+        {
+            work();
+        }
+        catch
+        {
+            reservation.EndRenting();
+            try { Runtime.EndCapture().Dispose(); }
+            catch (Exception e) when (e is CudaException or InvalidOperationException) { } // the capture is void anyway; report the cause
+            reservation.Dispose();
+            throw;
+        }
+        finally
+        {
+            reservation.EndRenting();
+        }
+        try
+        {
+            graph = Runtime.EndCapture();
+        }
+        catch
+        {
+            reservation.Dispose();
+            throw;
+        }
+        return new DeviceGraph(graph, reservation);
+    }
+
     /// <summary>Frees pooled buffers and the kernels' scratch, then the runtime.</summary>
     public void Dispose()
     {
@@ -77,5 +131,33 @@ public sealed unsafe class CudaDevice : Device, IDisposable
             if (_address != 0) runtime.Free(_address);
             _address = 0;
         }
+    }
+}
+
+/// <summary>Device work recorded by <see cref="CudaDevice.Capture"/>: one call queues all of it again, with the same
+/// kernels, arguments and device addresses.</summary>
+public sealed class DeviceGraph : IDisposable
+{
+    readonly CudaGraph _graph;
+    readonly BufferPool.Reservation _buffers;
+
+    internal DeviceGraph(CudaGraph graph, BufferPool.Reservation buffers)
+    {
+        _graph = graph;
+        _buffers = buffers;
+        ReservedBytes = buffers.Bytes;
+    }
+
+    /// <summary>Bytes of pooled device memory the graph's replays write, kept out of the pool while it lives.</summary>
+    public long ReservedBytes { get; }
+
+    /// <summary>Queues one replay (asynchronous on a GPU: read results with a host copy, which waits for it).</summary>
+    public void Replay() => _graph.Launch();
+
+    /// <summary>Releases the graph and gives its buffers back to the pool.</summary>
+    public void Dispose()
+    {
+        _graph.Dispose();
+        _buffers.Dispose();
     }
 }

@@ -65,6 +65,10 @@ public abstract unsafe class Device
     /// <summary>Waits until queued work is done (no-op on the CPU).</summary>
     public virtual void Synchronize() { }
 
+    /// <summary>True while work on this device is being captured into a graph (<see cref="CudaDevice.Capture"/>): ops
+    /// whose launch arguments would have to change from one replay to the next refuse to run.</summary>
+    public virtual bool IsCapturing => false;
+
     /// <inheritdoc/>
     public override string ToString() => Name;
 }
@@ -109,12 +113,60 @@ public sealed unsafe class CpuDevice : Device
 /// <summary>
 /// A size-keyed pool of device buffers. Released storages go back on the stack for their exact (64-byte
 /// rounded) size; the same shapes every step mean every later step is served from the pool with no allocation.
+/// A <see cref="Reservation"/> keeps the buffers used by a captured graph out of everyone else's hands: its replays
+/// write them.
 /// </summary>
 public sealed class BufferPool
 {
     readonly Device _device;
     readonly Dictionary<long, Stack<DeviceMemory>> _free = new();
+    readonly Dictionary<DeviceMemory, Reservation> _reserved = new(ReferenceEqualityComparer.Instance);
+    Reservation? _renting; // the reservation that rents while a graph is captured
     readonly object _lock = new();
+
+    /// <summary>The buffers one captured graph uses, in use or free: free ones are only rented again while the same
+    /// graph is captured; all go back to the pool when it is disposed.</summary>
+    internal sealed class Reservation(BufferPool pool) : IDisposable
+    {
+        internal readonly Dictionary<long, Stack<DeviceMemory>> Free = new();
+        internal readonly List<DeviceMemory> Members = [];
+
+        /// <summary>Bytes of device memory the graph keeps.</summary>
+        internal long Bytes => Members.Sum(m => m.Bytes);
+
+        /// <summary>Stops renting for the graph (its capture is over); what it holds stays reserved.</summary>
+        internal void EndRenting()
+        {
+            lock (pool._lock)
+                if (pool._renting == this) pool._renting = null;
+        }
+
+        /// <summary>Gives every buffer back to the pool: free ones to its free lists, ones still in use when released.</summary>
+        public void Dispose()
+        {
+            EndRenting();
+            lock (pool._lock)
+            {
+                foreach (var member in Members) pool._reserved.Remove(member);
+                foreach (var (size, stack) in Free)
+                {
+                    if (!pool._free.TryGetValue(size, out var general)) pool._free[size] = general = new Stack<DeviceMemory>();
+                    while (stack.Count > 0) general.Push(stack.Pop());
+                }
+                Members.Clear();
+            }
+        }
+    }
+
+    /// <summary>From now until <see cref="Reservation.EndRenting"/>, every buffer rented is the graph's.</summary>
+    internal Reservation Reserve()
+    {
+        lock (_lock)
+        {
+            if (_renting != null) throw new InvalidOperationException("a graph is already being captured on this device");
+            return _renting = new Reservation(this);
+        }
+    }
 
     internal BufferPool(Device device) => _device = device;
 
@@ -133,20 +185,30 @@ public sealed class BufferPool
     internal DeviceMemory Rent(long bytes)
     {
         long size = (bytes + 63) & ~63L;
+        Reservation? renting;
         lock (_lock)
         {
             BytesInUse += size;
-            if (_free.TryGetValue(size, out var stack) && stack.Count > 0)
+            renting = _renting;
+            if ((renting != null && renting.Free.TryGetValue(size, out var stack) && stack.Count > 0)
+                || (_free.TryGetValue(size, out stack) && stack.Count > 0))
             {
                 Hits++;
                 BytesCached -= size;
                 var reused = stack.Pop();
+                if (renting != null && _reserved.TryAdd(reused, renting)) renting.Members.Add(reused);
                 _device.NotePeak();
                 return reused;
             }
             Misses++;
         }
         var memory = _device.Allocate(size);
+        if (renting != null)
+            lock (_lock)
+            {
+                _reserved.Add(memory, renting);
+                renting.Members.Add(memory);
+            }
         _device.NotePeak();
         return memory;
     }
@@ -157,7 +219,8 @@ public sealed class BufferPool
         {
             BytesInUse -= memory.Bytes;
             BytesCached += memory.Bytes;
-            if (!_free.TryGetValue(memory.Bytes, out var stack)) _free[memory.Bytes] = stack = new Stack<DeviceMemory>();
+            var free = _reserved.TryGetValue(memory, out var reservation) ? reservation.Free : _free;
+            if (!free.TryGetValue(memory.Bytes, out var stack)) free[memory.Bytes] = stack = new Stack<DeviceMemory>();
             stack.Push(memory);
         }
     }
@@ -167,9 +230,13 @@ public sealed class BufferPool
     {
         lock (_lock)
         {
-            foreach (var stack in _free.Values)
-                while (stack.Count > 0) stack.Pop().Dispose();
-            BytesCached = 0;
+            foreach (var stack in _free.Values) // reserved buffers stay: a graph's replays write them
+                while (stack.Count > 0)
+                {
+                    var memory = stack.Pop();
+                    BytesCached -= memory.Bytes;
+                    memory.Dispose();
+                }
         }
     }
 }

@@ -155,7 +155,8 @@ public sealed unsafe class Tape
     public void Backward(Tensor output)
     {
         if (output.Count != 1) throw new ArgumentException($"Backward needs a scalar output, got {output.Describe()}; pass its gradient instead");
-        using var one = Tensor.FromArray(output.Device, [1f], output.Shape);
+        using var one = Tensor.Empty(output.Device, DType.F32, output.Shape); // filled on the device: a captured step copies nothing from the host
+        output.Device.Kernels.Fill(one.Data, 1, 1f);
         Backward(output, one);
     }
 

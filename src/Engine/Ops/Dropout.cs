@@ -18,6 +18,9 @@ public static unsafe partial class Ops
         Check(op, "input", x);
         if (p is < 0f or >= 1f) throw new ArgumentOutOfRangeException(nameof(p), p, $"{op}: probability must be in [0, 1)");
         if (p == 0f) return x.Reshape(x.Shape);
+        if (x.Device.IsCapturing)
+            throw new InvalidOperationException($"{op} with p = {p} draws a new mask from each step's seed, which a captured graph would " +
+                "replay unchanged: train without --cuda-graph, or with drop rates of 0");
         var y = NewLike(x);
         long perSample = wholeSamples ? x.Count / x.Shape[0] : 1, samples = x.Count / perSample;
         x.Device.Kernels.DropPathForward(y.Data, x.Data, samples, perSample, p, seed);

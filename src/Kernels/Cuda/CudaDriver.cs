@@ -22,6 +22,18 @@ public static unsafe partial class CudaDriver
         ComputeCapabilityMinor = 76,
     }
 
+/// <summary>CUstreamCaptureMode: relaxed lets the capturing thread allocate device memory (a pool growing during
+    /// the captured step); the capture itself still refuses anything that would wait for the stream.</summary>
+    public enum StreamCaptureMode
+    {
+        /// <summary>CU_STREAM_CAPTURE_MODE_GLOBAL.</summary>
+        Global = 0,
+        /// <summary>CU_STREAM_CAPTURE_MODE_THREAD_LOCAL.</summary>
+        ThreadLocal = 1,
+        /// <summary>CU_STREAM_CAPTURE_MODE_RELAXED.</summary>
+        Relaxed = 2,
+    }
+
 #pragma warning disable CS1591 // thin one-to-one bindings; the CUDA driver API documentation describes each call
     [LibraryImport(Lib)] public static partial int cuInit(uint flags);
     [LibraryImport(Lib)] public static partial int cuDriverGetVersion(out int version);
@@ -50,6 +62,12 @@ public static unsafe partial class CudaDriver
     [LibraryImport(Lib)] public static partial int cuStreamCreate(out IntPtr stream, uint flags);
     [LibraryImport(Lib)] public static partial int cuStreamDestroy_v2(IntPtr stream);
     [LibraryImport(Lib)] public static partial int cuStreamSynchronize(IntPtr stream);
+    [LibraryImport(Lib)] public static partial int cuStreamBeginCapture_v2(IntPtr stream, StreamCaptureMode mode);
+    [LibraryImport(Lib)] public static partial int cuStreamEndCapture(IntPtr stream, out IntPtr graph);
+    [LibraryImport(Lib)] public static partial int cuGraphInstantiateWithFlags(out IntPtr graphExec, IntPtr graph, ulong flags);
+    [LibraryImport(Lib)] public static partial int cuGraphLaunch(IntPtr graphExec, IntPtr stream);
+    [LibraryImport(Lib)] public static partial int cuGraphExecDestroy(IntPtr graphExec);
+    [LibraryImport(Lib)] public static partial int cuGraphDestroy(IntPtr graph);
     [LibraryImport(Lib)] public static partial int cuEventCreate(out IntPtr @event, uint flags);
     [LibraryImport(Lib)] public static partial int cuEventRecord(IntPtr @event, IntPtr stream);
     [LibraryImport(Lib)] public static partial int cuEventSynchronize(IntPtr @event);

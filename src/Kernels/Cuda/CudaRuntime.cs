@@ -35,6 +35,51 @@ public abstract unsafe class CudaRuntime : IDisposable
     /// <summary>Waits for all queued work.</summary>
     public abstract void Synchronize();
 
+    // ---------------------------------------------------------------- graphs
+
+    /// <summary>True between <see cref="BeginCapture"/> and <see cref="EndCapture"/>: launches, GEMMs and device-to-device
+    /// copies are recorded, not run, and host copies and waits are refused.</summary>
+    public bool IsCapturing { get; private set; }
+
+    /// <summary>Graphs made by <see cref="EndCapture"/> and not yet disposed (device scratch they may read is kept).</summary>
+    protected int LiveGraphs { get; private set; }
+
+    /// <summary>Starts recording the work queued from now on (a CUDA stream capture in relaxed mode on a GPU: device
+    /// memory may still be allocated, nothing may be freed or read back).</summary>
+    public void BeginCapture()
+    {
+        if (IsCapturing) throw new InvalidOperationException($"{Name}: a capture is already under way");
+        StartCapture();
+        IsCapturing = true;
+    }
+
+    /// <summary>Ends the recording and returns the graph of everything queued since <see cref="BeginCapture"/>; nothing
+    /// of it has run yet. Dispose the graph to release it.</summary>
+    public CudaGraph EndCapture()
+    {
+        if (!IsCapturing) throw new InvalidOperationException($"{Name}: no capture is under way");
+        IsCapturing = false;
+        var graph = FinishCapture();
+        LiveGraphs++;
+        graph.Disposed += () => LiveGraphs--;
+        return graph;
+    }
+
+    /// <summary>Starts the backend's recording.</summary>
+    protected abstract void StartCapture();
+
+    /// <summary>Ends the backend's recording (also when the captured work threw: the caller disposes the graph).</summary>
+    protected abstract CudaGraph FinishCapture();
+
+    /// <summary>Throws when a capture is under way: <paramref name="what"/> would read or write host memory or wait
+    /// for the device, which a replayed graph cannot do.</summary>
+    protected void RefuseWhileCapturing(string what)
+    {
+        if (IsCapturing)
+            throw new InvalidOperationException(
+                $"{Name}: {what} while a CUDA graph is being captured; the captured work must stay on the device (read results after a replay)");
+    }
+
     /// <summary>Runs <paramref name="work"/> (which queues device work) <paramref name="repeats"/> times and returns the
     /// mean milliseconds per repeat: host clock around a synchronised run here, GPU events on a real device.</summary>
     public virtual double TimeMilliseconds(Action work, int repeats)
@@ -89,4 +134,35 @@ public abstract unsafe class CudaRuntime : IDisposable
 
     /// <inheritdoc/>
     public abstract void Dispose();
+}
+
+/// <summary>Work recorded by <see cref="CudaRuntime.BeginCapture"/> … <see cref="CudaRuntime.EndCapture"/>, replayed as a
+/// whole with one call: the same kernels, arguments and device addresses every time (a CUDA graph on a GPU).</summary>
+public abstract class CudaGraph : IDisposable
+{
+    bool _disposed;
+
+    /// <summary>Queues one replay of the recorded work on the runtime's stream.</summary>
+    public void Launch()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Replay();
+    }
+
+    /// <summary>Queues the recorded work.</summary>
+    protected abstract void Replay();
+
+    /// <summary>Releases the backend's graph.</summary>
+    protected abstract void Release();
+
+    internal event Action? Disposed;
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        Release();
+        Disposed?.Invoke();
+    }
 }

@@ -141,6 +141,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     /// <inheritdoc/>
     public override void Free(ulong address)
     {
+        RefuseWhileCapturing("freeing device memory");
         MakeCurrent();
         Check(cuMemFree_v2(address), "cuMemFree_v2");
     }
@@ -148,6 +149,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     /// <inheritdoc/>
     public override void CopyToDevice(ulong dst, void* src, long bytes)
     {
+        RefuseWhileCapturing("a copy from host memory");
         MakeCurrent();
         Check(cuMemcpyHtoDAsync_v2(dst, src, (nuint)bytes, _stream), "cuMemcpyHtoDAsync_v2");
         Synchronize(); // the caller may reuse its (pageable) buffer as soon as we return
@@ -156,6 +158,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     /// <inheritdoc/>
     public override void CopyToHost(void* dst, ulong src, long bytes)
     {
+        RefuseWhileCapturing("a copy to host memory");
         MakeCurrent();
         Check(cuMemcpyDtoHAsync_v2(dst, src, (nuint)bytes, _stream), "cuMemcpyDtoHAsync_v2");
         Synchronize();
@@ -187,6 +190,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     /// <inheritdoc/>
     public override void Synchronize()
     {
+        RefuseWhileCapturing("waiting for the device");
         MakeCurrent();
         Check(cuStreamSynchronize(_stream), "cuStreamSynchronize");
     }
@@ -195,6 +199,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     /// recorded events; returns the mean milliseconds per repeat measured on the GPU.</summary>
     public override double TimeMilliseconds(Action work, int repeats)
     {
+        RefuseWhileCapturing("timing");
         MakeCurrent();
         Check(cuEventCreate(out var start, 0), "cuEventCreate");
         Check(cuEventCreate(out var end, 0), "cuEventCreate");
@@ -267,13 +272,58 @@ public sealed unsafe class DriverRuntime : CudaRuntime
 
     ulong _lowScratch;
     long _lowScratchBytes;
+    readonly List<ulong> _retiredScratch = []; // outgrown while graphs that use it lived: freed with the runtime
+
+    /// <inheritdoc/>
+    protected override void StartCapture()
+    {
+        MakeCurrent();
+        Check(cuStreamBeginCapture_v2(_stream, StreamCaptureMode.Relaxed), "cuStreamBeginCapture_v2");
+    }
+
+    /// <inheritdoc/>
+    protected override CudaGraph FinishCapture()
+    {
+        MakeCurrent();
+        Check(cuStreamEndCapture(_stream, out var graph), "cuStreamEndCapture");
+        try
+        {
+            Check(cuGraphInstantiateWithFlags(out var exec, graph, 0), "cuGraphInstantiateWithFlags");
+            return new DriverGraph(this, graph, exec);
+        }
+        catch
+        {
+            cuGraphDestroy(graph);
+            throw;
+        }
+    }
+
+    /// <summary>A captured graph and its executable instance, launched on the runtime's stream.</summary>
+    sealed class DriverGraph(DriverRuntime runtime, IntPtr graph, IntPtr exec) : CudaGraph
+    {
+        protected override void Replay()
+        {
+            runtime.MakeCurrent();
+            Check(cuGraphLaunch(exec, runtime._stream), "cuGraphLaunch");
+        }
+
+        protected override void Release()
+        {
+            if (runtime._disposed) return;
+            runtime.MakeCurrent();
+            cuStreamSynchronize(runtime._stream); // a replay may still be running
+            cuGraphExecDestroy(exec);
+            cuGraphDestroy(graph);
+        }
+    }
 
     /// <summary>Device scratch of at least <paramref name="bytes"/> for 16-bit GEMM operands, grown as needed (the
     /// stream orders its reuse: the previous GEMM has read it before the next conversion writes it).</summary>
     ulong LowPrecisionScratch(long bytes)
     {
         if (bytes <= _lowScratchBytes) return _lowScratch;
-        if (_lowScratch != 0)
+        if (_lowScratch != 0 && (IsCapturing || LiveGraphs > 0)) _retiredScratch.Add(_lowScratch); // a graph may read it
+        else if (_lowScratch != 0)
         {
             Synchronize();
             Free(_lowScratch);
@@ -289,6 +339,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
         MakeCurrent();
         cuStreamSynchronize(_stream);
         if (_lowScratch != 0) Free(_lowScratch);
+        foreach (var retired in _retiredScratch) Free(retired);
         _blas.Dispose();
         foreach (var module in _modules.Values) cuModuleUnload(module);
         cuStreamDestroy_v2(_stream);

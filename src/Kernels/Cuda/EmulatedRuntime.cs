@@ -123,25 +123,100 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     public override ulong Allocate(long bytes) => (ulong)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 64), 256);
 
     /// <inheritdoc/>
-    public override void Free(ulong address) => NativeMemory.AlignedFree((void*)address);
+    public override void Free(ulong address)
+    {
+        RefuseWhileCapturing("freeing device memory");
+        NativeMemory.AlignedFree((void*)address);
+    }
 
     /// <inheritdoc/>
-    public override void CopyToDevice(ulong dst, void* src, long bytes) => Buffer.MemoryCopy(src, (void*)dst, bytes, bytes);
+    public override void CopyToDevice(ulong dst, void* src, long bytes)
+    {
+        RefuseWhileCapturing("a copy from host memory");
+        Buffer.MemoryCopy(src, (void*)dst, bytes, bytes);
+    }
 
     /// <inheritdoc/>
-    public override void CopyToHost(void* dst, ulong src, long bytes) => Buffer.MemoryCopy((void*)src, dst, bytes, bytes);
+    public override void CopyToHost(void* dst, ulong src, long bytes)
+    {
+        RefuseWhileCapturing("a copy to host memory");
+        Buffer.MemoryCopy((void*)src, dst, bytes, bytes);
+    }
 
     /// <inheritdoc/>
-    public override void CopyDeviceToDevice(ulong dst, ulong src, long bytes) => Buffer.MemoryCopy((void*)src, (void*)dst, bytes, bytes);
+    public override void CopyDeviceToDevice(ulong dst, ulong src, long bytes)
+    {
+        if (_recording != null) _recording.Add(() => Buffer.MemoryCopy((void*)src, (void*)dst, bytes, bytes));
+        else Buffer.MemoryCopy((void*)src, (void*)dst, bytes, bytes);
+    }
 
     /// <inheritdoc/>
-    public override void Synchronize() { }
+    public override void Synchronize() => RefuseWhileCapturing("waiting for the device");
+
+    List<Action>? _recording; // the work queued during a capture, in order
+
+    /// <inheritdoc/>
+    protected override void StartCapture() => _recording = [];
+
+    /// <inheritdoc/>
+    protected override CudaGraph FinishCapture()
+    {
+        var graph = new RecordedGraph([.. _recording!]);
+        _recording = null;
+        return graph;
+    }
+
+    /// <summary>A capture on the emulated device: the recorded launches, GEMMs and copies, run in order by each replay
+    /// (the emulated stream is synchronous, so a replay returns when it is done).</summary>
+    sealed class RecordedGraph(Action[] work) : CudaGraph
+    {
+        protected override void Replay()
+        {
+            foreach (var step in work) step();
+        }
+
+        protected override void Release() { }
+    }
 
     /// <inheritdoc/>
     protected override void Launch(CudaKernel kernel, Dim3 grid, Dim3 block, void** args, long* sizes, int count)
     {
         if (!_names.TryGetValue(kernel.Name, out var name))
             throw new InvalidOperationException($"emulated CUDA device: no kernel named '{kernel.Name}' (expected in cuda/{kernel.File})");
+        if (_recording != null)
+        {
+            _recording.Add(RecordLaunch(kernel, grid, block, args, sizes, count));
+            return;
+        }
+        Run(kernel, name, grid, block, args, sizes, count);
+    }
+
+    /// <summary>A launch kept for replay: the argument values are copied now, as cuLaunchKernel copies them into a
+    /// captured kernel node.</summary>
+    Action RecordLaunch(CudaKernel kernel, Dim3 grid, Dim3 block, void** args, long* sizes, int count)
+    {
+        var argSizes = new long[count];
+        var values = new byte[Math.Max(1, Enumerable.Range(0, count).Sum(i => (int)sizes[i]))];
+        for (int i = 0, offset = 0; i < count; offset += (int)sizes[i], i++)
+        {
+            argSizes[i] = sizes[i];
+            new ReadOnlySpan<byte>(args[i], (int)sizes[i]).CopyTo(values.AsSpan(offset));
+        }
+        byte[] name = _names[kernel.Name];
+        return () =>
+        {
+            void** pointers = stackalloc void*[count];
+            fixed (byte* first = values)
+            fixed (long* s = argSizes)
+            {
+                for (int i = 0, offset = 0; i < count; offset += (int)s[i], i++) pointers[i] = first + offset;
+                Run(kernel, name, grid, block, pointers, s, count);
+            }
+        };
+    }
+
+    void Run(CudaKernel kernel, byte[] name, Dim3 grid, Dim3 block, void** args, long* sizes, int count)
+    {
         if (_workers != CpuParallel.Threads) _setWorkers(_workers = CpuParallel.Threads); // blocks run on the engine's CPU threads
         byte* error = stackalloc byte[512];
         int result;
@@ -157,6 +232,13 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     public override void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA,
         float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch, Precision precision = Precision.FP32)
     {
+        if (_recording != null)
+        {
+            nint pa = (nint)A, pb = (nint)B, pc = (nint)C; // a lambda cannot capture pointers
+            _recording.Add(() => GemmStridedBatched(transA, transB, M, N, K, alpha, (float*)pa, lda, strideA, (float*)pb, ldb, strideB, beta,
+                (float*)pc, ldc, strideC, batch, precision));
+            return;
+        }
         if (precision == Precision.FP32)
         {
             CpuGemm.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch);

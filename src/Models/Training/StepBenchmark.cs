@@ -21,8 +21,9 @@ public sealed class StepBenchmark : IDisposable
     ulong _step;
 
     /// <summary>Builds <paramref name="model"/> (a preset or config) with <paramref name="method"/> applied, at
-    /// <paramref name="batch"/> images per step.</summary>
-    public StepBenchmark(Device device, PeftMethodInfo method, string model, int batch)
+    /// <paramref name="batch"/> images per step; with <paramref name="cudaGraph"/>, steps after the second replay a
+    /// captured graph on a CUDA device (<see cref="TrainStep.CudaGraph"/>).</summary>
+    public StepBenchmark(Device device, PeftMethodInfo method, string model, int batch, bool cudaGraph = false)
     {
         _device = device;
         Name = method.Name;
@@ -48,7 +49,7 @@ public sealed class StepBenchmark : IDisposable
         _method.Apply(_model);
         Trainable = _method.TrainableCount(_model);
         Optimizer = new Adam(_method.Trainable(_model), new AdamOptions { LearningRate = 1e-4f });
-        _trainStep = new TrainStep(Optimizer) { Context = $"{model}/{method.Name}" };
+        _trainStep = new TrainStep(Optimizer) { Context = $"{model}/{method.Name}", CudaGraph = cudaGraph };
         int size = _model.ImageSize;
         _images = Tensor.FromArray(device, Init.NormalValues(batch * 3 * size * size, 0f, 1f, 2), batch, 3, size, size);
         _targets = Tensor.FromArray(device, Enumerable.Range(0, batch).Select(i => i % 100).ToArray(), batch);
@@ -76,14 +77,18 @@ public sealed class StepBenchmark : IDisposable
     public double Step()
     {
         var clock = Stopwatch.StartNew();
-        _trainStep.Run(() => _model.Forward(_images, trainSeed: ++_step), logits => Ops.CrossEntropy(logits, _targets));
+        _trainStep.Run(_images, _targets, x => _model.Forward(x, trainSeed: ++_step), (logits, t) => Ops.CrossEntropy(logits, t));
         _device.Synchronize();
         return clock.Elapsed.TotalSeconds;
     }
 
+    /// <summary>Bytes the captured graph keeps for its replays (0 without one).</summary>
+    public long GraphBytes => _trainStep.GraphBytes;
+
     /// <inheritdoc/>
     public void Dispose()
     {
+        _trainStep.Dispose();
         Optimizer.Dispose();
         _method.Dispose();
         _model.Dispose();

@@ -10,7 +10,7 @@ namespace Engine.Models.Training;
 /// is set), the optimizer step and zeroed gradients.
 /// Without an optimizer the gradients accumulate over steps (a selection pass).
 /// </summary>
-public sealed class TrainStep(Adam? optimizer = null)
+public sealed unsafe class TrainStep(Adam? optimizer = null) : IDisposable
 {
     readonly Tape _tape = new();
     long _steps;
@@ -56,7 +56,7 @@ public sealed class TrainStep(Adam? optimizer = null)
             if (!float.IsFinite(value))
             {
                 _tape.Clear();
-                throw new DivergedException($"{Context}: the loss is {value} at step {Steps + 1}{(hint == null ? "" : $"; {hint}")}");
+                throw Diverged(value, hint);
             }
             observe?.Invoke(output);
             SavedBytes = _tape.SavedBytes;
@@ -67,6 +67,16 @@ public sealed class TrainStep(Adam? optimizer = null)
             }
             else _tape.Backward(scalar);
         }
+        return Finish(value);
+    }
+
+    DivergedException Diverged(float loss, string? hint) =>
+        new($"{Context}: the loss is {loss} at step {Steps + 1}{(hint == null ? "" : $"; {hint}")}");
+
+    /// <summary>After backward: the step count, then with an optimizer the loss scaler, clipping, the step and zeroed
+    /// gradients.</summary>
+    float Finish(float value)
+    {
         _steps++;
         LastStepSkipped = false;
         if (optimizer == null) return value;
@@ -81,4 +91,137 @@ public sealed class TrainStep(Adam? optimizer = null)
         optimizer.ZeroGrad();
         return value;
     }
+
+    // ---------------------------------------------------------------- CUDA graphs
+
+    /// <summary>
+    /// On a CUDA device, run <see cref="Run(Tensor, Tensor, Func{Tensor, Tensor}, Func{Tensor, Tensor, Tensor}, Action{Tensor}?, string?)"/>'s
+    /// forward, loss and backward as one captured graph (<see cref="CudaDevice.Capture"/>): the first step of an input
+    /// shape runs as usual (it allocates the gradients and fills the pool), the second is captured, and every later one
+    /// with that shape copies its batch into the captured inputs and replays, one launch instead of one per kernel. The
+    /// loss scaler, clipping and the optimizer run after the replay as they do without a graph, so the parameters are
+    /// bit for bit the same. Ignored on other devices. Dropout and drop path with a rate above 0 refuse to be captured.
+    /// </summary>
+    public bool CudaGraph { get; init; }
+
+    /// <summary>Steps that replayed a captured graph (<see cref="CudaGraph"/>).</summary>
+    public long GraphReplays { get; private set; }
+
+    /// <summary>Bytes of device memory the captured graph keeps for its replays (0 without one).</summary>
+    public long GraphBytes => _graph?.Graph.ReservedBytes ?? 0;
+
+    /// <summary>A captured step: the graph, the tensors its replays read (inputs, loss seed) and write (output, loss),
+    /// and each trained parameter's gradient buffer at capture (replays accumulate into those addresses).</summary>
+    sealed record Captured(DeviceGraph Graph, Tensor Input, Tensor Target, Tensor? Seed, Tensor Output, Tensor Loss,
+        (Tensor Parameter, nint Grad)[] Gradients) : IDisposable
+    {
+        public void Dispose()
+        {
+            Graph.Dispose();
+            foreach (var t in new[] { Input, Target, Seed, Output, Loss }) t?.Dispose();
+        }
+    }
+
+    Captured? _graph;
+    string? _warmShape; // the input shapes of the last step run without a graph
+
+    /// <summary>
+    /// One step on <paramref name="input"/> and <paramref name="target"/>: <paramref name="forward"/> maps the input to
+    /// the output (e.g. logits), <paramref name="loss"/> maps output and target to a scalar. The functions must read the
+    /// batch only through their arguments, so that with <see cref="CudaGraph"/> a replay reads the new batch. Returns the
+    /// loss; otherwise as <see cref="Run(Func{Tensor}, Func{Tensor, Tensor}, Action{Tensor}?, string?)"/>.
+    /// </summary>
+    /// <exception cref="DivergedException">The loss is NaN or infinite; nothing is stepped (after a replay the gradients
+    /// the backward already formed are zeroed).</exception>
+    public float Run(Tensor input, Tensor target, Func<Tensor, Tensor> forward, Func<Tensor, Tensor, Tensor> loss,
+        Action<Tensor>? observe = null, string? hint = null)
+    {
+        if (!CudaGraph || input.Device is not CudaDevice device)
+            return Run(() => forward(input), output => loss(output, target), observe, hint);
+        // A shape that differs from the graph's runs as usual (an epoch's last, smaller batch); the same new shape twice
+        // in a row replaces the graph. So does a gradient buffer that moved (the replays would write the old one).
+        string shape = $"{input.Describe()} {target.Describe()}";
+        if (_graph is { } g && (!GradientsInPlace(g) || ($"{g.Input.Describe()} {g.Target.Describe()}" != shape && _warmShape == shape)))
+        {
+            _graph.Dispose();
+            _graph = null;
+        }
+        if (_graph == null ? _warmShape != shape : $"{_graph.Input.Describe()} {_graph.Target.Describe()}" != shape)
+        {
+            _warmShape = shape;
+            return Run(() => forward(input), output => loss(output, target), observe, hint);
+        }
+        _warmShape = null;
+        _graph ??= Capture(device, input, target, forward, loss);
+        var captured = _graph;
+        CopyInto(device, captured.Input, input);
+        CopyInto(device, captured.Target, target);
+        if (captured.Seed != null) captured.Seed.CopyFrom([LossScaler!.Scale]);
+        captured.Graph.Replay();
+        GraphReplays++;
+        float value = captured.Loss.ToArray()[0];
+        if (!float.IsFinite(value))
+        {
+            optimizer?.ZeroGrad();
+            throw Diverged(value, hint);
+        }
+        observe?.Invoke(captured.Output);
+        return Finish(value);
+    }
+
+    /// <summary>Records forward, loss and backward on copies of the batch's tensors that the replays reuse.</summary>
+    Captured Capture(CudaDevice device, Tensor input, Tensor target, Func<Tensor, Tensor> forward, Func<Tensor, Tensor, Tensor> loss)
+    {
+        var staticInput = Tensor.Empty(device, input.DType, input.Shape);
+        var staticTarget = Tensor.Empty(device, target.DType, target.Shape);
+        var seed = LossScaler != null && optimizer != null ? Tensor.Empty(device, DType.F32, 1) : null;
+        Tensor? output = null, scalar = null;
+        try
+        {
+            var graph = device.Capture(() =>
+            {
+                using (_tape.Record())
+                {
+                    output = forward(staticInput);
+                    scalar = loss(output, staticTarget);
+                    SavedBytes = _tape.SavedBytes;
+                    if (seed != null)
+                    {
+                        using var shaped = seed.Reshape(scalar.Shape);
+                        _tape.Backward(scalar, shaped);
+                    }
+                    else _tape.Backward(scalar);
+                }
+            });
+            var gradients = (optimizer?.Parameters ?? []).Where(p => p.Grad != null).Select(p => (p, (nint)p.Grad!.Data)).ToArray();
+            return new Captured(graph, staticInput, staticTarget, seed, output!, scalar!, gradients);
+        }
+        catch
+        {
+            _tape.Clear();
+            foreach (var t in new[] { staticInput, staticTarget, seed, output, scalar }) t?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>True when every parameter still accumulates into the gradient buffer the graph was captured with.</summary>
+    static bool GradientsInPlace(Captured captured) =>
+        captured.Gradients.All(g => g.Parameter.Grad is { } grad && !grad.IsDisposed && (nint)grad.Data == g.Grad);
+
+    /// <summary>Copies a batch tensor into the graph's input on the device's stream.</summary>
+    static void CopyInto(CudaDevice device, Tensor destination, Tensor source)
+    {
+        using var dense = source.Contiguous();
+        device.Runtime.CopyDeviceToDevice((ulong)Address(destination), (ulong)Address(dense), destination.Bytes);
+    }
+
+    static void* Address(Tensor t) => t.DType switch
+    {
+        DType.F32 => t.Data,
+        DType.I32 => t.IntData,
+        _ => t.HalfData,
+    };
+
+    /// <summary>Releases the captured graph, if any.</summary>
+    public void Dispose() => _graph?.Dispose();
 }

@@ -1,0 +1,164 @@
+using Engine.Kernels;
+using Engine.Models;
+using Engine.Models.ConvNeXt;
+using Engine.Models.Peft;
+using Engine.Models.Swin;
+using Engine.Models.Training;
+using Engine.Models.Vit;
+using Engine.Optim;
+
+namespace Engine.Tests;
+
+/// <summary>CUDA graphs (<see cref="CudaDevice.Capture"/>, <see cref="TrainStep.CudaGraph"/>): a capture runs nothing,
+/// a replay runs what was recorded on whatever the captured inputs hold, host work inside a capture is refused with
+/// the reason, the graph's buffers stay its own, and graphed training steps are bit for bit the ordinary ones.</summary>
+[TestFixture, NonParallelizable]
+public unsafe class CudaGraphTests
+{
+    public static IEnumerable<string> CudaBackends => ["emulated-cuda", "cuda"];
+
+    static CudaDevice Open(string backend) => (CudaDevice)Backends.Get(backend);
+
+    static float[] Values(int n, ulong seed) => Enumerable.Range(0, n).Select(i => CounterRng.Uniform(seed, (ulong)i) * 2 - 1).ToArray();
+
+    [TestCaseSource(nameof(CudaBackends))]
+    public void AReplayRunsTheRecordedWorkOnWhatTheInputsHoldNow(string backend)
+    {
+        var device = Open(backend);
+        using var x = Tensor.FromArray(device, Values(6 * 40, 1), 6, 40);
+        using var w = Tensor.FromArray(device, Values(24 * 40, 2), 24, 40);
+        using var gamma = Tensor.FromArray(device, Values(40, 3), 40);
+        using var beta = Tensor.FromArray(device, Values(40, 4), 40);
+        using var y = Tensor.Zeros(device, 6, 24);
+        Tensor Chain(Tensor input)
+        {
+            using var normed = Ops.LayerNorm(input, gamma, beta, 1e-6f);
+            using var product = Ops.Linear(normed, w);
+            return Ops.Gelu(product);
+        }
+        using var graph = device.Capture(() =>
+        {
+            using var result = Chain(x);
+            device.Kernels.Copy(y.Data, result.Data, y.Count, false);
+        });
+        Assert.That(y.ToArray(), Is.All.EqualTo(0f), "capturing records the work without running it");
+        foreach (ulong seed in new ulong[] { 1, 5 })
+        {
+            x.CopyFrom(Values(6 * 40, seed));
+            graph.Replay();
+            using var expected = Chain(x);
+            Assert.That(y.ToArray(), Is.EqualTo(expected.ToArray()), $"replay on inputs {seed}");
+        }
+    }
+
+    [TestCaseSource(nameof(CudaBackends))]
+    public void HostWorkInsideACaptureIsRefusedWithTheReason(string backend)
+    {
+        var device = Open(backend);
+        using var x = Tensor.FromArray(device, Values(64, 1), 8, 8);
+        var read = Assert.Throws<InvalidOperationException>(() => device.Capture(() =>
+        {
+            using var y = Ops.Gelu(x);
+            y.ToArray();
+        }))!;
+        Assert.That(read.Message, Does.Contain("a copy to host memory while a CUDA graph is being captured"));
+        var write = Assert.Throws<InvalidOperationException>(() => device.Capture(() => x.CopyFrom(new float[64])))!;
+        Assert.That(write.Message, Does.Contain("a copy from host memory"));
+        var dropout = Assert.Throws<InvalidOperationException>(() => device.Capture(() => Ops.Dropout(x, 0.1f, 7).Dispose()))!;
+        Assert.That(dropout.Message, Does.Contain("Dropout with p = 0.1").And.Contain("--cuda-graph"));
+        Assert.That(device.IsCapturing, Is.False, "a failed capture ends");
+        using var after = Ops.Gelu(x);
+        Assert.That(after.ToArray(), Has.Length.EqualTo(64), "the device works as before");
+    }
+
+    [TestCaseSource(nameof(CudaBackends))]
+    public void TheGraphsBuffersAreNotLentToAnyoneElseWhileItLives(string backend)
+    {
+        var device = Open(backend);
+        const int n = 12_345; // a size no other test rents
+        using var x = Tensor.Zeros(device, n);
+        nint rentedInside = 0;
+        var graph = device.Capture(() =>
+        {
+            using var y = Ops.Gelu(x);
+            rentedInside = (nint)y.Data;
+        });
+        Assert.That(graph.ReservedBytes, Is.GreaterThanOrEqualTo(n * sizeof(float)));
+        using (var other = Tensor.Empty(device, DType.F32, n))
+            Assert.That((nint)other.Data, Is.Not.EqualTo(rentedInside), "the replays write that buffer");
+        graph.Dispose();
+        using var again = Tensor.Empty(device, DType.F32, n);
+        var addresses = new List<nint> { (nint)again.Data };
+        using var more = Tensor.Empty(device, DType.F32, n);
+        addresses.Add((nint)more.Data);
+        Assert.That(addresses, Does.Contain(rentedInside), "disposing the graph gives its buffers back to the pool");
+    }
+
+    const int Size = 16, Classes = 5;
+
+    static IImageClassifier Create(string family, Device device) => family switch
+    {
+        "vit" => new VisionTransformer(device, new VitConfig { img_size = Size, patch_size = 4, embed_dim = 32, depth = 2, num_heads = 2, num_classes = Classes }, seed: 3),
+        "swin" => new Swin(device, new SwinConfig { img_size = Size, patch_size = 2, embed_dim = 8, depths = [2, 2], num_heads = [2, 2], window_size = 4, num_classes = Classes }, seed: 3),
+        _ => new ConvNeXt(device, new ConvNeXtConfig { img_size = Size, depths = [1, 1], dims = [8, 16], num_classes = Classes }, seed: 3),
+    };
+
+    /// <summary>Six steps with a learning rate that changes every step and a smaller batch fourth (it runs without the
+    /// graph); returns every parameter, the losses and the replays.</summary>
+    static (float[][] Initial, float[][] Parameters, float[] Losses, long Replays) Train(string family, string method, Device device,
+        bool graph, Precision precision = Precision.FP32)
+    {
+        using var model = Create(family, device);
+        var info = PeftMethods.Get(method);
+        string? selection = null;
+        if (info.Selection != null) // GPS: two entries per output row, evenly spread
+            info.Selection.SaveUniform(model, 2, selection = Path.Combine(Path.GetTempPath(), $"graph-{Guid.NewGuid():N}.safetensors"));
+        using var peft = info.Create(new MethodSetup(Seed: 42, SelectionFile: selection));
+        if (selection != null) File.Delete(selection);
+        peft.Apply(model);
+        var initial = model.Parameters.Select(p => p.ToArray()).ToArray();
+        using var adam = new Adam(peft.Trainable(model), new AdamOptions { LearningRate = 1e-2f, WeightDecay = 0.05f });
+        using var step = new TrainStep(adam)
+        {
+            CudaGraph = graph,
+            MaxGradNorm = 0.5f,
+            LossScaler = precision == Precision.FP16 ? new LossScaler(1024f) : null,
+        };
+        using var _ = device.Kernels.UseGemmPrecision(precision);
+        var losses = new List<float>();
+        int[] batches = [3, 3, 3, 2, 3, 3];
+        for (int i = 0; i < batches.Length; i++)
+        {
+            adam.LearningRate = 1e-2f / (i + 1);
+            using var images = Tensor.FromArray(device, Values(batches[i] * 3 * Size * Size, (ulong)(10 + i)), batches[i], 3, Size, Size);
+            using var targets = Tensor.FromArray(device, Enumerable.Range(0, batches[i]).Select(j => (i + 2 * j) % Classes).ToArray(), batches[i]);
+            losses.Add(step.Run(images, targets, x => model.Forward(x, trainSeed: 7), (logits, t) => Ops.CrossEntropy(logits, t)));
+        }
+        return (initial, [.. model.Parameters.Select(p => p.ToArray())], [.. losses], step.GraphReplays);
+    }
+
+    [Test]
+    public void GraphedTrainingStepsAreTheOrdinaryOnesBitForBit([Values("vit", "swin", "convnext")] string family,
+        [Values("full", "ssf", "gps")] string method, [ValueSource(nameof(CudaBackends))] string backend)
+    {
+        var device = Open(backend);
+        var eager = Train(family, method, device, graph: false);
+        var graphed = Train(family, method, device, graph: true);
+        Assert.That(eager.Replays, Is.Zero);
+        Assert.That(graphed.Replays, Is.EqualTo(4), "steps 2, 3, 5 and 6 replay; the first and the smaller batch run as usual");
+        Assert.That(graphed.Losses, Is.EqualTo(eager.Losses));
+        for (int i = 0; i < eager.Parameters.Length; i++) Assert.That(graphed.Parameters[i], Is.EqualTo(eager.Parameters[i]), $"parameter {i}");
+        Assert.That(graphed.Parameters.Zip(graphed.Initial).Any(p => !p.First.SequenceEqual(p.Second)), "training moved the parameters");
+    }
+
+    [TestCaseSource(nameof(CudaBackends))]
+    public void AGraphedFp16StepKeepsItsLossScaleOnTheDevice(string backend)
+    {
+        var device = Open(backend);
+        var eager = Train("vit", "ssf", device, graph: false, Precision.FP16);
+        var graphed = Train("vit", "ssf", device, graph: true, Precision.FP16);
+        Assert.That(graphed.Replays, Is.EqualTo(4));
+        Assert.That(graphed.Losses, Is.EqualTo(eager.Losses));
+        for (int i = 0; i < eager.Parameters.Length; i++) Assert.That(graphed.Parameters[i], Is.EqualTo(eager.Parameters[i]), $"parameter {i}");
+    }
+}
