@@ -113,6 +113,15 @@ steps_rc=${PIPESTATUS[0]}
 set -e
 [ "$steps_rc" -ne 0 ] && { echo "== training steps: FAILED (exit $steps_rc)"; rc=1; }
 
+echo "== the same steps replayed from CUDA graphs: peft bench --train-step --cuda-graph (full ssf gps × bf16)" | tee -a "$out/steps.log"
+set +e
+# shellcheck disable=SC2086
+"$peft" bench --train-step --cuda-graph --device cuda --model vit_base_patch16_224 --batch $batches --methods full ssf gps \
+  --precision bf16 --repeats "$repeats" --json "$out/ours-graph.json" 2>&1 | tee -a "$out/steps.log"
+graph_rc=${PIPESTATUS[0]}
+set -e
+[ "$graph_rc" -ne 0 ] && { echo "== CUDA graph steps: FAILED (exit $graph_rc)"; rc=1; }
+
 echo "== the PyTorch + timm peer (python3 timm_step.py)" | tee "$out/peer.log"
 if ! command -v python3 >/dev/null 2>&1; then
   echo "== peer: skipped: python3 not found" | tee -a "$out/peer.log"
@@ -120,7 +129,7 @@ else
   set +e
   # shellcheck disable=SC2086
   python3 "$peer" --model vit_base_patch16_224 --batch $batches --methods full linear bias ssf gps --precision fp32 tf32 bf16 fp16 \
-    --repeats "$repeats" --json "$out/peer.json" --ours "$out/ours.json" 2>&1 | tee -a "$out/peer.log"
+    --repeats "$repeats" --json "$out/peer.json" --ours "$out/ours.json" "$out/ours-graph.json" 2>&1 | tee -a "$out/peer.log"
   peer_rc=${PIPESTATUS[0]}
   set -e
   case $peer_rc in
@@ -129,6 +138,6 @@ else
     *) echo "== peer: FAILED (exit $peer_rc)" ;;
   esac
 fi
-echo "== results in $out: machine.txt selftest.log steps.log ours.json peer.log peer.json table.md"
+echo "== results in $out: machine.txt selftest.log steps.log ours.json ours-graph.json peer.log peer.json table.md"
 [ "$rc" -eq 0 ] && echo "== result: every op passed on the GPU" || echo "== result: FAILED"
 exit $rc

@@ -4,7 +4,7 @@ with 100 classes, cross-entropy, backward, AdamW) per method, precision and batc
 official code does it, and, given our rows (--ours), one table of our images/s over theirs.
 
   python3 timm_step.py [--model vit_base_patch16_224] [--batch 32 128] [--methods full linear bias ssf gps]
-                       [--precision fp32 tf32 bf16 fp16] [--repeats 5] [--json peer.json] [--ours ours.json]
+                       [--precision fp32 tf32 bf16 fp16] [--repeats 5] [--json peer.json] [--ours ours.json [ours-graph.json]]
 
 How each method trains here (as in the SSF and GPS repositories, on timm):
   full    every parameter; linear  the head; bias  every bias and the head;
@@ -35,7 +35,8 @@ def parse_args(argv):
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16", "fp16"], choices=PRECISIONS)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", help="write the rows as JSON lines here")
-    ap.add_argument("--ours", help="JSON lines from `peft bench --train-step --json`: print the ratio table")
+    ap.add_argument("--ours", nargs="+", help="JSON lines from `peft bench --train-step --json` (with and without "
+                    "--cuda-graph): print the ratio table")
     return ap.parse_args(argv)
 
 
@@ -154,22 +155,29 @@ def time_one(method, precision, batch, args, torch, timm, device):
     return row
 
 
-def ratio_table(ours_path, peer_rows):
-    ours = {}
-    with open(ours_path) as f:
-        for line in f:
-            if line.strip():
-                r = json.loads(line)
-                ours[(r["method"], r["precision"], r["batch"])] = r
-    lines = ["| method | precision | batch | ours images/s | peer images/s | ours / peer | ours peak MiB | peer peak MiB |",
-             "|---|---|---|---|---|---|---|---|"]
+def ratio_table(ours_paths, peer_rows):
+    """Our rows (JSON lines of `peft bench --train-step`, with and without --cuda-graph) against the peer's."""
+    ours, graphed = {}, {}
+    for path in ours_paths:
+        if not os.path.exists(path):  # a run of ours that failed before writing
+            continue
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    (graphed if r.get("cuda_graph") else ours)[(r["method"], r["precision"], r["batch"])] = r
+    lines = ["| method | precision | batch | ours images/s | peer images/s | ours / peer | ours, CUDA graph / peer "
+             "| ours peak MiB | peer peak MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for p in peer_rows:
-        o = ours.get((p["method"], p["precision"], p["batch"]))
+        key = (p["method"], p["precision"], p["batch"])
+        o, g = ours.get(key), graphed.get(key)
         if o is None:
             continue
-        lines.append("| {} | {} | {} | {:.1f} | {:.1f} | **{:.2f}** | {:.0f} | {:.0f} |".format(
+        graph_ratio = "{:.2f}".format(g["images_per_second"] / p["images_per_second"]) if g else "–"
+        lines.append("| {} | {} | {} | {:.1f} | {:.1f} | **{:.2f}** | {} | {:.0f} | {:.0f} |".format(
             p["method"], p["precision"], p["batch"], o["images_per_second"], p["images_per_second"],
-            o["images_per_second"] / p["images_per_second"], o["peak_memory_mib"], p["peak_memory_mib"]))
+            o["images_per_second"] / p["images_per_second"], graph_ratio, o["peak_memory_mib"], p["peak_memory_mib"]))
     return "\n".join(lines)
 
 

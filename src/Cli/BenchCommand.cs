@@ -34,16 +34,22 @@ public static class BenchCommand
             AllowMultipleArgumentsPerToken = true,
         };
         var json = new Option<string?>("--json") { Description = "With --train-step: also write the rows as JSON lines to this file" };
+        var cudaGraph = new Option<bool>("--cuda-graph")
+        {
+            Description = "With --train-step on a CUDA device: capture each step's forward, loss and backward in a CUDA graph and time its replays " +
+                          "(one launch instead of one per kernel; the optimizer still runs as usual)",
+        };
         var command = new Command("bench", "Time one kernel at any shape on a device (ms, GB/s and its share of the device's copy bandwidth, or GEMM " +
                                            "GFLOP/s), or with --train-step a training step per method, precision and batch (images/s, peak memory).")
         {
-            op, shape, repeats, list, device, trainStep, model, batches, methods, precisions, json,
+            op, shape, repeats, list, device, trainStep, model, batches, methods, precisions, json, cudaGraph,
         };
         command.SetAction(r =>
         {
+            if (r.GetValue(cudaGraph) && !r.GetValue(trainStep)) throw new ArgumentException("--cuda-graph: goes with --train-step");
             if (r.GetValue(trainStep))
                 return TrainSteps(DeviceOption.Resolve(r.GetValue(device)!), r.GetValue(model)!, r.GetValue(batches)!, r.GetValue(methods),
-                    [.. r.GetValue(precisions)!.Select(LowPrecision.Parse)], r.GetValue(repeats), r.GetValue(json));
+                    [.. r.GetValue(precisions)!.Select(LowPrecision.Parse)], r.GetValue(repeats), r.GetValue(json), r.GetValue(cudaGraph));
             if (r.GetValue(list))
             {
                 int width = DeviceBenchmarks.Ops.Max(o => o.Name.Length) + 1;
@@ -63,11 +69,15 @@ public static class BenchCommand
         return command;
     }
 
-    /// <summary><c>--train-step</c>: for each batch, precision and method, one warm-up step then the median of
-    /// <paramref name="repeats"/> timed steps (each finished on the device), images/s and the device's peak bytes in use.</summary>
-    static int TrainSteps(Device device, string model, int[] batches, string[]? methodNames, Precision[] precisions, int repeats, string? jsonPath)
+    /// <summary><c>--train-step</c>: for each batch, precision and method, one warm-up step (two with a CUDA graph: the
+    /// second captures it) then the median of <paramref name="repeats"/> timed steps (each finished on the device),
+    /// images/s and the device's peak bytes in use.</summary>
+    static int TrainSteps(Device device, string model, int[] batches, string[]? methodNames, Precision[] precisions, int repeats, string? jsonPath,
+        bool cudaGraph)
     {
         if (batches.Any(b => b < 1)) throw new ArgumentException($"--batch: every batch must be at least 1 (got {string.Join(" ", batches)})");
+        if (cudaGraph && device is not CudaDevice)
+            throw new ArgumentException($"--cuda-graph: needs a CUDA device (--device cuda or emulated-cuda), not {device.Name}");
         string family = ImageModels.FamilyOf(model);
         foreach (var m in (methodNames ?? []).Where(m => PeftMethods.Find(m) == null))
             throw new ArgumentException($"--methods: unknown method '{m}' (use {string.Join(", ", PeftMethods.Names)})");
@@ -75,7 +85,8 @@ public static class BenchCommand
         foreach (var m in methods.Where(m => !m.AppliesTo(family)))
             throw new ArgumentException($"--methods: {m.Title} is not defined for {ImageModels.FamilyTitle(family)}");
         var inv = System.Globalization.CultureInfo.InvariantCulture;
-        Console.WriteLine($"{model} training step (forward, loss, backward, Adam; 100 classes) on {(device is CudaDevice c ? c.Runtime.Description : $"the CPU, {CpuParallel.Threads} thread(s)")}, median of {repeats}");
+        Console.WriteLine($"{model} training step (forward, loss, backward, Adam; 100 classes{(cudaGraph ? "; forward, loss and backward replayed from a CUDA graph" : "")}) " +
+                          $"on {(device is CudaDevice c ? c.Runtime.Description : $"the CPU, {CpuParallel.Threads} thread(s)")}, median of {repeats}");
         Console.WriteLine("| method | precision | batch | ms per step | images/s | peak memory MiB | trainable | activations kept MiB |\n|---|---|---|---|---|---|---|---|");
         using var jsonFile = jsonPath == null ? null : new StreamWriter(jsonPath);
         foreach (int batch in batches)
@@ -83,16 +94,18 @@ public static class BenchCommand
                 foreach (var method in methods)
                 {
                     using var scope = device.Kernels.UseGemmPrecision(precision);
-                    using var run = new StepBenchmark(device, method, model, batch);
+                    using var run = new StepBenchmark(device, method, model, batch, cudaGraph);
                     device.ResetPeak();
                     run.Step(); // warm-up: pools, moments, kernel compiles
+                    if (cudaGraph) run.Step(); // the capture, and its first replay
                     for (int i = 0; i < repeats; i++) run.Times.Add(run.Step());
                     double ms = run.Median * 1e3, perSecond = batch / run.Median, mib = device.PeakBytesInUse / 1048576.0, kept = run.SavedBytes / 1048576.0;
                     Console.WriteLine(string.Format(inv, "| {0} | {1} | {2} | {3:F1} | {4:F1} | {5:F0} | {6:N0} | {7:F1} |", method.Name, precision.Name(), batch, ms, perSecond, mib, run.Trainable, kept));
                     jsonFile?.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
                     {
                         engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, ms_per_step = ms,
-                        images_per_second = perSecond, peak_memory_mib = mib, activations_mib = kept,
+                        images_per_second = perSecond, peak_memory_mib = mib, activations_mib = kept, cuda_graph = cudaGraph,
+                        graph_mib = run.GraphBytes / 1048576.0,
                     }));
                 }
         return 0;
