@@ -1,10 +1,11 @@
+using System.Runtime.InteropServices;
 using Engine.Autograd;
 using Engine.Kernels;
 
 namespace Engine.Conformance;
 
 // The Dropout family's cases (Ops/Dropout.cs).
-public static partial class OpCases
+public static unsafe partial class OpCases
 {
     static void DropPath(Device dev)
     {
@@ -34,5 +35,30 @@ public static partial class OpCases
         double dropped = av.Count(x => x == 0) / 1e5;
         if (Math.Abs(dropped - p) > 0.01) throw new ConformanceException($"Dropout: dropped {dropped:P2} of 100,000 elements, expected {p:P0} ± 1%");
         if (av.AsSpan().SequenceEqual(b.ToArray())) throw new ConformanceException("Dropout: seeds 7 and 8 gave the same mask");
+        // A seed offset read from the device (what a captured graph's replays set) acts as seed ^ offset, both ways.
+        const ulong offset = 0x9E3779B97F4A7C15;
+        using var onDevice = Tensor.FromArray(dev, MemoryMarshal.Cast<ulong, float>(new[] { offset }), 2);
+        using var viaOffset = Tensor.Empty(dev, DType.F32, 100_000);
+        using var viaSeed = Tensor.Empty(dev, DType.F32, 100_000);
+        using var plain = Tensor.Empty(dev, DType.F32, 100_000);
+        dev.Kernels.DropPathForward(plain.Data, ones.Data, 1000, 100, p, seed, null);
+        var plainMask = plain.ToArray();
+        foreach (bool backward in new[] { false, true })
+        {
+            if (backward)
+            {
+                dev.Kernels.DropPathBackward(viaOffset.Data, ones.Data, 1000, 100, p, seed, (ulong*)onDevice.Data, false);
+                dev.Kernels.DropPathBackward(viaSeed.Data, ones.Data, 1000, 100, p, seed ^ offset, null, false);
+            }
+            else
+            {
+                dev.Kernels.DropPathForward(viaOffset.Data, ones.Data, 1000, 100, p, seed, (ulong*)onDevice.Data);
+                dev.Kernels.DropPathForward(viaSeed.Data, ones.Data, 1000, 100, p, seed ^ offset, null);
+            }
+            var o = viaOffset.ToArray();
+            if (!o.AsSpan().SequenceEqual(viaSeed.ToArray()))
+                throw new ConformanceException($"Dropout: a seed offset on the device is not seed ^ offset ({(backward ? "backward" : "forward")})");
+            if (o.AsSpan().SequenceEqual(plainMask)) throw new ConformanceException("Dropout: the seed offset changed nothing");
+        }
     }
 }

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Engine.Kernels.Cuda;
 
 namespace Engine;
@@ -62,18 +63,32 @@ public sealed unsafe class CudaDevice : Device, IDisposable
     /// <inheritdoc/>
     public override bool IsCapturing => Runtime.IsCapturing;
 
+    Tensor? _graphSeedOffset; // one 64-bit value on the device, made before the first capture
+
+    /// <inheritdoc/>
+    internal override ulong* GraphSeedOffset => _graphSeedOffset == null ? null : (ulong*)_graphSeedOffset.Data;
+
+    /// <summary>Sets the value that the dropout and drop-path kernels of captured graphs XOR into their seeds (0 at
+    /// first): write a new one before each replay for new masks. Work that was not captured does not read it.</summary>
+    public void SetGraphSeedOffset(ulong offset)
+    {
+        _graphSeedOffset ??= Tensor.PersistentZeros(this, 2);
+        _graphSeedOffset.CopyFrom(MemoryMarshal.Cast<ulong, float>(new[] { offset }));
+    }
+
     /// <summary>
     /// Records the device work <paramref name="work"/> queues into a graph without running it; <see cref="DeviceGraph.Replay"/>
     /// then queues all of it with one call. The work must stay on the device: host copies, waits and frees are refused
-    /// while it is captured, as are ops whose arguments would change between replays (dropout with a fresh seed). Every
-    /// replay uses the same device addresses: inputs are written into the captured input tensors before a replay, and
-    /// results read from the captured outputs after it. The buffers the work rents from the pool stay the graph's until
-    /// it is disposed.
+    /// while it is captured. Every replay uses the same device addresses: inputs are written into the captured input
+    /// tensors before a replay, and results read from the captured outputs after it. Dropout and drop path read a seed
+    /// offset from the device (<see cref="SetGraphSeedOffset"/>), so replays can draw new masks. The buffers the work
+    /// rents from the pool stay the graph's until it is disposed.
     /// </summary>
     /// <exception cref="InvalidOperationException">The work did something a graph cannot replay (the message says what),
     /// or a capture is already under way.</exception>
     public DeviceGraph Capture(Action work)
     {
+        if (_graphSeedOffset == null) SetGraphSeedOffset(0);
         var reservation = Pool.Reserve();
         try
         {
@@ -116,6 +131,7 @@ public sealed unsafe class CudaDevice : Device, IDisposable
     /// <summary>Frees pooled buffers and the kernels' scratch, then the runtime.</summary>
     public void Dispose()
     {
+        _graphSeedOffset?.Dispose();
         Pool.Trim();
         _kernels.Dispose();
         Runtime.Dispose();

@@ -69,6 +69,10 @@ public abstract unsafe class Device
     /// whose launch arguments would have to change from one replay to the next refuse to run.</summary>
     public virtual bool IsCapturing => false;
 
+    /// <summary>While capturing: the device address of the seed offset that stochastic ops read (see
+    /// <see cref="CudaDevice.SetGraphSeedOffset"/>); null otherwise.</summary>
+    internal virtual ulong* GraphSeedOffset => null;
+
     /// <inheritdoc/>
     public override string ToString() => Name;
 }

@@ -198,10 +198,11 @@ public unsafe interface IKernels
     // ---------------------------------------------------------------- regularisation
     /// <summary>Drops whole samples: x,y [samples, perSample]; sample s is kept (scaled by 1/(1−p)) when
     /// uniform(seed, s) ≥ p. Stochastic depth uses one sample per image; perSample = 1 is element dropout.
-    /// Counter-based: the mask is recomputed in backward, never stored.</summary>
-    void DropPathForward(float* y, float* x, long samples, long perSample, float p, ulong seed);
+    /// Counter-based: the mask is recomputed in backward, never stored. seedOffset: null, or a device pointer to a
+    /// value XORed into seed when the kernel runs (a captured graph's replays each write a new one there).</summary>
+    void DropPathForward(float* y, float* x, long samples, long perSample, float p, ulong seed, ulong* seedOffset);
     /// <summary>Gradient of <see cref="DropPathForward"/>.</summary>
-    void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, bool accumulate);
+    void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, ulong* seedOffset, bool accumulate);
 
     // ---------------------------------------------------------------- PEFT: salient channels (SCT), sparse rows (GPS), contrastive loss
     /// <summary>y[r,j] = x[r, index[j]] (accumulate: +=); x [rows,C], y [rows,K], index [K] distinct channels in [0,C).</summary>

@@ -412,18 +412,18 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void DropPathForward(float* y, float* x, long samples, long perSample, float p, ulong seed)
+    public void DropPathForward(float* y, float* x, long samples, long perSample, float p, ulong seed, ulong* seedOffset)
     {
         long start = Begin(KernelId.DropPathForward);
-        Inner.DropPathForward(y, x, samples, perSample, p, seed);
+        Inner.DropPathForward(y, x, samples, perSample, p, seed, seedOffset);
         End(KernelId.DropPathForward, start);
     }
 
     /// <inheritdoc/>
-    public void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, bool accumulate)
+    public void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, ulong* seedOffset, bool accumulate)
     {
         long start = Begin(KernelId.DropPathBackward);
-        Inner.DropPathBackward(dx, dy, samples, perSample, p, seed, accumulate);
+        Inner.DropPathBackward(dx, dy, samples, perSample, p, seed, seedOffset, accumulate);
         End(KernelId.DropPathBackward, start);
     }
 

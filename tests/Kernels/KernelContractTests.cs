@@ -81,7 +81,7 @@ public unsafe class KernelContractTests
         AssertWritesOrAccumulates(dev, "WindowReverse", B * 6 * 4 * 2, (o, acc) => k.WindowReverse(o, dy, B, 6, 4, 2, 2, 1, acc));
         AssertWritesOrAccumulates(dev, "PatchMergeBackward", B * 4 * 6 * 3, (o, acc) => k.PatchMergeBackward(o, dy, B, 4, 6, 3, acc));
         AssertWritesOrAccumulates(dev, "RelativePositionBiasBackward", 5 * 5 * 2, (o, acc) => k.RelativePositionBiasBackward(o, dy, 2, 3, acc));
-        AssertWritesOrAccumulates(dev, "DropPathBackward", rows * C, (o, acc) => k.DropPathBackward(o, dy, rows, C, 0.4f, 9, acc));
+        AssertWritesOrAccumulates(dev, "DropPathBackward", rows * C, (o, acc) => k.DropPathBackward(o, dy, rows, C, 0.4f, 9, null, acc));
     }
 
     [TestCaseSource(nameof(All))]

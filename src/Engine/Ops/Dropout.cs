@@ -18,14 +18,13 @@ public static unsafe partial class Ops
         Check(op, "input", x);
         if (p is < 0f or >= 1f) throw new ArgumentOutOfRangeException(nameof(p), p, $"{op}: probability must be in [0, 1)");
         if (p == 0f) return x.Reshape(x.Shape);
-        if (x.Device.IsCapturing)
-            throw new InvalidOperationException($"{op} with p = {p} draws a new mask from each step's seed, which a captured graph would " +
-                "replay unchanged: train without --cuda-graph, or with drop rates of 0");
         var y = NewLike(x);
         long perSample = wholeSamples ? x.Count / x.Shape[0] : 1, samples = x.Count / perSample;
-        x.Device.Kernels.DropPathForward(y.Data, x.Data, samples, perSample, p, seed);
+        // Captured: the kernels also read the graph's seed offset, which each replay sets, so every step draws new masks.
+        ulong* offset = x.Device.IsCapturing ? x.Device.GraphSeedOffset : null;
+        x.Device.Kernels.DropPathForward(y.Data, x.Data, samples, perSample, p, seed, offset);
         if (Tape.ShouldRecord(x))
-            Tape.Push(y, new DropSamplesSaved { X = x, P = p, Seed = seed, WholeSamples = wholeSamples });
+            Tape.Push(y, new DropSamplesSaved { X = x, P = p, Seed = seed, Offset = offset, WholeSamples = wholeSamples });
         return y;
     }
 
@@ -35,13 +34,14 @@ public static unsafe partial class Ops
         public Tensor X;
         public float P;
         public ulong Seed;
+        public ulong* Offset;
         public bool WholeSamples;
 
         public static void Backward(ref DropSamplesSaved s, Tensor y)
         {
             float* dx = Tape.GradOutput(s.X, out bool acc);
             long perSample = s.WholeSamples ? y.Count / y.Shape[0] : 1;
-            y.Device.Kernels.DropPathBackward(dx, y.Grad!.Data, y.Count / perSample, perSample, s.P, s.Seed, acc);
+            y.Device.Kernels.DropPathBackward(dx, y.Grad!.Data, y.Count / perSample, perSample, s.P, s.Seed, s.Offset, acc);
         }
     }
 }

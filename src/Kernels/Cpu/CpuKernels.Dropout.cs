@@ -5,16 +5,19 @@ namespace Engine.Kernels.Cpu;
 public sealed unsafe partial class CpuKernels
 {
     /// <inheritdoc/>
-    public void DropPathForward(float* y, float* x, long samples, long perSample, float p, ulong seed)
+    public void DropPathForward(float* y, float* x, long samples, long perSample, float p, ulong seed, ulong* seedOffset)
     {
-        var body = new DropSamplesBody { Y = y, X = x, P = p, Seed = seed, PerSample = perSample };
+        var body = new DropSamplesBody { Y = y, X = x, P = p, Seed = seed ^ (seedOffset == null ? 0 : *seedOffset), PerSample = perSample };
         CpuRange.For(samples * perSample, ElementGrain, ref body);
     }
 
     /// <inheritdoc/>
-    public void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, bool accumulate)
+    public void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, ulong* seedOffset, bool accumulate)
     {
-        var body = new DropSamplesBody { Y = dx, X = dy, P = p, Seed = seed, PerSample = perSample, Accumulate = accumulate };
+        var body = new DropSamplesBody
+        {
+            Y = dx, X = dy, P = p, Seed = seed ^ (seedOffset == null ? 0 : *seedOffset), PerSample = perSample, Accumulate = accumulate,
+        };
         CpuRange.For(samples * perSample, ElementGrain, ref body);
     }
 

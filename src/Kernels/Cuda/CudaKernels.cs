@@ -409,12 +409,12 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     // ---------------------------------------------------------------- regularisation (dropout.cu)
 
     /// <inheritdoc/>
-    public void DropPathForward(float* y, float* x, long samples, long perSample, float p, ulong seed) =>
-        GridStride(Dropout.DropSamples, samples * perSample, y, x, samples * perSample, perSample, p, seed, false);
+    public void DropPathForward(float* y, float* x, long samples, long perSample, float p, ulong seed, ulong* seedOffset) =>
+        GridStride(Dropout.DropSamples, samples * perSample, y, x, samples * perSample, perSample, p, seed, seedOffset, false);
 
     /// <inheritdoc/>
-    public void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, bool accumulate) =>
-        GridStride(Dropout.DropSamples, samples * perSample, dx, dy, samples * perSample, perSample, p, seed, accumulate);
+    public void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, ulong* seedOffset, bool accumulate) =>
+        GridStride(Dropout.DropSamples, samples * perSample, dx, dy, samples * perSample, perSample, p, seed, seedOffset, accumulate);
 
     // ---------------------------------------------------------------- optimizer and reductions (optimizer.cu, reductions.cu)
 

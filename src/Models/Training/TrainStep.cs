@@ -1,4 +1,5 @@
 using Engine.Autograd;
+using Engine.Kernels;
 using Engine.Optim;
 
 namespace Engine.Models.Training;
@@ -99,8 +100,10 @@ public sealed unsafe class TrainStep(Adam? optimizer = null) : IDisposable
     /// forward, loss and backward as one captured graph (<see cref="CudaDevice.Capture"/>): the first step of an input
     /// shape runs as usual (it allocates the gradients and fills the pool), the second is captured, and every later one
     /// with that shape copies its batch into the captured inputs and replays, one launch instead of one per kernel. The
-    /// loss scaler, clipping and the optimizer run after the replay as they do without a graph, so the parameters are
-    /// bit for bit the same. Ignored on other devices. Dropout and drop path with a rate above 0 refuse to be captured.
+    /// loss scaler, clipping and the optimizer run after the replay as they do without a graph, so without dropout the
+    /// parameters are bit for bit the same. Dropout and drop path draw their masks from the seed the step was captured with, XORed
+    /// with a new offset at every replay (<see cref="CudaDevice.SetGraphSeedOffset"/>): new masks each step, but not
+    /// the ones an ordinary step with the same seed draws. Ignored on other devices.
     /// </summary>
     public bool CudaGraph { get; init; }
 
@@ -157,6 +160,7 @@ public sealed unsafe class TrainStep(Adam? optimizer = null) : IDisposable
         CopyInto(device, captured.Input, input);
         CopyInto(device, captured.Target, target);
         if (captured.Seed != null) captured.Seed.CopyFrom([LossScaler!.Scale]);
+        device.SetGraphSeedOffset(CounterRng.Hash(0x6EA9, (ulong)Steps)); // new dropout and drop-path masks every step
         captured.Graph.Replay();
         GraphReplays++;
         float value = captured.Loss.ToArray()[0];
