@@ -23,6 +23,13 @@ public static class CommonOptions
         DefaultValueFactory = _ => "fp32",
     }.AcceptOnlyFromAmong("fp32", "tf32", "bf16", "fp16");
 
+    /// <summary><c>--cuda-graph</c>: replay training steps from a CUDA graph (<see cref="Engine.Models.Training.TrainStep.CudaGraph"/>).</summary>
+    public static Option<bool> CudaGraph() => new("--cuda-graph")
+    {
+        Description = "On a CUDA device: capture a training step's forward, loss and backward once and replay them as one CUDA graph " +
+                      "(one launch per step instead of one per kernel; dropout and drop path draw new masks at every replay)",
+    };
+
     /// <summary><c>--stage-k</c>: SCT's K for the blocks of named stages, as STAGE=K.</summary>
     public static Option<string[]> StageK() => new("--stage-k")
     {

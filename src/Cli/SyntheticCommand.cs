@@ -39,16 +39,18 @@ public static class SyntheticCommand
         }.PerMethod(v => double.IsFinite(v) && v > 0, "must be a finite number above 0", allowPlain: false, "ssf=0.01");
         var device = DeviceOption.Create();
         var precision = CommonOptions.Precision();
+        var cudaGraph = CommonOptions.CudaGraph();
         var methodSettings = new MethodOptions();
         var command = new Command("synthetic", "The main job on any machine: generate seven VTAB-style tasks, fine-tune the shipped small pretrained ViT on each " +
                                                "with every method (durable runs: interrupted ones resume), and print the table. 'synthetic pretrain' remakes the model.")
         {
-            output, modelDir, epochs, tasks, methods, lr, device, precision,
+            output, modelDir, epochs, tasks, methods, lr, device, precision, cudaGraph,
         };
         methodSettings.AddTo(command);
         command.Subcommands.Add(PretrainCommand());
         command.SetAction(r => Run(r.GetValue(output)!, r.GetValue(modelDir)!, r.GetValue(epochs), r.GetValue(tasks), r.GetValue(methods),
-            ParseRates(r.GetValue(lr)), r.GetValue(device)!, LowPrecision.Parse(r.GetValue(precision)!), recipe => methodSettings.Apply(r, recipe)));
+            ParseRates(r.GetValue(lr)), r.GetValue(device)!, LowPrecision.Parse(r.GetValue(precision)!), r.GetValue(cudaGraph),
+            recipe => methodSettings.Apply(r, recipe)));
         return command;
     }
 
@@ -57,7 +59,7 @@ public static class SyntheticCommand
             .ByMethod.ToDictionary(p => p.Key, p => (float)p.Value);
 
     static int Run(string output, string modelDir, int epochs, string[]? taskNames, string[]? methodNames, Dictionary<string, float> rates, string deviceName,
-        Precision precision, Func<PeftRecipe, PeftRecipe> methodOptions)
+        Precision precision, bool cudaGraph, Func<PeftRecipe, PeftRecipe> methodOptions)
     {
         string config = Path.Combine(modelDir, "config.json"), weights = Path.Combine(modelDir, "weights.safetensors");
         if (!File.Exists(config) || !File.Exists(weights))
@@ -73,6 +75,8 @@ public static class SyntheticCommand
         foreach (var m in methods.Where(m => !m.AppliesTo(family)))
             throw new ArgumentException($"--methods: {m.Title} is defined for {string.Join(" and ", m.Families.Select(ImageModels.FamilyTitle))} only; {config} is a {ImageModels.FamilyTitle(family)}");
         var device = DeviceOption.Resolve(deviceName);
+        if (cudaGraph && device is not CudaDevice)
+            throw new ArgumentException($"--cuda-graph: needs a CUDA device (--device cuda or emulated-cuda), not {device.Name}");
         var clock = System.Diagnostics.Stopwatch.StartNew();
         string data = Path.Combine(output, "data"), runs = Path.Combine(output, "runs");
         Console.WriteLine($"synthetic suite: {tasks.Length} tasks × {methods.Count} methods, {epochs} epochs each, from {weights}, on {device}" +
@@ -83,7 +87,7 @@ public static class SyntheticCommand
             Task = t, TaskFolder = Path.GetFullPath(Path.Combine(data, t)), Classes = SyntheticTasks.All.First(s => s.Name == t).Classes,
             Model = Path.GetFullPath(config), Weights = Path.GetFullPath(weights), EvalBatchSize = 250,
             Recipe = methodOptions(SyntheticSuite.Recipe(m, epochs, family)) with { LearningRate = rates.TryGetValue(m.Name, out float rate) ? rate : m.Synthetic.LearningRate },
-            Precision = precision,
+            Precision = precision, CudaGraph = cudaGraph,
         }))).ToList();
         var outcome = RunConsole.RunSuite(plan, runs, device, Path.Combine(output, "cache"), stopOnError: false);
         if (outcome.Interrupted) return 130;

@@ -61,13 +61,23 @@ public static class VtabCommand
         public readonly Option<int?> EvalEvery = new Option<int?>("--eval-every") { Description = "Evaluate on the test split every N epochs (SSF/GPS 1, SCT 10); always after the last" }.AtLeast(1);
         public readonly Option<ulong?> Seed = new("--seed") { Description = "Seed of the run (default 42)" };
         public readonly Option<string> Precision = CommonOptions.Precision();
+        public readonly Option<bool> CudaGraph = CommonOptions.CudaGraph();
         public readonly MethodOptions MethodSettings = new();
 
         public void AddTo(Command command)
         {
-            foreach (var option in new Option[] { Data, Weights, SameWeights, Model, Output, CacheDir, Device, Lr, WeightDecay, Epochs, Cooldown, Warmup, Batch, DropPath, Smoothing, K, StageK, EvalEvery, Seed, Precision })
+            foreach (var option in new Option[] { Data, Weights, SameWeights, Model, Output, CacheDir, Device, Lr, WeightDecay, Epochs, Cooldown, Warmup, Batch, DropPath, Smoothing, K, StageK, EvalEvery, Seed, Precision, CudaGraph })
                 command.Options.Add(option);
             MethodSettings.AddTo(command);
+        }
+
+        /// <summary>The device of <c>--device</c>; a CUDA one when <c>--cuda-graph</c> is given.</summary>
+        public Device ResolveDevice(ParseResult r)
+        {
+            var device = DeviceOption.Resolve(r.GetValue(Device)!);
+            if (r.GetValue(CudaGraph) && device is not CudaDevice)
+                throw new ArgumentException($"--cuda-graph: needs a CUDA device (--device cuda or emulated-cuda), not {device.Name}");
+            return device;
         }
 
         /// <summary>The recipe for (method, task) with the command line's overrides applied.</summary>
@@ -113,7 +123,7 @@ public static class VtabCommand
             if (!resuming && r.GetValue(forceConfig)) throw new ArgumentException("--force-config goes with --resume");
             var config = resuming ? StoredConfig(r, train, runDir, taskName, methodName, r.GetValue(forceConfig))
                 : BuildConfig(r, train, taskName, methodName, requireWeights: true);
-            var device = DeviceOption.Resolve(r.GetValue(train.Device)!);
+            var device = train.ResolveDevice(r);
             return RunConsole.Execute(config, runDir, device, train.Cache(r), resuming, r.GetValue(force)) is { } result ? Print(result) : 130;
         });
         return command;
@@ -146,6 +156,7 @@ public static class VtabCommand
         Compare(train.Weights, stored.Weights, given.Weights);
         Compare(train.Model, stored.Model, given.Model);
         Compare(train.Precision, stored.Precision, given.Precision);
+        Compare(train.CudaGraph, stored.CudaGraph, given.CudaGraph);
         Compare(train.Lr, a.LearningRate, b.LearningRate);
         Compare(train.WeightDecay, a.WeightDecay, b.WeightDecay);
         Compare(train.Epochs, a.Epochs, b.Epochs);
@@ -185,7 +196,7 @@ public static class VtabCommand
                 throw new ArgumentException($"--weights: one checkpoint for methods whose official runs start from different ones ({string.Join(", ",
                     methodNames.Select(m => $"{m}: {PeftMethods.Get(m).CheckpointFamily}"))}); give augreg=FILE original=FILE, run them as separate suites, " +
                     "or say --same-weights");
-            var device = DeviceOption.Resolve(r.GetValue(train.Device)!);
+            var device = train.ResolveDevice(r);
             var runs = taskNames.SelectMany(t => methodNames.Select(m => new PlannedRun(t, m, resume => BuildConfig(r, train, t, m, requireWeights: !resume)))).ToList();
             var outcome = RunConsole.RunSuite(runs, output, device, train.Cache(r), r.GetValue(stopOnError));
             if (outcome.Interrupted) return 130;
@@ -263,7 +274,7 @@ public static class VtabCommand
         {
             Task = task, TaskFolder = folder, Classes = Classes(folder, task), Model = File.Exists(model) ? Path.GetFullPath(model) : model,
             Weights = weights == null ? null : Path.GetFullPath(weights), Recipe = train.Recipe(r, method, task),
-            Precision = LowPrecision.Parse(r.GetValue(train.Precision)!),
+            Precision = LowPrecision.Parse(r.GetValue(train.Precision)!), CudaGraph = r.GetValue(train.CudaGraph),
         };
     }
 

@@ -195,6 +195,41 @@ public class CliTests
         Assert.That(Peft("bench", "--train-step", "--methods", "nope", "--device", "cpu").Err, Does.StartWith("error: --methods: unknown method 'nope'"));
     }
 
+    /// <summary>--cuda-graph: training steps replayed from CUDA graphs on the emulated device, rows marked as such in
+    /// the JSON; on the CPU the bench, the synthetic suite and the VTAB commands refuse it with the reason.</summary>
+    [Test]
+    public void CudaGraphStepsOnACudaDeviceAndARefusalElsewhere()
+    {
+        string model = Path.Combine(TestContext.CurrentContext.TestDirectory, "..", "..", "..", "..", "models", "synthetic-vit", "config.json");
+        foreach (var args in new[]
+                 {
+                     new[] { "bench", "--train-step", "--cuda-graph", "--model", model, "--device", "cpu" },
+                     ["synthetic", "--cuda-graph", "--output", Path.GetTempPath(), "--model-dir", Path.GetDirectoryName(model)!, "--device", "cpu"],
+                     ["vtab", "suite", "--tasks", "dtd", "--methods", "ssf", "--data", Path.GetTempPath(), "--cuda-graph", "--device", "cpu",
+                         "--output", Path.Combine(Path.GetTempPath(), $"peft-graph-{Guid.NewGuid():N}"), "--weights", model],
+                 })
+        {
+            var (code, _, err) = Peft(args);
+            Assert.That(code, Is.Not.Zero, string.Join(" ", args));
+            Assert.That(err, Does.Contain("--cuda-graph: needs a CUDA device (--device cuda or emulated-cuda), not cpu"), string.Join(" ", args));
+        }
+        Assert.That(Peft("bench", "--op", "gelu", "--shape", "8", "--cuda-graph").Err, Does.Contain("--cuda-graph: goes with --train-step"));
+
+        Backends.Get("emulated-cuda");
+        string json = Path.Combine(Path.GetTempPath(), $"peft-graph-steps-{Guid.NewGuid():N}.json");
+        try
+        {
+            var (code, stdout, _) = Peft("bench", "--train-step", "--cuda-graph", "--model", model, "--batch", "2", "--methods", "ssf",
+                "--repeats", "2", "--device", "emulated-cuda", "--json", json);
+            Assert.That(code, Is.Zero, stdout);
+            Assert.That(stdout, Does.Contain("replayed from a CUDA graph").And.Contain("| ssf | fp32 | 2 |"));
+            using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllLines(json).Single());
+            Assert.That(doc.RootElement.GetProperty("cuda_graph").GetBoolean(), Is.True);
+            Assert.That(doc.RootElement.GetProperty("graph_mib").GetDouble(), Is.GreaterThan(0), "the graph keeps its buffers");
+        }
+        finally { File.Delete(json); }
+    }
+
     /// <summary>The GPU kit on a machine without a GPU: exit 3 with the reason, the machine facts kept in --out; the
     /// kit here is this build's peft (run through dotnet) beside the kit's script and peer.</summary>
     [Test]

@@ -137,15 +137,16 @@ public static class FineTuneRun
         }
         log($"{method.Name}: {trainable:N0} trainable parameters; {recipe.TotalEpochs} epochs ({recipe.Epochs} + {recipe.CooldownEpochs} cooldown at lr {recipe.MinLearningRate:G3}) of batch {recipe.BatchSize}, lr {recipe.LearningRate:G3}, " +
             $"wd {recipe.WeightDecay:G3} ({recipe.Optimizer}), on {device}" +
-            (config.Precision == Precision.FP32 ? "" : $", GEMM operands in {config.Precision.Name()}{(config.Precision == Precision.FP16 ? " with loss scaling" : "")}"));
+            (config.Precision == Precision.FP32 ? "" : $", GEMM operands in {config.Precision.Name()}{(config.Precision == Precision.FP16 ? " with loss scaling" : "")}") +
+            (config.CudaGraph && device is CudaDevice ? ", steps replayed from a CUDA graph" : ""));
 
         int stepsPerEpoch = Math.Max(1, train.Count / recipe.BatchSize);
         long totalSteps = (long)stepsPerEpoch * recipe.TotalEpochs, stepsDone = (long)stepsPerEpoch * state.EpochsDone;
         var clock = Stopwatch.StartNew();
         double secondsBefore = state.Seconds;
-        var step = new TrainStep(opt)
+        using var step = new TrainStep(opt)
         {
-            Context = $"{config.Task}/{method.Name}", Steps = stepsDone,
+            Context = $"{config.Task}/{method.Name}", Steps = stepsDone, CudaGraph = config.CudaGraph,
             LossScaler = config.Precision == Precision.FP16 ? new LossScaler(state.LossScale ?? 65536f, state.LossScaleGoodSteps) : null,
         };
         for (int epoch = state.EpochsDone; epoch < recipe.TotalEpochs; epoch++)
@@ -166,7 +167,7 @@ public static class FineTuneRun
                 using var images = Batch(train, order, normalization, device, augmentation, stepSeed);
                 var labels = order.Select(i => train.Labels[i]).ToArray();
                 using var targets = Tensor.FromArray(device, labels, labels.Length);
-                float value = step.Run(() => model.Forward(images, trainSeed: stepSeed), logits => Ops.CrossEntropy(logits, targets, recipe.LabelSmoothing),
+                float value = step.Run(images, targets, x => model.Forward(x, trainSeed: stepSeed), (logits, t) => Ops.CrossEntropy(logits, t, recipe.LabelSmoothing),
                     logits => correct += CountCorrect(logits, labels), hint);
                 lossSum += value * labels.Length;
                 seen += labels.Length;

@@ -34,6 +34,9 @@ public sealed record RunConfig
     /// <summary>The format of the GEMMs' operands while training and evaluating (mixed precision, fp32 accumulation);
     /// fp16 trains with dynamic loss scaling.</summary>
     public Precision Precision { get; init; } = Precision.FP32;
+    /// <summary>On a CUDA device, replay each step's forward, loss and backward from a captured CUDA graph
+    /// (<see cref="TrainStep.CudaGraph"/>); dropout and drop path then draw other masks than without it.</summary>
+    public bool CudaGraph { get; init; }
 
     /// <summary>JSON options shared by every run file: indented, enums by name.</summary>
     public static JsonSerializerOptions Json { get; } = new() { WriteIndented = true, Converters = { new JsonStringEnumConverter() } };
