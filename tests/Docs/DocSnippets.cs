@@ -80,6 +80,20 @@ internal static class DocSnippets
         #endregion
     }
 
+    /// <summary>docs/cuda.md.</summary>
+    internal static unsafe void CudaGraphCapture(CudaDevice gpu, Tensor x, Tensor output, float[] nextBatch)
+    {
+        #region CudaGraphCapture
+        using var graph = gpu.Capture(() =>                     // records, runs nothing yet
+        {
+            using var y = Ops.Gelu(x);
+            gpu.Kernels.Copy(output.Data, y.Data, output.Count, false);    // results: into tensors made before the capture
+        });
+        x.CopyFrom(nextBatch);                                 // inputs: written into the captured tensors
+        graph.Replay();                                        // every kernel and GEMM recorded, with one launch
+        #endregion
+    }
+
     /// <summary>docs/methods.md.</summary>
     internal static void MethodsTrainSaveMerge(VisionTransformer vit, IEnumerable<(Tensor Images, int[] Labels)> batches, IEnumerable<(Tensor Images, int[] Labels)> viewBatches)
     {
