@@ -1,7 +1,9 @@
 // optimizer.cu: one Adam / AdamW step (torch.optim arithmetic, bias corrections computed on the host exactly as
 // the CPU backend does), dense with an optional mask [n] (1 trainable, 0 frozen: masked-out elements keep their
 // parameter and moments bitwise) or sparse (GPS: only the selected entries of each row, with moments for those
-// only). Launch: 1-D grid-stride, 256 threads.
+// only). stepValues, when not null, is [lr, bc1, √bc2, gate] in device memory, read in place of the arguments (a
+// captured graph's replays rewrite it); a gate that is not finite (the step's loss) skips the step. Launch: 1-D
+// grid-stride, 256 threads.
 #include "common.cuh"
 
 // One element: p −= lr/bc1 · m / (√v/√bc2 + eps), with decoupled (AdamW) or L2 (Adam) weight decay.
@@ -18,10 +20,22 @@ __device__ __forceinline__ void adam_update(float* param, float g, float* m, flo
     *param = p - stepSize * mi / (sqrtf(vi) / biasCorrection2Sqrt + eps);
 }
 
+// The step's lr and bias corrections from stepValues when given; false when its gate says to skip the step.
+__device__ __forceinline__ bool step_values(const float* stepValues, float& lr, float& biasCorrection1, float& biasCorrection2Sqrt)
+{
+    if (!stepValues) return true;
+    if (!isfinite(stepValues[3])) return false;
+    lr = stepValues[0];
+    biasCorrection1 = stepValues[1];
+    biasCorrection2Sqrt = stepValues[2];
+    return true;
+}
+
 extern "C" __global__ void adam_step(float* param, const float* grad, float* m, float* v, const float* mask, long long n, float lr,
                                     float beta1, float beta2, float eps, float weightDecay, float biasCorrection1,
-                                    float biasCorrection2Sqrt, int decoupled)
+                                    float biasCorrection2Sqrt, int decoupled, const float* stepValues)
 {
+    if (!step_values(stepValues, lr, biasCorrection1, biasCorrection2Sqrt)) return;
     float stepSize = lr / biasCorrection1;
     GRID_STRIDE(i, n)
     {
@@ -33,8 +47,10 @@ extern "C" __global__ void adam_step(float* param, const float* grad, float* m, 
 // Entry e = (o, j) of the [N, k] selection updates param[o·K + index[e]] with grad[e], m[e], v[e].
 extern "C" __global__ void sparse_adam_step(float* param, const float* grad, float* m, float* v, const int* index, int N, int K,
                                            int k, float lr, float beta1, float beta2, float eps, float weightDecay,
-                                           float biasCorrection1, float biasCorrection2Sqrt, int decoupled)
+                                           float biasCorrection1, float biasCorrection2Sqrt, int decoupled,
+                                           const float* stepValues)
 {
+    if (!step_values(stepValues, lr, biasCorrection1, biasCorrection2Sqrt)) return;
     float stepSize = lr / biasCorrection1;
     GRID_STRIDE(e, (long long)N * k)
         adam_update(param + e / k * K + index[e], grad[e], m + e, v + e, lr, beta1, beta2, eps, weightDecay, stepSize,

@@ -36,8 +36,8 @@ public static class BenchCommand
         var json = new Option<string?>("--json") { Description = "With --train-step: also write the rows as JSON lines to this file" };
         var cudaGraph = new Option<bool>("--cuda-graph")
         {
-            Description = "With --train-step on a CUDA device: capture each step's forward, loss and backward in a CUDA graph and time its replays " +
-                          "(one launch instead of one per kernel; the optimizer still runs as usual)",
+            Description = "With --train-step on a CUDA device: capture each step (forward, loss, backward, AdamW) in a CUDA graph and time " +
+                          "its replays (one launch instead of one per kernel)",
         };
         var command = new Command("bench", "Time one kernel at any shape on a device (ms, GB/s and its share of the device's copy bandwidth, or GEMM " +
                                            "GFLOP/s), or with --train-step a training step per method, precision and batch (images/s, peak memory).")
@@ -85,7 +85,7 @@ public static class BenchCommand
         foreach (var m in methods.Where(m => !m.AppliesTo(family)))
             throw new ArgumentException($"--methods: {m.Title} is not defined for {ImageModels.FamilyTitle(family)}");
         var inv = System.Globalization.CultureInfo.InvariantCulture;
-        Console.WriteLine($"{model} training step (forward, loss, backward, Adam; 100 classes{(cudaGraph ? "; forward, loss and backward replayed from a CUDA graph" : "")}) " +
+        Console.WriteLine($"{model} training step (forward, loss, backward, Adam; 100 classes{(cudaGraph ? "; replayed from a CUDA graph" : "")}) " +
                           $"on {(device is CudaDevice c ? c.Runtime.Description : $"the CPU, {CpuParallel.Threads} thread(s)")}, median of {repeats}");
         Console.WriteLine("| method | precision | batch | ms per step | images/s | peak memory MiB | trainable | activations kept MiB |\n|---|---|---|---|---|---|---|---|");
         using var jsonFile = jsonPath == null ? null : new StreamWriter(jsonPath);

@@ -26,7 +26,7 @@ public static class CommonOptions
     /// <summary><c>--cuda-graph</c>: replay training steps from a CUDA graph (<see cref="Engine.Models.Training.TrainStep.CudaGraph"/>).</summary>
     public static Option<bool> CudaGraph() => new("--cuda-graph")
     {
-        Description = "On a CUDA device: capture a training step's forward, loss and backward once and replay them as one CUDA graph " +
+        Description = "On a CUDA device: capture a training step (forward, loss, backward, AdamW) once and replay it as one CUDA graph " +
                       "(one launch per step instead of one per kernel; dropout and drop path draw new masks at every replay)",
     };
 

@@ -51,6 +51,67 @@ public static partial class OpCases
         }
     }
 
+    /// <summary>Adam reading lr and its bias corrections from the device (what a captured training step replays) steps
+    /// bit for bit as Adam given lr and t, dense masked and sparse alike, under a learning rate that changes every step;
+    /// a gate that is not finite (a diverged loss) steps nothing.</summary>
+    static void AdamStepValues(Device dev)
+    {
+        int N = 9, K = 11, k = 3;
+        var p0 = Init.NormalValues(N * K, 0, 1, 6);
+        var index = new int[N * k];
+        var mask = new float[N * K];
+        for (int e = 0; e < N * k; e++)
+        {
+            index[e] = (e / k + 5 * (e % k)) % K;
+            mask[e / k * K + index[e]] = 1f;
+        }
+        using var it = Tensor.FromArray(dev, index, N, k);
+        using var mt = Tensor.FromArray(dev, mask, N, K);
+        using var values = Tensor.Empty(dev, DType.F32, 4);
+        var options = new Optim.AdamOptions { LearningRate = 0.01f, WeightDecay = 0.05f };
+        foreach (bool sparse in new[] { false, true })
+        {
+            string kind = sparse ? "sparse" : "masked";
+            using var fromHost = Tensor.FromArray(dev, p0, N, K);
+            using var fromDevice = Tensor.FromArray(dev, p0, N, K);
+            foreach (var p in new[] { fromHost, fromDevice })
+            {
+                p.RequiresGrad = true;
+                p.Trainability = sparse ? Trainability.Selected(it) : Trainability.Masked(mt);
+            }
+            using var hostAdam = new Optim.Adam([fromHost], options);
+            using var deviceAdam = new Optim.Adam([fromDevice], options);
+            for (int t = 1; t <= 4; t++)
+            {
+                var g = Init.NormalValues(sparse ? N * k : N * K, 0, 1, 20 + (ulong)t);
+                SetGrad(fromHost, g);
+                SetGrad(fromDevice, g);
+                hostAdam.LearningRate = deviceAdam.LearningRate = 0.02f / t;
+                hostAdam.Step();
+                if (t == 3)
+                {
+                    var before = fromDevice.ToArray();
+                    deviceAdam.WriteStepValues(values);
+                    var gated = values.ToArray();
+                    gated[3] = float.NaN;
+                    values.CopyFrom(gated);
+                    deviceAdam.Step(values);
+                    if (!fromDevice.ToArray().AsSpan().SequenceEqual(before))
+                        throw new ConformanceException($"AdamStepValues ({kind}): a NaN gate still stepped");
+                    deviceAdam.UncountStep();
+                }
+                deviceAdam.WriteStepValues(values);
+                deviceAdam.Step(values);
+                var h = fromHost.ToArray();
+                var d = fromDevice.ToArray();
+                for (int i = 0; i < h.Length; i++)
+                    if (BitConverter.SingleToInt32Bits(h[i]) != BitConverter.SingleToInt32Bits(d[i]))
+                        throw new ConformanceException($"AdamStepValues ({kind}) step {t}: element {i} is {d[i]:G9} from device values, {h[i]:G9} from lr and t");
+                if (h.AsSpan().SequenceEqual(p0)) throw new ConformanceException($"AdamStepValues ({kind}): nothing moved");
+            }
+        }
+    }
+
     static void SetGrad(Tensor p, float[] values)
     {
         if (p.Grad == null) p.SetGrad(Tensor.PersistentZeros(p.Device, p.Trainability.StateShape(p)));

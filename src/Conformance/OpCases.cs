@@ -67,6 +67,7 @@ public static partial class OpCases
         ("SparseDepthwiseGrad", SparseDepthwiseGrad),
         // Optimizer
         ("SparseAdam", SparseAdam),
+        ("AdamStepValues", AdamStepValues),
         // Precision
         ("RoundToPrecision", RoundToPrecision),
         ("PackLowPrecision", PackLowPrecision),

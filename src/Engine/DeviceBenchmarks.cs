@@ -154,7 +154,7 @@ public static unsafe class DeviceBenchmarks
             "gelu" => (2 * n * 4, () => k.GeluForward(b.Data, a.Data, n)),
             "gelu-backward" => (3 * n * 4, () => k.GeluBackward(c.Data, b.Data, a.Data, n, false)),
             "drop-path" => (2 * n * 4, () => k.DropPathForward(b.Data, a.Data, n, 1, 0.1f, 1, null)),
-            "adam" => (7 * n * 4, () => k.AdamStep(a.Data, b.Data, c.Data, d.Data, null, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.05f, 1, true)),
+            "adam" => (7 * n * 4, () => k.AdamStep(a.Data, b.Data, c.Data, d.Data, null, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.05f, 1, true, null)),
             "bias" => (2 * n * 4, () => k.AddBias(b.Data, a.Data, vector.Data, rows, cols)),
             "scale-shift" => (2 * n * 4, () => k.ScaleShiftForward(b.Data, a.Data, vector.Data, vector2.Data, rows, cols)),
             "layernorm" => (2 * n * 4, () => k.LayerNormForward(b.Data, vector2.Data, vector2.Data + rows, a.Data, vector.Data, vector2.Data, rows, cols, 1e-6f)),

@@ -219,7 +219,7 @@ public unsafe interface IKernels
     /// <summary><see cref="AdamStep"/> on the entries param[o·K + index[o,j]] of a [N,K] parameter, with gradient and
     /// moments [N,k] (only the selected entries have optimizer state); every other entry is untouched.</summary>
     void SparseAdamStep(float* param, float* grad, float* m, float* v, int* index, int N, int K, int k, float lr,
-        float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled);
+        float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled, float* stepValues);
     /// <summary>y[r] = x[r] / max(‖x[r]‖₂, eps) per row (torch's F.normalize); x,y [rows,C].</summary>
     void L2NormalizeForward(float* y, float* x, int rows, int C, float eps);
     /// <summary>dx = (dy − y·(y·dy)) / ‖x‖ per row (dy / eps where ‖x‖ ≤ eps); y the forward output.</summary>
@@ -235,9 +235,11 @@ public unsafe interface IKernels
     // ---------------------------------------------------------------- optimizer and reductions
     /// <summary>One Adam step (t ≥ 1) on n elements with bias correction. decoupled: AdamW (p −= lr·wd·p);
     /// otherwise Adam with L2 (g += wd·p) as torch.optim.Adam. mask [n] (1 trainable / 0 frozen) or null:
-    /// masked-out elements keep their parameter and moments bitwise.</summary>
+    /// masked-out elements keep their parameter and moments bitwise. stepValues: null, or a device pointer to
+    /// [lr, 1 − β₁ᵗ, √(1 − β₂ᵗ), gate] read when the kernel runs in place of lr and t (a captured graph's replays set them
+    /// before each run); a gate that is not finite (the step's loss copied there) leaves everything untouched.</summary>
     void AdamStep(float* param, float* grad, float* m, float* v, float* mask, long n, float lr, float beta1, float beta2,
-        float eps, float weightDecay, int t, bool decoupled);
+        float eps, float weightDecay, int t, bool decoupled, float* stepValues);
     /// <summary>Σ x[i]² accumulated in double and returned to the host (global gradient norm).</summary>
     double SumSquares(float* x, long n);
     /// <summary>Number of NaN or ±Inf elements (training-loop divergence check).</summary>

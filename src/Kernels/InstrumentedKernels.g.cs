@@ -460,10 +460,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void SparseAdamStep(float* param, float* grad, float* m, float* v, int* index, int N, int K, int k, float lr, float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled)
+    public void SparseAdamStep(float* param, float* grad, float* m, float* v, int* index, int N, int K, int k, float lr, float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled, float* stepValues)
     {
         long start = Begin(KernelId.SparseAdamStep);
-        Inner.SparseAdamStep(param, grad, m, v, index, N, K, k, lr, beta1, beta2, eps, weightDecay, t, decoupled);
+        Inner.SparseAdamStep(param, grad, m, v, index, N, K, k, lr, beta1, beta2, eps, weightDecay, t, decoupled, stepValues);
         End(KernelId.SparseAdamStep, start);
     }
 
@@ -500,10 +500,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void AdamStep(float* param, float* grad, float* m, float* v, float* mask, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled)
+    public void AdamStep(float* param, float* grad, float* m, float* v, float* mask, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled, float* stepValues)
     {
         long start = Begin(KernelId.AdamStep);
-        Inner.AdamStep(param, grad, m, v, mask, n, lr, beta1, beta2, eps, weightDecay, t, decoupled);
+        Inner.AdamStep(param, grad, m, v, mask, n, lr, beta1, beta2, eps, weightDecay, t, decoupled, stepValues);
         End(KernelId.AdamStep, start);
     }
 

@@ -137,9 +137,10 @@ public unsafe class CudaGraphTests
     };
 
     /// <summary>Six steps with a learning rate that changes every step and a smaller batch fourth (it runs without the
-    /// graph); returns every parameter, the losses and the replays.</summary>
+    /// graph); with <paramref name="clip"/> the optimizer steps after the replays, else inside them. Returns every
+    /// parameter, the losses and the replays.</summary>
     static (float[][] Initial, float[][] Parameters, float[] Losses, long Replays) Train(string family, string method, Device device,
-        bool graph, Precision precision = Precision.FP32)
+        bool graph, Precision precision = Precision.FP32, bool clip = false)
     {
         using var model = Create(family, device);
         var info = PeftMethods.Get(method);
@@ -154,7 +155,7 @@ public unsafe class CudaGraphTests
         using var step = new TrainStep(adam)
         {
             CudaGraph = graph,
-            MaxGradNorm = 0.5f,
+            MaxGradNorm = clip ? 0.5f : null,
             LossScaler = precision == Precision.FP16 ? new LossScaler(1024f) : null,
         };
         using var _ = device.Kernels.UseGemmPrecision(precision);
@@ -172,11 +173,11 @@ public unsafe class CudaGraphTests
 
     [Test]
     public void GraphedTrainingStepsAreTheOrdinaryOnesBitForBit([Values("vit", "swin", "convnext")] string family,
-        [Values("full", "ssf", "gps")] string method, [ValueSource(nameof(CudaBackends))] string backend)
+        [Values("full", "ssf", "gps")] string method, [Values] bool clip, [ValueSource(nameof(CudaBackends))] string backend)
     {
         var device = Open(backend);
-        var eager = Train(family, method, device, graph: false);
-        var graphed = Train(family, method, device, graph: true);
+        var eager = Train(family, method, device, graph: false, clip: clip);
+        var graphed = Train(family, method, device, graph: true, clip: clip);
         Assert.That(eager.Replays, Is.Zero);
         Assert.That(graphed.Replays, Is.EqualTo(4), "steps 2, 3, 5 and 6 replay; the first and the smaller batch run as usual");
         Assert.That(graphed.Losses, Is.EqualTo(eager.Losses));
@@ -196,6 +197,39 @@ public unsafe class CudaGraphTests
         Assert.That(graphed.Losses, Has.All.Matches<float>(float.IsFinite));
         Assert.That(graphed.Losses[0], Is.EqualTo(eager.Losses[0]), "the first step runs without the graph");
         Assert.That(graphed.Losses[1..], Is.Not.EqualTo(eager.Losses[1..]), "replays draw their own masks");
+    }
+
+    /// <summary>A replayed step whose loss is not finite throws and steps nothing, as an ordinary one: the optimizer
+    /// inside the graph reads the loss as its gate.</summary>
+    [TestCaseSource(nameof(CudaBackends))]
+    public void ANonFiniteLossStepsNothingInsideTheGraphEither(string backend)
+    {
+        var device = Open(backend);
+        (float[][] Before, float[][] After, int Steps, string Message) Run(bool graph)
+        {
+            using var model = Create("vit", device);
+            using var adam = new Adam(model.Parameters, new AdamOptions { LearningRate = 1e-2f });
+            using var step = new TrainStep(adam) { CudaGraph = graph, Context = "nan" };
+            var pixels = Values(2 * 3 * Size * Size, 5);
+            using var targets = Tensor.FromArray(device, [1, 3], 2);
+            for (int i = 0; i < 3; i++)
+            {
+                using var images = Tensor.FromArray(device, pixels, 2, 3, Size, Size);
+                step.Run(images, targets, x => model.Forward(x), (logits, t) => Ops.CrossEntropy(logits, t));
+            }
+            var before = model.Parameters.Select(p => p.ToArray()).ToArray();
+            pixels[17] = float.NaN;
+            using var poisoned = Tensor.FromArray(device, pixels, 2, 3, Size, Size);
+            var error = Assert.Throws<DivergedException>(() => step.Run(poisoned, targets, x => model.Forward(x), (logits, t) => Ops.CrossEntropy(logits, t)))!;
+            Assert.That(step.GraphReplays, Is.EqualTo(graph ? 3 : 0), "steps 2 and 3 replayed, and the poisoned fourth");
+            return (before, model.Parameters.Select(p => p.ToArray()).ToArray(), adam.StepCount, error.Message);
+        }
+        var eager = Run(graph: false);
+        var graphed = Run(graph: true);
+        Assert.That(graphed.After, Is.EqualTo(graphed.Before), "nothing stepped");
+        Assert.That(graphed.After, Is.EqualTo(eager.After));
+        Assert.That(graphed.Steps, Is.EqualTo(3).And.EqualTo(eager.Steps), "the skipped step is not counted");
+        Assert.That(graphed.Message, Is.EqualTo(eager.Message).And.StartsWith("nan: the loss is NaN at step 4"));
     }
 
     [TestCaseSource(nameof(CudaBackends))]

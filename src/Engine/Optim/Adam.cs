@@ -74,7 +74,11 @@ public sealed unsafe class Adam : IDisposable
         var slot = _slots.FirstOrDefault(s => ReferenceEquals(s.Param, parameter))
             ?? throw new ArgumentException($"parameter {parameter.Describe()} is not trained by this optimizer");
         slot.WeightDecay = weightDecay;
+        Revision++;
     }
+
+    /// <summary>Counts the changes that a captured step would not see (a weight decay set after the capture).</summary>
+    public int Revision { get; private set; }
 
     /// <summary>One update of every parameter that has a gradient.</summary>
     public void Step()
@@ -85,6 +89,29 @@ public sealed unsafe class Adam : IDisposable
             if (s.Param.Grad != null)
                 Ops.AdamStep(s.Param, s.M, s.V, lr, Options.Beta1, Options.Beta2, Options.Epsilon, s.WeightDecay, StepCount, Options.Decoupled);
     }
+
+    /// <summary>Queues the update of every parameter with a gradient, reading lr and the bias corrections from
+    /// <paramref name="stepValues"/> ([4] on the device, see <see cref="WriteStepValues"/>) when the kernels run: what
+    /// a captured graph replays.</summary>
+    public void Step(Tensor stepValues)
+    {
+        foreach (var s in _slots)
+            if (s.Param.Grad != null)
+                Ops.AdamStep(s.Param, s.M, s.V, 0f, Options.Beta1, Options.Beta2, Options.Epsilon, s.WeightDecay, 1, Options.Decoupled,
+                    stepValues.Data);
+    }
+
+    /// <summary>Counts the next step and writes its [lr, 1 − β₁ᵗ, √(1 − β₂ᵗ), gate 0] into <paramref name="stepValues"/>,
+    /// in float exactly as the kernels compute them from lr and t; the step's graph then copies its loss to the gate.</summary>
+    public void WriteStepValues(Tensor stepValues)
+    {
+        StepCount++;
+        float lr = float.IsNaN(LearningRate) ? Options.LearningRate : LearningRate;
+        stepValues.CopyFrom([lr, 1 - MathF.Pow(Options.Beta1, StepCount), MathF.Sqrt(1 - MathF.Pow(Options.Beta2, StepCount)), 0f]);
+    }
+
+    /// <summary>Takes back the count of a step whose gate skipped it.</summary>
+    public void UncountStep() => StepCount--;
 
     /// <summary>Writes the moments (<c>&lt;param&gt;.exp_avg</c>, <c>.exp_avg_sq</c>, torch's names) and the step count as
     /// safetensors, atomically, so a resumed run continues exactly.</summary>

@@ -6,11 +6,12 @@ public sealed unsafe partial class CpuKernels
 {
     /// <inheritdoc/>
     public void AdamStep(float* param, float* grad, float* m, float* v, float* mask, long n, float lr, float beta1, float beta2,
-        float eps, float weightDecay, int t, bool decoupled)
+        float eps, float weightDecay, int t, bool decoupled, float* stepValues)
     {
+        if (stepValues != null && !float.IsFinite(stepValues[3])) return;
         var body = new AdamBody
         {
-            P = param, G = grad, M = m, V = v, Mask = mask, Adam = new AdamConstants(lr, beta1, beta2, eps, weightDecay, t, decoupled),
+            P = param, G = grad, M = m, V = v, Mask = mask, Adam = new AdamConstants(lr, beta1, beta2, eps, weightDecay, t, decoupled, stepValues),
         };
         CpuRange.For(n, ElementGrain, ref body);
     }
@@ -21,16 +22,17 @@ public sealed unsafe partial class CpuKernels
         public float Lr, Beta1, Beta2, Eps, Wd, StepSize, Bc2Sqrt;
         public bool Decoupled;
 
-        public AdamConstants(float lr, float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled)
+        /// <summary>From lr and t, or from [lr, 1 − β₁ᵗ, √(1 − β₂ᵗ)] at <paramref name="stepValues"/> when not null.</summary>
+        public AdamConstants(float lr, float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled, float* stepValues)
         {
-            Lr = lr;
+            Lr = stepValues != null ? stepValues[0] : lr;
             Beta1 = beta1;
             Beta2 = beta2;
             Eps = eps;
             Wd = weightDecay;
             Decoupled = decoupled;
-            StepSize = lr / (1 - MathF.Pow(beta1, t));
-            Bc2Sqrt = MathF.Sqrt(1 - MathF.Pow(beta2, t));
+            StepSize = Lr / (stepValues != null ? stepValues[1] : 1 - MathF.Pow(beta1, t));
+            Bc2Sqrt = stepValues != null ? stepValues[2] : MathF.Sqrt(1 - MathF.Pow(beta2, t));
         }
 
         /// <summary>One element: p −= lr/bc1 · m / (√v/√bc2 + eps), with decoupled or L2 weight decay.</summary>
@@ -59,13 +61,14 @@ public sealed unsafe partial class CpuKernels
 
     /// <inheritdoc/>
     public void SparseAdamStep(float* param, float* grad, float* m, float* v, int* index, int N, int K, int k, float lr,
-        float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled)
+        float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled, float* stepValues)
     {
+        if (stepValues != null && !float.IsFinite(stepValues[3])) return;
         AssertIndices(index, (long)N * k, K);
         var body = new SparseAdamBody
         {
             P = param, G = grad, M = m, V = v, Index = index, K = K, PerRow = k,
-            Adam = new AdamConstants(lr, beta1, beta2, eps, weightDecay, t, decoupled),
+            Adam = new AdamConstants(lr, beta1, beta2, eps, weightDecay, t, decoupled, stepValues),
         };
         CpuRange.For((long)N * k, ElementGrain, ref body);
     }

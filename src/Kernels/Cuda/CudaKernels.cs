@@ -420,20 +420,20 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void AdamStep(float* param, float* grad, float* m, float* v, float* mask, long n, float lr, float beta1, float beta2,
-        float eps, float weightDecay, int t, bool decoupled)
+        float eps, float weightDecay, int t, bool decoupled, float* stepValues)
     {
         // Bias corrections in float on the host, exactly as the CPU backend computes them.
         float bc1 = 1 - MathF.Pow(beta1, t), bc2Sqrt = MathF.Sqrt(1 - MathF.Pow(beta2, t));
-        GridStride(Optimizer.AdamStep, n, param, grad, m, v, mask, n, lr, beta1, beta2, eps, weightDecay, bc1, bc2Sqrt, decoupled);
+        GridStride(Optimizer.AdamStep, n, param, grad, m, v, mask, n, lr, beta1, beta2, eps, weightDecay, bc1, bc2Sqrt, decoupled, stepValues);
     }
 
     /// <inheritdoc/>
     public void SparseAdamStep(float* param, float* grad, float* m, float* v, int* index, int N, int K, int k, float lr,
-        float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled)
+        float beta1, float beta2, float eps, float weightDecay, int t, bool decoupled, float* stepValues)
     {
         float bc1 = 1 - MathF.Pow(beta1, t), bc2Sqrt = MathF.Sqrt(1 - MathF.Pow(beta2, t));
         GridStride(Optimizer.SparseAdamStep, (long)N * k, param, grad, m, v, index, N, K, k, lr, beta1, beta2, eps, weightDecay,
-            bc1, bc2Sqrt, decoupled);
+            bc1, bc2Sqrt, decoupled, stepValues);
     }
 
     /// <inheritdoc/>

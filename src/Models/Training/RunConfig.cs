@@ -34,7 +34,7 @@ public sealed record RunConfig
     /// <summary>The format of the GEMMs' operands while training and evaluating (mixed precision, fp32 accumulation);
     /// fp16 trains with dynamic loss scaling.</summary>
     public Precision Precision { get; init; } = Precision.FP32;
-    /// <summary>On a CUDA device, replay each step's forward, loss and backward from a captured CUDA graph
+    /// <summary>On a CUDA device, replay each training step (forward, loss, backward, AdamW) from a captured CUDA graph
     /// (<see cref="TrainStep.CudaGraph"/>); dropout and drop path then draw other masks than without it.</summary>
     public bool CudaGraph { get; init; }
 

@@ -97,11 +97,14 @@ public sealed unsafe class TrainStep(Adam? optimizer = null) : IDisposable
 
     /// <summary>
     /// On a CUDA device, run <see cref="Run(Tensor, Tensor, Func{Tensor, Tensor}, Func{Tensor, Tensor, Tensor}, Action{Tensor}?, string?)"/>'s
-    /// forward, loss and backward as one captured graph (<see cref="CudaDevice.Capture"/>): the first step of an input
-    /// shape runs as usual (it allocates the gradients and fills the pool), the second is captured, and every later one
-    /// with that shape copies its batch into the captured inputs and replays, one launch instead of one per kernel. The
-    /// loss scaler, clipping and the optimizer run after the replay as they do without a graph, so without dropout the
-    /// parameters are bit for bit the same. Dropout and drop path draw their masks from the seed the step was captured with, XORed
+    /// whole step as one captured graph (<see cref="CudaDevice.Capture"/>): the first step of an input shape runs as
+    /// usual (it allocates the gradients and fills the pool), the second is captured, and every later one with that
+    /// shape copies its batch into the captured inputs and replays, one launch instead of one per kernel. The graph holds
+    /// forward, loss, backward and, without clipping and loss scaling, the optimizer's step and the zeroing of the
+    /// gradients (the kernels read the learning rate and bias corrections from the device, written before each replay,
+    /// and skip the step when the loss is not finite); with clipping or loss scaling, which decide on the host, the
+    /// optimizer runs after the replay as without a graph. Either way, without dropout the parameters are bit for bit
+    /// the same as without a graph. Dropout and drop path draw their masks from the seed the step was captured with, XORed
     /// with a new offset at every replay (<see cref="CudaDevice.SetGraphSeedOffset"/>): new masks each step, but not
     /// the ones an ordinary step with the same seed draws. Ignored on other devices.
     /// </summary>
@@ -113,15 +116,16 @@ public sealed unsafe class TrainStep(Adam? optimizer = null) : IDisposable
     /// <summary>Bytes of device memory the captured graph keeps for its replays (0 without one).</summary>
     public long GraphBytes => _graph?.Graph.ReservedBytes ?? 0;
 
-    /// <summary>A captured step: the graph, the tensors its replays read (inputs, loss seed) and write (output, loss),
-    /// and each trained parameter's gradient buffer at capture (replays accumulate into those addresses).</summary>
-    sealed record Captured(DeviceGraph Graph, Tensor Input, Tensor Target, Tensor? Seed, Tensor Output, Tensor Loss,
-        (Tensor Parameter, nint Grad)[] Gradients) : IDisposable
+    /// <summary>A captured step: the graph, the tensors its replays read (inputs, loss seed, step values) and write
+    /// (output, loss), and each trained parameter's gradient buffer at capture (replays accumulate into those addresses).
+    /// The optimizer's step is in the graph when <c>StepValues</c> (its lr, bias corrections and gate) is not null.</summary>
+    sealed record Captured(DeviceGraph Graph, Tensor Input, Tensor Target, Tensor? Seed, Tensor? StepValues, Tensor Output, Tensor Loss,
+        (Tensor Parameter, nint Grad)[] Gradients, int OptimizerRevision) : IDisposable
     {
         public void Dispose()
         {
             Graph.Dispose();
-            foreach (var t in new[] { Input, Target, Seed, Output, Loss }) t?.Dispose();
+            foreach (var t in new[] { Input, Target, Seed, StepValues, Output, Loss }) t?.Dispose();
         }
     }
 
@@ -144,7 +148,8 @@ public sealed unsafe class TrainStep(Adam? optimizer = null) : IDisposable
         // A shape that differs from the graph's runs as usual (an epoch's last, smaller batch); the same new shape twice
         // in a row replaces the graph. So does a gradient buffer that moved (the replays would write the old one).
         string shape = $"{input.Describe()} {target.Describe()}";
-        if (_graph is { } g && (!GradientsInPlace(g) || ($"{g.Input.Describe()} {g.Target.Describe()}" != shape && _warmShape == shape)))
+        if (_graph is { } g && (!GradientsInPlace(g) || g.OptimizerRevision != (optimizer?.Revision ?? 0)
+                                || ($"{g.Input.Describe()} {g.Target.Describe()}" != shape && _warmShape == shape)))
         {
             _graph.Dispose();
             _graph = null;
@@ -160,25 +165,33 @@ public sealed unsafe class TrainStep(Adam? optimizer = null) : IDisposable
         CopyInto(device, captured.Input, input);
         CopyInto(device, captured.Target, target);
         if (captured.Seed != null) captured.Seed.CopyFrom([LossScaler!.Scale]);
+        if (captured.StepValues != null) optimizer!.WriteStepValues(captured.StepValues);
         device.SetGraphSeedOffset(CounterRng.Hash(0x6EA9, (ulong)Steps)); // new dropout and drop-path masks every step
         captured.Graph.Replay();
         GraphReplays++;
         float value = captured.Loss.ToArray()[0];
         if (!float.IsFinite(value))
         {
-            optimizer?.ZeroGrad();
+            if (captured.StepValues != null) optimizer!.UncountStep(); // the gate skipped it; the graph zeroed the gradients
+            else optimizer?.ZeroGrad();
             throw Diverged(value, hint);
         }
         observe?.Invoke(captured.Output);
-        return Finish(value);
+        if (captured.StepValues == null) return Finish(value);
+        _steps++;
+        LastStepSkipped = false;
+        return value;
     }
 
-    /// <summary>Records forward, loss and backward on copies of the batch's tensors that the replays reuse.</summary>
+    /// <summary>Records forward, loss, backward and (without clipping or loss scaling) the optimizer's step on copies of the
+    /// batch's tensors that the replays reuse.</summary>
     Captured Capture(CudaDevice device, Tensor input, Tensor target, Func<Tensor, Tensor> forward, Func<Tensor, Tensor, Tensor> loss)
     {
         var staticInput = Tensor.Empty(device, input.DType, input.Shape);
         var staticTarget = Tensor.Empty(device, target.DType, target.Shape);
         var seed = LossScaler != null && optimizer != null ? Tensor.Empty(device, DType.F32, 1) : null;
+        // Clipping and loss scaling decide on the host after the backward, so their optimizer step stays outside.
+        var stepValues = optimizer != null && MaxGradNorm == null && LossScaler == null ? Tensor.Empty(device, DType.F32, 4) : null;
         Tensor? output = null, scalar = null;
         try
         {
@@ -196,14 +209,20 @@ public sealed unsafe class TrainStep(Adam? optimizer = null) : IDisposable
                     }
                     else _tape.Backward(scalar);
                 }
+                if (stepValues != null)
+                {
+                    device.Kernels.Copy(stepValues.Data + 3, scalar.Data, 1, false); // the gate: a loss that is not finite skips the step
+                    optimizer!.Step(stepValues);
+                    optimizer.ZeroGrad();
+                }
             });
             var gradients = (optimizer?.Parameters ?? []).Where(p => p.Grad != null).Select(p => (p, (nint)p.Grad!.Data)).ToArray();
-            return new Captured(graph, staticInput, staticTarget, seed, output!, scalar!, gradients);
+            return new Captured(graph, staticInput, staticTarget, seed, stepValues, output!, scalar!, gradients, optimizer?.Revision ?? 0);
         }
         catch
         {
             _tape.Clear();
-            foreach (var t in new[] { staticInput, staticTarget, seed, output, scalar }) t?.Dispose();
+            foreach (var t in new[] { staticInput, staticTarget, seed, stepValues, output, scalar }) t?.Dispose();
             throw;
         }
     }
