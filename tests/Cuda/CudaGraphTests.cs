@@ -165,6 +165,7 @@ public unsafe class CudaGraphTests
         {
             adam.LearningRate = 1e-2f / (i + 1);
             using var images = Tensor.FromArray(device, Values(batches[i] * 3 * Size * Size, (ulong)(10 + i)), batches[i], 3, Size, Size);
+            images.Name = $"batch {i}"; // names do not matter, shapes do
             using var targets = Tensor.FromArray(device, Enumerable.Range(0, batches[i]).Select(j => (i + 2 * j) % Classes).ToArray(), batches[i]);
             losses.Add(step.Run(images, targets, x => model.Forward(x, trainSeed: 7), (logits, t) => Ops.CrossEntropy(logits, t)));
         }

@@ -147,14 +147,14 @@ public sealed unsafe class TrainStep(Adam? optimizer = null) : IDisposable
             return Run(() => forward(input), output => loss(output, target), observe, hint);
         // A shape that differs from the graph's runs as usual (an epoch's last, smaller batch); the same new shape twice
         // in a row replaces the graph. So does a gradient buffer that moved (the replays would write the old one).
-        string shape = $"{input.Describe()} {target.Describe()}";
+        string shape = Shapes(input, target);
         if (_graph is { } g && (!GradientsInPlace(g) || g.OptimizerRevision != (optimizer?.Revision ?? 0)
-                                || ($"{g.Input.Describe()} {g.Target.Describe()}" != shape && _warmShape == shape)))
+                                || (Shapes(g.Input, g.Target) != shape && _warmShape == shape)))
         {
             _graph.Dispose();
             _graph = null;
         }
-        if (_graph == null ? _warmShape != shape : $"{_graph.Input.Describe()} {_graph.Target.Describe()}" != shape)
+        if (_graph == null ? _warmShape != shape : Shapes(_graph.Input, _graph.Target) != shape)
         {
             _warmShape = shape;
             return Run(() => forward(input), output => loss(output, target), observe, hint);
@@ -226,6 +226,8 @@ public sealed unsafe class TrainStep(Adam? optimizer = null) : IDisposable
             throw;
         }
     }
+
+    static string Shapes(Tensor input, Tensor target) => $"{input.ShapeText} {input.DType} {target.ShapeText} {target.DType}";
 
     /// <summary>True when every parameter still accumulates into the gradient buffer the graph was captured with.</summary>
     static bool GradientsInPlace(Captured captured) =>
