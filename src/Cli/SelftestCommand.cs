@@ -2,12 +2,13 @@ using System.CommandLine;
 using System.Diagnostics;
 using Engine.Conformance;
 using Engine.Kernels.Cuda;
+using Engine.Models.Training;
 
 namespace Engine.Cli;
 
 /// <summary>
 /// <c>peft selftest</c>: the op conformance suite (the same cases the NUnit tests run) on one device, with a results
-/// table, and optionally the device benchmarks. This is how a GPU machine without the .NET SDK checks the CUDA
+/// table, on a CUDA device the CUDA graph check (<see cref="GraphCheck"/>), and optionally the device benchmarks. This is how a GPU machine without the .NET SDK checks the CUDA
 /// backend (tools/gpu-check.sh). Exit codes: 0 all passed, 1 a case failed or bad arguments, 3 the device is not
 /// available here (for example no GPU), with the reason.
 /// </summary>
@@ -89,6 +90,15 @@ public static class SelftestCommand
             Console.WriteLine($"  {name.PadRight(width)} {(failure == null ? "ok" : "FAIL"),-6} {clock.Elapsed.TotalMilliseconds,8:F0}{(failure == null ? "" : $"  {failure}")}");
         }
         Console.WriteLine($"{cases.Count - failed} passed, {failed} failed");
+
+        if (device is CudaDevice cudaDevice && filter == null)
+        {
+            // Graph capture is the one thing the op cases do not exercise: a whole training step recorded and replayed.
+            Console.WriteLine("\nCUDA graphs: a tiny ViT's AdamW steps replayed from a captured graph against ordinary steps, bit for bit:");
+            var (graphCases, graphsPassed) = GraphCheck.Check(cudaDevice);
+            foreach (var (name, failure) in graphCases) Console.WriteLine($"  {name,-45} {(failure == null ? "ok" : $"FAIL  {failure}")}");
+            if (!graphsPassed) failed++;
+        }
 
         if (bench) DeviceBenchmarks.RunAndPrint(device, benchSize == "full", Console.Out);
         return failed == 0 ? 0 : 1;

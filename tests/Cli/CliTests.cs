@@ -131,6 +131,20 @@ public class CliTests
             Assert.That(stdout, Does.Contain(row), "benchmark rows");
     }
 
+    /// <summary>Without --filter, selftest on a CUDA device also replays training steps from CUDA graphs against
+    /// ordinary ones; on the CPU it has no graphs to check.</summary>
+    [Test]
+    public void SelftestChecksCudaGraphsOnACudaDevice()
+    {
+        var (code, stdout, _) = Peft("selftest", "--device", "emulated-cuda");
+        if (code == 3) Assert.Ignore($"emulated CUDA device unavailable: {stdout}");
+        Assert.That(code, Is.Zero, stdout);
+        Assert.That(stdout, Does.Contain("CUDA graphs: a tiny ViT's AdamW steps replayed from a captured graph"));
+        Assert.That(stdout.Split('\n').Count(l => l.StartsWith("  ") && (l.Contains("optimizer in the graph") || l.Contains("optimizer after the replay"))
+            && l.TrimEnd().EndsWith("ok")), Is.EqualTo(6), stdout);
+        Assert.That(Peft("selftest", "--device", "cpu", "--filter", "Gelu").Out, Does.Not.Contain("CUDA graphs"));
+    }
+
     /// <summary>The default device is the best one present, and the device benchmarks run on the CPU too.</summary>
     [Test]
     public void SelftestDefaultsToTheBestDeviceAndBenchmarksTheCpu()
