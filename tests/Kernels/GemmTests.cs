@@ -32,6 +32,20 @@ public unsafe class GemmTests
         finally { CpuGemm.Isa = saved; }
     }
 
+    /// <summary>Every row count of a last, partial strip (each has its own micro-kernel code: 1–11 rows of 12, 1–5 of
+    /// 6), with full and partial column panels, A read in place and packed.</summary>
+    [Test, Combinatorial]
+    public void EveryPartialStripRowCount([Values] GemmIsa isa, [Values(false, true)] bool transA)
+    {
+        var saved = CpuGemm.Isa;
+        CpuGemm.Isa = isa;
+        try
+        {
+            for (int M = 1; M <= 25; M++) Check(M, 37, 9, transA, transB: true, alpha: 0.7f, beta: 0.3f, pad: 1);
+        }
+        finally { CpuGemm.Isa = saved; }
+    }
+
     static void Check(int M, int N, int K, bool transA, bool transB, float alpha, float beta, int pad)
     {
         int aRows = transA ? K : M, aCols = transA ? M : K, bRows = transB ? N : K, bCols = transB ? K : N;

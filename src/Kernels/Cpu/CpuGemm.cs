@@ -195,10 +195,10 @@ public static unsafe class CpuGemm
                     bool lastBlock = pc + kc == K;
                     for (int ir = m0; ir < m1; ir += MR)
                     {
-                        int mr = Math.Min(MR, m1 - ir);
+                        int mr = Math.Min(MR, m1 - ir); // the last strip may be partial: the micro-kernel then runs on its rows alone
                         float* a = aStrip;
                         long la = TransA ? 1 : kc, ka = TransA ? MR : 1; // row and k strides of the strip
-                        if (!TransA && mr == MR && Lda % 1024 != 0 && Precision == Precision.FP32)
+                        if (!TransA && Lda % 1024 != 0 && Precision == Precision.FP32)
                         {
                             a = A + (long)ir * Lda + pc;
                             la = Lda;
@@ -213,17 +213,12 @@ public static unsafe class CpuGemm
                         {
                             int nr = Math.Min(NR, nc - jr);
                             float* bPanel = bPack + (long)jr * kc;
-                            bool full = mr == MR && nr == NR;
-                            float* dst = full ? cRow + jr : tile;
-                            int ldd = full ? Ldc : NR;
-                            float alpha = full ? Alpha : 1f, dstBeta = full ? beta : 0f;
-                            switch (Isa)
+                            if (nr == NR) MicroKernel(Isa, mr, kc, a, la, ka, bPanel, cRow + jr, Ldc, Alpha, beta);
+                            else
                             {
-                                case GemmIsa.Vector512: Kernel12x32(kc, a, la, ka, bPanel, dst, ldd, alpha, dstBeta); break;
-                                case GemmIsa.Vector256: Kernel6x16(kc, a, la, ka, bPanel, dst, ldd, alpha, dstBeta); break;
-                                default: Kernel4x4(kc, a, la, ka, bPanel, dst, ldd, alpha, dstBeta); break;
+                                MicroKernel(Isa, mr, kc, a, la, ka, bPanel, tile, NR, 1f, 0f);
+                                StorePartial(tile, NR, cRow + jr, Ldc, Alpha, beta, mr, nr);
                             }
-                            if (!full) StorePartial(tile, NR, cRow + jr, Ldc, Alpha, beta, mr, nr);
                         }
                         if (lastBlock && (Bias != null || Epilogue.Y != null))
                             EpilogueBlock(Epilogue, cRow - C, Ldc, cRow, Ldc, Bias == null ? null : Bias + jc, mr, nc);
@@ -284,9 +279,10 @@ public static unsafe class CpuGemm
         }
     }
 
-    /// <summary>Copies op(A)[ir..ir+mr, pc..pc+kc] into dst, rows past mr zero. A not transposed (the last, partial
-    /// strip, whose missing rows must not be read in place, or rows a multiple of 4 KiB apart, which would all fall into
-    /// the same L1 sets): row-major [MR][kc]. A transposed: k-major [kc][MR], each k's MR values contiguous in A too (a
+    /// <summary>Copies op(A)[ir..ir+mr, pc..pc+kc] into dst, rows past mr zero (the micro-kernel reads only mr rows;
+    /// the zeros keep a low-precision rounding of the whole strip on defined values). A not transposed (rows a multiple
+    /// of 4 KiB apart, which would all fall into the same L1 sets, or operands rounded to a low precision): row-major
+    /// [MR][kc]. A transposed: k-major [kc][MR], each k's MR values contiguous in A too (a
     /// row-major copy would gather them one by one; the micro-kernels take either layout by its row and k strides).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void PackAStrip(bool transA, float* A, int lda, int ir, int mr, int pc, int kc, int MR, float* dst)
@@ -488,12 +484,62 @@ public static unsafe class CpuGemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static float At(float* p, nint bytes) => *(float*)((byte*)p + bytes);
 
-    /// <summary>6×16 tile in 12 ymm accumulators. a: 6 rows × kc, element (r, k) at a[r·lda + k·ks] (a row-major strip:
-    /// ks = 1; a k-major one: lda = 1, ks = 6); b: panel [kc][16]; c: the whole
-    /// tile (a partial one goes through a scratch tile: no stack buffer or call here, which made the JIT spill the
-    /// accumulators when it compiled without profile data).</summary>
+    /// <summary>The number of rows a micro-kernel instantiation computes: a compile-time constant for the JIT, so each
+    /// row count gets its own code with the other rows' loads, FMAs and stores gone (a partial strip of 1–5 rows then
+    /// costs its rows, not a whole strip's: M = 49 in 12-row strips is four strips and one row).</summary>
+    interface IRowCount { static abstract int Rows { get; } }
+    readonly struct R1 : IRowCount { public static int Rows => 1; }
+    readonly struct R2 : IRowCount { public static int Rows => 2; }
+    readonly struct R3 : IRowCount { public static int Rows => 3; }
+    readonly struct R4 : IRowCount { public static int Rows => 4; }
+    readonly struct R5 : IRowCount { public static int Rows => 5; }
+    readonly struct R6 : IRowCount { public static int Rows => 6; }
+    readonly struct R7 : IRowCount { public static int Rows => 7; }
+    readonly struct R8 : IRowCount { public static int Rows => 8; }
+    readonly struct R9 : IRowCount { public static int Rows => 9; }
+    readonly struct R10 : IRowCount { public static int Rows => 10; }
+    readonly struct R11 : IRowCount { public static int Rows => 11; }
+    readonly struct R12 : IRowCount { public static int Rows => 12; }
+
+    /// <summary>The micro-kernel of <paramref name="isa"/> on the first <paramref name="rows"/> (1..MR) rows of a strip.</summary>
+    static void MicroKernel(GemmIsa isa, int rows, int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
+    {
+        if (isa == GemmIsa.Vector512)
+            switch (rows)
+            {
+                case 12: Kernel12x32<R12>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+                case 11: Kernel12x32<R11>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+                case 10: Kernel12x32<R10>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+                case 9: Kernel12x32<R9>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+                case 8: Kernel12x32<R8>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+                case 7: Kernel12x32<R7>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+                case 6: Kernel12x32<R6>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+                case 5: Kernel12x32<R5>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+                case 4: Kernel12x32<R4>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+                case 3: Kernel12x32<R3>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+                case 2: Kernel12x32<R2>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+                default: Kernel12x32<R1>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            }
+        else if (isa == GemmIsa.Vector256)
+            switch (rows)
+            {
+                case 6: Kernel6x16<R6>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+                case 5: Kernel6x16<R5>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+                case 4: Kernel6x16<R4>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+                case 3: Kernel6x16<R3>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+                case 2: Kernel6x16<R2>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+                default: Kernel6x16<R1>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            }
+        else Kernel4x4(rows, kc, a, lda, ks, b, c, ldc, alpha, beta);
+    }
+
+    /// <summary>Up to 6 rows × 16 columns in 12 ymm accumulators: rows R.Rows of a 6-row tile. a: the rows × kc, element
+    /// (r, k) at a[r·lda + k·ks] (a row-major strip: ks = 1; a k-major one: lda = 1, ks = 6); b: panel [kc][16]; c: the
+    /// tile's rows, all 16 columns (a tile with fewer columns goes through a scratch tile: no stack buffer or call here,
+    /// which made the JIT spill the accumulators when it compiled without profile data).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel6x16(int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
+    static void Kernel6x16<R>(int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
+        where R : struct, IRowCount
     {
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
@@ -505,29 +551,46 @@ public static unsafe class CpuGemm
             var b1 = Vector256.Load(b + 8);
             var x = Vector256.Create(*a0);
             c00 = Vector256.FusedMultiplyAdd(x, b0, c00); c01 = Vector256.FusedMultiplyAdd(x, b1, c01);
-            x = Vector256.Create(At(a0, l1));
-            c10 = Vector256.FusedMultiplyAdd(x, b0, c10); c11 = Vector256.FusedMultiplyAdd(x, b1, c11);
-            x = Vector256.Create(At(a0, l2));
-            c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21);
-            x = Vector256.Create(*a3);
-            c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31);
-            x = Vector256.Create(At(a3, l1));
-            c40 = Vector256.FusedMultiplyAdd(x, b0, c40); c41 = Vector256.FusedMultiplyAdd(x, b1, c41);
-            x = Vector256.Create(At(a3, l2));
-            c50 = Vector256.FusedMultiplyAdd(x, b0, c50); c51 = Vector256.FusedMultiplyAdd(x, b1, c51);
+            if (R.Rows > 1)
+            {
+                x = Vector256.Create(At(a0, l1));
+                c10 = Vector256.FusedMultiplyAdd(x, b0, c10); c11 = Vector256.FusedMultiplyAdd(x, b1, c11);
+            }
+            if (R.Rows > 2)
+            {
+                x = Vector256.Create(At(a0, l2));
+                c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21);
+            }
+            if (R.Rows > 3)
+            {
+                x = Vector256.Create(*a3);
+                c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31);
+            }
+            if (R.Rows > 4)
+            {
+                x = Vector256.Create(At(a3, l1));
+                c40 = Vector256.FusedMultiplyAdd(x, b0, c40); c41 = Vector256.FusedMultiplyAdd(x, b1, c41);
+            }
+            if (R.Rows > 5)
+            {
+                x = Vector256.Create(At(a3, l2));
+                c50 = Vector256.FusedMultiplyAdd(x, b0, c50); c51 = Vector256.FusedMultiplyAdd(x, b1, c51);
+            }
         }
-        Store(c, c00, alpha, beta); Store(c + 8, c01, alpha, beta); c += ldc;
-        Store(c, c10, alpha, beta); Store(c + 8, c11, alpha, beta); c += ldc;
-        Store(c, c20, alpha, beta); Store(c + 8, c21, alpha, beta); c += ldc;
-        Store(c, c30, alpha, beta); Store(c + 8, c31, alpha, beta); c += ldc;
-        Store(c, c40, alpha, beta); Store(c + 8, c41, alpha, beta); c += ldc;
-        Store(c, c50, alpha, beta); Store(c + 8, c51, alpha, beta);
+        Store(c, c00, alpha, beta); Store(c + 8, c01, alpha, beta);
+        if (R.Rows > 1) { c += ldc; Store(c, c10, alpha, beta); Store(c + 8, c11, alpha, beta); }
+        if (R.Rows > 2) { c += ldc; Store(c, c20, alpha, beta); Store(c + 8, c21, alpha, beta); }
+        if (R.Rows > 3) { c += ldc; Store(c, c30, alpha, beta); Store(c + 8, c31, alpha, beta); }
+        if (R.Rows > 4) { c += ldc; Store(c, c40, alpha, beta); Store(c + 8, c41, alpha, beta); }
+        if (R.Rows > 5) { c += ldc; Store(c, c50, alpha, beta); Store(c + 8, c51, alpha, beta); }
     }
 
-    /// <summary>12×32 tile in 24 zmm accumulators (of 32): per k, two B vectors and twelve broadcasts of A.
-    /// a: 12 rows × kc, element (r, k) at a[r·lda + k·ks]; b: panel [kc][32]; c: the whole tile (see <see cref="Kernel6x16"/>).</summary>
+    /// <summary>Up to 12 rows × 32 columns in 24 zmm accumulators (of 32): per k, two B vectors and a broadcast of A per
+    /// row; rows R.Rows of a 12-row tile. a: the rows × kc, element (r, k) at a[r·lda + k·ks]; b: panel [kc][32]; c: the
+    /// tile's rows, all 32 columns (see <see cref="Kernel6x16{R}"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel12x32(int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
+    static void Kernel12x32<R>(int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
+        where R : struct, IRowCount
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default,
@@ -541,54 +604,88 @@ public static unsafe class CpuGemm
             var b1 = Vector512.Load(b + 16);
             var x = Vector512.Create(*a0);
             c00 = Vector512.FusedMultiplyAdd(x, b0, c00); c01 = Vector512.FusedMultiplyAdd(x, b1, c01);
-            x = Vector512.Create(At(a0, l1));
-            c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11);
-            x = Vector512.Create(At(a0, l2));
-            c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21);
-            x = Vector512.Create(*a3);
-            c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31);
-            x = Vector512.Create(At(a3, l1));
-            c40 = Vector512.FusedMultiplyAdd(x, b0, c40); c41 = Vector512.FusedMultiplyAdd(x, b1, c41);
-            x = Vector512.Create(At(a3, l2));
-            c50 = Vector512.FusedMultiplyAdd(x, b0, c50); c51 = Vector512.FusedMultiplyAdd(x, b1, c51);
-            x = Vector512.Create(*a6);
-            c60 = Vector512.FusedMultiplyAdd(x, b0, c60); c61 = Vector512.FusedMultiplyAdd(x, b1, c61);
-            x = Vector512.Create(At(a6, l1));
-            c70 = Vector512.FusedMultiplyAdd(x, b0, c70); c71 = Vector512.FusedMultiplyAdd(x, b1, c71);
-            x = Vector512.Create(At(a6, l2));
-            c80 = Vector512.FusedMultiplyAdd(x, b0, c80); c81 = Vector512.FusedMultiplyAdd(x, b1, c81);
-            x = Vector512.Create(*a9);
-            c90 = Vector512.FusedMultiplyAdd(x, b0, c90); c91 = Vector512.FusedMultiplyAdd(x, b1, c91);
-            x = Vector512.Create(At(a9, l1));
-            ca0 = Vector512.FusedMultiplyAdd(x, b0, ca0); ca1 = Vector512.FusedMultiplyAdd(x, b1, ca1);
-            x = Vector512.Create(At(a9, l2));
-            cb0 = Vector512.FusedMultiplyAdd(x, b0, cb0); cb1 = Vector512.FusedMultiplyAdd(x, b1, cb1);
+            if (R.Rows > 1)
+            {
+                x = Vector512.Create(At(a0, l1));
+                c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11);
+            }
+            if (R.Rows > 2)
+            {
+                x = Vector512.Create(At(a0, l2));
+                c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21);
+            }
+            if (R.Rows > 3)
+            {
+                x = Vector512.Create(*a3);
+                c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31);
+            }
+            if (R.Rows > 4)
+            {
+                x = Vector512.Create(At(a3, l1));
+                c40 = Vector512.FusedMultiplyAdd(x, b0, c40); c41 = Vector512.FusedMultiplyAdd(x, b1, c41);
+            }
+            if (R.Rows > 5)
+            {
+                x = Vector512.Create(At(a3, l2));
+                c50 = Vector512.FusedMultiplyAdd(x, b0, c50); c51 = Vector512.FusedMultiplyAdd(x, b1, c51);
+            }
+            if (R.Rows > 6)
+            {
+                x = Vector512.Create(*a6);
+                c60 = Vector512.FusedMultiplyAdd(x, b0, c60); c61 = Vector512.FusedMultiplyAdd(x, b1, c61);
+            }
+            if (R.Rows > 7)
+            {
+                x = Vector512.Create(At(a6, l1));
+                c70 = Vector512.FusedMultiplyAdd(x, b0, c70); c71 = Vector512.FusedMultiplyAdd(x, b1, c71);
+            }
+            if (R.Rows > 8)
+            {
+                x = Vector512.Create(At(a6, l2));
+                c80 = Vector512.FusedMultiplyAdd(x, b0, c80); c81 = Vector512.FusedMultiplyAdd(x, b1, c81);
+            }
+            if (R.Rows > 9)
+            {
+                x = Vector512.Create(*a9);
+                c90 = Vector512.FusedMultiplyAdd(x, b0, c90); c91 = Vector512.FusedMultiplyAdd(x, b1, c91);
+            }
+            if (R.Rows > 10)
+            {
+                x = Vector512.Create(At(a9, l1));
+                ca0 = Vector512.FusedMultiplyAdd(x, b0, ca0); ca1 = Vector512.FusedMultiplyAdd(x, b1, ca1);
+            }
+            if (R.Rows > 11)
+            {
+                x = Vector512.Create(At(a9, l2));
+                cb0 = Vector512.FusedMultiplyAdd(x, b0, cb0); cb1 = Vector512.FusedMultiplyAdd(x, b1, cb1);
+            }
         }
-        Store(c, c00, alpha, beta); Store(c + 16, c01, alpha, beta); c += ldc;
-        Store(c, c10, alpha, beta); Store(c + 16, c11, alpha, beta); c += ldc;
-        Store(c, c20, alpha, beta); Store(c + 16, c21, alpha, beta); c += ldc;
-        Store(c, c30, alpha, beta); Store(c + 16, c31, alpha, beta); c += ldc;
-        Store(c, c40, alpha, beta); Store(c + 16, c41, alpha, beta); c += ldc;
-        Store(c, c50, alpha, beta); Store(c + 16, c51, alpha, beta); c += ldc;
-        Store(c, c60, alpha, beta); Store(c + 16, c61, alpha, beta); c += ldc;
-        Store(c, c70, alpha, beta); Store(c + 16, c71, alpha, beta); c += ldc;
-        Store(c, c80, alpha, beta); Store(c + 16, c81, alpha, beta); c += ldc;
-        Store(c, c90, alpha, beta); Store(c + 16, c91, alpha, beta); c += ldc;
-        Store(c, ca0, alpha, beta); Store(c + 16, ca1, alpha, beta); c += ldc;
-        Store(c, cb0, alpha, beta); Store(c + 16, cb1, alpha, beta);
+        Store(c, c00, alpha, beta); Store(c + 16, c01, alpha, beta);
+        if (R.Rows > 1) { c += ldc; Store(c, c10, alpha, beta); Store(c + 16, c11, alpha, beta); }
+        if (R.Rows > 2) { c += ldc; Store(c, c20, alpha, beta); Store(c + 16, c21, alpha, beta); }
+        if (R.Rows > 3) { c += ldc; Store(c, c30, alpha, beta); Store(c + 16, c31, alpha, beta); }
+        if (R.Rows > 4) { c += ldc; Store(c, c40, alpha, beta); Store(c + 16, c41, alpha, beta); }
+        if (R.Rows > 5) { c += ldc; Store(c, c50, alpha, beta); Store(c + 16, c51, alpha, beta); }
+        if (R.Rows > 6) { c += ldc; Store(c, c60, alpha, beta); Store(c + 16, c61, alpha, beta); }
+        if (R.Rows > 7) { c += ldc; Store(c, c70, alpha, beta); Store(c + 16, c71, alpha, beta); }
+        if (R.Rows > 8) { c += ldc; Store(c, c80, alpha, beta); Store(c + 16, c81, alpha, beta); }
+        if (R.Rows > 9) { c += ldc; Store(c, c90, alpha, beta); Store(c + 16, c91, alpha, beta); }
+        if (R.Rows > 10) { c += ldc; Store(c, ca0, alpha, beta); Store(c + 16, ca1, alpha, beta); }
+        if (R.Rows > 11) { c += ldc; Store(c, cb0, alpha, beta); Store(c + 16, cb1, alpha, beta); }
     }
 
-    /// <summary>Scalar 4×4 tile, for CPUs without SIMD acceleration. a: 4 rows × kc, element (r, k) at a[r·lda + k·ks].</summary>
+    /// <summary>Scalar 4×4 tile, for CPUs without SIMD acceleration: its first <paramref name="rows"/> rows. a: the rows × kc,
+    /// element (r, k) at a[r·lda + k·ks].</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel4x4(int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
+    static void Kernel4x4(int rows, int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
     {
         float* t = stackalloc float[16];
         for (int i = 0; i < 16; i++) t[i] = 0f;
         for (int k = 0; k < kc; k++, b += 4)
-            for (int r = 0; r < 4; r++)
+            for (int r = 0; r < rows; r++)
                 for (int j = 0; j < 4; j++)
                     t[r * 4 + j] = MathF.FusedMultiplyAdd(a[r * lda + k * ks], b[j], t[r * 4 + j]);
-        StorePartial(t, 4, c, ldc, alpha, beta, 4, 4);
+        StorePartial(t, 4, c, ldc, alpha, beta, rows, 4);
     }
 }
 
