@@ -18,12 +18,11 @@ public enum GemmIsa
 
 /// <summary>
 /// Single-precision GEMM, row-major: C = alpha·op(A)·op(B) + beta·C.
-/// C is cut into a few rectangles per thread (whole NR-wide column panels, whole MR-tall row strips), taken by the
-/// threads as they come. For every (KC × ncb) block of op(B) in its columns a task packs the block into NR-wide panels
+/// C is cut into one rectangle per thread (whole NR-wide column panels or whole MR-tall row strips, across the longer
+/// side). For every (KC × ncb) block of op(B) in its columns a task packs the block into NR-wide panels
 /// [kc][NR] (kept in L2), then walks its row strips: an MR × kc strip of A (kept in L1) is read in place when A is not
 /// transposed (and its rows are not a multiple of 4 KiB apart), and the MR × NR register-tile micro-kernel sweeps the
-/// packed panels. The cut is across columns first, so each task packs only its own part of B and no task waits for
-/// another's packing.
+/// packed panels. No task waits for another: each packs the blocks of B it needs.
 /// The summation order of every C element is fixed by KC alone and the rectangles are tile-aligned, so results do
 /// not depend on the thread count.
 /// </summary>
@@ -139,11 +138,6 @@ public static unsafe class CpuGemm
             Gemm(TransA, TransB, M, N, K, Alpha, A + i * StrideA, Lda, B + i * StrideB, Ldb, Beta, C + i * StrideC, Ldc, null, Precision);
     }
 
-    /// <summary>Rectangles per thread. More than one: threads take them as they come, so a thread that starts late
-    /// (a worker still waking, a vCPU the hypervisor paused) costs its share of one small rectangle, not half the GEMM.
-    /// </summary>
-    const int TasksPerThread = 4;
-
     /// <summary>One task: the rectangle of C at (row part, column part) of a RowParts × ColumnParts grid.</summary>
     struct RectangleBody : IParallelBody
     {
@@ -155,17 +149,22 @@ public static unsafe class CpuGemm
         public float Alpha, Beta;
         public Precision Precision;
 
-        /// <summary>Splits C into up to <see cref="TasksPerThread"/> rectangles per thread: across columns when each
-        /// thread gets at least two panels (every part of B is then packed once in all), in parts no narrower than a packed
-        /// B block unless that leaves a thread without one (each column part reads all of A again), as many parts as a
-        /// multiple of the thread count (five equal parts on two threads kept one thread busy for a fifth of the time
-        /// alone); else across rows.</summary>
+        /// <summary>Splits C into one rectangle per thread, across the longer of its sides: across columns when M ≤ N
+        /// (and every thread gets a panel), else across rows. Each column part reads all of A again and each row part
+        /// packs all of B again, so for t parts the columns cost t·M·K + K·N reads and the rows M·K + t·K·N: the longer
+        /// side is the cheaper cut. (On a 2-vCPU Zen 5 VM: at M = 1576, ViT-B's batch 8, rows ran 5–14% faster than columns
+        /// while another tenant loaded the memory system, level otherwise; at M ≈ 49–392 columns were faster. Four
+        /// rectangles per thread, taken as they come, ran up to 15% slower: each one packs B or reads A again, and a
+        /// column part narrower than a packed B block adds a partial block.)</summary>
         public void Plan(int threads)
         {
-            int panels = (N + NR - 1) / NR, strips = (M + MR - 1) / MR, tasks = threads > 1 ? TasksPerThread * threads : 1;
+            int panels = (N + NR - 1) / NR, strips = (M + MR - 1) / MR;
             ColumnParts = RowParts = 1;
-            if (tasks > 1 && panels >= 2 * threads) ColumnParts = Math.Clamp(panels / (Ncb / NR), threads, tasks) / threads * threads;
-            else if (tasks > 1) RowParts = Math.Min(tasks, strips);
+            if (threads > 1)
+            {
+                if (M <= N && panels >= threads) ColumnParts = threads;
+                else RowParts = Math.Min(threads, strips);
+            }
             PartCols = (panels + ColumnParts - 1) / ColumnParts * NR;
             PartRows = (strips + RowParts - 1) / RowParts * MR;
         }
