@@ -5,7 +5,8 @@
 # Prints, per op and shape, the median ms of each tree over the rounds and the speed-up (before / after); the trees
 # take turns going first. Each
 # timing is the median of 100 calls with the JIT's tier-up delay off (DOTNET_TC_CallCountingDelayMs=0), so both trees'
-# kernels have left tier-0 code: steady-state kernels. The GEMM is compared against OpenBLAS by bench/run.sh peers.
+# kernels have left tier-0 code: steady-state kernels. The GEMM (ViT-B/16's products at batch 1 and 8, Swin-B's stage 4
+# at batch 1, ConvNeXt-B's stage-1 and -2 fc2 at batch 8) is compared against OpenBLAS by bench/run.sh peers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ] || [ "$1" = "--help" ] || [ "$1" = "-h" ]; then
@@ -25,7 +26,9 @@ if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX; fi
 export DOTNET_TC_CallCountingDelayMs=0
 cases=("gelu 1576x3072" "gelu-backward 1576x3072" "softmax 18912x197" "layernorm 1576x768" "bias 1576x3072"
        "softmax-backward 18912x197" "depthwise-conv 8x56x56x128" "depthwise-conv 8x14x14x512" "depthwise-conv 8x7x7x1024"
-       "patchify 8x56x56x128" "attention 8x197x12x64" "attention 64x49x4x32" "attention 4x49x16x32")
+       "patchify 8x56x56x128" "attention 8x197x12x64" "attention 64x49x4x32" "attention 4x49x16x32"
+       "gemm 197x2304x768" "gemm 197x768x3072" "gemm 1576x2304x768" "gemm 1576x768x3072" "gemm 49x4096x1024"
+       "gemm 25088x128x512" "gemm 6272x256x1024")
 # An op the earlier tree does not have is left out (with a note), not failed on.
 known=$(dotnet "$before"/src/Cli/bin/Release/net10.0/peft.dll bench --list | awk '{print $1}')
 kept=()
