@@ -259,4 +259,49 @@ public unsafe class KernelContractTests
         }
         finally { Engine.Kernels.Cpu.Simd.Width = saved; }
     }
+    /// <summary>Dense AdamStep at every CPU vector width, masked and not, AdamW and Adam with L2: bit for bit the
+    /// update computed one element at a time in float (torch.optim's order of operations), over a vector body and a
+    /// tail; masked-out elements keep their parameter and moments.</summary>
+    [Test]
+    public void AdamStepAtEveryCpuWidth([Values] bool decoupled, [Values] bool masked)
+    {
+        var dev = Device.Cpu;
+        const int n = 101;
+        const float lr = 0.01f, beta1 = 0.8f, beta2 = 0.95f, eps = 1e-6f, wd = 0.1f;
+        float[] p0 = Init.NormalValues(n, 0, 1, 41), g = Init.NormalValues(n, 0, 1, 42),
+            m0 = Init.NormalValues(n, 0, 0.1f, 43), v0 = Init.NormalValues(n, 0, 0.1f, 44).Select(x => x * x).ToArray();
+        var maskValues = Enumerable.Range(0, n).Select(i => i % 3 == 0 ? 0f : 1f).ToArray();
+        // The reference, one element at a time, t = 3.
+        float stepSize = lr / (1 - MathF.Pow(beta1, 3)), bc2Sqrt = MathF.Sqrt(1 - MathF.Pow(beta2, 3));
+        float[] wantP = (float[])p0.Clone(), wantM = (float[])m0.Clone(), wantV = (float[])v0.Clone();
+        for (int i = 0; i < n; i++)
+        {
+            if (masked && maskValues[i] == 0f) continue;
+            float p = p0[i], gi = g[i];
+            if (decoupled) p *= 1f - lr * wd;
+            else gi += wd * p;
+            wantM[i] = beta1 * m0[i] + (1 - beta1) * gi;
+            wantV[i] = beta2 * v0[i] + (1 - beta2) * gi * gi;
+            wantP[i] = p - stepSize * wantM[i] / (MathF.Sqrt(wantV[i]) / bc2Sqrt + eps);
+        }
+        var saved = Engine.Kernels.Cpu.Simd.Width;
+        try
+        {
+            foreach (var width in Enum.GetValues<Engine.Kernels.Cpu.SimdWidth>())
+            {
+                Engine.Kernels.Cpu.Simd.Width = width;
+                using var pt = Tensor.FromArray(dev, p0, n);
+                using var gt = Tensor.FromArray(dev, g, n);
+                using var mt = Tensor.FromArray(dev, m0, n);
+                using var vt = Tensor.FromArray(dev, v0, n);
+                using var maskT = Tensor.FromArray(dev, maskValues, n);
+                dev.Kernels.AdamStep(pt.Data, gt.Data, mt.Data, vt.Data, masked ? maskT.Data : null, n, lr, beta1, beta2, eps, wd, 3, decoupled, null);
+                foreach (var (name, got, want) in new[] { ("param", pt.ToArray(), wantP), ("m", mt.ToArray(), wantM), ("v", vt.ToArray(), wantV) })
+                    for (int i = 0; i < n; i++)
+                        Assert.That(BitConverter.SingleToInt32Bits(got[i]), Is.EqualTo(BitConverter.SingleToInt32Bits(want[i])),
+                            $"{width}: {name}[{i}] = {got[i]:G9}, want {want[i]:G9}");
+            }
+        }
+        finally { Engine.Kernels.Cpu.Simd.Width = saved; }
+    }
 }

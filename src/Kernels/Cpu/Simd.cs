@@ -19,6 +19,8 @@ internal unsafe interface ISimd<TV> where TV : struct
     static abstract TV Sub(TV a, TV b);
     static abstract TV Mul(TV a, TV b);
     static abstract TV Div(TV a, TV b);
+    /// <summary>√a, correctly rounded (as MathF.Sqrt).</summary>
+    static abstract TV Sqrt(TV a);
     /// <summary>a·b + c in one rounding.</summary>
     static abstract TV Fma(TV a, TV b, TV c);
     static abstract TV Abs(TV a);
@@ -30,6 +32,7 @@ internal unsafe interface ISimd<TV> where TV : struct
     static abstract TV LessThan(TV a, TV b);
     static abstract TV GreaterThan(TV a, TV b);
     static abstract TV IsNaN(TV a);
+    static abstract TV Equals(TV a, TV b);
     /// <summary>Per lane: mask set ? a : b.</summary>
     static abstract TV Select(TV mask, TV a, TV b);
     /// <summary>|magnitude| with the sign of <paramref name="sign"/>.</summary>
@@ -50,6 +53,7 @@ internal unsafe struct W128 : ISimd<Vector128<float>>
     public static Vector128<float> Sub(Vector128<float> a, Vector128<float> b) => a - b;
     public static Vector128<float> Mul(Vector128<float> a, Vector128<float> b) => a * b;
     public static Vector128<float> Div(Vector128<float> a, Vector128<float> b) => a / b;
+    public static Vector128<float> Sqrt(Vector128<float> a) => Vector128.Sqrt(a);
     public static Vector128<float> Fma(Vector128<float> a, Vector128<float> b, Vector128<float> c) => Vector128.FusedMultiplyAdd(a, b, c);
     public static Vector128<float> Abs(Vector128<float> a) => Vector128.Abs(a);
     public static Vector128<float> Clamp(Vector128<float> x, Vector128<float> lo, Vector128<float> hi) => Vector128.MaxNative(lo, Vector128.MinNative(x, hi));
@@ -58,6 +62,7 @@ internal unsafe struct W128 : ISimd<Vector128<float>>
     public static Vector128<float> LessThan(Vector128<float> a, Vector128<float> b) => Vector128.LessThan(a, b);
     public static Vector128<float> GreaterThan(Vector128<float> a, Vector128<float> b) => Vector128.GreaterThan(a, b);
     public static Vector128<float> IsNaN(Vector128<float> a) => ~Vector128.Equals(a, a);
+    public static Vector128<float> Equals(Vector128<float> a, Vector128<float> b) => Vector128.Equals(a, b);
     public static Vector128<float> Select(Vector128<float> mask, Vector128<float> a, Vector128<float> b) => Vector128.ConditionalSelect(mask, a, b);
     public static Vector128<float> CopySign(Vector128<float> magnitude, Vector128<float> sign) => Vector128.CopySign(magnitude, sign);
     public static Vector128<float> Max(Vector128<float> a, Vector128<float> b) => Vector128.MaxNative(a, b);
@@ -75,6 +80,7 @@ internal unsafe struct W256 : ISimd<Vector256<float>>
     public static Vector256<float> Sub(Vector256<float> a, Vector256<float> b) => a - b;
     public static Vector256<float> Mul(Vector256<float> a, Vector256<float> b) => a * b;
     public static Vector256<float> Div(Vector256<float> a, Vector256<float> b) => a / b;
+    public static Vector256<float> Sqrt(Vector256<float> a) => Vector256.Sqrt(a);
     public static Vector256<float> Fma(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Vector256.FusedMultiplyAdd(a, b, c);
     public static Vector256<float> Abs(Vector256<float> a) => Vector256.Abs(a);
     public static Vector256<float> Clamp(Vector256<float> x, Vector256<float> lo, Vector256<float> hi) => Vector256.MaxNative(lo, Vector256.MinNative(x, hi));
@@ -83,6 +89,7 @@ internal unsafe struct W256 : ISimd<Vector256<float>>
     public static Vector256<float> LessThan(Vector256<float> a, Vector256<float> b) => Vector256.LessThan(a, b);
     public static Vector256<float> GreaterThan(Vector256<float> a, Vector256<float> b) => Vector256.GreaterThan(a, b);
     public static Vector256<float> IsNaN(Vector256<float> a) => ~Vector256.Equals(a, a);
+    public static Vector256<float> Equals(Vector256<float> a, Vector256<float> b) => Vector256.Equals(a, b);
     public static Vector256<float> Select(Vector256<float> mask, Vector256<float> a, Vector256<float> b) => Vector256.ConditionalSelect(mask, a, b);
     public static Vector256<float> CopySign(Vector256<float> magnitude, Vector256<float> sign) => Vector256.CopySign(magnitude, sign);
     public static Vector256<float> Max(Vector256<float> a, Vector256<float> b) => Vector256.MaxNative(a, b);
@@ -100,6 +107,7 @@ internal unsafe struct W512 : ISimd<Vector512<float>>
     public static Vector512<float> Sub(Vector512<float> a, Vector512<float> b) => a - b;
     public static Vector512<float> Mul(Vector512<float> a, Vector512<float> b) => a * b;
     public static Vector512<float> Div(Vector512<float> a, Vector512<float> b) => a / b;
+    public static Vector512<float> Sqrt(Vector512<float> a) => Vector512.Sqrt(a);
     public static Vector512<float> Fma(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Vector512.FusedMultiplyAdd(a, b, c);
     public static Vector512<float> Abs(Vector512<float> a) => Vector512.Abs(a);
     public static Vector512<float> Clamp(Vector512<float> x, Vector512<float> lo, Vector512<float> hi) => Vector512.MaxNative(lo, Vector512.MinNative(x, hi));
@@ -108,6 +116,7 @@ internal unsafe struct W512 : ISimd<Vector512<float>>
     public static Vector512<float> LessThan(Vector512<float> a, Vector512<float> b) => Vector512.LessThan(a, b);
     public static Vector512<float> GreaterThan(Vector512<float> a, Vector512<float> b) => Vector512.GreaterThan(a, b);
     public static Vector512<float> IsNaN(Vector512<float> a) => ~Vector512.Equals(a, a);
+    public static Vector512<float> Equals(Vector512<float> a, Vector512<float> b) => Vector512.Equals(a, b);
     public static Vector512<float> Select(Vector512<float> mask, Vector512<float> a, Vector512<float> b) => Vector512.ConditionalSelect(mask, a, b);
     public static Vector512<float> CopySign(Vector512<float> magnitude, Vector512<float> sign) => Vector512.CopySign(magnitude, sign);
     public static Vector512<float> Max(Vector512<float> a, Vector512<float> b) => Vector512.MaxNative(a, b);
