@@ -423,7 +423,7 @@ public static unsafe class CpuGemm
 
     /// <summary>dst[j, i] = src[i, j] for an 8×8 block; rows ldSrc and ldDst floats apart.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Transpose8x8(float* src, long ldSrc, float* dst, long ldDst)
+    internal static void Transpose8x8(float* src, long ldSrc, float* dst, long ldDst)
     {
         var r0 = Avx.LoadVector256(src); var r1 = Avx.LoadVector256(src + ldSrc);
         var r2 = Avx.LoadVector256(src + 2 * ldSrc); var r3 = Avx.LoadVector256(src + 3 * ldSrc);

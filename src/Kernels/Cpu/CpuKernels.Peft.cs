@@ -68,15 +68,19 @@ public sealed unsafe partial class CpuKernels
     public void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k)
     {
         AssertIndices(index, (long)N * k, K);
-        var body = new SparseWeightGradBody { Dy = dy, X = x, Index = index, Rows = rows, N = N, K = K, PerRow = k, Grain = ReductionGrain(rows) };
-        int chunks = CpuRange.Chunks(rows, body.Grain);
+        // Chunks of whole 8-token blocks, set by the shape alone (partials are added in chunk order: deterministic).
+        int grain = Math.Max(64, ((rows + 15) / 16 + 7) & ~7);
+        var body = new SparseWeightGradBody { Dy = dy, X = x, Index = index, Rows = rows, N = N, K = K, PerRow = k, Grain = grain };
+        int chunks = CpuRange.Chunks(rows, grain);
         body.Partials = Partials(chunks, (long)N * k);
         CpuParallel.For(chunks, ref body);
         SumPartials(dvalues, body.Partials, chunks, (long)N * k);
     }
 
-    /// <summary>A task sums its chunk of tokens into a partial [N, k]: each token's dy row streams once and its x row
-    /// stays in L1 for the gathers. Partials are added in chunk order (deterministic).</summary>
+    /// <summary>A task sums its chunk of tokens into a partial [N·k]. Eight tokens at a time, their dy and x rows are
+    /// transposed into scratch (dyT [N][8], xT [K][8]), so that each selected entry (o, j) takes one 8-lane FMA of two
+    /// contiguous vectors, dyT[o]·xT[index]; the lanes are summed at the end of the chunk. (Gathering x[index] per
+    /// token instead took ~18 cycles per 8 entries on Zen: the kernel ran at a third of memory speed.)</summary>
     struct SparseWeightGradBody : IParallelBody
     {
         public float* Dy, X, Partials;
@@ -87,23 +91,46 @@ public sealed unsafe partial class CpuKernels
         {
             long width = (long)N * PerRow;
             float* acc = Partials + chunk * width;
-            new Span<float>(acc, (int)width).Clear();
-            int end = Math.Min(Rows, (chunk + 1) * Grain);
-            for (long r = (long)chunk * Grain; r < end; r++)
+            int start = chunk * Grain, end = Math.Min(Rows, start + Grain);
+            if (!Avx.IsSupported)
             {
-                float* dy = Dy + r * N, x = X + r * K;
-                if (PerRow == 1)
+                new Span<float>(acc, (int)width).Clear();
+                for (long r = start; r < end; r++)
                 {
-                    int o = 0;
-                    if (Avx2.IsSupported) // eight selected inputs per gather
-                        for (; o + 8 <= N; o += 8)
-                            Vector256.Store(Vector256.Load(acc + o) + Vector256.Load(dy + o) * Avx2.GatherVector256(x, Vector256.Load(Index + o), 4), acc + o);
-                    for (; o < N; o++) acc[o] += dy[o] * x[Index[o]];
-                }
-                else
+                    float* dy = Dy + r * N, x = X + r * K;
                     for (int o = 0, e = 0; o < N; o++)
                         for (int j = 0; j < PerRow; j++, e++) acc[e] += dy[o] * x[Index[e]];
+                }
+                return;
             }
+            float* lanes = (float*)ThreadScratch.Get(3, (width + N + K) * 8 * sizeof(float)), dyT = lanes + width * 8, xT = dyT + (long)N * 8;
+            new Span<float>(lanes, (int)(width * 8)).Clear();
+            for (int r = start; r < end; r += 8)
+            {
+                int tokens = Math.Min(8, end - r);
+                TransposeRows(Dy + (long)r * N, N, tokens, dyT);
+                TransposeRows(X + (long)r * K, K, tokens, xT);
+                float* l = lanes;
+                int* index = Index;
+                for (long o = 0; o < N; o++)
+                {
+                    var d = Vector256.Load(dyT + o * 8);
+                    for (int j = 0; j < PerRow; j++, l += 8, index++)
+                        Vector256.Store(Vector256.FusedMultiplyAdd(d, Vector256.Load(xT + (long)*index * 8), Vector256.Load(l)), l);
+                }
+            }
+            for (long e = 0; e < width; e++) acc[e] = Vector256.Sum(Vector256.Load(lanes + e * 8));
+        }
+
+        /// <summary>dst[c][t] = src[t][c] for t &lt; tokens (rows cols apart), c &lt; cols; lanes t ≥ tokens zero.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        static void TransposeRows(float* src, int cols, int tokens, float* dst)
+        {
+            int c = 0;
+            if (tokens == 8)
+                for (; c + 8 <= cols; c += 8) CpuGemm.Transpose8x8(src + c, cols, dst + (long)c * 8, 8);
+            for (; c < cols; c++)
+                for (int t = 0; t < 8; t++) dst[(long)c * 8 + t] = t < tokens ? src[(long)t * cols + c] : 0f;
         }
     }
 
