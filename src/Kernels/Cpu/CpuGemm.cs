@@ -462,20 +462,28 @@ public static unsafe class CpuGemm
         }
     }
 
+    /// <summary>One row of a register tile: c0 += a·b0, c1 += a·b1 (a broadcast).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Store(float* c, Vector256<float> acc, float alpha, float beta)
+    static void Fma2<TV, W>(ref TV c0, ref TV c1, float a, TV b0, TV b1) where TV : struct where W : ISimd<TV>
     {
-        var r = acc * alpha;
-        if (beta != 0f) r = Vector256.FusedMultiplyAdd(Vector256.Load(c), Vector256.Create(beta), r);
-        r.Store(c);
+        var x = W.Splat(a);
+        c0 = W.Fma(x, b0, c0);
+        c1 = W.Fma(x, b1, c1);
     }
 
+    /// <summary>One row of a register tile into C: c[0..2·Count) = alpha·(acc0, acc1) + beta·c (beta 0: C is not read).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Store(float* c, Vector512<float> acc, float alpha, float beta)
+    static void Store2<TV, W>(float* c, TV acc0, TV acc1, float alpha, float beta) where TV : struct where W : ISimd<TV>
     {
-        var r = acc * alpha;
-        if (beta != 0f) r = Vector512.FusedMultiplyAdd(Vector512.Load(c), Vector512.Create(beta), r);
-        r.Store(c);
+        TV a = W.Splat(alpha), r0 = W.Mul(acc0, a), r1 = W.Mul(acc1, a);
+        if (beta != 0f)
+        {
+            var b = W.Splat(beta);
+            r0 = W.Fma(W.Load(c), b, r0);
+            r1 = W.Fma(W.Load(c + W.Count), b, r1);
+        }
+        W.Store(c, r0);
+        W.Store(c + W.Count, r1);
     }
 
     /// <summary>The float <paramref name="bytes"/> bytes past <paramref name="p"/>: rows of an in-place A strip are
@@ -503,174 +511,77 @@ public static unsafe class CpuGemm
     /// <summary>The micro-kernel of <paramref name="isa"/> on the first <paramref name="rows"/> (1..MR) rows of a strip.</summary>
     static void MicroKernel(GemmIsa isa, int rows, int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
     {
-        if (isa == GemmIsa.Vector512)
-            switch (rows)
-            {
-                case 12: Kernel12x32<R12>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-                case 11: Kernel12x32<R11>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-                case 10: Kernel12x32<R10>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-                case 9: Kernel12x32<R9>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-                case 8: Kernel12x32<R8>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-                case 7: Kernel12x32<R7>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-                case 6: Kernel12x32<R6>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-                case 5: Kernel12x32<R5>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-                case 4: Kernel12x32<R4>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-                case 3: Kernel12x32<R3>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-                case 2: Kernel12x32<R2>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-                default: Kernel12x32<R1>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            }
-        else if (isa == GemmIsa.Vector256)
-            switch (rows)
-            {
-                case 6: Kernel6x16<R6>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-                case 5: Kernel6x16<R5>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-                case 4: Kernel6x16<R4>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-                case 3: Kernel6x16<R3>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-                case 2: Kernel6x16<R2>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-                default: Kernel6x16<R1>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            }
+        if (isa == GemmIsa.Vector512) KernelRows<Vector512<float>, W512>(rows, kc, a, lda, ks, b, c, ldc, alpha, beta);
+        else if (isa == GemmIsa.Vector256) KernelRows<Vector256<float>, W256>(rows, kc, a, lda, ks, b, c, ldc, alpha, beta);
         else Kernel4x4(rows, kc, a, lda, ks, b, c, ldc, alpha, beta);
     }
 
-    /// <summary>Up to 6 rows × 16 columns in 12 ymm accumulators: rows R.Rows of a 6-row tile. a: the rows × kc, element
-    /// (r, k) at a[r·lda + k·ks] (a row-major strip: ks = 1; a k-major one: lda = 1, ks = 6); b: panel [kc][16]; c: the
-    /// tile's rows, all 16 columns (a tile with fewer columns goes through a scratch tile: no stack buffer or call here,
-    /// which made the JIT spill the accumulators when it compiled without profile data).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel6x16<R>(int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
-        where R : struct, IRowCount
+    /// <summary><see cref="KernelTile"/> compiled for <paramref name="rows"/> rows.</summary>
+    static void KernelRows<TV, W>(int rows, int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
+        where TV : struct where W : ISimd<TV>
     {
-        Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
-            c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
-        nint l1 = (nint)(lda * sizeof(float)), l2 = 2 * l1;
-        float* a0 = a, a3 = a + 3 * lda;
-        for (int k = 0; k < kc; k++, a0 += ks, a3 += ks, b += 16)
+        switch (rows)
         {
-            var b0 = Vector256.Load(b);
-            var b1 = Vector256.Load(b + 8);
-            var x = Vector256.Create(*a0);
-            c00 = Vector256.FusedMultiplyAdd(x, b0, c00); c01 = Vector256.FusedMultiplyAdd(x, b1, c01);
-            if (R.Rows > 1)
-            {
-                x = Vector256.Create(At(a0, l1));
-                c10 = Vector256.FusedMultiplyAdd(x, b0, c10); c11 = Vector256.FusedMultiplyAdd(x, b1, c11);
-            }
-            if (R.Rows > 2)
-            {
-                x = Vector256.Create(At(a0, l2));
-                c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21);
-            }
-            if (R.Rows > 3)
-            {
-                x = Vector256.Create(*a3);
-                c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31);
-            }
-            if (R.Rows > 4)
-            {
-                x = Vector256.Create(At(a3, l1));
-                c40 = Vector256.FusedMultiplyAdd(x, b0, c40); c41 = Vector256.FusedMultiplyAdd(x, b1, c41);
-            }
-            if (R.Rows > 5)
-            {
-                x = Vector256.Create(At(a3, l2));
-                c50 = Vector256.FusedMultiplyAdd(x, b0, c50); c51 = Vector256.FusedMultiplyAdd(x, b1, c51);
-            }
+            case 12: KernelTile<TV, W, R12>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 11: KernelTile<TV, W, R11>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 10: KernelTile<TV, W, R10>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 9: KernelTile<TV, W, R9>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 8: KernelTile<TV, W, R8>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 7: KernelTile<TV, W, R7>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 6: KernelTile<TV, W, R6>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 5: KernelTile<TV, W, R5>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 4: KernelTile<TV, W, R4>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 3: KernelTile<TV, W, R3>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 2: KernelTile<TV, W, R2>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            default: KernelTile<TV, W, R1>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
         }
-        Store(c, c00, alpha, beta); Store(c + 8, c01, alpha, beta);
-        if (R.Rows > 1) { c += ldc; Store(c, c10, alpha, beta); Store(c + 8, c11, alpha, beta); }
-        if (R.Rows > 2) { c += ldc; Store(c, c20, alpha, beta); Store(c + 8, c21, alpha, beta); }
-        if (R.Rows > 3) { c += ldc; Store(c, c30, alpha, beta); Store(c + 8, c31, alpha, beta); }
-        if (R.Rows > 4) { c += ldc; Store(c, c40, alpha, beta); Store(c + 8, c41, alpha, beta); }
-        if (R.Rows > 5) { c += ldc; Store(c, c50, alpha, beta); Store(c + 8, c51, alpha, beta); }
     }
 
-    /// <summary>Up to 12 rows × 32 columns in 24 zmm accumulators (of 32): per k, two B vectors and a broadcast of A per
-    /// row; rows R.Rows of a 12-row tile. a: the rows × kc, element (r, k) at a[r·lda + k·ks]; b: panel [kc][32]; c: the
-    /// tile's rows, all 32 columns (see <see cref="Kernel6x16{R}"/>).</summary>
+    /// <summary>The register-tile micro-kernel, up to 12 rows × 2 vectors of columns: 12×32 in 24 zmm accumulators (of
+    /// 32) with 512-bit vectors, 6×16 in 12 ymm (of 16) with 256-bit ones (rows R.Rows; the unused accumulators vanish).
+    /// Per k: two B vectors and a broadcast of A per row. a: the rows × kc, element (r, k) at a[r·lda + k·ks] (a
+    /// row-major strip: ks = 1; a k-major one: lda = 1, ks = MR); b: panel [kc][2·W.Count]; c: the tile's rows, all
+    /// columns (a tile with fewer columns goes through a scratch tile: no stack buffer or call here, which made the JIT
+    /// spill the accumulators when it compiled without profile data).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel12x32<R>(int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
-        where R : struct, IRowCount
+    static void KernelTile<TV, W, R>(int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
+        where TV : struct where W : ISimd<TV> where R : struct, IRowCount
     {
-        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
+        TV c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default,
             c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default,
             c90 = default, c91 = default, ca0 = default, ca1 = default, cb0 = default, cb1 = default;
         nint l1 = (nint)(lda * sizeof(float)), l2 = 2 * l1;
         float* a0 = a, a3 = a + 3 * lda, a6 = a + 6 * lda, a9 = a + 9 * lda;
-        for (int k = 0; k < kc; k++, a0 += ks, a3 += ks, a6 += ks, a9 += ks, b += 32)
+        for (int k = 0; k < kc; k++, a0 += ks, a3 += ks, a6 += ks, a9 += ks, b += 2 * W.Count)
         {
-            var b0 = Vector512.Load(b);
-            var b1 = Vector512.Load(b + 16);
-            var x = Vector512.Create(*a0);
-            c00 = Vector512.FusedMultiplyAdd(x, b0, c00); c01 = Vector512.FusedMultiplyAdd(x, b1, c01);
-            if (R.Rows > 1)
-            {
-                x = Vector512.Create(At(a0, l1));
-                c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11);
-            }
-            if (R.Rows > 2)
-            {
-                x = Vector512.Create(At(a0, l2));
-                c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21);
-            }
-            if (R.Rows > 3)
-            {
-                x = Vector512.Create(*a3);
-                c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31);
-            }
-            if (R.Rows > 4)
-            {
-                x = Vector512.Create(At(a3, l1));
-                c40 = Vector512.FusedMultiplyAdd(x, b0, c40); c41 = Vector512.FusedMultiplyAdd(x, b1, c41);
-            }
-            if (R.Rows > 5)
-            {
-                x = Vector512.Create(At(a3, l2));
-                c50 = Vector512.FusedMultiplyAdd(x, b0, c50); c51 = Vector512.FusedMultiplyAdd(x, b1, c51);
-            }
-            if (R.Rows > 6)
-            {
-                x = Vector512.Create(*a6);
-                c60 = Vector512.FusedMultiplyAdd(x, b0, c60); c61 = Vector512.FusedMultiplyAdd(x, b1, c61);
-            }
-            if (R.Rows > 7)
-            {
-                x = Vector512.Create(At(a6, l1));
-                c70 = Vector512.FusedMultiplyAdd(x, b0, c70); c71 = Vector512.FusedMultiplyAdd(x, b1, c71);
-            }
-            if (R.Rows > 8)
-            {
-                x = Vector512.Create(At(a6, l2));
-                c80 = Vector512.FusedMultiplyAdd(x, b0, c80); c81 = Vector512.FusedMultiplyAdd(x, b1, c81);
-            }
-            if (R.Rows > 9)
-            {
-                x = Vector512.Create(*a9);
-                c90 = Vector512.FusedMultiplyAdd(x, b0, c90); c91 = Vector512.FusedMultiplyAdd(x, b1, c91);
-            }
-            if (R.Rows > 10)
-            {
-                x = Vector512.Create(At(a9, l1));
-                ca0 = Vector512.FusedMultiplyAdd(x, b0, ca0); ca1 = Vector512.FusedMultiplyAdd(x, b1, ca1);
-            }
-            if (R.Rows > 11)
-            {
-                x = Vector512.Create(At(a9, l2));
-                cb0 = Vector512.FusedMultiplyAdd(x, b0, cb0); cb1 = Vector512.FusedMultiplyAdd(x, b1, cb1);
-            }
+            var b0 = W.Load(b);
+            var b1 = W.Load(b + W.Count);
+            Fma2<TV, W>(ref c00, ref c01, *a0, b0, b1);
+            if (R.Rows > 1) Fma2<TV, W>(ref c10, ref c11, At(a0, l1), b0, b1);
+            if (R.Rows > 2) Fma2<TV, W>(ref c20, ref c21, At(a0, l2), b0, b1);
+            if (R.Rows > 3) Fma2<TV, W>(ref c30, ref c31, *a3, b0, b1);
+            if (R.Rows > 4) Fma2<TV, W>(ref c40, ref c41, At(a3, l1), b0, b1);
+            if (R.Rows > 5) Fma2<TV, W>(ref c50, ref c51, At(a3, l2), b0, b1);
+            if (R.Rows > 6) Fma2<TV, W>(ref c60, ref c61, *a6, b0, b1);
+            if (R.Rows > 7) Fma2<TV, W>(ref c70, ref c71, At(a6, l1), b0, b1);
+            if (R.Rows > 8) Fma2<TV, W>(ref c80, ref c81, At(a6, l2), b0, b1);
+            if (R.Rows > 9) Fma2<TV, W>(ref c90, ref c91, *a9, b0, b1);
+            if (R.Rows > 10) Fma2<TV, W>(ref ca0, ref ca1, At(a9, l1), b0, b1);
+            if (R.Rows > 11) Fma2<TV, W>(ref cb0, ref cb1, At(a9, l2), b0, b1);
         }
-        Store(c, c00, alpha, beta); Store(c + 16, c01, alpha, beta);
-        if (R.Rows > 1) { c += ldc; Store(c, c10, alpha, beta); Store(c + 16, c11, alpha, beta); }
-        if (R.Rows > 2) { c += ldc; Store(c, c20, alpha, beta); Store(c + 16, c21, alpha, beta); }
-        if (R.Rows > 3) { c += ldc; Store(c, c30, alpha, beta); Store(c + 16, c31, alpha, beta); }
-        if (R.Rows > 4) { c += ldc; Store(c, c40, alpha, beta); Store(c + 16, c41, alpha, beta); }
-        if (R.Rows > 5) { c += ldc; Store(c, c50, alpha, beta); Store(c + 16, c51, alpha, beta); }
-        if (R.Rows > 6) { c += ldc; Store(c, c60, alpha, beta); Store(c + 16, c61, alpha, beta); }
-        if (R.Rows > 7) { c += ldc; Store(c, c70, alpha, beta); Store(c + 16, c71, alpha, beta); }
-        if (R.Rows > 8) { c += ldc; Store(c, c80, alpha, beta); Store(c + 16, c81, alpha, beta); }
-        if (R.Rows > 9) { c += ldc; Store(c, c90, alpha, beta); Store(c + 16, c91, alpha, beta); }
-        if (R.Rows > 10) { c += ldc; Store(c, ca0, alpha, beta); Store(c + 16, ca1, alpha, beta); }
-        if (R.Rows > 11) { c += ldc; Store(c, cb0, alpha, beta); Store(c + 16, cb1, alpha, beta); }
+        Store2<TV, W>(c, c00, c01, alpha, beta);
+        if (R.Rows > 1) Store2<TV, W>(c += ldc, c10, c11, alpha, beta);
+        if (R.Rows > 2) Store2<TV, W>(c += ldc, c20, c21, alpha, beta);
+        if (R.Rows > 3) Store2<TV, W>(c += ldc, c30, c31, alpha, beta);
+        if (R.Rows > 4) Store2<TV, W>(c += ldc, c40, c41, alpha, beta);
+        if (R.Rows > 5) Store2<TV, W>(c += ldc, c50, c51, alpha, beta);
+        if (R.Rows > 6) Store2<TV, W>(c += ldc, c60, c61, alpha, beta);
+        if (R.Rows > 7) Store2<TV, W>(c += ldc, c70, c71, alpha, beta);
+        if (R.Rows > 8) Store2<TV, W>(c += ldc, c80, c81, alpha, beta);
+        if (R.Rows > 9) Store2<TV, W>(c += ldc, c90, c91, alpha, beta);
+        if (R.Rows > 10) Store2<TV, W>(c += ldc, ca0, ca1, alpha, beta);
+        if (R.Rows > 11) Store2<TV, W>(c += ldc, cb0, cb1, alpha, beta);
     }
 
     /// <summary>Scalar 4×4 tile, for CPUs without SIMD acceleration: its first <paramref name="rows"/> rows. a: the rows × kc,
