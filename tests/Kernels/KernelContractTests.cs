@@ -221,12 +221,16 @@ public unsafe class KernelContractTests
         }
     }
     /// <summary>The CPU's depthwise convolution at every vector width it has, against a double-precision loop: 21
-    /// channels (whole vectors and a scalar tail at each width), groups of four outputs and single ones, zero padding.</summary>
+    /// channels (whole vectors and a scalar tail at each width), groups of four outputs and single ones, zero padding;
+    /// on one thread and on two, with one image per task (N = 2) and with images cut into row blocks (N = 1, 3), whose
+    /// padded halo rows each task copies for itself.</summary>
     [Test]
-    public void DepthwiseConvAtEveryCpuWidth()
+    public void DepthwiseConvAtEveryCpuWidth([Values(1, 2, 3)] int N, [Values(1, 2)] int threads)
     {
         var dev = Device.Cpu;
-        const int N = 2, H = 6, W = 9, C = 21, k = 7, pad = 3;
+        const int H = 6, W = 9, C = 21, k = 7, pad = 3;
+        int savedThreads = Engine.Kernels.Cpu.CpuParallel.Threads;
+        Engine.Kernels.Cpu.CpuParallel.Threads = threads;
         using var x = Random(dev, 31, N * H * W * C);
         using var w = Random(dev, 32, C * k * k);
         using var bias = Random(dev, 33, C);
@@ -257,7 +261,11 @@ public unsafe class KernelContractTests
                             }
             }
         }
-        finally { Engine.Kernels.Cpu.Simd.Width = saved; }
+        finally
+        {
+            Engine.Kernels.Cpu.Simd.Width = saved;
+            Engine.Kernels.Cpu.CpuParallel.Threads = savedThreads;
+        }
     }
     /// <summary>Dense AdamStep at every CPU vector width, masked and not, AdamW and Adam with L2: bit for bit the
     /// update computed one element at a time in float (torch.optim's order of operations), over a vector body and a

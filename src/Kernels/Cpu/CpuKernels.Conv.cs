@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Numerics;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Engine.Kernels.Cpu;
 
@@ -11,26 +12,33 @@ public sealed unsafe partial class CpuKernels
     /// <inheritdoc/>
     public void DepthwiseConvForward(float* y, float* x, float* w, float* bias, int N, int H, int W, int C, int k, int pad)
     {
-        int Ho = H + 2 * pad - k + 1, Wo = W + 2 * pad - k + 1;
-        var body = new DepthwiseBody
-        {
-            Y = y, X = ZeroPadded(x, N, H, W, C, pad), Wt = TapMajor(w, C, k, flip: false), Bias = bias,
-            InH = H + 2 * pad, InW = W + 2 * pad, OutH = Ho, OutW = Wo, C = C, K = k,
-        };
-        CpuParallel.For(N * Ho, ref body);
+        var body = new DepthwiseBody { Y = y, X = x, Wt = TapMajor(w, C, k, flip: false), Bias = bias, C = C, K = k };
+        body.Run(N, H, W, pad);
     }
 
     /// <summary>Weights [C,k,k] transposed to [k·k, C] so that each tap is a contiguous channel vector; with
     /// <paramref name="flip"/> the taps are in reverse order (the kernel rotated by 180°). Rows are
-    /// <see cref="Stride"/>(C) apart.</summary>
+    /// <see cref="Stride"/>(C) apart. Blocks of 8 channels × 8 taps are transposed in registers (a flipped block is
+    /// written upwards, rows −stride apart); the last taps and channels go one by one.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static float* TapMajor(float* w, int C, int k, bool flip)
     {
         int taps = k * k;
-        long stride = Stride(C);
+        long stride = Stride(C), step = flip ? -stride : stride;
         float* wt = (float*)ThreadScratch.Get(3, taps * stride * sizeof(float));
-        for (int c = 0; c < C; c++)
-            for (int t = 0; t < taps; t++) wt[(flip ? taps - 1 - t : t) * stride + c] = w[(long)c * taps + t];
+        float* tap0 = flip ? wt + (taps - 1) * stride : wt; // where tap 0 goes
+        int c = 0;
+        if (Avx.IsSupported)
+            for (; c + 8 <= C; c += 8)
+            {
+                float* src = w + (long)c * taps;
+                int t = 0;
+                for (; t + 8 <= taps; t += 8) CpuGemm.Transpose8x8(src + t, taps, tap0 + t * step + c, step);
+                for (; t < taps; t++)
+                    for (int j = 0; j < 8; j++) tap0[t * step + c + j] = src[(long)j * taps + t];
+            }
+        for (; c < C; c++)
+            for (int t = 0; t < taps; t++) tap0[t * step + c] = w[(long)c * taps + t];
         return wt;
     }
 
@@ -39,81 +47,121 @@ public sealed unsafe partial class CpuKernels
     /// L1 set when C·4 bytes is a multiple of 4 KiB (C = 1024 thrashed the cache 8-fold).</summary>
     static int Stride(int C) => C + 16;
 
-    /// <summary>x [N,H,W,C] copied into [N, H+2·pad, W+2·pad, Stride(C)] with a zero border, so that every tap of
-    /// every output reads inside the image and the inner loops carry no bounds.</summary>
-    static float* ZeroPadded(float* x, int N, int H, int W, int C, int pad)
-    {
-        int Hp = H + 2 * pad, Wp = W + 2 * pad;
-        float* xp = (float*)ThreadScratch.Get(4, (long)N * Hp * Wp * Stride(C) * sizeof(float));
-        var body = new ZeroPadBody { Src = x, Dst = xp, H = H, W = W, C = C, Pad = pad };
-        CpuParallel.For(N * Hp, ref body);
-        return xp;
-    }
-
-    struct ZeroPadBody : IParallelBody
-    {
-        public float* Src, Dst;
-        public int H, W, C, Pad;
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void Run(int row)
-        {
-            int Hp = H + 2 * Pad, Wp = W + 2 * Pad, n = row / Hp, iy = row % Hp - Pad, P = Stride(C);
-            float* dst = Dst + (long)row * Wp * P;
-            if (iy < 0 || iy >= H) { new Span<float>(dst, Wp * P).Clear(); return; }
-            new Span<float>(dst, Pad * P).Clear();
-            float* src = Src + ((long)n * H + iy) * W * C;
-            for (int ix = 0; ix < W; ix++)
-            {
-                float* d = dst + (long)(Pad + ix) * P;
-                Buffer.MemoryCopy(src + (long)ix * C, d, C * 4L, C * 4L);
-                new Span<float>(d + C, P - C).Clear();
-            }
-            new Span<float>(dst + (long)(Pad + W) * P, Pad * P).Clear();
-        }
-    }
-
     /// <summary>
-    /// One output row (n, oy) of a valid depthwise correlation over a zero-padded input, channels-last:
-    /// y[n,oy,ox,:] (+)= bias + Σ_{ky,kx} wt[ky·K+kx,:] ⊙ x[n, oy+ky, ox+kx, :], x and wt with rows Stride(C) apart.
-    /// Per vector of channels, four neighbouring outputs share each weight load and accumulate over all taps in
-    /// registers. The forward and the input gradient (the flipped kernel over the padded dy) both run it.
+    /// A depthwise correlation over x zero-padded by Pad, channels-last, one image and one slice of its channels per
+    /// task: y[n,oy,ox,c] (+)= bias[c] + Σ_{ky,kx} wt[ky·K+kx, c] · x[n, oy+ky−Pad, ox+kx−Pad, c], wt with rows
+    /// Stride(C) apart. A task first copies its slice of the image into its own scratch with Pad zero columns either
+    /// side (pixels Stride(slice) apart), so the inner loops carry no column bounds (taps above and below the image are
+    /// left out by row) and every pixel it reads is in its own core's cache: a shared padded copy written by
+    /// interleaved tasks made two threads slower than one (each core read the rows the other had just written), and
+    /// row blocks with their own padded halo copied small images almost twice. Per vector of channels, four
+    /// neighbouring outputs share each weight load and accumulate over all taps in registers. The forward and the input
+    /// gradient (the flipped kernel over dy) both run it.
     /// </summary>
     struct DepthwiseBody : IParallelBody
     {
         public float* Y, X, Wt, Bias;
-        public int InH, InW, OutH, OutW, C, K;
+        public int InH, InW, Pad, OutH, OutW, C, K, Slices, SliceWidth;
         public bool Accumulate;
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void Run(int row)
+
+        /// <summary>Runs the correlation over x [n, h, w, C] zero-padded by <paramref name="pad"/>: whole images when
+        /// they share the threads evenly, else each image cut into one channel slice per thread (whole 16-channel
+        /// vectors; the last slice takes any tail).</summary>
+        public void Run(int n, int h, int w, int pad)
         {
-            int n = row / OutH, oy = row % OutH;
-            long pixel = Stride(C), line = InW * pixel, outPixel = C;
-            float* yRow = Y + ((long)n * OutH + oy) * OutW * C;
-            float* xRow = X + ((long)n * InH + oy) * line; // x at (oy, 0): the first tap row of this output row
-            int c = Simd.Width switch
-            {
-                SimdWidth.W512 => Vectors<Vector512<float>, W512>(yRow, xRow),
-                SimdWidth.W256 => Vectors<Vector256<float>, W256>(yRow, xRow),
-                _ => Vectors<Vector128<float>, W128>(yRow, xRow),
-            };
-            for (; c < C; c++)
-                for (int ox = 0; ox < OutW; ox++)
-                {
-                    float* y = yRow + ox * outPixel + c;
-                    float acc = Bias != null ? Bias[c] : 0f;
-                    for (int ky = 0; ky < K; ky++)
-                        for (int kx = 0; kx < K; kx++)
-                            acc += Wt[(ky * K + kx) * pixel + c] * xRow[ky * line + (ox + kx) * pixel + c];
-                    *y = Accumulate ? *y + acc : acc;
-                }
+            InH = h;
+            InW = w;
+            Pad = pad;
+            OutH = h + 2 * pad - K + 1;
+            OutW = w + 2 * pad - K + 1;
+            int threads = CpuParallel.ThreadsHere, slices = n % threads == 0 ? 1 : threads;
+            SliceWidth = (C + slices - 1) / slices;
+            SliceWidth = (SliceWidth + 15) / 16 * 16;
+            Slices = (C + SliceWidth - 1) / SliceWidth;
+            CpuParallel.For(n * Slices, ref this);
         }
-        /// <summary>The whole channel vectors of one output row at width W; returns the first channel of the scalar tail.</summary>
+
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        readonly int Vectors<TV, W>(float* yRow, float* xRow) where TV : struct where W : ISimd<TV>
+        public void Run(int task)
         {
-            long pixel = Stride(C), line = InW * pixel, outPixel = C;
+            int n = task / Slices, c0 = task % Slices * SliceWidth, width = Math.Min(SliceWidth, C - c0);
+            long pixel = Stride(width), line = (InW + 2L * Pad) * pixel;
+            float* xp = PaddedSlice(n, c0, width, pixel);
+            var s = new Slice
+            {
+                Wt = Wt + c0, Bias = Bias == null ? null : Bias + c0, Width = width, Pixel = pixel, Line = line,
+                WtRow = Stride(C), K = K, OutW = OutW, OutPixel = C, Accumulate = Accumulate,
+            };
+            for (int oy = 0; oy < OutH; oy++)
+            {
+                int ky0 = Math.Max(0, Pad - oy), ky1 = Math.Min(K, InH + Pad - oy); // the taps inside the image
+                float* yRow = Y + ((long)n * OutH + oy) * OutW * C + c0;
+                float* xRow = xp + (oy + ky0 - Pad) * line; // the image row under tap row ky0
+                int c = Simd.Width switch
+                {
+                    SimdWidth.W512 => s.Vectors<Vector512<float>, W512>(yRow, xRow, ky0, ky1),
+                    SimdWidth.W256 => s.Vectors<Vector256<float>, W256>(yRow, xRow, ky0, ky1),
+                    _ => s.Vectors<Vector128<float>, W128>(yRow, xRow, ky0, ky1),
+                };
+                for (; c < width; c++)
+                    for (int ox = 0; ox < OutW; ox++)
+                    {
+                        float acc = s.Bias != null ? s.Bias[c] : 0f;
+                        for (int ky = ky0; ky < ky1; ky++)
+                            for (int kx = 0; kx < K; kx++)
+                                acc += s.Wt[(ky * K + kx) * s.WtRow + c] * xRow[(ky - ky0) * line + (ox + kx) * pixel + c];
+                        float* y = yRow + ox * C + c;
+                        *y = Accumulate ? *y + acc : acc;
+                    }
+            }
+        }
+
+        /// <summary>Channels [c0, c0+width) of image n with Pad zero pixels either side of each row, pixels
+        /// <paramref name="pixel"/> floats apart, in this thread's scratch.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        readonly float* PaddedSlice(int n, int c0, int width, long pixel)
+        {
+            long line = (InW + 2L * Pad) * pixel;
+            float* dst = (float*)ThreadScratch.Get(4, InH * line * sizeof(float));
+            for (int iy = 0; iy < InH; iy++)
+            {
+                float* d = dst + iy * line, src = X + ((long)n * InH + iy) * InW * C + c0;
+                new Span<float>(d, (int)(Pad * pixel)).Clear();
+                for (int ix = 0; ix < InW; ix++)
+                {
+                    float* dp = d + (Pad + ix) * pixel;
+                    Buffer.MemoryCopy(src + (long)ix * C, dp, width * 4L, width * 4L);
+                    new Span<float>(dp + width, (int)(pixel - width)).Clear();
+                }
+                new Span<float>(d + (Pad + InW) * pixel, (int)(Pad * pixel)).Clear();
+            }
+            return dst;
+        }
+    }
+
+    /// <summary>One task's channel slice: its weights (rows WtRow apart) and bias from the slice's first channel, its
+    /// padded input (pixels Pixel apart, rows Line apart), OutW outputs per row OutPixel apart.</summary>
+    readonly struct Slice
+    {
+        public float* Wt { get; init; }
+        public float* Bias { get; init; }
+        public int Width { get; init; }
+        public long Pixel { get; init; }
+        public long Line { get; init; }
+        public long WtRow { get; init; }
+        public int K { get; init; }
+        public int OutW { get; init; }
+        public long OutPixel { get; init; }
+        public bool Accumulate { get; init; }
+
+        /// <summary>The whole channel vectors of one output row at width W over tap rows [ky0, ky1) (xRow: the input
+        /// row under ky0); returns the first channel of the scalar tail.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public int Vectors<TV, W>(float* yRow, float* xRow, int ky0, int ky1) where TV : struct where W : ISimd<TV>
+        {
+            long pixel = Pixel, line = Line, outPixel = OutPixel, wtRow = WtRow;
             int c = 0;
-            for (; c + W.Count <= C; c += W.Count)
+            for (; c + W.Count <= Width; c += W.Count)
             {
                 var init = Bias != null ? W.Load(Bias + c) : W.Splat(0f);
                 int ox = 0;
@@ -121,10 +169,10 @@ public sealed unsafe partial class CpuKernels
                 {
                     float* y = yRow + ox * outPixel + c;
                     var a0 = init; var a1 = init; var a2 = init; var a3 = init;
-                    for (int ky = 0; ky < K; ky++)
+                    for (int ky = ky0; ky < ky1; ky++)
                     {
-                        float* xp = xRow + ky * line + ox * pixel + c, wp = Wt + ky * K * pixel + c;
-                        for (int kx = 0; kx < K; kx++, xp += pixel, wp += pixel)
+                        float* xp = xRow + (ky - ky0) * line + ox * pixel + c, wp = Wt + ky * K * wtRow + c;
+                        for (int kx = 0; kx < K; kx++, xp += pixel, wp += wtRow)
                         {
                             var w = W.Load(wp);
                             a0 = W.Fma(w, W.Load(xp), a0);
@@ -146,10 +194,10 @@ public sealed unsafe partial class CpuKernels
                 {
                     float* y = yRow + ox * outPixel + c;
                     var acc = init;
-                    for (int ky = 0; ky < K; ky++)
+                    for (int ky = ky0; ky < ky1; ky++)
                     {
-                        float* xp = xRow + ky * line + ox * pixel + c, wp = Wt + ky * K * pixel + c;
-                        for (int kx = 0; kx < K; kx++, xp += pixel, wp += pixel) acc = W.Fma(W.Load(wp), W.Load(xp), acc);
+                        float* xp = xRow + (ky - ky0) * line + ox * pixel + c, wp = Wt + ky * K * wtRow + c;
+                        for (int kx = 0; kx < K; kx++, xp += pixel, wp += wtRow) acc = W.Fma(W.Load(wp), W.Load(xp), acc);
                     }
                     W.Store(y, Accumulate ? W.Add(acc, W.Load(y)) : acc);
                 }
@@ -167,13 +215,8 @@ public sealed unsafe partial class CpuKernels
         {
             // dx[n,iy,ix,:] = Σ_taps w[:,ky,kx] ⊙ dy[n, iy−ky+pad, ix−kx+pad, :]: the forward's correlation over dy
             // with the flipped kernel and padding k−1−pad, which maps the Ho×Wo grid back onto H×W.
-            int flippedPad = k - 1 - pad;
-            var body = new DepthwiseBody
-            {
-                Y = dx, X = ZeroPadded(dy, N, Ho, Wo, C, flippedPad), Wt = TapMajor(w, C, k, flip: true),
-                InH = Ho + 2 * flippedPad, InW = Wo + 2 * flippedPad, OutH = H, OutW = W, C = C, K = k, Accumulate = accumulate,
-            };
-            CpuParallel.For(N * H, ref body);
+            var body = new DepthwiseBody { Y = dx, X = dy, Wt = TapMajor(w, C, k, flip: true), C = C, K = k, Accumulate = accumulate };
+            body.Run(N, Ho, Wo, k - 1 - pad);
         }
         if (dw == null && dbias == null) return;
         int rows = N * Ho, grain = ReductionGrain(rows), chunks = CpuRange.Chunks(rows, grain);
