@@ -71,7 +71,12 @@ public unsafe class KernelContractTests
         AssertWritesOrAccumulates(dev, "SplitHeadsBackward", rows * 3 * C, (o, acc) => k.SplitHeadsBackward(o, x, dy, w, B, T, NH, HD, acc));
         AssertWritesOrAccumulates(dev, "MergeHeadsBackward", rows * C, (o, acc) => k.MergeHeadsBackward(o, dy, B, T, NH, HD, acc));
         AssertWritesOrAccumulates(dev, "CrossEntropyBackward", rows * 5, (o, acc) => k.CrossEntropyBackward(o, w, x, targets.IntData, rows, 5, 0.1f, acc));
-        AssertWritesOrAccumulates(dev, "DepthwiseConvBackward", B * 4 * 5 * 3, (o, acc) => k.DepthwiseConvBackward(o, null, null, dy, x, w, B, 4, 5, 3, 3, 1, acc));
+        // 35 channels: pairs of vectors and a tail at every CPU width; rows of 5 outputs: the last group of four moved
+        // back over the first, whose shared outputs must be added once.
+        using (var convDy = Random(dev, 4, B * 4 * 5 * 35))
+        using (var convW = Random(dev, 5, 35 * 9))
+            AssertWritesOrAccumulates(dev, "DepthwiseConvBackward", B * 4 * 5 * 35,
+                (o, acc) => k.DepthwiseConvBackward(o, null, null, convDy.Data, null, convW.Data, B, 4, 5, 35, 3, 1, acc));
         foreach (bool channelsLast in new[] { false, true })
             AssertWritesOrAccumulates(dev, "PatchifyBackward", B * 3 * 4 * 6, (o, acc) => k.PatchifyBackward(o, dy, B, 3, 4, 6, 2, channelsLast, acc));
         AssertWritesOrAccumulates(dev, "PrependTokenBackward", rows * C, (o, acc) => k.PrependTokenBackward(o, null, dy, B, T, C, acc));
@@ -220,15 +225,15 @@ public unsafe class KernelContractTests
             }
         }
     }
-    /// <summary>The CPU's depthwise convolution at every vector width it has, against a double-precision loop: 21
-    /// channels (whole vectors and a scalar tail at each width), groups of four outputs and single ones, zero padding;
-    /// on one thread and on two, with one image per task (N = 2) and with images cut into row blocks (N = 1, 3), whose
-    /// padded halo rows each task copies for itself.</summary>
+    /// <summary>The CPU's depthwise convolution at every vector width it has, against a double-precision loop: 61
+    /// channels (pairs of vectors, a single vector and a scalar tail at each width), rows of 9 outputs (two groups of
+    /// four, the last moved back over the one before) and of 3 (one output at a time), zero padding; on one thread and
+    /// on two, with one image per task (N = 2) and with images cut into channel slices (N = 1, 3).</summary>
     [Test]
-    public void DepthwiseConvAtEveryCpuWidth([Values(1, 2, 3)] int N, [Values(1, 2)] int threads)
+    public void DepthwiseConvAtEveryCpuWidth([Values(1, 2, 3)] int N, [Values(1, 2)] int threads, [Values(9, 3)] int W)
     {
         var dev = Device.Cpu;
-        const int H = 6, W = 9, C = 21, k = 7, pad = 3;
+        const int H = 6, C = 61, k = 7, pad = 3;
         int savedThreads = Engine.Kernels.Cpu.CpuParallel.Threads;
         Engine.Kernels.Cpu.CpuParallel.Threads = threads;
         using var x = Random(dev, 31, N * H * W * C);

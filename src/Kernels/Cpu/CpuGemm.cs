@@ -491,23 +491,6 @@ public static unsafe class CpuGemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static float At(float* p, nint bytes) => *(float*)((byte*)p + bytes);
 
-    /// <summary>The number of rows a micro-kernel instantiation computes: a compile-time constant for the JIT, so each
-    /// row count gets its own code with the other rows' loads, FMAs and stores gone (a partial strip of 1–5 rows then
-    /// costs its rows, not a whole strip's: M = 49 in 12-row strips is four strips and one row).</summary>
-    interface IRowCount { static abstract int Rows { get; } }
-    readonly struct R1 : IRowCount { public static int Rows => 1; }
-    readonly struct R2 : IRowCount { public static int Rows => 2; }
-    readonly struct R3 : IRowCount { public static int Rows => 3; }
-    readonly struct R4 : IRowCount { public static int Rows => 4; }
-    readonly struct R5 : IRowCount { public static int Rows => 5; }
-    readonly struct R6 : IRowCount { public static int Rows => 6; }
-    readonly struct R7 : IRowCount { public static int Rows => 7; }
-    readonly struct R8 : IRowCount { public static int Rows => 8; }
-    readonly struct R9 : IRowCount { public static int Rows => 9; }
-    readonly struct R10 : IRowCount { public static int Rows => 10; }
-    readonly struct R11 : IRowCount { public static int Rows => 11; }
-    readonly struct R12 : IRowCount { public static int Rows => 12; }
-
     /// <summary>The micro-kernel of <paramref name="isa"/> on the first <paramref name="rows"/> (1..MR) rows of a strip.</summary>
     static void MicroKernel(GemmIsa isa, int rows, int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
     {
@@ -522,30 +505,30 @@ public static unsafe class CpuGemm
     {
         switch (rows)
         {
-            case 12: KernelTile<TV, W, R12>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 11: KernelTile<TV, W, R11>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 10: KernelTile<TV, W, R10>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 9: KernelTile<TV, W, R9>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 8: KernelTile<TV, W, R8>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 7: KernelTile<TV, W, R7>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 6: KernelTile<TV, W, R6>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 5: KernelTile<TV, W, R5>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 4: KernelTile<TV, W, R4>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 3: KernelTile<TV, W, R3>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 2: KernelTile<TV, W, R2>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            default: KernelTile<TV, W, R1>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 12: KernelTile<TV, W, N12>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 11: KernelTile<TV, W, N11>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 10: KernelTile<TV, W, N10>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 9: KernelTile<TV, W, N9>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 8: KernelTile<TV, W, N8>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 7: KernelTile<TV, W, N7>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 6: KernelTile<TV, W, N6>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 5: KernelTile<TV, W, N5>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 4: KernelTile<TV, W, N4>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 3: KernelTile<TV, W, N3>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 2: KernelTile<TV, W, N2>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            default: KernelTile<TV, W, N1>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
         }
     }
 
     /// <summary>The register-tile micro-kernel, up to 12 rows × 2 vectors of columns: 12×32 in 24 zmm accumulators (of
-    /// 32) with 512-bit vectors, 6×16 in 12 ymm (of 16) with 256-bit ones (rows R.Rows; the unused accumulators vanish).
+    /// 32) with 512-bit vectors, 6×16 in 12 ymm (of 16) with 256-bit ones (rows R.N, a compile-time constant: each row count gets its own code with the other rows' loads, FMAs and stores gone, so a partial strip of 1–11 rows costs its rows, not a whole strip's).
     /// Per k: two B vectors and a broadcast of A per row. a: the rows × kc, element (r, k) at a[r·lda + k·ks] (a
     /// row-major strip: ks = 1; a k-major one: lda = 1, ks = MR); b: panel [kc][2·W.Count]; c: the tile's rows, all
     /// columns (a tile with fewer columns goes through a scratch tile: no stack buffer or call here, which made the JIT
     /// spill the accumulators when it compiled without profile data).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void KernelTile<TV, W, R>(int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
-        where TV : struct where W : ISimd<TV> where R : struct, IRowCount
+        where TV : struct where W : ISimd<TV> where R : struct, ICount
     {
         TV c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default,
@@ -558,30 +541,30 @@ public static unsafe class CpuGemm
             var b0 = W.Load(b);
             var b1 = W.Load(b + W.Count);
             Fma2<TV, W>(ref c00, ref c01, *a0, b0, b1);
-            if (R.Rows > 1) Fma2<TV, W>(ref c10, ref c11, At(a0, l1), b0, b1);
-            if (R.Rows > 2) Fma2<TV, W>(ref c20, ref c21, At(a0, l2), b0, b1);
-            if (R.Rows > 3) Fma2<TV, W>(ref c30, ref c31, *a3, b0, b1);
-            if (R.Rows > 4) Fma2<TV, W>(ref c40, ref c41, At(a3, l1), b0, b1);
-            if (R.Rows > 5) Fma2<TV, W>(ref c50, ref c51, At(a3, l2), b0, b1);
-            if (R.Rows > 6) Fma2<TV, W>(ref c60, ref c61, *a6, b0, b1);
-            if (R.Rows > 7) Fma2<TV, W>(ref c70, ref c71, At(a6, l1), b0, b1);
-            if (R.Rows > 8) Fma2<TV, W>(ref c80, ref c81, At(a6, l2), b0, b1);
-            if (R.Rows > 9) Fma2<TV, W>(ref c90, ref c91, *a9, b0, b1);
-            if (R.Rows > 10) Fma2<TV, W>(ref ca0, ref ca1, At(a9, l1), b0, b1);
-            if (R.Rows > 11) Fma2<TV, W>(ref cb0, ref cb1, At(a9, l2), b0, b1);
+            if (R.N > 1) Fma2<TV, W>(ref c10, ref c11, At(a0, l1), b0, b1);
+            if (R.N > 2) Fma2<TV, W>(ref c20, ref c21, At(a0, l2), b0, b1);
+            if (R.N > 3) Fma2<TV, W>(ref c30, ref c31, *a3, b0, b1);
+            if (R.N > 4) Fma2<TV, W>(ref c40, ref c41, At(a3, l1), b0, b1);
+            if (R.N > 5) Fma2<TV, W>(ref c50, ref c51, At(a3, l2), b0, b1);
+            if (R.N > 6) Fma2<TV, W>(ref c60, ref c61, *a6, b0, b1);
+            if (R.N > 7) Fma2<TV, W>(ref c70, ref c71, At(a6, l1), b0, b1);
+            if (R.N > 8) Fma2<TV, W>(ref c80, ref c81, At(a6, l2), b0, b1);
+            if (R.N > 9) Fma2<TV, W>(ref c90, ref c91, *a9, b0, b1);
+            if (R.N > 10) Fma2<TV, W>(ref ca0, ref ca1, At(a9, l1), b0, b1);
+            if (R.N > 11) Fma2<TV, W>(ref cb0, ref cb1, At(a9, l2), b0, b1);
         }
         Store2<TV, W>(c, c00, c01, alpha, beta);
-        if (R.Rows > 1) Store2<TV, W>(c += ldc, c10, c11, alpha, beta);
-        if (R.Rows > 2) Store2<TV, W>(c += ldc, c20, c21, alpha, beta);
-        if (R.Rows > 3) Store2<TV, W>(c += ldc, c30, c31, alpha, beta);
-        if (R.Rows > 4) Store2<TV, W>(c += ldc, c40, c41, alpha, beta);
-        if (R.Rows > 5) Store2<TV, W>(c += ldc, c50, c51, alpha, beta);
-        if (R.Rows > 6) Store2<TV, W>(c += ldc, c60, c61, alpha, beta);
-        if (R.Rows > 7) Store2<TV, W>(c += ldc, c70, c71, alpha, beta);
-        if (R.Rows > 8) Store2<TV, W>(c += ldc, c80, c81, alpha, beta);
-        if (R.Rows > 9) Store2<TV, W>(c += ldc, c90, c91, alpha, beta);
-        if (R.Rows > 10) Store2<TV, W>(c += ldc, ca0, ca1, alpha, beta);
-        if (R.Rows > 11) Store2<TV, W>(c += ldc, cb0, cb1, alpha, beta);
+        if (R.N > 1) Store2<TV, W>(c += ldc, c10, c11, alpha, beta);
+        if (R.N > 2) Store2<TV, W>(c += ldc, c20, c21, alpha, beta);
+        if (R.N > 3) Store2<TV, W>(c += ldc, c30, c31, alpha, beta);
+        if (R.N > 4) Store2<TV, W>(c += ldc, c40, c41, alpha, beta);
+        if (R.N > 5) Store2<TV, W>(c += ldc, c50, c51, alpha, beta);
+        if (R.N > 6) Store2<TV, W>(c += ldc, c60, c61, alpha, beta);
+        if (R.N > 7) Store2<TV, W>(c += ldc, c70, c71, alpha, beta);
+        if (R.N > 8) Store2<TV, W>(c += ldc, c80, c81, alpha, beta);
+        if (R.N > 9) Store2<TV, W>(c += ldc, c90, c91, alpha, beta);
+        if (R.N > 10) Store2<TV, W>(c += ldc, ca0, ca1, alpha, beta);
+        if (R.N > 11) Store2<TV, W>(c += ldc, cb0, cb1, alpha, beta);
     }
 
     /// <summary>Scalar 4×4 tile, for CPUs without SIMD acceleration: its first <paramref name="rows"/> rows. a: the rows × kc,

@@ -155,54 +155,85 @@ public sealed unsafe partial class CpuKernels
         public bool Accumulate { get; init; }
 
         /// <summary>The whole channel vectors of one output row at width W over tap rows [ky0, ky1) (xRow: the input
-        /// row under ky0); returns the first channel of the scalar tail.</summary>
+        /// row under ky0), two vectors at a time while they last; returns the first channel of the scalar tail.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public int Vectors<TV, W>(float* yRow, float* xRow, int ky0, int ky1) where TV : struct where W : ISimd<TV>
         {
-            long pixel = Pixel, line = Line, outPixel = OutPixel, wtRow = WtRow;
             int c = 0;
-            for (; c + W.Count <= Width; c += W.Count)
+            for (; c + 2 * W.Count <= Width; c += 2 * W.Count) Row<TV, W, N2>(yRow + c, xRow + c, c, ky0, ky1);
+            for (; c + W.Count <= Width; c += W.Count) Row<TV, W, N1>(yRow + c, xRow + c, c, ky0, ky1);
+            return c;
+        }
+
+        /// <summary>V.N channel vectors from channel c of one output row: groups of four outputs, the last group moved
+        /// back to end at the row's end (the outputs it shares with the group before are computed again but not stored
+        /// again, which would add them twice into an accumulated dx); rows narrower than four one output at a time.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        void Row<TV, W, V>(float* yRow, float* xRow, int c, int ky0, int ky1) where TV : struct where W : ISimd<TV> where V : struct, ICount
+        {
+            TV init0 = Bias != null ? W.Load(Bias + c) : W.Splat(0f), init1 = V.N > 1 && Bias != null ? W.Load(Bias + c + W.Count) : W.Splat(0f);
+            if (OutW < 4)
             {
-                var init = Bias != null ? W.Load(Bias + c) : W.Splat(0f);
-                int ox = 0;
-                for (; ox + 4 <= OutW; ox += 4)
+                for (int ox = 0; ox < OutW; ox++) Tile<TV, W, V, N1>(yRow + ox * OutPixel, xRow + ox * Pixel, c, ky0, ky1, init0, init1, 0);
+                return;
+            }
+            for (int next = 0; next < OutW; next += 4)
+            {
+                int ox = Math.Min(next, OutW - 4);
+                Tile<TV, W, V, N4>(yRow + ox * OutPixel, xRow + ox * Pixel, c, ky0, ky1, init0, init1, next - ox);
+            }
+        }
+
+        /// <summary>O.N neighbouring outputs × V.N channel vectors in registers (up to 8 independent accumulators, enough
+        /// to keep both FMA pipes busy), over all taps: each weight vector load serves the O.N outputs. Outputs before
+        /// <paramref name="first"/> are not stored.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        void Tile<TV, W, V, O>(float* y, float* x, int c, int ky0, int ky1, TV init0, TV init1, int first)
+            where TV : struct where W : ISimd<TV> where V : struct, ICount where O : struct, ICount
+        {
+            long pixel = Pixel, wtRow = WtRow;
+            TV a0 = init0, a1 = init0, a2 = init0, a3 = init0, b0 = init1, b1 = init1, b2 = init1, b3 = init1;
+            for (int ky = ky0; ky < ky1; ky++)
+            {
+                float* xp = x + (ky - ky0) * Line, wp = Wt + ky * K * wtRow + c;
+                for (int kx = 0; kx < K; kx++, xp += pixel, wp += wtRow)
                 {
-                    float* y = yRow + ox * outPixel + c;
-                    var a0 = init; var a1 = init; var a2 = init; var a3 = init;
-                    for (int ky = ky0; ky < ky1; ky++)
+                    var w = W.Load(wp);
+                    a0 = W.Fma(w, W.Load(xp), a0);
+                    if (O.N > 1)
                     {
-                        float* xp = xRow + (ky - ky0) * line + ox * pixel + c, wp = Wt + ky * K * wtRow + c;
-                        for (int kx = 0; kx < K; kx++, xp += pixel, wp += wtRow)
+                        a1 = W.Fma(w, W.Load(xp + pixel), a1);
+                        a2 = W.Fma(w, W.Load(xp + 2 * pixel), a2);
+                        a3 = W.Fma(w, W.Load(xp + 3 * pixel), a3);
+                    }
+                    if (V.N > 1)
+                    {
+                        var v = W.Load(wp + W.Count);
+                        b0 = W.Fma(v, W.Load(xp + W.Count), b0);
+                        if (O.N > 1)
                         {
-                            var w = W.Load(wp);
-                            a0 = W.Fma(w, W.Load(xp), a0);
-                            a1 = W.Fma(w, W.Load(xp + pixel), a1);
-                            a2 = W.Fma(w, W.Load(xp + 2 * pixel), a2);
-                            a3 = W.Fma(w, W.Load(xp + 3 * pixel), a3);
+                            b1 = W.Fma(v, W.Load(xp + pixel + W.Count), b1);
+                            b2 = W.Fma(v, W.Load(xp + 2 * pixel + W.Count), b2);
+                            b3 = W.Fma(v, W.Load(xp + 3 * pixel + W.Count), b3);
                         }
                     }
-                    if (Accumulate)
-                    {
-                        a0 = W.Add(a0, W.Load(y));
-                        a1 = W.Add(a1, W.Load(y + outPixel));
-                        a2 = W.Add(a2, W.Load(y + 2 * outPixel));
-                        a3 = W.Add(a3, W.Load(y + 3 * outPixel));
-                    }
-                    W.Store(y, a0); W.Store(y + outPixel, a1); W.Store(y + 2 * outPixel, a2); W.Store(y + 3 * outPixel, a3);
-                }
-                for (; ox < OutW; ox++)
-                {
-                    float* y = yRow + ox * outPixel + c;
-                    var acc = init;
-                    for (int ky = ky0; ky < ky1; ky++)
-                    {
-                        float* xp = xRow + (ky - ky0) * line + ox * pixel + c, wp = Wt + ky * K * wtRow + c;
-                        for (int kx = 0; kx < K; kx++, xp += pixel, wp += wtRow) acc = W.Fma(W.Load(wp), W.Load(xp), acc);
-                    }
-                    W.Store(y, Accumulate ? W.Add(acc, W.Load(y)) : acc);
                 }
             }
-            return c;
+            if (first == 0) Store<TV, W, V>(y, a0, b0);
+            if (O.N > 1)
+            {
+                if (first <= 1) Store<TV, W, V>(y + OutPixel, a1, b1);
+                if (first <= 2) Store<TV, W, V>(y + 2 * OutPixel, a2, b2);
+                Store<TV, W, V>(y + 3 * OutPixel, a3, b3);
+            }
+        }
+
+        /// <summary>One output's V.N channel vectors, written or added.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        void Store<TV, W, V>(float* y, TV a, TV b) where TV : struct where W : ISimd<TV> where V : struct, ICount
+        {
+            W.Store(y, Accumulate ? W.Add(a, W.Load(y)) : a);
+            if (V.N > 1) W.Store(y + W.Count, Accumulate ? W.Add(b, W.Load(y + W.Count)) : b);
         }
     }
 

@@ -236,3 +236,19 @@ public static class Simd
         return Math.Clamp(0.5f + z * p / q, 0f, 1f);
     }
 }
+
+/// <summary>A count the JIT knows when it compiles a generic instantiation (the rows of a GEMM register tile, the channel
+/// vectors of a depthwise tile): each count gets its own code, with the unused registers, loads and stores gone.</summary>
+internal interface ICount { static abstract int N { get; } }
+internal readonly struct N1 : ICount { public static int N => 1; }
+internal readonly struct N2 : ICount { public static int N => 2; }
+internal readonly struct N3 : ICount { public static int N => 3; }
+internal readonly struct N4 : ICount { public static int N => 4; }
+internal readonly struct N5 : ICount { public static int N => 5; }
+internal readonly struct N6 : ICount { public static int N => 6; }
+internal readonly struct N7 : ICount { public static int N => 7; }
+internal readonly struct N8 : ICount { public static int N => 8; }
+internal readonly struct N9 : ICount { public static int N => 9; }
+internal readonly struct N10 : ICount { public static int N => 10; }
+internal readonly struct N11 : ICount { public static int N => 11; }
+internal readonly struct N12 : ICount { public static int N => 12; }
