@@ -454,11 +454,17 @@ public static unsafe class CpuGemm
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void StorePartial(float* tile, int NR, float* c, int ldc, float alpha, float beta, int mr, int nr)
     {
+        int V = System.Numerics.Vector<float>.Count;
+        var a = new System.Numerics.Vector<float>(alpha);
+        var b = new System.Numerics.Vector<float>(beta);
         for (int r = 0; r < mr; r++)
         {
-            float* row = c + (long)r * ldc;
-            for (int j = 0; j < nr; j++)
-                row[j] = beta == 0f ? alpha * tile[r * NR + j] : MathF.FusedMultiplyAdd(row[j], beta, alpha * tile[r * NR + j]);
+            float* row = c + (long)r * ldc, t = tile + r * NR;
+            int j = 0;
+            for (; j + V <= nr; j += V)
+                Vec.Store(row + j, beta == 0f ? a * Vec.Load(t + j) : System.Numerics.Vector.FusedMultiplyAdd(Vec.Load(row + j), b, a * Vec.Load(t + j)));
+            for (; j < nr; j++)
+                row[j] = beta == 0f ? alpha * t[j] : MathF.FusedMultiplyAdd(row[j], beta, alpha * t[j]);
         }
     }
 

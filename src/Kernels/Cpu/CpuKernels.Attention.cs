@@ -76,8 +76,10 @@ public sealed unsafe partial class CpuKernels
         CpuParallel.For(B * NH, ref body);
     }
 
-    /// <summary>One (image, head): S = scale·q·kᵀ [T,T] in scratch, row softmax with bias and mask (lse kept), y = P·v;
-    /// the products' operands rounded to the GEMM precision, as the unfused path's GEMMs round them.</summary>
+    /// <summary>One (image, head): S = scale·q·kᵀ [T,T] in scratch; per row, with bias and mask, E = exp(S − max) and
+    /// its sum l (lse = max + log l kept); y = E·v, then each row of y divided by its l (the division on [T,HD] instead
+    /// of [T,T], as the CUDA kernel does it); the products' operands rounded to the GEMM precision, as the unfused
+    /// path's GEMMs round them.</summary>
     struct FusedAttentionForwardBody : IParallelBody
     {
         public float* Y, Lse, Qkv, Bias, Mask;
@@ -90,20 +92,22 @@ public sealed unsafe partial class CpuKernels
         {
             int b = task / NH, h = task % NH, C = NH * HD;
             float* q = Qkv + (long)b * T * 3 * C + h * HD, k = q + C, v = q + 2 * C;
-            float* s = (float*)ThreadScratch.Get(3, (long)T * T * sizeof(float));
+            float* s = (float*)ThreadScratch.Get(3, ((long)T * T + T) * sizeof(float)), sums = s + (long)T * T;
             CpuGemm.Gemm(false, true, T, T, HD, Scale, q, 3 * C, k, 3 * C, 0f, s, T, precision: Precision);
-            var rows = new AttentionRows { P = s, Lse = Lse + (long)task * T, Cols = T, Softmax = true };
+            var rows = new AttentionRows { P = s, Lse = Lse + (long)task * T, Sums = sums, Cols = T, Softmax = true };
             rows.At(Bias, Mask, h, b % NW);
             Simd.Run(ref rows, 0, T);
-            CpuGemm.Gemm(false, false, T, HD, T, 1f, s, T, v, 3 * C, 0f, Y + (long)b * T * C + h * HD, C, precision: Precision);
+            float* y = Y + (long)b * T * C + h * HD;
+            CpuGemm.Gemm(false, false, T, HD, T, 1f, s, T, v, 3 * C, 0f, y, C, precision: Precision);
+            for (int i = 0; i < T; i++) ScaleRow(y + (long)i * C, 1f / sums[i], HD);
         }
     }
 
-    /// <summary>The rows of one (image, head)'s [T,T] scores in place: Softmax: p = softmax(s + bias + mask), lse kept;
-    /// else p = exp(s + bias + mask − lse), the forward's probabilities again.</summary>
+    /// <summary>The rows of one (image, head)'s [T,T] scores in place: Softmax: p = exp(s + bias + mask − max), its sum
+    /// in Sums and lse = max + log(sum) kept; else p = exp(s + bias + mask − lse), the forward's probabilities again.</summary>
     struct AttentionRows : IVectorRange
     {
-        public float* P, Lse, Bias, Mask;
+        public float* P, Lse, Sums, Bias, Mask;
         public int Cols;
         public bool Softmax;
 
@@ -122,7 +126,8 @@ public sealed unsafe partial class CpuKernels
                 float* p = P + i * Cols, a = Bias == null ? null : Bias + i * Cols, m = Mask == null ? null : Mask + i * Cols;
                 if (Softmax)
                 {
-                    Lse[i] = SoftmaxRow<TV, W>(p, p, a, m, Cols);
+                    float sum = Sums[i] = ExpRow<TV, W>(p, p, a, m, Cols, out float max);
+                    Lse[i] = max + MathF.Log(sum);
                     continue;
                 }
                 var lse = W.Splat(Lse[i]);

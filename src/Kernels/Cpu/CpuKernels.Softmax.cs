@@ -42,17 +42,31 @@ public sealed unsafe partial class CpuKernels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static float SoftmaxRow<TV, W>(float* y, float* x, float* a, float* b, int cols) where TV : struct where W : ISimd<TV>
     {
+        float sum = ExpRow<TV, W>(y, x, a, b, cols, out float max);
+        var inv = W.Splat(1f / sum);
         int i = 0;
+        for (; i + W.Count <= cols; i += W.Count) W.Store(y + i, W.Mul(W.Load(y + i), inv));
+        for (; i < cols; i++) y[i] *= 1f / sum;
+        return max + MathF.Log(sum);
+    }
+
+    /// <summary>The softmax's numerators at width W: y = exp(z − max) for z = x + a + b (a, b optional rows, [cols]),
+    /// <paramref name="max"/> the row's largest z; returns their sum, the denominator.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static float ExpRow<TV, W>(float* y, float* x, float* a, float* b, int cols, out float max) where TV : struct where W : ISimd<TV>
+    {
+        int i = 0;
+        bool copy = y != x || a != null || b != null; // else z is already in y
         var vmax = W.Splat(float.NegativeInfinity);
         for (; i + W.Count <= cols; i += W.Count)
         {
             var z = W.Load(x + i);
             if (a != null) z = W.Add(z, W.Load(a + i));
             if (b != null) z = W.Add(z, W.Load(b + i));
-            W.Store(y + i, z);
+            if (copy) W.Store(y + i, z);
             vmax = W.Max(vmax, z);
         }
-        float max = W.Max(vmax);
+        max = W.Max(vmax);
         for (; i < cols; i++)
         {
             float z = x[i] + (a == null ? 0f : a[i]) + (b == null ? 0f : b[i]);
@@ -73,10 +87,7 @@ public sealed unsafe partial class CpuKernels
             y[i] = MathF.Exp(y[i] - max);
             sum += y[i];
         }
-        var inv = W.Splat(1f / sum);
-        for (i = 0; i + W.Count <= cols; i += W.Count) W.Store(y + i, W.Mul(W.Load(y + i), inv));
-        for (; i < cols; i++) y[i] *= 1f / sum;
-        return max + MathF.Log(sum);
+        return sum;
     }
 
     /// <inheritdoc/>

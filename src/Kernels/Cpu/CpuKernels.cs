@@ -194,6 +194,16 @@ public sealed unsafe partial class CpuKernels : IKernels
             Vec.Store(dst + i, accumulate ? Vec.Load(dst + i) + Vec.Load(src + i) : Vec.Load(src + i));
         for (; i < n; i++) dst[i] = accumulate ? dst[i] + src[i] : src[i];
     }
+
+    /// <summary>x[i] *= s for i &lt; n, vectorised.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void ScaleRow(float* x, float s, int n)
+    {
+        int i = 0;
+        var vs = new Vector<float>(s);
+        for (; i + Vector<float>.Count <= n; i += Vector<float>.Count) Vec.Store(x + i, Vec.Load(x + i) * vs);
+        for (; i < n; i++) x[i] *= s;
+    }
 }
 
 /// <summary>Short names for <see cref="Vector{T}"/> loads and stores through pointers.</summary>
