@@ -27,6 +27,7 @@ export DOTNET_TC_CallCountingDelayMs=0
 cases=("gelu 1576x3072" "gelu-backward 1576x3072" "softmax 18912x197" "layernorm 1576x768" "bias 1576x3072"
        "softmax-backward 18912x197" "depthwise-conv 8x56x56x128" "depthwise-conv 8x14x14x512" "depthwise-conv 8x7x7x1024"
        "depthwise-conv 1x56x56x128" "depthwise-conv 1x14x14x512" "depthwise-conv 1x7x7x1024"
+       "depthwise-conv-backward 8x56x56x128" "depthwise-conv-backward 8x14x14x512" "depthwise-conv-backward 8x7x7x1024"
        "patchify 8x56x56x128" "attention 8x197x12x64" "attention 64x49x4x32" "attention 4x49x16x32"
        "gemm 197x2304x768" "gemm 197x768x3072" "gemm 1576x2304x768" "gemm 1576x768x3072" "gemm 49x4096x1024"
        "gemm 25088x128x512" "gemm 6272x256x1024" "adam 85875556")

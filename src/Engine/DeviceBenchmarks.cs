@@ -44,6 +44,7 @@ public static unsafe class DeviceBenchmarks
         new("softmax", "ROWSxCOLS", 2, "softmax over each row"),
         new("softmax-backward", "ROWSxCOLS", 2, "softmax backward over each row"),
         new("depthwise-conv", "NxHxWxC", 4, "7×7 depthwise conv, channels last (ConvNeXt)"),
+        new("depthwise-conv-backward", "NxHxWxC", 4, "its backward: input, weight and bias gradients (full fine-tuning)"),
         new("patchify", "NxHxWxC", 4, "2×2 patches of a channels-last image into rows (ConvNeXt's downsampling)"),
         new("gemm", "MxNxK", 3, "y = x·Wᵀ, x [M, K], W [N, K]"),
         new("linear-gelu", "MxNxK", 3, "y = GELU(x·Wᵀ + b), the activation in the GEMM's epilogue (inference: no pre-activation kept)"),
@@ -146,7 +147,9 @@ public static unsafe class DeviceBenchmarks
         using var d = Filled(device, n, 1f);
         using var vector = Filled(device, Math.Max(cols, 2 * rows), 1f);
         using var vector2 = Filled(device, Math.Max(cols, 2 * rows), 0.1f);
-        using var convWeights = op == "depthwise-conv" ? Filled(device, 49L * shape[3], 0.02f) : null;
+        bool conv = op.StartsWith("depthwise-conv", StringComparison.Ordinal);
+        using var convWeights = conv ? Filled(device, 49L * shape[3], 0.02f) : null;
+        using var convGrads = conv ? Tensor.Zeros(device, 50 * shape[3]) : null; // dw [C, 49] and dbias [C]
         (long bytes, Action work) = op switch
         {
             "copy" => (2 * n * 4, (Action)(() => k.Copy(b.Data, a.Data, n, false))),
@@ -161,6 +164,8 @@ public static unsafe class DeviceBenchmarks
             "softmax" => (2 * n * 4, () => k.SoftmaxForward(b.Data, a.Data, rows, cols)),
             "softmax-backward" => (3 * n * 4, () => k.SoftmaxBackward(c.Data, b.Data, a.Data, rows, cols, false)),
             "depthwise-conv" => (2 * n * 4, () => k.DepthwiseConvForward(b.Data, a.Data, convWeights!.Data, null, shape[0], shape[1], shape[2], shape[3], 7, 3)),
+            "depthwise-conv-backward" => (3 * n * 4, () => k.DepthwiseConvBackward(c.Data, convGrads!.Data, convGrads.Data + 49L * shape[3], b.Data, a.Data,
+                convWeights!.Data, shape[0], shape[1], shape[2], shape[3], 7, 3, false)),
             "patchify" => (2 * n * 4, () => k.Patchify(b.Data, a.Data, shape[0], shape[3], shape[1], shape[2], 2, channelsLast: true)),
             _ => throw new ArgumentException($"unknown op '{op}'"),
         };
@@ -243,7 +248,7 @@ public static unsafe class DeviceBenchmarks
             ["copy"] = [(int)hidden], ["add"] = [(int)hidden], ["gelu"] = [(int)hidden], ["gelu-backward"] = [(int)hidden],
             ["drop-path"] = [(int)hidden], ["adam"] = [(int)hidden], ["bias"] = [tokens, C], ["scale-shift"] = [tokens, C],
             ["layernorm"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
-            ["depthwise-conv"] = [convN, side, side, convC], ["patchify"] = [convN, 2 * side, 2 * side, convC / 2],
+            ["depthwise-conv"] = [convN, side, side, convC], ["depthwise-conv-backward"] = [convN, side, side, convC], ["patchify"] = [convN, 2 * side, 2 * side, convC / 2],
             ["attention"] = [full ? 32 : 2, T, heads, C / heads], ["attention-unfused"] = [full ? 32 : 2, T, heads, C / heads],
             ["linear-gelu"] = [M, 4 * C, C], ["linear-gelu-unfused"] = [M, 4 * C, C], // fc1 at batch 32
             ["linear-scale-shift"] = [M, 4 * C, C], ["linear-scale-shift-unfused"] = [M, 4 * C, C],

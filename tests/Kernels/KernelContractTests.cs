@@ -225,22 +225,52 @@ public unsafe class KernelContractTests
             }
         }
     }
-    /// <summary>The CPU's depthwise convolution at every vector width it has, against a double-precision loop: 61
-    /// channels (pairs of vectors, a single vector and a scalar tail at each width), rows of 9 outputs (two groups of
-    /// four, the last moved back over the one before) and of 3 (one output at a time), zero padding; on one thread and
-    /// on two, with one image per task (N = 2) and with images cut into channel slices (N = 1, 3).</summary>
+    /// <summary>The CPU's depthwise convolution, forward and backward (dx, dw, dbias), at every vector width it has,
+    /// against double-precision loops: 61 channels (pairs of vectors, a single vector and a scalar tail at each width),
+    /// rows of 9 outputs (two groups of four, the last moved back over the one before) and of 3 (one output at a time),
+    /// zero padding; 7×7 taps (one register block of a tap row's weight gradient) and 9×9 (a block of eight and one);
+    /// on one thread and on two, with one image per task (N = 2) and with images cut into channel slices (N = 1, 3).</summary>
     [Test]
-    public void DepthwiseConvAtEveryCpuWidth([Values(1, 2, 3)] int N, [Values(1, 2)] int threads, [Values(9, 3)] int W)
+    public void DepthwiseConvAtEveryCpuWidth([Values(1, 2, 3)] int N, [Values(1, 2)] int threads, [Values(9, 3)] int W, [Values(7, 9)] int k)
     {
         var dev = Device.Cpu;
-        const int H = 6, C = 61, k = 7, pad = 3;
+        const int H = 6, C = 61;
+        int pad = k / 2, n = N * H * W * C;
         int savedThreads = Engine.Kernels.Cpu.CpuParallel.Threads;
         Engine.Kernels.Cpu.CpuParallel.Threads = threads;
-        using var x = Random(dev, 31, N * H * W * C);
+        using var x = Random(dev, 31, n);
         using var w = Random(dev, 32, C * k * k);
         using var bias = Random(dev, 33, C);
-        using var y = Tensor.Zeros(dev, N * H * W * C);
-        float[] xs = x.ToArray(), ws = w.ToArray(), bs = bias.ToArray();
+        using var dy = Random(dev, 34, n);
+        using var y = Tensor.Zeros(dev, n);
+        using var dx = Tensor.Zeros(dev, n);
+        using var dw = Tensor.Zeros(dev, C * k * k);
+        using var db = Tensor.Zeros(dev, C);
+        float[] xs = x.ToArray(), ws = w.ToArray(), bs = bias.ToArray(), gs = dy.ToArray();
+        // References: y = bias + Σ w·x over the taps inside the image; dx scatters dy back through the same taps.
+        var wantY = new double[n];
+        var wantDx = new double[n];
+        var wantDw = new double[C * k * k];
+        var wantDb = new double[C];
+        for (int b = 0; b < N; b++)
+            for (int oy = 0; oy < H; oy++)
+                for (int ox = 0; ox < W; ox++)
+                    for (int c = 0; c < C; c++)
+                    {
+                        int o = ((b * H + oy) * W + ox) * C + c;
+                        wantY[o] = bs[c];
+                        wantDb[c] += gs[o];
+                        for (int ky = 0; ky < k; ky++)
+                            for (int kx = 0; kx < k; kx++)
+                            {
+                                int iy = oy + ky - pad, ix = ox + kx - pad;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                int i = ((b * H + iy) * W + ix) * C + c, t = (c * k + ky) * k + kx;
+                                wantY[o] += (double)ws[t] * xs[i];
+                                wantDx[i] += (double)ws[t] * gs[o];
+                                wantDw[t] += (double)gs[o] * xs[i];
+                            }
+                    }
         var saved = Engine.Kernels.Cpu.Simd.Width;
         try
         {
@@ -248,28 +278,25 @@ public unsafe class KernelContractTests
             {
                 Engine.Kernels.Cpu.Simd.Width = width;
                 dev.Kernels.DepthwiseConvForward(y.Data, x.Data, w.Data, bias.Data, N, H, W, C, k, pad);
-                var got = y.ToArray();
-                for (int n = 0; n < N; n++)
-                    for (int oy = 0; oy < H; oy++)
-                        for (int ox = 0; ox < W; ox++)
-                            for (int c = 0; c < C; c++)
-                            {
-                                double want = bs[c];
-                                for (int ky = 0; ky < k; ky++)
-                                    for (int kx = 0; kx < k; kx++)
-                                    {
-                                        int iy = oy + ky - pad, ix = ox + kx - pad;
-                                        if (iy >= 0 && iy < H && ix >= 0 && ix < W)
-                                            want += (double)ws[(c * k + ky) * k + kx] * xs[((n * H + iy) * W + ix) * C + c];
-                                    }
-                                Assert.That(got[((n * H + oy) * W + ox) * C + c], Is.EqualTo(want).Within(1e-5), $"{width}: y[{n},{oy},{ox},{c}]");
-                            }
+                dw.CopyFrom(new float[C * k * k]);
+                db.CopyFrom(new float[C]);
+                dev.Kernels.DepthwiseConvBackward(dx.Data, dw.Data, db.Data, dy.Data, x.Data, w.Data, N, H, W, C, k, pad, false);
+                AssertClose(y.ToArray(), wantY, 1e-5, $"{width}: y");
+                AssertClose(dx.ToArray(), wantDx, 1e-5, $"{width}: dx");
+                AssertClose(dw.ToArray(), wantDw, 1e-4, $"{width}: dw");
+                AssertClose(db.ToArray(), wantDb, 1e-4, $"{width}: dbias");
             }
         }
         finally
         {
             Engine.Kernels.Cpu.Simd.Width = saved;
             Engine.Kernels.Cpu.CpuParallel.Threads = savedThreads;
+        }
+
+        static void AssertClose(float[] got, double[] want, double tolerance, string what)
+        {
+            for (int i = 0; i < got.Length; i++)
+                Assert.That(got[i], Is.EqualTo(want[i]).Within(tolerance), $"{what}[{i}]");
         }
     }
     /// <summary>Dense AdamStep at every CPU vector width, masked and not, AdamW and Adam with L2: bit for bit the
