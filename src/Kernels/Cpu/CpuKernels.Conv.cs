@@ -268,7 +268,9 @@ public sealed unsafe partial class CpuKernels
             }
     }
 
-    /// <summary>One chunk of output rows: partial sums of dy ⊙ x per tap (tap-major [k·k, C]) and of dy (the bias).</summary>
+    /// <summary>One chunk of output rows: partial sums of dy ⊙ x per tap (tap-major [k·k, C]) and of dy (the bias).
+    /// Per output row, tap row ky and vector of channels, up to eight taps of the row accumulate in registers over the
+    /// whole output row: each dy load serves them all, and the partials are read and written once per row.</summary>
     struct DepthwiseWeightGradBody : IParallelBody
     {
         public float* Dy, X, Partials;
@@ -283,19 +285,115 @@ public sealed unsafe partial class CpuKernels
             for (int row = chunk * Grain; row < end; row++)
             {
                 int n = row / Ho, oy = row % Ho;
+                float* dyRow = Dy + ((long)n * Ho + oy) * Wo * C;
+                for (int ox = 0; ox < Wo; ox++) AddProduct(db, dyRow + (long)ox * C, null, C);
+                if (X == null) continue; // only the bias trains (BitFit): x was not kept
                 int ky0 = Math.Max(0, Pad - oy), ky1 = Math.Min(K, H + Pad - oy);
-                for (int ox = 0; ox < Wo; ox++)
+                for (int ky = ky0; ky < ky1; ky++)
                 {
-                    float* dy = Dy + (((long)n * Ho + oy) * Wo + ox) * C;
-                    AddProduct(db, dy, null, C);
-                    if (X == null) continue; // only the bias trains (BitFit): x was not kept
-                    int kx0 = Math.Max(0, Pad - ox), kx1 = Math.Min(K, W + Pad - ox);
-                    float* origin = X + (((long)n * H + oy - Pad) * W + ox - Pad) * C;
-                    for (int ky = ky0; ky < ky1; ky++)
-                        for (int kx = kx0; kx < kx1; kx++)
-                            AddProduct(acc + (long)(ky * K + kx) * C, dy, origin + ((long)ky * W + kx) * C, C);
+                    float* xRow = X + ((long)n * H + oy + ky - Pad) * W * C;
+                    for (int kx0 = 0; kx0 < K; kx0 += 8)
+                    {
+                        var taps = new TapRow { Acc = acc + (long)(ky * K + kx0) * C, Dy = dyRow, X = xRow, C = C, W = W, Wo = Wo, First = kx0 - Pad };
+                        int c = Simd.Width switch
+                        {
+                            SimdWidth.W512 => taps.Vectors<Vector512<float>, W512>(Math.Min(8, K - kx0)),
+                            SimdWidth.W256 => taps.Vectors<Vector256<float>, W256>(Math.Min(8, K - kx0)),
+                            _ => taps.Vectors<Vector128<float>, W128>(Math.Min(8, K - kx0)),
+                        };
+                        for (; c < C; c++)
+                            for (int ox = 0; ox < Wo; ox++)
+                                for (int j = 0; j < Math.Min(8, K - kx0); j++)
+                                {
+                                    int ix = ox + taps.First + j;
+                                    if ((uint)ix < (uint)W) taps.Acc[(long)j * C + c] += dyRow[(long)ox * C + c] * xRow[(long)ix * C + c];
+                                }
+                    }
                 }
             }
+        }
+    }
+
+    /// <summary>Taps First.. of one tap row against one output row: acc[j, c] += Σ_ox dy[ox, c] · x[ox + First + j, c]
+    /// (x columns outside [0, W) are the zero padding), rows of acc, dy and x C apart.</summary>
+    readonly struct TapRow
+    {
+        public float* Acc { get; init; }
+        public float* Dy { get; init; }
+        public float* X { get; init; }
+        public int C { get; init; }
+        public int W { get; init; }
+        public int Wo { get; init; }
+        public int First { get; init; }
+
+        /// <summary>The whole channel vectors at width W for <paramref name="taps"/> (1..8) taps; returns the first
+        /// channel of the scalar tail.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public int Vectors<TV, W>(int taps) where TV : struct where W : ISimd<TV> => taps switch
+        {
+            8 => Vectors<TV, W, N8>(),
+            7 => Vectors<TV, W, N7>(),
+            6 => Vectors<TV, W, N6>(),
+            5 => Vectors<TV, W, N5>(),
+            4 => Vectors<TV, W, N4>(),
+            3 => Vectors<TV, W, N3>(),
+            2 => Vectors<TV, W, N2>(),
+            _ => Vectors<TV, W, N1>(),
+        };
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        int Vectors<TV, W, T>() where TV : struct where W : ISimd<TV> where T : struct, ICount
+        {
+            int c = 0;
+            long C = this.C;
+            for (; c + W.Count <= this.C; c += W.Count)
+            {
+                float* acc = Acc + c, x = X + c, dy = Dy + c;
+                TV a0 = W.Load(acc), a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+                if (T.N > 1) a1 = W.Load(acc + C);
+                if (T.N > 2) a2 = W.Load(acc + 2 * C);
+                if (T.N > 3) a3 = W.Load(acc + 3 * C);
+                if (T.N > 4) a4 = W.Load(acc + 4 * C);
+                if (T.N > 5) a5 = W.Load(acc + 5 * C);
+                if (T.N > 6) a6 = W.Load(acc + 6 * C);
+                if (T.N > 7) a7 = W.Load(acc + 7 * C);
+                for (int ox = 0; ox < Wo; ox++)
+                {
+                    var g = W.Load(dy + ox * C);
+                    int ix = ox + First;
+                    float* xp = x + ix * C;
+                    if (ix >= 0 && ix + T.N <= this.W)
+                    {
+                        a0 = W.Fma(g, W.Load(xp), a0);
+                        if (T.N > 1) a1 = W.Fma(g, W.Load(xp + C), a1);
+                        if (T.N > 2) a2 = W.Fma(g, W.Load(xp + 2 * C), a2);
+                        if (T.N > 3) a3 = W.Fma(g, W.Load(xp + 3 * C), a3);
+                        if (T.N > 4) a4 = W.Fma(g, W.Load(xp + 4 * C), a4);
+                        if (T.N > 5) a5 = W.Fma(g, W.Load(xp + 5 * C), a5);
+                        if (T.N > 6) a6 = W.Fma(g, W.Load(xp + 6 * C), a6);
+                        if (T.N > 7) a7 = W.Fma(g, W.Load(xp + 7 * C), a7);
+                        continue;
+                    }
+                    // A border output: only the taps over the image.
+                    if ((uint)ix < (uint)this.W) a0 = W.Fma(g, W.Load(xp), a0);
+                    if (T.N > 1 && (uint)(ix + 1) < (uint)this.W) a1 = W.Fma(g, W.Load(xp + C), a1);
+                    if (T.N > 2 && (uint)(ix + 2) < (uint)this.W) a2 = W.Fma(g, W.Load(xp + 2 * C), a2);
+                    if (T.N > 3 && (uint)(ix + 3) < (uint)this.W) a3 = W.Fma(g, W.Load(xp + 3 * C), a3);
+                    if (T.N > 4 && (uint)(ix + 4) < (uint)this.W) a4 = W.Fma(g, W.Load(xp + 4 * C), a4);
+                    if (T.N > 5 && (uint)(ix + 5) < (uint)this.W) a5 = W.Fma(g, W.Load(xp + 5 * C), a5);
+                    if (T.N > 6 && (uint)(ix + 6) < (uint)this.W) a6 = W.Fma(g, W.Load(xp + 6 * C), a6);
+                    if (T.N > 7 && (uint)(ix + 7) < (uint)this.W) a7 = W.Fma(g, W.Load(xp + 7 * C), a7);
+                }
+                W.Store(acc, a0);
+                if (T.N > 1) W.Store(acc + C, a1);
+                if (T.N > 2) W.Store(acc + 2 * C, a2);
+                if (T.N > 3) W.Store(acc + 3 * C, a3);
+                if (T.N > 4) W.Store(acc + 4 * C, a4);
+                if (T.N > 5) W.Store(acc + 5 * C, a5);
+                if (T.N > 6) W.Store(acc + 6 * C, a6);
+                if (T.N > 7) W.Store(acc + 7 * C, a7);
+            }
+            return c;
         }
     }
 
