@@ -40,6 +40,7 @@ public static unsafe class DeviceBenchmarks
         new("adam", "N", 1, "one AdamW step of N parameters"),
         new("bias", "ROWSxCOLS", 2, "y = x + bias per column"),
         new("scale-shift", "ROWSxCOLS", 2, "SSF: y = x·scale + shift per column"),
+        new("scale-shift-backward", "ROWSxCOLS", 2, "its backward: dx = dy·scale, dscale and dshift summed over the rows"),
         new("layernorm", "ROWSxCOLS", 2, "LayerNorm forward over each row"),
         new("softmax", "ROWSxCOLS", 2, "softmax over each row"),
         new("softmax-backward", "ROWSxCOLS", 2, "softmax backward over each row"),
@@ -146,7 +147,7 @@ public static unsafe class DeviceBenchmarks
         using var c = Tensor.Zeros(device, checked((int)n));
         using var d = Filled(device, n, 1f);
         using var vector = Filled(device, Math.Max(cols, 2 * rows), 1f);
-        using var vector2 = Filled(device, Math.Max(cols, 2 * rows), 0.1f);
+        using var vector2 = Filled(device, Math.Max(2 * cols, 2 * rows), 0.1f); // also dscale and dshift [2, cols]
         bool conv = op.StartsWith("depthwise-conv", StringComparison.Ordinal);
         using var convWeights = conv ? Filled(device, 49L * shape[3], 0.02f) : null;
         using var convGrads = conv ? Tensor.Zeros(device, 50 * shape[3]) : null; // dw [C, 49] and dbias [C]
@@ -160,6 +161,7 @@ public static unsafe class DeviceBenchmarks
             "adam" => (7 * n * 4, () => k.AdamStep(a.Data, b.Data, c.Data, d.Data, null, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.05f, 1, true, null)),
             "bias" => (2 * n * 4, () => k.AddBias(b.Data, a.Data, vector.Data, rows, cols)),
             "scale-shift" => (2 * n * 4, () => k.ScaleShiftForward(b.Data, a.Data, vector.Data, vector2.Data, rows, cols)),
+            "scale-shift-backward" => (3 * n * 4, () => k.ScaleShiftBackward(c.Data, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data, rows, cols, false)),
             "layernorm" => (2 * n * 4, () => k.LayerNormForward(b.Data, vector2.Data, vector2.Data + rows, a.Data, vector.Data, vector2.Data, rows, cols, 1e-6f)),
             "softmax" => (2 * n * 4, () => k.SoftmaxForward(b.Data, a.Data, rows, cols)),
             "softmax-backward" => (3 * n * 4, () => k.SoftmaxBackward(c.Data, b.Data, a.Data, rows, cols, false)),
@@ -246,7 +248,7 @@ public static unsafe class DeviceBenchmarks
         var shapes = new Dictionary<string, int[]>
         {
             ["copy"] = [(int)hidden], ["add"] = [(int)hidden], ["gelu"] = [(int)hidden], ["gelu-backward"] = [(int)hidden],
-            ["drop-path"] = [(int)hidden], ["adam"] = [(int)hidden], ["bias"] = [tokens, C], ["scale-shift"] = [tokens, C],
+            ["drop-path"] = [(int)hidden], ["adam"] = [(int)hidden], ["bias"] = [tokens, C], ["scale-shift"] = [tokens, C], ["scale-shift-backward"] = [tokens, C],
             ["layernorm"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
             ["depthwise-conv"] = [convN, side, side, convC], ["depthwise-conv-backward"] = [convN, side, side, convC], ["patchify"] = [convN, 2 * side, 2 * side, convC / 2],
             ["attention"] = [full ? 32 : 2, T, heads, C / heads], ["attention-unfused"] = [full ? 32 : 2, T, heads, C / heads],

@@ -299,6 +299,53 @@ public unsafe class KernelContractTests
                 Assert.That(got[i], Is.EqualTo(want[i]).Within(tolerance), $"{what}[{i}]");
         }
     }
+    /// <summary>The SSF backward at every CPU vector width against double loops: 37 columns (whole vectors and a scalar
+    /// tail at each width), dx written or added, with both parameter gradients, only dshift (the scale frozen: x not
+    /// read) and none; dscale and dshift are added into.</summary>
+    [Test]
+    public void ScaleShiftBackwardAtEveryCpuWidth([Values] bool accumulate, [Values(2, 1, 0)] int paramGrads)
+    {
+        var dev = Device.Cpu;
+        const int rows = 70, C = 37;
+        using var x = Random(dev, 41, rows * C);
+        using var dy = Random(dev, 42, rows * C);
+        using var scale = Random(dev, 43, C);
+        using var dx0 = Random(dev, 44, rows * C);
+        using var dx = Tensor.Zeros(dev, rows * C);
+        using var dscale = Random(dev, 45, C);
+        using var dshift = Random(dev, 46, C);
+        float[] xs = x.ToArray(), gs = dy.ToArray(), ss = scale.ToArray(), d0 = dx0.ToArray(), s0 = dscale.ToArray(), t0 = dshift.ToArray();
+        var saved = Engine.Kernels.Cpu.Simd.Width;
+        try
+        {
+            foreach (var width in Enum.GetValues<Engine.Kernels.Cpu.SimdWidth>())
+            {
+                Engine.Kernels.Cpu.Simd.Width = width;
+                dx.CopyFrom(d0);
+                dscale.CopyFrom(s0);
+                dshift.CopyFrom(t0);
+                dev.Kernels.ScaleShiftBackward(dx.Data, paramGrads == 2 ? dscale.Data : null, paramGrads >= 1 ? dshift.Data : null,
+                    dy.Data, paramGrads == 2 ? x.Data : null, scale.Data, rows, C, accumulate);
+                float[] gotDx = dx.ToArray(), gotScale = dscale.ToArray(), gotShift = dshift.ToArray();
+                for (int c = 0; c < C; c++)
+                {
+                    double wantScale = s0[c], wantShift = t0[c];
+                    for (int r = 0; r < rows; r++)
+                    {
+                        int i = r * C + c;
+                        double wantDx = (double)gs[i] * ss[c] + (accumulate ? d0[i] : 0);
+                        Assert.That(gotDx[i], Is.EqualTo(wantDx).Within(1e-6), $"{width}: dx[{r},{c}]");
+                        wantScale += (double)gs[i] * xs[i];
+                        wantShift += gs[i];
+                    }
+                    Assert.That(gotScale[c], Is.EqualTo(paramGrads == 2 ? wantScale : s0[c]).Within(1e-5), $"{width}: dscale[{c}]");
+                    Assert.That(gotShift[c], Is.EqualTo(paramGrads >= 1 ? wantShift : t0[c]).Within(1e-5), $"{width}: dshift[{c}]");
+                }
+            }
+        }
+        finally { Engine.Kernels.Cpu.Simd.Width = saved; }
+    }
+
     /// <summary>Dense AdamStep at every CPU vector width, masked and not, AdamW and Adam with L2: bit for bit the
     /// update computed one element at a time in float (torch.optim's order of operations), over a vector body and a
     /// tail; masked-out elements keep their parameter and moments.</summary>
