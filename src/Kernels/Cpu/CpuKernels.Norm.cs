@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using System.Numerics;
 
 namespace Engine.Kernels.Cpu;
@@ -104,7 +105,19 @@ public sealed unsafe partial class CpuKernels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void SumPairPartials(float* d0, float* d1, float* partials, int chunks, int C)
     {
-        for (int j = 0; j < C; j++)
+        int j = 0, V = Vector<float>.Count;
+        for (; j + V <= C; j += V)
+        {
+            Vector<float> s0 = Vector<float>.Zero, s1 = Vector<float>.Zero;
+            for (int c = 0; c < chunks; c++)
+            {
+                s0 += Vec.Load(partials + (long)c * 2 * C + j);
+                s1 += Vec.Load(partials + (long)c * 2 * C + C + j);
+            }
+            if (d0 != null) Vec.Store(d0 + j, Vec.Load(d0 + j) + s0);
+            if (d1 != null) Vec.Store(d1 + j, Vec.Load(d1 + j) + s1);
+        }
+        for (; j < C; j++)
         {
             float s0 = 0f, s1 = 0f;
             for (int c = 0; c < chunks; c++)
@@ -184,6 +197,8 @@ public sealed unsafe partial class CpuKernels
         SumPairPartials(dscale, dshift, body.Partials, chunks, C);
     }
 
+    /// <summary>One chunk of rows of the SSF backward, each row read once: dx = dy ⊙ scale (added when accumulating),
+    /// and into the chunk's partials dscale += dy ⊙ x (when the scale trains), dshift += dy.</summary>
     struct ScaleShiftBackwardBody : IParallelBody
     {
         public float* Dx, Dy, X, Scale, Partials;
@@ -195,37 +210,40 @@ public sealed unsafe partial class CpuKernels
             float* ds = ParamGrads ? Partials + (long)chunk * 2 * C : null, db = ds + C;
             if (ParamGrads) new Span<float>(ds, 2 * C).Clear();
             int end = Math.Min(Rows, (chunk + 1) * Grain);
-            int vectorEnd = C - C % Vector<float>.Count;
             for (long r = (long)chunk * Grain; r < end; r++)
             {
                 float* x = ScaleGrad ? X + r * C : null, dy = Dy + r * C, dx = Dx == null ? null : Dx + r * C;
-                if (ScaleGrad)
+                int i = Simd.Width switch
                 {
-                    for (int i = 0; i < vectorEnd; i += Vector<float>.Count)
-                    {
-                        var g = Vec.Load(dy + i);
-                        Vec.Store(ds + i, Vec.Load(ds + i) + g * Vec.Load(x + i));
-                        Vec.Store(db + i, Vec.Load(db + i) + g);
-                    }
-                    for (int i = vectorEnd; i < C; i++)
-                    {
-                        ds[i] += dy[i] * x[i];
-                        db[i] += dy[i];
-                    }
-                }
-                else if (ParamGrads)
+                    SimdWidth.W512 => Row<Vector512<float>, W512>(dx, dy, x, ds, db),
+                    SimdWidth.W256 => Row<Vector256<float>, W256>(dx, dy, x, ds, db),
+                    _ => Row<Vector128<float>, W128>(dx, dy, x, ds, db),
+                };
+                for (; i < C; i++)
                 {
-                    for (int i = 0; i < vectorEnd; i += Vector<float>.Count) Vec.Store(db + i, Vec.Load(db + i) + Vec.Load(dy + i));
-                    for (int i = vectorEnd; i < C; i++) db[i] += dy[i];
+                    float g = dy[i];
+                    if (ScaleGrad) ds[i] += g * x[i];
+                    if (ParamGrads) db[i] += g;
+                    if (dx != null) dx[i] = Accumulate ? dx[i] + g * Scale[i] : g * Scale[i];
                 }
-                if (dx == null) continue;
-                for (int i = 0; i < vectorEnd; i += Vector<float>.Count)
-                {
-                    var g = Vec.Load(dy + i) * Vec.Load(Scale + i);
-                    Vec.Store(dx + i, Accumulate ? Vec.Load(dx + i) + g : g);
-                }
-                for (int i = vectorEnd; i < C; i++) dx[i] = Accumulate ? dx[i] + dy[i] * Scale[i] : dy[i] * Scale[i];
             }
+        }
+
+        /// <summary>The whole vectors of one row at width W; returns the first column of the scalar tail.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        readonly int Row<TV, W>(float* dx, float* dy, float* x, float* ds, float* db) where TV : struct where W : ISimd<TV>
+        {
+            int i = 0;
+            for (; i + W.Count <= C; i += W.Count)
+            {
+                var g = W.Load(dy + i);
+                if (ScaleGrad) W.Store(ds + i, W.Add(W.Load(ds + i), W.Mul(g, W.Load(x + i))));
+                if (ParamGrads) W.Store(db + i, W.Add(W.Load(db + i), g));
+                if (dx == null) continue;
+                var v = W.Mul(g, W.Load(Scale + i));
+                W.Store(dx + i, Accumulate ? W.Add(W.Load(dx + i), v) : v);
+            }
+            return i;
         }
     }
 
