@@ -42,6 +42,7 @@ public static unsafe class DeviceBenchmarks
         new("scale-shift", "ROWSxCOLS", 2, "SSF: y = x·scale + shift per column"),
         new("scale-shift-backward", "ROWSxCOLS", 2, "its backward: dx = dy·scale, dscale and dshift summed over the rows"),
         new("layernorm", "ROWSxCOLS", 2, "LayerNorm forward over each row"),
+        new("layernorm-backward", "ROWSxCOLS", 2, "its backward: dx, and dweight and dbias summed over the rows"),
         new("softmax", "ROWSxCOLS", 2, "softmax over each row"),
         new("softmax-backward", "ROWSxCOLS", 2, "softmax backward over each row"),
         new("depthwise-conv", "NxHxWxC", 4, "7×7 depthwise conv, channels last (ConvNeXt)"),
@@ -163,6 +164,8 @@ public static unsafe class DeviceBenchmarks
             "scale-shift" => (2 * n * 4, () => k.ScaleShiftForward(b.Data, a.Data, vector.Data, vector2.Data, rows, cols)),
             "scale-shift-backward" => (3 * n * 4, () => k.ScaleShiftBackward(c.Data, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data, rows, cols, false)),
             "layernorm" => (2 * n * 4, () => k.LayerNormForward(b.Data, vector2.Data, vector2.Data + rows, a.Data, vector.Data, vector2.Data, rows, cols, 1e-6f)),
+            "layernorm-backward" => (3 * n * 4, () => k.LayerNormBackward(c.Data, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data,
+                d.Data, d.Data + rows, rows, cols, false)), // mean 1 and rstd 1 (d is all ones)
             "softmax" => (2 * n * 4, () => k.SoftmaxForward(b.Data, a.Data, rows, cols)),
             "softmax-backward" => (3 * n * 4, () => k.SoftmaxBackward(c.Data, b.Data, a.Data, rows, cols, false)),
             "depthwise-conv" => (2 * n * 4, () => k.DepthwiseConvForward(b.Data, a.Data, convWeights!.Data, null, shape[0], shape[1], shape[2], shape[3], 7, 3)),
@@ -249,7 +252,7 @@ public static unsafe class DeviceBenchmarks
         {
             ["copy"] = [(int)hidden], ["add"] = [(int)hidden], ["gelu"] = [(int)hidden], ["gelu-backward"] = [(int)hidden],
             ["drop-path"] = [(int)hidden], ["adam"] = [(int)hidden], ["bias"] = [tokens, C], ["scale-shift"] = [tokens, C], ["scale-shift-backward"] = [tokens, C],
-            ["layernorm"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
+            ["layernorm"] = [tokens, C], ["layernorm-backward"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
             ["depthwise-conv"] = [convN, side, side, convC], ["depthwise-conv-backward"] = [convN, side, side, convC], ["patchify"] = [convN, 2 * side, 2 * side, convC / 2],
             ["attention"] = [full ? 32 : 2, T, heads, C / heads], ["attention-unfused"] = [full ? 32 : 2, T, heads, C / heads],
             ["linear-gelu"] = [M, 4 * C, C], ["linear-gelu-unfused"] = [M, 4 * C, C], // fc1 at batch 32

@@ -346,6 +346,79 @@ public unsafe class KernelContractTests
         finally { Engine.Kernels.Cpu.Simd.Width = saved; }
     }
 
+    /// <summary>The LayerNorm backward at every CPU vector width against double loops: 37 columns (whole vectors and a
+    /// scalar tail at each width), with and without a weight, dx written or added, the parameter gradients added into
+    /// or not asked for.</summary>
+    [Test]
+    public void LayerNormBackwardAtEveryCpuWidth([Values] bool accumulate, [Values] bool weighted, [Values] bool paramGrads)
+    {
+        var dev = Device.Cpu;
+        const int rows = 70, C = 37;
+        using var x = Random(dev, 51, rows * C);
+        using var dy = Random(dev, 52, rows * C);
+        using var weight = Random(dev, 53, C);
+        using var dx0 = Random(dev, 54, rows * C);
+        using var dx = Tensor.Zeros(dev, rows * C);
+        using var dw = Random(dev, 55, C);
+        using var db = Random(dev, 56, C);
+        float[] xs = x.ToArray(), gs = dy.ToArray(), ws = weight.ToArray(), d0 = dx0.ToArray(), w0 = dw.ToArray(), b0 = db.ToArray();
+        var mean = new float[rows];
+        var rstd = new float[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            double m = 0, v = 0;
+            for (int c = 0; c < C; c++) m += xs[r * C + c];
+            m /= C;
+            for (int c = 0; c < C; c++) v += (xs[r * C + c] - m) * (xs[r * C + c] - m);
+            mean[r] = (float)m;
+            rstd[r] = (float)(1 / Math.Sqrt(v / C + 1e-6));
+        }
+        using var meanT = Tensor.FromArray(dev, mean, rows);
+        using var rstdT = Tensor.FromArray(dev, rstd, rows);
+        var saved = Engine.Kernels.Cpu.Simd.Width;
+        try
+        {
+            foreach (var width in Enum.GetValues<Engine.Kernels.Cpu.SimdWidth>())
+            {
+                Engine.Kernels.Cpu.Simd.Width = width;
+                dx.CopyFrom(d0);
+                dw.CopyFrom(w0);
+                db.CopyFrom(b0);
+                dev.Kernels.LayerNormBackward(dx.Data, paramGrads ? dw.Data : null, paramGrads ? db.Data : null, dy.Data, x.Data,
+                    weighted ? weight.Data : null, meanT.Data, rstdT.Data, rows, C, accumulate);
+                float[] gotDx = dx.ToArray(), gotDw = dw.ToArray(), gotDb = db.ToArray();
+                var wantDw = w0.Select(v => (double)v).ToArray();
+                var wantDb = b0.Select(v => (double)v).ToArray();
+                for (int r = 0; r < rows; r++)
+                {
+                    double sumG = 0, sumGx = 0;
+                    for (int c = 0; c < C; c++)
+                    {
+                        int i = r * C + c;
+                        double xh = ((double)xs[i] - mean[r]) * rstd[r], g = (double)gs[i] * (weighted ? ws[c] : 1);
+                        sumG += g;
+                        sumGx += g * xh;
+                        wantDw[c] += gs[i] * xh;
+                        wantDb[c] += gs[i];
+                    }
+                    for (int c = 0; c < C; c++)
+                    {
+                        int i = r * C + c;
+                        double xh = ((double)xs[i] - mean[r]) * rstd[r], g = (double)gs[i] * (weighted ? ws[c] : 1);
+                        double want = rstd[r] * (g - sumG / C - xh * sumGx / C) + (accumulate ? d0[i] : 0);
+                        Assert.That(gotDx[i], Is.EqualTo(want).Within(1e-5), $"{width}: dx[{r},{c}]");
+                    }
+                }
+                for (int c = 0; c < C; c++)
+                {
+                    Assert.That(gotDw[c], Is.EqualTo(paramGrads ? wantDw[c] : w0[c]).Within(1e-4), $"{width}: dweight[{c}]");
+                    Assert.That(gotDb[c], Is.EqualTo(paramGrads ? wantDb[c] : b0[c]).Within(1e-4), $"{width}: dbias[{c}]");
+                }
+            }
+        }
+        finally { Engine.Kernels.Cpu.Simd.Width = saved; }
+    }
+
     /// <summary>Dense AdamStep at every CPU vector width, masked and not, AdamW and Adam with L2: bit for bit the
     /// update computed one element at a time in float (torch.optim's order of operations), over a vector body and a
     /// tail; masked-out elements keep their parameter and moments.</summary>
