@@ -59,6 +59,8 @@ public sealed unsafe partial class CpuKernels
         SumPairPartials(dweight, dbias, body.Partials, chunks, C);
     }
 
+    /// <summary>One chunk of rows of the LayerNorm backward at the widest vector width: per row g = dy·w, the sums of g
+    /// and g·x̂ (and into the chunk's partials dw += dy·x̂, db += dy), then dx = rs·(g − mean(g) − x̂·mean(g·x̂)).</summary>
     struct LayerNormBackwardBody : IParallelBody
     {
         public float* Dx, Dy, X, W, Mean, Rstd, Partials;
@@ -67,35 +69,64 @@ public sealed unsafe partial class CpuKernels
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int chunk)
         {
-            float* dwAcc = ParamGrads ? Partials + (long)chunk * 2 * C : null, dbAcc = dwAcc + C;
+            float* dwAcc = ParamGrads ? Partials + (long)chunk * 2 * C : null;
             if (ParamGrads) new Span<float>(dwAcc, 2 * C).Clear();
             int end = Math.Min(Rows, (chunk + 1) * Grain);
             for (long r = (long)chunk * Grain; r < end; r++)
             {
-                float* x = X + r * C, dy = Dy + r * C;
-                float mu = Mean[r], rs = Rstd[r];
-                // g = dy·w; dx = rs·(g − mean(g) − x̂·mean(g·x̂))
-                float sumG = 0f, sumGx = 0f;
-                for (int i = 0; i < C; i++)
+                switch (Simd.Width)
                 {
-                    float xh = (x[i] - mu) * rs, g = dy[i] * (W == null ? 1f : W[i]);
-                    sumG += g;
-                    sumGx += g * xh;
-                    if (ParamGrads)
-                    {
-                        dwAcc[i] += dy[i] * xh;
-                        dbAcc[i] += dy[i];
-                    }
+                    case SimdWidth.W512: Row<Vector512<float>, W512>(r, dwAcc); break;
+                    case SimdWidth.W256: Row<Vector256<float>, W256>(r, dwAcc); break;
+                    default: Row<Vector128<float>, W128>(r, dwAcc); break;
                 }
-                if (Dx == null) continue;
-                float mg = sumG / C, mgx = sumGx / C;
-                float* dx = Dx + r * C;
-                for (int i = 0; i < C; i++)
-                {
-                    float xh = (x[i] - mu) * rs, g = dy[i] * (W == null ? 1f : W[i]);
-                    float v = rs * (g - mg - xh * mgx);
-                    dx[i] = Accumulate ? dx[i] + v : v;
-                }
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        readonly void Row<TV, V>(long r, float* dwAcc) where TV : struct where V : ISimd<TV>
+        {
+            float* x = X + r * C, dy = Dy + r * C, dbAcc = dwAcc + C;
+            float mu = Mean[r], rs = Rstd[r];
+            TV vmu = V.Splat(mu), vrs = V.Splat(rs), one = V.Splat(1f), accG = V.Splat(0f), accGx = V.Splat(0f);
+            int i = 0;
+            for (; i + V.Count <= C; i += V.Count)
+            {
+                var d = V.Load(dy + i);
+                var xh = V.Mul(V.Sub(V.Load(x + i), vmu), vrs);
+                var g = V.Mul(d, W == null ? one : V.Load(W + i));
+                accG = V.Add(accG, g);
+                accGx = V.Add(accGx, V.Mul(g, xh));
+                if (!ParamGrads) continue;
+                V.Store(dwAcc + i, V.Add(V.Load(dwAcc + i), V.Mul(d, xh)));
+                V.Store(dbAcc + i, V.Add(V.Load(dbAcc + i), d));
+            }
+            float sumG = V.Sum(accG), sumGx = V.Sum(accGx);
+            for (int j = i; j < C; j++)
+            {
+                float xh = (x[j] - mu) * rs, g = dy[j] * (W == null ? 1f : W[j]);
+                sumG += g;
+                sumGx += g * xh;
+                if (!ParamGrads) continue;
+                dwAcc[j] += dy[j] * xh;
+                dbAcc[j] += dy[j];
+            }
+            if (Dx == null) return;
+            float mg = sumG / C, mgx = sumGx / C;
+            float* dx = Dx + r * C;
+            TV vmg = V.Splat(mg), vmgx = V.Splat(mgx);
+            for (i = 0; i + V.Count <= C; i += V.Count)
+            {
+                var xh = V.Mul(V.Sub(V.Load(x + i), vmu), vrs);
+                var g = V.Mul(V.Load(dy + i), W == null ? one : V.Load(W + i));
+                var v = V.Mul(vrs, V.Sub(V.Sub(g, vmg), V.Mul(xh, vmgx)));
+                V.Store(dx + i, Accumulate ? V.Add(V.Load(dx + i), v) : v);
+            }
+            for (; i < C; i++)
+            {
+                float xh = (x[i] - mu) * rs, g = dy[i] * (W == null ? 1f : W[i]);
+                float v = rs * (g - mg - xh * mgx);
+                dx[i] = Accumulate ? dx[i] + v : v;
             }
         }
     }
