@@ -292,12 +292,12 @@ public unsafe class KernelContractTests
             Engine.Kernels.Cpu.Simd.Width = saved;
             Engine.Kernels.Cpu.CpuParallel.Threads = savedThreads;
         }
+    }
 
-        static void AssertClose(float[] got, double[] want, double tolerance, string what)
-        {
-            for (int i = 0; i < got.Length; i++)
-                Assert.That(got[i], Is.EqualTo(want[i]).Within(tolerance), $"{what}[{i}]");
-        }
+    static void AssertClose(float[] got, double[] want, double tolerance, string what)
+    {
+        for (int i = 0; i < got.Length; i++)
+            Assert.That(got[i], Is.EqualTo(want[i]).Within(tolerance), $"{what}[{i}]");
     }
     /// <summary>The SSF backward at every CPU vector width against double loops: 37 columns (whole vectors and a scalar
     /// tail at each width), dx written or added, with both parameter gradients, only dshift (the scale frozen: x not
@@ -305,45 +305,18 @@ public unsafe class KernelContractTests
     [Test]
     public void ScaleShiftBackwardAtEveryCpuWidth([Values] bool accumulate, [Values(2, 1, 0)] int paramGrads)
     {
-        var dev = Device.Cpu;
-        const int rows = 70, C = 37;
-        using var x = Random(dev, 41, rows * C);
-        using var dy = Random(dev, 42, rows * C);
-        using var scale = Random(dev, 43, C);
-        using var dx0 = Random(dev, 44, rows * C);
-        using var dx = Tensor.Zeros(dev, rows * C);
-        using var dscale = Random(dev, 45, C);
-        using var dshift = Random(dev, 46, C);
-        float[] xs = x.ToArray(), gs = dy.ToArray(), ss = scale.ToArray(), d0 = dx0.ToArray(), s0 = dscale.ToArray(), t0 = dshift.ToArray();
-        var saved = Engine.Kernels.Cpu.Simd.Width;
-        try
-        {
-            foreach (var width in Enum.GetValues<Engine.Kernels.Cpu.SimdWidth>())
+        using var g = new RowGradCase(accumulate, seed: 41);
+        float[] xs = g.X.ToArray(), gs = g.Dy.ToArray(), ss = g.Vector.ToArray();
+        for (int r = 0; r < RowGradCase.Rows; r++)
+            for (int c = 0; c < RowGradCase.C; c++)
             {
-                Engine.Kernels.Cpu.Simd.Width = width;
-                dx.CopyFrom(d0);
-                dscale.CopyFrom(s0);
-                dshift.CopyFrom(t0);
-                dev.Kernels.ScaleShiftBackward(dx.Data, paramGrads == 2 ? dscale.Data : null, paramGrads >= 1 ? dshift.Data : null,
-                    dy.Data, paramGrads == 2 ? x.Data : null, scale.Data, rows, C, accumulate);
-                float[] gotDx = dx.ToArray(), gotScale = dscale.ToArray(), gotShift = dshift.ToArray();
-                for (int c = 0; c < C; c++)
-                {
-                    double wantScale = s0[c], wantShift = t0[c];
-                    for (int r = 0; r < rows; r++)
-                    {
-                        int i = r * C + c;
-                        double wantDx = (double)gs[i] * ss[c] + (accumulate ? d0[i] : 0);
-                        Assert.That(gotDx[i], Is.EqualTo(wantDx).Within(1e-6), $"{width}: dx[{r},{c}]");
-                        wantScale += (double)gs[i] * xs[i];
-                        wantShift += gs[i];
-                    }
-                    Assert.That(gotScale[c], Is.EqualTo(paramGrads == 2 ? wantScale : s0[c]).Within(1e-5), $"{width}: dscale[{c}]");
-                    Assert.That(gotShift[c], Is.EqualTo(paramGrads >= 1 ? wantShift : t0[c]).Within(1e-5), $"{width}: dshift[{c}]");
-                }
+                int i = r * RowGradCase.C + c;
+                g.WantDx[i] += (double)gs[i] * ss[c];
+                if (paramGrads == 2) g.WantP0[c] += (double)gs[i] * xs[i];
+                if (paramGrads >= 1) g.WantP1[c] += gs[i];
             }
-        }
-        finally { Engine.Kernels.Cpu.Simd.Width = saved; }
+        g.Check(1e-6, (dx, dscale, dshift) => Device.Cpu.Kernels.ScaleShiftBackward(dx, paramGrads == 2 ? dscale : null,
+            paramGrads >= 1 ? dshift : null, g.Dy.Data, paramGrads == 2 ? g.X.Data : null, g.Vector.Data, RowGradCase.Rows, RowGradCase.C, accumulate));
     }
 
     /// <summary>The LayerNorm backward at every CPU vector width against double loops: 37 columns (whole vectors and a
@@ -352,71 +325,86 @@ public unsafe class KernelContractTests
     [Test]
     public void LayerNormBackwardAtEveryCpuWidth([Values] bool accumulate, [Values] bool weighted, [Values] bool paramGrads)
     {
-        var dev = Device.Cpu;
-        const int rows = 70, C = 37;
-        using var x = Random(dev, 51, rows * C);
-        using var dy = Random(dev, 52, rows * C);
-        using var weight = Random(dev, 53, C);
-        using var dx0 = Random(dev, 54, rows * C);
-        using var dx = Tensor.Zeros(dev, rows * C);
-        using var dw = Random(dev, 55, C);
-        using var db = Random(dev, 56, C);
-        float[] xs = x.ToArray(), gs = dy.ToArray(), ws = weight.ToArray(), d0 = dx0.ToArray(), w0 = dw.ToArray(), b0 = db.ToArray();
-        var mean = new float[rows];
-        var rstd = new float[rows];
+        const int rows = RowGradCase.Rows, C = RowGradCase.C;
+        using var g = new RowGradCase(accumulate, seed: 51);
+        float[] xs = g.X.ToArray(), gs = g.Dy.ToArray(), ws = g.Vector.ToArray(), mean = new float[rows], rstd = new float[rows];
         for (int r = 0; r < rows; r++)
         {
-            double m = 0, v = 0;
-            for (int c = 0; c < C; c++) m += xs[r * C + c];
-            m /= C;
-            for (int c = 0; c < C; c++) v += (xs[r * C + c] - m) * (xs[r * C + c] - m);
+            double m = xs.Skip(r * C).Take(C).Average();
             mean[r] = (float)m;
-            rstd[r] = (float)(1 / Math.Sqrt(v / C + 1e-6));
-        }
-        using var meanT = Tensor.FromArray(dev, mean, rows);
-        using var rstdT = Tensor.FromArray(dev, rstd, rows);
-        var saved = Engine.Kernels.Cpu.Simd.Width;
-        try
-        {
-            foreach (var width in Enum.GetValues<Engine.Kernels.Cpu.SimdWidth>())
+            rstd[r] = (float)(1 / Math.Sqrt(xs.Skip(r * C).Take(C).Sum(v => (v - m) * (v - m)) / C + 1e-6));
+            double XHat(int c) => ((double)xs[r * C + c] - mean[r]) * rstd[r];
+            double G(int c) => (double)gs[r * C + c] * (weighted ? ws[c] : 1);
+            double meanG = Enumerable.Range(0, C).Sum(G) / C, meanGx = Enumerable.Range(0, C).Sum(c => G(c) * XHat(c)) / C;
+            for (int c = 0; c < C; c++)
             {
-                Engine.Kernels.Cpu.Simd.Width = width;
-                dx.CopyFrom(d0);
-                dw.CopyFrom(w0);
-                db.CopyFrom(b0);
-                dev.Kernels.LayerNormBackward(dx.Data, paramGrads ? dw.Data : null, paramGrads ? db.Data : null, dy.Data, x.Data,
-                    weighted ? weight.Data : null, meanT.Data, rstdT.Data, rows, C, accumulate);
-                float[] gotDx = dx.ToArray(), gotDw = dw.ToArray(), gotDb = db.ToArray();
-                var wantDw = w0.Select(v => (double)v).ToArray();
-                var wantDb = b0.Select(v => (double)v).ToArray();
-                for (int r = 0; r < rows; r++)
-                {
-                    double sumG = 0, sumGx = 0;
-                    for (int c = 0; c < C; c++)
-                    {
-                        int i = r * C + c;
-                        double xh = ((double)xs[i] - mean[r]) * rstd[r], g = (double)gs[i] * (weighted ? ws[c] : 1);
-                        sumG += g;
-                        sumGx += g * xh;
-                        wantDw[c] += gs[i] * xh;
-                        wantDb[c] += gs[i];
-                    }
-                    for (int c = 0; c < C; c++)
-                    {
-                        int i = r * C + c;
-                        double xh = ((double)xs[i] - mean[r]) * rstd[r], g = (double)gs[i] * (weighted ? ws[c] : 1);
-                        double want = rstd[r] * (g - sumG / C - xh * sumGx / C) + (accumulate ? d0[i] : 0);
-                        Assert.That(gotDx[i], Is.EqualTo(want).Within(1e-5), $"{width}: dx[{r},{c}]");
-                    }
-                }
-                for (int c = 0; c < C; c++)
-                {
-                    Assert.That(gotDw[c], Is.EqualTo(paramGrads ? wantDw[c] : w0[c]).Within(1e-4), $"{width}: dweight[{c}]");
-                    Assert.That(gotDb[c], Is.EqualTo(paramGrads ? wantDb[c] : b0[c]).Within(1e-4), $"{width}: dbias[{c}]");
-                }
+                g.WantDx[r * C + c] += rstd[r] * (G(c) - meanG - XHat(c) * meanGx);
+                if (!paramGrads) continue;
+                g.WantP0[c] += gs[r * C + c] * XHat(c);
+                g.WantP1[c] += gs[r * C + c];
             }
         }
-        finally { Engine.Kernels.Cpu.Simd.Width = saved; }
+        using var meanT = Tensor.FromArray(Device.Cpu, mean, rows);
+        using var rstdT = Tensor.FromArray(Device.Cpu, rstd, rows);
+        g.Check(1e-5, (dx, dw, db) => Device.Cpu.Kernels.LayerNormBackward(dx, paramGrads ? dw : null, paramGrads ? db : null,
+            g.Dy.Data, g.X.Data, weighted ? g.Vector.Data : null, meanT.Data, rstdT.Data, rows, C, accumulate));
+    }
+
+    /// <summary>A row-wise backward kernel's case: x and dy [Rows, C], a per-column vector (scale, weight), dx written
+    /// or added into a random start, and two per-column gradients added into random starts; the test adds the expected
+    /// changes to WantDx, WantP0 and WantP1, and <see cref="Check"/> runs the kernel at every CPU vector width.</summary>
+    sealed unsafe class RowGradCase : IDisposable
+    {
+        public const int Rows = 70, C = 37; // 37: whole vectors and a scalar tail at every width
+        readonly bool _accumulate;
+        readonly float[] _dx0, _p00, _p10;
+        public readonly Tensor X, Dy, Vector, Dx, P0, P1;
+        public readonly double[] WantDx, WantP0, WantP1;
+
+        public RowGradCase(bool accumulate, ulong seed)
+        {
+            var dev = Device.Cpu;
+            _accumulate = accumulate;
+            X = Random(dev, seed, Rows * C);
+            Dy = Random(dev, seed + 1, Rows * C);
+            Vector = Random(dev, seed + 2, C);
+            Dx = Random(dev, seed + 3, Rows * C);
+            P0 = Random(dev, seed + 4, C);
+            P1 = Random(dev, seed + 5, C);
+            (_dx0, _p00, _p10) = (Dx.ToArray(), P0.ToArray(), P1.ToArray());
+            WantDx = [.. _dx0.Select(v => accumulate ? (double)v : 0)];
+            WantP0 = [.. _p00.Select(v => (double)v)];
+            WantP1 = [.. _p10.Select(v => (double)v)];
+        }
+
+        public delegate void Kernel(float* dx, float* p0, float* p1);
+
+        /// <summary>Runs <paramref name="kernel"/>(dx, p0, p1) from the starting values at every CPU vector width: dx
+        /// within <paramref name="tolerance"/>, the column sums within ten times it.</summary>
+        public void Check(double tolerance, Kernel kernel)
+        {
+            var saved = Engine.Kernels.Cpu.Simd.Width;
+            try
+            {
+                foreach (var width in Enum.GetValues<Engine.Kernels.Cpu.SimdWidth>())
+                {
+                    Engine.Kernels.Cpu.Simd.Width = width;
+                    Dx.CopyFrom(_dx0);
+                    P0.CopyFrom(_p00);
+                    P1.CopyFrom(_p10);
+                    kernel(Dx.Data, P0.Data, P1.Data);
+                    AssertClose(Dx.ToArray(), WantDx, tolerance, $"{width}: dx");
+                    AssertClose(P0.ToArray(), WantP0, 10 * tolerance, $"{width}: first column gradient");
+                    AssertClose(P1.ToArray(), WantP1, 10 * tolerance, $"{width}: second column gradient");
+                }
+            }
+            finally { Engine.Kernels.Cpu.Simd.Width = saved; }
+        }
+
+        public void Dispose()
+        {
+            foreach (var t in new[] { X, Dy, Vector, Dx, P0, P1 }) t.Dispose();
+        }
     }
 
     /// <summary>Dense AdamStep at every CPU vector width, masked and not, AdamW and Adam with L2: bit for bit the

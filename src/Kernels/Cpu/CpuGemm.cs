@@ -527,7 +527,9 @@ public static unsafe class CpuGemm
     }
 
     /// <summary>The register-tile micro-kernel, up to 12 rows × 2 vectors of columns: 12×32 in 24 zmm accumulators (of
-    /// 32) with 512-bit vectors, 6×16 in 12 ymm (of 16) with 256-bit ones (rows R.N, a compile-time constant: each row count gets its own code with the other rows' loads, FMAs and stores gone, so a partial strip of 1–11 rows costs its rows, not a whole strip's).
+    /// 32) with 512-bit vectors, 6×16 in 12 ymm (of 16) with 256-bit ones (rows R.N, a compile-time constant: each
+    /// row count gets its own code with the other rows' loads, FMAs and stores gone, so a partial strip of 1–11 rows
+    /// costs its rows, not a whole strip's).
     /// Per k: two B vectors and a broadcast of A per row. a: the rows × kc, element (r, k) at a[r·lda + k·ks] (a
     /// row-major strip: ks = 1; a k-major one: lda = 1, ks = MR); b: panel [kc][2·W.Count]; c: the tile's rows, all
     /// columns (a tile with fewer columns goes through a scratch tile: no stack buffer or call here, which made the JIT

@@ -87,11 +87,7 @@ public sealed unsafe partial class CpuKernels
             int n = task / Slices, c0 = task % Slices * SliceWidth, width = Math.Min(SliceWidth, C - c0);
             long pixel = Stride(width), line = (InW + 2L * Pad) * pixel;
             float* xp = PaddedSlice(n, c0, width, pixel);
-            var s = new Slice
-            {
-                Wt = Wt + c0, Bias = Bias == null ? null : Bias + c0, Width = width, Pixel = pixel, Line = line,
-                WtRow = Stride(C), K = K, OutW = OutW, OutPixel = C, Accumulate = Accumulate,
-            };
+            var s = new Slice(Wt + c0, Bias == null ? null : Bias + c0, width, pixel, line, Stride(C), K, OutW, C, Accumulate);
             for (int oy = 0; oy < OutH; oy++)
             {
                 int ky0 = Math.Max(0, Pad - oy), ky1 = Math.Min(K, InH + Pad - oy); // the taps inside the image
@@ -141,18 +137,12 @@ public sealed unsafe partial class CpuKernels
 
     /// <summary>One task's channel slice: its weights (rows WtRow apart) and bias from the slice's first channel, its
     /// padded input (pixels Pixel apart, rows Line apart), OutW outputs per row OutPixel apart.</summary>
-    readonly struct Slice
+    readonly struct Slice(float* wt, float* bias, int width, long pixel, long line, long wtRow, int k, int outW, long outPixel, bool accumulate)
     {
-        public float* Wt { get; init; }
-        public float* Bias { get; init; }
-        public int Width { get; init; }
-        public long Pixel { get; init; }
-        public long Line { get; init; }
-        public long WtRow { get; init; }
-        public int K { get; init; }
-        public int OutW { get; init; }
-        public long OutPixel { get; init; }
-        public bool Accumulate { get; init; }
+        public readonly float* Wt = wt, Bias = bias;
+        public readonly long Pixel = pixel, Line = line, WtRow = wtRow, OutPixel = outPixel;
+        public readonly int Width = width, K = k, OutW = outW;
+        public readonly bool Accumulate = accumulate;
 
         /// <summary>The whole channel vectors of one output row at width W over tap rows [ky0, ky1) (xRow: the input
         /// row under ky0), two vectors at a time while they last; returns the first channel of the scalar tail.</summary>
@@ -294,7 +284,7 @@ public sealed unsafe partial class CpuKernels
                     float* xRow = X + ((long)n * H + oy + ky - Pad) * W * C;
                     for (int kx0 = 0; kx0 < K; kx0 += 8)
                     {
-                        var taps = new TapRow { Acc = acc + (long)(ky * K + kx0) * C, Dy = dyRow, X = xRow, C = C, W = W, Wo = Wo, First = kx0 - Pad };
+                        var taps = new TapRow(acc + (long)(ky * K + kx0) * C, dyRow, xRow, C, W, Wo, kx0 - Pad);
                         int c = Simd.Width switch
                         {
                             SimdWidth.W512 => taps.Vectors<Vector512<float>, W512>(Math.Min(8, K - kx0)),
@@ -316,15 +306,10 @@ public sealed unsafe partial class CpuKernels
 
     /// <summary>Taps First.. of one tap row against one output row: acc[j, c] += Σ_ox dy[ox, c] · x[ox + First + j, c]
     /// (x columns outside [0, W) are the zero padding), rows of acc, dy and x C apart.</summary>
-    readonly struct TapRow
+    readonly struct TapRow(float* acc, float* dy, float* x, int c, int w, int wo, int first)
     {
-        public float* Acc { get; init; }
-        public float* Dy { get; init; }
-        public float* X { get; init; }
-        public int C { get; init; }
-        public int W { get; init; }
-        public int Wo { get; init; }
-        public int First { get; init; }
+        public readonly float* Acc = acc, Dy = dy, X = x;
+        public readonly int C = c, W = w, Wo = wo, First = first;
 
         /// <summary>The whole channel vectors at width W for <paramref name="taps"/> (1..8) taps; returns the first
         /// channel of the scalar tail.</summary>
