@@ -344,6 +344,15 @@ public sealed unsafe class Tensor : IDisposable
     /// <summary>Another reference to this tensor's elements (same shape, not recorded), holding the storage alive.</summary>
     internal Tensor Alias() => View((int[])Shape.Clone(), (long[])Strides.Clone(), Offset);
 
+    /// <summary>Another reference to this contiguous tensor's elements in <paramref name="shape"/> (the same count; not
+    /// recorded), holding the storage alive.</summary>
+    internal Tensor ReshapedAlias(int[] shape)
+    {
+        if (!IsContiguous || shape.Aggregate(1L, (n, d) => n * d) != Count)
+            throw new ArgumentException($"cannot alias {Describe()} as [{string.Join(", ", shape)}]");
+        return View((int[])shape.Clone(), ContiguousStrides(shape), Offset);
+    }
+
     Tensor View(int[] shape, long[] strides, long offset)
     {
         CheckAlive();

@@ -68,6 +68,40 @@ public class EngineTests
         finally { CpuParallel.Threads = saved; }
     }
 
+    /// <summary>A reshape's gradient reaches its source: handed over when the source has none yet (and then added to by
+    /// an op recorded before the reshape), added when it has one. Recorded after the op, both views hand theirs over;
+    /// recorded before it, the source's view runs after the op's backward and adds: one Copy kernel more.</summary>
+    [Test]
+    public void ReshapeGradientReachesItsSource()
+    {
+        var counting = new InstrumentedKernels(new CpuKernels());
+        var dev = new CpuDevice(counting);
+        using var x = Tensor.FromArray(dev, Init.NormalValues(12, 0, 1, 3), 2, 6);
+        x.RequiresGrad = true;
+        var gValues = Init.NormalValues(12, 0, 1, 4);
+        using var g = Tensor.FromArray(dev, gValues, 3, 4);
+        long Copies(bool reshapeFirst)
+        {
+            x.DropGrad();
+            var tape = new Tape();
+            using (tape.Record())
+            {
+                using var h = Ops.Add(x, x); // a non-leaf source
+                Tensor? v = reshapeFirst ? h.Reshape(3, 4) : null;
+                using var w = Ops.Add(h, h);
+                v ??= h.Reshape(3, 4);
+                using var wv = w.Reshape(3, 4);
+                using var y = Ops.Add(v, wv);
+                counting.Reset();
+                tape.Backward(y, g); // dh = g + 2g, dx = 2·dh
+                v.Dispose();
+            }
+            Assert.That(x.Grad!.ToArray(), Is.EqualTo(gValues.Select(e => 6 * e).ToArray()).Within(1e-5), $"reshape first: {reshapeFirst}");
+            return counting.Calls(KernelId.Copy);
+        }
+        Assert.That(Copies(reshapeFirst: true), Is.EqualTo(Copies(reshapeFirst: false) + 1));
+    }
+
     [Test]
     public void FrozenWeightCostsNoWeightGradientWork()
     {

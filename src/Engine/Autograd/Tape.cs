@@ -215,6 +215,21 @@ public sealed unsafe class Tape
         return t.Grad!.Data;
     }
 
+    /// <summary>Passes <paramref name="grad"/> on to <paramref name="t"/> unchanged (a reshape's or an addition's
+    /// backward): when t has no gradient yet and is not a leaf, grad's storage becomes t's gradient, in t's shape, instead
+    /// of a copy of it; otherwise it is added. Hand one gradient over to one tensor only (two owners would add into each
+    /// other), and only one its op no longer writes.</summary>
+    internal static void HandOverGradient(Tensor t, Tensor grad)
+    {
+        if (t.Grad == null && !t.IsLeaf && grad.IsContiguous)
+        {
+            t.SetGrad(grad.ReshapedAlias(t.Shape));
+            return;
+        }
+        float* dst = GradOutput(t, out bool accumulate);
+        t.Device.Kernels.Copy(dst, grad.Data, grad.Count, accumulate);
+    }
+
     /// <summary>Zero-initialised gradient buffer of <paramref name="t"/> for kernels that only add (parameter gradients).</summary>
     internal static float* GradAccumulator(Tensor t)
     {

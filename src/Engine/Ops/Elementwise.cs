@@ -25,11 +25,10 @@ public static unsafe partial class Ops
 
         public static void Backward(ref AddSaved s, Tensor y)
         {
-            var k = y.Device.Kernels;
-            float* da = Tape.GradOutputIfNeeded(s.A, out bool accA);
-            if (da != null) k.Copy(da, y.Grad!.Data, y.Count, accA);
+            // b's share is copied (or added) first: a may then take dy's storage itself.
             float* db = Tape.GradOutputIfNeeded(s.B, out bool accB);
-            if (db != null) k.Copy(db, y.Grad!.Data, y.Count, accB);
+            if (db != null) y.Device.Kernels.Copy(db, y.Grad!.Data, y.Count, accB);
+            if (s.A.RequiresGrad) Tape.HandOverGradient(s.A, y.Grad!);
         }
     }
 }

@@ -58,10 +58,6 @@ public static unsafe partial class Ops
     {
         public Tensor Source;
 
-        public static void Backward(ref ViewSaved s, Tensor view)
-        {
-            float* dx = Tape.GradOutput(s.Source, out bool acc);
-            view.Device.Kernels.Copy(dx, view.Grad!.Data, view.Count, acc);
-        }
+        public static void Backward(ref ViewSaved s, Tensor view) => Tape.HandOverGradient(s.Source, view.Grad!);
     }
 }

@@ -119,9 +119,7 @@ public static unsafe partial class Ops
         {
             var k = z.Device.Kernels;
             int N = LastDim(z), K = LastDim(s.X), rows = Rows(z), r = s.A.Shape[0], n = s.B.Shape[0];
-            float* dz = z.Grad!.Data, dslice = dz + s.Column;
-            float* dy = Tape.GradOutputIfNeeded(s.Y, out bool accY);
-            if (dy != null) k.Copy(dy, dz, z.Count, accY);
+            float* dslice = z.Grad!.Data + s.Column;
             float* db = Tape.GradAccumulatorIfNeeded(s.B);
             if (db != null)
             {
@@ -130,15 +128,19 @@ public static unsafe partial class Ops
             }
             float* da = Tape.GradAccumulatorIfNeeded(s.A);
             float* dx = Tape.GradOutputIfNeeded(s.X, out bool accX);
-            if (da == null && dx == null) return;
-            using var dh = Tensor.Empty(z.Device, DType.F32, rows, r);
-            k.Gemm(false, false, rows, r, n, s.Scale, dslice, N, s.B.Data, r, 0f, dh.Data, r);
-            if (da != null)
+            if (da != null || dx != null)
             {
-                float* x = Tape.Widen(s.XKept!, out var wideX);
-                using (wideX) k.Gemm(true, false, r, K, rows, 1f, dh.Data, r, x, K, 1f, da, K);
+                using var dh = Tensor.Empty(z.Device, DType.F32, rows, r);
+                k.Gemm(false, false, rows, r, n, s.Scale, dslice, N, s.B.Data, r, 0f, dh.Data, r);
+                if (da != null)
+                {
+                    float* x = Tape.Widen(s.XKept!, out var wideX);
+                    using (wideX) k.Gemm(true, false, r, K, rows, 1f, dh.Data, r, x, K, 1f, da, K);
+                }
+                if (dx != null) k.Gemm(false, false, rows, K, r, 1f, dh.Data, r, s.A.Data, K, accX ? 1f : 0f, dx, K);
             }
-            if (dx != null) k.Gemm(false, false, rows, K, r, 1f, dh.Data, r, s.A.Data, K, accX ? 1f : 0f, dx, K);
+            // dy = dz, passed on last: y may take dz's storage.
+            if (s.Y.RequiresGrad) Tape.HandOverGradient(s.Y, z.Grad!);
         }
     }
 

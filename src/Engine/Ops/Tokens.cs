@@ -58,12 +58,9 @@ public static unsafe partial class Ops
 
         public static void Backward(ref AddPositionEmbeddingSaved s, Tensor y)
         {
-            var k = y.Device.Kernels;
-            float* dy = y.Grad!.Data;
-            float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
-            if (dx != null) k.Copy(dx, dy, y.Count, acc);
             float* dpos = Tape.GradAccumulatorIfNeeded(s.Pos);
-            if (dpos != null) k.BiasGrad(dpos, dy, y.Shape[0], y.Shape[1] * y.Shape[2]);
+            if (dpos != null) y.Device.Kernels.BiasGrad(dpos, y.Grad!.Data, y.Shape[0], y.Shape[1] * y.Shape[2]);
+            if (s.X.RequiresGrad) Tape.HandOverGradient(s.X, y.Grad!); // dx = dy, passed on last: x may take its storage
         }
     }
 
