@@ -17,7 +17,8 @@ namespace Engine.Bench;
 /// <item>GEMM: our kernel against OpenBLAS and ONNX Runtime's MatMul (MLAS) at ViT-B/16's four Linear shapes for batch
 /// 1 and 8 (M = 197, 1576) and Swin-B/ConvNeXt-B's stage-3 and stage-4 MLPs at batch 1, on 1 and 2 threads (each peer is given the
 /// same thread count), and our kernel again reading W packed once (<see cref="CpuGemm.PackedB"/>), as ORT reads the
-/// weight it packed when the session loaded.</item>
+/// weight it packed when the session loaded; then the backward's two products (dX = dY·W, dW = dYᵀ·X) of ViT-B/16's
+/// Linear layers at batch 8 against OpenBLAS.</item>
 /// <item>Forward: each model exported by <see cref="ModelExport"/> and run by ONNX Runtime beside the engine on the same
 /// weights (seeded initialisation) and images: the file's size, the largest logit difference, eval-forward time with the
 /// engine's weights frozen (<see cref="FrozenWeights"/>) beside ORT and beside the same model thawed, and where
@@ -56,7 +57,11 @@ public static class PeersBench
         Console.WriteLine($"CPU: {Environment.ProcessorCount} threads, GEMM micro-kernel {CpuGemm.BestIsa}; OpenBLAS: " +
                           $"{(blas == null ? reason : blas.CoreName)} (OPENBLAS_CORETYPE={Environment.GetEnvironmentVariable("OPENBLAS_CORETYPE") ?? "unset"}); {rounds} rounds");
         Ops.FusedAttentionByDefault = !args.Contains("--unfused-attention");
-        if (only is "all" or "gemm") Gemm(blas, rounds);
+        if (only is "all" or "gemm")
+        {
+            Gemm(blas, rounds);
+            if (blas != null) TrainingGemm(blas, rounds);
+        }
         if (only is "all" or "forward")
             Forward((Arg("--models") ?? "vit_base_patch16_224,swin_base_patch4_window7_224,convnext_base").Split(','),
                 (Arg("--batches") ?? "1,8").Split(',').Select(b => int.Parse(b, Inv)).ToArray(), rounds);
@@ -88,26 +93,14 @@ public static class PeersBench
                     CpuParallel.Threads = threads;
                     blas?.SetThreads(threads);
                     double flops = 2.0 * M * N * K;
-                    // One round = several calls of each (about 60 ms at 300 GFLOP/s): ours, ORT, OpenBLAS, taking turns
-                    // going first.
-                    int calls = Math.Max(5, (int)(2e10 / flops));
-                    var ours = new List<double>();
-                    var theirs = new List<double>();
-                    var mlas = new List<double>();
-                    var oursPacked = new List<double>();
-                    var sides = new List<(Action Run, List<double> Speeds)>
+                    var sides = new List<Action>
                     {
-                        (() => CpuGemm.Gemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N), ours), (ort.Run, mlas),
-                        (() => CpuGemm.Gemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N, packedB: packed), oursPacked),
+                        () => CpuGemm.Gemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N), ort.Run,
+                        () => CpuGemm.Gemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N, packedB: packed),
                     };
-                    if (blas != null) sides.Add((() => blas.Sgemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N), theirs));
-                    for (int r = -1; r < rounds; r++) // round -1 warms up every side
-                        for (int i = 0; i < sides.Count; i++)
-                        {
-                            var (run, speeds) = sides[(i + Math.Max(r, 0)) % sides.Count];
-                            double t = Time(calls, run);
-                            if (r >= 0) speeds.Add(flops / t / 1e9);
-                        }
+                    if (blas != null) sides.Add(() => blas.Sgemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N));
+                    var speeds = Alternate(rounds, flops, sides);
+                    List<double> ours = speeds[0], mlas = speeds[1], oursPacked = speeds[2], theirs = blas == null ? [] : speeds[3];
                     double o = Rounds.Median(ours), m = Rounds.Median(mlas);
                     string peer = blas == null ? "n/a" : Rounds.Median(theirs).ToString("F1", Inv);
                     string ratio = blas == null ? "n/a" : Rounds.PairedRatio(ours, theirs).ToString("F2", Inv);
@@ -120,6 +113,61 @@ public static class PeersBench
         {
             CpuParallel.Threads = savedThreads;
         }
+    }
+
+    /// <summary>The training step's other two products for each of ViT-B/16's Linear layers at batch 8 (1576 tokens),
+    /// out × in: dX = dY·W (M×N×K = 1576×in×out, B not transposed) and dW = dYᵀ·X (out×in×1576, A transposed: the
+    /// tokens are summed over).</summary>
+    static readonly (int Out, int In, string Layer)[] TrainingLayers = [(2304, 768, "qkv"), (768, 768, "proj"), (3072, 768, "fc1"), (768, 3072, "fc2")];
+
+    /// <summary>Our GEMM against OpenBLAS at the backward products of <see cref="TrainingLayers"/>, 1 and 2 threads.</summary>
+    static unsafe void TrainingGemm(OpenBlas blas, int rounds)
+    {
+        Console.WriteLine("\n| layer | product | M×N×K | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ours / OpenBLAS |\n|---|---|---|---|---|---|---|");
+        const int T = 1576;
+        int savedThreads = CpuParallel.Threads;
+        try
+        {
+            foreach (var (Out, In, layer) in TrainingLayers)
+                foreach (bool weightGrad in new[] { false, true })
+                    foreach (int threads in new[] { 1, 2 }.Where(t => t <= Environment.ProcessorCount))
+                    {
+                        // dY [T, out]; dX: W [out, in] → [T, in]; dW: X [T, in] → [out, in].
+                        float* dy = Aligned.Filled((long)T * Out), b = Aligned.Filled((long)Out * In), c = Aligned.Filled((long)Math.Max(T, Out) * In);
+                        int M = weightGrad ? Out : T, K = weightGrad ? T : Out;
+                        CpuParallel.Threads = threads;
+                        blas.SetThreads(threads);
+                        var speeds = Alternate(rounds, 2.0 * M * In * K,
+                        [
+                            () => CpuGemm.Gemm(weightGrad, false, M, In, K, 1f, dy, Out, b, In, 0f, c, In),
+                            () => blas.Sgemm(weightGrad, false, M, In, K, 1f, dy, Out, b, In, 0f, c, In),
+                        ]);
+                        Console.WriteLine(string.Format(Inv, "| {0} | {1} | {2}×{3}×{4} | {5} | {6:F1} | {7:F1} | {8:F2} |", layer,
+                            weightGrad ? "dW = dYᵀ·X" : "dX = dY·W", M, In, K, threads, Rounds.Median(speeds[0]), Rounds.Median(speeds[1]),
+                            Rounds.PairedRatio(speeds[0], speeds[1])));
+                        Aligned.Free(dy, b, c);
+                    }
+        }
+        finally
+        {
+            CpuParallel.Threads = savedThreads;
+        }
+    }
+
+    /// <summary>GFLOP/s of each side per round: one round = several calls of each (about 60 ms at 300 GFLOP/s), the
+    /// sides taking turns going first; round -1 warms every side up and is not kept.</summary>
+    static List<double>[] Alternate(int rounds, double flops, IReadOnlyList<Action> sides)
+    {
+        int calls = Math.Max(5, (int)(2e10 / flops));
+        var speeds = sides.Select(_ => new List<double>()).ToArray();
+        for (int r = -1; r < rounds; r++)
+            for (int i = 0; i < sides.Count; i++)
+            {
+                int side = (i + Math.Max(r, 0)) % sides.Count;
+                double t = Time(calls, sides[side]);
+                if (r >= 0) speeds[side].Add(flops / t / 1e9);
+            }
+        return speeds;
     }
 
     /// <summary>One MatMul node in ONNX Runtime (MLAS's SGEMM, the product under every ORT forward above): y [M, N] =

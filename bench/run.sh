@@ -27,7 +27,8 @@ bash bench/run.sh peft [--model M] [--batch 8] [--rounds 5] [--methods full,ssf,
 bash bench/run.sh peers [--only gemm|forward] [--models M,...] [--batches 1,8] [--rounds 5] [--unfused-attention]
                                                 the engine beside its peers, alternating: GEMM vs OpenBLAS and
                                                 ORT's MatMul at ViT-B/16's shapes and Swin/ConvNeXt stages 3-4
-                                                (1 and 2 threads), eval forward vs its ONNX
+                                                (1 and 2 threads), the backward's dX and dW
+                                                products of ViT-B/16 at batch 8 vs OpenBLAS, eval forward vs its ONNX
                                                 export in ONNX Runtime (size, logit difference, time, kernel split)
 bash bench/run.sh fused [--rounds 9]            fused ops vs their unfused paths on the CPU (attention fwd+bwd, Linear+GELU)
 One kernel at any shape on any device: dotnet run --project src/Cli -c Release -- bench --op gelu --shape 1576x3072
