@@ -10,8 +10,9 @@ namespace Engine.Tests;
 [TestFixture, NonParallelizable]
 public unsafe class GemmTests
 {
-    // K = 1024 with no padding puts the rows of A 4 KiB apart (the GEMM copies such strips rather than read them in place).
-    static readonly (int M, int N, int K)[] Shapes = [(1, 1, 1), (7, 13, 5), (197, 61, 67), (300, 37, 600), (13, 4100, 3), (25, 40, 1024)];
+    // K = 1024 with no padding puts the rows of A 4 KiB apart (the GEMM copies such strips rather than read them in place);
+    // (30, 800, 1024) copies them once per K block for three column blocks (as it does any transposed A).
+    static readonly (int M, int N, int K)[] Shapes = [(1, 1, 1), (7, 13, 5), (197, 61, 67), (300, 37, 600), (13, 4100, 3), (25, 40, 1024), (30, 800, 1024)];
 
     static float[] Random(int n, ulong seed) => Enumerable.Range(0, n).Select(i => CounterRng.Uniform(seed, (ulong)i) * 2 - 1).ToArray();
 
@@ -181,8 +182,9 @@ public unsafe class GemmTests
     }
 
     /// <summary>Two threads split C by columns (wide N) or by rows (narrow N, a transposed A); either way every
-    /// element sums in the same order as on one thread.</summary>
-    [TestCase(517, 300, 700, false), TestCase(517, 40, 700, true), TestCase(197, 2304, 96, false)]
+    /// element sums in the same order as on one thread (also with a transposed A copied once per K block for more
+    /// than one column block).</summary>
+    [TestCase(517, 300, 700, false), TestCase(517, 40, 700, true), TestCase(197, 2304, 96, false), TestCase(300, 900, 520, true)]
     public void ThreadCountDoesNotChangeBits(int M, int N, int K, bool transA)
     {
         var a = Random(M * K, 6);

@@ -21,8 +21,9 @@ public enum GemmIsa
 /// C is cut into one rectangle per thread (whole NR-wide column panels or whole MR-tall row strips, across the longer
 /// side). For every (KC × ncb) block of op(B) in its columns a task packs the block into NR-wide panels
 /// [kc][NR] (kept in L2), then walks its row strips: an MR × kc strip of A (kept in L1) is read in place when A is not
-/// transposed (and its rows are not a multiple of 4 KiB apart), and the MR × NR register-tile micro-kernel sweeps the
-/// packed panels. No task waits for another: each packs the blocks of B it needs.
+/// transposed (and its rows are not a multiple of 4 KiB apart; else the strips are copied, a transposed A's once per K
+/// block for the whole rectangle), and the MR × NR register-tile micro-kernel sweeps the packed panels. No task waits
+/// for another: each packs the blocks of B it needs.
 /// The summation order of every C element is fixed by KC alone and the rectangles are tile-aligned, so results do
 /// not depend on the thread count.
 /// </summary>
@@ -30,6 +31,10 @@ public static unsafe class CpuGemm
 {
     /// <summary>K block (the depth of one pass over C) and the width of a packed B block (a multiple of every NR).</summary>
     const int KC = 256, NCB = 384;
+
+    /// <summary>Floats between a rectangle's copied A strips beyond the strip itself: one cache line, so that strips
+    /// 4 KiB multiples long (12 rows × 256) do not all start in the same L1 sets.</summary>
+    const int StripPad = 16;
 
     /// <summary>Bytes of one core's L2 cache that the blocking plans for: read from Linux sysfs (512 KiB where it cannot
     /// be read). Tests set it to run both block widths of <see cref="BlockCols"/>; results do not depend on it.</summary>
@@ -176,55 +181,82 @@ public static unsafe class CpuGemm
             int m0 = task / ColumnParts * PartRows, m1 = Math.Min(M, m0 + PartRows);
             if (n0 >= n1 || m0 >= m1) return;
             float* bPack = PackedB != null ? null : (float*)ThreadScratch.Get(1, (long)KC * Ncb * sizeof(float));
-            float* aStrip = (float*)ThreadScratch.Get(0, (long)MR * (KC + NR) * sizeof(float));
-            float* tile = aStrip + (long)MR * KC; // a partial tile's full MR × NR result, before its valid corner is stored
-            for (int jc = n0; jc < n1; jc += Ncb)
+            // An A that must be copied (transposed, rows 4 KiB apart, or rounded) is copied once per K block for all
+            // of the rectangle's strips when it is transposed or the rectangle has more than one column block, and the
+            // column blocks then run inside the K blocks. A transposed strip copied on its own gathers 48 bytes from each
+            // of kc rows of A lda apart (the same L1 sets when lda is a multiple of 1024); copied for the whole rectangle,
+            // each row of A is read once from end to end. Each C element still sums its K blocks in order, so the
+            // result is the same bit for bit.
+            bool copyA = TransA || Lda % 1024 == 0 || Precision != Precision.FP32;
+            bool keepA = TransA || copyA && n1 - n0 > Ncb;
+            long strips = (m1 - m0 + MR - 1) / MR, aFloats = keepA ? strips * (MR * KC + StripPad) : MR * KC;
+            float* aCopy = (float*)ThreadScratch.Get(0, (aFloats + (long)MR * NR) * sizeof(float));
+            float* tile = aCopy + aFloats; // a partial tile's full MR × NR result, before its valid corner is stored
+            if (!keepA)
             {
-                int nc = Math.Min(Ncb, n1 - jc);
-                for (int pc = 0; pc < K; pc += KC)
-                {
-                    int kc = Math.Min(KC, K - pc);
-                    if (PackedB != null) bPack = PackedB + (long)pc * PaddedCols(N, NR) + (long)jc * kc; // the block's panels, in place
-                    else
-                    {
-                        PackB(TransB, B, Ldb, pc, kc, jc, nc, NR, bPack);
-                        if (Precision != Precision.FP32) LowPrecision.Round(bPack, bPack, (long)kc * PaddedCols(nc, NR), Precision);
-                    }
-                    float beta = pc == 0 ? Beta : 1f;
-                    bool lastBlock = pc + kc == K;
-                    for (int ir = m0; ir < m1; ir += MR)
-                    {
-                        int mr = Math.Min(MR, m1 - ir); // the last strip may be partial: the micro-kernel then runs on its rows alone
-                        float* a = aStrip;
-                        long la = TransA ? 1 : kc, ka = TransA ? MR : 1; // row and k strides of the strip
-                        if (!TransA && Lda % 1024 != 0 && Precision == Precision.FP32)
-                        {
-                            a = A + (long)ir * Lda + pc;
-                            la = Lda;
-                        }
-                        else
-                        {
-                            PackAStrip(TransA, A, Lda, ir, mr, pc, kc, MR, aStrip); // rows 4 KiB apart share L1 sets: copy them
-                            if (Precision != Precision.FP32) LowPrecision.Round(aStrip, aStrip, (long)MR * kc, Precision);
-                        }
-                        float* cRow = C + (long)ir * Ldc + jc;
-                        for (int jr = 0; jr < nc; jr += NR)
-                        {
-                            int nr = Math.Min(NR, nc - jr);
-                            float* bPanel = bPack + (long)jr * kc;
-                            if (nr == NR) MicroKernel(Isa, mr, kc, a, la, ka, bPanel, cRow + jr, Ldc, Alpha, beta);
-                            else
-                            {
-                                MicroKernel(Isa, mr, kc, a, la, ka, bPanel, tile, NR, 1f, 0f);
-                                StorePartial(tile, NR, cRow + jr, Ldc, Alpha, beta, mr, nr);
-                            }
-                        }
-                        if (lastBlock && (Bias != null || Epilogue.Y != null))
-                            EpilogueBlock(Epilogue, cRow - C, Ldc, cRow, Ldc, Bias == null ? null : Bias + jc, mr, nc);
-                    }
-                }
+                for (int jc = n0; jc < n1; jc += Ncb)
+                    for (int pc = 0; pc < K; pc += KC) Block(m0, m1, jc, Math.Min(Ncb, n1 - jc), pc, Math.Min(KC, K - pc), copyA ? aCopy : null, 0, bPack, tile);
+                return;
+            }
+            for (int pc = 0; pc < K; pc += KC)
+            {
+                int kc = Math.Min(KC, K - pc);
+                long stride = MR * kc + StripPad;
+                if (TransA) PackATransposed(A, Lda, m0, m1, pc, kc, MR, aCopy, stride);
+                else for (int ir = m0; ir < m1; ir += MR) PackAStrip(false, A, Lda, ir, Math.Min(MR, m1 - ir), pc, kc, MR, aCopy + (ir - m0) / MR * stride);
+                if (Precision != Precision.FP32)
+                    for (long st = 0; st < strips; st++) LowPrecision.Round(aCopy + st * stride, aCopy + st * stride, (long)MR * kc, Precision);
+                for (int jc = n0; jc < n1; jc += Ncb) Block(m0, m1, jc, Math.Min(Ncb, n1 - jc), pc, kc, aCopy, stride, bPack, tile);
             }
         }
+
+        /// <summary>One (kc × nc) block of op(B) against rows m0..m1 of op(A): B packed (or found in PackedB), then
+        /// each MR-row strip through the micro-kernel. aCopy null: A read in place; stride 0: aCopy holds one strip,
+        /// copied here; else aCopy holds the rectangle's strips, stride floats apart, already copied for this K block.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        readonly void Block(int m0, int m1, int jc, int nc, int pc, int kc, float* aCopy, long stride, float* bPack, float* tile)
+        {
+            if (PackedB != null) bPack = PackedB + (long)pc * PaddedCols(N, NR) + (long)jc * kc; // the block's panels, in place
+            else
+            {
+                PackB(TransB, B, Ldb, pc, kc, jc, nc, NR, bPack);
+                if (Precision != Precision.FP32) LowPrecision.Round(bPack, bPack, (long)kc * PaddedCols(nc, NR), Precision);
+            }
+            float beta = pc == 0 ? Beta : 1f;
+            bool lastBlock = pc + kc == K;
+            for (int ir = m0; ir < m1; ir += MR)
+            {
+                int mr = Math.Min(MR, m1 - ir); // the last strip may be partial: the micro-kernel then runs on its rows alone
+                float* a;
+                long la = TransA ? 1 : kc, ka = TransA ? MR : 1; // row and k strides of a copied strip
+                if (aCopy == null)
+                {
+                    a = A + (long)ir * Lda + pc;
+                    la = Lda;
+                }
+                else if (stride == 0)
+                {
+                    PackAStrip(TransA, A, Lda, ir, mr, pc, kc, MR, a = aCopy);
+                    if (Precision != Precision.FP32) LowPrecision.Round(a, a, (long)MR * kc, Precision);
+                }
+                else a = aCopy + (ir - m0) / MR * stride;
+                float* cRow = C + (long)ir * Ldc + jc;
+                for (int jr = 0; jr < nc; jr += NR)
+                {
+                    int nr = Math.Min(NR, nc - jr);
+                    float* bPanel = bPack + (long)jr * kc;
+                    if (nr == NR) MicroKernel(Isa, mr, kc, a, la, ka, bPanel, cRow + jr, Ldc, Alpha, beta);
+                    else
+                    {
+                        MicroKernel(Isa, mr, kc, a, la, ka, bPanel, tile, NR, 1f, 0f);
+                        StorePartial(tile, NR, cRow + jr, Ldc, Alpha, beta, mr, nr);
+                    }
+                }
+                if (lastBlock && (Bias != null || Epilogue.Y != null))
+                    EpilogueBlock(Epilogue, cRow - C, Ldc, cRow, Ldc, Bias == null ? null : Bias + jc, mr, nc);
+            }
+        }
+
     }
 
     /// <summary>The Linear epilogue on an mr × nr block h of C (rows ldh apart) that starts <paramref name="offset"/>
@@ -300,6 +332,27 @@ public static unsafe class CpuGemm
             for (; r + 4 <= mr; r += 4) Vector128.Store(Vector128.Load(src + r), dst + r);
             for (; r < mr; r++) dst[r] = src[r];
             for (; r < MR; r++) dst[r] = 0f;
+        }
+    }
+
+    /// <summary>Copies rows m0..m1 of op(A) = Aᵀ, K block pc..pc+kc, into k-major strips [kc][MR] stride floats
+    /// apart (rows past the last strip's end zero): row pc + k of A is read once from end to end, 12 of its values
+    /// to each strip.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void PackATransposed(float* A, int lda, int m0, int m1, int pc, int kc, int MR, float* dst, long stride)
+    {
+        for (int k = 0; k < kc; k++)
+        {
+            float* src = A + (long)(pc + k) * lda;
+            float* d = dst + (long)k * MR;
+            for (int ir = m0; ir < m1; ir += MR, d += stride)
+            {
+                int mr = Math.Min(MR, m1 - ir), r = 0;
+                for (; r + 8 <= mr; r += 8) Vector256.Store(Vector256.Load(src + ir + r), d + r);
+                for (; r + 4 <= mr; r += 4) Vector128.Store(Vector128.Load(src + ir + r), d + r);
+                for (; r < mr; r++) d[r] = src[ir + r];
+                for (; r < MR; r++) d[r] = 0f;
+            }
         }
     }
 
