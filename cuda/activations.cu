@@ -1,16 +1,9 @@
 // activations.cu: exact GELU, y = x·Φ(x), its derivative, the Linear+GELU epilogue, and ReLU. Launch: 1-D grid-stride, 256 threads.
 #include "common.cuh"
 
-#define INV_SQRT2 0.70710678118654752f
-#define INV_SQRT_2PI 0.39894228040143268f
-
 extern "C" __global__ void gelu_forward(float* y, const float* x, long long n)
 {
-    GRID_STRIDE(i, n)
-    {
-        float v = x[i];
-        y[i] = 0.5f * v * (1.f + erff(v * INV_SQRT2));
-    }
+    GRID_STRIDE(i, n) y[i] = gelu(x[i]);
 }
 
 // The Linear+GELU epilogue after the GEMM: v = x[r, c] + bias[c] (no bias: null); y = GELU(v); h = v when h is not
@@ -21,19 +14,14 @@ extern "C" __global__ void bias_gelu_forward(float* y, float* h, const float* x,
     {
         float v = x[i] + (bias ? bias[i % cols] : 0.f);
         if (h) h[i] = v;
-        y[i] = 0.5f * v * (1.f + erff(v * INV_SQRT2));
+        y[i] = gelu(v);
     }
 }
 
 // dx = dy · (Φ(x) + x·φ(x)).
 extern "C" __global__ void gelu_backward(float* dx, const float* dy, const float* x, long long n, int accumulate)
 {
-    GRID_STRIDE(i, n)
-    {
-        float v = x[i];
-        float cdf = 0.5f * (1.f + erff(v * INV_SQRT2)), pdf = INV_SQRT_2PI * expf(-0.5f * v * v);
-        store(dx + i, dy[i] * (cdf + v * pdf), accumulate);
-    }
+    GRID_STRIDE(i, n) store(dx + i, dy[i] * gelu_slope(x[i]), accumulate);
 }
 
 // y = max(x, 0).

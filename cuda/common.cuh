@@ -65,6 +65,14 @@ template <class F> __device__ float column_sum(int rows, bool active, F term)
 // Writes or accumulates one output element (the kernel contract's `accumulate` flag).
 __device__ __forceinline__ void store(float* p, float v, int accumulate) { *p = accumulate ? *p + v : v; }
 
+// Exact GELU, x·Φ(x) with Φ(x) = (1 + erf(x/√2)) / 2, and its slope Φ(x) + x·φ(x) (activations.cu, and SSF's
+// scale-shift followed by GELU in norm.cu).
+__device__ __forceinline__ float gelu(float x) { return 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); }
+__device__ __forceinline__ float gelu_slope(float x)
+{
+    return 0.5f * (1.f + erff(x * 0.70710678118654752f)) + x * 0.39894228040143268f * expf(-0.5f * x * x);
+}
+
 // Counter-based uniform in [0, 1): SplitMix64's finaliser of (seed, counter), the top 24 bits. Bit-identical
 // to Engine.Kernels.CounterRng, so every backend draws the same dropout masks.
 __device__ __forceinline__ float counter_uniform(unsigned long long seed, unsigned long long counter)

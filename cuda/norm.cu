@@ -76,13 +76,15 @@ extern "C" __global__ void layernorm_backward_params(float* dweight, float* dbia
     }
 }
 
-// y[r, c] = x[r, c]·scale[c] + shift[c]. Launch: 1-D grid-stride.
-extern "C" __global__ void scale_shift_forward(float* y, const float* x, const float* scale, const float* shift, int rows, int C)
+// y[r, c] = x[r, c]·scale[c] + shift[c], then GELU of it when gelu is set (SSF at an MLP's first layer). Launch: 1-D
+// grid-stride.
+extern "C" __global__ void scale_shift_forward(float* y, const float* x, const float* scale, const float* shift, int rows, int C, int gelu_after)
 {
     GRID_STRIDE(i, (long long)rows * C)
     {
         int c = (int)(i % C);
-        y[i] = x[i] * scale[c] + shift[c];
+        float z = x[i] * scale[c] + shift[c];
+        y[i] = gelu_after ? gelu(z) : z;
     }
 }
 
@@ -92,11 +94,12 @@ extern "C" __global__ void scale_shift_backward_input(float* dx, const float* dy
     GRID_STRIDE(i, (long long)rows * C) store(dx + i, dy[i] * scale[i % C], accumulate);
 }
 
-// SSF backward in one pass over dy: dx = dy·scale (when dx is given), dscale[c] += Σ_r dy·x, dshift[c] += Σ_r dy
-// (either may be null). Grid ceil(C/32), block (32, 8): thread (x, y) walks rows y, y + 8, ... of its column, and the
-// eight partial sums per column are added in a fixed order (deterministic).
+// SSF backward in one pass over dy: g = dy (or, with gelu_after, dy·GELU'(x·scale + shift): the backward of GELU after
+// the scale-shift), dx = g·scale (when dx is given), dscale[c] += Σ_r g·x, dshift[c] += Σ_r g (either may be null).
+// Grid ceil(C/32), block (32, 8): thread (x, y) walks rows y, y + 8, ... of its column, and the eight partial sums per
+// column are added in a fixed order (deterministic).
 extern "C" __global__ void scale_shift_backward(float* dx, float* dscale, float* dshift, const float* dy, const float* x,
-                                               const float* scale, int rows, int C, int accumulate)
+                                               const float* scale, const float* shift, int rows, int C, int gelu_after, int accumulate)
 {
     __shared__ float partialScale[COLUMN_THREADS_Y][33], partialShift[COLUMN_THREADS_Y][33];
     int c = blockIdx.x * 32 + threadIdx.x;
@@ -105,7 +108,7 @@ extern "C" __global__ void scale_shift_backward(float* dx, float* dscale, float*
         for (int r = threadIdx.y; r < rows; r += COLUMN_THREADS_Y)
         {
             long long i = (long long)r * C + c;
-            float g = dy[i];
+            float g = gelu_after ? dy[i] * gelu_slope(x[i] * scale[c] + shift[c]) : dy[i];
             if (dx) store(dx + i, g * scale[c], accumulate);
             if (dscale) ds += g * x[i];
             dh += g;

@@ -45,6 +45,20 @@ public static partial class OpCases
             GradCheck.Run(dev, $"LinearScaleShift {rows}x{N}x{K}",
                 [new("x", [rows, K]), new("w", [N, K]), new("scale", [N]), new("shift", [N])],
                 t => Ops.LinearScaleShift(t[0], t[1], t[2], t[3]),
-                v => Reference.Linear(v[0], v[1], null, rows, N, K).Select((u, i) => u * v[2][i % N] + v[3][i % N]).ToArray());
+                v => ScaleShiftReference(Reference.Linear(v[0], v[1], null, rows, N, K), v[2], v[3]));
     }
+
+    // SSF at an MLP's first layer and its GELU in one epilogue; the backward recomputes GELU's input from the kept product.
+    // Inputs in [-1.5, 1.5] put GELU's input on both sides of its bend.
+    static void LinearScaleShiftGelu(Device dev)
+    {
+        foreach (var (rows, N, K) in new[] { (13, 37, 9), (7, 5, 300) })
+            GradCheck.Run(dev, $"LinearScaleShiftGelu {rows}x{N}x{K}",
+                [new("x", [rows, K], -1.5, 1.5), new("w", [N, K]), new("scale", [N]), new("shift", [N])],
+                t => Ops.LinearScaleShiftGelu(t[0], t[1], t[2], t[3]),
+                v => Reference.Gelu(ScaleShiftReference(Reference.Linear(v[0], v[1], null, rows, N, K), v[2], v[3])));
+    }
+
+    static double[] ScaleShiftReference(double[] u, double[] scale, double[] shift) =>
+        [.. u.Select((value, i) => value * scale[i % scale.Length] + shift[i % shift.Length])];
 }

@@ -19,6 +19,7 @@ public static partial class OpCases
         ("Linear", Linear),
         ("LinearGelu", LinearGelu),
         ("LinearScaleShift", LinearScaleShift),
+        ("LinearScaleShiftGelu", LinearScaleShiftGelu),
         // Norm
         ("LayerNorm", LayerNorm),
         ("ScaleShift", ScaleShift),

@@ -50,6 +50,12 @@ public unsafe interface IKernels
     /// <see cref="ScaleShiftForward"/>.</summary>
     void LinearScaleShiftForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K);
 
+    /// <summary>SSF at an MLP's first Linear and its GELU in one pass: u = x[rows, K]·Wᵀ, y = GELU(u·scale + shift) per
+    /// column, both [rows, N]; u is written only when not null (training keeps it: its backward,
+    /// <see cref="ScaleShiftGeluBackward"/>, needs it for dscale and for GELU's slope). The CPU applies both to each GEMM
+    /// tile while it is in cache; other backends may run a GEMM and then one elementwise pass.</summary>
+    void LinearScaleShiftGeluForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K);
+
     /// <summary>Promises that the <paramref name="count"/> floats at <paramref name="w"/> (a Linear weight [N, K] of
     /// <see cref="LinearForward"/> and its fused forms) stay unchanged until <see cref="ThawWeight"/>, so the backend may
     /// keep them packed for its GEMM: the CPU packs a frozen weight at its first product and reuses the panels (as much
@@ -112,6 +118,9 @@ public unsafe interface IKernels
     void ScaleShiftForward(float* y, float* x, float* scale, float* shift, int rows, int C);
     /// <summary>dx = dy·scale; dscale += Σ_r dy·x; dshift += Σ_r dy. Each output may be null.</summary>
     void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, int rows, int C, bool accumulate);
+    /// <summary>The backward of y = GELU(x·scale + shift) in one pass over dy: g = dy·GELU'(x·scale + shift), dx = g·scale;
+    /// dscale += Σ_r g·x; dshift += Σ_r g. x,dy,dx [rows,C]; dx, dscale and dshift may each be null.</summary>
+    void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, float* shift, int rows, int C, bool accumulate);
 
     // ---------------------------------------------------------------- attention pieces
     /// <summary>qkv [B,T,3,NH,HD] → q, k, v each [B,NH,T,HD] (timm's q|k|v column layout).</summary>

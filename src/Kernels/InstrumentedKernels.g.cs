@@ -44,6 +44,14 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void LinearScaleShiftGeluForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K)
+    {
+        long start = Begin(KernelId.LinearScaleShiftGeluForward);
+        Inner.LinearScaleShiftGeluForward(y, u, x, w, scale, shift, rows, N, K);
+        End(KernelId.LinearScaleShiftGeluForward, start);
+    }
+
+    /// <inheritdoc/>
     public void RoundToPrecision(float* y, float* x, long n, Precision precision)
     {
         long start = Begin(KernelId.RoundToPrecision);
@@ -201,6 +209,14 @@ public sealed unsafe partial class InstrumentedKernels
         long start = Begin(KernelId.ScaleShiftBackward);
         Inner.ScaleShiftBackward(dx, dscale, dshift, dy, x, scale, rows, C, accumulate);
         End(KernelId.ScaleShiftBackward, start);
+    }
+
+    /// <inheritdoc/>
+    public void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, float* shift, int rows, int C, bool accumulate)
+    {
+        long start = Begin(KernelId.ScaleShiftGeluBackward);
+        Inner.ScaleShiftGeluBackward(dx, dscale, dshift, dy, x, scale, shift, rows, C, accumulate);
+        End(KernelId.ScaleShiftGeluBackward, start);
     }
 
     /// <inheritdoc/>
@@ -539,6 +555,8 @@ public enum KernelId
     LinearGeluForward,
     /// <summary><see cref="IKernels.LinearScaleShiftForward"/></summary>
     LinearScaleShiftForward,
+    /// <summary><see cref="IKernels.LinearScaleShiftGeluForward"/></summary>
+    LinearScaleShiftGeluForward,
     /// <summary><see cref="IKernels.RoundToPrecision"/></summary>
     RoundToPrecision,
     /// <summary><see cref="IKernels.PackLowPrecision"/></summary>
@@ -579,6 +597,8 @@ public enum KernelId
     ScaleShiftForward,
     /// <summary><see cref="IKernels.ScaleShiftBackward"/></summary>
     ScaleShiftBackward,
+    /// <summary><see cref="IKernels.ScaleShiftGeluBackward"/></summary>
+    ScaleShiftGeluBackward,
     /// <summary><see cref="IKernels.SplitHeads"/></summary>
     SplitHeads,
     /// <summary><see cref="IKernels.SplitHeadsBackward"/></summary>

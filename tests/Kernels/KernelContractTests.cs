@@ -319,6 +319,30 @@ public unsafe class KernelContractTests
             paramGrads >= 1 ? dshift : null, g.Dy.Data, paramGrads == 2 ? g.X.Data : null, g.Vector.Data, RowGradCase.Rows, RowGradCase.C, accumulate));
     }
 
+    /// <summary>The backward of GELU after SSF at every CPU vector width against double loops: g = dy·GELU'(x·scale +
+    /// shift), dx = g·scale written or added, dscale += Σ g·x and dshift += Σ g added into or not asked for.</summary>
+    [Test]
+    public void ScaleShiftGeluBackwardAtEveryCpuWidth([Values] bool accumulate, [Values] bool paramGrads)
+    {
+        using var g = new RowGradCase(accumulate, seed: 61);
+        using var shift = Random(Device.Cpu, 67, RowGradCase.C);
+        float[] xs = g.X.ToArray(), gs = g.Dy.ToArray(), ss = g.Vector.ToArray(), bs = shift.ToArray();
+        for (int r = 0; r < RowGradCase.Rows; r++)
+            for (int c = 0; c < RowGradCase.C; c++)
+            {
+                int i = r * RowGradCase.C + c;
+                double z = (double)xs[i] * ss[c] + bs[c];
+                double slope = 0.5 * (1 + MathNet.Numerics.SpecialFunctions.Erf(z / Math.Sqrt(2))) + z * Math.Exp(-0.5 * z * z) / Math.Sqrt(2 * Math.PI);
+                double grad = gs[i] * slope;
+                g.WantDx[i] += grad * ss[c];
+                if (!paramGrads) continue;
+                g.WantP0[c] += grad * xs[i];
+                g.WantP1[c] += grad;
+            }
+        g.Check(1e-5, (dx, dscale, dshift) => Device.Cpu.Kernels.ScaleShiftGeluBackward(dx, paramGrads ? dscale : null,
+            paramGrads ? dshift : null, g.Dy.Data, g.X.Data, g.Vector.Data, shift.Data, RowGradCase.Rows, RowGradCase.C, accumulate));
+    }
+
     /// <summary>The LayerNorm backward at every CPU vector width against double loops: 37 columns (whole vectors and a
     /// scalar tail at each width), with and without a weight, dx written or added, the parameter gradients added into
     /// or not asked for.</summary>

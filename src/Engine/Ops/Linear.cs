@@ -3,9 +3,10 @@ using Engine.Autograd;
 namespace Engine;
 
 // Linear layer: y = x·Wᵀ + b (the GEMM op; patch embedding and strided convs reuse it after Patchify), LinearGelu,
-// GELU(x·Wᵀ + b) with the activation in the epilogue, and LinearScaleShift, SSF's (x·Wᵀ)·γ + β'. Kernels: LinearForward,
-// LinearGeluForward and LinearScaleShiftForward (CpuGemm.cs with the bias, GELU or scale-shift in its store on the CPU;
-// cuBLAS then one elementwise kernel on CUDA), Gemm for the backward.
+// GELU(x·Wᵀ + b) with the activation in the epilogue, LinearScaleShift, SSF's (x·Wᵀ)·γ + β', and LinearScaleShiftGelu,
+// GELU of that. Kernels: LinearForward, LinearGeluForward, LinearScaleShiftForward and LinearScaleShiftGeluForward
+// (CpuGemm.cs with the bias, GELU or scale-shift in its store on the CPU; cuBLAS then one elementwise kernel on CUDA),
+// Gemm for the backward, ScaleShiftBackward and ScaleShiftGeluBackward for SSF's.
 public static unsafe partial class Ops
 {
     /// <summary>
@@ -46,20 +47,34 @@ public static unsafe partial class Ops
     /// gradients as <c>ScaleShift(Linear(x, W), scale, shift)</c>; the bias-free product is written and kept only when
     /// scale trains (for dscale).
     /// </summary>
-    public static Tensor LinearScaleShift(Tensor x, Tensor weight, Tensor scale, Tensor shift)
+    public static Tensor LinearScaleShift(Tensor x, Tensor weight, Tensor scale, Tensor shift) =>
+        LinearScaleShift("LinearScaleShift", x, weight, scale, shift, gelu: false);
+
+    /// <summary>
+    /// SSF at an MLP's first layer and its activation in one pass: y = GELU((x·Wᵀ)·scale + shift) (shapes and shift as
+    /// in <see cref="LinearScaleShift(Tensor, Tensor, Tensor, Tensor)"/>), both in the GEMM's epilogue on the CPU. The same
+    /// values and gradients as <c>Gelu(LinearScaleShift(x, W, scale, shift))</c>, bit for bit on the CPU, with one
+    /// activation kept instead of two: the bias-free product, from which the backward recomputes GELU's input.
+    /// </summary>
+    public static Tensor LinearScaleShiftGelu(Tensor x, Tensor weight, Tensor scale, Tensor shift) =>
+        LinearScaleShift("LinearScaleShiftGelu", x, weight, scale, shift, gelu: true);
+
+    static Tensor LinearScaleShift(string op, Tensor x, Tensor weight, Tensor scale, Tensor shift, bool gelu)
     {
-        const string op = "LinearScaleShift";
         var (rows, N, K, shape) = CheckLinear(op, x, weight, null);
         CheckVector(op, "scale", scale, N, x);
         CheckVector(op, "shift", shift, N, x);
         var y = Tensor.Empty(x.Device, DType.F32, shape);
         bool record = Tape.ShouldRecord(x, weight, scale, shift);
-        using var u = record && scale.RequiresGrad ? Tensor.Empty(x.Device, DType.F32, shape) : null;
-        x.Device.Kernels.LinearScaleShiftForward(y.Data, u == null ? null : u.Data, x.Data, weight.Data, scale.Data, shift.Data, rows, N, K);
+        using var u = record && (gelu || scale.RequiresGrad) ? Tensor.Empty(x.Device, DType.F32, shape) : null;
+        var k = x.Device.Kernels;
+        if (gelu) k.LinearScaleShiftGeluForward(y.Data, u == null ? null : u.Data, x.Data, weight.Data, scale.Data, shift.Data, rows, N, K);
+        else k.LinearScaleShiftForward(y.Data, u == null ? null : u.Data, x.Data, weight.Data, scale.Data, shift.Data, rows, N, K);
         if (record)
             Tape.Push(y, new LinearScaleShiftSaved
             {
                 Linear = SaveLinear(x, weight, null, rows, N, K), Scale = scale, Shift = shift, U = u == null ? null : Tape.Save(u),
+                ShiftKept = gelu ? Tape.Save(shift) : null, // GELU's input is recomputed (a folded shift may be disposed by its caller)
                 LinearNeedsGrad = x.RequiresGrad || weight.RequiresGrad,
             });
         return y;
@@ -114,21 +129,24 @@ public static unsafe partial class Ops
         }
     }
 
-    /// <summary>LinearScaleShift's backward state: ScaleShift's from the kept product u (dscale, dshift, du), then Linear's
-    /// from du when x or W needs a gradient.</summary>
+    /// <summary>LinearScaleShift's and LinearScaleShiftGelu's backward state: ScaleShift's (after GELU's, recomputed from
+    /// u) from the kept product u (dscale, dshift, du), then Linear's from du when x or W needs a gradient.</summary>
     struct LinearScaleShiftSaved : IBackward<LinearScaleShiftSaved>
     {
         public LinearSaved Linear;
         public Tensor Scale, Shift;
-        public Tensor? U;
+        public Tensor? U, ShiftKept;
         public bool LinearNeedsGrad;
 
         public static void Backward(ref LinearScaleShiftSaved s, Tensor y)
         {
             var k = y.Device.Kernels;
             using var du = s.LinearNeedsGrad ? Tensor.Empty(y.Device, DType.F32, y.Shape) : null;
-            k.ScaleShiftBackward(du == null ? null : du.Data, Tape.GradAccumulatorIfNeeded(s.Scale), Tape.GradAccumulatorIfNeeded(s.Shift),
-                y.Grad!.Data, s.U == null ? null : s.U.Data, s.Scale.Data, s.Linear.Rows, s.Linear.N, false);
+            float* dx = du == null ? null : du.Data, dscale = Tape.GradAccumulatorIfNeeded(s.Scale), dshift = Tape.GradAccumulatorIfNeeded(s.Shift);
+            float* u = s.U == null ? null : s.U.Data;
+            if (s.ShiftKept != null)
+                k.ScaleShiftGeluBackward(dx, dscale, dshift, y.Grad!.Data, u, s.Scale.Data, s.ShiftKept.Data, s.Linear.Rows, s.Linear.N, false);
+            else k.ScaleShiftBackward(dx, dscale, dshift, y.Grad!.Data, u, s.Scale.Data, s.Linear.Rows, s.Linear.N, false);
             if (du != null) LinearSaved.Backward(ref s.Linear, k, du.Data);
         }
     }

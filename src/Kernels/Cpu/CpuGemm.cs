@@ -262,7 +262,7 @@ public static unsafe class CpuGemm
     /// <summary>The Linear epilogue on an mr × nr block h of C (rows ldh apart) that starts <paramref name="offset"/>
     /// elements into C, while it is in L1: h[r, j] += bias[j] (no bias: null), then the epilogue's y at the same offset
     /// (rows ldy apart; y may be C): GELU(h), or h·scale + shift per column (scale and shift from the block's first
-    /// column, offset mod ldy).</summary>
+    /// column, offset mod ldy), and GELU of that when the epilogue says so.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void EpilogueBlock(in GemmEpilogue e, long offset, int ldy, float* h, int ldh, float* bias, int mr, int nr)
     {
@@ -283,6 +283,7 @@ public static unsafe class CpuGemm
             int j = 0;
             for (; j + V <= nr; j += V) Vec.Store(yr + j, Vec.Load(hr + j) * Vec.Load(scale + j) + Vec.Load(shift + j));
             for (; j < nr; j++) yr[j] = hr[j] * scale[j] + shift[j];
+            if (e.GeluAfter) CpuKernels.GeluRow(yr, yr, nr);
         }
     }
 
@@ -662,7 +663,14 @@ public readonly unsafe struct GemmEpilogue
     /// <summary>y = GELU(h).</summary>
     public static GemmEpilogue Gelu(float* y) => new() { Y = y };
 
+    /// <summary>Whether GELU follows the scale-shift.</summary>
+    public bool GeluAfter { get; private init; }
+
     /// <summary>y[r, j] = h[r, j]·scale[j] + shift[j], the multiply and the add rounded apart (as a separate scale-shift
     /// pass computes it).</summary>
     public static GemmEpilogue ScaleShift(float* y, float* scale, float* shift) => new() { Y = y, Scale = scale, Shift = shift };
+
+    /// <summary>y[r, j] = GELU(h[r, j]·scale[j] + shift[j]), bit for bit a scale-shift pass and then a GELU pass.</summary>
+    public static GemmEpilogue ScaleShiftGelu(float* y, float* scale, float* shift) =>
+        new() { Y = y, Scale = scale, Shift = shift, GeluAfter = true };
 }

@@ -38,11 +38,11 @@ public sealed unsafe partial class CpuKernels
         {
             for (long i = Simd.Run(ref this, start, end); i < end; i++)
             {
-                float x = X[i], cdf = Simd.NormalCdf(x);
-                if (!Backward) Y[i] = x * cdf;
+                float x = X[i];
+                if (!Backward) Y[i] = x * Simd.NormalCdf(x);
                 else
                 {
-                    float v = Dy[i] * (cdf + x * 0.39894228040143268f * MathF.Exp(-0.5f * x * x));
+                    float v = Dy[i] * GeluSlope(x);
                     Y[i] = Accumulate ? Y[i] + v : v;
                 }
             }
@@ -53,22 +53,32 @@ public sealed unsafe partial class CpuKernels
         public readonly long Run<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>
         {
             long i = start;
-            TV minusHalf = W.Splat(-0.5f), invSqrt2Pi = W.Splat(0.39894228040143268f);
             for (; i + W.Count <= end; i += W.Count)
             {
                 var x = W.Load(X + i);
-                var cdf = Simd.NormalCdf<TV, W>(x); // Φ(x) = (1 + erf(x/√2)) / 2
                 if (!Backward)
                 {
-                    W.Store(Y + i, W.Mul(x, cdf));
+                    W.Store(Y + i, W.Mul(x, Simd.NormalCdf<TV, W>(x))); // x·Φ(x), Φ(x) = (1 + erf(x/√2)) / 2
                     continue;
                 }
-                var pdf = W.Mul(invSqrt2Pi, Simd.Exp<TV, W>(W.Mul(minusHalf, W.Mul(x, x)))); // φ(x)
-                var v = W.Mul(W.Load(Dy + i), W.Fma(x, pdf, cdf));                                       // dy·(Φ + x·φ)
+                var v = W.Mul(W.Load(Dy + i), GeluSlope<TV, W>(x));
                 W.Store(Y + i, Accumulate ? W.Add(v, W.Load(Y + i)) : v);
             }
             return i;
         }
+    }
+
+    /// <summary>GELU's slope Φ(x) + x·φ(x) (GeluBackward's, and SSF+GELU's in ScaleShiftGeluBackward) for a scalar tail:
+    /// one lane of the vector code, so an element gets the same bits wherever a row or a chunk cuts the vectors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float GeluSlope(float x) => GeluSlope<Vector128<float>, W128>(Vector128.Create(x)).ToScalar();
+
+    /// <summary><see cref="GeluSlope(float)"/> at width W.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static TV GeluSlope<TV, W>(TV x) where TV : struct where W : ISimd<TV>
+    {
+        var pdf = W.Mul(W.Splat(0.39894228040143268f), Simd.Exp<TV, W>(W.Mul(W.Splat(-0.5f), W.Mul(x, x)))); // φ(x)
+        return W.Fma(x, pdf, Simd.NormalCdf<TV, W>(x));
     }
 
     /// <inheritdoc/>

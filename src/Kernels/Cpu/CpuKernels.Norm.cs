@@ -214,11 +214,24 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
-    public void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, int rows, int C, bool accumulate)
+    public void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, int rows, int C, bool accumulate) =>
+        ScaleShiftBackward(dx, dscale, dshift, dy, x, scale, null, rows, C, accumulate);
+
+    /// <inheritdoc/>
+    public void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, float* shift, int rows, int C,
+        bool accumulate)
+    {
+        if (shift == null) throw new ArgumentNullException(nameof(shift));
+        ScaleShiftBackward(dx, dscale, dshift, dy, x, scale, shift, rows, C, accumulate);
+    }
+
+    /// <summary>SSF's backward; with a shift, that of GELU after SSF (dy is first multiplied by GELU's slope at
+    /// x·scale + shift).</summary>
+    void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, float* shift, int rows, int C, bool accumulate)
     {
         var body = new ScaleShiftBackwardBody
         {
-            Dx = dx, Dy = dy, X = x, Scale = scale, C = C, Rows = rows, Accumulate = accumulate, Grain = ReductionGrain(rows),
+            Dx = dx, Dy = dy, X = x, Scale = scale, Shift = shift, C = C, Rows = rows, Accumulate = accumulate, Grain = ReductionGrain(rows),
             ParamGrads = dscale != null || dshift != null, ScaleGrad = dscale != null,
         };
         int chunks = CpuRange.Chunks(rows, body.Grain);
@@ -228,13 +241,14 @@ public sealed unsafe partial class CpuKernels
         SumPairPartials(dscale, dshift, body.Partials, chunks, C);
     }
 
-    /// <summary>One chunk of rows of the SSF backward, each row read once: dx = dy ⊙ scale (added when accumulating),
-    /// and into the chunk's partials dscale += dy ⊙ x (when the scale trains), dshift += dy.</summary>
+    /// <summary>One chunk of rows of the SSF backward, each row read once: g = dy, or dy·GELU'(x·scale + shift) when
+    /// GELU followed SSF (Shift set); dx = g ⊙ scale (added when accumulating), and into the chunk's partials
+    /// dscale += g ⊙ x (when the scale trains), dshift += g.</summary>
     struct ScaleShiftBackwardBody : IParallelBody
     {
-        public float* Dx, Dy, X, Scale, Partials;
+        public float* Dx, Dy, X, Scale, Shift, Partials;
         public int C, Rows, Grain;
-        public bool Accumulate, ParamGrads, ScaleGrad; // x is read (and was kept) only when the scale trains
+        public bool Accumulate, ParamGrads, ScaleGrad;
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int chunk)
         {
@@ -243,7 +257,8 @@ public sealed unsafe partial class CpuKernels
             int end = Math.Min(Rows, (chunk + 1) * Grain);
             for (long r = (long)chunk * Grain; r < end; r++)
             {
-                float* x = ScaleGrad ? X + r * C : null, dy = Dy + r * C, dx = Dx == null ? null : Dx + r * C;
+                // x is read (and was kept) only when the scale trains or GELU followed.
+                float* x = ScaleGrad || Shift != null ? X + r * C : null, dy = Dy + r * C, dx = Dx == null ? null : Dx + r * C;
                 int i = Simd.Width switch
                 {
                     SimdWidth.W512 => Row<Vector512<float>, W512>(dx, dy, x, ds, db),
@@ -252,7 +267,7 @@ public sealed unsafe partial class CpuKernels
                 };
                 for (; i < C; i++)
                 {
-                    float g = dy[i];
+                    float g = Shift == null ? dy[i] : dy[i] * GeluSlope(x[i] * Scale[i] + Shift[i]);
                     if (ScaleGrad) ds[i] += g * x[i];
                     if (ParamGrads) db[i] += g;
                     if (dx != null) dx[i] = Accumulate ? dx[i] + g * Scale[i] : g * Scale[i];
@@ -268,6 +283,7 @@ public sealed unsafe partial class CpuKernels
             for (; i + W.Count <= C; i += W.Count)
             {
                 var g = W.Load(dy + i);
+                if (Shift != null) g = W.Mul(g, GeluSlope<TV, W>(W.Add(W.Mul(W.Load(x + i), W.Load(Scale + i)), W.Load(Shift + i))));
                 if (ScaleGrad) W.Store(ds + i, W.Add(W.Load(ds + i), W.Mul(g, W.Load(x + i))));
                 if (ParamGrads) W.Store(db + i, W.Add(W.Load(db + i), g));
                 if (dx == null) continue;

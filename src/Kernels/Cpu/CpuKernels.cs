@@ -141,17 +141,26 @@ public sealed unsafe partial class CpuKernels : IKernels
     /// <inheritdoc/>
     /// <remarks>Our GEMM applies the scale-shift to each tile as it completes, while it is in L1; with OpenBLAS, one pass
     /// after the product.</remarks>
-    public void LinearScaleShiftForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K)
+    public void LinearScaleShiftForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K) =>
+        LinearScaleShift(y, u, x, w, scale, shift, rows, N, K, gelu: false);
+
+    /// <inheritdoc/>
+    /// <remarks>As <see cref="LinearScaleShiftForward"/>, with GELU after the scale-shift in the same epilogue (or pass).</remarks>
+    public void LinearScaleShiftGeluForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K) =>
+        LinearScaleShift(y, u, x, w, scale, shift, rows, N, K, gelu: true);
+
+    void LinearScaleShift(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K, bool gelu)
     {
         float* product = u != null ? u : y;
         if (Fp32Blas is not { } blas)
         {
-            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, null, GemmPrecision, GemmEpilogue.ScaleShift(y, scale, shift),
-                PackedWeight(w, N, K));
+            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, null, GemmPrecision,
+                gelu ? GemmEpilogue.ScaleShiftGelu(y, scale, shift) : GemmEpilogue.ScaleShift(y, scale, shift), PackedWeight(w, N, K));
             return;
         }
         blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N);
         ScaleShiftForward(y, product, scale, shift, rows, N);
+        if (gelu) GeluForward(y, y, (long)rows * N);
     }
 
     // One row: h += bias, y = GELU(h).

@@ -120,6 +120,15 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         ScaleShiftForward(y, product, scale, shift, rows, N);
     }
 
+    /// <inheritdoc/>
+    /// <remarks>cuBLAS writes x·Wᵀ into u (or y), then the scale-shift kernel writes GELU of its result into y.</remarks>
+    public void LinearScaleShiftGeluForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K)
+    {
+        float* product = u != null ? u : y;
+        Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N);
+        GridStride(Norm.ScaleShiftForward, (long)rows * N, y, product, scale, shift, rows, N, true);
+    }
+
     // ---------------------------------------------------------------- elementwise and bias (elementwise.cu)
 
     /// <inheritdoc/>
@@ -208,15 +217,21 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void ScaleShiftForward(float* y, float* x, float* scale, float* shift, int rows, int C) =>
-        GridStride(Norm.ScaleShiftForward, (long)rows * C, y, x, scale, shift, rows, C);
+        GridStride(Norm.ScaleShiftForward, (long)rows * C, y, x, scale, shift, rows, C, false);
 
     /// <inheritdoc/>
     public void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, int rows, int C, bool accumulate)
     {
         // One pass over dy when a parameter trains; dx alone (frozen SSF) is a plain elementwise map.
-        if (dscale != null || dshift != null) ColumnBlocks(Norm.ScaleShiftBackward, C, 1, dx, dscale, dshift, dy, x, scale, rows, C, accumulate);
+        if (dscale != null || dshift != null)
+            ColumnBlocks(Norm.ScaleShiftBackward, C, 1, dx, dscale, dshift, dy, x, scale, (float*)null, rows, C, false, accumulate);
         else if (dx != null) GridStride(Norm.ScaleShiftBackwardInput, (long)rows * C, dx, dy, scale, rows, C, accumulate);
     }
+
+    /// <inheritdoc/>
+    public void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, float* shift, int rows, int C,
+        bool accumulate) =>
+        ColumnBlocks(Norm.ScaleShiftBackward, C, 1, dx, dscale, dshift, dy, x, scale, shift, rows, C, true, accumulate);
 
     // ---------------------------------------------------------------- PEFT (peft.cu, norm.cu, loss.cu)
 

@@ -41,11 +41,14 @@ public static class SiteComputation
     }
 
     /// <summary>A Linear site's affine folded as <see cref="Produce"/> folds it, in one <see cref="Ops.LinearScaleShift"/>:
-    /// the scale-shift in the GEMM's epilogue instead of a pass of its own.</summary>
-    static Tensor LinearAffine(FeatureSite site, Tensor x, ChannelAffine affine)
+    /// the scale-shift in the GEMM's epilogue instead of a pass of its own; with <paramref name="gelu"/> (an MLP's first
+    /// layer with nothing between it and its GELU), <see cref="Ops.LinearScaleShiftGelu"/>, the activation in the same
+    /// epilogue.</summary>
+    static Tensor LinearAffine(FeatureSite site, Tensor x, ChannelAffine affine, bool gelu = false)
     {
         using var shift = site.Bias == null ? null : Ops.ScaleShift(site.Bias, affine.Scale, affine.Shift);
-        return Ops.LinearScaleShift(x, site.Weight!, affine.Scale, shift ?? affine.Shift);
+        return gelu ? Ops.LinearScaleShiftGelu(x, site.Weight!, affine.Scale, shift ?? affine.Shift)
+            : Ops.LinearScaleShift(x, site.Weight!, affine.Scale, shift ?? affine.Shift);
     }
 
     static Tensor ProduceAffine(IPeftModel model, FeatureSite site, Func<Tensor?, Tensor?, Tensor> op)
@@ -70,13 +73,14 @@ public static class SiteComputation
 
     /// <summary>GELU of the features at a Linear-layer <paramref name="site"/> computed from <paramref name="x"/> (an
     /// MLP's first layer): one <see cref="Ops.LinearGelu"/> when nothing transforms the site (no affine, no Linear hook,
-    /// no site hook), else <see cref="ProduceLinear"/>, then GELU.</summary>
+    /// no site hook), one <see cref="Ops.LinearScaleShiftGelu"/> when only an affine does (SSF), else
+    /// <see cref="ProduceLinear"/>, then GELU.</summary>
     public static Tensor ProduceGelu(this IPeftModel model, FeatureSite site, Tensor x, ulong? trainSeed)
     {
         if (site.Producer != SiteProducer.Linear || site.Weight == null)
             throw new ArgumentException($"{site.Name}: ProduceGelu needs a Linear site with a weight, not a {site.Producer} site");
-        if (model.SiteHook == null && model.LinearHook == null && model.SiteAffine?.Invoke(site) == null)
-            return Ops.LinearGelu(x, site.Weight, site.Bias);
+        if (model.SiteHook == null && model.LinearHook == null)
+            return model.SiteAffine?.Invoke(site) is { } affine ? LinearAffine(site, x, affine, gelu: true) : Ops.LinearGelu(x, site.Weight, site.Bias);
         using var h = model.ProduceLinear(site, x, trainSeed);
         return Ops.Gelu(h);
     }
