@@ -61,10 +61,8 @@ public class ForwardBenchmarks
         for (int i = 0; i < runs; i++) Forward();
         double total = clock.Elapsed.TotalSeconds / runs;
         _kernels.Timing = false;
-        double gemm = (_kernels.Time(KernelId.Gemm) + _kernels.Time(KernelId.GemmStridedBatched) + _kernels.Time(KernelId.LinearForward)
-            + _kernels.Time(KernelId.LinearGeluForward) + _kernels.Time(KernelId.LinearScaleShiftForward)).TotalSeconds / runs;
-        var others = Enum.GetValues<KernelId>().Where(k => k is not (KernelId.Gemm or KernelId.GemmStridedBatched or KernelId.LinearForward or KernelId.LinearGeluForward
-            or KernelId.LinearScaleShiftForward))
+        double gemm = KernelSplit.Gemms.Sum(k => _kernels.Time(k).TotalSeconds) / runs;
+        var others = Enum.GetValues<KernelId>().Where(k => !KernelSplit.Gemms.Contains(k))
             .Select(k => (k.ToString(), _kernels.Time(k).TotalSeconds / runs)).Where(k => k.Item2 > 0).OrderByDescending(k => k.Item2).ToList();
         Breakdowns[(Model, Batch)] = new Breakdown(total, gemm, _kernels.Flops / runs, others);
         _model.Dispose();

@@ -8,6 +8,13 @@ namespace Engine.Bench;
 /// kernels (as shares of the run's wall time).</summary>
 internal static class KernelSplit
 {
+    /// <summary>The Linear layer's kernels: a GEMM with its bias, GELU or scale-shift in the epilogue.</summary>
+    public static readonly KernelId[] Linear =
+        [KernelId.LinearForward, KernelId.LinearGeluForward, KernelId.LinearScaleShiftForward, KernelId.LinearScaleShiftGeluForward];
+
+    /// <summary>Every kernel whose time counts as GEMM time: the Linear layer's and the plain and batched GEMMs.</summary>
+    public static readonly KernelId[] Gemms = [.. Linear, KernelId.Gemm, KernelId.GemmStridedBatched];
+
     /// <summary>Runs <paramref name="work"/> once with per-kernel timing on and describes the split, e.g.
     /// "GEMM 88 % (281 GFLOP at 160 GFLOP/s; Linear 80 %, other 0 %, batched 8 %); GeluForward 2.2 %, ..." (the GEMM
     /// flops of the kernel calls themselves; products inside fused attention count as its time).</summary>
@@ -19,12 +26,9 @@ internal static class KernelSplit
         try { work(); }
         finally { kernels.Timing = false; }
         double total = clock.Elapsed.TotalSeconds;
-        double linear = (kernels.Time(KernelId.LinearForward) + kernels.Time(KernelId.LinearGeluForward)
-            + kernels.Time(KernelId.LinearScaleShiftForward)).TotalSeconds;
+        double linear = Linear.Sum(k => kernels.Time(k).TotalSeconds);
         double gemm = (kernels.Time(KernelId.Gemm) + kernels.Time(KernelId.GemmStridedBatched)).TotalSeconds + linear;
-        var largest = Enum.GetValues<KernelId>()
-            .Where(k => k is not (KernelId.Gemm or KernelId.GemmStridedBatched or KernelId.LinearForward or KernelId.LinearGeluForward
-                or KernelId.LinearScaleShiftForward))
+        var largest = Enum.GetValues<KernelId>().Where(k => !Gemms.Contains(k))
             .Select(k => (Name: k.ToString(), Seconds: kernels.Time(k).TotalSeconds)).Where(k => k.Seconds > 0)
             .OrderByDescending(k => k.Seconds).Take(others);
         var inv = CultureInfo.InvariantCulture;

@@ -17,7 +17,7 @@ for ret, name, params in methods:
     flops = ""
     if name == "Gemm":
         flops = "Flops += 2L * M * N * K; "
-    elif name in ("LinearForward", "LinearGeluForward", "LinearScaleShiftForward"):
+    elif name in ("LinearForward", "LinearGeluForward", "LinearScaleShiftForward", "LinearScaleShiftGeluForward"):
         flops = "Flops += 2L * rows * N * K; "
     elif name == "GemmStridedBatched":
         flops = "Flops += 2L * M * N * K * batch; "

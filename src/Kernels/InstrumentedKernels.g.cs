@@ -46,7 +46,7 @@ public sealed unsafe partial class InstrumentedKernels
     /// <inheritdoc/>
     public void LinearScaleShiftGeluForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K)
     {
-        long start = Begin(KernelId.LinearScaleShiftGeluForward);
+        Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearScaleShiftGeluForward);
         Inner.LinearScaleShiftGeluForward(y, u, x, w, scale, shift, rows, N, K);
         End(KernelId.LinearScaleShiftGeluForward, start);
     }
