@@ -25,7 +25,7 @@ after="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' + u
 if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX; fi
 export DOTNET_TC_CallCountingDelayMs=0
 cases=("gelu 1576x3072" "gelu-backward 1576x3072" "softmax 18912x197" "layernorm 1576x768" "layernorm-backward 1576x768" "bias 1576x3072"
-       "scale-shift-backward 1576x3072" "scale-shift-backward 1576x768" "softmax-backward 18912x197"
+       "scale-shift-backward 1576x3072" "scale-shift-backward 1576x768" "scale-shift-gelu-backward 1576x3072" "softmax-backward 18912x197"
        "depthwise-conv 8x56x56x128" "depthwise-conv 8x14x14x512" "depthwise-conv 8x7x7x1024"
        "depthwise-conv 1x56x56x128" "depthwise-conv 1x14x14x512" "depthwise-conv 1x7x7x1024"
        "depthwise-conv-backward 8x56x56x128" "depthwise-conv-backward 8x14x14x512" "depthwise-conv-backward 8x7x7x1024"

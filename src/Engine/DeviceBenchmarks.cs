@@ -41,6 +41,7 @@ public static unsafe class DeviceBenchmarks
         new("bias", "ROWSxCOLS", 2, "y = x + bias per column"),
         new("scale-shift", "ROWSxCOLS", 2, "SSF: y = x·scale + shift per column"),
         new("scale-shift-backward", "ROWSxCOLS", 2, "its backward: dx = dy·scale, dscale and dshift summed over the rows"),
+        new("scale-shift-gelu-backward", "ROWSxCOLS", 2, "the backward of GELU after SSF in one pass (an MLP's first layer): dx, dscale, dshift"),
         new("layernorm", "ROWSxCOLS", 2, "LayerNorm forward over each row"),
         new("layernorm-backward", "ROWSxCOLS", 2, "its backward: dx, and dweight and dbias summed over the rows"),
         new("softmax", "ROWSxCOLS", 2, "softmax over each row"),
@@ -53,6 +54,8 @@ public static unsafe class DeviceBenchmarks
         new("linear-gelu-unfused", "MxNxK", 3, "the same as the Linear layer (bias in the store) then a GELU pass"),
         new("linear-scale-shift", "MxNxK", 3, "SSF at a Linear: y = (x·Wᵀ)·scale + shift in the GEMM's epilogue, the product kept too (training)"),
         new("linear-scale-shift-unfused", "MxNxK", 3, "the same as the Linear layer without its bias, then a scale-shift pass"),
+        new("linear-scale-shift-gelu", "MxNxK", 3, "SSF at an MLP's first layer and its GELU in the GEMM's epilogue, the product kept too (training)"),
+        new("linear-scale-shift-gelu-unfused", "MxNxK", 3, "the same as linear-scale-shift, then a GELU pass"),
         new("attention", "BxTxNHxHD", 4, "fused multi-head attention, forward and backward (GFLOP/s: its 6 products)"),
         new("attention-unfused", "BxTxNHxHD", 4, "the same through the unfused path (head permutes, batched GEMMs, softmax)"),
     ];
@@ -83,7 +86,7 @@ public static unsafe class DeviceBenchmarks
         var k = device.Kernels;
         string shapeText = string.Join("×", shape);
         long elements = shape.Aggregate(1L, (a, b) => a * b);
-        if (op is "gemm" or "linear-gelu" or "linear-gelu-unfused" or "linear-scale-shift" or "linear-scale-shift-unfused")
+        if (op == "gemm" || op.StartsWith("linear-", StringComparison.Ordinal))
         {
             int M = shape[0], N = shape[1], K = shape[2];
             using var x = Filled(device, (long)M * K, 0.5f);
@@ -101,6 +104,12 @@ public static unsafe class DeviceBenchmarks
                 {
                     k.LinearForward(u!.Data, x.Data, w.Data, null, M, N, K);
                     k.ScaleShiftForward(y.Data, u.Data, bias.Data, bias.Data, M, N);
+                },
+                "linear-scale-shift-gelu" => () => k.LinearScaleShiftGeluForward(y.Data, u!.Data, x.Data, w.Data, bias.Data, bias.Data, M, N, K),
+                "linear-scale-shift-gelu-unfused" => () =>
+                {
+                    k.LinearScaleShiftForward(y.Data, u!.Data, x.Data, w.Data, bias.Data, bias.Data, M, N, K);
+                    k.GeluForward(y.Data, y.Data, (long)M * N);
                 },
                 _ => () =>
                 {
@@ -163,6 +172,8 @@ public static unsafe class DeviceBenchmarks
             "bias" => (2 * n * 4, () => k.AddBias(b.Data, a.Data, vector.Data, rows, cols)),
             "scale-shift" => (2 * n * 4, () => k.ScaleShiftForward(b.Data, a.Data, vector.Data, vector2.Data, rows, cols)),
             "scale-shift-backward" => (3 * n * 4, () => k.ScaleShiftBackward(c.Data, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data, rows, cols, false)),
+            "scale-shift-gelu-backward" => (3 * n * 4, () => k.ScaleShiftGeluBackward(c.Data, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data,
+                d.Data, rows, cols, false)), // shift 1 (d is all ones)
             "layernorm" => (2 * n * 4, () => k.LayerNormForward(b.Data, vector2.Data, vector2.Data + rows, a.Data, vector.Data, vector2.Data, rows, cols, 1e-6f)),
             "layernorm-backward" => (3 * n * 4, () => k.LayerNormBackward(c.Data, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data,
                 d.Data, d.Data + rows, rows, cols, false)), // mean 1 and rstd 1 (d is all ones)
@@ -252,11 +263,13 @@ public static unsafe class DeviceBenchmarks
         {
             ["copy"] = [(int)hidden], ["add"] = [(int)hidden], ["gelu"] = [(int)hidden], ["gelu-backward"] = [(int)hidden],
             ["drop-path"] = [(int)hidden], ["adam"] = [(int)hidden], ["bias"] = [tokens, C], ["scale-shift"] = [tokens, C], ["scale-shift-backward"] = [tokens, C],
+            ["scale-shift-gelu-backward"] = [tokens, 4 * C],
             ["layernorm"] = [tokens, C], ["layernorm-backward"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
             ["depthwise-conv"] = [convN, side, side, convC], ["depthwise-conv-backward"] = [convN, side, side, convC], ["patchify"] = [convN, 2 * side, 2 * side, convC / 2],
             ["attention"] = [full ? 32 : 2, T, heads, C / heads], ["attention-unfused"] = [full ? 32 : 2, T, heads, C / heads],
             ["linear-gelu"] = [M, 4 * C, C], ["linear-gelu-unfused"] = [M, 4 * C, C], // fc1 at batch 32
             ["linear-scale-shift"] = [M, 4 * C, C], ["linear-scale-shift-unfused"] = [M, 4 * C, C],
+            ["linear-scale-shift-gelu"] = [M, 4 * C, C], ["linear-scale-shift-gelu-unfused"] = [M, 4 * C, C],
         };
         foreach (var op in Ops.Where(o => o.Name != "gemm")) Add(Measure(device, op.Name, shapes[op.Name], repeats));
         // The ViT-B/16 linear layers at batch 32 (6304 tokens).
