@@ -132,9 +132,9 @@ public static class PeersBench
                 foreach (bool weightGrad in new[] { false, true })
                     foreach (int threads in new[] { 1, 2 }.Where(t => t <= Environment.ProcessorCount))
                     {
-                        // dY [T, out]; dX: W [out, in] → [T, in]; dW: X [T, in] → [out, in].
-                        float* dy = Aligned.Filled((long)T * Out), b = Aligned.Filled((long)Out * In), c = Aligned.Filled((long)Math.Max(T, Out) * In);
+                        // dY [T, out]; dX: B = W [out, in], C [T, in]; dW: B = X [T, in], C [out, in].
                         int M = weightGrad ? Out : T, K = weightGrad ? T : Out;
+                        float* dy = Aligned.Filled((long)T * Out), b = Aligned.Filled((long)K * In), c = Aligned.Filled((long)M * In);
                         CpuParallel.Threads = threads;
                         blas.SetThreads(threads);
                         var speeds = Alternate(rounds, 2.0 * M * In * K,

@@ -142,10 +142,12 @@ public static unsafe class DeviceBenchmarks
                     using var y = Engine.Ops.Attention(qkv, NH, fused: op == "attention");
                     tape.Backward(y, upstream);
                 }
-                qkv.Grad?.Dispose();
-                qkv.Grad = null;
             }
+            // qkv's gradient is kept from step to step (the backward adds into it): a fresh one per step would be a zeroed
+            // leaf gradient with its own, newly faulted-in memory, which cost more than the kernels at Swin's window shapes.
             double attentionMs = Time(device, repeats, Step);
+            qkv.Grad?.Dispose();
+            qkv.Grad = null;
             double flops = 12.0 * B * NH * T * (double)T * HD; // q·kᵀ and P·v, then four products in the backward
             return new BenchmarkRow(op, shapeText, attentionMs, Tflops: flops / (attentionMs * 1e9));
         }
