@@ -154,6 +154,40 @@ public unsafe class GemmTests
         finally { CpuGemm.Isa = saved; }
     }
 
+    /// <summary>The calling-thread GEMM (attention's per-head products) gives <see cref="CpuGemm.Gemm"/>'s bits for every
+    /// micro-kernel and transpose pair: partial strips and panels, more than one K block, padded leading dimensions,
+    /// beta 0 (over NaN) and not; in 16-bit precision it is Gemm.</summary>
+    [Test, Combinatorial]
+    public void GemmOnThreadGivesGemmsBits([Values] GemmIsa isa, [Values(false, true)] bool transA, [Values(false, true)] bool transB)
+    {
+        var saved = CpuGemm.Isa;
+        try
+        {
+            CpuGemm.Isa = isa;
+            foreach (var (M, N, K, beta, precision) in new[] { (49, 49, 32, 0f, Precision.FP32), (197, 64, 300, 0.5f, Precision.FP32),
+                         (13, 37, 600, 0f, Precision.FP32), (1, 1, 1, 0f, Precision.FP32), (25, 70, 300, 0.3f, Precision.BF16) })
+            {
+                int pad = 3, lda = (transA ? M : K) + pad, ldb = (transB ? K : N) + pad, ldc = N + pad;
+                var a = Random((transA ? K : M) * lda, 31);
+                var b = Random((transB ? N : K) * ldb, 32);
+                var c0 = Random(M * ldc, 33);
+                if (beta == 0f) Array.Fill(c0, float.NaN);
+                float[] Run(bool onThread)
+                {
+                    var c = (float[])c0.Clone();
+                    fixed (float* pa = a, pb = b, pc = c)
+                        if (onThread) CpuGemm.GemmOnThread(transA, transB, M, N, K, 0.8f, pa, lda, pb, ldb, beta, pc, ldc, precision);
+                        else CpuGemm.Gemm(transA, transB, M, N, K, 0.8f, pa, lda, pb, ldb, beta, pc, ldc, precision: precision);
+                    return c;
+                }
+                var want = Run(false);
+                Assert.That(want.Where((v, i) => i % ldc < N).All(float.IsFinite), Is.True, "Gemm's own result");
+                Assert.That(Run(true), Is.EqualTo(want), $"{isa} {M}x{N}x{K} tA={transA} tB={transB} beta={beta} {precision}");
+            }
+        }
+        finally { CpuGemm.Isa = saved; }
+    }
+
     [Test]
     public void BetaZeroIgnoresNaNInC()
     {

@@ -110,6 +110,58 @@ public static unsafe class CpuGemm
         CpuParallel.For(body.ColumnParts * body.RowParts, ref body);
     }
 
+    /// <summary>
+    /// C [M,N] = alpha·op(A)·op(B) + beta·C on the calling thread, for the small products inside a fused kernel's task
+    /// (attention's per-head products: a few hundred rows, columns and terms). Nothing goes through the thread pool and
+    /// fp32 operands are read where they lie: op(A) 12 rows at a time, from a row-major A or, for Aᵀ, as k-major strips of
+    /// its rows (each k a run of 12 adjacent floats); a B that is not transposed one NR-wide panel at a time, rows ldb
+    /// apart (only a partial last panel is copied). A transposed B is packed per K block. Every element sums its terms in
+    /// the same order as <see cref="Gemm"/> does, so the two agree bit for bit. Below fp32 this is <see cref="Gemm"/>,
+    /// which rounds the operands as it packs them.
+    /// </summary>
+    public static void GemmOnThread(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda,
+        float* B, int ldb, float beta, float* C, int ldc, Precision precision = Precision.FP32)
+    {
+        if (precision != Precision.FP32 || M <= 0 || N <= 0 || K <= 0 || alpha == 0f)
+        {
+            Gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, precision: precision);
+            return;
+        }
+        var isa = Isa;
+        var (MR, NR) = Tile(isa);
+        long rowStep = transA ? 1 : lda, kStep = transA ? lda : 1; // op(A)[m, k] = A[m·rowStep + k·kStep]
+        float* panels = (float*)ThreadScratch.Get(5, ((long)KC * PaddedCols(N, NR) + MR * NR) * sizeof(float));
+        float* tile = panels + (long)KC * PaddedCols(N, NR);
+        for (int pc = 0; pc < K; pc += KC)
+        {
+            int kc = Math.Min(KC, K - pc);
+            float blockBeta = pc == 0 ? beta : 1f;
+            if (transB) PackB(true, B, ldb, pc, kc, 0, N, NR, panels);
+            for (int jr = 0; jr < N; jr += NR)
+            {
+                int nr = Math.Min(NR, N - jr);
+                float* panel = transB ? panels + (long)jr * kc : B + (long)pc * ldb + jr;
+                long bs = transB ? NR : ldb;
+                if (!transB && nr < NR)
+                {
+                    PackB(false, B, ldb, pc, kc, jr, nr, NR, panel = panels);
+                    bs = NR;
+                }
+                for (int ir = 0; ir < M; ir += MR)
+                {
+                    int mr = Math.Min(MR, M - ir);
+                    float* a = A + ir * rowStep + pc * kStep, c = C + (long)ir * ldc + jr;
+                    if (nr == NR) MicroKernel(isa, mr, kc, a, rowStep, kStep, panel, bs, c, ldc, alpha, blockBeta);
+                    else
+                    {
+                        MicroKernel(isa, mr, kc, a, rowStep, kStep, panel, bs, tile, NR, 1f, 0f);
+                        StorePartial(tile, NR, c, ldc, alpha, blockBeta, mr, nr);
+                    }
+                }
+            }
+        }
+    }
+
     /// <summary>See <see cref="IKernels.GemmStridedBatched"/>. Many small matrices run one per thread.</summary>
     public static void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha,
         float* A, int lda, long strideA, float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch,
@@ -245,10 +297,10 @@ public static unsafe class CpuGemm
                 {
                     int nr = Math.Min(NR, nc - jr);
                     float* bPanel = bPack + (long)jr * kc;
-                    if (nr == NR) MicroKernel(Isa, mr, kc, a, la, ka, bPanel, cRow + jr, Ldc, Alpha, beta);
+                    if (nr == NR) MicroKernel(Isa, mr, kc, a, la, ka, bPanel, NR, cRow + jr, Ldc, Alpha, beta);
                     else
                     {
-                        MicroKernel(Isa, mr, kc, a, la, ka, bPanel, tile, NR, 1f, 0f);
+                        MicroKernel(Isa, mr, kc, a, la, ka, bPanel, NR, tile, NR, 1f, 0f);
                         StorePartial(tile, NR, cRow + jr, Ldc, Alpha, beta, mr, nr);
                     }
                 }
@@ -448,16 +500,24 @@ public static unsafe class CpuGemm
                     }
                 }
             }
-            else if (nr == NR && NR % 8 == 0 && Avx.IsSupported) // (the scalar kernel's 4-wide panels go by hand)
+            else if (NR % 8 == 0 && Avx.IsSupported) // (the scalar kernel's 4-wide panels go by hand)
             {
-                // W rows (jc+jr+c) become panel columns: 8×8 blocks transposed in registers, the k tail by hand.
+                // W rows (jc+jr+c) become panel columns: 8×8 blocks transposed in registers, the k tail, a last group of
+                // fewer than 8 rows and the zero columns past the end by hand.
                 int k8 = kc & ~7;
                 for (int c = 0; c < NR; c += 8)
                 {
                     float* src = B + (long)(jc + jr + c) * ldb + pc;
-                    for (int k = 0; k < k8; k += 8) Transpose8x8(src + k, ldb, panel + k * NR + c, NR);
-                    for (int k = k8; k < kc; k++)
-                        for (int j = 0; j < 8; j++) panel[k * NR + c + j] = src[(long)j * ldb + k];
+                    int live = Math.Clamp(nr - c, 0, 8);
+                    int kt = live == 8 ? k8 : 0;
+                    for (int k = 0; k < kt; k += 8) Transpose8x8(src + k, ldb, panel + k * NR + c, NR);
+                    for (int k = kt; k < kc; k++)
+                    {
+                        float* d = panel + k * NR + c;
+                        int j = 0;
+                        for (; j < live; j++) d[j] = src[(long)j * ldb + k];
+                        for (; j < 8; j++) d[j] = 0f;
+                    }
                 }
             }
             else
@@ -552,31 +612,31 @@ public static unsafe class CpuGemm
     static float At(float* p, nint bytes) => *(float*)((byte*)p + bytes);
 
     /// <summary>The micro-kernel of <paramref name="isa"/> on the first <paramref name="rows"/> (1..MR) rows of a strip.</summary>
-    static void MicroKernel(GemmIsa isa, int rows, int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
+    static void MicroKernel(GemmIsa isa, int rows, int kc, float* a, long lda, long ks, float* b, long bs, float* c, int ldc, float alpha, float beta)
     {
-        if (isa == GemmIsa.Vector512) KernelRows<Vector512<float>, W512>(rows, kc, a, lda, ks, b, c, ldc, alpha, beta);
-        else if (isa == GemmIsa.Vector256) KernelRows<Vector256<float>, W256>(rows, kc, a, lda, ks, b, c, ldc, alpha, beta);
-        else Kernel4x4(rows, kc, a, lda, ks, b, c, ldc, alpha, beta);
+        if (isa == GemmIsa.Vector512) KernelRows<Vector512<float>, W512>(rows, kc, a, lda, ks, b, bs, c, ldc, alpha, beta);
+        else if (isa == GemmIsa.Vector256) KernelRows<Vector256<float>, W256>(rows, kc, a, lda, ks, b, bs, c, ldc, alpha, beta);
+        else Kernel4x4(rows, kc, a, lda, ks, b, bs, c, ldc, alpha, beta);
     }
 
     /// <summary><see cref="KernelTile"/> compiled for <paramref name="rows"/> rows.</summary>
-    static void KernelRows<TV, W>(int rows, int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
+    static void KernelRows<TV, W>(int rows, int kc, float* a, long lda, long ks, float* b, long bs, float* c, int ldc, float alpha, float beta)
         where TV : struct where W : ISimd<TV>
     {
         switch (rows)
         {
-            case 12: KernelTile<TV, W, N12>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 11: KernelTile<TV, W, N11>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 10: KernelTile<TV, W, N10>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 9: KernelTile<TV, W, N9>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 8: KernelTile<TV, W, N8>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 7: KernelTile<TV, W, N7>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 6: KernelTile<TV, W, N6>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 5: KernelTile<TV, W, N5>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 4: KernelTile<TV, W, N4>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 3: KernelTile<TV, W, N3>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            case 2: KernelTile<TV, W, N2>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
-            default: KernelTile<TV, W, N1>(kc, a, lda, ks, b, c, ldc, alpha, beta); break;
+            case 12: KernelTile<TV, W, N12>(kc, a, lda, ks, b, bs, c, ldc, alpha, beta); break;
+            case 11: KernelTile<TV, W, N11>(kc, a, lda, ks, b, bs, c, ldc, alpha, beta); break;
+            case 10: KernelTile<TV, W, N10>(kc, a, lda, ks, b, bs, c, ldc, alpha, beta); break;
+            case 9: KernelTile<TV, W, N9>(kc, a, lda, ks, b, bs, c, ldc, alpha, beta); break;
+            case 8: KernelTile<TV, W, N8>(kc, a, lda, ks, b, bs, c, ldc, alpha, beta); break;
+            case 7: KernelTile<TV, W, N7>(kc, a, lda, ks, b, bs, c, ldc, alpha, beta); break;
+            case 6: KernelTile<TV, W, N6>(kc, a, lda, ks, b, bs, c, ldc, alpha, beta); break;
+            case 5: KernelTile<TV, W, N5>(kc, a, lda, ks, b, bs, c, ldc, alpha, beta); break;
+            case 4: KernelTile<TV, W, N4>(kc, a, lda, ks, b, bs, c, ldc, alpha, beta); break;
+            case 3: KernelTile<TV, W, N3>(kc, a, lda, ks, b, bs, c, ldc, alpha, beta); break;
+            case 2: KernelTile<TV, W, N2>(kc, a, lda, ks, b, bs, c, ldc, alpha, beta); break;
+            default: KernelTile<TV, W, N1>(kc, a, lda, ks, b, bs, c, ldc, alpha, beta); break;
         }
     }
 
@@ -585,11 +645,12 @@ public static unsafe class CpuGemm
     /// row count gets its own code with the other rows' loads, FMAs and stores gone, so a partial strip of 1–11 rows
     /// costs its rows, not a whole strip's).
     /// Per k: two B vectors and a broadcast of A per row. a: the rows × kc, element (r, k) at a[r·lda + k·ks] (a
-    /// row-major strip: ks = 1; a k-major one: lda = 1, ks = MR); b: panel [kc][2·W.Count]; c: the tile's rows, all
+    /// row-major strip: ks = 1; a k-major one: lda = 1, ks = MR); b: panel [kc][2·W.Count], rows bs floats apart (packed:
+    /// bs = 2·W.Count; a B read in place: its row stride); c: the tile's rows, all
     /// columns (a tile with fewer columns goes through a scratch tile: no stack buffer or call here, which made the JIT
     /// spill the accumulators when it compiled without profile data).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void KernelTile<TV, W, R>(int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
+    static void KernelTile<TV, W, R>(int kc, float* a, long lda, long ks, float* b, long bs, float* c, int ldc, float alpha, float beta)
         where TV : struct where W : ISimd<TV> where R : struct, ICount
     {
         TV c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
@@ -598,7 +659,7 @@ public static unsafe class CpuGemm
             c90 = default, c91 = default, ca0 = default, ca1 = default, cb0 = default, cb1 = default;
         nint l1 = (nint)(lda * sizeof(float)), l2 = 2 * l1;
         float* a0 = a, a3 = a + 3 * lda, a6 = a + 6 * lda, a9 = a + 9 * lda;
-        for (int k = 0; k < kc; k++, a0 += ks, a3 += ks, a6 += ks, a9 += ks, b += 2 * W.Count)
+        for (int k = 0; k < kc; k++, a0 += ks, a3 += ks, a6 += ks, a9 += ks, b += bs)
         {
             var b0 = W.Load(b);
             var b1 = W.Load(b + W.Count);
@@ -630,13 +691,13 @@ public static unsafe class CpuGemm
     }
 
     /// <summary>Scalar 4×4 tile, for CPUs without SIMD acceleration: its first <paramref name="rows"/> rows. a: the rows × kc,
-    /// element (r, k) at a[r·lda + k·ks].</summary>
+    /// element (r, k) at a[r·lda + k·ks]; b: panel [kc][4], rows bs floats apart.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel4x4(int rows, int kc, float* a, long lda, long ks, float* b, float* c, int ldc, float alpha, float beta)
+    static void Kernel4x4(int rows, int kc, float* a, long lda, long ks, float* b, long bs, float* c, int ldc, float alpha, float beta)
     {
         float* t = stackalloc float[16];
         for (int i = 0; i < 16; i++) t[i] = 0f;
-        for (int k = 0; k < kc; k++, b += 4)
+        for (int k = 0; k < kc; k++, b += bs)
             for (int r = 0; r < rows; r++)
                 for (int j = 0; j < 4; j++)
                     t[r * 4 + j] = MathF.FusedMultiplyAdd(a[r * lda + k * ks], b[j], t[r * 4 + j]);

@@ -93,12 +93,12 @@ public sealed unsafe partial class CpuKernels
             int b = task / NH, h = task % NH, C = NH * HD;
             float* q = Qkv + (long)b * T * 3 * C + h * HD, k = q + C, v = q + 2 * C;
             float* s = (float*)ThreadScratch.Get(3, ((long)T * T + T) * sizeof(float)), sums = s + (long)T * T;
-            CpuGemm.Gemm(false, true, T, T, HD, Scale, q, 3 * C, k, 3 * C, 0f, s, T, precision: Precision);
+            CpuGemm.GemmOnThread(false, true, T, T, HD, Scale, q, 3 * C, k, 3 * C, 0f, s, T, precision: Precision);
             var rows = new AttentionRows { P = s, Lse = Lse + (long)task * T, Sums = sums, Cols = T, Softmax = true };
             rows.At(Bias, Mask, h, b % NW);
             Simd.Run(ref rows, 0, T);
             float* y = Y + (long)b * T * C + h * HD;
-            CpuGemm.Gemm(false, false, T, HD, T, 1f, s, T, v, 3 * C, 0f, y, C, precision: Precision);
+            CpuGemm.GemmOnThread(false, false, T, HD, T, 1f, s, T, v, 3 * C, 0f, y, C, precision: Precision);
             for (int i = 0; i < T; i++) ScaleRow(y + (long)i * C, 1f / sums[i], HD);
         }
     }
@@ -155,7 +155,7 @@ public sealed unsafe partial class CpuKernels
         long tt = (long)T * T;
         var body = new FusedAttentionBackwardBody
         {
-            Dqkv = dqkv, Delta = delta, Dy = dy, Y = y, Lse = lse, Qkv = qkv, Bias = bias, Mask = mask, B = B, T = T, NH = NH, HD = HD,
+            Dqkv = dqkv, Delta = delta, Dy = dy, Lse = lse, Qkv = qkv, Bias = bias, Mask = mask, B = B, T = T, NH = NH, HD = HD,
             NW = mask == null ? 1 : nW, Groups = groups, Scale = scale, Beta = accumulate ? 1f : 0f, Precision = GemmPrecision,
             Partials = dbias == null ? null : Partials(groups * NH, tt),
         };
@@ -167,10 +167,10 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <summary>One (group of images, head): per image the probabilities again from the scores and lse, then
-    /// dv = Pᵀ·dO, dP = dO·vᵀ, dS = P ⊙ (dP − Σ_d dO·O), dq = scale·dS·k, dk = scale·dSᵀ·q; dS summed into the bias partial.</summary>
+    /// dv = Pᵀ·dO, dP = dO·vᵀ, dS = P ⊙ (dP − Σ_j P·dP), dq = scale·dS·k, dk = scale·dSᵀ·q; dS summed into the bias partial.</summary>
     struct FusedAttentionBackwardBody : IParallelBody
     {
-        public float* Dqkv, Delta, Dy, Y, Lse, Qkv, Bias, Mask, Partials;
+        public float* Dqkv, Delta, Dy, Lse, Qkv, Bias, Mask, Partials;
         public int B, T, NH, HD, NW, Groups;
         public float Scale, Beta;
         public Precision Precision;
@@ -187,38 +187,39 @@ public sealed unsafe partial class CpuKernels
             {
                 long bh = (long)b * NH + h;
                 float* q = Qkv + (long)b * T * 3 * C + h * HD, k = q + C, v = q + 2 * C;
-                float* dO = Dy + (long)b * T * C + h * HD, o = Y + (long)b * T * C + h * HD, delta = Delta + bh * T;
-                CpuGemm.Gemm(false, true, T, T, HD, Scale, q, 3 * C, k, 3 * C, 0f, p, T, precision: Precision);
+                float* dO = Dy + (long)b * T * C + h * HD, delta = Delta + bh * T;
+                CpuGemm.GemmOnThread(false, true, T, T, HD, Scale, q, 3 * C, k, 3 * C, 0f, p, T, precision: Precision);
                 var rows = new AttentionRows { P = p, Lse = Lse + bh * T, Cols = T };
                 rows.At(Bias, Mask, h, b % NW);
                 Simd.Run(ref rows, 0, T);
-                CpuGemm.Gemm(false, true, T, T, HD, 1f, dO, C, v, 3 * C, 0f, ds, T, precision: Precision);
-                var grads = new ScoreGradRows { P = p, Ds = ds, Dy = dO, Y = o, Delta = delta, Partial = partial, T = T, HD = HD, C = C };
+                CpuGemm.GemmOnThread(false, true, T, T, HD, 1f, dO, C, v, 3 * C, 0f, ds, T, precision: Precision);
+                var grads = new ScoreGradRows { P = p, Ds = ds, Delta = delta, Partial = partial, T = T };
                 Simd.Run(ref grads, 0, T);
                 if (Dqkv == null) continue;
                 float* dq = Dqkv + (long)b * T * 3 * C + h * HD, dk = dq + C, dv = dq + 2 * C;
-                CpuGemm.Gemm(true, false, T, HD, T, 1f, p, T, dO, C, Beta, dv, 3 * C, precision: Precision);
-                CpuGemm.Gemm(false, false, T, HD, T, Scale, ds, T, k, 3 * C, Beta, dq, 3 * C, precision: Precision);
-                CpuGemm.Gemm(true, false, T, HD, T, Scale, ds, T, q, 3 * C, Beta, dk, 3 * C, precision: Precision);
+                CpuGemm.GemmOnThread(true, false, T, HD, T, 1f, p, T, dO, C, Beta, dv, 3 * C, precision: Precision);
+                CpuGemm.GemmOnThread(false, false, T, HD, T, Scale, ds, T, k, 3 * C, Beta, dq, 3 * C, precision: Precision);
+                CpuGemm.GemmOnThread(true, false, T, HD, T, Scale, ds, T, q, 3 * C, Beta, dk, 3 * C, precision: Precision);
             }
         }
     }
 
-    /// <summary>Rows of one (image, head): delta = Σ_d dO·O, then dS = P ⊙ (dP − delta) in place of dP, added to the
-    /// bias partial when there is one.</summary>
+    /// <summary>Rows of one (image, head): delta = Σ_j P·dP, then dS = P ⊙ (dP − delta) in place of dP, added to the
+    /// bias partial when there is one. (Σ_j P_ij·dP_ij = Σ_j P_ij Σ_d dO_id·v_jd = Σ_d dO_id·O_id, the sum the CUDA kernel
+    /// takes over dO and O; here the two rows it reads are in cache, dO and O would be read from memory.)</summary>
     struct ScoreGradRows : IVectorRange
     {
-        public float* P, Ds, Dy, Y, Delta, Partial;
-        public int T, HD, C;
+        public float* P, Ds, Delta, Partial;
+        public int T;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly long Run<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>
         {
             for (long i = start; i < end; i++)
             {
-                float d = Delta[i] = Dot<TV, W>(Dy + i * C, Y + i * C, HD);
-                float* ds = Ds + i * T;
-                SoftmaxBackwardRow<TV, W>(ds, ds, P + i * T, d, T, false);
+                float* ds = Ds + i * T, p = P + i * T;
+                float d = Delta[i] = Dot<TV, W>(p, ds, T);
+                SoftmaxBackwardRow<TV, W>(ds, ds, p, d, T, false);
                 if (Partial == null) continue;
                 float* acc = Partial + i * T;
                 int j = 0;

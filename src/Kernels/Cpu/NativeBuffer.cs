@@ -41,7 +41,7 @@ public sealed unsafe class NativeBuffer : SafeHandle
 internal sealed unsafe class ThreadScratch
 {
     [ThreadStatic] static ThreadScratch? _current;
-    readonly NativeBuffer?[] _slots = new NativeBuffer?[5];
+    readonly NativeBuffer?[] _slots = new NativeBuffer?[6];
 
     /// <summary>A buffer of at least <paramref name="bytes"/> bytes in slot <paramref name="slot"/> of this thread.</summary>
     public static void* Get(int slot, long bytes)
