@@ -374,6 +374,50 @@ public unsafe class KernelContractTests
             g.Dy.Data, g.X.Data, weighted ? g.Vector.Data : null, meanT.Data, rstdT.Data, rows, C, accumulate));
     }
 
+    /// <summary>The LayerNorm forward at every CPU vector width against double loops: 37 and 40 columns (pairs of
+    /// vectors, a single vector and a scalar tail, depending on the width), rows offset by 100 (a one-pass variance would
+    /// lose its digits), with and without weight and bias, mean and rstd kept or not.</summary>
+    [Test]
+    public void LayerNormForwardAtEveryCpuWidth([Values(37, 40)] int C, [Values] bool affine, [Values] bool keepStats)
+    {
+        const int rows = 70;
+        using var x = Random(Device.Cpu, 71, rows * C);
+        using var w = Random(Device.Cpu, 72, C);
+        using var b = Random(Device.Cpu, 73, C);
+        float[] xs = [.. x.ToArray().Select(v => v + 100f)], ws = w.ToArray(), bs = b.ToArray();
+        x.CopyFrom(xs);
+        using var y = Tensor.Zeros(Device.Cpu, rows * C);
+        using var mean = Tensor.Zeros(Device.Cpu, rows);
+        using var rstd = Tensor.Zeros(Device.Cpu, rows);
+        var saved = Engine.Kernels.Cpu.Simd.Width;
+        try
+        {
+            foreach (var width in Enum.GetValues<Engine.Kernels.Cpu.SimdWidth>())
+            {
+                Engine.Kernels.Cpu.Simd.Width = width;
+                Device.Cpu.Kernels.LayerNormForward(y.Data, keepStats ? mean.Data : null, keepStats ? rstd.Data : null, x.Data,
+                    affine ? w.Data : null, affine ? b.Data : null, rows, C, 1e-6f);
+                float[] ys = y.ToArray(), ms = mean.ToArray(), rs = rstd.ToArray();
+                for (int r = 0; r < rows; r++)
+                {
+                    double m = xs.Skip(r * C).Take(C).Average(v => (double)v);
+                    double s = 1 / Math.Sqrt(xs.Skip(r * C).Take(C).Sum(v => (v - m) * (v - m)) / C + 1e-6);
+                    if (keepStats)
+                    {
+                        Assert.That(ms[r], Is.EqualTo(m).Within(2e-5), $"{width}: mean[{r}]");
+                        Assert.That(rs[r], Is.EqualTo(s).Within(1e-5 * s), $"{width}: rstd[{r}]");
+                    }
+                    for (int c = 0; c < C; c++)
+                    {
+                        double want = (xs[r * C + c] - m) * s * (affine ? ws[c] : 1) + (affine ? bs[c] : 0);
+                        Assert.That(ys[r * C + c], Is.EqualTo(want).Within(1e-4), $"{width}: y[{r}, {c}]");
+                    }
+                }
+            }
+        }
+        finally { Engine.Kernels.Cpu.Simd.Width = saved; }
+    }
+
     /// <summary>A row-wise backward kernel's case: x and dy [Rows, C], a per-column vector (scale, weight), dx written
     /// or added into a random start, and two per-column gradients added into random starts; the test adds the expected
     /// changes to WantDx, WantP0 and WantP1, and <see cref="Check"/> runs the kernel at every CPU vector width.</summary>

@@ -14,31 +14,64 @@ public sealed unsafe partial class CpuKernels
         CpuRange.For(rows, Math.Max(1, ElementGrain / C), ref body);
     }
 
-    struct LayerNormForwardBody : IRangeBody
+    /// <summary>Rows of the LayerNorm forward at the widest vector width: the row's mean, then the sum of squared
+    /// deviations from it (two sweeps of a row in L1, each with two accumulators so the adds overlap), then
+    /// y = (x − mean)·(rstd·w) + b.</summary>
+    struct LayerNormForwardBody : IRangeBody, IVectorRange
     {
         public float* Y, Mean, Rstd, X, W, B;
         public int C;
         public float Eps;
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void Run(long start, long end)
+        public void Run(long start, long end) => Simd.Run(ref this, start, end);
+
+        /// <inheritdoc/>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public readonly long Run<TV, V>(long start, long end) where TV : struct where V : ISimd<TV>
         {
+            int n = V.Count, C2 = C & -(2 * n), C1 = C & -n;
             for (long r = start; r < end; r++)
             {
                 float* x = X + r * C, y = Y + r * C;
-                float mu = Sum(x, C) / C;
-                float var = SumSquaredDeviation(x, mu, C) / C;
-                float rs = 1f / MathF.Sqrt(var + Eps);
+                TV s0 = V.Splat(0f), s1 = s0;
+                int i = 0;
+                for (; i < C2; i += 2 * n)
+                {
+                    s0 = V.Add(s0, V.Load(x + i));
+                    s1 = V.Add(s1, V.Load(x + i + n));
+                }
+                if (i < C1) s0 = V.Add(s0, V.Load(x + i));
+                float sum = V.Sum(V.Add(s0, s1));
+                for (i = C1; i < C; i++) sum += x[i];
+                float mu = sum / C;
+                TV vmu = V.Splat(mu), q0 = V.Splat(0f), q1 = q0;
+                for (i = 0; i < C2; i += 2 * n)
+                {
+                    var d0 = V.Sub(V.Load(x + i), vmu);
+                    var d1 = V.Sub(V.Load(x + i + n), vmu);
+                    q0 = V.Fma(d0, d0, q0);
+                    q1 = V.Fma(d1, d1, q1);
+                }
+                if (i < C1)
+                {
+                    var d0 = V.Sub(V.Load(x + i), vmu);
+                    q0 = V.Fma(d0, d0, q0);
+                }
+                float squares = V.Sum(V.Add(q0, q1));
+                for (i = C1; i < C; i++) squares += (x[i] - mu) * (x[i] - mu);
+                float rs = 1f / MathF.Sqrt(squares / C + Eps);
                 if (Mean != null) Mean[r] = mu;
                 if (Rstd != null) Rstd[r] = rs;
-                int i = 0;
-                if (W != null && B != null)
+                TV vrs = V.Splat(rs), zero = V.Splat(0f);
+                for (i = 0; i < C1; i += n)
                 {
-                    for (; i + Vector<float>.Count <= C; i += Vector<float>.Count)
-                        Vec.Store(y + i, (Vec.Load(x + i) - new Vector<float>(mu)) * rs * Vec.Load(W + i) + Vec.Load(B + i));
+                    var scale = W == null ? vrs : V.Mul(vrs, V.Load(W + i));
+                    V.Store(y + i, V.Fma(V.Sub(V.Load(x + i), vmu), scale, B == null ? zero : V.Load(B + i)));
                 }
                 for (; i < C; i++)
-                    y[i] = (x[i] - mu) * rs * (W == null ? 1f : W[i]) + (B == null ? 0f : B[i]);
+                    y[i] = (x[i] - mu) * (rs * (W == null ? 1f : W[i])) + (B == null ? 0f : B[i]);
             }
+            return end;
         }
     }
 
@@ -159,33 +192,6 @@ public sealed unsafe partial class CpuKernels
             if (d0 != null) d0[j] += s0;
             if (d1 != null) d1[j] += s1;
         }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static float Sum(float* x, int n)
-    {
-        var acc = Vector<float>.Zero;
-        int i = 0;
-        for (; i + Vector<float>.Count <= n; i += Vector<float>.Count) acc += Vec.Load(x + i);
-        float s = Vector.Sum(acc);
-        for (; i < n; i++) s += x[i];
-        return s;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static float SumSquaredDeviation(float* x, float mu, int n)
-    {
-        var acc = Vector<float>.Zero;
-        var m = new Vector<float>(mu);
-        int i = 0;
-        for (; i + Vector<float>.Count <= n; i += Vector<float>.Count)
-        {
-            var d = Vec.Load(x + i) - m;
-            acc += d * d;
-        }
-        float s = Vector.Sum(acc);
-        for (; i < n; i++) s += (x[i] - mu) * (x[i] - mu);
-        return s;
     }
 
     /// <inheritdoc/>
