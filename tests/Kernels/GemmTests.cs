@@ -10,8 +10,9 @@ namespace Engine.Tests;
 [TestFixture, NonParallelizable]
 public unsafe class GemmTests
 {
-    // K = 1024 with no padding puts the rows of A 4 KiB apart (the GEMM copies such strips rather than read them in place);
-    // (30, 800, 1024) copies them once per K block for three column blocks (as it does any transposed A).
+    // K = 1024 with no padding puts the rows of A 4 KiB apart (the GEMM copies such strips when the L1 has fewer ways than
+    // a strip has rows: AliasedStripsReadInPlaceOrCopied runs both); (30, 800, 1024) then copies them once per K block
+    // for three column blocks (as it does any transposed A).
     static readonly (int M, int N, int K)[] Shapes = [(1, 1, 1), (7, 13, 5), (197, 61, 67), (300, 37, 600), (13, 4100, 3), (25, 40, 1024), (30, 800, 1024)];
 
     static float[] Random(int n, ulong seed) => Enumerable.Range(0, n).Select(i => CounterRng.Uniform(seed, (ulong)i) * 2 - 1).ToArray();
@@ -72,6 +73,34 @@ public unsafe class GemmTests
         for (int i = 0; i < M; i++)
             for (int j = N; j < ldc; j++)
                 Assert.That(c[i * ldc + j], Is.EqualTo(Random(M * ldc, 3)[i * ldc + j]), "padding of C was written");
+    }
+
+    /// <summary>Strips of A whose rows are 4 KiB apart give the same bits read in place (an L1 with enough ways) as
+    /// copied first (too few ways: per strip, or once per K block for a rectangle of several column blocks), and both
+    /// match MathNet.</summary>
+    [Test]
+    public void AliasedStripsReadInPlaceOrCopied([Values(GemmIsa.Vector256, GemmIsa.Vector512)] GemmIsa isa)
+    {
+        var saved = (CpuGemm.Isa, CpuGemm.L1Ways);
+        try
+        {
+            CpuGemm.Isa = isa;
+            foreach (var (M, N, K) in new[] { (25, 40, 1024), (30, 800, 1024), (197, 70, 2048) })
+            {
+                var a = Random(M * K, 41);
+                var b = Random(N * K, 42);
+                float[] Run(int ways)
+                {
+                    CpuGemm.L1Ways = ways;
+                    Check(M, N, K, false, true, alpha: 1f, beta: 0.5f, pad: 0);
+                    var c = new float[M * N];
+                    fixed (float* pa = a, pb = b, pc = c) CpuGemm.Gemm(false, true, M, N, K, 1f, pa, K, pb, K, 0f, pc, N);
+                    return c;
+                }
+                Assert.That(Run(64), Is.EqualTo(Run(1)), $"{isa} {M}x{N}x{K}");
+            }
+        }
+        finally { (CpuGemm.Isa, CpuGemm.L1Ways) = saved; }
     }
 
     /// <summary>The packed B block's width follows the L2 size (half width when A fits in L2 only beside half a block):
