@@ -21,10 +21,10 @@ public enum GemmIsa
 /// C is cut into one rectangle per thread (whole NR-wide column panels or whole MR-tall row strips, across the longer
 /// side). For every (KC × ncb) block of op(B) in its columns a task packs the block into NR-wide panels
 /// [kc][NR] (kept in L2), then walks its row strips: an MR × kc strip of A (kept in L1) is read in place when A is not
-/// transposed and its rows can share the L1 (not a multiple of 4 KiB apart, or no more of them than the L1 has ways);
-/// else the strips are copied, a transposed A's once per K block for the whole rectangle. The MR × NR register-tile
-/// micro-kernel sweeps the packed panels. No task waits
-/// for another: each packs the blocks of B it needs.
+/// transposed and either its rows are not a multiple of 4 KiB apart or, when they are, C is cut across columns (each
+/// thread would copy all of A) and the L1 has a way for each of a strip's rows; else the strips are copied, a
+/// transposed A's once per K block for the whole rectangle. The MR × NR register-tile micro-kernel sweeps the packed
+/// panels. No task waits for another: each packs the blocks of B it needs.
 /// The summation order of every C element is fixed by KC alone and the rectangles are tile-aligned, so results do
 /// not depend on the thread count.
 /// </summary>
@@ -59,8 +59,11 @@ public static unsafe class CpuGemm
 
     /// <summary>Ways of one core's L1 data cache: from Linux sysfs, else from CPUID (AMD's leaf 0x80000005, Intel's leaf
     /// 4), else 8. A strip of A whose MR rows are a multiple of 4 KiB apart puts all of its rows into one L1 set; with at
-    /// least MR ways they stay there and A is read in place (Zen 5: 12 ways, 12-row strips), with fewer they would evict
-    /// each other at every k and the strips are copied first. Tests set it to run both paths; results do not depend on it.</summary>
+    /// least MR ways they can stay there, and a product cut across columns reads A in place rather than have each thread
+    /// copy all of it (Zen 5: 12 ways, 12-row strips; 2 threads at M ≈ 197, K = 3072: 3–10% faster); with fewer ways
+    /// they would evict each other at every k and the strips are copied first. (A product cut across rows copies them
+    /// anyway: each thread copies only its own rows, and on one thread at M = 1576 the copy was 2–4% faster.) Tests set
+    /// it to run both paths; results do not depend on it.</summary>
     public static int L1Ways { get; set; } = ReadL1Ways();
 
     static int ReadL1Ways()
@@ -265,14 +268,14 @@ public static unsafe class CpuGemm
             int m0 = task / ColumnParts * PartRows, m1 = Math.Min(M, m0 + PartRows);
             if (n0 >= n1 || m0 >= m1) return;
             float* bPack = PackedB != null ? null : (float*)ThreadScratch.Get(1, (long)KC * Ncb * sizeof(float));
-            // An A that must be copied (transposed, rows 4 KiB apart in an L1 with fewer ways than a strip has rows, or
-            // rounded) is copied once per K block for all
+            // An A that must be copied (transposed, rounded, or rows 4 KiB apart, unless several column parts would
+            // each copy all of it and the L1 has a way for every row of a strip) is copied once per K block for all
             // of the rectangle's strips when it is transposed or the rectangle has more than one column block, and the
             // column blocks then run inside the K blocks. A transposed strip copied on its own gathers 48 bytes from each
             // of kc rows of A lda apart (the same L1 sets when lda is a multiple of 1024); copied for the whole rectangle,
             // each row of A is read once from end to end. Each C element still sums its K blocks in order, so the
             // result is the same bit for bit.
-            bool copyA = TransA || Lda % 1024 == 0 && L1Ways < MR || Precision != Precision.FP32;
+            bool copyA = TransA || Lda % 1024 == 0 && (ColumnParts == 1 || L1Ways < MR) || Precision != Precision.FP32;
             bool keepA = TransA || copyA && n1 - n0 > Ncb;
             long strips = (m1 - m0 + MR - 1) / MR, aFloats = keepA ? strips * (MR * KC + StripPad) : MR * KC;
             float* aCopy = (float*)ThreadScratch.Get(0, (aFloats + (long)MR * NR) * sizeof(float));
