@@ -76,6 +76,25 @@ else
   exit 1
 fi
 
+# NVRTC and cuBLAS may live outside the loader's path: in a CUDA toolkit, or only in the NVIDIA wheels that PyTorch
+# installs. Every folder that holds one is appended to LD_LIBRARY_PATH (the loader's own choice still comes first).
+cuda_dirs=""
+for pattern in /usr/local/cuda*/lib64 /usr/local/cuda*/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
+  for dir in $pattern; do [ -d "$dir" ] && cuda_dirs="$cuda_dirs $dir"; done
+done
+if command -v python3 >/dev/null 2>&1; then
+  wheels=$(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, d) for p in nvidia.__path__ for d in os.listdir(p)))' 2>/dev/null || true)
+  for dir in $wheels; do [ -d "$dir/lib" ] && cuda_dirs="$cuda_dirs $dir/lib"; done
+fi
+found_dirs=""
+for dir in $cuda_dirs; do
+  if compgen -G "$dir/libnvrtc.so.*" >/dev/null || compgen -G "$dir/libcublas.so.*" >/dev/null; then
+    found_dirs="$found_dirs $dir"
+    LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$dir"
+  fi
+done
+export LD_LIBRARY_PATH
+
 {
   echo "== machine"
   uname -srm
@@ -84,7 +103,10 @@ fi
   else
     echo "nvidia-smi: not found"
   fi
-  echo "NVRTC, cuBLAS: $( (ldconfig -p 2>/dev/null | grep -oE 'lib(nvrtc|cublas)\.so\.[0-9.]+' | sort -u | tr '\n' ' ') || true)"
+  echo "NVRTC, cuBLAS on the loader's path: $( (ldconfig -p 2>/dev/null | grep -oE 'lib(nvrtc|cublas)\.so\.[0-9.]+' | sort -u | tr '\n' ' ') || true)"
+  for dir in $found_dirs; do
+    echo "  and in $dir: $(cd "$dir" && ls libnvrtc.so.* libcublas.so.* 2>/dev/null | tr '\n' ' ')"
+  done
   if command -v python3 >/dev/null 2>&1; then
     python3 -c 'import torch, timm; print("PyTorch", torch.__version__, "CUDA", torch.version.cuda, "cuBLAS via torch; timm", timm.__version__)' 2>/dev/null \
       || echo "python3: $(python3 --version 2>&1), no PyTorch/timm"
