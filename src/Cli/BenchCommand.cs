@@ -39,17 +39,25 @@ public static class BenchCommand
             Description = "With --train-step on a CUDA device: capture each step (forward, loss, backward, AdamW) in a CUDA graph and time " +
                           "its replays (one launch instead of one per kernel)",
         };
+        var profile = new Option<bool>("--profile")
+        {
+            Description = "With --train-step: after the timed steps, one more step with every kernel timed where it runs (GPU events on a GPU) " +
+                          "and a table of the kernels by their share of it",
+        };
         var command = new Command("bench", "Time one kernel at any shape on a device (ms, GB/s and its share of the device's copy bandwidth, or GEMM " +
                                            "GFLOP/s), or with --train-step a training step per method, precision and batch (images/s, peak memory).")
         {
-            op, shape, repeats, list, device, trainStep, model, batches, methods, precisions, json, cudaGraph,
+            op, shape, repeats, list, device, trainStep, model, batches, methods, precisions, json, cudaGraph, profile,
         };
         command.SetAction(r =>
         {
             if (r.GetValue(cudaGraph) && !r.GetValue(trainStep)) throw new ArgumentException("--cuda-graph: goes with --train-step");
+            if (r.GetValue(profile) && !r.GetValue(trainStep)) throw new ArgumentException("--profile: goes with --train-step");
+            if (r.GetValue(profile) && r.GetValue(cudaGraph))
+                throw new ArgumentException("--profile: times each kernel on its own, which a replayed CUDA graph cannot do; drop --cuda-graph");
             if (r.GetValue(trainStep))
-                return TrainSteps(DeviceOption.Resolve(r.GetValue(device)!), r.GetValue(model)!, r.GetValue(batches)!, r.GetValue(methods),
-                    [.. r.GetValue(precisions)!.Select(LowPrecision.Parse)], r.GetValue(repeats), r.GetValue(json), r.GetValue(cudaGraph));
+                return TrainSteps(DeviceOption.Resolve(r.GetValue(device)!, instrumented: r.GetValue(profile)), r.GetValue(model)!, r.GetValue(batches)!,
+                    r.GetValue(methods), [.. r.GetValue(precisions)!.Select(LowPrecision.Parse)], r.GetValue(repeats), r.GetValue(json), r.GetValue(cudaGraph));
             if (r.GetValue(list))
             {
                 int width = DeviceBenchmarks.Ops.Max(o => o.Name.Length) + 1;
@@ -101,6 +109,7 @@ public static class BenchCommand
                     for (int i = 0; i < repeats; i++) run.Times.Add(run.Step());
                     double ms = run.Median * 1e3, perSecond = batch / run.Median, mib = device.PeakBytesInUse / 1048576.0, kept = run.SavedBytes / 1048576.0;
                     Console.WriteLine(string.Format(inv, "| {0} | {1} | {2} | {3:F1} | {4:F1} | {5:F0} | {6:N0} | {7:F1} |", method.Name, precision.Name(), batch, ms, perSecond, mib, run.Trainable, kept));
+                    if (device.Kernels is InstrumentedKernels kernels) PrintProfile(kernels, run, $"{method.Name}, {precision.Name()}, batch {batch}");
                     jsonFile?.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
                     {
                         engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, ms_per_step = ms,
@@ -109,5 +118,33 @@ public static class BenchCommand
                     }));
                 }
         return 0;
+    }
+
+    /// <summary><c>--profile</c>: one more step with every kernel timed on its own, then the kernels that took the most
+    /// of it (calls, ms, share; GEMM-family rows with their TFLOP/s).</summary>
+    static void PrintProfile(InstrumentedKernels kernels, StepBenchmark run, string what)
+    {
+        kernels.Reset();
+        kernels.Timing = true;
+        double wall;
+        try { wall = run.Step(); }
+        finally { kernels.Timing = false; }
+        var rows = Enum.GetValues<KernelId>().Select(k => (Kernel: k, Calls: kernels.Calls(k), Seconds: kernels.Time(k).TotalSeconds))
+            .Where(r => r.Calls > 0).OrderByDescending(r => r.Seconds).ToList();
+        double timed = rows.Sum(r => r.Seconds);
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        Console.WriteLine(string.Format(inv, "\nprofile of one {0} step: {1:F1} ms of kernels, {2:F1} ms of wall time with every kernel waited for; " +
+                                            "GEMMs {3:F0} GFLOP", what, timed * 1e3, wall * 1e3, kernels.Flops / 1e9));
+        Console.WriteLine("| kernel | calls | ms | share of kernel time |\n|---|---|---|---|");
+        const int shown = 16;
+        foreach (var r in rows.Take(shown))
+            Console.WriteLine(string.Format(inv, "| {0} | {1} | {2:F2} | {3:P1} |", r.Kernel, r.Calls, r.Seconds * 1e3, r.Seconds / timed));
+        if (rows.Count > shown)
+        {
+            var rest = rows.Skip(shown).ToList();
+            Console.WriteLine(string.Format(inv, "| {0} others | {1} | {2:F2} | {3:P1} |", rest.Count, rest.Sum(r => r.Calls), rest.Sum(r => r.Seconds) * 1e3,
+                rest.Sum(r => r.Seconds) / timed));
+        }
+        Console.WriteLine();
     }
 }

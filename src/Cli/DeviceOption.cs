@@ -1,4 +1,6 @@
 using System.CommandLine;
+using Engine.Kernels;
+using Engine.Kernels.Cpu;
 
 namespace Engine.Cli;
 
@@ -14,19 +16,21 @@ public static class DeviceOption
     };
 
     /// <summary>The device for a <c>--device</c> value. An unusable GPU is an error naming the reason for <c>cuda</c>;
-    /// <c>auto</c> then runs on the CPU, saying why on stderr with <c>--verbose</c>.</summary>
-    public static Device Resolve(string name)
+    /// <c>auto</c> then runs on the CPU, saying why on stderr with <c>--verbose</c>. With <paramref name="instrumented"/>
+    /// the device's kernels are an <see cref="InstrumentedKernels"/> (calls, flops and, when asked, time per kernel).</summary>
+    public static Device Resolve(string name, bool instrumented = false)
     {
+        Device Cpu() => instrumented ? new CpuDevice(new InstrumentedKernels(new CpuKernels())) : Device.Cpu;
         switch (name)
         {
             case "cpu":
-                return Device.Cpu;
+                return Cpu();
             case "cuda" or "emulated-cuda":
-                return CudaDevice.TryOpen(name, out var cuda, out var reason) ? cuda! : throw new InvalidOperationException($"--device {name}: {reason}");
+                return CudaDevice.TryOpen(name, out var cuda, out var reason, instrumented) ? cuda! : throw new InvalidOperationException($"--device {name}: {reason}");
             case "auto":
-                if (CudaDevice.TryOpen(out var gpu, out reason)) return gpu!;
+                if (CudaDevice.TryOpen(out var gpu, out reason, instrumented: instrumented)) return gpu!;
                 if (CommonOptions.IsVerbose) Console.Error.WriteLine($"device: cpu ({reason})");
-                return Device.Cpu;
+                return Cpu();
             default:
                 throw new ArgumentException($"--device must be cpu, cuda, emulated-cuda or auto (got '{name}')");
         }

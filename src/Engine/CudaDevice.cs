@@ -1,18 +1,20 @@
 using System.Runtime.InteropServices;
+using Engine.Kernels;
 using Engine.Kernels.Cuda;
 
 namespace Engine;
 
 /// <summary>
 /// A CUDA device: tensors live in its memory, every op is a launch of a kernel from cuda/*.cu (cuBLAS for GEMMs).
-/// <see cref="TryOpen(out CudaDevice, out string, int)"/> opens a real GPU; <see cref="TryOpenEmulated"/> opens the emulated device, which runs the
+/// <see cref="TryOpen(out CudaDevice, out string, int, bool)"/> opens a real GPU; <see cref="TryOpenEmulated"/> opens the emulated device, which runs the
 /// same kernel sources on CPU threads (host memory, CPU GEMM) so the CUDA path is executed without a GPU.
 /// </summary>
 public sealed unsafe class CudaDevice : Device, IDisposable
 {
     readonly CudaKernels _kernels;
 
-    CudaDevice(CudaRuntime runtime, CudaKernels kernels) : base(kernels)
+    CudaDevice(CudaRuntime runtime, CudaKernels kernels, bool instrumented)
+        : base(instrumented ? new InstrumentedKernels(kernels) { Timer = runtime.CreateKernelTimer() } : kernels)
     {
         Runtime = runtime;
         _kernels = kernels;
@@ -21,30 +23,33 @@ public sealed unsafe class CudaDevice : Device, IDisposable
     /// <summary>The runtime underneath (driver or emulator).</summary>
     public CudaRuntime Runtime { get; }
 
-    /// <summary>Opens GPU <paramref name="ordinal"/>; false with the reason (no driver, no GPU, no NVRTC, no cuBLAS).</summary>
-    public static bool TryOpen(out CudaDevice? device, out string reason, int ordinal = 0)
+    /// <summary>Opens GPU <paramref name="ordinal"/>; false with the reason (no driver, no GPU, no NVRTC, no cuBLAS).
+    /// With <paramref name="instrumented"/> its kernels are an <see cref="InstrumentedKernels"/> whose timer reads GPU
+    /// events (per-kernel profiles).</summary>
+    public static bool TryOpen(out CudaDevice? device, out string reason, int ordinal = 0, bool instrumented = false)
     {
         device = null;
         if (!DriverRuntime.TryCreate(ordinal, out var runtime, out reason)) return false;
-        device = new CudaDevice(runtime!, new CudaKernels(runtime!));
+        device = new CudaDevice(runtime!, new CudaKernels(runtime!), instrumented);
         return true;
     }
 
-    /// <summary>Opens the emulated CUDA device (building it with g++ on first use); false with the reason.</summary>
-    public static bool TryOpenEmulated(out CudaDevice? device, out string reason)
+    /// <summary>Opens the emulated CUDA device (building it with g++ on first use); false with the reason. With
+    /// <paramref name="instrumented"/>, as for <see cref="TryOpen(out CudaDevice, out string, int, bool)"/>.</summary>
+    public static bool TryOpenEmulated(out CudaDevice? device, out string reason, bool instrumented = false)
     {
         device = null;
         if (!EmulatedRuntime.TryCreate(out var runtime, out reason)) return false;
-        device = new CudaDevice(runtime!, new CudaKernels(runtime!));
+        device = new CudaDevice(runtime!, new CudaKernels(runtime!), instrumented);
         return true;
     }
 
     /// <summary>Opens a CUDA backend by its command-line name: <c>cuda</c> (GPU 0) or <c>emulated-cuda</c>; false with
     /// the reason when it is not available here.</summary>
-    public static bool TryOpen(string name, out CudaDevice? device, out string reason) => name switch
+    public static bool TryOpen(string name, out CudaDevice? device, out string reason, bool instrumented = false) => name switch
     {
-        "cuda" => TryOpen(out device, out reason),
-        "emulated-cuda" => TryOpenEmulated(out device, out reason),
+        "cuda" => TryOpen(out device, out reason, instrumented: instrumented),
+        "emulated-cuda" => TryOpenEmulated(out device, out reason, instrumented),
         _ => throw new ArgumentException($"unknown CUDA backend '{name}' (cuda or emulated-cuda)", nameof(name)),
     };
 

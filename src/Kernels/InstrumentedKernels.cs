@@ -35,8 +35,12 @@ public sealed partial class InstrumentedKernels : IKernels
         set => Inner.GemmPrecision = value;
     }
 
-    /// <summary>Measure wall time per kernel.</summary>
+    /// <summary>Measure time per kernel: wall time on the host, or the device's own time with <see cref="Timer"/>.</summary>
     public bool Timing { get; set; }
+
+    /// <summary>Times each call on the device while <see cref="Timing"/> is on (null: the host clock, right for the
+    /// synchronous CPU backend). Each call then waits for the device, so a timed step runs slower than an untimed one.</summary>
+    public IKernelTimer? Timer { get; set; }
 
     /// <summary>Floating-point operations issued through Gemm and GemmStridedBatched (2·M·N·K per product).</summary>
     public long Flops { get; private set; }
@@ -58,11 +62,15 @@ public sealed partial class InstrumentedKernels : IKernels
     long Begin(KernelId id)
     {
         _calls[(int)id]++;
-        return Timing ? Stopwatch.GetTimestamp() : 0;
+        if (!Timing) return 0;
+        if (Timer == null) return Stopwatch.GetTimestamp();
+        Timer.Start();
+        return 0;
     }
 
     void End(KernelId id, long start)
     {
-        if (Timing) _ticks[(int)id] += Stopwatch.GetTimestamp() - start;
+        if (!Timing) return;
+        _ticks[(int)id] += Timer == null ? Stopwatch.GetTimestamp() - start : (long)(Timer.Stop() * Stopwatch.Frequency);
     }
 }

@@ -91,6 +91,27 @@ public abstract unsafe class CudaRuntime : IDisposable
         return System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds / repeats;
     }
 
+    /// <summary>A timer of single kernel calls (<see cref="InstrumentedKernels.Timer"/>): the host clock between two
+    /// waits for the device here, GPU events on a real device.</summary>
+    public virtual IKernelTimer CreateKernelTimer() => new HostKernelTimer(this);
+
+    sealed class HostKernelTimer(CudaRuntime runtime) : IKernelTimer
+    {
+        long _start;
+
+        public void Start()
+        {
+            runtime.Synchronize();
+            _start = System.Diagnostics.Stopwatch.GetTimestamp();
+        }
+
+        public double Stop()
+        {
+            runtime.Synchronize();
+            return System.Diagnostics.Stopwatch.GetElapsedTime(_start).TotalSeconds;
+        }
+    }
+
     /// <summary>Queues <paramref name="kernel"/> (from <see cref="CudaKernelHandles"/>). args[i] points at argument i,
     /// sizes[i] is its size in bytes.</summary>
     protected abstract void Launch(CudaKernel kernel, Dim3 grid, Dim3 block, void** args, long* sizes, int count);

@@ -219,6 +219,46 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     }
 
     /// <inheritdoc/>
+    public override IKernelTimer CreateKernelTimer() => _timer ??= new EventTimer(this);
+
+    EventTimer? _timer;
+
+    /// <summary>Two events recorded on the stream around one call; the second is waited for.</summary>
+    sealed class EventTimer : IKernelTimer
+    {
+        readonly DriverRuntime _runtime;
+        readonly IntPtr _start, _end;
+
+        public EventTimer(DriverRuntime runtime)
+        {
+            _runtime = runtime;
+            runtime.MakeCurrent();
+            Check(cuEventCreate(out _start, 0), "cuEventCreate");
+            Check(cuEventCreate(out _end, 0), "cuEventCreate");
+        }
+
+        public void Start()
+        {
+            _runtime.RefuseWhileCapturing("timing a kernel");
+            _runtime.MakeCurrent();
+            Check(cuEventRecord(_start, _runtime._stream), "cuEventRecord");
+        }
+
+        public double Stop()
+        {
+            Check(cuEventRecord(_end, _runtime._stream), "cuEventRecord");
+            Check(cuEventSynchronize(_end), "cuEventSynchronize");
+            return ElapsedMilliseconds(_start, _end) / 1e3;
+        }
+
+        public void Destroy()
+        {
+            cuEventDestroy_v2(_start);
+            cuEventDestroy_v2(_end);
+        }
+    }
+
+    /// <inheritdoc/>
     protected override void Launch(CudaKernel kernel, Dim3 grid, Dim3 block, void** args, long* sizes, int count)
     {
         MakeCurrent();
@@ -340,6 +380,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
         cuStreamSynchronize(_stream);
         if (_lowScratch != 0) Free(_lowScratch);
         foreach (var retired in _retiredScratch) Free(retired);
+        _timer?.Destroy();
         _blas.Dispose();
         foreach (var module in _modules.Values) cuModuleUnload(module);
         cuStreamDestroy_v2(_stream);
