@@ -44,15 +44,28 @@ template <class T> __device__ T block_sum(T v)
     return total;
 }
 
-// Column reduction for a (32, ROWS_PER_BLOCK) block: thread (x, y) sums term(r) over rows r = y, y + 8, ...
-// for its column; the eight partial sums are then added in a fixed order. Valid in threadIdx.y == 0.
+// Column reduction for a (32, 8) block: thread (x, y) sums term(r) over rows r = y, y + 8, ... for its column; the
+// eight partial sums are then added in a fixed order. Valid in threadIdx.y == 0. A grid of gridDim.z > 1 cuts the
+// rows into gridDim.z equal slices, block z summing slice z (so that narrow outputs still fill the device); each
+// slice's sum then goes to column_result's partials, and column_partials_sum adds them in slice order.
 #define COLUMN_THREADS_Y 8
+
+// This block's rows [begin, end) when the rows are cut into gridDim.z slices.
+__device__ __forceinline__ void column_slice(int rows, int& begin, int& end)
+{
+    int per_slice = (rows + (int)gridDim.z - 1) / (int)gridDim.z;
+    begin = min(rows, (int)blockIdx.z * per_slice);
+    end = min(rows, begin + per_slice);
+}
+
 template <class F> __device__ float column_sum(int rows, bool active, F term)
 {
     __shared__ float partial[COLUMN_THREADS_Y][33];
+    int begin, end;
+    column_slice(rows, begin, end);
     float s = 0.f;
     if (active)
-        for (int r = threadIdx.y; r < rows; r += COLUMN_THREADS_Y) s += term(r);
+        for (int r = begin + threadIdx.y; r < end; r += COLUMN_THREADS_Y) s += term(r);
     partial[threadIdx.y][threadIdx.x] = s;
     __syncthreads();
     float total = 0.f;
@@ -64,6 +77,15 @@ template <class F> __device__ float column_sum(int rows, bool active, F term)
 
 // Writes or accumulates one output element (the kernel contract's `accumulate` flag).
 __device__ __forceinline__ void store(float* p, float v, int accumulate) { *p = accumulate ? *p + v : v; }
+
+// Where a column reduction's sum for output i (of count) goes: out[i] (stored or accumulated, times scale) when the
+// rows are not sliced; else this slice's partial, partials[blockIdx.z · count + i], for column_partials_sum.
+__device__ __forceinline__ void column_result(float* out, float* partials, long long count, long long i, float sum,
+                                              float scale, int accumulate)
+{
+    if (gridDim.z == 1) store(out + i, scale * sum, accumulate);
+    else partials[blockIdx.z * count + i] = sum;
+}
 
 // Exact GELU, x·Φ(x) with Φ(x) = (1 + erf(x/√2)) / 2, and its slope Φ(x) + x·φ(x) (activations.cu, and SSF's
 // scale-shift followed by GELU in norm.cu).

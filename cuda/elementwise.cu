@@ -71,13 +71,28 @@ extern "C" __global__ void add_bias(float* y, const float* x, const float* bias,
     GRID_STRIDE(i, (long long)rows * cols) y[i] = x[i] + bias[i % cols];
 }
 
-// out[b, c] = scale · Σ_r in[b·batchStride + r·rowStride + c] (or +=); grid (ceil(cols/32), batches), block (32, 8).
+// out[b, c] = scale · Σ_r in[b·batchStride + r·rowStride + c] (or +=); grid (ceil(cols/32), batches, row slices),
+// block (32, 8); with row slices, partials [slices, batches·cols] and column_partials_sum finish it.
 // Bias gradient: one batch, rowStride = cols, accumulate. Mean over tokens: B batches of T rows, scale 1/T.
-extern "C" __global__ void column_sum_strided(float* out, const float* in, int rows, int cols, long long rowStride,
-                                              long long batchStride, float scale, int accumulate)
+extern "C" __global__ void column_sum_strided(float* out, float* partials, const float* in, int rows, int cols,
+                                              long long rowStride, long long batchStride, float scale, int accumulate)
 {
     int c = blockIdx.x * 32 + threadIdx.x;
     const float* base = in + blockIdx.y * batchStride + c;
     float total = column_sum(rows, c < cols, [&](int r) { return base[(long long)r * rowStride]; });
-    if (threadIdx.y == 0 && c < cols) store(out + (long long)blockIdx.y * cols + c, scale * total, accumulate);
+    if (threadIdx.y == 0 && c < cols)
+        column_result(out, partials, (long long)gridDim.y * cols, (long long)blockIdx.y * cols + c, total, scale, accumulate);
+}
+
+// out[i] = scale · Σ_s partials[s·count + i] (or +=), the slices added in order: the second stage of a column
+// reduction whose rows were cut into slices (deterministic). Launch: 1-D grid-stride.
+extern "C" __global__ void column_partials_sum(float* out, const float* partials, long long count, int slices, float scale,
+                                               int accumulate)
+{
+    GRID_STRIDE(i, count)
+    {
+        float total = 0.f;
+        for (int s = 0; s < slices; s++) total += partials[s * count + i];
+        store(out + i, scale * total, accumulate);
+    }
 }

@@ -58,9 +58,10 @@ extern "C" __global__ void layernorm_backward_input(float* dx, const float* dy, 
     }
 }
 
-// dweight[c] += Σ_r dy·x̂, dbias[c] += Σ_r dy (either may be null). Grid ceil(C/32), block (32, 8).
-extern "C" __global__ void layernorm_backward_params(float* dweight, float* dbias, const float* dy, const float* x,
-                                                    const float* mean, const float* rstd, int rows, int C)
+// dweight[c] += Σ_r dy·x̂, dbias[c] += Σ_r dy (either may be null). Grid (ceil(C/32), 1, row slices), block (32, 8);
+// with row slices, partials [2, slices, C] (dweight's, then dbias's) for column_partials_sum.
+extern "C" __global__ void layernorm_backward_params(float* dweight, float* dbias, float* partials, const float* dy,
+                                                    const float* x, const float* mean, const float* rstd, int rows, int C)
 {
     int c = blockIdx.x * 32 + threadIdx.x;
     bool active = c < C;
@@ -71,8 +72,8 @@ extern "C" __global__ void layernorm_backward_params(float* dweight, float* dbia
     float db = dbias ? column_sum(rows, active, [&](int r) { return dy[(long long)r * C + c]; }) : 0.f;
     if (threadIdx.y == 0 && active)
     {
-        if (dweight) dweight[c] += dw;
-        if (dbias) dbias[c] += db;
+        if (dweight) column_result(dweight, partials, C, c, dw, 1.f, 1);
+        if (dbias) column_result(dbias, partials + (long long)gridDim.z * C, C, c, db, 1.f, 1);
     }
 }
 
@@ -96,16 +97,20 @@ extern "C" __global__ void scale_shift_backward_input(float* dx, const float* dy
 
 // SSF backward in one pass over dy: g = dy (or, with gelu_after, dy·GELU'(x·scale + shift): the backward of GELU after
 // the scale-shift), dx = g·scale (when dx is given), dscale[c] += Σ_r g·x, dshift[c] += Σ_r g (either may be null).
-// Grid ceil(C/32), block (32, 8): thread (x, y) walks rows y, y + 8, ... of its column, and the eight partial sums per
-// column are added in a fixed order (deterministic).
-extern "C" __global__ void scale_shift_backward(float* dx, float* dscale, float* dshift, const float* dy, const float* x,
-                                               const float* scale, const float* shift, int rows, int C, int gelu_after, int accumulate)
+// Grid (ceil(C/32), 1, row slices), block (32, 8): thread (x, y) walks rows y, y + 8, ... of its column (of its slice),
+// and the eight partial sums per column are added in a fixed order (deterministic); with row slices, partials
+// [2, slices, C] (dscale's, then dshift's) for column_partials_sum.
+extern "C" __global__ void scale_shift_backward(float* dx, float* dscale, float* dshift, float* partials, const float* dy,
+                                               const float* x, const float* scale, const float* shift, int rows, int C,
+                                               int gelu_after, int accumulate)
 {
     __shared__ float partialScale[COLUMN_THREADS_Y][33], partialShift[COLUMN_THREADS_Y][33];
     int c = blockIdx.x * 32 + threadIdx.x;
+    int begin, end;
+    column_slice(rows, begin, end);
     float ds = 0.f, dh = 0.f;
     if (c < C)
-        for (int r = threadIdx.y; r < rows; r += COLUMN_THREADS_Y)
+        for (int r = begin + threadIdx.y; r < end; r += COLUMN_THREADS_Y)
         {
             long long i = (long long)r * C + c;
             float g = gelu_after ? dy[i] * gelu_slope(x[i] * scale[c] + shift[c]) : dy[i];
@@ -124,8 +129,8 @@ extern "C" __global__ void scale_shift_backward(float* dx, float* dscale, float*
             totalScale += partialScale[k][threadIdx.x];
             totalShift += partialShift[k][threadIdx.x];
         }
-        if (dscale) dscale[c] += totalScale;
-        if (dshift) dshift[c] += totalShift;
+        if (dscale) column_result(dscale, partials, C, c, totalScale, 1.f, 1);
+        if (dshift) column_result(dshift, partials + (long long)gridDim.z * C, C, c, totalShift, 1.f, 1);
     }
 }
 

@@ -65,6 +65,12 @@ public sealed unsafe class CudaDevice : Device, IDisposable
     /// <inheritdoc/>
     public override void Synchronize() => Runtime.Synchronize();
 
+    /// <summary>False on a GPU: the fused attention kernels run on plain FMA units, while the unfused path's batched
+    /// products run on cuBLAS (tensor cores in TF32, bf16 and fp16). On an H200, ViT-B/16 at batch 32 in bf16, the fused
+    /// forward and backward took 82 of a 115 ms step (<c>peft bench --train-step --profile</c>). True on the emulated
+    /// device, so CI keeps running the fused kernels.</summary>
+    public override bool PrefersFusedAttention => Runtime is not DriverRuntime;
+
     /// <inheritdoc/>
     public override bool IsCapturing => Runtime.IsCapturing;
 

@@ -62,6 +62,10 @@ public abstract unsafe class Device
     /// <summary>Copies <paramref name="bytes"/> from this device to host memory.</summary>
     public abstract void CopyToHost(void* hostDst, void* deviceSrc, long bytes);
 
+    /// <summary>Whether attention runs fused here unless a call says otherwise (<see cref="Ops.Attention"/>): true where
+    /// the fused kernels are the faster path (the CPU; the emulated CUDA device, which keeps them covered).</summary>
+    public virtual bool PrefersFusedAttention => true;
+
     /// <summary>Waits until queued work is done (no-op on the CPU).</summary>
     public virtual void Synchronize() { }
 

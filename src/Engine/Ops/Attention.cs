@@ -10,8 +10,9 @@ public static unsafe partial class Ops
     /// <summary>The largest head dim the fused attention kernels take (their CUDA tiles); larger heads run unfused.</summary>
     public const int FusedAttentionMaxHeadDim = 128;
 
-    /// <summary>Whether <see cref="Attention"/> calls that do not say run fused (default true). False puts every
-    /// model on the unfused reference path, e.g. to compare the two (<c>bench/run.sh peft --unfused-attention</c>).</summary>
+    /// <summary>Whether <see cref="Attention"/> calls that do not say run fused on devices whose fused kernels are their
+    /// faster path (<see cref="Device.PrefersFusedAttention"/>; default true). False puts every model on the unfused
+    /// reference path, e.g. to compare the two (<c>bench/run.sh peft --unfused-attention</c>).</summary>
     public static bool FusedAttentionByDefault { get; set; } = true;
 
     /// <summary>
@@ -19,7 +20,8 @@ public static unsafe partial class Ops
     /// (timm). Output [B,T,C] = heads of softmax(scale·q·kᵀ + bias[h] + mask[b mod nW])·v, re-packed.
     /// bias [NH,T,T] or null (Swin's relative position bias, gathered; it may require gradients);
     /// mask [nW,T,T] or null (Swin's shift mask, constant; B must be a multiple of nW). scale defaults to HD^-½.
-    /// Fused (unless <paramref name="fused"/>, or when null <see cref="FusedAttentionByDefault"/>, says otherwise; head
+    /// Fused (unless <paramref name="fused"/>, or when null <see cref="FusedAttentionByDefault"/> and the device's
+    /// <see cref="Device.PrefersFusedAttention"/>, says otherwise; head
     /// dims up to <see cref="FusedAttentionMaxHeadDim"/>): one kernel reads q, k, v in place and writes the merged
     /// heads, keeping no [T,T] matrix; it saves qkv, the output and one log-sum-exp per score row, and its backward
     /// computes the probabilities again.
@@ -50,7 +52,7 @@ public static unsafe partial class Ops
         float s = scale ?? 1f / MathF.Sqrt(HD);
         var k = qkv.Device.Kernels;
         var dev = qkv.Device;
-        if ((fused ?? FusedAttentionByDefault) && HD <= FusedAttentionMaxHeadDim)
+        if ((fused ?? (FusedAttentionByDefault && dev.PrefersFusedAttention)) && HD <= FusedAttentionMaxHeadDim)
         {
             var output = Tensor.Empty(dev, DType.F32, B, T, C);
             var lse = Tensor.Empty(dev, DType.F32, B, heads, T);

@@ -104,6 +104,8 @@ public static class CudaKernelHandles
         public static readonly CudaKernel AddBias = new(File, "add_bias");
         /// <summary><c>column_sum_strided</c>.</summary>
         public static readonly CudaKernel ColumnSumStrided = new(File, "column_sum_strided");
+        /// <summary><c>column_partials_sum</c>.</summary>
+        public static readonly CudaKernel ColumnPartialsSum = new(File, "column_partials_sum");
     }
 
     /// <summary>cuda/loss.cu.</summary>

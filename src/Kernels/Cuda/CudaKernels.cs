@@ -14,11 +14,13 @@ namespace Engine.Kernels.Cuda;
 public sealed unsafe class CudaKernels : IKernels, IDisposable
 {
     const int Threads = 256, BlocksPerMultiprocessor = 8, MaxPartials = 2048;
+    const long ColumnPartialsCapacity = 1 << 20; // floats
     static readonly Dim3 ColumnBlock = new(32, 8);
 
     readonly CudaRuntime _runtime;
     readonly int _maxBlocks;
     ulong _scratch; // [MaxPartials + 1] doubles: reduction partials, then the result
+    ulong _columnPartials; // [ColumnPartialsCapacity] floats (ColumnPartials)
 
     /// <summary>Kernels running on <paramref name="runtime"/> (not owned).</summary>
     public CudaKernels(CudaRuntime runtime)
@@ -46,10 +48,36 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         if (rows > 0) _runtime.Launch(kernel, Blocks(rows * 32), Threads, args);
     }
 
-    /// <summary>A column reduction over <paramref name="cols"/> columns (× <paramref name="gridY"/> independent sets).</summary>
-    void ColumnBlocks(CudaKernel kernel, int cols, int gridY, params ReadOnlySpan<KernelArg> args)
+    /// <summary>
+    /// How many row slices a column reduction of <paramref name="rows"/> rows into <paramref name="count"/> outputs
+    /// (of <paramref name="outputs"/> kinds, e.g. dweight and dbias) over a (ceil(cols/32), gridY) grid is cut into: enough
+    /// blocks to fill the device (768 columns make 24 blocks, a fifth of an H200's multiprocessors), at least 16 rows a
+    /// slice, and the partials within <see cref="ColumnPartialsCapacity"/>. 1 means no slices (no partials).
+    /// </summary>
+    int ColumnSlices(int rows, int cols, int gridY, long count, int outputs)
     {
-        if (cols > 0 && gridY > 0) _runtime.Launch(kernel, new Dim3((uint)((cols + 31) / 32), (uint)gridY), ColumnBlock, args);
+        long blocks = (long)(cols + 31) / 32 * gridY;
+        if (blocks == 0 || count == 0) return 1;
+        long slices = Math.Min((_maxBlocks + blocks - 1) / blocks, (rows + 15) / 16);
+        return (int)Math.Clamp(Math.Min(slices, ColumnPartialsCapacity / (count * outputs)), 1, 65535);
+    }
+
+    /// <summary>Scratch for the partial sums of sliced column reductions: allocated once at its full size, so a captured
+    /// graph's launches keep pointing at it; the stream orders one reduction's use after the previous one's.</summary>
+    float* ColumnPartials() => (float*)(_columnPartials != 0 ? _columnPartials : _columnPartials = _runtime.Allocate(ColumnPartialsCapacity * sizeof(float)));
+
+    /// <summary>The second stage of a sliced column reduction: output[i] (+)= scale · Σ slices' partials (nothing for a
+    /// null output or an unsliced reduction).</summary>
+    void FinishColumnSlices(float* output, float* partials, long count, int slices, float scale, bool accumulate)
+    {
+        if (output != null && slices > 1) GridStride(Elementwise.ColumnPartialsSum, count, output, partials, count, slices, scale, accumulate);
+    }
+
+    /// <summary>A column reduction over <paramref name="cols"/> columns (× <paramref name="gridY"/> independent sets), its
+    /// rows cut into <paramref name="slices"/> (grid z; <see cref="ColumnSlices"/>).</summary>
+    void ColumnBlocks(CudaKernel kernel, int cols, int gridY, int slices, params ReadOnlySpan<KernelArg> args)
+    {
+        if (cols > 0 && gridY > 0) _runtime.Launch(kernel, new Dim3((uint)((cols + 31) / 32), (uint)gridY, (uint)slices), ColumnBlock, args);
     }
 
     // ---------------------------------------------------------------- GEMM
@@ -175,8 +203,14 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public void BiasGrad(float* dbias, float* dy, int rows, int cols) => ColumnSum(dbias, dy, rows, cols, cols, 0, 1, 1f, true);
 
     /// <summary>out[b, c] (+)= scale · Σ_r in[b·batchStride + r·rowStride + c] for b &lt; batches.</summary>
-    void ColumnSum(float* output, float* input, int rows, int cols, long rowStride, long batchStride, int batches, float scale, bool accumulate) =>
-        ColumnBlocks(Elementwise.ColumnSumStrided, cols, batches, output, input, rows, cols, rowStride, batchStride, scale, accumulate);
+    void ColumnSum(float* output, float* input, int rows, int cols, long rowStride, long batchStride, int batches, float scale, bool accumulate)
+    {
+        long count = (long)batches * cols;
+        int slices = ColumnSlices(rows, cols, batches, count, 1);
+        float* partials = slices > 1 ? ColumnPartials() : null;
+        ColumnBlocks(Elementwise.ColumnSumStrided, cols, batches, slices, output, partials, input, rows, cols, rowStride, batchStride, scale, accumulate);
+        FinishColumnSlices(output, partials, count, slices, scale, accumulate);
+    }
 
     // ---------------------------------------------------------------- normalisation and activations
 
@@ -189,8 +223,12 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         float* mean, float* rstd, int rows, int C, bool accumulate)
     {
         if (dx != null) WarpPerRow(Norm.LayernormBackwardInput, rows, dx, dy, x, weight, mean, rstd, rows, C, accumulate);
-        if (dweight != null || dbias != null)
-            ColumnBlocks(Norm.LayernormBackwardParams, C, 1, dweight, dbias, dy, x, mean, rstd, rows, C);
+        if (dweight == null && dbias == null) return;
+        int slices = ColumnSlices(rows, C, 1, C, 2);
+        float* partials = slices > 1 ? ColumnPartials() : null;
+        ColumnBlocks(Norm.LayernormBackwardParams, C, 1, slices, dweight, dbias, partials, dy, x, mean, rstd, rows, C);
+        FinishColumnSlices(dweight, partials, C, slices, 1f, true);
+        FinishColumnSlices(dbias, partials + (long)slices * C, C, slices, 1f, true);
     }
 
     /// <inheritdoc/>
@@ -223,15 +261,24 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, int rows, int C, bool accumulate)
     {
         // One pass over dy when a parameter trains; dx alone (frozen SSF) is a plain elementwise map.
-        if (dscale != null || dshift != null)
-            ColumnBlocks(Norm.ScaleShiftBackward, C, 1, dx, dscale, dshift, dy, x, scale, (float*)null, rows, C, false, accumulate);
+        if (dscale != null || dshift != null) ScaleShiftBackwardPass(dx, dscale, dshift, dy, x, scale, null, rows, C, accumulate);
         else if (dx != null) GridStride(Norm.ScaleShiftBackwardInput, (long)rows * C, dx, dy, scale, rows, C, accumulate);
     }
 
     /// <inheritdoc/>
     public void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, float* shift, int rows, int C,
-        bool accumulate) =>
-        ColumnBlocks(Norm.ScaleShiftBackward, C, 1, dx, dscale, dshift, dy, x, scale, shift, rows, C, true, accumulate);
+        bool accumulate) => ScaleShiftBackwardPass(dx, dscale, dshift, dy, x, scale, shift, rows, C, accumulate);
+
+    /// <summary>norm.cu's scale_shift_backward over row slices (GELU's backward first when <paramref name="shift"/> is given).</summary>
+    void ScaleShiftBackwardPass(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, float* shift, int rows, int C,
+        bool accumulate)
+    {
+        int slices = ColumnSlices(rows, C, 1, C, 2);
+        float* partials = slices > 1 ? ColumnPartials() : null;
+        ColumnBlocks(Norm.ScaleShiftBackward, C, 1, slices, dx, dscale, dshift, partials, dy, x, scale, shift, rows, C, shift != null, accumulate);
+        FinishColumnSlices(dscale, partials, C, slices, 1f, true);
+        FinishColumnSlices(dshift, partials + (long)slices * C, C, slices, 1f, true);
+    }
 
     // ---------------------------------------------------------------- PEFT (peft.cu, norm.cu, loss.cu)
 
@@ -251,8 +298,14 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         GridStride(Peft.AddSelectedEntries, (long)N * k, dvalues, dense, index, N, K, k);
 
     /// <inheritdoc/>
-    public void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k) =>
-        ColumnBlocks(Peft.SparseWeightGrad, checked(N * k), 1, dvalues, dy, x, index, rows, N, K, k);
+    public void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k)
+    {
+        int count = checked(N * k);
+        int slices = ColumnSlices(rows, count, 1, count, 1);
+        float* partials = slices > 1 ? ColumnPartials() : null;
+        ColumnBlocks(Peft.SparseWeightGrad, count, 1, slices, dvalues, partials, dy, x, index, rows, N, K, k);
+        FinishColumnSlices(dvalues, partials, count, slices, 1f, true);
+    }
 
     /// <inheritdoc/>
     public void L2NormalizeForward(float* y, float* x, int rows, int C, float eps) =>
@@ -352,7 +405,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         int N, int H, int W, int C, int k, int pad, bool accumulate)
     {
         if (dx != null) GridStride(Conv.DepthwiseConvBackwardInput, (long)N * H * W * C, dx, dy, w, N, H, W, C, k, pad, accumulate);
-        if (dw != null || dbias != null) ColumnBlocks(Conv.DepthwiseConvBackwardParams, C, k * k + 1, dw, dbias, dy, x, N, H, W, C, k, pad);
+        if (dw != null || dbias != null) ColumnBlocks(Conv.DepthwiseConvBackwardParams, C, k * k + 1, 1, dw, dbias, dy, x, N, H, W, C, k, pad);
     }
 
     /// <inheritdoc/>
@@ -475,6 +528,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public void Dispose()
     {
         if (_scratch != 0) _runtime.Free(_scratch);
-        _scratch = 0;
+        if (_columnPartials != 0) _runtime.Free(_columnPartials);
+        _scratch = _columnPartials = 0;
     }
 }
