@@ -11,7 +11,9 @@
 #                                         against double-precision references, then the kernel benchmarks (memory-bound
 #                                         kernels as a share of the device's copy bandwidth; GEMM fp32, TF32, bf16, fp16)
 #                                      3. a ViT-B/16 training step per method (full linear bias ssf sct gps), precision
-#                                         (fp32 tf32 bf16) and batch: images/s and peak device memory
+#                                         (fp32 tf32 bf16) and batch: images/s and peak device memory; the bf16 steps
+#                                         of full, ssf and gps again from CUDA graphs; one profiled step of each
+#                                         (kernels by their share of the step)
 #                                      4. the PyTorch + timm peer of the same steps (fp32 tf32 bf16, fp16 AMP), then one
 #                                         table of our images/s over theirs (skipped, with the reason, without
 #                                         Python, PyTorch or timm)
@@ -143,6 +145,15 @@ set +e
 graph_rc=${PIPESTATUS[0]}
 set -e
 [ "$graph_rc" -ne 0 ] && { echo "== CUDA graph steps: FAILED (exit $graph_rc)"; rc=1; }
+
+first_batch=${batches%% *}
+echo "== where a step's time goes: peft bench --train-step --profile (full ssf gps × bf16, batch $first_batch)" | tee -a "$out/steps.log"
+set +e
+"$peft" bench --train-step --profile --device cuda --model vit_base_patch16_224 --batch "$first_batch" --methods full ssf gps \
+  --precision bf16 --repeats 1 2>&1 | tee -a "$out/steps.log"
+profile_rc=${PIPESTATUS[0]}
+set -e
+[ "$profile_rc" -ne 0 ] && { echo "== profile: FAILED (exit $profile_rc)"; rc=1; }
 
 echo "== the PyTorch + timm peer (python3 timm_step.py)" | tee "$out/peer.log"
 if ! command -v python3 >/dev/null 2>&1; then
