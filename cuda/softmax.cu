@@ -2,12 +2,17 @@
 // One warp per row (256-thread blocks). y may alias x.
 #include "common.cuh"
 
+// Rows up to 32·SOFTMAX_LANE_VALUES wide (attention's 197 and 49 tokens) stay in registers: x read once, y written once.
+#define SOFTMAX_LANE_VALUES 8
+
 // y[r] = softmax(x[r] + bias[h, i] + mask[w, i]) with r = (b·heads + h)·headRows + i and w = b mod windows.
-// Plain softmax: headRows = rows, heads = windows = 1, no bias or mask.
+// Plain softmax: headRows = rows, heads = windows = 1, no bias or mask. Both paths do the same operations in the same
+// order (the same bits); wide rows go through y three times.
 extern "C" __global__ void softmax_forward(float* y, const float* x, const float* bias, const float* mask, long long rows,
                                           int cols, int headRows, int heads, int windows)
 {
     int lane = threadIdx.x % 32;
+    const float minus_infinity = __int_as_float(0xff800000);
     WARP_PER_ROW(row, rows)
     {
         long long i = row % headRows, bh = row / headRows, h = bh % heads, w = bh / heads % windows;
@@ -15,7 +20,30 @@ extern "C" __global__ void softmax_forward(float* y, const float* x, const float
         const float* br = bias ? bias + (h * headRows + i) * cols : nullptr;
         const float* mr = mask ? mask + (w * headRows + i) * cols : nullptr;
         float* yr = y + row * cols;
-        float m = __int_as_float(0xff800000); // -inf
+        if (cols <= 32 * SOFTMAX_LANE_VALUES)
+        {
+            float v[SOFTMAX_LANE_VALUES];
+            float m = minus_infinity;
+            for (int k = 0; k < SOFTMAX_LANE_VALUES; k++)
+            {
+                int j = lane + 32 * k;
+                v[k] = j < cols ? xr[j] + (br ? br[j] : 0.f) + (mr ? mr[j] : 0.f) : minus_infinity;
+                m = fmaxf(m, v[k]);
+            }
+            m = warp_max(m);
+            float s = 0.f;
+            for (int k = 0; k < SOFTMAX_LANE_VALUES; k++)
+                if (lane + 32 * k < cols)
+                {
+                    v[k] = expf(v[k] - m);
+                    s += v[k];
+                }
+            float inv = 1.f / warp_sum(s);
+            for (int k = 0; k < SOFTMAX_LANE_VALUES; k++)
+                if (lane + 32 * k < cols) yr[lane + 32 * k] = v[k] * inv;
+            continue;
+        }
+        float m = minus_infinity;
         for (int j = lane; j < cols; j += 32)
         {
             float z = xr[j] + (br ? br[j] : 0.f) + (mr ? mr[j] : 0.f);
