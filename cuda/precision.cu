@@ -22,34 +22,6 @@ extern "C" __global__ void convert_to_fp16(fp16* y, const float* x, long long n)
     GRID_STRIDE(i, n) y[i] = to_fp16(x[i]);
 }
 
-// A GEMM operand, batch × rows rows of cols values (leading dimension ldX, batch stride strideX), converted into rows
-// that start 16 bytes apart: y[b·strideY + r·ldY + c] for c < cols, ldY a multiple of 8 elements. cuBLAS's fastest
-// tensor-core kernels need 16-byte aligned leading dimensions and strides, which attention's 197-wide rows are not.
-__device__ __forceinline__ void store_low(bf16* p, float x) { *p = to_bf16(x); }
-__device__ __forceinline__ void store_low(fp16* p, float x) { *p = to_fp16(x); }
-
-template <class T> __device__ void convert_pitched(T* y, const float* x, int batch, int rows, int cols, long long ldX,
-                                                   long long strideX, long long ldY, long long strideY)
-{
-    GRID_STRIDE(i, (long long)batch * rows * cols)
-    {
-        long long c = i % cols, rb = i / cols, r = rb % rows, b = rb / rows;
-        store_low(y + b * strideY + r * ldY + c, x[b * strideX + r * ldX + c]);
-    }
-}
-
-extern "C" __global__ void convert_to_bf16_pitched(bf16* y, const float* x, int batch, int rows, int cols, long long ldX,
-                                                   long long strideX, long long ldY, long long strideY)
-{
-    convert_pitched(y, x, batch, rows, cols, ldX, strideX, ldY, strideY);
-}
-
-extern "C" __global__ void convert_to_fp16_pitched(fp16* y, const float* x, int batch, int rows, int cols, long long ldX,
-                                                   long long strideX, long long ldY, long long strideY)
-{
-    convert_pitched(y, x, batch, rows, cols, ldX, strideX, ldY, strideY);
-}
-
 // y = x (bfloat16) as float.
 extern "C" __global__ void convert_from_bf16(float* y, const bf16* x, long long n)
 {

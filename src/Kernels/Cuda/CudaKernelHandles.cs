@@ -38,10 +38,6 @@ public static class CudaKernelHandles
         public static readonly CudaKernel ConvertToBf16 = new(File, "convert_to_bf16");
         /// <summary><c>convert_to_fp16</c>.</summary>
         public static readonly CudaKernel ConvertToFp16 = new(File, "convert_to_fp16");
-        /// <summary><c>convert_to_bf16_pitched</c>.</summary>
-        public static readonly CudaKernel ConvertToBf16Pitched = new(File, "convert_to_bf16_pitched");
-        /// <summary><c>convert_to_fp16_pitched</c>.</summary>
-        public static readonly CudaKernel ConvertToFp16Pitched = new(File, "convert_to_fp16_pitched");
         /// <summary><c>convert_from_bf16</c>.</summary>
         public static readonly CudaKernel ConvertFromBf16 = new(File, "convert_from_bf16");
         /// <summary><c>convert_from_fp16</c>.</summary>

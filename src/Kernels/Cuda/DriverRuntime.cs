@@ -298,36 +298,16 @@ public sealed unsafe class DriverRuntime : CudaRuntime
                 precision == Precision.TF32);
             return;
         }
-        // bf16 / fp16: both operands converted to 16-bit storage whose rows start 16 bytes apart, then GemmEx.
-        var convert = precision == Precision.BF16 ? CudaKernelHandles.Precision.ConvertToBf16Pitched : CudaKernelHandles.Precision.ConvertToFp16Pitched;
-        var a = AlignedOperand.Of(transA ? K : M, transA ? M : K, strideA, batch);
-        var b = AlignedOperand.Of(transB ? N : K, transB ? K : N, strideB, batch);
-        ulong low = LowPrecisionScratch(2 * (a.Span + b.Span));
-        ulong lowA = low, lowB = low + (ulong)(2 * a.Span);
-        a.Convert(this, convert, lowA, A, lda, strideA);
-        b.Convert(this, convert, lowB, B, ldb, strideB);
-        _blas.GemmStridedBatched16(transA, transB, M, N, K, alpha, (void*)lowA, a.Ld, a.Stride, (void*)lowB, b.Ld, b.Stride, beta, C, ldc,
+        // bf16 / fp16: both operands converted to 16-bit storage (same leading dimensions and strides), then GemmEx.
+        long spanA = OperandSpan(transA ? K : M, transA ? M : K, lda, strideA, batch);
+        long spanB = OperandSpan(transB ? N : K, transB ? K : N, ldb, strideB, batch);
+        ulong low = LowPrecisionScratch(2 * (spanA + spanB));
+        ulong lowA = low, lowB = low + (ulong)(2 * spanA);
+        var convert = precision == Precision.BF16 ? CudaKernelHandles.Precision.ConvertToBf16 : CudaKernelHandles.Precision.ConvertToFp16;
+        LaunchGridStride(convert, spanA, lowA, A, spanA);
+        LaunchGridStride(convert, spanB, lowB, B, spanB);
+        _blas.GemmStridedBatched16(transA, transB, M, N, K, alpha, (void*)lowA, lda, strideA, (void*)lowB, ldb, strideB, beta, C, ldc,
             strideC, batch, precision == Precision.BF16);
-    }
-
-    /// <summary>The 16-bit copy of a GEMM operand of <see cref="Rows"/> stored rows of <see cref="Cols"/> values: leading
-    /// dimension rounded up to 8 elements (16 bytes), batch stride rows·Ld (0 when every batch reads the same operand).</summary>
-    readonly record struct AlignedOperand(int Batch, int Rows, int Cols, int Ld, long Stride)
-    {
-        public static AlignedOperand Of(int rows, int cols, long stride, int batch)
-        {
-            int ld = (cols + 7) / 8 * 8;
-            bool shared = stride == 0 || batch == 1;
-            return new(shared ? 1 : batch, rows, cols, ld, shared ? 0 : (long)rows * ld);
-        }
-
-        /// <summary>Elements the copy takes (a multiple of 8, so a second copy after it stays aligned).</summary>
-        public long Span => Rows == 0 || Cols == 0 ? 0 : Batch * (long)Rows * Ld;
-
-        public void Convert(DriverRuntime runtime, CudaKernel kernel, ulong low, float* source, int ld, long stride)
-        {
-            if (Span > 0) runtime.LaunchGridStride(kernel, (long)Batch * Rows * Cols, low, source, Batch, Rows, Cols, (long)ld, stride, (long)Ld, Stride);
-        }
     }
 
     ulong _lowScratch;
