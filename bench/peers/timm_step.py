@@ -4,7 +4,8 @@ with 100 classes, cross-entropy, backward, AdamW) per method, precision and batc
 official code does it, and, given our rows (--ours), one table of our images/s over theirs.
 
   python3 timm_step.py [--model vit_base_patch16_224] [--batch 32 128] [--methods full linear bias ssf gps]
-                       [--precision fp32 tf32 bf16 fp16] [--repeats 5] [--json peer.json] [--ours ours.json [ours-graph.json]]
+                       [--precision fp32 tf32 bf16 fp16] [--repeats 5] [--warmup 3] [--json peer.json]
+                       [--ours ours.json [ours-graph.json]]
 
 How each method trains here (as in the SSF and GPS repositories, on timm):
   full    every parameter; linear  the head; bias  every bias and the head;
@@ -34,6 +35,8 @@ def parse_args(argv):
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16", "fp16"], choices=PRECISIONS)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (allocator, cuBLAS heuristics, the "
+                    "GPU's clocks; with one, the same row varied by up to a third between runs)")
     ap.add_argument("--json", help="write the rows as JSON lines here")
     ap.add_argument("--ours", nargs="+", help="JSON lines from `peft bench --train-step --json` (with and without "
                     "--cuda-graph): print the ratio table")
@@ -136,7 +139,8 @@ def time_one(method, precision, batch, args, torch, timm, device):
         else:
             optimizer.step()
 
-    step()  # warm-up: allocator, cuBLAS/cuDNN heuristics
+    for _ in range(args.warmup):  # allocator, cuBLAS/cuDNN heuristics, the GPU's clocks
+        step()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     times = []
