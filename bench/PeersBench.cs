@@ -56,7 +56,7 @@ public static class PeersBench
         var blas = OpenBlas.TryLoad(out var reason);
         Console.WriteLine($"CPU: {Environment.ProcessorCount} threads, GEMM micro-kernel {CpuGemm.BestIsa}; OpenBLAS: " +
                           $"{(blas == null ? reason : blas.CoreName)} (OPENBLAS_CORETYPE={Environment.GetEnvironmentVariable("OPENBLAS_CORETYPE") ?? "unset"}); {rounds} rounds");
-        Ops.FusedAttentionByDefault = !args.Contains("--unfused-attention");
+        Ops.DefaultAttentionPath = args.Contains("--unfused-attention") ? AttentionPath.Unfused : AttentionPath.Auto;
         if (only is "all" or "gemm")
         {
             Gemm(blas, rounds);
@@ -263,7 +263,7 @@ public static class PeersBench
     static void Forward(string[] models, int[] batches, int rounds)
     {
         CpuParallel.Threads = Environment.ProcessorCount;
-        Console.WriteLine($"\nEval forward (224×224, 1000 classes), {Environment.ProcessorCount} threads each, engine attention {(Ops.FusedAttentionByDefault ? "fused" : "unfused")}; ONNX Runtime CPU with all graph optimisations.");
+        Console.WriteLine($"\nEval forward (224×224, 1000 classes), {Environment.ProcessorCount} threads each, engine attention {(Ops.DefaultAttentionPath == AttentionPath.Unfused ? "unfused" : "fused")}; ONNX Runtime CPU with all graph optimisations.");
         Console.WriteLine("Engine: the model's weights frozen (FrozenWeights: the CPU GEMM packs each Linear weight once, as ORT packs its initializers at load); 'thawed': the same model with its weights thawed, every product packing its weight blocks as it goes.");
         Console.WriteLine("\n| model | .onnx MiB | batch | max abs logit difference | engine ms | thawed ms | ORT ms | engine / ORT time | engine / thawed time | packed weights MiB | engine: GEMM share, largest other kernels | ORT (profiled run): GEMM share, largest other ops |\n|---|---|---|---|---|---|---|---|---|---|---|---|");
         var kernels = new InstrumentedKernels(new CpuKernels());

@@ -44,11 +44,11 @@ public static class PeftStepBench
         string family = ImageModels.FamilyOf(model);
         var methods = Arg(args, "--methods") is { } given ? [.. given.Split(',').Select(PeftMethods.Get)] : PeftMethods.All.Where(m => m.AppliesTo(family)).ToList();
         bool alone = args.Contains("--alone");
-        Ops.FusedAttentionByDefault = !args.Contains("--unfused-attention");
+        Ops.DefaultAttentionPath = args.Contains("--unfused-attention") ? AttentionPath.Unfused : AttentionPath.Auto;
         if (!alone && !methods.Contains(PeftMethods.Full)) methods = [PeftMethods.Full, .. methods]; // the ratios' yardstick
         CpuParallel.Threads = Environment.ProcessorCount;
         Console.WriteLine($"{model} training step, batch {batch}, {rounds} rounds, {Environment.ProcessorCount} threads, CPU GEMM {CpuGemm.BestIsa}, " +
-                          $"attention {(Ops.FusedAttentionByDefault ? "fused" : "unfused")}");
+                          $"attention {(Ops.DefaultAttentionPath == AttentionPath.Unfused ? "unfused" : "fused")}");
         var kernels = new InstrumentedKernels(new CpuKernels()); // timing off except for one step per method at the end
         var device = new CpuDevice(kernels);
         var runs = methods.Select(m => new StepBenchmark(device, m, model, batch)).ToList();

@@ -39,6 +39,11 @@ public static class BenchCommand
             Description = "With --train-step on a CUDA device: capture each step (forward, loss, backward, AdamW) in a CUDA graph and time " +
                           "its replays (one launch instead of one per kernel)",
         };
+        var attention = new Option<string>("--attention")
+        {
+            Description = "With --train-step: the attention path, auto (the device's faster one: fused on the CPU, unfused on a GPU), fused or unfused",
+            DefaultValueFactory = _ => "auto",
+        };
         var profile = new Option<bool>("--profile")
         {
             Description = "With --train-step: after the timed steps, one more step with every kernel timed where it runs (GPU events on a GPU) " +
@@ -47,7 +52,7 @@ public static class BenchCommand
         var command = new Command("bench", "Time one kernel at any shape on a device (ms, GB/s and its share of the device's copy bandwidth, or GEMM " +
                                            "GFLOP/s), or with --train-step a training step per method, precision and batch (images/s, peak memory).")
         {
-            op, shape, repeats, list, device, trainStep, model, batches, methods, precisions, json, cudaGraph, profile,
+            op, shape, repeats, list, device, trainStep, model, batches, methods, precisions, json, cudaGraph, profile, attention,
         };
         command.SetAction(r =>
         {
@@ -55,9 +60,25 @@ public static class BenchCommand
             if (r.GetValue(profile) && !r.GetValue(trainStep)) throw new ArgumentException("--profile: goes with --train-step");
             if (r.GetValue(profile) && r.GetValue(cudaGraph))
                 throw new ArgumentException("--profile: times each kernel on its own, which a replayed CUDA graph cannot do; drop --cuda-graph");
+            if (r.GetValue(attention) != "auto" && !r.GetValue(trainStep)) throw new ArgumentException("--attention: goes with --train-step");
+            var path = r.GetValue(attention) switch
+            {
+                "auto" => AttentionPath.Auto,
+                "fused" => AttentionPath.Fused,
+                "unfused" => AttentionPath.Unfused,
+                var other => throw new ArgumentException($"--attention must be auto, fused or unfused (got '{other}')"),
+            };
             if (r.GetValue(trainStep))
-                return TrainSteps(DeviceOption.Resolve(r.GetValue(device)!, instrumented: r.GetValue(profile)), r.GetValue(model)!, r.GetValue(batches)!,
-                    r.GetValue(methods), [.. r.GetValue(precisions)!.Select(LowPrecision.Parse)], r.GetValue(repeats), r.GetValue(json), r.GetValue(cudaGraph));
+            {
+                var previous = Ops.DefaultAttentionPath;
+                Ops.DefaultAttentionPath = path;
+                try
+                {
+                    return TrainSteps(DeviceOption.Resolve(r.GetValue(device)!, instrumented: r.GetValue(profile)), r.GetValue(model)!, r.GetValue(batches)!,
+                        r.GetValue(methods), [.. r.GetValue(precisions)!.Select(LowPrecision.Parse)], r.GetValue(repeats), r.GetValue(json), r.GetValue(cudaGraph));
+                }
+                finally { Ops.DefaultAttentionPath = previous; }
+            }
             if (r.GetValue(list))
             {
                 int width = DeviceBenchmarks.Ops.Max(o => o.Name.Length) + 1;
@@ -93,7 +114,9 @@ public static class BenchCommand
         foreach (var m in methods.Where(m => !m.AppliesTo(family)))
             throw new ArgumentException($"--methods: {m.Title} is not defined for {ImageModels.FamilyTitle(family)}");
         var inv = System.Globalization.CultureInfo.InvariantCulture;
-        Console.WriteLine($"{model} training step (forward, loss, backward, Adam; 100 classes{(cudaGraph ? "; replayed from a CUDA graph" : "")}) " +
+        bool fused = Ops.DefaultAttentionPath == AttentionPath.Fused || (Ops.DefaultAttentionPath == AttentionPath.Auto && device.PrefersFusedAttention);
+        Console.WriteLine($"{model} training step (forward, loss, backward, Adam; 100 classes; attention {(fused ? "fused" : "unfused")}" +
+                          $"{(cudaGraph ? "; replayed from a CUDA graph" : "")}) " +
                           $"on {(device is CudaDevice c ? c.Runtime.Description : $"the CPU, {CpuParallel.Threads} thread(s)")}, median of {repeats}");
         Console.WriteLine("| method | precision | batch | ms per step | images/s | peak memory MiB | trainable | activations kept MiB |\n|---|---|---|---|---|---|---|---|");
         using var jsonFile = jsonPath == null ? null : new StreamWriter(jsonPath);
@@ -120,8 +143,8 @@ public static class BenchCommand
         return 0;
     }
 
-    /// <summary><c>--profile</c>: one more step with every kernel timed on its own, then the kernels that took the most
-    /// of it (calls, ms, share; GEMM-family rows with their TFLOP/s).</summary>
+    /// <summary><c>--profile</c>: one more step with every kernel timed on its own, then every kernel it called, the
+    /// slowest first (calls, ms, share of the kernels' time).</summary>
     static void PrintProfile(InstrumentedKernels kernels, StepBenchmark run, string what)
     {
         kernels.Reset();
@@ -136,15 +159,8 @@ public static class BenchCommand
         Console.WriteLine(string.Format(inv, "\nprofile of one {0} step: {1:F1} ms of kernels, {2:F1} ms of wall time with every kernel waited for; " +
                                             "GEMMs {3:F0} GFLOP", what, timed * 1e3, wall * 1e3, kernels.Flops / 1e9));
         Console.WriteLine("| kernel | calls | ms | share of kernel time |\n|---|---|---|---|");
-        const int shown = 16;
-        foreach (var r in rows.Take(shown))
+        foreach (var r in rows)
             Console.WriteLine(string.Format(inv, "| {0} | {1} | {2:F2} | {3:P1} |", r.Kernel, r.Calls, r.Seconds * 1e3, r.Seconds / timed));
-        if (rows.Count > shown)
-        {
-            var rest = rows.Skip(shown).ToList();
-            Console.WriteLine(string.Format(inv, "| {0} others | {1} | {2:F2} | {3:P1} |", rest.Count, rest.Sum(r => r.Calls), rest.Sum(r => r.Seconds) * 1e3,
-                rest.Sum(r => r.Seconds) / timed));
-        }
         Console.WriteLine();
     }
 }

@@ -209,6 +209,34 @@ public class CliTests
         Assert.That(Peft("bench", "--train-step", "--methods", "nope", "--device", "cpu").Err, Does.StartWith("error: --methods: unknown method 'nope'"));
     }
 
+    /// <summary>--profile: one more step with every kernel timed where it runs, every kernel listed with shares that add
+    /// up to the whole; --attention picks the path, which the profile shows (the unfused path's batched products and
+    /// softmax, or the fused kernels).</summary>
+    [Test]
+    public void BenchProfilesAStepAndPicksTheAttentionPath([Values("cpu", "emulated-cuda")] string device)
+    {
+        if (device != "cpu") Backends.Get(device);
+        string model = Path.Combine(TestContext.CurrentContext.TestDirectory, "..", "..", "..", "..", "models", "synthetic-vit", "config.json");
+        foreach (var (path, used, unused) in new[] { ("fused", "FusedAttentionForward", "AttentionSoftmaxForward"), ("unfused", "AttentionSoftmaxForward", "FusedAttentionForward") })
+        {
+            var (code, stdout, err) = Peft("bench", "--train-step", "--profile", "--attention", path, "--model", model, "--batch", "2",
+                "--methods", "ssf", "--repeats", "1", "--device", device);
+            Assert.That(code, Is.Zero, err);
+            Assert.That(stdout, Does.Contain($"attention {path}").And.Contain("profile of one ssf, fp32, batch 2 step"));
+            var table = stdout[stdout.IndexOf("| kernel | calls |", StringComparison.Ordinal)..].Split('\n').Skip(2)
+                .TakeWhile(l => l.StartsWith('|')).Select(l => l.Split('|', StringSplitOptions.TrimEntries)).ToList();
+            var kernels = table.Select(c => c[1]).ToList();
+            Assert.That(kernels, Does.Contain(used).And.Contain("LayerNormForward").And.Not.Contain(unused), path);
+            double shares = table.Sum(c => double.Parse(c[4].TrimEnd('%', ' '), System.Globalization.CultureInfo.InvariantCulture));
+            Assert.That(shares, Is.EqualTo(100).Within(0.5), "the shares cover every kernel");
+            Assert.That(table.All(c => long.Parse(c[2]) > 0 && double.Parse(c[3], System.Globalization.CultureInfo.InvariantCulture) >= 0));
+        }
+        Assert.That(Peft("bench", "--train-step", "--profile", "--cuda-graph", "--device", device).Err, Does.Contain("--profile: times each kernel on its own"));
+        Assert.That(Peft("bench", "--op", "gelu", "--shape", "8", "--profile").Err, Does.Contain("--profile: goes with --train-step"));
+        Assert.That(Peft("bench", "--train-step", "--attention", "flash", "--device", device).Err, Does.Contain("--attention must be auto, fused or unfused (got 'flash')"));
+        Assert.That(Ops.DefaultAttentionPath, Is.EqualTo(AttentionPath.Auto), "the command leaves the process's default as it found it");
+    }
+
     /// <summary>--cuda-graph: training steps replayed from CUDA graphs on the emulated device, rows marked as such in
     /// the JSON; on the CPU the bench, the synthetic suite and the VTAB commands refuse it with the reason.</summary>
     [Test]

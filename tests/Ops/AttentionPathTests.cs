@@ -36,11 +36,11 @@ public class AttentionPathTests
         Assert.That(Path(Run(q => Ops.Attention(q, 2, fused: false), 4)), Is.EqualTo((0L, 1L)));
         try
         {
-            Ops.FusedAttentionByDefault = false;
+            Ops.DefaultAttentionPath = AttentionPath.Unfused;
             Assert.That(Path(Run(q => Ops.Attention(q, 2), 4)), Is.EqualTo((0L, 1L)));
             Assert.That(Path(Run(q => Ops.Attention(q, 2, fused: true), 4)), Is.EqualTo((1L, 0L)));
         }
-        finally { Ops.FusedAttentionByDefault = true; }
+        finally { Ops.DefaultAttentionPath = AttentionPath.Auto; }
     }
 
     [Test]

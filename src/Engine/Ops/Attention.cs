@@ -10,18 +10,17 @@ public static unsafe partial class Ops
     /// <summary>The largest head dim the fused attention kernels take (their CUDA tiles); larger heads run unfused.</summary>
     public const int FusedAttentionMaxHeadDim = 128;
 
-    /// <summary>Whether <see cref="Attention"/> calls that do not say run fused on devices whose fused kernels are their
-    /// faster path (<see cref="Device.PrefersFusedAttention"/>; default true). False puts every model on the unfused
-    /// reference path, e.g. to compare the two (<c>bench/run.sh peft --unfused-attention</c>).</summary>
-    public static bool FusedAttentionByDefault { get; set; } = true;
+    /// <summary>The path <see cref="Attention"/> calls that do not say take: <see cref="AttentionPath.Auto"/> (default:
+    /// the device's faster one, <see cref="Device.PrefersFusedAttention"/>), or every model on one path to compare the
+    /// two (<c>bench/run.sh peft --unfused-attention</c>, <c>peft bench --train-step --attention</c>).</summary>
+    public static AttentionPath DefaultAttentionPath { get; set; } = AttentionPath.Auto;
 
     /// <summary>
     /// Multi-head attention. qkv [B,T,3·C] laid out q|k|v with head h owning columns h·HD..h·HD+HD−1 of each
     /// (timm). Output [B,T,C] = heads of softmax(scale·q·kᵀ + bias[h] + mask[b mod nW])·v, re-packed.
     /// bias [NH,T,T] or null (Swin's relative position bias, gathered; it may require gradients);
     /// mask [nW,T,T] or null (Swin's shift mask, constant; B must be a multiple of nW). scale defaults to HD^-½.
-    /// Fused (unless <paramref name="fused"/>, or when null <see cref="FusedAttentionByDefault"/> and the device's
-    /// <see cref="Device.PrefersFusedAttention"/>, says otherwise; head
+    /// Fused (unless <paramref name="fused"/>, or when null <see cref="DefaultAttentionPath"/>, says otherwise; head
     /// dims up to <see cref="FusedAttentionMaxHeadDim"/>): one kernel reads q, k, v in place and writes the merged
     /// heads, keeping no [T,T] matrix; it saves qkv, the output and one log-sum-exp per score row, and its backward
     /// computes the probabilities again.
@@ -52,7 +51,13 @@ public static unsafe partial class Ops
         float s = scale ?? 1f / MathF.Sqrt(HD);
         var k = qkv.Device.Kernels;
         var dev = qkv.Device;
-        if ((fused ?? (FusedAttentionByDefault && dev.PrefersFusedAttention)) && HD <= FusedAttentionMaxHeadDim)
+        fused ??= DefaultAttentionPath switch
+        {
+            AttentionPath.Fused => true,
+            AttentionPath.Unfused => false,
+            _ => dev.PrefersFusedAttention,
+        };
+        if (fused.Value && HD <= FusedAttentionMaxHeadDim)
         {
             var output = Tensor.Empty(dev, DType.F32, B, T, C);
             var lse = Tensor.Empty(dev, DType.F32, B, heads, T);
@@ -146,4 +151,15 @@ public static unsafe partial class Ops
                 s.Windows, s.Scale, acc);
         }
     }
+}
+
+/// <summary>Which of <see cref="Ops.Attention"/>'s two implementations runs (<see cref="Ops.DefaultAttentionPath"/>).</summary>
+public enum AttentionPath
+{
+    /// <summary>The device's faster path (<see cref="Device.PrefersFusedAttention"/>).</summary>
+    Auto,
+    /// <summary>One kernel per direction, no [T, T] matrix kept.</summary>
+    Fused,
+    /// <summary>Head split, batched GEMMs and softmax: the reference path.</summary>
+    Unfused,
 }
