@@ -196,8 +196,7 @@ public sealed class ConvNeXt : IImageClassifier
         using var dw = this.Produce(b.Dw, (w, bias) => Ops.DepthwiseConv2d(x, w!, bias, pad));
         using var normed = this.Produce(b.Norm, (w, bias) => Ops.LayerNorm(dw, w, bias, LayerNormEps));
         using var activated = this.ProduceGelu(b.Fc1, normed, trainSeed);
-        using var out2 = this.ProduceLinear(b.Fc2, activated, trainSeed);
-        return this.MlpBranch(b.Fc2, x, Ops.ScaleShift(out2, b.Gamma, b.Zero), trainSeed);
+        return this.MlpBranch(b.Fc2, x, this.ProduceLinearScaled(b.Fc2, activated, b.Gamma, b.Zero, trainSeed), trainSeed);
     }
 
     /// <summary>

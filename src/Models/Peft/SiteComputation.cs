@@ -85,6 +85,24 @@ public static class SiteComputation
         return Ops.Gelu(h);
     }
 
+    /// <summary>The features at a Linear-layer <paramref name="site"/> computed from <paramref name="x"/>, times a layer
+    /// scale γ [Channels] (ConvNeXt's per-channel gamma after its MLP): one <see cref="Ops.LinearScaleShift"/>,
+    /// (x·Wᵀ)·γ + γ⊙b with the scale in the GEMM's epilogue, when nothing transforms the site (no affine, no Linear
+    /// hook, no site hook), else <see cref="ProduceLinear"/> and then a scale-shift of its own. <paramref name="zero"/> is
+    /// a [Channels] vector of zeros, the shift when the layer has no bias.</summary>
+    public static Tensor ProduceLinearScaled(this IPeftModel model, FeatureSite site, Tensor x, Tensor gamma, Tensor zero, ulong? trainSeed)
+    {
+        if (site.Producer != SiteProducer.Linear || site.Weight == null)
+            throw new ArgumentException($"{site.Name}: ProduceLinearScaled needs a Linear site with a weight, not a {site.Producer} site");
+        if (model.SiteHook == null && model.LinearHook == null && model.SiteAffine?.Invoke(site) == null)
+        {
+            using var shift = site.Bias == null ? null : Ops.ScaleShift(site.Bias, gamma, zero);
+            return Ops.LinearScaleShift(x, site.Weight, gamma, shift ?? zero);
+        }
+        using var h = model.ProduceLinear(site, x, trainSeed);
+        return Ops.ScaleShift(h, gamma, zero);
+    }
+
     /// <summary>The MLP branch's output after the model's <see cref="IPeftModel.MlpHook"/> (the bottleneck adapters),
     /// given the branch's <paramref name="input"/> and <paramref name="output"/>. Takes ownership of the output
     /// (disposed when replaced).</summary>
