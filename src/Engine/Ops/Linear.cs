@@ -96,8 +96,9 @@ public static unsafe partial class Ops
     static LinearSaved SaveLinear(Tensor x, Tensor weight, Tensor? bias, int rows, int N, int K) => new()
     {
         X = x, Weight = weight, Bias = bias, Rows = rows, N = N, K = K,
-        // A weight training selected entries reduces x in float32 (SparseWeightGrad is no GEMM): keep x whole for it.
-        XKept = !weight.RequiresGrad ? null : weight.Trainability.Entries != null ? Tape.Save(x) : SaveGemmOperand(x),
+        // Also for a weight training selected entries (GPS): autocast keeps the layer's input in 16 bits for its
+        // gradient, and SparseWeightGrad reduces the widened copy in float32.
+        XKept = !weight.RequiresGrad ? null : SaveGemmOperand(x),
         WeightKept = !weight.IsLeaf ? Tape.Save(weight) : null, // a computed weight (z·zᵀ) may be disposed by its caller,
     };
 
@@ -105,7 +106,9 @@ public static unsafe partial class Ops
     /// Under bf16 or fp16 GEMMs (<see cref="Kernels.IKernels.GemmPrecision"/>) a tensor kept only to be a weight
     /// gradient's GEMM operand (a Linear's input, LoRA's x and x·Aᵀ) is kept in that 16-bit format, as autocast does:
     /// the GEMM rounds it to the same format anyway, so the gradient is bit for bit the one a float32 copy gives, in half
-    /// the bytes. False keeps float32 copies (to compare).
+    /// the bytes. A Linear whose weight trains selected entries (GPS) keeps its input in 16 bits too, as autocast does
+    /// for the dense masked gradient; its sparse gradient then sums the rounded inputs. False keeps float32 copies
+    /// (to compare).
     /// </summary>
     public static bool SaveGemmOperandsInGemmPrecision { get; set; } = true;
 
