@@ -168,6 +168,15 @@ __device__ __forceinline__ float from_fp16(fp16 h)
     return __int_as_float((int)(sign | ((e + 112u) << 23) | (m << 13)));
 }
 
+// Element i of an operand that is float32 (format 0) or packed 16-bit values (2 bf16, 3 fp16; Precision's order), as a
+// float: a saved activation read as it was kept, with no widened copy.
+__device__ __forceinline__ float load_operand(const void* p, int format, long long i)
+{
+    if (format == 2) { bf16 h; h.bits = ((const unsigned short*)p)[i]; return from_bf16(h); }
+    if (format == 3) { fp16 h; h.bits = ((const unsigned short*)p)[i]; return from_fp16(h); }
+    return ((const float*)p)[i];
+}
+
 // x rounded to a Precision (0 fp32, 1 tf32, 2 bf16, 3 fp16; the order of Engine.Kernels.Precision), as a float.
 __device__ __forceinline__ float to_precision(float x, int precision)
 {

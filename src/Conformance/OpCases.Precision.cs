@@ -164,7 +164,8 @@ public static partial class OpCases
 
     /// <summary>Gemm (every transpose pair, alpha and beta), GemmStridedBatched and LinearForward with the device's
     /// GEMM precision set: each equals the double-precision product of the operands rounded by
-    /// <see cref="RoundReference"/>, to fp32 accumulation error. Sizes cross the CPU tiles and K blocks.</summary>
+    /// <see cref="RoundReference"/>, to fp32 accumulation error. In bf16 and fp16, again with either or both operands
+    /// packed in 16 bits (and LinearForward given its packed x). Sizes cross the CPU tiles and K blocks.</summary>
     static unsafe void LowPrecisionGemm(Device dev, Precision precision)
     {
         const int M = 19, N = 37, K = 300, batch = 2;
@@ -226,8 +227,32 @@ public static partial class OpCases
             }
             using (var ty = Tensor.Zeros(dev, M * N))
             {
-                k.LinearForward(ty.Data, ta.Data, tb.Data, tbias.Data, M, N, K);
+                k.LinearForward(ty.Data, ta.Data, null, tb.Data, tbias.Data, M, N, K);
                 Check("LinearForward", ty.ToArray(), (_, i, kk) => a[i * K + kk], (_, kk, j) => b[j * K + kk], 1f, 0f, null, bias);
+            }
+            if (precision is not (Precision.BF16 or Precision.FP16)) return;
+            // Operands packed in 16 bits (a saved activation read as it was kept): the same products.
+            var half = precision == Precision.BF16 ? DType.BF16 : DType.F16;
+            using var pa = Tensor.Empty(dev, half, a.Length);
+            using var pb = Tensor.Empty(dev, half, b.Length);
+            k.PackLowPrecision(pa.HalfData, ta.Data, a.Length, precision);
+            k.PackLowPrecision(pb.HalfData, tb.Data, b.Length, precision);
+            foreach (var (packA, packB) in new[] { (true, false), (false, true), (true, true) })
+                foreach (bool transA in new[] { false, true })
+                    foreach (bool transB in new[] { false, true })
+                    {
+                        using var tc = Tensor.FromArray(dev, c0[..(M * N)], M * N);
+                        int lda = transA ? M : K, ldb = transB ? K : N;
+                        k.Gemm(transA, transB, M, N, K, 0.75f, packA ? GemmOperand.Packed(pa.HalfData) : ta.Data, lda,
+                            packB ? GemmOperand.Packed(pb.HalfData) : tb.Data, ldb, 0.5f, tc.Data, N);
+                        Check($"packed A={packA} B={packB} transA={transA} transB={transB}", tc.ToArray(),
+                            (_, i, kk) => transA ? a[kk * M + i] : a[i * K + kk], (_, kk, j) => transB ? b[j * K + kk] : b[kk * N + j],
+                            0.75f, 0.5f, c0, null);
+                    }
+            using (var ty = Tensor.Zeros(dev, M * N))
+            {
+                k.LinearForward(ty.Data, ta.Data, pa.HalfData, tb.Data, tbias.Data, M, N, K);
+                Check("LinearForward with x packed", ty.ToArray(), (_, i, kk) => a[i * K + kk], (_, kk, j) => b[j * K + kk], 1f, 0f, null, bias);
             }
         }
         finally { k.GemmPrecision = previous; }

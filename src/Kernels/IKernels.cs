@@ -26,8 +26,9 @@ public unsafe interface IKernels
 
     /// <summary>C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C. op(X) = X or Xᵀ.
     /// A is [M,K] (lda ≥ K) or, transposed, [K,M] (lda ≥ M); B is [K,N] (ldb ≥ N) or [N,K] (ldb ≥ K).
-    /// beta = 0 never reads C.</summary>
-    void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, float* B, int ldb,
+    /// beta = 0 never reads C. A or B may be packed in the 16-bit <see cref="GemmPrecision"/> (<see cref="GemmOperand"/>):
+    /// a saved activation read as it was kept.</summary>
+    void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, GemmOperand A, int lda, GemmOperand B, int ldb,
         float beta, float* C, int ldc);
 
     /// <summary><see cref="Gemm"/> over <paramref name="batch"/> matrices spaced by the given element strides.</summary>
@@ -36,25 +37,27 @@ public unsafe interface IKernels
         float beta, float* C, int ldc, long strideC, int batch);
 
     /// <summary>The Linear layer's forward: y[rows, N] = x[rows, K]·Wᵀ + bias, W [N, K], bias [N] or null. The CPU adds
-    /// the bias to each tile of y while it is still in cache; other backends may run a GEMM and then the bias add.</summary>
-    void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K);
+    /// the bias to each tile of y while it is still in cache; other backends may run a GEMM and then the bias add.
+    /// xPacked: null, or x already packed in the 16-bit <see cref="GemmPrecision"/> (the copy kept for backward), which
+    /// a backend may read instead of rounding x again (the same values); so may the fused forms below.</summary>
+    void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K);
 
     /// <summary>The Linear layer followed by GELU (the MLP's fc1 and its activation) with the activation in the GEMM's
     /// epilogue: h = x[rows, K]·Wᵀ + bias, y = GELU(h), both [rows, N]; h is written only when not null (training keeps
     /// it for the backward), so inference makes one pass over the output instead of three.</summary>
-    void LinearGeluForward(float* y, float* h, float* x, float* w, float* bias, int rows, int N, int K);
+    void LinearGeluForward(float* y, float* h, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K);
 
     /// <summary>SSF at a Linear site in one pass: u = x[rows, K]·Wᵀ (the layer without its bias), y = u·scale + shift per
     /// column (shift carries the folded γ⊙b + β), both [rows, N]; u is written only when not null (kept for dscale).
     /// The CPU applies the scale-shift to each GEMM tile while it is in cache; other backends may run a GEMM and then
     /// <see cref="ScaleShiftForward"/>.</summary>
-    void LinearScaleShiftForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K);
+    void LinearScaleShiftForward(float* y, float* u, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K);
 
     /// <summary>SSF at an MLP's first Linear and its GELU in one pass: u = x[rows, K]·Wᵀ, y = GELU(u·scale + shift) per
     /// column, both [rows, N]; u is written only when not null (training keeps it: its backward,
     /// <see cref="ScaleShiftGeluBackward"/>, needs it for dscale and for GELU's slope). The CPU applies both to each GEMM
     /// tile while it is in cache; other backends may run a GEMM and then one elementwise pass.</summary>
-    void LinearScaleShiftGeluForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K);
+    void LinearScaleShiftGeluForward(float* y, float* u, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K);
 
     /// <summary>Promises that the <paramref name="count"/> floats at <paramref name="w"/> (a Linear weight [N, K] of
     /// <see cref="LinearForward"/> and its fused forms) stay unchanged until <see cref="ThawWeight"/>, so the backend may
@@ -220,8 +223,9 @@ public unsafe interface IKernels
     /// index [K] distinct. y may alias x (then only the K selected channels are read and written).</summary>
     void ScatterAddChannels(float* y, float* x, float* z, float* bias, int* index, int rows, int C, int K);
     /// <summary>The selected entries of a linear layer's weight gradient: dvalues[o,j] += Σ_r dy[r,o]·x[r, index[o,j]]
-    /// for y = x·Wᵀ; dy [rows,N], x [rows,K], index [N,k] (columns of W), dvalues [N,k]. Deterministic order.</summary>
-    void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k);
+    /// for y = x·Wᵀ; dy [rows,N], x [rows,K] (float32, or packed in the 16-bit <see cref="GemmPrecision"/> as the
+    /// Linear kept it), index [N,k] (columns of W), dvalues [N,k]. Deterministic order.</summary>
+    void SparseWeightGrad(float* dvalues, float* dy, GemmOperand x, int* index, int rows, int N, int K, int k);
     /// <summary>dvalues[o,j] += dense[o·K + index[o,j]]: the selected entries of a dense [N,K] gradient (a weight that
     /// trains sparsely in an op whose gradient is formed dense, such as the depthwise convolution's).</summary>
     void AddSelectedEntries(float* dvalues, float* dense, int* index, int N, int K, int k);

@@ -4,7 +4,7 @@ namespace Engine.Kernels;
 public sealed unsafe partial class InstrumentedKernels
 {
     /// <inheritdoc/>
-    public void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, float* B, int ldb, float beta, float* C, int ldc)
+    public void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, GemmOperand A, int lda, GemmOperand B, int ldb, float beta, float* C, int ldc)
     {
         Flops += 2L * M * N * K; long start = Begin(KernelId.Gemm);
         Inner.Gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -20,34 +20,34 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K)
+    public void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
         Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearForward);
-        Inner.LinearForward(y, x, w, bias, rows, N, K);
+        Inner.LinearForward(y, x, xPacked, w, bias, rows, N, K);
         End(KernelId.LinearForward, start);
     }
 
     /// <inheritdoc/>
-    public void LinearGeluForward(float* y, float* h, float* x, float* w, float* bias, int rows, int N, int K)
+    public void LinearGeluForward(float* y, float* h, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
         Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearGeluForward);
-        Inner.LinearGeluForward(y, h, x, w, bias, rows, N, K);
+        Inner.LinearGeluForward(y, h, x, xPacked, w, bias, rows, N, K);
         End(KernelId.LinearGeluForward, start);
     }
 
     /// <inheritdoc/>
-    public void LinearScaleShiftForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K)
+    public void LinearScaleShiftForward(float* y, float* u, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K)
     {
         Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearScaleShiftForward);
-        Inner.LinearScaleShiftForward(y, u, x, w, scale, shift, rows, N, K);
+        Inner.LinearScaleShiftForward(y, u, x, xPacked, w, scale, shift, rows, N, K);
         End(KernelId.LinearScaleShiftForward, start);
     }
 
     /// <inheritdoc/>
-    public void LinearScaleShiftGeluForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K)
+    public void LinearScaleShiftGeluForward(float* y, float* u, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K)
     {
         Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearScaleShiftGeluForward);
-        Inner.LinearScaleShiftGeluForward(y, u, x, w, scale, shift, rows, N, K);
+        Inner.LinearScaleShiftGeluForward(y, u, x, xPacked, w, scale, shift, rows, N, K);
         End(KernelId.LinearScaleShiftGeluForward, start);
     }
 
@@ -460,7 +460,7 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k)
+    public void SparseWeightGrad(float* dvalues, float* dy, GemmOperand x, int* index, int rows, int N, int K, int k)
     {
         long start = Begin(KernelId.SparseWeightGrad);
         Inner.SparseWeightGrad(dvalues, dy, x, index, rows, N, K, k);

@@ -122,7 +122,7 @@ public sealed unsafe class Tape
 
     /// <summary>Keeps <paramref name="t"/> for backward in 16-bit storage (<see cref="Precision.BF16"/> or
     /// <see cref="Precision.FP16"/>), rounded as the GEMMs round their operands: half the bytes of <see cref="Save"/>.
-    /// Read it back with <see cref="Widen"/>.</summary>
+    /// Read it as <see cref="Operand"/>.</summary>
     internal static Tensor SaveInPrecision(Tensor t, Precision precision)
     {
         using var dense = t.Contiguous();
@@ -131,16 +131,13 @@ public sealed unsafe class Tape
         return Keep(packed);
     }
 
-    /// <summary>A saved tensor as float32: <paramref name="saved"/> itself (null returned in <paramref name="widened"/>)
-    /// when it is float32, else a new float32 copy of its 16-bit values that the caller disposes.</summary>
-    internal static float* Widen(Tensor saved, out Tensor? widened)
-    {
-        widened = null;
-        if (saved.DType == DType.F32) return saved.Data;
-        widened = Tensor.Empty(saved.Device, DType.F32, saved.Shape);
-        saved.Device.Kernels.UnpackLowPrecision(widened.Data, saved.HalfData, saved.Count, saved.DType == DType.BF16 ? Precision.BF16 : Precision.FP16);
-        return widened.Data;
-    }
+    /// <summary>A saved tensor as a GEMM operand (or <see cref="IKernels.SparseWeightGrad"/>'s x): its float32 values, or
+    /// its 16-bit values as <see cref="SaveInPrecision"/> packed them, which the kernels read with no widened copy.</summary>
+    internal static GemmOperand Operand(Tensor saved) => saved.DType == DType.F32 ? saved.Data : GemmOperand.Packed(saved.HalfData);
+
+    /// <summary>A saved tensor's 16-bit values, or null when it was saved in float32: what a Linear's forward may read
+    /// instead of rounding its input again (<see cref="IKernels.LinearForward"/>).</summary>
+    internal static ushort* PackedOrNull(Tensor? saved) => saved is { DType: not DType.F32 } ? saved.HalfData : null;
 
     /// <summary>Takes ownership of <paramref name="t"/> (a tensor the op made for its backward) until the tape is cleared.</summary>
     internal static Tensor Keep(Tensor t)

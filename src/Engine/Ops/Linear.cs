@@ -1,4 +1,5 @@
 using Engine.Autograd;
+using Engine.Kernels;
 
 namespace Engine;
 
@@ -20,8 +21,10 @@ public static unsafe partial class Ops
     {
         var (rows, N, K, shape) = CheckLinear("Linear", x, weight, bias);
         var y = Tensor.Empty(x.Device, DType.F32, shape);
-        x.Device.Kernels.LinearForward(y.Data, x.Data, weight.Data, bias == null ? null : bias.Data, rows, N, K);
-        if (Tape.ShouldRecord(x, weight, bias)) Tape.Push(y, SaveLinear(x, weight, bias, rows, N, K));
+        bool record = Tape.ShouldRecord(x, weight, bias);
+        var saved = record ? SaveLinear(x, weight, bias, rows, N, K) : default; // before the product, which may read its packed x
+        x.Device.Kernels.LinearForward(y.Data, x.Data, Tape.PackedOrNull(saved.XKept), weight.Data, bias == null ? null : bias.Data, rows, N, K);
+        if (record) Tape.Push(y, saved);
         return y;
     }
 
@@ -36,8 +39,10 @@ public static unsafe partial class Ops
         var y = Tensor.Empty(x.Device, DType.F32, shape);
         bool record = Tape.ShouldRecord(x, weight, bias);
         using var h = record ? Tensor.Empty(x.Device, DType.F32, shape) : null;
-        x.Device.Kernels.LinearGeluForward(y.Data, h == null ? null : h.Data, x.Data, weight.Data, bias == null ? null : bias.Data, rows, N, K);
-        if (record) Tape.Push(y, new LinearGeluSaved { Linear = SaveLinear(x, weight, bias, rows, N, K), PreActivation = Tape.Save(h!) });
+        var saved = record ? SaveLinear(x, weight, bias, rows, N, K) : default;
+        x.Device.Kernels.LinearGeluForward(y.Data, h == null ? null : h.Data, x.Data, Tape.PackedOrNull(saved.XKept), weight.Data,
+            bias == null ? null : bias.Data, rows, N, K);
+        if (record) Tape.Push(y, new LinearGeluSaved { Linear = saved, PreActivation = Tape.Save(h!) });
         return y;
     }
 
@@ -68,12 +73,14 @@ public static unsafe partial class Ops
         bool record = Tape.ShouldRecord(x, weight, scale, shift);
         using var u = record && (gelu || scale.RequiresGrad) ? Tensor.Empty(x.Device, DType.F32, shape) : null;
         var k = x.Device.Kernels;
-        if (gelu) k.LinearScaleShiftGeluForward(y.Data, u == null ? null : u.Data, x.Data, weight.Data, scale.Data, shift.Data, rows, N, K);
-        else k.LinearScaleShiftForward(y.Data, u == null ? null : u.Data, x.Data, weight.Data, scale.Data, shift.Data, rows, N, K);
+        var saved = record ? SaveLinear(x, weight, null, rows, N, K) : default;
+        ushort* xPacked = Tape.PackedOrNull(saved.XKept);
+        if (gelu) k.LinearScaleShiftGeluForward(y.Data, u == null ? null : u.Data, x.Data, xPacked, weight.Data, scale.Data, shift.Data, rows, N, K);
+        else k.LinearScaleShiftForward(y.Data, u == null ? null : u.Data, x.Data, xPacked, weight.Data, scale.Data, shift.Data, rows, N, K);
         if (record)
             Tape.Push(y, new LinearScaleShiftSaved
             {
-                Linear = SaveLinear(x, weight, null, rows, N, K), Scale = scale, Shift = shift, U = u == null ? null : Tape.Save(u),
+                Linear = saved, Scale = scale, Shift = shift, U = u == null ? null : Tape.Save(u),
                 ShiftKept = gelu ? Tape.Save(shift) : null, // GELU's input is recomputed (a folded shift may be disposed by its caller)
                 LinearNeedsGrad = x.RequiresGrad || weight.RequiresGrad,
             });
@@ -97,7 +104,7 @@ public static unsafe partial class Ops
     {
         X = x, Weight = weight, Bias = bias, Rows = rows, N = N, K = K,
         // Also for a weight training selected entries (GPS): autocast keeps the layer's input in 16 bits for its
-        // gradient, and SparseWeightGrad reduces the widened copy in float32.
+        // gradient, and SparseWeightGrad widens each value it reads, summing in float32.
         XKept = !weight.RequiresGrad ? null : SaveGemmOperand(x),
         WeightKept = !weight.IsLeaf ? Tape.Save(weight) : null, // a computed weight (z·zᵀ) may be disposed by its caller,
     };
@@ -113,7 +120,8 @@ public static unsafe partial class Ops
     public static bool SaveGemmOperandsInGemmPrecision { get; set; } = true;
 
     /// <summary>Keeps <paramref name="x"/> for backward as a weight gradient's GEMM operand (see
-    /// <see cref="SaveGemmOperandsInGemmPrecision"/>); read it with <see cref="Tape.Widen"/>.</summary>
+    /// <see cref="SaveGemmOperandsInGemmPrecision"/>); read it with <see cref="Tape.Operand"/>. The forward products may
+    /// read the 16-bit copy too, instead of rounding x again.</summary>
     static Tensor SaveGemmOperand(Tensor x) =>
         SaveGemmOperandsInGemmPrecision && x.Device.Kernels.GemmPrecision is Kernels.Precision.BF16 or Kernels.Precision.FP16
             ? Tape.SaveInPrecision(x, x.Device.Kernels.GemmPrecision) : Tape.Save(x);
@@ -167,9 +175,7 @@ public static unsafe partial class Ops
         public static void Backward(ref LinearSaved s, Kernels.IKernels k, float* dy)
         {
             int rows = s.Rows, N = s.N, K = s.K;
-            Tensor? widened = null;
-            float* x = s.XKept == null ? null : Tape.Widen(s.XKept, out widened);
-            using var _ = widened;
+            GemmOperand x = s.XKept == null ? default : Tape.Operand(s.XKept);
             float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
             if (dx != null) k.Gemm(false, false, rows, K, N, 1f, dy, N, (s.WeightKept ?? s.Weight).Data, K, acc ? 1f : 0f, dx, K);
             if (s.Weight is { RequiresGrad: true, Trainability.Entries: { } index })

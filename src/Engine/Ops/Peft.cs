@@ -123,8 +123,7 @@ public static unsafe partial class Ops
             float* db = Tape.GradAccumulatorIfNeeded(s.B);
             if (db != null)
             {
-                float* h = Tape.Widen(s.HKept!, out var wideH);
-                using (wideH) k.Gemm(true, false, n, r, rows, s.Scale, dslice, N, h, r, 1f, db, r);
+                k.Gemm(true, false, n, r, rows, s.Scale, dslice, N, Tape.Operand(s.HKept!), r, 1f, db, r);
             }
             float* da = Tape.GradAccumulatorIfNeeded(s.A);
             float* dx = Tape.GradOutputIfNeeded(s.X, out bool accX);
@@ -132,11 +131,7 @@ public static unsafe partial class Ops
             {
                 using var dh = Tensor.Empty(z.Device, DType.F32, rows, r);
                 k.Gemm(false, false, rows, r, n, s.Scale, dslice, N, s.B.Data, r, 0f, dh.Data, r);
-                if (da != null)
-                {
-                    float* x = Tape.Widen(s.XKept!, out var wideX);
-                    using (wideX) k.Gemm(true, false, r, K, rows, 1f, dh.Data, r, x, K, 1f, da, K);
-                }
+                if (da != null) k.Gemm(true, false, r, K, rows, 1f, dh.Data, r, Tape.Operand(s.XKept!), K, 1f, da, K);
                 if (dx != null) k.Gemm(false, false, rows, K, r, 1f, dh.Data, r, s.A.Data, K, accX ? 1f : 0f, dx, K);
             }
             // dy = dz, passed on last: y may take dz's storage.

@@ -65,12 +65,15 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
-    public void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k)
+    /// <remarks>A packed x is widened into scratch first (exact).</remarks>
+    public void SparseWeightGrad(float* dvalues, float* dy, GemmOperand x, int* index, int rows, int N, int K, int k)
     {
         AssertIndices(index, (long)N * k, K);
+        x.CheckFor(GemmPrecision, "SparseWeightGrad");
+        using var wide = Widened(x, (long)rows * K, out float* xs);
         // Chunks of whole 8-token blocks, set by the shape alone (partials are added in chunk order: deterministic).
         int grain = Math.Max(64, ((rows + 15) / 16 + 7) & ~7);
-        var body = new SparseWeightGradBody { Dy = dy, X = x, Index = index, Rows = rows, N = N, K = K, PerRow = k, Grain = grain };
+        var body = new SparseWeightGradBody { Dy = dy, X = xs, Index = index, Rows = rows, N = N, K = K, PerRow = k, Grain = grain };
         int chunks = CpuRange.Chunks(rows, grain);
         body.Partials = Partials(chunks, (long)N * k);
         CpuParallel.For(chunks, ref body);

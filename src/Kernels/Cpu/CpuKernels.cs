@@ -27,11 +27,32 @@ public sealed unsafe partial class CpuKernels : IKernels
     OpenBlas? Fp32Blas => GemmPrecision == Precision.FP32 ? Blas : null;
 
     /// <inheritdoc/>
-    public void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, float* B, int ldb,
+    /// <remarks>A packed operand is widened into scratch first (exact), then our GEMM rounds it again, which leaves its
+    /// values as they are.</remarks>
+    public void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, GemmOperand A, int lda, GemmOperand B, int ldb,
         float beta, float* C, int ldc)
     {
-        if (Fp32Blas is { } blas) blas.Sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        else CpuGemm.Gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, null, GemmPrecision);
+        A.CheckFor(GemmPrecision, "Gemm");
+        B.CheckFor(GemmPrecision, "Gemm");
+        using var wideA = Widened(A, GemmOperand.Span(transA ? K : M, transA ? M : K, lda, 0, 1), out float* a);
+        using var wideB = Widened(B, GemmOperand.Span(transB ? N : K, transB ? K : N, ldb, 0, 1), out float* b);
+        if (Fp32Blas is { } blas) blas.Sgemm(transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc);
+        else CpuGemm.Gemm(transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc, null, GemmPrecision);
+    }
+
+    /// <summary>The float32 values of <paramref name="x"/>'s first <paramref name="span"/> elements in
+    /// <paramref name="values"/>: x itself, or (packed) a widened copy in the returned buffer, which the caller disposes.</summary>
+    NativeBuffer? Widened(GemmOperand x, long span, out float* values)
+    {
+        if (!x.IsPacked)
+        {
+            values = x.Floats;
+            return null;
+        }
+        var wide = new NativeBuffer(span * sizeof(float));
+        values = (float*)wide.Pointer;
+        UnpackLowPrecision(values, x.Halves, span, GemmPrecision);
+        return wide;
     }
 
     /// <inheritdoc/>
@@ -111,7 +132,7 @@ public sealed unsafe partial class CpuKernels : IKernels
     }
 
     /// <inheritdoc/>
-    public void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K)
+    public void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
         if (Fp32Blas is not { } blas)
         {
@@ -125,7 +146,7 @@ public sealed unsafe partial class CpuKernels : IKernels
     /// <inheritdoc/>
     /// <remarks>Our GEMM adds the bias and applies GELU to each tile as it completes, while it is in L1; with OpenBLAS,
     /// one pass after the product.</remarks>
-    public void LinearGeluForward(float* y, float* h, float* x, float* w, float* bias, int rows, int N, int K)
+    public void LinearGeluForward(float* y, float* h, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
         float* product = h != null ? h : y;
         if (Fp32Blas is not { } blas)
@@ -141,12 +162,12 @@ public sealed unsafe partial class CpuKernels : IKernels
     /// <inheritdoc/>
     /// <remarks>Our GEMM applies the scale-shift to each tile as it completes, while it is in L1; with OpenBLAS, one pass
     /// after the product.</remarks>
-    public void LinearScaleShiftForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K) =>
+    public void LinearScaleShiftForward(float* y, float* u, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
         LinearScaleShift(y, u, x, w, scale, shift, rows, N, K, gelu: false);
 
     /// <inheritdoc/>
     /// <remarks>As <see cref="LinearScaleShiftForward"/>, with GELU after the scale-shift in the same epilogue (or pass).</remarks>
-    public void LinearScaleShiftGeluForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K) =>
+    public void LinearScaleShiftGeluForward(float* y, float* u, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
         LinearScaleShift(y, u, x, w, scale, shift, rows, N, K, gelu: true);
 
     void LinearScaleShift(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K, bool gelu)

@@ -83,7 +83,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     // ---------------------------------------------------------------- GEMM
 
     /// <inheritdoc/>
-    public void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, float* B, int ldb,
+    public void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, GemmOperand A, int lda, GemmOperand B, int ldb,
         float beta, float* C, int ldc) => _runtime.Gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, GemmPrecision);
 
     /// <inheritdoc/>
@@ -124,38 +124,42 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public bool ThawWeight(float* w) => false;
 
     /// <inheritdoc/>
-    public void LinearForward(float* y, float* x, float* w, float* bias, int rows, int N, int K)
+    /// <remarks>cuBLAS reads xPacked when given (no conversion of x), then one kernel adds the bias.</remarks>
+    public void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
-        Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N);
+        Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, y, N);
         if (bias != null) AddBias(y, y, bias, rows, N);
     }
 
     /// <inheritdoc/>
     /// <remarks>cuBLAS writes x·Wᵀ into h (or y), then one kernel adds the bias and applies GELU.</remarks>
-    public void LinearGeluForward(float* y, float* h, float* x, float* w, float* bias, int rows, int N, int K)
+    public void LinearGeluForward(float* y, float* h, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
         float* product = h != null ? h : y;
-        Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N);
+        Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, product, N);
         GridStride(Activations.BiasGeluForward, (long)rows * N, y, h, product, bias, rows, N);
     }
 
     /// <inheritdoc/>
     /// <remarks>cuBLAS writes x·Wᵀ into u (or y), then the scale-shift kernel writes y.</remarks>
-    public void LinearScaleShiftForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K)
+    public void LinearScaleShiftForward(float* y, float* u, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K)
     {
         float* product = u != null ? u : y;
-        Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N);
+        Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, product, N);
         ScaleShiftForward(y, product, scale, shift, rows, N);
     }
 
     /// <inheritdoc/>
     /// <remarks>cuBLAS writes x·Wᵀ into u (or y), then the scale-shift kernel writes GELU of its result into y.</remarks>
-    public void LinearScaleShiftGeluForward(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K)
+    public void LinearScaleShiftGeluForward(float* y, float* u, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K)
     {
         float* product = u != null ? u : y;
-        Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N);
+        Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, product, N);
         GridStride(Norm.ScaleShiftForward, (long)rows * N, y, product, scale, shift, rows, N, true);
     }
+
+    /// <summary>A Linear's input as cuBLAS reads it: the packed copy when there is one (it is what converting x gives).</summary>
+    static GemmOperand LinearInput(float* x, ushort* xPacked) => xPacked != null ? GemmOperand.Packed(xPacked) : x;
 
     // ---------------------------------------------------------------- elementwise and bias (elementwise.cu)
 
@@ -298,12 +302,15 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         GridStride(Peft.AddSelectedEntries, (long)N * k, dvalues, dense, index, N, K, k);
 
     /// <inheritdoc/>
-    public void SparseWeightGrad(float* dvalues, float* dy, float* x, int* index, int rows, int N, int K, int k)
+    /// <remarks>A packed x is read as it is (the kernel widens each value it loads).</remarks>
+    public void SparseWeightGrad(float* dvalues, float* dy, GemmOperand x, int* index, int rows, int N, int K, int k)
     {
+        x.CheckFor(GemmPrecision, "SparseWeightGrad");
         int count = checked(N * k);
         int slices = ColumnSlices(rows, count, 1, count, 1);
         float* partials = slices > 1 ? ColumnPartials() : null;
-        ColumnBlocks(Peft.SparseWeightGrad, count, 1, slices, dvalues, partials, dy, x, index, rows, N, K, k);
+        int format = x.IsPacked ? (int)GemmPrecision : (int)Precision.FP32;
+        ColumnBlocks(Peft.SparseWeightGrad, count, 1, slices, dvalues, partials, dy, x.Data, format, index, rows, N, K, k);
         FinishColumnSlices(dvalues, partials, count, slices, 1f, true);
     }
 

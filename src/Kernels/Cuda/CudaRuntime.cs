@@ -133,19 +133,15 @@ public abstract unsafe class CudaRuntime : IDisposable
     }
 
     /// <summary>Row-major GEMM, same contract as <see cref="IKernels.Gemm"/>, operands in <paramref name="precision"/>.</summary>
-    public void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, float* B, int ldb,
+    public void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, GemmOperand A, int lda, GemmOperand B, int ldb,
         float beta, float* C, int ldc, Precision precision = Precision.FP32) =>
         GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1, precision);
 
     /// <summary>Row-major strided batched GEMM, same contract as <see cref="IKernels.GemmStridedBatched"/>, operands in
-    /// <paramref name="precision"/> (rounded to it, fp32 accumulation and results).</summary>
-    public abstract void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA,
-        float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch, Precision precision = Precision.FP32);
-
-    /// <summary>Elements from the first to the last one a strided batched GEMM operand of <paramref name="rows"/> ×
-    /// <paramref name="cols"/> (leading dimension <paramref name="ld"/>) spans: what a conversion to low precision covers.</summary>
-    protected static long OperandSpan(int rows, int cols, int ld, long stride, int batch) =>
-        rows == 0 || cols == 0 || batch == 0 ? 0 : (batch - 1) * stride + (long)(rows - 1) * ld + cols;
+    /// <paramref name="precision"/> (rounded to it, fp32 accumulation and results); a packed operand (bf16 or fp16 only)
+    /// is read as it is.</summary>
+    public abstract void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, GemmOperand A, int lda, long strideA,
+        GemmOperand B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch, Precision precision = Precision.FP32);
 
     /// <summary>A 1-D grid-stride launch of 256-thread blocks over <paramref name="n"/> items.</summary>
     protected void LaunchGridStride(CudaKernel kernel, long n, params ReadOnlySpan<KernelArg> args)

@@ -288,25 +288,28 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     }
 
     /// <inheritdoc/>
-    public override void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA,
-        float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch, Precision precision = Precision.FP32)
+    public override void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, GemmOperand A, int lda, long strideA,
+        GemmOperand B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch, Precision precision = Precision.FP32)
     {
         MakeCurrent();
+        A.CheckFor(precision, "GemmStridedBatched");
+        B.CheckFor(precision, "GemmStridedBatched");
         if (precision is Precision.FP32 or Precision.TF32)
         {
-            _blas.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch,
-                precision == Precision.TF32);
+            _blas.GemmStridedBatched(transA, transB, M, N, K, alpha, A.Floats, lda, strideA, B.Floats, ldb, strideB, beta, C, ldc, strideC,
+                batch, precision == Precision.TF32);
             return;
         }
-        // bf16 / fp16: both operands converted to 16-bit storage (same leading dimensions and strides), then GemmEx.
-        long spanA = OperandSpan(transA ? K : M, transA ? M : K, lda, strideA, batch);
-        long spanB = OperandSpan(transB ? N : K, transB ? K : N, ldb, strideB, batch);
-        ulong low = LowPrecisionScratch(2 * (spanA + spanB));
-        ulong lowA = low, lowB = low + (ulong)(2 * spanA);
+        // bf16 / fp16: float32 operands converted to 16-bit storage (same leading dimensions and strides), packed ones
+        // read as they are, then GemmEx.
+        long spanA = A.IsPacked ? 0 : GemmOperand.Span(transA ? K : M, transA ? M : K, lda, strideA, batch);
+        long spanB = B.IsPacked ? 0 : GemmOperand.Span(transB ? N : K, transB ? K : N, ldb, strideB, batch);
+        ulong low = spanA + spanB > 0 ? LowPrecisionScratch(2 * (spanA + spanB)) : 0;
+        void* lowA = A.IsPacked ? A.Data : (void*)low, lowB = B.IsPacked ? B.Data : (void*)(low + (ulong)(2 * spanA));
         var convert = precision == Precision.BF16 ? CudaKernelHandles.Precision.ConvertToBf16 : CudaKernelHandles.Precision.ConvertToFp16;
-        LaunchGridStride(convert, spanA, lowA, A, spanA);
-        LaunchGridStride(convert, spanB, lowB, B, spanB);
-        _blas.GemmStridedBatched16(transA, transB, M, N, K, alpha, (void*)lowA, lda, strideA, (void*)lowB, ldb, strideB, beta, C, ldc,
+        if (!A.IsPacked) LaunchGridStride(convert, spanA, lowA, A.Floats, spanA);
+        if (!B.IsPacked) LaunchGridStride(convert, spanB, lowB, B.Floats, spanB);
+        _blas.GemmStridedBatched16(transA, transB, M, N, K, alpha, lowA, lda, strideA, lowB, ldb, strideB, beta, C, ldc,
             strideC, batch, precision == Precision.BF16);
     }
 

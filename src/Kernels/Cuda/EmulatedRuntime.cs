@@ -229,29 +229,39 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     /// <inheritdoc/>
     /// <remarks>The CPU GEMM; below fp32 the operands are first rounded by precision.cu's kernel (so the device's own
     /// conversions are what every low-precision GEMM here checks), then multiplied in fp32.</remarks>
-    public override void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA,
-        float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch, Precision precision = Precision.FP32)
+    public override void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, GemmOperand A, int lda, long strideA,
+        GemmOperand B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch, Precision precision = Precision.FP32)
     {
+        A.CheckFor(precision, "GemmStridedBatched");
+        B.CheckFor(precision, "GemmStridedBatched");
         if (_recording != null)
         {
-            nint pa = (nint)A, pb = (nint)B, pc = (nint)C; // a lambda cannot capture pointers
-            _recording.Add(() => GemmStridedBatched(transA, transB, M, N, K, alpha, (float*)pa, lda, strideA, (float*)pb, ldb, strideB, beta,
+            nint pc = (nint)C; // a lambda cannot capture pointers
+            _recording.Add(() => GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta,
                 (float*)pc, ldc, strideC, batch, precision));
             return;
         }
         if (precision == Precision.FP32)
         {
-            CpuGemm.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch);
+            CpuGemm.GemmStridedBatched(transA, transB, M, N, K, alpha, A.Floats, lda, strideA, B.Floats, ldb, strideB, beta, C, ldc, strideC, batch);
             return;
         }
-        long spanA = OperandSpan(transA ? K : M, transA ? M : K, lda, strideA, batch);
-        long spanB = OperandSpan(transB ? N : K, transB ? K : N, ldb, strideB, batch);
-        using var a = new NativeBuffer(spanA * sizeof(float));
-        using var b = new NativeBuffer(spanB * sizeof(float));
-        LaunchGridStride(CudaKernelHandles.Precision.RoundToPrecision, spanA, (float*)a.Pointer, A, spanA, (int)precision);
-        LaunchGridStride(CudaKernelHandles.Precision.RoundToPrecision, spanB, (float*)b.Pointer, B, spanB, (int)precision);
+        using var a = Rounded(A, GemmOperand.Span(transA ? K : M, transA ? M : K, lda, strideA, batch), precision);
+        using var b = Rounded(B, GemmOperand.Span(transB ? N : K, transB ? K : N, ldb, strideB, batch), precision);
         CpuGemm.GemmStridedBatched(transA, transB, M, N, K, alpha, (float*)a.Pointer, lda, strideA, (float*)b.Pointer, ldb, strideB,
             beta, C, ldc, strideC, batch);
+    }
+
+    /// <summary>An operand's first <paramref name="span"/> values rounded to <paramref name="precision"/> by precision.cu's
+    /// kernels (a packed one widened by them), so the device's own conversions are what every low-precision GEMM here
+    /// checks.</summary>
+    NativeBuffer Rounded(GemmOperand x, long span, Precision precision)
+    {
+        var wide = new NativeBuffer(span * sizeof(float));
+        if (!x.IsPacked) LaunchGridStride(CudaKernelHandles.Precision.RoundToPrecision, span, (float*)wide.Pointer, x.Floats, span, (int)precision);
+        else LaunchGridStride(precision == Precision.BF16 ? CudaKernelHandles.Precision.ConvertFromBf16 : CudaKernelHandles.Precision.ConvertFromFp16,
+            span, (float*)wide.Pointer, x.Halves, span);
+        return wide;
     }
 
     /// <summary>The library stays loaded for the process (its worker threads are parked in it).</summary>

@@ -41,6 +41,7 @@ public readonly unsafe struct KernelArg
     public static implicit operator KernelArg(ushort* p) => new((ulong)p, sizeof(void*));
     public static implicit operator KernelArg(double* p) => new((ulong)p, sizeof(void*));
     public static implicit operator KernelArg(ulong* p) => new((ulong)p, sizeof(void*));
+    public static implicit operator KernelArg(void* p) => new((ulong)p, sizeof(void*));
     public static implicit operator KernelArg(int v) => new((uint)v, sizeof(int));
     public static implicit operator KernelArg(long v) => new((ulong)v, sizeof(long));
     public static implicit operator KernelArg(ulong v) => new(v, sizeof(ulong));
