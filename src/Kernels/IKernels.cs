@@ -33,7 +33,7 @@ public unsafe interface IKernels
 
     /// <summary><see cref="Gemm"/> over <paramref name="batch"/> matrices spaced by the given element strides.</summary>
     void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha,
-        float* A, int lda, long strideA, float* B, int ldb, long strideB,
+        GemmOperand A, int lda, long strideA, GemmOperand B, int ldb, long strideB,
         float beta, float* C, int ldc, long strideC, int batch);
 
     /// <summary>The Linear layer's forward: y[rows, N] = x[rows, K]·Wᵀ + bias, W [N, K], bias [N] or null. The CPU adds

@@ -12,7 +12,7 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA, float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch)
+    public void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, GemmOperand A, int lda, long strideA, GemmOperand B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch)
     {
         Flops += 2L * M * N * K * batch; long start = Begin(KernelId.GemmStridedBatched);
         Inner.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch);

@@ -1,4 +1,5 @@
 using Engine.Autograd;
+using Engine.Kernels;
 
 namespace Engine;
 
@@ -25,7 +26,7 @@ public static unsafe partial class Ops
     /// heads, keeping no [T,T] matrix; it saves qkv, the output and one log-sum-exp per score row, and its backward
     /// computes the probabilities again.
     /// Unfused (the reference path): head split, batched GEMM, softmax, batched GEMM, head merge; it saves q, k, v
-    /// and the probabilities [B,NH,T,T].
+    /// (in 16 bits under bf16/fp16 GEMMs, <see cref="SaveGemmOperandsInGemmPrecision"/>) and the probabilities [B,NH,T,T].
     /// </summary>
     public static Tensor Attention(Tensor qkv, int heads, Tensor? bias = null, Tensor? mask = null, float? scale = null, bool? fused = null)
     {
@@ -73,60 +74,74 @@ public static unsafe partial class Ops
             else lse.Dispose();
             return output;
         }
-        Tensor q = Tensor.Empty(dev, DType.F32, B, heads, T, HD), kk = Tensor.Empty(dev, DType.F32, B, heads, T, HD),
-            v = Tensor.Empty(dev, DType.F32, B, heads, T, HD), p = Tensor.Empty(dev, DType.F32, B, heads, T, T);
-        k.SplitHeads(q.Data, kk.Data, v.Data, qkv.Data, B, T, heads, HD);
-        long tt = (long)T * T, th = (long)T * HD;
-        k.GemmStridedBatched(false, true, T, T, HD, s, q.Data, HD, th, kk.Data, HD, th, 0f, p.Data, T, tt, B * heads);
+        // q | k | v [3, B, NH, T, HD] in one buffer: under bf16/fp16 GEMMs one pass packs all three, every product reads
+        // the packed copy, and the tape keeps it (autocast's saved q, k, v).
+        long tt = (long)T * T, th = (long)T * HD, part = (long)B * heads * th;
+        var split = Tensor.Empty(dev, DType.F32, 3, B, heads, T, HD);
+        k.SplitHeads(split.Data, split.Data + part, split.Data + 2 * part, qkv.Data, B, T, heads, HD);
+        var headsQkv = PackForGemm(dev, split.Data, split.Shape) ?? split;
+        if (headsQkv != split) split.Dispose();
+        var p = Tensor.Empty(dev, DType.F32, B, heads, T, T);
+        k.GemmStridedBatched(false, true, T, T, HD, s, Part(headsQkv, 0, part), HD, th, Part(headsQkv, 1, part), HD, th, 0f, p.Data, T, tt, B * heads);
         k.AttentionSoftmaxForward(p.Data, p.Data, bias == null ? null : bias.Data, mask == null ? null : mask.Data, B, heads, T, nW);
         using var o = Tensor.Empty(dev, DType.F32, B, heads, T, HD);
-        k.GemmStridedBatched(false, false, T, HD, T, 1f, p.Data, T, tt, v.Data, HD, th, 0f, o.Data, HD, th, B * heads);
+        k.GemmStridedBatched(false, false, T, HD, T, 1f, p.Data, T, tt, Part(headsQkv, 2, part), HD, th, 0f, o.Data, HD, th, B * heads);
         var y = Tensor.Empty(dev, DType.F32, B, T, C);
         k.MergeHeads(y.Data, o.Data, B, T, heads, HD);
         if (Tape.ShouldRecord(qkv, bias))
-            Tape.Push(y, new AttentionSaved
-            {
-                Qkv = qkv, Bias = bias, Q = Tape.Save(q), K = Tape.Save(kk), V = Tape.Save(v), P = Tape.Save(p),
-                Heads = heads, Scale = s,
-            });
-        q.Dispose();
-        kk.Dispose();
-        v.Dispose();
-        p.Dispose();
+            Tape.Push(y, new AttentionSaved { Qkv = qkv, Bias = bias, Heads = Tape.Keep(headsQkv), P = Tape.Keep(p), NH = heads, Scale = s });
+        else
+        {
+            headsQkv.Dispose();
+            p.Dispose();
+        }
         return y;
     }
 
-    /// <summary>Attention's backward state: q, k, v [B,NH,T,HD] and the probabilities P [B,NH,T,T].</summary>
+    /// <summary>Part <paramref name="i"/> (q, k or v) of the heads [3, B, NH, T, HD], each <paramref name="part"/> elements.</summary>
+    static GemmOperand Part(Tensor heads, int i, long part) =>
+        heads.DType == DType.F32 ? heads.Data + i * part : GemmOperand.Packed(heads.HalfData + i * part);
+
+    /// <summary>Attention's backward state: q | k | v [3,B,NH,T,HD] (packed under bf16/fp16 GEMMs) and the probabilities
+    /// P [B,NH,T,T].</summary>
     struct AttentionSaved : IBackward<AttentionSaved>
     {
-        public Tensor Qkv, Q, K, V, P;
+        public Tensor Qkv, Heads, P;
         public Tensor? Bias;
-        public int Heads;
+        public int NH;
         public float Scale;
 
         public static void Backward(ref AttentionSaved s, Tensor y)
         {
             var k = y.Device.Kernels;
             var dev = y.Device;
-            int B = y.Shape[0], T = y.Shape[1], C = y.Shape[2], NH = s.Heads, HD = C / NH;
-            long tt = (long)T * T, th = (long)T * HD;
-            float* q = s.Q.Data, kk = s.K.Data, v = s.V.Data, p = s.P.Data;
-            using var dO = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
+            int B = y.Shape[0], T = y.Shape[1], C = y.Shape[2], NH = s.NH, HD = C / NH;
+            long tt = (long)T * T, th = (long)T * HD, part = (long)B * NH * th;
+            bool pack = s.Heads.DType != DType.F32; // as the forward did: dO and dZ are packed once for their two products each
+            GemmOperand q = Part(s.Heads, 0, part), kk = Part(s.Heads, 1, part), v = Part(s.Heads, 2, part);
+            float* p = s.P.Data;
             using var dz = Tensor.Empty(dev, DType.F32, B, NH, T, T);
             using var dq = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
             using var dk = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
             using var dv = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
-            k.MergeHeadsBackward(dO.Data, y.Grad!.Data, B, T, NH, HD, false);
-            // dP = dO·vᵀ, dv = Pᵀ·dO, dZ = softmax backward (in place), dq = scale·dZ·k, dk = scale·dZᵀ·q
-            k.GemmStridedBatched(false, true, T, T, HD, 1f, dO.Data, HD, th, v, HD, th, 0f, dz.Data, T, tt, B * NH);
-            k.GemmStridedBatched(true, false, T, HD, T, 1f, p, T, tt, dO.Data, HD, th, 0f, dv.Data, HD, th, B * NH);
+            using (var dO = Tensor.Empty(dev, DType.F32, B, NH, T, HD))
+            {
+                k.MergeHeadsBackward(dO.Data, y.Grad!.Data, B, T, NH, HD, false);
+                using var dOPacked = pack ? PackForGemm(dev, dO.Data, dO.Shape) : null;
+                GemmOperand gradO = dOPacked == null ? dO.Data : GemmOperand.Packed(dOPacked.HalfData);
+                // dP = dO·vᵀ, dv = Pᵀ·dO, dZ = softmax backward (in place), dq = scale·dZ·k, dk = scale·dZᵀ·q
+                k.GemmStridedBatched(false, true, T, T, HD, 1f, gradO, HD, th, v, HD, th, 0f, dz.Data, T, tt, B * NH);
+                k.GemmStridedBatched(true, false, T, HD, T, 1f, p, T, tt, gradO, HD, th, 0f, dv.Data, HD, th, B * NH);
+            }
             k.SoftmaxBackward(dz.Data, dz.Data, p, B * NH * T, T, false);
             float* dbias = Tape.GradAccumulatorIfNeeded(s.Bias);
             if (dbias != null) k.BiasGrad(dbias, dz.Data, B, NH * T * T);
             float* dqkv = Tape.GradOutputIfNeeded(s.Qkv, out bool acc);
             if (dqkv == null) return;
-            k.GemmStridedBatched(false, false, T, HD, T, s.Scale, dz.Data, T, tt, kk, HD, th, 0f, dq.Data, HD, th, B * NH);
-            k.GemmStridedBatched(true, false, T, HD, T, s.Scale, dz.Data, T, tt, q, HD, th, 0f, dk.Data, HD, th, B * NH);
+            using var dzPacked = pack ? PackForGemm(dev, dz.Data, dz.Shape) : null;
+            GemmOperand gradZ = dzPacked == null ? dz.Data : GemmOperand.Packed(dzPacked.HalfData);
+            k.GemmStridedBatched(false, false, T, HD, T, s.Scale, gradZ, T, tt, kk, HD, th, 0f, dq.Data, HD, th, B * NH);
+            k.GemmStridedBatched(true, false, T, HD, T, s.Scale, gradZ, T, tt, q, HD, th, 0f, dk.Data, HD, th, B * NH);
             k.SplitHeadsBackward(dqkv, dq.Data, dk.Data, dv.Data, B, T, NH, HD, acc);
         }
     }

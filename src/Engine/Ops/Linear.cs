@@ -126,6 +126,18 @@ public static unsafe partial class Ops
         SaveGemmOperandsInGemmPrecision && x.Device.Kernels.GemmPrecision is Kernels.Precision.BF16 or Kernels.Precision.FP16
             ? Tape.SaveInPrecision(x, x.Device.Kernels.GemmPrecision) : Tape.Save(x);
 
+    /// <summary>Under bf16 or fp16 GEMMs (and <see cref="SaveGemmOperandsInGemmPrecision"/>), a new 16-bit copy of the
+    /// contiguous <paramref name="values"/> of this <paramref name="shape"/> for several products to share: one conversion
+    /// instead of one in each product. Else null.</summary>
+    static Tensor? PackForGemm(Device device, float* values, params int[] shape)
+    {
+        var precision = device.Kernels.GemmPrecision;
+        if (!SaveGemmOperandsInGemmPrecision || precision is not (Kernels.Precision.BF16 or Kernels.Precision.FP16)) return null;
+        var packed = Tensor.Empty(device, precision == Kernels.Precision.BF16 ? DType.BF16 : DType.F16, shape);
+        device.Kernels.PackLowPrecision(packed.HalfData, values, packed.Count, precision);
+        return packed;
+    }
+
     /// <summary>LinearGelu's backward state: Linear's, and the pre-activation h [Rows, N].</summary>
     struct LinearGeluSaved : IBackward<LinearGeluSaved>
     {
@@ -177,14 +189,18 @@ public static unsafe partial class Ops
             int rows = s.Rows, N = s.N, K = s.K;
             GemmOperand x = s.XKept == null ? default : Tape.Operand(s.XKept);
             float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
-            if (dx != null) k.Gemm(false, false, rows, K, N, 1f, dy, N, (s.WeightKept ?? s.Weight).Data, K, acc ? 1f : 0f, dx, K);
-            if (s.Weight is { RequiresGrad: true, Trainability.Entries: { } index })
-                k.SparseWeightGrad(Tape.SparseGradAccumulator(s.Weight), dy, x, index.IntData, rows, N, K, index.Shape[1]);
-            else
+            bool sparse = s.Weight is { RequiresGrad: true, Trainability.Entries: not null };
+            float* dw = sparse ? null : Tape.GradAccumulatorIfNeeded(s.Weight);
+            // dy feeds two products when both dx and dW are wanted: packed once when saved inputs are (x kept in 16 bits).
+            using var dyPacked = dx != null && dw != null && x.IsPacked ? PackForGemm(s.Weight.Device, dy, rows, N) : null;
+            GemmOperand gradY = dyPacked == null ? dy : GemmOperand.Packed(dyPacked.HalfData);
+            if (dx != null) k.Gemm(false, false, rows, K, N, 1f, gradY, N, (s.WeightKept ?? s.Weight).Data, K, acc ? 1f : 0f, dx, K);
+            if (sparse)
             {
-                float* dw = Tape.GradAccumulatorIfNeeded(s.Weight);
-                if (dw != null) k.Gemm(true, false, N, K, rows, 1f, dy, N, x, K, 1f, dw, K);
+                var index = s.Weight.Trainability.Entries!;
+                k.SparseWeightGrad(Tape.SparseGradAccumulator(s.Weight), dy, x, index.IntData, rows, N, K, index.Shape[1]);
             }
+            else if (dw != null) k.Gemm(true, false, N, K, rows, 1f, gradY, N, x, K, 1f, dw, K);
             float* db = Tape.GradAccumulatorIfNeeded(s.Bias);
             if (db != null) k.BiasGrad(db, dy, rows, N);
         }

@@ -56,15 +56,20 @@ public sealed unsafe partial class CpuKernels : IKernels
     }
 
     /// <inheritdoc/>
-    public void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA,
-        float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch)
+    /// <remarks>Packed operands as in <see cref="Gemm"/>.</remarks>
+    public void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, GemmOperand A, int lda, long strideA,
+        GemmOperand B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch)
     {
+        A.CheckFor(GemmPrecision, "GemmStridedBatched");
+        B.CheckFor(GemmPrecision, "GemmStridedBatched");
+        using var wideA = Widened(A, GemmOperand.Span(transA ? K : M, transA ? M : K, lda, strideA, batch), out float* a);
+        using var wideB = Widened(B, GemmOperand.Span(transB ? N : K, transB ? K : N, ldb, strideB, batch), out float* b);
         if (Fp32Blas is { } blas)
         {
             for (int i = 0; i < batch; i++)
-                blas.Sgemm(transA, transB, M, N, K, alpha, A + i * strideA, lda, B + i * strideB, ldb, beta, C + i * strideC, ldc);
+                blas.Sgemm(transA, transB, M, N, K, alpha, a + i * strideA, lda, b + i * strideB, ldb, beta, C + i * strideC, ldc);
         }
-        else CpuGemm.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch, GemmPrecision);
+        else CpuGemm.GemmStridedBatched(transA, transB, M, N, K, alpha, a, lda, strideA, b, ldb, strideB, beta, C, ldc, strideC, batch, GemmPrecision);
     }
 
     /// <summary>A frozen weight: how many floats, how often frozen, and its panels once a product packed them.</summary>

@@ -87,8 +87,8 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         float beta, float* C, int ldc) => _runtime.Gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, GemmPrecision);
 
     /// <inheritdoc/>
-    public void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda, long strideA,
-        float* B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch) =>
+    public void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, GemmOperand A, int lda, long strideA,
+        GemmOperand B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch) =>
         _runtime.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch, GemmPrecision);
 
     /// <inheritdoc/>
