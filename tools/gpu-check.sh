@@ -4,7 +4,8 @@
 #   tools/gpu-check.sh pack [DIR]      on a machine with the .NET SDK: publish the kit into DIR (default
 #                                      artifacts/gpu-check): one self-contained `peft`, this script and the PyTorch peer
 #                                      (bench/peers/timm_step.py); it must stay within 56 MiB
-#   DIR/gpu-check.sh [small|full] [--out DIR] [--batch "32 128"] [--repeats N]
+#   DIR/gpu-check.sh [small|full] [--out DIR] [--batch "32 128"] [--repeats N] [--methods "full ssf gps"]
+#                    [--precision "tf32 bf16"]
 #                                      on the GPU machine:
 #                                      1. the machine: GPU, driver, NVRTC and cuBLAS libraries, Python/PyTorch/timm
 #                                      2. every op case on the GPU (fp32, and the bf16/fp16/tf32 GEMM and rounding cases)
@@ -19,6 +20,7 @@
 #                                         Python, PyTorch or timm)
 #                                      --out DIR collects every log, the JSON rows and table.md in one folder.
 #                                      small: a quick run (small benchmark sizes, batch 32, fewer repeats).
+#                                      --methods, --precision: only these steps (and peer rows), to fit a short run.
 #
 # The GPU machine needs the NVIDIA driver (libcuda.so.1), NVRTC (libnvrtc.so.13/.12/.11.2 with its builtins) and
 # cuBLAS (libcublas.so.13/.12/.11), found on the loader path, in $CUDA_PATH/lib64, $CUDA_HOME/lib64 or
@@ -46,15 +48,17 @@ if [ "${1:-}" = "pack" ]; then
   exit 0
 fi
 
-size=full out="" batches="" repeats=""
+size=full out="" batches="" repeats="" methods="full linear bias ssf sct gps" precisions="fp32 tf32 bf16"
 while [ $# -gt 0 ]; do
   case "$1" in
     small|full) size=$1 ;;
     --out) out=${2:?--out needs a folder}; shift ;;
     --batch) batches=${2:?--batch needs sizes, e.g. \"32 128\"}; shift ;;
     --repeats) repeats=${2:?--repeats needs a count}; shift ;;
-    -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    *) echo "gpu-check: unknown argument '$1' (small|full, --out DIR, --batch \"32 128\", --repeats N)" >&2; exit 1 ;;
+    --methods) methods=${2:?--methods needs names, e.g. \"full ssf gps\"}; shift ;;
+    --precision) precisions=${2:?--precision needs formats, e.g. \"tf32 bf16\"}; shift ;;
+    -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "gpu-check: unknown argument '$1' (small|full, --out DIR, --batch \"32 128\", --repeats N, --methods \"...\", --precision \"...\")" >&2; exit 1 ;;
   esac
   shift
 done
@@ -128,28 +132,30 @@ case $rc in
   *) echo "== selftest: FAILED (exit $rc)" ;;
 esac
 
-echo "== training steps: peft bench --train-step --batch $batches (full linear bias ssf sct gps × fp32 tf32 bf16)" | tee "$out/steps.log"
+echo "== training steps: peft bench --train-step --batch $batches ($methods × $precisions)" | tee "$out/steps.log"
 set +e
 # shellcheck disable=SC2086
-"$peft" bench --train-step --device cuda --model vit_base_patch16_224 --batch $batches --methods full linear bias ssf sct gps \
-  --precision fp32 tf32 bf16 --repeats "$repeats" --json "$out/ours.json" 2>&1 | tee -a "$out/steps.log"
+"$peft" bench --train-step --device cuda --model vit_base_patch16_224 --batch $batches --methods $methods \
+  --precision $precisions --repeats "$repeats" --json "$out/ours.json" 2>&1 | tee -a "$out/steps.log"
 steps_rc=${PIPESTATUS[0]}
 set -e
 [ "$steps_rc" -ne 0 ] && { echo "== training steps: FAILED (exit $steps_rc)"; rc=1; }
 
-echo "== the same steps replayed from CUDA graphs: peft bench --train-step --cuda-graph (full ssf gps × bf16)" | tee -a "$out/steps.log"
+graph_methods=$(for m in full ssf gps; do case " $methods " in *" $m "*) printf '%s ' "$m" ;; esac; done)
+graph_methods=${graph_methods:-full}
+echo "== the same steps replayed from CUDA graphs: peft bench --train-step --cuda-graph ($graph_methods× bf16)" | tee -a "$out/steps.log"
 set +e
 # shellcheck disable=SC2086
-"$peft" bench --train-step --cuda-graph --device cuda --model vit_base_patch16_224 --batch $batches --methods full ssf gps \
+"$peft" bench --train-step --cuda-graph --device cuda --model vit_base_patch16_224 --batch $batches --methods $graph_methods \
   --precision bf16 --repeats "$repeats" --json "$out/ours-graph.json" 2>&1 | tee -a "$out/steps.log"
 graph_rc=${PIPESTATUS[0]}
 set -e
 [ "$graph_rc" -ne 0 ] && { echo "== CUDA graph steps: FAILED (exit $graph_rc)"; rc=1; }
 
 first_batch=${batches%% *}
-echo "== where a step's time goes: peft bench --train-step --profile (full ssf gps × bf16, batch $first_batch)" | tee -a "$out/steps.log"
+echo "== where a step's time goes: peft bench --train-step --profile ($graph_methods× bf16, batch $first_batch)" | tee -a "$out/steps.log"
 set +e
-"$peft" bench --train-step --profile --device cuda --model vit_base_patch16_224 --batch "$first_batch" --methods full ssf gps \
+"$peft" bench --train-step --profile --device cuda --model vit_base_patch16_224 --batch "$first_batch" --methods $graph_methods \
   --precision bf16 --repeats 1 2>&1 | tee -a "$out/steps.log"
 profile_rc=${PIPESTATUS[0]}
 set -e
@@ -160,8 +166,9 @@ if ! command -v python3 >/dev/null 2>&1; then
   echo "== peer: skipped: python3 not found" | tee -a "$out/peer.log"
 else
   set +e
+  peer_methods=$(for m in $methods; do [ "$m" != sct ] && printf '%s ' "$m"; done) # the peer has no SCT
   # shellcheck disable=SC2086
-  python3 "$peer" --model vit_base_patch16_224 --batch $batches --methods full linear bias ssf gps --precision fp32 tf32 bf16 fp16 \
+  python3 "$peer" --model vit_base_patch16_224 --batch $batches --methods $peer_methods --precision $precisions fp16 \
     --repeats "$repeats" --json "$out/peer.json" --ours "$out/ours.json" "$out/ours-graph.json" 2>&1 | tee -a "$out/peer.log"
   peer_rc=${PIPESTATUS[0]}
   set -e

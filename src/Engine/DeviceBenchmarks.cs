@@ -58,6 +58,8 @@ public static unsafe class DeviceBenchmarks
         new("linear-scale-shift-gelu-unfused", "MxNxK", 3, "the same as linear-scale-shift, then a GELU pass"),
         new("attention", "BxTxNHxHD", 4, "fused multi-head attention, forward and backward (GFLOP/s: its 6 products)"),
         new("attention-unfused", "BxTxNHxHD", 4, "the same through the unfused path (head permutes, batched GEMMs, softmax)"),
+        new("attention-products", "BxTxNHxHD", 4, "the unfused path's six batched products alone, operands packed beforehand under bf16/fp16 (cuBLAS's share)"),
+        new("attention-products-padded", "BxTxNHxHD", 4, "the same with the [T, T] matrices' rows padded to a multiple of 8 elements (16-byte aligned rows)"),
     ];
 
     /// <summary>Parses <c>1576x3072</c> (or <c>1576×3072</c>) for <paramref name="op"/>; a single count is one row.</summary>
@@ -150,6 +152,36 @@ public static unsafe class DeviceBenchmarks
             qkv.Grad = null;
             double flops = 12.0 * B * NH * T * (double)T * HD; // q·kᵀ and P·v, then four products in the backward
             return new BenchmarkRow(op, shapeText, attentionMs, Tflops: flops / (attentionMs * 1e9));
+        }
+        if (op.StartsWith("attention-products", StringComparison.Ordinal))
+        {
+            int B = shape[0], T = shape[1], NH = shape[2], HD = shape[3], batch = B * NH;
+            int ld = op.EndsWith("-padded", StringComparison.Ordinal) ? (T + 7) / 8 * 8 : T;
+            long tt = (long)T * ld, th = (long)T * HD;
+            var precision = k.GemmPrecision;
+            var half = precision switch { Precision.BF16 => DType.BF16, Precision.FP16 => DType.F16, _ => DType.F32 };
+            using var heads = Filled(device, 4 * batch * th, 0.1f); // q | k | v | dO
+            using var scores = Filled(device, batch * tt, 0.01f);   // P, and dZ
+            using var packedHeads = half == DType.F32 ? null : Tensor.Empty(device, half, checked((int)heads.Count));
+            using var packedScores = half == DType.F32 ? null : Tensor.Empty(device, half, checked((int)scores.Count));
+            if (packedHeads != null) k.PackLowPrecision(packedHeads.HalfData, heads.Data, heads.Count, precision);
+            if (packedScores != null) k.PackLowPrecision(packedScores.HalfData, scores.Data, scores.Count, precision);
+            GemmOperand Head(int i) => packedHeads == null ? heads.Data + i * batch * th : GemmOperand.Packed(packedHeads.HalfData + i * batch * th);
+            GemmOperand P = packedScores == null ? scores.Data : GemmOperand.Packed(packedScores.HalfData);
+            using var outScores = Tensor.Zeros(device, checked((int)(batch * tt)));
+            using var outHeads = Tensor.Zeros(device, checked((int)(batch * th)));
+            float* sOut = outScores.Data, hOut = outHeads.Data;
+            void Products()
+            {
+                k.GemmStridedBatched(false, true, T, T, HD, 1f, Head(0), HD, th, Head(1), HD, th, 0f, sOut, ld, tt, batch); // S = q·kᵀ
+                k.GemmStridedBatched(false, false, T, HD, T, 1f, P, ld, tt, Head(2), HD, th, 0f, hOut, HD, th, batch);    // O = P·v
+                k.GemmStridedBatched(false, true, T, T, HD, 1f, Head(3), HD, th, Head(2), HD, th, 0f, sOut, ld, tt, batch); // dP = dO·vᵀ
+                k.GemmStridedBatched(true, false, T, HD, T, 1f, P, ld, tt, Head(3), HD, th, 0f, hOut, HD, th, batch);     // dv = Pᵀ·dO
+                k.GemmStridedBatched(false, false, T, HD, T, 1f, P, ld, tt, Head(1), HD, th, 0f, hOut, HD, th, batch);    // dq = dZ·k
+                k.GemmStridedBatched(true, false, T, HD, T, 1f, P, ld, tt, Head(0), HD, th, 0f, hOut, HD, th, batch);     // dk = dZᵀ·q
+            }
+            double productsMs = Time(device, repeats, Products);
+            return new BenchmarkRow(op, shapeText, productsMs, Tflops: 12.0 * batch * T * (double)T * HD / (productsMs * 1e9));
         }
         bool rowOp = info.Dimensions == 2;
         int rows = rowOp ? shape[0] : 1, cols = rowOp ? shape[1] : (int)elements;
@@ -269,6 +301,7 @@ public static unsafe class DeviceBenchmarks
             ["layernorm"] = [tokens, C], ["layernorm-backward"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
             ["depthwise-conv"] = [convN, side, side, convC], ["depthwise-conv-backward"] = [convN, side, side, convC], ["patchify"] = [convN, 2 * side, 2 * side, convC / 2],
             ["attention"] = [full ? 32 : 2, T, heads, C / heads], ["attention-unfused"] = [full ? 32 : 2, T, heads, C / heads],
+            ["attention-products"] = [full ? 32 : 2, T, heads, C / heads], ["attention-products-padded"] = [full ? 32 : 2, T, heads, C / heads],
             ["linear-gelu"] = [M, 4 * C, C], ["linear-gelu-unfused"] = [M, 4 * C, C], // fc1 at batch 32
             ["linear-scale-shift"] = [M, 4 * C, C], ["linear-scale-shift-unfused"] = [M, 4 * C, C],
             ["linear-scale-shift-gelu"] = [M, 4 * C, C], ["linear-scale-shift-gelu-unfused"] = [M, 4 * C, C],
@@ -286,6 +319,15 @@ public static unsafe class DeviceBenchmarks
                     finally { device.Kernels.GemmPrecision = Precision.FP32; }
                 }
         }
+        // The attention's batched products in tensor-core precisions, rows of T = 197 elements against padded rows.
+        if (device is CudaDevice { Runtime: DriverRuntime { ComputeCapability.Major: >= 8 } })
+            foreach (var precision in new[] { Precision.TF32, Precision.BF16 })
+                foreach (var op in new[] { "attention-products", "attention-products-padded" })
+                {
+                    device.Kernels.GemmPrecision = precision;
+                    try { Add(Measure(device, op, shapes[op], repeats) with { Name = $"{op} {precision}" }); }
+                    finally { device.Kernels.GemmPrecision = Precision.FP32; }
+                }
         if (device is CudaDevice cudaDevice)
         {
             // Host-side cost of one launch: queue many tiny kernels, time the queueing only.
