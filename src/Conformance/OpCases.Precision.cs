@@ -80,6 +80,14 @@ public static partial class OpCases
                 bool same = float.IsNaN(want) ? float.IsNaN(got[i]) : BitConverter.SingleToInt32Bits(got[i]) == BitConverter.SingleToInt32Bits(want);
                 if (!same) throw new ConformanceException($"PackLowPrecision {precision.Name()}: {probes[i]:G9} came back as {got[i]:G9}, want {want:G9}");
             }
+            // From and to addresses inside the tensors (a GEMM operand that starts at a column): the same bits.
+            dev.Kernels.Fill(y.Data, probes.Length, 0f);
+            dev.Kernels.PackLowPrecision(packed.HalfData + 3, x.Data + 1, probes.Length - 5, precision);
+            dev.Kernels.UnpackLowPrecision(y.Data + 1, packed.HalfData + 3, probes.Length - 5, precision);
+            var shifted = y.ToArray();
+            for (int i = 1; i < probes.Length - 4; i++)
+                if (BitConverter.SingleToInt32Bits(shifted[i]) != BitConverter.SingleToInt32Bits(got[i]) && !(float.IsNaN(shifted[i]) && float.IsNaN(got[i])))
+                    throw new ConformanceException($"PackLowPrecision {precision.Name()} at unaligned addresses: {probes[i]:G9} came back as {shifted[i]:G9}, want {got[i]:G9}");
         }
     }
 
