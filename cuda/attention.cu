@@ -162,6 +162,130 @@ extern "C" __global__ void fused_attention_forward(float* y, float* lse, const f
     }
 }
 
+// The same forward on tensor cores, for head dim 64 with bf16 or fp16 operands (precision 2 or 3). A warp owns 16 query
+// rows (a block of 4 warps 64); keys and values stream through shared memory 64 at a time, rounded to 16 bits as they
+// are loaded, v transposed so that both products read their B fragments as 32-bit pairs (rows padded by 8 values: the
+// 8 groups of a warp hit different banks). S = q·kᵀ and O += P·v are mma_16x8x16 products; the online softmax works on
+// S's accumulator fragments (a thread holds rows g and g+8, two keys of each 8-key tile), and P's fragments are the A
+// operand of P·v as they are. Rounding points as in fused_attention_forward: q, k, v and P in 16 bits, the rest fp32.
+// Grid (ceil(T / 64), B·NH), 128 threads.
+#define TC_HD 64
+#define TC_KEYS 64
+extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, const float* qkv, const float* bias, const float* mask,
+                                                     int B, int T, int NH, int HD, int nW, float scale, int precision)
+{
+    __shared__ unsigned short ks[TC_KEYS][TC_HD + 8]; // [key][dim]
+    __shared__ unsigned short vt[TC_HD][TC_KEYS + 8]; // [dim][key]
+    AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
+    int g = a.lane / 4, t = a.lane % 4;
+    int row0 = (blockIdx.x * 4 + a.warp) * 16, rowA = row0 + g, rowB = row0 + g + 8; // this thread's two rows
+    unsigned int qa[TC_HD / 16][4]; // q's A fragments, one set per 16 dims
+    for (int kk = 0; kk < TC_HD / 16; kk++)
+    {
+        int d = kk * 16 + 2 * t;
+        const float *qA = a.q + (long long)rowA * a.ld + d, *qB = a.q + (long long)rowB * a.ld + d;
+        qa[kk][0] = rowA < T ? pack_pair(qA[0], qA[1], precision) : 0u;
+        qa[kk][1] = rowB < T ? pack_pair(qB[0], qB[1], precision) : 0u;
+        qa[kk][2] = rowA < T ? pack_pair(qA[8], qA[9], precision) : 0u;
+        qa[kk][3] = rowB < T ? pack_pair(qB[8], qB[9], precision) : 0u;
+    }
+    const float minusInf = __int_as_float(0xff800000);
+    float mA = minusInf, mB = minusInf, lA = 0.f, lB = 0.f; // running max and (this thread's part of the) sum per row
+    float o[TC_HD / 8][4];
+    for (int n = 0; n < TC_HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    for (int j0 = 0; j0 < T; j0 += TC_KEYS)
+    {
+        __syncthreads(); // the previous tile is consumed
+        for (int e = threadIdx.x; e < TC_KEYS * TC_HD; e += blockDim.x)
+        {
+            int jj = e / TC_HD, d = e % TC_HD, j = j0 + jj;
+            const float* kv = a.q + (long long)j * a.ld + a.C + d;
+            ks[jj][d] = (unsigned short)(pack_pair(j < T ? kv[0] : 0.f, 0.f, precision) & 0xffffu);
+            vt[d][jj] = (unsigned short)(pack_pair(j < T ? kv[a.C] : 0.f, 0.f, precision) & 0xffffu);
+        }
+        __syncthreads();
+        if (row0 >= T) continue; // the whole warp (it still meets the barriers)
+        float sc[TC_KEYS / 8][4]; // scores: sc[n][0..1] row A, keys j0 + 8n + 2t, +1; sc[n][2..3] row B
+        float tileA = minusInf, tileB = minusInf;
+        for (int n = 0; n < TC_KEYS / 8; n++)
+        {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+            for (int kk = 0; kk < TC_HD / 16; kk++)
+            {
+                unsigned int kb[2] = {*(const unsigned int*)&ks[8 * n + g][16 * kk + 2 * t], *(const unsigned int*)&ks[8 * n + g][16 * kk + 8 + 2 * t]};
+                mma_16x8x16(sc[n], qa[kk], kb, precision);
+            }
+            for (int c = 0; c < 4; c++)
+            {
+                int i = c < 2 ? rowA : rowB, j = j0 + 8 * n + 2 * t + c % 2;
+                sc[n][c] = j >= T ? minusInf : i >= T ? sc[n][c] * scale : attention_score(sc[n][c], scale, a.biasH, a.maskW, T, i, j);
+            }
+            tileA = fmaxf(tileA, fmaxf(sc[n][0], sc[n][1]));
+            tileB = fmaxf(tileB, fmaxf(sc[n][2], sc[n][3]));
+        }
+        // Row maxima over the 4 threads of a group, then rescale what came before (finite: key j0 is valid).
+        tileA = fmaxf(tileA, __shfl_xor_sync(FULL_MASK, tileA, 1));
+        tileA = fmaxf(tileA, __shfl_xor_sync(FULL_MASK, tileA, 2));
+        tileB = fmaxf(tileB, __shfl_xor_sync(FULL_MASK, tileB, 1));
+        tileB = fmaxf(tileB, __shfl_xor_sync(FULL_MASK, tileB, 2));
+        float mNewA = fmaxf(mA, tileA), mNewB = fmaxf(mB, tileB), corrA = expf(mA - mNewA), corrB = expf(mB - mNewB);
+        lA *= corrA;
+        lB *= corrB;
+        for (int n = 0; n < TC_HD / 8; n++)
+        {
+            o[n][0] *= corrA;
+            o[n][1] *= corrA;
+            o[n][2] *= corrB;
+            o[n][3] *= corrB;
+        }
+        for (int n = 0; n < TC_KEYS / 8; n++)
+        {
+            sc[n][0] = expf(sc[n][0] - mNewA);
+            sc[n][1] = expf(sc[n][1] - mNewA);
+            sc[n][2] = expf(sc[n][2] - mNewB);
+            sc[n][3] = expf(sc[n][3] - mNewB);
+            lA += sc[n][0] + sc[n][1];
+            lB += sc[n][2] + sc[n][3];
+        }
+        // O += P·v: 16 keys per step; P's A fragment is two 8-key tiles of the scores.
+        for (int kk = 0; kk < TC_KEYS / 16; kk++)
+        {
+            unsigned int pa[4] = {pack_pair(sc[2 * kk][0], sc[2 * kk][1], precision), pack_pair(sc[2 * kk][2], sc[2 * kk][3], precision),
+                                  pack_pair(sc[2 * kk + 1][0], sc[2 * kk + 1][1], precision), pack_pair(sc[2 * kk + 1][2], sc[2 * kk + 1][3], precision)};
+            for (int n = 0; n < TC_HD / 8; n++)
+            {
+                unsigned int vb[2] = {*(const unsigned int*)&vt[8 * n + g][16 * kk + 2 * t], *(const unsigned int*)&vt[8 * n + g][16 * kk + 8 + 2 * t]};
+                mma_16x8x16(o[n], pa, vb, precision);
+            }
+        }
+        mA = mNewA;
+        mB = mNewB;
+    }
+    if (row0 >= T) return;
+    lA += __shfl_xor_sync(FULL_MASK, lA, 1);
+    lA += __shfl_xor_sync(FULL_MASK, lA, 2);
+    lB += __shfl_xor_sync(FULL_MASK, lB, 1);
+    lB += __shfl_xor_sync(FULL_MASK, lB, 2);
+    for (int n = 0; n < TC_HD / 8; n++)
+    {
+        int d = (int)((long long)a.h * HD) + 8 * n + 2 * t;
+        if (rowA < T)
+        {
+            float* yr = y + ((long long)a.b * T + rowA) * a.C + d;
+            yr[0] = o[n][0] / lA;
+            yr[1] = o[n][1] / lA;
+        }
+        if (rowB < T)
+        {
+            float* yr = y + ((long long)a.b * T + rowB) * a.C + d;
+            yr[0] = o[n][2] / lB;
+            yr[1] = o[n][3] / lB;
+        }
+    }
+    if (t == 0 && rowA < T) lse[(long long)a.bh * T + rowA] = mA + logf(lA);
+    if (t == 0 && rowB < T) lse[(long long)a.bh * T + rowB] = mB + logf(lB);
+}
+
 // Backward, query side: delta [B, NH, T] = Σ_d dy·y per row and head; dq = scale·Σ_j dS·k with the probabilities
 // recomputed as exp(s − lse) and dS = P ⊙ (dO·vᵀ − delta), into dqkv's q columns (skipped when dqkv is null).
 // Grid (ceil(T / (ATTN_WARPS·ATTN_BWD_ROWS)), B·NH), ATTN_WARPS·32 threads.

@@ -177,6 +177,55 @@ __device__ __forceinline__ float load_operand(const void* p, int format, long lo
     return ((const float*)p)[i];
 }
 
+// Two values as the 16-bit pair a tensor-core fragment register holds (lo in bits 0-15), in bf16 (precision 2) or
+// fp16 (3).
+__device__ __forceinline__ unsigned int pack_pair(float lo, float hi, int precision)
+{
+    unsigned int a = precision == 3 ? to_fp16(lo).bits : to_bf16(lo).bits, b = precision == 3 ? to_fp16(hi).bits : to_bf16(hi).bits;
+    return a | b << 16;
+}
+
+// The 16-bit value in half `upper` of a fragment register, as a float.
+__device__ __forceinline__ float unpack_half(unsigned int pair, int upper, int precision)
+{
+    unsigned short bits = (unsigned short)(upper ? pair >> 16 : pair & 0xffffu);
+    if (precision == 3) { fp16 h; h.bits = bits; return from_fp16(h); }
+    bf16 h; h.bits = bits; return from_bf16(h);
+}
+
+// d += a·b on tensor cores, one warp: mma.sync m16n8k16 with 16-bit operands (bf16, or fp16 when precision is 3) and
+// fp32 accumulators, all 32 lanes together. Fragments (g = lane / 4, t = lane % 4): a[0] holds A[g][2t, 2t+1], a[1]
+// A[g+8][2t..], a[2] A[g][2t+8..], a[3] A[g+8][2t+8..] of the 16×16 A; b[0] holds B[2t, 2t+1][g], b[1] B[2t+8..][g]
+// of the 16×8 B; d[0], d[1] are D[g][2t, 2t+1] and d[2], d[3] D[g+8][2t..]. Below sm_80 and on the emulated device
+// the same product runs as 16 steps of shuffles and FMAs (every operand exact in fp32, the sum in k order).
+__device__ __forceinline__ void mma_16x8x16(float d[4], const unsigned int a[4], const unsigned int b[2], int precision)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(__CUEMU__)
+    if (precision == 3)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    else
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    for (int k = 0; k < 16; k++)
+    {
+        int hi = k >= 8, pair = (k % 8) / 2, upper = k % 2;
+        unsigned int rowG = __shfl_sync(FULL_MASK, a[hi ? 2 : 0], g * 4 + pair), rowG8 = __shfl_sync(FULL_MASK, a[hi ? 3 : 1], g * 4 + pair);
+        unsigned int col0 = __shfl_sync(FULL_MASK, b[hi], (2 * t) * 4 + pair), col1 = __shfl_sync(FULL_MASK, b[hi], (2 * t + 1) * 4 + pair);
+        float a0 = unpack_half(rowG, upper, precision), a1 = unpack_half(rowG8, upper, precision);
+        float b0 = unpack_half(col0, upper, precision), b1 = unpack_half(col1, upper, precision);
+        d[0] += a0 * b0;
+        d[1] += a0 * b1;
+        d[2] += a1 * b0;
+        d[3] += a1 * b1;
+    }
+#endif
+}
+
 // x rounded to a Precision (0 fp32, 1 tf32, 2 bf16, 3 fp16; the order of Engine.Kernels.Precision), as a float.
 __device__ __forceinline__ float to_precision(float x, int precision)
 {

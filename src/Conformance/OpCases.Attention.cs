@@ -40,9 +40,19 @@ public static partial class OpCases
     /// output and gradients (qkv, the bias) agree with the unfused path's within bf16 roundoff, and differ from its own
     /// fp32 results by more than fp32 noise (it did round). Swin-style: bias per head, masked windows, T past one
     /// 32-key tile.</summary>
-    static void FusedAttentionBf16(Device dev)
+    static void FusedAttentionBf16(Device dev) => FusedAttentionLowPrecision(dev, "FusedAttentionBf16", B: 2, T: 37, NH: 2, HD: 8, Precision.BF16);
+
+    /// <summary>The same at ViT's head dim 64 in bf16 and fp16, where a GPU's forward runs on tensor cores (and the emulated
+    /// device runs that kernel's code): 70 tokens cross a 64-key tile and a 64-query block; bias and mask as above.</summary>
+    static void FusedAttentionHeadDim64(Device dev)
     {
-        const int B = 2, T = 37, NH = 2, HD = 8, nW = 2;
+        FusedAttentionLowPrecision(dev, "FusedAttentionHeadDim64", B: 2, T: 70, NH: 2, HD: 64, Precision.BF16);
+        FusedAttentionLowPrecision(dev, "FusedAttentionHeadDim64", B: 2, T: 70, NH: 2, HD: 64, Precision.FP16);
+    }
+
+    static void FusedAttentionLowPrecision(Device dev, string name, int B, int T, int NH, int HD, Precision precision)
+    {
+        const int nW = 2;
         float[] Values(ulong seed, int n, float range) => [.. Enumerable.Range(0, n).Select(i => (float)((CounterRng.Uniform(seed, (ulong)i) * 2 - 1) * range))];
         var qkvValues = Values(61, B * T * 3 * NH * HD, 2f);
         var biasValues = Values(62, NH * T * T, 1f);
@@ -50,9 +60,9 @@ public static partial class OpCases
         var maskValues = Enumerable.Range(0, nW * T * T).Select(i => CounterRng.Uniform(64, (ulong)i) < 0.3 ? -100f : 0f).ToArray();
         var k = dev.Kernels;
         var previous = k.GemmPrecision;
-        (float[] Y, float[] Dqkv, float[] Dbias) Run(bool fused, Precision precision)
+        (float[] Y, float[] Dqkv, float[] Dbias) Run(bool fused, Precision runPrecision)
         {
-            k.GemmPrecision = precision;
+            k.GemmPrecision = runPrecision;
             using var qkv = Tensor.FromArray(dev, qkvValues, B, T, 3 * NH * HD);
             using var bias = Tensor.FromArray(dev, biasValues, NH, T, T);
             using var mask = Tensor.FromArray(dev, maskValues, nW, T, T);
@@ -70,17 +80,18 @@ public static partial class OpCases
         }
         try
         {
-            var fused = Run(true, Precision.BF16);
-            var unfused = Run(false, Precision.BF16);
+            var fused = Run(true, precision);
+            var unfused = Run(false, precision);
             var fp32 = Run(true, Precision.FP32);
-            foreach (var (name, got, want, exact) in new[] { ("y", fused.Y, unfused.Y, fp32.Y), ("dqkv", fused.Dqkv, unfused.Dqkv, fp32.Dqkv), ("dbias", fused.Dbias, unfused.Dbias, fp32.Dbias) })
+            double u = precision.UnitRoundoff() * 2; // 2⁻⁸ for bf16, 2⁻¹¹ for fp16: the spacing of values near 1
+            foreach (var (part, got, want, exact) in new[] { ("y", fused.Y, unfused.Y, fp32.Y), ("dqkv", fused.Dqkv, unfused.Dqkv, fp32.Dqkv), ("dbias", fused.Dbias, unfused.Dbias, fp32.Dbias) })
             {
                 double scale = want.Max(v => Math.Abs(v)), gap = got.Zip(want).Max(p => Math.Abs(p.First - p.Second));
                 double rounded = got.Zip(exact).Max(p => Math.Abs(p.First - p.Second));
-                if (gap > scale * 3 * Math.Pow(2, -8))
-                    throw new ConformanceException($"FusedAttentionBf16 {name}: fused and unfused bf16 differ by {gap:G3} (max |value| {scale:G3}; bound 3·2⁻⁸ of it)");
-                if (rounded < scale * Math.Pow(2, -14))
-                    throw new ConformanceException($"FusedAttentionBf16 {name}: bf16 is within {rounded:G3} of fp32 (max |value| {scale:G3}): the operands were not rounded");
+                if (gap > scale * 3 * u)
+                    throw new ConformanceException($"{name} {precision.Name()} {part}: fused and unfused differ by {gap:G3} (max |value| {scale:G3}; bound 3·{u:G3} of it)");
+                if (rounded < scale * u / 64)
+                    throw new ConformanceException($"{name} {precision.Name()} {part}: within {rounded:G3} of fp32 (max |value| {scale:G3}): the operands were not rounded");
             }
         }
         finally

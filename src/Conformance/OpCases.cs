@@ -35,6 +35,7 @@ public static partial class OpCases
         ("FusedAttention", FusedAttention),
         ("FusedAttentionWithBiasAndMask", FusedAttentionWithBiasAndMask),
         ("FusedAttentionBf16", FusedAttentionBf16),
+        ("FusedAttentionHeadDim64", FusedAttentionHeadDim64),
         // Elementwise
         ("Add", Add),
         ("ReshapeView", ReshapeView),

@@ -71,6 +71,10 @@ public sealed unsafe class CudaDevice : Device, IDisposable
     /// device, so CI keeps running the fused kernels.</summary>
     public override bool PrefersFusedAttention => Runtime is not DriverRuntime;
 
+    /// <summary>Also true on a GPU (compute capability 8.0 and newer) for head dim 64 under bf16 or fp16 GEMMs, where the
+    /// fused forward runs on tensor cores (<see cref="CudaKernels.UsesTensorCoreAttention"/>).</summary>
+    public override bool PrefersFusedAttentionForward(int headDim) => PrefersFusedAttention || _kernels.UsesTensorCoreAttention(headDim);
+
     /// <inheritdoc/>
     public override bool IsCapturing => Runtime.IsCapturing;
 

@@ -66,6 +66,11 @@ public abstract unsafe class Device
     /// the fused kernels are the faster path (the CPU; the emulated CUDA device, which keeps them covered).</summary>
     public virtual bool PrefersFusedAttention => true;
 
+    /// <summary>Whether attention with heads of <paramref name="headDim"/> runs fused here for inference (nothing recorded
+    /// for backward) unless a call says otherwise: <see cref="PrefersFusedAttention"/>, or where the fused forward runs
+    /// on tensor cores.</summary>
+    public virtual bool PrefersFusedAttentionForward(int headDim) => PrefersFusedAttention;
+
     /// <summary>Waits until queued work is done (no-op on the CPU).</summary>
     public virtual void Synchronize() { }
 

@@ -58,6 +58,8 @@ public static unsafe class DeviceBenchmarks
         new("linear-scale-shift-gelu-unfused", "MxNxK", 3, "the same as linear-scale-shift, then a GELU pass"),
         new("attention", "BxTxNHxHD", 4, "fused multi-head attention, forward and backward (GFLOP/s: its 6 products)"),
         new("attention-unfused", "BxTxNHxHD", 4, "the same through the unfused path (head permutes, batched GEMMs, softmax)"),
+        new("attention-forward", "BxTxNHxHD", 4, "fused multi-head attention, forward only (inference; tensor cores at head dim 64 in bf16/fp16 on a GPU)"),
+        new("attention-forward-unfused", "BxTxNHxHD", 4, "the same forward through the unfused path"),
         new("attention-products", "BxTxNHxHD", 4, "the unfused path's six batched products alone, operands packed beforehand under bf16/fp16 (cuBLAS's share)"),
         new("attention-products-padded", "BxTxNHxHD", 4, "the same with the [T, T] matrices' rows padded to a multiple of 8 elements (16-byte aligned rows)"),
     ];
@@ -152,6 +154,14 @@ public static unsafe class DeviceBenchmarks
             qkv.Grad = null;
             double flops = 12.0 * B * NH * T * (double)T * HD; // q·kᵀ and P·v, then four products in the backward
             return new BenchmarkRow(op, shapeText, attentionMs, Tflops: flops / (attentionMs * 1e9));
+        }
+        if (op is "attention-forward" or "attention-forward-unfused")
+        {
+            int B = shape[0], T = shape[1], NH = shape[2], HD = shape[3];
+            using var qkv = Filled(device, (long)B * T * 3 * NH * HD, 0.1f);
+            using var qkvShaped = qkv.Reshape(B, T, 3 * NH * HD);
+            double forwardMs = Time(device, repeats, () => Engine.Ops.Attention(qkvShaped, NH, fused: op == "attention-forward").Dispose());
+            return new BenchmarkRow(op, shapeText, forwardMs, Tflops: 4.0 * B * NH * T * (double)T * HD / (forwardMs * 1e9));
         }
         if (op.StartsWith("attention-products", StringComparison.Ordinal))
         {
@@ -301,6 +311,7 @@ public static unsafe class DeviceBenchmarks
             ["layernorm"] = [tokens, C], ["layernorm-backward"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
             ["depthwise-conv"] = [convN, side, side, convC], ["depthwise-conv-backward"] = [convN, side, side, convC], ["patchify"] = [convN, 2 * side, 2 * side, convC / 2],
             ["attention"] = [full ? 32 : 2, T, heads, C / heads], ["attention-unfused"] = [full ? 32 : 2, T, heads, C / heads],
+            ["attention-forward"] = [full ? 32 : 2, T, heads, full ? 64 : 8], ["attention-forward-unfused"] = [full ? 32 : 2, T, heads, full ? 64 : 8],
             ["attention-products"] = [full ? 32 : 2, T, heads, C / heads], ["attention-products-padded"] = [full ? 32 : 2, T, heads, C / heads],
             ["linear-gelu"] = [M, 4 * C, C], ["linear-gelu-unfused"] = [M, 4 * C, C], // fc1 at batch 32
             ["linear-scale-shift"] = [M, 4 * C, C], ["linear-scale-shift-unfused"] = [M, 4 * C, C],
@@ -319,10 +330,11 @@ public static unsafe class DeviceBenchmarks
                     finally { device.Kernels.GemmPrecision = Precision.FP32; }
                 }
         }
-        // The attention's batched products in tensor-core precisions, rows of T = 197 elements against padded rows.
+        // The attention's batched products in tensor-core precisions, rows of T = 197 elements against padded rows; the
+        // forward alone, fused (on tensor cores at head dim 64) against unfused.
         if (device is CudaDevice { Runtime: DriverRuntime { ComputeCapability.Major: >= 8 } })
             foreach (var precision in new[] { Precision.TF32, Precision.BF16 })
-                foreach (var op in new[] { "attention-products", "attention-products-padded" })
+                foreach (var op in new[] { "attention-products", "attention-products-padded", "attention-forward", "attention-forward-unfused" })
                 {
                     device.Kernels.GemmPrecision = precision;
                     try { Add(Measure(device, op, shapes[op], repeats) with { Name = $"{op} {precision}" }); }

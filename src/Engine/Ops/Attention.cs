@@ -12,7 +12,8 @@ public static unsafe partial class Ops
     public const int FusedAttentionMaxHeadDim = 128;
 
     /// <summary>The path <see cref="Attention"/> calls that do not say take: <see cref="AttentionPath.Auto"/> (default:
-    /// the device's faster one, <see cref="Device.PrefersFusedAttention"/>), or every model on one path to compare the
+    /// the device's faster one, <see cref="Device.PrefersFusedAttention"/>, or for inference
+    /// <see cref="Device.PrefersFusedAttentionForward"/>), or every model on one path to compare the
     /// two (<c>bench/run.sh peft --unfused-attention</c>, <c>peft bench --train-step --attention</c>).</summary>
     public static AttentionPath DefaultAttentionPath { get; set; } = AttentionPath.Auto;
 
@@ -56,7 +57,7 @@ public static unsafe partial class Ops
         {
             AttentionPath.Fused => true,
             AttentionPath.Unfused => false,
-            _ => dev.PrefersFusedAttention,
+            _ => Tape.ShouldRecord(qkv, bias) ? dev.PrefersFusedAttention : dev.PrefersFusedAttentionForward(HD),
         };
         if (fused.Value && HD <= FusedAttentionMaxHeadDim)
         {

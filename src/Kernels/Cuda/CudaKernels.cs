@@ -348,17 +348,30 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public void MergeHeadsBackward(float* dout, float* dy, int B, int T, int NH, int HD, bool accumulate) =>
         GridStride(Attention.MergeHeadsBackward, (long)B * T * NH * HD, dout, dy, B, T, NH, HD, accumulate);
 
+    /// <summary>Whether <see cref="FusedAttentionForward"/> runs its tensor-core kernel (mma.sync, head dim 64, bf16 or fp16
+    /// operands): on compute capability 8.0 and newer, and on the emulated device, which runs the same code with each
+    /// mma done by shuffles and FMAs (so CI checks it).</summary>
+    public bool UsesTensorCoreAttention(int headDim) =>
+        headDim == 64 && GemmPrecision is (Precision.BF16 or Precision.FP16) && _runtime is not DriverRuntime { ComputeCapability.Major: < 8 };
+
     /// <summary>Fused attention's launch shape (attention.cu): 4 warps per block, each owning
     /// <paramref name="rowsPerWarp"/> rows of one (image, head) per grid row.</summary>
     static (Dim3 Grid, Dim3 Block) FusedAttentionShape(int B, int T, int NH, int rowsPerWarp) =>
         (new Dim3((uint)((T + 4 * rowsPerWarp - 1) / (4 * rowsPerWarp)), (uint)(B * NH)), new Dim3(128));
 
     /// <inheritdoc/>
-    /// <remarks>Head dim at most 128 (the kernels' shared-memory tiles).</remarks>
+    /// <remarks>Head dim at most 128 (the kernels' shared-memory tiles). Head dim 64 with bf16 or fp16 GEMMs runs on tensor
+    /// cores (<see cref="UsesTensorCoreAttention"/>).</remarks>
     public void FusedAttentionForward(float* y, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
     {
         CheckFusedHeadDim(HD);
         if (B * T * NH == 0) return;
+        if (UsesTensorCoreAttention(HD))
+        {
+            _runtime.Launch(Attention.FusedAttentionForwardTc, new Dim3((uint)((T + 63) / 64), (uint)(B * NH)), new Dim3(128), y, lse, qkv, bias,
+                mask, B, T, NH, HD, mask == null ? 1 : nW, scale, (int)GemmPrecision);
+            return;
+        }
         var (grid, block) = FusedAttentionShape(B, T, NH, 4);
         _runtime.Launch(Attention.FusedAttentionForward, grid, block, y, lse, qkv, bias, mask, B, T, NH, HD, mask == null ? 1 : nW, scale, (int)GemmPrecision);
     }
