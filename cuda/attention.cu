@@ -168,7 +168,7 @@ extern "C" __global__ void fused_attention_forward(float* y, float* lse, const f
 // 8 groups of a warp hit different banks). S = q·kᵀ and O += P·v are mma_16x8x16 products; the online softmax works on
 // S's accumulator fragments (a thread holds rows g and g+8, two keys of each 8-key tile), and P's fragments are the A
 // operand of P·v as they are. Rounding points as in fused_attention_forward: q, k, v and P in 16 bits, the rest fp32.
-// Grid (ceil(T / 64), B·NH), 128 threads.
+// Grid (ceil(T / 64), B·NH), 128 threads; qkv's rows and head columns 16-byte aligned (k and v are read as float4).
 #define TC_HD 64
 #define TC_KEYS 64
 extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, const float* qkv, const float* bias, const float* mask,
@@ -195,13 +195,28 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, cons
     for (int n = 0; n < TC_HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
     for (int j0 = 0; j0 < T; j0 += TC_KEYS)
     {
-        __syncthreads(); // the previous tile is consumed
-        for (int e = threadIdx.x; e < TC_KEYS * TC_HD; e += blockDim.x)
+        // Each thread moves 8 float4 of k and 8 of v (the tile's 64 rows × 16 float4): every load is issued before the
+        // first store, so the tile costs about one memory latency, not sixteen.
+        float4 kq[TC_KEYS * TC_HD / 4 / 128], vq[TC_KEYS * TC_HD / 4 / 128];
+        for (int r = 0; r < TC_KEYS * TC_HD / 4 / 128; r++)
         {
-            int jj = e / TC_HD, d = e % TC_HD, j = j0 + jj;
-            const float* kv = a.q + (long long)j * a.ld + a.C + d;
-            ks[jj][d] = (unsigned short)(pack_pair(j < T ? kv[0] : 0.f, 0.f, precision) & 0xffffu);
-            vt[d][jj] = (unsigned short)(pack_pair(j < T ? kv[a.C] : 0.f, 0.f, precision) & 0xffffu);
+            int e = threadIdx.x + 128 * r, j = j0 + e / (TC_HD / 4);
+            const float4* src = (const float4*)(a.q + (long long)j * a.ld + a.C) + e % (TC_HD / 4);
+            float4 zero = {0.f, 0.f, 0.f, 0.f};
+            kq[r] = j < T ? src[0] : zero;
+            vq[r] = j < T ? src[a.C / 4] : zero;
+        }
+        __syncthreads(); // the previous tile is consumed
+        for (int r = 0; r < TC_KEYS * TC_HD / 4 / 128; r++)
+        {
+            int e = threadIdx.x + 128 * r, jj = e / (TC_HD / 4), d = 4 * (e % (TC_HD / 4));
+            *(unsigned int*)&ks[jj][d] = pack_pair(kq[r].x, kq[r].y, precision);
+            *(unsigned int*)&ks[jj][d + 2] = pack_pair(kq[r].z, kq[r].w, precision);
+            unsigned int v01 = pack_pair(vq[r].x, vq[r].y, precision), v23 = pack_pair(vq[r].z, vq[r].w, precision);
+            vt[d][jj] = (unsigned short)(v01 & 0xffffu);
+            vt[d + 1][jj] = (unsigned short)(v01 >> 16);
+            vt[d + 2][jj] = (unsigned short)(v23 & 0xffffu);
+            vt[d + 3][jj] = (unsigned short)(v23 >> 16);
         }
         __syncthreads();
         if (row0 >= T) continue; // the whole warp (it still meets the barriers)

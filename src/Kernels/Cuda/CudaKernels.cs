@@ -366,7 +366,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     {
         CheckFusedHeadDim(HD);
         if (B * T * NH == 0) return;
-        if (UsesTensorCoreAttention(HD))
+        if (UsesTensorCoreAttention(HD) && ((ulong)qkv & 15) == 0) // its k and v rows are read as float4
         {
             _runtime.Launch(Attention.FusedAttentionForwardTc, new Dim3((uint)((T + 63) / 64), (uint)(B * NH)), new Dim3(128), y, lse, qkv, bias,
                 mask, B, T, NH, HD, mask == null ? 1 : nW, scale, (int)GemmPrecision);
