@@ -180,6 +180,7 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, cons
     int g = a.lane / 4, t = a.lane % 4;
     int row0 = (blockIdx.x * 4 + a.warp) * 16, rowA = row0 + g, rowB = row0 + g + 8; // this thread's two rows
     unsigned int qa[TC_HD / 16][4]; // q's A fragments, one set per 16 dims
+    #pragma unroll
     for (int kk = 0; kk < TC_HD / 16; kk++)
     {
         int d = kk * 16 + 2 * t;
@@ -192,12 +193,14 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, cons
     const float minusInf = __int_as_float(0xff800000);
     float mA = minusInf, mB = minusInf, lA = 0.f, lB = 0.f; // running max and (this thread's part of the) sum per row
     float o[TC_HD / 8][4];
+    #pragma unroll
     for (int n = 0; n < TC_HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
     for (int j0 = 0; j0 < T; j0 += TC_KEYS)
     {
         // Each thread moves 8 float4 of k and 8 of v (the tile's 64 rows × 16 float4): every load is issued before the
         // first store, so the tile costs about one memory latency, not sixteen.
         float4 kq[TC_KEYS * TC_HD / 4 / 128], vq[TC_KEYS * TC_HD / 4 / 128];
+        #pragma unroll
         for (int r = 0; r < TC_KEYS * TC_HD / 4 / 128; r++)
         {
             int e = threadIdx.x + 128 * r, j = j0 + e / (TC_HD / 4);
@@ -207,6 +210,7 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, cons
             vq[r] = j < T ? src[a.C / 4] : zero;
         }
         __syncthreads(); // the previous tile is consumed
+        #pragma unroll
         for (int r = 0; r < TC_KEYS * TC_HD / 4 / 128; r++)
         {
             int e = threadIdx.x + 128 * r, jj = e / (TC_HD / 4), d = 4 * (e % (TC_HD / 4));
@@ -222,14 +226,17 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, cons
         if (row0 >= T) continue; // the whole warp (it still meets the barriers)
         float sc[TC_KEYS / 8][4]; // scores: sc[n][0..1] row A, keys j0 + 8n + 2t, +1; sc[n][2..3] row B
         float tileA = minusInf, tileB = minusInf;
+        #pragma unroll
         for (int n = 0; n < TC_KEYS / 8; n++)
         {
             sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+            #pragma unroll
             for (int kk = 0; kk < TC_HD / 16; kk++)
             {
                 unsigned int kb[2] = {*(const unsigned int*)&ks[8 * n + g][16 * kk + 2 * t], *(const unsigned int*)&ks[8 * n + g][16 * kk + 8 + 2 * t]};
                 mma_16x8x16(sc[n], qa[kk], kb, precision);
             }
+            #pragma unroll
             for (int c = 0; c < 4; c++)
             {
                 int i = c < 2 ? rowA : rowB, j = j0 + 8 * n + 2 * t + c % 2;
@@ -246,6 +253,7 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, cons
         float mNewA = fmaxf(mA, tileA), mNewB = fmaxf(mB, tileB), corrA = expf(mA - mNewA), corrB = expf(mB - mNewB);
         lA *= corrA;
         lB *= corrB;
+        #pragma unroll
         for (int n = 0; n < TC_HD / 8; n++)
         {
             o[n][0] *= corrA;
@@ -253,6 +261,7 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, cons
             o[n][2] *= corrB;
             o[n][3] *= corrB;
         }
+        #pragma unroll
         for (int n = 0; n < TC_KEYS / 8; n++)
         {
             sc[n][0] = expf(sc[n][0] - mNewA);
@@ -263,10 +272,12 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, cons
             lB += sc[n][2] + sc[n][3];
         }
         // O += P·v: 16 keys per step; P's A fragment is two 8-key tiles of the scores.
+        #pragma unroll
         for (int kk = 0; kk < TC_KEYS / 16; kk++)
         {
             unsigned int pa[4] = {pack_pair(sc[2 * kk][0], sc[2 * kk][1], precision), pack_pair(sc[2 * kk][2], sc[2 * kk][3], precision),
                                   pack_pair(sc[2 * kk + 1][0], sc[2 * kk + 1][1], precision), pack_pair(sc[2 * kk + 1][2], sc[2 * kk + 1][3], precision)};
+            #pragma unroll
             for (int n = 0; n < TC_HD / 8; n++)
             {
                 unsigned int vb[2] = {*(const unsigned int*)&vt[8 * n + g][16 * kk + 2 * t], *(const unsigned int*)&vt[8 * n + g][16 * kk + 8 + 2 * t]};
@@ -281,6 +292,7 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, cons
     lA += __shfl_xor_sync(FULL_MASK, lA, 2);
     lB += __shfl_xor_sync(FULL_MASK, lB, 1);
     lB += __shfl_xor_sync(FULL_MASK, lB, 2);
+    #pragma unroll
     for (int n = 0; n < TC_HD / 8; n++)
     {
         int d = (int)((long long)a.h * HD) + 8 * n + 2 * t;
