@@ -178,11 +178,19 @@ __device__ __forceinline__ float load_operand(const void* p, int format, long lo
 }
 
 // Two values as the 16-bit pair a tensor-core fragment register holds (lo in bits 0-15), in bf16 (precision 2) or
-// fp16 (3).
+// fp16 (3). From sm_80 one cvt instruction rounds both (to nearest, ties to even, as to_bf16 and to_fp16 do; only a
+// NaN's payload may differ).
 __device__ __forceinline__ unsigned int pack_pair(float lo, float hi, int precision)
 {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(__CUEMU__)
+    unsigned int pair;
+    if (precision == 3) asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(pair) : "f"(hi), "f"(lo));
+    else asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(pair) : "f"(hi), "f"(lo));
+    return pair;
+#else
     unsigned int a = precision == 3 ? to_fp16(lo).bits : to_bf16(lo).bits, b = precision == 3 ? to_fp16(hi).bits : to_bf16(hi).bits;
     return a | b << 16;
+#endif
 }
 
 // The 16-bit value in half `upper` of a fragment register, as a float.
