@@ -162,81 +162,168 @@ extern "C" __global__ void fused_attention_forward(float* y, float* lse, const f
     }
 }
 
-// The same forward on tensor cores, for head dim 64 with bf16 or fp16 operands (precision 2 or 3). A warp owns 16 query
-// rows (a block of 4 warps 64); keys and values stream through shared memory 64 at a time, rounded to 16 bits as they
-// are loaded, v transposed so that both products read their B fragments as 32-bit pairs (rows padded by 8 values: the
-// 8 groups of a warp hit different banks). S = q·kᵀ and O += P·v are mma_16x8x16 products; the online softmax works on
-// S's accumulator fragments (a thread holds rows g and g+8, two keys of each 8-key tile), and P's fragments are the A
-// operand of P·v as they are. Rounding points as in fused_attention_forward: q, k, v and P in 16 bits, the rest fp32.
-// Grid (ceil(T / 64), B·NH), 128 threads; qkv's rows and head columns 16-byte aligned (k and v are read as float4).
+// Tensor-core fused attention, head dim 64, bf16 or fp16 operands (precision 2 or 3), fp32 accumulation: the same
+// results and rounding points as the FMA kernels (q, k, v, P, dO and dS rounded to 16 bits; softmax, its statistics and
+// every sum fp32). A warp owns 16 rows (queries, or keys in the dk/dv kernel); a block of 4 warps 64. The other side
+// streams through shared memory 64 rows at a time, rounded to 16 bits as it is loaded, in [row][dim] layout (the B
+// operand of a product over dims) and transposed [dim][row] (the B operand of a product over rows), rows padded by 8
+// values so the 8 groups of a warp hit different banks. Products are mma_16x8x16; scores live in accumulator fragments
+// (a thread holds rows g and g+8, columns 2t and 2t+1 of each 8-column tile) and become the A operand of the next
+// product as they are. Grid (ceil(T / 64), B·NH), 128 threads; qkv's and dy's rows and head columns 16-byte aligned
+// (tiles are read as float4).
 #define TC_HD 64
-#define TC_KEYS 64
+#define TC_ROWS 64
+typedef unsigned short TcTile[TC_ROWS][TC_HD + 8];
+
+// One operand of load_tc_tiles: rows of [T, 64] floats `ld` apart, into `rows` ([row][dim]) and/or `cols` ([dim][row]).
+struct TcSource
+{
+    const float* src;
+    long long ld;
+    TcTile* rows;
+    TcTile* cols;
+};
+
+// Rows row0..row0+63 of two operands (zeros past T), between barriers: each thread issues its 16 float4 loads before
+// the first barrier (the previous tiles are consumed) and stores after it, so a tile costs about one memory latency.
+__device__ __forceinline__ void load_tc_tiles(TcSource a, TcSource b, int T, int row0, int precision)
+{
+    const int perThread = TC_ROWS * TC_HD / 4 / 128;
+    float4 va[perThread], vb[perThread], zero = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int r = 0; r < perThread; r++)
+    {
+        int e = threadIdx.x + 128 * r, row = row0 + e / (TC_HD / 4), d4 = e % (TC_HD / 4);
+        va[r] = row < T ? ((const float4*)(a.src + (long long)row * a.ld))[d4] : zero;
+        vb[r] = row < T ? ((const float4*)(b.src + (long long)row * b.ld))[d4] : zero;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < perThread; r++)
+    {
+        int e = threadIdx.x + 128 * r, rr = e / (TC_HD / 4), d = 4 * (e % (TC_HD / 4));
+#pragma unroll
+        for (int side = 0; side < 2; side++)
+        {
+            float4 v = side == 0 ? va[r] : vb[r];
+            TcTile *rows = side == 0 ? a.rows : b.rows, *cols = side == 0 ? a.cols : b.cols;
+            unsigned int p01 = pack_pair(v.x, v.y, precision), p23 = pack_pair(v.z, v.w, precision);
+            if (rows)
+            {
+                *(unsigned int*)&(*rows)[rr][d] = p01;
+                *(unsigned int*)&(*rows)[rr][d + 2] = p23;
+            }
+            if (cols)
+            {
+                (*cols)[d][rr] = (unsigned short)(p01 & 0xffffu);
+                (*cols)[d + 1][rr] = (unsigned short)(p01 >> 16);
+                (*cols)[d + 2][rr] = (unsigned short)(p23 & 0xffffu);
+                (*cols)[d + 3][rr] = (unsigned short)(p23 >> 16);
+            }
+        }
+    }
+    __syncthreads();
+}
+
+// This warp's A fragments of rows r0..r0+15 × 64 dims of a row-major operand (zeros past T), one set per 16 dims.
+__device__ __forceinline__ void load_a_fragments(unsigned int f[TC_HD / 16][4], const float* src, long long ld, int T, int r0, int precision)
+{
+    int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4, rowA = r0 + g, rowB = r0 + g + 8;
+#pragma unroll
+    for (int kk = 0; kk < TC_HD / 16; kk++)
+    {
+        const float *a = src + (long long)rowA * ld + 16 * kk + 2 * t, *b = src + (long long)rowB * ld + 16 * kk + 2 * t;
+        f[kk][0] = rowA < T ? pack_pair(a[0], a[1], precision) : 0u;
+        f[kk][1] = rowB < T ? pack_pair(b[0], b[1], precision) : 0u;
+        f[kk][2] = rowA < T ? pack_pair(a[8], a[9], precision) : 0u;
+        f[kk][3] = rowB < T ? pack_pair(b[8], b[9], precision) : 0u;
+    }
+}
+
+// s = A·Bᵀ over 64 dims: A this warp's 16 rows (fragments), B 64 rows of a [row][dim] tile; s[n] holds columns 8n..8n+7.
+__device__ __forceinline__ void tc_scores(float s[TC_ROWS / 8][4], const unsigned int a[TC_HD / 16][4], const TcTile& b, int precision)
+{
+    int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int n = 0; n < TC_ROWS / 8; n++)
+    {
+        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < TC_HD / 16; kk++)
+        {
+            unsigned int f[2] = {*(const unsigned int*)&b[8 * n + g][16 * kk + 2 * t], *(const unsigned int*)&b[8 * n + g][16 * kk + 8 + 2 * t]};
+            mma_16x8x16(s[n], a[kk], f, precision);
+        }
+    }
+}
+
+// acc += P·B over 64 rows: P this warp's 16 × 64 scores (rounded to 16 bits here), B a transposed [dim][row] tile;
+// acc[n] holds dims 8n..8n+7.
+__device__ __forceinline__ void tc_accumulate(float acc[TC_HD / 8][4], const float p[TC_ROWS / 8][4], const TcTile& bt, int precision)
+{
+    int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int kk = 0; kk < TC_ROWS / 16; kk++)
+    {
+        unsigned int pa[4] = {pack_pair(p[2 * kk][0], p[2 * kk][1], precision), pack_pair(p[2 * kk][2], p[2 * kk][3], precision),
+                              pack_pair(p[2 * kk + 1][0], p[2 * kk + 1][1], precision), pack_pair(p[2 * kk + 1][2], p[2 * kk + 1][3], precision)};
+#pragma unroll
+        for (int n = 0; n < TC_HD / 8; n++)
+        {
+            unsigned int f[2] = {*(const unsigned int*)&bt[8 * n + g][16 * kk + 2 * t], *(const unsigned int*)&bt[8 * n + g][16 * kk + 8 + 2 * t]};
+            mma_16x8x16(acc[n], pa, f, precision);
+        }
+    }
+}
+
+// Writes (or adds) this warp's 16 rows × 64 dims of acc·factor at out + row·ld (rows below T only).
+__device__ __forceinline__ void store_tc_rows(float* out, long long ld, const float acc[TC_HD / 8][4], float factor, int T, int r0, int accumulate)
+{
+    int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int n = 0; n < TC_HD / 8; n++)
+    {
+        if (r0 + g < T)
+        {
+            float* o = out + (long long)(r0 + g) * ld + 8 * n + 2 * t;
+            store(o, acc[n][0] * factor, accumulate);
+            store(o + 1, acc[n][1] * factor, accumulate);
+        }
+        if (r0 + g + 8 < T)
+        {
+            float* o = out + (long long)(r0 + g + 8) * ld + 8 * n + 2 * t;
+            store(o, acc[n][2] * factor, accumulate);
+            store(o + 1, acc[n][3] * factor, accumulate);
+        }
+    }
+}
+
+// The forward: S = q·kᵀ, an online softmax on its fragments, O += P·v; y [B, T, NH·HD] and lse [B, NH, T].
 extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, const float* qkv, const float* bias, const float* mask,
                                                      int B, int T, int NH, int HD, int nW, float scale, int precision)
 {
-    __shared__ unsigned short ks[TC_KEYS][TC_HD + 8]; // [key][dim]
-    __shared__ unsigned short vt[TC_HD][TC_KEYS + 8]; // [dim][key]
+    __shared__ TcTile ks, vt; // k [key][dim], v transposed [dim][key]
     AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
     int g = a.lane / 4, t = a.lane % 4;
     int row0 = (blockIdx.x * 4 + a.warp) * 16, rowA = row0 + g, rowB = row0 + g + 8; // this thread's two rows
-    unsigned int qa[TC_HD / 16][4]; // q's A fragments, one set per 16 dims
-    #pragma unroll
-    for (int kk = 0; kk < TC_HD / 16; kk++)
-    {
-        int d = kk * 16 + 2 * t;
-        const float *qA = a.q + (long long)rowA * a.ld + d, *qB = a.q + (long long)rowB * a.ld + d;
-        qa[kk][0] = rowA < T ? pack_pair(qA[0], qA[1], precision) : 0u;
-        qa[kk][1] = rowB < T ? pack_pair(qB[0], qB[1], precision) : 0u;
-        qa[kk][2] = rowA < T ? pack_pair(qA[8], qA[9], precision) : 0u;
-        qa[kk][3] = rowB < T ? pack_pair(qB[8], qB[9], precision) : 0u;
-    }
+    unsigned int qa[TC_HD / 16][4];
+    load_a_fragments(qa, a.q, a.ld, T, row0, precision);
     const float minusInf = __int_as_float(0xff800000);
     float mA = minusInf, mB = minusInf, lA = 0.f, lB = 0.f; // running max and (this thread's part of the) sum per row
     float o[TC_HD / 8][4];
-    #pragma unroll
+#pragma unroll
     for (int n = 0; n < TC_HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-    for (int j0 = 0; j0 < T; j0 += TC_KEYS)
+    for (int j0 = 0; j0 < T; j0 += TC_ROWS)
     {
-        // Each thread moves 8 float4 of k and 8 of v (the tile's 64 rows × 16 float4): every load is issued before the
-        // first store, so the tile costs about one memory latency, not sixteen.
-        float4 kq[TC_KEYS * TC_HD / 4 / 128], vq[TC_KEYS * TC_HD / 4 / 128];
-        #pragma unroll
-        for (int r = 0; r < TC_KEYS * TC_HD / 4 / 128; r++)
-        {
-            int e = threadIdx.x + 128 * r, j = j0 + e / (TC_HD / 4);
-            const float4* src = (const float4*)(a.q + (long long)j * a.ld + a.C) + e % (TC_HD / 4);
-            float4 zero = {0.f, 0.f, 0.f, 0.f};
-            kq[r] = j < T ? src[0] : zero;
-            vq[r] = j < T ? src[a.C / 4] : zero;
-        }
-        __syncthreads(); // the previous tile is consumed
-        #pragma unroll
-        for (int r = 0; r < TC_KEYS * TC_HD / 4 / 128; r++)
-        {
-            int e = threadIdx.x + 128 * r, jj = e / (TC_HD / 4), d = 4 * (e % (TC_HD / 4));
-            *(unsigned int*)&ks[jj][d] = pack_pair(kq[r].x, kq[r].y, precision);
-            *(unsigned int*)&ks[jj][d + 2] = pack_pair(kq[r].z, kq[r].w, precision);
-            unsigned int v01 = pack_pair(vq[r].x, vq[r].y, precision), v23 = pack_pair(vq[r].z, vq[r].w, precision);
-            vt[d][jj] = (unsigned short)(v01 & 0xffffu);
-            vt[d + 1][jj] = (unsigned short)(v01 >> 16);
-            vt[d + 2][jj] = (unsigned short)(v23 & 0xffffu);
-            vt[d + 3][jj] = (unsigned short)(v23 >> 16);
-        }
-        __syncthreads();
+        load_tc_tiles({a.q + a.C, a.ld, &ks, nullptr}, {a.q + 2 * a.C, a.ld, nullptr, &vt}, T, j0, precision);
         if (row0 >= T) continue; // the whole warp (it still meets the barriers)
-        float sc[TC_KEYS / 8][4]; // scores: sc[n][0..1] row A, keys j0 + 8n + 2t, +1; sc[n][2..3] row B
+        float sc[TC_ROWS / 8][4];
+        tc_scores(sc, qa, ks, precision);
         float tileA = minusInf, tileB = minusInf;
-        #pragma unroll
-        for (int n = 0; n < TC_KEYS / 8; n++)
+#pragma unroll
+        for (int n = 0; n < TC_ROWS / 8; n++)
         {
-            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
-            #pragma unroll
-            for (int kk = 0; kk < TC_HD / 16; kk++)
-            {
-                unsigned int kb[2] = {*(const unsigned int*)&ks[8 * n + g][16 * kk + 2 * t], *(const unsigned int*)&ks[8 * n + g][16 * kk + 8 + 2 * t]};
-                mma_16x8x16(sc[n], qa[kk], kb, precision);
-            }
-            #pragma unroll
+#pragma unroll
             for (int c = 0; c < 4; c++)
             {
                 int i = c < 2 ? rowA : rowB, j = j0 + 8 * n + 2 * t + c % 2;
@@ -253,7 +340,7 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, cons
         float mNewA = fmaxf(mA, tileA), mNewB = fmaxf(mB, tileB), corrA = expf(mA - mNewA), corrB = expf(mB - mNewB);
         lA *= corrA;
         lB *= corrB;
-        #pragma unroll
+#pragma unroll
         for (int n = 0; n < TC_HD / 8; n++)
         {
             o[n][0] *= corrA;
@@ -261,8 +348,8 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, cons
             o[n][2] *= corrB;
             o[n][3] *= corrB;
         }
-        #pragma unroll
-        for (int n = 0; n < TC_KEYS / 8; n++)
+#pragma unroll
+        for (int n = 0; n < TC_ROWS / 8; n++)
         {
             sc[n][0] = expf(sc[n][0] - mNewA);
             sc[n][1] = expf(sc[n][1] - mNewA);
@@ -271,19 +358,7 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, cons
             lA += sc[n][0] + sc[n][1];
             lB += sc[n][2] + sc[n][3];
         }
-        // O += P·v: 16 keys per step; P's A fragment is two 8-key tiles of the scores.
-        #pragma unroll
-        for (int kk = 0; kk < TC_KEYS / 16; kk++)
-        {
-            unsigned int pa[4] = {pack_pair(sc[2 * kk][0], sc[2 * kk][1], precision), pack_pair(sc[2 * kk][2], sc[2 * kk][3], precision),
-                                  pack_pair(sc[2 * kk + 1][0], sc[2 * kk + 1][1], precision), pack_pair(sc[2 * kk + 1][2], sc[2 * kk + 1][3], precision)};
-            #pragma unroll
-            for (int n = 0; n < TC_HD / 8; n++)
-            {
-                unsigned int vb[2] = {*(const unsigned int*)&vt[8 * n + g][16 * kk + 2 * t], *(const unsigned int*)&vt[8 * n + g][16 * kk + 8 + 2 * t]};
-                mma_16x8x16(o[n], pa, vb, precision);
-            }
-        }
+        tc_accumulate(o, sc, vt, precision);
         mA = mNewA;
         mB = mNewB;
     }
@@ -292,25 +367,114 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, cons
     lA += __shfl_xor_sync(FULL_MASK, lA, 2);
     lB += __shfl_xor_sync(FULL_MASK, lB, 1);
     lB += __shfl_xor_sync(FULL_MASK, lB, 2);
-    #pragma unroll
+#pragma unroll
     for (int n = 0; n < TC_HD / 8; n++)
     {
-        int d = (int)((long long)a.h * HD) + 8 * n + 2 * t;
-        if (rowA < T)
-        {
-            float* yr = y + ((long long)a.b * T + rowA) * a.C + d;
-            yr[0] = o[n][0] / lA;
-            yr[1] = o[n][1] / lA;
-        }
-        if (rowB < T)
-        {
-            float* yr = y + ((long long)a.b * T + rowB) * a.C + d;
-            yr[0] = o[n][2] / lB;
-            yr[1] = o[n][3] / lB;
-        }
+        o[n][0] /= lA;
+        o[n][1] /= lA;
+        o[n][2] /= lB;
+        o[n][3] /= lB;
     }
+    store_tc_rows(y + (long long)a.b * T * a.C + (long long)a.h * HD, a.C, o, 1.f, T, row0, 0);
     if (t == 0 && rowA < T) lse[(long long)a.bh * T + rowA] = mA + logf(lA);
     if (t == 0 && rowB < T) lse[(long long)a.bh * T + rowB] = mB + logf(lB);
+}
+
+// Backward, query side: delta [B, NH, T] = Σ_d dy·y per row, then (when dqkv is given) dq = scale·dS·k with
+// P = exp(s − lse) and dS = P ⊙ (dO·vᵀ − delta), into dqkv's q columns.
+extern "C" __global__ void fused_attention_backward_dq_tc(float* dqkv, float* delta, const float* dy, const float* y, const float* lse,
+                                                         const float* qkv, const float* bias, const float* mask, int B, int T,
+                                                         int NH, int HD, int nW, float scale, int accumulate, int precision)
+{
+    __shared__ TcTile ks, kt, vs; // k [key][dim] and [dim][key], v [key][dim]
+    AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
+    int g = a.lane / 4, t = a.lane % 4;
+    int row0 = (blockIdx.x * 4 + a.warp) * 16, rowA = row0 + g, rowB = row0 + g + 8;
+    const float *dyHead = dy + (long long)a.b * T * a.C + (long long)a.h * HD, *yHead = y + (long long)a.b * T * a.C + (long long)a.h * HD;
+    float deltaA = 0.f, deltaB = 0.f;
+    for (int r = 0; r < 16; r++)
+    {
+        int i = row0 + r;
+        float part = 0.f;
+        if (i < T)
+            for (int d = a.lane; d < TC_HD; d += 32) part += dyHead[(long long)i * a.C + d] * yHead[(long long)i * a.C + d];
+        float sum = warp_sum(part);
+        if (r == g) deltaA = sum;
+        if (r == g + 8) deltaB = sum;
+        if (i < T && a.lane == 0) delta[(long long)a.bh * T + i] = sum;
+    }
+    if (!dqkv) return;
+    unsigned int qa[TC_HD / 16][4], da[TC_HD / 16][4];
+    load_a_fragments(qa, a.q, a.ld, T, row0, precision);
+    load_a_fragments(da, dyHead, a.C, T, row0, precision);
+    float lseA = rowA < T ? lse[(long long)a.bh * T + rowA] : 0.f, lseB = rowB < T ? lse[(long long)a.bh * T + rowB] : 0.f;
+    float dq[TC_HD / 8][4];
+#pragma unroll
+    for (int n = 0; n < TC_HD / 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+    for (int j0 = 0; j0 < T; j0 += TC_ROWS)
+    {
+        load_tc_tiles({a.q + a.C, a.ld, &ks, &kt}, {a.q + 2 * a.C, a.ld, &vs, nullptr}, T, j0, precision);
+        if (row0 >= T) continue;
+        float ds[TC_ROWS / 8][4], dp[TC_ROWS / 8][4];
+        tc_scores(ds, qa, ks, precision);
+        tc_scores(dp, da, vs, precision);
+#pragma unroll
+        for (int n = 0; n < TC_ROWS / 8; n++)
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+            {
+                int i = c < 2 ? rowA : rowB, j = j0 + 8 * n + 2 * t + c % 2;
+                float p = i >= T || j >= T ? 0.f : expf(attention_score(ds[n][c], scale, a.biasH, a.maskW, T, i, j) - (c < 2 ? lseA : lseB));
+                ds[n][c] = p * (dp[n][c] - (c < 2 ? deltaA : deltaB));
+            }
+        tc_accumulate(dq, ds, kt, precision);
+    }
+    if (row0 >= T) return;
+    store_tc_rows(dqkv + (long long)a.b * T * a.ld + (long long)a.h * HD, a.ld, dq, scale, T, row0, accumulate);
+}
+
+// Backward, key side: dk = scale·dSᵀ·q and dv = Pᵀ·dO for this block's keys, from Sᵀ = k·qᵀ and dPᵀ = v·dOᵀ, with
+// delta from fused_attention_backward_dq_tc; into dqkv's k and v columns.
+extern "C" __global__ void fused_attention_backward_dkdv_tc(float* dqkv, const float* delta, const float* dy, const float* lse,
+                                                           const float* qkv, const float* bias, const float* mask, int B, int T,
+                                                           int NH, int HD, int nW, float scale, int accumulate, int precision)
+{
+    __shared__ TcTile qs, qt, dos, dot; // q and dO, [query][dim] and [dim][query]
+    AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
+    int g = a.lane / 4, t = a.lane % 4;
+    int key0 = (blockIdx.x * 4 + a.warp) * 16, keyA = key0 + g, keyB = key0 + g + 8;
+    const float* dyHead = dy + (long long)a.b * T * a.C + (long long)a.h * HD;
+    const float *lseHead = lse + (long long)a.bh * T, *deltaHead = delta + (long long)a.bh * T;
+    unsigned int ka[TC_HD / 16][4], va[TC_HD / 16][4];
+    load_a_fragments(ka, a.q + a.C, a.ld, T, key0, precision);
+    load_a_fragments(va, a.q + 2 * a.C, a.ld, T, key0, precision);
+    float dk[TC_HD / 8][4], dv[TC_HD / 8][4];
+#pragma unroll
+    for (int n = 0; n < TC_HD / 8; n++) dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
+    for (int i0 = 0; i0 < T; i0 += TC_ROWS)
+    {
+        load_tc_tiles({a.q, a.ld, &qs, &qt}, {dyHead, a.C, &dos, &dot}, T, i0, precision);
+        if (key0 >= T) continue;
+        float pt[TC_ROWS / 8][4], dst[TC_ROWS / 8][4]; // Pᵀ and dSᵀ: rows are this warp's keys, columns the tile's queries
+        tc_scores(pt, ka, qs, precision);
+        tc_scores(dst, va, dos, precision);
+#pragma unroll
+        for (int n = 0; n < TC_ROWS / 8; n++)
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+            {
+                int j = c < 2 ? keyA : keyB, i = i0 + 8 * n + 2 * t + c % 2;
+                float p = i >= T || j >= T ? 0.f : expf(attention_score(pt[n][c], scale, a.biasH, a.maskW, T, i, j) - lseHead[i]);
+                pt[n][c] = p;
+                dst[n][c] = i >= T || j >= T ? 0.f : p * (dst[n][c] - deltaHead[i]);
+            }
+        tc_accumulate(dv, pt, dot, precision);
+        tc_accumulate(dk, dst, qt, precision);
+    }
+    if (key0 >= T) return;
+    float* dkHead = dqkv + (long long)a.b * T * a.ld + a.C + (long long)a.h * HD;
+    store_tc_rows(dkHead, a.ld, dk, scale, T, key0, accumulate);
+    store_tc_rows(dkHead + a.C, a.ld, dv, 1.f, T, key0, accumulate);
 }
 
 // Backward, query side: delta [B, NH, T] = Σ_d dy·y per row and head; dq = scale·Σ_j dS·k with the probabilities

@@ -60,6 +60,10 @@ public static class CudaKernelHandles
         public static readonly CudaKernel FusedAttentionForward = new(File, "fused_attention_forward");
         /// <summary><c>fused_attention_forward_tc</c>.</summary>
         public static readonly CudaKernel FusedAttentionForwardTc = new(File, "fused_attention_forward_tc");
+        /// <summary><c>fused_attention_backward_dq_tc</c>.</summary>
+        public static readonly CudaKernel FusedAttentionBackwardDqTc = new(File, "fused_attention_backward_dq_tc");
+        /// <summary><c>fused_attention_backward_dkdv_tc</c>.</summary>
+        public static readonly CudaKernel FusedAttentionBackwardDkdvTc = new(File, "fused_attention_backward_dkdv_tc");
         /// <summary><c>fused_attention_backward_dq</c>.</summary>
         public static readonly CudaKernel FusedAttentionBackwardDq = new(File, "fused_attention_backward_dq");
         /// <summary><c>fused_attention_backward_dkdv</c>.</summary>

@@ -348,11 +348,18 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public void MergeHeadsBackward(float* dout, float* dy, int B, int T, int NH, int HD, bool accumulate) =>
         GridStride(Attention.MergeHeadsBackward, (long)B * T * NH * HD, dout, dy, B, T, NH, HD, accumulate);
 
-    /// <summary>Whether <see cref="FusedAttentionForward"/> runs its tensor-core kernel (mma.sync, head dim 64, bf16 or fp16
-    /// operands): on compute capability 8.0 and newer, and on the emulated device, which runs the same code with each
-    /// mma done by shuffles and FMAs (so CI checks it).</summary>
+    /// <summary>Whether <see cref="FusedAttentionForward"/> and <see cref="FusedAttentionBackward"/> run their tensor-core
+    /// kernels (mma.sync, head dim 64, bf16 or fp16 operands): on compute capability 8.0 and newer, and on the emulated
+    /// device, which runs the same code with each mma done by shuffles and FMAs (so CI checks it).</summary>
     public bool UsesTensorCoreAttention(int headDim) =>
         headDim == 64 && GemmPrecision is (Precision.BF16 or Precision.FP16) && _runtime is not DriverRuntime { ComputeCapability.Major: < 8 };
+
+    /// <summary>Whether this fused attention call runs the tensor-core kernels: <see cref="UsesTensorCoreAttention"/>, and
+    /// the operands they read as float4 16-byte aligned.</summary>
+    bool TensorCoreAttention(int HD, float* qkv, float* other) => UsesTensorCoreAttention(HD) && (((ulong)qkv | (ulong)other) & 15) == 0;
+
+    /// <summary>The tensor-core kernels' grid: 64 rows (4 warps of 16) of one (image, head) per block.</summary>
+    static Dim3 TensorCoreAttentionGrid(int B, int T, int NH) => new((uint)((T + 63) / 64), (uint)(B * NH));
 
     /// <summary>Fused attention's launch shape (attention.cu): 4 warps per block, each owning
     /// <paramref name="rowsPerWarp"/> rows of one (image, head) per grid row.</summary>
@@ -366,9 +373,9 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     {
         CheckFusedHeadDim(HD);
         if (B * T * NH == 0) return;
-        if (UsesTensorCoreAttention(HD) && ((ulong)qkv & 15) == 0) // its k and v rows are read as float4
+        if (TensorCoreAttention(HD, qkv, qkv))
         {
-            _runtime.Launch(Attention.FusedAttentionForwardTc, new Dim3((uint)((T + 63) / 64), (uint)(B * NH)), new Dim3(128), y, lse, qkv, bias,
+            _runtime.Launch(Attention.FusedAttentionForwardTc, TensorCoreAttentionGrid(B, T, NH), new Dim3(128), y, lse, qkv, bias,
                 mask, B, T, NH, HD, mask == null ? 1 : nW, scale, (int)GemmPrecision);
             return;
         }
@@ -383,6 +390,16 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         CheckFusedHeadDim(HD);
         if (B * T * NH == 0) return;
         int windows = mask == null ? 1 : nW;
+        if (TensorCoreAttention(HD, qkv, dy))
+        {
+            var tcGrid = TensorCoreAttentionGrid(B, T, NH);
+            _runtime.Launch(Attention.FusedAttentionBackwardDqTc, tcGrid, new Dim3(128), dqkv, delta, dy, y, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
+            if (dqkv != null)
+                _runtime.Launch(Attention.FusedAttentionBackwardDkdvTc, tcGrid, new Dim3(128), dqkv, delta, dy, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
+            if (dbias != null)
+                WarpPerRow(Attention.FusedAttentionBackwardBias, (long)NH * T, dbias, delta, dy, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, (int)GemmPrecision);
+            return;
+        }
         var (grid, block) = FusedAttentionShape(B, T, NH, 2);
         _runtime.Launch(Attention.FusedAttentionBackwardDq, grid, block, dqkv, delta, dy, y, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
         if (dqkv != null)
