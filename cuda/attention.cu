@@ -298,6 +298,27 @@ __device__ __forceinline__ void store_tc_rows(float* out, long long ld, const fl
     }
 }
 
+// The backward's elementwise step on a 16 × 64 tile, in place: s (scores) becomes P = exp(score − lse) and dp (dO·vᵀ)
+// becomes dS = P ⊙ (dp − delta); zeros outside T × T. The tile's rows are r0 + g, r0 + g + 8 and its columns
+// c0 + 8n + 2t (+1): queries × keys, or keys × queries when rowsAreKeys (the dk/dv kernel's transposed tiles).
+__device__ __forceinline__ void tc_softmax_backward(float s[TC_ROWS / 8][4], float dp[TC_ROWS / 8][4], const AttentionHead& a, float scale,
+                                                    int T, int r0, int c0, bool rowsAreKeys, const float* lseHead, const float* deltaHead)
+{
+    int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int n = 0; n < TC_ROWS / 8; n++)
+#pragma unroll
+        for (int c = 0; c < 4; c++)
+        {
+            int row = r0 + g + (c < 2 ? 0 : 8), col = c0 + 8 * n + 2 * t + c % 2;
+            int i = rowsAreKeys ? col : row, j = rowsAreKeys ? row : col;
+            bool inside = i < T && j < T;
+            float p = inside ? expf(attention_score(s[n][c], scale, a.biasH, a.maskW, T, i, j) - lseHead[i]) : 0.f;
+            s[n][c] = p;
+            dp[n][c] = inside ? p * (dp[n][c] - deltaHead[i]) : 0.f;
+        }
+}
+
 // The forward: S = q·kᵀ, an online softmax on its fragments, O += P·v; y [B, T, NH·HD] and lse [B, NH, T].
 extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, const float* qkv, const float* bias, const float* mask,
                                                      int B, int T, int NH, int HD, int nW, float scale, int precision)
@@ -388,26 +409,22 @@ extern "C" __global__ void fused_attention_backward_dq_tc(float* dqkv, float* de
 {
     __shared__ TcTile ks, kt, vs; // k [key][dim] and [dim][key], v [key][dim]
     AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
-    int g = a.lane / 4, t = a.lane % 4;
-    int row0 = (blockIdx.x * 4 + a.warp) * 16, rowA = row0 + g, rowB = row0 + g + 8;
+    int row0 = (blockIdx.x * 4 + a.warp) * 16;
     const float *dyHead = dy + (long long)a.b * T * a.C + (long long)a.h * HD, *yHead = y + (long long)a.b * T * a.C + (long long)a.h * HD;
-    float deltaA = 0.f, deltaB = 0.f;
-    for (int r = 0; r < 16; r++)
+    for (int r = 0; r < 16; r++) // read back below by the warp's own threads, after load_tc_tiles' barriers
     {
         int i = row0 + r;
         float part = 0.f;
         if (i < T)
             for (int d = a.lane; d < TC_HD; d += 32) part += dyHead[(long long)i * a.C + d] * yHead[(long long)i * a.C + d];
         float sum = warp_sum(part);
-        if (r == g) deltaA = sum;
-        if (r == g + 8) deltaB = sum;
         if (i < T && a.lane == 0) delta[(long long)a.bh * T + i] = sum;
     }
     if (!dqkv) return;
     unsigned int qa[TC_HD / 16][4], da[TC_HD / 16][4];
     load_a_fragments(qa, a.q, a.ld, T, row0, precision);
     load_a_fragments(da, dyHead, a.C, T, row0, precision);
-    float lseA = rowA < T ? lse[(long long)a.bh * T + rowA] : 0.f, lseB = rowB < T ? lse[(long long)a.bh * T + rowB] : 0.f;
+    const float* lseHead = lse + (long long)a.bh * T;
     float dq[TC_HD / 8][4];
 #pragma unroll
     for (int n = 0; n < TC_HD / 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
@@ -415,18 +432,10 @@ extern "C" __global__ void fused_attention_backward_dq_tc(float* dqkv, float* de
     {
         load_tc_tiles({a.q + a.C, a.ld, &ks, &kt}, {a.q + 2 * a.C, a.ld, &vs, nullptr}, T, j0, precision);
         if (row0 >= T) continue;
-        float ds[TC_ROWS / 8][4], dp[TC_ROWS / 8][4];
-        tc_scores(ds, qa, ks, precision);
-        tc_scores(dp, da, vs, precision);
-#pragma unroll
-        for (int n = 0; n < TC_ROWS / 8; n++)
-#pragma unroll
-            for (int c = 0; c < 4; c++)
-            {
-                int i = c < 2 ? rowA : rowB, j = j0 + 8 * n + 2 * t + c % 2;
-                float p = i >= T || j >= T ? 0.f : expf(attention_score(ds[n][c], scale, a.biasH, a.maskW, T, i, j) - (c < 2 ? lseA : lseB));
-                ds[n][c] = p * (dp[n][c] - (c < 2 ? deltaA : deltaB));
-            }
+        float sc[TC_ROWS / 8][4], ds[TC_ROWS / 8][4];
+        tc_scores(sc, qa, ks, precision);
+        tc_scores(ds, da, vs, precision);
+        tc_softmax_backward(sc, ds, a, scale, T, row0, j0, false, lseHead, delta + (long long)a.bh * T);
         tc_accumulate(dq, ds, kt, precision);
     }
     if (row0 >= T) return;
@@ -441,8 +450,7 @@ extern "C" __global__ void fused_attention_backward_dkdv_tc(float* dqkv, const f
 {
     __shared__ TcTile qs, qt, dos, dot; // q and dO, [query][dim] and [dim][query]
     AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
-    int g = a.lane / 4, t = a.lane % 4;
-    int key0 = (blockIdx.x * 4 + a.warp) * 16, keyA = key0 + g, keyB = key0 + g + 8;
+    int key0 = (blockIdx.x * 4 + a.warp) * 16;
     const float* dyHead = dy + (long long)a.b * T * a.C + (long long)a.h * HD;
     const float *lseHead = lse + (long long)a.bh * T, *deltaHead = delta + (long long)a.bh * T;
     unsigned int ka[TC_HD / 16][4], va[TC_HD / 16][4];
@@ -458,16 +466,7 @@ extern "C" __global__ void fused_attention_backward_dkdv_tc(float* dqkv, const f
         float pt[TC_ROWS / 8][4], dst[TC_ROWS / 8][4]; // Pᵀ and dSᵀ: rows are this warp's keys, columns the tile's queries
         tc_scores(pt, ka, qs, precision);
         tc_scores(dst, va, dos, precision);
-#pragma unroll
-        for (int n = 0; n < TC_ROWS / 8; n++)
-#pragma unroll
-            for (int c = 0; c < 4; c++)
-            {
-                int j = c < 2 ? keyA : keyB, i = i0 + 8 * n + 2 * t + c % 2;
-                float p = i >= T || j >= T ? 0.f : expf(attention_score(pt[n][c], scale, a.biasH, a.maskW, T, i, j) - lseHead[i]);
-                pt[n][c] = p;
-                dst[n][c] = i >= T || j >= T ? 0.f : p * (dst[n][c] - deltaHead[i]);
-            }
+        tc_softmax_backward(pt, dst, a, scale, T, key0, i0, true, lseHead, deltaHead);
         tc_accumulate(dv, pt, dot, precision);
         tc_accumulate(dk, dst, qt, precision);
     }

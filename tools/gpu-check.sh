@@ -13,8 +13,9 @@
 #                                         kernels as a share of the device's copy bandwidth; GEMM fp32, TF32, bf16, fp16)
 #                                      3. a ViT-B/16 training step per method (full linear bias ssf sct gps), precision
 #                                         (fp32 tf32 bf16) and batch: images/s and peak device memory; the bf16 steps
-#                                         of full, ssf and gps again from CUDA graphs; one profiled step of each
-#                                         (kernels by their share of the step)
+#                                         of full, ssf and gps again from CUDA graphs, and again with the fused
+#                                         attention (tensor cores); one profiled step of each (kernels by their share
+#                                         of the step)
 #                                      4. the PyTorch + timm peer of the same steps (fp32 tf32 bf16, fp16 AMP), then one
 #                                         table of our images/s over theirs (skipped, with the reason, without
 #                                         Python, PyTorch or timm)
@@ -152,6 +153,15 @@ graph_rc=${PIPESTATUS[0]}
 set -e
 [ "$graph_rc" -ne 0 ] && { echo "== CUDA graph steps: FAILED (exit $graph_rc)"; rc=1; }
 
+echo "== the same bf16 steps with the fused attention: peft bench --train-step --attention fused ($graph_methods× bf16; tensor cores at head dim 64)" | tee -a "$out/steps.log"
+set +e
+# shellcheck disable=SC2086
+"$peft" bench --train-step --attention fused --device cuda --model vit_base_patch16_224 --batch $batches --methods $graph_methods \
+  --precision bf16 --repeats "$repeats" --json "$out/ours-fused-attention.json" 2>&1 | tee -a "$out/steps.log"
+fused_rc=${PIPESTATUS[0]}
+set -e
+[ "$fused_rc" -ne 0 ] && { echo "== fused-attention steps: FAILED (exit $fused_rc)"; rc=1; }
+
 first_batch=${batches%% *}
 echo "== where a step's time goes: peft bench --train-step --profile ($graph_methods× bf16, batch $first_batch)" | tee -a "$out/steps.log"
 set +e
@@ -178,6 +188,6 @@ else
     *) echo "== peer: FAILED (exit $peer_rc)" ;;
   esac
 fi
-echo "== results in $out: machine.txt selftest.log steps.log ours.json ours-graph.json peer.log peer.json table.md"
+echo "== results in $out: machine.txt selftest.log steps.log ours.json ours-graph.json ours-fused-attention.json peer.log peer.json table.md"
 [ "$rc" -eq 0 ] && echo "== result: every op passed on the GPU" || echo "== result: FAILED"
 exit $rc
