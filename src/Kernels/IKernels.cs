@@ -24,6 +24,12 @@ public unsafe interface IKernels
     /// <see cref="Precision.FP32"/>. Every other kernel computes in fp32.</summary>
     Precision GemmPrecision { get; set; }
 
+    /// <summary>Whether this backend reads 16-bit packed GEMM operands (<see cref="GemmOperand.Packed"/>) as they are
+    /// (cuBLAS; the emulated device stands in for it), rather than widening them first (the CPU, whose GEMM rounds
+    /// float32 operands as it packs its blocks). Where true, an operand that feeds several products is packed once
+    /// for all of them; a saved activation is packed either way.</summary>
+    bool ReadsPackedGemmOperands { get; }
+
     /// <summary>C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C. op(X) = X or Xᵀ.
     /// A is [M,K] (lda ≥ K) or, transposed, [K,M] (lda ≥ M); B is [K,N] (ldb ≥ N) or [N,K] (ldb ≥ K).
     /// beta = 0 never reads C. A or B may be packed in the 16-bit <see cref="GemmPrecision"/> (<see cref="GemmOperand"/>):

@@ -23,6 +23,9 @@ public sealed partial class InstrumentedKernels : IKernels
     public string Name => Inner.Name;
 
     /// <inheritdoc/>
+    public bool ReadsPackedGemmOperands => Inner.ReadsPackedGemmOperands;
+
+    /// <inheritdoc/>
     public unsafe bool FreezeWeight(float* w, long count) => Inner.FreezeWeight(w, count);
 
     /// <inheritdoc/>

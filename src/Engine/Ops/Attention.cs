@@ -118,7 +118,8 @@ public static unsafe partial class Ops
             var dev = y.Device;
             int B = y.Shape[0], T = y.Shape[1], C = y.Shape[2], NH = s.NH, HD = C / NH;
             long tt = (long)T * T, th = (long)T * HD, part = (long)B * NH * th;
-            bool pack = s.Heads.DType != DType.F32; // as the forward did: dO and dZ are packed once for their two products each
+            // As the forward did, and where the backend reads packed operands: dO and dZ packed once for their two products each.
+            bool pack = s.Heads.DType != DType.F32 && k.ReadsPackedGemmOperands;
             GemmOperand q = Part(s.Heads, 0, part), kk = Part(s.Heads, 1, part), v = Part(s.Heads, 2, part);
             float* p = s.P.Data;
             using var dz = Tensor.Empty(dev, DType.F32, B, NH, T, T);

@@ -191,8 +191,9 @@ public static unsafe partial class Ops
             float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
             bool sparse = s.Weight is { RequiresGrad: true, Trainability.Entries: not null };
             float* dw = sparse ? null : Tape.GradAccumulatorIfNeeded(s.Weight);
-            // dy feeds two products when both dx and dW are wanted: packed once when saved inputs are (x kept in 16 bits).
-            using var dyPacked = dx != null && dw != null && x.IsPacked ? PackForGemm(s.Weight.Device, dy, rows, N) : null;
+            // dy feeds two products when both dx and dW are wanted: packed once for both where the backend reads packed
+            // operands and saved inputs are packed (x kept in 16 bits).
+            using var dyPacked = dx != null && dw != null && x.IsPacked && k.ReadsPackedGemmOperands ? PackForGemm(s.Weight.Device, dy, rows, N) : null;
             GemmOperand gradY = dyPacked == null ? dy : GemmOperand.Packed(dyPacked.HalfData);
             if (dx != null) k.Gemm(false, false, rows, K, N, 1f, gradY, N, (s.WeightKept ?? s.Weight).Data, K, acc ? 1f : 0f, dx, K);
             if (sparse)

@@ -27,6 +27,10 @@ public sealed unsafe partial class CpuKernels : IKernels
     OpenBlas? Fp32Blas => GemmPrecision == Precision.FP32 ? Blas : null;
 
     /// <inheritdoc/>
+    /// <remarks>False: a packed operand is widened into scratch before our GEMM reads it.</remarks>
+    public bool ReadsPackedGemmOperands => false;
+
+    /// <inheritdoc/>
     /// <remarks>A packed operand is widened into scratch first (exact), then our GEMM rounds it again, which leaves its
     /// values as they are.</remarks>
     public void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, GemmOperand A, int lda, GemmOperand B, int ldb,

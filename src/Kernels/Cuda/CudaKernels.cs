@@ -97,6 +97,10 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public Precision GemmPrecision { get; set; }
 
     /// <inheritdoc/>
+    /// <remarks>True: cuBLAS reads them (the emulated device widens them with the device's own kernel).</remarks>
+    public bool ReadsPackedGemmOperands => true;
+
+    /// <inheritdoc/>
     public void RoundToPrecision(float* y, float* x, long n, Precision precision) =>
         GridStride(CudaKernelHandles.Precision.RoundToPrecision, n, y, x, n, (int)precision);
 
