@@ -331,10 +331,10 @@ public static unsafe class DeviceBenchmarks
                 }
         }
         // The attention's batched products in tensor-core precisions, rows of T = 197 elements against padded rows; the
-        // forward alone, fused (on tensor cores at head dim 64) against unfused.
+        // forward alone and forward with backward, fused (on tensor cores at head dim 64 in bf16) against unfused.
         if (device is CudaDevice { Runtime: DriverRuntime { ComputeCapability.Major: >= 8 } })
             foreach (var precision in new[] { Precision.TF32, Precision.BF16 })
-                foreach (var op in new[] { "attention-products", "attention-products-padded", "attention-forward", "attention-forward-unfused" })
+                foreach (var op in new[] { "attention-products", "attention-products-padded", "attention-forward", "attention-forward-unfused", "attention", "attention-unfused" })
                 {
                     device.Kernels.GemmPrecision = precision;
                     try { Add(Measure(device, op, shapes[op], repeats) with { Name = $"{op} {precision}" }); }

@@ -57,4 +57,24 @@ public class PrecisionTests
         // Σ of 64 products of magnitude ≤ 1, each operand off by up to 2⁻⁹ relative: differences of order 1e-2.
         Assert.That(worst, Is.GreaterThan(1e-3).And.LessThan(0.25));
     }
+
+    [TestCaseSource(typeof(Backends), nameof(Backends.Names))]
+    public unsafe void APackedOperandIsRefusedUnlessTheGemmsRunInSixteenBits(string backend)
+    {
+        var device = Backends.Get(backend);
+        using var a = Tensor.Empty(device, DType.BF16, 4, 4);
+        using var b = Tensor.Zeros(device, 4, 4);
+        using var c = Tensor.Zeros(device, 4, 4);
+        device.Kernels.PackLowPrecision(a.HalfData, b.Data, 16, Precision.BF16);
+        foreach (var precision in new[] { Precision.FP32, Precision.TF32 })
+        {
+            device.Kernels.GemmPrecision = precision;
+            try
+            {
+                var e = Assert.Throws<ArgumentException>(() => device.Kernels.Gemm(false, false, 4, 4, 4, 1f, GemmOperand.Packed(a.HalfData), 4, b.Data, 4, 0f, c.Data, 4))!;
+                Assert.That(e.Message, Does.Contain("Gemm").And.Contain(precision.Name()).And.Contain("16 bits"));
+            }
+            finally { device.Kernels.GemmPrecision = Precision.FP32; }
+        }
+    }
 }
