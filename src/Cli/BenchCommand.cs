@@ -30,7 +30,8 @@ public static class BenchCommand
         };
         var precisions = new Option<string[]>("--precision")
         {
-            Description = "With --train-step: GEMM operand precisions, one or more of fp32 tf32 bf16 fp16", DefaultValueFactory = _ => ["fp32"],
+            Description = "GEMM operand precisions, one or more of fp32 tf32 bf16 fp16 (a row for each; with --op they set the kernel's GEMMs, " +
+                          "fused attention's rounding and the tensor-core paths)", DefaultValueFactory = _ => ["fp32"],
             AllowMultipleArgumentsPerToken = true,
         };
         var json = new Option<string?>("--json") { Description = "With --train-step: also write the rows as JSON lines to this file" };
@@ -89,10 +90,16 @@ public static class BenchCommand
             var info = DeviceBenchmarks.Ops.FirstOrDefault(o => o.Name == name)
                 ?? throw new ArgumentException($"--op: unknown op '{name}' (known: {string.Join(", ", DeviceBenchmarks.Ops.Select(o => o.Name))})");
             var dims = DeviceBenchmarks.ParseShape(info, r.GetValue(shape) ?? throw new ArgumentException($"--shape: the size to time ({info.Name} takes {info.ShapeForm})"));
+            var opPrecisions = r.GetValue(precisions)!.Select(LowPrecision.Parse).ToArray();
             var dev = DeviceOption.Resolve(r.GetValue(device)!);
             Console.WriteLine($"{info.Name} ({info.What}) on {(dev is CudaDevice c ? c.Runtime.Description : $"the CPU, {CpuParallel.Threads} thread(s)")}, median of {r.GetValue(repeats)}");
             Console.WriteLine(DeviceBenchmarks.TableHeader);
-            Console.WriteLine(DeviceBenchmarks.FormatRow(DeviceBenchmarks.Measure(dev, info.Name, dims, r.GetValue(repeats))));
+            foreach (var precision in opPrecisions)
+            {
+                using var scope = dev.Kernels.UseGemmPrecision(precision);
+                var row = DeviceBenchmarks.Measure(dev, info.Name, dims, r.GetValue(repeats));
+                Console.WriteLine(DeviceBenchmarks.FormatRow(precision == Precision.FP32 ? row : row with { Name = $"{row.Name} {precision}" }));
+            }
             return 0;
         });
         return command;
