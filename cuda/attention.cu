@@ -2,7 +2,9 @@
 // Permutes: packed rows [B, T, S, NH, HD] (S = 3 for timm's q|k|v columns, S = 1 for merged heads) ↔ per-head
 // [B, NH, T, HD]. One thread per per-head element, consecutive threads along HD, so both sides are read and written
 // in runs. Launch: 1-D grid-stride, 256 threads.
-// Fused attention (flash-attention style, plain FMA arithmetic): q, k, v read in place from qkv [B, T, 3·NH·HD], keys
+// Fused attention, two versions of each direction. Tensor cores (the _tc kernels, further down): head dim 64 with bf16 or
+// fp16 operands, mma.sync products. Plain FMA arithmetic (any head dim up to ATTN_MAX_HD, any precision), as follows.
+// Flash-attention style: q, k, v read in place from qkv [B, T, 3·NH·HD], keys
 // and values streamed through shared memory 32 at a time, an online softmax per query row, no [T, T] matrix in
 // memory. A warp owns ATTN_ROWS query (or key) rows; lane j takes key (or query) j of the tile for the scores, and
 // dimensions lane, lane + 32, ... for the outputs (a tile's 32 scores reach every lane through a per-warp shared row).
