@@ -479,7 +479,7 @@ public static unsafe class CpuGemm
             var isa = Isa;
             int NR = Tile(isa).NR, cols = PaddedCols(N, NR);
             long count = (long)K * cols;
-            float* data = (float*)NativeMemory.AlignedAlloc((nuint)(count * sizeof(float)), 64);
+            float* data = (float*)NativeBuffer.Allocate(count * sizeof(float));
             for (int pc = 0; pc < K; pc += KC) PackB(transB, B, ldb, pc, Math.Min(KC, K - pc), 0, N, NR, data + (long)pc * cols);
             if (precision != Precision.FP32) LowPrecision.Round(data, data, count, precision);
             return new PackedB(data, (transB, K, N, isa, precision), count * sizeof(float));
