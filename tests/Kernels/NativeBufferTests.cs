@@ -3,8 +3,9 @@ using Engine.Kernels.Cpu;
 namespace Engine.Tests;
 
 /// <summary>CPU buffers: 64-byte aligned; on Linux, buffers of a huge page or more start on a 2 MiB boundary and are
-/// advised for transparent huge pages over their whole pages (the kernel's VmFlags "hg" on the mapping), the tail
-/// left on small pages.</summary>
+/// advised for transparent huge pages over their whole pages (the kernel's VmFlags "hg" on the mapping). (Their 4 KiB
+/// tail is not advised, but memory that the allocator reuses keeps the flags of an earlier buffer, so a test cannot
+/// tell.)</summary>
 [TestFixture]
 public unsafe class NativeBufferTests
 {
@@ -27,7 +28,6 @@ public unsafe class NativeBufferTests
         nint start = (nint)b.Pointer;
         Assert.That((long)start % hugePage, Is.EqualTo(0L), "a large buffer starts on a huge-page boundary");
         Assert.That(VmFlags(start), Does.Contain("hg"), "its whole 2 MiB pages are advised MADV_HUGEPAGE");
-        Assert.That(VmFlags(start + (nint)(5 * hugePage)), Does.Not.Contain("hg"), "its 4 KiB tail is not");
     }
 
     /// <summary>The VmFlags of the mapping in /proc/self/smaps that contains <paramref name="address"/>.</summary>
