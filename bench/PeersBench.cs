@@ -27,7 +27,7 @@ namespace Engine.Bench;
 /// </summary>
 public static class PeersBench
 {
-    const string Usage = "bash bench/run.sh peers [--only gemm|forward] [--models vit_base_patch16_224,swin_base_patch4_window7_224,convnext_base] [--batches 1,8] [--rounds 5] [--unfused-attention]";
+    const string Usage = "bash bench/run.sh peers [--only gemm|forward] [--models vit_base_patch16_224,swin_base_patch4_window7_224,convnext_base] [--batches 1,8] [--rounds 5] [--unfused-attention] [--cold-weights]";
     static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
     /// <summary>Runs the comparisons and prints their tables; returns the exit code.</summary>
@@ -40,7 +40,7 @@ public static class PeersBench
                               "  sides run back to back, so a slow spell of a shared VM slows both).");
             return 0;
         }
-        foreach (var unknown in args.Where(a => a.StartsWith('-') && a is not ("--only" or "--models" or "--batches" or "--rounds" or "--unfused-attention")))
+        foreach (var unknown in args.Where(a => a.StartsWith('-') && a is not ("--only" or "--models" or "--batches" or "--rounds" or "--unfused-attention" or "--cold-weights")))
         {
             Console.Error.WriteLine($"error: unknown option {unknown}\nusage: {Usage}");
             return 1;
@@ -59,7 +59,7 @@ public static class PeersBench
         Ops.DefaultAttentionPath = args.Contains("--unfused-attention") ? AttentionPath.Unfused : AttentionPath.Auto;
         if (only is "all" or "gemm")
         {
-            Gemm(blas, rounds);
+            Gemm(blas, rounds, args.Contains("--cold-weights"));
             if (blas != null) TrainingGemm(blas, rounds);
         }
         if (only is "all" or "forward")
@@ -77,9 +77,13 @@ public static class PeersBench
         (196, 2048, 512, "stage-3 fc1"), (196, 512, 2048, "stage-3 fc2"), (49, 4096, 1024, "stage-4 fc1"), (49, 1024, 4096, "stage-4 fc2"),
     ];
 
-    static unsafe void Gemm(OpenBlas? blas, int rounds)
+    /// <summary>With <paramref name="coldWeights"/>, every side cycles through enough copies of W (each product reads the
+    /// next one) that they cannot stay in any cache, as inside a forward, where each layer's weight comes from memory;
+    /// ORT runs one session holding one MatMul per copy.</summary>
+    static unsafe void Gemm(OpenBlas? blas, int rounds, bool coldWeights)
     {
-        Console.WriteLine("\n| layer | M×N×K (X·Wᵀ) | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ORT MatMul GFLOP/s | ours, W packed once GFLOP/s | ours / OpenBLAS | ours / ORT | W packed once / ORT |\n" +
+        Console.WriteLine((coldWeights ? "\nEach product reads the next of several copies of W (256 MiB or more of weights), so W comes from memory.\n" : "") +
+                          "\n| layer | M×N×K (X·Wᵀ) | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ORT MatMul GFLOP/s | ours, W packed once GFLOP/s | ours / OpenBLAS | ours / ORT | W packed once / ORT |\n" +
                           "|---|---|---|---|---|---|---|---|---|---|");
         int savedThreads = CpuParallel.Threads;
         try
@@ -87,18 +91,24 @@ public static class PeersBench
             foreach (var (M, N, K, layer) in GemmShapes)
                 foreach (int threads in new[] { 1, 2 }.Where(t => t <= Environment.ProcessorCount))
                 {
-                    float* x = Aligned.Filled((long)M * K), w = Aligned.Filled((long)N * K), y = Aligned.Filled((long)M * N);
-                    using var ort = new OrtMatMul(M, N, K, threads);
-                    using var packed = CpuGemm.PackedB.Pack(true, w, K, K, N); // a frozen weight, as ORT's initializer
+                    int copies = coldWeights ? (int)Math.Clamp((256L << 20) / ((long)N * K * sizeof(float)), 2, 256) : 1;
+                    float* x = Aligned.Filled((long)M * K);
+                    var weights = Enumerable.Range(0, copies).Select(_ => Weight((long)N * K)).ToArray();
+                    var outputs = Enumerable.Range(0, copies).Select(_ => Weight((long)M * N)).ToArray(); // as ORT's: one per product
+                    using var ort = new OrtMatMul(M, N, K, threads, copies);
+                    var packs = weights.Select(w => CpuGemm.PackedB.Pack(true, (float*)w.Pointer, K, K, N)).ToArray(); // frozen weights, as ORT's initializers
                     CpuParallel.Threads = threads;
                     blas?.SetThreads(threads);
-                    double flops = 2.0 * M * N * K;
+                    double flops = 2.0 * M * N * K * copies; // a call: one product per copy
+                    float* W(int i) => (float*)weights[i].Pointer;
+                    float* Y(int i) => (float*)outputs[i].Pointer;
                     var sides = new List<Action>
                     {
-                        () => CpuGemm.Gemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N), ort.Run,
-                        () => CpuGemm.Gemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N, packedB: packed),
+                        () => { for (int i = 0; i < copies; i++) CpuGemm.Gemm(false, true, M, N, K, 1f, x, K, W(i), K, 0f, Y(i), N); },
+                        ort.Run,
+                        () => { for (int i = 0; i < copies; i++) CpuGemm.Gemm(false, true, M, N, K, 1f, x, K, null, K, 0f, Y(i), N, packedB: packs[i]); },
                     };
-                    if (blas != null) sides.Add(() => blas.Sgemm(false, true, M, N, K, 1f, x, K, w, K, 0f, y, N));
+                    if (blas != null) sides.Add(() => { for (int i = 0; i < copies; i++) blas.Sgemm(false, true, M, N, K, 1f, x, K, W(i), K, 0f, Y(i), N); });
                     var speeds = Alternate(rounds, flops, sides);
                     List<double> ours = speeds[0], mlas = speeds[1], oursPacked = speeds[2], theirs = blas == null ? [] : speeds[3];
                     double o = Rounds.Median(ours), m = Rounds.Median(mlas);
@@ -106,13 +116,24 @@ public static class PeersBench
                     string ratio = blas == null ? "n/a" : Rounds.PairedRatio(ours, theirs).ToString("F2", Inv);
                     Console.WriteLine(string.Format(Inv, "| {0} | {1}×{2}×{3} | {4} | {5:F1} | {6} | {7:F1} | {8:F1} | {9} | {10:F2} | {11:F2} |",
                         layer, M, N, K, threads, o, peer, m, Rounds.Median(oursPacked), ratio, Rounds.PairedRatio(ours, mlas), Rounds.PairedRatio(oursPacked, mlas)));
-                    Aligned.Free(x, w, y);
+                    Aligned.Free(x);
+                    foreach (IDisposable d in weights.Concat<IDisposable>(outputs).Concat(packs)) d.Dispose();
                 }
         }
         finally
         {
             CpuParallel.Threads = savedThreads;
         }
+    }
+
+    /// <summary>n floats in memory allocated as the engine allocates a weight's, filled as <see cref="Aligned.Filled"/>.</summary>
+    static unsafe NativeBuffer Weight(long n)
+    {
+        var buffer = new NativeBuffer(n * sizeof(float));
+        float* w = Aligned.Filled(n);
+        Buffer.MemoryCopy(w, buffer.Pointer, buffer.Bytes, buffer.Bytes);
+        Aligned.Free(w);
+        return buffer;
     }
 
     /// <summary>The training step's other two products for each of ViT-B/16's Linear layers at batch 8 (1576 tokens),
@@ -170,30 +191,38 @@ public static class PeersBench
         return speeds;
     }
 
-    /// <summary>One MatMul node in ONNX Runtime (MLAS's SGEMM, the product under every ORT forward above): y [M, N] =
-    /// x [M, K] · Wᵀ with Wᵀ [K, N] an initializer, input and output bound once so a run is the product alone.</summary>
+    /// <summary>ONNX Runtime's MatMul (MLAS's SGEMM, the product under every ORT forward above) on <c>copies</c>
+    /// weights: y_i [M, N] = x [M, K] · W_iᵀ, W_iᵀ [K, N] an initializer (each a different fill, so none is shared); a run
+    /// is the <c>copies</c> products one after another, inputs and outputs bound once.</summary>
     sealed class OrtMatMul : IDisposable
     {
         readonly string _path = Path.Combine(Path.GetTempPath(), $"peft-peers-matmul-{Environment.ProcessId}.onnx");
         readonly InferenceSession _session;
         readonly OrtIoBinding _binding;
         readonly RunOptions _run = new();
-        readonly OrtValue _x, _y;
+        readonly OrtValue[] _values;
 
-        public OrtMatMul(int M, int N, int K, int threads)
+        public OrtMatMul(int M, int N, int K, int threads, int copies)
         {
             var graph = new OnnxGraph();
             graph.Declare(true, "x", M, K);
-            string wt = graph.Weight("wt", Enumerable.Repeat(0.25f, N * K).ToArray(), K, N);
-            graph.Output(graph.Node("MatMul", "matmul", ["x", wt]), "y", M, N);
-            graph.Save(_path, 17, "one MatMul", [], long.MaxValue);
+            for (int i = 0; i < copies; i++)
+            {
+                string wt = graph.Weight($"wt{i}", Enumerable.Range(0, N * K).Select(j => ((j + i) % 23 - 11) * 0.01f).ToArray(), K, N);
+                graph.Output(graph.Node("MatMul", $"matmul{i}", ["x", wt]), $"y{i}", M, N);
+            }
+            graph.Save(_path, 17, "MatMuls", [], long.MaxValue);
             using var options = new SessionOptions { IntraOpNumThreads = threads, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
             _session = new InferenceSession(_path, options);
-            _x = OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(0.5f, M * K).ToArray(), [M, K]);
-            _y = OrtValue.CreateTensorValueFromMemory(new float[M * N], [M, N]);
             _binding = _session.CreateIoBinding();
-            _binding.BindInput("x", _x);
-            _binding.BindOutput("y", _y);
+            var x = OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(0.5f, M * K).ToArray(), [M, K]);
+            _binding.BindInput("x", x);
+            _values = [x, .. Enumerable.Range(0, copies).Select(i =>
+            {
+                var y = OrtValue.CreateTensorValueFromMemory(new float[M * N], [M, N]);
+                _binding.BindOutput($"y{i}", y);
+                return y;
+            })];
         }
 
         public void Run() => _session.RunWithBinding(_run, _binding);
@@ -202,8 +231,7 @@ public static class PeersBench
         {
             _binding.Dispose();
             _run.Dispose();
-            _x.Dispose();
-            _y.Dispose();
+            foreach (var v in _values) v.Dispose();
             _session.Dispose();
             File.Delete(_path);
         }
