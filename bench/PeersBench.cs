@@ -11,14 +11,16 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 namespace Engine.Bench;
 
 /// <summary>
-/// <c>bash bench/run.sh peers [--only gemm|forward] [--models ...] [--batches 1,8] [--rounds 5]</c>: the engine beside
+/// <c>bash bench/run.sh peers [--only gemm|backward|forward] [--models ...] [--batches 1,8] [--rounds 5]</c>: the engine beside
 /// its peers in one process, alternating round by round so that machine noise falls on both sides alike.
 /// <list type="bullet">
 /// <item>GEMM: our kernel against OpenBLAS and ONNX Runtime's MatMul (MLAS) at ViT-B/16's four Linear shapes for batch
 /// 1 and 8 (M = 197, 1576) and Swin-B/ConvNeXt-B's stage-3 and stage-4 MLPs at batch 1, on 1 and 2 threads (each peer is given the
 /// same thread count), and our kernel again reading W packed once (<see cref="CpuGemm.PackedB"/>), as ORT reads the
-/// weight it packed when the session loaded; then the backward's two products (dX = dY·W, dW = dYᵀ·X) of ViT-B/16's
-/// Linear layers at batch 8 against OpenBLAS.</item>
+/// weight it packed when the session loaded (with --cold-weights each product reads the next of many copies of W, so W
+/// comes from memory as in a forward); then the backward's two products (dX = dY·W, dW = dYᵀ·X) of ViT-B/16's
+/// Linear layers at batch 8 against OpenBLAS, dX also with W packed once (what a frozen weight could read). --only gemm
+/// runs both GEMM tables, --only backward the second alone.</item>
 /// <item>Forward: each model exported by <see cref="ModelExport"/> and run by ONNX Runtime beside the engine on the same
 /// weights (seeded initialisation) and images: the file's size, the largest logit difference, eval-forward time with the
 /// engine's weights frozen (<see cref="FrozenWeights"/>) beside ORT and beside the same model thawed, and where
@@ -27,7 +29,7 @@ namespace Engine.Bench;
 /// </summary>
 public static class PeersBench
 {
-    const string Usage = "bash bench/run.sh peers [--only gemm|forward] [--models vit_base_patch16_224,swin_base_patch4_window7_224,convnext_base] [--batches 1,8] [--rounds 5] [--unfused-attention] [--cold-weights]";
+    const string Usage = "bash bench/run.sh peers [--only gemm|backward|forward] [--models vit_base_patch16_224,swin_base_patch4_window7_224,convnext_base] [--batches 1,8] [--rounds 5] [--unfused-attention] [--cold-weights]";
     static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
     /// <summary>Runs the comparisons and prints their tables; returns the exit code.</summary>
@@ -47,9 +49,9 @@ public static class PeersBench
         }
         string? Arg(string name) => Array.IndexOf(args, name) is int i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;
         string only = Arg("--only") ?? "all";
-        if (only is not ("all" or "gemm" or "forward"))
+        if (only is not ("all" or "gemm" or "backward" or "forward"))
         {
-            Console.Error.WriteLine($"error: --only takes gemm or forward, not '{only}'\nusage: {Usage}");
+            Console.Error.WriteLine($"error: --only takes gemm, backward or forward, not '{only}'\nusage: {Usage}");
             return 1;
         }
         int rounds = int.Parse(Arg("--rounds") ?? "5", Inv);
@@ -57,10 +59,11 @@ public static class PeersBench
         Console.WriteLine($"CPU: {Environment.ProcessorCount} threads, GEMM micro-kernel {CpuGemm.BestIsa}; OpenBLAS: " +
                           $"{(blas == null ? reason : blas.CoreName)} (OPENBLAS_CORETYPE={Environment.GetEnvironmentVariable("OPENBLAS_CORETYPE") ?? "unset"}); {rounds} rounds");
         Ops.DefaultAttentionPath = args.Contains("--unfused-attention") ? AttentionPath.Unfused : AttentionPath.Auto;
-        if (only is "all" or "gemm")
+        if (only is "all" or "gemm") Gemm(blas, rounds, args.Contains("--cold-weights"));
+        if (only is "all" or "gemm" or "backward")
         {
-            Gemm(blas, rounds, args.Contains("--cold-weights"));
             if (blas != null) TrainingGemm(blas, rounds);
+            else Console.WriteLine($"\nThe backward's products are compared against OpenBLAS only, which is missing: {reason}");
         }
         if (only is "all" or "forward")
             Forward((Arg("--models") ?? "vit_base_patch16_224,swin_base_patch4_window7_224,convnext_base").Split(','),
@@ -144,7 +147,7 @@ public static class PeersBench
     /// <summary>Our GEMM against OpenBLAS at the backward products of <see cref="TrainingLayers"/>, 1 and 2 threads.</summary>
     static unsafe void TrainingGemm(OpenBlas blas, int rounds)
     {
-        Console.WriteLine("\n| layer | product | M×N×K | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ours / OpenBLAS |\n|---|---|---|---|---|---|---|");
+        Console.WriteLine("\n| layer | product | M×N×K | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ours / OpenBLAS | ours, W packed once / OpenBLAS |\n|---|---|---|---|---|---|---|---|");
         const int T = 1576;
         int savedThreads = CpuParallel.Threads;
         try
@@ -156,16 +159,20 @@ public static class PeersBench
                         // dY [T, out]; dX: B = W [out, in], C [T, in]; dW: B = X [T, in], C [out, in].
                         int M = weightGrad ? Out : T, K = weightGrad ? T : Out;
                         float* dy = Aligned.Filled((long)T * Out), b = Aligned.Filled((long)K * In), c = Aligned.Filled((long)M * In);
+                        // dX of a frozen weight could read W's panels packed once, as the forward does (dW has no frozen operand).
+                        using var packed = weightGrad ? null : CpuGemm.PackedB.Pack(false, b, In, K, In);
                         CpuParallel.Threads = threads;
                         blas.SetThreads(threads);
-                        var speeds = Alternate(rounds, 2.0 * M * In * K,
-                        [
+                        var sides = new List<Action>
+                        {
                             () => CpuGemm.Gemm(weightGrad, false, M, In, K, 1f, dy, Out, b, In, 0f, c, In),
                             () => blas.Sgemm(weightGrad, false, M, In, K, 1f, dy, Out, b, In, 0f, c, In),
-                        ]);
-                        Console.WriteLine(string.Format(Inv, "| {0} | {1} | {2}×{3}×{4} | {5} | {6:F1} | {7:F1} | {8:F2} |", layer,
+                        };
+                        if (packed != null) sides.Add(() => CpuGemm.Gemm(false, false, M, In, K, 1f, dy, Out, null, In, 0f, c, In, packedB: packed));
+                        var speeds = Alternate(rounds, 2.0 * M * In * K, sides);
+                        Console.WriteLine(string.Format(Inv, "| {0} | {1} | {2}×{3}×{4} | {5} | {6:F1} | {7:F1} | {8:F2} | {9} |", layer,
                             weightGrad ? "dW = dYᵀ·X" : "dX = dY·W", M, In, K, threads, Rounds.Median(speeds[0]), Rounds.Median(speeds[1]),
-                            Rounds.PairedRatio(speeds[0], speeds[1])));
+                            Rounds.PairedRatio(speeds[0], speeds[1]), packed == null ? "–" : Rounds.PairedRatio(speeds[2], speeds[1]).ToString("F2", Inv)));
                         Aligned.Free(dy, b, c);
                     }
         }

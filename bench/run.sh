@@ -6,7 +6,7 @@
 #   bash bench/run.sh cuda --emulated      # the same code on the emulated device, small sizes
 #   bash bench/run.sh peft [--model convnext_base] [--batch 8] [--rounds 5] [--methods full,ssf,...] [--alone] [--unfused-attention]
 #                                          # a training step per PEFT method vs full (default ViT-B/16)
-#   bash bench/run.sh peers [--only gemm|forward] [--models ...] [--batches 1,8] [--rounds 5] [--unfused-attention] [--cold-weights]
+#   bash bench/run.sh peers [--only gemm|backward|forward] [--models ...] [--batches 1,8] [--rounds 5] [--unfused-attention] [--cold-weights]
 #                                          # GEMM vs OpenBLAS and ORT's MatMul, forward vs ONNX Runtime
 #   bash bench/run.sh fused [--rounds 9]       # fused ops vs their unfused paths (attention, Linear+GELU), alternating
 # OpenBLAS 0.3.21 misdetects AVX-512 Zen parts as Haswell; on CPUs with avx512f we force its SkylakeX kernels, the
@@ -24,12 +24,13 @@ bash bench/run.sh peft [--model M] [--batch 8] [--rounds 5] [--methods full,ssf,
                                                 a training step per PEFT method next to full fine-tuning
                                                 (--alone: only the listed methods, for their peak RSS;
                                                 --unfused-attention: the unfused reference attention, to compare)
-bash bench/run.sh peers [--only gemm|forward] [--models M,...] [--batches 1,8] [--rounds 5] [--unfused-attention] [--cold-weights]
+bash bench/run.sh peers [--only gemm|backward|forward] [--models M,...] [--batches 1,8] [--rounds 5] [--unfused-attention] [--cold-weights]
                                                 the engine beside its peers, alternating: GEMM vs OpenBLAS and
                                                 ORT's MatMul at ViT-B/16's shapes and Swin/ConvNeXt stages 3-4
                                                 (1 and 2 threads; --cold-weights: each product reads the next of
                                                 many copies of W, so W comes from memory), the backward's dX and dW
-                                                products of ViT-B/16 at batch 8 vs OpenBLAS, eval forward vs its ONNX
+                                                products of ViT-B/16 at batch 8 vs OpenBLAS (dX also with W packed
+                                                once; --only backward: this table alone), eval forward vs its ONNX
                                                 export in ONNX Runtime (size, logit difference, time, kernel split)
 bash bench/run.sh fused [--rounds 9]            fused ops vs their unfused paths on the CPU (attention fwd+bwd, Linear+GELU)
 One kernel at any shape on any device: dotnet run --project src/Cli -c Release -- bench --op gelu --shape 1576x3072
