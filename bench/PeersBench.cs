@@ -14,8 +14,8 @@ namespace Engine.Bench;
 /// <c>bash bench/run.sh peers [--only gemm|backward|forward] [--models ...] [--batches 1,8] [--rounds 5]</c>: the engine beside
 /// its peers in one process, alternating round by round so that machine noise falls on both sides alike.
 /// <list type="bullet">
-/// <item>GEMM: our kernel against OpenBLAS and ONNX Runtime's MatMul (MLAS) at ViT-B/16's four Linear shapes for batch
-/// 1 and 8 (M = 197, 1576) and Swin-B/ConvNeXt-B's stage-3 and stage-4 MLPs at batch 1, on 1 and 2 threads (each peer is given the
+/// <item>GEMM: our kernel against OpenBLAS and ONNX Runtime's MatMul (MLAS) at ViT-B/16's four Linear shapes for each of
+/// --batches (default 1 and 8: M = 197, 1576) and Swin-B/ConvNeXt-B's stage-3 and stage-4 MLPs at batch 1, on 1 and 2 threads (each peer is given the
 /// same thread count), and our kernel again reading W packed once (<see cref="CpuGemm.PackedB"/>), as ORT reads the
 /// weight it packed when the session loaded (with --cold-weights each product reads the next of many copies of W, so W
 /// comes from memory as in a forward); then the backward's two products (dX = dY·W, dW = dYᵀ·X) of ViT-B/16's
@@ -55,11 +55,12 @@ public static class PeersBench
             return 1;
         }
         int rounds = int.Parse(Arg("--rounds") ?? "5", Inv);
+        int[] batches = (Arg("--batches") ?? "1,8").Split(',').Select(b => int.Parse(b, Inv)).ToArray();
         var blas = OpenBlas.TryLoad(out var reason);
         Console.WriteLine($"CPU: {Environment.ProcessorCount} threads, GEMM micro-kernel {CpuGemm.BestIsa}; OpenBLAS: " +
                           $"{(blas == null ? reason : blas.CoreName)} (OPENBLAS_CORETYPE={Environment.GetEnvironmentVariable("OPENBLAS_CORETYPE") ?? "unset"}); {rounds} rounds");
         Ops.DefaultAttentionPath = args.Contains("--unfused-attention") ? AttentionPath.Unfused : AttentionPath.Auto;
-        if (only is "all" or "gemm") Gemm(blas, rounds, args.Contains("--cold-weights"));
+        if (only is "all" or "gemm") Gemm(blas, batches, rounds, args.Contains("--cold-weights"));
         if (only is "all" or "gemm" or "backward")
         {
             if (blas != null) TrainingGemm(blas, rounds);
@@ -67,23 +68,26 @@ public static class PeersBench
         }
         if (only is "all" or "forward")
             Forward((Arg("--models") ?? "vit_base_patch16_224,swin_base_patch4_window7_224,convnext_base").Split(','),
-                (Arg("--batches") ?? "1,8").Split(',').Select(b => int.Parse(b, Inv)).ToArray(), rounds);
+                batches, rounds);
         return 0;
     }
 
     /// <summary>The GEMM shapes, M×N×K of X·Wᵀ: ViT-B/16's Linear layers (qkv, attention projection, MLP fc1 and fc2) at
-    /// batch 1 and 8, then the MLP of Swin-B's and ConvNeXt-B's third stage (most of their FLOPs) and fourth stage (49
+    /// each of <paramref name="batches"/> (M = 197·batch; the issue's first yardstick was batch 32, M = 6304), then, when
+    /// batch 1 is among them, the MLP of Swin-B's and ConvNeXt-B's third stage (most of their FLOPs) and fourth stage (49
     /// rows, where packing a weight block is repaid by the fewest rows) at batch 1.</summary>
-    static readonly (int M, int N, int K, string Layer)[] GemmShapes =
+    static (int M, int N, int K, string Layer)[] GemmShapes(int[] batches) =>
     [
-        .. new[] { 197, 1576 }.SelectMany(M => new[] { (M, 2304, 768, "qkv"), (M, 768, 768, "proj"), (M, 3072, 768, "fc1"), (M, 768, 3072, "fc2") }),
-        (196, 2048, 512, "stage-3 fc1"), (196, 512, 2048, "stage-3 fc2"), (49, 4096, 1024, "stage-4 fc1"), (49, 1024, 4096, "stage-4 fc2"),
+        .. batches.Select(b => 197 * b).SelectMany(M => new[] { (M, 2304, 768, "qkv"), (M, 768, 768, "proj"), (M, 3072, 768, "fc1"), (M, 768, 3072, "fc2") }),
+        .. batches.Contains(1)
+            ? new[] { (196, 2048, 512, "stage-3 fc1"), (196, 512, 2048, "stage-3 fc2"), (49, 4096, 1024, "stage-4 fc1"), (49, 1024, 4096, "stage-4 fc2") }
+            : [],
     ];
 
     /// <summary>With <paramref name="coldWeights"/>, every side cycles through enough copies of W (each product reads the
     /// next one) that they cannot stay in any cache, as inside a forward, where each layer's weight comes from memory;
     /// ORT runs one session holding one MatMul per copy.</summary>
-    static unsafe void Gemm(OpenBlas? blas, int rounds, bool coldWeights)
+    static unsafe void Gemm(OpenBlas? blas, int[] batches, int rounds, bool coldWeights)
     {
         Console.WriteLine((coldWeights ? "\nEach product reads the next of several copies of W (256 MiB or more of weights), so W comes from memory.\n" : "") +
                           "\n| layer | M×N×K (X·Wᵀ) | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ORT MatMul GFLOP/s | ours, W packed once GFLOP/s | ours / OpenBLAS | ours / ORT | W packed once / ORT |\n" +
@@ -91,7 +95,7 @@ public static class PeersBench
         int savedThreads = CpuParallel.Threads;
         try
         {
-            foreach (var (M, N, K, layer) in GemmShapes)
+            foreach (var (M, N, K, layer) in GemmShapes(batches))
                 foreach (int threads in new[] { 1, 2 }.Where(t => t <= Environment.ProcessorCount))
                 {
                     int copies = coldWeights ? (int)Math.Clamp((256L << 20) / ((long)N * K * sizeof(float)), 2, 256) : 1;
