@@ -39,9 +39,9 @@ public static unsafe class CpuGemm
 
     /// <summary>Bytes of one core's L2 cache that the blocking plans for: read from Linux sysfs (512 KiB where it cannot
     /// be read: the Zen 5 VMs this project is measured on hide sysfs' cache directory, and their 1 MiB L2 is planned as
-    /// 512 KiB; there the half-width block this gives at M = 197 ran 5–7% faster than the full one, since C's block, which
-    /// <see cref="BlockCols"/> does not count, shares the L2). Tests set it to run both block widths of
-    /// <see cref="BlockCols"/>; results do not depend on it.</summary>
+    /// 512 KiB; in a trial of both widths there, the half-width block this gives at M = 197 was the faster one at K = 3072
+    /// and level at K = 768: C's block, which <see cref="BlockCols"/> does not count, shares the L2). Tests set it to run
+    /// both block widths of <see cref="BlockCols"/>; results do not depend on it.</summary>
     public static long L2Bytes { get; set; } = ReadL2Bytes();
 
     static long ReadL2Bytes()
@@ -683,6 +683,9 @@ public static unsafe class CpuGemm
     /// 32) with 512-bit vectors, 6×16 in 12 ymm (of 16) with 256-bit ones (rows R.N, a compile-time constant: each
     /// row count gets its own code with the other rows' loads, FMAs and stores gone, so a partial strip of 1–11 rows
     /// costs its rows, not a whole strip's).
+    /// Before the k loop it prefetches its tile of C (read or written after the loop; a rectangle's C block outgrows L2
+    /// at M = 1576, so each K block would otherwise meet its tiles in L3 or memory and stall on them: `bash bench/ab.sh`
+    /// at 1576×2304×768 and 1576×768×3072 on 2 threads, 1.11× the speed without it).
     /// Per k: two B vectors and a broadcast of A per row. a: the rows × kc, element (r, k) at a[r·lda + k·ks] (a
     /// row-major strip: ks = 1; a k-major one: lda = 1, ks = MR); b: panel [kc][2·W.Count], rows bs floats apart (packed:
     /// bs = 2·W.Count; a B read in place: its row stride); c: the tile's rows, all
