@@ -30,6 +30,7 @@ cases=("gelu 1576x3072" "gelu-backward 1576x3072" "softmax 18912x197" "layernorm
        "depthwise-conv 1x56x56x128" "depthwise-conv 1x14x14x512" "depthwise-conv 1x7x7x1024"
        "depthwise-conv-backward 8x56x56x128" "depthwise-conv-backward 8x14x14x512" "depthwise-conv-backward 8x7x7x1024"
        "patchify 8x56x56x128" "attention 8x197x12x64" "attention 64x49x4x32" "attention 4x49x16x32"
+       "attention-forward 8x197x12x64" "attention-forward 64x49x4x32"
        "gemm 197x2304x768" "gemm 197x768x3072" "gemm 1576x2304x768" "gemm 1576x768x3072" "gemm 49x4096x1024"
        "gemm 25088x128x512" "gemm 6272x256x1024" "adam 85875556")
 # An op the earlier tree does not have is left out (with a note), not failed on.

@@ -51,14 +51,26 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <summary>The softmax's numerators at width W: y = exp(z − max) for z = x + a + b (a, b optional rows, [cols]),
-    /// <paramref name="max"/> the row's largest z; returns their sum, the denominator.</summary>
+    /// <paramref name="max"/> the row's largest z; returns their sum, the denominator. A row of at least one vector whose
+    /// length is not a multiple of it (197 tokens: 12 vectors of 16 and 5 left) ends with one more vector over its last
+    /// W.Count elements, overlapping the one before: its z and exponentials are computed before the loops write over
+    /// them (y may be x), stored after them (the overlap gets the same values again) and summed in its new lanes only,
+    /// where a scalar tail of library exponentials cost as much as the whole vector loop.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static float ExpRow<TV, W>(float* y, float* x, float* a, float* b, int cols, out float max) where TV : struct where W : ISimd<TV>
     {
-        int i = 0;
+        int i = 0, whole = cols - cols % W.Count, last = cols - W.Count; // the overlapping vector starts at last
         bool copy = y != x || a != null || b != null; // else z is already in y
-        var vmax = W.Splat(float.NegativeInfinity);
-        for (; i + W.Count <= cols; i += W.Count)
+        bool overlap = whole != cols && last >= 0;
+        TV zLast = default;
+        if (overlap)
+        {
+            zLast = W.Load(x + last);
+            if (a != null) zLast = W.Add(zLast, W.Load(a + last));
+            if (b != null) zLast = W.Add(zLast, W.Load(b + last));
+        }
+        var vmax = overlap ? zLast : W.Splat(float.NegativeInfinity);
+        for (; i < whole; i += W.Count)
         {
             var z = W.Load(x + i);
             if (a != null) z = W.Add(z, W.Load(a + i));
@@ -66,8 +78,9 @@ public sealed unsafe partial class CpuKernels
             if (copy) W.Store(y + i, z);
             vmax = W.Max(vmax, z);
         }
+        if (overlap && copy) W.Store(y + last, zLast);
         max = W.Max(vmax);
-        for (; i < cols; i++)
+        for (; !overlap && i < cols; i++)
         {
             float z = x[i] + (a == null ? 0f : a[i]) + (b == null ? 0f : b[i]);
             y[i] = z;
@@ -75,14 +88,21 @@ public sealed unsafe partial class CpuKernels
         }
         vmax = W.Splat(max);
         var acc = W.Splat(0f);
-        for (i = 0; i + W.Count <= cols; i += W.Count)
+        TV eLast = overlap ? Simd.Exp<TV, W>(W.Sub(zLast, vmax)) : default;
+        for (i = 0; i < whole; i += W.Count)
         {
             var e = Simd.Exp<TV, W>(W.Sub(W.Load(y + i), vmax));
             W.Store(y + i, e);
             acc = W.Add(acc, e);
         }
+        if (overlap)
+        {
+            W.Store(y + last, eLast);
+            var counted = W.LessThan(W.Load(Simd.LaneIndices), W.Splat(whole - last)); // lanes the loop already summed
+            acc = W.Add(acc, W.Select(counted, W.Splat(0f), eLast));
+        }
         float sum = W.Sum(acc);
-        for (; i < cols; i++)
+        for (; !overlap && i < cols; i++)
         {
             y[i] = MathF.Exp(y[i] - max);
             sum += y[i];

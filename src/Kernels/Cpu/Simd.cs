@@ -155,6 +155,16 @@ public static class Simd
     /// <summary>The width in use. Tests force each one to check it (software-emulated when not accelerated).</summary>
     public static SimdWidth Width { get; set; } = Best;
 
+    /// <summary>0, 1, …, 15: each lane's index, for masks over the lanes of a vector of any width (never freed).</summary>
+    internal static unsafe float* LaneIndices { get; } = MakeLaneIndices();
+
+    static unsafe float* MakeLaneIndices()
+    {
+        var p = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc(16 * sizeof(float), 64);
+        for (int i = 0; i < 16; i++) p[i] = i;
+        return p;
+    }
+
     /// <summary>Runs <paramref name="body"/> over [start, end) at <see cref="Width"/>; returns where its scalar tail begins.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static long Run<T>(ref T body, long start, long end) where T : struct, IVectorRange => Width switch
