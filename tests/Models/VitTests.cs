@@ -1,3 +1,6 @@
+using Engine.Autograd;
+using Engine.Kernels;
+using Engine.Kernels.Cpu;
 using Engine.IO;
 using Engine.Checkpoints;
 using Engine.Imaging;
@@ -71,6 +74,47 @@ public class VitTests
         File.WriteAllText(heads, """{"embed_dim": 32, "num_heads": 5}""");
         Assert.That(Assert.Throws<InvalidInputException>(() => VitConfig.FromJson(heads))!.Message, Does.StartWith(heads).And.Contain("num_heads 5"));
         Assert.That(Assert.Throws<ArgumentException>(() => VitConfig.Resolve("vit_huge_nonsense"))!.Message, Does.Contain("vit_base_patch16_224"));
+    }
+
+    [Test]
+    public void EvalRunsTheLastBlockOnTheClassRowWithTheFullBlocksLogitsAndGradients()
+    {
+        var kernels = new InstrumentedKernels(new CpuKernels());
+        var device = new CpuDevice(kernels);
+        var config = TinyConfig;
+        using var model = new VisionTransformer(device, config, seed: 3);
+        model.Load(Fixture("weights.safetensors"));
+        foreach (var p in model.Parameters) p.RequiresGrad = true;
+        var input = Npy.Read(Fixture("input.npy"));
+        int B = input.Shape[0];
+        (float[] Logits, float[][] Grads, long ForwardFlops) Run(bool everyToken)
+        {
+            // A site hook sees every token, so with one set the last block keeps them all.
+            model.SiteHook = everyToken ? (site, x) => x : null;
+            using var x = Tensor.FromArray(device, input.Data, input.Shape);
+            using var targets = Tensor.FromArray(device, Enumerable.Range(0, B).Select(i => i % config.num_classes).ToArray(), B);
+            var tape = new Tape();
+            using (tape.Record())
+            {
+                kernels.Reset();
+                using var y = model.Forward(x);
+                long flops = kernels.Flops;
+                using var loss = Ops.CrossEntropy(y, targets);
+                tape.Backward(loss);
+                var grads = model.Parameters.Select(p => p.Grad!.ToArray()).ToArray();
+                foreach (var p in model.Parameters) p.DropGrad();
+                return (y.ToArray(), grads, flops);
+            }
+        }
+        var full = Run(everyToken: true);
+        var classRow = Run(everyToken: false);
+        model.SiteHook = null;
+        Assert.That(classRow.Logits, Is.EqualTo(full.Logits), "logits, bit for bit");
+        for (int i = 0; i < full.Grads.Length; i++)
+            Assert.That(classRow.Grads[i], Is.EqualTo(full.Grads[i]), $"grad of {model.Parameters[i].Name}, bit for bit");
+        // The last block's projection and MLP skip every row but the class token's.
+        long C = config.embed_dim, H = config.MlpHidden, skipped = 2L * B * (config.Tokens - 1) * (C * C + C * H + H * C);
+        Assert.That(full.ForwardFlops - classRow.ForwardFlops, Is.EqualTo(skipped));
     }
 
     [Test]

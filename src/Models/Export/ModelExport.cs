@@ -107,6 +107,13 @@ public static class ModelExport
             string a = g.Node("MatMul", n + "attn.context", [attention, v]);
             a = g.Node("Transpose", n + "attn.context", [a], ("perm", new long[] { 0, 2, 1, 3 }));
             a = g.Node("Reshape", n + "attn.context", [a, g.Int64s("shape_btc", [0, 0, C])]);
+            if (i == c.depth - 1)
+            {
+                // As the engine runs it: past the last attention, only the class row (the one the head reads).
+                string ClassRow(string t) => g.Node("Slice", n + "class_row", [t, g.Int64s("starts", [0]), g.Int64s("ends", [1]), g.Int64s("axes", [1])]);
+                a = ClassRow(a);
+                x = ClassRow(x);
+            }
             x = ChannelAdapter(g, g.Node("Add", n + "attn_residual", [x, Linear(g, a, vit, n + "attn.proj")]), sct, n + "attn_residual", C);
             // MLP with exact GELU.
             h = LayerNorm(g, x, vit, n + "norm2");
