@@ -1,5 +1,9 @@
+using System.Diagnostics;
 using System.Globalization;
+using Engine.Autograd;
 using Engine.Kernels.Cpu;
+using Engine.Models;
+using Engine.Models.Vit;
 
 namespace Engine.Bench;
 
@@ -8,7 +12,8 @@ namespace Engine.Bench;
 /// process (each measurement the median of 3 calls; medians over the rounds, the ratio the median of the rounds' ratios): attention forward + backward through
 /// <see cref="Ops.Attention"/> at ViT-B/16's shapes (batch 1 and 8) and Swin-B's first-stage windows (batch 8: 512
 /// windows of 49 tokens, 4 heads of 32); Linear+GELU (inference) and SSF's Linear+scale-shift (training: the product
-/// kept too) at ViT-B/16's fc1, batch 1 and 8.
+/// kept too) at ViT-B/16's fc1, batch 1 and 8. Then ViT-B/16's eval forward (weights frozen) with its last block on
+/// the class row against the same forward with every token through it (a site hook that returns its input keeps them).
 /// </summary>
 public static class FusedOpsBench
 {
@@ -18,7 +23,7 @@ public static class FusedOpsBench
         const string usage = "bash bench/run.sh fused [--rounds 9]";
         if (args.Contains("--help") || args.Contains("-h"))
         {
-            Console.WriteLine($"{usage}\n  Fused ops vs their unfused paths on the CPU (attention forward + backward, Linear+GELU, Linear+scale-shift), alternating in one process.");
+            Console.WriteLine($"{usage}\n  Fused ops vs their unfused paths on the CPU (attention forward + backward, Linear+GELU, Linear+scale-shift), alternating in one process;\n  then ViT-B/16's eval forward with its last block on the class row vs on every token.");
             return 0;
         }
         int rounds = 9;
@@ -57,6 +62,42 @@ public static class FusedOpsBench
             Console.WriteLine(string.Format(inv, "| {0} | {1} | {2:F1} | {3:F1} | {4:F2} | {5:F1} |", fusedOp, f.Shape, f.Milliseconds,
                 Rounds.Median(unfused), Rounds.PairedRatio([.. fused.Select(x => x.Milliseconds)], unfused), f.Tflops * 1000));
         }
+        ClassRowForward(rounds);
         return 0;
+    }
+
+    /// <summary>ViT-B/16's eval forward at batch 1 and 8: the last block on the class row vs on every token.</summary>
+    static void ClassRowForward(int rounds)
+    {
+        Console.WriteLine("\nViT-B/16 eval forward, weights frozen: the last block's projection, MLP and norm on the class row vs on every token\n");
+        Console.WriteLine("| model | batch | class row ms | every token ms | class row / every token |\n|---|---|---|---|---|");
+        using var model = (VisionTransformer)ImageModels.Create(Device.Cpu, "vit_base_patch16_224", 1000, seed: 1);
+        using var frozen = FrozenWeights.Freeze(model.Parameters);
+        foreach (int batch in new[] { 1, 8 })
+        {
+            var rng = new Random(2);
+            int size = model.ImageSize;
+            using var input = Tensor.FromArray(Device.Cpu, Enumerable.Range(0, batch * 3 * size * size).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(), batch, 3, size, size);
+            double Time(bool everyToken)
+            {
+                model.SiteHook = everyToken ? (site, x) => x : null;
+                var clock = Stopwatch.StartNew();
+                using (Tape.NoGrad()) model.Forward(input).Dispose();
+                return clock.Elapsed.TotalMilliseconds;
+            }
+            Time(false); // warm-up: packs the frozen weights
+            Time(true);
+            var classRow = new List<double>();
+            var everyToken = new List<double>();
+            for (int r = 0; r < rounds; r++) // taking turns going first
+            {
+                if (r % 2 == 1) everyToken.Add(Time(true));
+                classRow.Add(Time(false));
+                if (r % 2 == 0) everyToken.Add(Time(true));
+            }
+            model.SiteHook = null;
+            Console.WriteLine(string.Format(CultureInfo.InvariantCulture, "| vit_base_patch16_224 | {0} | {1:F1} | {2:F1} | {3:F3} |",
+                batch, Rounds.Median(classRow), Rounds.Median(everyToken), Rounds.PairedRatio([.. classRow], everyToken)));
+        }
     }
 }

@@ -8,7 +8,8 @@
 #                                          # a training step per PEFT method vs full (default ViT-B/16)
 #   bash bench/run.sh peers [--only gemm|backward|forward] [--models ...] [--batches 1,8] [--rounds 5] [--unfused-attention] [--cold-weights]
 #                                          # GEMM vs OpenBLAS and ORT's MatMul, forward vs ONNX Runtime
-#   bash bench/run.sh fused [--rounds 9]       # fused ops vs their unfused paths (attention, Linear+GELU), alternating
+#   bash bench/run.sh fused [--rounds 9]       # fused ops vs their unfused paths (attention, Linear+GELU), alternating;
+#                                              # ViT-B/16 forward: last block on the class row vs every token
 # OpenBLAS 0.3.21 misdetects AVX-512 Zen parts as Haswell; on CPUs with avx512f we force its SkylakeX kernels, the
 # fastest it has there (even over an OPENBLAS_CORETYPE from the environment: the yardstick is OpenBLAS at its best).
 # The variable must be set before the library loads, which .NET cannot do from inside the process.
@@ -33,7 +34,8 @@ bash bench/run.sh peers [--only gemm|backward|forward] [--models M,...] [--batch
                                                 products of ViT-B/16 at batch 8 vs OpenBLAS (dX also with W packed
                                                 once; --only backward: this table alone), eval forward vs its ONNX
                                                 export in ONNX Runtime (size, logit difference, time, kernel split)
-bash bench/run.sh fused [--rounds 9]            fused ops vs their unfused paths on the CPU (attention fwd+bwd, Linear+GELU)
+bash bench/run.sh fused [--rounds 9]            fused ops vs their unfused paths on the CPU (attention fwd+bwd, Linear+GELU), and
+                                                ViT-B/16's eval forward with its last block on the class row vs every token
 One kernel at any shape on any device: dotnet run --project src/Cli -c Release -- bench --op gelu --shape 1576x3072
 USAGE
   exit 0
