@@ -13,7 +13,7 @@ namespace Engine.Bench;
 /// <see cref="Ops.Attention"/> at ViT-B/16's shapes (batch 1 and 8) and Swin-B's first-stage windows (batch 8: 512
 /// windows of 49 tokens, 4 heads of 32); Linear+GELU (inference) and SSF's Linear+scale-shift (training: the product
 /// kept too) at ViT-B/16's fc1, batch 1 and 8. Then ViT-B/16's eval forward (weights frozen) with its last block on
-/// the class row against the same forward with every token through it (a site hook that returns its input keeps them).
+/// the class row against the same forward with every token through it (KeepEveryToken).
 /// </summary>
 public static class FusedOpsBench
 {
@@ -80,7 +80,7 @@ public static class FusedOpsBench
             using var input = Tensor.FromArray(Device.Cpu, Enumerable.Range(0, batch * 3 * size * size).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(), batch, 3, size, size);
             double Time(bool everyToken)
             {
-                model.SiteHook = everyToken ? (site, x) => x : null;
+                model.KeepEveryToken = everyToken;
                 var clock = Stopwatch.StartNew();
                 using (Tape.NoGrad()) model.Forward(input).Dispose();
                 return clock.Elapsed.TotalMilliseconds;
@@ -95,7 +95,7 @@ public static class FusedOpsBench
                 classRow.Add(Time(false));
                 if (r % 2 == 0) everyToken.Add(Time(true));
             }
-            model.SiteHook = null;
+            model.KeepEveryToken = false;
             Console.WriteLine(string.Format(CultureInfo.InvariantCulture, "| vit_base_patch16_224 | {0} | {1:F1} | {2:F1} | {3:F3} |",
                 batch, Rounds.Median(classRow), Rounds.Median(everyToken), Rounds.PairedRatio([.. classRow], everyToken)));
         }

@@ -76,12 +76,15 @@ public class VitTests
         Assert.That(Assert.Throws<ArgumentException>(() => VitConfig.Resolve("vit_huge_nonsense"))!.Message, Does.Contain("vit_base_patch16_224"));
     }
 
-    [Test]
-    public void EvalRunsTheLastBlockOnTheClassRowWithTheFullBlocksLogitsAndGradients()
+    /// <summary>ViT's last block past its attention runs on the class row alone, in eval and in training with stochastic
+    /// depth (one mask per image): logits and every gradient bit for bit those of the block on every token
+    /// (<see cref="VisionTransformer.KeepEveryToken"/>), and the forward's GEMMs fewer by exactly the skipped rows.</summary>
+    [TestCase(false), TestCase(true)]
+    public void TheLastBlockRunsOnTheClassRowWithTheFullBlocksLogitsAndGradients(bool training)
     {
         var kernels = new InstrumentedKernels(new CpuKernels());
         var device = new CpuDevice(kernels);
-        var config = TinyConfig;
+        var config = TinyConfig with { drop_path_rate = training ? 0.5f : 0f };
         using var model = new VisionTransformer(device, config, seed: 3);
         model.Load(Fixture("weights.safetensors"));
         foreach (var p in model.Parameters) p.RequiresGrad = true;
@@ -89,15 +92,14 @@ public class VitTests
         int B = input.Shape[0];
         (float[] Logits, float[][] Grads, long ForwardFlops) Run(bool everyToken)
         {
-            // A site hook sees every token, so with one set the last block keeps them all.
-            model.SiteHook = everyToken ? (site, x) => x : null;
+            model.KeepEveryToken = everyToken;
             using var x = Tensor.FromArray(device, input.Data, input.Shape);
             using var targets = Tensor.FromArray(device, Enumerable.Range(0, B).Select(i => i % config.num_classes).ToArray(), B);
             var tape = new Tape();
             using (tape.Record())
             {
                 kernels.Reset();
-                using var y = model.Forward(x);
+                using var y = model.Forward(x, training ? 7UL : null);
                 long flops = kernels.Flops;
                 using var loss = Ops.CrossEntropy(y, targets);
                 tape.Backward(loss);
@@ -108,7 +110,6 @@ public class VitTests
         }
         var full = Run(everyToken: true);
         var classRow = Run(everyToken: false);
-        model.SiteHook = null;
         Assert.That(classRow.Logits, Is.EqualTo(full.Logits), "logits, bit for bit");
         for (int i = 0; i < full.Grads.Length; i++)
             Assert.That(classRow.Grads[i], Is.EqualTo(full.Grads[i]), $"grad of {model.Parameters[i].Name}, bit for bit");

@@ -125,6 +125,10 @@ public sealed class ConvNeXt : IImageClassifier
     /// <inheritdoc/>
     public Func<FeatureSite, Tensor, Tensor>? SiteHook { get; set; }
 
+    /// <inheritdoc cref="IPeftModel.KeepEveryToken"/>
+    /// <remarks>No effect here (ConvNeXt pools every position: it always runs them all).</remarks>
+    public bool KeepEveryToken { get; set; }
+
     /// <inheritdoc/>
     public Func<FeatureSite, ChannelAffine?>? SiteAffine { get; set; }
 

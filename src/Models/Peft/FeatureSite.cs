@@ -62,6 +62,12 @@ public interface IPeftModel
     /// when the site is untouched). Null: every site is the identity.</summary>
     Func<FeatureSite, Tensor, Tensor>? SiteHook { get; set; }
 
+    /// <summary>Whether every site sees every token even where the model's output reads fewer: set while a hook observes
+    /// the tokens themselves (SCT's channel selection). False (the default): a model may run the layers after its last
+    /// token mixing on the rows its output reads alone (ViT's last block past its attention, on the class token), with
+    /// those rows' values and every gradient unchanged.</summary>
+    bool KeepEveryToken { get; set; }
+
     /// <summary>A per-channel affine to apply at a site (null: none), which the forward folds into the layer that
     /// produces the site (<see cref="SiteComputation.Produce"/>) rather than running it as a separate pass; applied
     /// before <see cref="SiteHook"/>. Null: no site has one.</summary>

@@ -164,6 +164,8 @@ public static class SctSelection
         var sums = sites.ToDictionary(s => s.Name, _ => new Dictionary<int, double[]>(), StringComparer.Ordinal);
         int[] labels = [];
         var bypass = model.Bypass();
+        bool keepEveryToken = model.KeepEveryToken;
+        model.KeepEveryToken = true; // the statistics sum over every patch token at every site, the last block's too
         model.SiteHook = (site, x) =>
         {
             if (sums.TryGetValue(site.Name, out var byClass)) Accumulate(byClass, x, labels, model.NumPrefixTokens);
@@ -183,6 +185,7 @@ public static class SctSelection
         finally
         {
             bypass.Dispose();
+            model.KeepEveryToken = keepEveryToken;
         }
         if (sums[sites[0].Name].Count == 0) throw new ArgumentException("SCT selection: no images were given");
         return sites.ToDictionary(s => s.Name, s => TopChannels(Scores(sums[s.Name].Values), KOf(s)), StringComparer.Ordinal);

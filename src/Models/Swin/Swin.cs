@@ -162,6 +162,10 @@ public sealed class Swin : IImageClassifier
     /// <inheritdoc/>
     public Func<FeatureSite, Tensor, Tensor>? SiteHook { get; set; }
 
+    /// <inheritdoc cref="IPeftModel.KeepEveryToken"/>
+    /// <remarks>No effect here (Swin pools every token: it always runs them all).</remarks>
+    public bool KeepEveryToken { get; set; }
+
     /// <inheritdoc/>
     public Func<FeatureSite, ChannelAffine?>? SiteAffine { get; set; }
 

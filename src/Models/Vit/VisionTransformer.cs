@@ -116,6 +116,9 @@ public sealed class VisionTransformer : IImageClassifier
     public Func<FeatureSite, Tensor, Tensor>? SiteHook { get; set; }
 
     /// <inheritdoc/>
+    public bool KeepEveryToken { get; set; }
+
+    /// <inheritdoc/>
     public Func<FeatureSite, ChannelAffine?>? SiteAffine { get; set; }
 
     /// <inheritdoc/>
@@ -186,10 +189,13 @@ public sealed class VisionTransformer : IImageClassifier
                 x = tokens;
             }
             // Only the class token leaves the last block. Its attention reads every token, but the projection, the
-            // residuals, the MLP and the final norm need only the class row: in eval mode (no dropout masks drawn for
-            // the full shape) with no site hook watching every token, they run on that row alone, bit for bit the
-            // values the full block gives it (ViT-B/16: 6% of the forward's products).
-            bool classRowOnly = i == _blocks.Length - 1 && !trainSeed.HasValue && SiteHook == null;
+            // residuals, the MLP and the final norm need only the class row, so they run on it alone (ViT-B/16: 6% of
+            // the forward's products), with its values and every gradient bit for bit the full block's. Not while a
+            // hook observes every token, nor in training where a mask drawn per element (dropout at the projection or
+            // the MLP, or inside a Linear or MLP hook: LoRA's, an adapter's) would see another shape; stochastic depth
+            // draws one per image.
+            bool classRowOnly = i == _blocks.Length - 1 && !KeepEveryToken
+                && (!trainSeed.HasValue || Config.proj_drop_rate == 0 && LinearHook == null && MlpHook == null);
             var attention = Attention(x, b, trainSeed, site, classRowOnly);
             if (classRowOnly) x = ClassRow(x);
             x = this.Transform(b.Sites[3], Residual(x, attention, dropPath, trainSeed, site + 2));
