@@ -178,6 +178,7 @@ public class PeftTests
         using var _ = Tape.NoGrad();
         // The plain model's MLP input and output, recorded at the sites.
         float[]? branchInput = null, mlpOutput = null;
+        vit.KeepEveryToken = true; // every token through the one block, in both runs, for the comparison to see them all
         vit.SiteHook = (site, x) =>
         {
             if (site.Name == "blocks.0.attn_residual") branchInput = x.ToArray();
@@ -441,6 +442,7 @@ public class PeftTests
         // (K+1)-th largest score (the reference's threshold rule), ascending.
         var features = SctSelection.Sites(vit).ToDictionary(s => s.Name, _ => new List<(int Label, float[] X)>());
         int label = 0;
+        vit.KeepEveryToken = true; // the hook reads every token of every site
         vit.SiteHook = (site, x) =>
         {
             if (features.TryGetValue(site.Name, out var list)) list.Add((label, x.ToArray()));
@@ -455,6 +457,7 @@ public class PeftTests
                 vit.ForwardFeatures(one).Dispose();
             }
         vit.SiteHook = null;
+        vit.KeepEveryToken = false;
         Assert.That(selection.Keys, Is.EquivalentTo(features.Keys));
         foreach (var (site, list) in features)
         {
