@@ -232,7 +232,8 @@ public class CliTests
             var kernels = table.Select(c => c[1]).ToList();
             Assert.That(kernels, Does.Contain(used).And.Contain("LayerNormForward").And.Not.Contain(unused), path);
             double shares = table.Sum(c => double.Parse(c[4].TrimEnd('%', ' '), System.Globalization.CultureInfo.InvariantCulture));
-            Assert.That(shares, Is.EqualTo(100).Within(0.5), "the shares cover every kernel");
+            // Each share is printed to 0.1 %, so the printed ones may sum to 100 ± 0.05 per row (26 rows here).
+            Assert.That(shares, Is.EqualTo(100).Within(0.05 * table.Count + 1e-9), "the shares cover every kernel");
             Assert.That(table.All(c => long.Parse(c[2]) > 0 && double.Parse(c[3], System.Globalization.CultureInfo.InvariantCulture) >= 0));
         }
         Assert.That(Peft("bench", "--train-step", "--profile", "--cuda-graph", "--device", device).Err, Does.Contain("--profile: times each kernel on its own"));
