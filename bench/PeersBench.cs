@@ -86,12 +86,14 @@ public static class PeersBench
 
     /// <summary>With <paramref name="coldWeights"/>, every side cycles through enough copies of W (each product reads the
     /// next one) that they cannot stay in any cache, as inside a forward, where each layer's weight comes from memory;
-    /// ORT runs one session holding one MatMul per copy.</summary>
+    /// ORT runs one session holding one MatMul per copy. A register-only FMA loop (<see cref="FmaPeak"/>) takes its turn
+    /// among the sides with the same FLOPs, so each row also says how close the products come to the core's ceiling in
+    /// the same spell of the machine.</summary>
     static unsafe void Gemm(OpenBlas? blas, int[] batches, int rounds, bool coldWeights)
     {
         Console.WriteLine((coldWeights ? "\nEach product reads the next of several copies of W (256 MiB or more of weights), so W comes from memory.\n" : "") +
-                          "\n| layer | M×N×K (X·Wᵀ) | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ORT MatMul GFLOP/s | ours, W packed once GFLOP/s | ours / OpenBLAS | ours / ORT | W packed once / ORT |\n" +
-                          "|---|---|---|---|---|---|---|---|---|---|");
+                          "\n| layer | M×N×K (X·Wᵀ) | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ORT MatMul GFLOP/s | ours, W packed once GFLOP/s | ours / OpenBLAS | ours / ORT | W packed once / ORT | FMA loop GFLOP/s | W packed once / FMA loop | ORT / FMA loop |\n" +
+                          "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         int savedThreads = CpuParallel.Threads;
         try
         {
@@ -99,7 +101,8 @@ public static class PeersBench
                 foreach (int threads in new[] { 1, 2 }.Where(t => t <= Environment.ProcessorCount))
                 {
                     int copies = coldWeights ? (int)Math.Clamp((256L << 20) / ((long)N * K * sizeof(float)), 2, 256) : 1;
-                    float* x = Aligned.Filled((long)M * K);
+                    using var input = Weight((long)M * K); // allocated as the forward's activations are (huge pages from 2 MiB)
+                    float* x = (float*)input.Pointer;
                     var weights = Enumerable.Range(0, copies).Select(_ => Weight((long)N * K)).ToArray();
                     var outputs = Enumerable.Range(0, copies).Select(_ => Weight((long)M * N)).ToArray(); // as ORT's: one per product
                     using var ort = new OrtMatMul(M, N, K, threads, copies);
@@ -114,16 +117,17 @@ public static class PeersBench
                         () => { for (int i = 0; i < copies; i++) CpuGemm.Gemm(false, true, M, N, K, 1f, x, K, W(i), K, 0f, Y(i), N); },
                         ort.Run,
                         () => { for (int i = 0; i < copies; i++) CpuGemm.Gemm(false, true, M, N, K, 1f, x, K, null, K, 0f, Y(i), N, packedB: packs[i]); },
+                        () => FmaPeak.Run(flops),
                     };
                     if (blas != null) sides.Add(() => { for (int i = 0; i < copies; i++) blas.Sgemm(false, true, M, N, K, 1f, x, K, W(i), K, 0f, Y(i), N); });
                     var speeds = Alternate(rounds, flops, sides);
-                    List<double> ours = speeds[0], mlas = speeds[1], oursPacked = speeds[2], theirs = blas == null ? [] : speeds[3];
+                    List<double> ours = speeds[0], mlas = speeds[1], oursPacked = speeds[2], peak = speeds[3], theirs = blas == null ? [] : speeds[4];
                     double o = Rounds.Median(ours), m = Rounds.Median(mlas);
                     string peer = blas == null ? "n/a" : Rounds.Median(theirs).ToString("F1", Inv);
                     string ratio = blas == null ? "n/a" : Rounds.PairedRatio(ours, theirs).ToString("F2", Inv);
-                    Console.WriteLine(string.Format(Inv, "| {0} | {1}×{2}×{3} | {4} | {5:F1} | {6} | {7:F1} | {8:F1} | {9} | {10:F2} | {11:F2} |",
-                        layer, M, N, K, threads, o, peer, m, Rounds.Median(oursPacked), ratio, Rounds.PairedRatio(ours, mlas), Rounds.PairedRatio(oursPacked, mlas)));
-                    Aligned.Free(x);
+                    Console.WriteLine(string.Format(Inv, "| {0} | {1}×{2}×{3} | {4} | {5:F1} | {6} | {7:F1} | {8:F1} | {9} | {10:F2} | {11:F2} | {12:F1} | {13:F2} | {14:F2} |",
+                        layer, M, N, K, threads, o, peer, m, Rounds.Median(oursPacked), ratio, Rounds.PairedRatio(ours, mlas), Rounds.PairedRatio(oursPacked, mlas),
+                        Rounds.Median(peak), Rounds.PairedRatio(oursPacked, peak), Rounds.PairedRatio(mlas, peak)));
                     foreach (IDisposable d in weights.Concat<IDisposable>(outputs).Concat(packs)) d.Dispose();
                 }
         }
@@ -133,7 +137,8 @@ public static class PeersBench
         }
     }
 
-    /// <summary>n floats in memory allocated as the engine allocates a weight's, filled as <see cref="Aligned.Filled"/>.</summary>
+    /// <summary>n floats in memory allocated as the engine allocates a weight's or an activation's, filled as
+    /// <see cref="Aligned.Filled"/>.</summary>
     static unsafe NativeBuffer Weight(long n)
     {
         var buffer = new NativeBuffer(n * sizeof(float));
@@ -151,7 +156,8 @@ public static class PeersBench
     /// <summary>Our GEMM against OpenBLAS at the backward products of <see cref="TrainingLayers"/>, 1 and 2 threads.</summary>
     static unsafe void TrainingGemm(OpenBlas blas, int rounds)
     {
-        Console.WriteLine("\n| layer | product | M×N×K | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ours / OpenBLAS | ours, W packed once / OpenBLAS |\n|---|---|---|---|---|---|---|---|");
+        Console.WriteLine("\n| layer | product | M×N×K | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ours / OpenBLAS | ours, W packed once / OpenBLAS | FMA loop GFLOP/s | ours / FMA loop | OpenBLAS / FMA loop |\n" +
+                          "|---|---|---|---|---|---|---|---|---|---|---|");
         const int T = 1576;
         int savedThreads = CpuParallel.Threads;
         try
@@ -171,12 +177,14 @@ public static class PeersBench
                         {
                             () => CpuGemm.Gemm(weightGrad, false, M, In, K, 1f, dy, Out, b, In, 0f, c, In),
                             () => blas.Sgemm(weightGrad, false, M, In, K, 1f, dy, Out, b, In, 0f, c, In),
+                            () => FmaPeak.Run(2.0 * M * In * K),
                         };
                         if (packed != null) sides.Add(() => CpuGemm.Gemm(false, false, M, In, K, 1f, dy, Out, null, In, 0f, c, In, packedB: packed));
                         var speeds = Alternate(rounds, 2.0 * M * In * K, sides);
-                        Console.WriteLine(string.Format(Inv, "| {0} | {1} | {2}×{3}×{4} | {5} | {6:F1} | {7:F1} | {8:F2} | {9} |", layer,
+                        Console.WriteLine(string.Format(Inv, "| {0} | {1} | {2}×{3}×{4} | {5} | {6:F1} | {7:F1} | {8:F2} | {9} | {10:F1} | {11:F2} | {12:F2} |", layer,
                             weightGrad ? "dW = dYᵀ·X" : "dX = dY·W", M, In, K, threads, Rounds.Median(speeds[0]), Rounds.Median(speeds[1]),
-                            Rounds.PairedRatio(speeds[0], speeds[1]), packed == null ? "–" : Rounds.PairedRatio(speeds[2], speeds[1]).ToString("F2", Inv)));
+                            Rounds.PairedRatio(speeds[0], speeds[1]), packed == null ? "–" : Rounds.PairedRatio(speeds[3], speeds[1]).ToString("F2", Inv),
+                            Rounds.Median(speeds[2]), Rounds.PairedRatio(speeds[0], speeds[2]), Rounds.PairedRatio(speeds[1], speeds[2])));
                         Aligned.Free(dy, b, c);
                     }
         }

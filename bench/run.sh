@@ -27,7 +27,8 @@ bash bench/run.sh peft [--model M] [--batch 8] [--rounds 5] [--methods full,ssf,
                                                 --unfused-attention: the unfused reference attention, to compare)
 bash bench/run.sh peers [--only gemm|backward|forward] [--models M,...] [--batches 1,8] [--rounds 5] [--unfused-attention] [--cold-weights]
                                                 the engine beside its peers, alternating: GEMM vs OpenBLAS and
-                                                ORT's MatMul at ViT-B/16's shapes for each of --batches (M = 197
+                                                ORT's MatMul (and a register-only FMA loop, the core's ceiling)
+                                                at ViT-B/16's shapes for each of --batches (M = 197
                                                 per image) and Swin/ConvNeXt stages 3-4 at batch 1
                                                 (1 and 2 threads; --cold-weights: each product reads the next of
                                                 many copies of W, so W comes from memory), the backward's dX and dW

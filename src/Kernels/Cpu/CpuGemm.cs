@@ -21,9 +21,8 @@ public enum GemmIsa
 /// C is cut into one rectangle per thread (whole NR-wide column panels or whole MR-tall row strips, across the longer
 /// side). For every (KC × ncb) block of op(B) in its columns a task packs the block into NR-wide panels
 /// [kc][NR] (kept in L2), then walks its row strips: an MR × kc strip of A (kept in L1) is read in place when A is not
-/// transposed and either its rows are not a multiple of 4 KiB apart or, when they are, C is cut across columns (each
-/// thread would copy all of A) and the L1 has a way for each of a strip's rows; else the strips are copied, a
-/// transposed A's once per K block for the whole rectangle. The MR × NR register-tile micro-kernel sweeps the packed
+/// transposed and its rows are not a multiple of 4 KiB apart; else the strips are copied, a transposed A's once per K
+/// block for the whole rectangle. The MR × NR register-tile micro-kernel sweeps the packed
 /// panels. No task waits for another: each packs the blocks of B it needs.
 /// The summation order of every C element is fixed by KC alone and the rectangles are tile-aligned, so results do
 /// not depend on the thread count.
@@ -58,40 +57,6 @@ public static unsafe class CpuGemm
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or OverflowException) { }
         return 512 * 1024;
-    }
-
-    /// <summary>Ways of one core's L1 data cache: from Linux sysfs, else from CPUID (AMD's leaf 0x80000005, Intel's leaf
-    /// 4), else 8. A strip of A whose MR rows are a multiple of 4 KiB apart puts all of its rows into one L1 set; with at
-    /// least MR ways they can stay there, and a product cut across columns reads A in place rather than have each thread
-    /// copy all of it (Zen 5: 12 ways, 12-row strips; `bash bench/ab.sh` at 197×768×3072 on 2 threads: 1.08× the copying
-    /// tree's speed); with fewer ways they would evict each other at every k and the strips are copied first. (A product
-    /// cut across rows copies them anyway: each thread copies only its own rows, and reading them in place gained
-    /// nothing at M = 1576.) Tests set it to run both paths; results do not depend on it.</summary>
-    public static int L1Ways { get; set; } = ReadL1Ways();
-
-    static int ReadL1Ways()
-    {
-        try
-        {
-            foreach (var dir in Directory.EnumerateDirectories("/sys/devices/system/cpu/cpu0/cache", "index*"))
-                if (File.ReadAllText(Path.Combine(dir, "level")).Trim() == "1" && File.ReadAllText(Path.Combine(dir, "type")).Trim() == "Data")
-                    return int.Parse(File.ReadAllText(Path.Combine(dir, "ways_of_associativity")).Trim(), System.Globalization.CultureInfo.InvariantCulture);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or OverflowException) { }
-        if (!X86Base.IsSupported) return 8;
-        if ((uint)X86Base.CpuId(unchecked((int)0x80000000), 0).Eax >= 0x80000005)
-        {
-            int ways = (X86Base.CpuId(unchecked((int)0x80000005), 0).Ecx >> 16) & 0xff; // AMD: L1D ways (0xff: fully associative)
-            if (ways != 0) return ways;
-        }
-        if (X86Base.CpuId(0, 0).Eax >= 4)
-            for (int sub = 0; sub < 8; sub++)
-            {
-                var (eax, ebx, _, _) = X86Base.CpuId(4, sub);
-                if ((eax & 31) == 0) break;
-                if ((eax & 31) == 1 && ((eax >> 5) & 7) == 1) return ((ebx >> 22) & 0x3ff) + 1; // Intel: L1 data cache ways
-            }
-        return 8;
     }
 
     /// <summary>The width of a packed B block for a product with <paramref name="rows"/> rows of A: NCB, or half of it
@@ -271,14 +236,16 @@ public static unsafe class CpuGemm
             int m0 = task / ColumnParts * PartRows, m1 = Math.Min(M, m0 + PartRows);
             if (n0 >= n1 || m0 >= m1) return;
             float* bPack = PackedB != null ? null : (float*)ThreadScratch.Get(1, (long)KC * Ncb * sizeof(float));
-            // An A that must be copied (transposed, rounded, or rows 4 KiB apart, unless several column parts would
-            // each copy all of it and the L1 has a way for every row of a strip) is copied once per K block for all
-            // of the rectangle's strips when it is transposed or the rectangle has more than one column block, and the
-            // column blocks then run inside the K blocks. A transposed strip copied on its own gathers 48 bytes from each
-            // of kc rows of A lda apart (the same L1 sets when lda is a multiple of 1024); copied for the whole rectangle,
-            // each row of A is read once from end to end. Each C element still sums its K blocks in order, so the
-            // result is the same bit for bit.
-            bool copyA = TransA || Lda % 1024 == 0 && (ColumnParts == 1 || L1Ways < MR) || Precision != Precision.FP32;
+            // An A that must be copied (transposed, rounded, or rows a multiple of 4 KiB apart) is copied once per K
+            // block for all of the rectangle's strips when it is transposed or the rectangle has more than one column
+            // block, and the column blocks then run inside the K blocks. A strip whose rows are 4 KiB apart puts all of
+            // them into one L1 set, where every line of B that lands in that set evicts one of them; read in place it
+            // ran at 0.78–1.01 of the copy's speed (2 threads, ViT-B/16's fc2 and ConvNeXt-B's stage-3 and -4 products at
+            // batch 1; see docs/benchmarks.md), though its copy is read by every column part. A transposed strip copied
+            // on its own gathers 48 bytes from each of kc rows of A lda apart (the same L1 sets when lda is a multiple of
+            // 1024); copied for the whole rectangle, each row of A is read once from end to end. Each C element still
+            // sums its K blocks in order, so the result is the same bit for bit.
+            bool copyA = TransA || Lda % 1024 == 0 || Precision != Precision.FP32;
             bool keepA = TransA || copyA && n1 - n0 > Ncb;
             long strips = (m1 - m0 + MR - 1) / MR, aFloats = keepA ? strips * (MR * KC + StripPad) : MR * KC;
             float* aCopy = (float*)ThreadScratch.Get(0, (aFloats + (long)MR * NR) * sizeof(float));
