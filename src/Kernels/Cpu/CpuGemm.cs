@@ -239,9 +239,10 @@ public static unsafe class CpuGemm
             // An A that must be copied (transposed, rounded, or rows a multiple of 4 KiB apart) is copied once per K
             // block for all of the rectangle's strips when it is transposed or the rectangle has more than one column
             // block, and the column blocks then run inside the K blocks. A strip whose rows are 4 KiB apart puts all of
-            // them into one L1 set, where every line of B that lands in that set evicts one of them; read in place it
-            // ran at 0.78–1.01 of the copy's speed (2 threads, ViT-B/16's fc2 and ConvNeXt-B's stage-3 and -4 products at
-            // batch 1; see docs/benchmarks.md), though its copy is read by every column part. A transposed strip copied
+            // them into one L1 set, where every line of B that lands in that set evicts one of them. Read in place (when
+            // C was cut across columns) ViT-B/16's fc2 at batch 1 on 2 threads ran 0.75–0.89 of the speed of the same
+            // product with padded rows; copied it runs level with it (docs/benchmarks.md, the ninth Zen 5 sitting),
+            // though each column part copies all of A. A transposed strip copied
             // on its own gathers 48 bytes from each of kc rows of A lda apart (the same L1 sets when lda is a multiple of
             // 1024); copied for the whole rectangle, each row of A is read once from end to end. Each C element still
             // sums its K blocks in order, so the result is the same bit for bit.
