@@ -199,6 +199,108 @@ public static partial class OpCases
         }
     }
 
+    /// <summary>Under bf16 and fp16 GEMMs LinearGelu keeps its pre-activation h in 16 bits: the kernel writes exactly
+    /// PackLowPrecision of the float32 h it writes otherwise, with the same y; GELU's backward from the 16-bit values is
+    /// bit for bit the one from their widened copy, writing and accumulating; the tape keeps 2 bytes fewer per value of
+    /// h; and the gradients move from those of float32 saves by no more than GELU's slope at the rounded h allows
+    /// (|GELU''| ≤ 0.8, so the slope moves by at most u·|h| for the format's unit roundoff u; the dx and dW products round
+    /// dh to 16 bits too, which may then land one step apart: u·|dh| more per term).</summary>
+    static unsafe void GeluInputsInGemmPrecision(Device dev)
+    {
+        const int rows = 29, N = 21, K = 19;
+        float[] Values(ulong seed, int n, float scale) => [.. Enumerable.Range(0, n).Select(i => (float)(CounterRng.Uniform(seed, (ulong)i) * 2 - 1) * scale)];
+        static bool Same(float a, float b) => BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
+        var k = dev.Kernels;
+        var previous = (k.GemmPrecision, Ops.SaveGeluInputsInGemmPrecision);
+        try
+        {
+            foreach (var precision in new[] { Precision.BF16, Precision.FP16 })
+            {
+                string name = $"GeluInputsInGemmPrecision {precision.Name()}";
+                k.GemmPrecision = precision;
+                var half = precision == Precision.BF16 ? DType.BF16 : DType.F16;
+                float[] xs = Values(101, rows * K, 1f), ws = Values(102, N * K, 0.5f), bs = Values(103, N, 0.5f), dys = Values(104, rows * N, 1f);
+                using var x = Tensor.FromArray(dev, xs, rows, K);
+                using var w = Tensor.FromArray(dev, ws, N, K);
+                using var b = Tensor.FromArray(dev, bs, N);
+                using var dy = Tensor.FromArray(dev, dys, rows, N);
+
+                // The kernels.
+                using var y = Tensor.Zeros(dev, rows, N);
+                using var yPacked = Tensor.Zeros(dev, rows, N);
+                using var h = Tensor.Zeros(dev, rows, N);
+                using var hPacked = Tensor.Empty(dev, half, rows, N);
+                using var hRounded = Tensor.Empty(dev, half, rows, N);
+                k.LinearGeluForward(y.Data, h.Data, null, x.Data, null, w.Data, b.Data, rows, N, K);
+                k.LinearGeluForward(yPacked.Data, null, hPacked.HalfData, x.Data, null, w.Data, b.Data, rows, N, K);
+                k.PackLowPrecision(hRounded.HalfData, h.Data, rows * N, precision);
+                using var kept = Tensor.Zeros(dev, rows, N);
+                using var want = Tensor.Zeros(dev, rows, N);
+                k.UnpackLowPrecision(kept.Data, hPacked.HalfData, rows * N, precision);
+                k.UnpackLowPrecision(want.Data, hRounded.HalfData, rows * N, precision);
+                float[] ys = y.ToArray(), ysPacked = yPacked.ToArray(), keptValues = kept.ToArray(), wantValues = want.ToArray(), hs = h.ToArray();
+                for (int i = 0; i < rows * N; i++)
+                {
+                    if (!Same(ys[i], ysPacked[i])) throw new ConformanceException($"{name}: y[{i}] is {ysPacked[i]:G9} when h is kept in 16 bits, {ys[i]:G9} otherwise");
+                    if (!Same(keptValues[i], wantValues[i])) throw new ConformanceException($"{name}: h[{i}] was kept as {keptValues[i]:G9}, want {wantValues[i]:G9} (h = {hs[i]:G9} packed)");
+                }
+                foreach (bool accumulate in new[] { false, true })
+                {
+                    using var fromPacked = Tensor.FromArray(dev, Values(105, rows * N, 1f), rows, N);
+                    using var fromWide = Tensor.FromArray(dev, Values(105, rows * N, 1f), rows, N);
+                    k.GeluBackward(fromPacked.Data, dy.Data, GemmOperand.Packed(hPacked.HalfData), rows * N, accumulate);
+                    k.GeluBackward(fromWide.Data, dy.Data, kept.Data, rows * N, accumulate);
+                    float[] got = fromPacked.ToArray(), expected = fromWide.ToArray();
+                    for (int i = 0; i < rows * N; i++)
+                        if (!Same(got[i], expected[i]))
+                            throw new ConformanceException($"{name}: GeluBackward{(accumulate ? " (accumulating)" : "")} from 16-bit x gave dx[{i}] = {got[i]:G9}, from its widened copy {expected[i]:G9}");
+                }
+
+                // The op: what the tape keeps, and the gradients against float32 saves.
+                (float[][] Grads, long Saved) Run(bool sixteen)
+                {
+                    Ops.SaveGeluInputsInGemmPrecision = sixteen;
+                    using var xt = Tensor.FromArray(dev, xs, rows, K);
+                    using var wt = Tensor.FromArray(dev, ws, N, K);
+                    using var bt = Tensor.FromArray(dev, bs, N);
+                    xt.RequiresGrad = wt.RequiresGrad = bt.RequiresGrad = true;
+                    var tape = new Autograd.Tape();
+                    long saved;
+                    using (tape.Record())
+                    {
+                        using var z = Ops.LinearGelu(xt, wt, bt);
+                        saved = tape.SavedBytes;
+                        tape.Backward(z, dy);
+                    }
+                    return ([xt.Grad!.ToArray(), wt.Grad!.ToArray(), bt.Grad!.ToArray()], saved);
+                }
+                var wide = Run(sixteen: false);
+                var narrow = Run(sixteen: true);
+                if (narrow.Saved != wide.Saved - 2L * rows * N)
+                    throw new ConformanceException($"{name}: the tape kept {narrow.Saved} bytes with h in 16 bits, expected {wide.Saved - 2L * rows * N} ({wide.Saved} in float32)");
+                double u = precision.UnitRoundoff();
+                // Per (row, output): how far dh may move (slope) and how large it is (GELU's slope is below 1.13).
+                double Moved(int r, int n) => Math.Abs(dys[r * N + n]) * u * Math.Abs(hs[r * N + n]);
+                double Size(int r, int n) => 1.13 * Math.Abs(dys[r * N + n]);
+                void Within(string grad, int count, Func<int, double> bound, float[] got, float[] reference)
+                {
+                    for (int i = 0; i < count; i++)
+                        if (Math.Abs(got[i] - reference[i]) > bound(i) + 1e-6 * Math.Abs(reference[i]))
+                            throw new ConformanceException($"{name}: {grad}[{i}] is {got[i]:G9} with h in 16 bits, {reference[i]:G9} with float32; they may differ by {bound(i):G3}");
+                }
+                Within("dx", rows * K, i => Enumerable.Range(0, N).Sum(n => (Moved(i / K, n) + 2 * u * Size(i / K, n)) * Math.Abs(ws[n * K + i % K])), narrow.Grads[0], wide.Grads[0]);
+                Within("dW", N * K, i => Enumerable.Range(0, rows).Sum(r => (Moved(r, i / K) + 2 * u * Size(r, i / K)) * Math.Abs(xs[r * K + i % K])), narrow.Grads[1], wide.Grads[1]);
+                Within("db", N, n => Enumerable.Range(0, rows).Sum(r => Moved(r, n) + 1e-6 * Size(r, n)), narrow.Grads[2], wide.Grads[2]);
+                if (narrow.Grads[2].Zip(wide.Grads[2]).All(p => Same(p.First, p.Second)))
+                    throw new ConformanceException($"{name}: db is bit for bit the float32 saves' one: the backward did not read h in 16 bits");
+            }
+        }
+        finally
+        {
+            (k.GemmPrecision, Ops.SaveGeluInputsInGemmPrecision) = previous;
+        }
+    }
+
     static void GemmTf32(Device dev) => LowPrecisionGemm(dev, Precision.TF32);
     static void GemmBf16(Device dev) => LowPrecisionGemm(dev, Precision.BF16);
     static void GemmFp16(Device dev) => LowPrecisionGemm(dev, Precision.FP16);

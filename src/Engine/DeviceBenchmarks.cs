@@ -102,7 +102,7 @@ public static unsafe class DeviceBenchmarks
             Action call = op switch
             {
                 "gemm" => () => k.Gemm(false, true, M, N, K, 1f, x.Data, K, w.Data, K, 0f, y.Data, N),
-                "linear-gelu" => () => k.LinearGeluForward(y.Data, null, x.Data, null, w.Data, bias.Data, M, N, K),
+                "linear-gelu" => () => k.LinearGeluForward(y.Data, null, null, x.Data, null, w.Data, bias.Data, M, N, K),
                 "linear-scale-shift" => () => k.LinearScaleShiftForward(y.Data, u!.Data, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K),
                 "linear-scale-shift-unfused" => () =>
                 {

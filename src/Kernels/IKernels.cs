@@ -50,8 +50,10 @@ public unsafe interface IKernels
 
     /// <summary>The Linear layer followed by GELU (the MLP's fc1 and its activation) with the activation in the GEMM's
     /// epilogue: h = x[rows, K]·Wᵀ + bias, y = GELU(h), both [rows, N]; h is written only when not null (training keeps
-    /// it for the backward), so inference makes one pass over the output instead of three.</summary>
-    void LinearGeluForward(float* y, float* h, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K);
+    /// it for the backward), so inference makes one pass over the output instead of three. hPacked: null, or where h is
+    /// written instead in the 16-bit <see cref="GemmPrecision"/> (as autocast keeps a Linear's output for GELU's
+    /// backward; y is GELU of the float32 h either way); at most one of h and hPacked is given.</summary>
+    void LinearGeluForward(float* y, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K);
 
     /// <summary>SSF at a Linear site in one pass: u = x[rows, K]·Wᵀ (the layer without its bias), y = u·scale + shift per
     /// column (shift carries the folded γ⊙b + β), both [rows, N]; u is written only when not null (kept for dscale).
@@ -113,8 +115,9 @@ public unsafe interface IKernels
         float* mean, float* rstd, int rows, int C, bool accumulate);
     /// <summary>Exact GELU: y = x·Φ(x) = 0.5·x·(1 + erf(x/√2)); n elements.</summary>
     void GeluForward(float* y, float* x, long n);
-    /// <summary>dx = dy·(Φ(x) + x·φ(x)).</summary>
-    void GeluBackward(float* dx, float* dy, float* x, long n, bool accumulate);
+    /// <summary>dx = dy·(Φ(x) + x·φ(x)); x float32, or packed in the 16-bit <see cref="GemmPrecision"/> (LinearGelu's
+    /// pre-activation kept as <see cref="LinearGeluForward"/>'s hPacked), each value widened exactly as it is read.</summary>
+    void GeluBackward(float* dx, float* dy, GemmOperand x, long n, bool accumulate);
     /// <summary>ReLU: y = max(x, 0); n elements (y may be x).</summary>
     void ReluForward(float* y, float* x, long n);
     /// <summary>dx = dy where x &gt; 0, else 0 (PyTorch's rule at 0).</summary>

@@ -28,10 +28,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void LinearGeluForward(float* y, float* h, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
+    public void LinearGeluForward(float* y, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
         Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearGeluForward);
-        Inner.LinearGeluForward(y, h, x, xPacked, w, bias, rows, N, K);
+        Inner.LinearGeluForward(y, h, hPacked, x, xPacked, w, bias, rows, N, K);
         End(KernelId.LinearGeluForward, start);
     }
 
@@ -156,7 +156,7 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void GeluBackward(float* dx, float* dy, float* x, long n, bool accumulate)
+    public void GeluBackward(float* dx, float* dy, GemmOperand x, long n, bool accumulate)
     {
         long start = Begin(KernelId.GeluBackward);
         Inner.GeluBackward(dx, dy, x, n, accumulate);

@@ -37,6 +37,11 @@ public static unsafe class LowPrecision
     /// <summary>The lower-case name <see cref="Parse"/> takes.</summary>
     public static string Name(this Precision precision) => precision.ToString().ToLowerInvariant();
 
+    /// <summary>The GEMMs' <paramref name="precision"/> when it stores values in 16 bits (bf16, fp16), for a kernel that
+    /// writes an output in that format; else an error naming <paramref name="kernel"/>.</summary>
+    public static Precision SixteenBitsFor(this Precision precision, string kernel) => precision is Precision.BF16 or Precision.FP16
+        ? precision : throw new ArgumentException($"{kernel}: a value kept in 16 bits needs bf16 or fp16 GEMMs, not {precision.Name()}");
+
     /// <summary>Unit roundoff of the format: half the distance from 1 to the next value (2⁻²⁴, 2⁻¹¹, 2⁻⁸, 2⁻¹¹).</summary>
     public static double UnitRoundoff(this Precision precision) => precision switch
     {

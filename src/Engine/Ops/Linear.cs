@@ -31,20 +31,33 @@ public static unsafe partial class Ops
     /// <summary>
     /// GELU(x·Wᵀ + b), the MLP's first layer and its activation, with GELU in the GEMM's epilogue (shapes as in
     /// <see cref="Linear"/>): the same values as <c>Gelu(Linear(x, W, b))</c> in one pass over the output. Backward:
-    /// GELU's from the pre-activation, which is written and kept only when recording, then Linear's.
+    /// GELU's from the pre-activation, which is written and kept only when recording (in 16 bits under bf16 or fp16
+    /// GEMMs, <see cref="SaveGeluInputsInGemmPrecision"/>), then Linear's.
     /// </summary>
     public static Tensor LinearGelu(Tensor x, Tensor weight, Tensor? bias = null)
     {
         var (rows, N, K, shape) = CheckLinear("LinearGelu", x, weight, bias);
         var y = Tensor.Empty(x.Device, DType.F32, shape);
         bool record = Tape.ShouldRecord(x, weight, bias);
-        using var h = record ? Tensor.Empty(x.Device, DType.F32, shape) : null;
+        var precision = x.Device.Kernels.GemmPrecision;
+        bool sixteen = record && SaveGeluInputsInGemmPrecision && precision is Kernels.Precision.BF16 or Kernels.Precision.FP16;
+        using var h = record && !sixteen ? Tensor.Empty(x.Device, DType.F32, shape) : null;
+        var hPacked = sixteen ? Tensor.Empty(x.Device, precision == Kernels.Precision.BF16 ? DType.BF16 : DType.F16, shape) : null;
         var saved = record ? SaveLinear(x, weight, bias, rows, N, K) : default;
-        x.Device.Kernels.LinearGeluForward(y.Data, h == null ? null : h.Data, x.Data, Tape.PackedOrNull(saved.XKept), weight.Data,
-            bias == null ? null : bias.Data, rows, N, K);
-        if (record) Tape.Push(y, new LinearGeluSaved { Linear = saved, PreActivation = Tape.Save(h!) });
+        x.Device.Kernels.LinearGeluForward(y.Data, h == null ? null : h.Data, hPacked == null ? null : hPacked.HalfData, x.Data,
+            Tape.PackedOrNull(saved.XKept), weight.Data, bias == null ? null : bias.Data, rows, N, K);
+        if (record) Tape.Push(y, new LinearGeluSaved { Linear = saved, PreActivation = hPacked != null ? Tape.Keep(hPacked) : Tape.Save(h!) });
         return y;
     }
+
+    /// <summary>
+    /// Under bf16 or fp16 GEMMs (<see cref="Kernels.IKernels.GemmPrecision"/>) <see cref="LinearGelu"/> keeps its
+    /// pre-activation for GELU's backward in that 16-bit format, as autocast keeps a Linear's 16-bit output for the GELU
+    /// after it: half the bytes of the widest activation a transformer block keeps ([tokens, 4·C]). Unlike
+    /// <see cref="SaveGemmOperandsInGemmPrecision"/> this moves the gradient: GELU's slope is taken at the rounded
+    /// pre-activation (the forward's GELU still reads it unrounded). False keeps it in float32 (to compare).
+    /// </summary>
+    public static bool SaveGeluInputsInGemmPrecision { get; set; } = true;
 
     /// <summary>
     /// SSF at a Linear site in one pass: y = (x·Wᵀ)·scale + shift per output feature (shapes as in <see cref="Linear"/>,
@@ -138,7 +151,7 @@ public static unsafe partial class Ops
         return packed;
     }
 
-    /// <summary>LinearGelu's backward state: Linear's, and the pre-activation h [Rows, N].</summary>
+    /// <summary>LinearGelu's backward state: Linear's, and the pre-activation h [Rows, N] (float32 or 16 bits).</summary>
     struct LinearGeluSaved : IBackward<LinearGeluSaved>
     {
         public LinearSaved Linear;
@@ -147,7 +160,7 @@ public static unsafe partial class Ops
         public static void Backward(ref LinearGeluSaved s, Tensor y)
         {
             using var dh = Tensor.Empty(y.Device, DType.F32, y.Shape);
-            y.Device.Kernels.GeluBackward(dh.Data, y.Grad!.Data, s.PreActivation.Data, y.Count, false);
+            y.Device.Kernels.GeluBackward(dh.Data, y.Grad!.Data, Tape.Operand(s.PreActivation), y.Count, false);
             LinearSaved.Backward(ref s.Linear, y.Device.Kernels, dh.Data);
         }
     }

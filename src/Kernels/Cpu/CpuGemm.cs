@@ -320,8 +320,9 @@ public static unsafe class CpuGemm
 
     /// <summary>The Linear epilogue on an mr × nr block h of C (rows ldh apart) that starts <paramref name="offset"/>
     /// elements into C, while it is in L1: h[r, j] += bias[j] (no bias: null), then the epilogue's y at the same offset
-    /// (rows ldy apart; y may be C): GELU(h), or h·scale + shift per column (scale and shift from the block's first
-    /// column, offset mod ldy), and GELU of that when the epilogue says so.</summary>
+    /// (rows ldy apart; y may be C): GELU(h) (with h packed to 16 bits first when the epilogue keeps it so), or
+    /// h·scale + shift per column (scale and shift from the block's first column, offset mod ldy), and GELU of that when
+    /// the epilogue says so.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void EpilogueBlock(in GemmEpilogue e, long offset, int ldy, float* h, int ldh, float* bias, int mr, int nr)
     {
@@ -330,7 +331,11 @@ public static unsafe class CpuGemm
         float* y = e.Y + offset;
         if (e.Scale == null)
         {
-            for (int r = 0; r < mr; r++) CpuKernels.GeluRow(y + (long)r * ldy, h + (long)r * ldh, nr);
+            for (int r = 0; r < mr; r++)
+            {
+                if (e.Packed != null) CpuKernels.PackRow(e.Packed + offset + (long)r * ldy, h + (long)r * ldh, nr, e.PackedPrecision);
+                CpuKernels.GeluRow(y + (long)r * ldy, h + (long)r * ldh, nr);
+            }
             return;
         }
         long col = offset % ldy;
@@ -740,6 +745,16 @@ public readonly unsafe struct GemmEpilogue
 
     /// <summary>y = GELU(h).</summary>
     public static GemmEpilogue Gelu(float* y) => new() { Y = y };
+
+    /// <summary>y = GELU(h), with h also written to <paramref name="h"/> in 16 bits (<paramref name="precision"/>, bf16 or
+    /// fp16; rows ldy apart, as y's) before y is: a Linear's output kept for GELU's backward as autocast keeps it.</summary>
+    public static GemmEpilogue GeluKeepingPacked(float* y, ushort* h, Precision precision) => new() { Y = y, Packed = h, PackedPrecision = precision };
+
+    /// <summary>Where a GELU epilogue also writes h in 16 bits (null: it does not).</summary>
+    public ushort* Packed { get; private init; }
+
+    /// <summary>The 16-bit format of <see cref="Packed"/>.</summary>
+    public Precision PackedPrecision { get; private init; }
 
     /// <summary>Whether GELU follows the scale-shift.</summary>
     public bool GeluAfter { get; private init; }

@@ -15,10 +15,39 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
-    public void GeluBackward(float* dx, float* dy, float* x, long n, bool accumulate)
+    public void GeluBackward(float* dx, float* dy, GemmOperand x, long n, bool accumulate)
     {
-        var body = new GeluBody { Y = dx, Dy = dy, X = x, Backward = true, Accumulate = accumulate };
+        x.CheckFor(GemmPrecision, "GeluBackward");
+        if (x.IsPacked)
+        {
+            var packed = new GeluBackwardPackedBody { Dx = dx, Dy = dy, X = x.Halves, Precision = GemmPrecision, Accumulate = accumulate };
+            CpuRange.For(n, ElementGrain, ref packed);
+            return;
+        }
+        var body = new GeluBody { Y = dx, Dy = dy, X = x.Floats, Backward = true, Accumulate = accumulate };
         CpuRange.For(n, ElementGrain, ref body);
+    }
+
+    /// <summary>GELU's backward from 16-bit inputs: each run of up to 512 of them widened on the stack, then the
+    /// float32 backward on it (the same values, so the same bits as from a widened copy).</summary>
+    struct GeluBackwardPackedBody : IRangeBody
+    {
+        public float* Dx, Dy;
+        public ushort* X;
+        public Precision Precision;
+        public bool Accumulate;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Run(long start, long end)
+        {
+            const int Run = 512;
+            float* wide = stackalloc float[Run];
+            for (long i = start; i < end; i += Run)
+            {
+                int n = (int)Math.Min(Run, end - i);
+                new PackBody { Packed = X + i, Wide = wide, Precision = Precision, Unpack = true }.Run(0, n);
+                new GeluBody { Y = Dx + i, Dy = Dy + i, X = wide, Backward = true, Accumulate = Accumulate }.Run(0, n);
+            }
+        }
     }
 
     /// <summary>y[i] = GELU(x[i]) for i in [0, n) on the calling thread (a GEMM epilogue's tile row).</summary>

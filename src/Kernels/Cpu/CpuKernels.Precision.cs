@@ -35,6 +35,10 @@ public sealed unsafe partial class CpuKernels
         CpuRange.For(n, ElementGrain, ref body);
     }
 
+    /// <summary>y[i] = x[i] in 16 bits for i in [0, n) on the calling thread (a GEMM epilogue's tile row).</summary>
+    internal static void PackRow(ushort* y, float* x, int n, Precision precision) =>
+        new PackBody { Packed = y, Wide = x, Precision = RequireSixteenBits(precision) }.Run(0, n);
+
     static Precision RequireSixteenBits(Precision precision) => precision is Precision.BF16 or Precision.FP16 ? precision
         : throw new ArgumentOutOfRangeException(nameof(precision), precision, "16-bit storage is bf16 or fp16");
 

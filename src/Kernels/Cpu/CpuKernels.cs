@@ -155,16 +155,17 @@ public sealed unsafe partial class CpuKernels : IKernels
     /// <inheritdoc/>
     /// <remarks>Our GEMM adds the bias and applies GELU to each tile as it completes, while it is in L1; with OpenBLAS,
     /// one pass after the product.</remarks>
-    public void LinearGeluForward(float* y, float* h, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
+    public void LinearGeluForward(float* y, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
         float* product = h != null ? h : y;
+        var epilogue = hPacked == null ? GemmEpilogue.Gelu(y) : GemmEpilogue.GeluKeepingPacked(y, hPacked, GemmPrecision.SixteenBitsFor("LinearGeluForward"));
         if (Fp32Blas is not { } blas)
         {
-            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, bias, GemmPrecision, GemmEpilogue.Gelu(y), PackedWeight(w, N, K));
+            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, bias, GemmPrecision, epilogue, PackedWeight(w, N, K));
             return;
         }
         blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N);
-        var body = new BiasGeluBody { Y = y, H = product, Bias = bias, Cols = N };
+        var body = new BiasGeluBody { Epilogue = epilogue, H = product, Bias = bias, Cols = N };
         CpuParallel.For(rows, ref body);
     }
 
@@ -196,12 +197,13 @@ public sealed unsafe partial class CpuKernels : IKernels
     // One row: h += bias, y = GELU(h).
     struct BiasGeluBody : IParallelBody
     {
-        public float* Y, H, Bias;
+        public GemmEpilogue Epilogue;
+        public float* H, Bias;
         public int Cols;
 
         public void Run(int row)
         {
-            CpuGemm.EpilogueBlock(GemmEpilogue.Gelu(Y), (long)row * Cols, Cols, H + (long)row * Cols, Cols, Bias, 1, Cols);
+            CpuGemm.EpilogueBlock(Epilogue, (long)row * Cols, Cols, H + (long)row * Cols, Cols, Bias, 1, Cols);
         }
     }
 

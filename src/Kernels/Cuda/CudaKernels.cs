@@ -137,11 +137,12 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     /// <remarks>cuBLAS writes x·Wᵀ into h (or y), then one kernel adds the bias and applies GELU.</remarks>
-    public void LinearGeluForward(float* y, float* h, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
+    public void LinearGeluForward(float* y, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
         float* product = h != null ? h : y;
+        int hFormat = hPacked == null ? (int)Precision.FP32 : (int)GemmPrecision.SixteenBitsFor("LinearGeluForward");
         Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, product, N);
-        GridStride(Activations.BiasGeluForward, (long)rows * N, y, h, product, bias, rows, N);
+        GridStride(Activations.BiasGeluForward, (long)rows * N, y, h, hPacked, hFormat, product, bias, rows, N);
     }
 
     /// <inheritdoc/>
@@ -243,8 +244,11 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public void GeluForward(float* y, float* x, long n) => GridStride(Activations.GeluForward, n, y, x, n);
 
     /// <inheritdoc/>
-    public void GeluBackward(float* dx, float* dy, float* x, long n, bool accumulate) =>
-        GridStride(Activations.GeluBackward, n, dx, dy, x, n, accumulate);
+    public void GeluBackward(float* dx, float* dy, GemmOperand x, long n, bool accumulate)
+    {
+        x.CheckFor(GemmPrecision, "GeluBackward");
+        GridStride(Activations.GeluBackward, n, dx, dy, x.Data, x.IsPacked ? (int)GemmPrecision : (int)Precision.FP32, n, accumulate);
+    }
 
     /// <inheritdoc/>
     public void ReluForward(float* y, float* x, long n) => GridStride(Activations.ReluForward, n, y, x, n);
