@@ -77,14 +77,18 @@ extern "C" __global__ void layernorm_backward_params(float* dweight, float* dbia
     }
 }
 
-// y[r, c] = x[r, c]·scale[c] + shift[c], then GELU of it when gelu is set (SSF at an MLP's first layer). Launch: 1-D
-// grid-stride.
-extern "C" __global__ void scale_shift_forward(float* y, const float* x, const float* scale, const float* shift, int rows, int C, int gelu_after)
+// y[r, c] = x[r, c]·scale[c] + shift[c], then GELU of it when gelu is set (SSF at an MLP's first layer); x16, when not
+// null, gets x in 16 bits (x_format 2 bf16, 3 fp16): SSF's product kept for dscale, as autocast keeps a Linear's
+// output. y may be x. Launch: 1-D grid-stride.
+extern "C" __global__ void scale_shift_forward(float* y, unsigned short* x16, int x_format, const float* x, const float* scale,
+                                              const float* shift, int rows, int C, int gelu_after)
 {
     GRID_STRIDE(i, (long long)rows * C)
     {
         int c = (int)(i % C);
-        float z = x[i] * scale[c] + shift[c];
+        float v = x[i];
+        if (x16) x16[i] = x_format == 3 ? to_fp16(v).bits : to_bf16(v).bits;
+        float z = v * scale[c] + shift[c];
         y[i] = gelu_after ? gelu(z) : z;
     }
 }
@@ -101,8 +105,8 @@ extern "C" __global__ void scale_shift_backward_input(float* dx, const float* dy
 // and the eight partial sums per column are added in a fixed order (deterministic); with row slices, partials
 // [2, slices, C] (dscale's, then dshift's) for column_partials_sum.
 extern "C" __global__ void scale_shift_backward(float* dx, float* dscale, float* dshift, float* partials, const float* dy,
-                                               const float* x, const float* scale, const float* shift, int rows, int C,
-                                               int gelu_after, int accumulate)
+                                               const void* x, int x_format, const float* scale, const float* shift, int rows,
+                                               int C, int gelu_after, int accumulate)
 {
     __shared__ float partialScale[COLUMN_THREADS_Y][33], partialShift[COLUMN_THREADS_Y][33];
     int c = blockIdx.x * 32 + threadIdx.x;
@@ -113,9 +117,10 @@ extern "C" __global__ void scale_shift_backward(float* dx, float* dscale, float*
         for (int r = begin + threadIdx.y; r < end; r += COLUMN_THREADS_Y)
         {
             long long i = (long long)r * C + c;
-            float g = gelu_after ? dy[i] * gelu_slope(x[i] * scale[c] + shift[c]) : dy[i];
+            float xi = gelu_after || dscale ? load_operand(x, x_format, i) : 0.f;
+            float g = gelu_after ? dy[i] * gelu_slope(xi * scale[c] + shift[c]) : dy[i];
             if (dx) store(dx + i, g * scale[c], accumulate);
-            if (dscale) ds += g * x[i];
+            if (dscale) ds += g * xi;
             dh += g;
         }
     partialScale[threadIdx.y][threadIdx.x] = ds;

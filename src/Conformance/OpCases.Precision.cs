@@ -199,105 +199,149 @@ public static partial class OpCases
         }
     }
 
-    /// <summary>Under bf16 and fp16 GEMMs LinearGelu keeps its pre-activation h in 16 bits: the kernel writes exactly
-    /// PackLowPrecision of the float32 h it writes otherwise, with the same y; GELU's backward from the 16-bit values is
-    /// bit for bit the one from their widened copy, writing and accumulating; the tape keeps 2 bytes fewer per value of
-    /// h; and the gradients move from those of float32 saves by no more than GELU's slope at the rounded h allows
-    /// (|GELU''| ≤ 0.8, so the slope moves by at most u·|h| for the format's unit roundoff u; the dx and dW products round
-    /// dh to 16 bits too, which may then land one step apart: u·|dh| more per term).</summary>
-    static unsafe void GeluInputsInGemmPrecision(Device dev)
+    /// <summary>Under bf16 and fp16 GEMMs the fused Linear ops keep the output their backward reads in 16 bits
+    /// (LinearGelu's pre-activation h, SSF's bias-free product u at a Linear site, with or without GELU after it). Each
+    /// forward kernel writes exactly PackLowPrecision of the float32 value it writes otherwise, with the same y; GELU's
+    /// and SSF's backward kernels from the 16-bit values give bit for bit what they give from the widened copy; the tape
+    /// keeps 2 bytes fewer per kept value; and the gradients move from those of float32 saves by no more than the
+    /// rounding of the kept value allows: the format's unit roundoff u relative to it, through GELU's curvature
+    /// (|GELU''| ≤ 0.8) and SSF's dscale = Σ g·u, and, where dx's product rounds its operand to 16 bits, one more step of
+    /// that rounding (u·|operand| per term).</summary>
+    static unsafe void LinearOutputsInGemmPrecision(Device dev)
     {
         const int rows = 29, N = 21, K = 19;
         float[] Values(ulong seed, int n, float scale) => [.. Enumerable.Range(0, n).Select(i => (float)(CounterRng.Uniform(seed, (ulong)i) * 2 - 1) * scale)];
         static bool Same(float a, float b) => BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
         var k = dev.Kernels;
-        var previous = (k.GemmPrecision, Ops.SaveGeluInputsInGemmPrecision);
+        var previous = (k.GemmPrecision, Ops.SaveLinearOutputsInGemmPrecision);
+        string[] ops = ["LinearGelu", "LinearScaleShift", "LinearScaleShiftGelu"];
         try
         {
             foreach (var precision in new[] { Precision.BF16, Precision.FP16 })
             {
-                string name = $"GeluInputsInGemmPrecision {precision.Name()}";
                 k.GemmPrecision = precision;
                 var half = precision == Precision.BF16 ? DType.BF16 : DType.F16;
+                double ur = precision.UnitRoundoff();
                 float[] xs = Values(101, rows * K, 1f), ws = Values(102, N * K, 0.5f), bs = Values(103, N, 0.5f), dys = Values(104, rows * N, 1f);
+                float[] scales = Values(106, N, 1.5f), shifts = Values(107, N, 0.5f);
                 using var x = Tensor.FromArray(dev, xs, rows, K);
                 using var w = Tensor.FromArray(dev, ws, N, K);
                 using var b = Tensor.FromArray(dev, bs, N);
+                using var scale = Tensor.FromArray(dev, scales, N);
+                using var shift = Tensor.FromArray(dev, shifts, N);
                 using var dy = Tensor.FromArray(dev, dys, rows, N);
-
-                // The kernels.
-                using var y = Tensor.Zeros(dev, rows, N);
-                using var yPacked = Tensor.Zeros(dev, rows, N);
-                using var h = Tensor.Zeros(dev, rows, N);
-                using var hPacked = Tensor.Empty(dev, half, rows, N);
-                using var hRounded = Tensor.Empty(dev, half, rows, N);
-                k.LinearGeluForward(y.Data, h.Data, null, x.Data, null, w.Data, b.Data, rows, N, K);
-                k.LinearGeluForward(yPacked.Data, null, hPacked.HalfData, x.Data, null, w.Data, b.Data, rows, N, K);
-                k.PackLowPrecision(hRounded.HalfData, h.Data, rows * N, precision);
-                using var kept = Tensor.Zeros(dev, rows, N);
-                using var want = Tensor.Zeros(dev, rows, N);
-                k.UnpackLowPrecision(kept.Data, hPacked.HalfData, rows * N, precision);
-                k.UnpackLowPrecision(want.Data, hRounded.HalfData, rows * N, precision);
-                float[] ys = y.ToArray(), ysPacked = yPacked.ToArray(), keptValues = kept.ToArray(), wantValues = want.ToArray(), hs = h.ToArray();
-                for (int i = 0; i < rows * N; i++)
+                for (int op = 0; op < ops.Length; op++)
                 {
-                    if (!Same(ys[i], ysPacked[i])) throw new ConformanceException($"{name}: y[{i}] is {ysPacked[i]:G9} when h is kept in 16 bits, {ys[i]:G9} otherwise");
-                    if (!Same(keptValues[i], wantValues[i])) throw new ConformanceException($"{name}: h[{i}] was kept as {keptValues[i]:G9}, want {wantValues[i]:G9} (h = {hs[i]:G9} packed)");
-                }
-                foreach (bool accumulate in new[] { false, true })
-                {
-                    using var fromPacked = Tensor.FromArray(dev, Values(105, rows * N, 1f), rows, N);
-                    using var fromWide = Tensor.FromArray(dev, Values(105, rows * N, 1f), rows, N);
-                    k.GeluBackward(fromPacked.Data, dy.Data, GemmOperand.Packed(hPacked.HalfData), rows * N, accumulate);
-                    k.GeluBackward(fromWide.Data, dy.Data, kept.Data, rows * N, accumulate);
-                    float[] got = fromPacked.ToArray(), expected = fromWide.ToArray();
-                    for (int i = 0; i < rows * N; i++)
-                        if (!Same(got[i], expected[i]))
-                            throw new ConformanceException($"{name}: GeluBackward{(accumulate ? " (accumulating)" : "")} from 16-bit x gave dx[{i}] = {got[i]:G9}, from its widened copy {expected[i]:G9}");
-                }
-
-                // The op: what the tape keeps, and the gradients against float32 saves.
-                (float[][] Grads, long Saved) Run(bool sixteen)
-                {
-                    Ops.SaveGeluInputsInGemmPrecision = sixteen;
-                    using var xt = Tensor.FromArray(dev, xs, rows, K);
-                    using var wt = Tensor.FromArray(dev, ws, N, K);
-                    using var bt = Tensor.FromArray(dev, bs, N);
-                    xt.RequiresGrad = wt.RequiresGrad = bt.RequiresGrad = true;
-                    var tape = new Autograd.Tape();
-                    long saved;
-                    using (tape.Record())
+                    string name = $"LinearOutputsInGemmPrecision {precision.Name()} {ops[op]}";
+                    void Forward(float* y, float* kept, ushort* keptPacked)
                     {
-                        using var z = Ops.LinearGelu(xt, wt, bt);
-                        saved = tape.SavedBytes;
-                        tape.Backward(z, dy);
+                        if (op == 0) k.LinearGeluForward(y, kept, keptPacked, x.Data, null, w.Data, b.Data, rows, N, K);
+                        else if (op == 1) k.LinearScaleShiftForward(y, kept, keptPacked, x.Data, null, w.Data, scale.Data, shift.Data, rows, N, K);
+                        else k.LinearScaleShiftGeluForward(y, kept, keptPacked, x.Data, null, w.Data, scale.Data, shift.Data, rows, N, K);
                     }
-                    return ([xt.Grad!.ToArray(), wt.Grad!.ToArray(), bt.Grad!.ToArray()], saved);
+
+                    // The forward kernel: the kept values and y.
+                    using var y = Tensor.Zeros(dev, rows, N);
+                    using var yPacked = Tensor.Zeros(dev, rows, N);
+                    using var wideKept = Tensor.Zeros(dev, rows, N);
+                    using var packed = Tensor.Empty(dev, half, rows, N);
+                    using var rounded = Tensor.Empty(dev, half, rows, N);
+                    Forward(y.Data, wideKept.Data, null);
+                    Forward(yPacked.Data, null, packed.HalfData);
+                    k.PackLowPrecision(rounded.HalfData, wideKept.Data, rows * N, precision);
+                    using var kept = Tensor.Zeros(dev, rows, N);
+                    using var want = Tensor.Zeros(dev, rows, N);
+                    k.UnpackLowPrecision(kept.Data, packed.HalfData, rows * N, precision);
+                    k.UnpackLowPrecision(want.Data, rounded.HalfData, rows * N, precision);
+                    float[] ys = y.ToArray(), ysPacked = yPacked.ToArray(), keptValues = kept.ToArray(), wantValues = want.ToArray(), us = wideKept.ToArray();
+                    for (int i = 0; i < rows * N; i++)
+                    {
+                        if (!Same(ys[i], ysPacked[i])) throw new ConformanceException($"{name}: y[{i}] is {ysPacked[i]:G9} when its input is kept in 16 bits, {ys[i]:G9} otherwise");
+                        if (!Same(keptValues[i], wantValues[i])) throw new ConformanceException($"{name}: the kept value [{i}] is {keptValues[i]:G9}, want {wantValues[i]:G9} ({us[i]:G9} packed)");
+                    }
+
+                    // The backward kernel from the 16-bit values against their widened copy: every output, bit for bit.
+                    foreach (bool accumulate in new[] { false, true })
+                    {
+                        float[][] Backward(GemmOperand from)
+                        {
+                            using var dx = Tensor.FromArray(dev, Values(105, rows * N, 1f), rows, N);
+                            using var dscale = Tensor.FromArray(dev, Values(108, N, 1f), N);
+                            using var dshift = Tensor.FromArray(dev, Values(109, N, 1f), N);
+                            if (op == 0) k.GeluBackward(dx.Data, dy.Data, from, rows * N, accumulate);
+                            else if (op == 1) k.ScaleShiftBackward(dx.Data, dscale.Data, dshift.Data, dy.Data, from, scale.Data, rows, N, accumulate);
+                            else k.ScaleShiftGeluBackward(dx.Data, dscale.Data, dshift.Data, dy.Data, from, scale.Data, shift.Data, rows, N, accumulate);
+                            return [dx.ToArray(), dscale.ToArray(), dshift.ToArray()];
+                        }
+                        var fromPacked = Backward(GemmOperand.Packed(packed.HalfData));
+                        var fromWide = Backward(kept.Data);
+                        string[] outputs = ["dx", "dscale", "dshift"];
+                        for (int t = 0; t < outputs.Length; t++)
+                            for (int i = 0; i < fromWide[t].Length; i++)
+                                if (!Same(fromPacked[t][i], fromWide[t][i]))
+                                    throw new ConformanceException($"{name}: the backward kernel{(accumulate ? " (accumulating)" : "")} from 16-bit values gave {outputs[t]}[{i}] = {fromPacked[t][i]:G9}, from their widened copy {fromWide[t][i]:G9}");
+                    }
+
+                    // The op: what the tape keeps, and the gradients against float32 saves. SSF's weight is frozen (as in
+                    // SSF), so only the kept output differs between the two.
+                    (float[][] Grads, long Saved) Run(bool sixteen)
+                    {
+                        Ops.SaveLinearOutputsInGemmPrecision = sixteen;
+                        using var xt = Tensor.FromArray(dev, xs, rows, K);
+                        using var wt = Tensor.FromArray(dev, ws, N, K);
+                        using var bt = Tensor.FromArray(dev, op == 0 ? bs : scales, N);
+                        using var st = Tensor.FromArray(dev, shifts, N);
+                        xt.RequiresGrad = bt.RequiresGrad = st.RequiresGrad = true;
+                        wt.RequiresGrad = op == 0;
+                        var tape = new Autograd.Tape();
+                        long saved;
+                        using (tape.Record())
+                        {
+                            using var z = op == 0 ? Ops.LinearGelu(xt, wt, bt) : op == 1 ? Ops.LinearScaleShift(xt, wt, bt, st) : Ops.LinearScaleShiftGelu(xt, wt, bt, st);
+                            saved = tape.SavedBytes;
+                            tape.Backward(z, dy);
+                        }
+                        return (op == 0 ? [xt.Grad!.ToArray(), wt.Grad!.ToArray(), bt.Grad!.ToArray()] : [xt.Grad!.ToArray(), bt.Grad!.ToArray(), st.Grad!.ToArray()], saved);
+                    }
+                    var wide = Run(sixteen: false);
+                    var narrow = Run(sixteen: true);
+                    if (narrow.Saved != wide.Saved - 2L * rows * N)
+                        throw new ConformanceException($"{name}: the tape kept {narrow.Saved} bytes with 16-bit outputs, expected {wide.Saved - 2L * rows * N} ({wide.Saved} in float32)");
+                    // Per (row, output): g, the gradient into the Linear's output (before SSF's scale), its size and how far
+                    // it may move; GELU's slope is below 1.13.
+                    double S(int n) => op == 0 ? 1 : Math.Abs(scales[n]);
+                    double Moved(int r, int n) => op == 1 ? 0 : Math.Abs(dys[r * N + n]) * 0.8 * ur * Math.Abs(us[r * N + n]) * S(n) * 1.01;
+                    double Size(int r, int n) => (op == 1 ? 1 : 1.13) * Math.Abs(dys[r * N + n]);
+                    // dx's product reads g·scale rounded to 16 bits: one step of that rounding may differ too (not for plain
+                    // SSF, whose g is dy itself).
+                    double IntoLinear(int r, int n) => (Moved(r, n) + (op == 1 ? 0 : 2 * ur * Size(r, n))) * S(n);
+                    void Within(string grad, int count, Func<int, double> bound, float[] got, float[] reference)
+                    {
+                        for (int i = 0; i < count; i++)
+                            if (Math.Abs(got[i] - reference[i]) > bound(i) + 1e-6 * Math.Abs(reference[i]) + 1e-7)
+                                throw new ConformanceException($"{name}: {grad}[{i}] is {got[i]:G9} with 16-bit outputs kept, {reference[i]:G9} with float32; they may differ by {bound(i):G3}");
+                    }
+                    Within("dx", rows * K, i => Enumerable.Range(0, N).Sum(n => IntoLinear(i / K, n) * Math.Abs(ws[n * K + i % K])), narrow.Grads[0], wide.Grads[0]);
+                    if (op == 0)
+                    {
+                        Within("dW", N * K, i => Enumerable.Range(0, rows).Sum(r => IntoLinear(r, i / K) * Math.Abs(xs[r * K + i % K])), narrow.Grads[1], wide.Grads[1]);
+                        Within("db", N, n => Enumerable.Range(0, rows).Sum(r => Moved(r, n)), narrow.Grads[2], wide.Grads[2]);
+                    }
+                    else
+                    {
+                        // dscale = Σ g·u: g moves, and u is rounded; dshift = Σ g.
+                        Within("dscale", N, n => Enumerable.Range(0, rows).Sum(r => (Moved(r, n) + Size(r, n) * ur) * Math.Abs(us[r * N + n])), narrow.Grads[1], wide.Grads[1]);
+                        Within("dshift", N, n => Enumerable.Range(0, rows).Sum(r => Moved(r, n)), narrow.Grads[2], wide.Grads[2]);
+                    }
+                    int moving = op == 0 ? 2 : 1; // db, or dscale: a sum over rows that must see the rounded values
+                    if (narrow.Grads[moving].Zip(wide.Grads[moving]).All(p => Same(p.First, p.Second)))
+                        throw new ConformanceException($"{name}: {(op == 0 ? "db" : "dscale")} is bit for bit the float32 saves' one: the backward did not read the 16-bit values");
                 }
-                var wide = Run(sixteen: false);
-                var narrow = Run(sixteen: true);
-                if (narrow.Saved != wide.Saved - 2L * rows * N)
-                    throw new ConformanceException($"{name}: the tape kept {narrow.Saved} bytes with h in 16 bits, expected {wide.Saved - 2L * rows * N} ({wide.Saved} in float32)");
-                double u = precision.UnitRoundoff();
-                // Per (row, output): how far dh may move (slope) and how large it is (GELU's slope is below 1.13).
-                double Moved(int r, int n) => Math.Abs(dys[r * N + n]) * u * Math.Abs(hs[r * N + n]);
-                double Size(int r, int n) => 1.13 * Math.Abs(dys[r * N + n]);
-                void Within(string grad, int count, Func<int, double> bound, float[] got, float[] reference)
-                {
-                    for (int i = 0; i < count; i++)
-                        if (Math.Abs(got[i] - reference[i]) > bound(i) + 1e-6 * Math.Abs(reference[i]))
-                            throw new ConformanceException($"{name}: {grad}[{i}] is {got[i]:G9} with h in 16 bits, {reference[i]:G9} with float32; they may differ by {bound(i):G3}");
-                }
-                Within("dx", rows * K, i => Enumerable.Range(0, N).Sum(n => (Moved(i / K, n) + 2 * u * Size(i / K, n)) * Math.Abs(ws[n * K + i % K])), narrow.Grads[0], wide.Grads[0]);
-                Within("dW", N * K, i => Enumerable.Range(0, rows).Sum(r => (Moved(r, i / K) + 2 * u * Size(r, i / K)) * Math.Abs(xs[r * K + i % K])), narrow.Grads[1], wide.Grads[1]);
-                Within("db", N, n => Enumerable.Range(0, rows).Sum(r => Moved(r, n) + 1e-6 * Size(r, n)), narrow.Grads[2], wide.Grads[2]);
-                if (narrow.Grads[2].Zip(wide.Grads[2]).All(p => Same(p.First, p.Second)))
-                    throw new ConformanceException($"{name}: db is bit for bit the float32 saves' one: the backward did not read h in 16 bits");
             }
         }
         finally
         {
-            (k.GemmPrecision, Ops.SaveGeluInputsInGemmPrecision) = previous;
+            (k.GemmPrecision, Ops.SaveLinearOutputsInGemmPrecision) = previous;
         }
     }
 

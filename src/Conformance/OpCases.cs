@@ -74,7 +74,7 @@ public static partial class OpCases
         ("RoundToPrecision", RoundToPrecision),
         ("PackLowPrecision", PackLowPrecision),
         ("SavedGemmOperandsInGemmPrecision", SavedGemmOperandsInGemmPrecision),
-        ("GeluInputsInGemmPrecision", GeluInputsInGemmPrecision),
+        ("LinearOutputsInGemmPrecision", LinearOutputsInGemmPrecision),
         ("GemmTf32", GemmTf32),
         ("GemmBf16", GemmBf16),
         ("GemmFp16", GemmFp16),

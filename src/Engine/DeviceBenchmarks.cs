@@ -103,16 +103,16 @@ public static unsafe class DeviceBenchmarks
             {
                 "gemm" => () => k.Gemm(false, true, M, N, K, 1f, x.Data, K, w.Data, K, 0f, y.Data, N),
                 "linear-gelu" => () => k.LinearGeluForward(y.Data, null, null, x.Data, null, w.Data, bias.Data, M, N, K),
-                "linear-scale-shift" => () => k.LinearScaleShiftForward(y.Data, u!.Data, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K),
+                "linear-scale-shift" => () => k.LinearScaleShiftForward(y.Data, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K),
                 "linear-scale-shift-unfused" => () =>
                 {
                     k.LinearForward(u!.Data, x.Data, null, w.Data, null, M, N, K);
                     k.ScaleShiftForward(y.Data, u.Data, bias.Data, bias.Data, M, N);
                 },
-                "linear-scale-shift-gelu" => () => k.LinearScaleShiftGeluForward(y.Data, u!.Data, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K),
+                "linear-scale-shift-gelu" => () => k.LinearScaleShiftGeluForward(y.Data, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K),
                 "linear-scale-shift-gelu-unfused" => () =>
                 {
-                    k.LinearScaleShiftForward(y.Data, u!.Data, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K);
+                    k.LinearScaleShiftForward(y.Data, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K);
                     k.GeluForward(y.Data, y.Data, (long)M * N);
                 },
                 _ => () =>

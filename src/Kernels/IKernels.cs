@@ -56,16 +56,18 @@ public unsafe interface IKernels
     void LinearGeluForward(float* y, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K);
 
     /// <summary>SSF at a Linear site in one pass: u = x[rows, K]·Wᵀ (the layer without its bias), y = u·scale + shift per
-    /// column (shift carries the folded γ⊙b + β), both [rows, N]; u is written only when not null (kept for dscale).
+    /// column (shift carries the folded γ⊙b + β), both [rows, N]; u is written only when not null (kept for dscale), or
+    /// into uPacked in the 16-bit <see cref="GemmPrecision"/> instead (as <see cref="LinearGeluForward"/>'s hPacked).
     /// The CPU applies the scale-shift to each GEMM tile while it is in cache; other backends may run a GEMM and then
     /// <see cref="ScaleShiftForward"/>.</summary>
-    void LinearScaleShiftForward(float* y, float* u, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K);
+    void LinearScaleShiftForward(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K);
 
     /// <summary>SSF at an MLP's first Linear and its GELU in one pass: u = x[rows, K]·Wᵀ, y = GELU(u·scale + shift) per
     /// column, both [rows, N]; u is written only when not null (training keeps it: its backward,
-    /// <see cref="ScaleShiftGeluBackward"/>, needs it for dscale and for GELU's slope). The CPU applies both to each GEMM
-    /// tile while it is in cache; other backends may run a GEMM and then one elementwise pass.</summary>
-    void LinearScaleShiftGeluForward(float* y, float* u, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K);
+    /// <see cref="ScaleShiftGeluBackward"/>, needs it for dscale and for GELU's slope), or into uPacked in 16 bits
+    /// instead. The CPU applies both to each GEMM tile while it is in cache; other backends may run a GEMM and then one
+    /// elementwise pass.</summary>
+    void LinearScaleShiftGeluForward(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K);
 
     /// <summary>Promises that the <paramref name="count"/> floats at <paramref name="w"/> (a Linear weight [N, K] of
     /// <see cref="LinearForward"/> and its fused forms) stay unchanged until <see cref="ThawWeight"/>, so the backend may
@@ -128,11 +130,13 @@ public unsafe interface IKernels
     void SoftmaxBackward(float* dx, float* dy, float* y, int rows, int cols, bool accumulate);
     /// <summary>y[r,c] = x[r,c]·scale[c] + shift[c] (SSF); x,y [rows,C].</summary>
     void ScaleShiftForward(float* y, float* x, float* scale, float* shift, int rows, int C);
-    /// <summary>dx = dy·scale; dscale += Σ_r dy·x; dshift += Σ_r dy. Each output may be null.</summary>
-    void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, int rows, int C, bool accumulate);
+    /// <summary>dx = dy·scale; dscale += Σ_r dy·x; dshift += Σ_r dy. Each output may be null. x float32, or packed in the
+    /// 16-bit <see cref="GemmPrecision"/> (SSF's product kept by <see cref="LinearScaleShiftForward"/>'s uPacked).</summary>
+    void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, int rows, int C, bool accumulate);
     /// <summary>The backward of y = GELU(x·scale + shift) in one pass over dy: g = dy·GELU'(x·scale + shift), dx = g·scale;
-    /// dscale += Σ_r g·x; dshift += Σ_r g. x,dy,dx [rows,C]; dx, dscale and dshift may each be null.</summary>
-    void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, float* shift, int rows, int C, bool accumulate);
+    /// dscale += Σ_r g·x; dshift += Σ_r g. x,dy,dx [rows,C]; dx, dscale and dshift may each be null; x float32 or packed in
+    /// 16 bits, as for <see cref="ScaleShiftBackward"/>.</summary>
+    void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C, bool accumulate);
 
     // ---------------------------------------------------------------- attention pieces
     /// <summary>qkv [B,T,3,NH,HD] → q, k, v each [B,NH,T,HD] (timm's q|k|v column layout).</summary>

@@ -36,18 +36,18 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void LinearScaleShiftForward(float* y, float* u, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K)
+    public void LinearScaleShiftForward(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K)
     {
         Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearScaleShiftForward);
-        Inner.LinearScaleShiftForward(y, u, x, xPacked, w, scale, shift, rows, N, K);
+        Inner.LinearScaleShiftForward(y, u, uPacked, x, xPacked, w, scale, shift, rows, N, K);
         End(KernelId.LinearScaleShiftForward, start);
     }
 
     /// <inheritdoc/>
-    public void LinearScaleShiftGeluForward(float* y, float* u, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K)
+    public void LinearScaleShiftGeluForward(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K)
     {
         Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearScaleShiftGeluForward);
-        Inner.LinearScaleShiftGeluForward(y, u, x, xPacked, w, scale, shift, rows, N, K);
+        Inner.LinearScaleShiftGeluForward(y, u, uPacked, x, xPacked, w, scale, shift, rows, N, K);
         End(KernelId.LinearScaleShiftGeluForward, start);
     }
 
@@ -204,7 +204,7 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, int rows, int C, bool accumulate)
+    public void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, int rows, int C, bool accumulate)
     {
         long start = Begin(KernelId.ScaleShiftBackward);
         Inner.ScaleShiftBackward(dx, dscale, dshift, dy, x, scale, rows, C, accumulate);
@@ -212,7 +212,7 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, float* shift, int rows, int C, bool accumulate)
+    public void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C, bool accumulate)
     {
         long start = Begin(KernelId.ScaleShiftGeluBackward);
         Inner.ScaleShiftGeluBackward(dx, dscale, dshift, dy, x, scale, shift, rows, C, accumulate);

@@ -32,17 +32,15 @@ public static unsafe partial class Ops
     /// GELU(x·Wᵀ + b), the MLP's first layer and its activation, with GELU in the GEMM's epilogue (shapes as in
     /// <see cref="Linear"/>): the same values as <c>Gelu(Linear(x, W, b))</c> in one pass over the output. Backward:
     /// GELU's from the pre-activation, which is written and kept only when recording (in 16 bits under bf16 or fp16
-    /// GEMMs, <see cref="SaveGeluInputsInGemmPrecision"/>), then Linear's.
+    /// GEMMs, <see cref="SaveLinearOutputsInGemmPrecision"/>), then Linear's.
     /// </summary>
     public static Tensor LinearGelu(Tensor x, Tensor weight, Tensor? bias = null)
     {
         var (rows, N, K, shape) = CheckLinear("LinearGelu", x, weight, bias);
         var y = Tensor.Empty(x.Device, DType.F32, shape);
         bool record = Tape.ShouldRecord(x, weight, bias);
-        var precision = x.Device.Kernels.GemmPrecision;
-        bool sixteen = record && SaveGeluInputsInGemmPrecision && precision is Kernels.Precision.BF16 or Kernels.Precision.FP16;
-        using var h = record && !sixteen ? Tensor.Empty(x.Device, DType.F32, shape) : null;
-        var hPacked = sixteen ? Tensor.Empty(x.Device, precision == Kernels.Precision.BF16 ? DType.BF16 : DType.F16, shape) : null;
+        var (h, hPacked) = KeptLinearOutput(x.Device, record, shape);
+        using var _ = h;
         var saved = record ? SaveLinear(x, weight, bias, rows, N, K) : default;
         x.Device.Kernels.LinearGeluForward(y.Data, h == null ? null : h.Data, hPacked == null ? null : hPacked.HalfData, x.Data,
             Tape.PackedOrNull(saved.XKept), weight.Data, bias == null ? null : bias.Data, rows, N, K);
@@ -51,13 +49,27 @@ public static unsafe partial class Ops
     }
 
     /// <summary>
-    /// Under bf16 or fp16 GEMMs (<see cref="Kernels.IKernels.GemmPrecision"/>) <see cref="LinearGelu"/> keeps its
-    /// pre-activation for GELU's backward in that 16-bit format, as autocast keeps a Linear's 16-bit output for the GELU
-    /// after it: half the bytes of the widest activation a transformer block keeps ([tokens, 4·C]). Unlike
-    /// <see cref="SaveGemmOperandsInGemmPrecision"/> this moves the gradient: GELU's slope is taken at the rounded
-    /// pre-activation (the forward's GELU still reads it unrounded). False keeps it in float32 (to compare).
+    /// Under bf16 or fp16 GEMMs (<see cref="Kernels.IKernels.GemmPrecision"/>) a Linear's output kept for the backward of
+    /// the op fused after it is kept in that 16-bit format, as autocast keeps a Linear's 16-bit output for the op that
+    /// reads it: <see cref="LinearGelu"/>'s pre-activation (GELU's slope; the widest activation a transformer block
+    /// keeps, [tokens, 4·C]) and SSF's bias-free product at a Linear site (<see cref="LinearScaleShift(Tensor, Tensor,
+    /// Tensor, Tensor)"/> and <see cref="LinearScaleShiftGelu"/>: dscale, and GELU's slope after it). Unlike
+    /// <see cref="SaveGemmOperandsInGemmPrecision"/> this moves the gradient: it is taken at the rounded values (the
+    /// forward still reads them unrounded). False keeps them in float32 (to compare).
     /// </summary>
-    public static bool SaveGeluInputsInGemmPrecision { get; set; } = true;
+    public static bool SaveLinearOutputsInGemmPrecision { get; set; } = true;
+
+    /// <summary>Where a fused Linear writes the output it keeps for backward: nothing when <paramref name="keep"/> is
+    /// false; else a float32 tensor, or a 16-bit one under bf16 or fp16 GEMMs (<see cref="SaveLinearOutputsInGemmPrecision"/>),
+    /// which the op hands to the tape (the float32 one is saved and disposed by the op).</summary>
+    static (Tensor? Wide, Tensor? Packed) KeptLinearOutput(Device device, bool keep, int[] shape)
+    {
+        if (!keep) return (null, null);
+        var precision = device.Kernels.GemmPrecision;
+        return SaveLinearOutputsInGemmPrecision && precision is Kernels.Precision.BF16 or Kernels.Precision.FP16
+            ? (null, Tensor.Empty(device, precision == Kernels.Precision.BF16 ? DType.BF16 : DType.F16, shape))
+            : (Tensor.Empty(device, DType.F32, shape), null);
+    }
 
     /// <summary>
     /// SSF at a Linear site in one pass: y = (x·Wᵀ)·scale + shift per output feature (shapes as in <see cref="Linear"/>,
@@ -84,16 +96,19 @@ public static unsafe partial class Ops
         CheckVector(op, "shift", shift, N, x);
         var y = Tensor.Empty(x.Device, DType.F32, shape);
         bool record = Tape.ShouldRecord(x, weight, scale, shift);
-        using var u = record && (gelu || scale.RequiresGrad) ? Tensor.Empty(x.Device, DType.F32, shape) : null;
+        var (u, uPacked) = KeptLinearOutput(x.Device, record && (gelu || scale.RequiresGrad), shape);
+        using var _ = u;
         var k = x.Device.Kernels;
         var saved = record ? SaveLinear(x, weight, null, rows, N, K) : default;
         ushort* xPacked = Tape.PackedOrNull(saved.XKept);
-        if (gelu) k.LinearScaleShiftGeluForward(y.Data, u == null ? null : u.Data, x.Data, xPacked, weight.Data, scale.Data, shift.Data, rows, N, K);
-        else k.LinearScaleShiftForward(y.Data, u == null ? null : u.Data, x.Data, xPacked, weight.Data, scale.Data, shift.Data, rows, N, K);
+        float* uData = u == null ? null : u.Data;
+        ushort* uHalves = uPacked == null ? null : uPacked.HalfData;
+        if (gelu) k.LinearScaleShiftGeluForward(y.Data, uData, uHalves, x.Data, xPacked, weight.Data, scale.Data, shift.Data, rows, N, K);
+        else k.LinearScaleShiftForward(y.Data, uData, uHalves, x.Data, xPacked, weight.Data, scale.Data, shift.Data, rows, N, K);
         if (record)
             Tape.Push(y, new LinearScaleShiftSaved
             {
-                Linear = saved, Scale = scale, Shift = shift, U = u == null ? null : Tape.Save(u),
+                Linear = saved, Scale = scale, Shift = shift, U = uPacked != null ? Tape.Keep(uPacked) : u == null ? null : Tape.Save(u),
                 ShiftKept = gelu ? Tape.Save(shift) : null, // GELU's input is recomputed (a folded shift may be disposed by its caller)
                 LinearNeedsGrad = x.RequiresGrad || weight.RequiresGrad,
             });
@@ -179,7 +194,7 @@ public static unsafe partial class Ops
             var k = y.Device.Kernels;
             using var du = s.LinearNeedsGrad ? Tensor.Empty(y.Device, DType.F32, y.Shape) : null;
             float* dx = du == null ? null : du.Data, dscale = Tape.GradAccumulatorIfNeeded(s.Scale), dshift = Tape.GradAccumulatorIfNeeded(s.Shift);
-            float* u = s.U == null ? null : s.U.Data;
+            GemmOperand u = s.U == null ? (float*)null : Tape.Operand(s.U);
             if (s.ShiftKept != null)
                 k.ScaleShiftGeluBackward(dx, dscale, dshift, y.Grad!.Data, u, s.Scale.Data, s.ShiftKept.Data, s.Linear.Rows, s.Linear.N, false);
             else k.ScaleShiftBackward(dx, dscale, dshift, y.Grad!.Data, u, s.Scale.Data, s.Linear.Rows, s.Linear.N, false);

@@ -320,9 +320,9 @@ public static unsafe class CpuGemm
 
     /// <summary>The Linear epilogue on an mr × nr block h of C (rows ldh apart) that starts <paramref name="offset"/>
     /// elements into C, while it is in L1: h[r, j] += bias[j] (no bias: null), then the epilogue's y at the same offset
-    /// (rows ldy apart; y may be C): GELU(h) (with h packed to 16 bits first when the epilogue keeps it so), or
-    /// h·scale + shift per column (scale and shift from the block's first column, offset mod ldy), and GELU of that when
-    /// the epilogue says so.</summary>
+    /// (rows ldy apart; y may be C): GELU(h), or h·scale + shift per column (scale and shift from the block's first
+    /// column, offset mod ldy), and GELU of that when the epilogue says so; h is packed to 16 bits first when the
+    /// epilogue keeps it so.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void EpilogueBlock(in GemmEpilogue e, long offset, int ldy, float* h, int ldh, float* bias, int mr, int nr)
     {
@@ -344,6 +344,7 @@ public static unsafe class CpuGemm
         for (int r = 0; r < mr; r++)
         {
             float* hr = h + (long)r * ldh, yr = y + (long)r * ldy;
+            if (e.Packed != null) CpuKernels.PackRow(e.Packed + offset + (long)r * ldy, hr, nr, e.PackedPrecision);
             int j = 0;
             for (; j + V <= nr; j += V) Vec.Store(yr + j, Vec.Load(hr + j) * Vec.Load(scale + j) + Vec.Load(shift + j));
             for (; j < nr; j++) yr[j] = hr[j] * scale[j] + shift[j];
@@ -746,11 +747,12 @@ public readonly unsafe struct GemmEpilogue
     /// <summary>y = GELU(h).</summary>
     public static GemmEpilogue Gelu(float* y) => new() { Y = y };
 
-    /// <summary>y = GELU(h), with h also written to <paramref name="h"/> in 16 bits (<paramref name="precision"/>, bf16 or
-    /// fp16; rows ldy apart, as y's) before y is: a Linear's output kept for GELU's backward as autocast keeps it.</summary>
-    public static GemmEpilogue GeluKeepingPacked(float* y, ushort* h, Precision precision) => new() { Y = y, Packed = h, PackedPrecision = precision };
+    /// <summary>This epilogue, which also writes h to <paramref name="h"/> in 16 bits (<paramref name="precision"/>, bf16
+    /// or fp16; rows ldy apart, as y's) before it writes y: a Linear's output kept for the backward of the op after it
+    /// (GELU's slope, SSF's dscale) as autocast keeps it.</summary>
+    public GemmEpilogue KeepingPacked(ushort* h, Precision precision) => this with { Packed = h, PackedPrecision = precision };
 
-    /// <summary>Where a GELU epilogue also writes h in 16 bits (null: it does not).</summary>
+    /// <summary>Where the epilogue also writes h in 16 bits (null: it does not).</summary>
     public ushort* Packed { get; private init; }
 
     /// <summary>The 16-bit format of <see cref="Packed"/>.</summary>

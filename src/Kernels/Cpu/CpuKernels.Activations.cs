@@ -44,7 +44,7 @@ public sealed unsafe partial class CpuKernels
             for (long i = start; i < end; i += Run)
             {
                 int n = (int)Math.Min(Run, end - i);
-                new PackBody { Packed = X + i, Wide = wide, Precision = Precision, Unpack = true }.Run(0, n);
+                UnpackRow(wide, X + i, n, Precision);
                 new GeluBody { Y = Dx + i, Dy = Dy + i, X = wide, Backward = true, Accumulate = Accumulate }.Run(0, n);
             }
         }

@@ -220,11 +220,11 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
-    public void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, int rows, int C, bool accumulate) =>
+    public void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, int rows, int C, bool accumulate) =>
         ScaleShiftBackward(dx, dscale, dshift, dy, x, scale, null, rows, C, accumulate);
 
     /// <inheritdoc/>
-    public void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, float* shift, int rows, int C,
+    public void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C,
         bool accumulate)
     {
         if (shift == null) throw new ArgumentNullException(nameof(shift));
@@ -233,11 +233,13 @@ public sealed unsafe partial class CpuKernels
 
     /// <summary>SSF's backward; with a shift, that of GELU after SSF (dy is first multiplied by GELU's slope at
     /// x·scale + shift).</summary>
-    void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, float* shift, int rows, int C, bool accumulate)
+    void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C, bool accumulate)
     {
+        x.CheckFor(GemmPrecision, shift == null ? "ScaleShiftBackward" : "ScaleShiftGeluBackward");
         var body = new ScaleShiftBackwardBody
         {
-            Dx = dx, Dy = dy, X = x, Scale = scale, Shift = shift, C = C, Rows = rows, Accumulate = accumulate, Grain = ReductionGrain(rows),
+            Dx = dx, Dy = dy, X = x.IsPacked ? null : x.Floats, XPacked = x.IsPacked ? x.Halves : null, Precision = GemmPrecision,
+            Scale = scale, Shift = shift, C = C, Rows = rows, Accumulate = accumulate, Grain = ReductionGrain(rows),
             ParamGrads = dscale != null || dshift != null, ScaleGrad = dscale != null,
         };
         int chunks = CpuRange.Chunks(rows, body.Grain);
@@ -249,10 +251,13 @@ public sealed unsafe partial class CpuKernels
 
     /// <summary>One chunk of rows of the SSF backward, each row read once: g = dy, or dy·GELU'(x·scale + shift) when
     /// GELU followed SSF (Shift set); dx = g ⊙ scale (added when accumulating), and into the chunk's partials
-    /// dscale += g ⊙ x (when the scale trains), dshift += g.</summary>
+    /// dscale += g ⊙ x (when the scale trains), dshift += g. A 16-bit x (XPacked) is widened a row at a time into the
+    /// thread's scratch.</summary>
     struct ScaleShiftBackwardBody : IParallelBody
     {
         public float* Dx, Dy, X, Scale, Shift, Partials;
+        public ushort* XPacked;
+        public Precision Precision;
         public int C, Rows, Grain;
         public bool Accumulate, ParamGrads, ScaleGrad;
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -261,10 +266,13 @@ public sealed unsafe partial class CpuKernels
             float* ds = ParamGrads ? Partials + (long)chunk * 2 * C : null, db = ds + C;
             if (ParamGrads) new Span<float>(ds, 2 * C).Clear();
             int end = Math.Min(Rows, (chunk + 1) * Grain);
+            float* wide = XPacked != null ? (float*)ThreadScratch.Get(3, (long)C * sizeof(float)) : null;
             for (long r = (long)chunk * Grain; r < end; r++)
             {
                 // x is read (and was kept) only when the scale trains or GELU followed.
-                float* x = ScaleGrad || Shift != null ? X + r * C : null, dy = Dy + r * C, dx = Dx == null ? null : Dx + r * C;
+                bool readsX = ScaleGrad || Shift != null;
+                if (readsX && wide != null) UnpackRow(wide, XPacked + r * C, C, Precision);
+                float* x = !readsX ? null : wide != null ? wide : X + r * C, dy = Dy + r * C, dx = Dx == null ? null : Dx + r * C;
                 int i = Simd.Width switch
                 {
                     SimdWidth.W512 => Row<Vector512<float>, W512>(dx, dy, x, ds, db),

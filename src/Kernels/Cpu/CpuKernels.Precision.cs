@@ -40,6 +40,10 @@ public sealed unsafe partial class CpuKernels
     internal static void PackRow(ushort* y, float* x, int n, Precision precision) =>
         new PackBody { Packed = y, Wide = x, Precision = RequireSixteenBits(precision) }.Run(0, n);
 
+    /// <summary>y[i] = the 16-bit x[i] as a float for i in [0, n) on the calling thread (a kernel's row or run).</summary>
+    internal static void UnpackRow(float* y, ushort* x, int n, Precision precision) =>
+        new PackBody { Packed = x, Wide = y, Precision = RequireSixteenBits(precision), Unpack = true }.Run(0, n);
+
     static Precision RequireSixteenBits(Precision precision) => precision is Precision.BF16 or Precision.FP16 ? precision
         : throw new ArgumentOutOfRangeException(nameof(precision), precision, "16-bit storage is bf16 or fp16");
 

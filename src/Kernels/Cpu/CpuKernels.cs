@@ -158,7 +158,8 @@ public sealed unsafe partial class CpuKernels : IKernels
     public void LinearGeluForward(float* y, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
         float* product = h != null ? h : y;
-        var epilogue = hPacked == null ? GemmEpilogue.Gelu(y) : GemmEpilogue.GeluKeepingPacked(y, hPacked, GemmPrecision.SixteenBitsFor("LinearGeluForward"));
+        var epilogue = GemmEpilogue.Gelu(y);
+        if (hPacked != null) epilogue = epilogue.KeepingPacked(hPacked, GemmPrecision.SixteenBitsFor("LinearGeluForward"));
         if (Fp32Blas is not { } blas)
         {
             CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, bias, GemmPrecision, epilogue, PackedWeight(w, N, K));
@@ -172,21 +173,22 @@ public sealed unsafe partial class CpuKernels : IKernels
     /// <inheritdoc/>
     /// <remarks>Our GEMM applies the scale-shift to each tile as it completes, while it is in L1; with OpenBLAS, one pass
     /// after the product.</remarks>
-    public void LinearScaleShiftForward(float* y, float* u, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
-        LinearScaleShift(y, u, x, w, scale, shift, rows, N, K, gelu: false);
+    public void LinearScaleShiftForward(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
+        LinearScaleShift(y, u, uPacked, x, w, scale, shift, rows, N, K, gelu: false);
 
     /// <inheritdoc/>
     /// <remarks>As <see cref="LinearScaleShiftForward"/>, with GELU after the scale-shift in the same epilogue (or pass).</remarks>
-    public void LinearScaleShiftGeluForward(float* y, float* u, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
-        LinearScaleShift(y, u, x, w, scale, shift, rows, N, K, gelu: true);
+    public void LinearScaleShiftGeluForward(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
+        LinearScaleShift(y, u, uPacked, x, w, scale, shift, rows, N, K, gelu: true);
 
-    void LinearScaleShift(float* y, float* u, float* x, float* w, float* scale, float* shift, int rows, int N, int K, bool gelu)
+    void LinearScaleShift(float* y, float* u, ushort* uPacked, float* x, float* w, float* scale, float* shift, int rows, int N, int K, bool gelu)
     {
         float* product = u != null ? u : y;
         if (Fp32Blas is not { } blas)
         {
-            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, null, GemmPrecision,
-                gelu ? GemmEpilogue.ScaleShiftGelu(y, scale, shift) : GemmEpilogue.ScaleShift(y, scale, shift), PackedWeight(w, N, K));
+            var epilogue = gelu ? GemmEpilogue.ScaleShiftGelu(y, scale, shift) : GemmEpilogue.ScaleShift(y, scale, shift);
+            if (uPacked != null) epilogue = epilogue.KeepingPacked(uPacked, GemmPrecision.SixteenBitsFor(gelu ? "LinearScaleShiftGeluForward" : "LinearScaleShiftForward"));
+            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, null, GemmPrecision, epilogue, PackedWeight(w, N, K));
             return;
         }
         blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N);

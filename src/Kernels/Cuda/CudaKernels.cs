@@ -147,20 +147,20 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     /// <remarks>cuBLAS writes x·Wᵀ into u (or y), then the scale-shift kernel writes y.</remarks>
-    public void LinearScaleShiftForward(float* y, float* u, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K)
-    {
-        float* product = u != null ? u : y;
-        Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, product, N);
-        ScaleShiftForward(y, product, scale, shift, rows, N);
-    }
+    public void LinearScaleShiftForward(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
+        LinearScaleShift(y, u, uPacked, x, xPacked, w, scale, shift, rows, N, K, gelu: false);
 
     /// <inheritdoc/>
     /// <remarks>cuBLAS writes x·Wᵀ into u (or y), then the scale-shift kernel writes GELU of its result into y.</remarks>
-    public void LinearScaleShiftGeluForward(float* y, float* u, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K)
+    public void LinearScaleShiftGeluForward(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
+        LinearScaleShift(y, u, uPacked, x, xPacked, w, scale, shift, rows, N, K, gelu: true);
+
+    void LinearScaleShift(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K, bool gelu)
     {
         float* product = u != null ? u : y;
+        int uFormat = uPacked == null ? (int)Precision.FP32 : (int)GemmPrecision.SixteenBitsFor(gelu ? "LinearScaleShiftGeluForward" : "LinearScaleShiftForward");
         Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, product, N);
-        GridStride(Norm.ScaleShiftForward, (long)rows * N, y, product, scale, shift, rows, N, true);
+        GridStride(Norm.ScaleShiftForward, (long)rows * N, y, uPacked, uFormat, product, scale, shift, rows, N, gelu);
     }
 
     /// <summary>A Linear's input as cuBLAS reads it: the packed copy when there is one (it is what converting x gives).</summary>
@@ -267,10 +267,10 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void ScaleShiftForward(float* y, float* x, float* scale, float* shift, int rows, int C) =>
-        GridStride(Norm.ScaleShiftForward, (long)rows * C, y, x, scale, shift, rows, C, false);
+        GridStride(Norm.ScaleShiftForward, (long)rows * C, y, (ushort*)null, (int)Precision.FP32, x, scale, shift, rows, C, false);
 
     /// <inheritdoc/>
-    public void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, int rows, int C, bool accumulate)
+    public void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, int rows, int C, bool accumulate)
     {
         // One pass over dy when a parameter trains; dx alone (frozen SSF) is a plain elementwise map.
         if (dscale != null || dshift != null) ScaleShiftBackwardPass(dx, dscale, dshift, dy, x, scale, null, rows, C, accumulate);
@@ -278,16 +278,19 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     }
 
     /// <inheritdoc/>
-    public void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, float* shift, int rows, int C,
+    public void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C,
         bool accumulate) => ScaleShiftBackwardPass(dx, dscale, dshift, dy, x, scale, shift, rows, C, accumulate);
 
-    /// <summary>norm.cu's scale_shift_backward over row slices (GELU's backward first when <paramref name="shift"/> is given).</summary>
-    void ScaleShiftBackwardPass(float* dx, float* dscale, float* dshift, float* dy, float* x, float* scale, float* shift, int rows, int C,
+    /// <summary>norm.cu's scale_shift_backward over row slices (GELU's backward first when <paramref name="shift"/> is
+    /// given), x float32 or 16-bit.</summary>
+    void ScaleShiftBackwardPass(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C,
         bool accumulate)
     {
+        x.CheckFor(GemmPrecision, shift == null ? "ScaleShiftBackward" : "ScaleShiftGeluBackward");
         int slices = ColumnSlices(rows, C, 1, C, 2);
         float* partials = slices > 1 ? ColumnPartials() : null;
-        ColumnBlocks(Norm.ScaleShiftBackward, C, 1, slices, dx, dscale, dshift, partials, dy, x, scale, shift, rows, C, shift != null, accumulate);
+        int format = x.IsPacked ? (int)GemmPrecision : (int)Precision.FP32;
+        ColumnBlocks(Norm.ScaleShiftBackward, C, 1, slices, dx, dscale, dshift, partials, dy, x.Data, format, scale, shift, rows, C, shift != null, accumulate);
         FinishColumnSlices(dscale, partials, C, slices, 1f, true);
         FinishColumnSlices(dshift, partials + (long)slices * C, C, slices, 1f, true);
     }
