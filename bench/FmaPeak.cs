@@ -6,18 +6,21 @@ namespace Engine.Bench;
 
 /// <summary>
 /// This machine's FMA ceiling, timed beside the products it bounds: every thread runs a loop of fused multiply-adds on
-/// registers alone (no loads, no stores), 24 independent accumulators of the widest vectors the GEMM's micro-kernel uses
-/// (12 with 256-bit vectors, which have 16 registers), as many as its register tile keeps. No product can run faster per
-/// core, so a product's GFLOP/s over this loop's is how much of the core it uses.
+/// registers alone (no loads, no stores), 12 independent accumulators of the widest vectors the GEMM's micro-kernel
+/// uses (512 bits where accelerated, else 256): more than the FMA units' latency × issue width needs, so nothing but
+/// the FMA units bounds it. No product can run faster per core, so a product's GFLOP/s over this loop's is how much of
+/// the core it uses.
 /// </summary>
 static class FmaPeak
 {
+    const int Accumulators = 12;
+
     /// <summary>Runs <paramref name="flops"/> floating-point operations (each FMA counts two per lane) split evenly over
     /// <see cref="CpuParallel.Threads"/> threads.</summary>
     public static void Run(double flops)
     {
         var body = new Body { Threads = CpuParallel.Threads };
-        int lanes = Vector512.IsHardwareAccelerated ? 16 * 24 : 8 * 12; // per iteration
+        int lanes = Accumulators * (Vector512.IsHardwareAccelerated ? Vector512<float>.Count : Vector256<float>.Count); // per iteration
         body.Iterations = (long)(flops / body.Threads / (2.0 * lanes));
         CpuParallel.For(body.Threads, ref body);
     }
@@ -28,51 +31,48 @@ static class FmaPeak
         public long Iterations;
         public float Sink; // the sums are stored, so the loop is not dropped
 
-        public void Run(int index) => Sink = Vector512.IsHardwareAccelerated ? Loop512(Iterations) : Loop256(Iterations);
+        public void Run(int index) =>
+            Sink = Vector512.IsHardwareAccelerated ? Loop<Vector512<float>, V512>(Iterations) : Loop<Vector256<float>, V256>(Iterations);
+    }
+
+    interface IVector<TV> where TV : struct
+    {
+        static abstract TV Splat(float x);
+        static abstract TV Fma(TV a, TV b, TV c);
+        static abstract TV Add(TV a, TV b);
+        static abstract float Sum(TV a);
+    }
+
+    struct V512 : IVector<Vector512<float>>
+    {
+        public static Vector512<float> Splat(float x) => Vector512.Create(x);
+        public static Vector512<float> Fma(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Vector512.FusedMultiplyAdd(a, b, c);
+        public static Vector512<float> Add(Vector512<float> a, Vector512<float> b) => a + b;
+        public static float Sum(Vector512<float> a) => Vector512.Sum(a);
+    }
+
+    struct V256 : IVector<Vector256<float>>
+    {
+        public static Vector256<float> Splat(float x) => Vector256.Create(x);
+        public static Vector256<float> Fma(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Vector256.FusedMultiplyAdd(a, b, c);
+        public static Vector256<float> Add(Vector256<float> a, Vector256<float> b) => a + b;
+        public static float Sum(Vector256<float> a) => Vector256.Sum(a);
     }
 
     // x·b + c with x, b fixed near 1: the accumulators neither overflow nor turn denormal over billions of iterations.
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    static float Loop512(long n)
+    static float Loop<TV, W>(long n) where TV : struct where W : IVector<TV>
     {
-        Vector512<float> x = Vector512.Create(1e-9f), b0 = Vector512.Create(1.0001f), b1 = Vector512.Create(0.9999f);
-        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default,
-            c8 = default, c9 = default, c10 = default, c11 = default, d0 = default, d1 = default, d2 = default, d3 = default,
-            d4 = default, d5 = default, d6 = default, d7 = default, d8 = default, d9 = default, d10 = default, d11 = default;
+        TV x = W.Splat(1e-9f), b = W.Splat(1.0001f);
+        TV c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default,
+            c6 = default, c7 = default, c8 = default, c9 = default, c10 = default, c11 = default;
         for (long i = 0; i < n; i++)
         {
-            c0 = Vector512.FusedMultiplyAdd(x, b0, c0); d0 = Vector512.FusedMultiplyAdd(x, b1, d0);
-            c1 = Vector512.FusedMultiplyAdd(x, b0, c1); d1 = Vector512.FusedMultiplyAdd(x, b1, d1);
-            c2 = Vector512.FusedMultiplyAdd(x, b0, c2); d2 = Vector512.FusedMultiplyAdd(x, b1, d2);
-            c3 = Vector512.FusedMultiplyAdd(x, b0, c3); d3 = Vector512.FusedMultiplyAdd(x, b1, d3);
-            c4 = Vector512.FusedMultiplyAdd(x, b0, c4); d4 = Vector512.FusedMultiplyAdd(x, b1, d4);
-            c5 = Vector512.FusedMultiplyAdd(x, b0, c5); d5 = Vector512.FusedMultiplyAdd(x, b1, d5);
-            c6 = Vector512.FusedMultiplyAdd(x, b0, c6); d6 = Vector512.FusedMultiplyAdd(x, b1, d6);
-            c7 = Vector512.FusedMultiplyAdd(x, b0, c7); d7 = Vector512.FusedMultiplyAdd(x, b1, d7);
-            c8 = Vector512.FusedMultiplyAdd(x, b0, c8); d8 = Vector512.FusedMultiplyAdd(x, b1, d8);
-            c9 = Vector512.FusedMultiplyAdd(x, b0, c9); d9 = Vector512.FusedMultiplyAdd(x, b1, d9);
-            c10 = Vector512.FusedMultiplyAdd(x, b0, c10); d10 = Vector512.FusedMultiplyAdd(x, b1, d10);
-            c11 = Vector512.FusedMultiplyAdd(x, b0, c11); d11 = Vector512.FusedMultiplyAdd(x, b1, d11);
+            c0 = W.Fma(x, b, c0); c1 = W.Fma(x, b, c1); c2 = W.Fma(x, b, c2); c3 = W.Fma(x, b, c3);
+            c4 = W.Fma(x, b, c4); c5 = W.Fma(x, b, c5); c6 = W.Fma(x, b, c6); c7 = W.Fma(x, b, c7);
+            c8 = W.Fma(x, b, c8); c9 = W.Fma(x, b, c9); c10 = W.Fma(x, b, c10); c11 = W.Fma(x, b, c11);
         }
-        return Vector512.Sum(c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8 + c9 + c10 + c11 + d0 + d1 + d2 + d3 + d4 + d5 + d6 + d7 + d8 + d9 + d10 + d11);
-    }
-
-    /// <summary>The 256-bit loop: 12 accumulators.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    static float Loop256(long n)
-    {
-        Vector256<float> x = Vector256.Create(1e-9f), b0 = Vector256.Create(1.0001f), b1 = Vector256.Create(0.9999f);
-        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default,
-            d0 = default, d1 = default, d2 = default, d3 = default, d4 = default, d5 = default;
-        for (long i = 0; i < n; i++)
-        {
-            c0 = Vector256.FusedMultiplyAdd(x, b0, c0); d0 = Vector256.FusedMultiplyAdd(x, b1, d0);
-            c1 = Vector256.FusedMultiplyAdd(x, b0, c1); d1 = Vector256.FusedMultiplyAdd(x, b1, d1);
-            c2 = Vector256.FusedMultiplyAdd(x, b0, c2); d2 = Vector256.FusedMultiplyAdd(x, b1, d2);
-            c3 = Vector256.FusedMultiplyAdd(x, b0, c3); d3 = Vector256.FusedMultiplyAdd(x, b1, d3);
-            c4 = Vector256.FusedMultiplyAdd(x, b0, c4); d4 = Vector256.FusedMultiplyAdd(x, b1, d4);
-            c5 = Vector256.FusedMultiplyAdd(x, b0, c5); d5 = Vector256.FusedMultiplyAdd(x, b1, d5);
-        }
-        return Vector256.Sum(c0 + c1 + c2 + c3 + c4 + c5 + d0 + d1 + d2 + d3 + d4 + d5);
+        TV s = W.Add(W.Add(W.Add(c0, c1), W.Add(c2, c3)), W.Add(W.Add(c4, c5), W.Add(c6, c7)));
+        return W.Sum(W.Add(s, W.Add(W.Add(c8, c9), W.Add(c10, c11))));
     }
 }
