@@ -40,7 +40,7 @@ public static unsafe partial class Ops
         var y = Tensor.Empty(x.Device, DType.F32, shape);
         bool record = Tape.ShouldRecord(x, weight, bias);
         var (h, hPacked) = KeptLinearOutput(x.Device, record, shape);
-        using var _ = h;
+        using var _ = h; // the op's reference to a float32 h (Tape.Save keeps an alias)
         var saved = record ? SaveLinear(x, weight, bias, rows, N, K) : default;
         x.Device.Kernels.LinearGeluForward(y.Data, h == null ? null : h.Data, hPacked == null ? null : hPacked.HalfData, x.Data,
             Tape.PackedOrNull(saved.XKept), weight.Data, bias == null ? null : bias.Data, rows, N, K);
@@ -97,7 +97,7 @@ public static unsafe partial class Ops
         var y = Tensor.Empty(x.Device, DType.F32, shape);
         bool record = Tape.ShouldRecord(x, weight, scale, shift);
         var (u, uPacked) = KeptLinearOutput(x.Device, record && (gelu || scale.RequiresGrad), shape);
-        using var _ = u;
+        using var _ = u; // the op's reference to a float32 u (Tape.Save keeps an alias)
         var k = x.Device.Kernels;
         var saved = record ? SaveLinear(x, weight, null, rows, N, K) : default;
         ushort* xPacked = Tape.PackedOrNull(saved.XKept);
