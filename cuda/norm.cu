@@ -58,6 +58,67 @@ extern "C" __global__ void layernorm_backward_input(float* dx, const float* dy, 
     }
 }
 
+// The whole LayerNorm backward in one pass over dy and x, for C ≤ LAYERNORM_ONE_PASS_MAX_C: dx as
+// layernorm_backward_input gives it (when dx is not null) and this block's parameter sums, partials [2, gridDim.x, C]
+// (Σ dy·x̂, then Σ dy, over the block's rows) for column_partials_sum. Block 256 threads (8 warps); block b owns the
+// rows of slice b, its warps take every 8th row, and lane l keeps the sums of columns l, l + 32, ... in registers, so
+// dy and x are read from memory once (a row's second read, for dx, finds it in L1). The warps' sums are then added in
+// a fixed order (deterministic).
+#define LAYERNORM_ONE_PASS_MAX_C 1024
+extern "C" __global__ void layernorm_backward(float* dx, float* partials, const float* dy, const float* x, const float* weight,
+                                             const float* mean, const float* rstd, int rows, int C, int accumulate)
+{
+    __shared__ float warpSums[8][LAYERNORM_ONE_PASS_MAX_C];
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    int per_block = (rows + (int)gridDim.x - 1) / (int)gridDim.x;
+    int begin = min(rows, (int)blockIdx.x * per_block), end = min(rows, begin + per_block);
+    float dw[LAYERNORM_ONE_PASS_MAX_C / 32], db[LAYERNORM_ONE_PASS_MAX_C / 32];
+#pragma unroll
+    for (int j = 0; j < LAYERNORM_ONE_PASS_MAX_C / 32; j++) dw[j] = db[j] = 0.f;
+    for (int row = begin + warp; row < end; row += 8)
+    {
+        const float *xr = x + (long long)row * C, *dyr = dy + (long long)row * C;
+        float m = mean[row], r = rstd[row], sg = 0.f, sgx = 0.f;
+#pragma unroll
+        for (int j = 0; j < LAYERNORM_ONE_PASS_MAX_C / 32; j++)
+        {
+            int c = lane + 32 * j;
+            if (c >= C) break;
+            float d = dyr[c], xh = (xr[c] - m) * r, g = d * (weight ? weight[c] : 1.f);
+            sg += g;
+            sgx += g * xh;
+            dw[j] += d * xh;
+            db[j] += d;
+        }
+        if (!dx) continue;
+        sg = warp_sum(sg) / C;
+        sgx = warp_sum(sgx) / C;
+        float* dxr = dx + (long long)row * C;
+#pragma unroll
+        for (int j = 0; j < LAYERNORM_ONE_PASS_MAX_C / 32; j++)
+        {
+            int c = lane + 32 * j;
+            if (c >= C) break;
+            float g = dyr[c] * (weight ? weight[c] : 1.f);
+            store(dxr + c, r * (g - sg - (xr[c] - m) * r * sgx), accumulate);
+        }
+    }
+    for (int part = 0; part < 2; part++)
+    {
+#pragma unroll
+        for (int j = 0; j < LAYERNORM_ONE_PASS_MAX_C / 32; j++)
+            if (lane + 32 * j < C) warpSums[warp][lane + 32 * j] = part == 0 ? dw[j] : db[j];
+        __syncthreads();
+        for (int c = threadIdx.x; c < C; c += blockDim.x)
+        {
+            float total = 0.f;
+            for (int w = 0; w < 8; w++) total += warpSums[w][c];
+            partials[((long long)part * gridDim.x + blockIdx.x) * C + c] = total;
+        }
+        __syncthreads();
+    }
+}
+
 // dweight[c] += Σ_r dy·x̂, dbias[c] += Σ_r dy (either may be null). Grid (ceil(C/32), 1, row slices), block (32, 8);
 // with row slices, partials [2, slices, C] (dweight's, then dbias's) for column_partials_sum.
 extern "C" __global__ void layernorm_backward_params(float* dweight, float* dbias, float* partials, const float* dy,

@@ -136,6 +136,8 @@ public static class CudaKernelHandles
         public static readonly CudaKernel LayernormForward = new(File, "layernorm_forward");
         /// <summary><c>layernorm_backward_input</c>.</summary>
         public static readonly CudaKernel LayernormBackwardInput = new(File, "layernorm_backward_input");
+        /// <summary><c>layernorm_backward</c>.</summary>
+        public static readonly CudaKernel LayernormBackward = new(File, "layernorm_backward");
         /// <summary><c>layernorm_backward_params</c>.</summary>
         public static readonly CudaKernel LayernormBackwardParams = new(File, "layernorm_backward_params");
         /// <summary><c>scale_shift_forward</c>.</summary>

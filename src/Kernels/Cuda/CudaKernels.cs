@@ -227,12 +227,29 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public void LayerNormForward(float* y, float* mean, float* rstd, float* x, float* weight, float* bias, int rows, int C, float eps) =>
         WarpPerRow(Norm.LayernormForward, rows, y, mean, rstd, x, weight, bias, rows, C, eps);
 
+    /// <summary>The widest rows (C) <c>layernorm_backward</c> takes in one pass (its lanes keep 32 columns' sums in
+    /// registers); wider ones read dy and x once for dx and again for the parameter sums.</summary>
+    const int LayerNormOnePassMaxColumns = 1024;
+
     /// <inheritdoc/>
+    /// <remarks>With parameter gradients and C ≤ 1024 one kernel reads dy and x once for dx and its blocks' parameter
+    /// sums, and a second adds the blocks' sums in order.</remarks>
     public void LayerNormBackward(float* dx, float* dweight, float* dbias, float* dy, float* x, float* weight,
         float* mean, float* rstd, int rows, int C, bool accumulate)
     {
+        bool paramGrads = dweight != null || dbias != null;
+        if (paramGrads && C <= LayerNormOnePassMaxColumns && rows > 0)
+        {
+            // One pass: each block's rows give their parameter sums, added over the blocks in order.
+            int blocks = (int)Math.Clamp(Math.Min((rows + 63L) / 64, Math.Min(_maxBlocks / 4, ColumnPartialsCapacity / (2L * C))), 1, 65535);
+            float* sums = ColumnPartials();
+            _runtime.Launch(Norm.LayernormBackward, blocks, Threads, dx, sums, dy, x, weight, mean, rstd, rows, C, accumulate);
+            if (dweight != null) GridStride(Elementwise.ColumnPartialsSum, C, dweight, sums, (long)C, blocks, 1f, true);
+            if (dbias != null) GridStride(Elementwise.ColumnPartialsSum, C, dbias, sums + (long)blocks * C, (long)C, blocks, 1f, true);
+            return;
+        }
         if (dx != null) WarpPerRow(Norm.LayernormBackwardInput, rows, dx, dy, x, weight, mean, rstd, rows, C, accumulate);
-        if (dweight == null && dbias == null) return;
+        if (!paramGrads) return;
         int slices = ColumnSlices(rows, C, 1, C, 2);
         float* partials = slices > 1 ? ColumnPartials() : null;
         ColumnBlocks(Norm.LayernormBackwardParams, C, 1, slices, dweight, dbias, partials, dy, x, mean, rstd, rows, C);
