@@ -1,40 +1,68 @@
-// activations.cu: exact GELU, y = x·Φ(x), its derivative, the Linear+GELU epilogue, and ReLU. Launch: 1-D grid-stride, 256 threads.
+// activations.cu: exact GELU, y = x·Φ(x), its derivative, the Linear+GELU epilogue, and ReLU. Launch: 1-D grid-stride, 256
+// threads, four values per thread where the pointers allow (grid_stride_quads).
 #include "common.cuh"
 
 extern "C" __global__ void gelu_forward(float* y, const float* x, long long n)
 {
-    GRID_STRIDE(i, n) y[i] = gelu(x[i]);
+    grid_stride_quads(n, aligned_for(y) && aligned_for(x), [&](long long i, int count) {
+        float v[4];
+        load_values(v, x, i, count);
+        for (int k = 0; k < count; k++) v[k] = gelu(v[k]);
+        store_values(y, i, v, count, 0);
+    });
 }
 
 // The Linear+GELU epilogue after the GEMM: v = x[r, c] + bias[c] (no bias: null); y = GELU(v); the pre-activation the
 // backward needs kept as h = v (float32) or h16 = v in 16 bits (h_format 2 bf16, 3 fp16, as autocast keeps a Linear's
-// output) when either is not null. x [rows, cols] may be y or h. 1-D grid-stride.
+// output) when either is not null. x [rows, cols] may be y or h. 1-D grid-stride, four values of a row per thread when
+// cols is a multiple of 4.
 extern "C" __global__ void bias_gelu_forward(float* y, float* h, unsigned short* h16, int h_format, const float* x, const float* bias,
                                              int rows, int cols)
 {
-    GRID_STRIDE(i, (long long)rows * cols)
-    {
-        float v = x[i] + (bias ? bias[i % cols] : 0.f);
-        if (h) h[i] = v;
-        if (h16) h16[i] = h_format == 3 ? to_fp16(v).bits : to_bf16(v).bits;
-        y[i] = gelu(v);
-    }
+    bool vector = cols % 4 == 0 && aligned_for(y) && aligned_for(h) && aligned_for(h16, h_format) && aligned_for(x) && aligned_for(bias);
+    grid_stride_quads((long long)rows * cols, vector, [&](long long i, int count) {
+        float v[4], b[4] = {0.f, 0.f, 0.f, 0.f};
+        load_values(v, x, i, count);
+        if (bias) load_values(b, bias, i % cols, count);
+        for (int k = 0; k < count; k++) v[k] += b[k];
+        if (h) store_values(h, i, v, count, 0);
+        if (h16) store_halves(h16, i, v, count, h_format);
+        for (int k = 0; k < count; k++) v[k] = gelu(v[k]);
+        store_values(y, i, v, count, 0);
+    });
 }
 
 // dx = dy · (Φ(x) + x·φ(x)); x float32 (format 0) or 16-bit (2 bf16, 3 fp16: LinearGelu's pre-activation as kept).
 extern "C" __global__ void gelu_backward(float* dx, const float* dy, const void* x, int format, long long n, int accumulate)
 {
-    GRID_STRIDE(i, n) store(dx + i, dy[i] * gelu_slope(load_operand(x, format, i)), accumulate);
+    grid_stride_quads(n, aligned_for(dx) && aligned_for(dy) && aligned_for(x, format), [&](long long i, int count) {
+        float g[4], v[4];
+        load_values(g, dy, i, count);
+        load_values(v, x, format, i, count);
+        for (int k = 0; k < count; k++) g[k] *= gelu_slope(v[k]);
+        store_values(dx, i, g, count, accumulate);
+    });
 }
 
 // y = max(x, 0).
 extern "C" __global__ void relu_forward(float* y, const float* x, long long n)
 {
-    GRID_STRIDE(i, n) y[i] = x[i] > 0.f ? x[i] : 0.f;
+    grid_stride_quads(n, aligned_for(y) && aligned_for(x), [&](long long i, int count) {
+        float v[4];
+        load_values(v, x, i, count);
+        for (int k = 0; k < count; k++) v[k] = v[k] > 0.f ? v[k] : 0.f;
+        store_values(y, i, v, count, 0);
+    });
 }
 
 // dx = dy where x > 0, else 0.
 extern "C" __global__ void relu_backward(float* dx, const float* dy, const float* x, long long n, int accumulate)
 {
-    GRID_STRIDE(i, n) store(dx + i, x[i] > 0.f ? dy[i] : 0.f, accumulate);
+    grid_stride_quads(n, aligned_for(dx) && aligned_for(dy) && aligned_for(x), [&](long long i, int count) {
+        float g[4], v[4];
+        load_values(g, dy, i, count);
+        load_values(v, x, i, count);
+        for (int k = 0; k < count; k++) g[k] = v[k] > 0.f ? g[k] : 0.f;
+        store_values(dx, i, g, count, accumulate);
+    });
 }

@@ -177,6 +177,73 @@ __device__ __forceinline__ float load_operand(const void* p, int format, long lo
     return ((const float*)p)[i];
 }
 
+// Elementwise kernels take four values per thread: one 16-byte load keeps four values in flight (what a memory-bound
+// kernel needs to reach copy speed) and the index arithmetic is paid once per four. grid_stride_quads calls
+// body(i, 4) for i = 0, 4, 8, ... while i + 4 ≤ n when `vector` (the caller's pointers aligned for it: aligned_for), then
+// body(i, 1) for each value left (all of them when not vector). The body moves `count` values with the helpers below,
+// so one body serves both (count is a constant after inlining).
+template <class F> __device__ __forceinline__ void grid_stride_quads(long long n, bool vector, F body)
+{
+    long long quads = vector ? n / 4 : 0;
+    GRID_STRIDE(q, quads) body(4 * q, 4);
+    GRID_STRIDE(i, n - 4 * quads) body(4 * quads + i, 1);
+}
+
+// Whether p may be read four values at a time: 16-byte aligned for floats (format 0), 8-byte for 16-bit values
+// (formats 2 and 3); a null pointer does not matter.
+__device__ __forceinline__ bool aligned_for(const void* p, int format = 0)
+{
+    return ((unsigned long long)p & (format == 0 ? 15u : 7u)) == 0;
+}
+
+// v[0 .. count) = p[i .. i + count), count 4 (one float4 load) or 1.
+__device__ __forceinline__ void load_values(float v[4], const float* p, long long i, int count)
+{
+    if (count == 4)
+    {
+        float4 q = *(const float4*)(p + i);
+        v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+    }
+    else v[0] = p[i];
+}
+
+// The same from an operand that is float32 (format 0) or 16-bit (2 bf16, 3 fp16; one 8-byte load), widened.
+__device__ __forceinline__ void load_values(float v[4], const void* p, int format, long long i, int count)
+{
+    if (format == 0) { load_values(v, (const float*)p, i, count); return; }
+    if (count != 4) { v[0] = load_operand(p, format, i); return; }
+    unsigned long long q = *(const unsigned long long*)((const unsigned short*)p + i);
+    for (int k = 0; k < 4; k++)
+    {
+        unsigned short bits = (unsigned short)(q >> (16 * k));
+        if (format == 3) { fp16 h; h.bits = bits; v[k] = from_fp16(h); }
+        else { bf16 h; h.bits = bits; v[k] = from_bf16(h); }
+    }
+}
+
+// p[i .. i + count) = v (or += v: the kernel contract's `accumulate` flag), count 4 (one float4 store) or 1.
+__device__ __forceinline__ void store_values(float* p, long long i, const float v[4], int count, int accumulate)
+{
+    if (count != 4) { store(p + i, v[0], accumulate); return; }
+    float4 q;
+    q.x = v[0]; q.y = v[1]; q.z = v[2]; q.w = v[3];
+    if (accumulate)
+    {
+        float4 o = *(const float4*)(p + i);
+        q.x += o.x; q.y += o.y; q.z += o.z; q.w += o.w;
+    }
+    *(float4*)(p + i) = q;
+}
+
+// p[i .. i + count) = v rounded to 16 bits (format 2 bf16, 3 fp16), count 4 (one 8-byte store) or 1.
+__device__ __forceinline__ void store_halves(unsigned short* p, long long i, const float v[4], int count, int format)
+{
+    unsigned long long q = 0;
+    for (int k = 0; k < count; k++) q |= (unsigned long long)(format == 3 ? to_fp16(v[k]).bits : to_bf16(v[k]).bits) << (16 * k);
+    if (count == 4) *(unsigned long long*)(p + i) = q;
+    else p[i] = (unsigned short)q;
+}
+
 // Two values as the 16-bit pair a tensor-core fragment register holds (lo in bits 0-15), in bf16 (precision 2) or
 // fp16 (3). From sm_80 one cvt instruction rounds both (to nearest, ties to even, as to_bf16 and to_fp16 do; only a
 // NaN's payload may differ).

@@ -1,34 +1,23 @@
 // elementwise.cu: fill, copy (plain, accumulating, strided view), scale, add, bias add and the column sums
-// (bias gradient, class-token gradient, mean over tokens). Launch: 1-D grid-stride, 256 threads; column
-// kernels use (32, 8) blocks with one block column per 32 output columns.
+// (bias gradient, class-token gradient, mean over tokens). Launch: 1-D grid-stride, 256 threads, four values per thread
+// where the pointers allow (grid_stride_quads); column kernels use (32, 8) blocks with one block column per 32 output
+// columns.
 #include "common.cuh"
 
 extern "C" __global__ void fill(float* x, long long n, float value)
 {
-    GRID_STRIDE(i, n) x[i] = value;
+    float v[4] = {value, value, value, value};
+    grid_stride_quads(n, aligned_for(x), [&](long long i, int count) { store_values(x, i, v, count, 0); });
 }
 
-// dst = src, or dst += src. Vectorised by four when both pointers are 16-byte aligned and n divisible by 4.
+// dst = src, or dst += src.
 extern "C" __global__ void copy(float* dst, const float* src, long long n, int accumulate)
 {
-    bool vector = ((unsigned long long)dst % 16 == 0) && ((unsigned long long)src % 16 == 0) && n % 4 == 0;
-    if (vector)
-    {
-        float4* d = (float4*)dst;
-        const float4* s = (const float4*)src;
-        GRID_STRIDE(i, n / 4)
-        {
-            float4 v = s[i];
-            if (accumulate)
-            {
-                float4 o = d[i];
-                v.x += o.x; v.y += o.y; v.z += o.z; v.w += o.w;
-            }
-            d[i] = v;
-        }
-        return;
-    }
-    GRID_STRIDE(i, n) store(dst + i, src[i], accumulate);
+    grid_stride_quads(n, aligned_for(dst) && aligned_for(src), [&](long long i, int count) {
+        float v[4];
+        load_values(v, src, i, count);
+        store_values(dst, i, v, count, accumulate);
+    });
 }
 
 // A strided view of at most 8 dimensions, passed by value (shape and strides in elements).
@@ -56,19 +45,37 @@ extern "C" __global__ void copy_strided(float* dst, const float* src, long long 
 
 extern "C" __global__ void scale(float* x, long long n, float s)
 {
-    GRID_STRIDE(i, n) x[i] *= s;
+    grid_stride_quads(n, aligned_for(x), [&](long long i, int count) {
+        float v[4];
+        load_values(v, x, i, count);
+        for (int k = 0; k < count; k++) v[k] *= s;
+        store_values(x, i, v, count, 0);
+    });
 }
 
 // y = a + b (y may alias a or b).
 extern "C" __global__ void add(float* y, const float* a, const float* b, long long n)
 {
-    GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+    grid_stride_quads(n, aligned_for(y) && aligned_for(a) && aligned_for(b), [&](long long i, int count) {
+        float u[4], v[4];
+        load_values(u, a, i, count);
+        load_values(v, b, i, count);
+        for (int k = 0; k < count; k++) u[k] += v[k];
+        store_values(y, i, u, count, 0);
+    });
 }
 
-// y[r, c] = x[r, c] + bias[c]; x, y [rows, cols].
+// y[r, c] = x[r, c] + bias[c]; x, y [rows, cols]; four values of a row per thread when cols is a multiple of 4.
 extern "C" __global__ void add_bias(float* y, const float* x, const float* bias, int rows, int cols)
 {
-    GRID_STRIDE(i, (long long)rows * cols) y[i] = x[i] + bias[i % cols];
+    bool vector = cols % 4 == 0 && aligned_for(y) && aligned_for(x) && aligned_for(bias);
+    grid_stride_quads((long long)rows * cols, vector, [&](long long i, int count) {
+        float v[4], b[4];
+        load_values(v, x, i, count);
+        load_values(b, bias, i % cols, count);
+        for (int k = 0; k < count; k++) v[k] += b[k];
+        store_values(y, i, v, count, 0);
+    });
 }
 
 // out[b, c] = scale · Σ_r in[b·batchStride + r·rowStride + c] (or +=); grid (ceil(cols/32), batches, row slices),

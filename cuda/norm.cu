@@ -140,29 +140,44 @@ extern "C" __global__ void layernorm_backward_params(float* dweight, float* dbia
 
 // y[r, c] = x[r, c]·scale[c] + shift[c], then GELU of it when gelu is set (SSF at an MLP's first layer); x16, when not
 // null, gets x in 16 bits (x_format 2 bf16, 3 fp16): SSF's product kept for dscale, as autocast keeps a Linear's
-// output. y may be x. Launch: 1-D grid-stride.
+// output. y may be x. Launch: 1-D grid-stride, four values of a row per thread when C is a multiple of 4.
 extern "C" __global__ void scale_shift_forward(float* y, unsigned short* x16, int x_format, const float* x, const float* scale,
                                               const float* shift, int rows, int C, int gelu_after)
 {
-    GRID_STRIDE(i, (long long)rows * C)
-    {
-        int c = (int)(i % C);
-        float v = x[i];
-        if (x16) x16[i] = x_format == 3 ? to_fp16(v).bits : to_bf16(v).bits;
-        float z = v * scale[c] + shift[c];
-        y[i] = gelu_after ? gelu(z) : z;
-    }
+    bool vector = C % 4 == 0 && aligned_for(y) && aligned_for(x16, x_format) && aligned_for(x) && aligned_for(scale) && aligned_for(shift);
+    grid_stride_quads((long long)rows * C, vector, [&](long long i, int count) {
+        float v[4], s[4], t[4];
+        long long c = i % C;
+        load_values(v, x, i, count);
+        load_values(s, scale, c, count);
+        load_values(t, shift, c, count);
+        if (x16) store_halves(x16, i, v, count, x_format);
+        for (int k = 0; k < count; k++)
+        {
+            float z = v[k] * s[k] + t[k];
+            v[k] = gelu_after ? gelu(z) : z;
+        }
+        store_values(y, i, v, count, 0);
+    });
 }
 
-// dx = dy·scale. Launch: 1-D grid-stride.
+// dx = dy·scale. Launch: 1-D grid-stride, four values of a row per thread when C is a multiple of 4.
 extern "C" __global__ void scale_shift_backward_input(float* dx, const float* dy, const float* scale, int rows, int C, int accumulate)
 {
-    GRID_STRIDE(i, (long long)rows * C) store(dx + i, dy[i] * scale[i % C], accumulate);
+    bool vector = C % 4 == 0 && aligned_for(dx) && aligned_for(dy) && aligned_for(scale);
+    grid_stride_quads((long long)rows * C, vector, [&](long long i, int count) {
+        float g[4], s[4];
+        load_values(g, dy, i, count);
+        load_values(s, scale, i % C, count);
+        for (int k = 0; k < count; k++) g[k] *= s[k];
+        store_values(dx, i, g, count, accumulate);
+    });
 }
 
 // SSF backward in one pass over dy: g = dy (or, with gelu_after, dy·GELU'(x·scale + shift): the backward of GELU after
 // the scale-shift), dx = g·scale (when dx is given), dscale[c] += Σ_r g·x, dshift[c] += Σ_r g (either may be null).
 // Grid (ceil(C/32), 1, row slices), block (32, 8): thread (x, y) walks rows y, y + 8, ... of its column (of its slice),
+// four rows' loads issued before their stores (dx may alias nothing the compiler can see, so it would not move them),
 // and the eight partial sums per column are added in a fixed order (deterministic); with row slices, partials
 // [2, slices, C] (dscale's, then dshift's) for column_partials_sum.
 extern "C" __global__ void scale_shift_backward(float* dx, float* dscale, float* dshift, float* partials, const float* dy,
@@ -174,15 +189,30 @@ extern "C" __global__ void scale_shift_backward(float* dx, float* dscale, float*
     int begin, end;
     column_slice(rows, begin, end);
     float ds = 0.f, dh = 0.f;
+    bool needX = gelu_after || dscale;
+    float sc = c < C ? scale[c] : 0.f, sh = c < C && gelu_after ? shift[c] : 0.f;
     if (c < C)
-        for (int r = begin + threadIdx.y; r < end; r += COLUMN_THREADS_Y)
+        for (int r0 = begin + threadIdx.y; r0 < end; r0 += 4 * COLUMN_THREADS_Y)
         {
-            long long i = (long long)r * C + c;
-            float xi = gelu_after || dscale ? load_operand(x, x_format, i) : 0.f;
-            float g = gelu_after ? dy[i] * gelu_slope(xi * scale[c] + shift[c]) : dy[i];
-            if (dx) store(dx + i, g * scale[c], accumulate);
-            if (dscale) ds += g * xi;
-            dh += g;
+            float g[4], xi[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+            {
+                long long i = (long long)(r0 + u * COLUMN_THREADS_Y) * C + c;
+                bool inside = r0 + u * COLUMN_THREADS_Y < end;
+                g[u] = inside ? dy[i] : 0.f;
+                xi[u] = inside && needX ? load_operand(x, x_format, i) : 0.f;
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+            {
+                if (r0 + u * COLUMN_THREADS_Y >= end) break;
+                long long i = (long long)(r0 + u * COLUMN_THREADS_Y) * C + c;
+                if (gelu_after) g[u] *= gelu_slope(xi[u] * sc + sh);
+                if (dx) store(dx + i, g[u] * sc, accumulate);
+                if (dscale) ds += g[u] * xi[u];
+                dh += g[u];
+            }
         }
     partialScale[threadIdx.y][threadIdx.x] = ds;
     partialShift[threadIdx.y][threadIdx.x] = dh;

@@ -15,10 +15,14 @@ extern "C" __global__ void softmax_forward(float* y, const float* x, const float
     const float minus_infinity = __int_as_float(0xff800000);
     WARP_PER_ROW(row, rows)
     {
-        long long i = row % headRows, bh = row / headRows, h = bh % heads, w = bh / heads % windows;
         const float* xr = x + row * cols;
-        const float* br = bias ? bias + (h * headRows + i) * cols : nullptr;
-        const float* mr = mask ? mask + (w * headRows + i) * cols : nullptr;
+        const float *br = nullptr, *mr = nullptr;
+        if (bias || mask) // the divisions cost as much as a row's arithmetic: only where a bias or mask needs them
+        {
+            long long i = row % headRows, bh = row / headRows, h = bh % heads, w = bh / heads % windows;
+            if (bias) br = bias + (h * headRows + i) * cols;
+            if (mask) mr = mask + (w * headRows + i) * cols;
+        }
         float* yr = y + row * cols;
         if (cols <= 32 * SOFTMAX_LANE_VALUES)
         {
