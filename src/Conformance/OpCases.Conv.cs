@@ -9,8 +9,10 @@ public static partial class OpCases
     static void DepthwiseConv2d(Device dev)
     {
         // C = 13 and 21: vectors of channels (8 or 16 wide on the CPU) and a scalar tail; the 7×7 kernel larger than the
-        // 6×5 input; W = 9: two groups of four outputs and a single one.
-        foreach (var (N, H, W, C, k, pad) in new[] { (2, 7, 5, 3, 3, 1), (1, 9, 9, 2, 7, 3), (1, 4, 6, 5, 3, 0), (1, 6, 5, 13, 7, 3), (1, 5, 9, 21, 7, 3) })
+        // 6×5 input; W = 9: two groups of four outputs and a single one. k = 9: CUDA's weight gradient in four 7×7 windows
+        // of taps; k = 13: the weights read from global memory, not shared. C = 40: two CUDA block columns, one partial.
+        foreach (var (N, H, W, C, k, pad) in new[] { (2, 7, 5, 3, 3, 1), (1, 9, 9, 2, 7, 3), (1, 4, 6, 5, 3, 0), (1, 6, 5, 13, 7, 3),
+                     (1, 5, 9, 21, 7, 3), (2, 5, 6, 3, 9, 4), (1, 3, 4, 2, 13, 6), (2, 6, 7, 40, 7, 3) })
         {
             GradCheck.Run(dev, $"DepthwiseConv2d k{k} pad{pad}",
                 [new("x", [N, H, W, C]), new("w", [C, 1, k, k]), new("b", [C])],

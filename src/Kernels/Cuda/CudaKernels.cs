@@ -459,18 +459,37 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     // ---------------------------------------------------------------- convolution and patches (conv.cu, patches.cu)
 
     /// <inheritdoc/>
-    public void DepthwiseConvForward(float* y, float* x, float* w, float* bias, int N, int H, int W, int C, int k, int pad)
-    {
-        long outputs = (long)N * (H + 2 * pad - k + 1) * (W + 2 * pad - k + 1) * C;
-        GridStride(Conv.DepthwiseConvForward, outputs, y, x, w, bias, N, H, W, C, k, pad);
-    }
+    public void DepthwiseConvForward(float* y, float* x, float* w, float* bias, int N, int H, int W, int C, int k, int pad) =>
+        DepthwisePositions(Conv.DepthwiseConvForward, (long)N * (H + 2 * pad - k + 1) * (W + 2 * pad - k + 1), C, y, x, w, bias, N, H, W, C, k, pad);
 
     /// <inheritdoc/>
+    /// <remarks>The weight gradient cuts the positions into slices, each a block column's sums of its channels' 7×7 taps
+    /// kept in registers (conv.cu), finished by column_partials_sum.</remarks>
     public void DepthwiseConvBackward(float* dx, float* dw, float* dbias, float* dy, float* x, float* w,
         int N, int H, int W, int C, int k, int pad, bool accumulate)
     {
-        if (dx != null) GridStride(Conv.DepthwiseConvBackwardInput, (long)N * H * W * C, dx, dy, w, N, H, W, C, k, pad, accumulate);
-        if (dw != null || dbias != null) ColumnBlocks(Conv.DepthwiseConvBackwardParams, C, k * k + 1, 1, dw, dbias, dy, x, N, H, W, C, k, pad);
+        if (dx != null) DepthwisePositions(Conv.DepthwiseConvBackwardInput, (long)N * H * W, C, dx, dy, w, N, H, W, C, k, pad, accumulate);
+        if (dw == null && dbias == null) return;
+        int positions = N * (H + 2 * pad - k + 1) * (W + 2 * pad - k + 1), kk = k * k;
+        int chunks = (k + DepthwiseRegisterK - 1) / DepthwiseRegisterK, gridY = dw != null ? chunks * chunks : 1;
+        int slices = ColumnSlices(positions, C, gridY, (long)C * (kk + 1), 1);
+        var partials = ColumnPartials();
+        ColumnBlocks(Conv.DepthwiseConvBackwardParams, C, gridY, slices, dw, dbias, partials, dy, x, N, H, W, C, k, pad);
+        FinishColumnSlices(dw, partials, (long)C * kk, slices, 1f, true);
+        FinishColumnSlices(dbias, partials + (long)slices * C * kk, C, slices, 1f, true);
+    }
+
+    /// <summary>conv.cu's DEPTHWISE_REGISTER_K: the weight gradient's blocks each own a window of this many taps squared.</summary>
+    const int DepthwiseRegisterK = 7;
+
+    /// <summary>A depthwise kernel over <paramref name="positions"/> output positions of <paramref name="C"/> channels:
+    /// (32, 8) blocks, a block column per 32 channels, enough position blocks to fill the device.</summary>
+    void DepthwisePositions(CudaKernel kernel, long positions, int C, params ReadOnlySpan<KernelArg> args)
+    {
+        if (positions == 0 || C == 0) return;
+        int columns = (C + 31) / 32;
+        long gridY = Math.Clamp(Math.Min((_maxBlocks + columns - 1) / columns, (positions + 7) / 8), 1, 65535);
+        _runtime.Launch(kernel, new Dim3((uint)columns, (uint)gridY), ColumnBlock, args);
     }
 
     /// <inheritdoc/>
