@@ -38,7 +38,10 @@ public static unsafe class DeviceBenchmarks
         new("gelu-backward", "N", 1, "GELU backward"),
         new("drop-path", "N", 1, "stochastic depth / dropout mask"),
         new("adam", "N", 1, "one AdamW step of N parameters"),
+        new("pack-bf16", "N", 1, "a 16-bit GEMM operand: y = x rounded to bfloat16 (4 bytes read, 2 written per value)"),
+        new("unpack-bf16", "N", 1, "a kept bfloat16 activation widened back to float32"),
         new("bias", "ROWSxCOLS", 2, "y = x + bias per column"),
+        new("bias-grad", "ROWSxCOLS", 2, "a bias gradient: column sums of dy over the rows"),
         new("scale-shift", "ROWSxCOLS", 2, "SSF: y = x·scale + shift per column"),
         new("scale-shift-backward", "ROWSxCOLS", 2, "its backward: dx = dy·scale, dscale and dshift summed over the rows"),
         new("scale-shift-gelu-backward", "ROWSxCOLS", 2, "the backward of GELU after SSF in one pass (an MLP's first layer): dx, dscale, dshift"),
@@ -205,6 +208,7 @@ public static unsafe class DeviceBenchmarks
         bool conv = op.StartsWith("depthwise-conv", StringComparison.Ordinal);
         using var convWeights = conv ? Filled(device, 49L * shape[3], 0.02f) : null;
         using var convGrads = conv ? Tensor.Zeros(device, 50 * shape[3]) : null; // dw [C, 49] and dbias [C]
+        using var halves = op.EndsWith("-bf16", StringComparison.Ordinal) ? Tensor.Empty(device, DType.BF16, checked((int)n)) : null;
         (long bytes, Action work) = op switch
         {
             "copy" => (2 * n * 4, (Action)(() => k.Copy(b.Data, a.Data, n, false))),
@@ -213,7 +217,10 @@ public static unsafe class DeviceBenchmarks
             "gelu-backward" => (3 * n * 4, () => k.GeluBackward(c.Data, b.Data, a.Data, n, false)),
             "drop-path" => (2 * n * 4, () => k.DropPathForward(b.Data, a.Data, n, 1, 0.1f, 1, null)),
             "adam" => (7 * n * 4, () => k.AdamStep(a.Data, b.Data, c.Data, d.Data, null, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.05f, 1, true, null)),
+            "pack-bf16" => (n * 6, () => k.PackLowPrecision(halves!.HalfData, a.Data, n, Precision.BF16)),
+            "unpack-bf16" => (n * 6, () => k.UnpackLowPrecision(b.Data, halves!.HalfData, n, Precision.BF16)),
             "bias" => (2 * n * 4, () => k.AddBias(b.Data, a.Data, vector.Data, rows, cols)),
+            "bias-grad" => (n * 4, () => k.BiasGrad(vector2.Data, a.Data, rows, cols)),
             "scale-shift" => (2 * n * 4, () => k.ScaleShiftForward(b.Data, a.Data, vector.Data, vector2.Data, rows, cols)),
             "scale-shift-backward" => (3 * n * 4, () => k.ScaleShiftBackward(c.Data, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data, rows, cols, false)),
             "scale-shift-gelu-backward" => (3 * n * 4, () => k.ScaleShiftGeluBackward(c.Data, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data,
@@ -306,7 +313,8 @@ public static unsafe class DeviceBenchmarks
         var shapes = new Dictionary<string, int[]>
         {
             ["copy"] = [(int)hidden], ["add"] = [(int)hidden], ["gelu"] = [(int)hidden], ["gelu-backward"] = [(int)hidden],
-            ["drop-path"] = [(int)hidden], ["adam"] = [(int)hidden], ["bias"] = [tokens, C], ["scale-shift"] = [tokens, C], ["scale-shift-backward"] = [tokens, C],
+            ["drop-path"] = [(int)hidden], ["adam"] = [(int)hidden], ["pack-bf16"] = [(int)hidden], ["unpack-bf16"] = [(int)hidden],
+            ["bias"] = [tokens, C], ["bias-grad"] = [tokens, C], ["scale-shift"] = [tokens, C], ["scale-shift-backward"] = [tokens, C],
             ["scale-shift-gelu-backward"] = [tokens, 4 * C],
             ["layernorm"] = [tokens, C], ["layernorm-backward"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
             ["depthwise-conv"] = [convN, side, side, convC], ["depthwise-conv-backward"] = [convN, side, side, convC], ["patchify"] = [convN, 2 * side, 2 * side, convC / 2],
