@@ -11,6 +11,10 @@
 #define GRID_STRIDE(i, n) \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (long long)gridDim.x * blockDim.x)
 
+// Tensors per launch of a multi-tensor kernel (fill_many, adam_step_many): their pointers and sizes travel in a
+// struct kernel argument (about 1.4 KiB for Adam's), one block row (blockIdx.y) per tensor.
+#define TENSORS_PER_LAUNCH 32
+
 // Rows spread over the warps of the grid: one warp owns a row (LayerNorm, softmax, cross-entropy).
 #define WARP_PER_ROW(row, rows)                                                                          \
     for (long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32; row < (rows);          \

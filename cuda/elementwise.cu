@@ -10,6 +10,22 @@ extern "C" __global__ void fill(float* x, long long n, float value)
     grid_stride_quads(n, aligned_for(x), [&](long long i, int count) { store_values(x, i, v, count, 0); });
 }
 
+// The tensors of one fill_many launch: x[j] holds n[j] floats (j < gridDim.y).
+struct FillTargets
+{
+    float* x[TENSORS_PER_LAUNCH];
+    long long n[TENSORS_PER_LAUNCH];
+};
+
+// x[j][i] = value for every tensor j of the launch (zeroing many small gradients in one launch). Grid (blocks per
+// tensor, tensors).
+extern "C" __global__ void fill_many(FillTargets t, float value)
+{
+    float* x = t.x[blockIdx.y];
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < t.n[blockIdx.y]; i += (long long)gridDim.x * blockDim.x)
+        x[i] = value;
+}
+
 // dst = src, or dst += src.
 extern "C" __global__ void copy(float* dst, const float* src, long long n, int accumulate)
 {

@@ -44,6 +44,31 @@ extern "C" __global__ void adam_step(float* param, const float* grad, float* m, 
     }
 }
 
+// The tensors of one adam_step_many launch, dense and unmasked: tensor j (j < gridDim.y) has n[j] elements and its own
+// weight decay.
+struct AdamTensors
+{
+    float* param[TENSORS_PER_LAUNCH];
+    const float* grad[TENSORS_PER_LAUNCH];
+    float* m[TENSORS_PER_LAUNCH];
+    float* v[TENSORS_PER_LAUNCH];
+    long long n[TENSORS_PER_LAUNCH];
+    float weightDecay[TENSORS_PER_LAUNCH];
+};
+
+// adam_step on every tensor of the launch (many small parameters, such as biases, norms and SSF's scales and shifts,
+// in one launch instead of one each): the same update, element for element. Grid (blocks per tensor, tensors).
+extern "C" __global__ void adam_step_many(AdamTensors t, float lr, float beta1, float beta2, float eps, float biasCorrection1,
+                                         float biasCorrection2Sqrt, int decoupled, const float* stepValues)
+{
+    if (!step_values(stepValues, lr, biasCorrection1, biasCorrection2Sqrt)) return;
+    float stepSize = lr / biasCorrection1;
+    int j = blockIdx.y;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < t.n[j]; i += (long long)gridDim.x * blockDim.x)
+        adam_update(t.param[j] + i, t.grad[j][i], t.m[j] + i, t.v[j] + i, lr, beta1, beta2, eps, t.weightDecay[j], stepSize,
+                    biasCorrection2Sqrt, decoupled);
+}
+
 // Entry e = (o, j) of the [N, k] selection updates param[o·K + index[e]] with grad[e], m[e], v[e].
 extern "C" __global__ void sparse_adam_step(float* param, const float* grad, float* m, float* v, const int* index, int N, int K,
                                            int k, float lr, float beta1, float beta2, float eps, float weightDecay,

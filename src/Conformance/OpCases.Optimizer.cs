@@ -112,6 +112,98 @@ public static partial class OpCases
         }
     }
 
+    /// <summary>Adam over many parameters at once (<see cref="IKernels.AdamStepMany"/>, which a GPU launches 32 small
+    /// ones at a time) steps each dense one bit for bit as the single-tensor kernel does, with its own weight decay, beside
+    /// a masked and a sparse one and one too large to share a launch; from device step values too, where a NaN gate steps
+    /// nothing; and ZeroGrad (<see cref="IKernels.FillMany"/>) zeroes every gradient and nothing else.</summary>
+    static unsafe void AdamStepMany(Device dev)
+    {
+        const int Dense = 40;
+        int[] sizes = [.. Enumerable.Range(0, Dense).Select(i => i == 17 ? 70_000 : 1 + (i * 37 + i * i * 11) % 1500)];
+        var options = new Optim.AdamOptions { LearningRate = 0.01f, WeightDecay = 0.05f };
+        var all = new List<Tensor>();
+        var twins = new List<(Tensor P, Tensor M, Tensor V, float Decay)>();
+        try
+        {
+            for (int i = 0; i < Dense; i++)
+            {
+                var p0 = Init.NormalValues(sizes[i], 0, 1, 100 + (ulong)i);
+                var p = Tensor.FromArray(dev, p0, sizes[i]);
+                p.RequiresGrad = true;
+                all.Add(p);
+                twins.Add((Tensor.FromArray(dev, p0, sizes[i]), Tensor.Zeros(dev, sizes[i]), Tensor.Zeros(dev, sizes[i]), 0.001f * (i % 7)));
+            }
+            using var mt = Tensor.FromArray(dev, [.. Enumerable.Range(0, 30).Select(i => i % 3 == 0 ? 1f : 0f)], 30);
+            using var it = Tensor.FromArray(dev, [0, 2, 1, 3], 2, 2);
+            var masked = Tensor.FromArray(dev, Init.NormalValues(30, 0, 1, 7), 30);
+            var sparse = Tensor.FromArray(dev, Init.NormalValues(10, 0, 1, 8), 2, 5);
+            masked.RequiresGrad = sparse.RequiresGrad = true;
+            masked.Trainability = Trainability.Masked(mt);
+            sparse.Trainability = Trainability.Selected(it);
+            all.Add(masked);
+            all.Add(sparse);
+            using var adam = new Optim.Adam(all, options);
+            for (int i = 0; i < Dense; i++) adam.SetWeightDecay(all[i], twins[i].Decay);
+            using var values = Tensor.Empty(dev, DType.F32, 4);
+            for (int t = 1; t <= 3; t++)
+            {
+                foreach (var p in all) SetGrad(p, Init.NormalValues((int)p.Trainability.StateShape(p).Aggregate(1L, (a, b) => a * b), 0, 1, 50 + (ulong)t));
+                float lr = 0.02f / t;
+                adam.LearningRate = lr;
+                if (t == 2)
+                {
+                    var before = all.Select(p => p.ToArray()).ToList();
+                    adam.WriteStepValues(values);
+                    var gated = values.ToArray();
+                    gated[3] = float.NaN;
+                    values.CopyFrom(gated);
+                    adam.Step(values);
+                    for (int i = 0; i < all.Count; i++)
+                        if (!all[i].ToArray().AsSpan().SequenceEqual(before[i]))
+                            throw new ConformanceException($"AdamStepMany: a NaN gate still stepped parameter {i}");
+                    adam.UncountStep();
+                }
+                if (t == 3)
+                {
+                    adam.WriteStepValues(values);
+                    adam.Step(values);
+                }
+                else adam.Step();
+                for (int i = 0; i < Dense; i++)
+                {
+                    var (p, m, v, decay) = twins[i];
+                    SetGrad(p, all[i].Grad!.ToArray());
+                    dev.Kernels.AdamStep(p.Data, p.Grad!.Data, m.Data, v.Data, null, p.Count, lr, options.Beta1, options.Beta2, options.Epsilon,
+                        decay, t, options.Decoupled, null);
+                    var many = all[i].ToArray();
+                    var one = p.ToArray();
+                    for (int e = 0; e < one.Length; e++)
+                        if (BitConverter.SingleToInt32Bits(many[e]) != BitConverter.SingleToInt32Bits(one[e]))
+                            throw new ConformanceException($"AdamStepMany step {t}: parameter {i} ({sizes[i]} values) element {e} is {many[e]:G9}, " +
+                                $"{one[e]:G9} stepped alone");
+                }
+            }
+            var kept = all.Select(p => p.ToArray()).ToList();
+            adam.ZeroGrad();
+            for (int i = 0; i < all.Count; i++)
+            {
+                if (all[i].Grad!.ToArray().Any(g => BitConverter.SingleToInt32Bits(g) != 0))
+                    throw new ConformanceException($"AdamStepMany: ZeroGrad left a nonzero in parameter {i}'s gradient");
+                if (!all[i].ToArray().AsSpan().SequenceEqual(kept[i])) throw new ConformanceException($"AdamStepMany: ZeroGrad changed parameter {i}");
+            }
+        }
+        finally
+        {
+            foreach (var p in all) p.Dispose();
+            foreach (var (p, m, v, _) in twins)
+            {
+                p.Dispose();
+                m.Dispose();
+                v.Dispose();
+            }
+        }
+    }
+
     static void SetGrad(Tensor p, float[] values)
     {
         if (p.Grad == null) p.SetGrad(Tensor.PersistentZeros(p.Device, p.Trainability.StateShape(p)));

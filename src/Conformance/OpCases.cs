@@ -70,6 +70,7 @@ public static partial class OpCases
         // Optimizer
         ("SparseAdam", SparseAdam),
         ("AdamStepValues", AdamStepValues),
+        ("AdamStepMany", AdamStepMany),
         // Precision
         ("RoundToPrecision", RoundToPrecision),
         ("PackLowPrecision", PackLowPrecision),

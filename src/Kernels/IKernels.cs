@@ -93,6 +93,9 @@ public unsafe interface IKernels
     // ---------------------------------------------------------------- elementwise and bias
     /// <summary>x[i] = value for i &lt; n.</summary>
     void Fill(float* x, long n, float value);
+    /// <summary><see cref="Fill"/> of every tensor in <paramref name="targets"/> (zeroing a model's gradients): the
+    /// same values, in as few launches as the backend can (on a GPU, small tensors share one).</summary>
+    void FillMany(ReadOnlySpan<TensorSpan> targets, float value);
     /// <summary>dst[i] = src[i] (accumulate: +=).</summary>
     void Copy(float* dst, float* src, long n, bool accumulate);
     /// <summary>Copies a strided view into a contiguous buffer: dst[flat(idx)] = src[Σ idx_d·srcStrides_d],
@@ -266,6 +269,11 @@ public unsafe interface IKernels
     /// before each run); a gate that is not finite (the step's loss copied there) leaves everything untouched.</summary>
     void AdamStep(float* param, float* grad, float* m, float* v, float* mask, long n, float lr, float beta1, float beta2,
         float eps, float weightDecay, int t, bool decoupled, float* stepValues);
+    /// <summary><see cref="AdamStep"/> (no mask) of every parameter in <paramref name="tensors"/>, each with its own
+    /// weight decay: bit for bit the same updates, in as few launches as the backend can (on a GPU, small parameters
+    /// share one).</summary>
+    void AdamStepMany(ReadOnlySpan<AdamTensor> tensors, float lr, float beta1, float beta2, float eps, int t, bool decoupled,
+        float* stepValues);
     /// <summary>Σ x[i]² accumulated in double and returned to the host (global gradient norm).</summary>
     double SumSquares(float* x, long n);
     /// <summary>Number of NaN or ±Inf elements (training-loop divergence check).</summary>

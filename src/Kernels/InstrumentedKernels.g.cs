@@ -84,6 +84,14 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void FillMany(ReadOnlySpan<TensorSpan> targets, float value)
+    {
+        long start = Begin(KernelId.FillMany);
+        Inner.FillMany(targets, value);
+        End(KernelId.FillMany, start);
+    }
+
+    /// <inheritdoc/>
     public void Copy(float* dst, float* src, long n, bool accumulate)
     {
         long start = Begin(KernelId.Copy);
@@ -524,6 +532,14 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void AdamStepMany(ReadOnlySpan<AdamTensor> tensors, float lr, float beta1, float beta2, float eps, int t, bool decoupled, float* stepValues)
+    {
+        long start = Begin(KernelId.AdamStepMany);
+        Inner.AdamStepMany(tensors, lr, beta1, beta2, eps, t, decoupled, stepValues);
+        End(KernelId.AdamStepMany, start);
+    }
+
+    /// <inheritdoc/>
     public double SumSquares(float* x, long n)
     {
         long start = Begin(KernelId.SumSquares);
@@ -565,6 +581,8 @@ public enum KernelId
     UnpackLowPrecision,
     /// <summary><see cref="IKernels.Fill"/></summary>
     Fill,
+    /// <summary><see cref="IKernels.FillMany"/></summary>
+    FillMany,
     /// <summary><see cref="IKernels.Copy"/></summary>
     Copy,
     /// <summary><see cref="IKernels.CopyStrided"/></summary>
@@ -675,6 +693,8 @@ public enum KernelId
     SupConBackward,
     /// <summary><see cref="IKernels.AdamStep"/></summary>
     AdamStep,
+    /// <summary><see cref="IKernels.AdamStepMany"/></summary>
+    AdamStepMany,
     /// <summary><see cref="IKernels.SumSquares"/></summary>
     SumSquares,
     /// <summary><see cref="IKernels.CountNonFinite"/></summary>

@@ -1,30 +1,52 @@
+using Engine.Kernels;
+
 namespace Engine;
 
-// The optimizer's update, as the parameter's trainability says (not recorded: it runs outside autograd).
+// The optimizer's update, as each parameter's trainability says (not recorded: it runs outside autograd).
 // Kernels: CpuKernels.Optimizer.cs, cuda/optimizer.cu.
 public static unsafe partial class Ops
 {
+    /// <summary>A parameter and its Adam state: moments m and v, and its weight decay.</summary>
+    internal readonly record struct AdamParameter(Tensor Param, Tensor M, Tensor V, float WeightDecay);
+
     /// <summary>
-    /// One Adam/AdamW step of <paramref name="param"/> from its gradient and moments m, v (torch.optim's update, bias
-    /// corrections for step <paramref name="step"/>). Dense: every element; masked: the mask's elements, the others
-    /// bitwise unchanged; selected entries: grad, m and v are [rows, K] and only those entries move. With
+    /// One Adam/AdamW step of every parameter in <paramref name="parameters"/> from its gradient and moments (torch.optim's
+    /// update, bias corrections for step <paramref name="step"/>). Dense: every element; masked: the mask's elements, the
+    /// others bitwise unchanged; selected entries: grad, m and v are [rows, K] and only those entries move. The dense ones
+    /// go to the backend together (<see cref="IKernels.AdamStepMany"/>: on a GPU, small parameters share a launch). With
     /// <paramref name="stepValues"/> the kernels read lr and the bias corrections from the device instead (see
-    /// <see cref="Kernels.IKernels.AdamStep"/>).
+    /// <see cref="IKernels.AdamStep"/>).
     /// </summary>
-    internal static void AdamStep(Tensor param, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps, float weightDecay,
-        int step, bool decoupled, float* stepValues = null)
+    internal static void AdamStep(IReadOnlyList<AdamParameter> parameters, float lr, float beta1, float beta2, float eps, int step,
+        bool decoupled, float* stepValues = null)
     {
-        param.CheckNotFrozen("take an optimizer step of");
-        var grad = param.Grad ?? throw new InvalidOperationException($"AdamStep: {param.Describe()} has no gradient");
-        var trainability = param.Trainability;
-        if (!m.Shape.AsSpan().SequenceEqual(trainability.StateShape(param)))
-            throw new InvalidOperationException($"AdamStep: {param.Describe()} trains {trainability.Kind} now, but its moments {m.Describe()} were made for another trainability");
-        var k = param.Device.Kernels;
-        if (trainability.Entries is { } index)
-            k.SparseAdamStep(param.Data, grad.Data, m.Data, v.Data, index.IntData, index.Shape[0], (int)(param.Count / index.Shape[0]), index.Shape[1],
-                lr, beta1, beta2, eps, weightDecay, step, decoupled, stepValues);
-        else
-            k.AdamStep(param.Data, grad.Data, m.Data, v.Data, trainability.Mask is { } mask ? mask.Data : null, param.Count, lr, beta1, beta2, eps,
-                weightDecay, step, decoupled, stepValues);
+        foreach (var group in parameters.GroupBy(p => p.Param.Device))
+        {
+            var k = group.Key.Kernels;
+            var dense = new List<AdamTensor>();
+            foreach (var (param, m, v, weightDecay) in group)
+            {
+                param.CheckNotFrozen("take an optimizer step of");
+                var grad = param.Grad ?? throw new InvalidOperationException($"AdamStep: {param.Describe()} has no gradient");
+                var trainability = param.Trainability;
+                if (!m.Shape.AsSpan().SequenceEqual(trainability.StateShape(param)))
+                    throw new InvalidOperationException($"AdamStep: {param.Describe()} trains {trainability.Kind} now, but its moments {m.Describe()} were made for another trainability");
+                if (trainability.Entries is { } index)
+                    k.SparseAdamStep(param.Data, grad.Data, m.Data, v.Data, index.IntData, index.Shape[0], (int)(param.Count / index.Shape[0]), index.Shape[1],
+                        lr, beta1, beta2, eps, weightDecay, step, decoupled, stepValues);
+                else if (trainability.Mask is { } mask)
+                    k.AdamStep(param.Data, grad.Data, m.Data, v.Data, mask.Data, param.Count, lr, beta1, beta2, eps, weightDecay, step, decoupled, stepValues);
+                else dense.Add(new AdamTensor(param.Data, grad.Data, m.Data, v.Data, param.Count, weightDecay));
+            }
+            if (dense.Count > 0) k.AdamStepMany(dense.ToArray(), lr, beta1, beta2, eps, step, decoupled, stepValues);
+        }
+    }
+
+    /// <summary>Zeroes the gradient of every parameter that has one (keeping the buffers): on a GPU the small ones share a
+    /// launch (<see cref="IKernels.FillMany"/>).</summary>
+    internal static void ZeroGrads(IEnumerable<Tensor> parameters)
+    {
+        foreach (var group in parameters.Where(p => p.Grad != null).GroupBy(p => p.Device))
+            group.Key.Kernels.FillMany([.. group.Select(p => new TensorSpan(p.Grad!.Data, p.Grad.Count))], 0f);
     }
 }

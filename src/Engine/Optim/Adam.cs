@@ -85,21 +85,17 @@ public sealed unsafe class Adam : IDisposable
     {
         StepCount++;
         float lr = float.IsNaN(LearningRate) ? Options.LearningRate : LearningRate;
-        foreach (var s in _slots)
-            if (s.Param.Grad != null)
-                Ops.AdamStep(s.Param, s.M, s.V, lr, Options.Beta1, Options.Beta2, Options.Epsilon, s.WeightDecay, StepCount, Options.Decoupled);
+        Ops.AdamStep(WithGradients(), lr, Options.Beta1, Options.Beta2, Options.Epsilon, StepCount, Options.Decoupled);
     }
+
+    List<Ops.AdamParameter> WithGradients() =>
+        [.. _slots.Where(s => s.Param.Grad != null).Select(s => new Ops.AdamParameter(s.Param, s.M, s.V, s.WeightDecay))];
 
     /// <summary>Queues the update of every parameter with a gradient, reading lr and the bias corrections from
     /// <paramref name="stepValues"/> ([4] on the device, see <see cref="WriteStepValues"/>) when the kernels run: what
     /// a captured graph replays.</summary>
-    public void Step(Tensor stepValues)
-    {
-        foreach (var s in _slots)
-            if (s.Param.Grad != null)
-                Ops.AdamStep(s.Param, s.M, s.V, 0f, Options.Beta1, Options.Beta2, Options.Epsilon, s.WeightDecay, 1, Options.Decoupled,
-                    stepValues.Data);
-    }
+    public void Step(Tensor stepValues) =>
+        Ops.AdamStep(WithGradients(), 0f, Options.Beta1, Options.Beta2, Options.Epsilon, 1, Options.Decoupled, stepValues.Data);
 
     /// <summary>Counts the next step and writes its [lr, 1 − β₁ᵗ, √(1 − β₂ᵗ), gate 0] into <paramref name="stepValues"/>,
     /// in float exactly as the kernels compute them from lr and t; the step's graph then copies its loss to the gate.</summary>
@@ -130,11 +126,7 @@ public sealed unsafe class Adam : IDisposable
     }
 
     /// <summary>Zeroes every parameter gradient (keeping the buffers).</summary>
-    public void ZeroGrad()
-    {
-        foreach (var s in _slots)
-            if (s.Param.Grad != null) s.Param.Device.Kernels.Fill(s.Param.Grad.Data, s.Param.Grad.Count, 0f);
-    }
+    public void ZeroGrad() => Ops.ZeroGrads(_slots.Select(s => s.Param));
 
     /// <inheritdoc/>
     public void Dispose()

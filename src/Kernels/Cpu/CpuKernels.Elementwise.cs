@@ -11,6 +11,12 @@ public sealed unsafe partial class CpuKernels
     public void Fill(float* x, long n, float value) => new Span<float>(x, checked((int)n)).Fill(value);
 
     /// <inheritdoc/>
+    public void FillMany(ReadOnlySpan<TensorSpan> targets, float value)
+    {
+        foreach (var target in targets) Fill(target.Data, target.Count, value);
+    }
+
+    /// <inheritdoc/>
     public void Copy(float* dst, float* src, long n, bool accumulate)
     {
         if (!accumulate)

@@ -16,6 +16,14 @@ public sealed unsafe partial class CpuKernels
         CpuRange.For(n, ElementGrain, ref body);
     }
 
+    /// <inheritdoc/>
+    /// <remarks>One after another: a CPU call costs no launch.</remarks>
+    public void AdamStepMany(ReadOnlySpan<AdamTensor> tensors, float lr, float beta1, float beta2, float eps, int t, bool decoupled,
+        float* stepValues)
+    {
+        foreach (var p in tensors) AdamStep(p.Param, p.Grad, p.M, p.V, null, p.Count, lr, beta1, beta2, eps, p.WeightDecay, t, decoupled, stepValues);
+    }
+
     /// <summary>The per-step constants of torch.optim.Adam/AdamW (bias corrections in float, as every backend).</summary>
     struct AdamConstants
     {

@@ -98,6 +98,8 @@ public static class CudaKernelHandles
         const string File = "elementwise.cu";
         /// <summary><c>fill</c>.</summary>
         public static readonly CudaKernel Fill = new(File, "fill");
+        /// <summary><c>fill_many</c>.</summary>
+        public static readonly CudaKernel FillMany = new(File, "fill_many");
         /// <summary><c>copy</c>.</summary>
         public static readonly CudaKernel Copy = new(File, "copy");
         /// <summary><c>copy_strided</c>.</summary>
@@ -158,6 +160,8 @@ public static class CudaKernelHandles
         const string File = "optimizer.cu";
         /// <summary><c>adam_step</c>.</summary>
         public static readonly CudaKernel AdamStep = new(File, "adam_step");
+        /// <summary><c>adam_step_many</c>.</summary>
+        public static readonly CudaKernel AdamStepMany = new(File, "adam_step_many");
         /// <summary><c>sparse_adam_step</c>.</summary>
         public static readonly CudaKernel SparseAdamStep = new(File, "sparse_adam_step");
     }

@@ -172,6 +172,50 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public void Fill(float* x, long n, float value) => GridStride(Elementwise.Fill, n, x, n, value);
 
     /// <inheritdoc/>
+    /// <remarks>Tensors of up to <see cref="SharedLaunchMaxCount"/> floats go <see cref="TensorsPerLaunch"/> to a launch
+    /// (elementwise.cu's fill_many), larger ones one each.</remarks>
+    public void FillMany(ReadOnlySpan<TensorSpan> targets, float value)
+    {
+        FillTargets launch = default;
+        int count = 0;
+        long largest = 0;
+        for (int i = 0; i < targets.Length; i++)
+        {
+            var target = targets[i];
+            if (target.Count > SharedLaunchMaxCount) Fill(target.Data, target.Count, value);
+            else
+            {
+                launch.X[count] = (ulong)target.Data;
+                launch.N[count] = target.Count;
+                largest = Math.Max(largest, target.Count);
+                count++;
+            }
+            if (count == TensorsPerLaunch || (i == targets.Length - 1 && count > 0))
+            {
+                if (largest > 0) _runtime.Launch(Elementwise.FillMany, SharedLaunchGrid(largest, count), Threads, new KernelArg(&launch, sizeof(FillTargets)), value);
+                (count, largest) = (0, 0);
+            }
+        }
+    }
+
+    /// <summary>cuda/common.cuh's TENSORS_PER_LAUNCH: the tensors one multi-tensor launch takes.</summary>
+    const int TensorsPerLaunch = 32;
+
+    /// <summary>The largest tensor a multi-tensor launch takes (64 Ki floats: at most 64 blocks of a row); a larger one
+    /// fills the device by itself.</summary>
+    const long SharedLaunchMaxCount = 1 << 16;
+
+    /// <summary>The grid of a multi-tensor launch: a block row per tensor, enough blocks for four values a thread.</summary>
+    static Dim3 SharedLaunchGrid(long largest, int tensors) => new((uint)Math.Clamp((largest + 4L * Threads - 1) / (4L * Threads), 1, 64), (uint)tensors);
+
+    /// <summary>The C layout of elementwise.cu's FillTargets.</summary>
+    struct FillTargets
+    {
+        public fixed ulong X[TensorsPerLaunch];
+        public fixed long N[TensorsPerLaunch];
+    }
+
+    /// <inheritdoc/>
     public void Copy(float* dst, float* src, long n, bool accumulate) => GridStride(Elementwise.Copy, n, dst, src, n, accumulate);
 
     /// <summary>The C layout of elementwise.cu's StridedLayout (rank, shape[8], strides[8]).</summary>
@@ -577,6 +621,47 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         // Bias corrections in float on the host, exactly as the CPU backend computes them.
         float bc1 = 1 - MathF.Pow(beta1, t), bc2Sqrt = MathF.Sqrt(1 - MathF.Pow(beta2, t));
         GridStride(Optimizer.AdamStep, n, param, grad, m, v, mask, n, lr, beta1, beta2, eps, weightDecay, bc1, bc2Sqrt, decoupled, stepValues);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>Parameters of up to <see cref="SharedLaunchMaxCount"/> floats go <see cref="TensorsPerLaunch"/> to a launch
+    /// (optimizer.cu's adam_step_many), larger ones one each.</remarks>
+    public void AdamStepMany(ReadOnlySpan<AdamTensor> tensors, float lr, float beta1, float beta2, float eps, int t, bool decoupled,
+        float* stepValues)
+    {
+        float bc1 = 1 - MathF.Pow(beta1, t), bc2Sqrt = MathF.Sqrt(1 - MathF.Pow(beta2, t));
+        AdamTensors launch = default;
+        int count = 0;
+        long largest = 0;
+        for (int i = 0; i < tensors.Length; i++)
+        {
+            var p = tensors[i];
+            if (p.Count > SharedLaunchMaxCount)
+                AdamStep(p.Param, p.Grad, p.M, p.V, null, p.Count, lr, beta1, beta2, eps, p.WeightDecay, t, decoupled, stepValues);
+            else
+            {
+                (launch.Param[count], launch.Grad[count], launch.M[count], launch.V[count]) = ((ulong)p.Param, (ulong)p.Grad, (ulong)p.M, (ulong)p.V);
+                launch.N[count] = p.Count;
+                launch.WeightDecay[count] = p.WeightDecay;
+                largest = Math.Max(largest, p.Count);
+                count++;
+            }
+            if (count == TensorsPerLaunch || (i == tensors.Length - 1 && count > 0))
+            {
+                if (largest > 0)
+                    _runtime.Launch(Optimizer.AdamStepMany, SharedLaunchGrid(largest, count), Threads, new KernelArg(&launch, sizeof(AdamTensors)),
+                        lr, beta1, beta2, eps, bc1, bc2Sqrt, decoupled, stepValues);
+                (count, largest) = (0, 0);
+            }
+        }
+    }
+
+    /// <summary>The C layout of optimizer.cu's AdamTensors.</summary>
+    struct AdamTensors
+    {
+        public fixed ulong Param[TensorsPerLaunch], Grad[TensorsPerLaunch], M[TensorsPerLaunch], V[TensorsPerLaunch];
+        public fixed long N[TensorsPerLaunch];
+        public fixed float WeightDecay[TensorsPerLaunch];
     }
 
     /// <inheritdoc/>
