@@ -20,24 +20,30 @@ __device__ const float* channel_weights(float* shared, const float* w, int C, in
     return shared + threadIdx.x * kk;
 }
 
+// The taps [begin, end) of a kernel of k taps whose input index o + dir·tap + shift lies in [0, size).
+__device__ __forceinline__ void tap_range(int o, int size, int k, int dir, int shift, int& begin, int& end)
+{
+    begin = dir > 0 ? max(0, -o - shift) : max(0, o + shift - size + 1);
+    end = dir > 0 ? min(k, size - o - shift) : min(k, o + shift + 1);
+}
+
 // out[n, oy, ox, c] = Σ_{ky, kx} wc[ky·k + kx] · in[n, oy + dir·ky + shift, ox + dir·kx + shift, c], taps in order (ky, then
-// kx, ascending), out of range taps skipped; in [N, inH, inW, C], out [N, outH, outW, C]. The forward is dir = 1,
-// shift = −pad; the input gradient is the same sum over dy with dir = −1, shift = pad.
+// kx, ascending), out of range taps skipped (their range is found once, so the loops carry no bounds checks); in
+// [N, inH, inW, C], out [N, outH, outW, C]. The forward is dir = 1, shift = −pad; the input gradient is the same sum over
+// dy with dir = −1, shift = pad.
 __device__ float tap_sum(const float* in, const float* wc, float start, int n, int oy, int ox, int inH, int inW, int C, int c,
                          int k, int dir, int shift)
 {
+    int ky0, ky1, kx0, kx1;
+    tap_range(oy, inH, k, dir, shift, ky0, ky1);
+    tap_range(ox, inW, k, dir, shift, kx0, kx1);
+    long long step = (long long)dir * C;
     float s = start;
-    for (int ky = 0; ky < k; ky++)
+    for (int ky = ky0; ky < ky1; ky++)
     {
-        int iy = oy + dir * ky + shift;
-        if (iy < 0 || iy >= inH) continue;
-        const float* row = in + (((long long)n * inH + iy) * inW) * C + c;
-        for (int kx = 0; kx < k; kx++)
-        {
-            int ix = ox + dir * kx + shift;
-            if (ix < 0 || ix >= inW) continue;
-            s += wc[ky * k + kx] * row[(long long)ix * C];
-        }
+        const float* x = in + (((long long)n * inH + oy + dir * ky + shift) * inW + ox + dir * kx0 + shift) * C + c;
+        const float* w = wc + ky * k;
+        for (int kx = kx0; kx < kx1; kx++, x += step) s += w[kx] * *x;
     }
     return s;
 }
