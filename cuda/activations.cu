@@ -12,23 +12,25 @@ extern "C" __global__ void gelu_forward(float* y, const float* x, long long n)
     });
 }
 
-// The Linear+GELU epilogue after the GEMM: v = x[r, c] + bias[c] (no bias: null); y = GELU(v); the pre-activation the
-// backward needs kept as h = v (float32) or h16 = v in 16 bits (h_format 2 bf16, 3 fp16, as autocast keeps a Linear's
-// output) when either is not null. x [rows, cols] may be y or h. 1-D grid-stride, four values of a row per thread when
-// cols is a multiple of 4.
-extern "C" __global__ void bias_gelu_forward(float* y, float* h, unsigned short* h16, int h_format, const float* x, const float* bias,
-                                             int rows, int cols)
+// The Linear+GELU epilogue after the GEMM: v = x[r, c] + bias[c] (no bias: null); y = GELU(v), or y16 = GELU(v) in 16
+// bits (format 2 bf16, 3 fp16) when y16 is not null (an output only products read); the pre-activation the backward
+// needs kept as h = v (float32) or h16 = v in 16 bits (as autocast keeps a Linear's output) when either is not null.
+// x [rows, cols] may be y or h. 1-D grid-stride, four values of a row per thread when cols is a multiple of 4.
+extern "C" __global__ void bias_gelu_forward(float* y, unsigned short* y16, float* h, unsigned short* h16, int format, const float* x,
+                                             const float* bias, int rows, int cols)
 {
-    bool vector = cols % 4 == 0 && aligned_for(y) && aligned_for(h) && aligned_for(h16, h_format) && aligned_for(x) && aligned_for(bias);
+    bool vector = cols % 4 == 0 && aligned_for(y) && aligned_for(y16, format) && aligned_for(h) && aligned_for(h16, format)
+        && aligned_for(x) && aligned_for(bias);
     grid_stride_quads((long long)rows * cols, vector, [&](long long i, int count) {
         float v[4], b[4] = {0.f, 0.f, 0.f, 0.f};
         load_values(v, x, i, count);
         if (bias) load_values(b, bias, i % cols, count);
         for (int k = 0; k < count; k++) v[k] += b[k];
         if (h) store_values(h, i, v, count, 0);
-        if (h16) store_halves(h16, i, v, count, h_format);
+        if (h16) store_halves(h16, i, v, count, format);
         for (int k = 0; k < count; k++) v[k] = gelu(v[k]);
-        store_values(y, i, v, count, 0);
+        if (y16) store_halves(y16, i, v, count, format);
+        else store_values(y, i, v, count, 0);
     });
 }
 

@@ -4,8 +4,9 @@
 // inference).
 #include "common.cuh"
 
-extern "C" __global__ void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* weight,
-                                            const float* bias, int rows, int C, float eps)
+// y, or (not null) y16 in 16 bits (format 2 bf16, 3 fp16: a norm whose output only products read, which round it so).
+extern "C" __global__ void layernorm_forward(float* y, unsigned short* y16, int format, float* mean, float* rstd, const float* x,
+                                            const float* weight, const float* bias, int rows, int C, float eps)
 {
     int lane = threadIdx.x % 32;
     WARP_PER_ROW(row, rows)
@@ -21,11 +22,12 @@ extern "C" __global__ void layernorm_forward(float* y, float* mean, float* rstd,
             v += d * d;
         }
         float r = rsqrtf(warp_sum(v) / C + eps);
-        float* yr = y + row * C;
         for (int c = lane; c < C; c += 32)
         {
-            float n = (xr[c] - m) * r;
-            yr[c] = n * (weight ? weight[c] : 1.f) + (bias ? bias[c] : 0.f);
+            float n = (xr[c] - m) * r, v = n * (weight ? weight[c] : 1.f) + (bias ? bias[c] : 0.f);
+            long long i = (long long)row * C + c;
+            if (y16) y16[i] = format == 3 ? to_fp16(v).bits : to_bf16(v).bits;
+            else y[i] = v;
         }
         if (lane == 0 && mean) mean[row] = m; // null in inference: nothing is saved
         if (lane == 0 && rstd) rstd[row] = r;
@@ -139,25 +141,28 @@ extern "C" __global__ void layernorm_backward_params(float* dweight, float* dbia
 }
 
 // y[r, c] = x[r, c]·scale[c] + shift[c], then GELU of it when gelu is set (SSF at an MLP's first layer); x16, when not
-// null, gets x in 16 bits (x_format 2 bf16, 3 fp16): SSF's product kept for dscale, as autocast keeps a Linear's
-// output. y may be x. Launch: 1-D grid-stride, four values of a row per thread when C is a multiple of 4.
-extern "C" __global__ void scale_shift_forward(float* y, unsigned short* x16, int x_format, const float* x, const float* scale,
-                                              const float* shift, int rows, int C, int gelu_after)
+// null, gets x in 16 bits (format 2 bf16, 3 fp16): SSF's product kept for dscale, as autocast keeps a Linear's
+// output. y16, when not null, gets y in 16 bits instead of y (an output only products read). y may be x. Launch: 1-D
+// grid-stride, four values of a row per thread when C is a multiple of 4.
+extern "C" __global__ void scale_shift_forward(float* y, unsigned short* y16, unsigned short* x16, int format, const float* x,
+                                              const float* scale, const float* shift, int rows, int C, int gelu_after)
 {
-    bool vector = C % 4 == 0 && aligned_for(y) && aligned_for(x16, x_format) && aligned_for(x) && aligned_for(scale) && aligned_for(shift);
+    bool vector = C % 4 == 0 && aligned_for(y) && aligned_for(y16, format) && aligned_for(x16, format) && aligned_for(x)
+        && aligned_for(scale) && aligned_for(shift);
     grid_stride_quads((long long)rows * C, vector, [&](long long i, int count) {
         float v[4], s[4], t[4];
         long long c = i % C;
         load_values(v, x, i, count);
         load_values(s, scale, c, count);
         load_values(t, shift, c, count);
-        if (x16) store_halves(x16, i, v, count, x_format);
+        if (x16) store_halves(x16, i, v, count, format);
         for (int k = 0; k < count; k++)
         {
             float z = v[k] * s[k] + t[k];
             v[k] = gelu_after ? gelu(z) : z;
         }
-        store_values(y, i, v, count, 0);
+        if (y16) store_halves(y16, i, v, count, format);
+        else store_values(y, i, v, count, 0);
     });
 }
 

@@ -235,9 +235,9 @@ public static partial class OpCases
                     string name = $"LinearOutputsInGemmPrecision {precision.Name()} {ops[op]}";
                     void Forward(float* y, float* kept, ushort* keptPacked)
                     {
-                        if (op == 0) k.LinearGeluForward(y, kept, keptPacked, x.Data, null, w.Data, b.Data, rows, N, K);
-                        else if (op == 1) k.LinearScaleShiftForward(y, kept, keptPacked, x.Data, null, w.Data, scale.Data, shift.Data, rows, N, K);
-                        else k.LinearScaleShiftGeluForward(y, kept, keptPacked, x.Data, null, w.Data, scale.Data, shift.Data, rows, N, K);
+                        if (op == 0) k.LinearGeluForward(y, null, kept, keptPacked, x.Data, null, w.Data, b.Data, rows, N, K);
+                        else if (op == 1) k.LinearScaleShiftForward(y, null, kept, keptPacked, x.Data, null, w.Data, scale.Data, shift.Data, rows, N, K);
+                        else k.LinearScaleShiftGeluForward(y, null, kept, keptPacked, x.Data, null, w.Data, scale.Data, shift.Data, rows, N, K);
                     }
 
                     // The forward kernel: the kept values and y.
@@ -342,6 +342,152 @@ public static partial class OpCases
         finally
         {
             (k.GemmPrecision, Ops.SaveLinearOutputsInGemmPrecision) = previous;
+        }
+    }
+
+    /// <summary>Under bf16 and fp16 GEMMs, ops told that only Linear products read their output (<c>gemmInput</c>:
+    /// LayerNorm, LinearGelu, LinearScaleShiftGelu) write it in that 16-bit format, and the Linear ops read and keep it
+    /// as it is. A block of three branches from one LayerNorm (norm → Linear; norm → LinearGelu → Linear with sparse
+    /// (GPS) entries; norm → SSF's LinearScaleShiftGelu → LinearScaleShift with frozen weights) gives, in inference and
+    /// in training, the same output and every gradient bit for bit as with float32 outputs (the products round them to
+    /// the same values), each 16-bit output is exactly the float32 one rounded, and the tape keeps the same bytes. A
+    /// 16-bit input under GEMMs of the other format is refused, and fp32 GEMMs keep float32 outputs.</summary>
+    static unsafe void GemmInputsInGemmPrecision(Device dev)
+    {
+        const int rows = 27, C = 20, N = 36;
+        float[] Values(ulong seed, int n, float scale) => [.. Enumerable.Range(0, n).Select(i => (float)(CounterRng.Uniform(seed, (ulong)i) * 2 - 1) * scale)];
+        var k = dev.Kernels;
+        var previous = (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision);
+        string[] names = ["dx", "dnorm.weight", "dnorm.bias", "dW1", "db1", "dW2", "db2", "dW3 (selected entries)", "db3", "dscale4", "dshift4", "dscale5", "dshift5"];
+        try
+        {
+            Ops.SaveGemmOperandsInGemmPrecision = true;
+            foreach (var precision in new[] { Precision.BF16, Precision.FP16 })
+            {
+                k.GemmPrecision = precision;
+                var half = precision == Precision.BF16 ? DType.BF16 : DType.F16;
+                string name = $"GemmInputsInGemmPrecision {precision.Name()}";
+                // Returns z's values, the gradients (training), the 16-bit outputs widened and their float32 twins, the tape's bytes.
+                (float[] Z, float[][] Grads, List<float[]> Outputs, long Saved) Run(bool gemmInput, bool train)
+                {
+                    var t = new List<Tensor>();
+                    Tensor Make(ulong seed, float scale, params int[] shape)
+                    {
+                        var v = Tensor.FromArray(dev, Values(seed, shape.Aggregate(1, (a, b) => a * b), scale), shape);
+                        t.Add(v);
+                        return v;
+                    }
+                    try
+                    {
+                        var x = Make(201, 2f, rows, C);
+                        var nw = Make(202, 1f, C);
+                        var nb = Make(203, 0.5f, C);
+                        var w1 = Make(204, 0.5f, N, C);
+                        var b1 = Make(205, 0.5f, N);
+                        var w2 = Make(206, 0.5f, C, C);
+                        var b2 = Make(207, 0.5f, C);
+                        var w3 = Make(208, 0.5f, N, C);
+                        var b3 = Make(209, 0.5f, N);
+                        var w4 = Make(210, 0.5f, C, C);
+                        var s4 = Make(211, 1.5f, C);
+                        var t4 = Make(212, 0.5f, C);
+                        var w5 = Make(213, 0.5f, N, C);
+                        var s5 = Make(214, 1.5f, N);
+                        var t5 = Make(215, 0.5f, N);
+                        var upstream = Make(216, 1f, rows, N);
+                        var index = Tensor.FromArray(dev, [.. Enumerable.Range(0, N * 3).Select(e => (e * 7 + e / 3) % C)], N, 3);
+                        t.Add(index);
+                        Tensor[] trained = [x, nw, nb, w1, b1, w2, b2, w3, b3, s4, t4, s5, t5];
+                        foreach (var p in trained) p.RequiresGrad = train;
+                        if (train) w3.Trainability = Trainability.Selected(index);
+                        var tape = new Autograd.Tape();
+                        var outputs = new List<float[]>();
+                        void Expect(Tensor output)
+                        {
+                            var want = gemmInput ? half : DType.F32;
+                            if (output.DType != want) throw new ConformanceException($"{name}: an output written with gemmInput: {gemmInput} is {output.DType}, want {want}");
+                            if (output.DType == DType.F32)
+                            {
+                                outputs.Add(output.ToArray());
+                                return;
+                            }
+                            using var wide = Tensor.Empty(dev, DType.F32, output.Shape);
+                            k.UnpackLowPrecision(wide.Data, output.HalfData, output.Count, precision);
+                            outputs.Add(wide.ToArray());
+                        }
+                        long saved = 0;
+                        float[] z;
+                        using (train ? tape.Record() : (IDisposable?)null)
+                        {
+                            using var h = Ops.LayerNorm(x, nw, nb, 1e-5f, gemmInput);
+                            using var y1 = Ops.Linear(h, w1, b1);
+                            using var g = Ops.LinearGelu(h, w2, b2, gemmInput);
+                            using var y3 = Ops.Linear(g, w3, b3);
+                            using var u = Ops.LinearScaleShiftGelu(h, w4, s4, t4, gemmInput);
+                            using var y5 = Ops.LinearScaleShift(u, w5, s5, t5);
+                            using var sum = Ops.Add(y1, y3);
+                            using var total = Ops.Add(sum, y5);
+                            Expect(h);
+                            Expect(g);
+                            Expect(u);
+                            z = total.ToArray();
+                            if (train)
+                            {
+                                saved = tape.SavedBytes;
+                                tape.Backward(total, upstream);
+                            }
+                        }
+                        return (z, train ? [.. trained.Select(p => p.Grad!.ToArray())] : [], outputs, saved);
+                    }
+                    finally
+                    {
+                        foreach (var v in t) v.Dispose();
+                    }
+                }
+
+                static bool Same(float a, float b) => BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
+                foreach (bool train in new[] { false, true })
+                {
+                    string mode = train ? "training" : "inference";
+                    var wide = Run(gemmInput: false, train);
+                    var narrow = Run(gemmInput: true, train);
+                    for (int i = 0; i < wide.Z.Length; i++)
+                        if (!Same(wide.Z[i], narrow.Z[i]))
+                            throw new ConformanceException($"{name} ({mode}): z[{i}] is {narrow.Z[i]:G9} with 16-bit outputs, {wide.Z[i]:G9} with float32");
+                    string[] outputNames = ["LayerNorm's", "LinearGelu's", "LinearScaleShiftGelu's"];
+                    for (int o = 0; o < outputNames.Length; o++)
+                        for (int i = 0; i < wide.Outputs[o].Length; i++)
+                            if (!Same(narrow.Outputs[o][i], RoundReference(wide.Outputs[o][i], precision)))
+                                throw new ConformanceException($"{name} ({mode}): {outputNames[o]} 16-bit output [{i}] is {narrow.Outputs[o][i]:G9}, want {RoundReference(wide.Outputs[o][i], precision):G9} ({wide.Outputs[o][i]:G9} rounded)");
+                    if (!train) continue;
+                    for (int g = 0; g < names.Length; g++)
+                        for (int i = 0; i < wide.Grads[g].Length; i++)
+                            if (!Same(wide.Grads[g][i], narrow.Grads[g][i]))
+                                throw new ConformanceException($"{name}: {names[g]}[{i}] is {narrow.Grads[g][i]:G9} with 16-bit outputs, {wide.Grads[g][i]:G9} with float32");
+                    if (narrow.Saved != wide.Saved)
+                        throw new ConformanceException($"{name}: the tape kept {narrow.Saved} bytes with 16-bit outputs, {wide.Saved} with float32 (the Linears keep the 16-bit inputs themselves instead of 16-bit copies)");
+                }
+
+                // A 16-bit input the GEMMs do not read as it is: refused, naming the input.
+                using (var bad = Tensor.Empty(dev, precision == Precision.BF16 ? DType.F16 : DType.BF16, rows, C))
+                using (var w = Tensor.Zeros(dev, N, C))
+                {
+                    try
+                    {
+                        Ops.Linear(bad, w).Dispose();
+                        throw new ConformanceException($"{name}: Linear took a {bad.DType} input under {precision.Name()} GEMMs");
+                    }
+                    catch (ArgumentException e) when (e.Message.Contains("input") && e.Message.Contains(bad.DType.ToString())) { }
+                }
+            }
+            k.GemmPrecision = Precision.FP32;
+            using var x32 = Tensor.FromArray(dev, Values(217, rows * C, 1f), rows, C);
+            using var normed = Ops.LayerNorm(x32, null, null, 1e-5f, gemmInput: true);
+            if (normed.DType != DType.F32) throw new ConformanceException($"GemmInputsInGemmPrecision fp32: LayerNorm wrote {normed.DType} with gemmInput under fp32 GEMMs");
+        }
+        finally
+        {
+            (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision) = previous;
         }
     }
 

@@ -76,6 +76,7 @@ public static partial class OpCases
         ("PackLowPrecision", PackLowPrecision),
         ("SavedGemmOperandsInGemmPrecision", SavedGemmOperandsInGemmPrecision),
         ("LinearOutputsInGemmPrecision", LinearOutputsInGemmPrecision),
+        ("GemmInputsInGemmPrecision", GemmInputsInGemmPrecision),
         ("GemmTf32", GemmTf32),
         ("GemmBf16", GemmBf16),
         ("GemmFp16", GemmFp16),

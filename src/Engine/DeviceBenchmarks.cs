@@ -105,17 +105,17 @@ public static unsafe class DeviceBenchmarks
             Action call = op switch
             {
                 "gemm" => () => k.Gemm(false, true, M, N, K, 1f, x.Data, K, w.Data, K, 0f, y.Data, N),
-                "linear-gelu" => () => k.LinearGeluForward(y.Data, null, null, x.Data, null, w.Data, bias.Data, M, N, K),
-                "linear-scale-shift" => () => k.LinearScaleShiftForward(y.Data, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K),
+                "linear-gelu" => () => k.LinearGeluForward(y.Data, null, null, null, x.Data, null, w.Data, bias.Data, M, N, K),
+                "linear-scale-shift" => () => k.LinearScaleShiftForward(y.Data, null, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K),
                 "linear-scale-shift-unfused" => () =>
                 {
                     k.LinearForward(u!.Data, x.Data, null, w.Data, null, M, N, K);
                     k.ScaleShiftForward(y.Data, u.Data, bias.Data, bias.Data, M, N);
                 },
-                "linear-scale-shift-gelu" => () => k.LinearScaleShiftGeluForward(y.Data, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K),
+                "linear-scale-shift-gelu" => () => k.LinearScaleShiftGeluForward(y.Data, null, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K),
                 "linear-scale-shift-gelu-unfused" => () =>
                 {
-                    k.LinearScaleShiftForward(y.Data, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K);
+                    k.LinearScaleShiftForward(y.Data, null, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K);
                     k.GeluForward(y.Data, y.Data, (long)M * N);
                 },
                 _ => () =>
@@ -225,7 +225,7 @@ public static unsafe class DeviceBenchmarks
             "scale-shift-backward" => (3 * n * 4, () => k.ScaleShiftBackward(c.Data, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data, rows, cols, false)),
             "scale-shift-gelu-backward" => (3 * n * 4, () => k.ScaleShiftGeluBackward(c.Data, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data,
                 d.Data, rows, cols, false)), // shift 1 (d is all ones)
-            "layernorm" => (2 * n * 4, () => k.LayerNormForward(b.Data, vector2.Data, vector2.Data + rows, a.Data, vector.Data, vector2.Data, rows, cols, 1e-6f)),
+            "layernorm" => (2 * n * 4, () => k.LayerNormForward(b.Data, null, vector2.Data, vector2.Data + rows, a.Data, vector.Data, vector2.Data, rows, cols, 1e-6f)),
             "layernorm-backward" => (3 * n * 4, () => k.LayerNormBackward(c.Data, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data,
                 d.Data, d.Data + rows, rows, cols, false)), // mean 1 and rstd 1 (d is all ones)
             "softmax" => (2 * n * 4, () => k.SoftmaxForward(b.Data, a.Data, rows, cols)),

@@ -44,30 +44,33 @@ public unsafe interface IKernels
 
     /// <summary>The Linear layer's forward: y[rows, N] = x[rows, K]·Wᵀ + bias, W [N, K], bias [N] or null. The CPU adds
     /// the bias to each tile of y while it is still in cache; other backends may run a GEMM and then the bias add.
-    /// xPacked: null, or x already packed in the 16-bit <see cref="GemmPrecision"/> (the copy kept for backward), which
-    /// a backend may read instead of rounding x again (the same values); so may the fused forms below.</summary>
+    /// xPacked: null, or x already packed in the 16-bit <see cref="GemmPrecision"/> (the copy kept for backward, or an
+    /// input written in 16 bits by the op before: then x is null), which a backend may read instead of rounding x again
+    /// (the same values); so may the fused forms below.</summary>
     void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K);
 
     /// <summary>The Linear layer followed by GELU (the MLP's fc1 and its activation) with the activation in the GEMM's
     /// epilogue: h = x[rows, K]·Wᵀ + bias, y = GELU(h), both [rows, N]; h is written only when not null (training keeps
     /// it for the backward), so inference makes one pass over the output instead of three. hPacked: null, or where h is
     /// written instead in the 16-bit <see cref="GemmPrecision"/> (as autocast keeps a Linear's output for GELU's
-    /// backward; y is GELU of the float32 h either way); at most one of h and hPacked is given.</summary>
-    void LinearGeluForward(float* y, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K);
+    /// backward; y is GELU of the float32 h either way); at most one of h and hPacked is given. yPacked: null, or where
+    /// y is written instead, in the 16-bit <see cref="GemmPrecision"/> (an output only products read, which would round
+    /// it so); y is then scratch for the float32 product, its contents undefined afterwards.</summary>
+    void LinearGeluForward(float* y, ushort* yPacked, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K);
 
     /// <summary>SSF at a Linear site in one pass: u = x[rows, K]·Wᵀ (the layer without its bias), y = u·scale + shift per
     /// column (shift carries the folded γ⊙b + β), both [rows, N]; u is written only when not null (kept for dscale), or
     /// into uPacked in the 16-bit <see cref="GemmPrecision"/> instead (as <see cref="LinearGeluForward"/>'s hPacked).
     /// The CPU applies the scale-shift to each GEMM tile while it is in cache; other backends may run a GEMM and then
-    /// <see cref="ScaleShiftForward"/>.</summary>
-    void LinearScaleShiftForward(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K);
+    /// <see cref="ScaleShiftForward"/>. yPacked as in <see cref="LinearGeluForward"/>.</summary>
+    void LinearScaleShiftForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K);
 
     /// <summary>SSF at an MLP's first Linear and its GELU in one pass: u = x[rows, K]·Wᵀ, y = GELU(u·scale + shift) per
     /// column, both [rows, N]; u is written only when not null (training keeps it: its backward,
     /// <see cref="ScaleShiftGeluBackward"/>, needs it for dscale and for GELU's slope), or into uPacked in 16 bits
     /// instead. The CPU applies both to each GEMM tile while it is in cache; other backends may run a GEMM and then one
-    /// elementwise pass.</summary>
-    void LinearScaleShiftGeluForward(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K);
+    /// elementwise pass. yPacked as in <see cref="LinearGeluForward"/>.</summary>
+    void LinearScaleShiftGeluForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K);
 
     /// <summary>Promises that the <paramref name="count"/> floats at <paramref name="w"/> (a Linear weight [N, K] of
     /// <see cref="LinearForward"/> and its fused forms) stay unchanged until <see cref="ThawWeight"/>, so the backend may
@@ -113,8 +116,9 @@ public unsafe interface IKernels
 
     // ---------------------------------------------------------------- normalisation and activations
     /// <summary>LayerNorm over the last dim. x,y [rows,C]; weight,bias [C] (null = identity);
-    /// mean, rstd [rows] saved for backward (null in inference: not written).</summary>
-    void LayerNormForward(float* y, float* mean, float* rstd, float* x, float* weight, float* bias, int rows, int C, float eps);
+    /// mean, rstd [rows] saved for backward (null in inference: not written). yPacked: null, or where y is written
+    /// instead (y null), in the 16-bit <see cref="GemmPrecision"/>: a norm whose output only products read.</summary>
+    void LayerNormForward(float* y, ushort* yPacked, float* mean, float* rstd, float* x, float* weight, float* bias, int rows, int C, float eps);
     /// <summary>dx [rows,C] (null to skip); dweight, dbias [C] accumulate (null to skip).</summary>
     void LayerNormBackward(float* dx, float* dweight, float* dbias, float* dy, float* x, float* weight,
         float* mean, float* rstd, int rows, int C, bool accumulate);

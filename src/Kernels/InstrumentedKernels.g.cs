@@ -28,26 +28,26 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void LinearGeluForward(float* y, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
+    public void LinearGeluForward(float* y, ushort* yPacked, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
         Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearGeluForward);
-        Inner.LinearGeluForward(y, h, hPacked, x, xPacked, w, bias, rows, N, K);
+        Inner.LinearGeluForward(y, yPacked, h, hPacked, x, xPacked, w, bias, rows, N, K);
         End(KernelId.LinearGeluForward, start);
     }
 
     /// <inheritdoc/>
-    public void LinearScaleShiftForward(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K)
+    public void LinearScaleShiftForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K)
     {
         Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearScaleShiftForward);
-        Inner.LinearScaleShiftForward(y, u, uPacked, x, xPacked, w, scale, shift, rows, N, K);
+        Inner.LinearScaleShiftForward(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, rows, N, K);
         End(KernelId.LinearScaleShiftForward, start);
     }
 
     /// <inheritdoc/>
-    public void LinearScaleShiftGeluForward(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K)
+    public void LinearScaleShiftGeluForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K)
     {
         Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearScaleShiftGeluForward);
-        Inner.LinearScaleShiftGeluForward(y, u, uPacked, x, xPacked, w, scale, shift, rows, N, K);
+        Inner.LinearScaleShiftGeluForward(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, rows, N, K);
         End(KernelId.LinearScaleShiftGeluForward, start);
     }
 
@@ -140,10 +140,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void LayerNormForward(float* y, float* mean, float* rstd, float* x, float* weight, float* bias, int rows, int C, float eps)
+    public void LayerNormForward(float* y, ushort* yPacked, float* mean, float* rstd, float* x, float* weight, float* bias, int rows, int C, float eps)
     {
         long start = Begin(KernelId.LayerNormForward);
-        Inner.LayerNormForward(y, mean, rstd, x, weight, bias, rows, C, eps);
+        Inner.LayerNormForward(y, yPacked, mean, rstd, x, weight, bias, rows, C, eps);
         End(KernelId.LayerNormForward, start);
     }
 

@@ -15,7 +15,9 @@ public static unsafe partial class Ops
     /// [O,C,p,p] serves a patchified input directly); b [N] or null.
     /// Backward: dx = dy·W; dW += dyᵀ·x and db += Σ dy only when they require gradients. x is kept for backward
     /// only when W trains (frozen means free). A weight training <see cref="TrainableKind.SelectedEntries"/> gets only its selected
-    /// entries' gradients, [N, k] (GPS), never the dense dW.
+    /// entries' gradients, [N, k] (GPS), never the dense dW. x may be float32, or 16-bit in the GEMMs' bf16 or fp16
+    /// format: an op's output written with <c>gemmInput: true</c> (see <see cref="LayerNorm"/>), which the product reads
+    /// as it is and the weight gradient keeps as it is.
     /// </summary>
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
     {
@@ -23,30 +25,60 @@ public static unsafe partial class Ops
         var y = Tensor.Empty(x.Device, DType.F32, shape);
         bool record = Tape.ShouldRecord(x, weight, bias);
         var saved = record ? SaveLinear(x, weight, bias, rows, N, K) : default; // before the product, which may read its packed x
-        x.Device.Kernels.LinearForward(y.Data, x.Data, Tape.PackedOrNull(saved.XKept), weight.Data, bias == null ? null : bias.Data, rows, N, K);
+        x.Device.Kernels.LinearForward(y.Data, Floats(x), PackedInput(x, saved), weight.Data, bias == null ? null : bias.Data, rows, N, K);
         if (record) Tape.Push(y, saved);
         return y;
     }
 
     /// <summary>
+    /// Under bf16 or fp16 GEMMs, the type an op writes an output in when it is told (<c>gemmInput: true</c>) that only
+    /// Linear products read it (a transformer block's norms before qkv and fc1, fc1's GELU before fc2): that 16-bit
+    /// format, which those products round their input to anyway, so their outputs and gradients are bit for bit the
+    /// same with half the bytes written and read, and no conversion pass before the product (the weight gradient keeps
+    /// the 16-bit tensor itself). Else (or with <see cref="SaveGemmOperandsInGemmPrecision"/> false) null: float32.
+    /// </summary>
+    static DType? GemmInputType(Device device) =>
+        SaveGemmOperandsInGemmPrecision ? device.Kernels.GemmPrecision switch { Kernels.Precision.BF16 => DType.BF16, Kernels.Precision.FP16 => DType.F16, _ => null } : null;
+
+    /// <summary>An op's output [shape]: float32, or in 16 bits when <paramref name="gemmInput"/> (see <see cref="GemmInputType"/>).</summary>
+    static Tensor OutputFor(Device device, bool gemmInput, int[] shape) =>
+        Tensor.Empty(device, (gemmInput ? GemmInputType(device) : null) ?? DType.F32, shape);
+
+    /// <summary>A tensor's float32 values, or null when it is 16-bit (a Linear input: <see cref="PackedInput"/>).</summary>
+    static float* Floats(Tensor x) => x.DType == DType.F32 ? x.Data : null;
+
+    /// <summary>A Linear input's 16-bit values: x itself when it is 16-bit, else its copy kept for backward, if packed.</summary>
+    static ushort* PackedInput(Tensor x, in LinearSaved saved) => x.DType == DType.F32 ? Tape.PackedOrNull(saved.XKept) : x.HalfData;
+
+    /// <summary>
     /// GELU(x·Wᵀ + b), the MLP's first layer and its activation, with GELU in the GEMM's epilogue (shapes as in
     /// <see cref="Linear"/>): the same values as <c>Gelu(Linear(x, W, b))</c> in one pass over the output. Backward:
     /// GELU's from the pre-activation, which is written and kept only when recording (in 16 bits under bf16 or fp16
-    /// GEMMs, <see cref="SaveLinearOutputsInGemmPrecision"/>), then Linear's.
+    /// GEMMs, <see cref="SaveLinearOutputsInGemmPrecision"/>), then Linear's. x as in <see cref="Linear"/>;
+    /// <paramref name="gemmInput"/>: y is read only by Linear layers (fc2), so under bf16 or fp16 GEMMs it is written in
+    /// that 16-bit format (<see cref="LayerNorm"/>).
     /// </summary>
-    public static Tensor LinearGelu(Tensor x, Tensor weight, Tensor? bias = null)
+    public static Tensor LinearGelu(Tensor x, Tensor weight, Tensor? bias = null, bool gemmInput = false)
     {
         var (rows, N, K, shape) = CheckLinear("LinearGelu", x, weight, bias);
-        var y = Tensor.Empty(x.Device, DType.F32, shape);
+        var y = OutputFor(x.Device, gemmInput, shape);
+        using var product = ProductScratch(y); // a 16-bit y's float32 product (before GELU), which the epilogue reads
         bool record = Tape.ShouldRecord(x, weight, bias);
         var (h, hPacked) = KeptLinearOutput(x.Device, record, shape);
         using var _ = h; // the op's reference to a float32 h (Tape.Save keeps an alias)
         var saved = record ? SaveLinear(x, weight, bias, rows, N, K) : default;
-        x.Device.Kernels.LinearGeluForward(y.Data, h == null ? null : h.Data, hPacked == null ? null : hPacked.HalfData, x.Data,
-            Tape.PackedOrNull(saved.XKept), weight.Data, bias == null ? null : bias.Data, rows, N, K);
+        x.Device.Kernels.LinearGeluForward((product ?? y).Data, Halves(y), h == null ? null : h.Data, Halves(hPacked), Floats(x),
+            PackedInput(x, saved), weight.Data, bias == null ? null : bias.Data, rows, N, K);
         if (record) Tape.Push(y, new LinearGeluSaved { Linear = saved, PreActivation = hPacked != null ? Tape.Keep(hPacked) : Tape.Save(h!) });
         return y;
     }
+
+    /// <summary>For a fused Linear's 16-bit output y, a float32 tensor of its shape for the product (the GEMM's output,
+    /// which the epilogue turns into y); null for a float32 y, which holds the product itself.</summary>
+    static Tensor? ProductScratch(Tensor y) => y.DType == DType.F32 ? null : Tensor.Empty(y.Device, DType.F32, y.Shape);
+
+    /// <summary>A tensor's 16-bit values, or null when there is none or it is float32.</summary>
+    static ushort* Halves(Tensor? t) => t is { DType: DType.BF16 or DType.F16 } ? t.HalfData : null;
 
     /// <summary>
     /// Under bf16 or fp16 GEMMs (<see cref="Kernels.IKernels.GemmPrecision"/>) a Linear's output kept for the backward of
@@ -85,26 +117,27 @@ public static unsafe partial class Ops
     /// in <see cref="LinearScaleShift(Tensor, Tensor, Tensor, Tensor)"/>), both in the GEMM's epilogue on the CPU. The same
     /// values and gradients as <c>Gelu(LinearScaleShift(x, W, scale, shift))</c>, bit for bit on the CPU, with one
     /// activation kept instead of two: the bias-free product, from which the backward recomputes GELU's input.
+    /// <paramref name="gemmInput"/> as in <see cref="LinearGelu"/>.
     /// </summary>
-    public static Tensor LinearScaleShiftGelu(Tensor x, Tensor weight, Tensor scale, Tensor shift) =>
-        LinearScaleShift("LinearScaleShiftGelu", x, weight, scale, shift, gelu: true);
+    public static Tensor LinearScaleShiftGelu(Tensor x, Tensor weight, Tensor scale, Tensor shift, bool gemmInput = false) =>
+        LinearScaleShift("LinearScaleShiftGelu", x, weight, scale, shift, gelu: true, gemmInput);
 
-    static Tensor LinearScaleShift(string op, Tensor x, Tensor weight, Tensor scale, Tensor shift, bool gelu)
+    static Tensor LinearScaleShift(string op, Tensor x, Tensor weight, Tensor scale, Tensor shift, bool gelu, bool gemmInput = false)
     {
         var (rows, N, K, shape) = CheckLinear(op, x, weight, null);
         CheckVector(op, "scale", scale, N, x);
         CheckVector(op, "shift", shift, N, x);
-        var y = Tensor.Empty(x.Device, DType.F32, shape);
+        var y = OutputFor(x.Device, gemmInput, shape);
+        using var product = ProductScratch(y);
         bool record = Tape.ShouldRecord(x, weight, scale, shift);
         var (u, uPacked) = KeptLinearOutput(x.Device, record && (gelu || scale.RequiresGrad), shape);
         using var _ = u; // the op's reference to a float32 u (Tape.Save keeps an alias)
         var k = x.Device.Kernels;
         var saved = record ? SaveLinear(x, weight, null, rows, N, K) : default;
-        ushort* xPacked = Tape.PackedOrNull(saved.XKept);
-        float* uData = u == null ? null : u.Data;
-        ushort* uHalves = uPacked == null ? null : uPacked.HalfData;
-        if (gelu) k.LinearScaleShiftGeluForward(y.Data, uData, uHalves, x.Data, xPacked, weight.Data, scale.Data, shift.Data, rows, N, K);
-        else k.LinearScaleShiftForward(y.Data, uData, uHalves, x.Data, xPacked, weight.Data, scale.Data, shift.Data, rows, N, K);
+        ushort* xPacked = PackedInput(x, saved), uHalves = Halves(uPacked);
+        float* yData = (product ?? y).Data, uData = u == null ? null : u.Data;
+        if (gelu) k.LinearScaleShiftGeluForward(yData, Halves(y), uData, uHalves, Floats(x), xPacked, weight.Data, scale.Data, shift.Data, rows, N, K);
+        else k.LinearScaleShiftForward(yData, Halves(y), uData, uHalves, Floats(x), xPacked, weight.Data, scale.Data, shift.Data, rows, N, K);
         if (record)
             Tape.Push(y, new LinearScaleShiftSaved
             {
@@ -117,7 +150,11 @@ public static unsafe partial class Ops
 
     static (int Rows, int N, int K, int[] Shape) CheckLinear(string op, Tensor x, Tensor weight, Tensor? bias)
     {
-        Check(op, "input", x, device: weight.Device);
+        var sixteen = x.DType is DType.BF16 or DType.F16 ? GemmInputType(x.Device) : null;
+        if (x.DType is DType.BF16 or DType.F16 && sixteen != x.DType)
+            throw new ArgumentException($"{op}: input {x.Describe()} needs {(x.DType == DType.BF16 ? "bf16" : "fp16")} GEMMs, not " +
+                $"{x.Device.Kernels.GemmPrecision.Name()}{(SaveGemmOperandsInGemmPrecision ? "" : " with SaveGemmOperandsInGemmPrecision off")}");
+        Check(op, "input", x, device: weight.Device, dtype: sixteen ?? DType.F32);
         Check(op, "weight", weight);
         int N = weight.Shape[0], K = (int)(weight.Count / Math.Max(1, N));
         if (LastDim(x) != K)
@@ -133,7 +170,7 @@ public static unsafe partial class Ops
         X = x, Weight = weight, Bias = bias, Rows = rows, N = N, K = K,
         // Also for a weight training selected entries (GPS): autocast keeps the layer's input in 16 bits for its
         // gradient, and SparseWeightGrad widens each value it reads, summing in float32.
-        XKept = !weight.RequiresGrad ? null : SaveGemmOperand(x),
+        XKept = !weight.RequiresGrad ? null : x.DType != DType.F32 ? Tape.Save(x) : SaveGemmOperand(x), // a 16-bit x as it is
         WeightKept = !weight.IsLeaf ? Tape.Save(weight) : null, // a computed weight (z·zᵀ) may be disposed by its caller,
     };
 

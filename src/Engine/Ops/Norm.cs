@@ -6,19 +6,24 @@ namespace Engine;
 public static unsafe partial class Ops
 {
     /// <summary>LayerNorm over the last dimension: y = (x − μ)/√(σ² + eps)·weight + bias, biased variance.
-    /// weight, bias [C] or null. Saves x, μ and 1/σ for backward (and a computed weight, which its caller may dispose).</summary>
-    public static Tensor LayerNorm(Tensor x, Tensor? weight, Tensor? bias, float eps)
+    /// weight, bias [C] or null. Saves x, μ and 1/σ for backward (and a computed weight, which its caller may dispose).
+    /// <paramref name="gemmInput"/>: y is read only by Linear layers (<see cref="Linear"/>, <see cref="LinearGelu"/>,
+    /// <see cref="LinearScaleShift(Tensor, Tensor, Tensor, Tensor)"/>, <see cref="LinearScaleShiftGelu"/>; a ViT block's
+    /// norms before qkv and fc1), so under bf16 or fp16 GEMMs it is written in that 16-bit format, which those products
+    /// round their input to anyway: their outputs and gradients are bit for bit those of a float32 y, with half the bytes
+    /// written and read and no conversion before the product. Else y is float32.</summary>
+    public static Tensor LayerNorm(Tensor x, Tensor? weight, Tensor? bias, float eps, bool gemmInput = false)
     {
         const string op = "LayerNorm";
         Check(op, "input", x);
         int C = LastDim(x), rows = Rows(x);
         CheckVector(op, "weight", weight, C, x);
         CheckVector(op, "bias", bias, C, x);
-        var y = NewLike(x);
+        var y = OutputFor(x.Device, gemmInput, x.Shape);
         bool record = Tape.ShouldRecord(x, weight, bias);
         Tensor? mean = record ? Tensor.Empty(x.Device, DType.F32, rows) : null;
         Tensor? rstd = record ? Tensor.Empty(x.Device, DType.F32, rows) : null;
-        x.Device.Kernels.LayerNormForward(y.Data, mean == null ? null : mean.Data, rstd == null ? null : rstd.Data, x.Data,
+        x.Device.Kernels.LayerNormForward(Floats(y), Halves(y), mean == null ? null : mean.Data, rstd == null ? null : rstd.Data, x.Data,
             weight == null ? null : weight.Data, bias == null ? null : bias.Data, rows, C, eps);
         if (record)
             Tape.Push(y, new LayerNormSaved

@@ -89,11 +89,15 @@ public static unsafe class CpuGemm
     /// bias add); then the <paramref name="epilogue"/>, if any, writes GELU or a scale-shift of each completed strip (the
     /// Linear+GELU and SSF-at-a-Linear layers). A <paramref name="precision"/> below fp32 rounds the operands as they are
     /// packed (A is then always packed). A <paramref name="packedB"/> that <see cref="PackedB.Fits"/> this product is
-    /// read in place of packing B (bit for bit the same result); one that does not is ignored.</summary>
+    /// read in place of packing B (bit for bit the same result); one that does not is ignored. A <paramref name="packedA"/>
+    /// holds A (not transposed; A itself is then null) as 16-bit values in <paramref name="precision"/>, bf16 or fp16:
+    /// each strip is widened as it is copied, which gives the values rounding a float32 A would give.</summary>
     public static void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, float* A, int lda,
         float* B, int ldb, float beta, float* C, int ldc, float* bias = null, Precision precision = Precision.FP32,
-        GemmEpilogue epilogue = default, PackedB? packedB = null)
+        GemmEpilogue epilogue = default, PackedB? packedB = null, ushort* packedA = null)
     {
+        if (packedA != null && (transA || precision is not (Precision.BF16 or Precision.FP16)))
+            throw new ArgumentException($"a 16-bit A needs bf16 or fp16 GEMMs and no transpose, not {precision.Name()}{(transA ? ", transposed" : "")}", nameof(packedA));
         if (M <= 0 || N <= 0) return;
         if (K <= 0 || alpha == 0f)
         {
@@ -106,7 +110,7 @@ public static unsafe class CpuGemm
         var body = new RectangleBody
         {
             Isa = isa, MR = MR, NR = NR, Ncb = BlockCols(M), TransA = transA, TransB = transB, M = M, N = N, K = K, Alpha = alpha,
-            A = A, Lda = lda, B = B, Ldb = ldb, Beta = beta, C = C, Ldc = ldc, Bias = bias, Epilogue = epilogue, Precision = precision,
+            A = A, APacked = packedA, Lda = lda, B = B, Ldb = ldb, Beta = beta, C = C, Ldc = ldc, Bias = bias, Epilogue = epilogue, Precision = precision,
             PackedB = packedB != null && packedB.Fits(transB, K, N, precision) ? packedB.Data : null,
         };
         body.Plan((long)M * N * K < 1 << 20 ? 1 : CpuParallel.ThreadsHere);
@@ -205,6 +209,7 @@ public static unsafe class CpuGemm
         public int MR, NR, Ncb, M, N, K, Lda, Ldb, Ldc, RowParts, ColumnParts, PartRows, PartCols;
         public bool TransA, TransB;
         public float* A, B, C, Bias, PackedB;
+        public ushort* APacked;
         public GemmEpilogue Epilogue;
         public float Alpha, Beta;
         public Precision Precision;
@@ -261,10 +266,14 @@ public static unsafe class CpuGemm
             {
                 int kc = Math.Min(KC, K - pc);
                 long stride = MR * kc + StripPad;
-                if (TransA) PackATransposed(A, Lda, m0, m1, pc, kc, MR, aCopy, stride);
-                else for (int ir = m0; ir < m1; ir += MR) PackAStrip(false, A, Lda, ir, Math.Min(MR, m1 - ir), pc, kc, MR, aCopy + (ir - m0) / MR * stride);
-                if (Precision != Precision.FP32)
-                    for (long st = 0; st < strips; st++) LowPrecision.Round(aCopy + st * stride, aCopy + st * stride, (long)MR * kc, Precision);
+                if (!TransA)
+                    for (int ir = m0; ir < m1; ir += MR) CopyStrip(ir, Math.Min(MR, m1 - ir), pc, kc, aCopy + (ir - m0) / MR * stride);
+                else
+                {
+                    PackATransposed(A, Lda, m0, m1, pc, kc, MR, aCopy, stride);
+                    if (Precision != Precision.FP32)
+                        for (long st = 0; st < strips; st++) LowPrecision.Round(aCopy + st * stride, aCopy + st * stride, (long)MR * kc, Precision);
+                }
                 for (int jc = n0; jc < n1; jc += Ncb) Block(m0, m1, jc, Math.Min(Ncb, n1 - jc), pc, kc, aCopy, stride, bPack, tile);
             }
         }
@@ -293,11 +302,7 @@ public static unsafe class CpuGemm
                     a = A + (long)ir * Lda + pc;
                     la = Lda;
                 }
-                else if (stride == 0)
-                {
-                    PackAStrip(TransA, A, Lda, ir, mr, pc, kc, MR, a = aCopy);
-                    if (Precision != Precision.FP32) LowPrecision.Round(a, a, (long)MR * kc, Precision);
-                }
+                else if (stride == 0) CopyStrip(ir, mr, pc, kc, a = aCopy);
                 else a = aCopy + (ir - m0) / MR * stride;
                 float* cRow = C + (long)ir * Ldc + jc;
                 for (int jr = 0; jr < nc; jr += NR)
@@ -316,13 +321,27 @@ public static unsafe class CpuGemm
             }
         }
 
+        /// <summary>Copies the strip op(A)[ir..ir+mr, pc..pc+kc] into dst as <see cref="PackAStrip"/> lays it out, in the
+        /// product's precision: widened from <see cref="APacked"/> (already in it), else copied and rounded.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        readonly void CopyStrip(int ir, int mr, int pc, int kc, float* dst)
+        {
+            if (APacked == null)
+            {
+                PackAStrip(TransA, A, Lda, ir, mr, pc, kc, MR, dst);
+                if (Precision != Precision.FP32) LowPrecision.Round(dst, dst, (long)MR * kc, Precision);
+                return;
+            }
+            for (int r = 0; r < mr; r++) CpuKernels.UnpackRow(dst + (long)r * kc, APacked + (long)(ir + r) * Lda + pc, kc, Precision);
+            new Span<float>(dst + (long)mr * kc, (MR - mr) * kc).Clear();
+        }
     }
 
     /// <summary>The Linear epilogue on an mr × nr block h of C (rows ldh apart) that starts <paramref name="offset"/>
     /// elements into C, while it is in L1: h[r, j] += bias[j] (no bias: null), then the epilogue's y at the same offset
     /// (rows ldy apart; y may be C): GELU(h), or h·scale + shift per column (scale and shift from the block's first
     /// column, offset mod ldy), and GELU of that when the epilogue says so; h is packed to 16 bits first when the
-    /// epilogue keeps it so.</summary>
+    /// epilogue keeps it so, and y after it when the epilogue writes it so.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void EpilogueBlock(in GemmEpilogue e, long offset, int ldy, float* h, int ldh, float* bias, int mr, int nr)
     {
@@ -335,6 +354,7 @@ public static unsafe class CpuGemm
             {
                 if (e.Packed != null) CpuKernels.PackRow(e.Packed + offset + (long)r * ldy, h + (long)r * ldh, nr, e.PackedPrecision);
                 CpuKernels.GeluRow(y + (long)r * ldy, h + (long)r * ldh, nr);
+                if (e.PackedY != null) CpuKernels.PackRow(e.PackedY + offset + (long)r * ldy, y + (long)r * ldy, nr, e.PackedPrecision);
             }
             return;
         }
@@ -349,6 +369,7 @@ public static unsafe class CpuGemm
             for (; j + V <= nr; j += V) Vec.Store(yr + j, Vec.Load(hr + j) * Vec.Load(scale + j) + Vec.Load(shift + j));
             for (; j < nr; j++) yr[j] = hr[j] * scale[j] + shift[j];
             if (e.GeluAfter) CpuKernels.GeluRow(yr, yr, nr);
+            if (e.PackedY != null) CpuKernels.PackRow(e.PackedY + offset + (long)r * ldy, yr, nr, e.PackedPrecision);
         }
     }
 
@@ -755,7 +776,14 @@ public readonly unsafe struct GemmEpilogue
     /// <summary>Where the epilogue also writes h in 16 bits (null: it does not).</summary>
     public ushort* Packed { get; private init; }
 
-    /// <summary>The 16-bit format of <see cref="Packed"/>.</summary>
+    /// <summary>This epilogue, which also writes y to <paramref name="y"/> in 16 bits (<paramref name="precision"/>, bf16
+    /// or fp16; rows ldy apart) once its float32 row is written: an output that only products read, which round it so.</summary>
+    public GemmEpilogue WritingPacked(ushort* y, Precision precision) => this with { PackedY = y, PackedPrecision = precision };
+
+    /// <summary>Where the epilogue also writes y in 16 bits (null: it does not).</summary>
+    public ushort* PackedY { get; private init; }
+
+    /// <summary>The 16-bit format of <see cref="Packed"/> and <see cref="PackedY"/>.</summary>
     public Precision PackedPrecision { get; private init; }
 
     /// <summary>Whether GELU follows the scale-shift.</summary>

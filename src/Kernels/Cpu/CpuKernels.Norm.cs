@@ -8,18 +8,24 @@ namespace Engine.Kernels.Cpu;
 public sealed unsafe partial class CpuKernels
 {
     /// <inheritdoc/>
-    public void LayerNormForward(float* y, float* mean, float* rstd, float* x, float* weight, float* bias, int rows, int C, float eps)
+    public void LayerNormForward(float* y, ushort* yPacked, float* mean, float* rstd, float* x, float* weight, float* bias, int rows, int C, float eps)
     {
-        var body = new LayerNormForwardBody { Y = y, Mean = mean, Rstd = rstd, X = x, W = weight, B = bias, C = C, Eps = eps };
+        var body = new LayerNormForwardBody
+        {
+            Y = y, YPacked = yPacked, Precision = yPacked == null ? Precision.FP32 : GemmPrecision.SixteenBitsFor("LayerNormForward"),
+            Mean = mean, Rstd = rstd, X = x, W = weight, B = bias, C = C, Eps = eps,
+        };
         CpuRange.For(rows, Math.Max(1, ElementGrain / C), ref body);
     }
 
     /// <summary>Rows of the LayerNorm forward at the widest vector width: the row's mean, then the sum of squared
     /// deviations from it (two sweeps of a row in L1, each with two accumulators so the adds overlap), then
-    /// y = (x − mean)·(rstd·w) + b.</summary>
+    /// y = (x − mean)·(rstd·w) + b; a 16-bit y is written from a float32 row in L1.</summary>
     struct LayerNormForwardBody : IRangeBody, IVectorRange
     {
         public float* Y, Mean, Rstd, X, W, B;
+        public ushort* YPacked;
+        public Precision Precision;
         public int C;
         public float Eps;
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -30,9 +36,10 @@ public sealed unsafe partial class CpuKernels
         public readonly long Run<TV, V>(long start, long end) where TV : struct where V : ISimd<TV>
         {
             int n = V.Count, C2 = C & -(2 * n), C1 = C & -n;
+            float* row = YPacked != null ? (float*)ThreadScratch.Get(3, (long)C * sizeof(float)) : null;
             for (long r = start; r < end; r++)
             {
-                float* x = X + r * C, y = Y + r * C;
+                float* x = X + r * C, y = row != null ? row : Y + r * C;
                 TV s0 = V.Splat(0f), s1 = s0;
                 int i = 0;
                 for (; i < C2; i += 2 * n)
@@ -70,6 +77,7 @@ public sealed unsafe partial class CpuKernels
                 }
                 for (; i < C; i++)
                     y[i] = (x[i] - mu) * (rs * (W == null ? 1f : W[i])) + (B == null ? 0f : B[i]);
+                if (row != null) PackRow(YPacked + r * C, row, C, Precision);
             }
             return end;
         }

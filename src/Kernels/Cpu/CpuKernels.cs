@@ -141,63 +141,79 @@ public sealed unsafe partial class CpuKernels : IKernels
     }
 
     /// <inheritdoc/>
+    /// <remarks>Our GEMM reads x's 16-bit copy when there is one, widening each strip as it copies it (the values
+    /// rounding x gives, from half the bytes); OpenBLAS (fp32 only) reads float32.</remarks>
     public void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
         if (Fp32Blas is not { } blas)
         {
-            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N, bias, GemmPrecision, default, PackedWeight(w, N, K));
+            CpuGemm.Gemm(false, true, rows, N, K, 1f, xPacked != null ? null : x, K, w, K, 0f, y, N, bias, GemmPrecision, default, PackedWeight(w, N, K), xPacked);
             return;
         }
+        using var wide = WideInput(ref x, xPacked, (long)rows * K);
         blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N);
         if (bias != null) AddBias(y, y, bias, rows, N);
     }
 
     /// <inheritdoc/>
     /// <remarks>Our GEMM adds the bias and applies GELU to each tile as it completes, while it is in L1; with OpenBLAS,
-    /// one pass after the product.</remarks>
-    public void LinearGeluForward(float* y, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
+    /// one pass after the product. x as in <see cref="LinearForward"/>.</remarks>
+    public void LinearGeluForward(float* y, ushort* yPacked, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
         float* product = h != null ? h : y;
-        var epilogue = GemmEpilogue.Gelu(y);
-        if (hPacked != null) epilogue = epilogue.KeepingPacked(hPacked, GemmPrecision.SixteenBitsFor("LinearGeluForward"));
+        var epilogue = Packing(GemmEpilogue.Gelu(y), yPacked, hPacked, "LinearGeluForward");
         if (Fp32Blas is not { } blas)
         {
-            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, bias, GemmPrecision, epilogue, PackedWeight(w, N, K));
+            CpuGemm.Gemm(false, true, rows, N, K, 1f, xPacked != null ? null : x, K, w, K, 0f, product, N, bias, GemmPrecision, epilogue, PackedWeight(w, N, K), xPacked);
             return;
         }
+        using var wide = WideInput(ref x, xPacked, (long)rows * K);
         blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N);
-        var body = new BiasGeluBody { Epilogue = epilogue, H = product, Bias = bias, Cols = N };
+        var body = new EpilogueRowBody { Epilogue = epilogue, H = product, Bias = bias, Cols = N };
         CpuParallel.For(rows, ref body);
     }
 
     /// <inheritdoc/>
     /// <remarks>Our GEMM applies the scale-shift to each tile as it completes, while it is in L1; with OpenBLAS, one pass
-    /// after the product.</remarks>
-    public void LinearScaleShiftForward(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
-        LinearScaleShift(y, u, uPacked, x, w, scale, shift, rows, N, K, gelu: false);
+    /// after the product. x as in <see cref="LinearForward"/>.</remarks>
+    public void LinearScaleShiftForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
+        LinearScaleShift(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, rows, N, K, gelu: false);
 
     /// <inheritdoc/>
     /// <remarks>As <see cref="LinearScaleShiftForward"/>, with GELU after the scale-shift in the same epilogue (or pass).</remarks>
-    public void LinearScaleShiftGeluForward(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
-        LinearScaleShift(y, u, uPacked, x, w, scale, shift, rows, N, K, gelu: true);
+    public void LinearScaleShiftGeluForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
+        LinearScaleShift(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, rows, N, K, gelu: true);
 
-    void LinearScaleShift(float* y, float* u, ushort* uPacked, float* x, float* w, float* scale, float* shift, int rows, int N, int K, bool gelu)
+    void LinearScaleShift(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K, bool gelu)
     {
         float* product = u != null ? u : y;
+        var epilogue = Packing(gelu ? GemmEpilogue.ScaleShiftGelu(y, scale, shift) : GemmEpilogue.ScaleShift(y, scale, shift),
+            yPacked, uPacked, gelu ? "LinearScaleShiftGeluForward" : "LinearScaleShiftForward");
         if (Fp32Blas is not { } blas)
         {
-            var epilogue = gelu ? GemmEpilogue.ScaleShiftGelu(y, scale, shift) : GemmEpilogue.ScaleShift(y, scale, shift);
-            if (uPacked != null) epilogue = epilogue.KeepingPacked(uPacked, GemmPrecision.SixteenBitsFor(gelu ? "LinearScaleShiftGeluForward" : "LinearScaleShiftForward"));
-            CpuGemm.Gemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N, null, GemmPrecision, epilogue, PackedWeight(w, N, K));
+            CpuGemm.Gemm(false, true, rows, N, K, 1f, xPacked != null ? null : x, K, w, K, 0f, product, N, null, GemmPrecision, epilogue, PackedWeight(w, N, K), xPacked);
             return;
         }
+        using var wide = WideInput(ref x, xPacked, (long)rows * K);
         blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, product, N);
-        ScaleShiftForward(y, product, scale, shift, rows, N);
-        if (gelu) GeluForward(y, y, (long)rows * N);
+        var body = new EpilogueRowBody { Epilogue = epilogue, H = product, Cols = N };
+        CpuParallel.For(rows, ref body);
     }
 
-    // One row: h += bias, y = GELU(h).
-    struct BiasGeluBody : IParallelBody
+    /// <summary>A fused Linear's epilogue, also writing its kept output (h or u) and y in 16 bits where asked.</summary>
+    GemmEpilogue Packing(GemmEpilogue epilogue, ushort* yPacked, ushort* keptPacked, string kernel)
+    {
+        if (keptPacked != null) epilogue = epilogue.KeepingPacked(keptPacked, GemmPrecision.SixteenBitsFor(kernel));
+        if (yPacked != null) epilogue = epilogue.WritingPacked(yPacked, GemmPrecision.SixteenBitsFor(kernel));
+        return epilogue;
+    }
+
+    /// <summary>For OpenBLAS, which reads float32 only: x, or (null, the input given in 16 bits) a widened copy of its
+    /// <paramref name="n"/> values, returned for the caller to dispose.</summary>
+    NativeBuffer? WideInput(ref float* x, ushort* xPacked, long n) => x != null ? null : Widened(GemmOperand.Packed(xPacked), n, out x);
+
+    // One row of a fused Linear's epilogue after an OpenBLAS product: h += bias, then y (GELU, scale-shift) from h.
+    struct EpilogueRowBody : IParallelBody
     {
         public GemmEpilogue Epilogue;
         public float* H, Bias;

@@ -137,31 +137,36 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     /// <remarks>cuBLAS writes x·Wᵀ into h (or y), then one kernel adds the bias and applies GELU.</remarks>
-    public void LinearGeluForward(float* y, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
+    public void LinearGeluForward(float* y, ushort* yPacked, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
         float* product = h != null ? h : y;
-        int hFormat = hPacked == null ? (int)Precision.FP32 : (int)GemmPrecision.SixteenBitsFor("LinearGeluForward");
+        int format = PackedFormat(yPacked, hPacked, "LinearGeluForward");
         Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, product, N);
-        GridStride(Activations.BiasGeluForward, (long)rows * N, y, h, hPacked, hFormat, product, bias, rows, N);
+        GridStride(Activations.BiasGeluForward, (long)rows * N, y, yPacked, h, hPacked, format, product, bias, rows, N);
     }
 
     /// <inheritdoc/>
     /// <remarks>cuBLAS writes x·Wᵀ into u (or y), then the scale-shift kernel writes y.</remarks>
-    public void LinearScaleShiftForward(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
-        LinearScaleShift(y, u, uPacked, x, xPacked, w, scale, shift, rows, N, K, gelu: false);
+    public void LinearScaleShiftForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
+        LinearScaleShift(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, rows, N, K, gelu: false);
 
     /// <inheritdoc/>
     /// <remarks>cuBLAS writes x·Wᵀ into u (or y), then the scale-shift kernel writes GELU of its result into y.</remarks>
-    public void LinearScaleShiftGeluForward(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
-        LinearScaleShift(y, u, uPacked, x, xPacked, w, scale, shift, rows, N, K, gelu: true);
+    public void LinearScaleShiftGeluForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
+        LinearScaleShift(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, rows, N, K, gelu: true);
 
-    void LinearScaleShift(float* y, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K, bool gelu)
+    void LinearScaleShift(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K, bool gelu)
     {
         float* product = u != null ? u : y;
-        int uFormat = uPacked == null ? (int)Precision.FP32 : (int)GemmPrecision.SixteenBitsFor(gelu ? "LinearScaleShiftGeluForward" : "LinearScaleShiftForward");
+        int format = PackedFormat(yPacked, uPacked, gelu ? "LinearScaleShiftGeluForward" : "LinearScaleShiftForward");
         Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, product, N);
-        GridStride(Norm.ScaleShiftForward, (long)rows * N, y, uPacked, uFormat, product, scale, shift, rows, N, gelu);
+        GridStride(Norm.ScaleShiftForward, (long)rows * N, y, yPacked, uPacked, format, product, scale, shift, rows, N, gelu);
     }
+
+    /// <summary>The kernels' format argument for outputs written in 16 bits (0 when there are none): the GEMMs' 16-bit
+    /// precision, else an error naming <paramref name="kernel"/>.</summary>
+    int PackedFormat(ushort* a, ushort* b, string kernel) =>
+        a == null && b == null ? (int)Precision.FP32 : (int)GemmPrecision.SixteenBitsFor(kernel);
 
     /// <summary>A Linear's input as cuBLAS reads it: the packed copy when there is one (it is what converting x gives).</summary>
     static GemmOperand LinearInput(float* x, ushort* xPacked) => xPacked != null ? GemmOperand.Packed(xPacked) : x;
@@ -268,8 +273,8 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     // ---------------------------------------------------------------- normalisation and activations
 
     /// <inheritdoc/>
-    public void LayerNormForward(float* y, float* mean, float* rstd, float* x, float* weight, float* bias, int rows, int C, float eps) =>
-        WarpPerRow(Norm.LayernormForward, rows, y, mean, rstd, x, weight, bias, rows, C, eps);
+    public void LayerNormForward(float* y, ushort* yPacked, float* mean, float* rstd, float* x, float* weight, float* bias, int rows, int C, float eps) =>
+        WarpPerRow(Norm.LayernormForward, rows, y, yPacked, PackedFormat(yPacked, null, "LayerNormForward"), mean, rstd, x, weight, bias, rows, C, eps);
 
     /// <summary>The widest rows (C) <c>layernorm_backward</c> takes in one pass (its lanes keep 32 columns' sums in
     /// registers); wider ones read dy and x once for dx and again for the parameter sums.</summary>
@@ -328,7 +333,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void ScaleShiftForward(float* y, float* x, float* scale, float* shift, int rows, int C) =>
-        GridStride(Norm.ScaleShiftForward, (long)rows * C, y, (ushort*)null, (int)Precision.FP32, x, scale, shift, rows, C, false);
+        GridStride(Norm.ScaleShiftForward, (long)rows * C, y, (ushort*)null, (ushort*)null, (int)Precision.FP32, x, scale, shift, rows, C, false);
 
     /// <inheritdoc/>
     public void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, int rows, int C, bool accumulate)

@@ -193,13 +193,15 @@ public sealed class ConvNeXt : IImageClassifier
             return Ops.LayerNorm(pooled, _headNormW, _headNormB, LayerNormEps);
     }
 
-    /// <summary>γ ⊙ fc2(GELU(fc1(LN(dwconv(x))))), [B,H,W,C].</summary>
+    /// <summary>γ ⊙ fc2(GELU(fc1(LN(dwconv(x))))), [B,H,W,C]; LN's and GELU's outputs 16-bit under bf16 or fp16 GEMMs
+    /// when only fc1 and fc2 read them.</summary>
     Tensor Branch(Tensor x, Block b, ulong? trainSeed)
     {
         int pad = Config.kernel_size / 2;
+        bool sixteen = this.OnlyProductsReadLinearInputs();
         using var dw = this.Produce(b.Dw, (w, bias) => Ops.DepthwiseConv2d(x, w!, bias, pad));
-        using var normed = this.Produce(b.Norm, (w, bias) => Ops.LayerNorm(dw, w, bias, LayerNormEps));
-        using var activated = this.ProduceGelu(b.Fc1, normed, trainSeed);
+        using var normed = this.Produce(b.Norm, (w, bias) => Ops.LayerNorm(dw, w, bias, LayerNormEps, sixteen));
+        using var activated = this.ProduceGelu(b.Fc1, normed, trainSeed, sixteen);
         return this.MlpBranch(b.Fc2, x, this.ProduceLinearScaled(b.Fc2, activated, b.Gamma, b.Zero, trainSeed), trainSeed);
     }
 

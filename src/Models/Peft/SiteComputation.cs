@@ -43,11 +43,11 @@ public static class SiteComputation
     /// <summary>A Linear site's affine folded as <see cref="Produce"/> folds it, in one <see cref="Ops.LinearScaleShift"/>:
     /// the scale-shift in the GEMM's epilogue instead of a pass of its own; with <paramref name="gelu"/> (an MLP's first
     /// layer with nothing between it and its GELU), <see cref="Ops.LinearScaleShiftGelu"/>, the activation in the same
-    /// epilogue.</summary>
-    static Tensor LinearAffine(FeatureSite site, Tensor x, ChannelAffine affine, bool gelu = false)
+    /// epilogue (its output 16-bit with <paramref name="gemmInput"/>).</summary>
+    static Tensor LinearAffine(FeatureSite site, Tensor x, ChannelAffine affine, bool gelu = false, bool gemmInput = false)
     {
         using var shift = site.Bias == null ? null : Ops.ScaleShift(site.Bias, affine.Scale, affine.Shift);
-        return gelu ? Ops.LinearScaleShiftGelu(x, site.Weight!, affine.Scale, shift ?? affine.Shift)
+        return gelu ? Ops.LinearScaleShiftGelu(x, site.Weight!, affine.Scale, shift ?? affine.Shift, gemmInput)
             : Ops.LinearScaleShift(x, site.Weight!, affine.Scale, shift ?? affine.Shift);
     }
 
@@ -74,16 +74,23 @@ public static class SiteComputation
     /// <summary>GELU of the features at a Linear-layer <paramref name="site"/> computed from <paramref name="x"/> (an
     /// MLP's first layer): one <see cref="Ops.LinearGelu"/> when nothing transforms the site (no affine, no Linear hook,
     /// no site hook), one <see cref="Ops.LinearScaleShiftGelu"/> when only an affine does (SSF), else
-    /// <see cref="ProduceLinear"/>, then GELU.</summary>
-    public static Tensor ProduceGelu(this IPeftModel model, FeatureSite site, Tensor x, ulong? trainSeed)
+    /// <see cref="ProduceLinear"/>, then GELU. <paramref name="gemmInput"/>: only the next Linear reads the result (see
+    /// <see cref="OnlyProductsReadLinearInputs"/>), which may then be 16-bit (<see cref="Ops.LinearGelu"/>).</summary>
+    public static Tensor ProduceGelu(this IPeftModel model, FeatureSite site, Tensor x, ulong? trainSeed, bool gemmInput = false)
     {
         if (site.Producer != SiteProducer.Linear || site.Weight == null)
             throw new ArgumentException($"{site.Name}: ProduceGelu needs a Linear site with a weight, not a {site.Producer} site");
         if (model.SiteHook == null && model.LinearHook == null)
-            return model.SiteAffine?.Invoke(site) is { } affine ? LinearAffine(site, x, affine, gelu: true) : Ops.LinearGelu(x, site.Weight, site.Bias);
+            return model.SiteAffine?.Invoke(site) is { } affine ? LinearAffine(site, x, affine, gelu: true, gemmInput)
+                : Ops.LinearGelu(x, site.Weight, site.Bias, gemmInput);
         using var h = model.ProduceLinear(site, x, trainSeed);
         return Ops.Gelu(h);
     }
+
+    /// <summary>Whether a Linear site's input is read by its product alone: no site hook sees the features that feed it
+    /// and no Linear hook (LoRA's) reads it. Then the op that computes it may write it in the GEMMs' 16-bit format
+    /// (<c>gemmInput</c> of <see cref="Ops.LayerNorm"/>, <see cref="ProduceGelu"/>): the product rounds it so anyway.</summary>
+    public static bool OnlyProductsReadLinearInputs(this IPeftModel model) => model.SiteHook == null && model.LinearHook == null;
 
     /// <summary>The features at a Linear-layer <paramref name="site"/> computed from <paramref name="x"/>, times a layer
     /// scale γ [Channels] (ConvNeXt's per-channel gamma after its MLP): one <see cref="Ops.LinearScaleShift"/>,

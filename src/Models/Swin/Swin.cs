@@ -249,11 +249,13 @@ public sealed class Swin : IImageClassifier
         return Ops.WindowReverse(projected, H, W, shift);
     }
 
-    /// <summary>fc2(GELU(fc1(LN2(x)))), [B,H,W,C].</summary>
+    /// <summary>fc2(GELU(fc1(LN2(x)))), [B,H,W,C]; LN2's and GELU's outputs 16-bit under bf16 or fp16 GEMMs when only
+    /// fc1 and fc2 read them.</summary>
     Tensor Mlp(Tensor x, Block b, ulong? trainSeed)
     {
-        using var h = this.Produce(b.Norm2, (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps));
-        using var g = this.ProduceGelu(b.Fc1, h, trainSeed);
+        bool sixteen = this.OnlyProductsReadLinearInputs();
+        using var h = this.Produce(b.Norm2, (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps, sixteen));
+        using var g = this.ProduceGelu(b.Fc1, h, trainSeed, sixteen);
         return this.MlpBranch(b.Fc2, x, this.ProduceLinear(b.Fc2, g, trainSeed), trainSeed);
     }
 

@@ -211,7 +211,7 @@ public sealed class VisionTransformer : IImageClassifier
     /// [B, 1, C]: every token's keys and values, the class token's context projected.</summary>
     Tensor Attention(Tensor x, Block b, ulong? seed, ulong site, bool classRowOnly)
     {
-        using var h = this.Produce(b.Sites[0], (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps));
+        using var h = this.Produce(b.Sites[0], (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps, this.OnlyProductsReadLinearInputs()));
         using var qkv = this.ProduceLinear(b.Sites[1], h, seed);
         var a = Ops.Attention(qkv, Config.num_heads);
         if (classRowOnly) a = ClassRow(a);
@@ -224,10 +224,13 @@ public sealed class VisionTransformer : IImageClassifier
         using (x) return Ops.SliceTokens(x, 0, 1);
     }
 
+    /// <summary>fc2(drop(GELU(fc1(LN2(x))))), then drop and the MLP hook. LN2's and GELU's outputs are 16-bit under bf16
+    /// or fp16 GEMMs when only fc1 and fc2 read them (no hooks; no dropout between GELU and fc2).</summary>
     Tensor Mlp(Tensor x, Block b, ulong? seed, ulong site)
     {
-        using var h = this.Produce(b.Sites[4], (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps));
-        using var g = Drop(this.ProduceGelu(b.Sites[5], h, seed), Config.proj_drop_rate, seed, site);
+        bool sixteen = this.OnlyProductsReadLinearInputs(), dropping = seed.HasValue && Config.proj_drop_rate > 0;
+        using var h = this.Produce(b.Sites[4], (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps, sixteen));
+        using var g = Drop(this.ProduceGelu(b.Sites[5], h, seed, sixteen && !dropping), Config.proj_drop_rate, seed, site);
         return Drop(this.MlpBranch(b.Sites[6], x, this.ProduceLinear(b.Sites[6], g, seed), seed), Config.proj_drop_rate, seed, site + 1);
     }
 
