@@ -1,7 +1,7 @@
 // attention.cu: the permutes around the attention GEMMs, and fused attention.
 // Permutes: packed rows [B, T, S, NH, HD] (S = 3 for timm's q|k|v columns, S = 1 for merged heads) ↔ per-head
-// [B, NH, T, HD]. One thread per per-head element, consecutive threads along HD, so both sides are read and written
-// in runs. Launch: 1-D grid-stride, 256 threads.
+// [B, NH, T, HD]. Four consecutive values of a row per thread (one head's dims), consecutive threads along the row, so
+// both sides are read and written in runs. Launch: block (x: a row's quads, up to 256; y: rows), grid-stride over rows.
 // Fused attention, two versions of each direction. Tensor cores (the _tc kernels, further down): head dim 64 with bf16 or
 // fp16 operands, mma.sync products. Plain FMA arithmetic (any head dim up to ATTN_MAX_HD, any precision), as follows.
 // Flash-attention style: q, k, v read in place from qkv [B, T, 3·NH·HD], keys
@@ -17,47 +17,82 @@
 #define ATTN_ROWS 4     // query rows per warp in the forward
 #define ATTN_BWD_ROWS 2 // query (dq) or key (dk, dv) rows per warp in the backward
 
-// Offset in the packed [B, T, S, NH, HD] tensor of element (slot s, per-head index i of [B, NH, T, HD]).
-__device__ __forceinline__ long long packed_offset(long long i, int s, int S, int T, int NH, int HD)
+// Every element of the packed rows [B·T, width] (width = S·NH·HD): body(r, b, t, j, count) for row r = b·T + t and
+// columns j .. j + count, count 4 (one head's dims d .. d + 3: HD a multiple of 4 and the pointers aligned, `vector`) or 1.
+// Block (x: columns, y: rows), grid-stride over rows; a row's image and token are found once, its columns' slot, head
+// and dim with 32-bit arithmetic (the per-element 64-bit divisions of a flat index cost more than the bytes moved).
+template <class F> __device__ __forceinline__ void packed_rows(long long rows, int width, int T, bool vector, F body)
 {
-    int d = (int)(i % HD);
-    long long t = i / HD % T, h = i / ((long long)HD * T) % NH, b = i / ((long long)HD * T * NH);
-    return (((b * T + t) * S + s) * NH + h) * HD + d;
+    int step = vector ? 4 : 1;
+    for (long long r = (long long)blockIdx.x * blockDim.y + threadIdx.y; r < rows; r += (long long)gridDim.x * blockDim.y)
+    {
+        long long b = r / T, t = r - b * T;
+        for (int j = threadIdx.x * step; j < width; j += blockDim.x * step) body(r, b, t, j, step);
+    }
+}
+
+// Where column j of a packed row (image b, token t) sits in its slot's per-head [B, NH, T, HD] tensor; slot = j / (NH·HD).
+__device__ __forceinline__ long long head_offset(long long b, long long t, int j, int T, int NH, int HD, int& slot)
+{
+    int C = NH * HD;
+    slot = j / C;
+    int rest = j - slot * C, h = rest / HD;
+    return ((b * NH + h) * T + t) * HD + rest - h * HD;
 }
 
 // q, k, v [B, NH, T, HD] from qkv [B, T, 3, NH, HD].
 extern "C" __global__ void split_heads(float* q, float* k, float* v, const float* qkv, int B, int T, int NH, int HD)
 {
-    GRID_STRIDE(i, (long long)B * NH * T * HD)
-    {
-        q[i] = qkv[packed_offset(i, 0, 3, T, NH, HD)];
-        k[i] = qkv[packed_offset(i, 1, 3, T, NH, HD)];
-        v[i] = qkv[packed_offset(i, 2, 3, T, NH, HD)];
-    }
+    bool vector = HD % 4 == 0 && aligned_for(q) && aligned_for(k) && aligned_for(v) && aligned_for(qkv);
+    int width = 3 * NH * HD;
+    packed_rows((long long)B * T, width, T, vector, [&](long long r, long long b, long long t, int j, int count) {
+        int s;
+        long long o = head_offset(b, t, j, T, NH, HD, s);
+        float x[4];
+        load_values(x, qkv, r * width + j, count);
+        store_values(s == 0 ? q : s == 1 ? k : v, o, x, count, 0);
+    });
 }
 
 // dqkv [B, T, 3, NH, HD] from dq, dk, dv [B, NH, T, HD].
 extern "C" __global__ void split_heads_backward(float* dqkv, const float* dq, const float* dk, const float* dv, int B, int T,
                                                int NH, int HD, int accumulate)
 {
-    GRID_STRIDE(i, (long long)B * NH * T * HD)
-    {
-        store(dqkv + packed_offset(i, 0, 3, T, NH, HD), dq[i], accumulate);
-        store(dqkv + packed_offset(i, 1, 3, T, NH, HD), dk[i], accumulate);
-        store(dqkv + packed_offset(i, 2, 3, T, NH, HD), dv[i], accumulate);
-    }
+    bool vector = HD % 4 == 0 && aligned_for(dqkv) && aligned_for(dq) && aligned_for(dk) && aligned_for(dv);
+    int width = 3 * NH * HD;
+    packed_rows((long long)B * T, width, T, vector, [&](long long r, long long b, long long t, int j, int count) {
+        int s;
+        long long o = head_offset(b, t, j, T, NH, HD, s);
+        float x[4];
+        load_values(x, s == 0 ? dq : s == 1 ? dk : dv, o, count);
+        store_values(dqkv, r * width + j, x, count, accumulate);
+    });
 }
 
 // y [B, T, NH·HD] from o [B, NH, T, HD].
 extern "C" __global__ void merge_heads(float* y, const float* o, int B, int T, int NH, int HD)
 {
-    GRID_STRIDE(i, (long long)B * NH * T * HD) y[packed_offset(i, 0, 1, T, NH, HD)] = o[i];
+    bool vector = HD % 4 == 0 && aligned_for(y) && aligned_for(o);
+    int width = NH * HD;
+    packed_rows((long long)B * T, width, T, vector, [&](long long r, long long b, long long t, int j, int count) {
+        int s;
+        float x[4];
+        load_values(x, o, head_offset(b, t, j, T, NH, HD, s), count);
+        store_values(y, r * width + j, x, count, 0);
+    });
 }
 
 // do [B, NH, T, HD] from dy [B, T, NH·HD].
 extern "C" __global__ void merge_heads_backward(float* dout, const float* dy, int B, int T, int NH, int HD, int accumulate)
 {
-    GRID_STRIDE(i, (long long)B * NH * T * HD) store(dout + i, dy[packed_offset(i, 0, 1, T, NH, HD)], accumulate);
+    bool vector = HD % 4 == 0 && aligned_for(dout) && aligned_for(dy);
+    int width = NH * HD;
+    packed_rows((long long)B * T, width, T, vector, [&](long long r, long long b, long long t, int j, int count) {
+        int s;
+        float x[4];
+        load_values(x, dy, r * width + j, count);
+        store_values(dout, head_offset(b, t, j, T, NH, HD, s), x, count, accumulate);
+    });
 }
 
 // Score of query row i against key row j of one (image, head): scale·q·k + bias[h, i, j] + mask[w, i, j].

@@ -166,28 +166,32 @@ extern "C" __global__ void scale_shift_forward(float* y, unsigned short* y16, un
     });
 }
 
-// dx = dy·scale. Launch: 1-D grid-stride, four values of a row per thread when C is a multiple of 4.
-extern "C" __global__ void scale_shift_backward_input(float* dx, const float* dy, const float* scale, int rows, int C, int accumulate)
+// dx = dy·scale, or dx16 (not null: dx in 16 bits, dx_format 2 bf16, 3 fp16, for the products that read it). Launch:
+// 1-D grid-stride, four values of a row per thread when C is a multiple of 4.
+extern "C" __global__ void scale_shift_backward_input(float* dx, unsigned short* dx16, int dx_format, const float* dy, const float* scale,
+                                                     int rows, int C, int accumulate)
 {
-    bool vector = C % 4 == 0 && aligned_for(dx) && aligned_for(dy) && aligned_for(scale);
+    bool vector = C % 4 == 0 && aligned_for(dx) && aligned_for(dx16, dx_format) && aligned_for(dy) && aligned_for(scale);
     grid_stride_quads((long long)rows * C, vector, [&](long long i, int count) {
         float g[4], s[4];
         load_values(g, dy, i, count);
         load_values(s, scale, i % C, count);
         for (int k = 0; k < count; k++) g[k] *= s[k];
-        store_values(dx, i, g, count, accumulate);
+        if (dx16) store_halves(dx16, i, g, count, dx_format);
+        else store_values(dx, i, g, count, accumulate);
     });
 }
 
 // SSF backward in one pass over dy: g = dy (or, with gelu_after, dy·GELU'(x·scale + shift): the backward of GELU after
-// the scale-shift), dx = g·scale (when dx is given), dscale[c] += Σ_r g·x, dshift[c] += Σ_r g (either may be null).
+// the scale-shift), dx = g·scale (when dx is given; dx16 instead, in 16 bits, when that is given), dscale[c] += Σ_r g·x,
+// dshift[c] += Σ_r g (either may be null).
 // Grid (ceil(C/32), 1, row slices), block (32, 8): thread (x, y) walks rows y, y + 8, ... of its column (of its slice),
 // four rows' loads issued before their stores (dx may alias nothing the compiler can see, so it would not move them),
 // and the eight partial sums per column are added in a fixed order (deterministic); with row slices, partials
 // [2, slices, C] (dscale's, then dshift's) for column_partials_sum.
-extern "C" __global__ void scale_shift_backward(float* dx, float* dscale, float* dshift, float* partials, const float* dy,
-                                               const void* x, int x_format, const float* scale, const float* shift, int rows,
-                                               int C, int gelu_after, int accumulate)
+extern "C" __global__ void scale_shift_backward(float* dx, unsigned short* dx16, int dx_format, float* dscale, float* dshift,
+                                               float* partials, const float* dy, const void* x, int x_format, const float* scale,
+                                               const float* shift, int rows, int C, int gelu_after, int accumulate)
 {
     __shared__ float partialScale[COLUMN_THREADS_Y][33], partialShift[COLUMN_THREADS_Y][33];
     int c = blockIdx.x * 32 + threadIdx.x;
@@ -214,7 +218,8 @@ extern "C" __global__ void scale_shift_backward(float* dx, float* dscale, float*
                 if (r0 + u * COLUMN_THREADS_Y >= end) break;
                 long long i = (long long)(r0 + u * COLUMN_THREADS_Y) * C + c;
                 if (gelu_after) g[u] *= gelu_slope(xi[u] * sc + sh);
-                if (dx) store(dx + i, g[u] * sc, accumulate);
+                if (dx16) dx16[i] = dx_format == 3 ? to_fp16(g[u] * sc).bits : to_bf16(g[u] * sc).bits;
+                else if (dx) store(dx + i, g[u] * sc, accumulate);
                 if (dscale) ds += g[u] * xi[u];
                 dh += g[u];
             }

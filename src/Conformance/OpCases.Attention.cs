@@ -6,7 +6,12 @@ namespace Engine.Conformance;
 // Swin-style (relative position bias that trains, shift mask).
 public static partial class OpCases
 {
-    static void Attention(Device dev) => PlainAttention(dev, "Attention", B: 2, T: 13, NH: 2, HD: 3, fused: false);
+    // Head dim 3: the head permutes move one value at a time; 8: four (CUDA's vector path).
+    static void Attention(Device dev)
+    {
+        PlainAttention(dev, "Attention", B: 2, T: 13, NH: 2, HD: 3, fused: false);
+        PlainAttention(dev, "Attention HD8", B: 2, T: 7, NH: 3, HD: 8, fused: false);
+    }
 
     // 33 tokens: two 32-key tiles (the second partial) and several row blocks on CUDA; head dim 34: a partial second
     // 32-lane chunk of dimensions. (Two heads and images with bias and mask in the next case.)

@@ -52,6 +52,8 @@ public static unsafe class DeviceBenchmarks
         new("depthwise-conv", "NxHxWxC", 4, "7×7 depthwise conv, channels last (ConvNeXt)"),
         new("depthwise-conv-backward", "NxHxWxC", 4, "its backward: input, weight and bias gradients (full fine-tuning)"),
         new("patchify", "NxHxWxC", 4, "2×2 patches of a channels-last image into rows (ConvNeXt's downsampling)"),
+        new("split-heads", "BxTxNHxHD", 4, "the unfused attention's head split: q, k, v [B, NH, T, HD] from qkv [B, T, 3·NH·HD]"),
+        new("merge-heads", "BxTxNHxHD", 4, "its head merge: y [B, T, NH·HD] from o [B, NH, T, HD]"),
         new("gemm", "MxNxK", 3, "y = x·Wᵀ, x [M, K], W [N, K]"),
         new("linear-gelu", "MxNxK", 3, "y = GELU(x·Wᵀ + b), the activation in the GEMM's epilogue (inference: no pre-activation kept)"),
         new("linear-gelu-unfused", "MxNxK", 3, "the same as the Linear layer (bias in the store) then a GELU pass"),
@@ -198,7 +200,7 @@ public static unsafe class DeviceBenchmarks
         }
         bool rowOp = info.Dimensions == 2;
         int rows = rowOp ? shape[0] : 1, cols = rowOp ? shape[1] : (int)elements;
-        long n = elements;
+        long n = op == "split-heads" ? 3 * elements : elements; // q, k and v
         using var a = Filled(device, n, 0.5f);
         using var b = Filled(device, n, 0.25f);
         using var c = Tensor.Zeros(device, checked((int)n));
@@ -222,8 +224,8 @@ public static unsafe class DeviceBenchmarks
             "bias" => (2 * n * 4, () => k.AddBias(b.Data, a.Data, vector.Data, rows, cols)),
             "bias-grad" => (n * 4, () => k.BiasGrad(vector2.Data, a.Data, rows, cols)),
             "scale-shift" => (2 * n * 4, () => k.ScaleShiftForward(b.Data, a.Data, vector.Data, vector2.Data, rows, cols)),
-            "scale-shift-backward" => (3 * n * 4, () => k.ScaleShiftBackward(c.Data, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data, rows, cols, false)),
-            "scale-shift-gelu-backward" => (3 * n * 4, () => k.ScaleShiftGeluBackward(c.Data, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data,
+            "scale-shift-backward" => (3 * n * 4, () => k.ScaleShiftBackward(c.Data, null, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data, rows, cols, false)),
+            "scale-shift-gelu-backward" => (3 * n * 4, () => k.ScaleShiftGeluBackward(c.Data, null, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data,
                 d.Data, rows, cols, false)), // shift 1 (d is all ones)
             "layernorm" => (2 * n * 4, () => k.LayerNormForward(b.Data, null, vector2.Data, vector2.Data + rows, a.Data, vector.Data, vector2.Data, rows, cols, 1e-6f)),
             "layernorm-backward" => (3 * n * 4, () => k.LayerNormBackward(c.Data, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data,
@@ -234,6 +236,8 @@ public static unsafe class DeviceBenchmarks
             "depthwise-conv-backward" => (3 * n * 4, () => k.DepthwiseConvBackward(c.Data, convGrads!.Data, convGrads.Data + 49L * shape[3], b.Data, a.Data,
                 convWeights!.Data, shape[0], shape[1], shape[2], shape[3], 7, 3, false)),
             "patchify" => (2 * n * 4, () => k.Patchify(b.Data, a.Data, shape[0], shape[3], shape[1], shape[2], 2, channelsLast: true)),
+            "split-heads" => (2 * n * 4, () => k.SplitHeads(b.Data, b.Data + elements, b.Data + 2 * elements, a.Data, shape[0], shape[1], shape[2], shape[3])),
+            "merge-heads" => (2 * n * 4, () => k.MergeHeads(b.Data, a.Data, shape[0], shape[1], shape[2], shape[3])),
             _ => throw new ArgumentException($"unknown op '{op}'"),
         };
         double time = Time(device, repeats, work);
@@ -318,6 +322,7 @@ public static unsafe class DeviceBenchmarks
             ["scale-shift-gelu-backward"] = [tokens, 4 * C],
             ["layernorm"] = [tokens, C], ["layernorm-backward"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
             ["depthwise-conv"] = [convN, side, side, convC], ["depthwise-conv-backward"] = [convN, side, side, convC], ["patchify"] = [convN, 2 * side, 2 * side, convC / 2],
+            ["split-heads"] = [tokens / T, T, heads, C / heads], ["merge-heads"] = [tokens / T, T, heads, C / heads],
             ["attention"] = [full ? 32 : 2, T, heads, C / heads], ["attention-unfused"] = [full ? 32 : 2, T, heads, C / heads],
             ["attention-forward"] = [full ? 32 : 2, T, heads, full ? 64 : 8], ["attention-forward-unfused"] = [full ? 32 : 2, T, heads, full ? 64 : 8],
             ["attention-products"] = [full ? 32 : 2, T, heads, C / heads], ["attention-products-padded"] = [full ? 32 : 2, T, heads, C / heads],

@@ -138,12 +138,14 @@ public unsafe interface IKernels
     /// <summary>y[r,c] = x[r,c]·scale[c] + shift[c] (SSF); x,y [rows,C].</summary>
     void ScaleShiftForward(float* y, float* x, float* scale, float* shift, int rows, int C);
     /// <summary>dx = dy·scale; dscale += Σ_r dy·x; dshift += Σ_r dy. Each output may be null. x float32, or packed in the
-    /// 16-bit <see cref="GemmPrecision"/> (SSF's product kept by <see cref="LinearScaleShiftForward"/>'s uPacked).</summary>
-    void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, int rows, int C, bool accumulate);
+    /// 16-bit <see cref="GemmPrecision"/> (SSF's product kept by <see cref="LinearScaleShiftForward"/>'s uPacked).
+    /// dxPacked: null, or where dx is written instead (dx null, not accumulating), in the 16-bit
+    /// <see cref="GemmPrecision"/>: the gradient of SSF's Linear product, which only the Linear's products read.</summary>
+    void ScaleShiftBackward(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, int rows, int C, bool accumulate);
     /// <summary>The backward of y = GELU(x·scale + shift) in one pass over dy: g = dy·GELU'(x·scale + shift), dx = g·scale;
     /// dscale += Σ_r g·x; dshift += Σ_r g. x,dy,dx [rows,C]; dx, dscale and dshift may each be null; x float32 or packed in
-    /// 16 bits, as for <see cref="ScaleShiftBackward"/>.</summary>
-    void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C, bool accumulate);
+    /// 16 bits, and dxPacked, as for <see cref="ScaleShiftBackward"/>.</summary>
+    void ScaleShiftGeluBackward(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C, bool accumulate);
 
     // ---------------------------------------------------------------- attention pieces
     /// <summary>qkv [B,T,3,NH,HD] → q, k, v each [B,NH,T,HD] (timm's q|k|v column layout).</summary>

@@ -212,18 +212,18 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, int rows, int C, bool accumulate)
+    public void ScaleShiftBackward(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, int rows, int C, bool accumulate)
     {
         long start = Begin(KernelId.ScaleShiftBackward);
-        Inner.ScaleShiftBackward(dx, dscale, dshift, dy, x, scale, rows, C, accumulate);
+        Inner.ScaleShiftBackward(dx, dxPacked, dscale, dshift, dy, x, scale, rows, C, accumulate);
         End(KernelId.ScaleShiftBackward, start);
     }
 
     /// <inheritdoc/>
-    public void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C, bool accumulate)
+    public void ScaleShiftGeluBackward(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C, bool accumulate)
     {
         long start = Begin(KernelId.ScaleShiftGeluBackward);
-        Inner.ScaleShiftGeluBackward(dx, dscale, dshift, dy, x, scale, shift, rows, C, accumulate);
+        Inner.ScaleShiftGeluBackward(dx, dxPacked, dscale, dshift, dy, x, scale, shift, rows, C, accumulate);
         End(KernelId.ScaleShiftGeluBackward, start);
     }
 

@@ -67,9 +67,12 @@ public unsafe class KernelContractTests
         AssertWritesOrAccumulates(dev, "GeluBackward", 37, (o, acc) => k.GeluBackward(o, dy, x, 37, acc));
         AssertWritesOrAccumulates(dev, "SoftmaxBackward", rows * 7, (o, acc) => k.SoftmaxBackward(o, dy, w, rows, 7, acc));
         AssertWritesOrAccumulates(dev, "LayerNormBackward", rows * C, (o, acc) => k.LayerNormBackward(o, null, null, dy, x, w, x, w, rows, C, acc));
-        AssertWritesOrAccumulates(dev, "ScaleShiftBackward", rows * C, (o, acc) => k.ScaleShiftBackward(o, null, null, dy, x, w, rows, C, acc));
+        AssertWritesOrAccumulates(dev, "ScaleShiftBackward", rows * C, (o, acc) => k.ScaleShiftBackward(o, null, null, null, dy, x, w, rows, C, acc));
         AssertWritesOrAccumulates(dev, "SplitHeadsBackward", rows * 3 * C, (o, acc) => k.SplitHeadsBackward(o, x, dy, w, B, T, NH, HD, acc));
         AssertWritesOrAccumulates(dev, "MergeHeadsBackward", rows * C, (o, acc) => k.MergeHeadsBackward(o, dy, B, T, NH, HD, acc));
+        // Head dim 4 (C = 8): the head permutes' four-value path on CUDA.
+        AssertWritesOrAccumulates(dev, "SplitHeadsBackward HD4", rows * 3 * 8, (o, acc) => k.SplitHeadsBackward(o, x, dy, w, B, T, 2, 4, acc));
+        AssertWritesOrAccumulates(dev, "MergeHeadsBackward HD4", rows * 8, (o, acc) => k.MergeHeadsBackward(o, dy, B, T, 2, 4, acc));
         AssertWritesOrAccumulates(dev, "CrossEntropyBackward", rows * 5, (o, acc) => k.CrossEntropyBackward(o, w, x, targets.IntData, rows, 5, 0.1f, acc));
         // 35 channels: pairs of vectors and a tail at every CPU width; rows of 5 outputs: the last group of four moved
         // back over the first, whose shared outputs must be added once.
@@ -102,8 +105,8 @@ public unsafe class KernelContractTests
         AssertAddsInto(dev, "BiasGrad", C, o => k.BiasGrad(o, dy, rows, C));
         AssertAddsInto(dev, "LayerNorm dweight", C, o => k.LayerNormBackward(null, o, null, dy, x, w, x, w, rows, C, false));
         AssertAddsInto(dev, "LayerNorm dbias", C, o => k.LayerNormBackward(null, null, o, dy, x, w, x, w, rows, C, false));
-        AssertAddsInto(dev, "ScaleShift dscale", C, o => k.ScaleShiftBackward(null, o, null, dy, x, w, rows, C, false));
-        AssertAddsInto(dev, "ScaleShift dshift", C, o => k.ScaleShiftBackward(null, null, o, dy, x, w, rows, C, false));
+        AssertAddsInto(dev, "ScaleShift dscale", C, o => k.ScaleShiftBackward(null, null, o, null, dy, x, w, rows, C, false));
+        AssertAddsInto(dev, "ScaleShift dshift", C, o => k.ScaleShiftBackward(null, null, null, o, dy, x, w, rows, C, false));
         AssertAddsInto(dev, "PrependToken dtoken", C, o => k.PrependTokenBackward(null, o, dy, B, T, C, false));
         AssertAddsInto(dev, "DepthwiseConv dw", C * 9, o => k.DepthwiseConvBackward(null, o, null, dy, x, w, B, 3, 4, C, 3, 1, false));
         AssertAddsInto(dev, "DepthwiseConv dbias", C, o => k.DepthwiseConvBackward(null, null, o, dy, x, w, B, 3, 4, C, 3, 1, false));
@@ -315,7 +318,7 @@ public unsafe class KernelContractTests
                 if (paramGrads == 2) g.WantP0[c] += (double)gs[i] * xs[i];
                 if (paramGrads >= 1) g.WantP1[c] += gs[i];
             }
-        g.Check(1e-6, (dx, dscale, dshift) => Device.Cpu.Kernels.ScaleShiftBackward(dx, paramGrads == 2 ? dscale : null,
+        g.Check(1e-6, (dx, dscale, dshift) => Device.Cpu.Kernels.ScaleShiftBackward(dx, null, paramGrads == 2 ? dscale : null,
             paramGrads >= 1 ? dshift : null, g.Dy.Data, paramGrads == 2 ? g.X.Data : null, g.Vector.Data, RowGradCase.Rows, RowGradCase.C, accumulate));
     }
 
@@ -339,7 +342,7 @@ public unsafe class KernelContractTests
                 g.WantP0[c] += grad * xs[i];
                 g.WantP1[c] += grad;
             }
-        g.Check(1e-5, (dx, dscale, dshift) => Device.Cpu.Kernels.ScaleShiftGeluBackward(dx, paramGrads ? dscale : null,
+        g.Check(1e-5, (dx, dscale, dshift) => Device.Cpu.Kernels.ScaleShiftGeluBackward(dx, null, paramGrads ? dscale : null,
             paramGrads ? dshift : null, g.Dy.Data, g.X.Data, g.Vector.Data, shift.Data, RowGradCase.Rows, RowGradCase.C, accumulate));
     }
 

@@ -229,13 +229,17 @@ public static unsafe partial class Ops
         public static void Backward(ref LinearScaleShiftSaved s, Tensor y)
         {
             var k = y.Device.Kernels;
-            using var du = s.LinearNeedsGrad ? Tensor.Empty(y.Device, DType.F32, y.Shape) : null;
-            float* dx = du == null ? null : du.Data, dscale = Tape.GradAccumulatorIfNeeded(s.Scale), dshift = Tape.GradAccumulatorIfNeeded(s.Shift);
+            // du feeds the Linear's products alone (it has no bias; sparse entries sum float32): in 16 bits under bf16
+            // or fp16 GEMMs, which round it so (GemmInputType).
+            var type = s.Linear.SparseWeight ? null : GemmInputType(y.Device);
+            using var du = s.LinearNeedsGrad ? Tensor.Empty(y.Device, type ?? DType.F32, y.Shape) : null;
+            float* dx = du is { DType: DType.F32 } ? du.Data : null, dscale = Tape.GradAccumulatorIfNeeded(s.Scale), dshift = Tape.GradAccumulatorIfNeeded(s.Shift);
+            ushort* dxPacked = Halves(du);
             GemmOperand u = s.U == null ? (float*)null : Tape.Operand(s.U);
             if (s.ShiftKept != null)
-                k.ScaleShiftGeluBackward(dx, dscale, dshift, y.Grad!.Data, u, s.Scale.Data, s.ShiftKept.Data, s.Linear.Rows, s.Linear.N, false);
-            else k.ScaleShiftBackward(dx, dscale, dshift, y.Grad!.Data, u, s.Scale.Data, s.Linear.Rows, s.Linear.N, false);
-            if (du != null) LinearSaved.Backward(ref s.Linear, k, du.Data);
+                k.ScaleShiftGeluBackward(dx, dxPacked, dscale, dshift, y.Grad!.Data, u, s.Scale.Data, s.ShiftKept.Data, s.Linear.Rows, s.Linear.N, false);
+            else k.ScaleShiftBackward(dx, dxPacked, dscale, dshift, y.Grad!.Data, u, s.Scale.Data, s.Linear.Rows, s.Linear.N, false);
+            if (du != null) LinearSaved.Backward(ref s.Linear, k, dxPacked != null ? GemmOperand.Packed(dxPacked) : dx);
         }
     }
 
@@ -246,29 +250,33 @@ public static unsafe partial class Ops
         public Tensor? Bias, XKept, WeightKept;
         public int Rows, N, K;
 
+        /// <summary>Whether the weight trains selected entries (GPS), whose gradient sums a float32 dy.</summary>
+        public readonly bool SparseWeight => Weight is { RequiresGrad: true, Trainability.Entries: not null };
+
         public static void Backward(ref LinearSaved s, Tensor y) => Backward(ref s, y.Device.Kernels, y.Grad!.Data);
 
-        /// <summary>The backward from the output gradient dy [Rows, N].</summary>
-        public static void Backward(ref LinearSaved s, Kernels.IKernels k, float* dy)
+        /// <summary>The backward from the output gradient dy [Rows, N]: float32, or 16-bit in the GEMMs' format when
+        /// only the products read it (no bias gradient, no sparse entries).</summary>
+        public static void Backward(ref LinearSaved s, Kernels.IKernels k, GemmOperand dy)
         {
             int rows = s.Rows, N = s.N, K = s.K;
             GemmOperand x = s.XKept == null ? default : Tape.Operand(s.XKept);
             float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
-            bool sparse = s.Weight is { RequiresGrad: true, Trainability.Entries: not null };
+            bool sparse = s.SparseWeight;
             float* dw = sparse ? null : Tape.GradAccumulatorIfNeeded(s.Weight);
-            // dy feeds two products when both dx and dW are wanted: packed once for both where the backend reads packed
-            // operands and saved inputs are packed (x kept in 16 bits).
-            using var dyPacked = dx != null && dw != null && x.IsPacked && k.ReadsPackedGemmOperands ? PackForGemm(s.Weight.Device, dy, rows, N) : null;
+            // A float32 dy feeds two products when both dx and dW are wanted: packed once for both where the backend reads
+            // packed operands and saved inputs are packed (x kept in 16 bits).
+            using var dyPacked = !dy.IsPacked && dx != null && dw != null && x.IsPacked && k.ReadsPackedGemmOperands ? PackForGemm(s.Weight.Device, dy.Floats, rows, N) : null;
             GemmOperand gradY = dyPacked == null ? dy : GemmOperand.Packed(dyPacked.HalfData);
             if (dx != null) k.Gemm(false, false, rows, K, N, 1f, gradY, N, (s.WeightKept ?? s.Weight).Data, K, acc ? 1f : 0f, dx, K);
             if (sparse)
             {
                 var index = s.Weight.Trainability.Entries!;
-                k.SparseWeightGrad(Tape.SparseGradAccumulator(s.Weight), dy, x, index.IntData, rows, N, K, index.Shape[1]);
+                k.SparseWeightGrad(Tape.SparseGradAccumulator(s.Weight), dy.Floats, x, index.IntData, rows, N, K, index.Shape[1]);
             }
             else if (dw != null) k.Gemm(true, false, N, K, rows, 1f, gradY, N, x, K, 1f, dw, K);
             float* db = Tape.GradAccumulatorIfNeeded(s.Bias);
-            if (db != null) k.BiasGrad(db, dy, rows, N);
+            if (db != null) k.BiasGrad(db, dy.Floats, rows, N);
         }
     }
 }

@@ -81,7 +81,7 @@ public static unsafe partial class Ops
             float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
             // dscale needs x; when scale is frozen x was not saved and the kernel never reads it.
             float* x = s.XKept == null ? null : s.XKept.Data;
-            y.Device.Kernels.ScaleShiftBackward(dx, Tape.GradAccumulatorIfNeeded(s.Scale), Tape.GradAccumulatorIfNeeded(s.Shift),
+            y.Device.Kernels.ScaleShiftBackward(dx, null, Tape.GradAccumulatorIfNeeded(s.Scale), Tape.GradAccumulatorIfNeeded(s.Shift),
                 y.Grad!.Data, x, s.Scale.Data, Rows(y), LastDim(y), acc);
         }
     }

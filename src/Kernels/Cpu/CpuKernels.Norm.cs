@@ -228,25 +228,27 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
-    public void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, int rows, int C, bool accumulate) =>
-        ScaleShiftBackward(dx, dscale, dshift, dy, x, scale, null, rows, C, accumulate);
+    public void ScaleShiftBackward(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, int rows, int C, bool accumulate) =>
+        ScaleShiftBackward(dx, dxPacked, dscale, dshift, dy, x, scale, null, rows, C, accumulate);
 
     /// <inheritdoc/>
-    public void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C,
+    public void ScaleShiftGeluBackward(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C,
         bool accumulate)
     {
         if (shift == null) throw new ArgumentNullException(nameof(shift));
-        ScaleShiftBackward(dx, dscale, dshift, dy, x, scale, shift, rows, C, accumulate);
+        ScaleShiftBackward(dx, dxPacked, dscale, dshift, dy, x, scale, shift, rows, C, accumulate);
     }
 
     /// <summary>SSF's backward; with a shift, that of GELU after SSF (dy is first multiplied by GELU's slope at
     /// x·scale + shift).</summary>
-    void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C, bool accumulate)
+    void ScaleShiftBackward(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C, bool accumulate)
     {
-        x.CheckFor(GemmPrecision, shift == null ? "ScaleShiftBackward" : "ScaleShiftGeluBackward");
+        string kernel = shift == null ? "ScaleShiftBackward" : "ScaleShiftGeluBackward";
+        x.CheckFor(GemmPrecision, kernel);
+        GemmPrecision.PackedGradientFormat(dx, dxPacked, accumulate, kernel);
         var body = new ScaleShiftBackwardBody
         {
-            Dx = dx, Dy = dy, X = x.IsPacked ? null : x.Floats, XPacked = x.IsPacked ? x.Halves : null, Precision = GemmPrecision,
+            Dx = dx, DxPacked = dxPacked, Dy = dy, X = x.IsPacked ? null : x.Floats, XPacked = x.IsPacked ? x.Halves : null, Precision = GemmPrecision,
             Scale = scale, Shift = shift, C = C, Rows = rows, Accumulate = accumulate, Grain = ReductionGrain(rows),
             ParamGrads = dscale != null || dshift != null, ScaleGrad = dscale != null,
         };
@@ -260,11 +262,11 @@ public sealed unsafe partial class CpuKernels
     /// <summary>One chunk of rows of the SSF backward, each row read once: g = dy, or dy·GELU'(x·scale + shift) when
     /// GELU followed SSF (Shift set); dx = g ⊙ scale (added when accumulating), and into the chunk's partials
     /// dscale += g ⊙ x (when the scale trains), dshift += g. A 16-bit x (XPacked) is widened a row at a time into the
-    /// thread's scratch.</summary>
+    /// thread's scratch; a 16-bit dx (DxPacked) is written from a float32 row there.</summary>
     struct ScaleShiftBackwardBody : IParallelBody
     {
         public float* Dx, Dy, X, Scale, Shift, Partials;
-        public ushort* XPacked;
+        public ushort* XPacked, DxPacked;
         public Precision Precision;
         public int C, Rows, Grain;
         public bool Accumulate, ParamGrads, ScaleGrad;
@@ -275,12 +277,13 @@ public sealed unsafe partial class CpuKernels
             if (ParamGrads) new Span<float>(ds, 2 * C).Clear();
             int end = Math.Min(Rows, (chunk + 1) * Grain);
             float* wide = XPacked != null ? (float*)ThreadScratch.Get(3, (long)C * sizeof(float)) : null;
+            float* dxRow = DxPacked != null ? (float*)ThreadScratch.Get(4, (long)C * sizeof(float)) : null;
             for (long r = (long)chunk * Grain; r < end; r++)
             {
                 // x is read (and was kept) only when the scale trains or GELU followed.
                 bool readsX = ScaleGrad || Shift != null;
                 if (readsX && wide != null) UnpackRow(wide, XPacked + r * C, C, Precision);
-                float* x = !readsX ? null : wide != null ? wide : X + r * C, dy = Dy + r * C, dx = Dx == null ? null : Dx + r * C;
+                float* x = !readsX ? null : wide != null ? wide : X + r * C, dy = Dy + r * C, dx = dxRow != null ? dxRow : Dx == null ? null : Dx + r * C;
                 int i = Simd.Width switch
                 {
                     SimdWidth.W512 => Row<Vector512<float>, W512>(dx, dy, x, ds, db),
@@ -294,6 +297,7 @@ public sealed unsafe partial class CpuKernels
                     if (ParamGrads) db[i] += g;
                     if (dx != null) dx[i] = Accumulate ? dx[i] + g * Scale[i] : g * Scale[i];
                 }
+                if (dxRow != null) PackRow(DxPacked + r * C, dxRow, C, Precision);
             }
         }
 

@@ -31,13 +31,19 @@ public sealed unsafe partial class CpuKernels : IKernels
     public bool ReadsPackedGemmOperands => false;
 
     /// <inheritdoc/>
-    /// <remarks>A packed operand is widened into scratch first (exact), then our GEMM rounds it again, which leaves its
-    /// values as they are.</remarks>
+    /// <remarks>Our GEMM widens a packed A that is not transposed strip by strip as it copies it; another packed operand
+    /// is widened into scratch first (exact), then our GEMM rounds it again, which leaves its values as they are.</remarks>
     public void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, GemmOperand A, int lda, GemmOperand B, int ldb,
         float beta, float* C, int ldc)
     {
         A.CheckFor(GemmPrecision, "Gemm");
         B.CheckFor(GemmPrecision, "Gemm");
+        if (A.IsPacked && !transA)
+        {
+            using var wide = Widened(B, GemmOperand.Span(transB ? N : K, transB ? K : N, ldb, 0, 1), out float* bValues);
+            CpuGemm.Gemm(false, transB, M, N, K, alpha, null, lda, bValues, ldb, beta, C, ldc, null, GemmPrecision, packedA: A.Halves);
+            return;
+        }
         using var wideA = Widened(A, GemmOperand.Span(transA ? K : M, transA ? M : K, lda, 0, 1), out float* a);
         using var wideB = Widened(B, GemmOperand.Span(transB ? N : K, transB ? K : N, ldb, 0, 1), out float* b);
         if (Fp32Blas is { } blas) blas.Sgemm(transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc);

@@ -336,27 +336,32 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         GridStride(Norm.ScaleShiftForward, (long)rows * C, y, (ushort*)null, (ushort*)null, (int)Precision.FP32, x, scale, shift, rows, C, false);
 
     /// <inheritdoc/>
-    public void ScaleShiftBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, int rows, int C, bool accumulate)
+    public void ScaleShiftBackward(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, int rows, int C, bool accumulate)
     {
         // One pass over dy when a parameter trains; dx alone (frozen SSF) is a plain elementwise map.
-        if (dscale != null || dshift != null) ScaleShiftBackwardPass(dx, dscale, dshift, dy, x, scale, null, rows, C, accumulate);
-        else if (dx != null) GridStride(Norm.ScaleShiftBackwardInput, (long)rows * C, dx, dy, scale, rows, C, accumulate);
+        if (dscale != null || dshift != null) ScaleShiftBackwardPass(dx, dxPacked, dscale, dshift, dy, x, scale, null, rows, C, accumulate);
+        else if (dx != null || dxPacked != null)
+            GridStride(Norm.ScaleShiftBackwardInput, (long)rows * C, dx, dxPacked, GemmPrecision.PackedGradientFormat(dx, dxPacked, accumulate, "ScaleShiftBackward"),
+                dy, scale, rows, C, accumulate);
     }
 
     /// <inheritdoc/>
-    public void ScaleShiftGeluBackward(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C,
-        bool accumulate) => ScaleShiftBackwardPass(dx, dscale, dshift, dy, x, scale, shift, rows, C, accumulate);
+    public void ScaleShiftGeluBackward(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C,
+        bool accumulate) => ScaleShiftBackwardPass(dx, dxPacked, dscale, dshift, dy, x, scale, shift, rows, C, accumulate);
 
     /// <summary>norm.cu's scale_shift_backward over row slices (GELU's backward first when <paramref name="shift"/> is
-    /// given), x float32 or 16-bit.</summary>
-    void ScaleShiftBackwardPass(float* dx, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C,
+    /// given), x float32 or 16-bit, dx float32 or (dxPacked) 16-bit.</summary>
+    void ScaleShiftBackwardPass(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C,
         bool accumulate)
     {
-        x.CheckFor(GemmPrecision, shift == null ? "ScaleShiftBackward" : "ScaleShiftGeluBackward");
+        string kernel = shift == null ? "ScaleShiftBackward" : "ScaleShiftGeluBackward";
+        x.CheckFor(GemmPrecision, kernel);
+        int dxFormat = GemmPrecision.PackedGradientFormat(dx, dxPacked, accumulate, kernel);
         int slices = ColumnSlices(rows, C, 1, C, 2);
         float* partials = slices > 1 ? ColumnPartials() : null;
         int format = x.IsPacked ? (int)GemmPrecision : (int)Precision.FP32;
-        ColumnBlocks(Norm.ScaleShiftBackward, C, 1, slices, dx, dscale, dshift, partials, dy, x.Data, format, scale, shift, rows, C, shift != null, accumulate);
+        ColumnBlocks(Norm.ScaleShiftBackward, C, 1, slices, dx, dxPacked, dxFormat, dscale, dshift, partials, dy, x.Data, format, scale, shift, rows, C,
+            shift != null, accumulate);
         FinishColumnSlices(dscale, partials, C, slices, 1f, true);
         FinishColumnSlices(dshift, partials + (long)slices * C, C, slices, 1f, true);
     }
@@ -411,19 +416,30 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void SplitHeads(float* q, float* k, float* v, float* qkv, int B, int T, int NH, int HD) =>
-        GridStride(Attention.SplitHeads, (long)B * T * NH * HD, q, k, v, qkv, B, T, NH, HD);
+        PackedRows(Attention.SplitHeads, (long)B * T, 3 * NH * HD, HD, q, k, v, qkv, B, T, NH, HD);
 
     /// <inheritdoc/>
     public void SplitHeadsBackward(float* dqkv, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate) =>
-        GridStride(Attention.SplitHeadsBackward, (long)B * T * NH * HD, dqkv, dq, dk, dv, B, T, NH, HD, accumulate);
+        PackedRows(Attention.SplitHeadsBackward, (long)B * T, 3 * NH * HD, HD, dqkv, dq, dk, dv, B, T, NH, HD, accumulate);
 
     /// <inheritdoc/>
     public void MergeHeads(float* y, float* o, int B, int T, int NH, int HD) =>
-        GridStride(Attention.MergeHeads, (long)B * T * NH * HD, y, o, B, T, NH, HD);
+        PackedRows(Attention.MergeHeads, (long)B * T, NH * HD, HD, y, o, B, T, NH, HD);
 
     /// <inheritdoc/>
     public void MergeHeadsBackward(float* dout, float* dy, int B, int T, int NH, int HD, bool accumulate) =>
-        GridStride(Attention.MergeHeadsBackward, (long)B * T * NH * HD, dout, dy, B, T, NH, HD, accumulate);
+        PackedRows(Attention.MergeHeadsBackward, (long)B * T, NH * HD, HD, dout, dy, B, T, NH, HD, accumulate);
+
+    /// <summary>A head permute over <paramref name="rows"/> packed rows of <paramref name="width"/> values (attention.cu's
+    /// packed_rows): a row's quads (or values, when HD is not a multiple of 4) across x, rounded up to whole warps (at
+    /// most 256), and as many rows across y as fill 256 threads.</summary>
+    void PackedRows(CudaKernel kernel, long rows, int width, int HD, params ReadOnlySpan<KernelArg> args)
+    {
+        if (rows == 0 || width == 0) return;
+        int perRow = HD % 4 == 0 ? width / 4 : width;
+        int x = Math.Min(Threads, (perRow + 31) / 32 * 32), y = Threads / x;
+        _runtime.Launch(kernel, (int)Math.Clamp((rows + y - 1) / y, 1, _maxBlocks), new Dim3((uint)x, (uint)y), args);
+    }
 
     /// <summary>Whether <see cref="FusedAttentionForward"/> and <see cref="FusedAttentionBackward"/> run their tensor-core
     /// kernels (mma.sync, head dim 64, bf16 or fp16 operands): on compute capability 8.0 and newer, and on the emulated
