@@ -40,17 +40,19 @@ __device__ __forceinline__ long long head_offset(long long b, long long t, int j
     return ((b * NH + h) * T + t) * HD + rest - h * HD;
 }
 
-// q, k, v [B, NH, T, HD] from qkv [B, T, 3, NH, HD].
-extern "C" __global__ void split_heads(float* q, float* k, float* v, const float* qkv, int B, int T, int NH, int HD)
+// heads [3, B, NH, T, HD] (q, k, v) from qkv [B, T, 3, NH, HD]; or heads16 instead, in 16 bits (format 2 bf16, 3 fp16).
+extern "C" __global__ void split_heads(float* heads, unsigned short* heads16, int format, const float* qkv, int B, int T, int NH, int HD)
 {
-    bool vector = HD % 4 == 0 && aligned_for(q) && aligned_for(k) && aligned_for(v) && aligned_for(qkv);
+    bool vector = HD % 4 == 0 && aligned_for(heads) && aligned_for(heads16, format) && aligned_for(qkv);
     int width = 3 * NH * HD;
+    long long part = (long long)B * NH * T * HD;
     packed_rows((long long)B * T, width, T, vector, [&](long long r, long long b, long long t, int j, int count) {
         int s;
-        long long o = head_offset(b, t, j, T, NH, HD, s);
+        long long o = head_offset(b, t, j, T, NH, HD, s) + s * part;
         float x[4];
         load_values(x, qkv, r * width + j, count);
-        store_values(s == 0 ? q : s == 1 ? k : v, o, x, count, 0);
+        if (heads16) store_halves(heads16, o, x, count, format);
+        else store_values(heads, o, x, count, 0);
     });
 }
 
@@ -82,16 +84,19 @@ extern "C" __global__ void merge_heads(float* y, const float* o, int B, int T, i
     });
 }
 
-// do [B, NH, T, HD] from dy [B, T, NH·HD].
-extern "C" __global__ void merge_heads_backward(float* dout, const float* dy, int B, int T, int NH, int HD, int accumulate)
+// do [B, NH, T, HD] from dy [B, T, NH·HD]; or dout16 instead, in 16 bits (format 2 bf16, 3 fp16).
+extern "C" __global__ void merge_heads_backward(float* dout, unsigned short* dout16, int format, const float* dy, int B, int T, int NH,
+                                               int HD, int accumulate)
 {
-    bool vector = HD % 4 == 0 && aligned_for(dout) && aligned_for(dy);
+    bool vector = HD % 4 == 0 && aligned_for(dout) && aligned_for(dout16, format) && aligned_for(dy);
     int width = NH * HD;
     packed_rows((long long)B * T, width, T, vector, [&](long long r, long long b, long long t, int j, int count) {
         int s;
         float x[4];
         load_values(x, dy, r * width + j, count);
-        store_values(dout, head_offset(b, t, j, T, NH, HD, s), x, count, accumulate);
+        long long o = head_offset(b, t, j, T, NH, HD, s);
+        if (dout16) store_halves(dout16, o, x, count, format);
+        else store_values(dout, o, x, count, accumulate);
     });
 }
 

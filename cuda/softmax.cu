@@ -67,8 +67,9 @@ extern "C" __global__ void softmax_forward(float* y, const float* x, const float
     }
 }
 
-// dx = y ⊙ (dy − Σ_j dy·y) per row.
-extern "C" __global__ void softmax_backward(float* dx, const float* dy, const float* y, long long rows, int cols, int accumulate)
+// dx = y ⊙ (dy − Σ_j dy·y) per row; or dx16 instead, in 16 bits (format 2 bf16, 3 fp16).
+extern "C" __global__ void softmax_backward(float* dx, unsigned short* dx16, int format, const float* dy, const float* y, long long rows,
+                                           int cols, int accumulate)
 {
     int lane = threadIdx.x % 32;
     WARP_PER_ROW(row, rows)
@@ -77,7 +78,11 @@ extern "C" __global__ void softmax_backward(float* dx, const float* dy, const fl
         float s = 0.f;
         for (int j = lane; j < cols; j += 32) s += dyr[j] * yr[j];
         s = warp_sum(s);
-        float* dxr = dx + row * cols;
-        for (int j = lane; j < cols; j += 32) store(dxr + j, yr[j] * (dyr[j] - s), accumulate);
+        for (int j = lane; j < cols; j += 32)
+        {
+            float v = yr[j] * (dyr[j] - s);
+            if (dx16) dx16[row * cols + j] = format == 3 ? to_fp16(v).bits : to_bf16(v).bits;
+            else store(dx + row * cols + j, v, accumulate);
+        }
     }
 }

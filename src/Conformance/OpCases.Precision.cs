@@ -160,37 +160,45 @@ public static partial class OpCases
                 if (narrow.Saved != expected)
                     throw new ConformanceException($"SavedGemmOperandsInGemmPrecision {precision.Name()}: the tape kept {narrow.Saved} bytes with 16-bit saves, expected {expected} ({wide.Saved} with float32)");
 
-                // The unfused attention keeps q, k, v in 16 bits and packs dO and dZ once for their two products each:
-                // dqkv and the bias gradient bit for bit as with float32 copies, 2 bytes fewer per q, k, v value.
+                // The unfused attention splits q, k, v into 16 bits and keeps them so, and writes dO and dZ in 16 bits for
+                // their two products each (dZ packed after the bias sums it in float32, when a bias trains): the output, dqkv
+                // and the bias gradient bit for bit as with float32 copies, 2 bytes fewer per q, k, v value.
                 const int B = 2, T = 13, NH = 3, HD = 8;
-                (float[][] Grads, long Saved) RunAttention(bool sixteen)
+                (float[][] Grads, long Saved) RunAttention(bool sixteen, bool withBias)
                 {
                     k.GemmPrecision = precision;
                     Ops.SaveGemmOperandsInGemmPrecision = sixteen;
                     using var qkv = Tensor.FromArray(dev, Values(97, B * T * 3 * NH * HD), B, T, 3 * NH * HD);
-                    using var bias = Tensor.FromArray(dev, Values(98, NH * T * T), NH, T, T);
+                    using var bias = withBias ? Tensor.FromArray(dev, Values(98, NH * T * T), NH, T, T) : null;
                     using var upstream = Tensor.FromArray(dev, Values(99, B * T * NH * HD), B, T, NH * HD);
-                    qkv.RequiresGrad = bias.RequiresGrad = true;
+                    qkv.RequiresGrad = true;
+                    if (bias != null) bias.RequiresGrad = true;
                     var tape = new Autograd.Tape();
                     long saved;
+                    float[] output;
                     using (tape.Record())
                     {
                         using var y = Ops.Attention(qkv, NH, bias, fused: false);
+                        output = y.ToArray();
                         saved = tape.SavedBytes;
                         tape.Backward(y, upstream);
                     }
-                    return ([qkv.Grad!.ToArray(), bias.Grad!.ToArray()], saved);
+                    return (bias == null ? [output, qkv.Grad!.ToArray()] : [output, qkv.Grad!.ToArray(), bias.Grad!.ToArray()], saved);
                 }
-                var wideAttention = RunAttention(sixteen: false);
-                var narrowAttention = RunAttention(sixteen: true);
-                string[] attentionNames = ["dqkv", "dbias"];
-                for (int t = 0; t < attentionNames.Length; t++)
-                    for (int i = 0; i < wideAttention.Grads[t].Length; i++)
-                        if (BitConverter.SingleToInt32Bits(wideAttention.Grads[t][i]) != BitConverter.SingleToInt32Bits(narrowAttention.Grads[t][i]))
-                            throw new ConformanceException($"SavedGemmOperandsInGemmPrecision {precision.Name()}: attention {attentionNames[t]}[{i}] is {narrowAttention.Grads[t][i]:G9} with 16-bit saves, {wideAttention.Grads[t][i]:G9} with float32");
-                long expectedAttention = wideAttention.Saved - 2L * 3 * B * NH * T * HD;
-                if (narrowAttention.Saved != expectedAttention)
-                    throw new ConformanceException($"SavedGemmOperandsInGemmPrecision {precision.Name()}: attention kept {narrowAttention.Saved} bytes with 16-bit saves, expected {expectedAttention} ({wideAttention.Saved} with float32)");
+                foreach (bool withBias in new[] { true, false })
+                {
+                    var wideAttention = RunAttention(sixteen: false, withBias);
+                    var narrowAttention = RunAttention(sixteen: true, withBias);
+                    string[] attentionNames = ["y", "dqkv", "dbias"];
+                    string which = withBias ? "attention with a bias" : "attention";
+                    for (int t = 0; t < wideAttention.Grads.Length; t++)
+                        for (int i = 0; i < wideAttention.Grads[t].Length; i++)
+                            if (BitConverter.SingleToInt32Bits(wideAttention.Grads[t][i]) != BitConverter.SingleToInt32Bits(narrowAttention.Grads[t][i]))
+                                throw new ConformanceException($"SavedGemmOperandsInGemmPrecision {precision.Name()}: {which}: {attentionNames[t]}[{i}] is {narrowAttention.Grads[t][i]:G9} with 16-bit saves, {wideAttention.Grads[t][i]:G9} with float32");
+                    long expectedAttention = wideAttention.Saved - 2L * 3 * B * NH * T * HD;
+                    if (narrowAttention.Saved != expectedAttention)
+                        throw new ConformanceException($"SavedGemmOperandsInGemmPrecision {precision.Name()}: {which} kept {narrowAttention.Saved} bytes with 16-bit saves, expected {expectedAttention} ({wideAttention.Saved} with float32)");
+                }
             }
         }
         finally

@@ -231,12 +231,12 @@ public static unsafe class DeviceBenchmarks
             "layernorm-backward" => (3 * n * 4, () => k.LayerNormBackward(c.Data, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data,
                 d.Data, d.Data + rows, rows, cols, false)), // mean 1 and rstd 1 (d is all ones)
             "softmax" => (2 * n * 4, () => k.SoftmaxForward(b.Data, a.Data, rows, cols)),
-            "softmax-backward" => (3 * n * 4, () => k.SoftmaxBackward(c.Data, b.Data, a.Data, rows, cols, false)),
+            "softmax-backward" => (3 * n * 4, () => k.SoftmaxBackward(c.Data, null, b.Data, a.Data, rows, cols, false)),
             "depthwise-conv" => (2 * n * 4, () => k.DepthwiseConvForward(b.Data, a.Data, convWeights!.Data, null, shape[0], shape[1], shape[2], shape[3], 7, 3)),
             "depthwise-conv-backward" => (3 * n * 4, () => k.DepthwiseConvBackward(c.Data, convGrads!.Data, convGrads.Data + 49L * shape[3], b.Data, a.Data,
                 convWeights!.Data, shape[0], shape[1], shape[2], shape[3], 7, 3, false)),
             "patchify" => (2 * n * 4, () => k.Patchify(b.Data, a.Data, shape[0], shape[3], shape[1], shape[2], 2, channelsLast: true)),
-            "split-heads" => (2 * n * 4, () => k.SplitHeads(b.Data, b.Data + elements, b.Data + 2 * elements, a.Data, shape[0], shape[1], shape[2], shape[3])),
+            "split-heads" => (2 * n * 4, () => k.SplitHeads(b.Data, null, a.Data, shape[0], shape[1], shape[2], shape[3])),
             "merge-heads" => (2 * n * 4, () => k.MergeHeads(b.Data, a.Data, shape[0], shape[1], shape[2], shape[3])),
             _ => throw new ArgumentException($"unknown op '{op}'"),
         };

@@ -133,8 +133,9 @@ public unsafe interface IKernels
     void ReluBackward(float* dx, float* dy, float* x, long n, bool accumulate);
     /// <summary>Row softmax, max-subtracted: x,y [rows, cols].</summary>
     void SoftmaxForward(float* y, float* x, int rows, int cols);
-    /// <summary>dx = y ⊙ (dy − Σ_j dy·y) per row.</summary>
-    void SoftmaxBackward(float* dx, float* dy, float* y, int rows, int cols, bool accumulate);
+    /// <summary>dx = y ⊙ (dy − Σ_j dy·y) per row. dxPacked: null, or where dx is written instead (dx null, not
+    /// accumulating), in the 16-bit <see cref="GemmPrecision"/>: attention's score gradient, which only products read.</summary>
+    void SoftmaxBackward(float* dx, ushort* dxPacked, float* dy, float* y, int rows, int cols, bool accumulate);
     /// <summary>y[r,c] = x[r,c]·scale[c] + shift[c] (SSF); x,y [rows,C].</summary>
     void ScaleShiftForward(float* y, float* x, float* scale, float* shift, int rows, int C);
     /// <summary>dx = dy·scale; dscale += Σ_r dy·x; dshift += Σ_r dy. Each output may be null. x float32, or packed in the
@@ -148,14 +149,17 @@ public unsafe interface IKernels
     void ScaleShiftGeluBackward(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C, bool accumulate);
 
     // ---------------------------------------------------------------- attention pieces
-    /// <summary>qkv [B,T,3,NH,HD] → q, k, v each [B,NH,T,HD] (timm's q|k|v column layout).</summary>
-    void SplitHeads(float* q, float* k, float* v, float* qkv, int B, int T, int NH, int HD);
+    /// <summary>qkv [B,T,3,NH,HD] → heads [3,B,NH,T,HD]: q, k and v each [B,NH,T,HD] (timm's q|k|v column layout).
+    /// headsPacked: null, or where the heads are written instead (heads null), in the 16-bit <see cref="GemmPrecision"/>:
+    /// the attention products' operands.</summary>
+    void SplitHeads(float* heads, ushort* headsPacked, float* qkv, int B, int T, int NH, int HD);
     /// <summary>Inverse of <see cref="SplitHeads"/>: dqkv [B,T,3·NH·HD] from dq, dk, dv [B,NH,T,HD].</summary>
     void SplitHeadsBackward(float* dqkv, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate);
     /// <summary>o [B,NH,T,HD] → y [B,T,NH·HD] (head h owns columns h·HD..h·HD+HD−1).</summary>
     void MergeHeads(float* y, float* o, int B, int T, int NH, int HD);
-    /// <summary>do [B,NH,T,HD] from dy [B,T,NH·HD].</summary>
-    void MergeHeadsBackward(float* dout, float* dy, int B, int T, int NH, int HD, bool accumulate);
+    /// <summary>do [B,NH,T,HD] from dy [B,T,NH·HD]; or doutPacked instead (dout null, not accumulating), in the 16-bit
+    /// <see cref="GemmPrecision"/>: the gradient the two products after it read.</summary>
+    void MergeHeadsBackward(float* dout, ushort* doutPacked, float* dy, int B, int T, int NH, int HD, bool accumulate);
     /// <summary>Attention probabilities: p[b,h,i,:] = softmax(s[b,h,i,:] + bias[h,i,:] + mask[b mod nW,i,:]).
     /// s,p [B,NH,T,T] (p may alias s); bias [NH,T,T] or null; mask [nW,T,T] or null (Swin windows: B = images·nW).
     /// The bias gradient is <see cref="BiasGrad"/> over rows = B, cols = NH·T·T of the pre-softmax gradient.</summary>

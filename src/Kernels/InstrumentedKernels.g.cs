@@ -196,10 +196,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void SoftmaxBackward(float* dx, float* dy, float* y, int rows, int cols, bool accumulate)
+    public void SoftmaxBackward(float* dx, ushort* dxPacked, float* dy, float* y, int rows, int cols, bool accumulate)
     {
         long start = Begin(KernelId.SoftmaxBackward);
-        Inner.SoftmaxBackward(dx, dy, y, rows, cols, accumulate);
+        Inner.SoftmaxBackward(dx, dxPacked, dy, y, rows, cols, accumulate);
         End(KernelId.SoftmaxBackward, start);
     }
 
@@ -228,10 +228,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void SplitHeads(float* q, float* k, float* v, float* qkv, int B, int T, int NH, int HD)
+    public void SplitHeads(float* heads, ushort* headsPacked, float* qkv, int B, int T, int NH, int HD)
     {
         long start = Begin(KernelId.SplitHeads);
-        Inner.SplitHeads(q, k, v, qkv, B, T, NH, HD);
+        Inner.SplitHeads(heads, headsPacked, qkv, B, T, NH, HD);
         End(KernelId.SplitHeads, start);
     }
 
@@ -252,10 +252,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void MergeHeadsBackward(float* dout, float* dy, int B, int T, int NH, int HD, bool accumulate)
+    public void MergeHeadsBackward(float* dout, ushort* doutPacked, float* dy, int B, int T, int NH, int HD, bool accumulate)
     {
         long start = Begin(KernelId.MergeHeadsBackward);
-        Inner.MergeHeadsBackward(dout, dy, B, T, NH, HD, accumulate);
+        Inner.MergeHeadsBackward(dout, doutPacked, dy, B, T, NH, HD, accumulate);
         End(KernelId.MergeHeadsBackward, start);
     }
 

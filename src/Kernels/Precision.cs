@@ -42,15 +42,15 @@ public static unsafe class LowPrecision
     public static Precision SixteenBitsFor(this Precision precision, string kernel) => precision is Precision.BF16 or Precision.FP16
         ? precision : throw new ArgumentException($"{kernel}: a value kept in 16 bits needs bf16 or fp16 GEMMs, not {precision.Name()}");
 
-    /// <summary>For a kernel that writes a gradient either as float32 (<paramref name="dx"/>) or in 16 bits
+    /// <summary>For a kernel that writes an output either as float32 (<paramref name="dx"/>) or in 16 bits
     /// (<paramref name="dxPacked"/>, not null, which replaces dx and is never added to): the kernels' format argument for
-    /// it, 0 (float32) or the GEMMs' 16-bit <paramref name="precision"/>; an error naming <paramref name="kernel"/>
-    /// otherwise.</summary>
-    public static int PackedGradientFormat(this Precision precision, float* dx, ushort* dxPacked, bool accumulate, string kernel)
+    /// it, 0 (<see cref="Precision.FP32"/>) or the GEMMs' 16-bit <paramref name="precision"/> (the same numbers as the
+    /// enum); an error naming <paramref name="kernel"/> otherwise.</summary>
+    public static int PackedOutputFormat(this Precision precision, float* dx, ushort* dxPacked, bool accumulate, string kernel)
     {
         if (dxPacked == null) return (int)Precision.FP32;
         if (dx != null || accumulate)
-            throw new ArgumentException($"{kernel}: a gradient written in 16 bits replaces the float32 one and is not added to (dx given: {dx != null}, accumulate: {accumulate})");
+            throw new ArgumentException($"{kernel}: an output written in 16 bits replaces the float32 one and is not added to (float32 output given: {dx != null}, accumulate: {accumulate})");
         return (int)precision.SixteenBitsFor(kernel);
     }
 

@@ -65,14 +65,14 @@ public unsafe class KernelContractTests
 
         AssertWritesOrAccumulates(dev, "Copy", 37, (o, acc) => k.Copy(o, x, 37, acc));
         AssertWritesOrAccumulates(dev, "GeluBackward", 37, (o, acc) => k.GeluBackward(o, dy, x, 37, acc));
-        AssertWritesOrAccumulates(dev, "SoftmaxBackward", rows * 7, (o, acc) => k.SoftmaxBackward(o, dy, w, rows, 7, acc));
+        AssertWritesOrAccumulates(dev, "SoftmaxBackward", rows * 7, (o, acc) => k.SoftmaxBackward(o, null, dy, w, rows, 7, acc));
         AssertWritesOrAccumulates(dev, "LayerNormBackward", rows * C, (o, acc) => k.LayerNormBackward(o, null, null, dy, x, w, x, w, rows, C, acc));
         AssertWritesOrAccumulates(dev, "ScaleShiftBackward", rows * C, (o, acc) => k.ScaleShiftBackward(o, null, null, null, dy, x, w, rows, C, acc));
         AssertWritesOrAccumulates(dev, "SplitHeadsBackward", rows * 3 * C, (o, acc) => k.SplitHeadsBackward(o, x, dy, w, B, T, NH, HD, acc));
-        AssertWritesOrAccumulates(dev, "MergeHeadsBackward", rows * C, (o, acc) => k.MergeHeadsBackward(o, dy, B, T, NH, HD, acc));
+        AssertWritesOrAccumulates(dev, "MergeHeadsBackward", rows * C, (o, acc) => k.MergeHeadsBackward(o, null, dy, B, T, NH, HD, acc));
         // Head dim 4 (C = 8): the head permutes' four-value path on CUDA.
         AssertWritesOrAccumulates(dev, "SplitHeadsBackward HD4", rows * 3 * 8, (o, acc) => k.SplitHeadsBackward(o, x, dy, w, B, T, 2, 4, acc));
-        AssertWritesOrAccumulates(dev, "MergeHeadsBackward HD4", rows * 8, (o, acc) => k.MergeHeadsBackward(o, dy, B, T, 2, 4, acc));
+        AssertWritesOrAccumulates(dev, "MergeHeadsBackward HD4", rows * 8, (o, acc) => k.MergeHeadsBackward(o, null, dy, B, T, 2, 4, acc));
         AssertWritesOrAccumulates(dev, "CrossEntropyBackward", rows * 5, (o, acc) => k.CrossEntropyBackward(o, w, x, targets.IntData, rows, 5, 0.1f, acc));
         // 35 channels: pairs of vectors and a tail at every CPU width; rows of 5 outputs: the last group of four moved
         // back over the first, whose shared outputs must be added once.

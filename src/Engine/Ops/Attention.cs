@@ -75,13 +75,11 @@ public static unsafe partial class Ops
             else lse.Dispose();
             return output;
         }
-        // q | k | v [3, B, NH, T, HD] in one buffer: under bf16/fp16 GEMMs one pass packs all three, every product reads
-        // the packed copy, and the tape keeps it (autocast's saved q, k, v).
+        // q | k | v [3, B, NH, T, HD] in one buffer: under bf16/fp16 GEMMs the split writes them in 16 bits, every product
+        // reads them so, and the tape keeps them (autocast's saved q, k, v).
         long tt = (long)T * T, th = (long)T * HD, part = (long)B * heads * th;
-        var split = Tensor.Empty(dev, DType.F32, 3, B, heads, T, HD);
-        k.SplitHeads(split.Data, split.Data + part, split.Data + 2 * part, qkv.Data, B, T, heads, HD);
-        var headsQkv = PackForGemm(dev, split.Data, split.Shape) ?? split;
-        if (headsQkv != split) split.Dispose();
+        var headsQkv = OutputFor(dev, gemmInput: true, [3, B, heads, T, HD]);
+        k.SplitHeads(Floats(headsQkv), Halves(headsQkv), qkv.Data, B, T, heads, HD);
         var p = Tensor.Empty(dev, DType.F32, B, heads, T, T);
         k.GemmStridedBatched(false, true, T, T, HD, s, Part(headsQkv, 0, part), HD, th, Part(headsQkv, 1, part), HD, th, 0f, p.Data, T, tt, B * heads);
         k.AttentionSoftmaxForward(p.Data, p.Data, bias == null ? null : bias.Data, mask == null ? null : mask.Data, B, heads, T, nW);
@@ -118,30 +116,33 @@ public static unsafe partial class Ops
             var dev = y.Device;
             int B = y.Shape[0], T = y.Shape[1], C = y.Shape[2], NH = s.NH, HD = C / NH;
             long tt = (long)T * T, th = (long)T * HD, part = (long)B * NH * th;
-            // As the forward did, and where the backend reads packed operands: dO and dZ packed once for their two products each.
-            bool pack = s.Heads.DType != DType.F32 && k.ReadsPackedGemmOperands;
+            // As the forward did: under bf16/fp16 GEMMs (q, k, v kept in 16 bits) dO and dZ are written in 16 bits for their
+            // two products each (dZ in float32 too when the bias sums it).
+            bool sixteen = s.Heads.DType != DType.F32;
             GemmOperand q = Part(s.Heads, 0, part), kk = Part(s.Heads, 1, part), v = Part(s.Heads, 2, part);
             float* p = s.P.Data;
-            using var dz = Tensor.Empty(dev, DType.F32, B, NH, T, T);
+            float* dbias = Tape.GradAccumulatorIfNeeded(s.Bias);
+            float* dqkv = Tape.GradOutputIfNeeded(s.Qkv, out bool acc);
             using var dq = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
             using var dk = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
             using var dv = Tensor.Empty(dev, DType.F32, B, NH, T, HD);
-            using (var dO = Tensor.Empty(dev, DType.F32, B, NH, T, HD))
+            using var dp = Tensor.Empty(dev, DType.F32, B, NH, T, T);
+            using (var dO = Tensor.Empty(dev, s.Heads.DType, B, NH, T, HD))
             {
-                k.MergeHeadsBackward(dO.Data, y.Grad!.Data, B, T, NH, HD, false);
-                using var dOPacked = pack ? PackForGemm(dev, dO.Data, dO.Shape) : null;
-                GemmOperand gradO = dOPacked == null ? dO.Data : GemmOperand.Packed(dOPacked.HalfData);
-                // dP = dO·vᵀ, dv = Pᵀ·dO, dZ = softmax backward (in place), dq = scale·dZ·k, dk = scale·dZᵀ·q
-                k.GemmStridedBatched(false, true, T, T, HD, 1f, gradO, HD, th, v, HD, th, 0f, dz.Data, T, tt, B * NH);
+                k.MergeHeadsBackward(Floats(dO), Halves(dO), y.Grad!.Data, B, T, NH, HD, false);
+                GemmOperand gradO = sixteen ? GemmOperand.Packed(dO.HalfData) : dO.Data;
+                // dP = dO·vᵀ, dv = Pᵀ·dO, dZ = softmax backward, dq = scale·dZ·k, dk = scale·dZᵀ·q
+                k.GemmStridedBatched(false, true, T, T, HD, 1f, gradO, HD, th, v, HD, th, 0f, dp.Data, T, tt, B * NH);
                 k.GemmStridedBatched(true, false, T, HD, T, 1f, p, T, tt, gradO, HD, th, 0f, dv.Data, HD, th, B * NH);
             }
-            k.SoftmaxBackward(dz.Data, dz.Data, p, B * NH * T, T, false);
-            float* dbias = Tape.GradAccumulatorIfNeeded(s.Bias);
-            if (dbias != null) k.BiasGrad(dbias, dz.Data, B, NH * T * T);
-            float* dqkv = Tape.GradOutputIfNeeded(s.Qkv, out bool acc);
+            // dZ: written in 16 bits alone when only the products read it; else in float32 over dP (packed after the bias sum).
+            bool zInSixteen = sixteen && dbias == null;
+            if (!zInSixteen) k.SoftmaxBackward(dp.Data, null, dp.Data, p, B * NH * T, T, false);
+            if (dbias != null) k.BiasGrad(dbias, dp.Data, B, NH * T * T);
             if (dqkv == null) return;
-            using var dzPacked = pack ? PackForGemm(dev, dz.Data, dz.Shape) : null;
-            GemmOperand gradZ = dzPacked == null ? dz.Data : GemmOperand.Packed(dzPacked.HalfData);
+            using var dz16 = !sixteen ? null : zInSixteen ? Tensor.Empty(dev, s.Heads.DType, dp.Shape) : PackForGemm(dev, dp.Data, dp.Shape);
+            if (zInSixteen) k.SoftmaxBackward(null, dz16!.HalfData, dp.Data, p, B * NH * T, T, false);
+            GemmOperand gradZ = dz16 == null ? dp.Data : GemmOperand.Packed(dz16.HalfData);
             k.GemmStridedBatched(false, false, T, HD, T, s.Scale, gradZ, T, tt, kk, HD, th, 0f, dq.Data, HD, th, B * NH);
             k.GemmStridedBatched(true, false, T, HD, T, s.Scale, gradZ, T, tt, q, HD, th, 0f, dk.Data, HD, th, B * NH);
             k.SplitHeadsBackward(dqkv, dq.Data, dk.Data, dv.Data, B, T, NH, HD, acc);

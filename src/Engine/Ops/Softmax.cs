@@ -24,7 +24,7 @@ public static unsafe partial class Ops
         public static void Backward(ref SoftmaxSaved s, Tensor y)
         {
             float* dx = Tape.GradOutput(s.X, out bool acc);
-            y.Device.Kernels.SoftmaxBackward(dx, y.Grad!.Data, s.YKept.Data, Rows(y), LastDim(y), acc);
+            y.Device.Kernels.SoftmaxBackward(dx, null, y.Grad!.Data, s.YKept.Data, Rows(y), LastDim(y), acc);
         }
     }
 }

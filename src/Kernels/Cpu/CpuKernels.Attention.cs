@@ -8,9 +8,14 @@ namespace Engine.Kernels.Cpu;
 public sealed unsafe partial class CpuKernels
 {
     /// <inheritdoc/>
-    public void SplitHeads(float* q, float* k, float* v, float* qkv, int B, int T, int NH, int HD)
+    public void SplitHeads(float* heads, ushort* headsPacked, float* qkv, int B, int T, int NH, int HD)
     {
-        var body = new HeadsBody { Q = q, K = k, V = v, Qkv = qkv, T = T, NH = NH, HD = HD, Split = true };
+        long part = (long)B * NH * T * HD;
+        var body = new HeadsBody
+        {
+            Q = heads, K = heads == null ? null : heads + part, V = heads == null ? null : heads + 2 * part, Qkv = qkv, T = T, NH = NH, HD = HD, Split = true,
+            HeadsPacked = headsPacked, Part = part, Precision = (Precision)GemmPrecision.PackedOutputFormat(heads, headsPacked, false, "SplitHeads"),
+        };
         CpuRange.For((long)B * T, 64, ref body);
     }
 
@@ -30,17 +35,25 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
-    public void MergeHeadsBackward(float* dout, float* dy, int B, int T, int NH, int HD, bool accumulate)
+    public void MergeHeadsBackward(float* dout, ushort* doutPacked, float* dy, int B, int T, int NH, int HD, bool accumulate)
     {
-        var body = new HeadsBody { Q = dout, Qkv = dy, T = T, NH = NH, HD = HD, Slots = 1, Split = true, Accumulate = accumulate };
+        var body = new HeadsBody
+        {
+            Q = dout, Qkv = dy, T = T, NH = NH, HD = HD, Slots = 1, Split = true, Accumulate = accumulate, HeadsPacked = doutPacked,
+            Precision = (Precision)GemmPrecision.PackedOutputFormat(dout, doutPacked, accumulate, "MergeHeadsBackward"),
+        };
         CpuRange.For((long)B * T, 64, ref body);
     }
 
     /// <summary>Moves rows between packed [B,T,S,NH,HD] (S = 3 for q|k|v, 1 for merged heads) and per-head
-    /// [B,NH,T,HD] tensors. Split: packed → heads (accumulate adds into heads); otherwise heads → packed.</summary>
+    /// [B,NH,T,HD] tensors. Split: packed → heads (accumulate adds into heads), or into HeadsPacked in 16 bits (slots
+    /// Part values apart); otherwise heads → packed.</summary>
     struct HeadsBody : IRangeBody
     {
         public float* Q, K, V, Qkv;
+        public ushort* HeadsPacked;
+        public long Part;
+        public Precision Precision;
         public int T, NH, HD, Slots;
         public bool Split, Accumulate;
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -56,7 +69,13 @@ public sealed unsafe partial class CpuKernels
                     for (int h = 0; h < NH; h++)
                     {
                         float* packed = Qkv + bt * slots * C + s * C + h * HD;
-                        float* head = heads + ((b * NH + h) * T + t) * HD;
+                        long at = ((b * NH + h) * T + t) * HD;
+                        if (HeadsPacked != null)
+                        {
+                            PackRow(HeadsPacked + s * Part + at, packed, HD, Precision);
+                            continue;
+                        }
+                        float* head = heads + at;
                         float* dst = Split ? head : packed, src = Split ? packed : head;
                         MoveRow(dst, src, HD, Accumulate);
                     }

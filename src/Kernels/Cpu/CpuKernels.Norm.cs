@@ -245,7 +245,7 @@ public sealed unsafe partial class CpuKernels
     {
         string kernel = shift == null ? "ScaleShiftBackward" : "ScaleShiftGeluBackward";
         x.CheckFor(GemmPrecision, kernel);
-        GemmPrecision.PackedGradientFormat(dx, dxPacked, accumulate, kernel);
+        GemmPrecision.PackedOutputFormat(dx, dxPacked, accumulate, kernel);
         var body = new ScaleShiftBackwardBody
         {
             Dx = dx, DxPacked = dxPacked, Dy = dy, X = x.IsPacked ? null : x.Floats, XPacked = x.IsPacked ? x.Halves : null, Precision = GemmPrecision,

@@ -112,15 +112,22 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
-    public void SoftmaxBackward(float* dx, float* dy, float* y, int rows, int cols, bool accumulate)
+    public void SoftmaxBackward(float* dx, ushort* dxPacked, float* dy, float* y, int rows, int cols, bool accumulate)
     {
-        var body = new SoftmaxBackwardBody { Dx = dx, Dy = dy, Y = y, Cols = cols, Accumulate = accumulate };
+        var body = new SoftmaxBackwardBody
+        {
+            Dx = dx, DxPacked = dxPacked, Dy = dy, Y = y, Cols = cols, Accumulate = accumulate,
+            Precision = (Precision)GemmPrecision.PackedOutputFormat(dx, dxPacked, accumulate, "SoftmaxBackward"),
+        };
         CpuRange.For(rows, Math.Max(1, ElementGrain / cols), ref body);
     }
 
+    /// <summary>Rows of the softmax backward; a 16-bit dx (DxPacked) is written from a float32 row in the thread's scratch.</summary>
     struct SoftmaxBackwardBody : IRangeBody, IVectorRange
     {
         public float* Dx, Dy, Y;
+        public ushort* DxPacked;
+        public Precision Precision;
         public int Cols;
         public bool Accumulate;
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -130,10 +137,12 @@ public sealed unsafe partial class CpuKernels
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly long Run<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>
         {
+            float* row = DxPacked != null ? (float*)ThreadScratch.Get(3, (long)Cols * sizeof(float)) : null;
             for (long r = start; r < end; r++)
             {
                 float* dy = Dy + r * Cols, y = Y + r * Cols;
-                SoftmaxBackwardRow<TV, W>(Dx + r * Cols, dy, y, Dot<TV, W>(dy, y, Cols), Cols, Accumulate);
+                SoftmaxBackwardRow<TV, W>(row != null ? row : Dx + r * Cols, dy, y, Dot<TV, W>(dy, y, Cols), Cols, Accumulate);
+                if (row != null) PackRow(DxPacked + r * Cols, row, Cols, Precision);
             }
             return end;
         }

@@ -328,8 +328,9 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         WarpPerRow(Softmax.SoftmaxForward, rows, y, x, (float*)null, (float*)null, (long)rows, cols, rows, 1, 1);
 
     /// <inheritdoc/>
-    public void SoftmaxBackward(float* dx, float* dy, float* y, int rows, int cols, bool accumulate) =>
-        WarpPerRow(Softmax.SoftmaxBackward, rows, dx, dy, y, (long)rows, cols, accumulate);
+    public void SoftmaxBackward(float* dx, ushort* dxPacked, float* dy, float* y, int rows, int cols, bool accumulate) =>
+        WarpPerRow(Softmax.SoftmaxBackward, rows, dx, dxPacked, GemmPrecision.PackedOutputFormat(dx, dxPacked, accumulate, "SoftmaxBackward"),
+            dy, y, (long)rows, cols, accumulate);
 
     /// <inheritdoc/>
     public void ScaleShiftForward(float* y, float* x, float* scale, float* shift, int rows, int C) =>
@@ -341,7 +342,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         // One pass over dy when a parameter trains; dx alone (frozen SSF) is a plain elementwise map.
         if (dscale != null || dshift != null) ScaleShiftBackwardPass(dx, dxPacked, dscale, dshift, dy, x, scale, null, rows, C, accumulate);
         else if (dx != null || dxPacked != null)
-            GridStride(Norm.ScaleShiftBackwardInput, (long)rows * C, dx, dxPacked, GemmPrecision.PackedGradientFormat(dx, dxPacked, accumulate, "ScaleShiftBackward"),
+            GridStride(Norm.ScaleShiftBackwardInput, (long)rows * C, dx, dxPacked, GemmPrecision.PackedOutputFormat(dx, dxPacked, accumulate, "ScaleShiftBackward"),
                 dy, scale, rows, C, accumulate);
     }
 
@@ -356,7 +357,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     {
         string kernel = shift == null ? "ScaleShiftBackward" : "ScaleShiftGeluBackward";
         x.CheckFor(GemmPrecision, kernel);
-        int dxFormat = GemmPrecision.PackedGradientFormat(dx, dxPacked, accumulate, kernel);
+        int dxFormat = GemmPrecision.PackedOutputFormat(dx, dxPacked, accumulate, kernel);
         int slices = ColumnSlices(rows, C, 1, C, 2);
         float* partials = slices > 1 ? ColumnPartials() : null;
         int format = x.IsPacked ? (int)GemmPrecision : (int)Precision.FP32;
@@ -415,8 +416,9 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     // ---------------------------------------------------------------- attention pieces (attention.cu, softmax.cu)
 
     /// <inheritdoc/>
-    public void SplitHeads(float* q, float* k, float* v, float* qkv, int B, int T, int NH, int HD) =>
-        PackedRows(Attention.SplitHeads, (long)B * T, 3 * NH * HD, HD, q, k, v, qkv, B, T, NH, HD);
+    public void SplitHeads(float* heads, ushort* headsPacked, float* qkv, int B, int T, int NH, int HD) =>
+        PackedRows(Attention.SplitHeads, (long)B * T, 3 * NH * HD, HD, heads, headsPacked, GemmPrecision.PackedOutputFormat(heads, headsPacked, false, "SplitHeads"),
+            qkv, B, T, NH, HD);
 
     /// <inheritdoc/>
     public void SplitHeadsBackward(float* dqkv, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate) =>
@@ -427,8 +429,9 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         PackedRows(Attention.MergeHeads, (long)B * T, NH * HD, HD, y, o, B, T, NH, HD);
 
     /// <inheritdoc/>
-    public void MergeHeadsBackward(float* dout, float* dy, int B, int T, int NH, int HD, bool accumulate) =>
-        PackedRows(Attention.MergeHeadsBackward, (long)B * T, NH * HD, HD, dout, dy, B, T, NH, HD, accumulate);
+    public void MergeHeadsBackward(float* dout, ushort* doutPacked, float* dy, int B, int T, int NH, int HD, bool accumulate) =>
+        PackedRows(Attention.MergeHeadsBackward, (long)B * T, NH * HD, HD, dout, doutPacked,
+            GemmPrecision.PackedOutputFormat(dout, doutPacked, accumulate, "MergeHeadsBackward"), dy, B, T, NH, HD, accumulate);
 
     /// <summary>A head permute over <paramref name="rows"/> packed rows of <paramref name="width"/> values (attention.cu's
     /// packed_rows): a row's quads (or values, when HD is not a multiple of 4) across x, rounded up to whole warps (at
