@@ -35,14 +35,18 @@ extern "C" __global__ void bias_gelu_forward(float* y, unsigned short* y16, floa
 }
 
 // dx = dy · (Φ(x) + x·φ(x)); x float32 (format 0) or 16-bit (2 bf16, 3 fp16: LinearGelu's pre-activation as kept).
-extern "C" __global__ void gelu_backward(float* dx, const float* dy, const void* x, int format, long long n, int accumulate)
+// dx16, when not null, gets dx in 16 bits too (copy_format 2 bf16, 3 fp16; dx written, not accumulated).
+extern "C" __global__ void gelu_backward(float* dx, unsigned short* dx16, int copy_format, const float* dy, const void* x, int format,
+                                         long long n, int accumulate)
 {
-    grid_stride_quads(n, aligned_for(dx) && aligned_for(dy) && aligned_for(x, format), [&](long long i, int count) {
+    bool vector = aligned_for(dx) && aligned_for(dx16, copy_format) && aligned_for(dy) && aligned_for(x, format);
+    grid_stride_quads(n, vector, [&](long long i, int count) {
         float g[4], v[4];
         load_values(g, dy, i, count);
         load_values(v, x, format, i, count);
         for (int k = 0; k < count; k++) g[k] *= gelu_slope(v[k]);
         store_values(dx, i, g, count, accumulate);
+        if (dx16) store_halves(dx16, i, g, count, copy_format);
     });
 }
 

@@ -214,7 +214,8 @@ public static partial class OpCases
     /// keeps 2 bytes fewer per kept value; and the gradients move from those of float32 saves by no more than the
     /// rounding of the kept value allows: the format's unit roundoff u relative to it, through GELU's curvature
     /// (|GELU''| ≤ 0.8) and SSF's dscale = Σ g·u, and, where dx's product rounds its operand to 16 bits, one more step of
-    /// that rounding (u·|operand| per term).</summary>
+    /// that rounding (u·|operand| per term). GELU's backward writes the 16-bit copy of dx that the products read exactly
+    /// as dx rounded, beside the same dx.</summary>
     static unsafe void LinearOutputsInGemmPrecision(Device dev)
     {
         const int rows = 29, N = 21, K = 19;
@@ -276,7 +277,7 @@ public static partial class OpCases
                             using var dx = Tensor.FromArray(dev, Values(105, rows * N, 1f), rows, N);
                             using var dscale = Tensor.FromArray(dev, Values(108, N, 1f), N);
                             using var dshift = Tensor.FromArray(dev, Values(109, N, 1f), N);
-                            if (op == 0) k.GeluBackward(dx.Data, dy.Data, from, rows * N, accumulate);
+                            if (op == 0) k.GeluBackward(dx.Data, null, dy.Data, from, rows * N, accumulate);
                             else if (op == 1) k.ScaleShiftBackward(dx.Data, null, dscale.Data, dshift.Data, dy.Data, from, scale.Data, rows, N, accumulate);
                             else k.ScaleShiftGeluBackward(dx.Data, null, dscale.Data, dshift.Data, dy.Data, from, scale.Data, shift.Data, rows, N, accumulate);
                             return [dx.ToArray(), dscale.ToArray(), dshift.ToArray()];
@@ -288,6 +289,24 @@ public static partial class OpCases
                             for (int i = 0; i < fromWide[t].Length; i++)
                                 if (!Same(fromPacked[t][i], fromWide[t][i]))
                                     throw new ConformanceException($"{name}: the backward kernel{(accumulate ? " (accumulating)" : "")} from 16-bit values gave {outputs[t]}[{i}] = {fromPacked[t][i]:G9}, from their widened copy {fromWide[t][i]:G9}");
+                    }
+                    if (op == 0)
+                    {
+                        // GELU's backward with the products' 16-bit copy of dx: dx as without it, the copy exactly dx rounded.
+                        using var withCopy = Tensor.Zeros(dev, rows, N);
+                        using var alone = Tensor.Zeros(dev, rows, N);
+                        using var copy = Tensor.Empty(dev, half, rows, N);
+                        using var copyWide = Tensor.Zeros(dev, rows, N);
+                        k.GeluBackward(withCopy.Data, copy.HalfData, dy.Data, GemmOperand.Packed(packed.HalfData), rows * N, false);
+                        k.GeluBackward(alone.Data, null, dy.Data, GemmOperand.Packed(packed.HalfData), rows * N, false);
+                        k.UnpackLowPrecision(copyWide.Data, copy.HalfData, rows * N, precision);
+                        float[] dxs = alone.ToArray(), dxsWithCopy = withCopy.ToArray(), copies = copyWide.ToArray();
+                        for (int i = 0; i < rows * N; i++)
+                        {
+                            if (!Same(dxs[i], dxsWithCopy[i])) throw new ConformanceException($"{name}: GeluBackward's dx[{i}] is {dxsWithCopy[i]:G9} beside a 16-bit copy, {dxs[i]:G9} alone");
+                            if (!Same(copies[i], RoundReference(dxs[i], precision)))
+                                throw new ConformanceException($"{name}: GeluBackward's 16-bit copy [{i}] is {copies[i]:G9}, want {RoundReference(dxs[i], precision):G9} ({dxs[i]:G9} rounded)");
+                        }
                     }
 
                     // The op: what the tape keeps, and the gradients against float32 saves. SSF's weight is frozen (as in

@@ -216,7 +216,7 @@ public static unsafe class DeviceBenchmarks
             "copy" => (2 * n * 4, (Action)(() => k.Copy(b.Data, a.Data, n, false))),
             "add" => (3 * n * 4, () => k.Add(c.Data, a.Data, b.Data, n)),
             "gelu" => (2 * n * 4, () => k.GeluForward(b.Data, a.Data, n)),
-            "gelu-backward" => (3 * n * 4, () => k.GeluBackward(c.Data, b.Data, a.Data, n, false)),
+            "gelu-backward" => (3 * n * 4, () => k.GeluBackward(c.Data, null, b.Data, a.Data, n, false)),
             "drop-path" => (2 * n * 4, () => k.DropPathForward(b.Data, a.Data, n, 1, 0.1f, 1, null)),
             "adam" => (7 * n * 4, () => k.AdamStep(a.Data, b.Data, c.Data, d.Data, null, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.05f, 1, true, null)),
             "pack-bf16" => (n * 6, () => k.PackLowPrecision(halves!.HalfData, a.Data, n, Precision.BF16)),

@@ -125,8 +125,10 @@ public unsafe interface IKernels
     /// <summary>Exact GELU: y = x·Φ(x) = 0.5·x·(1 + erf(x/√2)); n elements.</summary>
     void GeluForward(float* y, float* x, long n);
     /// <summary>dx = dy·(Φ(x) + x·φ(x)); x float32, or packed in the 16-bit <see cref="GemmPrecision"/> (LinearGelu's
-    /// pre-activation kept as <see cref="LinearGeluForward"/>'s hPacked), each value widened exactly as it is read.</summary>
-    void GeluBackward(float* dx, float* dy, GemmOperand x, long n, bool accumulate);
+    /// pre-activation kept as <see cref="LinearGeluForward"/>'s hPacked), each value widened exactly as it is read.
+    /// dxCopy: null, or where dx (written, not accumulated) is also written in the 16-bit <see cref="GemmPrecision"/>: the
+    /// products' copy of a gradient that a bias sums in float32 (fc1's).</summary>
+    void GeluBackward(float* dx, ushort* dxCopy, float* dy, GemmOperand x, long n, bool accumulate);
     /// <summary>ReLU: y = max(x, 0); n elements (y may be x).</summary>
     void ReluForward(float* y, float* x, long n);
     /// <summary>dx = dy where x &gt; 0, else 0 (PyTorch's rule at 0).</summary>

@@ -164,10 +164,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void GeluBackward(float* dx, float* dy, GemmOperand x, long n, bool accumulate)
+    public void GeluBackward(float* dx, ushort* dxCopy, float* dy, GemmOperand x, long n, bool accumulate)
     {
         long start = Begin(KernelId.GeluBackward);
-        Inner.GeluBackward(dx, dy, x, n, accumulate);
+        Inner.GeluBackward(dx, dxCopy, dy, x, n, accumulate);
         End(KernelId.GeluBackward, start);
     }
 

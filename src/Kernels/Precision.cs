@@ -54,6 +54,17 @@ public static unsafe class LowPrecision
         return (int)precision.SixteenBitsFor(kernel);
     }
 
+    /// <summary>For a kernel that writes a float32 output <paramref name="dx"/> and, when <paramref name="dxCopy"/> is not
+    /// null, a 16-bit copy of it: the kernels' format argument for the copy, as <see cref="PackedOutputFormat"/>; an error
+    /// naming <paramref name="kernel"/> unless dx is written (not added to) beside it.</summary>
+    public static int PackedCopyFormat(this Precision precision, float* dx, ushort* dxCopy, bool accumulate, string kernel)
+    {
+        if (dxCopy == null) return (int)Precision.FP32;
+        if (dx == null || accumulate)
+            throw new ArgumentException($"{kernel}: a 16-bit copy is of an output that is written, not added to (output given: {dx != null}, accumulate: {accumulate})");
+        return (int)precision.SixteenBitsFor(kernel);
+    }
+
     /// <summary>Unit roundoff of the format: half the distance from 1 to the next value (2⁻²⁴, 2⁻¹¹, 2⁻⁸, 2⁻¹¹).</summary>
     public static double UnitRoundoff(this Precision precision) => precision switch
     {

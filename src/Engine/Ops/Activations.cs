@@ -33,7 +33,7 @@ public static unsafe partial class Ops
         {
             float* dx = Tape.GradOutput(s.X, out bool acc);
             if (s.Relu) y.Device.Kernels.ReluBackward(dx, y.Grad!.Data, s.XKept.Data, y.Count, acc);
-            else y.Device.Kernels.GeluBackward(dx, y.Grad!.Data, s.XKept.Data, y.Count, acc);
+            else y.Device.Kernels.GeluBackward(dx, null, y.Grad!.Data, s.XKept.Data, y.Count, acc);
         }
     }
 }

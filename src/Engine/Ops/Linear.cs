@@ -211,9 +211,14 @@ public static unsafe partial class Ops
 
         public static void Backward(ref LinearGeluSaved s, Tensor y)
         {
+            var k = y.Device.Kernels;
             using var dh = Tensor.Empty(y.Device, DType.F32, y.Shape);
-            y.Device.Kernels.GeluBackward(dh.Data, y.Grad!.Data, Tape.Operand(s.PreActivation), y.Count, false);
-            LinearSaved.Backward(ref s.Linear, y.Device.Kernels, dh.Data);
+            // Where the backend reads packed operands, the products' 16-bit copy of dh is written with it (the bias sums the
+            // float32 dh): no packing pass before the products.
+            var type = k.ReadsPackedGemmOperands && s.Linear.ProductsReadDy ? GemmInputType(y.Device) : null;
+            using var copy = type == null ? null : Tensor.Empty(y.Device, type.Value, y.Shape);
+            k.GeluBackward(dh.Data, Halves(copy), y.Grad!.Data, Tape.Operand(s.PreActivation), y.Count, false);
+            LinearSaved.Backward(ref s.Linear, k, dh.Data, Halves(copy));
         }
     }
 
@@ -253,21 +258,26 @@ public static unsafe partial class Ops
         /// <summary>Whether the weight trains selected entries (GPS), whose gradient sums a float32 dy.</summary>
         public readonly bool SparseWeight => Weight is { RequiresGrad: true, Trainability.Entries: not null };
 
+        /// <summary>Whether a product reads dy in the backward: dx's, or a dense dW's.</summary>
+        public readonly bool ProductsReadDy => X.RequiresGrad || Weight.RequiresGrad && !SparseWeight;
+
         public static void Backward(ref LinearSaved s, Tensor y) => Backward(ref s, y.Device.Kernels, y.Grad!.Data);
 
         /// <summary>The backward from the output gradient dy [Rows, N]: float32, or 16-bit in the GEMMs' format when
-        /// only the products read it (no bias gradient, no sparse entries).</summary>
-        public static void Backward(ref LinearSaved s, Kernels.IKernels k, GemmOperand dy)
+        /// only the products read it (no bias gradient, no sparse entries). <paramref name="dyCopy"/>: null, or a float32
+        /// dy's 16-bit copy, which the products read instead.</summary>
+        public static void Backward(ref LinearSaved s, Kernels.IKernels k, GemmOperand dy, ushort* dyCopy = null)
         {
             int rows = s.Rows, N = s.N, K = s.K;
             GemmOperand x = s.XKept == null ? default : Tape.Operand(s.XKept);
             float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
             bool sparse = s.SparseWeight;
             float* dw = sparse ? null : Tape.GradAccumulatorIfNeeded(s.Weight);
-            // A float32 dy feeds two products when both dx and dW are wanted: packed once for both where the backend reads
-            // packed operands and saved inputs are packed (x kept in 16 bits).
-            using var dyPacked = !dy.IsPacked && dx != null && dw != null && x.IsPacked && k.ReadsPackedGemmOperands ? PackForGemm(s.Weight.Device, dy.Floats, rows, N) : null;
-            GemmOperand gradY = dyPacked == null ? dy : GemmOperand.Packed(dyPacked.HalfData);
+            // A float32 dy without a copy feeds two products when both dx and dW are wanted: packed once for both where the
+            // backend reads packed operands and saved inputs are packed (x kept in 16 bits).
+            using var dyPacked = dyCopy == null && !dy.IsPacked && dx != null && dw != null && x.IsPacked && k.ReadsPackedGemmOperands
+                ? PackForGemm(s.Weight.Device, dy.Floats, rows, N) : null;
+            GemmOperand gradY = dyCopy != null ? GemmOperand.Packed(dyCopy) : dyPacked == null ? dy : GemmOperand.Packed(dyPacked.HalfData);
             if (dx != null) k.Gemm(false, false, rows, K, N, 1f, gradY, N, (s.WeightKept ?? s.Weight).Data, K, acc ? 1f : 0f, dx, K);
             if (sparse)
             {

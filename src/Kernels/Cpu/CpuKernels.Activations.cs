@@ -15,17 +15,22 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
-    public void GeluBackward(float* dx, float* dy, GemmOperand x, long n, bool accumulate)
+    /// <remarks>A 16-bit copy of dx is packed in a second pass.</remarks>
+    public void GeluBackward(float* dx, ushort* dxCopy, float* dy, GemmOperand x, long n, bool accumulate)
     {
         x.CheckFor(GemmPrecision, "GeluBackward");
+        var copy = (Precision)GemmPrecision.PackedCopyFormat(dx, dxCopy, accumulate, "GeluBackward");
         if (x.IsPacked)
         {
             var packed = new GeluBackwardPackedBody { Dx = dx, Dy = dy, X = x.Halves, Precision = GemmPrecision, Accumulate = accumulate };
             CpuRange.For(n, ElementGrain, ref packed);
-            return;
         }
-        var body = new GeluBody { Y = dx, Dy = dy, X = x.Floats, Backward = true, Accumulate = accumulate };
-        CpuRange.For(n, ElementGrain, ref body);
+        else
+        {
+            var body = new GeluBody { Y = dx, Dy = dy, X = x.Floats, Backward = true, Accumulate = accumulate };
+            CpuRange.For(n, ElementGrain, ref body);
+        }
+        if (dxCopy != null) PackLowPrecision(dxCopy, dx, n, copy);
     }
 
     /// <summary>GELU's backward from 16-bit inputs: each run of up to 512 of them widened on the stack, then the

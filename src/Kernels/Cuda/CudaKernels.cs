@@ -310,10 +310,11 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public void GeluForward(float* y, float* x, long n) => GridStride(Activations.GeluForward, n, y, x, n);
 
     /// <inheritdoc/>
-    public void GeluBackward(float* dx, float* dy, GemmOperand x, long n, bool accumulate)
+    public void GeluBackward(float* dx, ushort* dxCopy, float* dy, GemmOperand x, long n, bool accumulate)
     {
         x.CheckFor(GemmPrecision, "GeluBackward");
-        GridStride(Activations.GeluBackward, n, dx, dy, x.Data, x.IsPacked ? (int)GemmPrecision : (int)Precision.FP32, n, accumulate);
+        GridStride(Activations.GeluBackward, n, dx, dxCopy, GemmPrecision.PackedCopyFormat(dx, dxCopy, accumulate, "GeluBackward"), dy, x.Data,
+            x.IsPacked ? (int)GemmPrecision : (int)Precision.FP32, n, accumulate);
     }
 
     /// <inheritdoc/>
