@@ -5,37 +5,56 @@
 // Rows up to 32·SOFTMAX_LANE_VALUES wide (attention's 197 and 49 tokens) stay in registers: x read once, y written once.
 #define SOFTMAX_LANE_VALUES 8
 
+// Where row r's bias and mask rows start (null: none), r = (b·heads + h)·headRows + i, w = b mod windows.
+__device__ __forceinline__ void softmax_extras(long long row, const float* bias, const float* mask, int cols, int headRows, int heads,
+                                               int windows, const float*& br, const float*& mr)
+{
+    br = mr = nullptr;
+    if (!bias && !mask) return; // the divisions cost as much as a row's arithmetic: only where a bias or mask needs them
+    long long i = row % headRows, bh = row / headRows, h = bh % heads, w = bh / heads % windows;
+    if (bias) br = bias + (h * headRows + i) * cols;
+    if (mask) mr = mask + (w * headRows + i) * cols;
+}
+
+// A register row's values: lane's columns lane, lane + 32, ... (−∞ past the row's end).
+__device__ __forceinline__ void softmax_load(float v[SOFTMAX_LANE_VALUES], const float* x, const float* bias, const float* mask,
+                                             long long row, int cols, int headRows, int heads, int windows, int lane)
+{
+    const float *br, *mr;
+    softmax_extras(row, bias, mask, cols, headRows, heads, windows, br, mr);
+    const float* xr = x + row * cols;
+#pragma unroll
+    for (int k = 0; k < SOFTMAX_LANE_VALUES; k++)
+    {
+        int j = lane + 32 * k;
+        v[k] = j < cols ? xr[j] + (br ? br[j] : 0.f) + (mr ? mr[j] : 0.f) : __int_as_float(0xff800000);
+    }
+}
+
 // y[r] = softmax(x[r] + bias[h, i] + mask[w, i]) with r = (b·heads + h)·headRows + i and w = b mod windows.
 // Plain softmax: headRows = rows, heads = windows = 1, no bias or mask. Both paths do the same operations in the same
-// order (the same bits); wide rows go through y three times.
+// order (the same bits); wide rows go through y three times. A warp loads its next register row before it finishes
+// the current one (its max, exponentials and sums), so the loads of two rows overlap.
 extern "C" __global__ void softmax_forward(float* y, const float* x, const float* bias, const float* mask, long long rows,
                                           int cols, int headRows, int heads, int windows)
 {
     int lane = threadIdx.x % 32;
     const float minus_infinity = __int_as_float(0xff800000);
-    WARP_PER_ROW(row, rows)
+    long long first = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32, stride = (long long)gridDim.x * blockDim.x / 32;
+    if (cols <= 32 * SOFTMAX_LANE_VALUES)
     {
-        const float* xr = x + row * cols;
-        const float *br = nullptr, *mr = nullptr;
-        if (bias || mask) // the divisions cost as much as a row's arithmetic: only where a bias or mask needs them
+        float v[SOFTMAX_LANE_VALUES], next[SOFTMAX_LANE_VALUES];
+        if (first < rows) softmax_load(v, x, bias, mask, first, cols, headRows, heads, windows, lane);
+        for (long long row = first; row < rows; row += stride)
         {
-            long long i = row % headRows, bh = row / headRows, h = bh % heads, w = bh / heads % windows;
-            if (bias) br = bias + (h * headRows + i) * cols;
-            if (mask) mr = mask + (w * headRows + i) * cols;
-        }
-        float* yr = y + row * cols;
-        if (cols <= 32 * SOFTMAX_LANE_VALUES)
-        {
-            float v[SOFTMAX_LANE_VALUES];
+            bool more = row + stride < rows;
+            if (more) softmax_load(next, x, bias, mask, row + stride, cols, headRows, heads, windows, lane);
             float m = minus_infinity;
-            for (int k = 0; k < SOFTMAX_LANE_VALUES; k++)
-            {
-                int j = lane + 32 * k;
-                v[k] = j < cols ? xr[j] + (br ? br[j] : 0.f) + (mr ? mr[j] : 0.f) : minus_infinity;
-                m = fmaxf(m, v[k]);
-            }
+#pragma unroll
+            for (int k = 0; k < SOFTMAX_LANE_VALUES; k++) m = fmaxf(m, v[k]);
             m = warp_max(m);
             float s = 0.f;
+#pragma unroll
             for (int k = 0; k < SOFTMAX_LANE_VALUES; k++)
                 if (lane + 32 * k < cols)
                 {
@@ -43,10 +62,22 @@ extern "C" __global__ void softmax_forward(float* y, const float* x, const float
                     s += v[k];
                 }
             float inv = 1.f / warp_sum(s);
+            float* yr = y + row * cols;
+#pragma unroll
             for (int k = 0; k < SOFTMAX_LANE_VALUES; k++)
+            {
                 if (lane + 32 * k < cols) yr[lane + 32 * k] = v[k] * inv;
-            continue;
+                if (more) v[k] = next[k];
+            }
         }
+        return;
+    }
+    WARP_PER_ROW(row, rows)
+    {
+        const float *br, *mr;
+        softmax_extras(row, bias, mask, cols, headRows, heads, windows, br, mr);
+        const float* xr = x + row * cols;
+        float* yr = y + row * cols;
         float m = minus_infinity;
         for (int j = lane; j < cols; j += 32)
         {
