@@ -1,0 +1,57 @@
+using Engine.Kernels;
+using Engine.Models;
+using Engine.Models.ConvNeXt;
+using Engine.Models.Swin;
+using Engine.Models.Training;
+using Engine.Models.Vit;
+
+namespace Engine.Tests;
+
+/// <summary>Under bf16 GEMMs the models write in 16 bits the values that only products read (the norms before qkv and
+/// fc1, GELU's output before fc2, SSF's product gradients, the unfused attention's q, k, v, dO and dZ, fc1's gradient
+/// copy). The products round those values the same way, so whole training runs are bit for bit the runs with nothing in
+/// 16 bits (<see cref="Ops.SaveGemmOperandsInGemmPrecision"/> off).</summary>
+[TestFixture, NonParallelizable]
+public class SixteenBitActivationsTests
+{
+    const int Size = 16, Classes = 5;
+
+    static IImageClassifier Create(string family, Device device) => family switch
+    {
+        "vit" => new VisionTransformer(device, new VitConfig { img_size = Size, patch_size = 4, embed_dim = 32, depth = 2, num_heads = 2, num_classes = Classes }, seed: 3),
+        "swin" => new Swin(device, new SwinConfig { img_size = Size, patch_size = 2, embed_dim = 8, depths = [2, 2], num_heads = [2, 2], window_size = 4, num_classes = Classes }, seed: 3),
+        _ => new ConvNeXt(device, new ConvNeXtConfig { img_size = Size, depths = [1, 1], dims = [8, 16], num_classes = Classes }, seed: 3),
+    };
+
+    /// <summary>Six AdamW steps (<see cref="GraphCheck.Train"/>) in bf16 on the unfused attention (the path the
+    /// 16-bit heads take), with or without 16-bit values between the ops.</summary>
+    static GraphCheck.Result Train(string family, string method, Device device, bool sixteenBit)
+    {
+        var (saves, path) = (Ops.SaveGemmOperandsInGemmPrecision, Ops.DefaultAttentionPath);
+        try
+        {
+            Ops.SaveGemmOperandsInGemmPrecision = sixteenBit;
+            Ops.DefaultAttentionPath = AttentionPath.Unfused;
+            return GraphCheck.Train(Create(family, device), Classes, method, graph: false, precision: Precision.BF16);
+        }
+        finally
+        {
+            (Ops.SaveGemmOperandsInGemmPrecision, Ops.DefaultAttentionPath) = (saves, path);
+        }
+    }
+
+    [Test]
+    public void TrainingIsBitForBitTheRunWithNothingInSixteenBits([Values("vit", "swin", "convnext")] string family,
+        [Values("full", "ssf")] string method, [Values("cpu", "emulated-cuda")] string backend)
+    {
+        var device = Backends.Get(backend);
+        var reference = Train(family, method, device, sixteenBit: false);
+        var sixteen = Train(family, method, device, sixteenBit: true);
+        Assert.That(sixteen.Losses.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(reference.Losses.Select(BitConverter.SingleToInt32Bits)),
+            $"losses {string.Join(", ", sixteen.Losses)} against {string.Join(", ", reference.Losses)}");
+        for (int p = 0; p < reference.Parameters.Length; p++)
+            Assert.That(sixteen.Parameters[p].Select(BitConverter.SingleToInt32Bits), Is.EqualTo(reference.Parameters[p].Select(BitConverter.SingleToInt32Bits)),
+                $"parameter {p} after six steps");
+        Assert.That(reference.Parameters.Zip(reference.Initial).Any(p => !p.First.SequenceEqual(p.Second)), "training moved the parameters");
+    }
+}
