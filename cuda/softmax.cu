@@ -31,12 +31,12 @@ __device__ __forceinline__ void softmax_load(float v[SOFTMAX_LANE_VALUES], const
     }
 }
 
-// y[r] = softmax(x[r] + bias[h, i] + mask[w, i]) with r = (b·heads + h)·headRows + i and w = b mod windows.
-// Plain softmax: headRows = rows, heads = windows = 1, no bias or mask. Both paths do the same operations in the same
+// y[r] = softmax(x[r] + bias[h, i] + mask[w, i]) with r = (b·heads + h)·headRows + i and w = b mod windows; y16, when not
+// null, gets y in 16 bits too (copy_format 2 bf16, 3 fp16: the P·v product's operand). Plain softmax: headRows = rows, heads = windows = 1, no bias or mask. Both paths do the same operations in the same
 // order (the same bits); wide rows go through y three times. A warp loads its next register row before it finishes
 // the current one (its max, exponentials and sums), so the loads of two rows overlap.
-extern "C" __global__ void softmax_forward(float* y, const float* x, const float* bias, const float* mask, long long rows,
-                                          int cols, int headRows, int heads, int windows)
+extern "C" __global__ void softmax_forward(float* y, unsigned short* y16, int copy_format, const float* x, const float* bias,
+                                          const float* mask, long long rows, int cols, int headRows, int heads, int windows)
 {
     int lane = threadIdx.x % 32;
     const float minus_infinity = __int_as_float(0xff800000);
@@ -66,7 +66,12 @@ extern "C" __global__ void softmax_forward(float* y, const float* x, const float
 #pragma unroll
             for (int k = 0; k < SOFTMAX_LANE_VALUES; k++)
             {
-                if (lane + 32 * k < cols) yr[lane + 32 * k] = v[k] * inv;
+                if (lane + 32 * k < cols)
+                {
+                    float q = v[k] * inv;
+                    yr[lane + 32 * k] = q;
+                    if (y16) y16[row * cols + lane + 32 * k] = copy_format == 3 ? to_fp16(q).bits : to_bf16(q).bits;
+                }
                 if (more) v[k] = next[k];
             }
         }
@@ -94,7 +99,12 @@ extern "C" __global__ void softmax_forward(float* y, const float* x, const float
             s += e;
         }
         float inv = 1.f / warp_sum(s);
-        for (int j = lane; j < cols; j += 32) yr[j] *= inv;
+        for (int j = lane; j < cols; j += 32)
+        {
+            float q = yr[j] * inv;
+            yr[j] = q;
+            if (y16) y16[row * cols + j] = copy_format == 3 ? to_fp16(q).bits : to_bf16(q).bits;
+        }
     }
 }
 

@@ -163,8 +163,8 @@ public static partial class OpCases
                 // The unfused attention splits q, k, v into 16 bits and keeps them so, and writes dO and dZ in 16 bits for
                 // their two products each (dZ packed after the bias sums it in float32, when a bias trains): the output, dqkv
                 // and the bias gradient bit for bit as with float32 copies, 2 bytes fewer per q, k, v value.
-                const int B = 2, T = 13, NH = 3, HD = 8;
-                (float[][] Grads, long Saved) RunAttention(bool sixteen, bool withBias)
+                const int B = 2, NH = 3, HD = 8;
+                (float[][] Grads, long Saved) RunAttention(bool sixteen, bool withBias, int T)
                 {
                     k.GemmPrecision = precision;
                     Ops.SaveGemmOperandsInGemmPrecision = sixteen;
@@ -185,12 +185,13 @@ public static partial class OpCases
                     }
                     return (bias == null ? [output, qkv.Grad!.ToArray()] : [output, qkv.Grad!.ToArray(), bias.Grad!.ToArray()], saved);
                 }
-                foreach (bool withBias in new[] { true, false })
+                // 260 tokens: rows wider than a GPU warp's registers hold.
+                foreach (var (withBias, T) in new[] { (true, 13), (false, 13), (false, 260) })
                 {
-                    var wideAttention = RunAttention(sixteen: false, withBias);
-                    var narrowAttention = RunAttention(sixteen: true, withBias);
+                    var wideAttention = RunAttention(sixteen: false, withBias, T);
+                    var narrowAttention = RunAttention(sixteen: true, withBias, T);
                     string[] attentionNames = ["y", "dqkv", "dbias"];
-                    string which = withBias ? "attention with a bias" : "attention";
+                    string which = (withBias ? "attention with a bias" : "attention") + $", {T} tokens";
                     for (int t = 0; t < wideAttention.Grads.Length; t++)
                         for (int i = 0; i < wideAttention.Grads[t].Length; i++)
                             if (BitConverter.SingleToInt32Bits(wideAttention.Grads[t][i]) != BitConverter.SingleToInt32Bits(narrowAttention.Grads[t][i]))

@@ -164,8 +164,10 @@ public unsafe interface IKernels
     void MergeHeadsBackward(float* dout, ushort* doutPacked, float* dy, int B, int T, int NH, int HD, bool accumulate);
     /// <summary>Attention probabilities: p[b,h,i,:] = softmax(s[b,h,i,:] + bias[h,i,:] + mask[b mod nW,i,:]).
     /// s,p [B,NH,T,T] (p may alias s); bias [NH,T,T] or null; mask [nW,T,T] or null (Swin windows: B = images·nW).
-    /// The bias gradient is <see cref="BiasGrad"/> over rows = B, cols = NH·T·T of the pre-softmax gradient.</summary>
-    void AttentionSoftmaxForward(float* p, float* s, float* bias, float* mask, int B, int NH, int T, int nW);
+    /// The bias gradient is <see cref="BiasGrad"/> over rows = B, cols = NH·T·T of the pre-softmax gradient.
+    /// pCopy: null, or where p is also written in the 16-bit <see cref="GemmPrecision"/>: the P·v product's operand (p,
+    /// float32, is what the softmax's backward reads).</summary>
+    void AttentionSoftmaxForward(float* p, ushort* pCopy, float* s, float* bias, float* mask, int B, int NH, int T, int nW);
     /// <summary>Fused attention, no [T,T] matrix in memory: y [B,T,NH·HD] = heads of
     /// softmax(scale·q·kᵀ + bias[h] + mask[b mod nW])·v, read straight from qkv [B,T,3·NH·HD] (timm's q|k|v columns);
     /// lse [B,NH,T] the log-sum-exp of each score row, kept for the backward. bias [NH,T,T], mask [nW,T,T] or null.

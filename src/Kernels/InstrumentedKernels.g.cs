@@ -260,10 +260,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void AttentionSoftmaxForward(float* p, float* s, float* bias, float* mask, int B, int NH, int T, int nW)
+    public void AttentionSoftmaxForward(float* p, ushort* pCopy, float* s, float* bias, float* mask, int B, int NH, int T, int nW)
     {
         long start = Begin(KernelId.AttentionSoftmaxForward);
-        Inner.AttentionSoftmaxForward(p, s, bias, mask, B, NH, T, nW);
+        Inner.AttentionSoftmaxForward(p, pCopy, s, bias, mask, B, NH, T, nW);
         End(KernelId.AttentionSoftmaxForward, start);
     }
 

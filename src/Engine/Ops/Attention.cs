@@ -82,9 +82,12 @@ public static unsafe partial class Ops
         k.SplitHeads(Floats(headsQkv), Halves(headsQkv), qkv.Data, B, T, heads, HD);
         var p = Tensor.Empty(dev, DType.F32, B, heads, T, T);
         k.GemmStridedBatched(false, true, T, T, HD, s, Part(headsQkv, 0, part), HD, th, Part(headsQkv, 1, part), HD, th, 0f, p.Data, T, tt, B * heads);
-        k.AttentionSoftmaxForward(p.Data, p.Data, bias == null ? null : bias.Data, mask == null ? null : mask.Data, B, heads, T, nW);
+        // P in float32 for the softmax's backward, and (16-bit heads) its 16-bit copy for the product with v.
+        using var pCopy = headsQkv.DType == DType.F32 ? null : Tensor.Empty(dev, headsQkv.DType, B, heads, T, T);
+        k.AttentionSoftmaxForward(p.Data, Halves(pCopy), p.Data, bias == null ? null : bias.Data, mask == null ? null : mask.Data, B, heads, T, nW);
         using var o = Tensor.Empty(dev, DType.F32, B, heads, T, HD);
-        k.GemmStridedBatched(false, false, T, HD, T, 1f, p.Data, T, tt, Part(headsQkv, 2, part), HD, th, 0f, o.Data, HD, th, B * heads);
+        GemmOperand probabilities = pCopy == null ? p.Data : GemmOperand.Packed(pCopy.HalfData);
+        k.GemmStridedBatched(false, false, T, HD, T, 1f, probabilities, T, tt, Part(headsQkv, 2, part), HD, th, 0f, o.Data, HD, th, B * heads);
         var y = Tensor.Empty(dev, DType.F32, B, T, C);
         k.MergeHeads(y.Data, o.Data, B, T, heads, HD);
         if (Tape.ShouldRecord(qkv, bias))

@@ -18,6 +18,8 @@ public sealed unsafe partial class CpuKernels
     struct SoftmaxRowsBody : IRangeBody, IVectorRange
     {
         public float* Y, X, Bias, Mask;
+        public ushort* YCopy; // y in 16 bits too (Precision), or null
+        public Precision Precision;
         public int Cols, HeadRows, Heads, Windows;
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end) => Simd.Run(ref this, start, end);
@@ -32,6 +34,7 @@ public sealed unsafe partial class CpuKernels
                 SoftmaxRow<TV, W>(Y + r * Cols, X + r * Cols,
                     Bias == null ? null : Bias + (h * HeadRows + i) * Cols,
                     Mask == null ? null : Mask + (w * HeadRows + i) * Cols, Cols);
+                if (YCopy != null) PackRow(YCopy + r * Cols, Y + r * Cols, Cols, Precision);
             }
             return end;
         }
@@ -180,9 +183,13 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
-    public void AttentionSoftmaxForward(float* p, float* s, float* bias, float* mask, int B, int NH, int T, int nW)
+    public void AttentionSoftmaxForward(float* p, ushort* pCopy, float* s, float* bias, float* mask, int B, int NH, int T, int nW)
     {
-        var body = new SoftmaxRowsBody { Y = p, X = s, Bias = bias, Mask = mask, Cols = T, HeadRows = T, Heads = NH, Windows = nW };
+        var body = new SoftmaxRowsBody
+        {
+            Y = p, YCopy = pCopy, Precision = (Precision)GemmPrecision.PackedCopyFormat(p, pCopy, false, "AttentionSoftmaxForward"),
+            X = s, Bias = bias, Mask = mask, Cols = T, HeadRows = T, Heads = NH, Windows = nW,
+        };
         CpuRange.For((long)B * NH * T, Math.Max(1, ElementGrain / T), ref body);
     }
 }

@@ -326,7 +326,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void SoftmaxForward(float* y, float* x, int rows, int cols) =>
-        WarpPerRow(Softmax.SoftmaxForward, rows, y, x, (float*)null, (float*)null, (long)rows, cols, rows, 1, 1);
+        WarpPerRow(Softmax.SoftmaxForward, rows, y, (ushort*)null, (int)Precision.FP32, x, (float*)null, (float*)null, (long)rows, cols, rows, 1, 1);
 
     /// <inheritdoc/>
     public void SoftmaxBackward(float* dx, ushort* dxPacked, float* dy, float* y, int rows, int cols, bool accumulate) =>
@@ -511,8 +511,9 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     }
 
     /// <inheritdoc/>
-    public void AttentionSoftmaxForward(float* p, float* s, float* bias, float* mask, int B, int NH, int T, int nW) =>
-        WarpPerRow(Softmax.SoftmaxForward, (long)B * NH * T, p, s, bias, mask, (long)B * NH * T, T, T, NH, mask == null ? 1 : nW);
+    public void AttentionSoftmaxForward(float* p, ushort* pCopy, float* s, float* bias, float* mask, int B, int NH, int T, int nW) =>
+        WarpPerRow(Softmax.SoftmaxForward, (long)B * NH * T, p, pCopy, GemmPrecision.PackedCopyFormat(p, pCopy, false, "AttentionSoftmaxForward"),
+            s, bias, mask, (long)B * NH * T, T, T, NH, mask == null ? 1 : nW);
 
     // ---------------------------------------------------------------- loss (loss.cu)
 
