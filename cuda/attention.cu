@@ -71,16 +71,17 @@ extern "C" __global__ void split_heads_backward(float* dqkv, const float* dq, co
     });
 }
 
-// y [B, T, NH·HD] from o [B, NH, T, HD].
-extern "C" __global__ void merge_heads(float* y, const float* o, int B, int T, int NH, int HD)
+// y [B, T, NH·HD] from o [B, NH, T, HD]; or y16 instead, in 16 bits (format 2 bf16, 3 fp16).
+extern "C" __global__ void merge_heads(float* y, unsigned short* y16, int format, const float* o, int B, int T, int NH, int HD)
 {
-    bool vector = HD % 4 == 0 && aligned_for(y) && aligned_for(o);
+    bool vector = HD % 4 == 0 && aligned_for(y) && aligned_for(y16, format) && aligned_for(o);
     int width = NH * HD;
     packed_rows((long long)B * T, width, T, vector, [&](long long r, long long b, long long t, int j, int count) {
         int s;
         float x[4];
         load_values(x, o, head_offset(b, t, j, T, NH, HD, s), count);
-        store_values(y, r * width + j, x, count, 0);
+        if (y16) store_halves(y16, r * width + j, x, count, format);
+        else store_values(y, r * width + j, x, count, 0);
     });
 }
 

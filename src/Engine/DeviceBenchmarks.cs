@@ -237,7 +237,7 @@ public static unsafe class DeviceBenchmarks
                 convWeights!.Data, shape[0], shape[1], shape[2], shape[3], 7, 3, false)),
             "patchify" => (2 * n * 4, () => k.Patchify(b.Data, a.Data, shape[0], shape[3], shape[1], shape[2], 2, channelsLast: true)),
             "split-heads" => (2 * n * 4, () => k.SplitHeads(b.Data, null, a.Data, shape[0], shape[1], shape[2], shape[3])),
-            "merge-heads" => (2 * n * 4, () => k.MergeHeads(b.Data, a.Data, shape[0], shape[1], shape[2], shape[3])),
+            "merge-heads" => (2 * n * 4, () => k.MergeHeads(b.Data, null, a.Data, shape[0], shape[1], shape[2], shape[3])),
             _ => throw new ArgumentException($"unknown op '{op}'"),
         };
         double time = Time(device, repeats, work);

@@ -157,8 +157,10 @@ public unsafe interface IKernels
     void SplitHeads(float* heads, ushort* headsPacked, float* qkv, int B, int T, int NH, int HD);
     /// <summary>Inverse of <see cref="SplitHeads"/>: dqkv [B,T,3·NH·HD] from dq, dk, dv [B,NH,T,HD].</summary>
     void SplitHeadsBackward(float* dqkv, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate);
-    /// <summary>o [B,NH,T,HD] → y [B,T,NH·HD] (head h owns columns h·HD..h·HD+HD−1).</summary>
-    void MergeHeads(float* y, float* o, int B, int T, int NH, int HD);
+    /// <summary>o [B,NH,T,HD] → y [B,T,NH·HD] (head h owns columns h·HD..h·HD+HD−1).
+    /// yPacked: null, or where y is written instead (y null), in the 16-bit <see cref="GemmPrecision"/>: an attention
+    /// output that only the projection's products read.</summary>
+    void MergeHeads(float* y, ushort* yPacked, float* o, int B, int T, int NH, int HD);
     /// <summary>do [B,NH,T,HD] from dy [B,T,NH·HD]; or doutPacked instead (dout null, not accumulating), in the 16-bit
     /// <see cref="GemmPrecision"/>: the gradient the two products after it read.</summary>
     void MergeHeadsBackward(float* dout, ushort* doutPacked, float* dy, int B, int T, int NH, int HD, bool accumulate);

@@ -244,10 +244,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void MergeHeads(float* y, float* o, int B, int T, int NH, int HD)
+    public void MergeHeads(float* y, ushort* yPacked, float* o, int B, int T, int NH, int HD)
     {
         long start = Begin(KernelId.MergeHeads);
-        Inner.MergeHeads(y, o, B, T, NH, HD);
+        Inner.MergeHeads(y, yPacked, o, B, T, NH, HD);
         End(KernelId.MergeHeads, start);
     }
 

@@ -7,7 +7,7 @@ using Engine.Models.Vit;
 
 namespace Engine.Tests;
 
-/// <summary>Under bf16 GEMMs the models write in 16 bits the values that only products read (the norms before qkv and
+/// <summary>Under bf16 or fp16 GEMMs the models write in 16 bits the values that only products read (the norms before qkv and
 /// fc1, GELU's output before fc2, SSF's product gradients, the unfused attention's q, k, v, dO and dZ, fc1's gradient
 /// copy). The products round those values the same way, so whole training runs are bit for bit the runs with nothing in
 /// 16 bits (<see cref="Ops.SaveGemmOperandsInGemmPrecision"/> off).</summary>
@@ -23,16 +23,16 @@ public class SixteenBitActivationsTests
         _ => new ConvNeXt(device, new ConvNeXtConfig { img_size = Size, depths = [1, 1], dims = [8, 16], num_classes = Classes }, seed: 3),
     };
 
-    /// <summary>Six AdamW steps (<see cref="GraphCheck.Train"/>) in bf16 on the unfused attention (the path the
-    /// 16-bit heads take), with or without 16-bit values between the ops.</summary>
-    static GraphCheck.Result Train(string family, string method, Device device, bool sixteenBit)
+    /// <summary>Six AdamW steps (<see cref="GraphCheck.Train"/>; fp16 with a loss scaler) on the unfused attention (the
+    /// path the 16-bit heads take), with or without 16-bit values between the ops.</summary>
+    static GraphCheck.Result Train(string family, string method, Device device, Precision precision, bool sixteenBit)
     {
         var (saves, path) = (Ops.SaveGemmOperandsInGemmPrecision, Ops.DefaultAttentionPath);
         try
         {
             Ops.SaveGemmOperandsInGemmPrecision = sixteenBit;
             Ops.DefaultAttentionPath = AttentionPath.Unfused;
-            return GraphCheck.Train(Create(family, device), Classes, method, graph: false, precision: Precision.BF16);
+            return GraphCheck.Train(Create(family, device), Classes, method, graph: false, precision: precision);
         }
         finally
         {
@@ -42,11 +42,11 @@ public class SixteenBitActivationsTests
 
     [Test]
     public void TrainingIsBitForBitTheRunWithNothingInSixteenBits([Values("vit", "swin", "convnext")] string family,
-        [Values("full", "ssf")] string method, [Values("cpu", "emulated-cuda")] string backend)
+        [Values("full", "ssf")] string method, [Values(Precision.BF16, Precision.FP16)] Precision precision, [Values("cpu", "emulated-cuda")] string backend)
     {
         var device = Backends.Get(backend);
-        var reference = Train(family, method, device, sixteenBit: false);
-        var sixteen = Train(family, method, device, sixteenBit: true);
+        var reference = Train(family, method, device, precision, sixteenBit: false);
+        var sixteen = Train(family, method, device, precision, sixteenBit: true);
         Assert.That(sixteen.Losses.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(reference.Losses.Select(BitConverter.SingleToInt32Bits)),
             $"losses {string.Join(", ", sixteen.Losses)} against {string.Join(", ", reference.Losses)}");
         for (int p = 0; p < reference.Parameters.Length; p++)

@@ -28,8 +28,12 @@ public static unsafe partial class Ops
     /// computes the probabilities again.
     /// Unfused (the reference path): head split, batched GEMM, softmax, batched GEMM, head merge; it saves q, k, v
     /// (in 16 bits under bf16/fp16 GEMMs, <see cref="SaveGemmOperandsInGemmPrecision"/>) and the probabilities [B,NH,T,T].
+    /// <paramref name="gemmInput"/>: only Linear layers read the output (the projection), so the unfused path writes it
+    /// in the GEMMs' 16-bit format under bf16 or fp16 GEMMs (see <see cref="LayerNorm"/>); the fused path, whose
+    /// backward reads its output, writes float32 either way.
     /// </summary>
-    public static Tensor Attention(Tensor qkv, int heads, Tensor? bias = null, Tensor? mask = null, float? scale = null, bool? fused = null)
+    public static Tensor Attention(Tensor qkv, int heads, Tensor? bias = null, Tensor? mask = null, float? scale = null, bool? fused = null,
+        bool gemmInput = false)
     {
         const string op = "Attention";
         Check(op, "qkv", qkv, 3);
@@ -88,8 +92,8 @@ public static unsafe partial class Ops
         using var o = Tensor.Empty(dev, DType.F32, B, heads, T, HD);
         GemmOperand probabilities = pCopy == null ? p.Data : GemmOperand.Packed(pCopy.HalfData);
         k.GemmStridedBatched(false, false, T, HD, T, 1f, probabilities, T, tt, Part(headsQkv, 2, part), HD, th, 0f, o.Data, HD, th, B * heads);
-        var y = Tensor.Empty(dev, DType.F32, B, T, C);
-        k.MergeHeads(y.Data, o.Data, B, T, heads, HD);
+        var y = OutputFor(dev, gemmInput, [B, T, C]);
+        k.MergeHeads(Floats(y), Halves(y), o.Data, B, T, heads, HD);
         if (Tape.ShouldRecord(qkv, bias))
             Tape.Push(y, new AttentionSaved { Qkv = qkv, Bias = bias, Heads = Tape.Keep(headsQkv), P = Tape.Keep(p), NH = heads, Scale = s });
         else

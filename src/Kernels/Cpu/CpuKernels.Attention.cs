@@ -27,10 +27,14 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
-    public void MergeHeads(float* y, float* o, int B, int T, int NH, int HD)
+    public void MergeHeads(float* y, ushort* yPacked, float* o, int B, int T, int NH, int HD)
     {
         // Merging is the split of a single-slot tensor run backwards: y [B,T,1,NH,HD] ← o [B,NH,T,HD].
-        var body = new HeadsBody { Q = o, Qkv = y, T = T, NH = NH, HD = HD, Slots = 1 };
+        var body = new HeadsBody
+        {
+            Q = o, Qkv = y, RowsPacked = yPacked, T = T, NH = NH, HD = HD, Slots = 1,
+            Precision = (Precision)GemmPrecision.PackedOutputFormat(y, yPacked, false, "MergeHeads"),
+        };
         CpuRange.For((long)B * T, 64, ref body);
     }
 
@@ -47,11 +51,11 @@ public sealed unsafe partial class CpuKernels
 
     /// <summary>Moves rows between packed [B,T,S,NH,HD] (S = 3 for q|k|v, 1 for merged heads) and per-head
     /// [B,NH,T,HD] tensors. Split: packed → heads (accumulate adds into heads), or into HeadsPacked in 16 bits (slots
-    /// Part values apart); otherwise heads → packed.</summary>
+    /// Part values apart); otherwise heads → packed, or into RowsPacked in 16 bits.</summary>
     struct HeadsBody : IRangeBody
     {
         public float* Q, K, V, Qkv;
-        public ushort* HeadsPacked;
+        public ushort* HeadsPacked, RowsPacked;
         public long Part;
         public Precision Precision;
         public int T, NH, HD, Slots;
@@ -68,14 +72,19 @@ public sealed unsafe partial class CpuKernels
                     float* heads = s == 0 ? Q : s == 1 ? K : V;
                     for (int h = 0; h < NH; h++)
                     {
-                        float* packed = Qkv + bt * slots * C + s * C + h * HD;
-                        long at = ((b * NH + h) * T + t) * HD;
+                        long column = bt * slots * C + s * C + h * HD, at = ((b * NH + h) * T + t) * HD;
+                        float* packed = Qkv + column;
                         if (HeadsPacked != null)
                         {
                             PackRow(HeadsPacked + s * Part + at, packed, HD, Precision);
                             continue;
                         }
                         float* head = heads + at;
+                        if (RowsPacked != null)
+                        {
+                            PackRow(RowsPacked + column, head, HD, Precision);
+                            continue;
+                        }
                         float* dst = Split ? head : packed, src = Split ? packed : head;
                         MoveRow(dst, src, HD, Accumulate);
                     }

@@ -426,8 +426,9 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         PackedRows(Attention.SplitHeadsBackward, (long)B * T, 3 * NH * HD, HD, dqkv, dq, dk, dv, B, T, NH, HD, accumulate);
 
     /// <inheritdoc/>
-    public void MergeHeads(float* y, float* o, int B, int T, int NH, int HD) =>
-        PackedRows(Attention.MergeHeads, (long)B * T, NH * HD, HD, y, o, B, T, NH, HD);
+    public void MergeHeads(float* y, ushort* yPacked, float* o, int B, int T, int NH, int HD) =>
+        PackedRows(Attention.MergeHeads, (long)B * T, NH * HD, HD, y, yPacked, GemmPrecision.PackedOutputFormat(y, yPacked, false, "MergeHeads"),
+            o, B, T, NH, HD);
 
     /// <inheritdoc/>
     public void MergeHeadsBackward(float* dout, ushort* doutPacked, float* dy, int B, int T, int NH, int HD, bool accumulate) =>

@@ -244,7 +244,7 @@ public sealed class Swin : IImageClassifier
         using var windows = Ops.WindowPartition(h, stage.Window, shift);
         using var qkv = this.ProduceLinear(b.Qkv, windows, trainSeed);
         using var relative = Ops.RelativePositionBias(b.Table, stage.Window);
-        using var attended = Ops.Attention(qkv, stage.Heads, relative, shift > 0 ? stage.Mask : null);
+        using var attended = Ops.Attention(qkv, stage.Heads, relative, shift > 0 ? stage.Mask : null, gemmInput: this.OnlyProductsReadLinearInputs());
         using var projected = this.ProduceLinear(b.Proj, attended, trainSeed);
         return Ops.WindowReverse(projected, H, W, shift);
     }

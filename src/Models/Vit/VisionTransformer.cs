@@ -211,9 +211,10 @@ public sealed class VisionTransformer : IImageClassifier
     /// [B, 1, C]: every token's keys and values, the class token's context projected.</summary>
     Tensor Attention(Tensor x, Block b, ulong? seed, ulong site, bool classRowOnly)
     {
-        using var h = this.Produce(b.Sites[0], (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps, this.OnlyProductsReadLinearInputs()));
+        bool sixteen = this.OnlyProductsReadLinearInputs();
+        using var h = this.Produce(b.Sites[0], (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps, sixteen));
         using var qkv = this.ProduceLinear(b.Sites[1], h, seed);
-        var a = Ops.Attention(qkv, Config.num_heads);
+        var a = Ops.Attention(qkv, Config.num_heads, gemmInput: sixteen && !classRowOnly); // the class row is sliced first
         if (classRowOnly) a = ClassRow(a);
         using (a) return Drop(this.ProduceLinear(b.Sites[2], a, seed), Config.proj_drop_rate, seed, site);
     }
