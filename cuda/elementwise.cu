@@ -81,15 +81,22 @@ extern "C" __global__ void add(float* y, const float* a, const float* b, long lo
     });
 }
 
-// y[r, c] = x[r, c] + bias[c]; x, y [rows, cols]; four values of a row per thread when cols is a multiple of 4.
-extern "C" __global__ void add_bias(float* y, const float* x, const float* bias, int rows, int cols)
+// y[r, c] = x[r, c] + bias[c], then residual[r, c] + that when residual is not null (a Linear layer whose output joins a
+// residual stream: the add after it, in the same pass); x, y, residual [rows, cols]; four values of a row per thread
+// when cols is a multiple of 4.
+extern "C" __global__ void add_bias(float* y, const float* x, const float* bias, const float* residual, int rows, int cols)
 {
-    bool vector = cols % 4 == 0 && aligned_for(y) && aligned_for(x) && aligned_for(bias);
+    bool vector = cols % 4 == 0 && aligned_for(y) && aligned_for(x) && aligned_for(bias) && aligned_for(residual);
     grid_stride_quads((long long)rows * cols, vector, [&](long long i, int count) {
         float v[4], b[4];
         load_values(v, x, i, count);
         load_values(b, bias, i % cols, count);
         for (int k = 0; k < count; k++) v[k] += b[k];
+        if (residual)
+        {
+            load_values(b, residual, i, count);
+            for (int k = 0; k < count; k++) v[k] = b[k] + v[k];
+        }
         store_values(y, i, v, count, 0);
     });
 }

@@ -140,15 +140,17 @@ extern "C" __global__ void layernorm_backward_params(float* dweight, float* dbia
     }
 }
 
-// y[r, c] = x[r, c]·scale[c] + shift[c], then GELU of it when gelu is set (SSF at an MLP's first layer); x16, when not
+// y[r, c] = x[r, c]·scale[c] + shift[c], then GELU of it when gelu is set (SSF at an MLP's first layer), then
+// residual[r, c] + that when residual is not null (SSF at a layer whose output joins a residual stream); x16, when not
 // null, gets x in 16 bits (format 2 bf16, 3 fp16): SSF's product kept for dscale, as autocast keeps a Linear's
 // output. y16, when not null, gets y in 16 bits instead of y (an output only products read). y may be x. Launch: 1-D
 // grid-stride, four values of a row per thread when C is a multiple of 4.
 extern "C" __global__ void scale_shift_forward(float* y, unsigned short* y16, unsigned short* x16, int format, const float* x,
-                                              const float* scale, const float* shift, int rows, int C, int gelu_after)
+                                              const float* scale, const float* shift, const float* residual, int rows, int C,
+                                              int gelu_after)
 {
     bool vector = C % 4 == 0 && aligned_for(y) && aligned_for(y16, format) && aligned_for(x16, format) && aligned_for(x)
-        && aligned_for(scale) && aligned_for(shift);
+        && aligned_for(scale) && aligned_for(shift) && aligned_for(residual);
     grid_stride_quads((long long)rows * C, vector, [&](long long i, int count) {
         float v[4], s[4], t[4];
         long long c = i % C;
@@ -160,6 +162,11 @@ extern "C" __global__ void scale_shift_forward(float* y, unsigned short* y16, un
         {
             float z = v[k] * s[k] + t[k];
             v[k] = gelu_after ? gelu(z) : z;
+        }
+        if (residual)
+        {
+            load_values(s, residual, i, count);
+            for (int k = 0; k < count; k++) v[k] = s[k] + v[k];
         }
         if (y16) store_halves(y16, i, v, count, format);
         else store_values(y, i, v, count, 0);

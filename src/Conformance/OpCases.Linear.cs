@@ -59,6 +59,123 @@ public static partial class OpCases
                 v => Reference.Gelu(ScaleShiftReference(Reference.Linear(v[0], v[1], null, rows, N, K), v[2], v[3])));
     }
 
+    // A branch joining its residual stream inside the layer (a block's proj and fc2): y = r + (x·Wᵀ + b) and
+    // r + (x·Wᵀ)·scale + shift, forward and every gradient (r's too) against double references, with partial tiles and a K
+    // past one K block; then a block's pattern bit for bit against an Add after the layer (ResidualBlock).
+    static void LinearResidual(Device dev)
+    {
+        static double[] Plus(double[] a, double[] b) => [.. a.Select((v, i) => v + b[i])];
+        foreach (var (rows, N, K) in new[] { (13, 37, 9), (7, 5, 300) })
+        {
+            GradCheck.Run(dev, $"LinearResidual {rows}x{N}x{K}",
+                [new("x", [rows, K]), new("w", [N, K]), new("b", [N]), new("residual", [rows, N], -3, 3)],
+                t => Ops.Linear(t[0], t[1], t[2], t[3]),
+                v => Plus(Reference.Linear(v[0], v[1], v[2], rows, N, K), v[3]));
+            GradCheck.Run(dev, $"LinearScaleShiftResidual {rows}x{N}x{K}",
+                [new("x", [rows, K]), new("w", [N, K]), new("scale", [N]), new("shift", [N]), new("residual", [rows, N], -3, 3)],
+                t => Ops.LinearScaleShift(t[0], t[1], t[2], t[3], t[4]),
+                v => Plus(ScaleShiftReference(Reference.Linear(v[0], v[1], null, rows, N, K), v[2], v[3]), v[4]));
+        }
+        GradCheck.Run(dev, "LinearResidual no bias",
+            [new("x", [2, 3, 8]), new("w", [6, 8]), new("residual", [2, 3, 6])],
+            t => Ops.Linear(t[0], t[1], null, t[2]),
+            v => Plus(Reference.Linear(v[0], v[1], null, 6, 6, 8), v[2]));
+        using (var x = Tensor.Zeros(dev, 4, 8))
+        using (var w = Tensor.Zeros(dev, 6, 8))
+        using (var wrong = Tensor.Zeros(dev, 4, 8))
+        {
+            try
+            {
+                Ops.Linear(x, w, null, wrong).Dispose();
+                throw new ConformanceException("LinearResidual: a [4, 8] residual for a [4, 6] output was taken");
+            }
+            catch (ArgumentException e) when (e.Message.Contains("residual")) { }
+        }
+        ResidualBlock(dev);
+    }
+
+    // A transformer block's two residual joins with the add inside the layers, against Add after them, bit for bit in the
+    // output and every gradient, under fp32, bf16 and fp16 GEMMs: the stream s = ScaleShift(z) a non-leaf that a LayerNorm
+    // also reads (the join hands it dy, then the norm's gradient is added), the layers' inputs written in 16 bits
+    // (gemmInput), SSF's join with a frozen scale.
+    static void ResidualBlock(Device dev)
+    {
+        const int rows = 29, C = 24;
+        var k = dev.Kernels;
+        var previous = k.GemmPrecision;
+        string[] names = ["dz", "dscale0", "dshift0", "dnorm1.weight", "dnorm1.bias", "dW1", "db1", "dnorm2.weight", "dnorm2.bias", "dW2", "dshift2"];
+        try
+        {
+            foreach (var precision in new[] { Precision.FP32, Precision.BF16, Precision.FP16 })
+            {
+                k.GemmPrecision = precision;
+                (float[] Y, float[][] Grads) Run(bool fused)
+                {
+                    var t = new List<Tensor>();
+                    Tensor Make(ulong seed, float scale, params int[] shape)
+                    {
+                        float[] values = [.. Enumerable.Range(0, shape.Aggregate(1, (a, b) => a * b)).Select(i => (float)(CounterRng.Uniform(seed, (ulong)i) * 2 - 1) * scale)];
+                        var v = Tensor.FromArray(dev, values, shape);
+                        t.Add(v);
+                        return v;
+                    }
+                    try
+                    {
+                        var z = Make(301, 2f, rows, C);
+                        var s0 = Make(302, 1.5f, C);
+                        var t0 = Make(303, 0.5f, C);
+                        var n1w = Make(304, 1f, C);
+                        var n1b = Make(305, 0.5f, C);
+                        var w1 = Make(306, 0.5f, C, C);
+                        var b1 = Make(307, 0.5f, C);
+                        var n2w = Make(308, 1f, C);
+                        var n2b = Make(309, 0.5f, C);
+                        var w2 = Make(310, 0.5f, C, C);
+                        var s2 = Make(311, 1.5f, C);
+                        var t2 = Make(312, 0.5f, C);
+                        var upstream = Make(313, 1f, rows, C);
+                        Tensor[] trained = [z, s0, t0, n1w, n1b, w1, b1, n2w, n2b, w2, t2]; // s2 frozen
+                        foreach (var p in trained) p.RequiresGrad = true;
+                        var tape = new Autograd.Tape();
+                        using (tape.Record())
+                        {
+                            using var stream = Ops.ScaleShift(z, s0, t0);
+                            using var h1 = Ops.LayerNorm(stream, n1w, n1b, 1e-5f, gemmInput: true);
+                            using var y1 = fused ? Ops.Linear(h1, w1, b1, stream) : Join(stream, Ops.Linear(h1, w1, b1));
+                            using var h2 = Ops.LayerNorm(y1, n2w, n2b, 1e-5f, gemmInput: true);
+                            using var y2 = fused ? Ops.LinearScaleShift(h2, w2, s2, t2, y1) : Join(y1, Ops.LinearScaleShift(h2, w2, s2, t2));
+                            var y = y2.ToArray();
+                            tape.Backward(y2, upstream);
+                            return (y, [.. trained.Select(p => p.Grad!.ToArray())]);
+                        }
+                    }
+                    finally
+                    {
+                        foreach (var v in t) v.Dispose();
+                    }
+                }
+                static Tensor Join(Tensor stream, Tensor branch)
+                {
+                    using (branch) return Ops.Add(stream, branch);
+                }
+                static bool Same(float a, float b) => BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
+                string name = $"ResidualBlock {precision.Name()}";
+                var (want, got) = (Run(fused: false), Run(fused: true));
+                for (int i = 0; i < want.Y.Length; i++)
+                    if (!Same(want.Y[i], got.Y[i]))
+                        throw new ConformanceException($"{name}: y[{i}] is {got.Y[i]:G9} with the residual in the layers, {want.Y[i]:G9} with Add after them");
+                for (int g = 0; g < names.Length; g++)
+                    for (int i = 0; i < want.Grads[g].Length; i++)
+                        if (!Same(want.Grads[g][i], got.Grads[g][i]))
+                            throw new ConformanceException($"{name}: {names[g]}[{i}] is {got.Grads[g][i]:G9} with the residual in the layers, {want.Grads[g][i]:G9} with Add after them");
+            }
+        }
+        finally
+        {
+            k.GemmPrecision = previous;
+        }
+    }
+
     static double[] ScaleShiftReference(double[] u, double[] scale, double[] shift) =>
         [.. u.Select((value, i) => value * scale[i % scale.Length] + shift[i % shift.Length])];
 }

@@ -246,7 +246,7 @@ public static partial class OpCases
                     void Forward(float* y, float* kept, ushort* keptPacked)
                     {
                         if (op == 0) k.LinearGeluForward(y, null, kept, keptPacked, x.Data, null, w.Data, b.Data, rows, N, K);
-                        else if (op == 1) k.LinearScaleShiftForward(y, null, kept, keptPacked, x.Data, null, w.Data, scale.Data, shift.Data, rows, N, K);
+                        else if (op == 1) k.LinearScaleShiftForward(y, null, kept, keptPacked, x.Data, null, w.Data, scale.Data, shift.Data, null, rows, N, K);
                         else k.LinearScaleShiftGeluForward(y, null, kept, keptPacked, x.Data, null, w.Data, scale.Data, shift.Data, rows, N, K);
                     }
 
@@ -596,7 +596,7 @@ public static partial class OpCases
             }
             using (var ty = Tensor.Zeros(dev, M * N))
             {
-                k.LinearForward(ty.Data, ta.Data, null, tb.Data, tbias.Data, M, N, K);
+                k.LinearForward(ty.Data, ta.Data, null, tb.Data, tbias.Data, null, M, N, K);
                 Check("LinearForward", ty.ToArray(), (_, i, kk) => a[i * K + kk], (_, kk, j) => b[j * K + kk], 1f, 0f, null, bias);
             }
             if (precision is not (Precision.BF16 or Precision.FP16)) return;
@@ -620,7 +620,7 @@ public static partial class OpCases
                     }
             using (var ty = Tensor.Zeros(dev, M * N))
             {
-                k.LinearForward(ty.Data, ta.Data, pa.HalfData, tb.Data, tbias.Data, M, N, K);
+                k.LinearForward(ty.Data, ta.Data, pa.HalfData, tb.Data, tbias.Data, null, M, N, K);
                 Check("LinearForward with x packed", ty.ToArray(), (_, i, kk) => a[i * K + kk], (_, kk, j) => b[j * K + kk], 1f, 0f, null, bias);
             }
         }

@@ -20,6 +20,7 @@ public static partial class OpCases
         ("LinearGelu", LinearGelu),
         ("LinearScaleShift", LinearScaleShift),
         ("LinearScaleShiftGelu", LinearScaleShiftGelu),
+        ("LinearResidual", LinearResidual),
         // Norm
         ("LayerNorm", LayerNorm),
         ("ScaleShift", ScaleShift),

@@ -61,6 +61,8 @@ public static unsafe class DeviceBenchmarks
         new("linear-scale-shift-unfused", "MxNxK", 3, "the same as the Linear layer without its bias, then a scale-shift pass"),
         new("linear-scale-shift-gelu", "MxNxK", 3, "SSF at an MLP's first layer and its GELU in the GEMM's epilogue, the product kept too (training)"),
         new("linear-scale-shift-gelu-unfused", "MxNxK", 3, "the same as linear-scale-shift, then a GELU pass"),
+        new("linear-residual", "MxNxK", 3, "y = r + (x·Wᵀ + b), a block's proj or fc2 joining the residual stream: the add with the bias"),
+        new("linear-residual-unfused", "MxNxK", 3, "the same as the Linear layer, then an add pass"),
         new("attention", "BxTxNHxHD", 4, "fused multi-head attention, forward and backward (GFLOP/s: its 6 products)"),
         new("attention-unfused", "BxTxNHxHD", 4, "the same through the unfused path (head permutes, batched GEMMs, softmax)"),
         new("attention-forward", "BxTxNHxHD", 4, "fused multi-head attention, forward only (inference; tensor cores at head dim 64 in bf16/fp16 on a GPU)"),
@@ -102,27 +104,34 @@ public static unsafe class DeviceBenchmarks
             using var w = Filled(device, (long)N * K, 0.25f);
             using var bias = Filled(device, N, 0.125f);
             using var y = Tensor.Zeros(device, checked(M * N));
-            using var u = op.StartsWith("linear-scale-shift", StringComparison.Ordinal) ? Tensor.Zeros(device, checked(M * N)) : null;
+            using var u = op.StartsWith("linear-scale-shift", StringComparison.Ordinal) || op.StartsWith("linear-residual", StringComparison.Ordinal)
+                ? Tensor.Zeros(device, checked(M * N)) : null; // SSF's kept product, or the residual stream
             double flops = 2.0 * M * N * K;
             Action call = op switch
             {
                 "gemm" => () => k.Gemm(false, true, M, N, K, 1f, x.Data, K, w.Data, K, 0f, y.Data, N),
                 "linear-gelu" => () => k.LinearGeluForward(y.Data, null, null, null, x.Data, null, w.Data, bias.Data, M, N, K),
-                "linear-scale-shift" => () => k.LinearScaleShiftForward(y.Data, null, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K),
+                "linear-scale-shift" => () => k.LinearScaleShiftForward(y.Data, null, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, null, M, N, K),
                 "linear-scale-shift-unfused" => () =>
                 {
-                    k.LinearForward(u!.Data, x.Data, null, w.Data, null, M, N, K);
+                    k.LinearForward(u!.Data, x.Data, null, w.Data, null, null, M, N, K);
                     k.ScaleShiftForward(y.Data, u.Data, bias.Data, bias.Data, M, N);
                 },
                 "linear-scale-shift-gelu" => () => k.LinearScaleShiftGeluForward(y.Data, null, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K),
                 "linear-scale-shift-gelu-unfused" => () =>
                 {
-                    k.LinearScaleShiftForward(y.Data, null, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K);
+                    k.LinearScaleShiftForward(y.Data, null, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, null, M, N, K);
                     k.GeluForward(y.Data, y.Data, (long)M * N);
+                },
+                "linear-residual" => () => k.LinearForward(y.Data, x.Data, null, w.Data, bias.Data, u!.Data, M, N, K),
+                "linear-residual-unfused" => () =>
+                {
+                    k.LinearForward(y.Data, x.Data, null, w.Data, bias.Data, null, M, N, K);
+                    k.Add(y.Data, u!.Data, y.Data, (long)M * N);
                 },
                 _ => () =>
                 {
-                    k.LinearForward(y.Data, x.Data, null, w.Data, bias.Data, M, N, K);
+                    k.LinearForward(y.Data, x.Data, null, w.Data, bias.Data, null, M, N, K);
                     k.GeluForward(y.Data, y.Data, (long)M * N);
                 },
             };
@@ -329,6 +338,7 @@ public static unsafe class DeviceBenchmarks
             ["linear-gelu"] = [M, 4 * C, C], ["linear-gelu-unfused"] = [M, 4 * C, C], // fc1 at batch 32
             ["linear-scale-shift"] = [M, 4 * C, C], ["linear-scale-shift-unfused"] = [M, 4 * C, C],
             ["linear-scale-shift-gelu"] = [M, 4 * C, C], ["linear-scale-shift-gelu-unfused"] = [M, 4 * C, C],
+            ["linear-residual"] = [M, C, 4 * C], ["linear-residual-unfused"] = [M, C, 4 * C], // fc2 at batch 32
         };
         foreach (var op in Ops.Where(o => o.Name != "gemm")) Add(Measure(device, op.Name, shapes[op.Name], repeats));
         // The ViT-B/16 linear layers at batch 32 (6304 tokens).

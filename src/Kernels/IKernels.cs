@@ -46,8 +46,10 @@ public unsafe interface IKernels
     /// the bias to each tile of y while it is still in cache; other backends may run a GEMM and then the bias add.
     /// xPacked: null, or x already packed in the 16-bit <see cref="GemmPrecision"/> (the copy kept for backward, or an
     /// input written in 16 bits by the op before: then x is null), which a backend may read instead of rounding x again
-    /// (the same values); so may the fused forms below.</summary>
-    void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K);
+    /// (the same values); so may the fused forms below. residual: null, or [rows, N] added last, y = residual + (x·Wᵀ +
+    /// bias), bit for bit an add after the layer (a transformer block's residual stream, added while y is in cache; y is
+    /// not residual).</summary>
+    void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, float* residual, int rows, int N, int K);
 
     /// <summary>The Linear layer followed by GELU (the MLP's fc1 and its activation) with the activation in the GEMM's
     /// epilogue: h = x[rows, K]·Wᵀ + bias, y = GELU(h), both [rows, N]; h is written only when not null (training keeps
@@ -62,8 +64,9 @@ public unsafe interface IKernels
     /// column (shift carries the folded γ⊙b + β), both [rows, N]; u is written only when not null (kept for dscale), or
     /// into uPacked in the 16-bit <see cref="GemmPrecision"/> instead (as <see cref="LinearGeluForward"/>'s hPacked).
     /// The CPU applies the scale-shift to each GEMM tile while it is in cache; other backends may run a GEMM and then
-    /// <see cref="ScaleShiftForward"/>. yPacked as in <see cref="LinearGeluForward"/>.</summary>
-    void LinearScaleShiftForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K);
+    /// <see cref="ScaleShiftForward"/>. yPacked as in <see cref="LinearGeluForward"/>. residual: null, or [rows, N] added
+    /// last as in <see cref="LinearForward"/>, y = residual + (u·scale + shift) (y float32 then, not yPacked).</summary>
+    void LinearScaleShiftForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, float* residual, int rows, int N, int K);
 
     /// <summary>SSF at an MLP's first Linear and its GELU in one pass: u = x[rows, K]·Wᵀ, y = GELU(u·scale + shift) per
     /// column, both [rows, N]; u is written only when not null (training keeps it: its backward,

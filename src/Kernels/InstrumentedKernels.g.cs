@@ -20,10 +20,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
+    public void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, float* residual, int rows, int N, int K)
     {
         Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearForward);
-        Inner.LinearForward(y, x, xPacked, w, bias, rows, N, K);
+        Inner.LinearForward(y, x, xPacked, w, bias, residual, rows, N, K);
         End(KernelId.LinearForward, start);
     }
 
@@ -36,10 +36,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void LinearScaleShiftForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K)
+    public void LinearScaleShiftForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, float* residual, int rows, int N, int K)
     {
         Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearScaleShiftForward);
-        Inner.LinearScaleShiftForward(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, rows, N, K);
+        Inner.LinearScaleShiftForward(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, residual, rows, N, K);
         End(KernelId.LinearScaleShiftForward, start);
     }
 

@@ -204,8 +204,9 @@ public unsafe class KernelContractTests
         }
         Assert.That(got.Skip(2 * cols).Take(cols), Is.All.NaN, $"{width}: a NaN logit makes its whole softmax row NaN");
     }
-    /// <summary>LinearForward (the bias added in the GEMM's store on the CPU) gives exactly a GEMM followed by the bias
-    /// add, with and without a bias; K spans several of the CPU GEMM's K blocks and the tiles are partial.</summary>
+    /// <summary>LinearForward (the bias and the residual added in the GEMM's store on the CPU) gives exactly a GEMM
+    /// followed by the bias add and the residual add, with and without a bias and a residual; K spans several of the CPU
+    /// GEMM's K blocks and the tiles are partial.</summary>
     [TestCaseSource(nameof(All))]
     public void LinearForwardIsGemmThenBiasAdd(string backend)
     {
@@ -216,15 +217,18 @@ public unsafe class KernelContractTests
             using var x = Random(dev, 21, rows * K);
             using var w = Random(dev, 22, N * K);
             using var bias = Random(dev, 23, N);
+            using var residual = Random(dev, 25, rows * N, -3, 3);
             using var fused = Random(dev, 24, rows * N, -50, 50);
             using var separate = Tensor.Zeros(dev, rows * N);
             foreach (bool withBias in new[] { true, false })
+            foreach (bool withResidual in new[] { false, true })
             {
-                float* b = withBias ? bias.Data : null;
-                k.LinearForward(fused.Data, x.Data, null, w.Data, b, rows, N, K);
+                float* b = withBias ? bias.Data : null, r = withResidual ? residual.Data : null;
+                k.LinearForward(fused.Data, x.Data, null, w.Data, b, r, rows, N, K);
                 k.Gemm(false, true, rows, N, K, 1f, x.Data, K, w.Data, K, 0f, separate.Data, N);
                 if (withBias) k.AddBias(separate.Data, separate.Data, b, rows, N);
-                Assert.That(fused.ToArray(), Is.EqualTo(separate.ToArray()), $"{rows}×{N}×{K}, bias {withBias}");
+                if (withResidual) k.Add(separate.Data, r, separate.Data, (long)rows * N);
+                Assert.That(fused.ToArray(), Is.EqualTo(separate.ToArray()), $"{rows}×{N}×{K}, bias {withBias}, residual {withResidual}");
             }
         }
     }

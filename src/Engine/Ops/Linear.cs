@@ -17,15 +17,18 @@ public static unsafe partial class Ops
     /// only when W trains (frozen means free). A weight training <see cref="TrainableKind.SelectedEntries"/> gets only its selected
     /// entries' gradients, [N, k] (GPS), never the dense dW. x may be float32, or 16-bit in the GEMMs' bf16 or fp16
     /// format: an op's output written with <c>gemmInput: true</c> (see <see cref="LayerNorm"/>), which the product reads
-    /// as it is and the weight gradient keeps as it is.
+    /// as it is and the weight gradient keeps as it is. <paramref name="residual"/> (float32, y's shape): y = residual +
+    /// (x·Wᵀ + b), bit for bit <c>Add(residual, Linear(x, W, b))</c> (a block's branch joining its residual stream) with
+    /// the add in the same pass as the bias and no copy of dy for the branch in the backward, where residual receives dy.
     /// </summary>
-    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null, Tensor? residual = null)
     {
-        var (rows, N, K, shape) = CheckLinear("Linear", x, weight, bias);
+        var (rows, N, K, shape) = CheckLinear("Linear", x, weight, bias, residual);
         var y = Tensor.Empty(x.Device, DType.F32, shape);
-        bool record = Tape.ShouldRecord(x, weight, bias);
-        var saved = record ? SaveLinear(x, weight, bias, rows, N, K) : default; // before the product, which may read its packed x
-        x.Device.Kernels.LinearForward(y.Data, Floats(x), PackedInput(x, saved), weight.Data, bias == null ? null : bias.Data, rows, N, K);
+        bool record = Tape.ShouldRecord(x, weight, bias, residual);
+        var saved = record ? SaveLinear(x, weight, bias, rows, N, K, residual) : default; // before the product, which may read its packed x
+        x.Device.Kernels.LinearForward(y.Data, Floats(x), PackedInput(x, saved), weight.Data, bias == null ? null : bias.Data,
+            residual == null ? null : residual.Data, rows, N, K);
         if (record) Tape.Push(y, saved);
         return y;
     }
@@ -85,7 +88,7 @@ public static unsafe partial class Ops
     /// the op fused after it is kept in that 16-bit format, as autocast keeps a Linear's 16-bit output for the op that
     /// reads it: <see cref="LinearGelu"/>'s pre-activation (GELU's slope; the widest activation a transformer block
     /// keeps, [tokens, 4·C]) and SSF's bias-free product at a Linear site (<see cref="LinearScaleShift(Tensor, Tensor,
-    /// Tensor, Tensor)"/> and <see cref="LinearScaleShiftGelu"/>: dscale, and GELU's slope after it). Unlike
+    /// Tensor, Tensor, Tensor)"/> and <see cref="LinearScaleShiftGelu"/>: dscale, and GELU's slope after it). Unlike
     /// <see cref="SaveGemmOperandsInGemmPrecision"/> this moves the gradient: it is taken at the rounded values (the
     /// forward still reads them unrounded). False keeps them in float32 (to compare).
     /// </summary>
@@ -107,14 +110,15 @@ public static unsafe partial class Ops
     /// SSF at a Linear site in one pass: y = (x·Wᵀ)·scale + shift per output feature (shapes as in <see cref="Linear"/>,
     /// no bias: shift carries the folded γ⊙b + β), the scale-shift in the GEMM's epilogue on the CPU. The same values and
     /// gradients as <c>ScaleShift(Linear(x, W), scale, shift)</c>; the bias-free product is written and kept only when
-    /// scale trains (for dscale).
+    /// scale trains (for dscale). <paramref name="residual"/> as in <see cref="Linear"/>: y = residual + (x·Wᵀ)·scale +
+    /// shift, bit for bit <c>Add(residual, LinearScaleShift(x, W, scale, shift))</c>.
     /// </summary>
-    public static Tensor LinearScaleShift(Tensor x, Tensor weight, Tensor scale, Tensor shift) =>
-        LinearScaleShift("LinearScaleShift", x, weight, scale, shift, gelu: false);
+    public static Tensor LinearScaleShift(Tensor x, Tensor weight, Tensor scale, Tensor shift, Tensor? residual = null) =>
+        LinearScaleShift("LinearScaleShift", x, weight, scale, shift, gelu: false, residual: residual);
 
     /// <summary>
     /// SSF at an MLP's first layer and its activation in one pass: y = GELU((x·Wᵀ)·scale + shift) (shapes and shift as
-    /// in <see cref="LinearScaleShift(Tensor, Tensor, Tensor, Tensor)"/>), both in the GEMM's epilogue on the CPU. The same
+    /// in <see cref="LinearScaleShift(Tensor, Tensor, Tensor, Tensor, Tensor)"/>), both in the GEMM's epilogue on the CPU. The same
     /// values and gradients as <c>Gelu(LinearScaleShift(x, W, scale, shift))</c>, bit for bit on the CPU, with one
     /// activation kept instead of two: the bias-free product, from which the backward recomputes GELU's input.
     /// <paramref name="gemmInput"/> as in <see cref="LinearGelu"/>.
@@ -122,22 +126,23 @@ public static unsafe partial class Ops
     public static Tensor LinearScaleShiftGelu(Tensor x, Tensor weight, Tensor scale, Tensor shift, bool gemmInput = false) =>
         LinearScaleShift("LinearScaleShiftGelu", x, weight, scale, shift, gelu: true, gemmInput);
 
-    static Tensor LinearScaleShift(string op, Tensor x, Tensor weight, Tensor scale, Tensor shift, bool gelu, bool gemmInput = false)
+    static Tensor LinearScaleShift(string op, Tensor x, Tensor weight, Tensor scale, Tensor shift, bool gelu, bool gemmInput = false, Tensor? residual = null)
     {
-        var (rows, N, K, shape) = CheckLinear(op, x, weight, null);
+        var (rows, N, K, shape) = CheckLinear(op, x, weight, null, residual);
         CheckVector(op, "scale", scale, N, x);
         CheckVector(op, "shift", shift, N, x);
         var y = OutputFor(x.Device, gemmInput, shape);
         using var product = ProductScratch(y);
-        bool record = Tape.ShouldRecord(x, weight, scale, shift);
+        bool record = Tape.ShouldRecord(x, weight, scale, shift) || Tape.ShouldRecord(residual);
         var (u, uPacked) = KeptLinearOutput(x.Device, record && (gelu || scale.RequiresGrad), shape);
         using var _ = u; // the op's reference to a float32 u (Tape.Save keeps an alias)
         var k = x.Device.Kernels;
-        var saved = record ? SaveLinear(x, weight, null, rows, N, K) : default;
+        var saved = record ? SaveLinear(x, weight, null, rows, N, K, residual) : default;
         ushort* xPacked = PackedInput(x, saved), uHalves = Halves(uPacked);
         float* yData = (product ?? y).Data, uData = u == null ? null : u.Data;
         if (gelu) k.LinearScaleShiftGeluForward(yData, Halves(y), uData, uHalves, Floats(x), xPacked, weight.Data, scale.Data, shift.Data, rows, N, K);
-        else k.LinearScaleShiftForward(yData, Halves(y), uData, uHalves, Floats(x), xPacked, weight.Data, scale.Data, shift.Data, rows, N, K);
+        else k.LinearScaleShiftForward(yData, Halves(y), uData, uHalves, Floats(x), xPacked, weight.Data, scale.Data, shift.Data,
+            residual == null ? null : residual.Data, rows, N, K);
         if (record)
             Tape.Push(y, new LinearScaleShiftSaved
             {
@@ -148,7 +153,7 @@ public static unsafe partial class Ops
         return y;
     }
 
-    static (int Rows, int N, int K, int[] Shape) CheckLinear(string op, Tensor x, Tensor weight, Tensor? bias)
+    static (int Rows, int N, int K, int[] Shape) CheckLinear(string op, Tensor x, Tensor weight, Tensor? bias, Tensor? residual = null)
     {
         var sixteen = x.DType is DType.BF16 or DType.F16 ? GemmInputType(x.Device) : null;
         if (x.DType is DType.BF16 or DType.F16 && sixteen != x.DType)
@@ -162,12 +167,18 @@ public static unsafe partial class Ops
         CheckVector(op, "bias", bias, N, x);
         var shape = (int[])x.Shape.Clone();
         shape[^1] = N;
+        if (residual != null)
+        {
+            Check(op, "residual", residual, device: x.Device);
+            if (!residual.Shape.AsSpan().SequenceEqual(shape))
+                throw new ArgumentException($"{op}: residual {residual.Describe()} must have the output's shape [{string.Join(", ", shape)}]");
+        }
         return (Rows(x), N, K, shape);
     }
 
-    static LinearSaved SaveLinear(Tensor x, Tensor weight, Tensor? bias, int rows, int N, int K) => new()
+    static LinearSaved SaveLinear(Tensor x, Tensor weight, Tensor? bias, int rows, int N, int K, Tensor? residual = null) => new()
     {
-        X = x, Weight = weight, Bias = bias, Rows = rows, N = N, K = K,
+        X = x, Weight = weight, Bias = bias, Residual = residual, Rows = rows, N = N, K = K,
         // Also for a weight training selected entries (GPS): autocast keeps the layer's input in 16 bits for its
         // gradient, and SparseWeightGrad widens each value it reads, summing in float32.
         XKept = !weight.RequiresGrad ? null : x.DType != DType.F32 ? Tape.Save(x) : SaveGemmOperand(x), // a 16-bit x as it is
@@ -245,14 +256,15 @@ public static unsafe partial class Ops
                 k.ScaleShiftGeluBackward(dx, dxPacked, dscale, dshift, y.Grad!.Data, u, s.Scale.Data, s.ShiftKept.Data, s.Linear.Rows, s.Linear.N, false);
             else k.ScaleShiftBackward(dx, dxPacked, dscale, dshift, y.Grad!.Data, u, s.Scale.Data, s.Linear.Rows, s.Linear.N, false);
             if (du != null) LinearSaved.Backward(ref s.Linear, k, dxPacked != null ? GemmOperand.Packed(dxPacked) : dx);
+            s.Linear.HandOverToResidual(y);
         }
     }
 
-    /// <summary>Linear's backward state: x [Rows, K], W [N, K], b [N].</summary>
+    /// <summary>Linear's backward state: x [Rows, K], W [N, K], b [N], and the residual [Rows, N] added to the output.</summary>
     struct LinearSaved : IBackward<LinearSaved>
     {
         public Tensor X, Weight;
-        public Tensor? Bias, XKept, WeightKept;
+        public Tensor? Bias, Residual, XKept, WeightKept;
         public int Rows, N, K;
 
         /// <summary>Whether the weight trains selected entries (GPS), whose gradient sums a float32 dy.</summary>
@@ -261,7 +273,17 @@ public static unsafe partial class Ops
         /// <summary>Whether a product reads dy in the backward: dx's, or a dense dW's.</summary>
         public readonly bool ProductsReadDy => X.RequiresGrad || Weight.RequiresGrad && !SparseWeight;
 
-        public static void Backward(ref LinearSaved s, Tensor y) => Backward(ref s, y.Device.Kernels, y.Grad!.Data);
+        public static void Backward(ref LinearSaved s, Tensor y)
+        {
+            Backward(ref s, y.Device.Kernels, y.Grad!.Data);
+            s.HandOverToResidual(y);
+        }
+
+        /// <summary>The residual's gradient, dy itself: handed over once nothing else reads dy (it may take dy's storage).</summary>
+        public readonly void HandOverToResidual(Tensor y)
+        {
+            if (Residual is { RequiresGrad: true }) Tape.HandOverGradient(Residual, y.Grad!);
+        }
 
         /// <summary>The backward from the output gradient dy [Rows, N]: float32, or 16-bit in the GEMMs' format when
         /// only the products read it (no bias gradient, no sparse entries). <paramref name="dyCopy"/>: null, or a float32

@@ -316,7 +316,7 @@ public static unsafe class CpuGemm
                         StorePartial(tile, NR, cRow + jr, Ldc, Alpha, beta, mr, nr);
                     }
                 }
-                if (lastBlock && (Bias != null || Epilogue.Y != null))
+                if (lastBlock && (Bias != null || Epilogue.Y != null || Epilogue.Residual != null))
                     EpilogueBlock(Epilogue, cRow - C, Ldc, cRow, Ldc, Bias == null ? null : Bias + jc, mr, nc);
             }
         }
@@ -341,12 +341,17 @@ public static unsafe class CpuGemm
     /// elements into C, while it is in L1: h[r, j] += bias[j] (no bias: null), then the epilogue's y at the same offset
     /// (rows ldy apart; y may be C): GELU(h), or h·scale + shift per column (scale and shift from the block's first
     /// column, offset mod ldy), and GELU of that when the epilogue says so; h is packed to 16 bits first when the
-    /// epilogue keeps it so, and y after it when the epilogue writes it so.</summary>
+    /// epilogue keeps it so, and y after it when the epilogue writes it so. The epilogue's residual (rows ldy apart) is
+    /// added last: to h itself when there is no y, else to y after the scale-shift.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void EpilogueBlock(in GemmEpilogue e, long offset, int ldy, float* h, int ldh, float* bias, int mr, int nr)
     {
         if (bias != null) AddBiasTile(h, ldh, bias, mr, nr);
-        if (e.Y == null) return;
+        if (e.Y == null)
+        {
+            if (e.Residual != null) AddResidualTile(h, ldh, e.Residual + offset, ldy, mr, nr);
+            return;
+        }
         float* y = e.Y + offset;
         if (e.Scale == null)
         {
@@ -369,6 +374,7 @@ public static unsafe class CpuGemm
             for (; j + V <= nr; j += V) Vec.Store(yr + j, Vec.Load(hr + j) * Vec.Load(scale + j) + Vec.Load(shift + j));
             for (; j < nr; j++) yr[j] = hr[j] * scale[j] + shift[j];
             if (e.GeluAfter) CpuKernels.GeluRow(yr, yr, nr);
+            if (e.Residual != null) AddResidualTile(yr, ldy, e.Residual + offset + (long)r * ldy, ldy, 1, nr);
             if (e.PackedY != null) CpuKernels.PackRow(e.PackedY + offset + (long)r * ldy, yr, nr, e.PackedPrecision);
         }
     }
@@ -384,6 +390,21 @@ public static unsafe class CpuGemm
             int j = 0;
             for (; j + V <= nr; j += V) Vec.Store(row + j, Vec.Load(row + j) + Vec.Load(bias + j));
             for (; j < nr; j++) row[j] += bias[j];
+        }
+    }
+
+    /// <summary>c[r, j] = residual[r, j] + c[r, j] for an mr × nr tile of C (rows ldc apart; the residual's ldr apart),
+    /// while the tile is in L1: the residual add after a layer, in the order a separate add computes it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void AddResidualTile(float* c, int ldc, float* residual, int ldr, int mr, int nr)
+    {
+        int V = System.Numerics.Vector<float>.Count;
+        for (int r = 0; r < mr; r++)
+        {
+            float* row = c + (long)r * ldc, add = residual + (long)r * ldr;
+            int j = 0;
+            for (; j + V <= nr; j += V) Vec.Store(row + j, Vec.Load(add + j) + Vec.Load(row + j));
+            for (; j < nr; j++) row[j] = add[j] + row[j];
         }
     }
 
@@ -782,6 +803,14 @@ public readonly unsafe struct GemmEpilogue
 
     /// <summary>Where the epilogue also writes y in 16 bits (null: it does not).</summary>
     public ushort* PackedY { get; private init; }
+
+    /// <summary>This epilogue (none, or a scale-shift), which then adds <paramref name="residual"/> (C's shape and row
+    /// stride) to what it writes: C = residual + C after any bias, or y = residual + y after the scale-shift (a Linear
+    /// layer whose output joins a residual stream). Not with <see cref="WritingPacked"/>: the sum is float32.</summary>
+    public GemmEpilogue AddingResidual(float* residual) => this with { Residual = residual };
+
+    /// <summary>What the epilogue adds last (null: nothing).</summary>
+    public float* Residual { get; private init; }
 
     /// <summary>The 16-bit format of <see cref="Packed"/> and <see cref="PackedY"/>.</summary>
     public Precision PackedPrecision { get; private init; }

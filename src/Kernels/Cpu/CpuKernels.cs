@@ -149,16 +149,22 @@ public sealed unsafe partial class CpuKernels : IKernels
     /// <inheritdoc/>
     /// <remarks>Our GEMM reads x's 16-bit copy when there is one, widening each strip as it copies it (the values
     /// rounding x gives, from half the bytes); OpenBLAS (fp32 only) reads float32.</remarks>
-    public void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
+    public void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, float* residual, int rows, int N, int K)
     {
+        var epilogue = residual == null ? default : default(GemmEpilogue).AddingResidual(residual);
         if (Fp32Blas is not { } blas)
         {
-            CpuGemm.Gemm(false, true, rows, N, K, 1f, xPacked != null ? null : x, K, w, K, 0f, y, N, bias, GemmPrecision, default, PackedWeight(w, N, K), xPacked);
+            CpuGemm.Gemm(false, true, rows, N, K, 1f, xPacked != null ? null : x, K, w, K, 0f, y, N, bias, GemmPrecision, epilogue, PackedWeight(w, N, K), xPacked);
             return;
         }
         using var wide = WideInput(ref x, xPacked, (long)rows * K);
         blas.Sgemm(false, true, rows, N, K, 1f, x, K, w, K, 0f, y, N);
-        if (bias != null) AddBias(y, y, bias, rows, N);
+        if (residual != null)
+        {
+            var body = new EpilogueRowBody { Epilogue = epilogue, H = y, Bias = bias, Cols = N };
+            CpuParallel.For(rows, ref body);
+        }
+        else if (bias != null) AddBias(y, y, bias, rows, N);
     }
 
     /// <inheritdoc/>
@@ -182,19 +188,21 @@ public sealed unsafe partial class CpuKernels : IKernels
     /// <inheritdoc/>
     /// <remarks>Our GEMM applies the scale-shift to each tile as it completes, while it is in L1; with OpenBLAS, one pass
     /// after the product. x as in <see cref="LinearForward"/>.</remarks>
-    public void LinearScaleShiftForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
-        LinearScaleShift(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, rows, N, K, gelu: false);
+    public void LinearScaleShiftForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, float* residual, int rows, int N, int K) =>
+        LinearScaleShift(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, residual, rows, N, K, gelu: false);
 
     /// <inheritdoc/>
     /// <remarks>As <see cref="LinearScaleShiftForward"/>, with GELU after the scale-shift in the same epilogue (or pass).</remarks>
     public void LinearScaleShiftGeluForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
-        LinearScaleShift(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, rows, N, K, gelu: true);
+        LinearScaleShift(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, null, rows, N, K, gelu: true);
 
-    void LinearScaleShift(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K, bool gelu)
+    void LinearScaleShift(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, float* residual, int rows, int N, int K, bool gelu)
     {
         float* product = u != null ? u : y;
-        var epilogue = Packing(gelu ? GemmEpilogue.ScaleShiftGelu(y, scale, shift) : GemmEpilogue.ScaleShift(y, scale, shift),
-            yPacked, uPacked, gelu ? "LinearScaleShiftGeluForward" : "LinearScaleShiftForward");
+        string kernel = gelu ? "LinearScaleShiftGeluForward" : "LinearScaleShiftForward";
+        if (residual != null && yPacked != null) throw new ArgumentException($"{kernel}: a residual sum is float32, not written in 16 bits", nameof(yPacked));
+        var epilogue = Packing(gelu ? GemmEpilogue.ScaleShiftGelu(y, scale, shift) : GemmEpilogue.ScaleShift(y, scale, shift), yPacked, uPacked, kernel);
+        if (residual != null) epilogue = epilogue.AddingResidual(residual);
         if (Fp32Blas is not { } blas)
         {
             CpuGemm.Gemm(false, true, rows, N, K, 1f, xPacked != null ? null : x, K, w, K, 0f, product, N, null, GemmPrecision, epilogue, PackedWeight(w, N, K), xPacked);

@@ -128,11 +128,12 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public bool ThawWeight(float* w) => false;
 
     /// <inheritdoc/>
-    /// <remarks>cuBLAS reads xPacked when given (no conversion of x), then one kernel adds the bias.</remarks>
-    public void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
+    /// <remarks>cuBLAS reads xPacked when given (no conversion of x), then one kernel adds the bias and the residual.</remarks>
+    public void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, float* residual, int rows, int N, int K)
     {
         Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, y, N);
-        if (bias != null) AddBias(y, y, bias, rows, N);
+        if (bias != null) GridStride(Elementwise.AddBias, (long)rows * N, y, y, bias, residual, rows, N);
+        else if (residual != null) Add(y, residual, y, (long)rows * N);
     }
 
     /// <inheritdoc/>
@@ -146,21 +147,23 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     }
 
     /// <inheritdoc/>
-    /// <remarks>cuBLAS writes x·Wᵀ into u (or y), then the scale-shift kernel writes y.</remarks>
-    public void LinearScaleShiftForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
-        LinearScaleShift(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, rows, N, K, gelu: false);
+    /// <remarks>cuBLAS writes x·Wᵀ into u (or y), then the scale-shift kernel writes y (adding the residual).</remarks>
+    public void LinearScaleShiftForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, float* residual, int rows, int N, int K) =>
+        LinearScaleShift(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, residual, rows, N, K, gelu: false);
 
     /// <inheritdoc/>
     /// <remarks>cuBLAS writes x·Wᵀ into u (or y), then the scale-shift kernel writes GELU of its result into y.</remarks>
     public void LinearScaleShiftGeluForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
-        LinearScaleShift(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, rows, N, K, gelu: true);
+        LinearScaleShift(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, null, rows, N, K, gelu: true);
 
-    void LinearScaleShift(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K, bool gelu)
+    void LinearScaleShift(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, float* residual, int rows, int N, int K, bool gelu)
     {
         float* product = u != null ? u : y;
-        int format = PackedFormat(yPacked, uPacked, gelu ? "LinearScaleShiftGeluForward" : "LinearScaleShiftForward");
+        string kernel = gelu ? "LinearScaleShiftGeluForward" : "LinearScaleShiftForward";
+        if (residual != null && yPacked != null) throw new ArgumentException($"{kernel}: a residual sum is float32, not written in 16 bits", nameof(yPacked));
+        int format = PackedFormat(yPacked, uPacked, kernel);
         Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, product, N);
-        GridStride(Norm.ScaleShiftForward, (long)rows * N, y, yPacked, uPacked, format, product, scale, shift, rows, N, gelu);
+        GridStride(Norm.ScaleShiftForward, (long)rows * N, y, yPacked, uPacked, format, product, scale, shift, residual, rows, N, gelu);
     }
 
     /// <summary>The kernels' format argument for outputs written in 16 bits (0 when there are none): the GEMMs' 16-bit
@@ -255,7 +258,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void AddBias(float* y, float* x, float* bias, int rows, int cols) =>
-        GridStride(Elementwise.AddBias, (long)rows * cols, y, x, bias, rows, cols);
+        GridStride(Elementwise.AddBias, (long)rows * cols, y, x, bias, (float*)null, rows, cols);
 
     /// <inheritdoc/>
     public void BiasGrad(float* dbias, float* dy, int rows, int cols) => ColumnSum(dbias, dy, rows, cols, cols, 0, 1, 1f, true);
@@ -335,7 +338,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void ScaleShiftForward(float* y, float* x, float* scale, float* shift, int rows, int C) =>
-        GridStride(Norm.ScaleShiftForward, (long)rows * C, y, (ushort*)null, (ushort*)null, (int)Precision.FP32, x, scale, shift, rows, C, false);
+        GridStride(Norm.ScaleShiftForward, (long)rows * C, y, (ushort*)null, (ushort*)null, (int)Precision.FP32, x, scale, shift, (float*)null, rows, C, false);
 
     /// <inheritdoc/>
     public void ScaleShiftBackward(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, int rows, int C, bool accumulate)

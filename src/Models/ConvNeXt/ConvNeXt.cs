@@ -178,12 +178,10 @@ public sealed class ConvNeXt : IImageClassifier
             foreach (var block in stage.Blocks)
             {
                 float rate = total > 1 ? Config.drop_path_rate * index / (total - 1) : Config.drop_path_rate;
-                var branch = Branch(x, block, trainSeed);
-                using var dropped = trainSeed.HasValue && rate > 0 ? Ops.DropPath(branch, rate, CounterRng.Hash(trainSeed.Value, 16 + (ulong)index)) : null;
-                var sum = Ops.Add(x, dropped ?? branch);
-                branch.Dispose();
-                x.Dispose();
-                x = sum;
+                // The branch joins the stream inside fc2's pass when nothing stands between them (no hook, no drop path).
+                bool join = this.JoinsBranchesInLayers() && (!trainSeed.HasValue || rate == 0);
+                x = join ? Branch(x, block, trainSeed, join: true)
+                    : SiteComputation.Residual(x, Branch(x, block, trainSeed, join: false), rate, trainSeed, 16 + (ulong)index);
                 index++;
             }
         }
@@ -194,14 +192,18 @@ public sealed class ConvNeXt : IImageClassifier
     }
 
     /// <summary>γ ⊙ fc2(GELU(fc1(LN(dwconv(x))))), [B,H,W,C]; LN's and GELU's outputs 16-bit under bf16 or fp16 GEMMs
-    /// when only fc1 and fc2 read them.</summary>
-    Tensor Branch(Tensor x, Block b, ulong? trainSeed)
+    /// when only fc1 and fc2 read them. With <paramref name="join"/>, x + that, the add in fc2's pass (x is disposed).</summary>
+    Tensor Branch(Tensor x, Block b, ulong? trainSeed, bool join)
     {
         int pad = Config.kernel_size / 2;
         bool sixteen = this.OnlyProductsReadLinearInputs();
         using var dw = this.Produce(b.Dw, (w, bias) => Ops.DepthwiseConv2d(x, w!, bias, pad));
         using var normed = this.Produce(b.Norm, (w, bias) => Ops.LayerNorm(dw, w, bias, LayerNormEps, sixteen));
         using var activated = this.ProduceGelu(b.Fc1, normed, trainSeed, sixteen);
+        if (join)
+        {
+            using (x) return this.ProduceLinearScaled(b.Fc2, activated, b.Gamma, b.Zero, trainSeed, residual: x);
+        }
         return this.MlpBranch(b.Fc2, x, this.ProduceLinearScaled(b.Fc2, activated, b.Gamma, b.Zero, trainSeed), trainSeed);
     }
 

@@ -1,3 +1,5 @@
+using Engine.Kernels;
+
 namespace Engine.Models.Peft;
 
 /// <summary>
@@ -40,15 +42,56 @@ public static class SiteComputation
         return Hook(model, site, y);
     }
 
+    /// <summary><paramref name="residual"/> + the features at a Linear-layer <paramref name="site"/> computed from
+    /// <paramref name="x"/>: a block's branch joining its residual stream inside its last layer (proj, fc2), with the
+    /// site's affine folded as <see cref="ProduceLinear(IPeftModel, FeatureSite, Tensor, ulong?)"/> folds it. The add
+    /// runs in the layer's own pass and the backward hands dy to the stream without a copy for the branch
+    /// (<see cref="Ops.Linear"/>'s residual), bit for bit <c>Add(residual, ProduceLinear(site, x))</c>. Only where
+    /// <see cref="JoinsBranchesInLayers"/>: no hook may see the branch alone.</summary>
+    public static Tensor ProduceLinearResidual(this IPeftModel model, FeatureSite site, Tensor x, Tensor residual)
+    {
+        if (!model.JoinsBranchesInLayers())
+            throw new InvalidOperationException($"{site.Name}: a hook observes the branch, so it cannot join the residual stream inside the layer");
+        if (site.Producer != SiteProducer.Linear || site.Weight == null)
+            throw new ArgumentException($"{site.Name}: a branch joins its residual stream in a Linear site with a weight, not a {site.Producer} site");
+        return model.SiteAffine?.Invoke(site) is { } affine ? LinearAffine(site, x, affine, residual: residual)
+            : Ops.Linear(x, site.Weight, site.Bias, residual);
+    }
+
+    /// <summary>Whether a block's branches may join the residual stream inside their last Linear
+    /// (<see cref="ProduceLinearResidual"/>): no site hook, Linear hook or MLP hook
+    /// observes a branch's output alone. The model also checks that no drop path or dropout is drawn between the layer
+    /// and the sum.</summary>
+    public static bool JoinsBranchesInLayers(this IPeftModel model) =>
+        ResidualsInLayers && model.SiteHook == null && model.LinearHook == null && model.MlpHook == null;
+
+    /// <summary>Whether the models join a branch to the residual stream inside its last Linear where they may
+    /// (<see cref="JoinsBranchesInLayers"/>); false adds every branch after its layer, with the same results bit for bit
+    /// (to compare).</summary>
+    public static bool ResidualsInLayers { get; set; } = true;
+
+    /// <summary>x + DropPath(branch) (drop path drawn from <paramref name="seed"/>'s stream for <paramref name="site"/> in
+    /// train mode, when <paramref name="dropPath"/> > 0): a block's residual join after the branch. Disposes both inputs
+    /// (the tape keeps what backward needs).</summary>
+    public static Tensor Residual(Tensor x, Tensor branch, float dropPath, ulong? seed, ulong site)
+    {
+        using var dropped = seed.HasValue && dropPath > 0 ? Ops.DropPath(branch, dropPath, CounterRng.Hash(seed.Value, site)) : null;
+        var y = Ops.Add(x, dropped ?? branch);
+        x.Dispose();
+        branch.Dispose();
+        return y;
+    }
+
     /// <summary>A Linear site's affine folded as <see cref="Produce"/> folds it, in one <see cref="Ops.LinearScaleShift"/>:
     /// the scale-shift in the GEMM's epilogue instead of a pass of its own; with <paramref name="gelu"/> (an MLP's first
     /// layer with nothing between it and its GELU), <see cref="Ops.LinearScaleShiftGelu"/>, the activation in the same
-    /// epilogue (its output 16-bit with <paramref name="gemmInput"/>).</summary>
-    static Tensor LinearAffine(FeatureSite site, Tensor x, ChannelAffine affine, bool gelu = false, bool gemmInput = false)
+    /// epilogue (its output 16-bit with <paramref name="gemmInput"/>); with a <paramref name="residual"/>, added in the
+    /// same pass.</summary>
+    static Tensor LinearAffine(FeatureSite site, Tensor x, ChannelAffine affine, bool gelu = false, bool gemmInput = false, Tensor? residual = null)
     {
         using var shift = site.Bias == null ? null : Ops.ScaleShift(site.Bias, affine.Scale, affine.Shift);
         return gelu ? Ops.LinearScaleShiftGelu(x, site.Weight!, affine.Scale, shift ?? affine.Shift, gemmInput)
-            : Ops.LinearScaleShift(x, site.Weight!, affine.Scale, shift ?? affine.Shift);
+            : Ops.LinearScaleShift(x, site.Weight!, affine.Scale, shift ?? affine.Shift, residual);
     }
 
     static Tensor ProduceAffine(IPeftModel model, FeatureSite site, Func<Tensor?, Tensor?, Tensor> op)
@@ -96,18 +139,24 @@ public static class SiteComputation
     /// scale γ [Channels] (ConvNeXt's per-channel gamma after its MLP): one <see cref="Ops.LinearScaleShift"/>,
     /// (x·Wᵀ)·γ + γ⊙b with the scale in the GEMM's epilogue, when nothing transforms the site (no affine, no Linear
     /// hook, no site hook), else <see cref="ProduceLinear"/> and then a scale-shift of its own. <paramref name="zero"/> is
-    /// a [Channels] vector of zeros, the shift when the layer has no bias.</summary>
-    public static Tensor ProduceLinearScaled(this IPeftModel model, FeatureSite site, Tensor x, Tensor gamma, Tensor zero, ulong? trainSeed)
+    /// a [Channels] vector of zeros, the shift when the layer has no bias. With a <paramref name="residual"/> (only where
+    /// <see cref="JoinsBranchesInLayers"/>), residual + that, the add in the scale-shift's pass when nothing transforms
+    /// the site, else an add after it.</summary>
+    public static Tensor ProduceLinearScaled(this IPeftModel model, FeatureSite site, Tensor x, Tensor gamma, Tensor zero, ulong? trainSeed, Tensor? residual = null)
     {
         if (site.Producer != SiteProducer.Linear || site.Weight == null)
             throw new ArgumentException($"{site.Name}: ProduceLinearScaled needs a Linear site with a weight, not a {site.Producer} site");
+        if (residual != null && !model.JoinsBranchesInLayers())
+            throw new InvalidOperationException($"{site.Name}: a hook observes the branch, so it cannot join the residual stream inside the layer");
         if (model.SiteHook == null && model.LinearHook == null && model.SiteAffine?.Invoke(site) == null)
         {
             using var shift = site.Bias == null ? null : Ops.ScaleShift(site.Bias, gamma, zero);
-            return Ops.LinearScaleShift(x, site.Weight, gamma, shift ?? zero);
+            return Ops.LinearScaleShift(x, site.Weight, gamma, shift ?? zero, residual);
         }
         using var h = model.ProduceLinear(site, x, trainSeed);
-        return Ops.ScaleShift(h, gamma, zero);
+        var scaled = Ops.ScaleShift(h, gamma, zero);
+        if (residual == null) return scaled;
+        using (scaled) return Ops.Add(residual, scaled);
     }
 
     /// <summary>The MLP branch's output after the model's <see cref="IPeftModel.MlpHook"/> (the bottleneck adapters),

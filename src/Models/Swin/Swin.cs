@@ -223,9 +223,9 @@ public sealed class Swin : IImageClassifier
                 var block = stage.Blocks[j];
                 float rate = total > 1 ? Config.drop_path_rate * index / (total - 1) : Config.drop_path_rate;
                 ulong site = 16 + 4 * (ulong)index;
-                x = Residual(x, WindowAttention(x, stage, block, j % 2 == 1 ? stage.Shift : 0, trainSeed), rate, trainSeed, site);
+                x = SiteComputation.Residual(x, WindowAttention(x, stage, block, j % 2 == 1 ? stage.Shift : 0, trainSeed), rate, trainSeed, site);
                 if (block.AttnResidual != null) x = this.Transform(block.AttnResidual, x);
-                x = Residual(x, Mlp(x, block, trainSeed), rate, trainSeed, site + 1);
+                x = Mlp(x, block, trainSeed, rate, site + 1);
                 index++;
             }
         }
@@ -249,24 +249,19 @@ public sealed class Swin : IImageClassifier
         return Ops.WindowReverse(projected, H, W, shift);
     }
 
-    /// <summary>fc2(GELU(fc1(LN2(x)))), [B,H,W,C]; LN2's and GELU's outputs 16-bit under bf16 or fp16 GEMMs when only
-    /// fc1 and fc2 read them.</summary>
-    Tensor Mlp(Tensor x, Block b, ulong? trainSeed)
+    /// <summary>x + DropPath(fc2(GELU(fc1(LN2(x))))), [B,H,W,C], the MLP hook before the sum; the add inside fc2 when
+    /// nothing stands between it and the sum (no hook, no drop path drawn). LN2's and GELU's outputs 16-bit under bf16
+    /// or fp16 GEMMs when only fc1 and fc2 read them. Disposes x.</summary>
+    Tensor Mlp(Tensor x, Block b, ulong? trainSeed, float dropPath, ulong site)
     {
         bool sixteen = this.OnlyProductsReadLinearInputs();
         using var h = this.Produce(b.Norm2, (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps, sixteen));
         using var g = this.ProduceGelu(b.Fc1, h, trainSeed, sixteen);
-        return this.MlpBranch(b.Fc2, x, this.ProduceLinear(b.Fc2, g, trainSeed), trainSeed);
-    }
-
-    /// <summary>x + DropPath(branch); disposes both inputs (the tape keeps what backward needs).</summary>
-    static Tensor Residual(Tensor x, Tensor branch, float p, ulong? seed, ulong site)
-    {
-        using var dropped = seed.HasValue && p > 0 ? Ops.DropPath(branch, p, CounterRng.Hash(seed.Value, site)) : null;
-        var y = Ops.Add(x, dropped ?? branch);
-        x.Dispose();
-        branch.Dispose();
-        return y;
+        if (this.JoinsBranchesInLayers() && (!trainSeed.HasValue || dropPath == 0))
+        {
+            using (x) return this.ProduceLinearResidual(b.Fc2, g, x);
+        }
+        return SiteComputation.Residual(x, this.MlpBranch(b.Fc2, x, this.ProduceLinear(b.Fc2, g, trainSeed), trainSeed), dropPath, trainSeed, site);
     }
 
     /// <summary>

@@ -196,10 +196,11 @@ public sealed class VisionTransformer : IImageClassifier
             // draws one per image.
             bool classRowOnly = i == _blocks.Length - 1 && !KeepEveryToken
                 && (!trainSeed.HasValue || Config.proj_drop_rate == 0 && LinearHook == null && MlpHook == null);
-            var attention = Attention(x, b, trainSeed, site, classRowOnly);
-            if (classRowOnly) x = ClassRow(x);
-            x = this.Transform(b.Sites[3], Residual(x, attention, dropPath, trainSeed, site + 2));
-            x = Residual(x, Mlp(x, b, trainSeed, site + 3), dropPath, trainSeed, site + 6);
+            // The branches join the stream inside proj and fc2 (the add in the layer's own pass) when nothing stands
+            // between the layer and the sum: no hook observes the branch, no drop path or dropout is drawn.
+            bool join = this.JoinsBranchesInLayers() && (!trainSeed.HasValue || dropPath == 0 && Config.proj_drop_rate == 0);
+            x = this.Transform(b.Sites[3], Attention(x, b, trainSeed, site, classRowOnly, dropPath, join));
+            x = Mlp(x, b, trainSeed, site + 3, dropPath, join);
         }
         var last = x;
         using var normed = this.Produce(_normSite, (w, bias) => Ops.LayerNorm(last, w, bias, LayerNormEps));
@@ -207,16 +208,26 @@ public sealed class VisionTransformer : IImageClassifier
         return Ops.TakeToken(normed, 0);
     }
 
-    /// <summary>The attention branch of block b for every token of x, or (classRowOnly) for the class token alone,
-    /// [B, 1, C]: every token's keys and values, the class token's context projected.</summary>
-    Tensor Attention(Tensor x, Block b, ulong? seed, ulong site, bool classRowOnly)
+    /// <summary>x + the attention branch of block b (drop path, the residual join) for every token of x, or
+    /// (classRowOnly) for the class token alone, [B, 1, C]: every token's keys and values, the class token's context
+    /// projected. Inside proj when <paramref name="join"/>. Disposes x.</summary>
+    Tensor Attention(Tensor x, Block b, ulong? seed, ulong site, bool classRowOnly, float dropPath, bool join)
     {
         bool sixteen = this.OnlyProductsReadLinearInputs();
-        using var h = this.Produce(b.Sites[0], (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps, sixteen));
-        using var qkv = this.ProduceLinear(b.Sites[1], h, seed);
-        var a = Ops.Attention(qkv, Config.num_heads, gemmInput: sixteen && !classRowOnly); // the class row is sliced first
-        if (classRowOnly) a = ClassRow(a);
-        using (a) return Drop(this.ProduceLinear(b.Sites[2], a, seed), Config.proj_drop_rate, seed, site);
+        Tensor a;
+        using (var h = this.Produce(b.Sites[0], (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps, sixteen)))
+        using (var qkv = this.ProduceLinear(b.Sites[1], h, seed))
+            a = Ops.Attention(qkv, Config.num_heads, gemmInput: sixteen && !classRowOnly); // the class row is sliced first
+        if (classRowOnly)
+        {
+            a = ClassRow(a);
+            x = ClassRow(x);
+        }
+        using (a)
+        {
+            if (!join) return SiteComputation.Residual(x, Drop(this.ProduceLinear(b.Sites[2], a, seed), Config.proj_drop_rate, seed, site), dropPath, seed, site + 2);
+            using (x) return this.ProduceLinearResidual(b.Sites[2], a, x);
+        }
     }
 
     /// <summary>The class token of x [B, T, C] as [B, 1, C]; disposes x.</summary>
@@ -225,14 +236,20 @@ public sealed class VisionTransformer : IImageClassifier
         using (x) return Ops.SliceTokens(x, 0, 1);
     }
 
-    /// <summary>fc2(drop(GELU(fc1(LN2(x))))), then drop and the MLP hook. LN2's and GELU's outputs are 16-bit under bf16
-    /// or fp16 GEMMs when only fc1 and fc2 read them (no hooks; no dropout between GELU and fc2).</summary>
-    Tensor Mlp(Tensor x, Block b, ulong? seed, ulong site)
+    /// <summary>x + fc2(drop(GELU(fc1(LN2(x))))) after drop, the MLP hook and drop path; inside fc2 when
+    /// <paramref name="join"/>. LN2's and GELU's outputs are 16-bit under bf16 or fp16 GEMMs when only fc1 and fc2 read
+    /// them (no hooks; no dropout between GELU and fc2). Disposes x.</summary>
+    Tensor Mlp(Tensor x, Block b, ulong? seed, ulong site, float dropPath, bool join)
     {
         bool sixteen = this.OnlyProductsReadLinearInputs(), dropping = seed.HasValue && Config.proj_drop_rate > 0;
         using var h = this.Produce(b.Sites[4], (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps, sixteen));
         using var g = Drop(this.ProduceGelu(b.Sites[5], h, seed, sixteen && !dropping), Config.proj_drop_rate, seed, site);
-        return Drop(this.MlpBranch(b.Sites[6], x, this.ProduceLinear(b.Sites[6], g, seed), seed), Config.proj_drop_rate, seed, site + 1);
+        if (join)
+        {
+            using (x) return this.ProduceLinearResidual(b.Sites[6], g, x);
+        }
+        var branch = Drop(this.MlpBranch(b.Sites[6], x, this.ProduceLinear(b.Sites[6], g, seed), seed), Config.proj_drop_rate, seed, site + 1);
+        return SiteComputation.Residual(x, branch, dropPath, seed, site + 3);
     }
 
     /// <summary>Dropout in train mode, from the call site's own stream; otherwise x itself (no view, so eval and
@@ -243,15 +260,6 @@ public sealed class VisionTransformer : IImageClassifier
         using (x) return Ops.Dropout(x, p, CounterRng.Hash(seed.Value, site));
     }
 
-    /// <summary>x + DropPath(branch); disposes both inputs (the tape keeps what backward needs).</summary>
-    static Tensor Residual(Tensor x, Tensor branch, float p, ulong? seed, ulong site)
-    {
-        using var dropped = seed.HasValue && p > 0 ? Ops.DropPath(branch, p, CounterRng.Hash(seed.Value, site)) : null;
-        var y = Ops.Add(x, dropped ?? branch);
-        x.Dispose();
-        branch.Dispose();
-        return y;
-    }
 
     /// <summary>
     /// Loads a timm-keyed .safetensors or a Google .npz checkpoint (keys and layouts mapped). A position embedding
