@@ -56,18 +56,25 @@ extern "C" __global__ void split_heads(float* heads, unsigned short* heads16, in
     });
 }
 
-// dqkv [B, T, 3, NH, HD] from dq, dk, dv [B, NH, T, HD].
-extern "C" __global__ void split_heads_backward(float* dqkv, const float* dq, const float* dk, const float* dv, int B, int T,
-                                               int NH, int HD, int accumulate)
+// dqkv [B, T, 3, NH, HD] from dq, dk, dv [B, NH, T, HD] (written, or added to dqkv); dqkv16, when not null, gets the
+// values stored in 16 bits (format 2 bf16, 3 fp16): the qkv layer's products' copy of its gradient.
+extern "C" __global__ void split_heads_backward(float* dqkv, unsigned short* dqkv16, int format, const float* dq, const float* dk,
+                                               const float* dv, int B, int T, int NH, int HD, int accumulate)
 {
-    bool vector = HD % 4 == 0 && aligned_for(dqkv) && aligned_for(dq) && aligned_for(dk) && aligned_for(dv);
+    bool vector = HD % 4 == 0 && aligned_for(dqkv) && aligned_for(dqkv16, format) && aligned_for(dq) && aligned_for(dk) && aligned_for(dv);
     int width = 3 * NH * HD;
     packed_rows((long long)B * T, width, T, vector, [&](long long r, long long b, long long t, int j, int count) {
         int s;
-        long long o = head_offset(b, t, j, T, NH, HD, s);
-        float x[4];
+        long long o = head_offset(b, t, j, T, NH, HD, s), at = r * width + j;
+        float x[4], old[4];
         load_values(x, s == 0 ? dq : s == 1 ? dk : dv, o, count);
-        store_values(dqkv, r * width + j, x, count, accumulate);
+        if (accumulate)
+        {
+            load_values(old, dqkv, at, count);
+            for (int k = 0; k < count; k++) x[k] = old[k] + x[k];
+        }
+        store_values(dqkv, at, x, count, 0);
+        if (dqkv16) store_halves(dqkv16, at, x, count, format);
     });
 }
 

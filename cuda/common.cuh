@@ -248,6 +248,15 @@ __device__ __forceinline__ void store_halves(unsigned short* p, long long i, con
     else p[i] = (unsigned short)q;
 }
 
+// A gradient element written at dx[i], or added to it (accumulate), and the value stored also at dx16[i] in 16 bits
+// (format 2 bf16, 3 fp16) when dx16 is not null: the copy that the products reading this gradient take.
+__device__ __forceinline__ void store_gradient(float* dx, unsigned short* dx16, int format, long long i, float v, int accumulate)
+{
+    if (accumulate) v = dx[i] + v;
+    dx[i] = v;
+    if (dx16) store_halves(dx16, i, &v, 1, format);
+}
+
 // Two values as the 16-bit pair a tensor-core fragment register holds (lo in bits 0-15), in bf16 (precision 2) or
 // fp16 (3). From sm_80 one cvt instruction rounds both (to nearest, ties to even, as to_bf16 and to_fp16 do; only a
 // NaN's payload may differ).

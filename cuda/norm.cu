@@ -35,8 +35,9 @@ extern "C" __global__ void layernorm_forward(float* y, unsigned short* y16, int 
 }
 
 // dx = rstd · (g − mean(g) − x̂·mean(g·x̂)) with g = dy·weight, x̂ = (x − mean)·rstd.
-extern "C" __global__ void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* weight,
-                                                   const float* mean, const float* rstd, int rows, int C, int accumulate)
+extern "C" __global__ void layernorm_backward_input(float* dx, unsigned short* dx16, int format, const float* dy, const float* x,
+                                                   const float* weight, const float* mean, const float* rstd, int rows, int C,
+                                                   int accumulate)
 {
     int lane = threadIdx.x % 32;
     WARP_PER_ROW(row, rows)
@@ -51,11 +52,10 @@ extern "C" __global__ void layernorm_backward_input(float* dx, const float* dy, 
         }
         sg = warp_sum(sg) / C;
         sgx = warp_sum(sgx) / C;
-        float* dxr = dx + row * C;
         for (int c = lane; c < C; c += 32)
         {
             float g = dyr[c] * (weight ? weight[c] : 1.f);
-            store(dxr + c, r * (g - sg - (xr[c] - m) * r * sgx), accumulate);
+            store_gradient(dx, dx16, format, row * C + c, r * (g - sg - (xr[c] - m) * r * sgx), accumulate);
         }
     }
 }
@@ -67,8 +67,9 @@ extern "C" __global__ void layernorm_backward_input(float* dx, const float* dy, 
 // dy and x are read from memory once (a row's second read, for dx, finds it in L1). The warps' sums are then added in
 // a fixed order (deterministic).
 #define LAYERNORM_ONE_PASS_MAX_C 1024
-extern "C" __global__ void layernorm_backward(float* dx, float* partials, const float* dy, const float* x, const float* weight,
-                                             const float* mean, const float* rstd, int rows, int C, int accumulate)
+extern "C" __global__ void layernorm_backward(float* dx, unsigned short* dx16, int format, float* partials, const float* dy,
+                                             const float* x, const float* weight, const float* mean, const float* rstd, int rows,
+                                             int C, int accumulate)
 {
     __shared__ float warpSums[8][LAYERNORM_ONE_PASS_MAX_C];
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -95,14 +96,13 @@ extern "C" __global__ void layernorm_backward(float* dx, float* partials, const 
         if (!dx) continue;
         sg = warp_sum(sg) / C;
         sgx = warp_sum(sgx) / C;
-        float* dxr = dx + (long long)row * C;
 #pragma unroll
         for (int j = 0; j < LAYERNORM_ONE_PASS_MAX_C / 32; j++)
         {
             int c = lane + 32 * j;
             if (c >= C) break;
             float g = dyr[c] * (weight ? weight[c] : 1.f);
-            store(dxr + c, r * (g - sg - (xr[c] - m) * r * sgx), accumulate);
+            store_gradient(dx, dx16, format, (long long)row * C + c, r * (g - sg - (xr[c] - m) * r * sgx), accumulate);
         }
     }
     for (int part = 0; part < 2; part++)

@@ -527,6 +527,139 @@ public static partial class OpCases
         }
     }
 
+    /// <summary>A gradient's 16-bit copy, written by the backward kernel that stores the gradient last, for the products of
+    /// the Linear layer that made the tensor (<c>Tensor.GradCopy</c>). Kernels: LayerNormBackward (one pass with parameter
+    /// sums; two kernels for rows of 1,030 or without them) and SplitHeadsBackward (head dims 8 and 3), written and
+    /// accumulated, leave dx bit for bit as without the copy, and the copy is dx rounded. Ops: a block's pattern (the
+    /// norm before qkv, the unfused attention, a projection joining the stream, a second norm and layer) trains bit
+    /// for bit as with nothing in 16 bits, with a consumer of the stream whose backward runs before the norm's (the copy
+    /// is used) and one whose runs after it (the copy is stale and dropped).</summary>
+    static unsafe void GradientCopies(Device dev)
+    {
+        var k = dev.Kernels;
+        var previous = (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision, Ops.DefaultAttentionPath);
+        static float[] Values(ulong seed, long n, float scale) => [.. Enumerable.Range(0, (int)n).Select(i => (float)(CounterRng.Uniform(seed, (ulong)i) * 2 - 1) * scale)];
+        static bool Same(float a, float b) => BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
+        try
+        {
+            foreach (var precision in new[] { Precision.BF16, Precision.FP16 })
+            {
+                k.GemmPrecision = precision;
+                var half = precision == Precision.BF16 ? DType.BF16 : DType.F16;
+                string name = $"GradientCopies {precision.Name()}";
+                // One kernel call with and without the copy, from the same starting dx: the same dx, and the copy is it rounded.
+                void CheckKernel(string what, long n, Action<IntPtr, IntPtr, bool> run, ulong seed)
+                {
+                    foreach (bool accumulate in new[] { false, true })
+                    {
+                        using var plain = Tensor.FromArray(dev, Values(seed, n, 3f), (int)n);
+                        using var copied = Tensor.FromArray(dev, Values(seed, n, 3f), (int)n);
+                        using var copy = Tensor.Empty(dev, half, (int)n);
+                        run((IntPtr)plain.Data, IntPtr.Zero, accumulate);
+                        run((IntPtr)copied.Data, (IntPtr)copy.HalfData, accumulate);
+                        using var wide = Tensor.Empty(dev, DType.F32, (int)n);
+                        k.UnpackLowPrecision(wide.Data, copy.HalfData, n, precision);
+                        float[] want = plain.ToArray(), got = copied.ToArray(), rounded = wide.ToArray();
+                        for (int i = 0; i < n; i++)
+                        {
+                            if (!Same(want[i], got[i]))
+                                throw new ConformanceException($"{name}: {what} (accumulate {accumulate}) dx[{i}] is {got[i]:G9} with the copy, {want[i]:G9} without");
+                            if (!Same(rounded[i], RoundReference(want[i], precision)))
+                                throw new ConformanceException($"{name}: {what} (accumulate {accumulate}) copy[{i}] is {rounded[i]:G9}, want {RoundReference(want[i], precision):G9} ({want[i]:G9} rounded)");
+                        }
+                    }
+                }
+                foreach (var (rows, C) in new[] { (37, 24), (5, 1030) })
+                    foreach (bool paramGrads in new[] { true, false })
+                    {
+                        using var dy = Tensor.FromArray(dev, Values(401, (long)rows * C, 1f), rows, C);
+                        using var x = Tensor.FromArray(dev, Values(402, (long)rows * C, 2f), rows, C);
+                        using var w = Tensor.FromArray(dev, Values(403, C, 1.5f), C);
+                        using var mean = Tensor.FromArray(dev, Values(404, rows, 0.5f), rows);
+                        using var rstd = Tensor.FromArray(dev, [.. Values(405, rows, 0.5f).Select(v => v + 1.5f)], rows);
+                        using var sums = Tensor.Zeros(dev, 2, C);
+                        CheckKernel($"LayerNormBackward {rows}×{C}{(paramGrads ? " with parameter sums" : "")}", (long)rows * C, (dx, copy, accumulate) =>
+                            k.LayerNormBackward((float*)dx, (ushort*)copy, paramGrads ? sums.Data : null, paramGrads ? sums.Data + C : null, dy.Data, x.Data,
+                                w.Data, mean.Data, rstd.Data, rows, C, accumulate), 406);
+                    }
+                foreach (int HD in new[] { 8, 3 })
+                {
+                    const int B = 2, T = 7, NH = 3;
+                    long part = (long)B * NH * T * HD;
+                    using var heads = Tensor.FromArray(dev, Values(407, 3 * part, 1f), (int)(3 * part));
+                    CheckKernel($"SplitHeadsBackward head dim {HD}", 3 * part, (dqkv, copy, accumulate) =>
+                        k.SplitHeadsBackward((float*)dqkv, (ushort*)copy, heads.Data, heads.Data + part, heads.Data + 2 * part, B, T, NH, HD, accumulate), 408);
+                }
+
+                // A block's pattern, trained with the copies and with nothing in 16 bits (no copies, float32 everywhere
+                // between the products): the same gradients bit for bit. A ScaleShift of the stream y is recorded after the
+                // second norm (its backward runs first: the norm's copy of y's gradient is used) or before it (its backward
+                // adds to y's gradient after the norm wrote the copy: dropped).
+                Ops.DefaultAttentionPath = AttentionPath.Unfused;
+                foreach (bool extraFirst in new[] { false, true })
+                {
+                    string variant = extraFirst ? "a stale copy" : "the copy used";
+                    float[][] Run(bool sixteen)
+                    {
+                        Ops.SaveGemmOperandsInGemmPrecision = sixteen;
+                        const int B = 2, T = 5, C = 8;
+                        var t = new List<Tensor>();
+                        Tensor Make(ulong seed, float scale, params int[] shape)
+                        {
+                            var v = Tensor.FromArray(dev, Values(seed, shape.Aggregate(1, (a, b) => a * b), scale), shape);
+                            v.RequiresGrad = true;
+                            t.Add(v);
+                            return v;
+                        }
+                        try
+                        {
+                            var x = Make(411, 2f, B, T, C);
+                            var wqkv = Make(412, 0.5f, 3 * C, C);
+                            var bqkv = Make(413, 0.5f, 3 * C);
+                            var wp = Make(414, 0.5f, C, C);
+                            var bp = Make(415, 0.5f, C);
+                            var w2 = Make(416, 0.5f, C, C);
+                            var b2 = Make(417, 0.5f, C);
+                            var scale = Make(418, 1.5f, C);
+                            var shift = Make(419, 0.5f, C);
+                            var upstream = Tensor.FromArray(dev, Values(420, B * T * C, 1f), B, T, C);
+                            t.Add(upstream);
+                            var tape = new Autograd.Tape();
+                            using (tape.Record())
+                            {
+                                using var h = Ops.LayerNorm(x, null, null, 1e-5f, gemmInput: true);
+                                using var qkv = Ops.Linear(h, wqkv, bqkv);
+                                using var a = Ops.Attention(qkv, 2, gemmInput: true);
+                                using var y = Ops.Linear(a, wp, bp, x);
+                                using var early = extraFirst ? Ops.ScaleShift(y, scale, shift) : null;
+                                using var n2 = Ops.LayerNorm(y, null, null, 1e-5f, gemmInput: true);
+                                using var f = Ops.Linear(n2, w2, b2, y);
+                                using var late = extraFirst ? null : Ops.ScaleShift(y, scale, shift);
+                                using var output = Ops.Add(f, early ?? late!);
+                                tape.Backward(output, upstream);
+                            }
+                            return [.. t.Take(9).Select(p => p.Grad!.ToArray())];
+                        }
+                        finally
+                        {
+                            foreach (var v in t) v.Dispose();
+                        }
+                    }
+                    var (want, got) = (Run(sixteen: false), Run(sixteen: true));
+                    string[] names = ["dx", "dW qkv", "db qkv", "dW proj", "db proj", "dW2", "db2", "dscale", "dshift"];
+                    for (int g = 0; g < names.Length; g++)
+                        for (int i = 0; i < want[g].Length; i++)
+                            if (!Same(want[g][i], got[g][i]))
+                                throw new ConformanceException($"{name} ({variant}): {names[g]}[{i}] is {got[g][i]:G9} with 16-bit values between the products, {want[g][i]:G9} with none");
+                }
+            }
+        }
+        finally
+        {
+            (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision, Ops.DefaultAttentionPath) = previous;
+        }
+    }
+
     static void GemmTf32(Device dev) => LowPrecisionGemm(dev, Precision.TF32);
     static void GemmBf16(Device dev) => LowPrecisionGemm(dev, Precision.BF16);
     static void GemmFp16(Device dev) => LowPrecisionGemm(dev, Precision.FP16);

@@ -78,6 +78,7 @@ public static partial class OpCases
         ("SavedGemmOperandsInGemmPrecision", SavedGemmOperandsInGemmPrecision),
         ("LinearOutputsInGemmPrecision", LinearOutputsInGemmPrecision),
         ("GemmInputsInGemmPrecision", GemmInputsInGemmPrecision),
+        ("GradientCopies", GradientCopies),
         ("GemmTf32", GemmTf32),
         ("GemmBf16", GemmBf16),
         ("GemmFp16", GemmFp16),

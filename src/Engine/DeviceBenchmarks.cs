@@ -237,7 +237,7 @@ public static unsafe class DeviceBenchmarks
             "scale-shift-gelu-backward" => (3 * n * 4, () => k.ScaleShiftGeluBackward(c.Data, null, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data,
                 d.Data, rows, cols, false)), // shift 1 (d is all ones)
             "layernorm" => (2 * n * 4, () => k.LayerNormForward(b.Data, null, vector2.Data, vector2.Data + rows, a.Data, vector.Data, vector2.Data, rows, cols, 1e-6f)),
-            "layernorm-backward" => (3 * n * 4, () => k.LayerNormBackward(c.Data, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data,
+            "layernorm-backward" => (3 * n * 4, () => k.LayerNormBackward(c.Data, null, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data,
                 d.Data, d.Data + rows, rows, cols, false)), // mean 1 and rstd 1 (d is all ones)
             "softmax" => (2 * n * 4, () => k.SoftmaxForward(b.Data, a.Data, rows, cols)),
             "softmax-backward" => (3 * n * 4, () => k.SoftmaxBackward(c.Data, null, b.Data, a.Data, rows, cols, false)),

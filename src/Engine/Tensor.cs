@@ -55,6 +55,31 @@ public sealed unsafe class Tensor : IDisposable
     /// <summary>The gradient, same shape (null until a backward pass reaches this tensor).</summary>
     public Tensor? Grad { get; internal set; }
 
+    /// <summary>A 16-bit copy of <see cref="Grad"/>'s values in <see cref="GradCopyType"/>, written beside them by the
+    /// backward kernel that stored them last (LayerNorm's, the head split's), for the products of the op that made this
+    /// tensor (a Linear layer), which read it instead of packing the gradient themselves. Null when there is none; dropped
+    /// whenever the gradient changes after it (<see cref="SetGrad"/>, an accumulation).</summary>
+    internal Tensor? GradCopy { get; private set; }
+
+    /// <summary>The 16-bit format in which the op that made this tensor reads its gradient (set by that op in the
+    /// forward; null: none), so that a backward kernel writing the gradient may write <see cref="GradCopy"/> too.</summary>
+    internal DType? GradCopyType { get; set; }
+
+    /// <summary>A new <see cref="GradCopy"/> for a kernel to write, when <see cref="GradCopyType"/> asks for one.</summary>
+    internal Tensor? NewGradCopy()
+    {
+        DropGradCopy();
+        if (GradCopyType is not { } type || Grad == null) return null;
+        return GradCopy = Empty(Device, type, Shape);
+    }
+
+    /// <summary>Frees <see cref="GradCopy"/>: the gradient is about to change, or has.</summary>
+    internal void DropGradCopy()
+    {
+        GradCopy?.Dispose();
+        GradCopy = null;
+    }
+
     /// <summary>Which elements train when <see cref="RequiresGrad"/>: all (the default), those of a 0/1 mask, or
     /// selected entries per row (see <see cref="Engine.Trainability"/>). With selected entries <see cref="Grad"/> is
     /// [rows, K] and ops without a sparse weight gradient refuse the tensor.</summary>
@@ -377,18 +402,24 @@ public sealed unsafe class Tensor : IDisposable
         _storage.Release();
         Grad?.Dispose();
         Grad = null;
+        DropGradCopy();
     }
 
     /// <summary>True after <see cref="Dispose"/>.</summary>
     public bool IsDisposed => _disposed;
 
-    internal void SetGrad(Tensor? grad) => Grad = grad;
+    internal void SetGrad(Tensor? grad)
+    {
+        Grad = grad;
+        DropGradCopy();
+    }
 
     /// <summary>Frees the gradient (null afterwards); the next backward that reaches this tensor starts from zero.</summary>
     public void DropGrad()
     {
         Grad?.Dispose();
         Grad = null;
+        DropGradCopy();
     }
 
     /// <inheritdoc/>

@@ -122,8 +122,10 @@ public unsafe interface IKernels
     /// mean, rstd [rows] saved for backward (null in inference: not written). yPacked: null, or where y is written
     /// instead (y null), in the 16-bit <see cref="GemmPrecision"/>: a norm whose output only products read.</summary>
     void LayerNormForward(float* y, ushort* yPacked, float* mean, float* rstd, float* x, float* weight, float* bias, int rows, int C, float eps);
-    /// <summary>dx [rows,C] (null to skip); dweight, dbias [C] accumulate (null to skip).</summary>
-    void LayerNormBackward(float* dx, float* dweight, float* dbias, float* dy, float* x, float* weight,
+    /// <summary>dx [rows,C] (null to skip); dweight, dbias [C] accumulate (null to skip). dxCopy: null, or where the
+    /// values stored in dx (after accumulating) are also written in the 16-bit <see cref="GemmPrecision"/>: the copy the
+    /// products reading this gradient take (the Linear layer that made x), instead of a packing pass over dx.</summary>
+    void LayerNormBackward(float* dx, ushort* dxCopy, float* dweight, float* dbias, float* dy, float* x, float* weight,
         float* mean, float* rstd, int rows, int C, bool accumulate);
     /// <summary>Exact GELU: y = x·Φ(x) = 0.5·x·(1 + erf(x/√2)); n elements.</summary>
     void GeluForward(float* y, float* x, long n);
@@ -158,8 +160,9 @@ public unsafe interface IKernels
     /// headsPacked: null, or where the heads are written instead (heads null), in the 16-bit <see cref="GemmPrecision"/>:
     /// the attention products' operands.</summary>
     void SplitHeads(float* heads, ushort* headsPacked, float* qkv, int B, int T, int NH, int HD);
-    /// <summary>Inverse of <see cref="SplitHeads"/>: dqkv [B,T,3·NH·HD] from dq, dk, dv [B,NH,T,HD].</summary>
-    void SplitHeadsBackward(float* dqkv, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate);
+    /// <summary>Inverse of <see cref="SplitHeads"/>: dqkv [B,T,3·NH·HD] from dq, dk, dv [B,NH,T,HD]. dqkvCopy as
+    /// <see cref="LayerNormBackward"/>'s dxCopy (the qkv layer's products read it).</summary>
+    void SplitHeadsBackward(float* dqkv, ushort* dqkvCopy, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate);
     /// <summary>o [B,NH,T,HD] → y [B,T,NH·HD] (head h owns columns h·HD..h·HD+HD−1).
     /// yPacked: null, or where y is written instead (y null), in the 16-bit <see cref="GemmPrecision"/>: an attention
     /// output that only the projection's products read.</summary>

@@ -148,10 +148,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void LayerNormBackward(float* dx, float* dweight, float* dbias, float* dy, float* x, float* weight, float* mean, float* rstd, int rows, int C, bool accumulate)
+    public void LayerNormBackward(float* dx, ushort* dxCopy, float* dweight, float* dbias, float* dy, float* x, float* weight, float* mean, float* rstd, int rows, int C, bool accumulate)
     {
         long start = Begin(KernelId.LayerNormBackward);
-        Inner.LayerNormBackward(dx, dweight, dbias, dy, x, weight, mean, rstd, rows, C, accumulate);
+        Inner.LayerNormBackward(dx, dxCopy, dweight, dbias, dy, x, weight, mean, rstd, rows, C, accumulate);
         End(KernelId.LayerNormBackward, start);
     }
 
@@ -236,10 +236,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void SplitHeadsBackward(float* dqkv, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate)
+    public void SplitHeadsBackward(float* dqkv, ushort* dqkvCopy, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate)
     {
         long start = Begin(KernelId.SplitHeadsBackward);
-        Inner.SplitHeadsBackward(dqkv, dq, dk, dv, B, T, NH, HD, accumulate);
+        Inner.SplitHeadsBackward(dqkv, dqkvCopy, dq, dk, dv, B, T, NH, HD, accumulate);
         End(KernelId.SplitHeadsBackward, start);
     }
 

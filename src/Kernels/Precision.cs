@@ -65,6 +65,17 @@ public static unsafe class LowPrecision
         return (int)precision.SixteenBitsFor(kernel);
     }
 
+    /// <summary>For a kernel that writes or adds to a float32 gradient <paramref name="dx"/> and, when
+    /// <paramref name="copy"/> is not null, stores the values it leaves in dx in 16 bits there too (the copy that the
+    /// products reading this gradient take): the kernels' format argument for the copy, as
+    /// <see cref="PackedOutputFormat"/>; an error naming <paramref name="kernel"/> without dx.</summary>
+    public static int GradientCopyFormat(this Precision precision, float* dx, ushort* copy, string kernel)
+    {
+        if (copy == null) return (int)Precision.FP32;
+        if (dx == null) throw new ArgumentException($"{kernel}: a gradient's 16-bit copy needs the float32 gradient it copies");
+        return (int)precision.SixteenBitsFor(kernel);
+    }
+
     /// <summary>Unit roundoff of the format: half the distance from 1 to the next value (2⁻²⁴, 2⁻¹¹, 2⁻⁸, 2⁻¹¹).</summary>
     public static double UnitRoundoff(this Precision precision) => precision switch
     {

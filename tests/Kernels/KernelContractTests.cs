@@ -66,12 +66,12 @@ public unsafe class KernelContractTests
         AssertWritesOrAccumulates(dev, "Copy", 37, (o, acc) => k.Copy(o, x, 37, acc));
         AssertWritesOrAccumulates(dev, "GeluBackward", 37, (o, acc) => k.GeluBackward(o, null, dy, x, 37, acc));
         AssertWritesOrAccumulates(dev, "SoftmaxBackward", rows * 7, (o, acc) => k.SoftmaxBackward(o, null, dy, w, rows, 7, acc));
-        AssertWritesOrAccumulates(dev, "LayerNormBackward", rows * C, (o, acc) => k.LayerNormBackward(o, null, null, dy, x, w, x, w, rows, C, acc));
+        AssertWritesOrAccumulates(dev, "LayerNormBackward", rows * C, (o, acc) => k.LayerNormBackward(o, null, null, null, dy, x, w, x, w, rows, C, acc));
         AssertWritesOrAccumulates(dev, "ScaleShiftBackward", rows * C, (o, acc) => k.ScaleShiftBackward(o, null, null, null, dy, x, w, rows, C, acc));
-        AssertWritesOrAccumulates(dev, "SplitHeadsBackward", rows * 3 * C, (o, acc) => k.SplitHeadsBackward(o, x, dy, w, B, T, NH, HD, acc));
+        AssertWritesOrAccumulates(dev, "SplitHeadsBackward", rows * 3 * C, (o, acc) => k.SplitHeadsBackward(o, null, x, dy, w, B, T, NH, HD, acc));
         AssertWritesOrAccumulates(dev, "MergeHeadsBackward", rows * C, (o, acc) => k.MergeHeadsBackward(o, null, dy, B, T, NH, HD, acc));
         // Head dim 4 (C = 8): the head permutes' four-value path on CUDA.
-        AssertWritesOrAccumulates(dev, "SplitHeadsBackward HD4", rows * 3 * 8, (o, acc) => k.SplitHeadsBackward(o, x, dy, w, B, T, 2, 4, acc));
+        AssertWritesOrAccumulates(dev, "SplitHeadsBackward HD4", rows * 3 * 8, (o, acc) => k.SplitHeadsBackward(o, null, x, dy, w, B, T, 2, 4, acc));
         AssertWritesOrAccumulates(dev, "MergeHeadsBackward HD4", rows * 8, (o, acc) => k.MergeHeadsBackward(o, null, dy, B, T, 2, 4, acc));
         AssertWritesOrAccumulates(dev, "CrossEntropyBackward", rows * 5, (o, acc) => k.CrossEntropyBackward(o, w, x, targets.IntData, rows, 5, 0.1f, acc));
         // 35 channels: pairs of vectors and a tail at every CPU width; rows of 5 outputs: the last group of four moved
@@ -103,8 +103,8 @@ public unsafe class KernelContractTests
         using var positive = Random(dev, 3, rows * (T + 1) * C, 0.5, 2);
         float* x = a.Data, dy = b.Data, w = positive.Data;
         AssertAddsInto(dev, "BiasGrad", C, o => k.BiasGrad(o, dy, rows, C));
-        AssertAddsInto(dev, "LayerNorm dweight", C, o => k.LayerNormBackward(null, o, null, dy, x, w, x, w, rows, C, false));
-        AssertAddsInto(dev, "LayerNorm dbias", C, o => k.LayerNormBackward(null, null, o, dy, x, w, x, w, rows, C, false));
+        AssertAddsInto(dev, "LayerNorm dweight", C, o => k.LayerNormBackward(null, null, o, null, dy, x, w, x, w, rows, C, false));
+        AssertAddsInto(dev, "LayerNorm dbias", C, o => k.LayerNormBackward(null, null, null, o, dy, x, w, x, w, rows, C, false));
         AssertAddsInto(dev, "ScaleShift dscale", C, o => k.ScaleShiftBackward(null, null, o, null, dy, x, w, rows, C, false));
         AssertAddsInto(dev, "ScaleShift dshift", C, o => k.ScaleShiftBackward(null, null, null, o, dy, x, w, rows, C, false));
         AssertAddsInto(dev, "PrependToken dtoken", C, o => k.PrependTokenBackward(null, o, dy, B, T, C, false));
@@ -377,7 +377,7 @@ public unsafe class KernelContractTests
         }
         using var meanT = Tensor.FromArray(Device.Cpu, mean, rows);
         using var rstdT = Tensor.FromArray(Device.Cpu, rstd, rows);
-        g.Check(1e-5, (dx, dw, db) => Device.Cpu.Kernels.LayerNormBackward(dx, paramGrads ? dw : null, paramGrads ? db : null,
+        g.Check(1e-5, (dx, dw, db) => Device.Cpu.Kernels.LayerNormBackward(dx, null, paramGrads ? dw : null, paramGrads ? db : null,
             g.Dy.Data, g.X.Data, weighted ? g.Vector.Data : null, meanT.Data, rstdT.Data, rows, C, accumulate));
     }
 

@@ -196,6 +196,7 @@ public sealed unsafe class Tape
         if (t.Grad != null)
         {
             accumulate = true;
+            t.DropGradCopy(); // the values change
             return t.Grad.Data;
         }
         if (t.IsLeaf)
@@ -255,6 +256,11 @@ public sealed unsafe class Tape
         accumulate = false;
         return t is { RequiresGrad: true } ? GradOutput(t, out accumulate) : null;
     }
+
+    /// <summary>Where a backward kernel that has just been given t's gradient buffer (<see cref="GradOutput"/>) also
+    /// writes the values it leaves there in 16 bits, when the op that made t reads its gradient so
+    /// (<see cref="Tensor.GradCopyType"/>; a later change to the gradient drops the copy); else null.</summary>
+    internal static ushort* GradCopyIfWanted(Tensor? t) => t is { RequiresGrad: true } && t.NewGradCopy() is { } copy ? copy.HalfData : null;
 
     /// <summary>Zero-initialised accumulator for an input, or null when it needs none.</summary>
     internal static float* GradAccumulatorIfNeeded(Tensor? t) => t is { RequiresGrad: true } ? GradAccumulator(t) : null;

@@ -152,7 +152,7 @@ public static unsafe partial class Ops
             GemmOperand gradZ = dz16 == null ? dp.Data : GemmOperand.Packed(dz16.HalfData);
             k.GemmStridedBatched(false, false, T, HD, T, s.Scale, gradZ, T, tt, kk, HD, th, 0f, dq.Data, HD, th, B * NH);
             k.GemmStridedBatched(true, false, T, HD, T, s.Scale, gradZ, T, tt, q, HD, th, 0f, dk.Data, HD, th, B * NH);
-            k.SplitHeadsBackward(dqkv, dq.Data, dk.Data, dv.Data, B, T, NH, HD, acc);
+            k.SplitHeadsBackward(dqkv, Tape.GradCopyIfWanted(s.Qkv), dq.Data, dk.Data, dv.Data, B, T, NH, HD, acc);
         }
     }
 

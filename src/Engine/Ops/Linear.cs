@@ -29,7 +29,13 @@ public static unsafe partial class Ops
         var saved = record ? SaveLinear(x, weight, bias, rows, N, K, residual) : default; // before the product, which may read its packed x
         x.Device.Kernels.LinearForward(y.Data, Floats(x), PackedInput(x, saved), weight.Data, bias == null ? null : bias.Data,
             residual == null ? null : residual.Data, rows, N, K);
-        if (record) Tape.Push(y, saved);
+        if (record)
+        {
+            // Where the backend reads packed operands, the products take dy in 16 bits: the kernel that writes dy last may
+            // write that copy beside it (LayerNorm's backward, the head split's), and no packing pass reads dy again.
+            if (x.Device.Kernels.ReadsPackedGemmOperands && saved.ProductsReadDy) y.GradCopyType = GemmInputType(x.Device);
+            Tape.Push(y, saved);
+        }
         return y;
     }
 
@@ -275,7 +281,7 @@ public static unsafe partial class Ops
 
         public static void Backward(ref LinearSaved s, Tensor y)
         {
-            Backward(ref s, y.Device.Kernels, y.Grad!.Data);
+            Backward(ref s, y.Device.Kernels, y.Grad!.Data, y.GradCopy is { } copy ? copy.HalfData : null);
             s.HandOverToResidual(y);
         }
 

@@ -45,7 +45,7 @@ public static unsafe partial class Ops
         public static void Backward(ref LayerNormSaved s, Tensor y)
         {
             float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
-            y.Device.Kernels.LayerNormBackward(dx, Tape.GradAccumulatorIfNeeded(s.Weight), Tape.GradAccumulatorIfNeeded(s.Bias),
+            y.Device.Kernels.LayerNormBackward(dx, Tape.GradCopyIfWanted(s.X), Tape.GradAccumulatorIfNeeded(s.Weight), Tape.GradAccumulatorIfNeeded(s.Bias),
                 y.Grad!.Data, s.XKept.Data, (s.WeightKept ?? s.Weight) is { } w ? w.Data : null, s.Mean.Data, s.Rstd.Data, s.Rows, s.C, acc);
         }
     }

@@ -20,9 +20,13 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
-    public void SplitHeadsBackward(float* dqkv, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate)
+    public void SplitHeadsBackward(float* dqkv, ushort* dqkvCopy, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate)
     {
-        var body = new HeadsBody { Q = dq, K = dk, V = dv, Qkv = dqkv, T = T, NH = NH, HD = HD, Accumulate = accumulate };
+        var body = new HeadsBody
+        {
+            Q = dq, K = dk, V = dv, Qkv = dqkv, RowsCopy = dqkvCopy, T = T, NH = NH, HD = HD, Accumulate = accumulate,
+            Precision = (Precision)GemmPrecision.GradientCopyFormat(dqkv, dqkvCopy, "SplitHeadsBackward"),
+        };
         CpuRange.For((long)B * T, 64, ref body);
     }
 
@@ -51,11 +55,12 @@ public sealed unsafe partial class CpuKernels
 
     /// <summary>Moves rows between packed [B,T,S,NH,HD] (S = 3 for q|k|v, 1 for merged heads) and per-head
     /// [B,NH,T,HD] tensors. Split: packed → heads (accumulate adds into heads), or into HeadsPacked in 16 bits (slots
-    /// Part values apart); otherwise heads → packed, or into RowsPacked in 16 bits.</summary>
+    /// Part values apart); otherwise heads → packed, or into RowsPacked in 16 bits, and what packed holds then also
+    /// into RowsCopy in 16 bits (a gradient's copy).</summary>
     struct HeadsBody : IRangeBody
     {
         public float* Q, K, V, Qkv;
-        public ushort* HeadsPacked, RowsPacked;
+        public ushort* HeadsPacked, RowsPacked, RowsCopy;
         public long Part;
         public Precision Precision;
         public int T, NH, HD, Slots;
@@ -87,6 +92,7 @@ public sealed unsafe partial class CpuKernels
                         }
                         float* dst = Split ? head : packed, src = Split ? packed : head;
                         MoveRow(dst, src, HD, Accumulate);
+                        if (RowsCopy != null) PackRow(RowsCopy + column, packed, HD, Precision);
                     }
                 }
             }

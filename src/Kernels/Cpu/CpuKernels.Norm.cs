@@ -84,14 +84,15 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
-    public void LayerNormBackward(float* dx, float* dweight, float* dbias, float* dy, float* x, float* weight,
+    public void LayerNormBackward(float* dx, ushort* dxCopy, float* dweight, float* dbias, float* dy, float* x, float* weight,
         float* mean, float* rstd, int rows, int C, bool accumulate)
     {
         bool paramGrads = dweight != null || dbias != null;
         var body = new LayerNormBackwardBody
         {
-            Dx = dx, Dy = dy, X = x, W = weight, Mean = mean, Rstd = rstd, C = C, Rows = rows, Accumulate = accumulate,
+            Dx = dx, DxCopy = dxCopy, Dy = dy, X = x, W = weight, Mean = mean, Rstd = rstd, C = C, Rows = rows, Accumulate = accumulate,
             ParamGrads = paramGrads, Grain = ReductionGrain(rows),
+            CopyPrecision = (Precision)GemmPrecision.GradientCopyFormat(dx, dxCopy, "LayerNormBackward"),
         };
         int chunks = CpuRange.Chunks(rows, body.Grain);
         if (paramGrads) body.Partials = Partials(chunks, 2L * C);
@@ -101,10 +102,13 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <summary>One chunk of rows of the LayerNorm backward at the widest vector width: per row g = dy·w, the sums of g
-    /// and g·x̂ (and into the chunk's partials dw += dy·x̂, db += dy), then dx = rs·(g − mean(g) − x̂·mean(g·x̂)).</summary>
+    /// and g·x̂ (and into the chunk's partials dw += dy·x̂, db += dy), then dx = rs·(g − mean(g) − x̂·mean(g·x̂)), and
+    /// the row of dx in 16 bits when a copy is asked for.</summary>
     struct LayerNormBackwardBody : IParallelBody
     {
         public float* Dx, Dy, X, W, Mean, Rstd, Partials;
+        public ushort* DxCopy;
+        public Precision CopyPrecision;
         public int C, Rows, Grain;
         public bool Accumulate, ParamGrads;
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -169,6 +173,7 @@ public sealed unsafe partial class CpuKernels
                 float v = rs * (g - mg - xh * mgx);
                 dx[i] = Accumulate ? dx[i] + v : v;
             }
+            if (DxCopy != null) PackRow(DxCopy + r * C, dx, C, CopyPrecision);
         }
     }
 

@@ -286,21 +286,22 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     /// <inheritdoc/>
     /// <remarks>With parameter gradients and C ≤ 1024 one kernel reads dy and x once for dx and its blocks' parameter
     /// sums, and a second adds the blocks' sums in order.</remarks>
-    public void LayerNormBackward(float* dx, float* dweight, float* dbias, float* dy, float* x, float* weight,
+    public void LayerNormBackward(float* dx, ushort* dxCopy, float* dweight, float* dbias, float* dy, float* x, float* weight,
         float* mean, float* rstd, int rows, int C, bool accumulate)
     {
         bool paramGrads = dweight != null || dbias != null;
+        int format = GemmPrecision.GradientCopyFormat(dx, dxCopy, "LayerNormBackward");
         if (paramGrads && C <= LayerNormOnePassMaxColumns && rows > 0)
         {
             // One pass: each block's rows give their parameter sums, added over the blocks in order.
             int blocks = (int)Math.Clamp(Math.Min((rows + 63L) / 64, Math.Min(_maxBlocks / 4, ColumnPartialsCapacity / (2L * C))), 1, 65535);
             float* sums = ColumnPartials();
-            _runtime.Launch(Norm.LayernormBackward, blocks, Threads, dx, sums, dy, x, weight, mean, rstd, rows, C, accumulate);
+            _runtime.Launch(Norm.LayernormBackward, blocks, Threads, dx, dxCopy, format, sums, dy, x, weight, mean, rstd, rows, C, accumulate);
             if (dweight != null) GridStride(Elementwise.ColumnPartialsSum, C, dweight, sums, (long)C, blocks, 1f, true);
             if (dbias != null) GridStride(Elementwise.ColumnPartialsSum, C, dbias, sums + (long)blocks * C, (long)C, blocks, 1f, true);
             return;
         }
-        if (dx != null) WarpPerRow(Norm.LayernormBackwardInput, rows, dx, dy, x, weight, mean, rstd, rows, C, accumulate);
+        if (dx != null) WarpPerRow(Norm.LayernormBackwardInput, rows, dx, dxCopy, format, dy, x, weight, mean, rstd, rows, C, accumulate);
         if (!paramGrads) return;
         int slices = ColumnSlices(rows, C, 1, C, 2);
         float* partials = slices > 1 ? ColumnPartials() : null;
@@ -425,8 +426,9 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
             qkv, B, T, NH, HD);
 
     /// <inheritdoc/>
-    public void SplitHeadsBackward(float* dqkv, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate) =>
-        PackedRows(Attention.SplitHeadsBackward, (long)B * T, 3 * NH * HD, HD, dqkv, dq, dk, dv, B, T, NH, HD, accumulate);
+    public void SplitHeadsBackward(float* dqkv, ushort* dqkvCopy, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate) =>
+        PackedRows(Attention.SplitHeadsBackward, (long)B * T, 3 * NH * HD, HD, dqkv, dqkvCopy, GemmPrecision.GradientCopyFormat(dqkv, dqkvCopy, "SplitHeadsBackward"),
+            dq, dk, dv, B, T, NH, HD, accumulate);
 
     /// <inheritdoc/>
     public void MergeHeads(float* y, ushort* yPacked, float* o, int B, int T, int NH, int HD) =>
