@@ -118,8 +118,9 @@ __device__ __forceinline__ float attention_score(float dot, float scale, const f
 struct AttentionHead
 {
     int bh, b, h, C, warp, lane;
-    long long ld;        // floats between token rows of qkv (3·C)
-    const float* q;      // q of token 0 (k at +C, v at +2C)
+    long long ld;        // values between token rows of qkv (3·C)
+    long long offset;    // q of token 0 in qkv
+    const float* q;      // q of token 0 (k at +C, v at +2C); null without a float32 qkv
     const float* biasH;  // bias[h] [T, T], or null
     const float* maskW;  // mask[b mod nW] [T, T], or null
 };
@@ -134,7 +135,8 @@ __device__ __forceinline__ AttentionHead attention_head(const float* qkv, const 
     a.warp = threadIdx.x / 32;
     a.lane = threadIdx.x % 32;
     a.ld = 3LL * a.C;
-    a.q = qkv + (long long)a.b * T * a.ld + (long long)a.h * HD;
+    a.offset = (long long)a.b * T * a.ld + (long long)a.h * HD;
+    a.q = qkv ? qkv + a.offset : nullptr;
     a.biasH = bias ? bias + (long long)a.h * T * T : nullptr;
     a.maskW = mask ? mask + (long long)(a.b % nW) * T * T : nullptr;
     return a;
@@ -225,14 +227,36 @@ extern "C" __global__ void fused_attention_forward(float* y, float* lse, const f
 #define TC_ROWS 64
 typedef unsigned short TcTile[TC_ROWS][TC_HD + 8];
 
-// One operand of load_tc_tiles: rows of [T, 64] floats `ld` apart, into `rows` ([row][dim]) and/or `cols` ([dim][row]).
+// One operand of load_tc_tiles: rows of [T, 64] values `ld` apart, float32 (src) or already in 16 bits (src16, when not
+// null: read as they are), into `rows` ([row][dim]) and/or `cols` ([dim][row]).
 struct TcSource
 {
     const float* src;
     long long ld;
     TcTile* rows;
     TcTile* cols;
+    const unsigned short* src16;
 };
+
+// Part `part` (0 q, 1 k, 2 v) of this head's qkv as a load_tc_tiles operand: from q16 (qkv in 16 bits) when not null.
+__device__ __forceinline__ TcSource qkv_source(const AttentionHead& a, const unsigned short* q16, int part, TcTile* rows, TcTile* cols)
+{
+    if (q16) return {nullptr, a.ld, rows, cols, q16 + part * a.C};
+    return {a.q + part * a.C, a.ld, rows, cols, nullptr};
+}
+
+// Values 4·d4 .. 4·d4 + 3 of a source's row: one float4 load, or from a 16-bit source one 8-byte load whose two pairs
+// ride in x and y (the registers the float4 would use, so a 16-bit tile costs none more).
+__device__ __forceinline__ float4 tc_load4(const TcSource& s, int row, int d4)
+{
+    if (!s.src16) return ((const float4*)(s.src + (long long)row * s.ld))[d4];
+    unsigned long long q = ((const unsigned long long*)(s.src16 + (long long)row * s.ld))[d4];
+    float4 v;
+    v.x = bits_float((unsigned int)q);
+    v.y = bits_float((unsigned int)(q >> 32));
+    v.z = v.w = 0.f;
+    return v;
+}
 
 // Rows row0..row0+63 of two operands (zeros past T), between barriers: each thread issues its 16 float4 loads before
 // the first barrier (the previous tiles are consumed) and stores after it, so a tile costs about one memory latency.
@@ -244,8 +268,8 @@ __device__ __forceinline__ void load_tc_tiles(TcSource a, TcSource b, int T, int
     for (int r = 0; r < perThread; r++)
     {
         int e = threadIdx.x + 128 * r, row = row0 + e / (TC_HD / 4), d4 = e % (TC_HD / 4);
-        va[r] = row < T ? ((const float4*)(a.src + (long long)row * a.ld))[d4] : zero;
-        vb[r] = row < T ? ((const float4*)(b.src + (long long)row * b.ld))[d4] : zero;
+        va[r] = row < T ? tc_load4(a, row, d4) : zero;
+        vb[r] = row < T ? tc_load4(b, row, d4) : zero;
     }
     __syncthreads();
 #pragma unroll
@@ -257,7 +281,9 @@ __device__ __forceinline__ void load_tc_tiles(TcSource a, TcSource b, int T, int
         {
             float4 v = side == 0 ? va[r] : vb[r];
             TcTile *rows = side == 0 ? a.rows : b.rows, *cols = side == 0 ? a.cols : b.cols;
-            unsigned int p01 = pack_pair(v.x, v.y, precision), p23 = pack_pair(v.z, v.w, precision);
+            bool halves = (side == 0 ? a.src16 : b.src16) != nullptr;
+            unsigned int p01 = halves ? float_bits(v.x) : pack_pair(v.x, v.y, precision);
+            unsigned int p23 = halves ? float_bits(v.y) : pack_pair(v.z, v.w, precision);
             if (rows)
             {
                 *(unsigned int*)&(*rows)[rr][d] = p01;
@@ -288,6 +314,29 @@ __device__ __forceinline__ void load_a_fragments(unsigned int f[TC_HD / 16][4], 
         f[kk][2] = rowA < T ? pack_pair(a[8], a[9], precision) : 0u;
         f[kk][3] = rowB < T ? pack_pair(b[8], b[9], precision) : 0u;
     }
+}
+
+// The same from an operand already in 16 bits: each fragment register is a pair read as it is.
+__device__ __forceinline__ void load_a_fragments(unsigned int f[TC_HD / 16][4], const unsigned short* src, long long ld, int T, int r0)
+{
+    int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4, rowA = r0 + g, rowB = r0 + g + 8;
+#pragma unroll
+    for (int kk = 0; kk < TC_HD / 16; kk++)
+    {
+        const unsigned short *a = src + (long long)rowA * ld + 16 * kk + 2 * t, *b = src + (long long)rowB * ld + 16 * kk + 2 * t;
+        f[kk][0] = rowA < T ? *(const unsigned int*)a : 0u;
+        f[kk][1] = rowB < T ? *(const unsigned int*)b : 0u;
+        f[kk][2] = rowA < T ? *(const unsigned int*)(a + 8) : 0u;
+        f[kk][3] = rowB < T ? *(const unsigned int*)(b + 8) : 0u;
+    }
+}
+
+// Part `part` (0 q, 1 k, 2 v) of this head's qkv as A fragments of rows r0..r0+15: from q16 when not null.
+__device__ __forceinline__ void load_qkv_fragments(unsigned int f[TC_HD / 16][4], const AttentionHead& a, const unsigned short* q16, int part,
+                                                   int T, int r0, int precision)
+{
+    if (q16) load_a_fragments(f, q16 + part * a.C, a.ld, T, r0);
+    else load_a_fragments(f, a.q + part * a.C, a.ld, T, r0, precision);
 }
 
 // s = A·Bᵀ over 64 dims: A this warp's 16 rows (fragments), B 64 rows of a [row][dim] tile; s[n] holds columns 8n..8n+7.
@@ -386,7 +435,7 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, cons
     for (int n = 0; n < TC_HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
     for (int j0 = 0; j0 < T; j0 += TC_ROWS)
     {
-        load_tc_tiles({a.q + a.C, a.ld, &ks, nullptr}, {a.q + 2 * a.C, a.ld, nullptr, &vt}, T, j0, precision);
+        load_tc_tiles({a.q + a.C, a.ld, &ks, nullptr, nullptr}, {a.q + 2 * a.C, a.ld, nullptr, &vt, nullptr}, T, j0, precision);
         if (row0 >= T) continue; // the whole warp (it still meets the barriers)
         float sc[TC_ROWS / 8][4];
         tc_scores(sc, qa, ks, precision);
@@ -454,11 +503,13 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, cons
 // Backward, query side: delta [B, NH, T] = Σ_d dy·y per row, then (when dqkv is given) dq = scale·dS·k with
 // P = exp(s − lse) and dS = P ⊙ (dO·vᵀ − delta), into dqkv's q columns.
 extern "C" __global__ void fused_attention_backward_dq_tc(float* dqkv, float* delta, const float* dy, const float* y, const float* lse,
-                                                         const float* qkv, const float* bias, const float* mask, int B, int T,
-                                                         int NH, int HD, int nW, float scale, int accumulate, int precision)
+                                                         const float* qkv, const unsigned short* qkv16, const float* bias,
+                                                         const float* mask, int B, int T, int NH, int HD, int nW, float scale,
+                                                         int accumulate, int precision)
 {
     __shared__ TcTile ks, kt, vs; // k [key][dim] and [dim][key], v [key][dim]
     AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
+    const unsigned short* q16 = qkv16 ? qkv16 + a.offset : nullptr; // qkv in 16 bits, read as it is
     int row0 = (blockIdx.x * 4 + a.warp) * 16;
     const float *dyHead = dy + (long long)a.b * T * a.C + (long long)a.h * HD, *yHead = y + (long long)a.b * T * a.C + (long long)a.h * HD;
     for (int r = 0; r < 16; r++) // read back below by the warp's own threads, after load_tc_tiles' barriers
@@ -472,7 +523,7 @@ extern "C" __global__ void fused_attention_backward_dq_tc(float* dqkv, float* de
     }
     if (!dqkv) return;
     unsigned int qa[TC_HD / 16][4], da[TC_HD / 16][4];
-    load_a_fragments(qa, a.q, a.ld, T, row0, precision);
+    load_qkv_fragments(qa, a, q16, 0, T, row0, precision);
     load_a_fragments(da, dyHead, a.C, T, row0, precision);
     const float* lseHead = lse + (long long)a.bh * T;
     float dq[TC_HD / 8][4];
@@ -480,7 +531,7 @@ extern "C" __global__ void fused_attention_backward_dq_tc(float* dqkv, float* de
     for (int n = 0; n < TC_HD / 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
     for (int j0 = 0; j0 < T; j0 += TC_ROWS)
     {
-        load_tc_tiles({a.q + a.C, a.ld, &ks, &kt}, {a.q + 2 * a.C, a.ld, &vs, nullptr}, T, j0, precision);
+        load_tc_tiles(qkv_source(a, q16, 1, &ks, &kt), qkv_source(a, q16, 2, &vs, nullptr), T, j0, precision);
         if (row0 >= T) continue;
         float sc[TC_ROWS / 8][4], ds[TC_ROWS / 8][4];
         tc_scores(sc, qa, ks, precision);
@@ -495,23 +546,25 @@ extern "C" __global__ void fused_attention_backward_dq_tc(float* dqkv, float* de
 // Backward, key side: dk = scale·dSᵀ·q and dv = Pᵀ·dO for this block's keys, from Sᵀ = k·qᵀ and dPᵀ = v·dOᵀ, with
 // delta from fused_attention_backward_dq_tc; into dqkv's k and v columns.
 extern "C" __global__ void fused_attention_backward_dkdv_tc(float* dqkv, const float* delta, const float* dy, const float* lse,
-                                                           const float* qkv, const float* bias, const float* mask, int B, int T,
-                                                           int NH, int HD, int nW, float scale, int accumulate, int precision)
+                                                           const float* qkv, const unsigned short* qkv16, const float* bias,
+                                                           const float* mask, int B, int T, int NH, int HD, int nW, float scale,
+                                                           int accumulate, int precision)
 {
     __shared__ TcTile qs, qt, dos, dot; // q and dO, [query][dim] and [dim][query]
     AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
+    const unsigned short* q16 = qkv16 ? qkv16 + a.offset : nullptr; // qkv in 16 bits, read as it is
     int key0 = (blockIdx.x * 4 + a.warp) * 16;
     const float* dyHead = dy + (long long)a.b * T * a.C + (long long)a.h * HD;
     const float *lseHead = lse + (long long)a.bh * T, *deltaHead = delta + (long long)a.bh * T;
     unsigned int ka[TC_HD / 16][4], va[TC_HD / 16][4];
-    load_a_fragments(ka, a.q + a.C, a.ld, T, key0, precision);
-    load_a_fragments(va, a.q + 2 * a.C, a.ld, T, key0, precision);
+    load_qkv_fragments(ka, a, q16, 1, T, key0, precision);
+    load_qkv_fragments(va, a, q16, 2, T, key0, precision);
     float dk[TC_HD / 8][4], dv[TC_HD / 8][4];
 #pragma unroll
     for (int n = 0; n < TC_HD / 8; n++) dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
     for (int i0 = 0; i0 < T; i0 += TC_ROWS)
     {
-        load_tc_tiles({a.q, a.ld, &qs, &qt}, {dyHead, a.C, &dos, &dot}, T, i0, precision);
+        load_tc_tiles(qkv_source(a, q16, 0, &qs, &qt), {dyHead, a.C, &dos, &dot, nullptr}, T, i0, precision);
         if (key0 >= T) continue;
         float pt[TC_ROWS / 8][4], dst[TC_ROWS / 8][4]; // Pᵀ and dSᵀ: rows are this warp's keys, columns the tile's queries
         tc_scores(pt, ka, qs, precision);

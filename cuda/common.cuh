@@ -257,6 +257,25 @@ __device__ __forceinline__ void store_gradient(float* dx, unsigned short* dx16, 
     if (dx16) store_halves(dx16, i, &v, 1, format);
 }
 
+// A float's bits as an unsigned int and back (a register that carries two 16-bit values through float storage).
+__device__ __forceinline__ unsigned int float_bits(float f)
+{
+#ifdef __CUEMU__
+    return std::bit_cast<unsigned int>(f);
+#else
+    return __float_as_uint(f);
+#endif
+}
+
+__device__ __forceinline__ float bits_float(unsigned int u)
+{
+#ifdef __CUEMU__
+    return std::bit_cast<float>(u);
+#else
+    return __uint_as_float(u);
+#endif
+}
+
 // Two values as the 16-bit pair a tensor-core fragment register holds (lo in bits 0-15), in bf16 (precision 2) or
 // fp16 (3). From sm_80 one cvt instruction rounds both (to nearest, ties to even, as to_bf16 and to_fp16 do; only a
 // NaN's payload may differ).

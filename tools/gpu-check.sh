@@ -17,8 +17,9 @@
 #                                         attention (tensor cores); one profiled step of each (kernels by their share
 #                                         of the step)
 #                                      4. the PyTorch + timm peer of the same steps (fp32 tf32 bf16, fp16 AMP), then one
-#                                         table of our images/s over theirs (skipped, with the reason, without
-#                                         Python, PyTorch or timm)
+#                                         table of our images/s over theirs, with columns for the CUDA-graph and
+#                                         fused-attention steps (skipped, with the reason, without Python, PyTorch
+#                                         or timm)
 #                                      --out DIR collects every log, the JSON rows and table.md in one folder.
 #                                      small: a quick run (small benchmark sizes, batch 32, fewer repeats).
 #                                      --methods, --precision: only these steps (and peer rows), to fit a short run.
@@ -58,7 +59,7 @@ while [ $# -gt 0 ]; do
     --repeats) repeats=${2:?--repeats needs a count}; shift ;;
     --methods) methods=${2:?--methods needs names, e.g. \"full ssf gps\"}; shift ;;
     --precision) precisions=${2:?--precision needs formats, e.g. \"tf32 bf16\"}; shift ;;
-    -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "gpu-check: unknown argument '$1' (small|full, --out DIR, --batch \"32 128\", --repeats N, --methods \"...\", --precision \"...\")" >&2; exit 1 ;;
   esac
   shift
@@ -179,7 +180,7 @@ else
   peer_methods=$(for m in $methods; do [ "$m" != sct ] && printf '%s ' "$m"; done) # the peer has no SCT
   # shellcheck disable=SC2086
   python3 "$peer" --model vit_base_patch16_224 --batch $batches --methods $peer_methods --precision $precisions fp16 \
-    --repeats "$repeats" --json "$out/peer.json" --ours "$out/ours.json" "$out/ours-graph.json" 2>&1 | tee -a "$out/peer.log"
+    --repeats "$repeats" --json "$out/peer.json" --ours "$out/ours.json" "$out/ours-graph.json" --ours-fused "$out/ours-fused-attention.json" 2>&1 | tee -a "$out/peer.log"
   peer_rc=${PIPESTATUS[0]}
   set -e
   case $peer_rc in

@@ -144,6 +144,7 @@ public static class BenchCommand
                     {
                         engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, ms_per_step = ms,
                         images_per_second = perSecond, peak_memory_mib = mib, activations_mib = kept, cuda_graph = cudaGraph,
+                        attention = fused ? "fused" : "unfused",
                         graph_mib = run.GraphBytes / 1048576.0,
                     }));
                 }

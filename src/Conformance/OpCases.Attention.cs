@@ -53,6 +53,87 @@ public static partial class OpCases
     {
         FusedAttentionLowPrecision(dev, "FusedAttentionHeadDim64", B: 2, T: 70, NH: 2, HD: 64, Precision.BF16);
         FusedAttentionLowPrecision(dev, "FusedAttentionHeadDim64", B: 2, T: 70, NH: 2, HD: 64, Precision.FP16);
+        FusedAttentionPackedQkv(dev, Precision.BF16);
+        FusedAttentionPackedQkv(dev, Precision.FP16);
+    }
+
+    // The fused backward from q|k|v kept in 16 bits (where the backend reads it so, and on the CPU, which widens it):
+    // dqkv and delta bit for bit those from the float32 qkv, with a frozen bias and a mask; at the op, the same gradient
+    // as with nothing kept in 16 bits and fewer bytes kept. CUDA refuses a 16-bit qkv where a bias trains.
+    static unsafe void FusedAttentionPackedQkv(Device dev, Precision precision)
+    {
+        const int B = 2, T = 70, NH = 2, HD = 64, C = NH * HD, nW = 2;
+        string name = $"FusedAttentionHeadDim64 {precision.Name()} (q|k|v kept in 16 bits)";
+        float[] Values(ulong seed, int n, float range) => [.. Enumerable.Range(0, n).Select(i => (float)((CounterRng.Uniform(seed, (ulong)i) * 2 - 1) * range))];
+        var k = dev.Kernels;
+        var previous = (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision);
+        try
+        {
+            k.GemmPrecision = precision;
+            bool reads = k.FusedAttentionReadsPackedQkv(HD, bias: false);
+            using var qkv = Tensor.FromArray(dev, Values(71, B * T * 3 * C, 2f), B, T, 3 * C);
+            using var bias = Tensor.FromArray(dev, Values(72, NH * T * T, 1f), NH, T, T);
+            using var mask = Tensor.FromArray(dev, [.. Enumerable.Range(0, nW * T * T).Select(i => CounterRng.Uniform(73, (ulong)i) < 0.3 ? -100f : 0f)], nW, T, T);
+            using var dy = Tensor.FromArray(dev, Values(74, B * T * C, 1f), B, T, C);
+            if (reads || dev is not CudaDevice)
+            {
+                using var y = Tensor.Empty(dev, DType.F32, B, T, C);
+                using var lse = Tensor.Empty(dev, DType.F32, B, NH, T);
+                float scale = 1f / MathF.Sqrt(HD);
+                k.FusedAttentionForward(y.Data, lse.Data, qkv.Data, bias.Data, mask.Data, B, T, NH, HD, nW, scale);
+                using var packed = Tensor.Empty(dev, precision == Precision.BF16 ? DType.BF16 : DType.F16, qkv.Shape);
+                k.PackLowPrecision(packed.HalfData, qkv.Data, qkv.Count, precision);
+                (float[] Dqkv, float[] Delta) Backward(GemmOperand source)
+                {
+                    using var dqkv = Tensor.Zeros(dev, B, T, 3 * C);
+                    using var delta = Tensor.Empty(dev, DType.F32, B, NH, T);
+                    k.FusedAttentionBackward(dqkv.Data, null, delta.Data, dy.Data, y.Data, lse.Data, source, bias.Data, mask.Data, B, T, NH, HD, nW, scale, false);
+                    return (dqkv.ToArray(), delta.ToArray());
+                }
+                var (want, got) = (Backward(qkv.Data), Backward(GemmOperand.Packed(packed.HalfData)));
+                foreach (var (part, a, b) in new[] { ("dqkv", want.Dqkv, got.Dqkv), ("delta", want.Delta, got.Delta) })
+                    for (int i = 0; i < a.Length; i++)
+                        if (BitConverter.SingleToInt32Bits(a[i]) != BitConverter.SingleToInt32Bits(b[i]))
+                            throw new ConformanceException($"{name}: {part}[{i}] is {b[i]:G9} from the 16-bit qkv, {a[i]:G9} from the float32 one");
+            }
+            (float[] Grad, long Kept) Train(bool sixteen)
+            {
+                Ops.SaveGemmOperandsInGemmPrecision = sixteen;
+                using var x = Tensor.FromArray(dev, qkv.ToArray(), qkv.Shape);
+                x.RequiresGrad = true;
+                var tape = new Autograd.Tape();
+                using (tape.Record())
+                {
+                    using var output = Ops.Attention(x, NH, bias, mask, fused: true);
+                    long kept = tape.SavedBytes;
+                    tape.Backward(output, dy);
+                    return (x.Grad!.ToArray(), kept);
+                }
+            }
+            var (wide, narrow) = (Train(sixteen: false), Train(sixteen: true));
+            for (int i = 0; i < wide.Grad.Length; i++)
+                if (BitConverter.SingleToInt32Bits(wide.Grad[i]) != BitConverter.SingleToInt32Bits(narrow.Grad[i]))
+                    throw new ConformanceException($"{name}: Attention's dqkv[{i}] is {narrow.Grad[i]:G9} with qkv kept in 16 bits, {wide.Grad[i]:G9} with float32");
+            long saved = reads ? qkv.Count * 2 : 0;
+            if (wide.Kept - narrow.Kept != saved)
+                throw new ConformanceException($"{name}: the tape kept {narrow.Kept} bytes against {wide.Kept} with float32, want {saved} fewer (backend reads a 16-bit qkv: {reads})");
+            if (dev is CudaDevice && reads)
+            {
+                using var packed = Tensor.Empty(dev, precision == Precision.BF16 ? DType.BF16 : DType.F16, qkv.Shape);
+                using var scratch = Tensor.Zeros(dev, 2 * B * T * 3 * C + NH * T * T);
+                try
+                {
+                    k.FusedAttentionBackward(scratch.Data, scratch.Data + B * T * 3 * C, scratch.Data + 2 * B * T * 3 * C, dy.Data, dy.Data, dy.Data,
+                        GemmOperand.Packed(packed.HalfData), bias.Data, mask.Data, B, T, NH, HD, nW, 1f, false);
+                    throw new ConformanceException($"{name}: FusedAttentionBackward took a 16-bit qkv with a bias gradient");
+                }
+                catch (ArgumentException e) when (e.Message.Contains("qkv")) { }
+            }
+        }
+        finally
+        {
+            (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision) = previous;
+        }
     }
 
     static void FusedAttentionLowPrecision(Device dev, string name, int B, int T, int NH, int HD, Precision precision)

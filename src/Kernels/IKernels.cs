@@ -185,9 +185,17 @@ public unsafe interface IKernels
     /// <summary>Backward of <see cref="FusedAttentionForward"/> from dy [B,T,NH·HD] and the forward's y and lse, the
     /// probabilities recomputed: dqkv [B,T,3·NH·HD] (written, or added to with accumulate; null: not needed) and
     /// dbias [NH,T,T] += Σ_b of the score gradient (null when the bias does not train). delta [B,NH,T] is workspace
-    /// (Σ_d dy·y per row and head).</summary>
-    void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, float* y, float* lse, float* qkv, float* bias,
+    /// (Σ_d dy·y per row and head). qkv float32, or packed in the 16-bit <see cref="GemmPrecision"/> where
+    /// <see cref="FusedAttentionReadsPackedQkv"/> says the backend reads it so (the values the kernels round q, k and v
+    /// to: the same results); the CPU widens a packed qkv, CUDA refuses one its tensor-core kernels do not take.</summary>
+    void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, float* y, float* lse, GemmOperand qkv, float* bias,
         float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate);
+
+    /// <summary>Whether <see cref="FusedAttentionBackward"/> reads q|k|v packed in the 16-bit <see cref="GemmPrecision"/>
+    /// as it is, for heads of <paramref name="headDim"/> with or without a trained <paramref name="bias"/>: then the op
+    /// keeps that copy for the backward instead of the float32 qkv (half the bytes kept). CUDA's tensor-core kernels do
+    /// (head dim 64, bf16 or fp16, no bias gradient); the CPU's products read float32.</summary>
+    bool FusedAttentionReadsPackedQkv(int headDim, bool bias);
 
     // ---------------------------------------------------------------- loss
     /// <summary>Mean softmax cross-entropy with label smoothing ε: target distribution (1−ε)·onehot + ε/V.

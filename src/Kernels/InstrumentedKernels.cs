@@ -32,6 +32,9 @@ public sealed partial class InstrumentedKernels : IKernels
     public unsafe bool ThawWeight(float* w) => Inner.ThawWeight(w);
 
     /// <inheritdoc/>
+    public bool FusedAttentionReadsPackedQkv(int headDim, bool bias) => Inner.FusedAttentionReadsPackedQkv(headDim, bias);
+
+    /// <inheritdoc/>
     public Precision GemmPrecision
     {
         get => Inner.GemmPrecision;

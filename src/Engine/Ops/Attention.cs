@@ -72,7 +72,7 @@ public static unsafe partial class Ops
             if (Tape.ShouldRecord(qkv, bias))
                 Tape.Push(output, new FusedAttentionSaved
                 {
-                    Qkv = qkv, Bias = bias, QkvKept = Tape.Save(qkv), BiasKept = bias == null ? null : Tape.Save(bias),
+                    Qkv = qkv, Bias = bias, QkvKept = SaveFusedQkv(qkv, HD, bias is { RequiresGrad: true }), BiasKept = bias == null ? null : Tape.Save(bias),
                     MaskKept = mask == null ? null : Tape.Save(mask), YKept = Tape.Save(output), Lse = Tape.Keep(lse),
                     Heads = heads, Windows = nW, Scale = s,
                 });
@@ -103,6 +103,13 @@ public static unsafe partial class Ops
         }
         return y;
     }
+
+    /// <summary>qkv kept for the fused backward: in the GEMMs' 16-bit format where the backend's kernels read it so
+    /// (<see cref="Kernels.IKernels.FusedAttentionReadsPackedQkv"/>: they round q, k and v to it anyway, so the gradients
+    /// are bit for bit those from a float32 copy, in half the bytes), else float32.</summary>
+    static Tensor SaveFusedQkv(Tensor qkv, int headDim, bool biasTrains) =>
+        GemmInputType(qkv.Device) != null && qkv.Device.Kernels.FusedAttentionReadsPackedQkv(headDim, biasTrains)
+            ? Tape.SaveInPrecision(qkv, qkv.Device.Kernels.GemmPrecision) : Tape.Save(qkv);
 
     /// <summary>Part <paramref name="i"/> (q, k or v) of the heads [3, B, NH, T, HD], each <paramref name="part"/> elements.</summary>
     static GemmOperand Part(Tensor heads, int i, long part) =>
@@ -156,7 +163,8 @@ public static unsafe partial class Ops
         }
     }
 
-    /// <summary>Fused attention's backward state: qkv, bias, mask, the output and the log-sum-exp [B,NH,T] per score row.</summary>
+    /// <summary>Fused attention's backward state: qkv (float32, or 16-bit where the backward reads it so), bias, mask, the
+    /// output and the log-sum-exp [B,NH,T] per score row.</summary>
     struct FusedAttentionSaved : IBackward<FusedAttentionSaved>
     {
         public Tensor Qkv, QkvKept, YKept, Lse;
@@ -171,7 +179,7 @@ public static unsafe partial class Ops
             float* dqkv = Tape.GradOutputIfNeeded(s.Qkv, out bool acc);
             if (dbias == null && dqkv == null) return;
             using var delta = Tensor.Empty(y.Device, DType.F32, B, NH, T);
-            y.Device.Kernels.FusedAttentionBackward(dqkv, dbias, delta.Data, y.Grad!.Data, s.YKept.Data, s.Lse.Data, s.QkvKept.Data,
+            y.Device.Kernels.FusedAttentionBackward(dqkv, dbias, delta.Data, y.Grad!.Data, s.YKept.Data, s.Lse.Data, Tape.Operand(s.QkvKept),
                 s.BiasKept == null ? null : s.BiasKept.Data, s.MaskKept == null ? null : s.MaskKept.Data, B, T, NH, C / NH,
                 s.Windows, s.Scale, acc);
         }

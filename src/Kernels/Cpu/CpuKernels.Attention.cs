@@ -100,6 +100,10 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
+    /// <remarks>False: the CPU's products read float32, so a packed qkv would only be widened again.</remarks>
+    public bool FusedAttentionReadsPackedQkv(int headDim, bool bias) => false;
+
+    /// <inheritdoc/>
     public void FusedAttentionForward(float* y, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
     {
         var body = new FusedAttentionForwardBody
@@ -180,16 +184,18 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
-    public void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, float* y, float* lse, float* qkv, float* bias,
+    /// <remarks>A packed qkv is widened first (the values the products round it to).</remarks>
+    public void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, float* y, float* lse, GemmOperand qkv, float* bias,
         float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate)
     {
+        using var wide = Widened(qkv, (long)B * T * 3 * NH * HD, out float* qkvValues);
         // Images in a fixed number of groups (set by B alone): each (group, head) task sums its images' score gradients
         // into its own bias partial, added up in order afterwards, so dbias does not depend on the thread count.
         int groups = Math.Min(B, 8);
         long tt = (long)T * T;
         var body = new FusedAttentionBackwardBody
         {
-            Dqkv = dqkv, Delta = delta, Dy = dy, Lse = lse, Qkv = qkv, Bias = bias, Mask = mask, B = B, T = T, NH = NH, HD = HD,
+            Dqkv = dqkv, Delta = delta, Dy = dy, Lse = lse, Qkv = qkvValues, Bias = bias, Mask = mask, B = B, T = T, NH = NH, HD = HD,
             NW = mask == null ? 1 : nW, Groups = groups, Scale = scale, Beta = accumulate ? 1f : 0f, Precision = GemmPrecision,
             Partials = dbias == null ? null : Partials(groups * NH, tt),
         };

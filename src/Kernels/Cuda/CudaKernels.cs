@@ -457,6 +457,11 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public bool UsesTensorCoreAttention(int headDim) =>
         headDim == 64 && GemmPrecision is (Precision.BF16 or Precision.FP16) && _runtime is not DriverRuntime { ComputeCapability.Major: < 8 };
 
+    /// <inheritdoc/>
+    /// <remarks>Where the tensor-core kernels run (<see cref="UsesTensorCoreAttention"/>) and no bias trains (the bias
+    /// gradient's kernel reads float32).</remarks>
+    public bool FusedAttentionReadsPackedQkv(int headDim, bool bias) => UsesTensorCoreAttention(headDim) && !bias;
+
     /// <summary>Whether this fused attention call runs the tensor-core kernels: <see cref="UsesTensorCoreAttention"/>, and
     /// the operands they read as float4 16-byte aligned.</summary>
     bool TensorCoreAttention(int HD, float* qkv, float* other) => UsesTensorCoreAttention(HD) && (((ulong)qkv | (ulong)other) & 15) == 0;
@@ -487,28 +492,35 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     }
 
     /// <inheritdoc/>
-    public void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, float* y, float* lse, float* qkv, float* bias,
+    /// <remarks>A packed qkv only where <see cref="FusedAttentionReadsPackedQkv"/>: the tensor-core kernels read it as
+    /// it is.</remarks>
+    public void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, float* y, float* lse, GemmOperand qkv, float* bias,
         float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate)
     {
         CheckFusedHeadDim(HD);
         if (B * T * NH == 0) return;
         int windows = mask == null ? 1 : nW;
-        if (TensorCoreAttention(HD, qkv, dy))
+        ushort* qkv16 = qkv.IsPacked ? qkv.Halves : null;
+        float* qkvFloats = qkv.IsPacked ? null : qkv.Floats;
+        if (qkv16 != null && (!FusedAttentionReadsPackedQkv(HD, dbias != null) || (((ulong)qkv16 | (ulong)dy) & 15) != 0))
+            throw new ArgumentException($"FusedAttentionBackward: qkv in 16 bits is read by the tensor-core kernels alone (head dim 64, bf16 or fp16 " +
+                $"GEMMs, no bias gradient, 16-byte aligned), not head dim {HD} under {GemmPrecision.Name()}{(dbias != null ? " with a bias gradient" : "")}", nameof(qkv));
+        if (qkv16 != null || TensorCoreAttention(HD, qkvFloats, dy))
         {
             var tcGrid = TensorCoreAttentionGrid(B, T, NH);
-            _runtime.Launch(Attention.FusedAttentionBackwardDqTc, tcGrid, new Dim3(128), dqkv, delta, dy, y, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
+            _runtime.Launch(Attention.FusedAttentionBackwardDqTc, tcGrid, new Dim3(128), dqkv, delta, dy, y, lse, qkvFloats, qkv16, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
             if (dqkv != null)
-                _runtime.Launch(Attention.FusedAttentionBackwardDkdvTc, tcGrid, new Dim3(128), dqkv, delta, dy, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
+                _runtime.Launch(Attention.FusedAttentionBackwardDkdvTc, tcGrid, new Dim3(128), dqkv, delta, dy, lse, qkvFloats, qkv16, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
             if (dbias != null)
-                WarpPerRow(Attention.FusedAttentionBackwardBias, (long)NH * T, dbias, delta, dy, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, (int)GemmPrecision);
+                WarpPerRow(Attention.FusedAttentionBackwardBias, (long)NH * T, dbias, delta, dy, lse, qkvFloats, bias, mask, B, T, NH, HD, windows, scale, (int)GemmPrecision);
             return;
         }
         var (grid, block) = FusedAttentionShape(B, T, NH, 2);
-        _runtime.Launch(Attention.FusedAttentionBackwardDq, grid, block, dqkv, delta, dy, y, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
+        _runtime.Launch(Attention.FusedAttentionBackwardDq, grid, block, dqkv, delta, dy, y, lse, qkvFloats, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
         if (dqkv != null)
-            _runtime.Launch(Attention.FusedAttentionBackwardDkdv, grid, block, dqkv, delta, dy, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
+            _runtime.Launch(Attention.FusedAttentionBackwardDkdv, grid, block, dqkv, delta, dy, lse, qkvFloats, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
         if (dbias != null)
-            WarpPerRow(Attention.FusedAttentionBackwardBias, (long)NH * T, dbias, delta, dy, lse, qkv, bias, mask, B, T, NH, HD, windows, scale, (int)GemmPrecision);
+            WarpPerRow(Attention.FusedAttentionBackwardBias, (long)NH * T, dbias, delta, dy, lse, qkvFloats, bias, mask, B, T, NH, HD, windows, scale, (int)GemmPrecision);
     }
 
     static void CheckFusedHeadDim(int HD)
