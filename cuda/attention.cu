@@ -397,6 +397,19 @@ __device__ __forceinline__ void store_tc_rows(float* out, long long ld, const fl
     }
 }
 
+// This warp's 16 rows × 64 dims of acc in 16 bits (precision 2 bf16, 3 fp16) at out + row·ld (rows below T only): an
+// output that only products read.
+__device__ __forceinline__ void store_tc_rows16(unsigned short* out, long long ld, const float acc[TC_HD / 8][4], int T, int r0, int precision)
+{
+    int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int n = 0; n < TC_HD / 8; n++)
+    {
+        if (r0 + g < T) *(unsigned int*)(out + (long long)(r0 + g) * ld + 8 * n + 2 * t) = pack_pair(acc[n][0], acc[n][1], precision);
+        if (r0 + g + 8 < T) *(unsigned int*)(out + (long long)(r0 + g + 8) * ld + 8 * n + 2 * t) = pack_pair(acc[n][2], acc[n][3], precision);
+    }
+}
+
 // The backward's elementwise step on a 16 × 64 tile, in place: s (scores) becomes P = exp(score − lse) and dp (dO·vᵀ)
 // becomes dS = P ⊙ (dp − delta); zeros outside T × T. The tile's rows are r0 + g, r0 + g + 8 and its columns
 // c0 + 8n + 2t (+1): queries × keys, or keys × queries when rowsAreKeys (the dk/dv kernel's transposed tiles).
@@ -418,9 +431,10 @@ __device__ __forceinline__ void tc_softmax_backward(float s[TC_ROWS / 8][4], flo
         }
 }
 
-// The forward: S = q·kᵀ, an online softmax on its fragments, O += P·v; y [B, T, NH·HD] and lse [B, NH, T].
-extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, const float* qkv, const float* bias, const float* mask,
-                                                     int B, int T, int NH, int HD, int nW, float scale, int precision)
+// The forward: S = q·kᵀ, an online softmax on its fragments, O += P·v; y [B, T, NH·HD] (or y16 instead, in the
+// 16-bit precision, when not null) and lse [B, NH, T].
+extern "C" __global__ void fused_attention_forward_tc(float* y, unsigned short* y16, float* lse, const float* qkv, const float* bias,
+                                                     const float* mask, int B, int T, int NH, int HD, int nW, float scale, int precision)
 {
     __shared__ TcTile ks, vt; // k [key][dim], v transposed [dim][key]
     AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
@@ -495,14 +509,17 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, float* lse, cons
         o[n][2] /= lB;
         o[n][3] /= lB;
     }
-    store_tc_rows(y + (long long)a.b * T * a.C + (long long)a.h * HD, a.C, o, 1.f, T, row0, 0);
+    long long yAt = (long long)a.b * T * a.C + (long long)a.h * HD;
+    if (y16) store_tc_rows16(y16 + yAt, a.C, o, T, row0, precision);
+    else store_tc_rows(y + yAt, a.C, o, 1.f, T, row0, 0);
     if (t == 0 && rowA < T) lse[(long long)a.bh * T + rowA] = mA + logf(lA);
     if (t == 0 && rowB < T) lse[(long long)a.bh * T + rowB] = mB + logf(lB);
 }
 
 // Backward, query side: delta [B, NH, T] = Σ_d dy·y per row, then (when dqkv is given) dq = scale·dS·k with
 // P = exp(s − lse) and dS = P ⊙ (dO·vᵀ − delta), into dqkv's q columns.
-extern "C" __global__ void fused_attention_backward_dq_tc(float* dqkv, float* delta, const float* dy, const float* y, const float* lse,
+extern "C" __global__ void fused_attention_backward_dq_tc(float* dqkv, float* delta, const float* dy, const float* y,
+                                                         const unsigned short* y16, const float* lse,
                                                          const float* qkv, const unsigned short* qkv16, const float* bias,
                                                          const float* mask, int B, int T, int NH, int HD, int nW, float scale,
                                                          int accumulate, int precision)
@@ -511,13 +528,16 @@ extern "C" __global__ void fused_attention_backward_dq_tc(float* dqkv, float* de
     AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
     const unsigned short* q16 = qkv16 ? qkv16 + a.offset : nullptr; // qkv in 16 bits, read as it is
     int row0 = (blockIdx.x * 4 + a.warp) * 16;
-    const float *dyHead = dy + (long long)a.b * T * a.C + (long long)a.h * HD, *yHead = y + (long long)a.b * T * a.C + (long long)a.h * HD;
+    long long headAt = (long long)a.b * T * a.C + (long long)a.h * HD;
+    const float* dyHead = dy + headAt;
+    const void* yHead = y16 ? (const void*)(y16 + headAt) : (const void*)(y + headAt); // y in 16 bits: as the forward kept it
+    int yFormat = y16 ? precision : 0;
     for (int r = 0; r < 16; r++) // read back below by the warp's own threads, after load_tc_tiles' barriers
     {
         int i = row0 + r;
         float part = 0.f;
         if (i < T)
-            for (int d = a.lane; d < TC_HD; d += 32) part += dyHead[(long long)i * a.C + d] * yHead[(long long)i * a.C + d];
+            for (int d = a.lane; d < TC_HD; d += 32) part += dyHead[(long long)i * a.C + d] * load_operand(yHead, yFormat, (long long)i * a.C + d);
         float sum = warp_sum(part);
         if (i < T && a.lane == 0) delta[(long long)a.bh * T + i] = sum;
     }

@@ -57,46 +57,77 @@ public static partial class OpCases
         FusedAttentionPackedQkv(dev, Precision.FP16);
     }
 
-    // The fused backward from q|k|v kept in 16 bits (where the backend reads it so, and on the CPU, which widens it):
-    // dqkv and delta bit for bit those from the float32 qkv, with a frozen bias and a mask; at the op, the same gradient
-    // as with nothing kept in 16 bits and fewer bytes kept. CUDA refuses a 16-bit qkv where a bias trains.
+    // What the fused path keeps in 16 bits where its kernels take it (FusedAttentionKeepsSixteenBits; the CPU takes them
+    // too, widened): the backward from q|k|v in 16 bits gives dqkv and delta bit for bit those from float32 (a frozen
+    // bias and a mask); an output written in 16 bits is the float32 one rounded, and the backward from it stays within
+    // the format's bound of the float32 one. At the op: without gemmInput the same gradient as with nothing in 16 bits,
+    // 2 bytes fewer kept per qkv value; with it a 16-bit output and 2 bytes fewer per output value too. CUDA refuses
+    // 16-bit values where a bias trains.
     static unsafe void FusedAttentionPackedQkv(Device dev, Precision precision)
     {
         const int B = 2, T = 70, NH = 2, HD = 64, C = NH * HD, nW = 2;
-        string name = $"FusedAttentionHeadDim64 {precision.Name()} (q|k|v kept in 16 bits)";
+        string name = $"FusedAttentionHeadDim64 {precision.Name()} (16-bit saves)";
         float[] Values(ulong seed, int n, float range) => [.. Enumerable.Range(0, n).Select(i => (float)((CounterRng.Uniform(seed, (ulong)i) * 2 - 1) * range))];
+        static bool Same(float a, float b) => BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
         var k = dev.Kernels;
+        var half = precision == Precision.BF16 ? DType.BF16 : DType.F16;
+        double u = precision.UnitRoundoff() * 2;
         var previous = (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision);
+        float[] Widen(Tensor packed)
+        {
+            using var wide = Tensor.Empty(dev, DType.F32, packed.Shape);
+            k.UnpackLowPrecision(wide.Data, packed.HalfData, packed.Count, precision);
+            return wide.ToArray();
+        }
+        void CheckClose(string what, float[] want, float[] got)
+        {
+            double scale = want.Max(v => Math.Abs(v)), gap = want.Zip(got).Max(p => Math.Abs(p.First - p.Second));
+            if (gap > scale * 3 * u)
+                throw new ConformanceException($"{name}: {what} differs by {gap:G3} (max |value| {scale:G3}; bound 3·{u:G3} of it)");
+        }
         try
         {
             k.GemmPrecision = precision;
-            bool reads = k.FusedAttentionReadsPackedQkv(HD, bias: false);
+            bool keeps = k.FusedAttentionKeepsSixteenBits(HD, bias: false);
             using var qkv = Tensor.FromArray(dev, Values(71, B * T * 3 * C, 2f), B, T, 3 * C);
             using var bias = Tensor.FromArray(dev, Values(72, NH * T * T, 1f), NH, T, T);
             using var mask = Tensor.FromArray(dev, [.. Enumerable.Range(0, nW * T * T).Select(i => CounterRng.Uniform(73, (ulong)i) < 0.3 ? -100f : 0f)], nW, T, T);
             using var dy = Tensor.FromArray(dev, Values(74, B * T * C, 1f), B, T, C);
-            if (reads || dev is not CudaDevice)
+            if (keeps || dev is not CudaDevice)
             {
                 using var y = Tensor.Empty(dev, DType.F32, B, T, C);
+                using var y16 = Tensor.Empty(dev, half, B, T, C);
                 using var lse = Tensor.Empty(dev, DType.F32, B, NH, T);
+                using var lse16 = Tensor.Empty(dev, DType.F32, B, NH, T);
                 float scale = 1f / MathF.Sqrt(HD);
-                k.FusedAttentionForward(y.Data, lse.Data, qkv.Data, bias.Data, mask.Data, B, T, NH, HD, nW, scale);
-                using var packed = Tensor.Empty(dev, precision == Precision.BF16 ? DType.BF16 : DType.F16, qkv.Shape);
+                k.FusedAttentionForward(y.Data, null, lse.Data, qkv.Data, bias.Data, mask.Data, B, T, NH, HD, nW, scale);
+                k.FusedAttentionForward(null, y16.HalfData, lse16.Data, qkv.Data, bias.Data, mask.Data, B, T, NH, HD, nW, scale);
+                float[] yWide = y.ToArray(), yRounded = Widen(y16), lseWide = lse.ToArray(), lseOther = lse16.ToArray();
+                for (int i = 0; i < yWide.Length; i++)
+                    if (!Same(yRounded[i], RoundReference(yWide[i], precision)))
+                        throw new ConformanceException($"{name}: the 16-bit output [{i}] is {yRounded[i]:G9}, want {RoundReference(yWide[i], precision):G9} ({yWide[i]:G9} rounded)");
+                for (int i = 0; i < lseWide.Length; i++)
+                    if (!Same(lseWide[i], lseOther[i]))
+                        throw new ConformanceException($"{name}: lse[{i}] is {lseOther[i]:G9} with a 16-bit output, {lseWide[i]:G9} without");
+                using var packed = Tensor.Empty(dev, half, qkv.Shape);
                 k.PackLowPrecision(packed.HalfData, qkv.Data, qkv.Count, precision);
-                (float[] Dqkv, float[] Delta) Backward(GemmOperand source)
+                (float[] Dqkv, float[] Delta) Backward(GemmOperand source, GemmOperand output)
                 {
                     using var dqkv = Tensor.Zeros(dev, B, T, 3 * C);
                     using var delta = Tensor.Empty(dev, DType.F32, B, NH, T);
-                    k.FusedAttentionBackward(dqkv.Data, null, delta.Data, dy.Data, y.Data, lse.Data, source, bias.Data, mask.Data, B, T, NH, HD, nW, scale, false);
+                    k.FusedAttentionBackward(dqkv.Data, null, delta.Data, dy.Data, output, lse.Data, source, bias.Data, mask.Data, B, T, NH, HD, nW, scale, false);
                     return (dqkv.ToArray(), delta.ToArray());
                 }
-                var (want, got) = (Backward(qkv.Data), Backward(GemmOperand.Packed(packed.HalfData)));
+                var want = Backward(qkv.Data, y.Data);
+                var got = Backward(GemmOperand.Packed(packed.HalfData), y.Data);
                 foreach (var (part, a, b) in new[] { ("dqkv", want.Dqkv, got.Dqkv), ("delta", want.Delta, got.Delta) })
                     for (int i = 0; i < a.Length; i++)
-                        if (BitConverter.SingleToInt32Bits(a[i]) != BitConverter.SingleToInt32Bits(b[i]))
+                        if (!Same(a[i], b[i]))
                             throw new ConformanceException($"{name}: {part}[{i}] is {b[i]:G9} from the 16-bit qkv, {a[i]:G9} from the float32 one");
+                var fromRounded = Backward(GemmOperand.Packed(packed.HalfData), GemmOperand.Packed(y16.HalfData));
+                CheckClose("dqkv from the 16-bit output", want.Dqkv, fromRounded.Dqkv);
             }
-            (float[] Grad, long Kept) Train(bool sixteen)
+            (float[] Grad, long Kept, DType Output) Train(bool sixteen, bool gemmInput)
             {
                 Ops.SaveGemmOperandsInGemmPrecision = sixteen;
                 using var x = Tensor.FromArray(dev, qkv.ToArray(), qkv.Shape);
@@ -104,22 +135,29 @@ public static partial class OpCases
                 var tape = new Autograd.Tape();
                 using (tape.Record())
                 {
-                    using var output = Ops.Attention(x, NH, bias, mask, fused: true);
+                    using var output = Ops.Attention(x, NH, bias, mask, fused: true, gemmInput: gemmInput);
                     long kept = tape.SavedBytes;
                     tape.Backward(output, dy);
-                    return (x.Grad!.ToArray(), kept);
+                    return (x.Grad!.ToArray(), kept, output.DType);
                 }
             }
-            var (wide, narrow) = (Train(sixteen: false), Train(sixteen: true));
+            var wide = Train(sixteen: false, gemmInput: true);
+            var narrow = Train(sixteen: true, gemmInput: false);
+            var narrowest = Train(sixteen: true, gemmInput: true);
             for (int i = 0; i < wide.Grad.Length; i++)
-                if (BitConverter.SingleToInt32Bits(wide.Grad[i]) != BitConverter.SingleToInt32Bits(narrow.Grad[i]))
+                if (!Same(wide.Grad[i], narrow.Grad[i]))
                     throw new ConformanceException($"{name}: Attention's dqkv[{i}] is {narrow.Grad[i]:G9} with qkv kept in 16 bits, {wide.Grad[i]:G9} with float32");
-            long saved = reads ? qkv.Count * 2 : 0;
-            if (wide.Kept - narrow.Kept != saved)
-                throw new ConformanceException($"{name}: the tape kept {narrow.Kept} bytes against {wide.Kept} with float32, want {saved} fewer (backend reads a 16-bit qkv: {reads})");
-            if (dev is CudaDevice && reads)
+            CheckClose("Attention's dqkv with a 16-bit output", wide.Grad, narrowest.Grad);
+            var (output, other) = (keeps ? half : DType.F32, wide.Output);
+            if (narrowest.Output != output || other != DType.F32)
+                throw new ConformanceException($"{name}: Attention's output with gemmInput is {narrowest.Output} (want {output}), and {other} with nothing in 16 bits (want F32)");
+            long qkvSaved = keeps ? qkv.Count * 2 : 0, ySaved = keeps ? dy.Count * 2 : 0;
+            if (wide.Kept - narrow.Kept != qkvSaved || wide.Kept - narrowest.Kept != qkvSaved + ySaved)
+                throw new ConformanceException($"{name}: the tape kept {narrow.Kept} and {narrowest.Kept} bytes (16-bit qkv; and output) against {wide.Kept} with float32, " +
+                    $"want {qkvSaved} and {qkvSaved + ySaved} fewer (the kernels keep 16 bits: {keeps})");
+            if (dev is CudaDevice && keeps)
             {
-                using var packed = Tensor.Empty(dev, precision == Precision.BF16 ? DType.BF16 : DType.F16, qkv.Shape);
+                using var packed = Tensor.Empty(dev, half, qkv.Shape);
                 using var scratch = Tensor.Zeros(dev, 2 * B * T * 3 * C + NH * T * T);
                 try
                 {

@@ -180,22 +180,27 @@ public unsafe interface IKernels
     /// softmax(scale·q·kᵀ + bias[h] + mask[b mod nW])·v, read straight from qkv [B,T,3·NH·HD] (timm's q|k|v columns);
     /// lse [B,NH,T] the log-sum-exp of each score row, kept for the backward. bias [NH,T,T], mask [nW,T,T] or null.
     /// The products' operands (q, k, v, the probabilities; in the backward also dy and the score gradient) are rounded to
-    /// <see cref="GemmPrecision"/>, as the unfused path's GEMMs and tensor-core attention round them.</summary>
-    void FusedAttentionForward(float* y, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale);
+    /// <see cref="GemmPrecision"/>, as the unfused path's GEMMs and tensor-core attention round them. yPacked: null, or
+    /// where y is written instead (y null), rounded to the 16-bit <see cref="GemmPrecision"/>: an output only products
+    /// and the backward read (see <see cref="FusedAttentionKeepsSixteenBits"/>).</summary>
+    void FusedAttentionForward(float* y, ushort* yPacked, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale);
     /// <summary>Backward of <see cref="FusedAttentionForward"/> from dy [B,T,NH·HD] and the forward's y and lse, the
     /// probabilities recomputed: dqkv [B,T,3·NH·HD] (written, or added to with accumulate; null: not needed) and
     /// dbias [NH,T,T] += Σ_b of the score gradient (null when the bias does not train). delta [B,NH,T] is workspace
     /// (Σ_d dy·y per row and head). qkv float32, or packed in the 16-bit <see cref="GemmPrecision"/> where
-    /// <see cref="FusedAttentionReadsPackedQkv"/> says the backend reads it so (the values the kernels round q, k and v
-    /// to: the same results); the CPU widens a packed qkv, CUDA refuses one its tensor-core kernels do not take.</summary>
-    void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, float* y, float* lse, GemmOperand qkv, float* bias,
+    /// <see cref="FusedAttentionKeepsSixteenBits"/> says the backend reads it so (the values the kernels round q, k and v
+    /// to: the same results); y likewise float32 or the forward's 16-bit yPacked (Σ dy·y then sums the rounded values).
+    /// The CPU widens packed values; CUDA refuses those its tensor-core kernels do not take.</summary>
+    void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, GemmOperand y, float* lse, GemmOperand qkv, float* bias,
         float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate);
 
-    /// <summary>Whether <see cref="FusedAttentionBackward"/> reads q|k|v packed in the 16-bit <see cref="GemmPrecision"/>
-    /// as it is, for heads of <paramref name="headDim"/> with or without a trained <paramref name="bias"/>: then the op
-    /// keeps that copy for the backward instead of the float32 qkv (half the bytes kept). CUDA's tensor-core kernels do
-    /// (head dim 64, bf16 or fp16, no bias gradient); the CPU's products read float32.</summary>
-    bool FusedAttentionReadsPackedQkv(int headDim, bool bias);
+    /// <summary>Whether the fused attention's kernels, for heads of <paramref name="headDim"/> with or without a trained
+    /// <paramref name="bias"/>, take the values the op keeps for the backward in the 16-bit <see cref="GemmPrecision"/>:
+    /// q|k|v, which <see cref="FusedAttentionBackward"/> reads as it is (the values it rounds them to: the same
+    /// gradients, half the bytes kept), and an output that only products read, which the forward then writes in 16 bits
+    /// and the backward's Σ dy·y reads so (as flash attention keeps its output). CUDA's tensor-core kernels do (head dim
+    /// 64, bf16 or fp16, no bias gradient); the CPU's products read float32.</summary>
+    bool FusedAttentionKeepsSixteenBits(int headDim, bool bias);
 
     // ---------------------------------------------------------------- loss
     /// <summary>Mean softmax cross-entropy with label smoothing ε: target distribution (1−ε)·onehot + ε/V.

@@ -32,7 +32,7 @@ public sealed partial class InstrumentedKernels : IKernels
     public unsafe bool ThawWeight(float* w) => Inner.ThawWeight(w);
 
     /// <inheritdoc/>
-    public bool FusedAttentionReadsPackedQkv(int headDim, bool bias) => Inner.FusedAttentionReadsPackedQkv(headDim, bias);
+    public bool FusedAttentionKeepsSixteenBits(int headDim, bool bias) => Inner.FusedAttentionKeepsSixteenBits(headDim, bias);
 
     /// <inheritdoc/>
     public Precision GemmPrecision

@@ -268,15 +268,15 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void FusedAttentionForward(float* y, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
+    public void FusedAttentionForward(float* y, ushort* yPacked, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
     {
         long start = Begin(KernelId.FusedAttentionForward);
-        Inner.FusedAttentionForward(y, lse, qkv, bias, mask, B, T, NH, HD, nW, scale);
+        Inner.FusedAttentionForward(y, yPacked, lse, qkv, bias, mask, B, T, NH, HD, nW, scale);
         End(KernelId.FusedAttentionForward, start);
     }
 
     /// <inheritdoc/>
-    public void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, float* y, float* lse, GemmOperand qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate)
+    public void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, GemmOperand y, float* lse, GemmOperand qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate)
     {
         long start = Begin(KernelId.FusedAttentionBackward);
         Inner.FusedAttentionBackward(dqkv, dbias, delta, dy, y, lse, qkv, bias, mask, B, T, NH, HD, nW, scale, accumulate);

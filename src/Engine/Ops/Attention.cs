@@ -30,7 +30,9 @@ public static unsafe partial class Ops
     /// (in 16 bits under bf16/fp16 GEMMs, <see cref="SaveGemmOperandsInGemmPrecision"/>) and the probabilities [B,NH,T,T].
     /// <paramref name="gemmInput"/>: only Linear layers read the output (the projection), so the unfused path writes it
     /// in the GEMMs' 16-bit format under bf16 or fp16 GEMMs (see <see cref="LayerNorm"/>); the fused path, whose
-    /// backward reads its output, writes float32 either way.
+    /// backward reads its output too, does so where its kernels keep 16 bits
+    /// (<see cref="Kernels.IKernels.FusedAttentionKeepsSixteenBits"/>: tensor cores), and its backward's Σ dy·y then sums
+    /// the rounded output (as flash attention's does), else writes float32.
     /// </summary>
     public static Tensor Attention(Tensor qkv, int heads, Tensor? bias = null, Tensor? mask = null, float? scale = null, bool? fused = null,
         bool gemmInput = false)
@@ -65,14 +67,16 @@ public static unsafe partial class Ops
         };
         if (fused.Value && HD <= FusedAttentionMaxHeadDim)
         {
-            var output = Tensor.Empty(dev, DType.F32, B, T, C);
+            // Where the kernels keep 16 bits (tensor cores), an output only products read is written so, and kept so.
+            bool sixteen = GemmInputType(dev) != null && k.FusedAttentionKeepsSixteenBits(HD, bias is { RequiresGrad: true });
+            var output = OutputFor(dev, gemmInput && sixteen, [B, T, C]);
             var lse = Tensor.Empty(dev, DType.F32, B, heads, T);
-            k.FusedAttentionForward(output.Data, lse.Data, qkv.Data, bias == null ? null : bias.Data, mask == null ? null : mask.Data,
+            k.FusedAttentionForward(Floats(output), Halves(output), lse.Data, qkv.Data, bias == null ? null : bias.Data, mask == null ? null : mask.Data,
                 B, T, heads, HD, nW, s);
             if (Tape.ShouldRecord(qkv, bias))
                 Tape.Push(output, new FusedAttentionSaved
                 {
-                    Qkv = qkv, Bias = bias, QkvKept = SaveFusedQkv(qkv, HD, bias is { RequiresGrad: true }), BiasKept = bias == null ? null : Tape.Save(bias),
+                    Qkv = qkv, Bias = bias, QkvKept = sixteen ? Tape.SaveInPrecision(qkv, k.GemmPrecision) : Tape.Save(qkv), BiasKept = bias == null ? null : Tape.Save(bias),
                     MaskKept = mask == null ? null : Tape.Save(mask), YKept = Tape.Save(output), Lse = Tape.Keep(lse),
                     Heads = heads, Windows = nW, Scale = s,
                 });
@@ -103,13 +107,6 @@ public static unsafe partial class Ops
         }
         return y;
     }
-
-    /// <summary>qkv kept for the fused backward: in the GEMMs' 16-bit format where the backend's kernels read it so
-    /// (<see cref="Kernels.IKernels.FusedAttentionReadsPackedQkv"/>: they round q, k and v to it anyway, so the gradients
-    /// are bit for bit those from a float32 copy, in half the bytes), else float32.</summary>
-    static Tensor SaveFusedQkv(Tensor qkv, int headDim, bool biasTrains) =>
-        GemmInputType(qkv.Device) != null && qkv.Device.Kernels.FusedAttentionReadsPackedQkv(headDim, biasTrains)
-            ? Tape.SaveInPrecision(qkv, qkv.Device.Kernels.GemmPrecision) : Tape.Save(qkv);
 
     /// <summary>Part <paramref name="i"/> (q, k or v) of the heads [3, B, NH, T, HD], each <paramref name="part"/> elements.</summary>
     static GemmOperand Part(Tensor heads, int i, long part) =>
@@ -163,8 +160,9 @@ public static unsafe partial class Ops
         }
     }
 
-    /// <summary>Fused attention's backward state: qkv (float32, or 16-bit where the backward reads it so), bias, mask, the
-    /// output and the log-sum-exp [B,NH,T] per score row.</summary>
+    /// <summary>Fused attention's backward state: qkv (float32, or 16-bit where the backward reads it so: the values its
+    /// kernels round q, k and v to), bias, mask, the output (16-bit when written so) and the log-sum-exp [B,NH,T] per
+    /// score row.</summary>
     struct FusedAttentionSaved : IBackward<FusedAttentionSaved>
     {
         public Tensor Qkv, QkvKept, YKept, Lse;
@@ -179,7 +177,7 @@ public static unsafe partial class Ops
             float* dqkv = Tape.GradOutputIfNeeded(s.Qkv, out bool acc);
             if (dbias == null && dqkv == null) return;
             using var delta = Tensor.Empty(y.Device, DType.F32, B, NH, T);
-            y.Device.Kernels.FusedAttentionBackward(dqkv, dbias, delta.Data, y.Grad!.Data, s.YKept.Data, s.Lse.Data, Tape.Operand(s.QkvKept),
+            y.Device.Kernels.FusedAttentionBackward(dqkv, dbias, delta.Data, y.Grad!.Data, Tape.Operand(s.YKept), s.Lse.Data, Tape.Operand(s.QkvKept),
                 s.BiasKept == null ? null : s.BiasKept.Data, s.MaskKept == null ? null : s.MaskKept.Data, B, T, NH, C / NH,
                 s.Windows, s.Scale, acc);
         }

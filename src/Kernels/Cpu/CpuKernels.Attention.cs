@@ -101,17 +101,23 @@ public sealed unsafe partial class CpuKernels
 
     /// <inheritdoc/>
     /// <remarks>False: the CPU's products read float32, so a packed qkv would only be widened again.</remarks>
-    public bool FusedAttentionReadsPackedQkv(int headDim, bool bias) => false;
+    public bool FusedAttentionKeepsSixteenBits(int headDim, bool bias) => false;
 
     /// <inheritdoc/>
-    public void FusedAttentionForward(float* y, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
+    /// <remarks>A 16-bit output is computed in float32 first, then packed.</remarks>
+    public void FusedAttentionForward(float* y, ushort* yPacked, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
     {
+        var format = (Precision)GemmPrecision.PackedOutputFormat(y, yPacked, false, "FusedAttentionForward");
+        long n = (long)B * T * NH * HD;
+        using var wide = yPacked == null ? null : new NativeBuffer(n * sizeof(float));
+        if (wide != null) y = (float*)wide.Pointer;
         var body = new FusedAttentionForwardBody
         {
             Y = y, Lse = lse, Qkv = qkv, Bias = bias, Mask = mask, T = T, NH = NH, HD = HD, NW = mask == null ? 1 : nW, Scale = scale,
             Precision = GemmPrecision,
         };
         CpuParallel.For(B * NH, ref body);
+        if (yPacked != null) PackLowPrecision(yPacked, y, n, format);
     }
 
     /// <summary>One (image, head): S = scale·q·kᵀ [T,T] in scratch; per row, with bias and mask, E = exp(S − max) and
@@ -184,8 +190,9 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
-    /// <remarks>A packed qkv is widened first (the values the products round it to).</remarks>
-    public void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, float* y, float* lse, GemmOperand qkv, float* bias,
+    /// <remarks>A packed qkv is widened first (the values the products round it to). y is not read: the CPU's Σ dy·y
+    /// is the row sum Σ_j P·dP of the recomputed probabilities.</remarks>
+    public void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, GemmOperand y, float* lse, GemmOperand qkv, float* bias,
         float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate)
     {
         using var wide = Widened(qkv, (long)B * T * 3 * NH * HD, out float* qkvValues);

@@ -460,7 +460,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     /// <inheritdoc/>
     /// <remarks>Where the tensor-core kernels run (<see cref="UsesTensorCoreAttention"/>) and no bias trains (the bias
     /// gradient's kernel reads float32).</remarks>
-    public bool FusedAttentionReadsPackedQkv(int headDim, bool bias) => UsesTensorCoreAttention(headDim) && !bias;
+    public bool FusedAttentionKeepsSixteenBits(int headDim, bool bias) => UsesTensorCoreAttention(headDim) && !bias;
 
     /// <summary>Whether this fused attention call runs the tensor-core kernels: <see cref="UsesTensorCoreAttention"/>, and
     /// the operands they read as float4 16-byte aligned.</summary>
@@ -477,38 +477,43 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     /// <inheritdoc/>
     /// <remarks>Head dim at most 128 (the kernels' shared-memory tiles). Head dim 64 with bf16 or fp16 GEMMs runs on tensor
     /// cores (<see cref="UsesTensorCoreAttention"/>).</remarks>
-    public void FusedAttentionForward(float* y, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
+    public void FusedAttentionForward(float* y, ushort* yPacked, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
     {
         CheckFusedHeadDim(HD);
         if (B * T * NH == 0) return;
+        GemmPrecision.PackedOutputFormat(y, yPacked, false, "FusedAttentionForward");
         if (TensorCoreAttention(HD, qkv, qkv))
         {
-            _runtime.Launch(Attention.FusedAttentionForwardTc, TensorCoreAttentionGrid(B, T, NH), new Dim3(128), y, lse, qkv, bias,
+            _runtime.Launch(Attention.FusedAttentionForwardTc, TensorCoreAttentionGrid(B, T, NH), new Dim3(128), y, yPacked, lse, qkv, bias,
                 mask, B, T, NH, HD, mask == null ? 1 : nW, scale, (int)GemmPrecision);
             return;
         }
+        if (yPacked != null)
+            throw new ArgumentException($"FusedAttentionForward: an output in 16 bits is written by the tensor-core kernel alone (head dim 64, bf16 or fp16 GEMMs), not head dim {HD} under {GemmPrecision.Name()}", nameof(yPacked));
         var (grid, block) = FusedAttentionShape(B, T, NH, 4);
         _runtime.Launch(Attention.FusedAttentionForward, grid, block, y, lse, qkv, bias, mask, B, T, NH, HD, mask == null ? 1 : nW, scale, (int)GemmPrecision);
     }
 
     /// <inheritdoc/>
-    /// <remarks>A packed qkv only where <see cref="FusedAttentionReadsPackedQkv"/>: the tensor-core kernels read it as
-    /// it is.</remarks>
-    public void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, float* y, float* lse, GemmOperand qkv, float* bias,
+    /// <remarks>A packed qkv or y only where <see cref="FusedAttentionKeepsSixteenBits"/>: the tensor-core kernels read
+    /// them as they are.</remarks>
+    public void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, GemmOperand y, float* lse, GemmOperand qkv, float* bias,
         float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate)
     {
         CheckFusedHeadDim(HD);
         if (B * T * NH == 0) return;
         int windows = mask == null ? 1 : nW;
-        ushort* qkv16 = qkv.IsPacked ? qkv.Halves : null;
-        float* qkvFloats = qkv.IsPacked ? null : qkv.Floats;
-        if (qkv16 != null && (!FusedAttentionReadsPackedQkv(HD, dbias != null) || (((ulong)qkv16 | (ulong)dy) & 15) != 0))
-            throw new ArgumentException($"FusedAttentionBackward: qkv in 16 bits is read by the tensor-core kernels alone (head dim 64, bf16 or fp16 " +
-                $"GEMMs, no bias gradient, 16-byte aligned), not head dim {HD} under {GemmPrecision.Name()}{(dbias != null ? " with a bias gradient" : "")}", nameof(qkv));
-        if (qkv16 != null || TensorCoreAttention(HD, qkvFloats, dy))
+        ushort* qkv16 = qkv.IsPacked ? qkv.Halves : null, y16 = y.IsPacked ? y.Halves : null;
+        float* qkvFloats = qkv.IsPacked ? null : qkv.Floats, yFloats = y.IsPacked ? null : y.Floats;
+        bool sixteen = qkv16 != null || y16 != null;
+        if (sixteen && (!FusedAttentionKeepsSixteenBits(HD, dbias != null) || (((ulong)qkv16 | (ulong)qkvFloats | (ulong)dy) & 15) != 0))
+            throw new ArgumentException($"FusedAttentionBackward: qkv or y in 16 bits is read by the tensor-core kernels alone (head dim 64, bf16 or fp16 " +
+                $"GEMMs, no bias gradient, 16-byte aligned), not head dim {HD} under {GemmPrecision.Name()}{(dbias != null ? " with a bias gradient" : "")}",
+                qkv16 != null ? nameof(qkv) : nameof(y));
+        if (sixteen || TensorCoreAttention(HD, qkvFloats, dy))
         {
             var tcGrid = TensorCoreAttentionGrid(B, T, NH);
-            _runtime.Launch(Attention.FusedAttentionBackwardDqTc, tcGrid, new Dim3(128), dqkv, delta, dy, y, lse, qkvFloats, qkv16, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
+            _runtime.Launch(Attention.FusedAttentionBackwardDqTc, tcGrid, new Dim3(128), dqkv, delta, dy, yFloats, y16, lse, qkvFloats, qkv16, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
             if (dqkv != null)
                 _runtime.Launch(Attention.FusedAttentionBackwardDkdvTc, tcGrid, new Dim3(128), dqkv, delta, dy, lse, qkvFloats, qkv16, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
             if (dbias != null)
@@ -516,7 +521,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
             return;
         }
         var (grid, block) = FusedAttentionShape(B, T, NH, 2);
-        _runtime.Launch(Attention.FusedAttentionBackwardDq, grid, block, dqkv, delta, dy, y, lse, qkvFloats, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
+        _runtime.Launch(Attention.FusedAttentionBackwardDq, grid, block, dqkv, delta, dy, yFloats, lse, qkvFloats, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
         if (dqkv != null)
             _runtime.Launch(Attention.FusedAttentionBackwardDkdv, grid, block, dqkv, delta, dy, lse, qkvFloats, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
         if (dbias != null)
