@@ -111,47 +111,33 @@ public static partial class OpCases
                 k.GemmPrecision = precision;
                 (float[] Y, float[][] Grads) Run(bool fused)
                 {
-                    var t = new List<Tensor>();
-                    Tensor Make(ulong seed, float scale, params int[] shape)
+                    using var made = new CaseTensors(dev);
+                    var z = made.Uniform(301, 2f, rows, C);
+                    var s0 = made.Uniform(302, 1.5f, C);
+                    var t0 = made.Uniform(303, 0.5f, C);
+                    var n1w = made.Uniform(304, 1f, C);
+                    var n1b = made.Uniform(305, 0.5f, C);
+                    var w1 = made.Uniform(306, 0.5f, C, C);
+                    var b1 = made.Uniform(307, 0.5f, C);
+                    var n2w = made.Uniform(308, 1f, C);
+                    var n2b = made.Uniform(309, 0.5f, C);
+                    var w2 = made.Uniform(310, 0.5f, C, C);
+                    var s2 = made.Uniform(311, 1.5f, C);
+                    var t2 = made.Uniform(312, 0.5f, C);
+                    var upstream = made.Uniform(313, 1f, rows, C);
+                    Tensor[] trained = [z, s0, t0, n1w, n1b, w1, b1, n2w, n2b, w2, t2]; // s2 frozen
+                    foreach (var p in trained) p.RequiresGrad = true;
+                    var tape = new Autograd.Tape();
+                    using (tape.Record())
                     {
-                        float[] values = [.. Enumerable.Range(0, shape.Aggregate(1, (a, b) => a * b)).Select(i => (float)(CounterRng.Uniform(seed, (ulong)i) * 2 - 1) * scale)];
-                        var v = Tensor.FromArray(dev, values, shape);
-                        t.Add(v);
-                        return v;
-                    }
-                    try
-                    {
-                        var z = Make(301, 2f, rows, C);
-                        var s0 = Make(302, 1.5f, C);
-                        var t0 = Make(303, 0.5f, C);
-                        var n1w = Make(304, 1f, C);
-                        var n1b = Make(305, 0.5f, C);
-                        var w1 = Make(306, 0.5f, C, C);
-                        var b1 = Make(307, 0.5f, C);
-                        var n2w = Make(308, 1f, C);
-                        var n2b = Make(309, 0.5f, C);
-                        var w2 = Make(310, 0.5f, C, C);
-                        var s2 = Make(311, 1.5f, C);
-                        var t2 = Make(312, 0.5f, C);
-                        var upstream = Make(313, 1f, rows, C);
-                        Tensor[] trained = [z, s0, t0, n1w, n1b, w1, b1, n2w, n2b, w2, t2]; // s2 frozen
-                        foreach (var p in trained) p.RequiresGrad = true;
-                        var tape = new Autograd.Tape();
-                        using (tape.Record())
-                        {
-                            using var stream = Ops.ScaleShift(z, s0, t0);
-                            using var h1 = Ops.LayerNorm(stream, n1w, n1b, 1e-5f, gemmInput: true);
-                            using var y1 = fused ? Ops.Linear(h1, w1, b1, stream) : Join(stream, Ops.Linear(h1, w1, b1));
-                            using var h2 = Ops.LayerNorm(y1, n2w, n2b, 1e-5f, gemmInput: true);
-                            using var y2 = fused ? Ops.LinearScaleShift(h2, w2, s2, t2, y1) : Join(y1, Ops.LinearScaleShift(h2, w2, s2, t2));
-                            var y = y2.ToArray();
-                            tape.Backward(y2, upstream);
-                            return (y, [.. trained.Select(p => p.Grad!.ToArray())]);
-                        }
-                    }
-                    finally
-                    {
-                        foreach (var v in t) v.Dispose();
+                        using var stream = Ops.ScaleShift(z, s0, t0);
+                        using var h1 = Ops.LayerNorm(stream, n1w, n1b, 1e-5f, gemmInput: true);
+                        using var y1 = fused ? Ops.Linear(h1, w1, b1, stream) : Join(stream, Ops.Linear(h1, w1, b1));
+                        using var h2 = Ops.LayerNorm(y1, n2w, n2b, 1e-5f, gemmInput: true);
+                        using var y2 = fused ? Ops.LinearScaleShift(h2, w2, s2, t2, y1) : Join(y1, Ops.LinearScaleShift(h2, w2, s2, t2));
+                        var y = y2.ToArray();
+                        tape.Backward(y2, upstream);
+                        return (y, [.. trained.Select(p => p.Grad!.ToArray())]);
                     }
                 }
                 static Tensor Join(Tensor stream, Tensor branch)

@@ -401,79 +401,66 @@ public static partial class OpCases
                 (float[] Z, float[][] Grads, List<float[]> Outputs, long Saved) Run(bool gemmInput, bool train, bool sixteenBitSaves = true)
                 {
                     Ops.SaveGemmOperandsInGemmPrecision = sixteenBitSaves;
-                    var t = new List<Tensor>();
-                    Tensor Make(ulong seed, float scale, params int[] shape)
+                    using var made = new CaseTensors(dev);
+                    var x = made.Uniform(201, 2f, rows, C);
+                    var nw = made.Uniform(202, 1f, C);
+                    var nb = made.Uniform(203, 0.5f, C);
+                    var w1 = made.Uniform(204, 0.5f, N, C);
+                    var b1 = made.Uniform(205, 0.5f, N);
+                    var w2 = made.Uniform(206, 0.5f, C, C);
+                    var b2 = made.Uniform(207, 0.5f, C);
+                    var w3 = made.Uniform(208, 0.5f, N, C);
+                    var b3 = made.Uniform(209, 0.5f, N);
+                    var w4 = made.Uniform(210, 0.5f, C, C);
+                    var s4 = made.Uniform(211, 1.5f, C);
+                    var t4 = made.Uniform(212, 0.5f, C);
+                    var w5 = made.Uniform(213, 0.5f, N, C);
+                    var s5 = made.Uniform(214, 1.5f, N);
+                    var t5 = made.Uniform(215, 0.5f, N);
+                    var upstream = made.Uniform(216, 1f, rows, N);
+                    var index = Tensor.FromArray(dev, [.. Enumerable.Range(0, N * 3).Select(e => (e * 7 + e / 3) % C)], N, 3);
+                    made.Own(index);
+                    Tensor[] trained = [x, nw, nb, w1, b1, w2, b2, w3, b3, s4, t4]; // s5, t5 frozen: a layer scale (ConvNeXt's γ)
+                    foreach (var p in trained) p.RequiresGrad = train;
+                    if (train) w3.Trainability = Trainability.Selected(index);
+                    var tape = new Autograd.Tape();
+                    var outputs = new List<float[]>();
+                    void Expect(Tensor output)
                     {
-                        var v = Tensor.FromArray(dev, Values(seed, shape.Aggregate(1, (a, b) => a * b), scale), shape);
-                        t.Add(v);
-                        return v;
-                    }
-                    try
-                    {
-                        var x = Make(201, 2f, rows, C);
-                        var nw = Make(202, 1f, C);
-                        var nb = Make(203, 0.5f, C);
-                        var w1 = Make(204, 0.5f, N, C);
-                        var b1 = Make(205, 0.5f, N);
-                        var w2 = Make(206, 0.5f, C, C);
-                        var b2 = Make(207, 0.5f, C);
-                        var w3 = Make(208, 0.5f, N, C);
-                        var b3 = Make(209, 0.5f, N);
-                        var w4 = Make(210, 0.5f, C, C);
-                        var s4 = Make(211, 1.5f, C);
-                        var t4 = Make(212, 0.5f, C);
-                        var w5 = Make(213, 0.5f, N, C);
-                        var s5 = Make(214, 1.5f, N);
-                        var t5 = Make(215, 0.5f, N);
-                        var upstream = Make(216, 1f, rows, N);
-                        var index = Tensor.FromArray(dev, [.. Enumerable.Range(0, N * 3).Select(e => (e * 7 + e / 3) % C)], N, 3);
-                        t.Add(index);
-                        Tensor[] trained = [x, nw, nb, w1, b1, w2, b2, w3, b3, s4, t4]; // s5, t5 frozen: a layer scale (ConvNeXt's γ)
-                        foreach (var p in trained) p.RequiresGrad = train;
-                        if (train) w3.Trainability = Trainability.Selected(index);
-                        var tape = new Autograd.Tape();
-                        var outputs = new List<float[]>();
-                        void Expect(Tensor output)
+                        var want = gemmInput && sixteenBitSaves ? half : DType.F32;
+                        if (output.DType != want) throw new ConformanceException($"{name}: an output written with gemmInput: {gemmInput} is {output.DType}, want {want}");
+                        if (output.DType == DType.F32)
                         {
-                            var want = gemmInput && sixteenBitSaves ? half : DType.F32;
-                            if (output.DType != want) throw new ConformanceException($"{name}: an output written with gemmInput: {gemmInput} is {output.DType}, want {want}");
-                            if (output.DType == DType.F32)
-                            {
-                                outputs.Add(output.ToArray());
-                                return;
-                            }
-                            using var wide = Tensor.Empty(dev, DType.F32, output.Shape);
-                            k.UnpackLowPrecision(wide.Data, output.HalfData, output.Count, precision);
-                            outputs.Add(wide.ToArray());
+                            outputs.Add(output.ToArray());
+                            return;
                         }
-                        long saved = 0;
-                        float[] z;
-                        using (train ? tape.Record() : (IDisposable?)null)
-                        {
-                            using var h = Ops.LayerNorm(x, nw, nb, 1e-5f, gemmInput);
-                            using var y1 = Ops.Linear(h, w1, b1);
-                            using var g = Ops.LinearGelu(h, w2, b2, gemmInput);
-                            using var y3 = Ops.Linear(g, w3, b3);
-                            using var u = Ops.LinearScaleShiftGelu(h, w4, s4, t4, gemmInput);
-                            using var y5 = Ops.LinearScaleShift(u, w5, s5, t5);
-                            using var sum = Ops.Add(y1, y3);
-                            using var total = Ops.Add(sum, y5);
-                            Expect(h);
-                            Expect(g);
-                            Expect(u);
-                            z = total.ToArray();
-                            if (train)
-                            {
-                                saved = tape.SavedBytes;
-                                tape.Backward(total, upstream);
-                            }
-                        }
-                        return (z, train ? [.. trained.Select(p => p.Grad!.ToArray())] : [], outputs, saved);
+                        using var wide = Tensor.Empty(dev, DType.F32, output.Shape);
+                        k.UnpackLowPrecision(wide.Data, output.HalfData, output.Count, precision);
+                        outputs.Add(wide.ToArray());
                     }
-                    finally
+                    long saved = 0;
+                    float[] z;
+                    using (train ? tape.Record() : (IDisposable?)null)
                     {
-                        foreach (var v in t) v.Dispose();
+                        using var h = Ops.LayerNorm(x, nw, nb, 1e-5f, gemmInput);
+                        using var y1 = Ops.Linear(h, w1, b1);
+                        using var g = Ops.LinearGelu(h, w2, b2, gemmInput);
+                        using var y3 = Ops.Linear(g, w3, b3);
+                        using var u = Ops.LinearScaleShiftGelu(h, w4, s4, t4, gemmInput);
+                        using var y5 = Ops.LinearScaleShift(u, w5, s5, t5);
+                        using var sum = Ops.Add(y1, y3);
+                        using var total = Ops.Add(sum, y5);
+                        Expect(h);
+                        Expect(g);
+                        Expect(u);
+                        z = total.ToArray();
+                        if (train)
+                        {
+                            saved = tape.SavedBytes;
+                            tape.Backward(total, upstream);
+                        }
                     }
+                    return (z, train ? [.. trained.Select(p => p.Grad!.ToArray())] : [], outputs, saved);
                 }
 
                 static bool Same(float a, float b) => BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
@@ -603,47 +590,34 @@ public static partial class OpCases
                     {
                         Ops.SaveGemmOperandsInGemmPrecision = sixteen;
                         const int B = 2, T = 5, C = 8;
-                        var t = new List<Tensor>();
-                        Tensor Make(ulong seed, float scale, params int[] shape)
+                        using var made = new CaseTensors(dev);
+                        var x = made.Uniform(411, 2f, B, T, C);
+                        var wqkv = made.Uniform(412, 0.5f, 3 * C, C);
+                        var bqkv = made.Uniform(413, 0.5f, 3 * C);
+                        var wp = made.Uniform(414, 0.5f, C, C);
+                        var bp = made.Uniform(415, 0.5f, C);
+                        var w2 = made.Uniform(416, 0.5f, C, C);
+                        var b2 = made.Uniform(417, 0.5f, C);
+                        var scale = made.Uniform(418, 1.5f, C);
+                        var shift = made.Uniform(419, 0.5f, C);
+                        var upstream = made.Uniform(420, 1f, B, T, C);
+                        Tensor[] trained = [x, wqkv, bqkv, wp, bp, w2, b2, scale, shift];
+                        foreach (var p in trained) p.RequiresGrad = true;
+                        var tape = new Autograd.Tape();
+                        using (tape.Record())
                         {
-                            var v = Tensor.FromArray(dev, Values(seed, shape.Aggregate(1, (a, b) => a * b), scale), shape);
-                            v.RequiresGrad = true;
-                            t.Add(v);
-                            return v;
+                            using var h = Ops.LayerNorm(x, null, null, 1e-5f, gemmInput: true);
+                            using var qkv = Ops.Linear(h, wqkv, bqkv);
+                            using var a = Ops.Attention(qkv, 2, gemmInput: true);
+                            using var y = Ops.Linear(a, wp, bp, x);
+                            using var early = extraFirst ? Ops.ScaleShift(y, scale, shift) : null;
+                            using var n2 = Ops.LayerNorm(y, null, null, 1e-5f, gemmInput: true);
+                            using var f = Ops.Linear(n2, w2, b2, y);
+                            using var late = extraFirst ? null : Ops.ScaleShift(y, scale, shift);
+                            using var output = Ops.Add(f, early ?? late!);
+                            tape.Backward(output, upstream);
                         }
-                        try
-                        {
-                            var x = Make(411, 2f, B, T, C);
-                            var wqkv = Make(412, 0.5f, 3 * C, C);
-                            var bqkv = Make(413, 0.5f, 3 * C);
-                            var wp = Make(414, 0.5f, C, C);
-                            var bp = Make(415, 0.5f, C);
-                            var w2 = Make(416, 0.5f, C, C);
-                            var b2 = Make(417, 0.5f, C);
-                            var scale = Make(418, 1.5f, C);
-                            var shift = Make(419, 0.5f, C);
-                            var upstream = Tensor.FromArray(dev, Values(420, B * T * C, 1f), B, T, C);
-                            t.Add(upstream);
-                            var tape = new Autograd.Tape();
-                            using (tape.Record())
-                            {
-                                using var h = Ops.LayerNorm(x, null, null, 1e-5f, gemmInput: true);
-                                using var qkv = Ops.Linear(h, wqkv, bqkv);
-                                using var a = Ops.Attention(qkv, 2, gemmInput: true);
-                                using var y = Ops.Linear(a, wp, bp, x);
-                                using var early = extraFirst ? Ops.ScaleShift(y, scale, shift) : null;
-                                using var n2 = Ops.LayerNorm(y, null, null, 1e-5f, gemmInput: true);
-                                using var f = Ops.Linear(n2, w2, b2, y);
-                                using var late = extraFirst ? null : Ops.ScaleShift(y, scale, shift);
-                                using var output = Ops.Add(f, early ?? late!);
-                                tape.Backward(output, upstream);
-                            }
-                            return [.. t.Take(9).Select(p => p.Grad!.ToArray())];
-                        }
-                        finally
-                        {
-                            foreach (var v in t) v.Dispose();
-                        }
+                        return [.. trained.Select(p => p.Grad!.ToArray())];
                     }
                     var (want, got) = (Run(sixteen: false), Run(sixteen: true));
                     string[] names = ["dx", "dW qkv", "db qkv", "dW proj", "db proj", "dW2", "db2", "dscale", "dshift"];

@@ -1,8 +1,6 @@
 using Engine.Kernels;
 using Engine.Models;
-using Engine.Models.ConvNeXt;
 using Engine.Models.Peft;
-using Engine.Models.Swin;
 using Engine.Models.Training;
 using Engine.Models.Vit;
 using Engine.Optim;
@@ -123,17 +121,15 @@ public unsafe class CudaGraphTests
         Assert.That(addresses, Does.Contain(rentedInside), "disposing the graph gives its buffers back to the pool");
     }
 
-    const int Size = 16, Classes = 5;
+    const int Size = TinyModels.Size, Classes = TinyModels.Classes;
 
     static IImageClassifier Create(string family, Device device) => family switch
     {
-        "vit" => new VisionTransformer(device, new VitConfig { img_size = Size, patch_size = 4, embed_dim = 32, depth = 2, num_heads = 2, num_classes = Classes }, seed: 3),
         "vit-drop-path" => new VisionTransformer(device, new VitConfig
         {
             img_size = Size, patch_size = 4, embed_dim = 32, depth = 2, num_heads = 2, num_classes = Classes, drop_path_rate = 0.5f, drop_rate = 0.2f,
         }, seed: 3),
-        "swin" => new Swin(device, new SwinConfig { img_size = Size, patch_size = 2, embed_dim = 8, depths = [2, 2], num_heads = [2, 2], window_size = 4, num_classes = Classes }, seed: 3),
-        _ => new ConvNeXt(device, new ConvNeXtConfig { img_size = Size, depths = [1, 1], dims = [8, 16], num_classes = Classes }, seed: 3),
+        _ => TinyModels.Create(family, device),
     };
 
     static GraphCheck.Result Train(string family, string method, Device device, bool graph, Precision precision = Precision.FP32,

@@ -1,10 +1,7 @@
 using Engine.Kernels;
 using Engine.Models;
-using Engine.Models.ConvNeXt;
 using Engine.Models.Peft;
-using Engine.Models.Swin;
 using Engine.Models.Training;
-using Engine.Models.Vit;
 
 namespace Engine.Tests;
 
@@ -15,14 +12,7 @@ namespace Engine.Tests;
 [TestFixture, NonParallelizable]
 public class ResidualsInLayersTests
 {
-    const int Size = 16, Classes = 5;
-
-    static IImageClassifier Create(string family, Device device) => family switch
-    {
-        "vit" => new VisionTransformer(device, new VitConfig { img_size = Size, patch_size = 4, embed_dim = 32, depth = 2, num_heads = 2, num_classes = Classes }, seed: 3),
-        "swin" => new Swin(device, new SwinConfig { img_size = Size, patch_size = 2, embed_dim = 8, depths = [2, 2], num_heads = [2, 2], window_size = 4, num_classes = Classes }, seed: 3),
-        _ => new ConvNeXt(device, new ConvNeXtConfig { img_size = Size, depths = [1, 1], dims = [8, 16], num_classes = Classes }, seed: 3),
-    };
+    const int Size = TinyModels.Size, Classes = TinyModels.Classes;
 
     /// <summary>Six AdamW steps (<see cref="GraphCheck.Train"/>), the branches joined inside the layers or after them.</summary>
     static GraphCheck.Result Train(string family, string method, Device device, Precision precision, bool inLayers)
@@ -31,7 +21,7 @@ public class ResidualsInLayersTests
         try
         {
             SiteComputation.ResidualsInLayers = inLayers;
-            return GraphCheck.Train(Create(family, device), Classes, method, graph: false, precision: precision);
+            return GraphCheck.Train(TinyModels.Create(family, device), Classes, method, graph: false, precision: precision);
         }
         finally
         {
@@ -58,7 +48,7 @@ public class ResidualsInLayersTests
     public void EvalForwardIsBitForBitTheAddsAfterTheLayers([Values("vit", "swin", "convnext")] string family, [Values("cpu", "emulated-cuda")] string backend)
     {
         var device = Backends.Get(backend);
-        using var model = Create(family, device);
+        using var model = TinyModels.Create(family, device);
         using var images = Tensor.FromArray(device, [.. Enumerable.Range(0, 2 * 3 * Size * Size).Select(i => (float)Math.Sin(0.37 * i))], 2, 3, Size, Size);
         float[] Logits(bool inLayers)
         {

@@ -1,9 +1,6 @@
 using Engine.Kernels;
 using Engine.Models;
-using Engine.Models.ConvNeXt;
-using Engine.Models.Swin;
 using Engine.Models.Training;
-using Engine.Models.Vit;
 
 namespace Engine.Tests;
 
@@ -14,14 +11,7 @@ namespace Engine.Tests;
 [TestFixture, NonParallelizable]
 public class SixteenBitActivationsTests
 {
-    const int Size = 16, Classes = 5;
-
-    static IImageClassifier Create(string family, Device device) => family switch
-    {
-        "vit" => new VisionTransformer(device, new VitConfig { img_size = Size, patch_size = 4, embed_dim = 32, depth = 2, num_heads = 2, num_classes = Classes }, seed: 3),
-        "swin" => new Swin(device, new SwinConfig { img_size = Size, patch_size = 2, embed_dim = 8, depths = [2, 2], num_heads = [2, 2], window_size = 4, num_classes = Classes }, seed: 3),
-        _ => new ConvNeXt(device, new ConvNeXtConfig { img_size = Size, depths = [1, 1], dims = [8, 16], num_classes = Classes }, seed: 3),
-    };
+    const int Size = TinyModels.Size, Classes = TinyModels.Classes;
 
     /// <summary>Six AdamW steps (<see cref="GraphCheck.Train"/>; fp16 with a loss scaler) on the unfused attention (the
     /// path the 16-bit heads take), with or without 16-bit values between the ops.</summary>
@@ -32,7 +22,7 @@ public class SixteenBitActivationsTests
         {
             Ops.SaveGemmOperandsInGemmPrecision = sixteenBit;
             Ops.DefaultAttentionPath = AttentionPath.Unfused;
-            return GraphCheck.Train(Create(family, device), Classes, method, graph: false, precision: precision);
+            return GraphCheck.Train(TinyModels.Create(family, device), Classes, method, graph: false, precision: precision);
         }
         finally
         {
