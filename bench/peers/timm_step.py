@@ -5,7 +5,7 @@ official code does it, and, given our rows (--ours), one table of our images/s o
 
   python3 timm_step.py [--model vit_base_patch16_224] [--batch 32 128] [--methods full linear bias ssf gps]
                        [--precision fp32 tf32 bf16 fp16] [--repeats 5] [--warmup 3] [--json peer.json]
-                       [--ours ours.json [ours-graph.json]] [--ours-fused ours-fused-attention.json]
+                       [--ours ours.json [ours-graph.json]] [--ours-other ours-other-attention.json]
 
 How each method trains here (as in the SSF and GPS repositories, on timm):
   full    every parameter; linear  the head; bias  every bias and the head;
@@ -40,8 +40,8 @@ def parse_args(argv):
     ap.add_argument("--json", help="write the rows as JSON lines here")
     ap.add_argument("--ours", nargs="+", help="JSON lines from `peft bench --train-step --json` (with and without "
                     "--cuda-graph): print the ratio table")
-    ap.add_argument("--ours-fused", help="JSON lines of the same steps with `--attention fused`: a column of their "
-                    "ratio and peak memory in the table")
+    ap.add_argument("--ours-other", help="JSON lines of the same steps on the other attention path (`--attention "
+                    "fused` or `unfused`): a column of their ratio and peak memory in the table")
     return ap.parse_args(argv)
 
 
@@ -161,34 +161,38 @@ def time_one(method, precision, batch, args, torch, timm, device):
     return row
 
 
-def ratio_table(ours_paths, peer_rows, fused_path=None):
-    """Our rows (JSON lines of `peft bench --train-step`, with and without --cuda-graph, and those with --attention
-    fused from fused_path) against the peer's."""
-    ours, graphed, fused = {}, {}, {}
-    for path in ours_paths + ([fused_path] if fused_path else []):
+def ratio_table(ours_paths, peer_rows, other_path=None):
+    """Our rows (JSON lines of `peft bench --train-step`, with and without --cuda-graph, and those on the other
+    attention path from other_path) against the peer's. Each row names the attention path its steps ran."""
+    ours, graphed, other = {}, {}, {}
+    for path in ours_paths + ([other_path] if other_path else []):
         if not os.path.exists(path):  # a run of ours that failed before writing
             continue
         with open(path) as f:
             for line in f:
                 if line.strip():
                     r = json.loads(line)
-                    table = fused if path == fused_path else graphed if r.get("cuda_graph") else ours
+                    table = other if path == other_path else graphed if r.get("cuda_graph") else ours
                     table[(r["method"], r["precision"], r["batch"])] = r
 
     def ratio(row, p):
         return "{:.2f}".format(row["images_per_second"] / p["images_per_second"]) if row else "–"
 
+    def attention(row):
+        return row.get("attention", "?") if row else "–"
+
     lines = ["| method | precision | batch | ours images/s | peer images/s | ours / peer | ours, CUDA graph / peer "
-             "| ours, fused attention / peer | ours peak MiB | ours, fused attention peak MiB | peer peak MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| ours attention | other attention / peer | ours peak MiB | other attention peak MiB | peer peak MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in peer_rows:
         key = (p["method"], p["precision"], p["batch"])
-        o, g, a = ours.get(key), graphed.get(key), fused.get(key)
+        o, g, a = ours.get(key), graphed.get(key), other.get(key)
         if o is None:
             continue
-        lines.append("| {} | {} | {} | {:.1f} | {:.1f} | **{:.2f}** | {} | {} | {:.0f} | {} | {:.0f} |".format(
+        lines.append("| {} | {} | {} | {:.1f} | {:.1f} | **{:.2f}** | {} | {} | {} | {:.0f} | {} | {:.0f} |".format(
             p["method"], p["precision"], p["batch"], o["images_per_second"], p["images_per_second"],
-            o["images_per_second"] / p["images_per_second"], ratio(g, p), ratio(a, p), o["peak_memory_mib"],
+            o["images_per_second"] / p["images_per_second"], ratio(g, p), attention(o),
+            "{} ({})".format(ratio(a, p), attention(a)) if a else "–", o["peak_memory_mib"],
             "{:.0f}".format(a["peak_memory_mib"]) if a else "–", p["peak_memory_mib"]))
     return "\n".join(lines)
 
@@ -227,7 +231,7 @@ def main(argv):
             out.close()
     if args.ours:
         print("\nThe engine over the PyTorch + timm peer on the same GPU (images/s; > 1: the engine is faster):\n")
-        print(ratio_table(args.ours, rows, args.ours_fused))
+        print(ratio_table(args.ours, rows, args.ours_other))
         if args.model.startswith("vit"):
             print("\nThe same step, not the same arithmetic: where no hook reads every token (full, linear, bias, ssf, gps), "
                   "the engine runs its last block's projection, MLP and final norm on the class row alone (the loss reads "

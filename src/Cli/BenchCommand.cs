@@ -42,7 +42,8 @@ public static class BenchCommand
         };
         var attention = new Option<string>("--attention")
         {
-            Description = "With --train-step: the attention path, auto (the device's faster one: fused on the CPU, unfused on a GPU), fused or unfused",
+            Description = "With --train-step: the attention path, auto (the device's faster one: fused on the CPU; on a GPU, where the fused " +
+                          "kernels run on tensor cores, each shape's faster path, timed both ways on its first step; else unfused), fused or unfused",
             DefaultValueFactory = _ => "auto",
         };
         var profile = new Option<bool>("--profile")
@@ -107,7 +108,8 @@ public static class BenchCommand
 
     /// <summary><c>--train-step</c>: for each batch, precision and method, one warm-up step (two with a CUDA graph: the
     /// second captures it) then the median of <paramref name="repeats"/> timed steps (each finished on the device),
-    /// images/s and the device's peak bytes in use.</summary>
+    /// images/s and the device's peak bytes in use over the steps after the first. Attention paths chosen by measurement
+    /// (<see cref="CudaDevice.TunesAttention"/>) are printed as they are made, and each row says the path its steps ran.</summary>
     static int TrainSteps(Device device, string model, int[] batches, string[]? methodNames, Precision[] precisions, int repeats, string? jsonPath,
         bool cudaGraph)
     {
@@ -121,8 +123,14 @@ public static class BenchCommand
         foreach (var m in methods.Where(m => !m.AppliesTo(family)))
             throw new ArgumentException($"--methods: {m.Title} is not defined for {ImageModels.FamilyTitle(family)}");
         var inv = System.Globalization.CultureInfo.InvariantCulture;
-        bool fused = Ops.DefaultAttentionPath == AttentionPath.Fused || (Ops.DefaultAttentionPath == AttentionPath.Auto && device.PrefersFusedAttention);
-        Console.WriteLine($"{model} training step (forward, loss, backward, Adam; 100 classes; attention {(fused ? "fused" : "unfused")}" +
+        string attention = Ops.DefaultAttentionPath switch
+        {
+            AttentionPath.Fused => "fused",
+            AttentionPath.Unfused => "unfused",
+            _ when device is CudaDevice { TunesAttention: true } => "auto: each shape timed both ways on first use",
+            _ => device.PrefersFusedAttention ? "fused" : "unfused",
+        };
+        Console.WriteLine($"{model} training step (forward, loss, backward, Adam; 100 classes; attention {attention}" +
                           $"{(cudaGraph ? "; replayed from a CUDA graph" : "")}) " +
                           $"on {(device is CudaDevice c ? c.Runtime.Description : $"the CPU, {CpuParallel.Threads} thread(s)")}, median of {repeats}");
         Console.WriteLine("| method | precision | batch | ms per step | images/s | peak memory MiB | trainable | activations kept MiB |\n|---|---|---|---|---|---|---|---|");
@@ -133,8 +141,19 @@ public static class BenchCommand
                 {
                     using var scope = device.Kernels.UseGemmPrecision(precision);
                     using var run = new StepBenchmark(device, method, model, batch, cudaGraph);
+                    var (fusedBefore, unfusedBefore) = device.TrainedAttentionCalls;
+                    using (device.ReportAttentionChoices(choice => Console.WriteLine($"  {choice}")))
+                        run.Step(); // warm-up: pools, moments, kernel compiles, the attention path where it is measured
+                    string path = device.TrainedAttentionCalls switch
+                    {
+                        var (f, u) when f == fusedBefore && u == unfusedBefore => "none",
+                        var (f, _) when f == fusedBefore => "unfused",
+                        var (_, u) when u == unfusedBefore => "fused",
+                        _ => "mixed",
+                    };
+                    // The peak of the steps that follow (a graph's capture among them: its replays rent nothing), not of the
+                    // warm-up's own allocations, such as a measured attention's trial runs.
                     device.ResetPeak();
-                    run.Step(); // warm-up: pools, moments, kernel compiles
                     if (cudaGraph) run.Step(); // the capture, and its first replay
                     for (int i = 0; i < repeats; i++) run.Times.Add(run.Step());
                     double ms = run.Median * 1e3, perSecond = batch / run.Median, mib = device.PeakBytesInUse / 1048576.0, kept = run.SavedBytes / 1048576.0;
@@ -144,7 +163,7 @@ public static class BenchCommand
                     {
                         engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, ms_per_step = ms,
                         images_per_second = perSecond, peak_memory_mib = mib, activations_mib = kept, cuda_graph = cudaGraph,
-                        attention = fused ? "fused" : "unfused",
+                        attention = path,
                         graph_mib = run.GraphBytes / 1048576.0,
                     }));
                 }

@@ -18,6 +18,7 @@ public sealed unsafe class CudaDevice : Device, IDisposable
     {
         Runtime = runtime;
         _kernels = kernels;
+        TunesAttention = runtime is DriverRuntime;
     }
 
     /// <summary>The runtime underneath (driver or emulator).</summary>
@@ -67,9 +68,59 @@ public sealed unsafe class CudaDevice : Device, IDisposable
 
     /// <summary>False on a GPU: the fused attention kernels run on plain FMA units, while the unfused path's batched
     /// products run on cuBLAS (tensor cores in TF32, bf16 and fp16). On an H200, ViT-B/16 at batch 32 in bf16, the fused
-    /// forward and backward took 82 of a 115 ms step (<c>peft bench --train-step --profile</c>). True on the emulated
+    /// forward and backward took 82 of a 115 ms step (<c>peft bench --train-step --profile</c>). Where the fused kernels
+    /// run on tensor cores, training measures both paths instead (<see cref="TunesAttention"/>). True on the emulated
     /// device, so CI keeps running the fused kernels.</summary>
     public override bool PrefersFusedAttention => Runtime is not DriverRuntime;
+
+    /// <summary>Whether training picks the attention path by measuring it: the first time attention is trained at a
+    /// shape (batch, tokens, heads, head dim, GEMM format, bias, mask) where the fused kernels run on tensor cores and
+    /// keep 16 bits (<see cref="CudaKernels.FusedAttentionKeepsSixteenBits"/>: head dim 64 under bf16 or fp16 GEMMs,
+    /// compute capability 8.0 and newer, no bias gradient), both paths run forward and backward on that layer's input
+    /// (two warm-ups, then the median of three), and the fused one is kept for the shape
+    /// when it takes no longer and its output and input gradient agree with the unfused path's within the format's
+    /// bound; the fused path also keeps fewer bytes for backward. Each choice is raised once
+    /// (<see cref="Device.ReportAttentionChoices"/>) and listed in <see cref="AttentionChoices"/>. Other shapes follow
+    /// <see cref="PrefersFusedAttention"/>, and so does a shape first met while a graph is captured (nothing may be
+    /// measured then). True on a GPU; false on the emulated device unless a test sets it. Calls that name a path, and
+    /// <see cref="Ops.DefaultAttentionPath"/> set to one, are not measured. The choice depends on timings, so two runs
+    /// may take different paths; name the path where runs must match bit for bit.</summary>
+    public bool TunesAttention { get; set; }
+
+    readonly Dictionary<(int B, int T, int Heads, int HeadDim, Precision Precision, bool Bias, int Windows), AttentionChoice> _attentionChoices = new();
+
+    /// <summary>The attention paths chosen by measurement so far (<see cref="TunesAttention"/>), one per shape.</summary>
+    public IReadOnlyList<AttentionChoice> AttentionChoices
+    {
+        get
+        {
+            lock (_attentionChoices) return [.. _attentionChoices.Values];
+        }
+    }
+
+    /// <summary>Forgets the measured choices, so each shape is measured again when next trained.</summary>
+    public void ForgetAttentionChoices()
+    {
+        lock (_attentionChoices) _attentionChoices.Clear();
+    }
+
+    /// <inheritdoc/>
+    internal override bool TrainsAttentionFused(Tensor qkv, int heads, Tensor? bias, Tensor? mask, float scale)
+    {
+        int headDim = qkv.Shape[2] / 3 / heads;
+        if (!TunesAttention || !_kernels.FusedAttentionKeepsSixteenBits(headDim, bias is { RequiresGrad: true })) return PrefersFusedAttention;
+        var key = (qkv.Shape[0], qkv.Shape[1], heads, headDim, Kernels.GemmPrecision, bias != null, mask?.Shape[0] ?? 0);
+        lock (_attentionChoices)
+            if (_attentionChoices.TryGetValue(key, out var known)) return known.Fused;
+        if (IsCapturing) return PrefersFusedAttention;
+        var calls = TrainedAttentionCalls;
+        AttentionChoice choice;
+        try { choice = AttentionTuning.Measure(this, qkv, heads, bias, mask, scale); }
+        finally { TrainedAttentionCalls = calls; } // the trials are not the run's calls
+        lock (_attentionChoices) _attentionChoices[key] = choice;
+        OnAttentionChosen(choice);
+        return choice.Fused;
+    }
 
     /// <summary>Also true on a GPU (compute capability 8.0 and newer) for head dim 64 under bf16 or fp16 GEMMs, where the
     /// fused forward runs on tensor cores (<see cref="CudaKernels.UsesTensorCoreAttention"/>).</summary>

@@ -71,6 +71,40 @@ public abstract unsafe class Device
     /// on tensor cores.</summary>
     public virtual bool PrefersFusedAttentionForward(int headDim) => PrefersFusedAttention;
 
+    /// <summary>Whether <see cref="Ops.Attention"/> runs fused for this training call (something is recorded for
+    /// backward) unless the call says otherwise: <see cref="PrefersFusedAttention"/>, or, on a device that measures it,
+    /// the path it measured faster for this shape (<see cref="CudaDevice.TunesAttention"/>).</summary>
+    internal virtual bool TrainsAttentionFused(Tensor qkv, int heads, Tensor? bias, Tensor? mask, float scale) => PrefersFusedAttention;
+
+    Action<AttentionChoice>? _attentionChosen;
+
+    /// <summary>Calls <paramref name="report"/> each time this device chooses an attention path for a training shape by
+    /// timing both (<see cref="CudaDevice.TunesAttention"/>; once per shape), until the returned handle is disposed: for
+    /// a run's log.</summary>
+    public IDisposable ReportAttentionChoices(Action<AttentionChoice> report)
+    {
+        _attentionChosen += report;
+        return new Subscription(() => _attentionChosen -= report);
+    }
+
+    sealed class Subscription(Action end) : IDisposable
+    {
+        public void Dispose() => end();
+    }
+
+    /// <summary>Tells the <see cref="ReportAttentionChoices"/> callers.</summary>
+    protected void OnAttentionChosen(AttentionChoice choice) => _attentionChosen?.Invoke(choice);
+
+    /// <summary>Attention calls recorded for backward on this device so far, by the path they took (a measurement's trial
+    /// runs not counted): what a benchmark reports a step ran.</summary>
+    public (long Fused, long Unfused) TrainedAttentionCalls { get; internal set; }
+
+    internal void CountTrainedAttention(bool fused)
+    {
+        var (f, u) = TrainedAttentionCalls;
+        TrainedAttentionCalls = fused ? (f + 1, u) : (f, u + 1);
+    }
+
     /// <summary>Waits until queued work is done (no-op on the CPU).</summary>
     public virtual void Synchronize() { }
 

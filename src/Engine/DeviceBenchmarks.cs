@@ -271,8 +271,9 @@ public static unsafe class DeviceBenchmarks
         return t;
     }
 
-    // Median of synchronised calls, in ms, after two warm-ups.
-    static double Time(Device device, int repeats, Action work)
+    /// <summary>Median of <paramref name="repeats"/> synchronised calls of <paramref name="work"/>, in ms, after two
+    /// warm-ups.</summary>
+    internal static double Time(Device device, int repeats, Action work)
     {
         for (int i = 0; i < 2; i++) work();
         device.Synchronize();

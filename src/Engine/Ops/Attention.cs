@@ -12,7 +12,8 @@ public static unsafe partial class Ops
     public const int FusedAttentionMaxHeadDim = 128;
 
     /// <summary>The path <see cref="Attention"/> calls that do not say take: <see cref="AttentionPath.Auto"/> (default:
-    /// the device's faster one, <see cref="Device.PrefersFusedAttention"/>, or for inference
+    /// the device's faster one, <see cref="Device.PrefersFusedAttention"/>; on a GPU, for training, the one it timed
+    /// faster for the shape, <see cref="CudaDevice.TunesAttention"/>; for inference
     /// <see cref="Device.PrefersFusedAttentionForward"/>), or every model on one path to compare the
     /// two (<c>bench/run.sh peft --unfused-attention</c>, <c>peft bench --train-step --attention</c>).</summary>
     public static AttentionPath DefaultAttentionPath { get; set; } = AttentionPath.Auto;
@@ -63,8 +64,9 @@ public static unsafe partial class Ops
         {
             AttentionPath.Fused => true,
             AttentionPath.Unfused => false,
-            _ => Tape.ShouldRecord(qkv, bias) ? dev.PrefersFusedAttention : dev.PrefersFusedAttentionForward(HD),
+            _ => Tape.ShouldRecord(qkv, bias) ? dev.TrainsAttentionFused(qkv, heads, bias, mask, s) : dev.PrefersFusedAttentionForward(HD),
         };
+        if (Tape.ShouldRecord(qkv, bias)) dev.CountTrainedAttention(fused.Value && HD <= FusedAttentionMaxHeadDim);
         if (fused.Value && HD <= FusedAttentionMaxHeadDim)
         {
             // Where the kernels keep 16 bits (tensor cores), an output only products read is written so, and kept so.

@@ -140,6 +140,7 @@ public static class FineTuneRun
             (config.Precision == Precision.FP32 ? "" : $", GEMM operands in {config.Precision.Name()}{(config.Precision == Precision.FP16 ? " with loss scaling" : "")}") +
             (config.CudaGraph && device is CudaDevice ? ", steps replayed from a CUDA graph" : ""));
 
+        using var choices = device.ReportAttentionChoices(choice => log(choice.ToString()));
         int stepsPerEpoch = Math.Max(1, train.Count / recipe.BatchSize);
         long totalSteps = (long)stepsPerEpoch * recipe.TotalEpochs, stepsDone = (long)stepsPerEpoch * state.EpochsDone;
         var clock = Stopwatch.StartNew();
