@@ -41,16 +41,18 @@ __device__ __forceinline__ long long head_offset(long long b, long long t, int j
 }
 
 // heads [3, B, NH, T, HD] (q, k, v) from qkv [B, T, 3, NH, HD]; or heads16 instead, in 16 bits (format 2 bf16, 3 fp16).
-extern "C" __global__ void split_heads(float* heads, unsigned short* heads16, int format, const float* qkv, int B, int T, int NH, int HD)
+// qkv float32 (qkvFormat 0) or already in that 16-bit format (the qkv layer's output written so): moved as it is.
+extern "C" __global__ void split_heads(float* heads, unsigned short* heads16, int format, const void* qkv, int qkvFormat, int B, int T,
+                                       int NH, int HD)
 {
-    bool vector = HD % 4 == 0 && aligned_for(heads) && aligned_for(heads16, format) && aligned_for(qkv);
+    bool vector = HD % 4 == 0 && aligned_for(heads) && aligned_for(heads16, format) && aligned_for(qkv, qkvFormat);
     int width = 3 * NH * HD;
     long long part = (long long)B * NH * T * HD;
     packed_rows((long long)B * T, width, T, vector, [&](long long r, long long b, long long t, int j, int count) {
         int s;
         long long o = head_offset(b, t, j, T, NH, HD, s) + s * part;
         float x[4];
-        load_values(x, qkv, r * width + j, count);
+        load_values(x, qkv, qkvFormat, r * width + j, count);
         if (heads16) store_halves(heads16, o, x, count, format);
         else store_values(heads, o, x, count, 0);
     });
@@ -432,16 +434,18 @@ __device__ __forceinline__ void tc_softmax_backward(float s[TC_ROWS / 8][4], flo
 }
 
 // The forward: S = q·kᵀ, an online softmax on its fragments, O += P·v; y [B, T, NH·HD] (or y16 instead, in the
-// 16-bit precision, when not null) and lse [B, NH, T].
-extern "C" __global__ void fused_attention_forward_tc(float* y, unsigned short* y16, float* lse, const float* qkv, const float* bias,
-                                                     const float* mask, int B, int T, int NH, int HD, int nW, float scale, int precision)
+// 16-bit precision, when not null) and lse [B, NH, T]. qkv float32, or qkv16 instead (already in that precision).
+extern "C" __global__ void fused_attention_forward_tc(float* y, unsigned short* y16, float* lse, const float* qkv,
+                                                     const unsigned short* qkv16, const float* bias, const float* mask, int B, int T,
+                                                     int NH, int HD, int nW, float scale, int precision)
 {
     __shared__ TcTile ks, vt; // k [key][dim], v transposed [dim][key]
     AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
+    const unsigned short* q16 = qkv16 ? qkv16 + a.offset : nullptr; // qkv in 16 bits, read as it is
     int g = a.lane / 4, t = a.lane % 4;
     int row0 = (blockIdx.x * 4 + a.warp) * 16, rowA = row0 + g, rowB = row0 + g + 8; // this thread's two rows
     unsigned int qa[TC_HD / 16][4];
-    load_a_fragments(qa, a.q, a.ld, T, row0, precision);
+    load_qkv_fragments(qa, a, q16, 0, T, row0, precision);
     const float minusInf = __int_as_float(0xff800000);
     float mA = minusInf, mB = minusInf, lA = 0.f, lB = 0.f; // running max and (this thread's part of the) sum per row
     float o[TC_HD / 8][4];
@@ -449,7 +453,7 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, unsigned short* 
     for (int n = 0; n < TC_HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
     for (int j0 = 0; j0 < T; j0 += TC_ROWS)
     {
-        load_tc_tiles({a.q + a.C, a.ld, &ks, nullptr, nullptr}, {a.q + 2 * a.C, a.ld, nullptr, &vt, nullptr}, T, j0, precision);
+        load_tc_tiles(qkv_source(a, q16, 1, &ks, nullptr), qkv_source(a, q16, 2, nullptr, &vt), T, j0, precision);
         if (row0 >= T) continue; // the whole warp (it still meets the barriers)
         float sc[TC_ROWS / 8][4];
         tc_scores(sc, qa, ks, precision);

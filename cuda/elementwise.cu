@@ -83,10 +83,12 @@ extern "C" __global__ void add(float* y, const float* a, const float* b, long lo
 
 // y[r, c] = x[r, c] + bias[c], then residual[r, c] + that when residual is not null (a Linear layer whose output joins a
 // residual stream: the add after it, in the same pass); x, y, residual [rows, cols]; four values of a row per thread
-// when cols is a multiple of 4.
-extern "C" __global__ void add_bias(float* y, const float* x, const float* bias, const float* residual, int rows, int cols)
+// when cols is a multiple of 4. y16, when not null, gets y instead, in 16 bits (format 2 bf16, 3 fp16): an output only
+// products read.
+extern "C" __global__ void add_bias(float* y, unsigned short* y16, int format, const float* x, const float* bias, const float* residual,
+                                    int rows, int cols)
 {
-    bool vector = cols % 4 == 0 && aligned_for(y) && aligned_for(x) && aligned_for(bias) && aligned_for(residual);
+    bool vector = cols % 4 == 0 && aligned_for(y) && aligned_for(y16, format) && aligned_for(x) && aligned_for(bias) && aligned_for(residual);
     grid_stride_quads((long long)rows * cols, vector, [&](long long i, int count) {
         float v[4], b[4];
         load_values(v, x, i, count);
@@ -97,7 +99,8 @@ extern "C" __global__ void add_bias(float* y, const float* x, const float* bias,
             load_values(b, residual, i, count);
             for (int k = 0; k < count; k++) v[k] = b[k] + v[k];
         }
-        store_values(y, i, v, count, 0);
+        if (y16) store_halves(y16, i, v, count, format);
+        else store_values(y, i, v, count, 0);
     });
 }
 

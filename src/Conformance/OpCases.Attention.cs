@@ -61,8 +61,9 @@ public static partial class OpCases
     // too, widened): the backward from q|k|v in 16 bits gives dqkv and delta bit for bit those from float32 (a frozen
     // bias and a mask); an output written in 16 bits is the float32 one rounded, and the backward from it stays within
     // the format's bound of the float32 one. At the op: without gemmInput the same gradient as with nothing in 16 bits,
-    // 2 bytes fewer kept per qkv value; with it a 16-bit output and 2 bytes fewer per output value too. CUDA refuses
-    // 16-bit values where a bias trains.
+    // 2 bytes fewer kept per qkv value; with it a 16-bit output and 2 bytes fewer per output value too. The forward on
+    // either path (FusedAttentionForward, SplitHeads) reads q|k|v in 16 bits as it is: the same output, heads and
+    // gradients as from float32, and the op takes such a qkv on both paths. CUDA refuses 16-bit values where a bias trains.
     static unsafe void FusedAttentionPackedQkv(Device dev, Precision precision)
     {
         const int B = 2, T = 70, NH = 2, HD = 64, C = NH * HD, nW = 2;
@@ -111,6 +112,27 @@ public static partial class OpCases
                         throw new ConformanceException($"{name}: lse[{i}] is {lseOther[i]:G9} with a 16-bit output, {lseWide[i]:G9} without");
                 using var packed = Tensor.Empty(dev, half, qkv.Shape);
                 k.PackLowPrecision(packed.HalfData, qkv.Data, qkv.Count, precision);
+                // The forward reads a 16-bit qkv as it is: the output and lse from the values the kernels round q, k and v to.
+                using (var yFromPacked = Tensor.Empty(dev, DType.F32, B, T, C))
+                using (var lseFromPacked = Tensor.Empty(dev, DType.F32, B, NH, T))
+                {
+                    k.FusedAttentionForward(yFromPacked.Data, null, lseFromPacked.Data, GemmOperand.Packed(packed.HalfData), bias.Data, mask.Data, B, T, NH, HD, nW, scale);
+                    foreach (var (part, a, b) in new[] { ("y", yWide, yFromPacked.ToArray()), ("lse", lseWide, lseFromPacked.ToArray()) })
+                        for (int i = 0; i < a.Length; i++)
+                            if (!Same(a[i], b[i]))
+                                throw new ConformanceException($"{name}: the forward's {part}[{i}] is {b[i]:G9} from the 16-bit qkv, {a[i]:G9} from the float32 one");
+                }
+                // So does the unfused path's head split: the same 16-bit heads.
+                using (var heads = Tensor.Empty(dev, half, 3 * B * NH * T * HD))
+                using (var headsFromPacked = Tensor.Empty(dev, half, 3 * B * NH * T * HD))
+                {
+                    k.SplitHeads(null, heads.HalfData, qkv.Data, B, T, NH, HD);
+                    k.SplitHeads(null, headsFromPacked.HalfData, GemmOperand.Packed(packed.HalfData), B, T, NH, HD);
+                    float[] a = Widen(heads), b = Widen(headsFromPacked);
+                    for (int i = 0; i < a.Length; i++)
+                        if (!Same(a[i], b[i]))
+                            throw new ConformanceException($"{name}: SplitHeads' 16-bit head value [{i}] is {b[i]:G9} from the 16-bit qkv, {a[i]:G9} from the float32 one");
+                }
                 (float[] Dqkv, float[] Delta) Backward(GemmOperand source, GemmOperand output)
                 {
                     using var dqkv = Tensor.Zeros(dev, B, T, 3 * C);
@@ -144,6 +166,37 @@ public static partial class OpCases
             var wide = Train(sixteen: false, gemmInput: true);
             var narrow = Train(sixteen: true, gemmInput: false);
             var narrowest = Train(sixteen: true, gemmInput: true);
+            // The op given qkv in 16 bits (the qkv layer's output written so), on both paths: the output and the gradient
+            // bit for bit those from float32; kept as it is where the kernels keep 16 bits, else widened first.
+            Ops.SaveGemmOperandsInGemmPrecision = true;
+            foreach (bool fused in new[] { true, false })
+            {
+                (float[] Y, float[] Grad, long Kept) Run(bool packedInput)
+                {
+                    using var x = Tensor.Empty(dev, packedInput ? half : DType.F32, qkv.Shape);
+                    if (packedInput) k.PackLowPrecision(x.HalfData, qkv.Data, qkv.Count, precision);
+                    else k.Copy(x.Data, qkv.Data, qkv.Count, false);
+                    x.RequiresGrad = true;
+                    var tape = new Autograd.Tape();
+                    using (tape.Record())
+                    {
+                        using var output = Ops.Attention(x, NH, bias, mask, fused: fused);
+                        long kept = tape.SavedBytes;
+                        var y = output.ToArray();
+                        tape.Backward(output, dy);
+                        if (x.Grad!.DType != DType.F32) throw new ConformanceException($"{name}: a 16-bit qkv's gradient is {x.Grad.DType}");
+                        return (y, x.Grad.ToArray(), kept);
+                    }
+                }
+                var fromFloats = Run(false);
+                var fromHalves = Run(true);
+                foreach (var (part, a, b) in new[] { ("output", fromFloats.Y, fromHalves.Y), ("dqkv", fromFloats.Grad, fromHalves.Grad) })
+                    for (int i = 0; i < a.Length; i++)
+                        if (!Same(a[i], b[i]))
+                            throw new ConformanceException($"{name}: Attention ({(fused ? "fused" : "unfused")}) {part}[{i}] is {b[i]:G9} from a 16-bit qkv, {a[i]:G9} from float32");
+                if (fused && keeps && fromHalves.Kept != fromFloats.Kept)
+                    throw new ConformanceException($"{name}: the fused Attention kept {fromHalves.Kept} bytes from a 16-bit qkv, {fromFloats.Kept} from float32 (both keep it in 16 bits)");
+            }
             for (int i = 0; i < wide.Grad.Length; i++)
                 if (!Same(wide.Grad[i], narrow.Grad[i]))
                     throw new ConformanceException($"{name}: Attention's dqkv[{i}] is {narrow.Grad[i]:G9} with qkv kept in 16 bits, {wide.Grad[i]:G9} with float32");

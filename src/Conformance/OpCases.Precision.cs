@@ -503,6 +503,11 @@ public static partial class OpCases
                     catch (ArgumentException e) when (e.Message.Contains("input") && e.Message.Contains(bad.DType.ToString())) { }
                 }
             }
+            foreach (var precision in new[] { Precision.BF16, Precision.FP16 })
+            {
+                k.GemmPrecision = precision;
+                LinearOutputsInGemmPrecision(dev, precision);
+            }
             k.GemmPrecision = Precision.FP32;
             using var x32 = Tensor.FromArray(dev, Values(217, rows * C, 1f), rows, C);
             using var normed = Ops.LayerNorm(x32, null, null, 1e-5f, gemmInput: true);
@@ -511,6 +516,72 @@ public static partial class OpCases
         finally
         {
             (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision) = previous;
+        }
+    }
+
+    /// <summary>Linear and SSF's LinearScaleShift told that only products read their output (<c>gemmInput</c>: a ViT
+    /// block's qkv) write it in the GEMMs' 16-bit format: exactly the float32 output rounded, with and without a bias; a
+    /// Linear reading it trains every parameter bit for bit as from the float32 output; with a residual it is refused.</summary>
+    static unsafe void LinearOutputsInGemmPrecision(Device dev, Precision precision)
+    {
+        const int rows = 29, C = 24, N = 36, M = 12;
+        string name = $"GemmInputsInGemmPrecision {precision.Name()} (Linear outputs)";
+        static float[] Values(ulong seed, int n, float scale) => [.. Enumerable.Range(0, n).Select(i => (float)(CounterRng.Uniform(seed, (ulong)i) * 2 - 1) * scale)];
+        static bool Same(float a, float b) => BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
+        var half = precision == Precision.BF16 ? DType.BF16 : DType.F16;
+        foreach (var (layer, withBias) in new[] { ("Linear", true), ("Linear", false), ("LinearScaleShift", true) })
+        {
+            string what = $"{name}: {layer}{(withBias ? "" : " without a bias")}";
+            (float[] Y, float[][] Grads, DType Type) Run(bool gemmInput)
+            {
+                using var x = Tensor.FromArray(dev, Values(301, rows * C, 1f), rows, C);
+                using var w = Tensor.FromArray(dev, Values(302, N * C, 0.3f), N, C);
+                using var b = Tensor.FromArray(dev, Values(303, N, 0.5f), N);
+                using var scale = Tensor.FromArray(dev, Values(304, N, 1f), N);
+                using var w2 = Tensor.FromArray(dev, Values(305, M * N, 0.3f), M, N);
+                using var dz = Tensor.FromArray(dev, Values(306, rows * M, 1f), rows, M);
+                Tensor[] trained = layer == "Linear" ? withBias ? [x, w, b, w2] : [x, w, w2] : [x, scale, b, w2];
+                foreach (var t in trained) t.RequiresGrad = true;
+                var tape = new Autograd.Tape();
+                using (tape.Record())
+                {
+                    using var y = layer == "Linear" ? Ops.Linear(x, w, withBias ? b : null, gemmInput: gemmInput)
+                        : Ops.LinearScaleShift(x, w, scale, b, gemmInput: gemmInput);
+                    float[] values;
+                    if (y.DType == DType.F32) values = y.ToArray();
+                    else
+                    {
+                        using var wide = Tensor.Empty(dev, DType.F32, y.Shape);
+                        dev.Kernels.UnpackLowPrecision(wide.Data, y.HalfData, y.Count, precision);
+                        values = wide.ToArray();
+                    }
+                    using var z = Ops.Linear(y, w2); // reads y as its product rounds it
+                    tape.Backward(z, dz);
+                    return (values, [.. trained.Select(t => t.Grad!.ToArray())], y.DType);
+                }
+            }
+            var wide = Run(false);
+            var narrow = Run(true);
+            if (wide.Type != DType.F32 || narrow.Type != half)
+                throw new ConformanceException($"{what}: wrote {wide.Type} without gemmInput and {narrow.Type} with it (want F32 and {half})");
+            for (int i = 0; i < wide.Y.Length; i++)
+                if (!Same(narrow.Y[i], RoundReference(wide.Y[i], precision)))
+                    throw new ConformanceException($"{what}: the 16-bit output [{i}] is {narrow.Y[i]:G9}, want {RoundReference(wide.Y[i], precision):G9}");
+            for (int g = 0; g < wide.Grads.Length; g++)
+                for (int i = 0; i < wide.Grads[g].Length; i++)
+                    if (!Same(wide.Grads[g][i], narrow.Grads[g][i]))
+                        throw new ConformanceException($"{what}: gradient {g}[{i}] is {narrow.Grads[g][i]:G9} with the 16-bit output, {wide.Grads[g][i]:G9} with float32");
+        }
+        using (var x = Tensor.Zeros(dev, rows, C))
+        using (var w = Tensor.Zeros(dev, N, C))
+        using (var r = Tensor.Zeros(dev, rows, N))
+        {
+            try
+            {
+                Ops.Linear(x, w, null, r, gemmInput: true).Dispose();
+                throw new ConformanceException($"{name}: Linear wrote a residual sum in 16 bits");
+            }
+            catch (ArgumentException e) when (e.Message.Contains("residual")) { }
         }
     }
 
@@ -703,7 +774,7 @@ public static partial class OpCases
             }
             using (var ty = Tensor.Zeros(dev, M * N))
             {
-                k.LinearForward(ty.Data, ta.Data, null, tb.Data, tbias.Data, null, M, N, K);
+                k.LinearForward(ty.Data, null, ta.Data, null, tb.Data, tbias.Data, null, M, N, K);
                 Check("LinearForward", ty.ToArray(), (_, i, kk) => a[i * K + kk], (_, kk, j) => b[j * K + kk], 1f, 0f, null, bias);
             }
             if (precision is not (Precision.BF16 or Precision.FP16)) return;
@@ -727,7 +798,7 @@ public static partial class OpCases
                     }
             using (var ty = Tensor.Zeros(dev, M * N))
             {
-                k.LinearForward(ty.Data, ta.Data, pa.HalfData, tb.Data, tbias.Data, null, M, N, K);
+                k.LinearForward(ty.Data, null, ta.Data, pa.HalfData, tb.Data, tbias.Data, null, M, N, K);
                 Check("LinearForward with x packed", ty.ToArray(), (_, i, kk) => a[i * K + kk], (_, kk, j) => b[j * K + kk], 1f, 0f, null, bias);
             }
         }

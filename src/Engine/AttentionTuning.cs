@@ -50,8 +50,10 @@ internal static unsafe class AttentionTuning
         int B = qkv.Shape[0], T = qkv.Shape[1], C = qkv.Shape[2] / 3;
         var k = device.Kernels;
         var precision = k.GemmPrecision;
-        using var x = Tensor.Empty(device, DType.F32, qkv.Shape);
-        using (var dense = qkv.Contiguous()) k.Copy(x.Data, dense.Data, x.Count, false);
+        // The layer's input as it is (float32, or 16-bit values copied as pairs: q|k|v rows are 3·heads·head dim wide, even).
+        using var x = Tensor.Empty(device, qkv.DType, qkv.Shape);
+        if (qkv.DType == DType.F32) k.Copy(x.Data, qkv.Data, x.Count, false);
+        else k.Copy((float*)x.HalfData, (float*)qkv.HalfData, x.Count / 2, false);
         x.RequiresGrad = true;
         Tensor upstream;
         using (Tape.NoGrad()) upstream = Ops.Attention(x, heads, bias, mask, scale, fused: false);

@@ -114,7 +114,7 @@ public static unsafe class DeviceBenchmarks
                 "linear-scale-shift" => () => k.LinearScaleShiftForward(y.Data, null, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, null, M, N, K),
                 "linear-scale-shift-unfused" => () =>
                 {
-                    k.LinearForward(u!.Data, x.Data, null, w.Data, null, null, M, N, K);
+                    k.LinearForward(u!.Data, null, x.Data, null, w.Data, null, null, M, N, K);
                     k.ScaleShiftForward(y.Data, u.Data, bias.Data, bias.Data, M, N);
                 },
                 "linear-scale-shift-gelu" => () => k.LinearScaleShiftGeluForward(y.Data, null, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, M, N, K),
@@ -123,15 +123,15 @@ public static unsafe class DeviceBenchmarks
                     k.LinearScaleShiftForward(y.Data, null, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, null, M, N, K);
                     k.GeluForward(y.Data, y.Data, (long)M * N);
                 },
-                "linear-residual" => () => k.LinearForward(y.Data, x.Data, null, w.Data, bias.Data, u!.Data, M, N, K),
+                "linear-residual" => () => k.LinearForward(y.Data, null, x.Data, null, w.Data, bias.Data, u!.Data, M, N, K),
                 "linear-residual-unfused" => () =>
                 {
-                    k.LinearForward(y.Data, x.Data, null, w.Data, bias.Data, null, M, N, K);
+                    k.LinearForward(y.Data, null, x.Data, null, w.Data, bias.Data, null, M, N, K);
                     k.Add(y.Data, u!.Data, y.Data, (long)M * N);
                 },
                 _ => () =>
                 {
-                    k.LinearForward(y.Data, x.Data, null, w.Data, bias.Data, null, M, N, K);
+                    k.LinearForward(y.Data, null, x.Data, null, w.Data, bias.Data, null, M, N, K);
                     k.GeluForward(y.Data, y.Data, (long)M * N);
                 },
             };

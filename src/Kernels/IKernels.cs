@@ -48,8 +48,10 @@ public unsafe interface IKernels
     /// input written in 16 bits by the op before: then x is null), which a backend may read instead of rounding x again
     /// (the same values); so may the fused forms below. residual: null, or [rows, N] added last, y = residual + (x·Wᵀ +
     /// bias), bit for bit an add after the layer (a transformer block's residual stream, added while y is in cache; y is
-    /// not residual).</summary>
-    void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, float* residual, int rows, int N, int K);
+    /// not residual). yPacked: null, or where y is written instead, in the 16-bit <see cref="GemmPrecision"/> (an output
+    /// only products read, as <see cref="LinearGeluForward"/>'s; not with a residual); y is then scratch for the float32
+    /// product.</summary>
+    void LinearForward(float* y, ushort* yPacked, float* x, ushort* xPacked, float* w, float* bias, float* residual, int rows, int N, int K);
 
     /// <summary>The Linear layer followed by GELU (the MLP's fc1 and its activation) with the activation in the GEMM's
     /// epilogue: h = x[rows, K]·Wᵀ + bias, y = GELU(h), both [rows, N]; h is written only when not null (training keeps
@@ -158,8 +160,9 @@ public unsafe interface IKernels
     // ---------------------------------------------------------------- attention pieces
     /// <summary>qkv [B,T,3,NH,HD] → heads [3,B,NH,T,HD]: q, k and v each [B,NH,T,HD] (timm's q|k|v column layout).
     /// headsPacked: null, or where the heads are written instead (heads null), in the 16-bit <see cref="GemmPrecision"/>:
-    /// the attention products' operands.</summary>
-    void SplitHeads(float* heads, ushort* headsPacked, float* qkv, int B, int T, int NH, int HD);
+    /// the attention products' operands. qkv float32, or packed in the 16-bit <see cref="GemmPrecision"/> (the qkv layer's
+    /// output written so, see <see cref="FusedAttentionKeepsSixteenBits"/>): the heads are then its values as they are.</summary>
+    void SplitHeads(float* heads, ushort* headsPacked, GemmOperand qkv, int B, int T, int NH, int HD);
     /// <summary>Inverse of <see cref="SplitHeads"/>: dqkv [B,T,3·NH·HD] from dq, dk, dv [B,NH,T,HD]. dqkvCopy as
     /// <see cref="LayerNormBackward"/>'s dxCopy (the qkv layer's products read it).</summary>
     void SplitHeadsBackward(float* dqkv, ushort* dqkvCopy, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate);
@@ -182,8 +185,10 @@ public unsafe interface IKernels
     /// The products' operands (q, k, v, the probabilities; in the backward also dy and the score gradient) are rounded to
     /// <see cref="GemmPrecision"/>, as the unfused path's GEMMs and tensor-core attention round them. yPacked: null, or
     /// where y is written instead (y null), rounded to the 16-bit <see cref="GemmPrecision"/>: an output only products
-    /// and the backward read (see <see cref="FusedAttentionKeepsSixteenBits"/>).</summary>
-    void FusedAttentionForward(float* y, ushort* yPacked, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale);
+    /// and the backward read (see <see cref="FusedAttentionKeepsSixteenBits"/>). qkv float32, or packed in the 16-bit
+    /// <see cref="GemmPrecision"/> (the values the kernels round q, k and v to: the same results) where
+    /// <see cref="FusedAttentionKeepsSixteenBits"/> says the backend reads it so; the CPU widens it.</summary>
+    void FusedAttentionForward(float* y, ushort* yPacked, float* lse, GemmOperand qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale);
     /// <summary>Backward of <see cref="FusedAttentionForward"/> from dy [B,T,NH·HD] and the forward's y and lse, the
     /// probabilities recomputed: dqkv [B,T,3·NH·HD] (written, or added to with accumulate; null: not needed) and
     /// dbias [NH,T,T] += Σ_b of the score gradient (null when the bias does not train). delta [B,NH,T] is workspace
@@ -198,8 +203,10 @@ public unsafe interface IKernels
     /// <paramref name="bias"/>, take the values the op keeps for the backward in the 16-bit <see cref="GemmPrecision"/>:
     /// q|k|v, which <see cref="FusedAttentionBackward"/> reads as it is (the values it rounds them to: the same
     /// gradients, half the bytes kept), and an output that only products read, which the forward then writes in 16 bits
-    /// and the backward's Σ dy·y reads so (as flash attention keeps its output). CUDA's tensor-core kernels do (head dim
-    /// 64, bf16 or fp16, no bias gradient); the CPU's products read float32.</summary>
+    /// and the backward's Σ dy·y reads so (as flash attention keeps its output). Where it does, the attention's forward
+    /// on either path (<see cref="FusedAttentionForward"/>, <see cref="SplitHeads"/>) also reads q|k|v in 16 bits as it
+    /// is, so the qkv layer may write it so. CUDA's tensor-core kernels do (head dim 64, bf16 or fp16, no bias gradient);
+    /// the CPU's products read float32.</summary>
     bool FusedAttentionKeepsSixteenBits(int headDim, bool bias);
 
     // ---------------------------------------------------------------- loss

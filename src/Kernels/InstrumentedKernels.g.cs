@@ -20,10 +20,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, float* residual, int rows, int N, int K)
+    public void LinearForward(float* y, ushort* yPacked, float* x, ushort* xPacked, float* w, float* bias, float* residual, int rows, int N, int K)
     {
         Flops += 2L * rows * N * K; long start = Begin(KernelId.LinearForward);
-        Inner.LinearForward(y, x, xPacked, w, bias, residual, rows, N, K);
+        Inner.LinearForward(y, yPacked, x, xPacked, w, bias, residual, rows, N, K);
         End(KernelId.LinearForward, start);
     }
 
@@ -228,7 +228,7 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void SplitHeads(float* heads, ushort* headsPacked, float* qkv, int B, int T, int NH, int HD)
+    public void SplitHeads(float* heads, ushort* headsPacked, GemmOperand qkv, int B, int T, int NH, int HD)
     {
         long start = Begin(KernelId.SplitHeads);
         Inner.SplitHeads(heads, headsPacked, qkv, B, T, NH, HD);
@@ -268,7 +268,7 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void FusedAttentionForward(float* y, ushort* yPacked, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
+    public void FusedAttentionForward(float* y, ushort* yPacked, float* lse, GemmOperand qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
     {
         long start = Begin(KernelId.FusedAttentionForward);
         Inner.FusedAttentionForward(y, yPacked, lse, qkv, bias, mask, B, T, NH, HD, nW, scale);

@@ -1,7 +1,6 @@
 using Engine.Kernels;
 using Engine.Models;
 using Engine.Models.Training;
-using Engine.Models.Vit;
 
 namespace Engine.Tests;
 
@@ -15,8 +14,7 @@ public class AttentionTuningTests
     public static IEnumerable<string> CudaBackends => ["emulated-cuda", "cuda"];
 
     /// <summary>A two-block ViT with head dim 64 (the tensor-core kernels' size), 17 tokens.</summary>
-    static IImageClassifier HeadDim64Vit(Device device) =>
-        new VisionTransformer(device, new VitConfig { img_size = 16, patch_size = 4, embed_dim = 128, depth = 2, num_heads = 2, num_classes = 5 }, seed: 3);
+    static IImageClassifier HeadDim64Vit(Device device) => TinyModels.Create("vit64", device);
 
     /// <summary>Runs <paramref name="work"/> with measured attention on <paramref name="backend"/>, every choice made
     /// reported, then forgets them and restores the device's setting.</summary>

@@ -224,7 +224,7 @@ public unsafe class KernelContractTests
             foreach (bool withResidual in new[] { false, true })
             {
                 float* b = withBias ? bias.Data : null, r = withResidual ? residual.Data : null;
-                k.LinearForward(fused.Data, x.Data, null, w.Data, b, r, rows, N, K);
+                k.LinearForward(fused.Data, null, x.Data, null, w.Data, b, r, rows, N, K);
                 k.Gemm(false, true, rows, N, K, 1f, x.Data, K, w.Data, K, 0f, separate.Data, N);
                 if (withBias) k.AddBias(separate.Data, separate.Data, b, rows, N);
                 if (withResidual) k.Add(separate.Data, r, separate.Data, (long)rows * N);

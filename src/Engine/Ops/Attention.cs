@@ -39,7 +39,11 @@ public static unsafe partial class Ops
         bool gemmInput = false)
     {
         const string op = "Attention";
-        Check(op, "qkv", qkv, 3);
+        var packedType = qkv.DType is DType.BF16 or DType.F16 ? GemmInputType(qkv.Device) : null;
+        if (qkv.DType is DType.BF16 or DType.F16 && packedType != qkv.DType)
+            throw new ArgumentException($"{op}: qkv {qkv.Describe()} needs {(qkv.DType == DType.BF16 ? "bf16" : "fp16")} GEMMs, not " +
+                $"{qkv.Device.Kernels.GemmPrecision.Name()}{(SaveGemmOperandsInGemmPrecision ? "" : " with SaveGemmOperandsInGemmPrecision off")}");
+        Check(op, "qkv", qkv, 3, dtype: packedType ?? DType.F32);
         int B = qkv.Shape[0], T = qkv.Shape[1], C3 = qkv.Shape[2];
         if (heads <= 0 || C3 % (3 * heads) != 0)
             throw new ArgumentException($"{op}: qkv {qkv.Describe()} does not split into q|k|v of {heads} heads");
@@ -67,18 +71,22 @@ public static unsafe partial class Ops
             _ => Tape.ShouldRecord(qkv, bias) ? dev.TrainsAttentionFused(qkv, heads, bias, mask, s) : dev.PrefersFusedAttentionForward(HD),
         };
         if (Tape.ShouldRecord(qkv, bias)) dev.CountTrainedAttention(fused.Value && HD <= FusedAttentionMaxHeadDim);
+        // Where the kernels keep 16 bits (tensor cores), both paths read a 16-bit qkv as it is; elsewhere it is widened.
+        bool sixteen = GemmInputType(dev) != null && k.FusedAttentionKeepsSixteenBits(HD, bias is { RequiresGrad: true });
+        using var widened = packedType != null && !sixteen ? Widen(qkv) : null;
+        var values = widened ?? qkv; // what the kernels read; qkv is what the gradient goes to
         if (fused.Value && HD <= FusedAttentionMaxHeadDim)
         {
-            // Where the kernels keep 16 bits (tensor cores), an output only products read is written so, and kept so.
-            bool sixteen = GemmInputType(dev) != null && k.FusedAttentionKeepsSixteenBits(HD, bias is { RequiresGrad: true });
+            // An output only products read is written in 16 bits there too, and kept so.
             var output = OutputFor(dev, gemmInput && sixteen, [B, T, C]);
             var lse = Tensor.Empty(dev, DType.F32, B, heads, T);
-            k.FusedAttentionForward(Floats(output), Halves(output), lse.Data, qkv.Data, bias == null ? null : bias.Data, mask == null ? null : mask.Data,
+            k.FusedAttentionForward(Floats(output), Halves(output), lse.Data, Operand(values), bias == null ? null : bias.Data, mask == null ? null : mask.Data,
                 B, T, heads, HD, nW, s);
             if (Tape.ShouldRecord(qkv, bias))
                 Tape.Push(output, new FusedAttentionSaved
                 {
-                    Qkv = qkv, Bias = bias, QkvKept = sixteen ? Tape.SaveInPrecision(qkv, k.GemmPrecision) : Tape.Save(qkv), BiasKept = bias == null ? null : Tape.Save(bias),
+                    Qkv = qkv, Bias = bias, BiasKept = bias == null ? null : Tape.Save(bias),
+                    QkvKept = values.DType != DType.F32 ? Tape.Save(values) : sixteen ? Tape.SaveInPrecision(values, k.GemmPrecision) : Tape.Save(values),
                     MaskKept = mask == null ? null : Tape.Save(mask), YKept = Tape.Save(output), Lse = Tape.Keep(lse),
                     Heads = heads, Windows = nW, Scale = s,
                 });
@@ -89,7 +97,7 @@ public static unsafe partial class Ops
         // reads them so, and the tape keeps them (autocast's saved q, k, v).
         long tt = (long)T * T, th = (long)T * HD, part = (long)B * heads * th;
         var headsQkv = OutputFor(dev, gemmInput: true, [3, B, heads, T, HD]);
-        k.SplitHeads(Floats(headsQkv), Halves(headsQkv), qkv.Data, B, T, heads, HD);
+        k.SplitHeads(Floats(headsQkv), Halves(headsQkv), Operand(values), B, T, heads, HD);
         var p = Tensor.Empty(dev, DType.F32, B, heads, T, T);
         k.GemmStridedBatched(false, true, T, T, HD, s, Part(headsQkv, 0, part), HD, th, Part(headsQkv, 1, part), HD, th, 0f, p.Data, T, tt, B * heads);
         // P in float32 for the softmax's backward, and (16-bit heads) its 16-bit copy for the product with v.
@@ -108,6 +116,17 @@ public static unsafe partial class Ops
             p.Dispose();
         }
         return y;
+    }
+
+    /// <summary>A tensor's values as a kernel operand: float32, or its 16-bit values.</summary>
+    static GemmOperand Operand(Tensor t) => t.DType == DType.F32 ? t.Data : GemmOperand.Packed(t.HalfData);
+
+    /// <summary>A float32 copy of a 16-bit tensor (for kernels that read float32).</summary>
+    static Tensor Widen(Tensor t)
+    {
+        var wide = Tensor.Empty(t.Device, DType.F32, t.Shape);
+        t.Device.Kernels.UnpackLowPrecision(wide.Data, t.HalfData, t.Count, t.Device.Kernels.GemmPrecision);
+        return wide;
     }
 
     /// <summary>Part <paramref name="i"/> (q, k or v) of the heads [3, B, NH, T, HD], each <paramref name="part"/> elements.</summary>

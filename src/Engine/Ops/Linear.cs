@@ -20,14 +20,20 @@ public static unsafe partial class Ops
     /// as it is and the weight gradient keeps as it is. <paramref name="residual"/> (float32, y's shape): y = residual +
     /// (x·Wᵀ + b), bit for bit <c>Add(residual, Linear(x, W, b))</c> (a block's branch joining its residual stream) with
     /// the add in the same pass as the bias and no copy of dy for the branch in the backward, where residual receives dy.
+    /// <paramref name="gemmInput"/> (not with a residual): only products that round it to the GEMMs' format read y (the
+    /// qkv layer's output, which both attention paths read in 16 bits where
+    /// <see cref="Kernels.IKernels.FusedAttentionKeepsSixteenBits"/>), so under bf16 or fp16 GEMMs y is written in that
+    /// 16-bit format (see <see cref="LayerNorm"/>); its gradient stays float32.
     /// </summary>
-    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null, Tensor? residual = null)
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null, Tensor? residual = null, bool gemmInput = false)
     {
         var (rows, N, K, shape) = CheckLinear("Linear", x, weight, bias, residual);
-        var y = Tensor.Empty(x.Device, DType.F32, shape);
+        if (gemmInput && residual != null) throw new ArgumentException("Linear: a residual sum stays float32; gemmInput goes without a residual");
+        var y = OutputFor(x.Device, gemmInput, shape);
+        using var product = ProductScratch(y); // a 16-bit y's float32 product, which the bias pass turns into y
         bool record = Tape.ShouldRecord(x, weight, bias, residual);
         var saved = record ? SaveLinear(x, weight, bias, rows, N, K, residual) : default; // before the product, which may read its packed x
-        x.Device.Kernels.LinearForward(y.Data, Floats(x), PackedInput(x, saved), weight.Data, bias == null ? null : bias.Data,
+        x.Device.Kernels.LinearForward((product ?? y).Data, Halves(y), Floats(x), PackedInput(x, saved), weight.Data, bias == null ? null : bias.Data,
             residual == null ? null : residual.Data, rows, N, K);
         if (record)
         {
@@ -94,7 +100,7 @@ public static unsafe partial class Ops
     /// the op fused after it is kept in that 16-bit format, as autocast keeps a Linear's 16-bit output for the op that
     /// reads it: <see cref="LinearGelu"/>'s pre-activation (GELU's slope; the widest activation a transformer block
     /// keeps, [tokens, 4·C]) and SSF's bias-free product at a Linear site (<see cref="LinearScaleShift(Tensor, Tensor,
-    /// Tensor, Tensor, Tensor)"/> and <see cref="LinearScaleShiftGelu"/>: dscale, and GELU's slope after it). Unlike
+    /// Tensor, Tensor, Tensor, bool)"/> and <see cref="LinearScaleShiftGelu"/>: dscale, and GELU's slope after it). Unlike
     /// <see cref="SaveGemmOperandsInGemmPrecision"/> this moves the gradient: it is taken at the rounded values (the
     /// forward still reads them unrounded). False keeps them in float32 (to compare).
     /// </summary>
@@ -117,14 +123,15 @@ public static unsafe partial class Ops
     /// no bias: shift carries the folded γ⊙b + β), the scale-shift in the GEMM's epilogue on the CPU. The same values and
     /// gradients as <c>ScaleShift(Linear(x, W), scale, shift)</c>; the bias-free product is written and kept only when
     /// scale trains (for dscale). <paramref name="residual"/> as in <see cref="Linear"/>: y = residual + (x·Wᵀ)·scale +
-    /// shift, bit for bit <c>Add(residual, LinearScaleShift(x, W, scale, shift))</c>.
+    /// shift, bit for bit <c>Add(residual, LinearScaleShift(x, W, scale, shift))</c>. <paramref name="gemmInput"/> as in
+    /// <see cref="Linear"/> (not with a residual).
     /// </summary>
-    public static Tensor LinearScaleShift(Tensor x, Tensor weight, Tensor scale, Tensor shift, Tensor? residual = null) =>
-        LinearScaleShift("LinearScaleShift", x, weight, scale, shift, gelu: false, residual: residual);
+    public static Tensor LinearScaleShift(Tensor x, Tensor weight, Tensor scale, Tensor shift, Tensor? residual = null, bool gemmInput = false) =>
+        LinearScaleShift("LinearScaleShift", x, weight, scale, shift, gelu: false, gemmInput, residual);
 
     /// <summary>
     /// SSF at an MLP's first layer and its activation in one pass: y = GELU((x·Wᵀ)·scale + shift) (shapes and shift as
-    /// in <see cref="LinearScaleShift(Tensor, Tensor, Tensor, Tensor, Tensor)"/>), both in the GEMM's epilogue on the CPU. The same
+    /// in <see cref="LinearScaleShift(Tensor, Tensor, Tensor, Tensor, Tensor, bool)"/>), both in the GEMM's epilogue on the CPU. The same
     /// values and gradients as <c>Gelu(LinearScaleShift(x, W, scale, shift))</c>, bit for bit on the CPU, with one
     /// activation kept instead of two: the bias-free product, from which the backward recomputes GELU's input.
     /// <paramref name="gemmInput"/> as in <see cref="LinearGelu"/>.
@@ -135,6 +142,7 @@ public static unsafe partial class Ops
     static Tensor LinearScaleShift(string op, Tensor x, Tensor weight, Tensor scale, Tensor shift, bool gelu, bool gemmInput = false, Tensor? residual = null)
     {
         var (rows, N, K, shape) = CheckLinear(op, x, weight, null, residual);
+        if (gemmInput && residual != null) throw new ArgumentException($"{op}: a residual sum stays float32; gemmInput goes without a residual");
         CheckVector(op, "scale", scale, N, x);
         CheckVector(op, "shift", shift, N, x);
         var y = OutputFor(x.Device, gemmInput, shape);

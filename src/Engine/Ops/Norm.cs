@@ -8,7 +8,7 @@ public static unsafe partial class Ops
     /// <summary>LayerNorm over the last dimension: y = (x − μ)/√(σ² + eps)·weight + bias, biased variance.
     /// weight, bias [C] or null. Saves x, μ and 1/σ for backward (and a computed weight, which its caller may dispose).
     /// <paramref name="gemmInput"/>: y is read only by Linear layers (<see cref="Linear"/>, <see cref="LinearGelu"/>,
-    /// <see cref="LinearScaleShift(Tensor, Tensor, Tensor, Tensor, Tensor)"/>, <see cref="LinearScaleShiftGelu"/>; a ViT block's
+    /// <see cref="LinearScaleShift(Tensor, Tensor, Tensor, Tensor, Tensor, bool)"/>, <see cref="LinearScaleShiftGelu"/>; a ViT block's
     /// norms before qkv and fc1), so under bf16 or fp16 GEMMs it is written in that 16-bit format, which those products
     /// round their input to anyway: their outputs and gradients are bit for bit those of a float32 y, with half the bytes
     /// written and read and no conversion before the product. Else y is float32.</summary>

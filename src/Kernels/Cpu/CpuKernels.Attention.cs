@@ -8,9 +8,11 @@ namespace Engine.Kernels.Cpu;
 public sealed unsafe partial class CpuKernels
 {
     /// <inheritdoc/>
-    public void SplitHeads(float* heads, ushort* headsPacked, float* qkv, int B, int T, int NH, int HD)
+    /// <remarks>A packed qkv is widened first (the CPU's attention reads float32; no model gives it one here).</remarks>
+    public void SplitHeads(float* heads, ushort* headsPacked, GemmOperand qkvOperand, int B, int T, int NH, int HD)
     {
         long part = (long)B * NH * T * HD;
+        using var wide = Widened(qkvOperand, 3 * part, out float* qkv);
         var body = new HeadsBody
         {
             Q = heads, K = heads == null ? null : heads + part, V = heads == null ? null : heads + 2 * part, Qkv = qkv, T = T, NH = NH, HD = HD, Split = true,
@@ -104,11 +106,12 @@ public sealed unsafe partial class CpuKernels
     public bool FusedAttentionKeepsSixteenBits(int headDim, bool bias) => false;
 
     /// <inheritdoc/>
-    /// <remarks>A 16-bit output is computed in float32 first, then packed.</remarks>
-    public void FusedAttentionForward(float* y, ushort* yPacked, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
+    /// <remarks>A 16-bit output is computed in float32 first, then packed; a packed qkv is widened first.</remarks>
+    public void FusedAttentionForward(float* y, ushort* yPacked, float* lse, GemmOperand qkvOperand, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
     {
         var format = (Precision)GemmPrecision.PackedOutputFormat(y, yPacked, false, "FusedAttentionForward");
         long n = (long)B * T * NH * HD;
+        using var wideQkv = Widened(qkvOperand, 3 * n, out float* qkv);
         using var wide = yPacked == null ? null : new NativeBuffer(n * sizeof(float));
         if (wide != null) y = (float*)wide.Pointer;
         var body = new FusedAttentionForwardBody

@@ -148,9 +148,17 @@ public sealed unsafe partial class CpuKernels : IKernels
 
     /// <inheritdoc/>
     /// <remarks>Our GEMM reads x's 16-bit copy when there is one, widening each strip as it copies it (the values
-    /// rounding x gives, from half the bytes); OpenBLAS (fp32 only) reads float32.</remarks>
-    public void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, float* residual, int rows, int N, int K)
+    /// rounding x gives, from half the bytes); OpenBLAS (fp32 only) reads float32. A 16-bit y is packed from the float32
+    /// one after the product (the CPU keeps qkv in float32, so no model asks for it here).</remarks>
+    public void LinearForward(float* y, ushort* yPacked, float* x, ushort* xPacked, float* w, float* bias, float* residual, int rows, int N, int K)
     {
+        if (yPacked != null)
+        {
+            if (residual != null) throw new ArgumentException("LinearForward: a residual sum is float32, not written in 16 bits", nameof(yPacked));
+            LinearForward(y, null, x, xPacked, w, bias, null, rows, N, K);
+            PackLowPrecision(yPacked, y, (long)rows * N, GemmPrecision.SixteenBitsFor("LinearForward"));
+            return;
+        }
         var epilogue = residual == null ? default : default(GemmEpilogue).AddingResidual(residual);
         if (Fp32Blas is not { } blas)
         {

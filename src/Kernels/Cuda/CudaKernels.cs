@@ -128,12 +128,16 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public bool ThawWeight(float* w) => false;
 
     /// <inheritdoc/>
-    /// <remarks>cuBLAS reads xPacked when given (no conversion of x), then one kernel adds the bias and the residual.</remarks>
-    public void LinearForward(float* y, float* x, ushort* xPacked, float* w, float* bias, float* residual, int rows, int N, int K)
+    /// <remarks>cuBLAS reads xPacked when given (no conversion of x), then one kernel adds the bias and the residual (or
+    /// writes yPacked).</remarks>
+    public void LinearForward(float* y, ushort* yPacked, float* x, ushort* xPacked, float* w, float* bias, float* residual, int rows, int N, int K)
     {
+        if (residual != null && yPacked != null) throw new ArgumentException("LinearForward: a residual sum is float32, not written in 16 bits", nameof(yPacked));
+        int format = PackedFormat(yPacked, null, "LinearForward");
         Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, y, N);
-        if (bias != null) GridStride(Elementwise.AddBias, (long)rows * N, y, y, bias, residual, rows, N);
+        if (bias != null) GridStride(Elementwise.AddBias, (long)rows * N, y, yPacked, format, y, bias, residual, rows, N);
         else if (residual != null) Add(y, residual, y, (long)rows * N);
+        else if (yPacked != null) PackLowPrecision(yPacked, y, (long)rows * N, GemmPrecision);
     }
 
     /// <inheritdoc/>
@@ -258,7 +262,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void AddBias(float* y, float* x, float* bias, int rows, int cols) =>
-        GridStride(Elementwise.AddBias, (long)rows * cols, y, x, bias, (float*)null, rows, cols);
+        GridStride(Elementwise.AddBias, (long)rows * cols, y, (ushort*)null, 0, x, bias, (float*)null, rows, cols);
 
     /// <inheritdoc/>
     public void BiasGrad(float* dbias, float* dy, int rows, int cols) => ColumnSum(dbias, dy, rows, cols, cols, 0, 1, 1f, true);
@@ -421,9 +425,14 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     // ---------------------------------------------------------------- attention pieces (attention.cu, softmax.cu)
 
     /// <inheritdoc/>
-    public void SplitHeads(float* heads, ushort* headsPacked, float* qkv, int B, int T, int NH, int HD) =>
-        PackedRows(Attention.SplitHeads, (long)B * T, 3 * NH * HD, HD, heads, headsPacked, GemmPrecision.PackedOutputFormat(heads, headsPacked, false, "SplitHeads"),
-            qkv, B, T, NH, HD);
+    public void SplitHeads(float* heads, ushort* headsPacked, GemmOperand qkv, int B, int T, int NH, int HD)
+    {
+        int format = GemmPrecision.PackedOutputFormat(heads, headsPacked, false, "SplitHeads");
+        if (qkv.IsPacked && format == 0)
+            throw new ArgumentException("SplitHeads: q|k|v in 16 bits are split into 16-bit heads (headsPacked), not float32 ones", nameof(qkv));
+        PackedRows(Attention.SplitHeads, (long)B * T, 3 * NH * HD, HD, heads, headsPacked, format, qkv.IsPacked ? (KernelArg)qkv.Halves : qkv.Floats,
+            qkv.IsPacked ? format : 0, B, T, NH, HD);
+    }
 
     /// <inheritdoc/>
     public void SplitHeadsBackward(float* dqkv, ushort* dqkvCopy, float* dq, float* dk, float* dv, int B, int T, int NH, int HD, bool accumulate) =>
@@ -477,21 +486,26 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     /// <inheritdoc/>
     /// <remarks>Head dim at most 128 (the kernels' shared-memory tiles). Head dim 64 with bf16 or fp16 GEMMs runs on tensor
     /// cores (<see cref="UsesTensorCoreAttention"/>).</remarks>
-    public void FusedAttentionForward(float* y, ushort* yPacked, float* lse, float* qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
+    public void FusedAttentionForward(float* y, ushort* yPacked, float* lse, GemmOperand qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
     {
         CheckFusedHeadDim(HD);
         if (B * T * NH == 0) return;
         GemmPrecision.PackedOutputFormat(y, yPacked, false, "FusedAttentionForward");
-        if (TensorCoreAttention(HD, qkv, qkv))
+        ushort* qkv16 = qkv.IsPacked ? qkv.Halves : null;
+        float* qkvFloats = qkv.IsPacked ? null : qkv.Floats;
+        if (qkv16 != null && (!UsesTensorCoreAttention(HD) || ((ulong)qkv16 & 15) != 0))
+            throw new ArgumentException($"FusedAttentionForward: qkv in 16 bits is read by the tensor-core kernel alone (head dim 64, bf16 or fp16 GEMMs, " +
+                $"16-byte aligned), not head dim {HD} under {GemmPrecision.Name()}", nameof(qkv));
+        if (qkv16 != null || TensorCoreAttention(HD, qkvFloats, qkvFloats))
         {
-            _runtime.Launch(Attention.FusedAttentionForwardTc, TensorCoreAttentionGrid(B, T, NH), new Dim3(128), y, yPacked, lse, qkv, bias,
-                mask, B, T, NH, HD, mask == null ? 1 : nW, scale, (int)GemmPrecision);
+            _runtime.Launch(Attention.FusedAttentionForwardTc, TensorCoreAttentionGrid(B, T, NH), new Dim3(128), y, yPacked, lse, qkvFloats, qkv16,
+                bias, mask, B, T, NH, HD, mask == null ? 1 : nW, scale, (int)GemmPrecision);
             return;
         }
         if (yPacked != null)
             throw new ArgumentException($"FusedAttentionForward: an output in 16 bits is written by the tensor-core kernel alone (head dim 64, bf16 or fp16 GEMMs), not head dim {HD} under {GemmPrecision.Name()}", nameof(yPacked));
         var (grid, block) = FusedAttentionShape(B, T, NH, 4);
-        _runtime.Launch(Attention.FusedAttentionForward, grid, block, y, lse, qkv, bias, mask, B, T, NH, HD, mask == null ? 1 : nW, scale, (int)GemmPrecision);
+        _runtime.Launch(Attention.FusedAttentionForward, grid, block, y, lse, qkvFloats, bias, mask, B, T, NH, HD, mask == null ? 1 : nW, scale, (int)GemmPrecision);
     }
 
     /// <inheritdoc/>

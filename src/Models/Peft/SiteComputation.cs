@@ -27,12 +27,16 @@ public static class SiteComputation
 
     /// <summary>The features at a Linear-layer <paramref name="site"/> (a Linear on token features, not a convolution)
     /// computed from its input <paramref name="x"/>: <see cref="Produce"/> with the site's Linear, with the model's
-    /// <see cref="IPeftModel.LinearHook"/> (LoRA) applied between the affine and the site hook.</summary>
-    public static Tensor ProduceLinear(this IPeftModel model, FeatureSite site, Tensor x, ulong? trainSeed)
+    /// <see cref="IPeftModel.LinearHook"/> (LoRA) applied between the affine and the site hook. <paramref name="gemmInput"/>:
+    /// only products that round it to the GEMMs' format read the output (a ViT block's qkv, where both attention paths
+    /// read it in 16 bits), so under bf16 or fp16 GEMMs it may be written in that format (<see cref="Ops.Linear"/>);
+    /// not where a site hook or a Linear hook reads it.</summary>
+    public static Tensor ProduceLinear(this IPeftModel model, FeatureSite site, Tensor x, ulong? trainSeed, bool gemmInput = false)
     {
+        gemmInput &= model.SiteHook == null && model.LinearHook == null;
         var y = model.SiteAffine?.Invoke(site) is { } affine && site.Producer == SiteProducer.Linear && site.Weight != null
-            ? LinearAffine(site, x, affine)
-            : ProduceAffine(model, site, (w, bias) => Ops.Linear(x, w!, bias));
+            ? LinearAffine(site, x, affine, gemmInput: gemmInput)
+            : ProduceAffine(model, site, (w, bias) => Ops.Linear(x, w!, bias, gemmInput: gemmInput));
         if (model.LinearHook is { } linear)
         {
             var z = linear(site, x, y, trainSeed);
@@ -44,7 +48,7 @@ public static class SiteComputation
 
     /// <summary><paramref name="residual"/> + the features at a Linear-layer <paramref name="site"/> computed from
     /// <paramref name="x"/>: a block's branch joining its residual stream inside its last layer (proj, fc2), with the
-    /// site's affine folded as <see cref="ProduceLinear(IPeftModel, FeatureSite, Tensor, ulong?)"/> folds it. The add
+    /// site's affine folded as <see cref="ProduceLinear(IPeftModel, FeatureSite, Tensor, ulong?, bool)"/> folds it. The add
     /// runs in the layer's own pass and the backward hands dy to the stream without a copy for the branch
     /// (<see cref="Ops.Linear"/>'s residual), bit for bit <c>Add(residual, ProduceLinear(site, x))</c>. Only where
     /// <see cref="JoinsBranchesInLayers"/>: no hook may see the branch alone.</summary>
@@ -85,13 +89,13 @@ public static class SiteComputation
     /// <summary>A Linear site's affine folded as <see cref="Produce"/> folds it, in one <see cref="Ops.LinearScaleShift"/>:
     /// the scale-shift in the GEMM's epilogue instead of a pass of its own; with <paramref name="gelu"/> (an MLP's first
     /// layer with nothing between it and its GELU), <see cref="Ops.LinearScaleShiftGelu"/>, the activation in the same
-    /// epilogue (its output 16-bit with <paramref name="gemmInput"/>); with a <paramref name="residual"/>, added in the
-    /// same pass.</summary>
+    /// epilogue; with a <paramref name="residual"/>, added in the same pass. The output is 16-bit with
+    /// <paramref name="gemmInput"/> (no residual then).</summary>
     static Tensor LinearAffine(FeatureSite site, Tensor x, ChannelAffine affine, bool gelu = false, bool gemmInput = false, Tensor? residual = null)
     {
         using var shift = site.Bias == null ? null : Ops.ScaleShift(site.Bias, affine.Scale, affine.Shift);
         return gelu ? Ops.LinearScaleShiftGelu(x, site.Weight!, affine.Scale, shift ?? affine.Shift, gemmInput)
-            : Ops.LinearScaleShift(x, site.Weight!, affine.Scale, shift ?? affine.Shift, residual);
+            : Ops.LinearScaleShift(x, site.Weight!, affine.Scale, shift ?? affine.Shift, residual, gemmInput);
     }
 
     static Tensor ProduceAffine(IPeftModel model, FeatureSite site, Func<Tensor?, Tensor?, Tensor> op)

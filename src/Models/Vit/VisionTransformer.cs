@@ -214,9 +214,12 @@ public sealed class VisionTransformer : IImageClassifier
     Tensor Attention(Tensor x, Block b, ulong? seed, ulong site, bool classRowOnly, float dropPath, bool join)
     {
         bool sixteen = this.OnlyProductsReadLinearInputs();
+        // q|k|v in 16 bits where both attention paths read them so (tensor cores): half the bytes written and read, and
+        // no conversion pass before the products.
+        bool sixteenQkv = sixteen && x.Device.Kernels.FusedAttentionKeepsSixteenBits(Config.embed_dim / Config.num_heads, bias: false);
         Tensor a;
         using (var h = this.Produce(b.Sites[0], (w, bias) => Ops.LayerNorm(x, w, bias, LayerNormEps, sixteen)))
-        using (var qkv = this.ProduceLinear(b.Sites[1], h, seed))
+        using (var qkv = this.ProduceLinear(b.Sites[1], h, seed, gemmInput: sixteenQkv))
             a = Ops.Attention(qkv, Config.num_heads, gemmInput: sixteen && !classRowOnly); // the class row is sliced first
         if (classRowOnly)
         {
