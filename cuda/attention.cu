@@ -378,7 +378,10 @@ __device__ __forceinline__ void tc_accumulate(float acc[TC_HD / 8][4], const flo
 }
 
 // Writes (or adds) this warp's 16 rows × 64 dims of acc·factor at out + row·ld (rows below T only).
-__device__ __forceinline__ void store_tc_rows(float* out, long long ld, const float acc[TC_HD / 8][4], float factor, int T, int r0, int accumulate)
+// out16, when not null, gets each value stored in 16 bits at the same place (format 2 bf16, 3 fp16): a gradient's copy
+// for the products that read it (store_gradient).
+__device__ __forceinline__ void store_tc_rows(float* out, unsigned short* out16, int format, long long ld, const float acc[TC_HD / 8][4],
+                                              float factor, int T, int r0, int accumulate)
 {
     int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
 #pragma unroll
@@ -386,15 +389,15 @@ __device__ __forceinline__ void store_tc_rows(float* out, long long ld, const fl
     {
         if (r0 + g < T)
         {
-            float* o = out + (long long)(r0 + g) * ld + 8 * n + 2 * t;
-            store(o, acc[n][0] * factor, accumulate);
-            store(o + 1, acc[n][1] * factor, accumulate);
+            long long at = (long long)(r0 + g) * ld + 8 * n + 2 * t;
+            store_gradient(out, out16, format, at, acc[n][0] * factor, accumulate);
+            store_gradient(out, out16, format, at + 1, acc[n][1] * factor, accumulate);
         }
         if (r0 + g + 8 < T)
         {
-            float* o = out + (long long)(r0 + g + 8) * ld + 8 * n + 2 * t;
-            store(o, acc[n][2] * factor, accumulate);
-            store(o + 1, acc[n][3] * factor, accumulate);
+            long long at = (long long)(r0 + g + 8) * ld + 8 * n + 2 * t;
+            store_gradient(out, out16, format, at, acc[n][2] * factor, accumulate);
+            store_gradient(out, out16, format, at + 1, acc[n][3] * factor, accumulate);
         }
     }
 }
@@ -515,14 +518,15 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, unsigned short* 
     }
     long long yAt = (long long)a.b * T * a.C + (long long)a.h * HD;
     if (y16) store_tc_rows16(y16 + yAt, a.C, o, T, row0, precision);
-    else store_tc_rows(y + yAt, a.C, o, 1.f, T, row0, 0);
+    else store_tc_rows(y + yAt, nullptr, 0, a.C, o, 1.f, T, row0, 0);
     if (t == 0 && rowA < T) lse[(long long)a.bh * T + rowA] = mA + logf(lA);
     if (t == 0 && rowB < T) lse[(long long)a.bh * T + rowB] = mB + logf(lB);
 }
 
 // Backward, query side: delta [B, NH, T] = Σ_d dy·y per row, then (when dqkv is given) dq = scale·dS·k with
-// P = exp(s − lse) and dS = P ⊙ (dO·vᵀ − delta), into dqkv's q columns.
-extern "C" __global__ void fused_attention_backward_dq_tc(float* dqkv, float* delta, const float* dy, const float* y,
+// P = exp(s − lse) and dS = P ⊙ (dO·vᵀ − delta), into dqkv's q columns (and dqkv16's, in 16 bits, when not null).
+extern "C" __global__ void fused_attention_backward_dq_tc(float* dqkv, unsigned short* dqkv16, int copyFormat, float* delta,
+                                                         const float* dy, const float* y,
                                                          const unsigned short* y16, const float* lse,
                                                          const float* qkv, const unsigned short* qkv16, const float* bias,
                                                          const float* mask, int B, int T, int NH, int HD, int nW, float scale,
@@ -564,12 +568,14 @@ extern "C" __global__ void fused_attention_backward_dq_tc(float* dqkv, float* de
         tc_accumulate(dq, ds, kt, precision);
     }
     if (row0 >= T) return;
-    store_tc_rows(dqkv + (long long)a.b * T * a.ld + (long long)a.h * HD, a.ld, dq, scale, T, row0, accumulate);
+    long long dqAt = (long long)a.b * T * a.ld + (long long)a.h * HD;
+    store_tc_rows(dqkv + dqAt, dqkv16 ? dqkv16 + dqAt : nullptr, copyFormat, a.ld, dq, scale, T, row0, accumulate);
 }
 
 // Backward, key side: dk = scale·dSᵀ·q and dv = Pᵀ·dO for this block's keys, from Sᵀ = k·qᵀ and dPᵀ = v·dOᵀ, with
-// delta from fused_attention_backward_dq_tc; into dqkv's k and v columns.
-extern "C" __global__ void fused_attention_backward_dkdv_tc(float* dqkv, const float* delta, const float* dy, const float* lse,
+// delta from fused_attention_backward_dq_tc; into dqkv's k and v columns (and dqkv16's, in 16 bits, when not null).
+extern "C" __global__ void fused_attention_backward_dkdv_tc(float* dqkv, unsigned short* dqkv16, int copyFormat, const float* delta,
+                                                           const float* dy, const float* lse,
                                                            const float* qkv, const unsigned short* qkv16, const float* bias,
                                                            const float* mask, int B, int T, int NH, int HD, int nW, float scale,
                                                            int accumulate, int precision)
@@ -598,9 +604,10 @@ extern "C" __global__ void fused_attention_backward_dkdv_tc(float* dqkv, const f
         tc_accumulate(dk, dst, qt, precision);
     }
     if (key0 >= T) return;
-    float* dkHead = dqkv + (long long)a.b * T * a.ld + a.C + (long long)a.h * HD;
-    store_tc_rows(dkHead, a.ld, dk, scale, T, key0, accumulate);
-    store_tc_rows(dkHead + a.C, a.ld, dv, 1.f, T, key0, accumulate);
+    long long dkAt = (long long)a.b * T * a.ld + a.C + (long long)a.h * HD;
+    unsigned short* dk16 = dqkv16 ? dqkv16 + dkAt : nullptr;
+    store_tc_rows(dqkv + dkAt, dk16, copyFormat, a.ld, dk, scale, T, key0, accumulate);
+    store_tc_rows(dqkv + dkAt + a.C, dk16 ? dk16 + a.C : nullptr, copyFormat, a.ld, dv, 1.f, T, key0, accumulate);
 }
 
 // Backward, query side: delta [B, NH, T] = Σ_d dy·y per row and head; dq = scale·Σ_j dS·k with the probabilities

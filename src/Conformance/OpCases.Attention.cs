@@ -137,7 +137,7 @@ public static partial class OpCases
                 {
                     using var dqkv = Tensor.Zeros(dev, B, T, 3 * C);
                     using var delta = Tensor.Empty(dev, DType.F32, B, NH, T);
-                    k.FusedAttentionBackward(dqkv.Data, null, delta.Data, dy.Data, output, lse.Data, source, bias.Data, mask.Data, B, T, NH, HD, nW, scale, false);
+                    k.FusedAttentionBackward(dqkv.Data, null, null, delta.Data, dy.Data, output, lse.Data, source, bias.Data, mask.Data, B, T, NH, HD, nW, scale, false);
                     return (dqkv.ToArray(), delta.ToArray());
                 }
                 var want = Backward(qkv.Data, y.Data);
@@ -214,7 +214,7 @@ public static partial class OpCases
                 using var scratch = Tensor.Zeros(dev, 2 * B * T * 3 * C + NH * T * T);
                 try
                 {
-                    k.FusedAttentionBackward(scratch.Data, scratch.Data + B * T * 3 * C, scratch.Data + 2 * B * T * 3 * C, dy.Data, dy.Data, dy.Data,
+                    k.FusedAttentionBackward(scratch.Data, null, scratch.Data + B * T * 3 * C, scratch.Data + 2 * B * T * 3 * C, dy.Data, dy.Data, dy.Data,
                         GemmOperand.Packed(packed.HalfData), bias.Data, mask.Data, B, T, NH, HD, nW, 1f, false);
                     throw new ConformanceException($"{name}: FusedAttentionBackward took a 16-bit qkv with a bias gradient");
                 }

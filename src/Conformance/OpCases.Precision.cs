@@ -587,11 +587,12 @@ public static partial class OpCases
 
     /// <summary>A gradient's 16-bit copy, written by the backward kernel that stores the gradient last, for the products of
     /// the Linear layer that made the tensor (<c>Tensor.GradCopy</c>). Kernels: LayerNormBackward (one pass with parameter
-    /// sums; two kernels for rows of 1,030 or without them) and SplitHeadsBackward (head dims 8 and 3), written and
-    /// accumulated, leave dx bit for bit as without the copy, and the copy is dx rounded. Ops: a block's pattern (the
-    /// norm before qkv, the unfused attention, a projection joining the stream, a second norm and layer) trains bit
-    /// for bit as with nothing in 16 bits, with a consumer of the stream whose backward runs before the norm's (the copy
-    /// is used) and one whose runs after it (the copy is stale and dropped).</summary>
+    /// sums; two kernels for rows of 1,030 or without them), SplitHeadsBackward (head dims 8 and 3) and
+    /// FusedAttentionBackward (head dim 64, tensor cores on CUDA; head dim 8), written and accumulated, leave dx bit for
+    /// bit as without the copy, and the copy is dx rounded. Ops: a block's pattern (the norm before qkv, the unfused
+    /// attention, a projection joining the stream, a second norm and layer) trains bit for bit as with nothing in 16
+    /// bits, with a consumer of the stream whose backward runs before the norm's (the copy is used) and one whose runs
+    /// after it (the copy is stale and dropped); so does a norm, a 16-bit qkv and the fused attention at head dim 64.</summary>
     static unsafe void GradientCopies(Device dev)
     {
         var k = dev.Kernels;
@@ -648,6 +649,22 @@ public static partial class OpCases
                     CheckKernel($"SplitHeadsBackward head dim {HD}", 3 * part, (dqkv, copy, accumulate) =>
                         k.SplitHeadsBackward((float*)dqkv, (ushort*)copy, heads.Data, heads.Data + part, heads.Data + 2 * part, B, T, NH, HD, accumulate), 408);
                 }
+                foreach (int HD in new[] { 64, 8 }) // the tensor-core kernels (CUDA), and the FMA ones
+                {
+                    const int B = 2, T = 21, NH = 2;
+                    int C = NH * HD;
+                    float scale = 1f / MathF.Sqrt(HD);
+                    using var made = new CaseTensors(dev);
+                    var qkv = made.Uniform(421, 2f, B, T, 3 * C);
+                    var dy = made.Uniform(422, 1f, B, T, C);
+                    var y = made.Own(Tensor.Empty(dev, DType.F32, B, T, C));
+                    var lse = made.Own(Tensor.Empty(dev, DType.F32, B, NH, T));
+                    var delta = made.Own(Tensor.Empty(dev, DType.F32, B, NH, T));
+                    k.FusedAttentionForward(y.Data, null, lse.Data, qkv.Data, null, null, B, T, NH, HD, 1, scale);
+                    CheckKernel($"FusedAttentionBackward head dim {HD}", (long)B * T * 3 * C, (dqkv, copy, accumulate) =>
+                        k.FusedAttentionBackward((float*)dqkv, (ushort*)copy, null, delta.Data, dy.Data, y.Data, lse.Data, qkv.Data, null, null,
+                            B, T, NH, HD, 1, scale, accumulate), 423);
+                }
 
                 // A block's pattern, trained with the copies and with nothing in 16 bits (no copies, float32 everywhere
                 // between the products): the same gradients bit for bit. A ScaleShift of the stream y is recorded after the
@@ -690,8 +707,37 @@ public static partial class OpCases
                         }
                         return [.. trained.Select(p => p.Grad!.ToArray())];
                     }
-                    var (want, got) = (Run(sixteen: false), Run(sixteen: true));
-                    string[] names = ["dx", "dW qkv", "db qkv", "dW proj", "db proj", "dW2", "db2", "dscale", "dshift"];
+                    CheckSameGradients(variant, Run(sixteen: false), Run(sixteen: true), ["dx", "dW qkv", "db qkv", "dW proj", "db proj", "dW2", "db2", "dscale", "dshift"]);
+                }
+                // The fused attention at head dim 64 (tensor cores on CUDA: q|k|v in 16 bits from the qkv layer, and its
+                // backward's copy of dqkv for that layer's products).
+                float[][] RunFused(bool sixteen)
+                {
+                    Ops.SaveGemmOperandsInGemmPrecision = sixteen;
+                    const int B = 2, T = 9, C = 128;
+                    using var made = new CaseTensors(dev);
+                    var x = made.Uniform(431, 2f, B, T, C);
+                    var wqkv = made.Uniform(432, 0.2f, 3 * C, C);
+                    var bqkv = made.Uniform(433, 0.5f, 3 * C);
+                    var wp = made.Uniform(434, 0.2f, C, C);
+                    var upstream = made.Uniform(435, 1f, B, T, C);
+                    Tensor[] trained = [x, wqkv, bqkv, wp];
+                    foreach (var p in trained) p.RequiresGrad = true;
+                    var tape = new Autograd.Tape();
+                    using (tape.Record())
+                    {
+                        using var h = Ops.LayerNorm(x, null, null, 1e-5f, gemmInput: true);
+                        using var qkv = Ops.Linear(h, wqkv, bqkv, gemmInput: k.FusedAttentionKeepsSixteenBits(64, bias: false));
+                        using var a = Ops.Attention(qkv, 2, fused: true);
+                        using var y = Ops.Linear(a, wp, null, x);
+                        tape.Backward(y, upstream);
+                    }
+                    return [.. trained.Select(p => p.Grad!.ToArray())];
+                }
+                CheckSameGradients("fused attention, head dim 64", RunFused(sixteen: false), RunFused(sixteen: true), ["dx", "dW qkv", "db qkv", "dW proj"]);
+
+                void CheckSameGradients(string variant, float[][] want, float[][] got, string[] names)
+                {
                     for (int g = 0; g < names.Length; g++)
                         for (int i = 0; i < want[g].Length; i++)
                             if (!Same(want[g][i], got[g][i]))

@@ -195,8 +195,9 @@ public unsafe interface IKernels
     /// (Σ_d dy·y per row and head). qkv float32, or packed in the 16-bit <see cref="GemmPrecision"/> where
     /// <see cref="FusedAttentionKeepsSixteenBits"/> says the backend reads it so (the values the kernels round q, k and v
     /// to: the same results); y likewise float32 or the forward's 16-bit yPacked (Σ dy·y then sums the rounded values).
-    /// The CPU widens packed values; CUDA refuses those its tensor-core kernels do not take.</summary>
-    void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, GemmOperand y, float* lse, GemmOperand qkv, float* bias,
+    /// The CPU widens packed values; CUDA refuses those its tensor-core kernels do not take. dqkvCopy as
+    /// <see cref="LayerNormBackward"/>'s dxCopy (the qkv layer's products read it).</summary>
+    void FusedAttentionBackward(float* dqkv, ushort* dqkvCopy, float* dbias, float* delta, float* dy, GemmOperand y, float* lse, GemmOperand qkv, float* bias,
         float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate);
 
     /// <summary>Whether the fused attention's kernels, for heads of <paramref name="headDim"/> with or without a trained

@@ -276,10 +276,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, GemmOperand y, float* lse, GemmOperand qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate)
+    public void FusedAttentionBackward(float* dqkv, ushort* dqkvCopy, float* dbias, float* delta, float* dy, GemmOperand y, float* lse, GemmOperand qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate)
     {
         long start = Begin(KernelId.FusedAttentionBackward);
-        Inner.FusedAttentionBackward(dqkv, dbias, delta, dy, y, lse, qkv, bias, mask, B, T, NH, HD, nW, scale, accumulate);
+        Inner.FusedAttentionBackward(dqkv, dqkvCopy, dbias, delta, dy, y, lse, qkv, bias, mask, B, T, NH, HD, nW, scale, accumulate);
         End(KernelId.FusedAttentionBackward, start);
     }
 

@@ -198,7 +198,7 @@ public static unsafe partial class Ops
             float* dqkv = Tape.GradOutputIfNeeded(s.Qkv, out bool acc);
             if (dbias == null && dqkv == null) return;
             using var delta = Tensor.Empty(y.Device, DType.F32, B, NH, T);
-            y.Device.Kernels.FusedAttentionBackward(dqkv, dbias, delta.Data, y.Grad!.Data, Tape.Operand(s.YKept), s.Lse.Data, Tape.Operand(s.QkvKept),
+            y.Device.Kernels.FusedAttentionBackward(dqkv, Tape.GradCopyIfWanted(s.Qkv), dbias, delta.Data, y.Grad!.Data, Tape.Operand(s.YKept), s.Lse.Data, Tape.Operand(s.QkvKept),
                 s.BiasKept == null ? null : s.BiasKept.Data, s.MaskKept == null ? null : s.MaskKept.Data, B, T, NH, C / NH,
                 s.Windows, s.Scale, acc);
         }

@@ -194,10 +194,11 @@ public sealed unsafe partial class CpuKernels
 
     /// <inheritdoc/>
     /// <remarks>A packed qkv is widened first (the values the products round it to). y is not read: the CPU's Σ dy·y
-    /// is the row sum Σ_j P·dP of the recomputed probabilities.</remarks>
-    public void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, GemmOperand y, float* lse, GemmOperand qkv, float* bias,
+    /// is the row sum Σ_j P·dP of the recomputed probabilities. A gradient copy is packed from dqkv once it is complete.</remarks>
+    public void FusedAttentionBackward(float* dqkv, ushort* dqkvCopy, float* dbias, float* delta, float* dy, GemmOperand y, float* lse, GemmOperand qkv, float* bias,
         float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate)
     {
+        var copyFormat = (Precision)GemmPrecision.GradientCopyFormat(dqkv, dqkvCopy, "FusedAttentionBackward");
         using var wide = Widened(qkv, (long)B * T * 3 * NH * HD, out float* qkvValues);
         // Images in a fixed number of groups (set by B alone): each (group, head) task sums its images' score gradients
         // into its own bias partial, added up in order afterwards, so dbias does not depend on the thread count.
@@ -210,6 +211,7 @@ public sealed unsafe partial class CpuKernels
             Partials = dbias == null ? null : Partials(groups * NH, tt),
         };
         CpuParallel.For(groups * NH, ref body);
+        if (dqkvCopy != null) PackLowPrecision(dqkvCopy, dqkv, (long)B * T * 3 * NH * HD, copyFormat);
         if (dbias == null) return;
         for (int h = 0; h < NH; h++)
             for (int g = 0; g < groups; g++)

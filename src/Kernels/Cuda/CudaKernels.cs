@@ -511,10 +511,11 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     /// <inheritdoc/>
     /// <remarks>A packed qkv or y only where <see cref="FusedAttentionKeepsSixteenBits"/>: the tensor-core kernels read
     /// them as they are.</remarks>
-    public void FusedAttentionBackward(float* dqkv, float* dbias, float* delta, float* dy, GemmOperand y, float* lse, GemmOperand qkv, float* bias,
+    public void FusedAttentionBackward(float* dqkv, ushort* dqkvCopy, float* dbias, float* delta, float* dy, GemmOperand y, float* lse, GemmOperand qkv, float* bias,
         float* mask, int B, int T, int NH, int HD, int nW, float scale, bool accumulate)
     {
         CheckFusedHeadDim(HD);
+        int copyFormat = GemmPrecision.GradientCopyFormat(dqkv, dqkvCopy, "FusedAttentionBackward");
         if (B * T * NH == 0) return;
         int windows = mask == null ? 1 : nW;
         ushort* qkv16 = qkv.IsPacked ? qkv.Halves : null, y16 = y.IsPacked ? y.Halves : null;
@@ -527,9 +528,9 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         if (sixteen || TensorCoreAttention(HD, qkvFloats, dy))
         {
             var tcGrid = TensorCoreAttentionGrid(B, T, NH);
-            _runtime.Launch(Attention.FusedAttentionBackwardDqTc, tcGrid, new Dim3(128), dqkv, delta, dy, yFloats, y16, lse, qkvFloats, qkv16, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
+            _runtime.Launch(Attention.FusedAttentionBackwardDqTc, tcGrid, new Dim3(128), dqkv, dqkvCopy, copyFormat, delta, dy, yFloats, y16, lse, qkvFloats, qkv16, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
             if (dqkv != null)
-                _runtime.Launch(Attention.FusedAttentionBackwardDkdvTc, tcGrid, new Dim3(128), dqkv, delta, dy, lse, qkvFloats, qkv16, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
+                _runtime.Launch(Attention.FusedAttentionBackwardDkdvTc, tcGrid, new Dim3(128), dqkv, dqkvCopy, copyFormat, delta, dy, lse, qkvFloats, qkv16, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
             if (dbias != null)
                 WarpPerRow(Attention.FusedAttentionBackwardBias, (long)NH * T, dbias, delta, dy, lse, qkvFloats, bias, mask, B, T, NH, HD, windows, scale, (int)GemmPrecision);
             return;
@@ -540,6 +541,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
             _runtime.Launch(Attention.FusedAttentionBackwardDkdv, grid, block, dqkv, delta, dy, lse, qkvFloats, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
         if (dbias != null)
             WarpPerRow(Attention.FusedAttentionBackwardBias, (long)NH * T, dbias, delta, dy, lse, qkvFloats, bias, mask, B, T, NH, HD, windows, scale, (int)GemmPrecision);
+        if (dqkvCopy != null) PackLowPrecision(dqkvCopy, dqkv, (long)B * T * 3 * NH * HD, GemmPrecision); // the FMA kernels write float32 only
     }
 
     static void CheckFusedHeadDim(int HD)
