@@ -688,11 +688,7 @@ public static partial class OpCases
                         var b2 = made.Uniform(417, 0.5f, C);
                         var scale = made.Uniform(418, 1.5f, C);
                         var shift = made.Uniform(419, 0.5f, C);
-                        var upstream = made.Uniform(420, 1f, B, T, C);
-                        Tensor[] trained = [x, wqkv, bqkv, wp, bp, w2, b2, scale, shift];
-                        foreach (var p in trained) p.RequiresGrad = true;
-                        var tape = new Autograd.Tape();
-                        using (tape.Record())
+                        return Gradients([x, wqkv, bqkv, wp, bp, w2, b2, scale, shift], made.Uniform(420, 1f, B, T, C), () =>
                         {
                             using var h = Ops.LayerNorm(x, null, null, 1e-5f, gemmInput: true);
                             using var qkv = Ops.Linear(h, wqkv, bqkv);
@@ -702,10 +698,8 @@ public static partial class OpCases
                             using var n2 = Ops.LayerNorm(y, null, null, 1e-5f, gemmInput: true);
                             using var f = Ops.Linear(n2, w2, b2, y);
                             using var late = extraFirst ? null : Ops.ScaleShift(y, scale, shift);
-                            using var output = Ops.Add(f, early ?? late!);
-                            tape.Backward(output, upstream);
-                        }
-                        return [.. trained.Select(p => p.Grad!.ToArray())];
+                            return Ops.Add(f, early ?? late!);
+                        });
                     }
                     CheckSameGradients(variant, Run(sixteen: false), Run(sixteen: true), ["dx", "dW qkv", "db qkv", "dW proj", "db proj", "dW2", "db2", "dscale", "dshift"]);
                 }
@@ -720,21 +714,28 @@ public static partial class OpCases
                     var wqkv = made.Uniform(432, 0.2f, 3 * C, C);
                     var bqkv = made.Uniform(433, 0.5f, 3 * C);
                     var wp = made.Uniform(434, 0.2f, C, C);
-                    var upstream = made.Uniform(435, 1f, B, T, C);
-                    Tensor[] trained = [x, wqkv, bqkv, wp];
-                    foreach (var p in trained) p.RequiresGrad = true;
-                    var tape = new Autograd.Tape();
-                    using (tape.Record())
+                    return Gradients([x, wqkv, bqkv, wp], made.Uniform(435, 1f, B, T, C), () =>
                     {
                         using var h = Ops.LayerNorm(x, null, null, 1e-5f, gemmInput: true);
                         using var qkv = Ops.Linear(h, wqkv, bqkv, gemmInput: k.FusedAttentionKeepsSixteenBits(64, bias: false));
                         using var a = Ops.Attention(qkv, 2, fused: true);
-                        using var y = Ops.Linear(a, wp, null, x);
-                        tape.Backward(y, upstream);
+                        return Ops.Linear(a, wp, null, x);
+                    });
+                }
+                CheckSameGradients("fused attention, head dim 64", RunFused(sixteen: false), RunFused(sixteen: true), ["dx", "dW qkv", "db qkv", "dW proj"]);
+
+                // Every trained tensor's gradient after one backward of forward()'s output from upstream.
+                static float[][] Gradients(Tensor[] trained, Tensor upstream, Func<Tensor> forward)
+                {
+                    foreach (var p in trained) p.RequiresGrad = true;
+                    var tape = new Autograd.Tape();
+                    using (tape.Record())
+                    {
+                        using var output = forward();
+                        tape.Backward(output, upstream);
                     }
                     return [.. trained.Select(p => p.Grad!.ToArray())];
                 }
-                CheckSameGradients("fused attention, head dim 64", RunFused(sixteen: false), RunFused(sixteen: true), ["dx", "dW qkv", "db qkv", "dW proj"]);
 
                 void CheckSameGradients(string variant, float[][] want, float[][] got, string[] names)
                 {
