@@ -147,6 +147,37 @@ public class FineTuneRunTests
     }
 
     [Test]
+    public void TheRunLogNamesTheAttentionPathsItMeasured()
+    {
+        // A GPU measures the attention path per shape where the fused kernels run on tensor cores (head dim 64, bf16);
+        // the emulated device runs the same kernels, with the measurement switched on here.
+        var device = (CudaDevice)Backends.Get("emulated-cuda");
+        File.WriteAllText(Path.Combine(_root, "vit64.json"),
+            """{ "img_size": 16, "patch_size": 4, "in_chans": 3, "embed_dim": 128, "depth": 1, "num_heads": 2, "mlp_ratio": 1 }""");
+        MiniVtab.Write(Path.Combine(_root, "data"), "tint", train: 32, test: 10);
+        var config = Config("tint", "gps", epochs: 1, lr: 1e-2f) with { Model = Path.Combine(_root, "vit64.json"), Precision = Engine.Kernels.Precision.BF16 };
+        var lines = new List<string>();
+        bool previous = device.TunesAttention;
+        try
+        {
+            device.TunesAttention = true;
+            device.ForgetAttentionChoices();
+            FineTuneRun.Execute(config, Path.Combine(_root, "runs", "measured"), device, Options(lines: lines));
+        }
+        finally
+        {
+            device.TunesAttention = previous;
+            device.ForgetAttentionChoices();
+        }
+        // GPS's selection trains on its own batches (measured there, before it is announced), then training on batches of 16.
+        var choices = lines.Where(l => l.StartsWith("attention ", StringComparison.Ordinal)).ToList();
+        string all = string.Join("\n", lines);
+        Assert.That(choices, Has.Some.StartsWith("attention 16×17×2×64 bf16: ").And.Contains(" ms"), all);
+        Assert.That(choices.Select(c => c[..c.IndexOf(':')]), Is.Unique, "each shape measured once");
+        Assert.That(lines.IndexOf(choices[0]), Is.LessThan(lines.FindIndex(l => l.StartsWith("gps selection", StringComparison.Ordinal))), all);
+    }
+
+    [Test]
     public void ALiveLockRefusesASecondWriterAndAStaleOneIsTakenOver()
     {
         MiniVtab.Write(Path.Combine(_root, "data"), "tint", train: 32, test: 10);

@@ -91,6 +91,7 @@ public static class FineTuneRun
         using var runLock = RunLock.Acquire(runDir);
         string configPath = Path.Combine(runDir, "config.json"), statePath = Path.Combine(runDir, "state.json");
         var log = options.Log ?? (_ => { });
+        using var choices = device.ReportAttentionChoices(choice => log(choice.ToString())); // GPS's and SCT's selection trains too
         if (options.Resume)
         {
             if (!File.Exists(configPath)) throw new InvalidOperationException($"{runDir}: nothing to resume (no config.json)");
@@ -140,7 +141,6 @@ public static class FineTuneRun
             (config.Precision == Precision.FP32 ? "" : $", GEMM operands in {config.Precision.Name()}{(config.Precision == Precision.FP16 ? " with loss scaling" : "")}") +
             (config.CudaGraph && device is CudaDevice ? ", steps replayed from a CUDA graph" : ""));
 
-        using var choices = device.ReportAttentionChoices(choice => log(choice.ToString()));
         int stepsPerEpoch = Math.Max(1, train.Count / recipe.BatchSize);
         long totalSteps = (long)stepsPerEpoch * recipe.TotalEpochs, stepsDone = (long)stepsPerEpoch * state.EpochsDone;
         var clock = Stopwatch.StartNew();
