@@ -131,8 +131,9 @@ public sealed unsafe class Tape
         return Keep(packed);
     }
 
-    /// <summary>A saved tensor as a GEMM operand (or <see cref="IKernels.SparseWeightGrad"/>'s x): its float32 values, or
-    /// its 16-bit values as <see cref="SaveInPrecision"/> packed them, which the kernels read with no widened copy.</summary>
+    /// <summary>A saved tensor (or any float32 or 16-bit one) as a GEMM operand (or <see cref="IKernels.SparseWeightGrad"/>'s
+    /// x, attention's qkv): its float32 values, or its 16-bit values as <see cref="SaveInPrecision"/> packed them, which the
+    /// kernels read with no widened copy.</summary>
     internal static GemmOperand Operand(Tensor saved) => saved.DType == DType.F32 ? saved.Data : GemmOperand.Packed(saved.HalfData);
 
     /// <summary>A saved tensor's 16-bit values, or null when it was saved in float32: what a Linear's forward may read

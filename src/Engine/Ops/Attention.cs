@@ -80,7 +80,7 @@ public static unsafe partial class Ops
             // An output only products read is written in 16 bits there too, and kept so.
             var output = OutputFor(dev, gemmInput && sixteen, [B, T, C]);
             var lse = Tensor.Empty(dev, DType.F32, B, heads, T);
-            k.FusedAttentionForward(Floats(output), Halves(output), lse.Data, Operand(values), bias == null ? null : bias.Data, mask == null ? null : mask.Data,
+            k.FusedAttentionForward(Floats(output), Halves(output), lse.Data, Tape.Operand(values), bias == null ? null : bias.Data, mask == null ? null : mask.Data,
                 B, T, heads, HD, nW, s);
             if (Tape.ShouldRecord(qkv, bias))
                 Tape.Push(output, new FusedAttentionSaved
@@ -97,7 +97,7 @@ public static unsafe partial class Ops
         // reads them so, and the tape keeps them (autocast's saved q, k, v).
         long tt = (long)T * T, th = (long)T * HD, part = (long)B * heads * th;
         var headsQkv = OutputFor(dev, gemmInput: true, [3, B, heads, T, HD]);
-        k.SplitHeads(Floats(headsQkv), Halves(headsQkv), Operand(values), B, T, heads, HD);
+        k.SplitHeads(Floats(headsQkv), Halves(headsQkv), Tape.Operand(values), B, T, heads, HD);
         var p = Tensor.Empty(dev, DType.F32, B, heads, T, T);
         k.GemmStridedBatched(false, true, T, T, HD, s, Part(headsQkv, 0, part), HD, th, Part(headsQkv, 1, part), HD, th, 0f, p.Data, T, tt, B * heads);
         // P in float32 for the softmax's backward, and (16-bit heads) its 16-bit copy for the product with v.
@@ -117,9 +117,6 @@ public static unsafe partial class Ops
         }
         return y;
     }
-
-    /// <summary>A tensor's values as a kernel operand: float32, or its 16-bit values.</summary>
-    static GemmOperand Operand(Tensor t) => t.DType == DType.F32 ? t.Data : GemmOperand.Packed(t.HalfData);
 
     /// <summary>A float32 copy of a 16-bit tensor (for kernels that read float32).</summary>
     static Tensor Widen(Tensor t)
