@@ -50,6 +50,24 @@ extern "C" __global__ void gelu_backward(float* dx, unsigned short* dx16, int co
     });
 }
 
+// The backward of bias_gelu_forward's bias and GELU for a Linear whose products read their dy in 16 bits: dx = dy · (Φ(h)
+// + h·φ(h)) [rows, cols], written in 16 bits only (dx16, format 2 bf16, 3 fp16), and dbias += Σ_r dx in float32: the
+// values gelu_backward writes and the sums column_sum_strided takes of them (the same slices, the same order: bias_grad's
+// bits), without the float32 dx written and read again. h float32 (hFormat 0) or 16-bit (LinearGelu's pre-activation
+// as kept). Grid (ceil(cols/32), 1, slices), block (32, COLUMN_THREADS_Y), as column_sum_strided.
+extern "C" __global__ void bias_gelu_backward(unsigned short* dx16, int format, float* dbias, float* partials, const float* dy, const void* h,
+                                             int hFormat, int rows, int cols)
+{
+    int c = blockIdx.x * 32 + threadIdx.x;
+    float total = column_sum(rows, c < cols, [&](int r) {
+        long long i = (long long)r * cols + c;
+        float g[4] = {dy[i] * gelu_slope(load_operand(h, hFormat, i)), 0.f, 0.f, 0.f};
+        store_halves(dx16, i, g, 1, format);
+        return g[0];
+    });
+    if (threadIdx.y == 0 && c < cols) column_result(dbias, partials, cols, c, total, 1.f, 1);
+}
+
 // y = max(x, 0).
 extern "C" __global__ void relu_forward(float* y, const float* x, long long n)
 {

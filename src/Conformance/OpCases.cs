@@ -27,6 +27,7 @@ public static partial class OpCases
         ("L2Normalize", L2Normalize),
         // Activations
         ("Gelu", Gelu),
+        ("BiasGeluBackward", BiasGeluBackward),
         ("Relu", Relu),
         // Softmax
         ("Softmax", Softmax),

@@ -136,6 +136,12 @@ public unsafe interface IKernels
     /// dxCopy: null, or where dx (written, not accumulated) is also written in the 16-bit <see cref="GemmPrecision"/>: the
     /// products' copy of a gradient that a bias sums in float32 (fc1's).</summary>
     void GeluBackward(float* dx, ushort* dxCopy, float* dy, GemmOperand x, long n, bool accumulate);
+    /// <summary>The backward of <see cref="LinearGeluForward"/>'s bias and GELU where the Linear's products read dh in 16
+    /// bits: dh = dy·(Φ(h) + h·φ(h)) [rows, cols] written only into dhPacked, in the 16-bit <see cref="GemmPrecision"/>,
+    /// and dbias [cols] += Σ_rows dh in float32. Bit for bit <see cref="GeluBackward"/> (dx float32, dxCopy dhPacked) then
+    /// <see cref="BiasGrad"/> over that dx, without the float32 dh written and read again. h as in
+    /// <see cref="GeluBackward"/>.</summary>
+    void BiasGeluBackward(ushort* dhPacked, float* dbias, float* dy, GemmOperand h, int rows, int cols);
     /// <summary>ReLU: y = max(x, 0); n elements (y may be x).</summary>
     void ReluForward(float* y, float* x, long n);
     /// <summary>dx = dy where x &gt; 0, else 0 (PyTorch's rule at 0).</summary>

@@ -172,6 +172,14 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void BiasGeluBackward(ushort* dhPacked, float* dbias, float* dy, GemmOperand h, int rows, int cols)
+    {
+        long start = Begin(KernelId.BiasGeluBackward);
+        Inner.BiasGeluBackward(dhPacked, dbias, dy, h, rows, cols);
+        End(KernelId.BiasGeluBackward, start);
+    }
+
+    /// <inheritdoc/>
     public void ReluForward(float* y, float* x, long n)
     {
         long start = Begin(KernelId.ReluForward);
@@ -603,6 +611,8 @@ public enum KernelId
     GeluForward,
     /// <summary><see cref="IKernels.GeluBackward"/></summary>
     GeluBackward,
+    /// <summary><see cref="IKernels.BiasGeluBackward"/></summary>
+    BiasGeluBackward,
     /// <summary><see cref="IKernels.ReluForward"/></summary>
     ReluForward,
     /// <summary><see cref="IKernels.ReluBackward"/></summary>

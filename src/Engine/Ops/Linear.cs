@@ -237,12 +237,20 @@ public static unsafe partial class Ops
         public static void Backward(ref LinearGeluSaved s, Tensor y)
         {
             var k = y.Device.Kernels;
-            using var dh = Tensor.Empty(y.Device, DType.F32, y.Shape);
             // Where the backend reads packed operands, the products' 16-bit copy of dh is written with it (the bias sums the
             // float32 dh): no packing pass before the products.
             var type = k.ReadsPackedGemmOperands && s.Linear.ProductsReadDy ? GemmInputType(y.Device) : null;
             using var copy = type == null ? null : Tensor.Empty(y.Device, type.Value, y.Shape);
-            k.GeluBackward(dh.Data, Halves(copy), y.Grad!.Data, Tape.Operand(s.PreActivation), y.Count, false);
+            var h = Tape.Operand(s.PreActivation);
+            if (copy != null && !s.Linear.SparseWeight && Tape.GradAccumulatorIfNeeded(s.Linear.Bias) is var db && db != null)
+            {
+                // Only the products and the bias read dh: the bias sums it as it is made, and it is written in 16 bits alone.
+                k.BiasGeluBackward(copy.HalfData, db, y.Grad!.Data, h, s.Linear.Rows, s.Linear.N);
+                LinearSaved.Backward(ref s.Linear, k, GemmOperand.Packed(copy.HalfData), biasDone: true);
+                return;
+            }
+            using var dh = Tensor.Empty(y.Device, DType.F32, y.Shape);
+            k.GeluBackward(dh.Data, Halves(copy), y.Grad!.Data, h, y.Count, false);
             LinearSaved.Backward(ref s.Linear, k, dh.Data, Halves(copy));
         }
     }
@@ -300,9 +308,9 @@ public static unsafe partial class Ops
         }
 
         /// <summary>The backward from the output gradient dy [Rows, N]: float32, or 16-bit in the GEMMs' format when
-        /// only the products read it (no bias gradient, no sparse entries). <paramref name="dyCopy"/>: null, or a float32
-        /// dy's 16-bit copy, which the products read instead.</summary>
-        public static void Backward(ref LinearSaved s, Kernels.IKernels k, GemmOperand dy, ushort* dyCopy = null)
+        /// only the products read it (no sparse entries; no bias gradient, or one <paramref name="biasDone"/> already).
+        /// <paramref name="dyCopy"/>: null, or a float32 dy's 16-bit copy, which the products read instead.</summary>
+        public static void Backward(ref LinearSaved s, Kernels.IKernels k, GemmOperand dy, ushort* dyCopy = null, bool biasDone = false)
         {
             int rows = s.Rows, N = s.N, K = s.K;
             GemmOperand x = s.XKept == null ? default : Tape.Operand(s.XKept);
@@ -321,7 +329,7 @@ public static unsafe partial class Ops
                 k.SparseWeightGrad(Tape.SparseGradAccumulator(s.Weight), dy.Floats, x, index.IntData, rows, N, K, index.Shape[1]);
             }
             else if (dw != null) k.Gemm(true, false, N, K, rows, 1f, gradY, N, x, K, 1f, dw, K);
-            float* db = Tape.GradAccumulatorIfNeeded(s.Bias);
+            float* db = biasDone ? null : Tape.GradAccumulatorIfNeeded(s.Bias);
             if (db != null) k.BiasGrad(db, dy.Floats, rows, N);
         }
     }

@@ -33,6 +33,17 @@ public sealed unsafe partial class CpuKernels
         if (dxCopy != null) PackLowPrecision(dxCopy, dx, n, copy);
     }
 
+    /// <inheritdoc/>
+    /// <remarks>GELU's backward into a float32 scratch, then its 16-bit copy and BiasGrad over it (the CPU's Linear reads
+    /// float32, so no model calls this here).</remarks>
+    public void BiasGeluBackward(ushort* dhPacked, float* dbias, float* dy, GemmOperand h, int rows, int cols)
+    {
+        long n = (long)rows * cols;
+        using var dh = new NativeBuffer(n * sizeof(float));
+        GeluBackward((float*)dh.Pointer, dhPacked, dy, h, n, false);
+        BiasGrad(dbias, (float*)dh.Pointer, rows, cols);
+    }
+
     /// <summary>GELU's backward from 16-bit inputs: each run of up to 512 of them widened on the stack, then the
     /// float32 backward on it (the same values, so the same bits as from a widened copy).</summary>
     struct GeluBackwardPackedBody : IRangeBody

@@ -20,6 +20,8 @@ public static class CudaKernelHandles
         public static readonly CudaKernel GeluForward = new(File, "gelu_forward");
         /// <summary><c>gelu_backward</c>.</summary>
         public static readonly CudaKernel GeluBackward = new(File, "gelu_backward");
+        /// <summary><c>bias_gelu_backward</c>.</summary>
+        public static readonly CudaKernel BiasGeluBackward = new(File, "bias_gelu_backward");
         /// <summary><c>bias_gelu_forward</c>.</summary>
         public static readonly CudaKernel BiasGeluForward = new(File, "bias_gelu_forward");
         /// <summary><c>relu_forward</c>.</summary>

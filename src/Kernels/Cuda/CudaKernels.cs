@@ -326,6 +326,19 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     }
 
     /// <inheritdoc/>
+    /// <remarks>One column reduction (<see cref="BiasGrad"/>'s slices and order) that stores each dh it sums.</remarks>
+    public void BiasGeluBackward(ushort* dhPacked, float* dbias, float* dy, GemmOperand h, int rows, int cols)
+    {
+        h.CheckFor(GemmPrecision, "BiasGeluBackward");
+        int format = (int)GemmPrecision.SixteenBitsFor("BiasGeluBackward");
+        int slices = ColumnSlices(rows, cols, 1, cols, 1);
+        float* partials = slices > 1 ? ColumnPartials() : null;
+        ColumnBlocks(Activations.BiasGeluBackward, cols, 1, slices, dhPacked, format, dbias, partials, dy, h.Data,
+            h.IsPacked ? (int)GemmPrecision : (int)Precision.FP32, rows, cols);
+        FinishColumnSlices(dbias, partials, cols, slices, 1f, true);
+    }
+
+    /// <inheritdoc/>
     public void ReluForward(float* y, float* x, long n) => GridStride(Activations.ReluForward, n, y, x, n);
 
     /// <inheritdoc/>
