@@ -42,6 +42,7 @@ public static unsafe class DeviceBenchmarks
         new("unpack-bf16", "N", 1, "a kept bfloat16 activation widened back to float32"),
         new("bias", "ROWSxCOLS", 2, "y = x + bias per column"),
         new("bias-grad", "ROWSxCOLS", 2, "a bias gradient: column sums of dy over the rows"),
+        new("bias-gelu-backward", "ROWSxCOLS", 2, "fc1's GELU and bias backward in bf16 in one pass: dh in bf16 for the products from dy and the bf16 pre-activation, the bias summed"),
         new("scale-shift", "ROWSxCOLS", 2, "SSF: y = x·scale + shift per column"),
         new("scale-shift-backward", "ROWSxCOLS", 2, "its backward: dx = dy·scale, dscale and dshift summed over the rows"),
         new("scale-shift-gelu-backward", "ROWSxCOLS", 2, "the backward of GELU after SSF in one pass (an MLP's first layer): dx, dscale, dshift"),
@@ -219,7 +220,9 @@ public static unsafe class DeviceBenchmarks
         bool conv = op.StartsWith("depthwise-conv", StringComparison.Ordinal);
         using var convWeights = conv ? Filled(device, 49L * shape[3], 0.02f) : null;
         using var convGrads = conv ? Tensor.Zeros(device, 50 * shape[3]) : null; // dw [C, 49] and dbias [C]
-        using var halves = op.EndsWith("-bf16", StringComparison.Ordinal) ? Tensor.Empty(device, DType.BF16, checked((int)n)) : null;
+        bool biasGelu = op == "bias-gelu-backward";
+        using var halves = op.EndsWith("-bf16", StringComparison.Ordinal) || biasGelu ? Tensor.Empty(device, DType.BF16, checked((int)n)) : null;
+        using var bf16 = k.UseGemmPrecision(biasGelu ? Precision.BF16 : k.GemmPrecision); // its 16-bit values are bf16
         (long bytes, Action work) = op switch
         {
             "copy" => (2 * n * 4, (Action)(() => k.Copy(b.Data, a.Data, n, false))),
@@ -232,6 +235,7 @@ public static unsafe class DeviceBenchmarks
             "unpack-bf16" => (n * 6, () => k.UnpackLowPrecision(b.Data, halves!.HalfData, n, Precision.BF16)),
             "bias" => (2 * n * 4, () => k.AddBias(b.Data, a.Data, vector.Data, rows, cols)),
             "bias-grad" => (n * 4, () => k.BiasGrad(vector2.Data, a.Data, rows, cols)),
+            "bias-gelu-backward" => (n * 8, () => k.BiasGeluBackward((ushort*)c.Data, vector2.Data, b.Data, GemmOperand.Packed(halves!.HalfData), rows, cols)),
             "scale-shift" => (2 * n * 4, () => k.ScaleShiftForward(b.Data, a.Data, vector.Data, vector2.Data, rows, cols)),
             "scale-shift-backward" => (3 * n * 4, () => k.ScaleShiftBackward(c.Data, null, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data, rows, cols, false)),
             "scale-shift-gelu-backward" => (3 * n * 4, () => k.ScaleShiftGeluBackward(c.Data, null, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data,
@@ -328,7 +332,7 @@ public static unsafe class DeviceBenchmarks
         {
             ["copy"] = [(int)hidden], ["add"] = [(int)hidden], ["gelu"] = [(int)hidden], ["gelu-backward"] = [(int)hidden],
             ["drop-path"] = [(int)hidden], ["adam"] = [(int)hidden], ["pack-bf16"] = [(int)hidden], ["unpack-bf16"] = [(int)hidden],
-            ["bias"] = [tokens, C], ["bias-grad"] = [tokens, C], ["scale-shift"] = [tokens, C], ["scale-shift-backward"] = [tokens, C],
+            ["bias"] = [tokens, C], ["bias-grad"] = [tokens, C], ["bias-gelu-backward"] = [tokens, 4 * C], ["scale-shift"] = [tokens, C], ["scale-shift-backward"] = [tokens, C],
             ["scale-shift-gelu-backward"] = [tokens, 4 * C],
             ["layernorm"] = [tokens, C], ["layernorm-backward"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
             ["depthwise-conv"] = [convN, side, side, convC], ["depthwise-conv-backward"] = [convN, side, side, convC], ["patchify"] = [convN, 2 * side, 2 * side, convC / 2],
