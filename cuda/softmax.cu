@@ -32,9 +32,10 @@ __device__ __forceinline__ void softmax_load(float v[SOFTMAX_LANE_VALUES], const
 }
 
 // y[r] = softmax(x[r] + bias[h, i] + mask[w, i]) with r = (b·heads + h)·headRows + i and w = b mod windows; y16, when not
-// null, gets y in 16 bits too (copy_format 2 bf16, 3 fp16: the P·v product's operand). Plain softmax: headRows = rows, heads = windows = 1, no bias or mask. Both paths do the same operations in the same
-// order (the same bits); wide rows go through y three times. A warp loads its next register row before it finishes
-// the current one (its max, exponentials and sums), so the loads of two rows overlap.
+// null, gets y in 16 bits too (copy_format 2 bf16, 3 fp16: the P·v product's operand), or alone when y is null (x is then
+// scratch for wide rows). Plain softmax: headRows = rows, heads = windows = 1, no bias or mask. Both paths do the same
+// operations in the same order (the same bits); wide rows go through y (or x) three times. A warp loads its next
+// register row before it finishes the current one (its max, exponentials and sums), so the loads of two rows overlap.
 extern "C" __global__ void softmax_forward(float* y, unsigned short* y16, int copy_format, const float* x, const float* bias,
                                           const float* mask, long long rows, int cols, int headRows, int heads, int windows)
 {
@@ -62,14 +63,13 @@ extern "C" __global__ void softmax_forward(float* y, unsigned short* y16, int co
                     s += v[k];
                 }
             float inv = 1.f / warp_sum(s);
-            float* yr = y + row * cols;
 #pragma unroll
             for (int k = 0; k < SOFTMAX_LANE_VALUES; k++)
             {
                 if (lane + 32 * k < cols)
                 {
                     float q = v[k] * inv;
-                    yr[lane + 32 * k] = q;
+                    if (y) y[row * cols + lane + 32 * k] = q;
                     if (y16) y16[row * cols + lane + 32 * k] = copy_format == 3 ? to_fp16(q).bits : to_bf16(q).bits;
                 }
                 if (more) v[k] = next[k];
@@ -82,7 +82,7 @@ extern "C" __global__ void softmax_forward(float* y, unsigned short* y16, int co
         const float *br, *mr;
         softmax_extras(row, bias, mask, cols, headRows, heads, windows, br, mr);
         const float* xr = x + row * cols;
-        float* yr = y + row * cols;
+        float* yr = (y ? y : (float*)x) + row * cols;
         float m = minus_infinity;
         for (int j = lane; j < cols; j += 32)
         {
@@ -102,26 +102,27 @@ extern "C" __global__ void softmax_forward(float* y, unsigned short* y16, int co
         for (int j = lane; j < cols; j += 32)
         {
             float q = yr[j] * inv;
-            yr[j] = q;
+            if (y) yr[j] = q;
             if (y16) y16[row * cols + j] = copy_format == 3 ? to_fp16(q).bits : to_bf16(q).bits;
         }
     }
 }
 
-// dx = y ⊙ (dy − Σ_j dy·y) per row; or dx16 instead, in 16 bits (format 2 bf16, 3 fp16).
-extern "C" __global__ void softmax_backward(float* dx, unsigned short* dx16, int format, const float* dy, const float* y, long long rows,
-                                           int cols, int accumulate)
+// dx = y ⊙ (dy − Σ_j dy·y) per row; or dx16 instead, in 16 bits (format 2 bf16, 3 fp16). y float32 or 16-bit
+// (y_format 0, 2, 3: attention's probabilities as the P·v product read them).
+extern "C" __global__ void softmax_backward(float* dx, unsigned short* dx16, int format, const float* dy, const void* y, int y_format,
+                                           long long rows, int cols, int accumulate)
 {
     int lane = threadIdx.x % 32;
     WARP_PER_ROW(row, rows)
     {
-        const float *dyr = dy + row * cols, *yr = y + row * cols;
+        const float* dyr = dy + row * cols;
         float s = 0.f;
-        for (int j = lane; j < cols; j += 32) s += dyr[j] * yr[j];
+        for (int j = lane; j < cols; j += 32) s += dyr[j] * load_operand(y, y_format, row * cols + j);
         s = warp_sum(s);
         for (int j = lane; j < cols; j += 32)
         {
-            float v = yr[j] * (dyr[j] - s);
+            float v = load_operand(y, y_format, row * cols + j) * (dyr[j] - s);
             if (dx16) dx16[row * cols + j] = format == 3 ? to_fp16(v).bits : to_bf16(v).bits;
             else store(dx + row * cols + j, v, accumulate);
         }

@@ -74,12 +74,6 @@ public static partial class OpCases
         var half = precision == Precision.BF16 ? DType.BF16 : DType.F16;
         double u = precision.UnitRoundoff() * 2;
         var previous = (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision);
-        float[] Widen(Tensor packed)
-        {
-            using var wide = Tensor.Empty(dev, DType.F32, packed.Shape);
-            k.UnpackLowPrecision(wide.Data, packed.HalfData, packed.Count, precision);
-            return wide.ToArray();
-        }
         void CheckClose(string what, float[] want, float[] got)
         {
             double scale = want.Max(v => Math.Abs(v)), gap = want.Zip(got).Max(p => Math.Abs(p.First - p.Second));
@@ -92,7 +86,7 @@ public static partial class OpCases
             bool keeps = k.FusedAttentionKeepsSixteenBits(HD, bias: false);
             using var qkv = Tensor.FromArray(dev, Values(71, B * T * 3 * C, 2f), B, T, 3 * C);
             using var bias = Tensor.FromArray(dev, Values(72, NH * T * T, 1f), NH, T, T);
-            using var mask = Tensor.FromArray(dev, [.. Enumerable.Range(0, nW * T * T).Select(i => CounterRng.Uniform(73, (ulong)i) < 0.3 ? -100f : 0f)], nW, T, T);
+            using var mask = Tensor.FromArray(dev, ShiftMask(73, nW, T), nW, T, T);
             using var dy = Tensor.FromArray(dev, Values(74, B * T * C, 1f), B, T, C);
             if (keeps || dev is not CudaDevice)
             {
@@ -103,7 +97,7 @@ public static partial class OpCases
                 float scale = 1f / MathF.Sqrt(HD);
                 k.FusedAttentionForward(y.Data, null, lse.Data, qkv.Data, bias.Data, mask.Data, B, T, NH, HD, nW, scale);
                 k.FusedAttentionForward(null, y16.HalfData, lse16.Data, qkv.Data, bias.Data, mask.Data, B, T, NH, HD, nW, scale);
-                float[] yWide = y.ToArray(), yRounded = Widen(y16), lseWide = lse.ToArray(), lseOther = lse16.ToArray();
+                float[] yWide = y.ToArray(), yRounded = Widen(dev, y16, precision), lseWide = lse.ToArray(), lseOther = lse16.ToArray();
                 for (int i = 0; i < yWide.Length; i++)
                     if (!Same(yRounded[i], RoundReference(yWide[i], precision)))
                         throw new ConformanceException($"{name}: the 16-bit output [{i}] is {yRounded[i]:G9}, want {RoundReference(yWide[i], precision):G9} ({yWide[i]:G9} rounded)");
@@ -128,7 +122,7 @@ public static partial class OpCases
                 {
                     k.SplitHeads(null, heads.HalfData, qkv.Data, B, T, NH, HD);
                     k.SplitHeads(null, headsFromPacked.HalfData, GemmOperand.Packed(packed.HalfData), B, T, NH, HD);
-                    float[] a = Widen(heads), b = Widen(headsFromPacked);
+                    float[] a = Widen(dev, heads, precision), b = Widen(dev, headsFromPacked, precision);
                     for (int i = 0; i < a.Length; i++)
                         if (!Same(a[i], b[i]))
                             throw new ConformanceException($"{name}: SplitHeads' 16-bit head value [{i}] is {b[i]:G9} from the 16-bit qkv, {a[i]:G9} from the float32 one");
@@ -227,6 +221,124 @@ public static partial class OpCases
         }
     }
 
+    /// <summary>Under bf16 and fp16 GEMMs the unfused attention keeps q, k, v and the probabilities P only in 16 bits
+    /// (<see cref="Ops.SaveGemmOperandsInGemmPrecision"/>). The kernels: the softmax writes P in 16 bits alone exactly as
+    /// beside float32 P, and its backward from the 16-bit P gives bit for bit what it gives from P widened (rows in a GPU
+    /// warp's registers and wider). The op: the same output bit for bit as with float32 saves; 2 bytes fewer kept per q,
+    /// k, v and P value; dqkv and the trained bias gradient within the bound the rounding of P in the softmax's backward
+    /// allows (dZ = P ⊙ (dP − Σ P·dP) with each P off by at most u relative, then dZ rounded again for its products): u
+    /// of the largest gradient (these cases move by 0.30u to 0.56u), which a P read wrong (a stale, swapped or misread
+    /// row) exceeds; and they do move (P is read in 16 bits).</summary>
+    static unsafe void AttentionInGemmPrecision(Device dev)
+    {
+        const int B = 2, NH = 3, HD = 8, nW = 2;
+        static bool Same(float a, float b) => BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
+        var k = dev.Kernels;
+        var previous = (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision);
+        try
+        {
+            foreach (var precision in new[] { Precision.BF16, Precision.FP16 })
+            {
+                k.GemmPrecision = precision;
+                var half = precision == Precision.BF16 ? DType.BF16 : DType.F16;
+                string name = $"AttentionInGemmPrecision {precision.Name()}";
+                // 13 tokens: rows in a warp's registers; 260: wider (through memory). Bias and mask on the first.
+                foreach (var (T, windows) in new[] { (13, true), (260, false) })
+                {
+                    using var t = new CaseTensors(dev);
+                    long rows = (long)B * NH * T, n = rows * T;
+                    var scores = t.Uniform(81, 4f, B, NH, T, T);
+                    var bias = windows ? t.Uniform(82, 1f, NH, T, T) : null;
+                    var mask = windows ? t.Own(Tensor.FromArray(dev, ShiftMask(83, nW, T), nW, T, T)) : null;
+                    var dy = t.Uniform(84, 1f, B, NH, T, T);
+                    var p = t.Own(Tensor.Empty(dev, DType.F32, B, NH, T, T));
+                    var copy = t.Own(Tensor.Empty(dev, half, B, NH, T, T));
+                    var alone = t.Own(Tensor.Empty(dev, half, B, NH, T, T));
+                    var scratch = t.Own(Tensor.Empty(dev, DType.F32, B, NH, T, T));
+                    float* b = bias == null ? null : bias.Data, m = mask == null ? null : mask.Data;
+                    k.AttentionSoftmaxForward(p.Data, copy.HalfData, scores.Data, b, m, B, NH, T, windows ? nW : 1);
+                    k.Copy(scratch.Data, scores.Data, n, false);
+                    k.AttentionSoftmaxForward(null, alone.HalfData, scratch.Data, b, m, B, NH, T, windows ? nW : 1);
+                    var wide = t.Own(Tensor.Empty(dev, DType.F32, B, NH, T, T));
+                    k.UnpackLowPrecision(wide.Data, alone.HalfData, n, precision);
+                    float[] pWide = p.ToArray(), fromCopy = Widen(dev, copy, precision), fromAlone = wide.ToArray();
+                    for (int i = 0; i < n; i++)
+                        if (!Same(fromAlone[i], fromCopy[i]) || !Same(fromCopy[i], RoundReference(pWide[i], precision)))
+                            throw new ConformanceException($"{name}, {T} tokens: P[{i}] is {fromAlone[i]:G9} written alone in 16 bits and {fromCopy[i]:G9} beside float32 {pWide[i]:G9}, want {RoundReference(pWide[i], precision):G9}");
+                    var dx = t.Own(Tensor.Empty(dev, DType.F32, B, NH, T, T));
+                    var dxFromPacked = t.Own(Tensor.Empty(dev, DType.F32, B, NH, T, T));
+                    var dx16 = t.Own(Tensor.Empty(dev, half, B, NH, T, T));
+                    var dx16FromPacked = t.Own(Tensor.Empty(dev, half, B, NH, T, T));
+                    k.SoftmaxBackward(dx.Data, null, dy.Data, wide.Data, (int)rows, T, false);
+                    k.SoftmaxBackward(dxFromPacked.Data, null, dy.Data, GemmOperand.Packed(alone.HalfData), (int)rows, T, false);
+                    k.SoftmaxBackward(null, dx16.HalfData, dy.Data, wide.Data, (int)rows, T, false);
+                    k.SoftmaxBackward(null, dx16FromPacked.HalfData, dy.Data, GemmOperand.Packed(alone.HalfData), (int)rows, T, false);
+                    foreach (var (what, want, got) in new[] { ("dx", dx.ToArray(), dxFromPacked.ToArray()), ("16-bit dx", Widen(dev, dx16, precision), Widen(dev, dx16FromPacked, precision)) })
+                        for (int i = 0; i < n; i++)
+                            if (!Same(want[i], got[i]))
+                                throw new ConformanceException($"{name}, {T} tokens: SoftmaxBackward's {what}[{i}] is {got[i]:G9} from the 16-bit probabilities, {want[i]:G9} from them widened");
+                }
+                (float[][] Values, long Kept) Run(bool sixteen, bool withBias, int T)
+                {
+                    Ops.SaveGemmOperandsInGemmPrecision = sixteen;
+                    using var t = new CaseTensors(dev);
+                    var qkv = t.Uniform(97, 1f, B, T, 3 * NH * HD);
+                    var bias = withBias ? t.Uniform(98, 1f, NH, T, T) : null;
+                    var mask = withBias ? t.Own(Tensor.FromArray(dev, ShiftMask(96, nW, T), nW, T, T)) : null;
+                    var upstream = t.Uniform(99, 1f, B, T, NH * HD);
+                    qkv.RequiresGrad = true;
+                    if (bias != null) bias.RequiresGrad = true;
+                    var tape = new Autograd.Tape();
+                    using (tape.Record())
+                    {
+                        using var y = Ops.Attention(qkv, NH, bias, mask, fused: false);
+                        long kept = tape.SavedBytes;
+                        float[] output = y.ToArray();
+                        tape.Backward(y, upstream);
+                        return (bias == null ? [output, qkv.Grad!.ToArray()] : [output, qkv.Grad!.ToArray(), bias.Grad!.ToArray()], kept);
+                    }
+                }
+                double u = precision.UnitRoundoff();
+                foreach (var (withBias, T) in new[] { (true, 13), (false, 13), (false, 260) })
+                {
+                    var wide = Run(sixteen: false, withBias, T);
+                    var narrow = Run(sixteen: true, withBias, T);
+                    string which = $"{name}: attention{(withBias ? " with a bias and mask" : "")}, {T} tokens";
+                    for (int i = 0; i < wide.Values[0].Length; i++)
+                        if (!Same(wide.Values[0][i], narrow.Values[0][i]))
+                            throw new ConformanceException($"{which}: y[{i}] is {narrow.Values[0][i]:G9} with 16-bit saves, {wide.Values[0][i]:G9} with float32");
+                    string[] names = ["y", "dqkv", "dbias"];
+                    for (int g = 1; g < wide.Values.Length; g++)
+                    {
+                        double largest = wide.Values[g].Max(v => Math.Abs(v)), gap = wide.Values[g].Zip(narrow.Values[g]).Max(q => Math.Abs(q.First - q.Second));
+                        if (gap > u * largest || gap == 0)
+                            throw new ConformanceException($"{which}: {names[g]} moves by {gap:G3} with 16-bit saves (largest |value| {largest:G3}, bound u of it: {u * largest:G3}; " +
+                                                           $"{gap / (u * largest):F3}u){(gap == 0 ? ", not at all: P was not read in 16 bits" : "")}");
+                    }
+                    long expected = wide.Kept - 2L * (3 * B * NH * T * HD + (long)B * NH * T * T);
+                    if (narrow.Kept != expected)
+                        throw new ConformanceException($"{which}: kept {narrow.Kept} bytes with 16-bit saves, expected {expected} ({wide.Kept} with float32)");
+                }
+            }
+        }
+        finally
+        {
+            (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision) = previous;
+        }
+    }
+
+    /// <summary>A Swin-style mask [nW, T, T]: −100 at about 30% of the entries (drawn from <paramref name="seed"/>), else 0.</summary>
+    static float[] ShiftMask(ulong seed, int nW, int T) =>
+        [.. Enumerable.Range(0, nW * T * T).Select(i => CounterRng.Uniform(seed, (ulong)i) < 0.3 ? -100f : 0f)];
+
+    /// <summary>A 16-bit tensor's values as floats.</summary>
+    static unsafe float[] Widen(Device dev, Tensor packed, Precision precision)
+    {
+        using var wide = Tensor.Empty(dev, DType.F32, packed.Shape);
+        dev.Kernels.UnpackLowPrecision(wide.Data, packed.HalfData, packed.Count, precision);
+        return wide.ToArray();
+    }
+
     static void FusedAttentionLowPrecision(Device dev, string name, int B, int T, int NH, int HD, Precision precision)
     {
         const int nW = 2;
@@ -234,7 +346,7 @@ public static partial class OpCases
         var qkvValues = Values(61, B * T * 3 * NH * HD, 2f);
         var biasValues = Values(62, NH * T * T, 1f);
         var upstream = Values(63, B * T * NH * HD, 1f);
-        var maskValues = Enumerable.Range(0, nW * T * T).Select(i => CounterRng.Uniform(64, (ulong)i) < 0.3 ? -100f : 0f).ToArray();
+        var maskValues = ShiftMask(64, nW, T);
         var k = dev.Kernels;
         var previous = k.GemmPrecision;
         (float[] Y, float[] Dqkv, float[] Dbias) Run(bool fused, Precision runPrecision)

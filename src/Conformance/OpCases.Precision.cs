@@ -94,8 +94,8 @@ public static partial class OpCases
     /// <summary>Under bf16 and fp16 GEMMs a Linear and LoRA keep their weight gradients' GEMM operands in 16 bits: every
     /// GEMM-made gradient is bit for bit the one float32 copies give, and the tape keeps fewer bytes. A Linear whose
     /// weight trains selected entries keeps x in 16 bits too: its selected entries' gradient is the sum over the rounded
-    /// inputs (against a double sum of them, tight enough that float32 inputs would fail it). The unfused attention keeps
-    /// q, k and v in 16 bits, with the same gradients bit for bit.</summary>
+    /// inputs (against a double sum of them, tight enough that float32 inputs would fail it). (The unfused attention's
+    /// 16-bit saves: <see cref="AttentionInGemmPrecision"/>.)</summary>
     static void SavedGemmOperandsInGemmPrecision(Device dev)
     {
         const int rows = 23, N = 19, K = 37, r = 3;
@@ -159,47 +159,6 @@ public static partial class OpCases
                 long expected = wide.Saved - 2L * (3 * rows * K + rows * r);
                 if (narrow.Saved != expected)
                     throw new ConformanceException($"SavedGemmOperandsInGemmPrecision {precision.Name()}: the tape kept {narrow.Saved} bytes with 16-bit saves, expected {expected} ({wide.Saved} with float32)");
-
-                // The unfused attention splits q, k, v into 16 bits and keeps them so, and writes dO and dZ in 16 bits for
-                // their two products each (dZ packed after the bias sums it in float32, when a bias trains): the output, dqkv
-                // and the bias gradient bit for bit as with float32 copies, 2 bytes fewer per q, k, v value.
-                const int B = 2, NH = 3, HD = 8;
-                (float[][] Grads, long Saved) RunAttention(bool sixteen, bool withBias, int T)
-                {
-                    k.GemmPrecision = precision;
-                    Ops.SaveGemmOperandsInGemmPrecision = sixteen;
-                    using var qkv = Tensor.FromArray(dev, Values(97, B * T * 3 * NH * HD), B, T, 3 * NH * HD);
-                    using var bias = withBias ? Tensor.FromArray(dev, Values(98, NH * T * T), NH, T, T) : null;
-                    using var upstream = Tensor.FromArray(dev, Values(99, B * T * NH * HD), B, T, NH * HD);
-                    qkv.RequiresGrad = true;
-                    if (bias != null) bias.RequiresGrad = true;
-                    var tape = new Autograd.Tape();
-                    long saved;
-                    float[] output;
-                    using (tape.Record())
-                    {
-                        using var y = Ops.Attention(qkv, NH, bias, fused: false);
-                        output = y.ToArray();
-                        saved = tape.SavedBytes;
-                        tape.Backward(y, upstream);
-                    }
-                    return (bias == null ? [output, qkv.Grad!.ToArray()] : [output, qkv.Grad!.ToArray(), bias.Grad!.ToArray()], saved);
-                }
-                // 260 tokens: rows wider than a GPU warp's registers hold.
-                foreach (var (withBias, T) in new[] { (true, 13), (false, 13), (false, 260) })
-                {
-                    var wideAttention = RunAttention(sixteen: false, withBias, T);
-                    var narrowAttention = RunAttention(sixteen: true, withBias, T);
-                    string[] attentionNames = ["y", "dqkv", "dbias"];
-                    string which = (withBias ? "attention with a bias" : "attention") + $", {T} tokens";
-                    for (int t = 0; t < wideAttention.Grads.Length; t++)
-                        for (int i = 0; i < wideAttention.Grads[t].Length; i++)
-                            if (BitConverter.SingleToInt32Bits(wideAttention.Grads[t][i]) != BitConverter.SingleToInt32Bits(narrowAttention.Grads[t][i]))
-                                throw new ConformanceException($"SavedGemmOperandsInGemmPrecision {precision.Name()}: {which}: {attentionNames[t]}[{i}] is {narrowAttention.Grads[t][i]:G9} with 16-bit saves, {wideAttention.Grads[t][i]:G9} with float32");
-                    long expectedAttention = wideAttention.Saved - 2L * 3 * B * NH * T * HD;
-                    if (narrowAttention.Saved != expectedAttention)
-                        throw new ConformanceException($"SavedGemmOperandsInGemmPrecision {precision.Name()}: {which} kept {narrowAttention.Saved} bytes with 16-bit saves, expected {expectedAttention} ({wideAttention.Saved} with float32)");
-                }
             }
         }
         finally

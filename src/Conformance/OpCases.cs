@@ -38,6 +38,7 @@ public static partial class OpCases
         ("FusedAttentionWithBiasAndMask", FusedAttentionWithBiasAndMask),
         ("FusedAttentionBf16", FusedAttentionBf16),
         ("FusedAttentionHeadDim64", FusedAttentionHeadDim64),
+        ("AttentionInGemmPrecision", AttentionInGemmPrecision),
         // Elementwise
         ("Add", Add),
         ("ReshapeView", ReshapeView),

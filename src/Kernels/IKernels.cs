@@ -149,8 +149,10 @@ public unsafe interface IKernels
     /// <summary>Row softmax, max-subtracted: x,y [rows, cols].</summary>
     void SoftmaxForward(float* y, float* x, int rows, int cols);
     /// <summary>dx = y ⊙ (dy − Σ_j dy·y) per row. dxPacked: null, or where dx is written instead (dx null, not
-    /// accumulating), in the 16-bit <see cref="GemmPrecision"/>: attention's score gradient, which only products read.</summary>
-    void SoftmaxBackward(float* dx, ushort* dxPacked, float* dy, float* y, int rows, int cols, bool accumulate);
+    /// accumulating), in the 16-bit <see cref="GemmPrecision"/>: attention's score gradient, which only products read.
+    /// y float32, or packed in the 16-bit <see cref="GemmPrecision"/> (attention's probabilities kept as the P·v product
+    /// read them): the same results as from y widened.</summary>
+    void SoftmaxBackward(float* dx, ushort* dxPacked, float* dy, GemmOperand y, int rows, int cols, bool accumulate);
     /// <summary>y[r,c] = x[r,c]·scale[c] + shift[c] (SSF); x,y [rows,C].</summary>
     void ScaleShiftForward(float* y, float* x, float* scale, float* shift, int rows, int C);
     /// <summary>dx = dy·scale; dscale += Σ_r dy·x; dshift += Σ_r dy. Each output may be null. x float32, or packed in the
@@ -182,8 +184,9 @@ public unsafe interface IKernels
     /// <summary>Attention probabilities: p[b,h,i,:] = softmax(s[b,h,i,:] + bias[h,i,:] + mask[b mod nW,i,:]).
     /// s,p [B,NH,T,T] (p may alias s); bias [NH,T,T] or null; mask [nW,T,T] or null (Swin windows: B = images·nW).
     /// The bias gradient is <see cref="BiasGrad"/> over rows = B, cols = NH·T·T of the pre-softmax gradient.
-    /// pCopy: null, or where p is also written in the 16-bit <see cref="GemmPrecision"/>: the P·v product's operand (p,
-    /// float32, is what the softmax's backward reads).</summary>
+    /// pCopy: null, or where p is also written in the 16-bit <see cref="GemmPrecision"/>: the P·v product's operand.
+    /// p null (pCopy given): only the 16-bit values are written, each the float32 one rounded, and s is left as scratch
+    /// (undefined values); the backward then reads the probabilities in 16 bits too.</summary>
     void AttentionSoftmaxForward(float* p, ushort* pCopy, float* s, float* bias, float* mask, int B, int NH, int T, int nW);
     /// <summary>Fused attention, no [T,T] matrix in memory: y [B,T,NH·HD] = heads of
     /// softmax(scale·q·kᵀ + bias[h] + mask[b mod nW])·v, read straight from qkv [B,T,3·NH·HD] (timm's q|k|v columns);

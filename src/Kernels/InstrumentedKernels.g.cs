@@ -204,7 +204,7 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void SoftmaxBackward(float* dx, ushort* dxPacked, float* dy, float* y, int rows, int cols, bool accumulate)
+    public void SoftmaxBackward(float* dx, ushort* dxPacked, float* dy, GemmOperand y, int rows, int cols, bool accumulate)
     {
         long start = Begin(KernelId.SoftmaxBackward);
         Inner.SoftmaxBackward(dx, dxPacked, dy, y, rows, cols, accumulate);

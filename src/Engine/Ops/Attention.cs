@@ -27,8 +27,9 @@ public static unsafe partial class Ops
     /// dims up to <see cref="FusedAttentionMaxHeadDim"/>): one kernel reads q, k, v in place and writes the merged
     /// heads, keeping no [T,T] matrix; it saves qkv, the output and one log-sum-exp per score row, and its backward
     /// computes the probabilities again.
-    /// Unfused (the reference path): head split, batched GEMM, softmax, batched GEMM, head merge; it saves q, k, v
-    /// (in 16 bits under bf16/fp16 GEMMs, <see cref="SaveGemmOperandsInGemmPrecision"/>) and the probabilities [B,NH,T,T].
+    /// Unfused (the reference path): head split, batched GEMM, softmax, batched GEMM, head merge; it saves q, k, v and
+    /// the probabilities [B,NH,T,T], under bf16/fp16 GEMMs (<see cref="SaveGemmOperandsInGemmPrecision"/>) all in 16 bits:
+    /// the probabilities as the P·v product reads them, which the softmax's backward then reads too.
     /// <paramref name="gemmInput"/>: only Linear layers read the output (the projection), so the unfused path writes it
     /// in the GEMMs' 16-bit format under bf16 or fp16 GEMMs (see <see cref="LayerNorm"/>); the fused path, whose
     /// backward reads its output too, does so where its kernels keep 16 bits
@@ -98,14 +99,17 @@ public static unsafe partial class Ops
         long tt = (long)T * T, th = (long)T * HD, part = (long)B * heads * th;
         var headsQkv = OutputFor(dev, gemmInput: true, [3, B, heads, T, HD]);
         k.SplitHeads(Floats(headsQkv), Halves(headsQkv), Tape.Operand(values), B, T, heads, HD);
-        var p = Tensor.Empty(dev, DType.F32, B, heads, T, T);
-        k.GemmStridedBatched(false, true, T, T, HD, s, Part(headsQkv, 0, part), HD, th, Part(headsQkv, 1, part), HD, th, 0f, p.Data, T, tt, B * heads);
-        // P in float32 for the softmax's backward, and (16-bit heads) its 16-bit copy for the product with v.
-        using var pCopy = headsQkv.DType == DType.F32 ? null : Tensor.Empty(dev, headsQkv.DType, B, heads, T, T);
-        k.AttentionSoftmaxForward(p.Data, Halves(pCopy), p.Data, bias == null ? null : bias.Data, mask == null ? null : mask.Data, B, heads, T, nW);
+        // P in the heads' format: float32, or (16-bit heads) only in 16 bits, written from the float32 scores in place, for
+        // the product with v and the backward (half the bytes kept, and no float32 copy written, read and rounded again).
+        var p = Tensor.Empty(dev, headsQkv.DType, B, heads, T, T);
+        using (var scores = headsQkv.DType == DType.F32 ? null : Tensor.Empty(dev, DType.F32, B, heads, T, T))
+        {
+            float* z = scores == null ? p.Data : scores.Data;
+            k.GemmStridedBatched(false, true, T, T, HD, s, Part(headsQkv, 0, part), HD, th, Part(headsQkv, 1, part), HD, th, 0f, z, T, tt, B * heads);
+            k.AttentionSoftmaxForward(Floats(p), Halves(p), z, bias == null ? null : bias.Data, mask == null ? null : mask.Data, B, heads, T, nW);
+        }
         using var o = Tensor.Empty(dev, DType.F32, B, heads, T, HD);
-        GemmOperand probabilities = pCopy == null ? p.Data : GemmOperand.Packed(pCopy.HalfData);
-        k.GemmStridedBatched(false, false, T, HD, T, 1f, probabilities, T, tt, Part(headsQkv, 2, part), HD, th, 0f, o.Data, HD, th, B * heads);
+        k.GemmStridedBatched(false, false, T, HD, T, 1f, Probabilities(p), T, tt, Part(headsQkv, 2, part), HD, th, 0f, o.Data, HD, th, B * heads);
         var y = OutputFor(dev, gemmInput, [B, T, C]);
         k.MergeHeads(Floats(y), Halves(y), o.Data, B, T, heads, HD);
         if (Tape.ShouldRecord(qkv, bias))
@@ -130,8 +134,11 @@ public static unsafe partial class Ops
     static GemmOperand Part(Tensor heads, int i, long part) =>
         heads.DType == DType.F32 ? heads.Data + i * part : GemmOperand.Packed(heads.HalfData + i * part);
 
-    /// <summary>Attention's backward state: q | k | v [3,B,NH,T,HD] (packed under bf16/fp16 GEMMs) and the probabilities
-    /// P [B,NH,T,T].</summary>
+    /// <summary>The probabilities [B, NH, T, T] as an operand: float32, or packed in 16 bits.</summary>
+    static GemmOperand Probabilities(Tensor p) => Part(p, 0, 0);
+
+    /// <summary>Attention's backward state: q | k | v [3,B,NH,T,HD] and the probabilities P [B,NH,T,T] (both packed under
+    /// bf16/fp16 GEMMs).</summary>
     struct AttentionSaved : IBackward<AttentionSaved>
     {
         public Tensor Qkv, Heads, P;
@@ -145,11 +152,10 @@ public static unsafe partial class Ops
             var dev = y.Device;
             int B = y.Shape[0], T = y.Shape[1], C = y.Shape[2], NH = s.NH, HD = C / NH;
             long tt = (long)T * T, th = (long)T * HD, part = (long)B * NH * th;
-            // As the forward did: under bf16/fp16 GEMMs (q, k, v kept in 16 bits) dO and dZ are written in 16 bits for their
-            // two products each (dZ in float32 too when the bias sums it).
+            // As the forward did: under bf16/fp16 GEMMs (q, k, v and P kept in 16 bits) dO and dZ are written in 16 bits
+            // for their two products each (dZ in float32 too when the bias sums it).
             bool sixteen = s.Heads.DType != DType.F32;
-            GemmOperand q = Part(s.Heads, 0, part), kk = Part(s.Heads, 1, part), v = Part(s.Heads, 2, part);
-            float* p = s.P.Data;
+            GemmOperand q = Part(s.Heads, 0, part), kk = Part(s.Heads, 1, part), v = Part(s.Heads, 2, part), p = Probabilities(s.P);
             float* dbias = Tape.GradAccumulatorIfNeeded(s.Bias);
             float* dqkv = Tape.GradOutputIfNeeded(s.Qkv, out bool acc);
             using var dq = Tensor.Empty(dev, DType.F32, B, NH, T, HD);

@@ -115,22 +115,25 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
-    public void SoftmaxBackward(float* dx, ushort* dxPacked, float* dy, float* y, int rows, int cols, bool accumulate)
+    public void SoftmaxBackward(float* dx, ushort* dxPacked, float* dy, GemmOperand y, int rows, int cols, bool accumulate)
     {
+        y.CheckFor(GemmPrecision, "SoftmaxBackward");
         var body = new SoftmaxBackwardBody
         {
-            Dx = dx, DxPacked = dxPacked, Dy = dy, Y = y, Cols = cols, Accumulate = accumulate,
+            Dx = dx, DxPacked = dxPacked, Dy = dy, Y = y.IsPacked ? null : y.Floats, YPacked = y.IsPacked ? y.Halves : null, Cols = cols,
+            Accumulate = accumulate, YPrecision = GemmPrecision,
             Precision = (Precision)GemmPrecision.PackedOutputFormat(dx, dxPacked, accumulate, "SoftmaxBackward"),
         };
         CpuRange.For(rows, Math.Max(1, ElementGrain / cols), ref body);
     }
 
-    /// <summary>Rows of the softmax backward; a 16-bit dx (DxPacked) is written from a float32 row in the thread's scratch.</summary>
+    /// <summary>Rows of the softmax backward; a 16-bit dx (DxPacked) is written from a float32 row in the thread's scratch,
+    /// and a 16-bit y (YPacked) is widened into another.</summary>
     struct SoftmaxBackwardBody : IRangeBody, IVectorRange
     {
         public float* Dx, Dy, Y;
-        public ushort* DxPacked;
-        public Precision Precision;
+        public ushort* DxPacked, YPacked;
+        public Precision Precision, YPrecision;
         public int Cols;
         public bool Accumulate;
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -141,9 +144,11 @@ public sealed unsafe partial class CpuKernels
         public readonly long Run<TV, W>(long start, long end) where TV : struct where W : ISimd<TV>
         {
             float* row = DxPacked != null ? (float*)ThreadScratch.Get(3, (long)Cols * sizeof(float)) : null;
+            float* wide = YPacked != null ? (float*)ThreadScratch.Get(4, (long)Cols * sizeof(float)) : null;
             for (long r = start; r < end; r++)
             {
-                float* dy = Dy + r * Cols, y = Y + r * Cols;
+                if (wide != null) UnpackRow(wide, YPacked + r * Cols, Cols, YPrecision);
+                float* dy = Dy + r * Cols, y = wide != null ? wide : Y + r * Cols;
                 SoftmaxBackwardRow<TV, W>(row != null ? row : Dx + r * Cols, dy, y, Dot<TV, W>(dy, y, Cols), Cols, Accumulate);
                 if (row != null) PackRow(DxPacked + r * Cols, row, Cols, Precision);
             }
@@ -185,9 +190,10 @@ public sealed unsafe partial class CpuKernels
     /// <inheritdoc/>
     public void AttentionSoftmaxForward(float* p, ushort* pCopy, float* s, float* bias, float* mask, int B, int NH, int T, int nW)
     {
+        // Without p the rows are computed in s, in place.
         var body = new SoftmaxRowsBody
         {
-            Y = p, YCopy = pCopy, Precision = (Precision)GemmPrecision.PackedCopyFormat(p, pCopy, false, "AttentionSoftmaxForward"),
+            Y = p != null ? p : s, YCopy = pCopy, Precision = (Precision)GemmPrecision.OutputOrCopyFormat(p, pCopy, "AttentionSoftmaxForward"),
             X = s, Bias = bias, Mask = mask, Cols = T, HeadRows = T, Heads = NH, Windows = nW,
         };
         CpuRange.For((long)B * NH * T, Math.Max(1, ElementGrain / T), ref body);

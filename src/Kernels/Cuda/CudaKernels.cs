@@ -350,9 +350,12 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         WarpPerRow(Softmax.SoftmaxForward, rows, y, (ushort*)null, (int)Precision.FP32, x, (float*)null, (float*)null, (long)rows, cols, rows, 1, 1);
 
     /// <inheritdoc/>
-    public void SoftmaxBackward(float* dx, ushort* dxPacked, float* dy, float* y, int rows, int cols, bool accumulate) =>
+    public void SoftmaxBackward(float* dx, ushort* dxPacked, float* dy, GemmOperand y, int rows, int cols, bool accumulate)
+    {
+        y.CheckFor(GemmPrecision, "SoftmaxBackward");
         WarpPerRow(Softmax.SoftmaxBackward, rows, dx, dxPacked, GemmPrecision.PackedOutputFormat(dx, dxPacked, accumulate, "SoftmaxBackward"),
-            dy, y, (long)rows, cols, accumulate);
+            dy, y.Data, y.IsPacked ? (int)GemmPrecision : (int)Precision.FP32, (long)rows, cols, accumulate);
+    }
 
     /// <inheritdoc/>
     public void ScaleShiftForward(float* y, float* x, float* scale, float* shift, int rows, int C) =>
@@ -564,7 +567,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void AttentionSoftmaxForward(float* p, ushort* pCopy, float* s, float* bias, float* mask, int B, int NH, int T, int nW) =>
-        WarpPerRow(Softmax.SoftmaxForward, (long)B * NH * T, p, pCopy, GemmPrecision.PackedCopyFormat(p, pCopy, false, "AttentionSoftmaxForward"),
+        WarpPerRow(Softmax.SoftmaxForward, (long)B * NH * T, p, pCopy, GemmPrecision.OutputOrCopyFormat(p, pCopy, "AttentionSoftmaxForward"),
             s, bias, mask, (long)B * NH * T, T, T, NH, mask == null ? 1 : nW);
 
     // ---------------------------------------------------------------- loss (loss.cu)
