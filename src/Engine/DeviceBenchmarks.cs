@@ -50,6 +50,7 @@ public static unsafe class DeviceBenchmarks
         new("layernorm-backward", "ROWSxCOLS", 2, "its backward: dx, and dweight and dbias summed over the rows"),
         new("softmax", "ROWSxCOLS", 2, "softmax over each row"),
         new("softmax-backward", "ROWSxCOLS", 2, "softmax backward over each row"),
+        new("softmax-backward-bf16", "ROWSxCOLS", 2, "the unfused attention's under bf16: dZ in bf16 for its products from float32 dP and the bf16 probabilities"),
         new("depthwise-conv", "NxHxWxC", 4, "7×7 depthwise conv, channels last (ConvNeXt)"),
         new("depthwise-conv-backward", "NxHxWxC", 4, "its backward: input, weight and bias gradients (full fine-tuning)"),
         new("patchify", "NxHxWxC", 4, "2×2 patches of a channels-last image into rows (ConvNeXt's downsampling)"),
@@ -220,9 +221,10 @@ public static unsafe class DeviceBenchmarks
         bool conv = op.StartsWith("depthwise-conv", StringComparison.Ordinal);
         using var convWeights = conv ? Filled(device, 49L * shape[3], 0.02f) : null;
         using var convGrads = conv ? Tensor.Zeros(device, 50 * shape[3]) : null; // dw [C, 49] and dbias [C]
-        bool biasGelu = op == "bias-gelu-backward";
-        using var halves = op.EndsWith("-bf16", StringComparison.Ordinal) || biasGelu ? Tensor.Empty(device, DType.BF16, checked((int)n)) : null;
-        using var bf16 = k.UseGemmPrecision(biasGelu ? Precision.BF16 : k.GemmPrecision); // its 16-bit values are bf16
+        bool readsBf16 = op is "bias-gelu-backward" or "softmax-backward-bf16";
+        using var halves = op.EndsWith("-bf16", StringComparison.Ordinal) || readsBf16 ? Tensor.Empty(device, DType.BF16, checked((int)n)) : null;
+        if (readsBf16) k.PackLowPrecision(halves!.HalfData, a.Data, n, Precision.BF16);
+        using var bf16 = k.UseGemmPrecision(readsBf16 ? Precision.BF16 : k.GemmPrecision); // its 16-bit values are bf16
         (long bytes, Action work) = op switch
         {
             "copy" => (2 * n * 4, (Action)(() => k.Copy(b.Data, a.Data, n, false))),
@@ -245,6 +247,7 @@ public static unsafe class DeviceBenchmarks
                 d.Data, d.Data + rows, rows, cols, false)), // mean 1 and rstd 1 (d is all ones)
             "softmax" => (2 * n * 4, () => k.SoftmaxForward(b.Data, a.Data, rows, cols)),
             "softmax-backward" => (3 * n * 4, () => k.SoftmaxBackward(c.Data, null, b.Data, a.Data, rows, cols, false)),
+            "softmax-backward-bf16" => (n * 8, () => k.SoftmaxBackward(null, (ushort*)c.Data, b.Data, GemmOperand.Packed(halves!.HalfData), rows, cols, false)),
             "depthwise-conv" => (2 * n * 4, () => k.DepthwiseConvForward(b.Data, a.Data, convWeights!.Data, null, shape[0], shape[1], shape[2], shape[3], 7, 3)),
             "depthwise-conv-backward" => (3 * n * 4, () => k.DepthwiseConvBackward(c.Data, convGrads!.Data, convGrads.Data + 49L * shape[3], b.Data, a.Data,
                 convWeights!.Data, shape[0], shape[1], shape[2], shape[3], 7, 3, false)),
@@ -335,6 +338,7 @@ public static unsafe class DeviceBenchmarks
             ["bias"] = [tokens, C], ["bias-grad"] = [tokens, C], ["bias-gelu-backward"] = [tokens, 4 * C], ["scale-shift"] = [tokens, C], ["scale-shift-backward"] = [tokens, C],
             ["scale-shift-gelu-backward"] = [tokens, 4 * C],
             ["layernorm"] = [tokens, C], ["layernorm-backward"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
+            ["softmax-backward-bf16"] = [(full ? 64 : 2) * heads * T, T],
             ["depthwise-conv"] = [convN, side, side, convC], ["depthwise-conv-backward"] = [convN, side, side, convC], ["patchify"] = [convN, 2 * side, 2 * side, convC / 2],
             ["split-heads"] = [tokens / T, T, heads, C / heads], ["merge-heads"] = [tokens / T, T, heads, C / heads],
             ["attention"] = [full ? 32 : 2, T, heads, C / heads], ["attention-unfused"] = [full ? 32 : 2, T, heads, C / heads],
