@@ -222,19 +222,20 @@ public static partial class OpCases
     }
 
     /// <summary>Under bf16 and fp16 GEMMs the unfused attention keeps q, k, v and the probabilities P only in 16 bits
-    /// (<see cref="Ops.SaveGemmOperandsInGemmPrecision"/>). The kernels: the softmax writes P in 16 bits alone exactly as
-    /// beside float32 P, and its backward from the 16-bit P gives bit for bit what it gives from P widened (rows in a GPU
-    /// warp's registers and wider). The op: the same output bit for bit as with float32 saves; 2 bytes fewer kept per q,
-    /// k, v and P value; dqkv and the trained bias gradient within the bound the rounding of P in the softmax's backward
-    /// allows (dZ = P ⊙ (dP − Σ P·dP) with each P off by at most u relative, then dZ rounded again for its products): u
-    /// of the largest gradient (these cases move by 0.30u to 0.56u), which a P read wrong (a stale, swapped or misread
-    /// row) exceeds; and they do move (P is read in 16 bits).</summary>
+    /// (<see cref="Ops.SaveGemmOperandsInGemmPrecision"/>, <see cref="Ops.SaveAttentionProbabilitiesInGemmPrecision"/>).
+    /// The kernels: the softmax writes P in 16 bits alone exactly as beside float32 P, and its backward from the 16-bit P
+    /// gives bit for bit what it gives from P widened (rows in a GPU warp's registers and wider). The op: 2 bytes fewer
+    /// kept per q, k, v and P value; q, k, v in 16 bits change nothing, bit for bit, with P in either format; P in 16
+    /// bits leaves the output bit for bit and moves dqkv and the trained bias gradient within the bound its rounding in
+    /// the softmax's backward allows (dZ = P ⊙ (dP − Σ P·dP) with each P off by at most u relative, then dZ rounded
+    /// again for its products): u of the largest gradient (these cases move by 0.30u to 0.56u), which a P read wrong (a
+    /// stale, swapped or misread row) exceeds; and they do move (P is read in 16 bits).</summary>
     static unsafe void AttentionInGemmPrecision(Device dev)
     {
         const int B = 2, NH = 3, HD = 8, nW = 2;
         static bool Same(float a, float b) => BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
         var k = dev.Kernels;
-        var previous = (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision);
+        var previous = (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision, Ops.SaveAttentionProbabilitiesInGemmPrecision);
         try
         {
             foreach (var precision in new[] { Precision.BF16, Precision.FP16 })
@@ -278,9 +279,9 @@ public static partial class OpCases
                             if (!Same(want[i], got[i]))
                                 throw new ConformanceException($"{name}, {T} tokens: SoftmaxBackward's {what}[{i}] is {got[i]:G9} from the 16-bit probabilities, {want[i]:G9} from them widened");
                 }
-                (float[][] Values, long Kept) Run(bool sixteen, bool withBias, int T)
+                (float[][] Values, long Kept) Run(bool operands, bool probabilities, bool withBias, int T)
                 {
-                    Ops.SaveGemmOperandsInGemmPrecision = sixteen;
+                    (Ops.SaveGemmOperandsInGemmPrecision, Ops.SaveAttentionProbabilitiesInGemmPrecision) = (operands, probabilities);
                     using var t = new CaseTensors(dev);
                     var qkv = t.Uniform(97, 1f, B, T, 3 * NH * HD);
                     var bias = withBias ? t.Uniform(98, 1f, NH, T, T) : null;
@@ -299,31 +300,41 @@ public static partial class OpCases
                     }
                 }
                 double u = precision.UnitRoundoff();
+                string[] names = ["y", "dqkv", "dbias"];
                 foreach (var (withBias, T) in new[] { (true, 13), (false, 13), (false, 260) })
                 {
-                    var wide = Run(sixteen: false, withBias, T);
-                    var narrow = Run(sixteen: true, withBias, T);
+                    var wide = Run(operands: false, probabilities: false, withBias, T);
+                    var heads = Run(operands: true, probabilities: false, withBias, T);
+                    var narrow = Run(operands: true, probabilities: true, withBias, T);
+                    var narrowFromWideHeads = Run(operands: false, probabilities: true, withBias, T);
                     string which = $"{name}: attention{(withBias ? " with a bias and mask" : "")}, {T} tokens";
+                    // q, k, v in 16 bits (the values the products round them to): every output bit for bit, with P either way.
+                    foreach (var (a, b, what) in new[] { (wide, heads, "float32 P"), (narrowFromWideHeads, narrow, "16-bit P") })
+                        for (int g = 0; g < a.Values.Length; g++)
+                            for (int i = 0; i < a.Values[g].Length; i++)
+                                if (!Same(a.Values[g][i], b.Values[g][i]))
+                                    throw new ConformanceException($"{which}, {what}: {names[g]}[{i}] is {b.Values[g][i]:G9} with q, k, v kept in 16 bits, {a.Values[g][i]:G9} in float32");
+                    // P in 16 bits: the same output; the gradients within u of the largest, and moved.
                     for (int i = 0; i < wide.Values[0].Length; i++)
-                        if (!Same(wide.Values[0][i], narrow.Values[0][i]))
-                            throw new ConformanceException($"{which}: y[{i}] is {narrow.Values[0][i]:G9} with 16-bit saves, {wide.Values[0][i]:G9} with float32");
-                    string[] names = ["y", "dqkv", "dbias"];
+                        if (!Same(heads.Values[0][i], narrow.Values[0][i]))
+                            throw new ConformanceException($"{which}: y[{i}] is {narrow.Values[0][i]:G9} with P kept in 16 bits, {heads.Values[0][i]:G9} with float32 P");
                     for (int g = 1; g < wide.Values.Length; g++)
                     {
-                        double largest = wide.Values[g].Max(v => Math.Abs(v)), gap = wide.Values[g].Zip(narrow.Values[g]).Max(q => Math.Abs(q.First - q.Second));
+                        double largest = heads.Values[g].Max(v => Math.Abs(v)), gap = heads.Values[g].Zip(narrow.Values[g]).Max(q => Math.Abs(q.First - q.Second));
                         if (gap > u * largest || gap == 0)
-                            throw new ConformanceException($"{which}: {names[g]} moves by {gap:G3} with 16-bit saves (largest |value| {largest:G3}, bound u of it: {u * largest:G3}; " +
+                            throw new ConformanceException($"{which}: {names[g]} moves by {gap:G3} with P kept in 16 bits (largest |value| {largest:G3}, bound u of it: {u * largest:G3}; " +
                                                            $"{gap / (u * largest):F3}u){(gap == 0 ? ", not at all: P was not read in 16 bits" : "")}");
                     }
-                    long expected = wide.Kept - 2L * (3 * B * NH * T * HD + (long)B * NH * T * T);
-                    if (narrow.Kept != expected)
-                        throw new ConformanceException($"{which}: kept {narrow.Kept} bytes with 16-bit saves, expected {expected} ({wide.Kept} with float32)");
+                    long qkvBytes = 2L * 3 * B * NH * T * HD, pBytes = 2L * B * NH * T * T;
+                    if (heads.Kept != wide.Kept - qkvBytes || narrow.Kept != wide.Kept - qkvBytes - pBytes || narrowFromWideHeads.Kept != wide.Kept - pBytes)
+                        throw new ConformanceException($"{which}: kept {heads.Kept}, {narrowFromWideHeads.Kept} and {narrow.Kept} bytes with q, k, v, with P and with both in " +
+                                                       $"16 bits, {wide.Kept} with neither: want {qkvBytes} and {pBytes} fewer");
                 }
             }
         }
         finally
         {
-            (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision) = previous;
+            (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision, Ops.SaveAttentionProbabilitiesInGemmPrecision) = previous;
         }
     }
 

@@ -27,9 +27,9 @@ public static unsafe partial class Ops
     /// dims up to <see cref="FusedAttentionMaxHeadDim"/>): one kernel reads q, k, v in place and writes the merged
     /// heads, keeping no [T,T] matrix; it saves qkv, the output and one log-sum-exp per score row, and its backward
     /// computes the probabilities again.
-    /// Unfused (the reference path): head split, batched GEMM, softmax, batched GEMM, head merge; it saves q, k, v and
-    /// the probabilities [B,NH,T,T], under bf16/fp16 GEMMs (<see cref="SaveGemmOperandsInGemmPrecision"/>) all in 16 bits:
-    /// the probabilities as the P·v product reads them, which the softmax's backward then reads too.
+    /// Unfused (the reference path): head split, batched GEMM, softmax, batched GEMM, head merge; it saves q, k, v (in 16
+    /// bits under bf16/fp16 GEMMs, <see cref="SaveGemmOperandsInGemmPrecision"/>) and the probabilities [B,NH,T,T] (in 16
+    /// bits there too, <see cref="SaveAttentionProbabilitiesInGemmPrecision"/>).
     /// <paramref name="gemmInput"/>: only Linear layers read the output (the projection), so the unfused path writes it
     /// in the GEMMs' 16-bit format under bf16 or fp16 GEMMs (see <see cref="LayerNorm"/>); the fused path, whose
     /// backward reads its output too, does so where its kernels keep 16 bits
@@ -99,17 +99,20 @@ public static unsafe partial class Ops
         long tt = (long)T * T, th = (long)T * HD, part = (long)B * heads * th;
         var headsQkv = OutputFor(dev, gemmInput: true, [3, B, heads, T, HD]);
         k.SplitHeads(Floats(headsQkv), Halves(headsQkv), Tape.Operand(values), B, T, heads, HD);
-        // P in the heads' format: float32, or (16-bit heads) only in 16 bits, written from the float32 scores in place, for
-        // the product with v and the backward (half the bytes kept, and no float32 copy written, read and rounded again).
-        var p = Tensor.Empty(dev, headsQkv.DType, B, heads, T, T);
-        using (var scores = headsQkv.DType == DType.F32 ? null : Tensor.Empty(dev, DType.F32, B, heads, T, T))
+        // P for the product with v and the softmax's backward: only in 16 bits under bf16/fp16 GEMMs (written from the
+        // float32 scores, SaveAttentionProbabilitiesInGemmPrecision), else float32 with, beside 16-bit heads, a 16-bit copy.
+        var pType = !SaveAttentionProbabilitiesInGemmPrecision ? null
+            : k.GemmPrecision switch { Precision.BF16 => DType.BF16, Precision.FP16 => DType.F16, _ => (DType?)null };
+        var p = Tensor.Empty(dev, pType ?? DType.F32, B, heads, T, T);
+        using var pCopy = pType == null && headsQkv.DType != DType.F32 ? Tensor.Empty(dev, headsQkv.DType, B, heads, T, T) : null;
+        using (var scores = pType == null ? null : Tensor.Empty(dev, DType.F32, B, heads, T, T))
         {
             float* z = scores == null ? p.Data : scores.Data;
             k.GemmStridedBatched(false, true, T, T, HD, s, Part(headsQkv, 0, part), HD, th, Part(headsQkv, 1, part), HD, th, 0f, z, T, tt, B * heads);
-            k.AttentionSoftmaxForward(Floats(p), Halves(p), z, bias == null ? null : bias.Data, mask == null ? null : mask.Data, B, heads, T, nW);
+            k.AttentionSoftmaxForward(Floats(p), Halves(pCopy ?? p), z, bias == null ? null : bias.Data, mask == null ? null : mask.Data, B, heads, T, nW);
         }
         using var o = Tensor.Empty(dev, DType.F32, B, heads, T, HD);
-        k.GemmStridedBatched(false, false, T, HD, T, 1f, Probabilities(p), T, tt, Part(headsQkv, 2, part), HD, th, 0f, o.Data, HD, th, B * heads);
+        k.GemmStridedBatched(false, false, T, HD, T, 1f, Probabilities(pCopy ?? p), T, tt, Part(headsQkv, 2, part), HD, th, 0f, o.Data, HD, th, B * heads);
         var y = OutputFor(dev, gemmInput, [B, T, C]);
         k.MergeHeads(Floats(y), Halves(y), o.Data, B, T, heads, HD);
         if (Tape.ShouldRecord(qkv, bias))
@@ -121,6 +124,16 @@ public static unsafe partial class Ops
         }
         return y;
     }
+
+    /// <summary>
+    /// Under bf16 or fp16 GEMMs (<see cref="Kernels.IKernels.GemmPrecision"/>) the unfused attention keeps its
+    /// probabilities P [B,NH,T,T] only in that 16-bit format: the values the P·v product and Pᵀ·dO read, which the
+    /// softmax's backward then reads too. Half the bytes kept, and no float32 P written, read again or rounded again
+    /// for Pᵀ·dO. Like <see cref="SaveLinearOutputsInGemmPrecision"/> this moves the gradient (autocast's softmax
+    /// backward reads float32 P): dZ = P ⊙ (dP − Σ P·dP) is formed from P rounded, the same order of error as the
+    /// rounding of dZ for its products. False keeps float32 P and a 16-bit copy for the products (to compare).
+    /// </summary>
+    public static bool SaveAttentionProbabilitiesInGemmPrecision { get; set; } = true;
 
     /// <summary>A float32 copy of a 16-bit tensor (for kernels that read float32).</summary>
     static Tensor Widen(Tensor t)
