@@ -46,7 +46,7 @@ public unsafe class MemoryBoundBenchmarks
         {
             case "layernorm": _k.LayerNormForward(_y, null, _mean, _rstd, _x, _w, _b, _rows, _cols, 1e-6f); break;
             case "softmax": _k.SoftmaxForward(_y, _x, _rows, _cols); break;
-            case "gelu": _k.GeluForward(_y, _x, n); break;
+            case "gelu": _k.GeluForward(_y, null, _x, n); break;
             default: _k.Copy(_y, _x, n, false); break;
         }
     }

@@ -2,19 +2,24 @@
 // threads, four values per thread where the pointers allow (grid_stride_quads).
 #include "common.cuh"
 
-extern "C" __global__ void gelu_forward(float* y, const float* x, long long n)
+// y = GELU(x); x float32 (format 0) or 16-bit (2 bf16, 3 fp16); y float32, or y16 in 16 bits (y_format 2, 3) when y16
+// is not null (fc2's input computed again from fc1's kept 16-bit pre-activation).
+extern "C" __global__ void gelu_forward(float* y, unsigned short* y16, int y_format, const void* x, int format, long long n)
 {
-    grid_stride_quads(n, aligned_for(y) && aligned_for(x), [&](long long i, int count) {
+    grid_stride_quads(n, aligned_for(y) && aligned_for(y16, y_format) && aligned_for(x, format), [&](long long i, int count) {
         float v[4];
-        load_values(v, x, i, count);
+        load_values(v, x, format, i, count);
         for (int k = 0; k < count; k++) v[k] = gelu(v[k]);
-        store_values(y, i, v, count, 0);
+        if (y16) store_halves(y16, i, v, count, y_format);
+        else store_values(y, i, v, count, 0);
     });
 }
 
-// The Linear+GELU epilogue after the GEMM: v = x[r, c] + bias[c] (no bias: null); y = GELU(v), or y16 = GELU(v) in 16
-// bits (format 2 bf16, 3 fp16) when y16 is not null (an output only products read); the pre-activation the backward
-// needs kept as h = v (float32) or h16 = v in 16 bits (as autocast keeps a Linear's output) when either is not null.
+// The Linear+GELU epilogue after the GEMM: v = x[r, c] + bias[c] (no bias: null); the pre-activation the backward needs
+// kept as h = v (float32) or h16 = v in 16 bits (as autocast keeps a Linear's output) when either is not null; then
+// y = GELU(v), or y16 = GELU(v) in 16 bits when y16 is not null (an output only products read). format: the GEMMs'
+// 16-bit format (2 bf16, 3 fp16), in which h16 and y16 are written and to which v is rounded before GELU (autocast's
+// GELU reads the Linear's 16-bit output; gelu_forward from h16 gives y again), or 0 under fp32/tf32 GEMMs.
 // x [rows, cols] may be y or h. 1-D grid-stride, four values of a row per thread when cols is a multiple of 4.
 extern "C" __global__ void bias_gelu_forward(float* y, unsigned short* y16, float* h, unsigned short* h16, int format, const float* x,
                                              const float* bias, int rows, int cols)
@@ -28,7 +33,7 @@ extern "C" __global__ void bias_gelu_forward(float* y, unsigned short* y16, floa
         for (int k = 0; k < count; k++) v[k] += b[k];
         if (h) store_values(h, i, v, count, 0);
         if (h16) store_halves(h16, i, v, count, format);
-        for (int k = 0; k < count; k++) v[k] = gelu(v[k]);
+        for (int k = 0; k < count; k++) v[k] = gelu(to_precision(v[k], format));
         if (y16) store_halves(y16, i, v, count, format);
         else store_values(y, i, v, count, 0);
     });

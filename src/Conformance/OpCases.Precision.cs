@@ -169,7 +169,9 @@ public static partial class OpCases
 
     /// <summary>Under bf16 and fp16 GEMMs the fused Linear ops keep the output their backward reads in 16 bits
     /// (LinearGelu's pre-activation h, SSF's bias-free product u at a Linear site, with or without GELU after it). Each
-    /// forward kernel writes exactly PackLowPrecision of the float32 value it writes otherwise, with the same y; GELU's
+    /// forward kernel writes exactly PackLowPrecision of the float32 value it writes otherwise, with the same y (LinearGelu's
+    /// GELU reads h rounded, so y is GELU of the kept values widened, and GeluForward from the 16-bit values gives y
+    /// again, in float32 and rounded to 16 bits: fc2's input computed again in its backward); GELU's
     /// and SSF's backward kernels from the 16-bit values give bit for bit what they give from the widened copy; the tape
     /// keeps 2 bytes fewer per kept value; and the gradients move from those of float32 saves by no more than the
     /// rounding of the kept value allows: the format's unit roundoff u relative to it, through GELU's curvature
@@ -227,6 +229,29 @@ public static partial class OpCases
                     {
                         if (!Same(ys[i], ysPacked[i])) throw new ConformanceException($"{name}: y[{i}] is {ysPacked[i]:G9} when its input is kept in 16 bits, {ys[i]:G9} otherwise");
                         if (!Same(keptValues[i], wantValues[i])) throw new ConformanceException($"{name}: the kept value [{i}] is {keptValues[i]:G9}, want {wantValues[i]:G9} ({us[i]:G9} packed)");
+                    }
+
+                    if (op == 0)
+                    {
+                        // GELU reads h rounded (as autocast's GELU reads the Linear's 16-bit output): y is GELU of the kept
+                        // values widened, bit for bit, and GeluForward from the 16-bit values gives y again, in float32 and
+                        // rounded to 16 bits (fc2's input, computed again in its backward).
+                        using var fromWidened = Tensor.Zeros(dev, rows, N);
+                        using var fromPacked = Tensor.Zeros(dev, rows, N);
+                        using var packedY = Tensor.Empty(dev, half, rows, N);
+                        using var packedYWide = Tensor.Zeros(dev, rows, N);
+                        k.GeluForward(fromWidened.Data, null, kept.Data, rows * N);
+                        k.GeluForward(fromPacked.Data, null, GemmOperand.Packed(packed.HalfData), rows * N);
+                        k.GeluForward(null, packedY.HalfData, GemmOperand.Packed(packed.HalfData), rows * N);
+                        k.UnpackLowPrecision(packedYWide.Data, packedY.HalfData, rows * N, precision);
+                        float[] widened = fromWidened.ToArray(), again = fromPacked.ToArray(), againRounded = packedYWide.ToArray();
+                        for (int i = 0; i < rows * N; i++)
+                        {
+                            if (!Same(ys[i], widened[i])) throw new ConformanceException($"{name}: y[{i}] is {ys[i]:G9}, GELU of the rounded pre-activation {keptValues[i]:G9} is {widened[i]:G9}");
+                            if (!Same(again[i], ys[i])) throw new ConformanceException($"{name}: GeluForward from the 16-bit pre-activation gave [{i}] = {again[i]:G9}, the forward {ys[i]:G9}");
+                            if (!Same(againRounded[i], RoundReference(ys[i], precision)))
+                                throw new ConformanceException($"{name}: GeluForward into 16 bits gave [{i}] = {againRounded[i]:G9}, want {RoundReference(ys[i], precision):G9} ({ys[i]:G9} rounded)");
+                        }
                     }
 
                     // The backward kernel from the 16-bit values against their widened copy: every output, bit for bit.
@@ -339,14 +364,15 @@ public static partial class OpCases
     /// → LinearScaleShift with a frozen scale, both with frozen weights) gives, in inference and in training, the same output and every gradient
     /// bit for bit as with float32 outputs, and as with nothing in 16 bits (<c>SaveGemmOperandsInGemmPrecision</c> off):
     /// the products round those values the same way. Each 16-bit output is exactly the float32 one rounded, and the tape
-    /// keeps the same bytes. A 16-bit input under GEMMs of the other format is refused, and fp32 GEMMs keep float32
+    /// keeps the same bytes. The Linear after LinearGelu computes its input again from the kept 16-bit pre-activation
+    /// (<c>RecomputeGeluOutputs</c>): every gradient bit for bit as when it keeps the input, with its bytes fewer kept. A 16-bit input under GEMMs of the other format is refused, and fp32 GEMMs keep float32
     /// outputs.</summary>
     static unsafe void GemmInputsInGemmPrecision(Device dev)
     {
         const int rows = 27, C = 20, N = 36;
         float[] Values(ulong seed, int n, float scale) => [.. Enumerable.Range(0, n).Select(i => (float)(CounterRng.Uniform(seed, (ulong)i) * 2 - 1) * scale)];
         var k = dev.Kernels;
-        var previous = (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision);
+        var previous = (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision, Ops.RecomputeGeluOutputs);
         string[] names = ["dx", "dnorm.weight", "dnorm.bias", "dW1", "db1", "dW2", "db2", "dW3 (selected entries)", "db3", "dscale4", "dshift4"];
         try
         {
@@ -357,9 +383,10 @@ public static partial class OpCases
                 string name = $"GemmInputsInGemmPrecision {precision.Name()}";
                 // Returns z's values, the gradients (training), the 16-bit outputs widened and their float32 twins, the tape's
                 // bytes; sixteenBitSaves false: nothing in 16 bits between the products (the reference for the gradients).
-                (float[] Z, float[][] Grads, List<float[]> Outputs, long Saved) Run(bool gemmInput, bool train, bool sixteenBitSaves = true)
+                (float[] Z, float[][] Grads, List<float[]> Outputs, long Saved) Run(bool gemmInput, bool train, bool sixteenBitSaves = true, bool recompute = true)
                 {
                     Ops.SaveGemmOperandsInGemmPrecision = sixteenBitSaves;
+                    Ops.RecomputeGeluOutputs = recompute;
                     using var made = new CaseTensors(dev);
                     var x = made.Uniform(201, 2f, rows, C);
                     var nw = made.Uniform(202, 1f, C);
@@ -447,6 +474,21 @@ public static partial class OpCases
                                     throw new ConformanceException($"{name}: {names[g]}[{i}] is {run.Grads[g][i]:G9} with 16-bit outputs, {against.Grads[g][i]:G9} with {what}");
                     if (narrow.Saved != wide.Saved)
                         throw new ConformanceException($"{name}: the tape kept {narrow.Saved} bytes with 16-bit outputs, {wide.Saved} with float32 (the Linears keep the 16-bit inputs themselves instead of 16-bit copies)");
+                    // The Linear after LinearGelu (selected entries) computes its input again from the kept 16-bit
+                    // pre-activation: every gradient bit for bit as when it keeps its input, and exactly that input's bytes
+                    // fewer kept (16-bit, or float32 with nothing in 16 bits).
+                    foreach (var (recomputing, sixteen) in new[] { (narrow, true), (reference, false) })
+                    {
+                        var keeping = Run(gemmInput: true, train, sixteenBitSaves: sixteen, recompute: false);
+                        string what = sixteen ? "16-bit outputs" : "nothing in 16 bits";
+                        for (int g = 0; g < names.Length; g++)
+                            for (int i = 0; i < keeping.Grads[g].Length; i++)
+                                if (!Same(keeping.Grads[g][i], recomputing.Grads[g][i]))
+                                    throw new ConformanceException($"{name} ({what}): {names[g]}[{i}] is {recomputing.Grads[g][i]:G9} with LinearGelu's output computed again, {keeping.Grads[g][i]:G9} kept");
+                        long input = (sixteen ? 2L : 4L) * rows * C;
+                        if (keeping.Saved != recomputing.Saved + input)
+                            throw new ConformanceException($"{name} ({what}): the tape kept {recomputing.Saved} bytes computing LinearGelu's output again, {keeping.Saved} keeping it; expected {input} fewer");
+                    }
                 }
 
                 // A 16-bit input the GEMMs do not read as it is: refused, naming the input.
@@ -474,7 +516,7 @@ public static partial class OpCases
         }
         finally
         {
-            (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision) = previous;
+            (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision, Ops.RecomputeGeluOutputs) = previous;
         }
     }
 

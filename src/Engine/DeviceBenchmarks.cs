@@ -36,6 +36,7 @@ public static unsafe class DeviceBenchmarks
         new("add", "N", 1, "y = a + b (residual)"),
         new("gelu", "N", 1, "exact GELU forward"),
         new("gelu-backward", "N", 1, "GELU backward"),
+        new("gelu-bf16", "N", 1, "fc2's input computed again in the backward: GELU of fc1's bf16 pre-activation, written in bf16"),
         new("drop-path", "N", 1, "stochastic depth / dropout mask"),
         new("adam", "N", 1, "one AdamW step of N parameters"),
         new("pack-bf16", "N", 1, "a 16-bit GEMM operand: y = x rounded to bfloat16 (4 bytes read, 2 written per value)"),
@@ -123,7 +124,7 @@ public static unsafe class DeviceBenchmarks
                 "linear-scale-shift-gelu-unfused" => () =>
                 {
                     k.LinearScaleShiftForward(y.Data, null, u!.Data, null, x.Data, null, w.Data, bias.Data, bias.Data, null, M, N, K);
-                    k.GeluForward(y.Data, y.Data, (long)M * N);
+                    k.GeluForward(y.Data, null, y.Data, (long)M * N);
                 },
                 "linear-residual" => () => k.LinearForward(y.Data, null, x.Data, null, w.Data, bias.Data, u!.Data, M, N, K),
                 "linear-residual-unfused" => () =>
@@ -134,7 +135,7 @@ public static unsafe class DeviceBenchmarks
                 _ => () =>
                 {
                     k.LinearForward(y.Data, null, x.Data, null, w.Data, bias.Data, null, M, N, K);
-                    k.GeluForward(y.Data, y.Data, (long)M * N);
+                    k.GeluForward(y.Data, null, y.Data, (long)M * N);
                 },
             };
             double ms = Time(device, repeats, call);
@@ -221,7 +222,7 @@ public static unsafe class DeviceBenchmarks
         bool conv = op.StartsWith("depthwise-conv", StringComparison.Ordinal);
         using var convWeights = conv ? Filled(device, 49L * shape[3], 0.02f) : null;
         using var convGrads = conv ? Tensor.Zeros(device, 50 * shape[3]) : null; // dw [C, 49] and dbias [C]
-        bool readsBf16 = op is "bias-gelu-backward" or "softmax-backward-bf16";
+        bool readsBf16 = op is "gelu-bf16" or "bias-gelu-backward" or "softmax-backward-bf16";
         using var halves = op.EndsWith("-bf16", StringComparison.Ordinal) || readsBf16 ? Tensor.Empty(device, DType.BF16, checked((int)n)) : null;
         if (readsBf16) k.PackLowPrecision(halves!.HalfData, a.Data, n, Precision.BF16);
         using var bf16 = k.UseGemmPrecision(readsBf16 ? Precision.BF16 : k.GemmPrecision); // its 16-bit values are bf16
@@ -229,8 +230,9 @@ public static unsafe class DeviceBenchmarks
         {
             "copy" => (2 * n * 4, (Action)(() => k.Copy(b.Data, a.Data, n, false))),
             "add" => (3 * n * 4, () => k.Add(c.Data, a.Data, b.Data, n)),
-            "gelu" => (2 * n * 4, () => k.GeluForward(b.Data, a.Data, n)),
+            "gelu" => (2 * n * 4, () => k.GeluForward(b.Data, null, a.Data, n)),
             "gelu-backward" => (3 * n * 4, () => k.GeluBackward(c.Data, null, b.Data, a.Data, n, false)),
+            "gelu-bf16" => (n * 4, () => k.GeluForward(null, (ushort*)c.Data, GemmOperand.Packed(halves!.HalfData), n)),
             "drop-path" => (2 * n * 4, () => k.DropPathForward(b.Data, a.Data, n, 1, 0.1f, 1, null)),
             "adam" => (7 * n * 4, () => k.AdamStep(a.Data, b.Data, c.Data, d.Data, null, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.05f, 1, true, null)),
             "pack-bf16" => (n * 6, () => k.PackLowPrecision(halves!.HalfData, a.Data, n, Precision.BF16)),
@@ -333,7 +335,7 @@ public static unsafe class DeviceBenchmarks
         int side = full ? 14 : 4, convC = full ? 1024 : 8, convN = full ? 64 : 2; // ConvNeXt-B stage 4 at batch 64
         var shapes = new Dictionary<string, int[]>
         {
-            ["copy"] = [(int)hidden], ["add"] = [(int)hidden], ["gelu"] = [(int)hidden], ["gelu-backward"] = [(int)hidden],
+            ["copy"] = [(int)hidden], ["add"] = [(int)hidden], ["gelu"] = [(int)hidden], ["gelu-backward"] = [(int)hidden], ["gelu-bf16"] = [(int)hidden],
             ["drop-path"] = [(int)hidden], ["adam"] = [(int)hidden], ["pack-bf16"] = [(int)hidden], ["unpack-bf16"] = [(int)hidden],
             ["bias"] = [tokens, C], ["bias-grad"] = [tokens, C], ["bias-gelu-backward"] = [tokens, 4 * C], ["scale-shift"] = [tokens, C], ["scale-shift-backward"] = [tokens, C],
             ["scale-shift-gelu-backward"] = [tokens, 4 * C],

@@ -57,9 +57,11 @@ public unsafe interface IKernels
     /// epilogue: h = x[rows, K]·Wᵀ + bias, y = GELU(h), both [rows, N]; h is written only when not null (training keeps
     /// it for the backward), so inference makes one pass over the output instead of three. hPacked: null, or where h is
     /// written instead in the 16-bit <see cref="GemmPrecision"/> (as autocast keeps a Linear's output for GELU's
-    /// backward; y is GELU of the float32 h either way); at most one of h and hPacked is given. yPacked: null, or where
-    /// y is written instead, in the 16-bit <see cref="GemmPrecision"/> (an output only products read, which would round
-    /// it so); y is then scratch for the float32 product, its contents undefined afterwards.</summary>
+    /// backward); at most one of h and hPacked is given. Under bf16 or fp16 GEMMs GELU reads h rounded to that format,
+    /// whichever of h, hPacked or neither is written (autocast's GELU reads the Linear's 16-bit output), so that
+    /// <see cref="GeluForward"/> from hPacked gives y again bit for bit; h itself is kept unrounded. yPacked: null, or
+    /// where y is written instead, in the 16-bit <see cref="GemmPrecision"/> (an output only products read, which would
+    /// round it so); y is then scratch for the float32 product, its contents undefined afterwards.</summary>
     void LinearGeluForward(float* y, ushort* yPacked, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K);
 
     /// <summary>SSF at a Linear site in one pass: u = x[rows, K]·Wᵀ (the layer without its bias), y = u·scale + shift per
@@ -129,8 +131,11 @@ public unsafe interface IKernels
     /// products reading this gradient take (the Linear layer that made x), instead of a packing pass over dx.</summary>
     void LayerNormBackward(float* dx, ushort* dxCopy, float* dweight, float* dbias, float* dy, float* x, float* weight,
         float* mean, float* rstd, int rows, int C, bool accumulate);
-    /// <summary>Exact GELU: y = x·Φ(x) = 0.5·x·(1 + erf(x/√2)); n elements.</summary>
-    void GeluForward(float* y, float* x, long n);
+    /// <summary>Exact GELU: y = x·Φ(x) = 0.5·x·(1 + erf(x/√2)); n elements. x float32, or packed in the 16-bit
+    /// <see cref="GemmPrecision"/>, each value widened exactly as it is read. yPacked: null, or where y is written instead
+    /// (y null), in that 16-bit format: the input of fc2 computed again in the backward from fc1's kept 16-bit
+    /// pre-activation, bit for bit what <see cref="LinearGeluForward"/> wrote.</summary>
+    void GeluForward(float* y, ushort* yPacked, GemmOperand x, long n);
     /// <summary>dx = dy·(Φ(x) + x·φ(x)); x float32, or packed in the 16-bit <see cref="GemmPrecision"/> (LinearGelu's
     /// pre-activation kept as <see cref="LinearGeluForward"/>'s hPacked), each value widened exactly as it is read.
     /// dxCopy: null, or where dx (written, not accumulated) is also written in the 16-bit <see cref="GemmPrecision"/>: the

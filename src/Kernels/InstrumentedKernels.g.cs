@@ -156,10 +156,10 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void GeluForward(float* y, float* x, long n)
+    public void GeluForward(float* y, ushort* yPacked, GemmOperand x, long n)
     {
         long start = Begin(KernelId.GeluForward);
-        Inner.GeluForward(y, x, n);
+        Inner.GeluForward(y, yPacked, x, n);
         End(KernelId.GeluForward, start);
     }
 

@@ -75,7 +75,7 @@ public unsafe class CudaDeviceTests
         var k = device.Kernels;
         void Launches()
         {
-            k.GeluForward(y.Data, x.Data, 4096);
+            k.GeluForward(y.Data, null, x.Data, 4096);
             k.LayerNormForward(y.Data, null, null, null, x.Data, null, null, 64, 64, 1e-6f);
             k.AdamStep(x.Data, y.Data, x.Data, y.Data, null, 4096, 1e-3f, 0.9f, 0.999f, 1e-8f, 0f, 1, true, null);
         }

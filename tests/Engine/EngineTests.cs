@@ -144,6 +144,46 @@ public class EngineTests
             Assert.That(tape2.Count, Is.Zero);
     }
 
+    /// <summary>A Linear after LinearGelu computes its input again from the pre-activation kept on the same tape
+    /// (<see cref="Ops.RecomputeGeluOutputs"/>); recording again after that backward (the same tape, as training steps
+    /// reuse one), when the pre-activation is gone, it keeps the input itself, with the same weight gradient.</summary>
+    [Test]
+    public void ALinearKeepsAGeluOutputMadeBeforeTheLastBackward()
+    {
+        var dev = new CpuDevice(new CpuKernels());
+        using var _ = dev.Kernels.UseGemmPrecision(Precision.BF16);
+        using var x = Tensor.FromArray(dev, Init.NormalValues(6 * 8, 0, 1, 3), 6, 8);
+        using var w1 = Tensor.Parameter(dev, "fc1.weight", 16, 8);
+        using var w2 = Tensor.Parameter(dev, "fc2.weight", 4, 16);
+        Init.Normal(w1, 0.5f, 4);
+        Init.Normal(w2, 0.5f, 5);
+        using var dy = Tensor.FromArray(dev, Init.NormalValues(6 * 4, 0, 1, 6), 6, 4);
+        Tensor g;
+        var tape = new Tape();
+        long keptFirst;
+        using (tape.Record())
+        {
+            g = Ops.LinearGelu(x, w1, gemmInput: true);
+            long beforeFc2 = tape.SavedBytes;
+            using var y = Ops.Linear(g, w2);
+            keptFirst = tape.SavedBytes - beforeFc2;
+            tape.Backward(y, dy);
+        }
+        using var __ = g;
+        float[] recomputed = w2.Grad!.ToArray();
+        w2.Grad.Dispose();
+        w2.SetGrad(null);
+        using (tape.Record())
+        {
+            using var y = Ops.Linear(g, w2);
+            Assert.That(tape.SavedBytes, Is.EqualTo(g.Bytes), "recording again, the tape keeps fc2's input itself");
+            tape.Backward(y, dy);
+        }
+        Assert.That(keptFirst, Is.Zero, "the first tape keeps nothing for fc2: its input is computed again");
+        Assert.That(g.DType, Is.EqualTo(DType.BF16));
+        Assert.That(w2.Grad!.ToArray(), Is.EqualTo(recomputed), "fc2's weight gradient");
+    }
+
     [Test]
     public void StepsAfterTheFirstAllocateNoDeviceMemory()
     {

@@ -169,7 +169,7 @@ public unsafe class KernelContractTests
         var xs = Enumerable.Range(0, n).Select(i => -60f + 120f * i / (n - 1)).ToArray();
         using var x = Tensor.FromArray(dev, xs, n);
         using var y = Tensor.Zeros(dev, n);
-        k.GeluForward(y.Data, x.Data, n);
+        k.GeluForward(y.Data, null, x.Data, n);
         var gelu = y.ToArray();
         for (int i = 0; i < n; i++)
         {

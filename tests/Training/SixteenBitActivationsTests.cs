@@ -30,6 +30,45 @@ public class SixteenBitActivationsTests
         }
     }
 
+    /// <summary>fc2 computing its input again from fc1's kept 16-bit pre-activation (<see cref="Ops.RecomputeGeluOutputs"/>)
+    /// trains bit for bit as fc2 keeping it, with fewer bytes kept, wherever fc2's weight trains (full, and GPS's selected
+    /// entries); the MLPs of ViT, Swin and ConvNeXt (whose fc2 is followed by the layer scale).</summary>
+    [Test]
+    public void RecomputingGeluOutputsIsBitForBitKeepingThem([Values("vit", "swin", "convnext")] string family,
+        [Values("full", "gps")] string method, [Values(Precision.BF16, Precision.FP16)] Precision precision, [Values("cpu", "emulated-cuda")] string backend)
+    {
+        var device = Backends.Get(backend);
+        GraphCheck.Result Run(bool recompute)
+        {
+            var (previous, path) = (Ops.RecomputeGeluOutputs, Ops.DefaultAttentionPath);
+            try
+            {
+                (Ops.RecomputeGeluOutputs, Ops.DefaultAttentionPath) = (recompute, AttentionPath.Unfused);
+                return GraphCheck.Train(TinyModels.Create(family, device), Classes, method, graph: false, precision: precision);
+            }
+            finally
+            {
+                (Ops.RecomputeGeluOutputs, Ops.DefaultAttentionPath) = (previous, path);
+            }
+        }
+        var keeping = Run(recompute: false);
+        var recomputing = Run(recompute: true);
+        Assert.That(recomputing.Losses.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(keeping.Losses.Select(BitConverter.SingleToInt32Bits)),
+            $"losses {string.Join(", ", recomputing.Losses)} against {string.Join(", ", keeping.Losses)}");
+        for (int p = 0; p < keeping.Parameters.Length; p++)
+            Assert.That(recomputing.Parameters[p].Select(BitConverter.SingleToInt32Bits), Is.EqualTo(keeping.Parameters[p].Select(BitConverter.SingleToInt32Bits)),
+                $"parameter {p} after six steps");
+        Assert.That(keeping.Parameters.Zip(keeping.Initial).Any(p => !p.First.SequenceEqual(p.Second)), "training moved the parameters");
+        // The last batch (3 images): each MLP's hidden activation, tokens × 4·C values of 2 bytes, is no longer kept.
+        long hidden = family switch
+        {
+            "vit" => (3 * 17 + 3 * 1) * 128, // 16 patches and the class token, C = 32; the last block runs the class token alone
+            "swin" => 2 * 3 * 64 * 32 + 2 * 3 * 16 * 64, // two blocks of 8×8 tokens at C = 8, two of 4×4 at C = 16
+            _ => 3 * 16 * 32 + 3 * 4 * 64, // one block at 4×4, C = 8; one at 2×2, C = 16
+        };
+        Assert.That(keeping.SavedBytes - recomputing.SavedBytes, Is.EqualTo(2 * hidden), "bytes no longer kept for the backward");
+    }
+
     [Test]
     public void TrainingIsBitForBitTheRunWithNothingInSixteenBits([Values("vit", "vit64", "swin", "convnext")] string family,
         [Values("full", "ssf")] string method, [Values(Precision.BF16, Precision.FP16)] Precision precision, [Values("cpu", "emulated-cuda")] string backend)

@@ -66,6 +66,7 @@ public sealed unsafe class Tape
     Node[] _nodes = new Node[256];
     NodeStore?[] _stores = new NodeStore?[32];
     readonly List<Tensor> _kept = new();
+    readonly Dictionary<Tensor, Tensor> _geluSources = new(ReferenceEqualityComparer.Instance);
     int _count;
 
     /// <summary>The tape recording on this thread, if any.</summary>
@@ -149,6 +150,16 @@ public sealed unsafe class Tape
         return t;
     }
 
+    /// <summary>Notes that <paramref name="y"/>'s values are GELU of the kept 16-bit <paramref name="h"/> (widened; rounded
+    /// back to 16 bits when y is 16-bit), as <see cref="Ops.LinearGelu"/> writes them: a Linear that would keep y for its
+    /// backward keeps nothing and computes y again from h there (<see cref="Ops.RecomputeGeluOutputs"/>). Valid until
+    /// the tape is cleared.</summary>
+    internal static void NoteGeluOf(Tensor y, Tensor h) => _active!._geluSources[y] = h;
+
+    /// <summary>The kept 16-bit tensor whose GELU <paramref name="y"/> is (<see cref="NoteGeluOf"/>) on the recording
+    /// tape, or null.</summary>
+    internal static Tensor? GeluSource(Tensor y) => _active != null && _active._geluSources.TryGetValue(y, out var h) ? h : null;
+
     /// <summary>Runs backward from a scalar <paramref name="output"/> (seeded with gradient 1), then clears the tape.</summary>
     public void Backward(Tensor output)
     {
@@ -186,6 +197,7 @@ public sealed unsafe class Tape
         foreach (var store in _stores) store?.Reset();
         foreach (var t in _kept) t.Dispose();
         _kept.Clear();
+        _geluSources.Clear();
         _count = 0;
         SavedBytes = 0;
     }

@@ -17,7 +17,7 @@ public static unsafe partial class Ops
         var y = NewLike(x);
         var k = x.Device.Kernels;
         if (relu) k.ReluForward(y.Data, x.Data, x.Count);
-        else k.GeluForward(y.Data, x.Data, x.Count);
+        else k.GeluForward(y.Data, null, x.Data, x.Count);
         if (Tape.ShouldRecord(x))
             Tape.Push(y, new ActivationSaved { X = x, XKept = Tape.Save(x), Relu = relu });
         return y;

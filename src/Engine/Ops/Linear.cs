@@ -69,7 +69,9 @@ public static unsafe partial class Ops
     /// GELU(x·Wᵀ + b), the MLP's first layer and its activation, with GELU in the GEMM's epilogue (shapes as in
     /// <see cref="Linear"/>): the same values as <c>Gelu(Linear(x, W, b))</c> in one pass over the output. Backward:
     /// GELU's from the pre-activation, which is written and kept only when recording (in 16 bits under bf16 or fp16
-    /// GEMMs, <see cref="SaveLinearOutputsInGemmPrecision"/>), then Linear's. x as in <see cref="Linear"/>;
+    /// GEMMs, <see cref="SaveLinearOutputsInGemmPrecision"/>), then Linear's. Under bf16 or fp16 GEMMs GELU reads the
+    /// pre-activation rounded to that format, as autocast's GELU reads the Linear's 16-bit output (so a Linear reading y
+    /// can compute it again from the kept pre-activation: <see cref="RecomputeGeluOutputs"/>). x as in <see cref="Linear"/>;
     /// <paramref name="gemmInput"/>: y is read only by Linear layers (fc2), so under bf16 or fp16 GEMMs it is written in
     /// that 16-bit format (<see cref="LayerNorm"/>).
     /// </summary>
@@ -84,9 +86,24 @@ public static unsafe partial class Ops
         var saved = record ? SaveLinear(x, weight, bias, rows, N, K) : default;
         x.Device.Kernels.LinearGeluForward((product ?? y).Data, Halves(y), h == null ? null : h.Data, Halves(hPacked), Floats(x),
             PackedInput(x, saved), weight.Data, bias == null ? null : bias.Data, rows, N, K);
-        if (record) Tape.Push(y, new LinearGeluSaved { Linear = saved, PreActivation = hPacked != null ? Tape.Keep(hPacked) : Tape.Save(h!) });
+        if (record)
+        {
+            Tape.Push(y, new LinearGeluSaved { Linear = saved, PreActivation = hPacked != null ? Tape.Keep(hPacked) : Tape.Save(h!) });
+            if (hPacked != null) Tape.NoteGeluOf(y, hPacked); // y = GELU(h rounded), which the 16-bit h gives again
+        }
         return y;
     }
+
+    /// <summary>
+    /// Whether a Linear whose input is <see cref="LinearGelu"/>'s output (fc2 after fc1 and GELU) keeps nothing for its
+    /// weight gradient when fc1's pre-activation is kept in 16 bits (<see cref="SaveLinearOutputsInGemmPrecision"/> under
+    /// bf16 or fp16 GEMMs), and computes its input again from that pre-activation in the backward (one GELU pass,
+    /// <see cref="Kernels.IKernels.GeluForward"/>): bit for bit the values the forward read, since GELU reads the rounded
+    /// pre-activation there too. Saves the widest activation a transformer block keeps twice ([tokens, 4·C] in 16 bits,
+    /// 6,144 bytes per token and block for ViT-B) where fc2's weight trains (full fine-tuning, GPS). False keeps it (to
+    /// compare).
+    /// </summary>
+    public static bool RecomputeGeluOutputs { get; set; } = true;
 
     /// <summary>For a fused Linear's 16-bit output y, a float32 tensor of its shape for the product (the GEMM's output,
     /// which the epilogue turns into y); null for a float32 y, which holds the product itself.</summary>
@@ -101,8 +118,8 @@ public static unsafe partial class Ops
     /// reads it: <see cref="LinearGelu"/>'s pre-activation (GELU's slope; the widest activation a transformer block
     /// keeps, [tokens, 4·C]) and SSF's bias-free product at a Linear site (<see cref="LinearScaleShift(Tensor, Tensor,
     /// Tensor, Tensor, Tensor, bool)"/> and <see cref="LinearScaleShiftGelu"/>: dscale, and GELU's slope after it). Unlike
-    /// <see cref="SaveGemmOperandsInGemmPrecision"/> this moves the gradient: it is taken at the rounded values (the
-    /// forward still reads them unrounded). False keeps them in float32 (to compare).
+    /// <see cref="SaveGemmOperandsInGemmPrecision"/> this moves the gradient: it is taken at the rounded values (SSF's
+    /// forward reads them unrounded; LinearGelu's GELU reads h rounded either way). False keeps them in float32 (to compare).
     /// </summary>
     public static bool SaveLinearOutputsInGemmPrecision { get; set; } = true;
 
@@ -190,14 +207,20 @@ public static unsafe partial class Ops
         return (Rows(x), N, K, shape);
     }
 
-    static LinearSaved SaveLinear(Tensor x, Tensor weight, Tensor? bias, int rows, int N, int K, Tensor? residual = null) => new()
+    static LinearSaved SaveLinear(Tensor x, Tensor weight, Tensor? bias, int rows, int N, int K, Tensor? residual = null)
     {
-        X = x, Weight = weight, Bias = bias, Residual = residual, Rows = rows, N = N, K = K,
-        // Also for a weight training selected entries (GPS): autocast keeps the layer's input in 16 bits for its
-        // gradient, and SparseWeightGrad widens each value it reads, summing in float32.
-        XKept = !weight.RequiresGrad ? null : x.DType != DType.F32 ? Tape.Save(x) : SaveGemmOperand(x), // a 16-bit x as it is
-        WeightKept = !weight.IsLeaf ? Tape.Save(weight) : null, // a computed weight (z·zᵀ) may be disposed by its caller,
-    };
+        var geluOf = weight.RequiresGrad && RecomputeGeluOutputs ? Tape.GeluSource(x) : null;
+        return new()
+        {
+            X = x, Weight = weight, Bias = bias, Residual = residual, Rows = rows, N = N, K = K,
+            // Also for a weight training selected entries (GPS): autocast keeps the layer's input in 16 bits for its
+            // gradient, and SparseWeightGrad widens each value it reads, summing in float32.
+            XKept = !weight.RequiresGrad || geluOf != null ? null : x.DType != DType.F32 ? Tape.Save(x) : SaveGemmOperand(x), // a 16-bit x as it is
+            XGeluOf = geluOf,
+            XRecomputedType = geluOf == null ? DType.F32 : x.DType != DType.F32 ? x.DType : GemmInputType(x.Device) ?? DType.F32,
+            WeightKept = !weight.IsLeaf ? Tape.Save(weight) : null, // a computed weight (z·zᵀ) may be disposed by its caller,
+        };
+    }
 
     /// <summary>
     /// Under bf16 or fp16 GEMMs (<see cref="Kernels.IKernels.GemmPrecision"/>) a tensor kept only to be a weight
@@ -213,8 +236,7 @@ public static unsafe partial class Ops
     /// <see cref="SaveGemmOperandsInGemmPrecision"/>); read it with <see cref="Tape.Operand"/>. The forward products may
     /// read the 16-bit copy too, instead of rounding x again.</summary>
     static Tensor SaveGemmOperand(Tensor x) =>
-        SaveGemmOperandsInGemmPrecision && x.Device.Kernels.GemmPrecision is Kernels.Precision.BF16 or Kernels.Precision.FP16
-            ? Tape.SaveInPrecision(x, x.Device.Kernels.GemmPrecision) : Tape.Save(x);
+        GemmInputType(x.Device) != null ? Tape.SaveInPrecision(x, x.Device.Kernels.GemmPrecision) : Tape.Save(x);
 
     /// <summary>Under bf16 or fp16 GEMMs (and <see cref="SaveGemmOperandsInGemmPrecision"/>), a new 16-bit copy of the
     /// contiguous <paramref name="values"/> of this <paramref name="shape"/> for several products to share: one conversion
@@ -286,7 +308,10 @@ public static unsafe partial class Ops
     struct LinearSaved : IBackward<LinearSaved>
     {
         public Tensor X, Weight;
-        public Tensor? Bias, Residual, XKept, WeightKept;
+        /// <summary>XKept: x as kept for the weight gradient; or XGeluOf: fc1's kept 16-bit pre-activation, from which
+        /// x is computed again in XRecomputedType (<see cref="RecomputeGeluOutputs"/>).</summary>
+        public Tensor? Bias, Residual, XKept, XGeluOf, WeightKept;
+        public DType XRecomputedType;
         public int Rows, N, K;
 
         /// <summary>Whether the weight trains selected entries (GPS), whose gradient sums a float32 dy.</summary>
@@ -313,7 +338,10 @@ public static unsafe partial class Ops
         public static void Backward(ref LinearSaved s, Kernels.IKernels k, GemmOperand dy, ushort* dyCopy = null, bool biasDone = false)
         {
             int rows = s.Rows, N = s.N, K = s.K;
-            GemmOperand x = s.XKept == null ? default : Tape.Operand(s.XKept);
+            using var recomputed = s.XGeluOf == null ? null : Tensor.Empty(s.Weight.Device, s.XRecomputedType, s.XGeluOf.Shape);
+            if (recomputed != null) k.GeluForward(Floats(recomputed), Halves(recomputed), Tape.Operand(s.XGeluOf!), recomputed.Count);
+            var kept = s.XKept ?? recomputed;
+            GemmOperand x = kept == null ? default : Tape.Operand(kept);
             float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
             bool sparse = s.SparseWeight;
             float* dw = sparse ? null : Tape.GradAccumulatorIfNeeded(s.Weight);

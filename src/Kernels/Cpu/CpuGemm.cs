@@ -357,8 +357,14 @@ public static unsafe class CpuGemm
         {
             for (int r = 0; r < mr; r++)
             {
-                if (e.Packed != null) CpuKernels.PackRow(e.Packed + offset + (long)r * ldy, h + (long)r * ldh, nr, e.PackedPrecision);
-                CpuKernels.GeluRow(y + (long)r * ldy, h + (long)r * ldh, nr);
+                float* hr = h + (long)r * ldh, yr = y + (long)r * ldy;
+                if (e.Packed != null) CpuKernels.PackRow(e.Packed + offset + (long)r * ldy, hr, nr, e.PackedPrecision);
+                if (e.GeluInputPrecision != Precision.FP32)
+                {
+                    LowPrecision.Round(yr, hr, nr, e.GeluInputPrecision); // into y: a float32 h kept for backward stays unrounded
+                    hr = yr;
+                }
+                CpuKernels.GeluRow(yr, hr, nr);
                 if (e.PackedY != null) CpuKernels.PackRow(e.PackedY + offset + (long)r * ldy, y + (long)r * ldy, nr, e.PackedPrecision);
             }
             return;
@@ -786,8 +792,12 @@ public readonly unsafe struct GemmEpilogue
     /// <summary>Shift [N] of a scale-shift epilogue.</summary>
     public float* Shift { get; private init; }
 
-    /// <summary>y = GELU(h).</summary>
-    public static GemmEpilogue Gelu(float* y) => new() { Y = y };
+    /// <summary>y = GELU(h), or, with <paramref name="inputPrecision"/> bf16 or fp16, GELU of h rounded to it (as
+    /// autocast's GELU reads a Linear's 16-bit output).</summary>
+    public static GemmEpilogue Gelu(float* y, Precision inputPrecision = Precision.FP32) => new() { Y = y, GeluInputPrecision = inputPrecision };
+
+    /// <summary>The format GELU's input is rounded to first (<see cref="Gelu"/>; FP32: not rounded).</summary>
+    public Precision GeluInputPrecision { get; private init; }
 
     /// <summary>This epilogue, which also writes h to <paramref name="h"/> in 16 bits (<paramref name="precision"/>, bf16
     /// or fp16; rows ldy apart, as y's) before it writes y: a Linear's output kept for the backward of the op after it

@@ -8,10 +8,18 @@ namespace Engine.Kernels.Cpu;
 public sealed unsafe partial class CpuKernels
 {
     /// <inheritdoc/>
-    public void GeluForward(float* y, float* x, long n)
+    public void GeluForward(float* y, ushort* yPacked, GemmOperand x, long n)
     {
-        var body = new GeluBody { Y = y, X = x };
-        CpuRange.For(n, ElementGrain, ref body);
+        x.CheckFor(GemmPrecision, "GeluForward");
+        GemmPrecision.PackedOutputFormat(y, yPacked, false, "GeluForward");
+        if (!x.IsPacked && yPacked == null)
+        {
+            var body = new GeluBody { Y = y, X = x.Floats };
+            CpuRange.For(n, ElementGrain, ref body);
+            return;
+        }
+        var runs = new GeluRunsBody { Y = y, YPacked = yPacked, X = x, Precision = GemmPrecision };
+        CpuRange.For(n, ElementGrain, ref runs);
     }
 
     /// <inheritdoc/>
@@ -22,7 +30,7 @@ public sealed unsafe partial class CpuKernels
         var copy = (Precision)GemmPrecision.PackedCopyFormat(dx, dxCopy, accumulate, "GeluBackward");
         if (x.IsPacked)
         {
-            var packed = new GeluBackwardPackedBody { Dx = dx, Dy = dy, X = x.Halves, Precision = GemmPrecision, Accumulate = accumulate };
+            var packed = new GeluRunsBody { Y = dx, Dy = dy, X = x, Precision = GemmPrecision, Backward = true, Accumulate = accumulate };
             CpuRange.For(n, ElementGrain, ref packed);
         }
         else
@@ -44,14 +52,16 @@ public sealed unsafe partial class CpuKernels
         BiasGrad(dbias, (float*)dh.Pointer, rows, cols);
     }
 
-    /// <summary>GELU's backward from 16-bit inputs: each run of up to 512 of them widened on the stack, then the
-    /// float32 backward on it (the same values, so the same bits as from a widened copy).</summary>
-    struct GeluBackwardPackedBody : IRangeBody
+    /// <summary>GELU's forward or backward (<see cref="GeluBody"/>) where x or the forward's y is 16-bit: each run of up
+    /// to 512 values widened on the stack, the float32 body on it, and packed again for a 16-bit y (the same values, so
+    /// the same bits as through widened copies).</summary>
+    struct GeluRunsBody : IRangeBody
     {
-        public float* Dx, Dy;
-        public ushort* X;
+        public float* Y, Dy;
+        public ushort* YPacked;
+        public GemmOperand X;
         public Precision Precision;
-        public bool Accumulate;
+        public bool Backward, Accumulate;
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(long start, long end)
         {
@@ -60,8 +70,11 @@ public sealed unsafe partial class CpuKernels
             for (long i = start; i < end; i += Run)
             {
                 int n = (int)Math.Min(Run, end - i);
-                UnpackRow(wide, X + i, n, Precision);
-                new GeluBody { Y = Dx + i, Dy = Dy + i, X = wide, Backward = true, Accumulate = Accumulate }.Run(0, n);
+                float* x = wide, y = YPacked != null ? wide : Y + i;
+                if (X.IsPacked) UnpackRow(wide, X.Halves + i, n, Precision);
+                else x = X.Floats + i;
+                new GeluBody { Y = y, Dy = Backward ? Dy + i : null, X = x, Backward = Backward, Accumulate = Accumulate }.Run(0, n);
+                if (YPacked != null) PackRow(YPacked + i, y, n, Precision);
             }
         }
     }

@@ -181,7 +181,8 @@ public sealed unsafe partial class CpuKernels : IKernels
     public void LinearGeluForward(float* y, ushort* yPacked, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
         float* product = h != null ? h : y;
-        var epilogue = Packing(GemmEpilogue.Gelu(y), yPacked, hPacked, "LinearGeluForward");
+        var epilogue = Packing(GemmEpilogue.Gelu(y, GemmPrecision is Precision.BF16 or Precision.FP16 ? GemmPrecision : Precision.FP32),
+            yPacked, hPacked, "LinearGeluForward");
         if (Fp32Blas is not { } blas)
         {
             CpuGemm.Gemm(false, true, rows, N, K, 1f, xPacked != null ? null : x, K, w, K, 0f, product, N, bias, GemmPrecision, epilogue, PackedWeight(w, N, K), xPacked);

@@ -145,7 +145,8 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public void LinearGeluForward(float* y, ushort* yPacked, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
         float* product = h != null ? h : y;
-        int format = PackedFormat(yPacked, hPacked, "LinearGeluForward");
+        PackedFormat(yPacked, hPacked, "LinearGeluForward");
+        int format = GemmPrecision is Precision.BF16 or Precision.FP16 ? (int)GemmPrecision : (int)Precision.FP32; // GELU reads h rounded to it
         Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, product, N);
         GridStride(Activations.BiasGeluForward, (long)rows * N, y, yPacked, h, hPacked, format, product, bias, rows, N);
     }
@@ -315,7 +316,12 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     }
 
     /// <inheritdoc/>
-    public void GeluForward(float* y, float* x, long n) => GridStride(Activations.GeluForward, n, y, x, n);
+    public void GeluForward(float* y, ushort* yPacked, GemmOperand x, long n)
+    {
+        x.CheckFor(GemmPrecision, "GeluForward");
+        GridStride(Activations.GeluForward, n, y, yPacked, GemmPrecision.PackedOutputFormat(y, yPacked, false, "GeluForward"), x.Data,
+            x.IsPacked ? (int)GemmPrecision : (int)Precision.FP32, n);
+    }
 
     /// <inheritdoc/>
     public void GeluBackward(float* dx, ushort* dxCopy, float* dy, GemmOperand x, long n, bool accumulate)

@@ -15,8 +15,9 @@ public static class GraphCheck
     /// <summary>Images per step; the fourth step takes one fewer.</summary>
     public static readonly int[] Batches = [3, 3, 3, 2, 3, 3];
 
-    /// <summary>One run: every parameter before and after, the losses, and how many steps replayed the graph.</summary>
-    public sealed record Result(float[][] Initial, float[][] Parameters, float[] Losses, long Replays);
+    /// <summary>One run: every parameter before and after, the losses, how many steps replayed the graph, and the
+    /// activation bytes the last step kept for its backward.</summary>
+    public sealed record Result(float[][] Initial, float[][] Parameters, float[] Losses, long Replays, long SavedBytes);
 
     /// <summary>Trains <paramref name="model"/> (which this disposes; <paramref name="classes"/> outputs) with
     /// <paramref name="method"/> for six steps, with or without <paramref name="graph"/>; <paramref name="clip"/> clips the gradient norm to 0.5 (the optimizer then
@@ -57,7 +58,7 @@ public static class GraphCheck
             using var targets = Tensor.FromArray(device, Enumerable.Range(0, batch).Select(j => (i + 2 * j) % classes).ToArray(), batch);
             losses[i] = step.Run(images, targets, x => model.Forward(x, trainSeed: 7), (logits, t) => Ops.CrossEntropy(logits, t));
         }
-        return new Result(initial, [.. model.Parameters.Select(p => p.ToArray())], losses, step.GraphReplays);
+        return new Result(initial, [.. model.Parameters.Select(p => p.ToArray())], losses, step.GraphReplays, step.SavedBytes);
     }
 
     /// <summary>What differs between an ordinary run and a graphed one of the same steps (empty when they agree bit for
