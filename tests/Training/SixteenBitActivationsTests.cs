@@ -14,51 +14,53 @@ public class SixteenBitActivationsTests
     const int Size = TinyModels.Size, Classes = TinyModels.Classes;
 
     /// <summary>Six AdamW steps (<see cref="GraphCheck.Train"/>; fp16 with a loss scaler) on the unfused attention (the
-    /// path the 16-bit heads take), with or without 16-bit values between the ops.</summary>
-    static GraphCheck.Result Train(string family, string method, Device device, Precision precision, bool sixteenBit)
+    /// path the 16-bit heads take), with or without 16-bit values between the ops, and with fc2's input kept or computed
+    /// again from fc1's kept pre-activation.</summary>
+    static GraphCheck.Result Train(string family, string method, Device device, Precision precision, bool sixteenBit, bool recompute = true)
     {
-        var (saves, path) = (Ops.SaveGemmOperandsInGemmPrecision, Ops.DefaultAttentionPath);
+        var previous = (Ops.SaveGemmOperandsInGemmPrecision, Ops.RecomputeGeluOutputs, Ops.DefaultAttentionPath);
         try
         {
-            Ops.SaveGemmOperandsInGemmPrecision = sixteenBit;
-            Ops.DefaultAttentionPath = AttentionPath.Unfused;
+            (Ops.SaveGemmOperandsInGemmPrecision, Ops.RecomputeGeluOutputs, Ops.DefaultAttentionPath) = (sixteenBit, recompute, AttentionPath.Unfused);
             return GraphCheck.Train(TinyModels.Create(family, device), Classes, method, graph: false, precision: precision);
         }
         finally
         {
-            (Ops.SaveGemmOperandsInGemmPrecision, Ops.DefaultAttentionPath) = (saves, path);
+            (Ops.SaveGemmOperandsInGemmPrecision, Ops.RecomputeGeluOutputs, Ops.DefaultAttentionPath) = previous;
         }
     }
 
+    /// <summary>Every loss and parameter of <paramref name="run"/> bit for bit <paramref name="reference"/>'s, which moved
+    /// the parameters.</summary>
+    static void AssertBitForBit(GraphCheck.Result run, GraphCheck.Result reference)
+    {
+        Assert.That(run.Losses.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(reference.Losses.Select(BitConverter.SingleToInt32Bits)),
+            $"losses {string.Join(", ", run.Losses)} against {string.Join(", ", reference.Losses)}");
+        for (int p = 0; p < reference.Parameters.Length; p++)
+            Assert.That(run.Parameters[p].Select(BitConverter.SingleToInt32Bits), Is.EqualTo(reference.Parameters[p].Select(BitConverter.SingleToInt32Bits)),
+                $"parameter {p} after six steps");
+        Assert.That(reference.Parameters.Zip(reference.Initial).Any(p => !p.First.SequenceEqual(p.Second)), "training moved the parameters");
+    }
+
+    [Test]
+    public void TrainingIsBitForBitTheRunWithNothingInSixteenBits([Values("vit", "vit64", "swin", "convnext")] string family,
+        [Values("full", "ssf")] string method, [Values(Precision.BF16, Precision.FP16)] Precision precision, [Values("cpu", "emulated-cuda")] string backend)
+    {
+        var device = Backends.Get(backend);
+        AssertBitForBit(Train(family, method, device, precision, sixteenBit: true), Train(family, method, device, precision, sixteenBit: false));
+    }
+
     /// <summary>fc2 computing its input again from fc1's kept 16-bit pre-activation (<see cref="Ops.RecomputeGeluOutputs"/>)
-    /// trains bit for bit as fc2 keeping it, with fewer bytes kept, wherever fc2's weight trains (full, and GPS's selected
-    /// entries); the MLPs of ViT, Swin and ConvNeXt (whose fc2 is followed by the layer scale).</summary>
+    /// trains bit for bit as fc2 keeping it, with exactly that input's bytes fewer kept, wherever fc2's weight trains
+    /// (full, and GPS's selected entries); the MLPs of ViT, Swin and ConvNeXt (whose fc2 is followed by the layer scale).</summary>
     [Test]
     public void RecomputingGeluOutputsIsBitForBitKeepingThem([Values("vit", "swin", "convnext")] string family,
         [Values("full", "gps")] string method, [Values(Precision.BF16, Precision.FP16)] Precision precision, [Values("cpu", "emulated-cuda")] string backend)
     {
         var device = Backends.Get(backend);
-        GraphCheck.Result Run(bool recompute)
-        {
-            var (previous, path) = (Ops.RecomputeGeluOutputs, Ops.DefaultAttentionPath);
-            try
-            {
-                (Ops.RecomputeGeluOutputs, Ops.DefaultAttentionPath) = (recompute, AttentionPath.Unfused);
-                return GraphCheck.Train(TinyModels.Create(family, device), Classes, method, graph: false, precision: precision);
-            }
-            finally
-            {
-                (Ops.RecomputeGeluOutputs, Ops.DefaultAttentionPath) = (previous, path);
-            }
-        }
-        var keeping = Run(recompute: false);
-        var recomputing = Run(recompute: true);
-        Assert.That(recomputing.Losses.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(keeping.Losses.Select(BitConverter.SingleToInt32Bits)),
-            $"losses {string.Join(", ", recomputing.Losses)} against {string.Join(", ", keeping.Losses)}");
-        for (int p = 0; p < keeping.Parameters.Length; p++)
-            Assert.That(recomputing.Parameters[p].Select(BitConverter.SingleToInt32Bits), Is.EqualTo(keeping.Parameters[p].Select(BitConverter.SingleToInt32Bits)),
-                $"parameter {p} after six steps");
-        Assert.That(keeping.Parameters.Zip(keeping.Initial).Any(p => !p.First.SequenceEqual(p.Second)), "training moved the parameters");
+        var keeping = Train(family, method, device, precision, sixteenBit: true, recompute: false);
+        var recomputing = Train(family, method, device, precision, sixteenBit: true);
+        AssertBitForBit(recomputing, keeping);
         // The last batch (3 images): each MLP's hidden activation, tokens × 4·C values of 2 bytes, is no longer kept.
         long hidden = family switch
         {
@@ -67,20 +69,5 @@ public class SixteenBitActivationsTests
             _ => 3 * 16 * 32 + 3 * 4 * 64, // one block at 4×4, C = 8; one at 2×2, C = 16
         };
         Assert.That(keeping.SavedBytes - recomputing.SavedBytes, Is.EqualTo(2 * hidden), "bytes no longer kept for the backward");
-    }
-
-    [Test]
-    public void TrainingIsBitForBitTheRunWithNothingInSixteenBits([Values("vit", "vit64", "swin", "convnext")] string family,
-        [Values("full", "ssf")] string method, [Values(Precision.BF16, Precision.FP16)] Precision precision, [Values("cpu", "emulated-cuda")] string backend)
-    {
-        var device = Backends.Get(backend);
-        var reference = Train(family, method, device, precision, sixteenBit: false);
-        var sixteen = Train(family, method, device, precision, sixteenBit: true);
-        Assert.That(sixteen.Losses.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(reference.Losses.Select(BitConverter.SingleToInt32Bits)),
-            $"losses {string.Join(", ", sixteen.Losses)} against {string.Join(", ", reference.Losses)}");
-        for (int p = 0; p < reference.Parameters.Length; p++)
-            Assert.That(sixteen.Parameters[p].Select(BitConverter.SingleToInt32Bits), Is.EqualTo(reference.Parameters[p].Select(BitConverter.SingleToInt32Bits)),
-                $"parameter {p} after six steps");
-        Assert.That(reference.Parameters.Zip(reference.Initial).Any(p => !p.First.SequenceEqual(p.Second)), "training moved the parameters");
     }
 }
