@@ -36,14 +36,19 @@ extern "C" __global__ void add_selected_entries(float* dvalues, const float* den
 // over tokens for 32 selected entries per (32, 8) block (as the bias gradient): consecutive threads read consecutive
 // dy columns (for k = 1), the eight partial sums are added in a fixed order (deterministic). Grid (ceil(N·k/32), 1,
 // row slices); with row slices, partials [slices, N·k] for column_partials_sum. x is float32 (format 0) or the Linear's
-// input as it was kept, packed in bf16 (2) or fp16 (3).
-extern "C" __global__ void sparse_weight_grad(float* dvalues, float* partials, const float* dy, const void* x, int format,
-                                             const int* index, int rows, int N, int K, int k)
+// input as it was kept, packed in bf16 (2) or fp16 (3); dy likewise (dy_format). Each operand is rounded to the GEMMs'
+// precision (0 fp32, 1 tf32, 2 bf16, 3 fp16) as it is read, as the dense product dyᵀ·x would read it (a no-op for
+// packed values).
+extern "C" __global__ void sparse_weight_grad(float* dvalues, float* partials, const void* dy, int dy_format, const void* x, int format,
+                                             int precision, const int* index, int rows, int N, int K, int k)
 {
     long long e = (long long)blockIdx.x * 32 + threadIdx.x;
     bool active = e < (long long)N * k;
     long long o = active ? e / k : 0;
     int column = active ? index[e] : 0;
-    float s = column_sum(rows, active, [&](int r) { return dy[(long long)r * N + o] * load_operand(x, format, (long long)r * K + column); });
+    float s = column_sum(rows, active, [&](int r) {
+        return to_precision(load_operand(dy, dy_format, (long long)r * N + o), precision)
+             * to_precision(load_operand(x, format, (long long)r * K + column), precision);
+    });
     if (threadIdx.y == 0 && active) column_result(dvalues, partials, (long long)N * k, e, s, 1.f, 1);
 }

@@ -296,9 +296,12 @@ public unsafe interface IKernels
     /// index [K] distinct. y may alias x (then only the K selected channels are read and written).</summary>
     void ScatterAddChannels(float* y, float* x, float* z, float* bias, int* index, int rows, int C, int K);
     /// <summary>The selected entries of a linear layer's weight gradient: dvalues[o,j] += Σ_r dy[r,o]·x[r, index[o,j]]
-    /// for y = x·Wᵀ; dy [rows,N], x [rows,K] (float32, or packed in the 16-bit <see cref="GemmPrecision"/> as the
-    /// Linear kept it), index [N,k] (columns of W), dvalues [N,k]. Deterministic order.</summary>
-    void SparseWeightGrad(float* dvalues, float* dy, GemmOperand x, int* index, int rows, int N, int K, int k);
+    /// for y = x·Wᵀ; dy [rows,N] and x [rows,K] float32, or packed in the 16-bit <see cref="GemmPrecision"/> (x as the
+    /// Linear kept it, dy as the products read it), index [N,k] (columns of W), dvalues [N,k]. Each term's operands are
+    /// those the dense product dyᵀ·x reads under <see cref="GemmPrecision"/>: float32 values are rounded to it as they
+    /// are read (so the entries are the dense gradient's, from the same operands, whichever form they come in); the sum
+    /// is float32, in a deterministic order.</summary>
+    void SparseWeightGrad(float* dvalues, GemmOperand dy, GemmOperand x, int* index, int rows, int N, int K, int k);
     /// <summary>dvalues[o,j] += dense[o·K + index[o,j]]: the selected entries of a dense [N,K] gradient (a weight that
     /// trains sparsely in an op whose gradient is formed dense, such as the depthwise convolution's).</summary>
     void AddSelectedEntries(float* dvalues, float* dense, int* index, int N, int K, int k);

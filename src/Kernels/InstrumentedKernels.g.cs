@@ -476,7 +476,7 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
-    public void SparseWeightGrad(float* dvalues, float* dy, GemmOperand x, int* index, int rows, int N, int K, int k)
+    public void SparseWeightGrad(float* dvalues, GemmOperand dy, GemmOperand x, int* index, int rows, int N, int K, int k)
     {
         long start = Begin(KernelId.SparseWeightGrad);
         Inner.SparseWeightGrad(dvalues, dy, x, index, rows, N, K, k);

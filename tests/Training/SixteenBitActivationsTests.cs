@@ -6,8 +6,9 @@ namespace Engine.Tests;
 
 /// <summary>Under bf16 or fp16 GEMMs the models write in 16 bits the values that only products read (the norms before qkv and
 /// fc1, GELU's output before fc2, SSF's product gradients, the unfused attention's q, k, v, dO and dZ, fc1's gradient
-/// copy; qkv itself where the attention reads it so: vit64 on CUDA). The products round those values the same way, so whole training runs are bit for bit the runs with nothing in
-/// 16 bits (<see cref="Ops.SaveGemmOperandsInGemmPrecision"/> off).</summary>
+/// copy; qkv itself where the attention reads it so: vit64 on CUDA). The products (and GPS's selected entries) round those
+/// values the same way, so whole training runs are bit for bit the runs with nothing in 16 bits
+/// (<see cref="Ops.SaveGemmOperandsInGemmPrecision"/> off).</summary>
 [TestFixture, NonParallelizable]
 public class SixteenBitActivationsTests
 {
@@ -44,7 +45,7 @@ public class SixteenBitActivationsTests
 
     [Test]
     public void TrainingIsBitForBitTheRunWithNothingInSixteenBits([Values("vit", "vit64", "swin", "convnext")] string family,
-        [Values("full", "ssf")] string method, [Values(Precision.BF16, Precision.FP16)] Precision precision, [Values("cpu", "emulated-cuda")] string backend)
+        [Values("full", "ssf", "gps")] string method, [Values(Precision.BF16, Precision.FP16)] Precision precision, [Values("cpu", "emulated-cuda")] string backend)
     {
         var device = Backends.Get(backend);
         AssertBitForBit(Train(family, method, device, precision, sixteenBit: true), Train(family, method, device, precision, sixteenBit: false));

@@ -264,9 +264,10 @@ public static unsafe partial class Ops
             var type = k.ReadsPackedGemmOperands && s.Linear.ProductsReadDy ? GemmInputType(y.Device) : null;
             using var copy = type == null ? null : Tensor.Empty(y.Device, type.Value, y.Shape);
             var h = Tape.Operand(s.PreActivation);
-            if (copy != null && !s.Linear.SparseWeight && Tape.GradAccumulatorIfNeeded(s.Linear.Bias) is var db && db != null)
+            if (copy != null && Tape.GradAccumulatorIfNeeded(s.Linear.Bias) is var db && db != null)
             {
-                // Only the products and the bias read dh: the bias sums it as it is made, and it is written in 16 bits alone.
+                // Only the products, GPS's selected entries (which round it so) and the bias read dh: the bias sums it as it is
+            // made, and it is written in 16 bits alone.
                 k.BiasGeluBackward(copy.HalfData, db, y.Grad!.Data, h, s.Linear.Rows, s.Linear.N);
                 LinearSaved.Backward(ref s.Linear, k, GemmOperand.Packed(copy.HalfData), biasDone: true);
                 return;
@@ -289,9 +290,9 @@ public static unsafe partial class Ops
         public static void Backward(ref LinearScaleShiftSaved s, Tensor y)
         {
             var k = y.Device.Kernels;
-            // du feeds the Linear's products alone (it has no bias; sparse entries sum float32): in 16 bits under bf16
+            // du feeds the Linear's products (or GPS's selected entries) alone, as it has no bias: in 16 bits under bf16
             // or fp16 GEMMs, which round it so (GemmInputType).
-            var type = s.Linear.SparseWeight ? null : GemmInputType(y.Device);
+            var type = GemmInputType(y.Device);
             using var du = s.LinearNeedsGrad ? Tensor.Empty(y.Device, type ?? DType.F32, y.Shape) : null;
             float* dx = du is { DType: DType.F32 } ? du.Data : null, dscale = Tape.GradAccumulatorIfNeeded(s.Scale), dshift = Tape.GradAccumulatorIfNeeded(s.Shift);
             ushort* dxPacked = Halves(du);
@@ -314,7 +315,8 @@ public static unsafe partial class Ops
         public DType XRecomputedType;
         public int Rows, N, K;
 
-        /// <summary>Whether the weight trains selected entries (GPS), whose gradient sums a float32 dy.</summary>
+        /// <summary>Whether the weight trains selected entries (GPS), whose gradient <see cref="Kernels.IKernels.SparseWeightGrad"/>
+        /// sums from dy and x rounded as a dense product would round them.</summary>
         public readonly bool SparseWeight => Weight is { RequiresGrad: true, Trainability.Entries: not null };
 
         /// <summary>Whether a product reads dy in the backward: dx's, or a dense dW's.</summary>
@@ -333,8 +335,9 @@ public static unsafe partial class Ops
         }
 
         /// <summary>The backward from the output gradient dy [Rows, N]: float32, or 16-bit in the GEMMs' format when
-        /// only the products read it (no sparse entries; no bias gradient, or one <paramref name="biasDone"/> already).
-        /// <paramref name="dyCopy"/>: null, or a float32 dy's 16-bit copy, which the products read instead.</summary>
+        /// only the products and selected entries read it (no bias gradient, or one <paramref name="biasDone"/> already).
+        /// <paramref name="dyCopy"/>: null, or a float32 dy's 16-bit copy, which the products and the selected entries
+        /// read instead.</summary>
         public static void Backward(ref LinearSaved s, Kernels.IKernels k, GemmOperand dy, ushort* dyCopy = null, bool biasDone = false)
         {
             int rows = s.Rows, N = s.N, K = s.K;
@@ -345,16 +348,16 @@ public static unsafe partial class Ops
             float* dx = Tape.GradOutputIfNeeded(s.X, out bool acc);
             bool sparse = s.SparseWeight;
             float* dw = sparse ? null : Tape.GradAccumulatorIfNeeded(s.Weight);
-            // A float32 dy without a copy feeds two products when both dx and dW are wanted: packed once for both where the
-            // backend reads packed operands and saved inputs are packed (x kept in 16 bits).
-            using var dyPacked = dyCopy == null && !dy.IsPacked && dx != null && dw != null && x.IsPacked && k.ReadsPackedGemmOperands
+            // A float32 dy without a copy feeds two readers when dx and dW (or its selected entries) are wanted: packed
+            // once for both where the backend reads packed operands and saved inputs are packed (x kept in 16 bits).
+            using var dyPacked = dyCopy == null && !dy.IsPacked && dx != null && (dw != null || sparse) && x.IsPacked && k.ReadsPackedGemmOperands
                 ? PackForGemm(s.Weight.Device, dy.Floats, rows, N) : null;
             GemmOperand gradY = dyCopy != null ? GemmOperand.Packed(dyCopy) : dyPacked == null ? dy : GemmOperand.Packed(dyPacked.HalfData);
             if (dx != null) k.Gemm(false, false, rows, K, N, 1f, gradY, N, (s.WeightKept ?? s.Weight).Data, K, acc ? 1f : 0f, dx, K);
             if (sparse)
             {
                 var index = s.Weight.Trainability.Entries!;
-                k.SparseWeightGrad(Tape.SparseGradAccumulator(s.Weight), dy.Floats, x, index.IntData, rows, N, K, index.Shape[1]);
+                k.SparseWeightGrad(Tape.SparseGradAccumulator(s.Weight), gradY, x, index.IntData, rows, N, K, index.Shape[1]);
             }
             else if (dw != null) k.Gemm(true, false, N, K, rows, 1f, gradY, N, x, K, 1f, dw, K);
             float* db = biasDone ? null : Tape.GradAccumulatorIfNeeded(s.Bias);

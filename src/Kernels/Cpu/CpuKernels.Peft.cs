@@ -66,14 +66,22 @@ public sealed unsafe partial class CpuKernels
 
     /// <inheritdoc/>
     /// <remarks>A packed x is widened into scratch first (exact).</remarks>
-    public void SparseWeightGrad(float* dvalues, float* dy, GemmOperand x, int* index, int rows, int N, int K, int k)
+    /// <remarks>Packed operands are widened into copies first; float32 ones are rounded to the GEMM precision in the
+    /// transposed blocks (or value by value without AVX).</remarks>
+    public void SparseWeightGrad(float* dvalues, GemmOperand dy, GemmOperand x, int* index, int rows, int N, int K, int k)
     {
         AssertIndices(index, (long)N * k, K);
         x.CheckFor(GemmPrecision, "SparseWeightGrad");
-        using var wide = Widened(x, (long)rows * K, out float* xs);
+        dy.CheckFor(GemmPrecision, "SparseWeightGrad");
+        using var wideX = Widened(x, (long)rows * K, out float* xs);
+        using var wideDy = Widened(dy, (long)rows * N, out float* dys);
         // Chunks of whole 8-token blocks, set by the shape alone (partials are added in chunk order: deterministic).
         int grain = Math.Max(64, ((rows + 15) / 16 + 7) & ~7);
-        var body = new SparseWeightGradBody { Dy = dy, X = xs, Index = index, Rows = rows, N = N, K = K, PerRow = k, Grain = grain };
+        var body = new SparseWeightGradBody
+        {
+            Dy = dys, X = xs, Index = index, Rows = rows, N = N, K = K, PerRow = k, Grain = grain,
+            RoundDy = dy.IsPacked ? Precision.FP32 : GemmPrecision, RoundX = x.IsPacked ? Precision.FP32 : GemmPrecision,
+        };
         int chunks = CpuRange.Chunks(rows, grain);
         body.Partials = Partials(chunks, (long)N * k);
         CpuParallel.For(chunks, ref body);
@@ -89,6 +97,8 @@ public sealed unsafe partial class CpuKernels
         public float* Dy, X, Partials;
         public int* Index;
         public int Rows, N, K, PerRow, Grain;
+        public Precision RoundDy, RoundX; // what float32 operands are rounded to (FP32: nothing), as the dense product would
+
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int chunk)
         {
@@ -102,7 +112,10 @@ public sealed unsafe partial class CpuKernels
                 {
                     float* dy = Dy + r * N, x = X + r * K;
                     for (int o = 0, e = 0; o < N; o++)
-                        for (int j = 0; j < PerRow; j++, e++) acc[e] += dy[o] * x[Index[e]];
+                    {
+                        float d = LowPrecision.Round(dy[o], RoundDy);
+                        for (int j = 0; j < PerRow; j++, e++) acc[e] += d * LowPrecision.Round(x[Index[e]], RoundX);
+                    }
                 }
                 return;
             }
@@ -113,6 +126,8 @@ public sealed unsafe partial class CpuKernels
                 int tokens = Math.Min(8, end - r);
                 TransposeRows(Dy + (long)r * N, N, tokens, dyT);
                 TransposeRows(X + (long)r * K, K, tokens, xT);
+                if (RoundDy != Precision.FP32) LowPrecision.Round(dyT, dyT, (long)N * 8, RoundDy);
+                if (RoundX != Precision.FP32) LowPrecision.Round(xT, xT, (long)K * 8, RoundX);
                 float* l = lanes;
                 int* index = Index;
                 for (long o = 0; o < N; o++)

@@ -176,6 +176,9 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     int PackedFormat(ushort* a, ushort* b, string kernel) =>
         a == null && b == null ? (int)Precision.FP32 : (int)GemmPrecision.SixteenBitsFor(kernel);
 
+    /// <summary>The kernels' format argument for an operand they read: 0 for float32, else the GEMMs' 16-bit precision.</summary>
+    int Format(GemmOperand operand) => operand.IsPacked ? (int)GemmPrecision : (int)Precision.FP32;
+
     /// <summary>A Linear's input as cuBLAS reads it: the packed copy when there is one (it is what converting x gives).</summary>
     static GemmOperand LinearInput(float* x, ushort* xPacked) => xPacked != null ? GemmOperand.Packed(xPacked) : x;
 
@@ -320,7 +323,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     {
         x.CheckFor(GemmPrecision, "GeluForward");
         GridStride(Activations.GeluForward, n, y, yPacked, GemmPrecision.PackedOutputFormat(y, yPacked, false, "GeluForward"), x.Data,
-            x.IsPacked ? (int)GemmPrecision : (int)Precision.FP32, n);
+            Format(x), n);
     }
 
     /// <inheritdoc/>
@@ -328,7 +331,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     {
         x.CheckFor(GemmPrecision, "GeluBackward");
         GridStride(Activations.GeluBackward, n, dx, dxCopy, GemmPrecision.PackedCopyFormat(dx, dxCopy, accumulate, "GeluBackward"), dy, x.Data,
-            x.IsPacked ? (int)GemmPrecision : (int)Precision.FP32, n, accumulate);
+            Format(x), n, accumulate);
     }
 
     /// <inheritdoc/>
@@ -340,7 +343,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         int slices = ColumnSlices(rows, cols, 1, cols, 1);
         float* partials = slices > 1 ? ColumnPartials() : null;
         ColumnBlocks(Activations.BiasGeluBackward, cols, 1, slices, dhPacked, format, dbias, partials, dy, h.Data,
-            h.IsPacked ? (int)GemmPrecision : (int)Precision.FP32, rows, cols);
+            Format(h), rows, cols);
         FinishColumnSlices(dbias, partials, cols, slices, 1f, true);
     }
 
@@ -360,7 +363,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     {
         y.CheckFor(GemmPrecision, "SoftmaxBackward");
         WarpPerRow(Softmax.SoftmaxBackward, rows, dx, dxPacked, GemmPrecision.PackedOutputFormat(dx, dxPacked, accumulate, "SoftmaxBackward"),
-            dy, y.Data, y.IsPacked ? (int)GemmPrecision : (int)Precision.FP32, (long)rows, cols, accumulate);
+            dy, y.Data, Format(y), (long)rows, cols, accumulate);
     }
 
     /// <inheritdoc/>
@@ -391,7 +394,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         int dxFormat = GemmPrecision.PackedOutputFormat(dx, dxPacked, accumulate, kernel);
         int slices = ColumnSlices(rows, C, 1, C, 2);
         float* partials = slices > 1 ? ColumnPartials() : null;
-        int format = x.IsPacked ? (int)GemmPrecision : (int)Precision.FP32;
+        int format = Format(x);
         ColumnBlocks(Norm.ScaleShiftBackward, C, 1, slices, dx, dxPacked, dxFormat, dscale, dshift, partials, dy, x.Data, format, scale, shift, rows, C,
             shift != null, accumulate);
         FinishColumnSlices(dscale, partials, C, slices, 1f, true);
@@ -417,14 +420,14 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     /// <remarks>A packed x is read as it is (the kernel widens each value it loads).</remarks>
-    public void SparseWeightGrad(float* dvalues, float* dy, GemmOperand x, int* index, int rows, int N, int K, int k)
+    public void SparseWeightGrad(float* dvalues, GemmOperand dy, GemmOperand x, int* index, int rows, int N, int K, int k)
     {
         x.CheckFor(GemmPrecision, "SparseWeightGrad");
+        dy.CheckFor(GemmPrecision, "SparseWeightGrad");
         int count = checked(N * k);
         int slices = ColumnSlices(rows, count, 1, count, 1);
         float* partials = slices > 1 ? ColumnPartials() : null;
-        int format = x.IsPacked ? (int)GemmPrecision : (int)Precision.FP32;
-        ColumnBlocks(Peft.SparseWeightGrad, count, 1, slices, dvalues, partials, dy, x.Data, format, index, rows, N, K, k);
+        ColumnBlocks(Peft.SparseWeightGrad, count, 1, slices, dvalues, partials, dy.Data, Format(dy), x.Data, Format(x), (int)GemmPrecision, index, rows, N, K, k);
         FinishColumnSlices(dvalues, partials, count, slices, 1f, true);
     }
 
