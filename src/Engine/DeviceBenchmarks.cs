@@ -51,6 +51,7 @@ public static unsafe class DeviceBenchmarks
         new("layernorm-backward", "ROWSxCOLS", 2, "its backward: dx, and dweight and dbias summed over the rows"),
         new("softmax", "ROWSxCOLS", 2, "softmax over each row"),
         new("softmax-backward", "ROWSxCOLS", 2, "softmax backward over each row"),
+        new("sparse-weight-grad", "MxNxK", 3, "GPS's selected entries of dW, one input per output row, from bf16 dy [M, N] and x [M, K]"),
         new("softmax-backward-bf16", "ROWSxCOLS", 2, "the unfused attention's under bf16: dZ in bf16 for its products from float32 dP and the bf16 probabilities"),
         new("depthwise-conv", "NxHxWxC", 4, "7×7 depthwise conv, channels last (ConvNeXt)"),
         new("depthwise-conv-backward", "NxHxWxC", 4, "its backward: input, weight and bias gradients (full fine-tuning)"),
@@ -210,6 +211,7 @@ public static unsafe class DeviceBenchmarks
             double productsMs = Time(device, repeats, Products);
             return new BenchmarkRow(op, shapeText, productsMs, Tflops: 12.0 * batch * T * (double)T * HD / (productsMs * 1e9));
         }
+        if (op == "sparse-weight-grad") return SparseWeightGrad(device, shapeText, shape[0], shape[1], shape[2], repeats);
         bool rowOp = info.Dimensions == 2;
         int rows = rowOp ? shape[0] : 1, cols = rowOp ? shape[1] : (int)elements;
         long n = op == "split-heads" ? 3 * elements : elements; // q, k and v
@@ -258,12 +260,40 @@ public static unsafe class DeviceBenchmarks
             "merge-heads" => (2 * n * 4, () => k.MergeHeads(b.Data, null, a.Data, shape[0], shape[1], shape[2], shape[3])),
             _ => throw new ArgumentException($"unknown op '{op}'"),
         };
+        return MemoryBound(device, op, shapeText, bytes, repeats, work);
+    }
+
+    /// <summary>A memory-bound kernel's row: its time, the GB/s of the <paramref name="bytes"/> it must move, and that as
+    /// a share of this device copying the same number of bytes (the yardstick).</summary>
+    static BenchmarkRow MemoryBound(Device device, string op, string shapeText, long bytes, int repeats, Action work)
+    {
         double time = Time(device, repeats, work);
         double gbps = bytes / (time * 1e6);
-        // The yardstick: this device copying the same number of bytes.
         long copyFloats = Math.Max(1, bytes / 8);
         double copyMs = op == "copy" ? time : CopyMilliseconds(device, copyFloats, repeats);
         return new BenchmarkRow(op, shapeText, time, gbps, 100 * gbps / (2.0 * copyFloats * 4 / (copyMs * 1e6)));
+    }
+
+    /// <summary>GPS's selected entries of a Linear's weight gradient, one input per output row (GPS's K = 1), from bf16 dy
+    /// [M, N] and x [M, K], each read once at best: 2·(M·N + M·K) bytes.</summary>
+    static BenchmarkRow SparseWeightGrad(Device device, string shapeText, int M, int N, int K, int repeats)
+    {
+        var k = device.Kernels;
+        using var bf16 = k.UseGemmPrecision(Precision.BF16);
+        using var dy = Packed(device, (long)M * N, 0.01f);
+        using var x = Packed(device, (long)M * K, 0.5f);
+        using var index = Tensor.FromArray(device, [.. Enumerable.Range(0, N).Select(o => (int)((o * 7L + o / K) % K))], N, 1); // spread over the columns
+        using var dvalues = Tensor.Zeros(device, N);
+        return MemoryBound(device, "sparse-weight-grad", shapeText, 2L * ((long)M * N + (long)M * K), repeats,
+            () => k.SparseWeightGrad(dvalues.Data, GemmOperand.Packed(dy.HalfData), GemmOperand.Packed(x.HalfData), index.IntData, M, N, K, 1));
+    }
+
+    static Tensor Packed(Device device, long n, float value)
+    {
+        using var wide = Filled(device, n, value);
+        var packed = Tensor.Empty(device, DType.BF16, checked((int)n));
+        device.Kernels.PackLowPrecision(packed.HalfData, wide.Data, n, Precision.BF16);
+        return packed;
     }
 
     static double CopyMilliseconds(Device device, long floats, int repeats)
@@ -340,7 +370,7 @@ public static unsafe class DeviceBenchmarks
             ["bias"] = [tokens, C], ["bias-grad"] = [tokens, C], ["bias-gelu-backward"] = [tokens, 4 * C], ["scale-shift"] = [tokens, C], ["scale-shift-backward"] = [tokens, C],
             ["scale-shift-gelu-backward"] = [tokens, 4 * C],
             ["layernorm"] = [tokens, C], ["layernorm-backward"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
-            ["softmax-backward-bf16"] = [(full ? 64 : 2) * heads * T, T],
+            ["softmax-backward-bf16"] = [(full ? 64 : 2) * heads * T, T], ["sparse-weight-grad"] = [tokens, 4 * C, C], // fc1's, at batch 64
             ["depthwise-conv"] = [convN, side, side, convC], ["depthwise-conv-backward"] = [convN, side, side, convC], ["patchify"] = [convN, 2 * side, 2 * side, convC / 2],
             ["split-heads"] = [tokens / T, T, heads, C / heads], ["merge-heads"] = [tokens / T, T, heads, C / heads],
             ["attention"] = [full ? 32 : 2, T, heads, C / heads], ["attention-unfused"] = [full ? 32 : 2, T, heads, C / heads],
