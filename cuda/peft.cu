@@ -32,23 +32,57 @@ extern "C" __global__ void add_selected_entries(float* dvalues, const float* den
     GRID_STRIDE(e, (long long)N * k) dvalues[e] += dense[e / k * K + index[e]];
 }
 
-// dvalues[o, j] += Σ_r dy[r, o] · x[r, index[o, j]]: the selected entries of dW for y = x·Wᵀ. A column reduction
-// over tokens for 32 selected entries per (32, 8) block (as the bias gradient): consecutive threads read consecutive
-// dy columns (for k = 1), the eight partial sums are added in a fixed order (deterministic). Grid (ceil(N·k/32), 1,
-// row slices); with row slices, partials [slices, N·k] for column_partials_sum. x is float32 (format 0) or the Linear's
-// input as it was kept, packed in bf16 (2) or fp16 (3); dy likewise (dy_format). Each operand is rounded to the GEMMs'
-// precision (0 fp32, 1 tf32, 2 bf16, 3 fp16) as it is read, as the dense product dyᵀ·x would read it (a no-op for
-// packed values).
+// dvalues[o, j] += Σ_r dy[r, o] · x[r, index[o, j]]: the selected entries of dW for y = x·Wᵀ. A block of 256 threads
+// owns SPARSE_ENTRIES consecutive entries (up to four a thread: e, e + 256, ...) and one slice of the rows (grid
+// (ceil(N·k / SPARSE_ENTRIES), 1, slices)). It stages whole rows of x in shared memory, read once per block with
+// coalesced loads, and each thread takes its entries' x values from there: reading x[r, index[e]] from global memory
+// instead moves a 32-byte sector for each 2- or 4-byte value (an entry's column is anywhere in the row), which made
+// the reduction L2-bound. dy[r, o] is read directly (consecutive entries, consecutive o for k = 1: coalesced). Each
+// entry sums its rows in order; with row slices, partials [slices, N·k] go to column_partials_sum (deterministic).
+// x is float32 (format 0) or the Linear's input as it was kept, packed in bf16 (2) or fp16 (3); dy likewise
+// (dy_format). Each operand is rounded to the GEMMs' precision (0 fp32, 1 tf32, 2 bf16, 3 fp16) as it is read, as the
+// dense product dyᵀ·x would read it (a no-op for packed values). Rows wider than the tile (K > SPARSE_TILE) read x
+// from global memory.
+#define SPARSE_ENTRIES 1024
+#define SPARSE_TILE 8192
 extern "C" __global__ void sparse_weight_grad(float* dvalues, float* partials, const void* dy, int dy_format, const void* x, int format,
                                              int precision, const int* index, int rows, int N, int K, int k)
 {
-    long long e = (long long)blockIdx.x * 32 + threadIdx.x;
-    bool active = e < (long long)N * k;
-    long long o = active ? e / k : 0;
-    int column = active ? index[e] : 0;
-    float s = column_sum(rows, active, [&](int r) {
-        return to_precision(load_operand(dy, dy_format, (long long)r * N + o), precision)
-             * to_precision(load_operand(x, format, (long long)r * K + column), precision);
-    });
-    if (threadIdx.y == 0 && active) column_result(dvalues, partials, (long long)N * k, e, s, 1.f, 1);
+    __shared__ float tile[SPARSE_TILE];
+    long long count = (long long)N * k;
+    long long o[4];
+    int column[4];
+    bool active[4];
+    float s[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int i = 0; i < 4; i++)
+    {
+        long long e = (long long)blockIdx.x * SPARSE_ENTRIES + threadIdx.x + 256 * i;
+        active[i] = e < count;
+        o[i] = active[i] ? e / k : 0;
+        column[i] = active[i] ? index[e] : 0;
+    }
+    int begin, end;
+    column_slice(rows, begin, end);
+    int tile_rows = K <= SPARSE_TILE ? SPARSE_TILE / K : 0;
+    for (int r0 = begin; r0 < end; r0 += tile_rows > 0 ? tile_rows : 1)
+    {
+        int n = tile_rows > 0 ? min(tile_rows, end - r0) : 1;
+        if (tile_rows > 0)
+        {
+            for (int j = threadIdx.x; j < n * K; j += blockDim.x)
+                tile[j] = to_precision(load_operand(x, format, (long long)r0 * K + j), precision);
+            __syncthreads();
+        }
+        for (int r = 0; r < n; r++)
+            for (int i = 0; i < 4; i++)
+                if (active[i])
+                {
+                    float xv = tile_rows > 0 ? tile[r * K + column[i]]
+                                             : to_precision(load_operand(x, format, (long long)(r0 + r) * K + column[i]), precision);
+                    s[i] += to_precision(load_operand(dy, dy_format, (long long)(r0 + r) * N + o[i]), precision) * xv;
+                }
+        if (tile_rows > 0) __syncthreads();
+    }
+    for (int i = 0; i < 4; i++)
+        if (active[i]) column_result(dvalues, partials, count, (long long)blockIdx.x * SPARSE_ENTRIES + threadIdx.x + 256 * i, s[i], 1.f, 1);
 }

@@ -77,7 +77,9 @@ public static partial class OpCases
 
     static void SparseLinearGrad(Device dev, Precision precision)
     {
-        foreach (var (rows, N, K, k) in new[] { (37, 70, 13, 1), (5, 3, 8, 4), (130, 67, 5, 5) })
+        // The last two: entries for more than one block of 1,024 (and rows cut into slices) on CUDA; rows wider than
+        // its shared-memory tile of 8,192 values.
+        foreach (var (rows, N, K, k) in new[] { (37, 70, 13, 1), (5, 3, 8, 4), (130, 67, 5, 5), (200, 700, 16, 2), (3, 4, 8219, 3) })
         {
             string name = $"SparseLinearGrad {precision.Name()} {rows}x{N}x{K}";
             var xv = Init.NormalValues(rows * K, 0, 1, 1);
@@ -105,7 +107,7 @@ public static partial class OpCases
                         want[o * k + j] += (double)RoundReference(rv[t * N + o], precision) * RoundReference(xv[t * K + index[o * k + j]], precision);
             if (!w.Grad!.Shape.SequenceEqual(new[] { N, k })) throw new ConformanceException($"{name}: dW is {w.Grad.Describe()}, expected [{N}, {k}]");
             GradCheck.CheckClose($"{name} k={k} dW", w.Grad.ToArray(), want, 1e-5, 1e-5);
-            if (precision != Precision.FP32) continue; // dx: a GEMM, checked in the precision cases
+            if (precision != Precision.FP32 || N > 100) continue; // dx: a GEMM (checked elsewhere at these sizes), here at the small ones
             var dx = new double[rows * K];
             for (int t = 0; t < rows; t++)
                 for (int c = 0; c < K; c++)

@@ -14,6 +14,7 @@ namespace Engine.Kernels.Cuda;
 public sealed unsafe class CudaKernels : IKernels, IDisposable
 {
     const int Threads = 256, BlocksPerMultiprocessor = 8, MaxPartials = 2048;
+    const int SparseEntriesPerBlock = 1024; // peft.cu's SPARSE_ENTRIES
     const long ColumnPartialsCapacity = 1 << 20; // floats
     static readonly Dim3 ColumnBlock = new(32, 8);
 
@@ -419,15 +420,18 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         GridStride(Peft.AddSelectedEntries, (long)N * k, dvalues, dense, index, N, K, k);
 
     /// <inheritdoc/>
-    /// <remarks>A packed x is read as it is (the kernel widens each value it loads).</remarks>
+    /// <remarks>dy and x are read as they come (packed values widened, float32 ones rounded, as they are loaded); whole
+    /// rows of x are staged in shared memory for up to 1,024 entries a block.</remarks>
     public void SparseWeightGrad(float* dvalues, GemmOperand dy, GemmOperand x, int* index, int rows, int N, int K, int k)
     {
         x.CheckFor(GemmPrecision, "SparseWeightGrad");
         dy.CheckFor(GemmPrecision, "SparseWeightGrad");
-        int count = checked(N * k);
-        int slices = ColumnSlices(rows, count, 1, count, 1);
+        int count = checked(N * k), groups = (count + SparseEntriesPerBlock - 1) / SparseEntriesPerBlock;
+        if (count == 0 || rows == 0) return;
+        int slices = ColumnSlices(rows, 32 * groups, 1, count, 1); // as many blocks as a column reduction of `groups` blocks
         float* partials = slices > 1 ? ColumnPartials() : null;
-        ColumnBlocks(Peft.SparseWeightGrad, count, 1, slices, dvalues, partials, dy.Data, Format(dy), x.Data, Format(x), (int)GemmPrecision, index, rows, N, K, k);
+        _runtime.Launch(Peft.SparseWeightGrad, new Dim3((uint)groups, 1, (uint)slices), Threads, dvalues, partials, dy.Data, Format(dy), x.Data, Format(x),
+            (int)GemmPrecision, index, rows, N, K, k);
         FinishColumnSlices(dvalues, partials, count, slices, 1f, true);
     }
 
