@@ -40,7 +40,8 @@ extern "C" __global__ void bias_gelu_forward(float* y, unsigned short* y16, floa
 }
 
 // dx = dy · (Φ(x) + x·φ(x)); x float32 (format 0) or 16-bit (2 bf16, 3 fp16: LinearGelu's pre-activation as kept).
-// dx16, when not null, gets dx in 16 bits too (copy_format 2 bf16, 3 fp16; dx written, not accumulated).
+// dx16, when not null, gets dx in 16 bits too (copy_format 2 bf16, 3 fp16; dx written, not accumulated), or alone when
+// dx is null.
 extern "C" __global__ void gelu_backward(float* dx, unsigned short* dx16, int copy_format, const float* dy, const void* x, int format,
                                          long long n, int accumulate)
 {
@@ -50,7 +51,7 @@ extern "C" __global__ void gelu_backward(float* dx, unsigned short* dx16, int co
         load_values(g, dy, i, count);
         load_values(v, x, format, i, count);
         for (int k = 0; k < count; k++) g[k] *= gelu_slope(v[k]);
-        store_values(dx, i, g, count, accumulate);
+        if (dx) store_values(dx, i, g, count, accumulate);
         if (dx16) store_halves(dx16, i, g, count, copy_format);
     });
 }

@@ -279,20 +279,27 @@ public static partial class OpCases
                     }
                     if (op == 0)
                     {
-                        // GELU's backward with the products' 16-bit copy of dx: dx as without it, the copy exactly dx rounded.
+                        // GELU's backward with the products' 16-bit copy of dx: dx as without it, the copy exactly dx rounded,
+                        // and the same copy when it is the only output.
                         using var withCopy = Tensor.Zeros(dev, rows, N);
                         using var alone = Tensor.Zeros(dev, rows, N);
                         using var copy = Tensor.Empty(dev, half, rows, N);
                         using var copyWide = Tensor.Zeros(dev, rows, N);
+                        using var copyAlone = Tensor.Empty(dev, half, rows, N);
+                        using var copyAloneWide = Tensor.Zeros(dev, rows, N);
                         k.GeluBackward(withCopy.Data, copy.HalfData, dy.Data, GemmOperand.Packed(packed.HalfData), rows * N, false);
                         k.GeluBackward(alone.Data, null, dy.Data, GemmOperand.Packed(packed.HalfData), rows * N, false);
+                        k.GeluBackward(null, copyAlone.HalfData, dy.Data, GemmOperand.Packed(packed.HalfData), rows * N, false); // only the products read dx
                         k.UnpackLowPrecision(copyWide.Data, copy.HalfData, rows * N, precision);
-                        float[] dxs = alone.ToArray(), dxsWithCopy = withCopy.ToArray(), copies = copyWide.ToArray();
+                        k.UnpackLowPrecision(copyAloneWide.Data, copyAlone.HalfData, rows * N, precision);
+                        float[] dxs = alone.ToArray(), dxsWithCopy = withCopy.ToArray(), copies = copyWide.ToArray(), copiesAlone = copyAloneWide.ToArray();
                         for (int i = 0; i < rows * N; i++)
                         {
                             if (!Same(dxs[i], dxsWithCopy[i])) throw new ConformanceException($"{name}: GeluBackward's dx[{i}] is {dxsWithCopy[i]:G9} beside a 16-bit copy, {dxs[i]:G9} alone");
                             if (!Same(copies[i], RoundReference(dxs[i], precision)))
                                 throw new ConformanceException($"{name}: GeluBackward's 16-bit copy [{i}] is {copies[i]:G9}, want {RoundReference(dxs[i], precision):G9} ({dxs[i]:G9} rounded)");
+                            if (!Same(copiesAlone[i], copies[i]))
+                                throw new ConformanceException($"{name}: GeluBackward writing dx in 16 bits alone gave [{i}] = {copiesAlone[i]:G9}, beside float32 dx {copies[i]:G9}");
                         }
                     }
 

@@ -139,7 +139,8 @@ public unsafe interface IKernels
     /// <summary>dx = dy·(Φ(x) + x·φ(x)); x float32, or packed in the 16-bit <see cref="GemmPrecision"/> (LinearGelu's
     /// pre-activation kept as <see cref="LinearGeluForward"/>'s hPacked), each value widened exactly as it is read.
     /// dxCopy: null, or where dx (written, not accumulated) is also written in the 16-bit <see cref="GemmPrecision"/>: the
-    /// products' copy of a gradient that a bias sums in float32 (fc1's).</summary>
+    /// products' copy of a gradient that a bias sums in float32 (fc1's); with dx null, the only output (an fc1 whose bias
+    /// does not train: only the products read dh).</summary>
     void GeluBackward(float* dx, ushort* dxCopy, float* dy, GemmOperand x, long n, bool accumulate);
     /// <summary>The backward of <see cref="LinearGeluForward"/>'s bias and GELU where the Linear's products read dh in 16
     /// bits: dh = dy·(Φ(h) + h·φ(h)) [rows, cols] written only into dhPacked, in the 16-bit <see cref="GemmPrecision"/>,

@@ -65,12 +65,13 @@ public static unsafe class LowPrecision
         return (int)precision.SixteenBitsFor(kernel);
     }
 
-    /// <summary>For a kernel that writes a float32 output <paramref name="dx"/> with, when <paramref name="dxCopy"/> is not
-    /// null, a 16-bit copy beside it (<see cref="PackedCopyFormat"/>), or with dx null only the 16-bit values: the kernels'
-    /// format argument for the copy; an error naming <paramref name="kernel"/> when neither is given.</summary>
-    public static int OutputOrCopyFormat(this Precision precision, float* dx, ushort* dxCopy, string kernel) =>
-        dx != null ? precision.PackedCopyFormat(dx, dxCopy, false, kernel)
-        : dxCopy != null ? (int)precision.SixteenBitsFor(kernel)
+    /// <summary>For a kernel that writes (or, <paramref name="accumulate"/>, adds to) a float32 output <paramref name="dx"/>
+    /// with, when <paramref name="dxCopy"/> is not null, a 16-bit copy beside it (<see cref="PackedCopyFormat"/>), or with
+    /// dx null writes only the 16-bit values (<see cref="PackedOutputFormat"/>): the kernels' format argument for the
+    /// copy; an error naming <paramref name="kernel"/> when neither is given.</summary>
+    public static int OutputOrCopyFormat(this Precision precision, float* dx, ushort* dxCopy, bool accumulate, string kernel) =>
+        dx != null ? precision.PackedCopyFormat(dx, dxCopy, accumulate, kernel)
+        : dxCopy != null ? precision.PackedOutputFormat(null, dxCopy, accumulate, kernel)
         : throw new ArgumentException($"{kernel}: neither a float32 output nor a 16-bit one given");
 
     /// <summary>For a kernel that writes or adds to a float32 gradient <paramref name="dx"/> and, when

@@ -45,7 +45,7 @@ public class SixteenBitActivationsTests
 
     [Test]
     public void TrainingIsBitForBitTheRunWithNothingInSixteenBits([Values("vit", "vit64", "swin", "convnext")] string family,
-        [Values("full", "ssf", "gps")] string method, [Values(Precision.BF16, Precision.FP16)] Precision precision, [Values("cpu", "emulated-cuda")] string backend)
+        [Values("full", "ssf", "gps", "adapter")] string method, [Values(Precision.BF16, Precision.FP16)] Precision precision, [Values("cpu", "emulated-cuda")] string backend)
     {
         var device = Backends.Get(backend);
         AssertBitForBit(Train(family, method, device, precision, sixteenBit: true), Train(family, method, device, precision, sixteenBit: false));

@@ -259,22 +259,23 @@ public static unsafe partial class Ops
         public static void Backward(ref LinearGeluSaved s, Tensor y)
         {
             var k = y.Device.Kernels;
-            // Where the backend reads packed operands, the products' 16-bit copy of dh is written with it (the bias sums the
-            // float32 dh): no packing pass before the products.
+            // Where the backend reads packed operands, dh is written in 16 bits for the products: no packing pass before them.
             var type = k.ReadsPackedGemmOperands && s.Linear.ProductsReadDy ? GemmInputType(y.Device) : null;
             using var copy = type == null ? null : Tensor.Empty(y.Device, type.Value, y.Shape);
             var h = Tape.Operand(s.PreActivation);
-            if (copy != null && Tape.GradAccumulatorIfNeeded(s.Linear.Bias) is var db && db != null)
+            if (copy != null)
             {
-                // Only the products, GPS's selected entries (which round it so) and the bias read dh: the bias sums it as it is
-            // made, and it is written in 16 bits alone.
-                k.BiasGeluBackward(copy.HalfData, db, y.Grad!.Data, h, s.Linear.Rows, s.Linear.N);
+                // Only the products, GPS's selected entries (which round it so) and the bias read dh: it is written in 16
+                // bits alone, and a bias that trains sums it as it is made.
+                if (Tape.GradAccumulatorIfNeeded(s.Linear.Bias) is var db && db != null)
+                    k.BiasGeluBackward(copy.HalfData, db, y.Grad!.Data, h, s.Linear.Rows, s.Linear.N);
+                else k.GeluBackward(null, copy.HalfData, y.Grad!.Data, h, y.Count, false);
                 LinearSaved.Backward(ref s.Linear, k, GemmOperand.Packed(copy.HalfData), biasDone: true);
                 return;
             }
             using var dh = Tensor.Empty(y.Device, DType.F32, y.Shape);
-            k.GeluBackward(dh.Data, Halves(copy), y.Grad!.Data, h, y.Count, false);
-            LinearSaved.Backward(ref s.Linear, k, dh.Data, Halves(copy));
+            k.GeluBackward(dh.Data, null, y.Grad!.Data, h, y.Count, false);
+            LinearSaved.Backward(ref s.Linear, k, dh.Data);
         }
     }
 

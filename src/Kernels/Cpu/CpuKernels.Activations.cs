@@ -23,11 +23,17 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <inheritdoc/>
-    /// <remarks>A 16-bit copy of dx is packed in a second pass.</remarks>
+    /// <remarks>A 16-bit copy of dx is packed in a second pass; without dx, runs of it are packed as they are made.</remarks>
     public void GeluBackward(float* dx, ushort* dxCopy, float* dy, GemmOperand x, long n, bool accumulate)
     {
         x.CheckFor(GemmPrecision, "GeluBackward");
-        var copy = (Precision)GemmPrecision.PackedCopyFormat(dx, dxCopy, accumulate, "GeluBackward");
+        var copy = (Precision)GemmPrecision.OutputOrCopyFormat(dx, dxCopy, accumulate, "GeluBackward");
+        if (dx == null)
+        {
+            var alone = new GeluRunsBody { YPacked = dxCopy, Dy = dy, X = x, Precision = GemmPrecision, Backward = true };
+            CpuRange.For(n, ElementGrain, ref alone);
+            return;
+        }
         if (x.IsPacked)
         {
             var packed = new GeluRunsBody { Y = dx, Dy = dy, X = x, Precision = GemmPrecision, Backward = true, Accumulate = accumulate };

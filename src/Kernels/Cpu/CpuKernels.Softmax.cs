@@ -193,7 +193,7 @@ public sealed unsafe partial class CpuKernels
         // Without p the rows are computed in s, in place.
         var body = new SoftmaxRowsBody
         {
-            Y = p != null ? p : s, YCopy = pCopy, Precision = (Precision)GemmPrecision.OutputOrCopyFormat(p, pCopy, "AttentionSoftmaxForward"),
+            Y = p != null ? p : s, YCopy = pCopy, Precision = (Precision)GemmPrecision.OutputOrCopyFormat(p, pCopy, false, "AttentionSoftmaxForward"),
             X = s, Bias = bias, Mask = mask, Cols = T, HeadRows = T, Heads = NH, Windows = nW,
         };
         CpuRange.For((long)B * NH * T, Math.Max(1, ElementGrain / T), ref body);

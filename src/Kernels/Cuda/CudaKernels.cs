@@ -331,7 +331,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public void GeluBackward(float* dx, ushort* dxCopy, float* dy, GemmOperand x, long n, bool accumulate)
     {
         x.CheckFor(GemmPrecision, "GeluBackward");
-        GridStride(Activations.GeluBackward, n, dx, dxCopy, GemmPrecision.PackedCopyFormat(dx, dxCopy, accumulate, "GeluBackward"), dy, x.Data,
+        GridStride(Activations.GeluBackward, n, dx, dxCopy, GemmPrecision.OutputOrCopyFormat(dx, dxCopy, accumulate, "GeluBackward"), dy, x.Data,
             Format(x), n, accumulate);
     }
 
@@ -580,7 +580,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void AttentionSoftmaxForward(float* p, ushort* pCopy, float* s, float* bias, float* mask, int B, int NH, int T, int nW) =>
-        WarpPerRow(Softmax.SoftmaxForward, (long)B * NH * T, p, pCopy, GemmPrecision.OutputOrCopyFormat(p, pCopy, "AttentionSoftmaxForward"),
+        WarpPerRow(Softmax.SoftmaxForward, (long)B * NH * T, p, pCopy, GemmPrecision.OutputOrCopyFormat(p, pCopy, false, "AttentionSoftmaxForward"),
             s, bias, mask, (long)B * NH * T, T, T, NH, mask == null ? 1 : nW);
 
     // ---------------------------------------------------------------- loss (loss.cu)
