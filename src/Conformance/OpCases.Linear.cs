@@ -103,6 +103,7 @@ public static partial class OpCases
         const int rows = 29, C = 24;
         var k = dev.Kernels;
         var previous = k.GemmPrecision;
+        using var oneProduct = OneGemmPerLinear(dev); // the join inside the layer runs the GEMM, after it the epilogue
         string[] names = ["dz", "dscale0", "dshift0", "dnorm1.weight", "dnorm1.bias", "dW1", "db1", "dnorm2.weight", "dnorm2.bias", "dW2", "dshift2"];
         try
         {
@@ -164,4 +165,120 @@ public static partial class OpCases
 
     static double[] ScaleShiftReference(double[] u, double[] scale, double[] shift) =>
         [.. u.Select((value, i) => value * scale[i % scale.Length] + shift[i % shift.Length])];
+
+    /// <summary>
+    /// On a GPU, turns cuBLASLt's Linear products off (<see cref="Kernels.Cuda.CudaRuntime.LinearEpilogues"/>) until
+    /// disposed. Cases that compare two forms of a Linear bit for bit (an output written in 16 bits against the float32
+    /// one rounded, a residual joined inside the layer against an add after it) check our rounding points and passes,
+    /// and need both forms to take their sums from one GEMM; cuBLASLt may pick another algorithm, summing in another
+    /// order, for a 16-bit output, a float32 one and the GEMM without epilogue. The emulated device computes every form
+    /// with the one CPU product, so it keeps them on there; <see cref="LinearInSixteenBits"/> checks the epilogues
+    /// themselves on every device.
+    /// </summary>
+    static IDisposable OneGemmPerLinear(Device dev)
+    {
+        if (dev is not CudaDevice { Runtime: Kernels.Cuda.DriverRuntime runtime } || !runtime.LinearEpilogues) return new Restore(() => { });
+        runtime.LinearEpilogues = false;
+        return new Restore(() => runtime.LinearEpilogues = true);
+    }
+
+    sealed class Restore(Action restore) : IDisposable
+    {
+        public void Dispose() => restore();
+    }
+
+    /// <summary>
+    /// A Linear's output written in 16 bits under bf16 and fp16 GEMMs: LinearForward's yPacked (with and without a
+    /// bias: an output only products read, as the qkv layer's) and LinearGeluForward's kept pre-activation hPacked with y
+    /// in 16 bits (fc1 in training), on CUDA both through cuBLASLt's epilogue and through the GEMM and a bias pass. Each
+    /// value is the double sum of the rounded operands plus the bias, rounded once to the format: bit for bit where the
+    /// GEMM's own error (1e-6 of the terms' magnitudes, √K grown) cannot move it across a rounding boundary, else a
+    /// value that sum ± that error rounds to. y is GeluForward of the kept values, bit for bit, and within half a 16-bit step of the
+    /// double GELU of them.
+    /// </summary>
+    static unsafe void LinearInSixteenBits(Device dev)
+    {
+        const int rows = 37, N = 24, K = 45;
+        var k = dev.Kernels;
+        var previous = k.GemmPrecision;
+        var runtime = (dev as CudaDevice)?.Runtime;
+        bool previousEpilogues = runtime?.LinearEpilogues ?? true;
+        bool[] settings = runtime == null ? [true] : [true, false];
+        try
+        {
+            foreach (bool epilogues in settings)
+            {
+                if (runtime != null) runtime.LinearEpilogues = epilogues;
+                foreach (var precision in new[] { Precision.BF16, Precision.FP16 })
+                {
+                    k.GemmPrecision = precision;
+                    var half = precision == Precision.BF16 ? DType.BF16 : DType.F16;
+                    using var made = new CaseTensors(dev);
+                    var x = made.Uniform(401, 1f, rows, K);
+                    var w = made.Uniform(402, 0.5f, N, K);
+                    var b = made.Uniform(403, 2f, N);
+                    float[] xs = x.ToArray(), ws = w.ToArray(), bs = b.ToArray();
+                    string form = runtime == null ? "" : epilogues ? " (cuBLASLt epilogue where offered)" : " (GEMM and bias pass)";
+                    float[] Widened(Tensor packed)
+                    {
+                        using var wide = Tensor.Zeros(dev, rows, N);
+                        k.UnpackLowPrecision(wide.Data, packed.HalfData, rows * N, precision);
+                        return wide.ToArray();
+                    }
+                    void CheckRounded(string what, float[] got, bool withBias)
+                    {
+                        for (int i = 0; i < rows; i++)
+                            for (int j = 0; j < N; j++)
+                            {
+                                double sum = withBias ? bs[j] : 0, magnitude = Math.Abs(sum);
+                                for (int kk = 0; kk < K; kk++)
+                                {
+                                    double term = (double)RoundReference(xs[i * K + kk], precision) * RoundReference(ws[j * K + kk], precision);
+                                    sum += term;
+                                    magnitude += Math.Abs(term);
+                                }
+                                double slack = 1e-6 * magnitude * Math.Sqrt(K) + 1e-7;
+                                float low = RoundReference((float)(sum - slack), precision), high = RoundReference((float)(sum + slack), precision);
+                                float value = got[i * N + j];
+                                bool ok = low == high ? value == RoundReference((float)sum, precision) : value >= low && value <= high;
+                                if (!ok)
+                                    throw new ConformanceException($"LinearInSixteenBits {precision.Name()} {what}{form}: [{i}, {j}] is {value:G9}, want {RoundReference((float)sum, precision):G9} ({sum:G9} rounded)");
+                            }
+                    }
+
+                    foreach (bool withBias in new[] { true, false })
+                    {
+                        using var y = Tensor.Zeros(dev, rows, N); // scratch for the backends that need the float32 product
+                        using var packed = Tensor.Empty(dev, half, rows, N);
+                        k.LinearForward(y.Data, packed.HalfData, x.Data, null, w.Data, withBias ? b.Data : null, null, rows, N, K);
+                        CheckRounded($"LinearForward{(withBias ? "" : " without bias")}", Widened(packed), withBias);
+                    }
+
+                    using var scratch = Tensor.Zeros(dev, rows, N);
+                    using var kept = Tensor.Empty(dev, half, rows, N);
+                    using var yPacked = Tensor.Empty(dev, half, rows, N);
+                    using var again = Tensor.Empty(dev, half, rows, N);
+                    k.LinearGeluForward(scratch.Data, yPacked.HalfData, null, kept.HalfData, x.Data, null, w.Data, b.Data, rows, N, K);
+                    var h = Widened(kept);
+                    CheckRounded("LinearGeluForward's kept pre-activation", h, withBias: true);
+                    k.GeluForward(null, again.HalfData, GemmOperand.Packed(kept.HalfData), rows * N);
+                    float[] ys = Widened(yPacked), want = Widened(again);
+                    for (int i = 0; i < rows * N; i++)
+                    {
+                        if (BitConverter.SingleToInt32Bits(ys[i]) != BitConverter.SingleToInt32Bits(want[i]))
+                            throw new ConformanceException($"LinearInSixteenBits {precision.Name()} LinearGeluForward{form}: y[{i}] is {ys[i]:G9}, GeluForward of the kept value {h[i]:G9} gives {want[i]:G9}");
+                        double gelu = 0.5 * h[i] * (1 + MathNet.Numerics.SpecialFunctions.Erf(h[i] / Math.Sqrt(2)));
+                        double step = Math.Abs(gelu) * precision.UnitRoundoff() * 1.001 + 1e-6;
+                        if (Math.Abs(ys[i] - gelu) > step)
+                            throw new ConformanceException($"LinearInSixteenBits {precision.Name()} LinearGeluForward{form}: y[{i}] is {ys[i]:G9}, GELU of the kept value {h[i]:G9} is {gelu:G9}");
+                    }
+                }
+            }
+        }
+        finally
+        {
+            k.GemmPrecision = previous;
+            if (runtime != null) runtime.LinearEpilogues = previousEpilogues;
+        }
+    }
 }

@@ -188,6 +188,7 @@ public static partial class OpCases
         var k = dev.Kernels;
         var previous = (k.GemmPrecision, Ops.SaveLinearOutputsInGemmPrecision);
         string[] ops = ["LinearGelu", "LinearScaleShift", "LinearScaleShiftGelu"];
+        using var oneProduct = OneGemmPerLinear(dev); // h in float32 and in 16 bits from one GEMM
         try
         {
             foreach (var precision in new[] { Precision.BF16, Precision.FP16 })
@@ -383,6 +384,7 @@ public static partial class OpCases
         var k = dev.Kernels;
         var previous = (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision, Ops.RecomputeGeluOutputs);
         string[] names = ["dx", "dnorm.weight", "dnorm.bias", "dW1", "db1", "dW2", "db2", "dW3 (selected entries)", "db3", "dscale4", "dshift4"];
+        using var oneProduct = OneGemmPerLinear(dev); // outputs in float32 and in 16 bits from one GEMM
         try
         {
             foreach (var precision in new[] { Precision.BF16, Precision.FP16 })
@@ -608,6 +610,7 @@ public static partial class OpCases
         var k = dev.Kernels;
         var previous = (k.GemmPrecision, Ops.SaveGemmOperandsInGemmPrecision, Ops.DefaultAttentionPath);
         static float[] Values(ulong seed, long n, float scale) => [.. Enumerable.Range(0, (int)n).Select(i => (float)(CounterRng.Uniform(seed, (ulong)i) * 2 - 1) * scale)];
+        using var oneProduct = OneGemmPerLinear(dev); // the runs compared bit for bit write the qkv layer's output in 16 bits or not
         static bool Same(float a, float b) => BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
         try
         {

@@ -21,6 +21,7 @@ public static partial class OpCases
         ("LinearScaleShift", LinearScaleShift),
         ("LinearScaleShiftGelu", LinearScaleShiftGelu),
         ("LinearResidual", LinearResidual),
+        ("LinearInSixteenBits", LinearInSixteenBits),
         // Norm
         ("LayerNorm", LayerNorm),
         ("ScaleShift", ScaleShift),

@@ -129,12 +129,16 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public bool ThawWeight(float* w) => false;
 
     /// <inheritdoc/>
-    /// <remarks>cuBLAS reads xPacked when given (no conversion of x), then one kernel adds the bias and the residual (or
-    /// writes yPacked).</remarks>
+    /// <remarks>cuBLAS reads xPacked when given (no conversion of x). Without a residual, one cuBLASLt product adds the
+    /// bias in its epilogue and writes y or yPacked (<see cref="CudaRuntime.TryLinearProduct"/>); else, or where it
+    /// declines, a GEMM into y, then one kernel adds the bias and the residual (or writes yPacked).</remarks>
     public void LinearForward(float* y, ushort* yPacked, float* x, ushort* xPacked, float* w, float* bias, float* residual, int rows, int N, int K)
     {
         if (residual != null && yPacked != null) throw new ArgumentException("LinearForward: a residual sum is float32, not written in 16 bits", nameof(yPacked));
         int format = PackedFormat(yPacked, null, "LinearForward");
+        if (residual == null && (bias != null || yPacked != null)
+            && _runtime.TryLinearProduct(LinearInput(x, xPacked), w, bias, yPacked == null ? y : null, yPacked, rows, N, K, GemmPrecision))
+            return;
         Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, y, N);
         if (bias != null) GridStride(Elementwise.AddBias, (long)rows * N, y, yPacked, format, y, bias, residual, rows, N);
         else if (residual != null) Add(y, residual, y, (long)rows * N);
@@ -142,11 +146,19 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     }
 
     /// <inheritdoc/>
-    /// <remarks>cuBLAS writes x·Wᵀ into h (or y), then one kernel adds the bias and applies GELU.</remarks>
+    /// <remarks>Where h is kept only in 16 bits (training under bf16/fp16), one cuBLASLt product writes hPacked with the
+    /// bias added in its epilogue (<see cref="CudaRuntime.TryLinearProduct"/>), then GELU reads it (the same values:
+    /// GELU reads h rounded either way). Else, or where it declines, cuBLAS writes x·Wᵀ into h (or y), then one kernel
+    /// adds the bias and applies GELU.</remarks>
     public void LinearGeluForward(float* y, ushort* yPacked, float* h, ushort* hPacked, float* x, ushort* xPacked, float* w, float* bias, int rows, int N, int K)
     {
         float* product = h != null ? h : y;
         PackedFormat(yPacked, hPacked, "LinearGeluForward");
+        if (h == null && hPacked != null && _runtime.TryLinearProduct(LinearInput(x, xPacked), w, bias, null, hPacked, rows, N, K, GemmPrecision))
+        {
+            GeluForward(yPacked == null ? y : null, yPacked, GemmOperand.Packed(hPacked), (long)rows * N);
+            return;
+        }
         int format = GemmPrecision is Precision.BF16 or Precision.FP16 ? (int)GemmPrecision : (int)Precision.FP32; // GELU reads h rounded to it
         Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, product, N);
         GridStride(Activations.BiasGeluForward, (long)rows * N, y, yPacked, h, hPacked, format, product, bias, rows, N);

@@ -143,6 +143,21 @@ public abstract unsafe class CudaRuntime : IDisposable
     public abstract void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, GemmOperand A, int lda, long strideA,
         GemmOperand B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch, Precision precision = Precision.FP32);
 
+    /// <summary>Whether <see cref="TryLinearProduct"/> may run (true unless turned off, to compare against the GEMM and
+    /// its bias pass).</summary>
+    public bool LinearEpilogues { get; set; } = true;
+
+    /// <summary>
+    /// A Linear layer's product in one call, the bias added in the GEMM's epilogue: row-major y[M, N] = x[M, K]·w[N, K]ᵀ
+    /// (+ bias[N] when not null), fp32 accumulation, operands as <see cref="GemmStridedBatched"/> takes them, written into
+    /// <paramref name="y"/> in float32 or, when <paramref name="yPacked"/> is given (y null), in the 16-bit
+    /// <paramref name="precision"/> straight from the accumulators: the values of the GEMM then a bias pass (sum in
+    /// float32, rounded once), without the float32 product written and read again. Returns false, queueing nothing, when
+    /// <see cref="LinearEpilogues"/> is off or the device offers no such product for these operands (the caller runs
+    /// the GEMM and its own bias pass).
+    /// </summary>
+    public abstract bool TryLinearProduct(GemmOperand x, float* w, float* bias, float* y, ushort* yPacked, int M, int N, int K, Precision precision);
+
     /// <summary>A 1-D grid-stride launch of 256-thread blocks over <paramref name="n"/> items.</summary>
     protected void LaunchGridStride(CudaKernel kernel, long n, params ReadOnlySpan<KernelArg> args)
     {

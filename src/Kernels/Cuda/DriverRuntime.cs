@@ -300,17 +300,58 @@ public sealed unsafe class DriverRuntime : CudaRuntime
                 batch, precision == Precision.TF32);
             return;
         }
-        // bf16 / fp16: float32 operands converted to 16-bit storage (same leading dimensions and strides), packed ones
-        // read as they are, then GemmEx.
-        long spanA = A.IsPacked ? 0 : GemmOperand.Span(transA ? K : M, transA ? M : K, lda, strideA, batch);
-        long spanB = B.IsPacked ? 0 : GemmOperand.Span(transB ? N : K, transB ? K : N, ldb, strideB, batch);
-        ulong low = spanA + spanB > 0 ? LowPrecisionScratch(2 * (spanA + spanB)) : 0;
-        void* lowA = A.IsPacked ? A.Data : (void*)low, lowB = B.IsPacked ? B.Data : (void*)(low + (ulong)(2 * spanA));
-        var convert = precision == Precision.BF16 ? CudaKernelHandles.Precision.ConvertToBf16 : CudaKernelHandles.Precision.ConvertToFp16;
-        if (!A.IsPacked) LaunchGridStride(convert, spanA, lowA, A.Floats, spanA);
-        if (!B.IsPacked) LaunchGridStride(convert, spanB, lowB, B.Floats, spanB);
-        _blas.GemmStridedBatched16(transA, transB, M, N, K, alpha, lowA, lda, strideA, lowB, ldb, strideB, beta, C, ldc,
+        long spanA = GemmOperand.Span(transA ? K : M, transA ? M : K, lda, strideA, batch);
+        long spanB = GemmOperand.Span(transB ? N : K, transB ? K : N, ldb, strideB, batch);
+        var (lowA, lowB) = SixteenBitOperands(A, spanA, B, spanB);
+        ConvertOperands(A, lowA, spanA, B, lowB, spanB, precision);
+        _blas.GemmStridedBatched16(transA, transB, M, N, K, alpha, (void*)lowA, lda, strideA, (void*)lowB, ldb, strideB, beta, C, ldc,
             strideC, batch, precision == Precision.BF16);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>cuBLASLt with its bias epilogue (float32 bias; a 16-bit y straight from the accumulators); operands as
+    /// for the GEMM: 16-bit ones read as kept, float32 ones converted first under bf16/fp16.</remarks>
+    public override bool TryLinearProduct(GemmOperand x, float* w, float* bias, float* y, ushort* yPacked, int M, int N, int K, Precision precision)
+    {
+        if (!LinearEpilogues) return false;
+        MakeCurrent();
+        x.CheckFor(precision, "TryLinearProduct");
+        bool sixteenBitOutput = yPacked != null;
+        if (sixteenBitOutput) precision.SixteenBitsFor("TryLinearProduct");
+        void* output = sixteenBitOutput ? yPacked : y;
+        _lt ??= new CuBlasLt(_stream, _ltWorkspace = Allocate(CuBlasLt.WorkspaceBytes));
+        if (precision is Precision.FP32 or Precision.TF32) return _lt.Linear(M, N, K, x.Floats, w, bias, output, false, precision);
+        long spanX = (long)M * K, spanW = (long)N * K;
+        var (lowX, lowW) = SixteenBitOperands(x, spanX, w, spanW);
+        if (!_lt.Offers(M, N, K, (void*)lowX, (void*)lowW, bias, output, sixteenBitOutput, precision)) return false; // nothing converted for nothing
+        ConvertOperands(x, lowX, spanX, w, lowW, spanW, precision);
+        return _lt.Linear(M, N, K, (void*)lowX, (void*)lowW, bias, output, sixteenBitOutput, precision);
+    }
+
+    CuBlasLt? _lt;
+    ulong _ltWorkspace;
+
+    /// <summary>The Linear products cuBLASLt offered no algorithm for (<see cref="TryLinearProduct"/> returned false), one
+    /// line each.</summary>
+    public IEnumerable<string> DeclinedLinearProducts => _lt?.Declined ?? [];
+
+    /// <summary>Where a bf16/fp16 product reads its operands: a packed one as it is, a float32 one from the scratch its
+    /// conversion (<see cref="ConvertOperands"/>) writes, A's first, B's after (same leading dimensions and strides).</summary>
+    (nint A, nint B) SixteenBitOperands(GemmOperand A, long spanA, GemmOperand B, long spanB)
+    {
+        if (A.IsPacked) spanA = 0;
+        if (B.IsPacked) spanB = 0;
+        ulong low = spanA + spanB > 0 ? LowPrecisionScratch(2 * (spanA + spanB)) : 0;
+        return (A.IsPacked ? (nint)A.Data : (nint)low, B.IsPacked ? (nint)B.Data : (nint)(low + (ulong)(2 * spanA)));
+    }
+
+    /// <summary>Queues the conversions of the float32 operands among A and B to <paramref name="precision"/> into
+    /// <see cref="SixteenBitOperands"/>'s places.</summary>
+    void ConvertOperands(GemmOperand A, nint lowA, long spanA, GemmOperand B, nint lowB, long spanB, Precision precision)
+    {
+        var convert = precision == Precision.BF16 ? CudaKernelHandles.Precision.ConvertToBf16 : CudaKernelHandles.Precision.ConvertToFp16;
+        if (!A.IsPacked) LaunchGridStride(convert, spanA, (void*)lowA, A.Floats, spanA);
+        if (!B.IsPacked) LaunchGridStride(convert, spanB, (void*)lowB, B.Floats, spanB);
     }
 
     ulong _lowScratch;
@@ -384,6 +425,8 @@ public sealed unsafe class DriverRuntime : CudaRuntime
         if (_lowScratch != 0) Free(_lowScratch);
         foreach (var retired in _retiredScratch) Free(retired);
         _timer?.Destroy();
+        _lt?.Dispose();
+        if (_ltWorkspace != 0) Free(_ltWorkspace);
         _blas.Dispose();
         foreach (var module in _modules.Values) cuModuleUnload(module);
         cuStreamDestroy_v2(_stream);

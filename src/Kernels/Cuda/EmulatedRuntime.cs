@@ -252,6 +252,37 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
             beta, C, ldc, strideC, batch);
     }
 
+    /// <summary>Linear products run by <see cref="TryLinearProduct"/> (replays of a captured one included).</summary>
+    public long LinearProducts { get; private set; }
+
+    /// <inheritdoc/>
+    /// <remarks>Emulates cuBLASLt's bias epilogue: the product as <see cref="GemmStridedBatched"/> computes it, held in
+    /// host memory (never in y when y is 16-bit), then elementwise.cu's bias kernel sums and rounds it into y once, as
+    /// the epilogue does from its accumulators.</remarks>
+    public override bool TryLinearProduct(GemmOperand x, float* w, float* bias, float* y, ushort* yPacked, int M, int N, int K, Precision precision)
+    {
+        if (!LinearEpilogues) return false;
+        if (_recording != null)
+        {
+            nint px = (nint)x.Data, pw = (nint)w, pb = (nint)bias, py = (nint)y, pp = (nint)yPacked; // a lambda cannot capture pointers
+            bool packed = x.IsPacked;
+            _recording.Add(() => TryLinearProduct(packed ? GemmOperand.Packed((ushort*)px) : (float*)px, (float*)pw, (float*)pb, (float*)py,
+                (ushort*)pp, M, N, K, precision));
+            return true;
+        }
+        LinearProducts++;
+        int format = yPacked == null ? (int)Precision.FP32 : (int)precision.SixteenBitsFor("TryLinearProduct");
+        using var scratch = yPacked == null ? null : new NativeBuffer((long)M * N * sizeof(float));
+        float* product = scratch == null ? y : (float*)scratch.Pointer;
+        GemmStridedBatched(false, true, M, N, K, 1f, x, K, 0, w, K, 0, 0f, product, N, 0, 1, precision);
+        long n = (long)M * N;
+        if (bias != null) LaunchGridStride(CudaKernelHandles.Elementwise.AddBias, n, y, yPacked, format, product, bias, (float*)null, M, N);
+        else if (yPacked != null)
+            LaunchGridStride(precision == Precision.BF16 ? CudaKernelHandles.Precision.ConvertToBf16 : CudaKernelHandles.Precision.ConvertToFp16,
+                n, yPacked, product, n);
+        return true;
+    }
+
     /// <summary>An operand's first <paramref name="span"/> values rounded to <paramref name="precision"/> by precision.cu's
     /// kernels (a packed one widened by them), so the device's own conversions are what every low-precision GEMM here
     /// checks.</summary>
