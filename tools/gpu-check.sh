@@ -14,8 +14,9 @@
 #                                      3. a ViT-B/16 training step per method (full linear bias ssf sct gps), precision
 #                                         (fp32 tf32 bf16) and batch: images/s and peak device memory, the attention
 #                                         path each shape measured faster (fused on tensor cores or unfused); the bf16
-#                                         steps of full, ssf and gps again from CUDA graphs, and again on the other
-#                                         attention path; one profiled step of each (kernels by their share of the step)
+#                                         steps of full, ssf and gps again from CUDA graphs, again on the other
+#                                         attention path, and again with a bias pass after each GEMM instead of
+#                                         cuBLASLt's epilogue; one profiled step of each (kernels by their share of it)
 #                                      4. the PyTorch + timm peer of the same steps (fp32 tf32 bf16, fp16 AMP), then one
 #                                         table of our images/s over theirs, with columns for the CUDA-graph and
 #                                         other-attention steps (skipped, with the reason, without Python, PyTorch
@@ -166,6 +167,17 @@ other_rc=${PIPESTATUS[0]}
 set -e
 [ "$other_rc" -ne 0 ] && { echo "== $other-attention steps: FAILED (exit $other_rc)"; rc=1; }
 
+# Each Linear's bias is added in cuBLASLt's epilogue (the qkv output and fc1's kept pre-activation written in 16 bits
+# from it); the same bf16 steps with a GEMM and a bias pass give the step-level comparison.
+echo "== the same bf16 steps with a bias pass after each GEMM: peft bench --train-step --linear-epilogues off ($graph_methods× bf16)" | tee -a "$out/steps.log"
+set +e
+# shellcheck disable=SC2086
+"$peft" bench --train-step --linear-epilogues off --device cuda --model vit_base_patch16_224 --batch $batches --methods $graph_methods \
+  --precision bf16 --repeats "$repeats" --json "$out/ours-no-epilogues.json" 2>&1 | tee -a "$out/steps.log"
+epilogue_rc=${PIPESTATUS[0]}
+set -e
+[ "$epilogue_rc" -ne 0 ] && { echo "== steps without epilogues: FAILED (exit $epilogue_rc)"; rc=1; }
+
 first_batch=${batches%% *}
 echo "== where a step's time goes: peft bench --train-step --profile ($graph_methods× bf16, batch $first_batch)" | tee -a "$out/steps.log"
 set +e
@@ -192,6 +204,6 @@ else
     *) echo "== peer: FAILED (exit $peer_rc)" ;;
   esac
 fi
-echo "== results in $out: machine.txt selftest.log steps.log ours.json ours-graph.json ours-other-attention.json peer.log peer.json table.md"
+echo "== results in $out: machine.txt selftest.log steps.log ours.json ours-graph.json ours-other-attention.json ours-no-epilogues.json peer.log peer.json table.md"
 [ "$rc" -eq 0 ] && echo "== result: every op passed on the GPU" || echo "== result: FAILED"
 exit $rc

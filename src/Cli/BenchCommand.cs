@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Engine.Kernels;
 using Engine.Kernels.Cpu;
+using Engine.Kernels.Cuda;
 using Engine.Models;
 using Engine.Models.Peft;
 using Engine.Models.Training;
@@ -46,6 +47,12 @@ public static class BenchCommand
                           "kernels run on tensor cores, each shape's faster path, timed both ways on its first step; else unfused), fused or unfused",
             DefaultValueFactory = _ => "auto",
         };
+        var epilogues = new Option<string>("--linear-epilogues")
+        {
+            Description = "With --train-step on a CUDA device: on (each Linear's bias added in the GEMM's epilogue, cuBLASLt on a GPU, outputs " +
+                          "only products read written in 16 bits straight from it) or off (a GEMM into float32, then a bias pass; to compare)",
+            DefaultValueFactory = _ => "on",
+        };
         var profile = new Option<bool>("--profile")
         {
             Description = "With --train-step: after the timed steps, one more step with every kernel timed where it runs (GPU events on a GPU) " +
@@ -54,7 +61,7 @@ public static class BenchCommand
         var command = new Command("bench", "Time one kernel at any shape on a device (ms, GB/s and its share of the device's copy bandwidth, or GEMM " +
                                            "GFLOP/s), or with --train-step a training step per method, precision and batch (images/s, peak memory).")
         {
-            op, shape, repeats, list, device, trainStep, model, batches, methods, precisions, json, cudaGraph, profile, attention,
+            op, shape, repeats, list, device, trainStep, model, batches, methods, precisions, json, cudaGraph, profile, attention, epilogues,
         };
         command.SetAction(r =>
         {
@@ -70,16 +77,33 @@ public static class BenchCommand
                 "unfused" => AttentionPath.Unfused,
                 var other => throw new ArgumentException($"--attention must be auto, fused or unfused (got '{other}')"),
             };
+            bool linearEpilogues = r.GetValue(epilogues) switch
+            {
+                "on" => true,
+                "off" => false,
+                var other => throw new ArgumentException($"--linear-epilogues must be on or off (got '{other}')"),
+            };
+            if (!linearEpilogues && !r.GetValue(trainStep)) throw new ArgumentException("--linear-epilogues: goes with --train-step");
             if (r.GetValue(trainStep))
             {
                 var previous = Ops.DefaultAttentionPath;
                 Ops.DefaultAttentionPath = path;
+                var trainDevice = DeviceOption.Resolve(r.GetValue(device)!, instrumented: r.GetValue(profile));
+                if (!linearEpilogues && trainDevice is not CudaDevice)
+                    throw new ArgumentException($"--linear-epilogues: only a CUDA device has them (--device cuda or emulated-cuda), not {trainDevice.Name}");
+                var runtime = (trainDevice as CudaDevice)?.Runtime;
+                bool previousEpilogues = runtime?.LinearEpilogues ?? true;
                 try
                 {
-                    return TrainSteps(DeviceOption.Resolve(r.GetValue(device)!, instrumented: r.GetValue(profile)), r.GetValue(model)!, r.GetValue(batches)!,
+                    if (runtime != null) runtime.LinearEpilogues = linearEpilogues;
+                    return TrainSteps(trainDevice, r.GetValue(model)!, r.GetValue(batches)!,
                         r.GetValue(methods), [.. r.GetValue(precisions)!.Select(LowPrecision.Parse)], r.GetValue(repeats), r.GetValue(json), r.GetValue(cudaGraph));
                 }
-                finally { Ops.DefaultAttentionPath = previous; }
+                finally
+                {
+                    Ops.DefaultAttentionPath = previous;
+                    if (runtime != null) runtime.LinearEpilogues = previousEpilogues;
+                }
             }
             if (r.GetValue(list))
             {
@@ -130,11 +154,13 @@ public static class BenchCommand
             _ when device is CudaDevice { TunesAttention: true } => "auto: each shape timed both ways on first use",
             _ => device.PrefersFusedAttention ? "fused" : "unfused",
         };
-        Console.WriteLine($"{model} training step (forward, loss, backward, Adam; 100 classes; attention {attention}" +
+        string linear = device is CudaDevice { Runtime: var runtime } ? $"; Linear biases {(runtime.LinearEpilogues ? "in the GEMMs' epilogues" : "in a pass after the GEMMs")}" : "";
+        Console.WriteLine($"{model} training step (forward, loss, backward, Adam; 100 classes; attention {attention}{linear}" +
                           $"{(cudaGraph ? "; replayed from a CUDA graph" : "")}) " +
                           $"on {(device is CudaDevice c ? c.Runtime.Description : $"the CPU, {CpuParallel.Threads} thread(s)")}, median of {repeats}");
         Console.WriteLine("| method | precision | batch | ms per step | images/s | peak memory MiB | trainable | activations kept MiB |\n|---|---|---|---|---|---|---|---|");
         using var jsonFile = jsonPath == null ? null : new StreamWriter(jsonPath);
+        var reported = new HashSet<string>(); // declined Linear products already printed
         foreach (int batch in batches)
             foreach (var precision in precisions)
                 foreach (var method in methods)
@@ -144,6 +170,9 @@ public static class BenchCommand
                     var (fusedBefore, unfusedBefore) = device.TrainedAttentionCalls;
                     using (device.ReportAttentionChoices(choice => Console.WriteLine($"  {choice}")))
                         run.Step(); // warm-up: pools, moments, kernel compiles, the attention path where it is measured
+                    if (device is CudaDevice { Runtime: DriverRuntime gpu })
+                        foreach (var declined in gpu.DeclinedLinearProducts.Where(reported.Add))
+                            Console.WriteLine($"  cuBLASLt declined {declined}: a GEMM, then a bias pass");
                     string path = device.TrainedAttentionCalls switch
                     {
                         var (f, u) when f == fusedBefore && u == unfusedBefore => "none",
@@ -164,6 +193,7 @@ public static class BenchCommand
                         engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, ms_per_step = ms,
                         images_per_second = perSecond, peak_memory_mib = mib, activations_mib = kept, cuda_graph = cudaGraph,
                         attention = path,
+                        linear_epilogues = device is CudaDevice { Runtime.LinearEpilogues: true },
                         graph_mib = run.GraphBytes / 1048576.0,
                     }));
                 }

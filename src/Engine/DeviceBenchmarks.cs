@@ -65,6 +65,10 @@ public static unsafe class DeviceBenchmarks
         new("linear-scale-shift-unfused", "MxNxK", 3, "the same as the Linear layer without its bias, then a scale-shift pass"),
         new("linear-scale-shift-gelu", "MxNxK", 3, "SSF at an MLP's first layer and its GELU in the GEMM's epilogue, the product kept too (training)"),
         new("linear-scale-shift-gelu-unfused", "MxNxK", 3, "the same as linear-scale-shift, then a GELU pass"),
+        new("linear-bf16", "MxNxK", 3, "y = x·Wᵀ + b written in bf16 from a bf16 x, the qkv layer in training (CUDA: the bias in cuBLASLt's epilogue)"),
+        new("linear-bf16-unfused", "MxNxK", 3, "the same as a GEMM into float32, then the bias pass writing bf16 (CUDA: the epilogue turned off)"),
+        new("linear-gelu-bf16", "MxNxK", 3, "fc1 in training under bf16: the pre-activation kept in bf16, GELU of it in bf16 (CUDA: the pre-activation from cuBLASLt's epilogue, then GELU)"),
+        new("linear-gelu-bf16-unfused", "MxNxK", 3, "the same as a GEMM into float32, then one pass writing both (CUDA: the epilogue turned off)"),
         new("linear-residual", "MxNxK", 3, "y = r + (x·Wᵀ + b), a block's proj or fc2 joining the residual stream: the add with the bias"),
         new("linear-residual-unfused", "MxNxK", 3, "the same as the Linear layer, then an add pass"),
         new("attention", "BxTxNHxHD", 4, "fused multi-head attention, forward and backward (GFLOP/s: its 6 products)"),
@@ -101,6 +105,8 @@ public static unsafe class DeviceBenchmarks
         var k = device.Kernels;
         string shapeText = string.Join("×", shape);
         long elements = shape.Aggregate(1L, (a, b) => a * b);
+        if (op.StartsWith("linear-", StringComparison.Ordinal) && op.Contains("-bf16", StringComparison.Ordinal))
+            return SixteenBitLinear(device, op, shape[0], shape[1], shape[2], repeats);
         if (op == "gemm" || op.StartsWith("linear-", StringComparison.Ordinal))
         {
             int M = shape[0], N = shape[1], K = shape[2];
@@ -288,6 +294,38 @@ public static unsafe class DeviceBenchmarks
             () => k.SparseWeightGrad(dvalues.Data, GemmOperand.Packed(dy.HalfData), GemmOperand.Packed(x.HalfData), index.IntData, M, N, K, 1));
     }
 
+    /// <summary>A Linear layer in training under bf16 GEMMs, its input the bf16 tensor the op before wrote: the qkv layer
+    /// (y in bf16) or fc1 (its pre-activation kept in bf16 and GELU of it in bf16). The "-unfused" rows turn CUDA's
+    /// epilogue (<see cref="CudaRuntime.LinearEpilogues"/>) off: a GEMM into float32, then one elementwise pass. A row
+    /// whose product cuBLASLt declined says so in its name.</summary>
+    static BenchmarkRow SixteenBitLinear(Device device, string op, int M, int N, int K, int repeats)
+    {
+        var k = device.Kernels;
+        using var bf16 = k.UseGemmPrecision(Precision.BF16);
+        using var x = Packed(device, (long)M * K, 0.5f);
+        using var w = Filled(device, (long)N * K, 0.25f);
+        using var bias = Filled(device, N, 0.125f);
+        using var product = Tensor.Zeros(device, checked(M * N)); // the float32 product where a pass turns it into the outputs
+        using var y = Tensor.Empty(device, DType.BF16, checked(M * N));
+        using var kept = Tensor.Empty(device, DType.BF16, checked(M * N));
+        Action call = op.StartsWith("linear-gelu", StringComparison.Ordinal)
+            ? () => k.LinearGeluForward(product.Data, y.HalfData, null, kept.HalfData, null, x.HalfData, w.Data, bias.Data, M, N, K)
+            : () => k.LinearForward(product.Data, y.HalfData, null, x.HalfData, w.Data, bias.Data, null, M, N, K);
+        var runtime = (device as CudaDevice)?.Runtime;
+        bool previous = runtime?.LinearEpilogues ?? true;
+        try
+        {
+            if (runtime != null) runtime.LinearEpilogues = !op.EndsWith("-unfused", StringComparison.Ordinal);
+            double ms = Time(device, repeats, call);
+            string declined = runtime is DriverRuntime gpu && gpu.DeclinedLinearProducts.FirstOrDefault(d => d.StartsWith($"{M}×{N}×{K} ", StringComparison.Ordinal)) is { } reason ? $" (cuBLASLt declined {reason})" : "";
+            return new BenchmarkRow(op + declined, string.Join("×", M, N, K), ms, Tflops: 2.0 * M * N * K / (ms * 1e9));
+        }
+        finally
+        {
+            if (runtime != null) runtime.LinearEpilogues = previous;
+        }
+    }
+
     static Tensor Packed(Device device, long n, float value)
     {
         using var wide = Filled(device, n, value);
@@ -380,6 +418,8 @@ public static unsafe class DeviceBenchmarks
             ["linear-scale-shift"] = [M, 4 * C, C], ["linear-scale-shift-unfused"] = [M, 4 * C, C],
             ["linear-scale-shift-gelu"] = [M, 4 * C, C], ["linear-scale-shift-gelu-unfused"] = [M, 4 * C, C],
             ["linear-residual"] = [M, C, 4 * C], ["linear-residual-unfused"] = [M, C, 4 * C], // fc2 at batch 32
+            ["linear-bf16"] = [M, 3 * C, C], ["linear-bf16-unfused"] = [M, 3 * C, C], // qkv at batch 32
+            ["linear-gelu-bf16"] = [M, 4 * C, C], ["linear-gelu-bf16-unfused"] = [M, 4 * C, C],
         };
         foreach (var op in Ops.Where(o => o.Name != "gemm")) Add(Measure(device, op.Name, shapes[op.Name], repeats));
         // The ViT-B/16 linear layers at batch 32 (6304 tokens).
