@@ -170,8 +170,8 @@ public static class BenchCommand
                     var (fusedBefore, unfusedBefore) = device.TrainedAttentionCalls;
                     using (device.ReportAttentionChoices(choice => Console.WriteLine($"  {choice}")))
                         run.Step(); // warm-up: pools, moments, kernel compiles, the attention path where it is measured
-                    if (device is CudaDevice { Runtime: DriverRuntime gpu })
-                        foreach (var declined in gpu.DeclinedLinearProducts.Where(reported.Add))
+                    if (device is CudaDevice { Runtime: var cudaRuntime })
+                        foreach (var declined in cudaRuntime.DeclinedLinearProducts.Where(reported.Add))
                             Console.WriteLine($"  cuBLASLt declined {declined}: a GEMM, then a bias pass");
                     string path = device.TrainedAttentionCalls switch
                     {

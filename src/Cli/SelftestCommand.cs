@@ -90,6 +90,14 @@ public static class SelftestCommand
             Console.WriteLine($"  {name.PadRight(width)} {(failure == null ? "ok" : "FAIL"),-6} {clock.Elapsed.TotalMilliseconds,8:F0}{(failure == null ? "" : $"  {failure}")}");
         }
         Console.WriteLine($"{cases.Count - failed} passed, {failed} failed");
+        if (device is CudaDevice { Runtime: var runtime })
+        {
+            // Whether the Linear cases took the epilogue or its fallback: both pass, so say which ran.
+            var declined = runtime.DeclinedLinearProducts.ToList();
+            Console.WriteLine($"Linear products with the bias in the GEMM's epilogue: {runtime.LinearProducts} ran, " +
+                (declined.Count == 0 ? "none declined" : $"{declined.Count} shape(s) declined (run as a GEMM and a bias pass):"));
+            foreach (var line in declined) Console.WriteLine($"  {line}");
+        }
 
         if (device is CudaDevice cudaDevice && filter == null)
         {

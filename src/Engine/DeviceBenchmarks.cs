@@ -317,7 +317,7 @@ public static unsafe class DeviceBenchmarks
         {
             if (runtime != null) runtime.LinearEpilogues = !op.EndsWith("-unfused", StringComparison.Ordinal);
             double ms = Time(device, repeats, call);
-            string declined = runtime is DriverRuntime gpu && gpu.DeclinedLinearProducts.FirstOrDefault(d => d.StartsWith($"{M}×{N}×{K} ", StringComparison.Ordinal)) is { } reason ? $" (cuBLASLt declined {reason})" : "";
+            string declined = runtime?.DeclinedLinearProduct(M, N, K) is { } reason ? $" (cuBLASLt declined {reason})" : "";
             return new BenchmarkRow(op + declined, string.Join("×", M, N, K), ms, Tflops: 2.0 * M * N * K / (ms * 1e9));
         }
         finally

@@ -9,7 +9,9 @@ namespace Engine.Kernels.Cuda;
 /// sees it: D[N, M] = op(W)·x with W stored K×N (transposed) and x stored K×M, the bias one value per row of D.
 /// Each shape, type and alignment gets its descriptors and the heuristic's first algorithm once (a plan); a
 /// combination the library offers no algorithm for is remembered as declined, and the caller runs its GEMM and
-/// bias pass instead.
+/// bias pass instead. Nothing here stops a run: a handle the library cannot make (no GPU, an entry point an old
+/// library lacks) or a call it refuses declines the product with the library's reason, which
+/// <see cref="Declined"/> reports.
 /// </summary>
 public sealed unsafe partial class CuBlasLt : IDisposable
 {
@@ -67,65 +69,100 @@ public sealed unsafe partial class CuBlasLt : IDisposable
     readonly ulong _workspace;
     IntPtr _handle;
 
-    /// <summary>A handle that queues on <paramref name="stream"/> and lets the algorithms use <paramref name="workspace"/>
-    /// (<see cref="WorkspaceBytes"/> of device memory); the caller's context must be current.</summary>
-    public CuBlasLt(IntPtr stream, ulong workspace)
+    /// <summary>A handle that queues on <paramref name="stream"/> and lets the algorithms use the workspace that
+    /// <paramref name="allocateWorkspace"/> gives (<see cref="WorkspaceBytes"/> of device memory, asked for only once
+    /// the handle exists); the caller's context must be current. Where the library makes no handle,
+    /// <see cref="Unavailable"/> says why and every product is declined.</summary>
+    public CuBlasLt(IntPtr stream, Func<ulong> allocateWorkspace)
     {
-        Check(cublasLtCreate(out _handle), "cublasLtCreate");
         _stream = stream;
-        _workspace = workspace;
+        try
+        {
+            int status = cublasLtCreate(out _handle);
+            if (status != 0)
+            {
+                _handle = IntPtr.Zero;
+                Unavailable = Failure("cublasLtCreate", status);
+                return;
+            }
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            Unavailable = e.Message;
+            return;
+        }
+        _workspace = allocateWorkspace();
     }
 
-    /// <summary>The products the library offered no algorithm for, one line each (shape, types, the heuristic's status).</summary>
+    /// <summary>Why the library makes no handle here (every product is declined with it), or null when it does.</summary>
+    public string? Unavailable { get; }
+
+    /// <summary>The products the library declined, one line each: shape and types first ("M×N×K ..."), then the reason
+    /// (no algorithm, the heuristic's status, a call it refused, or <see cref="Unavailable"/>).</summary>
     public IEnumerable<string> Declined => _plans.Values.Where(p => p.Declined != null).Select(p => p.Declined!);
 
     /// <summary>
     /// Queues y[M, N] = x[M, K]·w[N, K]ᵀ (+ bias[N], float32) with fp32 accumulation, row-major: operands float32
     /// (fp32, or TF32 tensor cores) or 16-bit (bf16/fp16, <paramref name="precision"/>); y float32, or in the 16-bit
-    /// precision when <paramref name="sixteenBitOutput"/>. Returns false, queueing nothing, where the library offers
-    /// no algorithm for this product.
+    /// precision when <paramref name="sixteenBitOutput"/>. Returns false, queueing nothing, where the library declines
+    /// this product (<see cref="Declined"/> says why).
     /// </summary>
     public bool Linear(int M, int N, int K, void* x, void* w, float* bias, void* y, bool sixteenBitOutput, Precision precision)
     {
-        var plan = PlanFor(M, N, K, x, w, bias, y, sixteenBitOutput, precision);
+        var key = KeyOf(M, N, K, x, w, bias, y, sixteenBitOutput, precision);
+        var plan = PlanFor(key, bias);
         if (plan.Declined != null) return false;
-        if (bias != null) SetAttribute(plan.Desc, DescBiasPointer, &bias, sizeof(float*));
         float alpha = 1f, beta = 0f;
         var algo = plan.Algo;
-        Check(cublasLtMatmul(_handle, plan.Desc, &alpha, w, plan.W, x, plan.X, &beta, y, plan.Y, y, plan.Y, &algo,
-            (void*)_workspace, (nuint)WorkspaceBytes, _stream), "cublasLtMatmul");
-        return true;
+        int status = bias == null ? 0 : cublasLtMatmulDescSetAttribute(plan.Desc, DescBiasPointer, &bias, (nuint)sizeof(float*));
+        string call = status != 0 ? $"cublasLtMatmulDescSetAttribute({DescBiasPointer})" : "cublasLtMatmul";
+        if (status == 0)
+            status = cublasLtMatmul(_handle, plan.Desc, &alpha, w, plan.W, x, plan.X, &beta, y, plan.Y, y, plan.Y, &algo,
+                (void*)_workspace, (nuint)WorkspaceBytes, _stream);
+        if (status == 0) return true;
+        plan.Declined = $"{Shape(key)}: {Failure(call, status)}"; // refused before anything was queued: the caller's GEMM and bias pass run
+        return false;
     }
 
     /// <summary>Whether <see cref="Linear"/> would run this product (the plan is made now if it is new).</summary>
     public bool Offers(int M, int N, int K, void* x, void* w, float* bias, void* y, bool sixteenBitOutput, Precision precision) =>
-        PlanFor(M, N, K, x, w, bias, y, sixteenBitOutput, precision).Declined == null;
+        PlanFor(KeyOf(M, N, K, x, w, bias, y, sixteenBitOutput, precision), bias).Declined == null;
 
-    Plan PlanFor(int M, int N, int K, void* x, void* w, float* bias, void* y, bool sixteenBitOutput, Precision precision)
+    Plan PlanFor(PlanKey key, float* bias)
     {
-        var key = new PlanKey(M, N, K, precision, sixteenBitOutput, bias != null, Alignment(x), Alignment(w), Alignment(y), Alignment(bias));
         if (!_plans.TryGetValue(key, out var plan)) _plans[key] = plan = MakePlan(key, bias);
         return plan;
     }
 
+    static PlanKey KeyOf(int M, int N, int K, void* x, void* w, float* bias, void* y, bool sixteenBitOutput, Precision precision) =>
+        new(M, N, K, precision, sixteenBitOutput, bias != null, Alignment(x), Alignment(w), Alignment(y), Alignment(bias));
+
+    /// <summary>How a declined line names a product: "M×N×K precision → y's type (+ float32 bias)".</summary>
+    static string Shape(PlanKey key) =>
+        $"{key.M}×{key.N}×{key.K} {key.Precision.Name()} → {(key.SixteenBitOutput ? "16-bit" : "float32")} y{(key.Bias ? " + float32 bias" : "")}";
+
+    /// <summary>The descriptors of <paramref name="key"/>'s product, then the heuristic's first algorithm for them. A call
+    /// the library refuses, no algorithm, or no handle (<see cref="Unavailable"/>; the descriptors are still made, which
+    /// checks them against the library) declines the product with the reason.</summary>
     Plan MakePlan(PlanKey key, float* bias)
     {
-        int operandType = TypeOf(key.Precision), outputType = key.SixteenBitOutput ? TypeOf(key.Precision) : R32F;
         var plan = new Plan();
-        Check(cublasLtMatmulDescCreate(out plan.Desc, key.Precision == Precision.TF32 ? Compute32FFastTf32 : Compute32F, R32F), "cublasLtMatmulDescCreate");
-        int transW = OpT, transX = OpN, epilogue = key.Bias ? EpilogueBias : EpilogueDefault, biasType = R32F;
-        SetAttribute(plan.Desc, DescTransA, &transW, sizeof(int));
-        SetAttribute(plan.Desc, DescTransB, &transX, sizeof(int));
-        SetAttribute(plan.Desc, DescEpilogue, &epilogue, sizeof(int));
-        if (key.Bias) SetAttribute(plan.Desc, DescBiasPointer, &bias, sizeof(float*)); // the heuristic reads its alignment
-        // A 16-bit y takes a bias of its own type unless told otherwise (cuBLASLt 11 knows no such attribute: declined).
-        int typeStatus = key.Bias && key.SixteenBitOutput ? cublasLtMatmulDescSetAttribute(plan.Desc, DescBiasDataType, &biasType, sizeof(int)) : 0;
-        Check(cublasLtMatrixLayoutCreate(out plan.W, operandType, (ulong)key.K, (ulong)key.N, key.K), "cublasLtMatrixLayoutCreate");
-        Check(cublasLtMatrixLayoutCreate(out plan.X, operandType, (ulong)key.K, (ulong)key.M, key.K), "cublasLtMatrixLayoutCreate");
-        Check(cublasLtMatrixLayoutCreate(out plan.Y, outputType, (ulong)key.N, (ulong)key.M, key.N), "cublasLtMatrixLayoutCreate");
-        Check(cublasLtMatmulPreferenceCreate(out var preference), "cublasLtMatmulPreferenceCreate");
+        IntPtr preference = IntPtr.Zero;
         try
         {
+            int operandType = TypeOf(key.Precision), outputType = key.SixteenBitOutput ? TypeOf(key.Precision) : R32F;
+            Check(cublasLtMatmulDescCreate(out plan.Desc, key.Precision == Precision.TF32 ? Compute32FFastTf32 : Compute32F, R32F), "cublasLtMatmulDescCreate");
+            int transW = OpT, transX = OpN, epilogue = key.Bias ? EpilogueBias : EpilogueDefault, biasType = R32F;
+            SetAttribute(plan.Desc, DescTransA, &transW, sizeof(int));
+            SetAttribute(plan.Desc, DescTransB, &transX, sizeof(int));
+            SetAttribute(plan.Desc, DescEpilogue, &epilogue, sizeof(int));
+            if (key.Bias) SetAttribute(plan.Desc, DescBiasPointer, &bias, sizeof(float*)); // the heuristic reads its alignment
+            // A 16-bit y takes a bias of its own type unless told otherwise (a library without this attribute declines).
+            if (key.Bias && key.SixteenBitOutput) SetAttribute(plan.Desc, DescBiasDataType, &biasType, sizeof(int));
+            Check(cublasLtMatrixLayoutCreate(out plan.W, operandType, (ulong)key.K, (ulong)key.N, key.K), "cublasLtMatrixLayoutCreate");
+            Check(cublasLtMatrixLayoutCreate(out plan.X, operandType, (ulong)key.K, (ulong)key.M, key.K), "cublasLtMatrixLayoutCreate");
+            Check(cublasLtMatrixLayoutCreate(out plan.Y, outputType, (ulong)key.N, (ulong)key.M, key.N), "cublasLtMatrixLayoutCreate");
+            Check(cublasLtMatmulPreferenceCreate(out preference), "cublasLtMatmulPreferenceCreate");
             ulong workspace = (ulong)WorkspaceBytes;
             uint alignW = key.AlignW, alignX = key.AlignX, alignY = key.AlignY;
             SetPreference(preference, PrefMaxWorkspaceBytes, &workspace, sizeof(ulong));
@@ -133,17 +170,24 @@ public sealed unsafe partial class CuBlasLt : IDisposable
             SetPreference(preference, PrefMinAlignmentB, &alignX, sizeof(uint));
             SetPreference(preference, PrefMinAlignmentC, &alignY, sizeof(uint));
             SetPreference(preference, PrefMinAlignmentD, &alignY, sizeof(uint));
-            HeuristicResult result = default;
-            int found = 0, status = typeStatus != 0 ? typeStatus
-                : cublasLtMatmulAlgoGetHeuristic(_handle, plan.Desc, plan.W, plan.X, plan.Y, plan.Y, preference, 1, &result, out found);
-            if (status != 0 || found == 0 || result.State != 0)
-                plan.Declined = $"{key.M}×{key.N}×{key.K} {key.Precision.Name()} → {(key.SixteenBitOutput ? "16-bit" : "float32")} y"
-                    + $"{(key.Bias ? " + float32 bias" : "")}: {(status != 0 ? Describe(status) : found == 0 ? "no algorithm" : Describe(result.State))}";
-            else plan.Algo = result;
+            if (Unavailable != null) plan.Declined = $"{Shape(key)}: {Unavailable}";
+            else
+            {
+                HeuristicResult result = default;
+                int status = cublasLtMatmulAlgoGetHeuristic(_handle, plan.Desc, plan.W, plan.X, plan.Y, plan.Y, preference, 1, &result, out int found);
+                if (status != 0) plan.Declined = $"{Shape(key)}: {Failure("cublasLtMatmulAlgoGetHeuristic", status)}";
+                else if (found == 0) plan.Declined = $"{Shape(key)}: no algorithm";
+                else if (result.State != 0) plan.Declined = $"{Shape(key)}: {Failure("the heuristic's algorithm", result.State)}";
+                else plan.Algo = result;
+            }
+        }
+        catch (Exception e) when (e is CudaException or DllNotFoundException or EntryPointNotFoundException)
+        {
+            plan.Declined = $"{Shape(key)}: {e.Message}";
         }
         finally
         {
-            cublasLtMatmulPreferenceDestroy(preference);
+            if (preference != IntPtr.Zero) cublasLtMatmulPreferenceDestroy(preference);
         }
         return plan;
     }
@@ -166,6 +210,9 @@ public sealed unsafe partial class CuBlasLt : IDisposable
         Check(cublasLtMatmulPreferenceSetAttribute(preference, attribute, value, (nuint)bytes), $"cublasLtMatmulPreferenceSetAttribute({attribute})");
 
     static string Describe(int status) => Marshal.PtrToStringUTF8(cublasLtGetStatusString(status)) ?? $"cuBLASLt status {status}";
+
+    /// <summary>A refused call as <see cref="CudaException"/> words it: "call failed with status (the library's words)".</summary>
+    static string Failure(string call, int status) => new CudaException(call, status, Describe(status)).Message;
 
     static void Check(int status, string call)
     {

@@ -158,6 +158,18 @@ public abstract unsafe class CudaRuntime : IDisposable
     /// </summary>
     public abstract bool TryLinearProduct(GemmOperand x, float* w, float* bias, float* y, ushort* yPacked, int M, int N, int K, Precision precision);
 
+    /// <summary>Linear products <see cref="TryLinearProduct"/> has run (queued; on the emulated device, replays of
+    /// captured ones too): whether the epilogue ran at all.</summary>
+    public long LinearProducts { get; protected set; }
+
+    /// <summary>The Linear products the device declined (<see cref="TryLinearProduct"/> returned false with the
+    /// epilogues on), one line each, "M×N×K ..." then the reason.</summary>
+    public virtual IEnumerable<string> DeclinedLinearProducts => [];
+
+    /// <summary>Why the device declined an M×N×K Linear product, or null when it declined none of that shape.</summary>
+    public string? DeclinedLinearProduct(int M, int N, int K) =>
+        DeclinedLinearProducts.FirstOrDefault(d => d.StartsWith($"{M}×{N}×{K} ", StringComparison.Ordinal));
+
     /// <summary>A 1-D grid-stride launch of 256-thread blocks over <paramref name="n"/> items.</summary>
     protected void LaunchGridStride(CudaKernel kernel, long n, params ReadOnlySpan<KernelArg> args)
     {

@@ -319,21 +319,27 @@ public sealed unsafe class DriverRuntime : CudaRuntime
         bool sixteenBitOutput = yPacked != null;
         if (sixteenBitOutput) precision.SixteenBitsFor("TryLinearProduct");
         void* output = sixteenBitOutput ? yPacked : y;
-        _lt ??= new CuBlasLt(_stream, _ltWorkspace = Allocate(CuBlasLt.WorkspaceBytes));
-        if (precision is Precision.FP32 or Precision.TF32) return _lt.Linear(M, N, K, x.Floats, w, bias, output, false, precision);
-        long spanX = (long)M * K, spanW = (long)N * K;
-        var (lowX, lowW) = SixteenBitOperands(x, spanX, w, spanW);
-        if (!_lt.Offers(M, N, K, (void*)lowX, (void*)lowW, bias, output, sixteenBitOutput, precision)) return false; // nothing converted for nothing
-        ConvertOperands(x, lowX, spanX, w, lowW, spanW, precision);
-        return _lt.Linear(M, N, K, (void*)lowX, (void*)lowW, bias, output, sixteenBitOutput, precision);
+        _lt ??= new CuBlasLt(_stream, () => _ltWorkspace = Allocate(CuBlasLt.WorkspaceBytes));
+        bool ran;
+        if (precision is Precision.FP32 or Precision.TF32) ran = _lt.Linear(M, N, K, x.Floats, w, bias, output, false, precision);
+        else
+        {
+            long spanX = (long)M * K, spanW = (long)N * K;
+            var (lowX, lowW) = SixteenBitOperands(x, spanX, w, spanW);
+            if (!_lt.Offers(M, N, K, (void*)lowX, (void*)lowW, bias, output, sixteenBitOutput, precision)) return false; // nothing converted for nothing
+            ConvertOperands(x, lowX, spanX, w, lowW, spanW, precision);
+            ran = _lt.Linear(M, N, K, (void*)lowX, (void*)lowW, bias, output, sixteenBitOutput, precision);
+        }
+        if (ran) LinearProducts++;
+        return ran;
     }
 
     CuBlasLt? _lt;
     ulong _ltWorkspace;
 
-    /// <summary>The Linear products cuBLASLt offered no algorithm for (<see cref="TryLinearProduct"/> returned false), one
-    /// line each.</summary>
-    public IEnumerable<string> DeclinedLinearProducts => _lt?.Declined ?? [];
+    /// <inheritdoc/>
+    /// <remarks>cuBLASLt's: no algorithm, a call it refused, or no handle on this machine.</remarks>
+    public override IEnumerable<string> DeclinedLinearProducts => _lt?.Declined ?? [];
 
     /// <summary>Where a bf16/fp16 product reads its operands: a packed one as it is, a float32 one from the scratch its
     /// conversion (<see cref="ConvertOperands"/>) writes, A's first, B's after (same leading dimensions and strides).</summary>

@@ -252,9 +252,6 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
             beta, C, ldc, strideC, batch);
     }
 
-    /// <summary>Linear products run by <see cref="TryLinearProduct"/> (replays of a captured one included).</summary>
-    public long LinearProducts { get; private set; }
-
     /// <inheritdoc/>
     /// <remarks>Emulates cuBLASLt's bias epilogue: the product as <see cref="GemmStridedBatched"/> computes it, held in
     /// host memory (never in y when y is 16-bit), then elementwise.cu's bias kernel sums and rounds it into y once, as
