@@ -316,6 +316,42 @@ public class CliTests
         finally { Directory.Delete(kit, recursive: true); }
     }
 
+    /// <summary>When a path's case fails on the GPU, the kit's steps run without that path, so one faulting kernel
+    /// cannot take every step's figures with it; each section's header gives the seconds since the start. The kit's
+    /// peft here is a test double that prints a selftest with one failing case and records each bench call.</summary>
+    [TestCase("FusedAttentionHeadDim64", "--attention unfused", "the other attention path: skipped")]
+    [TestCase("LinearInSixteenBits", "--linear-epilogues off", "the steps without epilogues: skipped")]
+    public void GpuKitRunsTheStepsWithoutAPathWhoseCaseFailed(string failing, string flag, string skipped)
+    {
+        if (!OperatingSystem.IsLinux()) Assert.Ignore("the GPU kit is a Linux bash script");
+        string repo = Path.GetFullPath(Path.Combine(TestContext.CurrentContext.TestDirectory, "..", "..", "..", ".."));
+        string kit = Path.Combine(Path.GetTempPath(), $"peft-kit-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(kit);
+        try
+        {
+            File.Copy(Path.Combine(repo, "tools", "gpu-check.sh"), Path.Combine(kit, "gpu-check.sh"));
+            string calls = Path.Combine(kit, "bench-calls.txt"), launcher = Path.Combine(kit, "peft");
+            var cases = new[] { "LinearInSixteenBits", "FusedAttentionHeadDim64", "LayerNorm" }
+                .Select(c => $"  {c,-34} {(c == failing ? "FAIL" : "ok"),-6} {12,8}{(c == failing ? "  an illegal memory access" : "")}");
+            File.WriteAllText(launcher, "#!/bin/sh\n" +
+                $"if [ \"$1\" = selftest ]; then printf '%s\\n' 'op conformance, 3 case(s):' {string.Join(" ", cases.Select(c => $"'{c}'"))} '2 passed, 1 failed'; exit 1; fi\n" +
+                $"echo \"$*\" >> '{calls}'\n");
+            if (OperatingSystem.IsLinux()) File.SetUnixFileMode(launcher, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            var info = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+            foreach (var a in new[] { Path.Combine(kit, "gpu-check.sh"), "small", "--out", Path.Combine(kit, "out") }) info.ArgumentList.Add(a);
+            using var p = Process.Start(info)!;
+            string stdout = p.StandardOutput.ReadToEnd();
+            p.WaitForExit();
+            Assert.That(p.ExitCode, Is.EqualTo(1), stdout);
+            Assert.That(stdout, Does.Contain($"{failing} failed on this GPU").And.Contain(skipped).And.Contain("] result: FAILED"));
+            Assert.That(System.Text.RegularExpressions.Regex.IsMatch(stdout, @"^== \[\d+s\] training steps: ", System.Text.RegularExpressions.RegexOptions.Multiline), stdout);
+            var benchCalls = File.ReadAllLines(calls);
+            Assert.That(benchCalls, Has.Length.EqualTo(4), "the steps, the graphed steps, one comparison and the profile");
+            Assert.That(benchCalls, Has.All.StartWith("bench --train-step").And.All.Contain(flag));
+        }
+        finally { Directory.Delete(kit, recursive: true); }
+    }
+
     [Test]
     public void SelftestOnAMissingGpuSaysWhyWithExitCode3()
     {
