@@ -4,6 +4,27 @@
 // inference).
 #include "common.cuh"
 
+// Rows up to LAYERNORM_ROW_MAX_C wide (ViT's 768, Swin's and ConvNeXt's up to 1024) are held in registers by their
+// warp, lane l keeping columns l, l + 32, ...: every load of a row is issued before its first sum needs one, where a
+// loop over memory kept one load in flight per lane. The sums run in the same order either way (the same bits).
+#define LAYERNORM_ROW_MAX_C 1024
+#define LAYERNORM_ROW_VALUES (LAYERNORM_ROW_MAX_C / 32)
+
+__device__ __forceinline__ void layernorm_load_row(float v[LAYERNORM_ROW_VALUES], const float* row, int C, int lane)
+{
+#pragma unroll
+    for (int j = 0; j < LAYERNORM_ROW_VALUES; j++) v[j] = lane + 32 * j < C ? row[lane + 32 * j] : 0.f;
+}
+
+// One normalised value, scaled and shifted, stored in float32 or (y16 not null) 16 bits.
+__device__ __forceinline__ void layernorm_store(float* y, unsigned short* y16, int format, long long i, float xc, float m, float r,
+                                                const float* weight, const float* bias, int c)
+{
+    float n = (xc - m) * r, v = n * (weight ? weight[c] : 1.f) + (bias ? bias[c] : 0.f);
+    if (y16) y16[i] = format == 3 ? to_fp16(v).bits : to_bf16(v).bits;
+    else y[i] = v;
+}
+
 // y, or (not null) y16 in 16 bits (format 2 bf16, 3 fp16: a norm whose output only products read, which round it so).
 extern "C" __global__ void layernorm_forward(float* y, unsigned short* y16, int format, float* mean, float* rstd, const float* x,
                                             const float* weight, const float* bias, int rows, int C, float eps)
@@ -12,29 +33,46 @@ extern "C" __global__ void layernorm_forward(float* y, unsigned short* y16, int 
     WARP_PER_ROW(row, rows)
     {
         const float* xr = x + row * C;
-        float s = 0.f;
-        for (int c = lane; c < C; c += 32) s += xr[c];
-        float m = warp_sum(s) / C;
-        float v = 0.f;
-        for (int c = lane; c < C; c += 32)
+        float s = 0.f, v = 0.f, m, r;
+        if (C <= LAYERNORM_ROW_MAX_C)
         {
-            float d = xr[c] - m;
-            v += d * d;
+            float xv[LAYERNORM_ROW_VALUES];
+            layernorm_load_row(xv, xr, C, lane);
+#pragma unroll
+            for (int j = 0; j < LAYERNORM_ROW_VALUES; j++)
+                if (lane + 32 * j < C) s += xv[j];
+            m = warp_sum(s) / C;
+#pragma unroll
+            for (int j = 0; j < LAYERNORM_ROW_VALUES; j++)
+                if (lane + 32 * j < C)
+                {
+                    float d = xv[j] - m;
+                    v += d * d;
+                }
+            r = rsqrtf(warp_sum(v) / C + eps);
+#pragma unroll
+            for (int j = 0; j < LAYERNORM_ROW_VALUES; j++)
+                if (lane + 32 * j < C) layernorm_store(y, y16, format, row * C + lane + 32 * j, xv[j], m, r, weight, bias, lane + 32 * j);
         }
-        float r = rsqrtf(warp_sum(v) / C + eps);
-        for (int c = lane; c < C; c += 32)
+        else
         {
-            float n = (xr[c] - m) * r, v = n * (weight ? weight[c] : 1.f) + (bias ? bias[c] : 0.f);
-            long long i = (long long)row * C + c;
-            if (y16) y16[i] = format == 3 ? to_fp16(v).bits : to_bf16(v).bits;
-            else y[i] = v;
+            for (int c = lane; c < C; c += 32) s += xr[c];
+            m = warp_sum(s) / C;
+            for (int c = lane; c < C; c += 32)
+            {
+                float d = xr[c] - m;
+                v += d * d;
+            }
+            r = rsqrtf(warp_sum(v) / C + eps);
+            for (int c = lane; c < C; c += 32) layernorm_store(y, y16, format, row * C + c, xr[c], m, r, weight, bias, c);
         }
         if (lane == 0 && mean) mean[row] = m; // null in inference: nothing is saved
         if (lane == 0 && rstd) rstd[row] = r;
     }
 }
 
-// dx = rstd · (g − mean(g) − x̂·mean(g·x̂)) with g = dy·weight, x̂ = (x − mean)·rstd.
+// dx = rstd · (g − mean(g) − x̂·mean(g·x̂)) with g = dy·weight, x̂ = (x − mean)·rstd; rows up to LAYERNORM_ROW_MAX_C wide
+// held in registers as in layernorm_forward (dy and x each read once).
 extern "C" __global__ void layernorm_backward_input(float* dx, unsigned short* dx16, int format, const float* dy, const float* x,
                                                    const float* weight, const float* mean, const float* rstd, int rows, int C,
                                                    int accumulate)
@@ -44,6 +82,30 @@ extern "C" __global__ void layernorm_backward_input(float* dx, unsigned short* d
     {
         const float *xr = x + row * C, *dyr = dy + row * C;
         float m = mean[row], r = rstd[row], sg = 0.f, sgx = 0.f;
+        if (C <= LAYERNORM_ROW_MAX_C)
+        {
+            float xv[LAYERNORM_ROW_VALUES], dyv[LAYERNORM_ROW_VALUES];
+            layernorm_load_row(dyv, dyr, C, lane);
+            layernorm_load_row(xv, xr, C, lane);
+#pragma unroll
+            for (int j = 0; j < LAYERNORM_ROW_VALUES; j++)
+                if (lane + 32 * j < C)
+                {
+                    float g = dyv[j] * (weight ? weight[lane + 32 * j] : 1.f);
+                    sg += g;
+                    sgx += g * (xv[j] - m) * r;
+                }
+            sg = warp_sum(sg) / C;
+            sgx = warp_sum(sgx) / C;
+#pragma unroll
+            for (int j = 0; j < LAYERNORM_ROW_VALUES; j++)
+                if (lane + 32 * j < C)
+                {
+                    float g = dyv[j] * (weight ? weight[lane + 32 * j] : 1.f);
+                    store_gradient(dx, dx16, format, row * C + lane + 32 * j, r * (g - sg - (xv[j] - m) * r * sgx), accumulate);
+                }
+            continue;
+        }
         for (int c = lane; c < C; c += 32)
         {
             float g = dyr[c] * (weight ? weight[c] : 1.f);

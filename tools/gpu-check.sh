@@ -154,38 +154,37 @@ if grep -qE '^  LinearInSixteenBits +FAIL' "$out/selftest.log"; then
   echo "== LinearInSixteenBits failed on this GPU: every step runs a bias pass after each GEMM (--linear-epilogues off)"
 fi
 
+# One `peft bench --train-step` run of ViT-B/16 on the GPU with these arguments and the step flags, its output appended
+# to steps.log; a failure is said as "== WHAT: FAILED (exit N)" and fails the kit, and the next run goes on.
+run_steps() {
+  local what=$1 code
+  shift
+  set +e
+  "$peft" bench --train-step --device cuda --model vit_base_patch16_224 "$@" ${step_flags[@]+"${step_flags[@]}"} 2>&1 | tee -a "$out/steps.log"
+  code=${PIPESTATUS[0]}
+  set -e
+  if [ "$code" -ne 0 ]; then echo "== $what: FAILED (exit $code)"; rc=1; fi
+}
+
 section "training steps: peft bench --train-step --batch $batches ($methods × $precisions) ${step_flags[*]+${step_flags[*]}}" | tee "$out/steps.log"
-set +e
 # shellcheck disable=SC2086
-"$peft" bench --train-step --device cuda --model vit_base_patch16_224 --batch $batches --methods $methods \
-  --precision $precisions --repeats "$repeats" --json "$out/ours.json" ${step_flags[@]+"${step_flags[@]}"} 2>&1 | tee -a "$out/steps.log"
-steps_rc=${PIPESTATUS[0]}
-set -e
-[ "$steps_rc" -ne 0 ] && { echo "== training steps: FAILED (exit $steps_rc)"; rc=1; }
+run_steps "training steps" --batch $batches --methods $methods --precision $precisions --repeats "$repeats" --json "$out/ours.json"
 
 graph_methods=$(for m in full ssf gps; do case " $methods " in *" $m "*) printf '%s ' "$m" ;; esac; done)
 graph_methods=${graph_methods:-full}
 section "the same steps replayed from CUDA graphs: peft bench --train-step --cuda-graph ($graph_methods× bf16)" | tee -a "$out/steps.log"
-set +e
 # shellcheck disable=SC2086
-"$peft" bench --train-step --cuda-graph --device cuda --model vit_base_patch16_224 --batch $batches --methods $graph_methods \
-  --precision bf16 --repeats "$repeats" --json "$out/ours-graph.json" ${step_flags[@]+"${step_flags[@]}"} 2>&1 | tee -a "$out/steps.log"
-graph_rc=${PIPESTATUS[0]}
-set -e
-[ "$graph_rc" -ne 0 ] && { echo "== CUDA graph steps: FAILED (exit $graph_rc)"; rc=1; }
+run_steps "CUDA graph steps" --cuda-graph --batch $batches --methods $graph_methods --precision bf16 --repeats "$repeats" \
+  --json "$out/ours-graph.json"
 
 # The default steps time both attention paths per shape on their first step and keep the faster (peft prints each
 # choice; ours.json says the path its rows ran). The same bf16 steps on the other path give the step-level comparison.
 if [ "$fused_ok" -eq 1 ]; then
   if grep -q '"precision":"bf16".*"attention":"fused"' "$out/ours.json" 2>/dev/null; then other=unfused; else other=fused; fi
   section "the same bf16 steps with the $other attention: peft bench --train-step --attention $other ($graph_methods× bf16)" | tee -a "$out/steps.log"
-  set +e
   # shellcheck disable=SC2086
-  "$peft" bench --train-step --attention "$other" --device cuda --model vit_base_patch16_224 --batch $batches --methods $graph_methods \
-    --precision bf16 --repeats "$repeats" --json "$out/ours-other-attention.json" ${step_flags[@]+"${step_flags[@]}"} 2>&1 | tee -a "$out/steps.log"
-  other_rc=${PIPESTATUS[0]}
-  set -e
-  [ "$other_rc" -ne 0 ] && { echo "== $other-attention steps: FAILED (exit $other_rc)"; rc=1; }
+  run_steps "$other-attention steps" --attention "$other" --batch $batches --methods $graph_methods --precision bf16 \
+    --repeats "$repeats" --json "$out/ours-other-attention.json"
 else
   echo "== the other attention path: skipped (the tensor-core attention failed its case)" | tee -a "$out/steps.log"
 fi
@@ -194,26 +193,17 @@ fi
 # from it); the same bf16 steps with a GEMM and a bias pass give the step-level comparison.
 if [ "$epilogues_ok" -eq 1 ]; then
   section "the same bf16 steps with a bias pass after each GEMM: peft bench --train-step --linear-epilogues off ($graph_methods× bf16)" | tee -a "$out/steps.log"
-  set +e
   # shellcheck disable=SC2086
-  "$peft" bench --train-step --linear-epilogues off --device cuda --model vit_base_patch16_224 --batch $batches --methods $graph_methods \
-    --precision bf16 --repeats "$repeats" --json "$out/ours-no-epilogues.json" ${step_flags[@]+"${step_flags[@]}"} 2>&1 | tee -a "$out/steps.log"
-  epilogue_rc=${PIPESTATUS[0]}
-  set -e
-  [ "$epilogue_rc" -ne 0 ] && { echo "== steps without epilogues: FAILED (exit $epilogue_rc)"; rc=1; }
+  run_steps "steps without epilogues" --linear-epilogues off --batch $batches --methods $graph_methods --precision bf16 \
+    --repeats "$repeats" --json "$out/ours-no-epilogues.json"
 else
   echo "== the steps without epilogues: skipped (every step already ran without them)" | tee -a "$out/steps.log"
 fi
 
 first_batch=${batches%% *}
 section "where a step's time goes: peft bench --train-step --profile ($graph_methods× bf16, batch $first_batch)" | tee -a "$out/steps.log"
-set +e
 # shellcheck disable=SC2086
-"$peft" bench --train-step --profile --device cuda --model vit_base_patch16_224 --batch "$first_batch" --methods $graph_methods \
-  --precision bf16 --repeats 1 ${step_flags[@]+"${step_flags[@]}"} 2>&1 | tee -a "$out/steps.log"
-profile_rc=${PIPESTATUS[0]}
-set -e
-[ "$profile_rc" -ne 0 ] && { echo "== profile: FAILED (exit $profile_rc)"; rc=1; }
+run_steps "profile" --profile --batch "$first_batch" --methods $graph_methods --precision bf16 --repeats 1
 
 section "the PyTorch + timm peer (python3 timm_step.py)" | tee "$out/peer.log"
 if ! command -v python3 >/dev/null 2>&1; then

@@ -287,33 +287,18 @@ public class CliTests
     [Test]
     public void GpuKitOnAMachineWithoutAGpuExits3WithTheReason()
     {
-        if (!OperatingSystem.IsLinux()) Assert.Ignore("the GPU kit is a Linux bash script");
         if (Engine.CudaDevice.TryOpen(out var gpu, out _))
         {
             gpu!.Dispose();
             Assert.Ignore("a GPU is present: the kit would run its full check");
         }
-        string repo = Path.GetFullPath(Path.Combine(TestContext.CurrentContext.TestDirectory, "..", "..", "..", ".."));
-        string kit = Path.Combine(Path.GetTempPath(), $"peft-kit-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(kit);
-        try
+        RunKit($"exec dotnet '{Path.Combine(TestContext.CurrentContext.TestDirectory, "peft.dll")}' \"$@\"\n", (kit, code, stdout) =>
         {
-            File.Copy(Path.Combine(repo, "tools", "gpu-check.sh"), Path.Combine(kit, "gpu-check.sh"));
-            File.Copy(Path.Combine(repo, "bench", "peers", "timm_step.py"), Path.Combine(kit, "timm_step.py"));
-            string launcher = Path.Combine(kit, "peft");
-            File.WriteAllText(launcher, $"#!/bin/sh\nexec dotnet '{Path.Combine(TestContext.CurrentContext.TestDirectory, "peft.dll")}' \"$@\"\n");
-            if (OperatingSystem.IsLinux()) File.SetUnixFileMode(launcher, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            var info = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in new[] { Path.Combine(kit, "gpu-check.sh"), "small", "--out", Path.Combine(kit, "out") }) info.ArgumentList.Add(a);
-            using var p = Process.Start(info)!;
-            string stdout = p.StandardOutput.ReadToEnd();
-            p.WaitForExit();
-            Assert.That(p.ExitCode, Is.EqualTo(3), stdout);
+            Assert.That(code, Is.EqualTo(3), stdout);
             Assert.That(stdout, Does.Contain("no GPU").And.Contain("nothing was checked"));
             Assert.That(File.ReadAllText(Path.Combine(kit, "out", "machine.txt")), Does.Contain("== machine"));
             Assert.That(File.Exists(Path.Combine(kit, "out", "ours.json")), Is.False, "nothing ran after the selftest said no GPU");
-        }
-        finally { Directory.Delete(kit, recursive: true); }
+        });
     }
 
     /// <summary>When a path's case fails on the GPU, the kit's steps run without that path, so one faulting kernel
@@ -323,6 +308,30 @@ public class CliTests
     [TestCase("LinearInSixteenBits", "--linear-epilogues off", "the steps without epilogues: skipped")]
     public void GpuKitRunsTheStepsWithoutAPathWhoseCaseFailed(string failing, string flag, string skipped)
     {
+        var cases = new[] { "LinearInSixteenBits", "FusedAttentionHeadDim64", "LayerNorm" }
+            .Select(c => $"'  {c,-34} {(c == failing ? "FAIL" : "ok"),-6} {12,8}{(c == failing ? "  an illegal memory access" : "")}'");
+        string calls = Path.Combine(Path.GetTempPath(), $"peft-kit-calls-{Guid.NewGuid():N}.txt");
+        try
+        {
+            RunKit($"if [ \"$1\" = selftest ]; then printf '%s\\n' 'op conformance, 3 case(s):' {string.Join(" ", cases)} '2 passed, 1 failed'; exit 1; fi\n" +
+                $"echo \"$*\" >> '{calls}'\n", (_, code, stdout) =>
+            {
+                Assert.That(code, Is.EqualTo(1), stdout);
+                Assert.That(stdout, Does.Contain($"{failing} failed on this GPU").And.Contain(skipped).And.Contain("] result: FAILED"));
+                Assert.That(System.Text.RegularExpressions.Regex.IsMatch(stdout, @"^== \[\d+s\] training steps: ", System.Text.RegularExpressions.RegexOptions.Multiline), stdout);
+                var benchCalls = File.ReadAllLines(calls);
+                Assert.That(benchCalls, Has.Length.EqualTo(4), "the steps, the graphed steps, one comparison and the profile");
+                Assert.That(benchCalls, Has.All.StartWith("bench --train-step").And.All.Contain(flag));
+            });
+        }
+        finally { File.Delete(calls); }
+    }
+
+    /// <summary>Runs <c>gpu-check.sh small --out KIT/out</c> from a fresh kit folder holding the script, the peer and a
+    /// <c>peft</c> made of <paramref name="peftBody"/> (sh), then <paramref name="check"/> with the folder, exit code and
+    /// output; the folder is removed after.</summary>
+    static void RunKit(string peftBody, Action<string, int, string> check)
+    {
         if (!OperatingSystem.IsLinux()) Assert.Ignore("the GPU kit is a Linux bash script");
         string repo = Path.GetFullPath(Path.Combine(TestContext.CurrentContext.TestDirectory, "..", "..", "..", ".."));
         string kit = Path.Combine(Path.GetTempPath(), $"peft-kit-{Guid.NewGuid():N}");
@@ -330,24 +339,16 @@ public class CliTests
         try
         {
             File.Copy(Path.Combine(repo, "tools", "gpu-check.sh"), Path.Combine(kit, "gpu-check.sh"));
-            string calls = Path.Combine(kit, "bench-calls.txt"), launcher = Path.Combine(kit, "peft");
-            var cases = new[] { "LinearInSixteenBits", "FusedAttentionHeadDim64", "LayerNorm" }
-                .Select(c => $"  {c,-34} {(c == failing ? "FAIL" : "ok"),-6} {12,8}{(c == failing ? "  an illegal memory access" : "")}");
-            File.WriteAllText(launcher, "#!/bin/sh\n" +
-                $"if [ \"$1\" = selftest ]; then printf '%s\\n' 'op conformance, 3 case(s):' {string.Join(" ", cases.Select(c => $"'{c}'"))} '2 passed, 1 failed'; exit 1; fi\n" +
-                $"echo \"$*\" >> '{calls}'\n");
+            File.Copy(Path.Combine(repo, "bench", "peers", "timm_step.py"), Path.Combine(kit, "timm_step.py"));
+            string launcher = Path.Combine(kit, "peft");
+            File.WriteAllText(launcher, "#!/bin/sh\n" + peftBody);
             if (OperatingSystem.IsLinux()) File.SetUnixFileMode(launcher, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             var info = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
             foreach (var a in new[] { Path.Combine(kit, "gpu-check.sh"), "small", "--out", Path.Combine(kit, "out") }) info.ArgumentList.Add(a);
             using var p = Process.Start(info)!;
             string stdout = p.StandardOutput.ReadToEnd();
             p.WaitForExit();
-            Assert.That(p.ExitCode, Is.EqualTo(1), stdout);
-            Assert.That(stdout, Does.Contain($"{failing} failed on this GPU").And.Contain(skipped).And.Contain("] result: FAILED"));
-            Assert.That(System.Text.RegularExpressions.Regex.IsMatch(stdout, @"^== \[\d+s\] training steps: ", System.Text.RegularExpressions.RegexOptions.Multiline), stdout);
-            var benchCalls = File.ReadAllLines(calls);
-            Assert.That(benchCalls, Has.Length.EqualTo(4), "the steps, the graphed steps, one comparison and the profile");
-            Assert.That(benchCalls, Has.All.StartWith("bench --train-step").And.All.Contain(flag));
+            check(kit, p.ExitCode, stdout);
         }
         finally { Directory.Delete(kit, recursive: true); }
     }
