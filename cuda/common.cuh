@@ -303,11 +303,15 @@ __device__ __forceinline__ float unpack_half(unsigned int pair, int upper, int p
 // d += a·b on tensor cores, one warp: mma.sync m16n8k16 with 16-bit operands (bf16, or fp16 when precision is 3) and
 // fp32 accumulators, all 32 lanes together. Fragments (g = lane / 4, t = lane % 4): a[0] holds A[g][2t, 2t+1], a[1]
 // A[g+8][2t..], a[2] A[g][2t+8..], a[3] A[g+8][2t+8..] of the 16×16 A; b[0] holds B[2t, 2t+1][g], b[1] B[2t+8..][g]
-// of the 16×8 B; d[0], d[1] are D[g][2t, 2t+1] and d[2], d[3] D[g+8][2t..]. Below sm_80 and on the emulated device
-// the same product runs as 16 steps of shuffles and FMAs (every operand exact in fp32, the sum in k order).
+// of the 16×8 B; d[0], d[1] are D[g][2t, 2t+1] and d[2], d[3] D[g+8][2t..]. On the emulated device the same product
+// runs as 16 steps of shuffles and FMAs (every operand exact in fp32, the sum in k order). A GPU below sm_80 has no
+// such instruction and the engine never launches these kernels there (CudaKernels.UsesTensorCoreAttention), so its
+// build traps instead: the unrolled emulation took NVRTC 40 s more for sm_70, compiled on first use.
 __device__ __forceinline__ void mma_16x8x16(float d[4], const unsigned int a[4], const unsigned int b[2], int precision)
 {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(__CUEMU__)
+#if defined(__CUDA_ARCH__) && !defined(__CUEMU__) && __CUDA_ARCH__ < 800
+    __trap();
+#elif defined(__CUDA_ARCH__) && !defined(__CUEMU__)
     if (precision == 3)
         asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])

@@ -64,6 +64,29 @@ public class NvrtcTests
         TestContext.Out.WriteLine($"{arch}: {files.Length} files, {KernelSources.FileOfKernel.Count} kernels, {images.Values.Sum(i => i.Length)} bytes of cubin");
     }
 
+    /// <summary>The tensor-core attention kernels issue mma.sync from compute capability 8.0 (and round pairs with one
+    /// cvt); below it the engine never launches them, and their build traps instead of compiling the product's
+    /// emulation, which the emulated device alone runs.</summary>
+    [Test]
+    public void TensorCoreAttentionUsesMmaFromSm80AndTrapsBelow()
+    {
+        string Ptx(string arch) => System.Text.Encoding.ASCII.GetString(KernelCache.GetOrCompile("attention.cu", arch, Files.TempDir()).Image);
+        string Body(string ptx, string kernel)
+        {
+            int start = ptx.IndexOf($".entry {kernel}(", StringComparison.Ordinal);
+            Assert.That(start, Is.GreaterThanOrEqualTo(0), $"no {kernel} in the PTX");
+            int end = ptx.IndexOf(".entry ", start + 7, StringComparison.Ordinal);
+            return end < 0 ? ptx[start..] : ptx[start..end];
+        }
+        string sm80 = Ptx("compute_80"), sm70 = Ptx("compute_70");
+        foreach (var kernel in new[] { "fused_attention_forward_tc", "fused_attention_backward_dq_tc", "fused_attention_backward_dkdv_tc" })
+        {
+            Assert.That(Body(sm80, kernel), Does.Contain("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32").And.Not.Contain("trap;"), kernel);
+            Assert.That(Body(sm70, kernel), Does.Contain("trap;").And.Not.Contain("mma.sync"), kernel);
+        }
+        Assert.That(Body(sm70, "fused_attention_forward"), Does.Not.Contain("trap;"), "the FMA kernels run everywhere");
+    }
+
     [Test]
     public void TheKernelCacheHitsOnTheSecondCompileAndMissesOnAnEdit()
     {
