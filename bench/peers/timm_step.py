@@ -6,6 +6,8 @@ official code does it, and, given our rows (--ours), one table of our images/s o
   python3 timm_step.py [--model vit_base_patch16_224] [--batch 32 128] [--methods full linear bias ssf gps]
                        [--precision fp32 tf32 bf16 fp16] [--repeats 5] [--warmup 3] [--json peer.json]
                        [--ours ours.json [ours-graph.json]] [--ours-other ours-other-attention.json]
+  python3 timm_step.py --peer-rows peer.json --ours ours.json [ours-graph.json] [--ours-other ...]
+                       the table again from an earlier run's rows (--json) and ours, with no GPU or PyTorch
 
 How each method trains here (as in the SSF and GPS repositories, on timm):
   full    every parameter; linear  the head; bias  every bias and the head;
@@ -16,7 +18,8 @@ How each method trains here (as in the SSF and GPS repositories, on timm):
   (SCT has no official timm module to mirror; it is timed on our side only.)
 Precision: fp32 (TF32 off), tf32 (TF32 matmuls), bf16 (autocast bfloat16), fp16 (autocast float16 + GradScaler).
 Attention: timm's fused path (scaled_dot_product_attention), forced on.
-Exit codes: 0 done; 3 no usable GPU (the reason is printed); 4 PyTorch or timm missing (the reason is printed).
+Exit codes: 0 done; 1 --peer-rows unreadable; 2 bad arguments; 3 no usable GPU (the reason is printed); 4 PyTorch or
+timm missing (the reason is printed).
 """
 import argparse
 import json
@@ -42,7 +45,23 @@ def parse_args(argv):
                     "--cuda-graph): print the ratio table")
     ap.add_argument("--ours-other", help="JSON lines of the same steps on the other attention path (`--attention "
                     "fused` or `unfused`): a column of their ratio and peak memory in the table")
-    return ap.parse_args(argv)
+    ap.add_argument("--peer-rows", help="JSON lines this script wrote earlier (--json): print the table of --ours over "
+                    "them and run nothing (the GPU kit makes its table again once all of its own runs are done)")
+    args = ap.parse_args(argv)
+    if args.peer_rows and not args.ours:
+        ap.error("--peer-rows: needs --ours, the rows to compare with them")
+    return args
+
+
+def print_table(args, rows):
+    """The ratio table of our rows (--ours, --ours-other) over the peer's rows, with its heading and note."""
+    print("\nThe engine over the PyTorch + timm peer on the same GPU (images/s; > 1: the engine is faster):\n")
+    print(ratio_table(args.ours, rows, args.ours_other))
+    if args.model.startswith("vit"):
+        print("\nThe same step, not the same arithmetic: where no hook reads every token (full, linear, bias, ssf, gps), "
+              "the engine runs its last block's projection, MLP and final norm on the class row alone (the loss reads "
+              "nothing else; ViT-B/16: 5.7% of the forward's FLOPs, and the matching backward); timm runs them on every "
+              "token.")
 
 
 def add_ssf(model, torch):
@@ -199,6 +218,15 @@ def ratio_table(ours_paths, peer_rows, other_path=None):
 
 def main(argv):
     args = parse_args(argv)
+    if args.peer_rows:
+        try:
+            with open(args.peer_rows) as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+        except (OSError, ValueError) as e:
+            print(f"timm_step: --peer-rows {args.peer_rows}: {e}", file=sys.stderr)
+            return 1
+        print_table(args, rows)
+        return 0
     os.environ.setdefault("TIMM_FUSED_ATTN", "1")  # timm's scaled_dot_product_attention path
     try:
         import torch
@@ -230,13 +258,7 @@ def main(argv):
         if out:
             out.close()
     if args.ours:
-        print("\nThe engine over the PyTorch + timm peer on the same GPU (images/s; > 1: the engine is faster):\n")
-        print(ratio_table(args.ours, rows, args.ours_other))
-        if args.model.startswith("vit"):
-            print("\nThe same step, not the same arithmetic: where no hook reads every token (full, linear, bias, ssf, gps), "
-                  "the engine runs its last block's projection, MLP and final norm on the class row alone (the loss reads "
-                  "nothing else; ViT-B/16: 5.7% of the forward's FLOPs, and the matching backward); timm runs them on every "
-                  "token.")
+        print_table(args, rows)
     return 0
 
 

@@ -36,3 +36,38 @@ public class BenchScriptTests
         Assert.That(stderr, Does.Contain("error: unknown option --bogus"));
     }
 }
+
+/// <summary>The PyTorch peer's table made again from rows on disk (<c>timm_step.py --peer-rows</c>, as the GPU kit does
+/// after its last runs): no GPU or PyTorch needed, our images/s over the peer's per row, with the graphed and
+/// other-attention columns; a row we did not run is left out.</summary>
+[TestFixture]
+public class PeerTableTests
+{
+    [Test]
+    public void TheTableIsMadeAgainFromRowsOnDisk()
+    {
+        string repo = Path.GetFullPath(Path.Combine(TestContext.CurrentContext.TestDirectory, "..", "..", "..", ".."));
+        string dir = Files.TempDir();
+        static string Row(string method, int batch, double imagesPerSecond, double peak, string extra = "") =>
+            $"{{\"method\": \"{method}\", \"precision\": \"bf16\", \"batch\": {batch}, \"images_per_second\": {imagesPerSecond}, \"peak_memory_mib\": {peak}{extra}}}";
+        File.WriteAllLines(Path.Combine(dir, "peer.json"), [Row("full", 32, 100, 4000), Row("gps", 32, 200, 3600), Row("ssf", 32, 80, 3000)]);
+        File.WriteAllLines(Path.Combine(dir, "ours.json"), [Row("full", 32, 150, 3900, ", \"attention\": \"fused\""), Row("gps", 32, 100, 3500, ", \"attention\": \"fused\"")]);
+        File.WriteAllLines(Path.Combine(dir, "ours-graph.json"), [Row("full", 32, 160, 3900, ", \"cuda_graph\": true")]);
+        File.WriteAllLines(Path.Combine(dir, "other.json"), [Row("full", 32, 120, 4100, ", \"attention\": \"unfused\"")]);
+        var info = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = dir };
+        foreach (var a in new[] { Path.Combine(repo, "bench", "peers", "timm_step.py"), "--peer-rows", "peer.json", "--ours", "ours.json", "ours-graph.json", "--ours-other", "other.json" })
+            info.ArgumentList.Add(a);
+        Process p;
+        try { p = Process.Start(info)!; }
+        catch (System.ComponentModel.Win32Exception) { Assert.Ignore("python3 not found"); return; }
+        using (p)
+        {
+            string stdout = p.StandardOutput.ReadToEnd(), stderr = p.StandardError.ReadToEnd();
+            p.WaitForExit();
+            Assert.That(p.ExitCode, Is.Zero, stderr);
+            Assert.That(stdout, Does.Contain("| full | bf16 | 32 | 150.0 | 100.0 | **1.50** | 1.60 | fused | 1.20 (unfused) | 3900 | 4100 | 4000 |"));
+            Assert.That(stdout, Does.Contain("| gps | bf16 | 32 | 100.0 | 200.0 | **0.50** | – | fused | – | 3500 | – | 3600 |"));
+            Assert.That(stdout, Does.Not.Contain("| ssf |"), "a row we did not run");
+        }
+    }
+}
