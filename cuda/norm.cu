@@ -203,26 +203,28 @@ extern "C" __global__ void layernorm_backward_params(float* dweight, float* dbia
 }
 
 // y[r, c] = x[r, c]·scale[c] + shift[c], then GELU of it when gelu is set (SSF at an MLP's first layer), then
-// residual[r, c] + that when residual is not null (SSF at a layer whose output joins a residual stream); x16, when not
-// null, gets x in 16 bits (format 2 bf16, 3 fp16): SSF's product kept for dscale, as autocast keeps a Linear's
-// output. y16, when not null, gets y in 16 bits instead of y (an output only products read). y may be x. Launch: 1-D
-// grid-stride, four values of a row per thread when C is a multiple of 4.
-extern "C" __global__ void scale_shift_forward(float* y, unsigned short* y16, unsigned short* x16, int format, const float* x,
-                                              const float* scale, const float* shift, const float* residual, int rows, int C,
-                                              int gelu_after)
+// residual[r, c] + that when residual is not null (SSF at a layer whose output joins a residual stream). x float32
+// (x_format 0) or 16-bit (2 bf16, 3 fp16: a Linear's product written so by cuBLASLt); round_input: a float32 x is
+// rounded to `format` first (under bf16/fp16 GEMMs SSF's scale-shift reads the Linear's 16-bit output, as autocast's
+// x·scale + shift does). x16, when not null, gets x in 16 bits (format 2 bf16, 3 fp16): SSF's product kept for
+// dscale, as autocast keeps a Linear's output. y16, when not null, gets y in 16 bits instead of y (an output only
+// products read). y may be x. Launch: 1-D grid-stride, four values of a row per thread when C is a multiple of 4.
+extern "C" __global__ void scale_shift_forward(float* y, unsigned short* y16, unsigned short* x16, int format, const void* x, int x_format,
+                                              int round_input, const float* scale, const float* shift, const float* residual, int rows,
+                                              int C, int gelu_after)
 {
-    bool vector = C % 4 == 0 && aligned_for(y) && aligned_for(y16, format) && aligned_for(x16, format) && aligned_for(x)
+    bool vector = C % 4 == 0 && aligned_for(y) && aligned_for(y16, format) && aligned_for(x16, format) && aligned_for(x, x_format)
         && aligned_for(scale) && aligned_for(shift) && aligned_for(residual);
     grid_stride_quads((long long)rows * C, vector, [&](long long i, int count) {
         float v[4], s[4], t[4];
         long long c = i % C;
-        load_values(v, x, i, count);
+        load_values(v, x, x_format, i, count);
         load_values(s, scale, c, count);
         load_values(t, shift, c, count);
         if (x16) store_halves(x16, i, v, count, format);
         for (int k = 0; k < count; k++)
         {
-            float z = v[k] * s[k] + t[k];
+            float z = (round_input ? to_precision(v[k], format) : v[k]) * s[k] + t[k];
             v[k] = gelu_after ? gelu(z) : z;
         }
         if (residual)

@@ -163,6 +163,65 @@ public static partial class OpCases
         }
     }
 
+    /// <summary>
+    /// SSF at a Linear site under bf16/fp16 GEMMs (part of <see cref="LinearInSixteenBits"/>): the scale-shift reads the
+    /// product rounded to 16 bits, whether it is kept (training: uPacked, checked as a rounded double product) or not
+    /// (inference). y (float32, with and without a residual) is u16·scale + shift (+ residual) to within the float32
+    /// steps of that sum, fused or not, which the unrounded product misses by up to 2⁻⁹ of u·scale; GELU's form gives
+    /// y16 within half a 16-bit step of the double GELU of it; the inference form gives the training form's y, bit for
+    /// bit where one CPU product serves both (not a real GPU: its two forms may take different cuBLAS algorithms, then
+    /// within one 16-bit step of u times the scale).
+    /// </summary>
+    static unsafe void ScaleShiftFromSixteenBitProduct(Device dev, Precision precision, string form, Tensor x, Tensor w, float[] xs, float[] ws,
+        CaseTensors made, Func<Tensor, float[]> widened, Action<string, float[], bool> checkRounded)
+    {
+        int rows = x.Shape[0], K = x.Shape[1], N = w.Shape[0];
+        var k = dev.Kernels;
+        var half = precision == Precision.BF16 ? DType.BF16 : DType.F16;
+        var scale = made.Uniform(404, 1.5f, N);
+        var shift = made.Uniform(405, 0.5f, N);
+        var residual = made.Uniform(406, 1f, rows, N);
+        float[] ss = scale.ToArray(), ts = shift.ToArray(), rs = residual.ToArray();
+        bool sameProduct = dev is not CudaDevice { Runtime: Kernels.Cuda.DriverRuntime };
+        string name = $"LinearInSixteenBits {precision.Name()}";
+        foreach (bool withResidual in new[] { false, true })
+        {
+            using var y = Tensor.Zeros(dev, rows, N);
+            using var kept = Tensor.Empty(dev, half, rows, N);
+            using var inference = Tensor.Zeros(dev, rows, N);
+            float* r = withResidual ? residual.Data : null;
+            k.LinearScaleShiftForward(y.Data, null, null, kept.HalfData, x.Data, null, w.Data, scale.Data, shift.Data, r, rows, N, K);
+            k.LinearScaleShiftForward(inference.Data, null, null, null, x.Data, null, w.Data, scale.Data, shift.Data, r, rows, N, K);
+            var u = widened(kept);
+            checkRounded($"LinearScaleShiftForward's kept product{form}", u, false);
+            float[] ys = y.ToArray(), fromInference = inference.ToArray();
+            for (int i = 0; i < rows * N; i++)
+            {
+                double product = (double)u[i] * ss[i % N], want = product + ts[i % N] + (withResidual ? rs[i] : 0);
+                double slack = 4 * Math.Pow(2, -24) * (Math.Abs(product) + Math.Abs(ts[i % N]) + (withResidual ? Math.Abs(rs[i]) + Math.Abs(want) : 0)) + 1e-30;
+                string what = $"LinearScaleShiftForward{(withResidual ? " with a residual" : "")}{form}";
+                if (Math.Abs(ys[i] - want) > slack)
+                    throw new ConformanceException($"{name} {what}: y[{i}] is {ys[i]:G9}, the kept product {u[i]:G9} gives {want:G9} (the scale-shift must read the rounded product)");
+                double apart = sameProduct ? 0 : Math.Abs(u[i] * ss[i % N]) * 2 * precision.UnitRoundoff() * 1.001 + slack;
+                if (Math.Abs(fromInference[i] - ys[i]) > apart)
+                    throw new ConformanceException($"{name} {what} without the product kept: y[{i}] is {fromInference[i]:G9}, with it kept {ys[i]:G9}");
+            }
+        }
+        using var scratch = Tensor.Zeros(dev, rows, N);
+        using var keptForGelu = Tensor.Empty(dev, half, rows, N);
+        using var yPacked = Tensor.Empty(dev, half, rows, N);
+        k.LinearScaleShiftGeluForward(scratch.Data, yPacked.HalfData, null, keptForGelu.HalfData, x.Data, null, w.Data, scale.Data, shift.Data, rows, N, K);
+        float[] ug = widened(keptForGelu), yg = widened(yPacked);
+        checkRounded($"LinearScaleShiftGeluForward's kept product{form}", ug, false);
+        for (int i = 0; i < rows * N; i++)
+        {
+            double z = (double)ug[i] * ss[i % N] + ts[i % N], gelu = 0.5 * z * (1 + MathNet.Numerics.SpecialFunctions.Erf(z / Math.Sqrt(2)));
+            double step = Math.Abs(gelu) * precision.UnitRoundoff() * 1.001 + 1e-5 * (Math.Abs(z) + 1e-3);
+            if (Math.Abs(yg[i] - gelu) > step)
+                throw new ConformanceException($"{name} LinearScaleShiftGeluForward{form}: y[{i}] is {yg[i]:G9}, GELU of the kept product {ug[i]:G9} scaled and shifted is {gelu:G9}");
+        }
+    }
+
     static double[] ScaleShiftReference(double[] u, double[] scale, double[] shift) =>
         [.. u.Select((value, i) => value * scale[i % scale.Length] + shift[i % shift.Length])];
 
@@ -272,6 +331,7 @@ public static partial class OpCases
                         if (Math.Abs(ys[i] - gelu) > step)
                             throw new ConformanceException($"LinearInSixteenBits {precision.Name()} LinearGeluForward{form}: y[{i}] is {ys[i]:G9}, GELU of the kept value {h[i]:G9} is {gelu:G9}");
                     }
+                    ScaleShiftFromSixteenBitProduct(dev, precision, form, x, w, xs, ws, made, Widened, CheckRounded);
                 }
             }
         }

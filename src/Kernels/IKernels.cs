@@ -67,16 +67,19 @@ public unsafe interface IKernels
     /// <summary>SSF at a Linear site in one pass: u = x[rows, K]·Wᵀ (the layer without its bias), y = u·scale + shift per
     /// column (shift carries the folded γ⊙b + β), both [rows, N]; u is written only when not null (kept for dscale), or
     /// into uPacked in the 16-bit <see cref="GemmPrecision"/> instead (as <see cref="LinearGeluForward"/>'s hPacked).
-    /// The CPU applies the scale-shift to each GEMM tile while it is in cache; other backends may run a GEMM and then
-    /// <see cref="ScaleShiftForward"/>. yPacked as in <see cref="LinearGeluForward"/>. residual: null, or [rows, N] added
+    /// Under bf16 or fp16 GEMMs the scale-shift reads u rounded to that format, whichever of u, uPacked or neither is
+    /// written (autocast's x·scale + shift reads the Linear's 16-bit output), so the backward's kept 16-bit u is what
+    /// y was computed from; u itself is kept unrounded. The CPU applies the scale-shift to each GEMM tile while it is in
+    /// cache; other backends may run a GEMM and then one elementwise pass. yPacked as in <see cref="LinearGeluForward"/>. residual: null, or [rows, N] added
     /// last as in <see cref="LinearForward"/>, y = residual + (u·scale + shift) (y float32 then, not yPacked).</summary>
     void LinearScaleShiftForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, float* residual, int rows, int N, int K);
 
     /// <summary>SSF at an MLP's first Linear and its GELU in one pass: u = x[rows, K]·Wᵀ, y = GELU(u·scale + shift) per
     /// column, both [rows, N]; u is written only when not null (training keeps it: its backward,
     /// <see cref="ScaleShiftGeluBackward"/>, needs it for dscale and for GELU's slope), or into uPacked in 16 bits
-    /// instead. The CPU applies both to each GEMM tile while it is in cache; other backends may run a GEMM and then one
-    /// elementwise pass. yPacked as in <see cref="LinearGeluForward"/>.</summary>
+    /// instead; u is rounded as in <see cref="LinearScaleShiftForward"/> before the scale-shift reads it. The CPU
+    /// applies both to each GEMM tile while it is in cache; other backends may run a GEMM and then one elementwise
+    /// pass. yPacked as in <see cref="LinearGeluForward"/>.</summary>
     void LinearScaleShiftGeluForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K);
 
     /// <summary>Promises that the <paramref name="count"/> floats at <paramref name="w"/> (a Linear weight [N, K] of

@@ -7,7 +7,7 @@ namespace Engine.Tests;
 /// <summary>A Linear's bias added in the GEMM's epilogue (<see cref="CudaRuntime.TryLinearProduct"/>, cuBLASLt on a GPU,
 /// emulated here): six AdamW steps of ViT, Swin and ConvNeXt are bit for bit the steps with the GEMM and a bias pass,
 /// in fp32 (float32 outputs with their bias) and bf16 (the qkv layer's and fc1's pre-activation written in 16 bits
-/// straight from the product), and the epilogue did run.</summary>
+/// straight from the product; SSF's products at its Linear sites, which its scale-shift reads), and the epilogue did run.</summary>
 [TestFixture, NonParallelizable]
 public class LinearEpilogueTests
 {
@@ -33,7 +33,7 @@ public class LinearEpilogueTests
         Assert.That(got.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(want.Select(BitConverter.SingleToInt32Bits)), what);
 
     [Test]
-    public void TrainingIsBitForBitTheGemmAndBiasPass([Values("vit", "swin", "convnext")] string family, [Values("full", "gps")] string method,
+    public void TrainingIsBitForBitTheGemmAndBiasPass([Values("vit", "swin", "convnext")] string family, [Values("full", "gps", "ssf")] string method,
         [Values(Precision.FP32, Precision.BF16)] Precision precision)
     {
         var (pass, none) = Train(family, method, precision, epilogues: false);

@@ -118,8 +118,9 @@ public static unsafe partial class Ops
     /// reads it: <see cref="LinearGelu"/>'s pre-activation (GELU's slope; the widest activation a transformer block
     /// keeps, [tokens, 4·C]) and SSF's bias-free product at a Linear site (<see cref="LinearScaleShift(Tensor, Tensor,
     /// Tensor, Tensor, Tensor, bool)"/> and <see cref="LinearScaleShiftGelu"/>: dscale, and GELU's slope after it). Unlike
-    /// <see cref="SaveGemmOperandsInGemmPrecision"/> this moves the gradient: it is taken at the rounded values (SSF's
-    /// forward reads them unrounded; LinearGelu's GELU reads h rounded either way). False keeps them in float32 (to compare).
+    /// <see cref="SaveGemmOperandsInGemmPrecision"/> this moves the gradient: it is taken at the rounded values (the
+    /// forwards read them rounded either way: LinearGelu's GELU and SSF's scale-shift). False keeps them in float32 (to
+    /// compare).
     /// </summary>
     public static bool SaveLinearOutputsInGemmPrecision { get; set; } = true;
 
@@ -138,8 +139,10 @@ public static unsafe partial class Ops
     /// <summary>
     /// SSF at a Linear site in one pass: y = (x·Wᵀ)·scale + shift per output feature (shapes as in <see cref="Linear"/>,
     /// no bias: shift carries the folded γ⊙b + β), the scale-shift in the GEMM's epilogue on the CPU. The same values and
-    /// gradients as <c>ScaleShift(Linear(x, W), scale, shift)</c>; the bias-free product is written and kept only when
-    /// scale trains (for dscale). <paramref name="residual"/> as in <see cref="Linear"/>: y = residual + (x·Wᵀ)·scale +
+    /// gradients as <c>ScaleShift(Linear(x, W), scale, shift)</c> under fp32 and tf32 GEMMs; under bf16 or fp16 GEMMs the
+    /// scale-shift reads the product rounded to that format, as autocast's <c>x * scale + shift</c> reads the Linear's
+    /// 16-bit output (so a GPU writes the product in 16 bits straight from the GEMM). The bias-free product is written
+    /// and kept only when scale trains (for dscale). <paramref name="residual"/> as in <see cref="Linear"/>: y = residual + (x·Wᵀ)·scale +
     /// shift, bit for bit <c>Add(residual, LinearScaleShift(x, W, scale, shift))</c>. <paramref name="gemmInput"/> as in
     /// <see cref="Linear"/> (not with a residual).
     /// </summary>
@@ -148,8 +151,8 @@ public static unsafe partial class Ops
 
     /// <summary>
     /// SSF at an MLP's first layer and its activation in one pass: y = GELU((x·Wᵀ)·scale + shift) (shapes and shift as
-    /// in <see cref="LinearScaleShift(Tensor, Tensor, Tensor, Tensor, Tensor, bool)"/>), both in the GEMM's epilogue on the CPU. The same
-    /// values and gradients as <c>Gelu(LinearScaleShift(x, W, scale, shift))</c>, bit for bit on the CPU, with one
+    /// in <see cref="LinearScaleShift(Tensor, Tensor, Tensor, Tensor, Tensor, bool)"/>, the product rounded as there), both in the GEMM's
+    /// epilogue on the CPU. The same values and gradients as <c>Gelu(LinearScaleShift(x, W, scale, shift))</c>, bit for bit on the CPU, with one
     /// activation kept instead of two: the bias-free product, from which the backward recomputes GELU's input.
     /// <paramref name="gemmInput"/> as in <see cref="LinearGelu"/>.
     /// </summary>

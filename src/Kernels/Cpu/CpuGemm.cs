@@ -359,11 +359,7 @@ public static unsafe class CpuGemm
             {
                 float* hr = h + (long)r * ldh, yr = y + (long)r * ldy;
                 if (e.Packed != null) CpuKernels.PackRow(e.Packed + offset + (long)r * ldy, hr, nr, e.PackedPrecision);
-                if (e.GeluInputPrecision != Precision.FP32)
-                {
-                    LowPrecision.Round(yr, hr, nr, e.GeluInputPrecision); // into y: a float32 h kept for backward stays unrounded
-                    hr = yr;
-                }
+                hr = RoundedInput(e, hr, yr, nr);
                 CpuKernels.GeluRow(yr, hr, nr);
                 if (e.PackedY != null) CpuKernels.PackRow(e.PackedY + offset + (long)r * ldy, y + (long)r * ldy, nr, e.PackedPrecision);
             }
@@ -376,6 +372,7 @@ public static unsafe class CpuGemm
         {
             float* hr = h + (long)r * ldh, yr = y + (long)r * ldy;
             if (e.Packed != null) CpuKernels.PackRow(e.Packed + offset + (long)r * ldy, hr, nr, e.PackedPrecision);
+            hr = RoundedInput(e, hr, yr, nr);
             int j = 0;
             for (; j + V <= nr; j += V) Vec.Store(yr + j, Vec.Load(hr + j) * Vec.Load(scale + j) + Vec.Load(shift + j));
             for (; j < nr; j++) yr[j] = hr[j] * scale[j] + shift[j];
@@ -383,6 +380,16 @@ public static unsafe class CpuGemm
             if (e.Residual != null) AddResidualTile(yr, ldy, e.Residual + offset + (long)r * ldy, ldy, 1, nr);
             if (e.PackedY != null) CpuKernels.PackRow(e.PackedY + offset + (long)r * ldy, yr, nr, e.PackedPrecision);
         }
+    }
+
+    /// <summary>A row of h as the epilogue's op reads it: h itself, or, where the epilogue says (<see
+    /// cref="GemmEpilogue.InputPrecision"/>), h rounded to 16 bits into y's row (a float32 h kept for backward stays
+    /// unrounded).</summary>
+    static float* RoundedInput(in GemmEpilogue e, float* h, float* y, int n)
+    {
+        if (e.InputPrecision == Precision.FP32) return h;
+        LowPrecision.Round(y, h, n, e.InputPrecision);
+        return y;
     }
 
     /// <summary>c[r, j] += bias[j] for an mr × nr tile of C (rows ldc apart), while the tile is in L1.</summary>
@@ -794,10 +801,10 @@ public readonly unsafe struct GemmEpilogue
 
     /// <summary>y = GELU(h), or, with <paramref name="inputPrecision"/> bf16 or fp16, GELU of h rounded to it (as
     /// autocast's GELU reads a Linear's 16-bit output).</summary>
-    public static GemmEpilogue Gelu(float* y, Precision inputPrecision = Precision.FP32) => new() { Y = y, GeluInputPrecision = inputPrecision };
+    public static GemmEpilogue Gelu(float* y, Precision inputPrecision = Precision.FP32) => new() { Y = y, InputPrecision = inputPrecision };
 
-    /// <summary>The format GELU's input is rounded to first (<see cref="Gelu"/>; FP32: not rounded).</summary>
-    public Precision GeluInputPrecision { get; private init; }
+    /// <summary>The format h is rounded to before the epilogue's GELU or scale-shift reads it (FP32: not rounded).</summary>
+    public Precision InputPrecision { get; private init; }
 
     /// <summary>This epilogue, which also writes h to <paramref name="h"/> in 16 bits (<paramref name="precision"/>, bf16
     /// or fp16; rows ldy apart, as y's) before it writes y: a Linear's output kept for the backward of the op after it
@@ -829,10 +836,13 @@ public readonly unsafe struct GemmEpilogue
     public bool GeluAfter { get; private init; }
 
     /// <summary>y[r, j] = h[r, j]·scale[j] + shift[j], the multiply and the add rounded apart (as a separate scale-shift
-    /// pass computes it).</summary>
-    public static GemmEpilogue ScaleShift(float* y, float* scale, float* shift) => new() { Y = y, Scale = scale, Shift = shift };
+    /// pass computes it); with <paramref name="inputPrecision"/> bf16 or fp16, of h rounded to it (as autocast's
+    /// x·scale + shift reads a Linear's 16-bit output).</summary>
+    public static GemmEpilogue ScaleShift(float* y, float* scale, float* shift, Precision inputPrecision = Precision.FP32) =>
+        new() { Y = y, Scale = scale, Shift = shift, InputPrecision = inputPrecision };
 
-    /// <summary>y[r, j] = GELU(h[r, j]·scale[j] + shift[j]), bit for bit a scale-shift pass and then a GELU pass.</summary>
-    public static GemmEpilogue ScaleShiftGelu(float* y, float* scale, float* shift) =>
-        new() { Y = y, Scale = scale, Shift = shift, GeluAfter = true };
+    /// <summary>y[r, j] = GELU(h[r, j]·scale[j] + shift[j]), bit for bit a scale-shift pass and then a GELU pass; h
+    /// rounded first as in <see cref="ScaleShift"/>.</summary>
+    public static GemmEpilogue ScaleShiftGelu(float* y, float* scale, float* shift, Precision inputPrecision = Precision.FP32) =>
+        new() { Y = y, Scale = scale, Shift = shift, InputPrecision = inputPrecision, GeluAfter = true };
 }

@@ -210,7 +210,8 @@ public sealed unsafe partial class CpuKernels : IKernels
         float* product = u != null ? u : y;
         string kernel = gelu ? "LinearScaleShiftGeluForward" : "LinearScaleShiftForward";
         if (residual != null && yPacked != null) throw new ArgumentException($"{kernel}: a residual sum is float32, not written in 16 bits", nameof(yPacked));
-        var epilogue = Packing(gelu ? GemmEpilogue.ScaleShiftGelu(y, scale, shift) : GemmEpilogue.ScaleShift(y, scale, shift), yPacked, uPacked, kernel);
+        var input = GemmPrecision is Precision.BF16 or Precision.FP16 ? GemmPrecision : Precision.FP32; // u as the 16-bit product holds it
+        var epilogue = Packing(gelu ? GemmEpilogue.ScaleShiftGelu(y, scale, shift, input) : GemmEpilogue.ScaleShift(y, scale, shift, input), yPacked, uPacked, kernel);
         if (residual != null) epilogue = epilogue.AddingResidual(residual);
         if (Fp32Blas is not { } blas)
         {

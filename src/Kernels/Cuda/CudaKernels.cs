@@ -165,23 +165,32 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     }
 
     /// <inheritdoc/>
-    /// <remarks>cuBLAS writes x·Wᵀ into u (or y), then the scale-shift kernel writes y (adding the residual).</remarks>
+    /// <remarks>Where u is kept only in 16 bits (training under bf16/fp16), cuBLASLt writes it so
+    /// (<see cref="CudaRuntime.TryLinearProduct"/>) and the scale-shift kernel reads it to write y (adding the residual);
+    /// else, or where it declines, cuBLAS writes x·Wᵀ into u (or y) in float32 and the kernel rounds it as it reads it.</remarks>
     public void LinearScaleShiftForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, float* residual, int rows, int N, int K) =>
         LinearScaleShift(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, residual, rows, N, K, gelu: false);
 
     /// <inheritdoc/>
-    /// <remarks>cuBLAS writes x·Wᵀ into u (or y), then the scale-shift kernel writes GELU of its result into y.</remarks>
+    /// <remarks>As <see cref="LinearScaleShiftForward"/>, the kernel writing GELU of the scale-shift into y.</remarks>
     public void LinearScaleShiftGeluForward(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, int rows, int N, int K) =>
         LinearScaleShift(y, yPacked, u, uPacked, x, xPacked, w, scale, shift, null, rows, N, K, gelu: true);
 
     void LinearScaleShift(float* y, ushort* yPacked, float* u, ushort* uPacked, float* x, ushort* xPacked, float* w, float* scale, float* shift, float* residual, int rows, int N, int K, bool gelu)
     {
-        float* product = u != null ? u : y;
         string kernel = gelu ? "LinearScaleShiftGeluForward" : "LinearScaleShiftForward";
         if (residual != null && yPacked != null) throw new ArgumentException($"{kernel}: a residual sum is float32, not written in 16 bits", nameof(yPacked));
         int format = PackedFormat(yPacked, uPacked, kernel);
+        if (u == null && uPacked != null && _runtime.TryLinearProduct(LinearInput(x, xPacked), w, null, null, uPacked, rows, N, K, GemmPrecision))
+        {
+            GridStride(Norm.ScaleShiftForward, (long)rows * N, y, yPacked, (ushort*)null, format, uPacked, format, 0, scale, shift, residual, rows, N, gelu);
+            return;
+        }
+        float* product = u != null ? u : y;
         Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, product, N);
-        GridStride(Norm.ScaleShiftForward, (long)rows * N, y, yPacked, uPacked, format, product, scale, shift, residual, rows, N, gelu);
+        bool rounds = GemmPrecision is Precision.BF16 or Precision.FP16; // the scale-shift reads u as the 16-bit product would hold it
+        GridStride(Norm.ScaleShiftForward, (long)rows * N, y, yPacked, uPacked, rounds ? (int)GemmPrecision : format, product, (int)Precision.FP32,
+            rounds, scale, shift, residual, rows, N, gelu);
     }
 
     /// <summary>The kernels' format argument for outputs written in 16 bits (0 when there are none): the GEMMs' 16-bit
@@ -381,7 +390,8 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void ScaleShiftForward(float* y, float* x, float* scale, float* shift, int rows, int C) =>
-        GridStride(Norm.ScaleShiftForward, (long)rows * C, y, (ushort*)null, (ushort*)null, (int)Precision.FP32, x, scale, shift, (float*)null, rows, C, false);
+        GridStride(Norm.ScaleShiftForward, (long)rows * C, y, (ushort*)null, (ushort*)null, (int)Precision.FP32, x, (int)Precision.FP32, false,
+            scale, shift, (float*)null, rows, C, false);
 
     /// <inheritdoc/>
     public void ScaleShiftBackward(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, int rows, int C, bool accumulate)
