@@ -69,6 +69,8 @@ public static unsafe class DeviceBenchmarks
         new("linear-bf16-unfused", "MxNxK", 3, "the same as a GEMM into float32, then the bias pass writing bf16 (CUDA: the epilogue turned off)"),
         new("linear-gelu-bf16", "MxNxK", 3, "fc1 in training under bf16: the pre-activation kept in bf16, GELU of it in bf16 (CUDA: the pre-activation from cuBLASLt's epilogue, then GELU)"),
         new("linear-gelu-bf16-unfused", "MxNxK", 3, "the same as a GEMM into float32, then one pass writing both (CUDA: the epilogue turned off)"),
+        new("linear-scale-shift-bf16", "MxNxK", 3, "SSF's qkv site in training under bf16: the product kept in bf16, its scale-shift written in bf16 (CUDA: the product from cuBLASLt in bf16)"),
+        new("linear-scale-shift-bf16-unfused", "MxNxK", 3, "the same as a GEMM into float32, then one pass writing both (CUDA: the epilogue turned off)"),
         new("linear-residual", "MxNxK", 3, "y = r + (x·Wᵀ + b), a block's proj or fc2 joining the residual stream: the add with the bias"),
         new("linear-residual-unfused", "MxNxK", 3, "the same as the Linear layer, then an add pass"),
         new("attention", "BxTxNHxHD", 4, "fused multi-head attention, forward and backward (GFLOP/s: its 6 products)"),
@@ -295,7 +297,8 @@ public static unsafe class DeviceBenchmarks
     }
 
     /// <summary>A Linear layer in training under bf16 GEMMs, its input the bf16 tensor the op before wrote: the qkv layer
-    /// (y in bf16) or fc1 (its pre-activation kept in bf16 and GELU of it in bf16). The "-unfused" rows turn CUDA's
+    /// (y in bf16), fc1 (its pre-activation kept in bf16 and GELU of it in bf16) or SSF's qkv site (its product kept in
+    /// bf16, the scale-shift of it in bf16). The "-unfused" rows turn CUDA's
     /// epilogue (<see cref="CudaRuntime.LinearEpilogues"/>) off: a GEMM into float32, then one elementwise pass. A row
     /// whose product cuBLASLt declined says so in its name.</summary>
     static BenchmarkRow SixteenBitLinear(Device device, string op, int M, int N, int K, int repeats)
@@ -308,8 +311,11 @@ public static unsafe class DeviceBenchmarks
         using var product = Tensor.Zeros(device, checked(M * N)); // the float32 product where a pass turns it into the outputs
         using var y = Tensor.Empty(device, DType.BF16, checked(M * N));
         using var kept = Tensor.Empty(device, DType.BF16, checked(M * N));
+        using var scale = Filled(device, N, 1.5f);
         Action call = op.StartsWith("linear-gelu", StringComparison.Ordinal)
             ? () => k.LinearGeluForward(product.Data, y.HalfData, null, kept.HalfData, null, x.HalfData, w.Data, bias.Data, M, N, K)
+            : op.StartsWith("linear-scale-shift", StringComparison.Ordinal)
+            ? () => k.LinearScaleShiftForward(product.Data, y.HalfData, null, kept.HalfData, null, x.HalfData, w.Data, scale.Data, bias.Data, null, M, N, K)
             : () => k.LinearForward(product.Data, y.HalfData, null, x.HalfData, w.Data, bias.Data, null, M, N, K);
         var runtime = (device as CudaDevice)?.Runtime;
         bool previous = runtime?.LinearEpilogues ?? true;
@@ -420,6 +426,7 @@ public static unsafe class DeviceBenchmarks
             ["linear-residual"] = [M, C, 4 * C], ["linear-residual-unfused"] = [M, C, 4 * C], // fc2 at batch 32
             ["linear-bf16"] = [M, 3 * C, C], ["linear-bf16-unfused"] = [M, 3 * C, C], // qkv at batch 32
             ["linear-gelu-bf16"] = [M, 4 * C, C], ["linear-gelu-bf16-unfused"] = [M, 4 * C, C],
+            ["linear-scale-shift-bf16"] = [M, 3 * C, C], ["linear-scale-shift-bf16-unfused"] = [M, 3 * C, C],
         };
         foreach (var op in Ops.Where(o => o.Name != "gemm")) Add(Measure(device, op.Name, shapes[op.Name], repeats));
         // The ViT-B/16 linear layers at batch 32 (6304 tokens).

@@ -127,7 +127,7 @@ public class CliTests
         if (code == 3) Assert.Ignore($"emulated CUDA device unavailable: {stdout}");
         Assert.That(code, Is.Zero);
         Assert.That(stdout, Does.Contain("device: emulated-cuda").And.Contain("LayerNorm ").And.Contain("1 passed, 0 failed"));
-        foreach (var row in new[] { "| copy |", "| layernorm | 34×40 |", "| adam |", "| gemm | 34×40×40 |", "| linear-gelu-bf16 | 34×160×40 |", "| linear-bf16-unfused | 34×120×40 |", "launch overhead (host)" })
+        foreach (var row in new[] { "| copy |", "| layernorm | 34×40 |", "| adam |", "| gemm | 34×40×40 |", "| linear-gelu-bf16 | 34×160×40 |", "| linear-bf16-unfused | 34×120×40 |", "| linear-scale-shift-bf16 | 34×120×40 |", "launch overhead (host)" })
             Assert.That(stdout, Does.Contain(row), "benchmark rows");
     }
 
