@@ -23,19 +23,22 @@ public static partial class OpCases
 
     static void PatchEmbed(Device dev)
     {
-        int N = 2, C = 3, H = 8, W = 12, p = 4, D = 5;
-        GradCheck.Run(dev, "PatchEmbed (NCHW)",
-            [new("x", [N, C, H, W]), new("w", [D, C, p, p]), new("b", [D])],
-            t => Ops.PatchEmbed(t[0], t[1], t[2]),
-            v => Reference.PatchConv(v[0], v[1], v[2], N, C, H, W, p, D, channelsLast: false));
+        // p = 4, 16 and 3: CUDA's patch sizes known when compiled and one given at run time; 16: 768 values per patch,
+        // more than a block row of threads.
+        foreach (var (N, C, H, W, p, D) in new[] { (2, 3, 8, 12, 4, 5), (1, 3, 16, 32, 16, 3), (2, 2, 9, 6, 3, 4) })
+            GradCheck.Run(dev, $"PatchEmbed (NCHW, p = {p})",
+                [new("x", [N, C, H, W]), new("w", [D, C, p, p]), new("b", [D])],
+                t => Ops.PatchEmbed(t[0], t[1], t[2]),
+                v => Reference.PatchConv(v[0], v[1], v[2], N, C, H, W, p, D, channelsLast: false));
     }
 
     static void PatchConv(Device dev)
     {
-        int N = 2, C = 3, H = 6, W = 4, p = 2, O = 7;
-        GradCheck.Run(dev, "PatchConv (NHWC, stride 2)",
-            [new("x", [N, H, W, C]), new("w", [O, C, p, p]), new("b", [O])],
-            t => Ops.PatchConv(t[0], t[1], t[2]),
-            v => Reference.PatchConv(v[0], v[1], v[2], N, C, H, W, p, O, channelsLast: true));
+        // p = 2 (ConvNeXt's downsampling) and 4 (its stem), channels last.
+        foreach (var (N, C, H, W, p, O) in new[] { (2, 3, 6, 4, 2, 7), (1, 5, 8, 12, 4, 3) })
+            GradCheck.Run(dev, $"PatchConv (NHWC, stride {p})",
+                [new("x", [N, H, W, C]), new("w", [O, C, p, p]), new("b", [O])],
+                t => Ops.PatchConv(t[0], t[1], t[2]),
+                v => Reference.PatchConv(v[0], v[1], v[2], N, C, H, W, p, O, channelsLast: true));
     }
 }

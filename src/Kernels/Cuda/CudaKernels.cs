@@ -503,10 +503,14 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     /// <summary>A head permute over <paramref name="rows"/> packed rows of <paramref name="width"/> values (attention.cu's
     /// packed_rows): a row's quads (or values, when HD is not a multiple of 4) across x, rounded up to whole warps (at
     /// most 256), and as many rows across y as fill 256 threads.</summary>
-    void PackedRows(CudaKernel kernel, long rows, int width, int HD, params ReadOnlySpan<KernelArg> args)
+    void PackedRows(CudaKernel kernel, long rows, int width, int HD, params ReadOnlySpan<KernelArg> args) =>
+        Rows(kernel, rows, HD % 4 == 0 ? width / 4 : width, args);
+
+    /// <summary>A kernel over <paramref name="rows"/> rows of <paramref name="perRow"/> threads' work each: a row across x,
+    /// rounded up to whole warps (at most 256), as many rows across y as fill 256 threads, grid-stride over the rest.</summary>
+    void Rows(CudaKernel kernel, long rows, int perRow, params ReadOnlySpan<KernelArg> args)
     {
-        if (rows == 0 || width == 0) return;
-        int perRow = HD % 4 == 0 ? width / 4 : width;
+        if (rows == 0 || perRow == 0) return;
         int x = Math.Min(Threads, (perRow + 31) / 32 * 32), y = Threads / x;
         _runtime.Launch(kernel, (int)Math.Clamp((rows + y - 1) / y, 1, _maxBlocks), new Dim3((uint)x, (uint)y), args);
     }
@@ -654,11 +658,11 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void Patchify(float* patches, float* x, int N, int C, int H, int W, int p, bool channelsLast) =>
-        GridStride(Patches.Patchify, (long)N * (H / p) * (W / p) * C * p * p, patches, x, N, C, H, W, p, channelsLast);
+        Rows(Patches.Patchify, (long)N * (H / p) * (W / p), C * p * p, patches, x, N, C, H, W, p, channelsLast);
 
     /// <inheritdoc/>
     public void PatchifyBackward(float* dx, float* dpatches, int N, int C, int H, int W, int p, bool channelsLast, bool accumulate) =>
-        GridStride(Patches.PatchifyBackward, (long)N * (H / p) * (W / p) * C * p * p, dx, dpatches, N, C, H, W, p, channelsLast, accumulate);
+        Rows(Patches.PatchifyBackward, (long)N * (H / p) * (W / p), C * p * p, dx, dpatches, N, C, H, W, p, channelsLast, accumulate);
 
     // ---------------------------------------------------------------- token ops (tokens.cu)
 
