@@ -60,25 +60,31 @@ extern "C" __global__ void patchify_backward(float* dx, const float* dpatches, i
     patchify_any<true>(dx, dpatches, N, C, H, W, p, channelsLast, accumulate);
 }
 
-// Patch merging. Launch: 1-D grid-stride, 256 threads.
-// Offset in x [B, H, W, C] of element i of y [B, H/2, W/2, 4C]; channel block q = 0..3 takes the neighbour
-// (0,0), (1,0), (0,1), (1,1) as (row, column) offsets (timm's x0, x1, x2, x3).
-__device__ __forceinline__ long long merge_source(long long i, int H, int W, int C)
+// Patch merging (Backward false: y [B, H/2, W/2, 4C] from x [B, H, W, C]) and its backward. Channel block q = 0..3 of
+// output cell (i, j) is pixel (2i + (q & 1), 2j + (q >> 1)) (timm's x0, x1, x2, x3): a (cell, q) per row of threads
+// (threadIdx.y), its C channels across x. Launch: blocks (x, y) with x·y = 256, grid-stride over the B·(H/2)·(W/2)·4 rows.
+template <bool Backward>
+__device__ __forceinline__ void merge_rows(float* out, const float* in, int B, int H, int W, int C, int accumulate)
 {
     int Ho = H / 2, Wo = W / 2;
-    int c = (int)(i % C), q = (int)(i / C % 4);
-    long long cell = i / (4 * C);
-    int j = (int)(cell % Wo), r = (int)(cell / Wo % Ho);
-    long long b = cell / ((long long)Wo * Ho);
-    return ((b * H + 2 * r + (q & 1)) * W + 2 * j + (q >> 1)) * C + c;
+    long long rows = (long long)B * Ho * Wo * 4;
+    for (long long row = (long long)blockIdx.x * blockDim.y + threadIdx.y; row < rows; row += (long long)gridDim.x * blockDim.y)
+    {
+        long long cell = row / 4, r = cell / Wo, b = r / Ho;
+        int q = (int)(row - cell * 4), j = (int)(cell - r * Wo), i = (int)(r - b * Ho);
+        long long pixel = (b * H + 2 * i + (q & 1)) * W + 2 * j + (q >> 1);
+        const float* from = in + (Backward ? row : pixel) * C;
+        float* to = out + (Backward ? pixel : row) * C;
+        for (int c = threadIdx.x; c < C; c += blockDim.x) store(to + c, from[c], Backward ? accumulate : 0);
+    }
 }
 
 extern "C" __global__ void patch_merge(float* y, const float* x, int B, int H, int W, int C)
 {
-    GRID_STRIDE(i, (long long)B * (H / 2) * (W / 2) * 4 * C) y[i] = x[merge_source(i, H, W, C)];
+    merge_rows<false>(y, x, B, H, W, C, 0);
 }
 
 extern "C" __global__ void patch_merge_backward(float* dx, const float* dy, int B, int H, int W, int C, int accumulate)
 {
-    GRID_STRIDE(i, (long long)B * (H / 2) * (W / 2) * 4 * C) store(dx + merge_source(i, H, W, C), dy[i], accumulate);
+    merge_rows<true>(dx, dy, B, H, W, C, accumulate);
 }

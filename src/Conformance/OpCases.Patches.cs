@@ -8,10 +8,11 @@ public static partial class OpCases
 {
     static void PatchMerge(Device dev)
     {
-        int B = 2, H = 4, W = 6, C = 3;
-        GradCheck.Run(dev, "PatchMerge",
-            [new("x", [B, H, W, C])],
-            t => Ops.PatchMerge(t[0]),
-            v => Reference.PatchMerge(v[0], B, H, W, C));
+        // Narrow channels (many rows per block of threads), and channels wider than a block's row (260 > 256).
+        foreach (var (B, H, W, C) in new[] { (2, 4, 6, 3), (1, 2, 4, 260) })
+            GradCheck.Run(dev, $"PatchMerge {B}x{H}x{W}x{C}",
+                [new("x", [B, H, W, C])],
+                t => Ops.PatchMerge(t[0]),
+                v => Reference.PatchMerge(v[0], B, H, W, C));
     }
 }

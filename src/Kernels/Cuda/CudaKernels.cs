@@ -700,19 +700,19 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void WindowPartition(float* windows, float* x, int B, int H, int W, int C, int ws, int shift, bool accumulate) =>
-        GridStride(Windows.WindowPartition, (long)B * H * W * C, windows, x, B, H, W, C, ws, shift, accumulate);
+        Rows(Windows.WindowPartition, (long)B * H * W, C, windows, x, B, H, W, C, ws, shift, accumulate);
 
     /// <inheritdoc/>
     public void WindowReverse(float* x, float* windows, int B, int H, int W, int C, int ws, int shift, bool accumulate) =>
-        GridStride(Windows.WindowReverse, (long)B * H * W * C, x, windows, B, H, W, C, ws, shift, accumulate);
+        Rows(Windows.WindowReverse, (long)B * H * W, C, x, windows, B, H, W, C, ws, shift, accumulate);
 
     /// <inheritdoc/>
     public void PatchMerge(float* y, float* x, int B, int H, int W, int C) =>
-        GridStride(Patches.PatchMerge, (long)B * (H / 2) * (W / 2) * 4 * C, y, x, B, H, W, C);
+        Rows(Patches.PatchMerge, (long)B * (H / 2) * (W / 2) * 4, C, y, x, B, H, W, C);
 
     /// <inheritdoc/>
     public void PatchMergeBackward(float* dx, float* dy, int B, int H, int W, int C, bool accumulate) =>
-        GridStride(Patches.PatchMergeBackward, (long)B * (H / 2) * (W / 2) * 4 * C, dx, dy, B, H, W, C, accumulate);
+        Rows(Patches.PatchMergeBackward, (long)B * (H / 2) * (W / 2) * 4, C, dx, dy, B, H, W, C, accumulate);
 
     /// <inheritdoc/>
     public void RelativePositionBias(float* bias, float* table, int NH, int ws) =>
