@@ -131,23 +131,30 @@ public class CliTests
             Assert.That(stdout, Does.Contain(row), "benchmark rows");
     }
 
-    /// <summary>Without --filter, selftest on a CUDA device also replays training steps from CUDA graphs against
-    /// ordinary ones, and says how many Linear products ran in the GEMM's epilogue; on the CPU it has neither.</summary>
+    /// <summary>On a CUDA device selftest also replays training steps from CUDA graphs against ordinary ones (without
+    /// --filter, or alone with --filter CudaGraphs), and after the op cases says how many Linear products ran in the
+    /// GEMM's epilogue; on the CPU it has neither, and --filter CudaGraphs matches nothing there.</summary>
     [Test]
     public void SelftestChecksCudaGraphsOnACudaDevice()
     {
-        var (code, stdout, _) = Peft("selftest", "--device", "emulated-cuda");
+        var (code, stdout, _) = Peft("selftest", "--device", "emulated-cuda", "--filter", "CudaGraphs");
         if (code == 3) Assert.Ignore($"emulated CUDA device unavailable: {stdout}");
         Assert.That(code, Is.Zero, stdout);
-        Assert.That(stdout, Does.Contain("CUDA graphs: a tiny ViT's AdamW steps replayed from a captured graph"));
+        Assert.That(stdout, Does.Contain("CUDA graphs: a tiny ViT's AdamW steps replayed from a captured graph").And.Not.Contain("op conformance"));
         Assert.That(stdout.Split('\n').Count(l => l.StartsWith("  ") && (l.Contains("optimizer in the graph") || l.Contains("optimizer after the replay"))
             && l.TrimEnd().EndsWith("ok")), Is.EqualTo(6), stdout);
         // Which path the Linear cases took: the emulated device runs every epilogue it is asked for.
+        (code, stdout, _) = Peft("selftest", "--device", "emulated-cuda", "--filter", "LinearInSixteenBits");
+        Assert.That(code, Is.Zero, stdout);
         var epilogues = System.Text.RegularExpressions.Regex.Match(stdout, @"Linear products with the bias in the GEMM's epilogue: (\d+) ran, none declined");
         Assert.That(epilogues.Success, Is.True, stdout);
         Assert.That(long.Parse(epilogues.Groups[1].Value), Is.GreaterThan(0));
+        Assert.That(stdout, Does.Not.Contain("CUDA graphs"), "a filter that names op cases leaves the graph check out");
         var cpu = Peft("selftest", "--device", "cpu", "--filter", "Gelu").Out;
         Assert.That(cpu, Does.Not.Contain("CUDA graphs").And.Not.Contain("epilogue:"));
+        var (cpuCode, _, cpuError) = Peft("selftest", "--device", "cpu", "--filter", "CudaGraphs");
+        Assert.That(cpuCode, Is.EqualTo(1));
+        Assert.That(cpuError, Does.Contain("--filter 'CudaGraphs' matches no case"));
     }
 
     /// <summary>The default device is the best one present, and the device benchmarks run on the CPU too.</summary>
