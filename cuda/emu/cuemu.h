@@ -200,6 +200,8 @@ public:
     Barrier block;               // __syncthreads
     std::vector<Barrier> warps;  // __syncwarp and the shuffles
     std::vector<uint64_t> slots; // two shuffle exchange slots per thread: [parity][thread]
+    static constexpr int GatherWords = 4;
+    std::vector<uint64_t> gathers; // two all-gather areas of GatherWords per thread: [parity][thread]
     int threads = 0;
     bool deadlocked = false;
 
@@ -223,8 +225,9 @@ public:
 
     int rank() const { return current_; }
 
-    // The exchange slots the running thread's next shuffle uses.
-    uint64_t* shuffle_slots() { return slots.data() + (fibers_[current_].shuffles++ & 1) * threads; }
+    // The parity of the running thread's next warp exchange (a shuffle or an all-gather): they alternate between two
+    // areas, so a lane that runs ahead to the next exchange never overwrites values still to be read.
+    unsigned next_exchange() { return fibers_[current_].shuffles++ & 1; }
     int warp_size(int warp) const { return std::min(32, threads - warp * 32); }
 
     // Runs body(argument) on every thread of block `index` of `grid`; false when its threads deadlocked at a barrier.
@@ -283,6 +286,7 @@ inline bool Worker::run_block(dim3 index, dim3 shape, dim3 grid, void (*body)(vo
     int warp_count = (threads + 31) / 32;
     if ((int)warps.size() < warp_count) warps.resize(warp_count);
     slots.resize(2 * (size_t)threads);
+    gathers.resize(2 * (size_t)GatherWords * threads);
     block.reset(threads);
     for (int w = 0; w < warp_count; w++) warps[w].reset(warp_size(w));
     body_ = body;
@@ -313,7 +317,7 @@ T exchange(T value, int source_lane)
     Self& me = self();
     Worker& w = *me.worker;
     int warp = me.rank / 32;
-    uint64_t* slots = w.shuffle_slots();
+    uint64_t* slots = w.slots.data() + w.next_exchange() * w.threads;
     uint64_t bits = 0;
     std::memcpy(&bits, &value, sizeof(T));
     slots[me.rank] = bits;
@@ -321,6 +325,21 @@ T exchange(T value, int source_lane)
     T result = value;
     if (source_lane >= 0 && source_lane < w.warp_size(warp)) std::memcpy(&result, &slots[warp * 32 + source_lane], sizeof(T));
     return result;
+}
+
+// A warp's all-gather, for the emulation of warp-wide instructions: every live lane publishes `value`, and after one
+// barrier (where a shuffle per value would take one each) reads the warp's 32 values, indexed by lane. An exchange
+// like a shuffle: it shares their parity, so the values stay readable until the lane's next exchange.
+template <class T>
+const T* warp_all_gather(const T& value)
+{
+    static_assert(sizeof(T) <= Worker::GatherWords * sizeof(uint64_t), "cuemu all-gathers carry at most 32 bytes a lane");
+    Self& me = self();
+    Worker& w = *me.worker;
+    auto* area = reinterpret_cast<unsigned char*>(w.gathers.data() + w.next_exchange() * Worker::GatherWords * w.threads);
+    std::memcpy(area + me.rank * sizeof(T), &value, sizeof(T));
+    w.wait(w.warps[me.rank / 32]);
+    return reinterpret_cast<const T*>(area + me.rank / 32 * 32 * sizeof(T));
 }
 
 inline int lane() { return self().rank % 32; }

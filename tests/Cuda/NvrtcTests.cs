@@ -91,14 +91,14 @@ public class NvrtcTests
     public void TheKernelCacheHitsOnTheSecondCompileAndMissesOnAnEdit()
     {
         var dir = Files.TempDir();
-        var first = KernelCache.GetOrCompile("norm.cu", "sm_80", dir);
-        var second = KernelCache.GetOrCompile("norm.cu", "sm_80", dir);
+        var first = KernelCache.GetOrCompile("reductions.cu", "sm_80", dir);
+        var second = KernelCache.GetOrCompile("reductions.cu", "sm_80", dir);
         Assert.That((first.Hit, second.Hit), Is.EqualTo((false, true)));
         Assert.That(second.Image, Is.EqualTo(first.Image));
         var headers = new Dictionary<string, string> { [KernelSources.CommonHeader] = KernelSources.Files[KernelSources.CommonHeader] + "\n// edited\n" };
-        Assert.That(KernelCache.GetOrCompile("norm.cu", KernelSources.Files["norm.cu"], headers, "sm_80", dir).Hit, Is.False,
+        Assert.That(KernelCache.GetOrCompile("reductions.cu", KernelSources.Files["reductions.cu"], headers, "sm_80", dir).Hit, Is.False,
             "an edited header must not reuse the cached image");
-        Assert.That(KernelCache.GetOrCompile("norm.cu", "sm_90", dir).Hit, Is.False, "another architecture is another image");
+        Assert.That(KernelCache.GetOrCompile("reductions.cu", "sm_90", dir).Hit, Is.False, "another architecture is another image");
         Assert.That(Directory.GetFiles(dir), Has.Length.EqualTo(3));
     }
 

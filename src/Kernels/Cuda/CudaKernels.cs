@@ -517,7 +517,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <summary>Whether <see cref="FusedAttentionForward"/> and <see cref="FusedAttentionBackward"/> run their tensor-core
     /// kernels (mma.sync, head dim 64, bf16 or fp16 operands): on compute capability 8.0 and newer, and on the emulated
-    /// device, which runs the same code with each mma done by shuffles and FMAs (so CI checks it).</summary>
+    /// device, which runs the same code with each mma done by FMAs on the warp's gathered fragments (so CI checks it).</summary>
     public bool UsesTensorCoreAttention(int headDim) =>
         headDim == 64 && GemmPrecision is (Precision.BF16 or Precision.FP16) && _runtime is not DriverRuntime { ComputeCapability.Major: < 8 };
 
