@@ -20,16 +20,26 @@
     for (long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32; row < (rows);          \
          row += (long long)gridDim.x * blockDim.x / 32)
 
+// Every lane gets the warp's sum (or max), from xor shuffles 16, 8, 4, 2, 1 apart; the emulated device computes the
+// same steps from the warp's values gathered with one barrier.
 template <class T> __device__ __forceinline__ T warp_sum(T v)
 {
+#ifdef __CUEMU__
+    return cuemu::warp_butterfly(v, [](T a, T b) { return a + b; });
+#else
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(FULL_MASK, v, offset);
     return v;
+#endif
 }
 
 __device__ __forceinline__ float warp_max(float v)
 {
+#ifdef __CUEMU__
+    return cuemu::warp_butterfly(v, [](float a, float b) { return fmaxf(a, b); });
+#else
     for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, offset));
     return v;
+#endif
 }
 
 // Sum over all threads of a 1-D block (blockDim.x a multiple of 32, at most 1024); the result is valid in

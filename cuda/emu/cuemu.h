@@ -378,6 +378,30 @@ template <class T> T __shfl_up_sync(unsigned, T v, unsigned delta, int width = 3
     return cuemu::exchange(v, target >= (lane & ~(width - 1)) ? target : lane);
 }
 
+namespace cuemu
+{
+// What each lane of a whole warp gets from five xor shuffles with masks 16, 8, 4, 2, 1, each step v = op(v, the
+// partner's v) (common.cuh's warp_sum and warp_max): the warp's values gathered with one barrier instead of five, then
+// the 31 steps of this lane's tree, s[k] holding the value of lane (lane ^ k) at each step. A partial warp shuffles.
+template <class T, class Op>
+T warp_butterfly(T v, Op op)
+{
+    Self& me = self();
+    if (me.worker->warp_size(me.rank / 32) < 32)
+    {
+        for (int mask = 16; mask > 0; mask >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, mask));
+        return v;
+    }
+    const T* x = warp_all_gather(v);
+    int lane = me.rank % 32;
+    T s[16];
+    for (int k = 0; k < 16; k++) s[k] = op(x[lane ^ k], x[lane ^ k ^ 16]);
+    for (int mask = 8; mask > 0; mask >>= 1)
+        for (int k = 0; k < mask; k++) s[k] = op(s[k], s[k + mask]);
+    return s[0];
+}
+} // namespace cuemu
+
 template <class T> T atomicAdd(T* address, T value) { return std::atomic_ref<T>(*address).fetch_add(value); }
 template <class T> T atomicExch(T* address, T value) { return std::atomic_ref<T>(*address).exchange(value); }
 template <class T> T atomicMax(T* address, T value)

@@ -60,7 +60,16 @@ public unsafe class EmulatorExecutionModelTests
             o[3] = (gridDim.x * 100 + gridDim.y) * 100 + gridDim.z;
             o[4] = (blockDim.x * 100 + blockDim.y) * 100 + blockDim.z;
         }
-        #define CUEMU_KERNEL_LIST(X) X(block_sum) X(divergent_barriers) X(builtins)
+        // Each lane's result of five xor shuffles with a step that is neither commutative nor associative, from the
+        // shuffles themselves and from cuemu's one-barrier butterfly (common.cuh's warp_sum and warp_max).
+        extern "C" __global__ void butterflies(int* out, const int* x)
+        {
+            int i = blockIdx.x * blockDim.x + threadIdx.x, v = x[i], shuffled = v;
+            for (int mask = 16; mask > 0; mask >>= 1) shuffled = 3 * shuffled - __shfl_xor_sync(0xffffffffu, shuffled, mask);
+            out[2 * i] = shuffled;
+            out[2 * i + 1] = cuemu::warp_butterfly(v, [](int a, int b) { return 3 * a - b; });
+        }
+        #define CUEMU_KERNEL_LIST(X) X(block_sum) X(divergent_barriers) X(builtins) X(butterflies)
         #include "emu/launcher.h"
         """;
 
@@ -178,6 +187,24 @@ public unsafe class EmulatorExecutionModelTests
                     Assert.That(v, Is.EqualTo(new[] { expected, expected, expected, 30202u, 50403u }), $"block {b}, thread {t}, {workers} workers");
                 }
         }
+    }
+
+    /// <summary>The butterfly that warp_sum and warp_max take on the emulated device gives every lane what its five
+    /// shuffles give, in whole warps (gathered) and in a partial one (shuffled).</summary>
+    [TestCase(64u)]
+    [TestCase(48u)]
+    public void TheGatheredButterflyIsTheShuffledOne(uint threads)
+    {
+        var x = Enumerable.Range(0, 2 * (int)threads).Select(i => i * 7919 % 1000 - 500).ToArray();
+        var results = new int[2 * x.Length];
+        fixed (int* px = x, pr = results)
+        {
+            var (code, error) = Launch("butterflies", 2, threads, (ulong)pr, (ulong)px);
+            Assert.That(code, Is.Zero, error);
+        }
+        var shuffled = results.Where((_, i) => i % 2 == 0).ToArray();
+        Assert.That(results.Where((_, i) => i % 2 == 1), Is.EqualTo(shuffled));
+        Assert.That(shuffled.Take(32).Distinct().Count(), Is.GreaterThan(16), "each lane its own tree");
     }
 
     [Test]
