@@ -8,6 +8,8 @@
 // __shared__ is `static thread_local`: one copy per worker, and a worker runs one block at a time.
 // Warp shuffles go through per-thread 64-bit exchange slots and the warp's barrier (write, wait, read): two slots per
 // thread, used in turn, so a lane that runs ahead to the next shuffle never overwrites a value still to be read.
+// Warp-wide helpers that would shuffle many times in a row (warp_sum, warp_max, mma_16x8x16 in common.cuh) gather the
+// warp's values with one barrier instead (warp_all_gather) and compute each lane's result in the shuffles' order.
 // A thread that returns early leaves its block's and warp's barriers, so early exit never deadlocks; barriers that
 // not every live thread reaches are reported as a failed launch instead of hanging.
 // Blocks never run concurrently with themselves, and kernels here use no cross-block atomics, so results do not

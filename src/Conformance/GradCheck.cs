@@ -109,10 +109,28 @@ public static class GradCheck
                 continue;
             }
             var analytic = (tensors[i].Grad ?? throw new ConformanceException($"{label}: no gradient reached input '{inputs[i].Name}'")).ToArray();
-            numeric[i] ??= FiniteDifferences(reference, rounded, upstream, i);
+            numeric[i] ??= CachedFiniteDifferences(label, reference, rounded, upstream, i);
             CheckClose($"{label} d/d{inputs[i].Name}", analytic, numeric[i], gradTol, gradTol);
         }
         return got;
+    }
+
+    // Finite differences by what they are computed from, so that the next backend checking the same case reuses them
+    // (they cost more than the op itself: two reference evaluations per input value).
+    static readonly System.Collections.Concurrent.ConcurrentDictionary<string, double[]> FiniteDifferencesCache = new();
+
+    /// <summary><see cref="FiniteDifferences"/>, computed once per case: the key is the op's name with every input's and
+    /// the upstream gradient's values and the reference's output at them, so another reference function (or other
+    /// values) never hits another's entry.</summary>
+    static double[] CachedFiniteDifferences(string label, Func<double[][], double[]> reference, double[][] rounded, double[] upstream, int input)
+    {
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        void Add(double[] values) => hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()));
+        foreach (var values in rounded) Add(values);
+        Add(upstream);
+        Add(reference(rounded));
+        string op = label.Split(" [trains ")[0], key = $"{op} d/d input {input} {Convert.ToHexString(hash.GetHashAndReset())}";
+        return FiniteDifferencesCache.GetOrAdd(key, _ => FiniteDifferences(reference, rounded, upstream, input));
     }
 
     /// <summary>d(Σ R·f)/d(input i), by central differences of the double-precision reference.</summary>
