@@ -10,11 +10,17 @@
 #                                          # GEMM vs OpenBLAS and ORT's MatMul, forward vs ONNX Runtime
 #   bash bench/run.sh fused [--rounds 9]       # fused ops vs their unfused paths (attention, Linear+GELU), alternating;
 #                                              # ViT-B/16 forward: last block on the class row vs every token
+#   bash bench/run.sh --no-build ...           # any of these as last built (no build check first: about 10 s less)
 # OpenBLAS 0.3.21 misdetects AVX-512 Zen parts as Haswell; on CPUs with avx512f we force its SkylakeX kernels, the
 # fastest it has there (even over an OPENBLAS_CORETYPE from the environment: the yardstick is OpenBLAS at its best).
 # The variable must be set before the library loads, which .NET cannot do from inside the process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build=()
+if [ "${1:-}" = "--no-build" ]; then
+  build=(--no-build)
+  shift
+fi
 if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
   cat <<'USAGE'
 bash bench/run.sh [BenchmarkDotNet arguments]   the CPU benchmarks (GEMM vs OpenBLAS, memory-bound kernels vs memcpy,
@@ -37,6 +43,7 @@ bash bench/run.sh peers [--only gemm|backward|forward] [--models M,...] [--batch
                                                 export in ONNX Runtime (size, logit difference, time, kernel split)
 bash bench/run.sh fused [--rounds 9]            fused ops vs their unfused paths on the CPU (attention fwd+bwd, Linear+GELU), and
                                                 ViT-B/16's eval forward with its last block on the class row vs every token
+bash bench/run.sh --no-build ...                any of the above as last built (dotnet's build check skipped)
 One kernel at any shape on any device: dotnet run --project src/Cli -c Release -- bench --op gelu --shape 1576x3072
 USAGE
   exit 0
@@ -45,4 +52,4 @@ fi
 if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX; fi
 args=("$@")
 [ ${#args[@]} -eq 0 ] && args=(--filter '*')
-dotnet run --project bench -c Release -- "${args[@]}"
+dotnet run "${build[@]}" --project bench -c Release -- "${args[@]}"

@@ -28,10 +28,13 @@ public class BenchScriptTests
         var (code, stdout, _) = Bench("--help");
         Assert.That(code, Is.Zero);
         Assert.That(stdout, Does.Contain("bash bench/run.sh peft").And.Contain("bash bench/run.sh cuda").And.Not.Contain("BenchmarkDotNet v"));
-        (code, stdout, _) = Bench("peft", "--help");
+        // The benchmark program as the solution's build left it (dotnet's build check would take ~10 s a call); built
+        // first where only the tests were.
+        string[] build = File.Exists(Path.Combine(Repository, "bench", "bin", "Release", "net10.0", "Engine.Bench.dll")) ? ["--no-build"] : [];
+        (code, stdout, _) = Bench([.. build, "peft", "--help"]);
         Assert.That(code, Is.Zero);
         Assert.That(stdout, Does.Contain("step / full").And.Not.Contain("| method |"), "help, not a benchmark run");
-        var (bad, _, stderr) = Bench("peft", "--bogus");
+        var (bad, _, stderr) = Bench([.. build, "peft", "--bogus"]);
         Assert.That(bad, Is.EqualTo(1));
         Assert.That(stderr, Does.Contain("error: unknown option --bogus"));
     }
