@@ -31,7 +31,7 @@ public static class KernelCache
         if (File.Exists(path)) return (File.ReadAllBytes(path), true);
         var (image, _) = Nvrtc.Compile(source, file, arch, Options, headers);
         Directory.CreateDirectory(directory);
-        string temporary = $"{path}.{Environment.ProcessId}.tmp";
+        string temporary = $"{path}.{Environment.ProcessId}.{Environment.CurrentManagedThreadId}.tmp"; // two devices may compile one family at once
         File.WriteAllBytes(temporary, image);
         File.Move(temporary, path, overwrite: true);
         return (image, false);
