@@ -19,7 +19,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     readonly IntPtr _context, _stream;
     readonly CuBlas _blas;
     readonly Dictionary<string, IntPtr> _modules = new();
-    readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<byte[]>> _images = new();
+    readonly KernelImages _images;
     readonly Dictionary<CudaKernel, IntPtr> _functions = new();
     readonly object _gate = new();
     bool _disposed;
@@ -44,17 +44,10 @@ public sealed unsafe class DriverRuntime : CudaRuntime
         var supported = Nvrtc.SupportedArchitectures;
         KernelTarget = supported.Contains(arch) ? $"sm_{arch}" : $"compute_{supported.Where(a => a <= arch).DefaultIfEmpty(supported.Max()).Max()}";
         // Every family at once, so a first run waits for the slowest (attention.cu, ~12 s of NVRTC for sm_90 on a
-        // 2-core VM) rather than for their sum (~26 s). A failure is kept and thrown where the family is first used.
-        Task.Run(() => Parallel.ForEach(KernelSources.KernelFiles, file =>
-        {
-            try { Image(file); }
-            catch (Exception) { } // rethrown by Image(file) at the family's first launch
-        }));
+        // 2-core VM) rather than for their sum (~26 s); from the disk cache after the first run.
+        string target = KernelTarget;
+        _images = new KernelImages(KernelSources.KernelFiles, file => KernelCache.GetOrCompile(file, target).Image);
     }
-
-    /// <summary>The compiled image of one kernel family: from the disk cache, else NVRTC, once per device.</summary>
-    byte[] Image(string file) =>
-        _images.GetOrAdd(file, f => new Lazy<byte[]>(() => KernelCache.GetOrCompile(f, KernelTarget).Image)).Value;
 
     /// <summary>
     /// Opens GPU <paramref name="ordinal"/>, or returns false with the reason: no driver (libcuda.so.1 missing),
@@ -289,7 +282,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
                 throw new InvalidOperationException($"no kernel named '{kernel.Name}' in cuda/{file}" + (defined == null ? "" : $" (it is in cuda/{defined})"));
             if (!_modules.TryGetValue(file, out var module))
             {
-                fixed (byte* p = Image(file)) Check(cuModuleLoadData(out module, p), $"cuModuleLoadData ({file}, {KernelTarget})");
+                fixed (byte* p = _images.Image(file)) Check(cuModuleLoadData(out module, p), $"cuModuleLoadData ({file}, {KernelTarget})");
                 _modules[file] = module;
             }
             fixed (byte* name = Encoding.UTF8.GetBytes(kernel.Name + "\0"))
