@@ -176,7 +176,7 @@ struct Fiber
     Self* self; // at the top of its stack
     const Barrier* waiting = nullptr; // blocked until this barrier's generation passes `generation`
     unsigned generation = 0;
-    unsigned shuffles = 0; // shuffles this thread has made (their parity picks the exchange slot)
+    unsigned exchanges = 0; // warp exchanges (shuffles, all-gathers) this thread has made: their parity picks the area
     bool done = true;
 
     bool runnable() const { return !done && (waiting == nullptr || waiting->generation != generation); }
@@ -229,7 +229,7 @@ public:
 
     // The parity of the running thread's next warp exchange (a shuffle or an all-gather): they alternate between two
     // areas, so a lane that runs ahead to the next exchange never overwrites values still to be read.
-    unsigned next_exchange() { return fibers_[current_].shuffles++ & 1; }
+    unsigned next_exchange() { return fibers_[current_].exchanges++ & 1; }
     int warp_size(int warp) const { return std::min(32, threads - warp * 32); }
 
     // Runs body(argument) on every thread of block `index` of `grid`; false when its threads deadlocked at a barrier.
@@ -298,7 +298,7 @@ inline bool Worker::run_block(dim3 index, dim3 shape, dim3 grid, void (*body)(vo
         Fiber& fiber = fibers_[t];
         *fiber.self = Self{dim3(t % shape.x, t / shape.x % shape.y, t / (shape.x * shape.y)), index, shape, grid, t, this};
         fiber.waiting = nullptr;
-        fiber.shuffles = 0;
+        fiber.exchanges = 0;
         fiber.done = false;
         fiber.context.make(stacks_ + t * StackBytes, StackBytes - sizeof(Self), &Worker::fiber_main);
     }
