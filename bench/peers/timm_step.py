@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The PyTorch + timm peer of `peft bench --train-step`: the same training step (train-mode forward of a timm model
 with 100 classes, cross-entropy, backward, AdamW) per method, precision and batch on a GPU, done the way the methods'
-official code does it, and, given our rows (--ours), one table of our images/s over theirs.
+official code does it, and, given our rows (--ours), one table of our images/s over theirs, then the issue's goals per
+batch, met or not (ssf and gps at 1.5x and full at 1.0x the peer's fp16 AMP step, gps's peak memory below the peer's).
 
   python3 timm_step.py [--model vit_base_patch16_224] [--batch 32 128] [--methods full linear bias ssf gps]
                        [--precision fp32 tf32 bf16 fp16] [--repeats 5] [--warmup 3] [--json peer.json]
@@ -57,6 +58,9 @@ def print_table(args, rows):
     """The ratio table of our rows (--ours, --ours-other) over the peer's rows, with its heading and note."""
     print("\nThe engine over the PyTorch + timm peer on the same GPU (images/s; > 1: the engine is faster):\n")
     print(ratio_table(args.ours, rows, args.ours_other))
+    print("\nAgainst the issue's goals (our bf16 step, without a CUDA graph, over the peer's fp16 AMP step; gps's peak "
+          "device memory, ours in bf16 against the peer's in fp16 AMP):\n")
+    print(goals_table(args.ours, rows))
     if args.model.startswith("vit"):
         print("\nThe same step, not the same arithmetic: where no hook reads every token (full, linear, bias, ssf, gps), "
               "the engine runs its last block's projection, MLP and final norm on the class row alone (the loss reads "
@@ -180,9 +184,8 @@ def time_one(method, precision, batch, args, torch, timm, device):
     return row
 
 
-def ratio_table(ours_paths, peer_rows, other_path=None):
-    """Our rows (JSON lines of `peft bench --train-step`, with and without --cuda-graph, and those on the other
-    attention path from other_path) against the peer's. Each row names the attention path its steps ran."""
+def read_ours(ours_paths, other_path=None):
+    """Our rows by (method, precision, batch): plain, graphed (--cuda-graph) and on the other attention path."""
     ours, graphed, other = {}, {}, {}
     for path in ours_paths + ([other_path] if other_path else []):
         if not os.path.exists(path):  # a run of ours that failed before writing
@@ -193,6 +196,42 @@ def ratio_table(ours_paths, peer_rows, other_path=None):
                     r = json.loads(line)
                     table = other if path == other_path else graphed if r.get("cuda_graph") else ours
                     table[(r["method"], r["precision"], r["batch"])] = r
+    return ours, graphed, other
+
+
+# The issue's goals for a ViT-B/16 step on a GPU: our images/s over the peer's fp16 AMP (as the SSF and GPS code train
+# with --amp) per method, and gps's peak device memory below the peer's.
+SPEED_GOALS = [("ssf", 1.5), ("gps", 1.5), ("full", 1.0)]
+
+
+def goals_table(ours_paths, peer_rows):
+    """Per batch: each speed goal as our bf16 row (the default path, as `peft bench --train-step` ran it) over the
+    peer's fp16 AMP row, met or not, and gps's peak memory against the peer's; "–" where either side has no row."""
+    ours, _, _ = read_ours(ours_paths)
+    peer = {(p["method"], p["precision"], p["batch"]): p for p in peer_rows}
+    batches = sorted({p["batch"] for p in peer_rows})
+    lines = ["| batch | " + " | ".join("{} ≥ {}×".format(m, g) for m, g in SPEED_GOALS) + " | gps peak below the peer's |",
+             "|---|" + "---|" * (len(SPEED_GOALS) + 1)]
+    for batch in batches:
+        cells = []
+        for method, goal in SPEED_GOALS:
+            o, p = ours.get((method, "bf16", batch)), peer.get((method, "fp16", batch))
+            if o is None or p is None:
+                cells.append("–")
+                continue
+            r = o["images_per_second"] / p["images_per_second"]
+            cells.append("{:.2f} {}".format(r, "met" if r >= goal else "not met"))
+        o, p = ours.get(("gps", "bf16", batch)), peer.get(("gps", "fp16", batch))
+        cells.append("–" if o is None or p is None else "{:.0f} / {:.0f} MiB {}".format(
+            o["peak_memory_mib"], p["peak_memory_mib"], "met" if o["peak_memory_mib"] < p["peak_memory_mib"] else "not met"))
+        lines.append("| {} | {} |".format(batch, " | ".join(cells)))
+    return "\n".join(lines)
+
+
+def ratio_table(ours_paths, peer_rows, other_path=None):
+    """Our rows (JSON lines of `peft bench --train-step`, with and without --cuda-graph, and those on the other
+    attention path from other_path) against the peer's. Each row names the attention path its steps ran."""
+    ours, graphed, other = read_ours(ours_paths, other_path)
 
     def ratio(row, p):
         return "{:.2f}".format(row["images_per_second"] / p["images_per_second"]) if row else "–"
