@@ -166,13 +166,19 @@ public static class BenchCommand
                 foreach (var method in methods)
                 {
                     using var scope = device.Kernels.UseGemmPrecision(precision);
+                    // A row can take minutes (ViT-B/16 at batch 128 on a CPU or the emulated device): its steps are shown
+                    // on a terminal, where the row replaces them; logs get the table alone.
+                    int steps = 0, total = 1 + (cudaGraph ? 1 : 0) + repeats;
+                    var progress = new Progress($"{method.Name} {precision.Name()} batch {batch}", total, "steps") { TerminalOnly = true };
+                    progress.Report(0);
                     using var run = new StepBenchmark(device, method, model, batch, cudaGraph);
                     var (fusedBefore, unfusedBefore) = device.TrainedAttentionCalls;
-                    using (device.ReportAttentionChoices(choice => Console.WriteLine($"  {choice}")))
+                    using (device.ReportAttentionChoices(choice => Progress.Line($"  {choice}")))
                         run.Step(); // warm-up: pools, moments, kernel compiles, the attention path where it is measured
+                    progress.Report(++steps);
                     if (device is CudaDevice { Runtime: var cudaRuntime })
                         foreach (var declined in cudaRuntime.DeclinedLinearProducts.Where(reported.Add))
-                            Console.WriteLine($"  cuBLASLt declined {declined}: a GEMM, then a bias pass");
+                            Progress.Line($"  cuBLASLt declined {declined}: a GEMM, then a bias pass");
                     string path = device.TrainedAttentionCalls switch
                     {
                         var (f, u) when f == fusedBefore && u == unfusedBefore => "none",
@@ -183,8 +189,16 @@ public static class BenchCommand
                     // The peak of the steps that follow (a graph's capture among them: its replays rent nothing), not of the
                     // warm-up's own allocations, such as a measured attention's trial runs.
                     device.ResetPeak();
-                    if (cudaGraph) run.Step(); // the capture, and its first replay
-                    for (int i = 0; i < repeats; i++) run.Times.Add(run.Step());
+                    if (cudaGraph)
+                    {
+                        run.Step(); // the capture, and its first replay
+                        progress.Report(++steps);
+                    }
+                    for (int i = 0; i < repeats; i++)
+                    {
+                        run.Times.Add(run.Step());
+                        progress.Report(++steps);
+                    }
                     double ms = run.Median * 1e3, perSecond = batch / run.Median, mib = device.PeakBytesInUse / 1048576.0, kept = run.SavedBytes / 1048576.0;
                     Console.WriteLine(string.Format(inv, "| {0} | {1} | {2} | {3:F1} | {4:F1} | {5:F0} | {6:N0} | {7:F1} |", method.Name, precision.Name(), batch, ms, perSecond, mib, run.Trainable, kept));
                     if (device.Kernels is InstrumentedKernels kernels) PrintProfile(kernels, run, $"{method.Name}, {precision.Name()}, batch {batch}");

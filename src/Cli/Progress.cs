@@ -5,10 +5,14 @@ namespace Engine.Cli;
 /// <summary>
 /// Progress of a long run on stderr: on a terminal, one status line redrawn in place (cut to the window's width so it
 /// never wraps) that log lines written through <see cref="Line"/> clear first and redraw after, so the two never mix;
-/// when stderr is redirected, a plain line per ~10%.
+/// when stderr is redirected, a plain line per ~10% (or nothing, with <see cref="TerminalOnly"/>).
 /// </summary>
 public sealed class Progress(string what, long total, string unit)
 {
+    /// <summary>Shown only on a terminal, and erased when done, as for the steps behind one row of a table: a redirected
+    /// stderr (a log, a script) gets nothing, and the row that follows takes the status line's place.</summary>
+    public bool TerminalOnly { get; init; }
+
     static readonly object Gate = new();
     static string? _shown; // the status line on the terminal now, if any
 
@@ -42,10 +46,11 @@ public sealed class Progress(string what, long total, string unit)
                 Console.Error.Write("\r\u001b[K" + _shown);
                 if (done == total)
                 {
-                    Console.Error.WriteLine();
+                    Console.Error.Write(TerminalOnly ? "\r\u001b[K" : Environment.NewLine);
                     _shown = null;
                 }
             }
+            else if (TerminalOnly) { }
             else if (done == total || _lastPrinted < 0 || done - _lastPrinted >= Math.Max(1, total / 10))
             {
                 Console.Error.WriteLine(line);

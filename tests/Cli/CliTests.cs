@@ -192,6 +192,29 @@ public class CliTests
         Assert.That(Peft("bench", "--op", "nope", "--shape", "4").Err, Does.StartWith("error: --op: unknown op 'nope'"));
     }
 
+    /// <summary>peft bench --train-step on a terminal (util-linux's <c>script</c> gives it one): each row's steps are
+    /// counted on a status line, which the row then replaces.</summary>
+    [Test]
+    public void BenchShowsEachRowsStepsOnATerminal()
+    {
+        string model = Path.Combine(TestContext.CurrentContext.TestDirectory, "..", "..", "..", "..", "models", "synthetic-vit", "config.json");
+        string command = string.Join(' ', new[] { "dotnet", Path.Combine(TestContext.CurrentContext.TestDirectory, "peft.dll"), "bench", "--train-step",
+            "--model", model, "--batch", "2", "--methods", "linear", "--repeats", "2", "--device", "cpu" }.Select(a => $"'{a}'"));
+        var info = new ProcessStartInfo("script") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { "-qec", command, "/dev/null" }) info.ArgumentList.Add(a);
+        Process p;
+        try { p = Process.Start(info)!; }
+        catch (System.ComponentModel.Win32Exception) { Assert.Ignore("util-linux's script not found (it gives the command a terminal)"); return; }
+        using (p)
+        {
+            string screen = p.StandardOutput.ReadToEnd();
+            p.WaitForExit();
+            Assert.That(p.ExitCode, Is.Zero, screen);
+            Assert.That(screen, Does.Contain("linear fp32 batch 2: 0/3 steps (0%)").And.Contain("linear fp32 batch 2: 3/3 steps (100%)"));
+            Assert.That(screen, Does.Contain("\r\u001b[K| linear | fp32 | 2 |"), "the row takes the erased status line's place");
+        }
+    }
+
     /// <summary>peft bench --train-step: a row per method × precision × batch with positive times and memory, the same
     /// rows as JSON lines; bad values are refused before any work.</summary>
     [Test]
@@ -201,9 +224,10 @@ public class CliTests
         try
         {
             string model = Path.Combine(TestContext.CurrentContext.TestDirectory, "..", "..", "..", "..", "models", "synthetic-vit", "config.json");
-            var (code, stdout, _) = Peft("bench", "--train-step", "--model", model, "--batch", "2", "3", "--methods", "linear", "ssf",
+            var (code, stdout, stderr) = Peft("bench", "--train-step", "--model", model, "--batch", "2", "3", "--methods", "linear", "ssf",
                 "--precision", "fp32", "bf16", "--repeats", "1", "--device", "cpu", "--json", json);
             Assert.That(code, Is.Zero);
+            Assert.That(stderr, Is.Empty, "the steps' progress is shown on a terminal only: a log gets the table alone");
             var rows = stdout.Split('\n').Where(l => l.StartsWith("| linear |") || l.StartsWith("| ssf |")).ToList();
             Assert.That(rows, Has.Count.EqualTo(2 * 2 * 2));
             Assert.That(rows, Has.Some.StartsWith("| ssf | bf16 | 3 |"));
