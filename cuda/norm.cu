@@ -311,6 +311,58 @@ extern "C" __global__ void scale_shift_backward(float* dx, unsigned short* dx16,
     }
 }
 
+// The vectors of one scale_shift_many launch: y[j] = x[j]·scale[j] + shift[j] over n[j] values (j < gridDim.y); a
+// null shift adds zeros.
+struct ScaleShiftVectors
+{
+    float* y[TENSORS_PER_LAUNCH];
+    const float* x[TENSORS_PER_LAUNCH];
+    const float* scale[TENSORS_PER_LAUNCH];
+    const float* shift[TENSORS_PER_LAUNCH];
+    int n[TENSORS_PER_LAUNCH];
+};
+
+// Many one-row scale-shifts in one launch (SSF's scale and shift folded into each layer's [C] bias and norm weight):
+// each value as scale_shift_forward computes it. Grid (blocks per vector, vectors).
+extern "C" __global__ void scale_shift_many(ScaleShiftVectors v)
+{
+    int j = blockIdx.y;
+    const float* shift = v.shift[j];
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < v.n[j]; i += gridDim.x * blockDim.x)
+        v.y[j][i] = v.x[j][i] * v.scale[j][i] + (shift ? shift[i] : 0.f);
+}
+
+// The vectors of one scale_shift_many_backward launch: dx[j] = dy[j]·scale[j] (added when accumulate[j]),
+// dscale[j] += dy[j]·x[j], dshift[j] += dy[j], each target skipped where null. No two vectors of a launch share a
+// target (the host orders vectors that do into successive launches).
+struct ScaleShiftVectorGrads
+{
+    float* dx[TENSORS_PER_LAUNCH];
+    float* dscale[TENSORS_PER_LAUNCH];
+    float* dshift[TENSORS_PER_LAUNCH];
+    const float* dy[TENSORS_PER_LAUNCH];
+    const float* x[TENSORS_PER_LAUNCH];
+    const float* scale[TENSORS_PER_LAUNCH];
+    int n[TENSORS_PER_LAUNCH];
+    int accumulate[TENSORS_PER_LAUNCH];
+};
+
+// scale_shift_many's backward, each value as scale_shift_backward computes it for one row: the product dy·x rounded
+// before it is added to dscale (there it is a column sum's only term), not fused into the add. Grid (blocks per
+// vector, vectors).
+extern "C" __global__ void scale_shift_many_backward(ScaleShiftVectorGrads v)
+{
+    int j = blockIdx.y;
+    float *dx = v.dx[j], *dscale = v.dscale[j], *dshift = v.dshift[j];
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < v.n[j]; i += gridDim.x * blockDim.x)
+    {
+        float g = v.dy[j][i];
+        if (dscale) dscale[i] += __fmul_rn(g, v.x[j][i]);
+        if (dshift) dshift[i] += g;
+        if (dx) store(dx + i, g * v.scale[j][i], v.accumulate[j]);
+    }
+}
+
 // max(‖x‖₂, eps) of one row, computed by a whole warp (valid in every lane).
 __device__ float clamped_norm(const float* x, int C, float eps, int lane)
 {

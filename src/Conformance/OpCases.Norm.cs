@@ -85,6 +85,133 @@ public static partial class OpCases
         }, (xv, dyv, rows, C) => [ColumnSums(rows, C, i => dyv[i])]);
     }
 
+    /// <summary>Many vectors scaled and shifted at once (<see cref="Ops.ScaleShiftMany"/>, 32 to a launch on a GPU), as SSF
+    /// folds its scales and shifts: every output and every gradient bit for bit a <see cref="Ops.ScaleShift"/> each on
+    /// the same device, and within float rounding of a double-precision sum. 70 vectors of sizes from 1 to 70,000 (one
+    /// longer than a launch's threads stride), a third in pairs that share their scale as a norm's weight and bias do,
+    /// two that share x (the backward must add both, in order, never racing), some without a shift, some with a frozen x, scale or shift,
+    /// one without a gradient at all; each output read by a product with its own random weights, every
+    /// gradient already holding values (an earlier micro-batch's).</summary>
+    static void ScaleShiftMany(Device dev)
+    {
+        const int Count = 70;
+        var owned = new List<Tensor>();
+        Tensor Leaf(float[] values, bool trains)
+        {
+            var t = Tensor.FromArray(dev, values, values.Length);
+            t.RequiresGrad = trains;
+            owned.Add(t);
+            return t;
+        }
+        try
+        {
+            var specs = new List<(Tensor X, Tensor Scale, Tensor? Shift, float[] Weights)>();
+            Tensor? pairScale = null;
+            for (int j = 0; j < Count; j++)
+            {
+                int n = j == 32 ? 70_000 : 1 + (j * 53 + j * j * 7) % 900;
+                bool second = j % 3 == 1 && pairScale != null; // shares the previous vector's scale (a norm's bias after its weight)
+                if (second) n = pairScale!.Shape[0];
+                if (j == 44) n = specs[42].X.Shape[0]; // and x with vector 42, whose x trains: two add to its gradient
+                var x = j == 44 ? specs[42].X : Leaf(Init.NormalValues(n, 0, 1, 300 + (ulong)j), trains: j % 5 == 2);
+                var scale = second ? pairScale! : Leaf(Init.NormalValues(n, 1, 0.5f, 400 + (ulong)j), trains: j % 11 != 7);
+                var shift = j % 3 == 0 ? null : Leaf(Init.NormalValues(n, 0, 0.5f, 500 + (ulong)j), trains: j % 7 != 4);
+                pairScale = j % 3 == 0 ? scale : null;
+                specs.Add((x, scale, shift, Init.NormalValues(n, 0, 1, 600 + (ulong)j)));
+            }
+            var frozen = specs[50];
+            frozen.X.RequiresGrad = frozen.Scale.RequiresGrad = false;
+            if (frozen.Shift != null) frozen.Shift.RequiresGrad = false;
+            var leaves = specs.SelectMany(v => new[] { v.X, v.Scale, v.Shift }).OfType<Tensor>().Distinct().Where(t => t.RequiresGrad).ToList();
+
+            // y_j = x_j·scale_j + shift_j; loss = Σ_j y_j·w_j, each by a Linear into [1, 1].
+            (float[][] Outputs, float[][] Grads) Run(bool many)
+            {
+                // Gradients already held (an earlier micro-batch's), so that the order of the additions shows.
+                foreach (var t in leaves)
+                {
+                    t.DropGrad();
+                    t.SetGrad(Tensor.FromArray(dev, Init.NormalValues((int)t.Count, 0, 1, 700 + (ulong)t.Count), t.Shape));
+                }
+                var tape = new Tape();
+                var outputs = new float[Count][];
+                using (tape.Record())
+                {
+                    var zeros = specs.Select(v => v.Shift == null ? Tensor.Zeros(dev, v.X.Shape[0]) : null).ToList();
+                    Tensor[] ys = many ? Ops.ScaleShiftMany([.. specs.Select(v => (v.X, v.Scale, v.Shift))])
+                        : [.. specs.Select((v, j) => Ops.ScaleShift(v.X, v.Scale, v.Shift ?? zeros[j]!))];
+                    Tensor? loss = null;
+                    for (int j = 0; j < Count; j++)
+                    {
+                        outputs[j] = ys[j].ToArray();
+                        using var row = ys[j].Reshape(1, ys[j].Shape[0]);
+                        var w = Tensor.FromArray(dev, specs[j].Weights, 1, ys[j].Shape[0]);
+                        owned.Add(w); // the Linear's backward reads it
+                        using var term = Ops.Linear(row, w, null);
+                        if (loss == null) loss = term.Reshape(1, 1);
+                        else
+                        {
+                            var sum = Ops.Add(loss, term);
+                            loss.Dispose();
+                            loss = sum;
+                        }
+                    }
+                    foreach (var y in ys) y.Dispose();
+                    foreach (var z in zeros) z?.Dispose();
+                    tape.Backward(loss!);
+                    loss!.Dispose();
+                }
+                return (outputs, [.. leaves.Select(t => t.Grad!.ToArray())]);
+            }
+
+            var alone = Run(many: false);
+            var together = Run(many: true);
+            static void SameBits(float[] got, float[] want, string what)
+            {
+                for (int i = 0; i < want.Length; i++)
+                    if (BitConverter.SingleToInt32Bits(got[i]) != BitConverter.SingleToInt32Bits(want[i]))
+                        throw new ConformanceException($"ScaleShiftMany: {what} element {i} is {got[i]:G9}, {want[i]:G9} from a ScaleShift each");
+            }
+            for (int j = 0; j < Count; j++) SameBits(together.Outputs[j], alone.Outputs[j], $"output {j}");
+            for (int k = 0; k < leaves.Count; k++) SameBits(together.Grads[k], alone.Grads[k], $"gradient of {leaves[k].Describe()}");
+            if (frozen.X.Grad != null || frozen.Scale.Grad != null) throw new ConformanceException("ScaleShiftMany: a vector with nothing training got a gradient");
+
+            // The double-precision reference: y = x·s + t; dx = w·s, ds = Σ over the vectors scaled by s of w·x, dt = w.
+            var want = new Dictionary<Tensor, double[]>(ReferenceEqualityComparer.Instance);
+            foreach (var t in leaves) want[t] = [.. Init.NormalValues((int)t.Count, 0, 1, 700 + (ulong)t.Count).Select(v => (double)v)];
+            for (int j = 0; j < Count; j++)
+            {
+                var (x, scale, shift, w) = specs[j];
+                float[] xs = x.ToArray(), ss = scale.ToArray(), ts = shift?.ToArray() ?? new float[xs.Length];
+                for (int i = 0; i < xs.Length; i++)
+                {
+                    double y = (double)xs[i] * ss[i] + ts[i];
+                    if (Math.Abs(together.Outputs[j][i] - y) > 1e-6 * (1 + Math.Abs(y)))
+                        throw new ConformanceException($"ScaleShiftMany: output {j} element {i} is {together.Outputs[j][i]:G9}, the reference {y:G9}");
+                    if (x.RequiresGrad) want[x][i] += (double)w[i] * ss[i];
+                    if (scale.RequiresGrad) want[scale][i] += (double)w[i] * xs[i];
+                    if (shift is { RequiresGrad: true }) want[shift][i] += w[i];
+                }
+            }
+            for (int k = 0; k < leaves.Count; k++)
+            {
+                var reference = want[leaves[k]];
+                for (int i = 0; i < reference.Length; i++)
+                    if (Math.Abs(together.Grads[k][i] - reference[i]) > 1e-5 * (1 + Math.Abs(reference[i])))
+                        throw new ConformanceException($"ScaleShiftMany: gradient of {leaves[k].Describe()} element {i} is {together.Grads[k][i]:G9}, " +
+                            $"the reference {reference[i]:G9}");
+            }
+        }
+        finally
+        {
+            foreach (var t in owned)
+            {
+                t.DropGrad();
+                t.Dispose();
+            }
+        }
+    }
+
     static void L2Normalize(Device dev)
     {
         GradCheck.Run(dev, "L2Normalize",

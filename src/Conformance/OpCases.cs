@@ -25,6 +25,7 @@ public static partial class OpCases
         // Norm
         ("LayerNorm", LayerNorm),
         ("ScaleShift", ScaleShift),
+        ("ScaleShiftMany", ScaleShiftMany),
         ("L2Normalize", L2Normalize),
         // Activations
         ("Gelu", Gelu),

@@ -173,6 +173,14 @@ public unsafe interface IKernels
     /// dscale += Σ_r g·x; dshift += Σ_r g. x,dy,dx [rows,C]; dx, dscale and dshift may each be null; x float32 or packed in
     /// 16 bits, and dxPacked, as for <see cref="ScaleShiftBackward"/>.</summary>
     void ScaleShiftGeluBackward(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C, bool accumulate);
+    /// <summary>Many small one-row scale-shifts at once, y = x ⊙ scale + shift per vector (<see cref="ScaleShiftForward"/>
+    /// of one row, the same values): SSF's scale and shift folded into every layer's bias and norm weight, in as few
+    /// launches as the backend can (on a GPU, 32 vectors share one) instead of one each. Outputs must not overlap.</summary>
+    void ScaleShiftMany(ReadOnlySpan<ScaleShiftVector> vectors);
+    /// <summary><see cref="ScaleShiftMany"/>'s backward, each vector as <see cref="ScaleShiftBackward"/> of one row would
+    /// compute it, in the span's order: vectors may share a gradient target (a LayerNorm's γ scales its weight and its
+    /// bias), and then a later vector adds after an earlier one. Two targets are the same vector or do not overlap.</summary>
+    void ScaleShiftManyBackward(ReadOnlySpan<ScaleShiftVectorGrad> vectors);
 
     // ---------------------------------------------------------------- attention pieces
     /// <summary>qkv [B,T,3,NH,HD] → heads [3,B,NH,T,HD]: q, k and v each [B,NH,T,HD] (timm's q|k|v column layout).

@@ -236,6 +236,22 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void ScaleShiftMany(ReadOnlySpan<ScaleShiftVector> vectors)
+    {
+        long start = Begin(KernelId.ScaleShiftMany);
+        Inner.ScaleShiftMany(vectors);
+        End(KernelId.ScaleShiftMany, start);
+    }
+
+    /// <inheritdoc/>
+    public void ScaleShiftManyBackward(ReadOnlySpan<ScaleShiftVectorGrad> vectors)
+    {
+        long start = Begin(KernelId.ScaleShiftManyBackward);
+        Inner.ScaleShiftManyBackward(vectors);
+        End(KernelId.ScaleShiftManyBackward, start);
+    }
+
+    /// <inheritdoc/>
     public void SplitHeads(float* heads, ushort* headsPacked, GemmOperand qkv, int B, int T, int NH, int HD)
     {
         long start = Begin(KernelId.SplitHeads);
@@ -627,6 +643,10 @@ public enum KernelId
     ScaleShiftBackward,
     /// <summary><see cref="IKernels.ScaleShiftGeluBackward"/></summary>
     ScaleShiftGeluBackward,
+    /// <summary><see cref="IKernels.ScaleShiftMany"/></summary>
+    ScaleShiftMany,
+    /// <summary><see cref="IKernels.ScaleShiftManyBackward"/></summary>
+    ScaleShiftManyBackward,
     /// <summary><see cref="IKernels.SplitHeads"/></summary>
     SplitHeads,
     /// <summary><see cref="IKernels.SplitHeadsBackward"/></summary>

@@ -32,3 +32,53 @@ public readonly unsafe struct AdamTensor(float* param, float* grad, float* m, fl
     /// <summary>This parameter's weight decay.</summary>
     public float WeightDecay { get; } = weightDecay;
 }
+
+/// <summary>One vector of <see cref="IKernels.ScaleShiftMany"/>: y = x ⊙ scale + shift, <see cref="Count"/> floats
+/// each (device pointers); a null shift adds zeros.</summary>
+public readonly unsafe struct ScaleShiftVector(float* y, float* x, float* scale, float* shift, int count)
+{
+    /// <summary>The output.</summary>
+    public float* Y { get; } = y;
+
+    /// <summary>The vector scaled.</summary>
+    public float* X { get; } = x;
+
+    /// <summary>Its scale.</summary>
+    public float* Scale { get; } = scale;
+
+    /// <summary>Its shift, or null for none.</summary>
+    public float* Shift { get; } = shift;
+
+    /// <summary>Elements in each.</summary>
+    public int Count { get; } = count;
+}
+
+/// <summary>One vector of <see cref="IKernels.ScaleShiftManyBackward"/>: from the output's gradient dy and the forward's
+/// x and scale, dx = dy ⊙ scale (added to dx when <see cref="AccumulateDx"/>), dscale += dy ⊙ x and dshift += dy; any of
+/// the three targets may be null (nothing to compute). <see cref="Count"/> floats each (device pointers).</summary>
+public readonly unsafe struct ScaleShiftVectorGrad(float* dx, bool accumulateDx, float* dscale, float* dshift, float* dy, float* x, float* scale, int count)
+{
+    /// <summary>x's gradient, or null.</summary>
+    public float* Dx { get; } = dx;
+
+    /// <summary>Whether dx is added to rather than written.</summary>
+    public bool AccumulateDx { get; } = accumulateDx;
+
+    /// <summary>The scale's gradient (added to), or null.</summary>
+    public float* DScale { get; } = dscale;
+
+    /// <summary>The shift's gradient (added to), or null.</summary>
+    public float* DShift { get; } = dshift;
+
+    /// <summary>The output's gradient.</summary>
+    public float* Dy { get; } = dy;
+
+    /// <summary>The forward's x (read only for dscale).</summary>
+    public float* X { get; } = x;
+
+    /// <summary>The forward's scale (read only for dx).</summary>
+    public float* Scale { get; } = scale;
+
+    /// <summary>Elements in each.</summary>
+    public int Count { get; } = count;
+}

@@ -244,6 +244,45 @@ public sealed unsafe partial class CpuKernels
         ScaleShiftBackward(dx, dxPacked, dscale, dshift, dy, x, scale, shift, rows, C, accumulate);
     }
 
+    /// <inheritdoc/>
+    /// <remarks>One vector after another on the calling thread: they are a few thousand values each.</remarks>
+    public void ScaleShiftMany(ReadOnlySpan<ScaleShiftVector> vectors)
+    {
+        foreach (var v in vectors)
+        {
+            int i = 0, n = v.Count, V = Vector<float>.Count;
+            // x·scale + shift, as ScaleShiftForward computes a row (a missing shift adds zeros, as a zero vector would).
+            for (; i + V <= n; i += V)
+                Vec.Store(v.Y + i, Vec.Load(v.X + i) * Vec.Load(v.Scale + i) + (v.Shift == null ? Vector<float>.Zero : Vec.Load(v.Shift + i)));
+            for (; i < n; i++) v.Y[i] = v.X[i] * v.Scale[i] + (v.Shift == null ? 0f : v.Shift[i]);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void ScaleShiftManyBackward(ReadOnlySpan<ScaleShiftVectorGrad> vectors)
+    {
+        foreach (var v in vectors)
+        {
+            int i = 0, n = v.Count, V = Vector<float>.Count;
+            for (; i + V <= n; i += V)
+            {
+                var g = Vec.Load(v.Dy + i);
+                if (v.DScale != null) Vec.Store(v.DScale + i, Vec.Load(v.DScale + i) + g * Vec.Load(v.X + i));
+                if (v.DShift != null) Vec.Store(v.DShift + i, Vec.Load(v.DShift + i) + g);
+                if (v.Dx == null) continue;
+                var dx = g * Vec.Load(v.Scale + i);
+                Vec.Store(v.Dx + i, v.AccumulateDx ? Vec.Load(v.Dx + i) + dx : dx);
+            }
+            for (; i < n; i++)
+            {
+                float g = v.Dy[i];
+                if (v.DScale != null) v.DScale[i] += g * v.X[i];
+                if (v.DShift != null) v.DShift[i] += g;
+                if (v.Dx != null) v.Dx[i] = v.AccumulateDx ? v.Dx[i] + g * v.Scale[i] : g * v.Scale[i];
+            }
+        }
+    }
+
     /// <summary>SSF's backward; with a shift, that of GELU after SSF (dy is first multiplied by GELU's slope at
     /// x·scale + shift).</summary>
     void ScaleShiftBackward(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C, bool accumulate)

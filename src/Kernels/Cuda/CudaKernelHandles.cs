@@ -150,6 +150,10 @@ public static class CudaKernelHandles
         public static readonly CudaKernel ScaleShiftBackwardInput = new(File, "scale_shift_backward_input");
         /// <summary><c>scale_shift_backward</c>.</summary>
         public static readonly CudaKernel ScaleShiftBackward = new(File, "scale_shift_backward");
+        /// <summary><c>scale_shift_many</c>.</summary>
+        public static readonly CudaKernel ScaleShiftMany = new(File, "scale_shift_many");
+        /// <summary><c>scale_shift_many_backward</c>.</summary>
+        public static readonly CudaKernel ScaleShiftManyBackward = new(File, "scale_shift_many_backward");
         /// <summary><c>l2_normalize_forward</c>.</summary>
         public static readonly CudaKernel L2NormalizeForward = new(File, "l2_normalize_forward");
         /// <summary><c>l2_normalize_backward</c>.</summary>

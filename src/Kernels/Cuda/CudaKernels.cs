@@ -407,6 +407,91 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     public void ScaleShiftGeluBackward(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C,
         bool accumulate) => ScaleShiftBackwardPass(dx, dxPacked, dscale, dshift, dy, x, scale, shift, rows, C, accumulate);
 
+    /// <inheritdoc/>
+    /// <remarks><see cref="TensorsPerLaunch"/> vectors to a launch (norm.cu's scale_shift_many).</remarks>
+    public void ScaleShiftMany(ReadOnlySpan<ScaleShiftVector> vectors)
+    {
+        ScaleShiftVectors launch = default;
+        for (int first = 0; first < vectors.Length; first += TensorsPerLaunch)
+        {
+            int count = Math.Min(TensorsPerLaunch, vectors.Length - first), largest = 0;
+            for (int j = 0; j < count; j++)
+            {
+                var v = vectors[first + j];
+                (launch.Y[j], launch.X[j], launch.Scale[j], launch.Shift[j], launch.N[j]) = ((ulong)v.Y, (ulong)v.X, (ulong)v.Scale, (ulong)v.Shift, v.Count);
+                largest = Math.Max(largest, v.Count);
+            }
+            if (largest > 0) _runtime.Launch(Norm.ScaleShiftMany, SharedLaunchGrid(largest, count), Threads, new KernelArg(&launch, sizeof(ScaleShiftVectors)));
+        }
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>Up to <see cref="TensorsPerLaunch"/> vectors to a launch (norm.cu's scale_shift_many_backward), placed by
+    /// <see cref="SharedTargetLaunches"/> so that vectors sharing a gradient target add in the span's order.</remarks>
+    public void ScaleShiftManyBackward(ReadOnlySpan<ScaleShiftVectorGrad> vectors)
+    {
+        int[] launchOf = SharedTargetLaunches(vectors, TensorsPerLaunch);
+        int launches = launchOf.Length == 0 ? 0 : launchOf.Max() + 1;
+        ScaleShiftVectorGrads launch = default;
+        for (int l = 0; l < launches; l++)
+        {
+            int count = 0, largest = 0;
+            for (int i = 0; i < vectors.Length; i++)
+            {
+                if (launchOf[i] != l) continue;
+                var v = vectors[i];
+                (launch.Dx[count], launch.DScale[count], launch.DShift[count]) = ((ulong)v.Dx, (ulong)v.DScale, (ulong)v.DShift);
+                (launch.Dy[count], launch.X[count], launch.Scale[count]) = ((ulong)v.Dy, (ulong)v.X, (ulong)v.Scale);
+                (launch.N[count], launch.Accumulate[count]) = (v.Count, v.AccumulateDx ? 1 : 0);
+                largest = Math.Max(largest, v.Count);
+                count++;
+            }
+            if (largest > 0)
+                _runtime.Launch(Norm.ScaleShiftManyBackward, SharedLaunchGrid(largest, count), Threads, new KernelArg(&launch, sizeof(ScaleShiftVectorGrads)));
+        }
+    }
+
+    /// <summary>Which launch each vector of <see cref="ScaleShiftManyBackward"/> goes to, at most
+    /// <paramref name="perLaunch"/> to a launch, in as few as the order allows: a vector goes after every launch that holds
+    /// an earlier vector with one of its gradient targets, so that no two vectors of a launch write one target (a race)
+    /// and a target's additions land in the span's order.</summary>
+    internal static int[] SharedTargetLaunches(ReadOnlySpan<ScaleShiftVectorGrad> vectors, int perLaunch)
+    {
+        var launchOf = new int[vectors.Length];
+        var sizes = new List<int>();
+        var lastLaunch = new Dictionary<nint, int>(); // a target → the last launch that writes it
+        for (int i = 0; i < vectors.Length; i++)
+        {
+            var v = vectors[i];
+            nint[] targets = [(nint)v.Dx, (nint)v.DScale, (nint)v.DShift];
+            int l = 0;
+            foreach (var t in targets)
+                if (t != 0 && lastLaunch.TryGetValue(t, out int k)) l = Math.Max(l, k + 1);
+            while (l < sizes.Count && sizes[l] == perLaunch) l++;
+            if (l == sizes.Count) sizes.Add(0);
+            sizes[l]++;
+            launchOf[i] = l;
+            foreach (var t in targets)
+                if (t != 0) lastLaunch[t] = l;
+        }
+        return launchOf;
+    }
+
+    /// <summary>The C layout of norm.cu's ScaleShiftVectors.</summary>
+    struct ScaleShiftVectors
+    {
+        public fixed ulong Y[TensorsPerLaunch], X[TensorsPerLaunch], Scale[TensorsPerLaunch], Shift[TensorsPerLaunch];
+        public fixed int N[TensorsPerLaunch];
+    }
+
+    /// <summary>The C layout of norm.cu's ScaleShiftVectorGrads.</summary>
+    struct ScaleShiftVectorGrads
+    {
+        public fixed ulong Dx[TensorsPerLaunch], DScale[TensorsPerLaunch], DShift[TensorsPerLaunch], Dy[TensorsPerLaunch], X[TensorsPerLaunch],
+            Scale[TensorsPerLaunch];
+        public fixed int N[TensorsPerLaunch], Accumulate[TensorsPerLaunch];
+    }
+
     /// <summary>norm.cu's scale_shift_backward over row slices (GELU's backward first when <paramref name="shift"/> is
     /// given), x float32 or 16-bit, dx float32 or (dxPacked) 16-bit.</summary>
     void ScaleShiftBackwardPass(float* dx, ushort* dxPacked, float* dscale, float* dshift, float* dy, GemmOperand x, float* scale, float* shift, int rows, int C,

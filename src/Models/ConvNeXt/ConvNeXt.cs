@@ -162,6 +162,7 @@ public sealed class ConvNeXt : IImageClassifier
         if (images.Rank != 4 || images.Shape[1] != Config.in_chans || images.Shape[2] != size || images.Shape[3] != size)
             throw new ArgumentException($"ConvNeXt input {images.Describe()} must be [B, {Config.in_chans}, {size}, {size}]");
         int B = images.Shape[0];
+        using var folds = this.FoldSiteAffines(); // SSF's scales and shifts into every layer at once
         Tensor x;
         using (var tokens = this.Produce(_stemConv, (w, b) => Ops.PatchEmbed(images, w!, b)))
         using (var grid = tokens.Reshape(B, side, side, Config.dims[0]))

@@ -174,6 +174,7 @@ public sealed class VisionTransformer : IImageClassifier
         int s = Config.img_size;
         if (images.Rank != 4 || images.Shape[1] != Config.in_chans || images.Shape[2] != s || images.Shape[3] != s)
             throw new ArgumentException($"ViT input {images.Describe()} must be [B, {Config.in_chans}, {s}, {s}]");
+        using var folds = this.FoldSiteAffines(); // SSF's scales and shifts into every layer at once
         Tensor x;
         using (var patches = this.Produce(_patchSite, (w, bias) => Ops.PatchEmbed(images, w!, bias)))
         using (var withCls = Ops.PrependToken(patches, _cls))
