@@ -9,17 +9,15 @@ namespace Engine.Models.ConvNeXt;
 /// timm's <c>ConvNeXt</c>, built only from engine ops, channels-last throughout:
 /// stem (4×4 stride-4 conv, LayerNorm) → stages of [optional downsample (LayerNorm, 2×2 stride-2 conv)] and blocks
 /// x + DropPath(γ ⊙ fc2(GELU(fc1(LN(dwconv7×7(x)))))) → global average pool → LayerNorm → head. LayerNorm eps 1e-6,
-/// exact GELU. Parameter names are timm's state-dict keys; the original (facebookresearch) keys load too.
+/// exact GELU. Parameter names are timm's state-dict keys; the original (facebookresearch) keys load too. Every
+/// position is pooled, so every site always sees them all (<see cref="IPeftModel.KeepEveryToken"/> has no effect).
 /// </summary>
-public sealed class ConvNeXt : IImageClassifier
+public sealed class ConvNeXt : ImageClassifier
 {
     internal const float LayerNormEps = 1e-6f;
-    readonly List<Tensor> _parameters = new();
-    readonly List<FeatureSite> _sites = new();
     readonly Stage[] _stages;
     readonly FeatureSite _stemConv, _stemNorm, _output;
     readonly Tensor _headNormW, _headNormB;
-    readonly Tensor? _headW, _headB;
 
     sealed record Block(Tensor Gamma, Tensor Zero, FeatureSite Dw, FeatureSite Norm, FeatureSite Fc1, FeatureSite Fc2);
 
@@ -27,41 +25,14 @@ public sealed class ConvNeXt : IImageClassifier
 
     /// <summary>Builds the model with timm's initialisation from <paramref name="seed"/>: truncated-normal(0.02) conv
     /// and linear weights, zero biases, unit norms, layer scale at <see cref="ConvNeXtConfig.ls_init_value"/>.</summary>
-    public ConvNeXt(Device device, ConvNeXtConfig config, ulong seed = 0)
+    public ConvNeXt(Device device, ConvNeXtConfig config, ulong seed = 0) : base(device, seed)
     {
         Config = config.Validate();
-        ulong next = seed;
-        Tensor Add(string name, params int[] shape)
-        {
-            var t = Tensor.Parameter(device, name, shape);
-            _parameters.Add(t);
-            return t;
-        }
-        Tensor Weight(string name, params int[] shape)
-        {
-            var t = Add(name, shape);
-            Init.TruncatedNormal(t, 0.02f, next++);
-            return t;
-        }
-        Tensor Filled(string name, int n, float value)
-        {
-            var t = Add(name, n);
-            Init.Constant(t, value);
-            return t;
-        }
-        FeatureSite Site(string name, int channels, SiteProducer producer, Tensor? weight, Tensor? bias)
-        {
-            var site = new FeatureSite(name, channels, producer, weight, bias);
-            _sites.Add(site);
-            return site;
-        }
-        FeatureSite Norm(string name, int channels) => Site(name, channels, SiteProducer.LayerNorm, Filled(name + ".weight", channels, 1f), Add(name + ".bias", channels));
-        FeatureSite Conv(string name, int channels, params int[] shape) => Site(name, channels, SiteProducer.Linear, Weight(name + ".weight", shape), Add(name + ".bias", channels));
 
         // Registration order is timm's state-dict order (a module's own parameters before its children's).
         var dims = config.dims;
-        _stemConv = Conv("stem.0", dims[0], dims[0], config.in_chans, ConvNeXtConfig.StemPatch, ConvNeXtConfig.StemPatch);
-        _stemNorm = Norm("stem.1", dims[0]);
+        _stemConv = AddLinearSite("stem.0", dims[0], true, dims[0], config.in_chans, ConvNeXtConfig.StemPatch, ConvNeXtConfig.StemPatch);
+        _stemNorm = AddNormSite("stem.1", dims[0]);
         _stages = new Stage[dims.Length];
         for (int s = 0; s < dims.Length; s++)
         {
@@ -69,100 +40,46 @@ public sealed class ConvNeXt : IImageClassifier
             FeatureSite? downNorm = null, downConv = null;
             if (s > 0)
             {
-                downNorm = Norm(p + "downsample.0", dims[s - 1]);
-                downConv = Conv(p + "downsample.1", dims[s], dims[s], dims[s - 1], 2, 2);
+                downNorm = AddNormSite(p + "downsample.0", dims[s - 1]);
+                downConv = AddLinearSite(p + "downsample.1", dims[s], true, dims[s], dims[s - 1], 2, 2);
             }
             var blocks = new Block[config.depths[s]];
             int C = dims[s], hidden = config.mlp_ratio * C;
             for (int j = 0; j < blocks.Length; j++)
             {
                 string b = $"{p}blocks.{j}.";
-                var gamma = Filled(b + "gamma", C, config.ls_init_value);
+                var gamma = AddFilled(b + "gamma", C, config.ls_init_value);
                 blocks[j] = new Block(gamma, Tensor.Zeros(device, C),
-                    Conv(b + "conv_dw", C, C, 1, config.kernel_size, config.kernel_size), Norm(b + "norm", C),
-                    Conv(b + "mlp.fc1", hidden, hidden, C), Conv(b + "mlp.fc2", C, C, hidden));
+                    AddLinearSite(b + "conv_dw", C, true, C, 1, config.kernel_size, config.kernel_size), AddNormSite(b + "norm", C),
+                    AddLinearSite(b + "mlp.fc1", hidden, true, hidden, C), AddLinearSite(b + "mlp.fc2", C, true, C, hidden));
             }
             _stages[s] = new Stage(downNorm, downConv, blocks);
         }
-        _output = Site($"stages.{dims.Length - 1}", dims[^1], SiteProducer.StageOutput, null, null);
-        _headNormW = Filled("head.norm.weight", dims[^1], 1f);
-        _headNormB = Add("head.norm.bias", dims[^1]);
-        if (config.num_classes > 0)
-        {
-            _headW = Weight("head.fc.weight", config.num_classes, dims[^1]);
-            _headB = Add("head.fc.bias", config.num_classes);
-        }
+        _output = AddSite($"stages.{dims.Length - 1}", dims[^1], SiteProducer.StageOutput, null, null);
+        _headNormW = AddFilled("head.norm.weight", dims[^1], 1f);
+        _headNormB = AddParameter("head.norm.bias", dims[^1]);
+        AddHead("head.fc", config.num_classes, dims[^1], config.drop_rate);
     }
 
     /// <summary>The configuration.</summary>
     public ConvNeXtConfig Config { get; }
 
     /// <inheritdoc/>
-    public IReadOnlyList<Tensor> Parameters => _parameters;
+    public override string Family => "convnext";
 
     /// <inheritdoc/>
-    public string Family => "convnext";
+    public override int ImageSize => Config.img_size;
 
     /// <inheritdoc/>
-    public int ImageSize => Config.img_size;
+    public override int InChannels => Config.in_chans;
 
     /// <inheritdoc/>
-    public int InChannels => Config.in_chans;
+    public override void SaveConfig(string path) => ConfigFile.Write(path, Config);
 
-    /// <inheritdoc/>
-    public void SaveConfig(string path) => ConfigFile.Write(path, Config);
-
-    /// <inheritdoc/>
-    public long ParameterCount => _parameters.Sum(p => p.Count);
-
-    /// <summary>The parameter with timm key <paramref name="name"/>.</summary>
-    public Tensor this[string name] => _parameters.FirstOrDefault(p => p.Name == name)
-        ?? throw new KeyNotFoundException($"ConvNeXt has no parameter '{name}'");
-
-    /// <inheritdoc/>
-    public IReadOnlyList<FeatureSite> Sites => _sites;
-
-    /// <inheritdoc/>
-    public Func<FeatureSite, Tensor, Tensor>? SiteHook { get; set; }
-
-    /// <inheritdoc cref="IPeftModel.KeepEveryToken"/>
-    /// <remarks>No effect here (ConvNeXt pools every position: it always runs them all).</remarks>
-    public bool KeepEveryToken { get; set; }
-
-    /// <inheritdoc/>
-    public Func<FeatureSite, ChannelAffine?>? SiteAffine { get; set; }
-
-    /// <inheritdoc/>
-    public LinearSiteHook? LinearHook { get; set; }
-
-    /// <inheritdoc/>
-    public MlpBranchHook? MlpHook { get; set; }
-
-    /// <inheritdoc/>
-    public int NumPrefixTokens => 0;
-
-    /// <summary>Logits [B, num_classes] for images [B, in_chans, img_size, img_size] (NCHW, normalised); with
-    /// num_classes 0, the pooled, normalised features. A <paramref name="trainSeed"/> turns on stochastic depth and
-    /// head dropout; null is eval mode.</summary>
-    public Tensor Forward(Tensor images, ulong? trainSeed = null)
+    /// <summary>The last stage's output averaged over positions, then the head's norm, [B, C].</summary>
+    private protected override Tensor Features(Tensor images, ulong? trainSeed)
     {
-        var features = ForwardFeatures(images, trainSeed);
-        if (_headW == null) return features;
-        using (features)
-        {
-            using var dropped = trainSeed.HasValue && Config.drop_rate > 0 ? Ops.Dropout(features, Config.drop_rate, CounterRng.Hash(trainSeed.Value, 1)) : null;
-            return Ops.Linear(dropped ?? features, _headW, _headB);
-        }
-    }
-
-    /// <inheritdoc/>
-    public Tensor ForwardFeatures(Tensor images, ulong? trainSeed = null)
-    {
-        int size = Config.img_size, side = size / ConvNeXtConfig.StemPatch;
-        if (images.Rank != 4 || images.Shape[1] != Config.in_chans || images.Shape[2] != size || images.Shape[3] != size)
-            throw new ArgumentException($"ConvNeXt input {images.Describe()} must be [B, {Config.in_chans}, {size}, {size}]");
-        int B = images.Shape[0];
-        using var folds = this.FoldSiteAffines(); // SSF's scales and shifts into every layer at once
+        int B = images.Shape[0], side = Config.img_size / ConvNeXtConfig.StemPatch;
         Tensor x;
         using (var tokens = this.Produce(_stemConv, (w, b) => Ops.PatchEmbed(images, w!, b)))
         using (var grid = tokens.Reshape(B, side, side, Config.dims[0]))
@@ -215,14 +132,12 @@ public sealed class ConvNeXt : IImageClassifier
     /// In <see cref="LoadMode.NewHead"/> the classifier keeps its fresh initialisation.
     /// </summary>
     /// <exception cref="InvalidInputException">The file is malformed or does not fit; one message lists every problem.</exception>
-    public LoadReport Load(string path, LoadMode mode = LoadMode.Strict)
+    public override LoadReport Load(string path, LoadMode mode = LoadMode.Strict)
     {
         using var checkpoint = Checkpoint.Open(path);
         bool original = checkpoint.Find("downsample_layers.0.0.weight") != null;
         var entries = checkpoint.Entries.Select(e => original ? new CheckpointEntry(TimmKey(e.Name), e.Shape, e.DType, e.ReadInto) : e).ToList();
-        var skip = mode == LoadMode.NewHead ? new HashSet<string> { "head.fc.weight", "head.fc.bias" } : null;
-        if (skip != null) entries.RemoveAll(e => skip.Contains(e.Name));
-        return StateDict.Load(_parameters, entries, path, strict: mode != LoadMode.NonStrict, skip);
+        return LoadEntries(entries, path, mode, "head.fc.weight", "head.fc.bias");
     }
 
     /// <summary>The timm key of an original ConvNeXt key.</summary>
@@ -241,14 +156,8 @@ public sealed class ConvNeXt : IImageClassifier
         return key;
     }
 
-    /// <summary>Writes every parameter to a .safetensors file under its timm key (atomically).</summary>
-    public void Save(string path) => SafeTensors.Write(path, _parameters);
-
-    /// <inheritdoc/>
-    public void Dispose()
+    private protected override void DisposeBuffers()
     {
-        foreach (var p in _parameters) p.Dispose();
         foreach (var b in _stages.SelectMany(s => s.Blocks)) b.Zero.Dispose();
-        _parameters.Clear();
     }
 }

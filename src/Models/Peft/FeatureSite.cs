@@ -85,5 +85,5 @@ public interface IPeftModel
     /// <summary>The weights whose ops compute a sparse gradient when they train <see cref="TrainableKind.SelectedEntries"/>: those of
     /// the Linear-producer sites (Linear layers, patch and depthwise convolutions) by default, plus any such weight that
     /// is not a site's (Swin's patch-merging reduction). GPS trains the others it selects through a dense masked gradient.</summary>
-    IEnumerable<Tensor> SparseGradientWeights => Sites.Where(s => s.Producer == SiteProducer.Linear && s.Weight != null).Select(s => s.Weight!);
+    IEnumerable<Tensor> SparseGradientWeights { get; }
 }

@@ -11,20 +11,20 @@ namespace Engine.Models.Swin;
 /// the second stage on] and blocks x + DropPath(W-MSA(LN1(x))), x + DropPath(MLP(LN2(x))) → LayerNorm → average pool →
 /// head. Window attention adds the relative position bias and, on odd blocks of stages whose grid exceeds the window,
 /// runs on the cyclically shifted grid with the −100 shift mask. LayerNorm eps 1e-5, exact GELU. Parameter names are
-/// timm's state-dict keys; the original (microsoft) keys load too.
+/// timm's state-dict keys; the original (microsoft) keys load too. Feature sites: patch_embed.proj and .norm; per block
+/// norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2 (SSF's), plus attn_residual on SCT's blocks (the last 9 of the
+/// third stage and all of the last); each patch merging's norm; the final norm. Every token is pooled, so every site
+/// always sees them all (<see cref="IPeftModel.KeepEveryToken"/> has no effect).
 /// </summary>
-public sealed class Swin : IImageClassifier
+public sealed class Swin : ImageClassifier
 {
     internal const float LayerNormEps = 1e-5f;
     /// <summary>SCT's reference enables its modules on the last 9 blocks of the third stage and every block of the fourth.</summary>
     const int SctBlocksBeforeLastStage = 9;
     /// <summary>The shift mask's value between tokens from different regions of the rolled grid (timm and the original).</summary>
     const float MaskedScore = -100f;
-    readonly List<Tensor> _parameters = new();
-    readonly List<FeatureSite> _sites = new();
     readonly Stage[] _stages;
     readonly FeatureSite _patchProj, _patchNorm, _norm;
-    readonly Tensor? _headW, _headB;
 
     sealed record Block(Tensor Table, FeatureSite Norm1, FeatureSite Qkv, FeatureSite Proj, FeatureSite? AttnResidual,
         FeatureSite Norm2, FeatureSite Fc1, FeatureSite Fc2);
@@ -33,42 +33,13 @@ public sealed class Swin : IImageClassifier
 
     /// <summary>Builds the model with timm's initialisation from <paramref name="seed"/>: truncated-normal(0.02) weights
     /// and relative position bias tables, zero biases, unit norms.</summary>
-    public Swin(Device device, SwinConfig config, ulong seed = 0)
+    public Swin(Device device, SwinConfig config, ulong seed = 0) : base(device, seed)
     {
         Config = config.Validate();
-        ulong next = seed;
-        Tensor Add(string name, params int[] shape)
-        {
-            var t = Tensor.Parameter(device, name, shape);
-            _parameters.Add(t);
-            return t;
-        }
-        Tensor Weight(string name, params int[] shape)
-        {
-            var t = Add(name, shape);
-            Init.TruncatedNormal(t, 0.02f, next++);
-            return t;
-        }
-        FeatureSite Site(string name, int channels, SiteProducer producer, Tensor? weight, Tensor? bias)
-        {
-            var site = new FeatureSite(name, channels, producer, weight, bias);
-            _sites.Add(site);
-            return site;
-        }
-        FeatureSite Norm(string name, int channels)
-        {
-            var w = Add(name + ".weight", channels);
-            Init.Constant(w, 1f);
-            return Site(name, channels, SiteProducer.LayerNorm, w, Add(name + ".bias", channels));
-        }
-        FeatureSite Linear(string name, int outputs, int inputs, bool bias = true) =>
-            Site(name, outputs, SiteProducer.Linear, Weight(name + ".weight", outputs, inputs), bias ? Add(name + ".bias", outputs) : null);
-
         // Registration order is timm's state-dict order.
         int p = config.patch_size;
-        _patchProj = Site("patch_embed.proj", config.embed_dim, SiteProducer.Linear,
-            Weight("patch_embed.proj.weight", config.embed_dim, config.in_chans, p, p), Add("patch_embed.proj.bias", config.embed_dim));
-        _patchNorm = Norm("patch_embed.norm", config.embed_dim);
+        _patchProj = AddLinearSite("patch_embed.proj", config.embed_dim, true, config.embed_dim, config.in_chans, p, p);
+        _patchNorm = AddNormSite("patch_embed.norm", config.embed_dim);
         int stages = config.depths.Length;
         _stages = new Stage[stages];
         for (int s = 0; s < stages; s++)
@@ -80,29 +51,25 @@ public sealed class Swin : IImageClassifier
             Tensor? reduction = null;
             if (s > 0)
             {
-                downNorm = Norm(prefix + "downsample.norm", 4 * config.Dim(s - 1));
-                reduction = Weight(prefix + "downsample.reduction.weight", C, 4 * config.Dim(s - 1));
+                downNorm = AddNormSite(prefix + "downsample.norm", 4 * config.Dim(s - 1));
+                reduction = AddWeight(prefix + "downsample.reduction.weight", C, 4 * config.Dim(s - 1));
             }
             var blocks = new Block[config.depths[s]];
             for (int j = 0; j < blocks.Length; j++)
             {
                 string b = $"{prefix}blocks.{j}.";
                 bool sct = s == stages - 1 || (s == stages - 2 && j >= blocks.Length - SctBlocksBeforeLastStage);
-                var norm1 = Norm(b + "norm1", C);
-                var table = Weight(b + "attn.relative_position_bias_table", (2 * window - 1) * (2 * window - 1), heads);
-                blocks[j] = new Block(table, norm1, Linear(b + "attn.qkv", 3 * C, C, config.qkv_bias), Linear(b + "attn.proj", C, C),
-                    sct ? Site(b + "attn_residual", C, SiteProducer.Residual, null, null) : null,
-                    Norm(b + "norm2", C), Linear(b + "mlp.fc1", hidden, C), Linear(b + "mlp.fc2", C, hidden));
+                var norm1 = AddNormSite(b + "norm1", C);
+                var table = AddWeight(b + "attn.relative_position_bias_table", (2 * window - 1) * (2 * window - 1), heads);
+                blocks[j] = new Block(table, norm1, AddLinearSite(b + "attn.qkv", 3 * C, config.qkv_bias, 3 * C, C), AddLinearSite(b + "attn.proj", C, true, C, C),
+                    sct ? AddSite(b + "attn_residual", C, SiteProducer.Residual, null, null) : null,
+                    AddNormSite(b + "norm2", C), AddLinearSite(b + "mlp.fc1", hidden, true, hidden, C), AddLinearSite(b + "mlp.fc2", C, true, C, hidden));
             }
             var mask = shift > 0 && blocks.Length > 1 ? ShiftMask(device, config.Resolution(s), window, shift) : null;
             _stages[s] = new Stage(heads, window, shift, mask, downNorm, reduction, blocks);
         }
-        _norm = Norm("norm", config.Dim(stages - 1));
-        if (config.num_classes > 0)
-        {
-            _headW = Weight("head.fc.weight", config.num_classes, config.Dim(stages - 1));
-            _headB = Add("head.fc.bias", config.num_classes);
-        }
+        _norm = AddNormSite("norm", config.Dim(stages - 1));
+        AddHead("head.fc", config.num_classes, config.Dim(stages - 1), config.drop_rate);
     }
 
     /// <summary>
@@ -133,78 +100,25 @@ public sealed class Swin : IImageClassifier
     internal float[]? ShiftMaskValues(int stage) => _stages[stage].Mask?.ToArray();
 
     /// <inheritdoc/>
-    public IReadOnlyList<Tensor> Parameters => _parameters;
+    public override string Family => "swin";
 
     /// <inheritdoc/>
-    public string Family => "swin";
+    public override int ImageSize => Config.img_size;
 
     /// <inheritdoc/>
-    public int ImageSize => Config.img_size;
+    public override int InChannels => Config.in_chans;
 
     /// <inheritdoc/>
-    public int InChannels => Config.in_chans;
+    public override void SaveConfig(string path) => ConfigFile.Write(path, Config);
 
     /// <inheritdoc/>
-    public void SaveConfig(string path) => ConfigFile.Write(path, Config);
+    public override IEnumerable<Tensor> SparseGradientWeights =>
+        base.SparseGradientWeights.Concat(_stages.Where(st => st.Reduction != null).Select(st => st.Reduction!)); // a Linear with no site of its own
 
-    /// <inheritdoc/>
-    public long ParameterCount => _parameters.Sum(p => p.Count);
-
-    /// <summary>The parameter with timm key <paramref name="name"/>.</summary>
-    public Tensor this[string name] => _parameters.FirstOrDefault(p => p.Name == name)
-        ?? throw new KeyNotFoundException($"Swin has no parameter '{name}'");
-
-    /// <summary>Every feature site: patch_embed.proj and .norm; per block norm1, attn.qkv, attn.proj, norm2, mlp.fc1,
-    /// mlp.fc2 (SSF's), plus attn_residual on SCT's blocks (the last 9 of the third stage and all of the last);
-    /// each patch merging's norm; the final norm.</summary>
-    public IReadOnlyList<FeatureSite> Sites => _sites;
-
-    /// <inheritdoc/>
-    public Func<FeatureSite, Tensor, Tensor>? SiteHook { get; set; }
-
-    /// <inheritdoc cref="IPeftModel.KeepEveryToken"/>
-    /// <remarks>No effect here (Swin pools every token: it always runs them all).</remarks>
-    public bool KeepEveryToken { get; set; }
-
-    /// <inheritdoc/>
-    public Func<FeatureSite, ChannelAffine?>? SiteAffine { get; set; }
-
-    /// <inheritdoc/>
-    public LinearSiteHook? LinearHook { get; set; }
-
-    /// <inheritdoc/>
-    public MlpBranchHook? MlpHook { get; set; }
-
-    /// <inheritdoc/>
-    public int NumPrefixTokens => 0;
-
-    /// <inheritdoc/>
-    public IEnumerable<Tensor> SparseGradientWeights =>
-        _sites.Where(s => s.Producer == SiteProducer.Linear && s.Weight != null).Select(s => s.Weight!)
-            .Concat(_stages.Where(st => st.Reduction != null).Select(st => st.Reduction!)); // a Linear with no site of its own
-
-    /// <summary>Logits [B, num_classes] for images [B, in_chans, img_size, img_size] (NCHW, normalised); with
-    /// num_classes 0, the pooled features. A <paramref name="trainSeed"/> turns on stochastic depth and head dropout;
-    /// null is eval mode.</summary>
-    public Tensor Forward(Tensor images, ulong? trainSeed = null)
+    /// <summary>The tokens after the final norm, averaged, [B, C] (timm's forward_features + pooling).</summary>
+    private protected override Tensor Features(Tensor images, ulong? trainSeed)
     {
-        var features = ForwardFeatures(images, trainSeed);
-        if (_headW == null) return features;
-        using (features)
-        {
-            using var dropped = trainSeed.HasValue && Config.drop_rate > 0 ? Ops.Dropout(features, Config.drop_rate, CounterRng.Hash(trainSeed.Value, 1)) : null;
-            return Ops.Linear(dropped ?? features, _headW, _headB);
-        }
-    }
-
-    /// <inheritdoc/>
-    public Tensor ForwardFeatures(Tensor images, ulong? trainSeed = null)
-    {
-        int size = Config.img_size, side = size / Config.patch_size;
-        if (images.Rank != 4 || images.Shape[1] != Config.in_chans || images.Shape[2] != size || images.Shape[3] != size)
-            throw new ArgumentException($"Swin input {images.Describe()} must be [B, {Config.in_chans}, {size}, {size}]");
-        int B = images.Shape[0];
-        using var folds = this.FoldSiteAffines(); // SSF's scales and shifts into every layer at once
+        int B = images.Shape[0], side = Config.img_size / Config.patch_size;
         Tensor x;
         using (var tokens = this.Produce(_patchProj, (w, b) => Ops.PatchEmbed(images, w!, b)))
         using (var grid = tokens.Reshape(B, side, side, Config.embed_dim))
@@ -272,15 +186,13 @@ public sealed class Swin : IImageClassifier
     /// In <see cref="LoadMode.NewHead"/> the classifier keeps its fresh initialisation.
     /// </summary>
     /// <exception cref="InvalidInputException">The file is malformed or does not fit; one message lists every problem.</exception>
-    public LoadReport Load(string path, LoadMode mode = LoadMode.Strict)
+    public override LoadReport Load(string path, LoadMode mode = LoadMode.Strict)
     {
         using var checkpoint = Checkpoint.Open(path);
         bool original = checkpoint.Find("head.weight") != null || checkpoint.Find("layers.0.downsample.reduction.weight") != null;
         var entries = checkpoint.Entries.Where(e => !IsBuffer(e.Name))
             .Select(e => original ? new CheckpointEntry(TimmKey(e.Name), e.Shape, e.DType, e.ReadInto) : e).ToList();
-        var skip = mode == LoadMode.NewHead ? new HashSet<string> { "head.fc.weight", "head.fc.bias" } : null;
-        if (skip != null) entries.RemoveAll(e => skip.Contains(e.Name));
-        return StateDict.Load(_parameters, entries, path, strict: mode != LoadMode.NonStrict, skip);
+        return LoadEntries(entries, path, mode, "head.fc.weight", "head.fc.bias");
     }
 
     static bool IsBuffer(string key) =>
@@ -296,14 +208,8 @@ public sealed class Swin : IImageClassifier
         return key;
     }
 
-    /// <summary>Writes every parameter to a .safetensors file under its timm key (atomically).</summary>
-    public void Save(string path) => SafeTensors.Write(path, _parameters);
-
-    /// <inheritdoc/>
-    public void Dispose()
+    private protected override void DisposeBuffers()
     {
-        foreach (var p in _parameters) p.Dispose();
         foreach (var s in _stages) s.Mask?.Dispose();
-        _parameters.Clear();
     }
 }

@@ -11,17 +11,14 @@ namespace Engine.Models.Vit;
 /// patch embedding (conv kernel = stride = patch) → prepend cls_token → + pos_embed → dropout →
 /// depth × [x += DropPath(Attn(LN1(x))); x += DropPath(MLP(LN2(x)))] → LN → take token 0 → dropout → head.
 /// LayerNorm eps 1e-6, qkv laid out q|k|v, scale head_dim^−½, exact GELU. Parameter names are timm's state-dict keys.
-/// Train mode (a seed passed to <see cref="Forward"/>) enables dropout and stochastic depth; eval mode is deterministic.
+/// Train mode (a seed passed to <see cref="ImageClassifier.Forward"/>) enables dropout and stochastic depth; eval mode is deterministic.
 /// </summary>
-public sealed class VisionTransformer : IImageClassifier
+public sealed class VisionTransformer : ImageClassifier
 {
     internal const float LayerNormEps = 1e-6f;
-    readonly List<Tensor> _parameters = new();
     readonly Tensor _patchW, _patchB, _cls, _pos, _normW, _normB;
-    readonly Tensor? _headW, _headB;
     readonly Block[] _blocks;
     readonly FeatureSite _patchSite, _normSite;
-    readonly List<FeatureSite> _sites = new();
 
     sealed record Block(Tensor Norm1W, Tensor Norm1B, Tensor QkvW, Tensor? QkvB, Tensor ProjW, Tensor ProjB,
         Tensor Norm2W, Tensor Norm2B, Tensor Fc1W, Tensor Fc1B, Tensor Fc2W, Tensor Fc2B)
@@ -32,149 +29,76 @@ public sealed class VisionTransformer : IImageClassifier
 
     /// <summary>Builds the model with timm's initialisation from <paramref name="seed"/>: truncated-normal(0.02)
     /// linear, patch and position weights, cls_token Normal(1e-6), zero biases, unit norm weights.</summary>
-    public VisionTransformer(Device device, VitConfig config, ulong seed = 0)
+    public VisionTransformer(Device device, VitConfig config, ulong seed = 0) : base(device, seed)
     {
         Config = config.Validate();
         int C = config.embed_dim, H = config.MlpHidden, p = config.patch_size;
-        ulong next = seed;
-        Tensor Add(string name, params int[] shape)
-        {
-            var t = Tensor.Parameter(device, name, shape);
-            _parameters.Add(t);
-            return t;
-        }
-        Tensor Weight(string name, params int[] shape)
-        {
-            var t = Add(name, shape);
-            Init.TruncatedNormal(t, 0.02f, next++);
-            return t;
-        }
-        Tensor Ones(string name, int n)
-        {
-            var t = Add(name, n);
-            Init.Constant(t, 1f);
-            return t;
-        }
         // Registration order is timm's state-dict order.
-        _cls = Add("cls_token", 1, 1, C);
-        Init.Normal(_cls, 1e-6f, next++);
-        _pos = Weight("pos_embed", 1, config.Tokens, C);
-        _patchW = Weight("patch_embed.proj.weight", C, config.in_chans, p, p);
-        _patchB = Add("patch_embed.proj.bias", C);
+        _cls = AddParameter("cls_token", 1, 1, C);
+        Init.Normal(_cls, 1e-6f, NextSeed());
+        _pos = AddWeight("pos_embed", 1, config.Tokens, C);
+        _patchW = AddWeight("patch_embed.proj.weight", C, config.in_chans, p, p);
+        _patchB = AddParameter("patch_embed.proj.bias", C);
         _blocks = new Block[config.depth];
         for (int i = 0; i < config.depth; i++)
         {
             string b = $"blocks.{i}.";
-            _blocks[i] = new Block(Ones(b + "norm1.weight", C), Add(b + "norm1.bias", C),
-                Weight(b + "attn.qkv.weight", 3 * C, C), config.qkv_bias ? Add(b + "attn.qkv.bias", 3 * C) : null,
-                Weight(b + "attn.proj.weight", C, C), Add(b + "attn.proj.bias", C),
-                Ones(b + "norm2.weight", C), Add(b + "norm2.bias", C),
-                Weight(b + "mlp.fc1.weight", H, C), Add(b + "mlp.fc1.bias", H),
-                Weight(b + "mlp.fc2.weight", C, H), Add(b + "mlp.fc2.bias", C));
+            _blocks[i] = new Block(AddFilled(b + "norm1.weight", C, 1f), AddParameter(b + "norm1.bias", C),
+                AddWeight(b + "attn.qkv.weight", 3 * C, C), config.qkv_bias ? AddParameter(b + "attn.qkv.bias", 3 * C) : null,
+                AddWeight(b + "attn.proj.weight", C, C), AddParameter(b + "attn.proj.bias", C),
+                AddFilled(b + "norm2.weight", C, 1f), AddParameter(b + "norm2.bias", C),
+                AddWeight(b + "mlp.fc1.weight", H, C), AddParameter(b + "mlp.fc1.bias", H),
+                AddWeight(b + "mlp.fc2.weight", C, H), AddParameter(b + "mlp.fc2.bias", C));
         }
-        _normW = Ones("norm.weight", C);
-        _normB = Add("norm.bias", C);
+        _normW = AddFilled("norm.weight", C, 1f);
+        _normB = AddParameter("norm.bias", C);
         // Feature sites in forward order (the SSF insertion points, and the residual after attention for SCT).
-        _patchSite = Site("patch_embed", C, SiteProducer.Linear, _patchW, _patchB);
+        _patchSite = AddSite("patch_embed", C, SiteProducer.Linear, _patchW, _patchB);
         for (int i = 0; i < config.depth; i++)
         {
             var b = _blocks[i];
             string n = $"blocks.{i}.";
             b.Sites =
             [
-                Site(n + "norm1", C, SiteProducer.LayerNorm, b.Norm1W, b.Norm1B),
-                Site(n + "attn.qkv", 3 * C, SiteProducer.Linear, b.QkvW, b.QkvB),
-                Site(n + "attn.proj", C, SiteProducer.Linear, b.ProjW, b.ProjB),
-                Site(n + "attn_residual", C, SiteProducer.Residual, null, null),
-                Site(n + "norm2", C, SiteProducer.LayerNorm, b.Norm2W, b.Norm2B),
-                Site(n + "mlp.fc1", H, SiteProducer.Linear, b.Fc1W, b.Fc1B),
-                Site(n + "mlp.fc2", C, SiteProducer.Linear, b.Fc2W, b.Fc2B),
+                AddSite(n + "norm1", C, SiteProducer.LayerNorm, b.Norm1W, b.Norm1B),
+                AddSite(n + "attn.qkv", 3 * C, SiteProducer.Linear, b.QkvW, b.QkvB),
+                AddSite(n + "attn.proj", C, SiteProducer.Linear, b.ProjW, b.ProjB),
+                AddSite(n + "attn_residual", C, SiteProducer.Residual, null, null),
+                AddSite(n + "norm2", C, SiteProducer.LayerNorm, b.Norm2W, b.Norm2B),
+                AddSite(n + "mlp.fc1", H, SiteProducer.Linear, b.Fc1W, b.Fc1B),
+                AddSite(n + "mlp.fc2", C, SiteProducer.Linear, b.Fc2W, b.Fc2B),
             ];
         }
-        _normSite = Site("norm", C, SiteProducer.LayerNorm, _normW, _normB);
-        if (config.num_classes > 0)
-        {
-            _headW = Weight("head.weight", config.num_classes, C);
-            _headB = Add("head.bias", config.num_classes);
-        }
-    }
-
-    FeatureSite Site(string name, int channels, SiteProducer producer, Tensor? weight, Tensor? bias)
-    {
-        var site = new FeatureSite(name, channels, producer, weight, bias);
-        _sites.Add(site);
-        return site;
+        _normSite = AddSite("norm", C, SiteProducer.LayerNorm, _normW, _normB);
+        AddHead("head", config.num_classes, C, config.drop_rate);
     }
 
     /// <summary>The configuration.</summary>
     public VitConfig Config { get; }
-
-    /// <inheritdoc/>
-    public IReadOnlyList<FeatureSite> Sites => _sites;
-
-    /// <inheritdoc/>
-    public Func<FeatureSite, Tensor, Tensor>? SiteHook { get; set; }
-
-    /// <inheritdoc/>
-    public bool KeepEveryToken { get; set; }
-
-    /// <inheritdoc/>
-    public Func<FeatureSite, ChannelAffine?>? SiteAffine { get; set; }
-
-    /// <inheritdoc/>
-    public LinearSiteHook? LinearHook { get; set; }
-
-    /// <inheritdoc/>
-    public MlpBranchHook? MlpHook { get; set; }
 
     /// <summary>Called with each block's index, its input tokens [B, T, C] and the train seed (null in eval mode);
     /// returns the tokens the block runs on (VPT-deep appends its prompts here). The class token stays token 0.
     /// Null: none.</summary>
     public Func<int, Tensor, ulong?, Tensor>? BlockInputHook { get; set; }
 
-    /// <summary>Every parameter in timm's state-dict order, named by its key.</summary>
-    public IReadOnlyList<Tensor> Parameters => _parameters;
+    /// <inheritdoc/>
+    public override string Family => "vit";
 
     /// <inheritdoc/>
-    public string Family => "vit";
+    public override int ImageSize => Config.img_size;
 
     /// <inheritdoc/>
-    public int ImageSize => Config.img_size;
+    public override int InChannels => Config.in_chans;
 
     /// <inheritdoc/>
-    public int InChannels => Config.in_chans;
+    public override void SaveConfig(string path) => Config.Save(path);
 
     /// <inheritdoc/>
-    public void SaveConfig(string path) => Config.Save(path);
-
-    /// <inheritdoc/>
-    public long ParameterCount => _parameters.Sum(p => p.Count);
-
-    /// <summary>The parameter with timm key <paramref name="name"/>.</summary>
-    public Tensor this[string name] => _parameters.FirstOrDefault(p => p.Name == name)
-        ?? throw new KeyNotFoundException($"VisionTransformer has no parameter '{name}'");
-
-    /// <summary>Logits [B, num_classes] for images [B, in_chans, img_size, img_size] (NCHW, normalised); with
-    /// num_classes 0, the pooled features [B, embed_dim]. A <paramref name="trainSeed"/> turns on dropout and
-    /// stochastic depth, with masks drawn from it; null is eval mode.</summary>
-    public Tensor Forward(Tensor images, ulong? trainSeed = null)
-    {
-        var features = ForwardFeatures(images, trainSeed);
-        if (_headW == null) return features;
-        using var dropped = Drop(features, Config.drop_rate, trainSeed, site: 1);
-        return Ops.Linear(dropped, _headW, _headB);
-    }
-
-    /// <inheritdoc/>
-    public int NumPrefixTokens => 1;
+    public override int NumPrefixTokens => 1;
 
     /// <summary>The class token after the final norm, [B, embed_dim] (timm's forward_features + pooling).</summary>
-    public Tensor ForwardFeatures(Tensor images, ulong? trainSeed = null)
+    private protected override Tensor Features(Tensor images, ulong? trainSeed)
     {
-        int s = Config.img_size;
-        if (images.Rank != 4 || images.Shape[1] != Config.in_chans || images.Shape[2] != s || images.Shape[3] != s)
-            throw new ArgumentException($"ViT input {images.Describe()} must be [B, {Config.in_chans}, {s}, {s}]");
-        using var folds = this.FoldSiteAffines(); // SSF's scales and shifts into every layer at once
         Tensor x;
         using (var patches = this.Produce(_patchSite, (w, bias) => Ops.PatchEmbed(images, w!, bias)))
         using (var withCls = Ops.PrependToken(patches, _cls))
@@ -271,7 +195,7 @@ public sealed class VisionTransformer : IImageClassifier
     /// npz (timm's npz loader). In <see cref="LoadMode.NewHead"/> the head keeps its fresh initialisation.
     /// </summary>
     /// <exception cref="InvalidInputException">The file is malformed or does not fit; one message lists every problem.</exception>
-    public LoadReport Load(string path, LoadMode mode = LoadMode.Strict)
+    public override LoadReport Load(string path, LoadMode mode = LoadMode.Strict)
     {
         using var checkpoint = Checkpoint.Open(path);
         bool npz = checkpoint.Format == "npz";
@@ -279,9 +203,7 @@ public sealed class VisionTransformer : IImageClassifier
         int posAt = entries.FindIndex(e => e.Name == "pos_embed");
         if (posAt >= 0 && !entries[posAt].Shape.SequenceEqual(_pos.Shape) && SquareGrid(entries[posAt]) is int grid)
             entries[posAt] = ResizePosEmbed(entries[posAt], grid, bicubic: !npz);
-        var skip = mode == LoadMode.NewHead ? new HashSet<string> { "head.weight", "head.bias" } : null;
-        if (skip != null) entries.RemoveAll(e => skip.Contains(e.Name));
-        return StateDict.Load(_parameters, entries, path, strict: mode != LoadMode.NonStrict, skip);
+        return LoadEntries(entries, path, mode, "head.weight", "head.bias");
     }
 
     /// <summary>The class count of the classifier head stored in a .safetensors or Google .npz checkpoint (0 when it has
@@ -314,15 +236,5 @@ public sealed class VisionTransformer : IImageClassifier
             var resized = bicubic ? Resample.Bicubic(g, grid, grid, D, side, side) : Resample.Bilinear(g, grid, grid, D, side, side);
             resized.CopyTo(dst[D..]);
         });
-    }
-
-    /// <summary>Writes every parameter to a .safetensors file under its timm key (atomically).</summary>
-    public void Save(string path) => SafeTensors.Write(path, _parameters);
-
-    /// <inheritdoc/>
-    public void Dispose()
-    {
-        foreach (var p in _parameters) p.Dispose();
-        _parameters.Clear();
     }
 }
