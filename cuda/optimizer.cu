@@ -44,29 +44,41 @@ extern "C" __global__ void adam_step(float* param, const float* grad, float* m, 
     }
 }
 
-// The tensors of one adam_step_many launch, dense and unmasked: tensor j (j < gridDim.y) has n[j] elements and its own
-// weight decay.
+// The tensors of one adam_step_many launch: tensor j (j < gridDim.y) has n[j] elements and its own weight decay. A
+// mask (when not null) keeps the elements where it is zero; an index (when not null) makes tensor j a selection of
+// entries: entry e of its gradient and moments updates param[e / per_row · columns + index[e]].
 struct AdamTensors
 {
     float* param[TENSORS_PER_LAUNCH];
     const float* grad[TENSORS_PER_LAUNCH];
     float* m[TENSORS_PER_LAUNCH];
     float* v[TENSORS_PER_LAUNCH];
+    const float* mask[TENSORS_PER_LAUNCH];
+    const int* index[TENSORS_PER_LAUNCH];
     long long n[TENSORS_PER_LAUNCH];
     float weightDecay[TENSORS_PER_LAUNCH];
+    int perRow[TENSORS_PER_LAUNCH];
+    int columns[TENSORS_PER_LAUNCH];
 };
 
-// adam_step on every tensor of the launch (many small parameters, such as biases, norms and SSF's scales and shifts,
-// in one launch instead of one each): the same update, element for element. Grid (blocks per tensor, tensors).
+// adam_step (dense, masked) or sparse_adam_step (selected entries) on every tensor of the launch (many small
+// parameters, such as biases, norms, SSF's scales and shifts and GPS's selections, in one launch instead of one each):
+// the same update, element for element. Grid (blocks per tensor, tensors).
 extern "C" __global__ void adam_step_many(AdamTensors t, float lr, float beta1, float beta2, float eps, float biasCorrection1,
                                          float biasCorrection2Sqrt, int decoupled, const float* stepValues)
 {
     if (!step_values(stepValues, lr, biasCorrection1, biasCorrection2Sqrt)) return;
     float stepSize = lr / biasCorrection1;
     int j = blockIdx.y;
+    const float* mask = t.mask[j];
+    const int* index = t.index[j];
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < t.n[j]; i += (long long)gridDim.x * blockDim.x)
-        adam_update(t.param[j] + i, t.grad[j][i], t.m[j] + i, t.v[j] + i, lr, beta1, beta2, eps, t.weightDecay[j], stepSize,
-                    biasCorrection2Sqrt, decoupled);
+    {
+        if (mask && mask[i] == 0.f) continue;
+        float* p = index ? t.param[j] + i / t.perRow[j] * t.columns[j] + index[i] : t.param[j] + i;
+        adam_update(p, t.grad[j][i], t.m[j] + i, t.v[j] + i, lr, beta1, beta2, eps, t.weightDecay[j], stepSize, biasCorrection2Sqrt,
+                    decoupled);
+    }
 }
 
 // Entry e = (o, j) of the [N, k] selection updates param[o·K + index[e]] with grad[e], m[e], v[e].

@@ -113,41 +113,63 @@ public static partial class OpCases
     }
 
     /// <summary>Adam over many parameters at once (<see cref="IKernels.AdamStepMany"/>, which a GPU launches 32 small
-    /// ones at a time) steps each dense one bit for bit as the single-tensor kernel does, with its own weight decay, beside
-    /// a masked and a sparse one and one too large to share a launch; from device step values too, where a NaN gate steps
-    /// nothing; and ZeroGrad (<see cref="IKernels.FillMany"/>) zeroes every gradient and nothing else.</summary>
+    /// ones at a time, whatever they train) steps each bit for bit as the single-tensor kernel steps it: dense ones with
+    /// their own weight decay (<see cref="IKernels.AdamStep"/>), masked ones (the same with the mask) and ones that train
+    /// selected entries (<see cref="IKernels.SparseAdamStep"/>), one of each too large to share a launch; from device
+    /// step values too, where a NaN gate steps nothing; and ZeroGrad (<see cref="IKernels.FillMany"/>) zeroes every
+    /// gradient and nothing else.</summary>
     static unsafe void AdamStepMany(Device dev)
     {
-        const int Dense = 40;
-        int[] sizes = [.. Enumerable.Range(0, Dense).Select(i => i == 17 ? 70_000 : 1 + (i * 37 + i * i * 11) % 1500)];
+        const int Count = 60; // i % 3: dense, masked, selected entries
         var options = new Optim.AdamOptions { LearningRate = 0.01f, WeightDecay = 0.05f };
         var all = new List<Tensor>();
-        var twins = new List<(Tensor P, Tensor M, Tensor V, float Decay)>();
+        var owned = new List<Tensor>();
+        // Each parameter's twin, stepped alone: its values, gradient, moments, mask or index, weight decay.
+        var twins = new List<(Tensor P, Tensor G, Tensor M, Tensor V, Tensor? Mask, Tensor? Index, float Decay)>();
+        Tensor Own(Tensor t)
+        {
+            owned.Add(t);
+            return t;
+        }
         try
         {
-            for (int i = 0; i < Dense; i++)
+            for (int i = 0; i < Count; i++)
             {
-                var p0 = Init.NormalValues(sizes[i], 0, 1, 100 + (ulong)i);
-                var p = Tensor.FromArray(dev, p0, sizes[i]);
+                bool large = i is 18 or 19 or 23; // dense and masked 70,000 values, 75,000 selected entries: a launch each
+                int N = large ? (i == 23 ? 300 : 100) : 1 + (i * 7) % 40, K = large ? (i == 23 ? 400 : 700) : 1 + (i * 13) % 50;
+                int kind = i % 3, k = kind == 2 ? (large ? 250 : 1 + i % K) : K;
+                if (kind == 0) (N, K, k) = (1, N * K, N * K);
+                var p0 = Init.NormalValues(N * K, 0, 1, 100 + (ulong)i);
+                var p = Tensor.FromArray(dev, p0, N, K);
                 p.RequiresGrad = true;
                 all.Add(p);
-                twins.Add((Tensor.FromArray(dev, p0, sizes[i]), Tensor.Zeros(dev, sizes[i]), Tensor.Zeros(dev, sizes[i]), 0.001f * (i % 7)));
+                Tensor? mask = null, index = null;
+                if (kind == 1)
+                {
+                    mask = Own(Tensor.FromArray(dev, [.. Enumerable.Range(0, N * K).Select(e => (e * 5 + i) % 3 == 0 ? 0f : 1f)], N, K));
+                    p.Trainability = Trainability.Masked(mask);
+                }
+                else if (kind == 2)
+                {
+                    // Row o selects the k distinct columns (3·o + j) mod K.
+                    index = Own(Tensor.FromArray(dev, [.. Enumerable.Range(0, N * k).Select(e => (e / k * 3 + e % k) % K)], N, k));
+                    p.Trainability = Trainability.Selected(index);
+                }
+                int state = N * k;
+                twins.Add((Own(Tensor.FromArray(dev, p0, N, K)), Own(Tensor.Zeros(dev, state)), Own(Tensor.Zeros(dev, state)), Own(Tensor.Zeros(dev, state)),
+                    mask, index, 0.001f * (i % 7)));
             }
-            using var mt = Tensor.FromArray(dev, [.. Enumerable.Range(0, 30).Select(i => i % 3 == 0 ? 1f : 0f)], 30);
-            using var it = Tensor.FromArray(dev, [0, 2, 1, 3], 2, 2);
-            var masked = Tensor.FromArray(dev, Init.NormalValues(30, 0, 1, 7), 30);
-            var sparse = Tensor.FromArray(dev, Init.NormalValues(10, 0, 1, 8), 2, 5);
-            masked.RequiresGrad = sparse.RequiresGrad = true;
-            masked.Trainability = Trainability.Masked(mt);
-            sparse.Trainability = Trainability.Selected(it);
-            all.Add(masked);
-            all.Add(sparse);
             using var adam = new Optim.Adam(all, options);
-            for (int i = 0; i < Dense; i++) adam.SetWeightDecay(all[i], twins[i].Decay);
+            for (int i = 0; i < Count; i++) adam.SetWeightDecay(all[i], twins[i].Decay);
             using var values = Tensor.Empty(dev, DType.F32, 4);
             for (int t = 1; t <= 3; t++)
             {
-                foreach (var p in all) SetGrad(p, Init.NormalValues((int)p.Trainability.StateShape(p).Aggregate(1L, (a, b) => a * b), 0, 1, 50 + (ulong)t));
+                for (int i = 0; i < Count; i++)
+                {
+                    var g = Init.NormalValues((int)twins[i].G.Count, 0, 1, 50 + (ulong)(t * Count + i));
+                    SetGrad(all[i], g);
+                    twins[i].G.CopyFrom(g);
+                }
                 float lr = 0.02f / t;
                 adam.LearningRate = lr;
                 if (t == 2)
@@ -169,17 +191,20 @@ public static partial class OpCases
                     adam.Step(values);
                 }
                 else adam.Step();
-                for (int i = 0; i < Dense; i++)
+                for (int i = 0; i < Count; i++)
                 {
-                    var (p, m, v, decay) = twins[i];
-                    SetGrad(p, all[i].Grad!.ToArray());
-                    dev.Kernels.AdamStep(p.Data, p.Grad!.Data, m.Data, v.Data, null, p.Count, lr, options.Beta1, options.Beta2, options.Epsilon,
-                        decay, t, options.Decoupled, null);
+                    var (p, g, m, v, mask, index, decay) = twins[i];
+                    if (index != null)
+                        dev.Kernels.SparseAdamStep(p.Data, g.Data, m.Data, v.Data, index.IntData, index.Shape[0], p.Shape[1], index.Shape[1], lr, options.Beta1,
+                            options.Beta2, options.Epsilon, decay, t, options.Decoupled, null);
+                    else dev.Kernels.AdamStep(p.Data, g.Data, m.Data, v.Data, mask == null ? null : mask.Data, p.Count, lr, options.Beta1, options.Beta2,
+                        options.Epsilon, decay, t, options.Decoupled, null);
                     var many = all[i].ToArray();
                     var one = p.ToArray();
+                    string kind = index != null ? "selected entries" : mask != null ? "masked" : "dense";
                     for (int e = 0; e < one.Length; e++)
                         if (BitConverter.SingleToInt32Bits(many[e]) != BitConverter.SingleToInt32Bits(one[e]))
-                            throw new ConformanceException($"AdamStepMany step {t}: parameter {i} ({sizes[i]} values) element {e} is {many[e]:G9}, " +
+                            throw new ConformanceException($"AdamStepMany step {t}: parameter {i} ({kind}, {one.Length} values) element {e} is {many[e]:G9}, " +
                                 $"{one[e]:G9} stepped alone");
                 }
             }
@@ -195,12 +220,7 @@ public static partial class OpCases
         finally
         {
             foreach (var p in all) p.Dispose();
-            foreach (var (p, m, v, _) in twins)
-            {
-                p.Dispose();
-                m.Dispose();
-                v.Dispose();
-            }
+            foreach (var t in owned) t.Dispose();
         }
     }
 

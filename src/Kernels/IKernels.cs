@@ -341,8 +341,9 @@ public unsafe interface IKernels
     /// before each run); a gate that is not finite (the step's loss copied there) leaves everything untouched.</summary>
     void AdamStep(float* param, float* grad, float* m, float* v, float* mask, long n, float lr, float beta1, float beta2,
         float eps, float weightDecay, int t, bool decoupled, float* stepValues);
-    /// <summary><see cref="AdamStep"/> (no mask) of every parameter in <paramref name="tensors"/>, each with its own
-    /// weight decay: bit for bit the same updates, in as few launches as the backend can (on a GPU, small parameters
+    /// <summary>One Adam step of every parameter in <paramref name="tensors"/>, each with its own weight decay: a dense one
+    /// (with its mask, if any) as <see cref="AdamStep"/> steps it, one that trains selected entries as
+    /// <see cref="SparseAdamStep"/> does, bit for bit, in as few launches as the backend can (on a GPU, small parameters
     /// share one).</summary>
     void AdamStepMany(ReadOnlySpan<AdamTensor> tensors, float lr, float beta1, float beta2, float eps, int t, bool decoupled,
         float* stepValues);

@@ -10,9 +10,12 @@ public readonly unsafe struct TensorSpan(float* data, long count)
     public long Count { get; } = count;
 }
 
-/// <summary>One dense, unmasked parameter of <see cref="IKernels.AdamStepMany"/>: its values, gradient and moments
-/// (<see cref="Count"/> floats each, device pointers) and its weight decay.</summary>
-public readonly unsafe struct AdamTensor(float* param, float* grad, float* m, float* v, long count, float weightDecay)
+/// <summary>One parameter of <see cref="IKernels.AdamStepMany"/>: its values, gradient and moments (device pointers) and
+/// its weight decay. Dense: <see cref="Count"/> elements each, those where <see cref="Mask"/> (when given) is zero kept
+/// bitwise. Selected entries (GPS): gradient and moments hold <see cref="Count"/> = N·<see cref="PerRow"/> entries, and
+/// entry e updates Param[e / PerRow · <see cref="Columns"/> + Index[e]] of the [N, Columns] parameter.</summary>
+public readonly unsafe struct AdamTensor(float* param, float* grad, float* m, float* v, long count, float weightDecay,
+    float* mask = null, int* index = null, int perRow = 0, int columns = 0)
 {
     /// <summary>The parameter's values.</summary>
     public float* Param { get; } = param;
@@ -26,11 +29,23 @@ public readonly unsafe struct AdamTensor(float* param, float* grad, float* m, fl
     /// <summary>Adam's second moment.</summary>
     public float* V { get; } = v;
 
-    /// <summary>Elements in each of the four.</summary>
+    /// <summary>Elements (or selected entries) in the gradient and each moment.</summary>
     public long Count { get; } = count;
 
     /// <summary>This parameter's weight decay.</summary>
     public float WeightDecay { get; } = weightDecay;
+
+    /// <summary>A dense parameter's trainable elements (1 trains, 0 keeps), or null: all.</summary>
+    public float* Mask { get; } = mask;
+
+    /// <summary>The selected columns, [N, PerRow] (null: a dense parameter).</summary>
+    public int* Index { get; } = index;
+
+    /// <summary>Entries selected per row, with <see cref="Index"/>.</summary>
+    public int PerRow { get; } = perRow;
+
+    /// <summary>The parameter's row length, with <see cref="Index"/>.</summary>
+    public int Columns { get; } = columns;
 }
 
 /// <summary>One vector of <see cref="IKernels.ScaleShiftMany"/>: y = x ⊙ scale + shift, <see cref="Count"/> floats

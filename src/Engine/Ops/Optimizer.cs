@@ -12,10 +12,10 @@ public static unsafe partial class Ops
     /// <summary>
     /// One Adam/AdamW step of every parameter in <paramref name="parameters"/> from its gradient and moments (torch.optim's
     /// update, bias corrections for step <paramref name="step"/>). Dense: every element; masked: the mask's elements, the
-    /// others bitwise unchanged; selected entries: grad, m and v are [rows, K] and only those entries move. The dense ones
-    /// go to the backend together (<see cref="IKernels.AdamStepMany"/>: on a GPU, small parameters share a launch). With
-    /// <paramref name="stepValues"/> the kernels read lr and the bias corrections from the device instead (see
-    /// <see cref="IKernels.AdamStep"/>).
+    /// others bitwise unchanged; selected entries: grad, m and v are [rows, K] and only those entries move. All go to the
+    /// backend together (<see cref="IKernels.AdamStepMany"/>: on a GPU, small parameters share a launch, whatever their
+    /// trainability). With <paramref name="stepValues"/> the kernels read lr and the bias corrections from the device
+    /// instead (see <see cref="IKernels.AdamStep"/>).
     /// </summary>
     internal static void AdamStep(IReadOnlyList<AdamParameter> parameters, float lr, float beta1, float beta2, float eps, int step,
         bool decoupled, float* stepValues = null)
@@ -23,7 +23,7 @@ public static unsafe partial class Ops
         foreach (var group in parameters.GroupBy(p => p.Param.Device))
         {
             var k = group.Key.Kernels;
-            var dense = new List<AdamTensor>();
+            var tensors = new List<AdamTensor>();
             foreach (var (param, m, v, weightDecay) in group)
             {
                 param.CheckNotFrozen("take an optimizer step of");
@@ -31,14 +31,12 @@ public static unsafe partial class Ops
                 var trainability = param.Trainability;
                 if (!m.Shape.AsSpan().SequenceEqual(trainability.StateShape(param)))
                     throw new InvalidOperationException($"AdamStep: {param.Describe()} trains {trainability.Kind} now, but its moments {m.Describe()} were made for another trainability");
-                if (trainability.Entries is { } index)
-                    k.SparseAdamStep(param.Data, grad.Data, m.Data, v.Data, index.IntData, index.Shape[0], (int)(param.Count / index.Shape[0]), index.Shape[1],
-                        lr, beta1, beta2, eps, weightDecay, step, decoupled, stepValues);
-                else if (trainability.Mask is { } mask)
-                    k.AdamStep(param.Data, grad.Data, m.Data, v.Data, mask.Data, param.Count, lr, beta1, beta2, eps, weightDecay, step, decoupled, stepValues);
-                else dense.Add(new AdamTensor(param.Data, grad.Data, m.Data, v.Data, param.Count, weightDecay));
+                tensors.Add(trainability.Entries is { } index
+                    ? new AdamTensor(param.Data, grad.Data, m.Data, v.Data, index.Count, weightDecay, index: index.IntData, perRow: index.Shape[1],
+                        columns: (int)(param.Count / index.Shape[0]))
+                    : new AdamTensor(param.Data, grad.Data, m.Data, v.Data, param.Count, weightDecay, mask: trainability.Mask is { } mask ? mask.Data : null));
             }
-            if (dense.Count > 0) k.AdamStepMany(dense.ToArray(), lr, beta1, beta2, eps, step, decoupled, stepValues);
+            if (tensors.Count > 0) k.AdamStepMany(tensors.ToArray(), lr, beta1, beta2, eps, step, decoupled, stepValues);
         }
     }
 

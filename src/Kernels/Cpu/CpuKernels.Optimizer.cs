@@ -21,7 +21,11 @@ public sealed unsafe partial class CpuKernels
     public void AdamStepMany(ReadOnlySpan<AdamTensor> tensors, float lr, float beta1, float beta2, float eps, int t, bool decoupled,
         float* stepValues)
     {
-        foreach (var p in tensors) AdamStep(p.Param, p.Grad, p.M, p.V, null, p.Count, lr, beta1, beta2, eps, p.WeightDecay, t, decoupled, stepValues);
+        foreach (var p in tensors)
+            if (p.Index != null)
+                SparseAdamStep(p.Param, p.Grad, p.M, p.V, p.Index, checked((int)(p.Count / p.PerRow)), p.Columns, p.PerRow, lr, beta1, beta2, eps, p.WeightDecay, t,
+                    decoupled, stepValues);
+            else AdamStep(p.Param, p.Grad, p.M, p.V, p.Mask, p.Count, lr, beta1, beta2, eps, p.WeightDecay, t, decoupled, stepValues);
     }
 
     /// <summary>The per-step constants of torch.optim.Adam/AdamW (bias corrections in float, as every backend).</summary>

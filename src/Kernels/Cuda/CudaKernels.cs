@@ -841,11 +841,15 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         for (int i = 0; i < tensors.Length; i++)
         {
             var p = tensors[i];
-            if (p.Count > SharedLaunchMaxCount)
-                AdamStep(p.Param, p.Grad, p.M, p.V, null, p.Count, lr, beta1, beta2, eps, p.WeightDecay, t, decoupled, stepValues);
+            if (p.Count > SharedLaunchMaxCount && p.Index != null)
+                SparseAdamStep(p.Param, p.Grad, p.M, p.V, p.Index, checked((int)(p.Count / p.PerRow)), p.Columns, p.PerRow, lr, beta1, beta2, eps, p.WeightDecay,
+                    t, decoupled, stepValues);
+            else if (p.Count > SharedLaunchMaxCount)
+                AdamStep(p.Param, p.Grad, p.M, p.V, p.Mask, p.Count, lr, beta1, beta2, eps, p.WeightDecay, t, decoupled, stepValues);
             else
             {
                 (launch.Param[count], launch.Grad[count], launch.M[count], launch.V[count]) = ((ulong)p.Param, (ulong)p.Grad, (ulong)p.M, (ulong)p.V);
+                (launch.Mask[count], launch.Index[count], launch.PerRow[count], launch.Columns[count]) = ((ulong)p.Mask, (ulong)p.Index, p.PerRow, p.Columns);
                 launch.N[count] = p.Count;
                 launch.WeightDecay[count] = p.WeightDecay;
                 largest = Math.Max(largest, p.Count);
@@ -864,9 +868,11 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     /// <summary>The C layout of optimizer.cu's AdamTensors.</summary>
     struct AdamTensors
     {
-        public fixed ulong Param[TensorsPerLaunch], Grad[TensorsPerLaunch], M[TensorsPerLaunch], V[TensorsPerLaunch];
+        public fixed ulong Param[TensorsPerLaunch], Grad[TensorsPerLaunch], M[TensorsPerLaunch], V[TensorsPerLaunch], Mask[TensorsPerLaunch],
+            Index[TensorsPerLaunch];
         public fixed long N[TensorsPerLaunch];
         public fixed float WeightDecay[TensorsPerLaunch];
+        public fixed int PerRow[TensorsPerLaunch], Columns[TensorsPerLaunch];
     }
 
     /// <inheritdoc/>
