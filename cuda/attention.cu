@@ -216,8 +216,8 @@ extern "C" __global__ void fused_attention_forward(float* y, float* lse, const f
     }
 }
 
-// Tensor-core fused attention, head dim 64, bf16 or fp16 operands (precision 2 or 3), fp32 accumulation: the same
-// results and rounding points as the FMA kernels (q, k, v, P, dO and dS rounded to 16 bits; softmax, its statistics and
+// Tensor-core fused attention, head dim D = 64 (ViT) or 32 (Swin), bf16 or fp16 operands (precision 2 or 3), fp32
+// accumulation: the same results and rounding points as the FMA kernels (q, k, v, P, dO and dS rounded to 16 bits; softmax, its statistics and
 // every sum fp32). A warp owns 16 rows (queries, or keys in the dk/dv kernel); a block of 4 warps 64. The other side
 // streams through shared memory 64 rows at a time, rounded to 16 bits as it is loaded, in [row][dim] layout (the B
 // operand of a product over dims) and transposed [dim][row] (the B operand of a product over rows), rows padded by 8
@@ -225,23 +225,24 @@ extern "C" __global__ void fused_attention_forward(float* y, float* lse, const f
 // (a thread holds rows g and g+8, columns 2t and 2t+1 of each 8-column tile) and become the A operand of the next
 // product as they are. Grid (ceil(T / 64), B·NH), 128 threads; qkv's and dy's rows and head columns 16-byte aligned
 // (tiles are read as float4).
-#define TC_HD 64
 #define TC_ROWS 64
-typedef unsigned short TcTile[TC_ROWS][TC_HD + 8];
+template <int D> using TcRows = unsigned short[TC_ROWS][D + 8]; // [row][dim]
+template <int D> using TcCols = unsigned short[D][TC_ROWS + 8]; // [dim][row]
 
-// One operand of load_tc_tiles: rows of [T, 64] values `ld` apart, float32 (src) or already in 16 bits (src16, when not
+// One operand of load_tc_tiles: rows of [T, D] values `ld` apart, float32 (src) or already in 16 bits (src16, when not
 // null: read as they are), into `rows` ([row][dim]) and/or `cols` ([dim][row]).
-struct TcSource
+template <int D> struct TcSource
 {
     const float* src;
     long long ld;
-    TcTile* rows;
-    TcTile* cols;
+    TcRows<D>* rows;
+    TcCols<D>* cols;
     const unsigned short* src16;
 };
 
 // Part `part` (0 q, 1 k, 2 v) of this head's qkv as a load_tc_tiles operand: from q16 (qkv in 16 bits) when not null.
-__device__ __forceinline__ TcSource qkv_source(const AttentionHead& a, const unsigned short* q16, int part, TcTile* rows, TcTile* cols)
+template <int D>
+__device__ __forceinline__ TcSource<D> qkv_source(const AttentionHead& a, const unsigned short* q16, int part, TcRows<D>* rows, TcCols<D>* cols)
 {
     if (q16) return {nullptr, a.ld, rows, cols, q16 + part * a.C};
     return {a.q + part * a.C, a.ld, rows, cols, nullptr};
@@ -249,7 +250,7 @@ __device__ __forceinline__ TcSource qkv_source(const AttentionHead& a, const uns
 
 // Values 4·d4 .. 4·d4 + 3 of a source's row: one float4 load, or from a 16-bit source one 8-byte load whose two pairs
 // ride in x and y (the registers the float4 would use, so a 16-bit tile costs none more).
-__device__ __forceinline__ float4 tc_load4(const TcSource& s, int row, int d4)
+template <int D> __device__ __forceinline__ float4 tc_load4(const TcSource<D>& s, int row, int d4)
 {
     if (!s.src16) return ((const float4*)(s.src + (long long)row * s.ld))[d4];
     unsigned long long q = ((const unsigned long long*)(s.src16 + (long long)row * s.ld))[d4];
@@ -260,16 +261,16 @@ __device__ __forceinline__ float4 tc_load4(const TcSource& s, int row, int d4)
     return v;
 }
 
-// Rows row0..row0+63 of two operands (zeros past T), between barriers: each thread issues its 16 float4 loads before
+// Rows row0..row0+63 of two operands (zeros past T), between barriers: each thread issues its D / 4 float4 loads before
 // the first barrier (the previous tiles are consumed) and stores after it, so a tile costs about one memory latency.
-__device__ __forceinline__ void load_tc_tiles(TcSource a, TcSource b, int T, int row0, int precision)
+template <int D> __device__ __forceinline__ void load_tc_tiles(TcSource<D> a, TcSource<D> b, int T, int row0, int precision)
 {
-    const int perThread = TC_ROWS * TC_HD / 4 / 128;
+    const int perThread = TC_ROWS * D / 4 / 128;
     float4 va[perThread], vb[perThread], zero = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int r = 0; r < perThread; r++)
     {
-        int e = threadIdx.x + 128 * r, row = row0 + e / (TC_HD / 4), d4 = e % (TC_HD / 4);
+        int e = threadIdx.x + 128 * r, row = row0 + e / (D / 4), d4 = e % (D / 4);
         va[r] = row < T ? tc_load4(a, row, d4) : zero;
         vb[r] = row < T ? tc_load4(b, row, d4) : zero;
     }
@@ -277,12 +278,13 @@ __device__ __forceinline__ void load_tc_tiles(TcSource a, TcSource b, int T, int
 #pragma unroll
     for (int r = 0; r < perThread; r++)
     {
-        int e = threadIdx.x + 128 * r, rr = e / (TC_HD / 4), d = 4 * (e % (TC_HD / 4));
+        int e = threadIdx.x + 128 * r, rr = e / (D / 4), d = 4 * (e % (D / 4));
 #pragma unroll
         for (int side = 0; side < 2; side++)
         {
             float4 v = side == 0 ? va[r] : vb[r];
-            TcTile *rows = side == 0 ? a.rows : b.rows, *cols = side == 0 ? a.cols : b.cols;
+            TcRows<D>* rows = side == 0 ? a.rows : b.rows;
+            TcCols<D>* cols = side == 0 ? a.cols : b.cols;
             bool halves = (side == 0 ? a.src16 : b.src16) != nullptr;
             unsigned int p01 = halves ? float_bits(v.x) : pack_pair(v.x, v.y, precision);
             unsigned int p23 = halves ? float_bits(v.y) : pack_pair(v.z, v.w, precision);
@@ -303,12 +305,13 @@ __device__ __forceinline__ void load_tc_tiles(TcSource a, TcSource b, int T, int
     __syncthreads();
 }
 
-// This warp's A fragments of rows r0..r0+15 × 64 dims of a row-major operand (zeros past T), one set per 16 dims.
-__device__ __forceinline__ void load_a_fragments(unsigned int f[TC_HD / 16][4], const float* src, long long ld, int T, int r0, int precision)
+// This warp's A fragments of rows r0..r0+15 × D dims of a row-major operand (zeros past T), one set per 16 dims.
+template <int D>
+__device__ __forceinline__ void load_a_fragments(unsigned int f[D / 16][4], const float* src, long long ld, int T, int r0, int precision)
 {
     int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4, rowA = r0 + g, rowB = r0 + g + 8;
 #pragma unroll
-    for (int kk = 0; kk < TC_HD / 16; kk++)
+    for (int kk = 0; kk < D / 16; kk++)
     {
         const float *a = src + (long long)rowA * ld + 16 * kk + 2 * t, *b = src + (long long)rowB * ld + 16 * kk + 2 * t;
         f[kk][0] = rowA < T ? pack_pair(a[0], a[1], precision) : 0u;
@@ -319,11 +322,12 @@ __device__ __forceinline__ void load_a_fragments(unsigned int f[TC_HD / 16][4], 
 }
 
 // The same from an operand already in 16 bits: each fragment register is a pair read as it is.
-__device__ __forceinline__ void load_a_fragments(unsigned int f[TC_HD / 16][4], const unsigned short* src, long long ld, int T, int r0)
+template <int D>
+__device__ __forceinline__ void load_a_fragments(unsigned int f[D / 16][4], const unsigned short* src, long long ld, int T, int r0)
 {
     int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4, rowA = r0 + g, rowB = r0 + g + 8;
 #pragma unroll
-    for (int kk = 0; kk < TC_HD / 16; kk++)
+    for (int kk = 0; kk < D / 16; kk++)
     {
         const unsigned short *a = src + (long long)rowA * ld + 16 * kk + 2 * t, *b = src + (long long)rowB * ld + 16 * kk + 2 * t;
         f[kk][0] = rowA < T ? *(const unsigned int*)a : 0u;
@@ -334,15 +338,17 @@ __device__ __forceinline__ void load_a_fragments(unsigned int f[TC_HD / 16][4], 
 }
 
 // Part `part` (0 q, 1 k, 2 v) of this head's qkv as A fragments of rows r0..r0+15: from q16 when not null.
-__device__ __forceinline__ void load_qkv_fragments(unsigned int f[TC_HD / 16][4], const AttentionHead& a, const unsigned short* q16, int part,
+template <int D>
+__device__ __forceinline__ void load_qkv_fragments(unsigned int f[D / 16][4], const AttentionHead& a, const unsigned short* q16, int part,
                                                    int T, int r0, int precision)
 {
-    if (q16) load_a_fragments(f, q16 + part * a.C, a.ld, T, r0);
-    else load_a_fragments(f, a.q + part * a.C, a.ld, T, r0, precision);
+    if (q16) load_a_fragments<D>(f, q16 + part * a.C, a.ld, T, r0);
+    else load_a_fragments<D>(f, a.q + part * a.C, a.ld, T, r0, precision);
 }
 
-// s = A·Bᵀ over 64 dims: A this warp's 16 rows (fragments), B 64 rows of a [row][dim] tile; s[n] holds columns 8n..8n+7.
-__device__ __forceinline__ void tc_scores(float s[TC_ROWS / 8][4], const unsigned int a[TC_HD / 16][4], const TcTile& b, int precision)
+// s = A·Bᵀ over D dims: A this warp's 16 rows (fragments), B 64 rows of a [row][dim] tile; s[n] holds columns 8n..8n+7.
+template <int D>
+__device__ __forceinline__ void tc_scores(float s[TC_ROWS / 8][4], const unsigned int a[D / 16][4], const TcRows<D>& b, int precision)
 {
     int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
 #pragma unroll
@@ -350,7 +356,7 @@ __device__ __forceinline__ void tc_scores(float s[TC_ROWS / 8][4], const unsigne
     {
         s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
-        for (int kk = 0; kk < TC_HD / 16; kk++)
+        for (int kk = 0; kk < D / 16; kk++)
         {
             unsigned int f[2] = {*(const unsigned int*)&b[8 * n + g][16 * kk + 2 * t], *(const unsigned int*)&b[8 * n + g][16 * kk + 8 + 2 * t]};
             mma_16x8x16(s[n], a[kk], f, precision);
@@ -360,7 +366,8 @@ __device__ __forceinline__ void tc_scores(float s[TC_ROWS / 8][4], const unsigne
 
 // acc += P·B over 64 rows: P this warp's 16 × 64 scores (rounded to 16 bits here), B a transposed [dim][row] tile;
 // acc[n] holds dims 8n..8n+7.
-__device__ __forceinline__ void tc_accumulate(float acc[TC_HD / 8][4], const float p[TC_ROWS / 8][4], const TcTile& bt, int precision)
+template <int D>
+__device__ __forceinline__ void tc_accumulate(float acc[D / 8][4], const float p[TC_ROWS / 8][4], const TcCols<D>& bt, int precision)
 {
     int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
 #pragma unroll
@@ -369,7 +376,7 @@ __device__ __forceinline__ void tc_accumulate(float acc[TC_HD / 8][4], const flo
         unsigned int pa[4] = {pack_pair(p[2 * kk][0], p[2 * kk][1], precision), pack_pair(p[2 * kk][2], p[2 * kk][3], precision),
                               pack_pair(p[2 * kk + 1][0], p[2 * kk + 1][1], precision), pack_pair(p[2 * kk + 1][2], p[2 * kk + 1][3], precision)};
 #pragma unroll
-        for (int n = 0; n < TC_HD / 8; n++)
+        for (int n = 0; n < D / 8; n++)
         {
             unsigned int f[2] = {*(const unsigned int*)&bt[8 * n + g][16 * kk + 2 * t], *(const unsigned int*)&bt[8 * n + g][16 * kk + 8 + 2 * t]};
             mma_16x8x16(acc[n], pa, f, precision);
@@ -377,15 +384,16 @@ __device__ __forceinline__ void tc_accumulate(float acc[TC_HD / 8][4], const flo
     }
 }
 
-// Writes (or adds) this warp's 16 rows × 64 dims of acc·factor at out + row·ld (rows below T only).
+// Writes (or adds) this warp's 16 rows × D dims of acc·factor at out + row·ld (rows below T only).
 // out16, when not null, gets each value stored in 16 bits at the same place (format 2 bf16, 3 fp16): a gradient's copy
 // for the products that read it (store_gradient).
-__device__ __forceinline__ void store_tc_rows(float* out, unsigned short* out16, int format, long long ld, const float acc[TC_HD / 8][4],
+template <int D>
+__device__ __forceinline__ void store_tc_rows(float* out, unsigned short* out16, int format, long long ld, const float acc[D / 8][4],
                                               float factor, int T, int r0, int accumulate)
 {
     int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
 #pragma unroll
-    for (int n = 0; n < TC_HD / 8; n++)
+    for (int n = 0; n < D / 8; n++)
     {
         if (r0 + g < T)
         {
@@ -402,13 +410,14 @@ __device__ __forceinline__ void store_tc_rows(float* out, unsigned short* out16,
     }
 }
 
-// This warp's 16 rows × 64 dims of acc in 16 bits (precision 2 bf16, 3 fp16) at out + row·ld (rows below T only): an
+// This warp's 16 rows × D dims of acc in 16 bits (precision 2 bf16, 3 fp16) at out + row·ld (rows below T only): an
 // output that only products read.
-__device__ __forceinline__ void store_tc_rows16(unsigned short* out, long long ld, const float acc[TC_HD / 8][4], int T, int r0, int precision)
+template <int D>
+__device__ __forceinline__ void store_tc_rows16(unsigned short* out, long long ld, const float acc[D / 8][4], int T, int r0, int precision)
 {
     int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
 #pragma unroll
-    for (int n = 0; n < TC_HD / 8; n++)
+    for (int n = 0; n < D / 8; n++)
     {
         if (r0 + g < T) *(unsigned int*)(out + (long long)(r0 + g) * ld + 8 * n + 2 * t) = pack_pair(acc[n][0], acc[n][1], precision);
         if (r0 + g + 8 < T) *(unsigned int*)(out + (long long)(r0 + g + 8) * ld + 8 * n + 2 * t) = pack_pair(acc[n][2], acc[n][3], precision);
@@ -438,28 +447,29 @@ __device__ __forceinline__ void tc_softmax_backward(float s[TC_ROWS / 8][4], flo
 
 // The forward: S = q·kᵀ, an online softmax on its fragments, O += P·v; y [B, T, NH·HD] (or y16 instead, in the
 // 16-bit precision, when not null) and lse [B, NH, T]. qkv float32, or qkv16 instead (already in that precision).
-extern "C" __global__ void fused_attention_forward_tc(float* y, unsigned short* y16, float* lse, const float* qkv,
-                                                     const unsigned short* qkv16, const float* bias, const float* mask, int B, int T,
-                                                     int NH, int HD, int nW, float scale, int precision)
+template <int D>
+__device__ void attention_forward_tc(float* y, unsigned short* y16, float* lse, const float* qkv, const unsigned short* qkv16,
+                                     const float* bias, const float* mask, int B, int T, int NH, int HD, int nW, float scale, int precision)
 {
-    __shared__ TcTile ks, vt; // k [key][dim], v transposed [dim][key]
+    __shared__ TcRows<D> ks; // k [key][dim]
+    __shared__ TcCols<D> vt; // v transposed [dim][key]
     AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
     const unsigned short* q16 = qkv16 ? qkv16 + a.offset : nullptr; // qkv in 16 bits, read as it is
     int g = a.lane / 4, t = a.lane % 4;
     int row0 = (blockIdx.x * 4 + a.warp) * 16, rowA = row0 + g, rowB = row0 + g + 8; // this thread's two rows
-    unsigned int qa[TC_HD / 16][4];
-    load_qkv_fragments(qa, a, q16, 0, T, row0, precision);
+    unsigned int qa[D / 16][4];
+    load_qkv_fragments<D>(qa, a, q16, 0, T, row0, precision);
     const float minusInf = __int_as_float(0xff800000);
     float mA = minusInf, mB = minusInf, lA = 0.f, lB = 0.f; // running max and (this thread's part of the) sum per row
-    float o[TC_HD / 8][4];
+    float o[D / 8][4];
 #pragma unroll
-    for (int n = 0; n < TC_HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
     for (int j0 = 0; j0 < T; j0 += TC_ROWS)
     {
-        load_tc_tiles(qkv_source(a, q16, 1, &ks, nullptr), qkv_source(a, q16, 2, nullptr, &vt), T, j0, precision);
+        load_tc_tiles<D>(qkv_source<D>(a, q16, 1, &ks, nullptr), qkv_source<D>(a, q16, 2, nullptr, &vt), T, j0, precision);
         if (row0 >= T) continue; // the whole warp (it still meets the barriers)
         float sc[TC_ROWS / 8][4];
-        tc_scores(sc, qa, ks, precision);
+        tc_scores<D>(sc, qa, ks, precision);
         float tileA = minusInf, tileB = minusInf;
 #pragma unroll
         for (int n = 0; n < TC_ROWS / 8; n++)
@@ -482,7 +492,7 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, unsigned short* 
         lA *= corrA;
         lB *= corrB;
 #pragma unroll
-        for (int n = 0; n < TC_HD / 8; n++)
+        for (int n = 0; n < D / 8; n++)
         {
             o[n][0] *= corrA;
             o[n][1] *= corrA;
@@ -499,7 +509,7 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, unsigned short* 
             lA += sc[n][0] + sc[n][1];
             lB += sc[n][2] + sc[n][3];
         }
-        tc_accumulate(o, sc, vt, precision);
+        tc_accumulate<D>(o, sc, vt, precision);
         mA = mNewA;
         mB = mNewB;
     }
@@ -509,7 +519,7 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, unsigned short* 
     lB += __shfl_xor_sync(FULL_MASK, lB, 1);
     lB += __shfl_xor_sync(FULL_MASK, lB, 2);
 #pragma unroll
-    for (int n = 0; n < TC_HD / 8; n++)
+    for (int n = 0; n < D / 8; n++)
     {
         o[n][0] /= lA;
         o[n][1] /= lA;
@@ -517,22 +527,22 @@ extern "C" __global__ void fused_attention_forward_tc(float* y, unsigned short* 
         o[n][3] /= lB;
     }
     long long yAt = (long long)a.b * T * a.C + (long long)a.h * HD;
-    if (y16) store_tc_rows16(y16 + yAt, a.C, o, T, row0, precision);
-    else store_tc_rows(y + yAt, nullptr, 0, a.C, o, 1.f, T, row0, 0);
+    if (y16) store_tc_rows16<D>(y16 + yAt, a.C, o, T, row0, precision);
+    else store_tc_rows<D>(y + yAt, nullptr, 0, a.C, o, 1.f, T, row0, 0);
     if (t == 0 && rowA < T) lse[(long long)a.bh * T + rowA] = mA + logf(lA);
     if (t == 0 && rowB < T) lse[(long long)a.bh * T + rowB] = mB + logf(lB);
 }
 
 // Backward, query side: delta [B, NH, T] = Σ_d dy·y per row, then (when dqkv is given) dq = scale·dS·k with
 // P = exp(s − lse) and dS = P ⊙ (dO·vᵀ − delta), into dqkv's q columns (and dqkv16's, in 16 bits, when not null).
-extern "C" __global__ void fused_attention_backward_dq_tc(float* dqkv, unsigned short* dqkv16, int copyFormat, float* delta,
-                                                         const float* dy, const float* y,
-                                                         const unsigned short* y16, const float* lse,
-                                                         const float* qkv, const unsigned short* qkv16, const float* bias,
-                                                         const float* mask, int B, int T, int NH, int HD, int nW, float scale,
-                                                         int accumulate, int precision)
+template <int D>
+__device__ void attention_backward_dq_tc(float* dqkv, unsigned short* dqkv16, int copyFormat, float* delta, const float* dy, const float* y,
+                                         const unsigned short* y16, const float* lse, const float* qkv, const unsigned short* qkv16,
+                                         const float* bias, const float* mask, int B, int T, int NH, int HD, int nW, float scale,
+                                         int accumulate, int precision)
 {
-    __shared__ TcTile ks, kt, vs; // k [key][dim] and [dim][key], v [key][dim]
+    __shared__ TcRows<D> ks, vs; // k and v [key][dim]
+    __shared__ TcCols<D> kt;     // k [dim][key]
     AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
     const unsigned short* q16 = qkv16 ? qkv16 + a.offset : nullptr; // qkv in 16 bits, read as it is
     int row0 = (blockIdx.x * 4 + a.warp) * 16;
@@ -545,70 +555,97 @@ extern "C" __global__ void fused_attention_backward_dq_tc(float* dqkv, unsigned 
         int i = row0 + r;
         float part = 0.f;
         if (i < T)
-            for (int d = a.lane; d < TC_HD; d += 32) part += dyHead[(long long)i * a.C + d] * load_operand(yHead, yFormat, (long long)i * a.C + d);
+            for (int d = a.lane; d < D; d += 32) part += dyHead[(long long)i * a.C + d] * load_operand(yHead, yFormat, (long long)i * a.C + d);
         float sum = warp_sum(part);
         if (i < T && a.lane == 0) delta[(long long)a.bh * T + i] = sum;
     }
     if (!dqkv) return;
-    unsigned int qa[TC_HD / 16][4], da[TC_HD / 16][4];
-    load_qkv_fragments(qa, a, q16, 0, T, row0, precision);
-    load_a_fragments(da, dyHead, a.C, T, row0, precision);
+    unsigned int qa[D / 16][4], da[D / 16][4];
+    load_qkv_fragments<D>(qa, a, q16, 0, T, row0, precision);
+    load_a_fragments<D>(da, dyHead, a.C, T, row0, precision);
     const float* lseHead = lse + (long long)a.bh * T;
-    float dq[TC_HD / 8][4];
+    float dq[D / 8][4];
 #pragma unroll
-    for (int n = 0; n < TC_HD / 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+    for (int n = 0; n < D / 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
     for (int j0 = 0; j0 < T; j0 += TC_ROWS)
     {
-        load_tc_tiles(qkv_source(a, q16, 1, &ks, &kt), qkv_source(a, q16, 2, &vs, nullptr), T, j0, precision);
+        load_tc_tiles<D>(qkv_source<D>(a, q16, 1, &ks, &kt), qkv_source<D>(a, q16, 2, &vs, nullptr), T, j0, precision);
         if (row0 >= T) continue;
         float sc[TC_ROWS / 8][4], ds[TC_ROWS / 8][4];
-        tc_scores(sc, qa, ks, precision);
-        tc_scores(ds, da, vs, precision);
+        tc_scores<D>(sc, qa, ks, precision);
+        tc_scores<D>(ds, da, vs, precision);
         tc_softmax_backward(sc, ds, a, scale, T, row0, j0, false, lseHead, delta + (long long)a.bh * T);
-        tc_accumulate(dq, ds, kt, precision);
+        tc_accumulate<D>(dq, ds, kt, precision);
     }
     if (row0 >= T) return;
     long long dqAt = (long long)a.b * T * a.ld + (long long)a.h * HD;
-    store_tc_rows(dqkv + dqAt, dqkv16 ? dqkv16 + dqAt : nullptr, copyFormat, a.ld, dq, scale, T, row0, accumulate);
+    store_tc_rows<D>(dqkv + dqAt, dqkv16 ? dqkv16 + dqAt : nullptr, copyFormat, a.ld, dq, scale, T, row0, accumulate);
 }
 
 // Backward, key side: dk = scale·dSᵀ·q and dv = Pᵀ·dO for this block's keys, from Sᵀ = k·qᵀ and dPᵀ = v·dOᵀ, with
 // delta from fused_attention_backward_dq_tc; into dqkv's k and v columns (and dqkv16's, in 16 bits, when not null).
-extern "C" __global__ void fused_attention_backward_dkdv_tc(float* dqkv, unsigned short* dqkv16, int copyFormat, const float* delta,
-                                                           const float* dy, const float* lse,
-                                                           const float* qkv, const unsigned short* qkv16, const float* bias,
-                                                           const float* mask, int B, int T, int NH, int HD, int nW, float scale,
-                                                           int accumulate, int precision)
+template <int D>
+__device__ void attention_backward_dkdv_tc(float* dqkv, unsigned short* dqkv16, int copyFormat, const float* delta, const float* dy,
+                                           const float* lse, const float* qkv, const unsigned short* qkv16, const float* bias,
+                                           const float* mask, int B, int T, int NH, int HD, int nW, float scale, int accumulate,
+                                           int precision)
 {
-    __shared__ TcTile qs, qt, dos, dot; // q and dO, [query][dim] and [dim][query]
+    __shared__ TcRows<D> qs, dos; // q and dO [query][dim]
+    __shared__ TcCols<D> qt, dot; // and [dim][query]
     AttentionHead a = attention_head(qkv, bias, mask, T, NH, HD, nW);
     const unsigned short* q16 = qkv16 ? qkv16 + a.offset : nullptr; // qkv in 16 bits, read as it is
     int key0 = (blockIdx.x * 4 + a.warp) * 16;
     const float* dyHead = dy + (long long)a.b * T * a.C + (long long)a.h * HD;
     const float *lseHead = lse + (long long)a.bh * T, *deltaHead = delta + (long long)a.bh * T;
-    unsigned int ka[TC_HD / 16][4], va[TC_HD / 16][4];
-    load_qkv_fragments(ka, a, q16, 1, T, key0, precision);
-    load_qkv_fragments(va, a, q16, 2, T, key0, precision);
-    float dk[TC_HD / 8][4], dv[TC_HD / 8][4];
+    unsigned int ka[D / 16][4], va[D / 16][4];
+    load_qkv_fragments<D>(ka, a, q16, 1, T, key0, precision);
+    load_qkv_fragments<D>(va, a, q16, 2, T, key0, precision);
+    float dk[D / 8][4], dv[D / 8][4];
 #pragma unroll
-    for (int n = 0; n < TC_HD / 8; n++) dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
+    for (int n = 0; n < D / 8; n++) dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
     for (int i0 = 0; i0 < T; i0 += TC_ROWS)
     {
-        load_tc_tiles(qkv_source(a, q16, 0, &qs, &qt), {dyHead, a.C, &dos, &dot, nullptr}, T, i0, precision);
+        load_tc_tiles<D>(qkv_source<D>(a, q16, 0, &qs, &qt), TcSource<D>{dyHead, a.C, &dos, &dot, nullptr}, T, i0, precision);
         if (key0 >= T) continue;
         float pt[TC_ROWS / 8][4], dst[TC_ROWS / 8][4]; // Pᵀ and dSᵀ: rows are this warp's keys, columns the tile's queries
-        tc_scores(pt, ka, qs, precision);
-        tc_scores(dst, va, dos, precision);
+        tc_scores<D>(pt, ka, qs, precision);
+        tc_scores<D>(dst, va, dos, precision);
         tc_softmax_backward(pt, dst, a, scale, T, key0, i0, true, lseHead, deltaHead);
-        tc_accumulate(dv, pt, dot, precision);
-        tc_accumulate(dk, dst, qt, precision);
+        tc_accumulate<D>(dv, pt, dot, precision);
+        tc_accumulate<D>(dk, dst, qt, precision);
     }
     if (key0 >= T) return;
     long long dkAt = (long long)a.b * T * a.ld + a.C + (long long)a.h * HD;
     unsigned short* dk16 = dqkv16 ? dqkv16 + dkAt : nullptr;
-    store_tc_rows(dqkv + dkAt, dk16, copyFormat, a.ld, dk, scale, T, key0, accumulate);
-    store_tc_rows(dqkv + dkAt + a.C, dk16 ? dk16 + a.C : nullptr, copyFormat, a.ld, dv, 1.f, T, key0, accumulate);
+    store_tc_rows<D>(dqkv + dkAt, dk16, copyFormat, a.ld, dk, scale, T, key0, accumulate);
+    store_tc_rows<D>(dqkv + dkAt + a.C, dk16 ? dk16 + a.C : nullptr, copyFormat, a.ld, dv, 1.f, T, key0, accumulate);
 }
+
+// The entry points, one per head dim: 64 (ViT's heads; no suffix) and 32 (Swin's). Each instance has shared tiles of
+// its own size, so each dim is a kernel of its own. (Written out: NVRTC 11.8 with -lineinfo crashes on a kernel whose
+// parameter list comes from a macro.)
+extern "C" __global__ void fused_attention_forward_tc(float* y, unsigned short* y16, float* lse, const float* qkv, const unsigned short* qkv16,
+    const float* bias, const float* mask, int B, int T, int NH, int HD, int nW, float scale, int precision)
+{ attention_forward_tc<64>(y, y16, lse, qkv, qkv16, bias, mask, B, T, NH, HD, nW, scale, precision); }
+extern "C" __global__ void fused_attention_forward_tc32(float* y, unsigned short* y16, float* lse, const float* qkv, const unsigned short* qkv16,
+    const float* bias, const float* mask, int B, int T, int NH, int HD, int nW, float scale, int precision)
+{ attention_forward_tc<32>(y, y16, lse, qkv, qkv16, bias, mask, B, T, NH, HD, nW, scale, precision); }
+extern "C" __global__ void fused_attention_backward_dq_tc(float* dqkv, unsigned short* dqkv16, int copyFormat, float* delta, const float* dy,
+    const float* y, const unsigned short* y16, const float* lse, const float* qkv, const unsigned short* qkv16, const float* bias, const float* mask,
+    int B, int T, int NH, int HD, int nW, float scale, int accumulate, int precision)
+{ attention_backward_dq_tc<64>(dqkv, dqkv16, copyFormat, delta, dy, y, y16, lse, qkv, qkv16, bias, mask, B, T, NH, HD, nW, scale, accumulate, precision); }
+extern "C" __global__ void fused_attention_backward_dq_tc32(float* dqkv, unsigned short* dqkv16, int copyFormat, float* delta, const float* dy,
+    const float* y, const unsigned short* y16, const float* lse, const float* qkv, const unsigned short* qkv16, const float* bias, const float* mask,
+    int B, int T, int NH, int HD, int nW, float scale, int accumulate, int precision)
+{ attention_backward_dq_tc<32>(dqkv, dqkv16, copyFormat, delta, dy, y, y16, lse, qkv, qkv16, bias, mask, B, T, NH, HD, nW, scale, accumulate, precision); }
+extern "C" __global__ void fused_attention_backward_dkdv_tc(float* dqkv, unsigned short* dqkv16, int copyFormat, const float* delta, const float* dy,
+    const float* lse, const float* qkv, const unsigned short* qkv16, const float* bias, const float* mask, int B, int T, int NH, int HD, int nW,
+    float scale, int accumulate, int precision)
+{ attention_backward_dkdv_tc<64>(dqkv, dqkv16, copyFormat, delta, dy, lse, qkv, qkv16, bias, mask, B, T, NH, HD, nW, scale, accumulate, precision); }
+extern "C" __global__ void fused_attention_backward_dkdv_tc32(float* dqkv, unsigned short* dqkv16, int copyFormat, const float* delta, const float* dy,
+    const float* lse, const float* qkv, const unsigned short* qkv16, const float* bias, const float* mask, int B, int T, int NH, int HD, int nW,
+    float scale, int accumulate, int precision)
+{ attention_backward_dkdv_tc<32>(dqkv, dqkv16, copyFormat, delta, dy, lse, qkv, qkv16, bias, mask, B, T, NH, HD, nW, scale, accumulate, precision); }
 
 // Backward, query side: delta [B, NH, T] = Σ_d dy·y per row and head; dq = scale·Σ_j dS·k with the probabilities
 // recomputed as exp(s − lse) and dS = P ⊙ (dO·vᵀ − delta), into dqkv's q columns (skipped when dqkv is null).

@@ -53,8 +53,18 @@ public static partial class OpCases
     {
         FusedAttentionLowPrecision(dev, "FusedAttentionHeadDim64", B: 2, T: 70, NH: 2, HD: 64, Precision.BF16);
         FusedAttentionLowPrecision(dev, "FusedAttentionHeadDim64", B: 2, T: 70, NH: 2, HD: 64, Precision.FP16);
-        FusedAttentionPackedQkv(dev, Precision.BF16);
-        FusedAttentionPackedQkv(dev, Precision.FP16);
+        FusedAttentionPackedQkv(dev, Precision.BF16, HD: 64);
+        FusedAttentionPackedQkv(dev, Precision.FP16, HD: 64);
+    }
+
+    /// <summary>The same at Swin's head dim 32, where a GPU runs the tensor-core kernels' 32-dim instance (and the
+    /// emulated device its code): a window of 49 tokens (one 64-row tile, 15 rows idle) and 70 tokens across two, with the
+    /// bias per head and the shift mask; bf16 and fp16, and what the fused path keeps in 16 bits.</summary>
+    static void FusedAttentionHeadDim32(Device dev)
+    {
+        FusedAttentionLowPrecision(dev, "FusedAttentionHeadDim32", B: 4, T: 49, NH: 2, HD: 32, Precision.BF16);
+        FusedAttentionLowPrecision(dev, "FusedAttentionHeadDim32", B: 2, T: 70, NH: 2, HD: 32, Precision.FP16);
+        FusedAttentionPackedQkv(dev, Precision.BF16, HD: 32);
     }
 
     // What the fused path keeps in 16 bits where its kernels take it (FusedAttentionKeepsSixteenBits; the CPU takes them
@@ -64,10 +74,11 @@ public static partial class OpCases
     // 2 bytes fewer kept per qkv value; with it a 16-bit output and 2 bytes fewer per output value too. The forward on
     // either path (FusedAttentionForward, SplitHeads) reads q|k|v in 16 bits as it is: the same output, heads and
     // gradients as from float32, and the op takes such a qkv on both paths. CUDA refuses 16-bit values where a bias trains.
-    static unsafe void FusedAttentionPackedQkv(Device dev, Precision precision)
+    static unsafe void FusedAttentionPackedQkv(Device dev, Precision precision, int HD)
     {
-        const int B = 2, T = 70, NH = 2, HD = 64, C = NH * HD, nW = 2;
-        string name = $"FusedAttentionHeadDim64 {precision.Name()} (16-bit saves)";
+        const int B = 2, T = 70, NH = 2, nW = 2;
+        int C = NH * HD;
+        string name = $"FusedAttentionHeadDim{HD} {precision.Name()} (16-bit saves)";
         float[] Values(ulong seed, int n, float range) => [.. Enumerable.Range(0, n).Select(i => (float)((CounterRng.Uniform(seed, (ulong)i) * 2 - 1) * range))];
         static bool Same(float a, float b) => BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
         var k = dev.Kernels;

@@ -40,6 +40,7 @@ public static partial class OpCases
         ("FusedAttentionWithBiasAndMask", FusedAttentionWithBiasAndMask),
         ("FusedAttentionBf16", FusedAttentionBf16),
         ("FusedAttentionHeadDim64", FusedAttentionHeadDim64),
+        ("FusedAttentionHeadDim32", FusedAttentionHeadDim32),
         ("AttentionInGemmPrecision", AttentionInGemmPrecision),
         // Elementwise
         ("Add", Add),

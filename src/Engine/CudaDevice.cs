@@ -75,7 +75,7 @@ public sealed unsafe class CudaDevice : Device, IDisposable
 
     /// <summary>Whether training picks the attention path by measuring it: the first time attention is trained at a
     /// shape (batch, tokens, heads, head dim, GEMM format, bias, mask) where the fused kernels run on tensor cores and
-    /// keep 16 bits (<see cref="CudaKernels.FusedAttentionKeepsSixteenBits"/>: head dim 64 under bf16 or fp16 GEMMs,
+    /// keep 16 bits (<see cref="CudaKernels.FusedAttentionKeepsSixteenBits"/>: head dim 64 or 32 under bf16 or fp16 GEMMs,
     /// compute capability 8.0 and newer, no bias gradient), both paths run forward and backward on that layer's input
     /// (two warm-ups, then the median of three), and the fused one is kept for the shape
     /// when it takes no longer and its output and input gradient agree with the unfused path's within the format's
@@ -122,7 +122,7 @@ public sealed unsafe class CudaDevice : Device, IDisposable
         return choice.Fused;
     }
 
-    /// <summary>Also true on a GPU (compute capability 8.0 and newer) for head dim 64 under bf16 or fp16 GEMMs, where the
+    /// <summary>Also true on a GPU (compute capability 8.0 and newer) for head dim 64 or 32 under bf16 or fp16 GEMMs, where the
     /// fused forward runs on tensor cores (<see cref="CudaKernels.UsesTensorCoreAttention"/>).</summary>
     public override bool PrefersFusedAttentionForward(int headDim) => PrefersFusedAttention || _kernels.UsesTensorCoreAttention(headDim);
 

@@ -75,7 +75,7 @@ public static unsafe class DeviceBenchmarks
         new("linear-residual-unfused", "MxNxK", 3, "the same as the Linear layer, then an add pass"),
         new("attention", "BxTxNHxHD", 4, "fused multi-head attention, forward and backward (GFLOP/s: its 6 products)"),
         new("attention-unfused", "BxTxNHxHD", 4, "the same through the unfused path (head permutes, batched GEMMs, softmax)"),
-        new("attention-forward", "BxTxNHxHD", 4, "fused multi-head attention, forward only (inference; tensor cores at head dim 64 in bf16/fp16 on a GPU)"),
+        new("attention-forward", "BxTxNHxHD", 4, "fused multi-head attention, forward only (inference; tensor cores at head dim 64 or 32 in bf16/fp16 on a GPU)"),
         new("attention-forward-unfused", "BxTxNHxHD", 4, "the same forward through the unfused path"),
         new("attention-products", "BxTxNHxHD", 4, "the unfused path's six batched products alone, operands packed beforehand under bf16/fp16 (cuBLAS's share)"),
         new("attention-products-padded", "BxTxNHxHD", 4, "the same with the [T, T] matrices' rows padded to a multiple of 8 elements (16-byte aligned rows)"),
@@ -451,6 +451,16 @@ public static unsafe class DeviceBenchmarks
                     try { Add(Measure(device, op, shapes[op], repeats) with { Name = $"{op} {precision}" }); }
                     finally { device.Kernels.GemmPrecision = Precision.FP32; }
                 }
+        // Swin's window attention in bf16, fused (on tensor cores at head dim 32) against unfused, forward alone (inference
+        // takes the fused one there unmeasured) and with backward: Swin-B's first stage at batch 32, 64 windows of 49
+        // tokens an image, 4 heads of 32.
+        if (device is CudaDevice { Runtime: DriverRuntime { ComputeCapability.Major: >= 8 } })
+            foreach (var op in new[] { "attention-forward", "attention-forward-unfused", "attention", "attention-unfused" })
+            {
+                device.Kernels.GemmPrecision = Precision.BF16;
+                try { Add(Measure(device, op, [full ? 32 * 64 : 8, 49, 4, 32], repeats) with { Name = $"{op} windows bf16" }); }
+                finally { device.Kernels.GemmPrecision = Precision.FP32; }
+            }
         if (device is CudaDevice cudaDevice)
         {
             // Host-side cost of one launch: queue many tiny kernels, time the queueing only.

@@ -232,7 +232,7 @@ public unsafe interface IKernels
     /// gradients, half the bytes kept), and an output that only products read, which the forward then writes in 16 bits
     /// and the backward's Σ dy·y reads so (as flash attention keeps its output). Where it does, the attention's forward
     /// on either path (<see cref="FusedAttentionForward"/>, <see cref="SplitHeads"/>) also reads q|k|v in 16 bits as it
-    /// is, so the qkv layer may write it so. CUDA's tensor-core kernels do (head dim 64, bf16 or fp16, no bias gradient);
+    /// is, so the qkv layer may write it so. CUDA's tensor-core kernels do (head dim 64 or 32, bf16 or fp16, no bias gradient);
     /// the CPU's products read float32.</summary>
     bool FusedAttentionKeepsSixteenBits(int headDim, bool bias);
 

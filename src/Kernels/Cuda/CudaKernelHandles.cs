@@ -66,6 +66,12 @@ public static class CudaKernelHandles
         public static readonly CudaKernel FusedAttentionBackwardDqTc = new(File, "fused_attention_backward_dq_tc");
         /// <summary><c>fused_attention_backward_dkdv_tc</c>.</summary>
         public static readonly CudaKernel FusedAttentionBackwardDkdvTc = new(File, "fused_attention_backward_dkdv_tc");
+        /// <summary><c>fused_attention_forward_tc32</c>.</summary>
+        public static readonly CudaKernel FusedAttentionForwardTc32 = new(File, "fused_attention_forward_tc32");
+        /// <summary><c>fused_attention_backward_dq_tc32</c>.</summary>
+        public static readonly CudaKernel FusedAttentionBackwardDqTc32 = new(File, "fused_attention_backward_dq_tc32");
+        /// <summary><c>fused_attention_backward_dkdv_tc32</c>.</summary>
+        public static readonly CudaKernel FusedAttentionBackwardDkdvTc32 = new(File, "fused_attention_backward_dkdv_tc32");
         /// <summary><c>fused_attention_backward_dq</c>.</summary>
         public static readonly CudaKernel FusedAttentionBackwardDq = new(File, "fused_attention_backward_dq");
         /// <summary><c>fused_attention_backward_dkdv</c>.</summary>

@@ -601,10 +601,11 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     }
 
     /// <summary>Whether <see cref="FusedAttentionForward"/> and <see cref="FusedAttentionBackward"/> run their tensor-core
-    /// kernels (mma.sync, head dim 64, bf16 or fp16 operands): on compute capability 8.0 and newer, and on the emulated
-    /// device, which runs the same code with each mma done by FMAs on the warp's gathered fragments (so CI checks it).</summary>
+    /// kernels (mma.sync, head dim 64 as ViT's or 32 as Swin's, bf16 or fp16 operands): on compute capability 8.0 and
+    /// newer, and on the emulated device, which runs the same code with each mma done by FMAs on the warp's gathered
+    /// fragments (so CI checks it).</summary>
     public bool UsesTensorCoreAttention(int headDim) =>
-        headDim == 64 && GemmPrecision is (Precision.BF16 or Precision.FP16) && _runtime is not DriverRuntime { ComputeCapability.Major: < 8 };
+        headDim is 64 or 32 && GemmPrecision is (Precision.BF16 or Precision.FP16) && _runtime is not DriverRuntime { ComputeCapability.Major: < 8 };
 
     /// <inheritdoc/>
     /// <remarks>Where the tensor-core kernels run (<see cref="UsesTensorCoreAttention"/>) and no bias trains (the bias
@@ -615,6 +616,11 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     /// the operands they read as float4 16-byte aligned.</summary>
     bool TensorCoreAttention(int HD, float* qkv, float* other) => UsesTensorCoreAttention(HD) && (((ulong)qkv | (ulong)other) & 15) == 0;
 
+    /// <summary>The tensor-core kernels for head dim <paramref name="HD"/> (64 or 32): forward, query side, key side.</summary>
+    static (CudaKernel Forward, CudaKernel Dq, CudaKernel Dkdv) TensorCoreAttentionKernels(int HD) => HD == 32
+        ? (Attention.FusedAttentionForwardTc32, Attention.FusedAttentionBackwardDqTc32, Attention.FusedAttentionBackwardDkdvTc32)
+        : (Attention.FusedAttentionForwardTc, Attention.FusedAttentionBackwardDqTc, Attention.FusedAttentionBackwardDkdvTc);
+
     /// <summary>The tensor-core kernels' grid: 64 rows (4 warps of 16) of one (image, head) per block.</summary>
     static Dim3 TensorCoreAttentionGrid(int B, int T, int NH) => new((uint)((T + 63) / 64), (uint)(B * NH));
 
@@ -624,8 +630,8 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         (new Dim3((uint)((T + 4 * rowsPerWarp - 1) / (4 * rowsPerWarp)), (uint)(B * NH)), new Dim3(128));
 
     /// <inheritdoc/>
-    /// <remarks>Head dim at most 128 (the kernels' shared-memory tiles). Head dim 64 with bf16 or fp16 GEMMs runs on tensor
-    /// cores (<see cref="UsesTensorCoreAttention"/>).</remarks>
+    /// <remarks>Head dim at most 128 (the kernels' shared-memory tiles). Head dim 64 or 32 with bf16 or fp16 GEMMs runs on
+    /// tensor cores (<see cref="UsesTensorCoreAttention"/>).</remarks>
     public void FusedAttentionForward(float* y, ushort* yPacked, float* lse, GemmOperand qkv, float* bias, float* mask, int B, int T, int NH, int HD, int nW, float scale)
     {
         CheckFusedHeadDim(HD);
@@ -634,16 +640,16 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         ushort* qkv16 = qkv.IsPacked ? qkv.Halves : null;
         float* qkvFloats = qkv.IsPacked ? null : qkv.Floats;
         if (qkv16 != null && (!UsesTensorCoreAttention(HD) || ((ulong)qkv16 & 15) != 0))
-            throw new ArgumentException($"FusedAttentionForward: qkv in 16 bits is read by the tensor-core kernel alone (head dim 64, bf16 or fp16 GEMMs, " +
+            throw new ArgumentException($"FusedAttentionForward: qkv in 16 bits is read by the tensor-core kernel alone (head dim 64 or 32, bf16 or fp16 GEMMs, " +
                 $"16-byte aligned), not head dim {HD} under {GemmPrecision.Name()}", nameof(qkv));
         if (qkv16 != null || TensorCoreAttention(HD, qkvFloats, qkvFloats))
         {
-            _runtime.Launch(Attention.FusedAttentionForwardTc, TensorCoreAttentionGrid(B, T, NH), new Dim3(128), y, yPacked, lse, qkvFloats, qkv16,
+            _runtime.Launch(TensorCoreAttentionKernels(HD).Forward, TensorCoreAttentionGrid(B, T, NH), new Dim3(128), y, yPacked, lse, qkvFloats, qkv16,
                 bias, mask, B, T, NH, HD, mask == null ? 1 : nW, scale, (int)GemmPrecision);
             return;
         }
         if (yPacked != null)
-            throw new ArgumentException($"FusedAttentionForward: an output in 16 bits is written by the tensor-core kernel alone (head dim 64, bf16 or fp16 GEMMs), not head dim {HD} under {GemmPrecision.Name()}", nameof(yPacked));
+            throw new ArgumentException($"FusedAttentionForward: an output in 16 bits is written by the tensor-core kernel alone (head dim 64 or 32, bf16 or fp16 GEMMs), not head dim {HD} under {GemmPrecision.Name()}", nameof(yPacked));
         var (grid, block) = FusedAttentionShape(B, T, NH, 4);
         _runtime.Launch(Attention.FusedAttentionForward, grid, block, y, lse, qkvFloats, bias, mask, B, T, NH, HD, mask == null ? 1 : nW, scale, (int)GemmPrecision);
     }
@@ -662,15 +668,16 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         float* qkvFloats = qkv.IsPacked ? null : qkv.Floats, yFloats = y.IsPacked ? null : y.Floats;
         bool sixteen = qkv16 != null || y16 != null;
         if (sixteen && (!FusedAttentionKeepsSixteenBits(HD, dbias != null) || (((ulong)qkv16 | (ulong)qkvFloats | (ulong)dy) & 15) != 0))
-            throw new ArgumentException($"FusedAttentionBackward: qkv or y in 16 bits is read by the tensor-core kernels alone (head dim 64, bf16 or fp16 " +
+            throw new ArgumentException($"FusedAttentionBackward: qkv or y in 16 bits is read by the tensor-core kernels alone (head dim 64 or 32, bf16 or fp16 " +
                 $"GEMMs, no bias gradient, 16-byte aligned), not head dim {HD} under {GemmPrecision.Name()}{(dbias != null ? " with a bias gradient" : "")}",
                 qkv16 != null ? nameof(qkv) : nameof(y));
         if (sixteen || TensorCoreAttention(HD, qkvFloats, dy))
         {
             var tcGrid = TensorCoreAttentionGrid(B, T, NH);
-            _runtime.Launch(Attention.FusedAttentionBackwardDqTc, tcGrid, new Dim3(128), dqkv, dqkvCopy, copyFormat, delta, dy, yFloats, y16, lse, qkvFloats, qkv16, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
+            var kernels = TensorCoreAttentionKernels(HD);
+            _runtime.Launch(kernels.Dq, tcGrid, new Dim3(128), dqkv, dqkvCopy, copyFormat, delta, dy, yFloats, y16, lse, qkvFloats, qkv16, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
             if (dqkv != null)
-                _runtime.Launch(Attention.FusedAttentionBackwardDkdvTc, tcGrid, new Dim3(128), dqkv, dqkvCopy, copyFormat, delta, dy, lse, qkvFloats, qkv16, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
+                _runtime.Launch(kernels.Dkdv, tcGrid, new Dim3(128), dqkv, dqkvCopy, copyFormat, delta, dy, lse, qkvFloats, qkv16, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
             if (dbias != null)
                 WarpPerRow(Attention.FusedAttentionBackwardBias, (long)NH * T, dbias, delta, dy, lse, qkvFloats, bias, mask, B, T, NH, HD, windows, scale, (int)GemmPrecision);
             return;
