@@ -107,6 +107,10 @@ public static partial class OpCases
                         want[o * k + j] += (double)RoundReference(rv[t * N + o], precision) * RoundReference(xv[t * K + index[o * k + j]], precision);
             if (!w.Grad!.Shape.SequenceEqual(new[] { N, k })) throw new ConformanceException($"{name}: dW is {w.Grad.Describe()}, expected [{N}, {k}]");
             GradCheck.CheckClose($"{name} k={k} dW", w.Grad.ToArray(), want, 1e-5, 1e-5);
+            var db = new double[N]; // from dy's float32 values, unrounded
+            for (int t = 0; t < rows; t++)
+                for (int o = 0; o < N; o++) db[o] += rv[t * N + o];
+            GradCheck.CheckClose($"{name} db", b.Grad!.ToArray(), db, 1e-5, 1e-5);
             if (precision != Precision.FP32 || N > 100) continue; // dx: a GEMM (checked elsewhere at these sizes), here at the small ones
             var dx = new double[rows * K];
             for (int t = 0; t < rows; t++)
