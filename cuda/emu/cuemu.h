@@ -14,6 +14,13 @@
 // not every live thread reaches are reported as a failed launch instead of hanging.
 // Blocks never run concurrently with themselves, and kernels here use no cross-block atomics, so results do not
 // depend on how blocks are shared out.
+// A launch runs in one of two orders: ascending (between two barriers a scope's threads run one after another from
+// the lowest rank up, and blocks are handed out from the first) or descending (from the highest rank down, blocks
+// from the last). The thread that releases a barrier hands over to the first of its scope, so the order holds in
+// every phase. A thread runs until its next barrier, so in one order every thread of a phase runs before each
+// higher-ranked one, and in the other after it: a data race between two threads (a read of a value the other writes
+// between the same two barriers, or a write over one the other still has to read) gives wrong results in at least
+// one of the two orders, where a GPU would give them now and then.
 #pragma once
 
 #include <algorithm>
@@ -191,12 +198,14 @@ class Worker
     char* stacks_ = nullptr;
     Context home_; // the block loop's own context
     int current_ = 0, live_ = 0;
+    int step_ = 1; // +1: fibers resume in ascending rank order; -1: descending
     void (*body_)(void*) = nullptr;
     void* argument_ = nullptr;
 
     [[noreturn]] static void fiber_main();
     void switch_to(int next);
-    void schedule();
+    int after(int rank) const { return rank + step_ == threads ? 0 : rank + step_ < 0 ? threads - 1 : rank + step_; }
+    void schedule(int from);
 
 public:
     Barrier block;               // __syncthreads
@@ -232,19 +241,26 @@ public:
     unsigned next_exchange() { return fibers_[current_].exchanges++ & 1; }
     int warp_size(int warp) const { return std::min(32, threads - warp * 32); }
 
-    // Runs body(argument) on every thread of block `index` of `grid`; false when its threads deadlocked at a barrier.
-    bool run_block(dim3 index, dim3 shape, dim3 grid, void (*body)(void*), void* argument);
+    // Runs body(argument) on every thread of block `index` of `grid`, starting with the lowest rank (or, `descending`,
+    // the highest); false when its threads deadlocked at a barrier.
+    bool run_block(dim3 index, dim3 shape, dim3 grid, void (*body)(void*), void* argument, bool descending);
 
-    // Blocks the calling fiber at `barrier` until every live thread of its scope has arrived.
-    void wait(Barrier& barrier)
+    // The first rank of a scope (the ranks from `lowest` to `highest`) in the launch's order.
+    int first_of(int lowest, int highest) const { return step_ > 0 ? lowest : highest; }
+
+    // Blocks the calling fiber at `barrier` until every live thread of its scope (whose first rank in the launch's
+    // order is `first`) has arrived; the arrival that releases it passes control to the scope's first runnable thread.
+    void wait(Barrier& barrier, int first)
     {
-        if (barrier.arrive()) return;
+        if (barrier.arrive()) return schedule(first);
         Fiber& fiber = fibers_[current_];
         fiber.waiting = &barrier;
         fiber.generation = barrier.generation;
-        schedule();
+        schedule(after(current_));
         fiber.waiting = nullptr;
     }
+    void wait_block() { wait(block, first_of(0, threads - 1)); }
+    void wait_warp(int warp) { wait(warps[warp], first_of(warp * 32, warp * 32 + warp_size(warp) - 1)); }
 };
 
 inline void Worker::switch_to(int next)
@@ -254,12 +270,12 @@ inline void Worker::switch_to(int next)
     Context::swap(fibers_[previous].context, fibers_[next].context);
 }
 
-// Passes control to the next runnable fiber after the current one (round robin), or home when none is left.
-inline void Worker::schedule()
+// Passes control to the first runnable fiber from rank `from` on in the launch's order (round robin; the current one
+// keeps running if it is that one), or home when none is left.
+inline void Worker::schedule(int from)
 {
-    for (int step = 1, next = current_; step <= threads; step++)
+    for (int step = 0, next = from; step < threads; step++, next = after(next))
     {
-        if (++next == threads) next = 0;
         if (!fibers_[next].runnable()) continue;
         if (next != current_) switch_to(next);
         return;
@@ -278,11 +294,11 @@ inline void Worker::fiber_main()
     w.live_--;
     w.block.leave();
     w.warps[w.current_ / 32].leave();
-    w.schedule();
+    w.schedule(w.first_of(0, w.threads - 1));
     std::abort(); // a finished fiber is never resumed
 }
 
-inline bool Worker::run_block(dim3 index, dim3 shape, dim3 grid, void (*body)(void*), void* argument)
+inline bool Worker::run_block(dim3 index, dim3 shape, dim3 grid, void (*body)(void*), void* argument, bool descending)
 {
     threads = (int)(shape.x * shape.y * shape.z);
     int warp_count = (threads + 31) / 32;
@@ -304,8 +320,9 @@ inline bool Worker::run_block(dim3 index, dim3 shape, dim3 grid, void (*body)(vo
     }
     live_ = threads;
     deadlocked = false;
-    current_ = 0;
-    Context::swap(home_, fibers_[0].context);
+    step_ = descending ? -1 : 1;
+    current_ = descending ? threads - 1 : 0;
+    Context::swap(home_, fibers_[current_].context);
     return !deadlocked;
 }
 
@@ -323,7 +340,7 @@ T exchange(T value, int source_lane)
     uint64_t bits = 0;
     std::memcpy(&bits, &value, sizeof(T));
     slots[me.rank] = bits;
-    w.wait(w.warps[warp]);
+    w.wait_warp(warp);
     T result = value;
     if (source_lane >= 0 && source_lane < w.warp_size(warp)) std::memcpy(&result, &slots[warp * 32 + source_lane], sizeof(T));
     return result;
@@ -340,7 +357,7 @@ const T* warp_all_gather(const T& value)
     Worker& w = *me.worker;
     auto* area = reinterpret_cast<unsigned char*>(w.gathers.data() + w.next_exchange() * Worker::GatherWords * w.threads);
     std::memcpy(area + me.rank * sizeof(T), &value, sizeof(T));
-    w.wait(w.warps[me.rank / 32]);
+    w.wait_warp(me.rank / 32);
     return reinterpret_cast<const T*>(area + me.rank / 32 * 32 * sizeof(T));
 }
 
@@ -349,13 +366,12 @@ inline int lane() { return self().rank % 32; }
 
 inline void __syncthreads()
 {
-    cuemu::Worker& w = *cuemu::self().worker;
-    w.wait(w.block);
+    cuemu::self().worker->wait_block();
 }
 inline void __syncwarp(unsigned = 0xffffffffu)
 {
     cuemu::Self& me = cuemu::self();
-    me.worker->wait(me.worker->warps[me.rank / 32]);
+    me.worker->wait_warp(me.rank / 32);
 }
 
 // Shuffles within segments of `width` lanes, as on the GPU; the mask is ignored (every live lane must take part).
@@ -446,16 +462,18 @@ class Pool
     std::mutex launch_mutex_;
     dim3 grid_, block_;
     unsigned block_count_ = 0;
+    bool descending_ = false;
     int active_ = 0, wanted_ = 1;
     void (*body_)(void*) = nullptr;
     void* argument_ = nullptr;
 
     void run_blocks(Worker& w)
     {
-        for (unsigned b = next_block_.fetch_add(1); b < block_count_; b = next_block_.fetch_add(1))
+        for (unsigned taken = next_block_.fetch_add(1); taken < block_count_; taken = next_block_.fetch_add(1))
         {
+            unsigned b = descending_ ? block_count_ - 1 - taken : taken;
             dim3 index(b % grid_.x, b / grid_.x % grid_.y, b / (grid_.x * grid_.y));
-            if (!w.run_block(index, block_, grid_, body_, argument_)) deadlocked_ = true;
+            if (!w.run_block(index, block_, grid_, body_, argument_, descending_)) deadlocked_ = true;
         }
     }
 
@@ -492,10 +510,12 @@ public:
         wanted_ = std::clamp(count, 1, 256);
     }
 
-    // Runs body(argument) on every thread of every block; false when some block's threads deadlocked.
-    bool launch(dim3 grid, dim3 block, void (*body)(void*), void* argument)
+    // Runs body(argument) on every thread of every block, in ascending or `descending` order; false when some block's
+    // threads deadlocked.
+    bool launch(dim3 grid, dim3 block, void (*body)(void*), void* argument, bool descending)
     {
         std::lock_guard lock(launch_mutex_);
+        descending_ = descending;
         grid_ = grid;
         block_ = block;
         body_ = body;

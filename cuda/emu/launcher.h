@@ -51,9 +51,10 @@ CUEMU_EXPORT const char* cuemu_kernel_name(int index)
 // Shares each launch's blocks among `count` workers (the engine passes its CPU thread count).
 CUEMU_EXPORT void cuemu_set_workers(int count) { cuemu::pool().set_workers(count); }
 
-// Runs kernel `name` on grid × block threads; returns 0, or non-zero with a message in `error`.
+// Runs kernel `name` on grid × block threads, in ascending order or (`descending` non-zero) descending (cuemu.h);
+// returns 0, or non-zero with a message in `error`.
 CUEMU_EXPORT int cuemu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                            unsigned shared_bytes, void** args, const long long* arg_sizes, int arg_count, char* error,
+                            unsigned shared_bytes, int descending, void** args, const long long* arg_sizes, int arg_count, char* error,
                             int error_capacity)
 {
     const cuemu::Kernel* kernel = nullptr;
@@ -79,7 +80,7 @@ CUEMU_EXPORT int cuemu_launch(const char* name, unsigned gx, unsigned gy, unsign
                                               auto* c = static_cast<cuemu::Call*>(context);
                                               c->kernel->invoke(c->args);
                                           },
-                                          &call);
+                                          &call, descending != 0);
     if (!completed)
         return std::snprintf(error, error_capacity,
                              "kernel %s deadlocked: threads of a block wait at a barrier (__syncthreads, __syncwarp or a "

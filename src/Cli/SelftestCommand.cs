@@ -38,17 +38,31 @@ public static class SelftestCommand
             Description = "full (ViT-B/16 training sizes) or small (a quick run)",
             DefaultValueFactory = _ => "full",
         };
+        var threadOrder = new Option<string>("--thread-order")
+        {
+            Description = "emulated-cuda only: ascending (lowest thread and first block first) or descending; a kernel with a data race " +
+                "between its threads fails its case in one of the two",
+            DefaultValueFactory = _ => "ascending",
+        };
         var command = new Command("selftest", "Check every op on a device against double-precision references and finite differences; optionally benchmark it.")
         {
-            device, filter, bench, benchSize,
+            device, filter, bench, benchSize, threadOrder,
         };
-        command.SetAction(r => Run(r.GetValue(device)!, r.GetValue(filter), r.GetValue(bench), r.GetValue(benchSize)!));
+        command.SetAction(r => Run(r.GetValue(device)!, r.GetValue(filter), r.GetValue(bench), r.GetValue(benchSize)!, r.GetValue(threadOrder)!));
         return command;
     }
 
-    static int Run(string deviceName, string? filter, bool bench, string benchSize)
+    static int Run(string deviceName, string? filter, bool bench, string benchSize, string threadOrder)
     {
         if (benchSize is not ("full" or "small")) throw new ArgumentException($"--bench-size must be full or small (got '{benchSize}')");
+        var order = threadOrder switch
+        {
+            "ascending" => EmulatedThreadOrder.Ascending,
+            "descending" => EmulatedThreadOrder.Descending,
+            _ => throw new ArgumentException($"--thread-order must be ascending or descending (got '{threadOrder}')"),
+        };
+        if (order != EmulatedThreadOrder.Ascending && deviceName != "emulated-cuda")
+            throw new ArgumentException($"--thread-order {threadOrder} needs --device emulated-cuda (a GPU orders its threads itself; got '{deviceName}')");
         Device device;
         switch (deviceName)
         {
@@ -64,13 +78,15 @@ public static class SelftestCommand
                     Console.WriteLine($"{(deviceName == "cuda" ? "no GPU" : "no emulated CUDA device")}: {reason}");
                     return DeviceUnavailable;
                 }
-                device = cuda!;
+                if (cuda!.Runtime is EmulatedRuntime emulated) emulated.ThreadOrder = order;
+                device = cuda;
                 break;
             default:
                 throw new ArgumentException($"--device must be auto, cuda, emulated-cuda or cpu (got '{deviceName}')");
         }
 
-        Console.WriteLine($"device: {device.Name}{(device is CudaDevice d ? $" ({d.Runtime.Description})" : "")}");
+        Console.WriteLine($"device: {device.Name}{(device is CudaDevice d ? $" ({d.Runtime.Description})" : "")}" +
+            (deviceName == "emulated-cuda" ? $", threads and blocks in {threadOrder} order" : ""));
         if (Nvrtc.IsAvailable(out var nvrtcReason)) Console.WriteLine($"NVRTC: {Nvrtc.Version.Major}.{Nvrtc.Version.Minor}");
         else Console.WriteLine($"NVRTC: not available ({nvrtcReason})");
 

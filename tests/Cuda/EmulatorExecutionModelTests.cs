@@ -69,12 +69,25 @@ public unsafe class EmulatorExecutionModelTests
             out[2 * i] = shuffled;
             out[2 * i + 1] = cuemu::warp_butterfly(v, [](int a, int b) { return 3 * a - b; });
         }
-        #define CUEMU_KERNEL_LIST(X) X(block_sum) X(divergent_barriers) X(builtins) X(butterflies)
+        // Two reads with a barrier missing before them: each thread publishes its rank, then reads both neighbours' slots
+        // at once. Thread 0 of each block also notes when its block ran among the launch's blocks.
+        extern "C" __global__ void racy_neighbours(int* right, int* left, int* block_turn, int* turns)
+        {
+            __shared__ int slots[64];
+            int t = threadIdx.x, n = blockDim.x, i = blockIdx.x * n + t;
+            slots[t] = -1;
+            __syncthreads();
+            slots[t] = t;
+            right[i] = slots[(t + 1) % n];
+            left[i] = slots[(t + n - 1) % n];
+            if (t == 0) block_turn[blockIdx.x] = atomicAdd(turns, 1);
+        }
+        #define CUEMU_KERNEL_LIST(X) X(block_sum) X(divergent_barriers) X(builtins) X(butterflies) X(racy_neighbours)
         #include "emu/launcher.h"
         """;
 
     static IntPtr _library;
-    static delegate* unmanaged<byte*, uint, uint, uint, uint, uint, uint, uint, void**, long*, int, byte*, int, int> _launch;
+    static delegate* unmanaged<byte*, uint, uint, uint, uint, uint, uint, uint, int, void**, long*, int, byte*, int, int> _launch;
 
     static string? _dir;
 
@@ -103,7 +116,7 @@ public unsafe class EmulatorExecutionModelTests
         process.WaitForExit();
         Assert.That(process.ExitCode, Is.Zero, errors);
         _library = NativeLibrary.Load(Path.Combine(dir, "libprobe.so"));
-        _launch = (delegate* unmanaged<byte*, uint, uint, uint, uint, uint, uint, uint, void**, long*, int, byte*, int, int>)
+        _launch = (delegate* unmanaged<byte*, uint, uint, uint, uint, uint, uint, uint, int, void**, long*, int, byte*, int, int>)
             NativeLibrary.GetExport(_library, "cuemu_launch");
         _setWorkers = (delegate* unmanaged<int, void>)NativeLibrary.GetExport(_library, "cuemu_set_workers");
     }
@@ -118,9 +131,10 @@ public unsafe class EmulatorExecutionModelTests
     }
 
     static (int Code, string Error) Launch(string kernel, uint grid, uint block, params ulong[] pointers) =>
-        Launch(kernel, (grid, 1, 1), (block, 1, 1), pointers);
+        Launch(kernel, (grid, 1, 1), (block, 1, 1), false, pointers);
 
-    static (int Code, string Error) Launch(string kernel, (uint X, uint Y, uint Z) grid, (uint X, uint Y, uint Z) block, params ulong[] pointers)
+    static (int Code, string Error) Launch(string kernel, (uint X, uint Y, uint Z) grid, (uint X, uint Y, uint Z) block, bool descending,
+        params ulong[] pointers)
     {
         var name = Encoding.UTF8.GetBytes(kernel + "\0");
         void** args = stackalloc void*[pointers.Length];
@@ -134,12 +148,13 @@ public unsafe class EmulatorExecutionModelTests
         }
         byte* error = stackalloc byte[512];
         int code;
-        fixed (byte* n = name) code = _launch(n, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, 0, args, sizes, pointers.Length, error, 512);
+        fixed (byte* n = name) code = _launch(n, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, 0, descending ? 1 : 0, args, sizes,
+            pointers.Length, error, 512);
         return (code, code == 0 ? "" : Marshal.PtrToStringUTF8((IntPtr)error)!);
     }
 
     [Test]
-    public void BlocksOnSeveralWorkersKeepTheirOwnSharedMemoryAndReduceExactly()
+    public void BlocksOnSeveralWorkersKeepTheirOwnSharedMemoryAndReduceExactly([Values] bool descending)
     {
         const int Blocks = 37;
         var x = new float[Blocks * 96];
@@ -152,7 +167,7 @@ public unsafe class EmulatorExecutionModelTests
             fixed (float* px = x, ps = sums)
             fixed (int* pok = ok)
             {
-                var (code, error) = Launch("block_sum", Blocks, 100, (ulong)ps, (ulong)pok, (ulong)px);
+                var (code, error) = Launch("block_sum", (Blocks, 1, 1), (100, 1, 1), descending, (ulong)ps, (ulong)pok, (ulong)px);
                 Assert.That(code, Is.Zero, error);
             }
             for (int b = 0; b < Blocks; b++)
@@ -165,7 +180,7 @@ public unsafe class EmulatorExecutionModelTests
     /// at its start, after a barrier and deep in its own stack (where the emulator finds them), with blocks on one to
     /// three workers.</summary>
     [Test]
-    public void EveryThreadSeesItsOwnIndicesAndTheLaunchShape()
+    public void EveryThreadSeesItsOwnIndicesAndTheLaunchShape([Values] bool descending)
     {
         (uint X, uint Y, uint Z) grid = (3, 2, 2), block = (5, 4, 3);
         int blocks = 12, threads = 60;
@@ -176,7 +191,7 @@ public unsafe class EmulatorExecutionModelTests
             Array.Fill(values, uint.MaxValue);
             fixed (uint* p = values)
             {
-                var (code, error) = Launch("builtins", grid, block, (ulong)p);
+                var (code, error) = Launch("builtins", grid, block, descending, (ulong)p);
                 Assert.That(code, Is.Zero, error);
             }
             for (int b = 0; b < blocks; b++)
@@ -191,15 +206,14 @@ public unsafe class EmulatorExecutionModelTests
 
     /// <summary>The butterfly that warp_sum and warp_max take on the emulated device gives every lane what its five
     /// shuffles give, in whole warps (gathered) and in a partial one (shuffled).</summary>
-    [TestCase(64u)]
-    [TestCase(48u)]
-    public void TheGatheredButterflyIsTheShuffledOne(uint threads)
+    [Test]
+    public void TheGatheredButterflyIsTheShuffledOne([Values(64u, 48u)] uint threads, [Values] bool descending)
     {
         var x = Enumerable.Range(0, 2 * (int)threads).Select(i => i * 7919 % 1000 - 500).ToArray();
         var results = new int[2 * x.Length];
         fixed (int* px = x, pr = results)
         {
-            var (code, error) = Launch("butterflies", 2, threads, (ulong)pr, (ulong)px);
+            var (code, error) = Launch("butterflies", (2, 1, 1), (threads, 1, 1), descending, (ulong)pr, (ulong)px);
             Assert.That(code, Is.Zero, error);
         }
         var shuffled = results.Where((_, i) => i % 2 == 0).ToArray();
@@ -226,5 +240,31 @@ public unsafe class EmulatorExecutionModelTests
         fixed (int* pok = ok)
             Assert.That(Launch("block_sum", 1, 100, (ulong)ps, (ulong)pok, (ulong)px).Code, Is.Zero);
         Assert.That(sums[0], Is.EqualTo(95 * 96 / 2));
+    }
+
+    /// <summary>A missing barrier shows in one order or the other: ascending, each thread runs to its end before its
+    /// right neighbour writes (so it reads the stale -1 there) and after its left one did; descending, the reverse.
+    /// Blocks run first to last, or last to first.</summary>
+    [Test]
+    public void EachOrderShowsTheRacesTheOtherHides([Values] bool descending)
+    {
+        const int Blocks = 3, Threads = 64, N = Blocks * Threads;
+        _setWorkers(1); // one worker: the blocks' turns are the order they were handed out in
+        var (right, left, turn) = (new int[N], new int[N], new int[Blocks]);
+        var turns = new int[1];
+        fixed (int* pr = right, pl = left, pt = turn, pn = turns)
+        {
+            var (code, error) = Launch("racy_neighbours", (Blocks, 1, 1), (Threads, 1, 1), descending, (ulong)pr, (ulong)pl, (ulong)pt, (ulong)pn);
+            Assert.That(code, Is.Zero, error);
+        }
+        for (int i = 0; i < N; i++)
+        {
+            int t = i % Threads;
+            bool last = t == Threads - 1, first = t == 0; // the wrapping reads go the other way
+            bool rightWritten = descending ? !last : last, leftWritten = descending ? first : !first;
+            Assert.That(right[i], Is.EqualTo(rightWritten ? (t + 1) % Threads : -1), $"thread {t}: its right neighbour's slot");
+            Assert.That(left[i], Is.EqualTo(leftWritten ? (t + Threads - 1) % Threads : -1), $"thread {t}: its left neighbour's slot");
+        }
+        Assert.That(turn, Is.EqualTo(descending ? new[] { 2, 1, 0 } : new[] { 0, 1, 2 }), "the blocks' turns");
     }
 }
