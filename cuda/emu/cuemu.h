@@ -11,7 +11,8 @@
 // Warp-wide helpers that would shuffle many times in a row (warp_sum, warp_max, mma_16x8x16 in common.cuh) gather the
 // warp's values with one barrier instead (warp_all_gather) and compute each lane's result in the shuffles' order.
 // A thread that returns early leaves its block's and warp's barriers, so early exit never deadlocks; barriers that
-// not every live thread reaches are reported as a failed launch instead of hanging.
+// not every live thread reaches are reported as a failed launch instead of hanging, and so is a wide access (a float4,
+// 8 or 4 bytes at once) at an address not aligned to its size, which a GPU faults on (common.cuh's as_vector).
 // Blocks never run concurrently with themselves, and kernels here use no cross-block atomics, so results do not
 // depend on how blocks are shared out.
 // A launch runs in one of two orders: ascending (between two barriers a scope's threads run one after another from
@@ -215,6 +216,8 @@ public:
     std::vector<uint64_t> gathers; // two all-gather areas of GatherWords per thread: [parity][thread]
     int threads = 0;
     bool deadlocked = false;
+    const void* misaligned = nullptr; // the first misaligned wide access of this worker's blocks in the launch
+    size_t misaligned_bytes = 0;
 
     Worker()
     {
@@ -362,6 +365,14 @@ const T* warp_all_gather(const T& value)
 }
 
 inline int lane() { return self().rank % 32; }
+
+// Notes the first access of `bytes` at once at an address not aligned to them (the launch then fails, as on a GPU).
+inline void check_aligned(const void* p, size_t bytes)
+{
+    if (((uintptr_t)p & (bytes - 1)) == 0) [[likely]] return;
+    Worker& w = *self().worker;
+    if (!w.misaligned) w.misaligned = p, w.misaligned_bytes = bytes;
+}
 } // namespace cuemu
 
 inline void __syncthreads()
@@ -510,9 +521,16 @@ public:
         wanted_ = std::clamp(count, 1, 256);
     }
 
-    // Runs body(argument) on every thread of every block, in ascending or `descending` order; false when some block's
-    // threads deadlocked.
-    bool launch(dim3 grid, dim3 block, void (*body)(void*), void* argument, bool descending)
+    // How a launch went: whether some block's threads deadlocked, and its first misaligned wide access (null when none).
+    struct Outcome
+    {
+        bool deadlocked;
+        const void* misaligned;
+        size_t misaligned_bytes;
+    };
+
+    // Runs body(argument) on every thread of every block, in ascending or `descending` order.
+    Outcome launch(dim3 grid, dim3 block, void (*body)(void*), void* argument, bool descending)
     {
         std::lock_guard lock(launch_mutex_);
         descending_ = descending;
@@ -534,7 +552,14 @@ public:
         run_blocks(*workers_[0]);
         if (active_ > 1)
             for (int done = finished_.load(); done < (int)threads_.size(); done = finished_.load()) finished_.wait(done);
-        return !deadlocked_;
+        Outcome outcome{deadlocked_, nullptr, 0};
+        for (int rank = 0; rank < active_; rank++)
+        {
+            Worker& w = *workers_[rank];
+            if (w.misaligned && !outcome.misaligned) outcome.misaligned = w.misaligned, outcome.misaligned_bytes = w.misaligned_bytes;
+            w.misaligned = nullptr;
+        }
+        return outcome;
     }
 };
 

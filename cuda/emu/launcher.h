@@ -75,13 +75,17 @@ CUEMU_EXPORT int cuemu_launch(const char* name, unsigned gx, unsigned gy, unsign
     if (shared_bytes != 0)
         return std::snprintf(error, error_capacity, "kernel %s: dynamic shared memory is not emulated", name), 5;
     cuemu::Call call{kernel, args};
-    bool completed = cuemu::pool().launch(dim3(gx, gy, gz), dim3(bx, by, bz),
+    cuemu::Pool::Outcome outcome = cuemu::pool().launch(dim3(gx, gy, gz), dim3(bx, by, bz),
                                           [](void* context) {
                                               auto* c = static_cast<cuemu::Call*>(context);
                                               c->kernel->invoke(c->args);
                                           },
                                           &call, descending != 0);
-    if (!completed)
+    if (outcome.misaligned)
+        return std::snprintf(error, error_capacity,
+                             "kernel %s made a %zu-byte access at %p, which is not aligned to its size (a GPU faults: misaligned "
+                             "address)", name, outcome.misaligned_bytes, outcome.misaligned), 7;
+    if (outcome.deadlocked)
         return std::snprintf(error, error_capacity,
                              "kernel %s deadlocked: threads of a block wait at a barrier (__syncthreads, __syncwarp or a "
                              "shuffle) that the block's other live threads never reach", name), 6;

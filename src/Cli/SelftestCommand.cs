@@ -44,15 +44,22 @@ public static class SelftestCommand
                 "between its threads fails its case in one of the two",
             DefaultValueFactory = _ => "ascending",
         };
+        var multiprocessors = new Option<int>("--multiprocessors")
+        {
+            Description = "emulated-cuda only: size the kernels' grids as on a GPU with this many multiprocessors (132: an H200), " +
+                "so the reductions take the partials and slices they take there",
+            DefaultValueFactory = _ => 1,
+        };
         var command = new Command("selftest", "Check every op on a device against double-precision references and finite differences; optionally benchmark it.")
         {
-            device, filter, bench, benchSize, threadOrder,
+            device, filter, bench, benchSize, threadOrder, multiprocessors,
         };
-        command.SetAction(r => Run(r.GetValue(device)!, r.GetValue(filter), r.GetValue(bench), r.GetValue(benchSize)!, r.GetValue(threadOrder)!));
+        command.SetAction(r => Run(r.GetValue(device)!, r.GetValue(filter), r.GetValue(bench), r.GetValue(benchSize)!, r.GetValue(threadOrder)!,
+            r.GetValue(multiprocessors)));
         return command;
     }
 
-    static int Run(string deviceName, string? filter, bool bench, string benchSize, string threadOrder)
+    static int Run(string deviceName, string? filter, bool bench, string benchSize, string threadOrder, int multiprocessors)
     {
         if (benchSize is not ("full" or "small")) throw new ArgumentException($"--bench-size must be full or small (got '{benchSize}')");
         var order = threadOrder switch
@@ -63,6 +70,10 @@ public static class SelftestCommand
         };
         if (order != EmulatedThreadOrder.Ascending && deviceName != "emulated-cuda")
             throw new ArgumentException($"--thread-order {threadOrder} needs --device emulated-cuda (a GPU orders its threads itself; got '{deviceName}')");
+        if (multiprocessors is < 1 or > 1024)
+            throw new ArgumentException($"--multiprocessors must be 1 to 1024 (got {multiprocessors})");
+        if (multiprocessors != 1 && deviceName != "emulated-cuda")
+            throw new ArgumentException($"--multiprocessors {multiprocessors} needs --device emulated-cuda (a GPU has its own; got '{deviceName}')");
         Device device;
         switch (deviceName)
         {
@@ -73,7 +84,9 @@ public static class SelftestCommand
                 device = CudaDevice.TryOpen(out var gpu, out _) ? gpu! : Device.Cpu;
                 break;
             case "cuda" or "emulated-cuda":
-                if (!CudaDevice.TryOpen(deviceName, out var cuda, out var reason))
+                CudaDevice? cuda;
+                string reason;
+                if (!(deviceName == "cuda" ? CudaDevice.TryOpen(out cuda, out reason) : CudaDevice.TryOpenEmulated(out cuda, out reason, multiprocessors: multiprocessors)))
                 {
                     Console.WriteLine($"{(deviceName == "cuda" ? "no GPU" : "no emulated CUDA device")}: {reason}");
                     return DeviceUnavailable;

@@ -36,11 +36,12 @@ public sealed unsafe class CudaDevice : Device, IDisposable
     }
 
     /// <summary>Opens the emulated CUDA device (building it with g++ on first use); false with the reason. With
-    /// <paramref name="instrumented"/>, as for <see cref="TryOpen(out CudaDevice, out string, int, bool)"/>.</summary>
-    public static bool TryOpenEmulated(out CudaDevice? device, out string reason, bool instrumented = false)
+    /// <paramref name="instrumented"/>, as for <see cref="TryOpen(out CudaDevice, out string, int, bool)"/>; its kernels
+    /// size their grids for <paramref name="multiprocessors"/> (<see cref="EmulatedRuntime.MultiprocessorCount"/>).</summary>
+    public static bool TryOpenEmulated(out CudaDevice? device, out string reason, bool instrumented = false, int multiprocessors = 1)
     {
         device = null;
-        if (!EmulatedRuntime.TryCreate(out var runtime, out reason)) return false;
+        if (!EmulatedRuntime.TryCreate(out var runtime, out reason, multiprocessors)) return false;
         device = new CudaDevice(runtime!, new CudaKernels(runtime!), instrumented);
         return true;
     }

@@ -6,17 +6,21 @@ using Engine.Models.Training;
 namespace Engine.Tests;
 
 /// <summary>
-/// The CUDA kernels have no data races the emulated device can show: every op case passes with the launches' threads
-/// and blocks run in descending order (<see cref="EmulatedThreadOrder"/>; the other tests run them ascending, and each
-/// order hides the races the other shows), and training steps give the same bits in both orders, tensor-core
-/// attention included. A GPU interleaves its threads in ways neither order fixes, so a kernel that passes here may
-/// still race there; one that fails here would race there.
+/// The CUDA kernels have no data races the emulated device can show, and run correctly in the grids an H200 gives
+/// them: every op case passes with the launches' threads and blocks run in descending order
+/// (<see cref="EmulatedThreadOrder"/>; the other tests run them ascending, and each order hides the races the other
+/// shows) on an emulated device that sizes its grids for an H200's 132 multiprocessors (the other tests' one
+/// multiprocessor never reaches the reductions' many partials and slices), and training steps give the same bits in
+/// both orders, tensor-core attention included. A GPU interleaves its threads in ways neither order fixes, so a
+/// kernel that passes here may still race there; one that fails here would race there.
 /// </summary>
 [TestFixture, NonParallelizable]
 public class ThreadOrderTests
 {
     static readonly Lazy<(CudaDevice? Device, string Reason)> Emulated = new(() =>
-        CudaDevice.TryOpenEmulated(out var device, out var reason) ? (device, "") : (null, reason));
+        CudaDevice.TryOpenEmulated(out var device, out var reason, multiprocessors: H200Multiprocessors) ? (device, "") : (null, reason));
+
+    const int H200Multiprocessors = 132;
 
     static (CudaDevice Device, EmulatedRuntime Runtime) Device()
     {

@@ -27,9 +27,10 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     readonly Dictionary<string, byte[]> _names = new();
     int _workers; // the worker count the library was last given
 
-    EmulatedRuntime(string libraryPath)
+    EmulatedRuntime(string libraryPath, int multiprocessors)
     {
         LibraryPath = libraryPath;
+        MultiprocessorCount = multiprocessors;
         _library = NativeLibrary.Load(libraryPath);
         _launch = (delegate* unmanaged<byte*, uint, uint, uint, uint, uint, uint, uint, int, void**, long*, int, byte*, int, int>)
             NativeLibrary.GetExport(_library, "cuemu_launch");
@@ -56,13 +57,15 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     public IReadOnlyCollection<string> KernelNames => _names.Keys;
 
     /// <summary>Builds (or reuses) the emulator library and loads it; false with the reason when g++ is missing or
-    /// the build fails.</summary>
-    public static bool TryCreate(out EmulatedRuntime? runtime, out string reason)
+    /// the build fails. The kernels size their grids for <paramref name="multiprocessors"/> (see
+    /// <see cref="MultiprocessorCount"/>).</summary>
+    public static bool TryCreate(out EmulatedRuntime? runtime, out string reason, int multiprocessors = 1)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(multiprocessors, 1);
         runtime = null;
         try
         {
-            runtime = new EmulatedRuntime(Build());
+            runtime = new EmulatedRuntime(Build(), multiprocessors);
             reason = "";
             return true;
         }
@@ -121,10 +124,13 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     public override string Name => "emulated-cuda";
 
     /// <inheritdoc/>
-    public override string Description => $"emulated CUDA device on CPU threads ({_names.Count} kernels, {LibraryPath})";
+    public override string Description => $"emulated CUDA device on CPU threads ({_names.Count} kernels, " +
+        (MultiprocessorCount > 1 ? $"grids sized for {MultiprocessorCount} multiprocessors, " : "") + $"{LibraryPath})";
 
-    /// <summary>One multiprocessor: grid-stride kernels run a few blocks, which keeps the emulation fast.</summary>
-    public override int MultiprocessorCount => 1;
+    /// <summary>One multiprocessor unless the runtime was created with more: grid-stride kernels then run a few blocks,
+    /// which keeps the emulation fast. With a GPU's count (132 for an H200) the kernels take the grids, reduction
+    /// partials and column slices they take there, which one multiprocessor never reaches.</summary>
+    public override int MultiprocessorCount { get; }
 
     /// <inheritdoc/>
     public override ulong Allocate(long bytes) => (ulong)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 64), 256);
