@@ -252,8 +252,8 @@ __device__ __forceinline__ TcSource<D> qkv_source(const AttentionHead& a, const 
 // ride in x and y (the registers the float4 would use, so a 16-bit tile costs none more).
 template <int D> __device__ __forceinline__ float4 tc_load4(const TcSource<D>& s, int row, int d4)
 {
-    if (!s.src16) return *as_vector<const float4>(s.src + (long long)row * s.ld + 4 * d4);
-    unsigned long long q = *as_vector<const unsigned long long>(s.src16 + (long long)row * s.ld + 4 * d4);
+    if (!s.src16) return AS_VECTOR(const float4, s.src + (long long)row * s.ld)[d4];
+    unsigned long long q = AS_VECTOR(const unsigned long long, s.src16 + (long long)row * s.ld)[d4];
     float4 v;
     v.x = bits_float((unsigned int)q);
     v.y = bits_float((unsigned int)(q >> 32));
@@ -290,8 +290,8 @@ template <int D> __device__ __forceinline__ void load_tc_tiles(TcSource<D> a, Tc
             unsigned int p23 = halves ? float_bits(v.y) : pack_pair(v.z, v.w, precision);
             if (rows)
             {
-                *as_vector<unsigned int>(&(*rows)[rr][d]) = p01;
-                *as_vector<unsigned int>(&(*rows)[rr][d + 2]) = p23;
+                *AS_VECTOR(unsigned int, &(*rows)[rr][d]) = p01;
+                *AS_VECTOR(unsigned int, &(*rows)[rr][d + 2]) = p23;
             }
             if (cols)
             {
@@ -330,10 +330,10 @@ __device__ __forceinline__ void load_a_fragments(unsigned int f[D / 16][4], cons
     for (int kk = 0; kk < D / 16; kk++)
     {
         const unsigned short *a = src + (long long)rowA * ld + 16 * kk + 2 * t, *b = src + (long long)rowB * ld + 16 * kk + 2 * t;
-        f[kk][0] = rowA < T ? *as_vector<const unsigned int>(a) : 0u;
-        f[kk][1] = rowB < T ? *as_vector<const unsigned int>(b) : 0u;
-        f[kk][2] = rowA < T ? *as_vector<const unsigned int>(a + 8) : 0u;
-        f[kk][3] = rowB < T ? *as_vector<const unsigned int>(b + 8) : 0u;
+        f[kk][0] = rowA < T ? *AS_VECTOR(const unsigned int, a) : 0u;
+        f[kk][1] = rowB < T ? *AS_VECTOR(const unsigned int, b) : 0u;
+        f[kk][2] = rowA < T ? *AS_VECTOR(const unsigned int, a + 8) : 0u;
+        f[kk][3] = rowB < T ? *AS_VECTOR(const unsigned int, b + 8) : 0u;
     }
 }
 
@@ -358,7 +358,7 @@ __device__ __forceinline__ void tc_scores(float s[TC_ROWS / 8][4], const unsigne
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
         {
-            unsigned int f[2] = {*as_vector<const unsigned int>(&b[8 * n + g][16 * kk + 2 * t]), *as_vector<const unsigned int>(&b[8 * n + g][16 * kk + 8 + 2 * t])};
+            unsigned int f[2] = {*AS_VECTOR(const unsigned int, &b[8 * n + g][16 * kk + 2 * t]), *AS_VECTOR(const unsigned int, &b[8 * n + g][16 * kk + 8 + 2 * t])};
             mma_16x8x16(s[n], a[kk], f, precision);
         }
     }
@@ -378,7 +378,7 @@ __device__ __forceinline__ void tc_accumulate(float acc[D / 8][4], const float p
 #pragma unroll
         for (int n = 0; n < D / 8; n++)
         {
-            unsigned int f[2] = {*as_vector<const unsigned int>(&bt[8 * n + g][16 * kk + 2 * t]), *as_vector<const unsigned int>(&bt[8 * n + g][16 * kk + 8 + 2 * t])};
+            unsigned int f[2] = {*AS_VECTOR(const unsigned int, &bt[8 * n + g][16 * kk + 2 * t]), *AS_VECTOR(const unsigned int, &bt[8 * n + g][16 * kk + 8 + 2 * t])};
             mma_16x8x16(acc[n], pa, f, precision);
         }
     }
@@ -419,8 +419,8 @@ __device__ __forceinline__ void store_tc_rows16(unsigned short* out, long long l
 #pragma unroll
     for (int n = 0; n < D / 8; n++)
     {
-        if (r0 + g < T) *as_vector<unsigned int>(out + (long long)(r0 + g) * ld + 8 * n + 2 * t) = pack_pair(acc[n][0], acc[n][1], precision);
-        if (r0 + g + 8 < T) *as_vector<unsigned int>(out + (long long)(r0 + g + 8) * ld + 8 * n + 2 * t) = pack_pair(acc[n][2], acc[n][3], precision);
+        if (r0 + g < T) *AS_VECTOR(unsigned int, out + (long long)(r0 + g) * ld + 8 * n + 2 * t) = pack_pair(acc[n][0], acc[n][1], precision);
+        if (r0 + g + 8 < T) *AS_VECTOR(unsigned int, out + (long long)(r0 + g + 8) * ld + 8 * n + 2 * t) = pack_pair(acc[n][2], acc[n][3], precision);
     }
 }
 

@@ -9,14 +9,13 @@
 
 // p as a V* for one wide access (a float4, or 8 or 4 bytes of 16-bit values). A GPU faults on a wide access that is not
 // aligned to its size ("misaligned address"), where x86 quietly allows it, so the emulated device checks each one and
-// fails the launch that makes one.
-template <class V, class P> __device__ __forceinline__ V* as_vector(P* p)
-{
+// fails the launch that makes one. A plain cast on the GPU (a macro: through a function, NVRTC 11.8 loses the global
+// address space of some loads and issues generic ones).
 #ifdef __CUEMU__
-    cuemu::check_aligned(p, sizeof(V));
+#define AS_VECTOR(V, p) (static_cast<V*>(cuemu::check_aligned((p), sizeof(V))))
+#else
+#define AS_VECTOR(V, p) ((V*)(p))
 #endif
-    return (V*)p;
-}
 
 // Grid-stride loop over [0, n): the grid is sized to the device (a few blocks per multiprocessor), not to n.
 #define GRID_STRIDE(i, n) \
@@ -226,7 +225,7 @@ __device__ __forceinline__ void load_values(float v[4], const float* p, long lon
 {
     if (count == 4)
     {
-        float4 q = *as_vector<const float4>(p + i);
+        float4 q = *AS_VECTOR(const float4, p + i);
         v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
     }
     else v[0] = p[i];
@@ -237,7 +236,7 @@ __device__ __forceinline__ void load_values(float v[4], const void* p, int forma
 {
     if (format == 0) { load_values(v, (const float*)p, i, count); return; }
     if (count != 4) { v[0] = load_operand(p, format, i); return; }
-    unsigned long long q = *as_vector<const unsigned long long>((const unsigned short*)p + i);
+    unsigned long long q = *AS_VECTOR(const unsigned long long, (const unsigned short*)p + i);
     for (int k = 0; k < 4; k++)
     {
         unsigned short bits = (unsigned short)(q >> (16 * k));
@@ -254,10 +253,10 @@ __device__ __forceinline__ void store_values(float* p, long long i, const float 
     q.x = v[0]; q.y = v[1]; q.z = v[2]; q.w = v[3];
     if (accumulate)
     {
-        float4 o = *as_vector<const float4>(p + i);
+        float4 o = *AS_VECTOR(const float4, p + i);
         q.x += o.x; q.y += o.y; q.z += o.z; q.w += o.w;
     }
-    *as_vector<float4>(p + i) = q;
+    *AS_VECTOR(float4, p + i) = q;
 }
 
 // p[i .. i + count) = v rounded to 16 bits (format 2 bf16, 3 fp16), count 4 (one 8-byte store) or 1.
@@ -265,7 +264,7 @@ __device__ __forceinline__ void store_halves(unsigned short* p, long long i, con
 {
     unsigned long long q = 0;
     for (int k = 0; k < count; k++) q |= (unsigned long long)(format == 3 ? to_fp16(v[k]).bits : to_bf16(v[k]).bits) << (16 * k);
-    if (count == 4) *as_vector<unsigned long long>(p + i) = q;
+    if (count == 4) *AS_VECTOR(unsigned long long, p + i) = q;
     else p[i] = (unsigned short)q;
 }
 

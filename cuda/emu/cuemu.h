@@ -366,13 +366,18 @@ const T* warp_all_gather(const T& value)
 
 inline int lane() { return self().rank % 32; }
 
-// Notes the first access of `bytes` at once at an address not aligned to them (the launch then fails, as on a GPU).
-inline void check_aligned(const void* p, size_t bytes)
+// p, for an access of `bytes` at once; one at an address not aligned to them is noted (the launch then fails, as on a
+// GPU). Typed void pointers keep the caller's const.
+inline void* check_aligned(void* p, size_t bytes)
 {
-    if (((uintptr_t)p & (bytes - 1)) == 0) [[likely]] return;
-    Worker& w = *self().worker;
-    if (!w.misaligned) w.misaligned = p, w.misaligned_bytes = bytes;
+    if (((uintptr_t)p & (bytes - 1)) != 0) [[unlikely]]
+    {
+        Worker& w = *self().worker;
+        if (!w.misaligned) w.misaligned = p, w.misaligned_bytes = bytes;
+    }
+    return p;
 }
+inline const void* check_aligned(const void* p, size_t bytes) { return check_aligned(const_cast<void*>(p), bytes); }
 } // namespace cuemu
 
 inline void __syncthreads()
