@@ -59,6 +59,12 @@ public sealed unsafe class CudaDevice : Device, IDisposable
     public override DeviceMemory Allocate(long bytes) => new CudaMemory(Runtime, bytes);
 
     /// <inheritdoc/>
+    internal override void Unwritten(DeviceMemory memory)
+    {
+        if (Runtime is EmulatedRuntime) EmulatedRuntime.Poison((ulong)memory.Pointer, memory.Bytes);
+    }
+
+    /// <inheritdoc/>
     public override void CopyFromHost(void* deviceDst, void* hostSrc, long bytes) => Runtime.CopyToDevice((ulong)deviceDst, hostSrc, bytes);
 
     /// <inheritdoc/>

@@ -1,13 +1,14 @@
 namespace Engine;
 
-/// <summary>Element types. Kernels run on F32 today; F16/BF16 are storage types that later kernels will read.</summary>
+/// <summary>Element types. Kernels compute in F32; F16 and BF16 hold values kept in 16 bits under mixed precision (GEMM
+/// operands, saved activations).</summary>
 public enum DType
 {
     /// <summary>IEEE float32.</summary>
     F32,
-    /// <summary>IEEE float16 (storage only for now).</summary>
+    /// <summary>IEEE float16 (storage).</summary>
     F16,
-    /// <summary>bfloat16 (storage only for now).</summary>
+    /// <summary>bfloat16 (storage).</summary>
     BF16,
     /// <summary>int32 (class targets, selected indices).</summary>
     I32,

@@ -56,6 +56,10 @@ public abstract unsafe class Device
     /// <summary>Allocates raw device memory (uninitialised).</summary>
     public abstract DeviceMemory Allocate(long bytes);
 
+    /// <summary>Called on each buffer a new tensor storage takes, fresh or from the pool, before anything writes it.
+    /// Nothing happens here; the emulated CUDA device fills it with NaN bytes (<see cref="Engine.Kernels.Cuda.EmulatedRuntime.Poison"/>).</summary>
+    internal virtual void Unwritten(DeviceMemory memory) { }
+
     /// <summary>Copies <paramref name="bytes"/> from host memory to this device.</summary>
     public abstract void CopyFromHost(void* deviceDst, void* hostSrc, long bytes);
 
@@ -303,6 +307,7 @@ public sealed unsafe class Storage
         Device = device;
         _pooled = pooled;
         _memory = pooled ? device.Pool.Rent(bytes) : device.Allocate(bytes);
+        device.Unwritten(_memory);
         if (!pooled) device.NoteOwned(_memory.Bytes);
     }
 

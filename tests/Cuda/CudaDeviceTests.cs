@@ -85,6 +85,37 @@ public unsafe class CudaDeviceTests
         Assert.That(GC.GetAllocatedBytesForCurrentThread() - before, Is.Zero);
     }
 
+    /// <summary>A GPU hands out memory holding whatever it held (zeros, or a previous step's values in a pooled
+    /// buffer); the emulated device hands out NaN bytes instead, fresh or from the pool, so a kernel that reads what
+    /// nothing wrote fails its checks rather than reading plausible numbers.</summary>
+    [Test]
+    public void UnwrittenMemoryIsNaNFreshOrFromThePool()
+    {
+        var device = Backends.Get("emulated-cuda");
+        using (var written = Tensor.Zeros(device, 1000)) Assert.That(written.ToArray(), Is.All.EqualTo(0f));
+        long hits = device.Pool.Hits;
+        using var reused = Tensor.Empty(device, DType.F32, 1000);
+        Assert.That(device.Pool.Hits, Is.EqualTo(hits + 1), "the zeros' buffer came back from the pool");
+        Assert.That(reused.ToArray(), Is.All.NaN);
+        using var indices = Tensor.Empty(device, DType.I32, 333);
+        Assert.That(indices.ToIntArray(), Is.All.EqualTo(-1));
+        using var halves = Tensor.Empty(device, DType.BF16, 64);
+        var bits = new ushort[64];
+        fixed (ushort* host = bits) device.CopyToHost(host, halves.HalfData, 128);
+        Assert.That(bits.Select(b => (float)BitConverter.UInt16BitsToHalf(b)), Is.All.NaN, "0xFFFF is NaN in bf16 and fp16");
+
+        var runtime = ((CudaDevice)device).Runtime;
+        ulong scratch = runtime.Allocate(256);
+        try
+        {
+            Assert.That(new ReadOnlySpan<float>((void*)scratch, 64).ToArray(), Is.All.NaN);
+        }
+        finally
+        {
+            runtime.Free(scratch);
+        }
+    }
+
     [Test]
     public void WithoutAGpuOpeningCudaReportsAReason()
     {

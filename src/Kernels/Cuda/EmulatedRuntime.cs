@@ -132,8 +132,20 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     /// partials and column slices they take there, which one multiprocessor never reaches.</summary>
     public override int MultiprocessorCount { get; }
 
-    /// <inheritdoc/>
-    public override ulong Allocate(long bytes) => (ulong)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 64), 256);
+    /// <summary>Allocates host memory filled by <see cref="Poison"/>.</summary>
+    public override ulong Allocate(long bytes)
+    {
+        bytes = Math.Max(bytes, 64);
+        ulong address = (ulong)NativeMemory.AlignedAlloc((nuint)bytes, 256);
+        Poison(address, bytes);
+        return address;
+    }
+
+    /// <summary>Fills <paramref name="bytes"/> at <paramref name="address"/> with 0xFF: NaN in fp32, bf16 and fp16, -1
+    /// in integers. Memory a GPU hands out holds whatever it held, often zeros or values a previous step left in the
+    /// same buffer, which can hide a kernel that reads what nothing wrote; on the emulated device fresh allocations and
+    /// every tensor's buffer (fresh or from the pool) start as NaN, so such a read fails its checks.</summary>
+    public static void Poison(ulong address, long bytes) => NativeMemory.Fill((void*)address, (nuint)bytes, 0xFF);
 
     /// <inheritdoc/>
     public override void Free(ulong address)
