@@ -20,9 +20,13 @@ public class CliTests
     public void TearDown() => Directory.Delete(_dir, recursive: true);
 
     /// <summary>Runs <c>dotnet peft.dll args</c> and returns the exit code, stdout and stderr.</summary>
-    internal static (int Code, string Out, string Err) Peft(params string[] args)
+    internal static (int Code, string Out, string Err) Peft(params string[] args) => Peft(new Dictionary<string, string?>(), args);
+
+    /// <summary>As <see cref="Peft(string[])"/>, with <paramref name="environment"/>'s variables set (null: removed).</summary>
+    internal static (int Code, string Out, string Err) Peft(Dictionary<string, string?> environment, params string[] args)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var (name, value) in environment) info.Environment[name] = value;
         info.ArgumentList.Add(Path.Combine(TestContext.CurrentContext.TestDirectory, "peft.dll"));
         foreach (var a in args) info.ArgumentList.Add(a);
         using var p = Process.Start(info)!;

@@ -116,6 +116,19 @@ public unsafe class CudaDeviceTests
         }
     }
 
+    /// <summary>A library built with ASan (tools/asan-emulator.sh) would abort the process as it loads without ASan's
+    /// runtime preloaded; the device refuses to open instead, saying what to set.</summary>
+    [Test]
+    public void AnAsanBuildWithoutItsRuntimePreloadedIsRefusedWithTheFix()
+    {
+        Emulator();
+        var (code, stdout, _) = CliTests.Peft(new Dictionary<string, string?> { ["PEFT_CUEMU_CXXFLAGS"] = "-fsanitize=address -g", ["LD_PRELOAD"] = null },
+            "selftest", "--device", "emulated-cuda", "--filter", "Gelu");
+        Assert.That(code, Is.EqualTo(3), "selftest's exit code for a device it cannot open");
+        Assert.That(stdout, Does.StartWith("no emulated CUDA device: PEFT_CUEMU_CXXFLAGS builds the emulated CUDA device with -fsanitize=address")
+            .And.Contain("LD_PRELOAD=$(g++ -print-file-name=libasan.so)"));
+    }
+
     [Test]
     public void WithoutAGpuOpeningCudaReportsAReason()
     {

@@ -19,6 +19,11 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     /// each other's inline variables. -O3 rather than -O2: the kernels' per-thread loops run about a quarter faster
     /// for 3 s more of build, with the same floating-point results (neither contracts nor reorders arithmetic).</summary>
     public const string CompilerFlags = "-std=c++20 -O3 -pthread -shared -fPIC -fvisibility=hidden -D__CUEMU__";
+
+    /// <summary>g++ flags added to <see cref="CompilerFlags"/> from the environment variable <c>PEFT_CUEMU_CXXFLAGS</c>
+    /// (part of the library's cache key): <c>tools/asan-emulator.sh</c> sets <c>-fsanitize=address -g</c>, so every
+    /// kernel's read or write outside its buffers is reported with the kernel, file and line.</summary>
+    public static string ExtraCompilerFlags => Environment.GetEnvironmentVariable("PEFT_CUEMU_CXXFLAGS")?.Trim() ?? "";
     static readonly object BuildGate = new();
 
     readonly IntPtr _library;
@@ -80,7 +85,12 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     static string Build()
     {
         var files = KernelSources.Files;
-        string key = KernelSources.Hash(files.SelectMany(f => new[] { f.Key, f.Value }).Append(CompilerFlags));
+        string flags = $"{CompilerFlags} {ExtraCompilerFlags}".Trim();
+        // A library built with ASan aborts the process when it loads unless ASan's runtime was loaded first.
+        if (flags.Contains("-fsanitize=address") && !(Environment.GetEnvironmentVariable("LD_PRELOAD") ?? "").Contains("libasan"))
+            throw new InvalidOperationException("PEFT_CUEMU_CXXFLAGS builds the emulated CUDA device with -fsanitize=address, which needs " +
+                "LD_PRELOAD=$(g++ -print-file-name=libasan.so) (tools/asan-emulator.sh sets both)");
+        string key = KernelSources.Hash(files.SelectMany(f => new[] { f.Key, f.Value }).Append(flags));
         string dir = Path.Combine(CacheFolder.For("cuemu"), key[..16]);
         string library = Path.Combine(dir, "libcuemu.so");
         lock (BuildGate)
@@ -97,7 +107,7 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
             File.WriteAllText(Path.Combine(dir, "all.cpp"), unity.ToString());
 
             string temporary = library + $".{Environment.ProcessId}.tmp";
-            var start = new ProcessStartInfo("g++", $"{CompilerFlags} -I. all.cpp -o {Path.GetFileName(temporary)}")
+            var start = new ProcessStartInfo("g++", $"{flags} -I. all.cpp -o {Path.GetFileName(temporary)}")
             {
                 WorkingDirectory = dir,
                 RedirectStandardError = true,
