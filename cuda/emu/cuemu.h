@@ -5,7 +5,8 @@
 // reaches a barrier (__syncthreads, __syncwarp, a shuffle) or returns, then the next runnable one resumes. A switch
 // costs a few nanoseconds, where a block of OS threads paid a kernel context switch per barrier. threadIdx and the other
 // built-ins sit at the top of each fiber's stack, found from the stack pointer.
-// __shared__ is `static thread_local`: one copy per worker, and a worker runs one block at a time.
+// __shared__ is `static thread_local`: one copy per worker, and a worker runs one block at a time; it is filled with
+// NaN bytes before each block, as a GPU's shared memory holds whatever an earlier block left.
 // Warp shuffles go through per-thread 64-bit exchange slots and the warp's barrier (write, wait, read): two slots per
 // thread, used in turn, so a lane that runs ahead to the next shuffle never overwrites a value still to be read.
 // Warp-wide helpers that would shuffle many times in a row (warp_sum, warp_max, mma_16x8x16 in common.cuh) gather the
@@ -34,6 +35,8 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+#include <dlfcn.h>
+#include <link.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -463,8 +466,51 @@ inline float __int_as_float(int bits) { return std::bit_cast<float>(bits); }
 inline int __float_as_int(float x) { return std::bit_cast<int>(x); }
 template <class T> T __ldg(const T* p) { return *p; }
 
+extern "C" void* __tls_get_addr(void* index); // glibc: the calling thread's block of a module's thread_locals
+
 namespace cuemu
 {
+// The library's thread_locals are the kernels' __shared__ arrays and nothing else, so a worker's copy of every one of
+// them is the library's TLS block: its module id and size, found once from the program headers.
+struct SharedArrays
+{
+    size_t module = 0, bytes = 0;
+    void* base = nullptr; // where this library is loaded
+
+    static int visit(dl_phdr_info* info, size_t, void* found)
+    {
+        auto* arrays = (SharedArrays*)found;
+        if ((void*)info->dlpi_addr != arrays->base) return 0;
+        for (int i = 0; i < info->dlpi_phnum; i++)
+            if (info->dlpi_phdr[i].p_type == PT_TLS) arrays->module = info->dlpi_tls_modid, arrays->bytes = info->dlpi_phdr[i].p_memsz;
+        return 1;
+    }
+
+    // dladdr before dl_iterate_phdr, not inside it: each takes one of the loader's two locks, and a dlopen on another
+    // thread takes them in the other order.
+    SharedArrays()
+    {
+        Dl_info self;
+        if (dladdr((void*)&visit, &self)) base = self.dli_fbase, dl_iterate_phdr(visit, this);
+    }
+
+    // Fills the calling worker's shared arrays with 0xFF bytes (NaN in fp32, bf16 and fp16) before it runs a block: on
+    // a GPU a block's shared memory holds whatever was there, so a kernel that reads shared memory before writing it
+    // would read NaN here rather than the previous block's values.
+    void poison() const
+    {
+        if (bytes == 0) return;
+        size_t index[2] = {module, 0};
+        std::memset(__tls_get_addr(index), 0xFF, bytes);
+    }
+};
+
+inline const SharedArrays& shared_arrays()
+{
+    static const SharedArrays found;
+    return found;
+}
+
 // The workers: the launching thread drives worker 0, pool threads (created once) the others; blocks are handed out
 // in order from a shared counter.
 class Pool
@@ -489,6 +535,7 @@ class Pool
         {
             unsigned b = descending_ ? block_count_ - 1 - taken : taken;
             dim3 index(b % grid_.x, b / grid_.x % grid_.y, b / (grid_.x * grid_.y));
+            shared_arrays().poison();
             if (!w.run_block(index, block_, grid_, body_, argument_, descending_)) deadlocked_ = true;
         }
     }

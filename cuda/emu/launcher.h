@@ -3,6 +3,7 @@
 // cuemu_launch looks like cuLaunchKernel, with the argument sizes checked against the kernel's signature.
 #pragma once
 #include <cstdio>
+#include <cstring>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -17,9 +18,19 @@ struct Kernel
     void (*invoke)(void** args);
 };
 
+// An argument's value copied out of the caller's slot: as for cuLaunchKernel, a slot need not be aligned for its type
+// (a replayed graph packs its launches' arguments back to back).
+template <class T> T argument(const void* slot)
+{
+    static_assert(std::is_trivially_copyable_v<T>, "kernel arguments are copied bytewise");
+    T value;
+    std::memcpy(&value, slot, sizeof(T));
+    return value;
+}
+
 template <auto Fn, class... A, size_t... I> void invoke(void** args, std::index_sequence<I...>)
 {
-    Fn(*static_cast<std::remove_cvref_t<A>*>(args[I])...);
+    Fn(argument<std::remove_cvref_t<A>>(args[I])...);
 }
 
 template <auto Fn, class... A> Kernel describe(const char* name, void (*)(A...))

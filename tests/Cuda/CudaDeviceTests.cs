@@ -116,7 +116,7 @@ public unsafe class CudaDeviceTests
         }
     }
 
-    /// <summary>A library built with ASan (tools/asan-emulator.sh) would abort the process as it loads without ASan's
+    /// <summary>A library built with ASan (tools/sanitize-emulator.sh) would abort the process as it loads without ASan's
     /// runtime preloaded; the device refuses to open instead, saying what to set.</summary>
     [Test]
     public void AnAsanBuildWithoutItsRuntimePreloadedIsRefusedWithTheFix()

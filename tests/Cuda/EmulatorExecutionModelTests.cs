@@ -90,7 +90,17 @@ public unsafe class EmulatorExecutionModelTests
             load_values(v, x + offset, 4 * threadIdx.x, 4);
             out[threadIdx.x] = v[0] + v[1] + v[2] + v[3];
         }
-        #define CUEMU_KERNEL_LIST(X) X(slice_sums) X(divergent_barriers) X(builtins) X(butterflies) X(racy_neighbours) X(wide_loads)
+        // What a block finds in a shared slot before it writes there (its index, for the next block on its worker).
+        extern "C" __global__ void shared_at_start(float* found)
+        {
+            __shared__ float slots[2];
+            if (threadIdx.x == 0)
+            {
+                found[blockIdx.x] = slots[1];
+                slots[1] = (float)blockIdx.x;
+            }
+        }
+        #define CUEMU_KERNEL_LIST(X) X(slice_sums) X(divergent_barriers) X(builtins) X(butterflies) X(racy_neighbours) X(wide_loads) X(shared_at_start)
         #include "emu/launcher.h"
         """;
 
@@ -274,6 +284,22 @@ public unsafe class EmulatorExecutionModelTests
             Assert.That(left[i], Is.EqualTo(leftWritten ? (t + Threads - 1) % Threads : -1), $"thread {t}: its left neighbour's slot");
         }
         Assert.That(turn, Is.EqualTo(descending ? new[] { 2, 1, 0 } : new[] { 0, 1, 2 }), "the blocks' turns");
+    }
+
+    /// <summary>Every block finds its shared memory filled with NaN bytes, not what the block before it on the same
+    /// worker left there (a GPU guarantees nothing, so a kernel that reads shared memory before writing it is wrong).</summary>
+    [Test]
+    public void EachBlockFindsItsSharedMemoryNaN([Values(1, 2)] int workers, [Values] bool descending)
+    {
+        const int Blocks = 9;
+        _setWorkers(workers);
+        var found = new float[Blocks];
+        fixed (float* p = found)
+        {
+            var (code, error) = Launch("shared_at_start", (Blocks, 1, 1), (32, 1, 1), descending, (ulong)p);
+            Assert.That(code, Is.Zero, error);
+        }
+        Assert.That(found, Is.All.NaN);
     }
 
     /// <summary>A float4 load at an address 4 bytes past a 16-byte boundary fails the launch, as it faults on a GPU (x86

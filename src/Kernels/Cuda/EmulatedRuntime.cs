@@ -21,8 +21,8 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     public const string CompilerFlags = "-std=c++20 -O3 -pthread -shared -fPIC -fvisibility=hidden -D__CUEMU__";
 
     /// <summary>g++ flags added to <see cref="CompilerFlags"/> from the environment variable <c>PEFT_CUEMU_CXXFLAGS</c>
-    /// (part of the library's cache key): <c>tools/asan-emulator.sh</c> sets <c>-fsanitize=address -g</c>, so every
-    /// kernel's read or write outside its buffers is reported with the kernel, file and line.</summary>
+    /// (part of the library's cache key): <c>tools/sanitize-emulator.sh</c> sets <c>-fsanitize=address</c> (every
+    /// kernel's read or write outside its buffers is reported with the file and line) or <c>-fsanitize=undefined</c>.</summary>
     public static string ExtraCompilerFlags => Environment.GetEnvironmentVariable("PEFT_CUEMU_CXXFLAGS")?.Trim() ?? "";
     static readonly object BuildGate = new();
 
@@ -89,7 +89,7 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
         // A library built with ASan aborts the process when it loads unless ASan's runtime was loaded first.
         if (flags.Contains("-fsanitize=address") && !(Environment.GetEnvironmentVariable("LD_PRELOAD") ?? "").Contains("libasan"))
             throw new InvalidOperationException("PEFT_CUEMU_CXXFLAGS builds the emulated CUDA device with -fsanitize=address, which needs " +
-                "LD_PRELOAD=$(g++ -print-file-name=libasan.so) (tools/asan-emulator.sh sets both)");
+                "LD_PRELOAD=$(g++ -print-file-name=libasan.so) (tools/sanitize-emulator.sh sets both)");
         string key = KernelSources.Hash(files.SelectMany(f => new[] { f.Key, f.Value }).Append(flags));
         string dir = Path.Combine(CacheFolder.For("cuemu"), key[..16]);
         string library = Path.Combine(dir, "libcuemu.so");
