@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using Engine.Kernels.Cuda;
 
 namespace Engine.Tests;
@@ -46,22 +47,52 @@ public class NvrtcTests
         Assert.That(ptx, Does.Contain(".target sm_80").And.Contain("row_sum").And.Contain("shfl.sync.down"));
     }
 
+    /// <summary>The one kernel that spills (NVRTC 11.8): the tensor-core attention's dK/dV kernel for sm_80 keeps 12 bytes
+    /// of its 255 registers' worth in local memory, outside its inner loops' hot path on sm_90, where it takes 238 and
+    /// spills nothing.</summary>
+    static readonly Dictionary<(string Arch, string Kernel), int> AllowedSpillBytes = new() { [("sm_80", "fused_attention_backward_dkdv_tc")] = 12 };
+
+    /// <summary>Every family compiles to a cubin with a symbol for each kernel, with the engine's options plus ptxas's
+    /// report, and no kernel spills registers to local memory beyond <see cref="AllowedSpillBytes"/> (a spill costs a
+    /// memory round trip where the kernel needs the value; a kernel that wants more registers than it may have is a
+    /// slow kernel, not an error). Each kernel's
+    /// registers, stack frame and static shared memory are printed.</summary>
     [TestCase("sm_70"), TestCase("sm_80"), TestCase("sm_90")]
-    public void EveryKernelFamilyCompiles(string arch)
+    public void EveryKernelFamilyCompilesWithoutSpills(string arch)
     {
-        var dir = Files.TempDir();
         var files = KernelSources.KernelFiles.ToArray();
         Assert.That(files, Has.Length.GreaterThanOrEqualTo(12));
-        var images = new System.Collections.Concurrent.ConcurrentDictionary<string, byte[]>();
-        Parallel.ForEach(files, file => images[file] = KernelCache.GetOrCompile(file, arch, dir).Image);
+        var headers = new Dictionary<string, string> { [KernelSources.CommonHeader] = KernelSources.Files[KernelSources.CommonHeader] };
+        var compiled = new System.Collections.Concurrent.ConcurrentDictionary<string, (byte[] Image, string Log)>();
+        Parallel.ForEach(files, file => compiled[file] = Nvrtc.Compile(KernelSources.Files[file], file, arch,
+            [.. KernelCache.Options, "--ptxas-options=-v"], headers));
+        var report = new List<string>();
         foreach (var file in files)
         {
-            string symbols = System.Text.Encoding.Latin1.GetString(images[file]);
-            Assert.That(images[file].Take(4), Is.EqualTo("\x7f"u8.ToArray().Concat("ELF"u8.ToArray())), file);
+            var (image, log) = compiled[file];
+            string symbols = System.Text.Encoding.Latin1.GetString(image);
+            Assert.That(image.Take(4), Is.EqualTo("\x7f"u8.ToArray().Concat("ELF"u8.ToArray())), file);
             foreach (var kernel in KernelSources.KernelNames(file))
                 Assert.That(symbols, Does.Contain(kernel + "\0"), $"{file} ({arch}): no symbol for kernel {kernel}");
+            // ptxas, per kernel: "Compiling entry function 'K' for 'sm_90'", then "N bytes stack frame, S bytes spill
+            // stores, L bytes spill loads" and "Used R registers[, B bytes smem]".
+            var kernels = new List<string>();
+            foreach (var entry in log.Split("Compiling entry function '").Skip(1))
+            {
+                string kernel = entry[..entry.IndexOf('\'')];
+                var frame = Regex.Match(entry, @"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads");
+                var used = Regex.Match(entry, @"Used (\d+) registers(?:, (\d+) bytes smem)?");
+                Assert.That(frame.Success && used.Success, $"{file} ({arch}): ptxas's report on {kernel}:\n{entry}");
+                int allowed = AllowedSpillBytes.GetValueOrDefault((arch, kernel));
+                Assert.That(int.Parse(frame.Groups[2].Value), Is.LessThanOrEqualTo(allowed), $"{file} ({arch}): {kernel} spills registers (stores)");
+                Assert.That(int.Parse(frame.Groups[3].Value), Is.LessThanOrEqualTo(allowed), $"{file} ({arch}): {kernel} spills registers (loads)");
+                kernels.Add(kernel);
+                report.Add($"{kernel,-36} {used.Groups[1].Value,4} registers {frame.Groups[1].Value,4} B stack {(used.Groups[2].Success ? used.Groups[2].Value : "0"),6} B shared");
+            }
+            Assert.That(kernels, Is.EquivalentTo(KernelSources.KernelNames(file)), $"{file} ({arch}): the kernels ptxas reported on");
         }
-        TestContext.Out.WriteLine($"{arch}: {files.Length} files, {KernelSources.FileOfKernel.Count} kernels, {images.Values.Sum(i => i.Length)} bytes of cubin");
+        TestContext.Out.WriteLine($"{arch}: {files.Length} files, {KernelSources.FileOfKernel.Count} kernels, {compiled.Values.Sum(c => c.Image.Length)} bytes of cubin");
+        foreach (var line in report) TestContext.Out.WriteLine(line);
     }
 
     /// <summary>The tensor-core attention kernels issue mma.sync from compute capability 8.0 (and round pairs with one
