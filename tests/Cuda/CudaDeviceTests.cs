@@ -1,3 +1,4 @@
+using Engine.Kernels;
 using Engine.Kernels.Cuda;
 
 namespace Engine.Tests;
@@ -54,8 +55,15 @@ public unsafe class CudaDeviceTests
             Assert.That(e.Message, Does.Contain("fill argument 1 is 8 bytes, launch passed 4"));
             e = Assert.Throws<InvalidOperationException>(() => runtime.Launch(new CudaKernel("elementwise.cu", "no_such_kernel"), 1, 32, x))!;
             Assert.That(e.Message, Does.Contain("no_such_kernel").And.Contain("cuda/elementwise.cu"));
-            e = Assert.Throws<InvalidOperationException>(() => runtime.Launch(CudaKernelHandles.Elementwise.Fill, 1, 2048, x, 16L, 1f))!;
-            Assert.That(e.Message, Does.Contain("invalid launch"));
+            // Shapes a GPU refuses are refused here too, before the kernel runs: blocks past 1024 threads, grid y or z past
+            // 65535 (which the emulator's threads could run).
+            foreach (var (grid, block) in new (Dim3, Dim3)[] { (1, 2048), (new Dim3(1, 65536), 32), (new Dim3(1, 1, 65536), 32), (new Dim3(1, 1, 0), 32), (1, new Dim3(1, 1, 128)) })
+            {
+                var refused = Assert.Throws<ArgumentException>(() => runtime.Launch(CudaKernelHandles.Elementwise.Fill, grid, block, x, 16L, 1f))!;
+                Assert.That(refused.Message, Does.Contain("fill (cuda/elementwise.cu)").And.Contain($"grid ({grid.X}, {grid.Y}, {grid.Z})")
+                    .And.Contain("outside CUDA's limits").And.Contain("y and z 1 to 65535"), $"grid {grid}, block {block}");
+            }
+            runtime.Launch(CudaKernelHandles.Elementwise.Fill, new Dim3(1, 65535, 1), 32, x, 16L, 1f); // the limit itself runs
 
             runtime.Launch(CudaKernelHandles.Elementwise.Fill, 1, 32, x, 16L, 2.5f);
             Assert.That(new ReadOnlySpan<float>(x, 16).ToArray(), Is.All.EqualTo(2.5f));
@@ -64,6 +72,56 @@ public unsafe class CudaDeviceTests
         {
             runtime.Free(buffer);
         }
+    }
+
+    /// <summary>The fused attention's grids give each (image, head) pair a row of blocks, and Swin's windows give more
+    /// pairs than a grid's y may hold (Swin-B at batch 256: 256 · 64 windows · 4 heads = 65,536), so larger batches run in
+    /// launches of whole images, each starting at mask window 0. With the emulated device's grid limit lowered to 6, five
+    /// images of 2 heads and 2 windows run as launches of 2, 2 and 1 images (3 would fit a grid, but the second launch
+    /// would then start at window 1; one launch would be refused): every kernel
+    /// of the three paths (FMA, tensor cores at head dim 32 and 64) gives the output, lse, dqkv, delta and the bias
+    /// gradient bit for bit as in one launch. Below one mask's windows × heads the call is refused with the reason.</summary>
+    [Test]
+    public void FusedAttentionRunsInLaunchesOfWholeImagesPastTheGridLimit([Values(5, 32, 64)] int HD)
+    {
+        if (!CudaDevice.TryOpenEmulated(out var device, out var reason)) Assert.Ignore($"emulated CUDA device unavailable: {reason}");
+        using var dev = device!;
+        var runtime = (EmulatedRuntime)dev.Runtime;
+        var k = dev.Kernels;
+        const int B = 5, T = 37, NH = 2, nW = 2;
+        int C = NH * HD;
+        float scale = 1f / MathF.Sqrt(HD);
+        k.GemmPrecision = HD switch { 32 => Precision.BF16, 64 => Precision.FP16, _ => Precision.FP32 };
+        Assert.That(((CudaKernels)k).UsesTensorCoreAttention(HD), Is.EqualTo(HD != 5));
+        float[] Values(ulong seed, int n) => [.. Enumerable.Range(0, n).Select(i => CounterRng.Uniform(seed, (ulong)i) * 2 - 1)];
+        using var qkv = Tensor.FromArray(dev, Values(1, B * T * 3 * C), B, T, 3 * C);
+        using var bias = Tensor.FromArray(dev, Values(2, NH * T * T), NH, T, T);
+        using var mask = Tensor.FromArray(dev, [.. Values(3, nW * T * T).Select(v => v < -0.4f ? -100f : 0f)], nW, T, T);
+        using var dy = Tensor.FromArray(dev, Values(4, B * T * C), B, T, C);
+        using var y = Tensor.Empty(dev, DType.F32, B, T, C);
+        using var lse = Tensor.Empty(dev, DType.F32, B, NH, T);
+        float[][] Run(int gridLimit)
+        {
+            runtime.GridLimit = gridLimit;
+            using var dqkv = Tensor.Zeros(dev, B, T, 3 * C);
+            using var delta = Tensor.Empty(dev, DType.F32, B, NH, T);
+            using var dbias = Tensor.Zeros(dev, NH, T, T);
+            k.FusedAttentionForward(y.Data, null, lse.Data, qkv.Data, bias.Data, mask.Data, B, T, NH, HD, nW, scale);
+            k.FusedAttentionBackward(dqkv.Data, null, dbias.Data, delta.Data, dy.Data, y.Data, lse.Data, qkv.Data, bias.Data, mask.Data,
+                B, T, NH, HD, nW, scale, accumulate: false);
+            return [y.ToArray(), lse.ToArray(), dqkv.ToArray(), delta.ToArray(), dbias.ToArray()];
+        }
+        var oneLaunch = Run(65535);
+        var chunked = Run(6);
+        string[] names = ["y", "lse", "dqkv", "delta", "dbias"];
+        for (int i = 0; i < names.Length; i++)
+        {
+            Assert.That(oneLaunch[i], Has.None.NaN, names[i]);
+            Assert.That(chunked[i].Select(BitConverter.SingleToInt32Bits), Is.EqualTo(oneLaunch[i].Select(BitConverter.SingleToInt32Bits)), names[i]);
+        }
+        runtime.GridLimit = 3;
+        var e = Assert.Throws<ArgumentException>(() => k.FusedAttentionForward(y.Data, null, lse.Data, qkv.Data, bias.Data, mask.Data, B, T, NH, HD, nW, scale))!;
+        Assert.That(e.Message, Does.Contain("2 mask windows × 2 heads are more (image, head) pairs than a grid's y may hold (3)"));
     }
 
     [Test]

@@ -14,6 +14,10 @@ public static unsafe partial class CudaDriver
     /// <summary>Device attributes used here (CUdevice_attribute values).</summary>
     public enum DeviceAttribute
     {
+        /// <summary>The largest grid y dimension a launch may use.</summary>
+        MaxGridDimY = 6,
+        /// <summary>The largest grid z dimension a launch may use.</summary>
+        MaxGridDimZ = 7,
         /// <summary>Streaming multiprocessors.</summary>
         MultiprocessorCount = 16,
         /// <summary>Compute capability major.</summary>

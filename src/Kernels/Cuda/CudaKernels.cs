@@ -60,7 +60,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         long blocks = (long)(cols + 31) / 32 * gridY;
         if (blocks == 0 || count == 0) return 1;
         long slices = Math.Min((_maxBlocks + blocks - 1) / blocks, (rows + 15) / 16);
-        return (int)Math.Clamp(Math.Min(slices, ColumnPartialsCapacity / (count * outputs)), 1, 65535);
+        return (int)Math.Clamp(Math.Min(slices, ColumnPartialsCapacity / (count * outputs)), 1, _runtime.MaxGridYZ);
     }
 
     /// <summary>Scratch for the partial sums of sliced column reductions: allocated once at its full size, so a captured
@@ -629,6 +629,24 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     static (Dim3 Grid, Dim3 Block) FusedAttentionShape(int B, int T, int NH, int rowsPerWarp) =>
         (new Dim3((uint)((T + 4 * rowsPerWarp - 1) / (4 * rowsPerWarp)), (uint)(B * NH)), new Dim3(128));
 
+    /// <summary>Images per fused-attention launch. Its grids give each (image, head) pair a row of blocks, and a grid's y
+    /// holds at most <see cref="CudaRuntime.MaxGridYZ"/> rows: Swin-B's windows at batch 256 are 65,536 pairs (256 · 64
+    /// windows · 4 heads), so larger batches run in launches of whole images, a multiple of the mask's
+    /// <paramref name="windows"/> each (image b reads mask b mod nW, so every launch starts at window 0). The kernels
+    /// stay as they are: folding the pairs across y and z inside them cost the tensor-core dK/dV kernel 16 registers at
+    /// sm_90 and made it spill at sm_80.</summary>
+    int AttentionImagesPerLaunch(int B, int NH, int windows)
+    {
+        int images = _runtime.MaxGridYZ / NH / windows * windows;
+        if (images == 0)
+            throw new ArgumentException($"fused attention on {_runtime.Name}: {windows} mask windows × {NH} heads are more (image, head) " +
+                $"pairs than a grid's y may hold ({_runtime.MaxGridYZ})");
+        return Math.Min(images, B);
+    }
+
+    /// <summary><paramref name="p"/> + <paramref name="offset"/> elements, or null.</summary>
+    static T* At<T>(T* p, long offset) where T : unmanaged => p == null ? null : p + offset;
+
     /// <inheritdoc/>
     /// <remarks>Head dim at most 128 (the kernels' shared-memory tiles). Head dim 64 or 32 with bf16 or fp16 GEMMs runs on
     /// tensor cores (<see cref="UsesTensorCoreAttention"/>).</remarks>
@@ -642,16 +660,25 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         if (qkv16 != null && (!UsesTensorCoreAttention(HD) || ((ulong)qkv16 & 15) != 0))
             throw new ArgumentException($"FusedAttentionForward: qkv in 16 bits is read by the tensor-core kernel alone (head dim 64 or 32, bf16 or fp16 GEMMs, " +
                 $"16-byte aligned), not head dim {HD} under {GemmPrecision.Name()}", nameof(qkv));
-        if (qkv16 != null || TensorCoreAttention(HD, qkvFloats, qkvFloats))
-        {
-            _runtime.Launch(TensorCoreAttentionKernels(HD).Forward, TensorCoreAttentionGrid(B, T, NH), new Dim3(128), y, yPacked, lse, qkvFloats, qkv16,
-                bias, mask, B, T, NH, HD, mask == null ? 1 : nW, scale, (int)GemmPrecision);
-            return;
-        }
-        if (yPacked != null)
+        bool tensorCores = qkv16 != null || TensorCoreAttention(HD, qkvFloats, qkvFloats);
+        if (!tensorCores && yPacked != null)
             throw new ArgumentException($"FusedAttentionForward: an output in 16 bits is written by the tensor-core kernel alone (head dim 64 or 32, bf16 or fp16 GEMMs), not head dim {HD} under {GemmPrecision.Name()}", nameof(yPacked));
-        var (grid, block) = FusedAttentionShape(B, T, NH, 4);
-        _runtime.Launch(Attention.FusedAttentionForward, grid, block, y, lse, qkvFloats, bias, mask, B, T, NH, HD, mask == null ? 1 : nW, scale, (int)GemmPrecision);
+        int windows = mask == null ? 1 : nW, perLaunch = AttentionImagesPerLaunch(B, NH, windows), C = NH * HD;
+        for (int b0 = 0; b0 < B; b0 += perLaunch)
+        {
+            int n = Math.Min(perLaunch, B - b0);
+            long rows = (long)b0 * T, heads = (long)b0 * NH * T; // token rows and (head, token) rows before this launch's images
+            if (tensorCores)
+                _runtime.Launch(TensorCoreAttentionKernels(HD).Forward, TensorCoreAttentionGrid(n, T, NH), new Dim3(128), At(y, rows * C),
+                    At(yPacked, rows * C), lse + heads, At(qkvFloats, rows * 3 * C), At(qkv16, rows * 3 * C), bias, mask, n, T, NH, HD, windows, scale,
+                    (int)GemmPrecision);
+            else
+            {
+                var (grid, block) = FusedAttentionShape(n, T, NH, 4);
+                _runtime.Launch(Attention.FusedAttentionForward, grid, block, y + rows * C, lse + heads, qkvFloats + rows * 3 * C, bias, mask, n, T, NH,
+                    HD, windows, scale, (int)GemmPrecision);
+            }
+        }
     }
 
     /// <inheritdoc/>
@@ -671,24 +698,38 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
             throw new ArgumentException($"FusedAttentionBackward: qkv or y in 16 bits is read by the tensor-core kernels alone (head dim 64 or 32, bf16 or fp16 " +
                 $"GEMMs, no bias gradient, 16-byte aligned), not head dim {HD} under {GemmPrecision.Name()}{(dbias != null ? " with a bias gradient" : "")}",
                 qkv16 != null ? nameof(qkv) : nameof(y));
-        if (sixteen || TensorCoreAttention(HD, qkvFloats, dy))
+        bool tensorCores = sixteen || TensorCoreAttention(HD, qkvFloats, dy);
+        var tc = TensorCoreAttentionKernels(HD);
+        int perLaunch = AttentionImagesPerLaunch(B, NH, windows), C = NH * HD;
+        for (int b0 = 0; b0 < B; b0 += perLaunch)
         {
-            var tcGrid = TensorCoreAttentionGrid(B, T, NH);
-            var kernels = TensorCoreAttentionKernels(HD);
-            _runtime.Launch(kernels.Dq, tcGrid, new Dim3(128), dqkv, dqkvCopy, copyFormat, delta, dy, yFloats, y16, lse, qkvFloats, qkv16, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
-            if (dqkv != null)
-                _runtime.Launch(kernels.Dkdv, tcGrid, new Dim3(128), dqkv, dqkvCopy, copyFormat, delta, dy, lse, qkvFloats, qkv16, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
-            if (dbias != null)
-                WarpPerRow(Attention.FusedAttentionBackwardBias, (long)NH * T, dbias, delta, dy, lse, qkvFloats, bias, mask, B, T, NH, HD, windows, scale, (int)GemmPrecision);
-            return;
+            int n = Math.Min(perLaunch, B - b0);
+            long rows = (long)b0 * T, heads = (long)b0 * NH * T; // token rows and (head, token) rows before this launch's images
+            float* dqkvAt = At(dqkv, rows * 3 * C), deltaAt = delta + heads, dyAt = dy + rows * C, lseAt = lse + heads, qkvAt = At(qkvFloats, rows * 3 * C);
+            if (tensorCores)
+            {
+                var grid = TensorCoreAttentionGrid(n, T, NH);
+                ushort* copyAt = At(dqkvCopy, rows * 3 * C), qkv16At = At(qkv16, rows * 3 * C);
+                _runtime.Launch(tc.Dq, grid, new Dim3(128), dqkvAt, copyAt, copyFormat, deltaAt, dyAt, At(yFloats, rows * C), At(y16, rows * C), lseAt,
+                    qkvAt, qkv16At, bias, mask, n, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
+                if (dqkv != null)
+                    _runtime.Launch(tc.Dkdv, grid, new Dim3(128), dqkvAt, copyAt, copyFormat, deltaAt, dyAt, lseAt, qkvAt, qkv16At, bias, mask, n, T, NH, HD,
+                        windows, scale, accumulate, (int)GemmPrecision);
+            }
+            else
+            {
+                var (grid, block) = FusedAttentionShape(n, T, NH, 2);
+                _runtime.Launch(Attention.FusedAttentionBackwardDq, grid, block, dqkvAt, deltaAt, dyAt, yFloats + rows * C, lseAt, qkvAt, bias, mask, n, T,
+                    NH, HD, windows, scale, accumulate, (int)GemmPrecision);
+                if (dqkv != null)
+                    _runtime.Launch(Attention.FusedAttentionBackwardDkdv, grid, block, dqkvAt, deltaAt, dyAt, lseAt, qkvAt, bias, mask, n, T, NH, HD, windows,
+                        scale, accumulate, (int)GemmPrecision);
+            }
         }
-        var (grid, block) = FusedAttentionShape(B, T, NH, 2);
-        _runtime.Launch(Attention.FusedAttentionBackwardDq, grid, block, dqkv, delta, dy, yFloats, lse, qkvFloats, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
-        if (dqkv != null)
-            _runtime.Launch(Attention.FusedAttentionBackwardDkdv, grid, block, dqkv, delta, dy, lse, qkvFloats, bias, mask, B, T, NH, HD, windows, scale, accumulate, (int)GemmPrecision);
+        // The bias gradient sums every image's delta (all launches above): one warp per (head, query) row, a grid over x.
         if (dbias != null)
             WarpPerRow(Attention.FusedAttentionBackwardBias, (long)NH * T, dbias, delta, dy, lse, qkvFloats, bias, mask, B, T, NH, HD, windows, scale, (int)GemmPrecision);
-        if (dqkvCopy != null) PackLowPrecision(dqkvCopy, dqkv, (long)B * T * 3 * NH * HD, GemmPrecision); // the FMA kernels write float32 only
+        if (!tensorCores && dqkvCopy != null) PackLowPrecision(dqkvCopy, dqkv, (long)B * T * 3 * NH * HD, GemmPrecision); // the FMA kernels write float32 only
     }
 
     static void CheckFusedHeadDim(int HD)
@@ -744,7 +785,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     {
         if (positions == 0 || C == 0) return;
         int columns = (C + 31) / 32;
-        long gridY = Math.Clamp(Math.Min((_maxBlocks + columns - 1) / columns, (positions + 7) / 8), 1, 65535);
+        long gridY = Math.Clamp(Math.Min((_maxBlocks + columns - 1) / columns, (positions + 7) / 8), 1, _runtime.MaxGridYZ);
         _runtime.Launch(kernel, new Dim3((uint)columns, (uint)gridY), ColumnBlock, args);
     }
 

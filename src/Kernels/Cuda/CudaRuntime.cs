@@ -17,6 +17,9 @@ public abstract unsafe class CudaRuntime : IDisposable
     /// <summary>Streaming multiprocessors; grid-stride kernels are sized to a few blocks per multiprocessor.</summary>
     public abstract int MultiprocessorCount { get; }
 
+    /// <summary>The largest grid y and z a launch may use: 65535 on every GPU so far (grid x goes to 2³¹ − 1).</summary>
+    public abstract int MaxGridYZ { get; }
+
     /// <summary>Allocates <paramref name="bytes"/> of device memory (uninitialised).</summary>
     public abstract ulong Allocate(long bytes);
 
@@ -116,9 +119,13 @@ public abstract unsafe class CudaRuntime : IDisposable
     /// sizes[i] is its size in bytes.</summary>
     protected abstract void Launch(CudaKernel kernel, Dim3 grid, Dim3 block, void** args, long* sizes, int count);
 
-    /// <summary>Queues kernel <paramref name="kernel"/> with the given arguments; allocates nothing managed.</summary>
+    /// <summary>Queues kernel <paramref name="kernel"/> with the given arguments; allocates nothing managed. A grid or
+    /// block outside CUDA's limits (grid x to 2³¹ − 1, y and z to <see cref="MaxGridYZ"/>; blocks of at most 1024
+    /// threads, z at most 64) is refused here, on the emulated device as on a GPU, with the kernel and the shape
+    /// named.</summary>
     public void Launch(CudaKernel kernel, Dim3 grid, Dim3 block, params ReadOnlySpan<KernelArg> args)
     {
+        CheckLaunchShape(kernel, grid, block);
         void** pointers = stackalloc void*[args.Length];
         long* sizes = stackalloc long[args.Length];
         fixed (KernelArg* first = args)
@@ -130,6 +137,16 @@ public abstract unsafe class CudaRuntime : IDisposable
             }
             Launch(kernel, grid, block, pointers, sizes, args.Length);
         }
+    }
+
+    void CheckLaunchShape(CudaKernel kernel, Dim3 grid, Dim3 block)
+    {
+        ulong threads = (ulong)block.X * block.Y * block.Z;
+        bool gridFits = grid.X is >= 1 and <= int.MaxValue && grid.Y >= 1 && grid.Y <= MaxGridYZ && grid.Z >= 1 && grid.Z <= MaxGridYZ;
+        bool blockFits = threads is >= 1 and <= 1024 && block.Z <= 64;
+        if (!gridFits || !blockFits)
+            throw new ArgumentException($"{Name}: kernel {kernel} launched with grid ({grid.X}, {grid.Y}, {grid.Z}) and block ({block.X}, " +
+                $"{block.Y}, {block.Z}), outside CUDA's limits (grid x 1 to 2³¹ − 1, y and z 1 to {MaxGridYZ}; 1 to 1024 threads a block, z at most 64)");
     }
 
     /// <summary>Row-major GEMM, same contract as <see cref="IKernels.Gemm"/>, operands in <paramref name="precision"/>.</summary>

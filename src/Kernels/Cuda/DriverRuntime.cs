@@ -36,6 +36,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
         DeviceName = Marshal.PtrToStringUTF8((IntPtr)name)!;
         ComputeCapability = (GetAttribute(DeviceAttribute.ComputeCapabilityMajor), GetAttribute(DeviceAttribute.ComputeCapabilityMinor));
         MultiprocessorCount = GetAttribute(DeviceAttribute.MultiprocessorCount);
+        MaxGridYZ = Math.Min(GetAttribute(DeviceAttribute.MaxGridDimY), GetAttribute(DeviceAttribute.MaxGridDimZ));
         Check(cuDeviceTotalMem_v2(out nuint memory, device), "cuDeviceTotalMem_v2");
         TotalMemory = (long)memory;
         Check(cuDriverGetVersion(out int driver), "cuDriverGetVersion");
@@ -120,6 +121,9 @@ public sealed unsafe class DriverRuntime : CudaRuntime
 
     /// <inheritdoc/>
     public override int MultiprocessorCount { get; }
+
+    /// <inheritdoc/>
+    public override int MaxGridYZ { get; }
 
     int GetAttribute(DeviceAttribute attribute)
     {

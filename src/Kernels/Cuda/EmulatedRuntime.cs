@@ -58,6 +58,13 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     /// emulated-cuda --thread-order descending</c>); a race-free kernel gives the same bits in both.</summary>
     public EmulatedThreadOrder ThreadOrder { get; set; }
 
+    /// <summary>The largest grid y and z this device accepts: a GPU's 65535 unless a test lowers it, so that small shapes
+    /// take the paths only large ones take on a GPU (the fused attention's launches in chunks of images).</summary>
+    public int GridLimit { get; set; } = 65535;
+
+    /// <inheritdoc/>
+    public override int MaxGridYZ => GridLimit;
+
     /// <summary>The kernels the library exports, by name.</summary>
     public IReadOnlyCollection<string> KernelNames => _names.Keys;
 
