@@ -11,6 +11,8 @@
 // thread, used in turn, so a lane that runs ahead to the next shuffle never overwrites a value still to be read.
 // Warp-wide helpers that would shuffle many times in a row (warp_sum, warp_max, mma_16x8x16 in common.cuh) gather the
 // warp's values with one barrier instead (warp_all_gather) and compute each lane's result in the shuffles' order.
+// A value shuffled from a lane that did not take part (it returned first, or the warp is partial and has no such lane)
+// is undefined on a GPU; here it reads as all-ones bits (NaN as a float), so a result built on it shows.
 // A thread that returns early leaves its block's and warp's barriers, so early exit never deadlocks; barriers that
 // not every live thread reaches are reported as a failed launch instead of hanging, and so is a wide access (a float4,
 // 8 or 4 bytes at once) at an address not aligned to its size, which a GPU faults on (common.cuh's as_vector).
@@ -242,9 +244,19 @@ public:
 
     int rank() const { return current_; }
 
-    // The parity of the running thread's next warp exchange (a shuffle or an all-gather): they alternate between two
-    // areas, so a lane that runs ahead to the next exchange never overwrites values still to be read.
-    unsigned next_exchange() { return fibers_[current_].exchanges++ & 1; }
+    // The number of the running thread's next warp exchange (a shuffle or an all-gather), counted from 0 per thread:
+    // its parity picks one of two areas in turn, so a lane that runs ahead to the next exchange never overwrites
+    // values still to be read.
+    unsigned next_exchange() { return fibers_[current_].exchanges++; }
+
+    // Whether thread `rank` took part in exchange number `round` (checked after its barrier, which waits for every
+    // live lane): a live lane did; one that returned did only if it got that far.
+    bool took_part(int rank, unsigned round) const
+    {
+        if (rank >= threads) return false;
+        if (warps[rank / 32].expected == warp_size(rank / 32)) return true; // no lane of its warp has returned
+        return !fibers_[rank].done || fibers_[rank].exchanges > round;
+    }
     int warp_size(int warp) const { return std::min(32, threads - warp * 32); }
 
     // Runs body(argument) on every thread of block `index` of `grid`, starting with the lowest rank (or, `descending`,
@@ -342,13 +354,16 @@ T exchange(T value, int source_lane)
     Self& me = self();
     Worker& w = *me.worker;
     int warp = me.rank / 32;
-    uint64_t* slots = w.slots.data() + w.next_exchange() * w.threads;
+    unsigned round = w.next_exchange();
+    uint64_t* slots = w.slots.data() + (round & 1) * w.threads;
     uint64_t bits = 0;
     std::memcpy(&bits, &value, sizeof(T));
     slots[me.rank] = bits;
     w.wait_warp(warp);
-    T result = value;
-    if (source_lane >= 0 && source_lane < w.warp_size(warp)) std::memcpy(&result, &slots[warp * 32 + source_lane], sizeof(T));
+    T result;
+    int source = warp * 32 + source_lane;
+    if (w.took_part(source, round)) std::memcpy(&result, &slots[source], sizeof(T));
+    else std::memset(&result, 0xFF, sizeof(T)); // an inactive lane: undefined on a GPU
     return result;
 }
 
@@ -361,10 +376,16 @@ const T* warp_all_gather(const T& value)
     static_assert(sizeof(T) <= Worker::GatherWords * sizeof(uint64_t), "cuemu all-gathers carry at most 32 bytes a lane");
     Self& me = self();
     Worker& w = *me.worker;
-    auto* area = reinterpret_cast<unsigned char*>(w.gathers.data() + w.next_exchange() * Worker::GatherWords * w.threads);
+    unsigned round = w.next_exchange();
+    auto* area = reinterpret_cast<unsigned char*>(w.gathers.data() + (round & 1) * Worker::GatherWords * w.threads);
     std::memcpy(area + me.rank * sizeof(T), &value, sizeof(T));
-    w.wait_warp(me.rank / 32);
-    return reinterpret_cast<const T*>(area + me.rank / 32 * 32 * sizeof(T));
+    int first = me.rank / 32 * 32;
+    w.wait_warp(first / 32);
+    // Lanes that returned first read as all-ones bits, as from a shuffle (every reader of the round writes the same).
+    if (w.warps[first / 32].expected < w.warp_size(first / 32)) // some lane has returned
+        for (int lane = 0; lane < w.warp_size(first / 32); lane++)
+            if (!w.took_part(first + lane, round)) std::memset(area + (first + lane) * sizeof(T), 0xFF, sizeof(T));
+    return reinterpret_cast<const T*>(area + first * sizeof(T));
 }
 
 inline int lane() { return self().rank % 32; }

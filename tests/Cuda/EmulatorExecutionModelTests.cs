@@ -100,7 +100,28 @@ public unsafe class EmulatorExecutionModelTests
                 slots[1] = (float)blockIdx.x;
             }
         }
-        #define CUEMU_KERNEL_LIST(X) X(slice_sums) X(divergent_barriers) X(builtins) X(butterflies) X(racy_neighbours) X(wide_loads) X(shared_at_start)
+        // Shuffles that read lanes which are not there: in warp 0 every lane swaps with its neighbour (a), then the odd
+        // lanes return and the even ones swap again (b) and sum the warp (c, cuemu's one-barrier butterfly); warp 1
+        // has 16 lanes (a block of 48) and swaps across 16 (d, lanes that do not exist) and with its neighbour (e).
+        extern "C" __global__ void inactive_lanes(float* out)
+        {
+            int t = threadIdx.x;
+            float v = (float)(t + 1), *o = out + 5 * t;
+            if (t < 32)
+            {
+                o[0] = __shfl_xor_sync(0xffffffffu, v, 1);
+                if (t % 2) return;
+                o[1] = __shfl_xor_sync(0xffffffffu, v, 1);
+                o[2] = warp_sum(v);
+            }
+            else
+            {
+                o[3] = __shfl_xor_sync(0xffffffffu, v, 16);
+                o[4] = __shfl_xor_sync(0xffffffffu, v, 1);
+            }
+        }
+        #define CUEMU_KERNEL_LIST(X) X(slice_sums) X(divergent_barriers) X(builtins) X(butterflies) X(racy_neighbours) X(wide_loads) X(shared_at_start) \
+            X(inactive_lanes)
         #include "emu/launcher.h"
         """;
 
@@ -300,6 +321,37 @@ public unsafe class EmulatorExecutionModelTests
             Assert.That(code, Is.Zero, error);
         }
         Assert.That(found, Is.All.NaN);
+    }
+
+    /// <summary>A value shuffled from a lane that did not take part is undefined on a GPU ("inactive" source lane): a
+    /// lane that returned before the shuffle, or one a partial warp does not have. The emulated device gives all-ones
+    /// bits (NaN), where it gave the lane's last value or the reader's own, so a sum built on one fails its checks;
+    /// a shuffle the lane took part in before returning still reads its value.</summary>
+    [Test]
+    public void ShufflesFromLanesThatAreNotThereReadNaN([Values] bool descending)
+    {
+        var found = new float[48 * 5];
+        Array.Fill(found, -7f);
+        fixed (float* p = found)
+        {
+            var (code, error) = Launch("inactive_lanes", (1, 1, 1), (48, 1, 1), descending, (ulong)p);
+            Assert.That(code, Is.Zero, error);
+        }
+        for (int t = 0; t < 48; t++)
+        {
+            var o = found.AsSpan(5 * t, 5).ToArray();
+            if (t < 32)
+            {
+                Assert.That(o[0], Is.EqualTo((float)((t ^ 1) + 1)), $"lane {t}: the swap every lane took part in");
+                if (t % 2 == 0) Assert.That(new[] { o[1], o[2] }, Is.All.NaN, $"lane {t}: after the odd lanes returned");
+                else Assert.That(new[] { o[1], o[2] }, Is.All.EqualTo(-7f), $"lane {t} returned");
+            }
+            else
+            {
+                Assert.That(o[3], Is.NaN, $"lane {t % 32} of a 16-lane warp, from lane {t % 32 ^ 16}");
+                Assert.That(o[4], Is.EqualTo((float)((t ^ 1) + 1)), $"lane {t % 32} of a 16-lane warp, from its neighbour");
+            }
+        }
     }
 
     /// <summary>A float4 load at an address 4 bytes past a 16-byte boundary fails the launch, as it faults on a GPU (x86
