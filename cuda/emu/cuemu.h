@@ -482,7 +482,13 @@ inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __fdividef(float a, float b) { return a / b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
+// A product rounded on its own and never fused into a following add, as CUDA's __fmul_rn: the volatile holds the
+// rounded value, so a build with FMA contraction (tools/sanitize-emulator.sh contract) keeps it apart too.
+inline float __fmul_rn(float a, float b)
+{
+    volatile float p = a * b;
+    return p;
+}
 inline float __int_as_float(int bits) { return std::bit_cast<float>(bits); }
 inline int __float_as_int(float x) { return std::bit_cast<int>(x); }
 template <class T> T __ldg(const T* p) { return *p; }
