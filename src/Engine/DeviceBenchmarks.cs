@@ -49,6 +49,7 @@ public static unsafe class DeviceBenchmarks
         new("scale-shift-gelu-backward", "ROWSxCOLS", 2, "the backward of GELU after SSF in one pass (an MLP's first layer): dx, dscale, dshift"),
         new("layernorm", "ROWSxCOLS", 2, "LayerNorm forward over each row"),
         new("layernorm-backward", "ROWSxCOLS", 2, "its backward: dx, and dweight and dbias summed over the rows"),
+        new("layernorm-backward-input", "ROWSxCOLS", 2, "a frozen norm's backward (GPS, SCT, the adapters): dx alone"),
         new("softmax", "ROWSxCOLS", 2, "softmax over each row"),
         new("softmax-backward", "ROWSxCOLS", 2, "softmax backward over each row"),
         new("sparse-weight-grad", "MxNxK", 3, "GPS's selected entries of dW, one input per output row, from bf16 dy [M, N] and x [M, K]"),
@@ -257,6 +258,8 @@ public static unsafe class DeviceBenchmarks
             "layernorm" => (2 * n * 4, () => k.LayerNormForward(b.Data, null, vector2.Data, vector2.Data + rows, a.Data, vector.Data, vector2.Data, rows, cols, 1e-6f)),
             "layernorm-backward" => (3 * n * 4, () => k.LayerNormBackward(c.Data, null, vector2.Data, vector2.Data + cols, b.Data, a.Data, vector.Data,
                 d.Data, d.Data + rows, rows, cols, false)), // mean 1 and rstd 1 (d is all ones)
+            "layernorm-backward-input" => (3 * n * 4, () => k.LayerNormBackward(c.Data, null, null, null, b.Data, a.Data, vector.Data,
+                d.Data, d.Data + rows, rows, cols, false)),
             "softmax" => (2 * n * 4, () => k.SoftmaxForward(b.Data, a.Data, rows, cols)),
             "softmax-backward" => (3 * n * 4, () => k.SoftmaxBackward(c.Data, null, b.Data, a.Data, rows, cols, false)),
             "softmax-backward-bf16" => (n * 8, () => k.SoftmaxBackward(null, (ushort*)c.Data, b.Data, GemmOperand.Packed(halves!.HalfData), rows, cols, false)),
@@ -413,7 +416,7 @@ public static unsafe class DeviceBenchmarks
             ["drop-path"] = [(int)hidden], ["adam"] = [(int)hidden], ["pack-bf16"] = [(int)hidden], ["unpack-bf16"] = [(int)hidden],
             ["bias"] = [tokens, C], ["bias-grad"] = [tokens, C], ["bias-gelu-backward"] = [tokens, 4 * C], ["scale-shift"] = [tokens, C], ["scale-shift-backward"] = [tokens, C],
             ["scale-shift-gelu-backward"] = [tokens, 4 * C],
-            ["layernorm"] = [tokens, C], ["layernorm-backward"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
+            ["layernorm"] = [tokens, C], ["layernorm-backward"] = [tokens, C], ["layernorm-backward-input"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],
             ["softmax-backward-bf16"] = [(full ? 64 : 2) * heads * T, T], ["sparse-weight-grad"] = [tokens, 4 * C, C], // fc1's, at batch 64
             ["depthwise-conv"] = [convN, side, side, convC], ["depthwise-conv-backward"] = [convN, side, side, convC], ["patchify"] = [convN, 2 * side, 2 * side, convC / 2],
             ["split-heads"] = [tokens / T, T, heads, C / heads], ["merge-heads"] = [tokens / T, T, heads, C / heads],
