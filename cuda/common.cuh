@@ -324,7 +324,7 @@ __device__ __forceinline__ float unpack_half(unsigned int pair, int upper, int p
 // fp32 accumulators, all 32 lanes together. Fragments (g = lane / 4, t = lane % 4): a[0] holds A[g][2t, 2t+1], a[1]
 // A[g+8][2t..], a[2] A[g][2t+8..], a[3] A[g+8][2t+8..] of the 16×16 A; b[0] holds B[2t, 2t+1][g], b[1] B[2t+8..][g]
 // of the 16×8 B; d[0], d[1] are D[g][2t, 2t+1] and d[2], d[3] D[g+8][2t..]. On the emulated device the same product
-// runs as 16 steps of FMAs on the warp's gathered fragments (every operand exact in fp32, the sum in k order). A GPU below sm_80 has no
+// runs once for the warp on its gathered fragments (every operand exact in fp32, each sum in k order). A GPU below sm_80 has no
 // such instruction and the engine never launches these kernels there (CudaKernels.UsesTensorCoreAttention), so its
 // build traps instead: the unrolled emulation took NVRTC 40 s more for sm_70, compiled on first use.
 __device__ __forceinline__ void mma_16x8x16(float d[4], const unsigned int a[4], const unsigned int b[2], int precision)
@@ -341,22 +341,35 @@ __device__ __forceinline__ void mma_16x8x16(float d[4], const unsigned int a[4],
                      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 #else
-    // The warp's fragments gathered with one barrier (64 shuffles would each take one), then lane (g, t)'s 16 steps.
-    struct Fragments { unsigned int a[4], b[2]; };
-    const Fragments* f = cuemu::warp_all_gather(Fragments{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}});
-    int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    for (int k = 0; k < 16; k++)
+    // The warp's fragments and sums gathered with one barrier (64 shuffles would each take one); the first lane past it
+    // multiplies the whole tile, each sum in k order as a lane's 16 steps would, and every lane takes its four sums.
+    struct Fragments { unsigned int a[4], b[2]; float d[4]; };
+    const Fragments* f = cuemu::warp_all_gather(Fragments{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}, {d[0], d[1], d[2], d[3]}});
+    struct Tile { float d[16][8]; };
+    const Tile& tile = cuemu::warp_once<Tile>([&](Tile& out)
     {
-        int hi = k >= 8, pair = (k % 8) / 2, upper = k % 2;
-        unsigned int rowG = f[g * 4 + pair].a[hi ? 2 : 0], rowG8 = f[g * 4 + pair].a[hi ? 3 : 1];
-        unsigned int col0 = f[(2 * t) * 4 + pair].b[hi], col1 = f[(2 * t + 1) * 4 + pair].b[hi];
-        float a0 = unpack_half(rowG, upper, precision), a1 = unpack_half(rowG8, upper, precision);
-        float b0 = unpack_half(col0, upper, precision), b1 = unpack_half(col1, upper, precision);
-        d[0] += a0 * b0;
-        d[1] += a0 * b1;
-        d[2] += a1 * b0;
-        d[3] += a1 * b1;
-    }
+        float A[16][16], B[16][8];
+        for (int lane = 0; lane < 32; lane++)
+        {
+            int g = lane / 4, t = lane % 4;
+            for (int upper = 0; upper < 2; upper++)
+            {
+                A[g][2 * t + upper] = unpack_half(f[lane].a[0], upper, precision);
+                A[g + 8][2 * t + upper] = unpack_half(f[lane].a[1], upper, precision);
+                A[g][2 * t + 8 + upper] = unpack_half(f[lane].a[2], upper, precision);
+                A[g + 8][2 * t + 8 + upper] = unpack_half(f[lane].a[3], upper, precision);
+                B[2 * t + upper][g] = unpack_half(f[lane].b[0], upper, precision);
+                B[2 * t + 8 + upper][g] = unpack_half(f[lane].b[1], upper, precision);
+                out.d[g + 8 * upper][2 * t] = f[lane].d[2 * upper];
+                out.d[g + 8 * upper][2 * t + 1] = f[lane].d[2 * upper + 1];
+            }
+        }
+        for (int m = 0; m < 16; m++)
+            for (int k = 0; k < 16; k++)
+                for (int n = 0; n < 8; n++) out.d[m][n] += A[m][k] * B[k][n];
+    });
+    int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    d[0] = tile.d[g][2 * t], d[1] = tile.d[g][2 * t + 1], d[2] = tile.d[g + 8][2 * t], d[3] = tile.d[g + 8][2 * t + 1];
 #endif
 }
 

@@ -10,7 +10,8 @@
 // Warp shuffles go through per-thread 64-bit exchange slots and the warp's barrier (write, wait, read): two slots per
 // thread, used in turn, so a lane that runs ahead to the next shuffle never overwrites a value still to be read.
 // Warp-wide helpers that would shuffle many times in a row (warp_sum, warp_max, mma_16x8x16 in common.cuh) gather the
-// warp's values with one barrier instead (warp_all_gather) and compute each lane's result in the shuffles' order.
+// warp's values with one barrier instead (warp_all_gather) and compute the lanes' results, bit for bit the shuffles',
+// once for the warp (warp_once).
 // A value shuffled from a lane that did not take part (it returned first, or the warp is partial and has no such lane)
 // is undefined on a GPU; here it reads as all-ones bits (NaN as a float), so a result built on it shows.
 // A thread that returns early leaves its block's and warp's barriers, so early exit never deadlocks; barriers that
@@ -204,6 +205,7 @@ class Worker
     char* stacks_ = nullptr;
     Context home_; // the block loop's own context
     int current_ = 0, live_ = 0;
+    int returned_ = 0; // how many threads at the start of the launch's order have all returned: schedule skips them
     int step_ = 1; // +1: fibers resume in ascending rank order; -1: descending
     void (*body_)(void*) = nullptr;
     void* argument_ = nullptr;
@@ -211,14 +213,20 @@ class Worker
     [[noreturn]] static void fiber_main();
     void switch_to(int next);
     int after(int rank) const { return rank + step_ == threads ? 0 : rank + step_ < 0 ? threads - 1 : rank + step_; }
+    int place(int rank) const { return step_ > 0 ? rank : threads - 1 - rank; } // a rank's place in the launch's order
+    int rank_at(int place) const { return step_ > 0 ? place : threads - 1 - place; }
     void schedule(int from);
 
 public:
     Barrier block;               // __syncthreads
     std::vector<Barrier> warps;  // __syncwarp and the shuffles
     std::vector<uint64_t> slots; // two shuffle exchange slots per thread: [parity][thread]
-    static constexpr int GatherWords = 4;
+    static constexpr int GatherWords = 5;
     std::vector<uint64_t> gathers; // two all-gather areas of GatherWords per thread: [parity][thread]
+    // A result that one lane computes for its whole warp and every lane reads (warp_once), with the generation of the
+    // warp's barrier it follows.
+    struct WarpResult { unsigned generation = 0; alignas(16) unsigned char bytes[512]; };
+    std::vector<WarpResult> warp_results; // [warp]
     int threads = 0;
     bool deadlocked = false;
     const void* misaligned = nullptr; // the first misaligned wide access of this worker's blocks in the launch
@@ -292,7 +300,10 @@ inline void Worker::switch_to(int next)
 // keeps running if it is that one), or home when none is left.
 inline void Worker::schedule(int from)
 {
-    for (int step = 0, next = from; step < threads; step++, next = after(next))
+    // The returned threads at the start of the order never run again: the scan goes round the others only, and finds
+    // the same fiber as one round all threads, without walking them at every return (which made a block quadratic).
+    auto skip_returned = [this](int rank) { return place(rank) < returned_ ? rank_at(returned_) : rank; };
+    for (int step = returned_, next = skip_returned(from); step < threads; step++, next = skip_returned(after(next)))
     {
         if (!fibers_[next].runnable()) continue;
         if (next != current_) switch_to(next);
@@ -310,6 +321,7 @@ inline void Worker::fiber_main()
     Fiber& fiber = w.fibers_[w.current_];
     fiber.done = true;
     w.live_--;
+    while (w.returned_ < w.threads && w.fibers_[w.rank_at(w.returned_)].done) w.returned_++;
     w.block.leave();
     w.warps[w.current_ / 32].leave();
     w.schedule(w.first_of(0, w.threads - 1));
@@ -320,7 +332,7 @@ inline bool Worker::run_block(dim3 index, dim3 shape, dim3 grid, void (*body)(vo
 {
     threads = (int)(shape.x * shape.y * shape.z);
     int warp_count = (threads + 31) / 32;
-    if ((int)warps.size() < warp_count) warps.resize(warp_count);
+    if ((int)warps.size() < warp_count) warps.resize(warp_count), warp_results.resize(warp_count);
     slots.resize(2 * (size_t)threads);
     gathers.resize(2 * (size_t)GatherWords * threads);
     block.reset(threads);
@@ -337,6 +349,7 @@ inline bool Worker::run_block(dim3 index, dim3 shape, dim3 grid, void (*body)(vo
         fiber.context.make(stacks_ + t * StackBytes, StackBytes - sizeof(Self), &Worker::fiber_main);
     }
     live_ = threads;
+    returned_ = 0;
     deadlocked = false;
     step_ = descending ? -1 : 1;
     current_ = descending ? threads - 1 : 0;
@@ -373,7 +386,7 @@ T exchange(T value, int source_lane)
 template <class T>
 const T* warp_all_gather(const T& value)
 {
-    static_assert(sizeof(T) <= Worker::GatherWords * sizeof(uint64_t), "cuemu all-gathers carry at most 32 bytes a lane");
+    static_assert(sizeof(T) <= Worker::GatherWords * sizeof(uint64_t), "cuemu all-gathers carry at most 40 bytes a lane");
     Self& me = self();
     Worker& w = *me.worker;
     unsigned round = w.next_exchange();
@@ -438,9 +451,32 @@ template <class T> T __shfl_up_sync(unsigned, T v, unsigned delta, int width = 3
 
 namespace cuemu
 {
+// What every lane of a whole warp reads right after an all-gather: compute(result) runs once, on the first lane past
+// the gather's barrier, and the others read its result (up to 512 bytes), keyed by the barrier's generation, which no
+// later exchange of the warp can move before they have read it. For results that are the same in every lane, computed
+// from the gathered values alone.
+template <class R, class Compute>
+const R& warp_once(Compute compute)
+{
+    static_assert(sizeof(R) <= sizeof(Worker::WarpResult::bytes), "cuemu warp results carry at most 512 bytes");
+    Self& me = self();
+    Worker& w = *me.worker;
+    int warp = me.rank / 32;
+    Worker::WarpResult& result = w.warp_results[warp];
+    R* value = reinterpret_cast<R*>(result.bytes);
+    if (unsigned generation = w.warps[warp].generation; result.generation != generation)
+    {
+        compute(*value);
+        result.generation = generation;
+    }
+    return *value;
+}
+
 // What each lane of a whole warp gets from five xor shuffles with masks 16, 8, 4, 2, 1, each step v = op(v, the
 // partner's v) (common.cuh's warp_sum and warp_max): the warp's values gathered with one barrier instead of five, then
-// the 31 steps of this lane's tree, s[k] holding the value of lane (lane ^ k) at each step. A partial warp shuffles.
+// the 31 steps of lane 0's tree, s[k] holding the value of lane k at each step. Each step leaves a lane and its partner
+// op(own, other) and op(other, own), the same value as op commutes, so every lane ends with lane 0's, computed once for
+// the warp. A partial warp shuffles.
 template <class T, class Op>
 T warp_butterfly(T v, Op op)
 {
@@ -451,12 +487,14 @@ T warp_butterfly(T v, Op op)
         return v;
     }
     const T* x = warp_all_gather(v);
-    int lane = me.rank % 32;
-    T s[16];
-    for (int k = 0; k < 16; k++) s[k] = op(x[lane ^ k], x[lane ^ k ^ 16]);
-    for (int mask = 8; mask > 0; mask >>= 1)
-        for (int k = 0; k < mask; k++) s[k] = op(s[k], s[k + mask]);
-    return s[0];
+    return warp_once<T>([&](T& result)
+    {
+        T s[16];
+        for (int k = 0; k < 16; k++) s[k] = op(x[k], x[k ^ 16]);
+        for (int mask = 8; mask > 0; mask >>= 1)
+            for (int k = 0; k < mask; k++) s[k] = op(s[k], s[k + mask]);
+        result = s[0];
+    });
 }
 } // namespace cuemu
 

@@ -61,14 +61,35 @@ public unsafe class EmulatorExecutionModelTests
             o[3] = (gridDim.x * 100 + gridDim.y) * 100 + gridDim.z;
             o[4] = (blockDim.x * 100 + blockDim.y) * 100 + blockDim.z;
         }
-        // Each lane's result of five xor shuffles with a step that is neither commutative nor associative, from the
-        // shuffles themselves and from cuemu's one-barrier butterfly (common.cuh's warp_sum and warp_max).
+        // Each lane's result of five xor shuffles with a step that commutes but does not associate, from the shuffles
+        // themselves and from cuemu's one-barrier butterfly (common.cuh's warp_sum and warp_max).
+        // Each warp multiplies its own tiles, D (16×8 floats) += A (16×16) · B (16×8) `repeats` times with
+        // mma_16x8x16, loading the 16-bit operands' bits and D into the fragments of the hardware's layout and storing
+        // D from them: tile w of A, B, D and out for warp w of the launch. A barrier after each product makes the
+        // block's warps take turns.
+        extern "C" __global__ void mma_tiles(float* out, const unsigned short* A, const unsigned short* B, const float* D,
+                                             long long precision, long long repeats)
+        {
+            int w = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+            A += w * 256, B += w * 128, D += w * 128, out += w * 128;
+            auto pair = [](const unsigned short* p) { return (unsigned)p[0] | (unsigned)p[1] << 16; };
+            unsigned short column[4] = {B[2 * t * 8 + g], B[(2 * t + 1) * 8 + g], B[(2 * t + 8) * 8 + g], B[(2 * t + 9) * 8 + g]};
+            unsigned a[4] = {pair(A + g * 16 + 2 * t), pair(A + (g + 8) * 16 + 2 * t), pair(A + g * 16 + 2 * t + 8), pair(A + (g + 8) * 16 + 2 * t + 8)};
+            unsigned b[2] = {pair(column), pair(column + 2)};
+            float d[4] = {D[g * 8 + 2 * t], D[g * 8 + 2 * t + 1], D[(g + 8) * 8 + 2 * t], D[(g + 8) * 8 + 2 * t + 1]};
+            for (int r = 0; r < repeats; r++)
+            {
+                mma_16x8x16(d, a, b, (int)precision);
+                __syncthreads(); // the block's warps take turns between products
+            }
+            out[g * 8 + 2 * t] = d[0], out[g * 8 + 2 * t + 1] = d[1], out[(g + 8) * 8 + 2 * t] = d[2], out[(g + 8) * 8 + 2 * t + 1] = d[3];
+        }
         extern "C" __global__ void butterflies(int* out, const int* x)
         {
             int i = blockIdx.x * blockDim.x + threadIdx.x, v = x[i], shuffled = v;
-            for (int mask = 16; mask > 0; mask >>= 1) shuffled = 3 * shuffled - __shfl_xor_sync(0xffffffffu, shuffled, mask);
+            for (int mask = 16; mask > 0; mask >>= 1) shuffled = (shuffled * __shfl_xor_sync(0xffffffffu, shuffled, mask) + 1) % 1009;
             out[2 * i] = shuffled;
-            out[2 * i + 1] = cuemu::warp_butterfly(v, [](int a, int b) { return 3 * a - b; });
+            out[2 * i + 1] = cuemu::warp_butterfly(v, [](int a, int b) { return (a * b + 1) % 1009; });
         }
         // Two reads with a barrier missing before them: each thread publishes its rank, then reads both neighbours' slots
         // at once. Thread 0 of each block also notes when its block ran among the launch's blocks.
@@ -121,7 +142,7 @@ public unsafe class EmulatorExecutionModelTests
             }
         }
         #define CUEMU_KERNEL_LIST(X) X(slice_sums) X(divergent_barriers) X(builtins) X(butterflies) X(racy_neighbours) X(wide_loads) X(shared_at_start) \
-            X(inactive_lanes)
+            X(inactive_lanes) X(mma_tiles)
         #include "emu/launcher.h"
         """;
 
@@ -244,7 +265,9 @@ public unsafe class EmulatorExecutionModelTests
     }
 
     /// <summary>The butterfly that warp_sum and warp_max take on the emulated device gives every lane what its five
-    /// shuffles give, in whole warps (gathered) and in a partial one (shuffled).</summary>
+    /// shuffles give, in whole warps (gathered, computed once for the warp) and in a partial one (shuffled). The op,
+    /// (a·b + 1) mod 1009, commutes as + and max do, so the five shuffles leave every lane of a whole warp the same
+    /// value; it does not associate, so that value is one tree's and no other order's.</summary>
     [Test]
     public void TheGatheredButterflyIsTheShuffledOne([Values(64u, 48u)] uint threads, [Values] bool descending)
     {
@@ -257,7 +280,43 @@ public unsafe class EmulatorExecutionModelTests
         }
         var shuffled = results.Where((_, i) => i % 2 == 0).ToArray();
         Assert.That(results.Where((_, i) => i % 2 == 1), Is.EqualTo(shuffled));
-        Assert.That(shuffled.Take(32).Distinct().Count(), Is.GreaterThan(16), "each lane its own tree");
+        Assert.That(shuffled.Take(32).Distinct().Count(), Is.EqualTo(1), "a whole warp's lanes agree");
+        int inOrder = x.Take(32).Aggregate((a, b) => (a * b + 1) % 1009);
+        Assert.That(shuffled[0], Is.Not.EqualTo(inOrder), "the butterfly's tree, not the lanes in order");
+    }
+
+    /// <summary>The emulated tensor-core product, computed once per warp, gives each warp of each block its own tile's
+    /// D + repeats·A·B, bit for bit, in bf16 and fp16 (small integers: every product and sum exact, so any order of the
+    /// sums gives them, as a GPU's would); a lane or half of the fragment layout taken wrongly fails it, and so does one
+    /// warp's product read by another.</summary>
+    [Test]
+    public void TheTensorCoreProductGivesEachWarpItsOwnTile([Values(Precision.BF16, Precision.FP16)] Precision precision, [Values] bool descending)
+    {
+        const int Warps = 4, Repeats = 3; // two blocks of two warps
+        var a = new float[Warps * 256];
+        var b = new float[Warps * 128];
+        var d = new float[Warps * 128];
+        for (int i = 0; i < a.Length; i++) a[i] = i * 7919 % 9 - 4;
+        for (int i = 0; i < b.Length; i++) b[i] = i * 104729 % 7 - 3;
+        for (int i = 0; i < d.Length; i++) d[i] = i * 31 % 200 - 100;
+        ushort Bits(float x) => precision == Precision.BF16 ? (ushort)(BitConverter.SingleToUInt32Bits(x) >> 16) : BitConverter.HalfToUInt16Bits((Half)x);
+        var aBits = a.Select(Bits).ToArray();
+        var bBits = b.Select(Bits).ToArray();
+        var output = new float[d.Length];
+        fixed (float* po = output, pd = d)
+        fixed (ushort* pa = aBits, pb = bBits)
+        {
+            var (code, error) = Launch("mma_tiles", (2, 1, 1), (64, 1, 1), descending, (ulong)po, (ulong)pa, (ulong)pb, (ulong)pd, (ulong)precision, Repeats);
+            Assert.That(code, Is.Zero, error);
+        }
+        for (int w = 0; w < Warps; w++)
+            for (int m = 0; m < 16; m++)
+                for (int n = 0; n < 8; n++)
+                {
+                    double product = 0;
+                    for (int k = 0; k < 16; k++) product += a[w * 256 + m * 16 + k] * b[w * 128 + k * 8 + n];
+                    Assert.That(output[w * 128 + m * 8 + n], Is.EqualTo(d[w * 128 + m * 8 + n] + Repeats * product), $"warp {w}, D[{m}][{n}]");
+                }
     }
 
     [Test]
