@@ -42,6 +42,9 @@
 #include <link.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
 #define __global__
 #define __device__
@@ -145,6 +148,9 @@ struct Context
     }
 
     static void swap(Context& from, Context& to) { cuemu_switch_stack(&from.sp, to.sp); }
+
+    // The lowest address of the stack the fiber used when it last left it (nullptr: never run).
+    char* left_at() const { return static_cast<char*>(sp); }
 };
 #else
 } // namespace cuemu
@@ -153,7 +159,7 @@ namespace cuemu
 {
 struct Context
 {
-    ucontext_t uc;
+    ucontext_t uc{};
 
     void make(char* base, size_t size, void (*entry)())
     {
@@ -165,6 +171,9 @@ struct Context
     }
 
     static void swap(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+
+    // Where the fiber left its stack is not kept here: the whole stack may have been used.
+    char* left_at() const { return static_cast<char*>(uc.uc_stack.ss_sp); }
 };
 #endif
 
@@ -346,6 +355,12 @@ inline bool Worker::run_block(dim3 index, dim3 shape, dim3 grid, void (*body)(vo
         fiber.waiting = nullptr;
         fiber.exchanges = 0;
         fiber.done = false;
+#if defined(__SANITIZE_ADDRESS__)
+        // The fiber that ran on this stack before left its last frames without returning from them (fiber_main hands
+        // over for good; a deadlocked block's threads stay at their barriers), so ASan's shadow still marks their
+        // redzones, where the next frames' locals would trip on them: clear it.
+        if (char* low = fiber.context.left_at()) __asan_unpoison_memory_region(low, stacks_ + (t + 1) * StackBytes - low);
+#endif
         fiber.context.make(stacks_ + t * StackBytes, StackBytes - sizeof(Self), &Worker::fiber_main);
     }
     live_ = threads;
