@@ -19,6 +19,8 @@ How each method trains here (as in the SSF and GPS repositories, on timm):
   (SCT has no official timm module to mirror; it is timed on our side only.)
 Precision: fp32 (TF32 off), tf32 (TF32 matmuls), bf16 (autocast bfloat16), fp16 (autocast float16 + GradScaler).
 Attention: timm's fused path (scaled_dot_product_attention), forced on.
+A batch too large for the GPU gives a row that says "out of memory" (JSON: "out_of_memory": true and the error) and
+the next rows still run, as in `peft bench --train-step`; the tables say which side ran out.
 Exit codes: 0 done; 1 --peer-rows unreadable; 2 bad arguments; 3 no usable GPU (the reason is printed); 4 PyTorch or
 timm missing (the reason is printed).
 """
@@ -136,6 +138,18 @@ def build(method, args, torch, timm, device):
 
 
 def time_one(method, precision, batch, args, torch, timm, device):
+    """One row; a batch too large for the GPU gives a row that says so (as `peft bench --train-step` writes it)."""
+    try:
+        return measure(method, precision, batch, args, torch, timm, device)
+    except torch.cuda.OutOfMemoryError as e:
+        error = str(e).split("\n")[0]
+    # The failed step's frames, and with them its model and activations, are gone here: the cache can go back.
+    torch.cuda.empty_cache()
+    return {"engine": "pytorch-timm", "model": args.model, "method": method, "precision": precision, "batch": batch,
+            "out_of_memory": True, "error": error}
+
+
+def measure(method, precision, batch, args, torch, timm, device):
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
     model, optimizer, masks = build(method, args, torch, timm, device)
@@ -204,9 +218,20 @@ def read_ours(ours_paths, other_path=None):
 SPEED_GOALS = [("ssf", 1.5), ("gps", 1.5), ("full", 1.0)]
 
 
+def lost(ours, peer):
+    """A goal's cell where a side has no timed row: "–", or who ran out of device memory (a goal not met when only we
+    did)."""
+    if ours is None or peer is None:
+        return "–"
+    if ours.get("out_of_memory"):
+        return "both out of memory" if peer.get("out_of_memory") else "not met: ours out of memory"
+    return "peer out of memory"
+
+
 def goals_table(ours_paths, peer_rows):
     """Per batch: each speed goal as our bf16 row (the default path, as `peft bench --train-step` ran it) over the
-    peer's fp16 AMP row, met or not, and gps's peak memory against the peer's; "–" where either side has no row."""
+    peer's fp16 AMP row, met or not, and gps's peak memory against the peer's; "–" where either side has no row, and
+    which side ran out of device memory where one did."""
     ours, _, _ = read_ours(ours_paths)
     peer = {(p["method"], p["precision"], p["batch"]): p for p in peer_rows}
     batches = sorted({p["batch"] for p in peer_rows})
@@ -216,28 +241,42 @@ def goals_table(ours_paths, peer_rows):
         cells = []
         for method, goal in SPEED_GOALS:
             o, p = ours.get((method, "bf16", batch)), peer.get((method, "fp16", batch))
-            if o is None or p is None:
-                cells.append("–")
+            if o is None or p is None or not (ran(o) and ran(p)):
+                cells.append(lost(o, p))
                 continue
             r = o["images_per_second"] / p["images_per_second"]
             cells.append("{:.2f} {}".format(r, "met" if r >= goal else "not met"))
         o, p = ours.get(("gps", "bf16", batch)), peer.get(("gps", "fp16", batch))
-        cells.append("–" if o is None or p is None else "{:.0f} / {:.0f} MiB {}".format(
+        cells.append(lost(o, p) if not (ran(o) and ran(p)) else "{:.0f} / {:.0f} MiB {}".format(
             o["peak_memory_mib"], p["peak_memory_mib"], "met" if o["peak_memory_mib"] < p["peak_memory_mib"] else "not met"))
         lines.append("| {} | {} |".format(batch, " | ".join(cells)))
     return "\n".join(lines)
 
 
+def ran(row):
+    """A row that timed its steps: present, and not out of memory."""
+    return row is not None and not row.get("out_of_memory")
+
+
+def speed(row):
+    return "–" if row is None else "out of memory" if row.get("out_of_memory") else "{:.1f}".format(row["images_per_second"])
+
+
+def peak(row):
+    return "{:.0f}".format(row["peak_memory_mib"]) if ran(row) else "–"
+
+
 def ratio_table(ours_paths, peer_rows, other_path=None):
     """Our rows (JSON lines of `peft bench --train-step`, with and without --cuda-graph, and those on the other
-    attention path from other_path) against the peer's. Each row names the attention path its steps ran."""
+    attention path from other_path) against the peer's. Each row names the attention path its steps ran; a side that
+    ran out of device memory says so, and its ratios are "–"."""
     ours, graphed, other = read_ours(ours_paths, other_path)
 
     def ratio(row, p):
-        return "{:.2f}".format(row["images_per_second"] / p["images_per_second"]) if row else "–"
+        return "{:.2f}".format(row["images_per_second"] / p["images_per_second"]) if ran(row) and ran(p) else "–"
 
     def attention(row):
-        return row.get("attention", "?") if row else "–"
+        return row.get("attention", "?") if ran(row) else "–"
 
     lines = ["| method | precision | batch | ours images/s | peer images/s | ours / peer | ours, CUDA graph / peer "
              "| ours attention | other attention / peer | ours peak MiB | other attention peak MiB | peer peak MiB |",
@@ -247,11 +286,9 @@ def ratio_table(ours_paths, peer_rows, other_path=None):
         o, g, a = ours.get(key), graphed.get(key), other.get(key)
         if o is None:
             continue
-        lines.append("| {} | {} | {} | {:.1f} | {:.1f} | **{:.2f}** | {} | {} | {} | {:.0f} | {} | {:.0f} |".format(
-            p["method"], p["precision"], p["batch"], o["images_per_second"], p["images_per_second"],
-            o["images_per_second"] / p["images_per_second"], ratio(g, p), attention(o),
-            "{} ({})".format(ratio(a, p), attention(a)) if a else "–", o["peak_memory_mib"],
-            "{:.0f}".format(a["peak_memory_mib"]) if a else "–", p["peak_memory_mib"]))
+        lines.append("| {} | {} | {} | {} | {} | **{}** | {} | {} | {} | {} | {} | {} |".format(
+            p["method"], p["precision"], p["batch"], speed(o), speed(p), ratio(o, p), ratio(g, p), attention(o),
+            "{} ({})".format(ratio(a, p), attention(a)) if ran(a) else "–", peak(o), peak(a), peak(p)))
     return "\n".join(lines)
 
 
@@ -288,8 +325,11 @@ def main(argv):
                 for method in args.methods:
                     row = time_one(method, precision, batch, args, torch, timm, device)
                     rows.append(row)
-                    print("| {method} | {precision} | {batch} | {ms_per_step:.1f} | {images_per_second:.1f} | "
-                          "{peak_memory_mib:.0f} |".format(**row), flush=True)
+                    if row.get("out_of_memory"):
+                        print("| {method} | {precision} | {batch} | out of memory | | |\n  {error}".format(**row), flush=True)
+                    else:
+                        print("| {method} | {precision} | {batch} | {ms_per_step:.1f} | {images_per_second:.1f} | "
+                              "{peak_memory_mib:.0f} |".format(**row), flush=True)
                     if out:
                         out.write(json.dumps(row) + "\n")
                         out.flush()

@@ -161,56 +161,80 @@ public static class BenchCommand
         Console.WriteLine("| method | precision | batch | ms per step | images/s | peak memory MiB | trainable | activations kept MiB |\n|---|---|---|---|---|---|---|---|");
         using var jsonFile = jsonPath == null ? null : new StreamWriter(jsonPath);
         var reported = new HashSet<string>(); // declined Linear products already printed
+        int rows = 0, outOfMemory = 0;
         foreach (int batch in batches)
             foreach (var precision in precisions)
                 foreach (var method in methods)
                 {
+                    rows++;
                     using var scope = device.Kernels.UseGemmPrecision(precision);
-                    // A row can take minutes (ViT-B/16 at batch 128 on a CPU or the emulated device): its steps are shown
-                    // on a terminal, where the row replaces them; logs get the table alone.
-                    int steps = 0, total = 1 + (cudaGraph ? 1 : 0) + repeats;
-                    var progress = new Progress($"{method.Name} {precision.Name()} batch {batch}", total, "steps") { TerminalOnly = true };
-                    progress.Report(0);
-                    using var run = new StepBenchmark(device, method, model, batch, cudaGraph);
-                    var (fusedBefore, unfusedBefore) = device.TrainedAttentionCalls;
-                    using (device.ReportAttentionChoices(choice => Progress.Line($"  {choice}")))
-                        run.Step(); // warm-up: pools, moments, kernel compiles, the attention path where it is measured
-                    progress.Report(++steps);
-                    if (device is CudaDevice { Runtime: var cudaRuntime })
-                        foreach (var declined in cudaRuntime.DeclinedLinearProducts.Where(reported.Add))
-                            Progress.Line($"  cuBLASLt declined {declined}: a GEMM, then a bias pass");
-                    string path = device.TrainedAttentionCalls switch
+                    try
                     {
-                        var (f, u) when f == fusedBefore && u == unfusedBefore => "none",
-                        var (f, _) when f == fusedBefore => "unfused",
-                        var (_, u) when u == unfusedBefore => "fused",
-                        _ => "mixed",
-                    };
-                    // The peak of the steps that follow (a graph's capture among them: its replays rent nothing), not of the
-                    // warm-up's own allocations, such as a measured attention's trial runs.
-                    device.ResetPeak();
-                    if (cudaGraph)
-                    {
-                        run.Step(); // the capture, and its first replay
+                        // A row can take minutes (ViT-B/16 at batch 128 on a CPU or the emulated device): its steps are shown
+                        // on a terminal, where the row replaces them; logs get the table alone.
+                        int steps = 0, total = 1 + (cudaGraph ? 1 : 0) + repeats;
+                        var progress = new Progress($"{method.Name} {precision.Name()} batch {batch}", total, "steps") { TerminalOnly = true };
+                        progress.Report(0);
+                        using var run = new StepBenchmark(device, method, model, batch, cudaGraph);
+                        var (fusedBefore, unfusedBefore) = device.TrainedAttentionCalls;
+                        using (device.ReportAttentionChoices(choice => Progress.Line($"  {choice}")))
+                            run.Step(); // warm-up: pools, moments, kernel compiles, the attention path where it is measured
                         progress.Report(++steps);
+                        if (device is CudaDevice { Runtime: var cudaRuntime })
+                            foreach (var declined in cudaRuntime.DeclinedLinearProducts.Where(reported.Add))
+                                Progress.Line($"  cuBLASLt declined {declined}: a GEMM, then a bias pass");
+                        string path = device.TrainedAttentionCalls switch
+                        {
+                            var (f, u) when f == fusedBefore && u == unfusedBefore => "none",
+                            var (f, _) when f == fusedBefore => "unfused",
+                            var (_, u) when u == unfusedBefore => "fused",
+                            _ => "mixed",
+                        };
+                        // The peak of the steps that follow (a graph's capture among them: its replays rent nothing), not of the
+                        // warm-up's own allocations, such as a measured attention's trial runs.
+                        device.ResetPeak();
+                        if (cudaGraph)
+                        {
+                            run.Step(); // the capture, and its first replay
+                            progress.Report(++steps);
+                        }
+                        for (int i = 0; i < repeats; i++)
+                        {
+                            run.Times.Add(run.Step());
+                            progress.Report(++steps);
+                        }
+                        double ms = run.Median * 1e3, perSecond = batch / run.Median, mib = device.PeakBytesInUse / 1048576.0, kept = run.SavedBytes / 1048576.0;
+                        Console.WriteLine(string.Format(inv, "| {0} | {1} | {2} | {3:F1} | {4:F1} | {5:F0} | {6:N0} | {7:F1} |", method.Name, precision.Name(), batch, ms, perSecond, mib, run.Trainable, kept));
+                        if (device.Kernels is InstrumentedKernels kernels) PrintProfile(kernels, run, $"{method.Name}, {precision.Name()}, batch {batch}");
+                        jsonFile?.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
+                        {
+                            engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, ms_per_step = ms,
+                            images_per_second = perSecond, peak_memory_mib = mib, activations_mib = kept, cuda_graph = cudaGraph,
+                            attention = path,
+                            linear_epilogues = device is CudaDevice { Runtime.LinearEpilogues: true },
+                            graph_mib = run.GraphBytes / 1048576.0,
+                        }));
                     }
-                    for (int i = 0; i < repeats; i++)
+                    catch (DeviceOutOfMemoryException e)
                     {
-                        run.Times.Add(run.Step());
-                        progress.Report(++steps);
+                        // A batch too large for the device: its row says so, and the rows after it still run (the step
+                        // let go of everything it made).
+                        outOfMemory++;
+                        Progress.Erase();
+                        Console.WriteLine($"| {method.Name} | {precision.Name()} | {batch} | out of memory | | | | |");
+                        Progress.Line($"  {e.Message}");
+                        jsonFile?.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
+                        {
+                            engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, cuda_graph = cudaGraph,
+                            out_of_memory = true, error = e.Message,
+                        }));
                     }
-                    double ms = run.Median * 1e3, perSecond = batch / run.Median, mib = device.PeakBytesInUse / 1048576.0, kept = run.SavedBytes / 1048576.0;
-                    Console.WriteLine(string.Format(inv, "| {0} | {1} | {2} | {3:F1} | {4:F1} | {5:F0} | {6:N0} | {7:F1} |", method.Name, precision.Name(), batch, ms, perSecond, mib, run.Trainable, kept));
-                    if (device.Kernels is InstrumentedKernels kernels) PrintProfile(kernels, run, $"{method.Name}, {precision.Name()}, batch {batch}");
-                    jsonFile?.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
-                    {
-                        engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, ms_per_step = ms,
-                        images_per_second = perSecond, peak_memory_mib = mib, activations_mib = kept, cuda_graph = cudaGraph,
-                        attention = path,
-                        linear_epilogues = device is CudaDevice { Runtime.LinearEpilogues: true },
-                        graph_mib = run.GraphBytes / 1048576.0,
-                    }));
                 }
+        if (outOfMemory > 0)
+        {
+            Console.Error.WriteLine($"error: {outOfMemory} of {rows} rows ran out of device memory (each says so, with the sizes below it)");
+            return 1;
+        }
         return 0;
     }
 

@@ -26,7 +26,7 @@ catch (Exception e)
     var cause = Cause(e);
     if (cause is ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or InvalidOperationException or ArithmeticException
         or NotSupportedException or DllNotFoundException or EntryPointNotFoundException or BadImageFormatException
-        or Engine.Kernels.Cuda.CudaException or Engine.Kernels.Cuda.CudaCompileException)
+        or Engine.Kernels.Cuda.CudaException or Engine.Kernels.Cuda.CudaCompileException or Engine.Kernels.DeviceOutOfMemoryException)
     {
         Console.Error.WriteLine($"error: {cause.Message}");
         return 1;

@@ -59,6 +59,18 @@ public sealed class Progress(string what, long total, string unit)
         }
     }
 
+    /// <summary>Takes the status line off the terminal without finishing it (the work stopped short: a row that ran out
+    /// of memory prints itself in its place).</summary>
+    public static void Erase()
+    {
+        lock (Gate)
+        {
+            if (_shown == null) return;
+            Console.Error.Write("\r\u001b[K");
+            _shown = null;
+        }
+    }
+
     static int WindowWidth()
     {
         try { return Console.WindowWidth > 0 ? Console.WindowWidth : 120; }

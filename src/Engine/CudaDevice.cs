@@ -17,6 +17,7 @@ public sealed unsafe class CudaDevice : Device, IDisposable
         : base(instrumented ? new InstrumentedKernels(kernels) { Timer = runtime.CreateKernelTimer() } : kernels)
     {
         Runtime = runtime;
+        runtime.Pool = new PoolOnTheRuntime(this);
         _kernels = kernels;
         TunesAttention = runtime is DriverRuntime;
     }
@@ -208,6 +209,14 @@ public sealed unsafe class CudaDevice : Device, IDisposable
         Pool.Trim();
         _kernels.Dispose();
         Runtime.Dispose();
+    }
+
+    /// <summary>The pool as the runtime sees it when an allocation finds the device full.</summary>
+    sealed class PoolOnTheRuntime(CudaDevice device) : IDeviceMemoryPool
+    {
+        public long BytesInUse => device.BytesInUse;
+        public long BytesCached => device.Pool.BytesCached;
+        public long ReleaseCached() => device.Pool.ReleaseCached();
     }
 
     sealed class CudaMemory(CudaRuntime runtime, long bytes) : DeviceMemory

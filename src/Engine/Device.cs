@@ -54,6 +54,8 @@ public abstract unsafe class Device
     }
 
     /// <summary>Allocates raw device memory (uninitialised).</summary>
+    /// <exception cref="DeviceOutOfMemoryException">The device has no room for it (a CUDA device first frees the pool's
+    /// cached buffers and tries once more: <see cref="BufferPool.CacheReleases"/>).</exception>
     public abstract DeviceMemory Allocate(long bytes);
 
     /// <summary>Called on each buffer a new tensor storage takes, fresh or from the pool, before anything writes it.
@@ -144,7 +146,17 @@ public sealed unsafe class CpuDevice : Device
     public CpuDevice(IKernels kernels) : base(kernels) { }
 
     /// <inheritdoc/>
-    public override DeviceMemory Allocate(long bytes) => new CpuMemory(bytes);
+    public override DeviceMemory Allocate(long bytes)
+    {
+        try
+        {
+            return new CpuMemory(bytes);
+        }
+        catch (OutOfMemoryException e)
+        {
+            throw new DeviceOutOfMemoryException(Name, bytes, BytesInUse, Pool.BytesCached, 0, null, e);
+        }
+    }
 
     /// <inheritdoc/>
     public override void CopyFromHost(void* deviceDst, void* hostSrc, long bytes) => Buffer.MemoryCopy(hostSrc, deviceDst, bytes, bytes);
@@ -233,35 +245,53 @@ public sealed class BufferPool
     /// <summary>Requests served from the pool.</summary>
     public long Hits { get; private set; }
 
+    /// <summary>Times an allocation found a CUDA device full and the pool freed its cached buffers for it to try again
+    /// (buffers of sizes that no longer come back: another batch size, an evaluation's shapes).</summary>
+    public long CacheReleases { get; private set; }
+
     internal DeviceMemory Rent(long bytes)
     {
         long size = (bytes + 63) & ~63L;
         Reservation? renting;
         lock (_lock)
         {
-            BytesInUse += size;
             renting = _renting;
             if ((renting != null && renting.Free.TryGetValue(size, out var stack) && stack.Count > 0)
                 || (_free.TryGetValue(size, out stack) && stack.Count > 0))
             {
                 Hits++;
+                BytesInUse += size;
                 BytesCached -= size;
                 var reused = stack.Pop();
                 if (renting != null && _reserved.TryAdd(reused, renting)) renting.Members.Add(reused);
                 _device.NotePeak();
                 return reused;
             }
-            Misses++;
         }
         var memory = _device.Allocate(size);
-        if (renting != null)
-            lock (_lock)
+        lock (_lock)
+        {
+            Misses++;
+            BytesInUse += size;
+            if (renting != null)
             {
                 _reserved.Add(memory, renting);
                 renting.Members.Add(memory);
             }
+        }
         _device.NotePeak();
         return memory;
+    }
+
+    /// <summary>Frees the cached buffers once the device has finished the queued work that may still read them, and
+    /// counts it (<see cref="CacheReleases"/>): for an allocation that found the device full. Returns the bytes freed.</summary>
+    internal long ReleaseCached()
+    {
+        _device.Synchronize();
+        long freed = Trim();
+        if (freed > 0)
+            lock (_lock) CacheReleases++;
+        return freed;
     }
 
     internal void Return(DeviceMemory memory)
@@ -276,19 +306,22 @@ public sealed class BufferPool
         }
     }
 
-    /// <summary>Frees every cached buffer.</summary>
-    public void Trim()
+    /// <summary>Frees every cached buffer (a live graph's stay: its replays write them); returns the bytes freed.</summary>
+    public long Trim()
     {
+        long freed = 0;
         lock (_lock)
         {
-            foreach (var stack in _free.Values) // reserved buffers stay: a graph's replays write them
+            foreach (var stack in _free.Values)
                 while (stack.Count > 0)
                 {
                     var memory = stack.Pop();
                     BytesCached -= memory.Bytes;
+                    freed += memory.Bytes;
                     memory.Dispose();
                 }
         }
+        return freed;
     }
 }
 
@@ -301,6 +334,10 @@ public sealed unsafe class Storage
     readonly DeviceMemory _memory;
     readonly bool _pooled;
     int _refs = 1;
+
+    /// <summary>True for memory from the device's pool (activations, temporaries); false for memory a tensor owns
+    /// (parameters, leaf gradients, optimizer state).</summary>
+    internal bool IsPooled => _pooled;
 
     internal Storage(Device device, long bytes, bool pooled)
     {

@@ -23,6 +23,7 @@ public sealed unsafe class Tensor : IDisposable
         Offset = offset;
         Count = 1;
         foreach (int d in shape) Count *= d;
+        MadeTensors.Note(this);
     }
 
     /// <summary>Dimensions, outermost first.</summary>
@@ -407,6 +408,9 @@ public sealed unsafe class Tensor : IDisposable
 
     /// <summary>True after <see cref="Dispose"/>.</summary>
     public bool IsDisposed => _disposed;
+
+    /// <summary>True when the storage is pooled memory rather than memory of its own (<see cref="MadeTensors"/>).</summary>
+    internal bool IsPooled => _storage.IsPooled;
 
     internal void SetGrad(Tensor? grad)
     {

@@ -135,14 +135,25 @@ public abstract class ImageClassifier : IImageClassifier
     /// <see cref="ForwardFeatures"/>, after dropout at the config's <c>drop_rate</c> in train mode; with num_classes 0,
     /// the features themselves. A <paramref name="trainSeed"/> turns on dropout and stochastic depth, with masks drawn
     /// from it; null is eval mode.</summary>
+    /// <exception cref="DeviceOutOfMemoryException">The device ran out of memory; every tensor the forward had made
+    /// is released (<see cref="MadeTensors"/>), so a smaller batch may run next.</exception>
     public Tensor Forward(Tensor images, ulong? trainSeed = null)
     {
-        var features = ForwardFeatures(images, trainSeed);
-        if (_headW == null) return features;
-        using (features)
+        using var made = MadeTensors.Open();
+        try
         {
-            using var dropped = trainSeed.HasValue && _headDropRate > 0 ? Ops.Dropout(features, _headDropRate, CounterRng.Hash(trainSeed.Value, 1)) : null;
-            return Ops.Linear(dropped ?? features, _headW, _headB);
+            var features = ForwardFeatures(images, trainSeed);
+            if (_headW == null) return features;
+            using (features)
+            {
+                using var dropped = trainSeed.HasValue && _headDropRate > 0 ? Ops.Dropout(features, _headDropRate, CounterRng.Hash(trainSeed.Value, 1)) : null;
+                return Ops.Linear(dropped ?? features, _headW, _headB);
+            }
+        }
+        catch
+        {
+            made.ReleaseLive();
+            throw;
         }
     }
 

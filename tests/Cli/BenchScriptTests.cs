@@ -42,7 +42,8 @@ public class BenchScriptTests
 
 /// <summary>The PyTorch peer's table made again from rows on disk (<c>timm_step.py --peer-rows</c>, as the GPU kit does
 /// after its last runs): no GPU or PyTorch needed, our images/s over the peer's per row, with the graphed and
-/// other-attention columns; a row we did not run is left out; then each of the issue's goals, met or not.</summary>
+/// other-attention columns; a row we did not run is left out, a side that ran out of device memory is said so; then
+/// each of the issue's goals, met or not.</summary>
 [TestFixture]
 public class PeerTableTests
 {
@@ -53,9 +54,13 @@ public class PeerTableTests
         string dir = Files.TempDir();
         static string Row(string method, int batch, double imagesPerSecond, double peak, string extra = "", string precision = "bf16") =>
             $"{{\"method\": \"{method}\", \"precision\": \"{precision}\", \"batch\": {batch}, \"images_per_second\": {imagesPerSecond}, \"peak_memory_mib\": {peak}{extra}}}";
+        static string OutOfMemory(string method, int batch, string precision = "bf16") =>
+            $"{{\"method\": \"{method}\", \"precision\": \"{precision}\", \"batch\": {batch}, \"out_of_memory\": true, \"error\": \"out of memory\"}}";
         File.WriteAllLines(Path.Combine(dir, "peer.json"), [Row("full", 32, 100, 4000), Row("gps", 32, 200, 3600), Row("ssf", 32, 80, 3000),
-            Row("full", 32, 150, 4000, precision: "fp16"), Row("gps", 32, 60, 3400, precision: "fp16"), Row("ssf", 32, 90, 3000, precision: "fp16")]);
-        File.WriteAllLines(Path.Combine(dir, "ours.json"), [Row("full", 32, 150, 3900, ", \"attention\": \"fused\""), Row("gps", 32, 100, 3500, ", \"attention\": \"fused\"")]);
+            Row("full", 32, 150, 4000, precision: "fp16"), Row("gps", 32, 60, 3400, precision: "fp16"), Row("ssf", 32, 90, 3000, precision: "fp16"),
+            Row("full", 128, 300, 8000), Row("full", 128, 320, 8000, precision: "fp16"), OutOfMemory("gps", 128), OutOfMemory("gps", 128, "fp16")]);
+        File.WriteAllLines(Path.Combine(dir, "ours.json"), [Row("full", 32, 150, 3900, ", \"attention\": \"fused\""), Row("gps", 32, 100, 3500, ", \"attention\": \"fused\""),
+            OutOfMemory("full", 128), Row("gps", 128, 250, 7000, ", \"attention\": \"fused\"")]);
         File.WriteAllLines(Path.Combine(dir, "ours-graph.json"), [Row("full", 32, 160, 3900, ", \"cuda_graph\": true")]);
         File.WriteAllLines(Path.Combine(dir, "other.json"), [Row("full", 32, 120, 4100, ", \"attention\": \"unfused\"")]);
         var info = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = dir };
@@ -74,6 +79,44 @@ public class PeerTableTests
             Assert.That(stdout, Does.Not.Contain("| ssf |"), "a row we did not run");
             // The goals: our bf16 rows without a graph over the peer's fp16 AMP rows; ssf not run on our side.
             Assert.That(stdout, Does.Contain("| 32 | – | 1.67 met | 1.00 met | 3500 / 3400 MiB not met |"));
+            // A side that ran out of device memory: its row says so, its ratios are "–", and the goals say who ran out.
+            Assert.That(stdout, Does.Contain("| full | bf16 | 128 | out of memory | 300.0 | **–** | – | – | – | – | – | 8000 |"));
+            Assert.That(stdout, Does.Contain("| gps | bf16 | 128 | 250.0 | out of memory | **–** | – | fused | – | 7000 | – | – |"));
+            Assert.That(stdout, Does.Contain("| 128 | – | peer out of memory | not met: ours out of memory | peer out of memory |"));
+        }
+    }
+    /// <summary>A batch too large for the GPU gives the peer a row that says so, with PyTorch's first line of the error,
+    /// after the cache is emptied, instead of ending the run (a stand-in for torch raises its out-of-memory error as
+    /// the step starts; no GPU or PyTorch needed).</summary>
+    [Test]
+    public void APeerStepThatRunsOutOfMemoryGivesARowThatSaysSo()
+    {
+        string peers = Path.GetFullPath(Path.Combine(TestContext.CurrentContext.TestDirectory, "..", "..", "..", "..", "bench", "peers"));
+        const string script = """
+            import json, sys, types
+            sys.path.insert(0, sys.argv[1])
+            import timm_step
+            class OutOfMemory(Exception): pass
+            class Backends:
+                def __getattr__(self, name): raise OutOfMemory("CUDA out of memory. Tried to allocate 2.00 GiB.\nmore lines")
+            emptied = []
+            torch = types.SimpleNamespace(backends=Backends(),
+                cuda=types.SimpleNamespace(OutOfMemoryError=OutOfMemory, empty_cache=lambda: emptied.append(True)))
+            row = timm_step.time_one("full", "bf16", 512, types.SimpleNamespace(model="vit_base_patch16_224"), torch, None, None)
+            print(json.dumps(row, sort_keys=True), len(emptied))
+            """;
+        var info = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { "-c", script, peers }) info.ArgumentList.Add(a);
+        Process p;
+        try { p = Process.Start(info)!; }
+        catch (System.ComponentModel.Win32Exception) { Assert.Ignore("python3 not found"); return; }
+        using (p)
+        {
+            string stdout = p.StandardOutput.ReadToEnd(), stderr = p.StandardError.ReadToEnd();
+            p.WaitForExit();
+            Assert.That(p.ExitCode, Is.Zero, stderr);
+            Assert.That(stdout.Trim(), Is.EqualTo("{\"batch\": 512, \"engine\": \"pytorch-timm\", \"error\": \"CUDA out of memory. Tried to allocate 2.00 GiB.\", " +
+                "\"method\": \"full\", \"model\": \"vit_base_patch16_224\", \"out_of_memory\": true, \"precision\": \"bf16\"} 1"));
         }
     }
 }

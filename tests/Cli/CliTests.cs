@@ -253,6 +253,36 @@ public class CliTests
         Assert.That(Peft("bench", "--train-step", "--methods", "nope", "--device", "cpu").Err, Does.StartWith("error: --methods: unknown method 'nope'"));
     }
 
+    /// <summary>A batch too large for the device (the emulated one given 8 MiB, PEFT_EMULATED_CUDA_MEMORY) gets a row that
+    /// says so, with the sizes below it and a JSON row marked out_of_memory; the rows after it still run, and the exit code
+    /// says that not every row ran. A size that is not one is refused, naming the variable.</summary>
+    [Test]
+    public void BenchSaysWhichRowsRanOutOfDeviceMemoryAndRunsTheRest()
+    {
+        Backends.Get("emulated-cuda");
+        string json = Path.Combine(_dir, "steps.json");
+        string model = Path.Combine(TestContext.CurrentContext.TestDirectory, "..", "..", "..", "..", "models", "synthetic-vit", "config.json");
+        var (code, stdout, stderr) = Peft(new Dictionary<string, string?> { ["PEFT_EMULATED_CUDA_MEMORY"] = "8M" }, "bench", "--train-step",
+            "--model", model, "--batch", "1", "16", "2", "--methods", "full", "--repeats", "1", "--device", "emulated-cuda", "--json", json);
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stdout, Does.Contain("8 MiB of device memory (PEFT_EMULATED_CUDA_MEMORY)"));
+        var lines = stdout.Split('\n');
+        int row = Array.FindIndex(lines, l => l.StartsWith("| full | fp32 | 16 |"));
+        Assert.That(lines[row], Is.EqualTo("| full | fp32 | 16 | out of memory | | | | |"));
+        Assert.That(lines[row + 1], Does.StartWith("  out of memory on emulated-cuda: ").And.Contain(" free of 8.00 MiB"));
+        Assert.That(lines, Has.Some.StartsWith("| full | fp32 | 1 | ").And.Some.StartsWith("| full | fp32 | 2 | "));
+        Assert.That(stderr.Trim(), Is.EqualTo("error: 1 of 3 rows ran out of device memory (each says so, with the sizes below it)"));
+        var rows = File.ReadAllLines(json).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToList();
+        Assert.That(rows.Select(r => r.GetProperty("batch").GetInt32()), Is.EqualTo(new[] { 1, 16, 2 }));
+        Assert.That(rows[1].GetProperty("out_of_memory").GetBoolean(), Is.True);
+        Assert.That(rows[2].GetProperty("images_per_second").GetDouble(), Is.GreaterThan(0));
+
+        (code, _, stderr) = Peft(new Dictionary<string, string?> { ["PEFT_EMULATED_CUDA_MEMORY"] = "12X" }, "bench", "--train-step",
+            "--model", model, "--batch", "1", "--device", "emulated-cuda");
+        Assert.That(code, Is.Not.Zero);
+        Assert.That(stderr, Does.Contain("PEFT_EMULATED_CUDA_MEMORY='12X' is not a memory size"));
+    }
+
     /// <summary>--profile: one more step with every kernel timed where it runs, every kernel listed with shares that add
     /// up to the whole; --attention picks the path, which the profile shows (the unfused path's batched products and
     /// softmax, or the fused kernels).</summary>

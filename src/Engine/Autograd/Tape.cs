@@ -196,8 +196,8 @@ public sealed unsafe class Tape
             _zeroed?.Dispose(); // the gradients cut from it hold its storage until they are disposed
             _zeroed = null;
             _zeroedOffsets?.Clear();
+            Clear(); // also after a backward that threw (out of memory): nothing of it is left for the next one
         }
-        Clear();
     }
 
     /// <summary>
@@ -248,9 +248,16 @@ public sealed unsafe class Tape
         return place.ReshapedAlias(t.Shape);
     }
 
-    /// <summary>Drops every node and the activations they retained.</summary>
+    /// <summary>Drops every node, the activations they retained and the gradients of intermediate tensors (which only a
+    /// backward that stopped part way leaves).</summary>
     public void Clear()
     {
+        for (int i = 0; i < _count; i++)
+            if (_nodes[i].Out is { IsLeaf: false, Grad: { } grad } output)
+            {
+                grad.Dispose();
+                output.SetGrad(null);
+            }
         Array.Clear(_nodes, 0, _count);
         foreach (var store in _stores) store?.Reset();
         foreach (var t in _kept) t.Dispose();

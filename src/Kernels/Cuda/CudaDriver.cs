@@ -11,6 +11,9 @@ public static unsafe partial class CudaDriver
 {
     const string Lib = "cuda";
 
+    /// <summary>CUDA_ERROR_OUT_OF_MEMORY: an allocation found no room on the device.</summary>
+    public const int OutOfMemory = 2;
+
     /// <summary>Device attributes used here (CUdevice_attribute values).</summary>
     public enum DeviceAttribute
     {

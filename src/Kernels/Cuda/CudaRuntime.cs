@@ -20,11 +20,46 @@ public abstract unsafe class CudaRuntime : IDisposable
     /// <summary>The largest grid y and z a launch may use: 65535 on every GPU so far (grid x goes to 2³¹ − 1).</summary>
     public abstract int MaxGridYZ { get; }
 
-    /// <summary>Allocates <paramref name="bytes"/> of device memory (uninitialised).</summary>
-    public abstract ulong Allocate(long bytes);
+    /// <summary>Allocates <paramref name="bytes"/> of device memory (uninitialised): tensors' buffers and the kernels'
+    /// scratch alike. When the device is full, the <see cref="Pool"/>'s cached buffers are freed and the allocation is
+    /// tried once more, as PyTorch's caching allocator does (not while a graph is captured, which may not free memory).</summary>
+    /// <exception cref="DeviceOutOfMemoryException">It still does not fit.</exception>
+    public ulong Allocate(long bytes)
+    {
+        try
+        {
+            return AllocateCore(bytes);
+        }
+        catch (CudaException full) when (full.Code == CudaDriver.OutOfMemory)
+        {
+            long freed = IsCapturing || Pool == null ? 0 : Pool.ReleaseCached();
+            if (freed > 0)
+                try
+                {
+                    return AllocateCore(bytes);
+                }
+                catch (CudaException again) when (again.Code == CudaDriver.OutOfMemory)
+                {
+                    full = again;
+                }
+            throw new DeviceOutOfMemoryException(Name, bytes, Pool?.BytesInUse ?? 0, Pool?.BytesCached ?? 0, freed, MemoryInfo(), full);
+        }
+    }
+
+    /// <summary>The backend's allocation; a full device throws <see cref="CudaException"/> with
+    /// <see cref="CudaDriver.OutOfMemory"/>.</summary>
+    protected abstract ulong AllocateCore(long bytes);
+
+    /// <summary>The engine's buffers on this device (its pool), which <see cref="Allocate"/> asks to free its cache when
+    /// the device is full and names in the error when that is not enough; null: nothing is cached.</summary>
+    public IDeviceMemoryPool? Pool { get; set; }
 
     /// <summary>Frees memory from <see cref="Allocate"/>.</summary>
     public abstract void Free(ulong address);
+
+    /// <summary>Free and total device memory in bytes, or null where the device has no fixed size (the emulated device
+    /// unless <see cref="EmulatedRuntime.MemoryCapacity"/> gives it one).</summary>
+    public abstract (long Free, long Total)? MemoryInfo();
 
     /// <summary>Copies host → device; returns when the host buffer may be reused.</summary>
     public abstract void CopyToDevice(ulong dst, void* src, long bytes);
@@ -226,4 +261,17 @@ public abstract class CudaGraph : IDisposable
         Release();
         Disposed?.Invoke();
     }
+}
+
+/// <summary>What the engine holds on a device, for <see cref="CudaRuntime.Allocate"/>.</summary>
+public interface IDeviceMemoryPool
+{
+    /// <summary>Bytes of tensor storage in use.</summary>
+    long BytesInUse { get; }
+
+    /// <summary>Bytes of free buffers kept for reuse.</summary>
+    long BytesCached { get; }
+
+    /// <summary>Frees the cached buffers once the queued work that may still read them is done; returns the bytes freed.</summary>
+    long ReleaseCached();
 }

@@ -141,11 +141,19 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     }
 
     /// <inheritdoc/>
-    public override ulong Allocate(long bytes)
+    protected override ulong AllocateCore(long bytes)
     {
         MakeCurrent();
         Check(cuMemAlloc_v2(out ulong address, (nuint)Math.Max(bytes, 1)), $"cuMemAlloc_v2 ({bytes} bytes)");
         return address;
+    }
+
+    /// <inheritdoc/>
+    public override (long Free, long Total)? MemoryInfo()
+    {
+        MakeCurrent();
+        Check(cuMemGetInfo_v2(out nuint free, out nuint total), "cuMemGetInfo_v2");
+        return ((long)free, (long)total);
     }
 
     /// <inheritdoc/>

@@ -77,7 +77,8 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
         runtime = null;
         try
         {
-            runtime = new EmulatedRuntime(Build(), multiprocessors);
+            long? capacity = CapacityFromEnvironment();
+            runtime = new EmulatedRuntime(Build(), multiprocessors) { MemoryCapacity = capacity };
             reason = "";
             return true;
         }
@@ -142,20 +143,76 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
 
     /// <inheritdoc/>
     public override string Description => $"emulated CUDA device on CPU threads ({_names.Count} kernels, " +
-        (MultiprocessorCount > 1 ? $"grids sized for {MultiprocessorCount} multiprocessors, " : "") + $"{LibraryPath})";
+        (MultiprocessorCount > 1 ? $"grids sized for {MultiprocessorCount} multiprocessors, " : "") +
+        (MemoryCapacity is long capacity ? $"{capacity >> 20} MiB of device memory ({MemoryVariable}), " : "") + $"{LibraryPath})";
 
     /// <summary>One multiprocessor unless the runtime was created with more: grid-stride kernels then run a few blocks,
     /// which keeps the emulation fast. With a GPU's count (132 for an H200) the kernels take the grids, reduction
     /// partials and column slices they take there, which one multiprocessor never reaches.</summary>
     public override int MultiprocessorCount { get; }
 
+    readonly Dictionary<ulong, long> _allocations = new(); // address → bytes, for the capacity
+    long _allocated, _peakAllocated;
+
+    /// <summary>The device memory this device pretends to have (null: as much as the host gives; the environment
+    /// variable <see cref="MemoryVariable"/> sets it for every emulated device a process opens). An allocation past it
+    /// fails as cuMemAlloc does on a full GPU (<see cref="CudaDriver.OutOfMemory"/>), so what runs out of memory there
+    /// (a pool holding buffers of another batch size, an out-of-memory error in the middle of a step) runs out here
+    /// too, and whether a run fits a GPU's memory can be tried without one.</summary>
+    public long? MemoryCapacity { get; set; }
+
+    /// <summary>The environment variable that gives emulated devices a memory size: bytes, or a whole number with K, M
+    /// or G (powers of 1024), e.g. <c>PEFT_EMULATED_CUDA_MEMORY=24G</c>.</summary>
+    public const string MemoryVariable = "PEFT_EMULATED_CUDA_MEMORY";
+
+    /// <summary>The size <see cref="MemoryVariable"/> gives, null when it is unset or empty.</summary>
+    /// <exception cref="InvalidOperationException">It is not a size; the message quotes it.</exception>
+    static long? CapacityFromEnvironment()
+    {
+        string text = Environment.GetEnvironmentVariable(MemoryVariable)?.Trim() ?? "";
+        if (text.Length == 0) return null;
+        int shift = char.ToUpperInvariant(text[^1]) switch { 'K' => 10, 'M' => 20, 'G' => 30, _ => 0 };
+        string digits = shift > 0 ? text[..^1] : text;
+        if (!long.TryParse(digits, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long value)
+            || value <= 0 || value > long.MaxValue >> shift)
+            throw new InvalidOperationException($"{MemoryVariable}='{text}' is not a memory size (bytes, or a whole number with K, M or G, e.g. 24G)");
+        return value << shift;
+    }
+
+    /// <summary>Bytes allocated and not yet freed: tensors, the pool's cached buffers and the kernels' scratch.</summary>
+    public long AllocatedBytes
+    {
+        get { lock (_allocations) return _allocated; }
+    }
+
+    /// <summary>The most <see cref="AllocatedBytes"/> has been (what a GPU's memory would have had to hold).</summary>
+    public long PeakAllocatedBytes
+    {
+        get { lock (_allocations) return _peakAllocated; }
+    }
+
     /// <summary>Allocates host memory filled by <see cref="Poison"/>.</summary>
-    public override ulong Allocate(long bytes)
+    protected override ulong AllocateCore(long bytes)
     {
         bytes = Math.Max(bytes, 64);
-        ulong address = (ulong)NativeMemory.AlignedAlloc((nuint)bytes, 256);
-        Poison(address, bytes);
-        return address;
+        lock (_allocations)
+        {
+            if (_allocated + bytes > (MemoryCapacity ?? long.MaxValue))
+                throw new CudaException($"cuMemAlloc_v2 ({bytes} bytes)", CudaDriver.OutOfMemory, "CUDA_ERROR_OUT_OF_MEMORY: out of memory");
+            ulong address = (ulong)NativeMemory.AlignedAlloc((nuint)bytes, 256);
+            _allocations.Add(address, bytes);
+            _allocated += bytes;
+            _peakAllocated = Math.Max(_peakAllocated, _allocated);
+            Poison(address, bytes);
+            return address;
+        }
+    }
+
+    /// <inheritdoc/>
+    public override (long Free, long Total)? MemoryInfo()
+    {
+        lock (_allocations)
+            return MemoryCapacity is long capacity ? (Math.Max(capacity - _allocated, 0), capacity) : null;
     }
 
     /// <summary>Fills <paramref name="bytes"/> at <paramref name="address"/> with 0xFF: NaN in fp32, bf16 and fp16, -1
@@ -168,6 +225,12 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     public override void Free(ulong address)
     {
         RefuseWhileCapturing("freeing device memory");
+        lock (_allocations)
+        {
+            if (!_allocations.Remove(address, out long bytes))
+                throw new InvalidOperationException($"{Name}: freeing 0x{address:x}, which is not an allocation of this device (freed twice?)");
+            _allocated -= bytes;
+        }
         NativeMemory.AlignedFree((void*)address);
     }
 

@@ -110,7 +110,8 @@ public sealed class VptDeep : PeftMethod
     Tensor Prompted(int block, Tensor x, ulong? trainSeed)
     {
         int B = x.Shape[0], T = x.Shape[1], C = x.Shape[2], L = Settings.Length;
-        if (!_zeros.TryGetValue(B, out var zero)) _zeros[B] = zero = Tensor.Zeros(x.Device, B, L, C);
+        // kept from one forward to the next, so in memory of its own (a failed step releases the pooled tensors it made)
+        if (!_zeros.TryGetValue(B, out var zero)) _zeros[B] = zero = Tensor.PersistentZeros(x.Device, B, L, C);
         using var expanded = Ops.AddPositionEmbedding(zero, _prompts[block]); // [B, L, C], the gradient summed over B
         using var dropped = trainSeed is { } seed && Settings.Dropout > 0
             ? Ops.Dropout(expanded, Settings.Dropout, CounterRng.Hash(seed, 0x5C7 + (ulong)block)) : null;

@@ -46,29 +46,54 @@ public sealed unsafe class TrainStep(Adam? optimizer = null) : IDisposable
     /// </summary>
     /// <exception cref="DivergedException">The loss is NaN or infinite; nothing is stepped, the message says where
     /// (<see cref="Context"/>, the step, and <paramref name="hint"/>).</exception>
+    /// <exception cref="DeviceOutOfMemoryException">The device ran out of memory; nothing is stepped, nothing of the
+    /// step is kept, and the next step may run a smaller batch.</exception>
     public float Run(Func<Tensor> forward, Func<Tensor, Tensor> loss, Action<Tensor>? observe = null, string? hint = null)
     {
         float value;
         using (_tape.Record())
+        using (var made = MadeTensors.Open())
         {
-            using var output = forward();
-            using var scalar = loss(output);
-            value = scalar.ToArray()[0];
-            if (!float.IsFinite(value))
+            try
             {
-                _tape.Clear();
-                throw Diverged(value, hint);
+                using var output = forward();
+                using var scalar = loss(output);
+                value = scalar.ToArray()[0];
+                if (!float.IsFinite(value)) throw Diverged(value, hint);
+                observe?.Invoke(output);
+                SavedBytes = _tape.SavedBytes;
+                if (LossScaler is { } scaler && optimizer != null)
+                {
+                    using var seed = Tensor.FromArray(scalar.Device, [scaler.Scale], scalar.Shape);
+                    _tape.Backward(scalar, seed);
+                }
+                else _tape.Backward(scalar);
             }
-            observe?.Invoke(output);
-            SavedBytes = _tape.SavedBytes;
-            if (LossScaler is { } scaler && optimizer != null)
+            catch (Exception failure)
             {
-                using var seed = Tensor.FromArray(scalar.Device, [scaler.Scale], scalar.Shape);
-                _tape.Backward(scalar, seed);
+                try
+                {
+                    Abandon(made);
+                }
+                catch (Exception) when (failure is not DivergedException)
+                {
+                    // a device that failed (a kernel fault) may fail the cleanup too; the first failure is the one to report
+                }
+                throw;
             }
-            else _tape.Backward(scalar);
         }
         return Finish(value);
+    }
+
+    /// <summary>After a step that threw (a diverged loss, a device out of memory part way): the tape lets go of what
+    /// the forward kept, every other tensor the step made and still holds is released (<see cref="MadeTensors"/>), and
+    /// with an optimizer the gradients a backward may have half accumulated are zeroed, so the next step (a smaller
+    /// batch, say) starts clean. Without one they are the caller's (a selection pass accumulates over steps).</summary>
+    void Abandon(MadeTensors made)
+    {
+        _tape.Clear();
+        made.ReleaseLive();
+        optimizer?.ZeroGrad();
     }
 
     DivergedException Diverged(float loss, string? hint) =>
