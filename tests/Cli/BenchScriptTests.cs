@@ -47,6 +47,25 @@ public class BenchScriptTests
 [TestFixture]
 public class PeerTableTests
 {
+    /// <summary>python3 with <paramref name="args"/> in <paramref name="directory"/>: its stdout, once it exited 0 (the
+    /// test is skipped without python3).</summary>
+    static string Python(string directory, params string[] args)
+    {
+        var info = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = directory };
+        foreach (var a in args) info.ArgumentList.Add(a);
+        Process p;
+        try { p = Process.Start(info)!; }
+        catch (System.ComponentModel.Win32Exception) { Assert.Ignore("python3 not found"); throw; }
+        using (p)
+        {
+            var stderr = p.StandardError.ReadToEndAsync();
+            string stdout = p.StandardOutput.ReadToEnd();
+            p.WaitForExit();
+            Assert.That(p.ExitCode, Is.Zero, stderr.Result);
+            return stdout;
+        }
+    }
+
     [Test]
     public void TheTableIsMadeAgainFromRowsOnDisk()
     {
@@ -63,28 +82,19 @@ public class PeerTableTests
             OutOfMemory("full", 128), Row("gps", 128, 250, 7000, ", \"attention\": \"fused\"")]);
         File.WriteAllLines(Path.Combine(dir, "ours-graph.json"), [Row("full", 32, 160, 3900, ", \"cuda_graph\": true")]);
         File.WriteAllLines(Path.Combine(dir, "other.json"), [Row("full", 32, 120, 4100, ", \"attention\": \"unfused\"")]);
-        var info = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = dir };
-        foreach (var a in new[] { Path.Combine(repo, "bench", "peers", "timm_step.py"), "--peer-rows", "peer.json", "--ours", "ours.json", "ours-graph.json", "--ours-other", "other.json" })
-            info.ArgumentList.Add(a);
-        Process p;
-        try { p = Process.Start(info)!; }
-        catch (System.ComponentModel.Win32Exception) { Assert.Ignore("python3 not found"); return; }
-        using (p)
-        {
-            string stdout = p.StandardOutput.ReadToEnd(), stderr = p.StandardError.ReadToEnd();
-            p.WaitForExit();
-            Assert.That(p.ExitCode, Is.Zero, stderr);
-            Assert.That(stdout, Does.Contain("| full | bf16 | 32 | 150.0 | 100.0 | **1.50** | 1.60 | fused | 1.20 (unfused) | 3900 | 4100 | 4000 |"));
-            Assert.That(stdout, Does.Contain("| gps | bf16 | 32 | 100.0 | 200.0 | **0.50** | – | fused | – | 3500 | – | 3600 |"));
-            Assert.That(stdout, Does.Not.Contain("| ssf |"), "a row we did not run");
-            // The goals: our bf16 rows without a graph over the peer's fp16 AMP rows; ssf not run on our side.
-            Assert.That(stdout, Does.Contain("| 32 | – | 1.67 met | 1.00 met | 3500 / 3400 MiB not met |"));
-            // A side that ran out of device memory: its row says so, its ratios are "–", and the goals say who ran out.
-            Assert.That(stdout, Does.Contain("| full | bf16 | 128 | out of memory | 300.0 | **–** | – | – | – | – | – | 8000 |"));
-            Assert.That(stdout, Does.Contain("| gps | bf16 | 128 | 250.0 | out of memory | **–** | – | fused | – | 7000 | – | – |"));
-            Assert.That(stdout, Does.Contain("| 128 | – | peer out of memory | not met: ours out of memory | peer out of memory |"));
-        }
+        string stdout = Python(dir, Path.Combine(repo, "bench", "peers", "timm_step.py"), "--peer-rows", "peer.json", "--ours", "ours.json", "ours-graph.json",
+            "--ours-other", "other.json");
+        Assert.That(stdout, Does.Contain("| full | bf16 | 32 | 150.0 | 100.0 | **1.50** | 1.60 | fused | 1.20 (unfused) | 3900 | 4100 | 4000 |"));
+        Assert.That(stdout, Does.Contain("| gps | bf16 | 32 | 100.0 | 200.0 | **0.50** | – | fused | – | 3500 | – | 3600 |"));
+        Assert.That(stdout, Does.Not.Contain("| ssf |"), "a row we did not run");
+        // The goals: our bf16 rows without a graph over the peer's fp16 AMP rows; ssf not run on our side.
+        Assert.That(stdout, Does.Contain("| 32 | – | 1.67 met | 1.00 met | 3500 / 3400 MiB not met |"));
+        // A side that ran out of device memory: its row says so, its ratios are "–", and the goals say who ran out.
+        Assert.That(stdout, Does.Contain("| full | bf16 | 128 | out of memory | 300.0 | **–** | – | – | – | – | – | 8000 |"));
+        Assert.That(stdout, Does.Contain("| gps | bf16 | 128 | 250.0 | out of memory | **–** | – | fused | – | 7000 | – | – |"));
+        Assert.That(stdout, Does.Contain("| 128 | – | peer out of memory | not met: ours out of memory | peer out of memory |"));
     }
+
     /// <summary>A batch too large for the GPU gives the peer a row that says so, with PyTorch's first line of the error,
     /// after the cache is emptied, instead of ending the run (a stand-in for torch raises its out-of-memory error as
     /// the step starts; no GPU or PyTorch needed).</summary>
@@ -105,18 +115,8 @@ public class PeerTableTests
             row = timm_step.time_one("full", "bf16", 512, types.SimpleNamespace(model="vit_base_patch16_224"), torch, None, None)
             print(json.dumps(row, sort_keys=True), len(emptied))
             """;
-        var info = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { "-c", script, peers }) info.ArgumentList.Add(a);
-        Process p;
-        try { p = Process.Start(info)!; }
-        catch (System.ComponentModel.Win32Exception) { Assert.Ignore("python3 not found"); return; }
-        using (p)
-        {
-            string stdout = p.StandardOutput.ReadToEnd(), stderr = p.StandardError.ReadToEnd();
-            p.WaitForExit();
-            Assert.That(p.ExitCode, Is.Zero, stderr);
-            Assert.That(stdout.Trim(), Is.EqualTo("{\"batch\": 512, \"engine\": \"pytorch-timm\", \"error\": \"CUDA out of memory. Tried to allocate 2.00 GiB.\", " +
-                "\"method\": \"full\", \"model\": \"vit_base_patch16_224\", \"out_of_memory\": true, \"precision\": \"bf16\"} 1"));
-        }
+        string stdout = Python(Path.GetTempPath(), "-c", script, peers);
+        Assert.That(stdout.Trim(), Is.EqualTo("{\"batch\": 512, \"engine\": \"pytorch-timm\", \"error\": \"CUDA out of memory. Tried to allocate 2.00 GiB.\", " +
+            "\"method\": \"full\", \"model\": \"vit_base_patch16_224\", \"out_of_memory\": true, \"precision\": \"bf16\"} 1"));
     }
 }
