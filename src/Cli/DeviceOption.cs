@@ -10,8 +10,8 @@ public static class DeviceOption
     /// <summary>Creates the option.</summary>
     public static Option<string> Create() => new("--device")
     {
-        Description = "Where to run: cpu, cuda (a GPU), emulated-cuda (the CUDA kernels run on the CPU, for checking; needs g++) " +
-                      "or auto (cuda when a GPU is usable, else cpu)",
+        Description = "Where to run: cpu, cuda (GPU 0), cuda:N (GPU N), emulated-cuda (the CUDA kernels run on the CPU, for checking; " +
+                      "needs g++) or auto (cuda when a GPU is usable, else cpu)",
         DefaultValueFactory = _ => "auto",
     };
 
@@ -25,14 +25,15 @@ public static class DeviceOption
         {
             case "cpu":
                 return Cpu();
-            case "cuda" or "emulated-cuda":
+            case "emulated-cuda":
+            case var named when CudaDevice.GpuOrdinal(named) != null:
                 return CudaDevice.TryOpen(name, out var cuda, out var reason, instrumented) ? cuda! : throw new InvalidOperationException($"--device {name}: {reason}");
             case "auto":
                 if (CudaDevice.TryOpen(out var gpu, out reason, instrumented: instrumented)) return gpu!;
                 if (CommonOptions.IsVerbose) Console.Error.WriteLine($"device: cpu ({reason})");
                 return Cpu();
             default:
-                throw new ArgumentException($"--device must be cpu, cuda, emulated-cuda or auto (got '{name}')");
+                throw new ArgumentException($"--device must be cpu, cuda, cuda:N, emulated-cuda or auto (got '{name}')");
         }
     }
 }

@@ -25,7 +25,7 @@ public static class SelftestCommand
     {
         var device = new Option<string>("--device")
         {
-            Description = "Device to check: cuda (a GPU), emulated-cuda (the CUDA kernels on CPU threads), cpu, or auto (cuda when a GPU is usable, else cpu)",
+            Description = "Device to check: cuda (GPU 0), cuda:N (GPU N), emulated-cuda (the CUDA kernels on CPU threads), cpu, or auto (cuda when a GPU is usable, else cpu)",
             DefaultValueFactory = _ => "auto",
         };
         var filter = new Option<string?>("--filter")
@@ -83,19 +83,21 @@ public static class SelftestCommand
             case "auto":
                 device = CudaDevice.TryOpen(out var gpu, out _) ? gpu! : Device.Cpu;
                 break;
-            case "cuda" or "emulated-cuda":
+            case "emulated-cuda":
+            case var name when CudaDevice.GpuOrdinal(name) != null:
                 CudaDevice? cuda;
                 string reason;
-                if (!(deviceName == "cuda" ? CudaDevice.TryOpen(out cuda, out reason) : CudaDevice.TryOpenEmulated(out cuda, out reason, multiprocessors: multiprocessors)))
+                bool onCpuThreads = deviceName == "emulated-cuda";
+                if (!(onCpuThreads ? CudaDevice.TryOpenEmulated(out cuda, out reason, multiprocessors: multiprocessors) : CudaDevice.TryOpen(deviceName, out cuda, out reason)))
                 {
-                    Console.WriteLine($"{(deviceName == "cuda" ? "no GPU" : "no emulated CUDA device")}: {reason}");
+                    Console.WriteLine($"{(onCpuThreads ? "no emulated CUDA device" : "no GPU")}: {reason}");
                     return DeviceUnavailable;
                 }
                 if (cuda!.Runtime is EmulatedRuntime emulated) emulated.ThreadOrder = order;
                 device = cuda;
                 break;
             default:
-                throw new ArgumentException($"--device must be auto, cuda, emulated-cuda or cpu (got '{deviceName}')");
+                throw new ArgumentException($"--device must be auto, cuda, cuda:N, emulated-cuda or cpu (got '{deviceName}')");
         }
 
         Console.WriteLine($"device: {device.Name}{(device is CudaDevice d ? $" ({d.Runtime.Description})" : "")}" +

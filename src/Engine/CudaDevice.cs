@@ -47,14 +47,29 @@ public sealed unsafe class CudaDevice : Device, IDisposable
         return true;
     }
 
-    /// <summary>Opens a CUDA backend by its command-line name: <c>cuda</c> (GPU 0) or <c>emulated-cuda</c>; false with
-    /// the reason when it is not available here.</summary>
-    public static bool TryOpen(string name, out CudaDevice? device, out string reason, bool instrumented = false) => name switch
+    /// <summary>Opens a CUDA backend by its command-line name: <c>cuda</c> (GPU 0), <c>cuda:N</c> (GPU N, as the driver
+    /// counts them; <c>CUDA_VISIBLE_DEVICES</c> applies) or <c>emulated-cuda</c>; false with the reason when it is not
+    /// available here.</summary>
+    /// <exception cref="ArgumentException">The name is none of these.</exception>
+    public static bool TryOpen(string name, out CudaDevice? device, out string reason, bool instrumented = false)
     {
-        "cuda" => TryOpen(out device, out reason, instrumented: instrumented),
-        "emulated-cuda" => TryOpenEmulated(out device, out reason, instrumented),
-        _ => throw new ArgumentException($"unknown CUDA backend '{name}' (cuda or emulated-cuda)", nameof(name)),
-    };
+        if (name == "emulated-cuda") return TryOpenEmulated(out device, out reason, instrumented);
+        if (GpuOrdinal(name) is int ordinal) return TryOpen(out device, out reason, ordinal, instrumented);
+        throw new ArgumentException($"unknown CUDA backend '{name}' (cuda, cuda:N or emulated-cuda)", nameof(name));
+    }
+
+    /// <summary>The GPU a device name asks for: 0 for <c>cuda</c>, N for <c>cuda:N</c>; null for any name not
+    /// <c>cuda</c> or <c>cuda:</c>....</summary>
+    /// <exception cref="ArgumentException"><c>cuda:</c> is followed by something other than a GPU's index.</exception>
+    public static int? GpuOrdinal(string name)
+    {
+        if (name == "cuda") return 0;
+        if (!name.StartsWith("cuda:", StringComparison.Ordinal)) return null;
+        string index = name["cuda:".Length..];
+        return int.TryParse(index, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int ordinal)
+            ? ordinal
+            : throw new ArgumentException($"device '{name}': cuda:N takes a GPU's index, a whole number from 0");
+    }
 
     /// <inheritdoc/>
     public override DeviceMemory Allocate(long bytes) => new CudaMemory(Runtime, bytes);

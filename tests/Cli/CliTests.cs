@@ -426,10 +426,25 @@ public class CliTests
             gpu!.Dispose();
             Assert.Ignore("a GPU is present");
         }
-        var (code, stdout, stderr) = Peft("selftest", "--device", "cuda");
-        Assert.That(code, Is.EqualTo(3));
-        Assert.That(stdout, Does.StartWith("no GPU: "));
-        Assert.That(stderr, Is.Empty);
+        foreach (string name in new[] { "cuda", "cuda:1" })
+        {
+            var (code, stdout, stderr) = Peft("selftest", "--device", name);
+            Assert.That(code, Is.EqualTo(3), name);
+            Assert.That(stdout, Does.StartWith("no GPU: "), name);
+            Assert.That(stderr, Is.Empty, name);
+        }
+    }
+
+    /// <summary>A GPU named by anything but its index is refused by every command, naming the device.</summary>
+    [Test]
+    public void AGpuIsNamedByItsIndex()
+    {
+        foreach (var args in new[] { new[] { "selftest" }, ["bench", "--op", "gelu", "--shape", "8"] })
+        {
+            var (code, _, stderr) = Peft([.. args, "--device", "cuda:first"]);
+            Assert.That(code, Is.EqualTo(1), args[0]);
+            Assert.That(stderr, Is.EqualTo("error: device 'cuda:first': cuda:N takes a GPU's index, a whole number from 0\n"), args[0]);
+        }
     }
 
     [TestCase("demo"), TestCase("infer"), TestCase("inspect"), TestCase("selftest"), TestCase("bench"), TestCase("merge"), TestCase("select"), TestCase("vtab"), TestCase("synthetic"), TestCase("export")]

@@ -187,6 +187,23 @@ public unsafe class CudaDeviceTests
             .And.Contain("LD_PRELOAD=$(g++ -print-file-name=libasan.so)"));
     }
 
+    /// <summary><c>cuda</c> is GPU 0 and <c>cuda:N</c> GPU N, as PyTorch names them; anything after <c>cuda:</c> but an
+    /// index is refused naming the device; a GPU the driver does not have is reported, not opened.</summary>
+    [Test]
+    public void GpuNamesGiveTheirIndex()
+    {
+        Assert.That(CudaDevice.GpuOrdinal("cuda"), Is.EqualTo(0));
+        Assert.That(CudaDevice.GpuOrdinal("cuda:0"), Is.EqualTo(0));
+        Assert.That(CudaDevice.GpuOrdinal("cuda:3"), Is.EqualTo(3));
+        foreach (var other in new[] { "cpu", "emulated-cuda", "cudax", "CUDA" }) Assert.That(CudaDevice.GpuOrdinal(other), Is.Null, other);
+        foreach (var bad in new[] { "cuda:", "cuda:-1", "cuda:1.5", "cuda: 1", "cuda:x", "cuda:99999999999" })
+            Assert.That(Assert.Throws<ArgumentException>(() => CudaDevice.GpuOrdinal(bad))!.Message,
+                Is.EqualTo($"device '{bad}': cuda:N takes a GPU's index, a whole number from 0"));
+        Assert.That(CudaDevice.TryOpen("cuda:4096", out var none, out var reason), Is.False);
+        Assert.That(none, Is.Null);
+        Assert.That(reason, Does.StartWith("no "));
+    }
+
     [Test]
     public void WithoutAGpuOpeningCudaReportsAReason()
     {

@@ -114,7 +114,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
         get
         {
             var (nvMajor, nvMinor) = Nvrtc.Version;
-            return $"{DeviceName}, compute capability {ComputeCapability.Major}.{ComputeCapability.Minor}, {MultiprocessorCount} SMs, " +
+            return $"GPU {_device}: {DeviceName}, compute capability {ComputeCapability.Major}.{ComputeCapability.Minor}, {MultiprocessorCount} SMs, " +
                    $"{TotalMemory / (1L << 30)} GiB, driver CUDA {DriverVersion.Major}.{DriverVersion.Minor}, NVRTC {nvMajor}.{nvMinor} → {KernelTarget}";
         }
     }
