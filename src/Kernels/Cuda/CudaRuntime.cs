@@ -42,7 +42,20 @@ public abstract unsafe class CudaRuntime : IDisposable
                 {
                     full = again;
                 }
-            throw new DeviceOutOfMemoryException(Name, bytes, Pool?.BytesInUse ?? 0, Pool?.BytesCached ?? 0, freed, MemoryInfo(), full);
+            throw new DeviceOutOfMemoryException(Name, bytes, Pool?.BytesInUse ?? 0, Pool?.BytesCached ?? 0, freed, MemoryInfoIfKnown(), full);
+        }
+    }
+
+    /// <summary><see cref="MemoryInfo"/>, or null when asking fails too (the out-of-memory error is the one to report).</summary>
+    (long Free, long Total)? MemoryInfoIfKnown()
+    {
+        try
+        {
+            return MemoryInfo();
+        }
+        catch (CudaException)
+        {
+            return null;
         }
     }
 
