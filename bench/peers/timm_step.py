@@ -192,7 +192,8 @@ def measure(method, precision, batch, args, torch, timm, device):
     seconds = times[len(times) // 2]
     row = {"engine": "pytorch-timm", "model": args.model, "method": method, "precision": precision, "batch": batch,
            "ms_per_step": seconds * 1e3, "images_per_second": batch / seconds,
-           "peak_memory_mib": torch.cuda.max_memory_allocated() / 2**20}
+           "peak_memory_mib": torch.cuda.max_memory_allocated() / 2**20,
+           "reserved_memory_mib": torch.cuda.max_memory_reserved() / 2**20}
     del model, optimizer, masks, images
     torch.cuda.empty_cache()
     return row
@@ -262,14 +263,15 @@ def speed(row):
     return "–" if row is None else "out of memory" if row.get("out_of_memory") else "{:.1f}".format(row["images_per_second"])
 
 
-def peak(row):
-    return "{:.0f}".format(row["peak_memory_mib"]) if ran(row) else "–"
+def peak(row, key="peak_memory_mib"):
+    return "{:.0f}".format(row[key]) if ran(row) and row.get(key) is not None else "–"
 
 
 def ratio_table(ours_paths, peer_rows, other_path=None):
     """Our rows (JSON lines of `peft bench --train-step`, with and without --cuda-graph, and those on the other
     attention path from other_path) against the peer's. Each row names the attention path its steps ran; a side that
-    ran out of device memory says so, and its ratios are "–"."""
+    ran out of device memory says so, and its ratios are "–". Peak memory is the tensors' on both sides (PyTorch's
+    max_memory_allocated); device and reserved memory add what each side's allocator held (max_memory_reserved)."""
     ours, graphed, other = read_ours(ours_paths, other_path)
 
     def ratio(row, p):
@@ -279,16 +281,18 @@ def ratio_table(ours_paths, peer_rows, other_path=None):
         return row.get("attention", "?") if ran(row) else "–"
 
     lines = ["| method | precision | batch | ours images/s | peer images/s | ours / peer | ours, CUDA graph / peer "
-             "| ours attention | other attention / peer | ours peak MiB | other attention peak MiB | peer peak MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| ours attention | other attention / peer | ours peak MiB | other attention peak MiB | peer peak MiB "
+             "| ours device MiB | peer reserved MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in peer_rows:
         key = (p["method"], p["precision"], p["batch"])
         o, g, a = ours.get(key), graphed.get(key), other.get(key)
         if o is None:
             continue
-        lines.append("| {} | {} | {} | {} | {} | **{}** | {} | {} | {} | {} | {} | {} |".format(
+        lines.append("| {} | {} | {} | {} | {} | **{}** | {} | {} | {} | {} | {} | {} | {} | {} |".format(
             p["method"], p["precision"], p["batch"], speed(o), speed(p), ratio(o, p), ratio(g, p), attention(o),
-            "{} ({})".format(ratio(a, p), attention(a)) if ran(a) else "–", peak(o), peak(a), peak(p)))
+            "{} ({})".format(ratio(a, p), attention(a)) if ran(a) else "–", peak(o), peak(a), peak(p),
+            peak(o, "device_memory_mib"), peak(p, "reserved_memory_mib")))
     return "\n".join(lines)
 
 

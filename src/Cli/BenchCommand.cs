@@ -158,7 +158,10 @@ public static class BenchCommand
         Console.WriteLine($"{model} training step (forward, loss, backward, Adam; 100 classes; attention {attention}{linear}" +
                           $"{(cudaGraph ? "; replayed from a CUDA graph" : "")}) " +
                           $"on {(device is CudaDevice c ? c.Runtime.Description : $"the CPU, {CpuParallel.Threads} thread(s)")}, median of {repeats}");
-        Console.WriteLine("| method | precision | batch | ms per step | images/s | peak memory MiB | trainable | activations kept MiB |\n|---|---|---|---|---|---|---|---|");
+        // Peak memory: the tensors' (PyTorch's max_memory_allocated); device: all the CUDA runtime held, the pool's cached
+        // buffers and the kernels' scratch included (PyTorch's max_memory_reserved).
+        var gpuRuntime = (device as CudaDevice)?.Runtime;
+        Console.WriteLine("| method | precision | batch | ms per step | images/s | peak memory MiB | trainable | activations kept MiB | device MiB |\n|---|---|---|---|---|---|---|---|---|");
         using var jsonFile = jsonPath == null ? null : new StreamWriter(jsonPath);
         var reported = new HashSet<string>(); // declined Linear products already printed
         int rows = 0, outOfMemory = 0;
@@ -193,6 +196,7 @@ public static class BenchCommand
                         // The peak of the steps that follow (a graph's capture among them: its replays rent nothing), not of the
                         // warm-up's own allocations, such as a measured attention's trial runs.
                         device.ResetPeak();
+                        gpuRuntime?.ResetPeakAllocated();
                         if (cudaGraph)
                         {
                             run.Step(); // the capture, and its first replay
@@ -204,12 +208,14 @@ public static class BenchCommand
                             progress.Report(++steps);
                         }
                         double ms = run.Median * 1e3, perSecond = batch / run.Median, mib = device.PeakBytesInUse / 1048576.0, kept = run.SavedBytes / 1048576.0;
-                        Console.WriteLine(string.Format(inv, "| {0} | {1} | {2} | {3:F1} | {4:F1} | {5:F0} | {6:N0} | {7:F1} |", method.Name, precision.Name(), batch, ms, perSecond, mib, run.Trainable, kept));
+                        double? deviceMib = gpuRuntime?.PeakAllocatedBytes / 1048576.0;
+                        Console.WriteLine(string.Format(inv, "| {0} | {1} | {2} | {3:F1} | {4:F1} | {5:F0} | {6:N0} | {7:F1} | {8} |", method.Name, precision.Name(), batch, ms, perSecond,
+                            mib, run.Trainable, kept, deviceMib is double d ? d.ToString("F0", inv) : "–"));
                         if (device.Kernels is InstrumentedKernels kernels) PrintProfile(kernels, run, $"{method.Name}, {precision.Name()}, batch {batch}");
                         jsonFile?.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
                         {
                             engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, ms_per_step = ms,
-                            images_per_second = perSecond, peak_memory_mib = mib, activations_mib = kept, cuda_graph = cudaGraph,
+                            images_per_second = perSecond, peak_memory_mib = mib, activations_mib = kept, device_memory_mib = deviceMib, cuda_graph = cudaGraph,
                             attention = path,
                             linear_epilogues = device is CudaDevice { Runtime.LinearEpilogues: true },
                             graph_mib = run.GraphBytes / 1048576.0,
@@ -221,7 +227,7 @@ public static class BenchCommand
                         // let go of everything it made).
                         outOfMemory++;
                         Progress.Erase();
-                        Console.WriteLine($"| {method.Name} | {precision.Name()} | {batch} | out of memory | | | | |");
+                        Console.WriteLine($"| {method.Name} | {precision.Name()} | {batch} | out of memory | | | | | |");
                         Progress.Line($"  {e.Message}");
                         jsonFile?.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
                         {

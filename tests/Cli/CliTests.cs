@@ -241,6 +241,7 @@ public class CliTests
                 Assert.That(double.Parse(cells[6], System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(0), "peak MiB");
                 double kept = double.Parse(cells[8], System.Globalization.CultureInfo.InvariantCulture);
                 Assert.That(kept, cells[1] == "ssf" ? Is.GreaterThan(0) : Is.GreaterThanOrEqualTo(0), "activations kept MiB (linear probing keeps a few KiB)");
+                Assert.That(cells[9], Is.EqualTo("–"), "the CPU has no device memory of its own to count");
             }
             var lines = File.ReadAllLines(json);
             Assert.That(lines, Has.Length.EqualTo(8));
@@ -268,7 +269,7 @@ public class CliTests
         Assert.That(stdout, Does.Contain("8 MiB of device memory (PEFT_EMULATED_CUDA_MEMORY)"));
         var lines = stdout.Split('\n');
         int row = Array.FindIndex(lines, l => l.StartsWith("| full | fp32 | 16 |"));
-        Assert.That(lines[row], Is.EqualTo("| full | fp32 | 16 | out of memory | | | | |"));
+        Assert.That(lines[row], Is.EqualTo("| full | fp32 | 16 | out of memory | | | | | |"));
         Assert.That(lines[row + 1], Does.StartWith("  out of memory on emulated-cuda: ").And.Contain(" free of 8.00 MiB"));
         Assert.That(lines, Has.Some.StartsWith("| full | fp32 | 1 | ").And.Some.StartsWith("| full | fp32 | 2 | "));
         Assert.That(stderr.Trim(), Is.EqualTo("error: 1 of 3 rows ran out of device memory (each says so, with the sizes below it)"));
@@ -276,6 +277,11 @@ public class CliTests
         Assert.That(rows.Select(r => r.GetProperty("batch").GetInt32()), Is.EqualTo(new[] { 1, 16, 2 }));
         Assert.That(rows[1].GetProperty("out_of_memory").GetBoolean(), Is.True);
         Assert.That(rows[2].GetProperty("images_per_second").GetDouble(), Is.GreaterThan(0));
+        // The device's own peak (cache and scratch included) is above the tensors' and within the 8 MiB it has.
+        double tensors = rows[2].GetProperty("peak_memory_mib").GetDouble(), held = rows[2].GetProperty("device_memory_mib").GetDouble();
+        Assert.That(held, Is.GreaterThan(tensors).And.LessThanOrEqualTo(8));
+        var cells = lines.First(l => l.StartsWith("| full | fp32 | 2 | ")).Split('|', StringSplitOptions.TrimEntries);
+        Assert.That(double.Parse(cells[9], System.Globalization.CultureInfo.InvariantCulture), Is.EqualTo(held).Within(0.5), "the device MiB column");
 
         (code, _, stderr) = Peft(new Dictionary<string, string?> { ["PEFT_EMULATED_CUDA_MEMORY"] = "12X" }, "bench", "--train-step",
             "--model", model, "--batch", "1", "--device", "emulated-cuda");

@@ -26,6 +26,18 @@ public abstract unsafe class CudaRuntime : IDisposable
     /// <exception cref="DeviceOutOfMemoryException">It still does not fit.</exception>
     public ulong Allocate(long bytes)
     {
+        ulong address = AllocateFreeingTheCache(bytes);
+        lock (_allocations)
+        {
+            _allocations.Add(address, bytes);
+            _allocated += bytes;
+            _peakAllocated = Math.Max(_peakAllocated, _allocated);
+        }
+        return address;
+    }
+
+    ulong AllocateFreeingTheCache(long bytes)
+    {
         try
         {
             return AllocateCore(bytes);
@@ -44,6 +56,46 @@ public abstract unsafe class CudaRuntime : IDisposable
                 }
             throw new DeviceOutOfMemoryException(Name, bytes, Pool?.BytesInUse ?? 0, Pool?.BytesCached ?? 0, freed, MemoryInfoIfKnown(), full);
         }
+    }
+
+    /// <summary>Frees memory from <see cref="Allocate"/>.</summary>
+    /// <exception cref="InvalidOperationException">The address is not an allocation of this device (freed twice?), or
+    /// a graph is being captured.</exception>
+    public void Free(ulong address)
+    {
+        lock (_allocations)
+            if (!_allocations.ContainsKey(address))
+                throw new InvalidOperationException($"{Name}: freeing 0x{address:x}, which is not an allocation of this device (freed twice?)");
+        FreeCore(address);
+        lock (_allocations)
+        {
+            _allocated -= _allocations[address];
+            _allocations.Remove(address);
+        }
+    }
+
+    readonly Dictionary<ulong, long> _allocations = new(); // address → bytes
+    long _allocated, _peakAllocated;
+
+    /// <summary>Bytes of device memory allocated through <see cref="Allocate"/> and not yet freed: tensors, the pool's
+    /// cached buffers and the kernels' scratch (what the device must hold, short of the CUDA context and the libraries'
+    /// own memory).</summary>
+    public long AllocatedBytes
+    {
+        get { lock (_allocations) return _allocated; }
+    }
+
+    /// <summary>The most <see cref="AllocatedBytes"/> has been since the runtime was made or
+    /// <see cref="ResetPeakAllocated"/> (what PyTorch calls the peak reserved memory).</summary>
+    public long PeakAllocatedBytes
+    {
+        get { lock (_allocations) return _peakAllocated; }
+    }
+
+    /// <summary>Starts <see cref="PeakAllocatedBytes"/> again from what is allocated now.</summary>
+    public void ResetPeakAllocated()
+    {
+        lock (_allocations) _peakAllocated = _allocated;
     }
 
     /// <summary><see cref="MemoryInfo"/>, or null when asking fails too (the out-of-memory error is the one to report).</summary>
@@ -67,8 +119,8 @@ public abstract unsafe class CudaRuntime : IDisposable
     /// the device is full and names in the error when that is not enough; null: nothing is cached.</summary>
     public IDeviceMemoryPool? Pool { get; set; }
 
-    /// <summary>Frees memory from <see cref="Allocate"/>.</summary>
-    public abstract void Free(ulong address);
+    /// <summary>The backend's free.</summary>
+    protected abstract void FreeCore(ulong address);
 
     /// <summary>Free and total device memory in bytes, or null where the device has no fixed size (the emulated device
     /// unless <see cref="EmulatedRuntime.MemoryCapacity"/> gives it one).</summary>

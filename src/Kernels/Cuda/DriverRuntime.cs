@@ -157,7 +157,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     }
 
     /// <inheritdoc/>
-    public override void Free(ulong address)
+    protected override void FreeCore(ulong address)
     {
         RefuseWhileCapturing("freeing device memory");
         MakeCurrent();

@@ -151,9 +151,6 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     /// partials and column slices they take there, which one multiprocessor never reaches.</summary>
     public override int MultiprocessorCount { get; }
 
-    readonly Dictionary<ulong, long> _allocations = new(); // address → bytes, for the capacity
-    long _allocated, _peakAllocated;
-
     /// <summary>The device memory this device pretends to have (null: as much as the host gives; the environment
     /// variable <see cref="MemoryVariable"/> sets it for every emulated device a process opens). An allocation past it
     /// fails as cuMemAlloc does on a full GPU (<see cref="CudaDriver.OutOfMemory"/>), so what runs out of memory there
@@ -179,41 +176,20 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
         return value << shift;
     }
 
-    /// <summary>Bytes allocated and not yet freed: tensors, the pool's cached buffers and the kernels' scratch.</summary>
-    public long AllocatedBytes
-    {
-        get { lock (_allocations) return _allocated; }
-    }
-
-    /// <summary>The most <see cref="AllocatedBytes"/> has been (what a GPU's memory would have had to hold).</summary>
-    public long PeakAllocatedBytes
-    {
-        get { lock (_allocations) return _peakAllocated; }
-    }
-
     /// <summary>Allocates host memory filled by <see cref="Poison"/>.</summary>
     protected override ulong AllocateCore(long bytes)
     {
-        bytes = Math.Max(bytes, 64);
-        lock (_allocations)
-        {
-            if (_allocated + bytes > (MemoryCapacity ?? long.MaxValue))
-                throw new CudaException($"cuMemAlloc_v2 ({bytes} bytes)", CudaDriver.OutOfMemory, "CUDA_ERROR_OUT_OF_MEMORY: out of memory");
-            ulong address = (ulong)NativeMemory.AlignedAlloc((nuint)bytes, 256);
-            _allocations.Add(address, bytes);
-            _allocated += bytes;
-            _peakAllocated = Math.Max(_peakAllocated, _allocated);
-            Poison(address, bytes);
-            return address;
-        }
+        if (AllocatedBytes + bytes > (MemoryCapacity ?? long.MaxValue))
+            throw new CudaException($"cuMemAlloc_v2 ({bytes} bytes)", CudaDriver.OutOfMemory, "CUDA_ERROR_OUT_OF_MEMORY: out of memory");
+        long size = Math.Max(bytes, 64);
+        ulong address = (ulong)NativeMemory.AlignedAlloc((nuint)size, 256);
+        Poison(address, size);
+        return address;
     }
 
     /// <inheritdoc/>
-    public override (long Free, long Total)? MemoryInfo()
-    {
-        lock (_allocations)
-            return MemoryCapacity is long capacity ? (Math.Max(capacity - _allocated, 0), capacity) : null;
-    }
+    public override (long Free, long Total)? MemoryInfo() =>
+        MemoryCapacity is long capacity ? (Math.Max(capacity - AllocatedBytes, 0), capacity) : null;
 
     /// <summary>Fills <paramref name="bytes"/> at <paramref name="address"/> with 0xFF: NaN in fp32, bf16 and fp16, -1
     /// in integers. Memory a GPU hands out holds whatever it held, often zeros or values a previous step left in the
@@ -222,15 +198,9 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     public static void Poison(ulong address, long bytes) => NativeMemory.Fill((void*)address, (nuint)bytes, 0xFF);
 
     /// <inheritdoc/>
-    public override void Free(ulong address)
+    protected override void FreeCore(ulong address)
     {
         RefuseWhileCapturing("freeing device memory");
-        lock (_allocations)
-        {
-            if (!_allocations.Remove(address, out long bytes))
-                throw new InvalidOperationException($"{Name}: freeing 0x{address:x}, which is not an allocation of this device (freed twice?)");
-            _allocated -= bytes;
-        }
         NativeMemory.AlignedFree((void*)address);
     }
 
