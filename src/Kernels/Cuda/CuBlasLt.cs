@@ -91,7 +91,15 @@ public sealed unsafe partial class CuBlasLt : IDisposable
             Unavailable = e.Message;
             return;
         }
-        _workspace = allocateWorkspace();
+        try
+        {
+            _workspace = allocateWorkspace();
+        }
+        catch
+        {
+            cublasLtDestroy(_handle); // the device was full: the next product makes a handle again
+            throw;
+        }
     }
 
     /// <summary>Why the library makes no handle here (every product is declined with it), or null when it does.</summary>

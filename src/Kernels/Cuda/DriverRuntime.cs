@@ -435,8 +435,13 @@ public sealed unsafe class DriverRuntime : CudaRuntime
             Synchronize();
             Free(_lowScratch);
         }
-        _lowScratchBytes = bytes + bytes / 4;
-        return _lowScratch = Allocate(_lowScratchBytes);
+        // No scratch until the new one is allocated: when the device is full, the next (smaller) product asks again
+        // instead of taking the freed address.
+        (_lowScratch, _lowScratchBytes) = (0, 0);
+        long size = bytes + bytes / 4;
+        _lowScratch = Allocate(size);
+        _lowScratchBytes = size;
+        return _lowScratch;
     }
 
     /// <summary>Waits for the stream, then releases cuBLAS, the modules, the stream and the primary context.</summary>
