@@ -26,7 +26,10 @@
 #                                      Each section's header says the seconds since the start ("== [95s] ..."). When
 #                                      the tensor-core attention's case or LinearInSixteenBits fails on the GPU, the
 #                                      steps run without that path (--attention unfused, --linear-epilogues off), so
-#                                      one broken kernel cannot take every step's figures with it.
+#                                      one broken kernel cannot take every step's figures with it. A kernel that
+#                                      faults loses the GPU context for the rest of its process: selftest then runs
+#                                      again in a new process without the case that met it (--skip), and the steps of
+#                                      the other methods run again without the method that met it.
 #                                      small: a quick run (small benchmark sizes, batch 32, fewer repeats).
 #                                      --methods, --precision: only these steps (and peer rows), to fit a short run.
 #
@@ -65,7 +68,7 @@ while [ $# -gt 0 ]; do
     --repeats) repeats=${2:?--repeats needs a count}; shift ;;
     --methods) methods=${2:?--methods needs names, e.g. \"full ssf gps\"}; shift ;;
     --precision) precisions=${2:?--precision needs formats, e.g. \"tf32 bf16\"}; shift ;;
-    -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "gpu-check: unknown argument '$1' (small|full, --out DIR, --batch \"32 128\", --repeats N, --methods \"...\", --precision \"...\")" >&2; exit 1 ;;
   esac
   shift
@@ -132,15 +135,31 @@ export LD_LIBRARY_PATH
 # A section's header, with the seconds since the kit started.
 section() { printf '== [%ds] %s\n' "$SECONDS" "$*"; }
 
+# A case whose kernel faults loses the GPU context, and no case after it can run in that process: selftest then says
+# "context lost in case NAME", and runs again in a new process without the cases that did (at most 4 times).
 section "peft selftest --device cuda --bench --bench-size $size" | tee "$out/selftest.log"
-set +e
-"$peft" selftest --device cuda --bench --bench-size "$size" 2>&1 | tee -a "$out/selftest.log"
-rc=${PIPESTATUS[0]}
-set -e
+attempt_log=$(mktemp)
+skip="" rc=0
+for attempt in 1 2 3 4 5; do
+  set +e
+  "$peft" selftest --device cuda --bench --bench-size "$size" ${skip:+--skip "$skip"} 2>&1 | tee "$attempt_log" | tee -a "$out/selftest.log"
+  code=${PIPESTATUS[0]}
+  set -e
+  [ "$code" -eq 3 ] && { rm -f "$attempt_log"; echo "== result: no GPU here; nothing was checked (the reason is above)"; exit 3; }
+  [ "$code" -ne 0 ] && rc=$code
+  lost=$(sed -n 's/^context lost in case \([A-Za-z0-9]*\).*/\1/p' "$attempt_log" | tail -1)
+  [ -z "$lost" ] && break
+  skip="${skip:+$skip,}$lost"
+  if [ "$attempt" -eq 5 ]; then
+    echo "== selftest: $lost lost the GPU context too; no more reruns (five cases' kernels faulted)"
+    break
+  fi
+  section "$lost lost the GPU context: selftest again in a new process without it (--skip $skip)" | tee -a "$out/selftest.log"
+done
+rm -f "$attempt_log"
 case $rc in
   0) echo "== selftest: every op passed on the GPU" ;;
-  3) echo "== result: no GPU here; nothing was checked (the reason is above)"; exit 3 ;;
-  *) echo "== selftest: FAILED (exit $rc)" ;;
+  *) echo "== selftest: FAILED (exit $rc${skip:+; these cases lost the GPU context: $skip})" ;;
 esac
 
 # A path whose case failed on this GPU is left out of the steps: a kernel that faults would end each step run.
@@ -155,21 +174,46 @@ if grep -qE '^  LinearInSixteenBits +FAIL' "$out/selftest.log"; then
   echo "== LinearInSixteenBits failed on this GPU: every step runs a bias pass after each GEMM (--linear-epilogues off)"
 fi
 
-# One `peft bench --train-step` run of ViT-B/16 on the GPU with these arguments and the step flags, its output appended
-# to steps.log; a failure is said as "== WHAT: FAILED (exit N)" and fails the kit, and the next run goes on.
+# run_steps WHAT JSON "METHODS" ARGS...: one `peft bench --train-step` run of ViT-B/16 on the GPU for these methods
+# with these arguments and the step flags, its output appended to steps.log and its rows to JSON (none when JSON is
+# ""); a failure is said as "== WHAT: FAILED (exit N)" and fails the kit, and the next run goes on. A method whose
+# step lost the GPU context ("context lost in method M": a kernel faulted) ends that process: the other methods run
+# again in a new one (the rows they already ran are timed again; the tables take the later ones), and the later runs
+# leave that method out.
+lost_methods=""
 run_steps() {
-  local what=$1 code
-  shift
-  set +e
-  "$peft" bench --train-step --device cuda --model vit_base_patch16_224 "$@" ${step_flags[@]+"${step_flags[@]}"} 2>&1 | tee -a "$out/steps.log"
-  code=${PIPESTATUS[0]}
-  set -e
-  if [ "$code" -ne 0 ]; then echo "== $what: FAILED (exit $code)"; rc=1; fi
+  local what=$1 json=$2 methods="" code lost attempt log m left_out=""
+  for m in $3; do
+    if [[ " $lost_methods " == *" $m "* ]]; then left_out="$left_out $m"; else methods="$methods$m "; fi
+  done
+  shift 3
+  [ -n "$json" ] && : > "$json"
+  [ -n "$left_out" ] && echo "== $what: left out, as they lost the GPU context before:$left_out" | tee -a "$out/steps.log"
+  [ -z "$methods" ] && return 0
+  log=$(mktemp)
+  for attempt in 1 2 3; do
+    set +e
+    # shellcheck disable=SC2086
+    "$peft" bench --train-step --device cuda --model vit_base_patch16_224 --methods $methods ${json:+--json "$json.part"} "$@" \
+      ${step_flags[@]+"${step_flags[@]}"} 2>&1 | tee "$log" | tee -a "$out/steps.log"
+    code=${PIPESTATUS[0]}
+    set -e
+    if [ -n "$json" ] && [ -f "$json.part" ]; then cat "$json.part" >> "$json"; rm -f "$json.part"; fi
+    [ "$code" -eq 0 ] && break
+    echo "== $what: FAILED (exit $code)"
+    rc=1
+    lost=$(sed -n 's/^context lost in method \([a-z0-9]*\).*/\1/p' "$log" | tail -1)
+    [ -n "$lost" ] && lost_methods="$lost_methods $lost"
+    methods=$(for m in $methods; do if [ "$m" != "$lost" ]; then printf '%s ' "$m"; fi; done)
+    if [ -z "$lost" ] || [ -z "$methods" ] || [ "$attempt" -eq 3 ]; then break; fi
+    section "$lost lost the GPU context in the $what: the other methods again in a new process (--methods ${methods% })" | tee -a "$out/steps.log"
+  done
+  rm -f "$log"
 }
 
 section "training steps: peft bench --train-step --batch $batches ($methods × $precisions) ${step_flags[*]+${step_flags[*]}}" | tee "$out/steps.log"
 # shellcheck disable=SC2086
-run_steps "training steps" --batch $batches --methods $methods --precision $precisions --repeats "$repeats" --json "$out/ours.json"
+run_steps "training steps" "$out/ours.json" "$methods" --batch $batches --precision $precisions --repeats "$repeats"
 
 # The peer runs right after our main steps, so a run cut short later still leaves both sides and the table; the table
 # is made again at the end with the columns of the runs below.
@@ -179,7 +223,7 @@ if ! command -v python3 >/dev/null 2>&1; then
   echo "== peer: skipped: python3 not found" | tee -a "$out/peer.log"
 else
   set +e
-  peer_methods=$(for m in $methods; do [ "$m" != sct ] && printf '%s ' "$m"; done) # the peer has no SCT
+  peer_methods=$(for m in $methods; do if [ "$m" != sct ]; then printf '%s ' "$m"; fi; done) # the peer has no SCT
   # shellcheck disable=SC2086
   python3 "$peer" --model vit_base_patch16_224 --batch $batches --methods $peer_methods --precision $precisions fp16 \
     --repeats "$repeats" --json "$out/peer.json" --ours "$out/ours.json" 2>&1 | tee -a "$out/peer.log"
@@ -196,8 +240,7 @@ graph_methods=$(for m in full ssf gps; do case " $methods " in *" $m "*) printf 
 graph_methods=${graph_methods:-full}
 section "the same steps replayed from CUDA graphs: peft bench --train-step --cuda-graph ($graph_methods× bf16)" | tee -a "$out/steps.log"
 # shellcheck disable=SC2086
-run_steps "CUDA graph steps" --cuda-graph --batch $batches --methods $graph_methods --precision bf16 --repeats "$repeats" \
-  --json "$out/ours-graph.json"
+run_steps "CUDA graph steps" "$out/ours-graph.json" "$graph_methods" --cuda-graph --batch $batches --precision bf16 --repeats "$repeats"
 
 # The default steps time both attention paths per shape on their first step and keep the faster (peft prints each
 # choice; ours.json says the path its rows ran). The same bf16 steps on the other path give the step-level comparison.
@@ -205,8 +248,8 @@ if [ "$fused_ok" -eq 1 ]; then
   if grep -q '"precision":"bf16".*"attention":"fused"' "$out/ours.json" 2>/dev/null; then other=unfused; else other=fused; fi
   section "the same bf16 steps with the $other attention: peft bench --train-step --attention $other ($graph_methods× bf16)" | tee -a "$out/steps.log"
   # shellcheck disable=SC2086
-  run_steps "$other-attention steps" --attention "$other" --batch $batches --methods $graph_methods --precision bf16 \
-    --repeats "$repeats" --json "$out/ours-other-attention.json"
+  run_steps "$other-attention steps" "$out/ours-other-attention.json" "$graph_methods" --attention "$other" --batch $batches \
+    --precision bf16 --repeats "$repeats"
 else
   echo "== the other attention path: skipped (the tensor-core attention failed its case)" | tee -a "$out/steps.log"
 fi
@@ -216,8 +259,8 @@ fi
 if [ "$epilogues_ok" -eq 1 ]; then
   section "the same bf16 steps with a bias pass after each GEMM: peft bench --train-step --linear-epilogues off ($graph_methods× bf16)" | tee -a "$out/steps.log"
   # shellcheck disable=SC2086
-  run_steps "steps without epilogues" --linear-epilogues off --batch $batches --methods $graph_methods --precision bf16 \
-    --repeats "$repeats" --json "$out/ours-no-epilogues.json"
+  run_steps "steps without epilogues" "$out/ours-no-epilogues.json" "$graph_methods" --linear-epilogues off --batch $batches \
+    --precision bf16 --repeats "$repeats"
 else
   echo "== the steps without epilogues: skipped (every step already ran without them)" | tee -a "$out/steps.log"
 fi
@@ -225,7 +268,7 @@ fi
 first_batch=${batches%% *}
 section "where a step's time goes: peft bench --train-step --profile ($graph_methods× bf16, batch $first_batch)" | tee -a "$out/steps.log"
 # shellcheck disable=SC2086
-run_steps "profile" --profile --batch "$first_batch" --methods $graph_methods --precision bf16 --repeats 1
+run_steps "profile" "" "$graph_methods" --profile --batch "$first_batch" --precision bf16 --repeats 1
 
 if [ "$peer_rc" -eq 0 ]; then
   section "the table again, with the graphed and other-attention columns (timm_step.py --peer-rows)" | tee -a "$out/peer.log"

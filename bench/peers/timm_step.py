@@ -20,7 +20,9 @@ How each method trains here (as in the SSF and GPS repositories, on timm):
 Precision: fp32 (TF32 off), tf32 (TF32 matmuls), bf16 (autocast bfloat16), fp16 (autocast float16 + GradScaler).
 Attention: timm's fused path (scaled_dot_product_attention), forced on.
 A batch too large for the GPU gives a row that says "out of memory" (JSON: "out_of_memory": true and the error) and
-the next rows still run, as in `peft bench --train-step`; the tables say which side ran out.
+the next rows still run, as in `peft bench --train-step`; the tables say which side ran out. A row of ours that failed
+(JSON: "failed": true: a loss that diverged, a CUDA call that failed, a kernel that lost the GPU context) reads
+"failed" in the tables, and its goal "not met".
 Exit codes: 0 done; 1 --peer-rows unreadable; 2 bad arguments; 3 no usable GPU (the reason is printed); 4 PyTorch or
 timm missing (the reason is printed).
 """
@@ -220,10 +222,12 @@ SPEED_GOALS = [("ssf", 1.5), ("gps", 1.5), ("full", 1.0)]
 
 
 def lost(ours, peer):
-    """A goal's cell where a side has no timed row: "–", or who ran out of device memory (a goal not met when only we
-    did)."""
+    """A goal's cell where a side has no timed row: "–", whose step failed, or who ran out of device memory (a goal
+    not met when only we did)."""
     if ours is None or peer is None:
         return "–"
+    if ours.get("failed"):
+        return "not met: ours failed"
     if ours.get("out_of_memory"):
         return "both out of memory" if peer.get("out_of_memory") else "not met: ours out of memory"
     return "peer out of memory"
@@ -255,12 +259,14 @@ def goals_table(ours_paths, peer_rows):
 
 
 def ran(row):
-    """A row that timed its steps: present, and not out of memory."""
-    return row is not None and not row.get("out_of_memory")
+    """A row that timed its steps: present, not out of memory and not failed."""
+    return row is not None and not row.get("out_of_memory") and not row.get("failed")
 
 
 def speed(row):
-    return "–" if row is None else "out of memory" if row.get("out_of_memory") else "{:.1f}".format(row["images_per_second"])
+    if row is None:
+        return "–"
+    return "out of memory" if row.get("out_of_memory") else "failed" if row.get("failed") else "{:.1f}".format(row["images_per_second"])
 
 
 def peak(row, key="peak_memory_mib"):
@@ -270,7 +276,7 @@ def peak(row, key="peak_memory_mib"):
 def ratio_table(ours_paths, peer_rows, other_path=None):
     """Our rows (JSON lines of `peft bench --train-step`, with and without --cuda-graph, and those on the other
     attention path from other_path) against the peer's. Each row names the attention path its steps ran; a side that
-    ran out of device memory says so, and its ratios are "–". Peak memory is the tensors' on both sides (PyTorch's
+    ran out of device memory or failed says so, and its ratios are "–". Peak memory is the tensors' on both sides (PyTorch's
     max_memory_allocated); device and reserved memory add what each side's allocator held (max_memory_reserved)."""
     ours, graphed, other = read_ours(ours_paths, other_path)
 

@@ -164,81 +164,110 @@ public static class BenchCommand
         Console.WriteLine("| method | precision | batch | ms per step | images/s | peak memory MiB | trainable | activations kept MiB | device MiB |\n|---|---|---|---|---|---|---|---|---|");
         using var jsonFile = jsonPath == null ? null : new StreamWriter(jsonPath);
         var reported = new HashSet<string>(); // declined Linear products already printed
-        int rows = 0, outOfMemory = 0;
-        foreach (int batch in batches)
-            foreach (var precision in precisions)
-                foreach (var method in methods)
-                {
-                    rows++;
-                    using var scope = device.Kernels.UseGemmPrecision(precision);
-                    try
-                    {
-                        // A row can take minutes (ViT-B/16 at batch 128 on a CPU or the emulated device): its steps are shown
-                        // on a terminal, where the row replaces them; logs get the table alone.
-                        int steps = 0, total = 1 + (cudaGraph ? 1 : 0) + repeats;
-                        var progress = new Progress($"{method.Name} {precision.Name()} batch {batch}", total, "steps") { TerminalOnly = true };
-                        progress.Report(0);
-                        using var run = new StepBenchmark(device, method, model, batch, cudaGraph);
-                        var (fusedBefore, unfusedBefore) = device.TrainedAttentionCalls;
-                        using (device.ReportAttentionChoices(choice => Progress.Line($"  {choice}")))
-                            run.Step(); // warm-up: pools, moments, kernel compiles, the attention path where it is measured
-                        progress.Report(++steps);
-                        if (device is CudaDevice { Runtime: var cudaRuntime })
-                            foreach (var declined in cudaRuntime.DeclinedLinearProducts.Where(reported.Add))
-                                Progress.Line($"  cuBLASLt declined {declined}: a GEMM, then a bias pass");
-                        string path = device.TrainedAttentionCalls switch
-                        {
-                            var (f, u) when f == fusedBefore && u == unfusedBefore => "none",
-                            var (f, _) when f == fusedBefore => "unfused",
-                            var (_, u) when u == unfusedBefore => "fused",
-                            _ => "mixed",
-                        };
-                        // The peak of the steps that follow (a graph's capture among them: its replays rent nothing), not of the
-                        // warm-up's own allocations, such as a measured attention's trial runs.
-                        device.ResetPeak();
-                        gpuRuntime?.ResetPeakAllocated();
-                        if (cudaGraph)
-                        {
-                            run.Step(); // the capture, and its first replay
-                            progress.Report(++steps);
-                        }
-                        for (int i = 0; i < repeats; i++)
-                        {
-                            run.Times.Add(run.Step());
-                            progress.Report(++steps);
-                        }
-                        double ms = run.Median * 1e3, perSecond = batch / run.Median, mib = device.PeakBytesInUse / 1048576.0, kept = run.SavedBytes / 1048576.0;
-                        double? deviceMib = gpuRuntime?.PeakAllocatedBytes / 1048576.0;
-                        Console.WriteLine(string.Format(inv, "| {0} | {1} | {2} | {3:F1} | {4:F1} | {5:F0} | {6:N0} | {7:F1} | {8} |", method.Name, precision.Name(), batch, ms, perSecond,
-                            mib, run.Trainable, kept, deviceMib is double d ? d.ToString("F0", inv) : "–"));
-                        if (device.Kernels is InstrumentedKernels kernels) PrintProfile(kernels, run, $"{method.Name}, {precision.Name()}, batch {batch}");
-                        jsonFile?.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
-                        {
-                            engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, ms_per_step = ms,
-                            images_per_second = perSecond, peak_memory_mib = mib, activations_mib = kept, device_memory_mib = deviceMib, cuda_graph = cudaGraph,
-                            attention = path,
-                            linear_epilogues = device is CudaDevice { Runtime.LinearEpilogues: true },
-                            graph_mib = run.GraphBytes / 1048576.0,
-                        }));
-                    }
-                    catch (DeviceOutOfMemoryException e)
-                    {
-                        // A batch too large for the device: its row says so, and the rows after it still run (the step
-                        // let go of everything it made).
-                        outOfMemory++;
-                        Progress.Erase();
-                        Console.WriteLine($"| {method.Name} | {precision.Name()} | {batch} | out of memory | | | | | |");
-                        Progress.Line($"  {e.Message}");
-                        jsonFile?.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
-                        {
-                            engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, cuda_graph = cudaGraph,
-                            out_of_memory = true, error = e.Message,
-                        }));
-                    }
-                }
-        if (outOfMemory > 0)
+        int rows = 0, outOfMemory = 0, failed = 0;
+        var order = (from batch in batches from precision in precisions from method in methods select (batch, precision, method)).ToList();
+        foreach (var (batch, precision, method) in order)
         {
-            Console.Error.WriteLine($"error: {outOfMemory} of {rows} rows ran out of device memory (each says so, with the sizes below it)");
+            rows++;
+            using var scope = device.Kernels.UseGemmPrecision(precision);
+            try
+            {
+                // A row can take minutes (ViT-B/16 at batch 128 on a CPU or the emulated device): its steps are shown
+                // on a terminal, where the row replaces them; logs get the table alone.
+                int steps = 0, total = 1 + (cudaGraph ? 1 : 0) + repeats;
+                var progress = new Progress($"{method.Name} {precision.Name()} batch {batch}", total, "steps") { TerminalOnly = true };
+                progress.Report(0);
+                using var run = new StepBenchmark(device, method, model, batch, cudaGraph);
+                var (fusedBefore, unfusedBefore) = device.TrainedAttentionCalls;
+                using (device.ReportAttentionChoices(choice => Progress.Line($"  {choice}")))
+                    run.Step(); // warm-up: pools, moments, kernel compiles, the attention path where it is measured
+                progress.Report(++steps);
+                if (device is CudaDevice { Runtime: var cudaRuntime })
+                    foreach (var declined in cudaRuntime.DeclinedLinearProducts.Where(reported.Add))
+                        Progress.Line($"  cuBLASLt declined {declined}: a GEMM, then a bias pass");
+                string path = device.TrainedAttentionCalls switch
+                {
+                    var (f, u) when f == fusedBefore && u == unfusedBefore => "none",
+                    var (f, _) when f == fusedBefore => "unfused",
+                    var (_, u) when u == unfusedBefore => "fused",
+                    _ => "mixed",
+                };
+                // The peak of the steps that follow (a graph's capture among them: its replays rent nothing), not of the
+                // warm-up's own allocations, such as a measured attention's trial runs.
+                device.ResetPeak();
+                gpuRuntime?.ResetPeakAllocated();
+                if (cudaGraph)
+                {
+                    run.Step(); // the capture, and its first replay
+                    progress.Report(++steps);
+                }
+                for (int i = 0; i < repeats; i++)
+                {
+                    run.Times.Add(run.Step());
+                    progress.Report(++steps);
+                }
+                double ms = run.Median * 1e3, perSecond = batch / run.Median, mib = device.PeakBytesInUse / 1048576.0, kept = run.SavedBytes / 1048576.0;
+                double? deviceMib = gpuRuntime?.PeakAllocatedBytes / 1048576.0;
+                Console.WriteLine(string.Format(inv, "| {0} | {1} | {2} | {3:F1} | {4:F1} | {5:F0} | {6:N0} | {7:F1} | {8} |", method.Name, precision.Name(), batch, ms, perSecond,
+                    mib, run.Trainable, kept, deviceMib is double d ? d.ToString("F0", inv) : "–"));
+                if (device.Kernels is InstrumentedKernels kernels) PrintProfile(kernels, run, $"{method.Name}, {precision.Name()}, batch {batch}");
+                jsonFile?.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
+                {
+                    engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, ms_per_step = ms,
+                    images_per_second = perSecond, peak_memory_mib = mib, activations_mib = kept, device_memory_mib = deviceMib, cuda_graph = cudaGraph,
+                    attention = path,
+                    linear_epilogues = device is CudaDevice { Runtime.LinearEpilogues: true },
+                    graph_mib = run.GraphBytes / 1048576.0,
+                }));
+            }
+            catch (DeviceOutOfMemoryException e)
+            {
+                // A batch too large for the device: its row says so, and the rows after it still run (the step
+                // let go of everything it made).
+                outOfMemory++;
+                Progress.Erase();
+                Console.WriteLine($"| {method.Name} | {precision.Name()} | {batch} | out of memory | | | | | |");
+                Progress.Line($"  {e.Message}");
+                jsonFile?.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
+                {
+                    engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, cuda_graph = cudaGraph,
+                    out_of_memory = true, error = e.Message,
+                }));
+            }
+            catch (Exception e) when (e is DivergedException or CudaException)
+            {
+                // A step whose loss is not finite or whose CUDA call failed (a kernel broken on this device): its row
+                // says so and the rows after it run, unless a kernel's fault lost the GPU context, which no later
+                // row in this process can use.
+                failed++;
+                CudaException? lost = e is CudaException { LosesContext: true } sticky ? sticky
+                    : e is CudaException && gpuRuntime != null && gpuRuntime.ContextLost(out var found) ? found : null;
+                Progress.Erase();
+                Console.WriteLine($"| {method.Name} | {precision.Name()} | {batch} | {(e is DivergedException ? "diverged" : "failed")} | | | | | |");
+                Progress.Line($"  {e.Message}");
+                jsonFile?.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
+                {
+                    engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, cuda_graph = cudaGraph,
+                    failed = true, context_lost = lost != null, error = e.Message,
+                }));
+                if (lost == null) continue;
+                if (lost != e) Progress.Line($"  then: {lost.Message}");
+                var rest = order.Skip(rows).Select(r => $"{r.method.Name} {r.precision.Name()} batch {r.batch}").ToList();
+                Console.Error.WriteLine($"error: {method.Name} {precision.Name()} batch {batch} lost the GPU context; " +
+                    (rest.Count == 0 ? "it was the last row" : $"{rest.Count} row(s) not run, which a new process can run: {string.Join(", ", rest)}"));
+                Console.Error.WriteLine($"context lost in method {method.Name}");
+                return 1;
+            }
+        }
+        if (outOfMemory + failed > 0)
+        {
+            Console.Error.WriteLine((outOfMemory, failed) switch
+            {
+                (_, 0) => $"error: {outOfMemory} of {rows} rows ran out of device memory (each says so, with the sizes below it)",
+                (0, _) => $"error: {failed} of {rows} rows failed (each says so, with the error below it)",
+                _ => $"error: {outOfMemory + failed} of {rows} rows did not time their steps: {outOfMemory} ran out of device memory, {failed} failed " +
+                     "(each says so, with the reason below it)",
+            });
             return 1;
         }
         return 0;

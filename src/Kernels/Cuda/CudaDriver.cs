@@ -14,6 +14,10 @@ public static unsafe partial class CudaDriver
     /// <summary>CUDA_ERROR_OUT_OF_MEMORY: an allocation found no room on the device.</summary>
     public const int OutOfMemory = 2;
 
+    /// <summary>CUDA_ERROR_ILLEGAL_ADDRESS: a kernel read or wrote outside memory it may use; the context is lost
+    /// (<see cref="CudaException.LosesContext"/>).</summary>
+    public const int IllegalAddress = 700;
+
     /// <summary>Device attributes used here (CUdevice_attribute values).</summary>
     public enum DeviceAttribute
     {
@@ -116,13 +120,26 @@ public static unsafe partial class CudaDriver
     }
 }
 
-/// <summary>A CUDA driver, cuBLAS or runtime call failed; the message names the call and the CUDA error.</summary>
+/// <summary>A CUDA driver, cuBLAS or runtime call failed; the message names the call and the CUDA error, and says when
+/// the error lost the GPU context.</summary>
 public sealed class CudaException(string call, int code, string description)
-    : Exception($"{call} failed with {code} ({description})")
+    : Exception($"{call} failed with {code} ({description})" + (LosesContextCodes.Contains(code) ? LostContextNote : ""))
 {
+    // The driver's sticky errors (CUDA_ERROR_ECC_UNCORRECTABLE, ILLEGAL_ADDRESS, LAUNCH_TIMEOUT, HARDWARE_STACK_ERROR,
+    // ILLEGAL_INSTRUCTION, MISALIGNED_ADDRESS, INVALID_ADDRESS_SPACE, INVALID_PC, LAUNCH_FAILED): a kernel faulted, and
+    // every later call in the context returns the same error. cuBLAS's statuses (below 20) never collide with them.
+    static readonly int[] LosesContextCodes = [214, 700, 702, 714, 715, 716, 717, 718, 719];
+
+    const string LostContextNote = "; the GPU context is lost: no further CUDA work can run in this process, a new process can";
+
     /// <summary>The failing call.</summary>
     public string Call { get; } = call;
 
     /// <summary>The result code.</summary>
     public int Code { get; } = code;
+
+    /// <summary>Whether the error lost the CUDA context (a kernel faulted: an illegal or misaligned address, an illegal
+    /// instruction, a launch that failed or timed out, an uncorrectable ECC error). Every later CUDA call in this
+    /// process fails too; only a new process can use the GPU again.</summary>
+    public bool LosesContext => LosesContextCodes.Contains(Code);
 }

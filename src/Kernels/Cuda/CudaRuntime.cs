@@ -58,7 +58,9 @@ public abstract unsafe class CudaRuntime : IDisposable
         }
     }
 
-    /// <summary>Frees memory from <see cref="Allocate"/>.</summary>
+    /// <summary>Frees memory from <see cref="Allocate"/>. After a kernel fault lost the context
+    /// (<see cref="CudaException.LosesContext"/>) its memory is gone with it: the free does nothing and does not throw,
+    /// so the disposals that follow a fault never hide the error that reports it.</summary>
     /// <exception cref="InvalidOperationException">The address is not an allocation of this device (freed twice?), or
     /// a graph is being captured.</exception>
     public void Free(ulong address)
@@ -66,7 +68,13 @@ public abstract unsafe class CudaRuntime : IDisposable
         lock (_allocations)
             if (!_allocations.ContainsKey(address))
                 throw new InvalidOperationException($"{Name}: freeing 0x{address:x}, which is not an allocation of this device (freed twice?)");
-        FreeCore(address);
+        try
+        {
+            FreeCore(address);
+        }
+        catch (CudaException lost) when (lost.LosesContext)
+        {
+        }
         lock (_allocations)
         {
             _allocated -= _allocations[address];
@@ -137,6 +145,24 @@ public abstract unsafe class CudaRuntime : IDisposable
 
     /// <summary>Waits for all queued work.</summary>
     public abstract void Synchronize();
+
+    /// <summary>Whether the CUDA context is lost (<see cref="CudaException.LosesContext"/>), found by waiting for the
+    /// device: after a failure whose own error does not say, such as a cuBLAS status that a faulted kernel caused.
+    /// <paramref name="error"/> is the driver's error when it is; other failures of the wait are not this question's.</summary>
+    public bool ContextLost(out CudaException? error)
+    {
+        error = null;
+        if (IsCapturing) return false; // a wait is refused during a capture; the capture's own failure says enough
+        try
+        {
+            Synchronize();
+        }
+        catch (CudaException e) when (e.LosesContext)
+        {
+            error = e;
+        }
+        return error != null;
+    }
 
     // ---------------------------------------------------------------- graphs
 

@@ -79,6 +79,16 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
         {
             long? capacity = CapacityFromEnvironment();
             runtime = new EmulatedRuntime(Build(), multiprocessors) { MemoryCapacity = capacity };
+            string fault = Environment.GetEnvironmentVariable(FaultVariable)?.Trim() ?? "";
+            if (fault.Length > 0)
+            {
+                bool skips = fault.EndsWith(":skip", StringComparison.Ordinal);
+                string kernel = skips ? fault[..^":skip".Length] : fault;
+                if (!runtime._names.ContainsKey(kernel))
+                    throw new InvalidOperationException($"{FaultVariable}='{fault}' names no kernel of this device (KERNEL or KERNEL:skip, " +
+                        "KERNEL a __global__ function in cuda/*.cu, e.g. gelu_forward)");
+                (runtime.FaultingKernel, runtime.FaultingKernelSkips) = (kernel, skips);
+            }
             reason = "";
             return true;
         }
@@ -144,7 +154,9 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     /// <inheritdoc/>
     public override string Description => $"emulated CUDA device on CPU threads ({_names.Count} kernels, " +
         (MultiprocessorCount > 1 ? $"grids sized for {MultiprocessorCount} multiprocessors, " : "") +
-        (MemoryCapacity is long capacity ? $"{capacity >> 20} MiB of device memory ({MemoryVariable}), " : "") + $"{LibraryPath})";
+        (MemoryCapacity is long capacity ? $"{capacity >> 20} MiB of device memory ({MemoryVariable}), " : "") +
+        (FaultingKernel is { } fault ? $"{fault} {(FaultingKernelSkips ? "never runs" : "faults on its first launch")} ({FaultVariable}), " : "") +
+        $"{LibraryPath})";
 
     /// <summary>One multiprocessor unless the runtime was created with more: grid-stride kernels then run a few blocks,
     /// which keeps the emulation fast. With a GPU's count (132 for an H200) the kernels take the grids, reduction
@@ -176,9 +188,38 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
         return value << shift;
     }
 
+    /// <summary>The environment variable that names a kernel whose first launch faults (<see cref="FaultingKernel"/>)
+    /// on every emulated device a process opens, e.g. <c>PEFT_EMULATED_CUDA_FAULT=sparse_weight_grad</c>; with
+    /// <c>:skip</c> after the name the kernel never runs instead (<see cref="FaultingKernelSkips"/>).</summary>
+    public const string FaultVariable = "PEFT_EMULATED_CUDA_FAULT";
+
+    /// <summary>A kernel (its name in cuda/*.cu) whose first launch faults as a kernel that reads an illegal address
+    /// does on a GPU: it does not run, the launch itself returns, and the call after it and every call from then on
+    /// fail with CUDA_ERROR_ILLEGAL_ADDRESS (<see cref="CudaException.LosesContext"/>). This rehearses, without a GPU,
+    /// what a faulting kernel does to a run: the case, step or row that met it, and what a new process can still do
+    /// (the GPU kit's reruns). Null: no kernel faults.</summary>
+    public string? FaultingKernel { get; set; }
+
+    /// <summary>With <see cref="FaultingKernel"/>: the kernel does not run at any launch, and the context stays usable:
+    /// its outputs keep what they held (NaN in fresh and pooled buffers here, <see cref="Poison"/>), as a kernel that
+    /// computes nothing on some GPU leaves them. This rehearses a kernel that is wrong rather than faulting: the case
+    /// that fails, the loss that diverges.</summary>
+    public bool FaultingKernelSkips { get; set; }
+
+    string? _faulted; // the kernel that faulted; every call from then on fails
+
+    /// <summary>Throws the sticky error of a faulted kernel, naming <paramref name="call"/>, as the driver does.</summary>
+    void ThrowIfFaulted(string call)
+    {
+        if (_faulted != null)
+            throw new CudaException(call, CudaDriver.IllegalAddress,
+                $"CUDA_ERROR_ILLEGAL_ADDRESS: an illegal memory access was encountered (emulated: {FaultVariable}={_faulted})");
+    }
+
     /// <summary>Allocates host memory filled by <see cref="Poison"/>.</summary>
     protected override ulong AllocateCore(long bytes)
     {
+        ThrowIfFaulted("cuMemAlloc_v2");
         if (AllocatedBytes + bytes > (MemoryCapacity ?? long.MaxValue))
             throw new CudaException($"cuMemAlloc_v2 ({bytes} bytes)", CudaDriver.OutOfMemory, "CUDA_ERROR_OUT_OF_MEMORY: out of memory");
         long size = Math.Max(bytes, 64);
@@ -201,6 +242,7 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     protected override void FreeCore(ulong address)
     {
         RefuseWhileCapturing("freeing device memory");
+        ThrowIfFaulted("cuMemFree_v2");
         NativeMemory.AlignedFree((void*)address);
     }
 
@@ -208,6 +250,7 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     public override void CopyToDevice(ulong dst, void* src, long bytes)
     {
         RefuseWhileCapturing("a copy from host memory");
+        ThrowIfFaulted("cuMemcpyHtoDAsync_v2");
         Buffer.MemoryCopy(src, (void*)dst, bytes, bytes);
     }
 
@@ -215,18 +258,24 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     public override void CopyToHost(void* dst, ulong src, long bytes)
     {
         RefuseWhileCapturing("a copy to host memory");
+        ThrowIfFaulted("cuMemcpyDtoHAsync_v2");
         Buffer.MemoryCopy((void*)src, dst, bytes, bytes);
     }
 
     /// <inheritdoc/>
     public override void CopyDeviceToDevice(ulong dst, ulong src, long bytes)
     {
+        ThrowIfFaulted("cuMemcpyDtoDAsync_v2");
         if (_recording != null) _recording.Add(() => Buffer.MemoryCopy((void*)src, (void*)dst, bytes, bytes));
         else Buffer.MemoryCopy((void*)src, (void*)dst, bytes, bytes);
     }
 
     /// <inheritdoc/>
-    public override void Synchronize() => RefuseWhileCapturing("waiting for the device");
+    public override void Synchronize()
+    {
+        RefuseWhileCapturing("waiting for the device");
+        ThrowIfFaulted("cuStreamSynchronize");
+    }
 
     List<Action>? _recording; // the work queued during a capture, in order
 
@@ -258,6 +307,7 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     {
         if (!_names.TryGetValue(kernel.Name, out var name))
             throw new InvalidOperationException($"emulated CUDA device: no kernel named '{kernel.Name}' (expected in cuda/{kernel.File})");
+        ThrowIfFaulted($"cuLaunchKernel ({kernel.Name})");
         if (_recording != null)
         {
             _recording.Add(RecordLaunch(kernel, grid, block, args, sizes, count));
@@ -292,6 +342,12 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
 
     void Run(CudaKernel kernel, byte[] name, Dim3 grid, Dim3 block, void** args, long* sizes, int count)
     {
+        ThrowIfFaulted($"cuLaunchKernel ({kernel.Name})");
+        if (kernel.Name == FaultingKernel)
+        {
+            if (!FaultingKernelSkips) _faulted = kernel.Name; // the launch returns, as an asynchronous fault lets it on a GPU
+            return;
+        }
         if (_workers != CpuParallel.Threads) _setWorkers(_workers = CpuParallel.Threads); // blocks run on the engine's CPU threads
         byte* error = stackalloc byte[512];
         int result;
@@ -310,6 +366,7 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     {
         A.CheckFor(precision, "GemmStridedBatched");
         B.CheckFor(precision, "GemmStridedBatched");
+        ThrowIfFaulted("cublasGemmStridedBatchedEx");
         if (_recording != null)
         {
             nint pc = (nint)C; // a lambda cannot capture pointers
@@ -335,6 +392,7 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     public override bool TryLinearProduct(GemmOperand x, float* w, float* bias, float* y, ushort* yPacked, int M, int N, int K, Precision precision)
     {
         if (!LinearEpilogues) return false;
+        ThrowIfFaulted("cublasLtMatmul");
         if (_recording != null)
         {
             nint px = (nint)x.Data, pw = (nint)w, pb = (nint)bias, py = (nint)y, pp = (nint)yPacked; // a lambda cannot capture pointers
