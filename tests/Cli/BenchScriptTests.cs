@@ -75,24 +75,29 @@ public class PeerTableTests
             $"{{\"method\": \"{method}\", \"precision\": \"{precision}\", \"batch\": {batch}, \"images_per_second\": {imagesPerSecond}, \"peak_memory_mib\": {peak}{extra}}}";
         static string OutOfMemory(string method, int batch, string precision = "bf16") =>
             $"{{\"method\": \"{method}\", \"precision\": \"{precision}\", \"batch\": {batch}, \"out_of_memory\": true, \"error\": \"out of memory\"}}";
+        static string Failed(string method, int batch) =>
+            $"{{\"method\": \"{method}\", \"precision\": \"bf16\", \"batch\": {batch}, \"failed\": true, \"context_lost\": true, \"error\": \"illegal address\"}}";
         File.WriteAllLines(Path.Combine(dir, "peer.json"), [Row("full", 32, 100, 4000, ", \"reserved_memory_mib\": 4500"), Row("gps", 32, 200, 3600), Row("ssf", 32, 80, 3000),
             Row("full", 32, 150, 4000, precision: "fp16"), Row("gps", 32, 60, 3400, precision: "fp16"), Row("ssf", 32, 90, 3000, precision: "fp16"),
-            Row("full", 128, 300, 8000), Row("full", 128, 320, 8000, precision: "fp16"), OutOfMemory("gps", 128), OutOfMemory("gps", 128, "fp16")]);
+            Row("full", 128, 300, 8000), Row("full", 128, 320, 8000, precision: "fp16"), OutOfMemory("gps", 128), OutOfMemory("gps", 128, "fp16"),
+            Row("ssf", 128, 100, 9000), Row("ssf", 128, 110, 9000, precision: "fp16")]);
         File.WriteAllLines(Path.Combine(dir, "ours.json"), [Row("full", 32, 150, 3900, ", \"attention\": \"fused\", \"device_memory_mib\": 4300"), Row("gps", 32, 100, 3500, ", \"attention\": \"fused\""),
-            OutOfMemory("full", 128), Row("gps", 128, 250, 7000, ", \"attention\": \"fused\"")]);
+            OutOfMemory("full", 128), Row("gps", 128, 250, 7000, ", \"attention\": \"fused\""), Failed("ssf", 128)]);
         File.WriteAllLines(Path.Combine(dir, "ours-graph.json"), [Row("full", 32, 160, 3900, ", \"cuda_graph\": true")]);
         File.WriteAllLines(Path.Combine(dir, "other.json"), [Row("full", 32, 120, 4100, ", \"attention\": \"unfused\"")]);
         string stdout = Python(dir, Path.Combine(repo, "bench", "peers", "timm_step.py"), "--peer-rows", "peer.json", "--ours", "ours.json", "ours-graph.json",
             "--ours-other", "other.json");
         Assert.That(stdout, Does.Contain("| full | bf16 | 32 | 150.0 | 100.0 | **1.50** | 1.60 | fused | 1.20 (unfused) | 3900 | 4100 | 4000 | 4300 | 4500 |"));
         Assert.That(stdout, Does.Contain("| gps | bf16 | 32 | 100.0 | 200.0 | **0.50** | – | fused | – | 3500 | – | 3600 | – | – |"));
-        Assert.That(stdout, Does.Not.Contain("| ssf |"), "a row we did not run");
+        Assert.That(stdout, Does.Not.Contain("| ssf | bf16 | 32 |"), "a row we did not run");
         // The goals: our bf16 rows without a graph over the peer's fp16 AMP rows; ssf not run on our side.
         Assert.That(stdout, Does.Contain("| 32 | – | 1.67 met | 1.00 met | 3500 / 3400 MiB not met |"));
         // A side that ran out of device memory: its row says so, its ratios are "–", and the goals say who ran out.
         Assert.That(stdout, Does.Contain("| full | bf16 | 128 | out of memory | 300.0 | **–** | – | – | – | – | – | 8000 | – | – |"));
         Assert.That(stdout, Does.Contain("| gps | bf16 | 128 | 250.0 | out of memory | **–** | – | fused | – | 7000 | – | – | – | – |"));
-        Assert.That(stdout, Does.Contain("| 128 | – | peer out of memory | not met: ours out of memory | peer out of memory |"));
+        // A step of ours that failed (a kernel that lost the GPU context, a loss that diverged): the same, and its goal not met.
+        Assert.That(stdout, Does.Contain("| ssf | bf16 | 128 | failed | 100.0 | **–** | – | – | – | – | – | 9000 | – | – |"));
+        Assert.That(stdout, Does.Contain("| 128 | not met: ours failed | peer out of memory | not met: ours out of memory | peer out of memory |"));
     }
 
     /// <summary>A batch too large for the GPU gives the peer a row that says so, with PyTorch's first line of the error,

@@ -289,6 +289,78 @@ public class CliTests
         Assert.That(stderr, Does.Contain("PEFT_EMULATED_CUDA_MEMORY='12X' is not a memory size"));
     }
 
+    /// <summary>A row whose step met a kernel that lost the GPU context says so and ends the run with the rows it could
+    /// not run named (no later row can use the device in this process); a step whose loss diverged (a kernel that
+    /// computes nothing) says so and the rows after it run. Both are rehearsed on the emulated device.</summary>
+    [Test]
+    public void BenchSaysWhichRowLostTheGpuContextOrDivergedAndWhatDidNotRun()
+    {
+        Backends.Get("emulated-cuda");
+        string json = Path.Combine(_dir, "steps.json");
+        string model = Path.Combine(TestContext.CurrentContext.TestDirectory, "..", "..", "..", "..", "models", "synthetic-vit", "config.json");
+        string[] Args(params string[] batches) => ["bench", "--train-step", "--model", model, "--batch", .. batches, "--methods", "full", "gps", "ssf",
+            "--repeats", "1", "--device", "emulated-cuda", "--json", json];
+        List<System.Text.Json.JsonElement> Rows() => [.. File.ReadAllLines(json).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement)];
+
+        var (code, stdout, stderr) = Peft(new Dictionary<string, string?> { ["PEFT_EMULATED_CUDA_FAULT"] = "sparse_weight_grad" }, Args("1", "2"));
+        Assert.That(code, Is.EqualTo(1));
+        var lines = stdout.Split('\n');
+        int row = Array.FindIndex(lines, l => l.StartsWith("| gps | fp32 | 1 |"));
+        Assert.That(lines[row], Is.EqualTo("| gps | fp32 | 1 | failed | | | | | |"));
+        Assert.That(lines[row + 1], Does.Contain("failed with 700 (CUDA_ERROR_ILLEGAL_ADDRESS").And.Contain("the GPU context is lost"));
+        Assert.That(lines, Has.Some.Matches(@"^\| full \| fp32 \| 1 \| \d"));
+        Assert.That(lines.Count(l => l.StartsWith('|')), Is.EqualTo(4), "the header, its rule and the two rows that ran");
+        Assert.That(stderr, Is.EqualTo("error: gps fp32 batch 1 lost the GPU context; 4 row(s) not run, which a new process can run: " +
+            "ssf fp32 batch 1, full fp32 batch 2, gps fp32 batch 2, ssf fp32 batch 2\ncontext lost in method gps\n"));
+        var rows = Rows();
+        Assert.That(rows.Select(r => r.GetProperty("method").GetString()), Is.EqualTo(new[] { "full", "gps" }));
+        Assert.That((rows[1].GetProperty("failed").GetBoolean(), rows[1].GetProperty("context_lost").GetBoolean()), Is.EqualTo((true, true)));
+
+        // A kernel that never runs leaves NaN where its output should be: SSF's loss diverges, and the next rows run.
+        (code, stdout, stderr) = Peft(new Dictionary<string, string?> { ["PEFT_EMULATED_CUDA_FAULT"] = "scale_shift_forward:skip" }, Args("1", "2"));
+        Assert.That(code, Is.EqualTo(1));
+        lines = stdout.Split('\n');
+        row = Array.FindIndex(lines, l => l.StartsWith("| ssf | fp32 | 1 |"));
+        Assert.That(lines[row], Is.EqualTo("| ssf | fp32 | 1 | diverged | | | | | |"));
+        Assert.That(lines[row + 1], Does.EndWith("/ssf: the loss is NaN at step 1"));
+        Assert.That(lines[row + 2], Does.Match(@"^\| full \| fp32 \| 2 \| \d"));
+        Assert.That(stderr.Trim(), Is.EqualTo("error: 2 of 6 rows failed (each says so, with the error below it)"));
+        rows = Rows();
+        Assert.That(rows.Select(r => r.GetProperty("method").GetString()), Is.EqualTo(new[] { "full", "gps", "ssf", "full", "gps", "ssf" }));
+        Assert.That((rows[2].GetProperty("failed").GetBoolean(), rows[2].GetProperty("context_lost").GetBoolean()), Is.EqualTo((true, false)));
+    }
+
+    /// <summary>A case whose kernel faults loses the GPU context: selftest says which case, lists the cases it could
+    /// not run and runs nothing more; --skip runs the rest in a new process. A kernel that computes nothing fails its
+    /// case alone. An unknown name for --skip is refused with the list of cases.</summary>
+    [Test]
+    public void SelftestStopsWhereAKernelLostTheGpuContextAndSkipRunsTheRest()
+    {
+        Backends.Get("emulated-cuda");
+        var fault = new Dictionary<string, string?> { ["PEFT_EMULATED_CUDA_FAULT"] = "gelu_forward" };
+        var (code, stdout, _) = Peft(fault, "selftest", "--device", "emulated-cuda", "--filter", "Gelu", "--bench", "--bench-size", "small");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stdout, Does.Match(@"\n  Gelu +FAIL +\d+  cuMemcpyDtoHAsync_v2 failed with 700 .*the GPU context is lost"));
+        Assert.That(stdout, Does.Contain("2 passed, 1 failed, 1 not run\n" +
+            "The GPU context is lost: CUDA work in this process cannot continue, so the case(s) after Gelu did not run: BiasGeluBackward.\n" +
+            "context lost in case Gelu: rerun with --skip Gelu to run the rest in a new process\n" +
+            "not run (the GPU context is lost): the device benchmarks\n"));
+        Assert.That(stdout, Does.Not.Contain("device benchmarks on"));
+
+        (code, stdout, _) = Peft(fault, "selftest", "--device", "emulated-cuda", "--filter", "Gelu", "--skip", "Gelu");
+        Assert.That(code, Is.Zero, stdout);
+        Assert.That(stdout, Does.Contain("left out (--skip): Gelu\n").And.Contain("3 passed, 0 failed").And.Not.Contain("  Gelu "));
+
+        (code, stdout, _) = Peft(new Dictionary<string, string?> { ["PEFT_EMULATED_CUDA_FAULT"] = "gelu_forward:skip" }, "selftest", "--device", "emulated-cuda", "--filter", "Gelu");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stdout, Does.Match(@"\n  Gelu +FAIL +\d+  Gelu forward: element 0 is NaN").And.Contain("3 passed, 1 failed\n").And.Not.Contain("context lost"));
+
+        string stderr;
+        (code, _, stderr) = Peft("selftest", "--device", "emulated-cuda", "--skip", "Gelu,Nope");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.StartWith("error: --skip: no case named 'Nope'; cases: Linear, "));
+    }
+
     /// <summary>--profile: one more step with every kernel timed where it runs, every kernel listed with shares that add
     /// up to the whole; --attention picks the path, which the profile shows (the unfused path's batched products and
     /// softmax, or the fused kernels).</summary>
@@ -398,10 +470,44 @@ public class CliTests
         finally { File.Delete(calls); }
     }
 
-    /// <summary>Runs <c>gpu-check.sh small --out KIT/out</c> from a fresh kit folder holding the script, the peer and a
-    /// <c>peft</c> made of <paramref name="peftBody"/> (sh), then <paramref name="check"/> with the folder, exit code and
-    /// output; the folder is removed after.</summary>
-    static void RunKit(string peftBody, Action<string, int, string> check)
+    /// <summary>A kernel that faults takes only its own case and method with it: the kit runs selftest again without the
+    /// case that lost the GPU context, the steps of the other methods again in a new process, and leaves the methods
+    /// that lost it out of its later runs. Rehearsed with the real peft on the emulated device, where gelu_forward
+    /// faults (the kit's peft here maps the GPU to the emulated device, ViT-B/16 to the synthetic ViT at batch 2, and
+    /// the op cases to the GELU ones).</summary>
+    [Test]
+    public void GpuKitRunsAgainWithoutWhatLostTheGpuContext()
+    {
+        Backends.Get("emulated-cuda");
+        string peft = Path.Combine(TestContext.CurrentContext.TestDirectory, "peft.dll");
+        string model = Path.GetFullPath(Path.Combine(TestContext.CurrentContext.TestDirectory, "..", "..", "..", "..", "models", "synthetic-vit", "config.json"));
+        RunKit("args=$(echo \"$@\" | sed 's/--device cuda/--device emulated-cuda/; s#vit_base_patch16_224#" + model + "#; s/--batch 32/--batch 2/; s/--repeats [0-9]*/--repeats 1/')\n" +
+               "[ \"$1\" = selftest ] && args=\"$args --filter Gelu\"\n" +
+               $"exec dotnet '{peft}' $args\n", (kit, code, stdout) =>
+        {
+            Assert.That(code, Is.EqualTo(1), stdout);
+            Assert.That(stdout, Does.Contain("] Gelu lost the GPU context: selftest again in a new process without it (--skip Gelu)")
+                .And.Contain("== selftest: FAILED (exit 1; these cases lost the GPU context: Gelu)")
+                .And.Contain("] full lost the GPU context in the training steps: the other methods again in a new process (--methods ssf gps)")
+                .And.Contain("] gps lost the GPU context in the training steps: the other methods again in a new process (--methods ssf)")
+                .And.Contain("== CUDA graph steps: left out, as they lost the GPU context before: full gps")
+                .And.Contain("== profile: left out, as they lost the GPU context before: full gps")
+                .And.Contain("] result: FAILED"));
+            string selftest = File.ReadAllText(Path.Combine(kit, "out", "selftest.log"));
+            Assert.That(selftest, Does.Contain("context lost in case Gelu").And.Contain("left out (--skip): Gelu").And.Contain("3 passed, 0 failed"));
+            var rows = File.ReadAllLines(Path.Combine(kit, "out", "ours.json")).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToList();
+            Assert.That(rows.Select(r => (r.GetProperty("method").GetString(), r.TryGetProperty("context_lost", out var lost) && lost.GetBoolean())),
+                Is.EqualTo(new[] { ("full", true), ("ssf", false), ("gps", true), ("ssf", false) }), "each attempt's rows, kept in order");
+            var graphed = File.ReadAllLines(Path.Combine(kit, "out", "ours-graph.json"));
+            Assert.That(graphed, Has.Length.EqualTo(1).And.All.Contain("\"method\":\"ssf\"").And.All.Contain("\"cuda_graph\":true"));
+        }, new Dictionary<string, string?> { ["PEFT_EMULATED_CUDA_FAULT"] = "gelu_forward" }, "--methods", "full ssf gps", "--precision", "bf16");
+    }
+
+    /// <summary>Runs <c>gpu-check.sh small --out KIT/out</c> (then <paramref name="kitArgs"/>) from a fresh kit folder
+    /// holding the script, the peer and a <c>peft</c> made of <paramref name="peftBody"/> (sh), with
+    /// <paramref name="environment"/>, then <paramref name="check"/> with the folder, exit code and output; the folder
+    /// is removed after.</summary>
+    static void RunKit(string peftBody, Action<string, int, string> check, Dictionary<string, string?>? environment = null, params string[] kitArgs)
     {
         if (!OperatingSystem.IsLinux()) Assert.Ignore("the GPU kit is a Linux bash script");
         string repo = Path.GetFullPath(Path.Combine(TestContext.CurrentContext.TestDirectory, "..", "..", "..", ".."));
@@ -415,7 +521,9 @@ public class CliTests
             File.WriteAllText(launcher, "#!/bin/sh\n" + peftBody);
             if (OperatingSystem.IsLinux()) File.SetUnixFileMode(launcher, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             var info = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in new[] { Path.Combine(kit, "gpu-check.sh"), "small", "--out", Path.Combine(kit, "out") }) info.ArgumentList.Add(a);
+            string[] args = [Path.Combine(kit, "gpu-check.sh"), "small", "--out", Path.Combine(kit, "out"), .. kitArgs];
+            foreach (var a in args) info.ArgumentList.Add(a);
+            foreach (var (name, value) in environment ?? []) info.Environment[name] = value;
             using var p = Process.Start(info)!;
             string stdout = p.StandardOutput.ReadToEnd();
             p.WaitForExit();
