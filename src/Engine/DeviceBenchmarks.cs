@@ -102,7 +102,21 @@ public static unsafe class DeviceBenchmarks
 
     /// <summary>Times <paramref name="op"/> at <paramref name="shape"/> on <paramref name="device"/> (median of
     /// <paramref name="repeats"/> synchronised calls after two warm-up calls).</summary>
+    /// <exception cref="CudaException">A CUDA call failed (a kernel that faulted, say); the message names the benchmark
+    /// and its shape before the call.</exception>
     public static BenchmarkRow Measure(Device device, string op, int[] shape, int repeats = 10)
+    {
+        try
+        {
+            return MeasureOp(device, op, shape, repeats);
+        }
+        catch (CudaException e)
+        {
+            throw new CudaException($"benchmark {op} at {string.Join("×", shape)}: {e.Call}", e.Code, e.Description);
+        }
+    }
+
+    static BenchmarkRow MeasureOp(Device device, string op, int[] shape, int repeats)
     {
         var info = Ops.FirstOrDefault(o => o.Name == op) ?? throw new ArgumentException($"unknown op '{op}' (known: {string.Join(", ", Ops.Select(o => o.Name))})");
         var k = device.Kernels;

@@ -350,12 +350,16 @@ public class CliTests
         (code, stdout, _) = Peft(fault, "selftest", "--device", "emulated-cuda", "--filter", "Gelu", "--skip", "Gelu");
         Assert.That(code, Is.Zero, stdout);
         Assert.That(stdout, Does.Contain("left out (--skip): Gelu\n").And.Contain("3 passed, 0 failed").And.Not.Contain("  Gelu "));
+        // The benchmarks run the kernel too: the error names the benchmark that met the fault.
+        string stderr;
+        (code, _, stderr) = Peft(fault, "selftest", "--device", "emulated-cuda", "--filter", "Gelu", "--skip", "Gelu", "--bench", "--bench-size", "small");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.StartWith("error: benchmark gelu at 5440: cuLaunchKernel (gelu_forward) failed with 700"));
 
         (code, stdout, _) = Peft(new Dictionary<string, string?> { ["PEFT_EMULATED_CUDA_FAULT"] = "gelu_forward:skip" }, "selftest", "--device", "emulated-cuda", "--filter", "Gelu");
         Assert.That(code, Is.EqualTo(1));
         Assert.That(stdout, Does.Match(@"\n  Gelu +FAIL +\d+  Gelu forward: element 0 is NaN").And.Contain("3 passed, 1 failed\n").And.Not.Contain("context lost"));
 
-        string stderr;
         (code, _, stderr) = Peft("selftest", "--device", "emulated-cuda", "--skip", "Gelu,Nope");
         Assert.That(code, Is.EqualTo(1));
         Assert.That(stderr, Does.StartWith("error: --skip: no case named 'Nope'; cases: Linear, "));

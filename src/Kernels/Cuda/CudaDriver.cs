@@ -138,6 +138,9 @@ public sealed class CudaException(string call, int code, string description)
     /// <summary>The result code.</summary>
     public int Code { get; } = code;
 
+    /// <summary>The error's name and text (the driver's or the library's).</summary>
+    public string Description { get; } = description;
+
     /// <summary>Whether the error lost the CUDA context (a kernel faulted: an illegal or misaligned address, an illegal
     /// instruction, a launch that failed or timed out, an uncorrectable ECC error). Every later CUDA call in this
     /// process fails too; only a new process can use the GPU again.</summary>
