@@ -14,6 +14,11 @@ public abstract class ImageClassifier : IImageClassifier
     readonly Device _device;
     readonly List<Tensor> _parameters = new();
     readonly List<FeatureSite> _sites = new();
+    // Random initialisers registered (AddWeight) and not yet run. They run on the first use of the parameters, and never
+    // for those a checkpoint replaces: a base model's 86–89 M truncated-normal draws take about 3 s on two cores, which a
+    // load would throw away. Every public way to the parameters or their values runs them first (Initialize).
+    readonly List<(Tensor Parameter, Action Fill)> _pendingInit = new();
+    volatile bool _initialized = true;
     ulong _nextSeed;
     Tensor? _headW, _headB;
     float _headDropRate;
@@ -30,13 +35,35 @@ public abstract class ImageClassifier : IImageClassifier
         return t;
     }
 
-    /// <summary>Registers a weight initialised as timm does: truncated normal, std 0.02, from the next seed.</summary>
+    /// <summary>Registers a weight initialised as timm does: truncated normal, std 0.02, from the next seed (drawn on the
+    /// first use of the parameters unless a checkpoint replaces it first; the values are the seed's either way).</summary>
     private protected Tensor AddWeight(string name, params int[] shape)
     {
         var t = AddParameter(name, shape);
-        Init.TruncatedNormal(t, 0.02f, NextSeed());
+        ulong seed = NextSeed();
+        lock (_pendingInit)
+        {
+            _pendingInit.Add((t, () => Init.TruncatedNormal(t, 0.02f, seed)));
+            _initialized = false;
+        }
         return t;
     }
+
+    /// <summary>Runs the random initialisers still pending (each weight's own seed, so the values do not depend on when).</summary>
+    void Initialize()
+    {
+        if (_initialized) return;
+        lock (_pendingInit)
+        {
+            foreach (var (_, fill) in _pendingInit) fill();
+            InitializersRun += _pendingInit.Count;
+            _pendingInit.Clear();
+            _initialized = true;
+        }
+    }
+
+    /// <summary>Random initialisers run so far (tests: a loaded weight's never runs).</summary>
+    internal int InitializersRun { get; private set; }
 
     /// <summary>Registers a [<paramref name="n"/>] parameter filled with <paramref name="value"/> (a norm's unit weight,
     /// a layer scale).</summary>
@@ -88,7 +115,14 @@ public abstract class ImageClassifier : IImageClassifier
     }
 
     /// <summary>Every parameter in timm's state-dict order, named by its key.</summary>
-    public IReadOnlyList<Tensor> Parameters => _parameters;
+    public IReadOnlyList<Tensor> Parameters
+    {
+        get
+        {
+            Initialize();
+            return _parameters;
+        }
+    }
 
     /// <inheritdoc/>
     public abstract string Family { get; }
@@ -104,11 +138,18 @@ public abstract class ImageClassifier : IImageClassifier
 
     /// <summary>The parameter with timm key <paramref name="name"/>.</summary>
     /// <exception cref="KeyNotFoundException">The model has no such parameter.</exception>
-    public Tensor this[string name] => _parameters.FirstOrDefault(p => p.Name == name)
+    public Tensor this[string name] => Parameters.FirstOrDefault(p => p.Name == name)
         ?? throw new KeyNotFoundException($"{ImageModels.FamilyTitle(Family)} has no parameter '{name}'");
 
     /// <inheritdoc/>
-    public IReadOnlyList<FeatureSite> Sites => _sites;
+    public IReadOnlyList<FeatureSite> Sites
+    {
+        get
+        {
+            Initialize(); // the sites hold the parameters
+            return _sites;
+        }
+    }
 
     /// <inheritdoc/>
     public Func<FeatureSite, Tensor, Tensor>? SiteHook { get; set; }
@@ -129,7 +170,7 @@ public abstract class ImageClassifier : IImageClassifier
     public virtual int NumPrefixTokens => 0;
 
     /// <inheritdoc/>
-    public virtual IEnumerable<Tensor> SparseGradientWeights => _sites.Where(s => s.Producer == SiteProducer.Linear && s.Weight != null).Select(s => s.Weight!);
+    public virtual IEnumerable<Tensor> SparseGradientWeights => Sites.Where(s => s.Producer == SiteProducer.Linear && s.Weight != null).Select(s => s.Weight!);
 
     /// <summary>Logits [B, num_classes] for images [B, in_chans, img_size, img_size] (NCHW, normalised): the head on
     /// <see cref="ForwardFeatures"/>, after dropout at the config's <c>drop_rate</c> in train mode; with num_classes 0,
@@ -163,6 +204,7 @@ public abstract class ImageClassifier : IImageClassifier
     public Tensor ForwardFeatures(Tensor images, ulong? trainSeed = null)
     {
         CheckImages(images);
+        Initialize();
         using var folds = this.FoldSiteAffines();
         return Features(images, trainSeed);
     }
@@ -175,16 +217,24 @@ public abstract class ImageClassifier : IImageClassifier
 
     /// <summary>Loads checkpoint <paramref name="entries"/> (named by timm keys) read from <paramref name="path"/> into
     /// the parameters: every key checked, one message listing every problem; in <see cref="LoadMode.NewHead"/> the
-    /// <paramref name="headKeys"/> keep their fresh initialisation.</summary>
+    /// <paramref name="headKeys"/> keep their fresh initialisation. A loaded weight's random initialiser, if it has not
+    /// run yet, never does.</summary>
     private protected LoadReport LoadEntries(List<CheckpointEntry> entries, string path, LoadMode mode, params string[] headKeys)
     {
         var skip = mode == LoadMode.NewHead ? new HashSet<string>(headKeys) : null;
         if (skip != null) entries.RemoveAll(e => skip.Contains(e.Name));
-        return StateDict.Load(_parameters, entries, path, strict: mode != LoadMode.NonStrict, skip);
+        var report = StateDict.Load(_parameters, entries, path, strict: mode != LoadMode.NonStrict, skip);
+        var loaded = report.Loaded.ToHashSet();
+        lock (_pendingInit)
+        {
+            _pendingInit.RemoveAll(p => p.Parameter.Name is { } name && loaded.Contains(name));
+            _initialized = _pendingInit.Count == 0;
+        }
+        return report;
     }
 
     /// <summary>Writes every parameter to a .safetensors file under its timm key (atomically).</summary>
-    public void Save(string path) => SafeTensors.Write(path, _parameters);
+    public void Save(string path) => SafeTensors.Write(path, Parameters);
 
     /// <inheritdoc/>
     public abstract void SaveConfig(string path);
@@ -192,6 +242,7 @@ public abstract class ImageClassifier : IImageClassifier
     /// <summary>Frees the parameters and whatever else the family holds on the device.</summary>
     public void Dispose()
     {
+        lock (_pendingInit) _pendingInit.Clear(); // nothing to draw for parameters about to go
         DisposeBuffers();
         foreach (var p in _parameters) p.Dispose();
         _parameters.Clear();

@@ -170,6 +170,33 @@ public class VitTests
         Assert.That(model["norm.weight"].ToArray(), Is.EqualTo(file.Find("norm.weight")!.Read()));
     }
 
+    /// <summary>The random initialisers run on the first use of the parameters, and never for the weights a checkpoint
+    /// replaces first: after a load with a new head only the head's weight is drawn, with its seed's values, the same
+    /// as when drawn before the load; after a strict load nothing is.</summary>
+    [Test]
+    public void WeightsACheckpointReplacesAreNeverDrawn()
+    {
+        using var eager = new VisionTransformer(Device.Cpu, TinyConfig with { num_classes = 7 }, seed: 9);
+        var head = eager["head.weight"].ToArray();
+        Assert.That(eager.InitializersRun, Is.EqualTo(3 + 4 * TinyConfig.depth), "pos_embed, the patch and head weights, four Linears a block");
+
+        using var model = new VisionTransformer(Device.Cpu, TinyConfig with { num_classes = 7 }, seed: 9);
+        Assert.That(model.InitializersRun, Is.Zero, "nothing drawn when built");
+        model.Load(Fixture("weights.safetensors"), LoadMode.NewHead);
+        Assert.That(model.InitializersRun, Is.Zero, "nothing drawn by the load");
+        Assert.That(Logits(model), Has.Length.EqualTo(7 * Npy.Read(Fixture("input.npy")).Shape[0]));
+        Assert.That(model.InitializersRun, Is.EqualTo(1), "the head's weight alone, before the forward");
+        Assert.That(model["head.weight"].ToArray(), Is.EqualTo(head));
+
+        using var strict = new VisionTransformer(Device.Cpu, TinyConfig, seed: 9);
+        strict.Load(Fixture("weights.safetensors"));
+        strict.Save(Path.Combine(_dir, "saved.safetensors"));
+        Assert.That(strict.InitializersRun, Is.Zero);
+        using var saved = Checkpoint.Open(Path.Combine(_dir, "saved.safetensors"));
+        using var source = Checkpoint.Open(Fixture("weights.safetensors"));
+        Assert.That(saved.Find("blocks.0.mlp.fc1.weight")!.Read(), Is.EqualTo(source.Find("blocks.0.mlp.fc1.weight")!.Read()));
+    }
+
     [Test]
     public void PositionEmbeddingIsResampledForAnotherImageSize()
     {
