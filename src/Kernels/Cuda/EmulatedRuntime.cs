@@ -211,10 +211,18 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     /// <summary>Throws the sticky error of a faulted kernel, naming <paramref name="call"/>, as the driver does.</summary>
     void ThrowIfFaulted(string call)
     {
-        if (_faulted != null)
-            throw new CudaException(call, CudaDriver.IllegalAddress,
-                $"CUDA_ERROR_ILLEGAL_ADDRESS: an illegal memory access was encountered (emulated: {FaultVariable}={_faulted})");
+        if (_faulted != null) throw Faulted(call);
     }
+
+    /// <summary>Throws the sticky error for a launch of <paramref name="kernel"/> (its call named only then: launches
+    /// allocate nothing managed).</summary>
+    void ThrowIfFaulted(CudaKernel kernel)
+    {
+        if (_faulted != null) throw Faulted($"cuLaunchKernel ({kernel.Name})");
+    }
+
+    CudaException Faulted(string call) => new(call, CudaDriver.IllegalAddress,
+        $"CUDA_ERROR_ILLEGAL_ADDRESS: an illegal memory access was encountered (emulated: {FaultVariable}={_faulted})");
 
     /// <summary>Allocates host memory filled by <see cref="Poison"/>.</summary>
     protected override ulong AllocateCore(long bytes)
@@ -307,7 +315,7 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     {
         if (!_names.TryGetValue(kernel.Name, out var name))
             throw new InvalidOperationException($"emulated CUDA device: no kernel named '{kernel.Name}' (expected in cuda/{kernel.File})");
-        ThrowIfFaulted($"cuLaunchKernel ({kernel.Name})");
+        ThrowIfFaulted(kernel);
         if (_recording != null)
         {
             _recording.Add(RecordLaunch(kernel, grid, block, args, sizes, count));
@@ -342,7 +350,7 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
 
     void Run(CudaKernel kernel, byte[] name, Dim3 grid, Dim3 block, void** args, long* sizes, int count)
     {
-        ThrowIfFaulted($"cuLaunchKernel ({kernel.Name})");
+        ThrowIfFaulted(kernel);
         if (kernel.Name == FaultingKernel)
         {
             if (!FaultingKernelSkips) _faulted = kernel.Name; // the launch returns, as an asynchronous fault lets it on a GPU
