@@ -346,15 +346,18 @@ __device__ __forceinline__ void load_qkv_fragments(unsigned int f[D / 16][4], co
     else load_a_fragments<D>(f, a.q + part * a.C, a.ld, T, r0, precision);
 }
 
-// s = A·Bᵀ over D dims: A this warp's 16 rows (fragments), B 64 rows of a [row][dim] tile; s[n] holds columns 8n..8n+7.
+// s = A·Bᵀ over D dims: A this warp's 16 rows (fragments), B a [row][dim] tile whose rows from `rows` on are zeros (past
+// T): their columns of s are left 0 without their products (a partial last tile, ViT's 197 = 3·64 + 5 keys, costs one
+// 8-column product instead of eight). s[n] holds columns 8n..8n+7.
 template <int D>
-__device__ __forceinline__ void tc_scores(float s[TC_ROWS / 8][4], const unsigned int a[D / 16][4], const TcRows<D>& b, int precision)
+__device__ __forceinline__ void tc_scores(float s[TC_ROWS / 8][4], const unsigned int a[D / 16][4], const TcRows<D>& b, int rows, int precision)
 {
     int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
 #pragma unroll
     for (int n = 0; n < TC_ROWS / 8; n++)
     {
         s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+        if (8 * n >= rows) continue; // the same for the whole warp, as mma.sync needs
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
         {
@@ -364,15 +367,17 @@ __device__ __forceinline__ void tc_scores(float s[TC_ROWS / 8][4], const unsigne
     }
 }
 
-// acc += P·B over 64 rows: P this warp's 16 × 64 scores (rounded to 16 bits here), B a transposed [dim][row] tile;
-// acc[n] holds dims 8n..8n+7.
+// acc += P·B over a tile's rows: P this warp's 16 × 64 scores (rounded to 16 bits here), B a transposed [dim][row] tile;
+// acc[n] holds dims 8n..8n+7. Rows from `rows` on (past T: zero scores against zero rows) add nothing and are skipped
+// 16 at a time.
 template <int D>
-__device__ __forceinline__ void tc_accumulate(float acc[D / 8][4], const float p[TC_ROWS / 8][4], const TcCols<D>& bt, int precision)
+__device__ __forceinline__ void tc_accumulate(float acc[D / 8][4], const float p[TC_ROWS / 8][4], const TcCols<D>& bt, int rows, int precision)
 {
     int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
 #pragma unroll
     for (int kk = 0; kk < TC_ROWS / 16; kk++)
     {
+        if (16 * kk >= rows) continue; // warp-uniform
         unsigned int pa[4] = {pack_pair(p[2 * kk][0], p[2 * kk][1], precision), pack_pair(p[2 * kk][2], p[2 * kk][3], precision),
                               pack_pair(p[2 * kk + 1][0], p[2 * kk + 1][1], precision), pack_pair(p[2 * kk + 1][2], p[2 * kk + 1][3], precision)};
 #pragma unroll
@@ -468,8 +473,9 @@ __device__ void attention_forward_tc(float* y, unsigned short* y16, float* lse, 
     {
         load_tc_tiles<D>(qkv_source<D>(a, q16, 1, &ks, nullptr), qkv_source<D>(a, q16, 2, nullptr, &vt), T, j0, precision);
         if (row0 >= T) continue; // the whole warp (it still meets the barriers)
+        int keys = min(TC_ROWS, T - j0); // the tile's keys below T
         float sc[TC_ROWS / 8][4];
-        tc_scores<D>(sc, qa, ks, precision);
+        tc_scores<D>(sc, qa, ks, keys, precision);
         float tileA = minusInf, tileB = minusInf;
 #pragma unroll
         for (int n = 0; n < TC_ROWS / 8; n++)
@@ -502,6 +508,11 @@ __device__ void attention_forward_tc(float* y, unsigned short* y16, float* lse, 
 #pragma unroll
         for (int n = 0; n < TC_ROWS / 8; n++)
         {
+            if (8 * n >= keys) // past T: exp(−∞) = 0
+            {
+                sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+                continue;
+            }
             sc[n][0] = expf(sc[n][0] - mNewA);
             sc[n][1] = expf(sc[n][1] - mNewA);
             sc[n][2] = expf(sc[n][2] - mNewB);
@@ -509,7 +520,7 @@ __device__ void attention_forward_tc(float* y, unsigned short* y16, float* lse, 
             lA += sc[n][0] + sc[n][1];
             lB += sc[n][2] + sc[n][3];
         }
-        tc_accumulate<D>(o, sc, vt, precision);
+        tc_accumulate<D>(o, sc, vt, keys, precision);
         mA = mNewA;
         mB = mNewB;
     }
@@ -571,11 +582,12 @@ __device__ void attention_backward_dq_tc(float* dqkv, unsigned short* dqkv16, in
     {
         load_tc_tiles<D>(qkv_source<D>(a, q16, 1, &ks, &kt), qkv_source<D>(a, q16, 2, &vs, nullptr), T, j0, precision);
         if (row0 >= T) continue;
+        int keys = min(TC_ROWS, T - j0);
         float sc[TC_ROWS / 8][4], ds[TC_ROWS / 8][4];
-        tc_scores<D>(sc, qa, ks, precision);
-        tc_scores<D>(ds, da, vs, precision);
+        tc_scores<D>(sc, qa, ks, keys, precision);
+        tc_scores<D>(ds, da, vs, keys, precision);
         tc_softmax_backward(sc, ds, a, scale, T, row0, j0, false, lseHead, delta + (long long)a.bh * T);
-        tc_accumulate<D>(dq, ds, kt, precision);
+        tc_accumulate<D>(dq, ds, kt, keys, precision);
     }
     if (row0 >= T) return;
     long long dqAt = (long long)a.b * T * a.ld + (long long)a.h * HD;
@@ -607,12 +619,13 @@ __device__ void attention_backward_dkdv_tc(float* dqkv, unsigned short* dqkv16, 
     {
         load_tc_tiles<D>(qkv_source<D>(a, q16, 0, &qs, &qt), TcSource<D>{dyHead, a.C, &dos, &dot, nullptr}, T, i0, precision);
         if (key0 >= T) continue;
+        int queries = min(TC_ROWS, T - i0); // the tile's queries below T
         float pt[TC_ROWS / 8][4], dst[TC_ROWS / 8][4]; // Pᵀ and dSᵀ: rows are this warp's keys, columns the tile's queries
-        tc_scores<D>(pt, ka, qs, precision);
-        tc_scores<D>(dst, va, dos, precision);
+        tc_scores<D>(pt, ka, qs, queries, precision);
+        tc_scores<D>(dst, va, dos, queries, precision);
         tc_softmax_backward(pt, dst, a, scale, T, key0, i0, true, lseHead, deltaHead);
-        tc_accumulate<D>(dv, pt, dot, precision);
-        tc_accumulate<D>(dk, dst, qt, precision);
+        tc_accumulate<D>(dv, pt, dot, queries, precision);
+        tc_accumulate<D>(dk, dst, qt, queries, precision);
     }
     if (key0 >= T) return;
     long long dkAt = (long long)a.b * T * a.ld + a.C + (long long)a.h * HD;
