@@ -227,7 +227,19 @@ extern "C" __global__ void fused_attention_forward(float* y, float* lse, const f
 // (tiles are read as float4).
 #define TC_ROWS 64
 template <int D> using TcRows = unsigned short[TC_ROWS][D + 8]; // [row][dim]
-template <int D> using TcCols = unsigned short[D][TC_ROWS + 8]; // [dim][row]
+template <int D> using TcCols = unsigned short[D][TC_ROWS + 8]; // [dim][row], rows placed by tc_col
+
+// Where row r of a dim in 8-dim step `step` (dim / 8) sits in a [dim][row] tile. At D = 64 the rows go in pairs (one
+// 32-bit word, as tc_accumulate reads them), the pair's word XORed with 2·step: load_tc_tiles stores a warp's values
+// for 16 dims 4 apart and 2 rows, which in place fell on 2 banks (8-way conflicts) and swizzled fall on 16, while
+// tc_accumulate's reads (the 8 dims of one step, 4 pairs) share the XOR and stay conflict-free. At D = 32 the rows stay
+// in place (4-way conflicts there): the swizzle's address arithmetic cost its forward and key-side kernels 25 and 5
+// registers at sm_90, one resident block per SM each.
+template <int D> __device__ __forceinline__ int tc_col(int step, int r)
+{
+    if (D == 32) return r;
+    return (((r >> 1) ^ (step << 1)) << 1) | (r & 1);
+}
 
 // One operand of load_tc_tiles: rows of [T, D] values `ld` apart, float32 (src) or already in 16 bits (src16, when not
 // null: read as they are), into `rows` ([row][dim]) and/or `cols` ([dim][row]).
@@ -295,10 +307,11 @@ template <int D> __device__ __forceinline__ void load_tc_tiles(TcSource<D> a, Tc
             }
             if (cols)
             {
-                (*cols)[d][rr] = (unsigned short)(p01 & 0xffffu);
-                (*cols)[d + 1][rr] = (unsigned short)(p01 >> 16);
-                (*cols)[d + 2][rr] = (unsigned short)(p23 & 0xffffu);
-                (*cols)[d + 3][rr] = (unsigned short)(p23 >> 16);
+                int at = tc_col<D>(d >> 3, rr); // the same for d + 1 .. d + 3 (d is a multiple of 4)
+                (*cols)[d][at] = (unsigned short)(p01 & 0xffffu);
+                (*cols)[d + 1][at] = (unsigned short)(p01 >> 16);
+                (*cols)[d + 2][at] = (unsigned short)(p23 & 0xffffu);
+                (*cols)[d + 3][at] = (unsigned short)(p23 >> 16);
             }
         }
     }
@@ -383,7 +396,8 @@ __device__ __forceinline__ void tc_accumulate(float acc[D / 8][4], const float p
 #pragma unroll
         for (int n = 0; n < D / 8; n++)
         {
-            unsigned int f[2] = {*AS_VECTOR(const unsigned int, &bt[8 * n + g][16 * kk + 2 * t]), *AS_VECTOR(const unsigned int, &bt[8 * n + g][16 * kk + 8 + 2 * t])};
+            const unsigned short* row = bt[8 * n + g]; // dims 8n .. 8n + 7: step n of tc_col
+            unsigned int f[2] = {*AS_VECTOR(const unsigned int, row + tc_col<D>(n, 16 * kk + 2 * t)), *AS_VECTOR(const unsigned int, row + tc_col<D>(n, 16 * kk + 8 + 2 * t))};
             mma_16x8x16(acc[n], pa, f, precision);
         }
     }
