@@ -575,14 +575,27 @@ __device__ void attention_backward_dq_tc(float* dqkv, unsigned short* dqkv16, in
     const float* dyHead = dy + headAt;
     const void* yHead = y16 ? (const void*)(y16 + headAt) : (const void*)(y + headAt); // y in 16 bits: as the forward kept it
     int yFormat = y16 ? precision : 0;
-    for (int r = 0; r < 16; r++) // read back below by the warp's own threads, after load_tc_tiles' barriers
+    // delta of this warp's 16 rows (read back below by the warp's own threads, after load_tc_tiles' barriers): a lane sums
+    // dims lane, lane + 32, ..., then the warp sums the lanes. Every row's values are loaded before the first sum, so the
+    // 16 rows wait for memory about once, not once each.
+    float dyv[16][D / 32], yv[16][D / 32];
+#pragma unroll
+    for (int r = 0; r < 16; r++)
+#pragma unroll
+        for (int c = 0; c < D / 32; c++)
+        {
+            long long at = (long long)(row0 + r) * a.C + a.lane + 32 * c;
+            dyv[r][c] = row0 + r < T ? dyHead[at] : 0.f;
+            yv[r][c] = row0 + r < T ? load_operand(yHead, yFormat, at) : 0.f;
+        }
+#pragma unroll
+    for (int r = 0; r < 16; r++)
     {
-        int i = row0 + r;
         float part = 0.f;
-        if (i < T)
-            for (int d = a.lane; d < D; d += 32) part += dyHead[(long long)i * a.C + d] * load_operand(yHead, yFormat, (long long)i * a.C + d);
+#pragma unroll
+        for (int c = 0; c < D / 32; c++) part += dyv[r][c] * yv[r][c];
         float sum = warp_sum(part);
-        if (i < T && a.lane == 0) delta[(long long)a.bh * T + i] = sum;
+        if (row0 + r < T && a.lane == 0) delta[(long long)a.bh * T + row0 + r] = sum;
     }
     if (!dqkv) return;
     unsigned int qa[D / 16][4], da[D / 16][4];
