@@ -131,9 +131,9 @@ extern "C" __global__ void layernorm_backward_input(float* dx, unsigned short* d
 // The whole LayerNorm backward in one pass over dy and x, for C ≤ LAYERNORM_ONE_PASS_MAX_C: dx as
 // layernorm_backward_input gives it (when dx is not null) and this block's parameter sums, partials [2, gridDim.x, C]
 // (Σ dy·x̂, then Σ dy, over the block's rows) for column_partials_sum. Block 256 threads (8 warps); block b owns the
-// rows of slice b, its warps take every 8th row, and lane l keeps the sums of columns l, l + 32, ... in registers, so
-// dy and x are read from memory once (a row's second read, for dx, finds it in L1). The warps' sums are then added in
-// a fixed order (deterministic).
+// rows of slice b, its warps take every 8th row, and lane l keeps the sums of columns l, l + 32, ... in registers, as it
+// keeps the row's dy and x, so they are read from memory once. The warps' sums are then added in a fixed order
+// (deterministic).
 #define LAYERNORM_ONE_PASS_MAX_C 1024
 extern "C" __global__ void layernorm_backward(float* dx, unsigned short* dx16, int format, float* partials, const float* dy,
                                              const float* x, const float* weight, const float* mean, const float* rstd, int rows,
@@ -146,32 +146,35 @@ extern "C" __global__ void layernorm_backward(float* dx, unsigned short* dx16, i
     float dw[LAYERNORM_ONE_PASS_MAX_C / 32], db[LAYERNORM_ONE_PASS_MAX_C / 32];
 #pragma unroll
     for (int j = 0; j < LAYERNORM_ONE_PASS_MAX_C / 32; j++) dw[j] = db[j] = 0.f;
+    int valid = layernorm_row_values(C, lane);
     for (int row = begin + warp; row < end; row += 8)
     {
-        const float *xr = x + (long long)row * C, *dyr = dy + (long long)row * C;
+        // The row's dy and x in registers, every load issued before the first sum needs one (a loop that left at the
+        // row's end kept one column's loads in flight per lane).
+        float dv[LAYERNORM_ROW_VALUES], xv[LAYERNORM_ROW_VALUES];
+        layernorm_load_row(dv, dy + (long long)row * C, C, lane);
+        layernorm_load_row(xv, x + (long long)row * C, C, lane);
         float m = mean[row], r = rstd[row], sg = 0.f, sgx = 0.f;
 #pragma unroll
-        for (int j = 0; j < LAYERNORM_ONE_PASS_MAX_C / 32; j++)
-        {
-            int c = lane + 32 * j;
-            if (c >= C) break;
-            float d = dyr[c], xh = (xr[c] - m) * r, g = d * (weight ? weight[c] : 1.f);
-            sg += g;
-            sgx += g * xh;
-            dw[j] += d * xh;
-            db[j] += d;
-        }
+        for (int j = 0; j < LAYERNORM_ROW_VALUES; j++)
+            if (j < valid)
+            {
+                float d = dv[j], xh = (xv[j] - m) * r, g = d * (weight ? weight[lane + 32 * j] : 1.f);
+                sg += g;
+                sgx += g * xh;
+                dw[j] += d * xh;
+                db[j] += d;
+            }
         if (!dx) continue;
         sg = warp_sum(sg) / C;
         sgx = warp_sum(sgx) / C;
 #pragma unroll
-        for (int j = 0; j < LAYERNORM_ONE_PASS_MAX_C / 32; j++)
-        {
-            int c = lane + 32 * j;
-            if (c >= C) break;
-            float g = dyr[c] * (weight ? weight[c] : 1.f);
-            store_gradient(dx, dx16, format, (long long)row * C + c, r * (g - sg - (xr[c] - m) * r * sgx), accumulate);
-        }
+        for (int j = 0; j < LAYERNORM_ROW_VALUES; j++)
+            if (j < valid)
+            {
+                float g = dv[j] * (weight ? weight[lane + 32 * j] : 1.f);
+                store_gradient(dx, dx16, format, (long long)row * C + lane + 32 * j, r * (g - sg - (xv[j] - m) * r * sgx), accumulate);
+            }
     }
     for (int part = 0; part < 2; part++)
     {
