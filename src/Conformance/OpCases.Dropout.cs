@@ -43,6 +43,13 @@ public static unsafe partial class OpCases
         using var plain = Tensor.Empty(dev, DType.F32, 100_000);
         dev.Kernels.DropPathForward(plain.Data, ones.Data, 1000, 100, p, seed, null);
         var plainMask = plain.ToArray();
+        // 1000 samples of 100 values: more values than a device grid's threads, so a thread moves on to further samples
+        // (CUDA's grid-stride loop), each value kept or dropped with its whole sample.
+        for (int i = 0; i < plainMask.Length; i++)
+        {
+            float want = CounterRng.Uniform(seed, (ulong)(i / 100)) >= p ? 1f / (1f - p) : 0f;
+            if (plainMask[i] != want) throw new ConformanceException($"DropPath: value {i} (sample {i / 100}) is {plainMask[i]}, want {want}");
+        }
         foreach (bool backward in new[] { false, true })
         {
             if (backward)
