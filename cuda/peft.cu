@@ -41,48 +41,118 @@ extern "C" __global__ void add_selected_entries(float* dvalues, const float* den
 // entry sums its rows in order; with row slices, partials [slices, N·k] go to column_partials_sum (deterministic).
 // x is float32 (format 0) or the Linear's input as it was kept, packed in bf16 (2) or fp16 (3); dy likewise
 // (dy_format). Each operand is rounded to the GEMMs' precision (0 fp32, 1 tf32, 2 bf16, 3 fp16) as it is read, as the
-// dense product dyᵀ·x would read it (a no-op for packed values). Rows wider than the tile (K > SPARSE_TILE) read x
-// from global memory.
+// dense product dyᵀ·x would read it (a no-op for packed values, whose format is the precision). Rows wider than the
+// tile (K > SPARSE_TILE) read x from global memory.
+// Latency, not bandwidth, bounds this kernel: a thread's loads are issued in batches (SPARSE_STAGE values of a tile,
+// SPARSE_ROWS rows of dy) before any is used, with indices clamped in bounds so that no load sits behind a branch, and
+// the operand formats are template parameters (sparse_weight_grad_rows) so the loops hold no format switch.
 #define SPARSE_ENTRIES 1024
 #define SPARSE_TILE 8192
-extern "C" __global__ void sparse_weight_grad(float* dvalues, float* partials, const void* dy, int dy_format, const void* x, int format,
-                                             int precision, const int* index, int rows, int N, int K, int k)
+#define SPARSE_STAGE 8
+#define SPARSE_ROWS 4
+
+// Element i of an operand as it is stored: the 16 bits of a packed value, or a float32's bits.
+template <bool Packed> __device__ __forceinline__ unsigned int load_stored(const void* p, long long i)
 {
-    __shared__ float tile[SPARSE_TILE];
+    return Packed ? (unsigned int)((const unsigned short*)p)[i] : (unsigned int)__float_as_int(((const float*)p)[i]);
+}
+
+// A stored value as the GEMMs read it in `precision`: a packed one widened (its format is the precision: 3 fp16, else
+// bf16), a float32 rounded.
+template <bool Packed> __device__ __forceinline__ float widen_stored(unsigned int v, int precision)
+{
+    if (!Packed) return to_precision(__int_as_float((int)v), precision);
+    if (precision == 3) { fp16 h; h.bits = (unsigned short)v; return from_fp16(h); }
+    bf16 h; h.bits = (unsigned short)v; return from_bf16(h);
+}
+
+// Rows of x staged for the entries (one array for the four kernels below, as each block runs one of them).
+__shared__ float sparse_tile[SPARSE_TILE];
+
+template <bool XPacked, bool DyPacked>
+__device__ __forceinline__ void sparse_weight_grad_rows(float* dvalues, float* partials, const void* dy, const void* x,
+                                                        int precision, const int* index, int rows, int N, int K, int k)
+{
     long long count = (long long)N * k;
-    long long o[4];
+    int o[4];
     int column[4];
     bool active[4];
     float s[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
     for (int i = 0; i < 4; i++)
     {
         long long e = (long long)blockIdx.x * SPARSE_ENTRIES + threadIdx.x + 256 * i;
         active[i] = e < count;
-        o[i] = active[i] ? e / k : 0;
+        o[i] = active[i] ? (int)(e / k) : 0; // an inactive entry reads row 0's dy and x (in bounds) and adds nothing
         column[i] = active[i] ? index[e] : 0;
     }
     int begin, end;
     column_slice(rows, begin, end);
-    int tile_rows = K <= SPARSE_TILE ? SPARSE_TILE / K : 0;
-    for (int r0 = begin; r0 < end; r0 += tile_rows > 0 ? tile_rows : 1)
-    {
-        int n = tile_rows > 0 ? min(tile_rows, end - r0) : 1;
-        if (tile_rows > 0)
-        {
-            for (int j = threadIdx.x; j < n * K; j += blockDim.x)
-                tile[j] = to_precision(load_operand(x, format, (long long)r0 * K + j), precision);
-            __syncthreads();
-        }
-        for (int r = 0; r < n; r++)
+    if (K > SPARSE_TILE) // rows wider than the tile (no ViT layer): x from global memory, a row at a time
+        for (int r = begin; r < end; r++)
+#pragma unroll
             for (int i = 0; i < 4; i++)
                 if (active[i])
-                {
-                    float xv = tile_rows > 0 ? tile[r * K + column[i]]
-                                             : to_precision(load_operand(x, format, (long long)(r0 + r) * K + column[i]), precision);
-                    s[i] += to_precision(load_operand(dy, dy_format, (long long)(r0 + r) * N + o[i]), precision) * xv;
-                }
-        if (tile_rows > 0) __syncthreads();
+                    s[i] += widen_stored<DyPacked>(load_stored<DyPacked>(dy, (long long)r * N + o[i]), precision) *
+                            widen_stored<XPacked>(load_stored<XPacked>(x, (long long)r * K + column[i]), precision);
+    // Rows a tile holds: whole groups of SPARSE_ROWS when that many fit (ViT-B/16's 768-wide rows: 8), else what fits.
+    int tile_rows = K <= SPARSE_TILE ? SPARSE_TILE / K : 0;
+    if (tile_rows >= SPARSE_ROWS) tile_rows -= tile_rows % SPARSE_ROWS;
+    for (int r0 = begin; tile_rows > 0 && r0 < end; r0 += tile_rows)
+    {
+        // tile[j] = x[r0·K + j] for j < n·K: each thread loads its SPARSE_STAGE values (the last index repeated past
+        // the end) before it stores any.
+        int n = min(tile_rows, end - r0), size = n * K;
+        const long long at = (long long)r0 * K;
+        for (int j0 = threadIdx.x; j0 < size; j0 += SPARSE_STAGE * 256)
+        {
+            unsigned int v[SPARSE_STAGE];
+#pragma unroll
+            for (int u = 0; u < SPARSE_STAGE; u++) v[u] = load_stored<XPacked>(x, at + min(j0 + 256 * u, size - 1));
+#pragma unroll
+            for (int u = 0; u < SPARSE_STAGE; u++)
+                if (j0 + 256 * u < size) sparse_tile[j0 + 256 * u] = widen_stored<XPacked>(v[u], precision);
+        }
+        __syncthreads();
+        // SPARSE_ROWS rows at a time: their dy loads first (rows past n repeat the last), then the sums in row order.
+        for (int r = 0; r < n; r += SPARSE_ROWS)
+        {
+            unsigned int d[SPARSE_ROWS][4];
+#pragma unroll
+            for (int u = 0; u < SPARSE_ROWS; u++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) d[u][i] = load_stored<DyPacked>(dy, (r0 + min(r + u, n - 1)) * (long long)N + o[i]);
+#pragma unroll
+            for (int u = 0; u < SPARSE_ROWS; u++)
+                if (r + u < n)
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        if (active[i]) s[i] += widen_stored<DyPacked>(d[u][i], precision) * sparse_tile[(r + u) * K + column[i]];
+        }
+        __syncthreads();
     }
+#pragma unroll
     for (int i = 0; i < 4; i++)
         if (active[i]) column_result(dvalues, partials, count, (long long)blockIdx.x * SPARSE_ENTRIES + threadIdx.x + 256 * i, s[i], 1.f, 1);
+}
+
+// The entry points, one per pair of operand formats, so each has the registers of its own loops (the four in one kernel
+// took 90 at sm_90, each alone 72 to 80: three blocks of 256 threads per multiprocessor instead of two): float32 dy and
+// x (no suffix), x in 16 bits (x16), dy in 16 bits (dy16), both (x16_dy16: GPS under bf16 or fp16 GEMMs). Written out,
+// as attention.cu's are.
+extern "C" __global__ void sparse_weight_grad(float* dvalues, float* partials, const void* dy, const void* x, int precision, const int* index, int rows, int N, int K, int k)
+{
+    sparse_weight_grad_rows<false, false>(dvalues, partials, dy, x, precision, index, rows, N, K, k);
+}
+extern "C" __global__ void sparse_weight_grad_x16(float* dvalues, float* partials, const void* dy, const void* x, int precision, const int* index, int rows, int N, int K, int k)
+{
+    sparse_weight_grad_rows<true, false>(dvalues, partials, dy, x, precision, index, rows, N, K, k);
+}
+extern "C" __global__ void sparse_weight_grad_dy16(float* dvalues, float* partials, const void* dy, const void* x, int precision, const int* index, int rows, int N, int K, int k)
+{
+    sparse_weight_grad_rows<false, true>(dvalues, partials, dy, x, precision, index, rows, N, K, k);
+}
+extern "C" __global__ void sparse_weight_grad_x16_dy16(float* dvalues, float* partials, const void* dy, const void* x, int precision, const int* index, int rows, int N, int K, int k)
+{
+    sparse_weight_grad_rows<true, true>(dvalues, partials, dy, x, precision, index, rows, N, K, k);
 }

@@ -71,6 +71,11 @@ public static partial class OpCases
                 dev.Kernels.GemmPrecision = precision;
                 SparseLinearGrad(dev, precision);
             }
+            foreach (var precision in new[] { Precision.BF16, Precision.FP16 })
+            {
+                dev.Kernels.GemmPrecision = precision;
+                SparseWeightGradPackedOperands(dev, precision);
+            }
         }
         finally { dev.Kernels.GemmPrecision = previous; }
     }
@@ -118,6 +123,51 @@ public static partial class OpCases
                 for (int c = 0; c < K; c++)
                     for (int o = 0; o < N; o++) dx[t * K + c] += (double)rv[t * N + o] * wv[o * K + c];
             GradCheck.CheckClose($"{name} dx", x.Grad!.ToArray(), dx, 1e-5, 1e-5);
+        }
+    }
+
+    /// <summary>SparseWeightGrad reads dy and x each as float32 (rounded as it reads them) or packed in the GEMMs' 16
+    /// bits (CUDA: a kernel per pair of formats): every pair gives the float32 operands' entries bit for bit, the same
+    /// terms summed in the same order.</summary>
+    static unsafe void SparseWeightGradPackedOperands(Device dev, Precision precision)
+    {
+        var kernels = dev.Kernels;
+        var half = precision == Precision.BF16 ? DType.BF16 : DType.F16;
+        foreach (var (rows, N, K, k) in new[] { (37, 70, 13, 1), (200, 700, 16, 2), (61, 40, 1000, 3), (3, 4, 8219, 3) })
+        {
+            using var made = new CaseTensors(dev);
+            var dy = made.Uniform(601, 1f, rows, N);
+            var x = made.Uniform(602, 2f, rows, K);
+            var dy16 = made.Own(Tensor.Empty(dev, half, rows, N));
+            var x16 = made.Own(Tensor.Empty(dev, half, rows, K));
+            kernels.PackLowPrecision(dy16.HalfData, dy.Data, dy.Count, precision);
+            kernels.PackLowPrecision(x16.HalfData, x.Data, x.Count, precision);
+            var index = new int[N * k];
+            for (int o = 0; o < N; o++)
+                for (int j = 0; j < k; j++) index[o * k + j] = (o * 7 + j * 3) % K;
+            var it = made.Own(Tensor.FromArray(dev, index, N, k));
+            float[] Entries(bool dyPacked, bool xPacked)
+            {
+                using var dvalues = Tensor.Zeros(dev, N, k);
+                kernels.SparseWeightGrad(dvalues.Data, dyPacked ? GemmOperand.Packed(dy16.HalfData) : dy.Data,
+                    xPacked ? GemmOperand.Packed(x16.HalfData) : x.Data, it.IntData, rows, N, K, k);
+                return dvalues.ToArray();
+            }
+            var want = Entries(false, false);
+            float[] dyv = dy.ToArray(), xv = x.ToArray();
+            var reference = new double[N * k];
+            for (int e = 0; e < N * k; e++)
+                for (int t = 0; t < rows; t++)
+                    reference[e] += (double)RoundReference(dyv[t * N + e / k], precision) * RoundReference(xv[t * K + index[e]], precision);
+            GradCheck.CheckClose($"SparseWeightGrad {precision.Name()} {rows}x{N}x{K} k={k}", want, reference, 1e-5, 1e-5);
+            foreach (var (dyPacked, xPacked) in new[] { (false, true), (true, false), (true, true) })
+            {
+                var got = Entries(dyPacked, xPacked);
+                for (int i = 0; i < want.Length; i++)
+                    if (BitConverter.SingleToInt32Bits(got[i]) != BitConverter.SingleToInt32Bits(want[i]))
+                        throw new ConformanceException($"SparseWeightGrad {precision.Name()} {rows}x{N}x{K} dy {(dyPacked ? "packed" : "float32")}, " +
+                            $"x {(xPacked ? "packed" : "float32")}: entry {i} is {got[i]:G9}, want {want[i]:G9} (from float32 operands)");
+            }
         }
     }
 

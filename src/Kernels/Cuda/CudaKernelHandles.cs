@@ -202,8 +202,14 @@ public static class CudaKernelHandles
         public static readonly CudaKernel ScatterAddChannels = new(File, "scatter_add_channels");
         /// <summary><c>add_selected_entries</c>.</summary>
         public static readonly CudaKernel AddSelectedEntries = new(File, "add_selected_entries");
-        /// <summary><c>sparse_weight_grad</c>.</summary>
+        /// <summary><c>sparse_weight_grad</c>: dy and x in float32.</summary>
         public static readonly CudaKernel SparseWeightGrad = new(File, "sparse_weight_grad");
+        /// <summary><c>sparse_weight_grad_x16</c>: x packed in 16 bits, dy in float32.</summary>
+        public static readonly CudaKernel SparseWeightGradX16 = new(File, "sparse_weight_grad_x16");
+        /// <summary><c>sparse_weight_grad_dy16</c>: dy packed in 16 bits, x in float32.</summary>
+        public static readonly CudaKernel SparseWeightGradDy16 = new(File, "sparse_weight_grad_dy16");
+        /// <summary><c>sparse_weight_grad_x16_dy16</c>: both packed in 16 bits.</summary>
+        public static readonly CudaKernel SparseWeightGradX16Dy16 = new(File, "sparse_weight_grad_x16_dy16");
     }
 
     /// <summary>cuda/reductions.cu.</summary>

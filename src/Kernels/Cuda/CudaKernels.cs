@@ -537,8 +537,14 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         if (count == 0 || rows == 0) return;
         int slices = ColumnSlices(rows, 32 * groups, 1, count, 1); // as many blocks as a column reduction of `groups` blocks
         float* partials = slices > 1 ? ColumnPartials() : null;
-        _runtime.Launch(Peft.SparseWeightGrad, new Dim3((uint)groups, 1, (uint)slices), Threads, dvalues, partials, dy.Data, Format(dy), x.Data, Format(x),
-            (int)GemmPrecision, index, rows, N, K, k);
+        var kernel = (x.IsPacked, dy.IsPacked) switch
+        {
+            (false, false) => Peft.SparseWeightGrad,
+            (true, false) => Peft.SparseWeightGradX16,
+            (false, true) => Peft.SparseWeightGradDy16,
+            (true, true) => Peft.SparseWeightGradX16Dy16,
+        };
+        _runtime.Launch(kernel, new Dim3((uint)groups, 1, (uint)slices), Threads, dvalues, partials, dy.Data, x.Data, (int)GemmPrecision, index, rows, N, K, k);
         FinishColumnSlices(dvalues, partials, count, slices, 1f, true);
     }
 
