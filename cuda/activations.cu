@@ -61,16 +61,47 @@ extern "C" __global__ void gelu_backward(float* dx, unsigned short* dx16, int co
 // values gelu_backward writes and the sums column_sum_strided takes of them (the same slices, the same order: bias_grad's
 // bits), without the float32 dx written and read again. h float32 (hFormat 0) or 16-bit (LinearGelu's pre-activation
 // as kept). Grid (ceil(cols/32), 1, slices), block (32, COLUMN_THREADS_Y), as column_sum_strided.
+// Thread (x, y) takes rows y, y + 8, ... of its slice four at a time: their dy and h loads first (a row past the slice
+// is its last row, loaded and not used), then the stores and sums in row order. A store before the next row's loads
+// would hold those loads back (dx16 may alias dy or h as far as the compiler knows): one row in flight, not four.
+template <bool HPacked>
+__device__ __forceinline__ float bias_gelu_backward_rows(unsigned short* dx16, int format, const float* dy, const void* h, int hFormat,
+                                                         int c, int cols, int begin, int end)
+{
+    float sum = 0.f;
+    for (int r0 = begin + threadIdx.y; r0 < end; r0 += 4 * COLUMN_THREADS_Y)
+    {
+        float g[4];
+        unsigned int hv[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+        {
+            long long i = (long long)min(r0 + u * COLUMN_THREADS_Y, end - 1) * cols + c;
+            g[u] = dy[i];
+            hv[u] = load_stored<HPacked>(h, i);
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+            if (r0 + u * COLUMN_THREADS_Y < end)
+            {
+                float v[4] = {g[u] * gelu_slope(widen_stored<HPacked>(hv[u], hFormat)), 0.f, 0.f, 0.f};
+                store_halves(dx16, (long long)(r0 + u * COLUMN_THREADS_Y) * cols + c, v, 1, format);
+                sum += v[0];
+            }
+    }
+    return sum;
+}
+
 extern "C" __global__ void bias_gelu_backward(unsigned short* dx16, int format, float* dbias, float* partials, const float* dy, const void* h,
                                              int hFormat, int rows, int cols)
 {
     int c = blockIdx.x * 32 + threadIdx.x;
-    float total = column_sum(rows, c < cols, [&](int r) {
-        long long i = (long long)r * cols + c;
-        float g[4] = {dy[i] * gelu_slope(load_operand(h, hFormat, i)), 0.f, 0.f, 0.f};
-        store_halves(dx16, i, g, 1, format);
-        return g[0];
-    });
+    int begin, end;
+    column_slice(rows, begin, end);
+    float sum = c >= cols ? 0.f
+              : hFormat != 0 ? bias_gelu_backward_rows<true>(dx16, format, dy, h, hFormat, c, cols, begin, end)
+                             : bias_gelu_backward_rows<false>(dx16, format, dy, h, 0, c, cols, begin, end);
+    float total = column_total(sum);
     if (threadIdx.y == 0 && c < cols) column_result(dbias, partials, cols, c, total, 1.f, 1);
 }
 

@@ -82,14 +82,11 @@ __device__ __forceinline__ void column_slice(int rows, int& begin, int& end)
     end = min(rows, begin + per_slice);
 }
 
-template <class F> __device__ float column_sum(int rows, bool active, F term)
+// The block's column totals: thread (x, 0) gets the sum of the eight threads (x, y)'s s, added in y order. Every
+// thread of the block calls it; the closing barrier lets a kernel call it again.
+__device__ __forceinline__ float column_total(float s)
 {
     __shared__ float partial[COLUMN_THREADS_Y][33];
-    int begin, end;
-    column_slice(rows, begin, end);
-    float s = 0.f;
-    if (active)
-        for (int r = begin + threadIdx.y; r < end; r += COLUMN_THREADS_Y) s += term(r);
     partial[threadIdx.y][threadIdx.x] = s;
     __syncthreads();
     float total = 0.f;
@@ -97,6 +94,16 @@ template <class F> __device__ float column_sum(int rows, bool active, F term)
         for (int k = 0; k < COLUMN_THREADS_Y; k++) total += partial[k][threadIdx.x];
     __syncthreads();
     return total;
+}
+
+template <class F> __device__ float column_sum(int rows, bool active, F term)
+{
+    int begin, end;
+    column_slice(rows, begin, end);
+    float s = 0.f;
+    if (active)
+        for (int r = begin + threadIdx.y; r < end; r += COLUMN_THREADS_Y) s += term(r);
+    return column_total(s);
 }
 
 // Writes or accumulates one output element (the kernel contract's `accumulate` flag).
@@ -383,4 +390,20 @@ __device__ __forceinline__ float to_precision(float x, int precision)
     case 3: return from_fp16(to_fp16(x));
     default: return x;
     }
+}
+
+// Element i of an operand as it is stored: the 16 bits of a packed value, or a float32's bits. With the format a
+// template parameter, a loop of these loads has no branch, so a thread can issue several before it uses any.
+template <bool Packed> __device__ __forceinline__ unsigned int load_stored(const void* p, long long i)
+{
+    return Packed ? (unsigned int)((const unsigned short*)p)[i] : (unsigned int)__float_as_int(((const float*)p)[i]);
+}
+
+// A stored value as a float in `precision` (0 fp32, 1 tf32, 2 bf16, 3 fp16): a packed value, which is stored in that
+// precision, widened exactly; a float32 rounded to it (fp32 leaves it as it is).
+template <bool Packed> __device__ __forceinline__ float widen_stored(unsigned int v, int precision)
+{
+    if (!Packed) return to_precision(__int_as_float((int)v), precision);
+    if (precision == 3) { fp16 h; h.bits = (unsigned short)v; return from_fp16(h); }
+    bf16 h; h.bits = (unsigned short)v; return from_bf16(h);
 }

@@ -51,21 +51,6 @@ extern "C" __global__ void add_selected_entries(float* dvalues, const float* den
 #define SPARSE_STAGE 8
 #define SPARSE_ROWS 4
 
-// Element i of an operand as it is stored: the 16 bits of a packed value, or a float32's bits.
-template <bool Packed> __device__ __forceinline__ unsigned int load_stored(const void* p, long long i)
-{
-    return Packed ? (unsigned int)((const unsigned short*)p)[i] : (unsigned int)__float_as_int(((const float*)p)[i]);
-}
-
-// A stored value as the GEMMs read it in `precision`: a packed one widened (its format is the precision: 3 fp16, else
-// bf16), a float32 rounded.
-template <bool Packed> __device__ __forceinline__ float widen_stored(unsigned int v, int precision)
-{
-    if (!Packed) return to_precision(__int_as_float((int)v), precision);
-    if (precision == 3) { fp16 h; h.bits = (unsigned short)v; return from_fp16(h); }
-    bf16 h; h.bits = (unsigned short)v; return from_bf16(h);
-}
-
 // Rows of x staged for the entries (one array for the four kernels below, as each block runs one of them).
 __shared__ float sparse_tile[SPARSE_TILE];
 
