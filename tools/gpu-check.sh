@@ -19,8 +19,8 @@
 #                                         PyTorch or timm)
 #                                      5. the bf16 steps of full, ssf and gps again from CUDA graphs, again on the
 #                                         other attention path, and again with a bias pass after each GEMM instead of
-#                                         cuBLASLt's epilogue; one profiled step of each (kernels by their share of
-#                                         it); then the table again with columns for the graphed and other-attention
+#                                         cuBLASLt's epilogue; one profiled step of each per batch (kernels by their
+#                                         share of it); then the table again with columns for the graphed and other-attention
 #                                         steps. Everything before step 5 is on disk if a time limit cuts it short.
 #                                      --out DIR collects every log, the JSON rows and table.md in one folder.
 #                                      Each section's header says the seconds since the start ("== [95s] ..."). When
@@ -265,10 +265,10 @@ else
   echo "== the steps without epilogues: skipped (every step already ran without them)" | tee -a "$out/steps.log"
 fi
 
-first_batch=${batches%% *}
-section "where a step's time goes: peft bench --train-step --profile ($graph_methods× bf16, batch $first_batch)" | tee -a "$out/steps.log"
+# At every batch: launches weigh most at 32, the kernels' own speed at 128 (where the last runs fell furthest behind).
+section "where a step's time goes: peft bench --train-step --profile ($graph_methods× bf16, batch $batches)" | tee -a "$out/steps.log"
 # shellcheck disable=SC2086
-run_steps "profile" "" "$graph_methods" --profile --batch "$first_batch" --precision bf16 --repeats 1
+run_steps "profile" "" "$graph_methods" --profile --batch $batches --precision bf16 --repeats 1
 
 if [ "$peer_rc" -eq 0 ]; then
   section "the table again, with the graphed and other-attention columns (timm_step.py --peer-rows)" | tee -a "$out/peer.log"
