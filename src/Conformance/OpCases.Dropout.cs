@@ -19,6 +19,60 @@ public static unsafe partial class OpCases
                 .Select(i => CounterRng.Uniform(seed, (ulong)(i / (T * C))) >= p ? v[0][i] / (1 - p) : 0).ToArray());
     }
 
+    /// <summary>residual + DropPath(x) in one op: against a double reference with finite differences, then bit for bit
+    /// against DropPath then Add (values, and both gradients from one dy) over samples of 111 values (four a thread with
+    /// a tail, and a quad that runs into the next sample on CUDA) and with a residual at an odd offset (one value at a
+    /// time there).</summary>
+    static void DropPathAdd(Device dev)
+    {
+        int B = 16, T = 3, C = 5;
+        const float p = 0.25f;
+        const ulong seed = 42;
+        GradCheck.Run(dev, "DropPathAdd",
+            [new("residual", [B, T, C]), new("x", [B, T, C])],
+            t => Ops.DropPathAdd(t[0], t[1], p, seed),
+            v => Enumerable.Range(0, v[0].Length)
+                .Select(i => v[0][i] + (CounterRng.Uniform(seed, (ulong)(i / (T * C))) >= p ? v[1][i] / (1 - p) : 0)).ToArray());
+        foreach (bool offset in new[] { false, true })
+        {
+            using var made = new CaseTensors(dev);
+            var storage = made.Uniform(701, 2f, 9 * 111 + 1);
+            var residualValues = storage.ToArray()[1..];
+            var xValues = made.Uniform(702, 2f, 9 * 111).ToArray();
+            var dyValues = made.Uniform(703, 1f, 9 * 111).ToArray();
+            (float[] Y, float[]? DResidual, float[] DX) Run(bool fused)
+            {
+                // At an odd offset the residual is a view one value into its storage (frozen: no gradient to a view).
+                using var view = offset ? storage.Slice(0, 1, 9 * 111) : null;
+                using var residual = offset ? view!.Reshape(9, 37, 3) : Tensor.FromArray(dev, residualValues, 9, 37, 3);
+                using var x = Tensor.FromArray(dev, xValues, 9, 37, 3);
+                using var dy = Tensor.FromArray(dev, dyValues, 9, 37, 3);
+                residual.RequiresGrad = !offset;
+                x.RequiresGrad = true;
+                var tape = new Tape();
+                Tensor y;
+                using (tape.Record())
+                {
+                    if (fused) y = Ops.DropPathAdd(residual, x, p, seed);
+                    else
+                    {
+                        using var dropped = Ops.DropPath(x, p, seed);
+                        y = Ops.Add(residual, dropped);
+                    }
+                }
+                tape.Backward(y, dy);
+                using (y) return (y.ToArray(), residual.Grad?.ToArray(), x.Grad!.ToArray());
+            }
+            var want = Run(false);
+            var got = Run(true);
+            string where = offset ? ", residual at an odd offset" : "";
+            foreach (var (name, a, b) in new[] { ("y", want.Y, got.Y), ("d/dresidual", want.DResidual ?? [], got.DResidual ?? []), ("d/dx", want.DX, got.DX) })
+                for (int i = 0; i < a.Length; i++)
+                    if (BitConverter.SingleToInt32Bits(a[i]) != BitConverter.SingleToInt32Bits(b[i]))
+                        throw new ConformanceException($"DropPathAdd 9×37×3{where}: {name}[{i}] is {b[i]:G9}, want {a[i]:G9} (DropPath then Add)");
+        }
+    }
+
     static void Dropout(Device dev)
     {
         const float p = 0.3f;

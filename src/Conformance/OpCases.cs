@@ -67,6 +67,7 @@ public static partial class OpCases
         ("MeanTokens", MeanTokens),
         // Dropout
         ("DropPath", DropPath),
+        ("DropPathAdd", DropPathAdd),
         ("Dropout", Dropout),
         // Peft
         ("ChannelAdapter", ChannelAdapter),

@@ -37,7 +37,8 @@ public static unsafe class DeviceBenchmarks
         new("gelu", "N", 1, "exact GELU forward"),
         new("gelu-backward", "N", 1, "GELU backward"),
         new("gelu-bf16", "N", 1, "fc2's input computed again in the backward: GELU of fc1's bf16 pre-activation, written in bf16"),
-        new("drop-path", "N", 1, "stochastic depth / dropout mask"),
+        new("drop-path", "N", 1, "dropout: a mask drawn per value"),
+        new("drop-path-add", "SAMPLESxPER", 2, "a block's residual join after stochastic depth: y = residual + DropPath(x), a draw per sample"),
         new("adam", "N", 1, "one AdamW step of N parameters"),
         new("pack-bf16", "N", 1, "a 16-bit GEMM operand: y = x rounded to bfloat16 (4 bytes read, 2 written per value)"),
         new("unpack-bf16", "N", 1, "a kept bfloat16 activation widened back to float32"),
@@ -259,6 +260,7 @@ public static unsafe class DeviceBenchmarks
             "gelu-backward" => (3 * n * 4, () => k.GeluBackward(c.Data, null, b.Data, a.Data, n, false)),
             "gelu-bf16" => (n * 4, () => k.GeluForward(null, (ushort*)c.Data, GemmOperand.Packed(halves!.HalfData), n)),
             "drop-path" => (2 * n * 4, () => k.DropPathForward(b.Data, a.Data, n, 1, 0.1f, 1, null)),
+            "drop-path-add" => (3 * n * 4, () => k.DropPathAdd(c.Data, a.Data, b.Data, rows, cols, 0.1f, 1, null)),
             "adam" => (7 * n * 4, () => k.AdamStep(a.Data, b.Data, c.Data, d.Data, null, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.05f, 1, true, null)),
             "pack-bf16" => (n * 6, () => k.PackLowPrecision(halves!.HalfData, a.Data, n, Precision.BF16)),
             "unpack-bf16" => (n * 6, () => k.UnpackLowPrecision(b.Data, halves!.HalfData, n, Precision.BF16)),
@@ -427,7 +429,7 @@ public static unsafe class DeviceBenchmarks
         var shapes = new Dictionary<string, int[]>
         {
             ["copy"] = [(int)hidden], ["add"] = [(int)hidden], ["gelu"] = [(int)hidden], ["gelu-backward"] = [(int)hidden], ["gelu-bf16"] = [(int)hidden],
-            ["drop-path"] = [(int)hidden], ["adam"] = [(int)hidden], ["pack-bf16"] = [(int)hidden], ["unpack-bf16"] = [(int)hidden],
+            ["drop-path"] = [(int)hidden], ["drop-path-add"] = [full ? 64 : 2, T * C], ["adam"] = [(int)hidden], ["pack-bf16"] = [(int)hidden], ["unpack-bf16"] = [(int)hidden],
             ["bias"] = [tokens, C], ["bias-grad"] = [tokens, C], ["bias-gelu-backward"] = [tokens, 4 * C], ["scale-shift"] = [tokens, C], ["scale-shift-backward"] = [tokens, C],
             ["scale-shift-gelu-backward"] = [tokens, 4 * C],
             ["layernorm"] = [tokens, C], ["layernorm-backward"] = [tokens, C], ["layernorm-backward-input"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],

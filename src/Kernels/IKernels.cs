@@ -298,6 +298,10 @@ public unsafe interface IKernels
     /// Counter-based: the mask is recomputed in backward, never stored. seedOffset: null, or a device pointer to a
     /// value XORed into seed when the kernel runs (a captured graph's replays each write a new one there).</summary>
     void DropPathForward(float* y, float* x, long samples, long perSample, float p, ulong seed, ulong* seedOffset);
+    /// <summary>y = residual + <see cref="DropPathForward"/>(x) in one pass (a block's residual join after stochastic
+    /// depth): the same mask, the kept values' products rounded before the add, so the bits of DropPathForward then
+    /// <see cref="Add"/>. Its gradients: dy for the residual, <see cref="DropPathBackward"/>(dy) for x.</summary>
+    void DropPathAdd(float* y, float* residual, float* x, long samples, long perSample, float p, ulong seed, ulong* seedOffset);
     /// <summary>Gradient of <see cref="DropPathForward"/>.</summary>
     void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, ulong* seedOffset, bool accumulate);
 

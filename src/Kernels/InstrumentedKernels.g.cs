@@ -468,6 +468,14 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void DropPathAdd(float* y, float* residual, float* x, long samples, long perSample, float p, ulong seed, ulong* seedOffset)
+    {
+        long start = Begin(KernelId.DropPathAdd);
+        Inner.DropPathAdd(y, residual, x, samples, perSample, p, seed, seedOffset);
+        End(KernelId.DropPathAdd, start);
+    }
+
+    /// <inheritdoc/>
     public void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, ulong* seedOffset, bool accumulate)
     {
         long start = Begin(KernelId.DropPathBackward);
@@ -701,6 +709,8 @@ public enum KernelId
     RelativePositionBiasBackward,
     /// <summary><see cref="IKernels.DropPathForward"/></summary>
     DropPathForward,
+    /// <summary><see cref="IKernels.DropPathAdd"/></summary>
+    DropPathAdd,
     /// <summary><see cref="IKernels.DropPathBackward"/></summary>
     DropPathBackward,
     /// <summary><see cref="IKernels.GatherChannels"/></summary>

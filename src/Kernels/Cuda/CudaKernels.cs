@@ -865,11 +865,15 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     /// <inheritdoc/>
     public void DropPathForward(float* y, float* x, long samples, long perSample, float p, ulong seed, ulong* seedOffset) =>
-        GridStride(Dropout.DropSamples, samples * perSample, y, x, samples * perSample, perSample, p, seed, seedOffset, false);
+        GridStride(Dropout.DropSamples, samples * perSample, y, x, (float*)null, samples * perSample, perSample, p, seed, seedOffset, false);
+
+    /// <inheritdoc/>
+    public void DropPathAdd(float* y, float* residual, float* x, long samples, long perSample, float p, ulong seed, ulong* seedOffset) =>
+        GridStride(Dropout.DropSamples, samples * perSample, y, x, residual, samples * perSample, perSample, p, seed, seedOffset, false);
 
     /// <inheritdoc/>
     public void DropPathBackward(float* dx, float* dy, long samples, long perSample, float p, ulong seed, ulong* seedOffset, bool accumulate) =>
-        GridStride(Dropout.DropSamples, samples * perSample, dx, dy, samples * perSample, perSample, p, seed, seedOffset, accumulate);
+        GridStride(Dropout.DropSamples, samples * perSample, dx, dy, (float*)null, samples * perSample, perSample, p, seed, seedOffset, accumulate);
 
     // ---------------------------------------------------------------- optimizer and reductions (optimizer.cu, reductions.cu)
 

@@ -75,12 +75,13 @@ public static class SiteComputation
     public static bool ResidualsInLayers { get; set; } = true;
 
     /// <summary>x + DropPath(branch) (drop path drawn from <paramref name="seed"/>'s stream for <paramref name="site"/> in
-    /// train mode, when <paramref name="dropPath"/> > 0): a block's residual join after the branch. Disposes both inputs
-    /// (the tape keeps what backward needs).</summary>
+    /// train mode, when <paramref name="dropPath"/> > 0), in one pass (<see cref="Ops.DropPathAdd"/>): a block's residual
+    /// join after the branch. Disposes both inputs (the tape keeps what backward needs).</summary>
     public static Tensor Residual(Tensor x, Tensor branch, float dropPath, ulong? seed, ulong site)
     {
-        using var dropped = seed.HasValue && dropPath > 0 ? Ops.DropPath(branch, dropPath, CounterRng.Hash(seed.Value, site)) : null;
-        var y = Ops.Add(x, dropped ?? branch);
+        var y = seed.HasValue && dropPath > 0
+            ? Ops.DropPathAdd(x, branch, dropPath, CounterRng.Hash(seed.Value, site))
+            : Ops.Add(x, branch);
         x.Dispose();
         branch.Dispose();
         return y;
