@@ -12,6 +12,7 @@ root.Subcommands.Add(VtabCommand.Create());
 root.Subcommands.Add(SyntheticCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(ExportCommand.Create());
+root.Subcommands.Add(KernelsCommand.Create());
 try
 {
     var parse = root.Parse(args);

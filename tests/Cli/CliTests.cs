@@ -565,7 +565,7 @@ public class CliTests
         }
     }
 
-    [TestCase("demo"), TestCase("infer"), TestCase("inspect"), TestCase("selftest"), TestCase("bench"), TestCase("merge"), TestCase("select"), TestCase("vtab"), TestCase("synthetic"), TestCase("export")]
+    [TestCase("demo"), TestCase("infer"), TestCase("inspect"), TestCase("selftest"), TestCase("bench"), TestCase("merge"), TestCase("select"), TestCase("vtab"), TestCase("synthetic"), TestCase("export"), TestCase("kernels")]
     public void EveryCommandHasHelp(string command)
     {
         var (code, stdout, _) = Peft(command, "--help");
@@ -821,5 +821,36 @@ public class CliTests
         plain.Load(merged);
         using var got = plain.Forward(images);
         GradCheck.CheckClose($"{fixture} merged logits", got.ToArray(), [.. want.Select(v => (double)v)], 1e-5 * want.Max(Math.Abs), 1e-5);
+    }
+
+    /// <summary>peft kernels compiles a family for an architecture with no GPU: ptxas's report on each of its kernels and
+    /// the cubin written with --out; PTX for compute_XY; an unknown family or architecture is refused by name. Skipped
+    /// without NVRTC.</summary>
+    [Test]
+    public void KernelsReportsEachKernelAndWritesItsImage()
+    {
+        if (!Engine.Kernels.Cuda.Nvrtc.IsAvailable(out var reason)) Assert.Ignore($"NVRTC unavailable: {reason}");
+        string dir = Path.Combine(_dir, "kernels");
+        var (code, stdout, stderr) = Peft("kernels", "--arch", "sm_80", "--family", "reductions", "--out", dir);
+        Assert.That(code, Is.Zero, stderr);
+        var kernels = Engine.Kernels.Cuda.KernelSources.KernelNames("reductions.cu").ToList();
+        Assert.That(kernels, Is.Not.Empty);
+        foreach (var kernel in kernels)
+            Assert.That(stdout, Does.Match($@"\| reductions \| {kernel} \| \d+ \| \d+ \| 0 \| 0 \| \d+ \|"), kernel);
+        Assert.That(stdout, Does.Contain("no kernel spills registers"));
+        Assert.That(File.ReadAllBytes(Path.Combine(dir, "reductions-sm_80.cubin"))[..4], Is.EqualTo(new byte[] { 0x7f, (byte)'E', (byte)'L', (byte)'F' }));
+
+        (code, stdout, stderr) = Peft("kernels", "--arch", "compute_80", "--family", "reductions.cu", "--out", dir);
+        Assert.That(code, Is.Zero, stderr);
+        string ptx = File.ReadAllText(Path.Combine(dir, "reductions-compute_80.ptx"));
+        Assert.That(ptx, Does.Contain($".entry {kernels[0]}(").And.Not.Contain("\0"));
+        Assert.That(stdout, Does.Not.Contain("| reductions |"), "no ptxas report for PTX");
+
+        (code, _, stderr) = Peft("kernels", "--family", "nope");
+        Assert.That((code, stderr), Is.EqualTo((1, "error: --family: no kernel family 'nope' (known: " +
+            string.Join(", ", Engine.Kernels.Cuda.KernelSources.KernelFiles.Order().Select(f => f[..^3])) + ")\n")));
+        (code, _, stderr) = Peft("kernels", "--arch", "sm_1");
+        Assert.That((code, stderr.StartsWith("error: --arch: NVRTC ", StringComparison.Ordinal), stderr), Is.EqualTo((1, true, stderr)));
+        Assert.That(stderr, Does.Contain("cannot target sm_1 (it can: "));
     }
 }

@@ -1,4 +1,3 @@
-using System.Text.RegularExpressions;
 using Engine.Kernels.Cuda;
 
 namespace Engine.Tests;
@@ -52,17 +51,16 @@ public class NvrtcTests
     /// <summary>Every family's cubin for each of <see cref="SpillArchitectures"/> (with ptxas's report) and attention.cu's
     /// PTX for compute_70 and compute_80, compiled once for the tests below and all at once: NVRTC compiles a program on
     /// one thread, and attention.cu, started first, is two thirds of the work.</summary>
-    static readonly Lazy<IReadOnlyDictionary<(string File, string Arch), (byte[] Image, string Log)>> Compiled = new(() =>
+    static readonly Lazy<IReadOnlyDictionary<(string File, string Arch), (byte[] Image, IReadOnlyList<PtxasReport> Kernels)>> Compiled = new(() =>
     {
-        var headers = new Dictionary<string, string> { [KernelSources.CommonHeader] = KernelSources.Files[KernelSources.CommonHeader] };
         var jobs = SpillArchitectures
-            .SelectMany(arch => KernelSources.KernelFiles.Select(file => (File: file, Arch: arch, Options: (string[])[.. KernelCache.Options, "--ptxas-options=-v"])))
-            .Concat(new[] { "compute_80", "compute_70" }.Select(arch => (File: "attention.cu", Arch: arch, Options: KernelCache.Options)))
+            .SelectMany(arch => KernelSources.KernelFiles.Select(file => (File: file, Arch: arch)))
+            .Concat(new[] { "compute_80", "compute_70" }.Select(arch => (File: "attention.cu", Arch: arch)))
             .OrderByDescending(job => KernelSources.Files[job.File].Length).ThenByDescending(job => job.Arch.StartsWith("sm_", StringComparison.Ordinal))
             .ToList();
-        var compiled = new System.Collections.Concurrent.ConcurrentDictionary<(string File, string Arch), (byte[] Image, string Log)>();
+        var compiled = new System.Collections.Concurrent.ConcurrentDictionary<(string File, string Arch), (byte[] Image, IReadOnlyList<PtxasReport> Kernels)>();
         Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(jobs, System.Collections.Concurrent.EnumerablePartitionerOptions.NoBuffering),
-            job => compiled[(job.File, job.Arch)] = Nvrtc.Compile(KernelSources.Files[job.File], job.File, job.Arch, job.Options, headers));
+            job => compiled[(job.File, job.Arch)] = PtxasReport.Compile(job.File, job.Arch));
         return compiled;
     });
 
@@ -79,26 +77,18 @@ public class NvrtcTests
         var report = new List<string>();
         foreach (var file in files)
         {
-            var (image, log) = compiled[file];
+            var (image, kernels) = compiled[file];
             string symbols = System.Text.Encoding.Latin1.GetString(image);
             Assert.That(image.Take(4), Is.EqualTo("\x7f"u8.ToArray().Concat("ELF"u8.ToArray())), file);
             foreach (var kernel in KernelSources.KernelNames(file))
                 Assert.That(symbols, Does.Contain(kernel + "\0"), $"{file} ({arch}): no symbol for kernel {kernel}");
-            // ptxas, per kernel: "Compiling entry function 'K' for 'sm_90'", then "N bytes stack frame, S bytes spill
-            // stores, L bytes spill loads" and "Used R registers[, B bytes smem]".
-            var kernels = new List<string>();
-            foreach (var entry in log.Split("Compiling entry function '").Skip(1))
+            foreach (var k in kernels)
             {
-                string kernel = entry[..entry.IndexOf('\'')];
-                var frame = Regex.Match(entry, @"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads");
-                var used = Regex.Match(entry, @"Used (\d+) registers(?:, (\d+) bytes smem)?");
-                Assert.That(frame.Success && used.Success, $"{file} ({arch}): ptxas's report on {kernel}:\n{entry}");
-                Assert.That(int.Parse(frame.Groups[2].Value), Is.Zero, $"{file} ({arch}): {kernel} spills registers (stores)");
-                Assert.That(int.Parse(frame.Groups[3].Value), Is.Zero, $"{file} ({arch}): {kernel} spills registers (loads)");
-                kernels.Add(kernel);
-                report.Add($"{kernel,-36} {used.Groups[1].Value,4} registers {frame.Groups[1].Value,4} B stack {(used.Groups[2].Success ? used.Groups[2].Value : "0"),6} B shared");
+                Assert.That(k.SpillStoreBytes, Is.Zero, $"{file} ({arch}): {k.Kernel} spills registers (stores)");
+                Assert.That(k.SpillLoadBytes, Is.Zero, $"{file} ({arch}): {k.Kernel} spills registers (loads)");
+                report.Add($"{k.Kernel,-36} {k.Registers,4} registers {k.StackBytes,4} B stack {k.SharedBytes,6} B shared");
             }
-            Assert.That(kernels, Is.EquivalentTo(KernelSources.KernelNames(file)), $"{file} ({arch}): the kernels ptxas reported on");
+            Assert.That(kernels.Select(k => k.Kernel), Is.EquivalentTo(KernelSources.KernelNames(file)), $"{file} ({arch}): the kernels ptxas reported on");
         }
         TestContext.Out.WriteLine($"{arch}: {files.Length} files, {KernelSources.FileOfKernel.Count} kernels, {compiled.Values.Sum(c => c.Image.Length)} bytes of cubin");
         foreach (var line in report) TestContext.Out.WriteLine(line);
