@@ -22,6 +22,8 @@
 #                                         cuBLASLt's epilogue; one profiled step of each per batch (kernels by their
 #                                         share of it); then the table again with columns for the graphed and other-attention
 #                                         steps. Everything before step 5 is on disk if a time limit cuts it short.
+#                                      6. ptxas's report on every kernel from this machine's NVRTC (peft kernels):
+#                                         registers and spills, to set beside the build machine's NVRTC 11.8
 #                                      --out DIR collects every log, the JSON rows and table.md in one folder.
 #                                      Each section's header says the seconds since the start ("== [95s] ..."). When
 #                                      the tensor-core attention's case or LinearInSixteenBits fails on the GPU, the
@@ -281,6 +283,12 @@ if [ "$peer_rc" -eq 0 ]; then
   fi
   rm -f "$out/table.tmp"
 fi
-echo "== results in $out: machine.txt selftest.log steps.log ours.json ours-graph.json ours-other-attention.json ours-no-epilogues.json peer.log peer.json table.md"
+# Last, as it needs no GPU: ptxas's report on every kernel from this machine's NVRTC for this GPU (registers, spills),
+# to compare with the NVRTC the kernels were checked with (peft kernels on the build machine).
+gpu_arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .' || true)
+section "the kernels as this machine's NVRTC compiles them: peft kernels --arch sm_${gpu_arch:-90}" | tee "$out/kernels.log"
+"$peft" kernels --arch "sm_${gpu_arch:-90}" >> "$out/kernels.log" 2>&1 || echo "== peft kernels: FAILED (see kernels.log)"
+tail -n 1 "$out/kernels.log"
+echo "== results in $out: machine.txt selftest.log steps.log ours.json ours-graph.json ours-other-attention.json ours-no-epilogues.json peer.log peer.json table.md kernels.log"
 [ "$rc" -eq 0 ] && section "result: every op passed on the GPU" || section "result: FAILED"
 exit $rc
