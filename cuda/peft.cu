@@ -39,13 +39,14 @@ extern "C" __global__ void add_selected_entries(float* dvalues, const float* den
 // instead moves a 32-byte sector for each 2- or 4-byte value (an entry's column is anywhere in the row), which made
 // the reduction L2-bound. dy[r, o] is read directly (consecutive entries, consecutive o for k = 1: coalesced). Each
 // entry sums its rows in order; with row slices, partials [slices, N·k] go to column_partials_sum (deterministic).
-// x is float32 (format 0) or the Linear's input as it was kept, packed in bf16 (2) or fp16 (3); dy likewise
-// (dy_format). Each operand is rounded to the GEMMs' precision (0 fp32, 1 tf32, 2 bf16, 3 fp16) as it is read, as the
-// dense product dyᵀ·x would read it (a no-op for packed values, whose format is the precision). Rows wider than the
-// tile (K > SPARSE_TILE) read x from global memory.
-// Latency, not bandwidth, bounds this kernel: a thread's loads are issued in batches (SPARSE_STAGE values of a tile,
-// SPARSE_ROWS rows of dy) before any is used, with indices clamped in bounds so that no load sits behind a branch, and
-// the operand formats are template parameters (sparse_weight_grad_rows) so the loops hold no format switch.
+// x is float32 or the Linear's input as it was kept, packed in 16 bits in the GEMMs' precision; dy likewise (the
+// kernel's suffix says which are packed: x16, dy16). A float32 operand is rounded to the GEMMs' precision (0 fp32,
+// 1 tf32, 2 bf16, 3 fp16) as it is read, as the dense product dyᵀ·x would read it. Rows wider than the tile
+// (K > SPARSE_TILE) read x from global memory, a row at a time.
+// A thread's loads go out in batches (SPARSE_STAGE values of a tile, SPARSE_ROWS rows of dy) before any is used, with
+// indices clamped in bounds so that no load waits behind a branch, and the formats are template parameters
+// (sparse_weight_grad_rows) so the loops hold no format switch: with one load in flight per thread, as before, the
+// kernel waits on memory's latency rather than moving bytes.
 #define SPARSE_ENTRIES 1024
 #define SPARSE_TILE 8192
 #define SPARSE_STAGE 8
@@ -85,7 +86,7 @@ __device__ __forceinline__ void sparse_weight_grad_rows(float* dvalues, float* p
     if (tile_rows >= SPARSE_ROWS) tile_rows -= tile_rows % SPARSE_ROWS;
     for (int r0 = begin; tile_rows > 0 && r0 < end; r0 += tile_rows)
     {
-        // tile[j] = x[r0·K + j] for j < n·K: each thread loads its SPARSE_STAGE values (the last index repeated past
+        // sparse_tile[j] = x[r0·K + j] for j < n·K: each thread loads its SPARSE_STAGE values (the last index repeated past
         // the end) before it stores any.
         int n = min(tile_rows, end - r0), size = n * K;
         const long long at = (long long)r0 * K;
