@@ -86,8 +86,8 @@ __device__ __forceinline__ void sparse_weight_grad_rows(float* dvalues, float* p
     if (tile_rows >= SPARSE_ROWS) tile_rows -= tile_rows % SPARSE_ROWS;
     for (int r0 = begin; tile_rows > 0 && r0 < end; r0 += tile_rows)
     {
-        // sparse_tile[j] = x[r0·K + j] for j < n·K: each thread loads its SPARSE_STAGE values (the last index repeated past
-        // the end) before it stores any.
+        // sparse_tile[j] = x[r0·K + j] for j < n·K: each thread loads its SPARSE_STAGE values (the last index repeated
+        // past the end) before it stores any.
         int n = min(tile_rows, end - r0), size = n * K;
         const long long at = (long long)r0 * K;
         for (int j0 = threadIdx.x; j0 < size; j0 += SPARSE_STAGE * 256)
