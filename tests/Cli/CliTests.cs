@@ -466,9 +466,12 @@ public class CliTests
                 Assert.That(code, Is.EqualTo(1), stdout);
                 Assert.That(stdout, Does.Contain($"{failing} failed on this GPU").And.Contain(skipped).And.Contain("] result: FAILED"));
                 Assert.That(System.Text.RegularExpressions.Regex.IsMatch(stdout, @"^== \[\d+s\] training steps: ", System.Text.RegularExpressions.RegexOptions.Multiline), stdout);
-                var benchCalls = File.ReadAllLines(calls);
+                var peftCalls = File.ReadAllLines(calls);
+                var benchCalls = peftCalls.Where(c => c.StartsWith("bench ", StringComparison.Ordinal)).ToArray();
                 Assert.That(benchCalls, Has.Length.EqualTo(4), "the steps, the graphed steps, one comparison and the profile");
                 Assert.That(benchCalls, Has.All.StartWith("bench --train-step").And.All.Contain(flag));
+                Assert.That(peftCalls.Except(benchCalls), Is.EqualTo(new[] { "kernels --arch sm_90" }), "last, ptxas's report (no nvidia-smi here: sm_90)");
+                Assert.That(peftCalls[^1], Is.EqualTo("kernels --arch sm_90"));
             });
         }
         finally { File.Delete(calls); }
