@@ -242,30 +242,28 @@ template <int D> __device__ __forceinline__ int tc_col(int step, int r)
 }
 
 // One operand of load_tc_tiles: rows of [T, D] values `ld` apart, float32 (src) or already in 16 bits (src16, when not
-// null: read as they are), into `rows` ([row][dim]) and/or `cols` ([dim][row]).
-template <int D> struct TcSource
+// null: read as they are).
+struct TcSource
 {
     const float* src;
     long long ld;
-    TcRows<D>* rows;
-    TcCols<D>* cols;
     const unsigned short* src16;
 };
 
 // Part `part` (0 q, 1 k, 2 v) of this head's qkv as a load_tc_tiles operand: from q16 (qkv in 16 bits) when not null.
-template <int D>
-__device__ __forceinline__ TcSource<D> qkv_source(const AttentionHead& a, const unsigned short* q16, int part, TcRows<D>* rows, TcCols<D>* cols)
+__device__ __forceinline__ TcSource qkv_source(const AttentionHead& a, const unsigned short* q16, int part)
 {
-    if (q16) return {nullptr, a.ld, rows, cols, q16 + part * a.C};
-    return {a.q + part * a.C, a.ld, rows, cols, nullptr};
+    if (q16) return {nullptr, a.ld, q16 + part * a.C};
+    return {a.q + part * a.C, a.ld, nullptr};
 }
 
 // Values 4·d4 .. 4·d4 + 3 of a source's row: one float4 load, or from a 16-bit source one 8-byte load whose two pairs
-// ride in x and y (the registers the float4 would use, so a 16-bit tile costs none more).
-template <int D> __device__ __forceinline__ float4 tc_load4(const TcSource<D>& s, int row, int d4)
+// ride in x and y (the registers the float4 would use, so a 16-bit tile costs none more). __ldg: the source pointer is
+// picked between two, one null, so NVRTC cannot tell it is global and would issue a generic load.
+__device__ __forceinline__ float4 tc_load4(const TcSource& s, int row, int d4)
 {
-    if (!s.src16) return AS_VECTOR(const float4, s.src + (long long)row * s.ld)[d4];
-    unsigned long long q = AS_VECTOR(const unsigned long long, s.src16 + (long long)row * s.ld)[d4];
+    if (!s.src16) return __ldg(AS_VECTOR(const float4, s.src + (long long)row * s.ld) + d4);
+    unsigned long long q = __ldg(AS_VECTOR(const unsigned long long, s.src16 + (long long)row * s.ld) + d4);
     float4 v;
     v.x = bits_float((unsigned int)q);
     v.y = bits_float((unsigned int)(q >> 32));
@@ -273,9 +271,13 @@ template <int D> __device__ __forceinline__ float4 tc_load4(const TcSource<D>& s
     return v;
 }
 
-// Rows row0..row0+63 of two operands (zeros past T), between barriers: each thread issues its D / 4 float4 loads before
-// the first barrier (the previous tiles are consumed) and stores after it, so a tile costs about one memory latency.
-template <int D> __device__ __forceinline__ void load_tc_tiles(TcSource<D> a, TcSource<D> b, int T, int row0, int precision)
+// Rows row0..row0+63 of two operands (zeros past T) into their tiles ([row][dim] and/or [dim][row]; null: not wanted),
+// between barriers: each thread issues its D / 4 float4 loads before the first barrier (the previous tiles are
+// consumed) and stores after it, so a tile costs about one memory latency. The tiles are parameters of their own, not
+// members of TcSource: NVRTC does not follow a shared pointer through a struct, and the stores became generic ST.E.
+template <int D>
+__device__ __forceinline__ void load_tc_tiles(TcSource a, TcRows<D>* aRows, TcCols<D>* aCols, TcSource b, TcRows<D>* bRows, TcCols<D>* bCols,
+                                              int T, int row0, int precision)
 {
     const int perThread = TC_ROWS * D / 4 / 128;
     float4 va[perThread], vb[perThread], zero = {0.f, 0.f, 0.f, 0.f};
@@ -295,8 +297,8 @@ template <int D> __device__ __forceinline__ void load_tc_tiles(TcSource<D> a, Tc
         for (int side = 0; side < 2; side++)
         {
             float4 v = side == 0 ? va[r] : vb[r];
-            TcRows<D>* rows = side == 0 ? a.rows : b.rows;
-            TcCols<D>* cols = side == 0 ? a.cols : b.cols;
+            TcRows<D>* rows = side == 0 ? aRows : bRows;
+            TcCols<D>* cols = side == 0 ? aCols : bCols;
             bool halves = (side == 0 ? a.src16 : b.src16) != nullptr;
             unsigned int p01 = halves ? float_bits(v.x) : pack_pair(v.x, v.y, precision);
             unsigned int p23 = halves ? float_bits(v.y) : pack_pair(v.z, v.w, precision);
@@ -327,10 +329,10 @@ __device__ __forceinline__ void load_a_fragments(unsigned int f[D / 16][4], cons
     for (int kk = 0; kk < D / 16; kk++)
     {
         const float *a = src + (long long)rowA * ld + 16 * kk + 2 * t, *b = src + (long long)rowB * ld + 16 * kk + 2 * t;
-        f[kk][0] = rowA < T ? pack_pair(a[0], a[1], precision) : 0u;
-        f[kk][1] = rowB < T ? pack_pair(b[0], b[1], precision) : 0u;
-        f[kk][2] = rowA < T ? pack_pair(a[8], a[9], precision) : 0u;
-        f[kk][3] = rowB < T ? pack_pair(b[8], b[9], precision) : 0u;
+        f[kk][0] = rowA < T ? pack_pair(__ldg(a), __ldg(a + 1), precision) : 0u;
+        f[kk][1] = rowB < T ? pack_pair(__ldg(b), __ldg(b + 1), precision) : 0u;
+        f[kk][2] = rowA < T ? pack_pair(__ldg(a + 8), __ldg(a + 9), precision) : 0u;
+        f[kk][3] = rowB < T ? pack_pair(__ldg(b + 8), __ldg(b + 9), precision) : 0u;
     }
 }
 
@@ -485,7 +487,7 @@ __device__ void attention_forward_tc(float* y, unsigned short* y16, float* lse, 
     for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
     for (int j0 = 0; j0 < T; j0 += TC_ROWS)
     {
-        load_tc_tiles<D>(qkv_source<D>(a, q16, 1, &ks, nullptr), qkv_source<D>(a, q16, 2, nullptr, &vt), T, j0, precision);
+        load_tc_tiles<D>(qkv_source(a, q16, 1), &ks, nullptr, qkv_source(a, q16, 2), nullptr, &vt, T, j0, precision);
         if (row0 >= T) continue; // the whole warp (it still meets the barriers)
         int keys = min(TC_ROWS, T - j0); // the tile's keys below T
         float sc[TC_ROWS / 8][4];
@@ -607,7 +609,7 @@ __device__ void attention_backward_dq_tc(float* dqkv, unsigned short* dqkv16, in
     for (int n = 0; n < D / 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
     for (int j0 = 0; j0 < T; j0 += TC_ROWS)
     {
-        load_tc_tiles<D>(qkv_source<D>(a, q16, 1, &ks, &kt), qkv_source<D>(a, q16, 2, &vs, nullptr), T, j0, precision);
+        load_tc_tiles<D>(qkv_source(a, q16, 1), &ks, &kt, qkv_source(a, q16, 2), &vs, nullptr, T, j0, precision);
         if (row0 >= T) continue;
         int keys = min(TC_ROWS, T - j0);
         float sc[TC_ROWS / 8][4], ds[TC_ROWS / 8][4];
@@ -644,7 +646,7 @@ __device__ void attention_backward_dkdv_tc(float* dqkv, unsigned short* dqkv16, 
     for (int n = 0; n < D / 8; n++) dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
     for (int i0 = 0; i0 < T; i0 += TC_ROWS)
     {
-        load_tc_tiles<D>(qkv_source<D>(a, q16, 0, &qs, &qt), TcSource<D>{dyHead, a.C, &dos, &dot, nullptr}, T, i0, precision);
+        load_tc_tiles<D>(qkv_source(a, q16, 0), &qs, &qt, TcSource{dyHead, a.C, nullptr}, &dos, &dot, T, i0, precision);
         if (key0 >= T) continue;
         int queries = min(TC_ROWS, T - i0); // the tile's queries below T
         float pt[TC_ROWS / 8][4], dst[TC_ROWS / 8][4]; // Pᵀ and dSᵀ: rows are this warp's keys, columns the tile's queries
