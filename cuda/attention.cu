@@ -21,14 +21,21 @@
 // columns j .. j + count, count 4 (one head's dims d .. d + 3: HD a multiple of 4 and the pointers aligned, `vector`) or 1.
 // Block (x: columns, y: rows), grid-stride over rows; a row's image and token are found once, its columns' slot, head
 // and dim with 32-bit arithmetic (the per-element 64-bit divisions of a flat index cost more than the bytes moved).
-template <class F> __device__ __forceinline__ void packed_rows(long long rows, int width, int T, bool vector, F body)
+// Each count has its own call, so it is a constant after inlining: with a run-time count the bodies' value arrays
+// went to local memory (a stack frame of 16 to 32 bytes in each of the four head kernels).
+template <int Step, class F> __device__ __forceinline__ void packed_rows_by(long long rows, int width, int T, F body)
 {
-    int step = vector ? 4 : 1;
     for (long long r = (long long)blockIdx.x * blockDim.y + threadIdx.y; r < rows; r += (long long)gridDim.x * blockDim.y)
     {
         long long b = r / T, t = r - b * T;
-        for (int j = threadIdx.x * step; j < width; j += blockDim.x * step) body(r, b, t, j, step);
+        for (int j = threadIdx.x * Step; j < width; j += blockDim.x * Step) body(r, b, t, j, Step);
     }
+}
+
+template <class F> __device__ __forceinline__ void packed_rows(long long rows, int width, int T, bool vector, F body)
+{
+    if (vector) packed_rows_by<4>(rows, width, T, body);
+    else packed_rows_by<1>(rows, width, T, body);
 }
 
 // Where column j of a packed row (image b, token t) sits in its slot's per-head [B, NH, T, HD] tensor; slot = j / (NH·HD).
