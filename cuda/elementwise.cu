@@ -44,14 +44,17 @@ struct StridedLayout
     long long strides[8];
 };
 
-// dst[flat(idx)] = src[Σ idx_d · strides_d] for every index of the view; dst is contiguous.
+// dst[flat(idx)] = src[Σ idx_d · strides_d] for every index of the view; dst is contiguous. The loop over dims is
+// unrolled to all 8 with the unused ones skipped: indexed by a run-time dim, the layout was copied to local memory.
 extern "C" __global__ void copy_strided(float* dst, const float* src, long long n, StridedLayout layout)
 {
     GRID_STRIDE(i, n)
     {
         long long rest = i, offset = 0;
-        for (int d = layout.rank - 1; d >= 0; d--)
+#pragma unroll
+        for (int d = 7; d >= 0; d--)
         {
+            if (d >= layout.rank) continue;
             offset += rest % layout.shape[d] * layout.strides[d];
             rest /= layout.shape[d];
         }
