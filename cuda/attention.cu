@@ -327,20 +327,30 @@ __device__ __forceinline__ void load_tc_tiles(TcSource a, TcRows<D>* aRows, TcCo
     __syncthreads();
 }
 
-// This warp's A fragments of rows r0..r0+15 × D dims of a row-major operand (zeros past T), one set per 16 dims.
-template <int D>
-__device__ __forceinline__ void load_a_fragments(unsigned int f[D / 16][4], const float* src, long long ld, int T, int r0, int precision)
+// This warp's A fragments of rows r0..r0+15 × D dims of a row-major operand (zeros past T), one set per 16 dims, packed
+// in the 16-bit format Precision (2 bf16, 3 fp16).
+template <int D, int Precision>
+__device__ __forceinline__ void load_a_fragments_as(unsigned int f[D / 16][4], const float* src, long long ld, int T, int r0)
 {
     int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4, rowA = r0 + g, rowB = r0 + g + 8;
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++)
     {
         const float *a = src + (long long)rowA * ld + 16 * kk + 2 * t, *b = src + (long long)rowB * ld + 16 * kk + 2 * t;
-        f[kk][0] = rowA < T ? pack_pair(__ldg(a), __ldg(a + 1), precision) : 0u;
-        f[kk][1] = rowB < T ? pack_pair(__ldg(b), __ldg(b + 1), precision) : 0u;
-        f[kk][2] = rowA < T ? pack_pair(__ldg(a + 8), __ldg(a + 9), precision) : 0u;
-        f[kk][3] = rowB < T ? pack_pair(__ldg(b + 8), __ldg(b + 9), precision) : 0u;
+        f[kk][0] = rowA < T ? pack_pair(__ldg(a), __ldg(a + 1), Precision) : 0u;
+        f[kk][1] = rowB < T ? pack_pair(__ldg(b), __ldg(b + 1), Precision) : 0u;
+        f[kk][2] = rowA < T ? pack_pair(__ldg(a + 8), __ldg(a + 9), Precision) : 0u;
+        f[kk][3] = rowB < T ? pack_pair(__ldg(b + 8), __ldg(b + 9), Precision) : 0u;
     }
+}
+
+// The same for a run-time precision: one call per format, so that pack_pair's switch on it is decided before the
+// loads (inside it, each load sat in a branch of its own and waited for the one before: D / 4 round trips in a row).
+template <int D>
+__device__ __forceinline__ void load_a_fragments(unsigned int f[D / 16][4], const float* src, long long ld, int T, int r0, int precision)
+{
+    if (precision == 3) load_a_fragments_as<D, 3>(f, src, ld, T, r0);
+    else load_a_fragments_as<D, 2>(f, src, ld, T, r0);
 }
 
 // The same from an operand already in 16 bits: each fragment register is a pair read as it is.
@@ -567,6 +577,36 @@ __device__ void attention_forward_tc(float* y, unsigned short* y16, float* lse, 
     if (t == 0 && rowB < T) lse[(long long)a.bh * T + rowB] = mB + logf(lB);
 }
 
+// delta = Σ_d dO·y of this warp's 16 rows r0.. (rows below T), y float32 or, Packed, in the 16-bit `format` (as the
+// forward kept it): a lane sums dims lane, lane + 32, ..., then the warp sums the lanes. Every row's values are loaded,
+// as stored, before the first is widened or summed (a widening next to its load made each load wait for the one
+// before), so the 16 rows wait for memory about once, not once per value.
+template <int D, bool Packed>
+__device__ __forceinline__ void tc_delta_rows(float* deltaHead, const float* dyHead, const void* yHead, int format, long long ld, int T, int r0)
+{
+    int lane = threadIdx.x % 32;
+    float dyv[16][D / 32];
+    unsigned int yv[16][D / 32];
+#pragma unroll
+    for (int r = 0; r < 16; r++)
+#pragma unroll
+        for (int c = 0; c < D / 32; c++)
+        {
+            long long at = (long long)(r0 + r) * ld + lane + 32 * c;
+            dyv[r][c] = r0 + r < T ? dyHead[at] : 0.f;
+            yv[r][c] = r0 + r < T ? load_stored<Packed>(yHead, at) : 0u;
+        }
+#pragma unroll
+    for (int r = 0; r < 16; r++)
+    {
+        float part = 0.f;
+#pragma unroll
+        for (int c = 0; c < D / 32; c++) part += dyv[r][c] * widen_stored<Packed>(yv[r][c], format);
+        float sum = warp_sum(part);
+        if (r0 + r < T && lane == 0) deltaHead[r0 + r] = sum;
+    }
+}
+
 // Backward, query side: delta [B, NH, T] = Σ_d dy·y per row, then (when dqkv is given) dq = scale·dS·k with
 // P = exp(s − lse) and dS = P ⊙ (dO·vᵀ − delta), into dqkv's q columns (and dqkv16's, in 16 bits, when not null).
 template <int D>
@@ -582,30 +622,10 @@ __device__ void attention_backward_dq_tc(float* dqkv, unsigned short* dqkv16, in
     int row0 = (blockIdx.x * 4 + a.warp) * 16;
     long long headAt = (long long)a.b * T * a.C + (long long)a.h * HD;
     const float* dyHead = dy + headAt;
-    const void* yHead = y16 ? (const void*)(y16 + headAt) : (const void*)(y + headAt); // y in 16 bits: as the forward kept it
-    int yFormat = y16 ? precision : 0;
-    // delta of this warp's 16 rows (read back below by the warp's own threads, after load_tc_tiles' barriers): a lane sums
-    // dims lane, lane + 32, ..., then the warp sums the lanes. Every row's values are loaded before the first sum, so the
-    // 16 rows wait for memory about once, not once each.
-    float dyv[16][D / 32], yv[16][D / 32];
-#pragma unroll
-    for (int r = 0; r < 16; r++)
-#pragma unroll
-        for (int c = 0; c < D / 32; c++)
-        {
-            long long at = (long long)(row0 + r) * a.C + a.lane + 32 * c;
-            dyv[r][c] = row0 + r < T ? dyHead[at] : 0.f;
-            yv[r][c] = row0 + r < T ? load_operand(yHead, yFormat, at) : 0.f;
-        }
-#pragma unroll
-    for (int r = 0; r < 16; r++)
-    {
-        float part = 0.f;
-#pragma unroll
-        for (int c = 0; c < D / 32; c++) part += dyv[r][c] * yv[r][c];
-        float sum = warp_sum(part);
-        if (row0 + r < T && a.lane == 0) delta[(long long)a.bh * T + row0 + r] = sum;
-    }
+    // delta of this warp's 16 rows (read back below by the warp's own threads, after load_tc_tiles' barriers)
+    float* deltaHead = delta + (long long)a.bh * T;
+    if (y16) tc_delta_rows<D, true>(deltaHead, dyHead, y16 + headAt, precision, a.C, T, row0);
+    else tc_delta_rows<D, false>(deltaHead, dyHead, y + headAt, 0, a.C, T, row0);
     if (!dqkv) return;
     unsigned int qa[D / 16][4], da[D / 16][4];
     load_qkv_fragments<D>(qa, a, q16, 0, T, row0, precision);
@@ -622,7 +642,7 @@ __device__ void attention_backward_dq_tc(float* dqkv, unsigned short* dqkv16, in
         float sc[TC_ROWS / 8][4], ds[TC_ROWS / 8][4];
         tc_scores<D>(sc, qa, ks, keys, precision);
         tc_scores<D>(ds, da, vs, keys, precision);
-        tc_softmax_backward(sc, ds, a, scale, T, row0, j0, false, lseHead, delta + (long long)a.bh * T);
+        tc_softmax_backward(sc, ds, a, scale, T, row0, j0, false, lseHead, deltaHead);
         tc_accumulate<D>(dq, ds, kt, keys, precision);
     }
     if (row0 >= T) return;
