@@ -262,6 +262,43 @@ extern "C" __global__ void scale_shift_backward_input(float* dx, unsigned short*
     });
 }
 
+// scale_shift_backward's walk down column c: rows begin + threadIdx.y, + 8, ... below end, four at a time, dx (or dx16)
+// written and Σ g·x (when wantScale) and Σ g added to ds and dh. x is float32 or, Packed, 16-bit in x_format; the four
+// rows' values are loaded as stored, and widened only after all are issued (widened next to its load, each 16-bit
+// value waited for the one before it).
+template <bool Packed>
+__device__ __forceinline__ void scale_shift_backward_column(float& ds, float& dh, float* dx, unsigned short* dx16, int dx_format, bool wantScale,
+                                                            const float* dy, const void* x, int x_format, float sc, float sh, int c, int C,
+                                                            int begin, int end, int gelu_after, int accumulate)
+{
+    bool needX = gelu_after || wantScale;
+    for (int r0 = begin + threadIdx.y; r0 < end; r0 += 4 * COLUMN_THREADS_Y)
+    {
+        float g[4];
+        unsigned int xs[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+        {
+            long long i = (long long)(r0 + u * COLUMN_THREADS_Y) * C + c;
+            bool inside = r0 + u * COLUMN_THREADS_Y < end;
+            g[u] = inside ? dy[i] : 0.f;
+            xs[u] = inside && needX ? load_stored<Packed>(x, i) : 0u;
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+        {
+            if (r0 + u * COLUMN_THREADS_Y >= end) break;
+            long long i = (long long)(r0 + u * COLUMN_THREADS_Y) * C + c;
+            float xi = widen_stored<Packed>(xs[u], x_format);
+            if (gelu_after) g[u] *= gelu_slope(xi * sc + sh);
+            if (dx16) dx16[i] = dx_format == 3 ? to_fp16(g[u] * sc).bits : to_bf16(g[u] * sc).bits;
+            else if (dx) store(dx + i, g[u] * sc, accumulate);
+            if (wantScale) ds += g[u] * xi;
+            dh += g[u];
+        }
+    }
+}
+
 // SSF backward in one pass over dy: g = dy (or, with gelu_after, dy·GELU'(x·scale + shift): the backward of GELU after
 // the scale-shift), dx = g·scale (when dx is given; dx16 instead, in 16 bits, when that is given), dscale[c] += Σ_r g·x,
 // dshift[c] += Σ_r g (either may be null).
@@ -278,32 +315,16 @@ extern "C" __global__ void scale_shift_backward(float* dx, unsigned short* dx16,
     int begin, end;
     column_slice(rows, begin, end);
     float ds = 0.f, dh = 0.f;
-    bool needX = gelu_after || dscale;
     float sc = c < C ? scale[c] : 0.f, sh = c < C && gelu_after ? shift[c] : 0.f;
     if (c < C)
-        for (int r0 = begin + threadIdx.y; r0 < end; r0 += 4 * COLUMN_THREADS_Y)
-        {
-            float g[4], xi[4];
-#pragma unroll
-            for (int u = 0; u < 4; u++)
-            {
-                long long i = (long long)(r0 + u * COLUMN_THREADS_Y) * C + c;
-                bool inside = r0 + u * COLUMN_THREADS_Y < end;
-                g[u] = inside ? dy[i] : 0.f;
-                xi[u] = inside && needX ? load_operand(x, x_format, i) : 0.f;
-            }
-#pragma unroll
-            for (int u = 0; u < 4; u++)
-            {
-                if (r0 + u * COLUMN_THREADS_Y >= end) break;
-                long long i = (long long)(r0 + u * COLUMN_THREADS_Y) * C + c;
-                if (gelu_after) g[u] *= gelu_slope(xi[u] * sc + sh);
-                if (dx16) dx16[i] = dx_format == 3 ? to_fp16(g[u] * sc).bits : to_bf16(g[u] * sc).bits;
-                else if (dx) store(dx + i, g[u] * sc, accumulate);
-                if (dscale) ds += g[u] * xi[u];
-                dh += g[u];
-            }
-        }
+    {
+        if (x_format != 0)
+            scale_shift_backward_column<true>(ds, dh, dx, dx16, dx_format, dscale != nullptr, dy, x, x_format, sc, sh, c, C, begin, end,
+                                              gelu_after, accumulate);
+        else
+            scale_shift_backward_column<false>(ds, dh, dx, dx16, dx_format, dscale != nullptr, dy, x, 0, sc, sh, c, C, begin, end, gelu_after,
+                                               accumulate);
+    }
     partialScale[threadIdx.y][threadIdx.x] = ds;
     partialShift[threadIdx.y][threadIdx.x] = dh;
     __syncthreads();
