@@ -225,8 +225,11 @@ extern "C" __global__ void scale_shift_forward(float* y, unsigned short* y16, un
     bool vector = C % 4 == 0 && aligned_for(y) && aligned_for(y16, format) && aligned_for(x16, format) && aligned_for(x, x_format)
         && aligned_for(scale) && aligned_for(shift) && aligned_for(residual);
     grid_stride_quads((long long)rows * C, vector, [&](long long i, int count) {
-        float v[4], s[4], t[4];
+        float v[4], s[4], t[4], r[4];
         long long c = i % C;
+        // the residual is loaded with x, before x16's store: after it, it would wait for a second round trip (the
+        // compiler may not move a load above a store it cannot tell apart from it)
+        if (residual) load_values(r, residual, i, count);
         load_values(v, x, x_format, i, count);
         load_values(s, scale, c, count);
         load_values(t, shift, c, count);
@@ -237,10 +240,7 @@ extern "C" __global__ void scale_shift_forward(float* y, unsigned short* y16, un
             v[k] = gelu_after ? gelu(z) : z;
         }
         if (residual)
-        {
-            load_values(s, residual, i, count);
-            for (int k = 0; k < count; k++) v[k] = s[k] + v[k];
-        }
+            for (int k = 0; k < count; k++) v[k] = r[k] + v[k];
         if (y16) store_halves(y16, i, v, count, format);
         else store_values(y, i, v, count, 0);
     });
