@@ -422,12 +422,13 @@ __device__ __forceinline__ void tc_accumulate(float acc[D / 8][4], const float p
     }
 }
 
-// Writes (or adds) this warp's 16 rows × D dims of acc·factor at out + row·ld (rows below T only).
+// Writes (or adds) this warp's 16 rows × D dims of acc·factor at out + base + row·ld (rows below T only).
 // out16, when not null, gets each value stored in 16 bits at the same place (format 2 bf16, 3 fp16): a gradient's copy
-// for the products that read it (store_gradient).
+// for the products that read it (store_gradient). The offset travels apart from the pointers, which stay the kernel's
+// own: an offset added to a pointer that may be null is picked by a select, and NVRTC made the stores through it generic.
 template <int D>
-__device__ __forceinline__ void store_tc_rows(float* out, unsigned short* out16, int format, long long ld, const float acc[D / 8][4],
-                                              float factor, int T, int r0, int accumulate)
+__device__ __forceinline__ void store_tc_rows(float* out, unsigned short* out16, long long base, int format, long long ld,
+                                              const float acc[D / 8][4], float factor, int T, int r0, int accumulate)
 {
     int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
 #pragma unroll
@@ -435,13 +436,13 @@ __device__ __forceinline__ void store_tc_rows(float* out, unsigned short* out16,
     {
         if (r0 + g < T)
         {
-            long long at = (long long)(r0 + g) * ld + 8 * n + 2 * t;
+            long long at = base + (long long)(r0 + g) * ld + 8 * n + 2 * t;
             store_gradient(out, out16, format, at, acc[n][0] * factor, accumulate);
             store_gradient(out, out16, format, at + 1, acc[n][1] * factor, accumulate);
         }
         if (r0 + g + 8 < T)
         {
-            long long at = (long long)(r0 + g + 8) * ld + 8 * n + 2 * t;
+            long long at = base + (long long)(r0 + g + 8) * ld + 8 * n + 2 * t;
             store_gradient(out, out16, format, at, acc[n][2] * factor, accumulate);
             store_gradient(out, out16, format, at + 1, acc[n][3] * factor, accumulate);
         }
@@ -572,7 +573,7 @@ __device__ void attention_forward_tc(float* y, unsigned short* y16, float* lse, 
     }
     long long yAt = (long long)a.b * T * a.C + (long long)a.h * HD;
     if (y16) store_tc_rows16<D>(y16 + yAt, a.C, o, T, row0, precision);
-    else store_tc_rows<D>(y + yAt, nullptr, 0, a.C, o, 1.f, T, row0, 0);
+    else store_tc_rows<D>(y, nullptr, yAt, 0, a.C, o, 1.f, T, row0, 0);
     if (t == 0 && rowA < T) lse[(long long)a.bh * T + rowA] = mA + logf(lA);
     if (t == 0 && rowB < T) lse[(long long)a.bh * T + rowB] = mB + logf(lB);
 }
@@ -647,7 +648,7 @@ __device__ void attention_backward_dq_tc(float* dqkv, unsigned short* dqkv16, in
     }
     if (row0 >= T) return;
     long long dqAt = (long long)a.b * T * a.ld + (long long)a.h * HD;
-    store_tc_rows<D>(dqkv + dqAt, dqkv16 ? dqkv16 + dqAt : nullptr, copyFormat, a.ld, dq, scale, T, row0, accumulate);
+    store_tc_rows<D>(dqkv, dqkv16, dqAt, copyFormat, a.ld, dq, scale, T, row0, accumulate);
 }
 
 // Backward, key side: dk = scale·dSᵀ·q and dv = Pᵀ·dO for this block's keys, from Sᵀ = k·qᵀ and dPᵀ = v·dOᵀ, with
@@ -685,9 +686,8 @@ __device__ void attention_backward_dkdv_tc(float* dqkv, unsigned short* dqkv16, 
     }
     if (key0 >= T) return;
     long long dkAt = (long long)a.b * T * a.ld + a.C + (long long)a.h * HD;
-    unsigned short* dk16 = dqkv16 ? dqkv16 + dkAt : nullptr;
-    store_tc_rows<D>(dqkv + dkAt, dk16, copyFormat, a.ld, dk, scale, T, key0, accumulate);
-    store_tc_rows<D>(dqkv + dkAt + a.C, dk16 ? dk16 + a.C : nullptr, copyFormat, a.ld, dv, 1.f, T, key0, accumulate);
+    store_tc_rows<D>(dqkv, dqkv16, dkAt, copyFormat, a.ld, dk, scale, T, key0, accumulate);
+    store_tc_rows<D>(dqkv, dqkv16, dkAt + a.C, copyFormat, a.ld, dv, 1.f, T, key0, accumulate);
 }
 
 // The entry points, one per head dim: 64 (ViT's heads; no suffix) and 32 (Swin's). Each instance has shared tiles of

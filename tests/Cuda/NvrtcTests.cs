@@ -126,6 +126,28 @@ public class NvrtcTests
         Assert.That(Body(sm70, "fused_attention_forward"), Does.Not.Contain("trap;"), "the FMA kernels run everywhere");
     }
 
+    /// <summary>Every load and store of the tensor-core attention kernels names its state space in the PTX (ld.global,
+    /// st.shared, ...). A generic one (`st.u16`) is what NVRTC emits when it cannot follow a pointer: a shared tile
+    /// reached through a struct member, or an operand picked by a select against null. The hardware must then resolve
+    /// each address at run time, and ptxas must assume a generic store may alias the loads around it.</summary>
+    [Test]
+    public void TensorCoreAttentionNamesTheStateSpaceOfEveryAccess()
+    {
+        string ptx = System.Text.Encoding.ASCII.GetString(Compiled.Value[("attention.cu", "compute_80")].Image);
+        var generic = new System.Text.RegularExpressions.Regex(@"^\s*(?:@!?%p\d+\s+)?(?:ld|st)(?:\.v[248])?\.[bfsu]\d+\s", System.Text.RegularExpressions.RegexOptions.Multiline);
+        foreach (var kernel in new[] { "fused_attention_forward_tc", "fused_attention_backward_dq_tc", "fused_attention_backward_dkdv_tc" }
+                     .SelectMany(k => new[] { k, k + "32" }))
+        {
+            int start = ptx.IndexOf($".entry {kernel}(", StringComparison.Ordinal);
+            Assert.That(start, Is.GreaterThanOrEqualTo(0), $"no {kernel} in the PTX");
+            int end = ptx.IndexOf(".entry ", start + 7, StringComparison.Ordinal);
+            string body = end < 0 ? ptx[start..] : ptx[start..end];
+            var found = generic.Matches(body).Select(m => m.Value.Trim()).ToList();
+            Assert.That(found, Is.Empty, $"{kernel}: {found.Count} generic loads or stores, e.g. {found.FirstOrDefault()}");
+            Assert.That(body, Does.Contain("st.shared.").And.Contain("ld.shared."), kernel);
+        }
+    }
+
     [Test]
     public void TheKernelCacheHitsOnTheSecondCompileAndMissesOnAnEdit()
     {
