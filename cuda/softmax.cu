@@ -108,23 +108,65 @@ extern "C" __global__ void softmax_forward(float* y, unsigned short* y16, int co
     }
 }
 
+// softmax_backward's rows, y float32 or, Packed, 16-bit in y_format. Rows up to 32·SOFTMAX_LANE_VALUES wide stay in
+// registers: dy and y loaded once, every value of the row issued before the first is used (y's stored bits widened
+// after; widened next to its load, each 16-bit value waited for the one before it). Wider rows read both twice.
+template <bool Packed>
+__device__ __forceinline__ void softmax_backward_rows(float* dx, unsigned short* dx16, int format, const float* dy, const void* y,
+                                                      int y_format, long long rows, int cols, int accumulate)
+{
+    int lane = threadIdx.x % 32;
+    if (cols <= 32 * SOFTMAX_LANE_VALUES)
+    {
+        WARP_PER_ROW(row, rows)
+        {
+            float g[SOFTMAX_LANE_VALUES];
+            unsigned int yb[SOFTMAX_LANE_VALUES];
+#pragma unroll
+            for (int k = 0; k < SOFTMAX_LANE_VALUES; k++)
+            {
+                long long at = row * cols + lane + 32 * k;
+                bool inside = lane + 32 * k < cols;
+                g[k] = inside ? dy[at] : 0.f;
+                yb[k] = inside ? load_stored<Packed>(y, at) : 0u;
+            }
+            float s = 0.f;
+#pragma unroll
+            for (int k = 0; k < SOFTMAX_LANE_VALUES; k++)
+                if (lane + 32 * k < cols) s += g[k] * widen_stored<Packed>(yb[k], y_format);
+            s = warp_sum(s);
+#pragma unroll
+            for (int k = 0; k < SOFTMAX_LANE_VALUES; k++)
+            {
+                if (lane + 32 * k >= cols) continue;
+                long long at = row * cols + lane + 32 * k;
+                float v = widen_stored<Packed>(yb[k], y_format) * (g[k] - s);
+                if (dx16) dx16[at] = format == 3 ? to_fp16(v).bits : to_bf16(v).bits;
+                else store(dx + at, v, accumulate);
+            }
+        }
+        return;
+    }
+    WARP_PER_ROW(row, rows)
+    {
+        const float* dyr = dy + row * cols;
+        float s = 0.f;
+        for (int j = lane; j < cols; j += 32) s += dyr[j] * widen_stored<Packed>(load_stored<Packed>(y, row * cols + j), y_format);
+        s = warp_sum(s);
+        for (int j = lane; j < cols; j += 32)
+        {
+            float v = widen_stored<Packed>(load_stored<Packed>(y, row * cols + j), y_format) * (dyr[j] - s);
+            if (dx16) dx16[row * cols + j] = format == 3 ? to_fp16(v).bits : to_bf16(v).bits;
+            else store(dx + row * cols + j, v, accumulate);
+        }
+    }
+}
+
 // dx = y ⊙ (dy − Σ_j dy·y) per row; or dx16 instead, in 16 bits (format 2 bf16, 3 fp16). y float32 or 16-bit
 // (y_format 0, 2, 3: attention's probabilities as the P·v product read them).
 extern "C" __global__ void softmax_backward(float* dx, unsigned short* dx16, int format, const float* dy, const void* y, int y_format,
                                            long long rows, int cols, int accumulate)
 {
-    int lane = threadIdx.x % 32;
-    WARP_PER_ROW(row, rows)
-    {
-        const float* dyr = dy + row * cols;
-        float s = 0.f;
-        for (int j = lane; j < cols; j += 32) s += dyr[j] * load_operand(y, y_format, row * cols + j);
-        s = warp_sum(s);
-        for (int j = lane; j < cols; j += 32)
-        {
-            float v = load_operand(y, y_format, row * cols + j) * (dyr[j] - s);
-            if (dx16) dx16[row * cols + j] = format == 3 ? to_fp16(v).bits : to_bf16(v).bits;
-            else store(dx + row * cols + j, v, accumulate);
-        }
-    }
+    if (y_format != 0) softmax_backward_rows<true>(dx, dx16, format, dy, y, y_format, rows, cols, accumulate);
+    else softmax_backward_rows<false>(dx, dx16, format, dy, y, 0, rows, cols, accumulate);
 }
