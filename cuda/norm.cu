@@ -227,12 +227,13 @@ extern "C" __global__ void scale_shift_forward(float* y, unsigned short* y16, un
     grid_stride_quads((long long)rows * C, vector, [&](long long i, int count) {
         float v[4], s[4], t[4], r[4];
         long long c = i % C;
-        // the residual is loaded with x, before x16's store: after it, it would wait for a second round trip (the
-        // compiler may not move a load above a store it cannot tell apart from it)
+        // Every load before x's, which is widened inside a switch on its format (a load after that switch waits for
+        // x), and the residual's before x16's store (after it, it would wait for a second round trip: the compiler may
+        // not move a load above a store it cannot tell apart from it).
         if (residual) load_values(r, residual, i, count);
-        load_values(v, x, x_format, i, count);
         load_values(s, scale, c, count);
         load_values(t, shift, c, count);
+        load_values(v, x, x_format, i, count);
         if (x16) store_halves(x16, i, v, count, format);
         for (int k = 0; k < count; k++)
         {
