@@ -58,11 +58,42 @@ public class ThreadOrderTests
             InOrder(order, device => GraphCheck.Train(TinyModels.Create(family, device), TinyModels.Classes, method, graph: false, precision: Precision.BF16));
         var ascending = Train(EmulatedThreadOrder.Ascending);
         var descending = Train(EmulatedThreadOrder.Descending);
-        Assert.That(descending.Losses.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(ascending.Losses.Select(BitConverter.SingleToInt32Bits)),
-            $"losses {string.Join(", ", descending.Losses)} descending, {string.Join(", ", ascending.Losses)} ascending");
-        for (int p = 0; p < ascending.Parameters.Length; p++)
-            Assert.That(descending.Parameters[p].Select(BitConverter.SingleToInt32Bits), Is.EqualTo(ascending.Parameters[p].Select(BitConverter.SingleToInt32Bits)),
-                $"parameter {p} after six steps");
-        Assert.That(ascending.Parameters.Zip(ascending.Initial).Any(p => !p.First.SequenceEqual(p.Second)), "training moved the parameters");
+        AssertSameBits(descending, ascending, "descending", "ascending");
+    }
+
+    static readonly Lazy<(CudaDevice? Device, string Reason)> OneMultiprocessor = new(() =>
+        CudaDevice.TryOpenEmulated(out var device, out var reason, multiprocessors: 1) ? (device, "") : (null, reason));
+
+    /// <summary>Grid-stride and row kernels sized to one block per multiprocessor (a GPU's grid for a kernel whose
+    /// registers leave room for one, <see cref="CudaRuntime.GridStrideBlocks"/>) train to the same bits as at eight:
+    /// six AdamW steps of each tiny model in bf16, on one multiprocessor, where one block's 256 threads stride over
+    /// every tensor of more than 1,024 values eight times as often as eight blocks do.</summary>
+    [Test]
+    public void TrainingGivesTheSameBitsOnOneBlockPerMultiprocessor([Values("vit64", "swin", "convnext")] string family)
+    {
+        var (device, reason) = OneMultiprocessor.Value;
+        if (device == null) Assert.Ignore($"backend emulated-cuda unavailable: {reason}");
+        var runtime = (EmulatedRuntime)device!.Runtime;
+        GraphCheck.Result Train() => GraphCheck.Train(TinyModels.Create(family, device), TinyModels.Classes, "full", graph: false, precision: Precision.BF16);
+        var eight = Train();
+        runtime.ResidentBlocksPerMultiprocessor = 1;
+        try
+        {
+            AssertSameBits(Train(), eight, "one block per multiprocessor", "eight");
+        }
+        finally
+        {
+            runtime.ResidentBlocksPerMultiprocessor = CudaRuntime.DefaultResidentBlocks;
+        }
+    }
+
+    static void AssertSameBits(GraphCheck.Result got, GraphCheck.Result want, string gotName, string wantName)
+    {
+        Assert.That(got.Losses.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(want.Losses.Select(BitConverter.SingleToInt32Bits)),
+            $"losses {string.Join(", ", got.Losses)} ({gotName}), {string.Join(", ", want.Losses)} ({wantName})");
+        for (int p = 0; p < want.Parameters.Length; p++)
+            Assert.That(got.Parameters[p].Select(BitConverter.SingleToInt32Bits), Is.EqualTo(want.Parameters[p].Select(BitConverter.SingleToInt32Bits)),
+                $"parameter {p} after six steps ({gotName} against {wantName})");
+        Assert.That(want.Parameters.Zip(want.Initial).Any(p => !p.First.SequenceEqual(p.Second)), "training moved the parameters");
     }
 }

@@ -68,6 +68,7 @@ public static unsafe partial class CudaDriver
     [LibraryImport(Lib)] public static partial int cuModuleLoadData(out IntPtr module, void* image);
     [LibraryImport(Lib)] public static partial int cuModuleUnload(IntPtr module);
     [LibraryImport(Lib)] public static partial int cuModuleGetFunction(out IntPtr function, IntPtr module, byte* name);
+    [LibraryImport(Lib)] public static partial int cuOccupancyMaxActiveBlocksPerMultiprocessor(out int blocks, IntPtr function, int blockSize, nuint dynamicSharedBytes);
     [LibraryImport(Lib)] public static partial int cuLaunchKernel(IntPtr function, uint gridX, uint gridY, uint gridZ,
         uint blockX, uint blockY, uint blockZ, uint sharedBytes, IntPtr stream, void** args, void** extra);
     [LibraryImport(Lib)] public static partial int cuStreamCreate(out IntPtr stream, uint flags);

@@ -35,18 +35,20 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     // ---------------------------------------------------------------- launch shapes
 
+    /// <summary>A reduction's grid: its partials, one per block, at most <c>_maxBlocks</c> (8 per multiprocessor).</summary>
     int Blocks(long threads) => (int)Math.Clamp((threads + Threads - 1) / Threads, 1, _maxBlocks);
 
-    /// <summary>A grid-stride kernel over <paramref name="n"/> items (nothing to do when n = 0).</summary>
+    /// <summary>A grid-stride kernel over <paramref name="n"/> items (nothing to do when n = 0), in one wave of the blocks
+    /// the multiprocessors hold (<see cref="CudaRuntime.GridStrideBlocks"/>).</summary>
     void GridStride(CudaKernel kernel, long n, params ReadOnlySpan<KernelArg> args)
     {
-        if (n > 0) _runtime.Launch(kernel, Blocks(n), Threads, args);
+        if (n > 0) _runtime.Launch(kernel, _runtime.GridStrideBlocks(kernel, n, Threads), Threads, args);
     }
 
-    /// <summary>A warp-per-row kernel over <paramref name="rows"/> rows.</summary>
+    /// <summary>A warp-per-row kernel over <paramref name="rows"/> rows, sized as <see cref="GridStride"/>.</summary>
     void WarpPerRow(CudaKernel kernel, long rows, params ReadOnlySpan<KernelArg> args)
     {
-        if (rows > 0) _runtime.Launch(kernel, Blocks(rows * 32), Threads, args);
+        if (rows > 0) _runtime.Launch(kernel, _runtime.GridStrideBlocks(kernel, rows * 32, Threads), Threads, args);
     }
 
     /// <summary>
@@ -603,7 +605,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     {
         if (rows == 0 || perRow == 0) return;
         int x = Math.Min(Threads, (perRow + 31) / 32 * 32), y = Threads / x;
-        _runtime.Launch(kernel, (int)Math.Clamp((rows + y - 1) / y, 1, _maxBlocks), new Dim3((uint)x, (uint)y), args);
+        _runtime.Launch(kernel, _runtime.GridStrideBlocks(kernel, rows * x, x * y), new Dim3((uint)x, (uint)y), args);
     }
 
     /// <summary>Whether <see cref="FusedAttentionForward"/> and <see cref="FusedAttentionBackward"/> run their tensor-core

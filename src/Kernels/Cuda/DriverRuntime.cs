@@ -21,6 +21,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     readonly Dictionary<string, IntPtr> _modules = new();
     readonly KernelImages _images;
     readonly Dictionary<CudaKernel, IntPtr> _functions = new();
+    readonly Dictionary<(CudaKernel, int), int> _residentBlocks = new();
     readonly object _gate = new();
     bool _disposed;
 
@@ -281,6 +282,21 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     {
         MakeCurrent();
         Check(cuLaunchKernel(Function(kernel), grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, 0, _stream, args, null), kernel.ToString());
+    }
+
+    /// <summary>The driver's occupancy for this kernel's registers and static shared memory at this block size, asked
+    /// once per kernel and size.</summary>
+    public override int ResidentBlocks(CudaKernel kernel, int threadsPerBlock)
+    {
+        var function = Function(kernel);
+        lock (_gate)
+        {
+            if (_residentBlocks.TryGetValue((kernel, threadsPerBlock), out int blocks)) return blocks;
+            MakeCurrent();
+            Check(cuOccupancyMaxActiveBlocksPerMultiprocessor(out blocks, function, threadsPerBlock, 0),
+                $"cuOccupancyMaxActiveBlocksPerMultiprocessor ({kernel}, {threadsPerBlock} threads)");
+            return _residentBlocks[(kernel, threadsPerBlock)] = Math.Max(1, blocks);
+        }
     }
 
     /// <summary>The function handle of <paramref name="kernel"/>, loading its family's module on first use.</summary>

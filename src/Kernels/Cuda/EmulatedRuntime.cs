@@ -65,6 +65,14 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     /// <inheritdoc/>
     public override int MaxGridYZ => GridLimit;
 
+    /// <summary>The blocks per multiprocessor that grid-stride kernels are sized to (<see cref="CudaRuntime.ResidentBlocks"/>):
+    /// <see cref="CudaRuntime.DefaultResidentBlocks"/> for every kernel unless a test lowers it, so that the kernels
+    /// run on the smaller grids a GPU gives those that use many registers.</summary>
+    public int ResidentBlocksPerMultiprocessor { get; set; } = DefaultResidentBlocks;
+
+    /// <inheritdoc/>
+    public override int ResidentBlocks(CudaKernel kernel, int threadsPerBlock) => ResidentBlocksPerMultiprocessor;
+
     /// <summary>The kernels the library exports, by name.</summary>
     public IReadOnlyCollection<string> KernelNames => _names.Keys;
 
