@@ -33,6 +33,7 @@ public static unsafe class DeviceBenchmarks
     public static IReadOnlyList<BenchmarkOp> Ops { get; } =
     [
         new("copy", "N", 1, "y = x (the yardstick of the others)"),
+        new("copy-driver", "N", 1, "y = x by the device's own copy (cuMemcpyDtoD on a GPU, memcpy on the CPU): the bar for the copy kernel"),
         new("add", "N", 1, "y = a + b (residual)"),
         new("gelu", "N", 1, "exact GELU forward"),
         new("gelu-backward", "N", 1, "GELU backward"),
@@ -255,6 +256,7 @@ public static unsafe class DeviceBenchmarks
         (long bytes, Action work) = op switch
         {
             "copy" => (2 * n * 4, (Action)(() => k.Copy(b.Data, a.Data, n, false))),
+            "copy-driver" => (2 * n * 4, () => DriverCopy(device, b.Data, a.Data, n)),
             "add" => (3 * n * 4, () => k.Add(c.Data, a.Data, b.Data, n)),
             "gelu" => (2 * n * 4, () => k.GeluForward(b.Data, null, a.Data, n)),
             "gelu-backward" => (3 * n * 4, () => k.GeluBackward(c.Data, null, b.Data, a.Data, n, false)),
@@ -359,6 +361,13 @@ public static unsafe class DeviceBenchmarks
         return packed;
     }
 
+    /// <summary>dst = src by the device's own copy rather than a kernel of ours.</summary>
+    static void DriverCopy(Device device, float* dst, float* src, long n)
+    {
+        if (device is CudaDevice cuda) cuda.Runtime.CopyDeviceToDevice((ulong)dst, (ulong)src, n * sizeof(float));
+        else Buffer.MemoryCopy(src, dst, n * sizeof(float), n * sizeof(float));
+    }
+
     static double CopyMilliseconds(Device device, long floats, int repeats)
     {
         using var src = Filled(device, floats, 0.5f);
@@ -428,7 +437,7 @@ public static unsafe class DeviceBenchmarks
         int side = full ? 14 : 4, convC = full ? 1024 : 8, convN = full ? 64 : 2; // ConvNeXt-B stage 4 at batch 64
         var shapes = new Dictionary<string, int[]>
         {
-            ["copy"] = [(int)hidden], ["add"] = [(int)hidden], ["gelu"] = [(int)hidden], ["gelu-backward"] = [(int)hidden], ["gelu-bf16"] = [(int)hidden],
+            ["copy"] = [(int)hidden], ["copy-driver"] = [(int)hidden], ["add"] = [(int)hidden], ["gelu"] = [(int)hidden], ["gelu-backward"] = [(int)hidden], ["gelu-bf16"] = [(int)hidden],
             ["drop-path"] = [(int)hidden], ["drop-path-add"] = [full ? 64 : 2, T * C], ["adam"] = [(int)hidden], ["pack-bf16"] = [(int)hidden], ["unpack-bf16"] = [(int)hidden],
             ["bias"] = [tokens, C], ["bias-grad"] = [tokens, C], ["bias-gelu-backward"] = [tokens, 4 * C], ["scale-shift"] = [tokens, C], ["scale-shift-backward"] = [tokens, C],
             ["scale-shift-gelu-backward"] = [tokens, 4 * C],
