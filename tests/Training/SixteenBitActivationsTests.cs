@@ -31,24 +31,12 @@ public class SixteenBitActivationsTests
         }
     }
 
-    /// <summary>Every loss and parameter of <paramref name="run"/> bit for bit <paramref name="reference"/>'s, which moved
-    /// the parameters.</summary>
-    static void AssertBitForBit(GraphCheck.Result run, GraphCheck.Result reference)
-    {
-        Assert.That(run.Losses.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(reference.Losses.Select(BitConverter.SingleToInt32Bits)),
-            $"losses {string.Join(", ", run.Losses)} against {string.Join(", ", reference.Losses)}");
-        for (int p = 0; p < reference.Parameters.Length; p++)
-            Assert.That(run.Parameters[p].Select(BitConverter.SingleToInt32Bits), Is.EqualTo(reference.Parameters[p].Select(BitConverter.SingleToInt32Bits)),
-                $"parameter {p} after six steps");
-        Assert.That(reference.Parameters.Zip(reference.Initial).Any(p => !p.First.SequenceEqual(p.Second)), "training moved the parameters");
-    }
-
     [Test]
     public void TrainingIsBitForBitTheRunWithNothingInSixteenBits([Values("vit", "vit64", "swin", "convnext")] string family,
         [Values("full", "ssf", "gps", "adapter")] string method, [Values(Precision.BF16, Precision.FP16)] Precision precision, [Values("cpu", "emulated-cuda")] string backend)
     {
         var device = Backends.Get(backend);
-        AssertBitForBit(Train(family, method, device, precision, sixteenBit: true), Train(family, method, device, precision, sixteenBit: false));
+        TrainingBits.AssertSame(Train(family, method, device, precision, sixteenBit: true), Train(family, method, device, precision, sixteenBit: false));
     }
 
     /// <summary>fc2 computing its input again from fc1's kept 16-bit pre-activation (<see cref="Ops.RecomputeGeluOutputs"/>)
@@ -61,7 +49,7 @@ public class SixteenBitActivationsTests
         var device = Backends.Get(backend);
         var keeping = Train(family, method, device, precision, sixteenBit: true, recompute: false);
         var recomputing = Train(family, method, device, precision, sixteenBit: true);
-        AssertBitForBit(recomputing, keeping);
+        TrainingBits.AssertSame(recomputing, keeping);
         // The last batch (3 images): each MLP's hidden activation, tokens × 4·C values of 2 bytes, is no longer kept.
         long hidden = family switch
         {
