@@ -288,11 +288,11 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     /// once per kernel and size.</summary>
     public override int ResidentBlocks(CudaKernel kernel, int threadsPerBlock)
     {
+        MakeCurrent();
         var function = Function(kernel);
         lock (_gate)
         {
             if (_residentBlocks.TryGetValue((kernel, threadsPerBlock), out int blocks)) return blocks;
-            MakeCurrent();
             Check(cuOccupancyMaxActiveBlocksPerMultiprocessor(out blocks, function, threadsPerBlock, 0),
                 $"cuOccupancyMaxActiveBlocksPerMultiprocessor ({kernel}, {threadsPerBlock} threads)");
             return _residentBlocks[(kernel, threadsPerBlock)] = Math.Max(1, blocks);
