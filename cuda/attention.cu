@@ -711,7 +711,7 @@ extern "C" __global__ void fused_attention_backward_dkdv_tc(float* dqkv, unsigne
     const float* lse, const float* qkv, const unsigned short* qkv16, const float* bias, const float* mask, int B, int T, int NH, int HD, int nW,
     float scale, int accumulate, int precision)
 { attention_backward_dkdv_tc<64>(dqkv, dqkv16, copyFormat, delta, dy, lse, qkv, qkv16, bias, mask, B, T, NH, HD, nW, scale, accumulate, precision); }
-extern "C" __global__ void fused_attention_backward_dkdv_tc32(float* dqkv, unsigned short* dqkv16, int copyFormat, const float* delta, const float* dy,
+extern "C" __global__ void __launch_bounds__(128, 3) fused_attention_backward_dkdv_tc32(float* dqkv, unsigned short* dqkv16, int copyFormat, const float* delta, const float* dy,
     const float* lse, const float* qkv, const unsigned short* qkv16, const float* bias, const float* mask, int B, int T, int NH, int HD, int nW,
     float scale, int accumulate, int precision)
 { attention_backward_dkdv_tc<32>(dqkv, dqkv16, copyFormat, delta, dy, lse, qkv, qkv16, bias, mask, B, T, NH, HD, nW, scale, accumulate, precision); }

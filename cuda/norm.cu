@@ -31,7 +31,7 @@ __device__ __forceinline__ void layernorm_store(float* y, unsigned short* y16, i
 }
 
 // y, or (not null) y16 in 16 bits (format 2 bf16, 3 fp16: a norm whose output only products read, which round it so).
-extern "C" __global__ void layernorm_forward(float* y, unsigned short* y16, int format, float* mean, float* rstd, const float* x,
+extern "C" __global__ void __launch_bounds__(256, 2) layernorm_forward(float* y, unsigned short* y16, int format, float* mean, float* rstd, const float* x,
                                             const float* weight, const float* bias, int rows, int C, float eps)
 {
     int lane = threadIdx.x % 32;

@@ -126,6 +126,17 @@ public class NvrtcTests
         Assert.That(Body(sm70, "fused_attention_forward"), Does.Not.Contain("trap;"), "the FMA kernels run everywhere");
     }
 
+    /// <summary>From compute capability 8.0 a float becomes bf16 or fp16 in one cvt instruction (common.cuh's to_bf16,
+    /// to_fp16); below it, and on the emulated device, the portable rounding does it. attention.cu's gradient copies
+    /// take both.</summary>
+    [Test]
+    public void SixteenBitConversionsAreOneInstructionFromSm80()
+    {
+        string Ptx(string arch) => System.Text.Encoding.ASCII.GetString(Compiled.Value[("attention.cu", arch)].Image);
+        Assert.That(Ptx("compute_80"), Does.Contain("cvt.rn.bf16.f32 ").And.Contain("cvt.rn.f16.f32 "));
+        Assert.That(Ptx("compute_70"), Does.Not.Contain("cvt.rn.bf16.f32 ").And.Not.Contain("cvt.rn.f16.f32 "));
+    }
+
     /// <summary>Every load and store of the tensor-core attention kernels names its state space in the PTX (ld.global,
     /// st.shared, ...). A generic one (`st.u16`) is what NVRTC emits when it cannot follow a pointer: a shared tile
     /// reached through a struct member, or an operand picked by a select against null. The hardware must then resolve

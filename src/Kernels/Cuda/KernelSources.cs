@@ -52,6 +52,7 @@ public static partial class KernelSources
         return Convert.ToHexStringLower(sha.GetHashAndReset());
     }
 
-    [GeneratedRegex(@"extern ""C"" __global__ void (\w+)\(")]
+    // A kernel's declaration, with the registers it may use capped where it asks (__launch_bounds__(threads, blocks)).
+    [GeneratedRegex(@"extern ""C"" __global__ void (?:__launch_bounds__\(\d+(?:, \d+)?\) )?(\w+)\(")]
     private static partial Regex KernelDeclaration();
 }
