@@ -330,8 +330,8 @@ public abstract unsafe class CudaRuntime : IDisposable
 
     /// <summary>The grid of a kernel whose blocks stride over <paramref name="threads"/> threads' work: one block per
     /// <paramref name="threadsPerBlock"/> threads, at most one wave of the blocks the multiprocessors hold at once
-    /// (<see cref="ResidentBlocks"/>). More would run as a second wave that leaves most of the GPU idle: 8 blocks per
-    /// multiprocessor, for a kernel of 48 registers a thread, which fits 5, left three fifths of the second wave empty.
+    /// (<see cref="ResidentBlocks"/>). More would run as a second, partly empty wave: 8 blocks per multiprocessor of a
+    /// kernel of 48 registers a thread, which fits 5, ran as 5 and then 3.
     /// Elementwise and row kernels only: what they compute does not depend on the grid.</summary>
     public int GridStrideBlocks(CudaKernel kernel, long threads, int threadsPerBlock)
     {
