@@ -6,6 +6,60 @@ namespace Engine.Conformance;
 // The Optimizer family's cases (Ops/Optimizer.cs).
 public static partial class OpCases
 {
+    /// <summary>Dense Adam (<see cref="IKernels.AdamStep"/>) against torch.optim's update in double, AdamW and Adam with
+    /// L2 weight decay, masked and not, over 1,003 values (a GPU's four-a-thread body and its tail), from buffers aligned
+    /// and one float past an alignment (its one-at-a-time path). Each value may differ by a few float steps of its terms
+    /// (float arithmetic, with or without a GPU's fused multiply-adds); masked-out values keep their parameter and moments
+    /// bit for bit.</summary>
+    static unsafe void AdamStep(Device dev)
+    {
+        const int n = 1003, t = 3;
+        const float lr = 0.01f, beta1 = 0.8f, beta2 = 0.95f, eps = 1e-6f, decay = 0.1f;
+        float[] p0 = Init.NormalValues(n, 0, 1, 51), g = Init.NormalValues(n, 0, 1, 52), m0 = Init.NormalValues(n, 0, 0.1f, 53),
+            v0 = Init.NormalValues(n, 0, 0.1f, 54).Select(x => x * x).ToArray();
+        var mask = Enumerable.Range(0, n).Select(i => i % 7 == 3 ? 0f : 1f).ToArray();
+        const double Step = 1.0 / (1 << 23); // a float's step at 1
+        foreach (bool decoupled in new[] { true, false })
+            foreach (bool masked in new[] { false, true })
+                foreach (int offset in new[] { 0, 1 })
+                {
+                    string kind = $"AdamStep ({(decoupled ? "AdamW" : "Adam with L2")}, {(masked ? "masked" : "dense")}, {(offset == 0 ? "aligned" : "one float past an alignment")})";
+                    float[] Padded(float[] values) => [.. new float[offset], .. values];
+                    using var pt = Tensor.FromArray(dev, Padded(p0), offset + n);
+                    using var gt = Tensor.FromArray(dev, Padded(g), offset + n);
+                    using var mt = Tensor.FromArray(dev, Padded(m0), offset + n);
+                    using var vt = Tensor.FromArray(dev, Padded(v0), offset + n);
+                    using var maskT = Tensor.FromArray(dev, Padded(mask), offset + n);
+                    dev.Kernels.AdamStep(pt.Data + offset, gt.Data + offset, mt.Data + offset, vt.Data + offset, masked ? maskT.Data + offset : null, n,
+                        lr, beta1, beta2, eps, decay, t, decoupled, null);
+                    float[] p = pt.ToArray()[offset..], m = mt.ToArray()[offset..], v = vt.ToArray()[offset..];
+                    double stepSize = lr / (1 - Math.Pow(beta1, t)), bc2Sqrt = Math.Sqrt(1 - Math.Pow(beta2, t));
+                    for (int i = 0; i < n; i++)
+                    {
+                        if (masked && mask[i] == 0f)
+                        {
+                            if (BitConverter.SingleToInt32Bits(p[i]) != BitConverter.SingleToInt32Bits(p0[i]) || BitConverter.SingleToInt32Bits(m[i]) != BitConverter.SingleToInt32Bits(m0[i])
+                                || BitConverter.SingleToInt32Bits(v[i]) != BitConverter.SingleToInt32Bits(v0[i]))
+                                throw new ConformanceException($"{kind}: masked-out element {i} changed");
+                            continue;
+                        }
+                        double pi = p0[i], gi = g[i];
+                        if (decoupled) pi *= 1 - (double)lr * decay;
+                        else gi += decay * pi;
+                        double mi = beta1 * (double)m0[i] + (1 - (double)beta1) * gi, vi = beta2 * (double)v0[i] + (1 - (double)beta2) * gi * gi;
+                        double update = stepSize * mi / (Math.Sqrt(vi) / bc2Sqrt + eps);
+                        foreach (var (name, got, want, terms) in new[]
+                        {
+                            ("m", m[i], mi, Math.Abs(beta1 * m0[i]) + Math.Abs((1 - beta1) * gi) + decay * Math.Abs(pi)),
+                            ("v", v[i], vi, Math.Abs(beta2 * v0[i]) + (1 - beta2) * gi * gi * 2),
+                            ("param", p[i], pi - update, Math.Abs(p0[i]) + 2 * Math.Abs(update)),
+                        })
+                            if (!(Math.Abs(got - want) <= 4 * Step * terms))
+                                throw new ConformanceException($"{kind}: {name}[{i}] is {got:G9}, expected {want:G9} (|Δ| {Math.Abs(got - want):G3} > {4 * Step * terms:G3})");
+                    }
+                }
+    }
+
     /// <summary>Sparse Adam on the selected entries equals dense Adam with the equivalent 0/1 mask, step for step, and
     /// leaves every other entry bitwise unchanged.</summary>
     static void SparseAdam(Device dev)

@@ -75,6 +75,7 @@ public static partial class OpCases
         ("SparseLinearGrad", SparseLinearGrad),
         ("SparseDepthwiseGrad", SparseDepthwiseGrad),
         // Optimizer
+        ("AdamStep", AdamStep),
         ("SparseAdam", SparseAdam),
         ("AdamStepValues", AdamStepValues),
         ("AdamStepMany", AdamStepMany),
