@@ -29,7 +29,7 @@ public unsafe class CuBlasLtTests
     [Test]
     public void WithoutAHandleEveryProductIsDeclinedWithTheLibrarysReason()
     {
-        using var lt = new CuBlasLt(IntPtr.Zero, () => throw new AssertionException("the workspace is allocated only for a handle"));
+        using var lt = new CuBlasLt(IntPtr.Zero, 0);
         Assert.That(lt.Unavailable, Does.StartWith("cublasLtCreate failed with "), "the library's status and words");
         TestContext.Out.WriteLine(lt.Unavailable);
 

@@ -15,6 +15,7 @@ public sealed unsafe partial class CuBlas : IDisposable
     [LibraryImport(Lib)] private static partial int cublasCreate_v2(out IntPtr handle);
     [LibraryImport(Lib)] private static partial int cublasDestroy_v2(IntPtr handle);
     [LibraryImport(Lib)] private static partial int cublasSetStream_v2(IntPtr handle, IntPtr stream);
+    [LibraryImport(Lib)] private static partial int cublasSetWorkspace_v2(IntPtr handle, void* workspace, nuint bytes);
     [LibraryImport(Lib)] private static partial int cublasSgemm_v2(IntPtr handle, int transA, int transB, int m, int n, int k,
         float* alpha, float* A, int lda, float* B, int ldb, float* beta, float* C, int ldc);
     [LibraryImport(Lib)] private static partial int cublasSgemmStridedBatched(IntPtr handle, int transA, int transB, int m, int n, int k,
@@ -27,13 +28,22 @@ public sealed unsafe partial class CuBlas : IDisposable
         int typeC, int ldc, long strideC, int batch, int computeType, int algo);
     [LibraryImport(Lib)] private static partial IntPtr cublasGetStatusString(int status);
 
+    /// <summary>Device memory the GEMMs' algorithms may use: NVIDIA's recommendation for Hopper (32 MiB; 4 MiB for
+    /// earlier GPUs), whose split-K and stream-K kernels need it. One buffer serves cuBLAS and cuBLASLt, as their calls
+    /// queue on one stream; allocated once, so captured graphs keep pointing at it.</summary>
+    public const long WorkspaceBytes = 32L << 20;
+
     IntPtr _handle;
 
-    /// <summary>Creates a handle bound to <paramref name="stream"/> (the caller's context must be current).</summary>
-    public CuBlas(IntPtr stream)
+    /// <summary>Creates a handle bound to <paramref name="stream"/> whose GEMMs use <see cref="WorkspaceBytes"/> of
+    /// device memory at <paramref name="workspace"/> instead of the library's default pool (the caller's context must
+    /// be current).</summary>
+    public CuBlas(IntPtr stream, ulong workspace)
     {
         Check(cublasCreate_v2(out _handle), "cublasCreate_v2");
+        // After the stream: setting a stream resets the handle to the default workspace.
         Check(cublasSetStream_v2(_handle, stream), "cublasSetStream_v2");
+        Check(cublasSetWorkspace_v2(_handle, (void*)workspace, (nuint)WorkspaceBytes), "cublasSetWorkspace_v2");
     }
 
     /// <summary>True when a cuBLAS library (and its cuBLASLt) loads; otherwise the sonames tried.</summary>

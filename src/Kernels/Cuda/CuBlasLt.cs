@@ -21,10 +21,6 @@ public sealed unsafe partial class CuBlasLt : IDisposable
     const int EpilogueDefault = 1, EpilogueBias = 4;
     const int PrefMaxWorkspaceBytes = 1, PrefMinAlignmentA = 5, PrefMinAlignmentB = 6, PrefMinAlignmentC = 7, PrefMinAlignmentD = 8;
 
-    /// <summary>Workspace the algorithms may use (Hopper's kernels ask for up to 32 MiB); allocated once, so captured
-    /// graphs keep pointing at it.</summary>
-    public const long WorkspaceBytes = 32L << 20;
-
     /// <summary>cublasLtMatmulAlgo_t (8 × uint64) and the heuristic's other fields (cublasLtMatmulHeuristicResult_t).</summary>
     [StructLayout(LayoutKind.Sequential)]
     struct HeuristicResult
@@ -69,13 +65,14 @@ public sealed unsafe partial class CuBlasLt : IDisposable
     readonly ulong _workspace;
     IntPtr _handle;
 
-    /// <summary>A handle that queues on <paramref name="stream"/> and lets the algorithms use the workspace that
-    /// <paramref name="allocateWorkspace"/> gives (<see cref="WorkspaceBytes"/> of device memory, asked for only once
-    /// the handle exists); the caller's context must be current. Where the library makes no handle,
+    /// <summary>A handle that queues on <paramref name="stream"/> and lets the algorithms use
+    /// <see cref="CuBlas.WorkspaceBytes"/> of device memory at <paramref name="workspace"/> (the buffer the cuBLAS handle
+    /// on the same stream uses); the caller's context must be current. Where the library makes no handle,
     /// <see cref="Unavailable"/> says why and every product is declined.</summary>
-    public CuBlasLt(IntPtr stream, Func<ulong> allocateWorkspace)
+    public CuBlasLt(IntPtr stream, ulong workspace)
     {
         _stream = stream;
+        _workspace = workspace;
         try
         {
             int status = cublasLtCreate(out _handle);
@@ -83,22 +80,11 @@ public sealed unsafe partial class CuBlasLt : IDisposable
             {
                 _handle = IntPtr.Zero;
                 Unavailable = Failure("cublasLtCreate", status);
-                return;
             }
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
         {
             Unavailable = e.Message;
-            return;
-        }
-        try
-        {
-            _workspace = allocateWorkspace();
-        }
-        catch
-        {
-            cublasLtDestroy(_handle); // the device was full: the next product makes a handle again
-            throw;
         }
     }
 
@@ -126,7 +112,7 @@ public sealed unsafe partial class CuBlasLt : IDisposable
         string call = status != 0 ? $"cublasLtMatmulDescSetAttribute({DescBiasPointer})" : "cublasLtMatmul";
         if (status == 0)
             status = cublasLtMatmul(_handle, plan.Desc, &alpha, w, plan.W, x, plan.X, &beta, y, plan.Y, y, plan.Y, &algo,
-                (void*)_workspace, (nuint)WorkspaceBytes, _stream);
+                (void*)_workspace, (nuint)CuBlas.WorkspaceBytes, _stream);
         if (status == 0) return true;
         plan.Declined = $"{Shape(key)}: {Failure(call, status)}"; // refused before anything was queued: the caller's GEMM and bias pass run
         return false;
@@ -171,7 +157,7 @@ public sealed unsafe partial class CuBlasLt : IDisposable
             Check(cublasLtMatrixLayoutCreate(out plan.X, operandType, (ulong)key.K, (ulong)key.M, key.K), "cublasLtMatrixLayoutCreate");
             Check(cublasLtMatrixLayoutCreate(out plan.Y, outputType, (ulong)key.N, (ulong)key.M, key.N), "cublasLtMatrixLayoutCreate");
             Check(cublasLtMatmulPreferenceCreate(out preference), "cublasLtMatmulPreferenceCreate");
-            ulong workspace = (ulong)WorkspaceBytes;
+            ulong workspace = (ulong)CuBlas.WorkspaceBytes;
             uint alignW = key.AlignW, alignX = key.AlignX, alignY = key.AlignY;
             SetPreference(preference, PrefMaxWorkspaceBytes, &workspace, sizeof(ulong));
             SetPreference(preference, PrefMinAlignmentA, &alignW, sizeof(uint));

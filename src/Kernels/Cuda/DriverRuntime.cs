@@ -18,6 +18,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     readonly int _device;
     readonly IntPtr _context, _stream;
     readonly CuBlas _blas;
+    readonly ulong _blasWorkspace; // CuBlas.WorkspaceBytes, cuBLAS's and cuBLASLt's
     readonly Dictionary<string, IntPtr> _modules = new();
     readonly KernelImages _images;
     readonly Dictionary<CudaKernel, IntPtr> _functions = new();
@@ -31,7 +32,8 @@ public sealed unsafe class DriverRuntime : CudaRuntime
         Check(cuDevicePrimaryCtxRetain(out _context, device), "cuDevicePrimaryCtxRetain");
         MakeCurrent();
         Check(cuStreamCreate(out _stream, 0), "cuStreamCreate");
-        _blas = new CuBlas(_stream);
+        _blasWorkspace = Allocate(CuBlas.WorkspaceBytes);
+        _blas = new CuBlas(_stream, _blasWorkspace);
         var name = stackalloc byte[256];
         Check(cuDeviceGetName(name, 256, device), "cuDeviceGetName");
         DeviceName = Marshal.PtrToStringUTF8((IntPtr)name)!;
@@ -352,7 +354,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
         bool sixteenBitOutput = yPacked != null;
         if (sixteenBitOutput) precision.SixteenBitsFor("TryLinearProduct");
         void* output = sixteenBitOutput ? yPacked : y;
-        _lt ??= new CuBlasLt(_stream, () => _ltWorkspace = Allocate(CuBlasLt.WorkspaceBytes));
+        _lt ??= new CuBlasLt(_stream, _blasWorkspace);
         bool ran;
         if (precision is Precision.FP32 or Precision.TF32) ran = _lt.Linear(M, N, K, x.Floats, w, bias, output, false, precision);
         else
@@ -368,7 +370,6 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     }
 
     CuBlasLt? _lt;
-    ulong _ltWorkspace;
 
     /// <inheritdoc/>
     /// <remarks>cuBLASLt's: no algorithm, a call it refused, or no handle on this machine.</remarks>
@@ -470,8 +471,8 @@ public sealed unsafe class DriverRuntime : CudaRuntime
         foreach (var retired in _retiredScratch) Free(retired);
         _timer?.Destroy();
         _lt?.Dispose();
-        if (_ltWorkspace != 0) Free(_ltWorkspace);
         _blas.Dispose();
+        Free(_blasWorkspace);
         foreach (var module in _modules.Values) cuModuleUnload(module);
         cuStreamDestroy_v2(_stream);
         cuDevicePrimaryCtxRelease_v2(_device);
