@@ -62,6 +62,7 @@ public static unsafe class DeviceBenchmarks
         new("split-heads", "BxTxNHxHD", 4, "the unfused attention's head split: q, k, v [B, NH, T, HD] from qkv [B, T, 3·NH·HD]"),
         new("merge-heads", "BxTxNHxHD", 4, "its head merge: y [B, T, NH·HD] from o [B, NH, T, HD]"),
         new("gemm", "MxNxK", 3, "y = x·Wᵀ, x [M, K], W [N, K]"),
+        new("gemm-packed", "MxNxK", 3, "the same from x and W already in 16 bits (--precision bf16 or fp16), y in float32: the library's product alone, no conversion"),
         new("linear-gelu", "MxNxK", 3, "y = GELU(x·Wᵀ + b), the activation in the GEMM's epilogue (inference: no pre-activation kept)"),
         new("linear-gelu-unfused", "MxNxK", 3, "the same as the Linear layer (bias in the store) then a GELU pass"),
         new("linear-scale-shift", "MxNxK", 3, "SSF at a Linear: y = (x·Wᵀ)·scale + shift in the GEMM's epilogue, the product kept too (training)"),
@@ -237,6 +238,7 @@ public static unsafe class DeviceBenchmarks
             return new BenchmarkRow(op, shapeText, productsMs, Tflops: 12.0 * batch * T * (double)T * HD / (productsMs * 1e9));
         }
         if (op == "sparse-weight-grad") return SparseWeightGrad(device, shapeText, shape[0], shape[1], shape[2], repeats);
+        if (op == "gemm-packed") return PackedGemm(device, shapeText, shape[0], shape[1], shape[2], repeats);
         bool rowOp = info.Dimensions == 2;
         int rows = rowOp ? shape[0] : 1, cols = rowOp ? shape[1] : (int)elements;
         long n = op == "split-heads" ? 3 * elements : elements; // q, k and v
@@ -353,12 +355,27 @@ public static unsafe class DeviceBenchmarks
         }
     }
 
-    static Tensor Packed(Device device, long n, float value)
+    static Tensor Packed(Device device, long n, float value, Precision precision = Precision.BF16)
     {
         using var wide = Filled(device, n, value);
-        var packed = Tensor.Empty(device, DType.BF16, checked((int)n));
-        device.Kernels.PackLowPrecision(packed.HalfData, wide.Data, n, Precision.BF16);
+        var packed = Tensor.Empty(device, precision == Precision.FP16 ? DType.F16 : DType.BF16, checked((int)n));
+        device.Kernels.PackLowPrecision(packed.HalfData, wide.Data, n, precision);
         return packed;
+    }
+
+    /// <summary>y = x·Wᵀ with both operands packed beforehand in the device's 16-bit GEMM precision: what a training
+    /// step's products read, timed without the conversions the <c>gemm</c> rows include.</summary>
+    static BenchmarkRow PackedGemm(Device device, string shapeText, int M, int N, int K, int repeats)
+    {
+        var k = device.Kernels;
+        var precision = k.GemmPrecision;
+        if (precision is not (Precision.BF16 or Precision.FP16))
+            throw new ArgumentException($"gemm-packed reads operands packed in 16 bits: time it under bf16 or fp16 (--precision), not {precision}");
+        using var x = Packed(device, (long)M * K, 0.5f, precision);
+        using var w = Packed(device, (long)N * K, 0.25f, precision);
+        using var y = Tensor.Zeros(device, checked(M * N));
+        double ms = Time(device, repeats, () => k.Gemm(false, true, M, N, K, 1f, GemmOperand.Packed(x.HalfData), K, GemmOperand.Packed(w.HalfData), K, 0f, y.Data, N));
+        return new BenchmarkRow("gemm-packed", shapeText, ms, Tflops: 2.0 * M * N * K / (ms * 1e9));
     }
 
     /// <summary>dst = src by the device's own copy rather than a kernel of ours.</summary>
@@ -456,10 +473,14 @@ public static unsafe class DeviceBenchmarks
             ["linear-gelu-bf16"] = [M, 4 * C, C], ["linear-gelu-bf16-unfused"] = [M, 4 * C, C],
             ["linear-scale-shift-bf16"] = [M, 3 * C, C], ["linear-scale-shift-bf16-unfused"] = [M, 3 * C, C],
         };
-        foreach (var op in Ops.Where(o => o.Name != "gemm")) Add(Measure(device, op.Name, shapes[op.Name], repeats));
-        // The ViT-B/16 linear layers at batch 32 (6304 tokens).
-        foreach (var (N, K) in new[] { (C, C), (4 * C, C) })
+        foreach (var op in Ops.Where(o => o.Name is not ("gemm" or "gemm-packed"))) Add(Measure(device, op.Name, shapes[op.Name], repeats));
+        // The ViT-B/16 linear layers at batch 32 (6304 tokens): proj, fc1, and fc2 (the shape of fc1's input gradient).
+        foreach (var (N, K) in new[] { (C, C), (4 * C, C), (C, 4 * C) })
         {
+            if (device is CudaDevice { Runtime: DriverRuntime { ComputeCapability.Major: >= 8 } })
+                using (device.Kernels.UseGemmPrecision(Precision.BF16))
+                    Add(Measure(device, "gemm-packed", [M, N, K], repeats) with { Name = "gemm-packed BF16" });
+            if (K > C) continue; // the float32 rows keep their two shapes
             Add(Measure(device, "gemm", [M, N, K], repeats));
             if (device is CudaDevice { Runtime: DriverRuntime { ComputeCapability.Major: >= 8 } })
                 foreach (var precision in new[] { Precision.TF32, Precision.BF16, Precision.FP16 })

@@ -190,6 +190,11 @@ public class CliTests
         Assert.That(code, Is.Zero);
         Assert.That(stdout, Does.Contain("| gemm | 64×32×16 |").And.Contain("| gemm BF16 | 64×32×16 |"));
         Assert.That(Peft("bench", "--op", "gemm", "--shape", "64x32x16", "--precision", "fp8").Err, Does.Contain("fp8"));
+        (code, stdout, _) = Peft("bench", "--op", "gemm-packed", "--shape", "64x32x16", "--device", "cpu", "--precision", "bf16", "fp16");
+        Assert.That(code, Is.Zero);
+        Assert.That(stdout, Does.Contain("| gemm-packed BF16 | 64×32×16 |").And.Contain("| gemm-packed FP16 | 64×32×16 |"));
+        Assert.That(Peft("bench", "--op", "gemm-packed", "--shape", "64x32x16", "--device", "cpu").Err,
+            Is.EqualTo("error: gemm-packed reads operands packed in 16 bits: time it under bf16 or fp16 (--precision), not FP32\n"));
         Assert.That(Peft("bench", "--list").Out, Does.Match(@"depthwise-conv +NxHxWxC").And.Match(@"linear-scale-shift-unfused +MxNxK"));
         Assert.That(Peft("bench", "--op", "gemm", "--shape", "64x32").Err, Is.EqualTo("error: --shape 64x32: gemm takes MxNxK\n"));
         Assert.That(Peft("bench", "--op", "patchify", "--shape", "1x5x4x3").Err, Is.EqualTo("error: --shape 1x5x4x3: patchify cuts 2×2 patches, so H and W must be even\n"));
