@@ -7,13 +7,17 @@
 // Rows up to LAYERNORM_ROW_MAX_C wide (ViT's 768, Swin's and ConvNeXt's up to 1024) are held in registers by their
 // warp, lane l keeping columns l, l + 32, ...: every load of a row is issued before its first sum needs one, where a
 // loop over memory kept one load in flight per lane. The sums run in the same order either way (the same bits).
+// The kernels are built for V values a lane: 32 (rows up to 1024 wide), and the forward and one-pass backward also for
+// 24 (the _768 kernels, rows up to 768 wide), which keeps fewer registers alive: at sm_90 the backward takes 127
+// instead of 159, two blocks of 256 threads a multiprocessor instead of one, and the forward 76 instead of 104, three
+// instead of two. (The input gradient's kernel would stay at two blocks either way.)
 #define LAYERNORM_ROW_MAX_C 1024
-#define LAYERNORM_ROW_VALUES (LAYERNORM_ROW_MAX_C / 32)
+#define LAYERNORM_NARROW_C 768
 
-__device__ __forceinline__ void layernorm_load_row(float v[LAYERNORM_ROW_VALUES], const float* row, int C, int lane)
+template <int V> __device__ __forceinline__ void layernorm_load_row(float v[V], const float* row, int C, int lane)
 {
 #pragma unroll
-    for (int j = 0; j < LAYERNORM_ROW_VALUES; j++) v[j] = lane + 32 * j < C ? row[lane + 32 * j] : 0.f;
+    for (int j = 0; j < V; j++) v[j] = lane + 32 * j < C ? row[lane + 32 * j] : 0.f;
 }
 
 // How many of a row's values lane `lane` holds (columns lane, lane + 32, ... below C). The loops over the values held
@@ -31,25 +35,26 @@ __device__ __forceinline__ void layernorm_store(float* y, unsigned short* y16, i
 }
 
 // y, or (not null) y16 in 16 bits (format 2 bf16, 3 fp16: a norm whose output only products read, which round it so).
-extern "C" __global__ void __launch_bounds__(256, 2) layernorm_forward(float* y, unsigned short* y16, int format, float* mean, float* rstd, const float* x,
-                                            const float* weight, const float* bias, int rows, int C, float eps)
+template <int V>
+__device__ __forceinline__ void layernorm_forward_rows(float* y, unsigned short* y16, int format, float* mean, float* rstd, const float* x,
+                                                       const float* weight, const float* bias, int rows, int C, float eps)
 {
     int lane = threadIdx.x % 32;
     WARP_PER_ROW(row, rows)
     {
         const float* xr = x + row * C;
         float s = 0.f, v = 0.f, m, r;
-        if (C <= LAYERNORM_ROW_MAX_C)
+        if (C <= 32 * V)
         {
-            float xv[LAYERNORM_ROW_VALUES];
+            float xv[V];
             int valid = layernorm_row_values(C, lane);
-            layernorm_load_row(xv, xr, C, lane);
+            layernorm_load_row<V>(xv, xr, C, lane);
 #pragma unroll
-            for (int j = 0; j < LAYERNORM_ROW_VALUES; j++)
+            for (int j = 0; j < V; j++)
                 if (j < valid) s += xv[j];
             m = warp_sum(s) / C;
 #pragma unroll
-            for (int j = 0; j < LAYERNORM_ROW_VALUES; j++)
+            for (int j = 0; j < V; j++)
                 if (j < valid)
                 {
                     float d = xv[j] - m;
@@ -57,7 +62,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) layernorm_forward(float* y,
                 }
             r = rsqrtf(warp_sum(v) / C + eps);
 #pragma unroll
-            for (int j = 0; j < LAYERNORM_ROW_VALUES; j++)
+            for (int j = 0; j < V; j++)
                 if (j < valid) layernorm_store(y, y16, format, row * C + lane + 32 * j, xv[j], m, r, weight, bias, lane + 32 * j);
         }
         else
@@ -76,26 +81,39 @@ extern "C" __global__ void __launch_bounds__(256, 2) layernorm_forward(float* y,
         if (lane == 0 && rstd) rstd[row] = r;
     }
 }
+extern "C" __global__ void __launch_bounds__(256, 2) layernorm_forward(float* y, unsigned short* y16, int format, float* mean, float* rstd,
+                                                                      const float* x, const float* weight, const float* bias, int rows,
+                                                                      int C, float eps)
+{
+    layernorm_forward_rows<LAYERNORM_ROW_MAX_C / 32>(y, y16, format, mean, rstd, x, weight, bias, rows, C, eps);
+}
+extern "C" __global__ void __launch_bounds__(256, 3) layernorm_forward_768(float* y, unsigned short* y16, int format, float* mean, float* rstd,
+                                                                          const float* x, const float* weight, const float* bias, int rows,
+                                                                          int C, float eps)
+{
+    layernorm_forward_rows<LAYERNORM_NARROW_C / 32>(y, y16, format, mean, rstd, x, weight, bias, rows, C, eps);
+}
 
-// dx = rstd · (g − mean(g) − x̂·mean(g·x̂)) with g = dy·weight, x̂ = (x − mean)·rstd; rows up to LAYERNORM_ROW_MAX_C wide
-// held in registers as in layernorm_forward (dy and x each read once).
-extern "C" __global__ void layernorm_backward_input(float* dx, unsigned short* dx16, int format, const float* dy, const float* x,
-                                                   const float* weight, const float* mean, const float* rstd, int rows, int C,
-                                                   int accumulate)
+// dx = rstd · (g − mean(g) − x̂·mean(g·x̂)) with g = dy·weight, x̂ = (x − mean)·rstd; rows up to 32·V wide held in
+// registers as in layernorm_forward (dy and x each read once).
+template <int V>
+__device__ __forceinline__ void layernorm_backward_input_rows(float* dx, unsigned short* dx16, int format, const float* dy, const float* x,
+                                                              const float* weight, const float* mean, const float* rstd, int rows, int C,
+                                                              int accumulate)
 {
     int lane = threadIdx.x % 32;
     WARP_PER_ROW(row, rows)
     {
         const float *xr = x + row * C, *dyr = dy + row * C;
         float m = mean[row], r = rstd[row], sg = 0.f, sgx = 0.f;
-        if (C <= LAYERNORM_ROW_MAX_C)
+        if (C <= 32 * V)
         {
-            float xv[LAYERNORM_ROW_VALUES], g[LAYERNORM_ROW_VALUES]; // g = dy·weight
+            float xv[V], g[V]; // g = dy·weight
             int valid = layernorm_row_values(C, lane);
-            layernorm_load_row(g, dyr, C, lane);
-            layernorm_load_row(xv, xr, C, lane);
+            layernorm_load_row<V>(g, dyr, C, lane);
+            layernorm_load_row<V>(xv, xr, C, lane);
 #pragma unroll
-            for (int j = 0; j < LAYERNORM_ROW_VALUES; j++)
+            for (int j = 0; j < V; j++)
                 if (j < valid)
                 {
                     if (weight) g[j] *= weight[lane + 32 * j];
@@ -107,7 +125,7 @@ extern "C" __global__ void layernorm_backward_input(float* dx, unsigned short* d
             float* dxr = dx + row * C + lane;
             unsigned short* dx16r = dx16 ? dx16 + row * C + lane : nullptr;
 #pragma unroll
-            for (int j = 0; j < LAYERNORM_ROW_VALUES; j++)
+            for (int j = 0; j < V; j++)
                 if (j < valid)
                     store_gradient(dxr, dx16r, format, 32 * j, r * (g[j] - sg - (xv[j] - m) * r * sgx), accumulate);
             continue;
@@ -127,36 +145,42 @@ extern "C" __global__ void layernorm_backward_input(float* dx, unsigned short* d
         }
     }
 }
+extern "C" __global__ void layernorm_backward_input(float* dx, unsigned short* dx16, int format, const float* dy, const float* x,
+                                                   const float* weight, const float* mean, const float* rstd, int rows, int C,
+                                                   int accumulate)
+{
+    layernorm_backward_input_rows<LAYERNORM_ROW_MAX_C / 32>(dx, dx16, format, dy, x, weight, mean, rstd, rows, C, accumulate);
+}
 
-// The whole LayerNorm backward in one pass over dy and x, for C ≤ LAYERNORM_ONE_PASS_MAX_C: dx as
+// The whole LayerNorm backward in one pass over dy and x, for C ≤ 32·V (V 32, or 24 for layernorm_backward_768): dx as
 // layernorm_backward_input gives it (when dx is not null) and this block's parameter sums, partials [2, gridDim.x, C]
 // (Σ dy·x̂, then Σ dy, over the block's rows) for column_partials_sum. Block 256 threads (8 warps); block b owns the
 // rows of slice b, its warps take every 8th row, and lane l keeps the sums of columns l, l + 32, ... in registers, as it
 // keeps the row's dy and x, so they are read from memory once. The warps' sums are then added in a fixed order
 // (deterministic).
-#define LAYERNORM_ONE_PASS_MAX_C 1024
-extern "C" __global__ void layernorm_backward(float* dx, unsigned short* dx16, int format, float* partials, const float* dy,
-                                             const float* x, const float* weight, const float* mean, const float* rstd, int rows,
-                                             int C, int accumulate)
+template <int V>
+__device__ __forceinline__ void layernorm_backward_rows(float* dx, unsigned short* dx16, int format, float* partials, const float* dy,
+                                                        const float* x, const float* weight, const float* mean, const float* rstd, int rows,
+                                                        int C, int accumulate)
 {
-    __shared__ float warpSums[8][LAYERNORM_ONE_PASS_MAX_C];
+    __shared__ float warpSums[8][32 * V];
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     int per_block = (rows + (int)gridDim.x - 1) / (int)gridDim.x;
     int begin = min(rows, (int)blockIdx.x * per_block), end = min(rows, begin + per_block);
-    float dw[LAYERNORM_ONE_PASS_MAX_C / 32], db[LAYERNORM_ONE_PASS_MAX_C / 32];
+    float dw[V], db[V];
 #pragma unroll
-    for (int j = 0; j < LAYERNORM_ONE_PASS_MAX_C / 32; j++) dw[j] = db[j] = 0.f;
+    for (int j = 0; j < V; j++) dw[j] = db[j] = 0.f;
     int valid = layernorm_row_values(C, lane);
     for (int row = begin + warp; row < end; row += 8)
     {
         // The row's dy and x in registers, every load issued before the first sum needs one (a loop that left at the
         // row's end kept one column's loads in flight per lane).
-        float dv[LAYERNORM_ROW_VALUES], xv[LAYERNORM_ROW_VALUES];
-        layernorm_load_row(dv, dy + (long long)row * C, C, lane);
-        layernorm_load_row(xv, x + (long long)row * C, C, lane);
+        float dv[V], xv[V];
+        layernorm_load_row<V>(dv, dy + (long long)row * C, C, lane);
+        layernorm_load_row<V>(xv, x + (long long)row * C, C, lane);
         float m = mean[row], r = rstd[row], sg = 0.f, sgx = 0.f;
 #pragma unroll
-        for (int j = 0; j < LAYERNORM_ROW_VALUES; j++)
+        for (int j = 0; j < V; j++)
             if (j < valid)
             {
                 float d = dv[j], xh = (xv[j] - m) * r, g = d * (weight ? weight[lane + 32 * j] : 1.f);
@@ -169,7 +193,7 @@ extern "C" __global__ void layernorm_backward(float* dx, unsigned short* dx16, i
         sg = warp_sum(sg) / C;
         sgx = warp_sum(sgx) / C;
 #pragma unroll
-        for (int j = 0; j < LAYERNORM_ROW_VALUES; j++)
+        for (int j = 0; j < V; j++)
             if (j < valid)
             {
                 float g = dv[j] * (weight ? weight[lane + 32 * j] : 1.f);
@@ -179,7 +203,7 @@ extern "C" __global__ void layernorm_backward(float* dx, unsigned short* dx16, i
     for (int part = 0; part < 2; part++)
     {
 #pragma unroll
-        for (int j = 0; j < LAYERNORM_ONE_PASS_MAX_C / 32; j++)
+        for (int j = 0; j < V; j++)
             if (lane + 32 * j < C) warpSums[warp][lane + 32 * j] = part == 0 ? dw[j] : db[j];
         __syncthreads();
         for (int c = threadIdx.x; c < C; c += blockDim.x)
@@ -190,6 +214,19 @@ extern "C" __global__ void layernorm_backward(float* dx, unsigned short* dx16, i
         }
         __syncthreads();
     }
+}
+extern "C" __global__ void layernorm_backward(float* dx, unsigned short* dx16, int format, float* partials, const float* dy,
+                                             const float* x, const float* weight, const float* mean, const float* rstd, int rows,
+                                             int C, int accumulate)
+{
+    layernorm_backward_rows<LAYERNORM_ROW_MAX_C / 32>(dx, dx16, format, partials, dy, x, weight, mean, rstd, rows, C, accumulate);
+}
+extern "C" __global__ void __launch_bounds__(256, 2) layernorm_backward_768(float* dx, unsigned short* dx16, int format, float* partials,
+                                                                           const float* dy, const float* x, const float* weight,
+                                                                           const float* mean, const float* rstd, int rows, int C,
+                                                                           int accumulate)
+{
+    layernorm_backward_rows<LAYERNORM_NARROW_C / 32>(dx, dx16, format, partials, dy, x, weight, mean, rstd, rows, C, accumulate);
 }
 
 // dweight[c] += Σ_r dy·x̂, dbias[c] += Σ_r dy (either may be null). Grid (ceil(C/32), 1, row slices), block (32, 8);

@@ -144,10 +144,14 @@ public static class CudaKernelHandles
         const string File = "norm.cu";
         /// <summary><c>layernorm_forward</c>.</summary>
         public static readonly CudaKernel LayernormForward = new(File, "layernorm_forward");
+        /// <summary><c>layernorm_forward_768</c>: rows up to 768 wide, in fewer registers.</summary>
+        public static readonly CudaKernel LayernormForward768 = new(File, "layernorm_forward_768");
         /// <summary><c>layernorm_backward_input</c>.</summary>
         public static readonly CudaKernel LayernormBackwardInput = new(File, "layernorm_backward_input");
         /// <summary><c>layernorm_backward</c>.</summary>
         public static readonly CudaKernel LayernormBackward = new(File, "layernorm_backward");
+        /// <summary><c>layernorm_backward_768</c>: rows up to 768 wide, in fewer registers.</summary>
+        public static readonly CudaKernel LayernormBackward768 = new(File, "layernorm_backward_768");
         /// <summary><c>layernorm_backward_params</c>.</summary>
         public static readonly CudaKernel LayernormBackwardParams = new(File, "layernorm_backward_params");
         /// <summary><c>scale_shift_forward</c>.</summary>

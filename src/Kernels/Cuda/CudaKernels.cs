@@ -307,9 +307,14 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
 
     // ---------------------------------------------------------------- normalisation and activations
 
+    /// <summary>The widest rows the <c>_768</c> LayerNorm kernels (forward, one-pass backward) take: their lanes hold 24
+    /// values of a row rather than 32, in fewer registers, so more blocks fit on a multiprocessor (norm.cu).</summary>
+    const int LayerNormNarrowColumns = 768;
+
     /// <inheritdoc/>
     public void LayerNormForward(float* y, ushort* yPacked, float* mean, float* rstd, float* x, float* weight, float* bias, int rows, int C, float eps) =>
-        WarpPerRow(Norm.LayernormForward, rows, y, yPacked, PackedFormat(yPacked, null, "LayerNormForward"), mean, rstd, x, weight, bias, rows, C, eps);
+        WarpPerRow(C <= LayerNormNarrowColumns ? Norm.LayernormForward768 : Norm.LayernormForward, rows, y, yPacked,
+            PackedFormat(yPacked, null, "LayerNormForward"), mean, rstd, x, weight, bias, rows, C, eps);
 
     /// <summary>The widest rows (C) <c>layernorm_backward</c> takes in one pass (its lanes keep 32 columns' sums in
     /// registers); wider ones read dy and x once for dx and again for the parameter sums.</summary>
@@ -328,7 +333,8 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
             // One pass: each block's rows give their parameter sums, added over the blocks in order.
             int blocks = (int)Math.Clamp(Math.Min((rows + 63L) / 64, Math.Min(_maxBlocks / 4, ColumnPartialsCapacity / (2L * C))), 1, 65535);
             float* sums = ColumnPartials();
-            _runtime.Launch(Norm.LayernormBackward, blocks, Threads, dx, dxCopy, format, sums, dy, x, weight, mean, rstd, rows, C, accumulate);
+            _runtime.Launch(C <= LayerNormNarrowColumns ? Norm.LayernormBackward768 : Norm.LayernormBackward, blocks, Threads, dx, dxCopy, format, sums, dy, x, weight,
+                mean, rstd, rows, C, accumulate);
             if (dweight != null) GridStride(Elementwise.ColumnPartialsSum, C, dweight, sums, (long)C, blocks, 1f, true);
             if (dbias != null) GridStride(Elementwise.ColumnPartialsSum, C, dbias, sums + (long)blocks * C, (long)C, blocks, 1f, true);
             return;
