@@ -64,6 +64,8 @@ extern "C" __global__ void gelu_backward(float* dx, unsigned short* dx16, int co
 // Thread (x, y) takes rows y, y + 8, ... of its slice four at a time: their dy and h loads first (a row past the slice
 // is its last row, loaded and not used), then the stores and sums in row order. A store before the next row's loads
 // would hold those loads back (dx16 may alias dy or h as far as the compiler knows): one row in flight, not four.
+// Capped at 32 registers from sm_80 (40 uncapped at sm_90, no spills capped): the 8 blocks a multiprocessor that the
+// slices are cut for then fit at once, where 6 fitted and the rest ran as a third-full second wave.
 template <bool HPacked>
 __device__ __forceinline__ float bias_gelu_backward_rows(unsigned short* dx16, int format, const float* dy, const void* h, int hFormat,
                                                          int c, int cols, int begin, int end)
@@ -92,7 +94,7 @@ __device__ __forceinline__ float bias_gelu_backward_rows(unsigned short* dx16, i
     return sum;
 }
 
-extern "C" __global__ void bias_gelu_backward(unsigned short* dx16, int format, float* dbias, float* partials, const float* dy, const void* h,
+extern "C" __global__ void LAUNCH_BOUNDS_FROM_SM80(256, 8) bias_gelu_backward(unsigned short* dx16, int format, float* dbias, float* partials, const float* dy, const void* h,
                                              int hFormat, int rows, int cols)
 {
     int c = blockIdx.x * 32 + threadIdx.x;

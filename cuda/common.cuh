@@ -21,6 +21,15 @@
 #define GRID_STRIDE(i, n) \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (long long)gridDim.x * blockDim.x)
 
+// __launch_bounds__ from sm_80 on: a register cap that ptxas meets there without spilling but that sm_70's would meet
+// only with a stack frame (a column reduction launched at 8 blocks of 256 threads per multiprocessor, which 8 fit
+// only at 32 registers or fewer).
+#if defined(__CUDA_ARCH__) && !defined(__CUEMU__) && __CUDA_ARCH__ < 800
+#define LAUNCH_BOUNDS_FROM_SM80(threads, blocks)
+#else
+#define LAUNCH_BOUNDS_FROM_SM80(threads, blocks) __launch_bounds__(threads, blocks)
+#endif
+
 // Tensors per launch of a multi-tensor kernel (fill_many, adam_step_many): their pointers and sizes travel in a
 // struct kernel argument (about 1.4 KiB for Adam's), one block row (blockIdx.y) per tensor.
 #define TENSORS_PER_LAUNCH 32

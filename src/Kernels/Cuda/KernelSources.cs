@@ -52,7 +52,8 @@ public static partial class KernelSources
         return Convert.ToHexStringLower(sha.GetHashAndReset());
     }
 
-    // A kernel's declaration, with the registers it may use capped where it asks (__launch_bounds__(threads, blocks)).
-    [GeneratedRegex(@"extern ""C"" __global__ void (?:__launch_bounds__\(\d+(?:, \d+)?\) )?(\w+)\(")]
+    // A kernel's declaration, with the registers it may use capped where it asks (__launch_bounds__(threads, blocks), or
+    // common.cuh's LAUNCH_BOUNDS_FROM_SM80).
+    [GeneratedRegex(@"extern ""C"" __global__ void (?:(?:__launch_bounds__|LAUNCH_BOUNDS_FROM_SM80)\(\d+(?:, \d+)?\) )?(\w+)\(")]
     private static partial Regex KernelDeclaration();
 }
