@@ -283,7 +283,8 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     protected override void Launch(CudaKernel kernel, Dim3 grid, Dim3 block, void** args, long* sizes, int count)
     {
         MakeCurrent();
-        Check(cuLaunchKernel(Function(kernel), grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, 0, _stream, args, null), kernel.ToString());
+        int result = cuLaunchKernel(Function(kernel), grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, 0, _stream, args, null);
+        if (result != 0) Check(result, kernel.ToString()); // the name formatted only for the error, not at every launch
     }
 
     /// <summary>The driver's occupancy for this kernel's registers and static shared memory at this block size, asked
