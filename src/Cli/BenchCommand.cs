@@ -56,7 +56,8 @@ public static class BenchCommand
         var profile = new Option<bool>("--profile")
         {
             Description = "With --train-step: after the timed steps, one more step with every kernel timed where it runs (GPU events on a GPU) " +
-                          "and a table of the kernels by their share of it",
+                          "and a table of the kernels by their share of it; on a CUDA device one more with each kernel launch and library product " +
+                          "(by shape, with TFLOP/s) timed on its own",
         };
         var command = new Command("bench", "Time one kernel at any shape on a device (ms, GB/s and its share of the device's copy bandwidth, or GEMM " +
                                            "GFLOP/s), or with --train-step a training step per method, precision and batch (images/s, peak memory).")
@@ -210,7 +211,11 @@ public static class BenchCommand
                 double? deviceMib = gpuRuntime?.PeakAllocatedBytes / 1048576.0;
                 Console.WriteLine(string.Format(inv, "| {0} | {1} | {2} | {3:F1} | {4:F1} | {5:F0} | {6:N0} | {7:F1} | {8} |", method.Name, precision.Name(), batch, ms, perSecond,
                     mib, run.Trainable, kept, deviceMib is double d ? d.ToString("F0", inv) : "–"));
-                if (device.Kernels is InstrumentedKernels kernels) PrintProfile(kernels, run, $"{method.Name}, {precision.Name()}, batch {batch}");
+                if (device.Kernels is InstrumentedKernels kernels)
+                {
+                    PrintProfile(kernels, run, $"{method.Name}, {precision.Name()}, batch {batch}");
+                    if (gpuRuntime != null) PrintDeviceWork(gpuRuntime, run, $"{method.Name}, {precision.Name()}, batch {batch}");
+                }
                 jsonFile?.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
                 {
                     engine = "peft-engine", model, method = method.Name, precision = precision.Name(), batch, ms_per_step = ms,
@@ -291,6 +296,28 @@ public static class BenchCommand
         Console.WriteLine("| kernel | calls | ms | share of kernel time |\n|---|---|---|---|");
         foreach (var r in rows)
             Console.WriteLine(string.Format(inv, "| {0} | {1} | {2:F2} | {3:P1} |", r.Kernel, r.Calls, r.Seconds * 1e3, r.Seconds / timed));
+        Console.WriteLine();
+    }
+
+    /// <summary><c>--profile</c> on a CUDA device: one more step with every kernel launch and library product timed on
+    /// its own (<see cref="DeviceWorkProfile"/>), then each kernel and each product shape, the slowest first (calls, ms,
+    /// share, and TFLOP/s for the products): what the ops of <see cref="PrintProfile"/> spent their time on.</summary>
+    static void PrintDeviceWork(CudaRuntime runtime, StepBenchmark run, string what)
+    {
+        var profile = new DeviceWorkProfile(runtime);
+        runtime.WorkProfile = profile;
+        try { run.Step(); }
+        finally { runtime.WorkProfile = null; }
+        var rows = profile.Rows;
+        double total = rows.Sum(r => r.Seconds), products = rows.Where(r => r.Flops > 0).Sum(r => r.Seconds);
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        Console.WriteLine(string.Format(inv, "device work of one {0} step: {1:F1} ms, {2:F1} ms of it in {3} library products ({4:F1} GFLOP), " +
+                                            "the rest in {5} kernel launches", what, total * 1e3, products * 1e3, rows.Where(r => r.Flops > 0).Sum(r => r.Calls),
+            rows.Sum(r => r.Flops) / 1e9, rows.Where(r => r.Flops == 0).Sum(r => r.Calls)));
+        Console.WriteLine("| work | calls | ms | share | TFLOP/s |\n|---|---|---|---|---|");
+        foreach (var r in rows)
+            Console.WriteLine(string.Format(inv, "| {0} | {1} | {2:F3} | {3:P1} | {4} |", r.Name, r.Calls, r.Seconds * 1e3, r.Seconds / total,
+                r.Flops > 0 && r.Seconds > 0 ? (r.Flops / r.Seconds / 1e12).ToString("F1", inv) : ""));
         Console.WriteLine();
     }
 }

@@ -371,8 +371,9 @@ public class CliTests
     }
 
     /// <summary>--profile: one more step with every kernel timed where it runs, every kernel listed with shares that add
-    /// up to the whole; --attention picks the path, which the profile shows (the unfused path's batched products and
-    /// softmax, or the fused kernels).</summary>
+    /// up to the whole, and on a CUDA device one more with the device's own work (each kernel launch and product shape);
+    /// --attention picks the path, which the profile shows (the unfused path's batched products and softmax, or the
+    /// fused kernels).</summary>
     [Test]
     public void BenchProfilesAStepAndPicksTheAttentionPath([Values("cpu", "emulated-cuda")] string device)
     {
@@ -392,6 +393,21 @@ public class CliTests
             // Each share is printed to 0.1 %, so the printed ones may sum to 100 ± 0.05 per row (26 rows here).
             Assert.That(shares, Is.EqualTo(100).Within(0.05 * table.Count + 1e-9), "the shares cover every kernel");
             Assert.That(table.All(c => long.Parse(c[2]) > 0 && double.Parse(c[3], System.Globalization.CultureInfo.InvariantCulture) >= 0));
+            // On a CUDA device, then the device's own work: each kernel launched and each product shape, shares adding up.
+            if (device == "cpu")
+            {
+                Assert.That(stdout, Does.Not.Contain("device work of one"));
+                continue;
+            }
+            Assert.That(stdout, Does.Contain("device work of one ssf, fp32, batch 2 step: "));
+            var work = stdout[stdout.IndexOf("| work | calls |", StringComparison.Ordinal)..].Split('\n').Skip(2)
+                .TakeWhile(l => l.StartsWith('|')).Select(l => l.Split('|', StringSplitOptions.TrimEntries)).ToList();
+            var names = work.Select(c => c[1]).ToList();
+            Assert.That(names, Does.Contain(path == "fused" ? "fused_attention_forward" : "softmax_forward").And.Contain("layernorm_forward_768")
+                .And.Contain("CPU GEMM fp32 NT 34×192×64"), path); // qkv: 2 images of 17 tokens, 64 wide
+            Assert.That(work.Where(c => c[1].StartsWith("CPU GEMM", StringComparison.Ordinal)).All(c => c[5].Length > 0), "products give TFLOP/s");
+            double workShares = work.Sum(c => double.Parse(c[4].TrimEnd('%', ' '), System.Globalization.CultureInfo.InvariantCulture));
+            Assert.That(workShares, Is.EqualTo(100).Within(0.05 * work.Count + 1e-9), "the shares cover the device's work");
         }
         Assert.That(Peft("bench", "--train-step", "--profile", "--cuda-graph", "--device", device).Err, Does.Contain("--profile: times each kernel on its own"));
         Assert.That(Peft("bench", "--op", "gelu", "--shape", "8", "--profile").Err, Does.Contain("--profile: goes with --train-step"));

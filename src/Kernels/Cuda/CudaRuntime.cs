@@ -261,8 +261,39 @@ public abstract unsafe class CudaRuntime : IDisposable
                 pointers[i] = first[i].Address(first + i);
                 sizes[i] = first[i].Size;
             }
-            Launch(kernel, grid, block, pointers, sizes, args.Length);
+            if (WorkProfile is { } profile)
+            {
+                profile.Timer.Start();
+                Launch(kernel, grid, block, pointers, sizes, args.Length);
+                profile.Add(kernel.Name, profile.Timer.Stop(), 0);
+            }
+            else Launch(kernel, grid, block, pointers, sizes, args.Length);
         }
+    }
+
+    /// <summary>While set, every kernel launch and library product is timed on its own and added to it by name (what
+    /// <c>peft bench --train-step --profile</c> prints as the device's work); null, as it starts: nothing is timed.</summary>
+    public DeviceWorkProfile? WorkProfile { get; set; }
+
+    /// <summary>Starts timing a library product for <see cref="WorkProfile"/>; false (nothing started) when it is null.
+    /// A true answer must be followed by <see cref="EndProduct"/> once the product is queued.</summary>
+    protected bool StartProduct()
+    {
+        if (WorkProfile is not { } profile) return false;
+        profile.Timer.Start();
+        return true;
+    }
+
+    /// <summary>Adds the product <see cref="StartProduct"/> timed to <see cref="WorkProfile"/>, named by its library,
+    /// precision, transposes (N or T for A, then B, as the row-major call gives them), shape and batch, and what its
+    /// epilogue adds (null: nothing).</summary>
+    protected void EndProduct(string library, Precision precision, bool transA, bool transB, int M, int N, int K, int batch = 1, string? epilogue = null)
+    {
+        var profile = WorkProfile!;
+        double seconds = profile.Timer.Stop();
+        string name = $"{library} {precision.Name()} {(transA ? 'T' : 'N')}{(transB ? 'T' : 'N')} {M}×{N}×{K}" + (batch > 1 ? $" ×{batch}" : "") +
+                      (epilogue == null ? "" : $", {epilogue}");
+        profile.Add(name, seconds, 2.0 * M * N * K * batch);
     }
 
     void CheckLaunchShape(CudaKernel kernel, Dim3 grid, Dim3 block)

@@ -332,16 +332,20 @@ public sealed unsafe class DriverRuntime : CudaRuntime
         B.CheckFor(precision, "GemmStridedBatched");
         if (precision is Precision.FP32 or Precision.TF32)
         {
+            bool timed = StartProduct();
             _blas.GemmStridedBatched(transA, transB, M, N, K, alpha, A.Floats, lda, strideA, B.Floats, ldb, strideB, beta, C, ldc, strideC,
                 batch, precision == Precision.TF32);
+            if (timed) EndProduct("cuBLAS", precision, transA, transB, M, N, K, batch);
             return;
         }
         long spanA = GemmOperand.Span(transA ? K : M, transA ? M : K, lda, strideA, batch);
         long spanB = GemmOperand.Span(transB ? N : K, transB ? K : N, ldb, strideB, batch);
         var (lowA, lowB) = SixteenBitOperands(A, spanA, B, spanB);
         ConvertOperands(A, lowA, spanA, B, lowB, spanB, precision);
+        bool timed16 = StartProduct(); // after the conversions, which WorkProfile times as kernels of their own
         _blas.GemmStridedBatched16(transA, transB, M, N, K, alpha, (void*)lowA, lda, strideA, (void*)lowB, ldb, strideB, beta, C, ldc,
             strideC, batch, precision == Precision.BF16);
+        if (timed16) EndProduct("cuBLAS", precision, transA, transB, M, N, K, batch);
     }
 
     /// <inheritdoc/>
@@ -356,21 +360,36 @@ public sealed unsafe class DriverRuntime : CudaRuntime
         if (sixteenBitOutput) precision.SixteenBitsFor("TryLinearProduct");
         void* output = sixteenBitOutput ? yPacked : y;
         _lt ??= new CuBlasLt(_stream, _blasWorkspace);
-        bool ran;
-        if (precision is Precision.FP32 or Precision.TF32) ran = _lt.Linear(M, N, K, x.Floats, w, bias, output, false, precision);
+        bool ran, timed;
+        if (precision is Precision.FP32 or Precision.TF32)
+        {
+            timed = StartProduct();
+            ran = _lt.Linear(M, N, K, x.Floats, w, bias, output, false, precision);
+        }
         else
         {
             long spanX = (long)M * K, spanW = (long)N * K;
             var (lowX, lowW) = SixteenBitOperands(x, spanX, w, spanW);
             if (!_lt.Offers(M, N, K, (void*)lowX, (void*)lowW, bias, output, sixteenBitOutput, precision)) return false; // nothing converted for nothing
             ConvertOperands(x, lowX, spanX, w, lowW, spanW, precision);
+            timed = StartProduct();
             ran = _lt.Linear(M, N, K, (void*)lowX, (void*)lowW, bias, output, sixteenBitOutput, precision);
         }
+        if (timed && ran) EndProduct("cuBLASLt", precision, false, true, M, N, K, 1, LinearEpilogue(bias != null, sixteenBitOutput, precision));
         if (ran) LinearProducts++;
         return ran;
     }
 
     CuBlasLt? _lt;
+
+    /// <summary>What a Linear product's epilogue adds, for <see cref="CudaRuntime.WorkProfile"/>'s names.</summary>
+    static string? LinearEpilogue(bool bias, bool sixteenBitOutput, Precision precision) => (bias, sixteenBitOutput) switch
+    {
+        (true, true) => $"bias, {precision.Name()} out",
+        (true, false) => "bias",
+        (false, true) => $"{precision.Name()} out",
+        _ => null,
+    };
 
     /// <inheritdoc/>
     /// <remarks>cuBLASLt's: no algorithm, a call it refused, or no handle on this machine.</remarks>

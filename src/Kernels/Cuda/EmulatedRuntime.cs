@@ -392,13 +392,17 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
         }
         if (precision == Precision.FP32)
         {
+            bool timed = StartProduct();
             CpuGemm.GemmStridedBatched(transA, transB, M, N, K, alpha, A.Floats, lda, strideA, B.Floats, ldb, strideB, beta, C, ldc, strideC, batch);
+            if (timed) EndProduct("CPU GEMM", precision, transA, transB, M, N, K, batch);
             return;
         }
         using var a = Rounded(A, GemmOperand.Span(transA ? K : M, transA ? M : K, lda, strideA, batch), precision);
         using var b = Rounded(B, GemmOperand.Span(transB ? N : K, transB ? K : N, ldb, strideB, batch), precision);
+        bool timedRounded = StartProduct(); // after the roundings, which WorkProfile times as kernels of their own
         CpuGemm.GemmStridedBatched(transA, transB, M, N, K, alpha, (float*)a.Pointer, lda, strideA, (float*)b.Pointer, ldb, strideB,
             beta, C, ldc, strideC, batch);
+        if (timedRounded) EndProduct("CPU GEMM", precision, transA, transB, M, N, K, batch);
     }
 
     /// <inheritdoc/>
