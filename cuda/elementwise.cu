@@ -120,15 +120,20 @@ extern "C" __global__ void column_sum_strided(float* out, float* partials, const
         column_result(out, partials, (long long)gridDim.y * cols, (long long)blockIdx.y * cols + c, total, scale, accumulate);
 }
 
-// out[i] = scale · Σ_s partials[s·count + i] (or +=), the slices added in order: the second stage of a column
-// reduction whose rows were cut into slices (deterministic). Launch: 1-D grid-stride.
-extern "C" __global__ void column_partials_sum(float* out, const float* partials, long long count, int slices, float scale,
-                                               int accumulate)
+// out[i] = scale · Σ_s partials[s·count + i] (or +=), and, when out2 is not null, out2[i] likewise from partials2
+// [slices, count2]: the second stage of one or two column reductions whose rows were cut into slices (a LayerNorm's
+// dweight and dbias in one launch), the slices added in order (deterministic). Launch: 1-D grid-stride over count
+// (+ count2).
+extern "C" __global__ void column_partials_sum(float* out, const float* partials, long long count, float* out2, const float* partials2,
+                                               long long count2, int slices, float scale, int accumulate)
 {
-    GRID_STRIDE(i, count)
+    GRID_STRIDE(i, count + (out2 ? count2 : 0))
     {
+        bool second = i >= count;
+        long long at = second ? i - count : i, stride = second ? count2 : count;
+        const float* p = (second ? partials2 : partials) + at;
         float total = 0.f;
-        for (int s = 0; s < slices; s++) total += partials[s * count + i];
-        store(out + i, scale * total, accumulate);
+        for (int s = 0; s < slices; s++) total += p[s * stride];
+        store((second ? out2 : out) + at, scale * total, accumulate);
     }
 }

@@ -69,11 +69,30 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     /// graph's launches keep pointing at it; the stream orders one reduction's use after the previous one's.</summary>
     float* ColumnPartials() => (float*)(_columnPartials != 0 ? _columnPartials : _columnPartials = _runtime.Allocate(ColumnPartialsCapacity * sizeof(float)));
 
-    /// <summary>The second stage of a sliced column reduction: output[i] (+)= scale · Σ slices' partials (nothing for a
-    /// null output or an unsliced reduction).</summary>
-    void FinishColumnSlices(float* output, float* partials, long count, int slices, float scale, bool accumulate)
+    /// <summary>The second stage of one or two sliced column reductions in one launch: output[i] (+)= scale · Σ slices'
+    /// partials, and output2 likewise from partials2 (nothing for a null output or an unsliced reduction).</summary>
+    void FinishColumnSlices(int slices, float scale, bool accumulate, float* output, float* partials, long count, float* output2 = null,
+        float* partials2 = null, long count2 = 0)
     {
-        if (output != null && slices > 1) GridStride(Elementwise.ColumnPartialsSum, count, output, partials, count, slices, scale, accumulate);
+        if (slices > 1) SumColumnPartials(slices, scale, accumulate, output, partials, count, output2, partials2, count2);
+    }
+
+    /// <summary><c>column_partials_sum</c> into one or two outputs (either may be null), whatever the slices: for kernels
+    /// that always write partials.</summary>
+    void SumColumnPartials(int slices, float scale, bool accumulate, float* output, float* partials, long count, float* output2, float* partials2,
+        long count2)
+    {
+        if (output == null)
+        {
+            // The second alone: it takes the first's place.
+            output = output2;
+            partials = partials2;
+            count = count2;
+            output2 = null;
+        }
+        if (output == null) return;
+        GridStride(Elementwise.ColumnPartialsSum, count + (output2 != null ? count2 : 0), output, partials, count, output2, partials2, count2, slices,
+            scale, accumulate);
     }
 
     /// <summary>A column reduction over <paramref name="cols"/> columns (× <paramref name="gridY"/> independent sets), its
@@ -302,7 +321,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         int slices = ColumnSlices(rows, cols, batches, count, 1);
         float* partials = slices > 1 ? ColumnPartials() : null;
         ColumnBlocks(Elementwise.ColumnSumStrided, cols, batches, slices, output, partials, input, rows, cols, rowStride, batchStride, scale, accumulate);
-        FinishColumnSlices(output, partials, count, slices, scale, accumulate);
+        FinishColumnSlices(slices, scale, accumulate, output, partials, count);
     }
 
     // ---------------------------------------------------------------- normalisation and activations
@@ -335,8 +354,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
             float* sums = ColumnPartials();
             _runtime.Launch(C <= LayerNormNarrowColumns ? Norm.LayernormBackward768 : Norm.LayernormBackward, blocks, Threads, dx, dxCopy, format, sums, dy, x, weight,
                 mean, rstd, rows, C, accumulate);
-            if (dweight != null) GridStride(Elementwise.ColumnPartialsSum, C, dweight, sums, (long)C, blocks, 1f, true);
-            if (dbias != null) GridStride(Elementwise.ColumnPartialsSum, C, dbias, sums + (long)blocks * C, (long)C, blocks, 1f, true);
+            SumColumnPartials(blocks, 1f, true, dweight, sums, C, dbias, sums + (long)blocks * C, C);
             return;
         }
         if (dx != null) WarpPerRow(Norm.LayernormBackwardInput, rows, dx, dxCopy, format, dy, x, weight, mean, rstd, rows, C, accumulate);
@@ -344,8 +362,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         int slices = ColumnSlices(rows, C, 1, C, 2);
         float* partials = slices > 1 ? ColumnPartials() : null;
         ColumnBlocks(Norm.LayernormBackwardParams, C, 1, slices, dweight, dbias, partials, dy, x, mean, rstd, rows, C);
-        FinishColumnSlices(dweight, partials, C, slices, 1f, true);
-        FinishColumnSlices(dbias, partials + (long)slices * C, C, slices, 1f, true);
+        FinishColumnSlices(slices, 1f, true, dweight, partials, C, dbias, partials + (long)slices * C, C);
     }
 
     /// <inheritdoc/>
@@ -374,7 +391,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         float* partials = slices > 1 ? ColumnPartials() : null;
         ColumnBlocks(Activations.BiasGeluBackward, cols, 1, slices, dhPacked, format, dbias, partials, dy, h.Data,
             Format(h), rows, cols);
-        FinishColumnSlices(dbias, partials, cols, slices, 1f, true);
+        FinishColumnSlices(slices, 1f, true, dbias, partials, cols);
     }
 
     /// <inheritdoc/>
@@ -513,8 +530,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         int format = Format(x);
         ColumnBlocks(Norm.ScaleShiftBackward, C, 1, slices, dx, dxPacked, dxFormat, dscale, dshift, partials, dy, x.Data, format, scale, shift, rows, C,
             shift != null, accumulate);
-        FinishColumnSlices(dscale, partials, C, slices, 1f, true);
-        FinishColumnSlices(dshift, partials + (long)slices * C, C, slices, 1f, true);
+        FinishColumnSlices(slices, 1f, true, dscale, partials, C, dshift, partials + (long)slices * C, C);
     }
 
     // ---------------------------------------------------------------- PEFT (peft.cu, norm.cu, loss.cu)
@@ -553,7 +569,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
             (true, true) => Peft.SparseWeightGradX16Dy16,
         };
         _runtime.Launch(kernel, new Dim3((uint)groups, 1, (uint)slices), Threads, dvalues, partials, dy.Data, x.Data, (int)GemmPrecision, index, rows, N, K, k);
-        FinishColumnSlices(dvalues, partials, count, slices, 1f, true);
+        FinishColumnSlices(slices, 1f, true, dvalues, partials, count);
     }
 
     /// <inheritdoc/>
@@ -786,8 +802,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         int slices = ColumnSlices(positions, C, gridY, (long)C * (kk + 1), 1);
         var partials = ColumnPartials();
         ColumnBlocks(Conv.DepthwiseConvBackwardParams, C, gridY, slices, dw, dbias, partials, dy, x, N, H, W, C, k, pad);
-        FinishColumnSlices(dw, partials, (long)C * kk, slices, 1f, true);
-        FinishColumnSlices(dbias, partials + (long)slices * C * kk, C, slices, 1f, true);
+        FinishColumnSlices(slices, 1f, true, dw, partials, (long)C * kk, dbias, partials + (long)slices * C * kk, C);
     }
 
     /// <summary>conv.cu's DEPTHWISE_REGISTER_K: the weight gradient's blocks each own a window of this many taps squared.</summary>
