@@ -58,3 +58,53 @@ extern "C" __global__ void convert_from_fp16(float* y, const fp16* x, long long 
 {
     convert_from_16(y, (const unsigned short*)x, n, 3);
 }
+
+// The tensors of one convert_to_16_many launch: tensor j (j < count) converts n[j] floats at x[j] into y[j]; its
+// chunks of PACK_CHUNK values are numbered from first_chunk[j] on (first_chunk[count]: the launch's chunks).
+#define PACK_CHUNK 4096
+struct PackTargets
+{
+    const float* x[TENSORS_PER_LAUNCH];
+    unsigned short* y[TENSORS_PER_LAUNCH];
+    long long n[TENSORS_PER_LAUNCH];
+    long long first_chunk[TENSORS_PER_LAUNCH + 1];
+};
+
+// y[j] = x[j] in 16-bit storage (format 2 bf16, 3 fp16) for every tensor of the launch: a training step's weights,
+// converted once for all of its products in one launch instead of one per product. The blocks take the chunks in
+// turn, so tensors of any sizes share the device evenly; a chunk converts four values a thread at a time where its
+// tensor's pointers allow (a chunk starts at a multiple of PACK_CHUNK, so its quads stay aligned). 256 threads.
+extern "C" __global__ void convert_to_16_many(PackTargets t, int count, int format)
+{
+    for (long long c = blockIdx.x; c < t.first_chunk[count]; c += gridDim.x)
+    {
+        int j = 0;
+        while (c >= t.first_chunk[j + 1]) j++;
+        long long start = (c - t.first_chunk[j]) * PACK_CHUNK;
+        long long n = min((long long)PACK_CHUNK, t.n[j] - start);
+        const float* x = t.x[j] + start;
+        unsigned short* y = t.y[j] + start;
+        bool vector = aligned_for(y, format) && aligned_for(x);
+        if (vector && n == PACK_CHUNK && blockDim.x == PACK_CHUNK / 16)
+        {
+            // A whole chunk: each thread's four quads loaded together, then stored (four 16-byte loads in flight).
+            float v[4][4];
+            for (int r = 0; r < 4; r++) load_values(v[r], x, 4 * (threadIdx.x + r * (PACK_CHUNK / 16)), 4);
+            for (int r = 0; r < 4; r++) store_halves(y, 4 * (threadIdx.x + r * (PACK_CHUNK / 16)), v[r], 4, format);
+            continue;
+        }
+        long long quads = vector ? n / 4 : 0;
+        for (long long q = threadIdx.x; q < quads; q += blockDim.x)
+        {
+            float v[4];
+            load_values(v, x, 4 * q, 4);
+            store_halves(y, 4 * q, v, 4, format);
+        }
+        for (long long i = 4 * quads + threadIdx.x; i < n; i += blockDim.x)
+        {
+            float v[4];
+            load_values(v, x, i, 1);
+            store_halves(y, i, v, 1, format);
+        }
+    }
+}

@@ -45,7 +45,7 @@ public static class DemoCommand
                           $"pattern task, {steps} steps of {batchSize}, on {(device is CudaDevice cuda ? cuda.Runtime.Description : $"the CPU ({CpuParallel.Threads} thread(s), GEMM {CpuGemm.Isa})")}");
         Console.WriteLine($"chance accuracy {100.0 / config.num_classes:F1}%; held-out accuracy at step 0: {Accuracy(model, evalInput, evalY):F1}%");
         Console.WriteLine(" step      loss   train acc   held-out acc   img/s");
-        var trainStep = new TrainStep(opt) { Context = "demo" };
+        using var trainStep = new TrainStep(opt) { Context = "demo", Weights = model.Parameters };
         var clock = Stopwatch.StartNew();
         double lossSum = 0;
         int correct = 0, seen = 0, window = 0, printEvery = Math.Max(1, steps / 10);

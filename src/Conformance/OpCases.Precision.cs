@@ -91,6 +91,155 @@ public static partial class OpCases
         }
     }
 
+    /// <summary><see cref="IKernels.PackLowPrecisionMany"/>: every target bit for bit <see cref="IKernels.PackLowPrecision"/>
+    /// of it, over 40 targets (two launches on a GPU) whose sizes sit around the GPU kernel's 4,096-value chunks and its
+    /// quads, at aligned and unaligned addresses, in bf16 and fp16; the values between the targets stay as they were.</summary>
+    static unsafe void PackLowPrecisionMany(Device dev)
+    {
+        int[] sizes = [0, 1, 3, 4095, 4096, 4097, 3 * 4096 + 5, 70_001];
+        const int count = 40;
+        var probes = RoundingProbes();
+        var k = dev.Kernels;
+        var (xAt, yAt, lengths) = (new long[count], new long[count], new long[count]);
+        long xTotal = 0, yTotal = 0;
+        for (int i = 0; i < count; i++)
+        {
+            lengths[i] = sizes[i % sizes.Length];
+            (xAt[i], yAt[i]) = (xTotal + i % 3, yTotal + i % 5);
+            (xTotal, yTotal) = ((xAt[i] + lengths[i] + 7) / 4 * 4, (yAt[i] + lengths[i] + 7) / 4 * 4);
+        }
+        using var x = Tensor.FromArray(dev, [.. Enumerable.Range(0, (int)xTotal).Select(i => probes[i * 7 % probes.Length])], (int)xTotal);
+        using var before = Tensor.FromArray(dev, [.. Enumerable.Range(0, (int)yTotal).Select(i => -1.25f - i % 11)], (int)yTotal);
+        foreach (var precision in new[] { Precision.BF16, Precision.FP16 })
+        {
+            var dtype = precision == Precision.BF16 ? DType.BF16 : DType.F16;
+            float[] Packed(bool many)
+            {
+                using var y = Tensor.Empty(dev, dtype, (int)yTotal);
+                using var wide = Tensor.Empty(dev, DType.F32, (int)yTotal);
+                k.PackLowPrecision(y.HalfData, before.Data, yTotal, precision);
+                var targets = Enumerable.Range(0, count).Select(i => new PackTarget(y.HalfData + yAt[i], x.Data + xAt[i], lengths[i])).ToArray();
+                if (many) k.PackLowPrecisionMany(targets, precision);
+                else foreach (var t in targets) k.PackLowPrecision(t.Y, t.X, t.Count, precision);
+                k.UnpackLowPrecision(wide.Data, y.HalfData, yTotal, precision);
+                return wide.ToArray();
+            }
+            float[] got = Packed(many: true), want = Packed(many: false);
+            for (int i = 0; i < got.Length; i++)
+                if (BitConverter.SingleToInt32Bits(got[i]) != BitConverter.SingleToInt32Bits(want[i]))
+                {
+                    int target = Array.FindLastIndex(yAt, at => at <= i);
+                    string where = target >= 0 && i < yAt[target] + lengths[target] ? $"value {i - yAt[target]} of target {target} ({lengths[target]} values)" : "between targets";
+                    throw new ConformanceException($"PackLowPrecisionMany {precision.Name()}: {where} is {got[i]:G9}, PackLowPrecision gives {want[i]:G9}");
+                }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="WeightCopies"/> (<see cref="IKernels.ShareWeightCopies"/>): under bf16 and fp16 GEMMs a small MLP with
+    /// SSF (LinearGelu, then a Linear joining a residual, then LinearScaleShift) gives the same outputs and gradients bit
+    /// for bit with its weights' copies held as without. Where the backend reads the copies, a product really reads them:
+    /// with another weight's values shared as a weight's copy, a Linear and a product from an interior row of the weight
+    /// give what that other weight gives, and nothing once the sharing ends. While held, the weights refuse writes.
+    /// </summary>
+    static unsafe void ShareWeightCopies(Device dev)
+    {
+        const int rows = 21, C = 24, H = 40;
+        float[] Values(ulong seed, int n) => [.. Enumerable.Range(0, n).Select(i => (float)(CounterRng.Uniform(seed, (ulong)i) * 2 - 1))];
+        static bool Same(float[] a, float[] b) => a.Length == b.Length && a.Zip(b).All(p => BitConverter.SingleToInt32Bits(p.First) == BitConverter.SingleToInt32Bits(p.Second));
+        var k = dev.Kernels;
+        var previous = k.GemmPrecision;
+        try
+        {
+            foreach (var precision in new[] { Precision.BF16, Precision.FP16 })
+            {
+                k.GemmPrecision = precision;
+                using var x = Tensor.FromArray(dev, Values(31, rows * C), rows, C);
+                using var w1 = Tensor.FromArray(dev, Values(32, H * C), H, C);
+                using var b1 = Tensor.FromArray(dev, Values(33, H), H);
+                using var w2 = Tensor.FromArray(dev, Values(34, C * H), C, H);
+                using var b2 = Tensor.FromArray(dev, Values(35, C), C);
+                using var w3 = Tensor.FromArray(dev, Values(36, C * C), C, C);
+                using var scale = Tensor.FromArray(dev, Values(37, C), C);
+                using var shift = Tensor.FromArray(dev, Values(38, C), C);
+                using var upstream = Tensor.FromArray(dev, Values(39, rows * C), rows, C);
+                Tensor[] leaves = [x, w1, b1, w2, b2, w3, scale, shift];
+                float[][] Run(bool held)
+                {
+                    foreach (var t in leaves)
+                    {
+                        t.RequiresGrad = true;
+                        t.DropGrad();
+                    }
+                    using var copies = new WeightCopies(leaves);
+                    var tape = new Autograd.Tape();
+                    float[] output;
+                    using (held ? copies.Hold() : null)
+                    {
+                        if (held && copies.Bytes > 0)
+                            try
+                            {
+                                w1.CopyFrom(Values(32, H * C));
+                                throw new ConformanceException("ShareWeightCopies: a weight took a write while its copy was held");
+                            }
+                            catch (InvalidOperationException e) when (e.Message.Contains("WeightCopies")) { }
+                        using (tape.Record())
+                        {
+                            using var h = Ops.LinearGelu(x, w1, b1);
+                            using var r = Ops.Linear(h, w2, b2, residual: x);
+                            using var y = Ops.LinearScaleShift(r, w3, scale, shift);
+                            output = y.ToArray();
+                            tape.Backward(y, upstream);
+                        }
+                    }
+                    return [output, .. leaves.Select(t => t.Grad!.ToArray())];
+                }
+                var plain = Run(held: false);
+                var shared = Run(held: true);
+                string[] names = ["y", "dx", "dw1", "db1", "dw2", "db2", "dw3", "dscale", "dshift"];
+                for (int t = 0; t < names.Length; t++)
+                    if (!Same(shared[t], plain[t]))
+                        throw new ConformanceException($"ShareWeightCopies {precision.Name()}: {names[t]} differs with the weights' copies held");
+                foreach (var t in leaves) t.RequiresGrad = false;
+
+                // Another weight's values shared as w1's copy: what the products read.
+                using var other = Tensor.FromArray(dev, Values(40, H * C), H, C);
+                using var otherPacked = Tensor.Empty(dev, precision == Precision.BF16 ? DType.BF16 : DType.F16, H, C);
+                k.PackLowPrecision(otherPacked.HalfData, other.Data, other.Count, precision);
+                using var viaOther = Ops.Linear(x, other);
+                using var rowsOut = Tensor.Empty(dev, DType.F32, rows, H - 3);
+                using var rowsViaOther = Tensor.Empty(dev, DType.F32, rows, H - 3);
+                k.Gemm(false, true, rows, H - 3, C, 1f, x.Data, C, other.Data + 3 * C, C, 0f, rowsViaOther.Data, H - 3);
+                if (k.ShareWeightCopies([new PackTarget(otherPacked.HalfData, w1.Data, w1.Count)]))
+                {
+                    float[] read, readRows;
+                    try
+                    {
+                        using var y = Ops.Linear(x, w1);
+                        read = y.ToArray();
+                        k.Gemm(false, true, rows, H - 3, C, 1f, x.Data, C, w1.Data + 3 * C, C, 0f, rowsOut.Data, H - 3);
+                        readRows = rowsOut.ToArray();
+                    }
+                    finally
+                    {
+                        k.ShareWeightCopies([]);
+                    }
+                    if (!Same(read, viaOther.ToArray()))
+                        throw new ConformanceException($"ShareWeightCopies {precision.Name()}: a Linear did not read the shared copy of its weight");
+                    if (!Same(readRows, rowsViaOther.ToArray()))
+                        throw new ConformanceException($"ShareWeightCopies {precision.Name()}: a product from row 3 of a shared weight did not read its copy from row 3");
+                }
+                using var after = Ops.Linear(x, w1);
+                if (Same(after.ToArray(), viaOther.ToArray()))
+                    throw new ConformanceException($"ShareWeightCopies {precision.Name()}: a product still read the copy after the sharing ended");
+            }
+        }
+        finally
+        {
+            k.GemmPrecision = previous;
+        }
+    }
+
     /// <summary>Under bf16 and fp16 GEMMs a Linear and LoRA keep their weight gradients' GEMM operands in 16 bits: every
     /// GEMM-made gradient is bit for bit the one float32 copies give, and the tape keeps fewer bytes. A Linear whose
     /// weight trains selected entries keeps x in 16 bits too: its selected entries' gradient is the sum over the rounded

@@ -82,6 +82,8 @@ public static partial class OpCases
         // Precision
         ("RoundToPrecision", RoundToPrecision),
         ("PackLowPrecision", PackLowPrecision),
+        ("PackLowPrecisionMany", PackLowPrecisionMany),
+        ("ShareWeightCopies", ShareWeightCopies),
         ("SavedGemmOperandsInGemmPrecision", SavedGemmOperandsInGemmPrecision),
         ("LinearOutputsInGemmPrecision", LinearOutputsInGemmPrecision),
         ("GemmInputsInGemmPrecision", GemmInputsInGemmPrecision),

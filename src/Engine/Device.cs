@@ -354,7 +354,8 @@ public sealed unsafe class Storage
     /// <summary>Device address of the first byte; throws once released.</summary>
     public void* Pointer => _refs > 0 ? _memory.Pointer : throw new ObjectDisposedException(nameof(Storage), "tensor storage was released");
 
-    /// <summary>How many <see cref="FrozenWeights"/> hold this storage; writes through the engine refuse it while above 0.</summary>
+    /// <summary>How many <see cref="FrozenWeights"/> and <see cref="WeightCopies.Hold"/>s hold this storage; writes
+    /// through the engine refuse it while above 0.</summary>
     internal int Frozen;
 
     /// <summary>True once every reference is released.</summary>

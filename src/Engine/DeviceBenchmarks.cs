@@ -43,6 +43,7 @@ public static unsafe class DeviceBenchmarks
         new("adam", "N", 1, "one AdamW step of N parameters"),
         new("pack-bf16", "N", 1, "a 16-bit GEMM operand: y = x rounded to bfloat16 (4 bytes read, 2 written per value)"),
         new("unpack-bf16", "N", 1, "a kept bfloat16 activation widened back to float32"),
+        new("pack-weights-bf16", "BLOCKSxC", 2, "a training step's weight copies: the four Linear weights of each ViT block of width C converted to bfloat16 in one call (WeightCopies)"),
         new("bias", "ROWSxCOLS", 2, "y = x + bias per column"),
         new("bias-grad", "ROWSxCOLS", 2, "a bias gradient: column sums of dy over the rows"),
         new("bias-gelu-backward", "ROWSxCOLS", 2, "fc1's GELU and bias backward in bf16 in one pass: dh in bf16 for the products from dy and the bf16 pre-activation, the bias summed"),
@@ -239,6 +240,7 @@ public static unsafe class DeviceBenchmarks
         }
         if (op == "sparse-weight-grad") return SparseWeightGrad(device, shapeText, shape[0], shape[1], shape[2], repeats);
         if (op == "gemm-packed") return PackedGemm(device, shapeText, shape[0], shape[1], shape[2], repeats);
+        if (op == "pack-weights-bf16") return PackedWeights(device, shapeText, shape[0], shape[1], repeats);
         bool rowOp = info.Dimensions == 2;
         int rows = rowOp ? shape[0] : 1, cols = rowOp ? shape[1] : (int)elements;
         long n = op == "split-heads" ? 3 * elements : elements; // q, k and v
@@ -303,6 +305,21 @@ public static unsafe class DeviceBenchmarks
         long copyFloats = Math.Max(1, bytes / 8);
         double copyMs = op == "copy" ? time : CopyMilliseconds(device, copyFloats, repeats);
         return new BenchmarkRow(op, shapeText, time, gbps, 100 * gbps / (2.0 * copyFloats * 4 / (copyMs * 1e6)));
+    }
+
+    /// <summary>A training step's weight copies (<see cref="WeightCopies"/>): qkv, proj, fc1 and fc2 of each of
+    /// <paramref name="blocks"/> ViT blocks of width <paramref name="C"/> (12·C² values a block) converted to bf16 by one
+    /// <see cref="IKernels.PackLowPrecisionMany"/>: 6 bytes a value.</summary>
+    static BenchmarkRow PackedWeights(Device device, string shapeText, int blocks, int C, int repeats)
+    {
+        long[] sizes = [.. Enumerable.Range(0, blocks).SelectMany(_ => new[] { 3L * C * C, (long)C * C, 4L * C * C, 4L * C * C })];
+        long total = sizes.Sum();
+        using var weights = Filled(device, total, 0.5f);
+        using var copies = Tensor.Empty(device, DType.BF16, checked((int)total));
+        var targets = new PackTarget[sizes.Length];
+        long offset = 0;
+        for (int i = 0; i < sizes.Length; offset += sizes[i++]) targets[i] = new PackTarget(copies.HalfData + offset, weights.Data + offset, sizes[i]);
+        return MemoryBound(device, "pack-weights-bf16", shapeText, total * 6, repeats, () => device.Kernels.PackLowPrecisionMany(targets, Precision.BF16));
     }
 
     /// <summary>GPS's selected entries of a Linear's weight gradient, one input per output row (GPS's K = 1), from bf16 dy
@@ -456,6 +473,7 @@ public static unsafe class DeviceBenchmarks
         {
             ["copy"] = [(int)hidden], ["copy-driver"] = [(int)hidden], ["add"] = [(int)hidden], ["gelu"] = [(int)hidden], ["gelu-backward"] = [(int)hidden], ["gelu-bf16"] = [(int)hidden],
             ["drop-path"] = [(int)hidden], ["drop-path-add"] = [full ? 64 : 2, T * C], ["adam"] = [(int)hidden], ["pack-bf16"] = [(int)hidden], ["unpack-bf16"] = [(int)hidden],
+            ["pack-weights-bf16"] = [full ? 12 : 2, C],
             ["bias"] = [tokens, C], ["bias-grad"] = [tokens, C], ["bias-gelu-backward"] = [tokens, 4 * C], ["scale-shift"] = [tokens, C], ["scale-shift-backward"] = [tokens, C],
             ["scale-shift-gelu-backward"] = [tokens, 4 * C],
             ["layernorm"] = [tokens, C], ["layernorm-backward"] = [tokens, C], ["layernorm-backward-input"] = [tokens, C], ["softmax"] = [(full ? 64 : 2) * heads * T, T], ["softmax-backward"] = [(full ? 64 : 2) * heads * T, T],

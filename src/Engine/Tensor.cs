@@ -230,12 +230,13 @@ public sealed unsafe class Tensor : IDisposable
 
     internal Storage Storage => _storage;
 
-    /// <summary>Throws when a <see cref="FrozenWeights"/> holds this tensor's storage (its backend may be reading a packed
-    /// copy that the write would leave stale).</summary>
+    /// <summary>Throws when a <see cref="FrozenWeights"/> or a <see cref="WeightCopies.Hold"/> holds this tensor's storage
+    /// (its backend may be reading a packed copy that the write would leave stale).</summary>
     internal void CheckNotFrozen(string what)
     {
         if (_storage.Frozen > 0)
-            throw new InvalidOperationException($"cannot {what} {Describe()}: it is frozen (FrozenWeights); dispose the FrozenWeights first");
+            throw new InvalidOperationException($"cannot {what} {Describe()}: it is frozen (FrozenWeights, or a training step's " +
+                "WeightCopies.Hold while the step's forward and backward run); dispose the FrozenWeights or the hold first");
     }
 
     void CheckAlive()

@@ -102,6 +102,18 @@ public unsafe interface IKernels
     void PackLowPrecision(ushort* y, float* x, long n, Precision precision);
     /// <summary>y = the 16-bit values x (<see cref="Precision.BF16"/> or <see cref="Precision.FP16"/>) as floats (exact).</summary>
     void UnpackLowPrecision(float* y, ushort* x, long n, Precision precision);
+    /// <summary><see cref="PackLowPrecision"/> of every target, bit for bit, in as few launches as the backend can (a
+    /// training step's weights: on a GPU, up to 32 tensors of any size share one).</summary>
+    void PackLowPrecisionMany(ReadOnlySpan<PackTarget> targets, Precision precision);
+    /// <summary>
+    /// Until the next call (an empty span ends it): a bf16 or fp16 product (<see cref="GemmPrecision"/>) whose float32
+    /// operand lies within one of the copies' <see cref="PackTarget.X"/> reads the same values of its
+    /// <see cref="PackTarget.Y"/> instead of converting them, with the same results bit for bit. Each Y must hold
+    /// <see cref="PackLowPrecision"/> of its X in <see cref="GemmPrecision"/> (<see cref="PackLowPrecisionMany"/>), and
+    /// X must not change while shared. A backend that does not read 16-bit operands
+    /// (<see cref="ReadsPackedGemmOperands"/> false) ignores the copies. Returns whether the products read them.
+    /// </summary>
+    bool ShareWeightCopies(ReadOnlySpan<PackTarget> copies);
 
     // ---------------------------------------------------------------- elementwise and bias
     /// <summary>x[i] = value for i &lt; n.</summary>

@@ -32,6 +32,9 @@ public sealed partial class InstrumentedKernels : IKernels
     public unsafe bool ThawWeight(float* w) => Inner.ThawWeight(w);
 
     /// <inheritdoc/>
+    public bool ShareWeightCopies(ReadOnlySpan<PackTarget> copies) => Inner.ShareWeightCopies(copies);
+
+    /// <inheritdoc/>
     public bool FusedAttentionKeepsSixteenBits(int headDim, bool bias) => Inner.FusedAttentionKeepsSixteenBits(headDim, bias);
 
     /// <inheritdoc/>

@@ -76,6 +76,14 @@ public sealed unsafe partial class InstrumentedKernels
     }
 
     /// <inheritdoc/>
+    public void PackLowPrecisionMany(ReadOnlySpan<PackTarget> targets, Precision precision)
+    {
+        long start = Begin(KernelId.PackLowPrecisionMany);
+        Inner.PackLowPrecisionMany(targets, precision);
+        End(KernelId.PackLowPrecisionMany, start);
+    }
+
+    /// <inheritdoc/>
     public void Fill(float* x, long n, float value)
     {
         long start = Begin(KernelId.Fill);
@@ -611,6 +619,8 @@ public enum KernelId
     PackLowPrecision,
     /// <summary><see cref="IKernels.UnpackLowPrecision"/></summary>
     UnpackLowPrecision,
+    /// <summary><see cref="IKernels.PackLowPrecisionMany"/></summary>
+    PackLowPrecisionMany,
     /// <summary><see cref="IKernels.Fill"/></summary>
     Fill,
     /// <summary><see cref="IKernels.FillMany"/></summary>

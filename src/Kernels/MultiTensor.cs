@@ -10,6 +10,20 @@ public readonly unsafe struct TensorSpan(float* data, long count)
     public long Count { get; } = count;
 }
 
+/// <summary>One tensor of <see cref="IKernels.PackLowPrecisionMany"/> and <see cref="IKernels.ShareWeightCopies"/>:
+/// <see cref="Count"/> floats at <see cref="X"/> and their 16-bit copy at <see cref="Y"/>.</summary>
+public readonly unsafe struct PackTarget(ushort* y, float* x, long count)
+{
+    /// <summary>The 16-bit copy (a device pointer).</summary>
+    public ushort* Y { get; } = y;
+
+    /// <summary>The float32 values (a device pointer).</summary>
+    public float* X { get; } = x;
+
+    /// <summary>How many values.</summary>
+    public long Count { get; } = count;
+}
+
 /// <summary>One parameter of <see cref="IKernels.AdamStepMany"/>: its values, gradient and moments (device pointers) and
 /// its weight decay. Dense: <see cref="Count"/> elements each, those where <see cref="Mask"/> (when given) is zero kept
 /// bitwise. Selected entries (GPS): gradient and moments hold <see cref="Count"/> = N·<see cref="PerRow"/> entries, and

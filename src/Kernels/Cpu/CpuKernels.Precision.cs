@@ -36,6 +36,16 @@ public sealed unsafe partial class CpuKernels
         CpuRange.For(n, ElementGrain, ref body);
     }
 
+    /// <inheritdoc/>
+    public void PackLowPrecisionMany(ReadOnlySpan<PackTarget> targets, Precision precision)
+    {
+        foreach (var t in targets) PackLowPrecision(t.Y, t.X, t.Count, precision);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>The CPU's GEMM rounds a float32 operand as it packs its panels, at no extra pass: nothing to share.</remarks>
+    public bool ShareWeightCopies(ReadOnlySpan<PackTarget> copies) => false;
+
     /// <summary>y[i] = x[i] in 16 bits for i in [0, n) on the calling thread (a GEMM epilogue's tile row).</summary>
     internal static void PackRow(ushort* y, float* x, int n, Precision precision) =>
         new PackBody { Packed = y, Wide = x, Precision = RequireSixteenBits(precision) }.Run(0, n);

@@ -44,6 +44,8 @@ public static class CudaKernelHandles
         public static readonly CudaKernel ConvertFromBf16 = new(File, "convert_from_bf16");
         /// <summary><c>convert_from_fp16</c>.</summary>
         public static readonly CudaKernel ConvertFromFp16 = new(File, "convert_from_fp16");
+        /// <summary><c>convert_to_16_many</c>.</summary>
+        public static readonly CudaKernel ConvertTo16Many = new(File, "convert_to_16_many");
     }
 
     /// <summary>cuda/attention.cu.</summary>

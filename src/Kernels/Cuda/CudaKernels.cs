@@ -105,13 +105,17 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     // ---------------------------------------------------------------- GEMM
 
     /// <inheritdoc/>
+    /// <remarks>A float32 operand within a shared weight copy is read from the copy (<see cref="ShareWeightCopies"/>).</remarks>
     public void Gemm(bool transA, bool transB, int M, int N, int K, float alpha, GemmOperand A, int lda, GemmOperand B, int ldb,
-        float beta, float* C, int ldc) => _runtime.Gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, GemmPrecision);
+        float beta, float* C, int ldc) => GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
 
     /// <inheritdoc/>
+    /// <remarks>A float32 operand within a shared weight copy is read from the copy (<see cref="ShareWeightCopies"/>).</remarks>
     public void GemmStridedBatched(bool transA, bool transB, int M, int N, int K, float alpha, GemmOperand A, int lda, long strideA,
         GemmOperand B, int ldb, long strideB, float beta, float* C, int ldc, long strideC, int batch) =>
-        _runtime.GemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch, GemmPrecision);
+        _runtime.GemmStridedBatched(transA, transB, M, N, K, alpha, Shared(A, GemmOperand.Span(transA ? K : M, transA ? M : K, lda, strideA, batch)),
+            lda, strideA, Shared(B, GemmOperand.Span(transB ? N : K, transB ? K : N, ldb, strideB, batch)), ldb, strideB, beta, C, ldc, strideC,
+            batch, GemmPrecision);
 
     /// <inheritdoc/>
     /// <remarks>On a GPU: TF32 through cuBLAS's TF32 compute mode; bf16 and fp16 operands converted to 16-bit storage
@@ -143,6 +147,76 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     }, n, y, x, n);
 
     /// <inheritdoc/>
+    /// <remarks>precision.cu's convert_to_16_many, <see cref="TensorsPerLaunch"/> tensors to a launch, each cut into
+    /// chunks of <see cref="PackChunk"/> values that the blocks take in turn.</remarks>
+    public void PackLowPrecisionMany(ReadOnlySpan<PackTarget> targets, Precision precision)
+    {
+        int format = (int)precision.SixteenBitsFor("PackLowPrecisionMany");
+        PackTargets launch = default;
+        for (int first = 0; first < targets.Length; first += TensorsPerLaunch)
+        {
+            int count = Math.Min(TensorsPerLaunch, targets.Length - first);
+            long chunks = 0;
+            for (int j = 0; j < count; j++)
+            {
+                var t = targets[first + j];
+                (launch.X[j], launch.Y[j], launch.N[j], launch.FirstChunk[j]) = ((ulong)t.X, (ulong)t.Y, t.Count, chunks);
+                chunks += (t.Count + PackChunk - 1) / PackChunk;
+            }
+            launch.FirstChunk[count] = chunks;
+            var kernel = CudaKernelHandles.Precision.ConvertTo16Many;
+            if (chunks > 0)
+                _runtime.Launch(kernel, _runtime.GridStrideBlocks(kernel, chunks * Threads, Threads), Threads, new KernelArg(&launch, sizeof(PackTargets)),
+                    count, format);
+        }
+    }
+
+    /// <summary>precision.cu's PACK_CHUNK: the values a block of convert_to_16_many converts at a time.</summary>
+    const long PackChunk = 4096;
+
+    /// <summary>The C layout of precision.cu's PackTargets.</summary>
+    struct PackTargets
+    {
+        public fixed ulong X[TensorsPerLaunch];
+        public fixed ulong Y[TensorsPerLaunch];
+        public fixed long N[TensorsPerLaunch];
+        public fixed long FirstChunk[TensorsPerLaunch + 1];
+    }
+
+    /// <inheritdoc/>
+    public bool ShareWeightCopies(ReadOnlySpan<PackTarget> copies)
+    {
+        var sorted = copies.ToArray();
+        Array.Sort(sorted, (a, b) => ((nint)a.X).CompareTo((nint)b.X));
+        for (int i = 1; i < sorted.Length; i++)
+            if ((nint)sorted[i].X < (nint)(sorted[i - 1].X + sorted[i - 1].Count))
+                throw new ArgumentException("ShareWeightCopies: two shared weights overlap", nameof(copies));
+        _weightCopies = sorted;
+        return true;
+    }
+
+    /// <summary>The shared weight copies (<see cref="ShareWeightCopies"/>), in the order of their float32 addresses.</summary>
+    PackTarget[] _weightCopies = [];
+
+    /// <summary>A product's operand of <paramref name="span"/> values: under bf16 or fp16 GEMMs a float32 one that lies
+    /// within a shared weight is the same values of its 16-bit copy (<see cref="ShareWeightCopies"/>); else itself.</summary>
+    GemmOperand Shared(GemmOperand operand, long span)
+    {
+        if (operand.IsPacked || _weightCopies.Length == 0 || GemmPrecision is not (Precision.BF16 or Precision.FP16)) return operand;
+        float* x = (float*)operand.Data;
+        int lo = 0, hi = _weightCopies.Length - 1; // the last copy that starts at or before x
+        while (lo < hi)
+        {
+            int mid = (lo + hi + 1) / 2;
+            if (_weightCopies[mid].X <= x) lo = mid;
+            else hi = mid - 1;
+        }
+        var copy = _weightCopies[lo];
+        long offset = x - copy.X;
+        return offset >= 0 && offset + span <= copy.Count ? GemmOperand.Packed(copy.Y + offset) : operand;
+    }
+
+    /// <inheritdoc/>
     /// <remarks>cuBLAS reads weights as they are: nothing to keep.</remarks>
     public bool FreezeWeight(float* w, long count) => false;
 
@@ -158,7 +232,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         if (residual != null && yPacked != null) throw new ArgumentException("LinearForward: a residual sum is float32, not written in 16 bits", nameof(yPacked));
         int format = PackedFormat(yPacked, null, "LinearForward");
         if (residual == null && (bias != null || yPacked != null)
-            && _runtime.TryLinearProduct(LinearInput(x, xPacked), w, bias, yPacked == null ? y : null, yPacked, rows, N, K, GemmPrecision))
+            && _runtime.TryLinearProduct(LinearInput(x, xPacked), Shared(w, (long)N * K), bias, yPacked == null ? y : null, yPacked, rows, N, K, GemmPrecision))
             return;
         Gemm(false, true, rows, N, K, 1f, LinearInput(x, xPacked), K, w, K, 0f, y, N);
         if (bias != null) GridStride(Elementwise.AddBias, (long)rows * N, y, yPacked, format, y, bias, residual, rows, N);
@@ -175,7 +249,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     {
         float* product = h != null ? h : y;
         PackedFormat(yPacked, hPacked, "LinearGeluForward");
-        if (h == null && hPacked != null && _runtime.TryLinearProduct(LinearInput(x, xPacked), w, bias, null, hPacked, rows, N, K, GemmPrecision))
+        if (h == null && hPacked != null && _runtime.TryLinearProduct(LinearInput(x, xPacked), Shared(w, (long)N * K), bias, null, hPacked, rows, N, K, GemmPrecision))
         {
             GeluForward(yPacked == null ? y : null, yPacked, GemmOperand.Packed(hPacked), (long)rows * N);
             return;
@@ -202,7 +276,7 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
         string kernel = gelu ? "LinearScaleShiftGeluForward" : "LinearScaleShiftForward";
         if (residual != null && yPacked != null) throw new ArgumentException($"{kernel}: a residual sum is float32, not written in 16 bits", nameof(yPacked));
         int format = PackedFormat(yPacked, uPacked, kernel);
-        if (u == null && uPacked != null && _runtime.TryLinearProduct(LinearInput(x, xPacked), w, null, null, uPacked, rows, N, K, GemmPrecision))
+        if (u == null && uPacked != null && _runtime.TryLinearProduct(LinearInput(x, xPacked), Shared(w, (long)N * K), null, null, uPacked, rows, N, K, GemmPrecision))
         {
             GridStride(Norm.ScaleShiftForward, (long)rows * N, y, yPacked, (ushort*)null, format, uPacked, format, 0, scale, shift, residual, rows, N, gelu);
             return;

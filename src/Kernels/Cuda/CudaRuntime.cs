@@ -330,7 +330,7 @@ public abstract unsafe class CudaRuntime : IDisposable
     /// <see cref="LinearEpilogues"/> is off or the device offers no such product for these operands (the caller runs
     /// the GEMM and its own bias pass).
     /// </summary>
-    public abstract bool TryLinearProduct(GemmOperand x, float* w, float* bias, float* y, ushort* yPacked, int M, int N, int K, Precision precision);
+    public abstract bool TryLinearProduct(GemmOperand x, GemmOperand w, float* bias, float* y, ushort* yPacked, int M, int N, int K, Precision precision);
 
     /// <summary>Linear products <see cref="TryLinearProduct"/> has run (queued; on the emulated device, replays of
     /// captured ones too): whether the epilogue ran at all.</summary>

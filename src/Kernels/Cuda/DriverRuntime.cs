@@ -351,11 +351,12 @@ public sealed unsafe class DriverRuntime : CudaRuntime
     /// <inheritdoc/>
     /// <remarks>cuBLASLt with its bias epilogue (float32 bias; a 16-bit y straight from the accumulators); operands as
     /// for the GEMM: 16-bit ones read as kept, float32 ones converted first under bf16/fp16.</remarks>
-    public override bool TryLinearProduct(GemmOperand x, float* w, float* bias, float* y, ushort* yPacked, int M, int N, int K, Precision precision)
+    public override bool TryLinearProduct(GemmOperand x, GemmOperand w, float* bias, float* y, ushort* yPacked, int M, int N, int K, Precision precision)
     {
         if (!LinearEpilogues) return false;
         MakeCurrent();
         x.CheckFor(precision, "TryLinearProduct");
+        w.CheckFor(precision, "TryLinearProduct");
         bool sixteenBitOutput = yPacked != null;
         if (sixteenBitOutput) precision.SixteenBitsFor("TryLinearProduct");
         void* output = sixteenBitOutput ? yPacked : y;
@@ -364,7 +365,7 @@ public sealed unsafe class DriverRuntime : CudaRuntime
         if (precision is Precision.FP32 or Precision.TF32)
         {
             timed = StartProduct();
-            ran = _lt.Linear(M, N, K, x.Floats, w, bias, output, false, precision);
+            ran = _lt.Linear(M, N, K, x.Floats, w.Floats, bias, output, false, precision);
         }
         else
         {

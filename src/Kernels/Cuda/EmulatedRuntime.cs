@@ -409,16 +409,14 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     /// <remarks>Emulates cuBLASLt's bias epilogue: the product as <see cref="GemmStridedBatched"/> computes it, held in
     /// host memory (never in y when y is 16-bit), then elementwise.cu's bias kernel sums and rounds it into y once, as
     /// the epilogue does from its accumulators.</remarks>
-    public override bool TryLinearProduct(GemmOperand x, float* w, float* bias, float* y, ushort* yPacked, int M, int N, int K, Precision precision)
+    public override bool TryLinearProduct(GemmOperand x, GemmOperand w, float* bias, float* y, ushort* yPacked, int M, int N, int K, Precision precision)
     {
         if (!LinearEpilogues) return false;
         ThrowIfFaulted("cublasLtMatmul");
         if (_recording != null)
         {
-            nint px = (nint)x.Data, pw = (nint)w, pb = (nint)bias, py = (nint)y, pp = (nint)yPacked; // a lambda cannot capture pointers
-            bool packed = x.IsPacked;
-            _recording.Add(() => TryLinearProduct(packed ? GemmOperand.Packed((ushort*)px) : (float*)px, (float*)pw, (float*)pb, (float*)py,
-                (ushort*)pp, M, N, K, precision));
+            nint pb = (nint)bias, py = (nint)y, pp = (nint)yPacked; // a lambda cannot capture pointers
+            _recording.Add(() => TryLinearProduct(x, w, (float*)pb, (float*)py, (ushort*)pp, M, N, K, precision));
             return true;
         }
         LinearProducts++;

@@ -209,7 +209,7 @@ public static class GpsSelection
         var bypass = model.Bypass();
         try
         {
-            var step = new TrainStep { Context = "GPS selection" }; // no optimizer: the gradients add up over the epoch
+            using var step = new TrainStep { Context = "GPS selection", Weights = model.Parameters }; // no optimizer: the gradients add up over the epoch
             ulong batch = 0;
             foreach (var (images, labels) in batches)
             {

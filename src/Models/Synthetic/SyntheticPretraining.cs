@@ -64,7 +64,7 @@ public static class SyntheticPretraining
         using var opt = new Adam(model.Parameters, new AdamOptions { LearningRate = options.LearningRate, WeightDecay = options.WeightDecay });
         WeightDecayRules.Apply(opt, WeightDecayRule.MatricesExceptEmbeddings, options.WeightDecay);
         var (evalX, evalY) = Batch(size, options.Seed, stream: 1, 0, 2000);
-        var trainStep = new TrainStep(opt) { Context = "pretraining" };
+        using var trainStep = new TrainStep(opt) { Context = "pretraining", Weights = model.Parameters };
         var clock = Stopwatch.StartNew();
         double lossSum = 0;
         int window = 0;

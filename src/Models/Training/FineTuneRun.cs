@@ -147,7 +147,7 @@ public static class FineTuneRun
         double secondsBefore = state.Seconds;
         using var step = new TrainStep(opt)
         {
-            Context = $"{config.Task}/{method.Name}", Steps = stepsDone, CudaGraph = config.CudaGraph,
+            Context = $"{config.Task}/{method.Name}", Steps = stepsDone, CudaGraph = config.CudaGraph, Weights = model.Parameters,
             LossScaler = config.Precision == Precision.FP16 ? new LossScaler(state.LossScale ?? 65536f, state.LossScaleGoodSteps) : null,
         };
         for (int epoch = state.EpochsDone; epoch < recipe.TotalEpochs; epoch++)

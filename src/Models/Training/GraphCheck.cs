@@ -21,9 +21,10 @@ public static class GraphCheck
 
     /// <summary>Trains <paramref name="model"/> (which this disposes; <paramref name="classes"/> outputs) with
     /// <paramref name="method"/> for six steps, with or without <paramref name="graph"/>; <paramref name="clip"/> clips the gradient norm to 0.5 (the optimizer then
-    /// steps after each replay, else inside it), fp16 adds a loss scaler.</summary>
+    /// steps after each replay, else inside it), fp16 adds a loss scaler; <paramref name="weightCopies"/> gives the steps
+    /// the model's weights (<see cref="TrainStep.Weights"/>), as every training loop of the project does.</summary>
     public static Result Train(IImageClassifier model, int classes, string method, bool graph, bool clip = false,
-        Precision precision = Precision.FP32)
+        Precision precision = Precision.FP32, bool weightCopies = true)
     {
         using var _ = model;
         var device = model.Parameters[0].Device;
@@ -44,6 +45,7 @@ public static class GraphCheck
             MaxGradNorm = clip ? 0.5f : null,
             LossScaler = precision == Precision.FP16 ? new LossScaler(1024f) : null,
             Context = $"graph check ({method})",
+            Weights = weightCopies ? model.Parameters : null,
         };
         using var ___ = device.Kernels.UseGemmPrecision(precision);
         int size = model.ImageSize;

@@ -49,7 +49,7 @@ public sealed class StepBenchmark : IDisposable
         _method.Apply(_model);
         Trainable = _method.TrainableCount(_model);
         Optimizer = new Adam(_method.Trainable(_model), new AdamOptions { LearningRate = 1e-4f });
-        _trainStep = new TrainStep(Optimizer) { Context = $"{model}/{method.Name}", CudaGraph = cudaGraph };
+        _trainStep = new TrainStep(Optimizer) { Context = $"{model}/{method.Name}", CudaGraph = cudaGraph, Weights = _model.Parameters };
         int size = _model.ImageSize;
         _images = Tensor.FromArray(device, Init.NormalValues(batch * 3 * size * size, 0f, 1f, 2), batch, 3, size, size);
         _targets = Tensor.FromArray(device, Enumerable.Range(0, batch).Select(i => i % 100).ToArray(), batch);
