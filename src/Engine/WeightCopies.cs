@@ -31,19 +31,21 @@ public sealed unsafe class WeightCopies : IDisposable
 
     /// <summary>Takes every contiguous float32 tensor of two or more dimensions among <paramref name="weights"/> (vectors
     /// are never a product's weight; a strided view is left to convert as before), keeping each alive until this is
-    /// disposed.</summary>
+    /// disposed. Where two share values (a weight and a view into it, or the same weight twice), the first one given
+    /// is copied and the other left out: a product inside either reads the copy where it lies within it.</summary>
     /// <exception cref="ArgumentException">The weights are on more than one device.</exception>
     public WeightCopies(IEnumerable<Tensor> weights)
     {
-        var seen = new HashSet<nint>();
         foreach (var w in weights)
         {
-            if (w.DType != DType.F32 || w.Rank < 2 || !w.IsContiguous || !seen.Add((nint)w.Data)) continue;
+            if (w.DType != DType.F32 || w.Rank < 2 || !w.IsContiguous || _weights.Any(taken => Overlap(taken, w))) continue;
             if (_weights.Count > 0 && w.Device != _weights[0].Device)
                 throw new ArgumentException($"WeightCopies: {w.Describe()} is on {w.Device}, the others on {_weights[0].Device}", nameof(weights));
             _weights.Add(w.Alias());
         }
     }
+
+    static bool Overlap(Tensor a, Tensor b) => a.Data < b.Data + b.Count && b.Data < a.Data + a.Count;
 
     /// <summary>How many weights are copied.</summary>
     public int Count => _weights.Count;

@@ -134,9 +134,10 @@ public class WeightCopiesTests
         using (cuda.Kernels.UseGemmPrecision(Precision.TF32))
         using (var w = Tensor.FromArray(cuda, Values(64, 1), 8, 8))
         using (var vector = Tensor.FromArray(cuda, Values(8, 1), 8))
-        using (var copies = new WeightCopies([w, vector, w]))
+        using (var rows = w.Slice(0, 2, 3))
+        using (var copies = new WeightCopies([w, vector, w, rows]))
         {
-            Assert.That(copies.Count, Is.EqualTo(1), "vectors and repeats are left out");
+            Assert.That(copies.Count, Is.EqualTo(1), "vectors, repeats and views into a weight taken are left out");
             Assert.That(copies.Hold(), Is.Null, "tf32 products read float32");
         }
     }
