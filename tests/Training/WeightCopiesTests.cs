@@ -21,6 +21,11 @@ public class WeightCopiesTests
     public void LoraWithTheCopiesIsBitForBitLoraWithout([Values("vit", "swin")] string family, [Values(Precision.BF16, Precision.FP16)] Precision precision) =>
         AssertSameWithAndWithout(family, "lora", precision);
 
+    /// <summary>The other methods, on ViT in bf16.</summary>
+    [Test]
+    public void EveryOtherMethodWithTheCopiesIsBitForBitWithout([Values("linear", "bias", "sct", "adaptformer", "vpt")] string method) =>
+        AssertSameWithAndWithout("vit", method, Precision.BF16);
+
     static void AssertSameWithAndWithout(string family, string method, Precision precision)
     {
         var device = Backends.Get("emulated-cuda");
