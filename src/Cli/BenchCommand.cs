@@ -211,6 +211,7 @@ public static class BenchCommand
                 double? deviceMib = gpuRuntime?.PeakAllocatedBytes / 1048576.0;
                 Console.WriteLine(string.Format(inv, "| {0} | {1} | {2} | {3:F1} | {4:F1} | {5:F0} | {6:N0} | {7:F1} | {8} |", method.Name, precision.Name(), batch, ms, perSecond,
                     mib, run.Trainable, kept, deviceMib is double d ? d.ToString("F0", inv) : "–"));
+                if (run.WeightCopiesDropped is { } dropped) Progress.Line($"  {dropped}");
                 if (device.Kernels is InstrumentedKernels kernels)
                 {
                     PrintProfile(kernels, run, $"{method.Name}, {precision.Name()}, batch {batch}");
@@ -223,6 +224,7 @@ public static class BenchCommand
                     attention = path,
                     linear_epilogues = device is CudaDevice { Runtime.LinearEpilogues: true },
                     graph_mib = run.GraphBytes / 1048576.0,
+                    weight_copies_mib = run.WeightCopyBytes / 1048576.0,
                 }));
             }
             catch (DeviceOutOfMemoryException e)

@@ -50,6 +50,18 @@ public sealed unsafe class WeightCopies : IDisposable
     /// <summary>How many weights are copied.</summary>
     public int Count => _weights.Count;
 
+    /// <summary>Whether <see cref="Hold"/> would convert the weights now: there are some, and the device's products read
+    /// 16-bit operands under its current GEMM precision (bf16 or fp16 on CUDA).</summary>
+    public bool Active
+    {
+        get
+        {
+            if (_disposed || _weights.Count == 0) return false;
+            var kernels = _weights[0].Device.Kernels;
+            return kernels.ReadsPackedGemmOperands && kernels.GemmPrecision is Precision.BF16 or Precision.FP16;
+        }
+    }
+
     /// <summary>Bytes the copies take on the device (0 until the first <see cref="Hold"/> that made them).</summary>
     public long Bytes => _copies?.Bytes ?? 0;
 
@@ -64,10 +76,9 @@ public sealed unsafe class WeightCopies : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_held) throw new InvalidOperationException("WeightCopies: a hold is already open");
-        if (_weights.Count == 0) return null;
+        if (!Active) return null;
         var kernels = _weights[0].Device.Kernels;
         var precision = kernels.GemmPrecision;
-        if (!kernels.ReadsPackedGemmOperands || precision is not (Precision.BF16 or Precision.FP16)) return null;
         var dtype = precision == Precision.BF16 ? DType.BF16 : DType.F16;
         if (_copies?.DType != dtype) MakeCopies(dtype);
         foreach (var w in _weights) w.Storage.Frozen++;

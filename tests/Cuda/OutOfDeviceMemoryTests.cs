@@ -32,14 +32,16 @@ public class OutOfDeviceMemoryTests
         readonly Device _device;
         readonly IDisposable _precision;
 
-        public Trainer(Device device, string family = "vit", Precision precision = Precision.FP32)
+        public Trainer(Device device, string family = "vit", Precision precision = Precision.FP32, bool weightCopies = false)
         {
             _device = device;
             _precision = device.Kernels.UseGemmPrecision(precision);
             _model = TinyModels.Create(family, device);
             _adam = new Adam(_model.Parameters, new AdamOptions { LearningRate = 1e-2f, WeightDecay = 0.05f });
-            _step = new TrainStep(_adam) { Context = "out of memory" };
+            _step = new TrainStep(_adam) { Context = "out of memory", Weights = weightCopies ? _model.Parameters : null };
         }
+
+        public TrainStep Step => _step;
 
         public float Run(int batch, int seed)
         {
@@ -150,6 +152,47 @@ public class OutOfDeviceMemoryTests
             Assert.That(trainer.Parameters, Is.EqualTo(expectedParameters), $"capacity {capacity}");
         }
         Assert.That(failedIn, Does.Contain("forward").And.Contain("backward"), "the capacities stop the step at both stages");
+    }
+
+    /// <summary>Steps that fit without the weights' 16-bit copies (<see cref="TrainStep.Weights"/>) but not with them: the
+    /// first one runs out of memory, drops the copies for good, runs again without them and says why; the steps train
+    /// bit for bit as steps that never had copies.</summary>
+    [Test]
+    public void StepsThatFitOnlyWithoutTheWeightsCopiesDropThemAndTrainAsWithoutThem([Values("vit", "convnext")] string family)
+    {
+        (float[] Losses, float[][] Parameters, long Peak, long CopyBytes, string? Dropped) Train(long? capacity, bool copies)
+        {
+            using var device = OpenFresh();
+            Emulator(device).MemoryCapacity = capacity;
+            using var trainer = new Trainer(device, family, Precision.BF16, copies);
+            float[] losses = [.. Enumerable.Range(0, 3).Select(i => trainer.Run(3, seed: 20 + i))];
+            return (losses, trainer.Parameters, Emulator(device).PeakAllocatedBytes, trainer.Step.WeightCopyBytes, trainer.Step.WeightCopiesDropped);
+        }
+        var without = Train(capacity: null, copies: false);
+        var with = Train(capacity: null, copies: true);
+        Assert.That(with.CopyBytes, Is.GreaterThan(0));
+        Assert.That(with.Dropped, Is.Null);
+        // The least capacity the steps fit in without copies (to 1 KiB): with the copies on top they cannot fit.
+        long fails = 0, fits = without.Peak;
+        while (fits - fails > 1024)
+        {
+            long capacity = (fails + fits) / 2;
+            try
+            {
+                Train(capacity, copies: false);
+                fits = capacity;
+            }
+            catch (DeviceOutOfMemoryException)
+            {
+                fails = capacity;
+            }
+        }
+        Assert.That(fits + 1024, Is.LessThan(fails + with.CopyBytes), "the copies are larger than the search's step");
+        var tight = Train(capacity: fits, copies: true);
+        Assert.That(tight.Dropped, Does.StartWith("the device ran out of memory with the weights' 16-bit copies held"), tight.Dropped);
+        Assert.That(tight.CopyBytes, Is.Zero, "the copies gave their memory back");
+        Assert.That(tight.Losses, Is.EqualTo(without.Losses));
+        Assert.That(tight.Parameters, Is.EqualTo(without.Parameters));
     }
 
     /// <summary>A backward that runs out of memory part way, on a tape used directly (no <see cref="TrainStep"/>), still

@@ -150,6 +150,7 @@ public static class FineTuneRun
             Context = $"{config.Task}/{method.Name}", Steps = stepsDone, CudaGraph = config.CudaGraph, Weights = model.Parameters,
             LossScaler = config.Precision == Precision.FP16 ? new LossScaler(state.LossScale ?? 65536f, state.LossScaleGoodSteps) : null,
         };
+        bool copiesDroppedSaid = false;
         for (int epoch = state.EpochsDone; epoch < recipe.TotalEpochs; epoch++)
         {
             var epochClock = Stopwatch.StartNew();
@@ -176,6 +177,11 @@ public static class FineTuneRun
                 double rate = (stepsDone - (long)stepsPerEpoch * state.EpochsDone) * recipe.BatchSize / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
                 options.Progress?.Invoke(new RunProgress(epoch + 1, recipe.TotalEpochs, stepsDone, totalSteps, rate,
                     (totalSteps - stepsDone) * recipe.BatchSize / Math.Max(rate, 1e-9), lossSum / seen));
+            }
+            if (step.WeightCopiesDropped is { } dropped && !copiesDroppedSaid)
+            {
+                log(dropped);
+                copiesDroppedSaid = true;
             }
             bool last = epoch == recipe.TotalEpochs - 1;
             double? accuracy = last || (epoch + 1) % recipe.EvalEveryEpochs == 0 ? Evaluate(model, test, normalization, config.EvalBatchSize, device, options.Cancel) : null;

@@ -85,6 +85,12 @@ public sealed class StepBenchmark : IDisposable
     /// <summary>Bytes the captured graph keeps for its replays (0 without one).</summary>
     public long GraphBytes => _trainStep.GraphBytes;
 
+    /// <summary>Bytes of the weights' 16-bit copies the steps read (<see cref="TrainStep.Weights"/>; 0 without them).</summary>
+    public long WeightCopyBytes => _trainStep.WeightCopyBytes;
+
+    /// <summary>Why the steps gave up the weights' copies (<see cref="TrainStep.WeightCopiesDropped"/>), or null.</summary>
+    public string? WeightCopiesDropped => _trainStep.WeightCopiesDropped;
+
     /// <inheritdoc/>
     public void Dispose()
     {

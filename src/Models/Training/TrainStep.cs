@@ -45,20 +45,56 @@ public sealed unsafe class TrainStep(Adam? optimizer = null) : IDisposable
     /// at the step's start (<see cref="WeightCopies"/>) instead of converting each weight at every product, with the same
     /// results bit for bit; the copies take 2 bytes per weight value on the device. Elsewhere this does nothing.
     /// </summary>
+    /// <remarks>A step with the copies that runs out of device memory drops them for good (they free their memory, and
+    /// the products convert the weights again) and, with an optimizer, runs again without them: the forward and loss
+    /// functions are called a second time. <see cref="WeightCopiesDropped"/> then says why.</remarks>
     public IEnumerable<Tensor>? Weights { init => _copies = value == null ? null : new WeightCopies(value); }
 
     WeightCopies? _copies;
 
+    /// <summary>Bytes the weights' 16-bit copies take on the device (0 without them).</summary>
+    public long WeightCopyBytes => _copies?.Bytes ?? 0;
+
+    /// <summary>Why the steps no longer use the weights' 16-bit copies (<see cref="Weights"/>), or null while they do
+    /// (or were never given any).</summary>
+    public string? WeightCopiesDropped { get; private set; }
+
     /// <summary>
     /// Runs one step: <paramref name="forward"/> (its output, e.g. logits), <paramref name="loss"/> of that output (a
-    /// scalar), <paramref name="observe"/> on the output (e.g. counting correct predictions), backward, and the optimizer's
-    /// step. Returns the loss. Both tensors are disposed by the step.
+    /// scalar), backward, <paramref name="observe"/> on the output (e.g. counting correct predictions), and the
+    /// optimizer's step. Returns the loss. Both tensors are disposed by the step.
     /// </summary>
     /// <exception cref="DivergedException">The loss is NaN or infinite; nothing is stepped, the message says where
     /// (<see cref="Context"/>, the step, and <paramref name="hint"/>).</exception>
     /// <exception cref="DeviceOutOfMemoryException">The device ran out of memory; nothing is stepped, nothing of the
     /// step is kept, and the next step may run a smaller batch.</exception>
     public float Run(Func<Tensor> forward, Func<Tensor, Tensor> loss, Action<Tensor>? observe = null, string? hint = null)
+    {
+        if (_copies is not { Active: true }) return RunOnce(forward, loss, observe, hint);
+        try
+        {
+            return RunOnce(forward, loss, observe, hint);
+        }
+        catch (DeviceOutOfMemoryException e)
+        {
+            DropWeightCopies(e);
+            if (optimizer == null) throw; // a selection pass's gradients may be half accumulated: the caller's to handle
+            return RunOnce(forward, loss, observe, hint);
+        }
+    }
+
+    /// <summary>Gives up the weights' copies after running out of memory with them: their memory goes back to the device.</summary>
+    void DropWeightCopies(DeviceOutOfMemoryException e)
+    {
+        WeightCopiesDropped = $"the device ran out of memory with the weights' 16-bit copies held ({_copies!.Bytes / 1048576.0:0.#} MiB; " +
+            $"{e.Message.TrimEnd('.')}): the products convert the weights at each step instead";
+        _copies.Dispose();
+        _copies = null;
+    }
+
+    /// <summary>One step as <see cref="Run(Func{Tensor}, Func{Tensor, Tensor}, Action{Tensor}?, string?)"/> describes it;
+    /// <paramref name="observe"/> runs after the backward, so a step that runs out of memory has observed nothing.</summary>
+    float RunOnce(Func<Tensor> forward, Func<Tensor, Tensor> loss, Action<Tensor>? observe, string? hint)
     {
         float value;
         using (_copies?.Hold()) // before the step's own tensors: the copies outlive it
@@ -71,7 +107,6 @@ public sealed unsafe class TrainStep(Adam? optimizer = null) : IDisposable
                 using var scalar = loss(output);
                 value = scalar.ToArray()[0];
                 if (!float.IsFinite(value)) throw Diverged(value, hint);
-                observe?.Invoke(output);
                 SavedBytes = _tape.SavedBytes;
                 if (LossScaler is { } scaler && optimizer != null)
                 {
@@ -79,6 +114,7 @@ public sealed unsafe class TrainStep(Adam? optimizer = null) : IDisposable
                     _tape.Backward(scalar, seed);
                 }
                 else _tape.Backward(scalar);
+                observe?.Invoke(output);
             }
             catch (Exception failure)
             {
