@@ -45,9 +45,10 @@ public sealed unsafe class TrainStep(Adam? optimizer = null) : IDisposable
     /// at the step's start (<see cref="WeightCopies"/>) instead of converting each weight at every product, with the same
     /// results bit for bit; the copies take 2 bytes per weight value on the device. Elsewhere this does nothing.
     /// </summary>
-    /// <remarks>A step with the copies that runs out of device memory drops them for good (they free their memory, and
-    /// the products convert the weights again) and, with an optimizer, runs again without them: the forward and loss
-    /// functions are called a second time. <see cref="WeightCopiesDropped"/> then says why.</remarks>
+    /// <remarks>An ordinary step (not a graph's capture or replay) with the copies that runs out of device memory drops
+    /// them for good (they free their memory, and the products convert the weights again) and, with an optimizer, runs
+    /// again without them: the forward and loss functions are called a second time. <see cref="WeightCopiesDropped"/>
+    /// then says why.</remarks>
     public IEnumerable<Tensor>? Weights { init => _copies = value == null ? null : new WeightCopies(value); }
 
     WeightCopies? _copies;
