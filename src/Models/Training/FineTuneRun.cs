@@ -184,7 +184,10 @@ public static class FineTuneRun
                 copiesDroppedSaid = true;
             }
             bool last = epoch == recipe.TotalEpochs - 1;
-            double? accuracy = last || (epoch + 1) % recipe.EvalEveryEpochs == 0 ? Evaluate(model, test, normalization, config.EvalBatchSize, device, options.Cancel) : null;
+            double? accuracy = null;
+            if (last || (epoch + 1) % recipe.EvalEveryEpochs == 0)
+                using (step.HoldWeightCopies()) // the products read the steps' 16-bit copies of the weights here too
+                    accuracy = Evaluate(model, test, normalization, config.EvalBatchSize, device, options.Cancel);
             var entry = new EpochLog(epoch + 1, lr, lossSum / seen, 100.0 * correct / seen, accuracy, seen / epochClock.Elapsed.TotalSeconds, epochClock.Elapsed.TotalSeconds);
             state = Checkpoint(runDir, state, entry, method, model, opt, secondsBefore + clock.Elapsed.TotalSeconds, step.LossScaler);
             log($"epoch {entry.Epoch}/{recipe.TotalEpochs}: loss {entry.Loss:F4}, train {entry.TrainAccuracy:F1}%" +

@@ -53,6 +53,11 @@ public sealed unsafe class TrainStep(Adam? optimizer = null) : IDisposable
 
     WeightCopies? _copies;
 
+    /// <summary>Holds the weights' 16-bit copies (<see cref="Weights"/>) between steps, for an evaluation whose forwards
+    /// read the same weights (the weights refuse writes until it is disposed); null where the steps would not use them.
+    /// Dispose it before the next step.</summary>
+    public IDisposable? HoldWeightCopies() => _copies?.Hold();
+
     /// <summary>Bytes the weights' 16-bit copies take on the device (0 without them).</summary>
     public long WeightCopyBytes => _copies?.Bytes ?? 0;
 
