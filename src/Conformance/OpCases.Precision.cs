@@ -140,7 +140,8 @@ public static partial class OpCases
     /// SSF (LinearGelu, then a Linear joining a residual, then LinearScaleShift) gives the same outputs and gradients bit
     /// for bit with its weights' copies held as without. Where the backend reads the copies, a product really reads them:
     /// with another weight's values shared as a weight's copy, a Linear and a product from an interior row of the weight
-    /// give what that other weight gives, and nothing once the sharing ends. While held, the weights refuse writes.
+    /// give what that other weight gives, and nothing once the sharing ends or in the other 16-bit format. While held,
+    /// the weights refuse writes.
     /// </summary>
     static unsafe void ShareWeightCopies(Device dev)
     {
@@ -210,20 +211,30 @@ public static partial class OpCases
                 using var rowsOut = Tensor.Empty(dev, DType.F32, rows, H - 3);
                 using var rowsViaOther = Tensor.Empty(dev, DType.F32, rows, H - 3);
                 k.Gemm(false, true, rows, H - 3, C, 1f, x.Data, C, other.Data + 3 * C, C, 0f, rowsViaOther.Data, H - 3);
-                if (k.ShareWeightCopies([new PackTarget(otherPacked.HalfData, w1.Data, w1.Count)]))
+                if (k.ShareWeightCopies([new PackTarget(otherPacked.HalfData, w1.Data, w1.Count)], precision))
                 {
-                    float[] read, readRows;
+                    float[] read, readRows, readInOther;
+                    var otherPrecision = precision == Precision.BF16 ? Precision.FP16 : Precision.BF16;
                     try
                     {
                         using var y = Ops.Linear(x, w1);
                         read = y.ToArray();
                         k.Gemm(false, true, rows, H - 3, C, 1f, x.Data, C, w1.Data + 3 * C, C, 0f, rowsOut.Data, H - 3);
                         readRows = rowsOut.ToArray();
+                        k.GemmPrecision = otherPrecision; // copies in the other 16-bit format must not be read
+                        using var inOther = Ops.Linear(x, w1);
+                        readInOther = inOther.ToArray();
                     }
                     finally
                     {
-                        k.ShareWeightCopies([]);
+                        k.GemmPrecision = precision;
+                        k.ShareWeightCopies([], Precision.FP32);
                     }
+                    k.GemmPrecision = otherPrecision;
+                    using (var own = Ops.Linear(x, w1))
+                        if (!Same(readInOther, own.ToArray()))
+                            throw new ConformanceException($"ShareWeightCopies {precision.Name()}: a product in {otherPrecision.Name()} read copies made in {precision.Name()}");
+                    k.GemmPrecision = precision;
                     if (!Same(read, viaOther.ToArray()))
                         throw new ConformanceException($"ShareWeightCopies {precision.Name()}: a Linear did not read the shared copy of its weight");
                     if (!Same(readRows, rowsViaOther.ToArray()))

@@ -86,7 +86,7 @@ public sealed unsafe class WeightCopies : IDisposable
         try
         {
             kernels.PackLowPrecisionMany(_targets, precision);
-            kernels.ShareWeightCopies(_targets);
+            kernels.ShareWeightCopies(_targets, precision);
         }
         catch
         {
@@ -121,7 +121,7 @@ public sealed unsafe class WeightCopies : IDisposable
         _held = false;
         try
         {
-            _weights[0].Device.Kernels.ShareWeightCopies([]);
+            _weights[0].Device.Kernels.ShareWeightCopies([], Precision.FP32);
         }
         finally
         {

@@ -106,14 +106,15 @@ public unsafe interface IKernels
     /// training step's weights: on a GPU, up to 32 tensors of any size share one).</summary>
     void PackLowPrecisionMany(ReadOnlySpan<PackTarget> targets, Precision precision);
     /// <summary>
-    /// Until the next call (an empty span ends it): a bf16 or fp16 product (<see cref="GemmPrecision"/>) whose float32
+    /// Until the next call (an empty span ends it): a product in <paramref name="precision"/> (bf16 or fp16, as
+    /// <see cref="GemmPrecision"/> is when it runs; a product in another precision ignores the copies) whose float32
     /// operand lies within one of the copies' <see cref="PackTarget.X"/> reads the same values of its
     /// <see cref="PackTarget.Y"/> instead of converting them, with the same results bit for bit. Each Y must hold
-    /// <see cref="PackLowPrecision"/> of its X in <see cref="GemmPrecision"/> (<see cref="PackLowPrecisionMany"/>), and
-    /// X must not change while shared. A backend that does not read 16-bit operands
+    /// <see cref="PackLowPrecision"/> of its X in that precision (<see cref="PackLowPrecisionMany"/>), and X must not
+    /// change while shared. A backend that does not read 16-bit operands
     /// (<see cref="ReadsPackedGemmOperands"/> false) ignores the copies. Returns whether the products read them.
     /// </summary>
-    bool ShareWeightCopies(ReadOnlySpan<PackTarget> copies);
+    bool ShareWeightCopies(ReadOnlySpan<PackTarget> copies, Precision precision);
 
     // ---------------------------------------------------------------- elementwise and bias
     /// <summary>x[i] = value for i &lt; n.</summary>

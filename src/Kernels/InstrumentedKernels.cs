@@ -32,7 +32,7 @@ public sealed partial class InstrumentedKernels : IKernels
     public unsafe bool ThawWeight(float* w) => Inner.ThawWeight(w);
 
     /// <inheritdoc/>
-    public bool ShareWeightCopies(ReadOnlySpan<PackTarget> copies) => Inner.ShareWeightCopies(copies);
+    public bool ShareWeightCopies(ReadOnlySpan<PackTarget> copies, Precision precision) => Inner.ShareWeightCopies(copies, precision);
 
     /// <inheritdoc/>
     public bool FusedAttentionKeepsSixteenBits(int headDim, bool bias) => Inner.FusedAttentionKeepsSixteenBits(headDim, bias);

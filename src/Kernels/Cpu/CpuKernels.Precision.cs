@@ -44,7 +44,7 @@ public sealed unsafe partial class CpuKernels
 
     /// <inheritdoc/>
     /// <remarks>The CPU's GEMM rounds a float32 operand as it packs its panels, at no extra pass: nothing to share.</remarks>
-    public bool ShareWeightCopies(ReadOnlySpan<PackTarget> copies) => false;
+    public bool ShareWeightCopies(ReadOnlySpan<PackTarget> copies, Precision precision) => false;
 
     /// <summary>y[i] = x[i] in 16 bits for i in [0, n) on the calling thread (a GEMM epilogue's tile row).</summary>
     internal static void PackRow(ushort* y, float* x, int n, Precision precision) =>

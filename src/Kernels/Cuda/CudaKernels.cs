@@ -184,25 +184,28 @@ public sealed unsafe class CudaKernels : IKernels, IDisposable
     }
 
     /// <inheritdoc/>
-    public bool ShareWeightCopies(ReadOnlySpan<PackTarget> copies)
+    public bool ShareWeightCopies(ReadOnlySpan<PackTarget> copies, Precision precision)
     {
+        if (copies.Length > 0) precision.SixteenBitsFor("ShareWeightCopies");
         var sorted = copies.ToArray();
         Array.Sort(sorted, (a, b) => ((nint)a.X).CompareTo((nint)b.X));
         for (int i = 1; i < sorted.Length; i++)
             if ((nint)sorted[i].X < (nint)(sorted[i - 1].X + sorted[i - 1].Count))
                 throw new ArgumentException("ShareWeightCopies: two shared weights overlap", nameof(copies));
-        _weightCopies = sorted;
+        (_weightCopies, _weightCopiesPrecision) = (sorted, precision);
         return true;
     }
 
     /// <summary>The shared weight copies (<see cref="ShareWeightCopies"/>), in the order of their float32 addresses.</summary>
     PackTarget[] _weightCopies = [];
+    Precision _weightCopiesPrecision;
 
-    /// <summary>A product's operand of <paramref name="span"/> values: under bf16 or fp16 GEMMs a float32 one that lies
-    /// within a shared weight is the same values of its 16-bit copy (<see cref="ShareWeightCopies"/>); else itself.</summary>
+    /// <summary>A product's operand of <paramref name="span"/> values: under the shared copies' bf16 or fp16 GEMMs a
+    /// float32 one that lies within a shared weight is the same values of its 16-bit copy (<see cref="ShareWeightCopies"/>);
+    /// else itself.</summary>
     GemmOperand Shared(GemmOperand operand, long span)
     {
-        if (operand.IsPacked || _weightCopies.Length == 0 || GemmPrecision is not (Precision.BF16 or Precision.FP16)) return operand;
+        if (operand.IsPacked || _weightCopies.Length == 0 || GemmPrecision != _weightCopiesPrecision) return operand;
         float* x = (float*)operand.Data;
         int lo = 0, hi = _weightCopies.Length - 1; // the last copy that starts at or before x
         while (lo < hi)
