@@ -313,9 +313,11 @@ public static class BenchCommand
         var rows = profile.Rows;
         double total = rows.Sum(r => r.Seconds), products = rows.Where(r => r.Flops > 0).Sum(r => r.Seconds);
         var inv = System.Globalization.CultureInfo.InvariantCulture;
+        long standIns = rows.Where(r => r.EmulatorOnly).Sum(r => r.Calls);
         Console.WriteLine(string.Format(inv, "device work of one {0} step: {1:F1} ms, {2:F1} ms of it in {3} library products ({4:F1} GFLOP), " +
-                                            "the rest in {5} kernel launches", what, total * 1e3, products * 1e3, rows.Where(r => r.Flops > 0).Sum(r => r.Calls),
-            rows.Sum(r => r.Flops) / 1e9, rows.Where(r => r.Flops == 0).Sum(r => r.Calls)));
+                                            "the rest in {5} kernel launches{6}", what, total * 1e3, products * 1e3, rows.Where(r => r.Flops > 0).Sum(r => r.Calls),
+            rows.Sum(r => r.Flops) / 1e9, rows.Where(r => r.Flops == 0).Sum(r => r.Calls),
+            standIns == 0 ? "" : $" ({standIns} of them the emulator's stand-ins for work a GPU does inside its libraries, marked \"emulator only\")"));
         Console.WriteLine("| work | calls | ms | share | TFLOP/s |\n|---|---|---|---|---|");
         foreach (var r in rows)
             Console.WriteLine(string.Format(inv, "| {0} | {1} | {2:F3} | {3:P1} | {4} |", r.Name, r.Calls, r.Seconds * 1e3, r.Seconds / total,

@@ -406,6 +406,9 @@ public class CliTests
             Assert.That(names, Does.Contain(path == "fused" ? "fused_attention_forward" : "softmax_forward").And.Contain("layernorm_forward_768")
                 .And.Contain("CPU GEMM fp32 NT 34×192×64"), path); // qkv: 2 images of 17 tokens, 64 wide
             Assert.That(work.Where(c => c[1].StartsWith("CPU GEMM", StringComparison.Ordinal)).All(c => c[5].Length > 0), "products give TFLOP/s");
+            // The head's bias, which cuBLASLt adds inside its product on a GPU, is the emulator's own launch here, and said so.
+            Assert.That(names, Does.Contain("add_bias (emulator only)"), path);
+            Assert.That(stdout, Does.Contain(" of them the emulator's stand-ins for work a GPU does inside its libraries"), path);
             double workShares = work.Sum(c => double.Parse(c[4].TrimEnd('%', ' '), System.Globalization.CultureInfo.InvariantCulture));
             Assert.That(workShares, Is.EqualTo(100).Within(0.05 * work.Count + 1e-9), "the shares cover the device's work");
         }

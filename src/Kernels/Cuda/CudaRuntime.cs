@@ -265,7 +265,7 @@ public abstract unsafe class CudaRuntime : IDisposable
             {
                 profile.Timer.Start();
                 Launch(kernel, grid, block, pointers, sizes, args.Length);
-                profile.Add(kernel.Name, profile.Timer.Stop(), 0);
+                profile.Add(StandIn ? $"{kernel.Name} (emulator only)" : kernel.Name, profile.Timer.Stop(), 0, StandIn);
             }
             else Launch(kernel, grid, block, pointers, sizes, args.Length);
         }
@@ -274,6 +274,10 @@ public abstract unsafe class CudaRuntime : IDisposable
     /// <summary>While set, every kernel launch and library product is timed on its own and added to it by name (what
     /// <c>peft bench --train-step --profile</c> prints as the device's work); null, as it starts: nothing is timed.</summary>
     public DeviceWorkProfile? WorkProfile { get; set; }
+
+    /// <summary>True while the emulated device launches kernels that stand in for a library's own work (which a GPU
+    /// does inside the library call): <see cref="WorkProfile"/> marks them "(emulator only)".</summary>
+    protected bool StandIn { get; set; }
 
     /// <summary>Starts timing a library product for <see cref="WorkProfile"/>; false (nothing started) when it is null.
     /// A true answer must be followed by <see cref="EndProduct"/> once the product is queued.</summary>

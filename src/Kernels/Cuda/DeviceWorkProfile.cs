@@ -16,14 +16,15 @@ public sealed class DeviceWorkProfile
 
     internal IKernelTimer Timer { get; }
 
-    /// <summary>One kind of work: how often it ran, for how long in all, and the floating-point operations of its
-    /// products (zero for kernels).</summary>
-    public readonly record struct Work(string Name, long Calls, double Seconds, double Flops);
+    /// <summary>One kind of work: how often it ran, for how long in all, the floating-point operations of its products
+    /// (zero for kernels), and whether it is the emulated device standing in for work a library does inside its own
+    /// call on a GPU (widening a 16-bit operand for the CPU GEMM, cuBLASLt's epilogue), which no GPU launches.</summary>
+    public readonly record struct Work(string Name, long Calls, double Seconds, double Flops, bool EmulatorOnly = false);
 
-    internal void Add(string name, double seconds, double flops)
+    internal void Add(string name, double seconds, double flops, bool emulatorOnly = false)
     {
         _work.TryGetValue(name, out var w);
-        _work[name] = new Work(name, w.Calls + 1, w.Seconds + seconds, w.Flops + flops);
+        _work[name] = new Work(name, w.Calls + 1, w.Seconds + seconds, w.Flops + flops, emulatorOnly);
     }
 
     /// <summary>Everything timed so far, the longest first.</summary>

@@ -425,10 +425,18 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
         float* product = scratch == null ? y : (float*)scratch.Pointer;
         GemmStridedBatched(false, true, M, N, K, 1f, x, K, 0, w, K, 0, 0f, product, N, 0, 1, precision);
         long n = (long)M * N;
-        if (bias != null) LaunchGridStride(CudaKernelHandles.Elementwise.AddBias, n, y, yPacked, format, product, bias, (float*)null, M, N);
-        else if (yPacked != null)
-            LaunchGridStride(precision == Precision.BF16 ? CudaKernelHandles.Precision.ConvertToBf16 : CudaKernelHandles.Precision.ConvertToFp16,
-                n, yPacked, product, n);
+        StandIn = true; // cuBLASLt's epilogue
+        try
+        {
+            if (bias != null) LaunchGridStride(CudaKernelHandles.Elementwise.AddBias, n, y, yPacked, format, product, bias, (float*)null, M, N);
+            else if (yPacked != null)
+                LaunchGridStride(precision == Precision.BF16 ? CudaKernelHandles.Precision.ConvertToBf16 : CudaKernelHandles.Precision.ConvertToFp16,
+                    n, yPacked, product, n);
+        }
+        finally
+        {
+            StandIn = false;
+        }
         return true;
     }
 
@@ -439,8 +447,19 @@ public sealed unsafe class EmulatedRuntime : CudaRuntime
     {
         var wide = new NativeBuffer(span * sizeof(float));
         if (!x.IsPacked) LaunchGridStride(CudaKernelHandles.Precision.RoundToPrecision, span, (float*)wide.Pointer, x.Floats, span, (int)precision);
-        else LaunchGridStride(precision == Precision.BF16 ? CudaKernelHandles.Precision.ConvertFromBf16 : CudaKernelHandles.Precision.ConvertFromFp16,
-            span, (float*)wide.Pointer, x.Halves, span);
+        else
+        {
+            StandIn = true; // cuBLAS reads a 16-bit operand as it is
+            try
+            {
+                LaunchGridStride(precision == Precision.BF16 ? CudaKernelHandles.Precision.ConvertFromBf16 : CudaKernelHandles.Precision.ConvertFromFp16,
+                    span, (float*)wide.Pointer, x.Halves, span);
+            }
+            finally
+            {
+                StandIn = false;
+            }
+        }
         return wide;
     }
 
